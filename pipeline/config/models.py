@@ -1,0 +1,246 @@
+"""Pydantic models mirroring the YAML file. Keys equal constructor arguments of the stages.
+
+Validators here are pure: probing hardware (is there a GPU? which engine?) happens in `resolve.py`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LaneConfig(Strict):
+    name: str = Field(description="lane name that streams refer to")
+    priority: int = Field(0, description="higher is served first when several lanes have work")
+    max_batch: int = Field(8, ge=1, le=1024, description="frames per batch; larger batches use the engine better")
+    max_wait_ms: float = Field(
+        30, ge=0, description="flush a partial batch once its oldest frame waited this long; larger fills batches better but adds latency"
+    )
+    max_age_ms: float = Field(
+        2000, gt=0, description="live frames older than this are dropped (and counted) instead of detected"
+    )
+
+
+class StreamConfig(Strict):
+    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="unique stream name used in storage and events")
+    url: str = Field(description="file path, rtsp://..., or synthetic://plaza?seed=3&fps=15&size=1280x720")
+    lane: str = Field("default", description="name of the lane this stream joins")
+    fps: float | None = Field(None, gt=0, description="cap on frames per second taken from the stream (None = all)")
+    decode: Literal["auto", "cpu", "nvdec"] = Field("auto", description="decode back-end; auto = nvdec when available")
+    loop: bool = Field(False, description="files only: start again at the end instead of finishing")
+    live: bool | None = Field(None, description="treat as live (drop oldest, reconnect); default: rtsp/synthetic yes, files no")
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
+    open_timeout_s: float = Field(5.0, gt=0, description="give up opening after this long, then retry")
+    read_timeout_s: float = Field(5.0, gt=0, description="a live stream silent this long is reconnected")
+    reconnect_min_s: float = Field(0.5, gt=0, description="first reconnect delay; doubles per failure, with jitter")
+    reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
+    ring_size: int = Field(8, ge=1, description="decoded frames buffered for this stream before the overflow policy acts")
+
+    @property
+    def is_live(self) -> bool:
+        if self.live is not None:
+            return self.live
+        return self.url.startswith(("rtsp://", "rtsps://", "synthetic://", "udp://", "srt://"))
+
+
+class PreprocessConfig(Strict):
+    resize: Literal["auto", "letterbox", "stretch"] = Field("auto", description="letterbox keeps aspect ratio; auto follows the head")
+    color: Literal["auto", "rgb", "bgr"] = Field("auto", description="channel order the model expects")
+    scale: float | None = Field(None, description="pixel multiplier (1/255 for most YOLOs, 1 for YOLOX); auto from the head")
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    pad_value: int = Field(114, ge=0, le=255)
+
+
+class DetectorConfig(Strict):
+    model: Path = Field(description="ONNX file; every engine loads this same file")
+    engine: Literal["auto", "tensorrt", "torch", "onnxruntime-cuda", "onnxruntime"] = "auto"
+    device: int = Field(0, ge=0, description="CUDA device index")
+    precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="GPU engines only; the CPU runs fp32")
+    head: Literal["auto", "ultralytics", "yolov5", "yolox", "end2end", "detr"] = Field(
+        "auto", description="output layout; auto reads it from the ONNX signature"
+    )
+    input_size: tuple[int, int] | None = Field(None, description="(width, height); default from the model")
+    conf_threshold: float = Field(0.25, ge=0, le=1)
+    iou_threshold: float = Field(0.45, ge=0, le=1)
+    max_detections: int = Field(300, ge=1, description="per frame, after NMS")
+    classes: list[str] | None = Field(None, description="keep only these class names (None = all)")
+    class_names: list[str] | Path | None = Field(None, description="names by class id; a list, a text file, or None for COCO-80")
+    preprocess: PreprocessConfig = PreprocessConfig()
+    max_batch: int | None = Field(None, ge=1, description="engine batch limit; default: the largest lane max_batch")
+    engine_cache_dir: Path = Field(Path("~/.cache/streamweave/engines"), description="TensorRT engines and timing caches")
+    calibration_frames: int = Field(256, ge=1, description="int8 only: frames sampled from the streams for calibration")
+
+
+class TrackerConfig(Strict):
+    enabled: bool = True
+    high_threshold: float = Field(0.5, ge=0, le=1, description="detections above this start and first-match tracks")
+    low_threshold: float = Field(0.1, ge=0, le=1, description="second association stage uses detections above this")
+    new_track_threshold: float = Field(0.6, ge=0, le=1, description="unmatched detections above this start a track")
+    match_iou: float = Field(0.2, ge=0, le=1, description="minimum IoU for the first association")
+    max_lost_frames: int = Field(30, ge=0, description="a track unseen this many frames is ended")
+    min_hits: int = Field(2, ge=1, description="frames before a new track is reported")
+
+
+Point = tuple[float, float]
+
+
+class ZoneConfig(Strict):
+    name: str
+    streams: list[str] | None = Field(None, description="streams this zone applies to (None = all)")
+    polygon: list[Point] = Field(min_length=3, description="source-pixel vertices")
+    classes: list[str] | None = None
+    min_score: float = 0.0
+    anchor: Literal["bottom_center", "center", "top_center"] = "bottom_center"
+
+
+class LineConfig(Strict):
+    name: str
+    streams: list[str] | None = None
+    start: Point
+    end: Point
+    classes: list[str] | None = None
+    min_score: float = 0.0
+    anchor: Literal["bottom_center", "center", "top_center"] = "bottom_center"
+
+
+class AlertRule(Strict):
+    name: str
+    when: Literal["dwell", "cross", "occupancy", "enter", "exit"]
+    zone: str | None = None
+    line: str | None = None
+    direction: Literal["in", "out", "any"] = "any"
+    classes: list[str] | None = None
+    min_seconds: float = Field(0.0, ge=0, description="dwell: time inside the zone before the alert")
+    min_count: int = Field(1, ge=0, description="occupancy: objects in the zone at once")
+    debounce_s: float = Field(0.0, ge=0, description="condition must hold this long before firing")
+    cooldown_s: float = Field(10.0, ge=0, description="no repeat of this rule for the same track/zone within this time")
+    snapshot: bool = True
+    clip: bool = False
+
+
+class SqliteStorage(Strict):
+    type: Literal["sqlite"]
+    path: Path = Path("runs/detections.db")
+    batch_size: int = Field(500, ge=1, description="rows per transaction; larger is faster, loses more on a crash")
+    flush_interval_s: float = Field(0.5, gt=0)
+    retention_days: float | None = None
+
+
+class PostgresStorage(Strict):
+    type: Literal["postgres"]
+    dsn: str = Field(description="postgresql://user@host/db; the password belongs in PGPASSWORD, not here")
+    batch_size: int = Field(500, ge=1)
+    flush_interval_s: float = Field(0.5, gt=0)
+    retention_days: float | None = None
+
+
+class JsonlOutput(Strict):
+    type: Literal["jsonl"]
+    path: Path = Path("runs/detections.jsonl")
+    what: Literal["detections", "events"] = "detections"
+
+
+class WebhookOutput(Strict):
+    type: Literal["webhook"]
+    url: str
+    timeout_s: float = 5.0
+    max_retries: int | None = Field(None, description="None = retry forever (the outbox keeps the event)")
+
+
+class MqttOutput(Strict):
+    type: Literal["mqtt"]
+    host: str = "127.0.0.1"
+    port: int = 1883
+    topic_prefix: str = "streamweave"
+    qos: Literal[0, 1, 2] = 1
+
+
+class MediaOutput(Strict):
+    type: Literal["media"]
+    directory: Path = Path("runs/media")
+    snapshot: bool = True
+    clip_before_s: float = 5.0
+    clip_after_s: float = 5.0
+
+
+class MotExport(Strict):
+    type: Literal["mot"]
+    directory: Path = Path("runs/mot")
+
+
+SinkConfig = Annotated[
+    Union[SqliteStorage, PostgresStorage, JsonlOutput, WebhookOutput, MqttOutput, MediaOutput, MotExport],
+    Field(discriminator="type"),
+]
+
+
+class RuntimeConfig(Strict):
+    sink_workers: int = Field(2, ge=1, description="threads running per-stream sinks; streams are sharded across them")
+    sink_queue_size: int = Field(256, ge=1, description="frames waiting per sink worker before inference blocks")
+    outbox_path: Path = Field(Path("runs/outbox.db"), description="SQLite outbox that holds events until delivered")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    progress_interval_s: float = Field(1.0, gt=0)
+
+
+class PipelineConfig(Strict):
+    streams: list[StreamConfig] = Field(min_length=1)
+    lanes: list[LaneConfig] = [LaneConfig(name="default")]
+    detector: DetectorConfig
+    tracker: TrackerConfig = TrackerConfig()
+    zones: list[ZoneConfig] = []
+    lines: list[LineConfig] = []
+    alerts: list[AlertRule] = []
+    sinks: list[SinkConfig] = []
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> "PipelineConfig":
+        _unique("streams", [s.id for s in self.streams], "id")
+        _unique("lanes", [lane.name for lane in self.lanes], "name")
+        _unique("zones", [z.name for z in self.zones], "name")
+        _unique("lines", [ln.name for ln in self.lines], "name")
+        lanes = {lane.name for lane in self.lanes}
+        stream_ids = {s.id for s in self.streams}
+        for i, s in enumerate(self.streams):
+            if s.lane not in lanes:
+                raise _at(("streams", i, "lane"), f"unknown lane '{s.lane}'; defined lanes: {sorted(lanes)}")
+        for key, items in (("zones", self.zones), ("lines", self.lines)):
+            for i, item in enumerate(items):
+                for sid in item.streams or []:
+                    if sid not in stream_ids:
+                        raise _at((key, i, "streams"), f"unknown stream '{sid}'")
+        zones = {z.name for z in self.zones}
+        lines = {ln.name for ln in self.lines}
+        for i, rule in enumerate(self.alerts):
+            if rule.when in ("dwell", "occupancy", "enter", "exit") and rule.zone not in zones:
+                raise _at(("alerts", i, "zone"), f"rule '{rule.name}' needs a zone; defined zones: {sorted(zones)}")
+            if rule.when == "cross" and rule.line not in lines:
+                raise _at(("alerts", i, "line"), f"rule '{rule.name}' needs a line; defined lines: {sorted(lines)}")
+        return self
+
+
+class KeyPathError(ValueError):
+    """A cross-field error that knows the key path it belongs to (the loader adds file and line)."""
+
+    def __init__(self, loc: tuple, message: str):
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+def _at(loc: tuple, message: str) -> KeyPathError:
+    return KeyPathError(loc, message)
+
+
+def _unique(key: str, names: list[str], field: str) -> None:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise _at((key, i, field), f"duplicate {field} '{name}' (first at {key} -> {seen[name]})")
+        seen[name] = i

@@ -1,0 +1,21 @@
+"""The exception tree. Every message names the input it is about and what to do next."""
+
+
+class PipelineError(Exception):
+    """Base of every error the pipeline raises on purpose."""
+
+
+class ConfigError(PipelineError):
+    """A configuration file or value is invalid; the pipeline does not start."""
+
+
+class SourceError(PipelineError):
+    """A stream cannot be opened, read or decoded."""
+
+
+class EngineError(PipelineError):
+    """A model cannot be loaded or run by the chosen inference engine."""
+
+
+class SinkError(PipelineError):
+    """A sink (tracker, storage, output) failed on a frame or an event."""

@@ -1,0 +1,48 @@
+"""What a sink is. Sinks run off the inference thread, per stream in frame order.
+
+Two kinds:
+- `StreamStage`: one instance per stream (tracker, zone/line analytics, alert rules); it may change
+  `result.detections.track_id` and append to `result.events`. It holds that stream's state only.
+- `Sink`: one instance per pipeline (storage, JSONL, media, MOT export); `on_frame` is called from
+  several sink worker threads (never two at once for the same stream), so it must be thread-safe
+  across streams. Event outputs (webhook, MQTT, event log) sit behind the durable outbox instead.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from pipeline.types import Event, FrameResult
+
+
+class StreamStage(Protocol):
+    def process(self, result: FrameResult) -> None: ...
+
+    def end(self, result_ts_ns: int) -> list[Event]:
+        """The stream ended: close open state (tracks, zone visits) and return final events."""
+        ...
+
+
+class Sink(Protocol):
+    name: str
+
+    def open(self) -> None: ...
+
+    def on_frame(self, result: FrameResult) -> None: ...
+
+    def on_stream_end(self, stream_id: str) -> None: ...
+
+    def close(self) -> None:
+        """Flush everything still buffered; called once after the last frame."""
+        ...
+
+
+class EventOutput(Protocol):
+    """A destination the outbox delivers events to, one at a time, in order."""
+
+    name: str
+
+    def deliver(self, event: Event) -> None:
+        """Deliver or raise `SinkError`; the outbox keeps the event and retries with backoff."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,151 @@
+"""The types that cross stage boundaries: Frame, FrameBatch, Detections, Event, FrameResult.
+
+Timestamps are integer nanoseconds from the decoder on; never floats.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+PixelFormat = Literal["rgb24", "nv12"]
+
+
+def array_module(a: Any):
+    """numpy or cupy, whichever owns `a` (cupy is imported only if it is already loaded)."""
+    if isinstance(a, np.ndarray):
+        return np
+    import cupy  # noqa: PLC0415 - only reached for device arrays
+
+    return cupy.get_array_module(a)
+
+
+@dataclass(slots=True)
+class Frame:
+    """One decoded picture of one stream.
+
+    image: host `(H, W, 3) uint8` RGB (`pixel_format="rgb24"`) or device NV12 `(H*3/2, W) uint8`
+    (`pixel_format="nv12"`). `seq` counts per stream from 0; a gap means frames were dropped.
+    `pts_ns` is on the stream's own clock; `wall_ns` is the host's `time.time_ns()` at capture.
+    """
+
+    stream_id: str
+    seq: int
+    pts_ns: int
+    wall_ns: int
+    image: Any
+    width: int
+    height: int
+    pixel_format: PixelFormat = "rgb24"
+    ready_event: Any = None  # CUDA event recorded after the decoder wrote `image` (device frames only)
+
+
+@dataclass(slots=True)
+class FrameBatch:
+    """The frames of one batch, in row order, and the lane that produced it.
+
+    `scale (B,) float32` and `pad (B, 2) float32` (x, y) are filled by preprocessing: a model
+    coordinate maps back to source pixels as `(model - pad) / scale`.
+    """
+
+    frames: list[Frame]
+    lane: str
+    formed_ns: int = 0
+    scale: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    pad: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+_COLUMNS = {
+    "xyxy": (np.float32, (4,)),
+    "score": (np.float32, ()),
+    "class_id": (np.int32, ()),
+    "frame_idx": (np.int32, ()),
+    "track_id": (np.int64, ()),
+}
+
+
+class Detections:
+    """Struct of arrays, all of length N, all on one device (numpy or cupy).
+
+    xyxy (N,4) float32 source pixels; score (N,) float32; class_id (N,) int32;
+    frame_idx (N,) int32 row in the batch; track_id (N,) int64, -1 before tracking.
+    """
+
+    __slots__ = tuple(_COLUMNS)
+
+    def __init__(self, xyxy, score, class_id, frame_idx=None, track_id=None):
+        xp = array_module(xyxy)
+        n = len(score)
+        if frame_idx is None:
+            frame_idx = xp.zeros(n, np.int32)
+        if track_id is None:
+            track_id = xp.full(n, -1, np.int64)
+        values = dict(xyxy=xyxy, score=score, class_id=class_id, frame_idx=frame_idx, track_id=track_id)
+        for name, (dtype, tail) in _COLUMNS.items():
+            arr = xp.asarray(values[name], dtype=dtype)
+            if tuple(arr.shape) != (n, *tail):
+                raise ValueError(f"Detections.{name} must have shape {(n, *tail)}, got {tuple(arr.shape)}")
+            setattr(self, name, arr)
+
+    @classmethod
+    def empty(cls, xp=np) -> "Detections":
+        return cls(xp.zeros((0, 4), np.float32), xp.zeros(0, np.float32), xp.zeros(0, np.int32))
+
+    @classmethod
+    def concat(cls, parts: list["Detections"]) -> "Detections":
+        if not parts:
+            return cls.empty()
+        xp = array_module(parts[0].xyxy)
+        return cls(*(xp.concatenate([getattr(p, c) for p in parts]) for c in _COLUMNS))
+
+    def __len__(self) -> int:
+        return int(self.score.shape[0])
+
+    def __getitem__(self, index) -> "Detections":
+        """Rows selected by a boolean mask, an index array or a slice."""
+        return Detections(*(getattr(self, c)[index] for c in _COLUMNS))
+
+    def for_frame(self, row: int) -> "Detections":
+        return self[self.frame_idx == row]
+
+    def to_host(self) -> "Detections":
+        if isinstance(self.xyxy, np.ndarray):
+            return self
+        return Detections(*(getattr(self, c).get() for c in _COLUMNS))
+
+    def __repr__(self) -> str:
+        return f"Detections(n={len(self)})"
+
+
+def make_event_id(stream_id: str, rule: str, track_id: int, ts_ns: int) -> str:
+    """Deterministic id: the same stream, rule, track and time always give the same id."""
+    key = f"{stream_id}|{rule}|{track_id}|{ts_ns}".encode()
+    return hashlib.sha1(key).hexdigest()[:20]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something a rule decided happened. Delivery is at least once; de-duplicate by `event_id`."""
+
+    event_id: str
+    stream_id: str
+    rule: str
+    kind: str
+    track_id: int
+    class_id: int
+    ts_ns: int
+    payload: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class FrameResult:
+    """What the sinks of one stream see, in frame order: the frame, its host detections, its events."""
+
+    frame: Frame
+    detections: Detections
+    events: list[Event] = field(default_factory=list)
