@@ -1,0 +1,177 @@
+"""AlignedBuffer: per-stream rings feeding priority lanes that form detector batches.
+
+Producers (one decode thread per stream) call `put` and, in `finally`, `end_stream`; one or more
+consumers call `next_batch(timeout)`. The batcher serves the highest-priority lane that is ready
+(full, or its oldest frame waited `max_wait_ms`, or none of its streams can add a frame); streams
+within a lane are taken round-robin; live frames older than `max_age_ms` are dropped and counted.
+Live rings drop their oldest frame when full; file rings make the reader wait, so files lose nothing.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+from pipeline.align.lanes import Lane, StreamRing
+from pipeline.config.models import LaneConfig, StreamConfig
+from pipeline.errors import ConfigError
+from pipeline.runtime.queues import Overflow
+from pipeline.types import Frame, FrameBatch
+
+_NS_PER_S = 1_000_000_000
+
+
+class AlignedBuffer:
+    """Thread-safe frame buffer with priority lanes; implements the `FrameSink` the workers call.
+
+    Args:
+        lanes: lane policies; every stream's `lane` must name one of them.
+        streams: the streams that will put frames; `ring_size` bounds each stream's backlog,
+            `is_live` picks the overflow policy (live: drop oldest, file: block the reader).
+        clock_ns: monotonic clock in integer nanoseconds for arrival times and deadlines;
+            tests inject a fake one to make deadlines deterministic.
+    """
+
+    def __init__(
+        self,
+        lanes: list[LaneConfig],
+        streams: list[StreamConfig],
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+    ):
+        self._clock = clock_ns
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._closed = False
+        self._rings = self._make_rings(lanes, streams)
+        by_lane: dict[str, list[StreamRing]] = {lane.name: [] for lane in lanes}
+        for ring in self._rings.values():
+            by_lane[ring.lane].append(ring)
+        self._lanes = [Lane(cfg, by_lane[cfg.name]) for cfg in sorted(lanes, key=lambda c: -c.priority)]
+        self._lane_of = {lane.name: lane for lane in self._lanes}
+
+    def _make_rings(self, lanes: list[LaneConfig], streams: list[StreamConfig]) -> dict[str, StreamRing]:
+        lane_names = {lane.name for lane in lanes}
+        if len(lane_names) != len(lanes):
+            raise ConfigError(f"lane names must be unique, got {[lane.name for lane in lanes]}")
+        rings: dict[str, StreamRing] = {}
+        for cfg in streams:
+            if cfg.lane not in lane_names:
+                raise ConfigError(f"stream '{cfg.id}' joins unknown lane '{cfg.lane}'; defined lanes: {sorted(lane_names)}")
+            if cfg.id in rings:
+                raise ConfigError(f"stream id '{cfg.id}' appears twice; stream ids must be unique")
+            overflow = Overflow.DROP_OLDEST if cfg.is_live else Overflow.BLOCK
+            rings[cfg.id] = StreamRing(cfg.id, cfg.lane, cfg.ring_size, overflow, threading.Condition(self._lock))
+        return rings
+
+    # -- producers (FrameSink) ---------------------------------------------------------------------
+    def put(self, frame: Frame, timeout: float) -> bool:
+        """Hand one decoded frame to its stream's ring.
+
+        Live streams never block: a full ring drops its oldest frame (counted). Files wait up to
+        `timeout` seconds for room and return False if there is still none; the worker retries
+        while it is not stopped. After `close()` every put returns False (files after `timeout`).
+        A put after `end_stream` reopens the stream (a restarted worker).
+        """
+        ring = self._ring(frame.stream_id)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            # a closed buffer makes files wait out their timeout too, so a retrying worker never spins
+            while not ring.live and (ring.full or self._closed):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                ring.space.wait(remaining)
+            if self._closed:
+                return False
+            ring.ended = False
+            if self._lane_of[ring.lane].push(ring, frame, self._clock()):
+                self._ready.notify()
+            return True
+
+    def end_stream(self, stream_id: str) -> None:
+        """The stream will send no more frames: its lane may flush the tail without waiting for it."""
+        ring = self._ring(stream_id)
+        with self._lock:
+            ring.ended = True
+            self._ready.notify_all()
+
+    # -- consumers ---------------------------------------------------------------------------------
+    def next_batch(self, timeout: float) -> FrameBatch | None:
+        """The next batch, waiting at most `timeout` seconds; None on timeout, when closed, or finished.
+
+        Sleeps on a condition variable until a producer makes a lane ready or the earliest lane
+        deadline expires, whichever comes first (no polling).
+        """
+        end = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                now = self._clock()
+                lane, deadline_ns = self._pick_lane(now)
+                if lane is not None:
+                    return self._form_batch(lane)
+                if self._closed or self._finished_locked():
+                    return None
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    return None
+                if deadline_ns is not None:
+                    remaining = min(remaining, max(deadline_ns - now, 0) / _NS_PER_S)
+                self._ready.wait(remaining)
+
+    def close(self) -> None:
+        """Wake every waiting producer and consumer; later puts are refused and `next_batch` returns None."""
+        with self._lock:
+            self._closed = True
+            self._ready.notify_all()
+            for ring in self._rings.values():
+                ring.space.notify_all()
+
+    @property
+    def finished(self) -> bool:
+        """True when every stream has ended and every ring is empty."""
+        with self._lock:
+            return self._finished_locked()
+
+    def stats(self) -> dict:
+        """Counters: `streams[id]` and `lanes[name]` with received, batched, dropped_overflow,
+        dropped_age, depth; lanes also have batches, frames and mean_batch_size."""
+        with self._lock:
+            return {
+                "streams": {sid: ring.counters() for sid, ring in self._rings.items()},
+                "lanes": {lane.name: lane.counters() for lane in self._lanes},
+            }
+
+    # -- internals (lock held) ---------------------------------------------------------------------
+    def _ring(self, stream_id: str) -> StreamRing:
+        ring = self._rings.get(stream_id)
+        if ring is None:
+            raise ConfigError(f"stream '{stream_id}' is not one of this buffer's streams {sorted(self._rings)}; add it to `streams:`")
+        return ring
+
+    def _finished_locked(self) -> bool:
+        return all(ring.ended and not ring.entries for ring in self._rings.values())
+
+    def _pick_lane(self, now_ns: int) -> tuple[Lane | None, int | None]:
+        """The lane to serve now (highest priority, then oldest frame) or (None, earliest deadline)."""
+        best: Lane | None = None
+        best_key = None
+        earliest: int | None = None
+        for lane in self._lanes:
+            lane.drop_aged(now_ns)
+            ready, deadline = lane.due(now_ns)
+            if ready:
+                key = (-lane.config.priority, lane.oldest_arrival())
+                if best_key is None or key < best_key:
+                    best, best_key = lane, key
+            elif deadline is not None and (earliest is None or deadline < earliest):
+                earliest = deadline
+        return best, earliest
+
+    def _form_batch(self, lane: Lane) -> FrameBatch:
+        frames, served = lane.take()
+        for ring in served:
+            if not ring.live:
+                ring.space.notify()
+        if any(other.depth for other in self._lanes):
+            self._ready.notify()  # another consumer may serve the rest
+        return FrameBatch(frames=frames, lane=lane.name, formed_ns=self._clock())

@@ -1,0 +1,164 @@
+"""Per-stream rings and the lanes that batch them. Not thread-safe: `AlignedBuffer` holds the lock.
+
+A `StreamRing` holds one stream's waiting frames with their arrival time in the buffer. A `Lane`
+groups the rings of the streams that joined it and decides, from its `LaneConfig`, when a batch
+is due (full, deadline, or no more frames can come) and which frames form it (round-robin).
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+from pipeline.config.models import LaneConfig
+from pipeline.runtime.queues import Overflow
+from pipeline.types import Frame
+
+_NS_PER_MS = 1_000_000
+
+
+@dataclass(eq=False)
+class StreamRing:
+    """One stream's waiting frames as `(arrival_ns, Frame)`, oldest first.
+
+    `overflow` is DROP_OLDEST for live streams (fresh frames matter more than old ones) and BLOCK
+    for files (the reader waits on `space`, so files lose nothing).
+    """
+
+    stream_id: str
+    lane: str
+    capacity: int
+    overflow: Overflow
+    space: threading.Condition
+    entries: deque = field(default_factory=deque)
+    ended: bool = False
+    received: int = 0
+    batched: int = 0
+    dropped_overflow: int = 0
+    dropped_age: int = 0
+
+    @property
+    def live(self) -> bool:
+        return self.overflow is not Overflow.BLOCK
+
+    @property
+    def full(self) -> bool:
+        return len(self.entries) >= self.capacity
+
+    def counters(self) -> dict:
+        return {
+            "lane": self.lane,
+            "live": self.live,
+            "received": self.received,
+            "batched": self.batched,
+            "dropped_overflow": self.dropped_overflow,
+            "dropped_age": self.dropped_age,
+            "depth": len(self.entries),
+            "ended": self.ended,
+        }
+
+
+class Lane:
+    """The batching policy of one lane over its streams' rings.
+
+    `depth` is the number of frames waiting in all of the lane's rings.
+    """
+
+    def __init__(self, config: LaneConfig, rings: list[StreamRing]):
+        self.config = config
+        self.rings = rings
+        self.depth = 0
+        self.batches = 0
+        self.frames = 0
+        self._cursor = 0
+        self._max_wait_ns = round(config.max_wait_ms * _NS_PER_MS)
+        self._max_age_ns = round(config.max_age_ms * _NS_PER_MS)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def push(self, ring: StreamRing, frame: Frame, now_ns: int) -> bool:
+        """Store `frame` (the caller made room for BLOCK rings); True when a consumer should look again.
+
+        A live ring that is full drops its oldest frame first (counted in `dropped_overflow`).
+        """
+        if ring.full:
+            ring.entries.popleft()
+            ring.dropped_overflow += 1
+            self.depth -= 1
+        ring.entries.append((now_ns, frame))
+        ring.received += 1
+        self.depth += 1
+        # Only these change what a waiting consumer computed: a new earliest deadline, a full
+        # batch, or a full ring (the lane may now be unable to grow).
+        return self.depth == 1 or self.depth >= self.config.max_batch or ring.full
+
+    def drop_aged(self, now_ns: int) -> None:
+        """Drop live frames that arrived more than `max_age_ms` ago (counted in `dropped_age`)."""
+        cutoff = now_ns - self._max_age_ns
+        for ring in self.rings:
+            if not ring.live:
+                continue
+            while ring.entries and ring.entries[0][0] < cutoff:
+                ring.entries.popleft()
+                ring.dropped_age += 1
+                self.depth -= 1
+
+    def oldest_arrival(self) -> int | None:
+        """Arrival time (ns) of the frame that has waited longest, or None when the lane is empty."""
+        fronts = [ring.entries[0][0] for ring in self.rings if ring.entries]
+        return min(fronts) if fronts else None
+
+    def due(self, now_ns: int) -> tuple[bool, int | None]:
+        """(ready now, deadline in ns when not ready yet). An empty lane is (False, None).
+
+        Ready when `max_batch` frames wait, when the oldest waited `max_wait_ms`, or when no
+        stream of the lane can add a frame (each has ended or has a full ring: flush the tail).
+        A lane never waits for one particular stream, so a stalled camera delays no one.
+        """
+        oldest = self.oldest_arrival()
+        if oldest is None:
+            return False, None
+        deadline = oldest + self._max_wait_ns
+        if self.depth >= self.config.max_batch or now_ns >= deadline:
+            return True, None
+        if all(ring.ended or ring.full for ring in self.rings):
+            return True, None
+        return False, deadline
+
+    def take(self) -> tuple[list[Frame], list[StreamRing]]:
+        """Up to `max_batch` frames, one per stream per round, starting after the last stream served.
+
+        Returns the frames in batch order (each stream's frames stay in arrival order) and the
+        rings that gave frames (their blocked producers may continue).
+        """
+        frames: list[Frame] = []
+        served: dict[str, StreamRing] = {}
+        count = len(self.rings)
+        i = self._cursor
+        while len(frames) < self.config.max_batch and self.depth > 0:
+            ring = self.rings[i]
+            i = (i + 1) % count
+            if ring.entries:
+                frames.append(ring.entries.popleft()[1])
+                ring.batched += 1
+                self.depth -= 1
+                served[ring.stream_id] = ring
+        self._cursor = i
+        self.batches += 1
+        self.frames += len(frames)
+        return frames, list(served.values())
+
+    def counters(self) -> dict:
+        rings = [ring.counters() for ring in self.rings]
+        total = {key: sum(r[key] for r in rings) for key in ("received", "batched", "dropped_overflow", "dropped_age")}
+        return {
+            "priority": self.config.priority,
+            "streams": [ring.stream_id for ring in self.rings],
+            **total,
+            "depth": self.depth,
+            "batches": self.batches,
+            "frames": self.frames,
+            "mean_batch_size": self.frames / self.batches if self.batches else 0.0,
+        }

@@ -1,0 +1,370 @@
+"""AlignedBuffer: size and deadline flushes, lane priority, round-robin, drops, blocking files, tails."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.align import AlignedBuffer
+from pipeline.config.models import LaneConfig, StreamConfig
+from pipeline.errors import ConfigError
+from pipeline.types import Frame
+
+MS = 1_000_000
+IMAGE = np.zeros((4, 4, 3), np.uint8)
+
+
+class FakeClock:
+    """Monotonic nanoseconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 10**12
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance_ms(self, ms: float) -> None:
+        self.now += round(ms * MS)
+
+
+def live(sid: str, lane: str = "default", ring: int = 8) -> StreamConfig:
+    return StreamConfig(id=sid, url=f"rtsp://127.0.0.1:8554/{sid}", lane=lane, ring_size=ring)
+
+
+def file(sid: str, lane: str = "default", ring: int = 8) -> StreamConfig:
+    return StreamConfig(id=sid, url=f"/clips/{sid}.mp4", lane=lane, ring_size=ring)
+
+
+def frame(sid: str, seq: int) -> Frame:
+    return Frame(sid, seq, seq * 40 * MS, 0, IMAGE, 4, 4)
+
+
+def ids(batch) -> list[tuple[str, int]]:
+    return [(f.stream_id, f.seq) for f in batch.frames]
+
+
+def lane(name: str = "default", **kw) -> LaneConfig:
+    return LaneConfig(name=name, **{"max_batch": 4, "max_wait_ms": 30, **kw})
+
+
+def test_lane_flushes_as_soon_as_it_holds_max_batch_frames():
+    clock = FakeClock()
+    buf = AlignedBuffer([lane(max_batch=4, max_wait_ms=1000)], [live("a"), live("b")], clock)
+    for seq in range(2):
+        buf.put(frame("a", seq), 0.1)
+    buf.put(frame("b", 0), 0.1)
+    assert buf.next_batch(0) is None
+    buf.put(frame("b", 1), 0.1)
+    batch = buf.next_batch(0)
+    assert ids(batch) == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    assert batch.lane == "default" and batch.formed_ns == clock.now
+
+
+def test_partial_batch_flushes_when_oldest_frame_waited_max_wait():
+    clock = FakeClock()
+    buf = AlignedBuffer([lane(max_batch=8, max_wait_ms=30)], [live("a")], clock)
+    buf.put(frame("a", 0), 0.1)
+    clock.advance_ms(20)
+    buf.put(frame("a", 1), 0.1)
+    clock.advance_ms(9.9)
+    assert buf.next_batch(0) is None
+    clock.advance_ms(0.1)
+    assert ids(buf.next_batch(0)) == [("a", 0), ("a", 1)]
+
+
+def test_waiting_consumer_wakes_when_the_deadline_expires():
+    buf = AlignedBuffer([lane(max_batch=8, max_wait_ms=80)], [live("a")])
+    buf.put(frame("a", 0), 0.1)
+    start = time.monotonic()
+    batch = buf.next_batch(timeout=5)
+    elapsed = time.monotonic() - start
+    assert ids(batch) == [("a", 0)]
+    assert 0.07 <= elapsed < 1.0
+
+
+def test_waiting_consumer_wakes_when_a_producer_fills_the_lane():
+    buf = AlignedBuffer([lane(max_batch=3, max_wait_ms=10_000)], [live("a")])
+    buf.put(frame("a", 0), 0.1)
+
+    def fill():
+        time.sleep(0.05)
+        buf.put(frame("a", 1), 0.1)
+        buf.put(frame("a", 2), 0.1)
+
+    threading.Thread(target=fill).start()
+    start = time.monotonic()
+    batch = buf.next_batch(timeout=5)
+    assert len(batch) == 3 and time.monotonic() - start < 2.0
+
+
+def test_higher_priority_lane_is_served_first_when_both_are_ready():
+    clock = FakeClock()
+    lanes = [lane("bulk", priority=0, max_batch=2), lane("urgent", priority=10, max_batch=2)]
+    buf = AlignedBuffer(lanes, [live("slowcam", "bulk"), live("door", "urgent")], clock)
+    for seq in range(2):
+        buf.put(frame("slowcam", seq), 0.1)
+    for seq in range(2):
+        buf.put(frame("door", seq), 0.1)
+    assert [buf.next_batch(0).lane for _ in range(2)] == ["urgent", "bulk"]
+
+
+def test_ready_low_priority_lane_is_not_held_back_by_a_waiting_high_priority_lane():
+    clock = FakeClock()
+    lanes = [lane("bulk", priority=0, max_batch=2), lane("urgent", priority=10, max_batch=2, max_wait_ms=50)]
+    buf = AlignedBuffer(lanes, [live("slowcam", "bulk"), live("door", "urgent")], clock)
+    buf.put(frame("door", 0), 0.1)
+    buf.put(frame("slowcam", 0), 0.1)
+    buf.put(frame("slowcam", 1), 0.1)
+    assert buf.next_batch(0).lane == "bulk"
+    assert buf.next_batch(0) is None
+    clock.advance_ms(50)
+    assert ids(buf.next_batch(0)) == [("door", 0)]
+
+
+def test_round_robin_serves_a_slow_camera_alongside_a_fast_one():
+    clock = FakeClock()
+    buf = AlignedBuffer([lane(max_batch=4)], [live("fast", ring=4), live("slow", ring=4)], clock)
+    served = {"fast": 0, "slow": 0}
+    fast_seq = 0
+    for tick in range(10):  # per tick: fast camera sends 6 frames, slow sends 1, the detector takes 4
+        for _ in range(6):
+            buf.put(frame("fast", fast_seq), 0.1)
+            fast_seq += 1
+        buf.put(frame("slow", tick), 0.1)
+        for f in buf.next_batch(0).frames:
+            served[f.stream_id] += 1
+    stats = buf.stats()["streams"]
+    assert served == {"slow": 10, "fast": 30}
+    assert stats["slow"]["dropped_overflow"] == 0
+    assert stats["fast"]["dropped_overflow"] == 60 - 30 - stats["fast"]["depth"]
+
+
+def test_round_robin_shares_capacity_equally_between_equally_fast_cameras():
+    clock = FakeClock()
+    buf = AlignedBuffer([lane(max_batch=4)], [live("a", ring=16), live("b", ring=16)], clock)
+    for seq in range(12):
+        buf.put(frame("a", seq), 0.1)
+        buf.put(frame("b", seq), 0.1)
+    first, second = buf.next_batch(0), buf.next_batch(0)
+    assert ids(first) == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    assert ids(second) == [("a", 2), ("b", 2), ("a", 3), ("b", 3)]
+
+
+def test_stalled_stream_never_delays_the_batch_of_the_others():
+    clock = FakeClock()
+    buf = AlignedBuffer([lane(max_batch=3, max_wait_ms=30)], [live("a"), live("b"), live("stalled")], clock)
+    buf.put(frame("a", 0), 0.1)
+    buf.put(frame("b", 0), 0.1)
+    clock.advance_ms(30)
+    assert ids(buf.next_batch(0)) == [("a", 0), ("b", 0)]
+    for seq in (1, 2):
+        buf.put(frame("a", seq), 0.1)
+    buf.put(frame("b", 1), 0.1)
+    assert ids(buf.next_batch(0)) == [("a", 1), ("b", 1), ("a", 2)]
+
+
+def test_full_live_ring_drops_its_oldest_frames_and_counts_them():
+    clock = FakeClock()
+    buf = AlignedBuffer([lane(max_batch=8, max_wait_ms=0)], [live("cam", ring=3)], clock)
+    assert all(buf.put(frame("cam", seq), 0.1) for seq in range(5))
+    assert ids(buf.next_batch(0)) == [("cam", 2), ("cam", 3), ("cam", 4)]
+    stats = buf.stats()
+    assert stats["streams"]["cam"]["dropped_overflow"] == 2
+    assert stats["lanes"]["default"]["dropped_overflow"] == 2
+
+
+def test_live_frames_older_than_max_age_are_dropped_at_batching_time():
+    clock = FakeClock()
+    lanes = [lane(max_batch=8, max_wait_ms=50, max_age_ms=100)]
+    buf = AlignedBuffer(lanes, [live("cam"), file("clip")], clock)
+    buf.put(frame("cam", 0), 0.1)
+    buf.put(frame("cam", 1), 0.1)
+    buf.put(frame("clip", 0), 0.1)
+    clock.advance_ms(100.5)
+    buf.put(frame("cam", 2), 0.1)
+    # cam 0 and 1 aged out; the file frame is as old but files lose nothing; cam 2 is young enough
+    assert ids(buf.next_batch(0)) == [("cam", 2), ("clip", 0)]
+    stats = buf.stats()
+    assert stats["streams"]["cam"]["dropped_age"] == 2
+    assert stats["streams"]["clip"]["dropped_age"] == 0
+    assert stats["lanes"]["default"]["dropped_age"] == 2
+
+
+def test_file_put_times_out_on_a_full_ring_without_dropping():
+    buf = AlignedBuffer([lane(max_batch=8, max_wait_ms=1000)], [file("clip", ring=2), live("cam")])
+    assert buf.put(frame("clip", 0), 0.1) and buf.put(frame("clip", 1), 0.1)
+    start = time.monotonic()
+    assert buf.put(frame("clip", 2), timeout=0.05) is False
+    assert time.monotonic() - start >= 0.045
+    assert buf.stats()["streams"]["clip"]["dropped_overflow"] == 0
+
+
+def test_blocked_file_producer_resumes_when_a_batch_is_taken():
+    buf = AlignedBuffer([lane(max_batch=2, max_wait_ms=1000)], [file("clip", ring=2), live("cam")])
+    buf.put(frame("clip", 0), 0.1)
+    buf.put(frame("clip", 1), 0.1)
+    result = []
+    producer = threading.Thread(target=lambda: result.append(buf.put(frame("clip", 2), timeout=5)))
+    producer.start()
+    producer.join(0.1)
+    assert producer.is_alive(), "the producer should wait for room, not drop"
+    assert ids(buf.next_batch(0)) == [("clip", 0), ("clip", 1)]
+    producer.join(2)
+    assert result == [True]
+
+
+def test_file_streams_lose_nothing_under_a_slow_consumer():
+    buf = AlignedBuffer([lane(max_batch=4, max_wait_ms=5)], [file("x", ring=2), file("y", ring=3)])
+    stop = threading.Event()
+
+    def produce(sid: str, count: int) -> None:
+        try:
+            for seq in range(count):
+                while not buf.put(frame(sid, seq), timeout=0.05):
+                    assert not stop.is_set()
+        finally:
+            buf.end_stream(sid)
+
+    producers = [threading.Thread(target=produce, args=(sid, 60)) for sid in ("x", "y")]
+    for p in producers:
+        p.start()
+    got: dict[str, list[int]] = {"x": [], "y": []}
+    deadline = time.monotonic() + 20
+    while not buf.finished and time.monotonic() < deadline:
+        batch = buf.next_batch(0.5)
+        for f in batch.frames if batch else []:
+            got[f.stream_id].append(f.seq)
+    stop.set()
+    for p in producers:
+        p.join(2)
+    assert got == {"x": list(range(60)), "y": list(range(60))}
+    assert all(s["dropped_overflow"] == 0 and s["dropped_age"] == 0 for s in buf.stats()["streams"].values())
+
+
+def test_end_of_stream_flushes_the_tail_and_then_reports_finished():
+    buf = AlignedBuffer([lane(max_batch=8, max_wait_ms=10_000)], [file("a"), file("b")])
+    for seq in range(3):
+        buf.put(frame("a", seq), 0.1)
+    buf.end_stream("a")
+    assert buf.next_batch(0) is None, "b may still send frames"
+    buf.end_stream("b")
+    assert not buf.finished
+    assert ids(buf.next_batch(0)) == [("a", 0), ("a", 1), ("a", 2)]
+    assert buf.finished
+    start = time.monotonic()
+    assert buf.next_batch(timeout=5) is None
+    assert time.monotonic() - start < 1.0
+
+
+def test_lane_whose_streams_cannot_grow_flushes_without_waiting():
+    buf = AlignedBuffer([lane(max_batch=16, max_wait_ms=10_000)], [file("clip", ring=4)], FakeClock())
+    for seq in range(4):
+        buf.put(frame("clip", seq), 0.1)
+    assert len(buf.next_batch(0)) == 4
+
+
+def test_close_wakes_a_waiting_consumer_and_refuses_puts_without_letting_file_workers_spin():
+    buf = AlignedBuffer([lane()], [live("a"), file("clip")])
+    threading.Timer(0.05, buf.close).start()
+    start = time.monotonic()
+    assert buf.next_batch(timeout=5) is None
+    assert time.monotonic() - start < 1.0
+    assert buf.put(frame("a", 0), 0.1) is False
+    start = time.monotonic()
+    assert buf.put(frame("clip", 0), 0.05) is False
+    assert time.monotonic() - start >= 0.045
+    assert buf.stats()["streams"]["clip"]["received"] == 0
+
+
+def test_many_producers_and_two_consumers_deliver_every_frame_once_in_stream_order():
+    streams = [file(f"f{i}", ring=3) for i in range(6)] + [live(f"l{i}", ring=64) for i in range(2)]
+    buf = AlignedBuffer([lane(max_batch=5, max_wait_ms=2)], streams)
+
+    def produce(sid: str) -> None:
+        try:
+            for seq in range(40):
+                while not buf.put(frame(sid, seq), timeout=0.05):
+                    pass
+        finally:
+            buf.end_stream(sid)
+
+    batches, lock = [], threading.Lock()
+
+    def consume() -> None:
+        deadline = time.monotonic() + 20
+        while not buf.finished and time.monotonic() < deadline:
+            batch = buf.next_batch(0.2)
+            if batch is not None:
+                with lock:
+                    batches.append(ids(batch))
+
+    threads = [threading.Thread(target=produce, args=(s.id,)) for s in streams]
+    threads += [threading.Thread(target=consume) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(25)
+    delivered = [item for batch in batches for item in batch]
+    assert sorted(delivered) == sorted((s.id, seq) for s in streams for seq in range(40))
+    for batch in batches:
+        assert len(batch) <= 5
+        for sid in {sid for sid, _ in batch}:
+            seqs = [seq for s, seq in batch if s == sid]
+            assert seqs == sorted(seqs)
+
+
+def test_stats_report_counters_per_stream_and_per_lane():
+    clock = FakeClock()
+    lanes = [lane("bulk", max_batch=2), lane("urgent", priority=5, max_batch=3)]
+    buf = AlignedBuffer(lanes, [live("a", "bulk", ring=2), live("b", "urgent"), file("c", "urgent")], clock)
+    for seq in range(3):
+        buf.put(frame("a", seq), 0.1)
+    for seq in range(2):
+        buf.put(frame("b", seq), 0.1)
+    buf.put(frame("c", 0), 0.1)
+    buf.next_batch(0)
+    buf.next_batch(0)
+    buf.put(frame("c", 1), 0.1)
+    stats = buf.stats()
+    assert stats["streams"]["a"] == {
+        "lane": "bulk", "live": True, "received": 3, "batched": 2, "dropped_overflow": 1,
+        "dropped_age": 0, "depth": 0, "ended": False,
+    }
+    assert stats["streams"]["c"]["live"] is False and stats["streams"]["c"]["depth"] == 1
+    urgent = stats["lanes"]["urgent"]
+    assert (urgent["received"], urgent["batched"], urgent["depth"], urgent["batches"]) == (4, 3, 1, 1)
+    assert urgent["mean_batch_size"] == 3.0 and urgent["streams"] == ["b", "c"]
+    assert stats["lanes"]["bulk"]["mean_batch_size"] == 2.0
+
+
+def test_stream_in_an_unknown_lane_is_a_config_error_naming_both():
+    with pytest.raises(ConfigError, match="'cam-9'.*'fast'"):
+        AlignedBuffer([lane()], [live("cam-9", lane="fast")])
+
+
+def test_frame_from_an_unconfigured_stream_is_refused_with_its_name():
+    buf = AlignedBuffer([lane()], [live("a")])
+    with pytest.raises(ConfigError, match="'ghost'"):
+        buf.put(frame("ghost", 0), 0.1)
+
+
+def test_lanes_of_equal_priority_are_served_oldest_frame_first():
+    clock = FakeClock()
+    buf = AlignedBuffer([lane("east", max_batch=1), lane("west", max_batch=1)], [live("e", "east"), live("w", "west")], clock)
+    buf.put(frame("w", 0), 0.1)
+    clock.advance_ms(1)
+    buf.put(frame("e", 0), 0.1)
+    assert [buf.next_batch(0).lane for _ in range(2)] == ["west", "east"]
+
+
+def test_put_after_end_stream_reopens_the_stream_for_a_restarted_worker():
+    buf = AlignedBuffer([lane(max_batch=8, max_wait_ms=10_000)], [file("clip", ring=4), file("other")], FakeClock())
+    buf.end_stream("clip")
+    buf.end_stream("other")
+    assert buf.finished
+    buf.put(frame("clip", 0), 0.1)
+    assert not buf.finished and buf.next_batch(0) is None, "a reopened stream may send more: wait"
+    buf.end_stream("clip")
+    assert ids(buf.next_batch(0)) == [("clip", 0)] and buf.finished

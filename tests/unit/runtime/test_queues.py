@@ -1,0 +1,121 @@
+"""Bounded queues: overflow policies, counted drops, timeouts, close, priority order."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from pipeline.runtime.queues import BoundedQueue, Overflow, PriorityBoundedQueue, QueueClosed, QueueEmpty
+
+
+def drain(q: BoundedQueue) -> list:
+    items = []
+    while len(q):
+        items.append(q.get(0))
+    return items
+
+
+def test_drop_oldest_keeps_the_newest_items_and_counts_each_drop():
+    q = BoundedQueue(3, Overflow.DROP_OLDEST, name="live")
+    assert all(q.put(i) for i in range(5))
+    assert drain(q) == [2, 3, 4]
+    assert q.dropped == 2 and q.stats()["dropped"] == 2
+
+
+def test_drop_newest_refuses_new_items_and_counts_each_refusal():
+    q = BoundedQueue(2, Overflow.DROP_NEWEST)
+    assert [q.put(i) for i in range(4)] == [True, True, False, False]
+    assert drain(q) == [0, 1]
+    assert q.dropped == 2
+
+
+def test_blocking_put_times_out_when_full_without_dropping():
+    q = BoundedQueue(1, Overflow.BLOCK)
+    q.put("a", timeout=0.1)
+    start = time.monotonic()
+    assert q.put("b", timeout=0.05) is False
+    assert time.monotonic() - start >= 0.045
+    assert q.dropped == 0 and drain(q) == ["a"]
+
+
+def test_blocking_put_without_timeout_is_refused_when_full():
+    q = BoundedQueue(1, Overflow.BLOCK, name="sink:cam-3")
+    q.put("a", timeout=0.1)
+    with pytest.raises(ValueError, match="sink:cam-3.*timeout"):
+        q.put("b")
+
+
+def test_blocked_producer_resumes_when_a_consumer_takes_an_item():
+    q = BoundedQueue(1, Overflow.BLOCK)
+    q.put("a", timeout=0.1)
+    result = []
+    producer = threading.Thread(target=lambda: result.append(q.put("b", timeout=5)))
+    producer.start()
+    producer.join(0.05)
+    assert producer.is_alive()
+    assert q.get(0.1) == "a"
+    producer.join(2)
+    assert result == [True] and q.get(0.1) == "b"
+
+
+def test_get_times_out_with_queue_empty():
+    q = BoundedQueue(2)
+    start = time.monotonic()
+    with pytest.raises(QueueEmpty):
+        q.get(0.05)
+    assert time.monotonic() - start >= 0.045
+
+
+def test_close_wakes_a_waiting_consumer_after_the_remaining_items():
+    q = BoundedQueue(4)
+    q.put(1, timeout=0.1)
+    threading.Timer(0.05, q.close).start()
+    assert q.get(1) == 1
+    start = time.monotonic()
+    with pytest.raises(QueueClosed):
+        q.get(5)
+    assert time.monotonic() - start < 1.0
+    with pytest.raises(QueueClosed):
+        q.put(2, timeout=0.1)
+
+
+def test_close_wakes_a_blocked_producer():
+    q = BoundedQueue(1)
+    q.put(1, timeout=0.1)
+    errors = []
+
+    def produce():
+        try:
+            q.put(2, timeout=5)
+        except QueueClosed as exc:
+            errors.append(exc)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    q.close()
+    producer.join(1)
+    assert not producer.is_alive() and len(errors) == 1
+
+
+def test_priority_queue_serves_higher_priority_first_and_fifo_within_a_priority():
+    q = PriorityBoundedQueue(8)
+    for name, prio in [("bulk-1", 0), ("door-1", 5), ("bulk-2", 0), ("door-2", 5), ("mid", 2)]:
+        q.put({"name": name}, timeout=0.1, priority=prio)  # dicts are not orderable: never compared
+    assert [item["name"] for item in drain(q)] == ["door-1", "door-2", "mid", "bulk-1", "bulk-2"]
+
+
+def test_full_priority_queue_sheds_the_oldest_least_important_item():
+    q = PriorityBoundedQueue(3, Overflow.DROP_OLDEST)
+    for name, prio in [("bulk-1", 0), ("door", 5), ("bulk-2", 0), ("door-2", 5)]:
+        q.put(name, priority=prio)
+    assert drain(q) == ["door", "door-2", "bulk-2"]
+    assert q.dropped == 1
+
+
+def test_stats_report_depth_and_counts():
+    q = BoundedQueue(2, Overflow.DROP_OLDEST, name="x")
+    for i in range(3):
+        q.put(i)
+    q.get(0)
+    assert q.stats() == {"depth": 1, "capacity": 2, "put": 3, "got": 1, "dropped": 1, "overflow": "drop_oldest"}
