@@ -1,0 +1,74 @@
+"""What a source yields (`DecodedFrame`) and the two protocols a source is built from.
+
+A `Reader` is one pass over one stream: it opens on the first `next()` of `frames()`, yields decoded
+pictures in display order and returns when the stream ends. Looping, fps caps and reconnects belong
+to `StreamWorker`, which opens a new reader for every pass.
+
+A `Decoder` turns demuxed `av.Packet`s into `DecodedFrame`s. Two back-ends share the protocol:
+`CpuDecoder` (PyAV, host RGB) and `pipeline.sources.nvdec.NvdecDecoder` (device NV12).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol
+
+PTS_UNKNOWN = -1
+"""`DecodedFrame.pts_ns` of a frame whose packet had no timestamp; the reader fills in a synthetic one."""
+
+
+@dataclass(slots=True)
+class DecodedFrame:
+    """One decoded picture, before it is given a stream id and a sequence number.
+
+    image: host `(H, W, 3) uint8` RGB numpy array (`pixel_format="rgb24"`) or device NV12
+    `(H*3/2, W) uint8` cupy array (`pixel_format="nv12"`).
+    pts_ns: integer nanoseconds on the stream's clock (`PTS_UNKNOWN` only between decoder and reader).
+    ready_event: CUDA event recorded after the decoder wrote `image` (device frames only).
+    """
+
+    image: Any
+    pts_ns: int
+    width: int
+    height: int
+    pixel_format: str = "rgb24"
+    ready_event: Any = None
+
+
+class Reader(Protocol):
+    """One pass over one stream. `frames()` raises `SourceError` and returns when the stream ends."""
+
+    live: bool
+
+    def frames(self) -> Iterator[DecodedFrame]: ...
+
+    def close(self) -> None: ...
+
+
+class Decoder(Protocol):
+    """Packets in, pictures out (display order).
+
+    `wants_annexb`: the demuxer converts MP4/MKV H.264/HEVC packets to Annex-B before `decode`.
+    `decode(packet)` returns the frames that packet completed (often none, sometimes several);
+    `flush()` returns the frames still held at the end of the stream. Errors raise `SourceError`.
+    """
+
+    wants_annexb: bool
+
+    def decode(self, packet: Any) -> list[DecodedFrame]: ...
+
+    def flush(self) -> list[DecodedFrame]: ...
+
+    def close(self) -> None: ...
+
+
+_CREDENTIALS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
+
+
+def mask_url(url: str) -> str:
+    """`url` with any `user:password@` replaced by `***@`: safe for logs, errors and metrics.
+
+    >>> mask_url("rtsp://admin:secret@10.0.0.5:554/live")
+    'rtsp://***@10.0.0.5:554/live'
+    """
+    return _CREDENTIALS.sub(r"\g<scheme>***@", url)

@@ -1,0 +1,258 @@
+"""`StreamWorker`: one thread per stream that reads, paces and hands frames to the aligned buffer."""
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from contextlib import closing
+from typing import Callable, Protocol
+
+import av
+
+from pipeline.config.models import StreamConfig
+from pipeline.errors import ConfigError, SourceError
+from pipeline.sources import open_reader
+from pipeline.sources.backoff import Backoff
+from pipeline.sources.reader import DecodedFrame, mask_url
+from pipeline.sources.timeline import FpsCap, Timeline
+from pipeline.types import Frame
+
+log = logging.getLogger(__name__)
+
+FILE_PUT_TIMEOUT_S = 0.1
+"""How long one `put` of a file frame waits for room before the worker checks its stop event again."""
+
+
+class FrameSink(Protocol):
+    def put(self, frame: Frame, timeout: float) -> bool: ...
+
+    def end_stream(self, stream_id: str) -> None: ...
+
+
+class WorkerState(enum.Enum):
+    NEW = "new"
+    CONNECTING = "connecting"
+    RUNNING = "running"
+    RECONNECTING = "reconnecting"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+S = WorkerState
+TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
+    S.NEW: frozenset({S.CONNECTING, S.STOPPED}),
+    S.CONNECTING: frozenset({S.RUNNING, S.RECONNECTING, S.FINISHED, S.FAILED, S.STOPPED}),
+    S.RUNNING: frozenset({S.CONNECTING, S.RECONNECTING, S.FINISHED, S.FAILED, S.STOPPED}),
+    S.RECONNECTING: frozenset({S.CONNECTING, S.FAILED, S.STOPPED}),
+    S.FINISHED: frozenset(),
+    S.STOPPED: frozenset(),
+    S.FAILED: frozenset(),
+}
+"""Legal state changes; FINISHED, STOPPED and FAILED are final."""
+
+
+class _PassEnded(Exception):
+    """Internal: a live pass ended (quietly or with a SourceError) and should be reconnected."""
+
+
+class StreamWorker:
+    """Reads one stream on thread `decode:<id>` and `put`s `Frame`s into `sink` until done or stopped.
+
+    Files finish at their end (or loop, with pts continuing across loops); a file that cannot be
+    opened or decoded fails its stream. Live streams reconnect forever with exponential backoff and
+    jitter, whether they errored or "ended" (a killed RTSP server looks like a normal end).
+    `sink.end_stream(id)` is always called when the thread exits.
+    packet_tap: `(stream_id, av.Packet)` for every demuxed packet (clip recording).
+    """
+
+    def __init__(self, config: StreamConfig, sink: FrameSink,
+                 packet_tap: Callable[[str, av.Packet], None] | None = None):
+        self.config = config
+        self.sink = sink
+        self.label = f"stream '{config.id}' ({mask_url(config.url)})"
+        self._packet_tap = packet_tap
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._state = WorkerState.NEW
+        self._thread = threading.Thread(target=self._run, name=f"decode:{config.id}", daemon=True)
+        self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
+        self._timeline = Timeline()
+        self._cap = FpsCap(config.fps)
+        self._seq = 0
+        self._last_wall_ns = 0
+        self._counters = dict(frames=0, decoded=0, dropped_fps_cap=0, dropped_sink=0, sink_waits=0,
+                              reconnects=0, loops=0)
+        self._last_error: str | None = None
+        self._first_frame_s: float | None = None
+        self._fps_window = (time.monotonic(), 0)
+        self._decode_fps = 0.0
+
+    # lifecycle -------------------------------------------------------------------------------
+    @property
+    def state(self) -> WorkerState:
+        return self._state
+
+    def start(self) -> None:
+        """Start the thread; a worker starts once."""
+        self._set_state(WorkerState.CONNECTING)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to stop; returns at once (use `join` to wait). Frames in flight are dropped."""
+        self._stop.set()
+        with self._lock:
+            if self._state is WorkerState.NEW:
+                self._state = WorkerState.STOPPED
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` seconds for the thread to exit; True when it has (or never started).
+
+        A stop waits at most for the current network read, bounded by `read_timeout_s`.
+        """
+        if self._thread.ident is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def stats(self) -> dict:
+        """Counters for metrics: frames put, frames decoded, drops, reconnects, decode fps, last error."""
+        return dict(self._counters, state=self._state.value, decode_fps=round(self._current_fps(), 1),
+                    first_frame_s=self._first_frame_s, last_error=self._last_error)
+
+    def _current_fps(self) -> float:
+        """Frames decoded per second over the last full second (the partial one before the first)."""
+        if self._decode_fps:
+            return self._decode_fps
+        t0, n = self._fps_window
+        elapsed = time.monotonic() - t0
+        return n / elapsed if n and elapsed > 0 else 0.0
+
+    def _set_state(self, new: WorkerState) -> None:
+        with self._lock:
+            if new not in TRANSITIONS[self._state]:
+                raise RuntimeError(f"{self.label}: illegal state change {self._state.value} -> {new.value}")
+            self._state = new
+
+    # the thread ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except (SourceError, ConfigError) as exc:
+            self._fail(f"{exc}; the stream has stopped (fix the source and restart)")
+        except Exception as exc:  # noqa: BLE001 - any bug ends this stream only, never the others
+            log.exception("%s: decode worker crashed", self.label)
+            self._fail(f"{self.label}: worker crashed ({type(exc).__name__}: {exc}); the stream has stopped")
+        finally:
+            try:
+                if self._state not in (WorkerState.FINISHED, WorkerState.FAILED):
+                    self._set_state(WorkerState.STOPPED)
+            finally:
+                self._end_stream()
+
+    def _end_stream(self) -> None:
+        try:
+            self.sink.end_stream(self.config.id)
+        except Exception:  # noqa: BLE001 - the thread is ending anyway; keep the reason in the log
+            log.exception("%s: sink.end_stream failed", self.label)
+
+    def _fail(self, message: str) -> None:
+        self._last_error = mask_url(message)
+        log.error("%s", self._last_error)
+        self._set_state(WorkerState.FAILED)
+
+    def _loop(self) -> None:
+        live = self.config.is_live
+        while not self._stop.is_set():
+            if self._state is not WorkerState.CONNECTING:
+                self._set_state(WorkerState.CONNECTING)
+            started = time.monotonic()
+            try:
+                produced = self._one_pass(started)
+            except SourceError as exc:
+                if not live:
+                    raise
+                if self._stop.is_set():
+                    return
+                self._reconnect_after(str(exc))
+                continue
+            if self._stop.is_set():
+                return
+            if live:
+                self._reconnect_after(f"{self.label}: stream ended")
+            elif produced == 0:
+                raise SourceError(f"{self.label}: no frames could be decoded")
+            elif self.config.loop:
+                self._counters["loops"] += 1
+                self._timeline.start_pass()
+            else:
+                self._set_state(WorkerState.FINISHED)
+                return
+
+    def _one_pass(self, started: float) -> int:
+        """Reads the stream once; returns the number of frames decoded in this pass."""
+        reader = open_reader(self.config, packet_tap=self._packet_tap)
+        produced = 0
+        try:
+            with closing(reader.frames()) as frames:
+                for decoded in frames:
+                    if produced == 0:
+                        self._on_connected(started)
+                    produced += 1
+                    self._count_decoded()
+                    if self._stop.is_set() or not self._deliver(decoded):
+                        break
+        finally:
+            reader.close()
+        return produced
+
+    def _on_connected(self, started: float) -> None:
+        self._first_frame_s = round(time.monotonic() - started, 3)
+        self._backoff.reset()
+        self._set_state(WorkerState.RUNNING)
+        log.info("%s: first frame after %.2f s", self.label, self._first_frame_s)
+
+    def _reconnect_after(self, reason: str) -> None:
+        self._set_state(WorkerState.RECONNECTING)
+        self._counters["reconnects"] += 1
+        delay = self._backoff.next_delay()
+        self._last_error = mask_url(f"{reason}; retrying in {delay:.1f} s")
+        log.warning("%s", self._last_error)
+        self._stop.wait(delay)
+        outage_ns = time.time_ns() - self._last_wall_ns if self._last_wall_ns else None
+        self._timeline.start_pass(outage_ns)
+
+    def _count_decoded(self) -> None:
+        self._counters["decoded"] += 1
+        t0, n = self._fps_window
+        now = time.monotonic()
+        if now - t0 >= 1.0:
+            self._decode_fps = (n + 1) / (now - t0)
+            self._fps_window = (now, 0)
+        else:
+            self._fps_window = (t0, n + 1)
+
+    def _deliver(self, decoded: DecodedFrame) -> bool:
+        """Puts one frame unless the fps cap drops it; False when stopped while waiting for room."""
+        pts_ns = self._timeline.map(decoded.pts_ns)
+        if not self._cap.keep(pts_ns):
+            self._counters["dropped_fps_cap"] += 1
+            return True
+        self._last_wall_ns = time.time_ns()
+        frame = Frame(self.config.id, self._seq, pts_ns, self._last_wall_ns, decoded.image, decoded.width,
+                      decoded.height, decoded.pixel_format, decoded.ready_event)
+        if self.config.is_live:
+            self._seq += 1  # a frame the sink refused is a gap in seq: that is how drops show
+            if self.sink.put(frame, timeout=0.0):
+                self._counters["frames"] += 1
+            else:
+                self._counters["dropped_sink"] += 1
+            return True
+        while not self.sink.put(frame, timeout=FILE_PUT_TIMEOUT_S):
+            self._counters["sink_waits"] += 1
+            if self._stop.is_set():
+                return False
+        self._seq += 1
+        self._counters["frames"] += 1
+        return True

@@ -1,0 +1,155 @@
+"""Live RTSP through the real worker against a real gst-rtsp-server (and against nothing at all)."""
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.config.models import StreamConfig
+from pipeline.errors import SourceError
+from pipeline.sources.decode import CpuDecoder
+from pipeline.sources.worker import StreamWorker, WorkerState
+from tests.support.http_server import free_port
+
+
+def live_config(url: str, **overrides) -> StreamConfig:
+    settings = dict(id="cam-1", url=url, decode="cpu", reconnect_min_s=0.2, reconnect_max_s=1.0,
+                    open_timeout_s=3.0, read_timeout_s=3.0)
+    return StreamConfig(**(settings | overrides))
+
+
+def wait_until(predicate, timeout: float, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def stop_promptly(worker: StreamWorker, within: float = 1.5) -> None:
+    started = time.monotonic()
+    worker.stop()
+    assert worker.join(within), f"join did not return within {within} s in state {worker.state}"
+    assert time.monotonic() - started < within
+
+
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_rtsp_ingest_delivers_live_frames_over_each_transport(rtsp_server, sink, transport):
+    worker = StreamWorker(live_config(rtsp_server.url, transport=transport), sink)
+    worker.start()
+    assert sink.wait_for(30, timeout=10), worker.stats()
+    assert worker.state is WorkerState.RUNNING
+    stop_promptly(worker)
+    assert worker.state is WorkerState.STOPPED and sink.ended == ["cam-1"]
+    frames = sink.frames
+    assert [f.seq for f in frames] == list(range(len(frames)))
+    assert {(f.width, f.height, f.image.shape) for f in frames} == {(848, 464, (464, 848, 3))}
+    pts = [f.pts_ns for f in frames]
+    assert all(type(p) is int for p in pts) and all(b > a for a, b in zip(pts, pts[1:]))
+    assert np.median(np.diff(pts)) == pytest.approx(1e9 / 30, rel=0.01)  # the clip's 30 fps clock
+    assert worker.stats()["first_frame_s"] < 2.0
+
+
+def test_live_stream_reconnects_after_server_restart_and_seq_continues(rtsp_server, sink):
+    worker = StreamWorker(live_config(rtsp_server.url), sink)
+    worker.start()
+    assert sink.wait_for(20, timeout=10)
+    rtsp_server.kill()
+    assert wait_until(lambda: worker.stats()["reconnects"] >= 1, timeout=10), worker.stats()
+    before = len(sink.frames)
+    rtsp_server.start()
+    assert sink.wait_for(before + 20, timeout=20), worker.stats()
+    assert worker.state is WorkerState.RUNNING
+    stop_promptly(worker)
+    seqs = [f.seq for f in sink.frames]
+    assert seqs == list(range(len(seqs)))  # one sequence across the outage, no restart at 0
+    pts = [f.pts_ns for f in sink.frames]
+    assert all(b > a for a, b in zip(pts, pts[1:]))
+    pts_gap = pts[before] - pts[before - 1]
+    wall_gap = sink.frames[before].wall_ns - sink.frames[before - 1].wall_ns
+    assert 2e9 / 30 < pts_gap <= wall_gap  # the pts line carries the outage instead of restarting
+    assert worker.stats()["reconnects"] >= 1
+
+
+def test_dead_url_reconnects_with_growing_delays_and_never_blocks_stop(sink, caplog):
+    port = free_port()
+    url = f"rtsp://admin:s3cret@127.0.0.1:{port}/live"
+    worker = StreamWorker(live_config(url, reconnect_min_s=0.05, reconnect_max_s=0.4), sink)
+    with caplog.at_level(logging.WARNING, logger="pipeline.sources.worker"):
+        worker.start()
+        assert wait_until(lambda: worker.stats()["reconnects"] >= 7, timeout=10), worker.stats()
+        stop_promptly(worker, within=1.0)
+    delays = [float(m) for m in re.findall(r"retrying in ([0-9.]+) s", caplog.text)]
+    assert len(delays) >= 7
+    ceilings = [min(0.4, 0.05 * 2**n) for n in range(len(delays))]
+    assert delays[0] == pytest.approx(0.05, abs=0.05)
+    assert all(d <= c + 0.05 for d, c in zip(delays, ceilings))  # printed with one decimal
+    assert max(delays[4:]) > 0.1  # grew past the first delay
+    error = worker.stats()["last_error"]
+    assert "cam-1" in error and "rtsp://***@127.0.0.1" in error and "Connection refused" in error
+    assert "s3cret" not in caplog.text and "s3cret" not in error and "admin" not in error
+    assert worker.state is WorkerState.STOPPED and sink.frames == [] and sink.ended == ["cam-1"]
+
+
+def test_stop_is_prompt_while_waiting_a_long_reconnect_delay(sink):
+    worker = StreamWorker(live_config(f"rtsp://127.0.0.1:{free_port()}/x", reconnect_min_s=20, reconnect_max_s=60), sink)
+    worker.start()
+    assert wait_until(lambda: worker.state is WorkerState.RECONNECTING, timeout=5)
+    stop_promptly(worker, within=1.0)
+    assert worker.state is WorkerState.STOPPED
+
+
+def test_a_server_that_accepts_but_never_answers_is_timed_out_and_retried(sink):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    accepted = []
+    threading.Thread(target=lambda: [accepted.append(listener.accept()) for _ in range(3)], daemon=True).start()
+    url = f"rtsp://127.0.0.1:{listener.getsockname()[1]}/hung"
+    worker = StreamWorker(live_config(url, open_timeout_s=0.5, read_timeout_s=0.5, reconnect_min_s=0.1), sink)
+    started = time.monotonic()
+    worker.start()
+    assert wait_until(lambda: worker.stats()["reconnects"] >= 1, timeout=5), worker.stats()
+    assert time.monotonic() - started < 3.0
+    stop_promptly(worker, within=2.0)
+    listener.close()
+    for conn, _ in accepted:
+        conn.close()
+    assert len(accepted) >= 1 and sink.frames == []
+
+
+def test_a_decode_error_on_a_live_stream_reconnects_and_frames_flow_again(rtsp_server, sink, monkeypatch):
+    calls = {"n": 0}
+    original = CpuDecoder.decode
+
+    def fail_once(self, packet):
+        calls["n"] += 1
+        if calls["n"] == 15:
+            raise SourceError("stream 'cam-1': corrupt packet (injected)")
+        return original(self, packet)
+
+    monkeypatch.setattr(CpuDecoder, "decode", fail_once)
+    worker = StreamWorker(live_config(rtsp_server.url), sink)
+    worker.start()
+    assert sink.wait_for(40, timeout=15), worker.stats()
+    stop_promptly(worker)
+    assert worker.stats()["reconnects"] == 1
+    assert [f.seq for f in sink.frames] == list(range(len(sink.frames)))
+
+
+def test_a_bug_in_the_live_decode_path_fails_the_stream_and_join_returns(rtsp_server, sink, monkeypatch):
+    def crash(self, packet):
+        raise ZeroDivisionError("injected bug")
+
+    monkeypatch.setattr(CpuDecoder, "decode", crash)
+    worker = StreamWorker(live_config(rtsp_server.url), sink)
+    worker.start()
+    assert worker.join(5)
+    assert worker.state is WorkerState.FAILED and "injected bug" in worker.stats()["last_error"]
+    assert sink.ended == ["cam-1"]

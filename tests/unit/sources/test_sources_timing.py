@@ -1,0 +1,103 @@
+"""Timestamps, fps caps, reconnect delays and URL masking: pure functions of their inputs."""
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from pipeline.sources.backoff import Backoff
+from pipeline.sources.decode import pts_to_ns
+from pipeline.sources.pyav import FrameClock
+from pipeline.sources.reader import PTS_UNKNOWN, DecodedFrame, mask_url
+from pipeline.sources.timeline import FpsCap, Timeline
+
+
+def frame(pts_ns: int) -> DecodedFrame:
+    return DecodedFrame(np.zeros((2, 2, 3), np.uint8), pts_ns, 2, 2)
+
+
+def test_pts_to_ns_is_exact_integer_arithmetic_for_large_timestamps():
+    # 10 hours at 90 kHz: a float product would be off by tens of nanoseconds
+    pts = 90_000 * 36_000 + 1
+    assert pts_to_ns(pts, Fraction(1, 90_000)) == 36_000 * 10**9 + 11_111
+    assert pts_to_ns(1, Fraction(1, 3)) == 333_333_333
+    assert pts_to_ns(2, Fraction(1, 3)) == 666_666_667
+    assert pts_to_ns(None, Fraction(1, 25)) == PTS_UNKNOWN
+
+
+def test_index_clock_times_frames_by_rate_ignoring_decoder_pts():
+    clock = FrameClock(Fraction(30000, 1001), index_clock=True)
+    out = [clock.stamp(frame(p)).pts_ns for p in (5, 1, PTS_UNKNOWN, 3)]
+    assert out == [0, 33_366_667, 66_733_333, 100_100_000]
+
+
+def test_frame_clock_repairs_missing_and_backward_pts_and_counts_them():
+    clock = FrameClock(Fraction(25), index_clock=False)
+    out = [clock.stamp(frame(p)).pts_ns for p in (PTS_UNKNOWN, 40_000_000, PTS_UNKNOWN, 40_000_000, 200_000_000)]
+    assert out == [0, 40_000_000, 80_000_000, 80_000_001, 200_000_000]
+    assert clock.repaired == 2
+
+
+@pytest.mark.parametrize("source_fps,cap", [(25, 10), (30, 15), (30, 7.5), (12.5, 5)])
+def test_fps_cap_keeps_the_capped_rate_of_a_faster_source(source_fps, cap):
+    rate = Fraction(source_fps)
+    pts = [(i * 10**9 * rate.denominator + rate.numerator // 2) // rate.numerator for i in range(int(source_fps * 60))]
+    fps_cap = FpsCap(cap)
+    kept = [p for p in pts if fps_cap.keep(p)]
+    assert len(kept) == pytest.approx(cap * 60, abs=1)
+    gaps, interval, period = np.diff(kept), 10**9 / cap, 10**9 / source_fps
+    assert gaps.min() >= interval - period and gaps.max() <= interval + period  # even, not bursty
+
+
+def test_fps_cap_passes_a_slower_source_through_and_no_cap_keeps_everything():
+    pts = [i * 200_000_000 for i in range(50)]  # 5 fps
+    assert all(FpsCap(10).keep(p) for p in pts)
+    assert all(FpsCap(None).keep(p) for p in range(0, 10**9, 10**6))
+
+
+def test_timeline_continues_a_looped_file_one_frame_period_after_its_end():
+    line = Timeline()
+    first = [line.map(p) for p in (0, 40, 80, 120)]
+    line.start_pass()
+    second = [line.map(p) for p in (0, 40, 80)]
+    assert first == [0, 40, 80, 120]
+    assert second == [160, 200, 240]
+
+
+def test_timeline_shifts_a_reconnected_stream_by_the_outage_and_never_goes_back():
+    line = Timeline()
+    [line.map(p) for p in (1000, 1040, 1080)]
+    line.start_pass(gap_ns=5000)
+    assert [line.map(p) for p in (0, 40)] == [6080, 6120]
+    assert line.map(10) == 6121  # a backwards pts inside a pass is nudged forward
+
+
+def test_backoff_delays_start_at_min_grow_by_doubling_and_stop_at_max():
+    backoff = Backoff(0.5, 4.0, rng=random.Random(7))
+    ceilings, delays = [], []
+    for _ in range(8):
+        ceilings.append(backoff.ceiling())
+        delays.append(backoff.next_delay())
+    assert ceilings == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
+    assert delays[0] == 0.5
+    assert all(0.5 <= d <= c for d, c in zip(delays, ceilings))
+    assert len(set(delays[3:])) == 5  # jittered, not in lock-step
+    backoff.reset()
+    assert backoff.ceiling() == 0.5
+
+
+def test_backoff_rejects_a_min_above_its_max():
+    with pytest.raises(ValueError, match="min_s=5"):
+        Backoff(5, 1)
+
+
+@pytest.mark.parametrize("url,masked", [
+    ("rtsp://admin:s3cret@10.0.0.5:554/live", "rtsp://***@10.0.0.5:554/live"),
+    ("rtsp://user@cam.local/stream?x=1", "rtsp://***@cam.local/stream?x=1"),
+    ("rtsp://10.0.0.5/live", "rtsp://10.0.0.5/live"),
+    ("/videos/a@b.mp4", "/videos/a@b.mp4"),
+])
+def test_mask_url_hides_credentials_and_nothing_else(url, masked):
+    assert mask_url(url) == masked
