@@ -1,0 +1,105 @@
+"""JSON Lines output: one object per frame with its detections, or one per event.
+
+`what="detections"`: `{"stream_id", "seq", "pts_ns", "wall_ns", "width", "height", "detections":
+[{"class_id", "class_name", "score", "xyxy": [x1, y1, x2, y2], "track_id"}]}` (boxes in source pixels
+rounded to 0.01, scores to 1e-4). `what="events"`: `{"event_id", "stream_id", "rule", "kind",
+"track_id", "class_id", "class_name", "ts_ns", "payload"}`; frames without events write nothing.
+The file is appended to (a rerun adds to it); lines are written and flushed from a writer thread
+every `flush_interval_s`, and everything is written by `close()`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TextIO
+
+from pipeline.config.models import JsonlOutput
+from pipeline.errors import SinkError
+from pipeline.sinks.storage.rows import class_name
+from pipeline.sinks.storage.rows import json_default
+from pipeline.sinks.storage.writer import BatchWriter
+from pipeline.types import Event, FrameResult
+
+
+class JsonlSink:
+    """A `Sink` writing JSON Lines to `config.path` (see the module docstring for the records)."""
+
+    def __init__(
+        self,
+        config: JsonlOutput,
+        class_names: list[str],
+        *,
+        flush_interval_s: float = 0.5,
+        queue_size: int = 4096,
+        put_timeout_s: float = 5.0,
+    ):
+        self.path = Path(config.path).expanduser()
+        self.what = config.what
+        self.class_names = list(class_names)
+        self.name = f"jsonl:{self.path}"
+        self.records_written = 0
+        self._file: TextIO | None = None
+        self._writer = BatchWriter(
+            self.name, self._write, batch_size=256, flush_interval_s=flush_interval_s,
+            queue_size=queue_size, put_timeout_s=put_timeout_s,
+        )
+
+    def open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise SinkError(f"cannot open JSONL output '{self.path}': {exc.strerror}; check the path is writable") from exc
+        self._writer.start()
+
+    def on_frame(self, result: FrameResult) -> None:
+        if self.what == "detections":
+            self._writer.put(self._frame_record(result))
+            return
+        for event in result.events:
+            self._writer.put(self._event_record(event))
+
+    def on_stream_end(self, stream_id: str) -> None:
+        """Nothing to do: lines are flushed on the writer's interval and at close."""
+
+    def close(self) -> None:
+        drained = self._writer.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if not drained:
+            raise SinkError(f"{self.name}: not every record was written; see the log for the cause")
+
+    def stats(self) -> dict:
+        return {**self._writer.stats(), "records_written": self.records_written}
+
+    def _frame_record(self, result: FrameResult) -> dict:
+        frame, det = result.frame, result.detections.to_host()
+        ids = det.class_id.tolist()
+        boxes = det.xyxy.round(2).tolist()
+        detections = [
+            {"class_id": c, "class_name": class_name(self.class_names, c), "score": round(s, 4), "xyxy": b, "track_id": t}
+            for c, s, b, t in zip(ids, det.score.tolist(), boxes, det.track_id.tolist())
+        ]
+        return {
+            "stream_id": frame.stream_id, "seq": int(frame.seq), "pts_ns": int(frame.pts_ns),
+            "wall_ns": int(frame.wall_ns), "width": int(frame.width), "height": int(frame.height),
+            "detections": detections,
+        }
+
+    def _event_record(self, event: Event) -> dict:
+        return {
+            "event_id": event.event_id, "stream_id": event.stream_id, "rule": event.rule, "kind": event.kind,
+            "track_id": int(event.track_id), "class_id": int(event.class_id),
+            "class_name": class_name(self.class_names, int(event.class_id)) if event.class_id >= 0 else None,
+            "ts_ns": int(event.ts_ns), "payload": event.payload,
+        }
+
+    def _write(self, records: list[dict]) -> None:
+        try:
+            text = "".join(json.dumps(r, default=json_default) + "\n" for r in records)
+            self._file.write(text)
+            self._file.flush()
+        except (OSError, TypeError, ValueError) as exc:
+            raise SinkError(f"cannot write {len(records)} records to '{self.path}': {exc}") from exc
+        self.records_written += len(records)

@@ -1,0 +1,140 @@
+"""PostgreSQL storage for fleets: the same schema as SQLite, written through psycopg 3.
+
+A lost connection (server restart, network) raises `StorageUnavailable`; the writer keeps the batch
+and retries, reconnecting here on the next attempt, so a restart loses no rows. The password belongs
+in PGPASSWORD or ~/.pgpass; the DSN is masked wherever it is shown.
+"""
+from __future__ import annotations
+
+from pipeline.config.models import PostgresStorage
+from pipeline.errors import SinkError
+from pipeline.sinks.storage.rows import MergedRows
+from pipeline.sinks.storage.schema import DETECTION_COLUMNS, SCHEMA_VERSION, mask_credentials, statements
+from pipeline.sinks.storage.writer import StorageSink, StorageUnavailable
+
+# Serialises CREATE TABLE IF NOT EXISTS between pipelines starting together (it races otherwise).
+_SCHEMA_LOCK_KEY = 0x5EA7_0001
+
+
+def _psycopg():
+    try:
+        import psycopg  # noqa: PLC0415 - optional dependency, only for this sink
+    except ImportError as exc:
+        raise SinkError(
+            "PostgreSQL storage needs psycopg 3: pip install 'streamweave[postgres]'"
+        ) from exc
+    return psycopg
+
+
+class PostgresBackend:
+    """One autocommit connection with explicit transactions, reopened after a failure."""
+
+    dialect = "postgres"
+
+    def __init__(self, dsn: str, connect_timeout_s: float = 5.0):
+        self.dsn = dsn
+        self.target = mask_credentials(dsn)
+        self.connect_timeout_s = connect_timeout_s
+        self.transactions = 0
+        self.reconnects = 0
+        self._sql = statements("postgres")
+        self._pg = _psycopg()
+        self._conn = None
+
+    def connect(self) -> None:
+        """Connect and create the schema; `StorageUnavailable` when the server cannot be reached."""
+        pg = self._pg
+        try:
+            conn = pg.connect(self.dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s)))
+        except pg.OperationalError as exc:
+            raise StorageUnavailable(
+                f"cannot connect to PostgreSQL '{self.target}': {_first_line(exc)}; "
+                "check the server is up and the DSN (password in PGPASSWORD)"
+            ) from exc
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
+                for ddl in self._sql.create:
+                    conn.execute(ddl)
+                conn.execute(self._sql.set_version, (str(SCHEMA_VERSION),))
+        except (pg.OperationalError, pg.InterfaceError) as exc:
+            conn.close()
+            raise StorageUnavailable(f"PostgreSQL '{self.target}' lost while creating the schema: {exc}") from exc
+        except pg.Error as exc:
+            conn.close()
+            raise SinkError(
+                f"PostgreSQL '{self.target}': cannot create the schema: {_first_line(exc)}; "
+                "the user needs CREATE on the database"
+            ) from exc
+        self._conn = conn
+
+    def write(self, rows: MergedRows) -> None:
+        self._run(lambda cur: self._insert(cur, rows), f"{len(rows.detections)} detection rows")
+        self.transactions += 1
+
+    def delete_older_than(self, cutoff_wall_ns: int) -> int:
+        counts: list[int] = []
+
+        def delete(cur) -> None:
+            for sql in self._sql.retention:
+                cur.execute(sql, (cutoff_wall_ns,))
+                counts.append(cur.rowcount)
+
+        self._run(delete, "retention")
+        return sum(counts)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _insert(self, cur, rows: MergedRows) -> None:
+        # COPY moves detections several times faster than INSERTs; the upserts need INSERT.
+        with cur.copy(f"COPY detections ({', '.join(DETECTION_COLUMNS)}) FROM STDIN") as copy:
+            for row in rows.detections:
+                copy.write_row(row)
+        for sql, params in (
+            (self._sql.upsert_track, rows.tracks),
+            (self._sql.insert_event, rows.events),
+            (self._sql.upsert_stream, rows.streams),
+        ):
+            if params:
+                cur.executemany(sql, params)
+
+    def _run(self, work, what: str) -> None:
+        """`work(cursor)` in one transaction; reconnect first if the last attempt lost the connection."""
+        pg = self._pg
+        if self._conn is None or self._conn.closed:
+            self.reconnects += 1
+            self.connect()
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                work(cur)
+        except (pg.OperationalError, pg.InterfaceError) as exc:
+            self.close()
+            raise StorageUnavailable(f"PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc
+        except pg.Error as exc:
+            raise SinkError(f"PostgreSQL '{self.target}' refused {what}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class PostgresSink(StorageSink):
+    """Stores every frame's detections, tracks and events in PostgreSQL (see `StorageSink`).
+
+    `open()` raises `SinkError` when the server cannot be reached at start (a wrong DSN fails fast);
+    after that, outages are retried without losing rows.
+    """
+
+    def __init__(self, config: PostgresStorage, class_names: list[str], **options):
+        super().__init__(
+            PostgresBackend(config.dsn),
+            class_names,
+            batch_size=config.batch_size,
+            flush_interval_s=config.flush_interval_s,
+            retention_days=config.retention_days,
+            **options,
+        )

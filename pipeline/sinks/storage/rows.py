@@ -1,0 +1,108 @@
+"""Turning FrameResults into table rows, and merging many frames' rows into one transaction's worth."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.types import Event, FrameResult
+
+
+@dataclass(slots=True)
+class FrameRows:
+    """The rows one frame adds, as plain Python tuples in the `schema.*_COLUMNS` order."""
+
+    stream_id: str
+    wall_ns: int
+    detections: list[tuple]
+    events: list[tuple]
+    tracks: dict[int, list[int]]  # track_id -> [class_id, first_pts, last_pts, frames, last_wall]
+
+    @property
+    def size(self) -> int:
+        """Rows counted against `batch_size` (a frame without detections still counts 1)."""
+        return max(1, len(self.detections) + len(self.events))
+
+
+@dataclass(slots=True)
+class MergedRows:
+    """The rows of several frames, ready for one transaction."""
+
+    detections: list[tuple] = field(default_factory=list)
+    events: list[tuple] = field(default_factory=list)
+    tracks: list[tuple] = field(default_factory=list)
+    streams: list[tuple] = field(default_factory=list)
+    frames: int = 0
+
+
+def class_name(class_names: list[str], class_id: int) -> str:
+    """The name of `class_id`, or its number as text when the model knows no name for it."""
+    return class_names[class_id] if 0 <= class_id < len(class_names) else str(class_id)
+
+
+def frame_rows(result: FrameResult, class_names: list[str]) -> FrameRows:
+    """Rows for one frame: its detections (host numpy), the tracks they extend and its events."""
+    frame, det = result.frame, result.detections.to_host()
+    n = len(det)
+    ids = det.class_id.tolist()
+    names = [class_name(class_names, c) for c in ids]
+    boxes = det.xyxy.astype(np.float64).tolist()
+    scores = det.score.astype(np.float64).tolist()
+    track_ids = det.track_id.tolist()
+    head = (frame.stream_id, int(frame.seq), int(frame.pts_ns), int(frame.wall_ns))
+    detections = [(*head, ids[i], names[i], scores[i], *boxes[i], track_ids[i]) for i in range(n)]
+    tracks: dict[int, list[int]] = {}
+    for i in range(n):
+        if track_ids[i] >= 0:
+            tracks[track_ids[i]] = [ids[i], head[2], head[2], 1, head[3]]
+    events = [event_row(e, int(frame.wall_ns)) for e in result.events]
+    return FrameRows(frame.stream_id, int(frame.wall_ns), detections, events, tracks)
+
+
+def event_row(event: Event, wall_ns: int | None = None) -> tuple:
+    """One `events` row; `wall_ns` (host time, for retention) defaults to now."""
+    wall = time.time_ns() if wall_ns is None else wall_ns
+    payload = json.dumps(event.payload, default=json_default, sort_keys=True)
+    return (
+        event.event_id, event.stream_id, event.rule, event.kind, int(event.track_id),
+        int(event.class_id), int(event.ts_ns), payload, wall,
+    )
+
+
+def json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"event payload value of type {type(value).__name__} is not JSON serialisable")
+
+
+def merge(frames: list[FrameRows], urls: dict[str, str | None]) -> MergedRows:
+    """Concatenate detections and events; fold tracks per (stream, track) and streams per stream.
+
+    Folding first keeps one upsert per track per transaction, so `frames` adds up correctly.
+    `urls` maps stream ids to their already masked url (None when unknown).
+    """
+    out = MergedRows(frames=len(frames))
+    tracks: dict[tuple[str, int], list[int]] = {}
+    seen: dict[str, list[int]] = {}
+    for rows in frames:
+        out.detections.extend(rows.detections)
+        out.events.extend(rows.events)
+        span = seen.setdefault(rows.stream_id, [rows.wall_ns, rows.wall_ns])
+        span[0], span[1] = min(span[0], rows.wall_ns), max(span[1], rows.wall_ns)
+        for track_id, (cls, first, last, count, wall) in rows.tracks.items():
+            acc = tracks.get((rows.stream_id, track_id))
+            if acc is None:
+                tracks[(rows.stream_id, track_id)] = [cls, first, last, count, wall]
+                continue
+            if last >= acc[2]:
+                acc[0] = cls
+            acc[1], acc[2] = min(acc[1], first), max(acc[2], last)
+            acc[3] += count
+            acc[4] = max(acc[4], wall)
+    out.tracks = [(sid, tid, *acc) for (sid, tid), acc in tracks.items()]
+    out.streams = [(sid, urls.get(sid), first, last) for sid, (first, last) in seen.items()]
+    return out

@@ -1,0 +1,264 @@
+"""The writer thread behind every storage sink: a bounded queue, batched transactions, retries.
+
+`BatchWriter` takes items (one per frame) from a bounded queue on its own thread and hands them to
+`write(items)` once `batch_size` rows are waiting or the oldest has waited `flush_interval_s`.
+When `write` raises `StorageUnavailable` (the database is down or restarting) the writer keeps the
+batch and retries it with exponential backoff, taking nothing new meanwhile; memory stays bounded
+because the queue is: once it is full, `put` blocks up to `put_timeout_s` and then raises
+`SinkError` (the sink router counts it as that sink's failure for that frame). A `SinkError` from
+`write` means the rows themselves are bad: they are logged, counted as rejected and dropped.
+
+`StorageSink` is the `Sink` shared by SQLite and PostgreSQL; a `Backend` supplies the SQL side.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from typing import Callable, Protocol
+
+from pipeline.errors import SinkError
+from pipeline.sinks.storage.rows import MergedRows, frame_rows, merge
+from pipeline.sinks.storage.schema import mask_credentials
+from pipeline.types import FrameResult
+
+log = logging.getLogger(__name__)
+
+NS_PER_DAY = 86_400 * 10**9
+
+
+class StorageUnavailable(SinkError):
+    """The database cannot be reached right now; the writer keeps the rows and retries."""
+
+
+class BatchWriter:
+    """A named thread writing queued items in batches. Thread-safe `put`; `close` flushes everything.
+
+    batch_size: rows per `write` call (items count `item.size` rows, default 1); larger batches
+    write faster but hold more rows in memory. flush_interval_s: the longest an item waits.
+    queue_size: items buffered before `put` blocks. maintenance: called on the writer thread every
+    `maintenance_interval_s` (and once at start), between batches (retention runs there).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        write: Callable[[list], None],
+        *,
+        batch_size: int,
+        flush_interval_s: float,
+        queue_size: int = 4096,
+        put_timeout_s: float = 5.0,
+        backoff_min_s: float = 0.05,
+        backoff_max_s: float = 5.0,
+        maintenance: Callable[[], None] | None = None,
+        maintenance_interval_s: float = 3600.0,
+    ):
+        self.name = name
+        self._write = write
+        self.batch_size, self.flush_interval_s = batch_size, flush_interval_s
+        self.put_timeout_s = put_timeout_s
+        self._backoff = (backoff_min_s, backoff_max_s)
+        self._maintenance, self._maintenance_interval_s = maintenance, maintenance_interval_s
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._put_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._abandon = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"storage:{name}", daemon=True)
+        self.counters = dict(
+            items_written=0, rows_written=0, batches=0, retries=0, rows_rejected=0, rows_lost=0, put_timeouts=0
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def put(self, item) -> None:
+        """Queue `item`; blocks up to `put_timeout_s` while the queue is full, then raises `SinkError`."""
+        with self._put_lock:
+            if self._failure is not None:
+                raise SinkError(f"{self.name}: writer stopped after an error: {self._failure}") from self._failure
+            if self._closing.is_set():
+                raise SinkError(f"{self.name}: put after close(); the sink no longer accepts frames")
+            try:
+                self._queue.put(item, timeout=self.put_timeout_s)
+            except queue.Full:
+                self.counters["put_timeouts"] += 1
+                raise SinkError(
+                    f"{self.name}: {self._queue.maxsize} frames waiting for {self.put_timeout_s:g} s "
+                    "(database slow or down); this frame is not stored"
+                ) from None
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Write everything queued, then stop. False when rows were still unwritten at `timeout` (they are lost)."""
+        with self._put_lock:
+            self._closing.set()
+        if not self._thread.is_alive():
+            return self._queue.empty() and self._failure is None
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._abandon.set()
+            self._thread.join(max(1.0, self._backoff[1]))
+        return self.counters["rows_lost"] == 0 and self._failure is None and self._queue.empty()
+
+    def stats(self) -> dict:
+        return {**self.counters, "queued": self._queue.qsize(), "alive": self._thread.is_alive()}
+
+    def _run(self) -> None:
+        batch: list = []
+        size, started = 0, 0.0
+        next_maintenance = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                if self._maintenance is not None and now >= next_maintenance:
+                    self._maintenance()
+                    next_maintenance = now + self._maintenance_interval_s
+                if batch and (size >= self.batch_size or now - started >= self.flush_interval_s):
+                    self._flush(batch, size)
+                    batch, size = [], 0
+                    continue
+                wait = self.flush_interval_s - (now - started) if batch else 0.1
+                try:
+                    item = self._queue.get(timeout=max(0.001, min(wait, 0.1)))
+                except queue.Empty:
+                    if self._closing.is_set() and self._queue.empty():
+                        if batch:
+                            self._flush(batch, size)
+                        return
+                    continue
+                if not batch:
+                    started = time.monotonic()
+                batch.append(item)
+                size += getattr(item, "size", 1)
+        except Exception as exc:  # a bug, not a database outage: surface it through put() and close()
+            self._failure = exc
+            log.exception("%s: writer thread stopped; %d queued frames are not stored", self.name, self._queue.qsize())
+            self.counters["rows_lost"] += size
+
+    def _flush(self, batch: list, size: int) -> None:
+        delay = self._backoff[0]
+        while True:
+            try:
+                self._write(batch)
+            except StorageUnavailable as exc:
+                self.counters["retries"] += 1
+                if self.counters["retries"] == 1 or delay >= self._backoff[1]:
+                    log.warning("%s: %s; keeping %d rows, retrying in %.2f s", self.name, exc, size, delay)
+                if self._abandon.wait(delay * (1 + 0.25 * random.random())):
+                    self.counters["rows_lost"] += size
+                    log.error("%s: gave up at close: %d rows not stored (%s)", self.name, size, exc)
+                    return
+                delay = min(delay * 2, self._backoff[1])
+                continue
+            except SinkError as exc:
+                self.counters["rows_rejected"] += size
+                log.error("%s: %d rows rejected and dropped: %s", self.name, size, exc)
+                return
+            self.counters["batches"] += 1
+            self.counters["items_written"] += len(batch)
+            self.counters["rows_written"] += size
+            return
+
+
+class Backend(Protocol):
+    """The database side of a `StorageSink`. All methods run on the writer thread except `connect`
+    at `open()`. Connection problems raise `StorageUnavailable`; bad rows raise `SinkError`."""
+
+    dialect: str
+    target: str  # where the rows go, credentials masked, for messages
+    transactions: int
+
+    def connect(self) -> None: ...
+
+    def write(self, rows: MergedRows) -> None:
+        """All of `rows` in one transaction, or nothing."""
+        ...
+
+    def delete_older_than(self, cutoff_wall_ns: int) -> int:
+        """Delete detections, events and tracks last seen before `cutoff_wall_ns`; rows deleted."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class StorageSink:
+    """A `Sink` that stores detections, tracks, events and streams through a `Backend`.
+
+    `on_frame` converts the frame to rows and queues them (cheap; blocks only when the queue is full,
+    see the module docstring). `close()` flushes every queued row and raises `SinkError` if the
+    database stayed unreachable for `close_timeout_s`. retention_days: rows whose host time
+    (`wall_ns`) is older are deleted at start and every `retention_interval_s`.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        class_names: list[str],
+        *,
+        batch_size: int,
+        flush_interval_s: float,
+        retention_days: float | None = None,
+        stream_urls: dict[str, str] | None = None,
+        queue_size: int = 4096,
+        put_timeout_s: float = 5.0,
+        retention_interval_s: float = 3600.0,
+        close_timeout_s: float = 30.0,
+    ):
+        self.name = f"{backend.dialect}:{backend.target}"
+        self.backend = backend
+        self.class_names = list(class_names)
+        self.retention_days = retention_days
+        self.close_timeout_s = close_timeout_s
+        self._urls = {sid: mask_credentials(url) for sid, url in (stream_urls or {}).items()}
+        self.rows_deleted = 0
+        self._writer = BatchWriter(
+            self.name,
+            self._write,
+            batch_size=batch_size,
+            flush_interval_s=flush_interval_s,
+            queue_size=queue_size,
+            put_timeout_s=put_timeout_s,
+            maintenance=self._apply_retention if retention_days is not None else None,
+            maintenance_interval_s=retention_interval_s,
+        )
+
+    def open(self) -> None:
+        """Connect, create the schema if needed and start the writer; raises `SinkError` if it cannot."""
+        self.backend.connect()
+        self._writer.start()
+
+    def on_frame(self, result: FrameResult) -> None:
+        self._writer.put(frame_rows(result, self.class_names))
+
+    def on_stream_end(self, stream_id: str) -> None:
+        """Nothing to do: rows are flushed on the writer's interval and at close."""
+
+    def close(self) -> None:
+        drained = self._writer.close(self.close_timeout_s)
+        self.backend.close()
+        if not drained:
+            raise SinkError(
+                f"{self.name}: {self._writer.counters['rows_lost']} rows could not be stored before close "
+                f"(database unreachable for {self.close_timeout_s:g} s); see the log for the cause"
+            )
+
+    def stats(self) -> dict:
+        """Writer counters plus `transactions` (committed) and `rows_deleted` (retention)."""
+        return {**self._writer.stats(), "transactions": self.backend.transactions, "rows_deleted": self.rows_deleted}
+
+    def _write(self, frames: list) -> None:
+        self.backend.write(merge(frames, self._urls))
+
+    def _apply_retention(self) -> None:
+        cutoff = time.time_ns() - int(self.retention_days * NS_PER_DAY)
+        try:
+            deleted = self.backend.delete_older_than(cutoff)
+        except SinkError as exc:  # unavailable or refused: rows stay until the next run
+            log.warning("%s: retention skipped this time: %s", self.name, exc)
+            return
+        self.rows_deleted += deleted
+        if deleted:
+            log.info("%s: retention deleted %d rows older than %g days", self.name, deleted, self.retention_days)

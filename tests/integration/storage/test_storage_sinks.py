@@ -1,0 +1,201 @@
+"""Storage sinks on real databases (a SQLite file and a throw-away PostgreSQL server), fed with
+MOT17-05 ground truth replayed as tracked detections."""
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from pipeline.errors import SinkError
+from pipeline.sinks.storage import query
+from tests.integration.storage.replay import feed, postgres_store, sqlite_store
+from tests.support.postgres import free_port
+
+DAY_NS = 86_400 * 10**9
+
+
+def test_every_detection_track_and_event_lands_in_storage(store, mot17_05):
+    sink = store.make(batch_size=500, flush_interval_s=0.2)
+    sink.open()
+    feed(sink, mot17_05)
+    sink.close()
+
+    boxes = [(r.frame.pts_ns, t) for r in mot17_05 for t in r.detections.track_id.tolist()]
+    assert query.counts_by_stream_and_class(store.target) == {
+        "cam-05": dict(Counter(sink.class_names[c] for r in mot17_05 for c in r.detections.class_id.tolist()))
+    }
+    per_track = Counter(t for _, t in boxes)
+    stored = {t["track_id"]: t for t in query.tracks(store.target, "cam-05")}
+    assert {t: s["frames"] for t, s in stored.items()} == dict(per_track)
+    for tid, summary in stored.items():
+        times = [pts for pts, t in boxes if t == tid]
+        assert (summary["first_pts_ns"], summary["last_pts_ns"]) == (min(times), max(times))
+    events = query.events(store.target, stream_id="cam-05", kind="enter")
+    assert events == sorted((e for r in mot17_05 for e in r.events), key=lambda e: (e.ts_ns, e.event_id))
+    (stream,) = query.streams(store.target)
+    assert stream["url"] == "rtsp://***@10.0.0.5/live"
+    assert stream["first_seen_ns"] == mot17_05[0].frame.wall_ns and stream["last_seen_ns"] == mot17_05[-1].frame.wall_ns
+
+
+def test_detections_read_back_as_arrays_equal_to_what_was_stored(store, mot17_05):
+    sink = store.make()
+    sink.open()
+    feed(sink, mot17_05[:200])
+    sink.close()
+
+    got = query.detections_for_stream(store.target, "cam-05", start_pts_ns=0, end_pts_ns=mot17_05[100].frame.pts_ns)
+    rows = [
+        (r.frame.pts_ns, r.frame.seq, float(-r.detections.score[i]), *r.detections.xyxy[i].tolist(),
+         int(r.detections.class_id[i]), int(r.detections.track_id[i]))
+        for r in mot17_05[:100] for i in range(len(r.detections))
+    ]
+    rows.sort(key=lambda row: row[:5])
+    expected = np.array(rows)
+    assert len(got) == len(rows) > 0
+    assert got.pts_ns.dtype == np.int64 and got.xyxy.dtype == np.float32 and got.xyxy.shape == (len(rows), 4)
+    np.testing.assert_array_equal(got.pts_ns, expected[:, 0].astype(np.int64))
+    np.testing.assert_array_equal(got.xyxy, expected[:, 3:7].astype(np.float32))
+    np.testing.assert_array_equal(got.score, (-expected[:, 2]).astype(np.float32))
+    np.testing.assert_array_equal(got.track_id, expected[:, 8].astype(np.int64))
+
+
+def test_many_frames_are_written_in_few_transactions(store, mot17_05):
+    sink = store.make(batch_size=1000, flush_interval_s=30.0)
+    sink.open()
+    feed(sink, mot17_05)
+    sink.close()
+    rows = sum(max(1, len(r.detections) + len(r.events)) for r in mot17_05)
+    stats = sink.stats()
+    assert stats["rows_written"] == rows and stats["items_written"] == len(mot17_05)
+    assert 2 <= stats["transactions"] <= rows // 1000 + 1  # every batch but the last holds >= 1000 rows
+
+
+def test_duplicate_events_are_stored_once(store, mot17_05):
+    with_events = [r for r in mot17_05 if r.events]
+    for _ in range(2):  # at-least-once delivery: the same frames (and events) arrive twice
+        sink = store.make(flush_interval_s=0.05)
+        sink.open()
+        feed(sink, with_events)
+        sink.close()
+    stored = query.events(store.target)
+    assert len(stored) == sum(len(r.events) for r in with_events)
+    assert len({e.event_id for e in stored}) == len(stored)
+
+
+def test_close_flushes_rows_still_queued(store, mot17_05):
+    sink = store.make(batch_size=100_000, flush_interval_s=60.0)
+    sink.open()
+    feed(sink, mot17_05[:300])
+    time.sleep(0.2)
+    assert query.counts_by_stream_and_class(store.target) == {}
+    sink.close()
+    stored = sum(query.counts_by_stream_and_class(store.target)["cam-05"].values())
+    assert stored == sum(len(r.detections) for r in mot17_05[:300])
+
+
+def test_retention_deletes_rows_older_than_retention_days(store, mot17_05):
+    old, new = mot17_05[:400], mot17_05[400:]
+    for r in old:
+        r.frame.wall_ns -= 10 * DAY_NS
+    sink = store.make()
+    sink.open()
+    feed(sink, mot17_05)
+    sink.close()
+    sink = store.make(retention_days=1.0)
+    sink.open()  # retention runs at start, then every retention_interval_s
+    sink.close()
+
+    assert sink.stats()["rows_deleted"] > 0
+    got = query.detections_for_stream(store.target, "cam-05")
+    assert len(got) == sum(len(r.detections) for r in new)
+    assert got.pts_ns.min() == min(r.frame.pts_ns for r in new if len(r.detections))
+    kept_events = {e.event_id for e in query.events(store.target)}
+    assert kept_events == {e.event_id for r in new for e in r.events}
+
+
+def test_sqlite_database_is_in_wal_mode(tmp_path, mot17_05):
+    store = sqlite_store(tmp_path / "wal.db")
+    sink = store.make()
+    sink.open()
+    feed(sink, mot17_05[:50])
+    sink.close()
+    with sqlite3.connect(store.target) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sqlite_and_postgres_give_the_same_query_results(tmp_path, postgres_dsn, mot17_05):
+    stores = [sqlite_store(tmp_path / "same.db"), postgres_store(postgres_dsn)]
+    for store in stores:
+        sink = store.make(batch_size=256)
+        sink.open()
+        feed(sink, mot17_05)
+        sink.close()
+    lite, pg = (s.target for s in stores)
+    assert query.counts_by_stream_and_class(lite) == query.counts_by_stream_and_class(pg)
+    a, b = query.detections_for_stream(lite, "cam-05"), query.detections_for_stream(pg, "cam-05")
+    for column in ("pts_ns", "seq", "xyxy", "class_id", "score", "track_id"):
+        np.testing.assert_array_equal(getattr(a, column), getattr(b, column), err_msg=column)
+    assert query.tracks(lite, "cam-05") == query.tracks(pg, "cam-05")
+    assert query.events(lite) == query.events(pg)
+    assert query.streams(lite) == query.streams(pg)
+
+
+def test_postgres_restart_mid_run_loses_no_rows(postgres_server, postgres_dsn, mot17_05):
+    sink = postgres_store(postgres_dsn).make(batch_size=200, flush_interval_s=0.05, put_timeout_s=30.0)
+    sink.open()
+    half = len(mot17_05) // 2
+    feed(sink, mot17_05[:half])
+    _wait_until(lambda: sink.stats()["items_written"] == half)
+    postgres_server.stop("fast")
+    feed(sink, mot17_05[half:])
+    _wait_until(lambda: sink.stats()["retries"] >= 2)
+    postgres_server.start()
+    sink.close()
+
+    assert sink.stats()["rows_lost"] == 0 and sink.backend.reconnects >= 1
+    got = query.detections_for_stream(postgres_dsn, "cam-05")
+    assert len(got) == sum(len(r.detections) for r in mot17_05)
+    assert len(query.events(postgres_dsn)) == sum(len(r.events) for r in mot17_05)
+
+
+def test_on_frame_raises_sink_error_once_postgres_is_down_and_the_queue_is_full(postgres_server, postgres_dsn, mot17_05):
+    sink = postgres_store(postgres_dsn).make(batch_size=50, flush_interval_s=0.01, queue_size=20, put_timeout_s=0.2)
+    sink.open()
+    postgres_server.stop("fast")
+    accepted = 0
+    with pytest.raises(SinkError, match="frames waiting .* this frame is not stored"):
+        for result in mot17_05:
+            sink.on_frame(result)
+            accepted += 1
+    assert accepted < 100  # bounded: the queue plus the batch being retried
+    postgres_server.start()
+    sink.close()
+    assert sink.stats()["put_timeouts"] == 1 and sink.stats()["rows_lost"] == 0
+    assert len(query.detections_for_stream(postgres_dsn, "cam-05")) == sum(len(r.detections) for r in mot17_05[:accepted])
+
+
+def _wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_unreachable_postgres_fails_at_open_without_showing_the_password():
+    pytest.importorskip("psycopg")
+    store = postgres_store(f"postgresql://sw:s3cret-pw@127.0.0.1:{free_port()}/sw")
+    sink = store.make()
+    with pytest.raises(SinkError, match=r"cannot connect to PostgreSQL 'postgresql://\*\*\*@127.0.0.1") as info:
+        sink.open()
+    assert "s3cret-pw" not in str(info.value)
+
+
+def test_sqlite_path_that_cannot_be_created_fails_at_open_naming_the_path(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    sink = sqlite_store(tmp_path / "a-file" / "det.db").make()
+    with pytest.raises(SinkError, match="cannot open SQLite storage '.*a-file/det.db'.*writable"):
+        sink.open()

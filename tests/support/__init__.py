@@ -1,0 +1,1 @@
+"""Real servers for tests (HTTP receiver, MQTT broker, PostgreSQL); each skips cleanly when its program is absent."""

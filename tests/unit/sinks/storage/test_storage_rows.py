@@ -1,0 +1,60 @@
+"""Rows from FrameResults, folding tracks per transaction, credential masking, the two dialects."""
+import json
+
+import numpy as np
+
+from pipeline.sinks.storage.rows import frame_rows, merge
+from pipeline.sinks.storage.schema import DETECTION_COLUMNS, mask_credentials, statements
+from pipeline.types import Detections, Event, Frame, FrameResult
+
+
+def result(seq, track_ids, class_ids, wall_ns=1_000, events=()):
+    n = len(track_ids)
+    xyxy = np.arange(n * 4, dtype=np.float32).reshape(n, 4) + 0.5
+    det = Detections(xyxy, np.full(n, 0.75, np.float32), np.array(class_ids), track_id=np.array(track_ids))
+    frame = Frame("cam-1", seq, seq * 40_000_000, wall_ns + seq, None, 640, 480)
+    return FrameResult(frame, det, list(events))
+
+
+def test_detection_rows_follow_the_column_order_with_class_names():
+    rows = frame_rows(result(3, [7, -1], [0, 5]), ["person", "bicycle"])
+    assert len(rows.detections[0]) == len(DETECTION_COLUMNS)
+    first = dict(zip(DETECTION_COLUMNS, rows.detections[0]))
+    assert first == dict(
+        stream_id="cam-1", seq=3, pts_ns=120_000_000, wall_ns=1_003, class_id=0, class_name="person",
+        score=0.75, x1=0.5, y1=1.5, x2=2.5, y2=3.5, track_id=7,
+    )
+    assert rows.detections[1][5] == "5"  # unknown class id stored as its number
+    assert list(rows.tracks) == [7]  # untracked detections extend no track
+
+
+def test_merge_folds_one_track_across_frames_into_one_upsert():
+    frames = [frame_rows(result(s, [4], [0 if s < 2 else 2]), ["a", "b", "c"]) for s in range(3)]
+    merged = merge(frames, {"cam-1": "rtsp://***@cam"})
+    assert merged.tracks == [("cam-1", 4, 2, 0, 80_000_000, 3, 1_002)]
+    assert merged.streams == [("cam-1", "rtsp://***@cam", 1_000, 1_002)]
+    assert len(merged.detections) == 3 and merged.frames == 3
+
+
+def test_event_payload_with_numpy_values_becomes_json():
+    event = Event("e1", "cam-1", "dwell-door", "dwell", 4, 0, 5, {"seconds": np.float32(2.5), "box": np.zeros(2)})
+    rows = frame_rows(result(0, [], [], events=[event]), [])
+    assert json.loads(rows.events[0][7]) == {"box": [0.0, 0.0], "seconds": 2.5}
+    assert rows.size == 1
+
+
+def test_credentials_are_masked_in_urls_and_dsns():
+    assert mask_credentials("rtsp://admin:s3cret@10.0.0.5:554/live?channel=1") == "rtsp://***@10.0.0.5:554/live?channel=1"
+    assert mask_credentials("https://cam/x?token=abc&fps=5") == "https://cam/x?token=***&fps=5"
+    assert mask_credentials("host=db user=sw password='p w'") == "host=db user=sw password=***"
+    assert mask_credentials("/videos/a.mp4") == "/videos/a.mp4"
+    assert mask_credentials(None) is None
+
+
+def test_both_dialects_create_the_same_tables_and_indexes():
+    sqlite, postgres = statements("sqlite"), statements("postgres")
+    names = [s.split("EXISTS")[1].split()[0] for s in sqlite.create]
+    assert names == [s.split("EXISTS")[1].split()[0] for s in postgres.create]
+    assert {"streams", "detections", "tracks", "events", "detections_stream_pts", "detections_stream_track",
+            "events_kind_ts", "events_stream_ts"} <= set(names)
+    assert "ON CONFLICT (event_id) DO NOTHING" in sqlite.insert_event and "ON CONFLICT (event_id) DO NOTHING" in postgres.insert_event
