@@ -1,0 +1,334 @@
+"""Durable outbox: events are written to SQLite before anything tries to deliver them.
+
+Every event output (webhook, MQTT, event log) has a courier thread, `outbox:<output name>`, that
+delivers the stored events to it one at a time, in the order they were stored, and moves that
+output's cursor after each success. A failing delivery is retried with exponential backoff and
+jitter; the courier never skips ahead, so a down webhook sees its backlog in order when it comes
+back. The cursor lives in the same database, so events stored but not yet delivered when the
+process stops are delivered after the next start. Delivery is at least once (a crash between a
+delivery and its cursor update repeats that one event); consumers de-duplicate by `event_id`, and
+the outbox itself ignores an event whose `event_id` it already holds.
+
+The outbox is also a `Sink`: `on_frame` stores the events a frame carries, so the runner can put
+it beside storage and media sinks.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import ConfigError, SinkError
+from pipeline.sinks.base import EventOutput
+from pipeline.sinks.outputs.payload import event_from_json, event_to_json
+from pipeline.types import Event, FrameResult
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    stream_id TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    stored_ns INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cursors (
+    output TEXT PRIMARY KEY,
+    delivered_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    output TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    error TEXT NOT NULL,
+    failed_ns INTEGER NOT NULL,
+    PRIMARY KEY (output, seq)
+);
+"""
+
+
+def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL journal, 10 s busy wait."""
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    return conn
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Retry delays: `min_s * 2**(attempt-1)` capped at `max_s`, then scaled by a random factor in
+    [0.5, 1.0] so that many outputs failing at once do not retry in lock-step."""
+
+    min_s: float = 0.5
+    max_s: float = 30.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        base = min(self.max_s, self.min_s * 2 ** max(0, attempt - 1))
+        return base * (0.5 + 0.5 * rng.random())
+
+
+class _Courier:
+    """Delivers one output's backlog in order on its own thread; owns its own SQLite connection."""
+
+    def __init__(self, outbox: "Outbox", output: EventOutput, cursor: int):
+        self.output = output
+        self.cursor = cursor
+        self.delivered = 0
+        self.failed = 0
+        self.dead = 0
+        self.wake = threading.Event()
+        self._outbox = outbox
+        self._max_retries: int | None = getattr(output, "max_retries", None)
+        self._rng = random.Random()
+        self.thread = threading.Thread(target=self._run, name=f"outbox:{output.name}", daemon=True)
+
+    def _run(self) -> None:
+        conn = _connect(self._outbox.path, "NORMAL")
+        try:
+            while not self._outbox.stopping.is_set():
+                try:
+                    if not self._deliver_next(conn):
+                        return
+                except sqlite3.Error as exc:  # e.g. locked for longer than the busy timeout: try again
+                    log.warning("outbox %s (output '%s'): %s; retrying", self._outbox.path, self.output.name, exc)
+                    self._outbox.stopping.wait(self._outbox.backoff.max_s / 10)
+        finally:
+            conn.close()
+
+    def _deliver_next(self, conn: sqlite3.Connection) -> bool:
+        """Deliver the next stored events (or wait for some); False when the outbox is stopping."""
+        rows = conn.execute(
+            "SELECT seq, event_id, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (self.cursor, self._outbox.batch_size),
+        ).fetchall()
+        if not rows:
+            self.wake.wait(self._outbox.poll_s)
+            self.wake.clear()
+            return True
+        return all(self._deliver(conn, seq, event_id, body) for seq, event_id, body in rows)
+
+    def _deliver(self, conn: sqlite3.Connection, seq: int, event_id: str, body: str) -> bool:
+        """Deliver one stored event, retrying until it lands; False when the outbox is stopping."""
+        attempt = 0
+        while not self._outbox.stopping.is_set():
+            try:
+                self.output.deliver(event_from_json(body))
+            except SinkError as exc:
+                error = str(exc)
+            except Exception as exc:  # a bug in an output must not kill its courier: count, log, retry
+                log.exception("output '%s' raised %s on event %s", self.output.name, type(exc).__name__, event_id)
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                self._advance(conn, seq)
+                self.delivered += 1
+                return True
+            attempt += 1
+            self.failed += 1
+            if self._max_retries is not None and attempt > self._max_retries:
+                self._bury(conn, seq, event_id, error, attempt)
+                return True
+            delay = self._outbox.backoff.delay(attempt, self._rng)
+            if attempt == 1 or attempt % 10 == 0:
+                log.warning(
+                    "output '%s': delivering event %s failed (attempt %d): %s; retrying in %.1f s",
+                    self.output.name, event_id, attempt, error, delay,
+                )
+            self._outbox.stopping.wait(delay)
+        return False
+
+    def _advance(self, conn: sqlite3.Connection, seq: int) -> None:
+        conn.execute("UPDATE cursors SET delivered_seq = ? WHERE output = ?", (seq, self.output.name))
+        self.cursor = seq
+
+    def _bury(self, conn: sqlite3.Connection, seq: int, event_id: str, error: str, attempts: int) -> None:
+        """Give up on one event after `max_retries` (only when the output asks for a limit)."""
+        log.error(
+            "output '%s': giving up on event %s after %d attempts: %s; it is kept in the outbox's "
+            "dead_letters table", self.output.name, event_id, attempts, error,
+        )
+        conn.execute("BEGIN IMMEDIATE")
+        with conn:  # commits, or rolls back when a statement fails
+            conn.execute(
+                "INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, ?, ?)",
+                (self.output.name, seq, event_id, error[:2000], time.time_ns()),
+            )
+            conn.execute("UPDATE cursors SET delivered_seq = ? WHERE output = ?", (seq, self.output.name))
+        self.cursor = seq
+        self.dead += 1
+
+
+class Outbox:
+    """SQLite outbox in front of a set of event outputs.
+
+    path: database file (created with its folder; WAL journal). outputs: each needs a unique,
+    stable `name` (the cursor is keyed by it, so renaming an output starts it afresh).
+    backoff: retry delays for a failing output. batch_size: events read per query.
+    keep_delivered_s: delivered events stay this long so that a repeated `event_id` is still
+    recognised and ignored; larger remembers more, costs disk. poll_s: how often an idle courier
+    looks for events another process may have stored (events `put` here wake it at once).
+    A new output starts at the newest stored event: it receives events stored from then on.
+    """
+
+    name = "outbox"
+
+    def __init__(
+        self,
+        path: Path | str,
+        outputs: Sequence[EventOutput],
+        *,
+        backoff: Backoff = Backoff(),
+        batch_size: int = 64,
+        keep_delivered_s: float = 24 * 3600.0,
+        poll_s: float = 1.0,
+    ):
+        names = [o.name for o in outputs]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"event outputs need unique names; {duplicates} appear twice: give each its own name")
+        self.path = Path(path)
+        self.backoff = backoff
+        self.batch_size = batch_size
+        self.keep_delivered_s = keep_delivered_s
+        self.poll_s = poll_s
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._last_prune = time.monotonic()
+        self._conn = self._open_database()
+        self._couriers = [_Courier(self, o, self._cursor_for(o.name)) for o in outputs]
+        self._started = False
+
+    def _open_database(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = _connect(self.path, "FULL")
+            conn.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise SinkError(
+                f"cannot open the outbox database {self.path}: {exc}; check runtime.outbox_path is a writable file"
+            ) from exc
+        return conn
+
+    def _cursor_for(self, output: str) -> int:
+        newest = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+        self._conn.execute("INSERT OR IGNORE INTO cursors VALUES (?, ?)", (output, newest))
+        return self._conn.execute("SELECT delivered_seq FROM cursors WHERE output = ?", (output,)).fetchone()[0]
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Start one courier thread per output; the stored backlog is delivered first."""
+        if self._started:
+            return
+        self._started = True
+        for courier in self._couriers:
+            courier.thread.start()
+
+    start = open
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Stop the couriers (undelivered events stay on disk), close the outputs and the database.
+
+        Returns False when a courier was still inside a delivery after `timeout` seconds.
+        """
+        self.stopping.set()
+        deadline = time.monotonic() + timeout
+        for courier in self._couriers:
+            courier.wake.set()
+        for courier in self._couriers:
+            if courier.thread.is_alive():
+                courier.thread.join(max(0.0, deadline - time.monotonic()))
+        joined = not any(c.thread.is_alive() for c in self._couriers)
+        for courier in self._couriers:
+            try:
+                courier.output.close()
+            except SinkError as exc:
+                log.warning("closing output '%s' failed: %s", courier.output.name, exc)
+        with self._lock:
+            self._conn.close()
+        return joined
+
+    def __enter__(self) -> "Outbox":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- storing --------------------------------------------------------------------------------
+    def put(self, events: Iterable[Event]) -> int:
+        """Store events durably (one transaction, synced to disk) and wake the couriers.
+
+        Events whose `event_id` is already stored are ignored. Returns how many were new.
+        """
+        rows = [(e.event_id, e.stream_id, int(e.ts_ns), time.time_ns(), event_to_json(e)) for e in events]
+        if not rows:
+            return 0
+        with self._lock:
+            try:
+                before = self._conn.total_changes
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO events (event_id, stream_id, ts_ns, stored_ns, body) VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._conn.execute("COMMIT")
+                added = self._conn.total_changes - before
+            except sqlite3.Error as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise SinkError(f"cannot store {len(rows)} events in the outbox {self.path}: {exc}") from exc
+            self._maybe_prune()
+        for courier in self._couriers:
+            courier.wake.set()
+        return added
+
+    def _maybe_prune(self) -> None:
+        """Drop events every output has delivered and that are older than keep_delivered_s (lock held)."""
+        if time.monotonic() - self._last_prune < min(60.0, self.keep_delivered_s):
+            return
+        self._last_prune = time.monotonic()
+        names = [c.output.name for c in self._couriers]
+        if not names:
+            return
+        marks = ",".join("?" * len(names))
+        oldest = time.time_ns() - int(self.keep_delivered_s * 1e9)
+        self._conn.execute(
+            f"DELETE FROM events WHERE stored_ns < ? AND seq <= "
+            f"(SELECT MIN(delivered_seq) FROM cursors WHERE output IN ({marks}))",
+            (oldest, *names),
+        )
+
+    # -- Sink protocol --------------------------------------------------------------------------
+    def on_frame(self, result: FrameResult) -> None:
+        if result.events:
+            self.put(result.events)
+
+    def on_stream_end(self, stream_id: str) -> None:
+        """Nothing is buffered per stream: events are on disk as soon as `put` returns."""
+
+    # -- observing ------------------------------------------------------------------------------
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per output: delivered and failed (attempts, this process), dead (given up), pending (on disk)."""
+        out: dict[str, dict[str, int]] = {}
+        with self._lock:
+            for c in self._couriers:
+                pending = self._conn.execute("SELECT COUNT(*) FROM events WHERE seq > ?", (c.cursor,)).fetchone()[0]
+                out[c.output.name] = {"delivered": c.delivered, "failed": c.failed, "dead": c.dead, "pending": pending}
+        return out
+
+    def wait_delivered(self, timeout: float) -> bool:
+        """Block until every output has no pending event (True) or `timeout` seconds passed (False)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if all(s["pending"] == 0 for s in self.stats().values()):
+                return True
+            if time.monotonic() >= deadline or self.stopping.is_set():
+                return False
+            time.sleep(0.02)

@@ -1,0 +1,101 @@
+"""MQTT output against a real Mosquitto broker, observed by a real subscriber."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.config.models import MqttOutput as MqttConfig
+from pipeline.errors import SinkError
+from pipeline.sinks.outbox import Backoff, Outbox
+from pipeline.sinks.outputs.mqtt import MqttOutput, event_topics
+from pipeline.types import Event, make_event_id
+from tests.support.mosquitto import Subscriber
+
+FAST = Backoff(min_s=0.05, max_s=0.5)
+
+
+def make_event(i: int, kind: str = "enter", payload=None, stream: str = "cam-1") -> Event:
+    return Event(make_event_id(stream, "door", i, i * 10**8), stream, "door", kind, i, 0, i * 10**8,
+                 {"zone": "front door"} if payload is None else payload)
+
+
+@pytest.fixture
+def subscriber(mosquitto):
+    sub = Subscriber(mosquitto.port, "sw/#")
+    yield sub
+    sub.close()
+
+
+def output(broker, qos=1, **kw) -> MqttOutput:
+    return MqttOutput(MqttConfig(type="mqtt", port=broker.port, topic_prefix="sw", qos=qos), **kw)
+
+
+def unique_ids(messages, topic: str) -> list[str]:
+    """Event ids seen on one topic, first occurrence only (delivery is at least once)."""
+    seen: list[str] = []
+    for t, payload in messages:
+        event_id = json.loads(payload)["event_id"]
+        if t == topic and event_id not in seen:
+            seen.append(event_id)
+    return seen
+
+
+def test_zone_event_is_published_on_the_frigate_style_topics(mosquitto, subscriber):
+    out = output(mosquitto)
+    try:
+        event = make_event(1)
+        out.deliver(event)
+        messages = subscriber.wait_for(3)
+    finally:
+        out.close()
+    assert sorted(t for t, _ in messages) == ["sw/cam-1/enter", "sw/cam-1/front door/enter", "sw/events"]
+    assert all(json.loads(p)["event_id"] == event.event_id for _, p in messages)
+
+
+def test_event_without_zone_or_line_goes_to_events_and_stream_kind_topics():
+    event = make_event(2, kind="cross", payload={"line": "gate/1"})
+    assert event_topics(event, "sw") == ["sw/events", "sw/cam-1/cross", "sw/cam-1/gate_1/cross"]
+    assert event_topics(make_event(3, payload={}), "sw") == ["sw/events", "sw/cam-1/enter"]
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_deliver_returns_after_the_broker_has_the_event(mosquitto, subscriber, qos):
+    out = output(mosquitto, qos=qos)
+    try:
+        for i in range(5):
+            out.deliver(make_event(i, payload={}))
+    finally:
+        out.close()
+    assert unique_ids(subscriber.wait_for(10), "sw/events") == [make_event(i).event_id for i in range(5)]
+
+
+def test_deliver_raises_sink_error_while_the_broker_is_down(mosquitto):
+    mosquitto.stop()
+    out = output(mosquitto, connect_wait_s=0.3)
+    try:
+        with pytest.raises(SinkError, match="not reachable"):
+            out.deliver(make_event(1))
+    finally:
+        out.close()
+
+
+def test_broker_restart_delivers_the_backlog_in_order(mosquitto_persistent, tmp_path):
+    broker = mosquitto_persistent
+    sub = Subscriber(broker.port, "sw/events", clean_session=False)
+    events = [make_event(i, payload={}) for i in range(12)]
+    mqtt_out = output(broker, connect_wait_s=0.3, publish_timeout_s=1.0)
+    try:
+        with Outbox(tmp_path / "outbox.db", [mqtt_out], backoff=FAST) as outbox:
+            outbox.put(events[:4])
+            assert outbox.wait_delivered(5)
+            broker.stop(graceful=True)
+            outbox.put(events[4:])
+            assert not outbox.wait_delivered(1.0)
+            assert outbox.stats()[mqtt_out.name]["pending"] == 8
+            broker.start()
+            assert outbox.wait_delivered(15)
+        messages = sub.wait_for(12, timeout=10)
+    finally:
+        sub.close()
+    assert unique_ids(messages, "sw/events") == [e.event_id for e in events]

@@ -1,0 +1,100 @@
+"""Webhook output against a real local HTTP server, through the durable outbox."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config.models import WebhookOutput as WebhookConfig
+from pipeline.errors import SinkError
+from pipeline.sinks.outbox import Backoff, Outbox
+from pipeline.sinks.outputs.webhook import WebhookOutput, redact_url
+from pipeline.types import Event, make_event_id
+
+FAST = Backoff(min_s=0.05, max_s=0.2)
+
+
+def make_events(n: int, start: int = 0) -> list[Event]:
+    return [
+        Event(make_event_id("cam-1", "loiter", i, i * 10**9), "cam-1", "loiter", "dwell", i, 0, i * 10**9, {"zone": "gate"})
+        for i in range(start, start + n)
+    ]
+
+
+def webhook(server, **kw) -> WebhookOutput:
+    return WebhookOutput(WebhookConfig(type="webhook", url=server.url("/hook"), timeout_s=1.0, **kw))
+
+
+def test_webhook_posts_the_event_json(http_server):
+    out = webhook(http_server)
+    event = make_events(1)[0]
+    out.deliver(event)
+    (request,) = http_server.wait_for(1)
+    assert request.path == "/hook"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Idempotency-Key"] == event.event_id
+    assert request.json() == {
+        "event_id": event.event_id, "stream_id": "cam-1", "rule": "loiter", "kind": "dwell",
+        "track_id": 0, "class_id": 0, "ts_ns": 0, "payload": {"zone": "gate"},
+    }
+
+
+def test_webhook_answering_500_raises_sink_error(http_server):
+    http_server.status = 500
+    with pytest.raises(SinkError, match="answered 500"):
+        webhook(http_server).deliver(make_events(1)[0])
+
+
+def test_webhook_that_is_down_raises_sink_error(http_server):
+    http_server.stop()
+    with pytest.raises(SinkError, match="unreachable"):
+        webhook(http_server).deliver(make_events(1)[0])
+
+
+def test_down_webhook_loses_nothing_and_gets_the_backlog_in_order_when_back(http_server, tmp_path):
+    events = make_events(12)
+    with Outbox(tmp_path / "outbox.db", [webhook(http_server)], backoff=FAST) as outbox:
+        outbox.put(events[:4])
+        assert outbox.wait_delivered(5)
+        http_server.stop()
+        outbox.put(events[4:8])
+        http_server.status = 503  # when it comes back it first fails, then recovers
+        outbox.put(events[8:])
+        assert not outbox.wait_delivered(0.5)
+        http_server.start()
+        assert http_server.wait_rejected(1, timeout=5) >= 1
+        http_server.status = 200
+        assert outbox.wait_delivered(10)
+        stats = next(iter(outbox.stats().values()))
+    received = [r.json()["event_id"] for r in http_server.wait_for(12)]
+    assert received == [e.event_id for e in events]
+    assert stats["failed"] >= 2 and stats["pending"] == 0
+
+
+def test_webhook_backlog_survives_a_process_restart(http_server, tmp_path):
+    http_server.stop()
+    path = tmp_path / "outbox.db"
+    outbox = Outbox(path, [webhook(http_server)], backoff=FAST)
+    outbox.open()
+    outbox.put(make_events(5))
+    assert outbox.close(timeout=3)
+    http_server.start()
+    with Outbox(path, [webhook(http_server)], backoff=FAST) as restarted:
+        assert restarted.wait_delivered(10)
+    assert [r.json()["track_id"] for r in http_server.wait_for(5)] == [0, 1, 2, 3, 4]
+
+
+def test_credentials_in_the_webhook_url_never_reach_messages(http_server):
+    url = http_server.url("/hook").replace("http://", "http://alice:s3cret@") + "?token=abc123"
+    http_server.stop()
+    out = WebhookOutput(WebhookConfig(type="webhook", url=url, timeout_s=0.5))
+    with pytest.raises(SinkError) as err:
+        out.deliver(make_events(1)[0])
+    for secret in ("s3cret", "alice", "abc123"):
+        assert secret not in str(err.value) and secret not in out.name
+    assert redact_url(url).endswith("/hook?token=***")
+
+
+def test_basic_auth_from_the_url_is_sent_as_a_header(http_server):
+    url = http_server.url("/hook").replace("http://", "http://alice:s3cret@")
+    WebhookOutput(WebhookConfig(type="webhook", url=url)).deliver(make_events(1)[0])
+    (request,) = http_server.wait_for(1)
+    assert request.headers["Authorization"] == "Basic YWxpY2U6czNjcmV0"

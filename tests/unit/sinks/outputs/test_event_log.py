@@ -1,0 +1,69 @@
+"""Event log output and the event JSON format."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.config.models import JsonlOutput
+from pipeline.errors import ConfigError, SinkError
+from pipeline.sinks.outputs import build_event_outputs
+from pipeline.sinks.outputs.event_log import EventLogOutput
+from pipeline.sinks.outputs.payload import EVENT_KEYS, event_from_json, event_to_json
+from pipeline.types import Event
+
+
+def event(i: int, payload=None) -> Event:
+    return Event(f"id-{i}", "cam-1", "door", "enter", i, 2, 1_700_000_000_000_000_000 + i, payload or {})
+
+
+def test_event_json_has_the_agreed_keys_and_plain_numbers():
+    payload = {"zone": "door", "xyxy": np.array([1.5, 2, 3, 4], np.float32), "count": np.int64(3)}
+    text = event_to_json(event(7, payload))
+    data = json.loads(text)
+    assert tuple(data) == EVENT_KEYS
+    assert data["ts_ns"] == 1_700_000_000_000_000_007  # integer nanoseconds, not a float
+    assert data["payload"] == {"zone": "door", "xyxy": [1.5, 2.0, 3.0, 4.0], "count": 3}
+    assert event_from_json(text).payload["count"] == 3
+
+
+def test_payload_that_is_not_json_raises_a_sink_error_naming_the_event():
+    with pytest.raises(SinkError, match="id-1"):
+        event_to_json(event(1, {"bad": object()}))
+
+
+def test_event_log_appends_one_json_line_per_event(tmp_path):
+    path = tmp_path / "logs" / "events.jsonl"
+    out = EventLogOutput(JsonlOutput(type="jsonl", path=path, what="events"))
+    for i in range(3):
+        out.deliver(event(i))
+    out.close()
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["event_id"] for line in lines] == ["id-0", "id-1", "id-2"]
+
+
+def test_event_log_ends_a_line_cut_short_by_a_crash(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text(event_to_json(event(0)) + "\n" + '{"event_id": "id-1", "stre')
+    out = EventLogOutput(JsonlOutput(type="jsonl", path=path, what="events"))
+    out.deliver(event(1))
+    out.close()
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[-1])["event_id"] == "id-1"
+    assert len(lines) == 3
+
+
+def test_event_log_refuses_a_detections_jsonl_config(tmp_path):
+    with pytest.raises(ConfigError, match="what='detections'"):
+        EventLogOutput(JsonlOutput(type="jsonl", path=tmp_path / "d.jsonl"))
+
+
+def test_only_event_outputs_are_built_from_the_sinks_config(tmp_path):
+    sinks = [
+        JsonlOutput(type="jsonl", path=tmp_path / "det.jsonl"),
+        JsonlOutput(type="jsonl", path=tmp_path / "ev.jsonl", what="events"),
+    ]
+    outputs = build_event_outputs(sinks)
+    assert [type(o).__name__ for o in outputs] == ["EventLogOutput"]
+    outputs[0].close()

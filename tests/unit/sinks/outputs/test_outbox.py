@@ -1,0 +1,225 @@
+"""Outbox: durable, ordered, retried, de-duplicated delivery (fake outputs, real SQLite)."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from pipeline.errors import ConfigError, SinkError
+from pipeline.sinks.outbox import Backoff, Outbox
+from pipeline.types import Event, make_event_id
+
+FAST = Backoff(min_s=0.01, max_s=0.05)
+
+
+def make_events(n: int, stream: str = "cam-1", start: int = 0) -> list[Event]:
+    return [
+        Event(make_event_id(stream, "door", i, i * 1_000_000), stream, "door", "enter", i, 0, i * 1_000_000, {"zone": "door", "i": i})
+        for i in range(start, start + n)
+    ]
+
+
+class RecordingOutput:
+    """Records delivered events; fails while `failing` is set."""
+
+    def __init__(self, name: str = "rec"):
+        self.name = name
+        self.delivered: list[Event] = []
+        self.attempts = 0
+        self.failing = threading.Event()
+        self.closed = False
+
+    def deliver(self, event: Event) -> None:
+        self.attempts += 1
+        if self.failing.is_set():
+            raise SinkError("receiver down")
+        self.delivered.append(event)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def wait_until(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_events_are_delivered_to_every_output_in_order(tmp_path):
+    a, b = RecordingOutput("a"), RecordingOutput("b")
+    events = make_events(20)
+    with Outbox(tmp_path / "outbox.db", [a, b], backoff=FAST) as outbox:
+        assert outbox.put(events[:10]) == 10
+        assert outbox.put(events[10:]) == 10
+        assert outbox.wait_delivered(5)
+        stats = outbox.stats()
+    assert [e.event_id for e in a.delivered] == [e.event_id for e in events]
+    assert a.delivered == b.delivered == events  # payloads round-trip exactly
+    assert stats["a"] == {"delivered": 20, "failed": 0, "dead": 0, "pending": 0}
+    assert a.closed and b.closed
+
+
+def test_failing_output_keeps_order_and_receives_backlog_when_it_recovers(tmp_path):
+    healthy, flaky = RecordingOutput("healthy"), RecordingOutput("flaky")
+    flaky.failing.set()
+    events = make_events(8)
+    with Outbox(tmp_path / "outbox.db", [healthy, flaky], backoff=FAST) as outbox:
+        outbox.put(events)
+        assert wait_until(lambda: len(healthy.delivered) == 8)
+        assert wait_until(lambda: flaky.attempts >= 3)
+        stats = outbox.stats()
+        assert stats["flaky"]["pending"] == 8 and stats["flaky"]["failed"] >= 3
+        assert stats["healthy"]["pending"] == 0  # one failing output does not hold the others back
+        flaky.failing.clear()
+        assert outbox.wait_delivered(5)
+    assert flaky.delivered == events
+
+
+def test_duplicate_event_ids_are_stored_and_delivered_once(tmp_path):
+    out = RecordingOutput()
+    events = make_events(5)
+    with Outbox(tmp_path / "outbox.db", [out], backoff=FAST) as outbox:
+        assert outbox.put(events) == 5
+        assert outbox.put(events[2:] + make_events(1, start=5)) == 1
+        assert outbox.wait_delivered(5)
+        assert outbox.put(events[:1]) == 0  # already delivered: still recognised
+        time.sleep(0.05)
+    assert [e.track_id for e in out.delivered] == [0, 1, 2, 3, 4, 5]
+
+
+def test_pending_events_survive_a_restart_and_are_delivered_next_time(tmp_path):
+    path = tmp_path / "outbox.db"
+    first = RecordingOutput("hook")
+    first.failing.set()
+    events = make_events(6)
+    outbox = Outbox(path, [first], backoff=FAST)
+    outbox.open()
+    outbox.put(events)
+    assert wait_until(lambda: first.attempts >= 1)
+    assert outbox.close(timeout=2)
+    assert first.delivered == []
+
+    second = RecordingOutput("hook")  # same name: same cursor
+    with Outbox(path, [second], backoff=FAST) as reopened:
+        assert reopened.stats()["hook"]["pending"] == 6
+        assert reopened.wait_delivered(5)
+    assert second.delivered == events
+
+
+def test_delivered_events_are_not_repeated_after_a_restart(tmp_path):
+    path = tmp_path / "outbox.db"
+    out = RecordingOutput("hook")
+    with Outbox(path, [out], backoff=FAST) as outbox:
+        outbox.put(make_events(3))
+        assert outbox.wait_delivered(5)
+    again = RecordingOutput("hook")
+    with Outbox(path, [again], backoff=FAST) as outbox:
+        outbox.put(make_events(2, start=3))
+        assert outbox.wait_delivered(5)
+    assert [e.track_id for e in again.delivered] == [3, 4]
+
+
+def test_put_has_stored_the_events_before_it_returns(tmp_path):
+    path = tmp_path / "outbox.db"
+    out = RecordingOutput()
+    out.failing.set()
+    with Outbox(path, [out], backoff=FAST) as outbox:
+        outbox.put(make_events(4))
+        with sqlite3.connect(path) as reader:  # another connection, as another process would see it
+            assert reader.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 4
+
+
+def test_output_with_a_retry_limit_gives_up_and_moves_on(tmp_path):
+    out = RecordingOutput()
+    out.max_retries = 2
+    out.failing.set()
+    with Outbox(tmp_path / "outbox.db", [out], backoff=FAST) as outbox:
+        outbox.put(make_events(2))
+        assert outbox.wait_delivered(5)
+        stats = outbox.stats()["rec"]
+    assert stats["dead"] == 2 and stats["failed"] == 6 and stats["delivered"] == 0
+    with sqlite3.connect(tmp_path / "outbox.db") as reader:
+        assert reader.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0] == 2
+
+
+def test_close_returns_promptly_while_an_output_is_failing(tmp_path):
+    out = RecordingOutput()
+    out.failing.set()
+    outbox = Outbox(tmp_path / "outbox.db", [out], backoff=Backoff(min_s=30, max_s=60))
+    outbox.open()
+    outbox.put(make_events(1))
+    assert wait_until(lambda: out.attempts >= 1)
+    started = time.monotonic()
+    assert outbox.close(timeout=2)
+    assert time.monotonic() - started < 1.0
+
+
+def test_outputs_with_the_same_name_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="unique names"):
+        Outbox(tmp_path / "outbox.db", [RecordingOutput("x"), RecordingOutput("x")])
+
+
+def test_backoff_doubles_up_to_the_cap_with_jitter():
+    import random
+
+    rng = random.Random(0)
+    backoff = Backoff(min_s=1.0, max_s=8.0)
+    delays = [backoff.delay(a, rng) for a in range(1, 7)]
+    for attempt, delay in enumerate(delays, start=1):
+        base = min(8.0, 2 ** (attempt - 1))
+        assert 0.5 * base <= delay <= base
+    assert len({round(d, 6) for d in delays}) == len(delays)
+
+
+def test_an_output_raising_an_unexpected_error_is_retried_not_abandoned(tmp_path):
+    class Buggy(RecordingOutput):
+        def deliver(self, event):
+            self.attempts += 1
+            if self.attempts <= 2:
+                raise KeyError("bug in the output")
+            self.delivered.append(event)
+
+    out = Buggy("buggy")
+    with Outbox(tmp_path / "outbox.db", [out], backoff=FAST) as outbox:
+        outbox.put(make_events(3))
+        assert outbox.wait_delivered(5)
+        assert outbox.stats()["buggy"]["failed"] == 2
+    assert [e.track_id for e in out.delivered] == [0, 1, 2]
+
+
+def test_events_put_from_many_threads_are_all_delivered_once(tmp_path):
+    out = RecordingOutput()
+    with Outbox(tmp_path / "outbox.db", [out], backoff=FAST) as outbox:
+        threads = [threading.Thread(target=lambda s=s: [outbox.put([e]) for e in make_events(25, stream=s)])
+                   for s in ("cam-1", "cam-2", "cam-3", "cam-4")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert outbox.wait_delivered(10)
+    assert len(out.delivered) == 100 and len({e.event_id for e in out.delivered}) == 100
+    for stream in ("cam-1", "cam-2", "cam-3", "cam-4"):  # each producer's own order is kept
+        assert [e.track_id for e in out.delivered if e.stream_id == stream] == list(range(25))
+
+
+def test_delivered_events_are_pruned_after_the_keep_window_but_pending_ones_stay(tmp_path):
+    path = tmp_path / "outbox.db"
+    fast, slow = RecordingOutput("fast"), RecordingOutput("slow")
+    with Outbox(path, [fast, slow], backoff=FAST, keep_delivered_s=0.0) as outbox:
+        outbox.put(make_events(5))
+        assert wait_until(lambda: len(fast.delivered) == 5 and len(slow.delivered) == 5)
+        slow.failing.set()
+        outbox.put(make_events(3, start=5))  # prunes the 5 both outputs have
+        assert wait_until(lambda: len(fast.delivered) == 8)
+        outbox.put(make_events(1, start=8))  # prunes nothing "slow" still needs
+        with sqlite3.connect(path) as reader:
+            stored = [row[0] for row in reader.execute("SELECT event_id FROM events ORDER BY seq")]
+        assert stored == [e.event_id for e in make_events(4, start=5)]
+        slow.failing.clear()
+        assert outbox.wait_delivered(5)
+    assert [e.track_id for e in slow.delivered] == list(range(9))
