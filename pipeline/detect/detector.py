@@ -1,0 +1,201 @@
+"""Detector: preprocess -> engine -> head decode -> confidence filter -> NMS -> Detections (host).
+
+    detector = Detector(config, max_batch=8)
+    detections = detector(batch)            # FrameBatch of host RGB (or, with a GPU engine, device NV12) frames
+    detections.for_frame(0).xyxy            # (n, 4) float32 source pixels of row 0
+
+Host frames are letterboxed on the CPU into a preallocated buffer per batch size; device NV12
+frames go through `detector_gpu.GpuDetectStep` (GPU preprocess, engine, decode and NMS on device).
+Either way the caller gets host Detections whose boxes are in each frame's own pixels.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import numpy as np
+
+from pipeline.config.models import DetectorConfig
+from pipeline.detect import heads, nms, preprocess
+from pipeline.detect.engines import create_engine
+from pipeline.detect.engines.onnxruntime import read_model_info
+from pipeline.detect.names import class_filter, resolve_names
+from pipeline.errors import ConfigError, EngineError
+from pipeline.types import Detections, Frame, FrameBatch, array_module
+
+log = logging.getLogger(__name__)
+
+
+class Detector:
+    """One model on one engine. Attributes: class_names, input_size (w, h), engine_name, max_batch, head.
+
+    max_batch: the largest batch the caller will pass (default config.max_batch or 8); a model with
+    a fixed batch of 1 reports max_batch = 1 and larger FrameBatches run in chunks.
+    """
+
+    def __init__(self, config: DetectorConfig, max_batch: int | None = None):
+        self.config = config
+        signature, metadata = read_model_info(config.model)
+        self.signature = signature
+        self.head = heads.detect_head(signature, config.head)
+        self.input_size = _input_size(signature, config)
+        self.class_names, names_source = resolve_names(metadata, config.class_names)
+        self._class_filter = class_filter(config.classes, self.class_names)
+        self.spec = _preprocess_spec(self.head, self.input_size, config)
+        requested = max_batch or config.max_batch or 8
+        self.engine, self.engine_reason = create_engine(config, requested)
+        self.engine_name = self.engine.name
+        self.max_batch = self.engine.max_batch
+        self._input_names = [i.name for i in signature.inputs]
+        self._buffers: dict[int, np.ndarray] = {}
+        self._gpu_detect = None
+        log.info(
+            "detector %s: head %s, input %dx%d, %d classes (%s), engine %s, max_batch %d",
+            config.model, self.head, *self.input_size, len(self.class_names), names_source,
+            self.engine_reason, self.max_batch,
+        )  # fmt: skip
+
+    def __call__(self, batch: FrameBatch) -> Detections:
+        """Host detections of every row of `batch` (frame_idx = row); fills batch.scale (B,) and batch.pad (B, 2).
+
+        Host RGB frames are preprocessed on the CPU; device NV12 frames (GPU engines only) on the GPU,
+        where NMS also runs before the kept boxes are copied to the host.
+        """
+        on_device = _on_device(batch.frames)
+        if on_device and not hasattr(self.engine, "input_buffer"):
+            raise EngineError(
+                f"stream '{batch.frames[0].stream_id}': engine {self.engine_name} needs host RGB frames, got device "
+                "NV12; use decode 'cpu' or a GPU engine"
+            )
+        if on_device:
+            detections, scale, pad = self._gpu_step()(batch.frames)
+        else:
+            detections, scale, pad = self._in_chunks([f.image for f in batch.frames], self._detect_host)
+        batch.scale = scale[:, 0].copy()  # x scale; letterbox y differs by under a pixel's rounding
+        batch.pad = pad
+        return detections
+
+    def detect_images(self, images: list[np.ndarray]) -> tuple[Detections, np.ndarray, np.ndarray]:
+        """(h, w, 3) uint8 RGB images -> (Detections with frame_idx = list index, scale (B, 2), pad (B, 2))."""
+        return self._in_chunks(images, self._detect_host)
+
+    def _in_chunks(self, items: list, detect) -> tuple[Detections, np.ndarray, np.ndarray]:
+        parts, scales, pads = [], [], []
+        for start in range(0, len(items), self.max_batch):
+            found, scale, pad = detect(items[start : start + self.max_batch])
+            found.frame_idx += start
+            parts.append(found)
+            scales.append(scale)
+            pads.append(pad)
+        if not parts:
+            return Detections.empty(), np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
+        return Detections.concat(parts), np.concatenate(scales), np.concatenate(pads)
+
+    def _detect_host(self, images: list[np.ndarray]) -> tuple[Detections, np.ndarray, np.ndarray]:
+        buffer = self._buffer(len(images))
+        scale, pad = preprocess.preprocess_into(images, self.spec, buffer)
+        sizes = np.asarray([(im.shape[1], im.shape[0]) for im in images], np.int64)
+        outputs = self.engine.infer(self._inputs(buffer, sizes))
+        # A GPU engine returns device outputs queued on its own stream: decode and NMS must queue behind it.
+        with getattr(self.engine, "stream", None) or contextlib.nullcontext():
+            decoded = heads.decode(self.head, outputs, self.input_size)
+            found = postprocess(decoded, sizes, scale, pad, self.config, self._class_filter)
+        return found, scale, pad
+
+    def _gpu_step(self):
+        """The GPU path (pipeline.detect.detector_gpu), built on first use: only GPU engines get here."""
+        if self._gpu_detect is None:
+            from pipeline.detect.detector_gpu import GpuDetectStep  # noqa: PLC0415 - GPU only
+
+            self._gpu_detect = GpuDetectStep(
+                self.spec, self.engine, self.head, self.config, self.input_size, self._class_filter, self._input_names
+            )
+        return self._gpu_detect
+
+    def _buffer(self, n: int) -> np.ndarray:
+        if n not in self._buffers:
+            self._buffers[n] = preprocess.allocate(n, self.spec)
+        return self._buffers[n]
+
+    def _inputs(self, buffer: np.ndarray, sizes: np.ndarray) -> dict[str, np.ndarray]:
+        feed = {self._input_names[0]: buffer}
+        if self.head == "detr" and len(self._input_names) > 1:
+            feed[self._input_names[1]] = sizes
+        return feed
+
+    def close(self) -> None:
+        self.engine.close()
+        self._buffers.clear()
+
+
+def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorConfig, class_filter=None) -> Detections:
+    """Confidence filter, NMS (or top-k for end-to-end heads), then source pixels; returns host Detections.
+
+    `decoded` may live on numpy or cupy; on cupy the filter and NMS run on the device and only the
+    kept rows are copied. sizes (B, 2) source (w, h); scale, pad (B, 2) host arrays from preprocessing.
+    """
+    boxes, scores, class_ids, rows = nms.candidates(
+        decoded.boxes, decoded.scores, decoded.class_ids, config.conf_threshold, class_filter
+    )
+    on_device = array_module(scores) is not np
+    if decoded.needs_nms:
+        if on_device:
+            from pipeline.detect import nms_gpu  # noqa: PLC0415 - GPU only
+
+            keep = nms_gpu.batched_nms(boxes, scores, class_ids, rows, config.iou_threshold, config.max_detections)
+        else:
+            keep = nms.batched_nms(boxes, scores, class_ids, rows, config.iou_threshold, config.max_detections)
+        boxes, scores, class_ids, rows = boxes[keep], scores[keep], class_ids[keep], rows[keep]
+    if on_device:
+        boxes, scores, class_ids, rows = (a.get() for a in (boxes, scores, class_ids, rows))
+    if not decoded.needs_nms:
+        keep = nms.top_k(scores, rows, config.max_detections)
+        boxes, scores, class_ids, rows = boxes[keep], scores[keep], class_ids[keep], rows[keep]
+    if decoded.in_source:
+        boxes = preprocess.clip_boxes(boxes.copy(), sizes[rows])
+    else:
+        boxes = preprocess.to_source(boxes, scale[rows], pad[rows], sizes[rows])
+    return Detections(boxes, scores, class_ids, rows)
+
+
+def _on_device(frames: list[Frame]) -> bool:
+    """True for a batch of device NV12 frames, False for host RGB; EngineError for anything else."""
+    kinds = {(f.pixel_format, isinstance(f.image, np.ndarray)) for f in frames}
+    if kinds <= {("rgb24", True)}:
+        return False
+    if kinds == {("nv12", False)}:
+        return True
+    stream = next(f.stream_id for f in frames if (f.pixel_format, isinstance(f.image, np.ndarray)) != ("rgb24", True))
+    raise EngineError(
+        f"stream '{stream}': a batch must be all host RGB frames or all device NV12 frames, got {sorted(kinds)}; "
+        "use one decode back-end per lane"
+    )
+
+
+def _input_size(signature: heads.ModelSignature, config: DetectorConfig) -> tuple[int, int]:
+    """Model input (w, h): the config wins, else the model's fixed spatial dims."""
+    if config.input_size is not None:
+        return tuple(config.input_size)
+    shape = signature.inputs[0].shape
+    if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):
+        return shape[3], shape[2]
+    raise ConfigError(
+        f"model '{config.model}' has a dynamic input size {list(shape)}; set detector.input_size: [width, height]"
+    )
+
+
+def _preprocess_spec(head: str, input_size: tuple[int, int], config: DetectorConfig) -> preprocess.PreprocessSpec:
+    """The head's conventions, overridden by every preprocess key that is not "auto"/None."""
+    defaults = heads.preprocess_defaults(head)
+    p = config.preprocess
+    return preprocess.PreprocessSpec(
+        width=input_size[0],
+        height=input_size[1],
+        resize=defaults["resize"] if p.resize == "auto" else p.resize,
+        align=defaults["align"],
+        color=defaults["color"] if p.color == "auto" else p.color,
+        scale=defaults["scale"] if p.scale is None else p.scale,
+        mean=p.mean,
+        std=p.std,
+        pad_value=p.pad_value,
+    )

@@ -1,0 +1,94 @@
+"""ONNX Runtime engine (CPU, or the CUDA execution provider when this onnxruntime build has it)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from pipeline.config.models import DetectorConfig
+from pipeline.detect.heads import ModelSignature, TensorInfo
+from pipeline.errors import EngineError
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def open_session(model_path: Path, providers: list, threads: int | None = None) -> ort.InferenceSession:
+    """An InferenceSession for `model_path`; EngineError names the file when it cannot be loaded."""
+    path = Path(model_path).expanduser()
+    if not path.is_file():
+        raise EngineError(f"model file '{path}' does not exist; set detector.model to an ONNX file")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or cpu_cores()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except (RuntimeError, ValueError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
+        raise EngineError(f"onnxruntime cannot load '{path}': {exc}; check that it is a valid ONNX model") from exc
+
+
+def signature_of(session: ort.InferenceSession) -> ModelSignature:
+    def describe(args):
+        return tuple(TensorInfo(a.name, tuple(a.shape), a.type) for a in args)
+
+    return ModelSignature(describe(session.get_inputs()), describe(session.get_outputs()))
+
+
+def read_model_info(model_path: Path) -> tuple[ModelSignature, dict[str, str]]:
+    """The ONNX signature (input/output names and shapes) and custom metadata of a model file."""
+    session = open_session(model_path, ["CPUExecutionProvider"], threads=1)
+    return signature_of(session), dict(session.get_modelmeta().custom_metadata_map)
+
+
+def cuda_provider_available() -> bool:
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+class OnnxRuntimeEngine:
+    """ONNX Runtime session per model. A model with a fixed batch dimension k reports max_batch = k
+    and pads shorter batches (the padded rows' outputs are dropped); k = 1 means row by row."""
+
+    def __init__(self, model_path: Path, config: DetectorConfig, max_batch: int, use_cuda: bool = False):
+        providers: list = ["CPUExecutionProvider"]
+        if use_cuda:
+            if not cuda_provider_available():
+                raise EngineError("engine 'onnxruntime-cuda' needs onnxruntime-gpu; install it or use engine 'onnxruntime'")
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": config.device}))
+        self.name = "onnxruntime-cuda" if use_cuda else "onnxruntime"
+        self.session = open_session(model_path, providers)
+        self.signature = signature_of(self.session)
+        batch_dim = self.signature.inputs[0].shape[0]
+        self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        self.max_batch = self.fixed_batch or max_batch
+        self._output_names = [o.name for o in self.signature.outputs]
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch of B <= max_batch rows; returns every output by name, B rows each."""
+        rows = next(iter(inputs.values())).shape[0]
+        if rows > self.max_batch:
+            raise EngineError(f"{self.name}: batch of {rows} exceeds the engine's max_batch {self.max_batch}")
+        if self.fixed_batch and rows < self.fixed_batch:
+            inputs = {k: _pad_rows(v, self.fixed_batch) for k, v in inputs.items()}
+        try:
+            outputs = self.session.run(self._output_names, inputs)
+        except (RuntimeError, ValueError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
+            raise EngineError(f"{self.name} failed on a batch of {rows}: {exc}") from exc
+        return {name: out[:rows] for name, out in zip(self._output_names, outputs)}
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    """Repeat the last row so the batch has `rows` rows (a fixed-batch model needs them all)."""
+    missing = rows - array.shape[0]
+    return np.concatenate([array, np.repeat(array[-1:], missing, axis=0)])

@@ -1,0 +1,208 @@
+"""Model output adapters: every head becomes boxes (B, N, 4) xyxy, scores (B, N), class ids (B, N).
+
+Heads: Ultralytics v8/11 `[B, 4+nc, N]`, YOLOv5 `[B, N, 5+nc]`, YOLOX raw `[B, N, 5+nc]` (grid
+decode), end-to-end `[B, K, 6]` (YOLOv10/YOLO26) and DETR-style (`labels`, `boxes`, `scores`).
+Decoders pick `xp = array_module(a)`, so the same code runs on numpy and cupy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+from pipeline.types import array_module
+
+HeadName = Literal["ultralytics", "yolov5", "yolox", "end2end", "detr"]
+HEADS: tuple[str, ...] = ("ultralytics", "yolov5", "yolox", "end2end", "detr")
+STRIDES = (8, 16, 32)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """One model input or output: name, shape (ints, or str/None for symbolic dims), element type."""
+
+    name: str
+    shape: tuple[Any, ...]
+    dtype: str = "tensor(float)"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSignature:
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+
+
+@dataclass(slots=True)
+class HeadOutput:
+    """Decoded candidates of a batch, before the confidence filter.
+
+    boxes (B, N, 4) float32 xyxy, in model-input pixels (`in_source=False`) or already in source
+    pixels (`in_source=True`, DETR-style); scores (B, N) float32; class_ids (B, N) int32.
+    needs_nms: False for end-to-end heads whose outputs are already final.
+    """
+
+    boxes: Any
+    scores: Any
+    class_ids: Any
+    in_source: bool = False
+    needs_nms: bool = True
+
+
+def grid_points(width: int, height: int, strides=STRIDES) -> int:
+    """Anchor points an anchor-free head has for a `width x height` input."""
+    return sum((width // s) * (height // s) for s in strides)
+
+
+def detect_head(signature: ModelSignature, override: str = "auto") -> str:
+    """The head of a model from its ONNX signature; a YAML `head` other than "auto" wins.
+
+    Raises ConfigError naming the outputs when the layout is not one of HEADS.
+    """
+    if override != "auto":
+        if override not in HEADS:
+            raise ConfigError(f"detector.head '{override}' is unknown; use one of {list(HEADS)} or 'auto'")
+        return override
+    out_names = {o.name for o in signature.outputs}
+    in_names = {i.name for i in signature.inputs}
+    if {"labels", "boxes", "scores"} <= out_names or "orig_target_sizes" in in_names:
+        return "detr"
+    if len(signature.outputs) == 1:
+        head = _single_output_head(signature)
+        if head:
+            return head
+    described = ", ".join(f"{o.name}{list(o.shape)}" for o in signature.outputs)
+    raise ConfigError(
+        f"cannot tell the model head from its outputs ({described}); set detector.head to one of {list(HEADS)}"
+    )
+
+
+def _single_output_head(signature: ModelSignature) -> str | None:
+    """Tell the single-output layouts apart by how many points the input size implies."""
+    shape = signature.outputs[0].shape
+    if len(shape) != 3:
+        return None
+    d1, d2 = shape[1], shape[2]
+    width, height = _input_wh(signature)
+    if width and height:
+        points = grid_points(width, height)
+        if d1 == points:
+            return "yolox"
+        if d1 == 3 * points:
+            return "yolov5"
+        if d2 == points:
+            return "ultralytics"
+    if d2 == 6:
+        return "end2end"
+    if isinstance(d1, int) and isinstance(d2, int):
+        return "ultralytics" if d1 < d2 else "yolov5"
+    return None
+
+
+def _input_wh(signature: ModelSignature) -> tuple[int | None, int | None]:
+    shape = signature.inputs[0].shape
+    if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):
+        return shape[3], shape[2]
+    return None, None
+
+
+def preprocess_defaults(head: str) -> dict:
+    """The input convention each head family was trained with (resize, align, color, scale)."""
+    if head == "yolox":
+        return dict(resize="letterbox", align="top_left", color="bgr", scale=1.0)
+    if head == "detr":
+        return dict(resize="stretch", align="top_left", color="rgb", scale=1 / 255)
+    return dict(resize="letterbox", align="center", color="rgb", scale=1 / 255)
+
+
+def decode(head: str, outputs: dict[str, Any], input_wh: tuple[int, int]) -> HeadOutput:
+    """Raw engine outputs (by name) of one batch -> HeadOutput. input_wh: model input (w, h) pixels."""
+    if head == "detr":
+        return decode_detr(outputs["labels"], outputs["boxes"], outputs["scores"])
+    raw = _first(outputs)
+    if head == "ultralytics":
+        return decode_ultralytics(raw)
+    if head == "yolov5":
+        return decode_yolov5(raw)
+    if head == "yolox":
+        return decode_yolox(raw, input_wh)
+    if head == "end2end":
+        return decode_end2end(raw)
+    raise ConfigError(f"detector.head '{head}' is unknown; use one of {list(HEADS)}")
+
+
+def _first(outputs: dict[str, Any]):
+    return next(iter(outputs.values()))
+
+
+def cxcywh_to_xyxy(cxcywh):
+    """(..., 4) centre/size -> (..., 4) corners, same array module and dtype."""
+    xp = array_module(cxcywh)
+    half = cxcywh[..., 2:4] / 2
+    return xp.concatenate([cxcywh[..., 0:2] - half, cxcywh[..., 0:2] + half], axis=-1)
+
+
+def _best_class(class_scores):
+    """(B, N, C) -> best score (B, N) float32 and its class (B, N) int32."""
+    xp = array_module(class_scores)
+    class_ids = class_scores.argmax(axis=-1)
+    scores = xp.take_along_axis(class_scores, class_ids[..., None], axis=-1)[..., 0]
+    return scores.astype(np.float32), class_ids.astype(np.int32)
+
+
+def decode_ultralytics(raw) -> HeadOutput:
+    """[B, 4+nc, N] (cx, cy, w, h, class scores) in input pixels."""
+    rows = raw.transpose(0, 2, 1)
+    scores, class_ids = _best_class(rows[..., 4:])
+    return HeadOutput(cxcywh_to_xyxy(rows[..., :4]).astype(np.float32), scores, class_ids)
+
+
+def decode_yolov5(raw) -> HeadOutput:
+    """[B, N, 5+nc] (cx, cy, w, h, objectness, class scores); score = obj * cls."""
+    scores, class_ids = _best_class(raw[..., 5:] * raw[..., 4:5])
+    return HeadOutput(cxcywh_to_xyxy(raw[..., :4]).astype(np.float32), scores, class_ids)
+
+
+def yolox_grid(width: int, height: int, xp=np, strides=STRIDES):
+    """Grid (N, 2) float32 (x, y cell index) and stride (N, 1) float32 of a YOLOX head, row-major per stride."""
+    grids, step = [], []
+    for s in strides:
+        h, w = height // s, width // s
+        ys, xs = xp.meshgrid(xp.arange(h, dtype=np.float32), xp.arange(w, dtype=np.float32), indexing="ij")
+        grids.append(xp.stack([xs.ravel(), ys.ravel()], axis=1))
+        step.append(xp.full((h * w, 1), s, np.float32))
+    return xp.concatenate(grids), xp.concatenate(step)
+
+
+def decode_yolox(raw, input_wh: tuple[int, int]) -> HeadOutput:
+    """Raw YOLOX [B, N, 5+nc]: xy = (xy + grid) * stride, wh = exp(wh) * stride; obj, cls already sigmoid."""
+    xp = array_module(raw)
+    grid, stride = yolox_grid(*input_wh, xp=xp)
+    if grid.shape[0] != raw.shape[1]:
+        raise ConfigError(
+            f"YOLOX output has {raw.shape[1]} points but a {input_wh[0]}x{input_wh[1]} input gives "
+            f"{grid.shape[0]}; check detector.input_size or detector.head"
+        )
+    xy = (raw[..., 0:2] + grid) * stride
+    wh = xp.exp(raw[..., 2:4]) * stride
+    boxes = cxcywh_to_xyxy(xp.concatenate([xy, wh], axis=-1)).astype(np.float32)
+    scores, class_ids = _best_class(raw[..., 5:] * raw[..., 4:5])
+    return HeadOutput(boxes, scores, class_ids)
+
+
+def decode_end2end(raw) -> HeadOutput:
+    """[B, K, 6] (x1, y1, x2, y2, score, class) in input pixels; already final, no NMS."""
+    return HeadOutput(
+        raw[..., :4].astype(np.float32),
+        raw[..., 4].astype(np.float32),
+        raw[..., 5].astype(np.int32),
+        needs_nms=False,
+    )
+
+
+def decode_detr(labels, boxes, scores) -> HeadOutput:
+    """DETR-style labels (B, K) int, boxes (B, K, 4) xyxy in source pixels, scores (B, K); no NMS."""
+    return HeadOutput(
+        boxes.astype(np.float32), scores.astype(np.float32), labels.astype(np.int32), in_source=True, needs_nms=False
+    )

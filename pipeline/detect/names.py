@@ -1,0 +1,87 @@
+"""Class names: from the ONNX metadata `names`, the config, or COCO-80; and the `classes` filter."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+
+COCO80 = [
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
+    "scissors", "teddy bear", "hair drier", "toothbrush",
+]  # fmt: skip
+
+# The COCO dataset's category ids (1..90 with gaps) of the 80 classes above, in the same order.
+COCO80_TO_91 = [
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32,
+    33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59,
+    60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90,
+]  # fmt: skip
+
+
+def names_from_metadata(metadata: dict[str, str]) -> list[str] | None:
+    """Names from an Ultralytics-style metadata entry `names` ("{0: 'person', 1: 'bicycle'}"), or None."""
+    text = metadata.get("names")
+    if not text:
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    if isinstance(value, dict) and all(isinstance(k, int) for k in value):
+        size = max(value) + 1 if value else 0
+        return [str(value.get(i, f"class{i}")) for i in range(size)]
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    return None
+
+
+def names_from_config(class_names: list[str] | Path | None) -> list[str] | None:
+    """Names from the config: a list, or a text file with one name per line (blank lines skipped)."""
+    if class_names is None:
+        return None
+    if isinstance(class_names, Path):
+        path = class_names.expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(f"detector.class_names file '{path}' cannot be read ({exc}); give a list or a text file") from exc
+        return [line.strip() for line in lines if line.strip()]
+    return list(class_names)
+
+
+def resolve_names(metadata: dict[str, str], class_names: list[str] | Path | None) -> tuple[list[str], str]:
+    """Class names and where they came from: model metadata first, then config, then COCO-80."""
+    from_model = names_from_metadata(metadata)
+    if from_model:
+        return from_model, "model metadata"
+    from_config = names_from_config(class_names)
+    if from_config:
+        return from_config, "detector.class_names"
+    return list(COCO80), "COCO-80 default"
+
+
+def class_filter(classes: list[str] | None, names: list[str]) -> np.ndarray | None:
+    """Class ids (K,) int32 for the names in `classes`, or None to keep all.
+
+    Raises ConfigError naming an unknown class and a few known ones.
+    """
+    if classes is None:
+        return None
+    index = {name: i for i, name in enumerate(names)}
+    unknown = [c for c in classes if c not in index]
+    if unknown:
+        raise ConfigError(
+            f"detector.classes: unknown class {unknown[0]!r}; the model's classes include "
+            f"{names[:8]}{' ...' if len(names) > 8 else ''} ({len(names)} in all)"
+        )
+    return np.asarray([index[c] for c in classes], np.int32)

@@ -1,0 +1,111 @@
+"""Class-aware batched NMS in numpy: the reference every other NMS (GPU) must match exactly.
+
+Rules: boxes of different images or different classes never suppress each other; within one
+(image, class) a box is dropped when its IoU with a kept, higher-ranked box is > iou_threshold;
+rank is score descending, ties broken by lower index first.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.types import array_module
+
+
+def batched_nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    batch_idx: np.ndarray,
+    iou_threshold: float,
+    max_per_image: int,
+) -> np.ndarray:
+    """Indices (K,) int64 of the boxes kept, ordered by batch_idx, then score descending, then index.
+
+    boxes (M, 4) float32 xyxy; scores (M,) float32; class_ids (M,) int32; batch_idx (M,) int32.
+    At most `max_per_image` indices are kept per batch_idx (the highest ranked).
+    """
+    m = int(scores.shape[0])
+    if m == 0:
+        return np.zeros(0, np.int64)
+    boxes = np.asarray(boxes, np.float32)
+    group = batch_idx.astype(np.int64) * (int(class_ids.max()) + 1) + class_ids.astype(np.int64)
+    order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
+    keep = _greedy(boxes, group, order, np.float32(iou_threshold))
+    ranked = keep[np.lexsort((keep, -scores[keep], batch_idx[keep]))]
+    return _cap_per_image(ranked, batch_idx, max_per_image)
+
+
+def _greedy(boxes: np.ndarray, group: np.ndarray, order: np.ndarray, iou_threshold: np.float32) -> np.ndarray:
+    """Greedy suppression over `order` within each group; boxes (M, 4) float32. Returns kept (K,) int64.
+
+    IoU is computed in float32 as inter / (area_i + area_j - inter), area = (x2 - x1) * (y2 - y1).
+    """
+    x1, y1, x2, y2 = boxes.T
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
+        h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
+        inter = w * h
+        union = areas[i] + areas[rest] - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        suppressed = (iou > iou_threshold) & (group[rest] == group[i])
+        order = rest[~suppressed]
+    return np.asarray(keep, np.int64)
+
+
+def _cap_per_image(ranked: np.ndarray, batch_idx: np.ndarray, max_per_image: int) -> np.ndarray:
+    """Keep the first `max_per_image` of each image in an already image-grouped index list."""
+    if ranked.size == 0:
+        return ranked
+    images = batch_idx[ranked]
+    starts = np.flatnonzero(np.r_[True, images[1:] != images[:-1]])
+    position = np.arange(ranked.size) - np.repeat(starts, np.diff(np.r_[starts, ranked.size]))
+    return ranked[position < max_per_image]
+
+
+def candidates(boxes, scores, class_ids, conf_threshold: float, class_filter=None, max_candidates: int = 30000):
+    """Flatten (B, N, ...) head outputs to the candidates above `conf_threshold`.
+
+    boxes (B, N, 4), scores (B, N), class_ids (B, N); class_filter: class ids to keep (array) or None.
+    Returns boxes (M, 4) float32, scores (M,) float32, class_ids (M,) int32, batch_idx (M,) int32, with at
+    most `max_candidates` per image (the highest scores), so a degenerate model cannot stall NMS.
+    """
+    xp = array_module(scores)
+    mask = scores >= conf_threshold
+    if class_filter is not None:
+        mask &= xp.isin(class_ids, xp.asarray(class_filter))
+    b, n = xp.nonzero(mask)
+    if n.size and scores.shape[1] > max_candidates:
+        b, n = _top_per_image(scores, b, n, max_candidates)
+    return (
+        boxes[b, n].astype(np.float32),
+        scores[b, n].astype(np.float32),
+        class_ids[b, n].astype(np.int32),
+        b.astype(np.int32),
+    )
+
+
+def _top_per_image(scores, b, n, limit: int):
+    """Of the candidate (b, n) pairs, only the `limit` highest-scored per image (rows sorted by b)."""
+    xp = array_module(scores)
+    picked = scores[b, n]
+    order = xp.lexsort(xp.stack([-picked, b.astype(picked.dtype)]))  # a stacked key array works on cupy too
+    b, n = b[order], n[order]
+    starts = xp.flatnonzero(xp.concatenate([xp.ones(1, bool), b[1:] != b[:-1]]))
+    counts = xp.diff(xp.concatenate([starts, xp.asarray([b.size])]))
+    position = xp.arange(b.size) - xp.repeat(starts, counts)
+    keep = position < limit
+    return b[keep], n[keep]
+
+
+def top_k(scores: np.ndarray, batch_idx: np.ndarray, k: int) -> np.ndarray:
+    """For heads without NMS: indices (K,) int64 of at most k per image, ordered like batched_nms."""
+    if scores.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    index = np.arange(scores.shape[0])
+    ranked = index[np.lexsort((index, -scores, batch_idx))]
+    return _cap_per_image(ranked.astype(np.int64), batch_idx, k)

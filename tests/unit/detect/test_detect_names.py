@@ -1,0 +1,42 @@
+"""Class names from model metadata, config lists or files, COCO-80; and the classes filter."""
+from pathlib import Path
+
+import pytest
+
+from pipeline.detect.names import COCO80, COCO80_TO_91, class_filter, names_from_metadata, resolve_names
+from pipeline.errors import ConfigError
+
+
+def test_ultralytics_metadata_names_are_read_in_id_order():
+    assert names_from_metadata({"names": "{1: 'bicycle', 0: 'person'}"}) == ["person", "bicycle"]
+    assert names_from_metadata({"names": "not python"}) is None
+    assert names_from_metadata({}) is None
+
+
+def test_model_metadata_wins_then_config_then_coco(tmp_path: Path):
+    assert resolve_names({"names": "{0: 'a'}"}, ["b"]) == (["a"], "model metadata")
+    assert resolve_names({}, ["b", "c"]) == (["b", "c"], "detector.class_names")
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("forklift\n\npallet\n")
+    assert resolve_names({}, names_file)[0] == ["forklift", "pallet"]
+    assert resolve_names({}, None) == (COCO80, "COCO-80 default")
+
+
+def test_missing_class_names_file_is_a_config_error(tmp_path: Path):
+    with pytest.raises(ConfigError, match="cannot be read"):
+        resolve_names({}, tmp_path / "absent.txt")
+
+
+def test_classes_filter_maps_names_to_ids():
+    assert class_filter(["car", "person"], COCO80).tolist() == [2, 0]
+    assert class_filter(None, COCO80) is None
+
+
+def test_unknown_class_name_is_a_config_error_naming_it():
+    with pytest.raises(ConfigError, match="unknown class 'cars'"):
+        class_filter(["cars"], COCO80)
+
+
+def test_coco91_ids_cover_the_80_classes_in_order():
+    assert len(COCO80_TO_91) == 80 == len(set(COCO80_TO_91))
+    assert COCO80_TO_91[COCO80.index("car")] == 3 and COCO80_TO_91[COCO80.index("toothbrush")] == 90
