@@ -79,12 +79,18 @@ class DetectorConfig(Strict):
 
 class TrackerConfig(Strict):
     enabled: bool = True
-    high_threshold: float = Field(0.5, ge=0, le=1, description="detections above this start and first-match tracks")
+    high_threshold: float = Field(0.4, ge=0, le=1, description="detections above this start and first-match tracks")
     low_threshold: float = Field(0.1, ge=0, le=1, description="second association stage uses detections above this")
-    new_track_threshold: float = Field(0.6, ge=0, le=1, description="unmatched detections above this start a track")
-    match_iou: float = Field(0.2, ge=0, le=1, description="minimum IoU for the first association")
+    new_track_threshold: float = Field(0.5, ge=0, le=1, description="unmatched detections above this start a track")
+    match_iou: float = Field(0.2, ge=0, le=1, description="minimum IoU x detection score for the first association")
+    low_match_iou: float = Field(
+        0.5, ge=0, le=1, description="minimum IoU for low-score detections; higher keeps clutter off tracks"
+    )
     max_lost_frames: int = Field(30, ge=0, description="a track unseen this many frames is ended")
     min_hits: int = Field(2, ge=1, description="frames before a new track is reported")
+    coast_frames: int = Field(
+        3, ge=0, description="report a lost track's predicted box (score 0) for this many frames; bridges missed detections, 0 = detected rows only"
+    )
 
 
 Point = tuple[float, float]
@@ -184,6 +190,7 @@ class RuntimeConfig(Strict):
     sink_workers: int = Field(2, ge=1, description="threads running per-stream sinks; streams are sharded across them")
     sink_queue_size: int = Field(256, ge=1, description="frames waiting per sink worker before inference blocks")
     outbox_path: Path = Field(Path("runs/outbox.db"), description="SQLite outbox that holds events until delivered")
+    duration_s: float | None = Field(None, gt=0, description="stop after this long (None = until files end or Ctrl-C); --duration overrides")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     progress_interval_s: float = Field(1.0, gt=0)
 

@@ -31,6 +31,9 @@ class Sink(Protocol):
 
     def on_stream_end(self, stream_id: str) -> None: ...
 
+    # Optional: `on_events(stream_id, events)` receives events that belong to no frame (the zone
+    # exits a stage closes when its stream ends); storage implements it, frame-based sinks need not.
+
     def close(self) -> None:
         """Flush everything still buffered; called once after the last frame."""
         ...

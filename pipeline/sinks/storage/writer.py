@@ -20,9 +20,9 @@ import time
 from typing import Callable, Protocol
 
 from pipeline.errors import SinkError
-from pipeline.sinks.storage.rows import MergedRows, frame_rows, merge
+from pipeline.sinks.storage.rows import FrameRows, MergedRows, event_row, frame_rows, merge
 from pipeline.sinks.storage.schema import mask_credentials
-from pipeline.types import FrameResult
+from pipeline.types import Event, FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -232,6 +232,11 @@ class StorageSink:
 
     def on_frame(self, result: FrameResult) -> None:
         self._writer.put(frame_rows(result, self.class_names))
+
+    def on_events(self, stream_id: str, events: list[Event]) -> None:
+        """Store events that belong to no frame (zone exits closed when a stream ends)."""
+        now = time.time_ns()
+        self._writer.put(FrameRows(stream_id, now, [], [event_row(e, now) for e in events], {}))
 
     def on_stream_end(self, stream_id: str) -> None:
         """Nothing to do: rows are flushed on the writer's interval and at close."""

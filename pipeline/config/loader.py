@@ -1,0 +1,76 @@
+"""Load a YAML file into a PipelineConfig; every error names the file, line and key path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from pipeline.config.models import KeyPathError, PipelineConfig
+from pipeline.errors import ConfigError
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Parse and validate `path`. Relative paths inside the file stay relative to the working directory.
+
+    Raises ConfigError with one line per problem: `configs/site.yaml:23: streams -> 2 -> lane: ...`.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the file must be a mapping with at least 'streams' and 'detector'")
+    lines = _key_lines(root)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_describe(path, lines, err) for err in exc.errors())) from None
+
+
+def _describe(path: Path, lines: dict[tuple, int], err: dict) -> str:
+    loc, message = tuple(err["loc"]), err["msg"]
+    original = (err.get("ctx") or {}).get("error")
+    if isinstance(original, KeyPathError):
+        loc, message = original.loc, original.message
+    loc = tuple(part for part in loc if not _is_union_tag(part))
+    line = _nearest_line(lines, loc)
+    keys = " -> ".join(str(part) for part in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        message = "unknown key; check the spelling against configs/example.yaml"
+    return f"{path}:{line}: {keys}: {message}"
+
+
+def _is_union_tag(part) -> bool:
+    """pydantic inserts the discriminator value ('sqlite', ...) into locations of union members."""
+    return isinstance(part, str) and part in _SINK_TAGS
+
+
+_SINK_TAGS = {"sqlite", "postgres", "jsonl", "webhook", "mqtt", "media", "mot"}
+
+
+def _nearest_line(lines: dict[tuple, int], loc: tuple) -> int:
+    while loc and loc not in lines:
+        loc = loc[:-1]
+    return lines.get(loc, 1)
+
+
+def _key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
+    """Map every key path of the YAML node tree to its 1-based line number."""
+    out = {prefix: node.start_mark.line + 1} if node is not None else {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out[prefix + (key.value,)] = key.start_mark.line + 1
+            out.update({k: v for k, v in _key_lines(value, prefix + (key.value,)).items() if k != prefix + (key.value,)})
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out.update(_key_lines(item, prefix + (i,)))
+    return out

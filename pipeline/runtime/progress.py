@@ -1,0 +1,80 @@
+"""Live progress on a terminal and the final summary table, drawn from runner Snapshots."""
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from pipeline.runtime.runner import Snapshot
+
+
+def _table(headers: list[str], rows: list[list]) -> list[str]:
+    cells = [[str(c) for c in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def stream_rows(snap: Snapshot) -> list[list]:
+    rows = []
+    for sid, s in snap.streams.items():
+        fps = s.get("batched", 0) / snap.elapsed_s if snap.elapsed_s > 0 else 0.0
+        drops = s.get("dropped_overflow", 0) + s.get("dropped_age", 0) + s.get("dropped_fps_cap", 0)
+        rows.append([sid, s.get("state", "?"), s.get("frames", 0), s.get("batched", 0), fps,
+                     s.get("depth", 0), drops, s.get("reconnects", 0)])
+    return rows
+
+
+STREAM_HEADERS = ["stream", "state", "decoded", "detected", "fps", "queued", "dropped", "reconnects"]
+
+
+def render(snap: Snapshot) -> list[str]:
+    lines = [
+        f"{snap.elapsed_s:6.1f} s  engine {snap.engine}  frames {snap.frames_detected}  "
+        f"batches {snap.batches}  detections {snap.detections}  events {snap.events}  "
+        f"sink queues {snap.sink_depths}",
+    ]
+    lines += _table(STREAM_HEADERS, stream_rows(snap))
+    lane_rows = [[name, lane.get("batches", 0), lane.get("frames", 0), lane.get("mean_batch_size", 0.0),
+                  lane.get("dropped_overflow", 0) + lane.get("dropped_age", 0)] for name, lane in snap.lanes.items()]
+    lines += [""] + _table(["lane", "batches", "frames", "mean batch", "dropped"], lane_rows)
+    if snap.sink_failures:
+        lines.append("sink failures: " + ", ".join(f"{k}={v}" for k, v in snap.sink_failures.items()))
+    return lines
+
+
+class LiveView:
+    """Redraws the progress block in place on a terminal; prints one line per update otherwise."""
+
+    def __init__(self, out: TextIO = sys.stderr):
+        self.out = out
+        self.tty = out.isatty()
+        self._drawn = 0
+
+    def __call__(self, snap: Snapshot) -> None:
+        if not self.tty:
+            fps = snap.frames_detected / snap.elapsed_s if snap.elapsed_s else 0.0
+            print(f"[{snap.elapsed_s:6.1f} s] {snap.frames_detected} frames ({fps:.1f}/s) in {snap.batches} batches, "
+                  f"{snap.detections} detections, {snap.events} events", file=self.out, flush=True)
+            return
+        lines = render(snap)
+        if self._drawn:
+            self.out.write(f"\x1b[{self._drawn}F\x1b[J")
+        self.out.write("\n".join(lines) + "\n")
+        self.out.flush()
+        self._drawn = len(lines)
+
+
+def summary(snap: Snapshot) -> str:
+    fps = snap.frames_detected / snap.elapsed_s if snap.elapsed_s else 0.0
+    mean_batch = snap.frames_detected / snap.batches if snap.batches else 0.0
+    head = (f"Ran {snap.elapsed_s:.1f} s on {len(snap.streams)} streams with {snap.engine}: "
+            f"{snap.frames_detected} frames ({fps:.1f} frames/s), mean batch {mean_batch:.1f}, "
+            f"{snap.detections} detections, {snap.events} events.")
+    return "\n".join([head, ""] + render(snap)[1:])

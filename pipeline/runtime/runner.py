@@ -1,0 +1,143 @@
+"""Wires the stages together and runs them: sources -> aligned buffer -> detector -> sinks.
+
+Threads: one decode worker per stream, one inference thread, `runtime.sink_workers` sink threads,
+one writer thread per storage and one delivery thread per event output (inside the sinks).
+Stopping (duration reached, SIGINT/SIGTERM, every file finished) always goes the same way:
+sources stop, the buffer drains through the detector, the sinks flush, the outbox keeps the rest.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pipeline.align.buffer import AlignedBuffer
+from pipeline.config.models import PipelineConfig
+from pipeline.detect.detector import Detector
+from pipeline.runtime.sink_router import SinkRouter
+from pipeline.sinks.factory import build_outputs, build_stage_factory
+from pipeline.sources.worker import StreamWorker
+from pipeline.types import FrameResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Snapshot:
+    """What the pipeline is doing right now (for the live progress view and the final summary)."""
+
+    elapsed_s: float
+    streams: dict[str, dict]
+    lanes: dict[str, dict]
+    batches: int
+    frames_detected: int
+    detections: int
+    events: int
+    sink_depths: list[int]
+    sink_failures: dict[str, int]
+    engine: str
+    infer_s: float
+    extra: dict = field(default_factory=dict)
+
+
+class PipelineRunner:
+    """Runs one PipelineConfig. `run()` blocks until done; `request_stop()` may be called from any thread."""
+
+    def __init__(self, config: PipelineConfig, detector: Detector | None = None):
+        self.config = config
+        self._stop = threading.Event()
+        self._abandon = threading.Event()
+        self.detector = detector or Detector(config.detector, max_batch=max(lane.max_batch for lane in config.lanes))
+        self.outputs = build_outputs(config, self.detector.class_names)
+        self.buffer = AlignedBuffer(list(config.lanes), list(config.streams))
+        self.router = SinkRouter(
+            self.outputs.sinks,
+            build_stage_factory(config, self.detector.class_names),
+            self.outputs.publish_events,
+            workers=config.runtime.sink_workers,
+            queue_size=config.runtime.sink_queue_size,
+        )
+        self.workers = [StreamWorker(s, self.buffer, packet_tap=self.outputs.packet_tap) for s in config.streams]
+        self._batches = 0
+        self._frames = 0
+        self._detections = 0
+        self._infer_s = 0.0
+        self._last_pts: dict[str, int] = {}
+        self._started = 0.0
+
+    def request_stop(self) -> None:
+        """First call: stop the sources and drain. Second call: also abandon frames still buffered."""
+        if self._stop.is_set():
+            self._abandon.set()
+        self._stop.set()
+
+    def run(self, duration_s: float | None = None, on_progress: Callable[[Snapshot], None] | None = None,
+            progress_interval_s: float = 1.0) -> Snapshot:
+        self._started = time.monotonic()
+        self.outputs.open()
+        self.router.start()
+        for worker in self.workers:
+            worker.start()
+        infer = threading.Thread(target=self._infer_loop, name="infer:0", daemon=True)
+        infer.start()
+        next_progress = self._started + progress_interval_s
+        while infer.is_alive():
+            infer.join(0.1)
+            now = time.monotonic()
+            if duration_s is not None and now - self._started >= duration_s and not self._stop.is_set():
+                log.info("duration of %.1f s reached; stopping sources and draining", duration_s)
+                self._stop.set()
+            if self._stop.is_set():
+                for worker in self.workers:
+                    worker.stop()
+            if on_progress is not None and now >= next_progress:
+                on_progress(self.snapshot())
+                next_progress = now + progress_interval_s
+        for worker in self.workers:
+            if not worker.join(5.0):
+                log.warning("decode worker %s did not stop within 5 s", worker.config.id)
+        for stream_id, pts in self._last_pts.items():
+            self.router.end_stream(stream_id, pts)
+        if not self.router.close(timeout=60.0):
+            log.warning("sink workers did not drain within 60 s")
+        self.outputs.close()
+        self.detector.close()
+        return self.snapshot()
+
+    def _infer_loop(self) -> None:
+        while not self._abandon.is_set():
+            batch = self.buffer.next_batch(timeout=0.05)
+            if batch is None:
+                if self.buffer.finished:
+                    return
+                continue
+            t0 = time.perf_counter()
+            detections = self.detector(batch)
+            self._infer_s += time.perf_counter() - t0
+            self._batches += 1
+            self._frames += len(batch)
+            self._detections += len(detections)
+            rows = detections.frame_idx
+            for row, frame in enumerate(batch.frames):
+                self._last_pts[frame.stream_id] = frame.pts_ns
+                self.router.submit(FrameResult(frame, detections[rows == row]))
+
+    def snapshot(self) -> Snapshot:
+        stats = self.buffer.stats()
+        streams = {w.config.id: {**w.stats(), **stats["streams"].get(w.config.id, {})} for w in self.workers}
+        return Snapshot(
+            elapsed_s=time.monotonic() - self._started,
+            streams=streams,
+            lanes=stats["lanes"],
+            batches=self._batches,
+            frames_detected=self._frames,
+            detections=self._detections,
+            events=self.router.events_published,
+            sink_depths=self.router.depths(),
+            sink_failures=dict(self.router.failures),
+            engine=self.detector.engine_name,
+            infer_s=self._infer_s,
+            extra=self.outputs.stats(),
+        )

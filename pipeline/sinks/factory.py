@@ -1,0 +1,98 @@
+"""Builds the sinks, the event outbox and the per-stream stages a PipelineConfig asks for."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from pipeline.config import models as cfg
+from pipeline.sinks.base import Sink, StreamStage
+from pipeline.types import Event
+
+
+class Outputs:
+    """The shared sinks, the durable outbox in front of the event outputs, and the media packet tap."""
+
+    def __init__(self, sinks: list[Sink], outbox=None, media=None):
+        self.sinks = sinks
+        self.outbox = outbox
+        self.packet_tap = media.packet_tap if media is not None else None
+
+    def open(self) -> None:
+        if self.outbox is not None:
+            self.outbox.open()
+
+    def publish_events(self, events: list[Event]) -> None:
+        if self.outbox is not None:
+            self.outbox.put(events)
+
+    def stats(self) -> dict[str, dict]:
+        parts = [*self.sinks, *([self.outbox] if self.outbox is not None else [])]
+        return {part.name: part.stats() for part in parts if hasattr(part, "stats")}
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the outbox couriers; events not yet delivered stay on disk for the next start."""
+        if self.outbox is not None:
+            self.outbox.wait_delivered(timeout)
+            self.outbox.close()
+
+
+def build_outputs(config: cfg.PipelineConfig, class_names: list[str]) -> Outputs:
+    """Sinks in config order; webhook, MQTT and event-log outputs go behind one outbox."""
+    from pipeline.sinks.outbox import Outbox
+    from pipeline.sinks.outputs import build_event_outputs
+
+    urls = {s.id: s.url for s in config.streams}
+    sinks: list[Sink] = []
+    media = None
+    for entry in config.sinks:
+        sink = _build_sink(entry, config, class_names, urls)
+        if sink is not None:
+            sinks.append(sink)
+            media = sink if entry.type == "media" else media
+    event_outputs = build_event_outputs(config.sinks)
+    outbox = Outbox(Path(config.runtime.outbox_path), event_outputs) if event_outputs else None
+    return Outputs(sinks, outbox, media)
+
+
+def _build_sink(entry, config: cfg.PipelineConfig, class_names: list[str], urls: dict[str, str]) -> Sink | None:
+    if isinstance(entry, cfg.SqliteStorage):
+        from pipeline.sinks.storage.sqlite import SqliteSink
+
+        return SqliteSink(entry, class_names, stream_urls=urls)
+    if isinstance(entry, cfg.PostgresStorage):
+        from pipeline.sinks.storage.postgres import PostgresSink
+
+        return PostgresSink(entry, class_names, stream_urls=urls)
+    if isinstance(entry, cfg.JsonlOutput) and entry.what == "detections":
+        from pipeline.sinks.jsonl import JsonlSink
+
+        return JsonlSink(entry, class_names)
+    if isinstance(entry, cfg.MediaOutput):
+        from pipeline.sinks.media import MediaSink
+
+        return MediaSink(entry, config.alerts)
+    if isinstance(entry, cfg.MotExport):
+        from pipeline.sinks.mot_export import MotExportSink
+
+        return MotExportSink(entry)
+    return None  # an event output: delivered through the outbox
+
+
+def build_stage_factory(config: cfg.PipelineConfig, class_names: list[str]) -> Callable[[str], list[StreamStage]]:
+    """A function giving each stream its own tracker and analytics (zones, lines, alert rules)."""
+
+    def stages_for(stream_id: str) -> list[StreamStage]:
+        stages: list[StreamStage] = []
+        if config.tracker.enabled:
+            from pipeline.sinks.tracking.stage import TrackingStage
+
+            stages.append(TrackingStage(config.tracker))
+        zones = [z for z in config.zones if z.streams is None or stream_id in z.streams]
+        lines = [ln for ln in config.lines if ln.streams is None or stream_id in ln.streams]
+        if zones or lines:
+            from pipeline.sinks.analytics.stage import AnalyticsStage
+
+            stages.append(AnalyticsStage(stream_id, zones, lines, list(config.alerts), class_names))
+        return stages
+
+    return stages_for

@@ -1,0 +1,123 @@
+"""Config errors name the file, the line and the key path; good configs load with their defaults."""
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[3]
+
+GOOD = """\
+streams:
+  - id: cam-1
+    url: clips/a.mp4
+  - id: cam-2
+    url: rtsp://user:secret@10.0.0.5/live
+    lane: fast
+lanes:
+  - name: default
+  - name: fast
+    priority: 10
+    max_batch: 2
+detector:
+  model: models/m.onnx
+sinks:
+  - type: sqlite
+  - type: jsonl
+    path: out.jsonl
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "site.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_of(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return str(info.value)
+
+
+def test_good_config_loads_with_defaults(tmp_path):
+    config = load_config(write(tmp_path, GOOD))
+    assert [s.id for s in config.streams] == ["cam-1", "cam-2"]
+    assert config.streams[0].is_live is False and config.streams[1].is_live is True
+    assert config.lanes[1].priority == 10 and config.lanes[1].max_batch == 2
+    assert config.detector.engine == "auto"
+    assert [s.type for s in config.sinks] == ["sqlite", "jsonl"]
+
+
+def test_unknown_key_names_file_line_and_path(tmp_path):
+    path = write(tmp_path, GOOD.replace("  model: models/m.onnx", "  model: models/m.onnx\n  conf_treshold: 0.3"))
+    assert error_of(path) == f"{path}:14: detector -> conf_treshold: unknown key; check the spelling against configs/example.yaml"
+
+
+def test_unknown_lane_is_reported_at_the_stream_that_uses_it(tmp_path):
+    path = write(tmp_path, GOOD.replace("lane: fast", "lane: fsat"))
+    message = error_of(path)
+    assert message.startswith(f"{path}:6: streams -> 1 -> lane: unknown lane 'fsat'")
+    assert "'fast'" in message
+
+
+def test_out_of_range_value_in_a_sink_points_at_its_line(tmp_path):
+    path = write(tmp_path, GOOD.replace("  - type: sqlite", "  - type: sqlite\n    batch_size: 0"))
+    assert error_of(path).startswith(f"{path}:16: sinks -> 0 -> batch_size: Input should be greater than or equal to 1")
+
+
+def test_unknown_sink_type_is_named(tmp_path):
+    path = write(tmp_path, GOOD.replace("type: jsonl", "type: kafka"))
+    assert "sinks -> 1" in error_of(path) and "kafka" in error_of(path)
+
+
+def test_duplicate_stream_ids_are_rejected(tmp_path):
+    path = write(tmp_path, GOOD.replace("id: cam-2", "id: cam-1"))
+    assert error_of(path).startswith(f"{path}:4: streams -> 1 -> id: duplicate id 'cam-1'")
+
+
+def test_every_problem_is_listed_not_just_the_first(tmp_path):
+    path = write(tmp_path, GOOD.replace("max_batch: 2", "max_batch: 0").replace("  - type: sqlite", "  - type: sqlite\n    batch_size: 0"))
+    assert len(error_of(path).splitlines()) == 2
+
+
+def test_alert_rule_needs_an_existing_zone(tmp_path):
+    path = write(tmp_path, GOOD + "alerts:\n  - name: loiter\n    when: dwell\n    zone: lobby\n    min_seconds: 5\n")
+    assert "alerts -> 0 -> zone: rule 'loiter' needs a zone" in error_of(path)
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    path = write(tmp_path, GOOD.replace("  - id: cam-1", "  - id: [cam-1"))
+    assert error_of(path).startswith(f"{path}:")
+    assert "not valid YAML" in error_of(path)
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    assert "cannot read the config file" in error_of(tmp_path / "nope.yaml")
+
+
+def test_validate_command_exits_2_without_a_traceback(tmp_path):
+    path = write(tmp_path, GOOD.replace("lane: fast", "lane: fsat"))
+    proc = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "validate", str(path)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2
+    assert "unknown lane 'fsat'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_validate_command_accepts_a_good_file(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "validate", str(write(tmp_path, GOOD))],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "OK (2 streams, 2 lanes, 2 sinks" in proc.stdout
+
+
+@pytest.mark.parametrize("name", ["example.yaml", "demo.yaml"])
+def test_shipped_configs_are_valid(name):
+    path = REPO / "configs" / name
+    if not path.exists():
+        pytest.fail(f"{path} is missing")
+    load_config(path)
