@@ -7,13 +7,14 @@ a bounded queue; when it is full, inference waits (back-pressure) rather than dr
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import zlib
 from collections import Counter
 from typing import Callable
 
+from pipeline.errors import SinkError
+from pipeline.runtime.queues import BoundedQueue, Overflow, QueueClosed, QueueEmpty
 from pipeline.sinks.base import Sink, StreamStage
 from pipeline.types import Event, FrameResult
 
@@ -48,7 +49,7 @@ class SinkRouter:
         self._sinks = sinks
         self._stage_factory = stage_factory
         self._publish = publish_events
-        self._queues = [queue.Queue(maxsize=queue_size) for _ in range(workers)]
+        self._queues = [BoundedQueue(queue_size, Overflow.BLOCK, name=f"sinks:{i}") for i in range(workers)]
         self._stages: dict[str, list[StreamStage]] = {}
         self._last_ts: dict[str, int] = {}
         self.failures: Counter[str] = Counter()
@@ -66,16 +67,16 @@ class SinkRouter:
             t.start()
 
     def submit(self, result: FrameResult) -> None:
-        """Queue one frame's result; blocks while that stream's worker is busy (results are never dropped)."""
-        self._shard(result.frame.stream_id).put(result)
+        """Queue one frame's result; waits while that stream's worker is busy (results are never dropped)."""
+        self._put(self._shard(result.frame.stream_id), result)
 
     def end_stream(self, stream_id: str, ts_ns: int) -> None:
-        self._shard(stream_id).put(_End(stream_id, ts_ns))
+        self._put(self._shard(stream_id), _End(stream_id, ts_ns))
 
     def close(self, timeout: float = 30.0) -> bool:
         """Finish every queued frame, end every stream still open, flush the sinks. True if all drained."""
         for q in self._queues:
-            q.put(None)
+            q.close()  # workers finish what is queued, then see QueueClosed
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -85,15 +86,23 @@ class SinkRouter:
         return drained
 
     def depths(self) -> list[int]:
-        return [q.qsize() for q in self._queues]
+        return [len(q) for q in self._queues]
 
-    def _shard(self, stream_id: str) -> queue.Queue:
+    def _shard(self, stream_id: str) -> BoundedQueue:
         return self._queues[zlib.crc32(stream_id.encode()) % len(self._queues)]
 
-    def _loop(self, q: queue.Queue) -> None:
+    def _put(self, q: BoundedQueue, item) -> None:
+        while not q.put(item, timeout=1.0):
+            if not any(t.is_alive() for t in self._threads):
+                raise SinkError("sink workers are gone; results cannot be delivered (see the log for the cause)")
+
+    def _loop(self, q: BoundedQueue) -> None:
         while True:
-            item = q.get()
-            if item is None:
+            try:
+                item = q.get(timeout=1.0)
+            except QueueEmpty:
+                continue
+            except QueueClosed:
                 break
             if isinstance(item, _End):
                 self._finish_stream(item.stream_id, item.ts_ns)
