@@ -1,0 +1,118 @@
+"""Alert rules on zone and line analytics: dwell, enter, exit, cross, occupancy; debounce and cooldown.
+
+Time is the stream's pts (ns), never the wall clock, so a replay of the same stream gives the same
+alerts with the same event ids.
+
+Semantics per `AlertRule.when` (times in seconds of stream time):
+- "enter": a track has been inside `zone` for `debounce_s` (0 = on the entering frame); once per visit.
+- "dwell": a track has been inside `zone` for max(`min_seconds`, `debounce_s`); once per visit.
+- "exit": a track left `zone` (walked out, or lost for the zone's `max_missing_s`) after a visit of at
+  least `debounce_s`; visits closed by the end of the stream do not fire.
+- "cross": a track crossed `line` in `direction` ("in", "out" or "any"); debounce does not apply.
+- "occupancy": at least `min_count` tracks inside `zone` for `debounce_s`; fires once when the condition
+  becomes true and re-arms when it stops being true.
+`cooldown_s`: the rule does not fire again for the same track (occupancy: the same zone) within this time.
+`classes` narrows the zone's or line's own class filter.
+"""
+from __future__ import annotations
+
+from pipeline.config.models import AlertRule
+from pipeline.sinks.analytics.common import class_ids_for, new_event
+from pipeline.sinks.analytics.zones import NS, ZoneMonitor
+from pipeline.types import Event
+
+_ZONE_TIMED = ("enter", "dwell")
+
+
+class RuleEngine:
+    """The alert rules of one stream. Call `process` once per frame, after zones and lines updated."""
+
+    def __init__(self, stream_id: str, rules: list[AlertRule], class_names: list[str]):
+        self.stream_id = stream_id
+        self.rules = list(rules)
+        self._allowed = {r.name: class_ids_for(r.classes, class_names, f"alert rule '{r.name}'") for r in self.rules}
+        self._last_fired: dict[tuple[str, int], int] = {}  # (rule, track or -1) -> ts_ns
+        self._fired_visits: set[tuple[str, int, int]] = set()  # (rule, track, entered_ns)
+        self._occupied_since: dict[str, int | None] = {r.name: None for r in self.rules}
+        self._occupancy_armed: dict[str, bool] = {r.name: True for r in self.rules}
+
+    def process(self, ts_ns: int, zones: dict[str, ZoneMonitor], events: list[Event]) -> list[Event]:
+        """Evaluate every rule at `ts_ns` given the zones' state and this frame's analytics events."""
+        alerts: list[Event] = []
+        for rule in self.rules:
+            if rule.when in _ZONE_TIMED and rule.zone in zones:
+                alerts += self._timed_visits(rule, ts_ns, zones[rule.zone])
+            elif rule.when == "occupancy" and rule.zone in zones:
+                alerts += self._occupancy(rule, ts_ns, zones[rule.zone])
+            elif rule.when in ("exit", "cross"):
+                alerts += self._on_events(rule, ts_ns, events)
+        self._prune_visits(zones)
+        return alerts
+
+    def _timed_visits(self, rule: AlertRule, ts_ns: int, zone: ZoneMonitor) -> list[Event]:
+        hold_s = max(rule.min_seconds, rule.debounce_s) if rule.when == "dwell" else rule.debounce_s
+        out = []
+        for visit in zone.inside.values():
+            key = (rule.name, visit.track_id, visit.entered_ns)
+            if key in self._fired_visits or not self._class_ok(rule, visit.class_id):
+                continue
+            if visit.dwell_s(ts_ns) >= hold_s:
+                self._fired_visits.add(key)
+                out += self._fire(rule, visit.track_id, visit.class_id, ts_ns, {"dwell_s": round(visit.dwell_s(ts_ns), 3)})
+        return out
+
+    def _occupancy(self, rule: AlertRule, ts_ns: int, zone: ZoneMonitor) -> list[Event]:
+        count = sum(1 for v in zone.inside.values() if self._class_ok(rule, v.class_id))
+        if count < rule.min_count:
+            self._occupied_since[rule.name] = None
+            self._occupancy_armed[rule.name] = True
+            return []
+        since = self._occupied_since[rule.name]
+        if since is None:
+            since = self._occupied_since[rule.name] = ts_ns
+        if not self._occupancy_armed[rule.name] or ts_ns - since < rule.debounce_s * NS:
+            return []
+        fired = self._fire(rule, -1, -1, ts_ns, {"count": count, "min_count": rule.min_count})
+        if fired:
+            self._occupancy_armed[rule.name] = False
+        return fired
+
+    def _on_events(self, rule: AlertRule, ts_ns: int, events: list[Event]) -> list[Event]:
+        """exit / cross rules: fire on the matching zone_exit / line_cross events of this frame."""
+        out = []
+        for event in events:
+            if rule.when == "exit" and self._is_exit(rule, event):
+                out += self._fire(rule, event.track_id, event.class_id, ts_ns, {"dwell_s": event.payload["dwell_s"]})
+            elif rule.when == "cross" and self._is_cross(rule, event):
+                out += self._fire(rule, event.track_id, event.class_id, ts_ns, {"direction": event.payload["direction"]})
+        return out
+
+    def _is_exit(self, rule: AlertRule, event: Event) -> bool:
+        return (event.kind == "zone_exit" and event.rule == rule.zone and event.payload["reason"] != "end_of_stream"
+                and event.payload["dwell_s"] >= rule.debounce_s and self._class_ok(rule, event.class_id))
+
+    def _is_cross(self, rule: AlertRule, event: Event) -> bool:
+        return (event.kind == "line_cross" and event.rule == rule.line
+                and rule.direction in ("any", event.payload["direction"]) and self._class_ok(rule, event.class_id))
+
+    def _class_ok(self, rule: AlertRule, class_id: int) -> bool:
+        allowed = self._allowed[rule.name]
+        return allowed is None or class_id in allowed
+
+    def _fire(self, rule: AlertRule, track_id: int, class_id: int, ts_ns: int, details: dict) -> list[Event]:
+        """One alert event unless the rule is cooling down for this track; [] otherwise."""
+        key = (rule.name, track_id)
+        last = self._last_fired.get(key)
+        if last is not None and ts_ns - last < rule.cooldown_s * NS:
+            return []
+        self._last_fired[key] = ts_ns
+        payload = {"rule": rule.name, "when": rule.when, "zone": rule.zone, "line": rule.line,
+                   "snapshot": rule.snapshot, "clip": rule.clip, **details}
+        return [new_event(self.stream_id, rule.name, "alert", track_id, class_id, ts_ns, payload)]
+
+    def _prune_visits(self, zones: dict[str, ZoneMonitor]) -> None:
+        """Forget fired visits that ended, so the set stays as small as the zones' occupancy."""
+        if len(self._fired_visits) < 256:
+            return
+        live = {(v.track_id, v.entered_ns) for z in zones.values() for v in z.inside.values()}
+        self._fired_visits = {k for k in self._fired_visits if (k[1], k[2]) in live}

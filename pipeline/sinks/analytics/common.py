@@ -1,0 +1,44 @@
+"""Pieces shared by zones, lines and alert rules: class-name filters and event construction."""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+from pipeline.types import Event, make_event_id
+
+
+def class_ids_for(names: list[str] | None, class_names: list[str], where: str) -> np.ndarray | None:
+    """Class ids (K,) int32 for the class `names` of a zone/line/rule, or None when it takes every class.
+
+    Raises ConfigError naming `where` (e.g. "zone 'door'") and the known names when a name is unknown.
+    """
+    if names is None:
+        return None
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = [n for n in names if n not in index]
+    if unknown:
+        known = ", ".join(class_names[:20]) + (", ..." if len(class_names) > 20 else "")
+        raise ConfigError(f"{where}: unknown class {unknown}; the detector's classes are: {known}")
+    return np.array([index[n] for n in names], np.int32)
+
+
+def row_filter(class_id: np.ndarray, score: np.ndarray, allowed: np.ndarray | None, min_score: float) -> np.ndarray:
+    """(N,) bool: rows of an allowed class whose score reaches `min_score`."""
+    keep = np.asarray(score) >= min_score
+    if allowed is not None:
+        keep &= np.isin(class_id, allowed)
+    return keep
+
+
+def new_event(stream_id: str, rule: str, kind: str, track_id: int, class_id: int, ts_ns: int, payload: dict) -> Event:
+    """An Event whose id is determined by (stream, kind:rule, track, time), so replays give the same ids."""
+    return Event(
+        event_id=make_event_id(stream_id, f"{kind}:{rule}", int(track_id), int(ts_ns)),
+        stream_id=stream_id,
+        rule=rule,
+        kind=kind,
+        track_id=int(track_id),
+        class_id=int(class_id),
+        ts_ns=int(ts_ns),
+        payload=payload,
+    )

@@ -1,0 +1,55 @@
+"""AnalyticsStage: zones, lines and alert rules of one stream, as a StreamStage."""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.config.models import AlertRule, LineConfig, ZoneConfig
+from pipeline.sinks.alerts.rules import RuleEngine
+from pipeline.sinks.analytics.lines import LineCounter
+from pipeline.sinks.analytics.zones import ZoneMonitor
+from pipeline.types import Event, FrameResult
+
+
+def _applies(item, stream_id: str) -> bool:
+    return item.streams is None or stream_id in item.streams
+
+
+class AnalyticsStage:
+    """Per stream: updates zones and lines from tracked detections and appends their events and alerts.
+
+    Runs after TrackingStage (rows without a track id are ignored). Zones and lines whose `streams`
+    list excludes this stream are skipped; rules on those zones/lines then never fire for it.
+    Event time is the frame's `pts_ns`. Events per frame: zone_enter/zone_exit, line_cross, then alerts.
+    """
+
+    def __init__(self, stream_id: str, zones: list[ZoneConfig], lines: list[LineConfig], rules: list[AlertRule],
+                 class_names: list[str], max_missing_s: float = 2.0):
+        self.stream_id = stream_id
+        self.zones = {z.name: ZoneMonitor(stream_id, z, class_names, max_missing_s) for z in zones if _applies(z, stream_id)}
+        self.lines = {ln.name: LineCounter(stream_id, ln, class_names, max_missing_s=max_missing_s)
+                      for ln in lines if _applies(ln, stream_id)}
+        self.rules = RuleEngine(stream_id, rules, class_names)
+
+    def process(self, result: FrameResult) -> None:
+        dets = result.detections.to_host()
+        ts_ns = result.frame.pts_ns
+        columns = (np.asarray(dets.track_id), np.asarray(dets.class_id), np.asarray(dets.score), np.asarray(dets.xyxy))
+        events: list[Event] = []
+        for zone in self.zones.values():
+            events += zone.update(ts_ns, *columns)
+        for line in self.lines.values():
+            events += line.update(ts_ns, *columns)
+        events += self.rules.process(ts_ns, self.zones, events)
+        result.events.extend(events)
+
+    def end(self, result_ts_ns: int) -> list[Event]:
+        """Close open zone visits (zone_exit, reason end_of_stream); rules see them but exits do not fire."""
+        events = [e for zone in self.zones.values() for e in zone.close(result_ts_ns)]
+        return events + self.rules.process(result_ts_ns, self.zones, events)
+
+    def stats(self) -> dict:
+        """Occupancy and entries per zone, in/out counts per line."""
+        return {
+            "zones": {n: {"occupancy": z.occupancy, "entered": z.entered_total} for n, z in self.zones.items()},
+            "lines": {n: dict(line.counts) for n, line in self.lines.items()},
+        }

@@ -1,0 +1,185 @@
+"""ByteTrack-style multi-object tracker for one stream: IoU association in two stages by score.
+
+Per frame (`update`):
+1. every track's Kalman state is predicted one frame ahead;
+2. high-score detections (>= `high_threshold`) are matched to confirmed tracks, lost ones included,
+   on IoU x detection score (a confident detection wins a contested track);
+3. the low-score detections (>= `low_threshold`) are matched to the confirmed tracks still unmatched,
+   on plain IoU >= `low_match_iou`; this keeps occluded objects whose score dropped, while low-score
+   clutter can never start a track;
+4. the remaining high-score detections are offered to tentative tracks; tentative tracks left
+   unmatched are removed at once;
+5. unmatched detections above `new_track_threshold` start tentative tracks; a track is confirmed after
+   `min_hits` matched frames and only then gets an id; a confirmed track unmatched for more than
+   `max_lost_frames` frames is ended.
+
+Output rows: every confirmed track matched on this frame, with its Kalman-corrected box (smoother than
+the raw detection) and the detection's score and class, in the order of the input rows; then every
+confirmed track lost for at most `coast_frames` frames, with its predicted box and score 0.0 (so a
+consumer can tell a prediction from a detection). Tentative tracks are never output.
+Ids are 1, 2, 3, ... per tracker instance; an id is spent only when a track is confirmed, so clutter
+that never confirms burns no ids. Association is class-aware: a detection only matches a track of its class.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.config.models import TrackerConfig
+from pipeline.sinks.tracking import kalman
+from pipeline.sinks.tracking.matching import iou_matrix, linear_assignment
+from pipeline.types import Detections
+
+_TENTATIVE_MATCH_IOU = 0.3  # a tentative track has no velocity yet, so it needs a larger overlap
+_NO_PAIRS = np.zeros((0, 2), np.int64)
+
+
+class ByteTracker:
+    """Tracks of one stream. Not thread-safe; one instance per stream (ids are per instance)."""
+
+    def __init__(self, config: TrackerConfig | None = None):
+        self.config = config or TrackerConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track and restart ids at 1 (e.g. after a stream reconnects to another scene)."""
+        self._mean = np.zeros((0, 8))
+        self._cov = np.zeros((0, 8, 8))
+        self._id = np.zeros(0, np.int64)  # -1 while tentative
+        self._hits = np.zeros(0, np.int32)
+        self._lost = np.zeros(0, np.int32)  # frames since the last match; 0 = matched on this frame
+        self._class = np.zeros(0, np.int32)
+        self._next_id = 1
+        self.frame_count = 0
+
+    @property
+    def active_track_ids(self) -> np.ndarray:
+        """Ids of confirmed tracks still alive (seen or coasting), (K,) int64."""
+        return self._id[self._id >= 0].copy()
+
+    def skip(self, frames: int) -> None:
+        """Advance `frames` frames that were never seen (dropped upstream): tracks coast, tentative ones end."""
+        for _ in range(frames):
+            self.frame_count += 1
+            self._predict()
+        self._retire(np.flatnonzero(self._id < 0))
+
+    def update(self, dets: Detections) -> Detections:
+        """Associate one frame's host detections; returns the tracked rows with `track_id` set.
+
+        dets: the detections of a single frame (numpy arrays). Rows below `low_threshold` are ignored.
+        """
+        cfg = self.config
+        self.frame_count += 1
+        self._predict()
+        xyxy = np.asarray(dets.xyxy, np.float64)
+        score = np.asarray(dets.score, np.float64)
+        class_id = np.asarray(dets.class_id, np.int32)
+        high = np.flatnonzero(score >= cfg.high_threshold)
+        low = np.flatnonzero((score >= cfg.low_threshold) & (score < cfg.high_threshold))
+        boxes = kalman.xyah_to_xyxy(self._mean[:, :4])
+        confirmed = np.flatnonzero(self._id >= 0)
+        tentative = np.flatnonzero(self._id < 0)
+
+        first, high, confirmed = self._associate(confirmed, high, boxes, xyxy, class_id, score, cfg.match_iou)
+        second, _, _ = self._associate(confirmed, low, boxes, xyxy, class_id, None, cfg.low_match_iou)
+        third, high, tentative = self._associate(
+            tentative, high, boxes, xyxy, class_id, score, _TENTATIVE_MATCH_IOU
+        )
+        matched = np.concatenate([first, second, third])
+        self._correct(matched, xyxy)
+        births = high[score[high] >= cfg.new_track_threshold]
+        out = self._matched_rows(dets, matched)
+        self._retire(tentative)
+        self._start(births, xyxy, class_id)
+        if cfg.min_hits <= 1 and len(births):
+            out = Detections.concat([out, self._with_ids(dets[births], self._id[-len(births):])])
+        return Detections.concat([out, self._coasting_rows(dets)])
+
+    def _predict(self) -> None:
+        if len(self._mean) == 0:
+            return
+        # A coasting track keeps moving but stops growing or shrinking.
+        self._mean[self._lost > 0, 7] = 0.0
+        self._mean, self._cov = kalman.predict(self._mean, self._cov)
+        self._lost += 1
+
+    def _associate(self, tracks, det_rows, boxes, xyxy, class_id, score, min_similarity):
+        """Match track indices to detection rows on IoU (x score when given).
+
+        Returns ((K, 2) int64 track/row pairs, rows left, tracks left).
+        """
+        if len(tracks) == 0 or len(det_rows) == 0:
+            return _NO_PAIRS, det_rows, tracks
+        similarity = iou_matrix(boxes[tracks], xyxy[det_rows])
+        similarity *= self._class[tracks, None] == class_id[None, det_rows]
+        if score is not None:
+            similarity *= score[None, det_rows]
+        local = linear_assignment(1.0 - similarity, 1.0 - min_similarity)
+        pairs = np.column_stack([tracks[local[:, 0]], det_rows[local[:, 1]]])
+        rows_left = np.ones(len(det_rows), bool)
+        rows_left[local[:, 1]] = False
+        tracks_left = np.ones(len(tracks), bool)
+        tracks_left[local[:, 0]] = False
+        return pairs, det_rows[rows_left], tracks[tracks_left]
+
+    def _correct(self, pairs: np.ndarray, xyxy: np.ndarray) -> None:
+        """Kalman-update matched tracks, count the hit and confirm those with `min_hits` hits."""
+        if len(pairs) == 0:
+            return
+        t, d = pairs[:, 0], pairs[:, 1]
+        self._mean[t], self._cov[t] = kalman.update(self._mean[t], self._cov[t], kalman.xyxy_to_xyah(xyxy[d]))
+        self._hits[t] += 1
+        self._lost[t] = 0
+        self._confirm(t[(self._id[t] < 0) & (self._hits[t] >= self.config.min_hits)])
+
+    def _confirm(self, tracks: np.ndarray) -> None:
+        self._id[tracks] = np.arange(self._next_id, self._next_id + len(tracks))
+        self._next_id += len(tracks)
+
+    def _retire(self, tentative_left: np.ndarray) -> None:
+        dead = self._lost > self.config.max_lost_frames
+        dead[tentative_left] = True
+        if dead.any():
+            keep = ~dead
+            for name in ("_mean", "_cov", "_id", "_hits", "_lost", "_class"):
+                setattr(self, name, getattr(self, name)[keep])
+
+    def _start(self, births: np.ndarray, xyxy: np.ndarray, class_id: np.ndarray) -> None:
+        if len(births) == 0:
+            return
+        mean, cov = kalman.initiate(kalman.xyxy_to_xyah(xyxy[births]))
+        n = len(births)
+        first = len(self._mean)
+        self._mean = np.concatenate([self._mean, mean])
+        self._cov = np.concatenate([self._cov, cov])
+        self._id = np.concatenate([self._id, np.full(n, -1, np.int64)])
+        self._hits = np.concatenate([self._hits, np.ones(n, np.int32)])
+        self._lost = np.concatenate([self._lost, np.zeros(n, np.int32)])
+        self._class = np.concatenate([self._class, class_id[births]])
+        if self.config.min_hits <= 1:
+            self._confirm(np.arange(first, first + n))
+
+    def _matched_rows(self, dets: Detections, pairs: np.ndarray) -> Detections:
+        """Input rows matched to confirmed tracks, in input order, with the tracks' corrected boxes."""
+        pairs = pairs[self._id[pairs[:, 0]] >= 0]
+        pairs = pairs[np.argsort(pairs[:, 1], kind="stable")]
+        out = dets[pairs[:, 1]]
+        out.xyxy = kalman.xyah_to_xyxy(self._mean[pairs[:, 0], :4]).astype(np.float32)
+        return self._with_ids(out, self._id[pairs[:, 0]])
+
+    def _coasting_rows(self, dets: Detections) -> Detections:
+        """Predicted boxes (score 0) of confirmed tracks lost for 1..`coast_frames` frames."""
+        t = np.flatnonzero((self._id >= 0) & (self._lost > 0) & (self._lost <= self.config.coast_frames))
+        frame_idx = int(dets.frame_idx[0]) if len(dets) else 0
+        return Detections(
+            kalman.xyah_to_xyxy(self._mean[t, :4]).astype(np.float32),
+            np.zeros(len(t), np.float32),
+            self._class[t],
+            np.full(len(t), frame_idx, np.int32),
+            self._id[t],
+        )
+
+    @staticmethod
+    def _with_ids(dets: Detections, ids: np.ndarray) -> Detections:
+        dets.track_id = np.asarray(ids, np.int64)
+        return dets

@@ -1,0 +1,84 @@
+"""Constant-velocity Kalman filter on many boxes at once, in the (cx, cy, a, h) parameterisation.
+
+State per track: `mean (8,) float64` = (cx, cy, aspect w/h, height, and their velocities per frame),
+`cov (8, 8) float64`. Every function works on a stack of T tracks at once, so a frame costs a fixed
+number of numpy calls whatever the number of tracks. Noise scales with the box height, as in
+SORT/DeepSORT/ByteTrack, so small (far) and large (near) objects are filtered alike.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+STD_POSITION = 1.0 / 20  # position noise as a fraction of box height per frame
+STD_VELOCITY = 1.0 / 160  # velocity noise as a fraction of box height per frame
+
+_F = np.eye(8)
+_F[:4, 4:] = np.eye(4)
+_DIAG8 = np.arange(8)
+_DIAG4 = np.arange(4)
+# Standard deviations as (per-pixel-of-height factor, constant); the aspect ratio gets a constant.
+_INIT_STD = (np.array([2, 2, 0, 2, 10, 10, 0, 10]) * np.repeat([STD_POSITION, STD_VELOCITY], 4),
+             np.array([0, 0, 1e-2, 0, 0, 0, 1e-5, 0]))
+_MOTION_STD = (np.repeat([STD_POSITION, STD_VELOCITY], 4) * np.array([1, 1, 0, 1, 1, 1, 0, 1]),
+               np.array([0, 0, 1e-2, 0, 0, 0, 1e-5, 0]))
+_MEASURE_STD = (STD_POSITION * np.array([1, 1, 0, 1]), np.array([0, 0, 1e-1, 0]))
+
+
+def _variance(height: np.ndarray, std: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """(T,) heights -> (T, K) variances for the diagonal noise `std` = (factor of height, constant)."""
+    return (height[:, None] * std[0] + std[1]) ** 2
+
+
+def xyxy_to_xyah(xyxy: np.ndarray) -> np.ndarray:
+    """(N, 4) x1, y1, x2, y2 pixels -> (N, 4) float64 centre x, centre y, aspect w/h, height."""
+    xyxy = np.asarray(xyxy, np.float64)
+    out = np.empty((len(xyxy), 4))
+    w = xyxy[:, 2] - xyxy[:, 0]
+    h = np.maximum(xyxy[:, 3] - xyxy[:, 1], 1e-6)
+    out[:, 0] = xyxy[:, 0] + w / 2
+    out[:, 1] = xyxy[:, 1] + h / 2
+    out[:, 2] = w / h
+    out[:, 3] = h
+    return out
+
+
+def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
+    """(N, 4) centre x, centre y, aspect, height -> (N, 4) float64 x1, y1, x2, y2."""
+    half = np.empty((len(xyah), 2))
+    half[:, 0] = xyah[:, 2] * xyah[:, 3] / 2
+    half[:, 1] = xyah[:, 3] / 2
+    return np.concatenate([xyah[:, :2] - half, xyah[:, :2] + half], axis=1)
+
+
+def initiate(measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start tracks from (N, 4) xyah measurements: zero velocity, uncertainty proportional to height.
+
+    Returns mean (N, 8) and cov (N, 8, 8), float64.
+    """
+    n = len(measurement)
+    mean = np.zeros((n, 8))
+    mean[:, :4] = measurement
+    cov = np.zeros((n, 8, 8))
+    cov[:, _DIAG8, _DIAG8] = _variance(measurement[:, 3], _INIT_STD)
+    return mean, cov
+
+
+def predict(mean: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Advance (T, 8) means and (T, 8, 8) covariances by one frame; returns new arrays."""
+    new_mean = mean @ _F.T
+    new_cov = _F @ cov @ _F.T
+    new_cov[:, _DIAG8, _DIAG8] += _variance(mean[:, 3], _MOTION_STD)
+    return new_mean, new_cov
+
+
+def update(mean: np.ndarray, cov: np.ndarray, measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Correct (T, 8) means / (T, 8, 8) covariances with (T, 4) xyah measurements; returns new arrays."""
+    innovation_cov = cov[:, :4, :4].copy()
+    innovation_cov[:, _DIAG4, _DIAG4] += _variance(mean[:, 3], _MEASURE_STD)
+    cross = cov[:, :, :4]  # P H^T, (T, 8, 4)
+    # K = P H^T S^-1, solved as S K^T = H P (S is symmetric) instead of inverting S.
+    gain = np.linalg.solve(innovation_cov, np.swapaxes(cross, 1, 2)).swapaxes(1, 2)
+    innovation = measurement - mean[:, :4]
+    new_mean = mean + np.einsum("tij,tj->ti", gain, innovation)
+    new_cov = cov - gain @ innovation_cov @ np.swapaxes(gain, 1, 2)
+    return new_mean, new_cov

@@ -1,0 +1,35 @@
+"""TrackingStage: the per-stream StreamStage that gives detections their track ids."""
+from __future__ import annotations
+
+from pipeline.config.models import TrackerConfig
+from pipeline.sinks.tracking.bytetrack import ByteTracker
+from pipeline.types import Event, FrameResult
+
+
+class TrackingStage:
+    """Replaces `result.detections` with the tracked rows (see ByteTracker for which rows those are).
+
+    One instance per stream (it holds that stream's tracks and id counter). A gap in `frame.seq` (frames dropped upstream) is bridged by predicting
+    the tracks through the missing frames, so motion stays consistent with the stream's frame rate.
+    """
+
+    def __init__(self, config: TrackerConfig | None = None, max_bridged_frames: int = 30):
+        self.tracker = ByteTracker(config)
+        self.max_bridged_frames = max_bridged_frames
+        self._last_seq: int | None = None
+        self._last_pts_ns: int | None = None
+
+    def process(self, result: FrameResult) -> None:
+        seq, pts_ns = result.frame.seq, result.frame.pts_ns
+        if self._last_seq is not None:
+            if seq <= self._last_seq or pts_ns < self._last_pts_ns:
+                self.tracker.reset()  # the stream restarted (file loop or reconnect): old tracks are void
+            elif seq > self._last_seq + 1:
+                self.tracker.skip(min(seq - self._last_seq - 1, self.max_bridged_frames))
+        self._last_seq, self._last_pts_ns = seq, pts_ns
+        result.detections = self.tracker.update(result.detections.to_host())
+
+    def end(self, result_ts_ns: int) -> list[Event]:
+        self.tracker.reset()
+        self._last_seq = self._last_pts_ns = None
+        return []

@@ -1,0 +1,88 @@
+import pytest
+from support.tracks import CLASS_NAMES, run
+
+from pipeline.config.models import AlertRule, LineConfig, ZoneConfig
+from pipeline.errors import ConfigError
+from pipeline.sinks.analytics.stage import AnalyticsStage
+from pipeline.types import make_event_id
+
+SQUARE = ZoneConfig(name="square", polygon=[(100, 100), (300, 100), (300, 300), (100, 300)])
+DOOR = LineConfig(name="door", start=(200, 0), end=(200, 400))
+INSIDE, OUTSIDE = (200, 200), (50, 50)
+
+
+def stage(*rules):
+    return AnalyticsStage("cam-1", [SQUARE], [DOOR], list(rules), CLASS_NAMES)
+
+
+def alerts(events):
+    return [e for e in events if e.kind == "alert"]
+
+
+def test_dwell_alert_fires_once_per_visit_after_min_seconds():
+    rule = AlertRule(name="loiter", when="dwell", zone="square", classes=["person"], min_seconds=2.0)
+    frames = [[(1, *INSIDE)]] * 50  # 5 s inside at 10 fps
+    fired = alerts(run(stage(rule), frames))
+    assert len(fired) == 1
+    assert fired[0].ts_ns == 2_000_000_000 and fired[0].payload["dwell_s"] == pytest.approx(2.0)
+    assert fired[0].event_id == make_event_id("cam-1", "alert:loiter", 1, 2_000_000_000)
+
+
+def test_dwell_alert_cooldown_suppresses_a_quick_second_visit():
+    rule = AlertRule(name="loiter", when="dwell", zone="square", min_seconds=1.0, cooldown_s=10.0)
+    visit = [[(1, *INSIDE)]] * 15
+    away = [[(1, *OUTSIDE)]] * 5
+    late = [[(1, *OUTSIDE)]] * 100
+    events = run(stage(rule), visit + away + visit + late + visit)
+    fired = alerts(events)
+    assert [e.ts_ns for e in fired] == [1_000_000_000, (15 + 5 + 15 + 100 + 10) * 100_000_000]
+
+
+def test_dwell_alert_ignores_other_classes():
+    rule = AlertRule(name="loiter", when="dwell", zone="square", classes=["person"], min_seconds=1.0)
+    assert alerts(run(stage(rule), [[(1, *INSIDE, 2)]] * 30)) == []
+
+
+def test_cross_alert_fires_for_inbound_vehicles_only():
+    rule = AlertRule(name="car-in", when="cross", line="door", direction="in", classes=["car", "bicycle"])
+    inbound = [[(1, x, 350, 2), (2, x, 380, 0)] for x in range(260, 140, -20)]
+    outbound = [[(1, x, 350, 2)] for x in range(140, 280, 20)]
+    fired = alerts(run(stage(rule), inbound + outbound))
+    assert [(e.track_id, e.payload["direction"]) for e in fired] == [(1, "in")]
+
+
+def test_occupancy_alert_needs_the_count_for_the_debounce_time_and_rearms():
+    rule = AlertRule(name="crowd", when="occupancy", zone="square", min_count=2, debounce_s=0.5, cooldown_s=0)
+    two = [[(1, *INSIDE), (2, 150, 150)]]
+    one = [[(1, *INSIDE), (2, *OUTSIDE)]]
+    frames = two * 3 + one * 2 + two * 10 + one + two * 10
+    fired = alerts(run(stage(rule), frames))
+    assert [e.ts_ns // 100_000_000 for e in fired] == [10, 21]
+    assert fired[0].payload["count"] == 2 and fired[0].track_id == -1
+
+
+def test_enter_with_debounce_ignores_a_brief_visit():
+    rule = AlertRule(name="entry", when="enter", zone="square", debounce_s=0.5)
+    brief = [[(1, *INSIDE)]] * 3 + [[(1, *OUTSIDE)]] * 2
+    stay = [[(2, *INSIDE)]] * 10
+    fired = alerts(run(stage(rule), brief + stay))
+    assert [e.track_id for e in fired] == [2]
+
+
+def test_exit_alert_fires_on_leaving_but_not_at_stream_end():
+    rule = AlertRule(name="left", when="exit", zone="square")
+    s = stage(rule)
+    fired = alerts(run(s, [[(1, *INSIDE), (2, *INSIDE)]] * 3 + [[(1, *OUTSIDE), (2, *INSIDE)]]))
+    assert [e.track_id for e in fired] == [1] and fired[0].payload["dwell_s"] == pytest.approx(0.3)
+    assert alerts(s.end(10_000_000_000)) == []
+
+
+def test_alerts_are_deterministic_across_replays():
+    rule = AlertRule(name="loiter", when="dwell", zone="square", min_seconds=0.5)
+    frames = [[(1, *INSIDE), (2, 150, 150)]] * 10
+    assert [e.event_id for e in run(stage(rule), frames)] == [e.event_id for e in run(stage(rule), frames)]
+
+
+def test_rule_with_unknown_class_is_a_config_error():
+    with pytest.raises(ConfigError, match="alert rule 'x'"):
+        stage(AlertRule(name="x", when="dwell", zone="square", classes=["dragon"]))

@@ -1,0 +1,157 @@
+import numpy as np
+import pytest
+
+from pipeline.config.models import TrackerConfig
+from pipeline.sinks.tracking.bytetrack import ByteTracker
+from pipeline.sinks.tracking.matching import iou_matrix, linear_assignment
+from pipeline.types import Detections
+
+
+def dets(rows):
+    """rows: (x1, y1, x2, y2, score[, class_id])."""
+    if not rows:
+        return Detections.empty()
+    arr = np.array([list(r) + [0] * (6 - len(r)) for r in rows], np.float64)
+    return Detections(arr[:, :4].astype(np.float32), arr[:, 4].astype(np.float32), arr[:, 5].astype(np.int32))
+
+
+def walker(step, x0=100.0, y0=100.0, vx=5.0, score=0.9, cls=0):
+    return (x0 + vx * step, y0, x0 + vx * step + 40, y0 + 100, score, cls)
+
+
+def ids_by_x(out):
+    return [int(t) for t in out.track_id[np.argsort(out.xyxy[:, 0])]]
+
+
+def test_iou_matrix_and_assignment_respect_threshold():
+    a = np.array([[0, 0, 10, 10], [100, 100, 110, 110]], np.float64)
+    b = np.array([[100, 100, 110, 110], [0, 0, 10, 5], [500, 500, 510, 510]], np.float64)
+    iou = iou_matrix(a, b)
+    np.testing.assert_allclose(iou[:, :2], [[0, 0.5], [1, 0]])
+    pairs = linear_assignment(1 - iou, max_cost=0.6)
+    assert pairs.tolist() == [[0, 1], [1, 0]]
+    assert linear_assignment(1 - iou, max_cost=0.4).tolist() == [[1, 0]]
+
+
+def test_new_track_is_reported_from_its_second_hit_with_id_one():
+    tracker = ByteTracker(TrackerConfig(min_hits=2))
+    assert len(tracker.update(dets([walker(0)]))) == 0
+    out = tracker.update(dets([walker(1)]))
+    assert out.track_id.tolist() == [1]
+
+
+def test_two_walkers_keep_their_ids_while_crossing_paths_vertically_apart():
+    tracker = ByteTracker()
+    for step in range(40):
+        out = tracker.update(dets([walker(step, y0=100), walker(step, x0=400, y0=400, vx=-5)]))
+    assert sorted(out.track_id.tolist()) == [1, 2]
+    top = out.track_id[np.argmin(out.xyxy[:, 1])]
+    assert top == 1  # the first-seen (top) walker kept id 1
+
+
+def test_ids_are_allocated_per_tracker_instance():
+    first, second = ByteTracker(), ByteTracker()
+    for step in range(3):
+        first.update(dets([walker(step), walker(step, y0=400)]))
+    for step in range(3):
+        out = second.update(dets([walker(step, x0=600)]))
+    assert out.track_id.tolist() == [1]
+    first.reset()
+    for step in range(3):
+        out = first.update(dets([walker(step)]))
+    assert out.track_id.tolist() == [1]
+
+
+def test_track_survives_a_gap_shorter_than_max_lost_frames():
+    tracker = ByteTracker(TrackerConfig(max_lost_frames=10, coast_frames=0))
+    for step in range(10):
+        tracker.update(dets([walker(step)]))
+    for step in range(10, 18):  # 8 frames unseen
+        assert len(tracker.update(dets([]))) == 0
+    out = tracker.update(dets([walker(18)]))
+    assert out.track_id.tolist() == [1]
+
+
+def test_track_dies_after_max_lost_frames_and_a_return_gets_a_new_id():
+    tracker = ByteTracker(TrackerConfig(max_lost_frames=5, coast_frames=0))
+    for step in range(10):
+        tracker.update(dets([walker(step, vx=0)]))
+    for _ in range(6):
+        tracker.update(dets([]))
+    assert tracker.active_track_ids.tolist() == []
+    tracker.update(dets([walker(0, vx=0)]))
+    out = tracker.update(dets([walker(0, vx=0)]))
+    assert out.track_id.tolist() == [2]
+
+
+def test_low_score_detections_keep_an_occluded_track_but_never_start_one():
+    tracker = ByteTracker(TrackerConfig(high_threshold=0.5, low_threshold=0.1, coast_frames=0))
+    for step in range(5):
+        tracker.update(dets([walker(step)]))
+    for step in range(5, 15):  # partly occluded: the detector's score drops
+        out = tracker.update(dets([walker(step, score=0.3), walker(step, y0=500, score=0.3)]))
+        assert out.track_id.tolist() == [1], f"frame {step}"
+        assert out.score.tolist() == pytest.approx([0.3])
+    out = tracker.update(dets([walker(15, score=0.9)]))
+    assert out.track_id.tolist() == [1]
+
+
+def test_detections_below_low_threshold_are_ignored():
+    tracker = ByteTracker(TrackerConfig(low_threshold=0.2, coast_frames=0))
+    for step in range(5):
+        tracker.update(dets([walker(step)]))
+    assert len(tracker.update(dets([walker(5, score=0.1)]))) == 0
+
+
+def test_lost_track_coasts_with_score_zero_for_coast_frames():
+    tracker = ByteTracker(TrackerConfig(coast_frames=2))
+    for step in range(10):
+        tracker.update(dets([walker(step)]))
+    first, second, third = (tracker.update(dets([])) for _ in range(3))
+    assert first.track_id.tolist() == [1] and first.score.tolist() == [0.0]
+    assert second.xyxy[0, 0] > first.xyxy[0, 0]  # keeps moving right
+    assert len(third) == 0
+
+
+def test_association_is_class_aware():
+    tracker = ByteTracker(TrackerConfig(coast_frames=0))
+    for step in range(3):
+        tracker.update(dets([walker(step, cls=0)]))
+    for step in range(3, 5):
+        out = tracker.update(dets([walker(step, cls=2)]))
+    assert out.track_id.tolist() == [2] and out.class_id.tolist() == [2]
+
+
+def test_unconfirmed_clutter_burns_no_ids():
+    tracker = ByteTracker()
+    rng = np.random.default_rng(1)
+    for _ in range(20):  # one-frame false positives at random places
+        x, y = rng.uniform(0, 1000, 2)
+        tracker.update(dets([(x, y, x + 30, y + 30, 0.9)]))
+    for step in range(3):
+        out = tracker.update(dets([walker(step, x0=2000)]))
+    assert out.track_id.tolist() == [1]
+
+
+def test_output_rows_follow_input_order_and_keep_frame_idx():
+    tracker = ByteTracker(TrackerConfig(coast_frames=0))
+    for step in range(3):
+        d = dets([walker(step, x0=500), walker(step, x0=100)])
+        d.frame_idx[:] = 4
+        out = tracker.update(d)
+    assert out.frame_idx.tolist() == [4, 4]
+    assert out.xyxy[0, 0] > out.xyxy[1, 0]
+
+
+def test_assignment_shortcut_agrees_with_the_full_solver():
+    import lap
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n, m = rng.integers(1, 12, 2)
+        cost = np.where(rng.random((n, m)) < 0.25, rng.random((n, m)) * 0.8, 1.0)
+        _, x, _ = lap.lapjv(cost, extend_cost=True, cost_limit=0.8)
+        full = sorted((r, int(c)) for r, c in enumerate(x) if c >= 0 and cost[r, c] <= 0.8)
+        ours = linear_assignment(cost, 0.8)
+        assert cost[ours[:, 0], ours[:, 1]].sum() == pytest.approx(sum(cost[r, c] for r, c in full))
+        assert len(ours) == len(full)

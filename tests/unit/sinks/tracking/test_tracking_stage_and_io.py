@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+
+from pipeline.config.models import TrackerConfig
+from pipeline.errors import SourceError
+from pipeline.sinks.tracking import mot_io
+from pipeline.sinks.tracking.cli import track_command
+from pipeline.sinks.tracking.stage import TrackingStage
+from pipeline.types import Detections, Frame, FrameResult
+
+
+def _result(seq, x):
+    frame = Frame("cam-1", seq, seq * 40_000_000, 0, None, 640, 480)
+    xyxy = np.array([[x, 100, x + 40, 200]], np.float32)
+    return FrameResult(frame, Detections(xyxy, np.array([0.9], np.float32), np.zeros(1, np.int32)))
+
+
+def test_tracking_stage_sets_track_ids_on_the_result():
+    stage = TrackingStage(TrackerConfig(min_hits=2, coast_frames=0))
+    results = [_result(seq, 100 + 5 * seq) for seq in range(4)]
+    for r in results:
+        stage.process(r)
+    assert len(results[0].detections) == 0
+    assert [r.detections.track_id.tolist() for r in results[1:]] == [[1], [1], [1]]
+
+
+def test_tracking_stage_bridges_dropped_frames_and_resets_when_the_stream_restarts():
+    stage = TrackingStage(TrackerConfig(coast_frames=0))
+    for seq in range(5):
+        stage.process(_result(seq, 100 + 5 * seq))
+    jumped = _result(12, 160)  # 7 frames dropped upstream; the object kept walking
+    stage.process(jumped)
+    assert jumped.detections.track_id.tolist() == [1]
+    assert stage.tracker.frame_count == 13
+    restarted = [_result(seq, 100) for seq in range(2)]
+    for r in restarted:
+        stage.process(r)
+    assert restarted[1].detections.track_id.tolist() == [1]
+    assert stage.tracker.frame_count == 2
+
+
+def test_mot_rows_round_trip_through_text(tmp_path):
+    dets = Detections(np.array([[10.5, 20.25, 50.5, 120.0], [0, 0, 5, 5]], np.float32),
+                      np.array([0.9, 0.5], np.float32), np.zeros(2, np.int32), track_id=np.array([7, 3]))
+    path = tmp_path / "out" / "seq.txt"
+    mot_io.write_mot(path, mot_io.format_rows(12, dets))
+    table = mot_io.read_mot(path)
+    np.testing.assert_allclose(table[:, :7], [[12, 7, 10.5, 20.25, 40, 99.75, 0.9], [12, 3, 0, 0, 5, 5, 0.5]], atol=0.01)
+    frames = dict(mot_io.frames_of(table, length=13))
+    assert sorted(frames) == list(range(1, 14)) and len(frames[1]) == 0
+    np.testing.assert_allclose(frames[12].xyxy, dets.xyxy, atol=0.01)
+
+
+def test_bad_mot_file_names_file_and_line(tmp_path):
+    path = tmp_path / "det.txt"
+    path.write_text("1,-1,1,2,3,4,0.9\n2,-1,x,2,3,4,0.9\n")
+    with pytest.raises(SourceError, match=r"det.txt:2"):
+        mot_io.read_mot(path)
+
+
+def test_interpolation_fills_short_gaps_only():
+    table = np.array([[1, 1, 0, 0, 10, 10, 0.9], [4, 1, 30, 0, 10, 10, 0.8], [20, 1, 30, 0, 10, 10, 0.8]], float)
+    filled = mot_io.interpolate_gaps(table, max_gap=5)
+    assert filled[:, 0].tolist() == [1, 2, 3, 4, 20]
+    assert filled[1:3, 2].tolist() == [10, 20]
+
+
+def test_track_command_writes_scorable_results(tmp_path, capsys):
+    det = tmp_path / "det.txt"
+    rows = [f"{f},-1,{100 + 4 * f},100,40,100,0.9,-1,-1,-1" for f in range(1, 21)]
+    rows += [f"{f},-1,{600 - 4 * f},300,40,100,0.8,-1,-1,-1" for f in range(1, 21)]
+    det.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "res" / "seq.txt"
+    assert track_command(["--det", str(det), "--out", str(out), "--set", "coast_frames=0"]) == 0
+    table = mot_io.read_mot(out)
+    assert sorted(np.unique(table[:, 1]).tolist()) == [1, 2]
+    assert len(table) == 38  # both objects from their second frame on
+    assert "20 frames, 2 tracks" in capsys.readouterr().out
+
+
+def test_track_command_rejects_unknown_setting(tmp_path, capsys):
+    det = tmp_path / "det.txt"
+    det.write_text("1,-1,1,2,3,4,0.9\n")
+    assert track_command(["--det", str(det), "--out", str(tmp_path / "o.txt"), "--set", "speed=3"]) == 2
+    assert "speed" in capsys.readouterr().err
+
+
+def test_track_command_interpolates_a_missed_stretch_offline(tmp_path):
+    det = tmp_path / "det.txt"
+    frames = [f for f in range(1, 31) if not 10 <= f <= 17]  # the detector missed 8 frames
+    det.write_text("".join(f"{f},-1,{100 + 4 * f},100,40,100,0.9,-1,-1,-1\n" for f in frames))
+    online, offline = tmp_path / "online.txt", tmp_path / "offline.txt"
+    assert track_command(["--det", str(det), "--out", str(online)]) == 0
+    assert track_command(["--det", str(det), "--out", str(offline), "--interpolate", "10"]) == 0
+    online_frames = mot_io.read_mot(online)[:, 0].tolist()
+    table = mot_io.read_mot(offline)
+    assert online_frames == list(range(2, 13)) + list(range(18, 31))  # 3 coasting frames, then a gap
+    assert table[:, 0].tolist() == list(range(2, 31)) and set(table[:, 1]) == {1}
+    np.testing.assert_allclose(table[table[:, 0] == 14, 2], [100 + 4 * 14], atol=1.0)
