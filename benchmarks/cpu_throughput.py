@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -22,30 +23,49 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.config.models import PipelineConfig  # noqa: E402
 from pipeline.detect.engines import create_engine  # noqa: E402
+from pipeline.detect.engines.onnxruntime import cpu_cores, cpu_workers  # noqa: E402
 from pipeline.runtime.runner import PipelineRunner  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 CLIPS = ["car-detection.mp4", "person-bicycle-car-detection.mp4", "one-by-one-person-detection.mp4"]
 
 
-def bare_engine_fps(config: PipelineConfig, batch: int, seconds: float) -> float:
-    engine, _ = create_engine(config.detector, batch)
-    w, h = 416, 416
-    inputs = {"images": np.random.default_rng(0).uniform(0, 255, (batch, 3, h, w)).astype(np.float32)}
+def bare_engine_fps(config: PipelineConfig, batch: int, seconds: float, workers: int) -> float:
+    """The engine alone: `workers` threads each running one preprocessed batch over and over."""
+    detector_config = config.detector.model_copy(update={"workers": workers})
+    engine, _ = create_engine(detector_config, batch)
+    inputs = {"images": np.random.default_rng(0).uniform(0, 255, (batch, 3, 416, 416)).astype(np.float32)}
+    counts = [0] * workers
     engine.infer(inputs)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        engine.infer(inputs)
-        n += batch
+    deadline = time.perf_counter() + seconds
+
+    def loop(i: int) -> None:
+        while time.perf_counter() < deadline:
+            engine.infer(inputs)
+            counts[i] += batch
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     engine.close()
-    return n / (time.perf_counter() - t0)
+    return sum(counts) / (time.perf_counter() - t0)
 
 
-def pipeline_fps(config: PipelineConfig, seconds: float) -> tuple[float, dict]:
+def pipeline_fps(config: PipelineConfig, seconds: float, warmup_s: float = 3.0) -> tuple[float, dict]:
+    """Steady-state frames/s of `run`: frames detected between `warmup_s` and the stop request
+    (start-up, like the bare engine's warm-up run, and the final drain are left out)."""
+    samples = []
     runner = PipelineRunner(config)
-    snap = runner.run(duration_s=seconds)
-    return snap.frames_detected / snap.elapsed_s, {"frames": snap.frames_detected, "elapsed_s": snap.elapsed_s,
-                                                   "batches": snap.batches, "mean_batch": snap.frames_detected / max(1, snap.batches)}
+    snap = runner.run(duration_s=seconds, on_progress=lambda s: samples.append((s.elapsed_s, s.frames_detected)),
+                      progress_interval_s=0.5)
+    window = [(t, n) for t, n in samples if warmup_s <= t <= seconds]
+    (t0, n0), (t1, n1) = window[0], window[-1]
+    return (n1 - n0) / (t1 - t0), {"frames": snap.frames_detected, "elapsed_s": round(snap.elapsed_s, 1),
+                                   "batches": snap.batches, "mean_batch": round(snap.frames_detected / max(1, snap.batches), 2),
+                                   "dropped": sum(st.get("dropped_overflow", 0) for st in snap.streams.values())}
 
 
 def main() -> int:
@@ -66,13 +86,22 @@ def main() -> int:
         "sinks": [{"type": "sqlite", "path": str(out / "bench.db")}],
         "runtime": {"outbox_path": str(out / "outbox.db")},
     })
-    bare = bare_engine_fps(config, args.batch, args.seconds / 2)
+    # The ceiling is the better of ONNX Runtime's usual set-up (one run on every core) and the
+    # pipeline's (cpu_workers runs of one core each), both measured here on the same input.
+    workers = cpu_workers(config.detector)
+    bare_all_cores = bare_engine_fps(config.model_copy(update={"detector": config.detector.model_copy(update={"workers": 1})}),
+                                     args.batch, args.seconds / 2, workers=1)
+    bare_parallel = bare_engine_fps(config, args.batch, args.seconds / 2, workers=workers)
+    bare = max(bare_all_cores, bare_parallel)
     piped, info = pipeline_fps(config, args.seconds)
-    result = {"streams": args.streams, "batch": args.batch, "bare_engine_img_s": round(bare, 1),
-              "pipeline_frames_s": round(piped, 1), "ratio": round(piped / bare, 3), **info}
+    result = {"streams": args.streams, "batch": args.batch, "cores": cpu_cores(),
+              "bare_one_run_all_cores_img_s": round(bare_all_cores, 1),
+              f"bare_{workers}_runs_img_s": round(bare_parallel, 1),
+              "pipeline_frames_s": round(piped, 1), "ratio_vs_best_bare": round(piped / bare, 3), **info}
     print(json.dumps(result))
-    print(f"bare ONNX Runtime: {bare:.1f} img/s | pipeline on {args.streams} streams: {piped:.1f} frames/s "
-          f"| ratio {piped / bare:.2f} (target >= 0.90)")
+    print(f"bare ONNX Runtime: {bare_all_cores:.1f} img/s (one run, all cores), {bare_parallel:.1f} img/s "
+          f"({workers} runs in parallel) | pipeline on {args.streams} streams: {piped:.1f} frames/s "
+          f"| ratio {piped / bare:.2f} of the best bare (target >= 0.90)")
     return 0
 
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-PixelFormat = Literal["rgb24", "nv12"]
+PixelFormat = Literal["rgb24", "nv12", "avframe"]
 
 
 def array_module(a: Any):
@@ -26,8 +26,10 @@ def array_module(a: Any):
 class Frame:
     """One decoded picture of one stream.
 
-    image: host `(H, W, 3) uint8` RGB (`pixel_format="rgb24"`) or device NV12 `(H*3/2, W) uint8`
-    (`pixel_format="nv12"`). `seq` counts per stream from 0; a gap means frames were dropped.
+    image: host `(H, W, 3) uint8` RGB (`pixel_format="rgb24"`), device NV12 `(H*3/2, W) uint8`
+    (`pixel_format="nv12"`), or the CPU decoder's own `av.VideoFrame` (`pixel_format="avframe"`),
+    converted once, straight to the model's size, by preprocessing; `frame_to_rgb` gives any of
+    them as host RGB. `seq` counts per stream from 0; a gap means frames were dropped.
     `pts_ns` is on the stream's own clock; `wall_ns` is the host's `time.time_ns()` at capture.
     """
 
@@ -40,6 +42,19 @@ class Frame:
     height: int
     pixel_format: PixelFormat = "rgb24"
     ready_event: Any = None  # CUDA event recorded after the decoder wrote `image` (device frames only)
+
+
+def frame_to_rgb(frame: Frame) -> np.ndarray:
+    """The frame's picture as host `(H, W, 3) uint8` RGB, whatever form the decoder left it in."""
+    image = frame.image
+    if frame.pixel_format == "avframe":
+        return image.to_ndarray(format="rgb24")
+    if frame.pixel_format == "nv12":
+        import av  # noqa: PLC0415
+
+        host = image.get() if hasattr(image, "get") else image  # cupy -> numpy
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(host), format="nv12").to_ndarray(format="rgb24")
+    return np.ascontiguousarray(image)
 
 
 @dataclass(slots=True)

@@ -35,6 +35,11 @@ class StreamConfig(Strict):
     loop: bool = Field(False, description="files only: start again at the end instead of finishing")
     live: bool | None = Field(None, description="treat as live (drop oldest, reconnect); default: rtsp/synthetic yes, files no")
     transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
+    decode_threads: int = Field(
+        1, ge=0, le=64,
+        description="CPU decoder threads for this stream (0 = one per core); 1 is best with many streams, "
+        "more helps a single high-resolution stream keep up",
+    )
     open_timeout_s: float = Field(5.0, gt=0, description="give up opening after this long, then retry")
     read_timeout_s: float = Field(5.0, gt=0, description="a live stream silent this long is reconnected")
     reconnect_min_s: float = Field(0.5, gt=0, description="first reconnect delay; doubles per failure, with jitter")
@@ -73,6 +78,11 @@ class DetectorConfig(Strict):
     class_names: list[str] | Path | None = Field(None, description="names by class id; a list, a text file, or None for COCO-80")
     preprocess: PreprocessConfig = PreprocessConfig()
     max_batch: int | None = Field(None, ge=1, description="engine batch limit; default: the largest lane max_batch")
+    workers: int | None = Field(
+        None, ge=1, le=64,
+        description="batches in flight at once; default: min(cores, 4) on the CPU (each with cores/workers threads, "
+        "which beats one many-threaded run), 1 on a GPU. More raises throughput and latency.",
+    )
     engine_cache_dir: Path = Field(Path("~/.cache/streamweave/engines"), description="TensorRT engines and timing caches")
     calibration_frames: int = Field(256, ge=1, description="int8 only: frames sampled from the streams for calibration")
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 
 import numpy as np
 
 from pipeline.config.models import DetectorConfig
 from pipeline.detect import heads, nms, preprocess
 from pipeline.detect.engines import create_engine
-from pipeline.detect.engines.onnxruntime import read_model_info
+from pipeline.detect.engines.onnxruntime import cpu_workers, read_model_info
 from pipeline.detect.names import class_filter, resolve_names
 from pipeline.errors import ConfigError, EngineError
 from pipeline.types import Detections, Frame, FrameBatch, array_module
@@ -27,7 +28,8 @@ log = logging.getLogger(__name__)
 
 
 class Detector:
-    """One model on one engine. Attributes: class_names, input_size (w, h), engine_name, max_batch, head.
+    """One model on one engine. Attributes: class_names, input_size (w, h), engine_name, max_batch, head,
+    workers (how many threads may call it at once; host frames are safe to detect concurrently).
 
     max_batch: the largest batch the caller will pass (default config.max_batch or 8); a model with
     a fixed batch of 1 reports max_batch = 1 and larger FrameBatches run in chunks.
@@ -46,8 +48,9 @@ class Detector:
         self.engine, self.engine_reason = create_engine(config, requested)
         self.engine_name = self.engine.name
         self.max_batch = self.engine.max_batch
+        self.workers = cpu_workers(config) if self.engine_name == "onnxruntime" else (config.workers or 1)
         self._input_names = [i.name for i in signature.inputs]
-        self._buffers: dict[int, np.ndarray] = {}
+        self._local = threading.local()  # input buffers per calling thread: several workers may call at once
         self._gpu_detect = None
         log.info(
             "detector %s: head %s, input %dx%d, %d classes (%s), engine %s, max_batch %d",
@@ -94,11 +97,11 @@ class Detector:
     def _detect_host(self, images: list[np.ndarray]) -> tuple[Detections, np.ndarray, np.ndarray]:
         buffer = self._buffer(len(images))
         scale, pad = preprocess.preprocess_into(images, self.spec, buffer)
-        sizes = np.asarray([(im.shape[1], im.shape[0]) for im in images], np.int64)
+        sizes = np.asarray([preprocess.image_size(im) for im in images], np.int64)
         outputs = self.engine.infer(self._inputs(buffer, sizes))
         # A GPU engine returns device outputs queued on its own stream: decode and NMS must queue behind it.
         with getattr(self.engine, "stream", None) or contextlib.nullcontext():
-            decoded = heads.decode(self.head, outputs, self.input_size)
+            decoded = heads.decode(self.head, outputs, self.input_size, self.config.conf_threshold)
             found = postprocess(decoded, sizes, scale, pad, self.config, self._class_filter)
         return found, scale, pad
 
@@ -113,9 +116,10 @@ class Detector:
         return self._gpu_detect
 
     def _buffer(self, n: int) -> np.ndarray:
-        if n not in self._buffers:
-            self._buffers[n] = preprocess.allocate(n, self.spec)
-        return self._buffers[n]
+        buffers = self._local.__dict__.setdefault("buffers", {})
+        if n not in buffers:
+            buffers[n] = preprocess.allocate(n, self.spec)
+        return buffers[n]
 
     def _inputs(self, buffer: np.ndarray, sizes: np.ndarray) -> dict[str, np.ndarray]:
         feed = {self._input_names[0]: buffer}
@@ -125,7 +129,6 @@ class Detector:
 
     def close(self) -> None:
         self.engine.close()
-        self._buffers.clear()
 
 
 def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorConfig, class_filter=None) -> Detections:
@@ -158,14 +161,17 @@ def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorCo
     return Detections(boxes, scores, class_ids, rows)
 
 
+_HOST = {("rgb24", True), ("avframe", False)}
+
+
 def _on_device(frames: list[Frame]) -> bool:
-    """True for a batch of device NV12 frames, False for host RGB; EngineError for anything else."""
+    """True for a batch of device NV12 frames, False for host frames; EngineError for a mix."""
     kinds = {(f.pixel_format, isinstance(f.image, np.ndarray)) for f in frames}
-    if kinds <= {("rgb24", True)}:
+    if kinds <= _HOST:
         return False
     if kinds == {("nv12", False)}:
         return True
-    stream = next(f.stream_id for f in frames if (f.pixel_format, isinstance(f.image, np.ndarray)) != ("rgb24", True))
+    stream = next(f.stream_id for f in frames if (f.pixel_format, isinstance(f.image, np.ndarray)) not in _HOST)
     raise EngineError(
         f"stream '{stream}': a batch must be all host RGB frames or all device NV12 frames, got {sorted(kinds)}; "
         "use one decode back-end per lane"

@@ -116,17 +116,21 @@ def preprocess_defaults(head: str) -> dict:
     return dict(resize="letterbox", align="center", color="rgb", scale=1 / 255)
 
 
-def decode(head: str, outputs: dict[str, Any], input_wh: tuple[int, int]) -> HeadOutput:
-    """Raw engine outputs (by name) of one batch -> HeadOutput. input_wh: model input (w, h) pixels."""
+def decode(head: str, outputs: dict[str, Any], input_wh: tuple[int, int], min_score: float = 0.0) -> HeadOutput:
+    """Raw engine outputs (by name) of one batch -> HeadOutput. input_wh: model input (w, h) pixels.
+
+    min_score: scores below it may be reported as 0 (heads with objectness skip the class search
+    for points whose objectness is already below it; the result above `min_score` is unchanged).
+    """
     if head == "detr":
         return decode_detr(outputs["labels"], outputs["boxes"], outputs["scores"])
     raw = _first(outputs)
     if head == "ultralytics":
         return decode_ultralytics(raw)
     if head == "yolov5":
-        return decode_yolov5(raw)
+        return decode_yolov5(raw, min_score)
     if head == "yolox":
-        return decode_yolox(raw, input_wh)
+        return decode_yolox(raw, input_wh, min_score)
     if head == "end2end":
         return decode_end2end(raw)
     raise ConfigError(f"detector.head '{head}' is unknown; use one of {list(HEADS)}")
@@ -143,24 +147,38 @@ def cxcywh_to_xyxy(cxcywh):
     return xp.concatenate([cxcywh[..., 0:2] - half, cxcywh[..., 0:2] + half], axis=-1)
 
 
-def _best_class(class_scores):
-    """(B, N, C) -> best score (B, N) float32 and its class (B, N) int32."""
+def _best_class(class_scores, axis: int = -1, objectness=None, min_score: float = 0.0):
+    """Best class score (B, N) float32 and its class (B, N) int32 along the class `axis` of a (B, ...) array.
+
+    With `objectness` (B, N) >= 0 the score is obj * cls; the best class of obj * cls is the best
+    class of cls, so the product is taken on the winners only (80x less work than on every class),
+    and on the host only points with obj >= min_score are searched (cls <= 1, so no others can pass).
+    """
     xp = array_module(class_scores)
-    class_ids = class_scores.argmax(axis=-1)
-    scores = xp.take_along_axis(class_scores, class_ids[..., None], axis=-1)[..., 0]
+    if objectness is not None and min_score > 0 and xp is np:
+        keep = objectness >= min_score
+        scores = np.zeros(objectness.shape, np.float32)
+        class_ids = np.zeros(objectness.shape, np.int32)
+        if keep.any():
+            kept_scores, kept_ids = _best_class(class_scores[keep], axis=-1, objectness=objectness[keep])
+            scores[keep], class_ids[keep] = kept_scores, kept_ids
+        return scores, class_ids
+    class_ids = class_scores.argmax(axis=axis)
+    scores = xp.squeeze(xp.take_along_axis(class_scores, xp.expand_dims(class_ids, axis), axis=axis), axis=axis)
+    if objectness is not None:
+        scores = scores * objectness
     return scores.astype(np.float32), class_ids.astype(np.int32)
 
 
 def decode_ultralytics(raw) -> HeadOutput:
     """[B, 4+nc, N] (cx, cy, w, h, class scores) in input pixels."""
-    rows = raw.transpose(0, 2, 1)
-    scores, class_ids = _best_class(rows[..., 4:])
-    return HeadOutput(cxcywh_to_xyxy(rows[..., :4]).astype(np.float32), scores, class_ids)
+    scores, class_ids = _best_class(raw[:, 4:, :], axis=1)
+    return HeadOutput(cxcywh_to_xyxy(raw[:, :4, :].transpose(0, 2, 1)).astype(np.float32), scores, class_ids)
 
 
-def decode_yolov5(raw) -> HeadOutput:
+def decode_yolov5(raw, min_score: float = 0.0) -> HeadOutput:
     """[B, N, 5+nc] (cx, cy, w, h, objectness, class scores); score = obj * cls."""
-    scores, class_ids = _best_class(raw[..., 5:] * raw[..., 4:5])
+    scores, class_ids = _best_class(raw[..., 5:], objectness=raw[..., 4], min_score=min_score)
     return HeadOutput(cxcywh_to_xyxy(raw[..., :4]).astype(np.float32), scores, class_ids)
 
 
@@ -175,7 +193,7 @@ def yolox_grid(width: int, height: int, xp=np, strides=STRIDES):
     return xp.concatenate(grids), xp.concatenate(step)
 
 
-def decode_yolox(raw, input_wh: tuple[int, int]) -> HeadOutput:
+def decode_yolox(raw, input_wh: tuple[int, int], min_score: float = 0.0) -> HeadOutput:
     """Raw YOLOX [B, N, 5+nc]: xy = (xy + grid) * stride, wh = exp(wh) * stride; obj, cls already sigmoid."""
     xp = array_module(raw)
     grid, stride = yolox_grid(*input_wh, xp=xp)
@@ -187,7 +205,7 @@ def decode_yolox(raw, input_wh: tuple[int, int]) -> HeadOutput:
     xy = (raw[..., 0:2] + grid) * stride
     wh = xp.exp(raw[..., 2:4]) * stride
     boxes = cxcywh_to_xyxy(xp.concatenate([xy, wh], axis=-1)).astype(np.float32)
-    scores, class_ids = _best_class(raw[..., 5:] * raw[..., 4:5])
+    scores, class_ids = _best_class(raw[..., 5:], objectness=raw[..., 4], min_score=min_score)
     return HeadOutput(boxes, scores, class_ids)
 
 

@@ -66,14 +66,30 @@ def placement(src_w: int, src_h: int, spec: PreprocessSpec) -> Placement:
     return Placement(new_w / src_w, new_h / src_h, px, py, new_w, new_h)
 
 
-def resize(image: np.ndarray, width: int, height: int, color: str = "rgb") -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (height, width, 3) uint8 in `color` order, bilinear (swscale)."""
-    out_format = "bgr24" if color == "bgr" else "rgb24"
-    if image.shape[1] == width and image.shape[0] == height:
-        return image[:, :, ::-1] if color == "bgr" else image
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-    resized = _reformatter().reformat(frame, width=width, height=height, format=out_format, interpolation="BILINEAR")
-    return resized.to_ndarray()
+def resize(image, width: int, height: int, color: str = "rgb") -> np.ndarray:
+    """(H, W, 3) uint8 RGB or an av.VideoFrame -> (height, width, 3) uint8 in `color` order, bilinear."""
+    planes = resize_planes(image, width, height)
+    order = (2, 1, 0) if color == "bgr" else (0, 1, 2)
+    return np.stack([planes[i] for i in order], axis=-1)
+
+
+def resize_planes(image, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(R, G, B) planes, each (height, width) uint8, of an RGB array or a decoded av.VideoFrame.
+
+    One swscale pass converts the decoder's YUV (or RGB) and resizes at once; asking for planar
+    output (gbrp) saves the HWC -> CHW transpose later.
+    """
+    frame = image if isinstance(image, av.VideoFrame) else av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    out = _reformatter().reformat(frame, width=width, height=height, format="gbrp", interpolation="BILINEAR")
+    g, b, r = (np.frombuffer(p, np.uint8).reshape(height, p.line_size)[:, :width] for p in out.planes)
+    return r, g, b
+
+
+def image_size(image) -> tuple[int, int]:
+    """(width, height) of an (H, W, 3) array or an av.VideoFrame."""
+    if isinstance(image, av.VideoFrame):
+        return image.width, image.height
+    return image.shape[1], image.shape[0]
 
 
 def _reformatter() -> VideoReformatter:
@@ -88,8 +104,9 @@ def allocate(batch: int, spec: PreprocessSpec) -> np.ndarray:
     return np.empty((batch, 3, spec.height, spec.width), np.float32)
 
 
-def preprocess_into(images: list[np.ndarray], spec: PreprocessSpec, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fill rows 0..len(images)-1 of `out` (B, 3, H, W) float32 from (h, w, 3) uint8 RGB images.
+def preprocess_into(images: list, spec: PreprocessSpec, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fill rows 0..len(images)-1 of `out` (B, 3, H, W) float32 from (h, w, 3) uint8 RGB images
+    or decoded av.VideoFrames.
 
     Returns `scale (n, 2) float32` (sx, sy; equal for letterbox) and `pad (n, 2) float32` (x, y)
     such that `model = source * scale + pad`.
@@ -100,22 +117,24 @@ def preprocess_into(images: list[np.ndarray], spec: PreprocessSpec, out: np.ndar
     scale = np.empty((n, 2), np.float32)
     pad = np.empty((n, 2), np.float32)
     pad_level = _normalise_constant(spec)
+    order = (2, 1, 0) if spec.color == "bgr" else (0, 1, 2)
     for row, image in enumerate(images):
-        p = placement(image.shape[1], image.shape[0], spec)
-        resized = resize(image, p.new_w, p.new_h, spec.color)
+        p = placement(*image_size(image), spec)
+        planes = resize_planes(image, p.new_w, p.new_h)
         target = out[row]
         if p.new_w != spec.width or p.new_h != spec.height:
             target[...] = pad_level[:, None, None]
         view = target[:, p.py : p.py + p.new_h, p.px : p.px + p.new_w]
-        _normalise(resized, spec, view)
+        _normalise([planes[i] for i in order], spec, view)
         scale[row] = (p.sx, p.sy)
         pad[row] = (p.px, p.py)
     return scale, pad
 
 
-def _normalise(resized: np.ndarray, spec: PreprocessSpec, view: np.ndarray) -> None:
-    """HWC uint8 -> CHW float32 into `view`, applying scale, mean and std."""
-    np.multiply(resized.transpose(2, 0, 1), np.float32(spec.scale), out=view, casting="unsafe")
+def _normalise(planes: list[np.ndarray], spec: PreprocessSpec, view: np.ndarray) -> None:
+    """Three (h, w) uint8 planes in model channel order -> CHW float32 into `view`, applying scale, mean and std."""
+    for channel, plane in enumerate(planes):
+        np.multiply(plane, np.float32(spec.scale), out=view[channel], casting="unsafe")
     if spec.mean != (0.0, 0.0, 0.0) or spec.std != (1.0, 1.0, 1.0):
         view -= np.asarray(spec.mean, np.float32)[:, None, None]
         view /= np.asarray(spec.std, np.float32)[:, None, None]

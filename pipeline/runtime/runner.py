@@ -1,6 +1,7 @@
 """Wires the stages together and runs them: sources -> aligned buffer -> detector -> sinks.
 
-Threads: one decode worker per stream, one inference thread, `runtime.sink_workers` sink threads,
+Threads: one decode worker per stream, `detector.workers` inference threads (their results are
+handed on in batch order, so each stream's frames reach the sinks in order), `runtime.sink_workers` sink threads,
 one writer thread per storage and one delivery thread per event output (inside the sinks).
 Stopping (duration reached, SIGINT/SIGTERM, every file finished) always goes the same way:
 sources stop, the buffer drains through the detector, the sinks flush, the outbox keeps the rest.
@@ -16,6 +17,7 @@ from typing import Callable
 from pipeline.align.buffer import AlignedBuffer
 from pipeline.config.models import PipelineConfig
 from pipeline.detect.detector import Detector
+from pipeline.errors import PipelineError
 from pipeline.runtime.sink_router import SinkRouter
 from pipeline.sinks.factory import build_outputs, build_stage_factory
 from pipeline.sources.worker import StreamWorker
@@ -60,6 +62,11 @@ class PipelineRunner:
             queue_size=config.runtime.sink_queue_size,
         )
         self.workers = [StreamWorker(s, self.buffer, packet_tap=self.outputs.packet_tap) for s in config.streams]
+        self._take_lock = threading.Lock()
+        self._turn = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+        self._failed_batches = 0
         self._batches = 0
         self._frames = 0
         self._detections = 0
@@ -80,11 +87,13 @@ class PipelineRunner:
         self.router.start()
         for worker in self.workers:
             worker.start()
-        infer = threading.Thread(target=self._infer_loop, name="infer:0", daemon=True)
-        infer.start()
+        infer = [threading.Thread(target=self._infer_loop, name=f"infer:{i}", daemon=True)
+                 for i in range(self.detector.workers)]
+        for thread in infer:
+            thread.start()
         next_progress = self._started + progress_interval_s
-        while infer.is_alive():
-            infer.join(0.1)
+        while any(thread.is_alive() for thread in infer):
+            infer[0].join(0.1)
             now = time.monotonic()
             if duration_s is not None and now - self._started >= duration_s and not self._stop.is_set():
                 log.info("duration of %.1f s reached; stopping sources and draining", duration_s)
@@ -108,21 +117,42 @@ class PipelineRunner:
 
     def _infer_loop(self) -> None:
         while not self._abandon.is_set():
-            batch = self.buffer.next_batch(timeout=0.05)
-            if batch is None:
-                if self.buffer.finished:
-                    return
-                continue
+            with self._take_lock:
+                batch = self.buffer.next_batch(timeout=0.05)
+                if batch is None:
+                    if self.buffer.finished:
+                        return
+                    continue
+                ticket = self._next_ticket
+                self._next_ticket += 1
             t0 = time.perf_counter()
-            detections = self.detector(batch)
+            try:
+                detections = self.detector(batch)
+            except PipelineError:
+                log.exception("batch of %d frames from lane '%s' failed in the detector; skipped", len(batch), batch.lane)
+                detections = None
             self._infer_s += time.perf_counter() - t0
-            self._batches += 1
-            self._frames += len(batch)
-            self._detections += len(detections)
-            rows = detections.frame_idx
-            for row, frame in enumerate(batch.frames):
-                self._last_pts[frame.stream_id] = frame.pts_ns
-                self.router.submit(FrameResult(frame, detections[rows == row]))
+            self._hand_on(ticket, batch, detections)
+
+    def _hand_on(self, ticket: int, batch, detections) -> None:
+        """Submit a batch's results once every earlier batch has been submitted (keeps frame order)."""
+        with self._turn:
+            while self._serving != ticket:
+                self._turn.wait(0.1)
+            try:
+                if detections is None:
+                    self._failed_batches += 1
+                    return
+                self._batches += 1
+                self._frames += len(batch)
+                self._detections += len(detections)
+                rows = detections.frame_idx
+                for row, frame in enumerate(batch.frames):
+                    self._last_pts[frame.stream_id] = frame.pts_ns
+                    self.router.submit(FrameResult(frame, detections[rows == row]))
+            finally:
+                self._serving += 1
+                self._turn.notify_all()
 
     def snapshot(self) -> Snapshot:
         stats = self.buffer.stats()
@@ -139,5 +169,5 @@ class PipelineRunner:
             sink_failures=dict(self.router.failures),
             engine=self.detector.engine_name,
             infer_s=self._infer_s,
-            extra=self.outputs.stats(),
+            extra={"failed_batches": self._failed_batches, **self.outputs.stats()},
         )

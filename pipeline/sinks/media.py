@@ -31,7 +31,7 @@ import numpy as np
 
 from pipeline.config.models import AlertRule, MediaOutput
 from pipeline.errors import SinkError
-from pipeline.types import Event, Frame, FrameResult
+from pipeline.types import Event, Frame, FrameResult, frame_to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,6 @@ def media_paths(directory: Path, stream_id: str, event_id: str) -> MediaPaths:
 
 
 # -- snapshots ------------------------------------------------------------------------------------
-def frame_rgb(frame: Frame) -> np.ndarray:
-    """The frame as host `(H, W, 3) uint8` RGB, whether it holds host RGB or (device) NV12."""
-    image = frame.image.get() if hasattr(frame.image, "get") else frame.image  # cupy -> host
-    if frame.pixel_format == "nv12":
-        return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="nv12").to_ndarray(format="rgb24")
-    return np.ascontiguousarray(image)
-
-
 def encode_jpeg(rgb: np.ndarray, qscale: int = 3) -> bytes:
     """JPEG bytes of an `(H, W, 3) uint8` RGB image with PyAV's mjpeg encoder.
 
@@ -357,7 +349,7 @@ class MediaSink:
     # -- snapshots --------------------------------------------------------------------------------
     def _snapshot(self, result: FrameResult, event: Event, paths: MediaPaths) -> None:
         try:
-            rgb = frame_rgb(result.frame)
+            rgb = frame_to_rgb(result.frame)
             _write_atomic(paths.snapshot, encode_jpeg(rgb, self.jpeg_qscale))
             self._count("snapshots")
             box = self._object_box(result, event)

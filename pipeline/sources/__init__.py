@@ -21,9 +21,12 @@ def open_reader(config: StreamConfig, packet_tap: Callable | None = None) -> Rea
         from pipeline.sources.synthetic import SyntheticReader  # noqa: PLC0415 - optional world module
 
         return SyntheticReader(config.url)
-    from pipeline.sources.pyav import PyAvReader, cpu_decoder  # noqa: PLC0415 - keeps `import pipeline.sources` light
+    from pipeline.sources.decode import CpuDecoder  # noqa: PLC0415 - keeps `import pipeline.sources` light
+    from pipeline.sources.pyav import PyAvReader  # noqa: PLC0415
 
-    make_decoder = cpu_decoder
+    def make_decoder(stream, label):
+        return CpuDecoder(stream, label, threads=config.decode_threads)
+
     if config.decode != "cpu":
         available, reason = _nvdec_status()
         if available:

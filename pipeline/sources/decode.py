@@ -60,8 +60,9 @@ class CpuDecoder:
     def _convert(self, frame: av.VideoFrame) -> DecodedFrame:
         time_base = frame.time_base or self._time_base
         return DecodedFrame(
-            image=frame.to_ndarray(format="rgb24"),
+            image=frame,  # converted later, once, at the model's size (see pipeline.types.frame_to_rgb)
             pts_ns=pts_to_ns(frame.pts, time_base),
             width=frame.width,
             height=frame.height,
+            pixel_format="avframe",
         )

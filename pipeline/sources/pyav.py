@@ -55,7 +55,7 @@ class FrameClock:
 
 
 def cpu_decoder(stream: av.video.stream.VideoStream, label: str) -> Decoder:
-    return CpuDecoder(stream, label)
+    return CpuDecoder(stream, label, threads=1)
 
 
 class PyAvReader:

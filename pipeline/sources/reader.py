@@ -21,8 +21,9 @@ PTS_UNKNOWN = -1
 class DecodedFrame:
     """One decoded picture, before it is given a stream id and a sequence number.
 
-    image: host `(H, W, 3) uint8` RGB numpy array (`pixel_format="rgb24"`) or device NV12
-    `(H*3/2, W) uint8` cupy array (`pixel_format="nv12"`).
+    image: host `(H, W, 3) uint8` RGB numpy array (`pixel_format="rgb24"`), device NV12
+    `(H*3/2, W) uint8` cupy array (`pixel_format="nv12"`), or PyAV's decoded `av.VideoFrame`
+    (`pixel_format="avframe"`, converted later at the model's size; see `pipeline.types.frame_to_rgb`).
     pts_ns: integer nanoseconds on the stream's clock (`PTS_UNKNOWN` only between decoder and reader).
     ready_event: CUDA event recorded after the decoder wrote `image` (device frames only).
     """

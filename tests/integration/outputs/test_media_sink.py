@@ -244,7 +244,7 @@ def test_clip_through_the_real_reader_tap_matches_the_decoded_frame_clock(tmp_pa
         for i, decoded in enumerate(reader.frames()):
             if i == 150:  # 12.0 s
                 event = event_at(decoded.pts_ns)
-                sink.on_frame(result_for(decoded.image, [event], pts_ns=decoded.pts_ns))
+                sink.on_frame(result_for(decoded.image.to_ndarray(format="rgb24"), [event], pts_ns=decoded.pts_ns))
     finally:
         reader.close()
     sink.on_stream_end("cam-1")

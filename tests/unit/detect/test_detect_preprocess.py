@@ -87,3 +87,20 @@ def test_boxes_are_clipped_to_the_frame():
     boxes = np.asarray([[-5, -3, 900, 500], [10, 10, 20, 20]], np.float32)
     clip_boxes(boxes, (768, 432))
     assert boxes.tolist() == [[0, 0, 768, 432], [10, 10, 20, 20]]
+
+
+def test_a_decoded_yuv_frame_is_letterboxed_like_its_rgb_conversion():
+    """The CPU decoder hands over its own YUV frame; one swscale pass converts and resizes it."""
+    import av
+
+    rng = np.random.default_rng(3)
+    rgb = np.repeat(np.repeat(rng.integers(0, 256, (36, 64, 3), dtype=np.uint8), 8, axis=0), 8, axis=1)  # smooth blocks
+    yuv = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    spec = PreprocessSpec(320, 320, color="bgr", scale=1.0)
+    from_yuv, from_rgb = allocate(1, spec), allocate(1, spec)
+    scale_a, pad_a = preprocess_into([yuv], spec, from_yuv)
+    scale_b, pad_b = preprocess_into([yuv.to_ndarray(format="rgb24")], spec, from_rgb)
+    assert np.array_equal(scale_a, scale_b) and np.array_equal(pad_a, pad_b)
+    inside = (slice(None), slice(None), slice(int(pad_a[0, 1]) + 2, int(pad_a[0, 1]) + 178), slice(2, 318))
+    assert np.abs(from_yuv[inside] - from_rgb[inside]).mean() < 3.0  # chroma upsampling differs slightly
+    assert np.array_equal(from_yuv[0, :, 0, :], from_rgb[0, :, 0, :])  # identical padding rows
