@@ -88,9 +88,10 @@ class NvdecDecoder:
                     gpuid=device, codec=getattr(nvc.cudaVideoCodec, CODECS[codec_name]), cudacontext=context,
                     cudastream=self.cuda_stream.ptr, usedevicememory=True,
                 )  # fmt: skip
-            except (RuntimeError, ValueError) as exc:
+            except (RuntimeError, ValueError, _nvc_error(nvc)) as exc:
                 raise SourceError(f"{label}: cannot create an NVDEC decoder for {codec_name}: {exc}") from exc
         self.frames_decoded = 0
+        self._discard: set[int] = set()
 
     def decode(self, packet: Any) -> list[DecodedFrame]:
         """The frames `packet` (an Annex-B av.Packet) completed, in display order, each with its own copy."""
@@ -103,6 +104,10 @@ class NvdecDecoder:
         pd.bsl = len(data)
         if packet.pts is not None:
             pd.pts = int(packet.pts)
+            if packet.is_discard:
+                # MP4 edit lists mark pre-roll packets "discard": decoded for reference, never shown
+                # (FFmpeg's CPU decoder drops them too, so both back-ends yield the same frames).
+                self._discard.add(int(packet.pts))
         return self._run(pd, packet.pts is not None, packet.time_base or self._time_base)
 
     def flush(self) -> list[DecodedFrame]:
@@ -115,26 +120,47 @@ class NvdecDecoder:
         with self._device:
             try:
                 surfaces = self._decoder.Decode(pd)
-            except (RuntimeError, ValueError) as exc:
-                raise SourceError(f"{self._label}: NVDEC failed to decode a packet: {exc}") from exc
-            return [self._own(s, has_pts, time_base) for s in surfaces]
+                size = (int(self._decoder.GetWidth()), int(self._decoder.GetHeight())) if surfaces else None
+            except (RuntimeError, ValueError, _nvc_error(self._nvc)) as exc:
+                reason = " ".join(str(exc).split())
+                raise SourceError(f"{self._label}: NVDEC failed to decode a packet ({reason}); set decode: cpu "
+                                  "for this stream if it keeps failing") from exc
+            shown = [s for s in surfaces if not (has_pts and self._discarded(int(s.getPTS())))]
+            frames = [self._own(s, size, has_pts, time_base) for s in shown]
+            # The next Decode may reuse these surfaces, and PyNvVideoCodec's own copies into them are
+            # not ordered with this stream, so the frame copies must have finished before it runs.
+            self.cuda_stream.synchronize()
+            return frames
 
-    def _own(self, surface: Any, has_pts: bool, time_base) -> DecodedFrame:
-        """Copy one decoder surface into a frame-owned array on this stream; record its ready event."""
+    def _discarded(self, pts: int) -> bool:
+        if pts in self._discard:
+            self._discard.discard(pts)
+            return True
+        return False
+
+    def _own(self, surface: Any, size: tuple[int, int] | None, has_pts: bool, time_base) -> DecodedFrame:
+        """Copy one decoder surface into a frame-owned (H*3/2, W) array on this stream; record its ready event.
+
+        After a mid-stream resolution drop the decoder keeps its larger surfaces and packs the smaller
+        picture at their start; `size` (the decoder's current width, height) says how much is picture.
+        """
         import cupy  # noqa: PLC0415 - GPU stack
 
         with self.cuda_stream:
             view = cupy.from_dlpack(surface)
             if view.ndim == 3:  # some builds expose (H*3/2, W, 1)
                 view = view[..., 0]
+            width, height = view.shape[1], view.shape[0] * 2 // 3
+            if size is not None and size != (width, height) and size[0] * size[1] < width * height:
+                width, height = size
+                view = cupy.ascontiguousarray(view).ravel()[: width * height * 3 // 2].reshape(height * 3 // 2, width)
             image = cupy.empty(view.shape, cupy.uint8)
             image[...] = view
             ready = cupy.cuda.Event(block=False, disable_timing=True)
             ready.record(self.cuda_stream)
-        height = view.shape[0] * 2 // 3
         self.frames_decoded += 1
         pts = pts_to_ns(int(surface.getPTS()), time_base) if has_pts else PTS_UNKNOWN
-        return DecodedFrame(image=image, pts_ns=pts, width=int(view.shape[1]), height=height,
+        return DecodedFrame(image=image, pts_ns=pts, width=int(width), height=int(height),
                             pixel_format="nv12", ready_event=ready)
 
     def close(self) -> None:
@@ -143,6 +169,11 @@ class NvdecDecoder:
         if decoder is not None:
             self.cuda_stream.synchronize()
             del decoder
+
+
+def _nvc_error(nvc) -> type[BaseException]:
+    """PyNvVideoCodec's own exception type (not a RuntimeError subclass), or RuntimeError."""
+    return getattr(nvc, "PyNvVCException", RuntimeError)
 
 
 class _HostBytes:

@@ -1,0 +1,274 @@
+"""GPU benchmark: NVDEC decode, fused preprocess, GPU NMS, torch engine, and the end-to-end pipeline.
+
+    python benchmarks/gpu_bench.py --out OUT_DIR [--model M] [--clip C] [--quick]
+
+Writes OUT_DIR/gpu_bench.json and OUT_DIR/gpu_bench.md. The 1080p H.264 clip is made at start by
+upscaling a shared 768x432 clip with PyAV's libx264 (crf 23, GOP 30), so every run measures the same
+bitstream. End-to-end runs the real pipeline (`PipelineRunner`: StreamWorkers with NVDEC ->
+AlignedBuffer -> Detector on the torch engine, frames on the device until after NMS) on N looped
+streams and compares with decode-only throughput at the same stream count.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+log = logging.getLogger("gpu_bench")
+
+
+def make_1080p_clip(source: Path, target: Path, frames: int) -> Path:
+    """Upscale `source` to 1920x1080 H.264 (libx264 veryfast, crf 23, GOP 30, no B-frames limit)."""
+    import av
+
+    if target.exists():
+        return target
+    with av.open(str(source)) as src, av.open(str(target), "w") as out:
+        rate = src.streams.video[0].average_rate or 25
+        stream = out.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = 1920, 1080, "yuv420p"
+        stream.options = {"crf": "23", "g": "30", "preset": "veryfast"}
+        stream.codec_context.thread_count = 0
+        for i, frame in enumerate(src.decode(video=0)):
+            if i >= frames:
+                break
+            big = frame.reformat(width=1920, height=1080, format="yuv420p")
+            big.pts = None
+            for packet in stream.encode(big):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return target
+
+
+def decode_throughput(clip: Path, streams: int, seconds: float) -> dict:
+    """`streams` threads, each looping NVDEC decode of `clip`, for about `seconds`; total frames per second."""
+    from pipeline.config.models import StreamConfig
+    from pipeline.sources.nvdec import NvdecDecoder
+    from pipeline.sources.pyav import PyAvReader
+
+    counts = [0] * streams
+    stop = threading.Event()
+
+    def work(i: int) -> None:
+        config = StreamConfig(id=f"d{i}", url=str(clip), decode="nvdec")
+        while not stop.is_set():
+            reader = PyAvReader(config, make_decoder=NvdecDecoder)
+            for _ in reader.frames():
+                counts[i] += 1
+                if stop.is_set():
+                    break
+            reader.close()
+
+    threads = [threading.Thread(target=work, args=(i,), name=f"decode:d{i}", daemon=True) for i in range(streams)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    total = sum(counts)
+    elapsed = time.perf_counter() - start
+    stop.set()
+    for t in threads:
+        t.join(30)
+    return {"streams": streams, "fps": total / elapsed, "frames": total, "seconds": elapsed}
+
+
+def _time_gpu(fn, repeat: int, stream=None) -> float:
+    """Median milliseconds of `fn()` measured with CUDA events on `stream` (after 3 warm-ups)."""
+    import cupy
+
+    stream = stream or cupy.cuda.get_current_stream()
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record(stream)
+        fn()
+        end.record(stream)
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end))
+    return statistics.median(times)
+
+
+def preprocess_times(clip: Path, batch: int) -> list[dict]:
+    """Fused NV12 -> 416x416 FP16 letterbox of `batch` 1080p frames, antialiased and plain bilinear."""
+    import cupy
+
+    from pipeline.detect.preprocess import PreprocessSpec
+    from pipeline.detect.preprocess_gpu import GpuPreprocessor
+    from pipeline.types import Frame
+    from tests.gpu.helpers import decode_clip
+
+    decoded = decode_clip(clip, "nvdec", limit=batch)
+    frames = [Frame("b", i, d.pts_ns, 0, d.image, d.width, d.height, "nv12", d.ready_event)
+              for i, d in enumerate(decoded)]
+    frames = (frames * (batch // len(frames) + 1))[:batch]
+    spec = PreprocessSpec(416, 416, align="top_left", color="bgr", scale=1.0)
+    out = cupy.empty((batch, 3, 416, 416), cupy.float16)
+    rows = []
+    for antialias in (True, False):
+        pre = GpuPreprocessor(spec, antialias=antialias)
+        ms = _time_gpu(lambda: pre(frames, out), 20)
+        rows.append({"batch": batch, "antialias": antialias, "ms": ms, "frames_per_s": batch / ms * 1000})
+    return rows
+
+
+def nms_times(sizes=(1000, 10000, 50000)) -> list[dict]:
+    """GPU NMS vs torchvision.ops.batched_nms on random boxes (64 images, 80 classes), median ms."""
+    import cupy
+    import torch
+    import torchvision
+
+    from pipeline.detect import nms_gpu
+
+    rows = []
+    for m in sizes:
+        rng = np.random.default_rng(m)
+        xy = rng.uniform(0, 400, (m, 2)).astype(np.float32)
+        boxes = np.concatenate([xy, xy + rng.uniform(8, 80, (m, 2)).astype(np.float32)], 1)
+        scores = rng.uniform(0, 1, m).astype(np.float32)
+        classes = rng.integers(0, 80, m).astype(np.int32)
+        images = rng.integers(0, 64, m).astype(np.int32)
+        args = [cupy.asarray(a) for a in (boxes, scores, classes, images)]
+        ours = _time_gpu(lambda: nms_gpu.batched_nms(*args, 0.45, 300), 10)
+        tb, ts = torch.as_tensor(boxes, device="cuda"), torch.as_tensor(scores, device="cuda")
+        groups = torch.as_tensor(images.astype(np.int64) * 80 + classes, device="cuda")
+
+        def tv():
+            torchvision.ops.batched_nms(tb, ts, groups, 0.45)
+            torch.cuda.synchronize()
+
+        tv_ms = _time_gpu(tv, 10)
+        rows.append({"boxes": m, "ours_ms": ours, "torchvision_ms": tv_ms})
+    return rows
+
+
+def engine_throughput(model: Path, batches=(1, 8, 16, 32, 64, 128)) -> list[dict]:
+    """Torch engine images/s per batch size: FP16 with CUDA graphs, FP16 eager at 64, FP32 graphs at 64."""
+    import cupy
+
+    from pipeline.config.models import DetectorConfig
+    from pipeline.detect.engines.torch_engine import TorchEngine
+
+    rows = []
+    cases = [("fp16", True, b) for b in batches] + [("fp16", False, 64), ("fp32", True, 64)]
+    engines: dict = {}
+    for precision, graphs, batch in cases:
+        key = (precision, graphs)
+        if key not in engines:
+            config = DetectorConfig(model=model, precision=precision)
+            engines[key] = TorchEngine(model, config, max_batch=max(batches), use_cuda_graphs=graphs)
+        engine = engines[key]
+        buffer = engine.input_buffer(batch)
+        with engine.stream:
+            buffer[...] = cupy.random.uniform(0, 255, buffer.shape).astype(buffer.dtype)
+        ms = _time_gpu(lambda: engine.infer({"images": buffer}), 20, engine.stream)
+        rows.append({"precision": precision, "cuda_graphs": engine.graph_status == "cuda graphs", "batch": batch,
+                     "ms": ms, "images_per_s": batch / ms * 1000})
+    for engine in engines.values():
+        engine.close()
+    return rows
+
+
+def end_to_end(model: Path, clip: Path, streams: int, seconds: float, max_batch: int) -> dict:
+    """The real pipeline on `streams` looped copies of `clip` (NVDEC, torch FP16, no tracker/sinks)."""
+    from pipeline.config.models import DetectorConfig, LaneConfig, PipelineConfig, StreamConfig, TrackerConfig
+    from pipeline.runtime.runner import PipelineRunner
+
+    config = PipelineConfig(
+        streams=[StreamConfig(id=f"cam-{i}", url=str(clip), loop=True, decode="nvdec", ring_size=4)
+                 for i in range(streams)],
+        lanes=[LaneConfig(name="default", max_batch=max_batch, max_wait_ms=10)],
+        detector=DetectorConfig(model=model, engine="torch", precision="fp16"),
+        tracker=TrackerConfig(enabled=False),
+    )
+    runner = PipelineRunner(config)
+    snap = runner.run(duration_s=seconds)
+    lanes = snap.lanes.get("default", {})
+    return {"streams": streams, "fps": snap.frames_detected / snap.elapsed_s, "frames": snap.frames_detected,
+            "seconds": snap.elapsed_s, "batches": snap.batches, "engine": snap.engine,
+            "mean_batch": snap.frames_detected / max(snap.batches, 1), "infer_s": snap.infer_s, "lane": lanes}
+
+
+def write_markdown(results: dict, path: Path) -> None:
+    lines = [f"# GPU benchmark ({results['gpu']}, {results['date']})", ""]
+    lines += ["## NVDEC decode, 1080p H.264 (frames/s, all streams)", "| streams | fps |", "| --- | --- |"]
+    lines += [f"| {r['streams']} | {r['fps']:.0f} |" for r in results.get("decode", [])]
+    lines += ["", "## Fused NV12 -> 416x416 FP16 letterbox", "| batch | antialias | ms | frames/s |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r['batch']} | {r['antialias']} | {r['ms']:.3f} | {r['frames_per_s']:.0f} |" for r in results.get("preprocess", [])]
+    lines += ["", "## NMS (64 images, 80 classes)", "| boxes | ours ms | torchvision ms |", "| --- | --- | --- |"]
+    lines += [f"| {r['boxes']} | {r['ours_ms']:.2f} | {r['torchvision_ms']:.2f} |" for r in results.get("nms", [])]
+    lines += ["", "## Torch engine, YOLOX-Nano 416", "| precision | CUDA graphs | batch | ms | img/s |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['precision']} | {r['cuda_graphs']} | {r['batch']} | {r['ms']:.2f} | {r['images_per_s']:.0f} |"
+              for r in results.get("engine", [])]
+    if "end_to_end" in results:
+        e = results["end_to_end"]
+        lines += ["", "## End to end", f"{e['streams']} looped 1080p streams: {e['fps']:.0f} frames/s detected "
+                  f"(mean batch {e['mean_batch']:.1f}, engine {e['engine']}); decode-only at the same stream count: "
+                  f"{results.get('decode_only_same_streams', float('nan')):.0f} fps; ratio {results.get('e2e_ratio', float('nan')):.2f}"]
+    for name, error in results.get("errors", {}).items():
+        lines += ["", f"**{name} failed**: {error}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--model", type=Path, default=REPO / ".device/shared/models/yolox_nano_416_dynbatch.onnx")
+    parser.add_argument("--clip", type=Path, default=REPO / ".device/shared/media/car-detection.mp4")
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 16, 32, 64])
+    parser.add_argument("--decode-seconds", type=float, default=6.0)
+    parser.add_argument("--e2e-streams", type=int, default=64)
+    parser.add_argument("--e2e-seconds", type=float, default=25.0)
+    parser.add_argument("--max-batch", type=int, default=64)
+    parser.add_argument("--only", nargs="*", default=None, help="sections: decode preprocess nms engine e2e")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import cupy
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    gpu = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    results: dict = {"gpu": gpu, "date": time.strftime("%Y-%m-%d"), "errors": {}}
+    clip = make_1080p_clip(args.clip, args.out / "clip1080.mp4", frames=300)
+    sections = {
+        "decode": lambda: [decode_throughput(clip, n, args.decode_seconds) for n in args.streams],
+        "preprocess": lambda: preprocess_times(clip, args.max_batch),
+        "nms": nms_times,
+        "engine": lambda: engine_throughput(args.model),
+        "end_to_end": lambda: end_to_end(args.model, clip, args.e2e_streams, args.e2e_seconds, args.max_batch),
+    }
+    for name, run in sections.items():
+        if args.only is not None and name not in args.only and not (name == "end_to_end" and "e2e" in args.only):
+            continue
+        log.info("section %s", name)
+        try:
+            results[name] = run()
+        except Exception as exc:  # noqa: BLE001 - one failed section must not lose the others' numbers
+            log.exception("section %s failed", name)
+            results["errors"][name] = f"{type(exc).__name__}: {exc}"
+        (args.out / "gpu_bench.json").write_text(json.dumps(results, indent=2, default=str))
+    if "end_to_end" in results:
+        same = [r["fps"] for r in results.get("decode", []) if r["streams"] == args.e2e_streams]
+        if same:
+            results["decode_only_same_streams"] = same[0]
+            results["e2e_ratio"] = results["end_to_end"]["fps"] / same[0]
+    (args.out / "gpu_bench.json").write_text(json.dumps(results, indent=2, default=str))
+    write_markdown(results, args.out / "gpu_bench.md")
+    print((args.out / "gpu_bench.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Frames for INT8 calibration, sampled from the configured streams and preprocessed like live frames."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import numpy as np
+
+from pipeline.config.models import PipelineConfig, StreamConfig
+from pipeline.detect import heads, preprocess
+from pipeline.detect.detector import _input_size, _preprocess_spec
+from pipeline.detect.engines.onnxruntime import read_model_info
+from pipeline.errors import PipelineError
+from pipeline.sources import open_reader
+from pipeline.types import Frame, frame_to_rgb
+
+log = logging.getLogger(__name__)
+
+
+def sample_calibration_inputs(config: PipelineConfig, every: int = 5, per_stream_s: float = 30.0) -> list[np.ndarray]:
+    """Up to `detector.calibration_frames` (C, H, W) float32 model inputs, spread over the streams.
+
+    Every `every`-th frame is taken (neighbouring frames teach the calibrator little); a stream
+    gives at most `per_stream_s` seconds of reading, and one that cannot be read is skipped.
+    """
+    detector = config.detector
+    signature, _ = read_model_info(detector.model)
+    head = heads.detect_head(signature, detector.head)
+    spec = _preprocess_spec(head, _input_size(signature, detector), detector)
+    per_stream = math.ceil(detector.calibration_frames / len(config.streams))
+    inputs: list[np.ndarray] = []
+    for stream in config.streams:
+        images = _sample_stream(stream.model_copy(update={"decode": "cpu"}), per_stream, every, per_stream_s)
+        for start in range(0, len(images), 16):
+            chunk = images[start : start + 16]
+            batch = preprocess.allocate(len(chunk), spec)
+            preprocess.preprocess_into(chunk, spec, batch)
+            inputs.extend(batch)
+    log.info("calibration: %d frames from %d streams", len(inputs), len(config.streams))
+    return inputs[: detector.calibration_frames]
+
+
+def _sample_stream(stream: StreamConfig, count: int, every: int, limit_s: float) -> list:
+    reader = open_reader(stream)
+    taken: list = []
+    deadline = time.monotonic() + limit_s
+    try:
+        for i, decoded in enumerate(reader.frames()):
+            if i % every == 0:
+                taken.append(_host_image(decoded))
+            if len(taken) >= count or time.monotonic() > deadline:
+                break
+    except PipelineError as exc:
+        log.warning("calibration: stream '%s' skipped: %s", stream.id, exc)
+    finally:
+        reader.close()
+    return taken
+
+
+def _host_image(decoded):
+    frame = Frame("calibration", 0, decoded.pts_ns, 0, decoded.image, decoded.width, decoded.height, decoded.pixel_format)
+    return frame.image if frame.pixel_format in ("rgb24", "avframe") else frame_to_rgb(frame)
+

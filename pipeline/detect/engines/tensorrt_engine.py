@@ -1,0 +1,247 @@
+"""TensorRT engine, written to the TensorRT 10 Python API: build from ONNX once, cache, run on the pipeline's stream.
+
+Build: `Builder` -> network from `OnnxParser` -> one optimisation profile (batch 1 / opt / max)
+-> FP16 (or INT8 with an `IInt8EntropyCalibrator2` fed by frames from the configured streams, its
+cache on disk) -> `build_serialized_network`, with a timing cache on disk. The engine file is keyed
+by ONNX hash + TensorRT version + GPU + compute capability + precision + profile (trt_keys.py) and
+rebuilt whenever that key changes. Run: `set_input_shape`, `set_tensor_address` for every I/O
+tensor, `execute_async_v3` on the engine's CUDA stream (shared with CuPy, like the torch engine).
+
+TensorRT cannot be installed on the machines this project is developed on, so this module is
+imported lazily and its pure logic (keys, profiles, calibration batching) lives in trt_keys.py.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from pipeline.config.models import DetectorConfig
+from pipeline.detect.engines import trt_keys
+from pipeline.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+WORKSPACE_BYTES = 4 << 30
+
+
+class TensorRTEngine:
+    """Attributes: name, max_batch, input_dtype (numpy), stream (CuPy), key (trt_keys.EngineKey), built (bool).
+
+    calibration_images: (C, H, W) float32 preprocessed frames for INT8 (used only when no
+    calibration cache exists); opt_batch: the batch TensorRT tunes for (default max_batch).
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, model_path: Path, config: DetectorConfig, max_batch: int,
+                 calibration_images: Iterable[np.ndarray] | None = None, opt_batch: int | None = None):
+        import cupy  # noqa: PLC0415 - GPU only
+        import tensorrt as trt  # noqa: PLC0415 - optional, see module docstring
+
+        self._trt = trt
+        self.max_batch = max_batch
+        self.model_path = Path(model_path).expanduser()
+        if not self.model_path.is_file():
+            raise EngineError(f"model file '{self.model_path}' does not exist; set detector.model to an ONNX file")
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        with cupy.cuda.Device(config.device):
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+            props = cupy.cuda.runtime.getDeviceProperties(config.device)
+        gpu_name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+        chw, input_name = _input_chw(self.model_path, config)
+        profile = trt_keys.profile_for(input_name, chw, max_batch, opt_batch)
+        self.key = trt_keys.EngineKey(
+            onnx_sha256=trt_keys.file_sha256(self.model_path), tensorrt_version=trt.__version__,
+            gpu_name=gpu_name, compute_capability=f"{props['major']}.{props['minor']}",
+            precision=config.precision, profiles=(profile,),
+        )  # fmt: skip
+        cache_dir = Path(config.engine_cache_dir).expanduser()
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        self.paths = trt_keys.cache_paths(cache_dir, self.model_path, self.key, config.calibration_frames)
+        self.built = not self.paths.engine.is_file()
+        if self.built:
+            self._build(config, calibration_images)
+        self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(self.paths.engine.read_bytes())
+        if self.engine is None:
+            raise EngineError(f"TensorRT cannot load '{self.paths.engine}'; delete it to rebuild")
+        self.context = self.engine.create_execution_context()
+        self._io = _io_tensors(trt, self.engine)
+        self.input_dtype = np.dtype(self._io[input_name][1])
+        self._input_name = input_name
+        self._buffers: dict[str, Any] = {}
+        log.info("tensorrt engine %s (%s, %s)", self.paths.engine, "built" if self.built else "cached", self.key.describe())
+
+    def _build(self, config: DetectorConfig, calibration_images) -> None:
+        """Parse the ONNX file, build with the key's profile and precision, write engine + caches."""
+        trt = self._trt
+        builder = trt.Builder(self.logger)
+        network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+        parser = trt.OnnxParser(network, self.logger)
+        if not parser.parse(self.model_path.read_bytes()):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise EngineError(f"TensorRT cannot parse '{self.model_path}': {errors}")
+        build = builder.create_builder_config()
+        build.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+        profile = builder.create_optimization_profile()
+        for p in self.key.profiles:
+            profile.set_shape(p.name, p.min, p.opt, p.max)
+        build.add_optimization_profile(profile)
+        if config.precision in ("fp16", "int8"):
+            build.set_flag(trt.BuilderFlag.FP16)
+        if config.precision == "int8":
+            build.set_flag(trt.BuilderFlag.INT8)
+            build.int8_calibrator = self._calibrator(calibration_images)
+            build.set_calibration_profile(profile)
+        timing = build.create_timing_cache(self.paths.timing.read_bytes() if self.paths.timing.is_file() else b"")
+        build.set_timing_cache(timing, ignore_mismatch=False)
+        log.info("building TensorRT engine for %s (%s); this takes minutes once", self.model_path, self.key.describe())
+        serialized = builder.build_serialized_network(network, build)
+        if serialized is None:
+            raise EngineError(f"TensorRT failed to build '{self.model_path}' ({self.key.describe()}); see the log above")
+        self.paths.engine.write_bytes(bytes(serialized))
+        self.paths.timing.write_bytes(bytes(timing.serialize()))
+        self.paths.meta.write_text(json.dumps({"key": self.key.digest(), "describe": self.key.describe()}))
+
+    def _calibrator(self, images):
+        cache = self.paths.calibration
+        if images is None and not cache.is_file():
+            raise EngineError(
+                f"int8 needs calibration frames for '{self.model_path}': run `build-engine` with the config "
+                f"(it samples detector.calibration_frames from the streams) or use precision fp16"
+            )
+        profile = self.key.profiles[0]
+        batches = trt_keys.calibration_batches(images or [], profile.opt[0], 1 << 30)
+        return make_calibrator(self._trt, batches, profile.opt[0], cache)
+
+    def input_buffer(self, rows: int, name: str | None = None):
+        """A (rows, C, H, W) CuPy view of the engine's own input, to write into in place."""
+        return self._buffer(name or self._input_name, rows)[:rows]
+
+    def _buffer(self, name: str, rows: int):
+        import cupy  # noqa: PLC0415 - GPU only
+
+        if name not in self._buffers:
+            shape, dtype = self._io[name]
+            self._buffers[name] = cupy.empty((self.max_batch, *shape[1:]), dtype)
+        return self._buffers[name]
+
+    def infer(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Run one batch of B <= max_batch rows on `self.stream`; returns CuPy outputs (views, valid until next call)."""
+        import cupy  # noqa: PLC0415 - GPU only
+
+        rows = int(next(iter(inputs.values())).shape[0])
+        if rows > self.max_batch:
+            raise EngineError(f"tensorrt: batch of {rows} exceeds the engine's max_batch {self.max_batch}")
+        trt = self._trt
+        outputs = {}
+        with self.stream:
+            for name, (shape, dtype) in self._io.items():
+                target = self._buffer(name, rows)
+                if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                    value = inputs[name]
+                    if not (isinstance(value, cupy.ndarray) and value.data.ptr == target.data.ptr):
+                        target[:rows] = cupy.asarray(value).astype(dtype, copy=False)
+                    self.context.set_input_shape(name, (rows, *shape[1:]))
+                else:
+                    outputs[name] = target[:rows]
+                self.context.set_tensor_address(name, target.data.ptr)
+            if not self.context.execute_async_v3(self.stream.ptr):
+                raise EngineError(f"tensorrt: execute_async_v3 failed for '{self.model_path}'")
+        return {name: out.astype(np.float32) if out.dtype == np.float16 else out for name, out in outputs.items()}
+
+    def close(self) -> None:
+        self.stream.synchronize()
+        self._buffers.clear()
+        self.context = None
+        self.engine = None
+
+
+def make_calibrator(trt, batches, batch_size: int, cache_path: Path):
+    """An IInt8EntropyCalibrator2 that uploads each host batch to the device and reads/writes `cache_path`."""
+    import cupy  # noqa: PLC0415 - GPU only
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self._batches = iter(batches)
+            self._device = None  # keeps the current batch alive while TensorRT reads it
+
+        def get_batch_size(self) -> int:
+            return batch_size
+
+        def get_batch(self, names):
+            batch = next(self._batches, None)
+            if batch is None:
+                return None
+            self._device = cupy.asarray(batch)
+            return [int(self._device.data.ptr)] * len(names)
+
+        def read_calibration_cache(self):
+            return cache_path.read_bytes() if cache_path.is_file() else None
+
+        def write_calibration_cache(self, cache) -> None:
+            cache_path.write_bytes(bytes(cache))
+
+    return EntropyCalibrator()
+
+
+def _io_tensors(trt, engine) -> dict[str, tuple[tuple, Any]]:
+    """name -> (shape with -1 for dynamic dims, numpy dtype) for every I/O tensor, in engine order."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    return {n: (tuple(engine.get_tensor_shape(n)), trt.nptype(engine.get_tensor_dtype(n))) for n in names}
+
+
+def _input_chw(model_path: Path, config: DetectorConfig) -> tuple[tuple[int, int, int], str]:
+    """(C, H, W) and name of the model's image input; config.input_size fills dynamic H, W."""
+    import onnx  # noqa: PLC0415 - GPU extra
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    first = next(v for v in graph.input if v.name not in initializers)
+    dims = [d.dim_value for d in first.type.tensor_type.shape.dim]
+    c, h, w = (dims[1:] + [0, 0, 0])[:3]
+    if config.input_size is not None:
+        w, h = config.input_size
+    if not (c and h and w):
+        raise EngineError(f"model '{model_path}' has a dynamic input size; set detector.input_size: [width, height]")
+    return (c, h, w), first.name
+
+
+def efficient_nms_plugin(trt, score_threshold: float, iou_threshold: float, max_detections: int):
+    """The optional EfficientNMS_TRT plugin for networks whose outputs are boxes [B,N,4] and scores [B,N,C].
+
+    Returns the plugin object (to add with `network.add_plugin_v2([boxes, scores], plugin)`), or None
+    when this TensorRT build has no such plugin. Its results can differ from the reference NMS in
+    ties, so the pipeline's default is its own GPU NMS.
+    """
+    creator = trt.get_plugin_registry().get_plugin_creator("EfficientNMS_TRT", "1")
+    if creator is None:
+        return None
+    fields = [
+        trt.PluginField("score_threshold", np.array([score_threshold], np.float32), trt.PluginFieldType.FLOAT32),
+        trt.PluginField("iou_threshold", np.array([iou_threshold], np.float32), trt.PluginFieldType.FLOAT32),
+        trt.PluginField("max_output_boxes", np.array([max_detections], np.int32), trt.PluginFieldType.INT32),
+        trt.PluginField("background_class", np.array([-1], np.int32), trt.PluginFieldType.INT32),
+        trt.PluginField("score_activation", np.array([0], np.int32), trt.PluginFieldType.INT32),
+        trt.PluginField("box_coding", np.array([0], np.int32), trt.PluginFieldType.INT32),
+    ]
+    return creator.create_plugin("efficient_nms", trt.PluginFieldCollection(fields))
+
+
+def build_engine_for_config(config) -> str:
+    """`build-engine`: build (or find cached) the TensorRT engine a PipelineConfig will use; returns where it is.
+
+    INT8 samples `detector.calibration_frames` frames from the configured streams first.
+    """
+    from pipeline.detect.calibration import sample_calibration_inputs  # noqa: PLC0415
+
+    max_batch = config.detector.max_batch or max(lane.max_batch for lane in config.lanes)
+    images = sample_calibration_inputs(config) if config.detector.precision == "int8" else None
+    engine = TensorRTEngine(config.detector.model, config.detector, max_batch, calibration_images=images)
+    state = "built" if engine.built else "already cached"
+    engine.close()
+    return f"TensorRT engine {state}: {engine.paths.engine} ({engine.key.describe()})"

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# GPU suite: the gpu-marked pytest suite and benchmarks/gpu_bench.py, results into OUT_DIR.
+#
+# Usage, from the repository root on a machine with an NVIDIA GPU:
+#   bash scripts/gpu_suite.sh OUT_DIR [--tests-only | --bench-only] [extra gpu_bench.py args...]
+# Writes OUT_DIR/junit.xml, OUT_DIR/pytest.log, OUT_DIR/report.jsonl (numbers the tests measured),
+# OUT_DIR/gpu_bench.json, OUT_DIR/gpu_bench.md and OUT_DIR/bench.log.
+#
+# Needs on PYTHONPATH: torch, cupy, PyNvVideoCodec, PyAV, onnx2torch, onnxruntime, pydantic (the
+# project's GPU extra). Shared clips/models are read from $STREAMWEAVE_SHARED, .device/shared or
+# ../shared (tests/gpu/helpers.py). The device-tool recipe is in docs/GPU.md.
+set -uo pipefail
+out=${1:?usage: scripts/gpu_suite.sh OUT_DIR [--tests-only|--bench-only] [gpu_bench args]}
+shift
+mode=all
+case "${1:-}" in --tests-only|--bench-only) mode=$1; shift ;; esac
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 GPU_REPORT="$out/report.jsonl"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+python=${PYTHON:-python3}
+status=0
+if [ "$mode" != --bench-only ]; then
+  "$python" -m pytest tests/gpu -q -p no:cacheprovider -o addopts="" --junitxml="$out/junit.xml" \
+    --durations=10 2>&1 | grep -v '^x265 \[info\]' | tee "$out/pytest.log"
+  status=${PIPESTATUS[0]}
+fi
+if [ "$mode" != --tests-only ]; then
+  "$python" benchmarks/gpu_bench.py --out "$out" "$@" 2>&1 | tee "$out/bench.log" | grep -v ' INFO '
+  bench=${PIPESTATUS[0]}
+  [ "$status" -eq 0 ] && status=$bench
+fi
+rm -f "$out/clip1080.mp4"
+exit "$status"
