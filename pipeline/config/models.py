@@ -201,6 +201,12 @@ class RuntimeConfig(Strict):
     sink_queue_size: int = Field(256, ge=1, description="frames waiting per sink worker before inference blocks")
     outbox_path: Path = Field(Path("runs/outbox.db"), description="SQLite outbox that holds events until delivered")
     duration_s: float | None = Field(None, gt=0, description="stop after this long (None = until files end or Ctrl-C); --duration overrides")
+    switch_interval_ms: float | None = Field(
+        None, gt=0, le=100,
+        description="Python's thread switch interval; None = 0.5 ms with a GPU engine (the inference thread "
+        "gets the interpreter back quickly after each GPU wait instead of queueing behind decode threads), "
+        "Python's default 5 ms on the CPU",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     progress_interval_s: float = Field(1.0, gt=0)
 

@@ -9,6 +9,7 @@ sources stop, the buffer drains through the detector, the sinks flush, the outbo
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -83,6 +84,20 @@ class PipelineRunner:
     def run(self, duration_s: float | None = None, on_progress: Callable[[Snapshot], None] | None = None,
             progress_interval_s: float = 1.0) -> Snapshot:
         self._started = time.monotonic()
+        previous_interval = sys.getswitchinterval()
+        sys.setswitchinterval(self._switch_interval_s())
+        try:
+            return self._run(duration_s, on_progress, progress_interval_s)
+        finally:
+            sys.setswitchinterval(previous_interval)
+
+    def _switch_interval_s(self) -> float:
+        configured = self.config.runtime.switch_interval_ms
+        if configured is not None:
+            return configured / 1000
+        return 0.0005 if self.detector.engine_name in ("tensorrt", "torch", "onnxruntime-cuda") else sys.getswitchinterval()
+
+    def _run(self, duration_s, on_progress, progress_interval_s) -> Snapshot:
         self.outputs.open()
         self.router.start()
         for worker in self.workers:

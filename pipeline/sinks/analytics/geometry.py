@@ -56,3 +56,13 @@ def signed_distance(points: np.ndarray, start, end) -> tuple[np.ndarray, np.ndar
     cross = d[0] * rel[:, 1] - d[1] * rel[:, 0]
     along = (rel @ d) / length**2
     return cross / length, along
+
+
+def distance_to_boundary(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Distance (pixels) of `points (N, 2)` to the nearest edge of `polygon (V, 2)`; returns (N,) float64."""
+    points = np.asarray(points, np.float64).reshape(-1, 1, 2)
+    a = np.asarray(polygon, np.float64)
+    d = np.roll(a, -1, axis=0) - a  # (V, 2) edge vectors
+    t = np.clip(((points - a) * d).sum(-1) / np.maximum((d * d).sum(-1), 1e-12), 0.0, 1.0)  # (N, V)
+    nearest = a + t[..., None] * d
+    return np.sqrt(((points - nearest) ** 2).sum(-1)).min(axis=1)

@@ -7,7 +7,7 @@ import numpy as np
 
 from pipeline.config.models import ZoneConfig
 from pipeline.sinks.analytics.common import class_ids_for, new_event, row_filter
-from pipeline.sinks.analytics.geometry import anchor_points, points_in_polygon
+from pipeline.sinks.analytics.geometry import anchor_points, distance_to_boundary, points_in_polygon
 from pipeline.types import Event
 
 NS = 1_000_000_000
@@ -30,18 +30,23 @@ class ZoneMonitor:
     """Enter/exit/dwell/occupancy of one polygon zone for one stream.
 
     A track is inside when its anchor point is inside the polygon and it passes the zone's class and
-    `min_score` filters. A track that stops being reported (or is filtered out, e.g. a coasting row with
+    `min_score` filters. The state changes only when the anchor is more than a band of `hysteresis` x
+    box height (at least `min_band_px`) inside or outside the edge, so a box jittering on the edge
+    does not enter and leave over and over (a larger band delays enter/exit a little). A track that stops being reported (or is filtered out, e.g. a coasting row with
     score 0 under `min_score > 0`) is not "outside": its visit ends with reason "lost" only after
     `max_missing_s` seconds unseen; larger values ride out longer occlusions but report exits later.
     """
 
-    def __init__(self, stream_id: str, config: ZoneConfig, class_names: list[str], max_missing_s: float = 2.0):
+    def __init__(self, stream_id: str, config: ZoneConfig, class_names: list[str], max_missing_s: float = 2.0,
+                 hysteresis: float = 0.1, min_band_px: float = 2.0):
         self.stream_id = stream_id
         self.config = config
         self.name = config.name
         self.polygon = np.asarray(config.polygon, np.float64)
         self.allowed = class_ids_for(config.classes, class_names, f"zone '{config.name}'")
         self.max_missing_ns = int(max_missing_s * NS)
+        self.hysteresis = hysteresis
+        self.min_band_px = min_band_px
         self.inside: dict[int, Visit] = {}
         self.entered_total = 0
 
@@ -53,11 +58,18 @@ class ZoneMonitor:
                xyxy: np.ndarray) -> list[Event]:
         """One frame of tracked rows (N,) / (N, 4) pixels at `ts_ns`; returns zone_enter / zone_exit events."""
         keep = row_filter(class_id, score, self.allowed, self.config.min_score) & (track_id >= 0)
-        ids, classes = track_id[keep], class_id[keep]
-        inside = points_in_polygon(anchor_points(xyxy[keep], self.config.anchor), self.polygon)
+        ids, classes, boxes = track_id[keep], class_id[keep], np.asarray(xyxy, np.float64)[keep]
+        anchors = anchor_points(boxes, self.config.anchor)
+        inside = points_in_polygon(anchors, self.polygon)
+        band = np.maximum(self.hysteresis * (boxes[:, 3] - boxes[:, 1]), self.min_band_px)
+        clear = distance_to_boundary(anchors, self.polygon) > band  # far enough from the edge to decide
         events = []
-        for tid, cid, is_in in zip(ids.tolist(), classes.tolist(), inside.tolist()):
+        for tid, cid, is_in, decided in zip(ids.tolist(), classes.tolist(), inside.tolist(), clear.tolist()):
             visit = self.inside.get(tid)
+            if not decided:
+                if visit is not None:
+                    visit.last_seen_ns = ts_ns
+                continue
             if is_in and visit is None:
                 self.inside[tid] = Visit(tid, cid, ts_ns, ts_ns)
                 self.entered_total += 1

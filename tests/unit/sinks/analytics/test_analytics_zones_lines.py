@@ -1,5 +1,5 @@
 import pytest
-from support.tracks import CLASS_NAMES, run
+from tests.support.tracks import CLASS_NAMES, run
 
 from pipeline.config.models import LineConfig, ZoneConfig
 from pipeline.errors import ConfigError
@@ -42,6 +42,14 @@ def test_zone_visit_ends_as_lost_when_the_track_disappears():
     events = run(s, frames)
     assert [(e.kind, e.payload.get("reason")) for e in events] == [("zone_enter", None), ("zone_exit", "lost")]
     assert events[1].ts_ns - events[0].ts_ns > 2_000_000_000
+
+
+def test_jitter_on_a_zone_edge_does_not_enter_and_leave_again():
+    s = stage(zones=[ZoneConfig(name="square", polygon=SQUARE)])
+    walk = [[(1, x, 200)] for x in (60, 80, 99, 101, 98, 103, 97, 102, 130, 160, 200)]  # 60 px tall: band 6 px
+    events = run(s, walk)
+    assert [e.kind for e in events] == ["zone_enter"]
+    assert events[0].ts_ns == 8 * 100_000_000  # decided only at x = 130, clear of the edge
 
 
 def test_zone_class_and_score_filters():
