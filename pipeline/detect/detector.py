@@ -83,16 +83,7 @@ class Detector:
         return self._in_chunks(images, self._detect_host)
 
     def _in_chunks(self, items: list, detect) -> tuple[Detections, np.ndarray, np.ndarray]:
-        parts, scales, pads = [], [], []
-        for start in range(0, len(items), self.max_batch):
-            found, scale, pad = detect(items[start : start + self.max_batch])
-            found.frame_idx += start
-            parts.append(found)
-            scales.append(scale)
-            pads.append(pad)
-        if not parts:
-            return Detections.empty(), np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
-        return Detections.concat(parts), np.concatenate(scales), np.concatenate(pads)
+        return in_chunks(items, self.max_batch, detect)
 
     def _detect_host(self, images: list[np.ndarray]) -> tuple[Detections, np.ndarray, np.ndarray]:
         buffer = self._buffer(len(images))
@@ -129,6 +120,21 @@ class Detector:
 
     def close(self) -> None:
         self.engine.close()
+
+
+def in_chunks(items, size: int, detect) -> tuple[Detections, np.ndarray, np.ndarray]:
+    """Run `detect(chunk) -> (Detections, scale, pad)` on chunks of at most `size` items and join the
+    results, with frame_idx counted over all items."""
+    parts, scales, pads = [], [], []
+    for start in range(0, len(items), size):
+        found, scale, pad = detect(items[start : start + size])
+        found.frame_idx += start
+        parts.append(found)
+        scales.append(scale)
+        pads.append(pad)
+    if not parts:
+        return Detections.empty(), np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
+    return Detections.concat(parts), np.concatenate(scales), np.concatenate(pads)
 
 
 def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorConfig, class_filter=None) -> Detections:

@@ -43,16 +43,9 @@ class GpuDetectStep:
 
     def __call__(self, frames: Sequence[Frame]) -> tuple[Detections, np.ndarray, np.ndarray]:
         """Host Detections (frame_idx = row), scale (B, 2) and pad (B, 2) float32, for every frame."""
-        parts, scales, pads = [], [], []
-        for start in range(0, len(frames), self.engine.max_batch):
-            found, scale, pad = self._chunk(frames[start : start + self.engine.max_batch])
-            found.frame_idx += start
-            parts.append(found)
-            scales.append(scale)
-            pads.append(pad)
-        if not parts:
-            return Detections.empty(), np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
-        return Detections.concat(parts), np.concatenate(scales), np.concatenate(pads)
+        from pipeline.detect.detector import in_chunks  # noqa: PLC0415 - detector imports this module lazily
+
+        return in_chunks(frames, self.engine.max_batch, self._chunk)
 
     def device_detections(self, frames: Sequence[Frame]) -> tuple[Detections, np.ndarray, np.ndarray]:
         """Like `__call__` for one chunk, but the Detections stay on the device (CuPy) and unsynchronised."""

@@ -31,7 +31,7 @@ import numpy as np
 
 from pipeline.config.models import AlertRule, MediaOutput
 from pipeline.errors import SinkError
-from pipeline.types import Event, Frame, FrameResult, frame_to_rgb
+from pipeline.types import Event, FrameResult, frame_to_rgb
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import shared_file
+from tests.conftest import shared_file
 
 from pipeline.config.models import TrackerConfig
 from pipeline.sinks.tracking import mot_io

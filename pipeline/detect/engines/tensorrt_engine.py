@@ -240,6 +240,14 @@ def build_engine_for_config(config) -> str:
     from pipeline.detect.calibration import sample_calibration_inputs  # noqa: PLC0415
 
     max_batch = config.detector.max_batch or max(lane.max_batch for lane in config.lanes)
+    try:
+        import cupy  # noqa: F401, PLC0415 - checked first so the error says what is missing
+        import tensorrt  # noqa: F401, PLC0415
+    except ImportError as exc:
+        raise EngineError(
+            f"build-engine needs TensorRT and CuPy on an NVIDIA GPU machine ({exc}); "
+            "install the project's gpu and tensorrt extras there"
+        ) from None
     images = sample_calibration_inputs(config) if config.detector.precision == "int8" else None
     engine = TensorRTEngine(config.detector.model, config.detector, max_batch, calibration_images=images)
     state = "built" if engine.built else "already cached"

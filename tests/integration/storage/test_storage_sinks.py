@@ -2,7 +2,6 @@
 MOT17-05 ground truth replayed as tracked detections."""
 from __future__ import annotations
 
-import math
 import sqlite3
 import time
 from collections import Counter

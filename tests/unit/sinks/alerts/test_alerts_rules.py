@@ -1,5 +1,5 @@
 import pytest
-from support.tracks import CLASS_NAMES, run
+from tests.support.tracks import CLASS_NAMES, run
 
 from pipeline.config.models import AlertRule, LineConfig, ZoneConfig
 from pipeline.errors import ConfigError
