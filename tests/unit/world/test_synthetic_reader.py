@@ -1,0 +1,52 @@
+"""SyntheticReader: a live camera made of the synthetic world."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.sources.synthetic import SyntheticReader
+from samples.world import World
+
+
+def test_yields_integer_pts_at_the_requested_size_and_stops_after_frames():
+    reader = SyntheticReader("synthetic://junction?seed=2&fps=12&size=320x176&frames=5&realtime=0")
+    frames = list(reader.frames())
+    assert [f.pts_ns for f in frames] == [round(i * 1e9 / 12) for i in range(5)]
+    assert all(type(f.pts_ns) is int for f in frames)
+    assert all(f.image.shape == (176, 320, 3) and (f.width, f.height) == (320, 176) for f in frames)
+    assert frames[0].pixel_format == "rgb24" and not reader.live
+    assert np.array_equal(frames[3].image, World("junction", 2, (320, 176), 12).render(3)[0])
+
+
+def test_realtime_stream_is_paced_on_the_wall_clock():
+    reader = SyntheticReader("synthetic://plaza?fps=20&size=160x96&frames=6")
+    start = time.monotonic()
+    assert len(list(reader.frames())) == 6 and reader.live
+    assert time.monotonic() - start >= 5 / 20 - 0.01
+
+
+def test_a_late_consumer_skips_frames_like_a_live_camera():
+    now = [0.0]
+    reader = SyntheticReader("synthetic://plaza?fps=10&size=160x96", clock=lambda: now[0])
+    it = reader.frames()
+    assert next(it).pts_ns == 0
+    now[0] = 1.05  # the consumer came back 1 s later: frame 10 is due
+    assert next(it).pts_ns == round(10 * 1e9 / 10)
+    assert reader.skipped == 9
+
+
+def test_close_from_another_thread_ends_an_endless_stream():
+    reader = SyntheticReader("synthetic://street?fps=5&size=160x96")
+    threading.Timer(0.3, reader.close).start()
+    start = time.monotonic()
+    n = sum(1 for _ in reader.frames())
+    assert 1 <= n <= 3 and time.monotonic() - start < 1.5
+
+
+@pytest.mark.parametrize("url", ["synthetic://mars?seed=1", "synthetic://plaza?size=12x7",
+                                 "synthetic://plaza?colour=red", "synthetic://plaza?fps=0"])
+def test_bad_urls_raise_config_errors_that_name_the_url(url):
+    with pytest.raises(ConfigError, match="synthetic://"):
+        SyntheticReader(url)
