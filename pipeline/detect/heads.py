@@ -202,11 +202,19 @@ def decode_yolox(raw, input_wh: tuple[int, int], min_score: float = 0.0) -> Head
             f"YOLOX output has {raw.shape[1]} points but a {input_wh[0]}x{input_wh[1]} input gives "
             f"{grid.shape[0]}; check detector.input_size or detector.head"
         )
+    scores, class_ids = _best_class(raw[..., 5:], objectness=raw[..., 4], min_score=min_score)
+    if xp is np and min_score > 0:  # boxes only where a score can pass; the others stay 0 (never used)
+        rows, points = np.nonzero(scores >= min_score)
+        boxes = np.zeros((*raw.shape[:2], 4), np.float32)
+        boxes[rows, points] = _yolox_boxes(raw[rows, points], grid[points], stride[points], xp)
+        return HeadOutput(boxes, scores, class_ids)
+    return HeadOutput(_yolox_boxes(raw, grid, stride, xp), scores, class_ids)
+
+
+def _yolox_boxes(raw, grid, stride, xp):
     xy = (raw[..., 0:2] + grid) * stride
     wh = xp.exp(raw[..., 2:4]) * stride
-    boxes = cxcywh_to_xyxy(xp.concatenate([xy, wh], axis=-1)).astype(np.float32)
-    scores, class_ids = _best_class(raw[..., 5:], objectness=raw[..., 4], min_score=min_score)
-    return HeadOutput(boxes, scores, class_ids)
+    return cxcywh_to_xyxy(xp.concatenate([xy, wh], axis=-1)).astype(np.float32)
 
 
 def decode_end2end(raw) -> HeadOutput:

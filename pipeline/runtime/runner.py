@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from pipeline.align.buffer import AlignedBuffer
 from pipeline.config.models import PipelineConfig
 from pipeline.detect.detector import Detector
@@ -161,10 +163,11 @@ class PipelineRunner:
                 self._batches += 1
                 self._frames += len(batch)
                 self._detections += len(detections)
-                rows = detections.frame_idx
+                by_row = detections[np.argsort(detections.frame_idx, kind="stable")]
+                bounds = np.searchsorted(by_row.frame_idx, np.arange(len(batch) + 1))
                 for row, frame in enumerate(batch.frames):
                     self._last_pts[frame.stream_id] = frame.pts_ns
-                    self.router.submit(FrameResult(frame, detections[rows == row]))
+                    self.router.submit(FrameResult(frame, by_row[bounds[row] : bounds[row + 1]]))
             finally:
                 self._serving += 1
                 self._turn.notify_all()
