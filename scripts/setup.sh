@@ -14,9 +14,10 @@ sudo_cmd=()
 
 apt_pkgs=()
 python3 -c "import venv, ensurepip" 2>/dev/null || apt_pkgs+=(python3-venv)
+apt_pkgs+=(mosquitto)  # the demo's local MQTT broker
 if (( with_tests )); then
   apt_pkgs+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
-             gstreamer1.0-plugins-good gstreamer1.0-plugins-bad mosquitto postgresql)
+             gstreamer1.0-plugins-good gstreamer1.0-plugins-bad postgresql)
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
@@ -27,8 +28,8 @@ if (( ${#missing[@]} )); then
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# Debian starts these services on install; the tests run their own instances on free ports.
-if (( with_tests )) && command -v systemctl >/dev/null && systemctl is-active -q mosquitto 2>/dev/null; then
+# Debian starts these services on install; the demo and the tests run their own instances.
+if command -v systemctl >/dev/null && systemctl is-active -q mosquitto 2>/dev/null; then
   "${sudo_cmd[@]}" systemctl stop mosquitto || true
 fi
 

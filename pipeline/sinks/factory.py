@@ -16,6 +16,7 @@ class Outputs:
         self.sinks = sinks
         self.outbox = outbox
         self.packet_tap = media.packet_tap if media is not None else None
+        self._final_stats: dict[str, dict] | None = None
 
     def open(self) -> None:
         if self.outbox is not None:
@@ -26,6 +27,8 @@ class Outputs:
             self.outbox.put(events)
 
     def stats(self) -> dict[str, dict]:
+        if self._final_stats is not None:
+            return self._final_stats
         parts = [*self.sinks, *([self.outbox] if self.outbox is not None else [])]
         return {part.name: part.stats() for part in parts if hasattr(part, "stats")}
 
@@ -33,6 +36,8 @@ class Outputs:
         """Stop the outbox couriers; events not yet delivered stay on disk for the next start."""
         if self.outbox is not None:
             self.outbox.wait_delivered(timeout)
+        self._final_stats = self.stats()
+        if self.outbox is not None:
             self.outbox.close()
 
 

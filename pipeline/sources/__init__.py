@@ -20,7 +20,7 @@ def open_reader(config: StreamConfig, packet_tap: Callable | None = None) -> Rea
     if config.url.startswith("synthetic://"):
         from pipeline.sources.synthetic import SyntheticReader  # noqa: PLC0415 - optional world module
 
-        return SyntheticReader(config.url)
+        return SyntheticReader(config.url, stream_id=config.id, packet_tap=packet_tap)
     from pipeline.sources.decode import CpuDecoder  # noqa: PLC0415 - keeps `import pipeline.sources` light
     from pipeline.sources.pyav import PyAvReader  # noqa: PLC0415
 

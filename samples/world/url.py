@@ -5,7 +5,8 @@
 scene (the host part, or `scene=` / `viewpoint=`): plaza | street | junction. seed: int (default 0).
 fps: frames per second (default 15). size: WxH pixels (default 640x360). frames: stop after this many
 (default: endless). realtime: 1 paces frames on the wall clock like a camera (default), 0 renders as
-fast as asked.
+fast as asked. encode: 1 makes the stream an H.264 camera: frames are encoded (libx264, GOP of 2 s)
+and decoded again, and the packets reach the pipeline's packet tap, so event clips work (default 0).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from samples.world.layout import VIEWPOINTS
 
-_KEYS = {"scene", "viewpoint", "seed", "fps", "size", "frames", "realtime"}
+_KEYS = {"scene", "viewpoint", "seed", "fps", "size", "frames", "realtime", "encode"}
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class SyntheticSpec:
     size: tuple[int, int] = (640, 360)
     frames: int | None = None
     realtime: bool = True
+    encode: bool = False
 
 
 def parse_size(text: str, url: str) -> tuple[int, int]:
@@ -55,6 +57,7 @@ def parse_synthetic_url(url: str) -> SyntheticSpec:
         fps = float(query.get("fps", 15))
         frames = int(query["frames"]) if "frames" in query else None
         realtime = query.get("realtime", "1") not in ("0", "false", "no")
+        encode = query.get("encode", "0") not in ("0", "false", "no")
     except ValueError as exc:
         raise ValueError(f"{url}: {exc}") from None
     if not 0 < fps <= 240:
@@ -62,4 +65,4 @@ def parse_synthetic_url(url: str) -> SyntheticSpec:
     if frames is not None and frames < 1:
         raise ValueError(f"{url}: frames must be at least 1, got {frames}")
     size = parse_size(query["size"], url) if "size" in query else (640, 360)
-    return SyntheticSpec(scene, seed, fps, size, frames, realtime)
+    return SyntheticSpec(scene, seed, fps, size, frames, realtime, encode)

@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.sources.synthetic import SyntheticReader
+from pipeline.types import Frame, frame_to_rgb
 from samples.world import World
 
 
@@ -50,3 +51,17 @@ def test_close_from_another_thread_ends_an_endless_stream():
 def test_bad_urls_raise_config_errors_that_name_the_url(url):
     with pytest.raises(ConfigError, match="synthetic://"):
         SyntheticReader(url)
+
+
+def test_encoded_synthetic_camera_taps_h264_packets_and_hands_on_their_decoded_frames():
+    packets = []
+    url = "synthetic://street?seed=5&fps=10&size=320x176&frames=25&realtime=0&encode=1"
+    reader = SyntheticReader(url, stream_id="cam-9", packet_tap=lambda sid, p: packets.append((sid, p)))
+    frames = list(reader.frames())
+    assert len(frames) == len(packets) == 25 and {sid for sid, _ in packets} == {"cam-9"}
+    assert [i for i, (_, p) in enumerate(packets) if p.is_keyframe] == [0, 20]  # a keyframe every 2 s
+    assert [f.pts_ns for f in frames] == [round(i * 1e9 / 10) for i in range(25)]
+    rendered = World("street", 5, (320, 176), 10).render(7)[0].astype(np.float32)
+    decoded = frame_to_rgb(Frame("cam-9", 7, frames[7].pts_ns, 0, frames[7].image, 320, 176, frames[7].pixel_format))
+    psnr = 10 * np.log10(255**2 / np.mean((decoded.astype(np.float32) - rendered) ** 2))
+    assert psnr > 25  # the same picture after H.264 at camera quality
