@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal, Union
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -33,7 +34,9 @@ class StreamConfig(Strict):
     fps: float | None = Field(None, gt=0, description="cap on frames per second taken from the stream (None = all)")
     decode: Literal["auto", "cpu", "nvdec"] = Field("auto", description="decode back-end; auto = nvdec when available")
     loop: bool = Field(False, description="files only: start again at the end instead of finishing")
-    live: bool | None = Field(None, description="treat as live (drop oldest, reconnect); default: rtsp/synthetic yes, files no")
+    live: bool | None = Field(
+        None, description="treat as live (drop oldest, reconnect); default: rtsp and real-time synthetic yes, files no"
+    )
     transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
     decode_threads: int = Field(
         1, ge=0, le=64,
@@ -50,7 +53,9 @@ class StreamConfig(Strict):
     def is_live(self) -> bool:
         if self.live is not None:
             return self.live
-        return self.url.startswith(("rtsp://", "rtsps://", "synthetic://", "udp://", "srt://"))
+        if self.url.startswith("synthetic://"):  # realtime=0 renders on demand, like a file
+            return parse_qs(urlsplit(self.url).query).get("realtime", ["1"])[-1] not in ("0", "false", "no")
+        return self.url.startswith(("rtsp://", "rtsps://", "udp://", "srt://"))
 
 
 class PreprocessConfig(Strict):
