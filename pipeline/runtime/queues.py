@@ -1,13 +1,11 @@
 """Bounded queues that say what happens when they are full, and count every drop.
 
-`BoundedQueue` is FIFO; `PriorityBoundedQueue` serves the highest priority first and stores
-`(-priority, seq, item)` so items themselves are never compared. Every blocking call takes a
-timeout; `close()` wakes every waiter so a stage checking its stop event can leave promptly.
+Every blocking call takes a timeout; `close()` wakes every waiter so a stage checking its stop
+event can leave promptly.
 """
 from __future__ import annotations
 
 import enum
-import heapq
 import threading
 import time
 from collections import deque
@@ -61,37 +59,20 @@ class BoundedQueue(Generic[T]):
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
-        self._init_store()
-
-    # -- storage hooks, overridden by the priority queue ------------------------------------------
-    def _init_store(self) -> None:
         self._items: deque = deque()
 
-    def _size(self) -> int:
-        return len(self._items)
-
-    def _push(self, item, priority: int) -> None:
-        self._items.append(item)
-
-    def _pop(self):
-        return self._items.popleft()
-
-    def _evict(self) -> None:
-        self._items.popleft()
-
-    # -- public API --------------------------------------------------------------------------------
-    def put(self, item: T, timeout: float | None = None, priority: int = 0) -> bool:
+    def put(self, item: T, timeout: float | None = None) -> bool:
         """Add `item`; True when it was stored, False when it was refused or timed out.
 
         BLOCK waits at most `timeout` seconds for room (required for BLOCK); DROP_OLDEST always
         stores (evicting, counted); DROP_NEWEST returns False when full (counted).
-        `priority` matters only for `PriorityBoundedQueue`. Raises `QueueClosed` after `close()`.
+        Raises `QueueClosed` after `close()`.
         """
         with self._lock:
             self._check_open()
-            if self._size() >= self.maxsize and not self._make_room(timeout):
+            if len(self._items) >= self.maxsize and not self._make_room(timeout):
                 return False
-            self._push(item, priority)
+            self._items.append(item)
             self.put_count += 1
             self._not_empty.notify()
             return True
@@ -104,14 +85,14 @@ class BoundedQueue(Generic[T]):
         """
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self._size() == 0:
+            while len(self._items) == 0:
                 if self._closed:
                     raise QueueClosed(f"queue '{self.name}' is closed and empty")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise QueueEmpty(f"queue '{self.name}' had nothing within {timeout:.3f} s")
                 self._not_empty.wait(remaining)
-            item = self._pop()
+            item = self._items.popleft()
             self.get_count += 1
             self._not_full.notify()
             return item
@@ -129,13 +110,13 @@ class BoundedQueue(Generic[T]):
 
     def __len__(self) -> int:
         with self._lock:
-            return self._size()
+            return len(self._items)
 
     def stats(self) -> dict:
         """Counters: depth, capacity, put, got, dropped, overflow policy."""
         with self._lock:
             return {
-                "depth": self._size(),
+                "depth": len(self._items),
                 "capacity": self.maxsize,
                 "put": self.put_count,
                 "got": self.get_count,
@@ -151,7 +132,7 @@ class BoundedQueue(Generic[T]):
     def _make_room(self, timeout: float | None) -> bool:
         """Called with the lock held and the queue full; True when there is now room."""
         if self.overflow is Overflow.DROP_OLDEST:
-            self._evict()
+            self._items.popleft()
             self.dropped += 1
             return True
         if self.overflow is Overflow.DROP_NEWEST:
@@ -160,38 +141,10 @@ class BoundedQueue(Generic[T]):
         if timeout is None:
             raise ValueError(f"queue '{self.name}' blocks when full: put() needs a timeout in seconds")
         deadline = time.monotonic() + timeout
-        while self._size() >= self.maxsize:
+        while len(self._items) >= self.maxsize:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             self._not_full.wait(remaining)
             self._check_open()
         return True
-
-
-class PriorityBoundedQueue(BoundedQueue[T]):
-    """Like `BoundedQueue` but `get` returns the highest `priority` first (FIFO within a priority).
-
-    DROP_OLDEST evicts the least important entry (lowest priority, and among those the one that
-    has waited longest), so a full queue sheds background work before urgent work.
-    """
-
-    def _init_store(self) -> None:
-        self._heap: list[tuple[int, int, object]] = []
-        self._seq = 0
-
-    def _size(self) -> int:
-        return len(self._heap)
-
-    def _push(self, item, priority: int) -> None:
-        heapq.heappush(self._heap, (-priority, self._seq, item))
-        self._seq += 1
-
-    def _pop(self):
-        return heapq.heappop(self._heap)[2]
-
-    def _evict(self) -> None:
-        victim = max(range(len(self._heap)), key=lambda i: (self._heap[i][0], -self._heap[i][1]))
-        self._heap[victim] = self._heap[-1]
-        self._heap.pop()
-        heapq.heapify(self._heap)

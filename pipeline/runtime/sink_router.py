@@ -53,7 +53,6 @@ class SinkRouter:
         self._stages: dict[str, list[StreamStage]] = {}
         self._last_ts: dict[str, int] = {}
         self.failures: Counter[str] = Counter()
-        self.frames_done = 0
         self.events_published = 0
         self._threads = [
             threading.Thread(target=self._loop, args=(q,), name=f"sinks:{i}", daemon=True)
@@ -124,7 +123,6 @@ class SinkRouter:
             self.events_published += len(result.events)
         for sink in self._sinks:
             self._guard(sink.name, sink.on_frame, result)
-        self.frames_done += 1
 
     def _finish_stream(self, stream_id: str, ts_ns: int) -> None:
         stages = self._stages.pop(stream_id, None)

@@ -211,27 +211,6 @@ def _input_chw(model_path: Path, config: DetectorConfig) -> tuple[tuple[int, int
     return (c, h, w), first.name
 
 
-def efficient_nms_plugin(trt, score_threshold: float, iou_threshold: float, max_detections: int):
-    """The optional EfficientNMS_TRT plugin for networks whose outputs are boxes [B,N,4] and scores [B,N,C].
-
-    Returns the plugin object (to add with `network.add_plugin_v2([boxes, scores], plugin)`), or None
-    when this TensorRT build has no such plugin. Its results can differ from the reference NMS in
-    ties, so the pipeline's default is its own GPU NMS.
-    """
-    creator = trt.get_plugin_registry().get_plugin_creator("EfficientNMS_TRT", "1")
-    if creator is None:
-        return None
-    fields = [
-        trt.PluginField("score_threshold", np.array([score_threshold], np.float32), trt.PluginFieldType.FLOAT32),
-        trt.PluginField("iou_threshold", np.array([iou_threshold], np.float32), trt.PluginFieldType.FLOAT32),
-        trt.PluginField("max_output_boxes", np.array([max_detections], np.int32), trt.PluginFieldType.INT32),
-        trt.PluginField("background_class", np.array([-1], np.int32), trt.PluginFieldType.INT32),
-        trt.PluginField("score_activation", np.array([0], np.int32), trt.PluginFieldType.INT32),
-        trt.PluginField("box_coding", np.array([0], np.int32), trt.PluginFieldType.INT32),
-    ]
-    return creator.create_plugin("efficient_nms", trt.PluginFieldCollection(fields))
-
-
 def build_engine_for_config(config) -> str:
     """`build-engine`: build (or find cached) the TensorRT engine a PipelineConfig will use; returns where it is.
 

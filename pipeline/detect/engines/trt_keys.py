@@ -57,7 +57,6 @@ class EngineKey:
     compute_capability: str
     precision: str
     profiles: tuple[Profile, ...]
-    nms_plugin: bool = False
 
     def digest(self) -> str:
         """16 hex chars, stable across processes and Python versions."""
@@ -117,10 +116,3 @@ def calibration_batches(images: Iterable[np.ndarray], batch_size: int, limit: in
         if len(pending) == batch_size:
             yield np.ascontiguousarray(np.stack(pending))
             pending = []
-
-
-def spread_indices(total: int, count: int) -> list[int]:
-    """`count` frame indices spread evenly over `total` frames (all of them when count >= total)."""
-    if count >= total:
-        return list(range(total))
-    return [int(i * total / count) for i in range(count)]

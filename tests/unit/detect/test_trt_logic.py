@@ -31,7 +31,6 @@ def test_engine_key_is_stable_for_the_same_inputs():
     {"profiles": (trt_keys.profile_for("images", (3, 416, 416), 32),)},
     {"profiles": (trt_keys.profile_for("images", (3, 416, 416), 64, opt_batch=16),)},
     {"profiles": (trt_keys.profile_for("images", (3, 640, 640), 64),)},
-    {"nms_plugin": True},
 ])
 def test_any_change_the_engine_depends_on_changes_the_key_and_the_file(change, tmp_path):
     before, after = _key(), _key(**change)
@@ -87,8 +86,3 @@ def test_calibration_batches_are_full_contiguous_and_capped():
     assert [b.shape for b in batches] == [(4, 3, 4, 5)] * 4  # 18 images -> 4 full batches, 2 dropped
     assert all(b.flags.c_contiguous and b.dtype == np.float32 for b in batches)
     assert [int(b[0, 0, 0, 0]) for b in batches] == [0, 4, 8, 12]
-
-
-def test_calibration_frames_are_spread_over_the_whole_stream():
-    assert trt_keys.spread_indices(100, 4) == [0, 25, 50, 75]
-    assert trt_keys.spread_indices(3, 10) == [0, 1, 2]

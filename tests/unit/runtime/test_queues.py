@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pipeline.runtime.queues import BoundedQueue, Overflow, PriorityBoundedQueue, QueueClosed, QueueEmpty
+from pipeline.runtime.queues import BoundedQueue, Overflow, QueueClosed, QueueEmpty
 
 
 def drain(q: BoundedQueue) -> list:
@@ -96,21 +96,6 @@ def test_close_wakes_a_blocked_producer():
     q.close()
     producer.join(1)
     assert not producer.is_alive() and len(errors) == 1
-
-
-def test_priority_queue_serves_higher_priority_first_and_fifo_within_a_priority():
-    q = PriorityBoundedQueue(8)
-    for name, prio in [("bulk-1", 0), ("door-1", 5), ("bulk-2", 0), ("door-2", 5), ("mid", 2)]:
-        q.put({"name": name}, timeout=0.1, priority=prio)  # dicts are not orderable: never compared
-    assert [item["name"] for item in drain(q)] == ["door-1", "door-2", "mid", "bulk-1", "bulk-2"]
-
-
-def test_full_priority_queue_sheds_the_oldest_least_important_item():
-    q = PriorityBoundedQueue(3, Overflow.DROP_OLDEST)
-    for name, prio in [("bulk-1", 0), ("door", 5), ("bulk-2", 0), ("door-2", 5)]:
-        q.put(name, priority=prio)
-    assert drain(q) == ["door", "door-2", "bulk-2"]
-    assert q.dropped == 1
 
 
 def test_stats_report_depth_and_counts():
