@@ -77,4 +77,7 @@ def summary(snap: Snapshot) -> str:
     head = (f"Ran {snap.elapsed_s:.1f} s on {len(snap.streams)} streams with {snap.engine}: "
             f"{snap.frames_detected} frames ({fps:.1f} frames/s), mean batch {mean_batch:.1f}, "
             f"{snap.detections} detections, {snap.events} events.")
+    shutdown = snap.extra.get("shutdown_s")
+    if shutdown is not None:
+        head += f" Stopping (drain, flush, event delivery) took {shutdown:.1f} s."
     return "\n".join([head, ""] + render(snap)[1:])

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class Snapshot:
     """What the pipeline is doing right now (for the live progress view and the final summary)."""
 
-    elapsed_s: float
+    elapsed_s: float  # from start until the last batch was detected (shutdown is in extra["shutdown_s"])
     streams: dict[str, dict]
     lanes: dict[str, dict]
     batches: int
@@ -76,6 +76,7 @@ class PipelineRunner:
         self._infer_s = 0.0
         self._last_pts: dict[str, int] = {}
         self._started = 0.0
+        self._finished_at: float | None = None
 
     def request_stop(self) -> None:
         """First call: stop the sources and drain. Second call: also abandon frames still buffered."""
@@ -121,6 +122,7 @@ class PipelineRunner:
             if on_progress is not None and now >= next_progress:
                 on_progress(self.snapshot())
                 next_progress = now + progress_interval_s
+        self._finished_at = time.monotonic()
         for worker in self.workers:
             if not worker.join(5.0):
                 log.warning("decode worker %s did not stop within 5 s", worker.config.id)
@@ -130,7 +132,9 @@ class PipelineRunner:
             log.warning("sink workers did not drain within 60 s")
         self.outputs.close()
         self.detector.close()
-        return self.snapshot()
+        snap = self.snapshot()
+        snap.extra["shutdown_s"] = round(time.monotonic() - self._finished_at, 2)
+        return snap
 
     def _infer_loop(self) -> None:
         while not self._abandon.is_set():
@@ -176,7 +180,7 @@ class PipelineRunner:
         stats = self.buffer.stats()
         streams = {w.config.id: {**w.stats(), **stats["streams"].get(w.config.id, {})} for w in self.workers}
         return Snapshot(
-            elapsed_s=time.monotonic() - self._started,
+            elapsed_s=(self._finished_at or time.monotonic()) - self._started,
             streams=streams,
             lanes=stats["lanes"],
             batches=self._batches,

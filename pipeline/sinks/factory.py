@@ -1,6 +1,7 @@
 """Builds the sinks, the event outbox and the per-stream stages a PipelineConfig asks for."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
@@ -8,6 +9,7 @@ from pipeline.config import models as cfg
 from pipeline.sinks.base import Sink, StreamStage
 from pipeline.types import Event
 
+log = logging.getLogger(__name__)
 
 class Outputs:
     """The shared sinks, the durable outbox in front of the event outputs, and the media packet tap."""
@@ -32,10 +34,13 @@ class Outputs:
         parts = [*self.sinks, *([self.outbox] if self.outbox is not None else [])]
         return {part.name: part.stats() for part in parts if hasattr(part, "stats")}
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop the outbox couriers; events not yet delivered stay on disk for the next start."""
-        if self.outbox is not None:
-            self.outbox.wait_delivered(timeout)
+    def close(self, timeout: float = 5.0) -> None:
+        """Give the outputs `timeout` seconds to take the backlog, then stop the outbox couriers;
+        events not yet delivered stay on disk and go out on the next start."""
+        if self.outbox is not None and not self.outbox.wait_delivered(timeout):
+            pending = {name: s["pending"] for name, s in self.outbox.stats().items() if s["pending"]}
+            log.warning("outputs still unreachable after %.0f s; events kept in the outbox for the next start: %s",
+                        timeout, pending)
         self._final_stats = self.stats()
         if self.outbox is not None:
             self.outbox.close()
