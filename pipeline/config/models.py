@@ -205,6 +205,10 @@ class RuntimeConfig(Strict):
     sink_workers: int = Field(2, ge=1, description="threads running per-stream sinks; streams are sharded across them")
     sink_queue_size: int = Field(256, ge=1, description="frames waiting per sink worker before inference blocks")
     outbox_path: Path = Field(Path("runs/outbox.db"), description="SQLite outbox that holds events until delivered")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve Prometheus /metrics and JSON /status on this port while running (None = off)"
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the metrics server listens on; 0.0.0.0 for every interface")
     duration_s: float | None = Field(None, gt=0, description="stop after this long (None = until files end or Ctrl-C); --duration overrides")
     switch_interval_ms: float | None = Field(
         None, gt=0, le=100,

@@ -77,6 +77,8 @@ class PipelineRunner:
         self._last_pts: dict[str, int] = {}
         self._started = 0.0
         self._finished_at: float | None = None
+        self._snapshot_lock = threading.Lock()
+        self.metrics_port: int | None = None
 
     def request_stop(self) -> None:
         """First call: stop the sources and drain. Second call: also abandon frames still buffered."""
@@ -101,6 +103,19 @@ class PipelineRunner:
         return 0.0005 if self.detector.engine_name in ("tensorrt", "torch", "onnxruntime-cuda") else sys.getswitchinterval()
 
     def _run(self, duration_s, on_progress, progress_interval_s) -> Snapshot:
+        metrics = None
+        if self.config.runtime.metrics_port is not None:
+            from pipeline.runtime.metrics import MetricsServer  # noqa: PLC0415 - imports this module
+
+            metrics = MetricsServer(self.snapshot, self.config.runtime.metrics_host, self.config.runtime.metrics_port)
+            self.metrics_port = metrics.start().port
+        try:
+            return self._run_stages(duration_s, on_progress, progress_interval_s)
+        finally:
+            if metrics is not None:
+                metrics.stop()
+
+    def _run_stages(self, duration_s, on_progress, progress_interval_s) -> Snapshot:
         self.outputs.open()
         self.router.start()
         for worker in self.workers:
@@ -177,6 +192,10 @@ class PipelineRunner:
                 self._turn.notify_all()
 
     def snapshot(self) -> Snapshot:
+        with self._snapshot_lock:  # the live view and the metrics server may ask at once
+            return self._snapshot_now()
+
+    def _snapshot_now(self) -> Snapshot:
         stats = self.buffer.stats()
         streams = {w.config.id: {**w.stats(), **stats["streams"].get(w.config.id, {})} for w in self.workers}
         return Snapshot(
