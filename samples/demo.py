@@ -29,13 +29,13 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(argv[0] if argv else "configs/demo.yaml")
     out_dir = Path(config.runtime.outbox_path).parent
-    shutil.rmtree(out_dir, ignore_errors=True)  # a fresh run: event ids repeat for the same worlds
+    _remove_previous_outputs(config)  # a fresh run: event ids repeat for the same worlds
     webhook = next((s for s in config.sinks if s.type == "webhook"), None)
     mqtt = next((s for s in config.sinks if s.type == "mqtt"), None)
     receiver = RecordingHttpServer(urlsplit(webhook.url).port).start() if webhook else None
     broker = listener = None
     if mqtt and MOSQUITTO:
-        (out_dir / "mosquitto").mkdir(parents=True)
+        (out_dir / "mosquitto").mkdir(parents=True, exist_ok=True)
         broker = MosquittoBroker(out_dir / "mosquitto", mqtt.port).start()
         listener = Subscriber(mqtt.port, f"{mqtt.topic_prefix}/#")
     elif mqtt:
@@ -58,6 +58,20 @@ def main(argv: list[str]) -> int:
         print()
         print(demo_report(config, db))
     return 0
+
+
+def _remove_previous_outputs(config) -> None:
+    """Delete what an earlier run of this config wrote (only the files and folders it names)."""
+    paths = [Path(config.runtime.outbox_path)]
+    for sink in config.sinks:
+        paths += [Path(getattr(sink, key)) for key in ("path", "directory") if hasattr(sink, key)]
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if stale.is_file():
+                stale.unlink()
+    shutil.rmtree(Path(config.runtime.outbox_path).parent / "mosquitto", ignore_errors=True)
 
 
 def _deliveries(receiver, listener, outbox: dict) -> str:

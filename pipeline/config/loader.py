@@ -39,8 +39,8 @@ def load_config(path: str | Path) -> PipelineConfig:
 def _describe(path: Path, lines: dict[tuple, int], err: dict) -> str:
     loc, message = tuple(err["loc"]), err["msg"]
     original = (err.get("ctx") or {}).get("error")
-    if isinstance(original, KeyPathError):
-        loc, message = original.loc, original.message
+    if isinstance(original, KeyPathError):  # raised by a model validator: its path is relative to that model
+        loc, message = loc + original.loc, original.message
     loc = tuple(part for part in loc if not _is_union_tag(part))
     line = _nearest_line(lines, loc)
     keys = " -> ".join(str(part) for part in loc) or "(top level)"

@@ -49,6 +49,12 @@ class StreamConfig(Strict):
     reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
     ring_size: int = Field(8, ge=1, description="decoded frames buffered for this stream before the overflow policy acts")
 
+    @model_validator(mode="after")
+    def _reconnect_bounds(self) -> "StreamConfig":
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise KeyPathError(("reconnect_max_s",), f"must be at least reconnect_min_s ({self.reconnect_min_s:g})")
+        return self
+
     @property
     def is_live(self) -> bool:
         if self.live is not None:

@@ -48,7 +48,10 @@ class Detector:
         self.engine, self.engine_reason = create_engine(config, requested)
         self.engine_name = self.engine.name
         self.max_batch = self.engine.max_batch
-        self.workers = cpu_workers(config) if self.engine_name == "onnxruntime" else (config.workers or 1)
+        # GPU engines own one input buffer, one set of outputs and one CUDA stream: one batch at a time.
+        self.workers = cpu_workers(config) if self.engine_name == "onnxruntime" else 1
+        if config.workers and config.workers > 1 and self.workers == 1:
+            log.warning("detector.workers %d ignored: engine %s runs one batch at a time", config.workers, self.engine_name)
         self._input_names = [i.name for i in signature.inputs]
         self._local = threading.local()  # input buffers per calling thread: several workers may call at once
         self._gpu_detect = None
@@ -107,10 +110,11 @@ class Detector:
         return self._gpu_detect
 
     def _buffer(self, n: int) -> np.ndarray:
-        buffers = self._local.__dict__.setdefault("buffers", {})
-        if n not in buffers:
-            buffers[n] = preprocess.allocate(n, self.spec)
-        return buffers[n]
+        """The first n rows of this thread's (max_batch, 3, H, W) input buffer (still C-contiguous)."""
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None:
+            buffer = self._local.buffer = preprocess.allocate(self.max_batch, self.spec)
+        return buffer[:n]
 
     def _inputs(self, buffer: np.ndarray, sizes: np.ndarray) -> dict[str, np.ndarray]:
         feed = {self._input_names[0]: buffer}

@@ -93,8 +93,10 @@ def _single_output_head(signature: ModelSignature) -> str | None:
             return "yolov5"
         if d2 == points:
             return "ultralytics"
-    if d2 == 6:
+    if d2 == 6 and isinstance(d1, int) and d1 <= 1000:  # YOLOv10/YOLO26 keep K = 300 final boxes
         return "end2end"
+    if d2 == 6:
+        return None  # could as well be a one-class YOLOv5 [B, N, 6]: the user must say
     if isinstance(d1, int) and isinstance(d2, int):
         return "ultralytics" if d1 < d2 else "yolov5"
     return None

@@ -20,7 +20,6 @@ import numpy as np
 from pipeline.align.buffer import AlignedBuffer
 from pipeline.config.models import PipelineConfig
 from pipeline.detect.detector import Detector
-from pipeline.errors import PipelineError
 from pipeline.runtime.sink_router import SinkRouter
 from pipeline.sinks.factory import build_outputs, build_stage_factory
 from pipeline.sources.worker import StreamWorker
@@ -54,7 +53,8 @@ class PipelineRunner:
         self.config = config
         self._stop = threading.Event()
         self._abandon = threading.Event()
-        self.detector = detector or Detector(config.detector, max_batch=max(lane.max_batch for lane in config.lanes))
+        largest_lane = max(lane.max_batch for lane in config.lanes)
+        self.detector = detector or Detector(config.detector, max_batch=config.detector.max_batch or largest_lane)
         self.outputs = build_outputs(config, self.detector.class_names)
         self.buffer = AlignedBuffer(list(config.lanes), list(config.streams))
         self.router = SinkRouter(
@@ -117,16 +117,28 @@ class PipelineRunner:
 
     def _run_stages(self, duration_s, on_progress, progress_interval_s) -> Snapshot:
         self.outputs.open()
-        self.router.start()
-        for worker in self.workers:
-            worker.start()
+        try:
+            self.router.start()
+            for worker in self.workers:
+                worker.start()
+            self._detect_until_done(duration_s, on_progress, progress_interval_s)
+        except BaseException:
+            self._abandon.set()  # an error in the runner itself: stop detecting, flush what was done
+            raise
+        finally:
+            self._shut_down()
+        snap = self.snapshot()
+        snap.extra["shutdown_s"] = round(time.monotonic() - self._finished_at, 2)
+        return snap
+
+    def _detect_until_done(self, duration_s, on_progress, progress_interval_s) -> None:
         infer = [threading.Thread(target=self._infer_loop, name=f"infer:{i}", daemon=True)
                  for i in range(self.detector.workers)]
         for thread in infer:
             thread.start()
         next_progress = self._started + progress_interval_s
         while any(thread.is_alive() for thread in infer):
-            infer[0].join(0.1)
+            next(t for t in infer if t.is_alive()).join(0.1)
             now = time.monotonic()
             if duration_s is not None and now - self._started >= duration_s and not self._stop.is_set():
                 log.info("duration of %.1f s reached; stopping sources and draining", duration_s)
@@ -137,19 +149,23 @@ class PipelineRunner:
             if on_progress is not None and now >= next_progress:
                 on_progress(self.snapshot())
                 next_progress = now + progress_interval_s
+
+    def _shut_down(self) -> None:
+        """Stop and drain everything, also after an error: sources, sinks, outputs, detector."""
         self._finished_at = time.monotonic()
+        for worker in self.workers:
+            worker.stop()
         for worker in self.workers:
             if not worker.join(5.0):
                 log.warning("decode worker %s did not stop within 5 s", worker.config.id)
-        for stream_id, pts in self._last_pts.items():
-            self.router.end_stream(stream_id, pts)
-        if not self.router.close(timeout=60.0):
-            log.warning("sink workers did not drain within 60 s")
-        self.outputs.close()
-        self.detector.close()
-        snap = self.snapshot()
-        snap.extra["shutdown_s"] = round(time.monotonic() - self._finished_at, 2)
-        return snap
+        try:
+            for stream_id, pts in self._last_pts.items():
+                self.router.end_stream(stream_id, pts)
+        finally:
+            if not self.router.close(timeout=60.0):
+                log.warning("sink workers did not drain within 60 s")
+            self.outputs.close()
+            self.detector.close()
 
     def _infer_loop(self) -> None:
         while not self._abandon.is_set():
@@ -162,19 +178,20 @@ class PipelineRunner:
                 ticket = self._next_ticket
                 self._next_ticket += 1
             t0 = time.perf_counter()
+            detections = None
             try:
                 detections = self.detector(batch)
-            except PipelineError:
+            except Exception:  # noqa: BLE001 - isolation boundary: one bad batch must not stop detection
                 log.exception("batch of %d frames from lane '%s' failed in the detector; skipped", len(batch), batch.lane)
-                detections = None
-            self._infer_s += time.perf_counter() - t0
-            self._hand_on(ticket, batch, detections)
+            finally:
+                self._hand_on(ticket, batch, detections, time.perf_counter() - t0)
 
-    def _hand_on(self, ticket: int, batch, detections) -> None:
+    def _hand_on(self, ticket: int, batch, detections, infer_s: float) -> None:
         """Submit a batch's results once every earlier batch has been submitted (keeps frame order)."""
         with self._turn:
-            while self._serving != ticket:
+            while self._serving != ticket and not self._abandon.is_set():
                 self._turn.wait(0.1)
+            self._infer_s += infer_s
             try:
                 if detections is None:
                     self._failed_batches += 1

@@ -91,8 +91,9 @@ class SinkRouter:
         return self._queues[zlib.crc32(stream_id.encode()) % len(self._queues)]
 
     def _put(self, q: BoundedQueue, item) -> None:
+        worker = self._threads[self._queues.index(q)]
         while not q.put(item, timeout=1.0):
-            if not any(t.is_alive() for t in self._threads):
+            if not worker.is_alive():
                 raise SinkError("sink workers are gone; results cannot be delivered (see the log for the cause)")
 
     def _loop(self, q: BoundedQueue) -> None:
@@ -114,7 +115,7 @@ class SinkRouter:
         stream_id = result.frame.stream_id
         stages = self._stages.get(stream_id)
         if stages is None:
-            stages = self._stages[stream_id] = self._stage_factory(stream_id)
+            stages = self._stages[stream_id] = self._guard("stage factory", self._stage_factory, stream_id) or []
         self._last_ts[stream_id] = result.frame.pts_ns
         for stage in stages:
             self._guard(type(stage).__name__, stage.process, result)

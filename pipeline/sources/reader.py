@@ -63,11 +63,14 @@ class Decoder(Protocol):
     def close(self) -> None: ...
 
 
-_CREDENTIALS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@]*@")
+# Anywhere in a text, up to the last "@" of the URL (passwords may hold "@" or "/"): over-masking
+# a path that contains "@" is the safe side.
+_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)\S*@(?=[^\s@/]*(?:[/:?#\s]|$))")
 
 
 def mask_url(url: str) -> str:
-    """`url` with any `user:password@` replaced by `***@`: safe for logs, errors and metrics.
+    """`url` (or a message containing URLs) with any `user:password@` replaced by `***@`: safe for
+    logs, errors and metrics.
 
     >>> mask_url("rtsp://admin:secret@10.0.0.5:554/live")
     'rtsp://***@10.0.0.5:554/live'

@@ -13,6 +13,7 @@ and the pipeline gets the decoded frame, compression artefacts included.
 from __future__ import annotations
 
 import io
+import logging
 import threading
 import time
 from fractions import Fraction
@@ -22,6 +23,8 @@ import av
 
 from pipeline.errors import ConfigError
 from pipeline.sources.reader import DecodedFrame
+
+log = logging.getLogger(__name__)
 
 
 class SyntheticReader:
@@ -50,6 +53,15 @@ class SyntheticReader:
         spec = self.spec
         world = World(spec.scene, spec.seed, spec.size, spec.fps)
         camera = _H264Camera(spec, self._stream_id, self._packet_tap) if spec.encode else None
+        rate = Fraction(spec.fps).limit_denominator(1000)
+        try:
+            yield from self._render(world, camera, rate)
+        finally:
+            if camera is not None:
+                camera.close()
+
+    def _render(self, world, camera, rate: Fraction) -> Iterator[DecodedFrame]:
+        spec = self.spec
         start = self._clock()
         index = 0
         while not self._stop.is_set() and (spec.frames is None or index < spec.frames):
@@ -58,7 +70,7 @@ class SyntheticReader:
                 if self._stop.is_set() or (spec.frames is not None and index >= spec.frames):
                     return
             image, _ = world.render(index)
-            pts_ns = int(round(index * 1e9 / spec.fps))
+            pts_ns = (index * 1_000_000_000 * rate.denominator + rate.numerator // 2) // rate.numerator
             if camera is not None:
                 yield from camera.send(image, index, pts_ns)
             else:
@@ -98,12 +110,25 @@ class _H264Camera:
         self._stream_id = stream_id
         self._tap = packet_tap
         self._time_base = 1 / fps
+        self.tap_errors = 0
 
     def send(self, image, index: int, pts_ns: int) -> Iterator[DecodedFrame]:
         frame = av.VideoFrame.from_ndarray(image, format="rgb24")
         frame.pts, frame.time_base = index, self._time_base
         for packet in self._stream.encode(frame):
-            if self._tap is not None:
-                self._tap(self._stream_id, packet)
+            self._tap_packet(packet)
             for decoded in self._decoder.decode(packet):
                 yield DecodedFrame(decoded, pts_ns, decoded.width, decoded.height, pixel_format="avframe")
+
+    def _tap_packet(self, packet) -> None:
+        if self._tap is None:
+            return
+        try:
+            self._tap(self._stream_id, packet)
+        except Exception:  # noqa: BLE001 - clips are a side channel; the camera keeps streaming
+            self.tap_errors += 1
+            if self.tap_errors == 1:
+                log.exception("stream '%s': packet tap failed; clips may be missing", self._stream_id)
+
+    def close(self) -> None:
+        self._holder.close()

@@ -5,6 +5,7 @@ import enum
 import logging
 import threading
 import time
+import traceback
 from contextlib import closing
 from typing import Callable, Protocol
 
@@ -142,7 +143,7 @@ class StreamWorker:
         except (SourceError, ConfigError) as exc:
             self._fail(f"{exc}; the stream has stopped (fix the source and restart)")
         except Exception as exc:  # noqa: BLE001 - any bug ends this stream only, never the others
-            log.exception("%s: decode worker crashed", self.label)
+            log.error("%s: decode worker crashed:\n%s", self.label, mask_url(traceback.format_exc()))
             self._fail(f"{self.label}: worker crashed ({type(exc).__name__}: {exc}); the stream has stopped")
         finally:
             try:

@@ -151,7 +151,8 @@ class TensorRTEngine:
                 self.context.set_tensor_address(name, target.data.ptr)
             if not self.context.execute_async_v3(self.stream.ptr):
                 raise EngineError(f"tensorrt: execute_async_v3 failed for '{self.model_path}'")
-        return {name: out.astype(np.float32) if out.dtype == np.float16 else out for name, out in outputs.items()}
+            # Converted on the engine's stream, so the copy waits for the outputs to be written.
+            return {name: out.astype(np.float32) if out.dtype == np.float16 else out for name, out in outputs.items()}
 
     def close(self) -> None:
         self.stream.synchronize()

@@ -79,7 +79,7 @@ class ZoneMonitor:
             elif visit is not None:
                 events.append(self._exit(tid, ts_ns, "left"))
         for tid in [t for t, v in self.inside.items() if ts_ns - v.last_seen_ns > self.max_missing_ns]:
-            events.append(self._exit(tid, ts_ns, "lost"))
+            events.append(self._exit(tid, self.inside[tid].last_seen_ns, "lost"))  # dwell ends when last seen
         return events
 
     def close(self, ts_ns: int, reason: str = "end_of_stream") -> list[Event]:

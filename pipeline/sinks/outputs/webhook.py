@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import socket
 import urllib.error
+import hashlib
 import urllib.parse
 import urllib.request
 
@@ -13,7 +14,8 @@ from pipeline.types import Event
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password and query values, fit for logs: `https://***@host/hook?token=***`."""
+    """The URL without its password, path secrets and query values, fit for logs:
+    `https://***@host/***?token=***` (Slack/Discord/Teams hooks carry their secret in the path)."""
     parts = urllib.parse.urlsplit(url)
     netloc = parts.hostname or ""
     if parts.port:
@@ -21,7 +23,8 @@ def redact_url(url: str) -> str:
     if parts.username or parts.password:
         netloc = f"***@{netloc}"
     query = "&".join(f"{k}=***" for k, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    path = "/***" if parts.path.strip("/") else parts.path
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, query, ""))
 
 
 class WebhookOutput:
@@ -39,7 +42,9 @@ class WebhookOutput:
             raise ConfigError(f"webhook url {redact_url(config.url)!r} must be http:// or https:// with a host")
         self.config = config
         self.max_retries = config.max_retries
-        self.name = name or f"webhook:{parts.hostname}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+        # The name keys the outbox cursor: stable per URL, but without any secret the URL carries.
+        digest = hashlib.sha1(config.url.encode()).hexdigest()[:8]
+        self.name = name or f"webhook:{parts.hostname}{':' + str(parts.port) if parts.port else ''}#{digest}"
         self._safe_url = redact_url(config.url)
         self._url, self._auth = self._split_credentials(parts)
 

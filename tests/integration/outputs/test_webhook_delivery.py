@@ -90,7 +90,7 @@ def test_credentials_in_the_webhook_url_never_reach_messages(http_server):
         out.deliver(make_events(1)[0])
     for secret in ("s3cret", "alice", "abc123"):
         assert secret not in str(err.value) and secret not in out.name
-    assert redact_url(url).endswith("/hook?token=***")
+    assert redact_url(url).endswith("/***?token=***")  # the path may hold a secret too (Slack, Discord)
 
 
 def test_basic_auth_from_the_url_is_sent_as_a_header(http_server):

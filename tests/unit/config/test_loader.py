@@ -121,3 +121,8 @@ def test_shipped_configs_are_valid(name):
     if not path.exists():
         pytest.fail(f"{path} is missing")
     load_config(path)
+
+
+def test_reconnect_delays_out_of_order_are_reported_at_the_stream(tmp_path):
+    path = write(tmp_path, GOOD.replace("    lane: fast", "    lane: fast\n    reconnect_min_s: 10\n    reconnect_max_s: 2"))
+    assert error_of(path).startswith(f"{path}:8: streams -> 1 -> reconnect_max_s: must be at least reconnect_min_s (10)")

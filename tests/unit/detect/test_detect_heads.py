@@ -108,3 +108,10 @@ def test_detr_adapter_marks_boxes_as_source_pixels():
 def test_each_head_brings_its_training_preprocessing(head, resize, color):
     defaults = heads.preprocess_defaults(head)
     assert (defaults["resize"], defaults["color"]) == (resize, color)
+
+
+def test_a_six_column_output_of_unknown_length_is_not_guessed_as_end_to_end():
+    """A one-class YOLOv5 [B, N, 6] with a dynamic input looks like YOLOv10's [B, 300, 6]: ask, don't guess."""
+    with pytest.raises(ConfigError, match="set detector.head"):
+        detect_head(_sig(("b", 3, "h", "w"), ("output0", ("b", "n", 6))))
+    assert detect_head(_sig(("b", 3, "h", "w"), ("output0", ("b", 300, 6)))) == "end2end"

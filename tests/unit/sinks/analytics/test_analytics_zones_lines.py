@@ -38,10 +38,12 @@ def test_occupancy_counts_tracks_inside_and_stream_end_closes_visits():
 
 def test_zone_visit_ends_as_lost_when_the_track_disappears():
     s = stage(zones=[ZoneConfig(name="square", polygon=SQUARE)])
-    frames = [[(1, 150, 200)]] * 3 + [[]] * 25
-    events = run(s, frames)
+    waiting = run(s, [[(1, 150, 200)]] * 3 + [[]] * 20)
+    assert [e.kind for e in waiting] == ["zone_enter"]  # unseen for 2 s: not yet lost
+    events = run(stage(zones=[ZoneConfig(name="square", polygon=SQUARE)]), [[(1, 150, 200)]] * 3 + [[]] * 25)
     assert [(e.kind, e.payload.get("reason")) for e in events] == [("zone_enter", None), ("zone_exit", "lost")]
-    assert events[1].ts_ns - events[0].ts_ns > 2_000_000_000
+    assert events[1].ts_ns == 2 * 100_000_000  # the visit ended when the track was last seen ...
+    assert events[1].payload["dwell_s"] == 0.2  # ... so the dwell does not include the 2 s of waiting
 
 
 def test_jitter_on_a_zone_edge_does_not_enter_and_leave_again():
