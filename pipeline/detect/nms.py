@@ -29,32 +29,36 @@ def batched_nms(
         return np.zeros(0, np.int64)
     boxes = np.asarray(boxes, np.float32)
     group = batch_idx.astype(np.int64) * (int(class_ids.max()) + 1) + class_ids.astype(np.int64)
-    order = np.argsort(-np.asarray(scores, np.float32), kind="stable")
-    keep = _greedy(boxes, group, order, np.float32(iou_threshold))
+    order = np.lexsort((np.arange(m), -np.asarray(scores, np.float32), group))  # group, score desc, index
+    grouped = group[order]
+    starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+    ends = np.r_[starts[1:], m]
+    threshold = np.float32(iou_threshold)
+    keep = np.concatenate([order[a:b] if b - a == 1 else _greedy(boxes, order[a:b], threshold)
+                           for a, b in zip(starts, ends)])
     ranked = keep[np.lexsort((keep, -scores[keep], batch_idx[keep]))]
     return _cap_per_image(ranked, batch_idx, max_per_image)
 
 
-def _greedy(boxes: np.ndarray, group: np.ndarray, order: np.ndarray, iou_threshold: np.float32) -> np.ndarray:
-    """Greedy suppression over `order` within each group; boxes (M, 4) float32. Returns kept (K,) int64.
+def _greedy(boxes: np.ndarray, order: np.ndarray, iou_threshold: np.float32) -> np.ndarray:
+    """Greedy suppression over `order`, the ranked boxes of one (image, class) group. Returns kept (K,) int64.
 
     IoU is computed in float32 as inter / (area_i + area_j - inter), area = (x2 - x1) * (y2 - y1).
     """
-    x1, y1, x2, y2 = boxes.T
+    x1, y1, x2, y2 = boxes[order].T
     areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    alive = np.arange(order.size)
     keep = []
-    while order.size:
-        i = order[0]
+    while alive.size:
+        i, rest = alive[0], alive[1:]
         keep.append(i)
-        rest = order[1:]
         w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
         h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
         inter = w * h
         union = areas[i] + areas[rest] - inter
         iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        suppressed = (iou > iou_threshold) & (group[rest] == group[i])
-        order = rest[~suppressed]
-    return np.asarray(keep, np.int64)
+        alive = rest[iou <= iou_threshold]
+    return order[np.asarray(keep, np.int64)]
 
 
 def _cap_per_image(ranked: np.ndarray, batch_idx: np.ndarray, max_per_image: int) -> np.ndarray:
