@@ -27,6 +27,17 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, path, query, ""))
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect would turn the POST into a bodiless GET (counted as delivered) and forward the
+    Authorization header to wherever it points: treat it as a failed delivery instead."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
+
+
 class WebhookOutput:
     """POSTs each event as `application/json` to `config.url` and waits at most `config.timeout_s`.
 
@@ -68,7 +79,7 @@ class WebhookOutput:
         if self._auth:
             request.add_header("Authorization", self._auth)
         try:
-            with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
+            with _NO_REDIRECTS.open(request, timeout=self.config.timeout_s) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
             raise SinkError(f"webhook {self._safe_url} answered {exc.code} {exc.reason} to event {event.event_id}") from None

@@ -1,6 +1,9 @@
 """Webhook output against a real local HTTP server, through the durable outbox."""
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 
 from pipeline.config.models import WebhookOutput as WebhookConfig
@@ -98,3 +101,24 @@ def test_basic_auth_from_the_url_is_sent_as_a_header(http_server):
     WebhookOutput(WebhookConfig(type="webhook", url=url)).deliver(make_events(1)[0])
     (request,) = http_server.wait_for(1)
     assert request.headers["Authorization"] == "Basic YWxpY2U6czNjcmV0"
+
+
+def test_a_redirecting_webhook_is_a_failed_delivery_not_a_silent_get(tmp_path):
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:1/elsewhere")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://user:pw@127.0.0.1:{server.server_address[1]}/hook"
+        output = WebhookOutput(WebhookConfig(type="webhook", url=url, timeout_s=2))
+        with pytest.raises(SinkError, match="302"):
+            output.deliver(Event("e-1", "cam-1", "r", "alert", 1, 0, 0, {}))
+    finally:
+        server.shutdown()
