@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Callable
 
 from pipeline.config import models as cfg
+from pipeline.errors import SinkError
 from pipeline.sinks.base import Sink, StreamStage
 from pipeline.types import Event
 
@@ -24,9 +26,20 @@ class Outputs:
         if self.outbox is not None:
             self.outbox.open()
 
-    def publish_events(self, events: list[Event]) -> None:
-        if self.outbox is not None:
-            self.outbox.put(events)
+    def publish_events(self, events: list[Event], attempts: int = 8) -> None:
+        """Store events in the outbox; a store that fails (disk full, database locked) is retried
+        with backoff (about 25 s in all) before the failure reaches the caller, which counts it."""
+        if self.outbox is None:
+            return
+        for attempt in range(attempts):
+            try:
+                self.outbox.put(events)
+                return
+            except SinkError as exc:
+                if attempt == attempts - 1:
+                    raise
+                log.warning("outbox: %s; retrying in %.1f s", exc, 0.1 * 2**attempt)
+                time.sleep(0.1 * 2**attempt)
 
     def stats(self) -> dict[str, dict]:
         if self._final_stats is not None:

@@ -204,6 +204,7 @@ class Outbox:
         self._conn = self._open_database()
         self._couriers = [_Courier(self, o, self._cursor_for(o.name)) for o in outputs]
         self._started = False
+        self.unencodable = 0
 
     def _open_database(self) -> sqlite3.Connection:
         try:
@@ -267,7 +268,14 @@ class Outbox:
 
         Events whose `event_id` is already stored are ignored. Returns how many were new.
         """
-        rows = [(e.event_id, e.stream_id, int(e.ts_ns), time.time_ns(), event_to_json(e)) for e in events]
+        rows = []
+        for e in events:
+            try:
+                rows.append((e.event_id, e.stream_id, int(e.ts_ns), time.time_ns(), event_to_json(e)))
+            except (SinkError, TypeError, ValueError) as exc:  # one bad payload must not take the others along
+                self.unencodable += 1
+                log.error("event %s of stream '%s' cannot be encoded as JSON and is not stored: %s",
+                          e.event_id, e.stream_id, exc)
         if not rows:
             return 0
         with self._lock:

@@ -223,3 +223,13 @@ def test_delivered_events_are_pruned_after_the_keep_window_but_pending_ones_stay
         slow.failing.clear()
         assert outbox.wait_delivered(5)
     assert [e.track_id for e in slow.delivered] == list(range(9))
+
+
+def test_an_event_that_cannot_be_encoded_does_not_take_the_others_along(tmp_path):
+    good = Event(make_event_id("cam-1", "r", 1, 5), "cam-1", "r", "alert", 1, 0, 5, {"n": 1})
+    bad = Event(make_event_id("cam-1", "r", 2, 5), "cam-1", "r", "alert", 2, 0, 5, {"n": float("nan")})
+    with Outbox(tmp_path / "outbox.db", []) as outbox:
+        assert outbox.put([bad, good]) == 1
+        assert outbox.unencodable == 1
+    stored = sqlite3.connect(tmp_path / "outbox.db").execute("SELECT event_id FROM events").fetchall()
+    assert stored == [(good.event_id,)]
