@@ -4,8 +4,10 @@
 `write(items)` once `batch_size` rows are waiting or the oldest has waited `flush_interval_s`.
 When `write` raises `StorageUnavailable` (the database is down or restarting) the writer keeps the
 batch and retries it with exponential backoff, taking nothing new meanwhile; memory stays bounded
-because the queue is: once it is full, `put` blocks up to `put_timeout_s` and then raises
-`SinkError` (the sink router counts it as that sink's failure for that frame). A `SinkError` from
+because the queue is: once it is full, `put` blocks up to `put_timeout_s` (a slow database) and
+then raises `SinkError` (the sink router counts it as that sink's failure for that frame). While
+the database is known to be down and the queue is full, `put` raises at once: detection never
+waits on a database outage (the events themselves are kept by the outbox either way). A `SinkError` from
 `write` means the rows themselves are bad: they are logged, counted as rejected and dropped.
 
 `StorageSink` is the `Sink` shared by SQLite and PostgreSQL; a `Backend` supplies the SQL side.
@@ -67,6 +69,7 @@ class BatchWriter:
         self._closing = threading.Event()
         self._abandon = threading.Event()
         self._failure: BaseException | None = None
+        self._unavailable = threading.Event()  # set while a batch is being retried
         self._thread = threading.Thread(target=self._run, name=f"storage:{name}", daemon=True)
         self.counters = dict(
             items_written=0, rows_written=0, batches=0, retries=0, rows_rejected=0, rows_lost=0, put_timeouts=0
@@ -83,12 +86,13 @@ class BatchWriter:
             if self._closing.is_set():
                 raise SinkError(f"{self.name}: put after close(); the sink no longer accepts frames")
             try:
-                self._queue.put(item, timeout=self.put_timeout_s)
+                timeout = 0.0 if self._unavailable.is_set() else self.put_timeout_s
+                self._queue.put(item, timeout=timeout) if timeout else self._queue.put_nowait(item)
             except queue.Full:
                 self.counters["put_timeouts"] += 1
                 raise SinkError(
-                    f"{self.name}: {self._queue.maxsize} frames waiting for {self.put_timeout_s:g} s "
-                    "(database slow or down); this frame is not stored"
+                    f"{self.name}: {self._queue.maxsize} frames waiting (database "
+                    f"{'down' if self._unavailable.is_set() else 'slow'}); this frame's rows are not stored"
                 ) from None
 
     def close(self, timeout: float = 30.0) -> bool:
@@ -144,6 +148,7 @@ class BatchWriter:
             try:
                 self._write(batch)
             except StorageUnavailable as exc:
+                self._unavailable.set()
                 self.counters["retries"] += 1
                 if self.counters["retries"] == 1 or delay >= self._backoff[1]:
                     log.warning("%s: %s; keeping %d rows, retrying in %.2f s", self.name, exc, size, delay)
@@ -157,6 +162,7 @@ class BatchWriter:
                 self.counters["rows_rejected"] += size
                 log.error("%s: %d rows rejected and dropped: %s", self.name, size, exc)
                 return
+            self._unavailable.clear()
             self.counters["batches"] += 1
             self.counters["items_written"] += len(batch)
             self.counters["rows_written"] += size
