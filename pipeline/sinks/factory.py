@@ -17,6 +17,7 @@ class Outputs:
     """The shared sinks, the durable outbox in front of the event outputs, and the media packet tap."""
 
     def __init__(self, sinks: list[Sink], outbox=None, media=None):
+        """media: the MediaSink whose packet tap the decode workers feed (None: no event clips)."""
         self.sinks = sinks
         self.outbox = outbox
         self.packet_tap = media.packet_tap if media is not None else None
@@ -74,7 +75,8 @@ def build_outputs(config: cfg.PipelineConfig, class_names: list[str]) -> Outputs
             media = sink if entry.type == "media" else media
     event_outputs = build_event_outputs(config.sinks)
     outbox = Outbox(Path(config.runtime.outbox_path), event_outputs) if event_outputs else None
-    return Outputs(sinks, outbox, media)
+    wants_clips = any(rule.clip for rule in config.alerts)
+    return Outputs(sinks, outbox, media if wants_clips else None)  # no packet ring without clips
 
 
 def _build_sink(entry, config: cfg.PipelineConfig, class_names: list[str], urls: dict[str, str]) -> Sink | None:

@@ -1,10 +1,9 @@
-"""JSON Lines output: one object per frame with its detections, or one per event.
+"""JSON Lines output of detections: one object per frame.
 
-`what="detections"`: `{"stream_id", "seq", "pts_ns", "wall_ns", "width", "height", "detections":
-[{"class_id", "class_name", "score", "xyxy": [x1, y1, x2, y2], "track_id"}]}` (boxes in source pixels
-rounded to 0.01, scores to 1e-4). `what="events"`: `{"event_id", "stream_id", "rule", "kind",
-"track_id", "class_id", "class_name", "ts_ns", "payload"}`; frames without events write nothing.
-The file is appended to (a rerun adds to it); lines are written and flushed from a writer thread
+`{"stream_id", "seq", "pts_ns", "wall_ns", "width", "height", "detections": [{"class_id",
+"class_name", "score", "xyxy": [x1, y1, x2, y2], "track_id"}]}` (boxes in source pixels rounded to
+0.01, scores to 1e-4). A `jsonl` sink with `what: events` is the event log behind the outbox
+(`pipeline.sinks.outputs.event_log`), not this class. The file is appended to (a rerun adds to it); lines are written and flushed from a writer thread
 every `flush_interval_s`, and everything is written by `close()`.
 """
 from __future__ import annotations
@@ -15,10 +14,9 @@ from typing import TextIO
 
 from pipeline.config.models import JsonlOutput
 from pipeline.errors import SinkError
-from pipeline.sinks.storage.rows import class_name
-from pipeline.sinks.storage.rows import json_default
+from pipeline.sinks.storage.rows import class_name, json_default
 from pipeline.sinks.storage.writer import BatchWriter
-from pipeline.types import Event, FrameResult
+from pipeline.types import FrameResult
 
 
 class JsonlSink:
@@ -34,7 +32,6 @@ class JsonlSink:
         put_timeout_s: float = 5.0,
     ):
         self.path = Path(config.path).expanduser()
-        self.what = config.what
         self.class_names = list(class_names)
         self.name = f"jsonl:{self.path}"
         self.records_written = 0
@@ -53,11 +50,7 @@ class JsonlSink:
         self._writer.start()
 
     def on_frame(self, result: FrameResult) -> None:
-        if self.what == "detections":
-            self._writer.put(self._frame_record(result))
-            return
-        for event in result.events:
-            self._writer.put(self._event_record(event))
+        self._writer.put(self._frame_record(result))
 
     def on_stream_end(self, stream_id: str) -> None:
         """Nothing to do: lines are flushed on the writer's interval and at close."""
@@ -85,14 +78,6 @@ class JsonlSink:
             "stream_id": frame.stream_id, "seq": int(frame.seq), "pts_ns": int(frame.pts_ns),
             "wall_ns": int(frame.wall_ns), "width": int(frame.width), "height": int(frame.height),
             "detections": detections,
-        }
-
-    def _event_record(self, event: Event) -> dict:
-        return {
-            "event_id": event.event_id, "stream_id": event.stream_id, "rule": event.rule, "kind": event.kind,
-            "track_id": int(event.track_id), "class_id": int(event.class_id),
-            "class_name": class_name(self.class_names, int(event.class_id)) if event.class_id >= 0 else None,
-            "ts_ns": int(event.ts_ns), "payload": event.payload,
         }
 
     def _write(self, records: list[dict]) -> None:

@@ -8,9 +8,6 @@ back. The cursor lives in the same database, so events stored but not yet delive
 process stops are delivered after the next start. Delivery is at least once (a crash between a
 delivery and its cursor update repeats that one event); consumers de-duplicate by `event_id`, and
 the outbox itself ignores an event whose `event_id` it already holds.
-
-The outbox is also a `Sink`: `on_frame` stores the events a frame carries, so the runner can put
-it beside storage and media sinks.
 """
 from __future__ import annotations
 
@@ -26,7 +23,7 @@ from pathlib import Path
 from pipeline.errors import ConfigError, SinkError
 from pipeline.sinks.base import EventOutput
 from pipeline.sinks.outputs.payload import event_from_json, event_to_json
-from pipeline.types import Event, FrameResult
+from pipeline.types import Event
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +228,6 @@ class Outbox:
         for courier in self._couriers:
             courier.thread.start()
 
-    start = open
 
     def close(self, timeout: float = 5.0) -> bool:
         """Stop the couriers (undelivered events stay on disk), close the outputs and the database.
@@ -313,15 +309,6 @@ class Outbox:
             (oldest, *names),
         )
 
-    # -- Sink protocol --------------------------------------------------------------------------
-    def on_frame(self, result: FrameResult) -> None:
-        if result.events:
-            self.put(result.events)
-
-    def on_stream_end(self, stream_id: str) -> None:
-        """Nothing is buffered per stream: events are on disk as soon as `put` returns."""
-
-    # -- observing ------------------------------------------------------------------------------
     def stats(self) -> dict[str, dict[str, int]]:
         """Per output: delivered and failed (attempts, this process), dead (given up), pending (on disk)."""
         out: dict[str, dict[str, int]] = {}

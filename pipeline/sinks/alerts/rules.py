@@ -106,6 +106,9 @@ class RuleEngine:
         if last is not None and ts_ns - last < rule.cooldown_s * NS:
             return []
         self._last_fired[key] = ts_ns
+        if len(self._last_fired) > 1024:  # keep only cooldowns still running: bounded on endless streams
+            longest = max(r.cooldown_s for r in self.rules) * NS
+            self._last_fired = {k: t for k, t in self._last_fired.items() if ts_ns - t < longest}
         payload = {"rule": rule.name, "when": rule.when, "zone": rule.zone, "line": rule.line,
                    "snapshot": rule.snapshot, "clip": rule.clip, **details}
         return [new_event(self.stream_id, rule.name, "alert", track_id, class_id, ts_ns, payload)]

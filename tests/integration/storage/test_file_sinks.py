@@ -30,23 +30,6 @@ def test_jsonl_writes_one_object_per_frame_with_its_detections(tmp_path, mot17_0
         np.testing.assert_allclose([d["score"] for d in record["detections"]], det.score, atol=5e-5)
 
 
-def test_jsonl_events_mode_writes_one_object_per_event(tmp_path, mot17_05):
-    path = tmp_path / "events.jsonl"
-    sink = JsonlSink(JsonlOutput(type="jsonl", path=path, what="events"), MOT_CLASSES)
-    sink.open()
-    feed(sink, mot17_05)
-    sink.close()
-
-    records = [json.loads(line) for line in path.read_text().splitlines()]
-    events = [e for r in mot17_05 for e in r.events]
-    assert [r["event_id"] for r in records] == [e.event_id for e in events]
-    assert records[0] == {
-        "event_id": events[0].event_id, "stream_id": "cam-05", "rule": "enter", "kind": "enter",
-        "track_id": events[0].track_id, "class_id": events[0].class_id,
-        "class_name": MOT_CLASSES[events[0].class_id], "ts_ns": events[0].ts_ns, "payload": events[0].payload,
-    }
-
-
 def test_jsonl_lines_appear_while_running_not_only_at_close(tmp_path, mot17_05):
     path = tmp_path / "live.jsonl"
     sink = JsonlSink(JsonlOutput(type="jsonl", path=path), MOT_CLASSES, flush_interval_s=0.05)
