@@ -117,7 +117,7 @@ def _coco_rows(found, key: str, sequential_id: int, ids: CocoIds | None) -> list
     return rows
 
 
-def _batches(inputs: list[Path], size: int) -> Iterator[tuple[list[str], list[np.ndarray]]]:
+def _batches(inputs: list[Path], size: int) -> Iterator[tuple[list[str], list[av.VideoFrame]]]:
     """(keys, RGB frames) in groups of `size`; a key is the image path, or 'video#frame'."""
     keys, frames = [], []
     for key, frame in _frames(inputs):
@@ -130,7 +130,9 @@ def _batches(inputs: list[Path], size: int) -> Iterator[tuple[list[str], list[np
         yield keys, frames
 
 
-def _frames(inputs: list[Path]) -> Iterator[tuple[str, np.ndarray]]:
+def _frames(inputs: list[Path]) -> Iterator[tuple[str, av.VideoFrame]]:
+    """(key, decoded frame) of every image and video frame; the detector converts each frame once,
+    straight to the model's size."""
     for path in inputs:
         if not path.is_file():
             raise SourceError(f"input '{path}' does not exist; give image or video files")
@@ -138,6 +140,6 @@ def _frames(inputs: list[Path]) -> Iterator[tuple[str, np.ndarray]]:
             with av.open(str(path)) as container:
                 for index, frame in enumerate(container.decode(video=0)):
                     key = str(path) if path.suffix.lower() in IMAGE_SUFFIXES else f"{path}#{index}"
-                    yield key, frame.to_ndarray(format="rgb24")
+                    yield key, frame
         except av.FFmpegError as exc:
             raise SourceError(f"input '{path}' cannot be decoded ({exc}); give jpg/png images or video files") from exc
