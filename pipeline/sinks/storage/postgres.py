@@ -45,7 +45,10 @@ class PostgresBackend:
         """Connect and create the schema; `StorageUnavailable` when the server cannot be reached."""
         pg = self._pg
         try:
-            conn = pg.connect(self.dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s)))
+            # Bounded waits on a half-open connection: no statement or socket read blocks the writer forever.
+            conn = pg.connect(self.dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s)),
+                              options="-c statement_timeout=60000", keepalives=1, keepalives_idle=10,
+                              keepalives_interval=5, keepalives_count=3, tcp_user_timeout=60000)
         except pg.OperationalError as exc:
             raise StorageUnavailable(
                 f"cannot connect to PostgreSQL '{self.target}': {_first_line(exc)}; "
