@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 with_tests=0
 [[ "${1:-}" == "--test" ]] && with_tests=1
 
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "setup: needs python3 >= 3.11 (found: $(python3 --version 2>&1)); use Debian 12, Ubuntu 24.04 or newer" >&2
+  exit 1
+fi
+
 sudo_cmd=()
 [[ "$(id -u)" != 0 ]] && sudo_cmd=(sudo)
 
