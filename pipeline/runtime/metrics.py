@@ -20,7 +20,10 @@ from pipeline.runtime.runner import Snapshot
 log = logging.getLogger(__name__)
 
 _STREAM_COUNTERS = {  # stats key -> (metric, help)
-    "frames": ("stream_frames_decoded_total", "frames decoded and handed to the buffer"),
+    "decoded": ("stream_frames_decoded_total", "frames decoded"),
+    "frames": ("stream_frames_buffered_total", "frames handed to the aligned buffer"),
+    "skipped_late": ("stream_frames_skipped_late_total", "frames a live source skipped because it fell behind"),
+    "dropped_sink": ("stream_frames_refused_total", "live frames the buffer refused"),
     "batched": ("stream_frames_detected_total", "frames that went through the detector"),
     "dropped_overflow": ("stream_frames_dropped_overflow_total", "frames dropped because the stream's ring was full"),
     "dropped_age": ("stream_frames_dropped_age_total", "frames dropped as older than the lane's max_age_ms"),

@@ -84,6 +84,7 @@ class StreamWorker:
         self._seq = 0
         self._last_wall_ns = 0
         self._counters = dict(frames=0, decoded=0, dropped_fps_cap=0, dropped_sink=0, sink_waits=0,
+                              skipped_late=0, pts_repaired=0, tap_errors=0,
                               reconnects=0, loops=0)
         self._last_error: str | None = None
         self._first_frame_s: float | None = None
@@ -206,7 +207,17 @@ class StreamWorker:
                         break
         finally:
             reader.close()
+            self._add_reader_counters(reader)
         return produced
+
+    def _add_reader_counters(self, reader) -> None:
+        """Carry what the pass's reader counted (late synthetic frames skipped, timestamps repaired,
+        packet-tap errors) into this worker's stats, which outlive the reader."""
+        clock = getattr(reader, "clock", None)
+        for key, value in (("skipped_late", getattr(reader, "skipped", 0)),
+                           ("pts_repaired", getattr(clock, "repaired", 0)),
+                           ("tap_errors", getattr(reader, "tap_errors", 0))):
+            self._counters[key] += value
 
     def _on_connected(self, started: float) -> None:
         self._first_frame_s = round(time.monotonic() - started, 3)

@@ -42,6 +42,8 @@ def test_metrics_and_status_are_served_while_running_and_grow(tmp_path):
     second = samples_of(text)
     assert second["streamweave_frames_detected_total"] > first["streamweave_frames_detected_total"] > 0
     assert second['streamweave_stream_frames_detected_total{stream="lot"}'] > 0
+    decoded = second['streamweave_stream_frames_decoded_total{stream="lot"}']
+    assert decoded >= second['streamweave_stream_frames_buffered_total{stream="lot"}'] > 0
     assert second['streamweave_stream_up{stream="lot"}'] == 1, status['streams']['lot']
     assert second['streamweave_stream_up{stream="rtsp-cam"}'] == 0
     assert second['streamweave_stream_reconnects_total{stream="rtsp-cam"}'] >= 1
