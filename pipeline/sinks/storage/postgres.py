@@ -133,11 +133,4 @@ class PostgresSink(StorageSink):
     """
 
     def __init__(self, config: PostgresStorage, class_names: list[str], **options):
-        super().__init__(
-            PostgresBackend(config.dsn),
-            class_names,
-            batch_size=config.batch_size,
-            flush_interval_s=config.flush_interval_s,
-            retention_days=config.retention_days,
-            **options,
-        )
+        super().__init__(PostgresBackend(config.dsn), config, class_names, **options)

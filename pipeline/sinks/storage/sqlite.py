@@ -113,11 +113,4 @@ class SqliteSink(StorageSink):
     """Stores every frame's detections, tracks and events in a SQLite file (see `StorageSink`)."""
 
     def __init__(self, config: SqliteStorage, class_names: list[str], **options):
-        super().__init__(
-            SqliteBackend(config.path),
-            class_names,
-            batch_size=config.batch_size,
-            flush_interval_s=config.flush_interval_s,
-            retention_days=config.retention_days,
-            **options,
-        )
+        super().__init__(SqliteBackend(config.path), config, class_names, **options)

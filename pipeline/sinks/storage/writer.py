@@ -195,18 +195,17 @@ class StorageSink:
 
     `on_frame` converts the frame to rows and queues them (cheap; blocks only when the queue is full,
     see the module docstring). `close()` flushes every queued row and raises `SinkError` if the
-    database stayed unreachable for `close_timeout_s`. retention_days: rows whose host time
-    (`wall_ns`) is older are deleted at start and every `retention_interval_s`.
+    database stayed unreachable for `close_timeout_s`. config: a SqliteStorage or PostgresStorage
+    (batch_size, flush_interval_s, retention_days: rows whose host time (`wall_ns`) is older are
+    deleted at start and every `retention_interval_s`).
     """
 
     def __init__(
         self,
         backend: Backend,
+        config,
         class_names: list[str],
         *,
-        batch_size: int,
-        flush_interval_s: float,
-        retention_days: float | None = None,
         stream_urls: dict[str, str] | None = None,
         queue_size: int = 4096,
         put_timeout_s: float = 5.0,
@@ -216,18 +215,18 @@ class StorageSink:
         self.name = f"{backend.dialect}:{backend.target}"
         self.backend = backend
         self.class_names = list(class_names)
-        self.retention_days = retention_days
+        self.retention_days = config.retention_days
         self.close_timeout_s = close_timeout_s
         self._urls = {sid: mask_credentials(url) for sid, url in (stream_urls or {}).items()}
         self.rows_deleted = 0
         self._writer = BatchWriter(
             self.name,
             self._write,
-            batch_size=batch_size,
-            flush_interval_s=flush_interval_s,
+            batch_size=config.batch_size,
+            flush_interval_s=config.flush_interval_s,
             queue_size=queue_size,
             put_timeout_s=put_timeout_s,
-            maintenance=self._apply_retention if retention_days is not None else None,
+            maintenance=self._apply_retention if config.retention_days is not None else None,
             maintenance_interval_s=retention_interval_s,
         )
 
