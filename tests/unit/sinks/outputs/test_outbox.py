@@ -105,8 +105,10 @@ def test_pending_events_survive_a_restart_and_are_delivered_next_time(tmp_path):
     assert first.delivered == []
 
     second = RecordingOutput("hook")  # same name: same cursor
+    second.failing.set()  # held back until the pending count is read: delivery starts on open
     with Outbox(path, [second], backoff=FAST) as reopened:
         assert reopened.stats()["hook"]["pending"] == 6
+        second.failing.clear()
         assert reopened.wait_delivered(5)
     assert second.delivered == events
 
