@@ -41,7 +41,6 @@ class Frame:
     width: int
     height: int
     pixel_format: PixelFormat = "rgb24"
-    ready_event: Any = None  # CUDA event recorded after the decoder wrote `image` (device frames only)
 
 
 def frame_to_rgb(frame: Frame) -> np.ndarray:

@@ -81,6 +81,11 @@ class Detector:
         batch.pad = pad
         return detections
 
+    def warm_up(self) -> None:
+        """Compile the GPU path's kernels now (a no-op for CPU engines), before the sources start."""
+        if hasattr(self.engine, "input_buffer"):
+            self._gpu_step().warm_up()
+
     def detect_images(self, images: list[np.ndarray]) -> tuple[Detections, np.ndarray, np.ndarray]:
         """(h, w, 3) uint8 RGB images -> (Detections with frame_idx = list index, scale (B, 2), pad (B, 2))."""
         return self._in_chunks(images, self._detect_host)

@@ -5,8 +5,10 @@
 
 Per batch, all on the engine's CUDA stream: the fused NV12 letterbox kernel writes the engine's own
 input buffer, the engine runs, the head decoder and the confidence filter run on CuPy, GPU NMS keeps
-the same boxes the numpy reference would, boxes map back to source pixels, and only then are the
-kept detections (a few hundred rows) copied to the host.
+the same boxes the numpy reference would, boxes map back to source pixels, and only then is one
+array copied to the host: the candidates above the confidence threshold with NMS's keep flag.
+Host syncs per batch: three (candidate count, NMS group layout, that copy), each a wait for the
+interpreter lock when many decode threads share it.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import numpy as np
 from pipeline.config.models import DetectorConfig
 from pipeline.detect import heads, nms, nms_gpu
 from pipeline.detect.preprocess import PreprocessSpec
-from pipeline.detect.preprocess_gpu import GpuPreprocessor
+from pipeline.detect.preprocess_gpu import GpuPreprocessor, Staging
 from pipeline.types import Detections, Frame
 
 
@@ -40,6 +42,7 @@ class GpuDetectStep:
         self.class_filter = None if class_filter is None else np.asarray(class_filter)
         self.input_names = list(input_names)
         self.preprocess = GpuPreprocessor(spec, antialias=antialias)
+        self._staging = Staging()
 
     def __call__(self, frames: Sequence[Frame]) -> tuple[Detections, np.ndarray, np.ndarray]:
         """Host Detections (frame_idx = row), scale (B, 2) and pad (B, 2) float32, for every frame."""
@@ -47,47 +50,70 @@ class GpuDetectStep:
 
         return in_chunks(frames, self.engine.max_batch, self._chunk)
 
-    def device_detections(self, frames: Sequence[Frame]) -> tuple[Detections, np.ndarray, np.ndarray]:
-        """Like `__call__` for one chunk, but the Detections stay on the device (CuPy) and unsynchronised."""
-        import cupy  # noqa: PLC0415 - GPU only
-
+    def _chunk(self, frames: Sequence[Frame]) -> tuple[Detections, np.ndarray, np.ndarray]:
         n = len(frames)
         engine = self.engine
-        buffer = engine.input_buffer(n)
+        # The engine runs a whole bucket (rows past n are padding, ignored below), so every kernel
+        # after it sees one of a few shapes, compiled at warm-up.
+        rows = engine.rows_for(n)
+        buffer = engine.input_buffer(rows)
         scale, pad = self.preprocess(frames, buffer, stream=engine.stream)
+        table = np.ones((rows, 6), np.float32)  # per row: source w, h, scale x, y, pad x, y
+        table[:n, 0:2] = [(f.width, f.height) for f in frames]
+        table[:n, 2:4], table[:n, 4:6] = scale, pad
         with engine.stream:
+            (table_d,) = self._staging.upload((table,), engine.stream)
             feed = {self.input_names[0]: buffer}
-            sizes = cupy.asarray(np.asarray([(f.width, f.height) for f in frames], np.int64))
             if self.head == "detr" and len(self.input_names) > 1:
-                feed[self.input_names[1]] = sizes
+                feed[self.input_names[1]] = table_d[:, 0:2].astype(np.int64)
             outputs = engine.infer(feed)
             decoded = heads.decode(self.head, outputs, self.input_size)
-            return self._select(decoded, sizes, scale, pad), scale, pad
+            return self._select(decoded, table_d, n), scale, pad
 
-    def _chunk(self, frames: Sequence[Frame]) -> tuple[Detections, np.ndarray, np.ndarray]:
-        found, scale, pad = self.device_detections(frames)
-        with self.engine.stream:
-            host = found.to_host()
-        return host, scale, pad
+    def warm_up(self) -> None:
+        """Run every kernel of the path at every batch size the engine runs, on made-up data, so CuPy
+        compiles them (NVRTC, seconds on a fresh machine) before frames arrive."""
+        import cupy  # noqa: PLC0415 - GPU only
 
-    def _select(self, decoded: heads.HeadOutput, sizes, scale: np.ndarray, pad: np.ndarray) -> Detections:
-        """Confidence filter, NMS (or top-k) and the mapping to source pixels, on the device."""
+        image = cupy.full((96, 64), 128, np.uint8)
+        label = 0 if self.class_filter is None or not len(self.class_filter) else int(self.class_filter[0])
+        for rows in sorted({self.engine.rows_for(n) for n in range(1, self.engine.max_batch + 1)}):
+            frames = [Frame("warm-up", i, 0, 0, image, 64, 64, "nv12") for i in range(rows)]
+            self._chunk(frames)
+            with self.engine.stream:
+                boxes = cupy.tile(cupy.asarray([[4, 4, 40, 40], [6, 6, 42, 42], [20, 20, 60, 60]], np.float32), (rows, 1, 1))
+                scores = cupy.tile(cupy.asarray([0.9, 0.8, 0.7], np.float32), (rows, 1))
+                classes = cupy.full((rows, 3), label, np.int32)
+                table = cupy.ones((rows, 6), np.float32)
+                for needs_nms in (True, False):
+                    decoded = heads.HeadOutput(boxes, scores, classes, self.head == "detr", needs_nms)
+                    self._select(decoded, table, rows)
+        self.engine.stream.synchronize()
+
+    def _select(self, decoded: heads.HeadOutput, table, n: int) -> Detections:
+        """Confidence filter, NMS (or top-k), the mapping to source pixels, and one copy to the host.
+
+        table: (rows, 6) device float32 per row (source w, h, scale x, y, pad x, y); only rows < n are
+        frames. Two host syncs besides the final copy: the candidate count and the NMS group layout.
+        Rows the NMS dropped travel in the same copy, flagged, and are dropped on the host.
+        """
         import cupy  # noqa: PLC0415 - GPU only
 
         cfg = self.config
         boxes, scores, class_ids, rows = nms.candidates(
-            decoded.boxes, decoded.scores, decoded.class_ids, cfg.conf_threshold, self.class_filter
+            decoded.boxes, decoded.scores, decoded.class_ids, cfg.conf_threshold, self.class_filter, images=n
         )
-        if decoded.needs_nms:
-            keep = nms_gpu.batched_nms(boxes, scores, class_ids, rows, cfg.iou_threshold, cfg.max_detections)
-        else:
-            keep = cupy.asarray(nms.top_k(scores.get(), rows.get(), cfg.max_detections))
-        boxes, scores, class_ids, rows = boxes[keep], scores[keep], class_ids[keep], rows[keep]
-        wh = sizes[rows].astype(np.float32)
+        if rows.size == 0:
+            return Detections.empty()
+        threshold = cfg.iou_threshold if decoded.needs_nms else None
+        order, kept = nms_gpu.ranked_keep(boxes, scores, class_ids, rows, threshold, cfg.max_detections)
+        boxes, scores, class_ids, rows = boxes[order], scores[order], class_ids[order], rows[order]
+        per_row = table[rows]
         if not decoded.in_source:
-            scale4 = cupy.tile(cupy.asarray(scale)[rows], 2)
-            pad4 = cupy.tile(cupy.asarray(pad)[rows], 2)
-            boxes = (boxes - pad4) / scale4
-        boxes = cupy.minimum(cupy.maximum(boxes, 0), cupy.tile(wh, 2)).astype(np.float32)
-        return Detections(boxes, scores, class_ids, rows)
-
+            boxes = (boxes - cupy.tile(per_row[:, 4:6], 2)) / cupy.tile(per_row[:, 2:4], 2)
+        boxes = cupy.minimum(cupy.maximum(boxes, 0), cupy.tile(per_row[:, 0:2], 2))
+        columns = (boxes, scores[:, None], class_ids[:, None], rows[:, None], kept[:, None])
+        packed = cupy.concatenate([c.astype(np.float32, copy=False) for c in columns], axis=1).get()
+        packed = packed[packed[:, 7] > 0]
+        return Detections(np.ascontiguousarray(packed[:, :4]), packed[:, 4], packed[:, 5].astype(np.int32),
+                          packed[:, 6].astype(np.int32))

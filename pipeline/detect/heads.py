@@ -6,6 +6,8 @@ Decoders pick `xp = array_module(a)`, so the same code runs on numpy and cupy.
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -185,7 +187,15 @@ def decode_yolov5(raw, min_score: float = 0.0) -> HeadOutput:
 
 
 def yolox_grid(width: int, height: int, xp=np, strides=STRIDES):
-    """Grid (N, 2) float32 (x, y cell index) and stride (N, 1) float32 of a YOLOX head, row-major per stride."""
+    """Grid (N, 2) float32 (x, y cell index) and stride (N, 1) float32 of a YOLOX head, row-major per stride.
+
+    Cached (read-only arrays): on the GPU, building it is a dozen kernel launches per batch otherwise."""
+    device = None if xp is np else xp.cuda.Device().id
+    return _yolox_grid(width, height, xp, tuple(strides), device)
+
+
+@functools.lru_cache(maxsize=16)
+def _yolox_grid(width: int, height: int, xp, strides: tuple[int, ...], device: int | None):
     grids, step = [], []
     for s in strides:
         h, w = height // s, width // s

@@ -71,10 +71,12 @@ def _cap_per_image(ranked: np.ndarray, batch_idx: np.ndarray, max_per_image: int
     return ranked[position < max_per_image]
 
 
-def candidates(boxes, scores, class_ids, conf_threshold: float, class_filter=None, max_candidates: int = 30000):
+def candidates(boxes, scores, class_ids, conf_threshold: float, class_filter=None, max_candidates: int = 30000,
+               images: int | None = None):
     """Flatten (B, N, ...) head outputs to the candidates above `conf_threshold`.
 
-    boxes (B, N, 4), scores (B, N), class_ids (B, N); class_filter: class ids to keep (array) or None.
+    boxes (B, N, 4), scores (B, N), class_ids (B, N); class_filter: class ids to keep (array) or None;
+    images: only the first `images` rows are pictures (the rest pads a batch up to the engine's size).
     Returns boxes (M, 4) float32, scores (M,) float32, class_ids (M,) int32, batch_idx (M,) int32, with at
     most `max_candidates` per image (the highest scores), so a degenerate model cannot stall NMS.
     """
@@ -82,13 +84,15 @@ def candidates(boxes, scores, class_ids, conf_threshold: float, class_filter=Non
     mask = scores >= conf_threshold
     if class_filter is not None:
         mask &= xp.isin(class_ids, xp.asarray(class_filter))
+    if images is not None:  # a broadcast compare, not `mask[images:] = False`: same shapes every batch
+        mask &= xp.arange(mask.shape[0])[:, None] < images
     b, n = xp.nonzero(mask)
     if n.size and scores.shape[1] > max_candidates:
         b, n = _top_per_image(scores, b, n, max_candidates)
     return (
-        boxes[b, n].astype(np.float32),
-        scores[b, n].astype(np.float32),
-        class_ids[b, n].astype(np.int32),
+        boxes[b, n].astype(np.float32, copy=False),
+        scores[b, n].astype(np.float32, copy=False),
+        class_ids[b, n].astype(np.int32, copy=False),
         b.astype(np.int32),
     )
 

@@ -6,7 +6,8 @@ Method (the classic bitmask NMS, per (image, class) group so groups never meet):
    with box t of that block (ranked lower) is above the threshold;
 3. one thread block per group walks its boxes in order, keeping a box unless a kept box's bit
    removed it, and ORs the kept box's words into the removed set (shared memory);
-4. rank the kept boxes by (image, score descending, index) and cap each image at `max_per_image`.
+4. rank the kept boxes by (image, score descending, index) and cap each image at `max_per_image`,
+   with fixed-size results (`ranked_keep`) so the caller needs no host sync to use them.
 IoU is computed in float32 with the reference's operation order and no fused multiply-add, so
 borderline boxes fall on the same side of the threshold as in numpy.
 """
@@ -86,33 +87,45 @@ def _kernels():
 def batched_nms(boxes, scores, class_ids, batch_idx, iou_threshold: float, max_per_image: int):
     """Indices (K,) int64 (CuPy) of the boxes kept, ordered by batch_idx, then score descending, then index.
 
-    boxes (M, 4) float32 xyxy; scores (M,) float32; class_ids (M,) int32; batch_idx (M,) int32, all
-    CuPy arrays on the current device. Same rules and result as `pipeline.detect.nms.batched_nms`.
-    Work is queued on the current CuPy stream; one small device-to-host copy (group sizes) syncs it.
+    boxes (M, 4) float32 xyxy; scores (M,) float32; class_ids (M,) int32 (>= 0); batch_idx (M,) int32,
+    all CuPy arrays on the current device. Same rules and result as `pipeline.detect.nms.batched_nms`.
+    """
+    order, kept = ranked_keep(boxes, scores, class_ids, batch_idx, iou_threshold, max_per_image)
+    return order[kept]
+
+
+def ranked_keep(boxes, scores, class_ids, batch_idx, iou_threshold: float | None, max_per_image: int):
+    """(order (M,) int64, kept (M,) bool), both CuPy: `order[kept]` is `batched_nms`'s result, and the
+    kept rows come first in `order`.
+
+    Fixed-size results so a caller can gather and copy everything with one host sync. The only
+    host copy in here is the (image, class) group layout, which sizes the NMS kernels.
+    iou_threshold None: no suppression, only the per-image cap (top-k for end-to-end heads).
     """
     import cupy  # noqa: PLC0415 - GPU only
 
     m = int(scores.shape[0])
+    index = cupy.arange(m, dtype=np.int64)
     if m == 0:
-        return cupy.zeros(0, np.int64)
-    boxes = cupy.ascontiguousarray(boxes, np.float32)
+        return index, cupy.zeros(0, bool)
     scores = cupy.asarray(scores, np.float32)
     batch_idx = cupy.asarray(batch_idx, np.int64)
-    class_ids = cupy.asarray(class_ids, np.int64)
-    group = batch_idx * (int(class_ids.max()) + 1) + class_ids
-    order = _sort(group, -scores, cupy.arange(m))
-    keep_sorted = _suppress(boxes[order], group[order], np.float32(iou_threshold))
-    kept = order[keep_sorted]
-    ranked = kept[_sort(batch_idx[kept], -scores[kept], kept)]
-    return _cap_per_image(ranked, batch_idx, max_per_image)
+    if iou_threshold is None:
+        kept = cupy.ones(m, bool)
+    else:
+        group = (batch_idx << 32) | cupy.asarray(class_ids, np.int64)  # (image, class) in one sortable key
+        order = _sort(group, -scores, index)
+        kept = cupy.empty(m, bool)
+        kept[order] = _suppress(cupy.ascontiguousarray(boxes, np.float32)[order], group[order], np.float32(iou_threshold))
+    order = _sort(~kept, batch_idx, -scores, index)
+    return order, _cap_per_image(order, kept[order], batch_idx[order], max_per_image)
 
 
-def _sort(primary, secondary, tiebreak):
-    """Indices that sort by (primary, secondary, tiebreak), all ascending (lexicographic sort)."""
+def _sort(*keys):
+    """Indices that sort lexicographically by `keys`, first key most significant, all ascending."""
     import cupy  # noqa: PLC0415 - GPU only
 
-    keys = cupy.stack([tiebreak.astype(np.float64), secondary.astype(np.float64), primary.astype(np.float64)])
-    return cupy.lexsort(keys)
+    return cupy.lexsort(cupy.stack([k.astype(np.float64) for k in reversed(keys)]))
 
 
 def _suppress(boxes, group, threshold: np.float32):
@@ -121,42 +134,39 @@ def _suppress(boxes, group, threshold: np.float32):
 
     m = int(group.shape[0])
     starts_mask = cupy.concatenate([cupy.ones(1, bool), group[1:] != group[:-1]])
-    starts = cupy.flatnonzero(starts_mask)
-    sizes = cupy.diff(cupy.concatenate([starts, cupy.asarray([m], starts.dtype)])).astype(np.int32)
-    box_group = (cupy.cumsum(starts_mask) - 1).astype(np.int32)
-    sizes_host = sizes.get()
+    starts_host = np.flatnonzero(starts_mask.get())  # the one host copy: kernel shapes depend on it
+    sizes_host = np.diff(np.append(starts_host, m)).astype(np.int32)
     blocks = (sizes_host.astype(np.int64) + 63) // 64
     words = sizes_host.astype(np.int64) * blocks
     word_offset = np.concatenate([[0], np.cumsum(words)[:-1]]).astype(np.int64)
     max_blocks = int(blocks.max())
+    starts, sizes, offsets = (cupy.asarray(a) for a in (starts_host.astype(np.int64), sizes_host, word_offset))
+    box_group = (cupy.cumsum(starts_mask) - 1).astype(np.int32)
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     areas = cupy.maximum(x2 - x1, 0) * cupy.maximum(y2 - y1, 0)
     mask = cupy.empty(int(words.sum()), np.uint64)
     keep = cupy.zeros(m, np.uint8)
     mask_kernel, reduce_kernel = _kernels()
-    starts64 = starts.astype(np.int64)
-    offsets = cupy.asarray(word_offset)
     threads = 128
     total = m * max_blocks
     mask_kernel(
         ((total + threads - 1) // threads,), (threads,),
-        (boxes, areas.astype(np.float32), box_group, starts64, sizes, offsets, np.int32(m), np.int32(max_blocks),
+        (boxes, areas.astype(np.float32), box_group, starts, sizes, offsets, np.int32(m), np.int32(max_blocks),
          threshold, mask),
     )  # fmt: skip
-    reduce_kernel(
-        (len(sizes_host),), (64,), (mask, starts64, sizes, offsets, keep), shared_mem=max_blocks * 8
-    )
+    reduce_kernel((len(sizes_host),), (64,), (mask, starts, sizes, offsets, keep), shared_mem=max_blocks * 8)
     return keep.astype(bool)
 
 
-def _cap_per_image(ranked, batch_idx, max_per_image: int):
-    """The first `max_per_image` of each image in an image-grouped index list."""
+def _cap_per_image(order, kept, images, max_per_image: int):
+    """`kept` (in `order`'s order, kept rows first, grouped by image) limited to the first
+    `max_per_image` of each image, without a host sync."""
     import cupy  # noqa: PLC0415 - GPU only
 
-    if ranked.size == 0:
-        return ranked.astype(np.int64)
-    images = batch_idx[ranked]
-    first = cupy.concatenate([cupy.ones(1, bool), images[1:] != images[:-1]])
-    starts = cupy.flatnonzero(first)
-    position = cupy.arange(ranked.size) - starts[cupy.cumsum(first) - 1]
-    return ranked[position < max_per_image].astype(np.int64)
+    m = int(order.shape[0])
+    position = cupy.arange(m, dtype=np.int64)
+    first = cupy.concatenate([cupy.ones(1, bool), (images[1:] != images[:-1]) | (kept[1:] != kept[:-1])])
+    segment = cupy.cumsum(first) - 1
+    segment_start = cupy.empty(m + 1, np.int64)
+    segment_start[cupy.where(first, segment, m)] = position  # each segment's first row writes its start; the rest slot m
+    return kept & (position - segment_start[segment] < max_per_image)

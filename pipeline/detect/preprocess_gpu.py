@@ -110,6 +110,43 @@ def _kernel(half: bool):
     return _KERNELS[key]
 
 
+class Staging:
+    """Small per-batch host tables (frame pointers, geometry, sizes) sent to the device in one truly
+    asynchronous copy from pinned memory; a copy from ordinary memory may wait for the stream.
+
+    `upload(arrays, stream)` returns device arrays of the same shapes and dtypes. The buffers are
+    reused: the previous upload is waited for (an event, normally long done) before they are rewritten.
+    """
+
+    ALIGN = 16
+
+    def __init__(self):
+        self._host = None
+        self._device = None
+        self._done = None
+
+    def upload(self, arrays: Sequence[np.ndarray], stream) -> list:
+        import cupy  # noqa: PLC0415 - GPU only
+        import cupyx  # noqa: PLC0415 - GPU only
+
+        offsets, total = [], 0
+        for a in arrays:
+            offsets.append(total)
+            total += -(-a.nbytes // self.ALIGN) * self.ALIGN
+        if self._host is None or self._host.nbytes < total:
+            if self._done is not None:
+                self._done.synchronize()
+            self._host = cupyx.empty_pinned(max(total, 4096), np.uint8)
+            self._device = cupy.empty(self._host.nbytes, np.uint8)
+        elif self._done is not None:
+            self._done.synchronize()
+        for a, offset in zip(arrays, offsets):
+            self._host[offset : offset + a.nbytes] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+        self._device.data.copy_from_host_async(self._host.ctypes.data, total, stream)
+        self._done = stream.record()
+        return [self._device[offset : offset + a.nbytes].view(a.dtype).reshape(a.shape) for a, offset in zip(arrays, offsets)]
+
+
 def matrix_for(height: int, matrix: Matrix = "auto") -> str:
     """The YUV->RGB matrix of a frame: "auto" takes BT.709 for HD (height >= 720) and BT.601 below.
 
@@ -136,12 +173,13 @@ class GpuPreprocessor:
         self.antialias = antialias
         self.matrix = matrix
         self._coef = cupy.asarray(np.asarray([MATRICES["bt601"], MATRICES["bt709"]], np.float32))
+        self._staging = Staging()
 
     def __call__(self, frames: Sequence[Frame], out, stream=None) -> tuple[np.ndarray, np.ndarray]:
         """Write rows 0..n-1 of `out` (B, 3, H, W) float16/float32 C-contiguous from n NV12 frames.
 
-        Work is queued on `stream` (CuPy stream; default: the current one) after each frame's
-        `ready_event`. Returns host `scale (n, 2) float32` (sx, sy) and `pad (n, 2) float32` (x, y)
+        Work is queued on `stream` (CuPy stream; default: the current one); the frames must be
+        complete (NVDEC frames are: the decoder synchronises before handing them on). Returns host `scale (n, 2) float32` (sx, sy) and `pad (n, 2) float32` (x, y)
         with `model = source * scale + pad`, exactly as `preprocess.preprocess_into` reports them.
         """
         import cupy  # noqa: PLC0415 - GPU only
@@ -152,11 +190,8 @@ class GpuPreprocessor:
         ptrs, geom, fgeom, scale, pad = self._describe(frames)
         if n == 0:
             return scale, pad
-        for frame in frames:
-            if frame.ready_event is not None:
-                stream.wait_event(frame.ready_event)
         with stream:
-            self._launch(cupy.asarray(ptrs), cupy.asarray(geom), cupy.asarray(fgeom), out, n)
+            self._launch(*self._staging.upload((ptrs, geom, fgeom), stream), out, n)
         return scale, pad
 
     def _describe(self, frames: Sequence[Frame]):

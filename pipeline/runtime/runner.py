@@ -88,6 +88,7 @@ class PipelineRunner:
 
     def run(self, duration_s: float | None = None, on_progress: Callable[[Snapshot], None] | None = None,
             progress_interval_s: float = 1.0) -> Snapshot:
+        self.detector.warm_up()
         self._started = time.monotonic()
         previous_interval = sys.getswitchinterval()
         sys.setswitchinterval(self._switch_interval_s())

@@ -5,7 +5,8 @@ Annex-B for MP4/MKV by the demuxer, go to one hardware decoder per stream with i
 
 Frame ownership: PyNvVideoCodec's output surfaces belong to the decoder and are reused by later
 `Decode` calls, so every decoded picture is copied (device to device, on the stream's CUDA stream)
-into an array the frame owns, and a CUDA event is recorded after the copy (`ready_event`). The copy
+into an array the frame owns, and the stream is synchronised before the frames are handed on: a
+frame is complete when a consumer sees it. The copy
 costs ~3 MB of device bandwidth per 1080p frame, about 0.3% of an H100's per second at 3,700 fps.
 A frame's memory goes back to CuPy's pool when its last reference drops; consumers on other streams
 must have synchronised with their own work on it by then (the detector does, before it returns).
@@ -59,12 +60,41 @@ def pts_to_ns(pts: int | None, time_base) -> int:
     return (num + time_base.denominator // 2) // time_base.denominator
 
 
+SPS_SCAN_BYTES = 4096
+"""How far into a packet to look for a sequence parameter set (it precedes the first slice, after
+at most an access unit delimiter and a few SEI messages)."""
+
+
+def sequence_parameter_set(data: bytes, codec: str) -> bytes | None:
+    """The first sequence parameter set NAL unit (H.264 type 7, HEVC type 33) of an Annex-B access unit,
+    or None when the unit has none before its first slice (or the codec is neither)."""
+    if codec not in ("h264", "hevc"):
+        return None
+    pos = 0
+    while (start := data.find(b"\x00\x00\x01", pos)) >= 0 and start + 3 < len(data):
+        header = start + 3
+        if codec == "h264":
+            kind = data[header] & 0x1F
+            is_sps, is_slice = kind == 7, 1 <= kind <= 5
+        else:
+            kind = (data[header] >> 1) & 0x3F
+            is_sps, is_slice = kind == 33, kind < 32
+        if is_slice:
+            return None
+        if is_sps:
+            end = data.find(b"\x00\x00\x01", header)
+            return data[header : end if end >= 0 else len(data)].rstrip(b"\x00")  # a 4-byte start code's zero
+        pos = header
+    return None
+
+
 class NvdecDecoder:
     """Decodes one PyAV video stream with NVDEC into `(H*3/2, W) uint8` NV12 CuPy arrays.
 
     stream: the PyAV video stream (codec, time base); label: names the stream in errors.
     device: CUDA device index. A mid-stream resolution change is followed (each frame has its own
-    size). Errors raise SourceError naming the stream and stay with it: other streams go on.
+    size; a new sequence parameter set restarts the decoder). Errors raise SourceError naming the
+    stream and stay with it: other streams go on.
     """
 
     wants_annexb = True
@@ -80,24 +110,45 @@ class NvdecDecoder:
             raise SourceError(f"{label}: NVDEC cannot decode codec '{codec_name}'; set decode: cpu for this stream")
         self._device = cupy.cuda.Device(device)
         self._nvc = nvc
+        self._codec = codec_name
         with self._device:
             self.cuda_stream = cupy.cuda.Stream(non_blocking=True)
-            context = cupy.cuda.driver.ctxGetCurrent()
-            try:
-                self._decoder = nvc.CreateDecoder(
-                    gpuid=device, codec=getattr(nvc.cudaVideoCodec, CODECS[codec_name]), cudacontext=context,
-                    cudastream=self.cuda_stream.ptr, usedevicememory=True,
-                )  # fmt: skip
-            except (RuntimeError, ValueError, _nvc_error(nvc)) as exc:
-                raise SourceError(f"{label}: cannot create an NVDEC decoder for {codec_name}: {exc}") from exc
+        self._decoder = self._create()
         self.frames_decoded = 0
         self._discard: set[int] = set()
+        self._sps: bytes | None = None
+
+    def _create(self) -> Any:
+        import cupy  # noqa: PLC0415 - GPU stack
+
+        nvc = self._nvc
+        with self._device:
+            try:
+                return nvc.CreateDecoder(
+                    gpuid=self._device.id, codec=getattr(nvc.cudaVideoCodec, CODECS[self._codec]),
+                    cudacontext=cupy.cuda.driver.ctxGetCurrent(), cudastream=self.cuda_stream.ptr, usedevicememory=True,
+                )  # fmt: skip
+            except (RuntimeError, ValueError, _nvc_error(nvc)) as exc:
+                raise SourceError(f"{self._label}: cannot create an NVDEC decoder for {self._codec}: {exc}") from exc
 
     def decode(self, packet: Any) -> list[DecodedFrame]:
-        """The frames `packet` (an Annex-B av.Packet) completed, in display order, each with its own copy."""
+        """The frames `packet` (an Annex-B av.Packet) completed, in display order, each with its own copy.
+
+        A new sequence parameter set (a resolution change, say) drains this decoder and starts a fresh
+        one: PyNvVideoCodec does not reconfigure itself, it keeps the old surface size.
+        """
         data = memoryview(packet)
         if len(data) == 0:
             return []
+        drained = []
+        sps = sequence_parameter_set(bytes(data[:SPS_SCAN_BYTES]), self._codec)
+        if sps is not None and sps != self._sps:
+            if self._sps is not None:
+                log.info("%s: new sequence parameters mid-stream; restarting the NVDEC decoder", self._label)
+                drained = self.flush()
+                self.close()
+                self._decoder = self._create()
+            self._sps = sps
         pd = self._nvc.PacketData()
         holder = _HostBytes(data)
         pd.bsl_data = holder.ptr
@@ -108,7 +159,7 @@ class NvdecDecoder:
                 # MP4 edit lists mark pre-roll packets "discard": decoded for reference, never shown
                 # (FFmpeg's CPU decoder drops them too, so both back-ends yield the same frames).
                 self._discard.add(int(packet.pts))
-        return self._run(pd, packet.pts is not None, packet.time_base or self._time_base)
+        return drained + self._run(pd, packet.pts is not None, packet.time_base or self._time_base)
 
     def flush(self) -> list[DecodedFrame]:
         """The frames NVDEC still holds at the end of the stream (an empty packet drains it)."""
@@ -139,7 +190,7 @@ class NvdecDecoder:
         return False
 
     def _own(self, surface: Any, size: tuple[int, int] | None, has_pts: bool, time_base) -> DecodedFrame:
-        """Copy one decoder surface into a frame-owned (H*3/2, W) array on this stream; record its ready event.
+        """Copy one decoder surface into a frame-owned (H*3/2, W) array on this stream.
 
         After a mid-stream resolution drop the decoder keeps its larger surfaces and packs the smaller
         picture at their start; `size` (the decoder's current width, height) says how much is picture.
@@ -156,12 +207,9 @@ class NvdecDecoder:
                 view = cupy.ascontiguousarray(view).ravel()[: width * height * 3 // 2].reshape(height * 3 // 2, width)
             image = cupy.empty(view.shape, cupy.uint8)
             image[...] = view
-            ready = cupy.cuda.Event(block=False, disable_timing=True)
-            ready.record(self.cuda_stream)
         self.frames_decoded += 1
         pts = pts_to_ns(int(surface.getPTS()), time_base) if has_pts else PTS_UNKNOWN
-        return DecodedFrame(image=image, pts_ns=pts, width=int(width), height=int(height),
-                            pixel_format="nv12", ready_event=ready)
+        return DecodedFrame(image=image, pts_ns=pts, width=int(width), height=int(height), pixel_format="nv12")
 
     def close(self) -> None:
         """Let in-flight copies finish and release the hardware decoder."""

@@ -25,7 +25,6 @@ class DecodedFrame:
     `(H*3/2, W) uint8` cupy array (`pixel_format="nv12"`), or PyAV's decoded `av.VideoFrame`
     (`pixel_format="avframe"`, converted later at the model's size; see `pipeline.types.frame_to_rgb`).
     pts_ns: integer nanoseconds on the stream's clock (`PTS_UNKNOWN` only between decoder and reader).
-    ready_event: CUDA event recorded after the decoder wrote `image` (device frames only).
     """
 
     image: Any
@@ -33,7 +32,6 @@ class DecodedFrame:
     width: int
     height: int
     pixel_format: str = "rgb24"
-    ready_event: Any = None
 
 
 class Reader(Protocol):

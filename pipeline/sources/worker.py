@@ -253,7 +253,7 @@ class StreamWorker:
             return True
         self._last_wall_ns = time.time_ns()
         frame = Frame(self.config.id, self._seq, pts_ns, self._last_wall_ns, decoded.image, decoded.width,
-                      decoded.height, decoded.pixel_format, decoded.ready_event)
+                      decoded.height, decoded.pixel_format)
         if self.config.is_live:
             self._seq += 1  # a frame the sink refused is a gap in seq: that is how drops show
             if self.sink.put(frame, timeout=0.0):

@@ -77,4 +77,4 @@ def test_gpu_detections_match_cpu_detections_on_real_clips(clip, report):
 
 def _frame(decoded, seq: int) -> Frame:
     return Frame("clip", seq, decoded.pts_ns, 0, decoded.image, decoded.width, decoded.height,
-                 decoded.pixel_format, decoded.ready_event)
+                 decoded.pixel_format)

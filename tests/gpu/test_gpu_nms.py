@@ -35,6 +35,17 @@ def test_gpu_nms_keeps_exactly_the_reference_indices_on_random_boxes(seed, m, im
     np.testing.assert_array_equal(got.get(), expected)
 
 
+@pytest.mark.parametrize("seed,m,images,cap", [(5, 400, 3, 50), (6, 3000, 16, 100), (7, 20, 1, 300)])
+def test_gpu_top_k_without_suppression_matches_the_reference(seed, m, images, cap):
+    import cupy
+
+    boxes, scores, class_ids, batch_idx = _random_case(seed, m, images, 3)
+    expected = nms.top_k(scores, batch_idx, cap)
+    order, kept = nms_gpu.ranked_keep(*(cupy.asarray(a) for a in (boxes, scores, class_ids, batch_idx)), None, cap)
+    order, kept = order.get(), kept.get()
+    np.testing.assert_array_equal(order[kept], expected)
+
+
 def test_gpu_nms_of_nothing_is_an_empty_int64_array():
     import cupy
 

@@ -17,7 +17,7 @@ NORMALISED = PreprocessSpec(320, 320, resize="stretch", color="rgb", scale=1 / 2
 
 
 def _frames(decoded) -> list[Frame]:
-    return [Frame("s", i, d.pts_ns, 0, d.image, d.width, d.height, d.pixel_format, d.ready_event)
+    return [Frame("s", i, d.pts_ns, 0, d.image, d.width, d.height, d.pixel_format)
             for i, d in enumerate(decoded)]
 
 
@@ -75,3 +75,20 @@ def test_host_frames_are_refused_with_a_message_naming_the_stream():
     out = cupy.zeros((1, 3, 416, 416), np.float32)
     with pytest.raises(EngineError, match="cam-4.*nvdec"):
         GpuPreprocessor(YOLOX)([frame], out)
+
+
+def test_staging_uploads_mixed_tables_and_reuses_its_buffers():
+    import cupy
+
+    from pipeline.detect.preprocess_gpu import Staging
+
+    staging, stream = Staging(), cupy.cuda.Stream(non_blocking=True)
+    for rows in (3, 64, 5):  # grows once, then reuses the larger buffers
+        tables = (np.arange(rows, dtype=np.uint64) << 40, np.arange(rows * 8, dtype=np.int32).reshape(rows, 8),
+                  np.linspace(0, 1, rows * 2, dtype=np.float32).reshape(rows, 2))
+        with stream:
+            got = staging.upload(tables, stream)
+            host = [g.get() for g in got]
+        for expected, g in zip(tables, host):
+            assert g.dtype == expected.dtype
+            np.testing.assert_array_equal(g, expected)

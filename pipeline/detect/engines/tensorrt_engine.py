@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.config.models import DetectorConfig
 from pipeline.detect.engines import trt_keys
+from pipeline.detect.engines.base import batch_buckets, bucket_for
 from pipeline.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,11 @@ class TensorRTEngine:
         profile = self.key.profiles[0]
         batches = trt_keys.calibration_batches(images or [], profile.opt[0], 1 << 30)
         return make_calibrator(self._trt, batches, profile.opt[0], cache)
+
+    def rows_for(self, rows: int) -> int:
+        """The batch size a batch of `rows` rows runs at: rounded up to a power of two (or max_batch), so
+        post-processing sees few shapes; the rows above `rows` are padding."""
+        return bucket_for(rows, batch_buckets(self.max_batch))
 
     def input_buffer(self, rows: int, name: str | None = None):
         """A (rows, C, H, W) CuPy view of the engine's own input, to write into in place."""

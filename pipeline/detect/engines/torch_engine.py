@@ -20,28 +20,12 @@ from typing import Any
 import numpy as np
 
 from pipeline.config.models import DetectorConfig
+from pipeline.detect.engines.base import batch_buckets, bucket_for
 from pipeline.errors import EngineError
 
 log = logging.getLogger(__name__)
 
 _TORCH_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32"}
-
-
-def batch_buckets(max_batch: int) -> list[int]:
-    """Batch sizes the engine runs at: powers of two below `max_batch`, then `max_batch` itself."""
-    sizes, size = [], 1
-    while size < max_batch:
-        sizes.append(size)
-        size *= 2
-    return [*sizes, max_batch]
-
-
-def bucket_for(rows: int, buckets: list[int]) -> int:
-    """The smallest bucket holding `rows` rows; EngineError when none does."""
-    for size in buckets:
-        if rows <= size:
-            return size
-    raise EngineError(f"torch: batch of {rows} exceeds the engine's max_batch {buckets[-1]}")
 
 
 class TorchEngine:
@@ -85,6 +69,10 @@ class TorchEngine:
             # Capture every bucket now, before decode threads run: in the running pipeline other
             # threads' CUDA calls (NVDEC, CuPy allocations) invalidated a capture taken on first use.
             self.warmup()
+
+    def rows_for(self, rows: int) -> int:
+        """The batch size a batch of `rows` rows runs at (its bucket; the rows above `rows` are padding)."""
+        return bucket_for(rows, self.buckets)
 
     def input_buffer(self, rows: int, name: str | None = None):
         """A (rows, ...) CuPy view of the engine's own input for `rows` rows, to write into in place.

@@ -1,0 +1,71 @@
+"""Finding sequence parameter sets in Annex-B packets: how NVDEC notices a mid-stream resolution change."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from pipeline.sources.demux import Demuxer
+from pipeline.sources.nvdec import sequence_parameter_set
+
+def _parameter_set_runs(path: Path) -> list[bytes]:
+    """The distinct SPS of a file in the order they appear (a repeat of the last one is not a new run)."""
+    demuxer = Demuxer(str(path), path.name)
+    stream = demuxer.open()
+    runs: list[bytes] = []
+    try:
+        for _, packets in demuxer.packets(annexb=True):
+            for packet in packets:
+                sps = sequence_parameter_set(bytes(packet), stream.codec_context.name)
+                if sps is not None and (not runs or runs[-1] != sps):
+                    runs.append(sps)
+    finally:
+        demuxer.close()
+    return runs
+
+
+def test_the_resolution_change_clip_has_two_parameter_sets(shared):
+    runs = _parameter_set_runs(shared("media/resolution-change.h264"))
+    assert len(runs) == 2
+    assert all(r[0] & 0x1F == 7 for r in runs)
+
+
+def test_an_mp4_keeps_one_parameter_set_so_its_decoder_never_restarts(shared):
+    runs = _parameter_set_runs(shared("media/car-detection.mp4"))  # avcC extradata, inserted by the Annex-B filter
+    assert len(runs) == 1
+
+
+def _encode_raw_hevc(path: Path, size: tuple[int, int], frames: int) -> bytes:
+    w, h = size
+    with av.open(str(path), "w", format="hevc") as out:
+        stream = out.add_stream("libx265", rate=24, options={"x265-params": "log-level=error"})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            image = np.full((h, w, 3), (i * 20) % 255, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path.read_bytes()
+
+
+def test_hevc_streams_joined_at_two_sizes_have_two_parameter_sets(tmp_path):
+    if "libx265" not in av.codecs_available:
+        pytest.skip("this PyAV build has no libx265 encoder")
+    joined = tmp_path / "joined.h265"
+    joined.write_bytes(_encode_raw_hevc(tmp_path / "a.h265", (160, 96), 6) + _encode_raw_hevc(tmp_path / "b.h265", (128, 64), 6))
+    runs = _parameter_set_runs(joined)
+    assert len(runs) == 2
+    assert all((r[0] >> 1) & 0x3F == 33 for r in runs)
+
+
+def test_the_search_stops_at_the_first_slice_and_trims_a_four_byte_start_code():
+    aud, sps, pps = b"\x09\xf0", b"\x67\x64\x00\x1f\xac", b"\x68\xee\x3c\x80"
+    unit = b"\x00\x00\x00\x01" + aud + b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps + b"\x00\x00\x01\x65\x88"
+    assert sequence_parameter_set(unit, "h264") == sps
+    slice_first = b"\x00\x00\x01\x65\x88\x00\x00\x01" + sps
+    assert sequence_parameter_set(slice_first, "h264") is None  # a later SPS belongs to the next access unit
+    assert sequence_parameter_set(unit, "av1") is None
+    assert sequence_parameter_set(b"", "h264") is None
