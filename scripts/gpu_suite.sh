@@ -30,5 +30,4 @@ if [ "$mode" != --tests-only ]; then
   bench=${PIPESTATUS[0]}
   [ "$status" -eq 0 ] && status=$bench
 fi
-rm -f "$out/clip1080.mp4"
 exit "$status"

@@ -57,12 +57,13 @@ class GpuDetectStep:
         # after it sees one of a few shapes, compiled at warm-up.
         rows = engine.rows_for(n)
         buffer = engine.input_buffer(rows)
-        scale, pad = self.preprocess(frames, buffer, stream=engine.stream)
+        kernel_tables, scale, pad = self.preprocess.describe(frames)
         table = np.ones((rows, 6), np.float32)  # per row: source w, h, scale x, y, pad x, y
         table[:n, 0:2] = [(f.width, f.height) for f in frames]
         table[:n, 2:4], table[:n, 4:6] = scale, pad
         with engine.stream:
-            (table_d,) = self._staging.upload((table,), engine.stream)
+            *kernel_tables, table_d = self._staging.upload((*kernel_tables, table), engine.stream)  # one copy
+            self.preprocess.launch(kernel_tables, buffer, n)
             feed = {self.input_names[0]: buffer}
             if self.head == "detr" and len(self.input_names) > 1:
                 feed[self.input_names[1]] = table_d[:, 0:2].astype(np.int64)

@@ -168,7 +168,7 @@ def _best_class(class_scores, axis: int = -1, objectness=None, min_score: float 
             scores[keep], class_ids[keep] = kept_scores, kept_ids
         return scores, class_ids
     class_ids = class_scores.argmax(axis=axis)
-    scores = xp.squeeze(xp.take_along_axis(class_scores, xp.expand_dims(class_ids, axis), axis=axis), axis=axis)
+    scores = class_scores.max(axis=axis)  # the value at argmax, in one reduction (fewer GPU launches)
     if objectness is not None:
         scores = scores * objectness
     return scores.astype(np.float32), class_ids.astype(np.int32)

@@ -187,14 +187,25 @@ class GpuPreprocessor:
         n = len(frames)
         self._check_output(out, n)
         stream = stream or cupy.cuda.get_current_stream()
-        ptrs, geom, fgeom, scale, pad = self._describe(frames)
+        tables, scale, pad = self.describe(frames)
         if n == 0:
             return scale, pad
         with stream:
-            self._launch(*self._staging.upload((ptrs, geom, fgeom), stream), out, n)
+            self.launch(self._staging.upload(tables, stream), out, n)
         return scale, pad
 
-    def _describe(self, frames: Sequence[Frame]):
+    def describe(self, frames: Sequence[Frame]) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray]:
+        """(host tables the kernel reads, scale (n, 2), pad (n, 2)) for `launch`; a caller that uploads
+        other per-batch tables too can send them all in one `Staging.upload`."""
+        ptrs, geom, fgeom, scale, pad = self._tables(frames)
+        return (ptrs, geom, fgeom), scale, pad
+
+    def launch(self, device_tables, out, n: int) -> None:
+        """Queue the kernel on the current stream for rows 0..n-1 of `out`, from `describe`'s tables on the device."""
+        self._check_output(out, n)
+        self._launch(*device_tables, out, n)
+
+    def _tables(self, frames: Sequence[Frame]):
         """Host arrays the kernel reads: pointers (n,) uint64, geometry (n, 8) int32, scales (n, 2) float32."""
         n = len(frames)
         ptrs = np.empty(n, np.uint64)
