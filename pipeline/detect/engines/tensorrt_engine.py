@@ -73,7 +73,12 @@ class TensorRTEngine:
         self._io = _io_tensors(trt, self.engine)
         self.input_dtype = np.dtype(self._io[input_name][1])
         self._input_name = input_name
+        self._chw = chw
         self._buffers: dict[str, Any] = {}
+        # Buffers hold a full max_batch: their shapes as TensorRT infers them with every input at max_batch
+        # (the engine reports -1 for dynamic dimensions, spatial ones included when the ONNX has them).
+        self._set_input_shapes(max_batch)
+        self._buffer_shapes = {name: tuple(self.context.get_tensor_shape(name)) for name in self._io}
         log.info("tensorrt engine %s (%s, %s)", self.paths.engine, "built" if self.built else "cached", self.key.describe())
 
     def _build(self, config: DetectorConfig, calibration_images) -> None:
@@ -131,9 +136,15 @@ class TensorRTEngine:
         import cupy  # noqa: PLC0415 - GPU only
 
         if name not in self._buffers:
-            shape, dtype = self._io[name]
-            self._buffers[name] = cupy.empty((self.max_batch, *shape[1:]), dtype)
+            self._buffers[name] = cupy.empty(self._buffer_shapes[name], self._io[name][1])
         return self._buffers[name]
+
+    def _set_input_shapes(self, rows: int) -> None:
+        """Give every input its concrete shape for `rows` rows (TensorRT then infers the outputs')."""
+        for name, (shape, _) in self._io.items():
+            if self.engine.get_tensor_mode(name) == self._trt.TensorIOMode.INPUT:
+                chw = self._chw if name == self._input_name else None
+                self.context.set_input_shape(name, trt_keys.input_shape(shape, rows, chw))
 
     def infer(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Run one batch of B <= max_batch rows on `self.stream`; returns CuPy outputs (views, valid until next call)."""
@@ -144,14 +155,14 @@ class TensorRTEngine:
             raise EngineError(f"tensorrt: batch of {rows} exceeds the engine's max_batch {self.max_batch}")
         trt = self._trt
         outputs = {}
+        self._set_input_shapes(rows)
         with self.stream:
-            for name, (shape, dtype) in self._io.items():
+            for name, (_, dtype) in self._io.items():
                 target = self._buffer(name, rows)
                 if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                     value = inputs[name]
                     if not (isinstance(value, cupy.ndarray) and value.data.ptr == target.data.ptr):
                         target[:rows] = cupy.asarray(value).astype(dtype, copy=False)
-                    self.context.set_input_shape(name, (rows, *shape[1:]))
                 else:
                     outputs[name] = target[:rows]
                 self.context.set_tensor_address(name, target.data.ptr)

@@ -47,6 +47,18 @@ def profile_for(name: str, chw: Shape, max_batch: int, opt_batch: int | None = N
     return Profile(name, (1, *chw), (opt, *chw), (max_batch, *chw))
 
 
+def input_shape(engine_shape: Shape, rows: int, chw: Shape | None = None) -> Shape:
+    """The concrete shape to give an input TensorRT reports as `engine_shape` (-1 = dynamic) for a batch
+    of `rows`: the batch dimension is `rows`, and for the image input (`chw` given) dynamic C, H, W come
+    from the profile. ValueError for a dynamic dimension nothing fills."""
+    shape = (rows, *engine_shape[1:])
+    if chw is not None:
+        shape = (rows, *(c if d < 0 else d for d, c in zip(shape[1:], chw)))
+    if any(d < 0 for d in shape):
+        raise ValueError(f"input shape {tuple(engine_shape)} has dynamic dimensions besides the batch")
+    return shape
+
+
 @dataclass(frozen=True)
 class EngineKey:
     """Everything an engine file depends on. `digest` names the file."""

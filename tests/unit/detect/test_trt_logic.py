@@ -86,3 +86,11 @@ def test_calibration_batches_are_full_contiguous_and_capped():
     assert [b.shape for b in batches] == [(4, 3, 4, 5)] * 4  # 18 images -> 4 full batches, 2 dropped
     assert all(b.flags.c_contiguous and b.dtype == np.float32 for b in batches)
     assert [int(b[0, 0, 0, 0]) for b in batches] == [0, 4, 8, 12]
+
+
+def test_input_shapes_fill_the_batch_and_dynamic_image_dimensions_from_the_profile():
+    assert trt_keys.input_shape((-1, 3, 416, 416), 8, (3, 416, 416)) == (8, 3, 416, 416)
+    assert trt_keys.input_shape((-1, 3, -1, -1), 8, (3, 640, 384)) == (8, 3, 640, 384)
+    assert trt_keys.input_shape((-1, 2), 5) == (5, 2)  # a second input (DETR target sizes)
+    with pytest.raises(ValueError, match="dynamic dimensions besides the batch"):
+        trt_keys.input_shape((-1, -1), 5)
