@@ -26,8 +26,8 @@ from pipeline.types import Detections, Frame
 class GpuDetectStep:
     """Runs one chunk of at most `engine.max_batch` NV12 frames through a GPU engine.
 
-    engine: a GPU engine with `stream` (CuPy), `input_dtype`, `input_buffer(rows)` and `infer`
-    (TorchEngine, TensorRTEngine). head / input_size / class_filter as the Detector resolved them.
+    engine: a GPU engine with `stream` (CuPy), `input_dtype`, `rows_for(n)` (the batch size it runs n
+    rows at), `input_buffer(rows)` and `infer` (TorchEngine, TensorRTEngine). head / input_size / class_filter as the Detector resolved them.
     antialias: see GpuPreprocessor.
     """
 
