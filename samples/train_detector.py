@@ -13,6 +13,7 @@ output [B, 4+nc, N] = (cx, cy, w, h) in input pixels and sigmoid class scores.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import time
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 
 from samples.world import CLASS_NAMES, World
 from samples.world.metrics import ImageEval, mean_average_precision
-from samples.world.modeling import decode_ultralytics, labels, letterbox
+from samples.world.modeling import MIN_VISIBILITY, decode_ultralytics, labels, letterbox
 
 SCENES = ("plaza", "street", "junction")
 TRAIN_SIZES = ((640, 360), (768, 432), (512, 384), (480, 360))
@@ -34,6 +35,7 @@ STRIDES = (8, 16, 32)
 CENTRE_RADIUS = 1.5  # strides around a box centre that may become positives
 NMS_IOU = 0.45  # the pipeline default (detector.iou_threshold)
 LEVEL_RANGES = ((0, 72), (48, 150), (110, 1e9))  # max box side (model px) each level learns
+RARE_CLASSES = (3, 4)  # bus, truck: a few per minute, so training frames are chosen to contain them
 
 
 def conv(c_in: int, c_out: int, k: int = 3, s: int = 1) -> nn.Sequential:
@@ -112,14 +114,25 @@ class TinyDetector(nn.Module):
         return torch.cat([boxes, logits.sigmoid()], -1).transpose(1, 2)  # [B, 4+nc, N]
 
 
-def render_set(seeds, frames_per_seed: int, size: int, rng: np.random.Generator):
+def pick_frames(world: World, count: int, rare_share: float, rng: np.random.Generator) -> np.ndarray:
+    """`count` frame indices from the first 10 minutes; up to `rare_share` of them show a bus or truck."""
+    if rare_share <= 0:
+        return rng.choice(15 * 600, count, replace=False)
+    candidates = rng.choice(15 * 600, 4 * count, replace=False)
+    rare = np.array([any(g.class_id in RARE_CLASSES and g.visibility >= MIN_VISIBILITY
+                         for g in world.ground_truth(int(i))) for i in candidates])
+    chosen = candidates[rare][: round(count * rare_share)]
+    return np.concatenate([chosen, candidates[~rare][: count - len(chosen)]])
+
+
+def render_set(seeds, frames_per_seed: int, size: int, rng: np.random.Generator, rare_share: float = 0.0):
     """Letterboxed images (K, S, S, 3) uint8 and per-image (boxes, classes, ignore)."""
     images, targets = [], []
     for seed in seeds:
         scene = SCENES[seed % len(SCENES)]
         wh = TRAIN_SIZES[int(rng.integers(len(TRAIN_SIZES)))]
         world = World(scene, seed=seed, size=wh, fps=15)
-        for index in rng.choice(15 * 600, frames_per_seed, replace=False):
+        for index in pick_frames(world, frames_per_seed, rare_share, rng):
             img, truth = world.render(int(index))
             boxed, lb = letterbox(img, size)
             images.append(boxed)
@@ -219,6 +232,27 @@ def augment(x: torch.Tensor, targets, rng: np.random.Generator):
     return (x * gain + bias).clamp(0, 1), out_t
 
 
+class Ema:
+    """Exponential moving average of the weights (and BatchNorm statistics); the EMA is what gets
+    evaluated and exported. The decay ramps up over the first few thousand steps so early weights fade."""
+
+    def __init__(self, model: nn.Module, decay: float, ramp_steps: float = 1000.0):
+        self.model = copy.deepcopy(model).eval()
+        self.decay, self.ramp_steps, self.updates = decay, ramp_steps, 0
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / self.ramp_steps))
+        for mine, theirs in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
+            if mine.dtype.is_floating_point:
+                mine.mul_(d).add_(theirs.detach(), alpha=1 - d)
+            else:
+                mine.copy_(theirs)
+
+
 def evaluate(model, device, size: int, frames_per_seed: int = 100) -> dict:
     rng = np.random.default_rng(12345)
     images, targets = render_set(HELDOUT_SEEDS, frames_per_seed, size, rng)
@@ -241,16 +275,17 @@ def train(args) -> None:
     device = torch.device(args.device)
     rng = np.random.default_rng(args.seed)
     t0 = time.time()
-    images, targets = render_set(range(args.seed_base, args.seed_base + args.train_seeds), args.frames_per_seed, args.size, rng)
+    images, targets = render_set(range(args.seed_base, args.seed_base + args.train_seeds), args.frames_per_seed, args.size,
+                                 rng, args.rare_share)
     print(f"rendered {len(images)} training images in {time.time() - t0:.0f} s", flush=True)
     model = TinyDetector(len(CLASS_NAMES), args.size, stem=args.stem).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
     steps = args.epochs * math.ceil(len(images) / args.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.1)
+    ema = Ema(model, args.ema) if args.ema > 0 else None
     # frames with the rare large vehicles are drawn three times as often
     rare = np.array([float(np.isin(t[1][~t[2]], (3, 4)).any()) for t in targets])
     p_frame = (1 + 2 * rare) / (1 + 2 * rare).sum()
-    step = 0
     for epoch in range(args.epochs):
         order = rng.choice(len(images), len(images), p=p_frame)
         for s in range(0, len(order), args.batch):
@@ -264,15 +299,18 @@ def train(args) -> None:
             nn.utils.clip_grad_norm_(model.parameters(), 10.0)
             opt.step()
             sched.step()
-            step += 1
+            if ema is not None:
+                ema.update(model)
         print(f"epoch {epoch + 1}/{args.epochs} cls {l_cls.item():.3f} box {l_box.item():.3f} "
               f"{time.time() - t0:.0f} s", flush=True)
     train_s = time.time() - t0
+    if ema is not None:
+        model = ema.model
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), args.out.with_suffix(".pt"))
     metrics = evaluate(model, device, args.size)
     metrics["train_seconds"] = round(train_s)
     print(json.dumps(metrics, default=float), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), args.out.with_suffix(".pt"))
     args.out.with_suffix(".metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     if not args.no_export:
         export(model.cpu().eval(), args.out, args.size)
@@ -301,11 +339,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=320, help="square model input; must be a multiple of 32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seed-base", type=int, default=100, help="first training world seed (held-out: 900-905)")
-    p.add_argument("--train-seeds", type=int, default=60)
-    p.add_argument("--frames-per-seed", type=int, default=50)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--train-seeds", type=int, default=120)
+    p.add_argument("--frames-per-seed", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=80)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=4e-3)
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="export an exponential moving average of the weights with this decay (0: the last weights)")
+    p.add_argument("--rare-share", type=float, default=0.0,
+                   help="share of each world's training frames chosen to show a bus or truck (0: all at random)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--stem", choices=("patch", "conv"), default="patch")
