@@ -7,7 +7,6 @@ Decoders pick `xp = array_module(a)`, so the same code runs on numpy and cupy.
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass
 from typing import Any, Literal
 

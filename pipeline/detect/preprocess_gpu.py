@@ -179,8 +179,9 @@ class GpuPreprocessor:
         """Write rows 0..n-1 of `out` (B, 3, H, W) float16/float32 C-contiguous from n NV12 frames.
 
         Work is queued on `stream` (CuPy stream; default: the current one); the frames must be
-        complete (NVDEC frames are: the decoder synchronises before handing them on). Returns host `scale (n, 2) float32` (sx, sy) and `pad (n, 2) float32` (x, y)
-        with `model = source * scale + pad`, exactly as `preprocess.preprocess_into` reports them.
+        complete (NVDEC frames are: the decoder synchronises before handing them on). Returns host
+        `scale (n, 2) float32` (sx, sy) and `pad (n, 2) float32` (x, y) with
+        `model = source * scale + pad`, exactly as `preprocess.preprocess_into` reports them.
         """
         import cupy  # noqa: PLC0415 - GPU only
 
