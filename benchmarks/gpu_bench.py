@@ -1,4 +1,4 @@
-"""GPU benchmark: NVDEC decode, fused preprocess, GPU NMS, torch engine, and the end-to-end pipeline.
+"""GPU benchmark: NVDEC decode, fused preprocess, GPU NMS, the post-engine kernel, torch engine, end to end.
 
     python benchmarks/gpu_bench.py --out OUT_DIR [--model M] [--clip C] [--quick]
 
@@ -167,6 +167,50 @@ def nms_times(sizes=(1000, 10000, 50000)) -> list[dict]:
     return rows
 
 
+def select_times(model: Path, clip: Path, batch: int) -> dict:
+    """Wall ms per batch after the engine (head decode, filter, NMS, source pixels, copy to the host) on
+    YOLOX-Nano's outputs for `batch` real 1080p frames: the fused kernel vs the general CuPy path."""
+    import cupy
+
+    from pipeline.config.models import DetectorConfig
+    from pipeline.detect import heads
+    from pipeline.detect.detector_gpu import select_general
+    from pipeline.detect.engines.torch_engine import TorchEngine
+    from pipeline.detect.preprocess import PreprocessSpec
+    from pipeline.detect.preprocess_gpu import GpuPreprocessor
+    from pipeline.detect.select_gpu import FusedSelect
+    from pipeline.types import Frame
+    from tests.gpu.helpers import decode_clip
+
+    decoded = decode_clip(clip, "nvdec", skip=100, limit=batch)
+    frames = [Frame("b", i, d.pts_ns, 0, d.image, d.width, d.height, "nv12") for i, d in enumerate(decoded)]
+    config = DetectorConfig(model=model)
+    engine = TorchEngine(model, config, max_batch=batch)
+    spec = PreprocessSpec(416, 416, align="top_left", color="bgr", scale=1.0)
+    buffer = engine.input_buffer(batch)
+    with engine.stream:
+        scale, pad = GpuPreprocessor(spec)(frames, buffer, engine.stream)
+        outputs = engine.infer({"images": buffer})
+        sizes = np.asarray([(f.width, f.height) for f in frames], np.float32)
+        table = cupy.asarray(np.concatenate([sizes, scale, pad], 1).astype(np.float32))
+        fused = FusedSelect("yolox", (416, 416), config)
+        paths = {
+            "fused": lambda: fused(outputs, table, batch, engine.stream),
+            "general": lambda: select_general(heads.decode("yolox", outputs, (416, 416)), table, batch, config),
+        }
+        result: dict = {"batch": batch}
+        for name, run in paths.items():
+            for _ in range(3):
+                found = run()
+            start = time.perf_counter()
+            for _ in range(30):
+                run()
+            result[f"{name}_ms"] = (time.perf_counter() - start) / 30 * 1000
+            result[f"{name}_detections"] = len(found.score)
+    engine.close()
+    return result
+
+
 def engine_throughput(model: Path, batches=(1, 8, 16, 32, 64, 128)) -> list[dict]:
     """Torch engine images/s per batch size: FP16 with CUDA graphs, FP16 eager at 64, FP32 graphs at 64."""
     import cupy
@@ -195,7 +239,7 @@ def engine_throughput(model: Path, batches=(1, 8, 16, 32, 64, 128)) -> list[dict
 
 
 def end_to_end(model: Path, clip: Path, streams: int, seconds: float, max_batch: int, warmup_s: float = 6.0,
-               switch_interval_ms: float | None = None) -> dict:
+               switch_interval_ms: float | None = None, ring_size: int = 8) -> dict:
     """The real pipeline on `streams` looped copies of `clip` (NVDEC, torch FP16, no tracker/sinks).
 
     fps is the steady state: frames detected between `warmup_s` (kernel compilation, CUDA graph
@@ -205,7 +249,7 @@ def end_to_end(model: Path, clip: Path, streams: int, seconds: float, max_batch:
     from pipeline.runtime.runner import PipelineRunner
 
     config = PipelineConfig(
-        streams=[StreamConfig(id=f"cam-{i}", url=str(clip), loop=True, decode="nvdec", ring_size=4)
+        streams=[StreamConfig(id=f"cam-{i}", url=str(clip), loop=True, decode="nvdec", ring_size=ring_size)
                  for i in range(streams)],
         lanes=[LaneConfig(name="default", max_batch=max_batch, max_wait_ms=10)],
         detector=DetectorConfig(model=model, engine="torch", precision="fp16"),
@@ -254,6 +298,11 @@ def write_markdown(results: dict, path: Path) -> None:
     lines += [f"| {r['batch']} | {r['antialias']} | {r['ms']:.3f} | {r['frames_per_s']:.0f} |" for r in results.get("preprocess", [])]
     lines += ["", "## NMS (64 images, 80 classes)", "| boxes | ours ms | torchvision ms |", "| --- | --- | --- |"]
     lines += [f"| {r['boxes']} | {r['ours_ms']:.2f} | {r['torchvision_ms']:.2f} |" for r in results.get("nms", [])]
+    if "select" in results:
+        r = results["select"]
+        lines += ["", f"## After the engine, {r['batch']} frames (YOLOX-Nano outputs; wall ms per batch)",
+                  "| fused kernel | general CuPy path | detections (fused / general) |", "| --- | --- | --- |",
+                  f"| {r['fused_ms']:.2f} | {r['general_ms']:.2f} | {r['fused_detections']} / {r['general_detections']} |"]
     lines += ["", "## Torch engine, YOLOX-Nano 416", "| precision | CUDA graphs | batch | ms | img/s |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['precision']} | {r['cuda_graphs']} | {r['batch']} | {r['ms']:.2f} | {r['images_per_s']:.0f} |"
               for r in results.get("engine", [])]
@@ -282,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e2e-seconds", type=float, default=25.0)
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--switch-interval-ms", type=float, default=None, help="runtime.switch_interval_ms for end to end")
-    parser.add_argument("--only", nargs="*", default=None, help="sections: decode preprocess nms engine e2e")
+    parser.add_argument("--ring-size", type=int, default=8, help="streams' ring_size for end to end (the config default)")
+    parser.add_argument("--only", nargs="*", default=None, help="sections: decode preprocess nms select engine e2e")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import cupy
@@ -297,9 +347,10 @@ def main(argv: list[str] | None = None) -> int:
         "decode": lambda: [decode_throughput(clip, n, args.decode_seconds) for n in args.streams],
         "preprocess": lambda: preprocess_times(clip, args.max_batch),
         "nms": nms_times,
+        "select": lambda: select_times(args.model, clip, args.max_batch),
         "engine": lambda: engine_throughput(args.model),
         "end_to_end": lambda: end_to_end(args.model, clip, args.e2e_streams, args.e2e_seconds, args.max_batch,
-                                         switch_interval_ms=args.switch_interval_ms),
+                                         switch_interval_ms=args.switch_interval_ms, ring_size=args.ring_size),
     }
     for name, run in sections.items():
         if args.only is not None and name not in args.only and not (name == "end_to_end" and "e2e" in args.only):

@@ -4,11 +4,14 @@
     detections, scale, pad = step(batch.frames)      # frames: pixel_format "nv12", CuPy images
 
 Per batch, all on the engine's CUDA stream: the fused NV12 letterbox kernel writes the engine's own
-input buffer, the engine runs, the head decoder and the confidence filter run on CuPy, GPU NMS keeps
-the same boxes the numpy reference would, boxes map back to source pixels, and only then is one
-array copied to the host: the candidates above the confidence threshold with NMS's keep flag.
-Host syncs per batch: three (candidate count, NMS group layout, that copy), each a wait for the
-interpreter lock when many decode threads share it.
+input buffer, the engine runs, and one more kernel (`select_gpu.FusedSelect`) decodes the head,
+filters, runs NMS and maps the kept boxes to source pixels; its fixed-size result is the only copy
+to the host and the only sync. Each CUDA call costs the inference thread a wait for the interpreter
+lock when many decode threads share it, so the count of calls per batch is kept to a handful.
+
+When an image has more candidates than the fused kernel holds (a very low confidence threshold),
+the general path runs on the same outputs: head decode and filter on CuPy, then `nms_gpu`, which
+keeps the same boxes as the numpy reference (three host syncs).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from pipeline.config.models import DetectorConfig
 from pipeline.detect import heads, nms, nms_gpu
 from pipeline.detect.preprocess import PreprocessSpec
 from pipeline.detect.preprocess_gpu import GpuPreprocessor, Staging
+from pipeline.detect.select_gpu import FusedSelect
 from pipeline.types import Detections, Frame
 
 
@@ -43,6 +47,7 @@ class GpuDetectStep:
         self.input_names = list(input_names)
         self.preprocess = GpuPreprocessor(spec, antialias=antialias)
         self._staging = Staging()
+        self._select = FusedSelect(head, self.input_size, config, self.class_filter)
 
     def __call__(self, frames: Sequence[Frame]) -> tuple[Detections, np.ndarray, np.ndarray]:
         """Host Detections (frame_idx = row), scale (B, 2) and pad (B, 2) float32, for every frame."""
@@ -68,12 +73,15 @@ class GpuDetectStep:
             if self.head == "detr" and len(self.input_names) > 1:
                 feed[self.input_names[1]] = table_d[:, 0:2].astype(np.int64)
             outputs = engine.infer(feed)
-            decoded = heads.decode(self.head, outputs, self.input_size)
-            return self._select(decoded, table_d, n), scale, pad
+            found = self._select(outputs, table_d, n, engine.stream)
+            if found is None:  # more candidates than the fused kernel holds
+                decoded = heads.decode(self.head, outputs, self.input_size)
+                found = select_general(decoded, table_d, n, self.config, self.class_filter)
+            return found, scale, pad
 
     def warm_up(self) -> None:
-        """Run every kernel of the path at every batch size the engine runs, on made-up data, so CuPy
-        compiles them (NVRTC, seconds on a fresh machine) before frames arrive."""
+        """Run every kernel of the path, the general one too, at every batch size the engine runs, on
+        made-up data, so CuPy compiles them (NVRTC, seconds on a fresh machine) before frames arrive."""
         import cupy  # noqa: PLC0415 - GPU only
 
         image = cupy.full((96, 64), 128, np.uint8)
@@ -88,33 +96,33 @@ class GpuDetectStep:
                 table = cupy.ones((rows, 6), np.float32)
                 for needs_nms in (True, False):
                     decoded = heads.HeadOutput(boxes, scores, classes, self.head == "detr", needs_nms)
-                    self._select(decoded, table, rows)
+                    select_general(decoded, table, rows, self.config, self.class_filter)
         self.engine.stream.synchronize()
 
-    def _select(self, decoded: heads.HeadOutput, table, n: int) -> Detections:
-        """Confidence filter, NMS (or top-k), the mapping to source pixels, and one copy to the host.
 
-        table: (rows, 6) device float32 per row (source w, h, scale x, y, pad x, y); only rows < n are
-        frames. Two host syncs besides the final copy: the candidate count and the NMS group layout.
-        Rows the NMS dropped travel in the same copy, flagged, and are dropped on the host.
-        """
-        import cupy  # noqa: PLC0415 - GPU only
+def select_general(decoded: heads.HeadOutput, table, n: int, config: DetectorConfig, class_filter=None) -> Detections:
+    """Confidence filter, NMS (or top-k), the mapping to source pixels, and one copy to the host.
 
-        cfg = self.config
-        boxes, scores, class_ids, rows = nms.candidates(
-            decoded.boxes, decoded.scores, decoded.class_ids, cfg.conf_threshold, self.class_filter, images=n
-        )
-        if rows.size == 0:
-            return Detections.empty()
-        threshold = cfg.iou_threshold if decoded.needs_nms else None
-        order, kept = nms_gpu.ranked_keep(boxes, scores, class_ids, rows, threshold, cfg.max_detections)
-        boxes, scores, class_ids, rows = boxes[order], scores[order], class_ids[order], rows[order]
-        per_row = table[rows]
-        if not decoded.in_source:
-            boxes = (boxes - cupy.tile(per_row[:, 4:6], 2)) / cupy.tile(per_row[:, 2:4], 2)
-        boxes = cupy.minimum(cupy.maximum(boxes, 0), cupy.tile(per_row[:, 0:2], 2))
-        columns = (boxes, scores[:, None], class_ids[:, None], rows[:, None], kept[:, None])
-        packed = cupy.concatenate([c.astype(np.float32, copy=False) for c in columns], axis=1).get()
-        packed = packed[packed[:, 7] > 0]
-        return Detections(np.ascontiguousarray(packed[:, :4]), packed[:, 4], packed[:, 5].astype(np.int32),
-                          packed[:, 6].astype(np.int32))
+    table: (rows, 6) device float32 per row (source w, h, scale x, y, pad x, y); only rows < n are
+    frames. Two host syncs besides the final copy: the candidate count and the NMS group layout.
+    Rows the NMS dropped travel in the same copy, flagged, and are dropped on the host.
+    """
+    import cupy  # noqa: PLC0415 - GPU only
+
+    boxes, scores, class_ids, rows = nms.candidates(
+        decoded.boxes, decoded.scores, decoded.class_ids, config.conf_threshold, class_filter, images=n
+    )
+    if rows.size == 0:
+        return Detections.empty()
+    threshold = config.iou_threshold if decoded.needs_nms else None
+    order, kept = nms_gpu.ranked_keep(boxes, scores, class_ids, rows, threshold, config.max_detections)
+    boxes, scores, class_ids, rows = boxes[order], scores[order], class_ids[order], rows[order]
+    per_row = table[rows]
+    if not decoded.in_source:
+        boxes = (boxes - cupy.tile(per_row[:, 4:6], 2)) / cupy.tile(per_row[:, 2:4], 2)
+    boxes = cupy.minimum(cupy.maximum(boxes, 0), cupy.tile(per_row[:, 0:2], 2))
+    columns = (boxes, scores[:, None], class_ids[:, None], rows[:, None], kept[:, None])
+    packed = cupy.concatenate([c.astype(np.float32, copy=False) for c in columns], axis=1).get()
+    packed = packed[packed[:, 7] > 0]
+    return Detections(np.ascontiguousarray(packed[:, :4]), packed[:, 4], packed[:, 5].astype(np.int32),
+                      packed[:, 6].astype(np.int32))

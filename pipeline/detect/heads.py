@@ -204,15 +204,21 @@ def _yolox_grid(width: int, height: int, xp, strides: tuple[int, ...], device: i
     return xp.concatenate(grids), xp.concatenate(step)
 
 
+def yolox_grid_for(points: int, input_wh: tuple[int, int], xp=np):
+    """`yolox_grid` of the input size, or ConfigError when it does not have `points` points (the model's)."""
+    grid, stride = yolox_grid(*input_wh, xp=xp)
+    if grid.shape[0] != points:
+        raise ConfigError(
+            f"YOLOX output has {points} points but a {input_wh[0]}x{input_wh[1]} input gives "
+            f"{grid.shape[0]}; check detector.input_size or detector.head"
+        )
+    return grid, stride
+
+
 def decode_yolox(raw, input_wh: tuple[int, int], min_score: float = 0.0) -> HeadOutput:
     """Raw YOLOX [B, N, 5+nc]: xy = (xy + grid) * stride, wh = exp(wh) * stride; obj, cls already sigmoid."""
     xp = array_module(raw)
-    grid, stride = yolox_grid(*input_wh, xp=xp)
-    if grid.shape[0] != raw.shape[1]:
-        raise ConfigError(
-            f"YOLOX output has {raw.shape[1]} points but a {input_wh[0]}x{input_wh[1]} input gives "
-            f"{grid.shape[0]}; check detector.input_size or detector.head"
-        )
+    grid, stride = yolox_grid_for(raw.shape[1], input_wh, xp)
     scores, class_ids = _best_class(raw[..., 5:], objectness=raw[..., 4], min_score=min_score)
     if xp is np and min_score > 0:  # boxes only where a score can pass; the others stay 0 (never used)
         rows, points = np.nonzero(scores >= min_score)

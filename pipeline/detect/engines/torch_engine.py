@@ -79,14 +79,14 @@ class TorchEngine:
 
         Passing the view back to `infer` skips a copy (and replays a CUDA graph when one exists).
         """
-        import cupy  # noqa: PLC0415 - GPU only
-
         slot = self._slot(bucket_for(rows, self.buckets))
-        tensor = slot.inputs[name or self.inputs[0][0]]
-        return cupy.from_dlpack(tensor)[:rows]
+        return slot.input_views[name or self.inputs[0][0]][:rows]
 
     def infer(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """Run one batch; `inputs` by name, (B, ...) CuPy or numpy arrays; returns CuPy outputs (B, ...).
+
+        CuPy inputs must be ready for `self.stream`: written on it, or synchronised (nothing here waits
+        for other streams). Numpy inputs are uploaded on it.
 
         Outputs are views of engine-owned buffers, valid until the next `infer`; floating outputs are
         float32. Everything is queued on `self.stream`; nothing is synchronised here.
@@ -97,12 +97,12 @@ class TorchEngine:
         slot = self._slot(bucket_for(rows, self.buckets))
         with cupy.cuda.Device(self.device.index), self.stream:
             for name, _, _ in self.inputs:
-                target = cupy.from_dlpack(slot.inputs[name])
+                target = slot.input_views[name]
                 value = inputs[name]
                 if not (isinstance(value, cupy.ndarray) and value.data.ptr == target.data.ptr):
                     target[:rows] = cupy.asarray(value).astype(target.dtype, copy=False)
             outputs = slot.run()
-        return {name: cupy.from_dlpack(out)[:rows] for name, out in zip(self.output_names, outputs)}
+        return {name: out[:rows] for name, out in zip(self.output_names, outputs)}
 
     def warmup(self, rows: list[int] | None = None) -> None:
         """Prepare (and capture) the buckets for these batch sizes now rather than on first use."""
@@ -129,6 +129,8 @@ class _Slot:
     """Static inputs, outputs and (optionally) a captured CUDA graph for one bucket size."""
 
     def __init__(self, engine: TorchEngine, bucket: int):
+        import cupy  # noqa: PLC0415 - GPU only
+
         torch = engine._torch
         self.engine = engine
         self.inputs = {}
@@ -137,8 +139,10 @@ class _Slot:
             if torch_dtype.is_floating_point:
                 torch_dtype = torch.float16 if engine.precision == "fp16" else torch.float32
             self.inputs[name] = torch.zeros((bucket, *shape), dtype=torch_dtype, device=engine.device)
+        # CuPy views made once: each DLPack exchange is a few CUDA calls, each a wait for the interpreter lock
+        self.input_views = {name: cupy.from_dlpack(tensor) for name, tensor in self.inputs.items()}
         self.graph = None
-        self.outputs: list | None = None
+        self.output_views: list | None = None  # the graph's static outputs, as CuPy views
 
     def _forward(self) -> list:
         torch = self.engine._torch
@@ -148,15 +152,20 @@ class _Slot:
         return [r.float() if r.is_floating_point() else r for r in result]
 
     def run(self) -> list:
+        """The outputs as CuPy arrays (B, ...), queued on the engine's stream."""
+        import cupy  # noqa: PLC0415 - GPU only
+
         torch = self.engine._torch
         with torch.cuda.stream(self.engine._torch_stream):
             if self.graph is not None:
                 self.graph.replay()
-                return self.outputs
-            return self._forward()
+                return self.output_views
+            return [cupy.from_dlpack(out) for out in self._forward()]
 
     def capture(self) -> str:
         """Capture the forward pass as a CUDA graph; returns a status line (captured, or why not)."""
+        import cupy  # noqa: PLC0415 - GPU only
+
         torch = self.engine._torch
         stream = self.engine._torch_stream
         try:
@@ -173,7 +182,7 @@ class _Slot:
             log.warning("torch engine: CUDA graph capture failed (%s); running eagerly", reason)
             self.engine.use_cuda_graphs = False
             return f"eager (capture failed: {reason})"
-        self.graph, self.outputs = graph, outputs
+        self.graph, self.output_views = graph, [cupy.from_dlpack(out) for out in outputs]
         return "cuda graphs"
 
 

@@ -1,0 +1,133 @@
+"""The fused post-engine kernel keeps exactly what the general GPU path keeps (itself equal to the numpy
+reference), for every head layout, and hands over to it when an image has too many candidates."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config.models import DetectorConfig
+from pipeline.detect import heads, select_gpu
+from pipeline.detect.detector_gpu import select_general
+
+INPUT = (416, 416)
+
+
+def _boxes_cxcywh(rng, rows: int, points: int) -> np.ndarray:
+    """(rows, points, 4) centres and sizes with clusters of near-duplicates, the cases NMS exists for."""
+    cxcy = rng.uniform(0, 416, (rows, points, 2))
+    wh = rng.uniform(4, 120, (rows, points, 2))
+    twins = rng.integers(0, points, (rows, points // 3))
+    for r in range(rows):
+        cxcy[r, twins[r, 1:]] = cxcy[r, twins[r, :-1]] + rng.normal(0, 3, (twins.shape[1] - 1, 2))
+        wh[r, twins[r, 1:]] = wh[r, twins[r, :-1]] * rng.uniform(0.9, 1.1, (twins.shape[1] - 1, 2))
+    return np.concatenate([cxcy, wh], -1).astype(np.float32)
+
+
+def _class_scores(rng, rows: int, points: int, classes: int) -> np.ndarray:
+    """(rows, points, classes) mostly low, a tenth of the points high, on a coarse grid (many exact ties)."""
+    scores = rng.uniform(0, 0.2, (rows, points, classes))
+    hot = rng.random((rows, points)) < 0.1
+    scores[hot, rng.integers(0, classes, int(hot.sum()))] = rng.choice(np.linspace(0.3, 1, 15), int(hot.sum()))
+    return scores.astype(np.float32)
+
+
+def _outputs(head: str, rng, rows: int, classes: int = 6) -> dict:
+    """Engine outputs (CuPy, by name) of one layout, `rows` images."""
+    import cupy
+
+    if head == "ultralytics":
+        points = heads.grid_points(*INPUT)
+        raw = np.concatenate([_boxes_cxcywh(rng, rows, points), _class_scores(rng, rows, points, classes)], -1)
+        return {"output0": cupy.asarray(raw.transpose(0, 2, 1).copy())}
+    if head in ("yolov5", "yolox"):
+        points = heads.grid_points(*INPUT) * (3 if head == "yolov5" else 1)
+        boxes = _boxes_cxcywh(rng, rows, points)
+        if head == "yolox":  # raw offsets around the cell and log sizes, as the model emits them
+            boxes = np.concatenate([rng.uniform(-0.5, 1.5, (rows, points, 2)), np.log(boxes[..., 2:] / 16)], -1)
+        objectness = rng.choice(np.linspace(0.2, 1, 9), (rows, points, 1))
+        raw = np.concatenate([boxes, objectness, _class_scores(rng, rows, points, classes)], -1)
+        return {"output": cupy.asarray(raw.astype(np.float32))}
+    if head == "end2end":
+        xy = rng.uniform(0, 380, (rows, 300, 2))
+        score = rng.choice(np.linspace(0, 1, 21), (rows, 300, 1))
+        cls = rng.integers(0, classes, (rows, 300, 1))
+        raw = np.concatenate([xy, xy + rng.uniform(2, 40, (rows, 300, 2)), score, cls], -1)
+        return {"output0": cupy.asarray(raw.astype(np.float32))}
+    xy = rng.uniform(0, 1800, (rows, 300, 2))  # DETR: source pixels, int64 labels
+    return {
+        "labels": cupy.asarray(rng.integers(0, classes, (rows, 300))),
+        "boxes": cupy.asarray(np.concatenate([xy, xy + rng.uniform(2, 300, (rows, 300, 2))], -1).astype(np.float32)),
+        "scores": cupy.asarray(rng.choice(np.linspace(0, 1, 21), (rows, 300)).astype(np.float32)),
+    }
+
+
+def _table(rng, rows: int):
+    """(rows, 6) source w, h, scale x, y, pad x, y of letterboxed 1920x1080 / 1280x720 / 640x480 frames."""
+    import cupy
+
+    sizes = np.asarray([(1920, 1080), (1280, 720), (640, 480)], np.float32)[rng.integers(0, 3, rows)]
+    scale = (416 / sizes.max(1))[:, None].repeat(2, 1)
+    pad = (416 - sizes * scale) / 2
+    return cupy.asarray(np.concatenate([sizes, scale, pad], 1).astype(np.float32))
+
+
+@pytest.fixture
+def stream():
+    """A non-blocking stream, current for the whole test (like the engine's), so every array the test
+    makes is ordered with the kernels it feeds."""
+    import cupy
+
+    on = cupy.cuda.Stream(non_blocking=True)
+    with on:
+        yield on
+
+
+def _config(**kw) -> DetectorConfig:
+    return DetectorConfig(model=Path("unused.onnx"), **kw)
+
+
+def _assert_same(got, expected):
+    assert got is not None
+    np.testing.assert_array_equal(got.frame_idx, expected.frame_idx)
+    np.testing.assert_array_equal(got.class_id, expected.class_id)
+    np.testing.assert_array_equal(got.score, expected.score)
+    np.testing.assert_array_equal(got.xyxy, expected.xyxy)
+
+
+@pytest.mark.parametrize("head", heads.HEADS)
+@pytest.mark.parametrize("conf,iou,cap,class_filter", [(0.25, 0.45, 300, None), (0.5, 0.7, 5, [1, 4]), (0.3, 0.3, 40, [0])])
+def test_fused_kernel_keeps_what_the_general_path_keeps(head, conf, iou, cap, class_filter, stream, report):
+    rng = np.random.default_rng(len(head) * 7 + int(conf * 10))
+    rows, n = 8, 6  # the last two rows pad the batch and must be ignored
+    outputs, table = _outputs(head, rng, rows), _table(rng, rows)
+    config = _config(conf_threshold=conf, iou_threshold=iou, max_detections=cap)
+    allowed = None if class_filter is None else np.asarray(class_filter)
+    got = select_gpu.FusedSelect(head, INPUT, config, allowed)(outputs, table, n, stream)
+    expected = select_general(heads.decode(head, outputs, INPUT), table, n, config, allowed)
+    report("fused_select", head=head, conf=conf, kept=len(expected.score))
+    assert len(expected.score) > n  # the case is not trivial
+    _assert_same(got, expected)
+
+
+def test_an_image_with_more_candidates_than_the_kernel_holds_goes_to_the_general_path(stream):
+    import cupy
+
+    rng = np.random.default_rng(3)
+    outputs = _outputs("ultralytics", rng, 2)  # 3,549 points, every one above a threshold of 0
+    outputs = {"output0": cupy.concatenate([outputs["output0"]] * 2, axis=2)}  # 7,098 > CAPACITY
+    select = select_gpu.FusedSelect("ultralytics", INPUT, _config(conf_threshold=0.0), None)
+    assert select(outputs, _table(rng, 2), 2, stream) is None
+    # the same kernel with a normal threshold handles the same outputs
+    select = select_gpu.FusedSelect("ultralytics", INPUT, _config(conf_threshold=0.25), None)
+    assert len(select(outputs, _table(rng, 2), 2, stream).score) > 0
+
+
+def test_a_label_outside_the_kernels_class_range_goes_to_the_general_path(stream):
+    rng = np.random.default_rng(4)
+    outputs = _outputs("detr", rng, 2)
+    outputs["labels"][1, 0] = 5000
+    outputs["scores"][1, 0] = 0.9
+    select = select_gpu.FusedSelect("detr", INPUT, _config(), None)
+    assert select(outputs, _table(rng, 2), 2, stream) is None
