@@ -5,9 +5,17 @@ consumers call `next_batch(timeout)`. The batcher serves the highest-priority la
 (full, or its oldest frame waited `max_wait_ms`, or none of its streams can add a frame); streams
 within a lane are taken round-robin; live frames older than `max_age_ms` are dropped and counted.
 Live rings drop their oldest frame when full; file rings make the reader wait, so files lose nothing.
+
+Producers share no lock: a frame goes into an inbox (`queue.SimpleQueue`, no Python lock) with
+its arrival time, after the producer took one of its ring's permits (a per-stream semaphore: a file
+reader waits on it, a live producer whose ring is full drains the inbox itself and drops its
+oldest frame). Consumers move the inbox into the rings under the buffer's lock. One lock shared by
+64 decode threads and the consumer formed convoys under the interpreter lock: the thread holding
+it was often waiting for the interpreter lock, and every other thread queued behind it.
 """
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from typing import Callable
@@ -19,6 +27,8 @@ from pipeline.runtime.queues import Overflow
 from pipeline.types import Frame, FrameBatch
 
 _NS_PER_S = 1_000_000_000
+_WAKE = (None, 0, None)
+"""An inbox item that only makes a waiting consumer look again (close, work left for another consumer)."""
 
 
 class AlignedBuffer:
@@ -39,8 +49,8 @@ class AlignedBuffer:
         clock_ns: Callable[[], int] = time.monotonic_ns,
     ):
         self._clock = clock_ns
-        self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)
+        self._lock = threading.Lock()  # rings and lanes: consumers, and producers of overflowing live rings
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()  # (ring, arrival_ns, frame | None = end of stream)
         self._closed = False
         self._rings = self._make_rings(lanes, streams)
         by_lane: dict[str, list[StreamRing]] = {lane.name: [] for lane in lanes}
@@ -60,7 +70,7 @@ class AlignedBuffer:
             if cfg.id in rings:
                 raise ConfigError(f"stream id '{cfg.id}' appears twice; stream ids must be unique")
             overflow = Overflow.DROP_OLDEST if cfg.is_live else Overflow.BLOCK
-            rings[cfg.id] = StreamRing(cfg.id, cfg.lane, cfg.ring_size, overflow, threading.Condition(self._lock))
+            rings[cfg.id] = StreamRing(cfg.id, cfg.lane, cfg.ring_size, overflow, threading.Semaphore(cfg.ring_size))
         return rings
 
     # -- producers (FrameSink) ---------------------------------------------------------------------
@@ -73,69 +83,87 @@ class AlignedBuffer:
         A put after `end_stream` reopens the stream (a restarted worker).
         """
         ring = self._ring(frame.stream_id)
-        deadline = time.monotonic() + timeout
+        if self._closed:
+            if not ring.live:
+                time.sleep(timeout)  # a retrying file worker must not spin
+            return False
+        if ring.live:
+            if not ring.permits.acquire(blocking=False):
+                return self._put_overflowing(ring, frame)
+        elif not ring.permits.acquire(timeout=timeout):
+            return False
+        self._inbox.put((ring, self._clock(), frame))
+        return True
+
+    def _put_overflowing(self, ring: StreamRing, frame: Frame) -> bool:
+        """A live frame whose ring is full (counting frames still in the inbox): drop the oldest."""
         with self._lock:
-            # a closed buffer makes files wait out their timeout too, so a retrying worker never spins
-            while not ring.live and (ring.full or self._closed):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                ring.space.wait(remaining)
-            if self._closed:
-                return False
-            ring.ended = False
-            if self._lane_of[ring.lane].push(ring, frame, self._clock()):
-                self._ready.notify()
-            return True
+            self._drain_locked()
+            if not ring.permits.acquire(blocking=False):  # a consumer may have made room meanwhile
+                if not ring.entries:  # the frames in the way are with a consumer on their way in
+                    ring.dropped_overflow += 1
+                    return True
+                self._lane_of[ring.lane].drop_oldest(ring)
+                ring.permits.acquire(blocking=False)
+            self._accept_locked(ring, self._clock(), frame)
+        self._inbox.put(_WAKE)
+        return True
 
     def end_stream(self, stream_id: str) -> None:
         """The stream will send no more frames: its lane may flush the tail without waiting for it."""
-        ring = self._ring(stream_id)
-        with self._lock:
-            ring.ended = True
-            self._ready.notify_all()
+        self._inbox.put((self._ring(stream_id), 0, None))
 
     # -- consumers ---------------------------------------------------------------------------------
     def next_batch(self, timeout: float) -> FrameBatch | None:
         """The next batch, waiting at most `timeout` seconds; None on timeout, when closed, or finished.
 
-        Sleeps on a condition variable until a producer makes a lane ready or the earliest lane
-        deadline expires, whichever comes first (no polling).
+        Sleeps on the inbox until a producer hands over a frame that may make a lane ready or the
+        earliest lane deadline expires, whichever comes first (no polling).
         """
         end = time.monotonic() + timeout
-        with self._lock:
-            while True:
+        item, look, deadline_ns = None, True, None
+        while True:
+            with self._lock:
+                if item is not None:
+                    look |= self._accept_locked(*item)
+                look |= self._drain_locked()
                 now = self._clock()
-                lane, deadline_ns = self._pick_lane(now)
-                if lane is not None:
-                    return self._form_batch(lane)
-                if self._closed or self._finished_locked():
-                    return None
-                remaining = end - time.monotonic()
-                if remaining <= 0:
-                    return None
-                if deadline_ns is not None:
-                    remaining = min(remaining, max(deadline_ns - now, 0) / _NS_PER_S)
-                self._ready.wait(remaining)
+                if look or (deadline_ns is not None and now >= deadline_ns):
+                    lane, deadline_ns = self._pick_lane(now)
+                    if lane is not None:
+                        return self._form_batch(lane)
+                    if self._closed or self._finished_locked():
+                        self._inbox.put(_WAKE)  # other waiting consumers see it too
+                        return None
+                    look = False
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                return None
+            if deadline_ns is not None:
+                remaining = min(remaining, max(deadline_ns - now, 0) / _NS_PER_S)
+            try:
+                item = self._inbox.get(timeout=remaining)
+            except queue.Empty:
+                item = None
 
     def close(self) -> None:
-        """Wake every waiting producer and consumer; later puts are refused and `next_batch` returns None."""
+        """Wake every waiting consumer; later puts are refused and `next_batch` returns None."""
         with self._lock:
             self._closed = True
-            self._ready.notify_all()
-            for ring in self._rings.values():
-                ring.space.notify_all()
+        self._inbox.put(_WAKE)
 
     @property
     def finished(self) -> bool:
         """True when every stream has ended and every ring is empty."""
         with self._lock:
+            self._drain_locked()
             return self._finished_locked()
 
     def stats(self) -> dict:
         """Counters: `streams[id]` and `lanes[name]` with received, batched, dropped_overflow,
         dropped_age, depth; lanes also have batches, frames and mean_batch_size."""
         with self._lock:
+            self._drain_locked()
             return {
                 "streams": {sid: ring.counters() for sid, ring in self._rings.items()},
                 "lanes": {lane.name: lane.counters() for lane in self._lanes},
@@ -147,6 +175,25 @@ class AlignedBuffer:
         if ring is None:
             raise ConfigError(f"stream '{stream_id}' is not one of this buffer's streams {sorted(self._rings)}; add it to `streams:`")
         return ring
+
+    def _drain_locked(self) -> bool:
+        """Move everything in the inbox into the rings; True when a consumer should look again."""
+        look = False
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return look
+            look |= self._accept_locked(*item)
+
+    def _accept_locked(self, ring: StreamRing | None, arrival_ns: int, frame: Frame | None) -> bool:
+        if ring is None:  # _WAKE
+            return True
+        if frame is None:  # end of stream
+            ring.ended = True
+            return True
+        ring.ended = False
+        return self._lane_of[ring.lane].push(ring, frame, arrival_ns)
 
     def _finished_locked(self) -> bool:
         return all(ring.ended and not ring.entries for ring in self._rings.values())
@@ -168,10 +215,7 @@ class AlignedBuffer:
         return best, earliest
 
     def _form_batch(self, lane: Lane) -> FrameBatch:
-        frames, served = lane.take()
-        for ring in served:
-            if not ring.live:
-                ring.space.notify()
+        frames = lane.take()
         if any(other.depth for other in self._lanes):
-            self._ready.notify()  # another consumer may serve the rest
+            self._inbox.put(_WAKE)  # another consumer may serve the rest
         return FrameBatch(frames=frames, lane=lane.name, formed_ns=self._clock())

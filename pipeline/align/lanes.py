@@ -22,14 +22,16 @@ class StreamRing:
     """One stream's waiting frames as `(arrival_ns, Frame)`, oldest first.
 
     `overflow` is DROP_OLDEST for live streams (fresh frames matter more than old ones) and BLOCK
-    for files (the reader waits on `space`, so files lose nothing).
+    for files (the reader waits for a permit, so files lose nothing). `permits` counts the room
+    left for frames of this stream, in the ring or on their way to it: a producer takes one per
+    frame, and every frame that leaves the ring (batched or dropped) gives its permit back.
     """
 
     stream_id: str
     lane: str
     capacity: int
     overflow: Overflow
-    space: threading.Condition
+    permits: threading.Semaphore
     entries: deque = field(default_factory=deque)
     ended: bool = False
     received: int = 0
@@ -79,20 +81,20 @@ class Lane:
         return self.config.name
 
     def push(self, ring: StreamRing, frame: Frame, now_ns: int) -> bool:
-        """Store `frame` (the caller made room for BLOCK rings); True when a consumer should look again.
-
-        A live ring that is full drops its oldest frame first (counted in `dropped_overflow`).
-        """
-        if ring.full:
-            ring.entries.popleft()
-            ring.dropped_overflow += 1
-            self.depth -= 1
+        """Store `frame` (its permit is taken, so the ring has room); True when a consumer should look again."""
         ring.entries.append((now_ns, frame))
         ring.received += 1
         self.depth += 1
         # Only these change what a waiting consumer computed: a new earliest deadline, a full
         # batch, or a full ring (the lane may now be unable to grow).
         return self.depth == 1 or self.depth >= self.config.max_batch or ring.full
+
+    def drop_oldest(self, ring: StreamRing) -> None:
+        """Make room in a full live ring: its oldest frame goes (counted in `dropped_overflow`)."""
+        ring.entries.popleft()
+        ring.dropped_overflow += 1
+        ring.permits.release()
+        self.depth -= 1
 
     def drop_aged(self, now_ns: int) -> None:
         """Drop live frames that arrived more than `max_age_ms` ago (counted in `dropped_age`)."""
@@ -103,6 +105,7 @@ class Lane:
             while ring.entries and ring.entries[0][0] < cutoff:
                 ring.entries.popleft()
                 ring.dropped_age += 1
+                ring.permits.release()
                 self.depth -= 1
 
     def oldest_arrival(self) -> int | None:
@@ -127,14 +130,12 @@ class Lane:
             return True, None
         return False, deadline
 
-    def take(self) -> tuple[list[Frame], list[StreamRing]]:
+    def take(self) -> list[Frame]:
         """Up to `max_batch` frames, one per stream per round, starting after the last stream served.
 
-        Returns the frames in batch order (each stream's frames stay in arrival order) and the
-        rings that gave frames (their blocked producers may continue).
+        Returns the frames in batch order (each stream's frames stay in arrival order).
         """
         frames: list[Frame] = []
-        served: dict[str, StreamRing] = {}
         count = len(self.rings)
         i = self._cursor
         while len(frames) < self.config.max_batch and self.depth > 0:
@@ -142,13 +143,13 @@ class Lane:
             i = (i + 1) % count
             if ring.entries:
                 frames.append(ring.entries.popleft()[1])
+                ring.permits.release()
                 ring.batched += 1
                 self.depth -= 1
-                served[ring.stream_id] = ring
         self._cursor = i
         self.batches += 1
         self.frames += len(frames)
-        return frames, list(served.values())
+        return frames
 
     def counters(self) -> dict:
         rings = [ring.counters() for ring in self.rings]
