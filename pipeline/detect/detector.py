@@ -4,13 +4,13 @@
     detections = detector(batch)            # FrameBatch of host RGB (or, with a GPU engine, device NV12) frames
     detections.for_frame(0).xyxy            # (n, 4) float32 source pixels of row 0
 
-Host frames are letterboxed on the CPU into a preallocated buffer per batch size; device NV12
-frames go through `detector_gpu.GpuDetectStep` (GPU preprocess, engine, decode and NMS on device).
+Host frames are letterboxed on the CPU into a preallocated buffer; device NV12 frames go through
+`detector_gpu.GpuDetectStep` (GPU preprocess, engine, decode and NMS on device). A GPU engine's
+outputs are decoded and NMS'd on the device for host frames too (the same post-engine step).
 Either way the caller gets host Detections whose boxes are in each frame's own pixels.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 
@@ -22,7 +22,7 @@ from pipeline.detect.engines import create_engine
 from pipeline.detect.engines.onnxruntime import cpu_workers, read_model_info
 from pipeline.detect.names import class_filter, resolve_names
 from pipeline.errors import ConfigError, EngineError
-from pipeline.types import Detections, Frame, FrameBatch, array_module
+from pipeline.types import Detections, Frame, FrameBatch
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class Detector:
         requested = max_batch or config.max_batch or 8
         self.engine, self.engine_reason = create_engine(config, requested)
         self.engine_name = self.engine.name
+        self._gpu_engine = hasattr(self.engine, "input_buffer")  # device outputs (torch, tensorrt)
         self.max_batch = self.engine.max_batch
         # GPU engines own one input buffer, one set of outputs and one CUDA stream: one batch at a time.
         self.workers = cpu_workers(config) if self.engine_name == "onnxruntime" else 1
@@ -68,7 +69,7 @@ class Detector:
         where NMS also runs before the kept boxes are copied to the host.
         """
         on_device = _on_device(batch.frames)
-        if on_device and not hasattr(self.engine, "input_buffer"):
+        if on_device and not self._gpu_engine:
             raise EngineError(
                 f"stream '{batch.frames[0].stream_id}': engine {self.engine_name} needs host RGB frames, got device "
                 "NV12; use decode 'cpu' or a GPU engine"
@@ -83,7 +84,7 @@ class Detector:
 
     def warm_up(self) -> None:
         """Compile the GPU path's kernels now (a no-op for CPU engines), before the sources start."""
-        if hasattr(self.engine, "input_buffer"):
+        if self._gpu_engine:
             self._gpu_step().warm_up()
 
     def detect_images(self, images: list[np.ndarray]) -> tuple[Detections, np.ndarray, np.ndarray]:
@@ -98,11 +99,10 @@ class Detector:
         scale, pad = preprocess.preprocess_into(images, self.spec, buffer)
         sizes = np.asarray([preprocess.image_size(im) for im in images], np.int64)
         outputs = self.engine.infer(self._inputs(buffer, sizes))
-        # A GPU engine returns device outputs queued on its own stream: decode and NMS must queue behind it.
-        with getattr(self.engine, "stream", None) or contextlib.nullcontext():
-            decoded = heads.decode(self.head, outputs, self.input_size, self.config.conf_threshold)
-            found = postprocess(decoded, sizes, scale, pad, self.config, self._class_filter)
-        return found, scale, pad
+        if self._gpu_engine:  # device outputs: decode, filter and NMS on the device, like NV12 frames
+            return self._gpu_step().detect_outputs(outputs, sizes, scale, pad), scale, pad
+        decoded = heads.decode(self.head, outputs, self.input_size, self.config.conf_threshold)
+        return postprocess(decoded, sizes, scale, pad, self.config, self._class_filter), scale, pad
 
     def _gpu_step(self):
         """The GPU path (pipeline.detect.detector_gpu), built on first use: only GPU engines get here."""
@@ -147,28 +147,18 @@ def in_chunks(items, size: int, detect) -> tuple[Detections, np.ndarray, np.ndar
 
 
 def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorConfig, class_filter=None) -> Detections:
-    """Confidence filter, NMS (or top-k for end-to-end heads), then source pixels; returns host Detections.
-
-    `decoded` may live on numpy or cupy; on cupy the filter and NMS run on the device and only the
-    kept rows are copied. sizes (B, 2) source (w, h); scale, pad (B, 2) host arrays from preprocessing.
+    """Confidence filter, NMS (or top-k for end-to-end heads), then source pixels: host `decoded` in,
+    host Detections out (device outputs go through `detector_gpu`). sizes (B, 2) source (w, h);
+    scale, pad (B, 2) from preprocessing.
     """
     boxes, scores, class_ids, rows = nms.candidates(
         decoded.boxes, decoded.scores, decoded.class_ids, config.conf_threshold, class_filter
     )
-    on_device = array_module(scores) is not np
     if decoded.needs_nms:
-        if on_device:
-            from pipeline.detect import nms_gpu  # noqa: PLC0415 - GPU only
-
-            keep = nms_gpu.batched_nms(boxes, scores, class_ids, rows, config.iou_threshold, config.max_detections)
-        else:
-            keep = nms.batched_nms(boxes, scores, class_ids, rows, config.iou_threshold, config.max_detections)
-        boxes, scores, class_ids, rows = boxes[keep], scores[keep], class_ids[keep], rows[keep]
-    if on_device:
-        boxes, scores, class_ids, rows = (a.get() for a in (boxes, scores, class_ids, rows))
-    if not decoded.needs_nms:
+        keep = nms.batched_nms(boxes, scores, class_ids, rows, config.iou_threshold, config.max_detections)
+    else:
         keep = nms.top_k(scores, rows, config.max_detections)
-        boxes, scores, class_ids, rows = boxes[keep], scores[keep], class_ids[keep], rows[keep]
+    boxes, scores, class_ids, rows = boxes[keep], scores[keep], class_ids[keep], rows[keep]
     if decoded.in_source:
         boxes = preprocess.clip_boxes(boxes.copy(), sizes[rows])
     else:

@@ -63,21 +63,32 @@ class GpuDetectStep:
         rows = engine.rows_for(n)
         buffer = engine.input_buffer(rows)
         kernel_tables, scale, pad = self.preprocess.describe(frames)
-        table = np.ones((rows, 6), np.float32)  # per row: source w, h, scale x, y, pad x, y
-        table[:n, 0:2] = [(f.width, f.height) for f in frames]
-        table[:n, 2:4], table[:n, 4:6] = scale, pad
+        table = row_table(rows, [(f.width, f.height) for f in frames], scale, pad)
         with engine.stream:
             *kernel_tables, table_d = self._staging.upload((*kernel_tables, table), engine.stream)  # one copy
             self.preprocess.launch(kernel_tables, buffer, n)
             feed = {self.input_names[0]: buffer}
             if self.head == "detr" and len(self.input_names) > 1:
                 feed[self.input_names[1]] = table_d[:, 0:2].astype(np.int64)
-            outputs = engine.infer(feed)
-            found = self._select(outputs, table_d, n, engine.stream)
-            if found is None:  # more candidates than the fused kernel holds
-                decoded = heads.decode(self.head, outputs, self.input_size)
-                found = select_general(decoded, table_d, n, self.config, self.class_filter)
-            return found, scale, pad
+            return self._after_engine(engine.infer(feed), table_d, n), scale, pad
+
+    def detect_outputs(self, outputs: dict[str, Any], sizes, scale: np.ndarray, pad: np.ndarray) -> Detections:
+        """Host Detections of the engine's `outputs` for frames preprocessed on the host.
+
+        sizes (n, 2) source (w, h); scale, pad (n, 2) float32 as preprocessing reported them.
+        """
+        rows = int(next(iter(outputs.values())).shape[0])
+        with self.engine.stream:
+            (table_d,) = self._staging.upload((row_table(rows, sizes, scale, pad),), self.engine.stream)
+            return self._after_engine(outputs, table_d, len(sizes))
+
+    def _after_engine(self, outputs: dict[str, Any], table_d, n: int) -> Detections:
+        """The fused kernel, or the general path when an image has more candidates than it holds."""
+        found = self._select(outputs, table_d, n, self.engine.stream)
+        if found is None:
+            found = select_general(heads.decode(self.head, outputs, self.input_size), table_d, n, self.config,
+                                   self.class_filter)
+        return found
 
     def warm_up(self) -> None:
         """Run every kernel of the path, the general one too, at every batch size the engine runs, on
@@ -98,6 +109,15 @@ class GpuDetectStep:
                     decoded = heads.HeadOutput(boxes, scores, classes, self.head == "detr", needs_nms)
                     select_general(decoded, table, rows, self.config, self.class_filter)
         self.engine.stream.synchronize()
+
+
+def row_table(rows: int, sizes, scale: np.ndarray, pad: np.ndarray) -> np.ndarray:
+    """(rows, 6) float32 per row: source w, h, scale x, y, pad x, y; rows past len(sizes) pad the
+    batch to the engine's size (ones, never read as frames)."""
+    table = np.ones((rows, 6), np.float32)
+    n = len(sizes)
+    table[:n, 0:2], table[:n, 2:4], table[:n, 4:6] = sizes, scale, pad
+    return table
 
 
 def select_general(decoded: heads.HeadOutput, table, n: int, config: DetectorConfig, class_filter=None) -> Detections:
