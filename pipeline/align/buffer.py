@@ -113,6 +113,16 @@ class AlignedBuffer:
         """The stream will send no more frames: its lane may flush the tail without waiting for it."""
         self._inbox.put((self._ring(stream_id), 0, None))
 
+    def on_room(self, stream_id: str, callback: Callable[[int], None]) -> None:
+        """Call `callback(n)` whenever `n` frames of `stream_id` leave its ring (batched or dropped).
+
+        For a producer in another process that mirrors the ring's permits as credits: each call
+        lets it send `n` more frames. Must be set before the stream's first `put`; runs with the
+        buffer's lock held, so it must be quick and must not call back into the buffer.
+        """
+        ring = self._ring(stream_id)
+        ring.permits = _NotifyingSemaphore(ring.capacity, callback)
+
     # -- consumers ---------------------------------------------------------------------------------
     def next_batch(self, timeout: float) -> FrameBatch | None:
         """The next batch, waiting at most `timeout` seconds; None on timeout, when closed, or finished.
@@ -219,3 +229,15 @@ class AlignedBuffer:
         if any(other.depth for other in self._lanes):
             self._inbox.put(_WAKE)  # another consumer may serve the rest
         return FrameBatch(frames=frames, lane=lane.name, formed_ns=self._clock())
+
+
+class _NotifyingSemaphore(threading.Semaphore):
+    """A ring's permits that also report every release (see `AlignedBuffer.on_room`)."""
+
+    def __init__(self, value: int, callback: Callable[[int], None]):
+        super().__init__(value)
+        self._callback = callback
+
+    def release(self, n: int = 1) -> None:
+        super().release(n)
+        self._callback(n)

@@ -368,3 +368,27 @@ def test_put_after_end_stream_reopens_the_stream_for_a_restarted_worker():
     assert not buf.finished and buf.next_batch(0) is None, "a reopened stream may send more: wait"
     buf.end_stream("clip")
     assert ids(buf.next_batch(0)) == [("clip", 0)] and buf.finished
+
+
+def test_on_room_reports_every_frame_that_leaves_a_ring_batched_or_dropped():
+    """What decode processes mirror as credits: one per frame batched, dropped on overflow or by age."""
+    clock = FakeClock()
+    room = {"f": 0, "l": 0}
+    buf = AlignedBuffer([lane(max_batch=3, max_age_ms=100)], [file("f", ring=2), live("l", ring=2)], clock)
+    for sid in room:
+        buf.on_room(sid, lambda n, sid=sid: room.__setitem__(sid, room[sid] + n))
+    buf.put(frame("f", 0), 0.1)
+    buf.put(frame("f", 1), 0.1)
+    assert not buf.put(frame("f", 2), 0.01)  # no permit left: the file waits
+    for seq in range(3):  # the third overflows the live ring: its oldest frame goes
+        buf.put(frame("l", seq), 0.1)
+    assert room == {"f": 0, "l": 1}
+    batch = buf.next_batch(0)
+    assert sorted(ids(batch)) == [("f", 0), ("f", 1), ("l", 1)]
+    assert room == {"f": 2, "l": 2}
+    clock.advance_ms(200)  # l2, still waiting, is now too old
+    buf.put(frame("l", 3), 0.1)
+    clock.advance_ms(200)  # and so is l3
+    assert buf.next_batch(0) is None
+    assert room == {"f": 2, "l": 4}
+    assert buf.put(frame("f", 2), 0.1)  # the room reported is real
