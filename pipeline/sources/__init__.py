@@ -1,6 +1,7 @@
 """Stream sources: PyAV demux (files, RTSP), CPU or NVDEC decode, the synthetic world, and `StreamWorker`."""
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from pipeline.config.models import StreamConfig
@@ -10,12 +11,13 @@ from pipeline.sources.reader import DecodedFrame, Decoder, Reader, mask_url
 __all__ = ["DecodedFrame", "Decoder", "Reader", "mask_url", "open_reader"]
 
 
-def open_reader(config: StreamConfig, packet_tap: Callable | None = None) -> Reader:
+def open_reader(config: StreamConfig, packet_tap: Callable | None = None, allocate: Callable | None = None) -> Reader:
     """A reader for one pass over `config.url`; nothing is opened until its `frames()` is iterated.
 
     `synthetic://...` gives the synthetic world; anything else goes through PyAV with the decoder
     `config.decode` names ("auto" = NVDEC when `pipeline.sources.nvdec.is_available()`, else CPU).
-    Raises `ConfigError` when `decode: nvdec` is asked for where NVDEC cannot run (retrying won't help).
+    `allocate` is NVDEC's picture allocator (`NvdecDecoder`). Raises `ConfigError` when
+    `decode: nvdec` is asked for where NVDEC cannot run (retrying won't help).
     """
     if config.url.startswith("synthetic://"):
         from pipeline.sources.synthetic import SyntheticReader  # noqa: PLC0415 - optional world module
@@ -32,7 +34,7 @@ def open_reader(config: StreamConfig, packet_tap: Callable | None = None) -> Rea
         if available:
             from pipeline.sources.nvdec import NvdecDecoder  # noqa: PLC0415 - needs the GPU stack
 
-            make_decoder = NvdecDecoder
+            make_decoder = functools.partial(NvdecDecoder, allocate=allocate)
         elif config.decode == "nvdec":
             raise ConfigError(f"stream '{config.id}': decode 'nvdec' cannot run here ({reason}); "
                               "set decode: cpu (or auto) for this stream, or install the gpu extra")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from pipeline.errors import SourceError
 from pipeline.sources.reader import PTS_UNKNOWN, DecodedFrame
@@ -95,15 +95,18 @@ class NvdecDecoder:
     device: CUDA device index. A mid-stream resolution change is followed (each frame has its own
     size; a new sequence parameter set restarts the decoder). Errors raise SourceError naming the
     stream and stay with it: other streams go on.
+    allocate: `(rows, width) -> CuPy uint8 array or None`, where pictures go (a decode process gives
+    memory it shares with the main process); None, or a None from it, allocates from CuPy's pool.
     """
 
     wants_annexb = True
 
-    def __init__(self, stream: Any, label: str, device: int = 0):
+    def __init__(self, stream: Any, label: str, device: int = 0, allocate: Callable[[int, int], Any] | None = None):
         import cupy  # noqa: PLC0415 - GPU stack
         import PyNvVideoCodec as nvc  # noqa: PLC0415 - GPU stack
 
         self._label = label
+        self._allocate = allocate
         self._time_base = stream.time_base
         codec_name = stream.codec_context.name
         if codec_name not in CODECS:
@@ -197,7 +200,9 @@ class NvdecDecoder:
             if view.ndim == 3:  # some builds expose (H*3/2, W, 1)
                 view = view[..., 0]
             rows, width = view.shape
-            image = cupy.empty((rows, width), cupy.uint8)
+            image = self._allocate(rows, width) if self._allocate is not None else None
+            if image is None:
+                image = cupy.empty((rows, width), cupy.uint8)
         # one runtime call (an elementwise copy kernel costs the decode thread far more interpreter time)
         runtime = cupy.cuda.runtime
         runtime.memcpy2DAsync(image.data.ptr, width, view.data.ptr, view.strides[0], width, rows,

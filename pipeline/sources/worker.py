@@ -7,7 +7,7 @@ import threading
 import time
 import traceback
 from contextlib import closing
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import av
 
@@ -66,12 +66,15 @@ class StreamWorker:
     jitter, whether they errored or "ended" (a killed RTSP server looks like a normal end).
     `sink.end_stream(id)` is always called when the thread exits.
     packet_tap: `(stream_id, av.Packet)` for every demuxed packet (clip recording).
+    allocate: where NVDEC pictures go (see `NvdecDecoder`; decode processes pass their shared slots).
     """
 
     def __init__(self, config: StreamConfig, sink: FrameSink,
-                 packet_tap: Callable[[str, av.Packet], None] | None = None):
+                 packet_tap: Callable[[str, av.Packet], None] | None = None,
+                 allocate: Callable[[int, int], Any] | None = None):
         self.config = config
         self.sink = sink
+        self._allocate = allocate
         self.label = f"stream '{config.id}' ({mask_url(config.url)})"
         self._packet_tap = packet_tap
         self._stop = threading.Event()
@@ -194,7 +197,7 @@ class StreamWorker:
 
     def _one_pass(self, started: float) -> int:
         """Reads the stream once; returns the number of frames decoded in this pass."""
-        reader = open_reader(self.config, packet_tap=self._packet_tap)
+        reader = open_reader(self.config, packet_tap=self._packet_tap, allocate=self._allocate)
         produced = 0
         try:
             with closing(reader.frames()) as frames:
