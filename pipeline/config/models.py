@@ -222,6 +222,12 @@ class RuntimeConfig(Strict):
         "gets the interpreter back quickly after each GPU wait instead of queueing behind decode threads), "
         "Python's default 5 ms on the CPU",
     )
+    decode_processes: Literal["auto"] | Annotated[int, Field(ge=0, le=256)] = Field(
+        "auto",
+        description="child processes that decode the streams (each with its own interpreter lock; frames come "
+        "back through CUDA IPC or the pipe); 0 = decode threads in this process; auto = one process per 8 NVDEC "
+        "streams when there are at least 8, else 0. Streams stay in threads when event clips need their packets",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     progress_interval_s: float = Field(1.0, gt=0)
 

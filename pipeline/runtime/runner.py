@@ -1,6 +1,7 @@
 """Wires the stages together and runs them: sources -> aligned buffer -> detector -> sinks.
 
-Threads: one decode worker per stream, `detector.workers` inference threads (their results are
+Threads: one decode worker per stream (in child processes when `runtime.decode_processes` says so,
+see `pipeline.sources.processes`), `detector.workers` inference threads (their results are
 handed on in batch order, so each stream's frames reach the sinks in order), `runtime.sink_workers` sink threads,
 one writer thread per storage and one delivery thread per event output (inside the sinks).
 Stopping (duration reached, SIGINT/SIGTERM, every file finished) always goes the same way:
@@ -22,6 +23,7 @@ from pipeline.config.models import PipelineConfig
 from pipeline.detect.detector import Detector
 from pipeline.runtime.sink_router import SinkRouter
 from pipeline.sinks.factory import build_outputs, build_stage_factory
+from pipeline.sources.processes import make_processes, plan
 from pipeline.sources.worker import StreamWorker
 from pipeline.types import FrameResult
 
@@ -64,7 +66,11 @@ class PipelineRunner:
             workers=config.runtime.sink_workers,
             queue_size=config.runtime.sink_queue_size,
         )
-        self.workers = [StreamWorker(s, self.buffer, packet_tap=self.outputs.packet_tap) for s in config.streams]
+        count, remote = plan(config, self.outputs.packet_tap)
+        self.decode_processes = make_processes(remote, count, self.buffer)
+        in_children = {w.config.id: w for w in self.decode_processes.workers} if self.decode_processes else {}
+        self.workers = [in_children.get(s.id) or StreamWorker(s, self.buffer, packet_tap=self.outputs.packet_tap)
+                        for s in config.streams]
         self._take_lock = threading.Lock()
         self._turn = threading.Condition()
         self._next_ticket = 0
@@ -159,6 +165,8 @@ class PipelineRunner:
         for worker in self.workers:
             if not worker.join(5.0):
                 log.warning("decode worker %s did not stop within 5 s", worker.config.id)
+        if self.decode_processes is not None:
+            self.decode_processes.close()
         try:
             for stream_id, pts in self._last_pts.items():
                 self.router.end_stream(stream_id, pts)

@@ -126,3 +126,14 @@ def test_shipped_configs_are_valid(name):
 def test_reconnect_delays_out_of_order_are_reported_at_the_stream(tmp_path):
     path = write(tmp_path, GOOD.replace("    lane: fast", "    lane: fast\n    reconnect_min_s: 10\n    reconnect_max_s: 2"))
     assert error_of(path).startswith(f"{path}:8: streams -> 1 -> reconnect_max_s: must be at least reconnect_min_s (10)")
+
+
+@pytest.mark.parametrize("value, message", [("-1", "greater than or equal to 0"), ("many", "'auto'")])
+def test_decode_processes_takes_a_count_or_auto(tmp_path, value, message):
+    path = write(tmp_path, GOOD + f"runtime:\n  decode_processes: {value}\n")
+    error = error_of(path)
+    assert "runtime -> decode_processes" in error and message in error, error
+
+
+def test_decode_processes_defaults_to_auto(tmp_path):
+    assert load_config(write(tmp_path, GOOD)).runtime.decode_processes == "auto"

@@ -1,0 +1,133 @@
+"""Streams decoded in child processes (`runtime.decode_processes`) arrive here whole and in order,
+back-pressure reaches the child, a killed child fails only its own streams, and the pipeline finds
+the same detections as with decode threads. Runs on the CPU with the synthetic world (host frames
+travel through the pipe; the CUDA IPC path is tests/gpu/test_gpu_processes.py)."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.align.buffer import AlignedBuffer
+from pipeline.config.models import DetectorConfig, LaneConfig, PipelineConfig, RuntimeConfig, StreamConfig, TrackerConfig
+from pipeline.runtime.runner import PipelineRunner
+from pipeline.sources.processes import make_processes, plan
+from pipeline.sources.synthetic import SyntheticReader
+from tests.conftest import REPO
+
+pytest.importorskip("samples.world")
+
+
+def world(seed: int, frames: int, size: str = "160x96") -> str:
+    return f"synthetic://plaza?seed={seed}&fps=10&size={size}&frames={frames}&realtime=0"
+
+
+def collect(buffer: AlignedBuffer, processes, pause_s: float = 0.0, limit_s: float = 60.0) -> dict[str, list]:
+    """Every frame each stream delivers, taking batches (slowly with `pause_s`) until all have ended."""
+    frames: dict[str, list] = {w.config.id: [] for w in processes.workers}
+    deadline = time.monotonic() + limit_s
+    while not buffer.finished and time.monotonic() < deadline:
+        batch = buffer.next_batch(timeout=0.2)
+        for frame in batch.frames if batch is not None else []:
+            frames[frame.stream_id].append(frame)
+        time.sleep(pause_s)
+    return frames
+
+
+def test_frames_from_child_processes_arrive_whole_and_in_order_with_back_pressure():
+    streams = [StreamConfig(id=f"s{i}", url=world(i, 12), ring_size=2) for i in range(3)]
+    buffer = AlignedBuffer([LaneConfig(name="default", max_batch=2, max_wait_ms=5)], streams)
+    processes = make_processes(streams, 2, buffer)
+    processes.start()
+    frames = collect(buffer, processes, pause_s=0.12)  # slower than the children: they must wait, not drop
+    processes.close()
+    for config in streams:
+        here = list(SyntheticReader(config.url).frames())
+        there = frames[config.id]
+        assert [f.seq for f in there] == list(range(12))
+        assert [f.pts_ns for f in there] == [f.pts_ns for f in here]
+        for a, b in zip(there, here):
+            assert a.pixel_format == "rgb24" and (a.width, a.height) == (160, 96)
+            np.testing.assert_array_equal(a.image, b.image)
+    stats = {w.config.id: w.stats() for w in processes.workers}
+    assert all(s["state"] == "finished" and s["frames"] == 12 for s in stats.values()), stats
+    assert all(s["sink_waits"] > 0 for s in stats.values()), stats  # credits held each child's reader back
+
+
+def test_a_killed_decode_process_fails_its_streams_and_the_others_go_on():
+    streams = [StreamConfig(id=f"s{i}", url=world(i, 100_000), ring_size=4) for i in range(4)]
+    buffer = AlignedBuffer([LaneConfig(name="default", max_batch=4, max_wait_ms=5)], streams)
+    processes = make_processes(streams, 2, buffer)  # s0, s2 in child 0; s1, s3 in child 1
+    processes.start()
+    seen: dict[str, int] = {}
+
+    def take(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            batch = buffer.next_batch(timeout=0.1)
+            for frame in batch.frames if batch is not None else []:
+                seen[frame.stream_id] = frame.seq
+
+    deadline = time.monotonic() + 30
+    while len(seen) < 4 and time.monotonic() < deadline:
+        take(0.2)
+    assert set(seen) == {"s0", "s1", "s2", "s3"}
+    victim = processes.workers[0]
+    assert victim.config.id == "s0"
+    os.kill(processes._children[0].process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while not victim.ended.is_set() and time.monotonic() < deadline:
+        take(0.2)
+    before = dict(seen)
+    take(2.0)
+    by_id = {w.config.id: w for w in processes.workers}
+    for sid in ("s0", "s2"):
+        stats = by_id[sid].stats()
+        assert stats["state"] == "failed"
+        assert "decode-proc:0 was killed by signal 9" in stats["last_error"] and sid in stats["last_error"]
+    for sid in ("s1", "s3"):
+        assert by_id[sid].state.value == "running"
+        assert seen[sid] > before[sid]  # still delivering after the other child died
+    for worker in processes.workers:
+        worker.stop()
+    while not all(w.join(0) for w in processes.workers):
+        buffer.next_batch(timeout=0.1)
+    processes.close()
+    assert buffer.finished
+
+
+def test_the_pipeline_finds_the_same_detections_with_decode_processes_as_with_threads():
+    def run(count: int):
+        config = PipelineConfig(
+            streams=[StreamConfig(id=f"cam-{i}", url=world(i, 30, "320x180"), ring_size=3) for i in range(3)],
+            lanes=[LaneConfig(name="default", max_batch=4)],
+            detector=DetectorConfig(model=REPO / "samples/models/world_detector.onnx"),
+            tracker=TrackerConfig(enabled=False),
+            runtime=RuntimeConfig(decode_processes=count),
+        )
+        runner = PipelineRunner(config)
+        assert (runner.decode_processes is not None) == (count > 0)
+        return runner.run()
+
+    threads, children = run(0), run(2)
+    assert threads.frames_detected == children.frames_detected == 90
+    assert children.detections == threads.detections > 0
+    for sid, stats in children.streams.items():
+        assert stats["state"] == "finished" and stats["batched"] == 30, (sid, stats)
+
+
+def test_plan_auto_keeps_streams_in_threads_without_nvdec_and_clips_keep_them_here(caplog):
+    def config(setting, streams=10):
+        return PipelineConfig(
+            streams=[StreamConfig(id=f"c{i}", url=f"/clips/{i}.mp4", decode="cpu") for i in range(streams)],
+            detector=DetectorConfig(model="m.onnx"), runtime=RuntimeConfig(decode_processes=setting))
+
+    assert plan(config("auto"), packet_tap=None) == (0, [])  # CPU decode: threads convert lazily at model size
+    count, streams = plan(config(3), packet_tap=None)
+    assert count == 3 and len(streams) == 10
+    assert plan(config(16, streams=5), packet_tap=None)[0] == 5
+    assert plan(config(3), packet_tap=lambda *a: None) == (0, [])
+    assert "event clips need the packets in this process" in caplog.text
