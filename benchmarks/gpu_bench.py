@@ -4,9 +4,10 @@
 
 Writes OUT_DIR/gpu_bench.json and OUT_DIR/gpu_bench.md. The 1080p H.264 clip is made at start by
 upscaling a shared 768x432 clip with PyAV's libx264 (crf 23, GOP 30), so every run measures the same
-bitstream. End-to-end runs the real pipeline (`PipelineRunner`: StreamWorkers with NVDEC ->
-AlignedBuffer -> Detector on the torch engine, frames on the device until after NMS) on N looped
-streams and compares with decode-only throughput at the same stream count.
+bitstream. End-to-end runs the real pipeline (`PipelineRunner`: StreamWorkers with NVDEC, in decode
+processes or threads -> AlignedBuffer -> Detector on the torch engine, frames on the device until
+after NMS) on N looped streams and compares with the best decode-only throughput at the same stream
+count: bare NVDEC threads in one process, or the pipeline's decode processes without detection.
 """
 from __future__ import annotations
 
@@ -94,6 +95,45 @@ def decode_throughput(clip: Path, streams: int, seconds: float, warmup_s: float 
     for t in threads:
         t.join(30)
     return {"streams": streams, "fps": total / elapsed, "frames": total, "seconds": elapsed}
+
+
+def decode_in_processes(clip: Path, streams: int, seconds: float, processes: int, ring_size: int = 8,
+                        settle_s: float = 2.0) -> dict:
+    """The pipeline's decode stage alone: `streams` looped NVDEC streams in `processes` children
+    (`pipeline.sources.processes`), frames copied into this process and batched by the
+    AlignedBuffer, then dropped. fps counts frames batched over `seconds`, starting `settle_s`
+    after every stream delivered its first frame (process and decoder start-up excluded)."""
+    from pipeline.align.buffer import AlignedBuffer
+    from pipeline.config.models import LaneConfig, StreamConfig
+    from pipeline.sources.processes import make_processes
+
+    configs = [StreamConfig(id=f"p{i}", url=str(clip), loop=True, decode="nvdec", ring_size=ring_size)
+               for i in range(streams)]
+    buffer = AlignedBuffer([LaneConfig(name="default", max_batch=64, max_wait_ms=10)], configs)
+    children = make_processes(configs, processes, buffer)
+    children.start()
+    frames, begin = 0, time.monotonic()
+    ready_s = start = end = None
+    while end is None:
+        batch = buffer.next_batch(timeout=0.1)
+        frames += len(batch) if batch is not None else 0
+        now = time.monotonic()
+        if ready_s is None:
+            if all(w.state.value == "running" for w in children.workers):
+                ready_s = now - begin
+        elif start is None:
+            if now - begin >= ready_s + settle_s:
+                start = (now, frames)
+        elif now >= start[0] + seconds:
+            end = (now, frames)
+    for worker in children.workers:
+        worker.stop()
+    while not all(worker.join(0) for worker in children.workers):
+        buffer.next_batch(timeout=0.1)
+    children.close()
+    (t0, n0), (t1, n1) = start, end
+    return {"streams": streams, "processes": processes, "fps": (n1 - n0) / (t1 - t0), "frames": n1 - n0,
+            "seconds": t1 - t0, "ready_s": ready_s}
 
 
 def _time_gpu(fn, repeat: int, stream=None) -> float:
@@ -238,12 +278,14 @@ def engine_throughput(model: Path, batches=(1, 8, 16, 32, 64, 128)) -> list[dict
     return rows
 
 
-def end_to_end(model: Path, clip: Path, streams: int, seconds: float, max_batch: int, warmup_s: float = 6.0,
-               switch_interval_ms: float | None = None, ring_size: int = 8) -> dict:
-    """The real pipeline on `streams` looped copies of `clip` (NVDEC, torch FP16, no tracker/sinks).
+def end_to_end(model: Path, clip: Path, streams: int, seconds: float, max_batch: int, settle_s: float = 2.0,
+               switch_interval_ms: float | None = None, ring_size: int = 8, decode_processes="auto") -> dict:
+    """The real pipeline on `streams` looped copies of `clip` (NVDEC, torch FP16, no tracker/sinks),
+    decoding in `decode_processes` children (`runtime.decode_processes`; 0 = threads in this process).
 
-    fps is the steady state: frames detected between `warmup_s` (kernel compilation, CUDA graph
-    capture and 64 decoder start-ups happen before) and the stop request; fps_whole_run includes them.
+    fps is the steady state: frames detected from `settle_s` after every stream delivered its first
+    frame (kernel compilation, CUDA graph capture, process and decoder start-ups happen before)
+    until the stop request; fps_whole_run includes them.
     """
     from pipeline.config.models import DetectorConfig, LaneConfig, PipelineConfig, RuntimeConfig, StreamConfig, TrackerConfig
     from pipeline.runtime.runner import PipelineRunner
@@ -254,18 +296,21 @@ def end_to_end(model: Path, clip: Path, streams: int, seconds: float, max_batch:
         lanes=[LaneConfig(name="default", max_batch=max_batch, max_wait_ms=10)],
         detector=DetectorConfig(model=model, engine="torch", precision="fp16"),
         tracker=TrackerConfig(enabled=False),
-        runtime=RuntimeConfig(switch_interval_ms=switch_interval_ms),
+        runtime=RuntimeConfig(switch_interval_ms=switch_interval_ms, decode_processes=decode_processes),
     )
     compiles = _nvrtc_compile_counter()
     runner = PipelineRunner(config)
     samples = []
     snap = runner.run(duration_s=seconds, progress_interval_s=0.5,
-                      on_progress=lambda s: samples.append((s.elapsed_s, s.frames_detected, len(compiles))))
-    window = [sample for sample in samples if warmup_s <= sample[0] <= seconds]
-    (t0, n0, c0), (t1, n1, c1) = window[0], window[-1]
+                      on_progress=lambda s: samples.append((s.elapsed_s, s.frames_detected, len(compiles), all(
+                          stream.get("state") == "running" for stream in s.streams.values()))))
+    ready_s = next(sample[0] for sample in samples if sample[3])
+    window = [sample for sample in samples if ready_s + settle_s <= sample[0] <= seconds]
+    (t0, n0, c0, _), (t1, n1, c1, _) = window[0], window[-1]
     lanes = snap.lanes.get("default", {})
-    return {"streams": streams, "fps": (n1 - n0) / (t1 - t0), "fps_whole_run": snap.frames_detected / snap.elapsed_s,
-            "kernel_compiles_in_window": c1 - c0, "kernel_compiles_whole_run": len(compiles),
+    processes = runner.decode_processes.count if runner.decode_processes else 0
+    return {"streams": streams, "decode_processes": processes, "fps": (n1 - n0) / (t1 - t0), "fps_whole_run": snap.frames_detected / snap.elapsed_s,
+            "ready_s": ready_s, "window_s": t1 - t0, "kernel_compiles_in_window": c1 - c0, "kernel_compiles_whole_run": len(compiles),
             "frames": snap.frames_detected,
             "seconds": snap.elapsed_s, "batches": snap.batches, "engine": snap.engine,
             "mean_batch": snap.frames_detected / max(snap.batches, 1), "infer_s": snap.infer_s, "lane": lanes}
@@ -306,12 +351,18 @@ def write_markdown(results: dict, path: Path) -> None:
     lines += ["", "## Torch engine, YOLOX-Nano 416", "| precision | CUDA graphs | batch | ms | img/s |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['precision']} | {r['cuda_graphs']} | {r['batch']} | {r['ms']:.2f} | {r['images_per_s']:.0f} |"
               for r in results.get("engine", [])]
+    if "decode_processes" in results:
+        lines += ["", "## Decode stage in processes (NVDEC in children, frames copied into the main process and batched)",
+                  "| streams | processes | frames/s |", "| --- | --- | --- |"]
+        lines += [f"| {r['streams']} | {r['processes']} | {r['fps']:.0f} |" for r in results["decode_processes"]]
     if "end_to_end" in results:
-        e = results["end_to_end"]
-        lines += ["", "## End to end", f"{e['streams']} looped 1080p streams: {e['fps']:.0f} frames/s detected "
-                  f"(mean batch {e['mean_batch']:.1f}, engine {e['engine']}, kernel compiles in the window "
-                  f"{e['kernel_compiles_in_window']}); decode-only at the same stream count: "
-                  f"{results.get('decode_only_same_streams', float('nan')):.0f} fps; ratio {results.get('e2e_ratio', float('nan')):.2f}"]
+        lines += ["", "## End to end", "| decode processes | frames/s detected | mean batch | kernel compiles in window | "
+                  "ratio to the best decode-only |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {e['decode_processes']} | {e['fps']:.0f} | {e['mean_batch']:.1f} | {e['kernel_compiles_in_window']} | "
+                  f"{e.get('ratio', float('nan')):.2f} |" for e in results["end_to_end"]]
+        lines += ["", f"Decode-only at {results['end_to_end'][0]['streams']} streams: threads "
+                  f"{results.get('decode_only_threads', float('nan')):.0f} fps, processes "
+                  f"{results.get('decode_only_processes', float('nan')):.0f} fps."]
     for name, error in results.get("errors", {}).items():
         lines += ["", f"**{name} failed**: {error}"]
     path.write_text("\n".join(lines) + "\n")
@@ -332,7 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--switch-interval-ms", type=float, default=None, help="runtime.switch_interval_ms for end to end")
     parser.add_argument("--ring-size", type=int, default=8, help="streams' ring_size for end to end (the config default)")
-    parser.add_argument("--only", nargs="*", default=None, help="sections: decode preprocess nms select engine e2e")
+    parser.add_argument("--decode-processes", nargs="+", default=["auto"],
+                        help="runtime.decode_processes values for end to end (one run each), e.g. 0 auto")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="sections: decode decode_processes preprocess nms select engine e2e")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import cupy
@@ -342,15 +396,20 @@ def main(argv: list[str] | None = None) -> int:
     gpu = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     results: dict = {"gpu": gpu, "date": time.strftime("%Y-%m-%d"), "errors": {}}
     clip = make_1080p_clip(args.clip, args.clip_frames)
+    process_counts = [-(-args.e2e_streams // 8) if p == "auto" else int(p) for p in args.decode_processes]
     results["clip"] = {"source": args.clip.name, "frames": args.clip_frames, "size": "1920x1080"}
     sections = {
         "decode": lambda: [decode_throughput(clip, n, args.decode_seconds) for n in args.streams],
+        "decode_processes": lambda: [decode_in_processes(clip, args.e2e_streams, args.decode_seconds, processes=n,
+                                                         ring_size=args.ring_size) for n in process_counts if n],
         "preprocess": lambda: preprocess_times(clip, args.max_batch),
         "nms": nms_times,
         "select": lambda: select_times(args.model, clip, args.max_batch),
         "engine": lambda: engine_throughput(args.model),
-        "end_to_end": lambda: end_to_end(args.model, clip, args.e2e_streams, args.e2e_seconds, args.max_batch,
-                                         switch_interval_ms=args.switch_interval_ms, ring_size=args.ring_size),
+        "end_to_end": lambda: [end_to_end(args.model, clip, args.e2e_streams, args.e2e_seconds, args.max_batch,
+                                          switch_interval_ms=args.switch_interval_ms, ring_size=args.ring_size,
+                                          decode_processes=int(p) if p.isdigit() else p)
+                               for p in args.decode_processes],
     }
     for name, run in sections.items():
         if args.only is not None and name not in args.only and not (name == "end_to_end" and "e2e" in args.only):
@@ -362,11 +421,14 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("section %s failed", name)
             results["errors"][name] = f"{type(exc).__name__}: {exc}"
         (args.out / "gpu_bench.json").write_text(json.dumps(results, indent=2, default=str))
-    if "end_to_end" in results:
-        same = [r["fps"] for r in results.get("decode", []) if r["streams"] == args.e2e_streams]
-        if same:
-            results["decode_only_same_streams"] = same[0]
-            results["e2e_ratio"] = results["end_to_end"]["fps"] / same[0]
+    threads = [r["fps"] for r in results.get("decode", []) if r["streams"] == args.e2e_streams]
+    if threads:
+        results["decode_only_threads"] = threads[0]
+    if results.get("decode_processes"):
+        results["decode_only_processes"] = max(r["fps"] for r in results["decode_processes"])
+    best = max(results.get("decode_only_threads", 0), results.get("decode_only_processes", 0))
+    for row in results.get("end_to_end", []) if best else []:
+        row["ratio"] = row["fps"] / best
     (args.out / "gpu_bench.json").write_text(json.dumps(results, indent=2, default=str))
     write_markdown(results, args.out / "gpu_bench.md")
     print((args.out / "gpu_bench.md").read_text())
