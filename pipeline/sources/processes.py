@@ -270,16 +270,20 @@ class DecodeProcesses:
                 self._end(worker)
 
     def close(self, timeout: float = 5.0) -> None:
-        """After the workers were stopped: wait for the children to exit, then end them."""
+        """After the workers were stopped: wait up to `timeout` s for the children to exit.
+
+        A child whose streams have all ended is only tearing down its CUDA context and decoders
+        (that can take seconds while the GPU is busy); it is left to finish. A child with a stream
+        that has not ended is stuck and is terminated.
+        """
         if not self.started:
             return
         deadline = time.monotonic() + timeout
         for child in self._children:
             child.process.join(max(deadline - time.monotonic(), 0))
-            if child.process.is_alive():
-                log.warning("%s did not exit within %.0f s of the stop; terminating it", child.name, timeout)
+            if child.process.is_alive() and not all(worker.ended.is_set() for worker in child.workers):
+                log.warning("%s did not stop within %.0f s; terminating it", child.name, timeout)
                 child.process.terminate()
-                child.process.join(timeout)
 
 
 class SlotRef:
