@@ -7,11 +7,13 @@ child, each group of streams has an interpreter lock of its own.
 
 Each child (`spawn`ed, so it never inherits a CUDA context) runs an ordinary `StreamWorker` per
 stream whose sink (`_ChildSink`) sends every frame over a pipe:
-- a device NV12 frame (NVDEC) is copied into one of its stream's slots: device memory the child
-  allocates per stream and shares once through a CUDA IPC handle (again after a resolution change
-  outgrows it). This process copies the slot into a frame-owned array, so a frame owns its memory
-  exactly as in-process; one synchronisation covers each drained group of messages, then the
-  slots go back to the child.
+- NVDEC writes each picture straight into one of its stream's slots (`NvdecDecoder(allocate=...)`;
+  copied there when none was free): device memory the child allocates per stream and shares once
+  through a CUDA IPC handle (again after a resolution change outgrows it). This process copies the
+  slot into a frame-owned array, so a frame owns its memory exactly as in-process; one
+  synchronisation covers each drained group of messages, then the slots go back to the child.
+  Each child is a CUDA context of its own and the GPU time-slices between contexts, so a child
+  makes as few GPU calls as it can (one copy per picture).
 - a host frame (RGB numpy) travels inside the message.
 
 Back-pressure is the buffer's own: a file stream's ring permits are mirrored in the child as
