@@ -21,7 +21,8 @@ credits (a frame is sent only with one, and `AlignedBuffer.on_room` gives one ba
 permit released), so files lose nothing and this process never blocks on a put. Live streams send
 without credits and the buffer drops their oldest frame as usual; a live frame that finds no free
 slot is dropped in the child and counted in `dropped_sink`.
-A child that dies (a decoder crash, say) fails its streams, naming its exit code; the others go on.
+A child that dies (a decoder crash, say) does not stop the others: its live streams go on in a new
+child after their reconnect backoff (seq and pts continue as after a reconnect), its files fail.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config.models import PipelineConfig, StreamConfig
+from pipeline.sources.backoff import Backoff
 from pipeline.sources.worker import StreamWorker, WorkerState
 from pipeline.types import Frame, frame_to_rgb
 
@@ -93,7 +95,11 @@ def make_processes(streams: list[StreamConfig], count: int, buffer: Any) -> Deco
 
 
 class RemoteWorker:
-    """This process's handle on one stream decoded in a child: the `StreamWorker` interface the runner uses."""
+    """This process's handle on one stream decoded in a child: the `StreamWorker` interface the runner uses.
+
+    `child`/`index` say where the stream runs now (a live stream moves to a new child when its child
+    dies). Counters of earlier children are carried, so they keep growing across restarts.
+    """
 
     def __init__(self, config: StreamConfig, owner: DecodeProcesses, child: int, index: int):
         self.config = config
@@ -101,7 +107,13 @@ class RemoteWorker:
         self.index = index
         self._owner = owner
         self._stats: dict = {"state": WorkerState.NEW.value}
+        self._carried: dict[str, int] = {}
+        self._restart_error: str | None = None
         self.ended = threading.Event()
+        self.stop_requested = False
+        self.backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
+        self._last: tuple[int, int, int] | None = None  # seq, pts_ns, wall_ns of the newest frame
+        self._period_ns = 0
 
     @property
     def state(self) -> WorkerState:
@@ -112,6 +124,7 @@ class RemoteWorker:
         self._owner.start()
 
     def stop(self) -> None:
+        self.stop_requested = True
         self._owner.send(("stop", self.child, self.index))
 
     def join(self, timeout: float | None = None) -> bool:
@@ -121,20 +134,49 @@ class RemoteWorker:
         return dict(self._stats)
 
     def update(self, stats: dict) -> None:
-        self._stats = stats
+        self._stats = {**stats, **{key: stats.get(key, 0) + n for key, n in self._carried.items()}}
+        if self._stats.get("last_error") is None and self._carried:
+            self._stats["last_error"] = self._restart_error  # like a worker's, it stays after the reconnect
 
     def fail(self, message: str) -> None:
         log.error("%s", message)
         self._stats = {**self._stats, "state": WorkerState.FAILED.value, "last_error": message}
 
+    def saw(self, frame: Frame) -> None:
+        """A frame of this stream arrived (where a restarted child goes on from)."""
+        if self._last is not None and frame.pts_ns > self._last[1]:
+            self._period_ns = frame.pts_ns - self._last[1]
+        self._last = (frame.seq, frame.pts_ns, frame.wall_ns)
+        self.backoff.attempt = 0
+
+    def restarting(self, message: str) -> tuple[int, int, int, int] | None:
+        """Its child died and a new one will take the stream: carry the counters, count a
+        reconnect; returns the `StreamWorker` resume point (None before the first frame)."""
+        log.warning("%s", message)
+        counters = {key: value for key, value in self._stats.items()
+                    if isinstance(value, int) and not isinstance(value, bool) and key != "first_frame_s"}
+        self._carried = {**counters, "reconnects": counters.get("reconnects", 0) + 1}
+        self._restart_error = message
+        self._stats = {**self._stats, **self._carried, "state": WorkerState.RECONNECTING.value, "last_error": message}
+        if self._last is None:
+            return None
+        seq, pts_ns, wall_ns = self._last
+        return seq + 1, pts_ns, self._period_ns, wall_ns
+
 
 class _Child:
-    def __init__(self, number: int, streams: list[StreamConfig], context, level: int, device: int):
+    def __init__(self, number: int, streams: list[StreamConfig], context, level: int, device: int,
+                 resumes: list | None = None):
+        self.number = number
         self.name = f"decode-proc:{number}"
         self.conn, self.child_conn = context.Pipe(duplex=True)
-        self.process = context.Process(target=child_main, args=(self.child_conn, streams, level, device),
+        self.process = context.Process(target=child_main, args=(self.child_conn, streams, level, device, resumes),
                                        name=self.name, daemon=True)
         self.workers: list[RemoteWorker] = []
+
+    def start(self) -> None:
+        self.process.start()
+        self.child_conn.close()
 
 
 class DecodeProcesses:
@@ -142,9 +184,10 @@ class DecodeProcesses:
     sending them credits, slot returns and stop requests. `workers` follow the groups' order."""
 
     def __init__(self, groups: list[list[StreamConfig]], buffer: Any, device: int = 0):
-        context = multiprocessing.get_context("spawn")
-        level = logging.getLogger().getEffectiveLevel()
+        self._context = context = multiprocessing.get_context("spawn")
+        self._level = level = logging.getLogger().getEffectiveLevel()
         self._children = [_Child(n, group, context, level, device) for n, group in enumerate(groups)]
+        self._restarts: list[tuple[float, list[RemoteWorker], list]] = []  # (due, workers, resume points)
         for n, (child, group) in enumerate(zip(self._children, groups)):
             child.workers = [RemoteWorker(cfg, self, n, i) for i, cfg in enumerate(group)]
             for worker in child.workers:
@@ -167,8 +210,7 @@ class DecodeProcesses:
             if self.started:
                 return
             for child in self._children:
-                child.process.start()
-                child.child_conn.close()
+                child.start()
             self.started = True
         threading.Thread(target=self._receive, name="decode-procs:in", daemon=True).start()
         threading.Thread(target=self._send_loop, name="decode-procs:out", daemon=True).start()
@@ -204,11 +246,14 @@ class DecodeProcesses:
                     pass  # that child is gone; the receiver reports it
 
     def _receive(self) -> None:
-        """Frames, end-of-stream and counters from every child until all have exited."""
+        """Frames, end-of-stream and counters from every child until all have exited (and no
+        restart is pending)."""
         open_conns = {child.conn: n for n, child in enumerate(self._children)}
-        while open_conns:
+        while open_conns or self._restarts:
             received, closed = [], []
-            for conn in multiprocessing.connection.wait(list(open_conns)):
+            timeout = 0.2 if self._restarts else None  # a restart may come due, or its streams be stopped
+            ready = multiprocessing.connection.wait(list(open_conns), timeout) if open_conns else time.sleep(timeout)
+            for conn in ready or []:
                 n = open_conns[conn]
                 try:
                     received.append((n, conn.recv()))
@@ -219,6 +264,8 @@ class DecodeProcesses:
             self._deliver(received)
             for conn in closed:
                 self._child_ended(self._children[open_conns.pop(conn)])
+            for child in self._restart_due():
+                open_conns[child.conn] = child.number
         self._outbox.put(None)
 
     def _deliver(self, received: list) -> None:
@@ -232,8 +279,9 @@ class DecodeProcesses:
                 if self._copies is None:
                     self._copies = DeviceFrames(self._device)
                 payload = self._copies.copy((n, index), payload)
-            frames.append(Frame(self._children[n].workers[index].config.id, seq, pts_ns, wall_ns, payload, width,
-                                height, pixel_format))
+            worker = self._children[n].workers[index]
+            frames.append(Frame(worker.config.id, seq, pts_ns, wall_ns, payload, width, height, pixel_format))
+            worker.saw(frames[-1])
         if self._copies is not None:
             freed: dict[int, list] = {}
             for (n, index), generation, slot in self._copies.finish():
@@ -261,15 +309,51 @@ class DecodeProcesses:
         worker.ended.set()
 
     def _child_ended(self, child: _Child) -> None:
-        """Its pipe closed: fail the streams it had not ended (it crashed or was killed)."""
+        """Its pipe closed with streams still running (it crashed or was killed): live streams move
+        to a new child after their reconnect backoff, the others fail."""
         child.process.join(10)
         code = child.process.exitcode
         how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
-        for worker in child.workers:
-            if not worker.ended.is_set():
+        running = [worker for worker in child.workers if not worker.ended.is_set()]
+        for worker in running:
+            if self._copies is not None:
+                self._copies.close((worker.child, worker.index))
+        again = [worker for worker in running if worker.config.is_live and not worker.stop_requested]
+        for worker in running:
+            if worker not in again:
                 worker.fail(f"stream '{worker.config.id}': its decode process {child.name} {how}; the stream has "
                             "stopped (see the log above for the cause; decode_processes: 0 decodes in threads)")
                 self._end(worker)
+        if again:
+            delay = again[0].backoff.next_delay()
+            resumes = [worker.restarting(f"stream '{worker.config.id}': its decode process {child.name} {how}; "
+                                         f"restarting it in a new process in {delay:.1f} s") for worker in again]
+            self._restarts.append((time.monotonic() + delay, again, resumes))
+
+    def _restart_due(self) -> list[_Child]:
+        """Start the children whose restart is due; streams stopped meanwhile end instead."""
+        started, now = [], time.monotonic()
+        for entry in list(self._restarts):
+            due, workers, resumes = entry
+            stopped = [worker.stop_requested for worker in workers]
+            if now < due and not all(stopped):
+                continue
+            self._restarts.remove(entry)
+            for worker in (w for w, stop in zip(workers, stopped) if stop):
+                worker.update({**worker.stats(), "state": WorkerState.STOPPED.value})
+                self._end(worker)
+            keep = [(w, r) for w, r, stop in zip(workers, resumes, stopped) if not stop]
+            if not keep:
+                continue
+            child = _Child(len(self._children), [w.config for w, _ in keep], self._context, self._level, self._device,
+                           [r for _, r in keep])
+            for index, (worker, _) in enumerate(keep):
+                worker.child, worker.index = child.number, index
+            child.workers = [w for w, _ in keep]
+            self._children.append(child)
+            child.start()
+            started.append(child)
+        return started
 
     def close(self, timeout: float = 5.0) -> None:
         """After the workers were stopped: wait up to `timeout` s for the children to exit.
@@ -355,11 +439,14 @@ class DeviceFrames:
 
 
 # -- the child --------------------------------------------------------------------------------------
-def child_main(conn, streams: list[StreamConfig], log_level: int, device: int) -> None:
-    """Entry point of a decode process: run `streams` until they end or are stopped."""
+def child_main(conn, streams: list[StreamConfig], log_level: int, device: int, resumes: list | None = None) -> None:
+    """Entry point of a decode process: run `streams` until they end or are stopped (`resumes`: where
+    each goes on from, for a child that replaces one that died)."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sink = _ChildSink(conn, streams, device)
-    workers = [StreamWorker(cfg, sink, allocate=slots.allocate) for cfg, slots in zip(streams, sink.slots)]
+    resumes = resumes or [None] * len(streams)
+    workers = [StreamWorker(cfg, sink, allocate=slots.allocate, resume=resume)
+               for cfg, slots, resume in zip(streams, sink.slots, resumes)]
     sink.workers = workers
     threading.Thread(target=_control_loop, args=(conn, sink, workers), name="control", daemon=True).start()
     for worker in workers:

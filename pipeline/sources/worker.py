@@ -67,11 +67,14 @@ class StreamWorker:
     `sink.end_stream(id)` is always called when the thread exits.
     packet_tap: `(stream_id, av.Packet)` for every demuxed packet (clip recording).
     allocate: where NVDEC pictures go (see `NvdecDecoder`; decode processes pass their shared slots).
+    resume: `(next seq, last pts_ns, frame period ns, last wall_ns)` of the same stream's earlier
+    worker (in a decode process that died): seq and pts go on from there, like after a reconnect.
     """
 
     def __init__(self, config: StreamConfig, sink: FrameSink,
                  packet_tap: Callable[[str, av.Packet], None] | None = None,
-                 allocate: Callable[[int, int], Any] | None = None):
+                 allocate: Callable[[int, int], Any] | None = None,
+                 resume: tuple[int, int, int, int] | None = None):
         self.config = config
         self.sink = sink
         self._allocate = allocate
@@ -93,6 +96,9 @@ class StreamWorker:
         self._first_frame_s: float | None = None
         self._fps_window = (time.monotonic(), 0)
         self._decode_fps = 0.0
+        if resume is not None:
+            self._seq, self._timeline.last_ns, self._timeline.period_ns, self._last_wall_ns = resume
+            self._timeline.start_pass(max(time.time_ns() - self._last_wall_ns, 0))
 
     # lifecycle -------------------------------------------------------------------------------
     @property

@@ -68,3 +68,43 @@ def test_frames_decoded_in_children_equal_frames_decoded_here(tmp_path):
             assert bool(cupy.array_equal(a.image, b.image)), (path.name, a.seq)
     sizes = [(f.width, f.height) for f in received["s2"]]
     assert sizes[0] == (320, 240) and sizes[-1] == (640, 480)
+
+
+def test_live_nvdec_streams_of_a_killed_decode_process_go_on_in_a_new_one():
+    import os
+    import signal
+    import time
+
+    import cupy
+
+    path = gpu_file("media/dog-848x464.mp4")
+    here = [f.image for f in decode_clip(path, "nvdec")]
+    configs = [StreamConfig(id=f"s{i}", url=str(path), decode="nvdec", live=True, ring_size=4,
+                            reconnect_min_s=0.2, reconnect_max_s=0.5) for i in range(2)]
+    buffer = AlignedBuffer([LaneConfig(name="default", max_batch=4, max_wait_ms=5)], configs)
+    children = make_processes(configs, 2, buffer)
+    children.start()
+    frames: dict[str, list] = {"s0": [], "s1": []}
+
+    def take_until(count: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(frames["s0"]) < count and time.monotonic() < deadline:
+            batch = buffer.next_batch(timeout=0.1)
+            for frame in batch.frames if batch is not None else []:
+                frames[frame.stream_id].append(frame)
+
+    take_until(20)
+    os.kill(children._children[0].process.pid, signal.SIGKILL)
+    before = len(frames["s0"])
+    take_until(before + 30)
+    victim = children.workers[0]
+    assert victim.stats()["reconnects"] >= 1 and victim.child == 2
+    seqs = [f.seq for f in frames["s0"]]
+    assert len(seqs) >= before + 30 and all(b > a for a, b in zip(seqs, seqs[1:]))
+    for frame in frames["s0"][before:]:  # the new child's slots map: every picture is one of the clip's
+        assert any(h.shape == frame.image.shape and bool(cupy.array_equal(frame.image, h)) for h in here)
+    for worker in children.workers:
+        worker.stop()
+    while not all(worker.join(0) for worker in children.workers):
+        buffer.next_batch(timeout=0.1)
+    children.close()

@@ -1,5 +1,6 @@
 """Streams decoded in child processes (`runtime.decode_processes`) arrive here whole and in order,
-back-pressure reaches the child, a killed child fails only its own streams, and the pipeline finds
+back-pressure reaches the child, a killed child fails only its own files and its cameras go on in
+a new child, and the pipeline finds
 the same detections as with decode threads. Runs on the CPU with the synthetic world (host frames
 travel through the pipe; the CUDA IPC path is tests/gpu/test_gpu_processes.py)."""
 from __future__ import annotations
@@ -97,6 +98,50 @@ def test_a_killed_decode_process_fails_its_streams_and_the_others_go_on():
         buffer.next_batch(timeout=0.1)
     processes.close()
     assert buffer.finished
+
+
+def test_live_streams_of_a_killed_decode_process_go_on_in_a_new_one():
+    cameras = [StreamConfig(id=f"cam{i}", url=f"synthetic://street?seed={i}&fps=20&size=160x96", ring_size=4,
+                            reconnect_min_s=0.2, reconnect_max_s=1.0) for i in range(2)]
+    buffer = AlignedBuffer([LaneConfig(name="default", max_batch=4, max_wait_ms=5)], cameras)
+    processes = make_processes(cameras, 2, buffer)
+    processes.start()
+    frames: dict[str, list] = {"cam0": [], "cam1": []}
+
+    def take(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            batch = buffer.next_batch(timeout=0.1)
+            for frame in batch.frames if batch is not None else []:
+                frames[frame.stream_id].append(frame)
+
+    deadline = time.monotonic() + 30
+    while min(len(f) for f in frames.values()) < 10 and time.monotonic() < deadline:
+        take(0.2)
+    victim = processes.workers[0]
+    os.kill(processes._children[0].process.pid, signal.SIGKILL)
+    before = len(frames["cam0"])
+    deadline = time.monotonic() + 30
+    while len(frames["cam0"]) < before + 10 and time.monotonic() < deadline:
+        take(0.2)
+    stats = victim.stats()
+    assert victim.config.id == "cam0" and stats["state"] == "running", stats
+    assert stats["reconnects"] == 1 and "decode-proc:0 was killed by signal 9" in stats["last_error"]
+    assert victim.child == 2  # a new child took it
+    seqs = [f.seq for f in frames["cam0"]]
+    pts = [f.pts_ns for f in frames["cam0"]]
+    assert len(seqs) >= before + 10
+    assert all(b > a for a, b in zip(seqs, seqs[1:])), "seq goes on after the restart"
+    assert all(b > a for a, b in zip(pts, pts[1:])), "pts goes on after the restart"
+    take(1.2)  # a fresh counter report from the new child
+    # the dead child's counters are carried (less what it sent after its last report, 0.5 s at 20 fps)
+    assert victim.stats()["frames"] >= len(frames["cam0"]) - 12
+    assert processes.workers[1].state.value == "running"
+    for worker in processes.workers:
+        worker.stop()
+    while not all(w.join(0) for w in processes.workers):
+        buffer.next_batch(timeout=0.1)
+    processes.close()
 
 
 def test_the_pipeline_finds_the_same_detections_with_decode_processes_as_with_threads():
