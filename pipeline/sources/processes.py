@@ -311,10 +311,13 @@ class DecodeProcesses:
     def _child_ended(self, child: _Child) -> None:
         """Its pipe closed with streams still running (it crashed or was killed): live streams move
         to a new child after their reconnect backoff, the others fail."""
-        child.process.join(10)
-        code = child.process.exitcode
-        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
         running = [worker for worker in child.workers if not worker.ended.is_set()]
+        if not running:
+            return  # a normal exit, perhaps still tearing down CUDA: nothing to wait for
+        child.process.join(2)
+        code = child.process.exitcode
+        how = (f"was killed by signal {-code}" if code is not None and code < 0 else
+               f"exited with code {code}" if code is not None else "closed its pipe")
         for worker in running:
             if self._copies is not None:
                 self._copies.close((worker.child, worker.index))
