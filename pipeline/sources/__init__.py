@@ -11,12 +11,14 @@ from pipeline.sources.reader import DecodedFrame, Decoder, Reader, mask_url
 __all__ = ["DecodedFrame", "Decoder", "Reader", "mask_url", "open_reader"]
 
 
-def open_reader(config: StreamConfig, packet_tap: Callable | None = None, allocate: Callable | None = None) -> Reader:
+def open_reader(config: StreamConfig, packet_tap: Callable | None = None, allocate: Callable | None = None,
+                shelf=None) -> Reader:
     """A reader for one pass over `config.url`; nothing is opened until its `frames()` is iterated.
 
     `synthetic://...` gives the synthetic world; anything else goes through PyAV with the decoder
     `config.decode` names ("auto" = NVDEC when `pipeline.sources.nvdec.is_available()`, else CPU).
-    `allocate` is NVDEC's picture allocator (`NvdecDecoder`). Raises `ConfigError` when
+    `allocate` is NVDEC's picture allocator (`NvdecDecoder`); `shelf` keeps a looped file's decoder
+    between passes (`pipeline.sources.pyav.DecoderShelf`). Raises `ConfigError` when
     `decode: nvdec` is asked for where NVDEC cannot run (retrying won't help).
     """
     if config.url.startswith("synthetic://"):
@@ -38,7 +40,7 @@ def open_reader(config: StreamConfig, packet_tap: Callable | None = None, alloca
         elif config.decode == "nvdec":
             raise ConfigError(f"stream '{config.id}': decode 'nvdec' cannot run here ({reason}); "
                               "set decode: cpu (or auto) for this stream, or install the gpu extra")
-    return PyAvReader(config, packet_tap=packet_tap, make_decoder=make_decoder)
+    return PyAvReader(config, packet_tap=packet_tap, make_decoder=make_decoder, shelf=shelf)
 
 
 def _nvdec_status() -> tuple[bool, str]:

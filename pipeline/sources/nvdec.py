@@ -100,6 +100,8 @@ class NvdecDecoder:
     """
 
     wants_annexb = True
+    reusable = True
+    """After `flush()` the decoder takes the next pass of a looped file (`DecoderShelf`)."""
 
     def __init__(self, stream: Any, label: str, device: int = 0, allocate: Callable[[int, int], Any] | None = None):
         import cupy  # noqa: PLC0415 - GPU stack

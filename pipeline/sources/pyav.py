@@ -58,16 +58,52 @@ def cpu_decoder(stream: av.video.stream.VideoStream, label: str) -> Decoder:
     return CpuDecoder(stream, label, threads=1)
 
 
+class DecoderShelf:
+    """Keeps the decoder of a finished pass for the next pass over the same file (a looped file).
+
+    Only decoders that say `reusable = True` after a full flush are kept (NVDEC: creating one is
+    slow and serialised by the driver, ~3 s with 64 streams looping at once). The owner calls
+    `close()` when the stream stops.
+    """
+
+    def __init__(self) -> None:
+        self._decoder: Decoder | None = None
+        self._key: tuple | None = None
+
+    def take(self, key: tuple, make: Callable[[], Decoder]) -> Decoder:
+        """The kept decoder when it was made for `key` (codec and picture size), else a new one."""
+        if self._decoder is not None and self._key == key:
+            decoder, self._decoder = self._decoder, None
+            return decoder
+        self.close()
+        self._key = key
+        return make()
+
+    def keep(self, decoder: Decoder) -> bool:
+        """Keep `decoder` (flushed) for the next pass; False when it cannot be reused."""
+        if not getattr(decoder, "reusable", False):
+            return False
+        self.close()
+        self._decoder = decoder
+        return True
+
+    def close(self) -> None:
+        decoder, self._decoder = self._decoder, None
+        if decoder is not None:
+            decoder.close()
+
+
 class PyAvReader:
     """Reads one stream once: `frames()` opens it, yields `DecodedFrame`s and returns at its end.
 
     packet_tap: called with `(stream_id, packet)` for every demuxed packet before decoding (clip
     recording); a tap that raises is logged and counted in `tap_errors`, never stops decoding.
     make_decoder: `(video_stream, label) -> Decoder`; the CPU decoder by default.
+    shelf: where a looped file's decoder waits between passes (see `DecoderShelf`).
     """
 
     def __init__(self, config: StreamConfig, packet_tap: PacketTap | None = None,
-                 make_decoder: DecoderFactory = cpu_decoder):
+                 make_decoder: DecoderFactory = cpu_decoder, shelf: DecoderShelf | None = None):
         self.config = config
         self.live = config.is_live
         self.label = f"stream '{config.id}' ({mask_url(config.url)})"
@@ -78,12 +114,18 @@ class PyAvReader:
         self._demuxer = Demuxer(config.url, self.label, transport=config.transport,
                                 open_timeout_s=config.open_timeout_s, read_timeout_s=config.read_timeout_s)
         self._decoder: Decoder | None = None
+        self._shelf = shelf
+        self._flushed = False
 
     def frames(self) -> Iterator[DecodedFrame]:
         """Decoded frames in display order with strictly increasing `pts_ns`; raises `SourceError`."""
         try:
             stream = self._demuxer.open()
-            self._decoder = self._make_decoder(stream, self.label)
+            if self._shelf is not None:
+                key = (stream.codec_context.name, stream.codec_context.width, stream.codec_context.height)
+                self._decoder = self._shelf.take(key, lambda: self._make_decoder(stream, self.label))
+            else:
+                self._decoder = self._make_decoder(stream, self.label)
             self.clock = FrameClock(self._demuxer.frame_rate, self._demuxer.index_clock)
             for demuxed, packets in self._demuxer.packets(annexb=self._decoder.wants_annexb):
                 if demuxed is not None:
@@ -93,6 +135,7 @@ class PyAvReader:
                         yield self.clock.stamp(frame)
             for frame in self._decoder.flush():
                 yield self.clock.stamp(frame)
+            self._flushed = True
         finally:
             self.close()
 
@@ -107,9 +150,10 @@ class PyAvReader:
                 log.exception("%s: packet tap failed; decoding continues (further failures only counted)", self.label)
 
     def close(self) -> None:
-        """Free the decoder and the container; safe to call twice."""
+        """Free the decoder (or shelve it after a whole pass) and the container; safe to call twice."""
         if self._decoder is not None:
             decoder, self._decoder = self._decoder, None
-            decoder.close()
+            if not (self._flushed and self._shelf is not None and self._shelf.keep(decoder)):
+                decoder.close()
         self._demuxer.close()
 

@@ -15,6 +15,7 @@ from pipeline.config.models import StreamConfig
 from pipeline.errors import ConfigError, SourceError
 from pipeline.sources import open_reader
 from pipeline.sources.backoff import Backoff
+from pipeline.sources.pyav import DecoderShelf
 from pipeline.sources.reader import DecodedFrame, mask_url
 from pipeline.sources.timeline import FpsCap, Timeline
 from pipeline.types import Frame
@@ -78,6 +79,7 @@ class StreamWorker:
         self.config = config
         self.sink = sink
         self._allocate = allocate
+        self._shelf = DecoderShelf() if config.loop and not config.is_live else None
         self.label = f"stream '{config.id}' ({mask_url(config.url)})"
         self._packet_tap = packet_tap
         self._stop = threading.Event()
@@ -157,6 +159,8 @@ class StreamWorker:
             self._fail(f"{self.label}: worker crashed ({type(exc).__name__}: {exc}); the stream has stopped")
         finally:
             try:
+                if self._shelf is not None:
+                    self._shelf.close()
                 if self._state not in (WorkerState.FINISHED, WorkerState.FAILED):
                     self._set_state(WorkerState.STOPPED)
             finally:
@@ -203,7 +207,7 @@ class StreamWorker:
 
     def _one_pass(self, started: float) -> int:
         """Reads the stream once; returns the number of frames decoded in this pass."""
-        reader = open_reader(self.config, packet_tap=self._packet_tap, allocate=self._allocate)
+        reader = open_reader(self.config, packet_tap=self._packet_tap, allocate=self._allocate, shelf=self._shelf)
         produced = 0
         try:
             with closing(reader.frames()) as frames:

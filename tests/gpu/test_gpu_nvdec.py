@@ -137,3 +137,31 @@ def _encode(path, codec: str, frames: int, pix_fmt: str = "yuv420p", size=(160, 
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+
+
+def test_a_looped_file_keeps_its_nvdec_decoder_and_every_pass_decodes_alike(monkeypatch):
+    import cupy
+
+    from pipeline.config.models import StreamConfig
+    from pipeline.sources import nvdec
+    from pipeline.sources.worker import StreamWorker
+    from tests.support.collecting_sink import CollectingSink
+
+    path = gpu_file("media/dog-848x464.mp4")
+    first = decode_clip(path, "nvdec")
+    created = []
+    create = nvdec.NvdecDecoder._create
+    monkeypatch.setattr(nvdec.NvdecDecoder, "_create", lambda self: created.append(1) or create(self))
+    sink = CollectingSink()
+    worker = StreamWorker(StreamConfig(id="loop", url=str(path), decode="nvdec", loop=True), sink)
+    worker.start()
+    assert sink.wait_for(3 * len(first), timeout=60)
+    worker.stop()
+    assert worker.join(10)
+    frames = sink.frames[: 3 * len(first)]
+    for k, frame in enumerate(frames):
+        assert bool(cupy.array_equal(frame.image, first[k % len(first)].image)), k
+    pts = [f.pts_ns for f in sink.frames]
+    assert all(b > a for a, b in zip(pts, pts[1:]))
+    assert worker.stats()["loops"] >= 2
+    assert len(created) == 1  # one decoder for every pass
