@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from pipeline.config.models import StreamConfig
 from pipeline.errors import ConfigError
 from pipeline.sources.reader import DecodedFrame, Decoder, Reader, mask_url
 
+if TYPE_CHECKING:
+    from pipeline.sources.pyav import DecoderShelf
+
 __all__ = ["DecodedFrame", "Decoder", "Reader", "mask_url", "open_reader"]
 
 
 def open_reader(config: StreamConfig, packet_tap: Callable | None = None, allocate: Callable | None = None,
-                shelf=None) -> Reader:
+                shelf: DecoderShelf | None = None) -> Reader:
     """A reader for one pass over `config.url`; nothing is opened until its `frames()` is iterated.
 
     `synthetic://...` gives the synthetic world; anything else goes through PyAV with the decoder

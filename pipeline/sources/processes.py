@@ -26,6 +26,7 @@ child after their reconnect backoff (seq and pts continue as after a reconnect),
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import multiprocessing
@@ -55,6 +56,9 @@ STATS_INTERVAL_S = 0.5
 
 EXTRA_SLOTS = 4
 """Device slots per stream beyond its ring size: frames on their way while the ring is full."""
+
+_exiting = threading.Event()
+atexit.register(_exiting.set)  # runs before multiprocessing's own exit hook ends the children (LIFO)
 
 
 def plan(config: PipelineConfig, packet_tap: Any) -> tuple[int, list[StreamConfig]]:
@@ -154,7 +158,7 @@ class RemoteWorker:
         reconnect; returns the `StreamWorker` resume point (None before the first frame)."""
         log.warning("%s", message)
         counters = {key: value for key, value in self._stats.items()
-                    if isinstance(value, int) and not isinstance(value, bool) and key != "first_frame_s"}
+                    if isinstance(value, int) and not isinstance(value, bool)}
         self._carried = {**counters, "reconnects": counters.get("reconnects", 0) + 1}
         self._restart_error = message
         self._stats = {**self._stats, **self._carried, "state": WorkerState.RECONNECTING.value, "last_error": message}
@@ -188,6 +192,7 @@ class DecodeProcesses:
         self._level = level = logging.getLogger().getEffectiveLevel()
         self._children = [_Child(n, group, context, level, device) for n, group in enumerate(groups)]
         self._restarts: list[tuple[float, list[RemoteWorker], list]] = []  # (due, workers, resume points)
+        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         for n, (child, group) in enumerate(zip(self._children, groups)):
             child.workers = [RemoteWorker(cfg, self, n, i) for i, cfg in enumerate(group)]
             for worker in child.workers:
@@ -197,7 +202,6 @@ class DecodeProcesses:
         self._buffer = buffer
         self._device = device
         self._copies: DeviceFrames | None = None  # made at the first device frame
-        self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._start_lock = threading.Lock()
         self.started = False
 
@@ -312,8 +316,8 @@ class DecodeProcesses:
         """Its pipe closed with streams still running (it crashed or was killed): live streams move
         to a new child after their reconnect backoff, the others fail."""
         running = [worker for worker in child.workers if not worker.ended.is_set()]
-        if not running:
-            return  # a normal exit, perhaps still tearing down CUDA: nothing to wait for
+        if not running or _exiting.is_set():
+            return  # a normal exit (perhaps still tearing down CUDA), or this interpreter is ending them
         child.process.join(2)
         code = child.process.exitcode
         how = (f"was killed by signal {-code}" if code is not None and code < 0 else
