@@ -12,6 +12,7 @@ from pipeline.align.buffer import AlignedBuffer
 from pipeline.config.models import LaneConfig, StreamConfig
 from pipeline.sources.processes import make_processes
 from tests.gpu.helpers import decode_clip, gpu_file
+from tests.support.batches import Taker, stop_and_drain
 
 
 def _growing_clip(path: Path) -> Path:
@@ -39,12 +40,10 @@ def _decode_in_children(paths: list[Path], processes: int) -> dict[str, list]:
     buffer = AlignedBuffer([LaneConfig(name="default", max_batch=3, max_wait_ms=5)], configs)
     children = make_processes(configs, processes, buffer)
     children.start()
-    frames: dict[str, list] = {c.id: [] for c in configs}
-    while not buffer.finished:
-        batch = buffer.next_batch(timeout=0.5)
-        for frame in batch.frames if batch is not None else []:
-            frames[frame.stream_id].append(frame)
+    taker = Taker(buffer)
+    assert taker.until(lambda: buffer.finished, timeout=120)
     children.close()
+    frames = taker.frames
     states = {w.config.id: w.state.value for w in children.workers}
     assert set(states.values()) == {"finished"}, states
     return frames
@@ -73,7 +72,6 @@ def test_frames_decoded_in_children_equal_frames_decoded_here(tmp_path):
 def test_live_nvdec_streams_of_a_killed_decode_process_go_on_in_a_new_one():
     import os
     import signal
-    import time
 
     import cupy
 
@@ -84,27 +82,17 @@ def test_live_nvdec_streams_of_a_killed_decode_process_go_on_in_a_new_one():
     buffer = AlignedBuffer([LaneConfig(name="default", max_batch=4, max_wait_ms=5)], configs)
     children = make_processes(configs, 2, buffer)
     children.start()
-    frames: dict[str, list] = {"s0": [], "s1": []}
-
-    def take_until(count: int) -> None:
-        deadline = time.monotonic() + 60
-        while len(frames["s0"]) < count and time.monotonic() < deadline:
-            batch = buffer.next_batch(timeout=0.1)
-            for frame in batch.frames if batch is not None else []:
-                frames[frame.stream_id].append(frame)
-
-    take_until(20)
+    taker = Taker(buffer)
+    frames = taker.frames
+    assert taker.until(lambda: len(frames["s0"]) >= 20, timeout=60)
     os.kill(children._children[0].process.pid, signal.SIGKILL)
-    before = len(frames["s0"])
-    take_until(before + 30)
     victim = children.workers[0]
-    assert victim.stats()["reconnects"] >= 1 and victim.child == 2
+    assert taker.until(lambda: victim.child == 2, timeout=60)  # a new child took it
+    before = len(frames["s0"])
+    assert taker.until(lambda: len(frames["s0"]) >= before + 30, timeout=60)
+    assert victim.stats()["reconnects"] >= 1
     seqs = [f.seq for f in frames["s0"]]
     assert len(seqs) >= before + 30 and all(b > a for a, b in zip(seqs, seqs[1:]))
     for frame in frames["s0"][before:]:  # the new child's slots map: every picture is one of the clip's
         assert any(h.shape == frame.image.shape and bool(cupy.array_equal(frame.image, h)) for h in here)
-    for worker in children.workers:
-        worker.stop()
-    while not all(worker.join(0) for worker in children.workers):
-        buffer.next_batch(timeout=0.1)
-    children.close()
+    stop_and_drain(children, buffer)

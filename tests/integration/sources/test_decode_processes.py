@@ -18,6 +18,7 @@ from pipeline.runtime.runner import PipelineRunner
 from pipeline.sources.processes import make_processes, plan
 from pipeline.sources.synthetic import SyntheticReader
 from tests.conftest import REPO
+from tests.support.batches import Taker, stop_and_drain
 
 pytest.importorskip("samples.world")
 
@@ -26,25 +27,15 @@ def world(seed: int, frames: int, size: str = "160x96") -> str:
     return f"synthetic://plaza?seed={seed}&fps=10&size={size}&frames={frames}&realtime=0"
 
 
-def collect(buffer: AlignedBuffer, processes, pause_s: float = 0.0, limit_s: float = 60.0) -> dict[str, list]:
-    """Every frame each stream delivers, taking batches (slowly with `pause_s`) until all have ended."""
-    frames: dict[str, list] = {w.config.id: [] for w in processes.workers}
-    deadline = time.monotonic() + limit_s
-    while not buffer.finished and time.monotonic() < deadline:
-        batch = buffer.next_batch(timeout=0.2)
-        for frame in batch.frames if batch is not None else []:
-            frames[frame.stream_id].append(frame)
-        time.sleep(pause_s)
-    return frames
-
-
 def test_frames_from_child_processes_arrive_whole_and_in_order_with_back_pressure():
     streams = [StreamConfig(id=f"s{i}", url=world(i, 12), ring_size=2) for i in range(3)]
     buffer = AlignedBuffer([LaneConfig(name="default", max_batch=2, max_wait_ms=5)], streams)
     processes = make_processes(streams, 2, buffer)
     processes.start()
-    frames = collect(buffer, processes, pause_s=0.12)  # slower than the children: they must wait, not drop
+    taker = Taker(buffer, pause_s=0.12)  # slower than the children: they must wait, not drop
+    assert taker.until(lambda: buffer.finished, timeout=60)
     processes.close()
+    frames = taker.frames
     for config in streams:
         here = list(SyntheticReader(config.url).frames())
         there = frames[config.id]
@@ -63,27 +54,14 @@ def test_a_killed_decode_process_fails_its_streams_and_the_others_go_on():
     buffer = AlignedBuffer([LaneConfig(name="default", max_batch=4, max_wait_ms=5)], streams)
     processes = make_processes(streams, 2, buffer)  # s0, s2 in child 0; s1, s3 in child 1
     processes.start()
-    seen: dict[str, int] = {}
-
-    def take(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            batch = buffer.next_batch(timeout=0.1)
-            for frame in batch.frames if batch is not None else []:
-                seen[frame.stream_id] = frame.seq
-
-    deadline = time.monotonic() + 30
-    while len(seen) < 4 and time.monotonic() < deadline:
-        take(0.2)
-    assert set(seen) == {"s0", "s1", "s2", "s3"}
+    taker = Taker(buffer, keep=lambda frame: frame.seq)
+    assert taker.until(lambda: len(taker.frames) == 4, timeout=30)
     victim = processes.workers[0]
     assert victim.config.id == "s0"
     os.kill(processes._children[0].process.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while not victim.ended.is_set() and time.monotonic() < deadline:
-        take(0.2)
-    before = dict(seen)
-    take(2.0)
+    assert taker.until(victim.ended.is_set, timeout=10)
+    before = {sid: seqs[-1] for sid, seqs in taker.frames.items()}
+    taker.for_seconds(2.0)
     by_id = {w.config.id: w for w in processes.workers}
     for sid in ("s0", "s2"):
         stats = by_id[sid].stats()
@@ -91,12 +69,8 @@ def test_a_killed_decode_process_fails_its_streams_and_the_others_go_on():
         assert "decode-proc:0 was killed by signal 9" in stats["last_error"] and sid in stats["last_error"]
     for sid in ("s1", "s3"):
         assert by_id[sid].state.value == "running"
-        assert seen[sid] > before[sid]  # still delivering after the other child died
-    for worker in processes.workers:
-        worker.stop()
-    while not all(w.join(0) for w in processes.workers):
-        buffer.next_batch(timeout=0.1)
-    processes.close()
+        assert taker.frames[sid][-1] > before[sid]  # still delivering after the other child died
+    stop_and_drain(processes, buffer)
     assert buffer.finished
 
 
@@ -106,42 +80,29 @@ def test_live_streams_of_a_killed_decode_process_go_on_in_a_new_one():
     buffer = AlignedBuffer([LaneConfig(name="default", max_batch=4, max_wait_ms=5)], cameras)
     processes = make_processes(cameras, 2, buffer)
     processes.start()
-    frames: dict[str, list] = {"cam0": [], "cam1": []}
-
-    def take(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            batch = buffer.next_batch(timeout=0.1)
-            for frame in batch.frames if batch is not None else []:
-                frames[frame.stream_id].append(frame)
-
-    deadline = time.monotonic() + 30
-    while min(len(f) for f in frames.values()) < 10 and time.monotonic() < deadline:
-        take(0.2)
+    taker = Taker(buffer)
+    frames = taker.frames
     victim = processes.workers[0]
+    assert taker.until(lambda: min(len(frames["cam0"]), len(frames["cam1"])) >= 10, timeout=30)
+    assert taker.until(lambda: victim.stats().get("frames", 0) >= 10, timeout=5)  # a counter report came
     os.kill(processes._children[0].process.pid, signal.SIGKILL)
+    assert taker.until(lambda: victim.child == 2, timeout=30)  # a new child took it
     before = len(frames["cam0"])
-    deadline = time.monotonic() + 30
-    while len(frames["cam0"]) < before + 10 and time.monotonic() < deadline:
-        take(0.2)
+    assert taker.until(lambda: len(frames["cam0"]) >= before + 10, timeout=30)
+    taker.until(lambda: victim.state.value == "running", timeout=5)  # its counters come every 0.5 s
     stats = victim.stats()
     assert victim.config.id == "cam0" and stats["state"] == "running", stats
     assert stats["reconnects"] == 1 and "decode-proc:0 was killed by signal 9" in stats["last_error"]
-    assert victim.child == 2  # a new child took it
     seqs = [f.seq for f in frames["cam0"]]
     pts = [f.pts_ns for f in frames["cam0"]]
     assert len(seqs) >= before + 10
     assert all(b > a for a, b in zip(seqs, seqs[1:])), "seq goes on after the restart"
     assert all(b > a for a, b in zip(pts, pts[1:])), "pts goes on after the restart"
-    take(1.2)  # a fresh counter report from the new child
+    taker.for_seconds(1.2)  # a fresh counter report from the new child
     # the dead child's counters are carried (less what it sent after its last report, 0.5 s at 20 fps)
     assert victim.stats()["frames"] >= len(frames["cam0"]) - 12
     assert processes.workers[1].state.value == "running"
-    for worker in processes.workers:
-        worker.stop()
-    while not all(w.join(0) for w in processes.workers):
-        buffer.next_batch(timeout=0.1)
-    processes.close()
+    stop_and_drain(processes, buffer)
 
 
 def test_the_pipeline_finds_the_same_detections_with_decode_processes_as_with_threads():
