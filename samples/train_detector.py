@@ -6,8 +6,9 @@ A development tool, not a product dependency (needs PyTorch and onnx):
 
 Renders the training set once into memory (train seeds never overlap the held-out seeds used by
 tests and the model card), trains a small anchor-free detector (stride 8/16/32 FPN, shared decoupled
-heads, centre-sampling assignment, GIoU box loss, IoU-aware BCE class loss), evaluates mAP on held-out
-seeds and writes the ONNX with a dynamic batch: input `images` [B,3,S,S] RGB/255, letterbox pad 114;
+heads, centre-sampling assignment, GIoU box loss, IoU-aware BCE class loss), keeps the checkpoint that
+scores best on separate validation worlds, evaluates it on held-out seeds and writes the ONNX with a
+dynamic batch: input `images` [B,3,S,S] RGB/255, letterbox pad 114;
 output [B, 4+nc, N] = (cx, cy, w, h) in input pixels and sigmoid class scores.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from samples.world.modeling import MIN_VISIBILITY, decode_ultralytics, labels, l
 SCENES = ("plaza", "street", "junction")
 TRAIN_SIZES = ((640, 360), (768, 432), (512, 384), (480, 360))
 HELDOUT_SEEDS = tuple(range(900, 906))
+VALIDATION_SEEDS = tuple(range(800, 812))  # choose the exported checkpoint; never trained on, never reported
 STRIDES = (8, 16, 32)
 CENTRE_RADIUS = 1.5  # strides around a box centre that may become positives
 NMS_IOU = 0.45  # the pipeline default (detector.iou_threshold)
@@ -253,9 +255,9 @@ class Ema:
                 mine.copy_(theirs)
 
 
-def evaluate(model, device, size: int, frames_per_seed: int = 100) -> dict:
-    rng = np.random.default_rng(12345)
-    images, targets = render_set(HELDOUT_SEEDS, frames_per_seed, size, rng)
+def score(model, device, images, targets) -> dict:
+    """mAP of `model` on letterboxed images (K, S, S, 3) uint8 with their (boxes, classes, ignore)."""
+    was_training = model.training
     model.eval()
     records = []
     with torch.no_grad():
@@ -265,8 +267,13 @@ def evaluate(model, device, size: int, frames_per_seed: int = 100) -> dict:
             for row, o in enumerate(out):
                 db, ds, dc = decode_ultralytics(o, iou=NMS_IOU)
                 records.append(ImageEval(db, ds, dc, *targets[s + row]))
-    model.train()
+    model.train(was_training)
     return mean_average_precision(records, len(CLASS_NAMES))
+
+
+def summary(metrics: dict) -> str:
+    per_class = " ".join(f"{CLASS_NAMES[c]} {v['ap50']:.3f}" for c, v in metrics["per_class"].items())
+    return f"mAP@0.5 {metrics['map50']:.3f} mAP@0.5:0.95 {metrics['map50_95']:.3f} ({per_class})"
 
 
 def train(args) -> None:
@@ -277,7 +284,10 @@ def train(args) -> None:
     t0 = time.time()
     images, targets = render_set(range(args.seed_base, args.seed_base + args.train_seeds), args.frames_per_seed, args.size,
                                  rng, args.rare_share)
-    print(f"rendered {len(images)} training images in {time.time() - t0:.0f} s", flush=True)
+    # validation worlds are neither training nor held-out worlds; their own generator leaves the training draws alone
+    val_images, val_targets = render_set(VALIDATION_SEEDS, args.val_frames, args.size, np.random.default_rng(VALIDATION_SEEDS[0]),
+                                         rare_share=0.25)
+    print(f"rendered {len(images)} training and {len(val_images)} validation images in {time.time() - t0:.0f} s", flush=True)
     model = TinyDetector(len(CLASS_NAMES), args.size, stem=args.stem).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=5e-4)
     steps = args.epochs * math.ceil(len(images) / args.batch)
@@ -286,6 +296,8 @@ def train(args) -> None:
     # frames with the rare large vehicles are drawn three times as often
     rare = np.array([float(np.isin(t[1][~t[2]], (3, 4)).any()) for t in targets])
     p_frame = (1 + 2 * rare) / (1 + 2 * rare).sum()
+    val_from = args.epochs // 2 if args.val_from is None else min(args.val_from, args.epochs)
+    best = None  # (validation mAP@0.5, epoch, state dict) of the best checkpoint so far
     for epoch in range(args.epochs):
         order = rng.choice(len(images), len(images), p=p_frame)
         for s in range(0, len(order), args.batch):
@@ -301,16 +313,25 @@ def train(args) -> None:
             sched.step()
             if ema is not None:
                 ema.update(model)
-        print(f"epoch {epoch + 1}/{args.epochs} cls {l_cls.item():.3f} box {l_box.item():.3f} "
-              f"{time.time() - t0:.0f} s", flush=True)
+        line = f"epoch {epoch + 1}/{args.epochs} cls {l_cls.item():.3f} box {l_box.item():.3f}"
+        current = ema.model if ema is not None else model
+        if epoch + 1 >= val_from and (args.epochs - epoch - 1) % args.val_every == 0:
+            val = score(current, device, val_images, val_targets)
+            line += f" | validation {summary(val)}"
+            if best is None or val["map50"] > best[0]:
+                best = (val["map50"], epoch + 1, copy.deepcopy(current.state_dict()))
+        print(f"{line} {time.time() - t0:.0f} s", flush=True)
     train_s = time.time() - t0
-    if ema is not None:
-        model = ema.model
+    model = ema.model if ema is not None else model
+    heldout_images, heldout_targets = render_set(HELDOUT_SEEDS, 100, args.size, np.random.default_rng(12345))
+    last = score(model, device, heldout_images, heldout_targets)
+    print(f"held-out, last epoch: {summary(last)}", flush=True)
+    model.load_state_dict(best[2])
+    metrics = score(model, device, heldout_images, heldout_targets)
+    print(f"held-out, epoch {best[1]} (best on validation, mAP@0.5 {best[0]:.3f}): {summary(metrics)}", flush=True)
+    metrics.update(train_seconds=round(train_s), epoch=best[1], validation_map50=best[0], last_epoch_map50=last["map50"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out.with_suffix(".pt"))
-    metrics = evaluate(model, device, args.size)
-    metrics["train_seconds"] = round(train_s)
-    print(json.dumps(metrics, default=float), flush=True)
     args.out.with_suffix(".metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
     if not args.no_export:
         export(model.cpu().eval(), args.out, args.size)
@@ -339,15 +360,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=320, help="square model input; must be a multiple of 32")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seed-base", type=int, default=100, help="first training world seed (held-out: 900-905)")
-    p.add_argument("--train-seeds", type=int, default=120)
+    p.add_argument("--train-seeds", type=int, default=240)
     p.add_argument("--frames-per-seed", type=int, default=40)
-    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=4e-3)
-    p.add_argument("--ema", type=float, default=0.0,
-                   help="export an exponential moving average of the weights with this decay (0: the last weights)")
+    p.add_argument("--ema", type=float, default=0.999,
+                   help="keep an exponential moving average of the weights with this decay and use it (0: the raw weights)")
     p.add_argument("--rare-share", type=float, default=0.0,
                    help="share of each world's training frames chosen to show a bus or truck (0: all at random)")
+    p.add_argument("--val-frames", type=int, default=50, help="frames per validation world (seeds 800-811)")
+    p.add_argument("--val-from", type=int, help="first epoch whose checkpoint may be exported (default: half way)")
+    p.add_argument("--val-every", type=int, default=2,
+                   help="score a checkpoint on the validation worlds every this many epochs, ending at the last one")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--stem", choices=("patch", "conv"), default="patch")
