@@ -36,7 +36,6 @@ VALIDATION_SEEDS = tuple(range(800, 812))  # choose the exported checkpoint; nev
 STRIDES = (8, 16, 32)
 CENTRE_RADIUS = 1.5  # strides around a box centre that may become positives
 NMS_IOU = 0.45  # the pipeline default (detector.iou_threshold)
-LEVEL_RANGES = ((0, 72), (48, 150), (110, 1e9))  # max box side (model px) each level learns
 RARE_CLASSES = (3, 4)  # bus, truck: a few per minute, so training frames are chosen to contain them
 
 
@@ -167,10 +166,16 @@ def pad_targets(targets, device):
     return boxes.to(device), classes.to(device), ignore.to(device), valid.to(device)
 
 
-def assign(model: TinyDetector, boxes, ignore, valid):
+def level_ranges(coarse_from: float) -> tuple:
+    """The longest box sides (model px) each pyramid level learns; stride 32 takes boxes from `coarse_from` up,
+    so long, thin vehicles (a side-on bus is ~100 x 20 px) get its wide receptive field."""
+    return (0, 72), (48, 150), (coarse_from, 1e9)
+
+
+def assign(model: TinyDetector, boxes, ignore, valid, ranges):
     """Centre sampling over a batch: a point is positive for the smallest ground-truth box whose centre
-    is within 2.5 strides of it, that contains it (half a stride of slack) and whose largest side fits
-    the point's pyramid level.
+    is within CENTRE_RADIUS strides of it, that contains it (a quarter stride of slack) and whose largest
+    side fits the point's pyramid level (`ranges`, from level_ranges).
 
     boxes (B, G, 4) model px. Returns (gt index per point (B, N) long, -1 = negative; ignore-point mask (B, N)).
     """
@@ -183,8 +188,8 @@ def assign(model: TinyDetector, boxes, ignore, valid):
     inside = ((pts >= bx[..., :2] - 0.25 * stride) & (pts <= bx[..., 2:] + 0.25 * stride)).all(-1)
     side = (boxes[..., 2:] - boxes[..., :2]).max(-1).values[:, None]  # (B, 1, G)
     level = torch.cat([torch.full(((model.size // s) ** 2,), i) for i, s in enumerate(STRIDES)]).to(boxes.device)
-    lo = torch.tensor([r[0] for r in LEVEL_RANGES], device=boxes.device, dtype=boxes.dtype)[level][None, :, None]
-    hi = torch.tensor([r[1] for r in LEVEL_RANGES], device=boxes.device, dtype=boxes.dtype)[level][None, :, None]
+    lo = torch.tensor([r[0] for r in ranges], device=boxes.device, dtype=boxes.dtype)[level][None, :, None]
+    hi = torch.tensor([r[1] for r in ranges], device=boxes.device, dtype=boxes.dtype)[level][None, :, None]
     ok = ((near_centre & inside) | nearest) & (side >= lo) & (side <= hi) & valid[:, None]
     area = (boxes[..., 2:] - boxes[..., :2]).prod(-1)[:, None].expand_as(ok)
     best = torch.where(ok, area, torch.full_like(area, 1e12)).argmin(-1)  # (B, N)
@@ -194,10 +199,10 @@ def assign(model: TinyDetector, boxes, ignore, valid):
     return idx, ign
 
 
-def loss_fn(model, logits, boxes, targets, device):
+def loss_fn(model, logits, boxes, targets, device, ranges):
     """(class loss, box loss), both normalised by the number of positive points in the batch."""
     gb, gc, gi, valid = pad_targets(targets, device)
-    idx, ign = assign(model, gb, gi, valid)
+    idx, ign = assign(model, gb, gi, valid, ranges)
     pos = idx >= 0
     n = max(int(pos.sum()), 1)
     cls_t = torch.zeros_like(logits)
@@ -296,6 +301,7 @@ def train(args) -> None:
     # frames with the rare large vehicles are drawn three times as often
     rare = np.array([float(np.isin(t[1][~t[2]], (3, 4)).any()) for t in targets])
     p_frame = (1 + 2 * rare) / (1 + 2 * rare).sum()
+    ranges = level_ranges(args.coarse_from)
     val_from = args.epochs // 2 if args.val_from is None else min(args.val_from, args.epochs)
     best = None  # (validation mAP@0.5, epoch, state dict) of the best checkpoint so far
     for epoch in range(args.epochs):
@@ -305,7 +311,7 @@ def train(args) -> None:
             x = torch.as_tensor(images[sel], device=device).permute(0, 3, 1, 2).float() / 255
             x, tg = augment(x, [targets[i] for i in sel], rng)
             logits, boxes = model.raw(x)
-            l_cls, l_box = loss_fn(model, logits, boxes, tg, device)
+            l_cls, l_box = loss_fn(model, logits, boxes, tg, device, ranges)
             opt.zero_grad()
             (l_cls + l_box).backward()
             nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -373,6 +379,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val-from", type=int, help="first epoch whose checkpoint may be exported (default: half way)")
     p.add_argument("--val-every", type=int, default=2,
                    help="score a checkpoint on the validation worlds every this many epochs, ending at the last one")
+    p.add_argument("--coarse-from", type=float, default=64,
+                   help="longest box side (model px) from which the stride-32 level learns a box (the committed model: 110)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--stem", choices=("patch", "conv"), default="patch")
