@@ -25,13 +25,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from samples.evaluate_detector import SCENES, held_out_frames
 from samples.world import CLASS_NAMES, World
 from samples.world.metrics import ImageEval, mean_average_precision
 from samples.world.modeling import MIN_VISIBILITY, decode_ultralytics, labels, letterbox
 
-SCENES = ("plaza", "street", "junction")
 TRAIN_SIZES = ((640, 360), (768, 432), (512, 384), (480, 360))
-HELDOUT_SEEDS = tuple(range(900, 906))
 VALIDATION_SEEDS = tuple(range(800, 812))  # choose the exported checkpoint; never trained on, never reported
 STRIDES = (8, 16, 32)
 CENTRE_RADIUS = 1.5  # strides around a box centre that may become positives
@@ -126,19 +125,25 @@ def pick_frames(world: World, count: int, rare_share: float, rng: np.random.Gene
     return np.concatenate([chosen, candidates[~rare][: count - len(chosen)]])
 
 
-def render_set(seeds, frames_per_seed: int, size: int, rng: np.random.Generator, rare_share: float = 0.0):
-    """Letterboxed images (K, S, S, 3) uint8 and per-image (boxes, classes, ignore)."""
+def letterboxed(frames, size: int):
+    """(image, ground truth) pairs -> letterboxed images (K, S, S, 3) uint8 and per-image (boxes, classes, ignore)."""
     images, targets = [], []
-    for seed in seeds:
-        scene = SCENES[seed % len(SCENES)]
-        wh = TRAIN_SIZES[int(rng.integers(len(TRAIN_SIZES)))]
-        world = World(scene, seed=seed, size=wh, fps=15)
-        for index in pick_frames(world, frames_per_seed, rare_share, rng):
-            img, truth = world.render(int(index))
-            boxed, lb = letterbox(img, size)
-            images.append(boxed)
-            targets.append(labels(truth, lb))
+    for img, truth in frames:
+        boxed, lb = letterbox(img, size)
+        images.append(boxed)
+        targets.append(labels(truth, lb))
     return np.stack(images), targets
+
+
+def render_set(seeds, frames_per_seed: int, size: int, rng: np.random.Generator, rare_share: float = 0.0):
+    """`frames_per_seed` random frames of each world, at a random training size, letterboxed (see letterboxed)."""
+    def frames():
+        for seed in seeds:
+            wh = TRAIN_SIZES[int(rng.integers(len(TRAIN_SIZES)))]
+            world = World(SCENES[seed % len(SCENES)], seed=seed, size=wh, fps=15)
+            for index in pick_frames(world, frames_per_seed, rare_share, rng):
+                yield world.render(int(index))
+    return letterboxed(frames(), size)
 
 
 def giou(a, b):
@@ -299,7 +304,7 @@ def train(args) -> None:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.1)
     ema = Ema(model, args.ema) if args.ema > 0 else None
     # frames with the rare large vehicles are drawn three times as often
-    rare = np.array([float(np.isin(t[1][~t[2]], (3, 4)).any()) for t in targets])
+    rare = np.array([float(np.isin(t[1][~t[2]], RARE_CLASSES).any()) for t in targets])
     p_frame = (1 + 2 * rare) / (1 + 2 * rare).sum()
     ranges = level_ranges(args.coarse_from)
     val_from = args.epochs // 2 if args.val_from is None else min(args.val_from, args.epochs)
@@ -329,7 +334,7 @@ def train(args) -> None:
         print(f"{line} {time.time() - t0:.0f} s", flush=True)
     train_s = time.time() - t0
     model = ema.model if ema is not None else model
-    heldout_images, heldout_targets = render_set(HELDOUT_SEEDS, 100, args.size, np.random.default_rng(12345))
+    heldout_images, heldout_targets = letterboxed(held_out_frames(100), args.size)  # what samples.evaluate_detector scores
     last = score(model, device, heldout_images, heldout_targets)
     print(f"held-out, last epoch: {summary(last)}", flush=True)
     model.load_state_dict(best[2])
