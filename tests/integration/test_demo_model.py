@@ -70,3 +70,14 @@ def test_pipeline_detector_finds_the_synthetic_objects_at_default_thresholds():
         detector.close()
     tp, fp, fn = totals
     assert tp / (tp + fp) > 0.75 and tp / (tp + fn) > 0.85, totals
+
+
+def test_offline_tracking_accuracy_scores_every_synthetic_stream_of_the_demo():
+    pytest.importorskip("pipeline.detect.detector")
+    from samples.evaluate_detector import tracking_accuracy
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    result = tracking_accuracy(MODEL, config, seconds=4)
+    assert sorted(result["per_stream"]) == [f"cam-{i}" for i in range(1, 9)]
+    assert result["mean"]["precision"] > 0.8 and result["mean"]["recall"] > 0.7, result
+    assert result["mean"]["idf1"] > 0.6, result
