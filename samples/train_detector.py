@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--val-every", type=int, default=2,
                    help="score a checkpoint on the validation worlds every this many epochs, ending at the last one")
     p.add_argument("--coarse-from", type=float, default=64,
-                   help="longest box side (model px) from which the stride-32 level learns a box (the committed model: 110)")
+                   help="longest box side (model px) from which the stride-32 level learns a box (earlier recipes: 110)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--stem", choices=("patch", "conv"), default="patch")
