@@ -81,7 +81,7 @@ def tracking_accuracy(model: Path, config_path: Path, seconds: float) -> dict:
                 batch = range(start, min(start + 8, n))
                 found = detector.detect_images([world.render(f)[0] for f in batch])[0].to_host()
                 for i, f in enumerate(batch):
-                    out = tracker.update(found[np.flatnonzero(found.frame_idx == i)])
+                    out = tracker.update(found.for_frame(i))
                     pts_ns = round(f * 1e9 / spec.fps)
                     rows += [(pts_ns, out.xyxy[k], int(out.class_id[k]), float(out.score[k]), int(out.track_id[k]))
                              for k in range(len(out.score)) if out.score[k] > 0]  # coasted boxes carry score 0
