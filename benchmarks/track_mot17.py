@@ -33,9 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.config.models import TrackerConfig  # noqa: E402
-from pipeline.sinks.tracking import mot_io  # noqa: E402
-from pipeline.sinks.tracking.bytetrack import ByteTracker  # noqa: E402
-from pipeline.sinks.tracking.mot_eval import evaluate_mot  # noqa: E402
+from pipeline.stages.tracking import mot_io  # noqa: E402
+from pipeline.stages.tracking.bytetrack import ByteTracker  # noqa: E402
+from pipeline.stages.tracking.mot_eval import evaluate_mot  # noqa: E402
 
 INTERPOLATE_FRAMES = 20
 warnings.filterwarnings("ignore", category=FutureWarning)  # supervision 0.30 deprecates its own ByteTrack

@@ -49,7 +49,7 @@ def _delegate(command: str, argv: list[str]) -> int:
         from pipeline.detect.offline import detect_command
 
         return detect_command(argv)
-    from pipeline.sinks.tracking.cli import track_command
+    from pipeline.stages.tracking.cli import track_command
 
     return track_command(argv)
 

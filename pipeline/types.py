@@ -6,11 +6,28 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
 
 PixelFormat = Literal["rgb24", "nv12", "avframe"]
+
+PTS_UNKNOWN = -1
+"""`pts_to_ns` of a missing timestamp; a reader fills in a synthetic one before a `Frame` is made."""
+
+
+def pts_to_ns(pts: int | None, time_base: Fraction | None) -> int:
+    """`pts` ticks of `time_base` seconds as integer nanoseconds, rounded half up: exact, no floats.
+
+    The one conversion from a container's clock to the pipeline's; `PTS_UNKNOWN` when either is missing.
+    Frame `i` at `rate` frames/s is `pts_to_ns(i, 1 / rate)`.
+    """
+    if pts is None or time_base is None:
+        return PTS_UNKNOWN
+    num = pts * time_base.numerator * 1_000_000_000
+    den = time_base.denominator
+    return (num + den // 2) // den
 
 
 def array_module(a: Any):

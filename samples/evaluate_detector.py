@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline.config import load_config
 from pipeline.detect.detector import Detector
-from pipeline.sinks.tracking.bytetrack import ByteTracker
+from pipeline.stages.tracking.bytetrack import ByteTracker
 from samples.world import CLASS_NAMES, World
 from samples.world.metrics import mean_average_precision
 from samples.world.modeling import evaluate_onnx

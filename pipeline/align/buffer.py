@@ -23,7 +23,6 @@ from typing import Callable
 from pipeline.align.lanes import Lane, StreamRing
 from pipeline.config.models import LaneConfig, StreamConfig
 from pipeline.errors import ConfigError
-from pipeline.runtime.queues import Overflow
 from pipeline.types import Frame, FrameBatch
 
 _NS_PER_S = 1_000_000_000
@@ -69,8 +68,7 @@ class AlignedBuffer:
                 raise ConfigError(f"stream '{cfg.id}' joins unknown lane '{cfg.lane}'; defined lanes: {sorted(lane_names)}")
             if cfg.id in rings:
                 raise ConfigError(f"stream id '{cfg.id}' appears twice; stream ids must be unique")
-            overflow = Overflow.DROP_OLDEST if cfg.is_live else Overflow.BLOCK
-            rings[cfg.id] = StreamRing(cfg.id, cfg.lane, cfg.ring_size, overflow, threading.Semaphore(cfg.ring_size))
+            rings[cfg.id] = StreamRing(cfg.id, cfg.lane, cfg.ring_size, cfg.is_live, threading.Semaphore(cfg.ring_size))
         return rings
 
     # -- producers (FrameSink) ---------------------------------------------------------------------

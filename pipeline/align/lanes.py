@@ -11,7 +11,6 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from pipeline.config.models import LaneConfig
-from pipeline.runtime.queues import Overflow
 from pipeline.types import Frame
 
 _NS_PER_MS = 1_000_000
@@ -21,8 +20,8 @@ _NS_PER_MS = 1_000_000
 class StreamRing:
     """One stream's waiting frames as `(arrival_ns, Frame)`, oldest first.
 
-    `overflow` is DROP_OLDEST for live streams (fresh frames matter more than old ones) and BLOCK
-    for files (the reader waits for a permit, so files lose nothing). `permits` counts the room
+    A `live` ring drops its oldest frame when full (fresh frames matter more than old ones); a
+    file's ring makes the reader wait for a permit, so files lose nothing. `permits` counts the room
     left for frames of this stream, in the ring or on their way to it: a producer takes one per
     frame, and every frame that leaves the ring (batched or dropped) gives its permit back.
     """
@@ -30,7 +29,7 @@ class StreamRing:
     stream_id: str
     lane: str
     capacity: int
-    overflow: Overflow
+    live: bool
     permits: threading.Semaphore
     entries: deque = field(default_factory=deque)
     ended: bool = False
@@ -38,10 +37,6 @@ class StreamRing:
     batched: int = 0
     dropped_overflow: int = 0
     dropped_age: int = 0
-
-    @property
-    def live(self) -> bool:
-        return self.overflow is not Overflow.BLOCK
 
     @property
     def full(self) -> bool:

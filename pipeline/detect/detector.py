@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.config.models import DetectorConfig
 from pipeline.detect import heads, nms, preprocess
+from pipeline.detect.chunks import in_chunks
 from pipeline.detect.engines import create_engine
 from pipeline.detect.engines.onnxruntime import cpu_workers, read_model_info
 from pipeline.detect.names import class_filter, resolve_names
@@ -77,7 +78,7 @@ class Detector:
         if on_device:
             detections, scale, pad = self._gpu_step()(batch.frames)
         else:
-            detections, scale, pad = self._in_chunks([f.image for f in batch.frames], self._detect_host)
+            detections, scale, pad = in_chunks([f.image for f in batch.frames], self.max_batch, self._detect_host)
         batch.scale = scale[:, 0].copy()  # x scale; letterbox y differs by under a pixel's rounding
         batch.pad = pad
         return detections
@@ -89,10 +90,7 @@ class Detector:
 
     def detect_images(self, images: list[np.ndarray]) -> tuple[Detections, np.ndarray, np.ndarray]:
         """(h, w, 3) uint8 RGB images -> (Detections with frame_idx = list index, scale (B, 2), pad (B, 2))."""
-        return self._in_chunks(images, self._detect_host)
-
-    def _in_chunks(self, items: list, detect) -> tuple[Detections, np.ndarray, np.ndarray]:
-        return in_chunks(items, self.max_batch, detect)
+        return in_chunks(images, self.max_batch, self._detect_host)
 
     def _detect_host(self, images: list[np.ndarray]) -> tuple[Detections, np.ndarray, np.ndarray]:
         buffer = self._buffer(len(images))
@@ -129,21 +127,6 @@ class Detector:
 
     def close(self) -> None:
         self.engine.close()
-
-
-def in_chunks(items, size: int, detect) -> tuple[Detections, np.ndarray, np.ndarray]:
-    """Run `detect(chunk) -> (Detections, scale, pad)` on chunks of at most `size` items and join the
-    results, with frame_idx counted over all items."""
-    parts, scales, pads = [], [], []
-    for start in range(0, len(items), size):
-        found, scale, pad = detect(items[start : start + size])
-        found.frame_idx += start
-        parts.append(found)
-        scales.append(scale)
-        pads.append(pad)
-    if not parts:
-        return Detections.empty(), np.zeros((0, 2), np.float32), np.zeros((0, 2), np.float32)
-    return Detections.concat(parts), np.concatenate(scales), np.concatenate(pads)
 
 
 def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorConfig, class_filter=None) -> Detections:

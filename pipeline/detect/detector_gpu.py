@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.config.models import DetectorConfig
 from pipeline.detect import heads, nms, nms_gpu
+from pipeline.detect.chunks import in_chunks
 from pipeline.detect.preprocess import PreprocessSpec
 from pipeline.detect.preprocess_gpu import GpuPreprocessor, Staging
 from pipeline.detect.select_gpu import FusedSelect
@@ -51,8 +52,6 @@ class GpuDetectStep:
 
     def __call__(self, frames: Sequence[Frame]) -> tuple[Detections, np.ndarray, np.ndarray]:
         """Host Detections (frame_idx = row), scale (B, 2) and pad (B, 2) float32, for every frame."""
-        from pipeline.detect.detector import in_chunks  # noqa: PLC0415 - detector imports this module lazily
-
         return in_chunks(frames, self.engine.max_batch, self._chunk)
 
     def _chunk(self, frames: Sequence[Frame]) -> tuple[Detections, np.ndarray, np.ndarray]:

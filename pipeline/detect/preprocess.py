@@ -5,10 +5,9 @@ inverse, clipped to the frame. Resizing uses PyAV's swscale (bilinear), already 
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Literal
-
-import threading
 
 import av
 import numpy as np

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 from pipeline.errors import ConfigError
-from pipeline.runtime.runner import Snapshot
+from pipeline.runtime.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 

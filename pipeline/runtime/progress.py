@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from pipeline.runtime.runner import Snapshot
+from pipeline.runtime.snapshot import Snapshot
 
 
 def _table(headers: list[str], rows: list[list]) -> list[str]:

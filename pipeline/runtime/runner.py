@@ -13,7 +13,6 @@ import logging
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -21,31 +20,15 @@ import numpy as np
 from pipeline.align.buffer import AlignedBuffer
 from pipeline.config.models import PipelineConfig
 from pipeline.detect.detector import Detector
+from pipeline.runtime.metrics import MetricsServer
 from pipeline.runtime.sink_router import SinkRouter
+from pipeline.runtime.snapshot import Snapshot
 from pipeline.sinks.factory import build_outputs, build_stage_factory
 from pipeline.sources.processes import make_processes, plan
 from pipeline.sources.worker import StreamWorker
 from pipeline.types import FrameResult
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Snapshot:
-    """What the pipeline is doing right now (for the live progress view and the final summary)."""
-
-    elapsed_s: float  # from start until the last batch was detected (shutdown is in extra["shutdown_s"])
-    streams: dict[str, dict]
-    lanes: dict[str, dict]
-    batches: int
-    frames_detected: int
-    detections: int
-    events: int
-    sink_depths: list[int]
-    sink_failures: dict[str, int]
-    engine: str
-    infer_s: float
-    extra: dict = field(default_factory=dict)
 
 
 class PipelineRunner:
@@ -112,8 +95,6 @@ class PipelineRunner:
     def _run(self, duration_s, on_progress, progress_interval_s) -> Snapshot:
         metrics = None
         if self.config.runtime.metrics_port is not None:
-            from pipeline.runtime.metrics import MetricsServer  # noqa: PLC0415 - imports this module
-
             metrics = MetricsServer(self.snapshot, self.config.runtime.metrics_host, self.config.runtime.metrics_port)
             self.metrics_port = metrics.start().port
         try:

@@ -109,13 +109,13 @@ def build_stage_factory(config: cfg.PipelineConfig, class_names: list[str]) -> C
     def stages_for(stream_id: str) -> list[StreamStage]:
         stages: list[StreamStage] = []
         if config.tracker.enabled:
-            from pipeline.sinks.tracking.stage import TrackingStage
+            from pipeline.stages.tracking.stage import TrackingStage
 
             stages.append(TrackingStage(config.tracker))
         zones = [z for z in config.zones if z.streams is None or stream_id in z.streams]
         lines = [ln for ln in config.lines if ln.streams is None or stream_id in ln.streams]
         if zones or lines:
-            from pipeline.sinks.analytics.stage import AnalyticsStage
+            from pipeline.stages.analytics.stage import AnalyticsStage
 
             stages.append(AnalyticsStage(stream_id, zones, lines, list(config.alerts), class_names))
         return stages

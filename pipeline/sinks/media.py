@@ -31,7 +31,7 @@ import numpy as np
 
 from pipeline.config.models import AlertRule, MediaOutput
 from pipeline.errors import SinkError
-from pipeline.types import Event, FrameResult, frame_to_rgb
+from pipeline.types import Event, FrameResult, frame_to_rgb, pts_to_ns
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,6 @@ class _Clip:
         self.packets.append(packet)
         self.shown_ns = max(self.shown_ns, packet.pts_ns)
         return True
-
-
-def _to_ns(ticks: int, time_base: Fraction) -> int:
-    return ticks * time_base.numerator * 1_000_000_000 // time_base.denominator
 
 
 def remux_clip(path: Path, template: Any, packets: Sequence[_Packet]) -> None:
@@ -302,7 +298,7 @@ class MediaSink:
         time_base = packet.time_base or packet.stream.time_base
         shown = packet.pts if packet.pts is not None else ticks
         record = _Packet(bytes(packet), packet.pts, packet.dts, packet.duration or 0, time_base,
-                         packet.is_keyframe, _to_ns(ticks, time_base), _to_ns(shown, time_base))
+                         packet.is_keyframe, pts_to_ns(ticks, time_base), pts_to_ns(shown, time_base))
         with clips.lock:
             finished = clips.adopt(packet.stream) if packet.stream is not clips.source else []
             finished += clips.add(record)

@@ -14,7 +14,7 @@ from typing import TextIO
 from pipeline.config.models import MotExport
 from pipeline.errors import SinkError
 from pipeline.sinks.storage.writer import BatchWriter
-from pipeline.sinks.tracking.mot_io import format_rows
+from pipeline.stages.tracking.mot_io import format_rows
 from pipeline.types import FrameResult
 
 

@@ -12,14 +12,13 @@ the outbox itself ignores an event whose `event_id` it already holds.
 from __future__ import annotations
 
 import logging
-import random
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.backoff import Backoff
 from pipeline.errors import ConfigError, SinkError
 from pipeline.sinks.base import EventOutput
 from pipeline.sinks.outputs.payload import event_from_json, event_to_json
@@ -59,19 +58,6 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Retry delays: `min_s * 2**(attempt-1)` capped at `max_s`, then scaled by a random factor in
-    [0.5, 1.0] so that many outputs failing at once do not retry in lock-step."""
-
-    min_s: float = 0.5
-    max_s: float = 30.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        base = min(self.max_s, self.min_s * 2 ** max(0, attempt - 1))
-        return base * (0.5 + 0.5 * rng.random())
-
-
 class _Courier:
     """Delivers one output's backlog in order on its own thread; owns its own SQLite connection."""
 
@@ -84,7 +70,7 @@ class _Courier:
         self.wake = threading.Event()
         self._outbox = outbox
         self._max_retries: int | None = getattr(output, "max_retries", None)
-        self._rng = random.Random()
+        self._backoff = outbox.backoff.fresh()
         self.thread = threading.Thread(target=self._run, name=f"outbox:{output.name}", daemon=True)
 
     def _run(self) -> None:
@@ -114,7 +100,7 @@ class _Courier:
 
     def _deliver(self, conn: sqlite3.Connection, seq: int, event_id: str, body: str) -> bool:
         """Deliver one stored event, retrying until it lands; False when the outbox is stopping."""
-        attempt = 0
+        self._backoff.reset()
         while not self._outbox.stopping.is_set():
             try:
                 self.output.deliver(event_from_json(body))
@@ -127,12 +113,12 @@ class _Courier:
                 self._advance(conn, seq)
                 self.delivered += 1
                 return True
-            attempt += 1
             self.failed += 1
+            delay = self._backoff.next_delay()
+            attempt = self._backoff.attempt
             if self._max_retries is not None and attempt > self._max_retries:
                 self._bury(conn, seq, event_id, error, attempt)
                 return True
-            delay = self._outbox.backoff.delay(attempt, self._rng)
             if attempt == 1 or attempt % 10 == 0:
                 log.warning(
                     "output '%s': delivering event %s failed (attempt %d): %s; retrying in %.1f s",
@@ -181,7 +167,7 @@ class Outbox:
         path: Path | str,
         outputs: Sequence[EventOutput],
         *,
-        backoff: Backoff = Backoff(),
+        backoff: Backoff | None = None,
         batch_size: int = 64,
         keep_delivered_s: float = 24 * 3600.0,
         poll_s: float = 1.0,
@@ -191,7 +177,7 @@ class Outbox:
         if duplicates:
             raise ConfigError(f"event outputs need unique names; {duplicates} appear twice: give each its own name")
         self.path = Path(path)
-        self.backoff = backoff
+        self.backoff = backoff or Backoff(0.5, 30.0)
         self.batch_size = batch_size
         self.keep_delivered_s = keep_delivered_s
         self.poll_s = poll_s

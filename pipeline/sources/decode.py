@@ -1,24 +1,11 @@
 """CPU decoding with PyAV: packets in, host RGB frames out."""
 from __future__ import annotations
 
-from fractions import Fraction
-
 import av
 
 from pipeline.errors import SourceError
-from pipeline.sources.reader import PTS_UNKNOWN, DecodedFrame
-
-
-def pts_to_ns(pts: int | None, time_base: Fraction | None) -> int:
-    """`pts` ticks of `time_base` seconds as integer nanoseconds, rounded half up; exact, no floats.
-
-    Returns `PTS_UNKNOWN` when either is missing.
-    """
-    if pts is None or time_base is None:
-        return PTS_UNKNOWN
-    num = pts * time_base.numerator * 1_000_000_000
-    den = time_base.denominator
-    return (num + den // 2) // den
+from pipeline.sources.reader import DecodedFrame
+from pipeline.types import pts_to_ns
 
 
 class CpuDecoder:

@@ -18,7 +18,8 @@ import logging
 from typing import Any, Callable
 
 from pipeline.errors import SourceError
-from pipeline.sources.reader import PTS_UNKNOWN, DecodedFrame
+from pipeline.sources.reader import DecodedFrame
+from pipeline.types import PTS_UNKNOWN, pts_to_ns
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +51,6 @@ def nvdec_available(device: int = 0) -> tuple[bool, str]:
 def is_available() -> bool:
     """True when `nvdec_available()` is (what `open_reader` asks for decode: auto)."""
     return nvdec_available()[0]
-
-
-def pts_to_ns(pts: int | None, time_base) -> int:
-    """`pts` ticks of `time_base` as integer nanoseconds (rounded half up), PTS_UNKNOWN when missing."""
-    if pts is None or time_base is None:
-        return PTS_UNKNOWN
-    num = pts * time_base.numerator * 1_000_000_000
-    return (num + time_base.denominator // 2) // time_base.denominator
 
 
 SPS_SCAN_BYTES = 4096

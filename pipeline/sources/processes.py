@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.backoff import Backoff
 from pipeline.config.models import PipelineConfig, StreamConfig
-from pipeline.sources.backoff import Backoff
 from pipeline.sources.worker import StreamWorker, WorkerState
 from pipeline.types import Frame, frame_to_rgb
 

@@ -10,7 +10,8 @@ import av
 from pipeline.config.models import StreamConfig
 from pipeline.sources.decode import CpuDecoder
 from pipeline.sources.demux import Demuxer
-from pipeline.sources.reader import PTS_UNKNOWN, DecodedFrame, Decoder, mask_url
+from pipeline.sources.reader import DecodedFrame, Decoder, mask_url
+from pipeline.types import PTS_UNKNOWN, pts_to_ns
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,7 @@ class FrameClock:
         self._last: int | None = None
 
     def _at(self, index: int) -> int:
-        num = index * 1_000_000_000 * self.rate.denominator
-        return (num + self.rate.numerator // 2) // self.rate.numerator
+        return pts_to_ns(index, 1 / self.rate)
 
     def stamp(self, frame: DecodedFrame) -> DecodedFrame:
         pts = frame.pts_ns

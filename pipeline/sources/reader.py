@@ -13,9 +13,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
-PTS_UNKNOWN = -1
-"""`DecodedFrame.pts_ns` of a frame whose packet had no timestamp; the reader fills in a synthetic one."""
-
 
 @dataclass(slots=True)
 class DecodedFrame:

@@ -23,6 +23,7 @@ import av
 
 from pipeline.errors import ConfigError
 from pipeline.sources.reader import DecodedFrame
+from pipeline.types import pts_to_ns
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class SyntheticReader:
                 if self._stop.is_set() or (spec.frames is not None and index >= spec.frames):
                     return
             image, _ = world.render(index)
-            pts_ns = (index * 1_000_000_000 * rate.denominator + rate.numerator // 2) // rate.numerator
+            pts_ns = pts_to_ns(index, 1 / rate)
             if camera is not None:
                 yield from camera.send(image, index, pts_ns)
             else:

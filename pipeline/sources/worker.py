@@ -11,10 +11,10 @@ from typing import Any, Callable, Protocol
 
 import av
 
+from pipeline.backoff import Backoff
 from pipeline.config.models import StreamConfig
 from pipeline.errors import ConfigError, SourceError
 from pipeline.sources import open_reader
-from pipeline.sources.backoff import Backoff
 from pipeline.sources.pyav import DecoderShelf
 from pipeline.sources.reader import DecodedFrame, mask_url
 from pipeline.sources.timeline import FpsCap, Timeline

@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.detect import heads, nms
-from pipeline.detect import nms_gpu
+from pipeline.detect import heads, nms, nms_gpu
 from tests.gpu.helpers import decode_clip, gpu_file
 
 

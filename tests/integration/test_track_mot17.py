@@ -3,14 +3,14 @@ import subprocess
 import sys
 
 import pytest
-from tests.conftest import shared_file
 
 from pipeline.config.models import TrackerConfig
-from pipeline.sinks.tracking import mot_io
-from pipeline.sinks.tracking.cli import track_table
+from pipeline.stages.tracking import mot_io
+from pipeline.stages.tracking.cli import track_table
+from tests.conftest import shared_file
 
 pytest.importorskip("trackeval")
-from pipeline.sinks.tracking.mot_eval import evaluate_mot  # noqa: E402
+from pipeline.stages.tracking.mot_eval import evaluate_mot  # noqa: E402
 
 SEQ = "MOT17-09"  # 525 frames, ~10 people at a time: the whole test takes about a second
 

@@ -1,9 +1,9 @@
 """Webhook output: one HTTP POST of the event's JSON per event."""
 from __future__ import annotations
 
+import hashlib
 import socket
 import urllib.error
-import hashlib
 import urllib.parse
 import urllib.request
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 from pipeline.config.models import PostgresStorage
 from pipeline.errors import SinkError
 from pipeline.sinks.storage.rows import MergedRows
-from pipeline.sinks.storage.schema import DETECTION_COLUMNS, SCHEMA_VERSION, mask_credentials, statements
+from pipeline.sinks.storage.schema import (
+    DETECTION_COLUMNS,
+    SCHEMA_VERSION,
+    mask_credentials,
+    statements,
+)
 from pipeline.sinks.storage.writer import StorageSink, StorageUnavailable
 
 # Serialises CREATE TABLE IF NOT EXISTS between pipelines starting together (it races otherwise).

@@ -16,13 +16,19 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 import threading
 import time
 from typing import Callable, Protocol
 
+from pipeline.backoff import Backoff
 from pipeline.errors import SinkError
-from pipeline.sinks.storage.rows import FrameRows, MergedRows, event_row, frame_rows, merge
+from pipeline.sinks.storage.rows import (
+    FrameRows,
+    MergedRows,
+    event_row,
+    frame_rows,
+    merge,
+)
 from pipeline.sinks.storage.schema import mask_credentials
 from pipeline.types import Event, FrameResult
 
@@ -62,7 +68,7 @@ class BatchWriter:
         self._write = write
         self.batch_size, self.flush_interval_s = batch_size, flush_interval_s
         self.put_timeout_s = put_timeout_s
-        self._backoff = (backoff_min_s, backoff_max_s)
+        self._backoff = Backoff(backoff_min_s, backoff_max_s)
         self._maintenance, self._maintenance_interval_s = maintenance, maintenance_interval_s
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._put_lock = threading.Lock()
@@ -104,7 +110,7 @@ class BatchWriter:
         self._thread.join(timeout)
         if self._thread.is_alive():
             self._abandon.set()
-            self._thread.join(max(1.0, self._backoff[1]))
+            self._thread.join(max(1.0, self._backoff.max_s))
         return self.counters["rows_lost"] == 0 and self._failure is None and self._queue.empty()
 
     def stats(self) -> dict:
@@ -143,20 +149,21 @@ class BatchWriter:
             self.counters["rows_lost"] += size
 
     def _flush(self, batch: list, size: int) -> None:
-        delay = self._backoff[0]
+        self._backoff.reset()
         while True:
             try:
                 self._write(batch)
             except StorageUnavailable as exc:
                 self._unavailable.set()
                 self.counters["retries"] += 1
-                if self.counters["retries"] == 1 or delay >= self._backoff[1]:
+                at_ceiling = self._backoff.ceiling() >= self._backoff.max_s
+                delay = self._backoff.next_delay()
+                if self.counters["retries"] == 1 or at_ceiling:
                     log.warning("%s: %s; keeping %d rows, retrying in %.2f s", self.name, exc, size, delay)
-                if self._abandon.wait(delay * (1 + 0.25 * random.random())):
+                if self._abandon.wait(delay):
                     self.counters["rows_lost"] += size
                     log.error("%s: gave up at close: %d rows not stored (%s)", self.name, size, exc)
                     return
-                delay = min(delay * 2, self._backoff[1])
                 continue
             except SinkError as exc:
                 self.counters["rows_rejected"] += size

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
+from pipeline.backoff import Backoff
 from pipeline.config.models import MqttOutput as MqttConfig
 from pipeline.errors import SinkError
-from pipeline.sinks.outbox import Backoff, Outbox
+from pipeline.sinks.outbox import Outbox
 from pipeline.sinks.outputs.mqtt import MqttOutput, event_topics
 from pipeline.types import Event, make_event_id
 from tests.support.mosquitto import Subscriber

@@ -10,7 +10,13 @@ import pytest
 from pipeline.config import load_config
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.sinks.storage import query
-from samples.local_services import MOSQUITTO, MosquittoBroker, RecordingHttpServer, Subscriber, free_port
+from samples.local_services import (
+    MOSQUITTO,
+    MosquittoBroker,
+    RecordingHttpServer,
+    Subscriber,
+    free_port,
+)
 from samples.world.demo_report import demo_report
 from tests.conftest import REPO
 

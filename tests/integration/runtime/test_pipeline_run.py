@@ -15,9 +15,12 @@ import yaml
 
 from pipeline.config.models import PipelineConfig
 from pipeline.detect.detector import Detector
-from pipeline.types import Frame, FrameBatch
 from pipeline.runtime.runner import PipelineRunner
-from pipeline.sinks.storage.query import counts_by_stream_and_class, detections_for_stream
+from pipeline.sinks.storage.query import (
+    counts_by_stream_and_class,
+    detections_for_stream,
+)
+from pipeline.types import Frame, FrameBatch
 from tests.conftest import REPO, shared_file
 from tests.support.http_server import free_port
 from tests.support.rtsp_server import RtspServer, concat_clip, gst_rtsp_available

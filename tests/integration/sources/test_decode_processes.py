@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import numpy as np
 import pytest
 
 from pipeline.align.buffer import AlignedBuffer
-from pipeline.config.models import DetectorConfig, LaneConfig, PipelineConfig, RuntimeConfig, StreamConfig, TrackerConfig
+from pipeline.config.models import (
+    DetectorConfig,
+    LaneConfig,
+    PipelineConfig,
+    RuntimeConfig,
+    StreamConfig,
+    TrackerConfig,
+)
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.sources.processes import make_processes, plan
 from pipeline.sources.synthetic import SyntheticReader

@@ -14,7 +14,6 @@ from pipeline.sources.decode import CpuDecoder
 from pipeline.sources.worker import StreamWorker, WorkerState
 from pipeline.types import frame_to_rgb
 from tests.conftest import shared_file
-
 from tests.support.collecting_sink import CollectingSink
 
 

@@ -7,7 +7,12 @@ import time
 import pytest
 
 from pipeline.types import FrameResult
-from tests.integration.storage.replay import Store, mot_results, postgres_store, sqlite_store
+from tests.integration.storage.replay import (
+    Store,
+    mot_results,
+    postgres_store,
+    sqlite_store,
+)
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 
 

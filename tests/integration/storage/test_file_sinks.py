@@ -9,7 +9,7 @@ import numpy as np
 from pipeline.config.models import JsonlOutput, MotExport
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.mot_export import MotExportSink
-from pipeline.sinks.tracking.mot_io import read_mot
+from pipeline.stages.tracking.mot_io import read_mot
 from tests.integration.storage.replay import MOT_CLASSES, feed
 
 

@@ -3,7 +3,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.detect.names import COCO80, COCO80_TO_91, class_filter, names_from_metadata, resolve_names
+from pipeline.detect.names import (
+    COCO80,
+    COCO80_TO_91,
+    class_filter,
+    names_from_metadata,
+    resolve_names,
+)
 from pipeline.errors import ConfigError
 
 

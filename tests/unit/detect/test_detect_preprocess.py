@@ -2,7 +2,14 @@
 import numpy as np
 import pytest
 
-from pipeline.detect.preprocess import PreprocessSpec, allocate, clip_boxes, placement, preprocess_into, to_source
+from pipeline.detect.preprocess import (
+    PreprocessSpec,
+    allocate,
+    clip_boxes,
+    placement,
+    preprocess_into,
+    to_source,
+)
 
 
 def _image_with_box(w, h, box, color=(255, 255, 255)):

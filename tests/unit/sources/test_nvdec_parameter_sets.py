@@ -10,6 +10,7 @@ import pytest
 from pipeline.sources.demux import Demuxer
 from pipeline.sources.nvdec import sequence_parameter_set
 
+
 def _parameter_set_runs(path: Path) -> list[bytes]:
     """The distinct SPS of a file in the order they appear (a repeat of the last one is not a new run)."""
     demuxer = Demuxer(str(path), path.name)

@@ -1,17 +1,15 @@
 """Timestamps, fps caps, reconnect delays and URL masking: pure functions of their inputs."""
 from __future__ import annotations
 
-import random
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from pipeline.sources.backoff import Backoff
-from pipeline.sources.decode import pts_to_ns
 from pipeline.sources.pyav import FrameClock
-from pipeline.sources.reader import PTS_UNKNOWN, DecodedFrame, mask_url
+from pipeline.sources.reader import DecodedFrame, mask_url
 from pipeline.sources.timeline import FpsCap, Timeline
+from pipeline.types import PTS_UNKNOWN, pts_to_ns
 
 
 def frame(pts_ns: int) -> DecodedFrame:
@@ -72,25 +70,6 @@ def test_timeline_shifts_a_reconnected_stream_by_the_outage_and_never_goes_back(
     line.start_pass(gap_ns=5000)
     assert [line.map(p) for p in (0, 40)] == [6080, 6120]
     assert line.map(10) == 6121  # a backwards pts inside a pass is nudged forward
-
-
-def test_backoff_delays_start_at_min_grow_by_doubling_and_stop_at_max():
-    backoff = Backoff(0.5, 4.0, rng=random.Random(7))
-    ceilings, delays = [], []
-    for _ in range(8):
-        ceilings.append(backoff.ceiling())
-        delays.append(backoff.next_delay())
-    assert ceilings == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0]
-    assert delays[0] == 0.5
-    assert all(0.5 <= d <= c for d, c in zip(delays, ceilings))
-    assert len(set(delays[3:])) == 5  # jittered, not in lock-step
-    backoff.reset()
-    assert backoff.ceiling() == 0.5
-
-
-def test_backoff_rejects_a_min_above_its_max():
-    with pytest.raises(ValueError, match="min_s=5"):
-        Backoff(5, 1)
 
 
 @pytest.mark.parametrize("url,masked", [

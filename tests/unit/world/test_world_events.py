@@ -2,7 +2,13 @@
 import numpy as np
 
 from samples.world import World, viewpoint_geometry
-from samples.world.events import anchor_tracks, clip_events, inside_polygon, line_crossings, zone_visits
+from samples.world.events import (
+    anchor_tracks,
+    clip_events,
+    inside_polygon,
+    line_crossings,
+    zone_visits,
+)
 
 
 def _side(a, b, p):

@@ -1,7 +1,12 @@
 """COCO-style AP on hand-made cases."""
 import numpy as np
 
-from samples.world.metrics import ImageEval, average_precision, box_iou, mean_average_precision
+from samples.world.metrics import (
+    ImageEval,
+    average_precision,
+    box_iou,
+    mean_average_precision,
+)
 
 
 def _img(dets, gts, ignore=None):

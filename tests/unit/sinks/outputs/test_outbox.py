@@ -7,8 +7,9 @@ import time
 
 import pytest
 
+from pipeline.backoff import Backoff
 from pipeline.errors import ConfigError, SinkError
-from pipeline.sinks.outbox import Backoff, Outbox
+from pipeline.sinks.outbox import Outbox
 from pipeline.types import Event, make_event_id
 
 FAST = Backoff(min_s=0.01, max_s=0.05)
@@ -164,18 +165,6 @@ def test_close_returns_promptly_while_an_output_is_failing(tmp_path):
 def test_outputs_with_the_same_name_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="unique names"):
         Outbox(tmp_path / "outbox.db", [RecordingOutput("x"), RecordingOutput("x")])
-
-
-def test_backoff_doubles_up_to_the_cap_with_jitter():
-    import random
-
-    rng = random.Random(0)
-    backoff = Backoff(min_s=1.0, max_s=8.0)
-    delays = [backoff.delay(a, rng) for a in range(1, 7)]
-    for attempt, delay in enumerate(delays, start=1):
-        base = min(8.0, 2 ** (attempt - 1))
-        assert 0.5 * base <= delay <= base
-    assert len({round(d, 6) for d in delays}) == len(delays)
 
 
 def test_an_output_raising_an_unexpected_error_is_retried_not_abandoned(tmp_path):

@@ -4,7 +4,11 @@ import json
 import numpy as np
 
 from pipeline.sinks.storage.rows import frame_rows, merge
-from pipeline.sinks.storage.schema import DETECTION_COLUMNS, mask_credentials, statements
+from pipeline.sinks.storage.schema import (
+    DETECTION_COLUMNS,
+    mask_credentials,
+    statements,
+)
 from pipeline.types import Detections, Event, Frame, FrameResult
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from pipeline.sinks.tracking import kalman
+from pipeline.stages.tracking import kalman
 
 
 def _track(box=(100.0, 200.0, 140.0, 300.0)):

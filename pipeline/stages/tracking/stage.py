@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pipeline.config.models import TrackerConfig
-from pipeline.sinks.tracking.bytetrack import ByteTracker
+from pipeline.stages.tracking.bytetrack import ByteTracker
 from pipeline.types import Event, FrameResult
 
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.config.models import TrackerConfig
-from pipeline.sinks.tracking import kalman
-from pipeline.sinks.tracking.matching import iou_matrix, linear_assignment
+from pipeline.stages.tracking import kalman
+from pipeline.stages.tracking.matching import iou_matrix, linear_assignment
 from pipeline.types import Detections
 
 _TENTATIVE_MATCH_IOU = 0.3  # a tentative track has no velocity yet, so it needs a larger overlap

@@ -1,6 +1,10 @@
 import numpy as np
 
-from pipeline.sinks.analytics.geometry import anchor_points, points_in_polygon, signed_distance
+from pipeline.stages.analytics.geometry import (
+    anchor_points,
+    points_in_polygon,
+    signed_distance,
+)
 
 
 def test_anchor_points():

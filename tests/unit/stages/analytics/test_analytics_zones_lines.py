@@ -1,9 +1,9 @@
 import pytest
-from tests.support.tracks import CLASS_NAMES, run
 
 from pipeline.config.models import LineConfig, ZoneConfig
 from pipeline.errors import ConfigError
-from pipeline.sinks.analytics.stage import AnalyticsStage
+from pipeline.stages.analytics.stage import AnalyticsStage
+from tests.support.tracks import CLASS_NAMES, run
 
 SQUARE = [(100, 100), (300, 100), (300, 300), (100, 300)]
 DOOR = LineConfig(name="door", start=(200, 0), end=(200, 400))  # pointing down: its right side is x < 200

@@ -3,9 +3,9 @@ import pytest
 
 from pipeline.config.models import TrackerConfig
 from pipeline.errors import SourceError
-from pipeline.sinks.tracking import mot_io
-from pipeline.sinks.tracking.cli import track_command
-from pipeline.sinks.tracking.stage import TrackingStage
+from pipeline.stages.tracking import mot_io
+from pipeline.stages.tracking.cli import track_command
+from pipeline.stages.tracking.stage import TrackingStage
 from pipeline.types import Detections, Frame, FrameResult
 
 

@@ -1,4 +1,4 @@
 """Alert rules evaluated on zone and line analytics."""
-from pipeline.sinks.alerts.rules import RuleEngine
+from pipeline.stages.alerts.rules import RuleEngine
 
 __all__ = ["RuleEngine"]

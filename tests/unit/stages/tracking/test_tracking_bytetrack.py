@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from pipeline.config.models import TrackerConfig
-from pipeline.sinks.tracking.bytetrack import ByteTracker
-from pipeline.sinks.tracking.matching import iou_matrix, linear_assignment
+from pipeline.stages.tracking.bytetrack import ByteTracker
+from pipeline.stages.tracking.matching import iou_matrix, linear_assignment
 from pipeline.types import Detections
 
 

@@ -6,8 +6,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config.models import ZoneConfig
-from pipeline.sinks.analytics.common import class_ids_for, new_event, row_filter
-from pipeline.sinks.analytics.geometry import anchor_points, distance_to_boundary, points_in_polygon
+from pipeline.stages.analytics.common import class_ids_for, new_event, row_filter
+from pipeline.stages.analytics.geometry import (
+    anchor_points,
+    distance_to_boundary,
+    points_in_polygon,
+)
 from pipeline.types import Event
 
 NS = 1_000_000_000

@@ -1,4 +1,4 @@
 """Zone and line analytics on tracked detections."""
-from pipeline.sinks.analytics.stage import AnalyticsStage
+from pipeline.stages.analytics.stage import AnalyticsStage
 
 __all__ = ["AnalyticsStage"]

@@ -17,8 +17,8 @@ Semantics per `AlertRule.when` (times in seconds of stream time):
 from __future__ import annotations
 
 from pipeline.config.models import AlertRule
-from pipeline.sinks.analytics.common import class_ids_for, new_event
-from pipeline.sinks.analytics.zones import NS, ZoneMonitor
+from pipeline.stages.analytics.common import class_ids_for, new_event
+from pipeline.stages.analytics.zones import NS, ZoneMonitor
 from pipeline.types import Event
 
 _ZONE_TIMED = ("enter", "dwell")

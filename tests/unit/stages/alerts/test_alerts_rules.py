@@ -1,10 +1,10 @@
 import pytest
-from tests.support.tracks import CLASS_NAMES, run
 
 from pipeline.config.models import AlertRule, LineConfig, ZoneConfig
 from pipeline.errors import ConfigError
-from pipeline.sinks.analytics.stage import AnalyticsStage
+from pipeline.stages.analytics.stage import AnalyticsStage
 from pipeline.types import make_event_id
+from tests.support.tracks import CLASS_NAMES, run
 
 SQUARE = ZoneConfig(name="square", polygon=[(100, 100), (300, 100), (300, 300), (100, 300)])
 DOOR = LineConfig(name="door", start=(200, 0), end=(200, 400))

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.config.models import LineConfig
-from pipeline.sinks.analytics.common import class_ids_for, new_event, row_filter
-from pipeline.sinks.analytics.geometry import anchor_points, signed_distance
+from pipeline.stages.analytics.common import class_ids_for, new_event, row_filter
+from pipeline.stages.analytics.geometry import anchor_points, signed_distance
 from pipeline.types import Event
 
 NS = 1_000_000_000

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.config.models import AlertRule, LineConfig, ZoneConfig
-from pipeline.sinks.alerts.rules import RuleEngine
-from pipeline.sinks.analytics.lines import LineCounter
-from pipeline.sinks.analytics.zones import ZoneMonitor
+from pipeline.stages.alerts.rules import RuleEngine
+from pipeline.stages.analytics.lines import LineCounter
+from pipeline.stages.analytics.zones import ZoneMonitor
 from pipeline.types import Event, FrameResult
 
 

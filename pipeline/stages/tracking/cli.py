@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from pipeline.config.models import TrackerConfig
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.sinks.tracking import mot_io
-from pipeline.sinks.tracking.bytetrack import ByteTracker
+from pipeline.stages.tracking import mot_io
+from pipeline.stages.tracking.bytetrack import ByteTracker
 
 
 def track_table(table: np.ndarray, config: TrackerConfig, length: int | None = None) -> tuple[np.ndarray, float]:
