@@ -9,6 +9,8 @@ Two kinds:
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from pipeline.types import Event, FrameResult
@@ -49,3 +51,15 @@ class EventOutput(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class ClipRecorder(Protocol):
+    """What the media sink needs to get an event clip; `pipeline.sources.packets.PacketRings` is one,
+    as the packets are the sources' business."""
+
+    def record_clip(self, stream_id: str, ts_ns: int, before_s: float, after_s: float, path: Path,
+                    on_done: Callable[[Path, str | None], None] | None = None) -> bool:
+        """Cut `stream_id` from `before_s` seconds before `ts_ns` (ns) to `after_s` after it into `path`;
+        False when that stream has no packets to cut from. `on_done(path, error_or_None)` is called
+        once when the clip is written or has failed, possibly from another thread."""
+        ...

@@ -14,13 +14,14 @@ from pipeline.types import Event
 log = logging.getLogger(__name__)
 
 class Outputs:
-    """The shared sinks, the durable outbox in front of the event outputs, and the media packet tap."""
+    """The shared sinks, the durable outbox in front of the event outputs, and the packet rings clips are cut from."""
 
-    def __init__(self, sinks: list[Sink], outbox=None, media=None):
-        """media: the MediaSink whose packet tap the decode workers feed (None: no event clips)."""
+    def __init__(self, sinks: list[Sink], outbox=None, rings=None):
+        """rings: the `PacketRings` the decode workers feed through `packet_tap` (None: no event clips)."""
         self.sinks = sinks
         self.outbox = outbox
-        self.packet_tap = media.packet_tap if media is not None else None
+        self.rings = rings
+        self.packet_tap = rings.tap if rings is not None else None
         self._final_stats: dict[str, dict] | None = None
 
     def open(self) -> None:
@@ -46,11 +47,17 @@ class Outputs:
         if self._final_stats is not None:
             return self._final_stats
         parts = [*self.sinks, *([self.outbox] if self.outbox is not None else [])]
-        return {part.name: part.stats() for part in parts if hasattr(part, "stats")}
+        stats = {part.name: part.stats() for part in parts if hasattr(part, "stats")}
+        if self.rings is not None:
+            stats["packet_rings"] = self.rings.stats()
+        return stats
 
     def close(self, timeout: float = 5.0) -> None:
-        """Give the outputs `timeout` seconds to take the backlog, then stop the outbox couriers;
-        events not yet delivered stay on disk and go out on the next start."""
+        """Write the clips still collecting (call this after the sinks closed: the media sink counts
+        them as they finish), give the outputs `timeout` seconds to take the backlog, then stop the
+        outbox couriers; events not yet delivered stay on disk and go out on the next start."""
+        if self.rings is not None:
+            self.rings.close()
         if self.outbox is not None and not self.outbox.wait_delivered(timeout):
             pending = {name: s["pending"] for name, s in self.outbox.stats().items() if s["pending"]}
             log.warning("outputs still unreachable after %.0f s; events kept in the outbox for the next start: %s",
@@ -67,19 +74,29 @@ def build_outputs(config: cfg.PipelineConfig, class_names: list[str]) -> Outputs
 
     urls = {s.id: s.url for s in config.streams}
     sinks: list[Sink] = []
-    media = None
+    rings = _packet_rings(config)
     for entry in config.sinks:
-        sink = _build_sink(entry, config, class_names, urls)
+        sink = _build_sink(entry, config, class_names, urls, rings)
         if sink is not None:
             sinks.append(sink)
-            media = sink if entry.type == "media" else media
     event_outputs = build_event_outputs(config.sinks)
     outbox = Outbox(Path(config.runtime.outbox_path), event_outputs) if event_outputs else None
-    wants_clips = any(rule.clip for rule in config.alerts)
-    return Outputs(sinks, outbox, media if wants_clips else None)  # no packet ring without clips
+    return Outputs(sinks, outbox, rings)
 
 
-def _build_sink(entry, config: cfg.PipelineConfig, class_names: list[str], urls: dict[str, str]) -> Sink | None:
+def _packet_rings(config: cfg.PipelineConfig):
+    """One `PacketRings` for the media sinks when an alert rule asks for clips, else None (no packets kept)."""
+    media = [entry for entry in config.sinks if isinstance(entry, cfg.MediaOutput)]
+    if not media or not any(rule.clip for rule in config.alerts):
+        return None
+    from pipeline.sources.packets import PacketRings
+
+    # 5 s of slack: events reach the sinks later than their packets reach the rings
+    return PacketRings(keep_s=max(entry.clip_before_s for entry in media) + 5.0)
+
+
+def _build_sink(entry, config: cfg.PipelineConfig, class_names: list[str], urls: dict[str, str],
+                rings=None) -> Sink | None:
     if isinstance(entry, cfg.SqliteStorage):
         from pipeline.sinks.storage.sqlite import SqliteSink
 
@@ -95,7 +112,7 @@ def _build_sink(entry, config: cfg.PipelineConfig, class_names: list[str], urls:
     if isinstance(entry, cfg.MediaOutput):
         from pipeline.sinks.media import MediaSink
 
-        return MediaSink(entry, config.alerts)
+        return MediaSink(entry, config.alerts, clips=rings)
     if isinstance(entry, cfg.MotExport):
         from pipeline.sinks.mot_export import MotExportSink
 

@@ -9,7 +9,11 @@ import av
 import numpy as np
 import pytest
 
+from pipeline.config.models import AlertRule, MediaOutput, StreamConfig
+from pipeline.sinks.media import MediaSink, media_paths
+from pipeline.sources import open_reader
 from pipeline.sources.packets import PacketRings
+from pipeline.types import Detections, Event, Frame, FrameResult, make_event_id
 
 FPS = 10
 
@@ -220,3 +224,32 @@ def test_full_writer_queue_drops_the_clip_and_reports_it(tmp_path):
     assert rings.stats() == {"clips_written": 2, "clips_dropped": 1, "errors": 0}
     assert not (tmp_path / "c.mp4").exists()
 
+
+def test_clip_through_the_real_reader_tap_matches_the_decoded_frame_clock(tmp_path, shared):
+    """The whole path: the reader taps the rings, the media sink asks them for the event's clip."""
+    source = shared("media/car-detection.mp4")
+    config = MediaOutput(type="media", directory=tmp_path, clip_before_s=2.0, clip_after_s=3.0)
+    rings = PacketRings(keep_s=config.clip_before_s + 5.0)
+    rule = AlertRule(name="door", when="enter", zone="z", snapshot=True, clip=True)
+    sink = MediaSink(config, [rule], clips=rings)
+    sink.open()
+    reader = open_reader(StreamConfig(id="cam-1", url=str(source), decode="cpu"), packet_tap=rings.tap)
+    try:
+        for i, decoded in enumerate(reader.frames()):
+            if i == 150:  # 12.0 s
+                event = Event(make_event_id("cam-1", "door", 7, decoded.pts_ns), "cam-1", "door", "enter", 7, 0,
+                              decoded.pts_ns, {"zone": "z"})
+                image = decoded.image.to_ndarray(format="rgb24")
+                frame = Frame("cam-1", 0, decoded.pts_ns, 0, image, image.shape[1], image.shape[0], "rgb24")
+                sink.on_frame(FrameResult(frame, Detections.empty(), [event]))
+    finally:
+        reader.close()
+    rings.end_stream("cam-1")
+    sink.close()
+    rings.close()
+    paths = media_paths(tmp_path, "cam-1", event.event_id)
+    frames = decode_all(paths.clip)
+    assert frames[0].key_frame and len(frames) == 188 - 120 + 1  # same window as the packets alone give
+    (snapshot,) = decode_all(paths.snapshot)
+    assert (snapshot.width, snapshot.height) == (768, 432)
+    assert sink.stats()["clips"] == 1
