@@ -22,8 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.config.models import PipelineConfig  # noqa: E402
-from pipeline.detect.engines import create_engine  # noqa: E402
-from pipeline.detect.engines.onnxruntime import cpu_cores, cpu_workers  # noqa: E402
+from pipeline.config.resolve import detector_plan  # noqa: E402
+from pipeline.detect.engines import build_engine  # noqa: E402
+from pipeline.machine import cpu_cores  # noqa: E402
 from pipeline.runtime.runner import PipelineRunner  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -33,7 +34,7 @@ CLIPS = ["car-detection.mp4", "person-bicycle-car-detection.mp4", "one-by-one-pe
 def bare_engine_fps(config: PipelineConfig, batch: int, seconds: float, workers: int) -> float:
     """The engine alone: `workers` threads each running one preprocessed batch over and over."""
     detector_config = config.detector.model_copy(update={"workers": workers})
-    engine, _ = create_engine(detector_config, batch)
+    engine = build_engine(detector_config, detector_plan(detector_config, batch))
     inputs = {"images": np.random.default_rng(0).uniform(0, 255, (batch, 3, 416, 416)).astype(np.float32)}
     counts = [0] * workers
     engine.infer(inputs)
@@ -88,9 +89,9 @@ def main() -> int:
         "runtime": {"outbox_path": str(out / "outbox.db")},
     })
     # The ceiling is the better of ONNX Runtime's usual set-up (one run on every core) and the
-    # pipeline's (cpu_workers runs of one core each), both measured here on the same input. The
+    # pipeline's (the plan's workers, one share of the cores each), both measured here on the same input. The
     # machine is noisy, so bare and pipeline are measured in alternation and the medians compared.
-    workers = cpu_workers(config.detector)
+    workers = detector_plan(config.detector).workers
     one_run = config.model_copy(update={"detector": config.detector.model_copy(update={"workers": 1})})
     rounds = {"bare_all_cores": [], "bare_parallel": [], "pipeline": []}
     for _ in range(args.rounds):

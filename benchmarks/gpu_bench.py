@@ -105,13 +105,14 @@ def decode_in_processes(clip: Path, streams: int, seconds: float, processes: int
     after every stream delivered its first frame (process and decoder start-up excluded)."""
     from pipeline.align.buffer import AlignedBuffer
     from pipeline.config.models import LaneConfig, StreamConfig
-    from pipeline.sources.processes import make_processes
+    from pipeline.sources.processes import DecodeProcesses
 
     configs = [StreamConfig(id=f"p{i}", url=str(clip), loop=True, decode="nvdec", ring_size=ring_size)
                for i in range(streams)]
     buffer = AlignedBuffer([LaneConfig(name="default", max_batch=64, max_wait_ms=10)], configs)
-    children = make_processes(configs, processes, buffer)
-    children.start()
+    children = DecodeProcesses(buffer, processes)
+    for config in configs:
+        children.add(config, "nvdec")
     frames, begin = 0, time.monotonic()
     ready_s = start = end = None
     while end is None:
@@ -308,7 +309,7 @@ def end_to_end(model: Path, clip: Path, streams: int, seconds: float, max_batch:
     window = [sample for sample in samples if ready_s + settle_s <= sample[0] <= seconds]
     (t0, n0, c0, _), (t1, n1, c1, _) = window[0], window[-1]
     lanes = snap.lanes.get("default", {})
-    processes = runner.decode_processes.count if runner.decode_processes else 0
+    processes = runner.plan.decode_processes
     return {"streams": streams, "decode_processes": processes, "fps": (n1 - n0) / (t1 - t0), "fps_whole_run": snap.frames_detected / snap.elapsed_s,
             "ready_s": ready_s, "window_s": t1 - t0, "kernel_compiles_in_window": c1 - c0, "kernel_compiles_whole_run": len(compiles),
             "frames": snap.frames_detected,

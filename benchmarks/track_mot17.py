@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.config.models import TrackerConfig  # noqa: E402
-from pipeline.stages.tracking import mot_io  # noqa: E402
+from pipeline import mot  # noqa: E402
 from pipeline.stages.tracking.bytetrack import ByteTracker  # noqa: E402
 from pipeline.stages.tracking.mot_eval import evaluate_mot  # noqa: E402
 
@@ -114,7 +114,7 @@ def run_tracker(make, sequences, out_dir: Path) -> tuple[dict[str, Path], float]
                                          np.asarray(scores, np.float64)]))
         frames += len(per_frame)
         results[seq] = out_dir / f"{seq}.txt"
-        mot_io.write_mot(results[seq], mot_io.format_table(np.concatenate(rows)))
+        mot.write_mot(results[seq], mot.format_table(np.concatenate(rows)))
     return results, frames / seconds
 
 
@@ -122,8 +122,8 @@ def interpolated(results: dict[str, Path], out_dir: Path) -> dict[str, Path]:
     out = {}
     for seq, path in results.items():
         out[seq] = out_dir / f"{seq}.txt"
-        table = mot_io.interpolate_gaps(mot_io.read_mot(path), INTERPOLATE_FRAMES)
-        mot_io.write_mot(out[seq], mot_io.format_table(table))
+        table = mot.interpolate_gaps(mot.read_mot(path), INTERPOLATE_FRAMES)
+        mot.write_mot(out[seq], mot.format_table(table))
     return out
 
 
@@ -133,9 +133,9 @@ def load(mot17: Path, work: Path) -> dict:
                    capture_output=True)
     sequences = {}
     for seq in sorted(p.name for p in (work / "dets").iterdir()):
-        info = mot_io.read_seqinfo(work / "dets" / seq / "seqinfo.ini")
-        table = mot_io.read_mot(work / "dets" / seq / "det" / "det.txt")
-        sequences[seq] = (info, list(mot_io.frames_of(table, info.length)))
+        info = mot.read_seqinfo(work / "dets" / seq / "seqinfo.ini")
+        table = mot.read_mot(work / "dets" / seq / "det" / "det.txt")
+        sequences[seq] = (info, list(mot.frames_of(table, info.length)))
     return sequences
 
 

@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--quiet", action="store_true", help="no live progress, only the summary")
     validate = sub.add_parser("validate", help="check a config file without running it")
     validate.add_argument("config")
+    validate.add_argument("--plan", action="store_true",
+                          help="also print how it would run here: engine and why, decoders, processes, batch sizes")
     build = sub.add_parser("build-engine", help="build the TensorRT engine of a config ahead of time")
     build.add_argument("config")
     sub.add_parser("detect", help="run a model on images/videos, write COCO results JSON (see detect --help)", add_help=False)
@@ -32,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         if args.command == "validate":
-            return _validate(args.config)
+            return _validate(args.config, args.plan)
         if args.command == "build-engine":
             return _build_engine(args.config)
         return _run(args.config, args.duration, args.quiet)
@@ -54,18 +56,22 @@ def _delegate(command: str, argv: list[str]) -> int:
     return track_command(argv)
 
 
-def _validate(path: str) -> int:
+def _validate(path: str, show_plan: bool) -> int:
     from pipeline.config import load_config
 
     config = load_config(path)
     print(f"{path}: OK ({len(config.streams)} streams, {len(config.lanes)} lanes, "
           f"{len(config.sinks)} sinks, {len(config.alerts)} alert rules)")
+    if show_plan:
+        from pipeline.config.resolve import resolve
+
+        print(resolve(config).describe())
     return 0
 
 
 def _build_engine(path: str) -> int:
     from pipeline.config import load_config
-    from pipeline.detect.engines.tensorrt_engine import build_engine_for_config
+    from pipeline.runtime.calibration import build_engine_for_config
 
     config = load_config(path)
     print(build_engine_for_config(config))
@@ -91,7 +97,4 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
     snap = runner.run(duration or config.runtime.duration_s, on_progress=None if quiet else LiveView(),
                       progress_interval_s=config.runtime.progress_interval_s)
     print(summary(snap))
-    report = getattr(runner, "accuracy_report", None)
-    if report:
-        print(report)
     return 0

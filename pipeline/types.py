@@ -105,9 +105,10 @@ class Detections:
 
     xyxy (N,4) float32 source pixels; score (N,) float32; class_id (N,) int32;
     frame_idx (N,) int32 row in the batch; track_id (N,) int64, -1 before tracking.
+    attributes: further named columns a stage added (`add_attribute`), each (N, ...).
     """
 
-    __slots__ = tuple(_COLUMNS)
+    __slots__ = (*_COLUMNS, "attributes")
 
     def __init__(self, xyxy, score, class_id, frame_idx=None, track_id=None):
         xp = array_module(xyxy)
@@ -122,6 +123,16 @@ class Detections:
             if tuple(arr.shape) != (n, *tail):
                 raise ValueError(f"Detections.{name} must have shape {(n, *tail)}, got {tuple(arr.shape)}")
             setattr(self, name, arr)
+        self.attributes: dict[str, Any] = {}
+
+    def add_attribute(self, name: str, values) -> None:
+        """Add a named column, one value per row (e.g. a plate number or a colour from a `stages:` plugin)."""
+        if name in _COLUMNS:
+            raise ValueError(f"Detections attribute '{name}' would replace a column; choose another name")
+        column = array_module(self.xyxy).asarray(values)
+        if column.shape[:1] != (len(self),):
+            raise ValueError(f"Detections attribute '{name}' needs {len(self)} rows, got shape {tuple(column.shape)}")
+        self.attributes[name] = column
 
     @classmethod
     def empty(cls, xp=np) -> "Detections":
@@ -132,14 +143,19 @@ class Detections:
         if not parts:
             return cls.empty()
         xp = array_module(parts[0].xyxy)
-        return cls(*(xp.concatenate([getattr(p, c) for p in parts]) for c in _COLUMNS))
+        joined = cls(*(xp.concatenate([getattr(p, c) for p in parts]) for c in _COLUMNS))
+        shared = set.intersection(*(set(p.attributes) for p in parts))  # a column some parts lack has no value there
+        joined.attributes = {name: xp.concatenate([p.attributes[name] for p in parts]) for name in sorted(shared)}
+        return joined
 
     def __len__(self) -> int:
         return int(self.score.shape[0])
 
     def __getitem__(self, index) -> "Detections":
-        """Rows selected by a boolean mask, an index array or a slice."""
-        return Detections(*(getattr(self, c)[index] for c in _COLUMNS))
+        """Rows selected by a boolean mask, an index array or a slice (attributes too)."""
+        selected = Detections(*(getattr(self, c)[index] for c in _COLUMNS))
+        selected.attributes = {name: column[index] for name, column in self.attributes.items()}
+        return selected
 
     def for_frame(self, row: int) -> "Detections":
         return self[self.frame_idx == row]
@@ -147,7 +163,9 @@ class Detections:
     def to_host(self) -> "Detections":
         if isinstance(self.xyxy, np.ndarray):
             return self
-        return Detections(*(getattr(self, c).get() for c in _COLUMNS))
+        host = Detections(*(getattr(self, c).get() for c in _COLUMNS))
+        host.attributes = {name: column.get() for name, column in self.attributes.items()}
+        return host
 
     def __repr__(self) -> str:
         return f"Detections(n={len(self)})"

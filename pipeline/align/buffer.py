@@ -1,7 +1,8 @@
 """AlignedBuffer: per-stream rings feeding priority lanes that form detector batches.
 
 Producers (one decode thread per stream) call `put` and, in `finally`, `end_stream`; one or more
-consumers call `next_batch(timeout)`. The batcher serves the highest-priority lane that is ready
+consumers call `next_batch(timeout)` and `take_ended()` (the streams whose last frame they have taken).
+Streams can be added and removed while it runs (`add_stream`, `remove_stream`) without pausing the others. The batcher serves the highest-priority lane that is ready
 (full, or its oldest frame waited `max_wait_ms`, or none of its streams can add a frame); streams
 within a lane are taken round-robin; live frames older than `max_age_ms` are dropped and counted.
 Live rings drop their oldest frame when full; file rings make the reader wait, so files lose nothing.
@@ -44,32 +45,41 @@ class AlignedBuffer:
     def __init__(
         self,
         lanes: list[LaneConfig],
-        streams: list[StreamConfig],
+        streams: list[StreamConfig] = (),
         clock_ns: Callable[[], int] = time.monotonic_ns,
     ):
+        if len({lane.name for lane in lanes}) != len(lanes):
+            raise ConfigError(f"lane names must be unique, got {[lane.name for lane in lanes]}")
         self._clock = clock_ns
         self._lock = threading.Lock()  # rings and lanes: consumers, and producers of overflowing live rings
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()  # (ring, arrival_ns, frame | None = end of stream)
         self._closed = False
-        self._rings = self._make_rings(lanes, streams)
-        by_lane: dict[str, list[StreamRing]] = {lane.name: [] for lane in lanes}
-        for ring in self._rings.values():
-            by_lane[ring.lane].append(ring)
-        self._lanes = [Lane(cfg, by_lane[cfg.name]) for cfg in sorted(lanes, key=lambda c: -c.priority)]
+        self._rings: dict[str, StreamRing] = {}
+        self._lanes = [Lane(cfg, []) for cfg in sorted(lanes, key=lambda c: -c.priority)]
         self._lane_of = {lane.name: lane for lane in self._lanes}
-
-    def _make_rings(self, lanes: list[LaneConfig], streams: list[StreamConfig]) -> dict[str, StreamRing]:
-        lane_names = {lane.name for lane in lanes}
-        if len(lane_names) != len(lanes):
-            raise ConfigError(f"lane names must be unique, got {[lane.name for lane in lanes]}")
-        rings: dict[str, StreamRing] = {}
         for cfg in streams:
-            if cfg.lane not in lane_names:
-                raise ConfigError(f"stream '{cfg.id}' joins unknown lane '{cfg.lane}'; defined lanes: {sorted(lane_names)}")
-            if cfg.id in rings:
+            self.add_stream(cfg)
+
+    def add_stream(self, cfg: StreamConfig) -> None:
+        """A new stream (before its producer starts): a ring of `ring_size` in its lane; live streams drop
+        their oldest frame when the ring is full, files wait. ConfigError for an unknown lane or a taken id."""
+        with self._lock:
+            if cfg.lane not in self._lane_of:
+                raise ConfigError(f"stream '{cfg.id}' joins unknown lane '{cfg.lane}'; defined lanes: {sorted(self._lane_of)}")
+            if cfg.id in self._rings:
                 raise ConfigError(f"stream id '{cfg.id}' appears twice; stream ids must be unique")
-            rings[cfg.id] = StreamRing(cfg.id, cfg.lane, cfg.ring_size, cfg.is_live, threading.Semaphore(cfg.ring_size))
-        return rings
+            ring = StreamRing(cfg.id, cfg.lane, cfg.ring_size, cfg.is_live, threading.Semaphore(cfg.ring_size))
+            self._rings[cfg.id] = ring
+            self._lane_of[cfg.lane].add(ring)
+
+    def remove_stream(self, stream_id: str) -> None:
+        """Forget a stream once its producer has ended it and its last frame was taken (`take_ended`
+        reports it one last time). Stop its producer too; the other streams are not touched."""
+        with self._lock:
+            ring = self._ring(stream_id)
+            ring.removing = True
+            if ring.end_reported:
+                self._forget_locked(ring)
 
     # -- producers (FrameSink) ---------------------------------------------------------------------
     def put(self, frame: Frame, timeout: float) -> bool:
@@ -110,6 +120,18 @@ class AlignedBuffer:
     def end_stream(self, stream_id: str) -> None:
         """The stream will send no more frames: its lane may flush the tail without waiting for it."""
         self._inbox.put((self._ring(stream_id), 0, None))
+
+    def take_ended(self) -> list[str]:
+        """The streams that have ended and whose every frame has been taken, each reported once (the
+        consumer's cue to end that stream downstream, after the batches taken before this call)."""
+        with self._lock:
+            self._drain_locked()
+            ended = [ring for ring in self._rings.values() if ring.ended and not ring.entries and not ring.end_reported]
+            for ring in ended:
+                ring.end_reported = True
+                if ring.removing:
+                    self._forget_locked(ring)
+            return [ring.stream_id for ring in ended]
 
     def on_room(self, stream_id: str, callback: Callable[[int], None]) -> None:
         """Call `callback(n)` whenever `n` frames of `stream_id` leave its ring (batched or dropped).
@@ -184,6 +206,10 @@ class AlignedBuffer:
             raise ConfigError(f"stream '{stream_id}' is not one of this buffer's streams {sorted(self._rings)}; add it to `streams:`")
         return ring
 
+    def _forget_locked(self, ring: StreamRing) -> None:
+        del self._rings[ring.stream_id]
+        self._lane_of[ring.lane].remove(ring)
+
     def _drain_locked(self) -> bool:
         """Move everything in the inbox into the rings; True when a consumer should look again."""
         look = False
@@ -197,10 +223,12 @@ class AlignedBuffer:
     def _accept_locked(self, ring: StreamRing | None, arrival_ns: int, frame: Frame | None) -> bool:
         if ring is None:  # _WAKE
             return True
+        if self._rings.get(ring.stream_id) is not ring:  # removed while this was on its way
+            return False
         if frame is None:  # end of stream
             ring.ended = True
             return True
-        ring.ended = False
+        ring.ended = ring.end_reported = False
         return self._lane_of[ring.lane].push(ring, frame, arrival_ns)
 
     def _finished_locked(self) -> bool:

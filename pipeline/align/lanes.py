@@ -33,6 +33,8 @@ class StreamRing:
     permits: threading.Semaphore
     entries: deque = field(default_factory=deque)
     ended: bool = False
+    end_reported: bool = False  # `AlignedBuffer.take_ended` has told the consumer
+    removing: bool = False  # forget the ring once its end is reported
     received: int = 0
     batched: int = 0
     dropped_overflow: int = 0
@@ -63,7 +65,7 @@ class Lane:
 
     def __init__(self, config: LaneConfig, rings: list[StreamRing]):
         self.config = config
-        self.rings = rings
+        self.rings = list(rings)
         self.depth = 0
         self.batches = 0
         self.frames = 0
@@ -124,6 +126,17 @@ class Lane:
         if all(ring.ended or ring.full for ring in self.rings):
             return True, None
         return False, deadline
+
+    def add(self, ring: StreamRing) -> None:
+        self.rings.append(ring)
+
+    def remove(self, ring: StreamRing) -> None:
+        """Forget an empty ring; the round-robin goes on with the stream that would have come next."""
+        i = self.rings.index(ring)
+        self.rings.pop(i)
+        if i < self._cursor:
+            self._cursor -= 1
+        self._cursor = self._cursor % len(self.rings) if self.rings else 0
 
     def take(self) -> list[Frame]:
         """Up to `max_batch` frames, one per stream per round, starting after the last stream served.

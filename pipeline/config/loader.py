@@ -41,20 +41,11 @@ def _describe(path: Path, lines: dict[tuple, int], err: dict) -> str:
     original = (err.get("ctx") or {}).get("error")
     if isinstance(original, KeyPathError):  # raised by a model validator: its path is relative to that model
         loc, message = loc + original.loc, original.message
-    loc = tuple(part for part in loc if not _is_union_tag(part))
     line = _nearest_line(lines, loc)
     keys = " -> ".join(str(part) for part in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         message = "unknown key; check the spelling against configs/example.yaml"
     return f"{path}:{line}: {keys}: {message}"
-
-
-def _is_union_tag(part) -> bool:
-    """pydantic inserts the discriminator value ('sqlite', ...) into locations of union members."""
-    return isinstance(part, str) and part in _SINK_TAGS
-
-
-_SINK_TAGS = {"sqlite", "postgres", "jsonl", "webhook", "mqtt", "media", "mot"}
 
 
 def _nearest_line(lines: dict[tuple, int], loc: tuple) -> int:

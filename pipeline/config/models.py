@@ -5,14 +5,12 @@ Validators here are pure: probing hardware (is there a GPU? which engine?) happe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
-from urllib.parse import parse_qs, urlsplit
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from pipeline import plugins
+from pipeline.config.outputs import OutputEntry, Strict
 
 
 class LaneConfig(Strict):
@@ -29,13 +27,13 @@ class LaneConfig(Strict):
 
 class StreamConfig(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="unique stream name used in storage and events")
-    url: str = Field(description="file path, rtsp://..., or synthetic://plaza?seed=3&fps=15&size=1280x720")
+    url: str = Field(description="file path, rtsp://..., or a scheme a plugin registers")
     lane: str = Field("default", description="name of the lane this stream joins")
     fps: float | None = Field(None, gt=0, description="cap on frames per second taken from the stream (None = all)")
     decode: Literal["auto", "cpu", "nvdec"] = Field("auto", description="decode back-end; auto = nvdec when available")
     loop: bool = Field(False, description="files only: start again at the end instead of finishing")
     live: bool | None = Field(
-        None, description="treat as live (drop oldest, reconnect); default: rtsp and real-time synthetic yes, files no"
+        None, description="treat as live (drop oldest, reconnect); default: what the URL's source says (rtsp yes, files no)"
     )
     transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
     decode_threads: int = Field(
@@ -49,6 +47,14 @@ class StreamConfig(Strict):
     reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
     ring_size: int = Field(8, ge=1, description="decoded frames buffered for this stream before the overflow policy acts")
 
+    @field_validator("url")
+    @classmethod
+    def _readable(cls, url: str) -> str:
+        kind = plugins.source_for(url)
+        if kind.check is not None:
+            kind.check(url)
+        return url
+
     @model_validator(mode="after")
     def _reconnect_bounds(self) -> "StreamConfig":
         if self.reconnect_min_s > self.reconnect_max_s:
@@ -57,11 +63,8 @@ class StreamConfig(Strict):
 
     @property
     def is_live(self) -> bool:
-        if self.live is not None:
-            return self.live
-        if self.url.startswith("synthetic://"):  # realtime=0 renders on demand, like a file
-            return parse_qs(urlsplit(self.url).query).get("realtime", ["1"])[-1] not in ("0", "false", "no")
-        return self.url.startswith(("rtsp://", "rtsps://", "udp://", "srt://"))
+        """`live` when set, else what the URL's source says (`pipeline.plugins.SourceKind.live`)."""
+        return self.live if self.live is not None else plugins.source_for(self.url).is_live(self.url)
 
 
 class PreprocessConfig(Strict):
@@ -75,7 +78,7 @@ class PreprocessConfig(Strict):
 
 class DetectorConfig(Strict):
     model: Path = Field(description="ONNX file; every engine loads this same file")
-    engine: Literal["auto", "tensorrt", "torch", "onnxruntime-cuda", "onnxruntime"] = "auto"
+    engine: str = Field("auto", description="auto, or a registered engine: tensorrt, torch, onnxruntime-cuda, onnxruntime")
     device: int = Field(0, ge=0, description="CUDA device index")
     precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="GPU engines only; the CPU runs fp32")
     head: Literal["auto", "ultralytics", "yolov5", "yolox", "end2end", "detr"] = Field(
@@ -96,6 +99,13 @@ class DetectorConfig(Strict):
     )
     engine_cache_dir: Path = Field(Path("~/.cache/streamweave/engines"), description="TensorRT engines and timing caches")
     calibration_frames: int = Field(256, ge=1, description="int8 only: frames sampled from the streams for calibration")
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, name: str) -> str:
+        if name != "auto":
+            plugins.engine(name)
+        return name
 
 
 class TrackerConfig(Strict):
@@ -151,65 +161,29 @@ class AlertRule(Strict):
     clip: bool = False
 
 
-class SqliteStorage(Strict):
-    type: Literal["sqlite"]
-    path: Path = Path("runs/detections.db")
-    batch_size: int = Field(500, ge=1, description="rows per transaction; larger is faster, loses more on a crash")
-    flush_interval_s: float = Field(0.5, gt=0)
-    retention_days: float | None = None
+class StageConfig(Strict):
+    """A per-frame Python stage: `Class(stream_id, **options)` per stream, called with each `FrameResult` of
+    its stream in order, returning a list of `Event`s (see `pipeline.stages.python`)."""
 
+    python: str = Field(description="'package.module:Class', or the name a plugin registered the stage under")
+    options: dict[str, Any] = Field({}, description="keyword arguments for the class")
+    streams: list[str] | None = Field(None, description="streams it runs on (None = all)")
 
-class PostgresStorage(Strict):
-    type: Literal["postgres"]
-    dsn: str = Field(description="postgresql://user@host/db; the password belongs in PGPASSWORD, not here")
-    batch_size: int = Field(500, ge=1)
-    flush_interval_s: float = Field(0.5, gt=0)
-    retention_days: float | None = None
-
-
-class JsonlOutput(Strict):
-    type: Literal["jsonl"]
-    path: Path = Path("runs/detections.jsonl")
-    what: Literal["detections", "events"] = "detections"
-
-
-class WebhookOutput(Strict):
-    type: Literal["webhook"]
-    url: str
-    timeout_s: float = 5.0
-    max_retries: int | None = Field(None, description="None = retry forever (the outbox keeps the event)")
-
-
-class MqttOutput(Strict):
-    type: Literal["mqtt"]
-    host: str = "127.0.0.1"
-    port: int = 1883
-    topic_prefix: str = "streamweave"
-    qos: Literal[0, 1, 2] = 1
-
-
-class MediaOutput(Strict):
-    type: Literal["media"]
-    directory: Path = Path("runs/media")
-    snapshot: bool = True
-    clip_before_s: float = 5.0
-    clip_after_s: float = 5.0
-
-
-class MotExport(Strict):
-    type: Literal["mot"]
-    directory: Path = Path("runs/mot")
-
-
-SinkConfig = Annotated[
-    Union[SqliteStorage, PostgresStorage, JsonlOutput, WebhookOutput, MqttOutput, MediaOutput, MotExport],
-    Field(discriminator="type"),
-]
+    @field_validator("python")
+    @classmethod
+    def _importable(cls, name: str) -> str:
+        if not callable(plugins.stage_factory(name)):
+            raise ValueError(f"'{name}' is not a class or function")
+        return name
 
 
 class RuntimeConfig(Strict):
-    sink_workers: int = Field(2, ge=1, description="threads running per-stream sinks; streams are sharded across them")
-    sink_queue_size: int = Field(256, ge=1, description="frames waiting per sink worker before inference blocks")
+    stage_workers: int = Field(
+        2, ge=1, description="threads running the per-stream stages (tracker, analytics, plugins); streams are "
+        "sharded across them, each stream's frames stay in order on one")
+    stage_queue_size: int = Field(
+        256, ge=1, description="frame results waiting per stage worker; when full, inference waits (results of the "
+        "stages are never dropped)")
     outbox_path: Path = Field(Path("runs/outbox.db"), description="SQLite outbox that holds events until delivered")
     metrics_port: int | None = Field(
         None, ge=0, le=65535, description="serve Prometheus /metrics and JSON /status on this port while running (None = off)"
@@ -226,13 +200,16 @@ class RuntimeConfig(Strict):
         "auto",
         description="child processes that decode the streams (each with its own interpreter lock; frames come "
         "back through CUDA IPC or the pipe); 0 = decode threads in this process; auto = one process per 8 NVDEC "
-        "streams when there are at least 8, else 0. Streams stay in threads when event clips need their packets",
+        "streams when there are at least 8, else 0",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     progress_interval_s: float = Field(1.0, gt=0)
 
 
 class PipelineConfig(Strict):
+    plugins: list[str] = Field(
+        [], description="modules imported before the rest of the file is validated: they register source schemes, "
+        "engines, sink types and stages (installed packages use the `streamweave.plugins` entry points instead)")
     streams: list[StreamConfig] = Field(min_length=1)
     lanes: list[LaneConfig] = [LaneConfig(name="default")]
     detector: DetectorConfig
@@ -240,8 +217,20 @@ class PipelineConfig(Strict):
     zones: list[ZoneConfig] = []
     lines: list[LineConfig] = []
     alerts: list[AlertRule] = []
-    sinks: list[SinkConfig] = []
+    stages: list[StageConfig] = []
+    sinks: list[OutputEntry] = []
     runtime: RuntimeConfig = RuntimeConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _load_plugins(cls, data: Any) -> Any:
+        names = data.get("plugins", []) if isinstance(data, dict) else []
+        for i, name in enumerate(names if isinstance(names, list) else []):
+            try:
+                plugins.load([name])
+            except ValueError as exc:
+                raise KeyPathError(("plugins", i), str(exc)) from None
+        return data
 
     @model_validator(mode="after")
     def _cross_references(self) -> "PipelineConfig":
@@ -254,7 +243,7 @@ class PipelineConfig(Strict):
         for i, s in enumerate(self.streams):
             if s.lane not in lanes:
                 raise _at(("streams", i, "lane"), f"unknown lane '{s.lane}'; defined lanes: {sorted(lanes)}")
-        for key, items in (("zones", self.zones), ("lines", self.lines)):
+        for key, items in (("zones", self.zones), ("lines", self.lines), ("stages", self.stages)):
             for i, item in enumerate(items):
                 for sid in item.streams or []:
                     if sid not in stream_ids:

@@ -16,11 +16,13 @@ import threading
 
 import numpy as np
 
+from pipeline import plugins
 from pipeline.config.models import DetectorConfig
+from pipeline.config.resolve import DetectorPlan, detector_plan
 from pipeline.detect import heads, nms, preprocess
 from pipeline.detect.chunks import in_chunks
-from pipeline.detect.engines import create_engine
-from pipeline.detect.engines.onnxruntime import cpu_workers, read_model_info
+from pipeline.detect.engines import build_engine
+from pipeline.detect.engines.onnxruntime import read_model_info
 from pipeline.detect.names import class_filter, resolve_names
 from pipeline.errors import ConfigError, EngineError
 from pipeline.types import Detections, Frame, FrameBatch
@@ -29,31 +31,31 @@ log = logging.getLogger(__name__)
 
 
 class Detector:
-    """One model on one engine. Attributes: class_names, input_size (w, h), engine_name, max_batch, head,
-    workers (how many threads may call it at once; host frames are safe to detect concurrently).
+    """One model on one engine. Attributes: class_names, input_size (w, h), engine_name, engine_reason,
+    max_batch, head, workers (how many threads may call it at once; host frames are safe to detect
+    concurrently), plan (the `DetectorPlan` it runs).
 
-    max_batch: the largest batch the caller will pass (default config.max_batch or 8); a model with
-    a fixed batch of 1 reports max_batch = 1 and larger FrameBatches run in chunks.
+    plan: engine, batch limit and workers as `pipeline.config.resolve` decided them; without one it is
+    resolved here for this machine, with `max_batch` as the largest batch the caller will pass. A
+    model with a fixed batch of 1 reports max_batch = 1 and larger FrameBatches run in chunks.
     """
 
-    def __init__(self, config: DetectorConfig, max_batch: int | None = None):
+    def __init__(self, config: DetectorConfig, max_batch: int | None = None, *, plan: DetectorPlan | None = None):
         self.config = config
-        signature, metadata = read_model_info(config.model)
+        self.plan = plan or detector_plan(config, max_batch)
+        kind = plugins.engine(self.plan.engine)
+        signature, metadata = (plugins.resolve(kind.model_info) if kind.model_info else read_model_info)(config.model)
         self.signature = signature
         self.head = heads.detect_head(signature, config.head)
         self.input_size = _input_size(signature, config)
         self.class_names, names_source = resolve_names(metadata, config.class_names)
         self._class_filter = class_filter(config.classes, self.class_names)
         self.spec = _preprocess_spec(self.head, self.input_size, config)
-        requested = max_batch or config.max_batch or 8
-        self.engine, self.engine_reason = create_engine(config, requested)
-        self.engine_name = self.engine.name
-        self._gpu_engine = hasattr(self.engine, "input_buffer")  # device outputs (torch, tensorrt)
+        self.engine = build_engine(config, self.plan)
+        self.engine_name, self.engine_reason = self.engine.name, self.plan.reason
+        self._gpu_engine = self.plan.on_device  # device outputs (torch, tensorrt): decoded and NMS'd there
         self.max_batch = self.engine.max_batch
-        # GPU engines own one input buffer, one set of outputs and one CUDA stream: one batch at a time.
-        self.workers = cpu_workers(config) if self.engine_name == "onnxruntime" else 1
-        if config.workers and config.workers > 1 and self.workers == 1:
-            log.warning("detector.workers %d ignored: engine %s runs one batch at a time", config.workers, self.engine_name)
+        self.workers = self.plan.workers
         self._input_names = [i.name for i in signature.inputs]
         self._local = threading.local()  # input buffers per calling thread: several workers may call at once
         self._gpu_detect = None

@@ -28,6 +28,7 @@ _STREAM_COUNTERS = {  # stats key -> (metric, help)
     "dropped_overflow": ("stream_frames_dropped_overflow_total", "frames dropped because the stream's ring was full"),
     "dropped_age": ("stream_frames_dropped_age_total", "frames dropped as older than the lane's max_age_ms"),
     "dropped_fps_cap": ("stream_frames_skipped_fps_cap_total", "frames skipped by the stream's fps cap"),
+    "staged": ("stream_frames_staged_total", "frames through the stream's stages (tracker, analytics, plugins)"),
     "reconnects": ("stream_reconnects_total", "reconnects of a live stream"),
 }
 
@@ -58,8 +59,12 @@ def prometheus_text(snap: Snapshot, prefix: str = "streamweave") -> str:
            [({"lane": name}, lane.get("batches", 0)) for name, lane in snap.lanes.items()])
     metric("lane_mean_batch_size", "gauge", "mean frames per batch of the lane",
            [({"lane": name}, round(lane.get("mean_batch_size", 0.0), 3)) for name, lane in snap.lanes.items()])
-    metric("sink_queue_depth", "gauge", "results waiting for a sink worker",
-           [({"worker": str(i)}, depth) for i, depth in enumerate(snap.sink_depths)])
+    metric("stage_queue_depth", "gauge", "results waiting for a stage worker",
+           [({"worker": str(i)}, depth) for i, depth in enumerate(snap.stage_depths)])
+    metric("sink_queue_depth", "gauge", "results waiting for a frame sink",
+           [({"sink": name}, s.get("queued", 0)) for name, s in snap.sinks.items()])
+    metric("sink_frames_dropped_total", "counter", "live frames a sink dropped to keep up (overflow: drop_oldest)",
+           [({"sink": name, "stream": sid}, n) for name, s in snap.sinks.items() for sid, n in s.get("dropped", {}).items()])
     metric("sink_failures_total", "counter", "frames a sink failed on (isolated, detection went on)",
            [({"sink": name}, n) for name, n in snap.sink_failures.items()])
     outbox = snap.extra.get("outbox", {})

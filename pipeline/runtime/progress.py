@@ -38,14 +38,17 @@ def render(snap: Snapshot) -> list[str]:
     lines = [
         f"{snap.elapsed_s:6.1f} s  engine {snap.engine}  frames {snap.frames_detected}  "
         f"batches {snap.batches}  detections {snap.detections}  events {snap.events}  "
-        f"sink queues {snap.sink_depths}",
+        f"stage queues {snap.stage_depths}",
     ]
     lines += _table(STREAM_HEADERS, stream_rows(snap))
     lane_rows = [[name, lane.get("batches", 0), lane.get("frames", 0), lane.get("mean_batch_size", 0.0),
                   lane.get("dropped_overflow", 0) + lane.get("dropped_age", 0)] for name, lane in snap.lanes.items()]
     lines += [""] + _table(["lane", "batches", "frames", "mean batch", "dropped"], lane_rows)
+    behind = {name: sum(s["dropped"].values()) for name, s in snap.sinks.items() if s["dropped"]}
+    if behind:
+        lines.append("live frames sinks dropped to keep up: " + ", ".join(f"{k}={v}" for k, v in behind.items()))
     if snap.sink_failures:
-        lines.append("sink failures: " + ", ".join(f"{k}={v}" for k, v in snap.sink_failures.items()))
+        lines.append("failures: " + ", ".join(f"{k}={v}" for k, v in snap.sink_failures.items()))
     return lines
 
 

@@ -1,44 +1,70 @@
-"""What a sink is. Sinks run off the inference thread, per stream in frame order.
+"""What an output is. Two kinds, both registered as `sinks:` types (`pipeline.plugins.OutputKind`):
 
-Two kinds:
-- `StreamStage`: one instance per stream (tracker, zone/line analytics, alert rules); it may change
-  `result.detections.track_id` and append to `result.events`. It holds that stream's state only.
-- `Sink`: one instance per pipeline (storage, JSONL, media, MOT export); `on_frame` is called from
-  several sink worker threads (never two at once for the same stream), so it must be thread-safe
-  across streams. Event outputs (webhook, MQTT, event log) sit behind the durable outbox instead.
+- `Sink`: gets every frame's result, per stream in frame order, from a bounded queue and a thread of
+  its own (storage, detections JSONL, media, MOT export); a slow one never holds back the stages of
+  live cameras (its `overflow` setting says what it drops). Its callbacks for one stream never run
+  at once, but it serves every stream.
+- `EventOutput`: gets events from the durable outbox, one at a time, in order (webhook, MQTT, event log).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
+from pipeline.config.models import AlertRule
 from pipeline.types import Event, FrameResult
-
-
-class StreamStage(Protocol):
-    def process(self, result: FrameResult) -> None: ...
-
-    def end(self, result_ts_ns: int) -> list[Event]:
-        """The stream ended: close open state (tracks, zone visits) and return final events."""
-        ...
 
 
 class Sink(Protocol):
     name: str
 
-    def open(self) -> None: ...
+    def open(self) -> None:
+        """Before the first stream: connect, create folders; raise `SinkError` when it cannot."""
+        ...
+
+    def on_stream_start(self, stream_id: str, url: str) -> None: ...
 
     def on_frame(self, result: FrameResult) -> None: ...
 
-    def on_stream_end(self, stream_id: str) -> None: ...
+    def on_events(self, stream_id: str, events: list[Event]) -> None:
+        """Events that belong to no frame (the zone exits a stage closes when its stream ends)."""
+        ...
 
-    # Optional: `on_events(stream_id, events)` receives events that belong to no frame (the zone
-    # exits a stage closes when its stream ends); storage implements it, frame-based sinks need not.
+    def on_stream_end(self, stream_id: str) -> None: ...
 
     def close(self) -> None:
         """Flush everything still buffered; called once after the last frame."""
         ...
+
+    def stats(self) -> dict: ...
+
+
+class BaseSink:
+    """No-op callbacks for a `Sink` that needs only some of them."""
+
+    name = "sink"
+
+    def open(self) -> None:
+        pass
+
+    def on_stream_start(self, stream_id: str, url: str) -> None:
+        pass
+
+    def on_frame(self, result: FrameResult) -> None:
+        pass
+
+    def on_events(self, stream_id: str, events: list[Event]) -> None:
+        pass
+
+    def on_stream_end(self, stream_id: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def stats(self) -> dict:
+        return {}
 
 
 class EventOutput(Protocol):
@@ -54,12 +80,19 @@ class EventOutput(Protocol):
 
 
 class ClipRecorder(Protocol):
-    """What the media sink needs to get an event clip; `pipeline.sources.packets.PacketRings` is one,
-    as the packets are the sources' business."""
+    """Cuts event clips from the packets its sources keep (`pipeline.sources`); what a media sink asks for."""
 
     def record_clip(self, stream_id: str, ts_ns: int, before_s: float, after_s: float, path: Path,
                     on_done: Callable[[Path, str | None], None] | None = None) -> bool:
-        """Cut `stream_id` from `before_s` seconds before `ts_ns` (ns) to `after_s` after it into `path`;
-        False when that stream has no packets to cut from. `on_done(path, error_or_None)` is called
-        once when the clip is written or has failed, possibly from another thread."""
+        """Write `path` from `before_s` ahead of `ts_ns` to `after_s` after it (later, once the packets have
+        arrived), then call `on_done(path, error or None)`. False when the stream has no packets to cut."""
         ...
+
+
+@dataclass(frozen=True)
+class OutputContext:
+    """What an output factory may need beyond its own config entry."""
+
+    class_names: list[str]
+    alerts: list[AlertRule]
+    clips: ClipRecorder | None = None

@@ -12,14 +12,15 @@ import json
 from pathlib import Path
 from typing import TextIO
 
-from pipeline.config.models import JsonlOutput
+from pipeline.config.outputs import JsonlOutput
 from pipeline.errors import SinkError
+from pipeline.sinks.base import BaseSink
 from pipeline.sinks.storage.rows import class_name, json_default
 from pipeline.sinks.storage.writer import BatchWriter
 from pipeline.types import FrameResult
 
 
-class JsonlSink:
+class JsonlSink(BaseSink):
     """A `Sink` writing JSON Lines to `config.path` (see the module docstring for the records)."""
 
     def __init__(

@@ -23,9 +23,10 @@ from typing import NamedTuple
 import av
 import numpy as np
 
-from pipeline.config.models import AlertRule, MediaOutput
+from pipeline.config.models import AlertRule
+from pipeline.config.outputs import MediaOutput
 from pipeline.errors import SinkError
-from pipeline.sinks.base import ClipRecorder
+from pipeline.sinks.base import BaseSink, ClipRecorder
 from pipeline.types import Event, FrameResult, frame_to_rgb
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(partial, path)
 
 
-class MediaSink:
+class MediaSink(BaseSink):
     """Snapshots and clips for events whose alert rule has `snapshot` / `clip` set.
 
     alerts: the configured rules, looked up by `event.rule`; an event of an unknown rule is

@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TextIO
 
-from pipeline.config.models import MotExport
+from pipeline.config.outputs import MotExport
 from pipeline.errors import SinkError
+from pipeline.mot import format_rows
+from pipeline.sinks.base import BaseSink
 from pipeline.sinks.storage.writer import BatchWriter
-from pipeline.stages.tracking.mot_io import format_rows
 from pipeline.types import FrameResult
 
 
@@ -26,7 +27,7 @@ class _Lines:
         self.size = max(1, len(lines or ()))
 
 
-class MotExportSink:
+class MotExportSink(BaseSink):
     """A `Sink` writing one MOTChallenge result file per stream under `config.directory`."""
 
     def __init__(self, config: MotExport, *, flush_interval_s: float = 0.5, queue_size: int = 4096, put_timeout_s: float = 5.0):

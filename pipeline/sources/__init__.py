@@ -1,11 +1,12 @@
-"""Stream sources: PyAV demux (files, RTSP), CPU or NVDEC decode, the synthetic world, and `StreamWorker`."""
+"""Stream sources: PyAV demux (files, RTSP) with CPU or NVDEC decode, sources that plugins register,
+and `StreamWorker`, which reads one stream and hands its frames on."""
 from __future__ import annotations
 
 import functools
 from typing import TYPE_CHECKING, Callable
 
+from pipeline import plugins
 from pipeline.config.models import StreamConfig
-from pipeline.errors import ConfigError
 from pipeline.sources.reader import DecodedFrame, Decoder, Reader, mask_url
 
 if TYPE_CHECKING:
@@ -14,41 +15,28 @@ if TYPE_CHECKING:
 __all__ = ["DecodedFrame", "Decoder", "Reader", "mask_url", "open_reader"]
 
 
-def open_reader(config: StreamConfig, packet_tap: Callable | None = None, allocate: Callable | None = None,
-                shelf: DecoderShelf | None = None) -> Reader:
+def open_reader(config: StreamConfig, decoder: str = "cpu", packet_tap: Callable | None = None,
+                allocate: Callable | None = None, shelf: DecoderShelf | None = None) -> Reader:
     """A reader for one pass over `config.url`; nothing is opened until its `frames()` is iterated.
 
-    `synthetic://...` gives the synthetic world; anything else goes through PyAV with the decoder
-    `config.decode` names ("auto" = NVDEC when `pipeline.sources.nvdec.is_available()`, else CPU).
-    `allocate` is NVDEC's picture allocator (`NvdecDecoder`); `shelf` keeps a looped file's decoder
-    between passes (`pipeline.sources.pyav.DecoderShelf`). Raises `ConfigError` when
-    `decode: nvdec` is asked for where NVDEC cannot run (retrying won't help).
+    The URL's scheme picks the source (`pipeline.plugins.source_for`). A source that decodes itself is
+    opened as `opener(config, packet_tap)`; a demuxing one (PyAV) as `opener(config, make_decoder,
+    packet_tap, shelf)` with the decoder the plan chose for the stream: "nvdec" (`allocate` is NVDEC's
+    picture allocator, see `NvdecDecoder`) or "cpu". `packet_tap(stream_id, packet)` sees every demuxed
+    packet (event clips); `shelf` keeps a looped file's decoder between passes.
     """
-    if config.url.startswith("synthetic://"):
-        from pipeline.sources.synthetic import SyntheticReader  # noqa: PLC0415 - optional world module
+    kind = plugins.source_for(config.url)
+    opener = plugins.resolve(kind.opener)
+    if kind.decodes:
+        return opener(config, packet_tap)
+    if decoder == "nvdec":
+        from pipeline.sources.nvdec import NvdecDecoder  # noqa: PLC0415 - needs the GPU stack
 
-        return SyntheticReader(config.url, stream_id=config.id, packet_tap=packet_tap)
-    from pipeline.sources.decode import CpuDecoder  # noqa: PLC0415 - keeps `import pipeline.sources` light
-    from pipeline.sources.pyav import PyAvReader  # noqa: PLC0415
+        make_decoder = functools.partial(NvdecDecoder, allocate=allocate)
+    else:
+        from pipeline.sources.decode import CpuDecoder  # noqa: PLC0415 - keeps `import pipeline.sources` light
 
-    def make_decoder(stream, label):
-        return CpuDecoder(stream, label, threads=config.decode_threads)
+        def make_decoder(stream, label):
+            return CpuDecoder(stream, label, threads=config.decode_threads)
 
-    if config.decode != "cpu":
-        available, reason = _nvdec_status()
-        if available:
-            from pipeline.sources.nvdec import NvdecDecoder  # noqa: PLC0415 - needs the GPU stack
-
-            make_decoder = functools.partial(NvdecDecoder, allocate=allocate)
-        elif config.decode == "nvdec":
-            raise ConfigError(f"stream '{config.id}': decode 'nvdec' cannot run here ({reason}); "
-                              "set decode: cpu (or auto) for this stream, or install the gpu extra")
-    return PyAvReader(config, packet_tap=packet_tap, make_decoder=make_decoder, shelf=shelf)
-
-
-def _nvdec_status() -> tuple[bool, str]:
-    try:
-        from pipeline.sources.nvdec import nvdec_available  # noqa: PLC0415 - needs the GPU stack
-    except ImportError as exc:
-        return False, f"the NVDEC decoder cannot be imported ({exc})"
-    return nvdec_available()
+    return opener(config, make_decoder, packet_tap, shelf)

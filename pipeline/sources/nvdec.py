@@ -13,7 +13,6 @@ must have synchronised with their own work on it by then (the detector does, bef
 """
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any, Callable
 
@@ -25,32 +24,6 @@ log = logging.getLogger(__name__)
 
 CODECS = {"h264": "H264", "hevc": "HEVC", "av1": "AV1", "vp9": "VP9", "mpeg2video": "MPEG2", "mpeg4": "MPEG4"}
 """PyAV codec name -> PyNvVideoCodec `cudaVideoCodec` member (what NVDEC can decode)."""
-
-
-@functools.cache
-def nvdec_available(device: int = 0) -> tuple[bool, str]:
-    """Whether NVDEC decode can run here, and why not: (True, "nvdec on <GPU>") or (False, reason)."""
-    try:
-        import cupy  # noqa: PLC0415 - GPU stack
-
-        count = cupy.cuda.runtime.getDeviceCount()
-    except ImportError as exc:
-        return False, f"cupy is not installed ({exc})"
-    except Exception as exc:  # noqa: BLE001 - cupy raises CUDARuntimeError or driver errors without a GPU
-        return False, f"no CUDA device ({type(exc).__name__}: {exc})"
-    if count <= device:
-        return False, f"CUDA device {device} does not exist ({count} found)"
-    try:
-        import PyNvVideoCodec  # noqa: F401, PLC0415 - GPU stack
-    except (ImportError, RuntimeError, OSError) as exc:
-        return False, f"PyNvVideoCodec cannot load ({str(exc).splitlines()[0]})"
-    name = cupy.cuda.runtime.getDeviceProperties(device)["name"]
-    return True, f"nvdec on {name.decode() if isinstance(name, bytes) else name}"
-
-
-def is_available() -> bool:
-    """True when `nvdec_available()` is (what `open_reader` asks for decode: auto)."""
-    return nvdec_available()[0]
 
 
 SPS_SCAN_BYTES = 4096

@@ -157,3 +157,8 @@ class PyAvReader:
                 decoder.close()
         self._demuxer.close()
 
+
+def open_pyav(config: StreamConfig, make_decoder: DecoderFactory, packet_tap: PacketTap | None,
+              shelf: DecoderShelf | None) -> PyAvReader:
+    """The opener of the built-in source (`pipeline.plugins`): files and network streams through PyAV."""
+    return PyAvReader(config, packet_tap=packet_tap, make_decoder=make_decoder, shelf=shelf)

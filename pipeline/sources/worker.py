@@ -13,7 +13,9 @@ import av
 
 from pipeline.backoff import Backoff
 from pipeline.config.models import StreamConfig
+from pipeline.config.resolve import stream_decoder
 from pipeline.errors import ConfigError, SourceError
+from pipeline.machine import probe
 from pipeline.sources import open_reader
 from pipeline.sources.pyav import DecoderShelf
 from pipeline.sources.reader import DecodedFrame, mask_url
@@ -30,6 +32,16 @@ class FrameSink(Protocol):
     def put(self, frame: Frame, timeout: float) -> bool: ...
 
     def end_stream(self, stream_id: str) -> None: ...
+
+
+class Pictures(Protocol):
+    """Where NVDEC pictures go, and how the ones never sent come back (`processes.slots.SlotPool`)."""
+
+    def allocate(self, rows: int, width: int) -> Any: ...
+
+    def discard(self, image: Any) -> None: ...
+
+    def reclaim(self) -> None: ...
 
 
 class WorkerState(enum.Enum):
@@ -55,8 +67,26 @@ TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
 """Legal state changes; FINISHED, STOPPED and FAILED are final."""
 
 
-class _PassEnded(Exception):
-    """Internal: a live pass ended (quietly or with a SourceError) and should be reconnected."""
+class Worker(Protocol):
+    """One stream's reader as the rest of the pipeline sees it: a `StreamWorker` in this process, or a
+    `processes.RemoteWorker` for a stream decoded in a decode process."""
+
+    config: StreamConfig
+
+    @property
+    def state(self) -> WorkerState: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None:
+        """Ask the stream to stop; returns at once."""
+        ...
+
+    def join(self, timeout: float | None = None) -> bool:
+        """True once the stream has ended (or never started)."""
+        ...
+
+    def stats(self) -> dict: ...
 
 
 class StreamWorker:
@@ -67,18 +97,22 @@ class StreamWorker:
     jitter, whether they errored or "ended" (a killed RTSP server looks like a normal end).
     `sink.end_stream(id)` is always called when the thread exits.
     packet_tap: `(stream_id, av.Packet)` for every demuxed packet (clip recording).
-    allocate: where NVDEC pictures go (see `NvdecDecoder`; decode processes pass their shared slots).
+    decoder: "nvdec", "cpu" or "source", as the plan chose (`pipeline.config.resolve`); None resolves it
+    for this machine when the thread starts (a stream that asks for NVDEC where it cannot run fails).
+    pictures: where NVDEC pictures go (decode processes pass their shared slots); the worker gives back
+    the ones it drops (an fps cap) and, at the end of every pass, any it never got to send.
     resume: `(next seq, last pts_ns, frame period ns, last wall_ns)` of the same stream's earlier
     worker (in a decode process that died): seq and pts go on from there, like after a reconnect.
     """
 
     def __init__(self, config: StreamConfig, sink: FrameSink,
                  packet_tap: Callable[[str, av.Packet], None] | None = None,
-                 allocate: Callable[[int, int], Any] | None = None,
-                 resume: tuple[int, int, int, int] | None = None):
+                 pictures: Pictures | None = None,
+                 resume: tuple[int, int, int, int] | None = None, decoder: str | None = None):
         self.config = config
+        self.decoder = decoder
         self.sink = sink
-        self._allocate = allocate
+        self._pictures = pictures
         self._shelf = DecoderShelf() if config.loop and not config.is_live else None
         self.label = f"stream '{config.id}' ({mask_url(config.url)})"
         self._packet_tap = packet_tap
@@ -178,6 +212,8 @@ class StreamWorker:
         self._set_state(WorkerState.FAILED)
 
     def _loop(self) -> None:
+        if self.decoder is None:
+            self.decoder = stream_decoder(self.config, probe())
         live = self.config.is_live
         while not self._stop.is_set():
             if self._state is not WorkerState.CONNECTING:
@@ -207,7 +243,9 @@ class StreamWorker:
 
     def _one_pass(self, started: float) -> int:
         """Reads the stream once; returns the number of frames decoded in this pass."""
-        reader = open_reader(self.config, packet_tap=self._packet_tap, allocate=self._allocate, shelf=self._shelf)
+        allocate = self._pictures.allocate if self._pictures is not None else None
+        reader = open_reader(self.config, self.decoder, packet_tap=self._packet_tap, allocate=allocate,
+                             shelf=self._shelf)
         produced = 0
         try:
             with closing(reader.frames()) as frames:
@@ -220,6 +258,8 @@ class StreamWorker:
                         break
         finally:
             reader.close()
+            if self._pictures is not None:
+                self._pictures.reclaim()
             self._add_reader_counters(reader)
         return produced
 
@@ -263,6 +303,8 @@ class StreamWorker:
         pts_ns = self._timeline.map(decoded.pts_ns)
         if not self._cap.keep(pts_ns):
             self._counters["dropped_fps_cap"] += 1
+            if self._pictures is not None:
+                self._pictures.discard(decoded.image)
             return True
         self._last_wall_ns = time.time_ns()
         frame = Frame(self.config.id, self._seq, pts_ns, self._last_wall_ns, decoded.image, decoded.width,

@@ -9,12 +9,13 @@ import pytest
 
 from pipeline.detect.preprocess_gpu import matrix_for, nv12_to_rgb_reference
 from pipeline.errors import SourceError
-from pipeline.sources.nvdec import NvdecDecoder, nvdec_available
+from pipeline.machine import nvdec_status
+from pipeline.sources.nvdec import NvdecDecoder
 from tests.gpu.helpers import decode_clip, gpu_file
 
 
 def test_nvdec_reports_itself_available_on_a_gpu_machine():
-    ok, reason = nvdec_available()
+    ok, reason = nvdec_status()
     assert ok, reason
     assert reason.startswith("nvdec on ")
 

@@ -10,9 +10,8 @@ import numpy as np
 
 from pipeline.align.buffer import AlignedBuffer
 from pipeline.config.models import LaneConfig, StreamConfig
-from pipeline.sources.processes import make_processes
 from tests.gpu.helpers import decode_clip, gpu_file
-from tests.support.batches import Taker, stop_and_drain
+from tests.support.batches import Taker, decode_in_children, stop_and_drain
 
 
 def _growing_clip(path: Path) -> Path:
@@ -38,8 +37,7 @@ def _growing_clip(path: Path) -> Path:
 def _decode_in_children(paths: list[Path], processes: int) -> dict[str, list]:
     configs = [StreamConfig(id=f"s{i}", url=str(p), decode="nvdec", ring_size=2) for i, p in enumerate(paths)]
     buffer = AlignedBuffer([LaneConfig(name="default", max_batch=3, max_wait_ms=5)], configs)
-    children = make_processes(configs, processes, buffer)
-    children.start()
+    children = decode_in_children(configs, processes, buffer, "nvdec")
     taker = Taker(buffer)
     assert taker.until(lambda: buffer.finished, timeout=120)
     children.close()
@@ -80,13 +78,12 @@ def test_live_nvdec_streams_of_a_killed_decode_process_go_on_in_a_new_one():
     configs = [StreamConfig(id=f"s{i}", url=str(path), decode="nvdec", live=True, ring_size=4,
                             reconnect_min_s=0.2, reconnect_max_s=0.5) for i in range(2)]
     buffer = AlignedBuffer([LaneConfig(name="default", max_batch=4, max_wait_ms=5)], configs)
-    children = make_processes(configs, 2, buffer)
-    children.start()
+    children = decode_in_children(configs, 2, buffer, "nvdec")
     taker = Taker(buffer)
     frames = taker.frames
     assert taker.until(lambda: len(frames["s0"]) >= 20, timeout=60)
-    os.kill(children._children[0].process.pid, signal.SIGKILL)
     victim = children.workers[0]
+    os.kill(victim.pid, signal.SIGKILL)
     assert taker.until(lambda: victim.child == 2, timeout=60)  # a new child took it
     before = len(frames["s0"])
     assert taker.until(lambda: len(frames["s0"]) >= before + 30, timeout=60)

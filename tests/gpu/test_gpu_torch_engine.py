@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from pipeline.config.models import DetectorConfig
-from pipeline.detect.engines.base import batch_buckets, bucket_for
+from pipeline.config.resolve import batch_buckets
+from pipeline.detect.engines.base import bucket_for
 from pipeline.detect.engines.torch_engine import TorchEngine
 from tests.gpu.helpers import gpu_file
 

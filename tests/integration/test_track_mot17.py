@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from pipeline.config.models import TrackerConfig
-from pipeline.stages.tracking import mot_io
+from pipeline import mot
 from pipeline.stages.tracking.cli import track_table
 from tests.conftest import shared_file
 
@@ -20,11 +20,11 @@ def test_tracker_scores_well_on_a_mot17_sequence(tmp_path):
     tool = shared_file("tools/make_mot_dets.py")
     subprocess.run([sys.executable, str(tool), str(gt_root), str(tmp_path), "--seqs", SEQ, "--seed", "0"],
                    check=True, capture_output=True)
-    info = mot_io.read_seqinfo(tmp_path / SEQ / "seqinfo.ini")
-    table = mot_io.read_mot(tmp_path / SEQ / "det" / "det.txt")
+    info = mot.read_seqinfo(tmp_path / SEQ / "seqinfo.ini")
+    table = mot.read_mot(tmp_path / SEQ / "det" / "det.txt")
     result, _ = track_table(table, TrackerConfig(), info.length)
     out = tmp_path / "result.txt"
-    mot_io.write_mot(out, mot_io.format_table(result))
+    mot.write_mot(out, mot.format_table(result))
     scores = evaluate_mot(gt_root, {SEQ: out})
     # The defaults reach MOTA 89.7, IDF1 79.5, HOTA 65.8 here (docs/TRACKING.md); the floors leave
     # room for harmless changes but not for a broken tracker: the raw detections with a fresh id per

@@ -44,3 +44,14 @@ def stop_and_drain(processes, buffer) -> None:
     while not all(worker.join(0) for worker in processes.workers):
         buffer.next_batch(timeout=0.1)
     processes.close()
+
+
+def decode_in_children(streams, count: int, buffer, decoder: str, plugin_modules=()):
+    """`count` decode processes decoding `streams` (their rings already in `buffer`) with `decoder`,
+    spread over the children as the pipeline does."""
+    from pipeline.sources.processes import DecodeProcesses
+
+    processes = DecodeProcesses(buffer, count, plugin_modules=list(plugin_modules))
+    for config in streams:
+        processes.add(config, decoder)
+    return processes

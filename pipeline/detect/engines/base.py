@@ -9,8 +9,10 @@ from pipeline.errors import EngineError
 class Engine(Protocol):
     """Runs one model on batches of at most `max_batch` rows.
 
-    `infer` takes the model inputs by name ((B, ...) arrays, B <= max_batch; host numpy for the CPU
-    engines, device arrays for the GPU ones) and returns every output by name, with the same B.
+    `infer` takes the model inputs by name ((B, ...) arrays, B <= max_batch; host numpy for host
+    engines, device arrays for device ones) and returns every output by name, with the same B.
+    Whether the outputs stay on the device is declared in the engine's registration
+    (`pipeline.plugins.EngineKind.device`) and carried by the plan, never probed.
     """
 
     name: str
@@ -21,19 +23,23 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
-def batch_buckets(max_batch: int) -> list[int]:
-    """Batch sizes the GPU engines run at: powers of two below `max_batch`, then `max_batch` itself.
+class DeviceEngine(Engine, Protocol):
+    """An engine whose inputs and outputs live on the GPU (TorchEngine, TensorRTEngine).
 
-    Few sizes, so each gets a CUDA graph, and the GPU post-processing (CuPy kernels, which CuPy
-    compiles per array shape it meets) sees few shapes, all compiled at warm-up."""
-    sizes, size = [], 1
-    while size < max_batch:
-        sizes.append(size)
-        size *= 2
-    return [*sizes, max_batch]
+    stream: its CuPy CUDA stream (every step of a batch is queued on it). input_dtype: numpy dtype of
+    its input. rows_for(n): the batch size n rows run at (a bucket). input_buffer(rows): a (rows, ...)
+    view of its own input to preprocess into, which `infer` then reads without a copy.
+    """
+
+    stream: Any
+    input_dtype: Any
+
+    def rows_for(self, rows: int) -> int: ...
+
+    def input_buffer(self, rows: int, name: str | None = None) -> Any: ...
 
 
-def bucket_for(rows: int, buckets: list[int]) -> int:
+def bucket_for(rows: int, buckets: list[int] | tuple[int, ...]) -> int:
     """The smallest bucket holding `rows` rows; EngineError when none does."""
     for size in buckets:
         if rows <= size:

@@ -1,29 +1,16 @@
 """ONNX Runtime engine (CPU, or the CUDA execution provider when this onnxruntime build has it)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from pipeline.config.models import DetectorConfig
+from pipeline.config.resolve import DetectorPlan
 from pipeline.detect.heads import ModelSignature, TensorInfo
 from pipeline.errors import EngineError
-
-
-def cpu_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def cpu_workers(config: DetectorConfig) -> int:
-    """Batches the CPU runs at once: several single-threaded runs beat one run across all cores
-    (no barrier waits inside operators; measured 130 vs 95 img/s on 2 cores with YOLOX-Nano)."""
-    return config.workers or min(cpu_cores(), 4)
+from pipeline.machine import cpu_cores
 
 
 def open_session(model_path: Path, providers: list, threads: int | None = None) -> ort.InferenceSession:
@@ -55,22 +42,30 @@ def read_model_info(model_path: Path) -> tuple[ModelSignature, dict[str, str]]:
     return signature_of(session), dict(session.get_modelmeta().custom_metadata_map)
 
 
-def cuda_provider_available() -> bool:
-    return "CUDAExecutionProvider" in ort.get_available_providers()
+def create(model_path: Path, config: DetectorConfig, plan: DetectorPlan) -> "OnnxRuntimeEngine":
+    """The registered factory of engine 'onnxruntime' (`pipeline.plugins`)."""
+    return OnnxRuntimeEngine(model_path, config, plan.max_batch, threads=plan.threads)
+
+
+def create_cuda(model_path: Path, config: DetectorConfig, plan: DetectorPlan) -> "OnnxRuntimeEngine":
+    """The registered factory of engine 'onnxruntime-cuda'."""
+    return OnnxRuntimeEngine(model_path, config, plan.max_batch, use_cuda=True)
 
 
 class OnnxRuntimeEngine:
     """ONNX Runtime session per model. A model with a fixed batch dimension k reports max_batch = k
     and pads shorter batches (the padded rows' outputs are dropped); k = 1 means row by row."""
 
-    def __init__(self, model_path: Path, config: DetectorConfig, max_batch: int, use_cuda: bool = False):
+    def __init__(self, model_path: Path, config: DetectorConfig, max_batch: int, use_cuda: bool = False,
+                 threads: int | None = None):
+        """threads: CPU threads of one run (None: every core); the plan gives each of its workers a share."""
         providers: list = ["CPUExecutionProvider"]
         if use_cuda:
-            if not cuda_provider_available():
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise EngineError("engine 'onnxruntime-cuda' needs onnxruntime-gpu; install it or use engine 'onnxruntime'")
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": config.device}))
         self.name = "onnxruntime-cuda" if use_cuda else "onnxruntime"
-        self.session = open_session(model_path, providers, threads=max(1, cpu_cores() // cpu_workers(config)))
+        self.session = open_session(model_path, providers, threads=threads)
         self.signature = signature_of(self.session)
         batch_dim = self.signature.inputs[0].shape[0]
         self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None

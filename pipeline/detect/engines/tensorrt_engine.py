@@ -20,13 +20,19 @@ from typing import Any, Iterable
 import numpy as np
 
 from pipeline.config.models import DetectorConfig
+from pipeline.config.resolve import DetectorPlan, batch_buckets
 from pipeline.detect.engines import trt_keys
-from pipeline.detect.engines.base import batch_buckets, bucket_for
+from pipeline.detect.engines.base import bucket_for
 from pipeline.errors import EngineError
 
 log = logging.getLogger(__name__)
 
 WORKSPACE_BYTES = 4 << 30
+
+
+def create(model_path: Path, config: DetectorConfig, plan: DetectorPlan) -> "TensorRTEngine":
+    """The registered factory of this engine (`pipeline.plugins`)."""
+    return TensorRTEngine(model_path, config, plan.max_batch)
 
 
 class TensorRTEngine:
@@ -227,26 +233,3 @@ def _input_chw(model_path: Path, config: DetectorConfig) -> tuple[tuple[int, int
     if not (c and h and w):
         raise EngineError(f"model '{model_path}' has a dynamic input size; set detector.input_size: [width, height]")
     return (c, h, w), first.name
-
-
-def build_engine_for_config(config) -> str:
-    """`build-engine`: build (or find cached) the TensorRT engine a PipelineConfig will use; returns where it is.
-
-    INT8 samples `detector.calibration_frames` frames from the configured streams first.
-    """
-    from pipeline.detect.calibration import sample_calibration_inputs  # noqa: PLC0415
-
-    max_batch = config.detector.max_batch or max(lane.max_batch for lane in config.lanes)
-    try:
-        import cupy  # noqa: F401, PLC0415 - checked first so the error says what is missing
-        import tensorrt  # noqa: F401, PLC0415
-    except ImportError as exc:
-        raise EngineError(
-            f"build-engine needs TensorRT and CuPy on an NVIDIA GPU machine ({exc}); "
-            "install the project's gpu and tensorrt extras there"
-        ) from None
-    images = sample_calibration_inputs(config) if config.detector.precision == "int8" else None
-    engine = TensorRTEngine(config.detector.model, config.detector, max_batch, calibration_images=images)
-    state = "built" if engine.built else "already cached"
-    engine.close()
-    return f"TensorRT engine {state}: {engine.paths.engine} ({engine.key.describe()})"

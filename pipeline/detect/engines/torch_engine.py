@@ -20,12 +20,18 @@ from typing import Any
 import numpy as np
 
 from pipeline.config.models import DetectorConfig
-from pipeline.detect.engines.base import batch_buckets, bucket_for
+from pipeline.config.resolve import DetectorPlan, batch_buckets
+from pipeline.detect.engines.base import bucket_for
 from pipeline.errors import EngineError
 
 log = logging.getLogger(__name__)
 
 _TORCH_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32"}
+
+
+def create(model_path: Path, config: DetectorConfig, plan: DetectorPlan) -> "TorchEngine":
+    """The registered factory of this engine (`pipeline.plugins`)."""
+    return TorchEngine(model_path, config, plan.max_batch)
 
 
 class TorchEngine:

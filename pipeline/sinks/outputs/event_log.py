@@ -9,7 +9,7 @@ import os
 import threading
 from pathlib import Path
 
-from pipeline.config import models as cfg
+from pipeline.config import outputs as cfg
 from pipeline.errors import ConfigError, SinkError
 from pipeline.sinks.outputs.payload import event_to_json
 from pipeline.types import Event

@@ -14,7 +14,7 @@ import uuid
 
 import paho.mqtt.client as mqtt
 
-from pipeline.config import models as cfg
+from pipeline.config import outputs as cfg
 from pipeline.errors import SinkError
 from pipeline.sinks.outputs.payload import event_to_json
 from pipeline.types import Event

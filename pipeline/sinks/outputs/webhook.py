@@ -7,7 +7,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from pipeline.config import models as cfg
+from pipeline.config import outputs as cfg
 from pipeline.errors import ConfigError, SinkError
 from pipeline.sinks.outputs.payload import event_to_json
 from pipeline.types import Event

@@ -6,7 +6,7 @@ in PGPASSWORD or ~/.pgpass; the DSN is masked wherever it is shown.
 """
 from __future__ import annotations
 
-from pipeline.config.models import PostgresStorage
+from pipeline.config.outputs import PostgresStorage
 from pipeline.errors import SinkError
 from pipeline.sinks.storage.rows import MergedRows
 from pipeline.sinks.storage.schema import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from pipeline.config.models import SqliteStorage
+from pipeline.config.outputs import SqliteStorage
 from pipeline.errors import SinkError
 from pipeline.sinks.storage.rows import MergedRows
 from pipeline.sinks.storage.schema import SCHEMA_VERSION, statements

@@ -22,6 +22,7 @@ from typing import Callable, Protocol
 
 from pipeline.backoff import Backoff
 from pipeline.errors import SinkError
+from pipeline.sinks.base import BaseSink
 from pipeline.sinks.storage.rows import (
     FrameRows,
     MergedRows,
@@ -197,7 +198,7 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class StorageSink:
+class StorageSink(BaseSink):
     """A `Sink` that stores detections, tracks, events and streams through a `Backend`.
 
     `on_frame` converts the frame to rows and queues them (cheap; blocks only when the queue is full,
@@ -213,7 +214,6 @@ class StorageSink:
         config,
         class_names: list[str],
         *,
-        stream_urls: dict[str, str] | None = None,
         queue_size: int = 4096,
         put_timeout_s: float = 5.0,
         retention_interval_s: float = 3600.0,
@@ -224,7 +224,7 @@ class StorageSink:
         self.class_names = list(class_names)
         self.retention_days = config.retention_days
         self.close_timeout_s = close_timeout_s
-        self._urls = {sid: mask_credentials(url) for sid, url in (stream_urls or {}).items()}
+        self._urls: dict[str, str] = {}  # stream id -> masked url, as each stream starts
         self.rows_deleted = 0
         self._writer = BatchWriter(
             self.name,
@@ -241,6 +241,9 @@ class StorageSink:
         """Connect, create the schema if needed and start the writer; raises `SinkError` if it cannot."""
         self.backend.connect()
         self._writer.start()
+
+    def on_stream_start(self, stream_id: str, url: str) -> None:
+        self._urls[stream_id] = mask_credentials(url)
 
     def on_frame(self, result: FrameResult) -> None:
         self._writer.put(frame_rows(result, self.class_names))

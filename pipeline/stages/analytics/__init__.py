@@ -1,4 +1,1 @@
-"""Zone and line analytics on tracked detections."""
-from pipeline.stages.analytics.stage import AnalyticsStage
-
-__all__ = ["AnalyticsStage"]
+"""Zone and line analytics on tracked detections (`stage.AnalyticsStage`)."""

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from pipeline import mot
 from pipeline.config.models import TrackerConfig
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.stages.tracking import mot_io
 from pipeline.stages.tracking.bytetrack import ByteTracker
 
 
@@ -28,7 +28,7 @@ def track_table(table: np.ndarray, config: TrackerConfig, length: int | None = N
     tracker = ByteTracker(config)
     parts = []
     spent = 0.0
-    for frame, dets in mot_io.frames_of(table, length):
+    for frame, dets in mot.frames_of(table, length):
         start = time.perf_counter()
         tracked = tracker.update(dets)
         spent += time.perf_counter() - start
@@ -75,11 +75,11 @@ def track_command(argv: list[str]) -> int:
             # Interpolation fills the gaps a track comes back from; coasting rows would only add the
             # predicted boxes of tracks that never came back (false positives).
             config = config.model_copy(update={"coast_frames": 0})
-        length = mot_io.read_seqinfo(args.seqinfo).length if args.seqinfo else None
-        table = mot_io.read_mot(args.det)
+        length = mot.read_seqinfo(args.seqinfo).length if args.seqinfo else None
+        table = mot.read_mot(args.det)
         result, spent = track_table(table, config, length)
-        result = mot_io.interpolate_gaps(result, args.interpolate)
-        mot_io.write_mot(args.out, mot_io.format_table(result))
+        result = mot.interpolate_gaps(result, args.interpolate)
+        mot.write_mot(args.out, mot.format_table(result))
     except PipelineError as exc:
         print(f"track: {exc}", file=sys.stderr)
         return 2

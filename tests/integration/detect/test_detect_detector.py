@@ -1,5 +1,6 @@
 """Detector wiring on FrameBatches, engine choice and errors, with the real YOLOX model."""
 import importlib.util
+from dataclasses import replace
 
 import av
 import numpy as np
@@ -7,7 +8,9 @@ import pytest
 
 from pipeline.config.models import DetectorConfig
 from pipeline.detect.detector import Detector
-from pipeline.detect.engines import create_engine, nvidia_gpu_present
+from pipeline.config.resolve import detector_plan
+from pipeline.detect.engines import build_engine
+from pipeline.machine import nvidia_gpu_present
 from pipeline.errors import ConfigError, EngineError
 from pipeline.types import Frame, FrameBatch
 from tests.conftest import shared_file
@@ -87,7 +90,9 @@ def test_a_batch_mixing_host_and_device_frames_is_refused(yolox_config):
 
 @pytest.mark.skipif(nvidia_gpu_present(), reason="this machine has a GPU, auto picks a GPU engine")
 def test_auto_engine_falls_back_to_onnxruntime_and_says_why(yolox_config):
-    engine, reason = create_engine(yolox_config.model_copy(update={"engine": "auto"}), 8)
+    config = yolox_config.model_copy(update={"engine": "auto"})
+    plan = detector_plan(config, 8)
+    engine, reason = build_engine(config, plan), plan.reason
     assert engine.name == "onnxruntime" and engine.max_batch == 8
     assert reason.startswith("onnxruntime: no CUDA GPU found")
     if importlib.util.find_spec("tensorrt") is None:
@@ -95,9 +100,13 @@ def test_auto_engine_falls_back_to_onnxruntime_and_says_why(yolox_config):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed")
-def test_requesting_tensorrt_without_it_is_an_engine_error(yolox_config):
+def test_requesting_tensorrt_without_it_is_refused_before_anything_runs(yolox_config):
+    config = yolox_config.model_copy(update={"engine": "tensorrt"})
+    with pytest.raises(ConfigError, match="detector.engine 'tensorrt' cannot run here"):
+        detector_plan(config, 8)
+    plan = replace(detector_plan(yolox_config, 8), engine="tensorrt")  # a plan made elsewhere, run here
     with pytest.raises(EngineError):
-        create_engine(yolox_config.model_copy(update={"engine": "tensorrt"}), 8)
+        build_engine(config, plan)
 
 
 def test_missing_model_file_names_the_file(tmp_path):

@@ -8,7 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipeline.config.models import AlertRule, MediaOutput
+from pipeline.config.models import AlertRule
+from pipeline.config.outputs import MediaOutput
 from pipeline.sinks.media import MediaSink, crop_box, media_paths
 from pipeline.types import Detections, Event, Frame, FrameResult, make_event_id
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from pipeline.backoff import Backoff
-from pipeline.config.models import MqttOutput as MqttConfig
+from pipeline.config.outputs import MqttOutput as MqttConfig
 from pipeline.errors import SinkError
 from pipeline.sinks.outbox import Outbox
 from pipeline.sinks.outputs.mqtt import MqttOutput, event_topics

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from pipeline.backoff import Backoff
-from pipeline.config.models import WebhookOutput as WebhookConfig
+from pipeline.config.outputs import WebhookOutput as WebhookConfig
 from pipeline.errors import SinkError
 from pipeline.sinks.outbox import Outbox
 from pipeline.sinks.outputs.webhook import WebhookOutput, redact_url

@@ -22,6 +22,7 @@ def samples_of(text: str) -> dict[str, float]:
 def test_metrics_and_status_are_served_while_running_and_grow(tmp_path):
     port = free_port()
     config = PipelineConfig.model_validate({
+        "plugins": ["samples.world.source"],
         "streams": [{"id": "lot", "url": "synthetic://plaza?seed=1&fps=10&size=320x176"},  # paced like a camera
                     {"id": "rtsp-cam", "url": f"rtsp://admin:s3cret@127.0.0.1:{free_port()}/live"}],
         "detector": {"model": str(shared_file("models/yolox_nano_416_dynbatch.onnx"))},

@@ -16,6 +16,7 @@ import yaml
 from pipeline.config.models import PipelineConfig
 from pipeline.detect.detector import Detector
 from pipeline.runtime.runner import PipelineRunner
+from pipeline.sinks.base import BaseSink
 from pipeline.sinks.storage.query import (
     counts_by_stream_and_class,
     detections_for_stream,
@@ -116,29 +117,21 @@ def test_a_bad_camera_never_stops_the_others(tmp_path):
     assert "dog" in counts_by_stream_and_class(tmp_path / "out.db")
 
 
-class ExplodingSink:
+class ExplodingSink(BaseSink):
     name = "exploding"
 
     def __init__(self):
         self.calls = 0
 
-    def open(self): ...
-
     def on_frame(self, result):
         self.calls += 1
         raise RuntimeError("disk full")
 
-    def on_stream_end(self, stream_id): ...
-
-    def close(self): ...
-
 
 def test_a_failing_sink_is_counted_and_never_stops_detection(tmp_path):
     config = config_for(tmp_path, [{"id": "dog", "url": str(shared_file("media/dog-848x464.mp4"))}])
-    runner = PipelineRunner(config)
     exploding = ExplodingSink()
-    runner.router._sinks.append(exploding)
-    snap = runner.run()
+    snap = PipelineRunner(config, sinks=[exploding]).run()
     assert snap.frames_detected == 96 and exploding.calls == 96
     assert snap.sink_failures == {"exploding": 96}
     assert counts_by_stream_and_class(tmp_path / "out.db")["dog"]

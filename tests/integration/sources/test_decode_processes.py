@@ -20,13 +20,18 @@ from pipeline.config.models import (
     StreamConfig,
     TrackerConfig,
 )
+from pipeline.config.resolve import resolve
+from pipeline.machine import Machine
 from pipeline.runtime.runner import PipelineRunner
-from pipeline.sources.processes import make_processes, plan
-from pipeline.sources.synthetic import SyntheticReader
+from samples.world.source import SyntheticReader
 from tests.conftest import REPO
-from tests.support.batches import Taker, stop_and_drain
+from tests.support.batches import Taker, decode_in_children, stop_and_drain
 
-pytest.importorskip("samples.world")
+PLUGINS = ["samples.world.source"]  # the children import it too
+
+
+def make_processes(streams: list[StreamConfig], count: int, buffer: AlignedBuffer):
+    return decode_in_children(streams, count, buffer, "source", PLUGINS)
 
 
 def world(seed: int, frames: int, size: str = "160x96") -> str:
@@ -37,7 +42,6 @@ def test_frames_from_child_processes_arrive_whole_and_in_order_with_back_pressur
     streams = [StreamConfig(id=f"s{i}", url=world(i, 12), ring_size=2) for i in range(3)]
     buffer = AlignedBuffer([LaneConfig(name="default", max_batch=2, max_wait_ms=5)], streams)
     processes = make_processes(streams, 2, buffer)
-    processes.start()
     taker = Taker(buffer, pause_s=0.12)  # slower than the children: they must wait, not drop
     assert taker.until(lambda: buffer.finished, timeout=60)
     processes.close()
@@ -59,12 +63,11 @@ def test_a_killed_decode_process_fails_its_streams_and_the_others_go_on():
     streams = [StreamConfig(id=f"s{i}", url=world(i, 100_000), ring_size=4) for i in range(4)]
     buffer = AlignedBuffer([LaneConfig(name="default", max_batch=4, max_wait_ms=5)], streams)
     processes = make_processes(streams, 2, buffer)  # s0, s2 in child 0; s1, s3 in child 1
-    processes.start()
     taker = Taker(buffer, keep=lambda frame: frame.seq)
     assert taker.until(lambda: len(taker.frames) == 4, timeout=30)
     victim = processes.workers[0]
     assert victim.config.id == "s0"
-    os.kill(processes._children[0].process.pid, signal.SIGKILL)
+    os.kill(victim.pid, signal.SIGKILL)
     assert taker.until(victim.ended.is_set, timeout=10)
     before = {sid: seqs[-1] for sid, seqs in taker.frames.items()}
     taker.for_seconds(2.0)
@@ -85,13 +88,12 @@ def test_live_streams_of_a_killed_decode_process_go_on_in_a_new_one():
                             reconnect_min_s=0.2, reconnect_max_s=1.0) for i in range(2)]
     buffer = AlignedBuffer([LaneConfig(name="default", max_batch=4, max_wait_ms=5)], cameras)
     processes = make_processes(cameras, 2, buffer)
-    processes.start()
     taker = Taker(buffer)
     frames = taker.frames
     victim = processes.workers[0]
     assert taker.until(lambda: min(len(frames["cam0"]), len(frames["cam1"])) >= 10, timeout=30)
     assert taker.until(lambda: victim.stats().get("frames", 0) >= 10, timeout=5)  # a counter report came
-    os.kill(processes._children[0].process.pid, signal.SIGKILL)
+    os.kill(victim.pid, signal.SIGKILL)
     assert taker.until(lambda: victim.child == 2, timeout=30)  # a new child took it
     before = len(frames["cam0"])
     assert taker.until(lambda: len(frames["cam0"]) >= before + 10, timeout=30)
@@ -114,6 +116,7 @@ def test_live_streams_of_a_killed_decode_process_go_on_in_a_new_one():
 def test_the_pipeline_finds_the_same_detections_with_decode_processes_as_with_threads():
     def run(count: int):
         config = PipelineConfig(
+            plugins=PLUGINS,
             streams=[StreamConfig(id=f"cam-{i}", url=world(i, 30, "320x180"), ring_size=3) for i in range(3)],
             lanes=[LaneConfig(name="default", max_batch=4)],
             detector=DetectorConfig(model=REPO / "samples/models/world_detector.onnx"),
@@ -121,7 +124,7 @@ def test_the_pipeline_finds_the_same_detections_with_decode_processes_as_with_th
             runtime=RuntimeConfig(decode_processes=count),
         )
         runner = PipelineRunner(config)
-        assert (runner.decode_processes is not None) == (count > 0)
+        assert (runner.plan.decode_processes > 0) == (count > 0)
         return runner.run()
 
     threads, children = run(0), run(2)
@@ -131,15 +134,22 @@ def test_the_pipeline_finds_the_same_detections_with_decode_processes_as_with_th
         assert stats["state"] == "finished" and stats["batched"] == 30, (sid, stats)
 
 
-def test_plan_auto_keeps_streams_in_threads_without_nvdec_and_clips_keep_them_here(caplog):
-    def config(setting, streams=10):
+def test_plan_auto_keeps_cpu_streams_in_threads_and_clips_no_longer_keep_streams_out_of_children():
+    def config(setting, streams=10, clips=False):
         return PipelineConfig(
             streams=[StreamConfig(id=f"c{i}", url=f"/clips/{i}.mp4", decode="cpu") for i in range(streams)],
-            detector=DetectorConfig(model="m.onnx"), runtime=RuntimeConfig(decode_processes=setting))
+            detector=DetectorConfig(model="m.onnx"), runtime=RuntimeConfig(decode_processes=setting),
+            sinks=[{"type": "media", "clips": clips}])
 
-    assert plan(config("auto"), packet_tap=None) == (0, [])  # CPU decode: threads convert lazily at model size
-    count, streams = plan(config(3), packet_tap=None)
-    assert count == 3 and len(streams) == 10
-    assert plan(config(16, streams=5), packet_tap=None)[0] == 5
-    assert plan(config(3), packet_tap=lambda *a: None) == (0, [])
-    assert "event clips need the packets in this process" in caplog.text
+    here = Machine(cores=16)
+    plan = resolve(config("auto"), here)  # CPU decode: threads convert lazily at model size
+    assert plan.decode_processes == 0 and not any(s.in_child for s in plan.streams)
+    plan = resolve(config(3), here)
+    assert plan.decode_processes == 3 and all(s.in_child for s in plan.streams) and len(plan.streams) == 10
+    assert resolve(config(16, streams=5), here).decode_processes == 5
+    plan = resolve(config(3, clips=True), here)  # packets stay in the children, clips are cut there
+    assert plan.decode_processes == 3 and all(s.in_child and s.packet_ring_s == 10.0 for s in plan.streams)
+    nvdec = Machine(cores=16, gpu=True, nvdec=True, nvdec_reason="nvdec on H200")
+    plan = resolve(config("auto").model_copy(update={"streams": [
+        StreamConfig(id=f"c{i}", url=f"/clips/{i}.mp4") for i in range(20)]}), nvdec)
+    assert plan.decode_processes == 3 and all(s.decoder == "nvdec" and s.in_child for s in plan.streams)

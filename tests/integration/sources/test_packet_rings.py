@@ -9,7 +9,8 @@ import av
 import numpy as np
 import pytest
 
-from pipeline.config.models import AlertRule, MediaOutput, StreamConfig
+from pipeline.config.models import AlertRule, StreamConfig
+from pipeline.config.outputs import MediaOutput
 from pipeline.sinks.media import MediaSink, media_paths
 from pipeline.sources import open_reader
 from pipeline.sources.packets import PacketRings

@@ -202,9 +202,9 @@ def test_packet_tap_sees_every_demuxed_packet_and_a_failing_tap_does_not_stop_de
 
 
 def test_nvdec_asked_for_where_it_cannot_run_fails_the_stream_instead_of_retrying(sink):
-    from pipeline.sources.nvdec import nvdec_available
+    from pipeline.machine import nvdec_status
 
-    available, _ = nvdec_available()
+    available, _ = nvdec_status()
     if available:
         pytest.skip("NVDEC is available on this machine")
     config = StreamConfig(id="cam-2", url="rtsp://127.0.0.1:9/x", decode="nvdec")

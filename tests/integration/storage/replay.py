@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.config.models import PostgresStorage, SqliteStorage
+from pipeline.config.outputs import PostgresStorage, SqliteStorage
 from pipeline.sinks.storage import PostgresSink, SqliteSink
 from pipeline.types import Detections, Event, Frame, FrameResult, make_event_id
 
@@ -66,14 +66,19 @@ class Store:
 def _split(settings: dict) -> tuple[dict, dict]:
     config = {k: v for k, v in settings.items() if k in CONFIG_KEYS}
     options = {k: v for k, v in settings.items() if k not in CONFIG_KEYS}
-    options.setdefault("stream_urls", {"cam-05": "rtsp://admin:hunter2@10.0.0.5/live"})
     return config, options
+
+
+def _announced(sink):
+    """A sink that knows the camera's URL, as the pipeline tells every sink when a stream starts."""
+    sink.on_stream_start("cam-05", "rtsp://admin:hunter2@10.0.0.5/live")
+    return sink
 
 
 def sqlite_store(path: Path) -> Store:
     def make(**settings):
         config, options = _split(settings)
-        return SqliteSink(SqliteStorage(type="sqlite", path=path, **config), MOT_CLASSES, **options)
+        return _announced(SqliteSink(SqliteStorage(type="sqlite", path=path, **config), MOT_CLASSES, **options))
 
     return Store("sqlite", make, path)
 
@@ -81,6 +86,6 @@ def sqlite_store(path: Path) -> Store:
 def postgres_store(dsn: str) -> Store:
     def make(**settings):
         config, options = _split(settings)
-        return PostgresSink(PostgresStorage(type="postgres", dsn=dsn, **config), MOT_CLASSES, **options)
+        return _announced(PostgresSink(PostgresStorage(type="postgres", dsn=dsn, **config), MOT_CLASSES, **options))
 
     return Store("postgres", make, dsn)

@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 
-from pipeline.config.models import JsonlOutput, MotExport
+from pipeline.config.outputs import JsonlOutput, MotExport
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.mot_export import MotExportSink
-from pipeline.stages.tracking.mot_io import read_mot
+from pipeline.mot import read_mot
 from tests.integration.storage.replay import MOT_CLASSES, feed
 
 

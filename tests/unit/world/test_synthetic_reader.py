@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.sources.synthetic import SyntheticReader
+from samples.world.source import SyntheticReader
 from pipeline.types import Frame, frame_to_rgb
 from samples.world import World
 

@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.config.models import JsonlOutput
+from pipeline.config.outputs import JsonlOutput
 from pipeline.errors import ConfigError, SinkError
-from pipeline.sinks.outputs import build_event_outputs
+from pipeline.sinks import build_outputs
+from pipeline.sinks.base import OutputContext
 from pipeline.sinks.outputs.event_log import EventLogOutput
 from pipeline.sinks.outputs.payload import EVENT_KEYS, event_from_json, event_to_json
 from pipeline.types import Event
@@ -64,6 +65,7 @@ def test_only_event_outputs_are_built_from_the_sinks_config(tmp_path):
         JsonlOutput(type="jsonl", path=tmp_path / "det.jsonl"),
         JsonlOutput(type="jsonl", path=tmp_path / "ev.jsonl", what="events"),
     ]
-    outputs = build_event_outputs(sinks)
+    frame_sinks, outputs = build_outputs(sinks, OutputContext(class_names=["person"], alerts=[]))
     assert [type(o).__name__ for o in outputs] == ["EventLogOutput"]
+    assert [type(sink).__name__ for sink, _ in frame_sinks] == ["JsonlSink"]
     outputs[0].close()

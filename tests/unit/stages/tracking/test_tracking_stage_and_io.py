@@ -3,7 +3,7 @@ import pytest
 
 from pipeline.config.models import TrackerConfig
 from pipeline.errors import SourceError
-from pipeline.stages.tracking import mot_io
+from pipeline import mot
 from pipeline.stages.tracking.cli import track_command
 from pipeline.stages.tracking.stage import TrackingStage
 from pipeline.types import Detections, Frame, FrameResult
@@ -43,10 +43,10 @@ def test_mot_rows_round_trip_through_text(tmp_path):
     dets = Detections(np.array([[10.5, 20.25, 50.5, 120.0], [0, 0, 5, 5]], np.float32),
                       np.array([0.9, 0.5], np.float32), np.zeros(2, np.int32), track_id=np.array([7, 3]))
     path = tmp_path / "out" / "seq.txt"
-    mot_io.write_mot(path, mot_io.format_rows(12, dets))
-    table = mot_io.read_mot(path)
+    mot.write_mot(path, mot.format_rows(12, dets))
+    table = mot.read_mot(path)
     np.testing.assert_allclose(table[:, :7], [[12, 7, 10.5, 20.25, 40, 99.75, 0.9], [12, 3, 0, 0, 5, 5, 0.5]], atol=0.01)
-    frames = dict(mot_io.frames_of(table, length=13))
+    frames = dict(mot.frames_of(table, length=13))
     assert sorted(frames) == list(range(1, 14)) and len(frames[1]) == 0
     np.testing.assert_allclose(frames[12].xyxy, dets.xyxy, atol=0.01)
 
@@ -55,12 +55,12 @@ def test_bad_mot_file_names_file_and_line(tmp_path):
     path = tmp_path / "det.txt"
     path.write_text("1,-1,1,2,3,4,0.9\n2,-1,x,2,3,4,0.9\n")
     with pytest.raises(SourceError, match=r"det.txt:2"):
-        mot_io.read_mot(path)
+        mot.read_mot(path)
 
 
 def test_interpolation_fills_short_gaps_only():
     table = np.array([[1, 1, 0, 0, 10, 10, 0.9], [4, 1, 30, 0, 10, 10, 0.8], [20, 1, 30, 0, 10, 10, 0.8]], float)
-    filled = mot_io.interpolate_gaps(table, max_gap=5)
+    filled = mot.interpolate_gaps(table, max_gap=5)
     assert filled[:, 0].tolist() == [1, 2, 3, 4, 20]
     assert filled[1:3, 2].tolist() == [10, 20]
 
@@ -72,7 +72,7 @@ def test_track_command_writes_scorable_results(tmp_path, capsys):
     det.write_text("\n".join(rows) + "\n")
     out = tmp_path / "res" / "seq.txt"
     assert track_command(["--det", str(det), "--out", str(out), "--set", "coast_frames=0"]) == 0
-    table = mot_io.read_mot(out)
+    table = mot.read_mot(out)
     assert sorted(np.unique(table[:, 1]).tolist()) == [1, 2]
     assert len(table) == 38  # both objects from their second frame on
     assert "20 frames, 2 tracks" in capsys.readouterr().out
@@ -92,8 +92,8 @@ def test_track_command_interpolates_a_missed_stretch_offline(tmp_path):
     online, offline = tmp_path / "online.txt", tmp_path / "offline.txt"
     assert track_command(["--det", str(det), "--out", str(online)]) == 0
     assert track_command(["--det", str(det), "--out", str(offline), "--interpolate", "10"]) == 0
-    online_frames = mot_io.read_mot(online)[:, 0].tolist()
-    table = mot_io.read_mot(offline)
+    online_frames = mot.read_mot(online)[:, 0].tolist()
+    table = mot.read_mot(offline)
     assert online_frames == list(range(2, 13)) + list(range(18, 31))  # 3 coasting frames, then a gap
     assert table[:, 0].tolist() == list(range(2, 31)) and set(table[:, 1]) == {1}
     np.testing.assert_allclose(table[table[:, 0] == 14, 2], [100 + 4 * 14], atol=1.0)

@@ -2,7 +2,7 @@
 import numpy as np
 
 from pipeline.config.models import PipelineConfig
-from pipeline.detect.calibration import sample_calibration_inputs
+from pipeline.runtime.calibration import sample_calibration_inputs
 from tests.conftest import shared_file
 
 

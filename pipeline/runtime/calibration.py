@@ -1,4 +1,5 @@
-"""Frames for INT8 calibration, sampled from the configured streams and preprocessed like live frames."""
+"""`build-engine`: the TensorRT engine of a config, built ahead of time, with INT8 calibration frames sampled
+from the configured streams and preprocessed like live frames."""
 from __future__ import annotations
 
 import logging
@@ -8,10 +9,11 @@ import time
 import numpy as np
 
 from pipeline.config.models import PipelineConfig, StreamConfig
+from pipeline.config.resolve import resolve
 from pipeline.detect import heads, preprocess
 from pipeline.detect.detector import _input_size, _preprocess_spec
 from pipeline.detect.engines.onnxruntime import read_model_info
-from pipeline.errors import PipelineError
+from pipeline.errors import EngineError, PipelineError
 from pipeline.sources import open_reader
 from pipeline.types import Frame, frame_to_rgb
 
@@ -62,3 +64,25 @@ def _host_image(decoded):
     frame = Frame("calibration", 0, decoded.pts_ns, 0, decoded.image, decoded.width, decoded.height, decoded.pixel_format)
     return frame.image if frame.pixel_format in ("rgb24", "avframe") else frame_to_rgb(frame)
 
+
+def build_engine_for_config(config) -> str:
+    """`build-engine`: build (or find cached) the TensorRT engine a PipelineConfig will use; returns where it is.
+
+    INT8 samples `detector.calibration_frames` frames from the configured streams first.
+    """
+    from pipeline.detect.engines.tensorrt_engine import TensorRTEngine  # noqa: PLC0415 - imports TensorRT
+
+    try:
+        import cupy  # noqa: F401, PLC0415 - checked first so the error says what is missing
+        import tensorrt  # noqa: F401, PLC0415
+    except ImportError as exc:
+        raise EngineError(
+            f"build-engine needs TensorRT and CuPy on an NVIDIA GPU machine ({exc}); "
+            "install the project's gpu and tensorrt extras there"
+        ) from None
+    max_batch = resolve(config).detector.max_batch
+    images = sample_calibration_inputs(config) if config.detector.precision == "int8" else None
+    engine = TensorRTEngine(config.detector.model, config.detector, max_batch, calibration_images=images)
+    state = "built" if engine.built else "already cached"
+    engine.close()
+    return f"TensorRT engine {state}: {engine.paths.engine} ({engine.key.describe()})"

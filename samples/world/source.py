@@ -1,5 +1,6 @@
-"""A live camera that needs no network or files: the embedded synthetic world (`samples/world`).
+"""A live camera that needs no network or files: the embedded synthetic world, as a source plugin.
 
+    plugins: [samples.world.source]      # in a config; registers the scheme below
     synthetic://plaza?seed=3&fps=15&size=1280x720[&frames=300][&realtime=0][&encode=1]
 
 Frame `i` has `pts_ns = round(i * 1e9 / fps)`, so ground truth lines up by `round(pts_ns * fps / 1e9)`.
@@ -21,9 +22,12 @@ from typing import Callable, Iterator
 
 import av
 
+from pipeline import plugins
 from pipeline.errors import ConfigError
 from pipeline.sources.reader import DecodedFrame
 from pipeline.types import pts_to_ns
+from samples.world.render import World
+from samples.world.url import parse_synthetic_url
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +37,6 @@ class SyntheticReader:
 
     def __init__(self, url: str, clock: Callable[[], float] = time.monotonic, stream_id: str = "synthetic",
                  packet_tap: Callable | None = None):
-        from samples.world.url import parse_synthetic_url  # noqa: PLC0415 - the world is optional at import
-
         try:
             self.spec = parse_synthetic_url(url)
         except ValueError as exc:
@@ -49,8 +51,6 @@ class SyntheticReader:
 
     def frames(self) -> Iterator[DecodedFrame]:
         """Yield frames until `frames=` is reached or `close()` is called. image: (H, W, 3) uint8 RGB."""
-        from samples.world.render import World  # noqa: PLC0415 - numpy-heavy, loaded on first use
-
         spec = self.spec
         world = World(spec.scene, spec.seed, spec.size, spec.fps)
         camera = _H264Camera(spec, self._stream_id, self._packet_tap) if spec.encode else None
@@ -133,3 +133,14 @@ class _H264Camera:
 
     def close(self) -> None:
         self._holder.close()
+
+
+def open_synthetic(config, packet_tap: Callable | None) -> SyntheticReader:
+    """The source's opener (`pipeline.plugins.SourceKind`): one pass over the stream's world."""
+    return SyntheticReader(config.url, stream_id=config.id, packet_tap=packet_tap)
+
+
+plugins.register_source(plugins.SourceKind(
+    "synthetic", open_synthetic, live=lambda url: parse_synthetic_url(url).realtime,
+    check=parse_synthetic_url, decodes=True,
+))

@@ -1,0 +1,78 @@
+"""What this machine can do, probed once: GPU, NVDEC, installed engines, CPU cores.
+
+`config.resolve` turns a config plus a `Machine` into the run's plan; tests pass a `Machine` of their
+own to plan for hardware they do not have.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+OPTIONAL_MODULES = ("tensorrt", "torch", "onnx2torch", "cupy", "PyNvVideoCodec")
+"""Packages whose presence decides an `auto` (engine, decoder); looked up, not imported."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    """cores: CPU cores this process may use. gpu: the NVIDIA driver reports a GPU. nvdec: NVDEC decode
+    works (with `nvdec_reason` saying on what, or why not). modules: which of `OPTIONAL_MODULES` are
+    installed. ort_providers: onnxruntime's execution providers."""
+
+    cores: int
+    gpu: bool = False
+    nvdec: bool = False
+    nvdec_reason: str = "no CUDA GPU found"
+    modules: frozenset[str] = frozenset()
+    ort_providers: tuple[str, ...] = ("CPUExecutionProvider",)
+
+    def describe(self) -> str:
+        gpu = f"GPU yes, {self.nvdec_reason}" if self.gpu else "no GPU"
+        return f"{self.cores} cores, {gpu}; installed: {', '.join(sorted(self.modules)) or 'no GPU packages'}"
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def nvidia_gpu_present() -> bool:
+    """True when the NVIDIA driver reports a GPU (no CUDA library is loaded to find out)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+@functools.cache
+def probe(device: int = 0) -> Machine:
+    """This machine (cached: the answer does not change while the process runs)."""
+    import onnxruntime  # noqa: PLC0415 - only when a plan is made
+
+    modules = frozenset(m for m in OPTIONAL_MODULES if importlib.util.find_spec(m) is not None)
+    gpu = nvidia_gpu_present()
+    nvdec, reason = nvdec_status(device) if gpu else (False, "no CUDA GPU found")
+    return Machine(cpu_cores(), gpu, nvdec, reason, modules, tuple(onnxruntime.get_available_providers()))
+
+
+def nvdec_status(device: int = 0) -> tuple[bool, str]:
+    """Whether NVDEC decode can run here, and why not: (True, "nvdec on <GPU>") or (False, reason)."""
+    try:
+        import cupy  # noqa: PLC0415 - GPU stack
+
+        count = cupy.cuda.runtime.getDeviceCount()
+    except ImportError as exc:
+        return False, f"cupy is not installed ({exc})"
+    except Exception as exc:  # noqa: BLE001 - cupy raises CUDARuntimeError or driver errors without a GPU
+        return False, f"no CUDA device ({type(exc).__name__}: {exc})"
+    if count <= device:
+        return False, f"CUDA device {device} does not exist ({count} found)"
+    try:
+        import PyNvVideoCodec  # noqa: F401, PLC0415 - GPU stack
+    except (ImportError, RuntimeError, OSError) as exc:
+        return False, f"PyNvVideoCodec cannot load ({str(exc).splitlines()[0]})"
+    name = cupy.cuda.runtime.getDeviceProperties(device)["name"]
+    return True, f"nvdec on {name.decode() if isinstance(name, bytes) else name}"

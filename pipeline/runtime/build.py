@@ -1,0 +1,61 @@
+"""`build_pipeline(config, plan)`: the stages of a pipeline, made and wired, not yet started.
+
+    sources ──frames──▶ buffer ──batches──▶ inference ──results──▶ stages ──▶ frame sinks (own queues)
+                                                                     └─events─▶ outbox ──▶ event outputs
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pipeline.align.buffer import AlignedBuffer
+from pipeline.config.models import PipelineConfig
+from pipeline.config.outputs import FrameSinkOptions
+from pipeline.config.resolve import Plan
+from pipeline.detect.detector import Detector
+from pipeline.runtime.events import EventPublisher
+from pipeline.runtime.inference import Inference
+from pipeline.runtime.outputs import OutputSinks
+from pipeline.runtime.stage_runner import StageRunner
+from pipeline.sinks import build_outputs
+from pipeline.sinks.base import OutputContext, Sink
+from pipeline.sinks.outbox import Outbox
+from pipeline.sources.manager import Sources
+from pipeline.stages import build_stages
+
+
+@dataclass
+class Pipeline:
+    """The built stages. `sources` read the streams into `buffer`; `inference` detects its batches and
+    hands the results to `stages` (per-stream, in order), which publish events through `events` and pass
+    every result to the frame sinks in `outputs`."""
+
+    config: PipelineConfig
+    plan: Plan
+    detector: Detector
+    buffer: AlignedBuffer
+    sources: Sources
+    outputs: OutputSinks
+    events: EventPublisher
+    stages: StageRunner
+    inference: Inference
+
+
+def build_pipeline(config: PipelineConfig, plan: Plan, *, detector: Detector | None = None,
+                   sinks: list[Sink] = (), on_finished: Callable[[str], None] | None = None) -> Pipeline:
+    """Make every stage of `config` as `plan` decided. detector: one already loaded (tests, benchmarks).
+    sinks: frame sinks beyond the configured ones (default queue options). on_finished(stream_id): every
+    sink has handled a stream's end. Raises ConfigError, EngineError or SinkError when a part cannot be made."""
+    detector = detector or Detector(config.detector, plan=plan.detector)
+    buffer = AlignedBuffer(list(config.lanes))
+    sources = Sources(buffer, decode_processes=plan.decode_processes, device=plan.detector.device,
+                      plugin_modules=list(plan.plugins))
+    frame_sinks, event_outputs = build_outputs(list(config.sinks), OutputContext(
+        detector.class_names, list(config.alerts), clips=sources))
+    outputs = OutputSinks([*frame_sinks, *((sink, FrameSinkOptions()) for sink in sinks)])
+    events = EventPublisher(Outbox(Path(config.runtime.outbox_path), event_outputs) if event_outputs else None)
+    stages = StageRunner(lambda stream_id: build_stages(config, stream_id, detector.class_names), events.publish,
+                         outputs, config.runtime.stage_workers, config.runtime.stage_queue_size, on_finished)
+    inference = Inference(buffer, detector, stages.submit, stages.end_stream)
+    return Pipeline(config, plan, detector, buffer, sources, outputs, events, stages, inference)

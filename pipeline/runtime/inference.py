@@ -1,0 +1,115 @@
+"""Inference threads: take batches from the aligned buffer, run the detector, hand each frame's result on.
+
+`detector.workers` threads may detect at once (host engines), but results are handed on in the order
+the batches were taken, so each stream's frames reach the stages in order; a stream's end is handed on
+after its last frame. A batch the detector fails on is logged, counted and skipped: one bad batch
+never stops detection.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+
+from pipeline.align.buffer import AlignedBuffer
+from pipeline.detect.detector import Detector
+from pipeline.types import Detections, FrameBatch, FrameResult
+
+log = logging.getLogger(__name__)
+
+TAKE_TIMEOUT_S = 0.05
+"""How long a thread waits for a batch before it looks at its stop event again."""
+
+
+class Inference:
+    """on_result(result) gets every detected frame, on_ended(stream_id) every stream whose last frame was
+    handed on; both from the inference threads, one call at a time, in buffer order."""
+
+    def __init__(self, buffer: AlignedBuffer, detector: Detector, on_result: Callable[[FrameResult], None],
+                 on_ended: Callable[[str], None]):
+        self.buffer = buffer
+        self.detector = detector
+        self._on_result = on_result
+        self._on_ended = on_ended
+        self._abandon = threading.Event()
+        self._take_lock = threading.Lock()
+        self._turn = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+        self.batches = self.frames = self.detections = self.failed_batches = 0
+        self.infer_s = 0.0
+        self._threads = [threading.Thread(target=self._loop, name=f"infer:{i}", daemon=True)
+                         for i in range(detector.workers)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def abandon(self) -> None:
+        """Stop taking batches (frames still buffered are not detected)."""
+        self._abandon.set()
+
+    def alive(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    def join(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.ident is not None:  # started
+                thread.join(max(0.0, deadline - time.monotonic()))
+        return not self.alive()
+
+    def _loop(self) -> None:
+        """Until every stream has ended and every frame was taken (or abandoned)."""
+        while not self._abandon.is_set():
+            with self._take_lock:
+                batch = self.buffer.next_batch(timeout=TAKE_TIMEOUT_S)
+                done = batch is None and self.buffer.finished
+                ended = self.buffer.take_ended()
+                if batch is None and not ended:
+                    if done:
+                        return
+                    continue
+                ticket = self._next_ticket
+                self._next_ticket += 1
+            t0 = time.perf_counter()
+            detections = None
+            try:
+                detections = self.detector(batch) if batch is not None else None
+            except Exception:  # noqa: BLE001 - isolation boundary: one bad batch must not stop detection
+                log.exception("batch of %d frames from lane '%s' failed in the detector; skipped", len(batch), batch.lane)
+            finally:
+                self._hand_on(ticket, batch, detections, ended, time.perf_counter() - t0)
+            if done:
+                return
+
+    def _hand_on(self, ticket: int, batch: FrameBatch | None, detections: Detections | None, ended: list[str],
+                 infer_s: float) -> None:
+        """Hand a batch's results on once every earlier batch's have been (keeps frame order)."""
+        with self._turn:
+            while self._serving != ticket and not self._abandon.is_set():
+                self._turn.wait(0.1)
+            try:
+                if batch is not None:
+                    self._hand_on_batch(batch, detections, infer_s)
+                for stream_id in ended:
+                    self._on_ended(stream_id)
+            finally:
+                self._serving += 1
+                self._turn.notify_all()
+
+    def _hand_on_batch(self, batch: FrameBatch, detections: Detections | None, infer_s: float) -> None:
+        self.infer_s += infer_s
+        if detections is None:
+            self.failed_batches += 1
+            return
+        self.batches += 1
+        self.frames += len(batch)
+        self.detections += len(detections)
+        by_row = detections[np.argsort(detections.frame_idx, kind="stable")]
+        bounds = np.searchsorted(by_row.frame_idx, np.arange(len(batch) + 1))
+        for row, frame in enumerate(batch.frames):
+            self._on_result(FrameResult(frame, by_row[bounds[row] : bounds[row + 1]]))

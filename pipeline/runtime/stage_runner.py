@@ -1,0 +1,164 @@
+"""Runs each stream's stages (tracker, analytics, `stages:` plugins) off the inference thread, in frame
+order, then publishes their events and hands every result to the frame sinks.
+
+Streams are sharded over `workers` threads by a stable hash, so one stream's frames always go through
+the same thread (order kept) while different streams proceed in parallel. Each worker has a bounded
+queue; when it is full, inference waits (back-pressure): the stages are cheap and their results are
+never dropped. What is slow (storage, clips) sits behind the frame sinks' own queues instead
+(`pipeline.runtime.outputs`), so it cannot hold the stages back for live cameras.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from collections import Counter
+from typing import Callable
+
+from pipeline.errors import SinkError
+from pipeline.runtime.outputs import OutputSinks, guarded
+from pipeline.runtime.queues import BoundedQueue, Overflow, QueueClosed, QueueEmpty
+from pipeline.stages import StreamStage
+from pipeline.types import Event, FrameResult
+
+log = logging.getLogger(__name__)
+
+StageFactory = Callable[[str], list[StreamStage]]
+
+
+class _Start:
+    __slots__ = ("stream_id", "stages", "live")
+
+    def __init__(self, stream_id: str, stages: list[StreamStage], live: bool):
+        self.stream_id, self.stages, self.live = stream_id, stages, live
+
+
+class _End:
+    __slots__ = ("stream_id",)
+
+    def __init__(self, stream_id: str):
+        self.stream_id = stream_id
+
+
+class _Stream:
+    """What a worker keeps per stream: its stages, whether it is live, its last timestamp, frames staged."""
+
+    __slots__ = ("stages", "live", "last_ts", "frames")
+
+    def __init__(self, stages: list[StreamStage], live: bool):
+        self.stages, self.live, self.last_ts, self.frames = stages, live, 0, 0
+
+
+class StageRunner:
+    """make_stages(stream_id) builds a stream's stages; publish(events) takes events to the outbox.
+
+    A failing stage is logged, counted in `failures` under its name and skipped for that frame; it never
+    stops the other stages, the stream or detection.
+    """
+
+    def __init__(self, make_stages: StageFactory, publish: Callable[[list[Event]], None], outputs: OutputSinks,
+                 workers: int = 2, queue_size: int = 256, on_finished: Callable[[str], None] | None = None):
+        """on_finished(stream_id): every sink has handled the end of the stream."""
+        self._on_finished = on_finished
+        self._make_stages = make_stages
+        self._publish = publish
+        self.outputs = outputs
+        self.failures: Counter[str] = Counter()
+        self._queues = [BoundedQueue(queue_size, Overflow.BLOCK, name=f"stages:{i}") for i in range(workers)]
+        self._streams: list[dict[str, _Stream]] = [{} for _ in range(workers)]  # per worker
+        self._frames: dict[str, int] = {}
+        self._threads = [threading.Thread(target=self._loop, args=(i,), name=f"stages:{i}", daemon=True)
+                         for i in range(workers)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def add_stream(self, stream_id: str, url: str, live: bool) -> None:
+        """Build the stream's stages now (ConfigError for a `stages:` plugin that cannot be made) and
+        announce it to the sinks; call before its first frame."""
+        stages = self._make_stages(stream_id)
+        self.outputs.start_stream(stream_id, url)
+        self._put(_Start(stream_id, stages, live))
+
+    def submit(self, result: FrameResult) -> None:
+        """Queue one frame's result; waits while that stream's worker is busy (results are never dropped)."""
+        self._put(result)
+
+    def end_stream(self, stream_id: str) -> None:
+        """The stream's last frame has been submitted: end its stages (their final events go out), tell
+        the sinks, forget it."""
+        self._put(_End(stream_id))
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Finish every queued frame and end every stream still open. True if all drained in time."""
+        for q in self._queues:
+            q.close()  # workers finish what is queued, then see QueueClosed
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            if t.ident is not None:  # started
+                t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
+
+    def depths(self) -> list[int]:
+        return [len(q) for q in self._queues]
+
+    def frames(self) -> dict[str, int]:
+        """Frames each stream has had through its stages so far."""
+        return dict(self._frames)
+
+    def _shard(self, stream_id: str) -> int:
+        return zlib.crc32(stream_id.encode()) % len(self._queues)
+
+    def _put(self, item) -> None:
+        stream_id = item.frame.stream_id if isinstance(item, FrameResult) else item.stream_id
+        shard = self._shard(stream_id)
+        while not self._queues[shard].put(item, timeout=1.0):
+            if not self._threads[shard].is_alive():
+                raise SinkError("stage workers are gone; results cannot be delivered (see the log for the cause)")
+
+    def _loop(self, shard: int) -> None:
+        streams = self._streams[shard]
+        while True:
+            try:
+                item = self._queues[shard].get(timeout=1.0)
+            except QueueEmpty:
+                continue
+            except QueueClosed:
+                break
+            if isinstance(item, _Start):
+                streams[item.stream_id] = _Stream(item.stages, item.live)
+            elif isinstance(item, _End):
+                self._finish(streams, item.stream_id)
+            else:
+                self._handle(streams, item)
+        for stream_id in list(streams):
+            self._finish(streams, stream_id)
+
+    def _handle(self, streams: dict[str, _Stream], result: FrameResult) -> None:
+        stream_id = result.frame.stream_id
+        stream = streams.get(stream_id)
+        if stream is None:  # frames again after the stream ended (a restarted source): start afresh
+            stages = guarded(self.failures, "stage factory", self._make_stages, stream_id) or []
+            stream = streams[stream_id] = _Stream(stages, live=True)
+        stream.last_ts = result.frame.pts_ns
+        for stage in stream.stages:
+            guarded(self.failures, type(stage).__name__, stage.process, result)
+        if result.events:
+            guarded(self.failures, "outbox", self._publish, list(result.events))
+        stream.frames += 1
+        self._frames[stream_id] = stream.frames
+        self.outputs.submit(result, stream.live)
+
+    def _finish(self, streams: dict[str, _Stream], stream_id: str) -> None:
+        stream = streams.pop(stream_id, None)
+        if stream is None:
+            return
+        events: list[Event] = []
+        for stage in stream.stages:
+            events.extend(guarded(self.failures, type(stage).__name__, stage.end, stream.last_ts) or [])
+        if events:
+            guarded(self.failures, "outbox", self._publish, events)
+            self.outputs.events(stream_id, events)
+        self.outputs.end_stream(stream_id, then=self._on_finished)

@@ -1,0 +1,179 @@
+"""The decode process: ordinary `StreamWorker`s whose frames go to the main process over a pipe.
+
+It starts with no stream; the main process adds and stops streams (`AddStream`, `Control`) until it
+says `Exit` (or its end of the pipe closes), then the child stops what still runs and exits once
+every stream has ended and said so. A file stream sends a frame only with a credit (the main ring's
+room, mirrored); a live stream sends without and the main process drops its oldest frame as usual.
+NVDEC pictures wait in the stream's device slots (`slots.SlotPool`); host pictures travel in the message.
+Packets for event clips stay here, in this process's `PacketRings`, and clips are cut here on request.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import plugins
+from pipeline.sources.packets import PacketRings
+from pipeline.sources.processes.messages import (
+    AddStream,
+    ClipDone,
+    Control,
+    Ended,
+    Exit,
+    ForgetStream,
+    FrameMsg,
+    RecordClip,
+    Stats,
+)
+from pipeline.sources.processes.slots import SlotPool
+from pipeline.sources.worker import StreamWorker
+from pipeline.types import Frame, frame_to_rgb
+
+log = logging.getLogger(__name__)
+
+STATS_INTERVAL_S = 0.5
+"""How often a child reports its workers' counters."""
+
+EXTRA_SLOTS = 4
+"""Device slots per stream beyond its ring size: frames on their way while the ring is full."""
+
+
+def child_main(conn, device: int, log_level: int, plugin_modules: list[str]) -> None:
+    """Entry point of a decode process (started with `spawn`, so it never inherits a CUDA context)."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    plugins.load(plugin_modules)
+    child = _Child(conn, device)
+    threading.Thread(target=child.control_loop, name="control", daemon=True).start()
+    child.report_until_exit()
+    logging.shutdown()
+    os._exit(0)  # every stream has ended and said so; skip tearing down decoder and CUDA state one by one
+
+
+class _Stream:
+    """One stream in the child: its worker and what its frames need on the way out."""
+
+    def __init__(self, child: _Child, index: int, message: AddStream):
+        config = message.config
+        self.child, self.index, self.live = child, index, config.is_live
+        self.credits = threading.Semaphore(config.ring_size)
+        self.slots = SlotPool(config.ring_size + EXTRA_SLOTS, child.device) if message.decoder == "nvdec" else None
+        tap = child.rings(message.packet_ring_s).tap if message.packet_ring_s else None
+        self.worker = StreamWorker(config, self, packet_tap=tap, pictures=self.slots, resume=message.resume,
+                                   decoder=message.decoder)
+
+    def put(self, frame: Frame, timeout: float) -> bool:
+        """The worker's `FrameSink`: send one frame (files: only with a credit)."""
+        if not self.live and not self.credits.acquire(timeout=timeout):
+            return False
+        image, pixel_format = frame.image, frame.pixel_format
+        if pixel_format == "nv12" and not isinstance(image, np.ndarray):  # NV12 in device memory
+            payload = self.slots.ref(image, timeout=0.0 if self.live else timeout)
+            if payload is None:
+                if not self.live:
+                    self.credits.release()
+                return False
+        else:
+            payload = image if pixel_format in ("rgb24", "nv12") else frame_to_rgb(frame)
+            pixel_format = "rgb24" if pixel_format == "avframe" else pixel_format
+        self.child.send(FrameMsg(self.index, frame.seq, frame.pts_ns, frame.wall_ns, frame.width, frame.height,
+                                 pixel_format, payload))
+        return True
+
+    def end_stream(self, stream_id: str) -> None:
+        self.child.send(Ended(self.index, self.worker.stats()))
+
+
+class _Child:
+    def __init__(self, conn, device: int):
+        self.conn = conn
+        self.device = device
+        self.streams: dict[int, _Stream] = {}
+        self.exiting = threading.Event()
+        self._send_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._rings: PacketRings | None = None
+
+    def rings(self, keep_s: float) -> PacketRings:
+        with self._lock:
+            if self._rings is None:
+                self._rings = PacketRings(keep_s)
+            return self._rings
+
+    def send(self, message) -> None:
+        with self._send_lock:
+            try:
+                self.conn.send(message)
+            except (OSError, ValueError):
+                pass  # the main process is gone; the control loop stops the workers
+
+    def control_loop(self) -> None:
+        try:
+            while not self.exiting.is_set():
+                self._handle(self.conn.recv())
+        except (EOFError, OSError):  # the main process is gone: nobody wants these frames any more
+            self.exiting.set()
+        for stream in self._all():
+            stream.worker.stop()
+
+    def _handle(self, message) -> None:
+        if isinstance(message, Control):
+            self._control(message)
+        elif isinstance(message, AddStream):
+            stream = _Stream(self, message.index, message)
+            with self._lock:
+                self.streams[message.index] = stream
+            stream.worker.start()
+        elif isinstance(message, RecordClip):
+            self._record_clip(message)
+        elif isinstance(message, ForgetStream):
+            stream = self.streams.get(message.index)
+            if stream is not None and self._rings is not None:
+                self._rings.end_stream(stream.worker.config.id)
+        elif isinstance(message, Exit):
+            self.exiting.set()
+
+    def _control(self, message: Control) -> None:
+        for index, n in message.credits.items():
+            self.streams[index].credits.release(n)
+        for index, generation, slot in message.freed:
+            self.streams[index].slots.free(generation, slot)
+        for index in message.stops:
+            self.streams[index].worker.stop()
+
+    def _record_clip(self, message: RecordClip) -> None:
+        stream = self.streams.get(message.index)
+
+        def done(path: Path, error: str | None) -> None:
+            self.send(ClipDone(message.request, str(path), error))
+
+        recorded = stream is not None and self._rings is not None and self._rings.record_clip(
+            stream.worker.config.id, message.ts_ns, message.before_s, message.after_s, Path(message.path), done)
+        if not recorded:
+            done(Path(message.path), "no packets of this stream to cut a clip from")
+
+    def _all(self) -> list[_Stream]:
+        with self._lock:
+            return list(self.streams.values())
+
+    def report_until_exit(self) -> None:
+        """Send the running workers' counters every `STATS_INTERVAL_S` until told to exit and every
+        stream has ended; then write the clips still pending."""
+        while True:
+            self.exiting.wait(STATS_INTERVAL_S)
+            streams = self._all()
+            running = {s.index: s.worker.stats() for s in streams if not s.worker.join(0)}
+            if running:
+                self.send(Stats(running))
+            if self.exiting.is_set():
+                for stream in streams:
+                    stream.worker.stop()
+                if all(stream.worker.join(STATS_INTERVAL_S) for stream in streams):
+                    break
+        if self._rings is not None:
+            self._rings.close()
+        with self._send_lock:
+            self.conn.close()

@@ -1,0 +1,19 @@
+"""What a per-stream stage is.
+
+One instance per stream (tracker, zone/line analytics with alert rules, a `stages:` plugin), called on
+that stream's frames in order on one stage worker, never two at once. `process` may replace
+`result.detections` (the tracker does) and append to `result.events`; it holds that stream's state only.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+from pipeline.types import Event, FrameResult
+
+
+class StreamStage(Protocol):
+    def process(self, result: FrameResult) -> None: ...
+
+    def end(self, ts_ns: int) -> list[Event]:
+        """The stream ended (or was removed): close open state (tracks, zone visits), return final events."""
+        ...

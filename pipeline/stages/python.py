@@ -1,0 +1,48 @@
+"""Per-frame Python stages from the config: what DeepStream users do with probes and Savant users with pyfuncs.
+
+    stages:
+      - python: my_package.speed:SpeedLimit       # or the name a plugin registered it under
+        options: {limit_kmh: 50}
+        streams: [gate-1]                          # default: every stream
+
+`SpeedLimit(stream_id, **options)` is made once per stream. It is called with each `FrameResult` of its
+stream, in frame order, after the tracker and the zone/line analytics (so it sees track ids and the
+frame's zone and line events), and returns a list of `Event`s (or None); it may add named per-detection
+columns with `result.detections.add_attribute(name, values)`. An optional `close()` runs when the stream
+ends or is removed. An exception is isolated: counted as that stage's failure, logged, and the stream
+goes on.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline import plugins
+from pipeline.config.models import StageConfig
+from pipeline.errors import ConfigError
+from pipeline.types import Event, FrameResult
+
+
+class PythonStage:
+    """Adapts one user object to the `StreamStage` protocol; `name` is the configured `python` value."""
+
+    def __init__(self, config: StageConfig, stream_id: str):
+        self.name = config.python
+        factory = plugins.stage_factory(config.python)
+        try:
+            self.target: Any = factory(stream_id, **config.options)
+        except TypeError as exc:
+            raise ConfigError(f"stage '{config.python}' for stream '{stream_id}': cannot be made with options "
+                              f"{sorted(config.options)} ({exc}); fix stages -> options") from None
+
+    def process(self, result: FrameResult) -> None:
+        events = self.target(result) or []
+        for event in events:
+            if not isinstance(event, Event):
+                raise TypeError(f"stage '{self.name}' returned {type(event).__name__}, not an Event")
+        result.events.extend(events)
+
+    def end(self, ts_ns: int) -> list[Event]:
+        close = getattr(self.target, "close", None)  # optional in the user's class, as documented
+        if close is not None:
+            close()
+        return []
