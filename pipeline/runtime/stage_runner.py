@@ -144,7 +144,7 @@ class StageRunner:
             stream = streams[stream_id] = _Stream(stages, live=True)
         stream.last_ts = result.frame.pts_ns
         for stage in stream.stages:
-            guarded(self.failures, type(stage).__name__, stage.process, result)
+            guarded(self.failures, stage.name, stage.process, result)
         if result.events:
             guarded(self.failures, "outbox", self._publish, list(result.events))
         stream.frames += 1
@@ -157,7 +157,7 @@ class StageRunner:
             return
         events: list[Event] = []
         for stage in stream.stages:
-            events.extend(guarded(self.failures, type(stage).__name__, stage.end, stream.last_ts) or [])
+            events.extend(guarded(self.failures, stage.name, stage.end, stream.last_ts) or [])
         if events:
             guarded(self.failures, "outbox", self._publish, events)
             self.outputs.events(stream_id, events)

@@ -12,6 +12,8 @@ from pipeline.types import Event, FrameResult
 
 
 class StreamStage(Protocol):
+    name: str  # what its failures are counted under
+
     def process(self, result: FrameResult) -> None: ...
 
     def end(self, ts_ns: int) -> list[Event]:

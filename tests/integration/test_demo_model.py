@@ -51,8 +51,8 @@ def test_detects_objects_in_worlds_it_never_saw():
 def test_pipeline_detector_finds_the_synthetic_objects_at_default_thresholds():
     detector_module = pytest.importorskip("pipeline.detect.detector")
     from pipeline.config.models import DetectorConfig
-    from samples.world.source import SyntheticReader
     from samples.world.scoring import score_stream
+    from samples.world.source import SyntheticReader
 
     detector = detector_module.Detector(DetectorConfig(model=MODEL, engine="onnxruntime"), max_batch=4)
     totals = np.zeros(3)

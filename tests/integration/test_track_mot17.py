@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from pipeline.config.models import TrackerConfig
 from pipeline import mot
+from pipeline.config.models import TrackerConfig
 from pipeline.stages.tracking.cli import track_table
 from tests.conftest import shared_file
 

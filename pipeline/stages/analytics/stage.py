@@ -22,6 +22,8 @@ class AnalyticsStage:
     Event time is the frame's `pts_ns`. Events per frame: zone_enter/zone_exit, line_cross, then alerts.
     """
 
+    name = "analytics"
+
     def __init__(self, stream_id: str, zones: list[ZoneConfig], lines: list[LineConfig], rules: list[AlertRule],
                  class_names: list[str], max_missing_s: float = 2.0):
         self.stream_id = stream_id

@@ -13,6 +13,8 @@ class TrackingStage:
     the tracks through the missing frames, so motion stays consistent with the stream's frame rate.
     """
 
+    name = "tracker"
+
     def __init__(self, config: TrackerConfig | None = None, max_bridged_frames: int = 30):
         self.tracker = ByteTracker(config)
         self.max_bridged_frames = max_bridged_frames

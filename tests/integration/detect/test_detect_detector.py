@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from pipeline.config.models import DetectorConfig
-from pipeline.detect.detector import Detector
 from pipeline.config.resolve import detector_plan
+from pipeline.detect.detector import Detector
 from pipeline.detect.engines import build_engine
-from pipeline.machine import nvidia_gpu_present
 from pipeline.errors import ConfigError, EngineError
+from pipeline.machine import nvidia_gpu_present
 from pipeline.types import Frame, FrameBatch
 from tests.conftest import shared_file
 

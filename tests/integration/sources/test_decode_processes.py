@@ -9,7 +9,6 @@ import os
 import signal
 
 import numpy as np
-import pytest
 
 from pipeline.align.buffer import AlignedBuffer
 from pipeline.config.models import (

@@ -7,9 +7,9 @@ import time
 import numpy as np
 
 from pipeline.config.outputs import JsonlOutput, MotExport
+from pipeline.mot import read_mot
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.mot_export import MotExportSink
-from pipeline.mot import read_mot
 from tests.integration.storage.replay import MOT_CLASSES, feed
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ConfigError
-from samples.world.source import SyntheticReader
 from pipeline.types import Frame, frame_to_rgb
 from samples.world import World
+from samples.world.source import SyntheticReader
 
 
 def test_yields_integer_pts_at_the_requested_size_and_stops_after_frames():

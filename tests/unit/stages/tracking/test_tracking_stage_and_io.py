@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from pipeline import mot
 from pipeline.config.models import TrackerConfig
 from pipeline.errors import SourceError
-from pipeline import mot
 from pipeline.stages.tracking.cli import track_command
 from pipeline.stages.tracking.stage import TrackingStage
 from pipeline.types import Detections, Frame, FrameResult

@@ -1,0 +1,43 @@
+"""A sink that hangs (a database that stopped answering) holds back only itself: live cameras' frames
+keep reaching the tracker and the other sinks; files wait for it and lose nothing."""
+from __future__ import annotations
+
+from pipeline.runtime.runner import PipelineRunner
+from pipeline.testing import HangingSink, RecordingSink
+from tests.component.conftest import fake_config
+
+
+def test_a_hanging_sink_drops_live_frames_for_itself_only_while_the_stages_go_on(tmp_path, running):
+    hanging, healthy = HangingSink(), RecordingSink()
+    cameras = [{"id": f"cam-{i}", "url": f"fake://cam-{i}?fps=50", "ring_size": 16} for i in range(2)]
+    runner = PipelineRunner(fake_config(tmp_path, cameras), sinks=[hanging, healthy])
+    run = running(runner)
+    assert healthy.wait_for(lambda s: min(len(s.seqs["cam-0"]), len(s.seqs["cam-1"])) >= 10, timeout=20)
+    queue = 256  # the default queue of a sink given to the runner
+    assert healthy.wait_for(lambda s: min(len(s.seqs["cam-0"]), len(s.seqs["cam-1"])) >= queue + 100, timeout=60)
+    hanging_now = runner.snapshot().sinks["hanging"]
+    assert hanging_now["queued"] == queue and sum(hanging_now["dropped"].values()) > 0
+    hanging.release()
+    snap = run.stop()
+    for stream_id in ("cam-0", "cam-1"):
+        stream = snap.streams[stream_id]
+        seqs = healthy.seqs[stream_id]
+        assert seqs == list(range(len(seqs)))  # the healthy sink and the stages missed nothing
+        assert stream["staged"] == len(seqs) and stream["dropped_overflow"] == stream["dropped_age"] == 0
+        assert stream["dropped_sinks"] == snap.sinks["hanging"]["dropped"][stream_id] > 0
+    assert hanging.calls == snap.frames_detected - sum(snap.sinks["hanging"]["dropped"].values())
+
+
+def test_a_file_waits_for_a_slow_sink_and_loses_no_frame(tmp_path, running):
+    hanging, healthy = HangingSink(), RecordingSink()
+    runner = PipelineRunner(fake_config(tmp_path, [{"id": "clip", "url": "fake://clip?frames=400&live=0"}]),
+                            sinks=[hanging, healthy])
+    run = running(runner)
+    assert healthy.wait_for(lambda s: len(s.seqs["clip"]) >= 256, timeout=20)
+    stalled_at = len(healthy.seqs["clip"])
+    assert stalled_at < 400 and runner.snapshot().sinks["hanging"]["dropped"] == {}  # it waits instead
+    hanging.release()
+    assert healthy.wait_for(lambda s: "clip" in s.ended, timeout=20)
+    snap = run.stop()
+    assert healthy.seqs["clip"] == list(range(400)) and hanging.calls == 400
+    assert snap.streams["clip"]["dropped_sinks"] == 0

@@ -1,0 +1,74 @@
+"""Streams added to and removed from a running pipeline: the others never pause, drop or reset."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pipeline.config.models import StreamConfig
+from pipeline.errors import ConfigError
+from pipeline.runtime.runner import PipelineRunner
+from pipeline.testing import RecordingSink
+from tests.component.conftest import fake_config
+
+DROPS = ("dropped_overflow", "dropped_age", "dropped_fps_cap", "dropped_sink", "dropped_sinks")
+
+
+def camera(name: str, fps: int = 40) -> dict:
+    return {"id": name, "url": f"fake://{name}?fps={fps}", "ring_size": 16}
+
+
+def test_a_camera_added_and_one_removed_while_running_leave_the_others_untouched(tmp_path, running):
+    sink = RecordingSink()
+    runner = PipelineRunner(fake_config(tmp_path, [camera("a"), camera("b")]), sinks=[sink])
+    run = running(runner)
+    assert sink.wait_for(lambda s: min(len(s.seqs["a"]), len(s.seqs["b"])) >= 20, timeout=20)
+
+    runner.add_stream(StreamConfig(id="c", url="fake://c?fps=40", ring_size=16))
+    assert sink.wait_for(lambda s: len(s.seqs["c"]) >= 20, timeout=20)
+    assert runner.remove_stream("a", timeout=20)
+    b_at_removal = len(sink.seqs["b"])
+    assert sink.wait_for(lambda s: len(s.seqs["b"]) >= b_at_removal + 20 and len(s.seqs["c"]) >= 40, timeout=20)
+    assert [s.id for s in runner.streams()] == ["b", "c"]
+    assert not any(t.name == "decode:a" for t in threading.enumerate())  # its worker is gone
+    live = runner.snapshot()
+    assert set(live.streams) == {"b", "c"}  # forgotten by the buffer, the sources and the stages
+
+    snap = run.stop()
+    assert sink.started == ["a", "b", "c"] and sink.ended[0] == "a"
+    for stream_id in ("b", "c"):
+        seqs = sink.seqs[stream_id]
+        assert seqs == list(range(len(seqs))), f"{stream_id}: a gap or a reorder in seq"
+        assert all(snap.streams[stream_id][key] == 0 for key in DROPS), snap.streams[stream_id]
+    a = sink.seqs["a"]
+    assert a == list(range(len(a)))  # the removed camera's frames until its end, in order
+
+
+def test_adding_a_stream_with_a_taken_id_or_an_unknown_lane_changes_nothing(tmp_path, running):
+    sink = RecordingSink()
+    runner = PipelineRunner(fake_config(tmp_path, [camera("a")]), sinks=[sink])
+    run = running(runner)
+    assert sink.wait_for(lambda s: len(s.seqs["a"]) >= 5, timeout=20)
+    with pytest.raises(ConfigError, match="'a' already exists"):
+        runner.add_stream(StreamConfig(id="a", url="fake://a2"))
+    with pytest.raises(ConfigError, match="unknown lane 'fast'"):
+        runner.add_stream(StreamConfig(id="d", url="fake://d", lane="fast"))
+    with pytest.raises(ConfigError, match="no stream 'zz'"):
+        runner.remove_stream("zz")
+    assert [s.id for s in runner.streams()] == ["a"]
+    snap = run.stop()
+    assert set(snap.streams) == {"a"} and sink.started == ["a"]
+
+
+def test_a_finished_file_can_be_removed_and_its_id_used_again(tmp_path, running):
+    sink = RecordingSink()
+    runner = PipelineRunner(fake_config(tmp_path, [camera("cam"), {"id": "clip", "url": "fake://clip?frames=30&live=0"}]),
+                            sinks=[sink])
+    run = running(runner)
+    assert sink.wait_for(lambda s: "clip" in s.ended, timeout=20)
+    assert runner.snapshot().streams["clip"]["state"] == "finished"  # listed until removed
+    assert runner.remove_stream("clip", timeout=10)
+    runner.add_stream(StreamConfig(id="clip", url="fake://clip?frames=10&live=0"))
+    assert sink.wait_for(lambda s: s.ended.count("clip") == 2, timeout=20)
+    run.stop()
+    assert sink.seqs["clip"] == list(range(30)) + list(range(10))  # a new stream under the old name
