@@ -152,3 +152,36 @@ def test_plan_auto_keeps_cpu_streams_in_threads_and_clips_no_longer_keep_streams
     plan = resolve(config("auto").model_copy(update={"streams": [
         StreamConfig(id=f"c{i}", url=f"/clips/{i}.mp4") for i in range(20)]}), nvdec)
     assert plan.decode_processes == 3 and all(s.decoder == "nvdec" and s.in_child for s in plan.streams)
+
+
+def test_streams_are_added_to_and_removed_from_running_decode_processes(tmp_path):
+    import threading
+
+    from pipeline.testing import RecordingSink
+
+    config = PipelineConfig.model_validate({
+        "plugins": ["pipeline.testing"],
+        "streams": [{"id": f"cam-{i}", "url": f"fake://cam-{i}?fps=40", "ring_size": 16} for i in range(2)],
+        "detector": {"model": "fake", "engine": "fake"},
+        "runtime": {"decode_processes": 2, "outbox_path": str(tmp_path / "outbox.db")},
+    })
+    sink = RecordingSink()
+    runner = PipelineRunner(config, sinks=[sink])
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        assert sink.wait_for(lambda s: min(len(s.seqs["cam-0"]), len(s.seqs["cam-1"])) >= 20, timeout=30)
+        runner.add_stream(StreamConfig(id="cam-2", url="fake://cam-2?fps=40", ring_size=16))
+        assert sink.wait_for(lambda s: len(s.seqs["cam-2"]) >= 20, timeout=30)
+        assert runner.parts.sources.worker("cam-2").pid in {runner.parts.sources.worker(f"cam-{i}").pid for i in (0, 1)}
+        assert runner.remove_stream("cam-0", timeout=30)
+        at_removal = len(sink.seqs["cam-1"])
+        assert sink.wait_for(lambda s: len(s.seqs["cam-1"]) >= at_removal + 20, timeout=30)
+        assert [s.id for s in runner.streams()] == ["cam-1", "cam-2"]
+    finally:
+        runner.request_stop()
+        thread.join(30)
+    for stream_id in ("cam-0", "cam-1", "cam-2"):
+        seqs = sink.seqs[stream_id]
+        assert seqs == list(range(len(seqs))), stream_id
+    assert runner.parts.sources.children.count == 0  # every child exited at the end
