@@ -117,6 +117,12 @@ class AlignedBuffer:
         self._inbox.put(_WAKE)
         return True
 
+    def discard_stream(self, stream_id: str) -> None:
+        """Forget a stream whose producer never started (an add that failed half-way)."""
+        with self._lock:
+            self._drain_locked()
+            self._forget_locked(self._ring(stream_id))
+
     def end_stream(self, stream_id: str) -> None:
         """The stream will send no more frames: its lane may flush the tail without waiting for it."""
         self._inbox.put((self._ring(stream_id), 0, None))

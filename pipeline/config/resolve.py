@@ -68,10 +68,10 @@ class StreamPlan:
 
 @dataclass(frozen=True)
 class Plan:
-    machine: str
+    machine: Machine
     detector: DetectorPlan
     streams: tuple[StreamPlan, ...]
-    decode_processes: int  # children at most (0: every stream decodes in a thread here)
+    decode_processes: int  # children at most, started as streams need them (0: every stream in a thread here)
     children_take: str  # which streams go to children: "nvdec", "all" or "none"
     packet_ring_s: float
     switch_interval_s: float
@@ -83,12 +83,12 @@ class Plan:
 
     def describe(self) -> str:
         d = self.detector
-        lines = [f"machine: {self.machine}",
+        lines = [f"machine: {self.machine.describe()}",
                  f"engine: {d.reason}",
                  f"batches: up to {d.max_batch}" + (f", run at sizes {list(d.buckets)}" if d.buckets else "")
                  + f"; {d.workers} in flight" + (f", {d.threads} thread{'s' if d.threads > 1 else ''} each" if not d.on_device else ""),
-                 f"decode processes: {self.decode_processes}" + (f" (take {self.children_take} streams)"
-                                                                  if self.decode_processes else ""),
+                 "decode processes: " + (f"up to {self.decode_processes}, for {self.children_take} streams"
+                                           if self.decode_processes else "none"),
                  f"thread switch interval: {self.switch_interval_s * 1000:g} ms"]
         if self.plugins:
             lines.append(f"plugins: {', '.join(self.plugins)}")
@@ -107,14 +107,15 @@ def resolve(config: PipelineConfig, machine: Machine | None = None) -> Plan:
     detector = detector_plan(config.detector, largest_lane, machine, warnings)
     decoders = {s.id: stream_decoder(s, machine) for s in config.streams}
     count, take = _decode_processes(config, decoders, machine)
-    plan = Plan(machine.describe(), detector, (), count, take, _packet_ring_s(config),
+    plan = Plan(machine, detector, (), count, take, _packet_ring_s(config),
                 _switch_interval(config, detector), tuple(config.plugins), tuple(warnings))
-    return replace(plan, streams=tuple(plan_stream(s, plan, machine, decoders[s.id]) for s in config.streams))
+    return replace(plan, streams=tuple(plan_stream(s, plan, decoders[s.id]) for s in config.streams))
 
 
-def plan_stream(stream: StreamConfig, plan: Plan, machine: Machine, decoder: str | None = None) -> StreamPlan:
-    """How `stream` is read under `plan` (also for a stream added while the pipeline runs)."""
-    decoder = decoder or stream_decoder(stream, machine)
+def plan_stream(stream: StreamConfig, plan: Plan, decoder: str | None = None) -> StreamPlan:
+    """How `stream` is read under `plan` (also for a stream added while the pipeline runs); ConfigError
+    when it asks for a decoder the plan's machine does not have."""
+    decoder = decoder or stream_decoder(stream, plan.machine)
     in_child = plan.decode_processes > 0 and (plan.children_take == "all"
                                               or (plan.children_take == "nvdec" and decoder == "nvdec"))
     return StreamPlan(stream.id, decoder, in_child, stream.is_live, plan.packet_ring_s)
@@ -194,11 +195,12 @@ def stream_decoder(stream: StreamConfig, machine: Machine) -> str:
 
 
 def _decode_processes(config: PipelineConfig, decoders: dict[str, str], machine: Machine) -> tuple[int, str]:
-    """(children at most, which streams they take). An integer puts every stream in that many children;
-    auto puts the NVDEC streams there, one child per `STREAMS_PER_PROCESS`, once there are that many."""
+    """(children at most, which streams they take). An integer puts every stream in up to that many
+    children (started as streams need them, so streams added later may use them too); auto puts the NVDEC
+    streams there, one child per `STREAMS_PER_PROCESS`, once the config has that many."""
     setting = config.runtime.decode_processes
     if setting != "auto":
-        return min(setting, len(config.streams)), "all" if setting else "none"
+        return setting, "all" if setting else "none"
     nvdec = sum(decoder == "nvdec" for decoder in decoders.values())
     if nvdec < STREAMS_PER_PROCESS:
         return 0, "none"

@@ -16,7 +16,7 @@ from pipeline.config.resolve import Plan
 from pipeline.detect.detector import Detector
 from pipeline.runtime.events import EventPublisher
 from pipeline.runtime.inference import Inference
-from pipeline.runtime.outputs import OutputSinks
+from pipeline.runtime.outputs import Failures, OutputSinks
 from pipeline.runtime.stage_runner import StageRunner
 from pipeline.sinks import build_outputs
 from pipeline.sinks.base import OutputContext, Sink
@@ -43,19 +43,22 @@ class Pipeline:
 
 
 def build_pipeline(config: PipelineConfig, plan: Plan, *, detector: Detector | None = None,
-                   sinks: list[Sink] = (), on_finished: Callable[[str], None] | None = None) -> Pipeline:
+                   sinks: list[Sink] = (), on_finished: Callable[[str], None] | None = None,
+                   finish_when: Callable[[], bool] = lambda: True) -> Pipeline:
     """Make every stage of `config` as `plan` decided. detector: one already loaded (tests, benchmarks).
     sinks: frame sinks beyond the configured ones (default queue options). on_finished(stream_id): every
-    sink has handled a stream's end. Raises ConfigError, EngineError or SinkError when a part cannot be made."""
+    sink has handled a stream's end (called on a sink thread). finish_when(): inference may end once every
+    stream has ended and been drained (a runner says: once it was asked to stop). Raises ConfigError,
+    EngineError or SinkError when a part cannot be made."""
     detector = detector or Detector(config.detector, plan=plan.detector)
     buffer = AlignedBuffer(list(config.lanes))
     sources = Sources(buffer, decode_processes=plan.decode_processes, device=plan.detector.device,
                       plugin_modules=list(plan.plugins))
     frame_sinks, event_outputs = build_outputs(list(config.sinks), OutputContext(
         detector.class_names, list(config.alerts), clips=sources))
-    outputs = OutputSinks([*frame_sinks, *((sink, FrameSinkOptions()) for sink in sinks)])
+    outputs = OutputSinks([*frame_sinks, *((sink, FrameSinkOptions()) for sink in sinks)], Failures())
     events = EventPublisher(Outbox(Path(config.runtime.outbox_path), event_outputs) if event_outputs else None)
     stages = StageRunner(lambda stream_id: build_stages(config, stream_id, detector.class_names), events.publish,
                          outputs, config.runtime.stage_workers, config.runtime.stage_queue_size, on_finished)
-    inference = Inference(buffer, detector, stages.submit, stages.end_stream)
+    inference = Inference(buffer, detector, stages.submit, stages.end_stream, finish_when)
     return Pipeline(config, plan, detector, buffer, sources, outputs, events, stages, inference)

@@ -26,11 +26,13 @@ TAKE_TIMEOUT_S = 0.05
 
 class Inference:
     """on_result(result) gets every detected frame, on_ended(stream_id) every stream whose last frame was
-    handed on; both from the inference threads, one call at a time, in buffer order."""
+    handed on; both from the inference threads, one call at a time, in buffer order. The threads end once
+    every stream has ended and been drained and `finish_when()` agrees (or when abandoned)."""
 
     def __init__(self, buffer: AlignedBuffer, detector: Detector, on_result: Callable[[FrameResult], None],
-                 on_ended: Callable[[str], None]):
+                 on_ended: Callable[[str], None], finish_when: Callable[[], bool] = lambda: True):
         self.buffer = buffer
+        self._finish_when = finish_when
         self.detector = detector
         self._on_result = on_result
         self._on_ended = on_ended
@@ -67,7 +69,7 @@ class Inference:
         while not self._abandon.is_set():
             with self._take_lock:
                 batch = self.buffer.next_batch(timeout=TAKE_TIMEOUT_S)
-                done = batch is None and self.buffer.finished
+                done = batch is None and self._finish_when() and self.buffer.finished
                 ended = self.buffer.take_ended()
                 if batch is None and not ended:
                     if done:

@@ -1,10 +1,11 @@
 """The frame sinks, each behind a bounded queue and a thread of its own (`sink:<name>`).
 
-A slow or hung sink (a database that stalls, a full disk) holds back only itself: when its queue is
-full, a live camera's oldest waiting frame is dropped (its `overflow: drop_oldest`, counted per stream)
-so the stages and detection go on; file frames, frames that carry events and the stream start/end
-markers always wait for room (nothing of theirs is lost). `overflow: block` makes live frames wait too.
-A failing callback is isolated, counted and logged; the sink keeps getting the next frames.
+A slow or hung sink (a database that stalls, a full disk) holds back only itself. Its queue holds at
+most `queue_size` frames; when it is full, a live camera's frame takes the place of the oldest live
+frame waiting (`overflow: drop_oldest`, counted per stream): that frame's events still reach the sink
+(`on_events`), only its picture and detections are dropped. File frames wait for room (nothing of a
+file is lost), and so do live frames with `overflow: block`. Stream start and end markers and events
+never wait. A failing callback is isolated, counted and logged; the sink keeps getting the next items.
 """
 from __future__ import annotations
 
@@ -24,16 +25,36 @@ log = logging.getLogger(__name__)
 PUT_WAIT_S = 1.0
 """How long a waiting put sleeps before it checks that the sink's thread is still there."""
 
+CLOSE_WAIT_S = 5.0
+"""At shutdown, each sink has at least this long to finish what is queued, whatever the others took."""
 
-def guarded(failures: Counter, name: str, fn, *args, **kwargs) -> Any:
+
+class Failures:
+    """Failures per part name, counted from many threads."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, name: str) -> int:
+        with self._lock:
+            self._counts[name] += 1
+            return self._counts[name]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+def guarded(failures: Failures, name: str, fn, *args, **kwargs) -> Any:
     """Call `fn(*args)`; an exception is counted under `name` and logged (the 1st, 10th, 100th, every
     1000th), and None returned: the isolation boundary of every stage and sink."""
     try:
         return fn(*args, **kwargs)
     except Exception:  # noqa: BLE001 - one failing part must not stop the others
-        failures[name] += 1
-        if failures[name] in (1, 10, 100) or failures[name] % 1000 == 0:
-            log.exception("'%s' failed (%d failures so far); it keeps running", name, failures[name])
+        count = failures.add(name)
+        if count in (1, 10, 100) or count % 1000 == 0:
+            log.exception("'%s' failed (%d failures so far); it keeps running", name, count)
         return None
 
 
@@ -51,16 +72,25 @@ class _Countdown:
             self._then()
 
 
-class SinkQueue:
-    """One sink, its queue of (callback name, arguments, droppable stream or None) and its thread."""
+class _Item:
+    __slots__ = ("method", "args", "frame_of", "after")
 
-    def __init__(self, sink: Sink, options: FrameSinkOptions, failures: Counter):
+    def __init__(self, method: str, args: tuple, frame_of: str | None = None, after: _Countdown | None = None):
+        self.method, self.args, self.frame_of, self.after = method, args, frame_of, after
+
+
+class SinkQueue:
+    """One sink, its queue and its thread."""
+
+    def __init__(self, sink: Sink, options: FrameSinkOptions, failures: Failures):
         self.sink = sink
         self.capacity = options.queue_size
         self.block_live = options.overflow == "block"
-        self.dropped: Counter[str] = Counter()  # per stream
+        self.dropped: Counter[str] = Counter()  # live frames per stream
         self._failures = failures
-        self._items: deque = deque()
+        self._items: deque[_Item] = deque()
+        self._frames = 0  # frames in `_items`; only they count against the capacity
+        self._live = 0  # of which live
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"sink:{sink.name}", daemon=True)
@@ -68,37 +98,57 @@ class SinkQueue:
     def start(self) -> None:
         self._thread.start()
 
-    def put(self, method: str, *args, live_stream: str | None = None, after: _Countdown | None = None) -> None:
-        """Queue `sink.<method>(*args)`; `live_stream` marks a live frame without events, which may be
-        dropped (per `overflow`) instead of waiting for room; `after` counts down once it has run."""
-        droppable = live_stream if not self.block_live else None
+    def put_frame(self, result: FrameResult, live: bool) -> None:
+        """Queue `sink.on_frame(result)`, making room as the module docstring says."""
+        droppable = live and not self.block_live
         with self._cond:
-            while len(self._items) >= self.capacity and not self._closed:
-                if droppable is not None and self._drop_oldest_locked():
+            while self._frames >= self.capacity and not self._closed:
+                if droppable and self._live:
+                    self._drop_oldest_live_locked()
                     break
                 if not self._cond.wait(PUT_WAIT_S) and not self._thread.is_alive():
                     raise SinkError(f"sink '{self.sink.name}': its thread is gone; see the log for the cause")
-            self._items.append((method, args, droppable, after))
+            self._items.append(_Item("on_frame", (result,), result.frame.stream_id if droppable else None))
+            self._frames += 1
+            self._live += droppable
             self._cond.notify_all()
 
-    def _drop_oldest_locked(self) -> bool:
-        for i, (_, _, stream, _) in enumerate(self._items):
-            if stream is not None:
-                del self._items[i]
-                self.dropped[stream] += 1
-                return True
-        return False
+    def put(self, method: str, *args, after: _Countdown | None = None) -> None:
+        """Queue `sink.<method>(*args)` (a start or end marker, events): never waits. `after` counts down
+        once it has run."""
+        with self._cond:
+            self._items.append(_Item(method, args, after=after))
+            self._cond.notify_all()
 
-    def close(self, deadline: float) -> bool:
-        """Deliver what is queued, close the sink; False when that did not finish by `deadline` (monotonic s)."""
+    def _drop_oldest_live_locked(self) -> None:
+        for i, item in enumerate(self._items):
+            if item.frame_of is not None:
+                result = item.args[0]
+                self.dropped[item.frame_of] += 1
+                self._frames -= 1
+                self._live -= 1
+                if result.events:  # the picture goes, its events stay
+                    self._items[i] = _Item("on_events", (item.frame_of, list(result.events)))
+                else:
+                    del self._items[i]
+                return
+
+    def close(self) -> None:
+        """Take no more waiting: queued items are still delivered (see `finish`)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+    def finish(self, deadline: float) -> bool:
+        """Deliver what is queued and close the sink; False when its thread did not finish in time (at least
+        `CLOSE_WAIT_S`, else until `deadline`, monotonic seconds): then the sink is left as it is."""
+        self.close()
         if self._thread.ident is None:  # never opened
             return True
-        self._thread.join(max(0.0, deadline - time.monotonic()))
+        self._thread.join(max(CLOSE_WAIT_S, deadline - time.monotonic()))
         if self._thread.is_alive():
-            log.warning("sink '%s' still busy at shutdown with %d items queued", self.sink.name, len(self._items))
+            log.warning("sink '%s' still busy at shutdown with %d items queued; not closed", self.sink.name,
+                        len(self._items))
             return False
         guarded(self._failures, self.sink.name, self.sink.close)
         return True
@@ -113,23 +163,22 @@ class SinkQueue:
                     self._cond.wait(PUT_WAIT_S)
                 if not self._items:
                     return
-                method, args, _, after = self._items.popleft()
+                item = self._items.popleft()
+                if item.method == "on_frame":
+                    self._frames -= 1
+                    self._live -= item.frame_of is not None
                 self._cond.notify_all()
-            guarded(self._failures, self.sink.name, getattr(self.sink, method), *args)
-            if after is not None:
-                guarded(self._failures, self.sink.name, after.done)
+            guarded(self._failures, self.sink.name, getattr(self.sink, item.method), *item.args)
+            if item.after is not None:
+                guarded(self._failures, self.sink.name, item.after.done)
 
 
 class OutputSinks:
     """Every frame sink of the pipeline; fed by the stage workers, per stream in frame order."""
 
-    def __init__(self, sinks: list[tuple[Sink, FrameSinkOptions]]):
-        self.failures: Counter[str] = Counter()
-        self._queues = [SinkQueue(sink, options, self.failures) for sink, options in sinks]
-
-    @property
-    def sinks(self) -> list[Sink]:
-        return [q.sink for q in self._queues]
+    def __init__(self, sinks: list[tuple[Sink, FrameSinkOptions]], failures: Failures):
+        self.failures = failures
+        self._queues = [SinkQueue(sink, options, failures) for sink, options in sinks]
 
     def open(self) -> None:
         """Open every sink and start its thread; SinkError when one cannot start (the ones before it
@@ -142,30 +191,37 @@ class OutputSinks:
         self._each("on_stream_start", stream_id, url)
 
     def submit(self, result: FrameResult, live: bool) -> None:
-        droppable = result.frame.stream_id if live and not result.events else None
         for q in self._queues:
-            guarded(self.failures, q.sink.name, q.put, "on_frame", result, live_stream=droppable)
+            guarded(self.failures, q.sink.name, q.put_frame, result, live)
 
     def events(self, stream_id: str, events: list[Event]) -> None:
         self._each("on_events", stream_id, events)
 
     def end_stream(self, stream_id: str, then: Callable[[str], None] | None = None) -> None:
         """Queue the stream's end to every sink; `then(stream_id)` runs once all of them have handled it."""
+        if then is not None and not self._queues:
+            then(stream_id)
+            return
         countdown = _Countdown(len(self._queues), lambda: then(stream_id)) if then is not None else None
         for q in self._queues:
-            guarded(self.failures, q.sink.name, q.put, "on_stream_end", stream_id, after=countdown)
-        if countdown is not None and not self._queues:
-            then(stream_id)
+            q.put("on_stream_end", stream_id, after=countdown)
 
-    def close(self, timeout: float = 30.0) -> bool:
+    def close(self) -> None:
+        """Stop waiting for room everywhere (a stage worker blocked on a full queue goes on)."""
+        for q in self._queues:
+            q.close()
+
+    def finish(self, timeout: float = 30.0) -> bool:
+        """Deliver what every sink has queued and close them; True when all finished in time."""
+        self.close()
         deadline = time.monotonic() + timeout
-        return all([q.close(deadline) for q in self._queues])
+        return all([q.finish(deadline) for q in self._queues])
 
     def stats(self) -> dict[str, dict]:
-        """Per sink: its own counters, queue depth, and the frames dropped per stream."""
+        """Per sink: its own counters, queue depth, and the live frames dropped per stream."""
         return {q.sink.name: {**(guarded(self.failures, q.sink.name, q.sink.stats) or {}), "queued": q.depth(),
                               "dropped": dict(q.dropped)} for q in self._queues}
 
     def _each(self, method: str, *args) -> None:
         for q in self._queues:
-            guarded(self.failures, q.sink.name, q.put, method, *args)
+            q.put(method, *args)

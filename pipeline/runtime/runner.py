@@ -10,6 +10,7 @@ stop, the buffer drains through the detector and the stages, the sinks flush, th
 from __future__ import annotations
 
 import logging
+import queue
 import sys
 import threading
 import time
@@ -18,8 +19,7 @@ from typing import Callable
 from pipeline.config.models import PipelineConfig, StreamConfig
 from pipeline.config.resolve import Plan, plan_stream, resolve
 from pipeline.detect.detector import Detector
-from pipeline.errors import ConfigError
-from pipeline.machine import probe
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.runtime.build import build_pipeline
 from pipeline.runtime.metrics import MetricsServer
 from pipeline.runtime.snapshot import Snapshot, take_snapshot
@@ -42,13 +42,17 @@ class PipelineRunner:
         self.plan = plan or resolve(config)
         for warning in self.plan.warnings:
             log.warning("%s", warning)
-        self.parts = build_pipeline(config, self.plan, detector=detector, sinks=sinks, on_finished=self._finished)
-        self.detector = self.parts.detector
+        self._admin = threading.Lock()  # one add or remove at a time (never taken by the pipeline's threads)
+        self._lock = threading.Lock()  # the bookkeeping below, held briefly
         self._streams: dict[str, StreamConfig] = {}
         self._removing: dict[str, threading.Event] = {}
         self._done: set[str] = set()  # streams whose end every sink has handled
-        self._change = threading.Lock()
+        self._finished: queue.SimpleQueue = queue.SimpleQueue()  # such streams, from the sink threads
+        self._accepting = False
         self._stop = threading.Event()
+        self.parts = build_pipeline(config, self.plan, detector=detector, sinks=sinks,
+                                    on_finished=self._finished.put, finish_when=self._stop.is_set)
+        self.detector = self.parts.detector
         self._abandon = threading.Event()
         self._started = 0.0
         self._finished_at: float | None = None
@@ -58,51 +62,73 @@ class PipelineRunner:
     # -- streams while running -----------------------------------------------------------------
     def add_stream(self, config: StreamConfig) -> None:
         """Start one more stream; the others are not paused or reset. ConfigError when its id is taken,
-        its lane unknown or a stage cannot be made for it (nothing is started then)."""
-        with self._change:
-            if config.id in self._streams:
-                raise ConfigError(f"stream '{config.id}' already exists; remove it first or choose another id")
-            plan = plan_stream(config, self.plan, probe(self.plan.detector.device))
+        its lane unknown or a stage cannot be made for it; PipelineError while the pipeline is not
+        running. Nothing is left behind when it fails."""
+        with self._admin:
+            if not self._accepting:
+                raise PipelineError(f"stream '{config.id}' not added: the pipeline is not running")
+            with self._lock:
+                if config.id in self._streams:
+                    raise ConfigError(f"stream '{config.id}' already exists; remove it first or choose another id")
+            plan = plan_stream(config, self.plan)
             self.parts.buffer.add_stream(config)
             try:
                 self.parts.stages.add_stream(config.id, config.url, plan.live)
-            except ConfigError:
-                self.parts.buffer.remove_stream(config.id)
+            except BaseException:
+                self.parts.buffer.discard_stream(config.id)
                 raise
-            self._streams[config.id] = config
-            self._done.discard(config.id)
-            self.parts.sources.add(config, plan)
+            with self._lock:
+                self._streams[config.id] = config
+                self._done.discard(config.id)
+            self.parts.sources.add(config, plan)  # from here on its end comes through the buffer
 
     def remove_stream(self, stream_id: str, timeout: float = 10.0) -> bool:
         """Stop one stream and forget it everywhere once its last frame has been through the stages and
         sinks; the others go on. True when that finished within `timeout` s (else it finishes later)."""
-        with self._change:
-            if stream_id not in self._streams:
-                raise ConfigError(f"no stream '{stream_id}'; streams: {sorted(self._streams)}")
-            done = self._removing.setdefault(stream_id, threading.Event())
+        with self._admin:
+            with self._lock:
+                if stream_id not in self._streams:
+                    raise ConfigError(f"no stream '{stream_id}'; streams: {sorted(self._streams)}")
+                done = self._removing.setdefault(stream_id, threading.Event())
+                ended = stream_id in self._done
             self.parts.buffer.remove_stream(stream_id)
             self.parts.sources.stop(stream_id)
-            if stream_id in self._done:  # it had ended already
+            if ended:  # it had ended before: nothing more will come through
                 self._forget(stream_id)
         return done.wait(timeout)
 
     def streams(self) -> list[StreamConfig]:
-        with self._change:
+        with self._lock:
             return list(self._streams.values())
 
-    def _finished(self, stream_id: str) -> None:
-        """Every sink has handled the end of `stream_id` (called from a sink thread)."""
-        self.parts.sources.end_clips(stream_id)
-        with self._change:
-            self._done.add(stream_id)
-            if stream_id in self._removing:
+    def _handle_finished(self) -> None:
+        """Streams whose end every sink has handled: drop their packets; forget the removed ones."""
+        while True:
+            try:
+                stream_id = self._finished.get_nowait()
+            except queue.Empty:
+                return
+            self.parts.sources.end_clips(stream_id)
+            with self._lock:
+                self._done.add(stream_id)
+                removed = stream_id in self._removing
+            if removed:
                 self._forget(stream_id)
 
     def _forget(self, stream_id: str) -> None:
         self.parts.sources.forget(stream_id)
-        self._streams.pop(stream_id, None)
-        self._done.discard(stream_id)
-        self._removing.pop(stream_id).set()
+        with self._lock:
+            self._streams.pop(stream_id, None)
+            self._done.discard(stream_id)
+            done = self._removing.pop(stream_id)
+        done.set()
+
+    def _all_ended(self) -> bool:
+        """Every stream the run still has ended by itself (files finished, streams failed): a run of
+        files is over. A run whose streams were all removed is not."""
+        with self._lock:
+            active = [sid for sid in self._streams if sid not in self._removing]
+        return bool(active) and self.parts.buffer.finished
 
     # -- running -------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -134,13 +160,13 @@ class PipelineRunner:
             parts.outputs.open()
             parts.events.start()
             parts.stages.start()
+            self._accepting = True
             for stream in self.config.streams:
                 self.add_stream(stream)
             parts.inference.start()
             self._wait(duration_s, on_progress, progress_interval_s)
         except BaseException:
             self._abandon.set()  # an error in the runner itself: stop detecting, flush what was done
-            parts.inference.abandon()
             raise
         finally:
             self._shut_down()
@@ -149,16 +175,23 @@ class PipelineRunner:
         return snap
 
     def _wait(self, duration_s, on_progress, progress_interval_s) -> None:
-        """Until inference has taken every frame (or was abandoned), stopping the sources when asked."""
+        """Until inference has taken every frame after a stop (or was abandoned); stops the sources when
+        asked, when the duration is reached, or when every stream has ended by itself."""
         inference = self.parts.inference
         next_progress = self._started + progress_interval_s
         while not inference.join(0.1):
+            self._handle_finished()
             now = time.monotonic()
-            if duration_s is not None and now - self._started >= duration_s and not self._stop.is_set():
-                log.info("duration of %.1f s reached; stopping sources and draining", duration_s)
-                self._stop.set()
+            if not self._stop.is_set():
+                if duration_s is not None and now - self._started >= duration_s:
+                    log.info("duration of %.1f s reached; stopping sources and draining", duration_s)
+                    self._stop.set()
+                elif self._all_ended():
+                    self._stop.set()
             if self._stop.is_set():
-                self.parts.sources.stop_all()
+                self._accepting = False
+                with self._admin:  # an add in progress finishes first, so its stream is stopped too
+                    self.parts.sources.stop_all()
             if self._abandon.is_set():
                 inference.abandon()
             if on_progress is not None and now >= next_progress:
@@ -168,14 +201,19 @@ class PipelineRunner:
     def _shut_down(self) -> None:
         """Stop and drain everything, also after an error: sources, stages, sinks, outbox, detector."""
         parts = self.parts
+        self._accepting = False
         self._finished_at = time.monotonic()
-        parts.sources.stop_all()
+        with self._admin:
+            parts.sources.stop_all()
         parts.sources.join_all(5.0)
-        if not parts.inference.join(5.0):
+        if self._abandon.is_set() or not parts.inference.join(5.0):
             parts.inference.abandon()
-        if not parts.stages.close(timeout=60.0):
-            log.warning("stage workers did not drain within 60 s")
-        parts.outputs.close()
+        if not parts.stages.close(timeout=5.0 if self._abandon.is_set() else 60.0):
+            log.warning("stage workers did not drain in time (a sink may be hung); closing the sinks anyway")
+            parts.outputs.close()  # a worker waiting for room in a sink's queue goes on
+            parts.stages.close(timeout=5.0)
+        parts.outputs.finish(timeout=5.0 if self._abandon.is_set() else 30.0)
+        self._handle_finished()
         parts.events.close()
         parts.sources.close()
         parts.detector.close()

@@ -54,7 +54,7 @@ def take_snapshot(parts: Pipeline, elapsed_s: float) -> Snapshot:
         events=events["published"],
         stage_depths=parts.stages.depths(),
         sinks=sinks,
-        sink_failures=dict(parts.stages.failures + parts.outputs.failures),
+        sink_failures=parts.outputs.failures.counts(),
         engine=parts.detector.engine_name,
         infer_s=inference.infer_s,
         extra={"failed_batches": inference.failed_batches, "outbox": events.pop("outputs"), "events": events,

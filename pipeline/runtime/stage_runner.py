@@ -13,7 +13,6 @@ import logging
 import threading
 import time
 import zlib
-from collections import Counter
 from typing import Callable
 
 from pipeline.errors import SinkError
@@ -53,7 +52,7 @@ class _Stream:
 class StageRunner:
     """make_stages(stream_id) builds a stream's stages; publish(events) takes events to the outbox.
 
-    A failing stage is logged, counted in `failures` under its name and skipped for that frame; it never
+    A failing stage is logged, counted in the failures under its name and skipped for that frame; it never
     stops the other stages, the stream or detection.
     """
 
@@ -64,7 +63,7 @@ class StageRunner:
         self._make_stages = make_stages
         self._publish = publish
         self.outputs = outputs
-        self.failures: Counter[str] = Counter()
+        self.failures = outputs.failures  # one count per part name, stages and sinks alike
         self._queues = [BoundedQueue(queue_size, Overflow.BLOCK, name=f"stages:{i}") for i in range(workers)]
         self._streams: list[dict[str, _Stream]] = [{} for _ in range(workers)]  # per worker
         self._frames: dict[str, int] = {}
@@ -106,7 +105,7 @@ class StageRunner:
 
     def frames(self) -> dict[str, int]:
         """Frames each stream has had through its stages so far."""
-        return dict(self._frames)
+        return dict(self._frames)  # one C-level copy: safe while the workers add streams
 
     def _shard(self, stream_id: str) -> int:
         return zlib.crc32(stream_id.encode()) % len(self._queues)

@@ -142,8 +142,16 @@ class StreamWorker:
         return self._state
 
     def start(self) -> None:
-        """Start the thread; a worker starts once."""
-        self._set_state(WorkerState.CONNECTING)
+        """Start the thread; a worker starts once. One stopped before it started only reports its end."""
+        with self._lock:
+            stopped = self._state is WorkerState.STOPPED
+            if not stopped:
+                if WorkerState.CONNECTING not in TRANSITIONS[self._state]:
+                    raise RuntimeError(f"{self.label}: started twice")
+                self._state = WorkerState.CONNECTING
+        if stopped:
+            self._end_stream()
+            return
         self._thread.start()
 
     def stop(self) -> None:

@@ -19,6 +19,7 @@ class RecordingSink(BaseSink):
         self.events: dict[str, list[Event]] = defaultdict(list)
         self.started: list[str] = []
         self.ended: list[str] = []
+        self.closed = False
         self._cond = threading.Condition()
 
     def on_stream_start(self, stream_id: str, url: str) -> None:
@@ -41,6 +42,9 @@ class RecordingSink(BaseSink):
             self.ended.append(stream_id)
             self._cond.notify_all()
 
+    def close(self) -> None:
+        self.closed = True
+
     def wait_for(self, condition: Callable[[RecordingSink], bool], timeout: float) -> bool:
         """True once `condition(self)` holds (checked whenever something arrives), False after `timeout` s."""
         deadline = time.monotonic() + timeout
@@ -54,16 +58,22 @@ class RecordingSink(BaseSink):
 
 
 class HangingSink(BaseSink):
-    """A sink whose `on_frame` blocks until `release()` (a database that stopped answering)."""
+    """A sink whose `on_frame` blocks until `release()` (a database that stopped answering); `events`
+    counts the events it got, with frames or without (those of frames it had to drop)."""
 
     def __init__(self, name: str = "hanging"):
         self.name = name
         self.calls = 0
+        self.events = 0
         self._released = threading.Event()
 
     def on_frame(self, result: FrameResult) -> None:
         self.calls += 1
+        self.events += len(result.events)
         self._released.wait()
+
+    def on_events(self, stream_id: str, events: list[Event]) -> None:
+        self.events += len(events)
 
     def release(self) -> None:
         self._released.set()

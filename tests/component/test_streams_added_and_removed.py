@@ -72,3 +72,41 @@ def test_a_finished_file_can_be_removed_and_its_id_used_again(tmp_path, running)
     assert sink.wait_for(lambda s: s.ended.count("clip") == 2, timeout=20)
     run.stop()
     assert sink.seqs["clip"] == list(range(30)) + list(range(10))  # a new stream under the old name
+
+
+def test_removing_every_stream_keeps_the_pipeline_running_for_the_next_one(tmp_path, running):
+    sink = RecordingSink()
+    runner = PipelineRunner(fake_config(tmp_path, [camera("a")]), sinks=[sink])
+    run = running(runner)
+    assert sink.wait_for(lambda s: len(s.seqs["a"]) >= 10, timeout=20)
+    assert runner.remove_stream("a", timeout=20) and runner.streams() == []
+    runner.add_stream(StreamConfig(id="b", url="fake://b?fps=40"))
+    assert sink.wait_for(lambda s: len(s.seqs["b"]) >= 10, timeout=20)
+    run.stop()
+    assert sink.ended == ["a", "b"]
+
+
+class RefusesSomeStreams:
+    """A stage that cannot serve streams whose id starts with 'bad' (its constructor raises)."""
+
+    def __init__(self, stream_id: str):
+        if stream_id.startswith("bad"):
+            raise ConfigError(f"cannot serve {stream_id}")
+
+    def __call__(self, result):
+        return []
+
+
+def test_a_stream_whose_stage_cannot_be_made_is_not_added_and_leaves_nothing_behind(tmp_path, running):
+    sink = RecordingSink()
+    stages = [{"python": f"{__name__}:RefusesSomeStreams"}]
+    runner = PipelineRunner(fake_config(tmp_path, [camera("a")], stages=stages), sinks=[sink])
+    run = running(runner)
+    assert sink.wait_for(lambda s: len(s.seqs["a"]) >= 5, timeout=20)
+    with pytest.raises(ConfigError, match="cannot serve bad-1"):
+        runner.add_stream(StreamConfig(id="bad-1", url="fake://bad-1?fps=40"))
+    assert [s.id for s in runner.streams()] == ["a"] and set(runner.snapshot().streams) == {"a"}
+    runner.add_stream(StreamConfig(id="good", url="fake://good?fps=40"))  # the buffer kept no stale ring
+    assert sink.wait_for(lambda s: len(s.seqs["good"]) >= 5, timeout=20)
+    snap = run.stop()
+    assert set(snap.streams) == {"a", "good"} and "bad-1" not in sink.started

@@ -130,11 +130,23 @@ class _Child:
         elif isinstance(message, RecordClip):
             self._record_clip(message)
         elif isinstance(message, ForgetStream):
-            stream = self.streams.get(message.index)
-            if stream is not None and self._rings is not None:
-                self._rings.end_stream(stream.worker.config.id)
+            self._forget(message.index)
         elif isinstance(message, Exit):
             self.exiting.set()
+
+    def _forget(self, index: int) -> None:
+        """The stream has ended everywhere: write its pending clips, drop its packets, its worker and its
+        device slots (the main process unmapped them when the stream ended)."""
+        stream = self.streams.get(index)
+        if stream is None:
+            return
+        if self._rings is not None:
+            self._rings.end_stream(stream.worker.config.id)
+        if stream.worker.join(0):
+            with self._lock:
+                del self.streams[index]
+            if stream.slots is not None:
+                stream.slots.close()
 
     def _control(self, message: Control) -> None:
         for index, n in message.credits.items():

@@ -42,7 +42,8 @@ class RecordClip(NamedTuple):
 
 
 class ForgetStream(NamedTuple):
-    """The stream is gone downstream: write its pending clips and drop its packets."""
+    """The stream has ended and is gone downstream: write its pending clips, drop its packets, its worker
+    and its device slots."""
 
     index: int
 

@@ -111,6 +111,12 @@ class SlotPool:
                 if retired[1] == 0:
                     del self._retired[generation]
 
+    def close(self) -> None:
+        """The stream is gone and nothing of it is mapped elsewhere: let go of its device memory."""
+        with self._cond:
+            self._memory, self._free, self._out, self._handles = None, [], {}, {}
+            self._retired.clear()
+
     def _fit(self, cupy, nbytes: int) -> None:
         """Make sure the slots hold `nbytes` (lock held): a new pool when they do not."""
         if self._memory is not None and nbytes <= self._slot_bytes:

@@ -76,7 +76,7 @@ class DecodeProcesses:
         self._children: list[_Child] = []
         self._lock = threading.Lock()
         self._restarts: list[tuple[float, RemoteWorker, tuple | None]] = []  # (due, worker, resume point)
-        self._clips: dict[int, ClipDoneCallback] = {}
+        self._clips: dict[int, tuple[int, Path, ClipDoneCallback]] = {}  # request -> child, path, on_done
         self._requests = itertools.count()
         self._outbox: queue.SimpleQueue = queue.SimpleQueue()
         self._copies: DeviceFrames | None = None  # made at the first device frame
@@ -120,7 +120,7 @@ class DecodeProcesses:
         """Ask the stream's child for a clip; `on_done` comes when it is written (or could not be)."""
         request = next(self._requests)
         with self._lock:
-            self._clips[request] = on_done or (lambda path, error: None)
+            self._clips[request] = (worker.child, Path(path), on_done or (lambda path, error: None))
             self._outbox.put(("msg", worker.child, RecordClip(worker.index, request, ts_ns, before_s, after_s,
                                                               str(path))))
         return True
@@ -246,7 +246,7 @@ class DecodeProcesses:
             self._end(worker)
         elif isinstance(message, ClipDone):
             with self._lock:
-                on_done = self._clips.pop(message.request)
+                _, _, on_done = self._clips.pop(message.request)
             on_done(Path(message.path), message.error)
 
     def _end(self, worker: RemoteWorker) -> None:
@@ -262,10 +262,15 @@ class DecodeProcesses:
         live streams move to a new child after their reconnect backoff, the others fail."""
         with self._lock:
             child.dead = True
+            lost = [(r, path, on_done) for r, (n, path, on_done) in self._clips.items() if n == child.number]
+            for request, _, _ in lost:
+                del self._clips[request]
+        for _, path, on_done in lost:
+            on_done(path, f"its decode process {child.name} ended before the clip was written")
         running = [w for w in child.workers.values() if not w.ended.is_set()]
         if not running or _exiting.is_set():
             return
-        child.process.join(2)
+        child.process.join(0.5)
         code = child.process.exitcode
         how = (f"was killed by signal {-code}" if code is not None and code < 0 else
                f"exited with code {code}" if code is not None else "closed its pipe")

@@ -145,7 +145,7 @@ def test_plan_auto_keeps_cpu_streams_in_threads_and_clips_no_longer_keep_streams
     assert plan.decode_processes == 0 and not any(s.in_child for s in plan.streams)
     plan = resolve(config(3), here)
     assert plan.decode_processes == 3 and all(s.in_child for s in plan.streams) and len(plan.streams) == 10
-    assert resolve(config(16, streams=5), here).decode_processes == 5
+    assert resolve(config(16, streams=5), here).decode_processes == 16  # at most: started as streams come
     plan = resolve(config(3, clips=True), here)  # packets stay in the children, clips are cut there
     assert plan.decode_processes == 3 and all(s.in_child and s.packet_ring_s == 10.0 for s in plan.streams)
     nvdec = Machine(cores=16, gpu=True, nvdec=True, nvdec_reason="nvdec on H200")
