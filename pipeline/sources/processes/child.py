@@ -18,17 +18,7 @@ import numpy as np
 
 from pipeline import plugins
 from pipeline.sources.packets import PacketRings
-from pipeline.sources.processes.messages import (
-    AddStream,
-    ClipDone,
-    Control,
-    Ended,
-    Exit,
-    ForgetStream,
-    FrameMsg,
-    RecordClip,
-    Stats,
-)
+from pipeline.sources.processes import messages as msg
 from pipeline.sources.processes.slots import SlotPool
 from pipeline.sources.worker import StreamWorker
 from pipeline.types import Frame, frame_to_rgb
@@ -56,7 +46,7 @@ def child_main(conn, device: int, log_level: int, plugin_modules: list[str]) -> 
 class _Stream:
     """One stream in the child: its worker and what its frames need on the way out."""
 
-    def __init__(self, child: _Child, index: int, message: AddStream):
+    def __init__(self, child: _Child, index: int, message: msg.AddStream):
         config = message.config
         self.child, self.index, self.live = child, index, config.is_live
         self.credits = threading.Semaphore(config.ring_size)
@@ -79,12 +69,12 @@ class _Stream:
         else:
             payload = image if pixel_format in ("rgb24", "nv12") else frame_to_rgb(frame)
             pixel_format = "rgb24" if pixel_format == "avframe" else pixel_format
-        self.child.send(FrameMsg(self.index, frame.seq, frame.pts_ns, frame.wall_ns, frame.width, frame.height,
+        self.child.send(msg.FrameMsg(self.index, frame.seq, frame.pts_ns, frame.wall_ns, frame.width, frame.height,
                                  pixel_format, payload))
         return True
 
     def end_stream(self, stream_id: str) -> None:
-        self.child.send(Ended(self.index, self.worker.stats()))
+        self.child.send(msg.Ended(self.index, self.worker.stats()))
 
 
 class _Child:
@@ -120,18 +110,18 @@ class _Child:
             stream.worker.stop()
 
     def _handle(self, message) -> None:
-        if isinstance(message, Control):
+        if isinstance(message, msg.Control):
             self._control(message)
-        elif isinstance(message, AddStream):
+        elif isinstance(message, msg.AddStream):
             stream = _Stream(self, message.index, message)
             with self._lock:
                 self.streams[message.index] = stream
             stream.worker.start()
-        elif isinstance(message, RecordClip):
+        elif isinstance(message, msg.RecordClip):
             self._record_clip(message)
-        elif isinstance(message, ForgetStream):
+        elif isinstance(message, msg.ForgetStream):
             self._forget(message.index)
-        elif isinstance(message, Exit):
+        elif isinstance(message, msg.Exit):
             self.exiting.set()
 
     def _forget(self, index: int) -> None:
@@ -148,7 +138,7 @@ class _Child:
             if stream.slots is not None:
                 stream.slots.close()
 
-    def _control(self, message: Control) -> None:
+    def _control(self, message: msg.Control) -> None:
         for index, n in message.credits.items():
             self.streams[index].credits.release(n)
         for index, generation, slot in message.freed:
@@ -156,11 +146,11 @@ class _Child:
         for index in message.stops:
             self.streams[index].worker.stop()
 
-    def _record_clip(self, message: RecordClip) -> None:
+    def _record_clip(self, message: msg.RecordClip) -> None:
         stream = self.streams.get(message.index)
 
         def done(path: Path, error: str | None) -> None:
-            self.send(ClipDone(message.request, str(path), error))
+            self.send(msg.ClipDone(message.request, str(path), error))
 
         recorded = stream is not None and self._rings is not None and self._rings.record_clip(
             stream.worker.config.id, message.ts_ns, message.before_s, message.after_s, Path(message.path), done)
@@ -179,7 +169,7 @@ class _Child:
             streams = self._all()
             running = {s.index: s.worker.stats() for s in streams if not s.worker.join(0)}
             if running:
-                self.send(Stats(running))
+                self.send(msg.Stats(running))
             if self.exiting.is_set():
                 for stream in streams:
                     stream.worker.stop()

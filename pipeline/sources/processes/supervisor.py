@@ -21,18 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.config.models import StreamConfig
+from pipeline.sources.processes import messages as msg
 from pipeline.sources.processes.child import child_main
-from pipeline.sources.processes.messages import (
-    AddStream,
-    ClipDone,
-    Control,
-    Ended,
-    Exit,
-    ForgetStream,
-    FrameMsg,
-    RecordClip,
-    Stats,
-)
 from pipeline.sources.processes.remote import RemoteWorker
 from pipeline.sources.processes.slots import DeviceFrames, SlotRef
 from pipeline.types import Frame
@@ -106,7 +96,7 @@ class DecodeProcesses:
 
     def forget_packets(self, worker: RemoteWorker) -> None:
         """No more clips of the stream will be asked for: its child writes its pending ones, drops its packets."""
-        self._outbox.put(("msg", worker.child, ForgetStream(worker.index)))
+        self._outbox.put(("msg", worker.child, msg.ForgetStream(worker.index)))
 
     def forget(self, worker: RemoteWorker) -> None:
         """The stream was removed and has ended everywhere: drop its handle."""
@@ -121,7 +111,7 @@ class DecodeProcesses:
         request = next(self._requests)
         with self._lock:
             self._clips[request] = (worker.child, Path(path), on_done or (lambda path, error: None))
-            self._outbox.put(("msg", worker.child, RecordClip(worker.index, request, ts_ns, before_s, after_s,
+            self._outbox.put(("msg", worker.child, msg.RecordClip(worker.index, request, ts_ns, before_s, after_s,
                                                               str(path))))
         return True
 
@@ -138,7 +128,7 @@ class DecodeProcesses:
             self._children.append(child)
         worker.child, worker.index, worker.pid = child.number, next(child.indices), child.process.pid
         child.workers[worker.index] = worker
-        self._outbox.put(("msg", child.number, AddStream(worker.index, worker.config, worker.decoder,
+        self._outbox.put(("msg", child.number, msg.AddStream(worker.index, worker.config, worker.decoder,
                                                          worker.packet_ring_s, resume)))
 
     # -- the sending thread --------------------------------------------------------------------
@@ -151,7 +141,7 @@ class DecodeProcesses:
                     items.append(self._outbox.get_nowait())
                 except queue.Empty:
                     break
-            merged: dict[int, Control] = {}
+            merged: dict[int, msg.Control] = {}
             for item in items:
                 if item is None:
                     return
@@ -160,7 +150,7 @@ class DecodeProcesses:
                     self._send(child, merged.pop(child, None))
                     self._send(child, item[2])
                     continue
-                control = merged.setdefault(child, Control(Counter(), [], []))
+                control = merged.setdefault(child, msg.Control(Counter(), [], []))
                 if kind == "credit":
                     control.credits[item[2]] += item[3]
                 elif kind == "free":
@@ -173,8 +163,8 @@ class DecodeProcesses:
     def _send(self, number: int, message) -> None:
         if message is None:
             return
-        if isinstance(message, Control):
-            message = Control(dict(message.credits), message.freed, message.stops)
+        if isinstance(message, msg.Control):
+            message = msg.Control(dict(message.credits), message.freed, message.stops)
         try:
             self._children[number].conn.send(message)
         except (OSError, ValueError):
@@ -207,7 +197,7 @@ class DecodeProcesses:
     def _deliver(self, received: list) -> None:
         frames: list[Frame | None] = []
         for child, message in received:
-            if not isinstance(message, FrameMsg):
+            if not isinstance(message, msg.FrameMsg):
                 frames.append(None)
                 continue
             payload = message.payload
@@ -236,15 +226,15 @@ class DecodeProcesses:
                 self._handle(child, message)
 
     def _handle(self, child: _Child, message) -> None:
-        if isinstance(message, Stats):
+        if isinstance(message, msg.Stats):
             for index, stats in message.by_index.items():
                 if index in child.workers:
                     child.workers[index].update(stats)
-        elif isinstance(message, Ended):
+        elif isinstance(message, msg.Ended):
             worker = child.workers[message.index]
             worker.update(message.stats)
             self._end(worker)
-        elif isinstance(message, ClipDone):
+        elif isinstance(message, msg.ClipDone):
             with self._lock:
                 _, _, on_done = self._clips.pop(message.request)
             on_done(Path(message.path), message.error)
@@ -314,7 +304,7 @@ class DecodeProcesses:
             self._closing = True
             children = list(self._children)
             for child in children:
-                self._outbox.put(("msg", child.number, Exit()))
+                self._outbox.put(("msg", child.number, msg.Exit()))
         deadline = time.monotonic() + timeout
         for child in children:
             child.process.join(max(deadline - time.monotonic(), 0))
