@@ -43,6 +43,7 @@ class Demuxer:
         self._transport = transport
         self._timeout = (open_timeout_s, read_timeout_s)
         self._container: av.container.InputContainer | None = None
+        self._bsf: BitStreamFilterContext | bool | None = None  # None: not asked yet; False: none needed
         self.stream: av.video.stream.VideoStream | None = None
 
     @property
@@ -87,20 +88,26 @@ class Demuxer:
         """True when frames should be timed by index and frame rate rather than their pts."""
         return self.format_name in INDEX_CLOCK_FORMATS
 
-    def packets(self, annexb: bool = False) -> Iterator[tuple[av.Packet | None, list[av.Packet]]]:
-        """Non-empty video packets in decode order, as `(demuxed, for_decoder)` pairs.
-
-        `demuxed` is the packet as the container holds it (what a recorder wants; None for what a
-        bitstream filter releases at the end); `for_decoder` is Annex-B H.264/HEVC when `annexb`.
-        """
-        bsf = self._annexb_filter() if annexb else None
+    def packets(self) -> Iterator[av.Packet]:
+        """The non-empty video packets in decode order, as the container holds them (what a recorder
+        wants); `for_decoder` turns each into what the decoder takes. Raises `SourceError`."""
         try:
             for packet in self._container.demux(self.stream):
-                if packet.size == 0:
-                    continue
-                yield packet, ([packet] if bsf is None else bsf.filter(packet))
-            if bsf is not None:
-                yield None, bsf.filter(None)
+                if packet.size:
+                    yield packet
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SourceError(f"{self.label}: read failed: {describe_error(exc, self.url)}") from exc
+
+    def for_decoder(self, packet: av.Packet | None, annexb: bool) -> list[av.Packet]:
+        """`packet` as the decoder takes it: Annex-B H.264/HEVC when `annexb` (MP4/MKV keep their parameter
+        sets apart; the filter puts them in-band). None flushes the filter at the end. The filter takes
+        the packet's data, so call this after anything that needs the packet as demuxed."""
+        if annexb and self._bsf is None:
+            self._bsf = self._annexb_filter() or False
+        if not self._bsf:
+            return [packet] if packet is not None else []
+        try:
+            return self._bsf.filter(packet)
         except (av.error.FFmpegError, OSError) as exc:
             raise SourceError(f"{self.label}: read failed: {describe_error(exc, self.url)}") from exc
 

@@ -1,6 +1,7 @@
 """`PyAvReader`: one pass over a file or RTSP stream, demuxed by PyAV, decoded by a pluggable decoder."""
 from __future__ import annotations
 
+import itertools
 import logging
 from fractions import Fraction
 from typing import Callable, Iterator
@@ -127,10 +128,11 @@ class PyAvReader:
             else:
                 self._decoder = self._make_decoder(stream, self.label)
             self.clock = FrameClock(self._demuxer.frame_rate, self._demuxer.index_clock)
-            for demuxed, packets in self._demuxer.packets(annexb=self._decoder.wants_annexb):
+            annexb = self._decoder.wants_annexb
+            for demuxed in itertools.chain(self._demuxer.packets(), [None]):  # None: the end, flush the filter
                 if demuxed is not None:
-                    self._tap(demuxed)
-                for packet in packets:
+                    self._tap(demuxed)  # before the Annex-B filter, which takes the packet's data
+                for packet in self._demuxer.for_decoder(demuxed, annexb):
                     for frame in self._decoder.decode(packet):
                         yield self.clock.stamp(frame)
             for frame in self._decoder.flush():

@@ -139,12 +139,17 @@ class _Child:
                 stream.slots.close()
 
     def _control(self, message: msg.Control) -> None:
+        """Credits, returned slots and stops; those of a stream forgotten meanwhile are moot."""
+        streams = self.streams
         for index, n in message.credits.items():
-            self.streams[index].credits.release(n)
+            if index in streams:
+                streams[index].credits.release(n)
         for index, generation, slot in message.freed:
-            self.streams[index].slots.free(generation, slot)
+            if index in streams:
+                streams[index].slots.free(generation, slot)
         for index in message.stops:
-            self.streams[index].worker.stop()
+            if index in streams:
+                streams[index].worker.stop()
 
     def _record_clip(self, message: msg.RecordClip) -> None:
         stream = self.streams.get(message.index)

@@ -236,3 +236,35 @@ def test_raw_h265_elementary_stream_decodes_with_synthesized_pts(tmp_path):
     assert [f.pts_ns for f in frames[:3]] == [0, 41_666_667, 83_333_333]  # 24 fps from the stream's VUI
     decoded = [float(rgb(f).mean()) for f in frames]
     assert np.allclose(decoded, means, atol=6)  # display order, not decode order
+
+
+def test_the_packet_tap_sees_every_packet_as_demuxed_also_when_the_decoder_takes_annex_b(shared):
+    """Event clips are cut from tapped packets; the Annex-B filter NVDEC needs must not empty them first."""
+    from pipeline.sources.pyav import PyAvReader
+
+    class AnnexBDecoder:  # takes Annex-B like NVDEC, decodes nothing
+        wants_annexb = True
+
+        def __init__(self, stream, label):
+            self.packets = []
+
+        def decode(self, packet):
+            self.packets.append(bytes(packet))
+            return []
+
+        def flush(self):
+            return []
+
+        def close(self):
+            self.closed = True
+
+    clip = shared("media/car-detection.mp4")
+    decoders, tapped = [], []
+    reader = PyAvReader(StreamConfig(id="lot", url=str(clip)), packet_tap=lambda sid, p: tapped.append(bytes(p)),
+                        make_decoder=lambda stream, label: decoders.append(AnnexBDecoder(stream, label)) or decoders[-1])
+    assert list(reader.frames()) == []
+    with av.open(str(clip)) as container:
+        demuxed = [bytes(p) for p in container.demux(video=0) if p.size]
+    assert tapped == demuxed  # as the container holds them (length-prefixed), not emptied by the filter
+    fed = decoders[0].packets
+    assert len(fed) == len(demuxed) and all(p.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01")) for p in fed)

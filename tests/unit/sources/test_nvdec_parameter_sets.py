@@ -17,8 +17,8 @@ def _parameter_set_runs(path: Path) -> list[bytes]:
     stream = demuxer.open()
     runs: list[bytes] = []
     try:
-        for _, packets in demuxer.packets(annexb=True):
-            for packet in packets:
+        for demuxed in demuxer.packets():
+            for packet in demuxer.for_decoder(demuxed, annexb=True):
                 sps = sequence_parameter_set(bytes(packet), stream.codec_context.name)
                 if sps is not None and (not runs or runs[-1] != sps):
                     runs.append(sps)
