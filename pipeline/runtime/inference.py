@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.align.buffer import AlignedBuffer
 from pipeline.detect.detector import Detector
-from pipeline.types import Detections, FrameBatch, FrameResult
+from pipeline.types import Detections, Frame, FrameBatch
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +25,19 @@ TAKE_TIMEOUT_S = 0.05
 
 
 class Inference:
-    """on_result(result) gets every detected frame, on_ended(stream_id) every stream whose last frame was
-    handed on; both from the inference threads, one call at a time, in buffer order. The threads end once
-    every stream has ended and been drained and `finish_when()` agrees (or when abandoned)."""
+    """on_batch(frames, detections, bounds) gets every detected batch (detections sorted by frame,
+    frame i's rows from bounds[i] to bounds[i + 1]; splitting them per frame is left to the receiver, off
+    this thread), on_ended(stream_id) every stream whose last frame was handed on; both from the
+    inference threads, one call at a time, in buffer order. The threads end once every stream has ended
+    and been drained and `finish_when()` agrees (or when abandoned)."""
 
-    def __init__(self, buffer: AlignedBuffer, detector: Detector, on_result: Callable[[FrameResult], None],
+    def __init__(self, buffer: AlignedBuffer, detector: Detector,
+                 on_batch: Callable[[list[Frame], Detections, np.ndarray], None],
                  on_ended: Callable[[str], None], finish_when: Callable[[], bool] = lambda: True):
         self.buffer = buffer
         self._finish_when = finish_when
         self.detector = detector
-        self._on_result = on_result
+        self._on_batch = on_batch
         self._on_ended = on_ended
         self._abandon = threading.Event()
         self._take_lock = threading.Lock()
@@ -113,5 +116,4 @@ class Inference:
         self.detections += len(detections)
         by_row = detections[np.argsort(detections.frame_idx, kind="stable")]
         bounds = np.searchsorted(by_row.frame_idx, np.arange(len(batch) + 1))
-        for row, frame in enumerate(batch.frames):
-            self._on_result(FrameResult(frame, by_row[bounds[row] : bounds[row + 1]]))
+        self._on_batch(batch.frames, by_row, bounds)

@@ -2,9 +2,10 @@
 order, then publishes their events and hands every result to the frame sinks.
 
 Streams are sharded over `workers` threads by a stable hash, so one stream's frames always go through
-the same thread (order kept) while different streams proceed in parallel. Each worker has a bounded
-queue; when it is full, inference waits (back-pressure): the stages are cheap and their results are
-never dropped. What is slow (storage, clips) sits behind the frame sinks' own queues instead
+the same thread (order kept) while different streams proceed in parallel. A detected batch crosses
+as one item per worker, split into frames there (the inference thread is the pipeline's busiest). Each
+worker has a bounded queue; when it is full, inference waits (back-pressure): the stages are cheap and
+their results are never dropped. What is slow (storage, clips) sits behind the frame sinks' own queues instead
 (`pipeline.runtime.outputs`), so it cannot hold the stages back for live cameras.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pipeline.errors import SinkError
 from pipeline.runtime.outputs import OutputSinks, guarded
 from pipeline.runtime.queues import BoundedQueue, Overflow, QueueClosed, QueueEmpty
 from pipeline.stages import StreamStage
-from pipeline.types import Event, FrameResult
+from pipeline.types import Detections, Event, Frame, FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,19 @@ class _Start:
 
     def __init__(self, stream_id: str, stages: list[StreamStage], live: bool):
         self.stream_id, self.stages, self.live = stream_id, stages, live
+
+
+class _Batch:
+    """The frames of one detected batch that belong to one worker's streams, with the batch's detections."""
+
+    __slots__ = ("frames", "rows", "detections", "bounds")
+
+    def __init__(self, frames: list[Frame], rows: list[int], detections: Detections, bounds):
+        self.frames, self.rows, self.detections, self.bounds = frames, rows, detections, bounds
+
+    def results(self):
+        for row in self.rows:
+            yield FrameResult(self.frames[row], self.detections.rows(int(self.bounds[row]), int(self.bounds[row + 1])))
 
 
 class _End:
@@ -57,8 +71,9 @@ class StageRunner:
     """
 
     def __init__(self, make_stages: StageFactory, publish: Callable[[list[Event]], None], outputs: OutputSinks,
-                 workers: int = 2, queue_size: int = 256, on_finished: Callable[[str], None] | None = None):
-        """on_finished(stream_id): every sink has handled the end of the stream."""
+                 workers: int = 2, queue_size: int = 8, on_finished: Callable[[str], None] | None = None):
+        """queue_size: pieces of batches waiting per worker. on_finished(stream_id): every sink has handled
+        the end of the stream."""
         self._on_finished = on_finished
         self._make_stages = make_stages
         self._publish = publish
@@ -81,9 +96,14 @@ class StageRunner:
         self.outputs.start_stream(stream_id, url)
         self._put(_Start(stream_id, stages, live))
 
-    def submit(self, result: FrameResult) -> None:
-        """Queue one frame's result; waits while that stream's worker is busy (results are never dropped)."""
-        self._put(result)
+    def submit_batch(self, frames: list[Frame], detections: Detections, bounds) -> None:
+        """Queue a detected batch (detections sorted by frame; frame i's rows from bounds[i] to bounds[i+1]),
+        one item per worker; waits while a worker's queue is full (results are never dropped)."""
+        rows: dict[int, list[int]] = {}
+        for row, frame in enumerate(frames):
+            rows.setdefault(self._shard(frame.stream_id), []).append(row)
+        for shard, mine in rows.items():
+            self._put_to(shard, _Batch(frames, mine, detections, bounds))
 
     def end_stream(self, stream_id: str) -> None:
         """The stream's last frame has been submitted: end its stages (their final events go out), tell
@@ -110,9 +130,10 @@ class StageRunner:
     def _shard(self, stream_id: str) -> int:
         return zlib.crc32(stream_id.encode()) % len(self._queues)
 
-    def _put(self, item) -> None:
-        stream_id = item.frame.stream_id if isinstance(item, FrameResult) else item.stream_id
-        shard = self._shard(stream_id)
+    def _put(self, item: _Start | _End) -> None:
+        self._put_to(self._shard(item.stream_id), item)
+
+    def _put_to(self, shard: int, item) -> None:
         while not self._queues[shard].put(item, timeout=1.0):
             if not self._threads[shard].is_alive():
                 raise SinkError("stage workers are gone; results cannot be delivered (see the log for the cause)")
@@ -126,12 +147,13 @@ class StageRunner:
                 continue
             except QueueClosed:
                 break
-            if isinstance(item, _Start):
+            if isinstance(item, _Batch):
+                for result in item.results():
+                    self._handle(streams, result)
+            elif isinstance(item, _Start):
                 streams[item.stream_id] = _Stream(item.stages, item.live)
-            elif isinstance(item, _End):
-                self._finish(streams, item.stream_id)
             else:
-                self._handle(streams, item)
+                self._finish(streams, item.stream_id)
         for stream_id in list(streams):
             self._finish(streams, stream_id)
 

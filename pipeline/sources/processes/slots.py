@@ -149,26 +149,34 @@ class DeviceFrames:
         self._closing: list[int] = []
         self._freed: list[tuple[Any, int, int]] = []
 
-    def copy(self, key: Any, ref: SlotRef) -> Any:
-        """A frame-owned copy of the slot `ref` of stream `key` (valid once `finish` returned)."""
+    def copy_all(self, refs: list[tuple[Any, SlotRef]]) -> list[Any]:
+        """Frame-owned copies of the slots `refs` [(stream key, ref)], valid once `finish` returned. One
+        device and stream context for the whole group: each CUDA call makes this thread wait for the
+        interpreter lock again, behind the inference thread."""
         cupy = self._cupy
         runtime = cupy.cuda.runtime
-        with self._device:
-            if ref.handle is not None:
-                old = self._pools.get(key)
-                if old is not None:
-                    self._closing.append(old[1])  # after this group's copies have finished
-                base = runtime.ipcOpenMemHandle(ref.handle, runtime.cudaIpcMemLazyEnablePeerAccess)
-                self._pools[key] = (ref.generation, base)
-            generation, base = self._pools[key]
-            if generation != ref.generation:  # a child sends each stream's pools in order, each with its handle
-                raise RuntimeError(f"frame of slot pool {ref.generation} after pool {generation} of stream {key}")
-            with self._stream:
+        images = []
+        with self._device, self._stream:
+            for key, ref in refs:
+                base = self._base(key, ref, runtime)
                 image = cupy.empty(ref.shape, cupy.uint8)
-            runtime.memcpyAsync(image.data.ptr, base + ref.slot * ref.slot_bytes, image.nbytes,
-                                runtime.memcpyDeviceToDevice, self._stream.ptr)
-        self._freed.append((key, ref.generation, ref.slot))
-        return image
+                runtime.memcpyAsync(image.data.ptr, base + ref.slot * ref.slot_bytes, image.nbytes,
+                                    runtime.memcpyDeviceToDevice, self._stream.ptr)
+                self._freed.append((key, ref.generation, ref.slot))
+                images.append(image)
+        return images
+
+    def _base(self, key: Any, ref: SlotRef, runtime) -> int:
+        """Where stream `key`'s pool of `ref` is mapped here (mapping it when `ref` brings its handle)."""
+        if ref.handle is not None:
+            old = self._pools.get(key)
+            if old is not None:
+                self._closing.append(old[1])  # after this group's copies have finished
+            self._pools[key] = (ref.generation, runtime.ipcOpenMemHandle(ref.handle, runtime.cudaIpcMemLazyEnablePeerAccess))
+        generation, base = self._pools[key]
+        if generation != ref.generation:  # a child sends each stream's pools in order, each with its handle
+            raise RuntimeError(f"frame of slot pool {ref.generation} after pool {generation} of stream {key}")
+        return base
 
     def close(self, key: Any) -> None:
         """Unmap stream `key`'s slots (call after `finish`: no copy from them is pending)."""

@@ -195,23 +195,7 @@ class DecodeProcesses:
         self._outbox.put(None)
 
     def _deliver(self, received: list) -> None:
-        frames: list[Frame | None] = []
-        for child, message in received:
-            if not isinstance(message, msg.FrameMsg):
-                frames.append(None)
-                continue
-            payload = message.payload
-            if isinstance(payload, SlotRef):
-                if self._copies is None:
-                    self._copies = DeviceFrames(self._device)
-                payload = self._copies.copy((child.number, message.index), payload)
-            worker = child.workers.get(message.index)
-            if worker is None:  # forgotten meanwhile: nobody wants the frame
-                frames.append(None)
-                continue
-            frames.append(Frame(worker.config.id, message.seq, message.pts_ns, message.wall_ns, payload,
-                                message.width, message.height, message.pixel_format))
-            worker.saw(frames[-1])
+        frames = self._frames(received)
         if self._copies is not None:
             freed: dict[int, list] = {}
             for (number, index), generation, slot in self._copies.finish():
@@ -224,6 +208,29 @@ class DecodeProcesses:
                     log.debug("%s: frame %d not taken (the buffer is closed)", frame.stream_id, frame.seq)
             else:
                 self._handle(child, message)
+
+    def _frames(self, received: list) -> list[Frame | None]:
+        """A Frame for each frame message received (None for other messages and forgotten streams); device
+        slots are copied into frame-owned arrays, all of them in one group."""
+        slots = [((child.number, message.index), message.payload) for child, message in received
+                 if isinstance(message, msg.FrameMsg) and isinstance(message.payload, SlotRef)]
+        if slots and self._copies is None:
+            self._copies = DeviceFrames(self._device)
+        copies = iter(self._copies.copy_all(slots) if slots else [])
+        frames: list[Frame | None] = []
+        for child, message in received:
+            if not isinstance(message, msg.FrameMsg):
+                frames.append(None)
+                continue
+            image = next(copies) if isinstance(message.payload, SlotRef) else message.payload
+            worker = child.workers.get(message.index)
+            if worker is None:  # forgotten meanwhile: nobody wants the frame
+                frames.append(None)
+                continue
+            frames.append(Frame(worker.config.id, message.seq, message.pts_ns, message.wall_ns, image,
+                                message.width, message.height, message.pixel_format))
+            worker.saw(frames[-1])
+        return frames
 
     def _handle(self, child: _Child, message) -> None:
         if isinstance(message, msg.Stats):
