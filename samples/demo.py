@@ -21,7 +21,12 @@ from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.runtime.progress import LiveView, summary
 from pipeline.runtime.runner import PipelineRunner
-from samples.local_services import MOSQUITTO, MosquittoBroker, RecordingHttpServer, Subscriber
+from samples.local_services import (
+    MOSQUITTO,
+    MosquittoBroker,
+    RecordingHttpServer,
+    Subscriber,
+)
 from samples.world.demo_report import demo_report
 
 

@@ -68,9 +68,11 @@ class BaseSink:
 
 
 class EventOutput(Protocol):
-    """A destination the outbox delivers events to, one at a time, in order."""
+    """A destination the outbox delivers events to, one at a time, in order. max_retries: attempts before
+    an event is given up (kept in the outbox's dead letters); None retries until it is delivered."""
 
     name: str
+    max_retries: int | None
 
     def deliver(self, event: Event) -> None:
         """Deliver or raise `SinkError`; the outbox keeps the event and retries with backoff."""

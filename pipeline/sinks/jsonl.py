@@ -1,8 +1,8 @@
 """JSON Lines output of detections: one object per frame.
 
 `{"stream_id", "seq", "pts_ns", "wall_ns", "width", "height", "detections": [{"class_id",
-"class_name", "score", "xyxy": [x1, y1, x2, y2], "track_id"}]}` (boxes in source pixels rounded to
-0.01, scores to 1e-4). A `jsonl` sink with `what: events` is the event log behind the outbox
+"class_name", "score", "xyxy": [x1, y1, x2, y2], "track_id", ...}]}` (boxes in source pixels rounded to
+0.01, scores to 1e-4; `...`: the attributes `stages:` plugins added, by name). A `jsonl` sink with `what: events` is the event log behind the outbox
 (`pipeline.sinks.outputs.event_log`), not this class. The file is appended to (a rerun adds to it); lines are written and flushed from a writer thread
 every `flush_interval_s`, and everything is written by `close()`.
 """
@@ -71,9 +71,11 @@ class JsonlSink(BaseSink):
         frame, det = result.frame, result.detections.to_host()
         ids = det.class_id.tolist()
         boxes = det.xyxy.round(2).tolist()
+        attributes = {name: column.tolist() for name, column in det.attributes.items()}
         detections = [
-            {"class_id": c, "class_name": class_name(self.class_names, c), "score": round(s, 4), "xyxy": b, "track_id": t}
-            for c, s, b, t in zip(ids, det.score.tolist(), boxes, det.track_id.tolist())
+            {"class_id": c, "class_name": class_name(self.class_names, c), "score": round(s, 4), "xyxy": b, "track_id": t,
+             **{name: values[i] for name, values in attributes.items()}}
+            for i, (c, s, b, t) in enumerate(zip(ids, det.score.tolist(), boxes, det.track_id.tolist()))
         ]
         return {
             "stream_id": frame.stream_id, "seq": int(frame.seq), "pts_ns": int(frame.pts_ns),

@@ -69,7 +69,7 @@ class _Courier:
         self.dead = 0
         self.wake = threading.Event()
         self._outbox = outbox
-        self._max_retries: int | None = getattr(output, "max_retries", None)
+        self._max_retries = output.max_retries
         self._backoff = outbox.backoff.fresh()
         self.thread = threading.Thread(target=self._run, name=f"outbox:{output.name}", daemon=True)
 

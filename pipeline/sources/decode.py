@@ -17,6 +17,7 @@ class CpuDecoder:
     """
 
     wants_annexb = False
+    reusable = False
 
     def __init__(self, stream: av.video.stream.VideoStream, label: str, threads: int = 0):
         self._label = label

@@ -82,7 +82,7 @@ class DecoderShelf:
 
     def keep(self, decoder: Decoder) -> bool:
         """Keep `decoder` (flushed) for the next pass; False when it cannot be reused."""
-        if not getattr(decoder, "reusable", False):
+        if not decoder.reusable:
             return False
         self.close()
         self._decoder = decoder
@@ -140,6 +140,9 @@ class PyAvReader:
             self._flushed = True
         finally:
             self.close()
+
+    def counters(self) -> dict[str, int]:
+        return {"pts_repaired": self.clock.repaired if self.clock is not None else 0, "tap_errors": self.tap_errors}
 
     def _tap(self, packet: av.Packet) -> None:
         if self._packet_tap is None:

@@ -38,6 +38,11 @@ class Reader(Protocol):
 
     def frames(self) -> Iterator[DecodedFrame]: ...
 
+    def counters(self) -> dict[str, int]:
+        """What the pass counted, any of: `skipped_late` (frames a live source skipped to keep up),
+        `pts_repaired` (timestamps made up or nudged), `tap_errors` (packet-tap failures)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -45,11 +50,13 @@ class Decoder(Protocol):
     """Packets in, pictures out (display order).
 
     `wants_annexb`: the demuxer converts MP4/MKV H.264/HEVC packets to Annex-B before `decode`.
+    `reusable`: after `flush()` it can take the next pass of a looped file (see `pyav.DecoderShelf`).
     `decode(packet)` returns the frames that packet completed (often none, sometimes several);
     `flush()` returns the frames still held at the end of the stream. Errors raise `SourceError`.
     """
 
     wants_annexb: bool
+    reusable: bool
 
     def decode(self, packet: Any) -> list[DecodedFrame]: ...
 

@@ -18,7 +18,7 @@ from pipeline.errors import ConfigError, SourceError
 from pipeline.machine import probe
 from pipeline.sources import open_reader
 from pipeline.sources.pyav import DecoderShelf
-from pipeline.sources.reader import DecodedFrame, mask_url
+from pipeline.sources.reader import DecodedFrame, Reader, mask_url
 from pipeline.sources.timeline import FpsCap, Timeline
 from pipeline.types import Frame
 
@@ -271,13 +271,9 @@ class StreamWorker:
             self._add_reader_counters(reader)
         return produced
 
-    def _add_reader_counters(self, reader) -> None:
-        """Carry what the pass's reader counted (late synthetic frames skipped, timestamps repaired,
-        packet-tap errors) into this worker's stats, which outlive the reader."""
-        clock = getattr(reader, "clock", None)
-        for key, value in (("skipped_late", getattr(reader, "skipped", 0)),
-                           ("pts_repaired", getattr(clock, "repaired", 0)),
-                           ("tap_errors", getattr(reader, "tap_errors", 0))):
+    def _add_reader_counters(self, reader: Reader) -> None:
+        """Carry what the pass's reader counted into this worker's stats, which outlive the reader."""
+        for key, value in reader.counters().items():
             self._counters[key] += value
 
     def _on_connected(self, started: float) -> None:

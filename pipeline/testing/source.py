@@ -77,6 +77,9 @@ class FakeReader:
         image[y : y + SQUARE, x : x + SQUARE] = 235
         return image
 
+    def counters(self) -> dict[str, int]:
+        return {}
+
     def close(self) -> None:
         self._stop.set()
 

@@ -10,7 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from samples.world.background import LIGHT_RANGE, N_LIGHT_LEVELS, LightingBank, paint_background
+from samples.world.background import (
+    LIGHT_RANGE,
+    N_LIGHT_LEVELS,
+    LightingBank,
+    paint_background,
+)
 from samples.world.layout import get_viewpoint
 from samples.world.sprites import N_PHASES, draw_sprite
 from samples.world.traffic import STRIDE_M, Traffic, WorldObject, scale_px

@@ -48,12 +48,13 @@ class SyntheticReader:
         self._stop = threading.Event()
         self._stream_id = stream_id
         self._packet_tap = packet_tap
+        self._camera: _H264Camera | None = None
 
     def frames(self) -> Iterator[DecodedFrame]:
         """Yield frames until `frames=` is reached or `close()` is called. image: (H, W, 3) uint8 RGB."""
         spec = self.spec
         world = World(spec.scene, spec.seed, spec.size, spec.fps)
-        camera = _H264Camera(spec, self._stream_id, self._packet_tap) if spec.encode else None
+        camera = self._camera = _H264Camera(spec, self._stream_id, self._packet_tap) if spec.encode else None
         rate = Fraction(spec.fps).limit_denominator(1000)
         try:
             yield from self._render(world, camera, rate)
@@ -90,6 +91,9 @@ class SyntheticReader:
             self.skipped += current - index
             return current
         return index
+
+    def counters(self) -> dict[str, int]:
+        return {"skipped_late": self.skipped, "tap_errors": self._camera.tap_errors if self._camera else 0}
 
     def close(self) -> None:
         """Stop `frames()` at the next frame boundary; safe from any thread, idempotent."""

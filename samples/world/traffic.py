@@ -12,7 +12,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from samples.world.layout import BICYCLE, BUS, CAR, HORIZON_V, PERSON, SCALE_K, TRUCK, Lane, Viewpoint, Walkway
+from samples.world.layout import (
+    BICYCLE,
+    BUS,
+    CAR,
+    HORIZON_V,
+    PERSON,
+    SCALE_K,
+    TRUCK,
+    Lane,
+    Viewpoint,
+    Walkway,
+)
 from samples.world.sprites import SIZES_M, Style, random_style
 
 BLOCK_S = 60.0

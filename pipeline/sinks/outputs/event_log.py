@@ -18,6 +18,8 @@ from pipeline.types import Event
 class EventLogOutput:
     """Appends events to a JSONL file. `fsync=False` is faster but a power cut may lose the tail."""
 
+    max_retries = None  # retried until delivered: the outbox keeps the event
+
     def __init__(self, config: cfg.JsonlOutput, name: str | None = None, *, fsync: bool = True):
         if config.what != "events":
             raise ConfigError(

@@ -48,6 +48,8 @@ class MqttOutput:
     the outbox retries later. QoS 0 only waits until the message was written to the socket.
     """
 
+    max_retries = None  # retried until delivered: the outbox keeps the event
+
     def __init__(
         self,
         config: cfg.MqttOutput,

@@ -28,3 +28,13 @@ def test_run_with_a_missing_model_fails_before_starting_with_the_file_named(tmp_
     proc = cli("run", str(config))
     assert proc.returncode == 1
     assert f"model file '{tmp_path}/nope.onnx' does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_validate_with_plan_says_how_the_config_would_run_here():
+    proc = cli("validate", "--plan", "configs/demo.yaml")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("configs/demo.yaml: OK (8 streams")
+    assert any(line.startswith("engine: ") for line in lines)  # which one depends on the machine
+    assert "plugins: samples.world.source" in lines
+    assert "stream cam-1: live, decoder source, in a thread here, 8 s of packets for clips" in lines

@@ -25,6 +25,8 @@ def make_events(n: int, stream: str = "cam-1", start: int = 0) -> list[Event]:
 class RecordingOutput:
     """Records delivered events; fails while `failing` is set."""
 
+    max_retries = None
+
     def __init__(self, name: str = "rec"):
         self.name = name
         self.delivered: list[Event] = []

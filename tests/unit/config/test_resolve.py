@@ -1,0 +1,78 @@
+"""The plan: every `auto` decided once, from the config and the machine (here made-up machines)."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config.models import PipelineConfig
+from pipeline.config.resolve import batch_buckets, plan_stream, resolve
+from pipeline.errors import ConfigError
+from pipeline.machine import Machine
+
+CPU = Machine(cores=2)
+GPU = Machine(cores=16, gpu=True, nvdec=True, nvdec_reason="nvdec on H200",
+              modules=frozenset({"torch", "onnx2torch", "cupy", "PyNvVideoCodec"}))
+
+
+def config(streams=1, **extra) -> PipelineConfig:
+    data = {"streams": [{"id": f"c{i}", "url": f"/clips/{i}.mp4"} for i in range(streams)],
+            "detector": {"model": "m.onnx"}, **extra}
+    return PipelineConfig.model_validate(data)
+
+
+def test_on_a_cpu_machine_auto_takes_onnxruntime_and_runs_several_single_threaded_batches():
+    plan = resolve(config(lanes=[{"name": "default", "max_batch": 16}]), CPU)
+    assert plan.detector.engine == "onnxruntime" and plan.detector.reason.startswith("onnxruntime: no CUDA GPU found")
+    assert (plan.detector.max_batch, plan.detector.workers, plan.detector.threads) == (16, 2, 1)
+    assert plan.detector.buckets == () and plan.switch_interval_s == 0.005
+    assert [s.decoder for s in plan.streams] == ["cpu"] and plan.decode_processes == 0
+
+
+def test_on_a_gpu_machine_auto_takes_torch_one_batch_at_a_time_in_buckets():
+    plan = resolve(config(streams=3, detector={"model": "m.onnx", "workers": 4, "max_batch": 48}), GPU)
+    assert plan.detector.engine == "torch" and "TensorRT not installed" in plan.detector.reason
+    assert plan.detector.workers == 1 and plan.detector.buckets == (1, 2, 4, 8, 16, 32, 48)
+    assert plan.switch_interval_s == 0.0005
+    assert any("detector.workers 4 ignored" in w for w in plan.warnings)
+    assert [s.decoder for s in plan.streams] == ["nvdec"] * 3 and plan.decode_processes == 0  # fewer than 8
+
+
+def test_tensorrt_goes_first_once_it_is_installed():
+    machine = Machine(cores=16, gpu=True, modules=GPU.modules | {"tensorrt"})
+    assert resolve(config(), machine).detector.engine == "tensorrt"
+
+
+def test_an_engine_or_decoder_that_cannot_run_here_is_refused_before_anything_starts():
+    with pytest.raises(ConfigError, match="detector.engine 'torch' cannot run here .*no CUDA GPU found"):
+        resolve(config(detector={"model": "m.onnx", "engine": "torch"}), CPU)
+    nvdec = config().model_copy(update={"streams": [config().streams[0].model_copy(update={"decode": "nvdec"})]})
+    with pytest.raises(ConfigError, match="stream 'c0': decode 'nvdec' cannot run here"):
+        resolve(nvdec, CPU)
+
+
+def test_decode_processes_auto_starts_one_child_per_eight_nvdec_streams():
+    plan = resolve(config(streams=20), GPU)
+    assert plan.decode_processes == 3 and plan.children_take == "nvdec" and all(s.in_child for s in plan.streams)
+    added = plan_stream(config(streams=21).streams[20], plan)  # a camera added while running, same rules
+    assert added.in_child and added.decoder == "nvdec"
+
+
+def test_packets_are_kept_for_clips_only_when_a_media_sink_will_ask_for_them():
+    media = {"type": "media", "clip_before_s": 3.0}
+    asked = [{"name": "a", "when": "enter", "zone": "z", "clip": True}]
+    zones = [{"name": "z", "polygon": [[0, 0], [1, 0], [1, 1]]}]
+    assert resolve(config(sinks=[media]), CPU).packet_ring_s == 0.0
+    assert resolve(config(sinks=[media], zones=zones, alerts=asked), CPU).streams[0].packet_ring_s == 8.0
+    assert resolve(config(sinks=[{**media, "clips": True}]), CPU).packet_ring_s == 8.0
+    assert resolve(config(zones=zones, alerts=asked), CPU).packet_ring_s == 0.0  # nobody to cut them
+
+
+def test_batch_buckets_are_powers_of_two_then_the_limit():
+    assert batch_buckets(64) == [1, 2, 4, 8, 16, 32, 64]
+    assert batch_buckets(48) == [1, 2, 4, 8, 16, 32, 48]
+    assert batch_buckets(1) == [1]
+
+
+def test_the_plan_says_what_it_decided():
+    text = resolve(config(streams=20), GPU).describe()
+    assert "engine: torch:" in text and "decode processes: up to 3, for nvdec streams" in text
+    assert "stream c0: file, decoder nvdec, in a decode process" in text

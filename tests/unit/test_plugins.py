@@ -1,0 +1,77 @@
+"""Plugins: one registry for source schemes, engines, sink types and stages, filled by installed
+packages (entry points) and by the config's `plugins:` list."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from pipeline import plugins
+from pipeline.config.models import PipelineConfig, StreamConfig
+from pipeline.errors import ConfigError
+from tests.conftest import REPO
+
+
+def test_a_url_whose_scheme_no_source_reads_is_refused_with_the_known_schemes():
+    with pytest.raises(ValueError, match=r"no source reads 'thermal://' URLs; known schemes: \[.*'rtsp://'"):
+        StreamConfig(id="cam", url="thermal://10.0.0.5/ir")
+    assert StreamConfig(id="cam", url="/videos/dock.mp4").is_live is False
+    assert StreamConfig(id="cam", url="rtsp://10.0.0.5/live").is_live is True
+
+
+def test_a_plugin_named_in_the_config_registers_its_scheme_before_the_streams_are_validated(tmp_path, monkeypatch):
+    (tmp_path / "thermal_cams.py").write_text(textwrap.dedent("""
+        from pipeline import plugins
+        plugins.register_source(plugins.SourceKind("thermal", "thermal_cams:open", live=True))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = PipelineConfig.model_validate({"plugins": ["thermal_cams"], "streams": [{"id": "ir", "url": "thermal://a"}],
+                                            "detector": {"model": "m.onnx"}})
+    assert config.streams[0].is_live and "thermal_cams" in plugins.loaded()
+
+
+def test_a_plugin_that_cannot_be_imported_is_a_config_error_at_its_key(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text("plugins: [no_such_plugin]\nstreams: [{id: a, url: x.mp4}]\ndetector: {model: m.onnx}\n")
+    from pipeline.config import load_config
+
+    with pytest.raises(ConfigError, match=r"site.yaml:1: plugins -> 0: plugin module 'no_such_plugin' cannot be imported"):
+        load_config(path)
+
+
+def test_an_installed_package_registers_through_the_entry_point_group(tmp_path):
+    """A distribution on the path whose entry point names a module: the scheme works without `plugins:`."""
+    (tmp_path / "acme_cams.py").write_text(textwrap.dedent("""
+        from pipeline import plugins
+        plugins.register_source(plugins.SourceKind("acme", "acme_cams:open", live=True))
+    """))
+    info = tmp_path / "acme_cams-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-cams\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[streamweave.plugins]\nacme = acme_cams\n")
+    script = ("from pipeline import plugins; plugins.load(); "
+              "print(plugins.source_for('acme://cam-7').is_live('acme://cam-7'))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                         env={"PYTHONPATH": f"{tmp_path}:{REPO}", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
+def test_a_stage_is_named_by_a_registered_name_or_a_dotted_path():
+    plugins.register_stage("mark-test", "pipeline.testing:MarkEveryNth")
+    assert plugins.stage_factory("mark-test").__name__ == "MarkEveryNth"
+    assert plugins.stage_factory("pipeline.testing:MarkEveryNth").__name__ == "MarkEveryNth"
+    with pytest.raises(ValueError, match="neither a registered stage"):
+        plugins.stage_factory("mark")
+    with pytest.raises(ValueError, match="has no 'Missing'"):
+        plugins.stage_factory("pipeline.testing:Missing")
+
+
+def test_engines_and_sink_types_are_looked_up_in_the_registry():
+    assert [kind.name for kind in plugins.engines_by_rank()][:4] == ["tensorrt", "torch", "onnxruntime-cuda", "onnxruntime"]
+    with pytest.raises(ValueError, match="unknown engine 'tensorflow'"):
+        plugins.engine("tensorflow")
+    with pytest.raises(ValueError, match=r"unknown sink type 'kafka'; known: \[.*'sqlite'"):
+        plugins.output("kafka")
