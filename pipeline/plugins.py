@@ -38,8 +38,9 @@ Factory = Callable[..., Any] | str
 class SourceKind:
     """A URL scheme and how to read it.
 
-    opener: `(config: StreamConfig, decoder: str, packet_tap, **reader_options) -> Reader` (see
-    `pipeline.sources.reader.Reader`). live: whether a URL of this scheme is a live camera by default
+    opener: makes a `pipeline.sources.reader.Reader` for one pass (see `pipeline.sources.open_reader`):
+    `(config, packet_tap)` for a source that decodes itself, `(config, make_decoder, packet_tap, shelf)`
+    for one that demuxes (`decodes=False`). live: whether a URL of this scheme is a live camera by default
     (drop the oldest frame when behind, reconnect when it ends); a bool or a function of the URL.
     check: raises ValueError naming what is wrong with a URL (run when the config is validated).
     decodes: True when the source decodes itself and yields pictures; False when it demuxes and the

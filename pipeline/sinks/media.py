@@ -142,8 +142,9 @@ class MediaSink(BaseSink):
                                        self.config.clip_after_s, path, on_done=self._clip_done)
         if not asked:
             self._count("clips_missed")
-            log.warning("media: no packets from stream '%s' for the clip of event %s; is its decode "
-                        "worker's packet_tap connected to the clip recorder?", event.stream_id, event.event_id)
+            log.warning("media: no packets of stream '%s' to cut the clip of event %s from: they are kept when an "
+                        "alert rule asks for clips or the media sink has `clips: true` (streams without timestamps "
+                        "cannot be clipped)", event.stream_id, event.event_id)
 
     def _clip_done(self, path: Path, error: str | None) -> None:
         """The recorder's report on one clip (called from its writer thread)."""
