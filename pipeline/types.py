@@ -100,6 +100,10 @@ _COLUMNS = {
 }
 
 
+_RESERVED = {*_COLUMNS, "class_name", "frame", "seq"}
+"""Names an attribute may not take: the columns, and what outputs write beside them."""
+
+
 class Detections:
     """Struct of arrays, all of length N, all on one device (numpy or cupy).
 
@@ -127,7 +131,7 @@ class Detections:
 
     def add_attribute(self, name: str, values) -> None:
         """Add a named column, one value per row (e.g. a plate number or a colour from a `stages:` plugin)."""
-        if name in _COLUMNS:
+        if name in _RESERVED:
             raise ValueError(f"Detections attribute '{name}' would replace a column; choose another name")
         column = array_module(self.xyxy).asarray(values)
         if column.shape[:1] != (len(self),):

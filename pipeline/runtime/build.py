@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -59,10 +58,7 @@ def build_pipeline(config: PipelineConfig, plan: Plan, *, detector: Detector | N
         detector.class_names, list(config.alerts), clips=sources))
     outputs = OutputSinks([*frame_sinks, *((sink, FrameSinkOptions()) for sink in sinks)], Failures())
     events = EventPublisher(Outbox(Path(config.runtime.outbox_path), event_outputs) if event_outputs else None)
-    workers = config.runtime.stage_workers
-    # the queues hold pieces of batches (a batch splits over the workers): about stage_queue_size frames each
-    pieces = max(2, math.ceil(config.runtime.stage_queue_size * workers / plan.detector.max_batch))
     stages = StageRunner(lambda stream_id: build_stages(config, stream_id, detector.class_names), events.publish,
-                         outputs, workers, pieces, on_finished)
+                         outputs, config.runtime.stage_workers, config.runtime.stage_queue_size, on_finished)
     inference = Inference(buffer, detector, stages.submit_batch, stages.end_stream, finish_when)
     return Pipeline(config, plan, detector, buffer, sources, outputs, events, stages, inference)

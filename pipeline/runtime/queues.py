@@ -38,10 +38,12 @@ class QueueEmpty(PipelineError):
 
 
 class BoundedQueue(Generic[T]):
-    """A thread-safe FIFO of at most `maxsize` items with a named overflow policy.
+    """A thread-safe FIFO holding at most `maxsize` (in items, or in the weights they were put with)
+    with a named overflow policy.
 
     Args:
-        maxsize: capacity in items (>= 1); larger absorbs bursts but adds latency and memory.
+        maxsize: capacity in items or weight (>= 1); larger absorbs bursts but adds latency and memory.
+            An item heavier than the whole capacity is taken when the queue is empty.
         overflow: what `put` does when full (see `Overflow`).
         name: used in error messages and stats, e.g. "sink:cam-3".
     """
@@ -59,10 +61,12 @@ class BoundedQueue(Generic[T]):
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
-        self._items: deque = deque()
+        self._items: deque = deque()  # (item, weight)
+        self._size = 0  # the weights of `_items`
 
-    def put(self, item: T, timeout: float | None = None) -> bool:
-        """Add `item`; True when it was stored, False when it was refused or timed out.
+    def put(self, item: T, timeout: float | None = None, weight: int = 1) -> bool:
+        """Add `item` (counting `weight` against the capacity, e.g. the frames it holds); True when it was
+        stored, False when it was refused or timed out.
 
         BLOCK waits at most `timeout` seconds for room (required for BLOCK); DROP_OLDEST always
         stores (evicting, counted); DROP_NEWEST returns False when full (counted).
@@ -70,9 +74,10 @@ class BoundedQueue(Generic[T]):
         """
         with self._lock:
             self._check_open()
-            if len(self._items) >= self.maxsize and not self._make_room(timeout):
+            if self._full(weight) and not self._make_room(timeout, weight):
                 return False
-            self._items.append(item)
+            self._items.append((item, weight))
+            self._size += weight
             self.put_count += 1
             self._not_empty.notify()
             return True
@@ -92,7 +97,8 @@ class BoundedQueue(Generic[T]):
                 if remaining <= 0:
                     raise QueueEmpty(f"queue '{self.name}' had nothing within {timeout:.3f} s")
                 self._not_empty.wait(remaining)
-            item = self._items.popleft()
+            item, weight = self._items.popleft()
+            self._size -= weight
             self.get_count += 1
             self._not_full.notify()
             return item
@@ -109,14 +115,15 @@ class BoundedQueue(Generic[T]):
         return self._closed
 
     def __len__(self) -> int:
+        """What the queue holds: its items' weights (the item count when every weight is 1)."""
         with self._lock:
-            return len(self._items)
+            return self._size
 
     def stats(self) -> dict:
-        """Counters: depth, capacity, put, got, dropped, overflow policy."""
+        """Counters: depth (weight), capacity, put, got, dropped, overflow policy."""
         with self._lock:
             return {
-                "depth": len(self._items),
+                "depth": self._size,
                 "capacity": self.maxsize,
                 "put": self.put_count,
                 "got": self.get_count,
@@ -129,11 +136,15 @@ class BoundedQueue(Generic[T]):
         if self._closed:
             raise QueueClosed(f"queue '{self.name}' is closed; the stage feeding it should stop")
 
-    def _make_room(self, timeout: float | None) -> bool:
-        """Called with the lock held and the queue full; True when there is now room."""
+    def _full(self, weight: int) -> bool:
+        return self._size > 0 and self._size + weight > self.maxsize
+
+    def _make_room(self, timeout: float | None, weight: int) -> bool:
+        """Called with the lock held and the queue full; True when there is now room for `weight`."""
         if self.overflow is Overflow.DROP_OLDEST:
-            self._items.popleft()
-            self.dropped += 1
+            while self._full(weight):
+                self._size -= self._items.popleft()[1]
+                self.dropped += 1
             return True
         if self.overflow is Overflow.DROP_NEWEST:
             self.dropped += 1
@@ -141,7 +152,7 @@ class BoundedQueue(Generic[T]):
         if timeout is None:
             raise ValueError(f"queue '{self.name}' blocks when full: put() needs a timeout in seconds")
         deadline = time.monotonic() + timeout
-        while len(self._items) >= self.maxsize:
+        while self._full(weight):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False

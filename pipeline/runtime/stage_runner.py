@@ -35,16 +35,17 @@ class _Start:
 
 
 class _Batch:
-    """The frames of one detected batch that belong to one worker's streams, with the batch's detections."""
+    """The frames of one detected batch that belong to one worker's streams, each with its row in the
+    batch, and the batch's detections (sorted by row; row r's are from bounds[r] to bounds[r + 1])."""
 
-    __slots__ = ("frames", "rows", "detections", "bounds")
+    __slots__ = ("frames", "detections", "bounds")
 
-    def __init__(self, frames: list[Frame], rows: list[int], detections: Detections, bounds):
-        self.frames, self.rows, self.detections, self.bounds = frames, rows, detections, bounds
+    def __init__(self, frames: list[tuple[int, Frame]], detections: Detections, bounds):
+        self.frames, self.detections, self.bounds = frames, detections, bounds
 
     def results(self):
-        for row in self.rows:
-            yield FrameResult(self.frames[row], self.detections.rows(int(self.bounds[row]), int(self.bounds[row + 1])))
+        for row, frame in self.frames:
+            yield FrameResult(frame, self.detections.rows(int(self.bounds[row]), int(self.bounds[row + 1])))
 
 
 class _End:
@@ -71,9 +72,9 @@ class StageRunner:
     """
 
     def __init__(self, make_stages: StageFactory, publish: Callable[[list[Event]], None], outputs: OutputSinks,
-                 workers: int = 2, queue_size: int = 8, on_finished: Callable[[str], None] | None = None):
-        """queue_size: pieces of batches waiting per worker. on_finished(stream_id): every sink has handled
-        the end of the stream."""
+                 workers: int = 2, queue_size: int = 256, on_finished: Callable[[str], None] | None = None):
+        """queue_size: frames waiting per worker. on_finished(stream_id): every sink has handled the end of
+        the stream."""
         self._on_finished = on_finished
         self._make_stages = make_stages
         self._publish = publish
@@ -99,11 +100,11 @@ class StageRunner:
     def submit_batch(self, frames: list[Frame], detections: Detections, bounds) -> None:
         """Queue a detected batch (detections sorted by frame; frame i's rows from bounds[i] to bounds[i+1]),
         one item per worker; waits while a worker's queue is full (results are never dropped)."""
-        rows: dict[int, list[int]] = {}
+        pieces: dict[int, list[tuple[int, Frame]]] = {}
         for row, frame in enumerate(frames):
-            rows.setdefault(self._shard(frame.stream_id), []).append(row)
-        for shard, mine in rows.items():
-            self._put_to(shard, _Batch(frames, mine, detections, bounds))
+            pieces.setdefault(self._shard(frame.stream_id), []).append((row, frame))
+        for shard, mine in pieces.items():
+            self._put_to(shard, _Batch(mine, detections, bounds), weight=len(mine))
 
     def end_stream(self, stream_id: str) -> None:
         """The stream's last frame has been submitted: end its stages (their final events go out), tell
@@ -133,8 +134,8 @@ class StageRunner:
     def _put(self, item: _Start | _End) -> None:
         self._put_to(self._shard(item.stream_id), item)
 
-    def _put_to(self, shard: int, item) -> None:
-        while not self._queues[shard].put(item, timeout=1.0):
+    def _put_to(self, shard: int, item, weight: int = 1) -> None:
+        while not self._queues[shard].put(item, timeout=1.0, weight=weight):
             if not self._threads[shard].is_alive():
                 raise SinkError("stage workers are gone; results cannot be delivered (see the log for the cause)")
 

@@ -19,10 +19,21 @@ def build_outputs(entries: list[Any], context: OutputContext) -> tuple[list[tupl
     for entry in entries:
         made = plugins.resolve(plugins.output(entry.type).factory)(entry, context)
         if is_event_output(entry):
+            _check_contract(entry.type, made, ("name", "max_retries", "deliver", "close"), "EventOutput")
             event_outputs.append(made)
         elif isinstance(entry, FrameSinkOptions):
+            _check_contract(entry.type, made, ("name", "open", "on_stream_start", "on_frame", "on_events",
+                                               "on_stream_end", "close", "stats"), "Sink (derive from BaseSink)")
             frame_sinks.append((made, entry))
         else:
             raise ConfigError(f"sink type '{entry.type}': a frame sink's config model must derive from "
                               "pipeline.config.outputs.FrameSinkOptions (its queue_size and overflow)")
     return frame_sinks, event_outputs
+
+
+def _check_contract(type_: str, made: Any, names: tuple[str, ...], protocol: str) -> None:
+    """A plugin's output that lacks part of its protocol is refused at start, naming what is missing."""
+    missing = [name for name in names if not hasattr(made, name)]
+    if missing:
+        raise ConfigError(f"sink type '{type_}': {type(made).__name__} lacks {missing} of the {protocol} "
+                          "protocol (pipeline.sinks.base)")

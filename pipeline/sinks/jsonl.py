@@ -71,7 +71,7 @@ class JsonlSink(BaseSink):
         frame, det = result.frame, result.detections.to_host()
         ids = det.class_id.tolist()
         boxes = det.xyxy.round(2).tolist()
-        attributes = {name: column.tolist() for name, column in det.attributes.items()}
+        attributes = {name: [_plain(v) for v in column.tolist()] for name, column in det.attributes.items()}
         detections = [
             {"class_id": c, "class_name": class_name(self.class_names, c), "score": round(s, 4), "xyxy": b, "track_id": t,
              **{name: values[i] for name, values in attributes.items()}}
@@ -91,3 +91,12 @@ class JsonlSink(BaseSink):
         except (OSError, TypeError, ValueError) as exc:
             raise SinkError(f"cannot write {len(records)} records to '{self.path}': {exc}") from exc
         self.records_written += len(records)
+
+
+def _plain(value):
+    """An attribute value JSON can hold: bytes as text, anything else unknown by its str()."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if value is None or isinstance(value, (bool, int, float, str, list)):
+        return value
+    return str(value)

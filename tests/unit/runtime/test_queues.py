@@ -104,3 +104,13 @@ def test_stats_report_depth_and_counts():
         q.put(i)
     q.get(0)
     assert q.stats() == {"depth": 1, "capacity": 2, "put": 3, "got": 1, "dropped": 1, "overflow": "drop_oldest"}
+
+
+def test_weights_count_against_the_capacity_and_a_heavy_item_still_fits_an_empty_queue():
+    q = BoundedQueue(10, Overflow.BLOCK)
+    assert q.put("six frames", timeout=0.1, weight=6)
+    assert q.put("four more", timeout=0.1, weight=4) and len(q) == 10
+    assert q.put("one", timeout=0.01) is False  # full by weight, not by count
+    assert q.get(0) == "six frames" and len(q) == 4
+    drain(q)
+    assert q.put("a whole batch", timeout=0.1, weight=64) and len(q) == 64
