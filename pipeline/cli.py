@@ -79,22 +79,36 @@ def _build_engine(path: str) -> int:
 
 
 def _run(path: str, duration: float | None, quiet: bool) -> int:
+    """With a duration (--duration or runtime.duration_s): a run that ends then, or when its files end.
+    Without: a service that runs until stopped, with its HTTP server on runtime.http (default port 9108)."""
     from pipeline.config import load_config
+    from pipeline.config.models import HttpConfig
     from pipeline.runtime.progress import LiveView, summary
     from pipeline.runtime.runner import PipelineRunner
 
     config = load_config(path)
     logging.getLogger().setLevel(config.runtime.log_level.upper())
+    duration = duration or config.runtime.duration_s
+    if duration is not None and not config.streams:
+        raise ConfigError(f"{path}: no streams to run for {duration:g} s; add some under `streams:`, or run "
+                          "without a duration to start a service that takes cameras through its API")
+    http = config.runtime.http or (HttpConfig() if duration is None else None)
     runner = PipelineRunner(config)
+    if http is not None:
+        from pipeline.service import Service  # noqa: PLC0415 - the web stack loads only when served
+
+        job = Service(runner, http)
+    else:
+        job = runner
 
     def on_signal(signum, _frame):
         log.warning("%s received: stopping sources and draining (again to abandon buffered frames)",
                     signal.Signals(signum).name)
-        runner.request_stop()
+        job.request_stop()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    snap = runner.run(duration or config.runtime.duration_s, on_progress=None if quiet else LiveView(),
-                      progress_interval_s=config.runtime.progress_interval_s)
+    snap = job.run(duration, on_progress=None if quiet else LiveView(),
+                   progress_interval_s=config.runtime.progress_interval_s)
     print(summary(snap))
     return 0

@@ -19,3 +19,11 @@ class EngineError(PipelineError):
 
 class SinkError(PipelineError):
     """A sink (tracker, storage, output) failed on a frame or an event."""
+
+
+class StreamExists(ConfigError):
+    """A stream with that id is already running."""
+
+
+class NoSuchStream(ConfigError):
+    """No running stream has that id."""

@@ -4,6 +4,8 @@ Validators here are pure: probing hardware (is there a GPU? which engine?) happe
 """
 from __future__ import annotations
 
+import ipaddress
+import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -11,6 +13,8 @@ from pydantic import Field, field_validator, model_validator
 
 from pipeline import plugins
 from pipeline.config.outputs import OutputEntry, Strict
+
+log = logging.getLogger(__name__)
 
 
 class LaneConfig(Strict):
@@ -177,6 +181,38 @@ class StageConfig(Strict):
         return name
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+DEFAULT_HTTP_PORT = 9108
+"""Where a service (`run` without a duration) serves its API, metrics and status unless told otherwise."""
+
+
+class HttpConfig(Strict):
+    """The one HTTP server: the control API (/api), Prometheus /metrics, /status, /healthz, /readyz, /docs."""
+
+    host: str = Field("127.0.0.1", description="address to listen on; anything but loopback needs a token")
+    port: int = Field(DEFAULT_HTTP_PORT, ge=0, le=65535, description="0 = any free port (logged)")
+    token: str | None = Field(
+        None, min_length=16, description="API calls must carry `Authorization: Bearer <token>`; required when host "
+        "is not loopback (16 characters or more; put it in an environment file, not in a shared config)")
+
+    @model_validator(mode="after")
+    def _exposed_needs_token(self) -> "HttpConfig":
+        if self.token is None and not _loopback(self.host):
+            raise KeyPathError(("token",), f"host {self.host!r} is reachable from other machines: set a token "
+                                           "(runtime.http.token) or listen on 127.0.0.1")
+        return self
+
+
+def _loopback(host: str) -> bool:
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class RuntimeConfig(Strict):
     stage_workers: int = Field(
         2, ge=1, description="threads running the per-stream stages (tracker, analytics, plugins); streams are "
@@ -185,11 +221,12 @@ class RuntimeConfig(Strict):
         256, ge=1, description="frame results waiting per stage worker; when full, inference waits (results of the "
         "stages are never dropped)")
     outbox_path: Path = Field(Path("runs/outbox.db"), description="SQLite outbox that holds events until delivered")
-    metrics_port: int | None = Field(
-        None, ge=0, le=65535, description="serve Prometheus /metrics and JSON /status on this port while running (None = off)"
-    )
-    metrics_host: str = Field("127.0.0.1", description="address the metrics server listens on; 0.0.0.0 for every interface")
-    duration_s: float | None = Field(None, gt=0, description="stop after this long (None = until files end or Ctrl-C); --duration overrides")
+    http: HttpConfig | None = Field(
+        None, description="the HTTP server (API, metrics, status); a service (`run` without a duration) always has "
+        f"one, by default on 127.0.0.1:{DEFAULT_HTTP_PORT}; a run with a duration only when this is set")
+    duration_s: float | None = Field(
+        None, gt=0, description="stop after this long, then exit (a run); None = a service that runs until stopped; "
+        "--duration overrides")
     switch_interval_ms: float | None = Field(
         None, gt=0, le=100,
         description="Python's thread switch interval; None = 0.5 ms with a GPU engine (the inference thread "
@@ -205,12 +242,26 @@ class RuntimeConfig(Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     progress_interval_s: float = Field(1.0, gt=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _metrics_aliases(cls, data: Any) -> Any:
+        """`metrics_port` and `metrics_host`, the keys of the metrics-only server this replaced: still read."""
+        if not isinstance(data, dict) or not ({"metrics_port", "metrics_host"} & set(data)):
+            return data
+        data = dict(data)
+        port, host = data.pop("metrics_port", None), data.pop("metrics_host", "127.0.0.1")
+        if port is not None and data.get("http") is None:
+            log.warning("runtime.metrics_port and metrics_host are deprecated: use runtime.http: {host, port}")
+            data["http"] = {"host": host, "port": port}
+        return data
+
 
 class PipelineConfig(Strict):
     plugins: list[str] = Field(
         [], description="modules imported before the rest of the file is validated: they register source schemes, "
         "engines, sink types and stages (installed packages use the `streamweave.plugins` entry points instead)")
-    streams: list[StreamConfig] = Field(min_length=1)
+    streams: list[StreamConfig] = Field([], description="at least one for a run with a duration; a service may start "
+                                        "with none and get its cameras through the API")
     lanes: list[LaneConfig] = [LaneConfig(name="default")]
     detector: DetectorConfig
     tracker: TrackerConfig = TrackerConfig()

@@ -19,9 +19,8 @@ from typing import Callable
 from pipeline.config.models import PipelineConfig, StreamConfig
 from pipeline.config.resolve import Plan, plan_stream, resolve
 from pipeline.detect.detector import Detector
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import NoSuchStream, PipelineError, StreamExists
 from pipeline.runtime.build import build_pipeline
-from pipeline.runtime.metrics import MetricsServer
 from pipeline.runtime.snapshot import Snapshot, take_snapshot
 from pipeline.sinks.base import Sink
 
@@ -49,6 +48,7 @@ class PipelineRunner:
         self._done: set[str] = set()  # streams whose end every sink has handled
         self._finished: queue.SimpleQueue = queue.SimpleQueue()  # such streams, from the sink threads
         self._accepting = False
+        self._until_stopped = False
         self._stop = threading.Event()
         self.parts = build_pipeline(config, self.plan, detector=detector, sinks=sinks,
                                     on_finished=self._finished.put, finish_when=self._stop.is_set)
@@ -57,7 +57,7 @@ class PipelineRunner:
         self._started = 0.0
         self._finished_at: float | None = None
         self._snapshot_lock = threading.Lock()
-        self.metrics_port: int | None = None
+        self.running = threading.Event()  # set once the engine is warm and the configured streams started
 
     # -- streams while running -----------------------------------------------------------------
     def add_stream(self, config: StreamConfig) -> None:
@@ -69,7 +69,7 @@ class PipelineRunner:
                 raise PipelineError(f"stream '{config.id}' not added: the pipeline is not running")
             with self._lock:
                 if config.id in self._streams:
-                    raise ConfigError(f"stream '{config.id}' already exists; remove it first or choose another id")
+                    raise StreamExists(f"stream '{config.id}' already exists; remove it first or choose another id")
             plan = plan_stream(config, self.plan)
             self.parts.buffer.add_stream(config)
             try:
@@ -88,7 +88,7 @@ class PipelineRunner:
         with self._admin:
             with self._lock:
                 if stream_id not in self._streams:
-                    raise ConfigError(f"no stream '{stream_id}'; streams: {sorted(self._streams)}")
+                    raise NoSuchStream(f"no stream '{stream_id}'; streams: {sorted(self._streams)}")
                 done = self._removing.setdefault(stream_id, threading.Event())
                 ended = stream_id in self._done
             self.parts.buffer.remove_stream(stream_id)
@@ -138,20 +138,17 @@ class PipelineRunner:
         self._stop.set()
 
     def run(self, duration_s: float | None = None, on_progress: Callable[[Snapshot], None] | None = None,
-            progress_interval_s: float = 1.0) -> Snapshot:
+            progress_interval_s: float = 1.0, until_stopped: bool = False) -> Snapshot:
+        """Run until stopped, until `duration_s` passed, or (unless `until_stopped`, a service) until every
+        stream ended by itself; returns the final Snapshot."""
         self.detector.warm_up()
         self._started = time.monotonic()
+        self._until_stopped = until_stopped
         previous_interval = sys.getswitchinterval()
         sys.setswitchinterval(self.plan.switch_interval_s)
-        metrics = None
         try:
-            if self.config.runtime.metrics_port is not None:
-                metrics = MetricsServer(self.snapshot, self.config.runtime.metrics_host, self.config.runtime.metrics_port)
-                self.metrics_port = metrics.start().port
             return self._run(duration_s, on_progress, progress_interval_s)
         finally:
-            if metrics is not None:
-                metrics.stop()
             sys.setswitchinterval(previous_interval)
 
     def _run(self, duration_s, on_progress, progress_interval_s) -> Snapshot:
@@ -164,6 +161,7 @@ class PipelineRunner:
             for stream in self.config.streams:
                 self.add_stream(stream)
             parts.inference.start()
+            self.running.set()
             self._wait(duration_s, on_progress, progress_interval_s)
         except BaseException:
             self._abandon.set()  # an error in the runner itself: stop detecting, flush what was done
@@ -186,7 +184,7 @@ class PipelineRunner:
                 if duration_s is not None and now - self._started >= duration_s:
                     log.info("duration of %.1f s reached; stopping sources and draining", duration_s)
                     self._stop.set()
-                elif self._all_ended():
+                elif not self._until_stopped and self._all_ended():
                     self._stop.set()
             if self._stop.is_set():
                 self._accepting = False
@@ -202,6 +200,7 @@ class PipelineRunner:
         """Stop and drain everything, also after an error: sources, stages, sinks, outbox, detector."""
         parts = self.parts
         self._accepting = False
+        self.running.clear()
         self._finished_at = time.monotonic()
         with self._admin:
             parts.sources.stop_all()

@@ -6,6 +6,7 @@ import urllib.request
 
 from pipeline.config.models import PipelineConfig
 from pipeline.runtime.runner import PipelineRunner
+from pipeline.service import Service
 from samples.local_services import free_port
 from tests.conftest import shared_file
 
@@ -29,8 +30,8 @@ def test_metrics_and_status_are_served_while_running_and_grow(tmp_path):
         "sinks": [{"type": "sqlite", "path": str(tmp_path / "out.db")}],
         "runtime": {"metrics_port": port, "outbox_path": str(tmp_path / "outbox.db")},
     })
-    runner = PipelineRunner(config)
-    thread = threading.Thread(target=runner.run, kwargs={"duration_s": 6})
+    service = Service(PipelineRunner(config), config.runtime.http)  # metrics_port: the old key, still read
+    thread = threading.Thread(target=service.run, kwargs={"duration_s": 6})
     thread.start()
     try:
         time.sleep(2.5)

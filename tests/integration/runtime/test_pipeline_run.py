@@ -141,6 +141,7 @@ def test_sigint_stops_sources_drains_and_flushes_storage(tmp_path):
     clip = shared_file("media/car-detection.mp4")
     cfg = config_for(tmp_path, [{"id": "lot", "url": str(clip), "loop": True, "fps": 10}]).model_dump(mode="json")
     cfg["sinks"].append({"type": "jsonl", "path": str(tmp_path / "frames.jsonl")})
+    cfg["runtime"]["http"] = {"port": 0}  # no duration: a service, its server on any free port
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "run", str(path), "--quiet"],

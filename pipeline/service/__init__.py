@@ -1,0 +1,51 @@
+"""A pipeline run as a service: the runner plus one HTTP server for the API, metrics and status.
+
+    service = Service(PipelineRunner(config), HttpConfig(port=9108))
+    service.run()                      # until stopped (request_stop, SIGINT, SIGTERM)
+"""
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from typing import Callable
+
+from pipeline.config.models import HttpConfig
+from pipeline.runtime.runner import PipelineRunner
+from pipeline.runtime.snapshot import Snapshot
+
+__all__ = ["Service"]
+
+
+class Service:
+    """runner: the pipeline. http: where its server listens (bound at once: a port in use is a ConfigError
+    here, before any stream starts)."""
+
+    def __init__(self, runner: PipelineRunner, http: HttpConfig):
+        from pipeline.service.app import make_app  # noqa: PLC0415 - FastAPI loads only for a service
+        from pipeline.service.server import HttpServer  # noqa: PLC0415
+
+        self.runner = runner
+        self.server = HttpServer(make_app(runner, http.token, _version()), http.host, http.port)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def run(self, duration_s: float | None = None, on_progress: Callable[[Snapshot], None] | None = None,
+            progress_interval_s: float = 1.0) -> Snapshot:
+        """Serve while the pipeline runs: until stopped, or for `duration_s` (then the run ends as a run of
+        files would); the server answers from before the engine is warm until the pipeline has stopped."""
+        self.server.start()
+        try:
+            return self.runner.run(duration_s, on_progress, progress_interval_s, until_stopped=duration_s is None)
+        finally:
+            self.server.stop()
+
+    def request_stop(self) -> None:
+        self.runner.request_stop()
+
+
+def _version() -> str:
+    try:
+        return version("streamweave")
+    except PackageNotFoundError:
+        return "unknown"

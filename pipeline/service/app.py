@@ -1,0 +1,157 @@
+"""The HTTP API of a running pipeline (FastAPI; OpenAPI docs on /docs).
+
+    GET  /healthz            alive                       GET  /readyz   engine warm, streams started
+    GET  /metrics            Prometheus text             GET  /status   the live Snapshot as JSON
+    GET  /api/streams        every stream                GET  /api/streams/{id}
+    POST /api/streams        add one (body: its config keys)    DELETE /api/streams/{id}
+    GET  /api/config         the effective config, secrets masked
+
+With `runtime.http.token` set, /api and /status need `Authorization: Bearer <token>`. A bad body gets a
+422 naming the key path; a change that cannot apply gets a 4xx saying why, and nothing changes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import BaseModel
+
+from pipeline.config.models import StreamConfig
+from pipeline.errors import ConfigError, NoSuchStream, PipelineError, StreamExists
+from pipeline.runtime.runner import PipelineRunner
+from pipeline.service.prom import SnapshotCollector
+from pipeline.sources.reader import mask_url
+
+STREAM_COUNTERS = ("decoded", "frames", "batched", "staged", "dropped_overflow", "dropped_age", "dropped_fps_cap",
+                   "dropped_sink", "dropped_sinks", "skipped_late", "reconnects")
+
+
+class StreamView(BaseModel):
+    """One stream as the API shows it (the URL's credentials masked)."""
+
+    id: str
+    url: str
+    lane: str
+    live: bool
+    state: str
+    fps: float
+    last_error: str | None
+    counters: dict[str, int]
+
+
+def make_app(runner: PipelineRunner, token: str | None = None, version: str = "") -> FastAPI:
+    app = FastAPI(title="streamweave", version=version,
+                  description="Control and observe a running streamweave pipeline.")
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(runner.snapshot))
+    authorized = [Depends(_bearer(token))] if token else []
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict:
+        """The process answers."""
+        return {"status": "alive"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> JSONResponse:
+        """200 once the engine is warm and the configured streams started (or there are none), else 503."""
+        ready = runner.running.is_set()
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["observe"])
+    def metrics() -> Response:
+        """Prometheus text exposition of the live counters."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/status", tags=["observe"], dependencies=authorized)
+    def status() -> Response:
+        """The live Snapshot: streams, lanes, sinks, outbox, as the summary table shows them."""
+        return Response(json.dumps(dataclasses.asdict(runner.snapshot()), default=str), media_type="application/json")
+
+    @app.get("/api/streams", tags=["streams"], dependencies=authorized)
+    def list_streams() -> list[StreamView]:
+        snap = runner.snapshot()
+        return [_view(config, snap.streams.get(config.id, {})) for config in runner.streams()]
+
+    @app.get("/api/streams/{stream_id}", tags=["streams"], dependencies=authorized)
+    def get_stream(stream_id: str) -> StreamView:
+        config = _stream(runner, stream_id)
+        return _view(config, runner.snapshot().streams.get(stream_id, {}))
+
+    @app.post("/api/streams", tags=["streams"], status_code=201, dependencies=authorized)
+    def add_stream(config: StreamConfig) -> StreamView:
+        """Start a camera; the others are not paused or reset."""
+        _apply(runner.add_stream, config)
+        return _view(config, runner.snapshot().streams.get(config.id, {}))
+
+    @app.delete("/api/streams/{stream_id}", tags=["streams"], status_code=204, dependencies=authorized)
+    def remove_stream(stream_id: str) -> Response:
+        """Stop a stream and forget it once its last frame went through; 202 while that is still going on."""
+        done = _apply(runner.remove_stream, stream_id)
+        return Response(status_code=204 if done else 202)
+
+    @app.get("/api/config", tags=["config"], dependencies=authorized)
+    def effective_config() -> dict:
+        """The config the pipeline runs, with the streams it has now; credentials and tokens masked."""
+        return masked_config(runner)
+
+    return app
+
+
+def _bearer(token: str):
+    expected = f"Bearer {token}".encode()
+
+    def check(request: Request) -> None:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise HTTPException(401, "this API needs `Authorization: Bearer <runtime.http.token>`",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def _apply(change, *args) -> Any:
+    """Run a change; its errors as the HTTP answers that say why."""
+    try:
+        return change(*args)
+    except NoSuchStream as exc:
+        raise HTTPException(404, str(exc)) from None
+    except StreamExists as exc:
+        raise HTTPException(409, str(exc)) from None
+    except ConfigError as exc:
+        raise HTTPException(400, str(exc)) from None
+    except PipelineError as exc:
+        raise HTTPException(503, str(exc)) from None
+
+
+def _stream(runner: PipelineRunner, stream_id: str) -> StreamConfig:
+    for config in runner.streams():
+        if config.id == stream_id:
+            return config
+    raise HTTPException(404, f"no stream '{stream_id}'")
+
+
+def _view(config: StreamConfig, stats: dict) -> StreamView:
+    return StreamView(id=config.id, url=mask_url(config.url), lane=config.lane, live=config.is_live,
+                      state=stats.get("state", "new"), fps=stats.get("decode_fps", 0.0),
+                      last_error=stats.get("last_error"),
+                      counters={key: int(stats.get(key, 0) or 0) for key in STREAM_COUNTERS})
+
+
+def masked_config(runner: PipelineRunner) -> dict:
+    data = runner.config.model_dump(mode="json")
+    data["streams"] = [config.model_dump(mode="json") for config in runner.streams()]
+    for stream in data["streams"]:
+        stream["url"] = mask_url(stream["url"])
+    for sink in data["sinks"]:
+        for key in ("url", "dsn"):
+            if key in sink:
+                sink[key] = mask_url(sink[key])
+    http = data["runtime"].get("http")
+    if http and http.get("token"):
+        http["token"] = "***"
+    return data

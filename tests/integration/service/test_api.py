@@ -1,0 +1,174 @@
+"""The HTTP API against a running pipeline (real HTTP on loopback; fake cameras and engine)."""
+from __future__ import annotations
+
+import threading
+
+import httpx
+import pytest
+
+import pipeline.testing  # noqa: F401 - fake:// and the fake engine
+from pipeline.config.models import HttpConfig, PipelineConfig
+from pipeline.errors import ConfigError
+from pipeline.runtime.runner import PipelineRunner
+from pipeline.service import Service
+from pipeline.testing import RecordingSink
+
+TOKEN = "a-token-of-sixteen-chars"
+DROPS = ("dropped_overflow", "dropped_age", "dropped_fps_cap", "dropped_sink", "dropped_sinks")
+
+
+def config(tmp_path, streams: list[dict]) -> PipelineConfig:
+    return PipelineConfig.model_validate({
+        "plugins": ["pipeline.testing"], "streams": streams, "detector": {"model": "fake", "engine": "fake"},
+        "runtime": {"outbox_path": str(tmp_path / "outbox.db")}})
+
+
+class Served:
+    """A Service on a free loopback port, running on a thread; `client` talks to it."""
+
+    def __init__(self, cfg: PipelineConfig, token: str | None = None, sinks=()):
+        self.runner = PipelineRunner(cfg, sinks=list(sinks))
+        self.service = Service(self.runner, HttpConfig(port=0, token=token))
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.service.port}", headers=headers, timeout=30)
+        self.snap = None
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+        assert self.runner.running.wait(20)
+
+    def _run(self):
+        self.snap = self.service.run()
+
+    def stop(self):
+        self.service.request_stop()
+        self.thread.join(30)
+        self.client.close()
+        return self.snap
+
+
+@pytest.fixture
+def serve():
+    started = []
+
+    def start(*args, **kwargs) -> Served:
+        started.append(Served(*args, **kwargs))
+        return started[-1]
+
+    yield start
+    for served in started:
+        if served.thread.is_alive():
+            served.stop()
+
+
+def test_a_camera_added_and_removed_over_http_leaves_the_others_untouched(tmp_path, serve):
+    sink = RecordingSink()
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=40", "ring_size": 16}]), sinks=[sink])
+    assert sink.wait_for(lambda s: len(s.seqs["a"]) >= 10, timeout=20)
+    added = served.client.post("/api/streams", json={"id": "cam-2", "url": "fake://cam-2?fps=40", "ring_size": 16})
+    assert added.status_code == 201, added.text
+    assert added.json()["id"] == "cam-2" and added.json()["live"] is True
+    assert sink.wait_for(lambda s: len(s.seqs["cam-2"]) >= 20, timeout=20)
+    listed = served.client.get("/api/streams").json()
+    assert [s["id"] for s in listed] == ["a", "cam-2"] and all(s["state"] == "running" for s in listed)
+    assert served.client.delete("/api/streams/cam-2").status_code == 204
+    assert served.client.get("/api/streams/cam-2").status_code == 404
+    assert not [t.name for t in threading.enumerate() if "cam-2" in t.name]  # its worker is gone
+    a_now = len(sink.seqs["a"])
+    assert sink.wait_for(lambda s: len(s.seqs["a"]) >= a_now + 10, timeout=20)
+    snap = served.stop()
+    seqs = sink.seqs["a"]
+    assert seqs == list(range(len(seqs))) and all(snap.streams["a"][key] == 0 for key in DROPS)
+    assert sink.seqs["cam-2"] == list(range(len(sink.seqs["cam-2"])))
+
+
+def test_bad_requests_get_a_4xx_that_says_why_and_change_nothing(tmp_path, serve):
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=20"}]))
+    client = served.client
+    missing = client.post("/api/streams", json={"id": "b"})
+    assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "url"]
+    typo = client.post("/api/streams", json={"id": "b", "url": "fake://b", "lan": "default"})
+    assert typo.status_code == 422 and typo.json()["detail"][0]["loc"] == ["body", "lan"]
+    bad_url = client.post("/api/streams", json={"id": "b", "url": "thermal://b"})
+    assert bad_url.status_code == 422 and "no source reads 'thermal://'" in bad_url.text
+    assert client.post("/api/streams", json={"id": "a", "url": "fake://a2"}).status_code == 409
+    lane = client.post("/api/streams", json={"id": "b", "url": "fake://b", "lane": "fast"})
+    assert lane.status_code == 400 and "unknown lane 'fast'" in lane.json()["detail"]
+    assert client.delete("/api/streams/zz").status_code == 404
+    assert [s["id"] for s in client.get("/api/streams").json()] == ["a"]
+
+
+def test_health_readiness_metrics_docs_and_the_masked_config_are_served(tmp_path, serve):
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://admin:s3cret@a?fps=20"}]))
+    client = served.client
+    assert client.get("/healthz").json() == {"status": "alive"}
+    assert client.get("/readyz").status_code == 200
+    assert "streamweave_stream_frames_decoded_total" in client.get("/metrics").text
+    assert client.get("/openapi.json").json()["info"]["title"] == "streamweave" and client.get("/docs").status_code == 200
+    effective = client.get("/api/config").json()
+    assert effective["streams"][0]["url"] == "fake://***@a?fps=20" and "s3cret" not in client.get("/status").text
+
+
+def test_with_a_token_the_api_needs_it_and_probes_do_not(tmp_path, serve):
+    served = serve(config(tmp_path, []), token=TOKEN)
+    anonymous = httpx.Client(base_url=str(served.client.base_url))
+    assert anonymous.get("/api/streams").status_code == 401
+    assert anonymous.get("/status").status_code == 401
+    assert anonymous.post("/api/streams", json={"id": "x", "url": "fake://x"}).status_code == 401
+    assert anonymous.get("/healthz").status_code == 200 and anonymous.get("/metrics").status_code == 200
+    assert served.client.get("/api/streams").json() == []  # a service may start with no camera
+    anonymous.close()
+
+
+def test_listening_beyond_loopback_without_a_token_is_refused():
+    with pytest.raises(ValueError, match="reachable from other machines: set a token"):
+        HttpConfig(host="0.0.0.0")
+    assert HttpConfig(host="0.0.0.0", token=TOKEN).host == "0.0.0.0"
+    assert HttpConfig(host="::1").token is None
+
+
+def test_a_port_in_use_is_a_config_error_before_anything_starts(tmp_path, serve):
+    served = serve(config(tmp_path, []))
+    with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{served.service.port}"):
+        Service(PipelineRunner(config(tmp_path, [])), HttpConfig(port=served.service.port))
+
+
+def test_run_without_a_duration_is_a_service_that_starts_empty_and_takes_cameras(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from tests.conftest import REPO
+    from tests.support.http_server import free_port
+
+    port = free_port()
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump({
+        "plugins": ["pipeline.testing"], "streams": [], "detector": {"model": "fake", "engine": "fake"},
+        "runtime": {"http": {"port": port}, "outbox_path": str(tmp_path / "outbox.db")}}))
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "run", str(path), "--quiet"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    try:
+        deadline = time.monotonic() + 30
+        while not _ready(client) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)  # waiting for another process to come up: nothing to be told by
+        assert client.post("/api/streams", json={"id": "cam", "url": "fake://cam?fps=40"}).status_code == 201
+        while client.get("/api/streams/cam").json()["counters"]["staged"] < 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.get("/api/streams/cam").json()["counters"]["staged"] >= 20
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        client.close()
+    assert proc.returncode == 0, err
+    assert "SIGTERM received" in err and "on 1 streams" in out
+
+
+def _ready(client: httpx.Client) -> bool:
+    try:
+        return client.get("/readyz").status_code == 200
+    except httpx.TransportError:
+        return False
