@@ -1,4 +1,8 @@
-"""Command line: run, validate, detect, track, build-engine. `python run_pipeline.py --help`."""
+"""Command line: run, validate, detect, track, build-engine. `python run_pipeline.py --help`.
+
+Exit codes: 0 every stream ended as expected, 1 an internal error, 2 a config error (nothing started),
+3 some streams failed, 4 every stream failed (the summary says why each failed).
+"""
 from __future__ import annotations
 
 import argparse
@@ -111,4 +115,15 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
     snap = job.run(duration, on_progress=None if quiet else LiveView(),
                    progress_interval_s=config.runtime.progress_interval_s)
     print(summary(snap))
-    return 0
+    return exit_code(snap)
+
+
+EXIT_SOME_FAILED, EXIT_ALL_FAILED = 3, 4
+
+
+def exit_code(snap) -> int:
+    """0 every stream ended as expected (or was stopped), 3 some failed, 4 every one failed."""
+    failed = [s for s in snap.streams.values() if s.get("state") == "failed"]
+    if failed and len(failed) == len(snap.streams):
+        return EXIT_ALL_FAILED
+    return EXIT_SOME_FAILED if failed else 0

@@ -83,4 +83,5 @@ def summary(snap: Snapshot) -> str:
     shutdown = snap.extra.get("shutdown_s")
     if shutdown is not None:
         head += f" Stopping (drain, flush, event delivery) took {shutdown:.1f} s."
-    return "\n".join([head, ""] + render(snap)[1:])
+    failed = [f"  {sid}: {s.get('last_error')}" for sid, s in snap.streams.items() if s.get("state") == "failed"]
+    return "\n".join([head, ""] + render(snap)[1:] + (["", "failed streams:", *failed] if failed else []))

@@ -4,6 +4,8 @@
     GET  /metrics            Prometheus text             GET  /status   the live Snapshot as JSON
     GET  /api/streams        every stream                GET  /api/streams/{id}
     POST /api/streams        add one (body: its config keys)    DELETE /api/streams/{id}
+    PATCH /api/streams/{id}  change url, lane or fps (that camera alone restarts)
+    POST /api/streams/{id}/pause, /resume
     GET  /api/config         the effective config, secrets masked
 
 With `runtime.http.token` set, /api and /status need `Authorization: Bearer <token>`. A bad body gets a
@@ -19,7 +21,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.config.models import StreamConfig
 from pipeline.errors import ConfigError, NoSuchStream, PipelineError, StreamExists
@@ -29,6 +31,16 @@ from pipeline.sources.reader import mask_url
 
 STREAM_COUNTERS = ("decoded", "frames", "batched", "staged", "dropped_overflow", "dropped_age", "dropped_fps_cap",
                    "dropped_sink", "dropped_sinks", "skipped_late", "reconnects")
+
+
+class StreamChange(BaseModel):
+    """What PATCH may change on a running camera."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    lane: str | None = None
+    fps: float | None = Field(None, gt=0)
 
 
 class StreamView(BaseModel):
@@ -74,19 +86,35 @@ def make_app(runner: PipelineRunner, token: str | None = None, version: str = ""
 
     @app.get("/api/streams", tags=["streams"], dependencies=authorized)
     def list_streams() -> list[StreamView]:
-        snap = runner.snapshot()
-        return [_view(config, snap.streams.get(config.id, {})) for config in runner.streams()]
+        snap, paused = runner.snapshot(), runner.table.paused()
+        return [_view(config, snap.streams.get(config.id, {}), config.id in paused) for config in runner.streams()]
 
     @app.get("/api/streams/{stream_id}", tags=["streams"], dependencies=authorized)
     def get_stream(stream_id: str) -> StreamView:
-        config = _stream(runner, stream_id)
-        return _view(config, runner.snapshot().streams.get(stream_id, {}))
+        return _current(runner, stream_id)
 
     @app.post("/api/streams", tags=["streams"], status_code=201, dependencies=authorized)
     def add_stream(config: StreamConfig) -> StreamView:
         """Start a camera; the others are not paused or reset."""
         _apply(runner.add_stream, config)
-        return _view(config, runner.snapshot().streams.get(config.id, {}))
+        return _current(runner, config.id)
+
+    @app.patch("/api/streams/{stream_id}", tags=["streams"], dependencies=authorized)
+    def change_stream(stream_id: str, changes: StreamChange) -> StreamView:
+        """Change a camera's url, lane or fps cap: it alone restarts (new seq, new tracks)."""
+        _apply(runner.table.update, stream_id, changes.model_dump(exclude_unset=True))
+        return _current(runner, stream_id)
+
+    @app.post("/api/streams/{stream_id}/pause", tags=["streams"], dependencies=authorized)
+    def pause_stream(stream_id: str) -> StreamView:
+        """Stop a camera but keep it listed until it is resumed."""
+        _apply(runner.table.pause, stream_id)
+        return _current(runner, stream_id)
+
+    @app.post("/api/streams/{stream_id}/resume", tags=["streams"], dependencies=authorized)
+    def resume_stream(stream_id: str) -> StreamView:
+        _apply(runner.table.resume, stream_id)
+        return _current(runner, stream_id)
 
     @app.delete("/api/streams/{stream_id}", tags=["streams"], status_code=204, dependencies=authorized)
     def remove_stream(stream_id: str) -> Response:
@@ -128,16 +156,17 @@ def _apply(change, *args) -> Any:
         raise HTTPException(503, str(exc)) from None
 
 
-def _stream(runner: PipelineRunner, stream_id: str) -> StreamConfig:
+def _current(runner: PipelineRunner, stream_id: str) -> StreamView:
     for config in runner.streams():
         if config.id == stream_id:
-            return config
+            paused = stream_id in runner.table.paused()
+            return _view(config, {} if paused else runner.snapshot().streams.get(stream_id, {}), paused)
     raise HTTPException(404, f"no stream '{stream_id}'")
 
 
-def _view(config: StreamConfig, stats: dict) -> StreamView:
+def _view(config: StreamConfig, stats: dict, paused: bool = False) -> StreamView:
     return StreamView(id=config.id, url=mask_url(config.url), lane=config.lane, live=config.is_live,
-                      state=stats.get("state", "new"), fps=stats.get("decode_fps", 0.0),
+                      state="paused" if paused else stats.get("state", "new"), fps=stats.get("decode_fps", 0.0),
                       last_error=stats.get("last_error"),
                       counters={key: int(stats.get(key, 0) or 0) for key in STREAM_COUNTERS})
 

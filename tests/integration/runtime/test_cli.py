@@ -38,3 +38,31 @@ def test_validate_with_plan_says_how_the_config_would_run_here():
     assert any(line.startswith("engine: ") for line in lines)  # which one depends on the machine
     assert "plugins: samples.world.source" in lines
     assert "stream cam-1: live, decoder source, in a thread here, 8 s of packets for clips" in lines
+
+
+@pytest.mark.parametrize("streams,code", [
+    (["fake://ok?frames=20&live=0"], 0),
+    (["fake://ok?frames=20&live=0", "missing.mp4"], 3),
+    (["missing.mp4", "also-missing.mp4"], 4),
+])
+def test_run_exit_codes_say_how_the_streams_ended(tmp_path, streams, code):
+    import yaml
+
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump({
+        "plugins": ["pipeline.testing"],
+        "streams": [{"id": f"s{i}", "url": url if "://" in url else str(tmp_path / url)} for i, url in enumerate(streams)],
+        "detector": {"model": "fake", "engine": "fake"},
+        "runtime": {"outbox_path": str(tmp_path / "outbox.db"), "duration_s": 30}}))
+    proc = cli("run", str(config), "--quiet")
+    assert proc.returncode == code, proc.stderr
+    failed = [line for line in proc.stdout.splitlines() if line.startswith("  s")]
+    assert len(failed) == sum("missing" in url for url in streams)
+    assert all("cannot open" in line for line in failed)
+
+
+def test_a_config_error_exits_2_before_anything_starts(tmp_path):
+    config = tmp_path / "site.yaml"
+    config.write_text("streams: [{id: a, url: x.mp4, lane: fast}]\ndetector: {model: m.onnx}\n")
+    proc = cli("run", str(config), "--duration", "5")
+    assert proc.returncode == 2 and "unknown lane 'fast'" in proc.stderr and "Traceback" not in proc.stderr

@@ -172,3 +172,28 @@ def _ready(client: httpx.Client) -> bool:
         return client.get("/readyz").status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_patching_one_camera_restarts_it_alone_and_pause_resume_keep_it_listed(tmp_path, serve):
+    sink = RecordingSink()
+    cams = [{"id": "a", "url": "fake://a?fps=40", "ring_size": 16}, {"id": "b", "url": "fake://b?fps=40"}]
+    served = serve(config(tmp_path, cams), sinks=[sink])
+    client = served.client
+    assert sink.wait_for(lambda s: min(len(s.seqs["a"]), len(s.seqs["b"])) >= 10, timeout=20)
+    patched = client.patch("/api/streams/b", json={"fps": 10})
+    assert patched.status_code == 200, patched.text
+    assert sink.wait_for(lambda s: s.started.count("b") == 2 and len(s.seqs["b"]) >= 25, timeout=20)
+    assert client.get("/api/streams/b").json()["counters"]["dropped_fps_cap"] > 0  # the new cap works
+    assert client.patch("/api/streams/b", json={"ring_size": 2}).status_code == 422  # not changeable live
+    assert client.patch("/api/streams/b", json={"lane": "fast"}).status_code == 400
+
+    assert client.post("/api/streams/b/pause").json()["state"] == "paused"
+    paused_at = len(sink.seqs["b"])
+    a_now = len(sink.seqs["a"])
+    assert sink.wait_for(lambda s: len(s.seqs["a"]) >= a_now + 20, timeout=20)
+    assert len(sink.seqs["b"]) == paused_at and [s["id"] for s in client.get("/api/streams").json()] == ["a", "b"]
+    assert client.post("/api/streams/b/resume").status_code == 200
+    assert sink.wait_for(lambda s: s.started.count("b") == 3 and len(s.seqs["b"]) > paused_at, timeout=20)
+    snap = served.stop()
+    seqs = sink.seqs["a"]
+    assert seqs == list(range(len(seqs))) and all(snap.streams["a"][key] == 0 for key in DROPS)

@@ -1,0 +1,195 @@
+"""`StreamTable`: the streams of a running pipeline, added, changed, paused, resumed and removed one at a
+time while the others go on (no pause, no drop, no reset of theirs).
+
+Changes are serialised and never wait on the pipeline's own threads: when a stream has ended
+everywhere (every sink has handled its end), a sink thread only queues its id, and the runner's loop
+calls `handle_finished`, which drops its packets and, for a removed stream, forgets it.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+
+from pydantic import ValidationError
+
+from pipeline.config.models import StreamConfig
+from pipeline.config.resolve import Plan, plan_stream
+from pipeline.errors import ConfigError, NoSuchStream, PipelineError, StreamExists
+from pipeline.runtime.build import Pipeline
+
+CHANGEABLE = ("url", "lane", "fps")
+"""What `update` may change on a running stream (it restarts only that stream)."""
+
+
+class StreamTable:
+    """parts, plan: the built pipeline and its plan. finished: where the sink threads put the ids of
+    streams whose end they have all handled (`build_pipeline(on_finished=finished.put)`)."""
+
+    def __init__(self, parts: Pipeline, plan: Plan, finished: queue.SimpleQueue):
+        self._parts, self._plan = parts, plan
+        self._admin = threading.Lock()  # one change at a time (never taken by the pipeline's threads)
+        self._lock = threading.Lock()  # the tables below, held briefly
+        self._streams: dict[str, StreamConfig] = {}
+        self._paused: dict[str, StreamConfig] = {}
+        self._removing: dict[str, threading.Event] = {}
+        self._done: set[str] = set()  # streams whose end every sink has handled
+        self._finished = finished
+        self.accepting = False
+
+    def add(self, config: StreamConfig) -> None:
+        """Start one more stream. ConfigError when its id is taken, its lane unknown or a stage cannot be made
+        for it; PipelineError while the pipeline is not running. Nothing is left behind when it fails."""
+        with self._admin:
+            with self._lock:
+                if config.id in self._paused:
+                    raise StreamExists(f"stream '{config.id}' exists and is paused; resume it or remove it first")
+            self._add(config)
+
+    def remove(self, stream_id: str, timeout: float = 10.0) -> bool:
+        """Stop one stream and forget it everywhere once its last frame has been through the stages and
+        sinks. True when that finished within `timeout` s (else it finishes later)."""
+        with self._admin:
+            with self._lock:
+                if self._paused.pop(stream_id, None) is not None:
+                    return True
+            done = self._remove(stream_id)
+        return done.wait(timeout)
+
+    def update(self, stream_id: str, changes: dict, timeout: float = 10.0) -> StreamConfig:
+        """Change a stream's url, lane or fps cap: that stream alone restarts (a new seq, new tracks).
+        ConfigError naming the key when a change is not allowed or not valid; nothing changes then."""
+        with self._admin:
+            old = self._get(stream_id)
+            unknown = sorted(set(changes) - set(CHANGEABLE))
+            if unknown:
+                raise ConfigError(f"{unknown[0]}: cannot be changed on a running stream; change {list(CHANGEABLE)}, "
+                                  "or remove the stream and add it again")
+            new = _validated({**old.model_dump(), **changes})
+            if stream_id in self._paused:
+                with self._lock:
+                    self._paused[stream_id] = new
+                return new
+            self._check_lane(new)
+            if not self._remove(stream_id).wait(timeout):
+                raise PipelineError(f"stream '{stream_id}' did not stop within {timeout:g} s; it restarts once it has")
+            self._add(new)
+            return new
+
+    def pause(self, stream_id: str, timeout: float = 10.0) -> bool:
+        """Stop a stream but keep it listed (state `paused`) until `resume`; True once it has stopped."""
+        with self._admin:
+            config = self._get(stream_id)
+            if stream_id in self._paused:
+                return True
+            done = self._remove(stream_id)
+            with self._lock:
+                self._paused[stream_id] = config
+        return done.wait(timeout)
+
+    def resume(self, stream_id: str) -> None:
+        """Start a paused stream again (as a new stream: seq from 0, new tracks)."""
+        with self._admin:
+            with self._lock:
+                config = self._paused.get(stream_id)
+            if config is None:
+                raise NoSuchStream(f"no paused stream '{stream_id}'; paused: {sorted(self._paused)}")
+            if stream_id in self._removing:
+                raise PipelineError(f"stream '{stream_id}' is still stopping; resume it in a moment")
+            self._add(config)
+            with self._lock:
+                del self._paused[stream_id]
+
+    def configs(self) -> list[StreamConfig]:
+        """Every stream, running or paused, in the order they were added."""
+        with self._lock:
+            return [*self._streams.values(), *(c for s, c in self._paused.items() if s not in self._streams)]
+
+    def paused(self) -> set[str]:
+        with self._lock:
+            return set(self._paused)
+
+    def all_ended(self) -> bool:
+        """Every stream the run still has ended by itself (files finished, streams failed): a run of files
+        is over. A run whose streams were all removed or paused is not."""
+        with self._lock:
+            active = [sid for sid in self._streams if sid not in self._removing]
+        return bool(active) and self._parts.buffer.finished
+
+    def handle_finished(self) -> None:
+        """Streams whose end every sink has handled: drop their packets; forget the removed ones."""
+        while True:
+            try:
+                stream_id = self._finished.get_nowait()
+            except queue.Empty:
+                return
+            self._parts.sources.end_clips(stream_id)
+            with self._lock:
+                self._done.add(stream_id)
+                removed = stream_id in self._removing
+            if removed:
+                self._forget(stream_id)
+
+    def stop_all(self) -> None:
+        """No more changes; every stream stops (a change in progress finishes first, so its stream too)."""
+        self.accepting = False
+        with self._admin:
+            self._parts.sources.stop_all()
+
+    # -- the changes, `_admin` held -------------------------------------------------------------
+    def _add(self, config: StreamConfig) -> None:
+        if not self.accepting:
+            raise PipelineError(f"stream '{config.id}' not added: the pipeline is not running")
+        with self._lock:
+            if config.id in self._streams:
+                raise StreamExists(f"stream '{config.id}' already exists; remove it first or choose another id")
+        plan = plan_stream(config, self._plan)
+        self._parts.buffer.add_stream(config)
+        try:
+            self._parts.stages.add_stream(config.id, config.url, plan.live)
+        except BaseException:
+            self._parts.buffer.discard_stream(config.id)
+            raise
+        with self._lock:
+            self._streams[config.id] = config
+            self._done.discard(config.id)
+        self._parts.sources.add(config, plan)  # from here on its end comes through the buffer
+
+    def _remove(self, stream_id: str) -> threading.Event:
+        with self._lock:
+            if stream_id not in self._streams:
+                raise NoSuchStream(f"no stream '{stream_id}'; streams: {sorted(self._streams)}")
+            done = self._removing.setdefault(stream_id, threading.Event())
+            ended = stream_id in self._done
+        self._parts.buffer.remove_stream(stream_id)
+        self._parts.sources.stop(stream_id)
+        if ended:  # it had ended before: nothing more will come through
+            self._forget(stream_id)
+        return done
+
+    def _forget(self, stream_id: str) -> None:
+        self._parts.sources.forget(stream_id)
+        with self._lock:
+            self._streams.pop(stream_id, None)
+            self._done.discard(stream_id)
+            done = self._removing.pop(stream_id)
+        done.set()
+
+    def _get(self, stream_id: str) -> StreamConfig:
+        with self._lock:
+            config = self._streams.get(stream_id) or self._paused.get(stream_id)
+        if config is None:
+            raise NoSuchStream(f"no stream '{stream_id}'; streams: {sorted(self._streams)}")
+        return config
+
+    def _check_lane(self, config: StreamConfig) -> None:
+        lanes = {lane.name for lane in self._parts.config.lanes}
+        if config.lane not in lanes:
+            raise ConfigError(f"lane: unknown lane '{config.lane}'; defined lanes: {sorted(lanes)}")
+
+
+def _validated(data: dict) -> StreamConfig:
+    try:
+        return StreamConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{' -> '.join(map(str, first['loc']))}: {first['msg']}") from None
