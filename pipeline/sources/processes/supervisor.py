@@ -135,7 +135,12 @@ class DecodeProcesses:
     def _send_loop(self) -> None:
         """Forward the outbox in order; credits, slot returns and stops merged per child into one message."""
         while True:
-            items = [self._outbox.get()]
+            try:
+                items = [self._outbox.get(timeout=1.0)]
+            except queue.Empty:
+                if not self._receiver.is_alive():
+                    return  # the receiver ended without its last word (it crashed): nobody is listening
+                continue
             while True:
                 try:
                     items.append(self._outbox.get_nowait())
