@@ -1,5 +1,8 @@
 """Command line: run, validate, detect, track, build-engine. `python run_pipeline.py --help`.
 
+A run or service reloads its config file on SIGHUP (see `pipeline.service.control`); SIGINT and SIGTERM stop it,
+draining what is buffered.
+
 Exit codes: 0 every stream ended as expected, 1 an internal error, 2 a config error (nothing started),
 3 some streams failed, 4 every stream failed (the summary says why each failed).
 """
@@ -89,6 +92,7 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
     from pipeline.config.models import HttpConfig
     from pipeline.runtime.progress import LiveView, summary
     from pipeline.runtime.runner import PipelineRunner
+    from pipeline.service.control import Control
 
     config = load_config(path)
     logging.getLogger().setLevel(config.runtime.log_level.upper())
@@ -98,10 +102,11 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
                           "without a duration to start a service that takes cameras through its API")
     http = config.runtime.http or (HttpConfig() if duration is None else None)
     runner = PipelineRunner(config)
+    control = Control(runner, path)
     if http is not None:
         from pipeline.service import Service  # noqa: PLC0415 - the web stack loads only when served
 
-        job = Service(runner, http)
+        job = Service(runner, http, control)
     else:
         job = runner
 
@@ -112,6 +117,7 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: control.reload_in_background())
     snap = job.run(duration, on_progress=None if quiet else LiveView(),
                    progress_interval_s=config.runtime.progress_interval_s)
     print(summary(snap))

@@ -25,5 +25,13 @@ class StreamExists(ConfigError):
     """A stream with that id is already running."""
 
 
-class NoSuchStream(ConfigError):
+class NoSuchItem(ConfigError):
+    """No stream, zone, line or alert rule has that id or name."""
+
+
+class NoSuchStream(NoSuchItem):
     """No running stream has that id."""
+
+
+class RestartRequired(PipelineError):
+    """A change touches what a running pipeline cannot change (the detector, the tracker, runtime settings)."""

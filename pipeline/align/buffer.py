@@ -60,6 +60,24 @@ class AlignedBuffer:
         for cfg in streams:
             self.add_stream(cfg)
 
+    def set_lanes(self, lanes: list[LaneConfig]) -> None:
+        """Change the lanes while running: settings of existing lanes change in place (their frames stay),
+        new lanes are added, lanes left out go (ConfigError, and nothing changes, if a stream is in one)."""
+        with self._lock:
+            wanted = {cfg.name: cfg for cfg in lanes}
+            busy = sorted(name for name, lane in self._lane_of.items() if name not in wanted and lane.rings)
+            if busy:
+                raise ConfigError(f"lanes: lane '{busy[0]}' still has streams "
+                                  f"{[r.stream_id for r in self._lane_of[busy[0]].rings]}; move or remove them first")
+            for name, cfg in wanted.items():
+                if name in self._lane_of:
+                    self._lane_of[name].configure(cfg)
+                else:
+                    self._lane_of[name] = Lane(cfg, [])
+            self._lane_of = {name: self._lane_of[name] for name in wanted}
+            self._lanes = sorted(self._lane_of.values(), key=lambda lane: -lane.config.priority)
+        self._inbox.put(_WAKE)  # a waiting consumer recomputes its deadlines
+
     def add_stream(self, cfg: StreamConfig) -> None:
         """A new stream (before its producer starts): a ring of `ring_size` in its lane; live streams drop
         their oldest frame when the ring is full, files wait. ConfigError for an unknown lane or a taken id."""

@@ -64,12 +64,16 @@ class Lane:
     """
 
     def __init__(self, config: LaneConfig, rings: list[StreamRing]):
-        self.config = config
         self.rings = list(rings)
         self.depth = 0
         self.batches = 0
         self.frames = 0
         self._cursor = 0
+        self.configure(config)
+
+    def configure(self, config: LaneConfig) -> None:
+        """New settings (priority, max_batch, max_wait_ms, max_age_ms); the frames waiting stay."""
+        self.config = config
         self._max_wait_ns = round(config.max_wait_ms * _NS_PER_MS)
         self._max_age_ns = round(config.max_age_ms * _NS_PER_MS)
 

@@ -20,6 +20,12 @@ def load_config(path: str | Path) -> PipelineConfig:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: str | Path = "<config>") -> PipelineConfig:
+    """Validate the YAML `text` of a config; errors name `path` and the line in `text`."""
+    path = Path(path)
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)

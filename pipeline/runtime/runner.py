@@ -16,9 +16,11 @@ import threading
 import time
 from typing import Callable
 
+from pipeline.config.diff import ConfigDiff
 from pipeline.config.models import PipelineConfig, StreamConfig
 from pipeline.config.resolve import Plan, resolve
 from pipeline.detect.detector import Detector
+from pipeline.runtime import reconfigure
 from pipeline.runtime.build import build_pipeline
 from pipeline.runtime.snapshot import Snapshot, take_snapshot
 from pipeline.runtime.streams import StreamTable
@@ -37,7 +39,6 @@ class PipelineRunner:
 
     def __init__(self, config: PipelineConfig, detector: Detector | None = None, *, sinks: list[Sink] = (),
                  plan: Plan | None = None):
-        self.config = config
         self.plan = plan or resolve(config)
         for warning in self.plan.warnings:
             log.warning("%s", warning)
@@ -54,7 +55,16 @@ class PipelineRunner:
         self._snapshot_lock = threading.Lock()
         self.running = threading.Event()  # set once the engine is warm and the configured streams started
 
-    # -- streams while running -----------------------------------------------------------------
+    @property
+    def config(self) -> PipelineConfig:
+        """The config it runs now (changed by `reconfigure`)."""
+        return self.parts.config
+
+    # -- changes while running -----------------------------------------------------------------
+    def reconfigure(self, config: PipelineConfig) -> ConfigDiff:
+        """Run `config` from now on, changing only what differs (see `pipeline.runtime.reconfigure`)."""
+        return reconfigure.apply(self.parts, self.table, config)
+
     def add_stream(self, config: StreamConfig) -> None:
         """Start one more stream; the others are not paused or reset (see `StreamTable.add`)."""
         self.table.add(config)

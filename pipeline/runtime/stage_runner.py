@@ -25,6 +25,7 @@ from pipeline.types import Detections, Event, Frame, FrameResult
 log = logging.getLogger(__name__)
 
 StageFactory = Callable[[str], list[StreamStage]]
+Restage = Callable[[str, list[StreamStage], int], tuple[list[StreamStage], list[Event]]]
 
 
 class _Start:
@@ -46,6 +47,13 @@ class _Batch:
     def results(self):
         for row, frame in self.frames:
             yield FrameResult(frame, self.detections.rows(int(self.bounds[row]), int(self.bounds[row + 1])))
+
+
+class _Restage:
+    __slots__ = ("change",)
+
+    def __init__(self, change: Restage):
+        self.change = change
 
 
 class _End:
@@ -106,6 +114,14 @@ class StageRunner:
         for shard, mine in pieces.items():
             self._put_to(shard, _Batch(mine, detections, bounds), weight=len(mine))
 
+    def reconfigure(self, make_stages: StageFactory, change: Restage) -> None:
+        """Streams added from now on get their stages from `make_stages`; each running stream's stages
+        become `change(stream_id, stages, last_ts)` -> (stages, events), on its worker between two of its
+        frames (its order and state kept), and the events go out as its frames' events do."""
+        self._make_stages = make_stages
+        for shard in range(len(self._queues)):
+            self._put_to(shard, _Restage(change))
+
     def end_stream(self, stream_id: str) -> None:
         """The stream's last frame has been submitted: end its stages (their final events go out), tell
         the sinks, forget it."""
@@ -153,6 +169,8 @@ class StageRunner:
                     self._handle(streams, result)
             elif isinstance(item, _Start):
                 streams[item.stream_id] = _Stream(item.stages, item.live)
+            elif isinstance(item, _Restage):
+                self._restage(streams, item.change)
             else:
                 self._finish(streams, item.stream_id)
         for stream_id in list(streams):
@@ -172,6 +190,16 @@ class StageRunner:
         stream.frames += 1
         self._frames[stream_id] = stream.frames
         self.outputs.submit(result, stream.live)
+
+    def _restage(self, streams: dict[str, _Stream], change: Restage) -> None:
+        for stream_id, stream in streams.items():
+            changed = guarded(self.failures, "reconfigure", change, stream_id, stream.stages, stream.last_ts)
+            if changed is None:
+                continue
+            stream.stages, events = changed
+            if events:
+                guarded(self.failures, "outbox", self._publish, events)
+                self.outputs.events(stream_id, events)
 
     def _finish(self, streams: dict[str, _Stream], stream_id: str) -> None:
         stream = streams.pop(stream_id, None)

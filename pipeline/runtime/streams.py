@@ -10,16 +10,10 @@ from __future__ import annotations
 import queue
 import threading
 
-from pydantic import ValidationError
-
 from pipeline.config.models import StreamConfig
 from pipeline.config.resolve import Plan, plan_stream
 from pipeline.errors import ConfigError, NoSuchStream, PipelineError, StreamExists
 from pipeline.runtime.build import Pipeline
-
-CHANGEABLE = ("url", "lane", "fps")
-"""What `update` may change on a running stream (it restarts only that stream)."""
-
 
 class StreamTable:
     """parts, plan: the built pipeline and its plan. finished: where the sink threads put the ids of
@@ -55,25 +49,20 @@ class StreamTable:
             done = self._remove(stream_id)
         return done.wait(timeout)
 
-    def update(self, stream_id: str, changes: dict, timeout: float = 10.0) -> StreamConfig:
-        """Change a stream's url, lane or fps cap: that stream alone restarts (a new seq, new tracks).
-        ConfigError naming the key when a change is not allowed or not valid; nothing changes then."""
+    def replace(self, config: StreamConfig, timeout: float = 10.0) -> None:
+        """Give a stream a new config: it alone restarts (a new seq, new tracks); a paused one keeps its pause.
+        NoSuchStream for an unknown id; ConfigError for an unknown lane, and nothing changes then."""
         with self._admin:
-            old = self._get(stream_id)
-            unknown = sorted(set(changes) - set(CHANGEABLE))
-            if unknown:
-                raise ConfigError(f"{unknown[0]}: cannot be changed on a running stream; change {list(CHANGEABLE)}, "
-                                  "or remove the stream and add it again")
-            new = _validated({**old.model_dump(), **changes})
-            if stream_id in self._paused:
+            self._get(config.id)
+            if config.id in self._paused:
                 with self._lock:
-                    self._paused[stream_id] = new
-                return new
-            self._check_lane(new)
-            if not self._remove(stream_id).wait(timeout):
-                raise PipelineError(f"stream '{stream_id}' did not stop within {timeout:g} s; it restarts once it has")
-            self._add(new)
-            return new
+                    self._paused[config.id] = config
+                return
+            self._check_lane(config)
+            if not self._remove(config.id).wait(timeout):
+                raise PipelineError(f"stream '{config.id}' did not stop within {timeout:g} s; it is "
+                                    "stopping: apply the change again in a moment")
+            self._add(config)
 
     def pause(self, stream_id: str, timeout: float = 10.0) -> bool:
         """Stop a stream but keep it listed (state `paused`) until `resume`; True once it has stopped."""
@@ -185,11 +174,3 @@ class StreamTable:
         lanes = {lane.name for lane in self._parts.config.lanes}
         if config.lane not in lanes:
             raise ConfigError(f"lane: unknown lane '{config.lane}'; defined lanes: {sorted(lanes)}")
-
-
-def _validated(data: dict) -> StreamConfig:
-    try:
-        return StreamConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"{' -> '.join(map(str, first['loc']))}: {first['msg']}") from None

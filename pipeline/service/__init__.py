@@ -1,6 +1,7 @@
 """A pipeline run as a service: the runner plus one HTTP server for the API, metrics and status.
 
-    service = Service(PipelineRunner(config), HttpConfig(port=9108))
+    runner = PipelineRunner(config)
+    service = Service(runner, HttpConfig(port=9108), Control(runner, "site.yaml"))
     service.run()                      # until stopped (request_stop, SIGINT, SIGTERM)
 """
 from __future__ import annotations
@@ -11,20 +12,23 @@ from typing import Callable
 from pipeline.config.models import HttpConfig
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.runtime.snapshot import Snapshot
+from pipeline.service.control import Control
 
-__all__ = ["Service"]
+__all__ = ["Control", "Service"]
 
 
 class Service:
     """runner: the pipeline. http: where its server listens (bound at once: a port in use is a ConfigError
-    here, before any stream starts)."""
+    here, before any stream starts). control: how changes apply (default: to the running pipeline only,
+    with no config file to write back to or reload)."""
 
-    def __init__(self, runner: PipelineRunner, http: HttpConfig):
+    def __init__(self, runner: PipelineRunner, http: HttpConfig, control: Control | None = None):
         from pipeline.service.app import make_app  # noqa: PLC0415 - FastAPI loads only for a service
         from pipeline.service.server import HttpServer  # noqa: PLC0415
 
         self.runner = runner
-        self.server = HttpServer(make_app(runner, http.token, _version()), http.host, http.port)
+        self.control = control or Control(runner)
+        self.server = HttpServer(make_app(self.control, http.token, _version()), http.host, http.port)
 
     @property
     def port(self) -> int:

@@ -7,16 +7,17 @@
     PATCH /api/streams/{id}  change url, lane or fps (that camera alone restarts)
     POST /api/streams/{id}/pause, /resume
     GET  /api/config         the effective config, secrets masked
+    zones, lines, alert rules, reload and stored events: `pipeline.service.config_api`
 
 With `runtime.http.token` set, /api and /status need `Authorization: Bearer <token>`. A bad body gets a
-422 naming the key path; a change that cannot apply gets a 4xx saying why, and nothing changes.
+422 naming the key path; a change that cannot apply gets a 4xx saying why, and nothing changes. Changes
+go through `Control`: validated, applied, then written back to the config file.
 """
 from __future__ import annotations
 
 import dataclasses
 import hmac
 import json
-from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
@@ -24,8 +25,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.config.models import StreamConfig
-from pipeline.errors import ConfigError, NoSuchStream, PipelineError, StreamExists
 from pipeline.runtime.runner import PipelineRunner
+from pipeline.service import config_api
+from pipeline.service.config_api import apply
+from pipeline.service.control import Control, entry_of
 from pipeline.service.prom import SnapshotCollector
 from pipeline.sources.reader import mask_url
 
@@ -56,7 +59,8 @@ class StreamView(BaseModel):
     counters: dict[str, int]
 
 
-def make_app(runner: PipelineRunner, token: str | None = None, version: str = "") -> FastAPI:
+def make_app(control: Control, token: str | None = None, version: str = "") -> FastAPI:
+    runner = control.runner
     app = FastAPI(title="streamweave", version=version,
                   description="Control and observe a running streamweave pipeline.")
     registry = CollectorRegistry()
@@ -95,38 +99,39 @@ def make_app(runner: PipelineRunner, token: str | None = None, version: str = ""
 
     @app.post("/api/streams", tags=["streams"], status_code=201, dependencies=authorized)
     def add_stream(config: StreamConfig) -> StreamView:
-        """Start a camera; the others are not paused or reset."""
-        _apply(runner.add_stream, config)
+        """Start a camera (and add it to the config file); the others are not paused or reset."""
+        apply(control.add_stream, entry_of(config))
         return _current(runner, config.id)
 
     @app.patch("/api/streams/{stream_id}", tags=["streams"], dependencies=authorized)
     def change_stream(stream_id: str, changes: StreamChange) -> StreamView:
-        """Change a camera's url, lane or fps cap: it alone restarts (new seq, new tracks)."""
-        _apply(runner.table.update, stream_id, changes.model_dump(exclude_unset=True))
+        """Change a camera's url, lane or fps cap (null: no cap): it alone restarts (new seq, new tracks)."""
+        apply(control.change_stream, stream_id, changes.model_dump(exclude_unset=True))
         return _current(runner, stream_id)
 
     @app.post("/api/streams/{stream_id}/pause", tags=["streams"], dependencies=authorized)
     def pause_stream(stream_id: str) -> StreamView:
         """Stop a camera but keep it listed until it is resumed."""
-        _apply(runner.table.pause, stream_id)
+        apply(control.pause_stream, stream_id)
         return _current(runner, stream_id)
 
     @app.post("/api/streams/{stream_id}/resume", tags=["streams"], dependencies=authorized)
     def resume_stream(stream_id: str) -> StreamView:
-        _apply(runner.table.resume, stream_id)
+        apply(control.resume_stream, stream_id)
         return _current(runner, stream_id)
 
     @app.delete("/api/streams/{stream_id}", tags=["streams"], status_code=204, dependencies=authorized)
     def remove_stream(stream_id: str) -> Response:
-        """Stop a stream and forget it once its last frame went through; 202 while that is still going on."""
-        done = _apply(runner.remove_stream, stream_id)
-        return Response(status_code=204 if done else 202)
+        """Stop a stream, forget it once its last frame went through, and take it out of the config file."""
+        apply(control.remove_stream, stream_id)
+        return Response(status_code=204)
 
     @app.get("/api/config", tags=["config"], dependencies=authorized)
     def effective_config() -> dict:
         """The config the pipeline runs, with the streams it has now; credentials and tokens masked."""
         return masked_config(runner)
 
+    app.include_router(config_api.router(control), dependencies=authorized)
     return app
 
 
@@ -140,20 +145,6 @@ def _bearer(token: str):
                                 headers={"WWW-Authenticate": "Bearer"})
 
     return check
-
-
-def _apply(change, *args) -> Any:
-    """Run a change; its errors as the HTTP answers that say why."""
-    try:
-        return change(*args)
-    except NoSuchStream as exc:
-        raise HTTPException(404, str(exc)) from None
-    except StreamExists as exc:
-        raise HTTPException(409, str(exc)) from None
-    except ConfigError as exc:
-        raise HTTPException(400, str(exc)) from None
-    except PipelineError as exc:
-        raise HTTPException(503, str(exc)) from None
 
 
 def _current(runner: PipelineRunner, stream_id: str) -> StreamView:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pipeline.config.models import PipelineConfig
 from pipeline.stages.base import StreamStage
+from pipeline.types import Event
 
-__all__ = ["StreamStage", "build_stages"]
+__all__ = ["StreamStage", "build_stages", "restage"]
 
 
 def build_stages(config: PipelineConfig, stream_id: str, class_names: list[str]) -> list[StreamStage]:
@@ -15,9 +16,43 @@ def build_stages(config: PipelineConfig, stream_id: str, class_names: list[str])
     from pipeline.stages.tracking.stage import TrackingStage  # noqa: PLC0415
 
     stages: list[StreamStage] = [TrackingStage(config.tracker)] if config.tracker.enabled else []
-    zones = [z for z in config.zones if z.streams is None or stream_id in z.streams]
-    lines = [ln for ln in config.lines if ln.streams is None or stream_id in ln.streams]
+    zones, lines = _mine(config.zones, stream_id), _mine(config.lines, stream_id)
     if zones or lines:
         stages.append(AnalyticsStage(stream_id, zones, lines, list(config.alerts), class_names))
-    stages += [PythonStage(s, stream_id) for s in config.stages if s.streams is None or stream_id in s.streams]
+    stages += [PythonStage(s, stream_id) for s in _mine(config.stages, stream_id)]
     return stages
+
+
+def restage(config: PipelineConfig, stream_id: str, class_names: list[str], stages: list[StreamStage],
+            ts_ns: int) -> tuple[list[StreamStage], list[Event]]:
+    """A running stream's stages for a config whose zones, lines, alert rules or `stages:` changed (the
+    tracker's did not), and the events of what ended (zone visits closed, plugins removed). The tracker
+    and every unchanged part keep their state (see `AnalyticsStage.reconfigure`); only new plugins are made."""
+    from pipeline.stages.analytics.stage import AnalyticsStage  # noqa: PLC0415
+    from pipeline.stages.python import PythonStage  # noqa: PLC0415
+
+    events: list[Event] = []
+    zones, lines, rules = _mine(config.zones, stream_id), _mine(config.lines, stream_id), list(config.alerts)
+    analytics = [stage for stage in stages if isinstance(stage, AnalyticsStage)]
+    for stage in analytics:
+        events += stage.reconfigure(zones, lines, rules, ts_ns)
+    if not analytics and (zones or lines):
+        analytics = [AnalyticsStage(stream_id, zones, lines, rules, class_names)]
+    plugins = [stage for stage in stages if isinstance(stage, PythonStage)]
+    wanted = []
+    for stage_config in _mine(config.stages, stream_id):
+        same = next((stage for stage in plugins if stage.config == stage_config), None)
+        if same is None:
+            wanted.append(PythonStage(stage_config, stream_id))
+        else:
+            plugins.remove(same)
+            wanted.append(same)
+    for gone in plugins:
+        events += gone.end(ts_ns)
+    tracker = [stage for stage in stages if stage.name == "tracker"]
+    return [*tracker, *(analytics if zones or lines else []), *wanted], events
+
+
+def _mine(items: list, stream_id: str) -> list:
+    return [item for item in items if item.streams is None or stream_id in item.streams]
+

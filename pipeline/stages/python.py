@@ -26,7 +26,7 @@ class PythonStage:
     """Adapts one user object to the `StreamStage` protocol; `name` is the configured `python` value."""
 
     def __init__(self, config: StageConfig, stream_id: str):
-        self.name = config.python
+        self.name, self.config = config.python, config
         factory = plugins.stage_factory(config.python)
         try:
             self.target: Any = factory(stream_id, **config.options)

@@ -118,6 +118,25 @@ def events(target: Target, stream_id: str | None = None, kind: str | None = None
     return [Event(*row[:7], payload=row[7] if isinstance(row[7], dict) else json.loads(row[7])) for row in rows]
 
 
+def recent_events(target: Target, *, stream_id: str | None = None, kind: str | None = None,
+                  class_id: int | None = None, since_wall_ns: int | None = None, until_wall_ns: int | None = None,
+                  limit: int = 100) -> list[dict]:
+    """The newest stored events first (by host time at storing), filtered; each a dict with the Event's
+    fields and `wall_ns`."""
+    where, params = [], []
+    for condition, value in (("stream_id = ?", stream_id), ("kind = ?", kind), ("class_id = ?", class_id),
+                             ("wall_ns >= ?", since_wall_ns), ("wall_ns < ?", until_wall_ns)):
+        if value is not None:
+            where.append(condition)
+            params.append(value)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    rows = _rows(target, "SELECT event_id, stream_id, rule, kind, track_id, class_id, ts_ns, payload, wall_ns "
+                 f"FROM events{clause} ORDER BY wall_ns DESC, event_id LIMIT ?", (*params, limit))
+    keys = ("event_id", "stream_id", "rule", "kind", "track_id", "class_id", "ts_ns", "payload", "wall_ns")
+    return [{**dict(zip(keys, row)), "payload": row[7] if isinstance(row[7], dict) else json.loads(row[7])}
+            for row in rows]
+
+
 def tracks(target: Target, stream_id: str) -> list[dict]:
     """Track summaries of one stream ordered by track id: track_id, class_id, first/last pts_ns, frames."""
     rows = _rows(

@@ -26,7 +26,7 @@ class AnalyticsStage:
 
     def __init__(self, stream_id: str, zones: list[ZoneConfig], lines: list[LineConfig], rules: list[AlertRule],
                  class_names: list[str], max_missing_s: float = 2.0):
-        self.stream_id = stream_id
+        self.stream_id, self.class_names, self.max_missing_s = stream_id, class_names, max_missing_s
         self.zones = {z.name: ZoneMonitor(stream_id, z, class_names, max_missing_s) for z in zones if _applies(z, stream_id)}
         self.lines = {ln.name: LineCounter(stream_id, ln, class_names, max_missing_s=max_missing_s)
                       for ln in lines if _applies(ln, stream_id)}
@@ -43,6 +43,26 @@ class AnalyticsStage:
             events += line.update(ts_ns, *columns)
         events += self.rules.process(ts_ns, self.zones, events)
         result.events.extend(events)
+
+    def reconfigure(self, zones: list[ZoneConfig], lines: list[LineConfig], rules: list[AlertRule],
+                    ts_ns: int) -> list[Event]:
+        """Take new zones, lines and rules while running. Unchanged ones keep their state (who is inside,
+        counts, cooldowns); a changed or removed zone closes its open visits (zone_exit, reason
+        "reconfigured"), and a changed zone sees the objects inside it enter anew. Tracks are untouched."""
+        new = AnalyticsStage(self.stream_id, zones, lines, rules, self.class_names, self.max_missing_s)
+        events: list[Event] = []
+        for name, zone in self.zones.items():
+            if name in new.zones and new.zones[name].config == zone.config:
+                new.zones[name] = zone
+            else:
+                events += zone.close(ts_ns, reason="reconfigured")
+        for name, line in self.lines.items():
+            if name in new.lines and new.lines[name].config == line.config:
+                new.lines[name] = line
+        if new.rules.rules == self.rules.rules:
+            new.rules = self.rules
+        self.zones, self.lines, self.rules = new.zones, new.lines, new.rules
+        return events
 
     def end(self, result_ts_ns: int) -> list[Event]:
         """Close open zone visits (zone_exit, reason end_of_stream); rules see them but exits do not fire."""

@@ -6,58 +6,13 @@ import threading
 import httpx
 import pytest
 
-import pipeline.testing  # noqa: F401 - fake:// and the fake engine
-from pipeline.config.models import HttpConfig, PipelineConfig
+from pipeline.config.models import HttpConfig
 from pipeline.errors import ConfigError
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.service import Service
 from pipeline.testing import RecordingSink
+from tests.support.service import DROPS, TOKEN, config
 
-TOKEN = "a-token-of-sixteen-chars"
-DROPS = ("dropped_overflow", "dropped_age", "dropped_fps_cap", "dropped_sink", "dropped_sinks")
-
-
-def config(tmp_path, streams: list[dict]) -> PipelineConfig:
-    return PipelineConfig.model_validate({
-        "plugins": ["pipeline.testing"], "streams": streams, "detector": {"model": "fake", "engine": "fake"},
-        "runtime": {"outbox_path": str(tmp_path / "outbox.db")}})
-
-
-class Served:
-    """A Service on a free loopback port, running on a thread; `client` talks to it."""
-
-    def __init__(self, cfg: PipelineConfig, token: str | None = None, sinks=()):
-        self.runner = PipelineRunner(cfg, sinks=list(sinks))
-        self.service = Service(self.runner, HttpConfig(port=0, token=token))
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.service.port}", headers=headers, timeout=30)
-        self.snap = None
-        self.thread = threading.Thread(target=self._run)
-        self.thread.start()
-        assert self.runner.running.wait(20)
-
-    def _run(self):
-        self.snap = self.service.run()
-
-    def stop(self):
-        self.service.request_stop()
-        self.thread.join(30)
-        self.client.close()
-        return self.snap
-
-
-@pytest.fixture
-def serve():
-    started = []
-
-    def start(*args, **kwargs) -> Served:
-        started.append(Served(*args, **kwargs))
-        return started[-1]
-
-    yield start
-    for served in started:
-        if served.thread.is_alive():
-            served.stop()
 
 
 def test_a_camera_added_and_removed_over_http_leaves_the_others_untouched(tmp_path, serve):

@@ -1,0 +1,75 @@
+"""Apply a new config to a running pipeline: only the difference (`pipeline.config.diff`).
+
+Streams added, removed or changed start, stop or restart one at a time (the others go on with their
+trackers); zones, lines, alert rules and `stages:` change on each stream's stage worker between two of
+its frames, keeping the tracks; lane settings change in the buffer. A change to what cannot change while
+running (the detector, the tracker, `sinks:`, `runtime:`, `plugins:`, a lane's max_batch beyond the
+engine's batch limit) is refused before anything changes: RestartRequired.
+"""
+from __future__ import annotations
+
+import logging
+
+from pipeline.config.diff import ConfigDiff, diff
+from pipeline.config.models import LaneConfig, PipelineConfig
+from pipeline.errors import PipelineError, RestartRequired
+from pipeline.runtime.build import Pipeline
+from pipeline.runtime.streams import StreamTable
+from pipeline.stages import build_stages, restage
+
+log = logging.getLogger(__name__)
+
+
+def check(parts: Pipeline, new: PipelineConfig) -> ConfigDiff:
+    """What applying `new` would change; RestartRequired when it cannot be applied while running."""
+    change = diff(parts.config, new)
+    if change.restart_required:
+        raise RestartRequired(f"restart required: {', '.join(change.restart_required)} changed, which a running "
+                              "pipeline cannot change; nothing was applied (restart the service to apply the file)")
+    limit = parts.plan.detector.max_batch
+    for i, lane in enumerate(new.lanes):
+        if lane.max_batch > limit:
+            raise RestartRequired(f"restart required: lanes -> {i} -> max_batch: {lane.max_batch} is beyond the "
+                                  f"engine's batch limit of {limit}, which is set at start; nothing was applied")
+    return change
+
+
+def apply(parts: Pipeline, table: StreamTable, new: PipelineConfig, timeout: float = 10.0) -> ConfigDiff:
+    """Make the running pipeline run `new`. RestartRequired (nothing changed) as `check` says;
+    PipelineError naming the streams that could not be changed after the rest was applied."""
+    change = check(parts, new)
+    if not table.accepting:
+        raise PipelineError("the pipeline is not running (it is starting or stopping); the change was not applied")
+    if change.empty:
+        return change
+    old_lanes = {lane.name: lane for lane in parts.config.lanes}
+    parts.buffer.set_lanes([*new.lanes, *(lane for name, lane in old_lanes.items() if name not in _names(new.lanes))])
+    failed: dict[str, str] = {}
+    for stream_id in change.removed:
+        _try(failed, stream_id, table.remove, stream_id, timeout)
+    parts.config = new
+    if change.analytics:
+        names = parts.detector.class_names
+        parts.stages.reconfigure(lambda stream_id: build_stages(new, stream_id, names),
+                                 lambda stream_id, stages, ts_ns: restage(new, stream_id, names, stages, ts_ns))
+    for config in change.changed:
+        _try(failed, config.id, table.replace, config, timeout)
+    for config in change.added:
+        _try(failed, config.id, table.add, config)
+    _try(failed, "lanes", parts.buffer.set_lanes, list(new.lanes))
+    log.info("config applied: %s", change.summary())
+    if failed:
+        raise PipelineError("applied, except: " + "; ".join(f"{key}: {why}" for key, why in failed.items()))
+    return change
+
+
+def _try(failed: dict[str, str], key: str, fn, *args) -> None:
+    try:
+        fn(*args)
+    except PipelineError as exc:
+        failed[key] = str(exc)
+        log.error("config change of %s failed: %s", key, exc)
+
+
+def _names(lanes: list[LaneConfig]) -> set[str]:
+    return {lane.name for lane in lanes}

@@ -1,0 +1,124 @@
+"""Zones, lines and alert rules, reload, and stored events, over HTTP.
+
+    GET    /api/zones            every zone             GET /api/zones/{name}
+    PUT    /api/zones/{name}     set one (body: its YAML keys, `streams` included); 201 when new
+    DELETE /api/zones/{name}     (the same for /api/lines and /api/alerts)
+    POST   /api/reload           re-read the config file, apply what changed
+    GET    /api/events           recent stored events, newest first (filters: stream, kind, class, since, until)
+
+Zones, lines and rules change live on every stream without resetting its tracks; each change is validated
+with the whole config, applied, then written back to the config file.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Body, HTTPException, Query, Response
+
+from pipeline.errors import ConfigError, NoSuchItem, PipelineError, RestartRequired, SinkError, StreamExists
+from pipeline.service.control import Control
+
+SECTIONS = {"zones": "zone", "lines": "line", "alerts": "alert rule"}
+
+
+def router(control: Control) -> APIRouter:
+    api = APIRouter(prefix="/api")
+    for section, what in SECTIONS.items():
+        _section_routes(api, control, section, what)
+
+    @api.post("/reload", tags=["config"])
+    def reload() -> dict:
+        """Re-read the config file, validate all of it, apply only the difference. A bad file (400, with
+        file:line) or a change that needs a restart (409) changes nothing."""
+        return {"applied": apply(control.reload).summary()}
+
+    @api.get("/events", tags=["events"])
+    def events(stream: str | None = None, kind: str | None = None,
+               class_: str | None = Query(None, alias="class", description="class name, e.g. car"),
+               since: str | None = Query(None, description="ISO 8601 time or Unix seconds"),
+               until: str | None = Query(None, description="ISO 8601 time or Unix seconds"),
+               limit: int = Query(100, ge=1, le=10_000)) -> list[dict]:
+        """Recent events from storage (the first sqlite or postgres sink), newest first."""
+        from pipeline.sinks.storage.query import recent_events  # noqa: PLC0415
+
+        class_id = None
+        if class_ is not None:
+            names = control.runner.detector.class_names
+            if class_ not in names:
+                raise HTTPException(400, f"class: unknown class '{class_}'; the model's classes: {names}")
+            class_id = names.index(class_)
+        try:
+            return recent_events(_storage(control), stream_id=stream, kind=kind, class_id=class_id,
+                                 since_wall_ns=_time_ns("since", since), until_wall_ns=_time_ns("until", until),
+                                 limit=limit)
+        except SinkError as exc:
+            raise HTTPException(503, str(exc)) from None
+
+    return api
+
+
+def apply(change, *args) -> Any:
+    """Run a change; its errors as the HTTP answers that say why (nothing changed then)."""
+    try:
+        return change(*args)
+    except NoSuchItem as exc:
+        raise HTTPException(404, str(exc)) from None
+    except (StreamExists, RestartRequired) as exc:
+        raise HTTPException(409, str(exc)) from None
+    except ConfigError as exc:
+        raise HTTPException(400, str(exc)) from None
+    except PipelineError as exc:
+        raise HTTPException(503, str(exc)) from None
+
+
+def _section_routes(api: APIRouter, control: Control, section: str, what: str) -> None:
+    def listed() -> list[dict]:
+        return [item.model_dump(mode="json") for item in getattr(control.runner.config, section)]
+
+    def one(name: str) -> dict:
+        for item in listed():
+            if item["name"] == name:
+                return item
+        raise HTTPException(404, f"no {what} '{name}'; there are: {[item['name'] for item in listed()]}")
+
+    def put(name: str, response: Response, body: dict[str, Any] = Body(...)) -> dict:
+        created = apply(control.put, section, name, body)
+        response.status_code = 201 if created else 200
+        return one(name)
+
+    def delete(name: str) -> Response:
+        apply(control.delete, section, name)
+        return Response(status_code=204)
+
+    tags = [section]
+    api.add_api_route(f"/{section}", listed, methods=["GET"], tags=tags, summary=f"every {what}")
+    api.add_api_route(f"/{section}/{{name}}", one, methods=["GET"], tags=tags, summary=f"one {what}")
+    api.add_api_route(f"/{section}/{{name}}", put, methods=["PUT"], tags=tags,
+                      summary=f"set a {what} (its YAML keys); it applies live and is written to the config file")
+    api.add_api_route(f"/{section}/{{name}}", delete, methods=["DELETE"], status_code=204, tags=tags,
+                      summary=f"remove a {what}")
+
+
+def _storage(control: Control) -> str:
+    for sink in control.runner.config.sinks:
+        if sink.type == "sqlite":
+            return str(Path(sink.path))
+        if sink.type == "postgres":
+            return sink.dsn
+    raise HTTPException(404, "no stored events: add a sqlite or postgres sink under `sinks:` to keep them")
+
+
+def _time_ns(key: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(float(value) * 1e9)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise HTTPException(400, f"{key}: '{value}' is neither an ISO 8601 time nor Unix seconds") from None
+    return int(moment.timestamp() * 1e9)

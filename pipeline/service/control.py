@@ -1,0 +1,117 @@
+"""Every change to a running pipeline, one at a time: the config file is the source of truth.
+
+An API change edits the file's document (comments and layout kept), validates the whole of it, applies
+the difference to the running pipeline, and only then writes the file back, atomically: a later reload
+never undoes it, and a change that fails leaves both the pipeline and the file as they were. A reload
+reads the file, validates all of it first (a bad file changes nothing; the error names file, line and key
+path) and applies the difference. Pause and resume are states of the running pipeline, not of the file.
+Without a file (a config made in code), changes apply to the running pipeline only.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from pipeline.config.diff import ConfigDiff
+from pipeline.config.document import ConfigDocument
+from pipeline.config.loader import load_config
+from pipeline.errors import ConfigError, PipelineError, StreamExists
+from pipeline.runtime.runner import PipelineRunner
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_LOCATION = re.compile(r"^[^\n]*?:\d+: ", re.MULTILINE)
+
+
+class Control:
+    """runner: the running pipeline. path: its config file (None: no file to edit or reload)."""
+
+    def __init__(self, runner: PipelineRunner, path: str | Path | None = None):
+        self.runner = runner
+        self.path = Path(path) if path is not None else None
+        self._lock = threading.Lock()
+
+    # -- cameras --------------------------------------------------------------------------------
+    def add_stream(self, entry: dict) -> None:
+        def add(doc: ConfigDocument) -> None:
+            if any(item.get("id") == entry["id"] for item in doc.entries("streams")):
+                raise StreamExists(f"stream '{entry['id']}' already exists; remove it first or choose another id")
+            doc.put("streams", entry["id"], entry)
+
+        self._change(add)
+
+    def change_stream(self, stream_id: str, changes: dict) -> None:
+        """Change some keys of a stream (a None value takes the key out): that stream alone restarts."""
+        def change(doc: ConfigDocument) -> None:
+            entry = {**doc.get("streams", stream_id), **changes}
+            doc.put("streams", stream_id, {key: value for key, value in entry.items() if value is not None})
+
+        self._change(change)
+
+    def remove_stream(self, stream_id: str) -> None:
+        self._change(lambda doc: doc.remove("streams", stream_id))
+
+    def pause_stream(self, stream_id: str) -> bool:
+        with self._lock:
+            return self.runner.table.pause(stream_id)
+
+    def resume_stream(self, stream_id: str) -> None:
+        with self._lock:
+            self.runner.table.resume(stream_id)
+
+    # -- zones, lines, alert rules --------------------------------------------------------------
+    def put(self, section: str, name: str, entry: dict) -> bool:
+        """Set a zone, line or alert rule (`section` zones, lines or alerts); True when it is new."""
+        key = "name"
+        if entry.get(key, name) != name:
+            raise ConfigError(f"{section} -> {key}: the body says '{entry[key]}' but the path says '{name}'")
+        return self._change(lambda doc: doc.put(section, name, entry))[0]
+
+    def delete(self, section: str, name: str) -> None:
+        self._change(lambda doc: doc.remove(section, name))
+
+    # -- the file -------------------------------------------------------------------------------
+    def reload(self) -> ConfigDiff:
+        """Re-read the config file and apply what changed. ConfigError (with file:line) for a bad file,
+        RestartRequired for a change that cannot apply while running: nothing changes then."""
+        if self.path is None:
+            raise PipelineError("this pipeline was not started from a config file; there is nothing to reload")
+        with self._lock:
+            config = load_config(self.path)
+            change = self.runner.reconfigure(config)
+        log.info("reloaded %s: %s", self.path, change.summary())
+        return change
+
+    def reload_in_background(self) -> None:
+        """A reload for a signal handler (SIGHUP): on a thread of its own, its outcome logged."""
+        def run() -> None:
+            try:
+                self.reload()
+            except PipelineError as exc:
+                log.error("reload of %s refused, nothing changed:\n%s", self.path, exc)
+
+        threading.Thread(target=run, name="reload", daemon=True).start()
+
+    def _change(self, edit: Callable[[ConfigDocument], T]) -> tuple[T, ConfigDiff]:
+        with self._lock:
+            doc = ConfigDocument.read(self.path) if self.path else ConfigDocument.of(self.runner.config)
+            result = edit(doc)
+            try:
+                config = doc.validate()
+            except ConfigError as exc:  # the lines are those of the edited text: the key path says more
+                raise ConfigError(_LOCATION.sub("", str(exc))) from None
+            change = self.runner.reconfigure(config)
+            doc.save()
+        log.info("config changed through the API%s: %s", f" and written to {self.path}" if self.path else "",
+                 change.summary())
+        return result, change
+
+
+def entry_of(model: Any) -> dict:
+    """A pydantic model as the keys a person would write in the file (defaults left out)."""
+    return model.model_dump(mode="json", exclude_unset=True)

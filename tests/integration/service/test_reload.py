@@ -1,0 +1,179 @@
+"""Reload and live changes of zones, lines and alert rules against a running pipeline, over HTTP and
+SIGHUP; every change written back to the config file with its comments kept."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+
+from pipeline.config import load_config
+from pipeline.errors import PipelineError
+from pipeline.testing import RecordingSink
+from tests.conftest import REPO
+from tests.support.http_server import free_port
+from tests.support.service import DROPS, config_data
+
+# The fake camera's square (8 px) moves one pixel per frame to the right across 64 px, then starts again:
+# one track per pass of 56 frames (7 s at 8 fps).
+SITE = """\
+# loading dock, north side
+plugins: [pipeline.testing]
+streams:  # the cameras
+  - id: a   # over the gate
+    url: fake://a?fps=8
+    ring_size: 16
+  - id: b
+    url: fake://b?fps=50
+detector: {{model: fake, engine: fake}}
+zones:
+  - name: dock  # where trucks wait
+    streams: [a]
+    polygon: [[4, 0], [60, 0], [60, 48], [4, 48]]
+runtime:
+  outbox_path: {outbox}
+"""
+
+
+def site(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text(SITE.format(outbox=tmp_path / "outbox.db"))
+    return path
+
+
+def events(sink: RecordingSink, stream: str, kind: str) -> list:
+    return [e for e in list(sink.events[stream]) if e.kind == kind]
+
+
+def test_a_moved_zone_applies_on_reload_without_resetting_tracks(tmp_path, serve):
+    path = site(tmp_path)
+    sink = RecordingSink()
+    served = serve(load_config(path), sinks=[sink], path=path)
+    assert sink.wait_for(lambda s: events(s, "a", "zone_enter"), timeout=20)
+    (entered,) = events(sink, "a", "zone_enter")
+    path.write_text(path.read_text().replace("[[4, 0], [60, 0], [60, 48], [4, 48]]",
+                                             "[[40, 0], [60, 0], [60, 48], [40, 48]]"))
+    reply = served.client.post("/api/reload")
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["applied"] == {"streams_added": [], "streams_removed": [], "streams_restarted": [],
+                                       "analytics_changed": True, "lanes_changed": False}
+    assert sink.wait_for(lambda s: len(events(s, "a", "zone_enter")) == 2, timeout=20)
+    left, again = events(sink, "a", "zone_exit"), events(sink, "a", "zone_enter")[1]
+    assert [e.payload["reason"] for e in left] == ["reconfigured"] and left[0].track_id == entered.track_id
+    assert again.track_id == entered.track_id  # the same track: the tracker was not reset
+    assert again.ts_ns > left[0].ts_ns and served.client.get("/api/zones/dock").json()["polygon"][0] == [40, 0]
+    snap = served.stop()
+    for stream in ("a", "b"):  # neither camera restarted or lost a frame
+        assert sink.started.count(stream) == 1 and sink.seqs[stream] == list(range(len(sink.seqs[stream])))
+        assert all(snap.streams[stream][key] == 0 for key in DROPS)
+
+
+def test_a_broken_file_or_a_new_detector_changes_nothing(tmp_path, serve):
+    path = site(tmp_path)
+    served = serve(load_config(path), path=path)
+    good = path.read_text()
+    path.write_text(good.replace("ring_size: 16", "ring_size: -1").replace("id: b", "id: c"))
+    broken = served.client.post("/api/reload")
+    assert broken.status_code == 400 and "site.yaml:6: streams -> 0 -> ring_size" in broken.json()["detail"]
+    path.write_text(good.replace("engine: fake}", "engine: fake, conf_threshold: 0.6}").replace("id: b", "id: c"))
+    engine = served.client.post("/api/reload")
+    assert engine.status_code == 409 and "restart required: detector changed" in engine.json()["detail"]
+    assert [s["id"] for s in served.client.get("/api/streams").json()] == ["a", "b"]
+    path.write_text(good.replace("id: b", "id: c"))
+    assert served.client.post("/api/reload").json()["applied"]["streams_added"] == ["c"]
+    assert [s["id"] for s in served.client.get("/api/streams").json()] == ["a", "c"]
+
+
+def test_api_changes_are_written_to_the_file_with_its_comments(tmp_path, serve):
+    path = site(tmp_path)
+    served = serve(load_config(path), path=path)
+    client = served.client
+    assert client.post("/api/streams", json={"id": "cam-9", "url": "fake://cam-9?fps=20"}).status_code == 201
+    line = {"start": [32, 0], "end": [32, 48], "streams": ["a", "cam-9"]}
+    assert client.put("/api/lines/gate", json=line).status_code == 201
+    rule = {"when": "cross", "line": "gate", "cooldown_s": 0}
+    assert client.put("/api/alerts/gate-crossed", json=rule).status_code == 201
+    moved = client.put("/api/zones/dock", json={"polygon": [[0, 0], [50, 0], [50, 48]], "streams": ["a"]})
+    assert moved.status_code == 200 and moved.json()["polygon"] == [[0, 0], [50, 0], [50, 48]]
+    assert client.patch("/api/streams/b", json={"fps": 10}).status_code == 200
+    assert client.delete("/api/streams/b").status_code == 204
+    text = path.read_text()
+    for comment in ("# loading dock, north side", "# the cameras", "# over the gate", "# where trucks wait"):
+        assert comment in text
+    written = load_config(path)
+    assert [s.id for s in written.streams] == ["a", "cam-9"]
+    assert [ln.name for ln in written.lines] == ["gate"] and written.lines[0].streams == ["a", "cam-9"]
+    assert written.alerts[0].name == "gate-crossed" and written.zones[0].polygon[1] == (50.0, 0.0)
+    assert written == served.runner.config  # what runs is what the file says
+    assert client.post("/api/reload").json()["applied"]["analytics_changed"] is False  # nothing to undo
+    assert client.delete("/api/alerts/gate-crossed").status_code == 204
+    assert client.get("/api/alerts").json() == [] and load_config(path).alerts == []
+
+
+def test_bad_changes_get_a_4xx_naming_the_key_and_leave_file_and_pipeline_alone(tmp_path, serve):
+    path = site(tmp_path)
+    served = serve(load_config(path), path=path)
+    client, before = served.client, path.read_text()
+    short = client.put("/api/zones/dock", json={"polygon": [[0, 0], [5, 5]]})
+    assert short.status_code == 400 and "zones -> 0 -> polygon" in short.json()["detail"]
+    stranger = client.put("/api/lines/gate", json={"start": [0, 0], "end": [9, 9], "streams": ["zz"]})
+    assert stranger.status_code == 400 and "unknown stream 'zz'" in stranger.json()["detail"]
+    orphan = client.delete("/api/zones/dock-2")
+    assert orphan.status_code == 404 and "'dock'" in orphan.json()["detail"]
+    renamed = client.put("/api/zones/dock", json={"name": "yard", "polygon": [[0, 0], [5, 5], [5, 0]]})
+    assert renamed.status_code == 400
+    assert path.read_text() == before and served.runner.config == load_config(path)
+
+
+def test_changes_are_refused_once_the_pipeline_has_stopped(tmp_path, serve):
+    path = site(tmp_path)
+    served = serve(load_config(path), path=path)
+    served.stop()
+    with pytest.raises(PipelineError, match="not running"):
+        served.service.control.put("zones", "yard", {"polygon": [[0, 0], [5, 5], [5, 0]]})
+    assert "yard" not in path.read_text()
+
+
+def test_sighup_reloads_the_file_of_a_running_service(tmp_path):
+    port = free_port()
+    path = tmp_path / "site.yaml"
+    data = config_data(tmp_path, [{"id": "a", "url": "fake://a?fps=40"}], runtime={
+        "http": {"port": port}, "outbox_path": str(tmp_path / "outbox.db")})
+    path.write_text(yaml.safe_dump(data))
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "run", str(path), "--quiet"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    try:
+        assert _poll(lambda: _get(client, "/readyz") == 200, proc)
+        data["streams"].append({"id": "b", "url": "fake://b?fps=40"})
+        path.write_text(yaml.safe_dump(data))
+        proc.send_signal(signal.SIGHUP)
+        assert _poll(lambda: [s["id"] for s in client.get("/api/streams").json()] == ["a", "b"], proc)
+        assert _poll(lambda: client.get("/api/streams/b").json()["counters"]["staged"] > 0, proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        client.close()
+    assert proc.returncode == 0, err
+    assert "reloaded" in err and "'streams_added': ['b']" in err
+
+
+def _get(client: httpx.Client, url: str) -> int:
+    try:
+        return client.get(url).status_code
+    except httpx.TransportError:
+        return 0
+
+
+def _poll(condition, proc, timeout: float = 30.0) -> bool:
+    """Another process is coming up or changing: look again until `condition()` or the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
