@@ -20,7 +20,8 @@ log = logging.getLogger("pipeline")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="run_pipeline.py", description="Multi-stream video analytics pipeline.")
+    # No fixed prog: usage names what was run, `run_pipeline.py` in a checkout or `streamweave` when installed.
+    parser = argparse.ArgumentParser(description="Multi-stream video analytics pipeline.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a pipeline config until its files end, --duration passes, or Ctrl-C")
     run.add_argument("config")

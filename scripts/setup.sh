@@ -2,7 +2,8 @@
 # Sets up .venv with the pipeline and its CPU dependencies.
 #   bash scripts/setup.sh          the product (enough for the demo)
 #   bash scripts/setup.sh --test   also the test tools and the real servers the tests start
-#                                  (GStreamer RTSP server, Mosquitto, PostgreSQL) from Debian packages
+#                                  (GStreamer RTSP server, Mosquitto, PostgreSQL) and systemd-analyze
+#                                  from Debian packages
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +23,8 @@ python3 -c "import venv, ensurepip" 2>/dev/null || apt_pkgs+=(python3-venv)
 apt_pkgs+=(mosquitto)  # the demo's local MQTT broker
 if (( with_tests )); then
   apt_pkgs+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
-             gstreamer1.0-plugins-good gstreamer1.0-plugins-bad postgresql)
+             gstreamer1.0-plugins-good gstreamer1.0-plugins-bad postgresql
+             systemd)  # systemd-analyze checks deploy/streamweave.service
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do

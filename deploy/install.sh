@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs or upgrades streamweave as a systemd service from a wheel; running it again is safe.
+#   sudo bash deploy/install.sh dist/streamweave-0.1.0-py3-none-any.whl [EXTRAS]    EXTRAS: e.g. gpu,postgres
+# An existing /etc/streamweave/streamweave.yaml or .env is kept. Needs Python >= 3.11 with venv; PYTHON picks
+# another interpreter than /usr/bin/python3, but not one under a home directory (ProtectHome= hides those).
+set -euo pipefail
+wheel=$(realpath "${1:?usage: install.sh WHEEL [EXTRAS]}")
+extras=${2:+[$2]}
+here=$(dirname "$(realpath "$0")")
+venv=/opt/streamweave/venv
+
+id -u streamweave >/dev/null 2>&1 ||
+  useradd --system --user-group --home-dir /var/lib/streamweave --no-create-home --shell /usr/sbin/nologin streamweave
+[[ -x $venv/bin/python ]] || "${PYTHON:-/usr/bin/python3}" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade "$wheel$extras"
+install -d -m 0755 /opt/streamweave/models
+install -d -m 0750 -g streamweave /etc/streamweave
+for file in streamweave.yaml streamweave.env; do  # they may hold secrets: root and the service's group only
+  [[ -e /etc/streamweave/$file ]] || install -m 0640 -g streamweave "$here/$file" /etc/streamweave/
+done
+install -m 0644 "$here/streamweave.service" /etc/systemd/system/streamweave.service
+[[ -d /run/systemd/system ]] && systemctl daemon-reload  # not when systemd is not running (an image build)
+echo "installed; put the detector at /opt/streamweave/models/detector.onnx, edit /etc/streamweave/streamweave.yaml, then:"
+echo "  systemctl enable --now streamweave && journalctl -u streamweave -f"

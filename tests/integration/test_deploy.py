@@ -1,0 +1,161 @@
+"""The systemd deployment: the unit is valid, and the service it runs works from an installed wheel."""
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from packaging.requirements import Requirement
+
+from tests.conftest import REPO
+from tests.support.http_server import free_port
+
+UNIT = REPO / "deploy" / "streamweave.service"
+VENV_SCRIPT = "/opt/streamweave/venv/bin/streamweave"
+CONFIG = "/etc/streamweave/streamweave.yaml"
+FIND_VERSIONS = """
+import importlib.metadata, json, sys
+def version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+print(json.dumps({name: version(name) for name in sys.argv[1:]}))
+"""
+
+
+def unit_service_section() -> dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # systemd keys are case-sensitive
+    parser.read_string(UNIT.read_text())
+    return dict(parser["Service"])
+
+
+def exec_start() -> list[str]:
+    """The unit's command line, checked to run the venv's console script on the config under /etc."""
+    argv = unit_service_section()["ExecStart"].split()
+    assert argv[0] == VENV_SCRIPT and argv[-1] == CONFIG, argv
+    return argv
+
+
+def test_systemd_accepts_the_unit_without_a_warning(tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        pytest.fail("systemd-analyze is missing: `bash scripts/setup.sh --test` installs it (Debian package systemd)")
+    # `verify` also checks that ExecStart's program exists and is executable, and /opt/streamweave is not
+    # installed here: the copy runs this environment's own console script instead, all else unchanged.
+    here = Path(sys.executable).with_name("streamweave")
+    assert os.access(here, os.X_OK), f"{here}: the console script of this environment's install is missing"
+    unit = tmp_path / UNIT.name
+    unit.write_text(UNIT.read_text().replace(VENV_SCRIPT, str(here)))
+    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], check=False, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stdout + proc.stderr == "", proc.stdout + proc.stderr
+
+
+def test_a_config_error_is_the_exit_status_the_unit_does_not_restart_on(tmp_path):
+    service = unit_service_section()
+    assert service["Restart"] == "on-failure"
+    bad = tmp_path / "site.yaml"
+    bad.write_text("streams: []\ndetector: {model: m.onnx}\nruntime: {http: {port: 99999}}\n")
+    proc = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), *exec_start()[1:-1], str(bad)],
+                          check=False, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == int(service["RestartPreventExitStatus"]), proc.stderr
+    assert "runtime -> http -> port" in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_service_runs_from_a_wheel_installed_in_a_fresh_virtual_environment(tmp_path):
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(REPO)],
+                   check=True, capture_output=True, text=True, timeout=600)
+    (wheel,) = dist.glob("streamweave-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
+                   check=True, capture_output=True, text=True, timeout=300)
+    # The dependencies come from this environment instead of the network: a .pth line puts its site-packages
+    # after the fresh one's. A plain path line runs none of the .pth files there, so this environment's
+    # editable install of the checkout stays out, and `pipeline` can only come from the wheel.
+    fresh_site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                     check=True, capture_output=True, text=True).stdout.strip())
+    ours = {sysconfig.get_paths()[key] for key in ("purelib", "platlib")}
+    (fresh_site / "dependencies-of-the-tests.pth").write_text("\n".join(sorted(ours)) + "\n")
+    work = tmp_path / "work"  # the working directory: neither the checkout nor anything on PYTHONPATH
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+
+    def in_venv(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+        return subprocess.run(args, check=check, capture_output=True, text=True, cwd=work, env=env, timeout=120)
+
+    imported = in_venv(str(python), "-c", "import pipeline; print(pipeline.__file__)", check=True).stdout.strip()
+    assert Path(imported) == fresh_site / "pipeline" / "__init__.py"
+
+    requires = [Requirement(line.split(":", 1)[1].strip()) for line in _metadata(wheel).splitlines()
+                if line.startswith("Requires-Dist:")]
+    required = [req for req in requires if req.marker is None or req.marker.evaluate({"extra": ""})]
+    assert {req.name for req in required} >= {"numpy", "pydantic", "fastapi", "uvicorn"}
+    found = json.loads(in_venv(str(python), "-c", FIND_VERSIONS, *[req.name for req in required], check=True).stdout)
+    unmet = [f"{req} (found {found[req.name]})" for req in required
+             if found[req.name] is None or found[req.name] not in req.specifier]
+    assert not unmet, unmet
+
+    script = venv / "bin" / "streamweave"
+    usage = in_venv(str(script), "--help")
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: streamweave "), usage.stdout + usage.stderr
+    example = in_venv(str(script), "validate", str(REPO / "deploy" / "streamweave.yaml"))
+    assert example.returncode == 0, example.stdout + example.stderr
+
+    port = free_port()
+    config = work / "streamweave.yaml"
+    config.write_text(yaml.safe_dump({
+        "plugins": ["pipeline.testing"], "streams": [], "detector": {"model": "fake", "engine": "fake"},
+        "runtime": {"http": {"port": port}, "outbox_path": str(work / "outbox.db")}}))
+    proc = subprocess.Popen([str(script), *exec_start()[1:-1], str(config)], cwd=work, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    try:
+        assert _poll(lambda: _status(client, "/healthz") == 200 and _status(client, "/readyz") == 200, proc, 60)
+        assert client.get("/openapi.json").json()["info"]["version"] == wheel.name.split("-")[1]
+        assert client.post("/api/streams", json={"id": "cam", "url": "fake://cam?fps=40"}).status_code == 201
+        assert _poll(lambda: client.get("/api/streams/cam").json()["counters"]["staged"] >= 10, proc, 60)
+    finally:
+        proc.send_signal(signal.Signals[unit_service_section()["KillSignal"]])
+        out, err = proc.communicate(timeout=int(unit_service_section()["TimeoutStopSec"]))
+        client.close()
+    assert proc.returncode == 0, err
+    assert "SIGTERM received" in err and "on 1 streams" in out
+
+
+def _metadata(wheel: Path) -> str:
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        return archive.read(name).decode()
+
+
+def _status(client: httpx.Client, path: str) -> int | None:
+    try:
+        return client.get(path).status_code
+    except httpx.TransportError:
+        return None
+
+
+def _poll(condition, proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait for another process to get somewhere; False when the deadline passes or it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if condition():
+            return True
+        time.sleep(0.1)  # polling another process over HTTP: there is nothing to be notified by
+    return False
