@@ -8,6 +8,7 @@ bitstream. End-to-end runs the real pipeline (`PipelineRunner`: StreamWorkers wi
 processes or threads -> AlignedBuffer -> Detector on the torch engine, frames on the device until
 after NMS) on N looped streams and compares with the best decode-only throughput at the same stream
 count: bare NVDEC threads in one process, or the pipeline's decode processes without detection.
+`add_streams` (`live_change.py`) adds `--add` cameras to `--e2e-streams` running ones.
 """
 from __future__ import annotations
 
@@ -279,6 +280,21 @@ def engine_throughput(model: Path, batches=(1, 8, 16, 32, 64, 128)) -> list[dict
     return rows
 
 
+def pipeline_config(model: Path, streams: list, max_batch: int, engine: str = "torch",
+                    switch_interval_ms: float | None = None, decode_processes="auto"):
+    """The end-to-end benchmarks' pipeline: `streams` (StreamConfigs) in one lane of `max_batch`
+    (max_wait_ms 10), the detector on `engine` (FP16 on a GPU), no tracker, no sinks."""
+    from pipeline.config.models import DetectorConfig, LaneConfig, PipelineConfig, RuntimeConfig, TrackerConfig
+
+    return PipelineConfig(
+        streams=streams,
+        lanes=[LaneConfig(name="default", max_batch=max_batch, max_wait_ms=10)],
+        detector=DetectorConfig(model=model, engine=engine, precision="fp16"),
+        tracker=TrackerConfig(enabled=False),
+        runtime=RuntimeConfig(switch_interval_ms=switch_interval_ms, decode_processes=decode_processes),
+    )
+
+
 def end_to_end(model: Path, clip: Path, streams: int, seconds: float, max_batch: int, settle_s: float = 2.0,
                switch_interval_ms: float | None = None, ring_size: int = 8, decode_processes="auto") -> dict:
     """The real pipeline on `streams` looped copies of `clip` (NVDEC, torch FP16, no tracker/sinks),
@@ -288,17 +304,13 @@ def end_to_end(model: Path, clip: Path, streams: int, seconds: float, max_batch:
     frame (kernel compilation, CUDA graph capture, process and decoder start-ups happen before)
     until the stop request; fps_whole_run includes them.
     """
-    from pipeline.config.models import DetectorConfig, LaneConfig, PipelineConfig, RuntimeConfig, StreamConfig, TrackerConfig
+    from pipeline.config.models import StreamConfig
     from pipeline.runtime.runner import PipelineRunner
 
-    config = PipelineConfig(
-        streams=[StreamConfig(id=f"cam-{i}", url=str(clip), loop=True, decode="nvdec", ring_size=ring_size)
-                 for i in range(streams)],
-        lanes=[LaneConfig(name="default", max_batch=max_batch, max_wait_ms=10)],
-        detector=DetectorConfig(model=model, engine="torch", precision="fp16"),
-        tracker=TrackerConfig(enabled=False),
-        runtime=RuntimeConfig(switch_interval_ms=switch_interval_ms, decode_processes=decode_processes),
-    )
+    config = pipeline_config(
+        model, [StreamConfig(id=f"cam-{i}", url=str(clip), loop=True, decode="nvdec", ring_size=ring_size)
+                for i in range(streams)],
+        max_batch, switch_interval_ms=switch_interval_ms, decode_processes=decode_processes)
     compiles = _nvrtc_compile_counter()
     runner = PipelineRunner(config)
     samples = []
@@ -364,12 +376,19 @@ def write_markdown(results: dict, path: Path) -> None:
         lines += ["", f"Decode-only at {results['end_to_end'][0]['streams']} streams: threads "
                   f"{results.get('decode_only_threads', float('nan')):.0f} fps, processes "
                   f"{results.get('decode_only_processes', float('nan')):.0f} fps."]
+    if "add_streams" in results:
+        import live_change
+
+        for row in results["add_streams"]:
+            lines += [""] + live_change.markdown(row)
     for name, error in results.get("errors", {}).items():
         lines += ["", f"**{name} failed**: {error}"]
     path.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
+    import live_change
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model", type=Path, default=REPO / ".device/shared/models/yolox_nano_416_dynbatch.onnx")
@@ -387,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decode-processes", nargs="+", default=["auto"],
                         help="runtime.decode_processes values for end to end (one run each), e.g. 0 auto")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="sections: decode decode_processes preprocess nms select engine e2e")
+                        help="sections: decode decode_processes preprocess nms select engine e2e add_streams")
+    live_change.add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import cupy
@@ -411,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
                                           switch_interval_ms=args.switch_interval_ms, ring_size=args.ring_size,
                                           decode_processes=int(p) if p.isdigit() else p)
                                for p in args.decode_processes],
+        "add_streams": lambda: [live_change.add_streams(args.model, clip, args.e2e_streams, max_batch=args.max_batch,
+                                                        ring_size=args.ring_size, switch_interval_ms=args.switch_interval_ms,
+                                                        decode_processes=int(p) if p.isdigit() else p,
+                                                        **live_change.change_settings(args))
+                                for p in args.decode_processes],
     }
     for name, run in sections.items():
         if args.only is not None and name not in args.only and not (name == "end_to_end" and "e2e" in args.only):
