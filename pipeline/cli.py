@@ -2,6 +2,9 @@
 
 Exit codes: 0 every stream ended as expected, 1 an internal error, 2 a config error (nothing started),
 3 some streams failed, 4 every stream failed (the summary says why each failed).
+
+stderr carries the log (text, or one JSON object per line with `runtime.log_format: json`) and the live
+progress; stdout carries the final summary table.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import logging
 import signal
 import sys
 
+from pipeline import logs
 from pipeline.errors import ConfigError, PipelineError
 
 log = logging.getLogger("pipeline")
@@ -35,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] in (["detect"], ["track"]):
         return _delegate(argv[0], argv[1:])
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logs.configure()  # text; `run` switches to its config's runtime.log_format once the config is read
     try:
         if args.command == "validate":
             return _validate(args.config, args.plan)
@@ -43,11 +47,22 @@ def main(argv: list[str] | None = None) -> int:
             return _build_engine(args.config)
         return _run(args.config, args.duration, args.quiet)
     except ConfigError as exc:
-        print(f"config error:\n{exc}", file=sys.stderr)
+        _report(f"config error:\n{exc}")
         return 2
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _report(f"error: {exc}")
         return 1
+    except Exception:
+        log.exception("internal error")  # through the log handler, so a JSON log stays JSON
+        return 1
+
+
+def _report(message: str) -> None:
+    """An error that ends the command: as it is on a text log, as a JSON line on a JSON one."""
+    if logs.current_format() == "json":
+        log.error("%s", message)
+    else:
+        print(message, file=sys.stderr)
 
 
 def _delegate(command: str, argv: list[str]) -> int:
@@ -90,8 +105,9 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
     from pipeline.runtime.progress import LiveView, summary
     from pipeline.runtime.runner import PipelineRunner
 
-    config = load_config(path)
-    logging.getLogger().setLevel(config.runtime.log_level.upper())
+    with logs.held():  # lines logged while reading the config come out in the format it names
+        config = load_config(path)
+        logs.configure(config.runtime.log_level, config.runtime.log_format)
     duration = duration or config.runtime.duration_s
     if duration is not None and not config.streams:
         raise ConfigError(f"{path}: no streams to run for {duration:g} s; add some under `streams:`, or run "

@@ -240,6 +240,9 @@ class RuntimeConfig(Strict):
         "streams when there are at least 8, else 0",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text", description="how stderr is written: text lines, or one JSON object per line (ts, level, logger, "
+        "message, the numbers of progress lines as fields, an exception's traceback as a field) for a log collector")
     progress_interval_s: float = Field(1.0, gt=0)
 
     @model_validator(mode="before")
