@@ -3,8 +3,8 @@
 Exit codes: 0 every stream ended as expected, 1 an internal error, 2 a config error (nothing started),
 3 some streams failed, 4 every stream failed (the summary says why each failed).
 
-stderr carries the log (text, or one JSON object per line with `runtime.log_format: json`) and the live
-progress; stdout carries the final summary table.
+stderr carries the log (text, or one JSON object per line with `runtime.log_format: json`) and, on a
+terminal, the live table; stdout carries the final summary table.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run a pipeline config until its files end, --duration passes, or Ctrl-C")
     run.add_argument("config")
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    run.add_argument("--quiet", action="store_true", help="no live progress, only the summary")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress (neither the live table nor progress lines), only the summary")
     validate = sub.add_parser("validate", help="check a config file without running it")
     validate.add_argument("config")
     validate.add_argument("--plan", action="store_true",
@@ -102,7 +103,8 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
     Without: a service that runs until stopped, with its HTTP server on runtime.http (default port 9108)."""
     from pipeline.config import load_config
     from pipeline.config.models import HttpConfig
-    from pipeline.runtime.progress import LiveView, summary
+    from pipeline.runtime.progress import progress_reporter, summary
+    from pipeline.runtime.progress_log import log_summary
     from pipeline.runtime.runner import PipelineRunner
 
     with logs.held():  # lines logged while reading the config come out in the format it names
@@ -128,10 +130,13 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    snap = job.run(duration, on_progress=None if quiet else LiveView(),
-                   progress_interval_s=config.runtime.progress_interval_s)
+    on_progress, interval = progress_reporter(config.runtime)
+    snap = job.run(duration, on_progress=None if quiet else on_progress, progress_interval_s=interval)
     print(summary(snap))
-    return exit_code(snap)
+    code = exit_code(snap)
+    if config.runtime.log_format == "json":
+        log_summary(snap, code)
+    return code
 
 
 EXIT_SOME_FAILED, EXIT_ALL_FAILED = 3, 4
