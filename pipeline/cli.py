@@ -5,6 +5,9 @@ draining what is buffered.
 
 Exit codes: 0 every stream ended as expected, 1 an internal error, 2 a config error (nothing started),
 3 some streams failed, 4 every stream failed (the summary says why each failed).
+
+stderr carries the log (text, or one JSON object per line with `runtime.log_format: json`) and, on a
+terminal, the live table; stdout carries the final summary table.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import logging
 import signal
 import sys
 
+from pipeline import logs
 from pipeline.errors import ConfigError, PipelineError
 
 log = logging.getLogger("pipeline")
@@ -26,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run a pipeline config until its files end, --duration passes, or Ctrl-C")
     run.add_argument("config")
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    run.add_argument("--quiet", action="store_true", help="no live progress, only the summary")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress (neither the live table nor progress lines), only the summary")
     validate = sub.add_parser("validate", help="check a config file without running it")
     validate.add_argument("config")
     validate.add_argument("--plan", action="store_true",
@@ -39,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] in (["detect"], ["track"]):
         return _delegate(argv[0], argv[1:])
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logs.configure()  # text; `run` switches to its config's runtime.log_format once the config is read
     try:
         if args.command == "validate":
             return _validate(args.config, args.plan)
@@ -47,11 +52,22 @@ def main(argv: list[str] | None = None) -> int:
             return _build_engine(args.config)
         return _run(args.config, args.duration, args.quiet)
     except ConfigError as exc:
-        print(f"config error:\n{exc}", file=sys.stderr)
+        _report(f"config error:\n{exc}")
         return 2
     except PipelineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _report(f"error: {exc}")
         return 1
+    except Exception:
+        log.exception("internal error")  # through the log handler, so a JSON log stays JSON
+        return 1
+
+
+def _report(message: str) -> None:
+    """An error that ends the command: as it is on a text log, as a JSON line on a JSON one."""
+    if logs.current_format() == "json":
+        log.error("%s", message)
+    else:
+        print(message, file=sys.stderr)
 
 
 def _delegate(command: str, argv: list[str]) -> int:
@@ -91,12 +107,14 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
     Without: a service that runs until stopped, with its HTTP server on runtime.http (default port 9108)."""
     from pipeline.config import load_config
     from pipeline.config.models import HttpConfig
-    from pipeline.runtime.progress import LiveView, summary
+    from pipeline.runtime.progress import progress_reporter, summary
+    from pipeline.runtime.progress_log import log_summary
     from pipeline.runtime.runner import PipelineRunner
     from pipeline.service.control import Control
 
-    config = load_config(path)
-    logging.getLogger().setLevel(config.runtime.log_level.upper())
+    with logs.held():  # lines logged while reading the config come out in the format it names
+        config = load_config(path)
+        logs.configure(config.runtime.log_level, config.runtime.log_format)
     duration = duration or config.runtime.duration_s
     if duration is not None and not config.streams:
         raise ConfigError(f"{path}: no streams to run for {duration:g} s; add some under `streams:`, or run "
@@ -119,10 +137,13 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, lambda _signum, _frame: control.reload_in_background())
-    snap = job.run(duration, on_progress=None if quiet else LiveView(),
-                   progress_interval_s=config.runtime.progress_interval_s)
+    on_progress, interval = progress_reporter(config.runtime)
+    snap = job.run(duration, on_progress=None if quiet else on_progress, progress_interval_s=interval)
     print(summary(snap))
-    return exit_code(snap)
+    code = exit_code(snap)
+    if config.runtime.log_format == "json":
+        log_summary(snap, code)
+    return code
 
 
 EXIT_SOME_FAILED, EXIT_ALL_FAILED = 3, 4

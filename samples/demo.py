@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
-from pipeline.runtime.progress import LiveView, summary
+from pipeline.runtime.progress import progress_reporter, summary
 from pipeline.runtime.runner import PipelineRunner
 from samples.local_services import (
     MOSQUITTO,
@@ -32,6 +32,7 @@ from samples.world.demo_report import demo_report
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pipeline.progress").setLevel(logging.INFO)  # progress lines when not on a terminal
     config = load_config(argv[0] if argv else "configs/demo.yaml")
     out_dir = Path(config.runtime.outbox_path).parent
     _remove_previous_outputs(config)  # a fresh run: event ids repeat for the same worlds
@@ -47,9 +48,9 @@ def main(argv: list[str]) -> int:
         print("note: Mosquitto is not installed, so MQTT events wait in the outbox (bash scripts/setup.sh installs it)")
     runner = PipelineRunner(config)
     signal.signal(signal.SIGINT, lambda *_: runner.request_stop())
+    on_progress, interval = progress_reporter(config.runtime)
     try:
-        snap = runner.run(config.runtime.duration_s, on_progress=LiveView(),
-                          progress_interval_s=config.runtime.progress_interval_s)
+        snap = runner.run(config.runtime.duration_s, on_progress=on_progress, progress_interval_s=interval)
     finally:
         for stop in (listener and listener.close, receiver and receiver.stop, broker and broker.stop):
             if stop:

@@ -240,7 +240,15 @@ class RuntimeConfig(Strict):
         "streams when there are at least 8, else 0",
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    progress_interval_s: float = Field(1.0, gt=0)
+    log_format: Literal["text", "json"] = Field(
+        "text", description="how stderr is written: text lines, or one JSON object per line (ts, level, logger, "
+        "message, the numbers of progress lines as fields, an exception's traceback as a field) for a log collector")
+    progress_interval_s: float = Field(
+        1.0, gt=0, description="how often the live table is redrawn when stderr is a terminal (and log_format text)")
+    log_interval_s: float = Field(
+        10.0, gt=0, description="how often progress is logged (a line per stream and one with the totals) when "
+        "stderr is no terminal or log_format is json; a service's heartbeat. Shorter shows changes sooner but "
+        "writes a line per stream each time")
 
     @model_validator(mode="before")
     @classmethod

@@ -1,9 +1,12 @@
-"""Live progress on a terminal and the final summary table, drawn from runner Snapshots."""
+"""Live progress on a terminal (or in the log, `progress_log`) and the final summary table, drawn from
+runner Snapshots."""
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import Callable, TextIO
 
+from pipeline.config.models import RuntimeConfig
+from pipeline.runtime.progress_log import ProgressLog
 from pipeline.runtime.snapshot import Snapshot
 
 
@@ -53,25 +56,27 @@ def render(snap: Snapshot) -> list[str]:
 
 
 class LiveView:
-    """Redraws the progress block in place on a terminal; prints one line per update otherwise."""
+    """Redraws the progress block in place on a terminal."""
 
     def __init__(self, out: TextIO = sys.stderr):
         self.out = out
-        self.tty = out.isatty()
         self._drawn = 0
 
     def __call__(self, snap: Snapshot) -> None:
-        if not self.tty:
-            fps = snap.frames_detected / snap.elapsed_s if snap.elapsed_s else 0.0
-            print(f"[{snap.elapsed_s:6.1f} s] {snap.frames_detected} frames ({fps:.1f}/s) in {snap.batches} batches, "
-                  f"{snap.detections} detections, {snap.events} events", file=self.out, flush=True)
-            return
         lines = render(snap)
         if self._drawn:
             self.out.write(f"\x1b[{self._drawn}F\x1b[J")
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()
         self._drawn = len(lines)
+
+
+def progress_reporter(runtime: RuntimeConfig, out: TextIO = sys.stderr) -> tuple[Callable[[Snapshot], None], float]:
+    """The `on_progress` callback and its interval: the live table every `progress_interval_s` when `out` is a
+    terminal and the log is text; else progress logged every `log_interval_s` (`ProgressLog`)."""
+    if runtime.log_format == "text" and out.isatty():
+        return LiveView(out), runtime.progress_interval_s
+    return ProgressLog(), runtime.log_interval_s
 
 
 def summary(snap: Snapshot) -> str:

@@ -30,7 +30,9 @@ class HttpServer:
             raise ConfigError(f"runtime.http: cannot listen on {host}:{port} ({exc.strerror}); choose a free port "
                               "(runtime.http.port) or stop what uses it") from None
         self.host, self.port = host, self._socket.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        # log_config=None: uvicorn leaves logging alone, so its loggers reach the root handler (`pipeline.logs`)
+        # and a JSON log stays JSON; no access log: scrapes of /metrics would fill it
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", log_config=None)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
                                         name=f"http:{self.port}", daemon=True)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import plugins
+from pipeline import logs, plugins
+from pipeline.logs import LogFormat
 from pipeline.sources.packets import PacketRings
 from pipeline.sources.processes import messages as msg
 from pipeline.sources.processes.slots import SlotPool
@@ -32,9 +33,10 @@ EXTRA_SLOTS = 4
 """Device slots per stream beyond its ring size: frames on their way while the ring is full."""
 
 
-def child_main(conn, device: int, log_level: int, plugin_modules: list[str]) -> None:
-    """Entry point of a decode process (started with `spawn`, so it never inherits a CUDA context)."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def child_main(conn, device: int, log_setup: tuple[int, LogFormat], plugin_modules: list[str]) -> None:
+    """Entry point of a decode process (started with `spawn`, so it never inherits a CUDA context); `log_setup`:
+    the level and format of the main process's log, which this one writes to the same stderr."""
+    logs.configure(*log_setup)
     plugins.load(plugin_modules)
     child = _Child(conn, device)
     threading.Thread(target=child.control_loop, name="control", daemon=True).start()

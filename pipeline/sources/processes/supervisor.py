@@ -20,7 +20,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
+from pipeline import logs
 from pipeline.config.models import StreamConfig
+from pipeline.logs import LogFormat
 from pipeline.sources.processes import messages as msg
 from pipeline.sources.processes.child import child_main
 from pipeline.sources.processes.remote import RemoteWorker
@@ -36,11 +38,12 @@ ClipDoneCallback = Callable[[Path, str | None], None]
 
 
 class _Child:
-    def __init__(self, number: int, context, device: int, log_level: int, plugin_modules: list[str]):
+    def __init__(self, number: int, context, device: int, log_setup: tuple[int, LogFormat],
+                 plugin_modules: list[str]):
         self.number = number
         self.name = f"decode-proc:{number}"
         self.conn, child_conn = context.Pipe(duplex=True)
-        self.process = context.Process(target=child_main, args=(child_conn, device, log_level, plugin_modules),
+        self.process = context.Process(target=child_main, args=(child_conn, device, log_setup, plugin_modules),
                                        name=self.name, daemon=True)
         self.process.start()
         child_conn.close()
@@ -61,7 +64,7 @@ class DecodeProcesses:
         self._buffer = buffer
         self._max = max(1, max_children)
         self._device = device
-        self._level = logging.getLogger().getEffectiveLevel()
+        self._log = (logging.getLogger().getEffectiveLevel(), logs.current_format())  # the children log alike
         self._plugins = list(plugin_modules)
         self._children: list[_Child] = []
         self._lock = threading.Lock()
@@ -124,7 +127,7 @@ class DecodeProcesses:
         alive = [c for c in self._children if not c.dead]
         child = min(alive, key=_Child.load, default=None)
         if child is None or (child.load() > 0 and len(alive) < self._max):
-            child = _Child(len(self._children), self._context, self._device, self._level, self._plugins)
+            child = _Child(len(self._children), self._context, self._device, self._log, self._plugins)
             self._children.append(child)
         worker.child, worker.index, worker.pid = child.number, next(child.indices), child.process.pid
         child.workers[worker.index] = worker

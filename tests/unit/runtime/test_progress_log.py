@@ -1,0 +1,68 @@
+"""Progress in the log: a line per stream with its fps over the interval and drops by reason, a totals line,
+and the summary with why each failed stream failed."""
+import logging
+
+import pytest
+
+from pipeline.runtime.progress_log import ProgressLog, log_summary
+from pipeline.runtime.snapshot import Snapshot
+
+
+def snapshot(elapsed_s: float, streams: dict[str, dict], *, pending: int = 0, waiting: int = 0) -> Snapshot:
+    frames = sum(s.get("batched", 0) for s in streams.values())
+    return Snapshot(elapsed_s=elapsed_s, streams=streams, lanes={}, batches=frames // 2, frames_detected=frames,
+                    detections=frames, events=3, stage_depths=[0], sinks={}, sink_failures={}, engine="fake",
+                    infer_s=0.0, extra={"outbox": {"webhook": {"delivered": 1, "failed": 0, "dead": 0,
+                                                               "pending": pending}},
+                                        "events": {"published": 3, "stored": 3, "waiting": waiting}})
+
+
+@pytest.fixture
+def progress(caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.progress")
+    return caplog
+
+
+def test_each_stream_gets_a_line_with_fps_over_the_interval_and_drops_by_reason(progress):
+    report = ProgressLog()
+    report(snapshot(10.0, {"cam-1": {"state": "running", "batched": 250, "decoded": 260}}))
+    progress.clear()
+    report(snapshot(20.0, {"cam-1": {"state": "running", "batched": 350, "decoded": 372, "dropped_overflow": 7,
+                                     "dropped_sinks": 2, "reconnects": 1, "last_error": "read timeout"}}))
+    line = next(r for r in progress.records if getattr(r, "stream", None) == "cam-1")
+    assert line.fps == 10.0 and line.frames == 350 and line.decoded == 372 and line.state == "running"
+    assert line.dropped == {"overflow": 7, "age": 0, "fps_cap": 0, "refused": 0, "late": 0, "sinks": 2}
+    assert line.reconnects == 1 and line.last_error == "read timeout"
+    assert line.getMessage() == ("cam-1 running: 10.0 fps, 350 frames, 9 dropped (overflow 7, sinks 2), "
+                                 "1 reconnects; last error: read timeout")
+
+
+def test_the_totals_line_has_engine_fps_batches_events_and_the_outbox_backlog(progress):
+    report = ProgressLog()
+    report(snapshot(4.0, {"a": {"state": "running", "batched": 100}, "b": {"state": "running", "batched": 60}},
+                    pending=5, waiting=2))
+    [totals] = [r for r in progress.records if not hasattr(r, "stream")]
+    assert (totals.engine, totals.fps, totals.frames, totals.batches, totals.events) == ("fake", 40.0, 160, 80, 3)
+    assert totals.stream_count == 2 and totals.outbox_backlog == 7  # 2 not stored yet + 5 not delivered
+    assert totals.getMessage() == ("4.0 s, 2 streams, engine fake: 40.0 fps, 160 frames in 80 batches, 3 events, "
+                                   "outbox backlog 7")
+
+
+def test_a_stream_added_between_lines_counts_from_zero_and_a_restarted_one_never_goes_negative(progress):
+    report = ProgressLog()
+    report(snapshot(5.0, {"a": {"state": "running", "batched": 100}}))
+    progress.clear()
+    report(snapshot(10.0, {"a": {"state": "running", "batched": 20}, "new": {"state": "running", "batched": 50}}))
+    fps = {r.stream: r.fps for r in progress.records if hasattr(r, "stream")}
+    assert fps == {"a": 0.0, "new": 10.0}
+
+
+def test_the_summary_says_each_streams_final_state_and_why_the_failed_ones_failed(progress):
+    log_summary(snapshot(30.0, {
+        "lot": {"state": "finished", "batched": 900, "decoded": 900},
+        "gate": {"state": "failed", "batched": 0, "last_error": "cannot open: connection refused"},
+    }), exit_code=3)
+    [summary] = progress.records
+    assert summary.getMessage() == "summary" and summary.exit_code == 3 and summary.frames == 900
+    assert summary.streams["lot"]["state"] == "finished" and summary.streams["gate"]["state"] == "failed"
+    assert summary.failed == {"gate": "cannot open: connection refused"}
