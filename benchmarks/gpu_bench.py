@@ -7,7 +7,8 @@ upscaling a shared 768x432 clip with PyAV's libx264 (crf 23, GOP 30), so every r
 bitstream. End-to-end runs the real pipeline (`PipelineRunner`: StreamWorkers with NVDEC, in decode
 processes or threads -> AlignedBuffer -> Detector on the torch engine, frames on the device until
 after NMS) on N looped streams and compares with the best decode-only throughput at the same stream
-count: bare NVDEC threads in one process, or the pipeline's decode processes without detection.
+count: bare NVDEC threads in one process, or the pipeline's decode processes without detection
+(both pipeline sections, `decode_processes` and `e2e`, are in `pipeline_bench.py`).
 `add_streams` (`live_change.py`) adds `--add` cameras to `--e2e-streams` running ones.
 """
 from __future__ import annotations
@@ -17,51 +18,16 @@ import json
 import logging
 import statistics
 import sys
-import tempfile
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
+import live_change
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from pipeline_bench import REPO, decode_in_processes, end_to_end, make_1080p_clip
+from pipeline_bench import markdown as pipeline_markdown
 
 log = logging.getLogger("gpu_bench")
-
-
-def make_1080p_clip(source: Path, frames: int) -> Path:
-    """`frames` frames of `source` (looped as needed) upscaled to 1920x1080 H.264 (libx264 veryfast,
-    crf 23, GOP 30), cached in the temporary folder."""
-    import av
-
-    target = Path(tempfile.gettempdir()) / f"streamweave-1080p-{source.stem}-{frames}.mp4"
-    if target.exists():
-        return target
-    with av.open(str(source)) as probe:
-        rate = probe.streams.video[0].average_rate or 25
-    partial = target.with_suffix(".partial.mp4")
-    with av.open(str(partial), "w") as out:
-        stream = out.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = 1920, 1080, "yuv420p"
-        stream.options = {"crf": "23", "g": "30", "preset": "veryfast"}
-        stream.codec_context.thread_count = 0
-        written = 0
-        while written < frames:
-            with av.open(str(source)) as src:
-                for frame in src.decode(video=0):
-                    if written >= frames:
-                        break
-                    big = frame.reformat(width=1920, height=1080, format="yuv420p")
-                    big.pts, big.time_base = written, Fraction(1) / rate  # continuous across loops
-                    for packet in stream.encode(big):
-                        out.mux(packet)
-                    written += 1
-        for packet in stream.encode():
-            out.mux(packet)
-    partial.rename(target)
-    return target
 
 
 def decode_throughput(clip: Path, streams: int, seconds: float, warmup_s: float = 2.0) -> dict:
@@ -97,45 +63,6 @@ def decode_throughput(clip: Path, streams: int, seconds: float, warmup_s: float 
         t.join(30)
     return {"streams": streams, "fps": total / elapsed, "frames": total, "seconds": elapsed}
 
-
-def decode_in_processes(clip: Path, streams: int, seconds: float, processes: int, ring_size: int = 8,
-                        settle_s: float = 2.0) -> dict:
-    """The pipeline's decode stage alone: `streams` looped NVDEC streams in `processes` children
-    (`pipeline.sources.processes`), frames copied into this process and batched by the
-    AlignedBuffer, then dropped. fps counts frames batched over `seconds`, starting `settle_s`
-    after every stream delivered its first frame (process and decoder start-up excluded)."""
-    from pipeline.align.buffer import AlignedBuffer
-    from pipeline.config.models import LaneConfig, StreamConfig
-    from pipeline.sources.processes import DecodeProcesses
-
-    configs = [StreamConfig(id=f"p{i}", url=str(clip), loop=True, decode="nvdec", ring_size=ring_size)
-               for i in range(streams)]
-    buffer = AlignedBuffer([LaneConfig(name="default", max_batch=64, max_wait_ms=10)], configs)
-    children = DecodeProcesses(buffer, processes)
-    for config in configs:
-        children.add(config, "nvdec")
-    frames, begin = 0, time.monotonic()
-    ready_s = start = end = None
-    while end is None:
-        batch = buffer.next_batch(timeout=0.1)
-        frames += len(batch) if batch is not None else 0
-        now = time.monotonic()
-        if ready_s is None:
-            if all(w.state.value == "running" for w in children.workers):
-                ready_s = now - begin
-        elif start is None:
-            if now - begin >= ready_s + settle_s:
-                start = (now, frames)
-        elif now >= start[0] + seconds:
-            end = (now, frames)
-    for worker in children.workers:
-        worker.stop()
-    while not all(worker.join(0) for worker in children.workers):
-        buffer.next_batch(timeout=0.1)
-    children.close()
-    (t0, n0), (t1, n1) = start, end
-    return {"streams": streams, "processes": processes, "fps": (n1 - n0) / (t1 - t0), "frames": n1 - n0,
-            "seconds": t1 - t0, "ready_s": ready_s}
 
 
 def _time_gpu(fn, repeat: int, stream=None) -> float:
@@ -280,73 +207,6 @@ def engine_throughput(model: Path, batches=(1, 8, 16, 32, 64, 128)) -> list[dict
     return rows
 
 
-def pipeline_config(model: Path, streams: list, max_batch: int, engine: str = "torch",
-                    switch_interval_ms: float | None = None, decode_processes="auto"):
-    """The end-to-end benchmarks' pipeline: `streams` (StreamConfigs) in one lane of `max_batch`
-    (max_wait_ms 10), the detector on `engine` (FP16 on a GPU), no tracker, no sinks."""
-    from pipeline.config.models import DetectorConfig, LaneConfig, PipelineConfig, RuntimeConfig, TrackerConfig
-
-    return PipelineConfig(
-        streams=streams,
-        lanes=[LaneConfig(name="default", max_batch=max_batch, max_wait_ms=10)],
-        detector=DetectorConfig(model=model, engine=engine, precision="fp16"),
-        tracker=TrackerConfig(enabled=False),
-        runtime=RuntimeConfig(switch_interval_ms=switch_interval_ms, decode_processes=decode_processes),
-    )
-
-
-def end_to_end(model: Path, clip: Path, streams: int, seconds: float, max_batch: int, settle_s: float = 2.0,
-               switch_interval_ms: float | None = None, ring_size: int = 8, decode_processes="auto") -> dict:
-    """The real pipeline on `streams` looped copies of `clip` (NVDEC, torch FP16, no tracker/sinks),
-    decoding in `decode_processes` children (`runtime.decode_processes`; 0 = threads in this process).
-
-    fps is the steady state: frames detected from `settle_s` after every stream delivered its first
-    frame (kernel compilation, CUDA graph capture, process and decoder start-ups happen before)
-    until the stop request; fps_whole_run includes them.
-    """
-    from pipeline.config.models import StreamConfig
-    from pipeline.runtime.runner import PipelineRunner
-
-    config = pipeline_config(
-        model, [StreamConfig(id=f"cam-{i}", url=str(clip), loop=True, decode="nvdec", ring_size=ring_size)
-                for i in range(streams)],
-        max_batch, switch_interval_ms=switch_interval_ms, decode_processes=decode_processes)
-    compiles = _nvrtc_compile_counter()
-    runner = PipelineRunner(config)
-    samples = []
-    snap = runner.run(duration_s=seconds, progress_interval_s=0.5,
-                      on_progress=lambda s: samples.append((s.elapsed_s, s.frames_detected, len(compiles), all(
-                          stream.get("state") == "running" for stream in s.streams.values()))))
-    ready_s = next(sample[0] for sample in samples if sample[3])
-    window = [sample for sample in samples if ready_s + settle_s <= sample[0] <= seconds]
-    (t0, n0, c0, _), (t1, n1, c1, _) = window[0], window[-1]
-    lanes = snap.lanes.get("default", {})
-    processes = runner.plan.decode_processes
-    return {"streams": streams, "decode_processes": processes, "fps": (n1 - n0) / (t1 - t0), "fps_whole_run": snap.frames_detected / snap.elapsed_s,
-            "ready_s": ready_s, "window_s": t1 - t0, "kernel_compiles_in_window": c1 - c0, "kernel_compiles_whole_run": len(compiles),
-            "frames": snap.frames_detected,
-            "seconds": snap.elapsed_s, "batches": snap.batches, "engine": snap.engine,
-            "mean_batch": snap.frames_detected / max(snap.batches, 1), "infer_s": snap.infer_s, "lane": lanes}
-
-
-def _nvrtc_compile_counter() -> list:
-    """A list that grows by one per CuPy kernel compilation (wraps CuPy's private NVRTC class; stays
-    empty if CuPy moved it). Compiles inside the measured window are time taken from detection."""
-    from cupy.cuda import compiler
-
-    calls: list = []
-    program = getattr(compiler, "_NVRTCProgram", None)
-    if program is not None:
-        original = getattr(program.compile, "__wrapped__", program.compile)
-
-        def compile(self, *args, **kwargs):
-            calls.append(1)
-            return original(self, *args, **kwargs)
-
-        compile.__wrapped__ = original
-        program.compile = compile
-    return calls
-
 
 def write_markdown(results: dict, path: Path) -> None:
     lines = [f"# GPU benchmark ({results['gpu']}, {results['date']})", ""]
@@ -364,21 +224,8 @@ def write_markdown(results: dict, path: Path) -> None:
     lines += ["", "## Torch engine, YOLOX-Nano 416", "| precision | CUDA graphs | batch | ms | img/s |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['precision']} | {r['cuda_graphs']} | {r['batch']} | {r['ms']:.2f} | {r['images_per_s']:.0f} |"
               for r in results.get("engine", [])]
-    if "decode_processes" in results:
-        lines += ["", "## Decode stage in processes (NVDEC in children, frames copied into the main process and batched)",
-                  "| streams | processes | frames/s |", "| --- | --- | --- |"]
-        lines += [f"| {r['streams']} | {r['processes']} | {r['fps']:.0f} |" for r in results["decode_processes"]]
-    if "end_to_end" in results:
-        lines += ["", "## End to end", "| decode processes | frames/s detected | mean batch | kernel compiles in window | "
-                  "ratio to the best decode-only |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {e['decode_processes']} | {e['fps']:.0f} | {e['mean_batch']:.1f} | {e['kernel_compiles_in_window']} | "
-                  f"{e.get('ratio', float('nan')):.2f} |" for e in results["end_to_end"]]
-        lines += ["", f"Decode-only at {results['end_to_end'][0]['streams']} streams: threads "
-                  f"{results.get('decode_only_threads', float('nan')):.0f} fps, processes "
-                  f"{results.get('decode_only_processes', float('nan')):.0f} fps."]
+    lines += pipeline_markdown(results)
     if "add_streams" in results:
-        import live_change
-
         for row in results["add_streams"]:
             lines += [""] + live_change.markdown(row)
     for name, error in results.get("errors", {}).items():
@@ -387,8 +234,6 @@ def write_markdown(results: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import live_change
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--model", type=Path, default=REPO / ".device/shared/models/yolox_nano_416_dynbatch.onnx")

@@ -7,7 +7,7 @@
 Also the `add_streams` section of `gpu_bench.py` (`--e2e-streams` running, `--add` added). Writes
 OUT_DIR/live_change.json and OUT_DIR/live_change.md.
 
-The pipeline is end to end's (`gpu_bench.pipeline_config`), but its streams behave like cameras:
+The pipeline is end to end's (`pipeline_bench.pipeline_config`), but its streams behave like cameras:
 the looped clip is read as a live stream (a full ring drops its oldest frame instead of holding the
 decoder back; at the clip's end the stream reconnects after `RECONNECT_S`). Files are not paced, so
 every stream decodes as fast as it can and the pipeline runs at its ceiling: once the decoders are the
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from gpu_bench import REPO, _nvrtc_compile_counter, make_1080p_clip, pipeline_config
+from pipeline_bench import REPO, make_1080p_clip, nvrtc_compile_counter, pipeline_config
 
 RECONNECT_S = 0.05
 """Delay before a camera's clip starts again (`reconnect_min_s`): a short outage, as on a real camera."""
@@ -113,7 +113,7 @@ def add_streams(model: Path, clip: Path, streams: int, *, add: int = 16, warm_s:
     new = cameras(clip, [f"cam-{i}" for i in range(streams, streams + add)], decode, ring_size)
     runner = PipelineRunner(pipeline_config(model, cameras(clip, old, decode, ring_size), max_batch, engine,
                                             switch_interval_ms, decode_processes))
-    compiles = _nvrtc_compile_counter() if importlib.util.find_spec("cupy") else []
+    compiles = nvrtc_compile_counter() if importlib.util.find_spec("cupy") else []
     failure: list[BaseException] = []
     calls: dict[str, tuple[float, float, str | None]] = {}  # id -> (call started, call s, error)
 
