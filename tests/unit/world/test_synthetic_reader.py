@@ -22,10 +22,20 @@ def test_yields_integer_pts_at_the_requested_size_and_stops_after_frames():
 
 
 def test_realtime_stream_is_paced_on_the_wall_clock():
-    reader = SyntheticReader("synthetic://plaza?fps=20&size=160x96&frames=6")
-    start = time.monotonic()
-    assert len(list(reader.frames())) == 6 and reader.live
-    assert time.monotonic() - start >= 5 / 20 - 0.01
+    now = [0.0]
+    reader = SyntheticReader("synthetic://plaza?fps=20&size=160x96&frames=6", clock=lambda: now[0])
+    waits = []
+
+    class Clocked(threading.Event):
+        def wait(self, timeout=None):  # time passes only while the reader waits for its next frame
+            waits.append(timeout)
+            now[0] += timeout
+            return False
+
+    reader._stop = Clocked()
+    frames = list(reader.frames())
+    assert reader.live and [f.pts_ns for f in frames] == [round(i * 1e9 / 20) for i in range(6)]
+    assert len(waits) == 5 and abs(sum(waits) - 5 / 20) < 1e-9 and reader.skipped == 0
 
 
 def test_a_late_consumer_skips_frames_like_a_live_camera():
