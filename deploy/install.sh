@@ -14,10 +14,11 @@ id -u streamweave >/dev/null 2>&1 ||
 [[ -x $venv/bin/python ]] || "${PYTHON:-/usr/bin/python3}" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade "$wheel$extras"
 install -d -m 0755 /opt/streamweave/models
-install -d -m 0750 -g streamweave /etc/streamweave
-for file in streamweave.yaml streamweave.env; do  # they may hold secrets: root and the service's group only
-  [[ -e /etc/streamweave/$file ]] || install -m 0640 -g streamweave "$here/$file" /etc/streamweave/
-done
+# The service writes API changes back to its config (a new file beside it, then a rename): the directory
+# and the config are writable by its group; both may hold secrets: root and the service's group only.
+install -d -m 0770 -g streamweave /etc/streamweave
+[[ -e /etc/streamweave/streamweave.yaml ]] || install -m 0660 -g streamweave "$here/streamweave.yaml" /etc/streamweave/
+[[ -e /etc/streamweave/streamweave.env ]] || install -m 0640 -g streamweave "$here/streamweave.env" /etc/streamweave/
 install -m 0644 "$here/streamweave.service" /etc/systemd/system/streamweave.service
 [[ -d /run/systemd/system ]] && systemctl daemon-reload  # not when systemd is not running (an image build)
 echo "installed; put the detector at /opt/streamweave/models/detector.onnx, edit /etc/streamweave/streamweave.yaml, then:"

@@ -1,9 +1,10 @@
 """What changed between the config a pipeline runs and a new one, and what of it can change while it runs.
 
 Live: streams (only the added, removed and changed ones start or stop), zones, lines, alert rules,
-`stages:` plugins and lane settings. Not live: the detector, the tracker, `sinks:`, `runtime:` and
-`plugins:` — a change there is refused as "restart required" (the new engine would have to be built and
-warmed beside the old one; outputs hold files, connections and the outbox's cursors).
+`stages:` plugins, lane settings and `sinks:` (only the added, removed and changed entries open or close).
+Not live: the detector, the tracker, `runtime:` and `plugins:` — a change there is refused as "restart
+required" (a new engine would have to be built and warmed beside the old one, and its batch sizes and
+CUDA graphs are fixed at start; runtime settings size the threads and queues).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 
 from pipeline.config.models import PipelineConfig, StreamConfig
 
-RESTART_SECTIONS = ("detector", "tracker", "sinks", "runtime", "plugins")
+RESTART_SECTIONS = ("detector", "tracker", "runtime", "plugins")
 """Sections a running pipeline cannot change."""
 
 
@@ -22,18 +23,21 @@ class ConfigDiff:
     changed: list[StreamConfig] = field(default_factory=list)  # restart with their new config
     analytics: bool = False  # zones, lines, alert rules or stages
     lanes: bool = False
+    sinks_added: list = field(default_factory=list)  # `sinks:` entries
+    sinks_removed: list = field(default_factory=list)
     restart_required: list[str] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.removed or self.changed or self.analytics or self.lanes
-                    or self.restart_required)
+        return not (self.added or self.removed or self.changed or self.analytics or self.lanes or self.sinks_added
+                    or self.sinks_removed or self.restart_required)
 
     def summary(self) -> dict:
         """What a reply and the log say about the change."""
         return {"streams_added": [s.id for s in self.added], "streams_removed": list(self.removed),
                 "streams_restarted": [s.id for s in self.changed], "analytics_changed": self.analytics,
-                "lanes_changed": self.lanes}
+                "lanes_changed": self.lanes, "sinks_added": [entry.type for entry in self.sinks_added],
+                "sinks_removed": [entry.type for entry in self.sinks_removed]}
 
 
 def diff(old: PipelineConfig, new: PipelineConfig) -> ConfigDiff:
@@ -45,5 +49,7 @@ def diff(old: PipelineConfig, new: PipelineConfig) -> ConfigDiff:
         changed=[s for sid, s in after.items() if sid in before and before[sid] != s],
         analytics=any(getattr(old, key) != getattr(new, key) for key in ("zones", "lines", "alerts", "stages")),
         lanes=old.lanes != new.lanes,
+        sinks_added=[entry for entry in new.sinks if entry not in old.sinks],
+        sinks_removed=[entry for entry in old.sinks if entry not in new.sinks],
         restart_required=[key for key in RESTART_SECTIONS if getattr(old, key) != getattr(new, key)],
     )

@@ -84,6 +84,16 @@ class ConfigDocument:
         """The document as `load_config` would read it; ConfigError naming the file, line and key path."""
         return parse_config(self.text(), self.path or "<config>")
 
+    def check_writable(self) -> None:
+        """ConfigError unless `save` can replace the file (the file and its directory are writable)."""
+        if self.path is None:
+            return
+        for place in (self.path, self.path.parent):
+            if not os.access(place, os.W_OK):
+                raise ConfigError(f"{self.path}: changes are written back to the config file, but {place} is not "
+                                  "writable by this process; nothing was changed (make the file and its "
+                                  "directory writable by the service's user)")
+
     def save(self) -> None:
         """Write the document over its file atomically (a temporary file beside it, then a rename), keeping
         the file's permissions; nothing for a document without a file."""

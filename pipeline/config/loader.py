@@ -1,7 +1,14 @@
-"""Load a YAML file into a PipelineConfig; every error names the file, line and key path."""
+"""Load a YAML file into a PipelineConfig; every error names the file, line and key path.
+
+`${NAME}` in a value is the environment variable NAME (`${NAME:-default}` when it may be unset), so
+secrets (an API token, a camera's password) can live in the service's environment file instead of the YAML.
+"""
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -37,6 +44,13 @@ def parse_config(text: str, path: str | Path = "<config>") -> PipelineConfig:
         raise ConfigError(f"{path}:1: the file must be a mapping with at least 'streams' and 'detector'")
     lines = _key_lines(root)
     try:
+        data = _expand(data, ())
+    except _Unset as unset:
+        keys = " -> ".join(str(part) for part in unset.loc)
+        raise ConfigError(f"{path}:{_nearest_line(lines, unset.loc)}: {keys}: environment variable {unset.name} is "
+                          f"not set; set it (e.g. in the service's environment file) or give a default: "
+                          f"${{{unset.name}:-value}}") from None
+    try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError("\n".join(_describe(path, lines, err) for err in exc.errors())) from None
@@ -71,3 +85,30 @@ def _key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
         for i, item in enumerate(node.value):
             out.update(_key_lines(item, prefix + (i,)))
     return out
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Unset(Exception):
+    def __init__(self, loc: tuple, name: str):
+        self.loc, self.name = loc, name
+
+
+def _expand(value: Any, loc: tuple) -> Any:
+    """`${NAME}` and `${NAME:-default}` in every string of the parsed file, from the environment."""
+    if isinstance(value, dict):
+        return {key: _expand(item, loc + (key,)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand(item, loc + (i,)) for i, item in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def variable(match: re.Match) -> str:
+        name, default = match.group(1), match.group(2)
+        found = os.environ.get(name, default)
+        if found is None:
+            raise _Unset(loc, name)
+        return found
+
+    return _VARIABLE.sub(variable, value)

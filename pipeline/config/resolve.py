@@ -107,7 +107,7 @@ def resolve(config: PipelineConfig, machine: Machine | None = None) -> Plan:
     detector = detector_plan(config.detector, largest_lane, machine, warnings)
     decoders = {s.id: stream_decoder(s, machine) for s in config.streams}
     count, take = _decode_processes(config, decoders, machine)
-    plan = Plan(machine, detector, (), count, take, _packet_ring_s(config),
+    plan = Plan(machine, detector, (), count, take, packet_ring_s(config),
                 _switch_interval(config, detector), tuple(config.plugins), tuple(warnings))
     return replace(plan, streams=tuple(plan_stream(s, plan, decoders[s.id]) for s in config.streams))
 
@@ -207,7 +207,7 @@ def _decode_processes(config: PipelineConfig, decoders: dict[str, str], machine:
     return min(math.ceil(nvdec / STREAMS_PER_PROCESS), machine.cores), "nvdec"
 
 
-def _packet_ring_s(config: PipelineConfig) -> float:
+def packet_ring_s(config: PipelineConfig) -> float:
     """Seconds of packets each stream keeps for event clips: only when a media sink will ask for clips."""
     rules_ask = any(rule.clip for rule in config.alerts)
     before = [entry.clip_before_s for entry in config.sinks

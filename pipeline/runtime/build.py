@@ -57,7 +57,8 @@ def build_pipeline(config: PipelineConfig, plan: Plan, *, detector: Detector | N
     frame_sinks, event_outputs = build_outputs(list(config.sinks), OutputContext(
         detector.class_names, list(config.alerts), clips=sources))
     outputs = OutputSinks([*frame_sinks, *((sink, FrameSinkOptions()) for sink in sinks)], Failures())
-    events = EventPublisher(Outbox(Path(config.runtime.outbox_path), event_outputs) if event_outputs else None)
+    events = EventPublisher(Outbox(Path(config.runtime.outbox_path), [output for output, _ in event_outputs])
+                            if event_outputs else None, entries=[(entry, output.name) for output, entry in event_outputs])
     stages = StageRunner(lambda stream_id: build_stages(config, stream_id, detector.class_names), events.publish,
                          outputs, config.runtime.stage_workers, config.runtime.stage_queue_size, on_finished)
     inference = Inference(buffer, detector, stages.submit_batch, stages.end_stream, finish_when)

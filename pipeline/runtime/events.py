@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
+from typing import Any
 
 from pipeline.backoff import Backoff
 from pipeline.errors import SinkError
+from pipeline.sinks.base import EventOutput
 from pipeline.sinks.outbox import Outbox
 from pipeline.types import Event
 
@@ -20,10 +23,13 @@ log = logging.getLogger(__name__)
 
 
 class EventPublisher:
-    """`publish(events)` from any thread; `outbox` None (no event outputs) only counts them."""
+    """`publish(events)` from any thread; `outbox` None (no event outputs) only counts them. entries: the
+    `sinks:` entry and name of each of the outbox's outputs (to change them while running)."""
 
-    def __init__(self, outbox: Outbox | None, *, max_pending: int = 100_000, backoff: Backoff | None = None):
+    def __init__(self, outbox: Outbox | None, *, entries: list[tuple[Any, str]] = (), max_pending: int = 100_000,
+                 backoff: Backoff | None = None):
         self.outbox = outbox
+        self.entries = list(entries)
         self.max_pending = max_pending
         self.published = 0
         self.stored = 0
@@ -40,6 +46,21 @@ class EventPublisher:
         if self.outbox is not None:
             self.outbox.open()
             self._thread.start()
+
+    def add_output(self, output: EventOutput, entry: Any, outbox_path: Path) -> None:
+        """An event output added while running; the first one opens the outbox at `outbox_path`."""
+        if self.outbox is None:
+            self.outbox = Outbox(outbox_path, [output])
+            self.start()
+        else:
+            self.outbox.add_output(output)
+        self.entries.append((entry, output.name))
+
+    def remove_output(self, entry: Any) -> None:
+        """Stop delivering to the output of `entry`; what it had not taken stays in the outbox."""
+        i = next(i for i, (known, _) in enumerate(self.entries) if known == entry)
+        _, name = self.entries.pop(i)
+        self.outbox.remove_output(name)
 
     def publish(self, events: list[Event]) -> None:
         with self._cond:

@@ -83,7 +83,7 @@ class SinkQueue:
     """One sink, its queue and its thread."""
 
     def __init__(self, sink: Sink, options: FrameSinkOptions, failures: Failures):
-        self.sink = sink
+        self.sink, self.options = sink, options
         self.capacity = options.queue_size
         self.block_live = options.overflow == "block"
         self.dropped: Counter[str] = Counter()  # live frames per stream
@@ -178,7 +178,8 @@ class OutputSinks:
 
     def __init__(self, sinks: list[tuple[Sink, FrameSinkOptions]], failures: Failures):
         self.failures = failures
-        self._queues = [SinkQueue(sink, options, failures) for sink, options in sinks]
+        self._queues = [SinkQueue(sink, options, failures) for sink, options in sinks]  # replaced, never changed
+        self._streams: dict[str, str] = {}  # started and not ended: id -> url
 
     def open(self) -> None:
         """Open every sink and start its thread; SinkError when one cannot start (the ones before it
@@ -187,7 +188,25 @@ class OutputSinks:
             q.sink.open()
             q.start()
 
+    def add(self, sink: Sink, options: FrameSinkOptions) -> None:
+        """A sink added while running: opened (SinkError, and it is not added, when it cannot be), told of
+        every stream already running, then fed from the next frame on."""
+        q = SinkQueue(sink, options, self.failures)
+        sink.open()
+        for stream_id, url in dict(self._streams).items():
+            q.put("on_stream_start", stream_id, url)
+        q.start()
+        self._queues = [*self._queues, q]
+
+    def remove(self, options: FrameSinkOptions, timeout: float = 10.0) -> bool:
+        """Stop feeding the sink of `options` (its `sinks:` entry), deliver what it has queued and close it;
+        False when that took longer than `timeout`."""
+        q = next(q for q in self._queues if q.options == options)
+        self._queues = [other for other in self._queues if other is not q]
+        return q.finish(time.monotonic() + timeout)
+
     def start_stream(self, stream_id: str, url: str) -> None:
+        self._streams[stream_id] = url
         self._each("on_stream_start", stream_id, url)
 
     def submit(self, result: FrameResult, live: bool) -> None:
@@ -199,11 +218,13 @@ class OutputSinks:
 
     def end_stream(self, stream_id: str, then: Callable[[str], None] | None = None) -> None:
         """Queue the stream's end to every sink; `then(stream_id)` runs once all of them have handled it."""
-        if then is not None and not self._queues:
+        self._streams.pop(stream_id, None)
+        queues = self._queues
+        if then is not None and not queues:
             then(stream_id)
             return
-        countdown = _Countdown(len(self._queues), lambda: then(stream_id)) if then is not None else None
-        for q in self._queues:
+        countdown = _Countdown(len(queues), lambda: then(stream_id)) if then is not None else None
+        for q in queues:
             q.put("on_stream_end", stream_id, after=countdown)
 
     def close(self) -> None:

@@ -2,9 +2,12 @@
 
 Streams added, removed or changed start, stop or restart one at a time (the others go on with their
 trackers); zones, lines, alert rules and `stages:` change on each stream's stage worker between two of
-its frames, keeping the tracks; lane settings change in the buffer. A change to what cannot change while
-running (the detector, the tracker, `sinks:`, `runtime:`, `plugins:`, a lane's max_batch beyond the
-engine's batch limit) is refused before anything changes: RestartRequired.
+its frames, keeping the tracks; lane settings change in the buffer; `sinks:` entries removed are drained
+and closed, new ones opened (a new frame sink is told of every running stream; a new event output
+starts at the newest stored event, or where an output of its name left off). A change to what cannot
+change while running (the detector, the tracker, `runtime:`, `plugins:`, a lane's max_batch beyond the
+engine's batch limit, event clips where no packets are kept) is refused before anything changes:
+RestartRequired.
 """
 from __future__ import annotations
 
@@ -12,9 +15,13 @@ import logging
 
 from pipeline.config.diff import ConfigDiff, diff
 from pipeline.config.models import LaneConfig, PipelineConfig
+from pipeline.config.outputs import is_event_output
+from pipeline.config.resolve import packet_ring_s
 from pipeline.errors import PipelineError, RestartRequired
 from pipeline.runtime.build import Pipeline
 from pipeline.runtime.streams import StreamTable
+from pipeline.sinks import build_outputs
+from pipeline.sinks.base import OutputContext
 from pipeline.stages import build_stages, restage
 
 log = logging.getLogger(__name__)
@@ -31,6 +38,10 @@ def check(parts: Pipeline, new: PipelineConfig) -> ConfigDiff:
         if lane.max_batch > limit:
             raise RestartRequired(f"restart required: lanes -> {i} -> max_batch: {lane.max_batch} is beyond the "
                                   f"engine's batch limit of {limit}, which is set at start; nothing was applied")
+    if packet_ring_s(new) > parts.plan.packet_ring_s:
+        raise RestartRequired("restart required: event clips now need each stream's last "
+                              f"{packet_ring_s(new):g} s of packets, and streams keep {parts.plan.packet_ring_s:g} s "
+                              "(set at start); nothing was applied")
     return change
 
 
@@ -42,12 +53,14 @@ def apply(parts: Pipeline, table: StreamTable, new: PipelineConfig, timeout: flo
         raise PipelineError("the pipeline is not running (it is starting or stopping); the change was not applied")
     if change.empty:
         return change
+    made = _make_outputs(parts, new, change.sinks_added)  # a sink that cannot be made changes nothing
     old_lanes = {lane.name: lane for lane in parts.config.lanes}
     parts.buffer.set_lanes([*new.lanes, *(lane for name, lane in old_lanes.items() if name not in _names(new.lanes))])
     failed: dict[str, str] = {}
     for stream_id in change.removed:
         _try(failed, stream_id, table.remove, stream_id, timeout)
     parts.config = new
+    _swap_outputs(parts, new, change.sinks_removed, made, failed)
     if change.analytics:
         names = parts.detector.class_names
         parts.stages.reconfigure(lambda stream_id: build_stages(new, stream_id, names),
@@ -61,6 +74,24 @@ def apply(parts: Pipeline, table: StreamTable, new: PipelineConfig, timeout: flo
     if failed:
         raise PipelineError("applied, except: " + "; ".join(f"{key}: {why}" for key, why in failed.items()))
     return change
+
+
+def _make_outputs(parts: Pipeline, config: PipelineConfig, entries: list) -> tuple[list, list]:
+    return build_outputs(entries, OutputContext(parts.detector.class_names, list(config.alerts), clips=parts.sources))
+
+
+def _swap_outputs(parts: Pipeline, config: PipelineConfig, removed: list, made: tuple[list, list],
+                  failed: dict[str, str]) -> None:
+    for entry in removed:
+        if is_event_output(entry):
+            parts.events.remove_output(entry)
+        elif not parts.outputs.remove(entry):
+            log.warning("sink %s took long to drain after it was taken out; it closes when done", entry.type)
+    frame_sinks, event_outputs = made
+    for sink, options in frame_sinks:
+        _try(failed, f"sink {options.type}", parts.outputs.add, sink, options)
+    for output, entry in event_outputs:
+        _try(failed, f"sink {entry.type}", parts.events.add_output, output, entry, config.runtime.outbox_path)
 
 
 def _try(failed: dict[str, str], key: str, fn, *args) -> None:

@@ -101,6 +101,7 @@ class Control:
         with self._lock:
             doc = ConfigDocument.read(self.path) if self.path else ConfigDocument.of(self.runner.config)
             result = edit(doc)
+            doc.check_writable()
             try:
                 config = doc.validate()
             except ConfigError as exc:  # the lines are those of the edited text: the key path says more

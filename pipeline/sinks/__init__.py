@@ -11,16 +11,18 @@ from pipeline.sinks.base import EventOutput, OutputContext, Sink
 __all__ = ["build_outputs"]
 
 
-def build_outputs(entries: list[Any], context: OutputContext) -> tuple[list[tuple[Sink, FrameSinkOptions]], list[EventOutput]]:
-    """The `sinks:` entries made by their registered factories: (frame sinks with their queue options,
-    event outputs), each in config order. ConfigError when a plugin's frame sink has no queue options."""
+def build_outputs(entries: list[Any], context: OutputContext) -> tuple[list[tuple[Sink, FrameSinkOptions]],
+                                                                      list[tuple[EventOutput, Any]]]:
+    """The `sinks:` entries made by their registered factories: (frame sinks, event outputs), each with its
+    entry (a frame sink's entry holds its queue options), in config order. ConfigError when a plugin's frame
+    sink has no queue options."""
     frame_sinks: list[tuple[Sink, FrameSinkOptions]] = []
-    event_outputs: list[EventOutput] = []
+    event_outputs: list[tuple[EventOutput, Any]] = []
     for entry in entries:
         made = plugins.resolve(plugins.output(entry.type).factory)(entry, context)
         if is_event_output(entry):
             _check_contract(entry.type, made, ("name", "max_retries", "deliver", "close"), "EventOutput")
-            event_outputs.append(made)
+            event_outputs.append((made, entry))
         elif isinstance(entry, FrameSinkOptions):
             _check_contract(entry.type, made, ("name", "open", "on_stream_start", "on_frame", "on_events",
                                                "on_stream_end", "close", "stats"), "Sink (derive from BaseSink)")

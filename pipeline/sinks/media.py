@@ -84,8 +84,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
 class MediaSink(BaseSink):
     """Snapshots and clips for events whose alert rule has `snapshot` / `clip` set.
 
-    alerts: the configured rules, looked up by `event.rule`; an event of an unknown rule is
-    treated as asking for neither (unless its payload says `"snapshot": true` / `"clip": true`).
+    An event asks for them in its payload (`"snapshot": true`, `"clip": true`; alert events carry their
+    rule's settings there); alerts: the configured rules, looked up by `event.rule` for an event whose
+    payload does not say.
     clips: who cuts the clips (`PacketRings`, fed by the decode workers); None counts every clip
     asked for as missed. jpeg_qscale: 2 (best) .. 31 (smallest files).
     """
@@ -108,6 +109,8 @@ class MediaSink(BaseSink):
             self.counts[key] += n
 
     def _wants(self, event: Event, what: str) -> bool:
+        if what in event.payload:  # alert events carry their rule's wish (rules change while running)
+            return bool(event.payload[what])
         rule = self._rules.get(event.rule)
         return bool(getattr(rule, what) if rule is not None else event.payload.get(what, False))
 

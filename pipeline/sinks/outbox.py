@@ -68,6 +68,7 @@ class _Courier:
         self.failed = 0
         self.dead = 0
         self.wake = threading.Event()
+        self.stopping = threading.Event()  # the outbox closes, or this output was taken out
         self._outbox = outbox
         self._max_retries = output.max_retries
         self._backoff = outbox.backoff.fresh()
@@ -76,13 +77,13 @@ class _Courier:
     def _run(self) -> None:
         conn = _connect(self._outbox.path, "NORMAL")
         try:
-            while not self._outbox.stopping.is_set():
+            while not self.stopping.is_set():
                 try:
                     if not self._deliver_next(conn):
                         return
                 except sqlite3.Error as exc:  # e.g. locked for longer than the busy timeout: try again
                     log.warning("outbox %s (output '%s'): %s; retrying", self._outbox.path, self.output.name, exc)
-                    self._outbox.stopping.wait(self._outbox.backoff.max_s / 10)
+                    self.stopping.wait(self._outbox.backoff.max_s / 10)
         finally:
             conn.close()
 
@@ -101,7 +102,7 @@ class _Courier:
     def _deliver(self, conn: sqlite3.Connection, seq: int, event_id: str, body: str) -> bool:
         """Deliver one stored event, retrying until it lands; False when the outbox is stopping."""
         self._backoff.reset()
-        while not self._outbox.stopping.is_set():
+        while not self.stopping.is_set():
             try:
                 self.output.deliver(event_from_json(body))
             except SinkError as exc:
@@ -124,7 +125,7 @@ class _Courier:
                     "output '%s': delivering event %s failed (attempt %d): %s; retrying in %.1f s",
                     self.output.name, event_id, attempt, error, delay,
                 )
-            self._outbox.stopping.wait(delay)
+            self.stopping.wait(delay)
         return False
 
     def _advance(self, conn: sqlite3.Connection, seq: int) -> None:
@@ -215,6 +216,32 @@ class Outbox:
             courier.thread.start()
 
 
+    def add_output(self, output: EventOutput) -> None:
+        """An output added while running: it starts where an output of its name left off (its cursor is
+        kept in the database), or, new, at the newest stored event."""
+        with self._lock:
+            if any(c.output.name == output.name for c in self._couriers):
+                raise ConfigError(f"event outputs need unique names; '{output.name}' is taken")
+            courier = _Courier(self, output, self._cursor_for(output.name))
+            self._couriers = [*self._couriers, courier]
+        if self._started:
+            courier.thread.start()
+
+    def remove_output(self, name: str, timeout: float = 5.0) -> None:
+        """Stop delivering to one output and close it; its cursor stays, so what it had not taken waits on
+        disk (up to keep_delivered_s) for an output of that name."""
+        with self._lock:
+            courier = next(c for c in self._couriers if c.output.name == name)
+            self._couriers = [c for c in self._couriers if c is not courier]
+        courier.stopping.set()
+        courier.wake.set()
+        if courier.thread.ident is not None:
+            courier.thread.join(timeout)
+        try:
+            courier.output.close()
+        except SinkError as exc:
+            log.warning("closing output '%s' failed: %s", name, exc)
+
     def close(self, timeout: float = 5.0) -> bool:
         """Stop the couriers (undelivered events stay on disk), close the outputs and the database.
 
@@ -223,6 +250,7 @@ class Outbox:
         self.stopping.set()
         deadline = time.monotonic() + timeout
         for courier in self._couriers:
+            courier.stopping.set()
             courier.wake.set()
         for courier in self._couriers:
             if courier.thread.is_alive():

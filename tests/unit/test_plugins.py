@@ -27,6 +27,8 @@ def test_a_plugin_named_in_the_config_registers_its_scheme_before_the_streams_ar
         plugins.register_source(plugins.SourceKind("thermal", "thermal_cams:open", live=True))
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(plugins, "_sources", dict(plugins._sources))  # the scheme is gone after this test
+    monkeypatch.setattr(plugins, "_loaded", set(plugins._loaded))
     config = PipelineConfig.model_validate({"plugins": ["thermal_cams"], "streams": [{"id": "ir", "url": "thermal://a"}],
                                             "detector": {"model": "m.onnx"}})
     assert config.streams[0].is_live and "thermal_cams" in plugins.loaded()

@@ -2,6 +2,7 @@
 SIGHUP; every change written back to the config file with its comments kept."""
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -60,7 +61,8 @@ def test_a_moved_zone_applies_on_reload_without_resetting_tracks(tmp_path, serve
     reply = served.client.post("/api/reload")
     assert reply.status_code == 200, reply.text
     assert reply.json()["applied"] == {"streams_added": [], "streams_removed": [], "streams_restarted": [],
-                                       "analytics_changed": True, "lanes_changed": False}
+                                       "analytics_changed": True, "lanes_changed": False, "sinks_added": [],
+                                       "sinks_removed": []}
     assert sink.wait_for(lambda s: len(events(s, "a", "zone_enter")) == 2, timeout=20)
     left, again = events(sink, "a", "zone_exit"), events(sink, "a", "zone_enter")[1]
     assert [e.payload["reason"] for e in left] == ["reconfigured"] and left[0].track_id == entered.track_id
@@ -177,3 +179,33 @@ def _poll(condition, proc, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_sinks_added_and_removed_on_reload_open_and_close_while_the_cameras_run(tmp_path, serve):
+    path = site(tmp_path)
+    recording = RecordingSink()
+    served = serve(load_config(path), sinks=[recording], path=path)
+    detections, events_log = tmp_path / "detections.jsonl", tmp_path / "events.jsonl"
+    marks = "stages:\n  - {python: 'pipeline.testing:MarkEveryNth', options: {every: 5}}\n"
+    sinks = (f"sinks:\n  - {{type: jsonl, path: '{detections}', queue_size: 8}}\n"
+             f"  - {{type: jsonl, what: events, path: '{events_log}'}}\n")
+    path.write_text(path.read_text() + marks + sinks)
+    reply = served.client.post("/api/reload")
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["applied"]["sinks_added"] == ["jsonl", "jsonl"]
+    assert recording.wait_for(lambda s: len([e for e in s.events["b"] if e.kind == "mark"]) >= 4, timeout=20)
+    path.write_text(path.read_text().replace(sinks, ""))  # both taken out again
+    assert served.client.post("/api/reload").json()["applied"]["sinks_removed"] == ["jsonl", "jsonl"]
+    written = [json.loads(line) for line in detections.read_text().splitlines()]
+    logged = [json.loads(line) for line in events_log.read_text().splitlines()]
+    marks_seen = len([e for e in recording.events["b"] if e.kind == "mark"])
+    assert recording.wait_for(lambda s: len([e for e in s.events["b"] if e.kind == "mark"]) >= marks_seen + 2, 20)
+    assert detections.read_text().count("\n") == len(written)  # closed: nothing more is written
+    assert events_log.read_text().count("\n") == len(logged)
+    by_stream = {stream: [r["seq"] for r in written if r["stream_id"] == stream] for stream in ("a", "b")}
+    for seqs in by_stream.values():  # it joined the running cameras mid-stream and then got every frame
+        assert seqs and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert {e["kind"] for e in logged} >= {"mark"} and {e["stream_id"] for e in logged} == {"a", "b"}
+    snap = served.stop()
+    assert all(recording.started.count(stream) == 1 for stream in ("a", "b"))
+    assert all(snap.streams[stream][key] == 0 for stream in ("a", "b") for key in DROPS)

@@ -137,3 +137,19 @@ def test_decode_processes_takes_a_count_or_auto(tmp_path, value, message):
 
 def test_decode_processes_defaults_to_auto(tmp_path):
     assert load_config(write(tmp_path, GOOD)).runtime.decode_processes == "auto"
+
+
+def test_environment_variables_fill_values_and_an_unset_one_names_its_line(tmp_path, monkeypatch):
+    path = tmp_path / "site.yaml"
+    path.write_text("streams:\n  - id: a\n    url: rtsp://admin:${CAM_PASSWORD}@10.0.0.5/live\n"
+                    "detector: {model: m.onnx}\n"
+                    "runtime: {http: {host: 0.0.0.0, token: '${API_TOKEN:-a-default-token-0123}'}}\n")
+    monkeypatch.delenv("CAM_PASSWORD", raising=False)
+    with pytest.raises(ConfigError, match=r"site.yaml:3: streams -> 0 -> url: environment variable CAM_PASSWORD is not set"):
+        load_config(path)
+    monkeypatch.setenv("CAM_PASSWORD", "s3cret:#1")  # YAML-special characters stay a plain value
+    config = load_config(path)
+    assert config.streams[0].url == "rtsp://admin:s3cret:#1@10.0.0.5/live"
+    assert config.runtime.http.token == "a-default-token-0123"
+    monkeypatch.setenv("API_TOKEN", "from-the-environment-file")
+    assert load_config(path).runtime.http.token == "from-the-environment-file"

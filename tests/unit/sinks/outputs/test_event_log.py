@@ -66,6 +66,6 @@ def test_only_event_outputs_are_built_from_the_sinks_config(tmp_path):
         JsonlOutput(type="jsonl", path=tmp_path / "ev.jsonl", what="events"),
     ]
     frame_sinks, outputs = build_outputs(sinks, OutputContext(class_names=["person"], alerts=[]))
-    assert [type(o).__name__ for o in outputs] == ["EventLogOutput"]
+    assert [(type(o).__name__, entry.what) for o, entry in outputs] == [("EventLogOutput", "events")]
     assert [type(sink).__name__ for sink, _ in frame_sinks] == ["JsonlSink"]
-    outputs[0].close()
+    outputs[0][0].close()
