@@ -1,6 +1,7 @@
 """The HTTP API against a running pipeline (real HTTP on loopback; fake cameras and engine)."""
 from __future__ import annotations
 
+import os
 import threading
 
 import httpx
@@ -19,6 +20,8 @@ def test_a_camera_added_and_removed_over_http_leaves_the_others_untouched(tmp_pa
     sink = RecordingSink()
     served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=40", "ring_size": 16}]), sinks=[sink])
     assert sink.wait_for(lambda s: len(s.seqs["a"]) >= 10, timeout=20)
+    assert served.client.get("/api/streams").status_code == 200  # the server's worker thread and connection
+    threads_before, files_before = threading.active_count(), len(os.listdir("/proc/self/fd"))
     added = served.client.post("/api/streams", json={"id": "cam-2", "url": "fake://cam-2?fps=40", "ring_size": 16})
     assert added.status_code == 201, added.text
     assert added.json()["id"] == "cam-2" and added.json()["live"] is True
@@ -28,6 +31,7 @@ def test_a_camera_added_and_removed_over_http_leaves_the_others_untouched(tmp_pa
     assert served.client.delete("/api/streams/cam-2").status_code == 204
     assert served.client.get("/api/streams/cam-2").status_code == 404
     assert not [t.name for t in threading.enumerate() if "cam-2" in t.name]  # its worker is gone
+    assert (threading.active_count(), len(os.listdir("/proc/self/fd"))) == (threads_before, files_before)
     a_now = len(sink.seqs["a"])
     assert sink.wait_for(lambda s: len(s.seqs["a"]) >= a_now + 10, timeout=20)
     snap = served.stop()
