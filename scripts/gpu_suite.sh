@@ -11,7 +11,7 @@
 #
 # Needs on PYTHONPATH: torch, cupy, PyNvVideoCodec, PyAV, onnx2torch, onnxruntime, pydantic (the
 # project's GPU extra). Shared clips/models are read from $STREAMWEAVE_SHARED, .device/shared or
-# ../shared (tests/gpu/helpers.py). The device-tool recipe is in docs/GPU.md.
+# ../shared (tests/gpu/helpers.py). A GPU machine without a package index: docs/GPU.md.
 set -uo pipefail
 out=${1:?usage: scripts/gpu_suite.sh OUT_DIR [--tests-only|--bench-only] [gpu_bench args]}
 shift
