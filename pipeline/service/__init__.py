@@ -21,10 +21,12 @@ class Service:
 
     def __init__(self, runner: PipelineRunner, http: HttpConfig):
         from pipeline.service.app import make_app  # noqa: PLC0415 - FastAPI loads only for a service
+        from pipeline.service.gpu import GpuCollector  # noqa: PLC0415
         from pipeline.service.server import HttpServer  # noqa: PLC0415
 
         self.runner = runner
-        self.server = HttpServer(make_app(runner, http.token, _version()), http.host, http.port)
+        self._gpu = GpuCollector()
+        self.server = HttpServer(make_app(runner, http.token, _version(), [self._gpu]), http.host, http.port)
 
     @property
     def port(self) -> int:
@@ -39,6 +41,7 @@ class Service:
             return self.runner.run(duration_s, on_progress, progress_interval_s, until_stopped=duration_s is None)
         finally:
             self.server.stop()
+            self._gpu.close()
 
     def request_stop(self) -> None:
         self.runner.request_stop()
