@@ -66,16 +66,15 @@ class GpuCollector:
             log.debug("no GPU metrics: NVML is unavailable (%s)", exc)
             return []
         self._nvml = pynvml
+        devices, why = [], "NVML sees no GPU"
         try:
-            devices = []
             for index in range(pynvml.nvmlDeviceGetCount()):
                 handle = pynvml.nvmlDeviceGetHandleByIndex(index)
                 devices.append(([str(index), pynvml.nvmlDeviceGetName(handle)], handle))
         except pynvml.NVMLError as exc:
-            log.debug("no GPU metrics: NVML cannot list the GPUs (%s)", exc)
-            devices = []
+            devices, why = [], f"NVML cannot list the GPUs ({exc})"
         if not devices:
-            log.debug("no GPU metrics: NVML sees no GPU")
+            log.debug("no GPU metrics: %s", why)
             self.close()
         return devices
 
