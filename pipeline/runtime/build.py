@@ -18,6 +18,7 @@ from pipeline.runtime.events import EventPublisher
 from pipeline.runtime.inference import Inference
 from pipeline.runtime.outputs import Failures, OutputSinks
 from pipeline.runtime.stage_runner import StageRunner
+from pipeline.runtime.telemetry import Telemetry
 from pipeline.sinks import build_outputs
 from pipeline.sinks.base import OutputContext, Sink
 from pipeline.sinks.outbox import Outbox
@@ -29,7 +30,7 @@ from pipeline.stages import build_stages
 class Pipeline:
     """The built stages. `sources` read the streams into `buffer`; `inference` detects its batches and
     hands the results to `stages` (per-stream, in order), which publish events through `events` and pass
-    every result to the frame sinks in `outputs`."""
+    every result to the frame sinks in `outputs`. `telemetry` holds the latency and batch histograms."""
 
     config: PipelineConfig
     plan: Plan
@@ -40,6 +41,7 @@ class Pipeline:
     events: EventPublisher
     stages: StageRunner
     inference: Inference
+    telemetry: Telemetry
 
 
 def build_pipeline(config: PipelineConfig, plan: Plan, *, detector: Detector | None = None,
@@ -61,5 +63,6 @@ def build_pipeline(config: PipelineConfig, plan: Plan, *, detector: Detector | N
                             if event_outputs else None, entries=[(entry, output.name) for output, entry in event_outputs])
     stages = StageRunner(lambda stream_id: build_stages(config, stream_id, detector.class_names), events.publish,
                          outputs, config.runtime.stage_workers, config.runtime.stage_queue_size, on_finished)
-    inference = Inference(buffer, detector, stages.submit_batch, stages.end_stream, finish_when)
-    return Pipeline(config, plan, detector, buffer, sources, outputs, events, stages, inference)
+    telemetry = Telemetry()
+    inference = Inference(buffer, detector, stages.submit_batch, stages.end_stream, finish_when, telemetry=telemetry)
+    return Pipeline(config, plan, detector, buffer, sources, outputs, events, stages, inference, telemetry)

@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.align.buffer import AlignedBuffer
 from pipeline.detect.detector import Detector
+from pipeline.runtime.telemetry import Telemetry
 from pipeline.types import Detections, Frame, FrameBatch
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,15 @@ class Inference:
     frame i's rows from bounds[i] to bounds[i + 1]; splitting them per frame is left to the receiver, off
     this thread), on_ended(stream_id) every stream whose last frame was handed on; both from the
     inference threads, one call at a time, in buffer order. The threads end once every stream has ended
-    and been drained and `finish_when()` agrees (or when abandoned)."""
+    and been drained and `finish_when()` agrees (or when abandoned). telemetry: where each batch's frame ages,
+    detector time and size are observed."""
 
     def __init__(self, buffer: AlignedBuffer, detector: Detector,
                  on_batch: Callable[[list[Frame], Detections, np.ndarray], None],
-                 on_ended: Callable[[str], None], finish_when: Callable[[], bool] = lambda: True):
+                 on_ended: Callable[[str], None], finish_when: Callable[[], bool] = lambda: True, *,
+                 telemetry: Telemetry):
         self.buffer = buffer
+        self.telemetry = telemetry
         self._finish_when = finish_when
         self.detector = detector
         self._on_batch = on_batch
@@ -80,6 +84,8 @@ class Inference:
                     continue
                 ticket = self._next_ticket
                 self._next_ticket += 1
+            if batch is not None:
+                self.telemetry.batch_taken(batch)
             t0 = time.perf_counter()
             detections = None
             try:
@@ -114,6 +120,7 @@ class Inference:
         self.batches += 1
         self.frames += len(batch)
         self.detections += len(detections)
+        self.telemetry.batch_detected(batch, infer_s)
         by_row = detections[np.argsort(detections.frame_idx, kind="stable")]
         bounds = np.searchsorted(by_row.frame_idx, np.arange(len(batch) + 1))
         self._on_batch(batch.frames, by_row, bounds)

@@ -24,11 +24,13 @@ class Service:
 
     def __init__(self, runner: PipelineRunner, http: HttpConfig, control: Control | None = None):
         from pipeline.service.app import make_app  # noqa: PLC0415 - FastAPI loads only for a service
+        from pipeline.service.gpu import GpuCollector  # noqa: PLC0415
         from pipeline.service.server import HttpServer  # noqa: PLC0415
 
         self.runner = runner
         self.control = control or Control(runner)
-        self.server = HttpServer(make_app(self.control, http.token, _version()), http.host, http.port)
+        self._gpu = GpuCollector()
+        self.server = HttpServer(make_app(self.control, http.token, _version(), [self._gpu]), http.host, http.port)
 
     @property
     def port(self) -> int:
@@ -43,6 +45,7 @@ class Service:
             return self.runner.run(duration_s, on_progress, progress_interval_s, until_stopped=duration_s is None)
         finally:
             self.server.stop()
+            self._gpu.close()
 
     def request_stop(self) -> None:
         self.runner.request_stop()

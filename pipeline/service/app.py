@@ -18,10 +18,12 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
+from typing import Sequence
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.config.models import StreamConfig
@@ -59,12 +61,19 @@ class StreamView(BaseModel):
     counters: dict[str, int]
 
 
-def make_app(control: Control, token: str | None = None, version: str = "") -> FastAPI:
+def make_app(control: Control, token: str | None = None, version: str = "",
+             collectors: Sequence[Collector] = ()) -> FastAPI:
+    """The app of one pipeline (`control.runner`); /metrics has the runner's counters and histograms, this
+    process's CPU and memory, and `collectors` (the GPUs')."""
     runner = control.runner
     app = FastAPI(title="streamweave", version=version,
                   description="Control and observe a running streamweave pipeline.")
     registry = CollectorRegistry()
-    registry.register(SnapshotCollector(runner.snapshot))
+    registry.register(SnapshotCollector(runner.snapshot, version))
+    registry.register(runner.parts.telemetry)
+    ProcessCollector(registry=registry)
+    for collector in collectors:
+        registry.register(collector)
     authorized = [Depends(_bearer(token))] if token else []
 
     @app.get("/healthz", tags=["health"])

@@ -1,13 +1,14 @@
 """What an operator scrapes: the pipeline's Snapshot as Prometheus metrics (`prometheus_client`).
 
 Label values are stream ids, lane, sink and output names, never URLs, so no credential can leak into a
-scrape. The numbers are the live view's: one Snapshot per scrape.
+scrape. The numbers are the live view's: one Snapshot per scrape. docs/METRICS.md lists every metric.
 """
 from __future__ import annotations
 
+import platform
 from typing import Callable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
 from pipeline.runtime.snapshot import Snapshot
 
@@ -27,17 +28,30 @@ STREAM_COUNTERS = {  # stats key -> (metric, help)
 }
 
 
-class SnapshotCollector:
-    """A `prometheus_client` collector over `snapshot()`."""
+OUTBOX = {  # per event output: key -> (metric kind, help)
+    "pending": ("gauge", "events stored in the outbox and not yet delivered to the output"),
+    "delivered": ("counter", "events delivered to the output"),
+    "failed": ("counter", "delivery attempts that failed (retried)"),
+    "dead": ("counter", "events given up on after the retries (kept as dead letters)"),
+}
 
-    def __init__(self, snapshot: Callable[[], Snapshot]):
+
+class SnapshotCollector:
+    """A `prometheus_client` collector over `snapshot()`; `version`: the package's, for the build info."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot], version: str):
         self._snapshot = snapshot
+        self._version = version
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
+        build = InfoMetricFamily(f"{PREFIX}_build", "the version, detector engine and Python of this process")
+        build.add_metric([], {"version": self._version, "engine": snap.engine, "python": platform.python_version()})
+        yield build
         yield from _totals(snap)
         yield from _streams(snap)
-        yield from _lanes_and_sinks(snap)
+        yield from _lanes(snap)
+        yield from _sinks(snap)
         yield from _outbox(snap)
 
 
@@ -54,7 +68,9 @@ def _totals(snap: Snapshot) -> Iterator[Metric]:
                                ("batches", "batches through the detector", snap.batches),
                                ("detections", "detections after NMS", snap.detections),
                                ("events", "events published to the outbox", snap.events),
-                               ("inference_seconds", "time spent in the detector", snap.infer_s)):
+                               ("inference_seconds", "time spent in the detector", snap.infer_s),
+                               ("failed_batches", "batches the detector failed on (skipped)",
+                                snap.extra.get("failed_batches", 0))):
         metric = _counter(name, help_)
         metric.add_metric([], value)
         yield metric
@@ -68,39 +84,53 @@ def _streams(snap: Snapshot) -> Iterator[Metric]:
         yield metric
     for name, help_, value in (("stream_queue_depth", "frames waiting in the stream's ring", lambda s: s.get("depth", 0)),
                                ("stream_up", "1 while the stream delivers frames", lambda s: int(s.get("state") == "running")),
-                               ("stream_fps", "frames decoded per second over the last second", lambda s: s.get("decode_fps", 0))):
+                               ("stream_fps", "frames decoded per second over the last second (0 unless up)",
+                                lambda s: s.get("decode_fps", 0) if s.get("state") == "running" else 0)):
         metric = _gauge(name, help_, ["stream"])
         for sid, stats in snap.streams.items():
             metric.add_metric([sid], value(stats))
         yield metric
 
 
-def _lanes_and_sinks(snap: Snapshot) -> Iterator[Metric]:
+def _lanes(snap: Snapshot) -> Iterator[Metric]:
     batches = _counter("lane_batches", "batches formed by the lane", ["lane"])
     mean = _gauge("lane_mean_batch_size", "mean frames per batch of the lane", ["lane"])
+    depth = _gauge("lane_queue_depth", "frames waiting in the rings of the lane's streams", ["lane"])
     for name, lane in snap.lanes.items():
         batches.add_metric([name], lane.get("batches", 0))
         mean.add_metric([name], lane.get("mean_batch_size", 0.0))
+        depth.add_metric([name], lane.get("depth", 0))
+    yield from (batches, mean, depth)
+
+
+def _sinks(snap: Snapshot) -> Iterator[Metric]:
     stage_depth = _gauge("stage_queue_depth", "frames waiting for a stage worker", ["worker"])
     for i, depth in enumerate(snap.stage_depths):
         stage_depth.add_metric([str(i)], depth)
     sink_depth = _gauge("sink_queue_depth", "results waiting for a frame sink", ["sink"])
+    backlog = _gauge("sink_writer_backlog", "frames a sink's own writer has yet to write (storage: rows waiting "
+                     "for the database)", ["sink"])
     dropped = _counter("sink_frames_dropped", "live frames a sink dropped to keep up (overflow: drop_oldest)",
                        ["sink", "stream"])
     for name, stats in snap.sinks.items():
         sink_depth.add_metric([name], stats.get("queued", 0))
+        if "backlog" in stats:
+            backlog.add_metric([name], stats["backlog"])
         for sid, n in stats.get("dropped", {}).items():
             dropped.add_metric([name, sid], n)
     failures = _counter("sink_failures", "frames a stage or sink failed on (isolated, detection went on)", ["sink"])
     for name, n in snap.sink_failures.items():
         failures.add_metric([name], n)
-    yield from (batches, mean, stage_depth, sink_depth, dropped, failures)
+    yield from (stage_depth, sink_depth, backlog, dropped, failures)
 
 
 def _outbox(snap: Snapshot) -> Iterator[Metric]:
+    waiting = _gauge("events_waiting", "events published but not yet stored in the outbox")
+    waiting.add_metric([], snap.extra.get("events", {}).get("waiting", 0))
+    yield waiting
     outputs = snap.extra.get("outbox", {})
-    for key, make in (("pending", _gauge), ("delivered", _counter), ("failed", _counter)):
-        metric = make(f"outbox_{key}", f"events {key} per event output", ["output"])
+    for key, (kind, help_) in OUTBOX.items():
+        metric = (_gauge if kind == "gauge" else _counter)(f"outbox_{key}", help_, ["output"])
         for name, stats in outputs.items():
             metric.add_metric([name], stats.get(key, 0))
         yield metric

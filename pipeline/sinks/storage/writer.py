@@ -115,7 +115,8 @@ class BatchWriter:
         return self.counters["rows_lost"] == 0 and self._failure is None and self._queue.empty()
 
     def stats(self) -> dict:
-        return {**self.counters, "queued": self._queue.qsize(), "alive": self._thread.is_alive()}
+        """The counters, `backlog` (items waiting to be written) and whether the thread is alive."""
+        return {**self.counters, "backlog": self._queue.qsize(), "alive": self._thread.is_alive()}
 
     def _run(self) -> None:
         batch: list = []
@@ -266,7 +267,8 @@ class StorageSink(BaseSink):
             )
 
     def stats(self) -> dict:
-        """Writer counters plus `transactions` (committed) and `rows_deleted` (retention)."""
+        """Writer counters (`backlog`: frames waiting for the database) plus `transactions` (committed) and
+        `rows_deleted` (retention)."""
         return {**self._writer.stats(), "transactions": self.backend.transactions, "rows_deleted": self.rows_deleted}
 
     def _write(self, frames: list) -> None:
