@@ -137,3 +137,16 @@ def test_decode_processes_takes_a_count_or_auto(tmp_path, value, message):
 
 def test_decode_processes_defaults_to_auto(tmp_path):
     assert load_config(write(tmp_path, GOOD)).runtime.decode_processes == "auto"
+
+
+@pytest.mark.parametrize("url, instead", [
+    ("rtmp://10.0.0.5/live/cam", "MediaMTX"),
+    ("rtmps://viewer:secret@10.0.0.5/live/cam", "rtsp://"),
+    ("v4l2:///dev/video0", "register a source plugin for v4l2://"),
+])
+def test_schemes_not_read_yet_are_refused_at_the_stream_url_saying_what_to_use_instead(tmp_path, url, instead):
+    path = write(tmp_path, GOOD.replace("url: clips/a.mp4", f"url: {url}"))
+    error = error_of(path)
+    scheme = url.split(":")[0]
+    assert error.startswith(f"{path}:3: streams -> 0 -> url: ") and f"'{scheme}://' URLs are not read yet" in error
+    assert instead in error and "secret" not in error
