@@ -122,9 +122,12 @@ def register_stage(name: str, factory: Factory) -> None:
 
 # -- lookups -----------------------------------------------------------------------------------------
 def source_for(url: str) -> SourceKind:
-    """The source that reads `url`; ValueError naming the known schemes when none does."""
+    """The source that reads `url`; ValueError naming the known schemes when none does, or saying what to
+    use instead for a scheme that is not read yet (`NOT_READ`) unless a plugin registered it."""
     scheme = _scheme(url)
     kind = _sources.get(scheme)
+    if kind is None and scheme in NOT_READ:
+        raise ValueError(f"'{scheme}://' URLs are not read yet: {NOT_READ[scheme]}")
     if kind is None:
         known = sorted(f"{s}://" for s in _sources if s)
         raise ValueError(f"no source reads '{scheme}://' URLs; known schemes: {known} and file paths "
@@ -218,8 +221,19 @@ def loaded() -> list[str]:
 
 
 # -- the built-in ones -------------------------------------------------------------------------------
-_LIVE_SCHEMES = ("rtsp", "rtsps", "udp", "srt")
-for _scheme_name in ("", "file", "rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt"):
+_RTMP = ("publish the stream to an RTSP server (MediaMTX, say) and read its rtsp:// URL, or read the "
+         "server's HLS playlist (http://.../index.m3u8)")
+NOT_READ = {
+    "rtmp": _RTMP,
+    "rtmps": _RTMP,
+    "v4l2": ("serve the device through an RTSP server (MediaMTX, or ffmpeg pushing /dev/videoN to one) and "
+             "read its rtsp:// URL, or register a source plugin for v4l2://"),
+}
+"""Schemes that are refused when a config is validated until they can be tested, with what to use instead."""
+
+_LIVE_SCHEMES = ("rtsp", "rtsps", "http", "https", "udp", "srt")
+# http(s) are cameras (HLS, MJPEG, MPEG-TS): reconnected when they end; `live: false` reads a file once
+for _scheme_name in ("", "file", "rtsp", "rtsps", "http", "https", "udp", "tcp", "srt"):
     register_source(SourceKind(_scheme_name, "pipeline.sources.pyav:open_pyav", live=_scheme_name in _LIVE_SCHEMES,
                                decodes=False))
 

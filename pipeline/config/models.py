@@ -31,13 +31,15 @@ class LaneConfig(Strict):
 
 class StreamConfig(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="unique stream name used in storage and events")
-    url: str = Field(description="file path, rtsp://..., or a scheme a plugin registers")
+    url: str = Field(description="file path, rtsp://..., http(s):// (HLS .m3u8, MJPEG, MPEG-TS), or a scheme a "
+                     "plugin registers")
     lane: str = Field("default", description="name of the lane this stream joins")
     fps: float | None = Field(None, gt=0, description="cap on frames per second taken from the stream (None = all)")
-    decode: Literal["auto", "cpu", "nvdec"] = Field("auto", description="decode back-end; auto = nvdec when available")
+    decode: Literal["auto", "cpu", "nvdec"] = Field("auto", description="decode back-end; auto = nvdec when available (NVDEC has no MJPEG: cpu for MJPEG cameras)")
     loop: bool = Field(False, description="files only: start again at the end instead of finishing")
     live: bool | None = Field(
-        None, description="treat as live (drop oldest, reconnect); default: what the URL's source says (rtsp yes, files no)"
+        None, description="treat as live (drop oldest, reconnect); default: what the URL's source says (rtsp and "
+        "http(s) yes, files no); false reads an http(s) file (http://host/clip.mp4) once, like a local one"
     )
     transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
     decode_threads: int = Field(
@@ -46,7 +48,9 @@ class StreamConfig(Strict):
         "more helps a single high-resolution stream keep up",
     )
     open_timeout_s: float = Field(5.0, gt=0, description="give up opening after this long, then retry")
-    read_timeout_s: float = Field(5.0, gt=0, description="a live stream silent this long is reconnected")
+    read_timeout_s: float = Field(
+        5.0, gt=0, description="a live stream silent this long is reconnected (HLS: bounds each request; a playlist "
+        "that stops growing for ~3 segments is reconnected)")
     reconnect_min_s: float = Field(0.5, gt=0, description="first reconnect delay; doubles per failure, with jitter")
     reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
     ring_size: int = Field(8, ge=1, description="decoded frames buffered for this stream before the overflow policy acts")

@@ -1,4 +1,4 @@
-"""Stream sources: PyAV demux (files, RTSP) with CPU or NVDEC decode, sources that plugins register,
+"""Stream sources: PyAV demux (files, RTSP, HTTP) with CPU or NVDEC decode, sources that plugins register,
 and `StreamWorker`, which reads one stream and hands its frames on."""
 from __future__ import annotations
 

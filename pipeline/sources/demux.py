@@ -1,9 +1,11 @@
-"""Opening files and RTSP streams with PyAV and pulling their video packets."""
+"""Opening files and network streams (RTSP, HTTP: HLS, MJPEG, MPEG-TS) with PyAV and pulling their
+video packets."""
 from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal
+from urllib.parse import urlsplit
 
 import av
 from av.bitstream import BitStreamFilterContext
@@ -18,8 +20,18 @@ INDEX_CLOCK_FORMATS = frozenset({"h264", "hevc", "avi"})
 """Containers whose frame timestamps are absent (raw streams) or scrambled by packed B-frames (AVI):
 their frames are timed by index and frame rate instead."""
 
-NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+UNTIMED_FORMATS = frozenset({"mpjpeg"})
+"""Containers that carry no timestamps at all (MJPEG over HTTP, multipart/x-mixed-replace): FFmpeg numbers
+their frames at a guessed 25 fps, so a live one is timed by when its frames arrive instead."""
+
+NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "udp://", "tcp://", "srt://")
 DEFAULT_RATE = Fraction(25)
+
+HLS_STALLED_RELOADS = 6
+"""Reloads of a live HLS playlist that brings no new segment before the pass ends (and a live stream
+reconnects). FFmpeg reloads an unchanged playlist every half target duration: about 3 segments' time."""
+
+Timing = Literal["pts", "index", "arrival"]
 
 
 def describe_error(exc: BaseException, url: str) -> str:
@@ -34,6 +46,10 @@ class Demuxer:
     transport: RTSP lower transport ("tcp" is reliable through NAT and firewalls; "udp" has less
     latency but loses packets on a busy network). open_timeout_s / read_timeout_s bound a server
     that accepts and then stalls. RTSP opens with little probing (~0.1 s instead of ~2-3 s).
+    An HLS playlist (a `.m3u8` path) arrives a segment at a time, so one read may rightly wait a whole
+    segment (2-10 s): there `read_timeout_s` bounds each HTTP request instead (FFmpeg's `rw_timeout`),
+    and a playlist that stops growing ends the pass (`HLS_STALLED_RELOADS`). FFmpeg's own HTTP
+    `reconnect*` options stay off: the worker reconnects, with backoff, and counts it.
     """
 
     def __init__(self, url: str, label: str, *, transport: str = "tcp", open_timeout_s: float = 5.0,
@@ -56,12 +72,19 @@ class Demuxer:
         if self.url.startswith(("rtsp://", "rtsps://")):
             # the SDP already describes the stream, so probing only delays the first frame (~3 s -> ~0.1 s)
             kwargs["options"] = {"rtsp_transport": self._transport, "analyzeduration": "0", "probesize": "32768"}
+        elif self.is_hls:
+            open_timeout_s, read_timeout_s = self._timeout
+            kwargs["timeout"] = (open_timeout_s, None)
+            kwargs["options"] = {"rw_timeout": str(round(read_timeout_s * 1e6)),
+                                 "m3u8_hold_counters": str(HLS_STALLED_RELOADS)}
         elif not self.is_network:
             fmt = RAW_FORMATS.get(Path(self.url).suffix.lower())
             if fmt:
                 kwargs["format"] = fmt
         try:
             self._container = av.open(self.url, **kwargs)
+        except av.error.ExitError as exc:
+            raise SourceError(f"{self.label}: cannot open: no answer within {self._timeout[0]:g} s") from exc
         except (av.error.FFmpegError, OSError) as exc:
             raise SourceError(f"{self.label}: cannot open: {describe_error(exc, self.url)}") from exc
         if not self._container.streams.video:
@@ -84,9 +107,15 @@ class Demuxer:
         return DEFAULT_RATE
 
     @property
-    def index_clock(self) -> bool:
-        """True when frames should be timed by index and frame rate rather than their pts."""
-        return self.format_name in INDEX_CLOCK_FORMATS
+    def is_hls(self) -> bool:
+        return self.url.startswith(("http://", "https://")) and urlsplit(self.url).path.lower().endswith(".m3u8")
+
+    def timing(self, live: bool) -> Timing:
+        """How frames are timed (`pyav.FrameClock`): "index" (by index and frame rate) for containers
+        without usable timestamps, "arrival" for a live stream without any, else "pts"."""
+        if self.format_name in INDEX_CLOCK_FORMATS:
+            return "index"
+        return "arrival" if live and self.format_name in UNTIMED_FORMATS else "pts"
 
     def packets(self) -> Iterator[av.Packet]:
         """The non-empty video packets in decode order, as the container holds them (what a recorder
@@ -95,6 +124,8 @@ class Demuxer:
             for packet in self._container.demux(self.stream):
                 if packet.size:
                     yield packet
+        except av.error.ExitError as exc:
+            raise SourceError(f"{self.label}: read failed: nothing received for {self._timeout[1]:g} s") from exc
         except (av.error.FFmpegError, OSError) as exc:
             raise SourceError(f"{self.label}: read failed: {describe_error(exc, self.url)}") from exc
 

@@ -1,8 +1,9 @@
-"""`PyAvReader`: one pass over a file or RTSP stream, demuxed by PyAV, decoded by a pluggable decoder."""
+"""`PyAvReader`: one pass over a file or network stream, demuxed by PyAV, decoded by a pluggable decoder."""
 from __future__ import annotations
 
 import itertools
 import logging
+import time
 from fractions import Fraction
 from typing import Callable, Iterator
 
@@ -10,7 +11,7 @@ import av
 
 from pipeline.config.models import StreamConfig
 from pipeline.sources.decode import CpuDecoder
-from pipeline.sources.demux import Demuxer
+from pipeline.sources.demux import Demuxer, Timing
 from pipeline.sources.reader import DecodedFrame, Decoder, mask_url
 from pipeline.types import PTS_UNKNOWN, pts_to_ns
 
@@ -23,30 +24,40 @@ DecoderFactory = Callable[[av.video.stream.VideoStream, str], Decoder]
 class FrameClock:
     """Makes a pass's timestamps strictly increasing integer nanoseconds.
 
-    With `index_clock` (raw streams, AVI) frame i is at `i / rate` seconds. Otherwise the decoder's
-    pts is kept; a missing pts continues from the previous frame by one frame period and a pts that
-    does not increase is nudged 1 ns past the previous one (both counted in `repaired`).
+    timing "pts": the decoder's pts is kept; a missing pts continues from the previous frame by one
+    frame period. "index" (raw streams, AVI): frame i is at `i / rate` seconds. "arrival" (live MJPEG,
+    whose container has no timestamps): a frame is at the time it is stamped, on the host's monotonic
+    clock from the pass's first frame, so the camera's own (often uneven) pace shows rather than a
+    guessed rate. Any pts that does not increase is nudged 1 ns past the previous one; a missing pts
+    made up and a nudged one are counted in `repaired`. now: the host clock for "arrival", in nanoseconds.
     """
 
-    def __init__(self, rate: Fraction, index_clock: bool):
+    def __init__(self, rate: Fraction, timing: Timing = "pts", now: Callable[[], int] = time.monotonic_ns):
         self.rate = rate
-        self.index_clock = index_clock
+        self.timing = timing
+        self._now = now
         self.frame_ns = self._at(1)
         self.count = 0
         self.repaired = 0
         self._last: int | None = None
+        self._first_arrival_ns: int | None = None
 
     def _at(self, index: int) -> int:
         return pts_to_ns(index, 1 / self.rate)
 
     def stamp(self, frame: DecodedFrame) -> DecodedFrame:
         pts = frame.pts_ns
-        if self.index_clock:
+        if self.timing == "index":
             pts = self._at(self.count)
+        elif self.timing == "arrival":
+            now = self._now()
+            if self._first_arrival_ns is None:
+                self._first_arrival_ns = now
+            pts = now - self._first_arrival_ns
         elif pts == PTS_UNKNOWN:
             pts = 0 if self._last is None else self._last + self.frame_ns
             self.repaired += self._last is not None
-        elif self._last is not None and pts <= self._last:
+        if self._last is not None and pts <= self._last:
             pts = self._last + 1
             self.repaired += 1
         frame.pts_ns = pts
@@ -127,7 +138,7 @@ class PyAvReader:
                 self._decoder = self._shelf.take(key, lambda: self._make_decoder(stream, self.label))
             else:
                 self._decoder = self._make_decoder(stream, self.label)
-            self.clock = FrameClock(self._demuxer.frame_rate, self._demuxer.index_clock)
+            self.clock = FrameClock(self._demuxer.frame_rate, self._demuxer.timing(self.live))
             annexb = self._decoder.wants_annexb
             for demuxed in itertools.chain(self._demuxer.packets(), [None]):  # None: the end, flush the filter
                 if demuxed is not None:

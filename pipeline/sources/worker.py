@@ -164,7 +164,8 @@ class StreamWorker:
     def join(self, timeout: float | None = None) -> bool:
         """Wait up to `timeout` seconds for the thread to exit; True when it has (or never started).
 
-        A stop waits at most for the current network read, bounded by `read_timeout_s`.
+        A stop waits at most for the current network read, bounded by `read_timeout_s` (HLS: the wait
+        for the playlist's next segment, which is up to a segment long).
         """
         if self._thread.ident is None:
             return True

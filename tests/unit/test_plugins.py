@@ -77,3 +77,16 @@ def test_engines_and_sink_types_are_looked_up_in_the_registry():
         plugins.engine("tensorflow")
     with pytest.raises(ValueError, match=r"unknown sink type 'kafka'; known: \[.*'sqlite'"):
         plugins.output("kafka")
+
+
+def test_http_urls_are_live_cameras_unless_the_stream_says_live_false():
+    assert StreamConfig(id="cam", url="http://10.0.0.5/cam.mjpg").is_live is True
+    assert StreamConfig(id="cam", url="https://cdn.example/live/index.m3u8").is_live is True
+    assert StreamConfig(id="clip", url="http://10.0.0.5/clip.mp4", live=False).is_live is False
+
+
+def test_a_plugin_may_read_a_scheme_the_built_in_sources_refuse(monkeypatch):
+    with pytest.raises(ValueError, match=r"'v4l2://' URLs are not read yet: .*rtsp://"):
+        StreamConfig(id="usb", url="v4l2:///dev/video0")
+    monkeypatch.setitem(plugins._sources, "v4l2", plugins.SourceKind("v4l2", "usb_cams:open", live=True))
+    assert StreamConfig(id="usb", url="v4l2:///dev/video0").is_live is True

@@ -153,3 +153,16 @@ def test_environment_variables_fill_values_and_an_unset_one_names_its_line(tmp_p
     assert config.runtime.http.token == "a-default-token-0123"
     monkeypatch.setenv("API_TOKEN", "from-the-environment-file")
     assert load_config(path).runtime.http.token == "from-the-environment-file"
+
+
+@pytest.mark.parametrize("url, instead", [
+    ("rtmp://10.0.0.5/live/cam", "MediaMTX"),
+    ("rtmps://viewer:secret@10.0.0.5/live/cam", "rtsp://"),
+    ("v4l2:///dev/video0", "register a source plugin for v4l2://"),
+])
+def test_schemes_not_read_yet_are_refused_at_the_stream_url_saying_what_to_use_instead(tmp_path, url, instead):
+    path = write(tmp_path, GOOD.replace("url: clips/a.mp4", f"url: {url}"))
+    error = error_of(path)
+    scheme = url.split(":")[0]
+    assert error.startswith(f"{path}:3: streams -> 0 -> url: ") and f"'{scheme}://' URLs are not read yet" in error
+    assert instead in error and "secret" not in error

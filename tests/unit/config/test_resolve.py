@@ -76,3 +76,12 @@ def test_the_plan_says_what_it_decided():
     text = resolve(config(streams=20), GPU).describe()
     assert "engine: torch:" in text and "decode processes: up to 3, for nvdec streams" in text
     assert "stream c0: file, decoder nvdec, in a decode process" in text
+
+
+def test_http_cameras_are_planned_like_rtsp_ones_live_and_on_nvdec_where_it_runs():
+    urls = ["rtsp://10.0.0.5/live", "http://10.0.0.6/live/index.m3u8", "https://10.0.0.7/stream.ts"]
+    cameras = PipelineConfig.model_validate({"streams": [{"id": f"cam-{i}", "url": url} for i, url in enumerate(urls)],
+                                             "detector": {"model": "m.onnx"}})
+    for machine, decoder in ((GPU, "nvdec"), (CPU, "cpu")):
+        plan = resolve(cameras, machine)
+        assert [(s.decoder, s.live) for s in plan.streams] == [(decoder, True)] * 3

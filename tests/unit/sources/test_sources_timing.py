@@ -26,16 +26,25 @@ def test_pts_to_ns_is_exact_integer_arithmetic_for_large_timestamps():
 
 
 def test_index_clock_times_frames_by_rate_ignoring_decoder_pts():
-    clock = FrameClock(Fraction(30000, 1001), index_clock=True)
+    clock = FrameClock(Fraction(30000, 1001), timing="index")
     out = [clock.stamp(frame(p)).pts_ns for p in (5, 1, PTS_UNKNOWN, 3)]
     assert out == [0, 33_366_667, 66_733_333, 100_100_000]
 
 
 def test_frame_clock_repairs_missing_and_backward_pts_and_counts_them():
-    clock = FrameClock(Fraction(25), index_clock=False)
+    clock = FrameClock(Fraction(25), timing="pts")
     out = [clock.stamp(frame(p)).pts_ns for p in (PTS_UNKNOWN, 40_000_000, PTS_UNKNOWN, 40_000_000, 200_000_000)]
     assert out == [0, 40_000_000, 80_000_000, 80_000_001, 200_000_000]
     assert clock.repaired == 2
+
+
+def test_arrival_clock_times_untimed_live_frames_by_when_they_arrive_from_the_first():
+    # MJPEG over HTTP: FFmpeg numbers the frames at a guessed 25 fps; this camera sends ~10 fps, unevenly
+    arrivals = iter([5_000_000_000, 5_100_000_000, 5_230_000_000, 5_230_000_000, 5_300_000_000])
+    clock = FrameClock(Fraction(25), timing="arrival", now=arrivals.__next__)
+    out = [clock.stamp(frame(p)).pts_ns for p in (0, 1, 2, 3, 4)]
+    assert out == [0, 100_000_000, 230_000_000, 230_000_001, 300_000_000]
+    assert clock.repaired == 1
 
 
 @pytest.mark.parametrize("source_fps,cap", [(25, 10), (30, 15), (30, 7.5), (12.5, 5)])

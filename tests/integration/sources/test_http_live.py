@@ -1,0 +1,188 @@
+"""HTTP cameras (HLS, MJPEG, MPEG-TS) through the whole pipeline, against a local camera server that sends a
+PyAV-made clip at its own pace: frames flow, outages and hangs are reconnected, the other streams go on."""
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import threading
+import time
+from collections import defaultdict
+
+import pytest
+
+from pipeline.config.models import PipelineConfig
+from pipeline.runtime.runner import PipelineRunner
+from pipeline.testing import RecordingSink
+from tests.support.http_camera import HttpCamera, make_media
+
+PATHS = {"hls": "live.m3u8", "mjpeg": "video.mjpg", "mpegts": "stream.ts"}
+
+
+class TimedSink(RecordingSink):
+    """A RecordingSink that also keeps each frame's `pts_ns`, per stream."""
+
+    def __init__(self):
+        super().__init__("timed")
+        self.pts: dict[str, list[int]] = defaultdict(list)
+
+    def on_frame(self, result) -> None:
+        with self._cond:
+            self.pts[result.frame.stream_id].append(result.frame.pts_ns)
+        super().on_frame(result)
+
+
+class Running:
+    """A PipelineRunner (fake engine, CPU decode) on a thread; `stop()` ends it and returns the final snapshot."""
+
+    def __init__(self, tmp_path, streams: list[dict]):
+        defaults = dict(decode="cpu", ring_size=32, open_timeout_s=3.0, read_timeout_s=2.0,
+                        reconnect_min_s=0.1, reconnect_max_s=0.5)
+        self.sink = TimedSink()
+        self.runner = PipelineRunner(PipelineConfig.model_validate({
+            "plugins": ["pipeline.testing"], "streams": [defaults | s for s in streams],
+            "detector": {"model": "fake", "engine": "fake"}, "runtime": {"outbox_path": str(tmp_path / "outbox.db")},
+        }), sinks=[self.sink])
+        self.snap = None
+        self.thread = threading.Thread(target=self._run, name="runner")
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.snap = self.runner.run()
+
+    def count(self, stream_id: str) -> int:
+        return len(self.sink.seqs[stream_id])
+
+    def wait_frames(self, stream_id: str, count: int, timeout: float = 15.0) -> bool:
+        return self.sink.wait_for(lambda s: len(s.seqs[stream_id]) >= count, timeout)
+
+    def stats(self, stream_id: str) -> dict:
+        return self.runner.snapshot().streams[stream_id]
+
+    def stop(self):
+        self.runner.request_stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the pipeline did not stop"
+        return self.snap
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory):
+    return make_media(tmp_path_factory.mktemp("http-camera"))
+
+
+@pytest.fixture
+def cameras(media):
+    started = []
+
+    def start(**options) -> HttpCamera:
+        started.append(HttpCamera(media, **options).start())
+        return started[-1]
+
+    yield start
+    for camera in started:
+        camera.stop()
+
+
+@pytest.fixture
+def pipelines(tmp_path):
+    runs = []
+
+    def run(streams: list[dict]) -> Running:
+        runs.append(Running(tmp_path, streams))
+        return runs[-1]
+
+    yield run
+    for running in runs:
+        if running.thread.is_alive():
+            running.stop()
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def increasing(values: list[int]) -> bool:
+    return all(b > a for a, b in zip(values, values[1:]))
+
+
+@pytest.mark.parametrize("kind", PATHS)
+def test_an_http_camera_feeds_the_pipeline_live(kind, cameras, pipelines):
+    camera = cameras()
+    # a read timeout shorter than an HLS segment: the wait for the next segment is not a silent camera
+    run = pipelines([{"id": "cam", "url": camera.url(PATHS[kind]), "read_timeout_s": 0.5}])
+    assert run.runner.plan.stream("cam").live  # http(s) is a camera unless the stream says live: false
+    assert run.wait_frames("cam", 40), run.stats("cam")
+    snap = run.stop()
+    seqs, pts = run.sink.seqs["cam"], run.sink.pts["cam"]
+    assert seqs[0] == 0 and increasing(seqs) and increasing(pts) and all(type(p) is int for p in pts)
+    assert snap.streams["cam"]["reconnects"] == 0 and snap.streams["cam"]["state"] == "stopped"
+
+
+@pytest.mark.parametrize("kind", PATHS)
+def test_a_camera_that_drops_off_reconnects_and_the_other_streams_go_on(kind, cameras, pipelines, caplog):
+    flaky, steady = cameras(credentials=("viewer", "s3cret")), cameras()
+    run = pipelines([{"id": "flaky", "url": flaky.url(PATHS[kind])}, {"id": "steady", "url": steady.url("video.mjpg")}])
+    with caplog.at_level(logging.INFO, logger="pipeline.sources"):
+        assert run.wait_frames("flaky", 20) and run.wait_frames("steady", 20), run.runner.snapshot().streams
+        flaky.stop()  # connections cut mid-stream, then the port refuses
+        assert wait_until(lambda: run.stats("flaky")["reconnects"] >= 1, timeout=10), run.stats("flaky")
+        before, steady_before = run.count("flaky"), run.count("steady")
+        flaky.start()
+        assert run.wait_frames("flaky", before + 20), run.stats("flaky")
+        assert run.wait_frames("steady", steady_before + 20), run.stats("steady")
+        snap = run.stop()
+    seqs, pts = run.sink.seqs["flaky"], run.sink.pts["flaky"]
+    assert seqs[0] == 0 and increasing(seqs) and increasing(pts)  # one line across the outage, no restart at 0
+    assert snap.streams["steady"]["reconnects"] == 0 and increasing(run.sink.pts["steady"])
+    assert run.sink.seqs["steady"] == list(range(len(run.sink.seqs["steady"])))
+    assert "flaky" in snap.streams["flaky"]["last_error"] and "***@127.0.0.1" in snap.streams["flaky"]["last_error"]
+    assert "s3cret" not in caplog.text + snap.streams["flaky"]["last_error"] and "viewer" not in caplog.text
+
+
+@pytest.mark.parametrize("kind", PATHS)
+def test_a_hung_camera_is_timed_out_and_reconnected(kind, cameras, pipelines):
+    camera = cameras()
+    run = pipelines([{"id": "cam", "url": camera.url(PATHS[kind]), "read_timeout_s": 0.5}])
+    assert run.wait_frames("cam", 20), run.stats("cam")
+    camera.freeze()  # connections stay open; nothing is sent, the playlist stops growing
+    assert wait_until(lambda: run.stats("cam")["reconnects"] >= 1, timeout=10), run.stats("cam")
+    error = run.stats("cam")["last_error"]
+    camera.thaw()
+    assert run.wait_frames("cam", run.count("cam") + 20), run.stats("cam")
+    run.stop()
+    # HLS waits a segment between reads, so a stalled playlist ends the pass; the others time a read out
+    assert ("stream ended" if kind == "hls" else "nothing received for 0.5 s") in error, error
+    assert increasing(run.sink.seqs["cam"]) and increasing(run.sink.pts["cam"])
+
+
+def test_an_http_file_marked_live_false_is_read_once_to_its_end(cameras, pipelines, media):
+    camera = cameras()
+    run = pipelines([{"id": "clip", "url": camera.url("clip.ts"), "live": False}])
+    assert not run.runner.plan.stream("clip").live
+    run.thread.join(30)  # a run whose streams are all files ends with them
+    assert not run.thread.is_alive()
+    frames = len(media.segments) * media.fps
+    assert run.snap.streams["clip"]["state"] == "finished" and run.snap.streams["clip"]["reconnects"] == 0
+    assert run.sink.seqs["clip"] == list(range(frames))  # a file loses nothing
+    assert increasing(run.sink.pts["clip"])
+
+
+def test_an_https_camera_with_a_self_signed_certificate_is_read(cameras, pipelines, tmp_path):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (needed to make the test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True, timeout=30)
+    camera = cameras(tls=(cert, key))
+    run = pipelines([{"id": "tls", "url": camera.url("live.m3u8")}])
+    assert camera.url("live.m3u8").startswith("https://")
+    assert run.wait_frames("tls", 20), run.stats("tls")
+    run.stop()
+    assert increasing(run.sink.seqs["tls"]) and increasing(run.sink.pts["tls"])
