@@ -32,7 +32,7 @@ from pipeline.service import config_api
 from pipeline.service.config_api import apply
 from pipeline.service.control import Control, entry_of
 from pipeline.service.prom import SnapshotCollector
-from pipeline.sources.reader import mask_url
+from pipeline.masking import mask_url
 
 STREAM_COUNTERS = ("decoded", "frames", "batched", "staged", "dropped_overflow", "dropped_age", "dropped_fps_cap",
                    "dropped_sink", "dropped_sinks", "skipped_late", "reconnects")

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Callable
 
 from pipeline import plugins
 from pipeline.config.models import StreamConfig
-from pipeline.sources.reader import DecodedFrame, Decoder, Reader, mask_url
+from pipeline.sources.reader import DecodedFrame, Decoder, Reader
 
 if TYPE_CHECKING:
     from pipeline.sources.pyav import DecoderShelf
 
-__all__ = ["DecodedFrame", "Decoder", "Reader", "mask_url", "open_reader"]
+__all__ = ["DecodedFrame", "Decoder", "Reader", "open_reader"]
 
 
 def open_reader(config: StreamConfig, decoder: str = "cpu", packet_tap: Callable | None = None,

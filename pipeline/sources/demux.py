@@ -11,7 +11,7 @@ import av
 from av.bitstream import BitStreamFilterContext
 
 from pipeline.errors import SourceError
-from pipeline.sources.reader import mask_url
+from pipeline.masking import mask_url
 
 RAW_FORMATS = {".h264": "h264", ".264": "h264", ".h265": "hevc", ".265": "hevc", ".hevc": "hevc"}
 """Elementary streams have no container, so PyAV needs the format named."""

@@ -12,7 +12,8 @@ import av
 from pipeline.config.models import StreamConfig
 from pipeline.sources.decode import CpuDecoder
 from pipeline.sources.demux import Demuxer, Timing
-from pipeline.sources.reader import DecodedFrame, Decoder, mask_url
+from pipeline.masking import mask_url
+from pipeline.sources.reader import DecodedFrame, Decoder
 from pipeline.types import PTS_UNKNOWN, pts_to_ns
 
 log = logging.getLogger(__name__)

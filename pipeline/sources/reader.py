@@ -9,7 +9,6 @@ A `Decoder` turns demuxed `av.Packet`s into `DecodedFrame`s. Two back-ends share
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
@@ -63,18 +62,3 @@ class Decoder(Protocol):
     def flush(self) -> list[DecodedFrame]: ...
 
     def close(self) -> None: ...
-
-
-# Anywhere in a text, up to the last "@" of the URL (passwords may hold "@" or "/"): over-masking
-# a path that contains "@" is the safe side.
-_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)\S*@(?=[^\s@/]*(?:[/:?#\s]|$))")
-
-
-def mask_url(url: str) -> str:
-    """`url` (or a message containing URLs) with any `user:password@` replaced by `***@`: safe for
-    logs, errors and metrics.
-
-    >>> mask_url("rtsp://admin:secret@10.0.0.5:554/live")
-    'rtsp://***@10.0.0.5:554/live'
-    """
-    return _CREDENTIALS.sub(r"\g<scheme>***@", url)

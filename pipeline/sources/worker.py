@@ -18,7 +18,8 @@ from pipeline.errors import ConfigError, SourceError
 from pipeline.machine import probe
 from pipeline.sources import open_reader
 from pipeline.sources.pyav import DecoderShelf
-from pipeline.sources.reader import DecodedFrame, Reader, mask_url
+from pipeline.masking import mask_url
+from pipeline.sources.reader import DecodedFrame, Reader
 from pipeline.sources.timeline import FpsCap, Timeline
 from pipeline.types import Frame
 

@@ -9,12 +9,8 @@ from __future__ import annotations
 from pipeline.config.outputs import PostgresStorage
 from pipeline.errors import SinkError
 from pipeline.sinks.storage.rows import MergedRows
-from pipeline.sinks.storage.schema import (
-    DETECTION_COLUMNS,
-    SCHEMA_VERSION,
-    mask_credentials,
-    statements,
-)
+from pipeline.masking import mask_url
+from pipeline.sinks.storage.schema import DETECTION_COLUMNS, SCHEMA_VERSION, statements
 from pipeline.sinks.storage.writer import StorageSink, StorageUnavailable
 
 # Serialises CREATE TABLE IF NOT EXISTS between pipelines starting together (it races otherwise).
@@ -38,7 +34,7 @@ class PostgresBackend:
 
     def __init__(self, dsn: str, connect_timeout_s: float = 5.0):
         self.dsn = dsn
-        self.target = mask_credentials(dsn)
+        self.target = mask_url(dsn)
         self.connect_timeout_s = connect_timeout_s
         self.transactions = 0
         self.reconnects = 0

@@ -16,10 +16,8 @@ so a query written against one gives the same rows on the other.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -140,28 +138,3 @@ def statements(dialect: Dialect) -> Statements:
             f"DELETE FROM tracks WHERE last_wall_ns < {p}",
         ],
     )
-
-
-_SECRET_KEYS = {"password", "passwd", "pass", "pwd", "token", "key", "secret", "sslpassword", "api_key", "apikey"}
-_DSN_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
-
-
-def mask_credentials(url: str | None) -> str | None:
-    """`url` with the user-info and secret query values replaced by `***`, for logs and the database.
-
-    `rtsp://admin:pw@10.0.0.5/live` -> `rtsp://***@10.0.0.5/live`; `...?token=abc` -> `...?token=***`;
-    a key=value DSN `host=db password=pw` -> `host=db password=***`.
-    """
-    if url is None:
-        return None
-    if "://" not in url:
-        return _DSN_PASSWORD.sub(r"\1***", url)
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if k.lower() in _SECRET_KEYS else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -30,7 +30,7 @@ from pipeline.sinks.storage.rows import (
     frame_rows,
     merge,
 )
-from pipeline.sinks.storage.schema import mask_credentials
+from pipeline.masking import mask_url
 from pipeline.types import Event, FrameResult
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ class StorageSink(BaseSink):
         self._writer.start()
 
     def on_stream_start(self, stream_id: str, url: str) -> None:
-        self._urls[stream_id] = mask_credentials(url)
+        self._urls[stream_id] = mask_url(url)
 
     def on_frame(self, result: FrameResult) -> None:
         self._writer.put(frame_rows(result, self.class_names))

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.sources.pyav import FrameClock
-from pipeline.sources.reader import DecodedFrame, mask_url
+from pipeline.masking import mask_url
+from pipeline.sources.reader import DecodedFrame
 from pipeline.sources.timeline import FpsCap, Timeline
 from pipeline.types import PTS_UNKNOWN, pts_to_ns
 

@@ -4,11 +4,7 @@ import json
 import numpy as np
 
 from pipeline.sinks.storage.rows import frame_rows, merge
-from pipeline.sinks.storage.schema import (
-    DETECTION_COLUMNS,
-    mask_credentials,
-    statements,
-)
+from pipeline.sinks.storage.schema import DETECTION_COLUMNS, statements
 from pipeline.types import Detections, Event, Frame, FrameResult
 
 
@@ -47,12 +43,6 @@ def test_event_payload_with_numpy_values_becomes_json():
     assert rows.size == 1
 
 
-def test_credentials_are_masked_in_urls_and_dsns():
-    assert mask_credentials("rtsp://admin:s3cret@10.0.0.5:554/live?channel=1") == "rtsp://***@10.0.0.5:554/live?channel=1"
-    assert mask_credentials("https://cam/x?token=abc&fps=5") == "https://cam/x?token=***&fps=5"
-    assert mask_credentials("host=db user=sw password='p w'") == "host=db user=sw password=***"
-    assert mask_credentials("/videos/a.mp4") == "/videos/a.mp4"
-    assert mask_credentials(None) is None
 
 
 def test_both_dialects_create_the_same_tables_and_indexes():

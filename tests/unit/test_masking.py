@@ -1,0 +1,20 @@
+"""Credentials never leave the process: URLs, query strings, DSNs and messages that hold them."""
+import doctest
+
+import pipeline.masking
+from pipeline.masking import mask_url
+
+
+def test_credentials_are_masked_in_urls_query_strings_dsns_and_messages():
+    assert mask_url("rtsp://admin:s3cret@10.0.0.5:554/live?channel=1") == "rtsp://***@10.0.0.5:554/live?channel=1"
+    assert mask_url("rtsp://admin:p@ss/w@10.0.0.5/live") == "rtsp://***@10.0.0.5/live"
+    assert mask_url("https://cam/x?token=abc&fps=5") == "https://cam/x?token=***&fps=5"
+    assert mask_url("http://cam/video.cgi?user=a&PWD=x%26y&resolution=vga") == "http://cam/video.cgi?user=a&PWD=***&resolution=vga"
+    assert mask_url("host=db user=sw password='p w'") == "host=db user=sw password=***"
+    assert mask_url("cannot open rtsp://u:pw@cam/1 (timeout); retrying") == "cannot open rtsp://***@cam/1 (timeout); retrying"
+    assert mask_url("/videos/a.mp4") == "/videos/a.mp4" and mask_url("http://cam/?keyframe=1") == "http://cam/?keyframe=1"
+    assert mask_url(None) is None
+
+
+def test_the_examples_in_the_module_hold():
+    assert doctest.testmod(pipeline.masking).failed == 0
