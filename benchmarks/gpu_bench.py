@@ -24,7 +24,7 @@ from pathlib import Path
 
 import live_change
 import numpy as np
-from pipeline_bench import REPO, decode_in_processes, end_to_end, make_1080p_clip
+from pipeline_bench import add_input_arguments, decode_in_processes, end_to_end, make_1080p_clip
 from pipeline_bench import markdown as pipeline_markdown
 
 log = logging.getLogger("gpu_bench")
@@ -235,12 +235,8 @@ def write_markdown(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--model", type=Path, default=REPO / ".device/shared/models/yolox_nano_416_dynbatch.onnx")
-    parser.add_argument("--clip", type=Path, default=REPO / ".device/shared/media/car-detection.mp4")
-    parser.add_argument("--clip-frames", type=int, default=1200,
-                        help="length of the looped 1080p clip; each loop re-creates a stream's decoder, which "
-                             "holds the interpreter lock while it does (cameras create theirs once)")
+    add_input_arguments(parser, "length of the looped 1080p clip; each loop re-creates a stream's decoder, which "
+                                "holds the interpreter lock while it does (cameras create theirs once)")
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 16, 32, 64])
     parser.add_argument("--decode-seconds", type=float, default=6.0)
     parser.add_argument("--e2e-streams", type=int, default=64)

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pipeline_bench import REPO, make_1080p_clip, nvrtc_compile_counter, pipeline_config
+from pipeline_bench import add_input_arguments, make_1080p_clip, nvrtc_compile_counter, pipeline_config
 
 RECONNECT_S = 0.05
 """Delay before a camera's clip starts again (`reconnect_min_s`): a short outage, as on a real camera."""
@@ -245,11 +245,7 @@ def markdown(r: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--model", type=Path, default=REPO / ".device/shared/models/yolox_nano_416_dynbatch.onnx")
-    parser.add_argument("--clip", type=Path, default=REPO / ".device/shared/media/car-detection.mp4")
-    parser.add_argument("--clip-frames", type=int, default=1200,
-                        help="frames of the 1920x1080 clip made from --clip; 0 = --clip as it is")
+    add_input_arguments(parser, "frames of the 1920x1080 clip made from --clip; 0 = --clip as it is")
     parser.add_argument("--streams", type=int, default=64, help="cameras running before the change")
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--ring-size", type=int, default=8)

@@ -18,6 +18,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def add_input_arguments(parser, clip_frames_help: str) -> None:
+    """--out, --model, --clip and --clip-frames, as every GPU benchmark takes them."""
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--model", type=Path, default=REPO / ".device/shared/models/yolox_nano_416_dynbatch.onnx")
+    parser.add_argument("--clip", type=Path, default=REPO / ".device/shared/media/car-detection.mp4")
+    parser.add_argument("--clip-frames", type=int, default=1200, help=clip_frames_help)
+
+
 def make_1080p_clip(source: Path, frames: int) -> Path:
     """`frames` frames of `source` (looped as needed) upscaled to 1920x1080 H.264 (libx264 veryfast,
     crf 23, GOP 30), cached in the temporary folder."""

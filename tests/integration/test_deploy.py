@@ -9,17 +9,16 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import time
 import zipfile
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from packaging.requirements import Requirement
 
 from tests.conftest import REPO
 from tests.support.http_server import free_port
+from tests.support.service import ServiceProcess
 
 UNIT = REPO / "deploy" / "streamweave.service"
 VENV_SCRIPT = "/opt/streamweave/venv/bin/streamweave"
@@ -122,40 +121,18 @@ def test_the_service_runs_from_a_wheel_installed_in_a_fresh_virtual_environment(
     config.write_text(yaml.safe_dump({
         "plugins": ["pipeline.testing"], "streams": [], "detector": {"model": "fake", "engine": "fake"},
         "runtime": {"http": {"port": port}, "outbox_path": str(work / "outbox.db")}}))
-    proc = subprocess.Popen([str(script), *exec_start()[1:-1], str(config)], cwd=work, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
-    try:
-        assert _poll(lambda: _status(client, "/healthz") == 200 and _status(client, "/readyz") == 200, proc, 60)
-        assert client.get("/openapi.json").json()["info"]["version"] == wheel.name.split("-")[1]
-        assert client.post("/api/streams", json={"id": "cam", "url": "fake://cam?fps=40"}).status_code == 201
-        assert _poll(lambda: client.get("/api/streams/cam").json()["counters"]["staged"] >= 10, proc, 60)
-    finally:
-        proc.send_signal(signal.Signals[unit_service_section()["KillSignal"]])
-        out, err = proc.communicate(timeout=int(unit_service_section()["TimeoutStopSec"]))
-        client.close()
-    assert proc.returncode == 0, err
-    assert "SIGTERM received" in err and "on 1 streams" in out
+    unit = unit_service_section()
+    with ServiceProcess([str(script), *exec_start()[1:-1], str(config)], port, cwd=work, env=env) as service:
+        assert service.poll(lambda: service.status("/healthz") == 200 and service.status("/readyz") == 200, 60)
+        assert service.client.get("/openapi.json").json()["info"]["version"] == wheel.name.split("-")[1]
+        assert service.client.post("/api/streams", json={"id": "cam", "url": "fake://cam?fps=40"}).status_code == 201
+        assert service.poll(lambda: service.client.get("/api/streams/cam").json()["counters"]["staged"] >= 10, 60)
+        service.stop(signal.Signals[unit["KillSignal"]], timeout=int(unit["TimeoutStopSec"]))
+    assert service.returncode == 0, service.err
+    assert "SIGTERM received" in service.err and "on 1 streams" in service.out
 
 
 def _metadata(wheel: Path) -> str:
     with zipfile.ZipFile(wheel) as archive:
         (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         return archive.read(name).decode()
-
-
-def _status(client: httpx.Client, path: str) -> int | None:
-    try:
-        return client.get(path).status_code
-    except httpx.TransportError:
-        return None
-
-
-def _poll(condition, proc: subprocess.Popen, timeout_s: float) -> bool:
-    """Wait for another process to get somewhere; False when the deadline passes or it exits first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and proc.poll() is None:
-        if condition():
-            return True
-        time.sleep(0.1)  # polling another process over HTTP: there is nothing to be notified by
-    return False

@@ -1,7 +1,10 @@
 """A pipeline served over HTTP on a thread, for tests of the control API (fake cameras and engine)."""
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -10,6 +13,7 @@ import pipeline.testing  # noqa: F401 - fake:// and the fake engine
 from pipeline.config.models import HttpConfig, PipelineConfig
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.service import Control, Service
+from tests.conftest import REPO
 
 TOKEN = "a-token-of-sixteen-chars"
 DROPS = ("dropped_overflow", "dropped_age", "dropped_fps_cap", "dropped_sink", "dropped_sinks")
@@ -46,3 +50,45 @@ class Served:
         self.thread.join(30)
         self.client.close()
         return self.snap
+
+
+class ServiceProcess:
+    """A service in a child process (`command`, e.g. `run_pipeline.py run CONFIG`) answering on `port`;
+    leaving the `with` block (or `stop`) sends it `signum` and collects its exit code and output."""
+
+    def __init__(self, command: list[str], port: int, *, cwd: Path = REPO, env: dict | None = None):
+        self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+        self.returncode: int | None = None
+        self.out = self.err = ""
+
+    def __enter__(self) -> "ServiceProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.returncode is None:
+            self.stop()
+
+    def status(self, path: str) -> int | None:
+        """The HTTP status of GET `path`; None while nothing answers."""
+        try:
+            return self.client.get(path).status_code
+        except httpx.TransportError:
+            return None
+
+    def poll(self, condition, timeout: float = 30.0) -> bool:
+        """Look again until `condition()`; False when the deadline passes or the process exits first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if condition():
+                return True
+            time.sleep(0.1)  # another process over HTTP: there is nothing to be notified by
+        return False
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        self.proc.send_signal(signum)
+        self.out, self.err = self.proc.communicate(timeout=timeout)
+        self.client.close()
+        self.returncode = self.proc.returncode
+        return self.returncode

@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 import httpx
 import pytest
+import yaml
 
 from pipeline.config.models import HttpConfig
 from pipeline.errors import ConfigError
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.service import Service
 from pipeline.testing import RecordingSink
-from tests.support.service import DROPS, TOKEN, config
+from tests.conftest import REPO
+from tests.support.http_server import free_port
+from tests.support.service import DROPS, TOKEN, ServiceProcess, config, config_data
 
 
 
@@ -92,45 +96,16 @@ def test_a_port_in_use_is_a_config_error_before_anything_starts(tmp_path, serve)
 
 
 def test_run_without_a_duration_is_a_service_that_starts_empty_and_takes_cameras(tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    import yaml
-
-    from tests.conftest import REPO
-    from tests.support.http_server import free_port
-
     port = free_port()
     path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump({
-        "plugins": ["pipeline.testing"], "streams": [], "detector": {"model": "fake", "engine": "fake"},
-        "runtime": {"http": {"port": port}, "outbox_path": str(tmp_path / "outbox.db")}}))
-    proc = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "run", str(path), "--quiet"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
-    try:
-        deadline = time.monotonic() + 30
-        while not _ready(client) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)  # waiting for another process to come up: nothing to be told by
-        assert client.post("/api/streams", json={"id": "cam", "url": "fake://cam?fps=40"}).status_code == 201
-        while client.get("/api/streams/cam").json()["counters"]["staged"] < 20 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert client.get("/api/streams/cam").json()["counters"]["staged"] >= 20
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-        client.close()
-    assert proc.returncode == 0, err
-    assert "SIGTERM received" in err and "on 1 streams" in out
-
-
-def _ready(client: httpx.Client) -> bool:
-    try:
-        return client.get("/readyz").status_code == 200
-    except httpx.TransportError:
-        return False
+    path.write_text(yaml.safe_dump(config_data(tmp_path, [], runtime={
+        "http": {"port": port}, "outbox_path": str(tmp_path / "outbox.db")})))
+    with ServiceProcess([sys.executable, str(REPO / "run_pipeline.py"), "run", str(path), "--quiet"], port) as service:
+        assert service.poll(lambda: service.status("/readyz") == 200)
+        assert service.client.post("/api/streams", json={"id": "cam", "url": "fake://cam?fps=40"}).status_code == 201
+        assert service.poll(lambda: service.client.get("/api/streams/cam").json()["counters"]["staged"] >= 20)
+    assert service.returncode == 0, service.err
+    assert "SIGTERM received" in service.err and "on 1 streams" in service.out
 
 
 def test_patching_one_camera_restarts_it_alone_and_pause_resume_keep_it_listed(tmp_path, serve):

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 import yaml
 
@@ -17,7 +14,7 @@ from pipeline.errors import PipelineError
 from pipeline.testing import RecordingSink
 from tests.conftest import REPO
 from tests.support.http_server import free_port
-from tests.support.service import DROPS, config_data
+from tests.support.service import DROPS, ServiceProcess, config_data
 
 # The fake camera's square (8 px) moves one pixel per frame to the right across 64 px, then starts again:
 # one track per pass of 56 frames (7 s at 8 fps).
@@ -146,39 +143,15 @@ def test_sighup_reloads_the_file_of_a_running_service(tmp_path):
     data = config_data(tmp_path, [{"id": "a", "url": "fake://a?fps=40"}], runtime={
         "http": {"port": port}, "outbox_path": str(tmp_path / "outbox.db")})
     path.write_text(yaml.safe_dump(data))
-    proc = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "run", str(path), "--quiet"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
-    try:
-        assert _poll(lambda: _get(client, "/readyz") == 200, proc)
+    with ServiceProcess([sys.executable, str(REPO / "run_pipeline.py"), "run", str(path), "--quiet"], port) as service:
+        assert service.poll(lambda: service.status("/readyz") == 200)
         data["streams"].append({"id": "b", "url": "fake://b?fps=40"})
         path.write_text(yaml.safe_dump(data))
-        proc.send_signal(signal.SIGHUP)
-        assert _poll(lambda: [s["id"] for s in client.get("/api/streams").json()] == ["a", "b"], proc)
-        assert _poll(lambda: client.get("/api/streams/b").json()["counters"]["staged"] > 0, proc)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-        client.close()
-    assert proc.returncode == 0, err
-    assert "reloaded" in err and "'streams_added': ['b']" in err
-
-
-def _get(client: httpx.Client, url: str) -> int:
-    try:
-        return client.get(url).status_code
-    except httpx.TransportError:
-        return 0
-
-
-def _poll(condition, proc, timeout: float = 30.0) -> bool:
-    """Another process is coming up or changing: look again until `condition()` or the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
+        service.proc.send_signal(signal.SIGHUP)
+        assert service.poll(lambda: [s["id"] for s in service.client.get("/api/streams").json()] == ["a", "b"])
+        assert service.poll(lambda: service.client.get("/api/streams/b").json()["counters"]["staged"] > 0)
+    assert service.returncode == 0, service.err
+    assert "reloaded" in service.err and "'streams_added': ['b']" in service.err
 
 
 def test_sinks_added_and_removed_on_reload_open_and_close_while_the_cameras_run(tmp_path, serve):
