@@ -1,6 +1,6 @@
 """The HTTP API of a running pipeline (FastAPI; OpenAPI docs on /docs).
 
-    GET  /healthz            alive                       GET  /readyz   engine warm, streams started
+    GET  /healthz            alive                       GET  /readyz   engine warm, a camera delivers
     GET  /metrics            Prometheus text             GET  /status   the live Snapshot as JSON
     GET  /api/streams        every stream                GET  /api/streams/{id}
     POST /api/streams        add one (body: its config keys)    DELETE /api/streams/{id}
@@ -83,8 +83,9 @@ def make_app(control: Control, token: str | None = None, version: str = "",
 
     @app.get("/readyz", tags=["health"])
     def readyz() -> JSONResponse:
-        """200 once the engine is warm and the configured streams started (or there are none), else 503."""
-        ready = runner.running.is_set()
+        """200 once the engine is warm and a stream delivers frames (or none is configured), else 503."""
+        states = [stats.get("state") for stats in runner.snapshot().streams.values()]
+        ready = runner.running.is_set() and (not runner.config.streams or "running" in states)
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["observe"])

@@ -61,14 +61,24 @@ def test_bad_requests_get_a_4xx_that_says_why_and_change_nothing(tmp_path, serve
 
 
 def test_health_readiness_metrics_docs_and_the_masked_config_are_served(tmp_path, serve):
-    served = serve(config(tmp_path, [{"id": "a", "url": "fake://admin:s3cret@a?fps=20"}]))
+    sink = RecordingSink()
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://admin:s3cret@a?fps=20"}]), sinks=[sink])
     client = served.client
     assert client.get("/healthz").json() == {"status": "alive"}
-    assert client.get("/readyz").status_code == 200
+    assert sink.wait_for(lambda s: s.seqs["a"], timeout=20)  # a camera delivers: ready
+    assert client.get("/readyz").json() == {"ready": True}
     assert "streamweave_stream_frames_decoded_total" in client.get("/metrics").text
     assert client.get("/openapi.json").json()["info"]["title"] == "streamweave" and client.get("/docs").status_code == 200
     effective = client.get("/api/config").json()
     assert effective["streams"][0]["url"] == "fake://***@a?fps=20" and "s3cret" not in client.get("/status").text
+
+
+def test_a_service_whose_cameras_deliver_nothing_is_alive_but_not_ready(tmp_path, serve):
+    served = serve(config(tmp_path, [{"id": "gone", "url": "rtsp://127.0.0.1:9/nothing", "reconnect_min_s": 5}]))
+    assert served.client.get("/healthz").status_code == 200
+    reply = served.client.get("/readyz")
+    assert reply.status_code == 503 and reply.json() == {"ready": False}
+    assert served.client.get("/api/streams/gone").json()["state"] != "running"
 
 
 def test_with_a_token_the_api_needs_it_and_probes_do_not(tmp_path, serve):
