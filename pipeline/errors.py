@@ -35,3 +35,11 @@ class NoSuchStream(NoSuchItem):
 
 class RestartRequired(PipelineError):
     """A change touches what a running pipeline cannot change (the detector, the tracker, runtime settings)."""
+
+
+class FileChanged(PipelineError):
+    """The config file was edited since it was last applied: reload it before changing it through the API."""
+
+
+class PartiallyApplied(PipelineError):
+    """A change was applied except for some parts, which the message names (a reload tries them again)."""

@@ -5,7 +5,8 @@ and a later reload never undoes a change.
     doc = ConfigDocument.read("site.yaml")
     doc.put("zones", "dock", {"polygon": [[0, 0], [100, 0], [100, 80]]})
     config = doc.validate()            # the whole file, as `load_config` would see it
-    doc.save()                         # atomically: readers see the old file or the new one
+    staged = doc.stage()               # written beside the file and synced, not yet in its place
+    doc.commit(staged)                 # atomically: readers see the old file or the new one
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from pipeline.config.loader import parse_config
 from pipeline.config.models import PipelineConfig
-from pipeline.errors import ConfigError, NoSuchItem
+from pipeline.errors import ConfigError, NoSuchItem, PipelineError
 
 KEYS = {"streams": "id", "zones": "name", "lines": "name", "alerts": "name"}
 """The lists the API edits entry by entry, and the key that names an entry."""
@@ -29,21 +30,22 @@ KEYS = {"streams": "id", "zones": "name", "lines": "name", "alerts": "name"}
 class ConfigDocument:
     """path: the file (None: a document of a config made in code, never saved)."""
 
-    def __init__(self, data: CommentedMap, path: Path | None = None):
-        self.data, self.path = data, path
+    def __init__(self, data: CommentedMap, path: Path | None = None, text: str = ""):
+        self.data, self.path, self.read_text = data, path, text  # read_text: the file as it was read
 
     @classmethod
     def read(cls, path: str | Path) -> "ConfigDocument":
         path = Path(path)
         try:
-            data = _yaml().load(path.read_text())
+            text = path.read_text()
+            data = _yaml().load(text)
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
         except Exception as exc:  # noqa: BLE001 - ruamel's parser errors share no base class worth naming
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(data, CommentedMap):
             raise ConfigError(f"{path}:1: the file must be a mapping with at least 'streams' and 'detector'")
-        return cls(data, path)
+        return cls(data, path, text)
 
     @classmethod
     def of(cls, config: PipelineConfig) -> "ConfigDocument":
@@ -84,33 +86,40 @@ class ConfigDocument:
         """The document as `load_config` would read it; ConfigError naming the file, line and key path."""
         return parse_config(self.text(), self.path or "<config>")
 
-    def check_writable(self) -> None:
-        """ConfigError unless `save` can replace the file (the file and its directory are writable)."""
+    def stage(self) -> Path | None:
+        """Write the document to a temporary file beside its file and sync it (None without a file);
+        PipelineError when the directory is not writable. `commit` puts it in place, `discard` drops it."""
         if self.path is None:
-            return
-        for place in (self.path, self.path.parent):
-            if not os.access(place, os.W_OK):
-                raise ConfigError(f"{self.path}: changes are written back to the config file, but {place} is not "
-                                  "writable by this process; nothing was changed (make the file and its "
-                                  "directory writable by the service's user)")
-
-    def save(self) -> None:
-        """Write the document over its file atomically (a temporary file beside it, then a rename), keeping
-        the file's permissions; nothing for a document without a file."""
-        if self.path is None:
-            return
-        text = self.text()
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+            return None
+        target = self.path.resolve()  # a link to the config stays a link
         try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
             with os.fdopen(fd, "w") as out:
-                out.write(text)
+                out.write(self.text())
                 out.flush()
                 os.fsync(out.fileno())
-            os.chmod(tmp, self.path.stat().st_mode & 0o7777)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
+        except OSError as exc:
+            raise PipelineError(f"{self.path}: changes are written back to the config file, but it cannot be "
+                                f"written here ({exc.strerror}); nothing was changed. Make the file and its "
+                                "directory writable by the service's user") from None
+        return Path(tmp)
+
+    def commit(self, staged: Path | None) -> None:
+        if staged is None:
+            return
+        target = self.path.resolve()
+        os.replace(staged, target)
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a power cut
+        finally:
+            os.close(directory)
+
+    @staticmethod
+    def discard(staged: Path | None) -> None:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
 
     def _find(self, section: str, name: str) -> tuple[int, CommentedMap]:
         key = KEYS[section]

@@ -58,9 +58,10 @@ class EventPublisher:
 
     def remove_output(self, entry: Any) -> None:
         """Stop delivering to the output of `entry`; what it had not taken stays in the outbox."""
-        i = next(i for i, (known, _) in enumerate(self.entries) if known == entry)
-        _, name = self.entries.pop(i)
-        self.outbox.remove_output(name)
+        i = next((i for i, (known, _) in enumerate(self.entries) if known == entry), None)
+        if i is not None:  # else it never started
+            _, name = self.entries.pop(i)
+            self.outbox.remove_output(name)
 
     def publish(self, events: list[Event]) -> None:
         with self._cond:

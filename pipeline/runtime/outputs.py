@@ -93,6 +93,7 @@ class SinkQueue:
         self._live = 0  # of which live
         self._cond = threading.Condition()
         self._closed = False
+        self.retired = False  # taken out while running: what comes now is not for it
         self._thread = threading.Thread(target=self._run, name=f"sink:{sink.name}", daemon=True)
 
     def start(self) -> None:
@@ -115,10 +116,14 @@ class SinkQueue:
 
     def put(self, method: str, *args, after: _Countdown | None = None) -> None:
         """Queue `sink.<method>(*args)` (a start or end marker, events): never waits. `after` counts down
-        once it has run."""
+        once it has run, or at once when the sink was taken out (nothing would run it)."""
         with self._cond:
-            self._items.append(_Item(method, args, after=after))
-            self._cond.notify_all()
+            if not self.retired:
+                self._items.append(_Item(method, args, after=after))
+                self._cond.notify_all()
+                return
+        if after is not None:
+            after.done()
 
     def _drop_oldest_live_locked(self) -> None:
         for i, item in enumerate(self._items):
@@ -132,6 +137,13 @@ class SinkQueue:
                 else:
                     del self._items[i]
                 return
+
+    def retire(self) -> None:
+        """Taken out while running: what is queued is still delivered (see `finish`), what is put from now
+        on only counts down its `after`."""
+        with self._cond:
+            self.retired = True
+        self.close()
 
     def close(self) -> None:
         """Take no more waiting: queued items are still delivered (see `finish`)."""
@@ -180,6 +192,7 @@ class OutputSinks:
         self.failures = failures
         self._queues = [SinkQueue(sink, options, failures) for sink, options in sinks]  # replaced, never changed
         self._streams: dict[str, str] = {}  # started and not ended: id -> url
+        self._lock = threading.Lock()  # the two above, between the stage workers and a sink added or taken out
 
     def open(self) -> None:
         """Open every sink and start its thread; SinkError when one cannot start (the ones before it
@@ -189,25 +202,31 @@ class OutputSinks:
             q.start()
 
     def add(self, sink: Sink, options: FrameSinkOptions) -> None:
-        """A sink added while running: opened (SinkError, and it is not added, when it cannot be), told of
-        every stream already running, then fed from the next frame on."""
+        """A sink added while running (already opened): told of every stream running, then fed from the next
+        frame on."""
         q = SinkQueue(sink, options, self.failures)
-        sink.open()
-        for stream_id, url in dict(self._streams).items():
-            q.put("on_stream_start", stream_id, url)
-        q.start()
-        self._queues = [*self._queues, q]
+        with self._lock:
+            for stream_id, url in self._streams.items():
+                q.put("on_stream_start", stream_id, url)
+            q.start()
+            self._queues = [*self._queues, q]
 
     def remove(self, options: FrameSinkOptions, timeout: float = 10.0) -> bool:
         """Stop feeding the sink of `options` (its `sinks:` entry), deliver what it has queued and close it;
         False when that took longer than `timeout`."""
-        q = next(q for q in self._queues if q.options == options)
-        self._queues = [other for other in self._queues if other is not q]
+        with self._lock:
+            q = next((q for q in self._queues if q.options == options), None)
+            if q is None:  # it never opened
+                return True
+            self._queues = [other for other in self._queues if other is not q]
+            q.retire()
         return q.finish(time.monotonic() + timeout)
 
     def start_stream(self, stream_id: str, url: str) -> None:
-        self._streams[stream_id] = url
-        self._each("on_stream_start", stream_id, url)
+        with self._lock:
+            self._streams[stream_id] = url
+            for q in self._queues:
+                q.put("on_stream_start", stream_id, url)
 
     def submit(self, result: FrameResult, live: bool) -> None:
         for q in self._queues:
@@ -218,14 +237,14 @@ class OutputSinks:
 
     def end_stream(self, stream_id: str, then: Callable[[str], None] | None = None) -> None:
         """Queue the stream's end to every sink; `then(stream_id)` runs once all of them have handled it."""
-        self._streams.pop(stream_id, None)
-        queues = self._queues
+        with self._lock:
+            self._streams.pop(stream_id, None)
+            queues = self._queues
+            countdown = _Countdown(len(queues), lambda: then(stream_id)) if then is not None and queues else None
+            for q in queues:
+                q.put("on_stream_end", stream_id, after=countdown)
         if then is not None and not queues:
             then(stream_id)
-            return
-        countdown = _Countdown(len(queues), lambda: then(stream_id)) if then is not None else None
-        for q in queues:
-            q.put("on_stream_end", stream_id, after=countdown)
 
     def close(self) -> None:
         """Stop waiting for room everywhere (a stage worker blocked on a full queue goes on)."""

@@ -17,7 +17,7 @@ from pipeline.config.diff import ConfigDiff, diff
 from pipeline.config.models import LaneConfig, PipelineConfig
 from pipeline.config.outputs import is_event_output
 from pipeline.config.resolve import packet_ring_s
-from pipeline.errors import PipelineError, RestartRequired
+from pipeline.errors import PartiallyApplied, PipelineError, RestartRequired
 from pipeline.runtime.build import Pipeline
 from pipeline.runtime.streams import StreamTable
 from pipeline.sinks import build_outputs
@@ -27,9 +27,11 @@ from pipeline.stages import build_stages, restage
 log = logging.getLogger(__name__)
 
 
-def check(parts: Pipeline, new: PipelineConfig) -> ConfigDiff:
-    """What applying `new` would change; RestartRequired when it cannot be applied while running."""
-    change = diff(parts.config, new)
+def check(parts: Pipeline, table: StreamTable, new: PipelineConfig) -> ConfigDiff:
+    """What applying `new` would change (the streams compared with those that run); RestartRequired when it
+    cannot be applied while running, ConfigError when a stream's stages cannot be made with it (a class
+    name the model does not have, a plugin's options)."""
+    change = diff(parts.config.model_copy(update={"streams": table.configs()}), new)
     if change.restart_required:
         raise RestartRequired(f"restart required: {', '.join(change.restart_required)} changed, which a running "
                               "pipeline cannot change; nothing was applied (restart the service to apply the file)")
@@ -42,18 +44,22 @@ def check(parts: Pipeline, new: PipelineConfig) -> ConfigDiff:
         raise RestartRequired("restart required: event clips now need each stream's last "
                               f"{packet_ring_s(new):g} s of packets, and streams keep {parts.plan.packet_ring_s:g} s "
                               "(set at start); nothing was applied")
+    touched = [s.id for s in new.streams] if change.analytics else [s.id for s in (*change.added, *change.changed)]
+    for stream_id in touched:  # made and dropped: what fails here fails before anything changes
+        build_stages(new, stream_id, parts.detector.class_names)
     return change
 
 
 def apply(parts: Pipeline, table: StreamTable, new: PipelineConfig, timeout: float = 10.0) -> ConfigDiff:
-    """Make the running pipeline run `new`. RestartRequired (nothing changed) as `check` says;
-    PipelineError naming the streams that could not be changed after the rest was applied."""
-    change = check(parts, new)
+    """Make the running pipeline run `new`. RestartRequired or ConfigError (nothing changed) as `check`
+    says; PartiallyApplied naming what could not be changed after the rest was applied (the streams that
+    run are compared again at the next change, so a reload tries them again)."""
+    change = check(parts, table, new)
     if not table.accepting:
         raise PipelineError("the pipeline is not running (it is starting or stopping); the change was not applied")
     if change.empty:
         return change
-    made = _make_outputs(parts, new, change.sinks_added)  # a sink that cannot be made changes nothing
+    made = _open_outputs(parts, new, change.sinks_added)  # a sink that cannot be opened changes nothing
     old_lanes = {lane.name: lane for lane in parts.config.lanes}
     parts.buffer.set_lanes([*new.lanes, *(lane for name, lane in old_lanes.items() if name not in _names(new.lanes))])
     failed: dict[str, str] = {}
@@ -72,12 +78,24 @@ def apply(parts: Pipeline, table: StreamTable, new: PipelineConfig, timeout: flo
     _try(failed, "lanes", parts.buffer.set_lanes, list(new.lanes))
     log.info("config applied: %s", change.summary())
     if failed:
-        raise PipelineError("applied, except: " + "; ".join(f"{key}: {why}" for key, why in failed.items()))
+        raise PartiallyApplied("applied, except: " + "; ".join(f"{key}: {why}" for key, why in failed.items()))
     return change
 
 
-def _make_outputs(parts: Pipeline, config: PipelineConfig, entries: list) -> tuple[list, list]:
-    return build_outputs(entries, OutputContext(parts.detector.class_names, list(config.alerts), clips=parts.sources))
+def _open_outputs(parts: Pipeline, config: PipelineConfig, entries: list) -> tuple[list, list]:
+    """The outputs of `entries`, made and their frame sinks opened; if one fails, those opened are closed."""
+    frame_sinks, event_outputs = build_outputs(entries, OutputContext(parts.detector.class_names,
+                                                                      list(config.alerts), clips=parts.sources))
+    opened = []
+    try:
+        for sink, _ in frame_sinks:
+            sink.open()
+            opened.append(sink)
+    except BaseException:
+        for sink in [*opened, *(output for output, _ in event_outputs)]:
+            sink.close()
+        raise
+    return frame_sinks, event_outputs
 
 
 def _swap_outputs(parts: Pipeline, config: PipelineConfig, removed: list, made: tuple[list, list],

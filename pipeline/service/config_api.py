@@ -17,7 +17,8 @@ from typing import Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response
 
-from pipeline.errors import ConfigError, NoSuchItem, PipelineError, RestartRequired, SinkError, StreamExists
+from pipeline.errors import (ConfigError, FileChanged, NoSuchItem, PartiallyApplied, PipelineError, RestartRequired,
+                             SinkError, StreamExists)
 from pipeline.service.control import Control
 
 SECTIONS = {"zones": "zone", "lines": "line", "alerts": "alert rule"}
@@ -60,15 +61,17 @@ def router(control: Control) -> APIRouter:
 
 
 def apply(change, *args) -> Any:
-    """Run a change; its errors as the HTTP answers that say why (nothing changed then)."""
+    """Run a change; its errors as the HTTP answers that say why (nothing changed, but for a 500)."""
     try:
         return change(*args)
     except NoSuchItem as exc:
         raise HTTPException(404, str(exc)) from None
-    except (StreamExists, RestartRequired) as exc:
+    except (StreamExists, RestartRequired, FileChanged) as exc:
         raise HTTPException(409, str(exc)) from None
     except ConfigError as exc:
         raise HTTPException(400, str(exc)) from None
+    except PartiallyApplied as exc:
+        raise HTTPException(500, str(exc)) from None
     except PipelineError as exc:
         raise HTTPException(503, str(exc)) from None
 

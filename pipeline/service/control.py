@@ -1,14 +1,18 @@
 """Every change to a running pipeline, one at a time: the config file is the source of truth.
 
-An API change edits the file's document (comments and layout kept), validates the whole of it, applies
-the difference to the running pipeline, and only then writes the file back, atomically: a later reload
-never undoes it, and a change that fails leaves both the pipeline and the file as they were. A reload
-reads the file, validates all of it first (a bad file changes nothing; the error names file, line and key
-path) and applies the difference. Pause and resume are states of the running pipeline, not of the file.
-Without a file (a config made in code), changes apply to the running pipeline only.
+An API change edits the file's document (comments and layout kept), validates the whole of it, writes it
+beside the file, applies the difference to the running pipeline, and only then puts the file in place,
+atomically: a later reload never undoes it, and a change that fails leaves both the pipeline and the
+file as they were. A file edited by hand since it was last applied is not applied in passing: the change
+is refused (409) until it is reloaded. A reload reads the file, validates all of it first (a bad file
+changes nothing; the error names file, line and key path) and applies the difference. Pause and resume
+are states of the running pipeline, not of the file. Without a file (a config made in code), changes
+apply to the running pipeline only. `${NAME}` is read from the environment in the file only, never in
+what the API is sent (it would echo the environment back).
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -17,8 +21,8 @@ from typing import Any, Callable, TypeVar
 
 from pipeline.config.diff import ConfigDiff
 from pipeline.config.document import ConfigDocument
-from pipeline.config.loader import load_config
-from pipeline.errors import ConfigError, PipelineError, StreamExists
+from pipeline.config.loader import parse_config
+from pipeline.errors import ConfigError, FileChanged, PartiallyApplied, PipelineError, StreamExists
 from pipeline.runtime.runner import PipelineRunner
 
 log = logging.getLogger(__name__)
@@ -35,9 +39,12 @@ class Control:
         self.runner = runner
         self.path = Path(path) if path is not None else None
         self._lock = threading.Lock()
+        self._applied = self.path.read_text() if self.path is not None else ""  # the file as last applied
 
     # -- cameras --------------------------------------------------------------------------------
     def add_stream(self, entry: dict) -> None:
+        _no_variables("streams", entry)
+
         def add(doc: ConfigDocument) -> None:
             if any(item.get("id") == entry["id"] for item in doc.entries("streams")):
                 raise StreamExists(f"stream '{entry['id']}' already exists; remove it first or choose another id")
@@ -47,6 +54,8 @@ class Control:
 
     def change_stream(self, stream_id: str, changes: dict) -> None:
         """Change some keys of a stream (a None value takes the key out): that stream alone restarts."""
+        _no_variables("streams", changes)
+
         def change(doc: ConfigDocument) -> None:
             entry = {**doc.get("streams", stream_id), **changes}
             doc.put("streams", stream_id, {key: value for key, value in entry.items() if value is not None})
@@ -68,6 +77,7 @@ class Control:
     def put(self, section: str, name: str, entry: dict) -> bool:
         """Set a zone, line or alert rule (`section` zones, lines or alerts); True when it is new."""
         key = "name"
+        _no_variables(section, entry)
         if entry.get(key, name) != name:
             raise ConfigError(f"{section} -> {key}: the body says '{entry[key]}' but the path says '{name}'")
         return self._change(lambda doc: doc.put(section, name, entry))[0]
@@ -82,8 +92,9 @@ class Control:
         if self.path is None:
             raise PipelineError("this pipeline was not started from a config file; there is nothing to reload")
         with self._lock:
-            config = load_config(self.path)
-            change = self.runner.reconfigure(config)
+            text = _read(self.path)
+            change = self.runner.reconfigure(parse_config(text, self.path))
+            self._applied = text
         log.info("reloaded %s: %s", self.path, change.summary())
         return change
 
@@ -100,17 +111,44 @@ class Control:
     def _change(self, edit: Callable[[ConfigDocument], T]) -> tuple[T, ConfigDiff]:
         with self._lock:
             doc = ConfigDocument.read(self.path) if self.path else ConfigDocument.of(self.runner.config)
+            if self.path is not None and doc.read_text != self._applied:
+                raise FileChanged(f"{self.path} was edited since it was last applied; reload it first "
+                                  "(POST /api/reload or SIGHUP), then repeat this change")
             result = edit(doc)
-            doc.check_writable()
             try:
                 config = doc.validate()
             except ConfigError as exc:  # the lines are those of the edited text: the key path says more
                 raise ConfigError(_LOCATION.sub("", str(exc))) from None
-            change = self.runner.reconfigure(config)
-            doc.save()
+            staged = doc.stage()
+            try:
+                change = self.runner.reconfigure(config)
+            except PartiallyApplied:
+                self._put_in_place(doc, staged)  # the file says what is wanted; a reload retries the rest
+                raise
+            except BaseException:
+                doc.discard(staged)
+                raise
+            self._put_in_place(doc, staged)
         log.info("config changed through the API%s: %s", f" and written to {self.path}" if self.path else "",
                  change.summary())
         return result, change
+
+    def _put_in_place(self, doc: ConfigDocument, staged: Path | None) -> None:
+        doc.commit(staged)
+        self._applied = doc.text() if self.path is not None else ""
+
+
+def _no_variables(section: str, entry: dict) -> None:
+    if "${" in json.dumps(entry):
+        raise ConfigError(f"{section}: '${{...}}' is read from the environment in the config file only, not in "
+                          "API requests; send the value itself, or put the reference in the file and reload")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
 
 
 def entry_of(model: Any) -> dict:

@@ -231,7 +231,9 @@ class Outbox:
         """Stop delivering to one output and close it; its cursor stays, so what it had not taken waits on
         disk (up to keep_delivered_s) for an output of that name."""
         with self._lock:
-            courier = next(c for c in self._couriers if c.output.name == name)
+            courier = next((c for c in self._couriers if c.output.name == name), None)
+            if courier is None:
+                return
             self._couriers = [c for c in self._couriers if c is not courier]
         courier.stopping.set()
         courier.wake.set()
@@ -308,15 +310,17 @@ class Outbox:
         return added
 
     def _maybe_prune(self) -> None:
-        """Drop events every output has delivered and that are older than keep_delivered_s (lock held)."""
+        """Drop events every output has delivered and that are older than keep_delivered_s; with no output,
+        every event older than that (lock held)."""
         if time.monotonic() - self._last_prune < min(60.0, self.keep_delivered_s):
             return
         self._last_prune = time.monotonic()
         names = [c.output.name for c in self._couriers]
-        if not names:
+        oldest = time.time_ns() - int(self.keep_delivered_s * 1e9)
+        if not names:  # every output was taken out: what waits for one is kept keep_delivered_s
+            self._conn.execute("DELETE FROM events WHERE stored_ns < ?", (oldest,))
             return
         marks = ",".join("?" * len(names))
-        oldest = time.time_ns() - int(self.keep_delivered_s * 1e9)
         self._conn.execute(
             f"DELETE FROM events WHERE stored_ns < ? AND seq <= "
             f"(SELECT MIN(delivered_seq) FROM cursors WHERE output IN ({marks}))",

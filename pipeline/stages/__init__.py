@@ -28,7 +28,7 @@ def restage(config: PipelineConfig, stream_id: str, class_names: list[str], stag
     """A running stream's stages for a config whose zones, lines, alert rules or `stages:` changed (the
     tracker's did not), and the events of what ended (zone visits closed, plugins removed). The tracker
     and every unchanged part keep their state (see `AnalyticsStage.reconfigure`); only new plugins are made."""
-    from pipeline.stages.analytics.stage import AnalyticsStage  # noqa: PLC0415
+    from pipeline.stages.analytics.stage import AnalyticsStage, alike_but_streams  # noqa: PLC0415
     from pipeline.stages.python import PythonStage  # noqa: PLC0415
 
     events: list[Event] = []
@@ -41,7 +41,7 @@ def restage(config: PipelineConfig, stream_id: str, class_names: list[str], stag
     plugins = [stage for stage in stages if isinstance(stage, PythonStage)]
     wanted = []
     for stage_config in _mine(config.stages, stream_id):
-        same = next((stage for stage in plugins if stage.config == stage_config), None)
+        same = next((stage for stage in plugins if alike_but_streams(stage.config, stage_config)), None)
         if same is None:
             wanted.append(PythonStage(stage_config, stream_id))
         else:

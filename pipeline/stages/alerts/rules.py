@@ -28,13 +28,25 @@ class RuleEngine:
     """The alert rules of one stream. Call `process` once per frame, after zones and lines updated."""
 
     def __init__(self, stream_id: str, rules: list[AlertRule], class_names: list[str]):
-        self.stream_id = stream_id
+        self.stream_id, self.class_names = stream_id, class_names
         self.rules = list(rules)
         self._allowed = {r.name: class_ids_for(r.classes, class_names, f"alert rule '{r.name}'") for r in self.rules}
         self._last_fired: dict[tuple[str, int], int] = {}  # (rule, track or -1) -> ts_ns
         self._fired_visits: set[tuple[str, int, int]] = set()  # (rule, track, entered_ns)
         self._occupied_since: dict[str, int | None] = {r.name: None for r in self.rules}
         self._occupancy_armed: dict[str, bool] = {r.name: True for r in self.rules}
+
+    def reconfigured(self, rules: list[AlertRule]) -> "RuleEngine":
+        """An engine for `rules` that keeps what the unchanged ones remember (cooldowns, fired visits,
+        occupancy); a new or changed rule starts afresh."""
+        fresh = RuleEngine(self.stream_id, rules, self.class_names)
+        kept = {rule.name for rule in rules if rule in self.rules}
+        fresh._last_fired = {key: ts for key, ts in self._last_fired.items() if key[0] in kept}
+        fresh._fired_visits = {key for key in self._fired_visits if key[0] in kept}
+        for name in kept:
+            fresh._occupied_since[name] = self._occupied_since[name]
+            fresh._occupancy_armed[name] = self._occupancy_armed[name]
+        return fresh
 
     def process(self, ts_ns: int, zones: dict[str, ZoneMonitor], events: list[Event]) -> list[Event]:
         """Evaluate every rule at `ts_ns` given the zones' state and this frame's analytics events."""

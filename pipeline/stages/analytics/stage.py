@@ -10,6 +10,12 @@ from pipeline.stages.analytics.zones import ZoneMonitor
 from pipeline.types import Event, FrameResult
 
 
+def alike_but_streams(a, b) -> bool:
+    """Two zone, line or stage configs alike but for the streams they apply to (a stream added to a zone
+    leaves the zone's state on the others alone)."""
+    return a.model_dump(exclude={"streams"}) == b.model_dump(exclude={"streams"})
+
+
 def _applies(item, stream_id: str) -> bool:
     return item.streams is None or stream_id in item.streams
 
@@ -52,16 +58,14 @@ class AnalyticsStage:
         new = AnalyticsStage(self.stream_id, zones, lines, rules, self.class_names, self.max_missing_s)
         events: list[Event] = []
         for name, zone in self.zones.items():
-            if name in new.zones and new.zones[name].config == zone.config:
+            if name in new.zones and alike_but_streams(new.zones[name].config, zone.config):
                 new.zones[name] = zone
             else:
                 events += zone.close(ts_ns, reason="reconfigured")
         for name, line in self.lines.items():
-            if name in new.lines and new.lines[name].config == line.config:
+            if name in new.lines and alike_but_streams(new.lines[name].config, line.config):
                 new.lines[name] = line
-        if new.rules.rules == self.rules.rules:
-            new.rules = self.rules
-        self.zones, self.lines, self.rules = new.zones, new.lines, new.rules
+        self.zones, self.lines, self.rules = new.zones, new.lines, self.rules.reconfigured(rules)
         return events
 
     def end(self, result_ts_ns: int) -> list[Event]:

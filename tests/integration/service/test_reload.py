@@ -128,6 +128,46 @@ def test_bad_changes_get_a_4xx_naming_the_key_and_leave_file_and_pipeline_alone(
     assert path.read_text() == before and served.runner.config == load_config(path)
 
 
+def test_a_change_that_cannot_be_made_is_refused_before_anything_changes(tmp_path, serve, monkeypatch):
+    path = site(tmp_path)
+    sink = RecordingSink()
+    served = serve(load_config(path), sinks=[sink], path=path)
+    client, before = served.client, path.read_text()
+    unicorn = client.put("/api/zones/yard", json={"polygon": [[0, 0], [9, 0], [9, 9]], "classes": ["unicorn"]})
+    assert unicorn.status_code == 400 and "unicorn" in unicorn.json()["detail"]
+    monkeypatch.setenv("SITE_SECRET", "hunter2-very-secret")
+    leak = client.put("/api/zones/yard", json={"polygon": [[0, 0], [9, 0], [9, 9]], "classes": ["${SITE_SECRET}"]})
+    assert leak.status_code == 400 and "hunter2" not in leak.text
+    assert path.read_text() == before and client.get("/api/zones").json()[0]["name"] == "dock"
+    assert client.post("/api/streams", json={"id": "c", "url": "fake://c?fps=20"}).status_code == 201  # still fine
+    assert sink.wait_for(lambda s: len(s.seqs["c"]) >= 5, timeout=20)
+
+
+def test_a_file_edited_by_hand_is_reloaded_before_the_api_changes_it(tmp_path, serve):
+    path = site(tmp_path)
+    served = serve(load_config(path), path=path)
+    path.write_text(path.read_text().replace("id: b", "id: b2"))  # edited, not yet reloaded
+    refused = served.client.put("/api/lines/gate", json={"start": [0, 0], "end": [9, 9]})
+    assert refused.status_code == 409 and "reload it first" in refused.json()["detail"]
+    assert [s["id"] for s in served.client.get("/api/streams").json()] == ["a", "b"]  # not applied in passing
+    assert served.client.post("/api/reload").json()["applied"]["streams_added"] == ["b2"]
+    assert served.client.put("/api/lines/gate", json={"start": [0, 0], "end": [9, 9]}).status_code == 201
+    assert "id: b2" in path.read_text() and "name: gate" in path.read_text()
+
+
+def test_giving_a_zone_to_one_more_camera_leaves_the_visits_on_the_others_open(tmp_path, serve):
+    path = site(tmp_path)
+    sink = RecordingSink()
+    served = serve(load_config(path), sinks=[sink], path=path)
+    assert sink.wait_for(lambda s: events(s, "a", "zone_enter"), timeout=20)
+    polygon = [[4, 0], [60, 0], [60, 48], [4, 48]]
+    assert served.client.put("/api/zones/dock", json={"polygon": polygon, "streams": ["a", "b"]}).status_code == 200
+    assert sink.wait_for(lambda s: events(s, "b", "zone_enter"), timeout=20)
+    served.stop()
+    assert "reconfigured" not in [e.payload["reason"] for e in events(sink, "a", "zone_exit")]
+    assert len(events(sink, "a", "zone_enter")) == 1
+
+
 def test_changes_are_refused_once_the_pipeline_has_stopped(tmp_path, serve):
     path = site(tmp_path)
     served = serve(load_config(path), path=path)
@@ -160,7 +200,7 @@ def test_sinks_added_and_removed_on_reload_open_and_close_while_the_cameras_run(
     served = serve(load_config(path), sinks=[recording], path=path)
     detections, events_log = tmp_path / "detections.jsonl", tmp_path / "events.jsonl"
     marks = "stages:\n  - {python: 'pipeline.testing:MarkEveryNth', options: {every: 5}}\n"
-    sinks = (f"sinks:\n  - {{type: jsonl, path: '{detections}', queue_size: 8}}\n"
+    sinks = (f"sinks:\n  - {{type: jsonl, path: '{detections}', overflow: block}}\n"
              f"  - {{type: jsonl, what: events, path: '{events_log}'}}\n")
     path.write_text(path.read_text() + marks + sinks)
     reply = served.client.post("/api/reload")
