@@ -49,6 +49,7 @@ class Telemetry:
         self.engine = _histogram("engine_batch_seconds", "seconds the detector took per detected batch",
                                  ENGINE_BUCKETS_S)
         self.batch_size = _histogram("batch_size_frames", "frames per detected batch", BATCH_SIZE_BUCKETS)
+        self.latest: dict[str, float] = {}  # per stream: its last frame's capture to detection, seconds
 
     def batch_taken(self, batch: FrameBatch) -> None:
         """A batch left the aligned buffer: each frame's age since capture."""
@@ -58,7 +59,15 @@ class Telemetry:
         """A batch's detections are being handed to the stages; `engine_s`: the detector's time for it."""
         self.engine.labels(batch.lane).observe(engine_s)
         self.batch_size.labels(batch.lane).observe(len(batch))
-        _observe_ages(self.latency.labels(batch.lane), batch, self._clock())
+        latency, now_ns = self.latency.labels(batch.lane), self._clock()
+        for frame in batch.frames:
+            age = max(now_ns - frame.wall_ns, 0) / _NS_PER_S
+            latency.observe(age)
+            self.latest[frame.stream_id] = age
+
+    def forget(self, stream_id: str) -> None:
+        """A stream removed: its last latency goes (the histograms are per lane)."""
+        self.latest.pop(stream_id, None)
 
     def collect(self) -> Iterator[Metric]:
         for histogram in (self.latency, self.frame_age, self.engine, self.batch_size):

@@ -57,6 +57,7 @@ class StreamView(BaseModel):
     live: bool
     state: str
     fps: float
+    latency_s: float | None = Field(description="its last frame's capture to detections, seconds")
     last_error: str | None
     counters: dict[str, int]
 
@@ -101,7 +102,8 @@ def make_app(control: Control, token: str | None = None, version: str = "",
     @app.get("/api/streams", tags=["streams"], dependencies=authorized)
     def list_streams() -> list[StreamView]:
         snap, paused = runner.snapshot(), runner.table.paused()
-        return [_view(config, snap.streams.get(config.id, {}), config.id in paused) for config in runner.streams()]
+        return [_view(config, snap.streams.get(config.id, {}), config.id in paused, runner.parts.telemetry.latest)
+                for config in runner.streams()]
 
     @app.get("/api/streams/{stream_id}", tags=["streams"], dependencies=authorized)
     def get_stream(stream_id: str) -> StreamView:
@@ -161,14 +163,15 @@ def _current(runner: PipelineRunner, stream_id: str) -> StreamView:
     for config in runner.streams():
         if config.id == stream_id:
             paused = stream_id in runner.table.paused()
-            return _view(config, {} if paused else runner.snapshot().streams.get(stream_id, {}), paused)
+            return _view(config, {} if paused else runner.snapshot().streams.get(stream_id, {}), paused,
+                         runner.parts.telemetry.latest)
     raise HTTPException(404, f"no stream '{stream_id}'")
 
 
-def _view(config: StreamConfig, stats: dict, paused: bool = False) -> StreamView:
+def _view(config: StreamConfig, stats: dict, paused: bool, latency: dict[str, float]) -> StreamView:
     return StreamView(id=config.id, url=mask_url(config.url), lane=config.lane, live=config.is_live,
                       state="paused" if paused else stats.get("state", "new"), fps=stats.get("decode_fps", 0.0),
-                      last_error=stats.get("last_error"),
+                      latency_s=None if paused else latency.get(config.id), last_error=stats.get("last_error"),
                       counters={key: int(stats.get(key, 0) or 0) for key in STREAM_COUNTERS})
 
 

@@ -32,6 +32,7 @@ def test_a_camera_added_and_removed_over_http_leaves_the_others_untouched(tmp_pa
     assert sink.wait_for(lambda s: len(s.seqs["cam-2"]) >= 20, timeout=20)
     listed = served.client.get("/api/streams").json()
     assert [s["id"] for s in listed] == ["a", "cam-2"] and all(s["state"] == "running" for s in listed)
+    assert all(0 < s["latency_s"] < 30 for s in listed)  # capture to detections of its last frame
     assert served.client.delete("/api/streams/cam-2").status_code == 204
     assert served.client.get("/api/streams/cam-2").status_code == 404
     assert not [t.name for t in threading.enumerate() if "cam-2" in t.name]  # its worker is gone
