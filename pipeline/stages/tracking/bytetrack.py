@@ -38,17 +38,18 @@ class ByteTracker:
 
     def __init__(self, config: TrackerConfig | None = None):
         self.config = config or TrackerConfig()
+        self._next_id = 1
         self.reset()
 
     def reset(self) -> None:
-        """Forget every track and restart ids at 1 (e.g. after a stream reconnects to another scene)."""
+        """Forget every track (e.g. after a stream reconnects to another scene). Ids go on from where they
+        were, so within one tracker (a stream's run) an id never names two objects."""
         self._mean = np.zeros((0, 8))
         self._cov = np.zeros((0, 8, 8))
         self._id = np.zeros(0, np.int64)  # -1 while tentative
         self._hits = np.zeros(0, np.int32)
         self._lost = np.zeros(0, np.int32)  # frames since the last match; 0 = matched on this frame
         self._class = np.zeros(0, np.int32)
-        self._next_id = 1
         self.frame_count = 0
 
     @property

@@ -9,8 +9,10 @@ from pipeline.types import Event, FrameResult
 class TrackingStage:
     """Replaces `result.detections` with the tracked rows (see ByteTracker for which rows those are).
 
-    One instance per stream (it holds that stream's tracks and id counter). A gap in `frame.seq` (frames dropped upstream) is bridged by predicting
-    the tracks through the missing frames, so motion stays consistent with the stream's frame rate.
+    One instance per stream (it holds that stream's tracks and id counter; a file that loops or a camera that
+    reconnects starts with no tracks, and its ids go on). A gap in `frame.seq` (frames dropped upstream) is
+    bridged by predicting the tracks through the missing frames, so motion stays consistent with the
+    stream's frame rate.
     """
 
     name = "tracker"
