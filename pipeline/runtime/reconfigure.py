@@ -64,7 +64,7 @@ def apply(parts: Pipeline, table: StreamTable, new: PipelineConfig, timeout: flo
     if change.analytics:
         names = parts.detector.class_names
         parts.stages.reconfigure(lambda stream_id: build_stages(new, stream_id, names),
-                                 lambda stream_id, stages, ts_ns: restage(new, stream_id, names, stages, ts_ns))
+                                 lambda stream_id, stages, last: restage(new, stream_id, names, stages, last))
     for config in change.changed:
         _try(failed, config.id, table.replace, config, timeout)
     for config in change.added:
@@ -77,15 +77,16 @@ def apply(parts: Pipeline, table: StreamTable, new: PipelineConfig, timeout: flo
 
 
 def _make_outputs(parts: Pipeline, config: PipelineConfig, entries: list) -> tuple[list, list]:
-    return build_outputs(entries, OutputContext(parts.detector.class_names, list(config.alerts), clips=parts.sources))
+    return build_outputs(entries, OutputContext(parts.detector.class_names, list(config.alerts), parts.run,
+                                                clips=parts.sources))
 
 
 def _swap_outputs(parts: Pipeline, config: PipelineConfig, removed: list, made: tuple[list, list],
                   failed: dict[str, str]) -> None:
     for entry in removed:
-        if is_event_output(entry):
+        if any(known == entry for known, _ in parts.events.entries):  # an event output, or storage's events
             parts.events.remove_output(entry)
-        elif not parts.outputs.remove(entry):
+        if not is_event_output(entry) and not parts.outputs.remove(entry):
             log.warning("sink %s took long to drain after it was taken out; it closes when done", entry.type)
     frame_sinks, event_outputs = made
     for sink, options in frame_sinks:

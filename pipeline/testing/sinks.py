@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Callable
 
 from pipeline.sinks.base import BaseSink
-from pipeline.types import Event, FrameResult, make_event_id
+from pipeline.types import Event, FrameResult
 
 
 class RecordingSink(BaseSink):
@@ -84,13 +84,12 @@ class MarkEveryNth:
     clip: the event asks the media sink for a snapshot and a clip."""
 
     def __init__(self, stream_id: str, every: int = 10, clip: bool = False):
-        self.stream_id, self.every, self.clip = stream_id, every, clip
+        self.every, self.clip = every, clip  # stream_id: each event's moment names the stream
         self.count = 0
 
     def __call__(self, result: FrameResult) -> list[Event]:
         self.count += 1
         if self.count % self.every:
             return []
-        ts = result.frame.pts_ns
-        return [Event(make_event_id(self.stream_id, "mark", -1, ts), self.stream_id, "mark", "mark", -1, -1, ts,
-                      {"seq": result.frame.seq, "clip": self.clip, "snapshot": self.clip})]
+        return [result.moment.event("mark", "mark", -1, -1,
+                                    {"seq": result.frame.seq, "clip": self.clip, "snapshot": self.clip})]

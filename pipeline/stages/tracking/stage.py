@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pipeline.config.models import TrackerConfig
 from pipeline.stages.tracking.bytetrack import ByteTracker
-from pipeline.types import Event, FrameResult
+from pipeline.types import Event, FrameResult, Moment
 
 
 class TrackingStage:
@@ -33,7 +33,7 @@ class TrackingStage:
         self._last_seq, self._last_pts_ns = seq, pts_ns
         result.detections = self.tracker.update(result.detections.to_host())
 
-    def end(self, result_ts_ns: int) -> list[Event]:
+    def end(self, at: Moment) -> list[Event]:
         self.tracker.reset()
         self._last_seq = self._last_pts_ns = None
         return []

@@ -12,7 +12,7 @@ from pipeline.types import Detections, Frame, FrameResult
 def _result(seq, x):
     frame = Frame("cam-1", seq, seq * 40_000_000, 0, None, 640, 480)
     xyxy = np.array([[x, 100, x + 40, 200]], np.float32)
-    return FrameResult(frame, Detections(xyxy, np.array([0.9], np.float32), np.zeros(1, np.int32)))
+    return FrameResult(frame, Detections(xyxy, np.array([0.9], np.float32), np.zeros(1, np.int32)), run_id="run-1")
 
 
 def test_tracking_stage_sets_track_ids_on_the_result():
