@@ -10,7 +10,7 @@ from pipeline.config.outputs import JsonlOutput
 from pipeline.errors import ConfigError, SinkError
 from pipeline.sinks import build_outputs
 from pipeline.sinks.base import OutputContext
-from pipeline.sinks.outputs.event_log import EventLogOutput
+from pipeline.sinks.outputs.event_log import RECENT_IDS, EventLogOutput
 from pipeline.sinks.outputs.payload import EVENT_KEYS, event_from_json, event_to_json
 from pipeline.types import Event, Run
 
@@ -78,3 +78,29 @@ def test_only_event_outputs_are_built_from_the_sinks_config(tmp_path):
     assert [type(sink).__name__ for sink, _ in frame_sinks] == ["JsonlSink"]
     outputs[0][0].close()
 
+
+def test_an_event_delivered_again_after_a_restart_is_not_appended_twice(tmp_path):
+    path = tmp_path / "events.jsonl"
+    config = JsonlOutput(type="jsonl", path=path, what="events")
+    out = EventLogOutput(config)
+    for i in range(3):
+        out.deliver(event(i))
+    out.close()  # as if killed after appending id-2 but before the outbox recorded its delivery
+    again = EventLogOutput(config)
+    for i in range(2, 5):
+        again.deliver(event(i))
+    again.deliver(event(4))  # also within one process (a delivery whose cursor update failed)
+    again.close()
+    assert [json.loads(line)["event_id"] for line in path.read_text().splitlines()] == [f"id-{i}" for i in range(5)]
+
+
+def test_the_event_log_remembers_a_bounded_number_of_ids(tmp_path):
+    path = tmp_path / "events.jsonl"
+    config = JsonlOutput(type="jsonl", path=path, what="events")
+    out = EventLogOutput(config, fsync=False)
+    for i in range(RECENT_IDS + 1):
+        out.deliver(event(i))
+    out.deliver(event(0))  # beyond the window: the log is bounded in memory, not a database
+    out.close()
+    ids = [json.loads(line)["event_id"] for line in path.read_text().splitlines()]
+    assert ids.count("id-0") == 2 and len(ids) == RECENT_IDS + 2
