@@ -141,8 +141,8 @@ def _event(row: tuple) -> Event:
 def events(target: Target, stream_id: str | None = None, kind: str | None = None, run: Runs = None) -> list[Event]:
     """Stored events ordered by (ts_ns, event_id), optionally of one stream and/or one kind."""
     clause, params = _where(run, ("stream_id = ?", stream_id), ("kind = ?", kind))
-    return [_event(row) for row in _rows(target, f"SELECT {_EVENT_COLUMNS} FROM events{clause} ORDER BY ts_ns, event_id",
-                                         params)]
+    rows = _rows(target, f"SELECT {_EVENT_COLUMNS} FROM events{clause} ORDER BY ts_ns, event_id", params)
+    return [_event(row) for row in rows]
 
 
 def recent_events(target: Target, *, stream_id: str | None = None, kind: str | None = None,

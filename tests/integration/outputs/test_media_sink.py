@@ -19,7 +19,8 @@ def rule(name="door", snapshot=True, clip=False) -> AlertRule:
 
 
 def event_at(ts_ns: int, rule_name="door", track_id=7, stream="cam-1") -> Event:
-    return Moment("run-1", stream, ts_ns, 1_700_000_000 * 10**9 + ts_ns).event(rule_name, "enter", track_id, 0, {"zone": "z"})
+    at = Moment("run-1", stream, ts_ns, 1_700_000_000 * 10**9 + ts_ns)
+    return at.event(rule_name, "enter", track_id, 0, {"zone": "z"})
 
 
 def result_for(image: np.ndarray, events, pts_ns=0, dets=None, fmt="rgb24", size=None) -> FrameResult:

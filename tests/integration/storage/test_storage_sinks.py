@@ -184,7 +184,8 @@ def test_events_wait_in_the_outbox_while_postgres_is_down_and_are_stored_once_it
         postgres_server.start()
         assert outbox.wait_delivered(60)
     sink.close()
-    assert [e.event_id for e in query.events(postgres_dsn)] == [e.event_id for e in sorted(events, key=lambda e: (e.ts_ns, e.event_id))]
+    in_order = sorted(events, key=lambda e: (e.ts_ns, e.event_id))
+    assert [e.event_id for e in query.events(postgres_dsn)] == [e.event_id for e in in_order]
 
 
 def test_on_frame_raises_sink_error_once_postgres_is_down_and_the_queue_is_full(postgres_server, postgres_dsn, mot17_05):
