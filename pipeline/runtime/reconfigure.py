@@ -18,11 +18,11 @@ from pipeline.config.models import LaneConfig, PipelineConfig
 from pipeline.config.outputs import is_event_output
 from pipeline.config.resolve import packet_ring_s
 from pipeline.errors import PipelineError, RestartRequired
-from pipeline.runtime.build import Pipeline
+from pipeline.runtime.build import Pipeline, stage_factory
 from pipeline.runtime.streams import StreamTable
 from pipeline.sinks import build_outputs
 from pipeline.sinks.base import OutputContext
-from pipeline.stages import build_stages, restage
+from pipeline.stages import restage
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def apply(parts: Pipeline, table: StreamTable, new: PipelineConfig, timeout: flo
     _swap_outputs(parts, new, change.sinks_removed, made, failed)
     if change.analytics:
         names = parts.detector.class_names
-        parts.stages.reconfigure(lambda stream_id: build_stages(new, stream_id, names),
+        parts.stages.reconfigure(stage_factory(new, names, parts.track_ids),
                                  lambda stream_id, stages, last: restage(new, stream_id, names, stages, last))
     for config in change.changed:
         _try(failed, config.id, table.replace, config, timeout)

@@ -3,19 +3,22 @@ from __future__ import annotations
 
 from pipeline.config.models import PipelineConfig
 from pipeline.stages.base import StreamStage
+from pipeline.stages.tracking.ids import TrackIds
 from pipeline.types import Event, Moment
 
-__all__ = ["StreamStage", "build_stages", "restage"]
+__all__ = ["StreamStage", "TrackIds", "build_stages", "restage"]
 
 
-def build_stages(config: PipelineConfig, stream_id: str, class_names: list[str]) -> list[StreamStage]:
-    """The stages of one stream, made fresh (they hold that stream's state). Raises ConfigError when a
+def build_stages(config: PipelineConfig, stream_id: str, class_names: list[str],
+                 track_ids: TrackIds | None = None) -> list[StreamStage]:
+    """The stages of one stream, made fresh (they hold that stream's state). track_ids: the stream's track id
+    counter for the run (a restarted stream's new tracker goes on from it). Raises ConfigError when a
     `stages:` plugin cannot be made with its options."""
     from pipeline.stages.analytics.stage import AnalyticsStage  # noqa: PLC0415 - numpy-heavy, loaded when used
     from pipeline.stages.python import PythonStage  # noqa: PLC0415
     from pipeline.stages.tracking.stage import TrackingStage  # noqa: PLC0415
 
-    stages: list[StreamStage] = [TrackingStage(config.tracker)] if config.tracker.enabled else []
+    stages: list[StreamStage] = [TrackingStage(config.tracker, ids=track_ids)] if config.tracker.enabled else []
     zones, lines = _mine(config.zones, stream_id), _mine(config.lines, stream_id)
     if zones or lines:
         stages.append(AnalyticsStage(stream_id, zones, lines, list(config.alerts), class_names))

@@ -11,11 +11,13 @@ from pipeline.types import Event, FrameResult
 
 
 class RecordingSink(BaseSink):
-    """Keeps, per stream, the `seq` of every frame it got, its events, and whether it started and ended."""
+    """Keeps, per stream, the `seq` of every frame it got, its track ids, its events, and whether it started and
+    ended."""
 
     def __init__(self, name: str = "recording"):
         self.name = name
         self.seqs: dict[str, list[int]] = defaultdict(list)
+        self.track_ids: dict[str, list[int]] = defaultdict(list)  # every detection's, in frame order
         self.events: dict[str, list[Event]] = defaultdict(list)
         self.started: list[str] = []
         self.ended: list[str] = []
@@ -30,6 +32,7 @@ class RecordingSink(BaseSink):
     def on_frame(self, result: FrameResult) -> None:
         with self._cond:
             self.seqs[result.frame.stream_id].append(result.frame.seq)
+            self.track_ids[result.frame.stream_id].extend(result.detections.to_host().track_id.tolist())
             self.events[result.frame.stream_id].extend(result.events)
             self._cond.notify_all()
 
