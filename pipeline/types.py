@@ -1,4 +1,4 @@
-"""The types that cross stage boundaries: Frame, FrameBatch, Detections, Event, FrameResult.
+"""The types that cross stage boundaries: Frame, FrameBatch, Detections, Run, Event, Moment, FrameResult.
 
 Timestamps are integer nanoseconds from the decoder on; never floats.
 """
@@ -184,30 +184,82 @@ class Detections:
         return f"Detections(n={len(self)})"
 
 
-def make_event_id(stream_id: str, rule: str, track_id: int, ts_ns: int) -> str:
-    """Deterministic id: the same stream, rule, track and time always give the same id."""
-    key = f"{stream_id}|{rule}|{track_id}|{ts_ns}".encode()
-    return hashlib.sha1(key).hexdigest()[:20]
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One start of the pipeline (`pipeline.runtime.runs.new_run`). run_id: unique across starts and
+    instances, sorts by start time. config_hash: which config it ran. version: streamweave's.
+    started_ns: host time (`time.time_ns()`)."""
+
+    run_id: str
+    config_hash: str
+    version: str
+    started_ns: int
+
+
+def track_uid(run_id: str, track_id: int) -> str:
+    """A track's identity beyond its run: track ids start over at every run, run ids never repeat.
+    `track_id` -1 (an event about no single track, e.g. occupancy) gives the run's "no track" uid."""
+    return f"{run_id}/{int(track_id)}"
+
+
+def make_event_id(stream_id: str, rule: str, track_uid: str, wall_ns: int) -> str:
+    """The one definition of an event's id: a stable hash (SHA-1, 24 hex digits) of the stream id, the rule
+    (`kind:name`), the track's uid (`track_uid`) and the wall-clock capture time (ns) of the frame the
+    event was decided on. The same event always has the same id, so a replay after a crash is
+    recognised downstream; a new event never collides with an old one, as its run id is new."""
+    key = f"{stream_id}|{rule}|{track_uid}|{int(wall_ns)}".encode()
+    return hashlib.sha1(key).hexdigest()[:24]
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Something a rule decided happened. Delivery is at least once; de-duplicate by `event_id`."""
+    """Something a rule decided happened. Delivery is at least once; de-duplicate by `event_id`.
+
+    Made by `Moment.event` (which computes `event_id`). `ts_ns`: when it happened on the stream's own
+    clock (pts); `wall_ns`: the host's capture time of the frame it was decided on; `run_id`: the run
+    that decided it.
+    """
 
     event_id: str
+    run_id: str
     stream_id: str
     rule: str
     kind: str
     track_id: int
     class_id: int
     ts_ns: int
+    wall_ns: int
     payload: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """A frame's capture in one run: what every event is made from (`FrameResult.moment`)."""
+
+    run_id: str
+    stream_id: str
+    pts_ns: int
+    wall_ns: int
+
+    def event(self, rule: str, kind: str, track_id: int, class_id: int, payload: dict,
+              ts_ns: int | None = None) -> Event:
+        """An Event of `kind` by `rule` about `track_id` (-1: none) at this moment, its id from `make_event_id`.
+        ts_ns: when it happened on the stream's clock, if earlier than this frame (a lost track's exit)."""
+        event_id = make_event_id(self.stream_id, f"{kind}:{rule}", track_uid(self.run_id, track_id), self.wall_ns)
+        return Event(event_id, self.run_id, self.stream_id, rule, kind, int(track_id), int(class_id),
+                     int(self.pts_ns if ts_ns is None else ts_ns), int(self.wall_ns), payload)
 
 
 @dataclass(slots=True)
 class FrameResult:
-    """What the sinks of one stream see, in frame order: the frame, its host detections, its events."""
+    """What the sinks of one stream see, in frame order: the frame, its host detections, its events, and
+    the run it belongs to. Stages make events with `result.moment.event(...)`."""
 
     frame: Frame
     detections: Detections
     events: list[Event] = field(default_factory=list)
+    run_id: str = field(kw_only=True)
+
+    @property
+    def moment(self) -> Moment:
+        return Moment(self.run_id, self.frame.stream_id, self.frame.pts_ns, self.frame.wall_ns)

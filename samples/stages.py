@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.types import Event, FrameResult, make_event_id
+from pipeline.types import Event, FrameResult
 
 
 class SpeedLimit:
-    """stream_id: the stream this instance serves. limit_px_s: speed above which a track is reported.
+    """stream_id: the stream this instance serves (each frame's `result.moment` names it too, and so the
+    events made from it). limit_px_s: speed above which a track is reported.
     classes: class ids to watch (None = all)."""
 
     def __init__(self, stream_id: str, limit_px_s: float, classes: list[int] | None = None):
-        self.stream_id = stream_id
         self.limit_px_s = limit_px_s
         self.classes = None if classes is None else set(classes)
         self._last: dict[int, tuple[int, float, float]] = {}  # track -> (pts_ns, x, y)
@@ -43,8 +43,8 @@ class SpeedLimit:
             watched = self.classes is None or cls in self.classes
             if watched and speeds[row] > self.limit_px_s and track not in self._reported:
                 self._reported.add(track)
-                events.append(Event(make_event_id(self.stream_id, "speeding", track, ts), self.stream_id, "speeding",
-                                    "speeding", track, cls, ts, {"speed_px_s": round(float(speeds[row]), 1)}))
+                events.append(result.moment.event("speeding", "speeding", track, cls,
+                                                  {"speed_px_s": round(float(speeds[row]), 1)}))
         dets.add_attribute("speed_px_s", speeds)
         live = set(dets.track_id.tolist())
         self._last = {track: seen for track, seen in self._last.items() if track in live}  # bounded per stream

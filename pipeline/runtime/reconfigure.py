@@ -18,7 +18,7 @@ from pipeline.config.models import LaneConfig, PipelineConfig
 from pipeline.config.outputs import is_event_output
 from pipeline.config.resolve import packet_ring_s
 from pipeline.errors import PartiallyApplied, PipelineError, RestartRequired
-from pipeline.runtime.build import Pipeline
+from pipeline.runtime.build import Pipeline, stage_factory
 from pipeline.runtime.streams import StreamTable
 from pipeline.sinks import build_outputs
 from pipeline.sinks.base import OutputContext
@@ -69,8 +69,8 @@ def apply(parts: Pipeline, table: StreamTable, new: PipelineConfig, timeout: flo
     _swap_outputs(parts, new, change.sinks_removed, made, failed)
     if change.analytics:
         names = parts.detector.class_names
-        parts.stages.reconfigure(lambda stream_id: build_stages(new, stream_id, names),
-                                 lambda stream_id, stages, ts_ns: restage(new, stream_id, names, stages, ts_ns))
+        parts.stages.reconfigure(stage_factory(new, names, parts.track_ids),
+                                 lambda stream_id, stages, last: restage(new, stream_id, names, stages, last))
     for config in change.changed:
         _try(failed, config.id, table.replace, config, timeout)
     for config in change.added:
@@ -85,7 +85,8 @@ def apply(parts: Pipeline, table: StreamTable, new: PipelineConfig, timeout: flo
 def _open_outputs(parts: Pipeline, config: PipelineConfig, entries: list) -> tuple[list, list]:
     """The outputs of `entries`, made and their frame sinks opened; if one fails, those opened are closed."""
     frame_sinks, event_outputs = build_outputs(entries, OutputContext(parts.detector.class_names,
-                                                                      list(config.alerts), clips=parts.sources))
+                                                                      list(config.alerts), parts.run,
+                                                                      clips=parts.sources))
     opened = []
     try:
         for sink, _ in frame_sinks:
@@ -101,9 +102,9 @@ def _open_outputs(parts: Pipeline, config: PipelineConfig, entries: list) -> tup
 def _swap_outputs(parts: Pipeline, config: PipelineConfig, removed: list, made: tuple[list, list],
                   failed: dict[str, str]) -> None:
     for entry in removed:
-        if is_event_output(entry):
+        if any(known == entry for known, _ in parts.events.entries):  # an event output, or storage's events
             parts.events.remove_output(entry)
-        elif not parts.outputs.remove(entry):
+        if not is_event_output(entry) and not parts.outputs.remove(entry):
             log.warning("sink %s took long to drain after it was taken out; it closes when done", entry.type)
     frame_sinks, event_outputs = made
     for sink, options in frame_sinks:

@@ -100,6 +100,7 @@ class PipelineRunner:
 
     def _run(self, duration_s, on_progress, progress_interval_s) -> Snapshot:
         parts = self.parts
+        log.info("run %s: config %s, streamweave %s", parts.run.run_id, parts.run.config_hash, parts.run.version)
         try:
             parts.outputs.open()
             parts.events.start()

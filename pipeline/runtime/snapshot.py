@@ -14,7 +14,7 @@ class Snapshot:
     """streams: per stream, the source's counters and state, the buffer's (received, batched, drops, depth),
     `staged` (frames through the stages) and `dropped_sinks` (frames sinks dropped to keep up). stage_depths:
     results waiting per stage worker. sinks: per frame sink, its counters, `queued` and `dropped` per stream.
-    sink_failures: failures per stage, sink and outbox (each isolated). extra: failed_batches, outbox (per
+    sink_failures: failures per stage, sink and outbox (each isolated). extra: run_id, failed_batches, outbox (per
     event output: delivered, failed, dead, pending), events (published, stored, waiting), packet_rings and,
     in the final one, shutdown_s."""
 
@@ -57,6 +57,7 @@ def take_snapshot(parts: Pipeline, elapsed_s: float) -> Snapshot:
         sink_failures=parts.outputs.failures.counts(),
         engine=parts.detector.engine_name,
         infer_s=inference.infer_s,
-        extra={"failed_batches": inference.failed_batches, "outbox": events.pop("outputs"), "events": events,
+        extra={"run_id": parts.run.run_id, "failed_batches": inference.failed_batches,
+               "outbox": events.pop("outputs"), "events": events,
                "packet_rings": parts.sources.packet_stats()},
     )

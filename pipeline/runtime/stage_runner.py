@@ -20,12 +20,12 @@ from pipeline.errors import SinkError
 from pipeline.runtime.outputs import OutputSinks, guarded
 from pipeline.runtime.queues import BoundedQueue, Overflow, QueueClosed, QueueEmpty
 from pipeline.stages import StreamStage
-from pipeline.types import Detections, Event, Frame, FrameResult
+from pipeline.types import Detections, Event, Frame, FrameResult, Moment
 
 log = logging.getLogger(__name__)
 
 StageFactory = Callable[[str], list[StreamStage]]
-Restage = Callable[[str, list[StreamStage], int], tuple[list[StreamStage], list[Event]]]
+Restage = Callable[[str, list[StreamStage], Moment], tuple[list[StreamStage], list[Event]]]
 
 
 class _Start:
@@ -44,9 +44,10 @@ class _Batch:
     def __init__(self, frames: list[tuple[int, Frame]], detections: Detections, bounds):
         self.frames, self.detections, self.bounds = frames, detections, bounds
 
-    def results(self):
+    def results(self, run_id: str):
         for row, frame in self.frames:
-            yield FrameResult(frame, self.detections.rows(int(self.bounds[row]), int(self.bounds[row + 1])))
+            yield FrameResult(frame, self.detections.rows(int(self.bounds[row]), int(self.bounds[row + 1])),
+                              run_id=run_id)
 
 
 class _Restage:
@@ -64,26 +65,29 @@ class _End:
 
 
 class _Stream:
-    """What a worker keeps per stream: its stages, whether it is live, its last timestamp, frames staged."""
+    """What a worker keeps per stream: its stages, whether it is live, its last frame's moment, frames staged."""
 
-    __slots__ = ("stages", "live", "last_ts", "frames")
+    __slots__ = ("stages", "live", "last", "frames")
 
-    def __init__(self, stages: list[StreamStage], live: bool):
-        self.stages, self.live, self.last_ts, self.frames = stages, live, 0, 0
+    def __init__(self, stages: list[StreamStage], live: bool, start: Moment):
+        self.stages, self.live, self.last, self.frames = stages, live, start, 0
 
 
 class StageRunner:
-    """make_stages(stream_id) builds a stream's stages; publish(events) takes events to the outbox.
+    """make_stages(stream_id) builds a stream's stages; publish(events) takes events to the outbox. run_id: the
+    run every `FrameResult` (and so every event) belongs to.
 
     A failing stage is logged, counted in the failures under its name and skipped for that frame; it never
     stops the other stages, the stream or detection.
     """
 
     def __init__(self, make_stages: StageFactory, publish: Callable[[list[Event]], None], outputs: OutputSinks,
-                 workers: int = 2, queue_size: int = 256, on_finished: Callable[[str], None] | None = None):
+                 workers: int = 2, queue_size: int = 256, on_finished: Callable[[str], None] | None = None, *,
+                 run_id: str):
         """queue_size: frames waiting per worker. on_finished(stream_id): every sink has handled the end of
         the stream."""
         self._on_finished = on_finished
+        self.run_id = run_id
         self._make_stages = make_stages
         self._publish = publish
         self.outputs = outputs
@@ -116,7 +120,8 @@ class StageRunner:
 
     def reconfigure(self, make_stages: StageFactory, change: Restage) -> None:
         """Streams added from now on get their stages from `make_stages`; each running stream's stages
-        become `change(stream_id, stages, last_ts)` -> (stages, events), on its worker between two of its
+        become `change(stream_id, stages, last)` -> (stages, events), `last` the moment of its last frame, on
+        its worker between two of its
         frames (its order and state kept), and the events go out as its frames' events do."""
         self._make_stages = make_stages
         for shard in range(len(self._queues)):
@@ -165,10 +170,10 @@ class StageRunner:
             except QueueClosed:
                 break
             if isinstance(item, _Batch):
-                for result in item.results():
+                for result in item.results(self.run_id):
                     self._handle(streams, result)
             elif isinstance(item, _Start):
-                streams[item.stream_id] = _Stream(item.stages, item.live)
+                streams[item.stream_id] = _Stream(item.stages, item.live, self._start(item.stream_id))
             elif isinstance(item, _Restage):
                 self._restage(streams, item.change)
             else:
@@ -176,13 +181,17 @@ class StageRunner:
         for stream_id in list(streams):
             self._finish(streams, stream_id)
 
+    def _start(self, stream_id: str) -> Moment:
+        """The moment a stream's stages start from, before its first frame (nothing happens at it)."""
+        return Moment(self.run_id, stream_id, 0, time.time_ns())
+
     def _handle(self, streams: dict[str, _Stream], result: FrameResult) -> None:
         stream_id = result.frame.stream_id
         stream = streams.get(stream_id)
         if stream is None:  # frames again after the stream ended (a restarted source): start afresh
             stages = guarded(self.failures, "stage factory", self._make_stages, stream_id) or []
-            stream = streams[stream_id] = _Stream(stages, live=True)
-        stream.last_ts = result.frame.pts_ns
+            stream = streams[stream_id] = _Stream(stages, True, self._start(stream_id))
+        stream.last = result.moment
         for stage in stream.stages:
             guarded(self.failures, stage.name, stage.process, result)
         if result.events:
@@ -193,7 +202,7 @@ class StageRunner:
 
     def _restage(self, streams: dict[str, _Stream], change: Restage) -> None:
         for stream_id, stream in streams.items():
-            changed = guarded(self.failures, "reconfigure", change, stream_id, stream.stages, stream.last_ts)
+            changed = guarded(self.failures, "reconfigure", change, stream_id, stream.stages, stream.last)
             if changed is None:
                 continue
             stream.stages, events = changed
@@ -207,7 +216,7 @@ class StageRunner:
             return
         events: list[Event] = []
         for stage in stream.stages:
-            events.extend(guarded(self.failures, stage.name, stage.end, stream.last_ts) or [])
+            events.extend(guarded(self.failures, stage.name, stage.end, stream.last) or [])
         if events:
             guarded(self.failures, "outbox", self._publish, events)
             self.outputs.events(stream_id, events)

@@ -6,11 +6,11 @@
 """
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Callable
 
 from pipeline.config.models import HttpConfig
 from pipeline.runtime.runner import PipelineRunner
+from pipeline.runtime.runs import package_version
 from pipeline.runtime.snapshot import Snapshot
 from pipeline.service.control import Control
 
@@ -30,7 +30,7 @@ class Service:
         self.runner = runner
         self.control = control or Control(runner)
         self._gpu = GpuCollector()
-        self.server = HttpServer(make_app(self.control, http.token, _version(), [self._gpu]), http.host, http.port)
+        self.server = HttpServer(make_app(self.control, http.token, package_version(), [self._gpu]), http.host, http.port)
 
     @property
     def port(self) -> int:
@@ -50,9 +50,3 @@ class Service:
     def request_stop(self) -> None:
         self.runner.request_stop()
 
-
-def _version() -> str:
-    try:
-        return version("streamweave")
-    except PackageNotFoundError:
-        return "unknown"

@@ -41,8 +41,8 @@ def router(control: Control) -> APIRouter:
                since: str | None = Query(None, description="ISO 8601 time or Unix seconds"),
                until: str | None = Query(None, description="ISO 8601 time or Unix seconds"),
                limit: int = Query(100, ge=1, le=10_000)) -> list[dict]:
-        """Recent events from storage (the first sqlite or postgres sink), newest first."""
-        from pipeline.sinks.storage.query import recent_events  # noqa: PLC0415
+        """Recent events from storage (the first sqlite or postgres sink), newest first, of every run."""
+        from pipeline.sinks.storage.query import ALL_RUNS, recent_events  # noqa: PLC0415
 
         class_id = None
         if class_ is not None:
@@ -53,7 +53,7 @@ def router(control: Control) -> APIRouter:
         try:
             return recent_events(_storage(control), stream_id=stream, kind=kind, class_id=class_id,
                                  since_wall_ns=_time_ns("since", since), until_wall_ns=_time_ns("until", until),
-                                 limit=limit)
+                                 limit=limit, run=ALL_RUNS)
         except SinkError as exc:
             raise HTTPException(503, str(exc)) from None
 

@@ -14,8 +14,9 @@ __all__ = ["build_outputs"]
 def build_outputs(entries: list[Any], context: OutputContext) -> tuple[list[tuple[Sink, FrameSinkOptions]],
                                                                       list[tuple[EventOutput, Any]]]:
     """The `sinks:` entries made by their registered factories: (frame sinks, event outputs), each with its
-    entry (a frame sink's entry holds its queue options), in config order. ConfigError when a plugin's frame
-    sink has no queue options."""
+    entry (a frame sink's entry holds its queue options), in config order. A frame sink with an `event_output`
+    (storage: its events table) is fed events by the outbox too, listed among the event outputs with its entry.
+    ConfigError when a plugin's frame sink has no queue options."""
     frame_sinks: list[tuple[Sink, FrameSinkOptions]] = []
     event_outputs: list[tuple[EventOutput, Any]] = []
     for entry in entries:
@@ -27,6 +28,8 @@ def build_outputs(entries: list[Any], context: OutputContext) -> tuple[list[tupl
             _check_contract(entry.type, made, ("name", "open", "on_stream_start", "on_frame", "on_events",
                                                "on_stream_end", "close", "stats"), "Sink (derive from BaseSink)")
             frame_sinks.append((made, entry))
+            if getattr(made, "event_output", None) is not None:
+                event_outputs.append((made.event_output, entry))
         else:
             raise ConfigError(f"sink type '{entry.type}': a frame sink's config model must derive from "
                               "pipeline.config.outputs.FrameSinkOptions (its queue_size and overflow)")

@@ -5,6 +5,8 @@
   live cameras (its `overflow` setting says what it drops). Its callbacks for one stream never run
   at once, but it serves every stream.
 - `EventOutput`: gets events from the durable outbox, one at a time, in order (webhook, MQTT, event log).
+  A `Sink` may offer one as its `event_output` (storage does, for its events table): the outbox feeds it
+  as well, so the events it keeps survive a crash the way the outputs' do.
 """
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from pipeline.config.models import AlertRule
-from pipeline.types import Event, FrameResult
+from pipeline.types import Event, FrameResult, Run
 
 
 class Sink(Protocol):
     name: str
+    event_output: EventOutput | None  # events from the outbox (optional: None when absent)
 
     def open(self) -> None:
         """Before the first stream: connect, create folders; raise `SinkError` when it cannot."""
@@ -44,6 +47,7 @@ class BaseSink:
     """No-op callbacks for a `Sink` that needs only some of them."""
 
     name = "sink"
+    event_output = None
 
     def open(self) -> None:
         pass
@@ -93,8 +97,9 @@ class ClipRecorder(Protocol):
 
 @dataclass(frozen=True)
 class OutputContext:
-    """What an output factory may need beyond its own config entry."""
+    """What an output factory may need beyond its own config entry. run: the run it serves (storage records it)."""
 
     class_names: list[str]
     alerts: list[AlertRule]
+    run: Run
     clips: ClipRecorder | None = None

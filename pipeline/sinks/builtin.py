@@ -8,13 +8,13 @@ from pipeline.sinks.base import OutputContext
 def sqlite(entry, context: OutputContext):
     from pipeline.sinks.storage.sqlite import SqliteSink  # noqa: PLC0415
 
-    return SqliteSink(entry, context.class_names)
+    return SqliteSink(entry, context.class_names, context.run)
 
 
 def postgres(entry, context: OutputContext):
     from pipeline.sinks.storage.postgres import PostgresSink  # noqa: PLC0415 - psycopg is optional
 
-    return PostgresSink(entry, context.class_names)
+    return PostgresSink(entry, context.class_names, context.run)
 
 
 def jsonl(entry, context: OutputContext):

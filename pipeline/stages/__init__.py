@@ -3,19 +3,22 @@ from __future__ import annotations
 
 from pipeline.config.models import PipelineConfig
 from pipeline.stages.base import StreamStage
-from pipeline.types import Event
+from pipeline.stages.tracking.ids import TrackIds
+from pipeline.types import Event, Moment
 
-__all__ = ["StreamStage", "build_stages", "restage"]
+__all__ = ["StreamStage", "TrackIds", "build_stages", "restage"]
 
 
-def build_stages(config: PipelineConfig, stream_id: str, class_names: list[str]) -> list[StreamStage]:
-    """The stages of one stream, made fresh (they hold that stream's state). Raises ConfigError when a
+def build_stages(config: PipelineConfig, stream_id: str, class_names: list[str],
+                 track_ids: TrackIds | None = None) -> list[StreamStage]:
+    """The stages of one stream, made fresh (they hold that stream's state). track_ids: the stream's track id
+    counter for the run (a restarted stream's new tracker goes on from it). Raises ConfigError when a
     `stages:` plugin cannot be made with its options."""
     from pipeline.stages.analytics.stage import AnalyticsStage  # noqa: PLC0415 - numpy-heavy, loaded when used
     from pipeline.stages.python import PythonStage  # noqa: PLC0415
     from pipeline.stages.tracking.stage import TrackingStage  # noqa: PLC0415
 
-    stages: list[StreamStage] = [TrackingStage(config.tracker)] if config.tracker.enabled else []
+    stages: list[StreamStage] = [TrackingStage(config.tracker, ids=track_ids)] if config.tracker.enabled else []
     zones, lines = _mine(config.zones, stream_id), _mine(config.lines, stream_id)
     if zones or lines:
         stages.append(AnalyticsStage(stream_id, zones, lines, list(config.alerts), class_names))
@@ -24,9 +27,10 @@ def build_stages(config: PipelineConfig, stream_id: str, class_names: list[str])
 
 
 def restage(config: PipelineConfig, stream_id: str, class_names: list[str], stages: list[StreamStage],
-            ts_ns: int) -> tuple[list[StreamStage], list[Event]]:
+            at: Moment) -> tuple[list[StreamStage], list[Event]]:
     """A running stream's stages for a config whose zones, lines, alert rules or `stages:` changed (the
-    tracker's did not), and the events of what ended (zone visits closed, plugins removed). The tracker
+    tracker's did not), and the events of what ended (zone visits closed, plugins removed) at the stream's last
+    frame `at`. The tracker
     and every unchanged part keep their state (see `AnalyticsStage.reconfigure`); only new plugins are made."""
     from pipeline.stages.analytics.stage import AnalyticsStage, alike_but_streams  # noqa: PLC0415
     from pipeline.stages.python import PythonStage  # noqa: PLC0415
@@ -35,7 +39,7 @@ def restage(config: PipelineConfig, stream_id: str, class_names: list[str], stag
     zones, lines, rules = _mine(config.zones, stream_id), _mine(config.lines, stream_id), list(config.alerts)
     analytics = [stage for stage in stages if isinstance(stage, AnalyticsStage)]
     for stage in analytics:
-        events += stage.reconfigure(zones, lines, rules, ts_ns)
+        events += stage.reconfigure(zones, lines, rules, at)
     if not analytics and (zones or lines):
         analytics = [AnalyticsStage(stream_id, zones, lines, rules, class_names)]
     plugins = [stage for stage in stages if isinstance(stage, PythonStage)]
@@ -48,7 +52,7 @@ def restage(config: PipelineConfig, stream_id: str, class_names: list[str], stag
             plugins.remove(same)
             wanted.append(same)
     for gone in plugins:
-        events += gone.end(ts_ns)
+        events += gone.end(at)
     tracker = [stage for stage in stages if stage.name == "tracker"]
     return [*tracker, *(analytics if zones or lines else []), *wanted], events
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pipeline.types import Event, FrameResult
+from pipeline.types import Event, FrameResult, Moment
 
 
 class StreamStage(Protocol):
@@ -16,6 +16,7 @@ class StreamStage(Protocol):
 
     def process(self, result: FrameResult) -> None: ...
 
-    def end(self, ts_ns: int) -> list[Event]:
-        """The stream ended (or was removed): close open state (tracks, zone visits), return final events."""
+    def end(self, at: Moment) -> list[Event]:
+        """The stream ended (or was removed) after its frame captured `at`: close open state (tracks, zone
+        visits), return final events (made `at.event(...)`)."""
         ...

@@ -7,7 +7,9 @@
 
 `SpeedLimit(stream_id, **options)` is made once per stream. It is called with each `FrameResult` of its
 stream, in frame order, after the tracker and the zone/line analytics (so it sees track ids and the
-frame's zone and line events), and returns a list of `Event`s (or None); it may add named per-detection
+frame's zone and line events), and returns a list of `Event`s (or None), each made with
+`result.moment.event(rule, kind, track_id, class_id, payload)` so that its id is unique across runs
+(`pipeline.types.make_event_id`); it may add named per-detection
 columns with `result.detections.add_attribute(name, values)`. An optional `close()` runs when the stream
 ends or is removed. An exception is isolated: counted as that stage's failure, logged, and the stream
 goes on.
@@ -19,7 +21,7 @@ from typing import Any
 from pipeline import plugins
 from pipeline.config.models import StageConfig
 from pipeline.errors import ConfigError
-from pipeline.types import Event, FrameResult
+from pipeline.types import Event, FrameResult, Moment
 
 
 class PythonStage:
@@ -41,7 +43,7 @@ class PythonStage:
                 raise TypeError(f"stage '{self.name}' returned {type(event).__name__}, not an Event")
         result.events.extend(events)
 
-    def end(self, ts_ns: int) -> list[Event]:
+    def end(self, at: Moment) -> list[Event]:
         close = getattr(self.target, "close", None)  # optional in the user's class, as documented
         if close is not None:
             close()

@@ -7,15 +7,17 @@ from collections import defaultdict
 from typing import Callable
 
 from pipeline.sinks.base import BaseSink
-from pipeline.types import Event, FrameResult, make_event_id
+from pipeline.types import Event, FrameResult
 
 
 class RecordingSink(BaseSink):
-    """Keeps, per stream, the `seq` of every frame it got, its events, and whether it started and ended."""
+    """Keeps, per stream, the `seq` of every frame it got, its track ids, its events, and whether it started and
+    ended."""
 
     def __init__(self, name: str = "recording"):
         self.name = name
         self.seqs: dict[str, list[int]] = defaultdict(list)
+        self.track_ids: dict[str, list[int]] = defaultdict(list)  # every detection's, in frame order
         self.events: dict[str, list[Event]] = defaultdict(list)
         self.started: list[str] = []
         self.ended: list[str] = []
@@ -30,6 +32,7 @@ class RecordingSink(BaseSink):
     def on_frame(self, result: FrameResult) -> None:
         with self._cond:
             self.seqs[result.frame.stream_id].append(result.frame.seq)
+            self.track_ids[result.frame.stream_id].extend(result.detections.to_host().track_id.tolist())
             self.events[result.frame.stream_id].extend(result.events)
             self._cond.notify_all()
 
@@ -84,13 +87,12 @@ class MarkEveryNth:
     clip: the event asks the media sink for a snapshot and a clip."""
 
     def __init__(self, stream_id: str, every: int = 10, clip: bool = False):
-        self.stream_id, self.every, self.clip = stream_id, every, clip
+        self.every, self.clip = every, clip  # stream_id: each event's moment names the stream
         self.count = 0
 
     def __call__(self, result: FrameResult) -> list[Event]:
         self.count += 1
         if self.count % self.every:
             return []
-        ts = result.frame.pts_ns
-        return [Event(make_event_id(self.stream_id, "mark", -1, ts), self.stream_id, "mark", "mark", -1, -1, ts,
-                      {"seq": result.frame.seq, "clip": self.clip, "snapshot": self.clip})]
+        return [result.moment.event("mark", "mark", -1, -1,
+                                    {"seq": result.frame.seq, "clip": self.clip, "snapshot": self.clip})]

@@ -44,6 +44,20 @@ def test_a_camera_added_and_one_removed_while_running_leave_the_others_untouched
     assert a == list(range(len(a)))  # the removed camera's frames until its end, in order
 
 
+def test_a_camera_removed_and_added_again_in_one_run_gives_no_track_id_twice(tmp_path, running):
+    sink = RecordingSink()
+    runner = PipelineRunner(fake_config(tmp_path, [camera("a")]), sinks=[sink])
+    run = running(runner)
+    assert sink.wait_for(lambda s: len(s.seqs["a"]) >= 20 and max(s.track_ids["a"], default=-1) > 0, timeout=20)
+    assert runner.remove_stream("a", timeout=20)
+    first, frames = set(sink.track_ids["a"]) - {-1}, len(sink.track_ids["a"])
+    runner.add_stream(StreamConfig(**camera("a")))  # a new tracker: its square is a new track
+    assert sink.wait_for(lambda s: max(s.track_ids["a"][frames:], default=-1) > 0, timeout=20)
+    run.stop()
+    again = set(sink.track_ids["a"][frames:]) - {-1}
+    assert again and min(again) > max(first)  # ids go on in the run: rows and events keep them apart
+
+
 def test_adding_a_stream_with_a_taken_id_or_an_unknown_lane_changes_nothing(tmp_path, running):
     sink = RecordingSink()
     runner = PipelineRunner(fake_config(tmp_path, [camera("a")]), sinks=[sink])

@@ -1,18 +1,27 @@
 """Event log output: one JSON object per line, appended, synced to disk before `deliver` returns.
 
 Configured as `{type: jsonl, what: events, path: ...}` (detections go to pipeline/sinks/jsonl.py).
-After a crash the last event may appear twice (at-least-once); readers de-duplicate by `event_id`.
+Each event appears once: after a crash the outbox delivers again what it had not recorded as delivered
+(at least once), and an event whose `event_id` is among the log's last `RECENT_IDS` lines (read back
+when the log opens) is not appended again.
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
+from collections import deque
 from pathlib import Path
 
 from pipeline.config import outputs as cfg
 from pipeline.errors import ConfigError, SinkError
 from pipeline.sinks.outputs.payload import event_to_json
 from pipeline.types import Event
+
+RECENT_IDS = 1024
+"""Event ids of the last lines remembered to recognise an event delivered again (after a crash the outbox
+repeats only the last one or few)."""
+_TAIL_BYTES = 512 * 1024  # enough for RECENT_IDS lines of typical events
 
 
 class EventLogOutput:
@@ -31,6 +40,8 @@ class EventLogOutput:
         self.fsync = fsync
         self._lock = threading.Lock()
         self._file = self._open()
+        self._recent: deque[str] = deque(self._ids_at_the_end(), maxlen=RECENT_IDS)
+        self._seen = set(self._recent)
 
     def _open(self):
         try:
@@ -45,11 +56,29 @@ class EventLogOutput:
         except OSError as exc:
             raise SinkError(f"cannot open the event log {self.path}: {exc}; check the folder is writable") from exc
 
+    def _ids_at_the_end(self) -> list[str]:
+        """The event ids of the log's last lines (up to RECENT_IDS), oldest first; unreadable lines are skipped."""
+        size = self._file.tell()
+        try:
+            self._file.seek(max(0, size - _TAIL_BYTES))
+            lines = self._file.read().splitlines()[1 if size > _TAIL_BYTES else 0:]  # the first may start mid-line
+        except OSError as exc:
+            raise SinkError(f"cannot read back the event log {self.path}: {exc}; check the file is readable") from exc
+        ids = []
+        for line in lines[-RECENT_IDS:]:
+            try:
+                ids.append(json.loads(line)["event_id"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return ids
+
     def deliver(self, event: Event) -> None:
         line = (event_to_json(event) + "\n").encode()
         with self._lock:
             if self._file.closed:
                 raise SinkError(f"event log {self.path} is closed; event {event.event_id} stays in the outbox")
+            if event.event_id in self._seen:  # delivered again after a crash: it is in the log already
+                return
             try:
                 self._file.write(line)
                 self._file.flush()
@@ -57,6 +86,10 @@ class EventLogOutput:
                     os.fsync(self._file.fileno())
             except OSError as exc:
                 raise SinkError(f"cannot append event {event.event_id} to {self.path}: {exc}") from exc
+            if len(self._recent) == RECENT_IDS:
+                self._seen.discard(self._recent[0])
+            self._recent.append(event.event_id)
+            self._seen.add(event.event_id)
 
     def close(self) -> None:
         with self._lock:

@@ -1,4 +1,4 @@
-"""Storage sinks: detections, tracks, events and streams in SQLite (default) or PostgreSQL, one schema.
+"""Storage sinks: runs, detections, tracks, events and streams in SQLite (default) or PostgreSQL, one schema.
 
     from pipeline.sinks.storage import SqliteSink, PostgresSink
     from pipeline.sinks.storage import query   # read results back

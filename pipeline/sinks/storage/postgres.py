@@ -10,10 +10,11 @@ from pipeline.config.outputs import PostgresStorage
 from pipeline.errors import SinkError
 from pipeline.sinks.storage.rows import MergedRows
 from pipeline.masking import mask_url
-from pipeline.sinks.storage.schema import DETECTION_COLUMNS, SCHEMA_VERSION, statements
+from pipeline.sinks.storage.schema import DETECTION_COLUMNS, create_or_upgrade, statements
 from pipeline.sinks.storage.writer import StorageSink, StorageUnavailable
+from pipeline.types import Run
 
-# Serialises CREATE TABLE IF NOT EXISTS between pipelines starting together (it races otherwise).
+# Serialises creating or upgrading the schema between pipelines starting together (it races otherwise).
 _SCHEMA_LOCK_KEY = 0x5EA7_0001
 
 
@@ -58,9 +59,10 @@ class PostgresBackend:
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
-                for ddl in self._sql.create:
-                    conn.execute(ddl)
-                conn.execute(self._sql.set_version, (str(SCHEMA_VERSION),))
+                create_or_upgrade(conn, self._sql, f"PostgreSQL '{self.target}'")
+        except SinkError:
+            conn.close()
+            raise
         except (pg.OperationalError, pg.InterfaceError) as exc:
             conn.close()
             raise StorageUnavailable(f"PostgreSQL '{self.target}' lost while creating the schema: {exc}") from exc
@@ -94,13 +96,15 @@ class PostgresBackend:
 
     def _insert(self, cur, rows: MergedRows) -> None:
         # COPY moves detections several times faster than INSERTs; the upserts need INSERT.
-        with cur.copy(f"COPY detections ({', '.join(DETECTION_COLUMNS)}) FROM STDIN") as copy:
-            for row in rows.detections:
-                copy.write_row(row)
+        if rows.detections:
+            with cur.copy(f"COPY detections ({', '.join(DETECTION_COLUMNS)}) FROM STDIN") as copy:
+                for row in rows.detections:
+                    copy.write_row(row)
         for sql, params in (
             (self._sql.upsert_track, rows.tracks),
             (self._sql.insert_event, rows.events),
             (self._sql.upsert_stream, rows.streams),
+            (self._sql.upsert_run, rows.runs),
         ):
             if params:
                 cur.executemany(sql, params)
@@ -127,11 +131,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 class PostgresSink(StorageSink):
-    """Stores every frame's detections, tracks and events in PostgreSQL (see `StorageSink`).
+    """Stores a run's detections, tracks and events in PostgreSQL (see `StorageSink`).
 
     `open()` raises `SinkError` when the server cannot be reached at start (a wrong DSN fails fast);
     after that, outages are retried without losing rows.
     """
 
-    def __init__(self, config: PostgresStorage, class_names: list[str], **options):
-        super().__init__(PostgresBackend(config.dsn), config, class_names, **options)
+    def __init__(self, config: PostgresStorage, class_names: list[str], run: Run, **options):
+        super().__init__(PostgresBackend(config.dsn), config, class_names, run, PostgresBackend(config.dsn), **options)

@@ -1,6 +1,8 @@
 """Reading stored results back (CLI summary, tests, notebooks); works on SQLite and PostgreSQL alike.
 
-`target` is a SQLite file path, a `postgresql://` DSN, or an open sqlite3 / psycopg connection.
+`target` is a SQLite file path, a `postgresql://` DSN, or an open sqlite3 / psycopg connection. `run`
+says which runs to read: None (the default) the latest one (by start time), a run id that one, a list
+of run ids those, `ALL_RUNS` every run (`runs(target)` lists them).
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -17,6 +19,8 @@ from pipeline.errors import SinkError
 from pipeline.types import Event
 
 Target = Any  # str | Path | sqlite3.Connection | psycopg.Connection
+Runs = Union[str, Sequence[str], None]  # see the module docstring
+ALL_RUNS = "*"
 
 
 @dataclass(slots=True)
@@ -68,27 +72,52 @@ def _rows(target: Target, sql: str, params: tuple = ()) -> list[tuple]:
         return list(conn.execute(sql.replace("?", p), params).fetchall())
 
 
-def counts_by_stream_and_class(target: Target) -> dict[str, dict[str, int]]:
+def _where(run: Runs, *conditions: tuple[str, Any]) -> tuple[str, tuple]:
+    """` WHERE ...` for the runs `run` selects and every `(condition, value)` whose value is not None."""
+    where, params = [], []
+    if run is None:
+        where.append("run_id = (SELECT run_id FROM runs ORDER BY started_ns DESC, run_id DESC LIMIT 1)")
+    elif isinstance(run, str) and run != ALL_RUNS:
+        where.append("run_id = ?")
+        params.append(run)
+    elif not isinstance(run, str):
+        where.append(f"run_id IN ({', '.join('?' * len(run))})" if run else "1 = 0")
+        params.extend(run)
+    for condition, value in conditions:
+        if value is not None:
+            where.append(condition)
+            params.append(value)
+    return (f" WHERE {' AND '.join(where)}" if where else ""), tuple(params)
+
+
+def runs(target: Target) -> list[dict]:
+    """Every run, newest first: run_id, config_hash, version, started_ns, ended_ns (None: running, or killed)."""
+    rows = _rows(target, "SELECT run_id, config_hash, version, started_ns, ended_ns FROM runs "
+                         "ORDER BY started_ns DESC, run_id DESC")
+    keys = ("run_id", "config_hash", "version", "started_ns", "ended_ns")
+    return [dict(zip(keys, row)) for row in rows]
+
+
+def counts_by_stream_and_class(target: Target, run: Runs = None) -> dict[str, dict[str, int]]:
     """Detections per stream and class name: `{"cam-1": {"car": 120, "person": 7}}`."""
     counts: dict[str, dict[str, int]] = {}
-    sql = "SELECT stream_id, class_name, COUNT(*) FROM detections GROUP BY stream_id, class_name"
-    for stream_id, name, n in _rows(target, sql):
+    clause, params = _where(run)
+    sql = f"SELECT stream_id, class_name, COUNT(*) FROM detections{clause} GROUP BY stream_id, class_name"
+    for stream_id, name, n in _rows(target, sql, params):
         counts.setdefault(stream_id, {})[name] = int(n)
     return counts
 
 
 def detections_for_stream(
-    target: Target, stream_id: str, start_pts_ns: int | None = None, end_pts_ns: int | None = None
+    target: Target, stream_id: str, start_pts_ns: int | None = None, end_pts_ns: int | None = None,
+    run: Runs = None,
 ) -> StoredDetections:
-    """Detections of `stream_id` with `start_pts_ns <= pts_ns < end_pts_ns` (either bound optional)."""
-    lo = -(2**63) if start_pts_ns is None else start_pts_ns
-    hi = 2**63 - 1 if end_pts_ns is None else end_pts_ns
-    rows = _rows(
-        target,
-        "SELECT pts_ns, seq, x1, y1, x2, y2, class_id, score, track_id FROM detections "
-        "WHERE stream_id = ? AND pts_ns >= ? AND pts_ns < ? ORDER BY pts_ns, seq, score DESC, x1, y1",
-        (stream_id, lo, hi),
-    )
+    """Detections of `stream_id` with `start_pts_ns <= pts_ns < end_pts_ns` (either bound optional). Over
+    several runs, pts_ns repeat (each run's file starts at 0): their rows are interleaved by pts."""
+    clause, params = _where(run, ("stream_id = ?", stream_id), ("pts_ns >= ?", start_pts_ns),
+                            ("pts_ns < ?", end_pts_ns))
+    rows = _rows(target, "SELECT pts_ns, seq, x1, y1, x2, y2, class_id, score, track_id FROM detections"
+                         f"{clause} ORDER BY pts_ns, seq, score DESC, x1, y1", params)
     table = np.array(rows, dtype=np.float64).reshape(-1, 9)
     exact = np.array([(r[0], r[1], r[8]) for r in rows], dtype=np.int64).reshape(-1, 3)
     return StoredDetections(
@@ -101,55 +130,45 @@ def detections_for_stream(
     )
 
 
-def events(target: Target, stream_id: str | None = None, kind: str | None = None) -> list[Event]:
+_EVENT_COLUMNS = "event_id, run_id, stream_id, rule, kind, track_id, class_id, ts_ns, wall_ns, payload"
+
+
+def _event(row: tuple) -> Event:
+    payload = row[9] if isinstance(row[9], dict) else json.loads(row[9])  # jsonb arrives parsed
+    return Event(*row[:9], payload=payload)
+
+
+def events(target: Target, stream_id: str | None = None, kind: str | None = None, run: Runs = None) -> list[Event]:
     """Stored events ordered by (ts_ns, event_id), optionally of one stream and/or one kind."""
-    where, params = [], []
-    for column, value in (("stream_id", stream_id), ("kind", kind)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    rows = _rows(
-        target,
-        "SELECT event_id, stream_id, rule, kind, track_id, class_id, ts_ns, payload FROM events"
-        f"{clause} ORDER BY ts_ns, event_id",
-        tuple(params),
-    )
-    return [Event(*row[:7], payload=row[7] if isinstance(row[7], dict) else json.loads(row[7])) for row in rows]
+    clause, params = _where(run, ("stream_id = ?", stream_id), ("kind = ?", kind))
+    rows = _rows(target, f"SELECT {_EVENT_COLUMNS} FROM events{clause} ORDER BY ts_ns, event_id", params)
+    return [_event(row) for row in rows]
 
 
 def recent_events(target: Target, *, stream_id: str | None = None, kind: str | None = None,
                   class_id: int | None = None, since_wall_ns: int | None = None, until_wall_ns: int | None = None,
-                  limit: int = 100) -> list[dict]:
-    """The newest stored events first (by host time at storing), filtered; each a dict with the Event's
-    fields and `wall_ns`."""
-    where, params = [], []
-    for condition, value in (("stream_id = ?", stream_id), ("kind = ?", kind), ("class_id = ?", class_id),
-                             ("wall_ns >= ?", since_wall_ns), ("wall_ns < ?", until_wall_ns)):
-        if value is not None:
-            where.append(condition)
-            params.append(value)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    rows = _rows(target, "SELECT event_id, stream_id, rule, kind, track_id, class_id, ts_ns, payload, wall_ns "
-                 f"FROM events{clause} ORDER BY wall_ns DESC, event_id LIMIT ?", (*params, limit))
-    keys = ("event_id", "stream_id", "rule", "kind", "track_id", "class_id", "ts_ns", "payload", "wall_ns")
-    return [{**dict(zip(keys, row)), "payload": row[7] if isinstance(row[7], dict) else json.loads(row[7])}
-            for row in rows]
+                  limit: int = 100, run: Runs = None) -> list[dict]:
+    """The newest stored events first (by the capture time of their frames), filtered; each a dict with the
+    Event's fields."""
+    clause, params = _where(run, ("stream_id = ?", stream_id), ("kind = ?", kind), ("class_id = ?", class_id),
+                            ("wall_ns >= ?", since_wall_ns), ("wall_ns < ?", until_wall_ns))
+    rows = _rows(target, f"SELECT {_EVENT_COLUMNS} FROM events{clause} ORDER BY wall_ns DESC, event_id LIMIT ?",
+                 (*params, limit))
+    return [{field: getattr(event, field) for field in Event.__slots__} for event in map(_event, rows)]
 
 
-def tracks(target: Target, stream_id: str) -> list[dict]:
-    """Track summaries of one stream ordered by track id: track_id, class_id, first/last pts_ns, frames."""
-    rows = _rows(
-        target,
-        "SELECT track_id, class_id, first_pts_ns, last_pts_ns, frames FROM tracks WHERE stream_id = ? ORDER BY track_id",
-        (stream_id,),
-    )
+def tracks(target: Target, stream_id: str, run: Runs = None) -> list[dict]:
+    """Track summaries of one stream ordered by (run, track id): run_id, track_id, class_id, first/last pts_ns,
+    frames."""
+    clause, params = _where(run, ("stream_id = ?", stream_id))
+    rows = _rows(target, "SELECT run_id, track_id, class_id, first_pts_ns, last_pts_ns, frames FROM tracks"
+                         f"{clause} ORDER BY run_id, track_id", params)
     keys = ("track_id", "class_id", "first_pts_ns", "last_pts_ns", "frames")
-    return [dict(zip(keys, (int(v) for v in row))) for row in rows]
+    return [{"run_id": row[0], **dict(zip(keys, (int(v) for v in row[1:])))} for row in rows]
 
 
 def streams(target: Target) -> list[dict]:
-    """Known streams ordered by id: stream_id, url (credentials masked), first/last seen (host ns)."""
+    """Known streams ordered by id, over every run: stream_id, url (credentials masked), first/last seen (host ns)."""
     rows = _rows(target, "SELECT stream_id, url, first_seen_ns, last_seen_ns FROM streams ORDER BY stream_id")
     keys = ("stream_id", "url", "first_seen_ns", "last_seen_ns")
     return [dict(zip(keys, row)) for row in rows]

@@ -1,37 +1,70 @@
-"""One schema for SQLite and PostgreSQL: the DDL and the statements the writers run.
+"""One schema for SQLite and PostgreSQL: the DDL, its upgrade from older versions, and the statements
+the writers run.
 
 Tables (all times are integer nanoseconds; `*_pts_ns`/`ts_ns` on the stream's clock, `*wall_ns` /
-`*_seen_ns` on the host clock from `time.time_ns()`, which retention uses):
+`*_seen_ns` / `*ed_ns` on the host clock from `time.time_ns()`, which retention uses):
 
-- `streams`    stream_id PK, url (credentials masked), first_seen_ns, last_seen_ns
-- `detections` stream_id, seq, pts_ns, wall_ns, class_id, class_name, score, x1, y1, x2, y2 (source
-               pixels), track_id (-1 = not tracked, as in `Detections.track_id`)
-- `tracks`     (stream_id, track_id) PK, class_id (of the latest detection), first_pts_ns, last_pts_ns,
-               frames (detections of the track), last_wall_ns
-- `events`     event_id PK (at-least-once delivery de-duplicates here), stream_id, rule, kind, track_id,
-               class_id, ts_ns, payload (JSON text in SQLite, jsonb in PostgreSQL), wall_ns
+- `runs`       run_id PK (one per start of the pipeline), config_hash, version, started_ns, ended_ns
+               (NULL while it runs, or when it was killed)
+- `streams`    stream_id PK, url (credentials masked), first_seen_ns, last_seen_ns (over every run)
+- `detections` run_id, stream_id, seq, pts_ns, wall_ns, class_id, class_name, score, x1, y1, x2, y2
+               (source pixels), track_id (-1 = not tracked, as in `Detections.track_id`)
+- `tracks`     (run_id, stream_id, track_id) PK, class_id (of the latest detection), first_pts_ns,
+               last_pts_ns, frames (detections of the track in that run), last_wall_ns
+- `events`     event_id PK (`pipeline.types.make_event_id`: at-least-once delivery de-duplicates here),
+               run_id, stream_id, rule, kind, track_id, class_id, ts_ns, payload (JSON text in SQLite,
+               jsonb in PostgreSQL), wall_ns (capture time of the event's frame)
 
 The two dialects differ only in column types, the parameter marker and MIN/MAX vs LEAST/GREATEST,
-so a query written against one gives the same rows on the other.
+so a query written against one gives the same rows on the other. A database of schema version 1
+(before runs) is upgraded when a sink opens it: its rows become the run `before-runs`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from pipeline.errors import SinkError
 
 Dialect = Literal["sqlite", "postgres"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+BEFORE_RUNS = "before-runs"
+"""The run that holds the rows of a database written before runs existed (schema version 1)."""
 
+RUN_COLUMNS = ("run_id", "config_hash", "version", "started_ns", "ended_ns")
 DETECTION_COLUMNS = (
-    "stream_id", "seq", "pts_ns", "wall_ns", "class_id", "class_name", "score",
+    "run_id", "stream_id", "seq", "pts_ns", "wall_ns", "class_id", "class_name", "score",
     "x1", "y1", "x2", "y2", "track_id",
 )
-TRACK_COLUMNS = ("stream_id", "track_id", "class_id", "first_pts_ns", "last_pts_ns", "frames", "last_wall_ns")
-EVENT_COLUMNS = ("event_id", "stream_id", "rule", "kind", "track_id", "class_id", "ts_ns", "payload", "wall_ns")
+TRACK_COLUMNS = ("run_id", "stream_id", "track_id", "class_id", "first_pts_ns", "last_pts_ns", "frames", "last_wall_ns")
+EVENT_COLUMNS = ("event_id", "run_id", "stream_id", "rule", "kind", "track_id", "class_id", "ts_ns", "payload",
+                 "wall_ns")
 STREAM_COLUMNS = ("stream_id", "url", "first_seen_ns", "last_seen_ns")
 
+_META = "CREATE TABLE IF NOT EXISTS streamweave_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+
+_TRACKS = """
+CREATE TABLE IF NOT EXISTS {table} (
+    run_id TEXT NOT NULL,
+    stream_id TEXT NOT NULL,
+    track_id {int} NOT NULL,
+    class_id INTEGER NOT NULL,
+    first_pts_ns {int} NOT NULL,
+    last_pts_ns {int} NOT NULL,
+    frames {int} NOT NULL,
+    last_wall_ns {int} NOT NULL,
+    PRIMARY KEY (run_id, stream_id, track_id)
+)"""
+
 _TABLES = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    config_hash TEXT NOT NULL,
+    version TEXT NOT NULL,
+    started_ns {int} NOT NULL,
+    ended_ns {int}
+);
 CREATE TABLE IF NOT EXISTS streams (
     stream_id TEXT PRIMARY KEY,
     url TEXT,
@@ -39,6 +72,7 @@ CREATE TABLE IF NOT EXISTS streams (
     last_seen_ns {int} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS detections (
+    run_id TEXT NOT NULL,
     stream_id TEXT NOT NULL,
     seq {int} NOT NULL,
     pts_ns {int} NOT NULL,
@@ -49,18 +83,10 @@ CREATE TABLE IF NOT EXISTS detections (
     x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
     track_id {int} NOT NULL
 );
-CREATE TABLE IF NOT EXISTS tracks (
-    stream_id TEXT NOT NULL,
-    track_id {int} NOT NULL,
-    class_id INTEGER NOT NULL,
-    first_pts_ns {int} NOT NULL,
-    last_pts_ns {int} NOT NULL,
-    frames {int} NOT NULL,
-    last_wall_ns {int} NOT NULL,
-    PRIMARY KEY (stream_id, track_id)
-);
+{tracks};
 CREATE TABLE IF NOT EXISTS events (
     event_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
     stream_id TEXT NOT NULL,
     rule TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -70,13 +96,33 @@ CREATE TABLE IF NOT EXISTS events (
     payload {json} NOT NULL,
     wall_ns {int} NOT NULL
 );
-CREATE INDEX IF NOT EXISTS detections_stream_pts ON detections (stream_id, pts_ns);
-CREATE INDEX IF NOT EXISTS detections_stream_track ON detections (stream_id, track_id);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started_ns);
+CREATE INDEX IF NOT EXISTS detections_run_stream_pts ON detections (run_id, stream_id, pts_ns);
+CREATE INDEX IF NOT EXISTS detections_run_stream_track ON detections (run_id, stream_id, track_id);
 CREATE INDEX IF NOT EXISTS detections_wall ON detections (wall_ns);
+CREATE INDEX IF NOT EXISTS events_run ON events (run_id);
 CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts_ns);
 CREATE INDEX IF NOT EXISTS events_stream_ts ON events (stream_id, ts_ns);
-CREATE INDEX IF NOT EXISTS events_wall ON events (wall_ns);
-CREATE TABLE IF NOT EXISTS streamweave_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_wall ON events (wall_ns)
+"""
+
+# Version 1 had no runs: every row gets the run BEFORE_RUNS, and tracks are keyed by run from now on.
+_FROM_VERSION_1 = """
+ALTER TABLE detections ADD COLUMN run_id TEXT NOT NULL DEFAULT '{before}';
+ALTER TABLE events ADD COLUMN run_id TEXT NOT NULL DEFAULT '{before}';
+{tracks_v2};
+INSERT INTO tracks_v2 (run_id, stream_id, track_id, class_id, first_pts_ns, last_pts_ns, frames, last_wall_ns)
+    SELECT '{before}', stream_id, track_id, class_id, first_pts_ns, last_pts_ns, frames, last_wall_ns FROM tracks;
+DROP TABLE tracks;
+ALTER TABLE tracks_v2 RENAME TO tracks;
+DROP INDEX IF EXISTS detections_stream_pts;
+DROP INDEX IF EXISTS detections_stream_track
+"""
+
+_RECORD_BEFORE_RUNS = """
+INSERT INTO runs (run_id, config_hash, version, started_ns, ended_ns)
+    SELECT '{before}', '', 'schema 1', COALESCE(MIN(w), 0), MAX(w)
+    FROM (SELECT wall_ns AS w FROM detections UNION ALL SELECT wall_ns AS w FROM events) AS written
 """
 
 
@@ -85,10 +131,12 @@ class Statements:
     """The SQL one dialect runs; parameters are positional, in the `*_COLUMNS` order."""
 
     create: list[str]
+    upgrade_from_1: list[str]
     insert_detection: str
     upsert_track: str
     insert_event: str
     upsert_stream: str
+    upsert_run: str
     set_version: str
     retention: list[str]
 
@@ -102,31 +150,38 @@ def statements(dialect: Dialect) -> Statements:
         json_param = "CAST(%s AS jsonb)"
     else:
         raise ValueError(f"unknown storage dialect {dialect!r}; use 'sqlite' or 'postgres'")
-    create = [s.strip() for s in _TABLES.format(**types).split(";") if s.strip()]
+    tracks = _TRACKS.format(table="tracks", **types).strip()
+    create = [_META, *_split(_TABLES.format(tracks=tracks, **types))]
+    upgrade = _split(_FROM_VERSION_1.format(before=BEFORE_RUNS, tracks_v2=_TRACKS.format(table="tracks_v2", **types)))
 
     def values(columns: tuple[str, ...]) -> str:
         return ", ".join(json_param if c == "payload" else p for c in columns)
 
+    def insert(table: str, columns: tuple[str, ...]) -> str:
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values(columns)})"
+
     return Statements(
         create=create,
-        insert_detection=f"INSERT INTO detections ({', '.join(DETECTION_COLUMNS)}) VALUES ({values(DETECTION_COLUMNS)})",
+        upgrade_from_1=[*upgrade, *create, _RECORD_BEFORE_RUNS.format(before=BEFORE_RUNS).strip()],
+        insert_detection=insert("detections", DETECTION_COLUMNS),
         upsert_track=(
-            f"INSERT INTO tracks ({', '.join(TRACK_COLUMNS)}) VALUES ({values(TRACK_COLUMNS)}) "
-            "ON CONFLICT (stream_id, track_id) DO UPDATE SET class_id = excluded.class_id, "
+            f"{insert('tracks', TRACK_COLUMNS)} "
+            "ON CONFLICT (run_id, stream_id, track_id) DO UPDATE SET class_id = excluded.class_id, "
             f"first_pts_ns = {least}(tracks.first_pts_ns, excluded.first_pts_ns), "
             f"last_pts_ns = {greatest}(tracks.last_pts_ns, excluded.last_pts_ns), "
             "frames = tracks.frames + excluded.frames, "
             f"last_wall_ns = {greatest}(tracks.last_wall_ns, excluded.last_wall_ns)"
         ),
-        insert_event=(
-            f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES ({values(EVENT_COLUMNS)}) "
-            "ON CONFLICT (event_id) DO NOTHING"
-        ),
+        insert_event=f"{insert('events', EVENT_COLUMNS)} ON CONFLICT (event_id) DO NOTHING",
         upsert_stream=(
-            f"INSERT INTO streams ({', '.join(STREAM_COLUMNS)}) VALUES ({values(STREAM_COLUMNS)}) "
+            f"{insert('streams', STREAM_COLUMNS)} "
             "ON CONFLICT (stream_id) DO UPDATE SET url = COALESCE(excluded.url, streams.url), "
             f"first_seen_ns = {least}(streams.first_seen_ns, excluded.first_seen_ns), "
             f"last_seen_ns = {greatest}(streams.last_seen_ns, excluded.last_seen_ns)"
+        ),
+        upsert_run=(
+            f"{insert('runs', RUN_COLUMNS)} "
+            "ON CONFLICT (run_id) DO UPDATE SET ended_ns = COALESCE(excluded.ended_ns, runs.ended_ns)"
         ),
         set_version=(
             f"INSERT INTO streamweave_meta (key, value) VALUES ('schema_version', {p}) "
@@ -138,3 +193,21 @@ def statements(dialect: Dialect) -> Statements:
             f"DELETE FROM tracks WHERE last_wall_ns < {p}",
         ],
     )
+
+
+def create_or_upgrade(conn: Any, sql: Statements, where: str) -> None:
+    """Create the schema in `conn` (sqlite3 or psycopg, inside a transaction), or bring an older version's
+    up to this one. SinkError, naming `where`, for a database a newer streamweave wrote."""
+    conn.execute(_META)
+    row = conn.execute("SELECT value FROM streamweave_meta WHERE key = 'schema_version'").fetchone()
+    found = int(row[0]) if row else SCHEMA_VERSION
+    if found > SCHEMA_VERSION:
+        raise SinkError(f"{where} has schema version {found}, written by a newer streamweave; this one writes "
+                        f"version {SCHEMA_VERSION}: upgrade streamweave or choose another database")
+    for ddl in sql.upgrade_from_1 if found == 1 else sql.create:
+        conn.execute(ddl)
+    conn.execute(sql.set_version, (str(SCHEMA_VERSION),))
+
+
+def _split(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

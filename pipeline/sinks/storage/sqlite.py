@@ -7,8 +7,9 @@ from pathlib import Path
 from pipeline.config.outputs import SqliteStorage
 from pipeline.errors import SinkError
 from pipeline.sinks.storage.rows import MergedRows
-from pipeline.sinks.storage.schema import SCHEMA_VERSION, statements
+from pipeline.sinks.storage.schema import create_or_upgrade, statements
 from pipeline.sinks.storage.writer import StorageSink, StorageUnavailable
+from pipeline.types import Run
 
 # "database is locked" / "disk I/O error" pass; a constraint or type error will not.
 _TRANSIENT = (sqlite3.OperationalError,)
@@ -40,9 +41,10 @@ class SqliteBackend:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             conn.execute("PRAGMA synchronous=NORMAL")
             with _transaction(conn):
-                for ddl in self._sql.create:
-                    conn.execute(ddl)
-                conn.execute(self._sql.set_version, (str(SCHEMA_VERSION),))
+                create_or_upgrade(conn, self._sql, f"SQLite storage '{self.path}'")
+        except SinkError:
+            conn.close()
+            raise
         except (sqlite3.Error, OSError) as exc:
             raise SinkError(
                 f"cannot open SQLite storage '{self.path}': {exc}; check the directory exists and is writable"
@@ -59,6 +61,7 @@ class SqliteBackend:
                 conn.executemany(self._sql.upsert_track, rows.tracks)
                 conn.executemany(self._sql.insert_event, rows.events)
                 conn.executemany(self._sql.upsert_stream, rows.streams)
+                conn.executemany(self._sql.upsert_run, rows.runs)
         except _TRANSIENT as exc:
             raise StorageUnavailable(f"SQLite '{self.path}' busy or unavailable: {exc}") from exc
         except sqlite3.Error as exc:
@@ -110,7 +113,7 @@ class _transaction:
 
 
 class SqliteSink(StorageSink):
-    """Stores every frame's detections, tracks and events in a SQLite file (see `StorageSink`)."""
+    """Stores a run's detections, tracks and events in a SQLite file (see `StorageSink`)."""
 
-    def __init__(self, config: SqliteStorage, class_names: list[str], **options):
-        super().__init__(SqliteBackend(config.path), config, class_names, **options)
+    def __init__(self, config: SqliteStorage, class_names: list[str], run: Run, **options):
+        super().__init__(SqliteBackend(config.path), config, class_names, run, SqliteBackend(config.path), **options)

@@ -10,7 +10,9 @@ the database is known to be down and the queue is full, `put` raises at once: de
 waits on a database outage (the events themselves are kept by the outbox either way). A `SinkError` from
 `write` means the rows themselves are bad: they are logged, counted as rejected and dropped.
 
-`StorageSink` is the `Sink` shared by SQLite and PostgreSQL; a `Backend` supplies the SQL side.
+`StorageSink` is the `Sink` shared by SQLite and PostgreSQL; a `Backend` supplies the SQL side. Its
+`events` table is filled from the durable outbox (`StoredEvents`, an event output of its own), not from the
+frames: so it holds exactly the events the outbox holds, a crash included (see `StoredEvents`).
 """
 from __future__ import annotations
 
@@ -23,15 +25,9 @@ from typing import Callable, Protocol
 from pipeline.backoff import Backoff
 from pipeline.errors import SinkError
 from pipeline.sinks.base import BaseSink
-from pipeline.sinks.storage.rows import (
-    FrameRows,
-    MergedRows,
-    event_row,
-    frame_rows,
-    merge,
-)
+from pipeline.sinks.storage.rows import MergedRows, event_row, frame_rows, merge, run_row
 from pipeline.masking import mask_url
-from pipeline.types import Event, FrameResult
+from pipeline.types import Event, FrameResult, Run
 
 log = logging.getLogger(__name__)
 
@@ -199,11 +195,36 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class StorageSink(BaseSink):
-    """A `Sink` that stores detections, tracks, events and streams through a `Backend`.
+class StoredEvents:
+    """The `events` table as an event output: the outbox delivers each event here, one transaction each,
+    through a connection of its own (opened at the first event). Delivery from the outbox is at least
+    once and resumes after a crash where this output left off, and `event_id` is the table's key: the
+    table ends up with exactly the outbox's events, each once, including those stored in the outbox just
+    before a crash (which a write from the frames would have lost with the frames still queued)."""
 
-    `on_frame` converts the frame to rows and queues them (cheap; blocks only when the queue is full,
-    see the module docstring). `close()` flushes every queued row and raises `SinkError` if the
+    max_retries = None  # an unreachable database is retried until it takes the event: nothing is given up
+
+    def __init__(self, backend: Backend, name: str):
+        self.backend, self.name = backend, name
+        self._connected = False
+
+    def deliver(self, event: Event) -> None:
+        if not self._connected:
+            self.backend.connect()
+            self._connected = True
+        self.backend.write(MergedRows(events=[event_row(event)]))
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+class StorageSink(BaseSink):
+    """A `Sink` that stores runs, detections, tracks and streams through a `Backend`, and events through
+    `event_output` (its own connection, `events_backend`, fed by the outbox).
+
+    `open()` records the run (`runs` row); `on_frame` converts the frame to rows and queues them (cheap;
+    blocks only when the queue is full, see the module docstring). `close()` flushes every queued row,
+    records the run's end (when this database stopped getting its rows) and raises `SinkError` if the
     database stayed unreachable for `close_timeout_s`. config: a SqliteStorage or PostgresStorage
     (batch_size, flush_interval_s, retention_days: rows whose host time (`wall_ns`) is older are
     deleted at start and every `retention_interval_s`).
@@ -214,6 +235,8 @@ class StorageSink(BaseSink):
         backend: Backend,
         config,
         class_names: list[str],
+        run: Run,
+        events_backend: Backend,
         *,
         queue_size: int = 4096,
         put_timeout_s: float = 5.0,
@@ -222,7 +245,9 @@ class StorageSink(BaseSink):
     ):
         self.name = f"{backend.dialect}:{backend.target}"
         self.backend = backend
+        self.event_output = StoredEvents(events_backend, self.name)
         self.class_names = list(class_names)
+        self.run = run
         self.retention_days = config.retention_days
         self.close_timeout_s = close_timeout_s
         self._urls: dict[str, str] = {}  # stream id -> masked url, as each stream starts
@@ -239,8 +264,10 @@ class StorageSink(BaseSink):
         )
 
     def open(self) -> None:
-        """Connect, create the schema if needed and start the writer; raises `SinkError` if it cannot."""
+        """Connect, create (or upgrade) the schema, record the run and start the writer; raises `SinkError`
+        if it cannot."""
         self.backend.connect()
+        self.backend.write(MergedRows(runs=[run_row(self.run)]))
         self._writer.start()
 
     def on_stream_start(self, stream_id: str, url: str) -> None:
@@ -249,16 +276,13 @@ class StorageSink(BaseSink):
     def on_frame(self, result: FrameResult) -> None:
         self._writer.put(frame_rows(result, self.class_names))
 
-    def on_events(self, stream_id: str, events: list[Event]) -> None:
-        """Store events that belong to no frame (zone exits closed when a stream ends)."""
-        now = time.time_ns()
-        self._writer.put(FrameRows(stream_id, now, [], [event_row(e, now) for e in events], {}))
-
     def on_stream_end(self, stream_id: str) -> None:
         """Nothing to do: rows are flushed on the writer's interval and at close."""
 
     def close(self) -> None:
         drained = self._writer.close(self.close_timeout_s)
+        if drained:  # else the database is unreachable, and the writer may still hold the connection
+            self._record_end()
         self.backend.close()
         if not drained:
             raise SinkError(
@@ -270,6 +294,12 @@ class StorageSink(BaseSink):
         """Writer counters (`backlog`: frames waiting for the database) plus `transactions` (committed) and
         `rows_deleted` (retention)."""
         return {**self._writer.stats(), "transactions": self.backend.transactions, "rows_deleted": self.rows_deleted}
+
+    def _record_end(self) -> None:
+        try:
+            self.backend.write(MergedRows(runs=[run_row(self.run, time.time_ns())]))
+        except SinkError as exc:
+            log.warning("%s: the end of run %s is not recorded: %s", self.name, self.run.run_id, exc)
 
     def _write(self, frames: list) -> None:
         self.backend.write(merge(frames, self._urls))

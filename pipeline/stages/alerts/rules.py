@@ -1,7 +1,7 @@
 """Alert rules on zone and line analytics: dwell, enter, exit, cross, occupancy; debounce and cooldown.
 
-Time is the stream's pts (ns), never the wall clock, so a replay of the same stream gives the same
-alerts with the same event ids.
+Rules time on the stream's pts (ns), never the wall clock, so a replay of the same stream fires the same
+alerts at the same stream times (their event ids are new: each run's are, see `pipeline.types.make_event_id`).
 
 Semantics per `AlertRule.when` (times in seconds of stream time):
 - "enter": a track has been inside `zone` for `debounce_s` (0 = on the entering frame); once per visit.
@@ -17,9 +17,9 @@ Semantics per `AlertRule.when` (times in seconds of stream time):
 from __future__ import annotations
 
 from pipeline.config.models import AlertRule
-from pipeline.stages.analytics.common import class_ids_for, new_event
+from pipeline.stages.analytics.common import class_ids_for
 from pipeline.stages.analytics.zones import NS, ZoneMonitor
-from pipeline.types import Event
+from pipeline.types import Event, Moment
 
 _ZONE_TIMED = ("enter", "dwell")
 
@@ -27,8 +27,8 @@ _ZONE_TIMED = ("enter", "dwell")
 class RuleEngine:
     """The alert rules of one stream. Call `process` once per frame, after zones and lines updated."""
 
-    def __init__(self, stream_id: str, rules: list[AlertRule], class_names: list[str]):
-        self.stream_id, self.class_names = stream_id, class_names
+    def __init__(self, rules: list[AlertRule], class_names: list[str]):
+        self.class_names = class_names
         self.rules = list(rules)
         self._allowed = {r.name: class_ids_for(r.classes, class_names, f"alert rule '{r.name}'") for r in self.rules}
         self._last_fired: dict[tuple[str, int], int] = {}  # (rule, track or -1) -> ts_ns
@@ -39,7 +39,7 @@ class RuleEngine:
     def reconfigured(self, rules: list[AlertRule]) -> "RuleEngine":
         """An engine for `rules` that keeps what the unchanged ones remember (cooldowns, fired visits,
         occupancy); a new or changed rule starts afresh."""
-        fresh = RuleEngine(self.stream_id, rules, self.class_names)
+        fresh = RuleEngine(rules, self.class_names)
         kept = {rule.name for rule in rules if rule in self.rules}
         fresh._last_fired = {key: ts for key, ts in self._last_fired.items() if key[0] in kept}
         fresh._fired_visits = {key for key in self._fired_visits if key[0] in kept}
@@ -48,20 +48,21 @@ class RuleEngine:
             fresh._occupancy_armed[name] = self._occupancy_armed[name]
         return fresh
 
-    def process(self, ts_ns: int, zones: dict[str, ZoneMonitor], events: list[Event]) -> list[Event]:
-        """Evaluate every rule at `ts_ns` given the zones' state and this frame's analytics events."""
+    def process(self, at: Moment, zones: dict[str, ZoneMonitor], events: list[Event]) -> list[Event]:
+        """Evaluate every rule on the frame captured `at` given the zones' state and its analytics events."""
         alerts: list[Event] = []
         for rule in self.rules:
             if rule.when in _ZONE_TIMED and rule.zone in zones:
-                alerts += self._timed_visits(rule, ts_ns, zones[rule.zone])
+                alerts += self._timed_visits(rule, at, zones[rule.zone])
             elif rule.when == "occupancy" and rule.zone in zones:
-                alerts += self._occupancy(rule, ts_ns, zones[rule.zone])
+                alerts += self._occupancy(rule, at, zones[rule.zone])
             elif rule.when in ("exit", "cross"):
-                alerts += self._on_events(rule, ts_ns, events)
+                alerts += self._on_events(rule, at, events)
         self._prune_visits(zones)
         return alerts
 
-    def _timed_visits(self, rule: AlertRule, ts_ns: int, zone: ZoneMonitor) -> list[Event]:
+    def _timed_visits(self, rule: AlertRule, at: Moment, zone: ZoneMonitor) -> list[Event]:
+        ts_ns = at.pts_ns
         hold_s = max(rule.min_seconds, rule.debounce_s) if rule.when == "dwell" else rule.debounce_s
         out = []
         for visit in zone.inside.values():
@@ -70,10 +71,11 @@ class RuleEngine:
                 continue
             if visit.dwell_s(ts_ns) >= hold_s:
                 self._fired_visits.add(key)
-                out += self._fire(rule, visit.track_id, visit.class_id, ts_ns, {"dwell_s": round(visit.dwell_s(ts_ns), 3)})
+                out += self._fire(rule, visit.track_id, visit.class_id, at, {"dwell_s": round(visit.dwell_s(ts_ns), 3)})
         return out
 
-    def _occupancy(self, rule: AlertRule, ts_ns: int, zone: ZoneMonitor) -> list[Event]:
+    def _occupancy(self, rule: AlertRule, at: Moment, zone: ZoneMonitor) -> list[Event]:
+        ts_ns = at.pts_ns
         count = sum(1 for v in zone.inside.values() if self._class_ok(rule, v.class_id))
         if count < rule.min_count:
             self._occupied_since[rule.name] = None
@@ -84,19 +86,19 @@ class RuleEngine:
             since = self._occupied_since[rule.name] = ts_ns
         if not self._occupancy_armed[rule.name] or ts_ns - since < rule.debounce_s * NS:
             return []
-        fired = self._fire(rule, -1, -1, ts_ns, {"count": count, "min_count": rule.min_count})
+        fired = self._fire(rule, -1, -1, at, {"count": count, "min_count": rule.min_count})
         if fired:
             self._occupancy_armed[rule.name] = False
         return fired
 
-    def _on_events(self, rule: AlertRule, ts_ns: int, events: list[Event]) -> list[Event]:
+    def _on_events(self, rule: AlertRule, at: Moment, events: list[Event]) -> list[Event]:
         """exit / cross rules: fire on the matching zone_exit / line_cross events of this frame."""
         out = []
         for event in events:
             if rule.when == "exit" and self._is_exit(rule, event):
-                out += self._fire(rule, event.track_id, event.class_id, ts_ns, {"dwell_s": event.payload["dwell_s"]})
+                out += self._fire(rule, event.track_id, event.class_id, at, {"dwell_s": event.payload["dwell_s"]})
             elif rule.when == "cross" and self._is_cross(rule, event):
-                out += self._fire(rule, event.track_id, event.class_id, ts_ns, {"direction": event.payload["direction"]})
+                out += self._fire(rule, event.track_id, event.class_id, at, {"direction": event.payload["direction"]})
         return out
 
     def _is_exit(self, rule: AlertRule, event: Event) -> bool:
@@ -111,8 +113,9 @@ class RuleEngine:
         allowed = self._allowed[rule.name]
         return allowed is None or class_id in allowed
 
-    def _fire(self, rule: AlertRule, track_id: int, class_id: int, ts_ns: int, details: dict) -> list[Event]:
+    def _fire(self, rule: AlertRule, track_id: int, class_id: int, at: Moment, details: dict) -> list[Event]:
         """One alert event unless the rule is cooling down for this track; [] otherwise."""
+        ts_ns = at.pts_ns
         key = (rule.name, track_id)
         last = self._last_fired.get(key)
         if last is not None and ts_ns - last < rule.cooldown_s * NS:
@@ -123,7 +126,7 @@ class RuleEngine:
             self._last_fired = {k: t for k, t in self._last_fired.items() if ts_ns - t < longest}
         payload = {"rule": rule.name, "when": rule.when, "zone": rule.zone, "line": rule.line,
                    "snapshot": rule.snapshot, "clip": rule.clip, **details}
-        return [new_event(self.stream_id, rule.name, "alert", track_id, class_id, ts_ns, payload)]
+        return [at.event(rule.name, "alert", track_id, class_id, payload)]
 
     def _prune_visits(self, zones: dict[str, ZoneMonitor]) -> None:
         """Forget fired visits that ended, so the set stays as small as the zones' occupancy."""

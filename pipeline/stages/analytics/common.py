@@ -1,10 +1,9 @@
-"""Pieces shared by zones, lines and alert rules: class-name filters and event construction."""
+"""Pieces shared by zones, lines and alert rules: class-name and score filters."""
 from __future__ import annotations
 
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.types import Event, make_event_id
 
 
 def class_ids_for(names: list[str] | None, class_names: list[str], where: str) -> np.ndarray | None:
@@ -29,16 +28,3 @@ def row_filter(class_id: np.ndarray, score: np.ndarray, allowed: np.ndarray | No
         keep &= np.isin(class_id, allowed)
     return keep
 
-
-def new_event(stream_id: str, rule: str, kind: str, track_id: int, class_id: int, ts_ns: int, payload: dict) -> Event:
-    """An Event whose id is determined by (stream, kind:rule, track, time), so replays give the same ids."""
-    return Event(
-        event_id=make_event_id(stream_id, f"{kind}:{rule}", int(track_id), int(ts_ns)),
-        stream_id=stream_id,
-        rule=rule,
-        kind=kind,
-        track_id=int(track_id),
-        class_id=int(class_id),
-        ts_ns=int(ts_ns),
-        payload=payload,
-    )

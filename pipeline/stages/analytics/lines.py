@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.config.models import LineConfig
-from pipeline.stages.analytics.common import class_ids_for, new_event, row_filter
+from pipeline.stages.analytics.common import class_ids_for, row_filter
 from pipeline.stages.analytics.geometry import anchor_points, signed_distance
-from pipeline.types import Event
+from pipeline.types import Event, Moment
 
 NS = 1_000_000_000
 
@@ -22,9 +22,8 @@ class LineCounter:
     crossing. A crossing counts only if it happens within the segment's extent.
     """
 
-    def __init__(self, stream_id: str, config: LineConfig, class_names: list[str], hysteresis: float = 0.1,
+    def __init__(self, config: LineConfig, class_names: list[str], hysteresis: float = 0.1,
                  min_band_px: float = 2.0, max_missing_s: float = 2.0):
-        self.stream_id = stream_id
         self.config = config
         self.name = config.name
         self.allowed = class_ids_for(config.classes, class_names, f"line '{config.name}'")
@@ -34,9 +33,10 @@ class LineCounter:
         self._side: dict[int, tuple[int, int]] = {}  # track id -> (side +1/-1, last seen ns)
         self.counts = {"in": 0, "out": 0}
 
-    def update(self, ts_ns: int, track_id: np.ndarray, class_id: np.ndarray, score: np.ndarray,
+    def update(self, at: Moment, track_id: np.ndarray, class_id: np.ndarray, score: np.ndarray,
                xyxy: np.ndarray) -> list[Event]:
-        """One frame of tracked rows (N,) / (N, 4) pixels at `ts_ns`; returns line_cross events."""
+        """One frame of tracked rows (N,) / (N, 4) pixels captured `at`; returns line_cross events."""
+        ts_ns = at.pts_ns
         keep = row_filter(class_id, score, self.allowed, self.config.min_score) & (track_id >= 0)
         boxes = np.asarray(xyxy, np.float64)[keep]
         dist, along = signed_distance(anchor_points(boxes, self.config.anchor), self.config.start, self.config.end)
@@ -53,7 +53,7 @@ class LineCounter:
                 direction = "in" if s > 0 else "out"
                 self.counts[direction] += 1
                 payload = {"line": self.name, "direction": direction}
-                events.append(new_event(self.stream_id, self.name, "line_cross", tid, cid, ts_ns, payload))
+                events.append(at.event(self.name, "line_cross", tid, cid, payload))
             self._side[tid] = (s, ts_ns)
         self._forget(ts_ns)
         return events

@@ -7,7 +7,7 @@ from pipeline.config.models import AlertRule, LineConfig, ZoneConfig
 from pipeline.stages.alerts.rules import RuleEngine
 from pipeline.stages.analytics.lines import LineCounter
 from pipeline.stages.analytics.zones import ZoneMonitor
-from pipeline.types import Event, FrameResult
+from pipeline.types import Event, FrameResult, Moment
 
 
 def alike_but_streams(a, b) -> bool:
@@ -25,7 +25,8 @@ class AnalyticsStage:
 
     Runs after TrackingStage (rows without a track id are ignored). Zones and lines whose `streams`
     list excludes this stream are skipped; rules on those zones/lines then never fire for it.
-    Event time is the frame's `pts_ns`. Events per frame: zone_enter/zone_exit, line_cross, then alerts.
+    Events are made at the frame's `moment` (time: its `pts_ns`). Per frame: zone_enter/zone_exit, line_cross,
+    then alerts.
     """
 
     name = "analytics"
@@ -33,45 +34,46 @@ class AnalyticsStage:
     def __init__(self, stream_id: str, zones: list[ZoneConfig], lines: list[LineConfig], rules: list[AlertRule],
                  class_names: list[str], max_missing_s: float = 2.0):
         self.stream_id, self.class_names, self.max_missing_s = stream_id, class_names, max_missing_s
-        self.zones = {z.name: ZoneMonitor(stream_id, z, class_names, max_missing_s) for z in zones if _applies(z, stream_id)}
-        self.lines = {ln.name: LineCounter(stream_id, ln, class_names, max_missing_s=max_missing_s)
+        self.zones = {z.name: ZoneMonitor(z, class_names, max_missing_s) for z in zones if _applies(z, stream_id)}
+        self.lines = {ln.name: LineCounter(ln, class_names, max_missing_s=max_missing_s)
                       for ln in lines if _applies(ln, stream_id)}
-        self.rules = RuleEngine(stream_id, rules, class_names)
+        self.rules = RuleEngine(rules, class_names)
 
     def process(self, result: FrameResult) -> None:
         dets = result.detections.to_host()
-        ts_ns = result.frame.pts_ns
+        at = result.moment
         columns = (np.asarray(dets.track_id), np.asarray(dets.class_id), np.asarray(dets.score), np.asarray(dets.xyxy))
         events: list[Event] = []
         for zone in self.zones.values():
-            events += zone.update(ts_ns, *columns)
+            events += zone.update(at, *columns)
         for line in self.lines.values():
-            events += line.update(ts_ns, *columns)
-        events += self.rules.process(ts_ns, self.zones, events)
+            events += line.update(at, *columns)
+        events += self.rules.process(at, self.zones, events)
         result.events.extend(events)
 
     def reconfigure(self, zones: list[ZoneConfig], lines: list[LineConfig], rules: list[AlertRule],
-                    ts_ns: int) -> list[Event]:
+                    at: Moment) -> list[Event]:
         """Take new zones, lines and rules while running. Unchanged ones keep their state (who is inside,
         counts, cooldowns); a changed or removed zone closes its open visits (zone_exit, reason
-        "reconfigured"), and a changed zone sees the objects inside it enter anew. Tracks are untouched."""
+        "reconfigured", at the stream's last frame `at`), and a changed zone sees the objects inside it enter anew.
+        Tracks are untouched."""
         new = AnalyticsStage(self.stream_id, zones, lines, rules, self.class_names, self.max_missing_s)
         events: list[Event] = []
         for name, zone in self.zones.items():
             if name in new.zones and alike_but_streams(new.zones[name].config, zone.config):
                 new.zones[name] = zone
             else:
-                events += zone.close(ts_ns, reason="reconfigured")
+                events += zone.close(at, reason="reconfigured")
         for name, line in self.lines.items():
             if name in new.lines and alike_but_streams(new.lines[name].config, line.config):
                 new.lines[name] = line
         self.zones, self.lines, self.rules = new.zones, new.lines, self.rules.reconfigured(rules)
         return events
 
-    def end(self, result_ts_ns: int) -> list[Event]:
+    def end(self, at: Moment) -> list[Event]:
         """Close open zone visits (zone_exit, reason end_of_stream); rules see them but exits do not fire."""
-        events = [e for zone in self.zones.values() for e in zone.close(result_ts_ns)]
-        return events + self.rules.process(result_ts_ns, self.zones, events)
+        events = [e for zone in self.zones.values() for e in zone.close(at)]
+        return events + self.rules.process(at, self.zones, events)
 
     def stats(self) -> dict:
         """Occupancy and entries per zone, in/out counts per line."""

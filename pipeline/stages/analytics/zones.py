@@ -6,13 +6,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config.models import ZoneConfig
-from pipeline.stages.analytics.common import class_ids_for, new_event, row_filter
+from pipeline.stages.analytics.common import class_ids_for, row_filter
 from pipeline.stages.analytics.geometry import (
     anchor_points,
     distance_to_boundary,
     points_in_polygon,
 )
-from pipeline.types import Event
+from pipeline.types import Event, Moment
 
 NS = 1_000_000_000
 
@@ -31,7 +31,7 @@ class Visit:
 
 
 class ZoneMonitor:
-    """Enter/exit/dwell/occupancy of one polygon zone for one stream.
+    """Enter/exit/dwell/occupancy of one polygon zone for one stream (its frames, in order).
 
     A track is inside when its anchor point is inside the polygon and it passes the zone's class and
     `min_score` filters. The state changes only when the anchor is more than a band of `hysteresis` x
@@ -41,9 +41,8 @@ class ZoneMonitor:
     `max_missing_s` seconds unseen; larger values ride out longer occlusions but report exits later.
     """
 
-    def __init__(self, stream_id: str, config: ZoneConfig, class_names: list[str], max_missing_s: float = 2.0,
+    def __init__(self, config: ZoneConfig, class_names: list[str], max_missing_s: float = 2.0,
                  hysteresis: float = 0.1, min_band_px: float = 2.0):
-        self.stream_id = stream_id
         self.config = config
         self.name = config.name
         self.polygon = np.asarray(config.polygon, np.float64)
@@ -58,9 +57,10 @@ class ZoneMonitor:
     def occupancy(self) -> int:
         return len(self.inside)
 
-    def update(self, ts_ns: int, track_id: np.ndarray, class_id: np.ndarray, score: np.ndarray,
+    def update(self, at: Moment, track_id: np.ndarray, class_id: np.ndarray, score: np.ndarray,
                xyxy: np.ndarray) -> list[Event]:
-        """One frame of tracked rows (N,) / (N, 4) pixels at `ts_ns`; returns zone_enter / zone_exit events."""
+        """One frame of tracked rows (N,) / (N, 4) pixels captured `at`; returns zone_enter / zone_exit events."""
+        ts_ns = at.pts_ns
         keep = row_filter(class_id, score, self.allowed, self.config.min_score) & (track_id >= 0)
         ids, classes, boxes = track_id[keep], class_id[keep], np.asarray(xyxy, np.float64)[keep]
         anchors = anchor_points(boxes, self.config.anchor)
@@ -77,21 +77,21 @@ class ZoneMonitor:
             if is_in and visit is None:
                 self.inside[tid] = Visit(tid, cid, ts_ns, ts_ns)
                 self.entered_total += 1
-                events.append(new_event(self.stream_id, self.name, "zone_enter", tid, cid, ts_ns, {"zone": self.name}))
+                events.append(at.event(self.name, "zone_enter", tid, cid, {"zone": self.name}))
             elif is_in:
                 visit.last_seen_ns = ts_ns
             elif visit is not None:
-                events.append(self._exit(tid, ts_ns, "left"))
+                events.append(self._exit(at, tid, ts_ns, "left"))
         for tid in [t for t, v in self.inside.items() if ts_ns - v.last_seen_ns > self.max_missing_ns]:
-            events.append(self._exit(tid, self.inside[tid].last_seen_ns, "lost"))  # dwell ends when last seen
+            events.append(self._exit(at, tid, self.inside[tid].last_seen_ns, "lost"))  # dwell ends when last seen
         return events
 
-    def close(self, ts_ns: int, reason: str = "end_of_stream") -> list[Event]:
-        """End every open visit (the stream ended); returns their zone_exit events."""
-        return [self._exit(tid, ts_ns, reason) for tid in list(self.inside)]
+    def close(self, at: Moment, reason: str = "end_of_stream") -> list[Event]:
+        """End every open visit (the stream ended after the frame captured `at`); returns their zone_exit events."""
+        return [self._exit(at, tid, at.pts_ns, reason) for tid in list(self.inside)]
 
-    def _exit(self, track_id: int, ts_ns: int, reason: str) -> Event:
+    def _exit(self, at: Moment, track_id: int, ts_ns: int, reason: str) -> Event:
         visit = self.inside.pop(track_id)
         payload = {"zone": self.name, "dwell_s": round(visit.dwell_s(ts_ns), 3), "reason": reason,
                    "entered_ns": visit.entered_ns}
-        return new_event(self.stream_id, self.name, "zone_exit", track_id, visit.class_id, ts_ns, payload)
+        return at.event(self.name, "zone_exit", track_id, visit.class_id, payload, ts_ns=ts_ns)

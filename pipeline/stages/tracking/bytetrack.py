@@ -17,8 +17,9 @@ Output rows: every confirmed track matched on this frame, with its Kalman-correc
 the raw detection) and the detection's score and class, in the order of the input rows; then every
 confirmed track lost for at most `coast_frames` frames, with its predicted box and score 0.0 (so a
 consumer can tell a prediction from a detection). Tentative tracks are never output.
-Ids are 1, 2, 3, ... per tracker instance; an id is spent only when a track is confirmed, so clutter
-that never confirms burns no ids. Association is class-aware: a detection only matches a track of its class.
+Ids are 1, 2, 3, ... from the tracker's `TrackIds` (its own, or the stream's for a whole run, which
+outlives the tracker); an id is spent only when a track is confirmed, so clutter that never confirms burns
+no ids. Association is class-aware: a detection only matches a track of its class.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from pipeline.config.models import TrackerConfig
 from pipeline.stages.tracking import kalman
+from pipeline.stages.tracking.ids import TrackIds
 from pipeline.stages.tracking.matching import iou_matrix, linear_assignment
 from pipeline.types import Detections
 
@@ -34,21 +36,23 @@ _NO_PAIRS = np.zeros((0, 2), np.int64)
 
 
 class ByteTracker:
-    """Tracks of one stream. Not thread-safe; one instance per stream (ids are per instance)."""
+    """Tracks of one stream. Not thread-safe; one instance per stream. ids: where its ids come from (default:
+    its own, from 1)."""
 
-    def __init__(self, config: TrackerConfig | None = None):
+    def __init__(self, config: TrackerConfig | None = None, ids: TrackIds | None = None):
         self.config = config or TrackerConfig()
+        self._ids = ids or TrackIds()
         self.reset()
 
     def reset(self) -> None:
-        """Forget every track and restart ids at 1 (e.g. after a stream reconnects to another scene)."""
+        """Forget every track (e.g. after a stream reconnects to another scene). Ids go on from where they
+        were, so an id never names two objects."""
         self._mean = np.zeros((0, 8))
         self._cov = np.zeros((0, 8, 8))
         self._id = np.zeros(0, np.int64)  # -1 while tentative
         self._hits = np.zeros(0, np.int32)
         self._lost = np.zeros(0, np.int32)  # frames since the last match; 0 = matched on this frame
         self._class = np.zeros(0, np.int32)
-        self._next_id = 1
         self.frame_count = 0
 
     @property
@@ -133,8 +137,7 @@ class ByteTracker:
         self._confirm(t[(self._id[t] < 0) & (self._hits[t] >= self.config.min_hits)])
 
     def _confirm(self, tracks: np.ndarray) -> None:
-        self._id[tracks] = np.arange(self._next_id, self._next_id + len(tracks))
-        self._next_id += len(tracks)
+        self._id[tracks] = self._ids.take(len(tracks))
 
     def _retire(self, tentative_left: np.ndarray) -> None:
         dead = self._lost > self.config.max_lost_frames

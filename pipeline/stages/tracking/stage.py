@@ -3,20 +3,24 @@ from __future__ import annotations
 
 from pipeline.config.models import TrackerConfig
 from pipeline.stages.tracking.bytetrack import ByteTracker
-from pipeline.types import Event, FrameResult
+from pipeline.stages.tracking.ids import TrackIds
+from pipeline.types import Event, FrameResult, Moment
 
 
 class TrackingStage:
     """Replaces `result.detections` with the tracked rows (see ByteTracker for which rows those are).
 
-    One instance per stream (it holds that stream's tracks and id counter). A gap in `frame.seq` (frames dropped upstream) is bridged by predicting
-    the tracks through the missing frames, so motion stays consistent with the stream's frame rate.
+    One instance per stream (it holds that stream's tracks; `ids` its id counter, which may outlive it; a file
+    that loops or a camera that reconnects starts with no tracks, and its ids go on). A gap in `frame.seq`
+    (frames dropped upstream) is bridged by predicting the tracks through the missing frames, so motion
+    stays consistent with the stream's frame rate.
     """
 
     name = "tracker"
 
-    def __init__(self, config: TrackerConfig | None = None, max_bridged_frames: int = 30):
-        self.tracker = ByteTracker(config)
+    def __init__(self, config: TrackerConfig | None = None, max_bridged_frames: int = 30,
+                 ids: TrackIds | None = None):
+        self.tracker = ByteTracker(config, ids)
         self.max_bridged_frames = max_bridged_frames
         self._last_seq: int | None = None
         self._last_pts_ns: int | None = None
@@ -31,7 +35,7 @@ class TrackingStage:
         self._last_seq, self._last_pts_ns = seq, pts_ns
         result.detections = self.tracker.update(result.detections.to_host())
 
-    def end(self, result_ts_ns: int) -> list[Event]:
+    def end(self, at: Moment) -> list[Event]:
         self.tracker.reset()
         self._last_seq = self._last_pts_ns = None
         return []

@@ -11,7 +11,7 @@ import numpy as np
 from pipeline.config.models import AlertRule
 from pipeline.config.outputs import MediaOutput
 from pipeline.sinks.media import MediaSink, crop_box, media_paths
-from pipeline.types import Detections, Event, Frame, FrameResult, make_event_id
+from pipeline.types import Detections, Event, Frame, FrameResult, Moment
 
 
 def rule(name="door", snapshot=True, clip=False) -> AlertRule:
@@ -19,13 +19,14 @@ def rule(name="door", snapshot=True, clip=False) -> AlertRule:
 
 
 def event_at(ts_ns: int, rule_name="door", track_id=7, stream="cam-1") -> Event:
-    return Event(make_event_id(stream, rule_name, track_id, ts_ns), stream, rule_name, "enter", track_id, 0, ts_ns, {"zone": "z"})
+    at = Moment("run-1", stream, ts_ns, 1_700_000_000 * 10**9 + ts_ns)
+    return at.event(rule_name, "enter", track_id, 0, {"zone": "z"})
 
 
 def result_for(image: np.ndarray, events, pts_ns=0, dets=None, fmt="rgb24", size=None) -> FrameResult:
     width, height = size or (image.shape[1], image.shape[0])
     frame = Frame("cam-1", 0, pts_ns, 0, image, width, height, fmt)
-    return FrameResult(frame, dets if dets is not None else Detections.empty(), list(events))
+    return FrameResult(frame, dets if dets is not None else Detections.empty(), list(events), run_id="run-1")
 
 
 def decode_all(path: Path) -> list[av.VideoFrame]:

@@ -10,15 +10,15 @@ from pipeline.config.outputs import MqttOutput as MqttConfig
 from pipeline.errors import SinkError
 from pipeline.sinks.outbox import Outbox
 from pipeline.sinks.outputs.mqtt import MqttOutput, event_topics
-from pipeline.types import Event, make_event_id
+from pipeline.types import Event, Moment
 from tests.support.mosquitto import Subscriber
 
 FAST = Backoff(min_s=0.05, max_s=0.5)
 
 
 def make_event(i: int, kind: str = "enter", payload=None, stream: str = "cam-1") -> Event:
-    return Event(make_event_id(stream, "door", i, i * 10**8), stream, "door", kind, i, 0, i * 10**8,
-                 {"zone": "front door"} if payload is None else payload)
+    return Moment("run-1", stream, i * 10**8, 1_700_000_000 * 10**9 + i * 10**8).event(
+        "door", kind, i, 0, {"zone": "front door"} if payload is None else payload)
 
 
 @pytest.fixture

@@ -11,16 +11,17 @@ from pipeline.config.outputs import WebhookOutput as WebhookConfig
 from pipeline.errors import SinkError
 from pipeline.sinks.outbox import Outbox
 from pipeline.sinks.outputs.webhook import WebhookOutput, redact_url
-from pipeline.types import Event, make_event_id
+from pipeline.types import Event, Moment
 
 FAST = Backoff(min_s=0.05, max_s=0.2)
 
 
+WALL = 1_700_000_000 * 10**9
+
+
 def make_events(n: int, start: int = 0) -> list[Event]:
-    return [
-        Event(make_event_id("cam-1", "loiter", i, i * 10**9), "cam-1", "loiter", "dwell", i, 0, i * 10**9, {"zone": "gate"})
-        for i in range(start, start + n)
-    ]
+    return [Moment("run-1", "cam-1", i * 10**9, WALL + i * 10**9).event("loiter", "dwell", i, 0, {"zone": "gate"})
+            for i in range(start, start + n)]
 
 
 def webhook(server, **kw) -> WebhookOutput:
@@ -36,8 +37,8 @@ def test_webhook_posts_the_event_json(http_server):
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["Idempotency-Key"] == event.event_id
     assert request.json() == {
-        "event_id": event.event_id, "stream_id": "cam-1", "rule": "loiter", "kind": "dwell",
-        "track_id": 0, "class_id": 0, "ts_ns": 0, "payload": {"zone": "gate"},
+        "event_id": event.event_id, "run_id": "run-1", "stream_id": "cam-1", "rule": "loiter", "kind": "dwell",
+        "track_id": 0, "class_id": 0, "ts_ns": 0, "wall_ns": WALL, "payload": {"zone": "gate"},
     }
 
 
@@ -120,6 +121,6 @@ def test_a_redirecting_webhook_is_a_failed_delivery_not_a_silent_get(tmp_path):
         url = f"http://user:pw@127.0.0.1:{server.server_address[1]}/hook"
         output = WebhookOutput(WebhookConfig(type="webhook", url=url, timeout_s=2))
         with pytest.raises(SinkError, match="302"):
-            output.deliver(Event("e-1", "cam-1", "r", "alert", 1, 0, 0, {}))
+            output.deliver(make_events(1)[0])
     finally:
         server.shutdown()

@@ -14,7 +14,7 @@ from pipeline.config.outputs import MediaOutput
 from pipeline.sinks.media import MediaSink, media_paths
 from pipeline.sources import open_reader
 from pipeline.sources.packets import PacketRings
-from pipeline.types import Detections, Event, Frame, FrameResult, make_event_id
+from pipeline.types import Detections, Frame, FrameResult
 
 FPS = 10
 
@@ -238,11 +238,12 @@ def test_clip_through_the_real_reader_tap_matches_the_decoded_frame_clock(tmp_pa
     try:
         for i, decoded in enumerate(reader.frames()):
             if i == 150:  # 12.0 s
-                event = Event(make_event_id("cam-1", "door", 7, decoded.pts_ns), "cam-1", "door", "enter", 7, 0,
-                              decoded.pts_ns, {"zone": "z"})
                 image = decoded.image.to_ndarray(format="rgb24")
                 frame = Frame("cam-1", 0, decoded.pts_ns, 0, image, image.shape[1], image.shape[0], "rgb24")
-                sink.on_frame(FrameResult(frame, Detections.empty(), [event]))
+                result = FrameResult(frame, Detections.empty(), run_id="run-1")
+                event = result.moment.event("door", "enter", 7, 0, {"zone": "z"})
+                result.events.append(event)
+                sink.on_frame(result)
     finally:
         reader.close()
     rings.end_stream("cam-1")

@@ -8,6 +8,7 @@ import pytest
 
 from pipeline.types import FrameResult
 from tests.integration.storage.replay import (
+    RUN,
     Store,
     mot_results,
     postgres_store,
@@ -18,8 +19,8 @@ from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 -
 
 @pytest.fixture
 def mot17_05(shared) -> list[FrameResult]:
-    """MOT17-05 (837 frames, 14 fps, ~6900 boxes, 125 tracks) as stream 'cam-05', captured now."""
-    return mot_results(shared("data/mot17/MOT17-05/gt/gt.txt"), "cam-05", 14.0, time.time_ns())
+    """MOT17-05 (837 frames, 14 fps, ~6900 boxes, 125 tracks) as stream 'cam-05', captured now, in run RUN."""
+    return mot_results(shared("data/mot17/MOT17-05/gt/gt.txt"), "cam-05", 14.0, time.time_ns(), RUN.run_id)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

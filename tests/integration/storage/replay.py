@@ -2,15 +2,18 @@
 (helpers for the storage tests; the fixtures are in conftest.py)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from pipeline.backoff import Backoff
 from pipeline.config.outputs import PostgresStorage, SqliteStorage
+from pipeline.sinks.outbox import Outbox
 from pipeline.sinks.storage import PostgresSink, SqliteSink
-from pipeline.types import Detections, Event, Frame, FrameResult, make_event_id
+from pipeline.types import Detections, Frame, FrameResult, Run
 
 MOT_CLASSES = [
     "pedestrian", "person_on_vehicle", "car", "bicycle", "motorbike", "non_motorized_vehicle",
@@ -19,8 +22,16 @@ MOT_CLASSES = [
 CONFIG_KEYS = {"batch_size", "flush_interval_s", "retention_days"}
 
 
-def mot_results(gt_path: Path, stream_id: str, fps: float, wall_start_ns: int) -> list[FrameResult]:
-    """One FrameResult per frame of a MOT17 `gt.txt` (rows marked considered), with tracked
+def make_run(run_id: str, started_ns: int) -> Run:
+    return Run(run_id, "0123456789abcdef", "test", started_ns)
+
+
+RUN = make_run("20250101T000000.000Z-0000cafe", time.time_ns())
+"""The run of the `mot17_05` fixture and, unless told otherwise, of the stores' sinks."""
+
+
+def mot_results(gt_path: Path, stream_id: str, fps: float, wall_start_ns: int, run_id: str) -> list[FrameResult]:
+    """One FrameResult per frame of a MOT17 `gt.txt` (rows marked considered), in run `run_id`, with tracked
     detections (id = track, visibility = score, MOT class - 1 = class id) and an `enter` event at
     each track's first frame."""
     gt = np.loadtxt(gt_path, delimiter=",")
@@ -37,14 +48,13 @@ def mot_results(gt_path: Path, stream_id: str, fps: float, wall_start_ns: int) -
         det = Detections(xyxy, rows[:, 8].astype(np.float32), rows[:, 7].astype(np.int32) - 1,
                          track_id=rows[:, 1].astype(np.int64))
         pts = round((frame_no - 1) * 1e9 / fps)
-        frame = Frame(stream_id, frame_no - 1, pts, wall_start_ns + pts, None, 640, 480)
-        events = []
+        result = FrameResult(Frame(stream_id, frame_no - 1, pts, wall_start_ns + pts, None, 640, 480), det,
+                             run_id=run_id)
         for tid, cls in zip(det.track_id.tolist(), det.class_id.tolist()):
             if tid not in seen:
                 seen.add(tid)
-                events.append(Event(make_event_id(stream_id, "enter", tid, pts), stream_id, "enter", "enter",
-                                    tid, cls, pts, {"zone": "all", "frame": frame_no}))
-        results.append(FrameResult(frame, det, events))
+                result.events.append(result.moment.event("all", "enter", tid, cls, {"zone": "all", "frame": frame_no}))
+        results.append(result)
     return results
 
 
@@ -53,10 +63,17 @@ def feed(sink, results: list[FrameResult]) -> None:
         sink.on_frame(result)
 
 
+def deliver_events(sink, results: list[FrameResult], outbox_path: Path) -> None:
+    """The results' events through a real outbox into the sink's events table, as a running pipeline does."""
+    with Outbox(outbox_path, [sink.event_output], backoff=Backoff(0.01, 0.2)) as outbox:
+        outbox.put([e for r in results for e in r.events])
+        assert outbox.wait_delivered(60), outbox.stats()
+
+
 @dataclass
 class Store:
-    """A storage back-end under test: `make(**settings)` builds an unopened sink; `target` is what
-    `pipeline.sinks.storage.query` reads."""
+    """A storage back-end under test: `make(run=RUN, **settings)` builds an unopened sink for `run`; `target`
+    is what `pipeline.sinks.storage.query` reads."""
 
     kind: str
     make: Callable[..., Any]
@@ -76,16 +93,17 @@ def _announced(sink):
 
 
 def sqlite_store(path: Path) -> Store:
-    def make(**settings):
+    def make(run: Run = RUN, **settings):
         config, options = _split(settings)
-        return _announced(SqliteSink(SqliteStorage(type="sqlite", path=path, **config), MOT_CLASSES, **options))
+        return _announced(SqliteSink(SqliteStorage(type="sqlite", path=path, **config), MOT_CLASSES, run, **options))
 
     return Store("sqlite", make, path)
 
 
 def postgres_store(dsn: str) -> Store:
-    def make(**settings):
+    def make(run: Run = RUN, **settings):
         config, options = _split(settings)
-        return _announced(PostgresSink(PostgresStorage(type="postgres", dsn=dsn, **config), MOT_CLASSES, **options))
+        return _announced(PostgresSink(PostgresStorage(type="postgres", dsn=dsn, **config), MOT_CLASSES, run,
+                                       **options))
 
     return Store("postgres", make, dsn)

@@ -9,18 +9,21 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from pipeline.backoff import Backoff
 from pipeline.errors import SinkError
+from pipeline.sinks.outbox import Outbox
 from pipeline.sinks.storage import query
-from tests.integration.storage.replay import feed, postgres_store, sqlite_store
+from tests.integration.storage.replay import RUN, deliver_events, feed, mot_results, postgres_store, sqlite_store
 from tests.support.postgres import free_port
 
 DAY_NS = 86_400 * 10**9
 
 
-def test_every_detection_track_and_event_lands_in_storage(store, mot17_05):
+def test_every_detection_track_and_event_lands_in_storage(store, mot17_05, tmp_path):
     sink = store.make(batch_size=500, flush_interval_s=0.2)
     sink.open()
     feed(sink, mot17_05)
+    deliver_events(sink, mot17_05, tmp_path / "outbox.db")
     sink.close()
 
     boxes = [(r.frame.pts_ns, t) for r in mot17_05 for t in r.detections.track_id.tolist()]
@@ -67,18 +70,19 @@ def test_many_frames_are_written_in_few_transactions(store, mot17_05):
     sink.open()
     feed(sink, mot17_05)
     sink.close()
-    rows = sum(max(1, len(r.detections) + len(r.events)) for r in mot17_05)
+    rows = sum(max(1, len(r.detections)) for r in mot17_05)
     stats = sink.stats()
     assert stats["rows_written"] == rows and stats["items_written"] == len(mot17_05)
-    assert 2 <= stats["transactions"] <= rows // 1000 + 1  # every batch but the last holds >= 1000 rows
+    batches = stats["transactions"] - 2  # and the run's start and end
+    assert 2 <= batches <= rows // 1000 + 1  # every batch but the last holds >= 1000 rows
 
 
-def test_duplicate_events_are_stored_once(store, mot17_05):
+def test_duplicate_events_are_stored_once(store, mot17_05, tmp_path):
     with_events = [r for r in mot17_05 if r.events]
-    for _ in range(2):  # at-least-once delivery: the same frames (and events) arrive twice
+    for attempt in range(2):  # at-least-once delivery: the same events arrive twice (two outboxes: no dedup there)
         sink = store.make(flush_interval_s=0.05)
         sink.open()
-        feed(sink, with_events)
+        deliver_events(sink, with_events, tmp_path / f"outbox-{attempt}.db")
         sink.close()
     stored = query.events(store.target)
     assert len(stored) == sum(len(r.events) for r in with_events)
@@ -96,13 +100,17 @@ def test_close_flushes_rows_still_queued(store, mot17_05):
     assert stored == sum(len(r.detections) for r in mot17_05[:300])
 
 
-def test_retention_deletes_rows_older_than_retention_days(store, mot17_05):
-    old, new = mot17_05[:400], mot17_05[400:]
-    for r in old:
-        r.frame.wall_ns -= 10 * DAY_NS
+def test_retention_deletes_rows_older_than_retention_days(store, shared, tmp_path):
+    results = mot_results(shared("data/mot17/MOT17-05/gt/gt.txt"), "cam-05", 14.0, time.time_ns() - 10 * DAY_NS,
+                          RUN.run_id)  # captured 10 days ago ...
+    old, new = results[:400], results[400:]
+    for r in new:  # ... up to frame 400, and now from there on, events included
+        r.frame.wall_ns += 10 * DAY_NS
+        r.events[:] = [r.moment.event(e.rule, e.kind, e.track_id, e.class_id, e.payload) for e in r.events]
     sink = store.make()
     sink.open()
-    feed(sink, mot17_05)
+    feed(sink, results)
+    deliver_events(sink, results, tmp_path / "outbox.db")
     sink.close()
     sink = store.make(retention_days=1.0)
     sink.open()  # retention runs at start, then every retention_interval_s
@@ -132,6 +140,7 @@ def test_sqlite_and_postgres_give_the_same_query_results(tmp_path, postgres_dsn,
         sink = store.make(batch_size=256)
         sink.open()
         feed(sink, mot17_05)
+        deliver_events(sink, mot17_05, tmp_path / f"outbox-{store.kind}.db")
         sink.close()
     lite, pg = (s.target for s in stores)
     assert query.counts_by_stream_and_class(lite) == query.counts_by_stream_and_class(pg)
@@ -141,9 +150,11 @@ def test_sqlite_and_postgres_give_the_same_query_results(tmp_path, postgres_dsn,
     assert query.tracks(lite, "cam-05") == query.tracks(pg, "cam-05")
     assert query.events(lite) == query.events(pg)
     assert query.streams(lite) == query.streams(pg)
+    started = [[(r["run_id"], r["config_hash"], r["version"], r["started_ns"]) for r in query.runs(t)] for t in (lite, pg)]
+    assert started[0] == started[1]  # each recorded its own end
 
 
-def test_postgres_restart_mid_run_loses_no_rows(postgres_server, postgres_dsn, mot17_05):
+def test_postgres_restart_mid_run_loses_no_rows(postgres_server, postgres_dsn, mot17_05, tmp_path):
     sink = postgres_store(postgres_dsn).make(batch_size=200, flush_interval_s=0.05, put_timeout_s=30.0)
     sink.open()
     half = len(mot17_05) // 2
@@ -158,7 +169,23 @@ def test_postgres_restart_mid_run_loses_no_rows(postgres_server, postgres_dsn, m
     assert sink.stats()["rows_lost"] == 0 and sink.backend.reconnects >= 1
     got = query.detections_for_stream(postgres_dsn, "cam-05")
     assert len(got) == sum(len(r.detections) for r in mot17_05)
-    assert len(query.events(postgres_dsn)) == sum(len(r.events) for r in mot17_05)
+
+
+def test_events_wait_in_the_outbox_while_postgres_is_down_and_are_stored_once_it_is_back(
+        postgres_server, postgres_dsn, mot17_05, tmp_path):
+    sink = postgres_store(postgres_dsn).make()
+    sink.open()
+    events = [e for r in mot17_05 for e in r.events]
+    postgres_server.stop("fast")
+    with Outbox(tmp_path / "outbox.db", [sink.event_output], backoff=Backoff(0.05, 0.2)) as outbox:
+        outbox.put(events)
+        _wait_until(lambda: outbox.stats()[sink.name]["failed"] >= 2)
+        assert outbox.stats()[sink.name]["pending"] == len(events)
+        postgres_server.start()
+        assert outbox.wait_delivered(60)
+    sink.close()
+    in_order = sorted(events, key=lambda e: (e.ts_ns, e.event_id))
+    assert [e.event_id for e in query.events(postgres_dsn)] == [e.event_id for e in in_order]
 
 
 def test_on_frame_raises_sink_error_once_postgres_is_down_and_the_queue_is_full(postgres_server, postgres_dsn, mot17_05):

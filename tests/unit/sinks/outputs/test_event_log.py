@@ -10,13 +10,14 @@ from pipeline.config.outputs import JsonlOutput
 from pipeline.errors import ConfigError, SinkError
 from pipeline.sinks import build_outputs
 from pipeline.sinks.base import OutputContext
-from pipeline.sinks.outputs.event_log import EventLogOutput
+from pipeline.sinks.outputs.event_log import RECENT_IDS, EventLogOutput
 from pipeline.sinks.outputs.payload import EVENT_KEYS, event_from_json, event_to_json
-from pipeline.types import Event
+from pipeline.types import Event, Run
 
 
 def event(i: int, payload=None) -> Event:
-    return Event(f"id-{i}", "cam-1", "door", "enter", i, 2, 1_700_000_000_000_000_000 + i, payload or {})
+    return Event(f"id-{i}", "run-1", "cam-1", "door", "enter", i, 2, 1_700_000_000_000_000_000 + i,
+                 1_700_000_000_000_000_000 + i, payload or {})
 
 
 def test_event_json_has_the_agreed_keys_and_plain_numbers():
@@ -27,6 +28,12 @@ def test_event_json_has_the_agreed_keys_and_plain_numbers():
     assert data["ts_ns"] == 1_700_000_000_000_000_007  # integer nanoseconds, not a float
     assert data["payload"] == {"zone": "door", "xyxy": [1.5, 2.0, 3.0, 4.0], "count": 3}
     assert event_from_json(text).payload["count"] == 3
+
+
+def test_an_event_an_older_version_left_in_the_outbox_still_loads():
+    old = {k: v for k, v in json.loads(event_to_json(event(3))).items() if k not in ("run_id", "wall_ns")}
+    loaded = event_from_json(json.dumps(old))
+    assert (loaded.event_id, loaded.run_id, loaded.wall_ns, loaded.ts_ns) == ("id-3", "", 0, event(3).ts_ns)
 
 
 def test_payload_that_is_not_json_raises_a_sink_error_naming_the_event():
@@ -65,7 +72,35 @@ def test_only_event_outputs_are_built_from_the_sinks_config(tmp_path):
         JsonlOutput(type="jsonl", path=tmp_path / "det.jsonl"),
         JsonlOutput(type="jsonl", path=tmp_path / "ev.jsonl", what="events"),
     ]
-    frame_sinks, outputs = build_outputs(sinks, OutputContext(class_names=["person"], alerts=[]))
+    run = Run("run-1", "0123456789abcdef", "0.1.0", 1_700_000_000 * 10**9)
+    frame_sinks, outputs = build_outputs(sinks, OutputContext(class_names=["person"], alerts=[], run=run))
     assert [(type(o).__name__, entry.what) for o, entry in outputs] == [("EventLogOutput", "events")]
     assert [type(sink).__name__ for sink, _ in frame_sinks] == ["JsonlSink"]
     outputs[0][0].close()
+
+
+def test_an_event_delivered_again_after_a_restart_is_not_appended_twice(tmp_path):
+    path = tmp_path / "events.jsonl"
+    config = JsonlOutput(type="jsonl", path=path, what="events")
+    out = EventLogOutput(config)
+    for i in range(3):
+        out.deliver(event(i))
+    out.close()  # as if killed after appending id-2 but before the outbox recorded its delivery
+    again = EventLogOutput(config)
+    for i in range(2, 5):
+        again.deliver(event(i))
+    again.deliver(event(4))  # also within one process (a delivery whose cursor update failed)
+    again.close()
+    assert [json.loads(line)["event_id"] for line in path.read_text().splitlines()] == [f"id-{i}" for i in range(5)]
+
+
+def test_the_event_log_remembers_a_bounded_number_of_ids(tmp_path):
+    path = tmp_path / "events.jsonl"
+    config = JsonlOutput(type="jsonl", path=path, what="events")
+    out = EventLogOutput(config, fsync=False)
+    for i in range(RECENT_IDS + 1):
+        out.deliver(event(i))
+    out.deliver(event(0))  # beyond the window: the log is bounded in memory, not a database
+    out.close()
+    ids = [json.loads(line)["event_id"] for line in path.read_text().splitlines()]
+    assert ids.count("id-0") == 2 and len(ids) == RECENT_IDS + 2

@@ -10,16 +10,14 @@ import pytest
 from pipeline.backoff import Backoff
 from pipeline.errors import ConfigError, SinkError
 from pipeline.sinks.outbox import Outbox
-from pipeline.types import Event, make_event_id
+from pipeline.types import Event, Moment
 
 FAST = Backoff(min_s=0.01, max_s=0.05)
 
 
 def make_events(n: int, stream: str = "cam-1", start: int = 0) -> list[Event]:
-    return [
-        Event(make_event_id(stream, "door", i, i * 1_000_000), stream, "door", "enter", i, 0, i * 1_000_000, {"zone": "door", "i": i})
-        for i in range(start, start + n)
-    ]
+    return [Moment("run-1", stream, i * 1_000_000, 1_700_000_000 * 10**9 + i * 1_000_000).event(
+        "door", "enter", i, 0, {"zone": "door", "i": i}) for i in range(start, start + n)]
 
 
 class RecordingOutput:
@@ -219,8 +217,8 @@ def test_delivered_events_are_pruned_after_the_keep_window_but_pending_ones_stay
 
 
 def test_an_event_that_cannot_be_encoded_does_not_take_the_others_along(tmp_path):
-    good = Event(make_event_id("cam-1", "r", 1, 5), "cam-1", "r", "alert", 1, 0, 5, {"n": 1})
-    bad = Event(make_event_id("cam-1", "r", 2, 5), "cam-1", "r", "alert", 2, 0, 5, {"n": float("nan")})
+    at = Moment("run-1", "cam-1", 5, 1_700_000_000 * 10**9)
+    good, bad = at.event("r", "alert", 1, 0, {"n": 1}), at.event("r", "alert", 2, 0, {"n": float("nan")})
     with Outbox(tmp_path / "outbox.db", []) as outbox:
         assert outbox.put([bad, good]) == 1
         assert outbox.unencodable == 1

@@ -1,54 +1,60 @@
-"""Rows from FrameResults, folding tracks per transaction, credential masking, the two dialects."""
+"""Rows from FrameResults and events, folding tracks per transaction, the two dialects."""
 import json
 
 import numpy as np
 
-from pipeline.sinks.storage.rows import frame_rows, merge
-from pipeline.sinks.storage.schema import DETECTION_COLUMNS, statements
-from pipeline.types import Detections, Event, Frame, FrameResult
+from pipeline.sinks.storage.rows import event_row, frame_rows, merge
+from pipeline.sinks.storage.schema import DETECTION_COLUMNS, EVENT_COLUMNS, statements
+from pipeline.types import Detections, Frame, FrameResult, Moment
 
 
-def result(seq, track_ids, class_ids, wall_ns=1_000, events=()):
+def result(seq, track_ids, class_ids, wall_ns=1_000, run_id="run-1"):
     n = len(track_ids)
     xyxy = np.arange(n * 4, dtype=np.float32).reshape(n, 4) + 0.5
     det = Detections(xyxy, np.full(n, 0.75, np.float32), np.array(class_ids), track_id=np.array(track_ids))
     frame = Frame("cam-1", seq, seq * 40_000_000, wall_ns + seq, None, 640, 480)
-    return FrameResult(frame, det, list(events))
+    return FrameResult(frame, det, run_id=run_id)
 
 
-def test_detection_rows_follow_the_column_order_with_class_names():
+def test_detection_rows_follow_the_column_order_with_class_names_and_the_run():
     rows = frame_rows(result(3, [7, -1], [0, 5]), ["person", "bicycle"])
     assert len(rows.detections[0]) == len(DETECTION_COLUMNS)
     first = dict(zip(DETECTION_COLUMNS, rows.detections[0]))
     assert first == dict(
-        stream_id="cam-1", seq=3, pts_ns=120_000_000, wall_ns=1_003, class_id=0, class_name="person",
-        score=0.75, x1=0.5, y1=1.5, x2=2.5, y2=3.5, track_id=7,
+        run_id="run-1", stream_id="cam-1", seq=3, pts_ns=120_000_000, wall_ns=1_003, class_id=0,
+        class_name="person", score=0.75, x1=0.5, y1=1.5, x2=2.5, y2=3.5, track_id=7,
     )
-    assert rows.detections[1][5] == "5"  # unknown class id stored as its number
+    assert rows.detections[1][6] == "5"  # unknown class id stored as its number
     assert list(rows.tracks) == [7]  # untracked detections extend no track
 
 
 def test_merge_folds_one_track_across_frames_into_one_upsert():
     frames = [frame_rows(result(s, [4], [0 if s < 2 else 2]), ["a", "b", "c"]) for s in range(3)]
     merged = merge(frames, {"cam-1": "rtsp://***@cam"})
-    assert merged.tracks == [("cam-1", 4, 2, 0, 80_000_000, 3, 1_002)]
+    assert merged.tracks == [("run-1", "cam-1", 4, 2, 0, 80_000_000, 3, 1_002)]
     assert merged.streams == [("cam-1", "rtsp://***@cam", 1_000, 1_002)]
     assert len(merged.detections) == 3 and merged.frames == 3
 
 
-def test_event_payload_with_numpy_values_becomes_json():
-    event = Event("e1", "cam-1", "dwell-door", "dwell", 4, 0, 5, {"seconds": np.float32(2.5), "box": np.zeros(2)})
-    rows = frame_rows(result(0, [], [], events=[event]), [])
-    assert json.loads(rows.events[0][7]) == {"box": [0.0, 0.0], "seconds": 2.5}
-    assert rows.size == 1
+def test_the_same_track_id_in_two_runs_is_two_tracks():
+    frames = [frame_rows(result(s, [4], [0], run_id=run), ["a"]) for run in ("run-1", "run-2") for s in range(2)]
+    assert [t[:3] + t[6:7] for t in merge(frames, {}).tracks] == [("run-1", "cam-1", 4, 2), ("run-2", "cam-1", 4, 2)]
 
 
+def test_event_rows_carry_the_events_run_and_capture_time_and_a_json_payload():
+    event = Moment("run-1", "cam-1", 5, 1_700_000_000 * 10**9).event(
+        "dwell-door", "dwell", 4, 0, {"seconds": np.float32(2.5), "box": np.zeros(2)})
+    row = dict(zip(EVENT_COLUMNS, event_row(event)))
+    assert (row["event_id"], row["run_id"], row["ts_ns"], row["wall_ns"]) == (
+        event.event_id, "run-1", 5, 1_700_000_000 * 10**9)
+    assert json.loads(row["payload"]) == {"box": [0.0, 0.0], "seconds": 2.5}
 
 
 def test_both_dialects_create_the_same_tables_and_indexes():
     sqlite, postgres = statements("sqlite"), statements("postgres")
     names = [s.split("EXISTS")[1].split()[0] for s in sqlite.create]
     assert names == [s.split("EXISTS")[1].split()[0] for s in postgres.create]
-    assert {"streams", "detections", "tracks", "events", "detections_stream_pts", "detections_stream_track",
-            "events_kind_ts", "events_stream_ts"} <= set(names)
+    assert {"runs", "streams", "detections", "tracks", "events", "detections_run_stream_pts",
+            "detections_run_stream_track", "events_kind_ts", "events_stream_ts"} <= set(names)
     assert "ON CONFLICT (event_id) DO NOTHING" in sqlite.insert_event and "ON CONFLICT (event_id) DO NOTHING" in postgres.insert_event
+    assert "ON CONFLICT (run_id, stream_id, track_id)" in sqlite.upsert_track

@@ -3,8 +3,8 @@ import pytest
 from pipeline.config.models import AlertRule, LineConfig, ZoneConfig
 from pipeline.errors import ConfigError
 from pipeline.stages.analytics.stage import AnalyticsStage
-from pipeline.types import make_event_id
-from tests.support.tracks import CLASS_NAMES, run
+from pipeline.types import make_event_id, track_uid
+from tests.support.tracks import CLASS_NAMES, RUN, WALL_START_NS, moment, run
 
 SQUARE = ZoneConfig(name="square", polygon=[(100, 100), (300, 100), (300, 300), (100, 300)])
 DOOR = LineConfig(name="door", start=(200, 0), end=(200, 400))
@@ -25,7 +25,8 @@ def test_dwell_alert_fires_once_per_visit_after_min_seconds():
     fired = alerts(run(stage(rule), frames))
     assert len(fired) == 1
     assert fired[0].ts_ns == 2_000_000_000 and fired[0].payload["dwell_s"] == pytest.approx(2.0)
-    assert fired[0].event_id == make_event_id("cam-1", "alert:loiter", 1, 2_000_000_000)
+    assert fired[0].event_id == make_event_id("cam-1", "alert:loiter", track_uid(RUN, 1), WALL_START_NS + 2_000_000_000)
+    assert (fired[0].run_id, fired[0].wall_ns) == (RUN, WALL_START_NS + 2_000_000_000)
 
 
 def test_dwell_alert_cooldown_suppresses_a_quick_second_visit():
@@ -74,13 +75,17 @@ def test_exit_alert_fires_on_leaving_but_not_at_stream_end():
     s = stage(rule)
     fired = alerts(run(s, [[(1, *INSIDE), (2, *INSIDE)]] * 3 + [[(1, *OUTSIDE), (2, *INSIDE)]]))
     assert [e.track_id for e in fired] == [1] and fired[0].payload["dwell_s"] == pytest.approx(0.3)
-    assert alerts(s.end(10_000_000_000)) == []
+    assert alerts(s.end(moment(100))) == []
 
 
-def test_alerts_are_deterministic_across_replays():
+def test_a_replay_in_the_same_run_gives_the_same_ids_and_another_run_new_ones():
     rule = AlertRule(name="loiter", when="dwell", zone="square", min_seconds=0.5)
     frames = [[(1, *INSIDE), (2, 150, 150)]] * 10
-    assert [e.event_id for e in run(stage(rule), frames)] == [e.event_id for e in run(stage(rule), frames)]
+    first = run(stage(rule), frames)
+    assert [e.event_id for e in first] == [e.event_id for e in run(stage(rule), frames)]
+    later = run(stage(rule), frames, run_id="20250102T000000.000Z-0000beef")  # same tracks, same times
+    assert [(e.kind, e.ts_ns, e.track_id) for e in later] == [(e.kind, e.ts_ns, e.track_id) for e in first]
+    assert not {e.event_id for e in later} & {e.event_id for e in first}
 
 
 def test_rule_with_unknown_class_is_a_config_error():

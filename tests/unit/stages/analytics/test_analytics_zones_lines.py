@@ -3,7 +3,7 @@ import pytest
 from pipeline.config.models import LineConfig, ZoneConfig
 from pipeline.errors import ConfigError
 from pipeline.stages.analytics.stage import AnalyticsStage
-from tests.support.tracks import CLASS_NAMES, run
+from tests.support.tracks import CLASS_NAMES, moment, run
 
 SQUARE = [(100, 100), (300, 100), (300, 300), (100, 300)]
 DOOR = LineConfig(name="door", start=(200, 0), end=(200, 400))  # pointing down: its right side is x < 200
@@ -30,7 +30,7 @@ def test_occupancy_counts_tracks_inside_and_stream_end_closes_visits():
     s = stage(zones=[ZoneConfig(name="square", polygon=SQUARE)])
     run(s, [[(1, 150, 200), (2, 250, 250), (3, 50, 50)]])
     assert s.zones["square"].occupancy == 2
-    closing = s.end(5 * 100_000_000)
+    closing = s.end(moment(5))
     assert sorted(e.track_id for e in closing) == [1, 2]
     assert {e.payload["reason"] for e in closing} == {"end_of_stream"}
     assert s.zones["square"].occupancy == 0

@@ -49,7 +49,7 @@ def test_two_walkers_keep_their_ids_while_crossing_paths_vertically_apart():
     assert top == 1  # the first-seen (top) walker kept id 1
 
 
-def test_ids_are_allocated_per_tracker_instance():
+def test_ids_are_allocated_per_tracker_instance_and_go_on_after_a_reset():
     first, second = ByteTracker(), ByteTracker()
     for step in range(3):
         first.update(dets([walker(step), walker(step, y0=400)]))
@@ -59,7 +59,7 @@ def test_ids_are_allocated_per_tracker_instance():
     first.reset()
     for step in range(3):
         out = first.update(dets([walker(step)]))
-    assert out.track_id.tolist() == [1]
+    assert out.track_id.tolist() == [3]  # the tracks are gone, their ids are not given again
 
 
 def test_track_survives_a_gap_shorter_than_max_lost_frames():

@@ -12,7 +12,7 @@ from pipeline.types import Detections, Frame, FrameResult
 def _result(seq, x):
     frame = Frame("cam-1", seq, seq * 40_000_000, 0, None, 640, 480)
     xyxy = np.array([[x, 100, x + 40, 200]], np.float32)
-    return FrameResult(frame, Detections(xyxy, np.array([0.9], np.float32), np.zeros(1, np.int32)))
+    return FrameResult(frame, Detections(xyxy, np.array([0.9], np.float32), np.zeros(1, np.int32)), run_id="run-1")
 
 
 def test_tracking_stage_sets_track_ids_on_the_result():
@@ -24,7 +24,7 @@ def test_tracking_stage_sets_track_ids_on_the_result():
     assert [r.detections.track_id.tolist() for r in results[1:]] == [[1], [1], [1]]
 
 
-def test_tracking_stage_bridges_dropped_frames_and_resets_when_the_stream_restarts():
+def test_tracking_stage_bridges_dropped_frames_and_forgets_tracks_when_the_stream_restarts():
     stage = TrackingStage(TrackerConfig(coast_frames=0))
     for seq in range(5):
         stage.process(_result(seq, 100 + 5 * seq))
@@ -35,7 +35,7 @@ def test_tracking_stage_bridges_dropped_frames_and_resets_when_the_stream_restar
     restarted = [_result(seq, 100) for seq in range(2)]
     for r in restarted:
         stage.process(r)
-    assert restarted[1].detections.track_id.tolist() == [1]
+    assert restarted[1].detections.track_id.tolist() == [2]  # a new track; ids go on within the run
     assert stage.tracker.frame_count == 2
 
 

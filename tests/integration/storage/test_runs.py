@@ -1,0 +1,120 @@
+"""Runs in storage, on a real SQLite file and a real PostgreSQL server: a second run of the same file is a
+second run with its own rows, queries pick the latest run or the ones named, and a database written
+before runs existed is upgraded."""
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import Counter
+from contextlib import closing
+
+import pytest
+
+from pipeline.errors import SinkError
+from pipeline.sinks.storage import query
+from pipeline.sinks.storage.query import ALL_RUNS, connect
+from pipeline.sinks.storage.schema import BEFORE_RUNS, SCHEMA_VERSION
+from tests.integration.storage.replay import MOT_CLASSES, deliver_events, feed, make_run, mot_results, sqlite_store
+
+FIRST, SECOND = "20250101T000000.000Z-00000001", "20250101T000100.000Z-00000002"
+
+
+def store_run(store, run_id: str, results, outbox) -> None:
+    sink = store.make(run=make_run(run_id, time.time_ns()), batch_size=500, flush_interval_s=0.05)
+    sink.open()
+    feed(sink, results)
+    deliver_events(sink, results, outbox)
+    sink.close()
+
+
+def test_a_second_run_of_the_same_file_is_a_second_run_with_its_own_rows(store, shared, tmp_path):
+    gt = shared("data/mot17/MOT17-05/gt/gt.txt")
+    runs = {run_id: mot_results(gt, "cam-05", 14.0, time.time_ns(), run_id) for run_id in (FIRST, SECOND)}
+    for run_id, results in runs.items():
+        store_run(store, run_id, results, tmp_path / "outbox.db")  # one outbox, as for one installation
+    one = runs[FIRST]
+    classes = Counter(MOT_CLASSES[c] for r in one for c in r.detections.class_id.tolist())
+    per_track = Counter(t for r in one for t in r.detections.track_id.tolist())
+    rows = sum(len(r.detections) for r in one)
+
+    listed = query.runs(store.target)
+    assert [r["run_id"] for r in listed] == [SECOND, FIRST]  # newest first
+    assert all(r["ended_ns"] >= r["started_ns"] and r["config_hash"] == "0123456789abcdef" for r in listed)
+    for run_id in (None, FIRST, SECOND):  # None: the latest
+        assert query.counts_by_stream_and_class(store.target, run=run_id) == {"cam-05": dict(classes)}
+        tracks = query.tracks(store.target, "cam-05", run=run_id)
+        assert {t["track_id"]: t["frames"] for t in tracks} == dict(per_track)  # frames of one run, never summed
+        assert len(query.detections_for_stream(store.target, "cam-05", run=run_id)) == rows
+    both = query.counts_by_stream_and_class(store.target, run=[FIRST, SECOND])
+    assert both == query.counts_by_stream_and_class(store.target, run=ALL_RUNS) == {
+        "cam-05": {name: 2 * n for name, n in classes.items()}}
+    assert Counter(t["run_id"] for t in query.tracks(store.target, "cam-05", run=ALL_RUNS)) == {
+        FIRST: len(per_track), SECOND: len(per_track)}
+
+    events = query.events(store.target, run=ALL_RUNS)  # same tracks, same stream times: no id collides
+    assert len(events) == len({e.event_id for e in events}) == 2 * sum(len(r.events) for r in one)
+    for run_id, results in runs.items():
+        made = {e.event_id for r in results for e in r.events}
+        assert {e.event_id for e in query.events(store.target, run=run_id)} == made
+
+
+_VERSION_1 = """
+CREATE TABLE streams (stream_id TEXT PRIMARY KEY, url TEXT, first_seen_ns {int} NOT NULL, last_seen_ns {int} NOT NULL);
+CREATE TABLE detections (stream_id TEXT NOT NULL, seq {int} NOT NULL, pts_ns {int} NOT NULL, wall_ns {int} NOT NULL,
+    class_id INTEGER NOT NULL, class_name TEXT NOT NULL, score REAL NOT NULL,
+    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL, track_id {int} NOT NULL);
+CREATE TABLE tracks (stream_id TEXT NOT NULL, track_id {int} NOT NULL, class_id INTEGER NOT NULL,
+    first_pts_ns {int} NOT NULL, last_pts_ns {int} NOT NULL, frames {int} NOT NULL, last_wall_ns {int} NOT NULL,
+    PRIMARY KEY (stream_id, track_id));
+CREATE TABLE events (event_id TEXT PRIMARY KEY, stream_id TEXT NOT NULL, rule TEXT NOT NULL, kind TEXT NOT NULL,
+    track_id {int} NOT NULL, class_id INTEGER NOT NULL, ts_ns {int} NOT NULL, payload {json} NOT NULL,
+    wall_ns {int} NOT NULL);
+CREATE INDEX detections_stream_pts ON detections (stream_id, pts_ns);
+CREATE INDEX detections_stream_track ON detections (stream_id, track_id);
+CREATE TABLE streamweave_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO streamweave_meta VALUES ('schema_version', '1');
+INSERT INTO detections VALUES ('cam-05', 0, 0, 1000, 0, 'pedestrian', 0.9, 1, 2, 3, 4, 1);
+INSERT INTO detections VALUES ('cam-05', 1, 71428571, 2000, 0, 'pedestrian', 0.9, 1, 2, 3, 4, 1);
+INSERT INTO tracks VALUES ('cam-05', 1, 0, 0, 71428571, 2, 2000);
+INSERT INTO events VALUES ('old-event', 'cam-05', 'all', 'enter', 1, 0, 0, '{{"zone": "all"}}', 1000)
+"""
+
+
+def written_before_runs(store) -> None:
+    """The store's database as a version without runs left it: its schema, and a track with an event."""
+    types = {"int": "INTEGER", "json": "TEXT"} if store.kind == "sqlite" else {"int": "BIGINT", "json": "JSONB"}
+    statements = _VERSION_1.format(**types).split(";")
+    if store.kind == "sqlite":
+        with closing(sqlite3.connect(store.target, isolation_level=None)) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        return
+    with connect(store.target) as (conn, _):
+        for statement in statements:
+            conn.execute(statement)
+
+
+def test_a_database_from_before_runs_is_upgraded_and_keeps_its_rows_as_one_run(store, shared, tmp_path):
+    written_before_runs(store)
+    results = mot_results(shared("data/mot17/MOT17-05/gt/gt.txt"), "cam-05", 14.0, time.time_ns(), SECOND)
+    store_run(store, SECOND, results, tmp_path / "outbox.db")
+
+    assert [r["run_id"] for r in query.runs(store.target)] == [SECOND, BEFORE_RUNS]
+    assert query.counts_by_stream_and_class(store.target, run=BEFORE_RUNS) == {"cam-05": {"pedestrian": 2}}
+    assert query.tracks(store.target, "cam-05", run=BEFORE_RUNS) == [
+        {"run_id": BEFORE_RUNS, "track_id": 1, "class_id": 0, "first_pts_ns": 0, "last_pts_ns": 71428571, "frames": 2}]
+    assert [e.event_id for e in query.events(store.target, run=BEFORE_RUNS)] == ["old-event"]
+    assert {t["track_id"]: t["frames"] for t in query.tracks(store.target, "cam-05")}[1] == sum(
+        r.detections.track_id.tolist().count(1) for r in results)  # track 1 of the new run: not added to the old
+    with connect(store.target) as (conn, _):
+        assert conn.execute("SELECT value FROM streamweave_meta").fetchone()[0] == str(SCHEMA_VERSION)
+
+
+def test_a_database_of_a_newer_version_is_refused_naming_it(tmp_path):
+    path = tmp_path / "newer.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE streamweave_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("INSERT INTO streamweave_meta VALUES ('schema_version', '99')")
+    sink = sqlite_store(path).make()
+    with pytest.raises(SinkError, match=r"newer.db' has schema version 99, written by a newer streamweave"):
+        sink.open()
