@@ -53,10 +53,8 @@ def parse_config(text: str, path: str | Path = "<config>") -> PipelineConfig:
     try:
         data = _expand(data, ())
     except _Unset as unset:
-        keys = " -> ".join(str(part) for part in unset.loc)
-        raise ConfigError(f"{path}:{_nearest_line(lines, unset.loc)}: {keys}: environment variable {unset.name} is "
-                          f"not set; set it (e.g. in the service's environment file) or give a default: "
-                          f"${{{unset.name}:-value}}") from None
+        raise ConfigError(_line(path, lines, unset.loc, f"environment variable {unset.name} is not set; set it (e.g. "
+                                f"in the service's environment file) or give a default: ${{{unset.name}:-value}}")) from None
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
@@ -77,8 +75,16 @@ def located(path: str | Path, problems: Iterable[KeyPathError]) -> ConfigError:
 
 
 def _line(path: Path, lines: dict[tuple, int], loc: tuple, message: str) -> str:
-    keys = " -> ".join(str(part) for part in loc) or "(top level)"
+    keys = " -> ".join(map(_key, loc)) or "(top level)"
     return f"{path}:{_nearest_line(lines, loc)}: {keys}: {message}"
+
+
+def _key(part: Any) -> str:
+    """A key as written; quoted when it is blank, has surrounding spaces or unprintable characters, or is no
+    string (`null:` as a key)."""
+    plain = isinstance(part, int) and not isinstance(part, bool) or isinstance(part, str) and part.isprintable() \
+        and part.strip() == part != ""
+    return str(part) if plain else repr(part)
 
 
 def _describe(path: Path, lines: dict[tuple, int], err: dict, data: Any) -> str:
@@ -121,7 +127,7 @@ def _key_lines(node, prefix: tuple = (), repeated: list[str] | None = None) -> d
         for key, value in node.value:
             where, line = prefix + (key.value,), key.start_mark.line + 1
             if (key.tag, key.value) in first and repeated is not None:
-                keys = " -> ".join(str(part) for part in where)
+                keys = " -> ".join(map(_key, where))
                 repeated.append(f"{line}: {keys}: duplicate key (first at line {first[key.tag, key.value]}); YAML "
                                 "would keep only this one: merge the two into one")
             first.setdefault((key.tag, key.value), line)
