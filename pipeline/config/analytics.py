@@ -26,14 +26,14 @@ class ZoneConfig(Strict):
 
     @model_validator(mode="after")
     def _encloses_an_area(self) -> "ZoneConfig":
-        area = abs(polygon_area(self.polygon))
-        if area < MIN_AREA_PX:
-            raise KeyPathError(("polygon",), f"encloses {area:g} square pixels: its vertices are (nearly) collinear "
-                               "or repeated; give at least three corners around the zone")
         crossing = crossing_edges(self.polygon)
         if crossing is not None:
             raise KeyPathError(("polygon",), f"edges {crossing[0]} and {crossing[1]} cross each other; list the "
                                "vertices in order around the zone")
+        area = abs(polygon_area(self.polygon))
+        if area < MIN_AREA_PX:
+            raise KeyPathError(("polygon",), f"encloses {area:g} square pixels: its vertices are (nearly) collinear "
+                               "or repeated; give at least three corners around the zone")
         return self
 
 
