@@ -7,6 +7,7 @@ across sections in `references.py`.
 """
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import logging
 from pathlib import Path
@@ -177,6 +178,20 @@ class StageConfig(Strict):
         if not callable(plugins.stage_factory(name)):
             raise ValueError(f"'{name}' is not a class or function")
         return name
+
+    @model_validator(mode="after")
+    def _options_fit(self) -> "StageConfig":
+        """The options must be keyword arguments the class takes (it is made per stream when the stream starts)."""
+        try:
+            signature = inspect.signature(plugins.stage_factory(self.python))
+        except (TypeError, ValueError):  # no signature Python can read (a builtin): making it will tell
+            return self
+        try:
+            signature.bind("stream", **self.options)
+        except TypeError as exc:
+            raise KeyPathError(("options",), f"'{self.python}' cannot be made with them ({exc}); it takes "
+                               f"{signature}") from None
+        return self
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
