@@ -81,26 +81,27 @@ def _delegate(command: str, argv: list[str]) -> int:
 
 
 def _validate(path: str, show_plan: bool) -> int:
-    """The file, then what only this machine can tell (the model, file streams, writable outputs)."""
+    """The file, then what only this machine can tell: the plan (an engine or decoder it lacks), the model,
+    file streams, writable outputs."""
     from pipeline.config import load_config
     from pipeline.config.resolve import resolve
 
     config = load_config(path)
-    plan = resolve(config) if show_plan else None
+    plan = resolve(config)
     _preflight(path, config, plan)
     print(f"{path}: OK ({len(config.streams)} streams, {len(config.lanes)} lanes, "
           f"{len(config.sinks)} sinks, {len(config.alerts)} alert rules)")
-    if plan is not None:
+    if show_plan:
         print(plan.describe())
     return 0
 
 
-def _preflight(path: str, config, plan=None) -> None:
+def _preflight(path: str, config, plan) -> None:
     """ConfigError (file, line and key path of each problem) unless `config` can start on this machine."""
     from pipeline.config.loader import located
     from pipeline.runtime import preflight
 
-    problems = preflight.check(config, plan.detector.engine if plan is not None else None)
+    problems = preflight.check(config, plan.detector.engine)
     if problems:
         raise located(path, problems)
 
