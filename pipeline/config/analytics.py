@@ -19,7 +19,8 @@ Anchor = Literal["bottom_center", "center", "top_center"]
 class ZoneConfig(Strict):
     name: Name
     streams: list[str] | None = Field(None, description="streams this zone applies to (None = all)")
-    polygon: list[Point] = Field(min_length=3, max_length=1000, description="source-pixel vertices, in order around the zone")
+    polygon: list[Point] = Field(min_length=3, max_length=1000,
+                                 description="source-pixel vertices, in order around the zone")
     classes: list[Name] | None = Field(None, min_length=1, description="classes counted in the zone (None = all)")
     min_score: Fraction = 0.0
     anchor: Anchor = "bottom_center"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -26,6 +26,18 @@ class KeyPathError(ValueError):
         super().__init__(message)
         self.loc = loc
         self.message = message
+
+
+def key_path(loc: tuple) -> str:
+    """`streams -> 2 -> lane`: keys as written, quoted when blank, with surrounding spaces or unprintable
+    characters, or no string (`null:` as a key)."""
+    return " -> ".join(map(_key, loc)) or "(top level)"
+
+
+def _key(part: Any) -> str:
+    plain = isinstance(part, int) and not isinstance(part, bool) or isinstance(part, str) and part.isprintable() \
+        and part.strip() == part != ""
+    return str(part) if plain else repr(part)
 
 
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import yaml
 from pydantic import ValidationError
 
-from pipeline.config.fields import KeyPathError
+from pipeline.config.fields import KeyPathError, key_path
 from pipeline.config.models import PipelineConfig
 from pipeline.errors import ConfigError
 
@@ -53,8 +53,9 @@ def parse_config(text: str, path: str | Path = "<config>") -> PipelineConfig:
     try:
         data = _expand(data, ())
     except _Unset as unset:
-        raise ConfigError(_line(path, lines, unset.loc, f"environment variable {unset.name} is not set; set it (e.g. "
-                                f"in the service's environment file) or give a default: ${{{unset.name}:-value}}")) from None
+        message = (f"environment variable {unset.name} is not set; set it (e.g. in the service's environment file) "
+                   f"or give a default: ${{{unset.name}:-value}}")
+        raise ConfigError(_line(path, lines, unset.loc, message)) from None
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
@@ -75,16 +76,7 @@ def located(path: str | Path, problems: Iterable[KeyPathError]) -> ConfigError:
 
 
 def _line(path: Path, lines: dict[tuple, int], loc: tuple, message: str) -> str:
-    keys = " -> ".join(map(_key, loc)) or "(top level)"
-    return f"{path}:{_nearest_line(lines, loc)}: {keys}: {message}"
-
-
-def _key(part: Any) -> str:
-    """A key as written; quoted when it is blank, has surrounding spaces or unprintable characters, or is no
-    string (`null:` as a key)."""
-    plain = isinstance(part, int) and not isinstance(part, bool) or isinstance(part, str) and part.isprintable() \
-        and part.strip() == part != ""
-    return str(part) if plain else repr(part)
+    return f"{path}:{_nearest_line(lines, loc)}: {key_path(loc)}: {message}"
 
 
 def _describe(path: Path, lines: dict[tuple, int], err: dict, data: Any) -> str:
@@ -102,7 +94,8 @@ def _keys(loc: tuple, data: Any) -> tuple:
     which are no keys of the file: a part stays when the data has it, or when it names a key that is missing."""
     keys: list = []
     for part in loc:
-        if isinstance(data, dict) and part in data or isinstance(data, list) and isinstance(part, int) and part < len(data):
+        if isinstance(data, dict) and part in data or (isinstance(data, list) and isinstance(part, int)
+                                                       and 0 <= part < len(data)):
             data = data[part]
         elif isinstance(part, str) and ("[" in part or "-" in part):
             continue
@@ -127,9 +120,8 @@ def _key_lines(node, prefix: tuple = (), repeated: list[str] | None = None) -> d
         for key, value in node.value:
             where, line = prefix + (key.value,), key.start_mark.line + 1
             if (key.tag, key.value) in first and repeated is not None:
-                keys = " -> ".join(map(_key, where))
-                repeated.append(f"{line}: {keys}: duplicate key (first at line {first[key.tag, key.value]}); YAML "
-                                "would keep only this one: merge the two into one")
+                repeated.append(f"{line}: {key_path(where)}: duplicate key (first at line "
+                                f"{first[key.tag, key.value]}); YAML would keep only this one: merge the two into one")
             first.setdefault((key.tag, key.value), line)
             out[where] = line
             out.update({k: v for k, v in _key_lines(value, where, repeated).items() if k != where})

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pipeline import plugins
-from pipeline.config.fields import KeyPathError, same_place
+from pipeline.config.fields import KeyPathError, key_path, same_place
 from pipeline.config.outputs import is_event_output
 
 if TYPE_CHECKING:
@@ -61,8 +61,7 @@ def _outputs(config: PipelineConfig) -> None:
 
     def claim(place: Any, loc: tuple, what: str) -> None:
         if place in places:
-            first = " -> ".join(str(part) for part in places[place])
-            raise KeyPathError(loc, f"{what} is already written by {first}; give each its own")
+            raise KeyPathError(loc, f"{what} is already written by {key_path(places[place])}; give each its own")
         places[place] = loc
 
     events = False

@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 
 from pipeline import plugins
-from pipeline.config.fields import KeyPathError
+from pipeline.config.fields import KeyPathError, key_path
 from pipeline.config.models import DetectorConfig, PipelineConfig, StreamConfig
 from pipeline.config.outputs import is_event_output
 from pipeline.detect.detector import input_size
@@ -44,7 +44,7 @@ def live_problems(config: PipelineConfig, class_names: list[str]) -> list[KeyPat
 
 def describe(problems: list[KeyPathError]) -> str:
     """One line per problem: `key -> path: message`."""
-    return "\n".join(f"{' -> '.join(str(part) for part in p.loc)}: {p.message}" for p in problems)
+    return "\n".join(f"{key_path(p.loc)}: {p.message}" for p in problems)
 
 
 def model_problems(detector: DetectorConfig, engine: str, problems: list[KeyPathError]) -> tuple[list[str], str] | None:
