@@ -81,16 +81,29 @@ def _delegate(command: str, argv: list[str]) -> int:
 
 
 def _validate(path: str, show_plan: bool) -> int:
+    """The file, then what only this machine can tell: the plan (an engine or decoder it lacks), the model,
+    file streams, writable outputs."""
     from pipeline.config import load_config
+    from pipeline.config.resolve import resolve
 
     config = load_config(path)
+    plan = resolve(config)
+    _preflight(path, config, plan)
     print(f"{path}: OK ({len(config.streams)} streams, {len(config.lanes)} lanes, "
           f"{len(config.sinks)} sinks, {len(config.alerts)} alert rules)")
     if show_plan:
-        from pipeline.config.resolve import resolve
-
-        print(resolve(config).describe())
+        print(plan.describe())
     return 0
+
+
+def _preflight(path: str, config, plan) -> None:
+    """ConfigError (file, line and key path of each problem) unless `config` can start on this machine."""
+    from pipeline.config.loader import located
+    from pipeline.runtime import preflight
+
+    problems = preflight.check(config, plan.detector.engine)
+    if problems:
+        raise located(path, problems)
 
 
 def _build_engine(path: str) -> int:
@@ -107,6 +120,7 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
     Without: a service that runs until stopped, with its HTTP server on runtime.http (default port 9108)."""
     from pipeline.config import load_config
     from pipeline.config.models import HttpConfig
+    from pipeline.config.resolve import resolve
     from pipeline.runtime.progress import progress_reporter, summary
     from pipeline.runtime.progress_log import log_summary
     from pipeline.runtime.runner import PipelineRunner
@@ -120,7 +134,9 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
         raise ConfigError(f"{path}: no streams to run for {duration:g} s; add some under `streams:`, or run "
                           "without a duration to start a service that takes cameras through its API")
     http = config.runtime.http or (HttpConfig() if duration is None else None)
-    runner = PipelineRunner(config)
+    plan = resolve(config)
+    _preflight(path, config, plan)
+    runner = PipelineRunner(config, plan=plan)
     control = Control(runner, path)
     if http is not None:
         from pipeline.service import Service  # noqa: PLC0415 - the web stack loads only when served

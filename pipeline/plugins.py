@@ -20,7 +20,8 @@ import os
 import sys
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -86,13 +87,16 @@ class OutputKind:
     for frame sinks or `-> EventOutput` for event outputs (`pipeline.sinks.base`); context is
     `pipeline.sinks.base.OutputContext`. events: True for an event output, which the durable outbox
     feeds; False for a frame sink, which gets every frame's result through its own queue (or a function
-    of the config entry saying which).
+    of the config entry saying which). writes: the key of its config that names the file (`("path",
+    "file")`) or folder (`("directory", "folder")`) it writes, if any: before a run it is checked to be
+    writable, and no two sinks may write the same one.
     """
 
     type: str
     config: type
     factory: Factory
     events: bool | Callable[[Any], bool] = False
+    writes: tuple[str, Literal["file", "folder"]] | None = None
 
 
 _sources: dict[str, SourceKind] = {}
@@ -133,6 +137,14 @@ def source_for(url: str) -> SourceKind:
         raise ValueError(f"no source reads '{scheme}://' URLs; known schemes: {known} and file paths "
                          "(a plugin's scheme needs the plugin in the config's `plugins:` list)")
     return kind
+
+
+def local_path(url: str) -> Path | None:
+    """The file `url` names when it is a local path (no scheme, or `file:`, which FFmpeg strips), else None."""
+    scheme = _scheme(url)
+    if scheme == "file":
+        return Path(url[len("file:"):])
+    return Path(url) if scheme == "" else None
 
 
 def _scheme(url: str) -> str:

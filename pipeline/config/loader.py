@@ -1,5 +1,8 @@
 """Load a YAML file into a PipelineConfig; every error names the file, line and key path.
 
+A key given twice in one mapping is an error (YAML parsers silently keep the last, so half of a
+section would be ignored).
+
 `${NAME}` in a value is the environment variable NAME (`${NAME:-default}` when it may be unset), so
 secrets (an API token, a camera's password) can live in the service's environment file instead of the YAML.
 """
@@ -8,12 +11,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 from pydantic import ValidationError
 
-from pipeline.config.models import KeyPathError, PipelineConfig
+from pipeline.config.fields import KeyPathError, key_path
+from pipeline.config.models import PipelineConfig
 from pipeline.errors import ConfigError
 
 
@@ -42,30 +46,63 @@ def parse_config(text: str, path: str | Path = "<config>") -> PipelineConfig:
         raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the file must be a mapping with at least 'streams' and 'detector'")
-    lines = _key_lines(root)
+    repeated: list[str] = []
+    lines = _key_lines(root, repeated=repeated)
+    if repeated:
+        raise ConfigError("\n".join(f"{path}:{problem}" for problem in repeated))
     try:
         data = _expand(data, ())
     except _Unset as unset:
-        keys = " -> ".join(str(part) for part in unset.loc)
-        raise ConfigError(f"{path}:{_nearest_line(lines, unset.loc)}: {keys}: environment variable {unset.name} is "
-                          f"not set; set it (e.g. in the service's environment file) or give a default: "
-                          f"${{{unset.name}:-value}}") from None
+        message = (f"environment variable {unset.name} is not set; set it (e.g. in the service's environment file) "
+                   f"or give a default: ${{{unset.name}:-value}}")
+        raise ConfigError(_line(path, lines, unset.loc, message)) from None
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_describe(path, lines, err) for err in exc.errors())) from None
+        described = (_describe(path, lines, err, data) for err in exc.errors())
+        raise ConfigError("\n".join(dict.fromkeys(described))) from None
 
 
-def _describe(path: Path, lines: dict[tuple, int], err: dict) -> str:
-    loc, message = tuple(err["loc"]), err["msg"]
+def located(path: str | Path, problems: Iterable[KeyPathError]) -> ConfigError:
+    """One ConfigError for problems found in a config after it was read (`pipeline.runtime.preflight`), each
+    line naming the file, line and key path as the loader's own errors do (the file is read again for its
+    lines)."""
+    path = Path(path)
+    try:
+        lines = _key_lines(yaml.compose(path.read_text()))
+    except (OSError, yaml.YAMLError):
+        lines = {}
+    return ConfigError("\n".join(_line(path, lines, problem.loc, problem.message) for problem in problems))
+
+
+def _line(path: Path, lines: dict[tuple, int], loc: tuple, message: str) -> str:
+    return f"{path}:{_nearest_line(lines, loc)}: {key_path(loc)}: {message}"
+
+
+def _describe(path: Path, lines: dict[tuple, int], err: dict, data: Any) -> str:
+    loc, message = _keys(err["loc"], data), err["msg"]
     original = (err.get("ctx") or {}).get("error")
     if isinstance(original, KeyPathError):  # raised by a model validator: its path is relative to that model
         loc, message = loc + original.loc, original.message
-    line = _nearest_line(lines, loc)
-    keys = " -> ".join(str(part) for part in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         message = "unknown key; check the spelling against configs/example.yaml"
-    return f"{path}:{line}: {keys}: {message}"
+    return _line(path, lines, loc, message)
+
+
+def _keys(loc: tuple, data: Any) -> tuple:
+    """`loc` without the names pydantic gives the members of a union (`literal['auto']`, `constrained-int`),
+    which are no keys of the file: a part stays when the data has it, or when it names a key that is missing."""
+    keys: list = []
+    for part in loc:
+        if isinstance(data, dict) and part in data or (isinstance(data, list) and isinstance(part, int)
+                                                       and 0 <= part < len(data)):
+            data = data[part]
+        elif isinstance(part, str) and ("[" in part or "-" in part):
+            continue
+        else:
+            data = None
+        keys.append(part)
+    return tuple(keys)
 
 
 def _nearest_line(lines: dict[tuple, int], loc: tuple) -> int:
@@ -74,16 +111,23 @@ def _nearest_line(lines: dict[tuple, int], loc: tuple) -> int:
     return lines.get(loc, 1)
 
 
-def _key_lines(node, prefix: tuple = ()) -> dict[tuple, int]:
-    """Map every key path of the YAML node tree to its 1-based line number."""
+def _key_lines(node, prefix: tuple = (), repeated: list[str] | None = None) -> dict[tuple, int]:
+    """Map every key path of the YAML node tree to its 1-based line number; a key given twice in one
+    mapping is added to `repeated` as "LINE: key path: ..."."""
     out = {prefix: node.start_mark.line + 1} if node is not None else {}
     if isinstance(node, yaml.MappingNode):
+        first: dict[tuple, int] = {}
         for key, value in node.value:
-            out[prefix + (key.value,)] = key.start_mark.line + 1
-            out.update({k: v for k, v in _key_lines(value, prefix + (key.value,)).items() if k != prefix + (key.value,)})
+            where, line = prefix + (key.value,), key.start_mark.line + 1
+            if (key.tag, key.value) in first and repeated is not None:
+                repeated.append(f"{line}: {key_path(where)}: duplicate key (first at line "
+                                f"{first[key.tag, key.value]}); YAML would keep only this one: merge the two into one")
+            first.setdefault((key.tag, key.value), line)
+            out[where] = line
+            out.update({k: v for k, v in _key_lines(value, where, repeated).items() if k != where})
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            out.update(_key_lines(item, prefix + (i,)))
+            out.update(_key_lines(item, prefix + (i,), repeated))
     return out
 
 

@@ -1,9 +1,13 @@
 """Pydantic models mirroring the YAML file. Keys equal constructor arguments of the stages.
 
-Validators here are pure: probing hardware (is there a GPU? which engine?) happens in `resolve.py`.
+Validators here are pure: probing hardware (is there a GPU? which engine?) happens in `resolve.py`, and
+what needs the file system (the model, file streams, writable outputs) in `pipeline.runtime.preflight`.
+Every value has a bound (`fields.py`); zones, lines and alert rules live in `analytics.py`, the checks
+across sections in `references.py`.
 """
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import logging
 from pathlib import Path
@@ -12,29 +16,32 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from pipeline import plugins
-from pipeline.config.outputs import OutputEntry, Strict
+from pipeline.config import references
+from pipeline.config.analytics import AlertRule, LineConfig, ZoneConfig
+from pipeline.config.fields import DAY_S, HOUR_S, FilePath, Fraction, KeyPathError, Name, Strict
+from pipeline.config.outputs import OutputEntry
 
 log = logging.getLogger(__name__)
 
 
 class LaneConfig(Strict):
-    name: str = Field(description="lane name that streams refer to")
-    priority: int = Field(0, description="higher is served first when several lanes have work")
+    name: Name = Field(description="lane name that streams refer to")
+    priority: int = Field(0, ge=-1000, le=1000, description="higher is served first when several lanes have work")
     max_batch: int = Field(8, ge=1, le=1024, description="frames per batch; larger batches use the engine better")
     max_wait_ms: float = Field(
-        30, ge=0, description="flush a partial batch once its oldest frame waited this long; larger fills batches better but adds latency"
+        30, ge=0, le=60_000, description="flush a partial batch once its oldest frame waited this long; larger fills batches better but adds latency"
     )
     max_age_ms: float = Field(
-        2000, gt=0, description="live frames older than this are dropped (and counted) instead of detected"
+        2000, gt=0, le=HOUR_S * 1000, description="live frames older than this are dropped (and counted) instead of detected"
     )
 
 
 class StreamConfig(Strict):
     id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="unique stream name used in storage and events")
-    url: str = Field(description="file path, rtsp://..., http(s):// (HLS .m3u8, MJPEG, MPEG-TS), or a scheme a "
+    url: str = Field(min_length=1, max_length=4096, description="file path, rtsp://..., http(s):// (HLS .m3u8, MJPEG, MPEG-TS), or a scheme a "
                      "plugin registers")
     lane: str = Field("default", description="name of the lane this stream joins")
-    fps: float | None = Field(None, gt=0, description="cap on frames per second taken from the stream (None = all)")
+    fps: float | None = Field(None, gt=0, le=1000, description="cap on frames per second taken from the stream (None = all)")
     decode: Literal["auto", "cpu", "nvdec"] = Field("auto", description="decode back-end; auto = nvdec when available (NVDEC has no MJPEG: cpu for MJPEG cameras)")
     loop: bool = Field(False, description="files only: start again at the end instead of finishing")
     live: bool | None = Field(
@@ -47,17 +54,19 @@ class StreamConfig(Strict):
         description="CPU decoder threads for this stream (0 = one per core); 1 is best with many streams, "
         "more helps a single high-resolution stream keep up",
     )
-    open_timeout_s: float = Field(5.0, gt=0, description="give up opening after this long, then retry")
+    open_timeout_s: float = Field(5.0, gt=0, le=HOUR_S, description="give up opening after this long, then retry")
     read_timeout_s: float = Field(
-        5.0, gt=0, description="a live stream silent this long is reconnected (HLS: bounds each request; a playlist "
+        5.0, gt=0, le=HOUR_S, description="a live stream silent this long is reconnected (HLS: bounds each request; a playlist "
         "that stops growing for ~3 segments is reconnected)")
-    reconnect_min_s: float = Field(0.5, gt=0, description="first reconnect delay; doubles per failure, with jitter")
-    reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
-    ring_size: int = Field(8, ge=1, description="decoded frames buffered for this stream before the overflow policy acts")
+    reconnect_min_s: float = Field(0.5, gt=0, le=HOUR_S, description="first reconnect delay; doubles per failure, with jitter")
+    reconnect_max_s: float = Field(30.0, gt=0, le=DAY_S, description="longest reconnect delay")
+    ring_size: int = Field(8, ge=1, le=4096, description="decoded frames buffered for this stream before the overflow policy acts")
 
     @field_validator("url")
     @classmethod
     def _readable(cls, url: str) -> str:
+        if any(ord(c) < 32 or ord(c) == 127 for c in url):
+            raise ValueError("contains a control character (a stray newline or tab?); write the URL on one line")
         kind = plugins.source_for(url)
         if kind.check is not None:
             kind.check(url)
@@ -67,6 +76,9 @@ class StreamConfig(Strict):
     def _reconnect_bounds(self) -> "StreamConfig":
         if self.reconnect_min_s > self.reconnect_max_s:
             raise KeyPathError(("reconnect_max_s",), f"must be at least reconnect_min_s ({self.reconnect_min_s:g})")
+        if self.loop and self.is_live:
+            raise KeyPathError(("loop",), "only a file can loop, and this stream is live (a camera reconnects when "
+                               "it ends); remove loop, or set live: false to read the URL as a file")
         return self
 
     @property
@@ -75,38 +87,44 @@ class StreamConfig(Strict):
         return self.live if self.live is not None else plugins.source_for(self.url).is_live(self.url)
 
 
+Channel = Annotated[float, Field(ge=-1000, le=1000)]
+Spread = Annotated[float, Field(gt=0, le=1000)]
+Side = Annotated[int, Field(ge=32, le=8192)]
+
+
 class PreprocessConfig(Strict):
     resize: Literal["auto", "letterbox", "stretch"] = Field("auto", description="letterbox keeps aspect ratio; auto follows the head")
     color: Literal["auto", "rgb", "bgr"] = Field("auto", description="channel order the model expects")
-    scale: float | None = Field(None, description="pixel multiplier (1/255 for most YOLOs, 1 for YOLOX); auto from the head")
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    scale: float | None = Field(None, gt=0, le=1000,
+                                description="pixel multiplier (1/255 for most YOLOs, 1 for YOLOX); auto from the head")
+    mean: tuple[Channel, Channel, Channel] = (0.0, 0.0, 0.0)
+    std: tuple[Spread, Spread, Spread] = (1.0, 1.0, 1.0)
     pad_value: int = Field(114, ge=0, le=255)
 
 
 class DetectorConfig(Strict):
-    model: Path = Field(description="ONNX file; every engine loads this same file")
+    model: FilePath = Field(description="ONNX file; every engine loads this same file")
     engine: str = Field("auto", description="auto, or a registered engine: tensorrt, torch, onnxruntime-cuda, onnxruntime")
-    device: int = Field(0, ge=0, description="CUDA device index")
+    device: int = Field(0, ge=0, le=255, description="CUDA device index")
     precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="GPU engines only; the CPU runs fp32")
     head: Literal["auto", "ultralytics", "yolov5", "yolox", "end2end", "detr"] = Field(
         "auto", description="output layout; auto reads it from the ONNX signature"
     )
-    input_size: tuple[int, int] | None = Field(None, description="(width, height); default from the model")
-    conf_threshold: float = Field(0.25, ge=0, le=1)
-    iou_threshold: float = Field(0.45, ge=0, le=1)
-    max_detections: int = Field(300, ge=1, description="per frame, after NMS")
-    classes: list[str] | None = Field(None, description="keep only these class names (None = all)")
-    class_names: list[str] | Path | None = Field(None, description="names by class id; a list, a text file, or None for COCO-80")
+    input_size: tuple[Side, Side] | None = Field(None, description="(width, height); default from the model")
+    conf_threshold: Fraction = 0.25
+    iou_threshold: Fraction = 0.45
+    max_detections: int = Field(300, ge=1, le=100_000, description="per frame, after NMS")
+    classes: list[Name] | None = Field(None, min_length=1, description="keep only these class names (None = all)")
+    class_names: Annotated[list[Name], Field(min_length=1)] | FilePath | None = Field(None, description="names by class id; a list, a text file, or None for COCO-80")
     preprocess: PreprocessConfig = PreprocessConfig()
-    max_batch: int | None = Field(None, ge=1, description="engine batch limit; default: the largest lane max_batch")
+    max_batch: int | None = Field(None, ge=1, le=1024, description="engine batch limit; default: the largest lane max_batch")
     workers: int | None = Field(
         None, ge=1, le=64,
         description="batches in flight at once; default: min(cores, 4) on the CPU (each with cores/workers threads, "
         "which beats one many-threaded run), 1 on a GPU. More raises throughput and latency.",
     )
-    engine_cache_dir: Path = Field(Path("~/.cache/streamweave/engines"), description="TensorRT engines and timing caches")
-    calibration_frames: int = Field(256, ge=1, description="int8 only: frames sampled from the streams for calibration")
+    engine_cache_dir: FilePath = Field(Path("~/.cache/streamweave/engines"), description="TensorRT engines and timing caches")
+    calibration_frames: int = Field(256, ge=1, le=100_000, description="int8 only: frames sampled from the streams for calibration")
 
     @field_validator("engine")
     @classmethod
@@ -114,6 +132,13 @@ class DetectorConfig(Strict):
         if name != "auto":
             plugins.engine(name)
         return name
+
+    @field_validator("classes", "class_names")
+    @classmethod
+    def _no_repeats(cls, names: Any) -> Any:
+        if isinstance(names, list) and len(set(names)) < len(names):
+            raise ValueError(f"names {sorted({n for n in names if names.count(n) > 1})} appear more than once")
+        return names
 
 
 class TrackerConfig(Strict):
@@ -125,48 +150,18 @@ class TrackerConfig(Strict):
     low_match_iou: float = Field(
         0.5, ge=0, le=1, description="minimum IoU for low-score detections; higher keeps clutter off tracks"
     )
-    max_lost_frames: int = Field(30, ge=0, description="a track unseen this many frames is ended")
-    min_hits: int = Field(2, ge=1, description="frames before a new track is reported")
+    max_lost_frames: int = Field(30, ge=0, le=100_000, description="a track unseen this many frames is ended")
+    min_hits: int = Field(2, ge=1, le=1000, description="frames before a new track is reported")
     coast_frames: int = Field(
-        3, ge=0, description="report a lost track's predicted box (score 0) for this many frames; bridges missed detections, 0 = detected rows only"
+        3, ge=0, le=100_000, description="report a lost track's predicted box (score 0) for this many frames; bridges missed detections, 0 = detected rows only"
     )
 
-
-Point = tuple[float, float]
-
-
-class ZoneConfig(Strict):
-    name: str
-    streams: list[str] | None = Field(None, description="streams this zone applies to (None = all)")
-    polygon: list[Point] = Field(min_length=3, description="source-pixel vertices")
-    classes: list[str] | None = None
-    min_score: float = 0.0
-    anchor: Literal["bottom_center", "center", "top_center"] = "bottom_center"
-
-
-class LineConfig(Strict):
-    name: str
-    streams: list[str] | None = None
-    start: Point
-    end: Point
-    classes: list[str] | None = None
-    min_score: float = 0.0
-    anchor: Literal["bottom_center", "center", "top_center"] = "bottom_center"
-
-
-class AlertRule(Strict):
-    name: str
-    when: Literal["dwell", "cross", "occupancy", "enter", "exit"]
-    zone: str | None = None
-    line: str | None = None
-    direction: Literal["in", "out", "any"] = "any"
-    classes: list[str] | None = None
-    min_seconds: float = Field(0.0, ge=0, description="dwell: time inside the zone before the alert")
-    min_count: int = Field(1, ge=0, description="occupancy: objects in the zone at once")
-    debounce_s: float = Field(0.0, ge=0, description="condition must hold this long before firing")
-    cooldown_s: float = Field(10.0, ge=0, description="no repeat of this rule for the same track/zone within this time")
-    snapshot: bool = True
-    clip: bool = False
+    @model_validator(mode="after")
+    def _thresholds_in_order(self) -> "TrackerConfig":
+        if self.low_threshold > self.high_threshold:
+            raise KeyPathError(("low_threshold",), f"{self.low_threshold:g} is above high_threshold "
+                               f"({self.high_threshold:g}): the second association takes the detections between them")
+        return self
 
 
 class StageConfig(Strict):
@@ -184,6 +179,20 @@ class StageConfig(Strict):
             raise ValueError(f"'{name}' is not a class or function")
         return name
 
+    @model_validator(mode="after")
+    def _options_fit(self) -> "StageConfig":
+        """The options must be keyword arguments the class takes (it is made per stream when the stream starts)."""
+        try:
+            signature = inspect.signature(plugins.stage_factory(self.python))
+        except (TypeError, ValueError):  # no signature Python can read (a builtin): making it will tell
+            return self
+        try:
+            signature.bind("stream", **self.options)
+        except TypeError as exc:
+            raise KeyPathError(("options",), f"'{self.python}' cannot be made with them ({exc}); it takes "
+                               f"{signature}") from None
+        return self
+
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
@@ -194,7 +203,7 @@ DEFAULT_HTTP_PORT = 9108
 class HttpConfig(Strict):
     """The one HTTP server: the control API (/api), Prometheus /metrics, /status, /healthz, /readyz, /docs."""
 
-    host: str = Field("127.0.0.1", description="address to listen on; anything but loopback needs a token")
+    host: str = Field("127.0.0.1", min_length=1, max_length=255, pattern=r"^\S+$", description="address to listen on; anything but loopback needs a token")
     port: int = Field(DEFAULT_HTTP_PORT, ge=0, le=65535, description="0 = any free port (logged)")
     token: str | None = Field(
         None, min_length=16, description="API calls must carry `Authorization: Bearer <token>`; required when host "
@@ -219,17 +228,17 @@ def _loopback(host: str) -> bool:
 
 class RuntimeConfig(Strict):
     stage_workers: int = Field(
-        2, ge=1, description="threads running the per-stream stages (tracker, analytics, plugins); streams are "
+        2, ge=1, le=256, description="threads running the per-stream stages (tracker, analytics, plugins); streams are "
         "sharded across them, each stream's frames stay in order on one")
     stage_queue_size: int = Field(
-        256, ge=1, description="frame results waiting per stage worker; when full, inference waits (results of the "
+        256, ge=1, le=100_000, description="frame results waiting per stage worker; when full, inference waits (results of the "
         "stages are never dropped)")
-    outbox_path: Path = Field(Path("runs/outbox.db"), description="SQLite outbox that holds events until delivered")
+    outbox_path: FilePath = Field(Path("runs/outbox.db"), description="SQLite outbox that holds events until delivered")
     http: HttpConfig | None = Field(
         None, description="the HTTP server (API, metrics, status); a service (`run` without a duration) always has "
         f"one, by default on 127.0.0.1:{DEFAULT_HTTP_PORT}; a run with a duration only when this is set")
     duration_s: float | None = Field(
-        None, gt=0, description="stop after this long, then exit (a run); None = a service that runs until stopped; "
+        None, gt=0, le=366 * DAY_S, description="stop after this long, then exit (a run); None = a service that runs until stopped; "
         "--duration overrides")
     switch_interval_ms: float | None = Field(
         None, gt=0, le=100,
@@ -248,9 +257,9 @@ class RuntimeConfig(Strict):
         "text", description="how stderr is written: text lines, or one JSON object per line (ts, level, logger, "
         "message, the numbers of progress lines as fields, an exception's traceback as a field) for a log collector")
     progress_interval_s: float = Field(
-        1.0, gt=0, description="how often the live table is redrawn when stderr is a terminal (and log_format text)")
+        1.0, gt=0, le=HOUR_S, description="how often the live table is redrawn when stderr is a terminal (and log_format text)")
     log_interval_s: float = Field(
-        10.0, gt=0, description="how often progress is logged (a line per stream and one with the totals) when "
+        10.0, gt=0, le=DAY_S, description="how often progress is logged (a line per stream and one with the totals) when "
         "stderr is no terminal or log_format is json; a service's heartbeat. Shorter shows changes sooner but "
         "writes a line per stream each time")
 
@@ -274,7 +283,7 @@ class PipelineConfig(Strict):
         "engines, sink types and stages (installed packages use the `streamweave.plugins` entry points instead)")
     streams: list[StreamConfig] = Field([], description="at least one for a run with a duration; a service may start "
                                         "with none and get its cameras through the API")
-    lanes: list[LaneConfig] = [LaneConfig(name="default")]
+    lanes: list[LaneConfig] = Field([LaneConfig(name="default")], min_length=1)
     detector: DetectorConfig
     tracker: TrackerConfig = TrackerConfig()
     zones: list[ZoneConfig] = []
@@ -297,46 +306,5 @@ class PipelineConfig(Strict):
 
     @model_validator(mode="after")
     def _cross_references(self) -> "PipelineConfig":
-        _unique("streams", [s.id for s in self.streams], "id")
-        _unique("lanes", [lane.name for lane in self.lanes], "name")
-        _unique("zones", [z.name for z in self.zones], "name")
-        _unique("lines", [ln.name for ln in self.lines], "name")
-        lanes = {lane.name for lane in self.lanes}
-        stream_ids = {s.id for s in self.streams}
-        for i, s in enumerate(self.streams):
-            if s.lane not in lanes:
-                raise _at(("streams", i, "lane"), f"unknown lane '{s.lane}'; defined lanes: {sorted(lanes)}")
-        for key, items in (("zones", self.zones), ("lines", self.lines), ("stages", self.stages)):
-            for i, item in enumerate(items):
-                for sid in item.streams or []:
-                    if sid not in stream_ids:
-                        raise _at((key, i, "streams"), f"unknown stream '{sid}'")
-        zones = {z.name for z in self.zones}
-        lines = {ln.name for ln in self.lines}
-        for i, rule in enumerate(self.alerts):
-            if rule.when in ("dwell", "occupancy", "enter", "exit") and rule.zone not in zones:
-                raise _at(("alerts", i, "zone"), f"rule '{rule.name}' needs a zone; defined zones: {sorted(zones)}")
-            if rule.when == "cross" and rule.line not in lines:
-                raise _at(("alerts", i, "line"), f"rule '{rule.name}' needs a line; defined lines: {sorted(lines)}")
+        references.check(self)
         return self
-
-
-class KeyPathError(ValueError):
-    """A cross-field error that knows the key path it belongs to (the loader adds file and line)."""
-
-    def __init__(self, loc: tuple, message: str):
-        super().__init__(message)
-        self.loc = loc
-        self.message = message
-
-
-def _at(loc: tuple, message: str) -> KeyPathError:
-    return KeyPathError(loc, message)
-
-
-def _unique(key: str, names: list[str], field: str) -> None:
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in seen:
-            raise _at((key, i, field), f"duplicate {field} '{name}' (first at {key} -> {seen[name]})")
-        seen[name] = i

@@ -7,22 +7,22 @@ durable outbox instead. A plugin adds a type the same way, with its own model an
 """
 from __future__ import annotations
 
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
 from pipeline import plugins
+from pipeline.config.fields import HOUR_S, FilePath, Strict
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+Retention = Annotated[float, Field(gt=0, le=36_500)]
 
 
 class FrameSinkOptions(Strict):
     """What every frame sink shares: its queue."""
 
-    queue_size: int = Field(256, ge=1, description="frame results waiting for this sink")
+    queue_size: int = Field(256, ge=1, le=100_000, description="frame results waiting for this sink")
     overflow: Literal["drop_oldest", "block"] = Field(
         "drop_oldest",
         description="when the queue is full: drop_oldest drops a live camera's oldest waiting frame (counted per "
@@ -33,47 +33,65 @@ class FrameSinkOptions(Strict):
 
 class SqliteStorage(FrameSinkOptions):
     type: Literal["sqlite"]
-    path: Path = Path("runs/detections.db")
-    batch_size: int = Field(500, ge=1, description="rows per transaction; larger is faster, loses more on a crash")
-    flush_interval_s: float = Field(0.5, gt=0)
-    retention_days: float | None = None
+    path: FilePath = Path("runs/detections.db")
+    batch_size: int = Field(500, ge=1, le=100_000, description="rows per transaction; larger is faster, loses more on a crash")
+    flush_interval_s: float = Field(0.5, gt=0, le=HOUR_S)
+    retention_days: Retention | None = None
 
 
 class PostgresStorage(FrameSinkOptions):
     type: Literal["postgres"]
-    dsn: str = Field(description="postgresql://user@host/db; the password belongs in PGPASSWORD, not here")
-    batch_size: int = Field(500, ge=1)
-    flush_interval_s: float = Field(0.5, gt=0)
-    retention_days: float | None = None
+    dsn: str = Field(min_length=1, description="postgresql://user@host/db; the password belongs in PGPASSWORD, not here")
+    batch_size: int = Field(500, ge=1, le=100_000)
+    flush_interval_s: float = Field(0.5, gt=0, le=HOUR_S)
+    retention_days: Retention | None = None
+
+    @field_validator("dsn")
+    @classmethod
+    def _postgres_url(cls, dsn: str) -> str:
+        scheme = urllib.parse.urlsplit(dsn).scheme if "://" in dsn else None
+        if scheme is not None and scheme not in ("postgresql", "postgres"):
+            raise ValueError(f"'{scheme}://' is no PostgreSQL address; write postgresql://user@host/db (or libpq's "
+                             "key=value form)")
+        return dsn
 
 
 class JsonlOutput(FrameSinkOptions):
     type: Literal["jsonl"]
-    path: Path = Path("runs/detections.jsonl")
+    path: FilePath = Path("runs/detections.jsonl")
     what: Literal["detections", "events"] = "detections"
 
 
 class WebhookOutput(Strict):
     type: Literal["webhook"]
-    url: str
-    timeout_s: float = 5.0
-    max_retries: int | None = Field(None, description="None = retry forever (the outbox keeps the event)")
+    url: str = Field(max_length=4096)
+    timeout_s: float = Field(5.0, gt=0, le=300, description="wait this long for an answer, then retry later")
+    max_retries: int | None = Field(None, ge=0, le=1_000_000, description="None = retry forever (the outbox keeps the event)")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be http:// or https:// with a host, e.g. http://127.0.0.1:8080/events")
+        return url
 
 
 class MqttOutput(Strict):
     type: Literal["mqtt"]
-    host: str = "127.0.0.1"
-    port: int = 1883
-    topic_prefix: str = "streamweave"
+    host: str = Field("127.0.0.1", min_length=1, max_length=255, pattern=r"^[^\s/]+$", description="the broker")
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = Field("streamweave", min_length=1, max_length=256, pattern=r"^[^#+$\x00/][^#+\x00]*$",
+                              description="no MQTT wildcards (+, #); not starting with / or $")
     qos: Literal[0, 1, 2] = 1
 
 
 class MediaOutput(FrameSinkOptions):
     type: Literal["media"]
-    directory: Path = Path("runs/media")
+    directory: FilePath = Path("runs/media")
     snapshot: bool = True
-    clip_before_s: float = 5.0
-    clip_after_s: float = 5.0
+    clip_before_s: float = Field(5.0, ge=0, le=300, description="seconds of video kept before an event (held in memory per stream)")
+    clip_after_s: float = Field(5.0, ge=0, le=300, description="seconds recorded after it")
     clips: bool | None = Field(
         None, description="keep each stream's recent packets for event clips; null = when an alert rule asks for "
         "clips, true = always (for events of `stages:` plugins that ask for clips in their payload)",
@@ -82,7 +100,7 @@ class MediaOutput(FrameSinkOptions):
 
 class MotExport(FrameSinkOptions):
     type: Literal["mot"]
-    directory: Path = Path("runs/mot")
+    directory: FilePath = Path("runs/mot")
 
 
 def _output_config(item: Any) -> Any:
@@ -105,7 +123,10 @@ def is_event_output(entry: Any) -> bool:
     return events(entry) if callable(events) else events
 
 
-for _model, _events in ((SqliteStorage, False), (PostgresStorage, False), (JsonlOutput, lambda e: e.what == "events"),
-                        (WebhookOutput, True), (MqttOutput, True), (MediaOutput, False), (MotExport, False)):
+_FILE, _FOLDER = ("path", "file"), ("directory", "folder")
+for _model, _events, _writes in (
+        (SqliteStorage, False, _FILE), (PostgresStorage, False, None), (JsonlOutput, lambda e: e.what == "events", _FILE),
+        (WebhookOutput, True, None), (MqttOutput, True, None), (MediaOutput, False, _FOLDER), (MotExport, False, _FOLDER)):
     _type = _model.model_fields["type"].annotation.__args__[0]
-    plugins.register_output(plugins.OutputKind(_type, _model, f"pipeline.sinks.builtin:{_type}", events=_events))
+    plugins.register_output(plugins.OutputKind(_type, _model, f"pipeline.sinks.builtin:{_type}", events=_events,
+                                               writes=_writes))

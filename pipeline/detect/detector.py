@@ -16,13 +16,11 @@ import threading
 
 import numpy as np
 
-from pipeline import plugins
 from pipeline.config.models import DetectorConfig
 from pipeline.config.resolve import DetectorPlan, detector_plan
 from pipeline.detect import heads, nms, preprocess
 from pipeline.detect.chunks import in_chunks
-from pipeline.detect.engines import build_engine
-from pipeline.detect.engines.onnxruntime import read_model_info
+from pipeline.detect.engines import build_engine, read_model
 from pipeline.detect.names import class_filter, resolve_names
 from pipeline.errors import ConfigError, EngineError
 from pipeline.types import Detections, Frame, FrameBatch
@@ -43,11 +41,10 @@ class Detector:
     def __init__(self, config: DetectorConfig, max_batch: int | None = None, *, plan: DetectorPlan | None = None):
         self.config = config
         self.plan = plan or detector_plan(config, max_batch)
-        kind = plugins.engine(self.plan.engine)
-        signature, metadata = (plugins.resolve(kind.model_info) if kind.model_info else read_model_info)(config.model)
+        signature, metadata = read_model(self.plan.engine, config.model)
         self.signature = signature
         self.head = heads.detect_head(signature, config.head)
-        self.input_size = _input_size(signature, config)
+        self.input_size = input_size(signature, config)
         self.class_names, names_source = resolve_names(metadata, config.class_names)
         self._class_filter = class_filter(config.classes, self.class_names)
         self.spec = _preprocess_spec(self.head, self.input_size, config)
@@ -168,13 +165,22 @@ def _on_device(frames: list[Frame]) -> bool:
     )
 
 
-def _input_size(signature: heads.ModelSignature, config: DetectorConfig) -> tuple[int, int]:
-    """Model input (w, h): the config wins, else the model's fixed spatial dims."""
+def input_size(signature: heads.ModelSignature, config: DetectorConfig) -> tuple[int, int]:
+    """Model input (w, h): the model's fixed spatial dims, or `detector.input_size` for a model whose input
+    size is dynamic. ConfigError when neither gives it, or when the two differ."""
+    shape = signature.inputs[0].shape if signature.inputs else ()
+    if len(shape) != 4:
+        raise ConfigError(f"model '{config.model}' takes {list(shape)}, not images [batch, channels, height, width]; "
+                          "set detector.model to a detection model")
+    fixed = (shape[3], shape[2]) if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int) else None
+    if config.input_size is not None and fixed is not None and tuple(config.input_size) != fixed:
+        raise ConfigError(f"detector.input_size {list(config.input_size)} differs from the fixed input {list(fixed)} "
+                          f"of model '{config.model}'; remove detector.input_size (or export the model with a "
+                          "dynamic input size)")
     if config.input_size is not None:
         return tuple(config.input_size)
-    shape = signature.inputs[0].shape
-    if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):
-        return shape[3], shape[2]
+    if fixed is not None:
+        return fixed
     raise ConfigError(
         f"model '{config.model}' has a dynamic input size {list(shape)}; set detector.input_size: [width, height]"
     )

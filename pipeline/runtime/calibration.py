@@ -11,7 +11,7 @@ import numpy as np
 from pipeline.config.models import PipelineConfig, StreamConfig
 from pipeline.config.resolve import resolve
 from pipeline.detect import heads, preprocess
-from pipeline.detect.detector import _input_size, _preprocess_spec
+from pipeline.detect.detector import _preprocess_spec, input_size
 from pipeline.detect.engines.onnxruntime import read_model_info
 from pipeline.errors import EngineError, PipelineError
 from pipeline.sources import open_reader
@@ -29,7 +29,7 @@ def sample_calibration_inputs(config: PipelineConfig, every: int = 5, per_stream
     detector = config.detector
     signature, _ = read_model_info(detector.model)
     head = heads.detect_head(signature, detector.head)
-    spec = _preprocess_spec(head, _input_size(signature, detector), detector)
+    spec = _preprocess_spec(head, input_size(signature, detector), detector)
     per_stream = math.ceil(detector.calibration_frames / len(config.streams))
     inputs: list[np.ndarray] = []
     for stream in config.streams:

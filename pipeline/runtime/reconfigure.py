@@ -7,7 +7,8 @@ and closed, new ones opened (a new frame sink is told of every running stream; a
 starts at the newest stored event, or where an output of its name left off). A change to what cannot
 change while running (the detector, the tracker, `runtime:`, `plugins:`, a lane's max_batch beyond the
 engine's batch limit, event clips where no packets are kept) is refused before anything changes:
-RestartRequired.
+RestartRequired; so is a config that could not start (`pipeline.runtime.preflight`: a class the detector
+does not have, a file stream that does not exist, an output that cannot be written): ConfigError.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from pipeline.config.diff import ConfigDiff, diff
 from pipeline.config.models import LaneConfig, PipelineConfig
 from pipeline.config.outputs import is_event_output
 from pipeline.config.resolve import packet_ring_s
-from pipeline.errors import PartiallyApplied, PipelineError, RestartRequired
+from pipeline.errors import ConfigError, PartiallyApplied, PipelineError, RestartRequired
+from pipeline.runtime import preflight
 from pipeline.runtime.build import Pipeline, stage_factory
 from pipeline.runtime.streams import StreamTable
 from pipeline.sinks import build_outputs
@@ -29,8 +31,11 @@ log = logging.getLogger(__name__)
 
 def check(parts: Pipeline, table: StreamTable, new: PipelineConfig) -> ConfigDiff:
     """What applying `new` would change (the streams compared with those that run); RestartRequired when it
-    cannot be applied while running, ConfigError when a stream's stages cannot be made with it (a class
-    name the model does not have, a plugin's options)."""
+    cannot be applied while running, ConfigError when it could not start or a stream's stages cannot be made
+    with it (a class name the model does not have, a plugin's options)."""
+    problems = preflight.live_problems(new, parts.detector.class_names)
+    if problems:
+        raise ConfigError(preflight.describe(problems))
     change = diff(parts.config.model_copy(update={"streams": table.configs()}), new)
     if change.restart_required:
         raise RestartRequired(f"restart required: {', '.join(change.restart_required)} changed, which a running "

@@ -113,7 +113,11 @@ def test_the_service_runs_from_a_wheel_installed_in_a_fresh_virtual_environment(
     script = venv / "bin" / "streamweave"
     usage = in_venv(str(script), "--help")
     assert usage.returncode == 0 and usage.stdout.startswith("usage: streamweave "), usage.stdout + usage.stderr
-    example = in_venv(str(script), "validate", str(REPO / "deploy" / "streamweave.yaml"))
+    shipped = work / "deploy.yaml"  # the shipped config, with the model and the state folder of this machine
+    shipped.write_text((REPO / "deploy" / "streamweave.yaml").read_text()
+                       .replace("/opt/streamweave/models/detector.onnx", str(REPO / "samples/models/world_detector.onnx"))
+                       .replace("/var/lib/streamweave", str(work / "state")))
+    example = in_venv(str(script), "validate", str(shipped))
     assert example.returncode == 0, example.stdout + example.stderr
 
     port = free_port()

@@ -9,9 +9,19 @@ from pipeline import plugins
 from pipeline.config.models import DetectorConfig
 from pipeline.config.resolve import DetectorPlan
 from pipeline.detect.engines.base import DeviceEngine, Engine
+from pipeline.detect.engines.onnxruntime import read_model_info
+from pipeline.detect.heads import ModelSignature
 from pipeline.errors import EngineError
 
-__all__ = ["DeviceEngine", "Engine", "build_engine"]
+__all__ = ["DeviceEngine", "Engine", "build_engine", "read_model"]
+
+
+def read_model(engine: str, model_path: Path) -> tuple[ModelSignature, dict[str, str]]:
+    """The signature and metadata of `model_path` as engine `engine` sees them: its own `model_info`, else
+    the ONNX file (every built-in engine loads the ONNX file; `auto` is one of them). EngineError when the
+    file cannot be read as a model."""
+    kind = plugins.engine(engine) if engine != "auto" else None
+    return (plugins.resolve(kind.model_info) if kind and kind.model_info else read_model_info)(model_path)
 
 
 def build_engine(config: DetectorConfig, plan: DetectorPlan) -> Engine:

@@ -12,12 +12,18 @@ from pipeline.detect.heads import ModelSignature, TensorInfo
 from pipeline.errors import EngineError
 from pipeline.machine import cpu_cores
 
+_STATE = ort.capi.onnxruntime_pybind11_state
+LOAD_ERRORS = (RuntimeError, ValueError, _STATE.Fail, _STATE.InvalidProtobuf, _STATE.InvalidGraph,
+               _STATE.InvalidArgument, _STATE.NoSuchFile, _STATE.NotImplemented, _STATE.RuntimeException)
+"""What onnxruntime raises for a file it cannot load (its own exceptions derive from Exception only)."""
+
 
 def open_session(model_path: Path, providers: list, threads: int | None = None) -> ort.InferenceSession:
     """An InferenceSession for `model_path`; EngineError names the file when it cannot be loaded."""
     path = Path(model_path).expanduser()
     if not path.is_file():
-        raise EngineError(f"model file '{path}' does not exist; set detector.model to an ONNX file")
+        raise EngineError(f"model file '{path}' {'is a folder' if path.is_dir() else 'does not exist'}; set "
+                          "detector.model to an ONNX file")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or cpu_cores()
     options.inter_op_num_threads = 1
@@ -25,8 +31,8 @@ def open_session(model_path: Path, providers: list, threads: int | None = None) 
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except (RuntimeError, ValueError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
-        raise EngineError(f"onnxruntime cannot load '{path}': {exc}; check that it is a valid ONNX model") from exc
+    except LOAD_ERRORS as exc:
+        raise EngineError(f"onnxruntime cannot load '{path}' ({exc}); set detector.model to an ONNX model file") from exc
 
 
 def signature_of(session: ort.InferenceSession) -> ModelSignature:

@@ -24,10 +24,11 @@ def test_build_engine_without_tensorrt_says_what_is_missing():
 
 def test_run_with_a_missing_model_fails_before_starting_with_the_file_named(tmp_path):
     config = tmp_path / "site.yaml"
-    config.write_text(f"streams: [{{id: a, url: x.mp4}}]\ndetector: {{model: {tmp_path}/nope.onnx}}\n")
+    config.write_text(f"streams: [{{id: a, url: rtsp://192.0.2.1/live}}]\ndetector: {{model: {tmp_path}/nope.onnx}}\n")
     proc = cli("run", str(config))
-    assert proc.returncode == 1
-    assert f"model file '{tmp_path}/nope.onnx' does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2
+    assert f"site.yaml:2: detector -> model: model file '{tmp_path}/nope.onnx' does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_validate_with_plan_says_how_the_config_would_run_here():
@@ -42,12 +43,15 @@ def test_validate_with_plan_says_how_the_config_would_run_here():
 
 @pytest.mark.parametrize("streams,code", [
     (["fake://ok?frames=20&live=0"], 0),
-    (["fake://ok?frames=20&live=0", "missing.mp4"], 3),
-    (["missing.mp4", "also-missing.mp4"], 4),
+    (["fake://ok?frames=20&live=0", "broken.mp4"], 3),
+    (["broken.mp4", "also-broken.mp4"], 4),
 ])
 def test_run_exit_codes_say_how_the_streams_ended(tmp_path, streams, code):
     import yaml
 
+    for name in streams:
+        if "://" not in name:
+            (tmp_path / name).write_bytes(b"not a video")  # exists (a missing file is a config error), cannot be read
     config = tmp_path / "site.yaml"
     config.write_text(yaml.safe_dump({
         "plugins": ["pipeline.testing"],
@@ -57,7 +61,7 @@ def test_run_exit_codes_say_how_the_streams_ended(tmp_path, streams, code):
     proc = cli("run", str(config), "--quiet")
     assert proc.returncode == code, proc.stderr
     failed = [line for line in proc.stdout.splitlines() if line.startswith("  s")]
-    assert len(failed) == sum("missing" in url for url in streams)
+    assert len(failed) == sum("broken" in url for url in streams)
     assert all("cannot open" in line for line in failed)
 
 

@@ -29,7 +29,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_json_log_is_json_on_every_line_with_progress_per_stream_and_a_summary(tmp_path):
-    streams = {**LIVE, "gone": str(tmp_path / "missing.mp4")}
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")  # exists (a missing file is a config error), cannot be read
+    streams = {**LIVE, "gone": str(tmp_path / "broken.mp4")}
     proc = run(write_config(tmp_path, streams, log_format="json", decode_processes=1), "--duration", "3")
     assert proc.returncode == 3, proc.stderr  # one stream failed
     lines = [json.loads(line) for line in proc.stderr.splitlines()]  # every line is one JSON object

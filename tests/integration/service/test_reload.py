@@ -125,6 +125,10 @@ def test_bad_changes_get_a_4xx_naming_the_key_and_leave_file_and_pipeline_alone(
     assert orphan.status_code == 404 and "'dock'" in orphan.json()["detail"]
     renamed = client.put("/api/zones/dock", json={"name": "yard", "polygon": [[0, 0], [5, 5], [5, 0]]})
     assert renamed.status_code == 400
+    typo = client.put("/api/alerts/loiter", json={"when": "dwell", "zone": "dock", "classes": ["persn"]})
+    assert typo.status_code == 400 and "alerts -> 0 -> classes: unknown class ['persn']" in typo.json()["detail"]
+    gone = client.post("/api/streams", json={"id": "c", "url": str(tmp_path / "missing.mp4")})
+    assert gone.status_code == 400 and "streams -> 2 -> url: no such file" in gone.json()["detail"]
     assert path.read_text() == before and served.runner.config == load_config(path)
 
 

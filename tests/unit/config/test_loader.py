@@ -108,11 +108,11 @@ def test_validate_command_exits_2_without_a_traceback(tmp_path):
     assert "unknown lane 'fsat'" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_validate_command_accepts_a_good_file(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "validate", str(write(tmp_path, GOOD))],
+def test_validate_command_accepts_a_good_file():
+    proc = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "validate", "configs/demo.yaml"],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
-    assert "OK (2 streams, 2 lanes, 2 sinks" in proc.stdout
+    assert "OK (8 streams, 2 lanes, 7 sinks, 4 alert rules)" in proc.stdout
 
 
 @pytest.mark.parametrize("name", ["example.yaml", "demo.yaml"])
@@ -166,3 +166,20 @@ def test_schemes_not_read_yet_are_refused_at_the_stream_url_saying_what_to_use_i
     scheme = url.split(":")[0]
     assert error.startswith(f"{path}:3: streams -> 0 -> url: ") and f"'{scheme}://' URLs are not read yet" in error
     assert instead in error and "secret" not in error
+
+
+def test_a_key_given_twice_names_both_lines(tmp_path):
+    path = write(tmp_path, GOOD.replace("  - type: jsonl\n    path: out.jsonl", "  - type: jsonl\n    path: out.jsonl\n    path: b.jsonl"))
+    assert error_of(path) == (f"{path}:18: sinks -> 1 -> path: duplicate key (first at line 17); YAML would keep "
+                              "only this one: merge the two into one")
+
+
+def test_a_value_of_the_wrong_kind_names_the_key_not_pydantics_union_members(tmp_path):
+    path = write(tmp_path, GOOD + "runtime:\n  decode_processes: -1\n")
+    lines = error_of(path).splitlines()
+    assert lines and all(line.startswith(f"{path}:19: runtime -> decode_processes: ") for line in lines), lines
+
+
+def test_a_key_with_unprintable_characters_is_quoted(tmp_path):
+    path = write(tmp_path, GOOD + 'tracker: {"max\\tlost": 3}\n')
+    assert error_of(path) == f"{path}:18: tracker -> 'max\\tlost': unknown key; check the spelling against configs/example.yaml"

@@ -59,7 +59,7 @@ def test_decode_processes_auto_starts_one_child_per_eight_nvdec_streams():
 def test_packets_are_kept_for_clips_only_when_a_media_sink_will_ask_for_them():
     media = {"type": "media", "clip_before_s": 3.0}
     asked = [{"name": "a", "when": "enter", "zone": "z", "clip": True}]
-    zones = [{"name": "z", "polygon": [[0, 0], [1, 0], [1, 1]]}]
+    zones = [{"name": "z", "polygon": [[0, 0], [10, 0], [10, 10]]}]
     assert resolve(config(sinks=[media]), CPU).packet_ring_s == 0.0
     assert resolve(config(sinks=[media], zones=zones, alerts=asked), CPU).streams[0].packet_ring_s == 8.0
     assert resolve(config(sinks=[{**media, "clips": True}]), CPU).packet_ring_s == 8.0

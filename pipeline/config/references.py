@@ -1,0 +1,89 @@
+"""Cross-references of a whole config, checked when it is read: names are unique, every name a key refers
+to exists, and no two outputs write to the same place (two sinks on one SQLite file, two MQTT outputs
+with one topic prefix on one broker: their rows or events would mix, or one would take the other's
+delivery cursor). Pure: paths are compared as written, nothing is opened (see `pipeline.runtime.preflight`).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pipeline import plugins
+from pipeline.config.fields import KeyPathError, key_path, same_place
+from pipeline.config.outputs import is_event_output
+
+if TYPE_CHECKING:
+    from pipeline.config.models import PipelineConfig
+
+_ZONE_RULES = ("dwell", "occupancy", "enter", "exit")
+
+
+def check(config: PipelineConfig) -> None:
+    """Raise KeyPathError at the first key that refers to nothing, repeats a name or shares an output."""
+    _unique("streams", [s.id for s in config.streams], "id")
+    _unique("lanes", [lane.name for lane in config.lanes], "name")
+    _unique("zones", [z.name for z in config.zones], "name")
+    _unique("lines", [ln.name for ln in config.lines], "name")
+    _unique("alerts", [rule.name for rule in config.alerts], "name")
+    lanes = {lane.name for lane in config.lanes}
+    stream_ids = {s.id for s in config.streams}
+    for i, s in enumerate(config.streams):
+        if s.lane not in lanes:
+            raise KeyPathError(("streams", i, "lane"), f"unknown lane '{s.lane}'; defined lanes: {sorted(lanes)}")
+    for key, items in (("zones", config.zones), ("lines", config.lines), ("stages", config.stages)):
+        for i, item in enumerate(items):
+            for sid in item.streams or []:
+                if sid not in stream_ids:
+                    raise KeyPathError((key, i, "streams"), f"unknown stream '{sid}'; defined streams: "
+                                       f"{sorted(stream_ids)}")
+    _rules(config)
+    _outputs(config)
+
+
+def _rules(config: PipelineConfig) -> None:
+    zones = {z.name: z for z in config.zones}
+    lines = {ln.name: ln for ln in config.lines}
+    for i, rule in enumerate(config.alerts):
+        if rule.when in _ZONE_RULES and rule.zone not in zones:
+            raise KeyPathError(("alerts", i, "zone"), f"rule '{rule.name}' needs a zone; defined zones: {sorted(zones)}")
+        if rule.when == "cross" and rule.line not in lines:
+            raise KeyPathError(("alerts", i, "line"), f"rule '{rule.name}' needs a line; defined lines: {sorted(lines)}")
+        target = zones[rule.zone] if rule.when in _ZONE_RULES else lines[rule.line]
+        outside = [c for c in rule.classes or [] if target.classes is not None and c not in target.classes]
+        if outside:
+            kind = "zone" if rule.when in _ZONE_RULES else "line"
+            raise KeyPathError(("alerts", i, "classes"), f"{outside} never reach rule '{rule.name}': its {kind} "
+                               f"'{target.name}' counts only {target.classes}; add them there or remove them here")
+
+
+def _outputs(config: PipelineConfig) -> None:
+    """No two sinks write one file or folder, or deliver to one destination under one name."""
+    places: dict[Any, tuple] = {}
+
+    def claim(place: Any, loc: tuple, what: str) -> None:
+        if place in places:
+            raise KeyPathError(loc, f"{what} is already written by {key_path(places[place])}; give each its own")
+        places[place] = loc
+
+    events = False
+    for i, entry in enumerate(config.sinks):
+        events = events or is_event_output(entry)
+        writes = plugins.output(entry.type).writes
+        if writes is not None:
+            value = getattr(entry, writes[0])
+            claim(same_place(value), ("sinks", i, writes[0]), f"'{value}'")
+        if entry.type == "webhook":
+            claim(("webhook", entry.url), ("sinks", i, "url"), "this url")
+        if entry.type == "mqtt":
+            claim(("mqtt", entry.host, entry.port, entry.topic_prefix), ("sinks", i, "topic_prefix"),
+                  f"topic prefix '{entry.topic_prefix}' on {entry.host}:{entry.port}")
+    if events:
+        claim(same_place(config.runtime.outbox_path), ("runtime", "outbox_path"),
+              f"'{config.runtime.outbox_path}' (the outbox)")
+
+
+def _unique(key: str, names: list[str], field: str) -> None:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise KeyPathError((key, i, field), f"duplicate {field} '{name}' (first at {key} -> {seen[name]})")
+        seen[name] = i
