@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.types import Event, FrameResult, Run
+from pipeline.types import Event, FrameResult, Run, class_name
 
 
 @dataclass(slots=True)
@@ -35,11 +35,6 @@ class MergedRows:
     streams: list[tuple] = field(default_factory=list)
     runs: list[tuple] = field(default_factory=list)
     frames: int = 0
-
-
-def class_name(class_names: list[str], class_id: int) -> str:
-    """The name of `class_id`, or its number as text when the model knows no name for it."""
-    return class_names[class_id] if 0 <= class_id < len(class_names) else str(class_id)
 
 
 def frame_rows(result: FrameResult, class_names: list[str]) -> FrameRows:
