@@ -61,7 +61,8 @@ def event_row(event: Event) -> tuple:
     payload = json.dumps(event.payload, default=json_default, sort_keys=True)
     return (
         event.event_id, event.run_id, event.stream_id, event.rule, event.kind, int(event.track_id),
-        int(event.class_id), int(event.ts_ns), payload, int(event.wall_ns),
+        int(event.class_id), int(event.ts_ns), payload, int(event.wall_ns), event.class_name, event.snapshot,
+        event.clip,
     )
 
 
