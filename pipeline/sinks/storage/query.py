@@ -17,6 +17,7 @@ import numpy as np
 
 from pipeline.errors import SinkError
 from pipeline.masking import mask_url
+from pipeline.sinks.outputs.payload import event_to_dict
 from pipeline.types import Event
 
 Target = Any  # str | Path | sqlite3.Connection | psycopg.Connection
@@ -155,13 +156,13 @@ def events(target: Target, stream_id: str | None = None, kind: str | None = None
 def recent_events(target: Target, *, stream_id: str | None = None, kind: str | None = None,
                   class_id: int | None = None, since_wall_ns: int | None = None, until_wall_ns: int | None = None,
                   limit: int = 100, run: Runs = None) -> list[dict]:
-    """The newest stored events first (by the capture time of their frames), filtered; each a dict with the
-    Event's fields."""
+    """The newest stored events first (by the capture time of their frames), filtered; each a dict as the
+    event JSON has it (`pipeline.sinks.outputs.payload`, docs/event.schema.json)."""
     clause, params = where_runs(run, ("stream_id = ?", stream_id), ("kind = ?", kind), ("class_id = ?", class_id),
                                 ("wall_ns >= ?", since_wall_ns), ("wall_ns < ?", until_wall_ns))
     rows = select_rows(target, f"SELECT {_EVENT_COLUMNS} FROM events{clause} ORDER BY wall_ns DESC, event_id "
                                "LIMIT ?", (*params, limit))
-    return [{field: getattr(event, field) for field in Event.__slots__} for event in map(_event, rows)]
+    return [event_to_dict(event) for event in map(_event, rows)]
 
 
 def tracks(target: Target, stream_id: str, run: Runs = None) -> list[dict]:
