@@ -29,20 +29,24 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 @dataclass(frozen=True)
 class Filters:
     """Which rows an answer counts. run: as in `query` (None the latest run, an id, ids, `ALL_RUNS`).
-    streams, classes: stream ids and class names (empty: all). since_ns, until_ns: host time (ns since the
-    epoch) from, and before; a zone visit counts by when it began."""
+    streams, classes: stream ids and class names (empty: all); lines, zones: the lines `line_counts` and the
+    zones `zone_stats` answer about (empty: all). since_ns, until_ns: host time (ns since the epoch) from,
+    and before; a zone visit counts by when it began."""
 
     run: Runs = None
     streams: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
+    lines: tuple[str, ...] = ()
+    zones: tuple[str, ...] = ()
     since_ns: int | None = None
     until_ns: int | None = None
 
-    def clause(self, time_column: str) -> tuple[str, tuple]:
-        """` WHERE ...` and its parameters for a view whose host time is `time_column`."""
+    def clause(self, time_column: str, *more: tuple[str, tuple[str, ...]]) -> tuple[str, tuple]:
+        """` WHERE ...` and its parameters for a view whose host time is `time_column`; more: further
+        `(column, values)` to keep (empty values: all)."""
         clause, params = where_runs(self.run, (f"{time_column} >= ?", self.since_ns),
                                     (f"{time_column} < ?", self.until_ns))
-        for column, values in (("stream_id", self.streams), ("class_name", self.classes)):
+        for column, values in (("stream_id", self.streams), ("class_name", self.classes), *more):
             if values:
                 clause += f"{' AND' if clause else ' WHERE'} {column} IN ({', '.join('?' * len(values))})"
                 params += tuple(values)
@@ -131,7 +135,7 @@ def _bucketed(rows: list[tuple], buckets: Buckets, names: tuple[str, ...]) -> li
 
 def line_counts(target: Target, filters: Filters, buckets: Buckets) -> list[dict]:
     """Crossings per run, stream, line, direction, class and bucket (view `line_crossings`)."""
-    clause, params = filters.clause("wall_ns")
+    clause, params = filters.clause("wall_ns", ("line", filters.lines))
     rows = select_rows(target, "SELECT run_id, stream_id, line, direction, class_name, "
                                f"wall_ns / {NS_PER_MINUTE}, COUNT(*) FROM line_crossings{clause} "
                                "GROUP BY 1, 2, 3, 4, 5, 6", params)
@@ -149,7 +153,7 @@ def event_counts(target: Target, filters: Filters, buckets: Buckets) -> list[dic
 def zone_stats(target: Target, filters: Filters) -> list[dict]:
     """Per run, stream, zone and class (view `zone_visits`): visits begun, those still inside (not ended
     when the rows were read) and the dwell of the ended ones in seconds: mean, median, max."""
-    clause, params = filters.clause("entered_wall_ns")
+    clause, params = filters.clause("entered_wall_ns", ("zone", filters.zones))
     rows = select_rows(target, "SELECT run_id, stream_id, zone, class_name, dwell_s FROM zone_visits"
                                f"{clause} ORDER BY run_id, stream_id, zone, class_name", params)
     groups: dict[tuple, list] = {}

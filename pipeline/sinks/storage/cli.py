@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--run", action="append", metavar="ID", help="this run (again for several); default: the latest")
     runs.add_argument("--all-runs", action="store_true", help="every run, each apart")
     parser.add_argument("--stream", action="append", default=[], metavar="ID", help="only this stream (again for more)")
+    parser.add_argument("--line", action="append", default=[], metavar="NAME",
+                        help="lines: only this line (again for more)")
+    parser.add_argument("--zone", action="append", default=[], metavar="NAME",
+                        help="zones: only this zone (again for more)")
     parser.add_argument("--class", dest="classes", action="append", default=[], metavar="NAME",
                         help="only this class, by name (again for more)")
     parser.add_argument("--since", metavar="TIME", help="from this host time: ISO 8601 or `today` (local to --tz "
@@ -55,7 +59,7 @@ def query_command(argv: list[str], out: TextIO | None = None) -> int:
         tz = answers.parse_zone(args.tz)
         filters = Filters(
             run=ALL_RUNS if args.all_runs else (args.run[0] if args.run and len(args.run) == 1 else args.run),
-            streams=tuple(args.stream), classes=tuple(args.classes),
+            streams=tuple(args.stream), classes=tuple(args.classes), lines=tuple(args.line), zones=tuple(args.zone),
             since_ns=None if args.since is None else answers.parse_time(args.since, tz),
             until_ns=None if args.until is None else answers.parse_time(args.until, tz))
         buckets = Buckets(answers.parse_bucket(args.bucket), tz)

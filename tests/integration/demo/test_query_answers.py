@@ -84,11 +84,15 @@ def test_events_are_counted_by_kind_and_rule(db, demo_runs):
         (e["stream_id"], e["kind"], e["rule"]) for e in events)
 
 
-def test_filters_narrow_by_stream_class_and_host_time(db, demo_runs):
+def test_filters_narrow_by_stream_class_line_zone_and_host_time(db, demo_runs):
     events = demo_runs.logged(demo_runs.run_ids[-1])
     cars = ask_json("--db", db, "lines", "--stream", "cam-2", "--class", "car", "--class", "bus")
     expected = Counter({k: n for k, n in crossings(events).items() if k[1] == "cam-2" and k[4] in ("car", "bus")})
     assert counted(cars, *LINE_KEYS, total="crossings") == expected and expected
+    gate = ask_json("--db", db, "lines", "--line", "street-eastbound", "--class", "car", "--bucket", "1d")
+    assert {r["line"] for r in gate} == {"street-eastbound"} and sum(r["crossings"] for r in gate) == sum(
+        n for k, n in crossings(events).items() if k[2] == "street-eastbound" and k[4] == "car")
+    assert {r["zone"] for r in ask_json("--db", db, "zones", "--zone", "corner")} == {"corner"}
     first = min(e["wall_time"] for e in events)
     assert ask_json("--db", db, "events", "--until", first) == []  # before the first event: nothing
     since = counted(ask_json("--db", db, "events", "--since", first), "kind", total="events")
