@@ -1,4 +1,4 @@
-"""Command line: run, validate, detect, track, build-engine. `python run_pipeline.py --help`.
+"""Command line: run, validate, query, detect, track, build-engine. `python run_pipeline.py --help`.
 
 A run or service reloads its config file on SIGHUP (see `pipeline.service.control`); SIGINT and SIGTERM stop it,
 draining what is buffered.
@@ -38,10 +38,12 @@ def main(argv: list[str] | None = None) -> int:
                           help="also print how it would run here: engine and why, decoders, processes, batch sizes")
     build = sub.add_parser("build-engine", help="build the TensorRT engine of a config ahead of time")
     build.add_argument("config")
+    sub.add_parser("query", help="answers from stored results: line counts, zone visits, events (see query --help)",
+                   add_help=False)
     sub.add_parser("detect", help="run a model on images/videos, write COCO results JSON (see detect --help)", add_help=False)
     sub.add_parser("track", help="track MOTChallenge detections (see track --help)", add_help=False)
 
-    if argv[:1] in (["detect"], ["track"]):
+    if argv[:1] in (["query"], ["detect"], ["track"]):
         return _delegate(argv[0], argv[1:])
     args = parser.parse_args(argv)
     logs.configure()  # text; `run` switches to its config's runtime.log_format once the config is read
@@ -71,6 +73,10 @@ def _report(message: str) -> None:
 
 
 def _delegate(command: str, argv: list[str]) -> int:
+    if command == "query":
+        from pipeline.sinks.storage.cli import query_command
+
+        return query_command(argv)
     if command == "detect":
         from pipeline.detect.offline import detect_command
 

@@ -184,6 +184,11 @@ class Detections:
         return f"Detections(n={len(self)})"
 
 
+def class_name(class_names: list[str], class_id: int) -> str:
+    """The name of `class_id`, or its number as text when the model knows no name for it."""
+    return class_names[class_id] if 0 <= class_id < len(class_names) else str(class_id)
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     """One start of the pipeline (`pipeline.runtime.runs.new_run`). run_id: unique across starts and
@@ -217,7 +222,9 @@ class Event:
 
     Made by `Moment.event` (which computes `event_id`). `ts_ns`: when it happened on the stream's own
     clock (pts); `wall_ns`: the host's capture time of the frame it was decided on; `run_id`: the run
-    that decided it.
+    that decided it. The pipeline names the rest before the event leaves its stream's stages:
+    `class_name` (the model's name of `class_id`; None when the event is about no class), `snapshot` and
+    `clip` (where a media sink writes them, known before they are written; None when none does).
     """
 
     event_id: str
@@ -230,6 +237,9 @@ class Event:
     ts_ns: int
     wall_ns: int
     payload: dict = field(default_factory=dict)
+    class_name: str | None = None
+    snapshot: str | None = None
+    clip: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,7 +99,9 @@ def _outputs(config, out_dir: Path) -> str:
     clips = len(list(media.rglob("*.mp4"))) if media.exists() else 0
     mot = len(list((out_dir / "mot").glob("*.txt"))) if (out_dir / "mot").exists() else 0
     return (f"Written under {out_dir}/: detections.db (SQLite: detections, tracks, events), detections.jsonl, "
-            f"events.jsonl, {mot} MOTChallenge track files, {snapshots} snapshots and {clips} event clips in media/")
+            f"events.jsonl, {mot} MOTChallenge track files, {snapshots} snapshots and {clips} event clips in media/\n"
+            "Ask the stored results: python run_pipeline.py query configs/demo.yaml [lines|zones|events|runs] "
+            "(see query --help)")
 
 
 def _count(items) -> str:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up .venv with the pipeline and its CPU dependencies.
 #   bash scripts/setup.sh          the product (enough for the demo)
-#   bash scripts/setup.sh --test   also the test tools and the real servers the tests start
+#   bash scripts/setup.sh --test   also the test tools (pyproject's `test` extra: pytest, psycopg, jsonschema,
+#                                  ...) and the real servers the tests start
 #                                  (GStreamer RTSP server, Mosquitto, PostgreSQL) and systemd-analyze
 #                                  from Debian packages
 set -euo pipefail

@@ -232,6 +232,17 @@ class OutputSinks:
         for q in self._queues:
             guarded(self.failures, q.sink.name, q.put_frame, result, live)
 
+    def files_for(self, event: Event) -> dict[str, str]:
+        """The files the sinks will write for `event`, one of a frame's, by role (`snapshot`, `clip`): what
+        the sinks' optional `files_for` say; the first sink to name a role wins."""
+        files: dict[str, str] = {}
+        for q in self._queues:
+            named = getattr(q.sink, "files_for", None)
+            if named is not None:
+                for role, path in (guarded(self.failures, q.sink.name, named, event) or {}).items():
+                    files.setdefault(role, str(path))
+        return files
+
     def events(self, stream_id: str, events: list[Event]) -> None:
         self._each("on_events", stream_id, events)
 

@@ -1,5 +1,6 @@
 """Runs each stream's stages (tracker, analytics, `stages:` plugins) off the inference thread, in frame
-order, then publishes their events and hands every result to the frame sinks.
+order, then names their events (class name, the media files they will have), publishes them and hands
+every result to the frame sinks.
 
 Streams are sharded over `workers` threads by a stable hash, so one stream's frames always go through
 the same thread (order kept) while different streams proceed in parallel. A detected batch crosses
@@ -14,13 +15,14 @@ import logging
 import threading
 import time
 import zlib
-from typing import Callable
+from dataclasses import replace
+from typing import Callable, Sequence
 
 from pipeline.errors import SinkError
 from pipeline.runtime.outputs import OutputSinks, guarded
 from pipeline.runtime.queues import BoundedQueue, Overflow, QueueClosed, QueueEmpty
 from pipeline.stages import StreamStage
-from pipeline.types import Detections, Event, Frame, FrameResult, Moment
+from pipeline.types import Detections, Event, Frame, FrameResult, Moment, class_name
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,7 @@ class _Stream:
 
 class StageRunner:
     """make_stages(stream_id) builds a stream's stages; publish(events) takes events to the outbox. run_id: the
-    run every `FrameResult` (and so every event) belongs to.
+    run every `FrameResult` (and so every event) belongs to; class_names: the model's, which events are named by.
 
     A failing stage is logged, counted in the failures under its name and skipped for that frame; it never
     stops the other stages, the stream or detection.
@@ -83,11 +85,12 @@ class StageRunner:
 
     def __init__(self, make_stages: StageFactory, publish: Callable[[list[Event]], None], outputs: OutputSinks,
                  workers: int = 2, queue_size: int = 256, on_finished: Callable[[str], None] | None = None, *,
-                 run_id: str):
+                 run_id: str, class_names: Sequence[str] = ()):
         """queue_size: frames waiting per worker. on_finished(stream_id): every sink has handled the end of
         the stream."""
         self._on_finished = on_finished
         self.run_id = run_id
+        self.class_names = list(class_names)
         self._make_stages = make_stages
         self._publish = publish
         self.outputs = outputs
@@ -195,6 +198,7 @@ class StageRunner:
         for stage in stream.stages:
             guarded(self.failures, stage.name, stage.process, result)
         if result.events:
+            result.events[:] = self._named(result.events, framed=True)
             guarded(self.failures, "outbox", self._publish, list(result.events))
         stream.frames += 1
         self._frames[stream_id] = stream.frames
@@ -206,6 +210,7 @@ class StageRunner:
             if changed is None:
                 continue
             stream.stages, events = changed
+            events = self._named(events, framed=False)
             if events:
                 guarded(self.failures, "outbox", self._publish, events)
                 self.outputs.events(stream_id, events)
@@ -217,7 +222,18 @@ class StageRunner:
         events: list[Event] = []
         for stage in stream.stages:
             events.extend(guarded(self.failures, stage.name, stage.end, stream.last) or [])
+        events = self._named(events, framed=False)
         if events:
             guarded(self.failures, "outbox", self._publish, events)
             self.outputs.events(stream_id, events)
         self.outputs.end_stream(stream_id, then=self._on_finished)
+
+    def _named(self, events: list[Event], framed: bool) -> list[Event]:
+        """`events` with their class names and, for a frame's events (framed), the files the frame sinks will
+        write for them (events that belong to no frame get no snapshot or clip)."""
+        named = []
+        for event in events:
+            files = self.outputs.files_for(event) if framed else {}
+            name = None if event.class_id < 0 else class_name(self.class_names, event.class_id)
+            named.append(replace(event, class_name=name, snapshot=files.get("snapshot"), clip=files.get("clip")))
+        return named

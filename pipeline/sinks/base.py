@@ -4,6 +4,8 @@
   its own (storage, detections JSONL, media, MOT export); a slow one never holds back the stages of
   live cameras (its `overflow` setting says what it drops). Its callbacks for one stream never run
   at once, but it serves every stream.
+  A `Sink` that writes files for events may say where, before it writes them: `files_for(event)`
+  (optional) returns their paths by role (`snapshot`, `clip`), and the event names them (the media sink does).
 - `EventOutput`: gets events from the durable outbox, one at a time, in order (webhook, MQTT, event log).
   A `Sink` may offer one as its `event_output` (storage does, for its events table): the outbox feeds it
   as well, so the events it keeps survive a crash the way the outputs' do.

@@ -15,9 +15,9 @@ from typing import TextIO
 from pipeline.config.outputs import JsonlOutput
 from pipeline.errors import SinkError
 from pipeline.sinks.base import BaseSink
-from pipeline.sinks.storage.rows import class_name, json_default
+from pipeline.sinks.storage.rows import json_default
 from pipeline.sinks.storage.writer import BatchWriter
-from pipeline.types import FrameResult
+from pipeline.types import FrameResult, class_name
 
 
 class JsonlSink(BaseSink):

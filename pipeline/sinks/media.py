@@ -96,7 +96,7 @@ class MediaSink(BaseSink):
     def __init__(self, config: MediaOutput, alerts: Sequence[AlertRule] = (), clips: ClipRecorder | None = None,
                  *, jpeg_qscale: int = 3):
         self.config = config
-        self.directory = Path(config.directory)
+        self.directory = Path(config.directory).absolute()  # events name their files by these paths
         self.clips = clips
         self.jpeg_qscale = jpeg_qscale
         self._rules = {rule.name: rule for rule in alerts}
@@ -118,13 +118,20 @@ class MediaSink(BaseSink):
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
 
+    def files_for(self, event: Event) -> dict[str, Path]:
+        """The files this sink writes for `event`, one of a frame's, by role (`snapshot`, `clip`); the event
+        names them before they exist. A clip the recorder cannot cut is missing (counted in `clips_missed`)."""
+        paths = media_paths(self.directory, event.stream_id, event.event_id)
+        files = {"snapshot": paths.snapshot} if self.config.snapshot and self._wants(event, "snapshot") else {}
+        return {**files, "clip": paths.clip} if self._wants(event, "clip") else files
+
     def on_frame(self, result: FrameResult) -> None:
         for event in result.events:
-            paths = media_paths(self.directory, event.stream_id, event.event_id)
-            if self.config.snapshot and self._wants(event, "snapshot"):
-                self._snapshot(result, event, paths)
-            if self._wants(event, "clip"):
-                self._request_clip(event, paths.clip)
+            files = self.files_for(event)
+            if "snapshot" in files:
+                self._snapshot(result, event, media_paths(self.directory, event.stream_id, event.event_id))
+            if "clip" in files:
+                self._request_clip(event, files["clip"])
 
     def on_stream_end(self, stream_id: str) -> None:
         """Nothing to flush: snapshots are written at once, clips belong to the recorder."""

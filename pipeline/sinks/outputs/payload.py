@@ -1,13 +1,17 @@
-"""Event <-> JSON: the one wire format every event output and the outbox use.
+"""Event <-> JSON: the one wire format every event output and the outbox use (`docs/event.schema.json`).
 
 An event is a JSON object with exactly these keys: `event_id` (`pipeline.types.make_event_id`), `run_id`,
-`stream_id`, `rule`, `kind`, `track_id`, `class_id`, `ts_ns` (integer nanoseconds on the stream's clock),
-`wall_ns` (the host's capture time of its frame, ns since the Unix epoch) and `payload` (an object).
+`stream_id`, `rule`, `kind`, `track_id` (-1: about no single track), `class_id` (-1: no class),
+`class_name` (null with class -1), `ts_ns` (integer nanoseconds on the stream's clock), `wall_ns` (the host's
+capture time of its frame, ns since the Unix epoch), `wall_time` (the same as ISO 8601 UTC, milliseconds:
+`2025-03-14T09:15:02.123Z`), `snapshot` and `clip` (where the media sink writes them, or null) and
+`payload` (an object, what the kind adds: a crossing's `line` and `direction`, a visit's `zone` and `dwell_s`, ...).
 numpy scalars and arrays inside `payload` become plain JSON numbers and lists.
 """
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -15,9 +19,20 @@ import numpy as np
 from pipeline.errors import SinkError
 from pipeline.types import Event
 
-EVENT_KEYS = ("event_id", "run_id", "stream_id", "rule", "kind", "track_id", "class_id", "ts_ns", "wall_ns", "payload")
-_BEFORE_RUNS = {"run_id": "", "wall_ns": 0}
-"""What an event stored by a version without runs lacks (one still waiting in an outbox after an upgrade)."""
+EVENT_FORMAT = 1
+"""The version of this format, as `docs/event.schema.json` names it in its `$id`; a change to the keys or their
+meaning makes a new version."""
+EVENT_KEYS = ("event_id", "run_id", "stream_id", "rule", "kind", "track_id", "class_id", "class_name", "ts_ns",
+              "wall_ns", "wall_time", "snapshot", "clip", "payload")
+_OLDER = {"run_id": "", "wall_ns": 0, "class_name": None, "snapshot": None, "clip": None}
+"""What an event stored by an older version lacks (one still waiting in an outbox after an upgrade)."""
+
+
+def wall_time(wall_ns: int) -> str:
+    """Host time `wall_ns` (ns since the Unix epoch) as ISO 8601 UTC to the millisecond, `2025-03-14T09:15:02.123Z`
+    (the storage views write the same text)."""
+    seconds = datetime.fromtimestamp(wall_ns // 1_000_000_000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{seconds}.{wall_ns // 1_000_000 % 1000:03d}Z"
 
 
 def _plain(value: Any) -> Any:
@@ -44,8 +59,12 @@ def event_to_dict(event: Event) -> dict[str, Any]:
         "kind": event.kind,
         "track_id": int(event.track_id),
         "class_id": int(event.class_id),
+        "class_name": event.class_name,
         "ts_ns": int(event.ts_ns),
         "wall_ns": int(event.wall_ns),
+        "wall_time": wall_time(int(event.wall_ns)),
+        "snapshot": event.snapshot,
+        "clip": event.clip,
         "payload": event.payload,
     }
 
@@ -62,9 +81,10 @@ def event_to_json(event: Event) -> str:
 
 
 def event_from_json(text: str) -> Event:
-    """Inverse of `event_to_json`."""
-    data = {**_BEFORE_RUNS, **json.loads(text)}
-    missing = [k for k in EVENT_KEYS if k not in data]
+    """Inverse of `event_to_json` (`wall_time` is read from `wall_ns`)."""
+    data = {**_OLDER, **json.loads(text)}
+    fields = [k for k in EVENT_KEYS if k != "wall_time"]
+    missing = [k for k in fields if k not in data]
     if missing:
         raise SinkError(f"stored event JSON lacks {missing}: {text[:120]!r}")
-    return Event(**{k: data[k] for k in EVENT_KEYS})
+    return Event(**{k: data[k] for k in fields})

@@ -16,6 +16,8 @@ from typing import Any, Iterator, Sequence, Union
 import numpy as np
 
 from pipeline.errors import SinkError
+from pipeline.masking import mask_url
+from pipeline.sinks.outputs.payload import event_to_dict
 from pipeline.types import Event
 
 Target = Any  # str | Path | sqlite3.Connection | psycopg.Connection
@@ -51,7 +53,12 @@ def connect(target: Target) -> Iterator[tuple[Any, str]]:
     if isinstance(target, (str, Path)) and str(target).startswith(("postgresql://", "postgres://")):
         import psycopg  # noqa: PLC0415 - optional dependency
 
-        with psycopg.connect(str(target), autocommit=True) as conn:
+        try:
+            conn = psycopg.connect(str(target), autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise SinkError(f"cannot read PostgreSQL '{mask_url(str(target))}': {str(exc).strip().splitlines()[0]}; "
+                            "check the server is up and the DSN (password in PGPASSWORD)") from exc
+        with conn:
             yield conn, "%s"
         return
     if isinstance(target, (str, Path)):
@@ -67,12 +74,12 @@ def connect(target: Target) -> Iterator[tuple[Any, str]]:
     yield target, "%s"  # an open psycopg connection
 
 
-def _rows(target: Target, sql: str, params: tuple = ()) -> list[tuple]:
+def select_rows(target: Target, sql: str, params: tuple = ()) -> list[tuple]:
     with connect(target) as (conn, p):
         return list(conn.execute(sql.replace("?", p), params).fetchall())
 
 
-def _where(run: Runs, *conditions: tuple[str, Any]) -> tuple[str, tuple]:
+def where_runs(run: Runs, *conditions: tuple[str, Any]) -> tuple[str, tuple]:
     """` WHERE ...` for the runs `run` selects and every `(condition, value)` whose value is not None."""
     where, params = [], []
     if run is None:
@@ -92,8 +99,8 @@ def _where(run: Runs, *conditions: tuple[str, Any]) -> tuple[str, tuple]:
 
 def runs(target: Target) -> list[dict]:
     """Every run, newest first: run_id, config_hash, version, started_ns, ended_ns (None: running, or killed)."""
-    rows = _rows(target, "SELECT run_id, config_hash, version, started_ns, ended_ns FROM runs "
-                         "ORDER BY started_ns DESC, run_id DESC")
+    rows = select_rows(target, "SELECT run_id, config_hash, version, started_ns, ended_ns FROM runs "
+                               "ORDER BY started_ns DESC, run_id DESC")
     keys = ("run_id", "config_hash", "version", "started_ns", "ended_ns")
     return [dict(zip(keys, row)) for row in rows]
 
@@ -101,9 +108,9 @@ def runs(target: Target) -> list[dict]:
 def counts_by_stream_and_class(target: Target, run: Runs = None) -> dict[str, dict[str, int]]:
     """Detections per stream and class name: `{"cam-1": {"car": 120, "person": 7}}`."""
     counts: dict[str, dict[str, int]] = {}
-    clause, params = _where(run)
+    clause, params = where_runs(run)
     sql = f"SELECT stream_id, class_name, COUNT(*) FROM detections{clause} GROUP BY stream_id, class_name"
-    for stream_id, name, n in _rows(target, sql, params):
+    for stream_id, name, n in select_rows(target, sql, params):
         counts.setdefault(stream_id, {})[name] = int(n)
     return counts
 
@@ -114,10 +121,10 @@ def detections_for_stream(
 ) -> StoredDetections:
     """Detections of `stream_id` with `start_pts_ns <= pts_ns < end_pts_ns` (either bound optional). Over
     several runs, pts_ns repeat (each run's file starts at 0): their rows are interleaved by pts."""
-    clause, params = _where(run, ("stream_id = ?", stream_id), ("pts_ns >= ?", start_pts_ns),
-                            ("pts_ns < ?", end_pts_ns))
-    rows = _rows(target, "SELECT pts_ns, seq, x1, y1, x2, y2, class_id, score, track_id FROM detections"
-                         f"{clause} ORDER BY pts_ns, seq, score DESC, x1, y1", params)
+    clause, params = where_runs(run, ("stream_id = ?", stream_id), ("pts_ns >= ?", start_pts_ns),
+                                ("pts_ns < ?", end_pts_ns))
+    rows = select_rows(target, "SELECT pts_ns, seq, x1, y1, x2, y2, class_id, score, track_id FROM detections"
+                               f"{clause} ORDER BY pts_ns, seq, score DESC, x1, y1", params)
     table = np.array(rows, dtype=np.float64).reshape(-1, 9)
     exact = np.array([(r[0], r[1], r[8]) for r in rows], dtype=np.int64).reshape(-1, 3)
     return StoredDetections(
@@ -130,45 +137,46 @@ def detections_for_stream(
     )
 
 
-_EVENT_COLUMNS = "event_id, run_id, stream_id, rule, kind, track_id, class_id, ts_ns, wall_ns, payload"
+_EVENT_COLUMNS = ("event_id, run_id, stream_id, rule, kind, track_id, class_id, ts_ns, wall_ns, payload, class_name, "
+                  "snapshot, clip")
 
 
 def _event(row: tuple) -> Event:
     payload = row[9] if isinstance(row[9], dict) else json.loads(row[9])  # jsonb arrives parsed
-    return Event(*row[:9], payload=payload)
+    return Event(*row[:9], payload, *row[10:])
 
 
 def events(target: Target, stream_id: str | None = None, kind: str | None = None, run: Runs = None) -> list[Event]:
     """Stored events ordered by (ts_ns, event_id), optionally of one stream and/or one kind."""
-    clause, params = _where(run, ("stream_id = ?", stream_id), ("kind = ?", kind))
-    rows = _rows(target, f"SELECT {_EVENT_COLUMNS} FROM events{clause} ORDER BY ts_ns, event_id", params)
+    clause, params = where_runs(run, ("stream_id = ?", stream_id), ("kind = ?", kind))
+    rows = select_rows(target, f"SELECT {_EVENT_COLUMNS} FROM events{clause} ORDER BY ts_ns, event_id", params)
     return [_event(row) for row in rows]
 
 
 def recent_events(target: Target, *, stream_id: str | None = None, kind: str | None = None,
                   class_id: int | None = None, since_wall_ns: int | None = None, until_wall_ns: int | None = None,
                   limit: int = 100, run: Runs = None) -> list[dict]:
-    """The newest stored events first (by the capture time of their frames), filtered; each a dict with the
-    Event's fields."""
-    clause, params = _where(run, ("stream_id = ?", stream_id), ("kind = ?", kind), ("class_id = ?", class_id),
-                            ("wall_ns >= ?", since_wall_ns), ("wall_ns < ?", until_wall_ns))
-    rows = _rows(target, f"SELECT {_EVENT_COLUMNS} FROM events{clause} ORDER BY wall_ns DESC, event_id LIMIT ?",
-                 (*params, limit))
-    return [{field: getattr(event, field) for field in Event.__slots__} for event in map(_event, rows)]
+    """The newest stored events first (by the capture time of their frames), filtered; each a dict as the
+    event JSON has it (`pipeline.sinks.outputs.payload`, docs/event.schema.json)."""
+    clause, params = where_runs(run, ("stream_id = ?", stream_id), ("kind = ?", kind), ("class_id = ?", class_id),
+                                ("wall_ns >= ?", since_wall_ns), ("wall_ns < ?", until_wall_ns))
+    rows = select_rows(target, f"SELECT {_EVENT_COLUMNS} FROM events{clause} ORDER BY wall_ns DESC, event_id "
+                               "LIMIT ?", (*params, limit))
+    return [event_to_dict(event) for event in map(_event, rows)]
 
 
 def tracks(target: Target, stream_id: str, run: Runs = None) -> list[dict]:
     """Track summaries of one stream ordered by (run, track id): run_id, track_id, class_id, first/last pts_ns,
     frames."""
-    clause, params = _where(run, ("stream_id = ?", stream_id))
-    rows = _rows(target, "SELECT run_id, track_id, class_id, first_pts_ns, last_pts_ns, frames FROM tracks"
-                         f"{clause} ORDER BY run_id, track_id", params)
+    clause, params = where_runs(run, ("stream_id = ?", stream_id))
+    rows = select_rows(target, "SELECT run_id, track_id, class_id, first_pts_ns, last_pts_ns, frames FROM tracks"
+                               f"{clause} ORDER BY run_id, track_id", params)
     keys = ("track_id", "class_id", "first_pts_ns", "last_pts_ns", "frames")
     return [{"run_id": row[0], **dict(zip(keys, (int(v) for v in row[1:])))} for row in rows]
 
 
 def streams(target: Target) -> list[dict]:
     """Known streams ordered by id, over every run: stream_id, url (credentials masked), first/last seen (host ns)."""
-    rows = _rows(target, "SELECT stream_id, url, first_seen_ns, last_seen_ns FROM streams ORDER BY stream_id")
+    rows = select_rows(target, "SELECT stream_id, url, first_seen_ns, last_seen_ns FROM streams ORDER BY stream_id")
     keys = ("stream_id", "url", "first_seen_ns", "last_seen_ns")
     return [dict(zip(keys, row)) for row in rows]

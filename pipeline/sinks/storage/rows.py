@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.types import Event, FrameResult, Run
+from pipeline.types import Event, FrameResult, Run, class_name
 
 
 @dataclass(slots=True)
@@ -37,11 +37,6 @@ class MergedRows:
     frames: int = 0
 
 
-def class_name(class_names: list[str], class_id: int) -> str:
-    """The name of `class_id`, or its number as text when the model knows no name for it."""
-    return class_names[class_id] if 0 <= class_id < len(class_names) else str(class_id)
-
-
 def frame_rows(result: FrameResult, class_names: list[str]) -> FrameRows:
     """Rows for one frame: its detections (host numpy) and the tracks they extend, in the result's run.
     Its events are stored from the outbox (`StoredEvents`), not here."""
@@ -66,7 +61,8 @@ def event_row(event: Event) -> tuple:
     payload = json.dumps(event.payload, default=json_default, sort_keys=True)
     return (
         event.event_id, event.run_id, event.stream_id, event.rule, event.kind, int(event.track_id),
-        int(event.class_id), int(event.ts_ns), payload, int(event.wall_ns),
+        int(event.class_id), int(event.ts_ns), payload, int(event.wall_ns), event.class_name, event.snapshot,
+        event.clip,
     )
 
 

@@ -1,5 +1,5 @@
 """One schema for SQLite and PostgreSQL: the DDL, its upgrade from older versions, and the statements
-the writers run.
+the writers run; the views over it are in `views.py`.
 
 Tables (all times are integer nanoseconds; `*_pts_ns`/`ts_ns` on the stream's clock, `*wall_ns` /
 `*_seen_ns` / `*ed_ns` on the host clock from `time.time_ns()`, which retention uses):
@@ -13,11 +13,13 @@ Tables (all times are integer nanoseconds; `*_pts_ns`/`ts_ns` on the stream's cl
                last_pts_ns, frames (detections of the track in that run), last_wall_ns
 - `events`     event_id PK (`pipeline.types.make_event_id`: at-least-once delivery de-duplicates here),
                run_id, stream_id, rule, kind, track_id, class_id, ts_ns, payload (JSON text in SQLite,
-               jsonb in PostgreSQL), wall_ns (capture time of the event's frame)
+               jsonb in PostgreSQL), wall_ns (capture time of the event's frame), class_name, snapshot,
+               clip (NULL: no class, no such file; see `pipeline.types.Event`)
 
 The two dialects differ only in column types, the parameter marker and MIN/MAX vs LEAST/GREATEST,
-so a query written against one gives the same rows on the other. A database of schema version 1
-(before runs) is upgraded when a sink opens it: its rows become the run `before-runs`.
+so a query written against one gives the same rows on the other. An older database is upgraded when a sink
+opens it: version 1 (before runs) gets runs, its rows becoming the run `before-runs`; version 2 gets the
+events' names (NULL in its rows) and the views.
 """
 from __future__ import annotations
 
@@ -25,10 +27,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pipeline.errors import SinkError
+from pipeline.sinks.storage.views import view_statements
 
 Dialect = Literal["sqlite", "postgres"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BEFORE_RUNS = "before-runs"
 """The run that holds the rows of a database written before runs existed (schema version 1)."""
 
@@ -39,7 +42,7 @@ DETECTION_COLUMNS = (
 )
 TRACK_COLUMNS = ("run_id", "stream_id", "track_id", "class_id", "first_pts_ns", "last_pts_ns", "frames", "last_wall_ns")
 EVENT_COLUMNS = ("event_id", "run_id", "stream_id", "rule", "kind", "track_id", "class_id", "ts_ns", "payload",
-                 "wall_ns")
+                 "wall_ns", "class_name", "snapshot", "clip")
 STREAM_COLUMNS = ("stream_id", "url", "first_seen_ns", "last_seen_ns")
 
 _META = "CREATE TABLE IF NOT EXISTS streamweave_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
@@ -94,13 +97,17 @@ CREATE TABLE IF NOT EXISTS events (
     class_id INTEGER NOT NULL,
     ts_ns {int} NOT NULL,
     payload {json} NOT NULL,
-    wall_ns {int} NOT NULL
+    wall_ns {int} NOT NULL,
+    class_name TEXT,
+    snapshot TEXT,
+    clip TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_ns);
 CREATE INDEX IF NOT EXISTS detections_run_stream_pts ON detections (run_id, stream_id, pts_ns);
 CREATE INDEX IF NOT EXISTS detections_run_stream_track ON detections (run_id, stream_id, track_id);
 CREATE INDEX IF NOT EXISTS detections_wall ON detections (wall_ns);
 CREATE INDEX IF NOT EXISTS events_run ON events (run_id);
+CREATE INDEX IF NOT EXISTS events_run_stream_kind ON events (run_id, stream_id, kind, rule, track_id);
 CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts_ns);
 CREATE INDEX IF NOT EXISTS events_stream_ts ON events (stream_id, ts_ns);
 CREATE INDEX IF NOT EXISTS events_wall ON events (wall_ns)
@@ -119,6 +126,13 @@ DROP INDEX IF EXISTS detections_stream_pts;
 DROP INDEX IF EXISTS detections_stream_track
 """
 
+# Version 2 had no names on events.
+_FROM_VERSION_2 = """
+ALTER TABLE events ADD COLUMN class_name TEXT;
+ALTER TABLE events ADD COLUMN snapshot TEXT;
+ALTER TABLE events ADD COLUMN clip TEXT
+"""
+
 _RECORD_BEFORE_RUNS = """
 INSERT INTO runs (run_id, config_hash, version, started_ns, ended_ns)
     SELECT '{before}', '', 'schema 1', COALESCE(MIN(w), 0), MAX(w)
@@ -131,7 +145,7 @@ class Statements:
     """The SQL one dialect runs; parameters are positional, in the `*_COLUMNS` order."""
 
     create: list[str]
-    upgrade_from_1: list[str]
+    upgrade: dict[int, list[str]]  # from each older version to the current one, views included
     insert_detection: str
     upsert_track: str
     insert_event: str
@@ -152,7 +166,8 @@ def statements(dialect: Dialect) -> Statements:
         raise ValueError(f"unknown storage dialect {dialect!r}; use 'sqlite' or 'postgres'")
     tracks = _TRACKS.format(table="tracks", **types).strip()
     create = [_META, *_split(_TABLES.format(tracks=tracks, **types))]
-    upgrade = _split(_FROM_VERSION_1.format(before=BEFORE_RUNS, tracks_v2=_TRACKS.format(table="tracks_v2", **types)))
+    from_1 = _split(_FROM_VERSION_1.format(before=BEFORE_RUNS, tracks_v2=_TRACKS.format(table="tracks_v2", **types)))
+    from_2, views = _split(_FROM_VERSION_2), view_statements(dialect)
 
     def values(columns: tuple[str, ...]) -> str:
         return ", ".join(json_param if c == "payload" else p for c in columns)
@@ -161,8 +176,11 @@ def statements(dialect: Dialect) -> Statements:
         return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values(columns)})"
 
     return Statements(
-        create=create,
-        upgrade_from_1=[*upgrade, *create, _RECORD_BEFORE_RUNS.format(before=BEFORE_RUNS).strip()],
+        create=[*create, *views],
+        upgrade={
+            1: [*from_1, *from_2, *create, _RECORD_BEFORE_RUNS.format(before=BEFORE_RUNS).strip(), *views],
+            2: [*from_2, *create, *views],
+        },
         insert_detection=insert("detections", DETECTION_COLUMNS),
         upsert_track=(
             f"{insert('tracks', TRACK_COLUMNS)} "
@@ -197,14 +215,17 @@ def statements(dialect: Dialect) -> Statements:
 
 def create_or_upgrade(conn: Any, sql: Statements, where: str) -> None:
     """Create the schema in `conn` (sqlite3 or psycopg, inside a transaction), or bring an older version's
-    up to this one. SinkError, naming `where`, for a database a newer streamweave wrote."""
+    up to this one. SinkError, naming `where`, for a database a newer streamweave wrote. A database of this
+    version is left as it is (its views too: one's own views may read them)."""
     conn.execute(_META)
     row = conn.execute("SELECT value FROM streamweave_meta WHERE key = 'schema_version'").fetchone()
-    found = int(row[0]) if row else SCHEMA_VERSION
-    if found > SCHEMA_VERSION:
+    found = int(row[0]) if row else None
+    if found == SCHEMA_VERSION:
+        return
+    if found is not None and found > SCHEMA_VERSION:
         raise SinkError(f"{where} has schema version {found}, written by a newer streamweave; this one writes "
                         f"version {SCHEMA_VERSION}: upgrade streamweave or choose another database")
-    for ddl in sql.upgrade_from_1 if found == 1 else sql.create:
+    for ddl in sql.create if found is None else sql.upgrade[found]:
         conn.execute(ddl)
     conn.execute(sql.set_version, (str(SCHEMA_VERSION),))
 

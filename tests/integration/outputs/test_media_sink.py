@@ -71,6 +71,20 @@ def test_rules_without_snapshot_or_unknown_rules_write_nothing(tmp_path):
     assert not any(tmp_path.rglob("*.jpg"))
 
 
+def test_an_event_names_the_files_the_sink_writes_for_it_as_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sink = MediaSink(MediaOutput(type="media", directory="media"), [rule(clip=True), rule("quiet", snapshot=False)])
+    sink.open()
+    loud, quiet = event_at(1), event_at(2, "quiet")
+    files = sink.files_for(loud)
+    assert files == {"snapshot": tmp_path / "media" / "cam-1" / f"{loud.event_id}.jpg",
+                     "clip": tmp_path / "media" / "cam-1" / f"{loud.event_id}.mp4"}
+    assert sink.files_for(quiet) == {}
+    sink.on_frame(result_for(np.zeros((32, 32, 3), np.uint8), [loud, quiet]))
+    sink.close()
+    assert sorted(tmp_path.rglob("*.jpg")) == [files["snapshot"]]  # the clip: counted as missed, no recorder
+
+
 def test_crop_box_grows_clips_and_keeps_even_sizes():
     assert crop_box([10, 10, 20, 20], 100, 100) == (9, 9, 21, 21)
     assert crop_box([-5, 90, 15, 120], 100, 100) == (0, 87, 16, 99)  # clipped at 0 and 100, then made even

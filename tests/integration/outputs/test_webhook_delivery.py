@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -30,7 +31,7 @@ def webhook(server, **kw) -> WebhookOutput:
 
 def test_webhook_posts_the_event_json(http_server):
     out = webhook(http_server)
-    event = make_events(1)[0]
+    event = replace(make_events(1)[0], class_name="person")
     out.deliver(event)
     (request,) = http_server.wait_for(1)
     assert request.path == "/hook"
@@ -38,7 +39,8 @@ def test_webhook_posts_the_event_json(http_server):
     assert request.headers["Idempotency-Key"] == event.event_id
     assert request.json() == {
         "event_id": event.event_id, "run_id": "run-1", "stream_id": "cam-1", "rule": "loiter", "kind": "dwell",
-        "track_id": 0, "class_id": 0, "ts_ns": 0, "wall_ns": WALL, "payload": {"zone": "gate"},
+        "track_id": 0, "class_id": 0, "class_name": "person", "ts_ns": 0, "wall_ns": WALL,
+        "wall_time": "2023-11-14T22:13:20.000Z", "snapshot": None, "clip": None, "payload": {"zone": "gate"},
     }
 
 

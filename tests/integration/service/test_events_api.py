@@ -24,6 +24,7 @@ def test_recent_events_come_from_storage_filtered_and_newest_first(tmp_path, ser
     assert seqs == sorted(seqs, reverse=True) and all((seq + 1) % 5 == 0 for seq in seqs)
     zone = client.get("/api/events", params={"stream": "b", "kind": "zone_enter", "class": "person"}).json()
     assert zone and all(e["stream_id"] == "b" and e["class_id"] == 0 for e in zone)
+    assert all(e["class_name"] == "person" and e["wall_time"].endswith("Z") for e in zone)  # as the webhook has it
     assert client.get("/api/events", params={"until": started_ns / 1e9}).json() == []
     since = client.get("/api/events", params={"since": time.strftime("%Y-%m-%dT%H:%M:%S%z",
                                                                      time.localtime(started_ns // 10**9))}).json()

@@ -1,19 +1,22 @@
 """Runs in storage, on a real SQLite file and a real PostgreSQL server: a second run of the same file is a
-second run with its own rows, queries pick the latest run or the ones named, and a database written
-before runs existed is upgraded."""
+second run with its own rows, queries pick the latest run or the ones named, and databases of older versions
+(before runs, before named events) are upgraded."""
 from __future__ import annotations
 
 import sqlite3
 import time
 from collections import Counter
 from contextlib import closing
+from dataclasses import replace
 
 import pytest
 
 from pipeline.errors import SinkError
 from pipeline.sinks.storage import query
 from pipeline.sinks.storage.query import ALL_RUNS, connect
+from pipeline.sinks.storage.cli import query_command
 from pipeline.sinks.storage.schema import BEFORE_RUNS, SCHEMA_VERSION
+from pipeline.sinks.storage.views import VIEWS
 from tests.integration.storage.replay import MOT_CLASSES, deliver_events, feed, make_run, mot_results, sqlite_store
 
 FIRST, SECOND = "20250101T000000.000Z-00000001", "20250101T000100.000Z-00000002"
@@ -83,7 +86,10 @@ INSERT INTO events VALUES ('old-event', 'cam-05', 'all', 'enter', 1, 0, 0, '{{"z
 def written_before_runs(store) -> None:
     """The store's database as a version without runs left it: its schema, and a track with an event."""
     types = {"int": "INTEGER", "json": "TEXT"} if store.kind == "sqlite" else {"int": "BIGINT", "json": "JSONB"}
-    statements = _VERSION_1.format(**types).split(";")
+    execute(store, _VERSION_1.format(**types).split(";"))
+
+
+def execute(store, statements: list[str]) -> None:
     if store.kind == "sqlite":
         with closing(sqlite3.connect(store.target, isolation_level=None)) as conn:
             for statement in statements:
@@ -108,6 +114,33 @@ def test_a_database_from_before_runs_is_upgraded_and_keeps_its_rows_as_one_run(s
         r.detections.track_id.tolist().count(1) for r in results)  # track 1 of the new run: not added to the old
     with connect(store.target) as (conn, _):
         assert conn.execute("SELECT value FROM streamweave_meta").fetchone()[0] == str(SCHEMA_VERSION)
+
+
+def as_version_2(store) -> None:
+    """The store's database as version 2 left it: events without names, no views."""
+    statements = [*(f"DROP VIEW {view}" for view in reversed(VIEWS)),
+                  *(f"ALTER TABLE events DROP COLUMN {column}" for column in ("class_name", "snapshot", "clip")),
+                  "UPDATE streamweave_meta SET value = '2' WHERE key = 'schema_version'"]
+    execute(store, statements)
+
+
+def test_a_database_of_version_2_gets_named_events_and_the_views(store, shared, tmp_path):
+    gt = shared("data/mot17/MOT17-05/gt/gt.txt")
+    store_run(store, FIRST, mot_results(gt, "cam-05", 14.0, time.time_ns(), FIRST), tmp_path / "outbox.db")
+    as_version_2(store)
+    assert query_command(["--db", str(store.target)]) == 1  # read as it is: it says to upgrade it first
+    results = mot_results(gt, "cam-05", 14.0, time.time_ns(), SECOND)
+    for result in results:
+        result.events[:] = [replace(e, class_name=MOT_CLASSES[e.class_id]) for e in result.events]
+    store_run(store, SECOND, results, tmp_path / "outbox.db")
+
+    with connect(store.target) as (conn, p):
+        names = dict(conn.execute("SELECT run_id, COUNT(DISTINCT class_name) FROM events_named GROUP BY run_id")
+                     .fetchall())
+        assert conn.execute("SELECT value FROM streamweave_meta").fetchone()[0] == str(SCHEMA_VERSION)
+    assert names == {FIRST: 0, SECOND: 1}  # the old rows have no names (NULL); the new ones have theirs
+    assert {e.class_name for e in query.events(store.target, run=SECOND)} == {"pedestrian"}
+    assert query_command(["--db", str(store.target), "--all-runs"]) == 0
 
 
 def test_a_database_of_a_newer_version_is_refused_naming_it(tmp_path):

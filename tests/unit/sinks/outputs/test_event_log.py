@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from pipeline.errors import ConfigError, SinkError
 from pipeline.sinks import build_outputs
 from pipeline.sinks.base import OutputContext
 from pipeline.sinks.outputs.event_log import RECENT_IDS, EventLogOutput
-from pipeline.sinks.outputs.payload import EVENT_KEYS, event_from_json, event_to_json
+from pipeline.sinks.outputs.payload import EVENT_KEYS, event_from_json, event_to_json, wall_time
 from pipeline.types import Event, Run
 
 
@@ -22,18 +23,30 @@ def event(i: int, payload=None) -> Event:
 
 def test_event_json_has_the_agreed_keys_and_plain_numbers():
     payload = {"zone": "door", "xyxy": np.array([1.5, 2, 3, 4], np.float32), "count": np.int64(3)}
-    text = event_to_json(event(7, payload))
+    named = replace(event(7, payload), class_name="car", snapshot="/media/cam-1/id-7.jpg")
+    text = event_to_json(named)
     data = json.loads(text)
     assert tuple(data) == EVENT_KEYS
     assert data["ts_ns"] == 1_700_000_000_000_000_007  # integer nanoseconds, not a float
+    assert data["wall_time"] == "2023-11-14T22:13:20.000Z"  # the same instant, readable, in UTC
+    assert (data["class_name"], data["snapshot"], data["clip"]) == ("car", "/media/cam-1/id-7.jpg", None)
     assert data["payload"] == {"zone": "door", "xyxy": [1.5, 2.0, 3.0, 4.0], "count": 3}
-    assert event_from_json(text).payload["count"] == 3
+    loaded = event_from_json(text)
+    assert loaded.payload["count"] == 3 and (loaded.class_name, loaded.snapshot) == ("car", "/media/cam-1/id-7.jpg")
+
+
+@pytest.mark.parametrize("wall_ns, text", [(0, "1970-01-01T00:00:00.000Z"),
+                                           (1_741_943_702_123_999_999, "2025-03-14T09:15:02.123Z")])
+def test_wall_time_is_iso_8601_utc_cut_to_the_millisecond(wall_ns, text):
+    assert wall_time(wall_ns) == text
 
 
 def test_an_event_an_older_version_left_in_the_outbox_still_loads():
-    old = {k: v for k, v in json.loads(event_to_json(event(3))).items() if k not in ("run_id", "wall_ns")}
+    newer = ("run_id", "wall_ns", "class_name", "wall_time", "snapshot", "clip")
+    old = {k: v for k, v in json.loads(event_to_json(event(3))).items() if k not in newer}
     loaded = event_from_json(json.dumps(old))
     assert (loaded.event_id, loaded.run_id, loaded.wall_ns, loaded.ts_ns) == ("id-3", "", 0, event(3).ts_ns)
+    assert (loaded.class_name, loaded.snapshot, loaded.clip) == (None, None, None)
 
 
 def test_payload_that_is_not_json_raises_a_sink_error_naming_the_event():

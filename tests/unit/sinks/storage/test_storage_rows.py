@@ -1,10 +1,13 @@
 """Rows from FrameResults and events, folding tracks per transaction, the two dialects."""
 import json
+import re
+from dataclasses import replace
 
 import numpy as np
 
 from pipeline.sinks.storage.rows import event_row, frame_rows, merge
 from pipeline.sinks.storage.schema import DETECTION_COLUMNS, EVENT_COLUMNS, statements
+from pipeline.sinks.storage.views import VIEWS
 from pipeline.types import Detections, Frame, FrameResult, Moment
 
 
@@ -44,17 +47,24 @@ def test_the_same_track_id_in_two_runs_is_two_tracks():
 def test_event_rows_carry_the_events_run_and_capture_time_and_a_json_payload():
     event = Moment("run-1", "cam-1", 5, 1_700_000_000 * 10**9).event(
         "dwell-door", "dwell", 4, 0, {"seconds": np.float32(2.5), "box": np.zeros(2)})
-    row = dict(zip(EVENT_COLUMNS, event_row(event)))
+    row = dict(zip(EVENT_COLUMNS, event_row(replace(event, class_name="person", clip="/media/cam-1/x.mp4"))))
     assert (row["event_id"], row["run_id"], row["ts_ns"], row["wall_ns"]) == (
         event.event_id, "run-1", 5, 1_700_000_000 * 10**9)
+    assert (row["class_name"], row["snapshot"], row["clip"]) == ("person", None, "/media/cam-1/x.mp4")
     assert json.loads(row["payload"]) == {"box": [0.0, 0.0], "seconds": 2.5}
+
+
+def created(statement: str) -> str:
+    """The table, index or view a CREATE or DROP statement names."""
+    return re.search(r"(?:EXISTS|CREATE VIEW) (\w+)", statement).group(1)
 
 
 def test_both_dialects_create_the_same_tables_and_indexes():
     sqlite, postgres = statements("sqlite"), statements("postgres")
-    names = [s.split("EXISTS")[1].split()[0] for s in sqlite.create]
-    assert names == [s.split("EXISTS")[1].split()[0] for s in postgres.create]
+    names = [created(s) for s in sqlite.create]
+    assert names == [created(s) for s in postgres.create]
     assert {"runs", "streams", "detections", "tracks", "events", "detections_run_stream_pts",
-            "detections_run_stream_track", "events_kind_ts", "events_stream_ts"} <= set(names)
+            "detections_run_stream_track", "events_kind_ts", "events_stream_ts", *VIEWS} <= set(names)
+    assert [created(s) for s in sqlite.upgrade[2][-len(VIEWS):]] == list(VIEWS)  # an upgrade makes the views again
     assert "ON CONFLICT (event_id) DO NOTHING" in sqlite.insert_event and "ON CONFLICT (event_id) DO NOTHING" in postgres.insert_event
     assert "ON CONFLICT (run_id, stream_id, track_id)" in sqlite.upsert_track
