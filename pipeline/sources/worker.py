@@ -94,8 +94,9 @@ class StreamWorker:
     """Reads one stream on thread `decode:<id>` and `put`s `Frame`s into `sink` until done or stopped.
 
     Files finish at their end (or loop, with pts continuing across loops); a file that cannot be
-    opened or decoded fails its stream. Live streams reconnect forever with exponential backoff and
-    jitter, whether they errored or "ended" (a killed RTSP server looks like a normal end).
+    opened or decoded fails its stream. Live streams reconnect forever, waiting longer the longer they
+    have been down (`pipeline.backoff`, at most `reconnect_max_s`), whether they errored or "ended" (a
+    killed RTSP server looks like a normal end).
     `sink.end_stream(id)` is always called when the thread exits.
     packet_tap: `(stream_id, av.Packet)` for every demuxed packet (clip recording).
     decoder: "nvdec", "cpu" or "source", as the plan chose (`pipeline.config.resolve`); None resolves it

@@ -74,7 +74,8 @@ def test_health_readiness_metrics_docs_and_the_masked_config_are_served(tmp_path
 
 
 def test_a_service_whose_cameras_deliver_nothing_is_alive_but_not_ready(tmp_path, serve):
-    served = serve(config(tmp_path, [{"id": "gone", "url": "rtsp://127.0.0.1:9/nothing", "reconnect_min_s": 5}]))
+    gone = {"id": "gone", "url": "rtsp://127.0.0.1:9/nothing", "reconnect_min_s": 5, "reconnect_max_s": 5}
+    served = serve(config(tmp_path, [gone]))
     assert served.client.get("/healthz").status_code == 200
     reply = served.client.get("/readyz")
     assert reply.status_code == 503 and reply.json() == {"ready": False}
