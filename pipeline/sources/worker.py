@@ -128,7 +128,7 @@ class StreamWorker:
         self._seq = 0
         self._last_wall_ns = 0
         self._counters = dict(frames=0, decoded=0, dropped_fps_cap=0, dropped_sink=0, sink_waits=0,
-                              skipped_late=0, pts_repaired=0, tap_errors=0,
+                              skipped_late=0, pts_repaired=0, tap_errors=0, corrupt_packets=0,
                               reconnects=0, loops=0)
         self._last_error: str | None = None
         self._first_frame_s: float | None = None

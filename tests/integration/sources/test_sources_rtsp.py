@@ -16,21 +16,13 @@ from pipeline.sources.decode import CpuDecoder
 from pipeline.sources.worker import StreamWorker, WorkerState
 from pipeline.types import frame_to_rgb
 from tests.support.http_server import free_port
+from tests.support.waiting import wait_until
 
 
 def live_config(url: str, **overrides) -> StreamConfig:
     settings = dict(id="cam-1", url=url, decode="cpu", reconnect_min_s=0.2, reconnect_max_s=1.0,
                     open_timeout_s=3.0, read_timeout_s=3.0)
     return StreamConfig(**(settings | overrides))
-
-
-def wait_until(predicate, timeout: float, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def stop_promptly(worker: StreamWorker, within: float = 1.5) -> None:
@@ -140,6 +132,23 @@ def test_a_server_that_accepts_but_never_answers_is_timed_out_and_retried(sink):
     for conn, _ in accepted:
         conn.close()
     assert len(accepted) >= 1 and sink.frames == []
+
+
+def test_a_hung_server_is_given_up_on_after_read_timeout_s_and_frames_resume_when_it_answers(rtsp_server, sink):
+    worker = StreamWorker(live_config(rtsp_server.url, read_timeout_s=1.0, open_timeout_s=1.0), sink)
+    worker.start()
+    assert sink.wait_for(20, timeout=10), worker.stats()
+    rtsp_server.freeze()  # the connection stays open; nothing more arrives
+    try:
+        assert wait_until(lambda: worker.stats()["reconnects"] >= 1, timeout=10), worker.stats()
+        error = worker.stats()["last_error"]
+        before = len(sink.frames)
+    finally:
+        rtsp_server.thaw()
+    assert sink.wait_for(before + 20, timeout=20), worker.stats()
+    stop_promptly(worker)
+    assert "read failed: no frame for 1 s" in error, error
+    assert [f.seq for f in sink.frames] == list(range(len(sink.frames)))
 
 
 def test_a_decode_error_on_a_live_stream_reconnects_and_frames_flow_again(rtsp_server, sink, monkeypatch):
