@@ -13,6 +13,10 @@ class SourceError(PipelineError):
     """A stream cannot be opened, read or decoded."""
 
 
+class CorruptPacket(SourceError):
+    """One packet could not be decoded (damaged media); the reader skips it and counts it."""
+
+
 class EngineError(PipelineError):
     """A model cannot be loaded or run by the chosen inference engine."""
 

@@ -58,8 +58,10 @@ class StreamConfig(Strict):
     read_timeout_s: float = Field(
         5.0, gt=0, le=HOUR_S, description="a live stream silent this long is reconnected (HLS: bounds each request; a playlist "
         "that stops growing for ~3 segments is reconnected)")
-    reconnect_min_s: float = Field(0.5, gt=0, le=HOUR_S, description="first reconnect delay; doubles per failure, with jitter")
-    reconnect_max_s: float = Field(30.0, gt=0, le=DAY_S, description="longest reconnect delay")
+    reconnect_min_s: float = Field(0.5, gt=0, le=HOUR_S, description="first reconnect delay; later ones grow with "
+                                   "how long the stream has been down (never longer than that), with jitter")
+    reconnect_max_s: float = Field(2.0, gt=0, le=DAY_S, description="longest reconnect delay: a camera that comes "
+                                   "back waits up to this long before it is tried again")
     ring_size: int = Field(8, ge=1, le=4096, description="decoded frames buffered for this stream before the overflow policy acts")
 
     @field_validator("url")

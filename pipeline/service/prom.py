@@ -25,6 +25,7 @@ STREAM_COUNTERS = {  # stats key -> (metric, help)
     "dropped_age": ("stream_frames_dropped_age", "frames dropped as older than the lane's max_age_ms"),
     "dropped_fps_cap": ("stream_frames_skipped_fps_cap", "frames skipped by the stream's fps cap"),
     "reconnects": ("stream_reconnects", "reconnects of a live stream"),
+    "corrupt_packets": ("stream_corrupt_packets", "packets skipped as undecodable or decoded into a damaged frame"),
 }
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import av
 
-from pipeline.errors import SourceError
+from pipeline.errors import CorruptPacket
 from pipeline.sources.reader import DecodedFrame
 from pipeline.types import pts_to_ns
 
@@ -27,20 +27,23 @@ class CpuDecoder:
         self._time_base = stream.time_base
 
     def decode(self, packet: av.Packet) -> list[DecodedFrame]:
-        """The frames `packet` completed, in display order."""
+        """The frames `packet` completed, in display order; `CorruptPacket` when FFmpeg refuses it."""
         try:
             return [self._convert(f) for f in self._codec.decode(packet)]
         except av.error.FFmpegError as exc:
-            raise SourceError(f"{self._label}: cannot decode a packet ({type(exc).__name__}: {exc.strerror})") from exc
+            reason = f"{type(exc).__name__}: {exc.strerror}"
+            raise CorruptPacket(f"{self._label}: cannot decode a packet ({reason})") from exc
 
     def flush(self) -> list[DecodedFrame]:
-        """The frames the decoder still holds at the end of the stream."""
+        """The frames the decoder still holds at the end of the stream; `CorruptPacket` when FFmpeg
+        refuses what it held (a file cut inside a frame)."""
         try:
             return [self._convert(f) for f in self._codec.decode(None)]
         except av.error.EOFError:
             return []
         except av.error.FFmpegError as exc:
-            raise SourceError(f"{self._label}: cannot flush the decoder ({type(exc).__name__}: {exc.strerror})") from exc
+            reason = f"{type(exc).__name__}: {exc.strerror}"
+            raise CorruptPacket(f"{self._label}: cannot flush the decoder ({reason})") from exc
 
     def close(self) -> None:
         """Nothing to free beyond the container, which the demuxer closes."""
@@ -53,4 +56,5 @@ class CpuDecoder:
             width=frame.width,
             height=frame.height,
             pixel_format="avframe",
+            damaged=frame.is_corrupt,
         )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 from urllib.parse import urlsplit
 
 import av
 from av.bitstream import BitStreamFilterContext
 
-from pipeline.errors import SourceError
+from pipeline.errors import CorruptPacket, SourceError
 from pipeline.masking import mask_url
 
 RAW_FORMATS = {".h264": "h264", ".264": "h264", ".h265": "hevc", ".265": "hevc", ".hevc": "hevc"}
@@ -32,6 +32,11 @@ HLS_STALLED_RELOADS = 6
 reconnects). FFmpeg reloads an unchanged playlist every half target duration: about 3 segments' time."""
 
 Timing = Literal["pts", "index", "arrival"]
+
+
+def is_hls(url: str) -> bool:
+    """An HLS playlist over http(s) (a `.m3u8` path): it arrives a segment at a time."""
+    return url.startswith(("http://", "https://")) and urlsplit(url).path.lower().endswith(".m3u8")
 
 
 def describe_error(exc: BaseException, url: str) -> str:
@@ -61,6 +66,8 @@ class Demuxer:
         self._container: av.container.InputContainer | None = None
         self._bsf: BitStreamFilterContext | bool | None = None  # None: not asked yet; False: none needed
         self.stream: av.video.stream.VideoStream | None = None
+        self.packets_read = 0
+        """Video packets demuxed so far (empty ones too: an AVI's dropped frames are in its frame count)."""
 
     @property
     def is_network(self) -> bool:
@@ -108,7 +115,7 @@ class Demuxer:
 
     @property
     def is_hls(self) -> bool:
-        return self.url.startswith(("http://", "https://")) and urlsplit(self.url).path.lower().endswith(".m3u8")
+        return is_hls(self.url)
 
     def timing(self, live: bool) -> Timing:
         """How frames are timed (`pyav.FrameClock`): "index" (by index and frame rate) for containers
@@ -117,11 +124,24 @@ class Demuxer:
             return "index"
         return "arrival" if live and self.format_name in UNTIMED_FORMATS else "pts"
 
-    def packets(self) -> Iterator[av.Packet]:
+    @property
+    def frames_missing(self) -> int:
+        """Frames the container's index lists beyond the packets read (0 without an index, like raw or
+        MPEG-TS): after the end, more than 0 means the file was cut short."""
+        return max(0, self.stream.frames - self.packets_read) if self.stream is not None else 0
+
+    def packets(self, each: Callable[[], None] | None = None) -> Iterator[av.Packet]:
         """The non-empty video packets in decode order, as the container holds them (what a recorder
-        wants); `for_decoder` turns each into what the decoder takes. Raises `SourceError`."""
+        wants); `for_decoder` turns each into what the decoder takes. Raises `SourceError`.
+        each: called at every packet read, of any stream (a camera's audio too), before it is yielded; it
+        may raise `SourceError` to end the pass (`pyav.FrameWatch`)."""
         try:
-            for packet in self._container.demux(self.stream):
+            for packet in self._container.demux():
+                if each is not None:
+                    each()
+                if packet.stream is not self.stream or (not packet.size and packet.dts is None):
+                    continue  # another stream, or PyAV's end-of-stream marker
+                self.packets_read += 1
                 if packet.size:
                     yield packet
         except av.error.ExitError as exc:
@@ -132,7 +152,8 @@ class Demuxer:
     def for_decoder(self, packet: av.Packet | None, annexb: bool) -> list[av.Packet]:
         """`packet` as the decoder takes it: Annex-B H.264/HEVC when `annexb` (MP4/MKV keep their parameter
         sets apart; the filter puts them in-band). None flushes the filter at the end. The filter takes
-        the packet's data, so call this after anything that needs the packet as demuxed."""
+        the packet's data, so call this after anything that needs the packet as demuxed. A packet the
+        filter refuses (damaged: its NAL lengths run past its end) raises `CorruptPacket`."""
         if annexb and self._bsf is None:
             self._bsf = self._annexb_filter() or False
         if not self._bsf:
@@ -140,7 +161,8 @@ class Demuxer:
         try:
             return self._bsf.filter(packet)
         except (av.error.FFmpegError, OSError) as exc:
-            raise SourceError(f"{self.label}: read failed: {describe_error(exc, self.url)}") from exc
+            reason = describe_error(exc, self.url)
+            raise CorruptPacket(f"{self.label}: cannot convert a packet to Annex-B: {reason}") from exc
 
     def _annexb_filter(self) -> BitStreamFilterContext | None:
         # MP4/MKV keep parameter sets in avcC/hvcC extradata (first byte 1); Annex-B sources need no filter.

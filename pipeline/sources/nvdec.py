@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from pipeline.errors import SourceError
+from pipeline.errors import CorruptPacket, SourceError
 from pipeline.sources.reader import DecodedFrame
 from pipeline.types import PTS_UNKNOWN, pts_to_ns
 
@@ -59,8 +59,9 @@ class NvdecDecoder:
 
     stream: the PyAV video stream (codec, time base); label: names the stream in errors.
     device: CUDA device index. A mid-stream resolution change is followed (each frame has its own
-    size; a new sequence parameter set restarts the decoder). Errors raise SourceError naming the
-    stream and stay with it: other streams go on.
+    size; a new sequence parameter set restarts the decoder). A packet NVDEC refuses raises
+    `CorruptPacket` (skipped and counted, as on the CPU; NVDEC does not flag concealed frames, so
+    `damaged` stays False); other errors raise SourceError naming the stream and stay with it.
     allocate: `(rows, width) -> CuPy uint8 array or None`, where pictures go (a decode process gives
     memory it shares with the main process); None, or a None from it, allocates from CuPy's pool.
     """
@@ -144,8 +145,8 @@ class NvdecDecoder:
                 surfaces = self._decoder.Decode(pd)
             except (RuntimeError, ValueError, _nvc_error(self._nvc)) as exc:
                 reason = " ".join(str(exc).split())
-                raise SourceError(f"{self._label}: NVDEC failed to decode a packet ({reason}); set decode: cpu "
-                                  "for this stream if it keeps failing") from exc
+                raise CorruptPacket(f"{self._label}: NVDEC failed to decode a packet ({reason}); set decode: cpu "
+                                    "for this stream if it keeps failing") from exc
             shown = [s for s in surfaces if not (has_pts and self._discarded(int(s.getPTS())))]
             frames = [self._own(s, has_pts, time_base) for s in shown]
             # The next Decode may reuse these surfaces, and PyNvVideoCodec's own copies into them are

@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 import av
 
 from pipeline.config.models import StreamConfig
+from pipeline.errors import CorruptPacket, SourceError
 from pipeline.sources.decode import CpuDecoder
 from pipeline.sources.demux import Demuxer, Timing
 from pipeline.masking import mask_url
@@ -20,6 +21,44 @@ log = logging.getLogger(__name__)
 
 PacketTap = Callable[[str, av.Packet], None]
 DecoderFactory = Callable[[av.video.stream.VideoStream, str], Decoder]
+
+NO_FRAME_PACKETS = 600
+"""Video packets in a row that give no frame before a file (or an HLS stream) is given up on: about
+20 s of video, more than a damaged stretch costs up to the next keyframe, far less than a whole file."""
+
+
+class FrameWatch:
+    """Ends a pass that goes too long without a frame, with `SourceError`.
+
+    limit_s: for a live stream, its `read_timeout_s`: no frame for that long (the camera sends nothing, or
+    nothing decodable; packets of its audio do not count) is checked at every packet read, while FFmpeg's
+    own read timeout ends a read that gets no packet at all. Without it (files, read as fast as they
+    decode; HLS, which arrives a segment at a time) the bound is `NO_FRAME_PACKETS` video packets.
+    clock: monotonic seconds.
+    """
+
+    def __init__(self, label: str, limit_s: float | None, clock: Callable[[], float] = time.monotonic):
+        self._label = label
+        self._limit_s = limit_s
+        self._clock = clock
+        self._last_frame = clock()
+        self._packets = 0
+
+    def check(self) -> None:
+        """At every packet read, of any stream."""
+        if self._limit_s is not None and self._clock() - self._last_frame > self._limit_s:
+            raise SourceError(f"{self._label}: read failed: no frame for {self._limit_s:g} s")
+
+    def video_packet(self, corrupt: int) -> None:
+        """At every video packet; `corrupt`: how many of the pass's packets could not be decoded so far."""
+        self._packets += 1
+        if self._limit_s is None and self._packets > NO_FRAME_PACKETS:
+            raise SourceError(f"{self._label}: {NO_FRAME_PACKETS} packets in a row gave no frame ({corrupt} "
+                              "undecodable in this pass); the stream has no decodable video here")
+
+    def frame(self) -> None:
+        self._last_frame = self._clock()
+        self._packets = 0
 
 
 class FrameClock:
@@ -113,6 +152,10 @@ class PyAvReader:
     recording); a tap that raises is logged and counted in `tap_errors`, never stops decoding.
     make_decoder: `(video_stream, label) -> Decoder`; the CPU decoder by default.
     shelf: where a looped file's decoder waits between passes (see `DecoderShelf`).
+    Damaged media does not end the pass: a packet the decoder (or the Annex-B filter) refuses is skipped
+    and counted in `corrupt_packets`, like a frame the decoder could only conceal; only a stretch without
+    any frame does (`FrameWatch`). A file that ends early (fewer packets than its index lists, or a last
+    frame that is damaged) ends its pass with a warning.
     """
 
     def __init__(self, config: StreamConfig, packet_tap: PacketTap | None = None,
@@ -121,6 +164,7 @@ class PyAvReader:
         self.live = config.is_live
         self.label = f"stream '{config.id}' ({mask_url(config.url)})"
         self.tap_errors = 0
+        self.corrupt_packets = 0
         self.clock: FrameClock | None = None
         self._packet_tap = packet_tap
         self._make_decoder = make_decoder
@@ -129,6 +173,7 @@ class PyAvReader:
         self._decoder: Decoder | None = None
         self._shelf = shelf
         self._flushed = False
+        self._damaged_tail = False  # the last thing out of the decoder was a refusal or a damaged frame
 
     def frames(self) -> Iterator[DecodedFrame]:
         """Decoded frames in display order with strictly increasing `pts_ns`; raises `SourceError`."""
@@ -140,21 +185,59 @@ class PyAvReader:
             else:
                 self._decoder = self._make_decoder(stream, self.label)
             self.clock = FrameClock(self._demuxer.frame_rate, self._demuxer.timing(self.live))
+            timed = self.live and not self._demuxer.is_hls
+            watch = FrameWatch(self.label, self.config.read_timeout_s if timed else None)
             annexb = self._decoder.wants_annexb
-            for demuxed in itertools.chain(self._demuxer.packets(), [None]):  # None: the end, flush the filter
+            for demuxed in itertools.chain(self._demuxer.packets(watch.check), [None]):  # None: the end, flush
                 if demuxed is not None:
                     self._tap(demuxed)  # before the Annex-B filter, which takes the packet's data
-                for packet in self._demuxer.for_decoder(demuxed, annexb):
-                    for frame in self._decoder.decode(packet):
-                        yield self.clock.stamp(frame)
-            for frame in self._decoder.flush():
-                yield self.clock.stamp(frame)
+                    watch.video_packet(self.corrupt_packets)
+                for frame in self._decode(demuxed, annexb):
+                    watch.frame()
+                    yield self.clock.stamp(frame)
+            if not self.live:
+                self._warn_if_cut_short()
             self._flushed = True
         finally:
             self.close()
 
+    def _decode(self, demuxed: av.Packet | None, annexb: bool) -> list[DecodedFrame]:
+        """The frames one demuxed packet completed (None: what the filter and the decoder still hold at the
+        end); what is refused as corrupt is counted and skipped."""
+        frames = []
+        for packet in self._skipping_corrupt(self._demuxer.for_decoder, demuxed, annexb):
+            frames += self._skipping_corrupt(self._decoder.decode, packet)
+        if demuxed is None:
+            frames += self._skipping_corrupt(self._decoder.flush)
+        for frame in frames:
+            self.corrupt_packets += frame.damaged
+            self._damaged_tail = frame.damaged
+        return frames
+
+    def _skipping_corrupt(self, step: Callable[..., list], *args) -> list:
+        try:
+            return step(*args)
+        except CorruptPacket as exc:
+            self.corrupt_packets += 1
+            self._damaged_tail = True
+            if self.corrupt_packets == 1:
+                log.warning("%s; skipping it (further ones are only counted, in corrupt_packets)", exc)
+            return []
+
+    def _warn_if_cut_short(self) -> None:
+        missing = self._demuxer.frames_missing
+        if missing:
+            log.warning("%s: ends %d frames before the end its index lists; the file looks truncated",
+                        self.label, missing)
+        elif self._damaged_tail:
+            log.warning("%s: its last frame is damaged; the file looks truncated", self.label)
+        if self.corrupt_packets:
+            log.warning("%s: corrupt packets: %d (skipped, or decoded into damaged frames)",
+                        self.label, self.corrupt_packets)
+
     def counters(self) -> dict[str, int]:
-        return {"pts_repaired": self.clock.repaired if self.clock is not None else 0, "tap_errors": self.tap_errors}
+        return {"pts_repaired": self.clock.repaired if self.clock is not None else 0, "tap_errors": self.tap_errors,
+                "corrupt_packets": self.corrupt_packets}
 
     def _tap(self, packet: av.Packet) -> None:
         if self._packet_tap is None:

@@ -21,6 +21,8 @@ class DecodedFrame:
     `(H*3/2, W) uint8` cupy array (`pixel_format="nv12"`), or PyAV's decoded `av.VideoFrame`
     (`pixel_format="avframe"`, converted later at the model's size; see `pipeline.types.frame_to_rgb`).
     pts_ns: integer nanoseconds on the stream's clock (`PTS_UNKNOWN` only between decoder and reader).
+    damaged: the decoder concealed damage in it (its packet, or one it refers to, was corrupt); FFmpeg's CPU
+    decoders say so, NVDEC does not.
     """
 
     image: Any
@@ -28,6 +30,7 @@ class DecodedFrame:
     width: int
     height: int
     pixel_format: str = "rgb24"
+    damaged: bool = False
 
 
 class Reader(Protocol):
@@ -39,7 +42,8 @@ class Reader(Protocol):
 
     def counters(self) -> dict[str, int]:
         """What the pass counted, any of: `skipped_late` (frames a live source skipped to keep up),
-        `pts_repaired` (timestamps made up or nudged), `tap_errors` (packet-tap failures)."""
+        `pts_repaired` (timestamps made up or nudged), `tap_errors` (packet-tap failures),
+        `corrupt_packets` (packets skipped as undecodable, or decoded into a damaged frame)."""
         ...
 
     def close(self) -> None: ...
@@ -51,7 +55,8 @@ class Decoder(Protocol):
     `wants_annexb`: the demuxer converts MP4/MKV H.264/HEVC packets to Annex-B before `decode`.
     `reusable`: after `flush()` it can take the next pass of a looped file (see `pyav.DecoderShelf`).
     `decode(packet)` returns the frames that packet completed (often none, sometimes several);
-    `flush()` returns the frames still held at the end of the stream. Errors raise `SourceError`.
+    `flush()` returns the frames still held at the end of the stream. A packet the decoder refuses raises
+    `CorruptPacket` (the reader skips it and goes on); other errors raise `SourceError`.
     """
 
     wants_annexb: bool

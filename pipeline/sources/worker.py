@@ -17,6 +17,7 @@ from pipeline.config.resolve import stream_decoder
 from pipeline.errors import ConfigError, SourceError
 from pipeline.machine import probe
 from pipeline.sources import open_reader
+from pipeline.sources.demux import is_hls
 from pipeline.sources.pyav import DecoderShelf
 from pipeline.masking import mask_url
 from pipeline.sources.reader import DecodedFrame, Reader
@@ -49,6 +50,7 @@ class WorkerState(enum.Enum):
     NEW = "new"
     CONNECTING = "connecting"
     RUNNING = "running"
+    STALLED = "stalled"
     RECONNECTING = "reconnecting"
     FINISHED = "finished"
     STOPPED = "stopped"
@@ -59,13 +61,16 @@ S = WorkerState
 TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
     S.NEW: frozenset({S.CONNECTING, S.STOPPED}),
     S.CONNECTING: frozenset({S.RUNNING, S.RECONNECTING, S.FINISHED, S.FAILED, S.STOPPED}),
-    S.RUNNING: frozenset({S.CONNECTING, S.RECONNECTING, S.FINISHED, S.FAILED, S.STOPPED}),
+    S.RUNNING: frozenset({S.STALLED, S.CONNECTING, S.RECONNECTING, S.FINISHED, S.FAILED, S.STOPPED}),
+    S.STALLED: frozenset({S.RUNNING, S.CONNECTING, S.RECONNECTING, S.FINISHED, S.FAILED, S.STOPPED}),
     S.RECONNECTING: frozenset({S.CONNECTING, S.FAILED, S.STOPPED}),
     S.FINISHED: frozenset(),
     S.STOPPED: frozenset(),
     S.FAILED: frozenset(),
 }
-"""Legal state changes; FINISHED, STOPPED and FAILED are final."""
+"""Legal state changes; FINISHED, STOPPED and FAILED are final. STALLED is how a RUNNING live stream
+looks while no frame comes (`StreamWorker.state`): its thread may be blocked in a read, so the state
+is seen, not set; it leaves as RUNNING would, or back to RUNNING with the next frame."""
 
 
 class Worker(Protocol):
@@ -94,8 +99,9 @@ class StreamWorker:
     """Reads one stream on thread `decode:<id>` and `put`s `Frame`s into `sink` until done or stopped.
 
     Files finish at their end (or loop, with pts continuing across loops); a file that cannot be
-    opened or decoded fails its stream. Live streams reconnect forever with exponential backoff and
-    jitter, whether they errored or "ended" (a killed RTSP server looks like a normal end).
+    opened or decoded fails its stream. Live streams reconnect forever, waiting longer the longer they
+    have been down (`pipeline.backoff`, at most `reconnect_max_s`), whether they errored or "ended" (a
+    killed RTSP server looks like a normal end), and show as STALLED while no frame comes.
     `sink.end_stream(id)` is always called when the thread exits.
     packet_tap: `(stream_id, av.Packet)` for every demuxed packet (clip recording).
     decoder: "nvdec", "cpu" or "source", as the plan chose (`pipeline.config.resolve`); None resolves it
@@ -114,7 +120,8 @@ class StreamWorker:
         self.decoder = decoder
         self.sink = sink
         self._pictures = pictures
-        self._shelf = DecoderShelf() if config.loop and not config.is_live else None
+        self._live = config.is_live
+        self._shelf = DecoderShelf() if config.loop and not self._live else None
         self.label = f"stream '{config.id}' ({mask_url(config.url)})"
         self._packet_tap = packet_tap
         self._stop = threading.Event()
@@ -127,12 +134,14 @@ class StreamWorker:
         self._seq = 0
         self._last_wall_ns = 0
         self._counters = dict(frames=0, decoded=0, dropped_fps_cap=0, dropped_sink=0, sink_waits=0,
-                              skipped_late=0, pts_repaired=0, tap_errors=0,
+                              skipped_late=0, pts_repaired=0, tap_errors=0, corrupt_packets=0,
                               reconnects=0, loops=0)
         self._last_error: str | None = None
         self._first_frame_s: float | None = None
         self._fps_window = (time.monotonic(), 0)
         self._decode_fps = 0.0
+        self._last_frame_at = time.monotonic()
+        self._segment_wait_s = 0.0 if is_hls(config.url) else None  # HLS: longest wait between frames in the pass
         if resume is not None:
             self._seq, self._timeline.last_ns, self._timeline.period_ns, self._last_wall_ns = resume
             self._timeline.start_pass(max(time.time_ns() - self._last_wall_ns, 0))
@@ -140,7 +149,15 @@ class StreamWorker:
     # lifecycle -------------------------------------------------------------------------------
     @property
     def state(self) -> WorkerState:
-        return self._state
+        """The thread's state, but STALLED for a live stream RUNNING with no frame for `read_timeout_s`
+        (HLS: plus the longest wait for a segment in this pass): the source hangs, or sends nothing
+        decodable, and has not been given up on yet."""
+        state = self._state
+        if state is WorkerState.RUNNING and self._live:
+            allowed_s = self.config.read_timeout_s + (self._segment_wait_s or 0.0)
+            if time.monotonic() - self._last_frame_at > allowed_s:
+                return WorkerState.STALLED
+        return state
 
     def start(self) -> None:
         """Start the thread; a worker starts once. One stopped before it started only reports its end."""
@@ -175,7 +192,7 @@ class StreamWorker:
 
     def stats(self) -> dict:
         """Counters for metrics: frames put, frames decoded, drops, reconnects, decode fps, last error."""
-        return dict(self._counters, state=self._state.value, decode_fps=round(self._current_fps(), 1),
+        return dict(self._counters, state=self.state.value, decode_fps=round(self._current_fps(), 1),
                     first_frame_s=self._first_frame_s, last_error=self._last_error)
 
     def _current_fps(self) -> float:
@@ -224,7 +241,7 @@ class StreamWorker:
     def _loop(self) -> None:
         if self.decoder is None:
             self.decoder = stream_decoder(self.config, probe())
-        live = self.config.is_live
+        live = self._live
         while not self._stop.is_set():
             if self._state is not WorkerState.CONNECTING:
                 self._set_state(WorkerState.CONNECTING)
@@ -281,6 +298,9 @@ class StreamWorker:
     def _on_connected(self, started: float) -> None:
         self._first_frame_s = round(time.monotonic() - started, 3)
         self._backoff.reset()
+        self._last_frame_at = time.monotonic()
+        if self._segment_wait_s is not None:
+            self._segment_wait_s = 0.0
         self._set_state(WorkerState.RUNNING)
         log.info("%s: first frame after %.2f s", self.label, self._first_frame_s)
 
@@ -298,6 +318,9 @@ class StreamWorker:
         self._counters["decoded"] += 1
         t0, n = self._fps_window
         now = time.monotonic()
+        if self._segment_wait_s is not None:
+            self._segment_wait_s = max(self._segment_wait_s, now - self._last_frame_at)
+        self._last_frame_at = now
         if now - t0 >= 1.0:
             self._decode_fps = (n + 1) / (now - t0)
             self._fps_window = (now, 0)
@@ -315,7 +338,7 @@ class StreamWorker:
         self._last_wall_ns = time.time_ns()
         frame = Frame(self.config.id, self._seq, pts_ns, self._last_wall_ns, decoded.image, decoded.width,
                       decoded.height, decoded.pixel_format)
-        if self.config.is_live:
+        if self._live:
             self._seq += 1  # a frame the sink refused is a gap in seq: that is how drops show
             if self.sink.put(frame, timeout=0.0):
                 self._counters["frames"] += 1

@@ -6,7 +6,8 @@ trying a deployment without cameras or a model:
     detector: {model: fake, engine: fake}
 
 - `fake://NAME?fps=25&frames=N&size=64x48&live=1`: a camera (or, with live=0, a file) showing a bright
-  square that moves one step per frame; frame i has pts i / fps. Registered on import.
+  square that moves one step per frame; frame i has pts i / fps. Registered on import. `stall_at=N&stall_s=S`:
+  it hangs for S seconds before frame N (a stalled camera), then goes on.
 - engine `fake`: finds that square (one box per frame, class 0) on the CPU; several batches may run at
   once, each taking a few milliseconds that vary with its content, so hand-off order is exercised.
 - `RecordingSink`, `HangingSink`: frame sinks that record what they get, or hang until released.

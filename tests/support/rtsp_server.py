@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -88,6 +89,7 @@ class RtspServer:
     """One gst-rtsp-server process serving `media` at `rtsp://127.0.0.1:<port>/<name>`.
 
     `kill()` ends it abruptly (like a crashed camera); `start()` again brings it back on the same port.
+    `freeze()` hangs it (SIGSTOP: connections stay open, nothing is sent or answered); `thaw()` resumes it.
     """
 
     def __init__(self, media: Path, port: int, name: str = "live"):
@@ -115,6 +117,12 @@ class RtspServer:
             if time.monotonic() >= deadline:
                 raise RuntimeError(f"RTSP server on port {self.port} did not start: {line!r}")
             time.sleep(0.2)
+
+    def freeze(self) -> None:
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._proc.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """End the server at once (SIGKILL) and reap it."""

@@ -17,6 +17,7 @@ from pipeline.testing import RecordingSink
 from tests.conftest import REPO
 from tests.support.http_server import free_port
 from tests.support.service import DROPS, TOKEN, ServiceProcess, config, config_data
+from tests.support.waiting import wait_until
 
 
 
@@ -75,11 +76,31 @@ def test_health_readiness_metrics_docs_and_the_masked_config_are_served(tmp_path
 
 
 def test_a_service_whose_cameras_deliver_nothing_is_alive_but_not_ready(tmp_path, serve):
-    served = serve(config(tmp_path, [{"id": "gone", "url": "rtsp://127.0.0.1:9/nothing", "reconnect_min_s": 5}]))
+    gone = {"id": "gone", "url": "rtsp://127.0.0.1:9/nothing", "reconnect_min_s": 5, "reconnect_max_s": 5}
+    served = serve(config(tmp_path, [gone]))
     assert served.client.get("/healthz").status_code == 200
     reply = served.client.get("/readyz")
     assert reply.status_code == 503 and reply.json() == {"ready": False}
     assert served.client.get("/api/streams/gone").json()["state"] != "running"
+
+
+def test_a_stalled_camera_shows_stalled_not_ready_and_not_up_until_its_frames_come_again(tmp_path, serve):
+    sink = RecordingSink()
+    camera = {"id": "cam", "url": "fake://cam?fps=50&stall_at=20&stall_s=4", "read_timeout_s": 0.3}
+    served = serve(config(tmp_path, [camera]), sinks=[sink])
+    client = served.client
+
+    def state() -> str:
+        return client.get("/status").json()["streams"]["cam"]["state"]
+
+    assert wait_until(lambda: state() == "stalled", timeout=20)
+    assert client.get("/api/streams/cam").json()["state"] == "stalled"
+    assert client.get("/readyz").status_code == 503
+    assert 'streamweave_stream_up{stream="cam"} 0.0' in client.get("/metrics").text
+    assert len(sink.seqs["cam"]) <= 20
+    assert wait_until(lambda: state() == "running", timeout=20)
+    assert client.get("/readyz").status_code == 200
+    assert sink.wait_for(lambda s: len(s.seqs["cam"]) > 20, timeout=20)
 
 
 def test_with_a_token_the_api_needs_it_and_probes_do_not(tmp_path, serve):

@@ -16,21 +16,13 @@ from pipeline.sources.decode import CpuDecoder
 from pipeline.sources.worker import StreamWorker, WorkerState
 from pipeline.types import frame_to_rgb
 from tests.support.http_server import free_port
+from tests.support.waiting import wait_until
 
 
 def live_config(url: str, **overrides) -> StreamConfig:
     settings = dict(id="cam-1", url=url, decode="cpu", reconnect_min_s=0.2, reconnect_max_s=1.0,
                     open_timeout_s=3.0, read_timeout_s=3.0)
     return StreamConfig(**(settings | overrides))
-
-
-def wait_until(predicate, timeout: float, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def stop_promptly(worker: StreamWorker, within: float = 1.5) -> None:
@@ -78,7 +70,25 @@ def test_live_stream_reconnects_after_server_restart_and_seq_continues(rtsp_serv
     assert worker.stats()["reconnects"] >= 1
 
 
-def test_dead_url_reconnects_with_growing_delays_and_never_blocks_stop(sink, caplog):
+def test_frames_resume_after_an_outage_of_refused_connections_with_the_default_schedule(rtsp_server, sink, caplog):
+    defaults = StreamConfig(id="cam-1", url=rtsp_server.url)
+    worker = StreamWorker(live_config(rtsp_server.url, reconnect_min_s=defaults.reconnect_min_s,
+                                      reconnect_max_s=defaults.reconnect_max_s), sink)
+    with caplog.at_level(logging.WARNING, logger="pipeline.sources.worker"):
+        worker.start()
+        assert sink.wait_for(20, timeout=10), worker.stats()
+        rtsp_server.kill()
+        assert wait_until(lambda: worker.stats()["reconnects"] >= 5, timeout=30), worker.stats()
+        before = len(sink.frames)
+        rtsp_server.start()
+        assert sink.wait_for(before + 20, timeout=20), worker.stats()
+        stop_promptly(worker)
+    delays = [float(m) for m in re.findall(r"retrying in ([0-9.]+) s", caplog.text)]
+    assert len(delays) >= 5 and max(delays) <= defaults.reconnect_max_s  # refusals do not push the wait up
+    assert [f.seq for f in sink.frames] == list(range(len(sink.frames)))
+
+
+def test_dead_url_reconnects_with_delays_growing_to_the_cap_and_never_blocks_stop(sink, caplog):
     port = free_port()
     url = f"rtsp://admin:s3cret@127.0.0.1:{port}/live"
     worker = StreamWorker(live_config(url, reconnect_min_s=0.05, reconnect_max_s=0.4), sink)
@@ -88,9 +98,8 @@ def test_dead_url_reconnects_with_growing_delays_and_never_blocks_stop(sink, cap
         stop_promptly(worker, within=1.0)
     delays = [float(m) for m in re.findall(r"retrying in ([0-9.]+) s", caplog.text)]
     assert len(delays) >= 10
-    ceilings = [min(0.4, 0.05 * 2**n) for n in range(len(delays))]
     assert delays[0] == pytest.approx(0.05, abs=0.05)
-    assert all(d <= c + 0.05 for d, c in zip(delays, ceilings))  # printed with one decimal
+    assert all(d <= 0.4 + 0.05 for d in delays)  # printed with one decimal
     assert max(delays[4:]) > 0.1  # grew past the first delay
     error = worker.stats()["last_error"]
     assert "cam-1" in error and "rtsp://***@127.0.0.1" in error and "Connection refused" in error
@@ -123,6 +132,23 @@ def test_a_server_that_accepts_but_never_answers_is_timed_out_and_retried(sink):
     for conn, _ in accepted:
         conn.close()
     assert len(accepted) >= 1 and sink.frames == []
+
+
+def test_a_hung_server_is_given_up_on_after_read_timeout_s_and_frames_resume_when_it_answers(rtsp_server, sink):
+    worker = StreamWorker(live_config(rtsp_server.url, read_timeout_s=1.0, open_timeout_s=1.0), sink)
+    worker.start()
+    assert sink.wait_for(20, timeout=10), worker.stats()
+    rtsp_server.freeze()  # the connection stays open; nothing more arrives
+    try:
+        assert wait_until(lambda: worker.stats()["reconnects"] >= 1, timeout=10), worker.stats()
+        error = worker.stats()["last_error"]
+        before = len(sink.frames)
+    finally:
+        rtsp_server.thaw()
+    assert sink.wait_for(before + 20, timeout=20), worker.stats()
+    stop_promptly(worker)
+    assert "read failed: no frame for 1 s" in error, error
+    assert [f.seq for f in sink.frames] == list(range(len(sink.frames)))
 
 
 def test_a_decode_error_on_a_live_stream_reconnects_and_frames_flow_again(rtsp_server, sink, monkeypatch):

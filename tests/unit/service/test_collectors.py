@@ -62,3 +62,10 @@ def test_without_nvml_no_gpu_series_is_exported_and_it_is_said_once(monkeypatch,
     assert [r.getMessage() for r in caplog.records] == [
         "no GPU metrics: nvidia-ml-py is not installed (pip install 'streamweave[gpu]')"]
     collector.close()
+
+
+def test_a_stalled_stream_is_not_up_and_its_corrupt_packets_are_counted():
+    metrics = scraped(snapshot(streams={"cam-1": {"state": "stalled", "decode_fps": 12.0, "corrupt_packets": 3}}))
+    assert metrics.get_sample_value("streamweave_stream_up", {"stream": "cam-1"}) == 0
+    assert metrics.get_sample_value("streamweave_stream_fps", {"stream": "cam-1"}) == 0  # its last rate is stale
+    assert metrics.get_sample_value("streamweave_stream_corrupt_packets_total", {"stream": "cam-1"}) == 3

@@ -1,8 +1,13 @@
 """The worker's state machine, declared as data."""
 from __future__ import annotations
 
+import itertools
+
+import pipeline.testing  # noqa: F401 - fake://
 from pipeline.config.models import StreamConfig
 from pipeline.sources.worker import TRANSITIONS, StreamWorker, WorkerState
+from tests.support.collecting_sink import CollectingSink
+from tests.support.waiting import wait_until
 
 
 class NullSink:
@@ -54,3 +59,20 @@ def test_decoder_shelf_hands_a_reusable_decoder_to_the_next_pass_of_the_same_str
     assert shelf.keep(other)
     shelf.close()
     assert other.closed
+
+
+def test_a_live_stream_without_frames_for_read_timeout_s_shows_stalled_then_running_again():
+    sink = CollectingSink()
+    config = StreamConfig(id="cam-1", url="fake://cam-1?fps=50&stall_at=10&stall_s=1.5", read_timeout_s=0.2)
+    worker = StreamWorker(config, sink)
+    seen = []
+    worker.start()
+    assert wait_until(lambda: seen.append(worker.stats()["state"]) or seen[-1] == "stalled", timeout=10), seen
+    assert len(sink.frames) == 10 and worker.state is WorkerState.STALLED
+    assert sink.wait_for(20, timeout=10)
+    assert worker.state is WorkerState.RUNNING
+    worker.stop()
+    assert worker.join(5)
+    observed = [state for i, state in enumerate(seen) if i == 0 or state != seen[i - 1]]
+    assert observed[-2:] == ["running", "stalled"]
+    assert all(WorkerState(b) in TRANSITIONS[WorkerState(a)] for a, b in itertools.pairwise(observed))
