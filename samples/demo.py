@@ -35,7 +35,8 @@ def main(argv: list[str]) -> int:
     logging.getLogger("pipeline.progress").setLevel(logging.INFO)  # progress lines when not on a terminal
     config = load_config(argv[0] if argv else "configs/demo.yaml")
     out_dir = Path(config.runtime.outbox_path).parent
-    _remove_previous_outputs(config)  # a fresh run: event ids repeat for the same worlds
+    shutil.rmtree(out_dir / "mosquitto", ignore_errors=True)  # the broker's own state; stored results stay:
+    # each start is a run of its own in the database (`run_pipeline.py query configs/demo.yaml runs`)
     webhook = next((s for s in config.sinks if s.type == "webhook"), None)
     mqtt = next((s for s in config.sinks if s.type == "mqtt"), None)
     receiver = RecordingHttpServer(urlsplit(webhook.url).port).start() if webhook else None
@@ -64,20 +65,6 @@ def main(argv: list[str]) -> int:
         print()
         print(demo_report(config, db))
     return 0
-
-
-def _remove_previous_outputs(config) -> None:
-    """Delete what an earlier run of this config wrote (only the files and folders it names)."""
-    paths = [Path(config.runtime.outbox_path)]
-    for sink in config.sinks:
-        paths += [Path(getattr(sink, key)) for key in ("path", "directory") if hasattr(sink, key)]
-    for path in paths:
-        if path.is_dir():
-            shutil.rmtree(path)
-        for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            if stale.is_file():
-                stale.unlink()
-    shutil.rmtree(Path(config.runtime.outbox_path).parent / "mosquitto", ignore_errors=True)
 
 
 def _deliveries(receiver, listener, outbox: dict) -> str:
