@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import json
+import re
 from typing import Sequence
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
@@ -184,6 +185,8 @@ def masked_config(runner: PipelineRunner) -> dict:
         for key in ("url", "dsn"):
             if key in sink:
                 sink[key] = mask_url(sink[key])
+        if sink.get("type") == "webhook":  # hook URLs often carry their secret in the path
+            sink["url"] = re.sub(r"^([a-z]+://[^/]+)/.+$", r"\1/***", sink["url"])
     http = data["runtime"].get("http")
     if http and http.get("token"):
         http["token"] = "***"
