@@ -269,14 +269,30 @@ class Moment:
 
 @dataclass(slots=True)
 class FrameResult:
-    """What the sinks of one stream see, in frame order: the frame, its host detections, its events, and
-    the run it belongs to. Stages make events with `result.moment.event(...)`."""
+    """What the sinks of one stream see, in frame order: the frame, its detections, its tracks, its events,
+    and the run it belongs to. Stages make events with `result.moment.event(...)`.
+
+    detections: what the detector found in this frame, its boxes and scores as it gave them; the tracker only
+    sets `track_id` on the rows it matched to a reported track (-1 on the others). Never a prediction.
+    tracks: the tracker's rows (host), one per track it reports on this frame: a matched track with its
+    Kalman-corrected box and its detection's score and class, then each track lost for at most
+    `tracker.coast_frames` frames with its predicted box and score 0 (`coasted()` tells them apart).
+    Empty without a tracker.
+    """
 
     frame: Frame
     detections: Detections
     events: list[Event] = field(default_factory=list)
     run_id: str = field(kw_only=True)
+    tracks: Detections = field(default_factory=Detections.empty, kw_only=True)
 
     @property
     def moment(self) -> Moment:
         return Moment(self.run_id, self.frame.stream_id, self.frame.pts_ns, self.frame.wall_ns)
+
+    def coasted(self) -> np.ndarray:
+        """(len(tracks),) bool: True where a track row is a prediction, its track matched to no detection of
+        this frame."""
+        if not len(self.tracks):
+            return np.zeros(0, bool)
+        return ~np.isin(self.tracks.to_host().track_id, self.detections.to_host().track_id)
