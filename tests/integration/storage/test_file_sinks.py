@@ -10,7 +10,7 @@ from pipeline.config.outputs import JsonlOutput, MotExport
 from pipeline.mot import read_mot
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.mot_export import MotExportSink
-from tests.integration.storage.replay import MOT_CLASSES, feed
+from tests.integration.storage.replay import MOT_CLASSES, as_tracked, feed
 
 
 def test_jsonl_writes_one_object_per_frame_with_its_detections(tmp_path, mot17_05):
@@ -24,10 +24,37 @@ def test_jsonl_writes_one_object_per_frame_with_its_detections(tmp_path, mot17_0
     for record, result in zip(records[::97], mot17_05[::97]):
         det = result.detections
         assert (record["stream_id"], record["seq"], record["pts_ns"]) == ("cam-05", result.frame.seq, result.frame.pts_ns)
+        assert (record["frame_index"], record["epoch"]) == (result.frame.index, 0)
         assert [d["track_id"] for d in record["detections"]] == det.track_id.tolist()
         assert [d["class_name"] for d in record["detections"]] == [MOT_CLASSES[c] for c in det.class_id.tolist()]
         np.testing.assert_allclose([d["xyxy"] for d in record["detections"]], det.xyxy.reshape(-1, 4), atol=0.005)
         np.testing.assert_allclose([d["score"] for d in record["detections"]], det.score, atol=5e-5)
+
+
+def test_jsonl_tracks_are_the_trackers_boxes_with_the_coasting_ones_marked_and_detections_the_detectors(
+        tmp_path, mot17_05):
+    results = mot17_05[:300]
+    predictions = as_tracked(results)
+    sinks = {what: JsonlSink(JsonlOutput(type="jsonl", path=tmp_path / f"{what}.jsonl", what=what), MOT_CLASSES)
+             for what in ("detections", "tracks")}
+    for sink in sinks.values():
+        sink.open()
+        feed(sink, results)
+        sink.close()
+
+    detections, tracks = ([json.loads(line) for line in (tmp_path / f"{what}.jsonl").read_text().splitlines()]
+                          for what in ("detections", "tracks"))
+    assert [r["frame_index"] for r in detections] == [r["frame_index"] for r in tracks] == list(range(300))
+    assert all("tracks" not in r for r in detections) and all("detections" not in r for r in tracks)
+    coasting = [(r["frame_index"], t["track_id"]) for r in tracks for t in r["tracks"] if t["coasted"]]
+    assert sorted(coasting) == sorted(predictions) and len(coasting) > 20
+    assert all(t["score"] == 0 for r in tracks for t in r["tracks"] if t["coasted"])
+    for det_record, track_record, result in zip(detections, tracks, results):
+        found = {d["track_id"]: d for d in det_record["detections"]}
+        assert len(found) == len(result.detections)  # no prediction among the detections
+        for track in track_record["tracks"]:
+            if not track["coasted"]:  # the tracker's box, here 1 px off the detector's
+                np.testing.assert_allclose(track["xyxy"], np.add(found[track["track_id"]]["xyxy"], 1), atol=0.011)
 
 
 def test_jsonl_lines_appear_while_running_not_only_at_close(tmp_path, mot17_05):
