@@ -113,6 +113,10 @@ class MediaOutput(FrameSinkOptions):
 class MotExport(FrameSinkOptions):
     type: Literal["mot"]
     directory: FilePath = Path("runs/mot")
+    include_coasted: bool = Field(
+        False, description="also write the predicted boxes of coasting tracks (score 0); MOT tools count them as "
+        "false positives where the object is not there",
+    )
 
 
 def _output_config(item: Any) -> Any:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -69,38 +70,60 @@ def test_jsonl_lines_appear_while_running_not_only_at_close(tmp_path, mot17_05):
     sink.close()
 
 
-def test_mot_export_round_trips_the_tracked_boxes(tmp_path, shared, mot17_05):
-    for result in mot17_05[::10]:  # untracked detections must be left out
-        result.detections.track_id[0] = -1
-    sink = MotExportSink(MotExport(type="mot", directory=tmp_path / "mot"))
-    sink.open()
-    feed(sink, mot17_05)
-    sink.on_stream_end("cam-05")
-    sink.close()
+def test_mot_export_writes_the_tracks_matched_to_a_detection_at_their_source_frame_numbers(tmp_path, mot17_05):
+    capped = mot17_05[::2]  # a stream capped to half the source's rate: its frames keep their source numbers
+    predictions = as_tracked(capped)
+    sinks = [MotExportSink(MotExport(type="mot", directory=tmp_path / name, include_coasted=coasted))
+             for name, coasted in (("matched", False), ("all", True))]
+    for sink in sinks:
+        sink.open()
+        sink.on_stream_start("cam-05", "mot17-05.mp4")
+        feed(sink, capped)
+        sink.on_stream_end("cam-05")
+        sink.close()
 
-    table = read_mot(sink.path_for("cam-05"))
+    matched, everything = (read_mot(sink.path_for("cam-05")) for sink in sinks)
     expected = np.array([
-        [r.frame.seq + 1, t, *box[:2], *(box[2:] - box[:2]), s]
-        for r in mot17_05
-        for t, box, s in zip(r.detections.track_id.tolist(), r.detections.xyxy.astype(np.float64), r.detections.score.tolist())
-        if t >= 0
+        [r.frame.index + 1, t, *box[:2], *(box[2:] - box[:2]), s]
+        for r in capped
+        for t, box, s in zip(r.tracks.track_id.tolist(), r.tracks.xyxy.astype(np.float64), r.tracks.score.tolist())
     ])
-    assert table.shape == (len(expected), 10)
-    np.testing.assert_array_equal(table[:, :2], expected[:, :2])
-    np.testing.assert_allclose(table[:, 2:6], expected[:, 2:6], atol=0.006)
-    np.testing.assert_allclose(table[:, 6], expected[:, 6], atol=5e-5)
-    assert (table[:, 7:] == -1).all()
+    assert set(np.unique(everything[:, 0])) <= set(range(1, 838, 2))  # MOT17-05's frames 1, 3, 5, ...
+    assert everything.shape == (len(expected), 10)
+    np.testing.assert_array_equal(everything[:, :2], expected[:, :2])
+    np.testing.assert_allclose(everything[:, 2:6], expected[:, 2:6], atol=0.006)
+    np.testing.assert_allclose(everything[:, 6], expected[:, 6], atol=5e-5)
+    assert (everything[:, 7:] == -1).all()
+    detected = {(r.frame.index + 1, t) for r in capped for t in r.detections.track_id.tolist()}
+    assert {(int(f), int(t)) for f, t in matched[:, :2]} == detected  # no row a detection did not match
+    coasting = {(i + 1, t) for i, t in predictions}
+    assert len(matched) == len(everything) - len(predictions) and len(coasting) > 10
+    assert {(int(f), int(t)) for f, t, *_ in everything if (f, t) not in detected} == coasting
 
 
-def test_mot_export_rewrites_the_file_each_run_and_appends_after_a_stream_restart(tmp_path, mot17_05):
+def test_mot_export_writes_each_reading_of_a_source_apart_and_starts_again_with_the_stream(tmp_path, mot17_05):
+    def reading(results, epoch):
+        return [replace(r, frame=replace(r.frame, epoch=epoch)) for r in results]
+
     config = MotExport(type="mot", directory=tmp_path)
-    for _ in range(2):  # a second run starts the file again instead of doubling it
+    for _ in range(2):  # a second run writes the files again instead of doubling them
         sink = MotExportSink(config)
         sink.open()
-        feed(sink, mot17_05[:20])
+        sink.on_stream_start("cam-05", "mot17-05.mp4")
+        feed(sink, reading(mot17_05[:20], 0))
+        feed(sink, reading(mot17_05[:30], 1))  # the file looped: its second pass, numbered from 1 again
         sink.on_stream_end("cam-05")
-        feed(sink, mot17_05[20:40])  # the stream came back (looping file): same file, appended
         sink.close()
-    frames = read_mot(tmp_path / "cam-05.txt")[:, 0]
-    assert frames.min() == 1 and frames.max() == 40
-    assert len(frames) == sum(len(r.detections) for r in mot17_05[:40])
+    first, second = read_mot(tmp_path / "cam-05.txt"), read_mot(tmp_path / "epoch-1" / "cam-05.txt")
+    assert (first[:, 0].min(), first[:, 0].max(), second[:, 0].min(), second[:, 0].max()) == (1, 20, 1, 30)
+    assert len(first) == sum(len(r.tracks) for r in mot17_05[:20])
+
+    sink = MotExportSink(config)  # a stream restarted while running starts its file again, as its numbers do
+    sink.open()
+    sink.on_stream_start("cam-05", "mot17-05.mp4")
+    feed(sink, reading(mot17_05[:20], 0))
+    sink.on_stream_end("cam-05")
+    sink.on_stream_start("cam-05", "mot17-05.mp4")
+    feed(sink, reading(mot17_05[:10], 0))
+    sink.close()
+    assert read_mot(tmp_path / "cam-05.txt")[:, 0].max() == 10
