@@ -46,8 +46,13 @@ class Frame:
     image: host `(H, W, 3) uint8` RGB (`pixel_format="rgb24"`), device NV12 `(H*3/2, W) uint8`
     (`pixel_format="nv12"`), or the CPU decoder's own `av.VideoFrame` (`pixel_format="avframe"`),
     converted once, straight to the model's size, by preprocessing; `frame_to_rgb` gives any of
-    them as host RGB. `seq` counts per stream from 0; a gap means frames were dropped.
+    them as host RGB. `seq` counts the frames handed on per stream from 0; a gap means frames were dropped.
     `pts_ns` is on the stream's own clock; `wall_ns` is the host's `time.time_ns()` at capture.
+    Where the picture is in its source: `index`, its 0-based position in presentation order since the source
+    began, counting every decoded picture (those an `fps` cap skips too: a capped stream's frames keep their
+    source numbers); `epoch`, which reading of the source that is: 0, then one more for each pass of a looped
+    file and each reconnection of a live stream, where `index` starts again at 0. (-1, 0): not read from a
+    source (a warm-up or calibration picture).
     """
 
     stream_id: str
@@ -58,6 +63,8 @@ class Frame:
     width: int
     height: int
     pixel_format: PixelFormat = "rgb24"
+    index: int = -1
+    epoch: int = 0
 
 
 def frame_to_rgb(frame: Frame) -> np.ndarray:
@@ -262,14 +269,30 @@ class Moment:
 
 @dataclass(slots=True)
 class FrameResult:
-    """What the sinks of one stream see, in frame order: the frame, its host detections, its events, and
-    the run it belongs to. Stages make events with `result.moment.event(...)`."""
+    """What the sinks of one stream see, in frame order: the frame, its detections, its tracks, its events,
+    and the run it belongs to. Stages make events with `result.moment.event(...)`.
+
+    detections: what the detector found in this frame, its boxes and scores as it gave them; the tracker only
+    sets `track_id` on the rows it matched to a reported track (-1 on the others). Never a prediction.
+    tracks: the tracker's rows (host), one per track it reports on this frame: a matched track with its
+    Kalman-corrected box and its detection's score and class, then each track lost for at most
+    `tracker.coast_frames` frames with its predicted box and score 0 (`coasted()` tells them apart).
+    Empty without a tracker.
+    """
 
     frame: Frame
     detections: Detections
     events: list[Event] = field(default_factory=list)
     run_id: str = field(kw_only=True)
+    tracks: Detections = field(default_factory=Detections.empty, kw_only=True)
 
     @property
     def moment(self) -> Moment:
         return Moment(self.run_id, self.frame.stream_id, self.frame.pts_ns, self.frame.wall_ns)
+
+    def coasted(self) -> np.ndarray:
+        """(len(tracks),) bool: True where a track row is a prediction, its track matched to no detection of
+        this frame."""
+        if not len(self.tracks):
+            return np.zeros(0, bool)
+        return ~np.isin(self.tracks.to_host().track_id, self.detections.to_host().track_id)

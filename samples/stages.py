@@ -4,8 +4,8 @@
       - python: samples.stages:SpeedLimit
         options: {limit_px_s: 120, classes: [2, 5, 7]}
 
-Each tracked detection gets a `speed_px_s` attribute: its box's bottom-centre speed in source pixels per
-second between its last two frames; a track faster than the limit gives one `speeding` event.
+Each track row (`result.tracks`) gets a `speed_px_s` attribute: its box's bottom-centre speed in source
+pixels per second between its last two frames; a track faster than the limit gives one `speeding` event.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class SpeedLimit:
         self._reported: set[int] = set()
 
     def __call__(self, result: FrameResult) -> list[Event]:
-        dets = result.detections
+        dets = result.tracks
         ts = result.frame.pts_ns
         x = (dets.xyxy[:, 0] + dets.xyxy[:, 2]) / 2
         y = dets.xyxy[:, 3]

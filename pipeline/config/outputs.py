@@ -18,6 +18,13 @@ from pipeline.config.fields import HOUR_S, FilePath, Strict
 
 Retention = Annotated[float, Field(gt=0, le=36_500)]
 
+FrameRows = Literal["detections", "tracks", "events"]
+"""What a JSONL or storage sink writes per frame (`pipeline.types.FrameResult`): `detections`, what the detector
+found, its boxes and scores, each with the id of the track it was matched to (-1: none); `tracks`, the
+tracker's boxes of the tracks it reports, the predicted boxes of coasting tracks marked `coasted`; `events`,
+nothing per frame."""
+_ROWS = "detections: the detector's boxes and scores (with the matched track's id) | tracks: the tracker's boxes"
+
 
 class FrameSinkOptions(Strict):
     """What every frame sink shares: its queue."""
@@ -34,6 +41,8 @@ class FrameSinkOptions(Strict):
 class SqliteStorage(FrameSinkOptions):
     type: Literal["sqlite"]
     path: FilePath = Path("runs/detections.db")
+    what: FrameRows = Field("detections", description=f"{_ROWS} | events: no rows per frame; runs and events are "
+                            "stored in every case")
     batch_size: int = Field(500, ge=1, le=100_000, description="rows per transaction; larger is faster, loses more on a crash")
     flush_interval_s: float = Field(0.5, gt=0, le=HOUR_S)
     retention_days: Retention | None = None
@@ -42,6 +51,8 @@ class SqliteStorage(FrameSinkOptions):
 class PostgresStorage(FrameSinkOptions):
     type: Literal["postgres"]
     dsn: str = Field(min_length=1, description="postgresql://user@host/db; the password belongs in PGPASSWORD, not here")
+    what: FrameRows = Field("detections", description=f"{_ROWS} | events: no rows per frame; runs and events are "
+                            "stored in every case")
     batch_size: int = Field(500, ge=1, le=100_000)
     flush_interval_s: float = Field(0.5, gt=0, le=HOUR_S)
     retention_days: Retention | None = None
@@ -59,7 +70,8 @@ class PostgresStorage(FrameSinkOptions):
 class JsonlOutput(FrameSinkOptions):
     type: Literal["jsonl"]
     path: FilePath = Path("runs/detections.jsonl")
-    what: Literal["detections", "events"] = "detections"
+    what: FrameRows = Field("detections", description=f"{_ROWS}, one line per frame | events: one line per event "
+                            "(the event log, fed by the outbox)")
 
 
 class WebhookOutput(Strict):
@@ -101,6 +113,10 @@ class MediaOutput(FrameSinkOptions):
 class MotExport(FrameSinkOptions):
     type: Literal["mot"]
     directory: FilePath = Path("runs/mot")
+    include_coasted: bool = Field(
+        False, description="also write the predicted boxes of coasting tracks (score 0); MOT tools count them as "
+        "false positives where the object is not there",
+    )
 
 
 def _output_config(item: Any) -> Any:

@@ -1,10 +1,12 @@
 """`run_pipeline.py detect`: run the detector over image and video files, write COCO results JSON.
 
     run_pipeline.py detect --model yolox_nano_416.onnx --out results.json img1.jpg clip.mp4
+    run_pipeline.py detect --model m.onnx --fps 5 --out results.json clip.mp4
     run_pipeline.py detect --model m.onnx --coco-annotations instances_val2017.json --out r.json val2017/*.jpg
 
-Without --coco-annotations, image ids are sequential from 0 over all inputs in order (a single video's
-image_id is its frame index) and category_id is the model's class id. With it, image ids come from
+Without --coco-annotations, image ids number every picture of every input in order from 0, the video frames
+`--fps` skips included, so a single video's image_id is its frame's index in presentation order (the MOT
+export's frame number - 1), capped or not; category_id is the model's class id. With it, image ids come from
 the annotation file's `file_name`s and category ids are the dataset's (matched by class name, so
 COCO-80 models get COCO's 91-id scheme), ready for pycocotools.
 """
@@ -15,6 +17,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -23,6 +26,8 @@ import numpy as np
 from pipeline.config.models import DetectorConfig
 from pipeline.detect.detector import Detector
 from pipeline.errors import ConfigError, PipelineError, SourceError
+from pipeline.fps_cap import FpsCap
+from pipeline.types import PTS_UNKNOWN, pts_to_ns
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -38,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="auto", choices=["auto", "tensorrt", "torch", "onnxruntime-cuda", "onnxruntime"])
     p.add_argument("--head", default="auto", choices=["auto", "ultralytics", "yolov5", "yolox", "end2end", "detr"])
     p.add_argument("--batch", type=int, default=8, help="images per inference batch")
+    p.add_argument("--fps", type=float, help="take at most this many frames per second of each video, as a stream's "
+                   "fps cap does (fewer to detect; image ids stay the source's frame numbers)")
     p.add_argument("--classes", help="comma-separated class names to keep, e.g. person,car")
     p.add_argument("--coco-annotations", type=Path, help="COCO instances JSON: take image and category ids from it")
     return p
@@ -64,10 +71,10 @@ def _run(args: argparse.Namespace) -> int:
     images = 0
     started = time.perf_counter()
     try:
-        for keys, frames in _batches(args.inputs, args.batch):
+        for keys, numbers, frames in _batches(_frames(args.inputs, args.fps), args.batch):
             detections, _, _ = detector.detect_images(frames)
-            for row, key in enumerate(keys):
-                results.extend(_coco_rows(detections.for_frame(row), key, images + row, ids))
+            for row, (key, number) in enumerate(zip(keys, numbers)):
+                results.extend(_coco_rows(detections.for_frame(row), key, number, ids))
             images += len(frames)
     finally:
         detector.close()
@@ -117,29 +124,44 @@ def _coco_rows(found, key: str, sequential_id: int, ids: CocoIds | None) -> list
     return rows
 
 
-def _batches(inputs: list[Path], size: int) -> Iterator[tuple[list[str], list[av.VideoFrame]]]:
-    """(keys, RGB frames) in groups of `size`; a key is the image path, or 'video#frame'."""
-    keys, frames = [], []
-    for key, frame in _frames(inputs):
-        keys.append(key)
-        frames.append(frame)
-        if len(frames) == size:
-            yield keys, frames
-            keys, frames = [], []
-    if frames:
-        yield keys, frames
+def _batches(pictures: Iterator[tuple[str, int, av.VideoFrame]], size: int):
+    """(keys, image numbers, frames) in groups of `size`, from `_frames`."""
+    batch: list[tuple[str, int, av.VideoFrame]] = []
+    for picture in pictures:
+        batch.append(picture)
+        if len(batch) == size:
+            yield _columns(batch)
+            batch = []
+    if batch:
+        yield _columns(batch)
 
 
-def _frames(inputs: list[Path]) -> Iterator[tuple[str, av.VideoFrame]]:
-    """(key, decoded frame) of every image and video frame; the detector converts each frame once,
-    straight to the model's size."""
+def _columns(batch: list[tuple]) -> tuple[list, ...]:
+    return tuple(list(column) for column in zip(*batch))
+
+
+def _frames(inputs: list[Path], fps: float | None = None) -> Iterator[tuple[str, int, av.VideoFrame]]:
+    """(key, image number, decoded frame) of every image and of every video frame the `fps` cap keeps; a key
+    is the image path, or 'video#frame index'; image numbers count every picture of every input from 0, the
+    skipped ones too. The detector converts each frame once, straight to the model's size."""
+    number = 0
     for path in inputs:
         if not path.is_file():
             raise SourceError(f"input '{path}' does not exist; give image or video files")
+        image = path.suffix.lower() in IMAGE_SUFFIXES
+        cap = FpsCap(None if image else fps)
         try:
             with av.open(str(path)) as container:
-                for index, frame in enumerate(container.decode(video=0)):
-                    key = str(path) if path.suffix.lower() in IMAGE_SUFFIXES else f"{path}#{index}"
-                    yield key, frame
+                stream = container.streams.video[0]
+                for index, frame in enumerate(container.decode(stream)):
+                    if cap.keep(_pts_ns(frame, index, stream.average_rate)):
+                        yield (str(path) if image else f"{path}#{index}"), number, frame
+                    number += 1
         except av.FFmpegError as exc:
             raise SourceError(f"input '{path}' cannot be decoded ({exc}); give jpg/png images or video files") from exc
+
+
+def _pts_ns(frame: av.VideoFrame, index: int, rate: Fraction | None) -> int:
+    """The frame's time on its video's clock; an untimed frame's from its index at the video's rate."""
+    pts_ns = pts_to_ns(frame.pts, frame.time_base)
+    return pts_ns if pts_ns != PTS_UNKNOWN else pts_to_ns(index, 1 / Fraction(rate or 25))

@@ -1,5 +1,6 @@
 """Progress as log lines, where nobody watches a terminal (a container's log, a CI job, a service's
-heartbeat): every `runtime.log_interval_s`, one line per stream and one with the totals, each carrying its
+heartbeat): every `runtime.log_interval_s`, one line per stream (frames dropped by reason, and apart from
+them the frames skipped by the stream's fps cap: chosen, not lost) and one with the totals, each carrying its
 numbers as fields (with `runtime.log_format: json` each line is one JSON object, the fields at its top
 level); at the end of a JSON run one `summary` line with each stream's final state and why it failed."""
 from __future__ import annotations
@@ -13,7 +14,6 @@ log = logging.getLogger("pipeline.progress")
 DROP_REASONS = {  # stream stats key -> reason in `dropped`
     "dropped_overflow": "overflow",  # the stream's ring was full (live)
     "dropped_age": "age",  # older than the lane's max_age_ms (live)
-    "dropped_fps_cap": "fps_cap",  # skipped by the stream's fps cap
     "dropped_sink": "refused",  # the buffer refused a live frame
     "skipped_late": "late",  # a live source skipped frames to keep up
     "dropped_sinks": "sinks",  # frame sinks dropped them to keep up
@@ -23,6 +23,11 @@ DROP_REASONS = {  # stream stats key -> reason in `dropped`
 def drops(stats: dict) -> dict[str, int]:
     """A stream's dropped frames by reason (every reason present, 0 when none)."""
     return {reason: stats.get(key, 0) for key, reason in DROP_REASONS.items()}
+
+
+def skipped_by_cap(stats: dict) -> int:
+    """A stream's frames its fps cap skipped: not drops, the cap chose them (they keep their `Frame.index` gap)."""
+    return stats.get("dropped_fps_cap", 0)
 
 
 def outbox_backlog(snap: Snapshot) -> int:
@@ -58,15 +63,16 @@ class ProgressLog:
 
     @staticmethod
     def _log_stream(stream_id: str, stats: dict, fps: float) -> None:
-        dropped = drops(stats)
+        dropped, skipped = drops(stats), skipped_by_cap(stats)
         error = stats.get("last_error")
         reasons = ", ".join(f"{reason} {n}" for reason, n in dropped.items() if n)
-        log.info("%s %s: %.1f fps, %d frames, %d dropped%s, %d reconnects%s", stream_id, stats.get("state", "?"),
+        log.info("%s %s: %.1f fps, %d frames, %d dropped%s, %s%d reconnects%s", stream_id, stats.get("state", "?"),
                  fps, stats.get("batched", 0), sum(dropped.values()), f" ({reasons})" if reasons else "",
-                 stats.get("reconnects", 0), f"; last error: {error}" if error else "",
+                 f"{skipped} skipped by cap, " if skipped else "", stats.get("reconnects", 0),
+                 f"; last error: {error}" if error else "",
                  extra={"stream": stream_id, "state": stats.get("state"), "fps": fps,
                         "frames": stats.get("batched", 0), "decoded": stats.get("decoded", 0), "dropped": dropped,
-                        "reconnects": stats.get("reconnects", 0), "last_error": error})
+                        "skipped_by_cap": skipped, "reconnects": stats.get("reconnects", 0), "last_error": error})
 
 
 def log_summary(snap: Snapshot, exit_code: int) -> None:
@@ -74,6 +80,7 @@ def log_summary(snap: Snapshot, exit_code: int) -> None:
     error (why it failed, for a failed one)."""
     streams = {stream_id: {"state": stats.get("state"), "frames": stats.get("batched", 0),
                            "decoded": stats.get("decoded", 0), "dropped": drops(stats),
+                           "skipped_by_cap": skipped_by_cap(stats),
                            "reconnects": stats.get("reconnects", 0), "last_error": stats.get("last_error")}
                for stream_id, stats in snap.streams.items()}
     failed = {stream_id: s["last_error"] for stream_id, s in streams.items() if s["state"] == "failed"}

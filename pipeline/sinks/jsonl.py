@@ -1,10 +1,15 @@
-"""JSON Lines output of detections: one object per frame.
+"""JSON Lines output of detections or tracks: one object per frame.
 
-`{"stream_id", "seq", "pts_ns", "wall_ns", "width", "height", "detections": [{"class_id",
-"class_name", "score", "xyxy": [x1, y1, x2, y2], "track_id", ...}]}` (boxes in source pixels rounded to
-0.01, scores to 1e-4; `...`: the attributes `stages:` plugins added, by name). A `jsonl` sink with `what: events` is the event log behind the outbox
-(`pipeline.sinks.outputs.event_log`), not this class. The file is appended to (a rerun adds to it); lines are written and flushed from a writer thread
-every `flush_interval_s`, and everything is written by `close()`.
+`what: detections` (what the detector found, `FrameResult.detections`): `{"stream_id", "seq", "frame_index",
+"epoch", "pts_ns", "wall_ns", "width", "height", "detections": [{"class_id", "class_name", "score", "xyxy":
+[x1, y1, x2, y2], "track_id", ...}]}`, `track_id` the track the detection was matched to (-1: none).
+`what: tracks` (the tracker's boxes, `FrameResult.tracks`): the same, with `"tracks": [{..., "coasted"}]`
+instead, `coasted` true for a predicted box (score 0) of a track no detection matched on this frame.
+Boxes are in source pixels rounded to 0.01, scores to 1e-4; `...`: the attributes `stages:` plugins added
+to those rows, by name; `frame_index` and `epoch` say where the frame is in its source (`pipeline.types.Frame`).
+A `jsonl` sink with `what: events` is the event log behind the outbox (`pipeline.sinks.outputs.event_log`),
+not this class. The file is appended to (a rerun adds to it); lines are written and flushed from a writer
+thread every `flush_interval_s`, and everything is written by `close()`.
 """
 from __future__ import annotations
 
@@ -17,11 +22,12 @@ from pipeline.errors import SinkError
 from pipeline.sinks.base import BaseSink
 from pipeline.sinks.storage.rows import json_default
 from pipeline.sinks.storage.writer import BatchWriter
-from pipeline.types import FrameResult, class_name
+from pipeline.types import Detections, FrameResult, class_name
 
 
 class JsonlSink(BaseSink):
-    """A `Sink` writing JSON Lines to `config.path` (see the module docstring for the records)."""
+    """A `Sink` writing JSON Lines to `config.path`: `config.what` is "detections" or "tracks" (see the module
+    docstring for the records)."""
 
     def __init__(
         self,
@@ -33,6 +39,7 @@ class JsonlSink(BaseSink):
         put_timeout_s: float = 5.0,
     ):
         self.path = Path(config.path).expanduser()
+        self.what = config.what
         self.class_names = list(class_names)
         self.name = f"jsonl:{self.path}"
         self.records_written = 0
@@ -68,20 +75,28 @@ class JsonlSink(BaseSink):
         return {**self._writer.stats(), "records_written": self.records_written}
 
     def _frame_record(self, result: FrameResult) -> dict:
-        frame, det = result.frame, result.detections.to_host()
+        frame = result.frame
+        if self.what == "tracks":
+            rows = self._rows(result.tracks.to_host())
+            for row, coasted in zip(rows, result.coasted().tolist()):
+                row["coasted"] = coasted
+        else:
+            rows = self._rows(result.detections.to_host())
+        return {
+            "stream_id": frame.stream_id, "seq": int(frame.seq), "frame_index": int(frame.index),
+            "epoch": int(frame.epoch), "pts_ns": int(frame.pts_ns), "wall_ns": int(frame.wall_ns),
+            "width": int(frame.width), "height": int(frame.height), self.what: rows,
+        }
+
+    def _rows(self, det: Detections) -> list[dict]:
         ids = det.class_id.tolist()
         boxes = det.xyxy.round(2).tolist()
         attributes = {name: [_plain(v) for v in column.tolist()] for name, column in det.attributes.items()}
-        detections = [
+        return [
             {"class_id": c, "class_name": class_name(self.class_names, c), "score": round(s, 4), "xyxy": b, "track_id": t,
              **{name: values[i] for name, values in attributes.items()}}
             for i, (c, s, b, t) in enumerate(zip(ids, det.score.tolist(), boxes, det.track_id.tolist()))
         ]
-        return {
-            "stream_id": frame.stream_id, "seq": int(frame.seq), "pts_ns": int(frame.pts_ns),
-            "wall_ns": int(frame.wall_ns), "width": int(frame.width), "height": int(frame.height),
-            "detections": detections,
-        }
 
     def _write(self, records: list[dict]) -> None:
         try:

@@ -182,7 +182,7 @@ class MediaSink(BaseSink):
     @staticmethod
     def _object_box(result: FrameResult, event: Event) -> tuple[int, int, int, int] | None:
         """The event's object in this frame: its track's box, else a `xyxy` in the payload."""
-        dets = result.detections
+        dets = result.tracks
         rows = np.flatnonzero(dets.track_id == event.track_id) if event.track_id >= 0 else []
         if len(rows):
             xyxy = dets.xyxy[rows[0]]

@@ -1,10 +1,16 @@
-"""MOTChallenge export: per stream a `<directory>/<stream_id>.txt` of tracked detections.
+"""MOTChallenge export: per stream and reading of its source, a text file of the tracker's boxes.
 
-Rows are `frame, id, bb_left, bb_top, width, height, conf, -1, -1, -1` with `frame = seq + 1` and
-`id = track_id` (source pixels, 2 decimals), the format TrackEval and the MOTChallenge tools read.
-Untracked detections (track_id -1) are left out. Each file is rewritten when this sink first sees
-the stream and appended to after that (a looping file keeps one file); lines are written from a
-writer thread so `on_frame` stays cheap.
+Rows are `frame, id, bb_left, bb_top, width, height, conf, -1, -1, -1` with `frame = frame_index + 1` (the
+frame's position in its source, so a stream capped by `fps` keeps the source's frame numbers) and
+`id = track_id` (source pixels, 2 decimals), the format TrackEval and the MOTChallenge tools read. Only
+tracks matched to a detection on the frame are written: the predicted boxes of coasting tracks (score 0)
+only with `include_coasted`, as MOT tools count a box where no object is as a false positive.
+
+A source's first reading goes to `<directory>/<stream_id>.txt`; each later one (a looped file's next pass,
+a live stream after a reconnect: its `epoch`, where frame numbers start again) to
+`<directory>/epoch-<N>/<stream_id>.txt`, so every file is one sequence and every folder one TrackEval
+tracker folder. A file is written anew when the stream starts (a run, or a stream restarted while running)
+and appended to after that; lines are written from a writer thread so `on_frame` stays cheap.
 """
 from __future__ import annotations
 
@@ -20,29 +26,34 @@ from pipeline.types import FrameResult
 
 
 class _Lines:
-    __slots__ = ("stream_id", "lines", "size")
+    """What the writer thread gets: one frame's `lines` for `path`, or a stream's `start` or end (lines None)."""
 
-    def __init__(self, stream_id: str, lines: list[str] | None):
-        self.stream_id, self.lines = stream_id, lines  # lines None = the stream ended
+    __slots__ = ("stream_id", "path", "lines", "start", "size")
+
+    def __init__(self, stream_id: str, path: Path | None = None, lines: list[str] | None = None, start: bool = False):
+        self.stream_id, self.path, self.lines, self.start = stream_id, path, lines, start
         self.size = max(1, len(lines or ()))
 
 
 class MotExportSink(BaseSink):
-    """A `Sink` writing one MOTChallenge result file per stream under `config.directory`."""
+    """A `Sink` writing MOTChallenge result files under `config.directory` (see the module docstring)."""
 
     def __init__(self, config: MotExport, *, flush_interval_s: float = 0.5, queue_size: int = 4096, put_timeout_s: float = 5.0):
         self.directory = Path(config.directory).expanduser()
+        self.include_coasted = config.include_coasted
         self.name = f"mot:{self.directory}"
         self.rows_written = 0
-        self._files: dict[str, TextIO] = {}
-        self._started: set[str] = set()
+        self._files: dict[Path, TextIO] = {}
+        self._started: dict[str, set[Path]] = {}  # per stream, the files written since it (re)started
         self._writer = BatchWriter(
             self.name, self._write, batch_size=1024, flush_interval_s=flush_interval_s,
             queue_size=queue_size, put_timeout_s=put_timeout_s,
         )
 
-    def path_for(self, stream_id: str) -> Path:
-        return self.directory / f"{stream_id}.txt"
+    def path_for(self, stream_id: str, epoch: int = 0) -> Path:
+        """The file of `stream_id`'s reading `epoch` of its source."""
+        folder = self.directory if epoch == 0 else self.directory / f"epoch-{epoch}"
+        return folder / f"{stream_id}.txt"
 
     def open(self) -> None:
         try:
@@ -51,14 +62,20 @@ class MotExportSink(BaseSink):
             raise SinkError(f"cannot create MOT export folder '{self.directory}': {exc.strerror}") from exc
         self._writer.start()
 
+    def on_stream_start(self, stream_id: str, url: str) -> None:
+        self._writer.put(_Lines(stream_id, start=True))
+
     def on_frame(self, result: FrameResult) -> None:
-        det = result.detections.to_host()
-        tracked = det[det.track_id >= 0]
-        if len(tracked):
-            self._writer.put(_Lines(result.frame.stream_id, format_rows(int(result.frame.seq) + 1, tracked)))
+        tracks = result.tracks.to_host()
+        if not self.include_coasted:
+            tracks = tracks[~result.coasted()]
+        if len(tracks):
+            frame = result.frame
+            path = self.path_for(frame.stream_id, frame.epoch)
+            self._writer.put(_Lines(frame.stream_id, path, format_rows(int(frame.index) + 1, tracks)))
 
     def on_stream_end(self, stream_id: str) -> None:
-        self._writer.put(_Lines(stream_id, None))
+        self._writer.put(_Lines(stream_id))
 
     def close(self) -> None:
         drained = self._writer.close()
@@ -74,22 +91,27 @@ class MotExportSink(BaseSink):
     def _write(self, items: list[_Lines]) -> None:
         try:
             for item in items:
-                if item.lines is None:
-                    f = self._files.pop(item.stream_id, None)
+                if item.lines is not None:
+                    self._file(item.stream_id, item.path).write("".join(line + "\n" for line in item.lines))
+                    self.rows_written += len(item.lines)
+                    continue
+                for path in self._started.get(item.stream_id, ()):
+                    f = self._files.pop(path, None)
                     if f is not None:
                         f.close()
-                    continue
-                self._file(item.stream_id).write("".join(line + "\n" for line in item.lines))
-                self.rows_written += len(item.lines)
+                if item.start:
+                    self._started[item.stream_id] = set()
             for f in self._files.values():
                 f.flush()
         except OSError as exc:
             raise SinkError(f"cannot write MOT rows under '{self.directory}': {exc.strerror}") from exc
 
-    def _file(self, stream_id: str) -> TextIO:
-        f = self._files.get(stream_id)
+    def _file(self, stream_id: str, path: Path) -> TextIO:
+        f = self._files.get(path)
         if f is None:
-            mode = "a" if stream_id in self._started else "w"
-            f = self._files[stream_id] = self.path_for(stream_id).open(mode, encoding="utf-8")
-            self._started.add(stream_id)
+            started = self._started.setdefault(stream_id, set())
+            mode = "a" if path in started else "w"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            f = self._files[path] = path.open(mode, encoding="utf-8")
+            started.add(path)
         return f

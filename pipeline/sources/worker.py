@@ -15,13 +15,14 @@ from pipeline.backoff import Backoff
 from pipeline.config.models import StreamConfig
 from pipeline.config.resolve import stream_decoder
 from pipeline.errors import ConfigError, SourceError
+from pipeline.fps_cap import FpsCap
 from pipeline.machine import probe
 from pipeline.sources import open_reader
 from pipeline.sources.demux import is_hls
 from pipeline.sources.pyav import DecoderShelf
 from pipeline.masking import mask_url
 from pipeline.sources.reader import DecodedFrame, Reader
-from pipeline.sources.timeline import FpsCap, Timeline
+from pipeline.sources.timeline import Timeline
 from pipeline.types import Frame
 
 log = logging.getLogger(__name__)
@@ -108,14 +109,14 @@ class StreamWorker:
     for this machine when the thread starts (a stream that asks for NVDEC where it cannot run fails).
     pictures: where NVDEC pictures go (decode processes pass their shared slots); the worker gives back
     the ones it drops (an fps cap) and, at the end of every pass, any it never got to send.
-    resume: `(next seq, last pts_ns, frame period ns, last wall_ns)` of the same stream's earlier
-    worker (in a decode process that died): seq and pts go on from there, like after a reconnect.
+    resume: `(next seq, last pts_ns, frame period ns, last wall_ns, last epoch)` of the same stream's earlier
+    worker (in a decode process that died): seq, pts and epoch go on from there, like after a reconnect.
     """
 
     def __init__(self, config: StreamConfig, sink: FrameSink,
                  packet_tap: Callable[[str, av.Packet], None] | None = None,
                  pictures: Pictures | None = None,
-                 resume: tuple[int, int, int, int] | None = None, decoder: str | None = None):
+                 resume: tuple[int, int, int, int, int] | None = None, decoder: str | None = None):
         self.config = config
         self.decoder = decoder
         self.sink = sink
@@ -143,7 +144,7 @@ class StreamWorker:
         self._last_frame_at = time.monotonic()
         self._segment_wait_s = 0.0 if is_hls(config.url) else None  # HLS: longest wait between frames in the pass
         if resume is not None:
-            self._seq, self._timeline.last_ns, self._timeline.period_ns, self._last_wall_ns = resume
+            self._seq, self._timeline.last_ns, self._timeline.period_ns, self._last_wall_ns, self._timeline.epoch = resume
             self._timeline.start_pass(max(time.time_ns() - self._last_wall_ns, 0))
 
     # lifecycle -------------------------------------------------------------------------------
@@ -337,7 +338,7 @@ class StreamWorker:
             return True
         self._last_wall_ns = time.time_ns()
         frame = Frame(self.config.id, self._seq, pts_ns, self._last_wall_ns, decoded.image, decoded.width,
-                      decoded.height, decoded.pixel_format)
+                      decoded.height, decoded.pixel_format, index=self._timeline.index, epoch=self._timeline.epoch)
         if self._live:
             self._seq += 1  # a frame the sink refused is a gap in seq: that is how drops show
             if self.sink.put(frame, timeout=0.0):

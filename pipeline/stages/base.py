@@ -1,8 +1,9 @@
 """What a per-stream stage is.
 
 One instance per stream (tracker, zone/line analytics with alert rules, a `stages:` plugin), called on
-that stream's frames in order on one stage worker, never two at once. `process` may replace
-`result.detections` (the tracker does) and append to `result.events`; it holds that stream's state only.
+that stream's frames in order on one stage worker, never two at once. `process` may set `result.tracks`
+and the detections' track ids (the tracker does) and append to `result.events`; it holds that stream's
+state only.
 """
 from __future__ import annotations
 

@@ -9,8 +9,9 @@
 stream, in frame order, after the tracker and the zone/line analytics (so it sees track ids and the
 frame's zone and line events), and returns a list of `Event`s (or None), each made with
 `result.moment.event(rule, kind, track_id, class_id, payload)` so that its id is unique across runs
-(`pipeline.types.make_event_id`); it may add named per-detection
-columns with `result.detections.add_attribute(name, values)`. An optional `close()` runs when the stream
+(`pipeline.types.make_event_id`); it may add named columns per detection or per track with
+`result.detections.add_attribute(name, values)` or `result.tracks.add_attribute(...)` (the JSONL sink writes
+them beside the rows they belong to). An optional `close()` runs when the stream
 ends or is removed. An exception is isolated: counted as that stage's failure, logged, and the stream
 goes on.
 """

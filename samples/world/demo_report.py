@@ -2,7 +2,8 @@
 
     print(demo_report(config, "runs/demo/detections.db"))
 
-Per synthetic stream: detection precision/recall (IoU 0.5), identity accuracy (IDF1), directed
+Per synthetic stream: precision/recall (IoU 0.5) of the stored detections (the detector's), identity
+accuracy (IDF1) of the track ids they were matched to, directed
 line counts from the pipeline's own `line_cross` events against the world's crossings, and zone
 visits from its `zone_exit` events matched to the world's (same zone, exit within `match_s`) with
 their dwell-time error. Frames: from the first to the last frame the pipeline stored.
@@ -32,9 +33,8 @@ def demo_report(config: PipelineConfig, db_path, match_s: float = 1.5) -> str:
         spec = parse_synthetic_url(stream.url)
         frames = np.rint(stored.pts_ns * spec.fps / 1e9).astype(int)
         first, last = int(frames.min()), int(frames.max())
-        real = stored.score > 0  # the tracker's coasted (predicted) boxes carry score 0
-        det_rows = [(int(p), b, int(c), float(s), int(t)) for p, b, c, s, t, r in
-                    zip(stored.pts_ns, stored.xyxy, stored.class_id, stored.score, stored.track_id, real) if r]
+        det_rows = [(int(p), b, int(c), float(s), int(t)) for p, b, c, s, t in
+                    zip(stored.pts_ns, stored.xyxy, stored.class_id, stored.score, stored.track_id)]
         score = score_stream(stream.url, det_rows, frames=range(first, last + 1))
         truth = [e for e in clip_events(World(spec.scene, spec.seed, spec.size, spec.fps), last + 1)["events"]
                  if first < e["frame"] <= last]

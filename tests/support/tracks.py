@@ -18,8 +18,8 @@ def feet_box(x: float, y: float, w: float = 20.0, h: float = 60.0) -> list[float
 
 
 def tracked_frame(index: int, objects: list[tuple], stream_id: str = "cam-1", run_id: str = RUN) -> FrameResult:
-    """objects: (track_id, x, y[, class_id[, score]]) anchor positions; pts = index / FPS seconds, captured
-    (wall clock) that long after WALL_START_NS."""
+    """objects: (track_id, x, y[, class_id[, score]]) anchor positions of the tracks, each detected too; pts =
+    index / FPS seconds, captured (wall clock) that long after WALL_START_NS."""
     boxes = [feet_box(o[1], o[2]) for o in objects]
     classes = [o[3] if len(o) > 3 else 0 for o in objects]
     scores = [o[4] if len(o) > 4 else 0.9 for o in objects]
@@ -27,8 +27,9 @@ def tracked_frame(index: int, objects: list[tuple], stream_id: str = "cam-1", ru
         np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32), np.array(classes, np.int32),
         track_id=np.array([o[0] for o in objects], np.int64),
     )
-    frame = Frame(stream_id, index, index * NS_PER_FRAME, WALL_START_NS + index * NS_PER_FRAME, None, 640, 480)
-    return FrameResult(frame, dets, run_id=run_id)
+    frame = Frame(stream_id, index, index * NS_PER_FRAME, WALL_START_NS + index * NS_PER_FRAME, None, 640, 480,
+                  index=index)
+    return FrameResult(frame, dets, run_id=run_id, tracks=dets)
 
 
 def moment(index: int, run_id: str = RUN) -> Moment:

@@ -10,7 +10,7 @@ from pipeline.config.outputs import PostgresStorage
 from pipeline.errors import SinkError
 from pipeline.sinks.storage.rows import MergedRows
 from pipeline.masking import mask_url
-from pipeline.sinks.storage.schema import DETECTION_COLUMNS, create_or_upgrade, statements
+from pipeline.sinks.storage.schema import DETECTION_COLUMNS, TRACK_BOX_COLUMNS, create_or_upgrade, statements
 from pipeline.sinks.storage.writer import StorageSink, StorageUnavailable
 from pipeline.types import Run
 
@@ -75,7 +75,7 @@ class PostgresBackend:
         self._conn = conn
 
     def write(self, rows: MergedRows) -> None:
-        self._run(lambda cur: self._insert(cur, rows), f"{len(rows.detections)} detection rows")
+        self._run(lambda cur: self._insert(cur, rows), f"{len(rows.detections) + len(rows.track_boxes)} rows")
         self.transactions += 1
 
     def delete_older_than(self, cutoff_wall_ns: int) -> int:
@@ -95,11 +95,13 @@ class PostgresBackend:
             self._conn = None
 
     def _insert(self, cur, rows: MergedRows) -> None:
-        # COPY moves detections several times faster than INSERTs; the upserts need INSERT.
-        if rows.detections:
-            with cur.copy(f"COPY detections ({', '.join(DETECTION_COLUMNS)}) FROM STDIN") as copy:
-                for row in rows.detections:
-                    copy.write_row(row)
+        # COPY moves rows several times faster than INSERTs; the upserts need INSERT.
+        for table, columns, values in (("detections", DETECTION_COLUMNS, rows.detections),
+                                       ("track_boxes", TRACK_BOX_COLUMNS, rows.track_boxes)):
+            if values:
+                with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in values:
+                        copy.write_row(row)
         for sql, params in (
             (self._sql.upsert_track, rows.tracks),
             (self._sql.insert_event, rows.events),
@@ -131,7 +133,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 class PostgresSink(StorageSink):
-    """Stores a run's detections, tracks and events in PostgreSQL (see `StorageSink`).
+    """Stores a run's detections or track boxes, tracks and events in PostgreSQL (see `StorageSink`).
 
     `open()` raises `SinkError` when the server cannot be reached at start (a wrong DSN fails fast);
     after that, outages are retried without losing rows.

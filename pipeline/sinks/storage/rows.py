@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.types import Event, FrameResult, Run, class_name
+from pipeline.types import Detections, Event, FrameResult, Run, class_name
 
 
 @dataclass(slots=True)
@@ -17,12 +17,13 @@ class FrameRows:
     stream_id: str
     wall_ns: int
     detections: list[tuple]
+    track_boxes: list[tuple]
     tracks: dict[int, list[int]]  # track_id -> [class_id, first_pts, last_pts, frames, last_wall]
 
     @property
     def size(self) -> int:
-        """Rows counted against `batch_size` (a frame without detections still counts 1)."""
-        return max(1, len(self.detections))
+        """Rows counted against `batch_size` (a frame without any still counts 1)."""
+        return max(1, len(self.detections) + len(self.track_boxes))
 
 
 @dataclass(slots=True)
@@ -30,6 +31,7 @@ class MergedRows:
     """The rows of several frames (or events, or a run's start or end), ready for one transaction."""
 
     detections: list[tuple] = field(default_factory=list)
+    track_boxes: list[tuple] = field(default_factory=list)
     events: list[tuple] = field(default_factory=list)
     tracks: list[tuple] = field(default_factory=list)
     streams: list[tuple] = field(default_factory=list)
@@ -37,23 +39,35 @@ class MergedRows:
     frames: int = 0
 
 
-def frame_rows(result: FrameResult, class_names: list[str]) -> FrameRows:
-    """Rows for one frame: its detections (host numpy) and the tracks they extend, in the result's run.
-    Its events are stored from the outbox (`StoredEvents`), not here."""
-    frame, det = result.frame, result.detections.to_host()
-    n = len(det)
+def frame_rows(result: FrameResult, class_names: list[str], what: str) -> FrameRows:
+    """Rows for one frame in the result's run: with `what` "detections" its detections, with "tracks" its
+    track boxes, and with either the tracks its detections extend; with "events" none (the frame still
+    marks its stream as seen). Its events are stored from the outbox (`StoredEvents`), not here."""
+    frame = result.frame
+    rows = FrameRows(result.run_id, frame.stream_id, int(frame.wall_ns), [], [], {})
+    if what == "events":
+        return rows
+    seq, index, epoch = int(frame.seq), int(frame.index), int(frame.epoch)
+    pts_ns, wall_ns = int(frame.pts_ns), int(frame.wall_ns)
+    detections = _columns(result.detections.to_host(), class_names)
+    if what == "detections":
+        rows.detections = [(result.run_id, frame.stream_id, seq, pts_ns, wall_ns, cls, name, score, *box, track,
+                            index, epoch) for cls, name, score, box, track in detections]
+    else:
+        tracks = zip(_columns(result.tracks.to_host(), class_names), result.coasted().tolist())
+        rows.track_boxes = [(result.run_id, frame.stream_id, seq, index, epoch, pts_ns, wall_ns, track, cls, name,
+                             score, *box, int(coasted)) for (cls, name, score, box, track), coasted in tracks]
+    for cls, _, _, _, track in detections:
+        if track >= 0:
+            rows.tracks[track] = [cls, pts_ns, pts_ns, 1, wall_ns]
+    return rows
+
+
+def _columns(det: Detections, class_names: list[str]) -> list[tuple]:
+    """(class_id, class_name, score, [x1, y1, x2, y2], track_id) of each row, as plain Python values."""
     ids = det.class_id.tolist()
-    names = [class_name(class_names, c) for c in ids]
-    boxes = det.xyxy.astype(np.float64).tolist()
-    scores = det.score.astype(np.float64).tolist()
-    track_ids = det.track_id.tolist()
-    head = (result.run_id, frame.stream_id, int(frame.seq), int(frame.pts_ns), int(frame.wall_ns))
-    detections = [(*head, ids[i], names[i], scores[i], *boxes[i], track_ids[i]) for i in range(n)]
-    tracks: dict[int, list[int]] = {}
-    for i in range(n):
-        if track_ids[i] >= 0:
-            tracks[track_ids[i]] = [ids[i], head[3], head[3], 1, head[4]]
-    return FrameRows(result.run_id, frame.stream_id, int(frame.wall_ns), detections, tracks)
+    return list(zip(ids, (class_name(class_names, c) for c in ids), det.score.astype(np.float64).tolist(),
+                    det.xyxy.astype(np.float64).tolist(), det.track_id.tolist()))
 
 
 def event_row(event: Event) -> tuple:
@@ -90,6 +104,7 @@ def merge(frames: list[FrameRows], urls: dict[str, str | None]) -> MergedRows:
     seen: dict[str, list[int]] = {}
     for rows in frames:
         out.detections.extend(rows.detections)
+        out.track_boxes.extend(rows.track_boxes)
         span = seen.setdefault(rows.stream_id, [rows.wall_ns, rows.wall_ns])
         span[0], span[1] = min(span[0], rows.wall_ns), max(span[1], rows.wall_ns)
         for track_id, (cls, first, last, count, wall) in rows.tracks.items():

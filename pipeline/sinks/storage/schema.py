@@ -7,10 +7,17 @@ Tables (all times are integer nanoseconds; `*_pts_ns`/`ts_ns` on the stream's cl
 - `runs`       run_id PK (one per start of the pipeline), config_hash, version, started_ns, ended_ns
                (NULL while it runs, or when it was killed)
 - `streams`    stream_id PK, url (credentials masked), first_seen_ns, last_seen_ns (over every run)
-- `detections` run_id, stream_id, seq, pts_ns, wall_ns, class_id, class_name, score, x1, y1, x2, y2
-               (source pixels), track_id (-1 = not tracked, as in `Detections.track_id`)
+- `detections` what the detector found (`FrameResult.detections`; a sink with `what: detections`): run_id,
+               stream_id, seq, pts_ns, wall_ns, class_id, class_name, score, x1, y1, x2, y2 (source pixels,
+               the detector's box), track_id (of the track it was matched to; -1 = none), frame_index, epoch
+               (where the frame is in its source, `pipeline.types.Frame`; -1 in rows stored before version 4).
+               Never a tracker's prediction.
+- `track_boxes` the tracker's boxes (`FrameResult.tracks`; a sink with `what: tracks`): run_id, stream_id,
+               seq, frame_index, epoch, pts_ns, wall_ns, track_id, class_id, class_name, score, x1, y1, x2,
+               y2, coasted (1: a coasting track's predicted box, score 0; 0: matched to a detection)
 - `tracks`     (run_id, stream_id, track_id) PK, class_id (of the latest detection), first_pts_ns,
-               last_pts_ns, frames (detections of the track in that run), last_wall_ns
+               last_pts_ns, frames (frames on which a detection was matched to the track, in that run),
+               last_wall_ns; written with detections or track boxes
 - `events`     event_id PK (`pipeline.types.make_event_id`: at-least-once delivery de-duplicates here),
                run_id, stream_id, rule, kind, track_id, class_id, ts_ns, payload (JSON text in SQLite,
                jsonb in PostgreSQL), wall_ns (capture time of the event's frame), class_name, snapshot,
@@ -19,7 +26,8 @@ Tables (all times are integer nanoseconds; `*_pts_ns`/`ts_ns` on the stream's cl
 The two dialects differ only in column types, the parameter marker and MIN/MAX vs LEAST/GREATEST,
 so a query written against one gives the same rows on the other. An older database is upgraded when a sink
 opens it: version 1 (before runs) gets runs, its rows becoming the run `before-runs`; version 2 gets the
-events' names (NULL in its rows) and the views.
+events' names (NULL in its rows) and the views; version 3 gets the frames' places in their sources and
+`track_boxes`.
 """
 from __future__ import annotations
 
@@ -31,14 +39,18 @@ from pipeline.sinks.storage.views import view_statements
 
 Dialect = Literal["sqlite", "postgres"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BEFORE_RUNS = "before-runs"
 """The run that holds the rows of a database written before runs existed (schema version 1)."""
 
 RUN_COLUMNS = ("run_id", "config_hash", "version", "started_ns", "ended_ns")
 DETECTION_COLUMNS = (
     "run_id", "stream_id", "seq", "pts_ns", "wall_ns", "class_id", "class_name", "score",
-    "x1", "y1", "x2", "y2", "track_id",
+    "x1", "y1", "x2", "y2", "track_id", "frame_index", "epoch",
+)
+TRACK_BOX_COLUMNS = (
+    "run_id", "stream_id", "seq", "frame_index", "epoch", "pts_ns", "wall_ns", "track_id", "class_id",
+    "class_name", "score", "x1", "y1", "x2", "y2", "coasted",
 )
 TRACK_COLUMNS = ("run_id", "stream_id", "track_id", "class_id", "first_pts_ns", "last_pts_ns", "frames", "last_wall_ns")
 EVENT_COLUMNS = ("event_id", "run_id", "stream_id", "rule", "kind", "track_id", "class_id", "ts_ns", "payload",
@@ -84,7 +96,24 @@ CREATE TABLE IF NOT EXISTS detections (
     class_name TEXT NOT NULL,
     score REAL NOT NULL,
     x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
-    track_id {int} NOT NULL
+    track_id {int} NOT NULL,
+    frame_index {int} NOT NULL,
+    epoch INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS track_boxes (
+    run_id TEXT NOT NULL,
+    stream_id TEXT NOT NULL,
+    seq {int} NOT NULL,
+    frame_index {int} NOT NULL,
+    epoch INTEGER NOT NULL,
+    pts_ns {int} NOT NULL,
+    wall_ns {int} NOT NULL,
+    track_id {int} NOT NULL,
+    class_id INTEGER NOT NULL,
+    class_name TEXT NOT NULL,
+    score REAL NOT NULL,
+    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+    coasted INTEGER NOT NULL
 );
 {tracks};
 CREATE TABLE IF NOT EXISTS events (
@@ -106,6 +135,8 @@ CREATE INDEX IF NOT EXISTS runs_started ON runs (started_ns);
 CREATE INDEX IF NOT EXISTS detections_run_stream_pts ON detections (run_id, stream_id, pts_ns);
 CREATE INDEX IF NOT EXISTS detections_run_stream_track ON detections (run_id, stream_id, track_id);
 CREATE INDEX IF NOT EXISTS detections_wall ON detections (wall_ns);
+CREATE INDEX IF NOT EXISTS track_boxes_run_stream_track ON track_boxes (run_id, stream_id, track_id);
+CREATE INDEX IF NOT EXISTS track_boxes_wall ON track_boxes (wall_ns);
 CREATE INDEX IF NOT EXISTS events_run ON events (run_id);
 CREATE INDEX IF NOT EXISTS events_run_stream_kind ON events (run_id, stream_id, kind, rule, track_id);
 CREATE INDEX IF NOT EXISTS events_kind_ts ON events (kind, ts_ns);
@@ -133,6 +164,12 @@ ALTER TABLE events ADD COLUMN snapshot TEXT;
 ALTER TABLE events ADD COLUMN clip TEXT
 """
 
+# Version 3 did not say where a detection's frame is in its source.
+_FROM_VERSION_3 = """
+ALTER TABLE detections ADD COLUMN frame_index {int} NOT NULL DEFAULT -1;
+ALTER TABLE detections ADD COLUMN epoch INTEGER NOT NULL DEFAULT -1
+"""
+
 _RECORD_BEFORE_RUNS = """
 INSERT INTO runs (run_id, config_hash, version, started_ns, ended_ns)
     SELECT '{before}', '', 'schema 1', COALESCE(MIN(w), 0), MAX(w)
@@ -147,6 +184,7 @@ class Statements:
     create: list[str]
     upgrade: dict[int, list[str]]  # from each older version to the current one, views included
     insert_detection: str
+    insert_track_box: str
     upsert_track: str
     insert_event: str
     upsert_stream: str
@@ -167,7 +205,7 @@ def statements(dialect: Dialect) -> Statements:
     tracks = _TRACKS.format(table="tracks", **types).strip()
     create = [_META, *_split(_TABLES.format(tracks=tracks, **types))]
     from_1 = _split(_FROM_VERSION_1.format(before=BEFORE_RUNS, tracks_v2=_TRACKS.format(table="tracks_v2", **types)))
-    from_2, views = _split(_FROM_VERSION_2), view_statements(dialect)
+    from_2, from_3, views = _split(_FROM_VERSION_2), _split(_FROM_VERSION_3.format(**types)), view_statements(dialect)
 
     def values(columns: tuple[str, ...]) -> str:
         return ", ".join(json_param if c == "payload" else p for c in columns)
@@ -178,10 +216,12 @@ def statements(dialect: Dialect) -> Statements:
     return Statements(
         create=[*create, *views],
         upgrade={
-            1: [*from_1, *from_2, *create, _RECORD_BEFORE_RUNS.format(before=BEFORE_RUNS).strip(), *views],
-            2: [*from_2, *create, *views],
+            1: [*from_1, *from_2, *from_3, *create, _RECORD_BEFORE_RUNS.format(before=BEFORE_RUNS).strip(), *views],
+            2: [*from_2, *from_3, *create, *views],
+            3: [*from_3, *create, *views],
         },
         insert_detection=insert("detections", DETECTION_COLUMNS),
+        insert_track_box=insert("track_boxes", TRACK_BOX_COLUMNS),
         upsert_track=(
             f"{insert('tracks', TRACK_COLUMNS)} "
             "ON CONFLICT (run_id, stream_id, track_id) DO UPDATE SET class_id = excluded.class_id, "
@@ -207,6 +247,7 @@ def statements(dialect: Dialect) -> Statements:
         ),
         retention=[
             f"DELETE FROM detections WHERE wall_ns < {p}",
+            f"DELETE FROM track_boxes WHERE wall_ns < {p}",
             f"DELETE FROM events WHERE wall_ns < {p}",
             f"DELETE FROM tracks WHERE last_wall_ns < {p}",
         ],

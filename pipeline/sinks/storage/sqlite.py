@@ -58,6 +58,7 @@ class SqliteBackend:
         try:
             with _transaction(conn):
                 conn.executemany(self._sql.insert_detection, rows.detections)
+                conn.executemany(self._sql.insert_track_box, rows.track_boxes)
                 conn.executemany(self._sql.upsert_track, rows.tracks)
                 conn.executemany(self._sql.insert_event, rows.events)
                 conn.executemany(self._sql.upsert_stream, rows.streams)
@@ -65,7 +66,8 @@ class SqliteBackend:
         except _TRANSIENT as exc:
             raise StorageUnavailable(f"SQLite '{self.path}' busy or unavailable: {exc}") from exc
         except sqlite3.Error as exc:
-            raise SinkError(f"SQLite '{self.path}' refused {len(rows.detections)} detection rows: {exc}") from exc
+            count = len(rows.detections) + len(rows.track_boxes)
+            raise SinkError(f"SQLite '{self.path}' refused {count} rows: {exc}") from exc
         self.transactions += 1
 
     def delete_older_than(self, cutoff_wall_ns: int) -> int:
@@ -113,7 +115,7 @@ class _transaction:
 
 
 class SqliteSink(StorageSink):
-    """Stores a run's detections, tracks and events in a SQLite file (see `StorageSink`)."""
+    """Stores a run's detections or track boxes, tracks and events in a SQLite file (see `StorageSink`)."""
 
     def __init__(self, config: SqliteStorage, class_names: list[str], run: Run, **options):
         super().__init__(SqliteBackend(config.path), config, class_names, run, SqliteBackend(config.path), **options)

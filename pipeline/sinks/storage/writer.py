@@ -189,7 +189,7 @@ class Backend(Protocol):
         ...
 
     def delete_older_than(self, cutoff_wall_ns: int) -> int:
-        """Delete detections, events and tracks last seen before `cutoff_wall_ns`; rows deleted."""
+        """Delete detections, track boxes, events and tracks last seen before `cutoff_wall_ns`; rows deleted."""
         ...
 
     def close(self) -> None: ...
@@ -219,8 +219,9 @@ class StoredEvents:
 
 
 class StorageSink(BaseSink):
-    """A `Sink` that stores runs, detections, tracks and streams through a `Backend`, and events through
-    `event_output` (its own connection, `events_backend`, fed by the outbox).
+    """A `Sink` that stores runs, streams and, as `config.what` says, detections or track boxes (with the tracks
+    they extend) or neither, through a `Backend`; and events through `event_output` (its own connection,
+    `events_backend`, fed by the outbox).
 
     `open()` records the run (`runs` row); `on_frame` converts the frame to rows and queues them (cheap;
     blocks only when the queue is full, see the module docstring). `close()` flushes every queued row,
@@ -247,6 +248,7 @@ class StorageSink(BaseSink):
         self.backend = backend
         self.event_output = StoredEvents(events_backend, self.name)
         self.class_names = list(class_names)
+        self.what = config.what
         self.run = run
         self.retention_days = config.retention_days
         self.close_timeout_s = close_timeout_s
@@ -274,7 +276,7 @@ class StorageSink(BaseSink):
         self._urls[stream_id] = mask_url(url)
 
     def on_frame(self, result: FrameResult) -> None:
-        self._writer.put(frame_rows(result, self.class_names))
+        self._writer.put(frame_rows(result, self.class_names, self.what))
 
     def on_stream_end(self, stream_id: str) -> None:
         """Nothing to do: rows are flushed on the writer's interval and at close."""

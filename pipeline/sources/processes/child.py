@@ -72,7 +72,7 @@ class _Stream:
             payload = image if pixel_format in ("rgb24", "nv12") else frame_to_rgb(frame)
             pixel_format = "rgb24" if pixel_format == "avframe" else pixel_format
         self.child.send(msg.FrameMsg(self.index, frame.seq, frame.pts_ns, frame.wall_ns, frame.width, frame.height,
-                                 pixel_format, payload))
+                                 pixel_format, payload, frame.index, frame.epoch))
         return True
 
     def end_stream(self, stream_id: str) -> None:

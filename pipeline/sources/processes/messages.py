@@ -13,14 +13,14 @@ from pipeline.config.models import StreamConfig
 
 
 class AddStream(NamedTuple):
-    """Start decoding a stream. resume: `(next seq, last pts_ns, frame period ns, last wall_ns)` of the same
-    stream in a child that died (seq and pts go on from there, as after a reconnect)."""
+    """Start decoding a stream. resume: `(next seq, last pts_ns, frame period ns, last wall_ns, last epoch)` of
+    the same stream in a child that died (seq, pts and epoch go on from there, as after a reconnect)."""
 
     index: int
     config: StreamConfig
     decoder: str
     packet_ring_s: float
-    resume: tuple[int, int, int, int] | None = None
+    resume: tuple[int, int, int, int, int] | None = None
 
 
 class Control(NamedTuple):
@@ -53,7 +53,8 @@ class Exit(NamedTuple):
 
 
 class FrameMsg(NamedTuple):
-    """payload: a `SlotRef` (NV12 in a device slot) or the host RGB array itself."""
+    """payload: a `SlotRef` (NV12 in a device slot) or the host RGB array itself. frame_index, epoch: where the
+    frame is in its source (`Frame.index`, `Frame.epoch`)."""
 
     index: int
     seq: int
@@ -63,6 +64,8 @@ class FrameMsg(NamedTuple):
     height: int
     pixel_format: str
     payload: Any
+    frame_index: int
+    epoch: int
 
 
 class Stats(NamedTuple):

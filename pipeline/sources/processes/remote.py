@@ -33,7 +33,7 @@ class RemoteWorker:
         self._stats: dict = {"state": WorkerState.NEW.value}
         self._carried: dict[str, int] = {}
         self._restart_error: str | None = None
-        self._last: tuple[int, int, int] | None = None  # seq, pts_ns, wall_ns of the newest frame
+        self._last: tuple[int, int, int, int] | None = None  # seq, pts_ns, wall_ns, epoch of the newest frame
         self._period_ns = 0
 
     @property
@@ -67,10 +67,10 @@ class RemoteWorker:
         """A frame of this stream arrived (where a restarted child goes on from)."""
         if self._last is not None and frame.pts_ns > self._last[1]:
             self._period_ns = frame.pts_ns - self._last[1]
-        self._last = (frame.seq, frame.pts_ns, frame.wall_ns)
+        self._last = (frame.seq, frame.pts_ns, frame.wall_ns, frame.epoch)
         self.backoff.reset()
 
-    def restarting(self, message: str) -> tuple[int, int, int, int] | None:
+    def restarting(self, message: str) -> tuple[int, int, int, int, int] | None:
         """Its child died and a new one will take the stream: carry the counters, count a
         reconnect; returns the `StreamWorker` resume point (None before the first frame)."""
         log.warning("%s", message)
@@ -81,5 +81,5 @@ class RemoteWorker:
         self._stats = {**self._stats, **self._carried, "state": WorkerState.RECONNECTING.value, "last_error": message}
         if self._last is None:
             return None
-        seq, pts_ns, wall_ns = self._last
-        return seq + 1, pts_ns, self._period_ns, wall_ns
+        seq, pts_ns, wall_ns, epoch = self._last
+        return seq + 1, pts_ns, self._period_ns, wall_ns, epoch

@@ -236,7 +236,8 @@ class DecodeProcesses:
                 frames.append(None)
                 continue
             frames.append(Frame(worker.config.id, message.seq, message.pts_ns, message.wall_ns, image,
-                                message.width, message.height, message.pixel_format))
+                                message.width, message.height, message.pixel_format, index=message.frame_index,
+                                epoch=message.epoch))
             worker.saw(frames[-1])
         return frames
 

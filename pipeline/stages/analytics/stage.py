@@ -21,9 +21,10 @@ def _applies(item, stream_id: str) -> bool:
 
 
 class AnalyticsStage:
-    """Per stream: updates zones and lines from tracked detections and appends their events and alerts.
+    """Per stream: updates zones and lines from the tracks and appends their events and alerts.
 
-    Runs after TrackingStage (rows without a track id are ignored). Zones and lines whose `streams`
+    Runs after TrackingStage and reads `result.tracks` (coasting tracks included, so a missed detection
+    does not end a visit; rows without a track id are ignored). Zones and lines whose `streams`
     list excludes this stream are skipped; rules on those zones/lines then never fire for it.
     Events are made at the frame's `moment` (time: its `pts_ns`). Per frame: zone_enter/zone_exit, line_cross,
     then alerts.
@@ -40,7 +41,7 @@ class AnalyticsStage:
         self.rules = RuleEngine(rules, class_names)
 
     def process(self, result: FrameResult) -> None:
-        dets = result.detections.to_host()
+        dets = result.tracks.to_host()
         at = result.moment
         columns = (np.asarray(dets.track_id), np.asarray(dets.class_id), np.asarray(dets.score), np.asarray(dets.xyxy))
         events: list[Event] = []

@@ -13,10 +13,11 @@ Per frame (`update`):
    `min_hits` matched frames and only then gets an id; a confirmed track unmatched for more than
    `max_lost_frames` frames is ended.
 
-Output rows: every confirmed track matched on this frame, with its Kalman-corrected box (smoother than
-the raw detection) and the detection's score and class, in the order of the input rows; then every
-confirmed track lost for at most `coast_frames` frames, with its predicted box and score 0.0 (so a
-consumer can tell a prediction from a detection). Tentative tracks are never output.
+Output rows (the tracks): every confirmed track matched on this frame, with its Kalman-corrected box
+(smoother than the raw detection) and the detection's score and class, in the order of the input rows;
+then every confirmed track lost for at most `coast_frames` frames, with its predicted box and score 0.0 (so
+a consumer can tell a prediction from a detection). Tentative tracks are never output. `matched_ids` says
+which input row went to which reported track, so the detections themselves can carry its id.
 Ids are 1, 2, 3, ... from the tracker's `TrackIds` (its own, or the stream's for a whole run, which
 outlives the tracker); an id is spent only when a track is confirmed, so clutter that never confirms burns
 no ids. Association is class-aware: a detection only matches a track of its class.
@@ -42,6 +43,7 @@ class ByteTracker:
     def __init__(self, config: TrackerConfig | None = None, ids: TrackIds | None = None):
         self.config = config or TrackerConfig()
         self._ids = ids or TrackIds()
+        self.matched_ids = np.zeros(0, np.int64)
         self.reset()
 
     def reset(self) -> None:
@@ -68,9 +70,11 @@ class ByteTracker:
         self._retire(np.flatnonzero(self._id < 0))
 
     def update(self, dets: Detections) -> Detections:
-        """Associate one frame's host detections; returns the tracked rows with `track_id` set.
+        """Associate one frame's host detections; returns the tracks reported on it, with `track_id` set.
 
         dets: the detections of a single frame (numpy arrays). Rows below `low_threshold` are ignored.
+        Afterwards `matched_ids` (N,) int64 holds, per row of `dets`, the id of the reported track it was
+        matched to (-1: none, e.g. a tentative track's or clutter).
         """
         cfg = self.config
         self.frame_count += 1
@@ -92,10 +96,12 @@ class ByteTracker:
         matched = np.concatenate([first, second, third])
         self._correct(matched, xyxy)
         births = high[score[high] >= cfg.new_track_threshold]
+        self.matched_ids = np.full(len(dets), -1, np.int64)
         out = self._matched_rows(dets, matched)
         self._retire(tentative)
         self._start(births, xyxy, class_id)
         if cfg.min_hits <= 1 and len(births):
+            self.matched_ids[births] = self._id[-len(births):]
             out = Detections.concat([out, self._with_ids(dets[births], self._id[-len(births):])])
         return Detections.concat([out, self._coasting_rows(dets)])
 
@@ -166,6 +172,7 @@ class ByteTracker:
         """Input rows matched to confirmed tracks, in input order, with the tracks' corrected boxes."""
         pairs = pairs[self._id[pairs[:, 0]] >= 0]
         pairs = pairs[np.argsort(pairs[:, 1], kind="stable")]
+        self.matched_ids[pairs[:, 1]] = self._id[pairs[:, 0]]
         out = dets[pairs[:, 1]]
         out.xyxy = kalman.xyah_to_xyxy(self._mean[pairs[:, 0], :4]).astype(np.float32)
         return self._with_ids(out, self._id[pairs[:, 0]])

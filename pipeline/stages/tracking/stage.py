@@ -1,4 +1,4 @@
-"""TrackingStage: the per-stream StreamStage that gives detections their track ids."""
+"""TrackingStage: the per-stream StreamStage that finds the tracks and gives detections their track ids."""
 from __future__ import annotations
 
 from pipeline.config.models import TrackerConfig
@@ -8,7 +8,8 @@ from pipeline.types import Event, FrameResult, Moment
 
 
 class TrackingStage:
-    """Replaces `result.detections` with the tracked rows (see ByteTracker for which rows those are).
+    """Sets `result.tracks` to the tracks reported on the frame (see ByteTracker for which rows those are) and
+    the `track_id` of each detection matched to one of them; the detections keep their boxes and scores.
 
     One instance per stream (it holds that stream's tracks; `ids` its id counter, which may outlive it; a file
     that loops or a camera that reconnects starts with no tracks, and its ids go on). A gap in `frame.seq`
@@ -33,7 +34,10 @@ class TrackingStage:
             elif seq > self._last_seq + 1:
                 self.tracker.skip(min(seq - self._last_seq - 1, self.max_bridged_frames))
         self._last_seq, self._last_pts_ns = seq, pts_ns
-        result.detections = self.tracker.update(result.detections.to_host())
+        detections = result.detections.to_host()
+        result.tracks = self.tracker.update(detections)
+        detections.track_id = self.tracker.matched_ids
+        result.detections = detections
 
     def end(self, at: Moment) -> list[Event]:
         self.tracker.reset()

@@ -52,6 +52,17 @@ def test_video_frames_get_sequential_image_ids_and_class_ids(tmp_path, capsys):
     assert "3 images" in capsys.readouterr().out
 
 
+def test_a_capped_video_keeps_its_source_frame_numbers_as_image_ids(tmp_path, capsys):
+    clip = _write_clip(tmp_path / "dog.mp4", _frames("media/dog-848x464.mp4", 6))  # 10 fps
+    every, capped = tmp_path / "every.json", tmp_path / "capped.json"
+    assert detect_command([*_base(), "--out", str(every), str(clip)]) == 0
+    assert detect_command([*_base(), "--fps", "5", "--out", str(capped), str(clip)]) == 0
+    assert "3 images" in capsys.readouterr().out  # frames 0, 2 and 4 detected; 1, 3 and 5 skipped
+    results, all_frames = json.loads(capped.read_text()), json.loads(every.read_text())
+    assert {r["image_id"] for r in results} == {0, 2, 4}
+    assert results == [r for r in all_frames if r["image_id"] in (0, 2, 4)]  # the same frames, the same boxes
+
+
 def test_coco_annotations_give_dataset_image_and_category_ids(tmp_path):
     images = [_write_png(tmp_path / name, frame) for name, frame in zip(("a.png", "b.png"), _frames("media/dog-848x464.mp4", 2))]
     annotations = tmp_path / "instances.json"

@@ -23,10 +23,12 @@ def event_at(ts_ns: int, rule_name="door", track_id=7, stream="cam-1") -> Event:
     return at.event(rule_name, "enter", track_id, 0, {"zone": "z"})
 
 
-def result_for(image: np.ndarray, events, pts_ns=0, dets=None, fmt="rgb24", size=None) -> FrameResult:
+def result_for(image: np.ndarray, events, pts_ns=0, tracks=None, fmt="rgb24", size=None) -> FrameResult:
+    """A frame whose `tracks` (None: none) were each detected too."""
     width, height = size or (image.shape[1], image.shape[0])
     frame = Frame("cam-1", 0, pts_ns, 0, image, width, height, fmt)
-    return FrameResult(frame, dets if dets is not None else Detections.empty(), list(events), run_id="run-1")
+    tracks = tracks if tracks is not None else Detections.empty()
+    return FrameResult(frame, tracks, list(events), run_id="run-1", tracks=tracks)
 
 
 def decode_all(path: Path) -> list[av.VideoFrame]:
@@ -39,10 +41,10 @@ def test_snapshot_jpeg_decodes_to_the_frame_size_with_a_crop_of_the_object(tmp_p
     sink.open()
     image = np.zeros((240, 320, 3), np.uint8)
     image[100:160, 50:110] = (250, 20, 20)  # the object
-    dets = Detections(np.array([[50, 100, 110, 160]], np.float32), np.array([0.9], np.float32),
-                      np.array([0], np.int32), track_id=np.array([7], np.int64))
+    tracks = Detections(np.array([[50, 100, 110, 160]], np.float32), np.array([0.9], np.float32),
+                        np.array([0], np.int32), track_id=np.array([7], np.int64))
     event = event_at(123)
-    sink.on_frame(result_for(image, [event], dets=dets))
+    sink.on_frame(result_for(image, [event], tracks=tracks))
     sink.close()
     paths = media_paths(tmp_path, "cam-1", event.event_id)
     (full,) = decode_all(paths.snapshot)

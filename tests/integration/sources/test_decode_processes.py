@@ -49,6 +49,7 @@ def test_frames_from_child_processes_arrive_whole_and_in_order_with_back_pressur
         here = list(SyntheticReader(config.url).frames())
         there = frames[config.id]
         assert [f.seq for f in there] == list(range(12))
+        assert [(f.epoch, f.index) for f in there] == [(0, i) for i in range(12)]
         assert [f.pts_ns for f in there] == [f.pts_ns for f in here]
         for a, b in zip(there, here):
             assert a.pixel_format == "rgb24" and (a.width, a.height) == (160, 96)
@@ -105,6 +106,11 @@ def test_live_streams_of_a_killed_decode_process_go_on_in_a_new_one():
     assert len(seqs) >= before + 10
     assert all(b > a for a, b in zip(seqs, seqs[1:])), "seq goes on after the restart"
     assert all(b > a for a, b in zip(pts, pts[1:])), "pts goes on after the restart"
+    epochs = [f.epoch for f in frames["cam0"]]
+    assert epochs == sorted(epochs) and epochs[0] == 0 and epochs[-1] == 1, "the new child's frames: a new epoch"
+    restart = epochs.index(1)
+    old, new = ([f.index for f in part] for part in (frames["cam0"][:restart], frames["cam0"][restart:]))
+    assert all(b > a for part in (old, new) for a, b in zip(part, part[1:])) and new[0] < old[-1]  # counted anew
     taker.for_seconds(1.2)  # a fresh counter report from the new child
     # the dead child's counters are carried (less what it sent after its last report, 0.5 s at 20 fps)
     assert victim.stats()["frames"] >= len(frames["cam0"]) - 12

@@ -98,7 +98,7 @@ def test_file_worker_delivers_every_frame_in_order_then_finishes_and_ends_the_st
     assert worker.stats()["frames"] == 96
 
 
-def test_looping_file_keeps_pts_increasing_across_loops(sink):
+def test_looping_file_keeps_pts_increasing_across_loops_and_numbers_each_pass(sink):
     config = StreamConfig(id="dog", url=str(shared_file("media/dog-848x464.mp4")), loop=True)
     worker = StreamWorker(config, sink)
     worker.start()
@@ -110,15 +110,17 @@ def test_looping_file_keeps_pts_increasing_across_loops(sink):
     step = np.diff(pts)
     assert step.max() - step.min() <= 1  # the loop seam is one frame period like every other step
     assert worker.stats()["loops"] >= 2 and sink.ended == ["dog"]
+    assert [(f.epoch, f.index) for f in sink.frames] == [(i // 96, i % 96) for i in range(len(sink.frames))]
 
 
-def test_fps_cap_keeps_the_capped_rate_from_a_file(sink):
+def test_fps_cap_keeps_the_capped_rate_from_a_file_and_the_kept_frames_their_source_numbers(sink):
     config = StreamConfig(id="dog", url=str(shared_file("media/dog-848x464.mp4")), fps=10)
     worker = run_worker(config, sink)
     assert len(sink.frames) == 32  # 96 frames at 30 fps = 3.2 s; 10 fps over 3.2 s
     assert np.diff([f.pts_ns for f in sink.frames]).mean() == pytest.approx(1e8, rel=0.02)
     assert worker.stats()["dropped_fps_cap"] == 64
     assert [f.seq for f in sink.frames] == list(range(32))
+    assert [f.index for f in sink.frames] == list(range(0, 96, 3))  # every third frame of the 30 fps source
 
 
 def test_a_full_sink_blocks_a_file_without_losing_frames():

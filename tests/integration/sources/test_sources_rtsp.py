@@ -49,7 +49,7 @@ def test_rtsp_ingest_delivers_live_frames_over_each_transport(rtsp_server, sink,
     assert worker.stats()["first_frame_s"] < 2.0
 
 
-def test_live_stream_reconnects_after_server_restart_and_seq_continues(rtsp_server, sink):
+def test_live_stream_reconnects_after_server_restart_and_seq_continues_in_a_new_epoch(rtsp_server, sink):
     worker = StreamWorker(live_config(rtsp_server.url), sink)
     worker.start()
     assert sink.wait_for(20, timeout=10)
@@ -68,6 +68,8 @@ def test_live_stream_reconnects_after_server_restart_and_seq_continues(rtsp_serv
     wall_gap = sink.frames[before].wall_ns - sink.frames[before - 1].wall_ns
     assert 2e9 / 30 < pts_gap <= wall_gap  # the pts line carries the outage instead of restarting
     assert worker.stats()["reconnects"] >= 1
+    places = [(f.epoch, f.index) for f in sink.frames]  # the restarted server plays its clip from the start
+    assert places == [(0, i) for i in range(before)] + [(1, i) for i in range(len(places) - before)]
 
 
 def test_frames_resume_after_an_outage_of_refused_connections_with_the_default_schedule(rtsp_server, sink, caplog):

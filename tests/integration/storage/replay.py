@@ -19,7 +19,7 @@ MOT_CLASSES = [
     "pedestrian", "person_on_vehicle", "car", "bicycle", "motorbike", "non_motorized_vehicle",
     "static_person", "distractor", "occluder", "occluder_on_ground", "occluder_full", "reflection",
 ]
-CONFIG_KEYS = {"batch_size", "flush_interval_s", "retention_days"}
+CONFIG_KEYS = {"batch_size", "flush_interval_s", "retention_days", "what"}
 
 
 def make_run(run_id: str, started_ns: int) -> Run:
@@ -31,9 +31,9 @@ RUN = make_run("20250101T000000.000Z-0000cafe", time.time_ns())
 
 
 def mot_results(gt_path: Path, stream_id: str, fps: float, wall_start_ns: int, run_id: str) -> list[FrameResult]:
-    """One FrameResult per frame of a MOT17 `gt.txt` (rows marked considered), in run `run_id`, with tracked
-    detections (id = track, visibility = score, MOT class - 1 = class id) and an `enter` event at
-    each track's first frame."""
+    """One FrameResult per frame of a MOT17 `gt.txt` (rows marked considered), in run `run_id`, each box both
+    a detection matched to its track and the track's box (id = track, visibility = score, MOT class - 1 =
+    class id), and an `enter` event at each track's first frame."""
     gt = np.loadtxt(gt_path, delimiter=",")
     gt = gt[gt[:, 6] == 1]
     last = int(gt[:, 0].max())
@@ -48,14 +48,34 @@ def mot_results(gt_path: Path, stream_id: str, fps: float, wall_start_ns: int, r
         det = Detections(xyxy, rows[:, 8].astype(np.float32), rows[:, 7].astype(np.int32) - 1,
                          track_id=rows[:, 1].astype(np.int64))
         pts = round((frame_no - 1) * 1e9 / fps)
-        result = FrameResult(Frame(stream_id, frame_no - 1, pts, wall_start_ns + pts, None, 640, 480), det,
-                             run_id=run_id)
+        frame = Frame(stream_id, frame_no - 1, pts, wall_start_ns + pts, None, 640, 480, index=frame_no - 1)
+        tracks = Detections(det.xyxy.copy(), det.score.copy(), det.class_id.copy(), track_id=det.track_id.copy())
+        result = FrameResult(frame, det, run_id=run_id, tracks=tracks)
         for tid, cls in zip(det.track_id.tolist(), det.class_id.tolist()):
             if tid not in seen:
                 seen.add(tid)
                 result.events.append(result.moment.event("all", "enter", tid, cls, {"zone": "all", "frame": frame_no}))
         results.append(result)
     return results
+
+
+def as_tracked(results: list) -> list:
+    """The replay as a tracker reports it: each track's box 1 px off its detection, and a track whose
+    detection is missing on a frame coasting on that frame (only) at its last box, score 0. Returns
+    (frame index, track id) of each prediction."""
+    predictions, last = [], {}
+    for result in results:
+        tracks = result.tracks
+        tracks.xyxy += 1
+        ids = tracks.track_id.tolist()
+        lost = [tid for tid in last if tid not in ids]
+        coasting = Detections(np.array([last[tid][0] for tid in lost], np.float32).reshape(-1, 4),
+                              np.zeros(len(lost), np.float32), np.array([last[tid][1] for tid in lost], np.int32),
+                              track_id=np.array(lost, np.int64))
+        result.tracks = Detections.concat([tracks, coasting])
+        predictions += [(result.frame.index, tid) for tid in lost]
+        last = {tid: (box, cls) for tid, box, cls in zip(ids, tracks.xyxy.tolist(), tracks.class_id.tolist())}
+    return predictions
 
 
 def feed(sink, results: list[FrameResult]) -> None:

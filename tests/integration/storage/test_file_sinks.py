@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from pipeline.config.outputs import JsonlOutput, MotExport
 from pipeline.mot import read_mot
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.mot_export import MotExportSink
-from tests.integration.storage.replay import MOT_CLASSES, feed
+from tests.integration.storage.replay import MOT_CLASSES, as_tracked, feed
 
 
 def test_jsonl_writes_one_object_per_frame_with_its_detections(tmp_path, mot17_05):
@@ -24,10 +25,37 @@ def test_jsonl_writes_one_object_per_frame_with_its_detections(tmp_path, mot17_0
     for record, result in zip(records[::97], mot17_05[::97]):
         det = result.detections
         assert (record["stream_id"], record["seq"], record["pts_ns"]) == ("cam-05", result.frame.seq, result.frame.pts_ns)
+        assert (record["frame_index"], record["epoch"]) == (result.frame.index, 0)
         assert [d["track_id"] for d in record["detections"]] == det.track_id.tolist()
         assert [d["class_name"] for d in record["detections"]] == [MOT_CLASSES[c] for c in det.class_id.tolist()]
         np.testing.assert_allclose([d["xyxy"] for d in record["detections"]], det.xyxy.reshape(-1, 4), atol=0.005)
         np.testing.assert_allclose([d["score"] for d in record["detections"]], det.score, atol=5e-5)
+
+
+def test_jsonl_tracks_are_the_trackers_boxes_with_the_coasting_ones_marked_and_detections_the_detectors(
+        tmp_path, mot17_05):
+    results = mot17_05[:300]
+    predictions = as_tracked(results)
+    sinks = {what: JsonlSink(JsonlOutput(type="jsonl", path=tmp_path / f"{what}.jsonl", what=what), MOT_CLASSES)
+             for what in ("detections", "tracks")}
+    for sink in sinks.values():
+        sink.open()
+        feed(sink, results)
+        sink.close()
+
+    detections, tracks = ([json.loads(line) for line in (tmp_path / f"{what}.jsonl").read_text().splitlines()]
+                          for what in ("detections", "tracks"))
+    assert [r["frame_index"] for r in detections] == [r["frame_index"] for r in tracks] == list(range(300))
+    assert all("tracks" not in r for r in detections) and all("detections" not in r for r in tracks)
+    coasting = [(r["frame_index"], t["track_id"]) for r in tracks for t in r["tracks"] if t["coasted"]]
+    assert sorted(coasting) == sorted(predictions) and len(coasting) > 20
+    assert all(t["score"] == 0 for r in tracks for t in r["tracks"] if t["coasted"])
+    for det_record, track_record, result in zip(detections, tracks, results):
+        found = {d["track_id"]: d for d in det_record["detections"]}
+        assert len(found) == len(result.detections)  # no prediction among the detections
+        for track in track_record["tracks"]:
+            if not track["coasted"]:  # the tracker's box, here 1 px off the detector's
+                np.testing.assert_allclose(track["xyxy"], np.add(found[track["track_id"]]["xyxy"], 1), atol=0.011)
 
 
 def test_jsonl_lines_appear_while_running_not_only_at_close(tmp_path, mot17_05):
@@ -42,38 +70,60 @@ def test_jsonl_lines_appear_while_running_not_only_at_close(tmp_path, mot17_05):
     sink.close()
 
 
-def test_mot_export_round_trips_the_tracked_boxes(tmp_path, shared, mot17_05):
-    for result in mot17_05[::10]:  # untracked detections must be left out
-        result.detections.track_id[0] = -1
-    sink = MotExportSink(MotExport(type="mot", directory=tmp_path / "mot"))
-    sink.open()
-    feed(sink, mot17_05)
-    sink.on_stream_end("cam-05")
-    sink.close()
+def test_mot_export_writes_the_tracks_matched_to_a_detection_at_their_source_frame_numbers(tmp_path, mot17_05):
+    capped = mot17_05[::2]  # a stream capped to half the source's rate: its frames keep their source numbers
+    predictions = as_tracked(capped)
+    sinks = [MotExportSink(MotExport(type="mot", directory=tmp_path / name, include_coasted=coasted))
+             for name, coasted in (("matched", False), ("all", True))]
+    for sink in sinks:
+        sink.open()
+        sink.on_stream_start("cam-05", "mot17-05.mp4")
+        feed(sink, capped)
+        sink.on_stream_end("cam-05")
+        sink.close()
 
-    table = read_mot(sink.path_for("cam-05"))
+    matched, everything = (read_mot(sink.path_for("cam-05")) for sink in sinks)
     expected = np.array([
-        [r.frame.seq + 1, t, *box[:2], *(box[2:] - box[:2]), s]
-        for r in mot17_05
-        for t, box, s in zip(r.detections.track_id.tolist(), r.detections.xyxy.astype(np.float64), r.detections.score.tolist())
-        if t >= 0
+        [r.frame.index + 1, t, *box[:2], *(box[2:] - box[:2]), s]
+        for r in capped
+        for t, box, s in zip(r.tracks.track_id.tolist(), r.tracks.xyxy.astype(np.float64), r.tracks.score.tolist())
     ])
-    assert table.shape == (len(expected), 10)
-    np.testing.assert_array_equal(table[:, :2], expected[:, :2])
-    np.testing.assert_allclose(table[:, 2:6], expected[:, 2:6], atol=0.006)
-    np.testing.assert_allclose(table[:, 6], expected[:, 6], atol=5e-5)
-    assert (table[:, 7:] == -1).all()
+    assert set(np.unique(everything[:, 0])) <= set(range(1, 838, 2))  # MOT17-05's frames 1, 3, 5, ...
+    assert everything.shape == (len(expected), 10)
+    np.testing.assert_array_equal(everything[:, :2], expected[:, :2])
+    np.testing.assert_allclose(everything[:, 2:6], expected[:, 2:6], atol=0.006)
+    np.testing.assert_allclose(everything[:, 6], expected[:, 6], atol=5e-5)
+    assert (everything[:, 7:] == -1).all()
+    detected = {(r.frame.index + 1, t) for r in capped for t in r.detections.track_id.tolist()}
+    assert {(int(f), int(t)) for f, t in matched[:, :2]} == detected  # no row a detection did not match
+    coasting = {(i + 1, t) for i, t in predictions}
+    assert len(matched) == len(everything) - len(predictions) and len(coasting) > 10
+    assert {(int(f), int(t)) for f, t, *_ in everything if (f, t) not in detected} == coasting
 
 
-def test_mot_export_rewrites_the_file_each_run_and_appends_after_a_stream_restart(tmp_path, mot17_05):
+def test_mot_export_writes_each_reading_of_a_source_apart_and_starts_again_with_the_stream(tmp_path, mot17_05):
+    def reading(results, epoch):
+        return [replace(r, frame=replace(r.frame, epoch=epoch)) for r in results]
+
     config = MotExport(type="mot", directory=tmp_path)
-    for _ in range(2):  # a second run starts the file again instead of doubling it
+    for _ in range(2):  # a second run writes the files again instead of doubling them
         sink = MotExportSink(config)
         sink.open()
-        feed(sink, mot17_05[:20])
+        sink.on_stream_start("cam-05", "mot17-05.mp4")
+        feed(sink, reading(mot17_05[:20], 0))
+        feed(sink, reading(mot17_05[:30], 1))  # the file looped: its second pass, numbered from 1 again
         sink.on_stream_end("cam-05")
-        feed(sink, mot17_05[20:40])  # the stream came back (looping file): same file, appended
         sink.close()
-    frames = read_mot(tmp_path / "cam-05.txt")[:, 0]
-    assert frames.min() == 1 and frames.max() == 40
-    assert len(frames) == sum(len(r.detections) for r in mot17_05[:40])
+    first, second = read_mot(tmp_path / "cam-05.txt"), read_mot(tmp_path / "epoch-1" / "cam-05.txt")
+    assert (first[:, 0].min(), first[:, 0].max(), second[:, 0].min(), second[:, 0].max()) == (1, 20, 1, 30)
+    assert len(first) == sum(len(r.tracks) for r in mot17_05[:20])
+
+    sink = MotExportSink(config)  # a stream restarted while running starts its file again, as its numbers do
+    sink.open()
+    sink.on_stream_start("cam-05", "mot17-05.mp4")
+    feed(sink, reading(mot17_05[:20], 0))
+    sink.on_stream_end("cam-05")
+    sink.on_stream_start("cam-05", "mot17-05.mp4")
+    feed(sink, reading(mot17_05[:10], 0))
+    sink.close()
+    assert read_mot(tmp_path / "cam-05.txt")[:, 0].max() == 10

@@ -116,11 +116,16 @@ def test_a_database_from_before_runs_is_upgraded_and_keeps_its_rows_as_one_run(s
         assert conn.execute("SELECT value FROM streamweave_meta").fetchone()[0] == str(SCHEMA_VERSION)
 
 
+_WITHOUT_VERSION_4 = ["DROP TABLE track_boxes", "ALTER TABLE detections DROP COLUMN frame_index",
+                      "ALTER TABLE detections DROP COLUMN epoch"]
+
+
 def as_version_2(store) -> None:
-    """The store's database as version 2 left it: events without names, no views."""
+    """The store's database as version 2 left it: events without names, no views, detections without their
+    frames' places in the source, no track boxes."""
     statements = [*(f"DROP VIEW {view}" for view in reversed(VIEWS)),
                   *(f"ALTER TABLE events DROP COLUMN {column}" for column in ("class_name", "snapshot", "clip")),
-                  "UPDATE streamweave_meta SET value = '2' WHERE key = 'schema_version'"]
+                  *_WITHOUT_VERSION_4, "UPDATE streamweave_meta SET value = '2' WHERE key = 'schema_version'"]
     execute(store, statements)
 
 
@@ -140,6 +145,20 @@ def test_a_database_of_version_2_gets_named_events_and_the_views(store, shared, 
         assert conn.execute("SELECT value FROM streamweave_meta").fetchone()[0] == str(SCHEMA_VERSION)
     assert names == {FIRST: 0, SECOND: 1}  # the old rows have no names (NULL); the new ones have theirs
     assert {e.class_name for e in query.events(store.target, run=SECOND)} == {"pedestrian"}
+    assert query_command(["--db", str(store.target), "--all-runs"]) == 0
+
+
+def test_a_database_of_version_3_gets_the_frames_places_and_track_boxes(store, shared, tmp_path):
+    gt = shared("data/mot17/MOT17-05/gt/gt.txt")
+    store_run(store, FIRST, mot_results(gt, "cam-05", 14.0, time.time_ns(), FIRST), tmp_path / "outbox.db")
+    execute(store, [*_WITHOUT_VERSION_4, "UPDATE streamweave_meta SET value = '3' WHERE key = 'schema_version'"])
+    store_run(store, SECOND, mot_results(gt, "cam-05", 14.0, time.time_ns(), SECOND), tmp_path / "outbox.db")
+
+    with connect(store.target) as (conn, _):
+        places = dict(conn.execute("SELECT run_id, MAX(frame_index) FROM detections GROUP BY run_id").fetchall())
+        assert conn.execute("SELECT COUNT(*) FROM track_boxes").fetchone()[0] == 0
+        assert conn.execute("SELECT value FROM streamweave_meta").fetchone()[0] == str(SCHEMA_VERSION)
+    assert places == {FIRST: -1, SECOND: 836}  # unknown in the old rows; MOT17-05's last frame in the new
     assert query_command(["--db", str(store.target), "--all-runs"]) == 0
 
 

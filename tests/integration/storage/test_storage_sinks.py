@@ -13,10 +13,21 @@ from pipeline.backoff import Backoff
 from pipeline.errors import SinkError
 from pipeline.sinks.outbox import Outbox
 from pipeline.sinks.storage import query
-from tests.integration.storage.replay import RUN, deliver_events, feed, mot_results, postgres_store, sqlite_store
+from pipeline.sinks.storage.query import ALL_RUNS
+from tests.integration.storage.replay import (
+    RUN,
+    deliver_events,
+    feed,
+    as_tracked,
+    make_run,
+    mot_results,
+    postgres_store,
+    sqlite_store,
+)
 from tests.support.postgres import free_port
 
 DAY_NS = 86_400 * 10**9
+OTHER = "20250101T000100.000Z-00000002"
 
 
 def test_every_detection_track_and_event_lands_in_storage(store, mot17_05, tmp_path):
@@ -63,6 +74,35 @@ def test_detections_read_back_as_arrays_equal_to_what_was_stored(store, mot17_05
     np.testing.assert_array_equal(got.xyxy, expected[:, 3:7].astype(np.float32))
     np.testing.assert_array_equal(got.score, (-expected[:, 2]).astype(np.float32))
     np.testing.assert_array_equal(got.track_id, expected[:, 8].astype(np.int64))
+
+
+def test_a_tracks_sink_stores_the_trackers_boxes_and_an_events_sink_no_rows_per_frame(store, shared, mot17_05, tmp_path):
+    results = mot17_05[:300]
+    predictions = as_tracked(results)
+    sink = store.make(what="tracks")
+    sink.open()
+    feed(sink, results)
+    sink.close()
+    other = mot_results(shared("data/mot17/MOT17-05/gt/gt.txt"), "cam-05", 14.0, time.time_ns(), OTHER)[:150]
+    events_only = store.make(run=make_run(OTHER, time.time_ns()), what="events")
+    events_only.open()
+    feed(events_only, other)
+    deliver_events(events_only, other, tmp_path / "outbox.db")
+    events_only.close()
+
+    rows = query.select_rows(store.target, "SELECT frame_index, track_id, score, x1, coasted FROM track_boxes "
+                                           "WHERE run_id = ?", (RUN.run_id,))
+    expected = [(r.frame.index, tid, score, x1, coasted) for r in results for tid, score, x1, coasted in
+                zip(r.tracks.track_id.tolist(), r.tracks.score, r.tracks.xyxy[:, 0], r.coasted().tolist())]
+    f32 = np.float32  # PostgreSQL's REAL is a float32, as the columns are
+    assert sorted((i, t, f32(s), f32(x), bool(c)) for i, t, s, x, c in rows) == sorted(expected)
+    assert sorted((i, t) for i, t, s, _, c in rows if c and s == 0) == sorted(predictions) and len(predictions) > 20
+    assert query.counts_by_stream_and_class(store.target, run=ALL_RUNS) == {}  # no detection rows in either run
+    matched = Counter(t for r in results for t in r.detections.track_id.tolist())  # frames with a detection
+    assert {t["track_id"]: t["frames"] for t in query.tracks(store.target, "cam-05", run=RUN.run_id)} == dict(matched)
+    assert query.tracks(store.target, "cam-05", run=OTHER) == []
+    assert query.select_rows(store.target, "SELECT COUNT(*) FROM track_boxes WHERE run_id = ?", (OTHER,)) == [(0,)]
+    assert len(query.events(store.target, run=OTHER)) == sum(len(r.events) for r in other) > 0
 
 
 def test_many_frames_are_written_in_few_transactions(store, mot17_05):

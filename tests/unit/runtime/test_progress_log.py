@@ -4,6 +4,7 @@ import logging
 
 import pytest
 
+from pipeline.runtime.progress import STREAM_HEADERS, stream_rows
 from pipeline.runtime.progress_log import ProgressLog, log_summary
 from pipeline.runtime.snapshot import Snapshot
 
@@ -31,10 +32,21 @@ def test_each_stream_gets_a_line_with_fps_over_the_interval_and_drops_by_reason(
                                      "dropped_sinks": 2, "reconnects": 1, "last_error": "read timeout"}}))
     line = next(r for r in progress.records if getattr(r, "stream", None) == "cam-1")
     assert line.fps == 10.0 and line.frames == 350 and line.decoded == 372 and line.state == "running"
-    assert line.dropped == {"overflow": 7, "age": 0, "fps_cap": 0, "refused": 0, "late": 0, "sinks": 2}
+    assert line.dropped == {"overflow": 7, "age": 0, "refused": 0, "late": 0, "sinks": 2}
     assert line.reconnects == 1 and line.last_error == "read timeout"
     assert line.getMessage() == ("cam-1 running: 10.0 fps, 350 frames, 9 dropped (overflow 7, sinks 2), "
                                  "1 reconnects; last error: read timeout")
+
+
+def test_frames_skipped_by_the_fps_cap_are_reported_apart_from_drops(progress):
+    capped = {"state": "running", "batched": 100, "decoded": 250, "dropped_fps_cap": 150, "dropped_overflow": 3}
+    snap = snapshot(10.0, {"cam": capped})
+    ProgressLog()(snap)
+    line = next(r for r in progress.records if getattr(r, "stream", None) == "cam")
+    assert sum(line.dropped.values()) == 3 and line.skipped_by_cap == 150
+    assert line.getMessage() == "cam running: 10.0 fps, 100 frames, 3 dropped (overflow 3), 150 skipped by cap, 0 reconnects"
+    [row] = stream_rows(snap)
+    assert dict(zip(STREAM_HEADERS, row))["dropped"] == 3 and dict(zip(STREAM_HEADERS, row))["skipped by cap"] == 150
 
 
 def test_the_totals_line_has_engine_fps_batches_events_and_the_outbox_backlog(progress):

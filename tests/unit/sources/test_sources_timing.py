@@ -9,7 +9,8 @@ import pytest
 from pipeline.sources.pyav import FrameClock
 from pipeline.masking import mask_url
 from pipeline.sources.reader import DecodedFrame
-from pipeline.sources.timeline import FpsCap, Timeline
+from pipeline.fps_cap import FpsCap
+from pipeline.sources.timeline import Timeline
 from pipeline.types import PTS_UNKNOWN, pts_to_ns
 
 
@@ -90,3 +91,17 @@ def test_timeline_shifts_a_reconnected_stream_by_the_outage_and_never_goes_back(
 ])
 def test_mask_url_hides_credentials_and_nothing_else(url, masked):
     assert mask_url(url) == masked
+
+
+def test_timeline_numbers_frames_within_their_pass_and_counts_the_passes_that_gave_frames():
+    line = Timeline()
+    places = []
+    for pts in (0, 40, 80):
+        line.map(pts)
+        places.append((line.epoch, line.index))
+    line.start_pass(gap_ns=10**9)  # a reconnect attempt that gave no frame ...
+    line.start_pass(gap_ns=2 * 10**9)  # ... and one that did
+    for pts in (7000, 7040):
+        line.map(pts)
+        places.append((line.epoch, line.index))
+    assert places == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]

@@ -10,18 +10,25 @@ from pipeline.types import Detections, Frame, FrameResult
 
 
 def _result(seq, x):
-    frame = Frame("cam-1", seq, seq * 40_000_000, 0, None, 640, 480)
-    xyxy = np.array([[x, 100, x + 40, 200]], np.float32)
-    return FrameResult(frame, Detections(xyxy, np.array([0.9], np.float32), np.zeros(1, np.int32)), run_id="run-1")
+    """Frame `seq` with one detection at `x` (None: nothing detected)."""
+    frame = Frame("cam-1", seq, seq * 40_000_000, 0, None, 640, 480, index=seq)
+    xyxy = np.array([[x, 100, x + 40, 200]] if x is not None else [], np.float32).reshape(-1, 4)
+    n = len(xyxy)
+    return FrameResult(frame, Detections(xyxy, np.full(n, 0.9, np.float32), np.zeros(n, np.int32)), run_id="run-1")
 
 
-def test_tracking_stage_sets_track_ids_on_the_result():
-    stage = TrackingStage(TrackerConfig(min_hits=2, coast_frames=0))
-    results = [_result(seq, 100 + 5 * seq) for seq in range(4)]
+def test_tracking_stage_sets_the_tracks_and_the_matched_detections_track_ids_keeping_the_detectors_boxes():
+    stage = TrackingStage(TrackerConfig(min_hits=2, coast_frames=2))
+    results = [_result(seq, 100 + 5 * seq) for seq in range(4)] + [_result(seq, None) for seq in (4, 5)]
     for r in results:
         stage.process(r)
-    assert len(results[0].detections) == 0
-    assert [r.detections.track_id.tolist() for r in results[1:]] == [[1], [1], [1]]
+    assert len(results[0].tracks) == 0 and results[0].detections.track_id.tolist() == [-1]  # not confirmed yet
+    assert [r.tracks.track_id.tolist() for r in results[1:]] == [[1]] * 5
+    assert [r.detections.track_id.tolist() for r in results[1:4]] == [[1], [1], [1]]
+    for r, x in zip(results[:4], range(100, 120, 5)):  # the detector's boxes, not the smoothed ones
+        assert r.detections.xyxy.tolist() == [[x, 100, x + 40, 200]]
+    assert [r.coasted().tolist() for r in results[1:]] == [[False]] * 3 + [[True]] * 2
+    assert [len(r.detections) for r in results[4:]] == [0, 0]  # a prediction is never a detection
 
 
 def test_tracking_stage_bridges_dropped_frames_and_forgets_tracks_when_the_stream_restarts():
@@ -30,7 +37,7 @@ def test_tracking_stage_bridges_dropped_frames_and_forgets_tracks_when_the_strea
         stage.process(_result(seq, 100 + 5 * seq))
     jumped = _result(12, 160)  # 7 frames dropped upstream; the object kept walking
     stage.process(jumped)
-    assert jumped.detections.track_id.tolist() == [1]
+    assert jumped.detections.track_id.tolist() == jumped.tracks.track_id.tolist() == [1]
     assert stage.tracker.frame_count == 13
     restarted = [_result(seq, 100) for seq in range(2)]
     for r in restarted:
