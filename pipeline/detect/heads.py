@@ -1,7 +1,7 @@
 """Model output adapters: every head becomes boxes (B, N, 4) xyxy, scores (B, N), class ids (B, N).
 
 Heads: Ultralytics v8/11 `[B, 4+nc, N]`, YOLOv5 `[B, N, 5+nc]`, YOLOX raw `[B, N, 5+nc]` (grid
-decode), end-to-end `[B, K, 6]` (YOLOv10/YOLO26), Ultralytics RT-DETR `[B, K, 4+nc]` and DETR-style
+decode), end-to-end `[B, K, 6]` (YOLOv10/YOLO26), Ultralytics RT-DETR `[B, K, 6]` (normalised cx, cy, w, h) and DETR-style
 (`labels`, `boxes`, `scores`). Which one a file has: `pipeline.detect.recognize`.
 Decoders pick `xp = array_module(a)`, so the same code runs on numpy and cupy.
 """
@@ -201,10 +201,11 @@ def decode_detr(labels, boxes, scores) -> HeadOutput:
 
 
 def decode_rtdetr(raw, input_wh: tuple[int, int]) -> HeadOutput:
-    """Ultralytics RT-DETR [B, K, 4+nc]: (cx, cy, w, h) as fractions of the input, then class scores
-    (already sigmoid); boxes out in input pixels; already final, no NMS."""
+    """Ultralytics RT-DETR [B, K, 6]: (cx, cy, w, h) as fractions of the input, score, class; boxes out in
+    input pixels; already final, no NMS."""
     xp = array_module(raw)
     width, height = input_wh
     boxes = cxcywh_to_xyxy(raw[..., :4]) * xp.asarray([width, height, width, height], np.float32)
-    scores, class_ids = _best_class(raw[..., 4:])
-    return HeadOutput(boxes.astype(np.float32), scores, class_ids, needs_nms=False)
+    return HeadOutput(
+        boxes.astype(np.float32), raw[..., 4].astype(np.float32), raw[..., 5].astype(np.int32), needs_nms=False
+    )

@@ -87,19 +87,17 @@ def detect_head(signature: ModelSignature, metadata: dict[str, str] | None = Non
 
 
 def _ultralytics_head(signature: ModelSignature, info: ExportInfo) -> str:
-    """An Ultralytics detection export: RT-DETR, end-to-end (YOLOv10/YOLO26) or [B, 4+nc, N] (v5u/v8/11/26)."""
+    """An Ultralytics detection export: RT-DETR [B, K, 6], end-to-end (YOLOv10/YOLO26) or [B, 4+nc, N] (v5u/v8/11/26)."""
     if info.head_module == "RTDETRDecoder":
         return "rtdetr"
     if info.end2end:
         return "end2end"
     shape = signature.outputs[0].shape
     channels = 4 + info.classes if info.classes else None
-    if len(shape) == 3 and channels and shape[2] == channels and shape[1] != channels:
-        return "rtdetr"  # exports older than the `head` key: [B, 300, 4+nc]
     if len(shape) == 3 and channels and isinstance(shape[1], int) and shape[1] != channels:
         raise ConfigError(
             f"the output {signature.outputs[0].name}{list(shape)} has {shape[1]} channels, not 4 + {info.classes} "
-            f"classes (a pose or OBB export?); {DETECTION_ONLY}"
+            f"classes (a pose or OBB export, or an RT-DETR from an Ultralytics version before 8.4?); {DETECTION_ONLY}"
         )
     return "ultralytics"
 

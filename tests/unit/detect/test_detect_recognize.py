@@ -46,13 +46,6 @@ def test_the_reported_dynamic_yolo11n_export_is_recognised_even_without_metadata
     assert detect_head(_sig(DYNAMIC_IN, ("output0", ("batch", 84, "anchors"))), {}) == "ultralytics"
 
 
-def test_an_rtdetr_export_older_than_the_head_key_is_told_by_its_class_count():
-    metadata = _meta()
-    del metadata["head"], metadata["end2end"]
-    assert detect_head(_sig((1, 3, 640, 640), ("output0", (1, 300, 84))), metadata) == "rtdetr"
-    assert detect_head(_sig((1, 3, 640, 640), ("output0", (1, 84, 8400))), metadata) == "ultralytics"
-
-
 def test_a_yolov5_export_with_symbolic_anchors_is_told_by_its_names():
     """YOLOv5's own export writes `stride` and `names` only and marks batch and anchors dynamic."""
     metadata = {"stride": "32", "names": NAMES_80}
@@ -101,11 +94,9 @@ def test_a_dynamic_input_takes_its_size_from_the_config_then_the_metadata(tmp_pa
 
 
 def test_rtdetr_boxes_are_fractions_of_the_input_and_need_no_nms():
-    raw = np.zeros((1, 2, 4 + 3), np.float32)
-    raw[0, 0] = [0.5, 0.5, 0.25, 0.5, 0.1, 0.9, 0.2]  # centre of a 640x320 input, 160x160
-    raw[0, 1] = [0.1, 0.1, 0.1, 0.1, 0.3, 0.2, 0.1]
+    raw = np.asarray([[[0.5, 0.5, 0.25, 0.5, 0.9, 1], [0.1, 0.1, 0.1, 0.1, 0.3, 0]]], np.float32)  # [1, K=2, 6]
     decoded = heads.decode("rtdetr", {"output0": raw}, (640, 320))
-    np.testing.assert_allclose(decoded.boxes[0, 0], [240, 80, 400, 240])
+    np.testing.assert_allclose(decoded.boxes[0, 0], [240, 80, 400, 240])  # centre of a 640x320 input, 160x160
     assert decoded.class_ids[0].tolist() == [1, 0]
     np.testing.assert_allclose(decoded.scores[0], [0.9, 0.3])
     assert not decoded.needs_nms and not decoded.in_source
