@@ -1,8 +1,8 @@
 """Model output adapters: every head becomes boxes (B, N, 4) xyxy, scores (B, N), class ids (B, N).
 
 Heads: Ultralytics v8/11 `[B, 4+nc, N]`, YOLOv5 `[B, N, 5+nc]`, YOLOX raw `[B, N, 5+nc]` (grid
-decode), end-to-end `[B, K, 6]` (YOLOv10/YOLO26), Ultralytics RT-DETR `[B, K, 6]` (normalised cx, cy, w, h) and DETR-style
-(`labels`, `boxes`, `scores`). Which one a file has: `pipeline.detect.recognize`.
+decode), end-to-end `[B, K, 6]` (YOLOv10/YOLO26), Ultralytics RT-DETR `[B, K, 6]` (normalised cx, cy,
+w, h) and DETR-style (`labels`, `boxes`, `scores`). Which one a file has: `pipeline.detect.recognize`.
 Decoders pick `xp = array_module(a)`, so the same code runs on numpy and cupy.
 """
 from __future__ import annotations

@@ -87,7 +87,8 @@ def detect_head(signature: ModelSignature, metadata: dict[str, str] | None = Non
 
 
 def _ultralytics_head(signature: ModelSignature, info: ExportInfo) -> str:
-    """An Ultralytics detection export: RT-DETR [B, K, 6], end-to-end (YOLOv10/YOLO26) or [B, 4+nc, N] (v5u/v8/11/26)."""
+    """An Ultralytics detection export: RT-DETR [B, K, 6], end-to-end (YOLOv10/YOLO26) or [B, 4+nc, N]
+    (v5u/v8/11/26)."""
     if info.head_module == "RTDETRDecoder":
         return "rtdetr"
     if info.end2end:
@@ -140,7 +141,9 @@ def _fixed_wh(signature: ModelSignature) -> tuple[int, int] | None:
     return None
 
 
-def input_size(signature: ModelSignature, config: DetectorConfig, metadata: dict[str, str] | None = None) -> tuple[int, int]:
+def input_size(
+    signature: ModelSignature, config: DetectorConfig, metadata: dict[str, str] | None = None
+) -> tuple[int, int]:
     """Model input (w, h): the model's fixed spatial dims; for a dynamic input, `detector.input_size`, else
     the size in the file's metadata (Ultralytics `imgsz`). ConfigError when none gives it, or when the
     config differs from a fixed input."""

@@ -67,7 +67,8 @@ class Exports:
                 self._networks[model] = _build(model)
             if (model, variant) not in self._files:
                 wrapper = self._networks[model]
-                exported = wrapper.export(format="onnx", imgsz=SIZE, verbose=False, **MODELS[model][0], **VARIANTS[variant])
+                arguments = {**MODELS[model][0], **VARIANTS[variant]}
+                exported = wrapper.export(format="onnx", imgsz=SIZE, verbose=False, **arguments)
                 self._files[model, variant] = Path(exported).rename(self.folder / f"{model}-{variant}.onnx")
         network = self._networks[model].model.eval()
         network.end2end = MODELS[model][0].get("nms") is False  # the head the export kept
@@ -145,13 +146,14 @@ def test_the_detect_command_runs_every_export_and_dynamic_equals_static(exports,
     images = [tmp_path / f"{i}.png" for i in range(len(frames))]
     for path, image in zip(images, frames):
         av.VideoFrame.from_ndarray(image, format="rgb24").to_image().save(path)
-    out = tmp_path / "results.json"
-    argv = ["--model", str(exports.get(model, variant).path), "--engine", "onnxruntime", "--conf", "0", "--out", str(out)]
-    assert detect_command([*argv, *map(str, images)]) == 0
-    rows = json.loads(out.read_text())
+    rows = _detect(exports.get(model, variant).path, images, tmp_path / "results.json")
     assert rows and {r["image_id"] for r in rows} <= {0, 1}
     assert all(0 <= r["bbox"][0] and r["bbox"][0] + r["bbox"][2] <= 768.01 for r in rows)
-    reference = tmp_path / "static.json"
-    static = ["--model", str(exports.get(model, "static").path), "--engine", "onnxruntime", "--conf", "0", "--out", str(reference)]
-    assert detect_command([*static, *map(str, images)]) == 0
-    assert len(rows) == len(json.loads(reference.read_text()))
+    assert len(rows) == len(_detect(exports.get(model, "static").path, images, tmp_path / "static.json"))
+
+
+def _detect(model: Path, images: list[Path], out: Path) -> list[dict]:
+    """`run_pipeline.py detect` at --conf 0 on ONNX Runtime; its COCO result rows."""
+    argv = ["--model", str(model), "--engine", "onnxruntime", "--conf", "0", "--out", str(out), *map(str, images)]
+    assert detect_command(argv) == 0
+    return json.loads(out.read_text())
