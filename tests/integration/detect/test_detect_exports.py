@@ -19,6 +19,7 @@ from pipeline.config.models import DetectorConfig
 from pipeline.detect import preprocess
 from pipeline.detect.detector import Detector
 from pipeline.detect.offline import detect_command
+from pipeline.errors import ConfigError
 from tests.conftest import shared_file
 
 pytestmark = [
@@ -34,6 +35,7 @@ MODELS = {  # yaml -> (export arguments, head, output columns)
     "yolo26n": ({"nms": False}, "end2end", 6),
     "rtdetr-l": ({}, "rtdetr", 6),
 }
+NOT_DETECTION = ("yolo11n-seg", "yolo11n-pose", "yolo11n-obb")  # exported like the others, refused
 VARIANTS = {
     "dynamic": {"dynamic": True, "simplify": False},
     "dynamic-simplified": {"dynamic": True, "simplify": True},
@@ -67,11 +69,11 @@ class Exports:
                 self._networks[model] = _build(model)
             if (model, variant) not in self._files:
                 wrapper = self._networks[model]
-                arguments = {**MODELS[model][0], **VARIANTS[variant]}
+                arguments = {**MODELS.get(model, ({},))[0], **VARIANTS[variant]}
                 exported = wrapper.export(format="onnx", imgsz=SIZE, verbose=False, **arguments)
                 self._files[model, variant] = Path(exported).rename(self.folder / f"{model}-{variant}.onnx")
         network = self._networks[model].model.eval()
-        network.end2end = MODELS[model][0].get("nms") is False  # the head the export kept
+        network.end2end = MODELS.get(model, ({},))[0].get("nms") is False  # the head the export kept
         return Export(self._files[model, variant], network)
 
 
@@ -109,6 +111,12 @@ def test_an_ultralytics_export_is_recognised_from_the_file_alone(exports, model,
         assert detector.class_names == [str(i) for i in range(80)]  # a yaml-built model's names, from the metadata
     finally:
         detector.close()
+
+
+@pytest.mark.parametrize("model", NOT_DETECTION)
+def test_segment_pose_and_obb_exports_are_refused_as_detection_only(exports, model):
+    with pytest.raises(ConfigError, match="detection models only"):
+        _detector(exports.get(model, "dynamic").path)
 
 
 @pytest.mark.parametrize("model, variant", CASES)
