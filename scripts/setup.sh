@@ -2,7 +2,7 @@
 # Sets up .venv with the pipeline and its CPU dependencies.
 #   bash scripts/setup.sh          the product (enough for the demo)
 #   bash scripts/setup.sh --test   also the test tools (pyproject's `test` extra: pytest, psycopg, jsonschema,
-#                                  ...) and the real servers the tests start
+#                                  ultralytics on CPU torch, ...) and the real servers the tests start
 #                                  (GStreamer RTSP server, Mosquitto, PostgreSQL) and systemd-analyze
 #                                  from Debian packages
 set -euo pipefail
@@ -44,6 +44,9 @@ fi
 [[ -x .venv/bin/python ]] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 if (( with_tests )); then
+  # ultralytics needs torch: the CPU build is a fraction of the default CUDA one (a venv with torch keeps its own)
+  .venv/bin/python -c "import torch" 2>/dev/null ||
+    .venv/bin/python -m pip install -q torch torchvision --index-url https://download.pytorch.org/whl/cpu
   .venv/bin/python -m pip install -q -e ".[test]"
 else
   .venv/bin/python -m pip install -q -e .

@@ -109,8 +109,8 @@ class DetectorConfig(Strict):
     engine: str = Field("auto", description="auto, or a registered engine: tensorrt, torch, onnxruntime-cuda, onnxruntime")
     device: int = Field(0, ge=0, le=255, description="CUDA device index")
     precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="GPU engines only; the CPU runs fp32")
-    head: Literal["auto", "ultralytics", "yolov5", "yolox", "end2end", "detr"] = Field(
-        "auto", description="output layout; auto reads it from the ONNX signature"
+    head: Literal["auto", "ultralytics", "yolov5", "yolox", "end2end", "rtdetr", "detr"] = Field(
+        "auto", description="output layout; auto reads it from the model file (metadata, output names and shapes)"
     )
     input_size: tuple[Side, Side] | None = Field(None, description="(width, height); default from the model")
     conf_threshold: Fraction = 0.25

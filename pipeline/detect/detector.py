@@ -22,7 +22,8 @@ from pipeline.detect import heads, nms, preprocess
 from pipeline.detect.chunks import in_chunks
 from pipeline.detect.engines import build_engine, read_model
 from pipeline.detect.names import class_filter, resolve_names
-from pipeline.errors import ConfigError, EngineError
+from pipeline.detect.recognize import detect_head, input_size
+from pipeline.errors import EngineError
 from pipeline.types import Detections, Frame, FrameBatch
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,8 @@ class Detector:
         self.plan = plan or detector_plan(config, max_batch)
         signature, metadata = read_model(self.plan.engine, config.model)
         self.signature = signature
-        self.head = heads.detect_head(signature, config.head)
-        self.input_size = input_size(signature, config)
+        self.head = detect_head(signature, metadata, config.head)
+        self.input_size = input_size(signature, config, metadata)
         self.class_names, names_source = resolve_names(metadata, config.class_names)
         self._class_filter = class_filter(config.classes, self.class_names)
         self.spec = _preprocess_spec(self.head, self.input_size, config)
@@ -162,27 +163,6 @@ def _on_device(frames: list[Frame]) -> bool:
     raise EngineError(
         f"stream '{stream}': a batch must be all host RGB frames or all device NV12 frames, got {sorted(kinds)}; "
         "use one decode back-end per lane"
-    )
-
-
-def input_size(signature: heads.ModelSignature, config: DetectorConfig) -> tuple[int, int]:
-    """Model input (w, h): the model's fixed spatial dims, or `detector.input_size` for a model whose input
-    size is dynamic. ConfigError when neither gives it, or when the two differ."""
-    shape = signature.inputs[0].shape if signature.inputs else ()
-    if len(shape) != 4:
-        raise ConfigError(f"model '{config.model}' takes {list(shape)}, not images [batch, channels, height, width]; "
-                          "set detector.model to a detection model")
-    fixed = (shape[3], shape[2]) if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int) else None
-    if config.input_size is not None and fixed is not None and tuple(config.input_size) != fixed:
-        raise ConfigError(f"detector.input_size {list(config.input_size)} differs from the fixed input {list(fixed)} "
-                          f"of model '{config.model}'; remove detector.input_size (or export the model with a "
-                          "dynamic input size)")
-    if config.input_size is not None:
-        return tuple(config.input_size)
-    if fixed is not None:
-        return fixed
-    raise ConfigError(
-        f"model '{config.model}' has a dynamic input size {list(shape)}; set detector.input_size: [width, height]"
     )
 
 

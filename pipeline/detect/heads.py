@@ -1,22 +1,23 @@
 """Model output adapters: every head becomes boxes (B, N, 4) xyxy, scores (B, N), class ids (B, N).
 
 Heads: Ultralytics v8/11 `[B, 4+nc, N]`, YOLOv5 `[B, N, 5+nc]`, YOLOX raw `[B, N, 5+nc]` (grid
-decode), end-to-end `[B, K, 6]` (YOLOv10/YOLO26) and DETR-style (`labels`, `boxes`, `scores`).
+decode), end-to-end `[B, K, 6]` (YOLOv10/YOLO26), Ultralytics RT-DETR `[B, K, 6]` (normalised cx, cy,
+w, h) and DETR-style (`labels`, `boxes`, `scores`). Which one a file has: `pipeline.detect.recognize`.
 Decoders pick `xp = array_module(a)`, so the same code runs on numpy and cupy.
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from pipeline.errors import ConfigError
 from pipeline.types import array_module
 
-HeadName = Literal["ultralytics", "yolov5", "yolox", "end2end", "detr"]
-HEADS: tuple[str, ...] = ("ultralytics", "yolov5", "yolox", "end2end", "detr")
+HeadName = Literal["ultralytics", "yolov5", "yolox", "end2end", "rtdetr", "detr"]
+HEADS: tuple[str, ...] = get_args(HeadName)
 STRIDES = (8, 16, 32)
 
 
@@ -56,65 +57,11 @@ def grid_points(width: int, height: int, strides=STRIDES) -> int:
     return sum((width // s) * (height // s) for s in strides)
 
 
-def detect_head(signature: ModelSignature, override: str = "auto") -> str:
-    """The head of a model from its ONNX signature; a YAML `head` other than "auto" wins.
-
-    Raises ConfigError naming the outputs when the layout is not one of HEADS.
-    """
-    if override != "auto":
-        if override not in HEADS:
-            raise ConfigError(f"detector.head '{override}' is unknown; use one of {list(HEADS)} or 'auto'")
-        return override
-    out_names = {o.name for o in signature.outputs}
-    in_names = {i.name for i in signature.inputs}
-    if {"labels", "boxes", "scores"} <= out_names or "orig_target_sizes" in in_names:
-        return "detr"
-    if len(signature.outputs) == 1:
-        head = _single_output_head(signature)
-        if head:
-            return head
-    described = ", ".join(f"{o.name}{list(o.shape)}" for o in signature.outputs)
-    raise ConfigError(
-        f"cannot tell the model head from its outputs ({described}); set detector.head to one of {list(HEADS)}"
-    )
-
-
-def _single_output_head(signature: ModelSignature) -> str | None:
-    """Tell the single-output layouts apart by how many points the input size implies."""
-    shape = signature.outputs[0].shape
-    if len(shape) != 3:
-        return None
-    d1, d2 = shape[1], shape[2]
-    width, height = _input_wh(signature)
-    if width and height:
-        points = grid_points(width, height)
-        if d1 == points:
-            return "yolox"
-        if d1 == 3 * points:
-            return "yolov5"
-        if d2 == points:
-            return "ultralytics"
-    if d2 == 6 and isinstance(d1, int) and d1 <= 1000:  # YOLOv10/YOLO26 keep K = 300 final boxes
-        return "end2end"
-    if d2 == 6:
-        return None  # could as well be a one-class YOLOv5 [B, N, 6]: the user must say
-    if isinstance(d1, int) and isinstance(d2, int):
-        return "ultralytics" if d1 < d2 else "yolov5"
-    return None
-
-
-def _input_wh(signature: ModelSignature) -> tuple[int | None, int | None]:
-    shape = signature.inputs[0].shape
-    if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):
-        return shape[3], shape[2]
-    return None, None
-
-
 def preprocess_defaults(head: str) -> dict:
     """The input convention each head family was trained with (resize, align, color, scale)."""
     if head == "yolox":
         return dict(resize="letterbox", align="top_left", color="bgr", scale=1.0)
-    if head == "detr":
+    if head in ("detr", "rtdetr"):
         return dict(resize="stretch", align="top_left", color="rgb", scale=1 / 255)
     return dict(resize="letterbox", align="center", color="rgb", scale=1 / 255)
 
@@ -136,6 +83,8 @@ def decode(head: str, outputs: dict[str, Any], input_wh: tuple[int, int], min_sc
         return decode_yolox(raw, input_wh, min_score)
     if head == "end2end":
         return decode_end2end(raw)
+    if head == "rtdetr":
+        return decode_rtdetr(raw, input_wh)
     raise ConfigError(f"detector.head '{head}' is unknown; use one of {list(HEADS)}")
 
 
@@ -248,4 +197,15 @@ def decode_detr(labels, boxes, scores) -> HeadOutput:
     """DETR-style labels (B, K) int, boxes (B, K, 4) xyxy in source pixels, scores (B, K); no NMS."""
     return HeadOutput(
         boxes.astype(np.float32), scores.astype(np.float32), labels.astype(np.int32), in_source=True, needs_nms=False
+    )
+
+
+def decode_rtdetr(raw, input_wh: tuple[int, int]) -> HeadOutput:
+    """Ultralytics RT-DETR [B, K, 6]: (cx, cy, w, h) as fractions of the input, score, class; boxes out in
+    input pixels; already final, no NMS."""
+    xp = array_module(raw)
+    width, height = input_wh
+    boxes = cxcywh_to_xyxy(raw[..., :4]) * xp.asarray([width, height, width, height], np.float32)
+    return HeadOutput(
+        boxes.astype(np.float32), raw[..., 4].astype(np.float32), raw[..., 5].astype(np.int32), needs_nms=False
     )

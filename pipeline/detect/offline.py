@@ -25,6 +25,7 @@ import numpy as np
 
 from pipeline.config.models import DetectorConfig
 from pipeline.detect.detector import Detector
+from pipeline.detect.heads import HEADS
 from pipeline.errors import ConfigError, PipelineError, SourceError
 from pipeline.fps_cap import FpsCap
 from pipeline.types import PTS_UNKNOWN, pts_to_ns
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
     p.add_argument("--max-det", type=int, default=300, help="detections kept per image")
     p.add_argument("--engine", default="auto", choices=["auto", "tensorrt", "torch", "onnxruntime-cuda", "onnxruntime"])
-    p.add_argument("--head", default="auto", choices=["auto", "ultralytics", "yolov5", "yolox", "end2end", "detr"])
+    p.add_argument("--head", default="auto", choices=["auto", *HEADS])
     p.add_argument("--batch", type=int, default=8, help="images per inference batch")
     p.add_argument("--fps", type=float, help="take at most this many frames per second of each video, as a stream's "
                    "fps cap does (fewer to detect; image ids stay the source's frame numbers)")

@@ -245,8 +245,11 @@ class FusedSelect:
 
         table: (rows, 6) device float32 per row (source w, h, scale x, y, pad x, y). Everything is
         queued on `stream` and waited for once. None when an image has more candidates than the
-        kernel holds (or the layout does not fit its keys): run the general path instead.
+        kernel holds, the layout does not fit its keys, or the kernel has no code for the head
+        (RT-DETR's normalised boxes): run the general path instead.
         """
+        if self.head not in HEAD_CODES:
+            return None
         raw, boxes_in, labels, anchors, width = self._operands(outputs)
         if anchors >= MAX_ANCHORS:
             return None

@@ -10,9 +10,10 @@ import numpy as np
 
 from pipeline.config.models import PipelineConfig, StreamConfig
 from pipeline.config.resolve import resolve
-from pipeline.detect import heads, preprocess
-from pipeline.detect.detector import _preprocess_spec, input_size
+from pipeline.detect import preprocess
+from pipeline.detect.detector import _preprocess_spec
 from pipeline.detect.engines.onnxruntime import read_model_info
+from pipeline.detect.recognize import detect_head, input_size
 from pipeline.errors import EngineError, PipelineError
 from pipeline.sources import open_reader
 from pipeline.types import Frame, frame_to_rgb
@@ -27,9 +28,9 @@ def sample_calibration_inputs(config: PipelineConfig, every: int = 5, per_stream
     gives at most `per_stream_s` seconds of reading, and one that cannot be read is skipped.
     """
     detector = config.detector
-    signature, _ = read_model_info(detector.model)
-    head = heads.detect_head(signature, detector.head)
-    spec = _preprocess_spec(head, input_size(signature, detector), detector)
+    signature, metadata = read_model_info(detector.model)
+    head = detect_head(signature, metadata, detector.head)
+    spec = _preprocess_spec(head, input_size(signature, detector, metadata), detector)
     per_stream = math.ceil(detector.calibration_frames / len(config.streams))
     inputs: list[np.ndarray] = []
     for stream in config.streams:

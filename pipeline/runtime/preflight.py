@@ -20,10 +20,9 @@ from pipeline import plugins
 from pipeline.config.fields import KeyPathError, key_path
 from pipeline.config.models import DetectorConfig, PipelineConfig, StreamConfig
 from pipeline.config.outputs import is_event_output
-from pipeline.detect.detector import input_size
 from pipeline.detect.engines import read_model
-from pipeline.detect.heads import detect_head
 from pipeline.detect.names import names_from_config, resolve_names
+from pipeline.detect.recognize import detect_head, input_size
 from pipeline.errors import ConfigError, EngineError
 
 
@@ -56,12 +55,12 @@ def model_problems(detector: DetectorConfig, engine: str, problems: list[KeyPath
         problems.append(KeyPathError(("detector", "model"), str(exc)))
         return None
     try:
-        detect_head(signature, detector.head)
+        detect_head(signature, metadata, detector.head)
     except ConfigError as exc:
         problems.append(KeyPathError(("detector", "model"), str(exc)))
         return None
     try:
-        input_size(signature, detector)
+        input_size(signature, detector, metadata)
     except ConfigError as exc:
         problems.append(KeyPathError(("detector", "input_size"), str(exc)))
     try:

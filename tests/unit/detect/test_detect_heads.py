@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from pipeline.detect import heads
-from pipeline.detect.heads import ModelSignature, TensorInfo, detect_head
+from pipeline.detect.heads import ModelSignature, TensorInfo
+from pipeline.detect.recognize import detect_head
 from pipeline.errors import ConfigError
 
 
@@ -32,7 +33,7 @@ def test_head_is_read_from_the_onnx_signature(signature, head):
 
 
 def test_yaml_head_override_wins_over_the_signature():
-    assert detect_head(_sig((1, 3, 416, 416), ("output", (1, 3549, 85))), "yolov5") == "yolov5"
+    assert detect_head(_sig((1, 3, 416, 416), ("output", (1, 3549, 85))), override="yolov5") == "yolov5"
 
 
 def test_unknown_layout_asks_for_detector_head():

@@ -1,0 +1,166 @@
+"""What a detection model file is: its head and its input size, read from the file alone.
+
+Ultralytics exports say what they are in their metadata (`task`, `imgsz` [h, w], `stride`, `end2end`,
+`head`, `names`); other files are told apart by their output names and shapes, which may be
+symbolic ('batch', 'anchors'). A `detector.head` or `detector.input_size` in the config wins.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+from pipeline.config.models import DetectorConfig
+from pipeline.detect.heads import HEADS, ModelSignature, grid_points
+from pipeline.detect.names import names_from_metadata
+from pipeline.errors import ConfigError
+
+DETECTION_ONLY = "streamweave runs detection models only; export the detection variant (task 'detect')"
+
+
+@dataclass(frozen=True, slots=True)
+class ExportInfo:
+    """What a file's metadata says. task: Ultralytics task ('detect', 'segment', 'pose', 'obb', ...) or None;
+    input_wh: (w, h) the model was exported at, or None; end2end: NMS-free outputs; head_module: the
+    Ultralytics head class ('Detect', 'v10Detect', 'RTDETRDecoder', ...); classes: how many names."""
+
+    task: str | None = None
+    input_wh: tuple[int, int] | None = None
+    end2end: bool = False
+    head_module: str | None = None
+    classes: int | None = None
+
+
+def export_info(metadata: dict[str, str]) -> ExportInfo:
+    """The ExportInfo of a file's custom metadata; keys that are absent or unreadable are left out."""
+    names = names_from_metadata(metadata)
+    return ExportInfo(
+        task=metadata.get("task") or None,
+        input_wh=_imgsz_wh(metadata.get("imgsz")),
+        end2end=metadata.get("end2end", "").strip().lower() == "true",
+        head_module=metadata.get("head") or None,
+        classes=len(names) if names else None,
+    )
+
+
+def _imgsz_wh(text: str | None) -> tuple[int, int] | None:
+    """Ultralytics `imgsz` ("[640, 640]" as [h, w], or "640") -> (w, h)."""
+    try:
+        value = ast.literal_eval(text) if text else None
+    except (ValueError, SyntaxError):
+        return None
+    if isinstance(value, int) and value > 0:
+        return value, value
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value):
+        return value[1], value[0]
+    return None
+
+
+def detect_head(signature: ModelSignature, metadata: dict[str, str] | None = None, override: str = "auto") -> str:
+    """The head of a model from its metadata and outputs; a YAML `head` other than "auto" wins.
+
+    Raises ConfigError for segment, pose and OBB exports (detection models only), and naming the
+    outputs when the layout is not one of HEADS.
+    """
+    if override != "auto":
+        if override not in HEADS:
+            raise ConfigError(f"detector.head '{override}' is unknown; use one of {list(HEADS)} or 'auto'")
+        return override
+    info = export_info(metadata or {})
+    described = ", ".join(f"{o.name}{list(o.shape)}" for o in signature.outputs)
+    if info.task and info.task != "detect":
+        raise ConfigError(f"the model is a '{info.task}' export (its metadata says so); {DETECTION_ONLY}")
+    out_names = {o.name for o in signature.outputs}
+    if {"labels", "boxes", "scores"} <= out_names or "orig_target_sizes" in {i.name for i in signature.inputs}:
+        return "detr"
+    if len(signature.outputs) > 1:
+        raise ConfigError(
+            f"the model has {len(signature.outputs)} outputs ({described}) where a detector has one, or DETR's "
+            f"labels/boxes/scores; segment and pose exports look like this: {DETECTION_ONLY}. For another "
+            f"detector, set detector.head to one of {list(HEADS)}"
+        )
+    head = _ultralytics_head(signature, info) if info.task == "detect" else _head_from_shape(signature, info)
+    if head:
+        return head
+    raise ConfigError(
+        f"cannot tell the model head from its outputs ({described}); set detector.head to one of {list(HEADS)}"
+    )
+
+
+def _ultralytics_head(signature: ModelSignature, info: ExportInfo) -> str:
+    """An Ultralytics detection export: RT-DETR [B, K, 6], end-to-end (YOLOv10/YOLO26) or [B, 4+nc, N]
+    (v5u/v8/11/26)."""
+    if info.head_module == "RTDETRDecoder":
+        return "rtdetr"
+    if info.end2end:
+        return "end2end"
+    shape = signature.outputs[0].shape
+    channels = 4 + info.classes if info.classes else None
+    if len(shape) == 3 and channels and isinstance(shape[1], int) and shape[1] != channels:
+        raise ConfigError(
+            f"the output {signature.outputs[0].name}{list(shape)} has {shape[1]} channels, not 4 + {info.classes} "
+            f"classes (a pose or OBB export, or an RT-DETR from an Ultralytics version before 8.4?); {DETECTION_ONLY}"
+        )
+    return "ultralytics"
+
+
+def _head_from_shape(signature: ModelSignature, info: ExportInfo) -> str | None:
+    """Tell the single-output layouts apart by how many points the input size implies, or by how many
+    channels the metadata's class count implies; None when the shape leaves it open."""
+    shape = signature.outputs[0].shape
+    if len(shape) != 3:
+        return None
+    d1, d2 = shape[1], shape[2]
+    width, height = _fixed_wh(signature) or info.input_wh or (None, None)
+    if width and height:
+        points = grid_points(width, height)
+        if d1 == points:
+            return "yolox"
+        if d1 == 3 * points:
+            return "yolov5"
+        if d2 == points:
+            return "ultralytics"
+    if info.classes and d1 == 4 + info.classes:
+        return "ultralytics"
+    if info.classes and d2 == 5 + info.classes:
+        return "yolov5"  # YOLOv5's own exports write `names` and `stride`, and mark only batch and anchors dynamic
+    if d2 == 6 and isinstance(d1, int) and d1 <= 1000:  # YOLOv10/YOLO26 keep K = 300 final boxes
+        return "end2end"
+    if d2 == 6:
+        return None  # could as well be a one-class YOLOv5 [B, N, 6]: the user must say
+    if isinstance(d1, int) and isinstance(d2, int):
+        return "ultralytics" if d1 < d2 else "yolov5"
+    if isinstance(d1, int):
+        return "ultralytics"  # [B, 4+nc, anchors]
+    return None
+
+
+def _fixed_wh(signature: ModelSignature) -> tuple[int, int] | None:
+    shape = signature.inputs[0].shape if signature.inputs else ()
+    if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):
+        return shape[3], shape[2]
+    return None
+
+
+def input_size(
+    signature: ModelSignature, config: DetectorConfig, metadata: dict[str, str] | None = None
+) -> tuple[int, int]:
+    """Model input (w, h): the model's fixed spatial dims; for a dynamic input, `detector.input_size`, else
+    the size in the file's metadata (Ultralytics `imgsz`). ConfigError when none gives it, or when the
+    config differs from a fixed input."""
+    shape = signature.inputs[0].shape if signature.inputs else ()
+    if len(shape) != 4:
+        raise ConfigError(f"model '{config.model}' takes {list(shape)}, not images [batch, channels, height, width]; "
+                          "set detector.model to a detection model")
+    fixed = _fixed_wh(signature)
+    if config.input_size is not None and fixed is not None and tuple(config.input_size) != fixed:
+        raise ConfigError(f"detector.input_size {list(config.input_size)} differs from the fixed input {list(fixed)} "
+                          f"of model '{config.model}'; remove detector.input_size (or export the model with a "
+                          "dynamic input size)")
+    exported = export_info(metadata or {}).input_wh
+    size = fixed or (tuple(config.input_size) if config.input_size is not None else None) or exported
+    if size is None:
+        raise ConfigError(
+            f"model '{config.model}' has a dynamic input size {list(shape)} and no `imgsz` in its metadata; set "
+            "detector.input_size: [width, height]"
+        )
+    return size

@@ -1,0 +1,102 @@
+"""Recognising a model from its file: Ultralytics metadata, symbolic output shapes, detection only.
+
+The signatures and metadata below are what Ultralytics 8.4 writes for `model.export(format="onnx",
+dynamic=True)` (the exports themselves are made and run in tests/integration/detect/test_detect_exports.py).
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config.models import DetectorConfig
+from pipeline.detect import heads
+from pipeline.detect.heads import ModelSignature, TensorInfo
+from pipeline.detect.recognize import detect_head, export_info, input_size
+from pipeline.errors import ConfigError
+
+DYNAMIC_IN = ("batch", 3, "height", "width")
+DYNAMIC_OUT = ("batch", "Concatoutput0_dim_1", "anchors")  # every output dim symbolic, end-to-end and RT-DETR too
+NAMES_80 = "{" + ", ".join(f"{i}: '{i}'" for i in range(80)) + "}"
+
+
+def _sig(in_shape, *outs):
+    return ModelSignature((TensorInfo("images", in_shape),), tuple(TensorInfo(n, s) for n, s in outs))
+
+
+def _meta(task="detect", head="Detect", end2end="False", imgsz="[320, 320]", names=NAMES_80, **extra):
+    return {"description": "Ultralytics model", "author": "Ultralytics", "stride": "32", "task": task, "head": head,
+            "batch": "1", "imgsz": imgsz, "names": names, "channels": "3", "end2end": end2end, **extra}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "metadata, head",
+    [
+        (_meta(), "ultralytics"),  # YOLOv8n / YOLO11n / YOLO26n, and YOLOv10n exported with NMS outside
+        (_meta(head="v10Detect", end2end="True"), "end2end"),  # YOLOv10n, nms=False
+        (_meta(end2end="True"), "end2end"),  # YOLO26n, nms=False
+        (_meta(head="RTDETRDecoder"), "rtdetr"),
+    ],
+)
+def test_a_dynamic_ultralytics_export_is_recognised_from_its_metadata(metadata, head):
+    assert detect_head(_sig(DYNAMIC_IN, ("output0", DYNAMIC_OUT)), metadata) == head
+
+
+def test_the_reported_dynamic_yolo11n_export_is_recognised_even_without_metadata():
+    """The file of the report: output0['batch', 84, 'anchors'] and a dynamic input."""
+    assert detect_head(_sig(DYNAMIC_IN, ("output0", ("batch", 84, "anchors"))), {}) == "ultralytics"
+
+
+def test_a_yolov5_export_with_symbolic_anchors_is_told_by_its_names():
+    """YOLOv5's own export writes `stride` and `names` only and marks batch and anchors dynamic."""
+    metadata = {"stride": "32", "names": NAMES_80}
+    assert detect_head(_sig(("batch", 3, 640, 640), ("output0", ("batch", "anchors", 85))), metadata) == "yolov5"
+
+
+@pytest.mark.parametrize("task", ["segment", "pose", "obb", "classify"])
+def test_segment_pose_and_obb_exports_are_refused_as_detection_only(task):
+    with pytest.raises(ConfigError, match=f"'{task}' export .* detection models only"):
+        detect_head(_sig(DYNAMIC_IN, ("output0", DYNAMIC_OUT)), _meta(task=task))
+
+
+def test_a_segment_export_without_metadata_is_refused_for_its_extra_output():
+    signature = _sig(DYNAMIC_IN, ("output0", ("batch", 116, "anchors")), ("output1", ("batch", 32, "mh", "mw")))
+    with pytest.raises(ConfigError, match="2 outputs .* detection models only"):
+        detect_head(signature, {})
+
+
+def test_a_pose_export_whose_task_was_lost_is_refused_by_its_channel_count():
+    """YOLO11n-pose: 4 box + 1 class + 17 x 3 keypoint channels; the names say one class."""
+    with pytest.raises(ConfigError, match="56 channels, not 4 \\+ 1 classes .* detection models only"):
+        detect_head(_sig((1, 3, 320, 320), ("output0", (1, 56, 2100))), _meta(names="{0: 'person'}"))
+
+
+def test_metadata_is_read_as_ultralytics_writes_it():
+    info = export_info(_meta(imgsz="[384, 640]", end2end="True", head="v10Detect"))
+    assert (info.task, info.input_wh, info.end2end, info.head_module, info.classes) == ("detect", (640, 384), True,
+                                                                                       "v10Detect", 80)  # fmt: skip
+    assert export_info({"imgsz": "640"}).input_wh == (640, 640)
+    assert export_info({"imgsz": "not a size"}).input_wh is None
+
+
+def _config(tmp_path: Path, **keys) -> DetectorConfig:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"")
+    return DetectorConfig(model=model, **keys)
+
+
+def test_a_dynamic_input_takes_its_size_from_the_config_then_the_metadata(tmp_path):
+    signature = _sig(DYNAMIC_IN, ("output0", DYNAMIC_OUT))
+    metadata = _meta(imgsz="[384, 640]")
+    assert input_size(signature, _config(tmp_path), metadata) == (640, 384)
+    assert input_size(signature, _config(tmp_path, input_size=(320, 320)), metadata) == (320, 320)
+    with pytest.raises(ConfigError, match="no `imgsz` in its metadata; set detector.input_size"):
+        input_size(signature, _config(tmp_path), {})
+
+
+def test_rtdetr_boxes_are_fractions_of_the_input_and_need_no_nms():
+    raw = np.asarray([[[0.5, 0.5, 0.25, 0.5, 0.9, 1], [0.1, 0.1, 0.1, 0.1, 0.3, 0]]], np.float32)  # [1, K=2, 6]
+    decoded = heads.decode("rtdetr", {"output0": raw}, (640, 320))
+    np.testing.assert_allclose(decoded.boxes[0, 0], [240, 80, 400, 240])  # centre of a 640x320 input, 160x160
+    assert decoded.class_ids[0].tolist() == [1, 0]
+    np.testing.assert_allclose(decoded.scores[0], [0.9, 0.3])
+    assert not decoded.needs_nms and not decoded.in_source
