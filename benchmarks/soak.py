@@ -41,6 +41,7 @@ from pipeline.config.models import StreamConfig  # noqa: E402
 from pipeline.runtime.runner import PipelineRunner  # noqa: E402
 from pipeline.sinks.base import BaseSink  # noqa: E402
 from pipeline.types import FrameResult  # noqa: E402
+from samples.world.background import N_LIGHT_LEVELS, N_NOISE_VARIANTS  # noqa: E402
 from tests.support.http_server import free_port  # noqa: E402
 from tests.support.rtsp_server import RtspServer, concat_clip  # noqa: E402
 
@@ -169,6 +170,11 @@ def healthy_stalls(faults: Faults, gaps: FrameGaps, warm_up_s: float, started: f
     return stalls
 
 
+def world_bank_bytes(size: tuple[int, int]) -> int:
+    """The one cache of a synthetic camera that fills for minutes (as its lighting changes): its backgrounds."""
+    return N_LIGHT_LEVELS * N_NOISE_VARIANTS * size[0] * size[1] * 3
+
+
 def rss_slope(rows: list[dict], warm_up_s: float) -> float:
     """Least-squares RSS growth after warm-up in MiB per minute."""
     late = [r for r in rows if r["t_s"] >= warm_up_s]
@@ -179,7 +185,12 @@ def rss_slope(rows: list[dict], warm_up_s: float) -> float:
 
 
 def plot(rows: list[dict], streams: list[str], faults: Faults, started: float, path: Path) -> None:
-    import matplotlib  # noqa: PLC0415 - the bench extra
+    """The samples as a PNG; without matplotlib (the `bench` extra) the CSV and summary are all there is."""
+    try:
+        import matplotlib  # noqa: PLC0415 - the bench extra
+    except ImportError:
+        print(f"matplotlib is not installed (pip install -e '.[bench]'): no {path}", file=sys.stderr)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
@@ -264,6 +275,7 @@ def soak(args, servers: list[RtspServer]) -> dict:
         "cameras": {"synthetic": args.synthetic, "rtsp": len(servers), "fps": args.fps},
         "rss_mib": {"start": rows[0]["rss_mib"], "after_warm_up": late[0]["rss_mib"] if late else None,
                     "end": rows[-1]["rss_mib"], "max": max(r["rss_mib"] for r in rows)},
+        "world_bank_mib": round(args.synthetic * world_bank_bytes((640, 360)) / 2**20, 1),
         "rss_slope_mib_per_min": round(rss_slope(rows, args.warm_up_s), 4),
         "threads": {"after_warm_up": [min(r["threads"] for r in late), max(r["threads"] for r in late)] if late else None},
         "fds": {"after_warm_up": [min(r["fds"] for r in late), max(r["fds"] for r in late)] if late else None},
