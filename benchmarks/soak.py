@@ -84,10 +84,15 @@ class FrameGaps(BaseSink):
             self._last.pop(stream_id, None)  # a camera removed on purpose has not stalled
 
 
+def scene(url: str) -> str:
+    """"plaza" for synthetic://plaza?seed=1."""
+    return url.split("://")[1].split("?")[0]
+
+
 def soak_config(out: Path, synthetic: int, rtsp_urls: list[str], fps: float) -> dict:
     """The demo's config with `synthetic` cameras (scenes in turn) plus the RTSP ones, stored in `out`."""
     demo = yaml.safe_load(DEMO.read_text())
-    scene_of_demo = {s["id"]: s["url"].split("://")[1].split("?")[0] for s in demo["streams"]}
+    scene_of_demo = {s["id"]: scene(s["url"]) for s in demo["streams"]}
     streams = [{"id": f"syn-{i + 1:02d}", "lane": "default",
                 "url": f"synthetic://{SCENES[i % 3]}?seed={2000 + i}&fps={fps:g}&size=640x360"
                        + ("&encode=1" if SCENES[i % 3] == "plaza" else "")} for i in range(synthetic)]
@@ -95,7 +100,7 @@ def soak_config(out: Path, synthetic: int, rtsp_urls: list[str], fps: float) -> 
                 for i, url in enumerate(rtsp_urls)]
     for item in demo["zones"] + demo["lines"]:
         scenes = {scene_of_demo[s] for s in item["streams"]}
-        item["streams"] = [s["id"] for s in streams if s["id"].startswith("syn") and s["url"].split("://")[1].split("?")[0] in scenes]
+        item["streams"] = [s["id"] for s in streams if s["id"].startswith("syn") and scene(s["url"]) in scenes]
     demo["streams"] = streams
     demo["sinks"] = [{"type": "sqlite", "path": str(out / "soak.db")},
                      {"type": "media", "directory": str(out / "media"), "clip_before_s": 3, "clip_after_s": 2}]

@@ -35,7 +35,7 @@ class RuleEngine:
         self.class_names = class_names
         self.rules = list(rules)
         self._allowed = {r.name: class_ids_for(r.classes, class_names, f"alert rule '{r.name}'") for r in self.rules}
-        self._last_fired: dict[str, dict[int, int]] = {r.name: {} for r in self.rules}  # rule -> track or -1 -> ts_ns, oldest first
+        self._last_fired: dict[str, dict[int, int]] = {r.name: {} for r in self.rules}  # {track or -1: ts_ns}, oldest first
         self._fired_visits: set[tuple[str, int, int]] = set()  # (rule, track, entered_ns)
         self._occupied_since: dict[str, int | None] = {r.name: None for r in self.rules}
         self._occupancy_armed: dict[str, bool] = {r.name: True for r in self.rules}
