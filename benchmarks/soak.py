@@ -48,6 +48,8 @@ from tests.support.rtsp_server import RtspServer, concat_clip  # noqa: E402
 CLIP = REPO.parent / "shared" / "media" / "dog-848x464.mp4"
 DEMO = REPO / "configs" / "demo.yaml"
 SCENES = ("plaza", "street", "junction")
+QUIET_S = 15.0
+"""No fault starts in the run's last seconds: each one's recovery is seen, and no swap meets the shutdown."""
 GAP_S = 2.0
 """A stream whose frames are further apart than this (capture wall time) has stalled for that long."""
 
@@ -134,9 +136,12 @@ class Faults:
 
     def _run(self) -> None:
         step = self.args.restart_every_s / max(len(self.servers), 1)
-        next_restart, next_swap, turn, swapped = time.monotonic() + step, time.monotonic() + self.args.swap_every_s, 0, 0
+        start = time.monotonic()
+        next_restart, next_swap, turn, swapped = start + step, start + self.args.swap_every_s, 0, 0
         while not self._stop.wait(0.5):
             now = time.monotonic()
+            if now > start + self.args.minutes * 60 - QUIET_S:
+                return
             if self.servers and now >= next_restart:
                 server = self.servers[turn % len(self.servers)]
                 server.kill()
