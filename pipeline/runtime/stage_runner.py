@@ -152,6 +152,10 @@ class StageRunner:
         """Frames each stream has had through its stages so far."""
         return dict(self._frames)  # one C-level copy: safe while the workers add streams
 
+    def forget(self, stream_id: str) -> None:
+        """A stream removed, after its end went through: its frame count goes (streams come and go for weeks)."""
+        self._frames.pop(stream_id, None)
+
     def _shard(self, stream_id: str) -> int:
         return zlib.crc32(stream_id.encode()) % len(self._queues)
 

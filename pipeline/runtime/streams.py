@@ -158,6 +158,7 @@ class StreamTable:
     def _forget(self, stream_id: str) -> None:
         self._parts.sources.forget(stream_id)
         self._parts.telemetry.forget(stream_id)
+        self._parts.stages.forget(stream_id)
         with self._lock:
             self._streams.pop(stream_id, None)
             self._done.discard(stream_id)

@@ -134,7 +134,9 @@ class MediaSink(BaseSink):
                 self._request_clip(event, files["clip"])
 
     def on_stream_end(self, stream_id: str) -> None:
-        """Nothing to flush: snapshots are written at once, clips belong to the recorder."""
+        """Nothing to flush: snapshots are written at once, clips belong to the recorder. A stream that
+        comes again is warned about again."""
+        self._unrecorded.discard(stream_id)
 
     def close(self) -> None:
         """Nothing to flush; clips still being cut are reported when the recorder closes."""

@@ -30,6 +30,7 @@ BLOCK_S = 60.0
 MAX_DURATION_S = 100.0  # objects that would stay longer are not spawned (keeps look-back bounded)
 SPEED_MS = {PERSON: (0.8, 1.9), BICYCLE: (3.0, 6.0), CAR: (6.0, 13.0), BUS: (5.0, 9.0), TRUCK: (5.0, 10.0)}
 STRIDE_M = 0.45  # ground distance per animation phase step
+KEPT_BLOCKS = 4  # a frame needs the blocks of the last MAX_DURATION_S (at most 3); older ones are spawned again if asked for
 
 
 @dataclass
@@ -117,7 +118,11 @@ class Traffic:
         first = int(np.floor((t - MAX_DURATION_S) / BLOCK_S))
         out = []
         for b in range(max(first, -2), int(np.floor(t / BLOCK_S)) + 1):
-            out.extend(o for o in self._block(b) if o.t0 <= t <= o.t1)
+            for o in self._block(b):
+                if o.t0 <= t <= o.t1:
+                    out.append(o)
+                elif o.t1 < t:
+                    o.sprites.clear()  # gone from the scene: its drawings would stay as long as its block
         return out
 
     def objects_between(self, t_start: float, t_end: float) -> list[WorldObject]:
@@ -131,7 +136,7 @@ class Traffic:
     def _block(self, b: int) -> list[WorldObject]:
         objs = self._blocks.get(b)
         if objs is None:
-            if len(self._blocks) > 16:  # long runs: forget blocks far in the past
+            if len(self._blocks) >= KEPT_BLOCKS:  # long runs: forget the oldest block with its objects' sprites
                 self._blocks.pop(min(self._blocks))
             objs = self._blocks[b] = self._spawn_block(b)
         return objs

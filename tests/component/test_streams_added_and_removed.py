@@ -33,6 +33,7 @@ def test_a_camera_added_and_one_removed_while_running_leave_the_others_untouched
     assert not any(t.name == "decode:a" for t in threading.enumerate())  # its worker is gone
     live = runner.snapshot()
     assert set(live.streams) == {"b", "c"}  # forgotten by the buffer, the sources and the stages
+    assert set(runner.parts.stages.frames()) == {"b", "c"}
 
     snap = run.stop()
     assert sink.started == ["a", "b", "c"] and sink.ended[0] == "a"

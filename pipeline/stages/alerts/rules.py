@@ -12,6 +12,8 @@ Semantics per `AlertRule.when` (times in seconds of stream time):
 - "occupancy": at least `min_count` tracks inside `zone` for `debounce_s`; fires once when the condition
   becomes true and re-arms when it stops being true.
 `cooldown_s`: the rule does not fire again for the same track (occupancy: the same zone) within this time.
+  Each rule remembers the last `MAX_COOLDOWNS` tracks it fired for whose cooldown still runs: on a scene
+  busier than that within one cooldown, the track that fired longest ago may fire again early.
 `classes` narrows the zone's or line's own class filter.
 """
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pipeline.stages.analytics.zones import NS, ZoneMonitor
 from pipeline.types import Event, Moment
 
 _ZONE_TIMED = ("enter", "dwell")
+MAX_COOLDOWNS = 4096
+"""Tracks per rule whose cooldown is remembered: bounds memory when cooldown_s is long and tracks are many."""
 
 
 class RuleEngine:
@@ -31,7 +35,7 @@ class RuleEngine:
         self.class_names = class_names
         self.rules = list(rules)
         self._allowed = {r.name: class_ids_for(r.classes, class_names, f"alert rule '{r.name}'") for r in self.rules}
-        self._last_fired: dict[tuple[str, int], int] = {}  # (rule, track or -1) -> ts_ns
+        self._last_fired: dict[str, dict[int, int]] = {r.name: {} for r in self.rules}  # {track or -1: ts_ns}, oldest first
         self._fired_visits: set[tuple[str, int, int]] = set()  # (rule, track, entered_ns)
         self._occupied_since: dict[str, int | None] = {r.name: None for r in self.rules}
         self._occupancy_armed: dict[str, bool] = {r.name: True for r in self.rules}
@@ -41,9 +45,9 @@ class RuleEngine:
         occupancy); a new or changed rule starts afresh."""
         fresh = RuleEngine(rules, self.class_names)
         kept = {rule.name for rule in rules if rule in self.rules}
-        fresh._last_fired = {key: ts for key, ts in self._last_fired.items() if key[0] in kept}
         fresh._fired_visits = {key for key in self._fired_visits if key[0] in kept}
         for name in kept:
+            fresh._last_fired[name] = self._last_fired[name]
             fresh._occupied_since[name] = self._occupied_since[name]
             fresh._occupancy_armed[name] = self._occupancy_armed[name]
         return fresh
@@ -116,17 +120,26 @@ class RuleEngine:
     def _fire(self, rule: AlertRule, track_id: int, class_id: int, at: Moment, details: dict) -> list[Event]:
         """One alert event unless the rule is cooling down for this track; [] otherwise."""
         ts_ns = at.pts_ns
-        key = (rule.name, track_id)
-        last = self._last_fired.get(key)
-        if last is not None and ts_ns - last < rule.cooldown_s * NS:
+        if not self._cooled_down(rule, track_id, ts_ns):
             return []
-        self._last_fired[key] = ts_ns
-        if len(self._last_fired) > 1024:  # keep only cooldowns still running: bounded on endless streams
-            longest = max(r.cooldown_s for r in self.rules) * NS
-            self._last_fired = {k: t for k, t in self._last_fired.items() if ts_ns - t < longest}
         payload = {"rule": rule.name, "when": rule.when, "zone": rule.zone, "line": rule.line,
                    "snapshot": rule.snapshot, "clip": rule.clip, **details}
         return [at.event(rule.name, "alert", track_id, class_id, payload)]
+
+    def _cooled_down(self, rule: AlertRule, track_id: int, ts_ns: int) -> bool:
+        """Whether `rule` may fire for `track_id` at `ts_ns`; if so, its cooldown starts now. Only running
+        cooldowns are kept (at most MAX_COOLDOWNS, the oldest dropped first)."""
+        cooldown_ns = rule.cooldown_s * NS
+        fired = self._last_fired[rule.name]
+        last = fired.get(track_id)
+        if last is not None and ts_ns - last < cooldown_ns:
+            return False
+        while fired and (ts_ns - next(iter(fired.values())) >= cooldown_ns or len(fired) >= MAX_COOLDOWNS):
+            del fired[next(iter(fired))]  # in firing order, so the front is the oldest
+        if cooldown_ns > 0:
+            fired.pop(track_id, None)  # moved to the back
+            fired[track_id] = ts_ns
+        return True
 
     def _prune_visits(self, zones: dict[str, ZoneMonitor]) -> None:
         """Forget fired visits that ended, so the set stays as small as the zones' occupancy."""
