@@ -26,7 +26,8 @@ streams:  # the cameras
     url: fake://a?fps=8
     ring_size: 16
   - id: b
-    url: fake://b?fps=50
+    url: fake://b?fps=8
+    ring_size: 16
 detector: {{model: fake, engine: fake}}
 zones:
   - name: dock  # where trucks wait
