@@ -12,7 +12,6 @@ with the whole config, applied, then written back to the config file.
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response
@@ -105,12 +104,12 @@ def _section_routes(api: APIRouter, control: Control, section: str, what: str) -
 
 
 def _storage(control: Control) -> str:
-    for sink in control.runner.config.sinks:
-        if sink.type == "sqlite":
-            return str(Path(sink.path))
-        if sink.type == "postgres":
-            return sink.dsn
-    raise HTTPException(404, "no stored events: add a sqlite or postgres sink under `sinks:` to keep them")
+    from pipeline.sinks.storage.query import storage_target  # noqa: PLC0415
+
+    target = storage_target(control.runner.config.sinks)
+    if target is None:
+        raise HTTPException(404, "no stored events: add a sqlite or postgres sink under `sinks:` to keep them")
+    return target
 
 
 def _time_ns(key: str, value: str | None) -> int | None:

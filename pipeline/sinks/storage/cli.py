@@ -15,7 +15,7 @@ from typing import TextIO
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.sinks.storage import answers
 from pipeline.sinks.storage.answers import Buckets, Filters
-from pipeline.sinks.storage.query import ALL_RUNS
+from pipeline.sinks.storage.query import ALL_RUNS, storage_target
 from pipeline.masking import mask_url
 
 WHATS = ("summary", "lines", "zones", "events", "runs")
@@ -91,10 +91,10 @@ def _what_and_target(words: list[str], db: str | None) -> tuple[str, str]:
     from pipeline.config import load_config  # noqa: PLC0415 - only when a config is named
 
     config = load_config(words[0])
-    storage = next((sink for sink in config.sinks if sink.type in ("sqlite", "postgres")), None)
-    if storage is None:
+    target = storage_target(config.sinks)
+    if target is None:
         raise ConfigError(f"{words[0]}: no sqlite or postgres sink to read; add one, or give --db")
-    return what, str(storage.path if storage.type == "sqlite" else storage.dsn)
+    return what, target
 
 
 def _answer(what: str, target: str, filters: Filters, buckets: Buckets) -> dict[str, list[dict]]:

@@ -44,6 +44,14 @@ class StoredDetections:
         return int(self.pts_ns.shape[0])
 
 
+def storage_target(sinks) -> str | None:
+    """Where the first `sqlite` or `postgres` entry of `sinks:` stores its results (a path or a DSN)."""
+    storage = next((sink for sink in sinks if sink.type in ("sqlite", "postgres")), None)
+    if storage is None:
+        return None
+    return str(storage.path if storage.type == "sqlite" else storage.dsn)
+
+
 @contextmanager
 def connect(target: Target) -> Iterator[tuple[Any, str]]:
     """Yield `(connection, parameter marker)`; connections opened here are closed afterwards."""
