@@ -16,42 +16,16 @@ from pipeline.sources.reader import DecodedFrame
 from pipeline.sources.worker import StreamWorker, WorkerState
 from pipeline.types import frame_to_rgb
 from tests.support.collecting_sink import CollectingSink
-
-FRAMES, GOP = 96, 25
-CONTAINERS = {"mp4": None, "h264": "h264"}  # suffix -> the format PyAV writes it with
-
-
-def write_clip(path: Path, frames: int = FRAMES, size: tuple[int, int] = (320, 240)) -> Path:
-    """Noise scrolling sideways (so packets are large, as a camera's are), H.264, a keyframe every GOP frames."""
-    base = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    with av.open(str(path), "w", format=CONTAINERS[path.suffix[1:]]) as out:
-        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
-        stream.codec_context.gop_size = GOP
-        for i in range(frames):
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.roll(base, 4 * i, axis=1), format="rgb24")))
-        out.mux(stream.encode(None))
-    return path
-
-
-def packet_spans(path: Path) -> list[tuple[int, int]]:
-    """(file offset, size) of each video packet."""
-    with av.open(str(path), format=CONTAINERS[path.suffix[1:]]) as container:
-        return [(p.pos, p.size) for p in container.demux(video=0) if p.size]
-
-
-def overwrite(path: Path, offset: int, length: int) -> None:
-    """Random bytes over `length` bytes from `offset` (the file keeps its size)."""
-    data = bytearray(path.read_bytes())
-    length = min(length, len(data) - offset)
-    data[offset:offset + length] = np.random.default_rng(1).integers(0, 256, length, dtype=np.uint8).tobytes()
-    path.write_bytes(bytes(data))
-
-
-def last_picture(path: Path) -> np.ndarray:
-    with av.open(str(path), format=CONTAINERS[path.suffix[1:]]) as container:
-        *_, last = container.decode(video=0)
-    return last.to_ndarray(format="rgb24")
+from tests.support.damaged_media import (
+    CONTAINERS,
+    FRAMES,
+    GOP,
+    faststart,
+    last_picture,
+    overwrite,
+    packet_spans,
+    write_clip,
+)
 
 
 def run_file(path: Path, caplog) -> tuple[StreamWorker, CollectingSink]:
@@ -92,16 +66,6 @@ def test_a_file_cut_inside_a_frame_ends_with_a_warning_not_silently(suffix, tmp_
     assert "the file looks truncated" in caplog.text and "clip" in caplog.text
     if suffix == "mp4":
         assert "ends 35 frames before the end its index lists" in caplog.text
-
-
-def faststart(source: Path, target: Path) -> Path:
-    with av.open(str(source)) as src, av.open(str(target), "w", options={"movflags": "faststart"}) as dst:
-        out = dst.add_stream_from_template(src.streams.video[0])
-        for packet in src.demux(video=0):
-            if packet.size:
-                packet.stream = out
-                dst.mux(packet)
-    return target
 
 
 def test_a_file_with_no_decodable_frame_for_a_long_stretch_fails_after_the_bound(tmp_path, caplog):
