@@ -37,7 +37,7 @@ class AlignedBuffer:
     Args:
         lanes: lane policies; every stream's `lane` must name one of them.
         streams: the streams that will put frames; `ring_size` bounds each stream's backlog,
-            `is_live` picks the overflow policy (live: drop oldest, file: block the reader).
+            `realtime` picks the overflow policy (live: drop oldest, file: block the reader).
         clock_ns: monotonic clock in integer nanoseconds for arrival times and deadlines;
             tests inject a fake one to make deadlines deterministic.
     """
@@ -86,7 +86,7 @@ class AlignedBuffer:
                 raise ConfigError(f"stream '{cfg.id}' joins unknown lane '{cfg.lane}'; defined lanes: {sorted(self._lane_of)}")
             if cfg.id in self._rings:
                 raise ConfigError(f"stream id '{cfg.id}' appears twice; stream ids must be unique")
-            ring = StreamRing(cfg.id, cfg.lane, cfg.ring_size, cfg.is_live, threading.Semaphore(cfg.ring_size))
+            ring = StreamRing(cfg.id, cfg.lane, cfg.ring_size, cfg.realtime, threading.Semaphore(cfg.ring_size))
             self._rings[cfg.id] = ring
             self._lane_of[cfg.lane].add(ring)
 

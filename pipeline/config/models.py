@@ -44,6 +44,8 @@ class StreamConfig(Strict):
     fps: float | None = Field(None, gt=0, le=1000, description="cap on frames per second taken from the stream (None = all)")
     decode: Literal["auto", "cpu", "nvdec"] = Field("auto", description="decode back-end; auto = nvdec when available (NVDEC has no MJPEG: cpu for MJPEG cameras)")
     loop: bool = Field(False, description="files only: start again at the end instead of finishing")
+    pace: bool = Field(False, description="files only: deliver frames at their timestamps' pace, as a camera does "
+                       "(ffmpeg -re); a frame the pipeline has no room for is dropped and counted, as a camera's is")
     live: bool | None = Field(
         None, description="treat as live (drop oldest, reconnect); default: what the URL's source says (rtsp and "
         "http(s) yes, files no); false reads an http(s) file (http://host/clip.mp4) once, like a local one"
@@ -81,12 +83,21 @@ class StreamConfig(Strict):
         if self.loop and self.is_live:
             raise KeyPathError(("loop",), "only a file can loop, and this stream is live (a camera reconnects when "
                                "it ends); remove loop, or set live: false to read the URL as a file")
+        if self.pace and self.is_live:
+            raise KeyPathError(("pace",), "only a file can be paced, and this stream is live (it already comes at its "
+                               "own pace); remove pace, or set live: false to read the URL as a file")
         return self
 
     @property
     def is_live(self) -> bool:
         """`live` when set, else what the URL's source says (`pipeline.plugins.SourceKind.live`)."""
         return self.live if self.live is not None else plugins.source_for(self.url).is_live(self.url)
+
+    @property
+    def realtime(self) -> bool:
+        """Frames come at the source's pace whether the pipeline keeps up or not (a live stream, or a paced
+        file): when there is no room for one it is dropped and counted, never waited for."""
+        return self.is_live or self.pace
 
 
 Channel = Annotated[float, Field(ge=-1000, le=1000)]

@@ -36,7 +36,7 @@ from pipeline.service.prom import SnapshotCollector
 from pipeline.masking import mask_url
 
 STREAM_COUNTERS = ("decoded", "frames", "batched", "staged", "dropped_overflow", "dropped_age", "dropped_fps_cap",
-                   "dropped_sink", "dropped_sinks", "skipped_late", "reconnects", "corrupt_packets")
+                   "dropped_sink", "dropped_sinks", "skipped_late", "paced_late", "reconnects", "corrupt_packets")
 
 
 class StreamChange(BaseModel):

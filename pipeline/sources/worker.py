@@ -122,6 +122,8 @@ class StreamWorker:
         self.sink = sink
         self._pictures = pictures
         self._live = config.is_live
+        self._realtime = config.realtime
+        self._pace_origin: tuple[int, int] | None = None  # (monotonic ns, pts ns) of the first paced frame
         self._shelf = DecoderShelf() if config.loop and not self._live else None
         self.label = f"stream '{config.id}' ({mask_url(config.url)})"
         self._packet_tap = packet_tap
@@ -135,7 +137,7 @@ class StreamWorker:
         self._seq = 0
         self._last_wall_ns = 0
         self._counters = dict(frames=0, decoded=0, dropped_fps_cap=0, dropped_sink=0, sink_waits=0,
-                              skipped_late=0, pts_repaired=0, tap_errors=0, corrupt_packets=0,
+                              skipped_late=0, paced_late=0, pts_repaired=0, tap_errors=0, corrupt_packets=0,
                               reconnects=0, loops=0)
         self._last_error: str | None = None
         self._first_frame_s: float | None = None
@@ -336,10 +338,12 @@ class StreamWorker:
             if self._pictures is not None:
                 self._pictures.discard(decoded.image)
             return True
+        if self.config.pace and not self._pace(pts_ns):
+            return False
         self._last_wall_ns = time.time_ns()
         frame = Frame(self.config.id, self._seq, pts_ns, self._last_wall_ns, decoded.image, decoded.width,
                       decoded.height, decoded.pixel_format, index=self._timeline.index, epoch=self._timeline.epoch)
-        if self._live:
+        if self._realtime:
             self._seq += 1  # a frame the sink refused is a gap in seq: that is how drops show
             if self.sink.put(frame, timeout=0.0):
                 self._counters["frames"] += 1
@@ -352,4 +356,18 @@ class StreamWorker:
                 return False
         self._seq += 1
         self._counters["frames"] += 1
+        return True
+
+    def _pace(self, pts_ns: int) -> bool:
+        """Waits for the frame's moment (`pace`: the first frame's wall clock plus its pts offset); False when
+        stopped while waiting. A frame already later than one frame period is counted in `paced_late`:
+        decoding does not keep up with the file's own rate."""
+        now = time.monotonic_ns()
+        if self._pace_origin is None:
+            self._pace_origin = (now, pts_ns)
+        due = self._pace_origin[0] + pts_ns - self._pace_origin[1]
+        if due > now:
+            return not self._stop.wait((due - now) / 1e9)
+        if now - due > max(self._timeline.period_ns, 1):
+            self._counters["paced_late"] += 1
         return True

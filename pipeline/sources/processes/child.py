@@ -50,7 +50,7 @@ class _Stream:
 
     def __init__(self, child: _Child, index: int, message: msg.AddStream):
         config = message.config
-        self.child, self.index, self.live = child, index, config.is_live
+        self.child, self.index, self.live = child, index, config.realtime
         self.credits = threading.Semaphore(config.ring_size)
         self.slots = SlotPool(config.ring_size + EXTRA_SLOTS, child.device) if message.decoder == "nvdec" else None
         tap = child.rings(message.packet_ring_s).tap if message.packet_ring_s else None

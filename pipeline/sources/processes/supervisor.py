@@ -90,7 +90,7 @@ class DecodeProcesses:
     def add(self, config: StreamConfig, decoder: str, packet_ring_s: float = 0.0) -> RemoteWorker:
         """Start decoding `config` in a child (the buffer already has its ring); returns its handle."""
         worker = RemoteWorker(config, decoder, packet_ring_s, self._stop)
-        if not config.is_live:  # mirror the ring's permits as credits in the child
+        if not config.realtime:  # mirror the ring's permits as credits in the child
             self._buffer.on_room(config.id, lambda n, w=worker: self._outbox.put(("credit", w.child, w.index, n)))
         with self._lock:
             self.workers.append(worker)

@@ -1,0 +1,58 @@
+"""`pace: true`: a file played at its own rate, as a camera would send it (the benchmark's cameras). A paced
+camera URL is refused: tests/integration/config/broken_configs.yaml, `pace-on-a-camera`."""
+from __future__ import annotations
+
+from pipeline.config.models import StreamConfig
+from pipeline.sources.worker import StreamWorker, WorkerState
+from tests.support.collecting_sink import CollectingSink
+from tests.support.damaged_media import write_clip
+
+FRAMES = 20  # at 25 fps: 0.76 s from the first frame to the last
+CLOCK_SLACK_NS = 2_000_000  # the wall clock against the monotonic one the pacing waits on
+
+
+def _run(config: StreamConfig, sink: CollectingSink) -> StreamWorker:
+    worker = StreamWorker(config, sink)
+    worker.start()
+    assert worker.join(30), worker.stats()
+    return worker
+
+
+def test_a_paced_file_delivers_no_frame_before_its_moment_and_every_frame(tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", frames=FRAMES, size=(160, 96))
+    sink = CollectingSink()
+    worker = _run(StreamConfig(id="cam", url=str(clip), pace=True, decode="cpu"), sink)
+    assert worker.state is WorkerState.FINISHED
+    frames = sink.frames
+    assert len(frames) == FRAMES and [f.seq for f in frames] == list(range(FRAMES))
+    first = frames[0]
+    for frame in frames[1:]:  # the clip's timing, never ahead of it
+        assert frame.wall_ns - first.wall_ns >= frame.pts_ns - first.pts_ns - CLOCK_SLACK_NS
+    assert frames[-1].pts_ns - first.pts_ns == (FRAMES - 1) * 40_000_000
+
+
+def test_a_paced_file_drops_and_counts_what_the_pipeline_has_no_room_for_as_a_camera_does(tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", frames=FRAMES, size=(160, 96))
+    sink = CollectingSink(room=5)  # the buffer takes 5 frames and then never has room again
+    worker = _run(StreamConfig(id="cam", url=str(clip), pace=True, decode="cpu"), sink)
+    stats = worker.stats()
+    assert worker.state is WorkerState.FINISHED
+    assert len(sink.frames) == 5 and stats["dropped_sink"] == FRAMES - 5 and stats["sink_waits"] == 0
+    assert [f.seq for f in sink.frames] == [0, 1, 2, 3, 4]  # refused frames leave gaps in seq after these
+
+
+def test_a_paced_looping_file_keeps_its_pace_across_the_loop(tmp_path):
+    clip = write_clip(tmp_path / "clip.mp4", frames=8, size=(160, 96))
+    sink = CollectingSink()
+    worker = StreamWorker(StreamConfig(id="cam", url=str(clip), pace=True, loop=True, decode="cpu"), sink)
+    worker.start()
+    try:
+        assert sink.wait_for(20, timeout=30)
+    finally:
+        worker.stop()
+        worker.join(10)
+    first = sink.frames[0]
+    for frame in sink.frames[1:20]:
+        assert frame.pts_ns > first.pts_ns
+        assert frame.wall_ns - first.wall_ns >= frame.pts_ns - first.pts_ns - CLOCK_SLACK_NS
+    assert worker.stats()["loops"] >= 2
