@@ -123,7 +123,7 @@ class StreamWorker:
         self._pictures = pictures
         self._live = config.is_live
         self._realtime = config.realtime
-        self._pace_origin: tuple[int, int] | None = None  # (monotonic ns, pts ns) of the first paced frame
+        self._pace_origin: tuple[int, int, int] | None = None  # (monotonic, wall, pts) ns of the first paced frame
         self._shelf = DecoderShelf() if config.loop and not self._live else None
         self.label = f"stream '{config.id}' ({mask_url(config.url)})"
         self._packet_tap = packet_tap
@@ -338,9 +338,13 @@ class StreamWorker:
             if self._pictures is not None:
                 self._pictures.discard(decoded.image)
             return True
-        if self.config.pace and not self._pace(pts_ns):
-            return False
-        self._last_wall_ns = time.time_ns()
+        if self.config.pace:
+            moment_ns = self._pace(pts_ns)
+            if moment_ns is None:
+                return False
+            self._last_wall_ns = moment_ns
+        else:
+            self._last_wall_ns = time.time_ns()
         frame = Frame(self.config.id, self._seq, pts_ns, self._last_wall_ns, decoded.image, decoded.width,
                       decoded.height, decoded.pixel_format, index=self._timeline.index, epoch=self._timeline.epoch)
         if self._realtime:
@@ -358,16 +362,20 @@ class StreamWorker:
         self._counters["frames"] += 1
         return True
 
-    def _pace(self, pts_ns: int) -> bool:
-        """Waits for the frame's moment (`pace`: the first frame's wall clock plus its pts offset); False when
-        stopped while waiting. A frame already later than one frame period is counted in `paced_late`:
-        decoding does not keep up with the file's own rate."""
+    def _pace(self, pts_ns: int) -> int | None:
+        """Waits for the frame's moment (`pace`: the first frame's clock plus its pts offset) and returns that
+        moment on the wall clock, the frame's capture time, so a frame decoded late carries its lateness into
+        the latency downstream; None when stopped while waiting. A frame later than one frame period is
+        counted in `paced_late`: decoding does not keep up with the file's own rate."""
         now = time.monotonic_ns()
         if self._pace_origin is None:
-            self._pace_origin = (now, pts_ns)
-        due = self._pace_origin[0] + pts_ns - self._pace_origin[1]
+            self._pace_origin = (now, time.time_ns(), pts_ns)
+        origin_mono, origin_wall, origin_pts = self._pace_origin
+        offset = pts_ns - origin_pts
+        due = origin_mono + offset
         if due > now:
-            return not self._stop.wait((due - now) / 1e9)
-        if now - due > max(self._timeline.period_ns, 1):
+            if self._stop.wait((due - now) / 1e9):
+                return None
+        elif now - due > max(self._timeline.period_ns, 1):
             self._counters["paced_late"] += 1
-        return True
+        return origin_wall + offset

@@ -2,6 +2,8 @@
 camera URL is refused: tests/integration/config/broken_configs.yaml, `pace-on-a-camera`."""
 from __future__ import annotations
 
+import time
+
 from pipeline.config.models import StreamConfig
 from pipeline.sources.worker import StreamWorker, WorkerState
 from tests.support.collecting_sink import CollectingSink
@@ -9,6 +11,18 @@ from tests.support.damaged_media import write_clip
 
 FRAMES = 20  # at 25 fps: 0.76 s from the first frame to the last
 CLOCK_SLACK_NS = 2_000_000  # the wall clock against the monotonic one the pacing waits on
+
+
+class TimedSink(CollectingSink):
+    """Notes when each frame was handed over (`delivered`, wall clock ns, by seq)."""
+
+    def __init__(self, room: int | None = None):
+        super().__init__(room)
+        self.delivered: dict[int, int] = {}
+
+    def put(self, frame, timeout: float) -> bool:
+        self.delivered[frame.seq] = time.time_ns()
+        return super().put(frame, timeout)
 
 
 def _run(config: StreamConfig, sink: CollectingSink) -> StreamWorker:
@@ -20,14 +34,15 @@ def _run(config: StreamConfig, sink: CollectingSink) -> StreamWorker:
 
 def test_a_paced_file_delivers_no_frame_before_its_moment_and_every_frame(tmp_path):
     clip = write_clip(tmp_path / "clip.mp4", frames=FRAMES, size=(160, 96))
-    sink = CollectingSink()
+    sink = TimedSink()
     worker = _run(StreamConfig(id="cam", url=str(clip), pace=True, decode="cpu"), sink)
     assert worker.state is WorkerState.FINISHED
     frames = sink.frames
     assert len(frames) == FRAMES and [f.seq for f in frames] == list(range(FRAMES))
     first = frames[0]
-    for frame in frames[1:]:  # the clip's timing, never ahead of it
-        assert frame.wall_ns - first.wall_ns >= frame.pts_ns - first.pts_ns - CLOCK_SLACK_NS
+    for frame in frames[1:]:  # capture times on the clip's clock; none delivered before its moment
+        assert frame.wall_ns - first.wall_ns == frame.pts_ns - first.pts_ns
+        assert sink.delivered[frame.seq] >= frame.wall_ns - CLOCK_SLACK_NS
     assert frames[-1].pts_ns - first.pts_ns == (FRAMES - 1) * 40_000_000
 
 
@@ -43,7 +58,7 @@ def test_a_paced_file_drops_and_counts_what_the_pipeline_has_no_room_for_as_a_ca
 
 def test_a_paced_looping_file_keeps_its_pace_across_the_loop(tmp_path):
     clip = write_clip(tmp_path / "clip.mp4", frames=8, size=(160, 96))
-    sink = CollectingSink()
+    sink = TimedSink()
     worker = StreamWorker(StreamConfig(id="cam", url=str(clip), pace=True, loop=True, decode="cpu"), sink)
     worker.start()
     try:
@@ -53,6 +68,6 @@ def test_a_paced_looping_file_keeps_its_pace_across_the_loop(tmp_path):
         worker.join(10)
     first = sink.frames[0]
     for frame in sink.frames[1:20]:
-        assert frame.pts_ns > first.pts_ns
-        assert frame.wall_ns - first.wall_ns >= frame.pts_ns - first.pts_ns - CLOCK_SLACK_NS
+        assert frame.wall_ns - first.wall_ns == frame.pts_ns - first.pts_ns > 0
+        assert sink.delivered[frame.seq] >= frame.wall_ns - CLOCK_SLACK_NS
     assert worker.stats()["loops"] >= 2
