@@ -42,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     sub.add_parser("detect", help="run a model on images/videos, write COCO results JSON (see detect --help)", add_help=False)
     sub.add_parser("track", help="track MOTChallenge detections (see track --help)", add_help=False)
+    sub.add_parser("bench", help="cameras this machine runs in real time, with latency and ceilings (see bench --help)",
+                   add_help=False)
 
-    if argv[:1] in (["query"], ["detect"], ["track"]):
+    if argv[:1] in (["query"], ["detect"], ["track"], ["bench"]):
         return _delegate(argv[0], argv[1:])
     args = parser.parse_args(argv)
     logs.configure()  # text; `run` switches to its config's runtime.log_format once the config is read
@@ -81,6 +83,10 @@ def _delegate(command: str, argv: list[str]) -> int:
         from pipeline.detect.offline import detect_command
 
         return detect_command(argv)
+    if command == "bench":
+        from pipeline.bench.cli import bench_command
+
+        return bench_command(argv)
     from pipeline.stages.tracking.cli import track_command
 
     return track_command(argv)

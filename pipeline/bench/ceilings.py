@@ -1,0 +1,89 @@
+"""The ceilings a real-time camera count is read against, measured in the same run: the decode stage alone
+(looped copies of the camera clip read as fast as they decode, frames batched and dropped) and the engine
+alone (preprocessed batches run over and over, per batch size)."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from pipeline.align.buffer import AlignedBuffer
+from pipeline.config.models import PipelineConfig, StreamConfig
+from pipeline.config.resolve import Plan, plan_stream
+from pipeline.detect.detector import Detector
+from pipeline.sources.manager import Sources
+
+log = logging.getLogger(__name__)
+
+
+def decode_ceiling(config: PipelineConfig, plan: Plan, url: str, streams: int, seconds: float,
+                   settle_s: float = 2.0) -> dict:
+    """Frames/s the decode stage gives for `streams` unpaced looped copies of `url`, decoded as `plan` says
+    (NVDEC in decode processes on a GPU machine, threads on the CPU), from `settle_s` after each stream's
+    first frame for `seconds`."""
+    buffer = AlignedBuffer(list(config.lanes))
+    sources = Sources(buffer, decode_processes=plan.decode_processes, device=plan.detector.device)
+    configs = [StreamConfig(id=f"d{i}", url=url, loop=True, lane=config.lanes[-1].name) for i in range(streams)]
+    for stream in configs:
+        buffer.add_stream(stream)
+        sources.add(stream, plan_stream(stream, plan))
+    frames, begin, start, end = 0, time.monotonic(), None, None
+    ready_at = None
+    try:
+        while end is None:
+            batch = buffer.next_batch(timeout=0.1)
+            frames += len(batch) if batch is not None else 0
+            now = time.monotonic()
+            if ready_at is None:
+                if all(sources.worker(s.id).state.value == "running" for s in configs):
+                    ready_at = now
+            elif start is None:
+                if now >= ready_at + settle_s:
+                    start = (now, frames)
+            elif now >= start[0] + seconds:
+                end = (now, frames)
+    finally:
+        for stream in configs:
+            sources.stop(stream.id)
+        while not all(sources.worker(s.id).join(0) for s in configs):
+            buffer.next_batch(timeout=0.1)
+        sources.close()
+    (t0, n0), (t1, n1) = start, end
+    return {"streams": streams, "fps": round((n1 - n0) / (t1 - t0), 1), "ready_s": round(ready_at - begin, 2),
+            "decode_processes": plan.decode_processes}
+
+
+def engine_ceiling(detector: Detector, batches: list[int], seconds: float) -> list[dict]:
+    """Images/s of the detector's engine alone at each batch size (up to its max_batch), with as many
+    batches in flight as the pipeline runs (`detector.workers`)."""
+    rows = []
+    for batch in (b for b in batches if b <= detector.max_batch):
+        rows.append({"batch": batch, "images_per_s": round(_images_per_s(detector, batch, seconds), 1)})
+        log.info("engine alone, batch %d: %.0f images/s", batch, rows[-1]["images_per_s"])
+    return rows
+
+
+def _images_per_s(detector: Detector, batch: int, seconds: float) -> float:
+    engine, device = detector.engine, detector.plan.on_device
+    workers = 1 if device else detector.workers
+    feeds = [detector.sample_inputs(batch) for _ in range(workers)] if not device else [detector.sample_inputs(batch)]
+    engine.infer(feeds[0])  # warm: first-call allocations, graph capture
+    if device:
+        engine.stream.synchronize()
+    counts = [0] * workers
+    deadline = time.perf_counter() + seconds
+
+    def loop(i: int) -> None:
+        while time.perf_counter() < deadline:
+            engine.infer(feeds[i])
+            if device:
+                engine.stream.synchronize()
+            counts[i] += batch
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=loop, args=(i,), name=f"bench:engine{i}") for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - t0)

@@ -1,0 +1,157 @@
+"""`run_pipeline.py bench`: ceilings, then the real-time ramp, into a JSON report, a Markdown table and a plot.
+
+    run_pipeline.py bench --model M.onnx --clip C.mp4 [--size 1920x1080] [--fps 30] [--out DIR]
+    run_pipeline.py bench CONFIG.yaml --clip C.mp4 ...     # that config's detector, lanes, tracker, runtime
+
+Cameras are the clip re-encoded at --size/--fps and played paced and looped (`pace: true`), or --url (a
+live source, read as it is). Every tenth camera (--priority-share) is in lane `priority`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+from pipeline import logs
+from pipeline.bench.ceilings import decode_ceiling, engine_ceiling
+from pipeline.bench.clips import camera_clip
+from pipeline.bench.measure import GpuSampler
+from pipeline.bench.ramp import PRIORITY_LANE, LiveRamp, camera_factory, search
+from pipeline.bench.report import write_report
+from pipeline.config.loader import load_config
+from pipeline.config.models import (DetectorConfig, LaneConfig, PipelineConfig, RuntimeConfig, StreamConfig,
+                                    TrackerConfig)
+from pipeline.config.resolve import resolve
+from pipeline.detect.detector import Detector
+from pipeline.errors import ConfigError, PipelineError
+
+log = logging.getLogger("pipeline.bench")
+
+
+def bench_command(argv: list[str]) -> int:
+    """Entry point of the `bench` subcommand; returns the process exit status (2: bad arguments or config)."""
+    args = _parser().parse_args(argv)
+    logs.configure()
+    try:
+        return _bench(args, argv)
+    except PipelineError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+
+
+def _bench(args, argv: list[str]) -> int:
+    base = _base_config(args)
+    cameras = _cameras(args, base)
+    sample = cameras(0)
+    plan = resolve(base.model_copy(update={"streams": [sample]}))
+    out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"command": "run_pipeline.py bench " + " ".join(argv), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+                    "machine": plan.machine.describe(), "engine": plan.detector.reason, "camera": sample.model_dump(
+                        mode="json", exclude_defaults=True), "bounds_ms": {k: v * 1000 for k, v in args.bounds.items()},
+                    "camera_fps": None if args.url else args.fps}
+    detector = Detector(base.detector, plan=plan.detector)
+    report["engine_alone"] = engine_ceiling(detector, args.batches, args.ceiling_seconds)
+    if args.decode_streams and not sample.is_live:
+        report["decode_alone"] = decode_ceiling(base, plan, sample.url, args.decode_streams, args.ceiling_seconds)
+        log.info("decode alone, %d streams: %.0f frames/s", args.decode_streams, report["decode_alone"]["fps"])
+    gpu = GpuSampler(plan.detector.device).start() if plan.machine.gpu else None
+    ramp = LiveRamp(base, cameras, args.bounds, settle_s=args.settle_s, gpu=gpu, detector=detector)
+    try:
+        ramp.start()
+        best, steps = search(ramp, args.start, args.max, args.window_s, args.growth)
+        report["ramp"] = [step.as_dict() for step in steps]
+        report["cameras_in_real_time"] = best
+        if best:
+            ramp.set_cameras(max(1, math.floor(0.9 * best)))
+            report["at_90_percent"] = ramp.measure(args.window_s).as_dict()
+    finally:
+        ramp.close()
+        if gpu is not None:
+            gpu.close()
+    (out / "bench.json").write_text(json.dumps(report, indent=1, default=str))
+    write_report(report, out)
+    print(f"{best} cameras in real time; report in {out}/bench.json, bench.md, bench.png")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run_pipeline.py bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", nargs="?", type=Path, help="a pipeline config: its detector, lanes, tracker and "
+                        "runtime are used, its streams are not")
+    parser.add_argument("--model", type=Path, help="the model (without a config)")
+    parser.add_argument("--engine", default="auto", help="the detector's engine (without a config)")
+    parser.add_argument("--max-batch", type=int, default=32, help="each lane's max_batch (without a config)")
+    parser.add_argument("--clip", type=Path, help="the footage every camera plays (re-encoded at --size and --fps)")
+    parser.add_argument("--url", help="a live source every camera reads instead of a clip")
+    parser.add_argument("--size", default="1920x1080", help="camera resolution WxH")
+    parser.add_argument("--fps", type=float, default=30.0, help="camera frame rate")
+    parser.add_argument("--clip-seconds", type=float, default=20.0, help="length of the re-encoded clip (it loops)")
+    parser.add_argument("--start", type=int, default=8, help="cameras in the first step")
+    parser.add_argument("--max", type=int, default=512, help="never more cameras than this")
+    parser.add_argument("--growth", type=float, default=1.5, help="each step's cameras over the last, until one fails")
+    parser.add_argument("--window-s", type=float, default=60.0, help="seconds a count must hold")
+    parser.add_argument("--settle-s", type=float, default=3.0, help="seconds after new cameras start before a window")
+    parser.add_argument("--priority-share", type=float, default=0.1, help="share of cameras in lane 'priority'")
+    parser.add_argument("--bound", action="append", default=[], metavar="LANE=MS",
+                        help="a lane's p99 latency bound in ms (default priority=50, default=150; a histogram "
+                        "bucket bound: 5, 10, 25, 50, 75, 100, 150, 200, 300, 500, 750, 1000 ...)")
+    parser.add_argument("--decode-streams", type=int, default=32, help="streams for the decode ceiling (0: skip)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128],
+                        help="batch sizes for the engine ceiling (those within max_batch)")
+    parser.add_argument("--ceiling-seconds", type=float, default=10.0, help="seconds per ceiling measurement")
+    parser.add_argument("--out", type=Path, help="where the report goes (default runs/bench-<time>)")
+    return parser
+
+
+def _base_config(args) -> PipelineConfig:
+    bounds = {PRIORITY_LANE: 0.05, "default": 0.15}
+    for item in args.bound:
+        lane, _, ms = item.partition("=")
+        try:
+            bounds[lane] = float(ms) / 1000
+        except ValueError:
+            raise ConfigError(f"--bound {item!r}: write LANE=MS, e.g. --bound priority=50") from None
+    args.bounds = bounds
+    if args.config is not None:
+        config = load_config(args.config)
+        names = [lane.name for lane in config.lanes]
+        if PRIORITY_LANE not in names or len(names) < 2:
+            raise ConfigError(f"{args.config}: the benchmark puts cameras in lanes '{PRIORITY_LANE}' and "
+                              f"'{names[-1]}'; add a lane named '{PRIORITY_LANE}'")
+        return config.model_copy(update={"streams": [], "sinks": []})
+    if args.model is None:
+        raise ConfigError("bench needs a model: --model FILE.onnx, or a config file")
+    return PipelineConfig(
+        streams=[],
+        lanes=[LaneConfig(name=PRIORITY_LANE, priority=10, max_batch=args.max_batch, max_wait_ms=5),
+               LaneConfig(name="default", max_batch=args.max_batch, max_wait_ms=20, max_age_ms=2000)],
+        detector=DetectorConfig(model=args.model, engine=args.engine),
+        tracker=TrackerConfig(enabled=False),
+        runtime=RuntimeConfig(),
+    )
+
+
+def _cameras(args, base: PipelineConfig):
+    if (args.clip is None) == (args.url is None):
+        raise ConfigError("bench needs exactly one of --clip FILE (played paced and looped) or --url URL (live)")
+    if args.url is not None:
+        url = args.url
+    else:
+        if not args.clip.is_file():
+            raise ConfigError(f"--clip {args.clip}: no such file")
+        try:
+            width, height = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            raise ConfigError(f"--size {args.size!r}: write WIDTHxHEIGHT, e.g. 1920x1080") from None
+        folder = (args.out or Path("runs")) / "clips"
+        url = str(camera_clip(args.clip, folder, width, height, args.fps, args.clip_seconds))
+    StreamConfig(id="probe", url=url)  # a URL no source takes is refused here, before anything starts
+    other = next(lane.name for lane in base.lanes if lane.name != PRIORITY_LANE)
+    every = round(1 / args.priority_share) if args.priority_share > 0 else 0
+    return camera_factory(url, (PRIORITY_LANE, other), every)

@@ -1,0 +1,193 @@
+"""The real-time ramp: cameras added to one running pipeline until one drops a frame or a lane's latency
+bound breaks; the largest count that holds, and the figures at 90% of it.
+
+A count **holds** when, over a whole window, no camera lost a frame (refused by its ring, dropped as too
+old, or dropped by a sink) and each lane's capture-to-detection latency has its p99 within the lane's
+bound. Cameras come and go through the live add/remove path, so the pipeline is never restarted: a step
+costs its window plus the time new cameras take to deliver their first frame.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from pipeline.bench.measure import GpuSampler, HistogramWindow, cpu_seconds, quantile, share_within
+from pipeline.config.models import PipelineConfig, StreamConfig
+from pipeline.detect.detector import Detector
+from pipeline.runtime.runner import PipelineRunner
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("dropped_sink", "dropped_overflow", "dropped_age", "dropped_sinks")
+"""Per-stream counters of frames a camera sent that were never detected."""
+
+PRIORITY_LANE = "priority"
+
+
+@dataclass
+class Step:
+    """One window at a camera count: whether it held, why not, and what was measured."""
+
+    cameras: int
+    holds: bool
+    reasons: list[str]
+    window_s: float
+    frames_detected: int
+    fps: float
+    lost: dict[str, int]  # per LOSSES key, summed over cameras
+    cameras_losing: int
+    latency_ms: dict[str, dict]  # per lane: p50, p95, p99, share within its bound
+    latency_cumulative: dict[str, list[tuple[float, float]]]  # per lane: (bound s, cumulative frames)
+    batch_sizes: dict[str, list[tuple[float, float]]]  # per lane: (bound, frames-per-batch cumulative count)
+    cpu_cores: float
+    cpu_cores_per_camera: float
+    gpu: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class LiveRamp:
+    """One pipeline running `base` (its detector, lanes and runtime; no streams of its own), to which
+    `camera(i)` streams are added and removed (`detector`: one already loaded, e.g. for the ceilings). `bounds_s`: per lane the p99 latency bound (seconds, a
+    bucket bound of the latency histogram). `settle_s`: after the last camera added delivers its first
+    frame, the wait before a window opens (start-up transients)."""
+
+    def __init__(self, base: PipelineConfig, camera: Callable[[int], StreamConfig], bounds_s: dict[str, float],
+                 settle_s: float = 3.0, gpu: GpuSampler | None = None, detector: Detector | None = None):
+        self.runner = PipelineRunner(base.model_copy(update={"streams": []}), detector=detector)
+        self._camera, self._bounds, self._settle = camera, bounds_s, settle_s
+        self._gpu = gpu
+        self._ids: list[str] = []
+        self._thread = threading.Thread(target=self.runner.run, kwargs={"until_stopped": True}, name="bench:run",
+                                        daemon=True)
+
+    def start(self, timeout_s: float = 600.0) -> None:
+        self._thread.start()
+        if not self.runner.running.wait(timeout_s):
+            raise RuntimeError(f"the pipeline did not start within {timeout_s:.0f} s")
+
+    def close(self) -> None:
+        self.runner.request_stop()
+        self.runner.request_stop()  # abandon what is buffered: the figures are taken
+        self._thread.join(120)
+
+    def set_cameras(self, count: int, timeout_s: float = 120.0) -> None:
+        """Add or remove cameras until `count` run; returns once every one delivered a frame."""
+        while len(self._ids) > count:
+            self.runner.remove_stream(self._ids.pop())
+        while len(self._ids) < count:
+            config = self._camera(len(self._ids))
+            self.runner.add_stream(config)
+            self._ids.append(config.id)
+        deadline = time.monotonic() + timeout_s
+        while not self._all_running():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{count} cameras did not all start within {timeout_s:.0f} s")
+            time.sleep(0.2)
+        time.sleep(self._settle)
+
+    def _all_running(self) -> bool:
+        streams = self.runner.snapshot().streams
+        return all(streams.get(i, {}).get("state") == "running" and streams[i].get("frames", 0) for i in self._ids)
+
+    def measure(self, window_s: float) -> Step:
+        """Counters, histograms and CPU time over the next `window_s` seconds, and the verdict."""
+        telemetry = self.runner.parts.telemetry
+        before, latency0, sizes0 = self._counters(), HistogramWindow(telemetry.latency), HistogramWindow(
+            telemetry.batch_size)
+        cpu0, t0, mark = cpu_seconds(), time.monotonic(), self._gpu.mark() if self._gpu else 0
+        time.sleep(window_s)
+        after, latency1, sizes1 = self._counters(), HistogramWindow(telemetry.latency), HistogramWindow(
+            telemetry.batch_size)
+        elapsed, cpu = time.monotonic() - t0, cpu_seconds() - cpu0
+        return self._verdict(before, after, latency1.since(latency0), sizes1.since(sizes0), elapsed, cpu,
+                             self._gpu.summary(mark) if self._gpu else {})
+
+    def _counters(self) -> dict[str, dict[str, int]]:
+        snap = self.runner.snapshot()
+        return {i: {key: snap.streams.get(i, {}).get(key, 0) for key in (*LOSSES, "batched")} for i in self._ids}
+
+    def _verdict(self, before, after, latency, sizes, elapsed, cpu, gpu) -> Step:
+        lost = dict.fromkeys(LOSSES, 0)
+        losing, detected = 0, 0
+        for stream, counts in after.items():
+            start = before.get(stream, {})
+            delta = {key: counts[key] - start.get(key, 0) for key in counts}
+            detected += delta["batched"]
+            losing += any(delta[key] for key in LOSSES)
+            for key in LOSSES:
+                lost[key] += delta[key]
+        reasons = [f"{losing} cameras lost frames ({', '.join(f'{k} {v}' for k, v in lost.items() if v)})"] if losing else []
+        figures = {}
+        for lane, cumulative in latency.items():
+            bound = self._bounds.get(lane)
+            p = {f"p{int(q * 100)}": _ms(quantile(cumulative, q)) for q in (0.5, 0.95, 0.99)}
+            if bound is not None:
+                p["bound_ms"], p["within_bound"] = bound * 1000, share_within(cumulative, bound)
+                if p["p99"] is not None and p["p99"] > bound * 1000:
+                    reasons.append(f"lane {lane}: p99 {p['p99']:.0f} ms > {bound * 1000:.0f} ms")
+            figures[lane] = p
+        cameras = len(after)
+        return Step(cameras=cameras, holds=not reasons, reasons=reasons, window_s=round(elapsed, 2),
+                    frames_detected=detected, fps=round(detected / elapsed, 1), lost=lost, cameras_losing=losing,
+                    latency_ms=figures, latency_cumulative=latency, batch_sizes=sizes, cpu_cores=round(cpu / elapsed, 3),
+                    cpu_cores_per_camera=round(cpu / elapsed / max(cameras, 1), 4), gpu=gpu)
+
+
+def search(ramp: LiveRamp, start: int, limit: int, window_s: float, growth: float = 1.5,
+           on_step: Callable[[Step], None] = lambda step: None) -> tuple[int, list[Step]]:
+    """The largest camera count in [1, limit] that holds: grow from `start` by `growth` until a count fails,
+    then bisect between the last that held and the first that failed (to within 2% or one camera).
+    Returns (that count, 0 when even one camera failed; every step in the order run)."""
+    steps: list[Step] = []
+
+    def attempt(count: int) -> bool:
+        ramp.set_cameras(count)
+        step = ramp.measure(window_s)
+        steps.append(step)
+        log.info("%d cameras: %s (%.0f frames/s)", count, "holds" if step.holds else "; ".join(step.reasons), step.fps)
+        on_step(step)
+        return step.holds
+
+    held, failed, count = 0, None, max(1, min(start, limit))
+    while failed is None:
+        if attempt(count):
+            held = count
+            if count >= limit:
+                break
+            count = min(limit, max(count + 1, math.ceil(count * growth)))
+        else:
+            failed = count
+    while failed is not None and failed - held > max(1, math.ceil(0.02 * held)):
+        middle = (held + failed) // 2
+        if attempt(middle):
+            held = middle
+        else:
+            failed = middle
+    return held, steps
+
+
+def _ms(seconds: float | None) -> float | None:
+    if seconds is None:
+        return None
+    return math.inf if math.isinf(seconds) else round(seconds * 1000, 1)
+
+
+def camera_factory(url: str, lanes: tuple[str, str], priority_every: int) -> Callable[[int], StreamConfig]:
+    """Camera i: `url` paced and looped (a file) or as it is (a live URL), in `lanes[0]` when
+    i % priority_every == 0 (every tenth camera by default) else in `lanes[1]`."""
+    probe = StreamConfig(id="probe", url=url)
+
+    def camera(i: int) -> StreamConfig:
+        lane = lanes[0] if priority_every and i % priority_every == 0 else lanes[1]
+        keys = {"id": f"cam-{i}", "url": url, "lane": lane}
+        if not probe.is_live:
+            keys.update(pace=True, loop=True)
+        return StreamConfig(**keys)
+
+    return camera

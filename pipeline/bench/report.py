@@ -1,0 +1,110 @@
+"""The benchmark's report for people: bench.md (tables) and bench.png (throughput against cameras with both
+ceilings drawn; latency CDF per lane at 90% of the real-time count). The plot needs matplotlib (the bench
+extra); without it only the tables are written."""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def write_report(report: dict, out: Path) -> None:
+    (out / "bench.md").write_text("\n".join(markdown(report)) + "\n")
+    try:
+        import matplotlib  # noqa: PLC0415 - optional (bench extra)
+    except ImportError:
+        log.warning("no plot: matplotlib is not installed (pip install 'streamweave[bench]')")
+        return
+    matplotlib.use("Agg")
+    _plot(report, out / "bench.png")
+
+
+def markdown(report: dict) -> list[str]:
+    camera = report["camera"]
+    lines = [f"# Real-time cameras: {report['cameras_in_real_time']}", "",
+             f"- command: `{report['command']}`", f"- date: {report['date']}; machine: {report['machine']}",
+             f"- engine: {report['engine']}", f"- camera: `{camera.get('url')}` (paced, looped)",
+             f"- latency bounds (p99): {', '.join(f'{k} {v:g} ms' for k, v in report['bounds_ms'].items())}", ""]
+    decode = report.get("decode_alone")
+    engine = report.get("engine_alone", [])
+    if decode:
+        lines.append(f"Decode alone, {decode['streams']} streams: **{decode['fps']:,.0f} frames/s**")
+    if engine:
+        best = max(engine, key=lambda row: row["images_per_s"])
+        lines.append(f"Engine alone: **{best['images_per_s']:,.0f} images/s** at batch {best['batch']} "
+                     "(" + ", ".join(f"{r['batch']}: {r['images_per_s']:,.0f}" for r in engine) + ")")
+    lines += ["", "| cameras | holds | frames/s | lost | cameras losing | " + " | ".join(
+        f"{lane} p50/p95/p99 ms" for lane in _lanes(report)) + " | CPU cores/camera | GPU | NVDEC |",
+              "|" + " --- |" * (7 + len(_lanes(report)))]
+    steps = list(report.get("ramp", []))
+    if "at_90_percent" in report:
+        steps.append({**report["at_90_percent"], "label": "90%"})
+    for step in steps:
+        lat = [step["latency_ms"].get(lane, {}) for lane in _lanes(report)]
+        gpu = step.get("gpu") or {}
+        lines.append(
+            f"| {step['cameras']}{' (90%)' if step.get('label') else ''} | {'yes' if step['holds'] else 'no: ' + '; '.join(step['reasons'])} "
+            f"| {step['fps']:,.0f} | {sum(step['lost'].values())} | {step['cameras_losing']} | "
+            + " | ".join("/".join(_fmt(p.get(k)) for k in ("p50", "p95", "p99")) for p in lat)
+            + f" | {step['cpu_cores_per_camera']:.3f} | {_share(gpu.get('gpu_utilisation'))} | "
+            f"{_share(gpu.get('nvdec_utilisation'))} |")
+    return lines
+
+
+def _lanes(report: dict) -> list[str]:
+    names = []
+    for step in report.get("ramp", []):
+        names += [lane for lane in step["latency_ms"] if lane not in names]
+    return names
+
+
+def _fmt(ms) -> str:
+    return "-" if ms is None else ("inf" if math.isinf(ms) else f"{ms:.0f}")
+
+
+def _share(value) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _plot(report: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt  # noqa: PLC0415 - optional
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    steps = sorted(report.get("ramp", []), key=lambda s: s["cameras"])
+    for holds, marker, label in ((True, "o", "holds"), (False, "x", "fails")):
+        chosen = [s for s in steps if s["holds"] == holds]
+        left.scatter([s["cameras"] for s in chosen], [s["fps"] for s in chosen], marker=marker, label=label)
+    if steps:
+        fps = float(report.get("camera_fps") or 0)
+        xs = [0, max(s["cameras"] for s in steps)]
+        if fps:
+            left.plot(xs, [x * fps for x in xs], ":", color="grey", label="every frame of every camera")
+    if report.get("decode_alone"):
+        left.axhline(report["decode_alone"]["fps"], color="tab:red", linestyle="--", label="decode alone")
+    if report.get("engine_alone"):
+        best = max(row["images_per_s"] for row in report["engine_alone"])
+        left.axhline(best, color="tab:green", linestyle="--", label="engine alone (best batch)")
+    left.set(xlabel="cameras", ylabel="frames detected per second", title="throughput against cameras")
+    left.legend()
+    detail = report.get("at_90_percent")
+    for lane, cumulative in (_latency_cdf(detail) if detail else {}).items():
+        right.step([b * 1000 for b, _ in cumulative], [share for _, share in cumulative], where="post", label=lane)
+    for lane, bound in report["bounds_ms"].items():
+        right.axvline(bound, linestyle=":", color="grey")
+    right.set(xscale="log", xlabel="capture to detections, ms", ylabel="share of frames",
+              title=f"latency at {detail['cameras'] if detail else '-'} cameras (90% of the real-time count)")
+    right.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _latency_cdf(step: dict) -> dict[str, list[tuple[float, float]]]:
+    out = {}
+    for lane, cumulative in step.get("latency_cumulative", {}).items():
+        total = cumulative[-1][1] if cumulative else 0
+        if total:
+            out[lane] = [(bound, count / total) for bound, count in cumulative if not math.isinf(bound)]
+    return out

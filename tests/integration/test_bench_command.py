@@ -1,0 +1,39 @@
+"""`run_pipeline.py bench` on the CPU with the demo model: ceilings, a ramp of paced cameras and the report."""
+from __future__ import annotations
+
+import json
+
+from pipeline.cli import main
+from tests.conftest import shared_file
+
+MODEL = "samples/models/world_detector.onnx"
+
+
+def test_bench_ramps_paced_cameras_and_writes_the_report(tmp_path, capsys):
+    clip = shared_file("media/dog-848x464.mp4")
+    out = tmp_path / "bench"
+    status = main(["bench", "--model", MODEL, "--clip", str(clip), "--size", "320x180", "--fps", "5",
+                   "--clip-seconds", "4", "--start", "1", "--max", "2", "--window-s", "2", "--settle-s", "0.5",
+                   "--bound", "priority=1000", "--bound", "default=1000", "--decode-streams", "2",
+                   "--batches", "1", "4", "--ceiling-seconds", "1", "--max-batch", "4", "--out", str(out)])
+    assert status == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["cameras_in_real_time"] == 2  # 2 cameras of 5 frames/s with a 1 s bound hold anywhere
+    first, second = report["ramp"]
+    assert (first["cameras"], second["cameras"]) == (1, 2) and first["holds"] and second["holds"]
+    assert second["lost"] == dict.fromkeys(second["lost"], 0) and second["frames_detected"] > 0
+    assert set(second["latency_ms"]) == {"priority", "default"}  # camera 0 in the priority lane, camera 1 not
+    assert 0 < second["latency_ms"]["priority"]["p50"] <= 1000 and second["latency_ms"]["priority"]["within_bound"] == 1
+    assert report["at_90_percent"]["cameras"] == 1
+    assert [row["batch"] for row in report["engine_alone"]] == [1, 4]
+    assert all(row["images_per_s"] > 0 for row in report["engine_alone"]) and report["decode_alone"]["fps"] > 0
+    table = (out / "bench.md").read_text()
+    assert "# Real-time cameras: 2" in table and "| 2 | yes |" in table
+    assert (out / "bench.png").stat().st_size > 10_000
+    assert "2 cameras in real time" in capsys.readouterr().out
+
+
+def test_bench_refuses_a_missing_clip_naming_it(tmp_path, capsys):
+    status = main(["bench", "--model", MODEL, "--clip", str(tmp_path / "nope.mp4"), "--out", str(tmp_path)])
+    assert status == 2
+    assert "nope.mp4: no such file" in capsys.readouterr().err

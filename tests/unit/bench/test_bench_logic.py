@@ -1,0 +1,82 @@
+"""The benchmark's arithmetic: percentiles and bound shares from histogram windows, CPU time of the process
+tree, and the ramp's search for the largest camera count that holds."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import Histogram
+
+from pipeline.bench.measure import HistogramWindow, cpu_seconds, quantile, share_within
+from pipeline.bench.ramp import search
+
+BOUNDS = (0.01, 0.05, 0.15, 1.0)
+
+
+def _histogram() -> Histogram:
+    return Histogram("t_seconds", "test", ["lane"], buckets=BOUNDS, registry=None)
+
+
+def test_a_window_counts_only_what_was_observed_after_it_opened():
+    histogram = _histogram()
+    for value in (0.001, 0.2, 5.0):
+        histogram.labels("default").observe(value)
+    start = HistogramWindow(histogram)
+    for value in (0.02, 0.02, 0.1, 0.12):
+        histogram.labels("priority").observe(value)
+    histogram.labels("default").observe(0.03)
+    window = HistogramWindow(histogram).since(start)
+    assert dict(window["priority"]) == {0.01: 0, 0.05: 2, 0.15: 4, 1.0: 4, math.inf: 4}
+    assert dict(window["default"]) == {0.01: 0, 0.05: 1, 0.15: 1, 1.0: 1, math.inf: 1}
+
+
+def test_quantiles_interpolate_inside_a_bucket_like_prometheus():
+    cumulative = [(0.01, 0), (0.05, 50), (0.15, 100), (1.0, 100), (math.inf, 100)]
+    assert quantile(cumulative, 0.5) == pytest.approx(0.05)
+    assert quantile(cumulative, 0.25) == pytest.approx(0.03)  # halfway through (0.01, 0.05]
+    assert quantile(cumulative, 0.99) == pytest.approx(0.148)
+    assert share_within(cumulative, 0.05) == 0.5
+    assert quantile([(0.01, 0), (math.inf, 3)], 0.5) == math.inf  # beyond the last finite bound
+    assert quantile([(0.01, 0), (math.inf, 0)], 0.5) is None
+    with pytest.raises(ValueError, match="not a bucket bound"):
+        share_within(cumulative, 0.06)
+
+
+def test_cpu_time_of_the_process_tree_counts_a_child_while_it_runs():
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\nprint('done', flush=True)\ninput()"
+    before = cpu_seconds()
+    child = subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "done\n"  # it burnt 0.5 s of CPU and is still alive
+        assert cpu_seconds() - before >= 0.45
+    finally:
+        child.communicate("")
+
+
+class Capacity:
+    """A stand-in for the live pipeline: a count holds when it is at most `capacity`."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.count, self.tried = capacity, 0, []
+
+    def set_cameras(self, count: int) -> None:
+        self.count = count
+        self.tried.append(count)
+
+    def measure(self, window_s: float):
+        holds = self.count <= self.capacity
+        return type("Step", (), {"holds": holds, "reasons": [] if holds else ["over"], "fps": 0.0})()
+
+
+@given(capacity=st.integers(0, 600), start=st.integers(1, 64))
+def test_the_search_finds_the_largest_count_that_holds(capacity, start):
+    ramp = Capacity(capacity)
+    best, steps = search(ramp, start, limit=512, window_s=0)
+    expected = min(capacity, 512)
+    assert expected - max(1, math.ceil(0.02 * expected)) <= best <= expected
+    assert len(steps) == len(ramp.tried) <= 30
+    assert all(count <= 512 for count in ramp.tried)
