@@ -19,6 +19,8 @@ from pathlib import Path
 from pipeline import logs
 from pipeline.bench.ceilings import decode_ceiling, engine_ceiling
 from pipeline.bench.clips import camera_clip
+from pipeline.bench.decode_table import decode_table
+from pipeline.bench.decode_table import markdown as decode_markdown
 from pipeline.bench.measure import GpuSampler
 from pipeline.bench.ramp import PRIORITY_LANE, LiveRamp, camera_factory, search
 from pipeline.bench.report import write_report
@@ -50,6 +52,8 @@ def _bench(args, argv: list[str]) -> int:
     plan = resolve(base.model_copy(update={"streams": [sample]}))
     out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
+    if args.decode_table:
+        return _decode_table(args, base, out)
     report: dict = {"command": "run_pipeline.py bench " + " ".join(argv), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
                     "machine": plan.machine.describe(), "engine": plan.detector.reason, "camera": sample.model_dump(
                         mode="json", exclude_defaults=True), "bounds_ms": {k: v * 1000 for k, v in args.bounds.items()},
@@ -79,6 +83,18 @@ def _bench(args, argv: list[str]) -> int:
     return 0
 
 
+def _decode_table(args, base: PipelineConfig, out: Path) -> int:
+    if args.clip is None:
+        raise ConfigError("--decode-table re-encodes a clip: give --clip FILE")
+    rows = decode_table(base, args.clip, out / "clips", _size(args.size), args.fps, args.decode_streams,
+                        args.ceiling_seconds, args.clip_seconds)
+    (out / "decode_table.json").write_text(json.dumps(rows, indent=1))
+    text = "\n".join(decode_markdown(rows, args.decode_streams, args.fps))
+    (out / "decode_table.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run_pipeline.py bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,6 +121,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128],
                         help="batch sizes for the engine ceiling (those within max_batch)")
     parser.add_argument("--ceiling-seconds", type=float, default=10.0, help="seconds per ceiling measurement")
+    parser.add_argument("--decode-table", action="store_true",
+                        help="instead of the ramp: the decode ceiling for the clip re-encoded at other resolutions, "
+                        "GOP lengths, B-frames and bitrates")
     parser.add_argument("--out", type=Path, help="where the report goes (default runs/bench-<time>)")
     return parser
 
@@ -137,6 +156,14 @@ def _base_config(args) -> PipelineConfig:
     )
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size {text!r}: write WIDTHxHEIGHT, e.g. 1920x1080") from None
+    return width, height
+
+
 def _cameras(args, base: PipelineConfig):
     if (args.clip is None) == (args.url is None):
         raise ConfigError("bench needs exactly one of --clip FILE (played paced and looped) or --url URL (live)")
@@ -145,10 +172,7 @@ def _cameras(args, base: PipelineConfig):
     else:
         if not args.clip.is_file():
             raise ConfigError(f"--clip {args.clip}: no such file")
-        try:
-            width, height = (int(v) for v in args.size.lower().split("x"))
-        except ValueError:
-            raise ConfigError(f"--size {args.size!r}: write WIDTHxHEIGHT, e.g. 1920x1080") from None
+        width, height = _size(args.size)
         folder = (args.out or Path("runs")) / "clips"
         url = str(camera_clip(args.clip, folder, width, height, args.fps, args.clip_seconds))
     StreamConfig(id="probe", url=url)  # a URL no source takes is refused here, before anything starts

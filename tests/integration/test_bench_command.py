@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import av
+
 from pipeline.cli import main
 from tests.conftest import shared_file
 
@@ -37,3 +39,22 @@ def test_bench_refuses_a_missing_clip_naming_it(tmp_path, capsys):
     status = main(["bench", "--model", MODEL, "--clip", str(tmp_path / "nope.mp4"), "--out", str(tmp_path)])
     assert status == 2
     assert "nope.mp4: no such file" in capsys.readouterr().err
+
+
+def test_the_decode_table_re_encodes_the_footage_one_setting_at_a_time(tmp_path, capsys):
+    clip = shared_file("media/dog-848x464.mp4")
+    out = tmp_path / "table"
+    status = main(["bench", "--model", MODEL, "--clip", str(clip), "--size", "320x180", "--fps", "10",
+                   "--clip-seconds", "1", "--decode-table", "--decode-streams", "1", "--ceiling-seconds", "0.5",
+                   "--out", str(out)])
+    assert status == 0
+    rows = {row["variant"]: row for row in json.loads((out / "decode_table.json").read_text())}
+    assert rows["3840x2160"]["size"] == "3840x2160" and rows["GOP 120"]["gop"] == 120
+    assert rows["2 B-frames"]["bframes"] == 2 and rows["base"]["bframes"] == 0
+    assert rows["8 Mbit/s"]["mbit_s"] > rows["2 Mbit/s"]["mbit_s"]
+    assert all(row["fps"] > 0 and row["cameras_at_fps"] == int(row["fps"] // 10) for row in rows.values())
+    with_b = next((out / "clips").glob("*-b2-*.mp4"))
+    with av.open(str(with_b)) as container:  # B-frames: packets leave the decoder out of pts order
+        pts = [p.pts for p in container.demux(video=0) if p.pts is not None]
+    assert pts != sorted(pts)
+    assert "| 3840x2160 | 3840x2160 |" in capsys.readouterr().out
