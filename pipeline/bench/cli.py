@@ -49,7 +49,14 @@ def _bench(args, argv: list[str]) -> int:
     base = _base_config(args)
     cameras = _cameras(args, base)
     sample = cameras(0)
-    plan = resolve(base.model_copy(update={"streams": [sample]}))
+
+    def plan_for(count: int):  # decode processes (auto) follow the stream count: plan as for `count` cameras
+        return resolve(base.model_copy(update={"streams": [cameras(i) for i in range(count)]}))
+
+    plan = plan_for(args.max)
+    if base.runtime.decode_processes == "auto":
+        base = base.model_copy(update={"runtime": base.runtime.model_copy(
+            update={"decode_processes": plan.decode_processes})})
     out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     if args.decode_table:
@@ -61,7 +68,8 @@ def _bench(args, argv: list[str]) -> int:
     detector = Detector(base.detector, plan=plan.detector)
     report["engine_alone"] = engine_ceiling(detector, args.batches, args.ceiling_seconds)
     if args.decode_streams and not sample.is_live:
-        report["decode_alone"] = decode_ceiling(base, plan, sample.url, args.decode_streams, args.ceiling_seconds)
+        report["decode_alone"] = decode_ceiling(base, plan_for(args.decode_streams), sample.url, args.decode_streams,
+                                                args.ceiling_seconds)
         log.info("decode alone, %d streams: %.0f frames/s", args.decode_streams, report["decode_alone"]["fps"])
     gpu = GpuSampler(plan.detector.device).start() if plan.machine.gpu else None
     ramp = LiveRamp(base, cameras, args.bounds, settle_s=args.settle_s, gpu=gpu, detector=detector)

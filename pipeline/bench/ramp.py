@@ -78,8 +78,15 @@ class LiveRamp:
 
     def set_cameras(self, count: int, timeout_s: float = 120.0) -> None:
         """Add or remove cameras until `count` run; returns once every one delivered a frame."""
-        while len(self._ids) > count:
-            self.runner.remove_stream(self._ids.pop())
+        removed = self._ids[count:]
+        del self._ids[count:]
+        for stream_id in removed:  # all at once; each finishes on its own
+            self.runner.remove_stream(stream_id, timeout=0)
+        deadline = time.monotonic() + timeout_s
+        while set(removed) & set(self.runner.snapshot().streams):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(removed)} cameras did not stop within {timeout_s:.0f} s")
+            time.sleep(0.2)
         while len(self._ids) < count:
             config = self._camera(len(self._ids))
             self.runner.add_stream(config)

@@ -31,7 +31,8 @@ from pipeline.types import Detections
 CAPACITY = 4096  # candidates per image held in shared memory (8 bytes each)
 THREADS = 512
 MAX_ANCHORS = 1 << 20  # a sort key holds the anchor index in 20 bits and the class in 12
-HEAD_CODES = {"ultralytics": 0, "yolov5": 1, "yolox": 2, "end2end": 3, "detr": 4}
+HEAD_CODES = {"ultralytics": 0, "yolov5": 1, "yolox": 2, "end2end": 3, "detr": 4, "rtdetr": 3}
+"""The kernel's code per head; RT-DETR's rows are turned into end-to-end ones (input-pixel corners) first."""
 
 _SOURCE = r"""
 #define ULTRALYTICS 0
@@ -245,8 +246,8 @@ class FusedSelect:
 
         table: (rows, 6) device float32 per row (source w, h, scale x, y, pad x, y). Everything is
         queued on `stream` and waited for once. None when an image has more candidates than the
-        kernel holds, the layout does not fit its keys, or the kernel has no code for the head
-        (RT-DETR's normalised boxes): run the general path instead.
+        kernel holds, the layout does not fit its keys, or the kernel has no code for the head: run the
+        general path instead.
         """
         if self.head not in HEAD_CODES:
             return None
@@ -280,6 +281,9 @@ class FusedSelect:
             labels = cupy.ascontiguousarray(outputs["labels"], np.int32)
             return scores, boxes, labels, int(scores.shape[1]), 1
         raw = cupy.ascontiguousarray(next(iter(outputs.values())), np.float32)
+        if self.head == "rtdetr":  # normalised centre and size -> end-to-end's (x1, y1, x2, y2, score, class)
+            decoded = heads.decode_rtdetr(raw, self.input_size)
+            raw = cupy.concatenate([decoded.boxes, raw[..., 4:6]], axis=-1)
         anchors, width = (raw.shape[2], raw.shape[1]) if self.head == "ultralytics" else (raw.shape[1], raw.shape[2])
         return raw, self._none, self._none, int(anchors), int(width)
 

@@ -61,7 +61,8 @@ class NvdecDecoder:
     device: CUDA device index. A mid-stream resolution change is followed (each frame has its own
     size; a new sequence parameter set restarts the decoder). A packet NVDEC refuses raises
     `CorruptPacket` (skipped and counted, as on the CPU; NVDEC does not flag concealed frames, so
-    `damaged` stays False); other errors raise SourceError naming the stream and stay with it.
+    `damaged` stays False); a decoder NVDEC cannot create for the stream (its size, profile or chroma format)
+    and other errors raise SourceError naming the stream and stay with it.
     allocate: `(rows, width) -> CuPy uint8 array or None`, where pictures go (a decode process gives
     memory it shares with the main process); None, or a None from it, allocates from CuPy's pool.
     """
@@ -145,6 +146,9 @@ class NvdecDecoder:
                 surfaces = self._decoder.Decode(pd)
             except (RuntimeError, ValueError, _nvc_error(self._nvc)) as exc:
                 reason = " ".join(str(exc).split())
+                if "cuvidCreateDecoder" in reason:  # the stream itself (size, profile, chroma) is beyond NVDEC
+                    raise SourceError(f"{self._label}: NVDEC cannot decode this stream ({reason}); set decode: cpu "
+                                      "for it") from exc
                 raise CorruptPacket(f"{self._label}: NVDEC failed to decode a packet ({reason}); set decode: cpu "
                                     "for this stream if it keeps failing") from exc
             shown = [s for s in surfaces if not (has_pts and self._discarded(int(s.getPTS())))]

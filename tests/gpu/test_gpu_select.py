@@ -55,6 +55,11 @@ def _outputs(head: str, rng, rows: int, classes: int = 6) -> dict:
         cls = rng.integers(0, classes, (rows, 300, 1))
         raw = np.concatenate([xy, xy + rng.uniform(2, 40, (rows, 300, 2)), score, cls], -1)
         return {"output0": cupy.asarray(raw.astype(np.float32))}
+    if head == "rtdetr":  # Ultralytics RT-DETR: centre and size as fractions of the input
+        centre, size = rng.uniform(0.05, 0.95, (rows, 300, 2)), rng.uniform(0.01, 0.3, (rows, 300, 2))
+        score = rng.choice(np.linspace(0, 1, 21), (rows, 300, 1))
+        cls = rng.integers(0, classes, (rows, 300, 1))
+        return {"output0": cupy.asarray(np.concatenate([centre, size, score, cls], -1).astype(np.float32))}
     xy = rng.uniform(0, 1800, (rows, 300, 2))  # DETR: source pixels, int64 labels
     return {
         "labels": cupy.asarray(rng.integers(0, classes, (rows, 300))),
