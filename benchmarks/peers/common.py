@@ -66,7 +66,6 @@ class PyAvCamera(threading.Thread):
     def run(self) -> None:
         with av.open(self.url, options={"fflags": "nobuffer"}) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
             for frame in container.decode(stream):
                 if self.stop.is_set():
                     return

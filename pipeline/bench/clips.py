@@ -32,6 +32,7 @@ def camera_clip(source: Path, folder: Path, width: int, height: int, fps: float,
             options["crf"] = "23"
         stream.options = options
         stream.codec_context.thread_count = 0
+        stream.codec_context.thread_type = "FRAME"  # slice threads would cut each picture into several slices
         written = 0
         while written < frames:
             with av.open(str(source)) as src:
