@@ -2,7 +2,7 @@
 
 `pipeline/` is layered, bottom to top; a module imports its own group and lower layers, never a higher one:
 
-    4  entry     pipeline/cli.py, pipeline/service/ (HTTP API), pipeline/testing/ (fakes shipped for tests)
+    4  entry     pipeline/cli.py, pipeline/service/ (HTTP API), pipeline/bench/ (the bench command), pipeline/testing/ (fakes shipped for tests)
     3  runtime   pipeline/runtime/: wires the stages together
     2  stages of the data flow, five groups that never import one another:
        sources, align, detect, stages, sinks (pipeline/<group>/)
@@ -32,7 +32,7 @@ GROUP = {  # a module belongs to the group of its longest listed prefix; pipelin
     "pipeline.config": "config",
     "pipeline.sources": "sources", "pipeline.align": "align", "pipeline.detect": "detect",
     "pipeline.stages": "stages", "pipeline.sinks": "sinks", "pipeline.runtime": "runtime",
-    "pipeline.cli": "entry", "pipeline.testing": "entry", "pipeline.service": "entry",
+    "pipeline.cli": "entry", "pipeline.testing": "entry", "pipeline.service": "entry", "pipeline.bench": "entry",
 }
 NOT_SHIPPED = ("samples", "tests", "benchmarks")  # development trees the package must not need
 
