@@ -77,7 +77,8 @@ function updateMeta(card, stream) {
   card.querySelector(".latency").textContent =
     stream.latency_s === null || stream.latency_s === undefined ? "" : `${Math.round(stream.latency_s * 1000)} ms`;
   card.querySelector(".pause").textContent = stream.state === "paused" ? "Resume" : "Pause";
-  card.querySelector(".why").textContent = stream.last_error && stream.state !== "running" ? stream.last_error : "";
+  card.querySelector(".why").textContent = card.dataset.refused ||
+    (stream.last_error && stream.state !== "running" ? stream.last_error : "");
 }
 
 function renderLarge(id) {
@@ -98,14 +99,23 @@ function renderLarge(id) {
 
 async function togglePause(id) {
   const stream = state.streams.find((s) => s.id === id);
-  await call("POST", `/api/streams/${encodeURIComponent(id)}/${stream.state === "paused" ? "resume" : "pause"}`);
-  await refresh();
-  render(null);
+  await change(id, "POST", `/api/streams/${encodeURIComponent(id)}/${stream.state === "paused" ? "resume" : "pause"}`);
 }
 
 async function remove(id) {
   if (!confirm(`Remove camera ${id}? It stops and is taken out of the config file.`)) return;
-  await call("DELETE", `/api/streams/${encodeURIComponent(id)}`);
+  await change(id, "DELETE", `/api/streams/${encodeURIComponent(id)}`);
+}
+
+// A change to one camera; a refusal (a zone still names it, ...) is shown on its card until the next change.
+async function change(id, method, path) {
+  const card = document.querySelector(`#grid [data-stream="${CSS.escape(id)}"]`);
+  try {
+    await call(method, path);
+    card.dataset.refused = "";
+  } catch (exc) {
+    card.dataset.refused = exc.message;
+  }
   await refresh();
   render(null);
 }

@@ -1,0 +1,163 @@
+"""The web console as an operator uses it: headless Chromium on the demo served with its API."""
+from __future__ import annotations
+
+import time
+
+import yaml
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+
+from tests.integration.console.conftest import screenshot, wait
+
+STREET = "cam-2"  # 640x360; cars drive along the road through the middle of the picture
+
+
+def open_page(browser, demo, hash_: str = "") -> None:
+    browser.get(f"{demo.client.base_url}/{hash_}")
+    wait(browser, lambda d: d.execute_script("return document.body.dataset.ready === '1'"), 30, "the page did not start")
+
+
+def cards(browser) -> dict[str, object]:
+    return {card.get_attribute("data-stream"): card for card in browser.find_elements(By.CSS_SELECTOR, "#grid .camera")}
+
+
+def seqs(browser) -> dict[str, int]:
+    """The frame number of the preview each card has drawn (none yet: absent)."""
+    return browser.execute_script("""
+        const seen = {};
+        for (const card of document.querySelectorAll('#grid .camera')) {
+          const seq = card.querySelector('canvas').dataset.seq;
+          if (seq !== undefined) seen[card.dataset.stream] = Number(seq);
+        }
+        return seen;""")
+
+
+def test_the_page_lists_the_demo_cameras_and_their_previews_move(browser, demo):
+    open_page(browser, demo)
+    ids = [config.id for config in demo.runner.streams()]
+    wait(browser, lambda d: sorted(cards(d)) == sorted(ids), 30, "the grid does not list the demo's cameras")
+    first = wait(browser, lambda d: (lambda s: s if sorted(s) == sorted(ids) else None)(seqs(d)),
+                 message="not every camera got a preview")
+    picture = browser.execute_script("return document.querySelector('#grid canvas').toDataURL()")
+    wait(browser, lambda d: all(seq > first[sid] for sid, seq in seqs(d).items()), message="previews did not move on")
+    assert browser.execute_script("return document.querySelector('#grid canvas').toDataURL()") != picture
+    states = {sid: card.get_attribute("data-state") for sid, card in cards(browser).items()}
+    assert set(states.values()) == {"running"}, states
+    size = browser.execute_script("const c = document.querySelector('#grid canvas'); "
+                                  "return [c.width, c.height, Number(c.dataset.sourceWidth)]")
+    assert size == [320, 180, 640]  # downscaled: the server encodes what the grid asks for, not the source
+    screenshot(browser, "cameras")
+
+    cards(browser)[STREET].find_element(By.TAG_NAME, "canvas").click()
+    wait(browser, lambda d: d.find_element(By.ID, "large-canvas").get_attribute("data-seq"), message="no large view")
+    assert browser.execute_script("return document.getElementById('large-canvas').width") == 640
+    assert "running" in browser.find_element(By.ID, "large-state").text
+    screenshot(browser, "camera")
+
+
+def test_a_new_event_appears_with_its_snapshot_and_its_link_survives_a_reload(browser, demo):
+    open_page(browser, demo, "#events")
+    listed = set(browser.execute_script("return [...document.querySelectorAll('#event-list li')]"
+                                        ".map(li => li.dataset.event)"))
+
+    def new_with_snapshot(d):
+        return d.execute_script("""
+            const known = new Set(arguments[0]);
+            for (const li of document.querySelectorAll('#event-list li')) {
+              const img = li.querySelector('img.snapshot');
+              if (!known.has(li.dataset.event) && img && img.complete && img.naturalWidth > 0) return li.dataset.event;
+            }
+            return null;""", list(listed))
+
+    event_id = wait(browser, new_with_snapshot, message="no new event with a loaded snapshot reached the list")
+    browser.find_element(By.CSS_SELECTOR, f'#event-list li[data-event="{event_id}"]').click()
+    assert f"event={event_id}" in browser.current_url
+    snapshot = browser.find_element(By.CSS_SELECTOR, "#event-detail img")
+    wait(browser, lambda d: snapshot.get_property("naturalWidth") == 640, 30, "the large snapshot did not load")
+    screenshot(browser, "events")
+
+    browser.refresh()
+    wait(browser, lambda d: event_id in d.find_element(By.ID, "event-detail").text, 30,
+         "the event's link did not open it again after a reload")
+    assert browser.find_element(By.CSS_SELECTOR, "#event-list li.selected").get_attribute("data-event") == event_id
+
+
+def test_a_zone_drawn_on_a_downscaled_preview_is_saved_in_source_pixels_and_counts(browser, demo):
+    browser.set_window_size(560, 1000)  # the 640-pixel camera is drawn narrower than its source
+    open_page(browser, demo, f"#editor/{STREET}")
+    canvas = browser.find_element(By.ID, "editor-canvas")
+    wait(browser, lambda d: canvas.get_attribute("data-seq"), message="the editor shows no picture")
+    shown = browser.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]", canvas)
+    assert shown[0] < 640
+    corners = [(300, 140), (470, 140), (470, 300), (300, 300)]  # source pixels around the road
+    clicks = [(round(x * shown[0] / 640), round(y * shown[1] / 360)) for x, y in corners]
+    for x, y in clicks:  # Selenium's offsets are from the element's centre
+        ActionChains(browser).move_to_element_with_offset(canvas, x - shown[0] / 2, y - shown[1] / 2).click().perform()
+    form = browser.find_element(By.ID, "editor-form")
+    form.find_element(By.NAME, "name").send_keys("console-box")
+    form.find_element(By.CSS_SELECTOR, 'input[name="classes"][value="car"]').click()
+    started_ns = time.time_ns()
+    form.find_element(By.CSS_SELECTOR, 'button[type="submit"]').click()
+    wait(browser, lambda d: "saved zone 'console-box'" in d.find_element(By.ID, "editor-status").text, 30,
+         lambda d: d.find_element(By.ID, "editor-status").text)
+    screenshot(browser, "editor")
+
+    (zone,) = [z for z in yaml.safe_load(demo.path.read_text())["zones"] if z["name"] == "console-box"]
+    assert zone["streams"] == [STREET] and zone["classes"] == ["car"]
+    expected = [(x * 640 / shown[0], y * 360 / shown[1]) for x, y in clicks]
+    assert len(zone["polygon"]) == 4
+    pixel = 640 / shown[0]  # one screen pixel in source pixels: how exactly a click lands
+    for (x, y), (ex, ey) in zip(zone["polygon"], expected):
+        assert abs(x - ex) <= pixel and abs(y - ey) <= pixel, (zone["polygon"], expected)
+
+    def zone_events(_):
+        events = demo.client.get("/api/events", params={"stream": STREET, "kind": "zone_enter", "since": started_ns / 1e9})
+        return [e for e in events.json() if e["payload"].get("zone") == "console-box"]
+
+    (entered, *_) = wait(browser, zone_events, message="the drawn zone produced no zone_enter event")
+    assert entered["class_name"] == "car"
+
+
+def test_cameras_are_added_paused_and_removed_from_the_page(browser, demo):
+    open_page(browser, demo)
+    wait(browser, lambda d: "cam-8" in cards(d), 30)
+    browser.find_element(By.CSS_SELECTOR, "#add-camera summary").click()
+    form = browser.find_element(By.ID, "add-form")
+    form.find_element(By.NAME, "id").send_keys("cam-9")
+    form.find_element(By.NAME, "url").send_keys("synthetic://junction?seed=1009&fps=5&size=640x360")
+    form.find_element(By.CSS_SELECTOR, 'button[type="submit"]').click()
+    wait(browser, lambda d: cards(d).get("cam-9") and cards(d)["cam-9"].get_attribute("data-state") == "running",
+         message="the added camera does not run")
+    wait(browser, lambda d: "cam-9" in seqs(d), message="the added camera shows no preview")
+    assert any(s["id"] == "cam-9" for s in yaml.safe_load(demo.path.read_text())["streams"])
+
+    cards(browser)["cam-9"].find_element(By.CSS_SELECTOR, "button.pause").click()
+    wait(browser, lambda d: cards(d)["cam-9"].get_attribute("data-state") == "paused", 30, "the camera did not pause")
+    cards(browser)["cam-9"].find_element(By.CSS_SELECTOR, "button.pause").click()
+    wait(browser, lambda d: cards(d)["cam-9"].get_attribute("data-state") == "running", 30, "the camera did not resume")
+
+    cards(browser)["cam-8"].find_element(By.CSS_SELECTOR, "button.remove").click()  # its zone and lines name it
+    browser.switch_to.alert.accept()
+    wait(browser, lambda d: "unknown stream 'cam-8'" in cards(d)["cam-8"].find_element(By.CLASS_NAME, "why").text, 30,
+         "the refusal to remove a camera that zones name is not shown")
+    assert cards(browser)["cam-8"].get_attribute("data-state") == "running"
+
+    cards(browser)["cam-9"].find_element(By.CSS_SELECTOR, "button.remove").click()
+    browser.switch_to.alert.accept()
+    wait(browser, lambda d: "cam-9" not in cards(d), 30, "the removed camera is still listed")
+    wait(browser, lambda d: "cam-9" not in demo.runner.parts.stages.frames(), 30, "the removed camera did not stop")
+    assert "cam-9" not in [config.id for config in demo.runner.streams()]
+    assert "cam-9" not in [s["id"] for s in yaml.safe_load(demo.path.read_text())["streams"]]
+
+
+def test_todays_counts_are_listed_per_camera(browser, demo):
+    open_page(browser, demo, "#counts")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'#counts [data-stream="{STREET}"] td'),
+         message="no counts for the street camera")
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    assert f"Today, {day} (UTC)" == browser.find_element(By.ID, "counts-title").text
+    answer = demo.client.get("/api/counts").json()["cameras"][STREET]
+    shown = browser.find_element(By.CSS_SELECTOR, f'#counts [data-stream="{STREET}"]').text
+    for row in answer["zones"]:
+        assert row["zone"] in shown
+    screenshot(browser, "counts")
