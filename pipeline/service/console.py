@@ -109,7 +109,7 @@ def _router(console: Console) -> APIRouter:
 
     @api.get("/previews")
     async def previews(streams: str = Query(description="stream ids, comma-separated"),
-                       width: int = Query(320, ge=64, le=7680, description="preview width in pixels")):
+                       width: int = Query(320, ge=16, le=7680, description="preview width in pixels")):
         """Server-sent events `preview`: JSON with the frame's size, boxes (source pixels) and the JPEG in
         base64, for each listed camera at most `console.preview_fps` a second, while this request is open."""
         wanted = {sid: width for sid in streams.split(",") if sid}

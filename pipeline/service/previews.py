@@ -26,7 +26,7 @@ import numpy as np
 from pipeline.sinks.media import encode_jpeg
 from pipeline.types import Frame, FrameResult, array_module, class_name
 
-MIN_WIDTH = 64
+MIN_WIDTH = 16
 
 
 @dataclass(frozen=True)
