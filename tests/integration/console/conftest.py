@@ -2,7 +2,8 @@
 `scripts/setup.sh --test`) driven by Selenium, against the demo (configs/demo.yaml) served with its API.
 
 The demo's eight cameras run at 5 frames/s here (the world moves at the same pace; the browser needs the
-other half of a 2-core machine), with SQLite and media under a temporary folder and no webhook or broker.
+other half of a 2-core machine), with SQLite and media under a temporary folder and no webhook or broker;
+a test stage marks cam-1 (an H.264 camera) every 5 s with an event that has a clip.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ def demo_site(tmp: Path) -> Path:
     data["sinks"] = [{"type": "sqlite", "path": str(tmp / "site.db"), "flush_interval_s": 0.2},
                      {"type": "media", "directory": str(tmp / "media"), "clip_before_s": 1, "clip_after_s": 1}]
     data["runtime"] = {"outbox_path": str(tmp / "outbox.db")}
+    data["stages"] = [{"python": "pipeline.testing.sinks:MarkEveryNth", "options": {"every": 25, "clip": True},
+                       "streams": ["cam-1"]}]  # an H.264 camera: an event with a clip every 5 s
     path = tmp / "site.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

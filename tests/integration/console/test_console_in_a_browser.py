@@ -82,6 +82,19 @@ def test_a_new_event_appears_with_its_snapshot_and_its_link_survives_a_reload(br
     assert browser.find_element(By.CSS_SELECTOR, "#event-list li.selected").get_attribute("data-event") == event_id
 
 
+def test_events_filtered_by_kind_and_an_event_clip_plays(browser, demo):
+    open_page(browser, demo, "#events?kind=mark&stream=cam-1")
+    assert browser.find_element(By.CSS_SELECTOR, "#event-filters select[name=kind]").get_attribute("value") == "mark"
+    first = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#event-list li"), message="no mark event listed")[0]
+    assert {li.get_attribute("data-kind") for li in browser.find_elements(By.CSS_SELECTOR, "#event-list li")} == {"mark"}
+    first.click()
+    video = browser.find_element(By.CSS_SELECTOR, "#event-detail video")
+    wait(browser, lambda d: d.execute_script("const v = arguments[0]; return v.readyState >= 2 && v.videoWidth === 640 "
+                                             "&& v.duration > 0", video), message="the event's clip does not play")
+    browser.execute_script("arguments[0].play()", video)
+    wait(browser, lambda d: d.execute_script("return arguments[0].currentTime > 0", video), 30, "the clip does not advance")
+
+
 def test_a_zone_drawn_on_a_downscaled_preview_is_saved_in_source_pixels_and_counts(browser, demo):
     browser.set_window_size(560, 1000)  # the 640-pixel camera is drawn narrower than its source
     open_page(browser, demo, f"#editor/{STREET}")
@@ -100,6 +113,7 @@ def test_a_zone_drawn_on_a_downscaled_preview_is_saved_in_source_pixels_and_coun
     form.find_element(By.CSS_SELECTOR, 'button[type="submit"]').click()
     wait(browser, lambda d: "saved zone 'console-box'" in d.find_element(By.ID, "editor-status").text, 30,
          lambda d: d.find_element(By.ID, "editor-status").text)
+    browser.set_window_size(1400, 1000)
     screenshot(browser, "editor")
 
     (zone,) = [z for z in yaml.safe_load(demo.path.read_text())["zones"] if z["name"] == "console-box"]
