@@ -136,3 +136,24 @@ def test_a_console_can_be_turned_off(tmp_path):
             assert "streamweave_preview" not in client.get("/metrics").text
         finally:
             service.server.stop()
+
+
+def test_todays_counts_per_camera(tmp_path, serve):
+    whole = [[0, 0], [FRAME_W, 0], [FRAME_W, FRAME_H], [0, FRAME_H]]
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=40"}, {"id": "idle", "url": "fake://b?fps=40"}],
+                          sinks=[{"type": "sqlite", "path": str(tmp_path / "site.db"), "flush_interval_s": 0.1}],
+                          zones=[{"name": "all", "polygon": whole, "streams": ["a"]}],
+                          lines=[{"name": "middle", "start": [32, 0], "end": [32, 48], "streams": ["a"]}]))
+
+    def counted():
+        answer = served.client.get("/api/counts").json()
+        cam = answer["cameras"]["a"]
+        return answer if cam["zones"] and cam["lines"] else None
+
+    answer = wait_for(counted)
+    assert answer["time_zone"] == "UTC" and answer["day"] == time.strftime("%Y-%m-%d", time.gmtime())
+    assert answer["cameras"]["idle"] == {"lines": [], "zones": []}
+    (zone,) = answer["cameras"]["a"]["zones"]
+    assert zone == {"zone": "all", "class_name": "person", "visits": 1, "inside": 1}  # the square never leaves
+    (line, *_) = answer["cameras"]["a"]["lines"]
+    assert line["line"] == "middle" and line["class_name"] == "person" and line["crossings"] >= 1
