@@ -76,9 +76,12 @@ def browser(tmp_path):
 
 def wait(driver, condition, timeout: float = WAIT_S, message: str = ""):
     """Look again until `condition(driver)` is truthy (then return it); fail with `message` at the deadline."""
+    from selenium.common.exceptions import StaleElementReferenceException  # noqa: PLC0415
     from selenium.webdriver.support.ui import WebDriverWait  # noqa: PLC0415
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
+    # an element the page re-rendered since it was found is looked for again
+    return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                         ignored_exceptions=(StaleElementReferenceException,)).until(condition, message)
 
 
 def screenshot(driver, name: str) -> None:

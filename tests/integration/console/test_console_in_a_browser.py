@@ -17,8 +17,13 @@ def open_page(browser, demo, hash_: str = "") -> None:
     wait(browser, lambda d: d.execute_script("return document.body.dataset.ready === '1'"), 30, "the page did not start")
 
 
-def cards(browser) -> dict[str, object]:
-    return {card.get_attribute("data-stream"): card for card in browser.find_elements(By.CSS_SELECTOR, "#grid .camera")}
+def states(browser) -> dict[str, str]:
+    return browser.execute_script("return Object.fromEntries([...document.querySelectorAll('#grid .camera')]"
+                                  ".map(card => [card.dataset.stream, card.dataset.state]))")
+
+
+def press(browser, stream_id: str, button: str) -> None:
+    browser.find_element(By.CSS_SELECTOR, f'#grid [data-stream="{stream_id}"] button.{button}').click()
 
 
 def seqs(browser) -> dict[str, int]:
@@ -35,20 +40,19 @@ def seqs(browser) -> dict[str, int]:
 def test_the_page_lists_the_demo_cameras_and_their_previews_move(browser, demo):
     open_page(browser, demo)
     ids = [config.id for config in demo.runner.streams()]
-    wait(browser, lambda d: sorted(cards(d)) == sorted(ids), 30, "the grid does not list the demo's cameras")
+    wait(browser, lambda d: sorted(states(d)) == sorted(ids), 30, "the grid does not list the demo's cameras")
     first = wait(browser, lambda d: (lambda s: s if sorted(s) == sorted(ids) else None)(seqs(d)),
                  message="not every camera got a preview")
     picture = browser.execute_script("return document.querySelector('#grid canvas').toDataURL()")
     wait(browser, lambda d: all(seq > first[sid] for sid, seq in seqs(d).items()), message="previews did not move on")
     assert browser.execute_script("return document.querySelector('#grid canvas').toDataURL()") != picture
-    states = {sid: card.get_attribute("data-state") for sid, card in cards(browser).items()}
-    assert set(states.values()) == {"running"}, states
+    assert set(states(browser).values()) == {"running"}, states(browser)
     size = browser.execute_script("const c = document.querySelector('#grid canvas'); "
                                   "return [c.width, c.height, Number(c.dataset.sourceWidth)]")
     assert size == [320, 180, 640]  # downscaled: the server encodes what the grid asks for, not the source
     screenshot(browser, "cameras")
 
-    cards(browser)[STREET].find_element(By.TAG_NAME, "canvas").click()
+    browser.find_element(By.CSS_SELECTOR, f'#grid [data-stream="{STREET}"] canvas').click()
     wait(browser, lambda d: d.find_element(By.ID, "large-canvas").get_attribute("data-seq"), message="no large view")
     assert browser.execute_script("return document.getElementById('large-canvas').width") == 640
     assert "running" in browser.find_element(By.ID, "large-state").text
@@ -132,33 +136,55 @@ def test_a_zone_drawn_on_a_downscaled_preview_is_saved_in_source_pixels_and_coun
     assert entered["class_name"] == "car"
 
 
+def test_a_directed_line_is_saved_from_its_first_click_to_its_second(browser, demo):
+    open_page(browser, demo, "#editor/cam-3")
+    canvas = browser.find_element(By.ID, "editor-canvas")
+    wait(browser, lambda d: canvas.get_attribute("data-seq"), message="the editor shows no picture")
+    browser.find_element(By.CSS_SELECTOR, 'input[name="shape"][value="line"]').click()
+    shown = browser.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]", canvas)
+    ends = [(100, 300), (100, 100)]  # source pixels: upwards, so "in" is to the right
+    clicks = [(round(x * shown[0] / 640), round(y * shown[1] / 360)) for x, y in ends]
+    for x, y in clicks:
+        ActionChains(browser).move_to_element_with_offset(canvas, x - shown[0] / 2, y - shown[1] / 2).click().perform()
+    form = browser.find_element(By.ID, "editor-form")
+    form.find_element(By.NAME, "name").send_keys("console-line")
+    form.find_element(By.CSS_SELECTOR, 'button[type="submit"]').click()
+    wait(browser, lambda d: "saved line 'console-line'" in d.find_element(By.ID, "editor-status").text, 30,
+         lambda d: d.find_element(By.ID, "editor-status").text)
+    (line,) = [entry for entry in yaml.safe_load(demo.path.read_text())["lines"] if entry["name"] == "console-line"]
+    pixel = 640 / shown[0]
+    for saved, (x, y) in ((line["start"], clicks[0]), (line["end"], clicks[1])):
+        assert abs(saved[0] - x * 640 / shown[0]) <= pixel and abs(saved[1] - y * 360 / shown[1]) <= pixel, line
+    assert line["streams"] == ["cam-3"] and "classes" not in line  # no class ticked: every class
+    assert "line console-line" in browser.find_element(By.ID, "editor-existing").text
+
+
 def test_cameras_are_added_paused_and_removed_from_the_page(browser, demo):
     open_page(browser, demo)
-    wait(browser, lambda d: "cam-8" in cards(d), 30)
+    wait(browser, lambda d: "cam-8" in states(d), 30)
     browser.find_element(By.CSS_SELECTOR, "#add-camera summary").click()
     form = browser.find_element(By.ID, "add-form")
     form.find_element(By.NAME, "id").send_keys("cam-9")
     form.find_element(By.NAME, "url").send_keys("synthetic://junction?seed=1009&fps=5&size=640x360")
     form.find_element(By.CSS_SELECTOR, 'button[type="submit"]').click()
-    wait(browser, lambda d: cards(d).get("cam-9") and cards(d)["cam-9"].get_attribute("data-state") == "running",
-         message="the added camera does not run")
+    wait(browser, lambda d: states(d).get("cam-9") == "running", message="the added camera does not run")
     wait(browser, lambda d: "cam-9" in seqs(d), message="the added camera shows no preview")
     assert any(s["id"] == "cam-9" for s in yaml.safe_load(demo.path.read_text())["streams"])
 
-    cards(browser)["cam-9"].find_element(By.CSS_SELECTOR, "button.pause").click()
-    wait(browser, lambda d: cards(d)["cam-9"].get_attribute("data-state") == "paused", 30, "the camera did not pause")
-    cards(browser)["cam-9"].find_element(By.CSS_SELECTOR, "button.pause").click()
-    wait(browser, lambda d: cards(d)["cam-9"].get_attribute("data-state") == "running", 30, "the camera did not resume")
+    press(browser, "cam-9", "pause")
+    wait(browser, lambda d: states(d)["cam-9"] == "paused", 30, "the camera did not pause")
+    press(browser, "cam-9", "pause")
+    wait(browser, lambda d: states(d)["cam-9"] == "running", 30, "the camera did not resume")
 
-    cards(browser)["cam-8"].find_element(By.CSS_SELECTOR, "button.remove").click()  # its zone and lines name it
+    press(browser, "cam-8", "remove")  # its zone and lines name it
     browser.switch_to.alert.accept()
-    wait(browser, lambda d: "unknown stream 'cam-8'" in cards(d)["cam-8"].find_element(By.CLASS_NAME, "why").text, 30,
-         "the refusal to remove a camera that zones name is not shown")
-    assert cards(browser)["cam-8"].get_attribute("data-state") == "running"
+    wait(browser, lambda d: "unknown stream 'cam-8'" in d.find_element(By.CSS_SELECTOR, '[data-stream="cam-8"] .why').text,
+         30, "the refusal to remove a camera that zones name is not shown")
+    assert states(browser)["cam-8"] == "running"
 
-    cards(browser)["cam-9"].find_element(By.CSS_SELECTOR, "button.remove").click()
+    press(browser, "cam-9", "remove")
     browser.switch_to.alert.accept()
-    wait(browser, lambda d: "cam-9" not in cards(d), 30, "the removed camera is still listed")
+    wait(browser, lambda d: "cam-9" not in states(d), 30, "the removed camera is still listed")
     wait(browser, lambda d: "cam-9" not in demo.runner.parts.stages.frames(), 30, "the removed camera did not stop")
     assert "cam-9" not in [config.id for config in demo.runner.streams()]
     assert "cam-9" not in [s["id"] for s in yaml.safe_load(demo.path.read_text())["streams"]]
