@@ -1,11 +1,14 @@
 """The demo: run configs/demo.yaml with a local webhook receiver and MQTT broker, then score the run.
 
     python -m samples.demo [CONFIG]
+    python -m samples.demo --serve [CONFIG]     # until Ctrl-C, with the web console on http://127.0.0.1:9108/
 
 Starts an HTTP receiver on the config's webhook port and Mosquitto on its MQTT port (when Debian's
 `mosquitto` is installed; scripts/setup.sh installs it), runs the pipeline with live progress,
 then prints the summary, what the webhook and the broker received, what was written to disk, and
-how accurate the run was against the synthetic world's ground truth.
+how accurate the run was against the synthetic world's ground truth. With `--serve` the cameras run until
+Ctrl-C as a service, with its API and web console (`runtime.http`, default 127.0.0.1:9108); zones, lines and
+cameras changed from the console apply live but are not written to the demo's config file.
 """
 from __future__ import annotations
 
@@ -18,9 +21,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pipeline.config import load_config
+from pipeline.config.models import HttpConfig
 from pipeline.errors import PipelineError
 from pipeline.runtime.progress import progress_reporter, summary
 from pipeline.runtime.runner import PipelineRunner
+from pipeline.service import Control, Service
 from samples.local_services import (
     MOSQUITTO,
     MosquittoBroker,
@@ -33,7 +38,11 @@ from samples.world.demo_report import demo_report
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pipeline.progress").setLevel(logging.INFO)  # progress lines when not on a terminal
+    serve = "--serve" in argv
+    argv = [arg for arg in argv if arg != "--serve"]
     config = load_config(argv[0] if argv else "configs/demo.yaml")
+    if serve:
+        config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"duration_s": None})})
     out_dir = Path(config.runtime.outbox_path).parent
     shutil.rmtree(out_dir / "mosquitto", ignore_errors=True)  # the broker's own state; stored results stay:
     # each start is a run of its own in the database (`run_pipeline.py query configs/demo.yaml runs`)
@@ -48,10 +57,15 @@ def main(argv: list[str]) -> int:
     elif mqtt:
         print("note: Mosquitto is not installed, so MQTT events wait in the outbox (bash scripts/setup.sh installs it)")
     runner = PipelineRunner(config)
-    signal.signal(signal.SIGINT, lambda *_: runner.request_stop())
+    job = runner
+    if serve:
+        http = config.runtime.http or HttpConfig()
+        job = Service(runner, http, Control(runner))  # no file: the console's changes are not saved
+        print(f"console: http://{http.host}:{job.port}/ (Ctrl-C stops)")
+    signal.signal(signal.SIGINT, lambda *_: job.request_stop())
     on_progress, interval = progress_reporter(config.runtime)
     try:
-        snap = runner.run(config.runtime.duration_s, on_progress=on_progress, progress_interval_s=interval)
+        snap = job.run(config.runtime.duration_s, on_progress=on_progress, progress_interval_s=interval)
     finally:
         for stop in (listener and listener.close, receiver and receiver.stop, broker and broker.stop):
             if stop:

@@ -3,7 +3,8 @@
 #   bash scripts/setup.sh          the product (enough for the demo)
 #   bash scripts/setup.sh --test   also the test tools (pyproject's `test` extra: pytest, psycopg, jsonschema,
 #                                  ultralytics on CPU torch, ...) and the real servers the tests start
-#                                  (GStreamer RTSP server, Mosquitto, PostgreSQL) and systemd-analyze
+#                                  (GStreamer RTSP server, Mosquitto, PostgreSQL), systemd-analyze and
+#                                  headless Chromium with its WebDriver (the console's browser tests)
 #                                  from Debian packages
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,8 @@ apt_pkgs+=(mosquitto)  # the demo's local MQTT broker
 if (( with_tests )); then
   apt_pkgs+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
              gstreamer1.0-plugins-good gstreamer1.0-plugins-bad postgresql
-             systemd)  # systemd-analyze checks deploy/streamweave.service
+             systemd  # systemd-analyze checks deploy/streamweave.service
+             chromium chromium-driver)  # the web console's tests drive a real browser (Selenium)
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do

@@ -213,14 +213,39 @@ DEFAULT_HTTP_PORT = 9108
 """Where a service (`run` without a duration) serves its API, metrics and status unless told otherwise."""
 
 
+class ConsoleConfig(Strict):
+    """The web console at `/` (`pipeline.service.console`): live cameras, events, a zone and line editor."""
+
+    enabled: bool = Field(True, description="serve the console at / (same server, binding and token as the API)")
+    preview_fps: float = Field(4.0, gt=0, le=30, description="most preview pictures per second per watched camera; "
+                               "smoother costs more CPU (none is encoded while nobody watches)")
+    preview_max_width: int = Field(1280, ge=64, le=7680, description="widest preview encoded (a large view); the "
+                                   "grid asks for less")
+    time_zone: str = Field("UTC", min_length=1, max_length=64, description="IANA time zone in which the console's "
+                           "'today' begins (counts)")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name like UTC or Europe/Paris") from None
+        return value
+
+
 class HttpConfig(Strict):
-    """The one HTTP server: the control API (/api), Prometheus /metrics, /status, /healthz, /readyz, /docs."""
+    """The one HTTP server: the control API (/api), Prometheus /metrics, /status, /healthz, /readyz, /docs,
+    and the web console at /."""
 
     host: str = Field("127.0.0.1", min_length=1, max_length=255, pattern=r"^\S+$", description="address to listen on; anything but loopback needs a token")
     port: int = Field(DEFAULT_HTTP_PORT, ge=0, le=65535, description="0 = any free port (logged)")
     token: str | None = Field(
         None, min_length=16, description="API calls must carry `Authorization: Bearer <token>`; required when host "
         "is not loopback (16 characters or more; put it in an environment file, not in a shared config)")
+    console: ConsoleConfig = ConsoleConfig()
 
     @model_validator(mode="after")
     def _exposed_needs_token(self) -> "HttpConfig":

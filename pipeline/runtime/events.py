@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pipeline.backoff import Backoff
 from pipeline.errors import SinkError
@@ -36,6 +36,7 @@ class EventPublisher:
         self.retries = 0
         self._backoff = backoff or Backoff(0.1, 5.0)
         self._pending: list[Event] = []
+        self._listeners: tuple[Callable[[list[Event]], None], ...] = ()  # replaced, never changed
         self._delivery: dict[str, dict] = {}  # per event output, kept from the last look before close
         self._cond = threading.Condition()
         self._closing = False
@@ -63,7 +64,19 @@ class EventPublisher:
             _, name = self.entries.pop(i)
             self.outbox.remove_output(name)
 
+    def add_listener(self, listener: Callable[[list[Event]], None]) -> None:
+        """Call `listener(events)` with every published list, on the publishing thread (a live view: it must
+        return at once and not raise). Not durable: a listener added later does not get earlier events."""
+        with self._cond:
+            self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Callable[[list[Event]], None]) -> None:
+        with self._cond:
+            self._listeners = tuple(known for known in self._listeners if known is not listener)
+
     def publish(self, events: list[Event]) -> None:
+        for listener in self._listeners:
+            listener(events)
         with self._cond:
             self.published += len(events)
             if self.outbox is None:

@@ -193,6 +193,7 @@ class OutputSinks:
         self._queues = [SinkQueue(sink, options, failures) for sink, options in sinks]  # replaced, never changed
         self._streams: dict[str, str] = {}  # started and not ended: id -> url
         self._lock = threading.Lock()  # the two above, between the stage workers and a sink added or taken out
+        self._taps: tuple[Callable[[FrameResult], None], ...] = ()  # replaced, never changed
 
     def open(self) -> None:
         """Open every sink and start its thread; SinkError when one cannot start (the ones before it
@@ -229,8 +230,20 @@ class OutputSinks:
                 q.put("on_stream_start", stream_id, url)
 
     def submit(self, result: FrameResult, live: bool) -> None:
+        for tap in self._taps:
+            guarded(self.failures, "tap", tap, result)
         for q in self._queues:
             guarded(self.failures, q.sink.name, q.put_frame, result, live)
+
+    def add_tap(self, tap: Callable[[FrameResult], None]) -> None:
+        """Call `tap(result)` on the stage worker with every result, before the sinks get it: for a look that
+        must not queue frames (the console's previews). It must return at once and keep no frame."""
+        with self._lock:
+            self._taps = (*self._taps, tap)
+
+    def remove_tap(self, tap: Callable[[FrameResult], None]) -> None:
+        with self._lock:
+            self._taps = tuple(t for t in self._taps if t is not tap)
 
     def files_for(self, event: Event) -> dict[str, str]:
         """The files the sinks will write for `event`, one of a frame's, by role (`snapshot`, `clip`): what

@@ -30,7 +30,14 @@ class Service:
         self.runner = runner
         self.control = control or Control(runner)
         self._gpu = GpuCollector()
-        self.server = HttpServer(make_app(self.control, http.token, package_version(), [self._gpu]), http.host, http.port)
+        app = make_app(self.control, http.token, package_version(), [self._gpu], http.console)
+        self.console = app.state.console
+        try:
+            self.server = HttpServer(app, http.host, http.port)
+        except BaseException:
+            if self.console is not None:
+                self.console.close()
+            raise
 
     @property
     def port(self) -> int:
@@ -44,6 +51,8 @@ class Service:
         try:
             return self.runner.run(duration_s, on_progress, progress_interval_s, until_stopped=duration_s is None)
         finally:
+            if self.console is not None:
+                self.console.close()
             self.server.stop()
             self._gpu.close()
 

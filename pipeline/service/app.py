@@ -9,27 +9,31 @@
     GET  /api/config         the effective config, secrets masked
     zones, lines, alert rules, reload and stored events: `pipeline.service.config_api`
 
-With `runtime.http.token` set, /api and /status need `Authorization: Bearer <token>`. A bad body gets a
+    GET  /                   the web console (`pipeline.service.console`); POST /login, /logout its session
+
+With `runtime.http.token` set, /api and /status need `Authorization: Bearer <token>` or the console's
+session cookie (`pipeline.service.auth`). A bad body gets a
 422 naming the key path; a change that cannot apply gets a 4xx saying why, and nothing changes. Changes
 go through `Control`: validated, applied, then written back to the config file.
 """
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import json
 import re
 from typing import Sequence
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.config.models import StreamConfig
+from pipeline.config.models import ConsoleConfig, StreamConfig
 from pipeline.runtime.runner import PipelineRunner
-from pipeline.service import config_api
+from pipeline.service import auth, config_api
+from pipeline.service.auth import Sessions
+from pipeline.service.console import Console, mount
 from pipeline.service.config_api import apply
 from pipeline.service.control import Control, entry_of
 from pipeline.service.prom import SnapshotCollector
@@ -64,9 +68,10 @@ class StreamView(BaseModel):
 
 
 def make_app(control: Control, token: str | None = None, version: str = "",
-             collectors: Sequence[Collector] = ()) -> FastAPI:
+             collectors: Sequence[Collector] = (), console: ConsoleConfig | None = None) -> FastAPI:
     """The app of one pipeline (`control.runner`); /metrics has the runner's counters and histograms, this
-    process's CPU and memory, and `collectors` (the GPUs')."""
+    process's CPU and memory, and `collectors` (the GPUs'). console: serve the web console at / (None or not
+    enabled: no console); its `Console` is `app.state.console` (to close before the server stops)."""
     runner = control.runner
     app = FastAPI(title="streamweave", version=version,
                   description="Control and observe a running streamweave pipeline.")
@@ -76,7 +81,14 @@ def make_app(control: Control, token: str | None = None, version: str = "",
     ProcessCollector(registry=registry)
     for collector in collectors:
         registry.register(collector)
-    authorized = [Depends(_bearer(token))] if token else []
+    sessions = Sessions(token)
+    authorized = [Depends(sessions.check)] if token else []
+    app.state.console = None
+    if console is not None and console.enabled:
+        app.state.console = Console(control, console)
+        registry.register(app.state.console)
+        mount(app, app.state.console, authorized)
+    app.include_router(auth.router(sessions))
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict:
@@ -146,18 +158,6 @@ def make_app(control: Control, token: str | None = None, version: str = "",
 
     app.include_router(config_api.router(control), dependencies=authorized)
     return app
-
-
-def _bearer(token: str):
-    expected = f"Bearer {token}".encode()
-
-    def check(request: Request) -> None:
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            raise HTTPException(401, "this API needs `Authorization: Bearer <runtime.http.token>`",
-                                headers={"WWW-Authenticate": "Bearer"})
-
-    return check
 
 
 def _current(runner: PipelineRunner, stream_id: str) -> StreamView:

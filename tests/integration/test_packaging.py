@@ -17,5 +17,6 @@ def test_the_built_wheel_holds_the_pipeline_package_only(tmp_path):
     version = wheel.name.split("-")[1]
     assert tops == {"pipeline", f"streamweave-{version}.dist-info"}, tops
     assert "pipeline/plugins.py" in names and "pipeline/config/resolve.py" in names
+    assert "pipeline/service/static/index.html" in names and "pipeline/service/static/main.js" in names  # the console
     assert not any(name.startswith(("samples/", "tests/", "benchmarks/")) for name in names)
     assert not any(name.endswith(".onnx") for name in names)  # the demo detector stays in the checkout

@@ -1,0 +1,223 @@
+"""The web console's side of the server: the page, live previews and events, event media, today's counts.
+
+    GET /                       the page (static files in `static/`, no build step)
+    GET /api/console            what the page needs to start: the model's classes, time zone, preview rate
+    GET /api/previews?streams=a,b&width=320    server-sent events: a preview of each camera, a few per second
+    GET /api/events/live        server-sent events: every event as it is published (the event JSON)
+    GET /api/media/{stream}/{file}             an event's snapshot (.jpg, _crop.jpg) or clip (.mp4)
+    GET /api/counts             today's line crossings and zone visits per camera (the console's time zone)
+
+Previews are made only while a `/api/previews` request is open (`pipeline.service.previews`). Everything
+but `/` and its static files needs the API's token or the console's session cookie (`pipeline.service.auth`).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import AsyncIterator, Callable
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from pipeline.config.models import ConsoleConfig
+from pipeline.errors import SinkError
+from pipeline.service.control import Control
+from pipeline.service.previews import Previews
+from pipeline.sinks.outputs.payload import event_to_dict
+
+STATIC = Path(__file__).parent / "static"
+KEEPALIVE_S = 1.0
+"""How often an idle server-sent event stream says it is alive (and notices the server stopping)."""
+QUEUE_ITEMS = 256
+MEDIA_FILE = re.compile(r"^[0-9a-f]{24}(_crop)?\.(jpg|mp4)$")
+MEDIA_TYPES = {"jpg": "image/jpeg", "mp4": "video/mp4"}
+
+
+class Console:
+    """The console of one pipeline: its previews (tapped from the frame sinks) and its live event feed."""
+
+    def __init__(self, control: Control, config: ConsoleConfig):
+        self.control, self.config = control, config
+        runner = control.runner
+        self.previews = Previews(runner.detector.class_names, config.preview_fps, config.preview_max_width)
+        self._events: list[Callable] = []
+        self.closed = False
+        runner.parts.outputs.add_tap(self.previews.tap)
+        runner.parts.events.add_listener(self._publish)
+
+    def listen(self, offer: Callable[[dict], None]) -> Callable[[dict], None]:
+        """Call `offer(event JSON)` for each event published from now on (on the publishing thread)."""
+        self._events.append(offer)
+        return offer
+
+    def unlisten(self, offer: Callable[[dict], None]) -> None:
+        self._events.remove(offer)
+
+    def _publish(self, events) -> None:
+        if self._events:
+            items = [event_to_dict(event) for event in events]
+            for offer in list(self._events):
+                for item in items:
+                    offer(item)
+
+    def close(self) -> None:
+        """Stop previews and end the open event streams (the server can then stop)."""
+        self.closed = True
+        runner = self.control.runner
+        runner.parts.outputs.remove_tap(self.previews.tap)
+        runner.parts.events.remove_listener(self._publish)
+        self.previews.close()
+
+    def collect(self):
+        """Prometheus: previews encoded (0 while nobody watches) and the watchers now."""
+        encoded = CounterMetricFamily("streamweave_preview_frames_encoded", "console previews encoded (JPEG); none "
+                                      "while nobody watches")
+        encoded.add_metric([], self.previews.encoded)
+        viewers = GaugeMetricFamily("streamweave_preview_viewers", "open console preview streams")
+        viewers.add_metric([], self.previews.viewers())
+        yield from (encoded, viewers)
+
+
+def mount(app: FastAPI, console: Console, authorized: list) -> None:
+    """Serve the console on `app`: the page at /, its files under /console/, its API routes behind `authorized`."""
+    app.mount("/console", StaticFiles(directory=STATIC), name="console")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.include_router(_router(console), dependencies=authorized)
+
+
+def _router(console: Console) -> APIRouter:
+    api = APIRouter(prefix="/api", tags=["console"])
+    runner = console.control.runner
+
+    @api.get("/console")
+    def start() -> dict:
+        """The model's classes, the console's time zone and preview rate, this run's id."""
+        return {"classes": list(runner.detector.class_names), "time_zone": console.config.time_zone,
+                "preview_fps": console.config.preview_fps, "preview_max_width": console.config.preview_max_width,
+                "run_id": runner.parts.run.run_id}
+
+    @api.get("/previews")
+    async def previews(streams: str = Query(description="stream ids, comma-separated"),
+                       width: int = Query(320, ge=16, le=7680, description="preview width in pixels")):
+        """Server-sent events `preview`: JSON with the frame's size, boxes (source pixels) and the JPEG in
+        base64, for each listed camera at most `console.preview_fps` a second, while this request is open."""
+        wanted = {sid: width for sid in streams.split(",") if sid}
+        if not wanted:
+            raise HTTPException(400, "streams: name at least one stream id, e.g. ?streams=cam-1,cam-2")
+
+        def encode(preview) -> str:
+            data = {**preview.meta(), "jpeg": base64.b64encode(preview.jpeg).decode()}
+            return f"event: preview\ndata: {json.dumps(data)}\n\n"
+
+        return _sse(console, lambda offer: console.previews.watch(wanted, offer), console.previews.unwatch, encode)
+
+    @api.get("/events/live")
+    async def live_events():
+        """Server-sent events `event`: each event as the webhook has it, as it is published (not stored first;
+        its snapshot may take a moment to be written)."""
+        return _sse(console, console.listen, console.unlisten,
+                    lambda item: f"event: event\nid: {item['event_id']}\ndata: {json.dumps(item)}\n\n")
+
+    @api.get("/media/{stream_id}/{name}")
+    def media(stream_id: str, name: str) -> FileResponse:
+        """An event's snapshot (`<event_id>.jpg`), object crop (`<event_id>_crop.jpg`) or clip (`<event_id>.mp4`)
+        from the media sink's directory."""
+        directory = _media_directory(runner.config.sinks)
+        if not MEDIA_FILE.match(name) or stream_id in (".", "..") or "/" in stream_id:
+            raise HTTPException(404, f"no media file '{stream_id}/{name}'")
+        path = directory / stream_id / name
+        if not path.is_file():
+            raise HTTPException(404, f"no media file '{stream_id}/{name}' (yet: a clip is written after its event)")
+        return FileResponse(path, media_type=MEDIA_TYPES[name.rsplit(".", 1)[1]])
+
+    @api.get("/counts")
+    def counts() -> dict:
+        """Today (from midnight in `console.time_zone`) per camera: crossings per line, direction and class, over
+        every run; zone visits begun per zone and class, and those of this run still inside."""
+        return _counts(console, runner)
+
+    return api
+
+
+def _sse(console: Console, subscribe, unsubscribe, encode) -> StreamingResponse:
+    """A server-sent event stream of what `subscribe(offer)` offers from other threads, until the client
+    goes or the console closes; `encode(item)` is its text. A client that falls behind loses the oldest."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue(QUEUE_ITEMS)
+
+    def put(item) -> None:
+        if queue.full():
+            queue.get_nowait()
+        queue.put_nowait(item)
+
+    def offer(item) -> None:
+        try:
+            loop.call_soon_threadsafe(put, item)
+        except RuntimeError:  # the server's loop has closed
+            pass
+
+    async def stream() -> AsyncIterator[str]:
+        handle = subscribe(offer)
+        try:
+            yield "retry: 2000\n\n"
+            while not console.closed:
+                try:
+                    item = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                except asyncio.TimeoutError:
+                    yield ": alive\n\n"
+                    continue
+                yield encode(item)
+        finally:
+            unsubscribe(handle)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _media_directory(sinks) -> Path:
+    media = next((sink for sink in sinks if sink.type == "media"), None)
+    if media is None:
+        raise HTTPException(404, "no media: add a `type: media` sink under `sinks:` for snapshots and clips")
+    return Path(media.directory).absolute()
+
+
+def _counts(console: Console, runner) -> dict:
+    from pipeline.sinks.storage.answers import Buckets, Filters, line_counts, parse_time, zone_stats  # noqa: PLC0415
+    from pipeline.sinks.storage.query import ALL_RUNS, storage_target  # noqa: PLC0415
+
+    target = storage_target(runner.config.sinks)
+    if target is None:
+        raise HTTPException(404, "no counts: add a sqlite or postgres sink under `sinks:` to keep them")
+    tz = ZoneInfo(console.config.time_zone)
+    since = parse_time("today", tz)
+    try:
+        lines = line_counts(target, Filters(run=ALL_RUNS, since_ns=since), Buckets(1440, tz))
+        visits = zone_stats(target, Filters(run=ALL_RUNS, since_ns=since))
+        inside = zone_stats(target, Filters(run=runner.parts.run.run_id))
+    except SinkError as exc:
+        raise HTTPException(503, str(exc)) from None
+    cameras: dict[str, dict] = {config.id: {"lines": [], "zones": []} for config in runner.streams()}
+    for row in lines:
+        cameras.setdefault(row["stream_id"], {"lines": [], "zones": []})["lines"].append(
+            {key: row[key] for key in ("line", "direction", "class_name", "crossings")})
+    now_inside = {(row["stream_id"], row["zone"], row["class_name"]): row["inside"] for row in inside}
+    totals: dict[tuple, int] = {}
+    for row in visits:
+        key = (row["stream_id"], row["zone"], row["class_name"])
+        totals[key] = totals.get(key, 0) + row["visits"]
+    for (sid, zone, name), count in sorted(totals.items(), key=lambda item: [str(v) for v in item[0]]):
+        cameras.setdefault(sid, {"lines": [], "zones": []})["zones"].append(
+            {"zone": zone, "class_name": name, "visits": count, "inside": now_inside.get((sid, zone, name), 0)})
+    return {"day": datetime.fromtimestamp(since / 1e9, tz).date().isoformat(), "time_zone": console.config.time_zone,
+            "cameras": cameras}

@@ -1,0 +1,72 @@
+// The server: JSON calls, server-sent event streams, and what every view shares (streams, zones, lines, classes).
+
+export class Unauthorized extends Error {}
+
+export async function call(method, path, body) {
+  const options = { method, headers: {} };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  const reply = await fetch(path, options);
+  if (reply.status === 401) throw new Unauthorized(path);
+  if (!reply.ok) {
+    let detail = `${reply.status} ${reply.statusText}`;
+    try { detail = (await reply.json()).detail || detail; } catch (_) { /* not JSON */ }
+    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+  }
+  return reply.status === 204 ? null : reply.json();
+}
+
+export const get = (path) => call("GET", path);
+
+// An EventSource of `kind` messages (JSON) to `onItem`; `close()` ends it.
+export function listen(path, kind, onItem) {
+  const source = new EventSource(path);
+  source.addEventListener(kind, (message) => onItem(JSON.parse(message.data)));
+  return source;
+}
+
+// What the views share, refreshed by `refresh()`.
+export const state = { classes: [], timeZone: "UTC", streams: [], zones: [], lines: [] };
+
+export async function start() {
+  const info = await get("/api/console");
+  state.classes = info.classes;
+  state.timeZone = info.time_zone;
+  await refresh();
+}
+
+export async function refresh() {
+  const [streams, zones, lines] = await Promise.all([get("/api/streams"), get("/api/zones"), get("/api/lines")]);
+  state.streams = streams;
+  state.zones = zones;
+  state.lines = lines;
+}
+
+// The zones and lines that apply to one stream (`streams` null: every stream).
+export function geometryOf(streamId) {
+  const mine = (item) => item.streams === null || item.streams.includes(streamId);
+  return { zones: state.zones.filter(mine), lines: state.lines.filter(mine) };
+}
+
+export function mediaUrl(event, suffix) {
+  return `/api/media/${encodeURIComponent(event.stream_id)}/${event.event_id}${suffix}`;
+}
+
+// The view's parameters from the page's address: #events?stream=cam-1&event=ID -> {view, params}.
+export function route() {
+  const [path, query] = location.hash.slice(1).split("?");
+  const [view, ...rest] = (path || "cameras").split("/");
+  return { view, arg: rest.join("/") || null, params: new URLSearchParams(query || "") };
+}
+
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (value !== null && value !== undefined) node.setAttribute(key, value);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}

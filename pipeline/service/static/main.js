@@ -1,0 +1,86 @@
+// The console: log in when the API asks for it, then show the view the address names (#cameras, #events, ...).
+
+import { Unauthorized, call, route, start } from "./api.js";
+import * as cameras from "./cameras.js";
+import * as counts from "./counts.js";
+import * as editor from "./editor.js";
+import * as events from "./events.js";
+
+const VIEWS = { cameras, events, editor, counts };
+let current = null;
+
+function showOnly(id) {
+  for (const section of document.querySelectorAll("main > section")) section.hidden = section.id !== id;
+}
+
+function showLogin(message) {
+  if (current) VIEWS[current].hide();
+  current = null;
+  document.getElementById("nav").hidden = true;
+  document.getElementById("logout").hidden = true;
+  document.getElementById("login-error").textContent = message || "";
+  showOnly("login");
+  document.getElementById("token").focus();
+}
+
+async function navigate() {
+  const { view, arg } = route();
+  const name = VIEWS[view] ? view : "cameras";
+  if (current) VIEWS[current].hide();
+  current = name;
+  for (const link of document.querySelectorAll("#nav a")) link.classList.toggle("active", link.dataset.view === name);
+  showOnly(`view-${name}`);
+  try {
+    await VIEWS[name].show(arg);
+  } catch (exc) {
+    if (exc instanceof Unauthorized) showLogin();
+    else throw exc;
+  }
+}
+
+async function open() {
+  try {
+    await start();
+  } catch (exc) {
+    if (exc instanceof Unauthorized) return showLogin();
+    throw exc;
+  }
+  document.getElementById("nav").hidden = false;
+  document.getElementById("logout").hidden = false;
+  document.body.dataset.ready = "1";
+  await navigate();
+}
+
+document.getElementById("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    await call("POST", "/login", { token: document.getElementById("token").value });
+  } catch (exc) {
+    return showLogin(exc instanceof Unauthorized ? "wrong token" : exc.message);
+  }
+  document.getElementById("token").value = "";
+  await open();
+});
+document.getElementById("logout").addEventListener("click", async () => {
+  await call("POST", "/logout");
+  delete document.body.dataset.ready;
+  showLogin();
+});
+document.getElementById("add-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  cameras.addCamera(event.currentTarget);
+});
+document.getElementById("event-filters").addEventListener("change", (event) => events.filtersChanged(event.currentTarget));
+const editorForm = document.getElementById("editor-form");
+editorForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  editor.save(event.currentTarget);
+});
+document.getElementById("editor-stream").addEventListener("change", (event) => editor.streamChanged(event.currentTarget));
+document.getElementById("editor-canvas").addEventListener("click", editor.clicked);
+document.getElementById("editor-undo").addEventListener("click", editor.undo);
+document.getElementById("editor-clear").addEventListener("click", editor.clear);
+window.addEventListener("hashchange", () => {
+  if (current) navigate();
+});
+open();

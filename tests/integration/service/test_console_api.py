@@ -1,0 +1,159 @@
+"""The console's routes over real HTTP: previews only while watched, the session cookie, live events, media."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+
+import av
+import httpx
+
+from tests.support.service import TOKEN, config
+
+FRAME_W, FRAME_H = 64, 48  # the fake camera's pictures
+
+
+def metric(client: httpx.Client, name: str) -> float:
+    (line,) = [line for line in client.get("/metrics").text.splitlines() if line.startswith(name + " ")]
+    return float(line.split()[1])
+
+
+def wait_for(condition, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)  # the pipeline runs on its own threads: look again
+    raise AssertionError(f"not reached within {timeout} s")
+
+
+def sse(client: httpx.Client, path: str, count: int) -> list[dict]:
+    """The first `count` data messages of a server-sent event stream, then the stream is closed."""
+    items = []
+    with client.stream("GET", path) as reply:
+        assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/event-stream")
+        for line in reply.iter_lines():
+            if line.startswith("data: "):
+                items.append(json.loads(line[6:]))
+                if len(items) == count:
+                    break
+    return items
+
+
+def staged(served, stream_id: str) -> int:
+    return served.runner.parts.stages.frames().get(stream_id, 0)
+
+
+def test_previews_are_encoded_only_while_someone_watches(tmp_path, serve):
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=40"}, {"id": "b", "url": "fake://b?fps=40"}]))
+    client = served.client
+    wait_for(lambda: staged(served, "a") > 40 and staged(served, "b") > 40)
+    assert metric(client, "streamweave_preview_frames_encoded_total") == 0  # frames went by, nobody watched
+
+    previews = sse(client, "/api/previews?streams=a&width=32", 3)
+    assert {p["stream_id"] for p in previews} == {"a"}
+    seqs = [p["seq"] for p in previews]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    for preview in previews:
+        assert (preview["width"], preview["height"]) == (32, 24)
+        assert (preview["source_width"], preview["source_height"]) == (FRAME_W, FRAME_H)
+        picture = next(av.open(io.BytesIO(base64.b64decode(preview["jpeg"]))).decode(video=0))
+        assert (picture.width, picture.height) == (32, 24)
+        (box,) = preview["boxes"]  # the fake engine's one square, in source pixels
+        assert box["class"] == "person" and box["track_id"] >= 1 and 0 <= box["xyxy"][0] < box["xyxy"][2] <= FRAME_W
+
+    wait_for(lambda: metric(client, "streamweave_preview_viewers") == 0)
+    encoded = metric(client, "streamweave_preview_frames_encoded_total")
+    assert encoded >= 3
+    later = staged(served, "a") + 40
+    wait_for(lambda: staged(served, "a") > later)
+    assert metric(client, "streamweave_preview_frames_encoded_total") == encoded  # the viewer left: none since
+
+
+def test_a_preview_is_never_wider_than_asked_for_or_than_its_source(tmp_path, serve):
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=40"}]))
+    (wide,) = sse(served.client, "/api/previews?streams=a&width=1920", 1)
+    assert (wide["width"], wide["height"]) == (FRAME_W, FRAME_H)
+    assert served.client.get("/api/previews").status_code == 422
+    assert served.client.get("/api/previews?streams=").status_code == 400
+
+
+def test_the_token_buys_a_session_cookie_that_the_api_accepts_until_logout(tmp_path, serve):
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=40"}]), token=TOKEN)
+    base = served.client.base_url
+    with httpx.Client(base_url=base, timeout=10) as browser:
+        assert browser.get("/").status_code == 200  # the page itself holds nothing
+        assert browser.get("/api/streams").status_code == 401
+        assert browser.get("/api/previews?streams=a").status_code == 401
+        assert browser.get("/api/events/live").status_code == 401
+        wrong = browser.post("/login", json={"token": "not-the-token-at-all"})
+        assert wrong.status_code == 401 and "runtime.http.token" in wrong.json()["detail"]
+        assert "set-cookie" not in wrong.headers
+        login = browser.post("/login", json={"token": TOKEN})
+        assert login.status_code == 204
+        cookie = login.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        assert [s["id"] for s in browser.get("/api/streams").json()] == ["a"]
+        assert browser.post("/logout").status_code == 204
+        assert browser.get("/api/streams").status_code == 401
+    assert served.client.get("/api/streams").status_code == 200  # the bearer token as before
+    with httpx.Client(base_url=base, cookies={"streamweave_session": "made-up"}) as forger:
+        assert forger.get("/api/streams").status_code == 401
+
+
+def test_live_events_and_their_snapshots(tmp_path, serve):
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=40"}],
+                          sinks=[{"type": "media", "directory": str(tmp_path / "media")}],
+                          stages=[{"python": "pipeline.testing:MarkEveryNth", "options": {"every": 10, "clip": True}}]))
+    client = served.client
+    marks = sse(client, "/api/events/live", 2)
+    assert [m["kind"] for m in marks] == ["mark", "mark"] and marks[0]["payload"]["seq"] < marks[1]["payload"]["seq"]
+    assert marks[0]["snapshot"] == str(tmp_path / "media" / "a" / f"{marks[0]['event_id']}.jpg")
+    url = f"/api/media/a/{marks[0]['event_id']}.jpg"
+    reply = wait_for(lambda: (lambda r: r if r.status_code == 200 else None)(client.get(url)))
+    assert reply.headers["content-type"] == "image/jpeg"
+    assert next(av.open(io.BytesIO(reply.content)).decode(video=0)).width == FRAME_W
+    assert client.get(f"/api/media/a/{'0' * 24}.jpg").status_code == 404
+    for bad in ("../../etc/passwd", "..%2F..%2Fsite.yaml", f"{'0' * 24}.png"):
+        assert client.get(f"/api/media/a/{bad}").status_code == 404
+    assert client.get(f"/api/media/../{marks[0]['event_id']}.jpg").status_code == 404
+
+
+def test_a_console_can_be_turned_off(tmp_path):
+    from pipeline.config.models import HttpConfig
+    from pipeline.runtime.runner import PipelineRunner
+    from pipeline.service import Control, Service
+
+    runner = PipelineRunner(config(tmp_path, []))
+    service = Service(runner, HttpConfig(port=0, console={"enabled": False}), Control(runner))
+    with httpx.Client(base_url=f"http://127.0.0.1:{service.port}") as client:
+        service.server.start()
+        try:
+            assert client.get("/").status_code == 404
+            assert client.get("/api/console").status_code == 404
+            assert "streamweave_preview" not in client.get("/metrics").text
+        finally:
+            service.server.stop()
+
+
+def test_todays_counts_per_camera(tmp_path, serve):
+    whole = [[0, 0], [FRAME_W, 0], [FRAME_W, FRAME_H], [0, FRAME_H]]
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=40"}, {"id": "idle", "url": "fake://b?fps=40"}],
+                          sinks=[{"type": "sqlite", "path": str(tmp_path / "site.db"), "flush_interval_s": 0.1}],
+                          zones=[{"name": "all", "polygon": whole, "streams": ["a"]}],
+                          lines=[{"name": "middle", "start": [32, 0], "end": [32, 48], "streams": ["a"]}]))
+
+    def counted():
+        answer = served.client.get("/api/counts").json()
+        cam = answer["cameras"]["a"]
+        return answer if cam["zones"] and cam["lines"] else None
+
+    answer = wait_for(counted)
+    assert answer["time_zone"] == "UTC" and answer["day"] == time.strftime("%Y-%m-%d", time.gmtime())
+    assert answer["cameras"]["idle"] == {"lines": [], "zones": []}
+    (zone,) = answer["cameras"]["a"]["zones"]
+    assert zone == {"zone": "all", "class_name": "person", "visits": 1, "inside": 1}  # the square never leaves
+    (line, *_) = answer["cameras"]["a"]["lines"]
+    assert line["line"] == "middle" and line["class_name"] == "person" and line["crossings"] >= 1
