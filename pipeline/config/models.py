@@ -105,7 +105,8 @@ class PreprocessConfig(Strict):
 
 
 class DetectorConfig(Strict):
-    model: FilePath = Field(description="ONNX file; every engine loads this same file")
+    model: FilePath = Field(description="ONNX file, which every engine loads; engine torch also loads TorchScript "
+                            "(.torchscript) and torch.export (.pt2) files")
     engine: str = Field("auto", description="auto, or a registered engine: tensorrt, torch, onnxruntime-cuda, onnxruntime")
     device: int = Field(0, ge=0, le=255, description="CUDA device index")
     precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="GPU engines only; the CPU runs fp32")

@@ -8,10 +8,10 @@ import onnxruntime as ort
 
 from pipeline.config.models import DetectorConfig
 from pipeline.config.resolve import DetectorPlan
-from pipeline.detect.engines.torch_convert import FORMAT_NAMES, model_format
 from pipeline.detect.heads import ModelSignature, TensorInfo
 from pipeline.errors import EngineError
 from pipeline.machine import cpu_cores
+from pipeline.plugins import FORMAT_NAMES, model_format
 
 _STATE = ort.capi.onnxruntime_pybind11_state
 LOAD_ERRORS = (RuntimeError, ValueError, _STATE.Fail, _STATE.InvalidProtobuf, _STATE.InvalidGraph,
