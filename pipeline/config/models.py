@@ -117,6 +117,11 @@ class DetectorConfig(Strict):
     conf_threshold: Fraction = 0.25
     iou_threshold: Fraction = 0.45
     max_detections: int = Field(300, ge=1, le=100_000, description="per frame, after NMS")
+    max_candidates: int = Field(
+        30_000, ge=1, le=1_000_000,
+        description="per frame, before NMS: only this many of the highest scores above conf_threshold go to NMS; "
+        "bounds NMS time when a model (say one with untrained weights) scores everything, at the cost of boxes "
+        "ranked below it")
     classes: list[Name] | None = Field(None, min_length=1, description="keep only these class names (None = all)")
     class_names: Annotated[list[Name], Field(min_length=1)] | FilePath | None = Field(None, description="names by class id; a list, a text file, or None for COCO-80")
     preprocess: PreprocessConfig = PreprocessConfig()
