@@ -126,6 +126,10 @@ class DetectorConfig(Strict):
     class_names: Annotated[list[Name], Field(min_length=1)] | FilePath | None = Field(None, description="names by class id; a list, a text file, or None for COCO-80")
     preprocess: PreprocessConfig = PreprocessConfig()
     max_batch: int | None = Field(None, ge=1, le=1024, description="engine batch limit; default: the largest lane max_batch")
+    channels_last: bool = Field(False, description="engine torch: weights and activations in NHWC order, which tensor-core "
+                                "convolutions prefer; may speed up larger models, measure with benchmarks/heavy_models.py")
+    torch_compile: bool = Field(False, description="engine torch: torch.compile the model before capturing CUDA graphs; "
+                                "a faster forward for minutes of compilation at start")
     workers: int | None = Field(
         None, ge=1, le=64,
         description="batches in flight at once; default: min(cores, 4) on the CPU (each with cores/workers threads, "

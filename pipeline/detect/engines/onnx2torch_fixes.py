@@ -171,11 +171,12 @@ def keep_shape_constants_on_host(module) -> int:
     Those modules call `.tolist()` or `torch.any()` on them; on the host that is free, on the GPU
     it is a synchronising copy per call that also breaks CUDA-graph capture. Returns how many moved.
     """
-    graph = getattr(module, "graph", None)
-    if graph is None or not hasattr(graph, "nodes") or not hasattr(module, "get_submodule"):
+    import torch  # noqa: PLC0415
+
+    if not isinstance(module, torch.fx.GraphModule):
         return 0  # TorchScript: nothing of onnx2torch's in it
     moved = 0
-    for node in graph.nodes:
+    for node in module.graph.nodes:
         if node.op != "call_module" or type(module.get_submodule(node.target)).__name__ not in SHAPE_OPERATORS:
             continue
         for arg in node.args[1:]:

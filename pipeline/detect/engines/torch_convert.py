@@ -35,21 +35,24 @@ METADATA_FILE = "config.txt"
 """The extra file of a TorchScript or .pt2 archive that holds its metadata (JSON), as Ultralytics names it."""
 
 
-def load_module(path: Path | str):
-    """The model as a torch module in eval mode on the CPU (float32). EngineError says why it cannot be loaded."""
+def load_module(path: Path | str, device: Any = "cpu"):
+    """The model as a torch module in eval mode on `device` (float32). EngineError says why it cannot be loaded.
+
+    A TorchScript file is loaded straight onto the device: constants a trace baked in (Ultralytics' anchors)
+    stay where they were loaded, whatever `.to()` does later."""
     path = _existing(path)
     fmt = model_format(path)
     import torch  # noqa: PLC0415 - the gpu extra's
 
     try:
         if fmt == "torchscript":
-            return torch.jit.load(str(path), map_location="cpu").eval()
+            return torch.jit.load(str(path), map_location=device).eval()
         if fmt == "torch.export":
-            return torch.export.load(str(path)).module()
+            return torch.export.load(str(path)).module().to(device)
     except (RuntimeError, ValueError, OSError) as exc:
         raise EngineError(f"torch cannot load the {fmt} file '{path}' ({first_line(exc)}); re-export it with "
                           "this torch version, or export the model to ONNX") from exc
-    return convert_onnx(path)
+    return convert_onnx(path).to(device)
 
 
 _converted: dict[tuple, Any] = {}  # the module a conversion trial made, until the engine takes it
@@ -68,10 +71,13 @@ def trial(path: Path | str) -> str | None:
     return None
 
 
-def take_module(path: Path | str):
-    """The module `trial` made of this file (unchanged since), else a fresh `load_module`; the caller owns it."""
+def take_module(path: Path | str, device: Any = "cpu"):
+    """The module `trial` made of this file (unchanged since) moved to `device`, else a fresh `load_module`; the
+    caller owns it. TorchScript is always loaded afresh, straight onto the device (see `load_module`)."""
     module = _converted.pop(_file_key(path), None)
-    return module if module is not None else load_module(path)
+    if module is None or model_format(path) == "torchscript":
+        return load_module(path, device)
+    return module.to(device)
 
 
 def _file_key(path: Path | str) -> tuple:

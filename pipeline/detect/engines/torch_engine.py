@@ -34,7 +34,8 @@ _TORCH_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tens
 
 def create(model_path: Path, config: DetectorConfig, plan: DetectorPlan) -> "TorchEngine":
     """The registered factory of this engine (`pipeline.plugins`)."""
-    return TorchEngine(model_path, config, plan.max_batch)
+    return TorchEngine(model_path, config, plan.max_batch, channels_last=config.channels_last,
+                       compile=config.torch_compile)
 
 
 class TorchEngine:
@@ -225,7 +226,7 @@ def _load_module(model_path: Path, device, precision: str, channels_last: bool =
     host; channels-last weights and torch.compile when asked."""
     import torch  # noqa: PLC0415 - GPU only
 
-    module = torch_convert.take_module(model_path).to(device)
+    module = torch_convert.take_module(model_path, device)
     module = module.half() if precision == "fp16" else module
     if channels_last:
         module = module.to(memory_format=torch.channels_last)

@@ -32,7 +32,7 @@ def test_run_stores_the_detections_of_every_export_configured_by_its_file_alone(
         "sinks": [{"type": "sqlite", "path": str(database)}],
         "runtime": {"outbox_path": str(tmp_path / "outbox.db")},
     }))
-    proc = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "run", str(config), "--quiet"],
+    proc = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "run", str(config), "--quiet", "--duration", "120"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with sqlite3.connect(database) as db:
