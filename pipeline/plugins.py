@@ -235,7 +235,7 @@ def load(modules: list[str] | tuple[str, ...] = ()) -> None:
         if name not in _loaded:
             try:
                 importlib.import_module(name)
-            except ImportError as exc:
+            except (ImportError, TypeError) as exc:  # TypeError: a relative name (".pkg.mod")
                 raise ValueError(f"plugin module '{name}' cannot be imported ({exc}); "
                                  "check the name and that its folder is on PYTHONPATH") from None
             _loaded.add(name)
