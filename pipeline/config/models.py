@@ -310,6 +310,8 @@ class PipelineConfig(Strict):
     def _load_plugins(cls, data: Any) -> Any:
         names = data.get("plugins", []) if isinstance(data, dict) else []
         for i, name in enumerate(names if isinstance(names, list) else []):
+            if not isinstance(name, str):
+                continue  # the field's own validation names it
             try:
                 plugins.load([name])
             except ValueError as exc:
