@@ -193,7 +193,9 @@ def _format_problem(kind: plugins.EngineKind, fmt: str) -> str | None:
     if fmt in kind.formats:
         return None
     readable = " and ".join(plugins.FORMAT_NAMES[f] for f in kind.formats)
-    return f"{kind.name} reads {readable} files, not {plugins.FORMAT_NAMES[fmt]}"
+    readers = [name for name in plugins.engine_names() if fmt in plugins.engine(name).formats]
+    return (f"{kind.name} reads {readable} files, not {plugins.FORMAT_NAMES[fmt]}"
+            + (f": engine {' or '.join(readers)} does" if readers else ""))
 
 
 def _summary(reasons: list[str]) -> str:

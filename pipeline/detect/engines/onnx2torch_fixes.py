@@ -74,8 +74,16 @@ def _register_opset18() -> None:
     def result(node, module):
         return OperationConverterResult(torch_module=module, onnx_mapping=onnx_mapping_from_node(node))
 
-    def split(node, graph):  # noqa: ARG001 - the registry's signature
-        return result(node, SplitModule(node.attributes.get("axis", 0), len(node.output_values)))
+    def split(node, graph):
+        axis, outputs = node.attributes.get("axis", 0), len(node.output_values)
+        if len(node.input_values) > 1 and node.input_values[1]:
+            try:  # constant sizes (Ultralytics' C2f blocks): baked in, nothing read back from the GPU
+                sizes = [int(v) for v in get_const_value(node.input_values[1], graph).tolist()]
+            except KeyError:
+                return result(node, SplitModule(axis, outputs))
+            mapping = OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values)
+            return OperationConverterResult(torch_module=SplitModule(axis, outputs, sizes), onnx_mapping=mapping)
+        return result(node, SplitModule(axis, outputs))
 
     def pad(node, graph):  # noqa: ARG001
         if len(node.input_values) > 3 and node.input_values[3]:
@@ -120,13 +128,16 @@ def _split_module():
     import torch  # noqa: PLC0415
 
     class _Split(torch.nn.Module):
-        """ONNX Split-18: sizes from the `split` input, else `num_outputs` chunks of ceil(len / n) (the last smaller)."""
+        """ONNX Split-18: sizes fixed at conversion or from the `split` input, else `num_outputs` chunks of
+        ceil(len / n) (the last smaller)."""
 
-        def __init__(self, axis: int, outputs: int):
+        def __init__(self, axis: int, outputs: int, sizes: list[int] | None = None):
             super().__init__()
-            self.axis, self.outputs = axis, outputs
+            self.axis, self.outputs, self.sizes = axis, outputs, sizes
 
         def forward(self, x, split=None):
+            if self.sizes is not None:
+                return torch.split(x, self.sizes, dim=self.axis)
             if split is not None:
                 return torch.split(x, split.tolist(), dim=self.axis)
             return torch.split(x, -(-x.shape[self.axis] // self.outputs), dim=self.axis)
@@ -134,8 +145,8 @@ def _split_module():
     return _Split
 
 
-def SplitModule(axis: int, outputs: int):  # noqa: N802 - builds the nn.Module lazily (torch is optional)
-    return _split_module()(axis, outputs)
+def SplitModule(axis: int, outputs: int, sizes: list[int] | None = None):  # noqa: N802 - lazy (torch is optional)
+    return _split_module()(axis, outputs, sizes)
 
 
 @functools.cache
@@ -161,7 +172,8 @@ def GridSampleModule(mode: str, padding_mode: str, align_corners: bool):  # noqa
 
 
 # -- CUDA-graph friendliness: constants that onnx2torch modules read on the host ------------------------------
-SHAPE_OPERATORS = ("OnnxReshape", "OnnxResize", "OnnxResizeV10", "OnnxSlice", "OnnxExpand", "OnnxTile")
+SHAPE_OPERATORS = ("OnnxReshape", "OnnxResize", "OnnxResizeV10", "OnnxSlice", "OnnxExpand", "OnnxTile", "OnnxSplit13",
+                   "_Split", "_IntArgument")
 """onnx2torch modules that read their non-data arguments (shapes, scales, bounds) on the host."""
 
 

@@ -13,7 +13,7 @@ from pipeline.detect.engines.onnxruntime import read_model_info as read_onnx_inf
 from pipeline.detect.engines.torch_convert import load_module, read_model_info
 from pipeline.detect.names import names_from_metadata
 from pipeline.detect.recognize import detect_head, input_size
-from pipeline.errors import EngineError
+from pipeline.errors import ConfigError, EngineError
 from tests.conftest import shared_file
 from tests.support.ultralytics_exports import (
     CASES, MODELS, SIZE, TORCHSCRIPT_MODELS, needs_ultralytics, torchvision_stand_in,
@@ -112,5 +112,5 @@ def test_onnx_runtime_refuses_torch_files_and_names_the_engine_that_runs_them(ex
     path = exports.get("yolo11n", variant).path
     with pytest.raises(EngineError, match="ONNX Runtime cannot run it; use engine 'torch'"):
         read_onnx_info(path)
-    with pytest.raises(EngineError, match="ONNX Runtime cannot run it"):
+    with pytest.raises(ConfigError, match=r"onnxruntime reads ONNX files, not .*: engine torch does"):
         Detector(DetectorConfig(model=path, engine="onnxruntime"), max_batch=1)

@@ -95,3 +95,14 @@ def test_a_trial_says_why_a_file_cannot_be_converted(tmp_path):
     broken.write_bytes(b"not a model")
     assert torch_convert.trial(broken).startswith(f"'{broken}' is not an ONNX file")
     assert "does not exist" in torch_convert.trial(tmp_path / "missing.onnx")
+
+
+@pytest.mark.parametrize("case", ["Split-18 with a split input", "TopK with a constant k", "Reshape keeping a dim (0)",
+                                  "Tile with constant repeats"])
+def test_constant_arguments_are_baked_in_so_nothing_is_read_back_from_the_gpu(case, tmp_path):
+    """onnx2torch reads these arguments from tensors on every call (`.tolist()`): on the GPU a sync per node,
+    which a CUDA graph cannot capture. After conversion they are Python ints in the modules."""
+    path = tmp_path / "node.onnx"
+    onnx.save(CASES[case], str(path))
+    module = torch_convert.load_module(path)
+    assert [n.target for n in module.graph.nodes if n.op == "get_attr"] == []
