@@ -3,7 +3,7 @@
     python benchmarks/heavy_models.py --out OUT_DIR [--models M.onnx ...] [--compile] [--e2e-streams 32]
 
 Models: `scripts/export_gpu_models.py bench` writes YOLO11s and YOLO11m at 640 (dynamic ONNX, random weights
-rounded to 16 values per tensor so they travel small; speed does not depend on the values) into
+rounded to 4 values per tensor so they travel small; speed does not depend on the values) into
 `.device/exports/`. Sections (`--only`):
 - engine: images/s of the torch engine alone per batch size (1..64), FP16 with CUDA graphs, as is and with
   channels-last weights (`detector.channels_last`), and with `torch.compile` when --compile is given;

@@ -12,7 +12,7 @@ YOLO11n as TorchScript. bench (benchmarks/heavy_models.py): YOLO11s and YOLO11m 
 
 Every model is built from its yaml with random weights (seed 0, nothing downloaded). Random float32 weights
 hardly compress, and the archives must fit the few tens of MB a GPU machine takes along, so each weight
-tensor is rounded to 16 evenly spaced values between its own min and max before export: the network, its
+tensor is rounded to 4 evenly spaced values (keeping its mean and spread) before export: the network, its
 layers and its speed are unchanged, and its outputs are as good as random ones for checking that two
 engines compute the same thing. Sizes are printed.
 """
@@ -37,12 +37,14 @@ SETS = {  # name -> [(yaml, imgsz, export arguments, file name)]
     ],
     "bench": [(m, 640, {"dynamic": True, "simplify": True}, f"{m}-640-dynamic.onnx") for m in ("yolo11s", "yolo11m")],
 }
-LEVELS = 16
+LEVELS = 4
 
 
 def quantize_weights(network, levels: int = LEVELS) -> None:
     """Round every floating parameter and buffer with at least 64 values to `levels` evenly spaced values
-    between its own min and max, in place (so the exports compress; see the module docstring)."""
+    between its own min and max, then map them back to the tensor's own mean and standard deviation, in place:
+    the exports compress (see the module docstring) and activations keep their scale layer after layer
+    (coarse levels alone widen each layer's spread, which over dozens of layers overflows FP16)."""
     import torch  # noqa: PLC0415
 
     with torch.no_grad():
@@ -52,7 +54,11 @@ def quantize_weights(network, levels: int = LEVELS) -> None:
             low, high = tensor.min(), tensor.max()
             if high > low:
                 step = (high - low) / (levels - 1)
-                tensor.copy_(low + torch.round((tensor - low) / step) * step)
+                rounded = low + torch.round((tensor - low) / step) * step
+                spread = rounded.std()
+                if spread > 0:
+                    rounded = tensor.mean() + (rounded - rounded.mean()) * (tensor.std() / spread)
+                tensor.copy_(rounded)
 
 
 def export(name: str, out: Path) -> Path:
