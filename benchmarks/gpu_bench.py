@@ -65,7 +65,7 @@ def decode_throughput(clip: Path, streams: int, seconds: float, warmup_s: float 
 
 
 
-def _time_gpu(fn, repeat: int, stream=None) -> float:
+def time_gpu(fn, repeat: int, stream=None) -> float:
     """Median milliseconds of `fn()` measured with CUDA events on `stream` (after 3 warm-ups)."""
     import cupy
 
@@ -101,7 +101,7 @@ def preprocess_times(clip: Path, batch: int) -> list[dict]:
     rows = []
     for antialias in (True, False):
         pre = GpuPreprocessor(spec, antialias=antialias)
-        ms = _time_gpu(lambda: pre(frames, out), 20)
+        ms = time_gpu(lambda: pre(frames, out), 20)
         rows.append({"batch": batch, "antialias": antialias, "ms": ms, "frames_per_s": batch / ms * 1000})
     return rows
 
@@ -123,7 +123,7 @@ def nms_times(sizes=(1000, 10000, 50000)) -> list[dict]:
         classes = rng.integers(0, 80, m).astype(np.int32)
         images = rng.integers(0, 64, m).astype(np.int32)
         args = [cupy.asarray(a) for a in (boxes, scores, classes, images)]
-        ours = _time_gpu(lambda: nms_gpu.batched_nms(*args, 0.45, 300), 10)
+        ours = time_gpu(lambda: nms_gpu.batched_nms(*args, 0.45, 300), 10)
         tb, ts = torch.as_tensor(boxes, device="cuda"), torch.as_tensor(scores, device="cuda")
         groups = torch.as_tensor(images.astype(np.int64) * 80 + classes, device="cuda")
 
@@ -131,7 +131,7 @@ def nms_times(sizes=(1000, 10000, 50000)) -> list[dict]:
             torchvision.ops.batched_nms(tb, ts, groups, 0.45)
             torch.cuda.synchronize()
 
-        tv_ms = _time_gpu(tv, 10)
+        tv_ms = time_gpu(tv, 10)
         rows.append({"boxes": m, "ours_ms": ours, "torchvision_ms": tv_ms})
     return rows
 
@@ -199,7 +199,7 @@ def engine_throughput(model: Path, batches=(1, 8, 16, 32, 64, 128)) -> list[dict
         buffer = engine.input_buffer(batch)
         with engine.stream:
             buffer[...] = cupy.random.uniform(0, 255, buffer.shape).astype(buffer.dtype)
-        ms = _time_gpu(lambda: engine.infer({"images": buffer}), 20, engine.stream)
+        ms = time_gpu(lambda: engine.infer({"images": buffer}), 20, engine.stream)
         rows.append({"precision": precision, "cuda_graphs": engine.graph_status == "cuda graphs", "batch": batch,
                      "ms": ms, "images_per_s": batch / ms * 1000})
     for engine in engines.values():

@@ -99,22 +99,24 @@ def decode_in_processes(clip: Path, streams: int, seconds: float, processes: int
 
 
 def pipeline_config(model: Path, streams: list, max_batch: int, engine: str = "torch",
-                    switch_interval_ms: float | None = None, decode_processes="auto"):
+                    switch_interval_ms: float | None = None, decode_processes="auto", detector: dict | None = None):
     """The end-to-end benchmarks' pipeline: `streams` (StreamConfigs) in one lane of `max_batch`
-    (max_wait_ms 10), the detector on `engine` (FP16 on a GPU), no tracker, no sinks."""
+    (max_wait_ms 10), the detector on `engine` (FP16 on a GPU; `detector` adds DetectorConfig keys), no
+    tracker, no sinks."""
     from pipeline.config.models import DetectorConfig, LaneConfig, PipelineConfig, RuntimeConfig, TrackerConfig
 
     return PipelineConfig(
         streams=streams,
         lanes=[LaneConfig(name="default", max_batch=max_batch, max_wait_ms=10)],
-        detector=DetectorConfig(model=model, engine=engine, precision="fp16"),
+        detector=DetectorConfig(model=model, engine=engine, precision="fp16", **(detector or {})),
         tracker=TrackerConfig(enabled=False),
         runtime=RuntimeConfig(switch_interval_ms=switch_interval_ms, decode_processes=decode_processes),
     )
 
 
 def end_to_end(model: Path, clip: Path, streams: int, seconds: float, max_batch: int, settle_s: float = 2.0,
-               switch_interval_ms: float | None = None, ring_size: int = 8, decode_processes="auto") -> dict:
+               switch_interval_ms: float | None = None, ring_size: int = 8, decode_processes="auto",
+               detector: dict | None = None) -> dict:
     """The real pipeline on `streams` looped copies of `clip` (NVDEC, torch FP16, no tracker/sinks),
     decoding in `decode_processes` children (`runtime.decode_processes`; 0 = threads in this process).
 
@@ -128,7 +130,7 @@ def end_to_end(model: Path, clip: Path, streams: int, seconds: float, max_batch:
     config = pipeline_config(
         model, [StreamConfig(id=f"cam-{i}", url=str(clip), loop=True, decode="nvdec", ring_size=ring_size)
                 for i in range(streams)],
-        max_batch, switch_interval_ms=switch_interval_ms, decode_processes=decode_processes)
+        max_batch, switch_interval_ms=switch_interval_ms, decode_processes=decode_processes, detector=detector)
     compiles = nvrtc_compile_counter()
     runner = PipelineRunner(config)
     samples = []

@@ -66,7 +66,9 @@ class EngineKind:
     None`, why it cannot run on this machine (None: it can). auto_rank: its place in `engine: auto`
     (lower is tried first; None: only when named). gpu: it runs on the GPU. device: its outputs stay on
     the GPU (the detector's GPU post-processing runs on them). concurrent: several batches may run through it at once (host
-    engines). model_info: `(model_path) -> (ModelSignature, metadata)`; None reads the ONNX file.
+    engines). model_info: `(model_path) -> (ModelSignature, metadata)`; None reads the ONNX file. formats: the
+    model formats it loads (`model_format`). trial: `(model_path) -> str | None`, why it cannot load this model
+    (None: it can), tried on the CPU before `engine: auto` picks it, so a model it cannot take goes to the next.
     """
 
     name: str
@@ -77,6 +79,8 @@ class EngineKind:
     device: bool = False
     concurrent: bool = False
     model_info: Factory | None = None
+    formats: tuple[str, ...] = ("onnx",)
+    trial: Factory | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,16 @@ def _scheme(url: str) -> str:
     return "" if len(scheme) <= 1 else scheme  # "" and Windows drive letters are file paths
 
 
+MODEL_FORMATS = {".torchscript": "torchscript", ".pt2": "torch.export"}
+"""Model file suffixes other than ONNX; every other file is read as ONNX."""
+FORMAT_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript", "torch.export": "torch.export (.pt2)"}
+
+
+def model_format(path: str | Path) -> str:
+    """"onnx", "torchscript" or "torch.export", from a model file's suffix."""
+    return MODEL_FORMATS.get(Path(path).suffix.lower(), "onnx")
+
+
 def engine(name: str) -> EngineKind:
     try:
         return _engines[name]
@@ -221,7 +235,7 @@ def load(modules: list[str] | tuple[str, ...] = ()) -> None:
         if name not in _loaded:
             try:
                 importlib.import_module(name)
-            except ImportError as exc:
+            except (ImportError, TypeError) as exc:  # TypeError: a relative name (".pkg.mod")
                 raise ValueError(f"plugin module '{name}' cannot be imported ({exc}); "
                                  "check the name and that its folder is on PYTHONPATH") from None
             _loaded.add(name)
@@ -267,7 +281,10 @@ _LABELS = {"tensorrt": "TensorRT"}
 register_engine(EngineKind("tensorrt", "pipeline.detect.engines.tensorrt_engine:create",
                            _needs("tensorrt", "cupy"), auto_rank=0, gpu=True, device=True))
 register_engine(EngineKind("torch", "pipeline.detect.engines.torch_engine:create",
-                           _needs("torch", "onnx2torch", "cupy"), auto_rank=1, gpu=True, device=True))
+                           _needs("torch", "onnx2torch", "cupy"), auto_rank=1, gpu=True, device=True,
+                           model_info="pipeline.detect.engines.torch_convert:read_model_info",
+                           formats=("onnx", "torchscript", "torch.export"),
+                           trial="pipeline.detect.engines.torch_convert:trial"))
 register_engine(EngineKind("onnxruntime-cuda", "pipeline.detect.engines.onnxruntime:create_cuda",
                            _needs(provider="CUDAExecutionProvider"), auto_rank=2, gpu=True))
 register_engine(EngineKind("onnxruntime", "pipeline.detect.engines.onnxruntime:create",

@@ -7,7 +7,10 @@
 # OUT_DIR/gpu_bench.json, OUT_DIR/gpu_bench.md and OUT_DIR/bench.log. `--only SECTION...` runs some of
 # gpu_bench.py's sections, e.g. `--only add_streams --e2e-streams 64 --add 16` (cameras added to a
 # running pipeline, benchmarks/live_change.py); the terminal shows neither INFO lines nor its cameras'
-# expected reconnects at the end of the clip (bench.log keeps both).
+# expected reconnects at the end of the clip (bench.log keeps both). `--only heavy_models [ARGS...]` runs
+# benchmarks/heavy_models.py instead (YOLO11s/m from `scripts/export_gpu_models.py bench`, unpacked into
+# .device/exports/): engine images/s per batch, FP16 CUDA graphs, channels-last (--compile: torch.compile),
+# and end to end; it writes OUT_DIR/heavy_models.{json,md}.
 #
 # Needs on PYTHONPATH: torch, cupy, PyNvVideoCodec, PyAV, onnx2torch, onnxruntime, pydantic (the
 # project's GPU extra). Shared clips/models are read from $STREAMWEAVE_SHARED, .device/shared or
@@ -29,7 +32,9 @@ if [ "$mode" != --bench-only ]; then
   status=${PIPESTATUS[0]}
 fi
 if [ "$mode" != --tests-only ]; then
-  "$python" benchmarks/gpu_bench.py --out "$out" "$@" 2>&1 | tee "$out/bench.log" | grep -v -e ' INFO ' -e ': stream ended; retrying in'
+  bench_script=benchmarks/gpu_bench.py
+  if [ "${1:-}" = --only ] && [ "${2:-}" = heavy_models ]; then bench_script=benchmarks/heavy_models.py; shift 2; fi
+  "$python" "$bench_script" --out "$out" "$@" 2>&1 | tee "$out/bench.log" | grep -v -e ' INFO ' -e ': stream ended; retrying in'
   bench=${PIPESTATUS[0]}
   [ "$status" -eq 0 ] && status=$bench
 fi

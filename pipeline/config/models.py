@@ -116,7 +116,8 @@ class PreprocessConfig(Strict):
 
 
 class DetectorConfig(Strict):
-    model: FilePath = Field(description="ONNX file; every engine loads this same file")
+    model: FilePath = Field(description="ONNX file, which every engine loads; engine torch also loads TorchScript "
+                            "(.torchscript) and torch.export (.pt2) files")
     engine: str = Field("auto", description="auto, or a registered engine: tensorrt, torch, onnxruntime-cuda, onnxruntime")
     device: int = Field(0, ge=0, le=255, description="CUDA device index")
     precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="GPU engines only; the CPU runs fp32")
@@ -127,10 +128,19 @@ class DetectorConfig(Strict):
     conf_threshold: Fraction = 0.25
     iou_threshold: Fraction = 0.45
     max_detections: int = Field(300, ge=1, le=100_000, description="per frame, after NMS")
+    max_candidates: int = Field(
+        30_000, ge=1, le=1_000_000,
+        description="per frame, before NMS: only this many of the highest scores above conf_threshold go to NMS; "
+        "bounds NMS time when a model (say one with untrained weights) scores everything, at the cost of boxes "
+        "ranked below it")
     classes: list[Name] | None = Field(None, min_length=1, description="keep only these class names (None = all)")
     class_names: Annotated[list[Name], Field(min_length=1)] | FilePath | None = Field(None, description="names by class id; a list, a text file, or None for COCO-80")
     preprocess: PreprocessConfig = PreprocessConfig()
     max_batch: int | None = Field(None, ge=1, le=1024, description="engine batch limit; default: the largest lane max_batch")
+    channels_last: bool = Field(False, description="engine torch: weights and activations in NHWC order, which tensor-core "
+                                "convolutions prefer; may speed up larger models, measure with benchmarks/heavy_models.py")
+    torch_compile: bool = Field(False, description="engine torch: torch.compile the model before capturing CUDA graphs; "
+                                "a faster forward for minutes of compilation at start")
     workers: int | None = Field(
         None, ge=1, le=64,
         description="batches in flight at once; default: min(cores, 4) on the CPU (each with cores/workers threads, "
@@ -336,6 +346,8 @@ class PipelineConfig(Strict):
     def _load_plugins(cls, data: Any) -> Any:
         names = data.get("plugins", []) if isinstance(data, dict) else []
         for i, name in enumerate(names if isinstance(names, list) else []):
+            if not isinstance(name, str):
+                continue  # the field's own validation names it
             try:
                 plugins.load([name])
             except ValueError as exc:

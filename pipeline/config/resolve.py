@@ -3,8 +3,8 @@
     plan = resolve(config)            # probes this machine once (pipeline.machine.probe)
     print(plan.describe())            # what `run_pipeline.py validate --plan CONFIG` prints
 
-`resolve(config, machine)` is a pure function of the validated config and a `Machine`: the engine and
-why, each stream's decoder and whether it decodes in a child process, the decode-process count, the
+`resolve(config, machine)` is a function of the validated config and a `Machine` (and, when `engine: auto`
+would take the torch engine, of whether the model converts: tried on the CPU): the engine and why, each stream's decoder and whether it decodes in a child process, the decode-process count, the
 batch limit and the batch sizes GPU engines run at, worker counts, the thread switch interval, and
 warnings. The built pipeline only reads the `Plan`; a stream added while running gets its `StreamPlan`
 from `plan_stream` under the same rules.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from pipeline import plugins
 from pipeline.config.models import DetectorConfig, PipelineConfig, StreamConfig
@@ -105,7 +106,7 @@ def resolve(config: PipelineConfig, machine: Machine | None = None) -> Plan:
     warnings: list[str] = []
     largest_lane = max(lane.max_batch for lane in config.lanes)
     detector = detector_plan(config.detector, largest_lane, machine, warnings)
-    decoders = {s.id: stream_decoder(s, machine) for s in config.streams}
+    decoders = {s.id: stream_decoder(s, machine, detector.on_device) for s in config.streams}
     count, take = _decode_processes(config, decoders, machine)
     plan = Plan(machine, detector, (), count, take, packet_ring_s(config),
                 _switch_interval(config, detector), tuple(config.plugins), tuple(warnings))
@@ -115,7 +116,7 @@ def resolve(config: PipelineConfig, machine: Machine | None = None) -> Plan:
 def plan_stream(stream: StreamConfig, plan: Plan, decoder: str | None = None) -> StreamPlan:
     """How `stream` is read under `plan` (also for a stream added while the pipeline runs); ConfigError
     when it asks for a decoder the plan's machine does not have."""
-    decoder = decoder or stream_decoder(stream, plan.machine)
+    decoder = decoder or stream_decoder(stream, plan.machine, plan.detector.on_device)
     in_child = plan.decode_processes > 0 and (plan.children_take == "all"
                                               or (plan.children_take == "nvdec" and decoder == "nvdec"))
     return StreamPlan(stream.id, decoder, in_child, stream.is_live, plan.packet_ring_s)
@@ -160,19 +161,41 @@ def batch_buckets(max_batch: int) -> list[int]:
 
 
 def _engine(config: DetectorConfig, machine: Machine) -> tuple[str, str]:
+    """The engine and why. `auto` takes the best one that runs here and reads the model's format; one with a
+    `trial` (torch: convert the model on the CPU) must also load this model, else the next is taken and the
+    reason logged. A named engine is taken as it is (its load errors come when it is built)."""
+    fmt = plugins.model_format(config.model)
     if config.engine != "auto":
-        why = plugins.engine(config.engine).unavailable(machine)
+        kind = plugins.engine(config.engine)
+        why = kind.unavailable(machine) or _format_problem(kind, fmt)
         if why is not None:
             raise ConfigError(f"detector.engine '{config.engine}' cannot run here ({why}); "
                               "use engine: auto or install what it needs")
         return config.engine, f"{config.engine}: requested by detector.engine"
     skipped: list[str] = []
     for kind in plugins.engines_by_rank():
-        why = kind.unavailable(machine)
+        why = kind.unavailable(machine) or _format_problem(kind, fmt)
+        if why is None and kind.trial is not None and Path(config.model).expanduser().is_file():
+            failed = plugins.resolve(kind.trial)(config.model)
+            if failed is None:
+                return kind.name, f"{kind.name}: " + (_summary(skipped) or "best available") + \
+                    f"; '{Path(config.model).name}' loads in it (tried on the CPU)"
+            log.warning("engine auto: %s cannot load '%s' (%s); trying the next engine", kind.name, config.model, failed)
+            skipped.append(f"{kind.name} cannot load the model ({failed})")
+            continue
         if why is None:
             return kind.name, f"{kind.name}: " + (_summary(skipped) or "best available")
         skipped += why.split("; ")
     raise ConfigError(f"no inference engine can run here: {_summary(skipped)}")
+
+
+def _format_problem(kind: plugins.EngineKind, fmt: str) -> str | None:
+    if fmt in kind.formats:
+        return None
+    readable = " and ".join(plugins.FORMAT_NAMES[f] for f in kind.formats)
+    readers = [name for name in plugins.engine_names() if fmt in plugins.engine(name).formats]
+    return (f"{kind.name} reads {readable} files, not {plugins.FORMAT_NAMES[fmt]}"
+            + (f": engine {' or '.join(readers)} does" if readers else ""))
 
 
 def _summary(reasons: list[str]) -> str:
@@ -184,14 +207,17 @@ def _summary(reasons: list[str]) -> str:
     return "; ".join(others[:1] + ([" and ".join(missing) + suffix] if missing else []) + others[1:])
 
 
-def stream_decoder(stream: StreamConfig, machine: Machine) -> str:
-    """"nvdec", "cpu" or "source" for `stream` on `machine`; ConfigError when `decode: nvdec` cannot run."""
+def stream_decoder(stream: StreamConfig, machine: Machine, device_frames: bool = True) -> str:
+    """"nvdec", "cpu" or "source" for `stream` on `machine`; ConfigError when `decode: nvdec` cannot run.
+    device_frames: the engine takes frames on the GPU; when it does not (ONNX Runtime, say after the torch
+    engine could not load the model), `decode: auto` decodes on the CPU."""
     if plugins.source_for(stream.url).decodes:
         return "source"
     if stream.decode == "nvdec" and not machine.nvdec:
         raise ConfigError(f"stream '{stream.id}': decode 'nvdec' cannot run here ({machine.nvdec_reason}); "
                           "set decode: cpu (or auto) for this stream, or install the gpu extra")
-    return "nvdec" if stream.decode != "cpu" and machine.nvdec else "cpu"
+    wanted = stream.decode == "nvdec" or (stream.decode == "auto" and device_frames)
+    return "nvdec" if wanted and machine.nvdec else "cpu"
 
 
 def _decode_processes(config: PipelineConfig, decoders: dict[str, str], machine: Machine) -> tuple[int, str]:

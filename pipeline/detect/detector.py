@@ -152,7 +152,7 @@ def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorCo
     scale, pad (B, 2) from preprocessing.
     """
     boxes, scores, class_ids, rows = nms.candidates(
-        decoded.boxes, decoded.scores, decoded.class_ids, config.conf_threshold, class_filter
+        decoded.boxes, decoded.scores, decoded.class_ids, config.conf_threshold, class_filter, config.max_candidates
     )
     if decoded.needs_nms:
         keep = nms.batched_nms(boxes, scores, class_ids, rows, config.iou_threshold, config.max_detections)

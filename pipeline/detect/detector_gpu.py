@@ -129,7 +129,8 @@ def select_general(decoded: heads.HeadOutput, table, n: int, config: DetectorCon
     import cupy  # noqa: PLC0415 - GPU only
 
     boxes, scores, class_ids, rows = nms.candidates(
-        decoded.boxes, decoded.scores, decoded.class_ids, config.conf_threshold, class_filter, images=n
+        decoded.boxes, decoded.scores, decoded.class_ids, config.conf_threshold, class_filter, config.max_candidates,
+        images=n,
     )
     if rows.size == 0:
         return Detections.empty()

@@ -262,7 +262,7 @@ class FusedSelect:
         args = (
             np.int32(HEAD_CODES[self.head]), raw, boxes_in, labels, np.int32(anchors), np.int32(width), grid, stride,
             table, np.int32(n), np.float32(self.config.conf_threshold), self._allowed, np.int32(self._n_allowed),
-            np.float32(threshold), np.int32(max_det), np.int32(CAPACITY), out, counts,
+            np.float32(threshold), np.int32(max_det), np.int32(min(CAPACITY, self.config.max_candidates)), out, counts,
         )  # fmt: skip
         with stream:
             _kernel()((rows,), (THREADS,), args, shared_mem=CAPACITY * 8)

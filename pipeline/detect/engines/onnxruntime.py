@@ -11,6 +11,7 @@ from pipeline.config.resolve import DetectorPlan
 from pipeline.detect.heads import ModelSignature, TensorInfo
 from pipeline.errors import EngineError
 from pipeline.machine import cpu_cores
+from pipeline.plugins import FORMAT_NAMES, model_format
 
 _STATE = ort.capi.onnxruntime_pybind11_state
 LOAD_ERRORS = (RuntimeError, ValueError, _STATE.Fail, _STATE.InvalidProtobuf, _STATE.InvalidGraph,
@@ -24,6 +25,10 @@ def open_session(model_path: Path, providers: list, threads: int | None = None) 
     if not path.is_file():
         raise EngineError(f"model file '{path}' {'is a folder' if path.is_dir() else 'does not exist'}; set "
                           "detector.model to an ONNX file")
+    fmt = model_format(path)
+    if fmt != "onnx":
+        raise EngineError(f"'{path}' is a {FORMAT_NAMES[fmt]} file: ONNX Runtime cannot run it; use engine 'torch' "
+                          "(a CUDA GPU), or export the model to ONNX")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or cpu_cores()
     options.inter_op_num_threads = 1

@@ -8,7 +8,10 @@ rebuilt whenever that key changes. Run: `set_input_shape`, `set_tensor_address` 
 tensor, `execute_async_v3` on the engine's CUDA stream (shared with CuPy, like the torch engine).
 
 TensorRT cannot be installed on the machines this project is developed on, so this module is
-imported lazily and its pure logic (keys, profiles, calibration batching) lives in trt_keys.py.
+imported lazily, has never been executed, and its pure logic lives in trt_keys.py (keys, profiles,
+calibration batching) and trt_bindings.py (a profile per input and the output shapes each head implies,
+from the signature and metadata: Ultralytics [B, 4+nc, N] with symbolic dims, YOLOv10/YOLO26 and RT-DETR
+[B, 300, 6], DEIM's labels/boxes/scores with its second input), both unit-tested.
 """
 from __future__ import annotations
 
@@ -21,9 +24,12 @@ import numpy as np
 
 from pipeline.config.models import DetectorConfig
 from pipeline.config.resolve import DetectorPlan, batch_buckets
-from pipeline.detect.engines import trt_keys
+from pipeline.detect.engines import trt_bindings, trt_keys
 from pipeline.detect.engines.base import bucket_for
-from pipeline.errors import EngineError
+from pipeline.detect.engines.onnxruntime import read_model_info
+from pipeline.detect.names import names_from_config, names_from_metadata
+from pipeline.detect.recognize import detect_head, input_size
+from pipeline.errors import ConfigError, EngineError
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +65,15 @@ class TensorRTEngine:
             self.stream = cupy.cuda.Stream(non_blocking=True)
             props = cupy.cuda.runtime.getDeviceProperties(config.device)
         gpu_name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-        chw, input_name = _input_chw(self.model_path, config)
-        profile = trt_keys.profile_for(input_name, chw, max_batch, opt_batch)
+        self.bindings = _bindings(self.model_path, config, max_batch, opt_batch)
+        input_name, chw = self.bindings.image_input, self.bindings.profiles[0].opt[1:]
+        if config.precision == "int8" and len(self.bindings.profiles) > 1:
+            raise EngineError(f"int8 calibration feeds the image input only, and '{self.model_path}' has "
+                              f"{len(self.bindings.profiles)} inputs; use precision fp16")
         self.key = trt_keys.EngineKey(
             onnx_sha256=trt_keys.file_sha256(self.model_path), tensorrt_version=trt.__version__,
             gpu_name=gpu_name, compute_capability=f"{props['major']}.{props['minor']}",
-            precision=config.precision, profiles=(profile,),
+            precision=config.precision, profiles=self.bindings.profiles,
         )  # fmt: skip
         cache_dir = Path(config.engine_cache_dir).expanduser()
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -85,6 +94,10 @@ class TensorRTEngine:
         # (the engine reports -1 for dynamic dimensions, spatial ones included when the ONNX has them).
         self._set_input_shapes(max_batch)
         self._buffer_shapes = {name: tuple(self.context.get_tensor_shape(name)) for name in self._io}
+        try:
+            trt_bindings.check_outputs(self.bindings, self._buffer_shapes, max_batch)
+        except ValueError as exc:
+            raise EngineError(f"'{self.model_path}': {exc}") from exc
         log.info("tensorrt engine %s (%s, %s)", self.paths.engine, "built" if self.built else "cached", self.key.describe())
 
     def _build(self, config: DetectorConfig, calibration_images) -> None:
@@ -219,17 +232,13 @@ def _io_tensors(trt, engine) -> dict[str, tuple[tuple, Any]]:
     return {n: (tuple(engine.get_tensor_shape(n)), trt.nptype(engine.get_tensor_dtype(n))) for n in names}
 
 
-def _input_chw(model_path: Path, config: DetectorConfig) -> tuple[tuple[int, int, int], str]:
-    """(C, H, W) and name of the model's image input; config.input_size fills dynamic H, W."""
-    import onnx  # noqa: PLC0415 - GPU extra
-
-    graph = onnx.load(str(model_path), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
-    first = next(v for v in graph.input if v.name not in initializers)
-    dims = [d.dim_value for d in first.type.tensor_type.shape.dim]
-    c, h, w = (dims[1:] + [0, 0, 0])[:3]
-    if config.input_size is not None:
-        w, h = config.input_size
-    if not (c and h and w):
-        raise EngineError(f"model '{model_path}' has a dynamic input size; set detector.input_size: [width, height]")
-    return (c, h, w), first.name
+def _bindings(model_path: Path, config: DetectorConfig, max_batch: int, opt_batch: int | None) -> trt_bindings.Bindings:
+    """The engine's profiles and expected outputs from the ONNX file's signature and metadata (`trt_bindings`)."""
+    signature, metadata = read_model_info(model_path)
+    names = names_from_metadata(metadata) or names_from_config(config.class_names)
+    try:
+        head = detect_head(signature, metadata, config.head)
+        return trt_bindings.plan_bindings(signature, head, input_size(signature, config, metadata),
+                                          len(names) if names else None, max_batch, opt_batch)
+    except (ConfigError, ValueError) as exc:
+        raise EngineError(f"TensorRT cannot plan the inputs and outputs of '{model_path}': {exc}") from exc

@@ -1,4 +1,5 @@
-"""PyTorch-CUDA engine: the ONNX model converted to torch (onnx2torch), FP16 or FP32, on its own CUDA stream.
+"""PyTorch-CUDA engine: the model as a torch module (`torch_convert`: ONNX through onnx2torch, TorchScript,
+torch.export), FP16 or FP32, on its own CUDA stream.
 
 Device arrays cross in and out through DLPack (CuPy <-> torch, no host copy). The engine owns one
 CUDA stream, shared by CuPy (`engine.stream`) and torch (an ExternalStream on the same handle), so
@@ -7,12 +8,12 @@ preprocessing, the network, the head decode and NMS queue in order without synch
 Speed: each batch size is rounded up to a bucket (powers of two up to max_batch) and, when possible,
 captured once as a CUDA graph and replayed (launch overhead dominates small models like YOLOX-Nano).
 onnx2torch's Slice reads its constant bounds from the device on every call, which a CUDA graph
-cannot capture; `fold_constant_slices` rewrites those nodes with the bounds baked in. If capture
-still fails the engine runs eagerly and says why in `graph_status`.
+cannot capture; `torch_convert` bakes constant bounds in. If capture still fails the engine runs
+eagerly and says why in `graph_status`. A model with a fixed batch dimension k (a static export) runs
+every batch at k rows, like ONNX Runtime pads it.
 """
 from __future__ import annotations
 
-import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ import numpy as np
 
 from pipeline.config.models import DetectorConfig
 from pipeline.config.resolve import DetectorPlan, batch_buckets
+from pipeline.detect.engines import torch_convert
 from pipeline.detect.engines.base import bucket_for
-from pipeline.errors import EngineError
+from pipeline.detect.recognize import input_size
+from pipeline.errors import ConfigError, EngineError
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +34,24 @@ _TORCH_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tens
 
 def create(model_path: Path, config: DetectorConfig, plan: DetectorPlan) -> "TorchEngine":
     """The registered factory of this engine (`pipeline.plugins`)."""
-    return TorchEngine(model_path, config, plan.max_batch)
+    return TorchEngine(model_path, config, plan.max_batch, channels_last=config.channels_last,
+                       compile=config.torch_compile)
 
 
 class TorchEngine:
-    """ONNX -> torch engine. Attributes: name, max_batch, input_dtype (numpy), stream (CuPy), graph_status.
+    """Model file -> torch engine. Attributes: name, max_batch, input_dtype (numpy), stream (CuPy), graph_status.
 
     config.precision "fp16" (default) or "fp32"; "int8" runs FP16 (int8 needs TensorRT) with a warning.
     use_cuda_graphs: capture one graph per bucket on first use; False always runs eagerly.
+    channels_last: weights (and so activations) in NHWC memory order, which tensor-core convolutions prefer;
+    the input buffer stays NCHW (the first convolution reorders it).
+    compile: `torch.compile` the module first (minutes of compilation on first use, for a faster forward).
     """
 
     name = "torch"
 
-    def __init__(self, model_path: Path, config: DetectorConfig, max_batch: int, use_cuda_graphs: bool = True):
+    def __init__(self, model_path: Path, config: DetectorConfig, max_batch: int, use_cuda_graphs: bool = True,
+                 channels_last: bool = False, compile: bool = False):  # noqa: A002 - torch's word for it
         import cupy  # noqa: PLC0415 - GPU only
         import torch  # noqa: PLC0415 - GPU only
 
@@ -51,8 +59,9 @@ class TorchEngine:
             raise EngineError("engine 'torch' needs a CUDA GPU visible to PyTorch; use engine 'onnxruntime'")
         self._torch = torch
         self.device = torch.device("cuda", config.device)
-        self.max_batch = max_batch
-        self.buckets = batch_buckets(max_batch)
+        self.inputs, self.output_names, fixed_batch = _signature(model_path, config)
+        self.max_batch = fixed_batch or max_batch
+        self.buckets = [fixed_batch] if fixed_batch else batch_buckets(max_batch)
         precision = config.precision
         if precision == "int8":
             log.warning("engine 'torch' has no int8 path; running fp16 (int8 needs engine 'tensorrt')")
@@ -66,8 +75,7 @@ class TorchEngine:
         with cupy.cuda.Device(config.device):
             self.stream = cupy.cuda.Stream(non_blocking=True)
         self._torch_stream = torch.cuda.ExternalStream(self.stream.ptr, device=self.device)
-        self.inputs, self.output_names = _signature(model_path, config)
-        self.module = _load_module(model_path, self.device, precision)
+        self.module = _load_module(model_path, self.device, precision, channels_last, compile)
         self.use_cuda_graphs = use_cuda_graphs
         self.graph_status = "not captured yet" if use_cuda_graphs else "disabled"
         self._slots: dict[int, _Slot] = {}
@@ -192,163 +200,35 @@ class _Slot:
         return "cuda graphs"
 
 
-def _signature(model_path: Path, config: DetectorConfig) -> tuple[list[tuple[str, tuple, str]], list[str]]:
-    """Inputs as (name, shape without batch, dtype name) and output names, from the ONNX file."""
-    import onnx  # noqa: PLC0415 - GPU extra
-
-    path = Path(model_path).expanduser()
-    if not path.is_file():
-        raise EngineError(f"model file '{path}' does not exist; set detector.model to an ONNX file")
-    graph = onnx.load(str(path), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
+def _signature(model_path: Path, config: DetectorConfig) -> tuple[list[tuple[str, tuple, str]], list[str], int | None]:
+    """Inputs as (name, shape without batch, dtype name), output names, and the fixed batch size (None when
+    dynamic), from the model file; a dynamic image size is the detector's (its input_size, else the metadata's)."""
+    signature, metadata = torch_convert.read_model_info(model_path)
+    try:
+        width, height = input_size(signature, config, metadata)
+    except ConfigError as exc:
+        raise EngineError(str(exc)) from exc
     inputs = []
-    for value in graph.input:
-        if value.name in initializers:
-            continue
-        dims = [d.dim_value if d.dim_value > 0 else None for d in value.type.tensor_type.shape.dim]
-        elem = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type).name
-        shape = tuple(dims[1:])
-        if len(shape) == 3 and None in shape[1:]:
-            if config.input_size is None:
-                raise EngineError(f"model '{path}' has a dynamic input size; set detector.input_size: [width, height]")
-            shape = (shape[0] or 3, config.input_size[1], config.input_size[0])
+    for value in signature.inputs:
+        shape = tuple(d if isinstance(d, int) and d > 0 else None for d in value.shape[1:])
+        if len(shape) == 3:
+            shape = (shape[0] or 3, height, width)
         if None in shape:
-            raise EngineError(f"model '{path}' input '{value.name}' has unknown dims {dims}; the torch engine needs them")
-        inputs.append((value.name, shape, elem))
-    return inputs, [o.name for o in graph.output]
+            raise EngineError(f"model '{model_path}' input '{value.name}' has unknown dims {list(value.shape)}; the "
+                              "torch engine needs them")
+        inputs.append((value.name, shape, _TORCH_DTYPES.get(value.dtype, "float32")))
+    batch = signature.inputs[0].shape[0] if signature.inputs else None
+    return inputs, [o.name for o in signature.outputs], batch if isinstance(batch, int) and batch > 0 else None
 
 
-def _load_module(model_path: Path, device, precision: str):
-    """onnx2torch conversion, constant slices folded, moved to `device`, FP16 when asked, eval mode."""
-    try:
-        from onnx2torch import convert  # noqa: PLC0415 - GPU extra
-    except ImportError as exc:
-        raise EngineError(f"engine 'torch' needs onnx2torch ({exc}); install the gpu extra") from exc
-    try:
-        module = convert(str(Path(model_path).expanduser()))
-    except (NotImplementedError, RuntimeError, KeyError, ValueError) as exc:
-        raise EngineError(f"onnx2torch cannot convert '{model_path}': {exc}; use engine 'onnxruntime'") from exc
-    folded = fold_constant_slices(module)
-    log.info("torch engine: %d constant Slice nodes folded", folded)
-    module = module.to(device).eval()
+def _load_module(model_path: Path, device, precision: str, channels_last: bool = False, compile: bool = False):  # noqa: A002
+    """The converted module (`torch_convert`) on `device`, FP16 when asked, eval mode; shape constants kept on the
+    host; channels-last weights and torch.compile when asked."""
+    import torch  # noqa: PLC0415 - GPU only
+
+    module = torch_convert.take_module(model_path, device)
     module = module.half() if precision == "fp16" else module
-    log.info("torch engine: %d shape constants kept on the host", keep_shape_constants_on_host(module))
-    return module
-
-
-SHAPE_OPERATORS = ("OnnxReshape", "OnnxResize", "OnnxResizeV10", "OnnxSlice", "OnnxExpand", "OnnxTile")
-"""onnx2torch modules that read their non-data arguments (shapes, scales, bounds) on the host."""
-
-
-def keep_shape_constants_on_host(module) -> int:
-    """Move the constant shape/scale arguments of SHAPE_OPERATORS nodes back to the CPU.
-
-    Those modules call `.tolist()` or `torch.any()` on them; on the host that is free, on the GPU
-    it is a synchronising copy per call that also breaks CUDA-graph capture. Returns how many moved.
-    """
-    moved = 0
-    for node in module.graph.nodes:
-        if node.op != "call_module" or type(module.get_submodule(node.target)).__name__ not in SHAPE_OPERATORS:
-            continue
-        for arg in node.args[1:]:
-            moved += _move_constant_to_host(module, arg)
-    return moved
-
-
-def _move_constant_to_host(module, arg) -> int:
-    op = getattr(arg, "op", None)
-    if op == "get_attr":
-        owner_path, _, attr = arg.target.rpartition(".")
-        owner = module.get_submodule(owner_path) if owner_path else module
-    elif op == "call_module" and not arg.args:
-        owner, attr = module.get_submodule(arg.target), "value"
-    else:
-        return 0
-    tensor = owner._buffers.get(attr)
-    if tensor is None or tensor.device.type == "cpu":
-        return 0
-    owner._buffers[attr] = tensor.cpu()
-    return 1
-
-
-def fold_constant_slices(module) -> int:
-    """Rewrite onnx2torch Slice nodes whose starts/ends/axes/steps are constants into plain indexing.
-
-    Returns how many nodes were rewritten. The rewritten graph runs without reading tensors back
-    to the host, so it can be captured as a CUDA graph (and is faster eagerly too).
-    """
-    from onnx2torch.node_converters.slice import OnnxSlice, _get_slices  # noqa: PLC0415 - GPU extra
-
-    folded = 0
-    for node in list(module.graph.nodes):
-        if node.op != "call_module" or not isinstance(module.get_submodule(node.target), OnnxSlice):
-            continue
-        values = [_constant_value(module, arg) for arg in node.args[1:]]
-        if any(v is _NOT_CONSTANT for v in values):
-            continue
-        starts, ends, axes, steps = (*values, None, None)[:4]
-        flips, positive, negative = _get_slices(starts, ends, axes, steps)
-        name = f"{node.target}_folded"
-        module.add_submodule(name, ConstantSlice(flips, positive, negative))
-        node.target = name
-        node.args = node.args[:1]
-        folded += 1
-    if folded:
-        module.graph.eliminate_dead_code()
-        module.recompile()
-    return folded
-
-
-_NOT_CONSTANT = object()
-
-
-def _constant_value(module, arg):
-    """A CPU tensor for a constant fx argument (initializer or Constant node), else _NOT_CONSTANT."""
-    if arg is None:
-        return None
-    op = getattr(arg, "op", None)
-    if op == "get_attr":
-        tensor = functools.reduce(getattr, arg.target.split("."), module)
-    elif op == "call_module" and not arg.args and hasattr(module.get_submodule(arg.target), "value"):
-        tensor = module.get_submodule(arg.target).value
-    else:
-        return _NOT_CONSTANT
-    import torch  # noqa: PLC0415 - GPU only
-
-    return tensor.detach().cpu() if isinstance(tensor, torch.Tensor) else torch.as_tensor(np.asarray(tensor))
-
-
-@functools.cache
-def _constant_slice_module():
-    import torch  # noqa: PLC0415 - GPU only
-
-    class _ConstantSlice(torch.nn.Module):
-        """x[slices] with bounds fixed at conversion time (negative steps as a flip first)."""
-
-        def __init__(self, flips: list, positive: list, negative: list):
-            super().__init__()
-            self.flips = [int(d) for d in flips]
-            self.positive = tuple(_py_slice(s) for s in positive)
-            self.negative = tuple([Ellipsis, *(_py_slice(s) for s in negative[1:])]) if negative else ()
-
-        def forward(self, x):
-            if self.flips:
-                x = torch.flip(x, dims=self.flips)
-            if self.positive:
-                x = x[self.positive]
-            if self.negative:
-                x = x[self.negative]
-            return x
-
-    return _ConstantSlice
-
-
-def _py_slice(s):
-    if not isinstance(s, slice):
-        return s
-    as_int = (lambda v: None if v is None else int(v))  # noqa: E731 - numpy ints -> Python ints
-    return slice(as_int(s.start), as_int(s.stop), as_int(s.step))
-
-
-def ConstantSlice(flips, positive, negative):  # noqa: N802 - builds the nn.Module lazily (torch is optional)
-    return _constant_slice_module()(flips, positive, negative)
+    if channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    log.info("torch engine: %d shape constants kept on the host", torch_convert.keep_shape_constants_on_host(module))
+    return torch.compile(module, mode="max-autotune-no-cudagraphs") if compile else module

@@ -1,15 +1,7 @@
-"""Ultralytics exports made at test time: recognised from the file alone, run by `detect`, equal to PyTorch.
-
-Each model is built from its yaml with random weights (seed 0; nothing is downloaded) and exported
-dynamic and static, simplified (onnxslim) and not, once per session. Random weights: the point is the
-file layouts, not the detections. `ultralytics` is a test-only dependency (AGPL) that `pipeline/`
-never imports.
-"""
-import importlib.util
+"""Ultralytics exports made at test time (tests/support/ultralytics_exports.py): recognised from the file alone, run
+by `detect`, equal to PyTorch."""
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import av
 import numpy as np
@@ -21,73 +13,9 @@ from pipeline.detect.detector import Detector
 from pipeline.detect.offline import detect_command
 from pipeline.errors import ConfigError
 from tests.conftest import shared_file
+from tests.support.ultralytics_exports import CASES, MODELS, NOT_DETECTION, SIZE, VARIANTS, needs_ultralytics
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("ultralytics") is None, reason="needs the test extra's ultralytics"),
-]
-
-SIZE = 320
-MODELS = {  # yaml -> (export arguments, head, output columns)
-    "yolov8n": ({}, "ultralytics", 84),
-    "yolo11n": ({}, "ultralytics", 84),
-    "yolov10n": ({"nms": False}, "end2end", 6),  # the NMS-free one-to-one head, as YOLOv10 is meant to run
-    "yolo26n": ({"nms": False}, "end2end", 6),
-    "rtdetr-l": ({}, "rtdetr", 6),
-}
-NOT_DETECTION = ("yolo11n-seg", "yolo11n-pose", "yolo11n-obb")  # exported like the others, refused
-VARIANTS = {
-    "dynamic": {"dynamic": True, "simplify": False},
-    "dynamic-simplified": {"dynamic": True, "simplify": True},
-    "static": {"dynamic": False, "simplify": False},
-    "static-simplified": {"dynamic": False, "simplify": True},
-}
-CASES = [(m, v) for m in MODELS for v in VARIANTS]
-
-
-@dataclass
-class Export:
-    path: Path
-    network: Any  # the PyTorch model it was exported from (eval mode)
-
-
-class Exports:
-    """Exports made on first use and kept for the session, in `folder`."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self._networks: dict[str, Any] = {}
-        self._files: dict[tuple[str, str], Path] = {}
-
-    def get(self, model: str, variant: str) -> Export:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("YOLO_OFFLINE", "1")  # read when ultralytics is first imported: no network, no downloads
-            patch.setenv("YOLO_AUTOINSTALL", "0")
-            patch.setenv("YOLO_CONFIG_DIR", str(self.folder / "settings"))
-            patch.chdir(self.folder)  # a model built from a yaml is exported to the working folder
-            if model not in self._networks:
-                self._networks[model] = _build(model)
-            if (model, variant) not in self._files:
-                wrapper = self._networks[model]
-                arguments = {**MODELS.get(model, ({},))[0], **VARIANTS[variant]}
-                exported = wrapper.export(format="onnx", imgsz=SIZE, verbose=False, **arguments)
-                self._files[model, variant] = Path(exported).rename(self.folder / f"{model}-{variant}.onnx")
-        network = self._networks[model].model.eval()
-        network.end2end = MODELS.get(model, ({},))[0].get("nms") is False  # the head the export kept
-        return Export(self._files[model, variant], network)
-
-
-def _build(model: str):
-    import torch  # noqa: PLC0415 - the test extra's; imported only when an export is made
-    from ultralytics import RTDETR, YOLO  # noqa: PLC0415
-
-    torch.manual_seed(0)
-    return (RTDETR if model.startswith("rtdetr") else YOLO)(f"{model}.yaml")
-
-
-@pytest.fixture(scope="session")
-def exports(tmp_path_factory) -> Exports:
-    return Exports(tmp_path_factory.mktemp("ultralytics-exports"))
+pytestmark = [pytest.mark.slow, needs_ultralytics]
 
 
 @pytest.fixture(scope="module")

@@ -158,3 +158,17 @@ def test_end2end_layout_of_nms_results_gives_the_same_detections(car_frames, yol
         e2e[row, : len(found)] = np.column_stack([model_xyxy, found.score, found.class_id])
     as_e2e = postprocess(heads.decode("end2end", {"o": e2e}, yolox.input_size), sizes, scale, pad, yolox.config)
     _same(reference, as_e2e)
+
+
+def test_max_candidates_sends_only_the_highest_scores_to_nms(car_frames, yolox):
+    """At conf 0 every anchor is a candidate; capped at 50 per frame, NMS sees the 50 best and keeps a subset of
+    them, all scoring at least the 50th best of that frame."""
+    outputs, sizes, scale, pad = _raw(yolox, car_frames)
+    decoded = heads.decode("yolox", outputs, yolox.input_size)
+    capped = yolox.config.model_copy(update={"conf_threshold": 0.0, "max_candidates": 50})
+    found = postprocess(decoded, sizes, scale, pad, capped)
+    for row in range(len(car_frames)):
+        fiftieth = np.sort(decoded.scores[row])[-50]
+        kept = found.for_frame(row)
+        assert 0 < len(kept) <= 50 and kept.score.min() >= fiftieth
+    assert len(postprocess(decoded, sizes, scale, pad, capped.model_copy(update={"max_candidates": 30_000}))) > len(found)

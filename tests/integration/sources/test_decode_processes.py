@@ -154,7 +154,8 @@ def test_plan_auto_keeps_cpu_streams_in_threads_and_clips_no_longer_keep_streams
     assert resolve(config(16, streams=5), here).decode_processes == 16  # at most: started as streams come
     plan = resolve(config(3, clips=True), here)  # packets stay in the children, clips are cut there
     assert plan.decode_processes == 3 and all(s.in_child and s.packet_ring_s == 10.0 for s in plan.streams)
-    nvdec = Machine(cores=16, gpu=True, nvdec=True, nvdec_reason="nvdec on H200")
+    nvdec = Machine(cores=16, gpu=True, nvdec=True, nvdec_reason="nvdec on H200",
+                    modules=frozenset({"torch", "onnx2torch", "cupy"}))  # a GPU engine: frames stay on the GPU
     plan = resolve(config("auto").model_copy(update={"streams": [
         StreamConfig(id=f"c{i}", url=f"/clips/{i}.mp4") for i in range(20)]}), nvdec)
     assert plan.decode_processes == 3 and all(s.decoder == "nvdec" and s.in_child for s in plan.streams)

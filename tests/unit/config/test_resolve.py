@@ -85,3 +85,38 @@ def test_http_cameras_are_planned_like_rtsp_ones_live_and_on_nvdec_where_it_runs
     for machine, decoder in ((GPU, "nvdec"), (CPU, "cpu")):
         plan = resolve(cameras, machine)
         assert [(s.decoder, s.live) for s in plan.streams] == [(decoder, True)] * 3
+
+
+def test_a_model_file_only_the_torch_engine_reads_is_refused_where_torch_cannot_run():
+    torchscript = {"model": "m.torchscript"}
+    with pytest.raises(ConfigError, match="onnxruntime reads ONNX files, not TorchScript"):
+        resolve(config(detector=torchscript), CPU)
+    with pytest.raises(ConfigError, match="detector.engine 'onnxruntime' cannot run here .*not torch.export"):
+        resolve(config(detector={"model": "m.pt2", "engine": "onnxruntime"}), CPU)
+    assert resolve(config(detector=torchscript), GPU).detector.engine == "torch"  # a missing file is preflight's
+
+
+def test_auto_falls_back_to_onnxruntime_with_the_reason_when_torch_cannot_load_the_model(tmp_path, caplog):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    plan = resolve(config(streams=2, detector={"model": str(broken)}), GPU)
+    assert plan.detector.engine == "onnxruntime" and not plan.detector.on_gpu
+    assert "torch cannot load the model" in plan.detector.reason and "broken.onnx" in plan.detector.reason
+    assert "engine auto: torch cannot load" in caplog.text
+    assert [s.decoder for s in plan.streams] == ["cpu", "cpu"]  # ONNX Runtime takes host frames: no NVDEC
+    assert "torch cannot load the model" in plan.describe()
+
+
+def test_auto_takes_torch_once_the_model_converted_on_the_cpu(shared):
+    import importlib.util
+
+    from tests.support.ultralytics_exports import torchvision_stand_in
+
+    if importlib.util.find_spec("onnx2torch") is None:
+        pytest.skip("needs the test extra's onnx2torch")
+
+    torchvision_stand_in()
+    model = shared("models/yolox_nano_416_dynbatch.onnx")
+    plan = resolve(config(detector={"model": str(model)}), GPU)
+    assert plan.detector.engine == "torch"
+    assert plan.detector.reason.endswith("'yolox_nano_416_dynbatch.onnx' loads in it (tried on the CPU)")

@@ -1,0 +1,367 @@
+"""What onnx2torch 1.5 gets wrong or lacks, mended before and after `onnx2torch.convert` (used by `torch_convert`).
+
+Before: omitted optional inputs (an empty name) are dropped or made explicit. During: converters for
+GridSample and the opset-18 forms of Split, Pad, Resize and the reductions. After: modules that hand torch
+tensors where torch 2.13 wants ints (TopK, Tile, Reshape with 0) get ints, LayerNorm gets its weight's
+shape, and Slice nodes with constant bounds are folded into plain indexing (onnx2torch reads those bounds
+back from the device on every call, which a CUDA graph cannot capture).
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from pipeline.errors import EngineError
+
+
+def prepare(model) -> None:
+    """Mend an ONNX ModelProto in place before conversion."""
+    _fill_omitted_inputs(model)
+
+
+def mend(module) -> str:
+    """Mend a converted fx.GraphModule in place; a line saying what changed."""
+    return (f"{fold_constant_slices(module)} constant Slice nodes folded, {fold_host_arguments(module)} "
+            f"TopK/Tile/Reshape nodes given ints, {_layer_norm_shapes(module)} LayerNorm shapes set")
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _fill_omitted_inputs(model) -> None:
+    """Drop the trailing empty names of omitted optional inputs, and give a Clip with no `min` an explicit
+    -inf one: onnx2torch looks the empty name up as a tensor (RT-DETR's exports omit Clip's min)."""
+    from onnx import numpy_helper  # noqa: PLC0415
+
+    for node in model.graph.node:
+        while node.input and not node.input[-1]:
+            node.input.pop()
+        if node.op_type == "Clip" and len(node.input) > 1 and not node.input[1]:
+            name = f"{node.output[0]}_min"
+            model.graph.initializer.append(numpy_helper.from_array(np.asarray(-np.inf, np.float32), name))
+            node.input[1] = name
+
+
+def import_onnx2torch():
+    """onnx2torch with the opset-18 converters it lacks registered; EngineError when it cannot be imported
+    (it imports torchvision, whose build must match torch's)."""
+    try:
+        import onnx2torch  # noqa: PLC0415 - the gpu extra's
+    except (ImportError, RuntimeError, OSError) as exc:
+        raise EngineError(f"engine 'torch' needs onnx2torch and a torchvision matching torch ({first_line(exc)}); "
+                          "install the gpu extra") from exc
+    _register_opset18()
+    return onnx2torch
+
+
+OPSET18_REDUCE = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
+                  "ReduceLogSumExp", "ReduceSumSquare")
+"""Reductions whose `axes` became an input in opset 18 (onnx2torch 1.5 converts them up to opset 13)."""
+
+
+@functools.cache
+def _register_opset18() -> None:
+    """Converters onnx2torch 1.5 lacks: GridSample, and the opset-18 forms of Split, Pad, Resize and the
+    reductions, where they only moved an attribute to an input or added options; a node that uses a new
+    option is refused (NotImplementedError)."""
+    from onnx2torch.node_converters.pad import OnnxPadDynamic, _onnx_to_torch_mode  # noqa: PLC0415
+    from onnx2torch.node_converters.reduce import OnnxReduceStaticAxes  # noqa: PLC0415
+    from onnx2torch.node_converters.registry import add_converter, get_converter  # noqa: PLC0415
+    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value, onnx_mapping_from_node  # noqa: PLC0415,E501
+
+    def result(node, module):
+        return OperationConverterResult(torch_module=module, onnx_mapping=onnx_mapping_from_node(node))
+
+    def split(node, graph):
+        axis, outputs = node.attributes.get("axis", 0), len(node.output_values)
+        if len(node.input_values) > 1 and node.input_values[1]:
+            try:  # constant sizes (Ultralytics' C2f blocks): baked in, nothing read back from the GPU
+                sizes = [int(v) for v in get_const_value(node.input_values[1], graph).tolist()]
+            except KeyError:
+                return result(node, SplitModule(axis, outputs))
+            mapping = OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values)
+            return OperationConverterResult(torch_module=SplitModule(axis, outputs, sizes), onnx_mapping=mapping)
+        return result(node, SplitModule(axis, outputs))
+
+    def pad(node, graph):  # noqa: ARG001
+        if len(node.input_values) > 3 and node.input_values[3]:
+            raise NotImplementedError("Pad with an `axes` input (opset 18)")
+        return result(node, OnnxPadDynamic(mode=_onnx_to_torch_mode(node.attributes.get("mode", "constant"))))
+
+    def resize(node, graph):
+        attributes = node.attributes
+        if attributes.get("antialias", 0) or attributes.get("axes") or \
+                attributes.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+            raise NotImplementedError("Resize with antialias, axes or keep_aspect_ratio_policy (opset 18)")
+        return get_converter("Resize", 13)(node, graph)
+
+    def reduce(node, graph):
+        axes = None
+        if len(node.input_values) > 1 and node.input_values[1]:
+            axes = get_const_value(node.input_values[1], graph).tolist()  # KeyError when not a constant
+        if not axes and node.attributes.get("noop_with_empty_axes", 0):
+            raise NotImplementedError(f"{node.operation_type} with noop_with_empty_axes (opset 18)")
+        module = OnnxReduceStaticAxes(node.operation_type, axes, node.attributes.get("keepdims", 1))
+        mapping = OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values)  # the axes are baked in
+        return OperationConverterResult(torch_module=module, onnx_mapping=mapping)
+
+    def grid_sample(node, graph):  # noqa: ARG001
+        attributes = node.attributes
+        mode = {"linear": "bilinear", "cubic": "bicubic"}.get(attributes.get("mode", "bilinear"),
+                                                             attributes.get("mode", "bilinear"))
+        return result(node, GridSampleModule(mode, attributes.get("padding_mode", "zeros"),
+                                             bool(attributes.get("align_corners", 0))))
+
+    converters = {("Split", 18): split, ("Pad", 18): pad, ("Resize", 18): resize, ("GridSample", 16): grid_sample,
+                  **{(op, 18): reduce for op in OPSET18_REDUCE}}
+    for (op, version), converter in converters.items():
+        try:
+            get_converter(op, version)
+        except NotImplementedError:  # a later onnx2torch may have its own: that one stays
+            add_converter(operation_type=op, version=version)(converter)
+
+
+@functools.cache
+def _split_module():
+    import torch  # noqa: PLC0415
+
+    class _Split(torch.nn.Module):
+        """ONNX Split-18: sizes fixed at conversion or from the `split` input, else `num_outputs` chunks of
+        ceil(len / n) (the last smaller)."""
+
+        def __init__(self, axis: int, outputs: int, sizes: list[int] | None = None):
+            super().__init__()
+            self.axis, self.outputs, self.sizes = axis, outputs, sizes
+
+        def forward(self, x, split=None):
+            if self.sizes is not None:
+                return torch.split(x, self.sizes, dim=self.axis)
+            if split is not None:
+                return torch.split(x, split.tolist(), dim=self.axis)
+            return torch.split(x, -(-x.shape[self.axis] // self.outputs), dim=self.axis)
+
+    return _Split
+
+
+def SplitModule(axis: int, outputs: int, sizes: list[int] | None = None):  # noqa: N802 - lazy (torch is optional)
+    return _split_module()(axis, outputs, sizes)
+
+
+@functools.cache
+def _grid_sample_module():
+    import torch  # noqa: PLC0415
+
+    class _GridSample(torch.nn.Module):
+        """ONNX GridSample-16 on 4-D inputs (RT-DETR's deformable attention): torch's grid_sample, same options."""
+
+        def __init__(self, mode: str, padding_mode: str, align_corners: bool):
+            super().__init__()
+            self.mode, self.padding_mode, self.align_corners = mode, padding_mode, align_corners
+
+        def forward(self, x, grid):
+            return torch.nn.functional.grid_sample(x, grid, mode=self.mode, padding_mode=self.padding_mode,
+                                                   align_corners=self.align_corners)
+
+    return _GridSample
+
+
+def GridSampleModule(mode: str, padding_mode: str, align_corners: bool):  # noqa: N802 - lazy, like SplitModule
+    return _grid_sample_module()(mode, padding_mode, align_corners)
+
+
+# -- CUDA-graph friendliness: constants that onnx2torch modules read on the host ------------------------------
+SHAPE_OPERATORS = ("OnnxReshape", "OnnxResize", "OnnxResizeV10", "OnnxSlice", "OnnxExpand", "OnnxTile", "OnnxSplit13",
+                   "_Split", "_IntArgument")
+"""onnx2torch modules that read their non-data arguments (shapes, scales, bounds) on the host."""
+
+
+def keep_shape_constants_on_host(module) -> int:
+    """Move the constant shape/scale arguments of SHAPE_OPERATORS nodes back to the CPU.
+
+    Those modules call `.tolist()` or `torch.any()` on them; on the host that is free, on the GPU
+    it is a synchronising copy per call that also breaks CUDA-graph capture. Returns how many moved.
+    """
+    import torch  # noqa: PLC0415
+
+    if not isinstance(module, torch.fx.GraphModule):
+        return 0  # TorchScript: nothing of onnx2torch's in it
+    moved = 0
+    for node in module.graph.nodes:
+        if node.op != "call_module" or type(module.get_submodule(node.target)).__name__ not in SHAPE_OPERATORS:
+            continue
+        for arg in node.args[1:]:
+            moved += _move_constant_to_host(module, arg)
+    return moved
+
+
+def _move_constant_to_host(module, arg) -> int:
+    op = getattr(arg, "op", None)
+    if op == "get_attr":
+        owner_path, _, attr = arg.target.rpartition(".")
+        owner = module.get_submodule(owner_path) if owner_path else module
+    elif op == "call_module" and not arg.args:
+        owner, attr = module.get_submodule(arg.target), "value"
+    else:
+        return 0
+    tensor = owner._buffers.get(attr)
+    if tensor is None or tensor.device.type == "cpu":
+        return 0
+    owner._buffers[attr] = tensor.cpu()
+    return 1
+
+
+def fold_constant_slices(module) -> int:
+    """Rewrite onnx2torch Slice nodes whose starts/ends/axes/steps are constants into plain indexing.
+
+    Returns how many nodes were rewritten. The rewritten graph runs without reading tensors back
+    to the host, so it can be captured as a CUDA graph (and is faster eagerly too).
+    """
+    from onnx2torch.node_converters.slice import OnnxSlice, _get_slices  # noqa: PLC0415 - the gpu extra's
+
+    folded = 0
+    for node in list(module.graph.nodes):
+        if node.op != "call_module" or not isinstance(module.get_submodule(node.target), OnnxSlice):
+            continue
+        values = [_constant_value(module, arg) for arg in node.args[1:]]
+        if any(v is _NOT_CONSTANT for v in values):
+            continue
+        starts, ends, axes, steps = (*values, None, None)[:4]
+        flips, positive, negative = _get_slices(starts, ends, axes, steps)
+        name = f"{node.target}_folded"
+        module.add_submodule(name, ConstantSlice(flips, positive, negative))
+        node.target = name
+        node.args = node.args[:1]
+        folded += 1
+    if folded:
+        module.graph.eliminate_dead_code()
+        module.recompile()
+    return folded
+
+
+def _layer_norm_shapes(module) -> int:
+    """Give each LayerNorm its weight's shape as normalized_shape: onnx2torch reads it from the input's
+    shape, which a dynamic export leaves symbolic (0). Returns how many were set."""
+    import torch  # noqa: PLC0415
+
+    fixed = 0
+    for norm in module.modules():
+        if isinstance(norm, torch.nn.LayerNorm) and norm.weight is not None:
+            if tuple(norm.normalized_shape) != tuple(norm.weight.shape):
+                norm.normalized_shape, fixed = tuple(norm.weight.shape), fixed + 1
+    return fixed
+
+
+def fold_host_arguments(module) -> int:
+    """Replace onnx2torch's TopK, Tile and Reshape, which hand torch tensors where torch 2.13 takes Python
+    ints (`k`, `repeats`, a shape with 0 = "keep this dim"), by modules that take ints: baked in when the
+    argument is a constant (RT-DETR's top 300), else read from the tensor on each call. Returns how many."""
+    from onnx2torch.node_converters.reshape import OnnxReshape  # noqa: PLC0415 - the gpu extra's
+    from onnx2torch.node_converters.tile import OnnxTile  # noqa: PLC0415
+    from onnx2torch.node_converters.topk import OnnxTopK  # noqa: PLC0415
+
+    replaced = 0
+    for node in list(module.graph.nodes):
+        target = module.get_submodule(node.target) if node.op == "call_module" else None
+        if not isinstance(target, (OnnxTopK, OnnxTile, OnnxReshape)) or len(node.args) < 2:
+            continue
+        value = _constant_value(module, node.args[1])
+        fixed = None if value is _NOT_CONSTANT else [int(v) for v in value.reshape(-1)]
+        if isinstance(target, OnnxTopK):
+            replacement = IntArgumentModule("topk", fixed, dim=target.dim, largest=target.largest, sorted=target.sorted)
+        else:
+            replacement = IntArgumentModule("repeat" if isinstance(target, OnnxTile) else "reshape", fixed)
+        name = f"{node.target}_ints"
+        module.add_submodule(name, replacement)
+        node.target = name
+        if fixed is not None:
+            node.args = node.args[:1]
+        replaced += 1
+    if replaced:
+        module.graph.eliminate_dead_code()
+        module.recompile()
+    return replaced
+
+
+@functools.cache
+def _int_argument_module():
+    import torch  # noqa: PLC0415
+
+    class _IntArgument(torch.nn.Module):
+        """`torch.topk(x, k)`, `x.repeat(repeats)` or ONNX Reshape (0 keeps that dim of x) with the ints fixed
+        at conversion, or read from the tensor argument."""
+
+        def __init__(self, op: str, fixed: list[int] | None, **options):
+            super().__init__()
+            self.op, self.fixed, self.options = op, fixed, options
+
+        def forward(self, x, argument=None):
+            ints = self.fixed if self.fixed is not None else [int(v) for v in argument.reshape(-1).tolist()]
+            if self.op == "topk":
+                values, indices = torch.topk(x, ints[0], **self.options)
+                return values, indices
+            if self.op == "repeat":
+                return x.repeat(ints)
+            return x.reshape([x.shape[i] if d == 0 else d for i, d in enumerate(ints)])
+
+    return _IntArgument
+
+
+def IntArgumentModule(op: str, fixed: list[int] | None, **options):  # noqa: N802 - lazy, like SplitModule
+    return _int_argument_module()(op, fixed, **options)
+
+
+_NOT_CONSTANT = object()
+
+
+def _constant_value(module, arg):
+    """A CPU tensor for a constant fx argument (initializer or Constant node), else _NOT_CONSTANT."""
+    if arg is None:
+        return None
+    op = getattr(arg, "op", None)
+    if op == "get_attr":
+        tensor = functools.reduce(getattr, arg.target.split("."), module)
+    elif op == "call_module" and not arg.args and hasattr(module.get_submodule(arg.target), "value"):
+        tensor = module.get_submodule(arg.target).value
+    else:
+        return _NOT_CONSTANT
+    import torch  # noqa: PLC0415
+
+    return tensor.detach().cpu() if isinstance(tensor, torch.Tensor) else torch.as_tensor(np.asarray(tensor))
+
+
+@functools.cache
+def _constant_slice_module():
+    import torch  # noqa: PLC0415
+
+    class _ConstantSlice(torch.nn.Module):
+        """x[slices] with bounds fixed at conversion time (negative steps as a flip first)."""
+
+        def __init__(self, flips: list, positive: list, negative: list):
+            super().__init__()
+            self.flips = [int(d) for d in flips]
+            self.positive = tuple(_py_slice(s) for s in positive)
+            self.negative = tuple([Ellipsis, *(_py_slice(s) for s in negative[1:])]) if negative else ()
+
+        def forward(self, x):
+            if self.flips:
+                x = torch.flip(x, dims=self.flips)
+            if self.positive:
+                x = x[self.positive]
+            if self.negative:
+                x = x[self.negative]
+            return x
+
+    return _ConstantSlice
+
+
+def _py_slice(s):
+    if not isinstance(s, slice):
+        return s
+    as_int = (lambda v: None if v is None else int(v))  # noqa: E731 - numpy ints -> Python ints
+    return slice(as_int(s.start), as_int(s.stop), as_int(s.step))
+
+
+def ConstantSlice(flips, positive, negative):  # noqa: N802 - builds the nn.Module lazily (torch is optional)
+    return _constant_slice_module()(flips, positive, negative)
