@@ -157,6 +157,16 @@ class TrackerConfig(Strict):
     coast_frames: int = Field(
         3, ge=0, le=100_000, description="report a lost track's predicted box (score 0) for this many frames; bridges missed detections, 0 = detected rows only"
     )
+    recovery_iou: float = Field(
+        0.3, ge=0, le=1.01, description="minimum IoU of a lost track's last seen box with a high-score detection "
+        "to recover it (OC-SORT); lower re-finds objects that moved while hidden, risks taking a neighbour; 1.01 = off"
+    )
+    reanchor: bool = Field(False, description="a track found after a gap takes its velocity from its observations "
+                           "either side of the gap instead of the blind prediction (OC-SORT)")
+    class_aware: bool = Field(True, description="a detection only matches a track of its class; off for a "
+                              "detector that flips between similar classes (car/truck)")
+    camera_motion: bool = Field(False, description="estimate the camera's motion from each frame (sparse optical "
+                                "flow on a small grey copy) and move the tracks with it; for moving cameras, ~1 ms a frame")
 
     @model_validator(mode="after")
     def _thresholds_in_order(self) -> "TrackerConfig":

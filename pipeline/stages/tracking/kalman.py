@@ -82,3 +82,23 @@ def update(mean: np.ndarray, cov: np.ndarray, measurement: np.ndarray) -> tuple[
     new_mean = mean + np.einsum("tij,tj->ti", gain, innovation)
     new_cov = cov - gain @ innovation_cov @ np.swapaxes(gain, 1, 2)
     return new_mean, new_cov
+
+
+def warp(mean: np.ndarray, cov: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Move (T, 8) states into the next frame's pixels after the camera moved; returns new arrays.
+
+    affine: (2, 3) float, a point p of the previous frame is `affine[:, :2] @ p + affine[:, 2]` in the
+    new one (a similarity: rotation, uniform scale, translation). Centres move with the points, velocities
+    turn with the rotation and scale, heights (and their velocities) scale; the aspect is unchanged.
+    The covariance is transformed the same way.
+    """
+    rot = np.asarray(affine, np.float64)[:, :2]
+    shift = np.asarray(affine, np.float64)[:, 2]
+    scale = float(np.sqrt(abs(np.linalg.det(rot))))
+    m = np.eye(8)
+    m[0:2, 0:2] = rot
+    m[4:6, 4:6] = rot
+    m[3, 3] = m[7, 7] = scale
+    new_mean = mean @ m.T
+    new_mean[:, :2] += shift
+    return new_mean, m @ cov @ m.T
