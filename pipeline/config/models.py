@@ -158,7 +158,7 @@ class TrackerConfig(Strict):
         3, ge=0, le=100_000, description="report a lost track's predicted box (score 0) for this many frames; bridges missed detections, 0 = detected rows only"
     )
     recovery_iou: float = Field(
-        0.3, ge=0, le=1.01, description="minimum IoU of a lost track's last seen box with a high-score detection "
+        0.5, ge=0, le=1.01, description="minimum IoU of a lost track's last seen box with a high-score detection "
         "to recover it (OC-SORT); lower re-finds objects that moved while hidden, risks taking a neighbour; 1.01 = off"
     )
     reanchor: bool = Field(False, description="a track found after a gap takes its velocity from its observations "
