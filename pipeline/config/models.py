@@ -157,10 +157,10 @@ class TrackerConfig(Strict):
     coast_frames: int = Field(
         3, ge=0, le=100_000, description="report a lost track's predicted box (score 0) for this many frames; bridges missed detections, 0 = detected rows only"
     )
-    recovery_iou: float = Field(
-        0.5, ge=0, le=1.01, description="minimum IoU of a lost track's last seen box with a high-score detection "
-        "to recover it (OC-SORT); lower re-finds objects that moved while hidden, risks taking a neighbour; 1.01 = off"
-    )
+    recovery: bool = Field(False, description="match lost tracks on the box they were last seen at too (OC-SORT); "
+                           "re-finds objects that stopped while hidden, takes a neighbour's detection in crowds")
+    recovery_iou: float = Field(0.5, gt=0, le=1, description="with `recovery`: minimum IoU of a lost track's last "
+                                "seen box with a high-score detection")
     reanchor: bool = Field(False, description="a track found after a gap takes its velocity from its observations "
                            "either side of the gap instead of the blind prediction (OC-SORT)")
     class_aware: bool = Field(True, description="a detection only matches a track of its class; off for a "

@@ -7,9 +7,9 @@ Per frame (`update`):
 3. the low-score detections (>= `low_threshold`) are matched to the confirmed tracks still unmatched,
    on plain IoU >= `low_match_iou`; this keeps occluded objects whose score dropped, while low-score
    clutter can never start a track;
-4. observation-centric recovery (OC-SORT): the high-score detections left are matched to the lost
-   tracks still unmatched on IoU with the box each was last *seen* at, minimum `recovery_iou`: an object
-   that stopped while hidden is found where it was, not where its velocity carried the prediction;
+4. with `recovery`, observation-centric recovery (OC-SORT): the high-score detections left are matched to
+   the lost tracks still unmatched on IoU with the box each was last *seen* at, minimum `recovery_iou`: an
+   object that stopped while hidden is found where it was, not where its velocity carried the prediction;
 5. the remaining high-score detections are offered to tentative tracks; tentative tracks left
    unmatched are removed at once;
 6. unmatched detections above `new_track_threshold` start tentative tracks; a track is confirmed after
@@ -106,7 +106,8 @@ class ByteTracker:
         second, _, confirmed = self._associate(confirmed, low, boxes, xyxy, class_id, None, cfg.low_match_iou)
         lost = confirmed[self._lost[confirmed] > 1]
         seen = kalman.xyah_to_xyxy(self._seen)
-        recovered, high, _ = self._associate(lost, high, seen, xyxy, class_id, None, cfg.recovery_iou)
+        recovered, high, _ = self._associate(lost if cfg.recovery else lost[:0], high, seen, xyxy, class_id, None,
+                                             cfg.recovery_iou)
         third, high, tentative = self._associate(
             tentative, high, boxes, xyxy, class_id, score, _TENTATIVE_MATCH_IOU
         )
@@ -139,9 +140,9 @@ class ByteTracker:
     def _associate(self, tracks, det_rows, boxes, xyxy, class_id, score, min_similarity):
         """Match track indices to detection rows on IoU (x score when given).
 
-        Returns ((K, 2) int64 track/row pairs, rows left, tracks left). min_similarity > 1 matches nothing.
+        Returns ((K, 2) int64 track/row pairs, rows left, tracks left).
         """
-        if len(tracks) == 0 or len(det_rows) == 0 or min_similarity > 1:
+        if len(tracks) == 0 or len(det_rows) == 0:
             return _NO_PAIRS, det_rows, tracks
         similarity = iou_matrix(boxes[tracks], xyxy[det_rows])
         if self.config.class_aware:

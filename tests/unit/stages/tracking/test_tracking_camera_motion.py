@@ -55,7 +55,7 @@ def test_tracking_stage_keeps_ids_through_a_fast_pan_only_with_camera_motion():
     world = scenery()
 
     def ids(camera_motion):
-        stage = TrackingStage(TrackerConfig(camera_motion=camera_motion, recovery_iou=1.01, coast_frames=0))
+        stage = TrackingStage(TrackerConfig(camera_motion=camera_motion, coast_frames=0))
         out = []
         for seq in range(12):
             cam_x = 40 * seq  # the camera pans 40 px a frame; a person stands still at world x = 600

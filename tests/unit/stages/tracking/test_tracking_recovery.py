@@ -26,15 +26,15 @@ def test_a_track_that_stopped_while_hidden_is_recovered_at_its_last_seen_box():
         tracker.update(box(100 + 10 * 11))
         return first, tracker.matched_ids.tolist()
 
-    first, back = run(TrackerConfig(recovery_iou=0.5))
+    first, back = run(TrackerConfig(recovery=True, recovery_iou=0.5))
     assert first == [1] and back == [1]
-    first, back = run(TrackerConfig(recovery_iou=1.01))  # recovery off: the predicted box is too far
+    first, back = run(TrackerConfig())  # recovery off: the predicted box is too far
     assert first == [1] and back == [-1]  # a new, still tentative track; the old id is not given to it
 
 
 def test_reanchoring_takes_the_velocity_across_the_gap_from_the_two_observations():
     def velocity_after_gap(reanchor):
-        tracker = ByteTracker(TrackerConfig(reanchor=reanchor, coast_frames=1, recovery_iou=0.2))
+        tracker = ByteTracker(TrackerConfig(reanchor=reanchor, coast_frames=1, recovery=True, recovery_iou=0.2))
         for f in range(10):
             tracker.update(box(100 + 5 * f))
         for _ in range(3):
@@ -63,7 +63,7 @@ def test_camera_motion_moves_the_tracks_so_a_pan_keeps_the_ids():
     pan = np.array([[1.0, 0.0, 60.0], [0.0, 1.0, 0.0]])  # the picture moves 60 px right: more than a box width
 
     def ids_after_pan(motion):
-        tracker = ByteTracker(TrackerConfig(recovery_iou=1.01))
+        tracker = ByteTracker(TrackerConfig())
         for _ in range(5):
             tracker.update(box(100))
         tracker.update(box(160), camera_motion=motion)
