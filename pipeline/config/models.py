@@ -166,7 +166,7 @@ class TrackerConfig(Strict):
     class_aware: bool = Field(True, description="a detection only matches a track of its class; off for a "
                               "detector that flips between similar classes (car/truck)")
     camera_motion: bool = Field(False, description="estimate the camera's motion from each frame (sparse optical "
-                                "flow on a small grey copy) and move the tracks with it; for moving cameras, ~1 ms a frame")
+                                "flow on a small grey copy) and move the tracks with it; for moving cameras, ~2 ms a frame")
 
     @model_validator(mode="after")
     def _thresholds_in_order(self) -> "TrackerConfig":

@@ -4,7 +4,7 @@ A moving camera shifts every object on screen at once; a constant-velocity Kalma
 sudden motion and loses the tracks. `CameraMotion.estimate` measures the shift from sparse optical flow
 (Shi-Tomasi corners, pyramidal Lucas-Kanade) on a small grey copy of the frame and fits a similarity
 (rotation, uniform scale, translation) with RANSAC, as BoT-SORT does; `ByteTracker.update(..., camera_motion=)`
-moves the tracks with it. About a millisecond per frame at the default 320-pixel width.
+moves the tracks with it. About 2 ms per frame of one core at the default 320-pixel width.
 """
 from __future__ import annotations
 
