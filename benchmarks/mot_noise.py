@@ -16,8 +16,13 @@ on the second. This model makes the errors a detector makes (`detector_like`):
   that NMS did not remove, or a part of the person) and **in the background** (a few fixed places per
   sequence that fire in runs, like a poster or a mannequin), with low to medium scores.
 
-Output: `<out>/<seq>/det/det.txt` (frame,-1,x,y,w,h,score,-1,-1,-1) and a copy of `seqinfo.ini`,
-the same layout as make_mot_dets.py. Deterministic for a seed and sequence name.
+With `--moving`, the sequence is first filmed by a simulated moving camera (`camera_path`): every box
+of the ground truth shifts and scales with a smooth random pan and zoom (velocities that drift, AR(1)), so
+static-camera sequences can stand in for moving ones; the moved ground truth is written too.
+
+Output: `<out>/<seq>/det/det.txt` (frame,-1,x,y,w,h,score,-1,-1,-1), a copy of `seqinfo.ini` and with
+`--moving` `<out>/<seq>/gt/gt.txt`, the same layout as make_mot_dets.py. Deterministic for a seed and
+sequence name.
 """
 from __future__ import annotations
 
@@ -137,8 +142,35 @@ def _background_clutter(gt: np.ndarray, width: float, height: float, length: int
     return np.concatenate(out) if out else np.zeros((0, 6))
 
 
-def write_sequence(gt_root: Path, out_root: Path, seq: str, seed: int, model: NoiseModel = NoiseModel()) -> Path:
-    """Write `<out_root>/<seq>/det/det.txt` and its seqinfo.ini; returns the det.txt path."""
+def camera_path(length: int, width: float, rng: np.random.Generator, pan: float = 0.004,
+                zoom: float = 0.002) -> np.ndarray:
+    """(length, 3) per frame: x shift, y shift (pixels) and scale of a camera that pans and zooms smoothly.
+
+    pan: standard deviation of the pan speed as a fraction of the image width per frame (its y part is
+    a third of it); zoom: standard deviation of the zoom speed (log scale per frame). Speeds drift (AR(1),
+    memory 0.95), so the camera speeds up, slows and turns like a hand-held or vehicle camera.
+    """
+    speed = np.column_stack([_ar1(rng, length, 0.95) * pan * width, _ar1(rng, length, 0.95) * pan * width / 3,
+                             _ar1(rng, length, 0.95) * zoom])
+    path = np.cumsum(speed, axis=0)
+    path[:, 2] = np.exp(np.clip(path[:, 2], -0.7, 0.7))
+    return path
+
+
+def move_boxes(gt: np.ndarray, path: np.ndarray, width: float, height: float) -> np.ndarray:
+    """MOT rows (frame, id, x, y, w, h, ...) as the moving camera of `camera_path` sees them (about the image centre)."""
+    out = gt.copy()
+    p = path[gt[:, 0].astype(int) - 1]
+    centre = np.array([width / 2, height / 2])
+    out[:, 2:4] = centre + p[:, 2:3] * (gt[:, 2:4] - centre) - p[:, :2]
+    out[:, 4:6] = gt[:, 4:6] * p[:, 2:3]
+    return out
+
+
+def write_sequence(gt_root: Path, out_root: Path, seq: str, seed: int, model: NoiseModel = NoiseModel(),
+                   moving: bool = False) -> Path:
+    """Write `<out_root>/<seq>/det/det.txt` and its seqinfo.ini (and with `moving` the moved gt/gt.txt);
+    returns the det.txt path."""
     from pipeline import mot  # noqa: PLC0415 - the module runs as a script from the repository root
 
     info = mot.read_seqinfo(gt_root / seq / "seqinfo.ini")
@@ -146,6 +178,10 @@ def write_sequence(gt_root: Path, out_root: Path, seq: str, seed: int, model: No
     if gt.shape[1] < 9:
         raise SystemExit(f"{gt_root / seq / 'gt' / 'gt.txt'}: needs MOT16/17 rows with class and visibility (9 columns)")
     rng = np.random.default_rng([seed, zlib.crc32(seq.encode())])
+    if moving:
+        gt = move_boxes(gt, camera_path(info.length, info.width, rng), info.width, info.height)
+        (out_root / seq / "gt").mkdir(parents=True, exist_ok=True)
+        np.savetxt(out_root / seq / "gt" / "gt.txt", gt, fmt="%d,%d,%.2f,%.2f,%.2f,%.2f,%d,%d,%.3f")
     det = detector_like(gt, info.width, info.height, info.length, rng, model)
     out = out_root / seq / "det" / "det.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -160,13 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_root", type=Path)
     parser.add_argument("--seqs", nargs="*", help="sequence folders (default: all with a gt.txt)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--moving", action="store_true", help="film the ground truth with a simulated moving camera")
     for f in fields(NoiseModel):
         parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
     args = parser.parse_args(argv)
     model = NoiseModel(**{f.name: getattr(args, f.name) for f in fields(NoiseModel)})
     seqs = args.seqs or sorted(p.parent.parent.name for p in args.gt_root.glob("*/gt/gt.txt"))
     for seq in seqs:
-        print(write_sequence(args.gt_root, args.out_root, seq, args.seed, model))
+        print(write_sequence(args.gt_root, args.out_root, seq, args.seed, model, args.moving))
     return 0
 
 

@@ -9,6 +9,9 @@ Sets (each a noise model or a detector; every tracker gets the same input rows):
 - `mot17-blink`: the same tool with one-frame random misses only (`--p_drop 0.1 --p_occ 0 --fp_rate 0`);
 - `mot17-detector`: `benchmarks/mot_noise.py --seed 0` (misses in runs, scores falling with occlusion
   and size, jitter proportional to size and correlated in time, clutter near objects and in the background);
+- `mot17-moving`: `benchmarks/mot_noise.py --seed 0 --moving`: the same, filmed by a simulated camera that
+  pans and zooms (ground truth moved with it), so the tune split, whose three sequences have static
+  cameras, has moving-camera material too;
 - `demo`: the demo world's cameras through the bundled detector (`benchmarks/demo_mot.py`, cached in
   `out/demo_mot`; exact ground truth, every class scored as one).
 
@@ -60,15 +63,15 @@ NOISE_ARGS = {
     "mot17-uniform": ["--seed", "0"],
     "mot17-blink": ["--seed", "0", "--p_drop", "0.1", "--p_occ", "0", "--fp_rate", "0"],
 }
-SETS = ("mot17-uniform", "mot17-blink", "mot17-detector", "demo")
+SETS = ("mot17-uniform", "mot17-blink", "mot17-detector", "mot17-moving", "demo")
 
 
 def mot17_set(name: str, mot17: Path, seqs: list[str], work: Path) -> Path:
     """Write the set's det.txt files under work/name; returns that folder."""
     out = work / name
-    if name == "mot17-detector":
+    if name in ("mot17-detector", "mot17-moving"):
         for seq in seqs:
-            mot_noise.write_sequence(mot17, out, seq, seed=0)
+            mot_noise.write_sequence(mot17, out, seq, seed=0, moving=name == "mot17-moving")
     else:
         tool = mot17.parents[1] / "tools" / "make_mot_dets.py"
         subprocess.run([sys.executable, str(tool), str(mot17), str(out), "--seqs", *seqs, *NOISE_ARGS[name]],
@@ -89,7 +92,7 @@ def load_set(name: str, split: str, mot17: Path, work: Path, demo_cache: Path):
     for seq in SPLITS[split]["mot17"]:
         info = mot.read_seqinfo(dets / seq / "seqinfo.ini")
         sequences[seq] = (info, list(mot.frames_of(mot.read_mot(dets / seq / "det" / "det.txt"), info.length)))
-    return mot17, sequences
+    return (dets if name == "mot17-moving" else mot17), sequences
 
 
 def _frames_with_class(table: np.ndarray, length: int):

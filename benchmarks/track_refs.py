@@ -69,6 +69,8 @@ def roboflow(kind):
     def make(fps):
         import trackers  # noqa: PLC0415
 
+        if not hasattr(trackers, kind):  # OC-SORT arrived in trackers 2.3
+            raise ImportError(f"trackers {metadata.version('trackers')} has no {kind}", name="trackers>=2.3")
         tracker = getattr(trackers, kind)(frame_rate=fps)
         return lambda dets: _from_sv(tracker.update(_sv(dets)))
     return make

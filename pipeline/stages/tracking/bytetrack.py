@@ -104,10 +104,11 @@ class ByteTracker:
 
         first, high, confirmed = self._associate(confirmed, high, boxes, xyxy, class_id, score, cfg.match_iou)
         second, _, confirmed = self._associate(confirmed, low, boxes, xyxy, class_id, None, cfg.low_match_iou)
-        lost = confirmed[self._lost[confirmed] > 1]
-        seen = kalman.xyah_to_xyxy(self._seen)
-        recovered, high, _ = self._associate(lost if cfg.recovery else lost[:0], high, seen, xyxy, class_id, None,
-                                             cfg.recovery_iou)
+        recovered = _NO_PAIRS
+        if cfg.recovery:
+            lost = confirmed[self._lost[confirmed] > 1]
+            seen = kalman.xyah_to_xyxy(self._seen)
+            recovered, high, _ = self._associate(lost, high, seen, xyxy, class_id, None, cfg.recovery_iou)
         third, high, tentative = self._associate(
             tentative, high, boxes, xyxy, class_id, score, _TENTATIVE_MATCH_IOU
         )
