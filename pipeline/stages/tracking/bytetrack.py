@@ -16,6 +16,10 @@ Per frame (`update`):
    `min_hits` matched frames and only then gets an id; a confirmed track unmatched for more than
    `max_lost_frames` frames is ended.
 
+With `follow_shared_motion`, the tracks no detection matched in the first stage are moved by the shift the
+matched tracks share (their median innovation, when it is significant): on a moving camera a lost track
+then stays on the scene instead of drifting away from where its object will reappear.
+
 With `reanchor`, a track found again after a gap is re-anchored on its observations (OC-SORT's idea):
 its velocity becomes the displacement from the last observation to this one over the gap, instead of what
 the filter drifted to while it predicted blind. With `camera_motion` given to `update`, every track is
@@ -42,6 +46,8 @@ from pipeline.types import Detections
 
 _TENTATIVE_MATCH_IOU = 0.3  # a tentative track has no velocity yet, so it needs a larger overlap
 _NO_PAIRS = np.zeros((0, 2), np.int64)
+_SHARED_MOTION_MIN_PAIRS = 3  # first-stage matches needed to measure a shared shift
+_SHARED_MOTION_SIGNIFICANCE = 1.0  # standard errors a shared shift must exceed (tune split: 2 gave back a third of the gain on a moving camera)
 _STATE = ("_mean", "_cov", "_id", "_hits", "_lost", "_class", "_seen")  # per-track arrays, one row per track
 
 
@@ -103,6 +109,8 @@ class ByteTracker:
         tentative = np.flatnonzero(self._id < 0)
 
         first, high, confirmed = self._associate(confirmed, high, boxes, xyxy, class_id, score, cfg.match_iou)
+        if cfg.follow_shared_motion and self._follow_shared_motion(first, xyxy):
+            boxes = kalman.xyah_to_xyxy(self._mean[:, :4])
         second, _, confirmed = self._associate(confirmed, low, boxes, xyxy, class_id, None, cfg.low_match_iou)
         recovered = _NO_PAIRS
         if cfg.recovery:
@@ -137,6 +145,36 @@ class ByteTracker:
         seen = np.zeros((len(self._seen), 8))
         seen[:, :4] = self._seen
         self._seen = kalman.warp(seen, np.zeros((0, 8, 8)), affine)[0][:, :4]
+
+    def _follow_shared_motion(self, pairs: np.ndarray, xyxy: np.ndarray) -> bool:
+        """Move the tracks not matched in the first stage by the shift that the matched ones share, when it
+        is significant; returns whether anything moved.
+
+        When the camera pans, every detection moves by the same amount the predictions did not expect; the
+        median of the matched tracks' innovations measures it without the picture, and lost tracks (whose
+        prediction no detection corrects) follow it instead of drifting off the scene. A shift within
+        `_SHARED_MOTION_SIGNIFICANCE` standard errors (the larger of the innovations' spread and what the
+        filter expects of one, over the square root of their number) is noise: a still camera moves nothing.
+        """
+        if len(pairs) < _SHARED_MOTION_MIN_PAIRS:
+            return False
+        t = pairs[:, 0]
+        innovation = kalman.xyxy_to_xyah(xyxy[pairs[:, 1]])[:, :2] - self._mean[t, :2]
+        shift = np.median(innovation, axis=0)
+        # The spread of the innovations, but never less than the filter expects of one (few tracks can agree
+        # by chance): its predicted position variance plus the measurement's.
+        expected = np.sqrt(np.median(self._cov[t][:, [0, 1], [0, 1]], axis=0)
+                           + (kalman.STD_MEASUREMENT * np.median(self._mean[t, 3])) ** 2)
+        spread = np.maximum(1.4826 * np.median(np.abs(innovation - shift), axis=0), expected)
+        stderr = spread / np.sqrt(len(pairs))
+        shift[np.abs(shift) <= _SHARED_MOTION_SIGNIFICANCE * stderr] = 0.0
+        if not shift.any():
+            return False
+        others = np.ones(len(self._mean), bool)
+        others[pairs[:, 0]] = False
+        self._mean[others, :2] += shift
+        self._seen[others, :2] += shift
+        return True
 
     def _associate(self, tracks, det_rows, boxes, xyxy, class_id, score, min_similarity):
         """Match track indices to detection rows on IoU (x score when given).

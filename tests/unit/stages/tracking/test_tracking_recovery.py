@@ -71,3 +71,41 @@ def test_camera_motion_moves_the_tracks_so_a_pan_keeps_the_ids():
 
     assert ids_after_pan(pan) == [1]
     assert ids_after_pan(None) == [-1]  # the standing person seems to jump: lost, a tentative new track
+
+
+def crowd(shift, missing=(), jitter=None):
+    """A narrow person (16 px) among four wide ones (80 px), all standing; the picture shifted by `shift` px."""
+    rows = [(100.0, 16.0)] + [(300.0 + 200 * i, 80.0) for i in range(4)]
+    keep = [i for i in range(5) if i not in missing]
+    x = np.array([rows[i][0] + shift for i in keep]) + (jitter[keep] if jitter is not None else 0)
+    w = np.array([rows[i][1] for i in keep])
+    xyxy = np.column_stack([x, np.full(len(x), 100.0), x + w, np.full(len(x), 200.0)]).astype(np.float32)
+    return Detections(xyxy, np.full(len(x), 0.9, np.float32), np.zeros(len(x), np.int32))
+
+
+def test_a_missed_track_follows_the_shift_the_other_tracks_share():
+    def narrow_id_after_jump(follow):
+        tracker = ByteTracker(TrackerConfig(follow_shared_motion=follow))
+        for _ in range(10):
+            tracker.update(crowd(0))
+        for step in range(1, 7):  # the camera starts to pan, 6 px a frame; the narrow person is missed meanwhile
+            tracker.update(crowd(6 * step, missing=(0,)))
+        tracker.update(crowd(6 * 7))
+        return int(tracker.matched_ids[0])
+
+    assert narrow_id_after_jump(True) == 1
+    assert narrow_id_after_jump(False) == -1  # its track stayed where the camera was: a new tentative track
+
+
+def test_a_still_camera_with_jittery_boxes_moves_no_missed_track():
+    rng = np.random.default_rng(0)
+    coasted = []
+    for follow in (True, False):
+        tracker = ByteTracker(TrackerConfig(follow_shared_motion=follow, coast_frames=5))
+        rng = np.random.default_rng(0)
+        for _ in range(10):
+            tracker.update(crowd(0, jitter=rng.normal(0, 2, 5)))
+        for _ in range(3):
+            out = tracker.update(crowd(0, missing=(0,), jitter=rng.normal(0, 2, 5)))
+        coasted.append(out.xyxy[out.track_id == 1])
+    np.testing.assert_array_equal(coasted[0], coasted[1])
