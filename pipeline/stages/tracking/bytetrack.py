@@ -160,12 +160,12 @@ class ByteTracker:
             return False
         t = pairs[:, 0]
         innovation = kalman.xyxy_to_xyah(xyxy[pairs[:, 1]])[:, :2] - self._mean[t, :2]
-        shift = np.median(innovation, axis=0)
+        shift = _column_medians(innovation)
         # The spread of the innovations, but never less than the filter expects of one (few tracks can agree
         # by chance): its predicted position variance plus the measurement's.
-        expected = np.sqrt(np.median(self._cov[t][:, [0, 1], [0, 1]], axis=0)
-                           + (kalman.STD_MEASUREMENT * np.median(self._mean[t, 3])) ** 2)
-        spread = np.maximum(1.4826 * np.median(np.abs(innovation - shift), axis=0), expected)
+        var_x, var_y, height = _column_medians(np.column_stack([self._cov[t, 0, 0], self._cov[t, 1, 1], self._mean[t, 3]]))
+        expected = np.sqrt(np.array([var_x, var_y]) + (kalman.STD_MEASUREMENT * height) ** 2)
+        spread = np.maximum(1.4826 * _column_medians(np.abs(innovation - shift)), expected)
         stderr = spread / np.sqrt(len(pairs))
         shift[np.abs(shift) <= _SHARED_MOTION_SIGNIFICANCE * stderr] = 0.0
         if not shift.any():
@@ -275,3 +275,10 @@ class ByteTracker:
     def _with_ids(dets: Detections, ids: np.ndarray) -> Detections:
         dets.track_id = np.asarray(ids, np.int64)
         return dets
+
+
+def _column_medians(a: np.ndarray) -> np.ndarray:
+    """Median of each column of (N, K) `a`, N >= 1 (one sort: np.median's overhead is most of a frame's budget)."""
+    ordered = np.sort(a, axis=0)
+    n = len(ordered)
+    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
