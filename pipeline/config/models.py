@@ -178,6 +178,18 @@ class TrackerConfig(Strict):
     coast_frames: int = Field(
         3, ge=0, le=100_000, description="report a lost track's predicted box (score 0) for this many frames; bridges missed detections, 0 = detected rows only"
     )
+    recovery: bool = Field(False, description="match lost tracks on the box they were last seen at too (OC-SORT); "
+                           "re-finds objects that stopped while hidden, takes a neighbour's detection in crowds")
+    recovery_iou: float = Field(0.5, gt=0, le=1, description="with `recovery`: minimum IoU of a lost track's last "
+                                "seen box with a high-score detection")
+    follow_shared_motion: bool = Field(True, description="tracks no detection matched move by the shift the matched "
+                                       "ones share (a moving camera, measured without the picture); a still camera moves nothing")
+    reanchor: bool = Field(False, description="a track found after a gap takes its velocity from its observations "
+                           "either side of the gap instead of the blind prediction (OC-SORT)")
+    class_aware: bool = Field(True, description="a detection only matches a track of its class; off for a "
+                              "detector that flips between similar classes (car/truck)")
+    camera_motion: bool = Field(False, description="estimate the camera's motion from each frame (sparse optical "
+                                "flow on a small grey copy) and move the tracks with it; for moving cameras, ~2 ms a frame")
 
     @model_validator(mode="after")
     def _thresholds_in_order(self) -> "TrackerConfig":

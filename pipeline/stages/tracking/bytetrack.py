@@ -7,11 +7,23 @@ Per frame (`update`):
 3. the low-score detections (>= `low_threshold`) are matched to the confirmed tracks still unmatched,
    on plain IoU >= `low_match_iou`; this keeps occluded objects whose score dropped, while low-score
    clutter can never start a track;
-4. the remaining high-score detections are offered to tentative tracks; tentative tracks left
+4. with `recovery`, observation-centric recovery (OC-SORT): the high-score detections left are matched to
+   the lost tracks still unmatched on IoU with the box each was last *seen* at, minimum `recovery_iou`: an
+   object that stopped while hidden is found where it was, not where its velocity carried the prediction;
+5. the remaining high-score detections are offered to tentative tracks; tentative tracks left
    unmatched are removed at once;
-5. unmatched detections above `new_track_threshold` start tentative tracks; a track is confirmed after
+6. unmatched detections above `new_track_threshold` start tentative tracks; a track is confirmed after
    `min_hits` matched frames and only then gets an id; a confirmed track unmatched for more than
    `max_lost_frames` frames is ended.
+
+With `follow_shared_motion`, the tracks no detection matched in the first stage are moved by the shift the
+matched tracks share (their median innovation, when it is significant): on a moving camera a lost track
+then stays on the scene instead of drifting away from where its object will reappear.
+
+With `reanchor`, a track found again after a gap is re-anchored on its observations (OC-SORT's idea):
+its velocity becomes the displacement from the last observation to this one over the gap, instead of what
+the filter drifted to while it predicted blind. With `camera_motion` given to `update`, every track is
+first moved by the camera's motion (`kalman.warp`), as BoT-SORT does for moving cameras.
 
 Output rows (the tracks): every confirmed track matched on this frame, with its Kalman-corrected box
 (smoother than the raw detection) and the detection's score and class, in the order of the input rows;
@@ -20,7 +32,7 @@ a consumer can tell a prediction from a detection). Tentative tracks are never o
 which input row went to which reported track, so the detections themselves can carry its id.
 Ids are 1, 2, 3, ... from the tracker's `TrackIds` (its own, or the stream's for a whole run, which
 outlives the tracker); an id is spent only when a track is confirmed, so clutter that never confirms burns
-no ids. Association is class-aware: a detection only matches a track of its class.
+no ids. Association is class-aware (`class_aware`): a detection only matches a track of its class.
 """
 from __future__ import annotations
 
@@ -34,6 +46,9 @@ from pipeline.types import Detections
 
 _TENTATIVE_MATCH_IOU = 0.3  # a tentative track has no velocity yet, so it needs a larger overlap
 _NO_PAIRS = np.zeros((0, 2), np.int64)
+_SHARED_MOTION_MIN_PAIRS = 3  # first-stage matches needed to measure a shared shift
+_SHARED_MOTION_SIGNIFICANCE = 1.0  # standard errors a shared shift must exceed (tune split: 2 gave back a third of the gain on a moving camera)
+_STATE = ("_mean", "_cov", "_id", "_hits", "_lost", "_class", "_seen")  # per-track arrays, one row per track
 
 
 class ByteTracker:
@@ -55,6 +70,7 @@ class ByteTracker:
         self._hits = np.zeros(0, np.int32)
         self._lost = np.zeros(0, np.int32)  # frames since the last match; 0 = matched on this frame
         self._class = np.zeros(0, np.int32)
+        self._seen = np.zeros((0, 4))  # xyah of the last detection matched to the track
         self.frame_count = 0
 
     @property
@@ -69,16 +85,20 @@ class ByteTracker:
             self._predict()
         self._retire(np.flatnonzero(self._id < 0))
 
-    def update(self, dets: Detections) -> Detections:
+    def update(self, dets: Detections, camera_motion: np.ndarray | None = None) -> Detections:
         """Associate one frame's host detections; returns the tracks reported on it, with `track_id` set.
 
         dets: the detections of a single frame (numpy arrays). Rows below `low_threshold` are ignored.
+        camera_motion: optional (2, 3) affine from the previous frame's pixels to this frame's
+        (`CameraMotion.estimate`); the tracks are moved by it before they are matched.
         Afterwards `matched_ids` (N,) int64 holds, per row of `dets`, the id of the reported track it was
         matched to (-1: none, e.g. a tentative track's or clutter).
         """
         cfg = self.config
         self.frame_count += 1
         self._predict()
+        if camera_motion is not None and len(self._mean):
+            self._warp(camera_motion)
         xyxy = np.asarray(dets.xyxy, np.float64)
         score = np.asarray(dets.score, np.float64)
         class_id = np.asarray(dets.class_id, np.int32)
@@ -89,11 +109,18 @@ class ByteTracker:
         tentative = np.flatnonzero(self._id < 0)
 
         first, high, confirmed = self._associate(confirmed, high, boxes, xyxy, class_id, score, cfg.match_iou)
-        second, _, _ = self._associate(confirmed, low, boxes, xyxy, class_id, None, cfg.low_match_iou)
+        if cfg.follow_shared_motion and self._follow_shared_motion(first, xyxy):
+            boxes = kalman.xyah_to_xyxy(self._mean[:, :4])
+        second, _, confirmed = self._associate(confirmed, low, boxes, xyxy, class_id, None, cfg.low_match_iou)
+        recovered = _NO_PAIRS
+        if cfg.recovery:
+            lost = confirmed[self._lost[confirmed] > 1]
+            seen = kalman.xyah_to_xyxy(self._seen)
+            recovered, high, _ = self._associate(lost, high, seen, xyxy, class_id, None, cfg.recovery_iou)
         third, high, tentative = self._associate(
             tentative, high, boxes, xyxy, class_id, score, _TENTATIVE_MATCH_IOU
         )
-        matched = np.concatenate([first, second, third])
+        matched = np.concatenate([first, second, recovered, third])
         self._correct(matched, xyxy)
         births = high[score[high] >= cfg.new_track_threshold]
         self.matched_ids = np.full(len(dets), -1, np.int64)
@@ -113,6 +140,42 @@ class ByteTracker:
         self._mean, self._cov = kalman.predict(self._mean, self._cov)
         self._lost += 1
 
+    def _warp(self, affine: np.ndarray) -> None:
+        self._mean, self._cov = kalman.warp(self._mean, self._cov, affine)
+        seen = np.zeros((len(self._seen), 8))
+        seen[:, :4] = self._seen
+        self._seen = kalman.warp(seen, np.zeros((0, 8, 8)), affine)[0][:, :4]
+
+    def _follow_shared_motion(self, pairs: np.ndarray, xyxy: np.ndarray) -> bool:
+        """Move the tracks not matched in the first stage by the shift that the matched ones share, when it
+        is significant; returns whether anything moved.
+
+        When the camera pans, every detection moves by the same amount the predictions did not expect; the
+        median of the matched tracks' innovations measures it without the picture, and lost tracks (whose
+        prediction no detection corrects) follow it instead of drifting off the scene. A shift within
+        `_SHARED_MOTION_SIGNIFICANCE` standard errors (the larger of the innovations' spread and what the
+        filter expects of one, over the square root of their number) is noise: a still camera moves nothing.
+        """
+        if len(pairs) < _SHARED_MOTION_MIN_PAIRS:
+            return False
+        t = pairs[:, 0]
+        innovation = kalman.xyxy_to_xyah(xyxy[pairs[:, 1]])[:, :2] - self._mean[t, :2]
+        shift = _column_medians(innovation)
+        # The spread of the innovations, but never less than the filter expects of one (few tracks can agree
+        # by chance): its predicted position variance plus the measurement's.
+        var_x, var_y, height = _column_medians(np.column_stack([self._cov[t, 0, 0], self._cov[t, 1, 1], self._mean[t, 3]]))
+        expected = np.sqrt(np.array([var_x, var_y]) + (kalman.STD_MEASUREMENT * height) ** 2)
+        spread = np.maximum(1.4826 * _column_medians(np.abs(innovation - shift)), expected)
+        stderr = spread / np.sqrt(len(pairs))
+        shift[np.abs(shift) <= _SHARED_MOTION_SIGNIFICANCE * stderr] = 0.0
+        if not shift.any():
+            return False
+        others = np.ones(len(self._mean), bool)
+        others[pairs[:, 0]] = False
+        self._mean[others, :2] += shift
+        self._seen[others, :2] += shift
+        return True
+
     def _associate(self, tracks, det_rows, boxes, xyxy, class_id, score, min_similarity):
         """Match track indices to detection rows on IoU (x score when given).
 
@@ -121,7 +184,8 @@ class ByteTracker:
         if len(tracks) == 0 or len(det_rows) == 0:
             return _NO_PAIRS, det_rows, tracks
         similarity = iou_matrix(boxes[tracks], xyxy[det_rows])
-        similarity *= self._class[tracks, None] == class_id[None, det_rows]
+        if self.config.class_aware:
+            similarity *= self._class[tracks, None] == class_id[None, det_rows]
         if score is not None:
             similarity *= score[None, det_rows]
         local = linear_assignment(1.0 - similarity, 1.0 - min_similarity)
@@ -137,10 +201,26 @@ class ByteTracker:
         if len(pairs) == 0:
             return
         t, d = pairs[:, 0], pairs[:, 1]
-        self._mean[t], self._cov[t] = kalman.update(self._mean[t], self._cov[t], kalman.xyxy_to_xyah(xyxy[d]))
+        seen = kalman.xyxy_to_xyah(xyxy[d])
+        self._mean[t], self._cov[t] = kalman.update(self._mean[t], self._cov[t], seen)
+        if self.config.reanchor:
+            self._reanchor(t, seen)
+        self._seen[t] = seen
         self._hits[t] += 1
         self._lost[t] = 0
         self._confirm(t[(self._id[t] < 0) & (self._hits[t] >= self.config.min_hits)])
+
+    def _reanchor(self, tracks: np.ndarray, seen: np.ndarray) -> None:
+        """Tracks back after a gap take their velocity from the observations either side of it."""
+        gap = self._lost[tracks]
+        back = gap > 1
+        if not back.any():
+            return
+        t = tracks[back]
+        velocity = (seen[back] - self._seen[t]) / gap[back, None]
+        self._mean[t, 4:6] = velocity[:, :2]
+        self._mean[t, 6] = 0.0
+        self._mean[t, 7] = velocity[:, 3]
 
     def _confirm(self, tracks: np.ndarray) -> None:
         self._id[tracks] = self._ids.take(len(tracks))
@@ -150,13 +230,14 @@ class ByteTracker:
         dead[tentative_left] = True
         if dead.any():
             keep = ~dead
-            for name in ("_mean", "_cov", "_id", "_hits", "_lost", "_class"):
+            for name in _STATE:
                 setattr(self, name, getattr(self, name)[keep])
 
     def _start(self, births: np.ndarray, xyxy: np.ndarray, class_id: np.ndarray) -> None:
         if len(births) == 0:
             return
-        mean, cov = kalman.initiate(kalman.xyxy_to_xyah(xyxy[births]))
+        seen = kalman.xyxy_to_xyah(xyxy[births])
+        mean, cov = kalman.initiate(seen)
         n = len(births)
         first = len(self._mean)
         self._mean = np.concatenate([self._mean, mean])
@@ -165,6 +246,7 @@ class ByteTracker:
         self._hits = np.concatenate([self._hits, np.ones(n, np.int32)])
         self._lost = np.concatenate([self._lost, np.zeros(n, np.int32)])
         self._class = np.concatenate([self._class, class_id[births]])
+        self._seen = np.concatenate([self._seen, seen])
         if self.config.min_hits <= 1:
             self._confirm(np.arange(first, first + n))
 
@@ -193,3 +275,10 @@ class ByteTracker:
     def _with_ids(dets: Detections, ids: np.ndarray) -> Detections:
         dets.track_id = np.asarray(ids, np.int64)
         return dets
+
+
+def _column_medians(a: np.ndarray) -> np.ndarray:
+    """Median of each column of (N, K) `a`, N >= 1 (one sort: np.median's overhead is most of a frame's budget)."""
+    ordered = np.sort(a, axis=0)
+    n = len(ordered)
+    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2

@@ -1,7 +1,11 @@
 """`run_pipeline.py track`: run the tracker on a MOTChallenge det.txt and write results researchers can score.
 
     run_pipeline.py track --det MOT17-02/det/det.txt --out results/MOT17-02.txt \
-        [--seqinfo MOT17-02/seqinfo.ini] [--interpolate 20] [--set high_threshold=0.5 ...]
+        [--seqinfo MOT17-02/seqinfo.ini] [--interpolate 20] [--include-coasted] [--set high_threshold=0.5 ...]
+
+As the pipeline's MOT export: tracks matched to a detection on the frame are written; the predicted boxes
+of coasting tracks (score 0) only with --include-coasted, as MOT tools count a box where no object was
+seen as a false positive when the object really left.
 """
 from __future__ import annotations
 
@@ -19,11 +23,13 @@ from pipeline.errors import ConfigError, PipelineError
 from pipeline.stages.tracking.bytetrack import ByteTracker
 
 
-def track_table(table: np.ndarray, config: TrackerConfig, length: int | None = None) -> tuple[np.ndarray, float]:
+def track_table(table: np.ndarray, config: TrackerConfig, length: int | None = None,
+                include_coasted: bool = False) -> tuple[np.ndarray, float]:
     """Track a whole sequence of MOT detection rows.
 
     table: (N, >=7) rows frame, id, x, y, w, h, score. Returns the (M, 7) result rows
-    (frame, track id, x, y, w, h, score) and the seconds spent inside the tracker.
+    (frame, track id, x, y, w, h, score) and the seconds spent inside the tracker. Rows are the tracks
+    matched on each frame, plus the coasting tracks' predicted boxes (score 0) with `include_coasted`.
     """
     tracker = ByteTracker(config)
     parts = []
@@ -32,6 +38,8 @@ def track_table(table: np.ndarray, config: TrackerConfig, length: int | None = N
         start = time.perf_counter()
         tracked = tracker.update(dets)
         spent += time.perf_counter() - start
+        if not include_coasted:
+            tracked = tracked[np.isin(tracked.track_id, tracker.matched_ids)]
         xyxy = tracked.xyxy.astype(np.float64)
         parts.append(np.column_stack([
             np.full(len(tracked), frame), tracked.track_id, xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2], tracked.score,
@@ -59,8 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="result file to write (MOTChallenge format)")
     parser.add_argument("--seqinfo", type=Path, help="seqinfo.ini; gives the sequence length (default: last frame with a detection)")
     parser.add_argument("--interpolate", type=int, default=0, metavar="FRAMES",
-                        help="offline: fill track gaps up to this many frames by linear interpolation; "
-                             "implies coast_frames=0 unless set (0 = online output)")
+                        help="offline: fill track gaps up to this many frames by linear interpolation (0 = online output)")
+    parser.add_argument("--include-coasted", action="store_true",
+                        help="also write coasting tracks' predicted boxes (score 0; up to tracker coast_frames frames)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="tracker setting, as in the YAML `tracker:` section; repeatable")
     return parser
@@ -71,13 +80,9 @@ def track_command(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         config = parse_overrides(args.overrides)
-        if args.interpolate > 0 and not any(o.strip().startswith("coast_frames") for o in args.overrides):
-            # Interpolation fills the gaps a track comes back from; coasting rows would only add the
-            # predicted boxes of tracks that never came back (false positives).
-            config = config.model_copy(update={"coast_frames": 0})
         length = mot.read_seqinfo(args.seqinfo).length if args.seqinfo else None
         table = mot.read_mot(args.det)
-        result, spent = track_table(table, config, length)
+        result, spent = track_table(table, config, length, args.include_coasted)
         result = mot.interpolate_gaps(result, args.interpolate)
         mot.write_mot(args.out, mot.format_table(result))
     except PipelineError as exc:

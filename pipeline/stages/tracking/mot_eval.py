@@ -16,7 +16,7 @@ def evaluate_mot(gt_root: Path, results: dict[str, Path]) -> dict[str, float]:
     """Score tracker results against MOTChallenge ground truth, combined over the sequences.
 
     gt_root: folder holding `<seq>/gt/gt.txt` and `<seq>/seqinfo.ini`.
-    results: sequence folder name -> result file (MOT text). Returns HOTA, MOTA, IDF1 (percent),
+    results: sequence folder name -> result file (MOT text). Returns HOTA (and its parts DetA, AssA), MOTA, IDF1 (percent),
     IDSW, FP, FN and the number of sequences, as trackeval's MotChallenge2DBox computes them (pedestrians,
     with its distractor preprocessing).
     """
@@ -44,6 +44,8 @@ def evaluate_mot(gt_root: Path, results: dict[str, Path]) -> dict[str, float]:
     combined = output["MotChallenge2DBox"]["ours"]["COMBINED_SEQ"]["pedestrian"]
     return {
         "HOTA": 100 * float(combined["HOTA"]["HOTA"].mean()),
+        "DetA": 100 * float(combined["HOTA"]["DetA"].mean()),
+        "AssA": 100 * float(combined["HOTA"]["AssA"].mean()),
         "MOTA": 100 * float(combined["CLEAR"]["MOTA"]),
         "IDF1": 100 * float(combined["Identity"]["IDF1"]),
         "IDSW": int(combined["CLEAR"]["IDSW"]),

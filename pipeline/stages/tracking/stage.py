@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pipeline.config.models import TrackerConfig
 from pipeline.stages.tracking.bytetrack import ByteTracker
+from pipeline.stages.tracking.camera_motion import CameraMotion, small_grey
 from pipeline.stages.tracking.ids import TrackIds
 from pipeline.types import Event, FrameResult, Moment
 
@@ -14,7 +15,8 @@ class TrackingStage:
     One instance per stream (it holds that stream's tracks; `ids` its id counter, which may outlive it; a file
     that loops or a camera that reconnects starts with no tracks, and its ids go on). A gap in `frame.seq`
     (frames dropped upstream) is bridged by predicting the tracks through the missing frames, so motion
-    stays consistent with the stream's frame rate.
+    stays consistent with the stream's frame rate. With `camera_motion` in the config, each frame's picture
+    (a small grey copy, see `camera_motion.small_grey`) gives the camera's motion, and the tracks move with it.
     """
 
     name = "tracker"
@@ -23,6 +25,7 @@ class TrackingStage:
                  ids: TrackIds | None = None):
         self.tracker = ByteTracker(config, ids)
         self.max_bridged_frames = max_bridged_frames
+        self.camera = CameraMotion() if self.tracker.config.camera_motion else None
         self._last_seq: int | None = None
         self._last_pts_ns: int | None = None
 
@@ -30,16 +33,24 @@ class TrackingStage:
         seq, pts_ns = result.frame.seq, result.frame.pts_ns
         if self._last_seq is not None:
             if seq <= self._last_seq or pts_ns < self._last_pts_ns:
-                self.tracker.reset()  # the stream restarted (file loop or reconnect): old tracks are void
+                self._reset()  # the stream restarted (file loop or reconnect): old tracks are void
             elif seq > self._last_seq + 1:
                 self.tracker.skip(min(seq - self._last_seq - 1, self.max_bridged_frames))
         self._last_seq, self._last_pts_ns = seq, pts_ns
         detections = result.detections.to_host()
-        result.tracks = self.tracker.update(detections)
+        motion = None
+        if self.camera is not None and result.frame.image is not None:
+            motion = self.camera.estimate(*small_grey(result.frame))
+        result.tracks = self.tracker.update(detections, motion)
         detections.track_id = self.tracker.matched_ids
         result.detections = detections
 
     def end(self, at: Moment) -> list[Event]:
-        self.tracker.reset()
+        self._reset()
         self._last_seq = self._last_pts_ns = None
         return []
+
+    def _reset(self) -> None:
+        self.tracker.reset()
+        if self.camera is not None:
+            self.camera.reset()

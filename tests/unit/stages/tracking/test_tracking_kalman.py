@@ -49,3 +49,18 @@ def test_batched_filter_equals_one_track_at_a_time():
         one_mean, one_cov = kalman.update(mean[i:i + 1], cov[i:i + 1], measured[i:i + 1])
         np.testing.assert_allclose(batch_mean[i], one_mean[0])
         np.testing.assert_allclose(batch_cov[i], one_cov[0])
+
+
+def test_warp_moves_centres_turns_velocities_and_scales_heights_and_uncertainty():
+    from pipeline.stages.tracking import kalman
+
+    mean, cov = kalman.initiate(np.array([[100.0, 50.0, 0.5, 80.0]]))
+    mean[0, 4:] = [2.0, 1.0, 0.0, 0.5]
+    turn = np.array([[0.0, -2.0, 10.0], [2.0, 0.0, -5.0]])  # 90 degrees, twice the size, shifted
+    warped, warped_cov = kalman.warp(mean, cov, turn)
+    np.testing.assert_allclose(warped[0], [-90.0, 195.0, 0.5, 160.0, -2.0, 4.0, 0.0, 1.0])
+    np.testing.assert_allclose(warped_cov[0, 3, 3], 4 * cov[0, 3, 3])
+    np.testing.assert_allclose(warped_cov[0, 0, 0], 4 * cov[0, 1, 1])  # x now carries y's uncertainty
+    same, same_cov = kalman.warp(mean, cov, np.array([[1.0, 0, 0], [0, 1.0, 0]]))
+    np.testing.assert_array_equal(same, mean)
+    np.testing.assert_array_equal(same_cov, cov)

@@ -101,6 +101,17 @@ def test_track_command_interpolates_a_missed_stretch_offline(tmp_path):
     assert track_command(["--det", str(det), "--out", str(offline), "--interpolate", "10"]) == 0
     online_frames = mot.read_mot(online)[:, 0].tolist()
     table = mot.read_mot(offline)
-    assert online_frames == list(range(2, 13)) + list(range(18, 31))  # 3 coasting frames, then a gap
+    assert online_frames == list(range(2, 10)) + list(range(18, 31))  # matched rows only: a gap
     assert table[:, 0].tolist() == list(range(2, 31)) and set(table[:, 1]) == {1}
     np.testing.assert_allclose(table[table[:, 0] == 14, 2], [100 + 4 * 14], atol=1.0)
+
+
+def test_track_command_writes_coasting_predictions_only_when_asked(tmp_path):
+    det = tmp_path / "det.txt"
+    frames = [f for f in range(1, 31) if not 10 <= f <= 17]
+    det.write_text("".join(f"{f},-1,{100 + 4 * f},100,40,100,0.9,-1,-1,-1\n" for f in frames))
+    out = tmp_path / "coasted.txt"
+    assert track_command(["--det", str(det), "--out", str(out), "--include-coasted", "--set", "coast_frames=3"]) == 0
+    table = mot.read_mot(out)
+    assert table[:, 0].tolist() == list(range(2, 13)) + list(range(18, 31))  # 3 predicted frames in the gap
+    assert table[np.isin(table[:, 0], [10, 11, 12]), 6].tolist() == [0, 0, 0]  # predictions carry score 0
