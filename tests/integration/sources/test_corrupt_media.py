@@ -17,6 +17,8 @@ from pipeline.sources.worker import StreamWorker, WorkerState
 from pipeline.types import frame_to_rgb
 from tests.support.collecting_sink import CollectingSink
 
+pytestmark = pytest.mark.fault
+
 FRAMES, GOP = 96, 25
 CONTAINERS = {"mp4": None, "h264": "h264"}  # suffix -> the format PyAV writes it with
 

@@ -11,6 +11,8 @@ import pytest
 from tests.support.http_camera import HttpCamera, make_media
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.fault
+
 PATHS = {"hls": "live.m3u8", "mjpeg": "video.mjpg", "mpegts": "stream.ts"}
 
 

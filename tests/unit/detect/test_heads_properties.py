@@ -6,6 +6,7 @@ of its image comes out where it was planted. And reading any signature gives a h
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,8 @@ from pipeline.detect.detector import postprocess
 from pipeline.detect.preprocess import PreprocessSpec, placement
 from pipeline.detect.recognize import detect_head, input_size
 from pipeline.errors import ConfigError
+
+pytestmark = pytest.mark.fault
 
 PROPERTY = settings(max_examples=200, deadline=None)
 PLANTED_SCORE = 0.95

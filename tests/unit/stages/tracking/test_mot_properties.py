@@ -16,6 +16,8 @@ from pipeline import mot
 from pipeline.errors import SourceError
 from pipeline.stages.tracking.cli import track_command
 
+pytestmark = pytest.mark.fault
+
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 numbers = st.floats(-1e4, 1e4, allow_nan=False).map(lambda v: f"{v:.3f}")
