@@ -156,15 +156,15 @@ def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorCo
     boxes, scores, class_ids, rows = nms.candidates(
         decoded.boxes, decoded.scores, decoded.class_ids, config.conf_threshold, class_filter
     )
-    checks = {"boxes that are not finite": ~np.isfinite(boxes).all(axis=1), "scores above 1": ~(scores <= 1),
-              "class ids without a name": (class_ids < 0) | (class_ids >= (num_classes or np.iinfo(np.int32).max))}
-    unusable = np.logical_or.reduce(list(checks.values()))
+    unusable = np.zeros(len(scores), bool)
+    for what, bad, values in _unusable(boxes, scores, class_ids, num_classes):
+        if bad.any():
+            unusable |= bad
+            if report is not None:
+                report(what, int(bad.sum()), values[bad][0].tolist())
     if unusable.any():
-        for what, bad in checks.items():
-            if report is not None and bad.any():
-                example = {"boxes that are not finite": boxes, "scores above 1": scores}.get(what, class_ids)[bad][0]
-                report(what, int(bad.sum()), example.tolist())
-        boxes, scores, class_ids, rows = boxes[~unusable], scores[~unusable], class_ids[~unusable], rows[~unusable]
+        usable = ~unusable
+        boxes, scores, class_ids, rows = boxes[usable], scores[usable], class_ids[usable], rows[usable]
     if decoded.needs_nms:
         with np.errstate(over="ignore", invalid="ignore"):  # finite boxes near float32's limit: areas overflow
             keep = nms.batched_nms(boxes, scores, class_ids, rows, config.iou_threshold, config.max_detections)
@@ -177,6 +177,15 @@ def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorCo
         with np.errstate(over="ignore"):  # a huge box overflows to inf, then is clipped to the frame
             boxes = preprocess.to_source(boxes, scale[rows], pad[rows], sizes[rows])
     return Detections(boxes, scores, class_ids, rows)
+
+
+def _unusable(boxes, scores, class_ids, num_classes: int | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(what, mask of the candidates it applies to, the values it is about) for each kind of candidate a
+    broken or mismatched model gives."""
+    limit = np.iinfo(np.int32).max if num_classes is None else num_classes
+    return [("boxes that are not finite", ~np.isfinite(boxes).all(axis=1), boxes),
+            ("scores above 1", ~(scores <= 1), scores),
+            ("class ids without a name", (class_ids < 0) | (class_ids >= limit), class_ids)]
 
 
 _HOST = {("rgb24", True), ("avframe", False)}
