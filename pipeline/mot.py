@@ -42,7 +42,8 @@ def read_seqinfo(path: Path) -> SeqInfo:
     except FileNotFoundError as exc:
         raise SourceError(f"cannot read {path}: no such file; pass --seqinfo with the sequence's seqinfo.ini") from exc
     except OSError as exc:
-        raise SourceError(f"cannot read {path}: {exc.strerror}; pass --seqinfo with the sequence's seqinfo.ini") from exc
+        raise SourceError(f"cannot read {path}: {exc.strerror}; pass --seqinfo with the sequence's "
+                          "seqinfo.ini") from exc
     except configparser.Error as exc:
         raise SourceError(f"{path}: not an INI file ({_first_line(exc)}); expected a [Sequence] section") from exc
     try:
@@ -103,7 +104,8 @@ def _mot_row(line: str, where: str) -> list[float]:
         raise SourceError(f"{where}: {len(values)} values where a row has at least 7; {expected}")
     frame = values[0]
     if frame != int(frame) or not 1 <= frame <= MAX_FRAMES:
-        raise SourceError(f"{where}: frame {frame:g} is not a frame number (a whole number 1..{MAX_FRAMES}); {expected}")
+        raise SourceError(f"{where}: frame {frame:g} is not a frame number (a whole number 1..{MAX_FRAMES}); "
+                          f"{expected}")
     if values[4] < 0 or values[5] < 0:
         raise SourceError(f"{where}: width {values[4]:g} and height {values[5]:g} cannot be negative; {expected}")
     return values

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.fault
 
 USER, PASSWORD = "viewer", "s3cret"
 REFUSALS = {  # url of the refused camera -> what its last_error must say
-    "wrong password": (f"{USER}:wrong-{PASSWORD}@", "live", "unauthorised (401): the server refused the url's user and password"),
+    "wrong password": (f"{USER}:wrong-{PASSWORD}@", "live",
+                       "unauthorised (401): the server refused the url's user and password"),
     "no credentials": ("", "live", "unauthorised (401): the server wants a user and password"),
     "no such path": (f"{USER}:{PASSWORD}@", "no-such-camera", "not found (404): the server has no stream at this path"),
 }

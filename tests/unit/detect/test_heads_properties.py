@@ -164,9 +164,9 @@ def test_dropped_candidates_are_reported_with_what_was_wrong():
     raw = np.array([[[10, 10, 20, 20, 0.9, 7], [np.nan, 0, 5, 5, 0.8, 0], [0, 0, 5, 5, 3.5, 1], [1, 1, 9, 9, 0.7, 2]]],
                    np.float32)  # class 7 of 3, a nan box, a logit for a score, and one good row
     reports = []
-    found = postprocess(heads.decode("end2end", {"o": raw}, (64, 64)), np.array([[64, 64]]), np.ones((1, 2), np.float32),
-                        np.zeros((1, 2), np.float32), DetectorConfig.model_construct(), num_classes=3,
-                        report=lambda *r: reports.append(r))
+    found = postprocess(heads.decode("end2end", {"o": raw}, (64, 64)), np.array([[64, 64]]),
+                        np.ones((1, 2), np.float32), np.zeros((1, 2), np.float32), DetectorConfig.model_construct(),
+                        num_classes=3, report=lambda *r: reports.append(r))
     assert found.class_id.tolist() == [2] and found.xyxy.tolist() == [[1, 1, 9, 9]]
     assert sorted((what, count) for what, count, _ in reports) == [
         ("boxes that are not finite", 1), ("class ids without a name", 1), ("scores above 1", 1)]
