@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.recovery import machine  # noqa: E402
 from pipeline.config.loader import parse_config  # noqa: E402
 from pipeline.config.models import StreamConfig  # noqa: E402
+from pipeline.runtime.memory import tune_allocator  # noqa: E402
 from pipeline.runtime.runner import PipelineRunner  # noqa: E402
 from pipeline.sinks.base import BaseSink  # noqa: E402
 from pipeline.types import FrameResult  # noqa: E402
@@ -234,7 +235,11 @@ def main() -> None:
     parser.add_argument("--swap-every-s", type=float, default=300, help="a synthetic camera is removed and added this often")
     parser.add_argument("--sample-every-s", type=float, default=5)
     parser.add_argument("--warm-up-s", type=float, default=300, help="RSS growth is measured after this")
+    parser.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
+                        help="tuned: glibc set up as `run` sets it (pipeline.runtime.memory); default: as glibc starts")
     args = parser.parse_args()
+    if args.allocator == "tuned":
+        tune_allocator()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         clip = concat_clip(CLIP, Path(tmp) / "clip.mp4", copies=40) if args.rtsp else None
@@ -281,7 +286,7 @@ def soak(args, servers: list[RtspServer]) -> dict:
     late = [r for r in rows if r["t_s"] >= args.warm_up_s]
     recovered = recoveries(faults, gaps)
     return {
-        "date": time.strftime("%Y-%m-%d"), "machine": machine(), "minutes": args.minutes,
+        "date": time.strftime("%Y-%m-%d"), "machine": machine(), "minutes": args.minutes, "allocator": args.allocator,
         "cameras": {"synthetic": args.synthetic, "rtsp": len(servers), "fps": args.fps},
         "rss_mib": {"start": rows[0]["rss_mib"], "after_warm_up": late[0]["rss_mib"] if late else None,
                     "end": rows[-1]["rss_mib"], "max": max(r["rss_mib"] for r in rows)},

@@ -133,10 +133,13 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
     from pipeline.config import load_config
     from pipeline.config.models import HttpConfig
     from pipeline.config.resolve import resolve
+    from pipeline.runtime.memory import tune_allocator
     from pipeline.runtime.progress import progress_reporter, summary
     from pipeline.runtime.progress_log import log_summary
     from pipeline.runtime.runner import PipelineRunner
     from pipeline.service.control import Control
+
+    tune_allocator()  # before the pipeline's threads allocate anything
 
     with logs.held():  # lines logged while reading the config come out in the format it names
         config = load_config(path)

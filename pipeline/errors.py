@@ -13,6 +13,11 @@ class SourceError(PipelineError):
     """A stream cannot be opened, read or decoded."""
 
 
+class SourceRefused(SourceError):
+    """The server answered and refused the stream (unauthorised, forbidden, not found): retrying soon cannot
+    help, so a live stream retries slowly (`pipeline.sources.worker.REFUSED_MAX_S`)."""
+
+
 class CorruptPacket(SourceError):
     """One packet could not be decoded (damaged media); the reader skips it and counts it."""
 

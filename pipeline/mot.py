@@ -6,6 +6,7 @@ Row format (comma-separated, frames and ids 1-based, boxes x, y, w, h in pixels)
 from __future__ import annotations
 
 import configparser
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,41 +27,88 @@ class SeqInfo:
     height: int
 
 
+MAX_FRAMES = 10_000_000
+"""The largest frame number (and sequence length) read: four days at 30 fps, far beyond any benchmark
+sequence; a larger one is a broken file, and the tracker would step through every frame up to it."""
+
+
 def read_seqinfo(path: Path) -> SeqInfo:
-    """Parse a `seqinfo.ini`; raises SourceError naming the file when a key is missing."""
-    parser = configparser.ConfigParser()
-    if not parser.read(path):
-        raise SourceError(f"cannot read {path}: no such file; pass --seqinfo with the sequence's seqinfo.ini")
+    """Parse a `seqinfo.ini`; raises SourceError naming the file (and the line, where there is one) when
+    it cannot be read, is not an INI file, or lacks a key or a sane value."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            parser.read_file(f)
+    except FileNotFoundError as exc:
+        raise SourceError(f"cannot read {path}: no such file; pass --seqinfo with the sequence's seqinfo.ini") from exc
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror}; pass --seqinfo with the sequence's "
+                          "seqinfo.ini") from exc
+    except configparser.Error as exc:
+        raise SourceError(f"{path}: not an INI file ({_first_line(exc)}); expected a [Sequence] section") from exc
     try:
         seq = parser["Sequence"]
-        return SeqInfo(seq["name"], float(seq["frameRate"]), int(seq["seqLength"]), int(seq["imWidth"]), int(seq["imHeight"]))
+        info = SeqInfo(seq["name"], float(seq["frameRate"]), int(seq["seqLength"]), int(seq["imWidth"]),
+                       int(seq["imHeight"]))
     except (KeyError, ValueError) as exc:
-        raise SourceError(f"{path}: [Sequence] needs name, frameRate, seqLength, imWidth, imHeight ({exc})") from exc
+        raise SourceError(f"{path}: [Sequence] needs name, frameRate, seqLength, imWidth, imHeight "
+                          f"({_first_line(exc)})") from exc
+    if not (math.isfinite(info.frame_rate) and info.frame_rate > 0 and 1 <= info.length <= MAX_FRAMES
+            and info.width >= 1 and info.height >= 1):
+        raise SourceError(f"{path}: [Sequence] needs frameRate > 0, seqLength 1..{MAX_FRAMES} and imWidth, imHeight "
+                          f">= 1; got {info.frame_rate:g}, {info.length}, {info.width}, {info.height}")
+    return info
+
+
+def _first_line(exc: Exception) -> str:
+    """An exception's message on one line (configparser's run over several), of bounded length."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def read_mot(path: Path) -> np.ndarray:
     """Load a MOT text file as an (N, >=7) float64 array (frame, id, x, y, w, h, score, ...).
 
-    An empty file gives shape (0, 10). Raises SourceError naming the file and line on bad rows.
+    An empty file gives shape (0, 10). Raises SourceError naming the file and the line of the first bad
+    row: fewer than 7 values, a value that is not a finite number, a frame number that is not a whole
+    number in 1..MAX_FRAMES, or a negative width or height. Rows longer than the shortest are cut to it.
     """
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_bytes().decode("utf-8", errors="surrogateescape")
     except OSError as exc:
         raise SourceError(f"cannot read MOT file {path}: {exc.strerror}; check the --det path") from exc
     rows = []
     for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append([float(v) for v in line.replace(" ", "").split(",")])
-        except ValueError as exc:
-            raise SourceError(f"{path}:{lineno}: not a MOT row ({exc}); expected frame,id,x,y,w,h,score,...") from exc
+        if line.strip():
+            rows.append(_mot_row(line, f"{path}:{lineno}"))
     if not rows:
         return np.zeros((0, 10))
     width = min(len(r) for r in rows)
-    if width < 7:
-        raise SourceError(f"{path}: rows need at least 7 columns (frame,id,x,y,w,h,score), found {width}")
     return np.array([r[:width] for r in rows])
+
+
+def _mot_row(line: str, where: str) -> list[float]:
+    """One row's values; SourceError prefixed with `where` (file:line) when the row is not a MOT row."""
+    expected = "expected frame,id,x,y,w,h,score,... (MOTChallenge)"
+    values = []
+    for field in line.split(","):
+        try:
+            value = float(field)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            shown = repr(field.strip()) if len(field) <= 40 else repr(field.strip()[:40]) + "..."
+            raise SourceError(f"{where}: {shown} is not a finite number; {expected}")
+        values.append(value)
+    if len(values) < 7:
+        raise SourceError(f"{where}: {len(values)} values where a row has at least 7; {expected}")
+    frame = values[0]
+    if frame != int(frame) or not 1 <= frame <= MAX_FRAMES:
+        raise SourceError(f"{where}: frame {frame:g} is not a frame number (a whole number 1..{MAX_FRAMES}); "
+                          f"{expected}")
+    if values[4] < 0 or values[5] < 0:
+        raise SourceError(f"{where}: width {values[4]:g} and height {values[5]:g} cannot be negative; {expected}")
+    return values
 
 
 def frames_of(table: np.ndarray, length: int | None = None):

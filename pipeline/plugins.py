@@ -232,6 +232,8 @@ def load(modules: list[str] | tuple[str, ...] = ()) -> None:
     if modules and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())  # modules named in a config may live beside it, like `samples` in a checkout
     for name in modules:
+        if not isinstance(name, str) or not all(part.isidentifier() for part in name.split(".")):
+            raise ValueError(f"plugin {name!r} is not a module name; give its dotted import path, e.g. samples.world")
         if name not in _loaded:
             try:
                 importlib.import_module(name)

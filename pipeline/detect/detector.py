@@ -57,6 +57,7 @@ class Detector:
         self._input_names = [i.name for i in signature.inputs]
         self._local = threading.local()  # input buffers per calling thread: several workers may call at once
         self._gpu_detect = None
+        self._warned_unusable: set[str] = set()
         log.info(
             "detector %s: head %s, input %dx%d, %d classes (%s), engine %s, max_batch %d",
             config.model, self.head, *self.input_size, len(self.class_names), names_source,
@@ -100,7 +101,19 @@ class Detector:
         if self._gpu_engine:  # device outputs: decode, filter and NMS on the device, like NV12 frames
             return self._gpu_step().detect_outputs(outputs, sizes, scale, pad), scale, pad
         decoded = heads.decode(self.head, outputs, self.input_size, self.config.conf_threshold)
-        return postprocess(decoded, sizes, scale, pad, self.config, self._class_filter), scale, pad
+        found = postprocess(decoded, sizes, scale, pad, self.config, self._class_filter, len(self.class_names),
+                            self._report_unusable)
+        return found, scale, pad
+
+    def _report_unusable(self, what: str, count: int, example) -> None:
+        """Warn once per detector and kind that the model gives candidates that are dropped (`postprocess`)."""
+        if what in self._warned_unusable:
+            return
+        self._warned_unusable.add(what)
+        log.warning("detector %s: the model gave %d %s (e.g. %s) among the candidates above conf_threshold; they "
+                    "are dropped (warned once). The model does not match detector.head '%s' or its %d class names: "
+                    "check detector.head and detector.class_names", self.config.model, count, what, example,
+                    self.head, len(self.class_names))
 
     def _gpu_step(self):
         """The GPU path (pipeline.detect.detector_gpu), built on first use: only GPU engines get here."""
@@ -146,24 +159,50 @@ class Detector:
         self.engine.close()
 
 
-def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorConfig, class_filter=None) -> Detections:
+def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorConfig, class_filter=None,
+                num_classes: int | None = None, report=None) -> Detections:
     """Confidence filter, NMS (or top-k for end-to-end heads), then source pixels: host `decoded` in,
     host Detections out (device outputs go through `detector_gpu`). sizes (B, 2) source (w, h);
     scale, pad (B, 2) from preprocessing.
+
+    Candidates a broken or mismatched model gives are dropped before NMS: boxes that are not finite, scores
+    above 1 (logits, or the wrong head), and class ids outside [0, num_classes) (no class name; -1 where the
+    model's class is not a number). report(what, count, example): told what was dropped, how many and one
+    offending value, per batch that had any.
     """
     boxes, scores, class_ids, rows = nms.candidates(
         decoded.boxes, decoded.scores, decoded.class_ids, config.conf_threshold, class_filter, config.max_candidates
     )
+    unusable = np.zeros(len(scores), bool)
+    for what, bad, values in _unusable(boxes, scores, class_ids, num_classes):
+        if bad.any():
+            unusable |= bad
+            if report is not None:
+                report(what, int(bad.sum()), values[bad][0].tolist())
+    if unusable.any():
+        usable = ~unusable
+        boxes, scores, class_ids, rows = boxes[usable], scores[usable], class_ids[usable], rows[usable]
     if decoded.needs_nms:
-        keep = nms.batched_nms(boxes, scores, class_ids, rows, config.iou_threshold, config.max_detections)
+        with np.errstate(over="ignore", invalid="ignore"):  # finite boxes near float32's limit: areas overflow
+            keep = nms.batched_nms(boxes, scores, class_ids, rows, config.iou_threshold, config.max_detections)
     else:
         keep = nms.top_k(scores, rows, config.max_detections)
     boxes, scores, class_ids, rows = boxes[keep], scores[keep], class_ids[keep], rows[keep]
     if decoded.in_source:
         boxes = preprocess.clip_boxes(boxes.copy(), sizes[rows])
     else:
-        boxes = preprocess.to_source(boxes, scale[rows], pad[rows], sizes[rows])
+        with np.errstate(over="ignore"):  # a huge box overflows to inf, then is clipped to the frame
+            boxes = preprocess.to_source(boxes, scale[rows], pad[rows], sizes[rows])
     return Detections(boxes, scores, class_ids, rows)
+
+
+def _unusable(boxes, scores, class_ids, num_classes: int | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(what, mask of the candidates it applies to, the values it is about) for each kind of candidate a
+    broken or mismatched model gives."""
+    limit = np.iinfo(np.int32).max if num_classes is None else num_classes
+    return [("boxes that are not finite", ~np.isfinite(boxes).all(axis=1), boxes),
+            ("scores above 1", ~(scores <= 1), scores),
+            ("class ids without a name", (class_ids < 0) | (class_ids >= limit), class_ids)]
 
 
 _HOST = {("rgb24", True), ("avframe", False)}

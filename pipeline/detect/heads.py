@@ -71,7 +71,14 @@ def decode(head: str, outputs: dict[str, Any], input_wh: tuple[int, int], min_sc
 
     min_score: scores below it may be reported as 0 (heads with objectness skip the class search
     for points whose objectness is already below it; the result above `min_score` is unchanged).
+    Values a broken model gives (inf, nan, exp overflow) pass through as inf/nan without warnings;
+    `detector.postprocess` drops such boxes.
     """
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _decode(head, outputs, input_wh, min_score)
+
+
+def _decode(head: str, outputs: dict[str, Any], input_wh: tuple[int, int], min_score: float) -> HeadOutput:
     if head == "detr":
         return decode_detr(outputs["labels"], outputs["boxes"], outputs["scores"])
     raw = _first(outputs)
@@ -183,12 +190,23 @@ def _yolox_boxes(raw, grid, stride, xp):
     return cxcywh_to_xyxy(xp.concatenate([xy, wh], axis=-1)).astype(np.float32)
 
 
+def class_ids_of(values):
+    """A model's class column (any dtype) -> int32 class ids; -1 where it holds no class (not a finite
+    number, or beyond int32), never a wrapped or undefined value."""
+    xp = array_module(values)
+    if values.dtype.kind in "iu":
+        fits = (values >= 0) & (values <= np.iinfo(np.int32).max)
+    else:
+        fits = xp.isfinite(values) & (values >= 0) & (values < 2.0**31)
+    return xp.where(fits, values, -1).astype(np.int32)
+
+
 def decode_end2end(raw) -> HeadOutput:
     """[B, K, 6] (x1, y1, x2, y2, score, class) in input pixels; already final, no NMS."""
     return HeadOutput(
         raw[..., :4].astype(np.float32),
         raw[..., 4].astype(np.float32),
-        raw[..., 5].astype(np.int32),
+        class_ids_of(raw[..., 5]),
         needs_nms=False,
     )
 
@@ -196,7 +214,7 @@ def decode_end2end(raw) -> HeadOutput:
 def decode_detr(labels, boxes, scores) -> HeadOutput:
     """DETR-style labels (B, K) int, boxes (B, K, 4) xyxy in source pixels, scores (B, K); no NMS."""
     return HeadOutput(
-        boxes.astype(np.float32), scores.astype(np.float32), labels.astype(np.int32), in_source=True, needs_nms=False
+        boxes.astype(np.float32), scores.astype(np.float32), class_ids_of(labels), in_source=True, needs_nms=False
     )
 
 
@@ -207,5 +225,5 @@ def decode_rtdetr(raw, input_wh: tuple[int, int]) -> HeadOutput:
     width, height = input_wh
     boxes = cxcywh_to_xyxy(raw[..., :4]) * xp.asarray([width, height, width, height], np.float32)
     return HeadOutput(
-        boxes.astype(np.float32), raw[..., 4].astype(np.float32), raw[..., 5].astype(np.int32), needs_nms=False
+        boxes.astype(np.float32), raw[..., 4].astype(np.float32), class_ids_of(raw[..., 5]), needs_nms=False
     )

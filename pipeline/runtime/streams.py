@@ -14,6 +14,7 @@ from pipeline.config.models import StreamConfig
 from pipeline.config.resolve import Plan, plan_stream
 from pipeline.errors import ConfigError, NoSuchStream, PipelineError, StreamExists
 from pipeline.runtime.build import Pipeline
+from pipeline.runtime.memory import release_free_memory
 
 class StreamTable:
     """parts, plan: the built pipeline and its plan. finished: where the sink threads put the ids of
@@ -163,6 +164,7 @@ class StreamTable:
             self._streams.pop(stream_id, None)
             self._done.discard(stream_id)
             done = self._removing.pop(stream_id)
+        release_free_memory()  # its decoder, encoder and world are gone: their freed pages go back now
         done.set()
 
     def _get(self, stream_id: str) -> StreamConfig:

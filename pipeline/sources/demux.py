@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import av
 from av.bitstream import BitStreamFilterContext
 
-from pipeline.errors import CorruptPacket, SourceError
+from pipeline.errors import CorruptPacket, SourceError, SourceRefused
 from pipeline.masking import mask_url
 
 RAW_FORMATS = {".h264": "h264", ".264": "h264", ".h265": "hevc", ".265": "hevc", ".hevc": "hevc"}
@@ -43,6 +43,22 @@ def describe_error(exc: BaseException, url: str) -> str:
     """A one-line reason from a PyAV/OS error with `url` masked (FFmpeg errors quote the filename)."""
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return mask_url(str(reason).replace(url, mask_url(url)))
+
+
+def refusal(exc: BaseException, url: str) -> str | None:
+    """What an RTSP/HTTP server's 4xx answer means for this `url`, and what to fix; None for other errors."""
+    has_credentials = "@" in urlsplit(url).netloc
+    if isinstance(exc, av.error.HTTPUnauthorizedError):
+        if has_credentials:
+            return "unauthorised (401): the server refused the url's user and password; correct them in the url"
+        return "unauthorised (401): the server wants a user and password; put them in the url (scheme://user:password@host/...)"
+    if isinstance(exc, av.error.HTTPForbiddenError):
+        return "forbidden (403): the server refuses this user the stream; check the user's rights on the camera"
+    if isinstance(exc, av.error.HTTPNotFoundError):
+        return "not found (404): the server has no stream at this path; check the url's path (the camera's stream name)"
+    if isinstance(exc, av.error.HTTPClientError):
+        return f"refused: {describe_error(exc, url)}; check the url"
+    return None
 
 
 class Demuxer:
@@ -92,6 +108,8 @@ class Demuxer:
             self._container = av.open(self.url, **kwargs)
         except av.error.ExitError as exc:
             raise SourceError(f"{self.label}: cannot open: no answer within {self._timeout[0]:g} s") from exc
+        except av.error.HTTPClientError as exc:
+            raise SourceRefused(f"{self.label}: cannot open: {refusal(exc, self.url)}") from exc
         except (av.error.FFmpegError, OSError) as exc:
             raise SourceError(f"{self.label}: cannot open: {describe_error(exc, self.url)}") from exc
         if not self._container.streams.video:

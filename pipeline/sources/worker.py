@@ -14,7 +14,7 @@ import av
 from pipeline.backoff import Backoff
 from pipeline.config.models import StreamConfig
 from pipeline.config.resolve import stream_decoder
-from pipeline.errors import ConfigError, SourceError
+from pipeline.errors import ConfigError, SourceError, SourceRefused
 from pipeline.fps_cap import FpsCap
 from pipeline.machine import probe
 from pipeline.sources import open_reader
@@ -26,6 +26,13 @@ from pipeline.sources.timeline import Timeline
 from pipeline.types import Frame
 
 log = logging.getLogger(__name__)
+
+REFUSED_MIN_S, REFUSED_MAX_S = 5.0, 60.0
+"""Retry delays after the server refused the stream (401, 403, 404; `SourceRefused`): at least
+`reconnect_min_s` and REFUSED_MIN_S, growing with the time refused up to REFUSED_MAX_S (or
+`reconnect_max_s`, if larger): about six tries in the first minute, then one or two a minute. Quick
+retries cannot fix a password or a path, and cameras lock accounts out after repeated failed logins.
+A corrected url is applied by changing the stream (the API or a reload), which starts it at once."""
 
 FILE_PUT_TIMEOUT_S = 0.1
 """How long one `put` of a file frame waits for room before the worker checks its stop event again."""
@@ -132,6 +139,8 @@ class StreamWorker:
         self._state = WorkerState.NEW
         self._thread = threading.Thread(target=self._run, name=f"decode:{config.id}", daemon=True)
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
+        self._refused_backoff = Backoff(max(config.reconnect_min_s, REFUSED_MIN_S),
+                                        max(config.reconnect_max_s, REFUSED_MAX_S))
         self._timeline = Timeline()
         self._cap = FpsCap(config.fps)
         self._seq = 0
@@ -256,7 +265,7 @@ class StreamWorker:
                     raise
                 if self._stop.is_set():
                     return
-                self._reconnect_after(str(exc))
+                self._reconnect_after(str(exc), self._refused_backoff if isinstance(exc, SourceRefused) else None)
                 continue
             if self._stop.is_set():
                 return
@@ -301,16 +310,18 @@ class StreamWorker:
     def _on_connected(self, started: float) -> None:
         self._first_frame_s = round(time.monotonic() - started, 3)
         self._backoff.reset()
+        self._refused_backoff.reset()
         self._last_frame_at = time.monotonic()
         if self._segment_wait_s is not None:
             self._segment_wait_s = 0.0
         self._set_state(WorkerState.RUNNING)
         log.info("%s: first frame after %.2f s", self.label, self._first_frame_s)
 
-    def _reconnect_after(self, reason: str) -> None:
+    def _reconnect_after(self, reason: str, backoff: Backoff | None = None) -> None:
+        """Wait before the next attempt: by `backoff` (the refusal schedule), else the stream's own."""
         self._set_state(WorkerState.RECONNECTING)
         self._counters["reconnects"] += 1
-        delay = self._backoff.next_delay()
+        delay = (backoff or self._backoff).next_delay()
         self._last_error = mask_url(f"{reason}; retrying in {delay:.1f} s")
         log.warning("%s", self._last_error)
         self._stop.wait(delay)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.testing import HangingSink, RecordingSink
 from tests.component.conftest import fake_config
@@ -48,6 +50,7 @@ def test_a_file_waits_for_a_slow_sink_and_loses_no_frame(tmp_path, running):
     assert snap.streams["clip"]["dropped_sinks"] == 0
 
 
+@pytest.mark.fault
 def test_a_sink_hung_at_shutdown_does_not_keep_the_others_from_closing(tmp_path):
     hanging, healthy = HangingSink(), RecordingSink()
     runner = PipelineRunner(fake_config(tmp_path, [{"id": "cam", "url": "fake://cam?fps=50"}]), sinks=[hanging, healthy])

@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.rtsp_server import gst_rtsp_available
 
-pytestmark = pytest.mark.soak
+pytestmark = [pytest.mark.soak, pytest.mark.fault]
 REPO = Path(__file__).resolve().parents[2]
 SYNTHETIC, WARM_UP_S = 4, 40
 

@@ -1,14 +1,16 @@
 """A real RTSP server for source tests: GStreamer's gst-rtsp-server serving an H.264 MP4 (no re-encode).
 
 gst-rtsp-server's Python bindings import only in Debian's /usr/bin/python3, so this file is both
-- a script for that interpreter: `/usr/bin/python3 rtsp_server.py --port P --mount NAME=FILE.mp4`,
+- a script for that interpreter: `/usr/bin/python3 rtsp_server.py --port P --mount NAME=FILE.mp4
+  [--credentials USER:PASSWORD]`,
   which serves `rtsp://127.0.0.1:P/NAME` (TCP and UDP) and prints `READY <port>` once listening; and
 - the test-side `RtspServer`, which runs the script as a subprocess, waits for READY and kills it.
 
 Each client gets its own pipeline from the start of the file (an unshared factory), so one client's
 `Range: npt=0-` never rewinds another. Files are played once: loop them by concatenating first
 (`concat_clip`), because looping inside the server by segment seeks deadlocks after a few clients.
-The `rtsp_server_factory` fixture (import it in a conftest) skips when the bindings are missing.
+The `rtsp_server` and `rtsp_server_factory` fixtures (tests/integration/sources/conftest.py) skip when the
+bindings are missing.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ LAUNCH = "( filesrc location=\"{path}\" ! qtdemux ! h264parse ! rtph264pay name=
 
 
 # ---- the server, run by /usr/bin/python3 ----------------------------------------------------------
-def serve(port: int, mounts: list[tuple[str, str]]) -> None:
+def serve(port: int, mounts: list[tuple[str, str]], credentials: tuple[str, str] | None = None) -> None:
     import gi  # noqa: PLC0415 - only Debian's python has it
 
     gi.require_version("Gst", "1.0")
@@ -38,10 +40,13 @@ def serve(port: int, mounts: list[tuple[str, str]]) -> None:
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(port))
+    permissions = _require(credentials, server, GstRtspServer) if credentials else None
     for name, path in mounts:
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(LAUNCH.format(path=path))
         factory.set_shared(False)
+        if permissions is not None:
+            factory.set_permissions(permissions)
         server.get_mount_points().add_factory(f"/{name}", factory)
     if server.attach(None) == 0:
         print(f"FAILED cannot listen on 127.0.0.1:{port}", flush=True)
@@ -49,6 +54,20 @@ def serve(port: int, mounts: list[tuple[str, str]]) -> None:
     print(f"READY {server.get_bound_port()}", flush=True)
     threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
     GLib.MainLoop().run()
+
+
+def _require(credentials: tuple[str, str], server, rtsp):
+    """Basic auth on `server`: a client without these credentials gets 401 Unauthorized. Returns the
+    permissions a mount needs so that only the authenticated role may play it."""
+    auth = rtsp.RTSPAuth()
+    token = rtsp.RTSPToken()
+    token.set_string("media.factory.role", "viewer")
+    auth.add_basic(rtsp.RTSPAuth.make_basic(*credentials), token)
+    server.set_auth(auth)
+    permissions = rtsp.RTSPPermissions()
+    permissions.add_permission_for_role("viewer", "media.factory.access", True)
+    permissions.add_permission_for_role("viewer", "media.factory.construct", True)
+    return permissions
 
 
 def _exit_when_parent_goes() -> None:
@@ -61,8 +80,10 @@ def _main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="serve H.264 MP4 files over RTSP")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mount", action="append", required=True, help="NAME=PATH (repeatable)")
+    parser.add_argument("--credentials", help="USER:PASSWORD: require basic auth (401 without them)")
     args = parser.parse_args(argv)
-    serve(args.port, [tuple(m.split("=", 1)) for m in args.mount])
+    credentials = tuple(args.credentials.split(":", 1)) if args.credentials else None
+    serve(args.port, [tuple(m.split("=", 1)) for m in args.mount], credentials)
 
 
 # ---- the test side, run by the project's python ---------------------------------------------------
@@ -90,12 +111,14 @@ class RtspServer:
 
     `kill()` ends it abruptly (like a crashed camera); `start()` again brings it back on the same port.
     `freeze()` hangs it (SIGSTOP: connections stay open, nothing is sent or answered); `thaw()` resumes it.
+    credentials: (user, password) the server requires (basic auth); a client without them gets 401.
     """
 
-    def __init__(self, media: Path, port: int, name: str = "live"):
+    def __init__(self, media: Path, port: int, name: str = "live", credentials: tuple[str, str] | None = None):
         self.media = Path(media)
         self.port = port
         self.name = name
+        self.credentials = credentials
         self._proc: subprocess.Popen | None = None
 
     @property
@@ -106,8 +129,9 @@ class RtspServer:
         """Start the server and return once it listens; raises RuntimeError if it does not."""
         deadline = time.monotonic() + timeout
         while True:  # a just-killed server's port can linger for a moment
+            auth = ["--credentials", ":".join(self.credentials)] if self.credentials else []
             self._proc = subprocess.Popen(
-                [SYSTEM_PYTHON, __file__, "--port", str(self.port), "--mount", f"{self.name}={self.media}"],
+                [SYSTEM_PYTHON, __file__, "--port", str(self.port), "--mount", f"{self.name}={self.media}", *auth],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
             line = _read_line(self._proc, max(0.1, deadline - time.monotonic()))

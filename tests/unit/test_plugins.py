@@ -90,3 +90,9 @@ def test_a_plugin_may_read_a_scheme_the_built_in_sources_refuse(monkeypatch):
         StreamConfig(id="usb", url="v4l2:///dev/video0")
     monkeypatch.setitem(plugins._sources, "v4l2", plugins.SourceKind("v4l2", "usb_cams:open", live=True))
     assert StreamConfig(id="usb", url="v4l2:///dev/video0").is_live is True
+
+
+@pytest.mark.parametrize("name", [".pipeline.testing", "pipeline..testing", "pipe line", 3])
+def test_a_plugin_that_is_not_a_module_name_is_refused_naming_it(name):
+    with pytest.raises(ValueError, match="is not a module name"):
+        plugins.load([name])

@@ -21,6 +21,8 @@ import yaml
 from pipeline import cli
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.fault
+
 CASES = yaml.safe_load((Path(__file__).parent / "broken_configs.yaml").read_text())
 MODEL = REPO / "samples" / "models" / "world_detector.onnx"
 BASE = {

@@ -71,6 +71,7 @@ def test_deliver_returns_after_the_broker_has_the_event(mosquitto, subscriber, q
     assert unique_ids(subscriber.wait_for(10), "sw/events") == [make_event(i).event_id for i in range(5)]
 
 
+@pytest.mark.fault
 def test_deliver_raises_sink_error_while_the_broker_is_down(mosquitto):
     mosquitto.stop()
     out = output(mosquitto, connect_wait_s=0.3)
@@ -81,6 +82,7 @@ def test_deliver_raises_sink_error_while_the_broker_is_down(mosquitto):
         out.close()
 
 
+@pytest.mark.fault
 def test_broker_restart_delivers_the_backlog_in_order(mosquitto_persistent, tmp_path):
     broker = mosquitto_persistent
     sub = Subscriber(broker.port, "sw/events", clean_session=False)

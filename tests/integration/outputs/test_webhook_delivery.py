@@ -50,12 +50,14 @@ def test_webhook_answering_500_raises_sink_error(http_server):
         webhook(http_server).deliver(make_events(1)[0])
 
 
+@pytest.mark.fault
 def test_webhook_that_is_down_raises_sink_error(http_server):
     http_server.stop()
     with pytest.raises(SinkError, match="unreachable"):
         webhook(http_server).deliver(make_events(1)[0])
 
 
+@pytest.mark.fault
 def test_down_webhook_loses_nothing_and_gets_the_backlog_in_order_when_back(http_server, tmp_path):
     events = make_events(12)
     with Outbox(tmp_path / "outbox.db", [webhook(http_server)], backoff=FAST) as outbox:
@@ -76,6 +78,7 @@ def test_down_webhook_loses_nothing_and_gets_the_backlog_in_order_when_back(http
     assert stats["failed"] >= 2 and stats["pending"] == 0
 
 
+@pytest.mark.fault
 def test_webhook_backlog_survives_a_process_restart(http_server, tmp_path):
     http_server.stop()
     path = tmp_path / "outbox.db"

@@ -15,6 +15,8 @@ from pipeline.sinks.storage.query import ALL_RUNS
 from tests.conftest import REPO
 from tests.support.http_server import RecordingHttpServer
 
+pytestmark = pytest.mark.fault
+
 
 @pytest.fixture
 def webhook():

@@ -128,6 +128,7 @@ class ExplodingSink(BaseSink):
         raise RuntimeError("disk full")
 
 
+@pytest.mark.fault
 def test_a_failing_sink_is_counted_and_never_stops_detection(tmp_path):
     config = config_for(tmp_path, [{"id": "dog", "url": str(shared_file("media/dog-848x464.mp4"))}])
     exploding = ExplodingSink()

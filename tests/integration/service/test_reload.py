@@ -72,6 +72,7 @@ def test_a_moved_zone_applies_on_reload_without_resetting_tracks(tmp_path, serve
         assert all(snap.streams[stream][key] == 0 for key in DROPS)
 
 
+@pytest.mark.fault
 def test_a_broken_file_or_a_new_detector_changes_nothing(tmp_path, serve):
     path = site(tmp_path)
     served = serve(load_config(path), path=path)

@@ -1,4 +1,4 @@
-"""Fixtures for source tests: a collecting FrameSink, a looped clip and a real RTSP server."""
+"""Fixtures for source tests: a collecting FrameSink, a looped clip, a real RTSP server and whole pipelines."""
 from __future__ import annotations
 
 import pytest
@@ -6,6 +6,7 @@ import pytest
 from tests.conftest import shared_file
 from tests.support.collecting_sink import CollectingSink
 from tests.support.http_server import free_port
+from tests.support.pipelines import pipelines  # noqa: F401 - a fixture for these tests
 from tests.support.rtsp_server import RtspServer, concat_clip, gst_rtsp_available
 
 
@@ -29,3 +30,20 @@ def rtsp_server(looped_clip):
     server = RtspServer(looped_clip, free_port()).start()
     yield server
     server.kill()
+
+
+@pytest.fixture
+def rtsp_server_factory(looped_clip):
+    """`rtsp_server_factory(credentials=None, name="live")` -> a started RtspServer; all are killed after the test."""
+    ok, why = gst_rtsp_available()
+    if not ok:
+        pytest.skip(why)
+    started = []
+
+    def start(**options) -> RtspServer:
+        started.append(RtspServer(looped_clip, free_port(), **options).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.kill()

@@ -27,6 +27,8 @@ from tests.support.damaged_media import (
     write_clip,
 )
 
+pytestmark = pytest.mark.fault
+
 
 def run_file(path: Path, caplog) -> tuple[StreamWorker, CollectingSink]:
     sink = CollectingSink()

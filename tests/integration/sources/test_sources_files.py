@@ -146,6 +146,7 @@ def test_stop_returns_promptly_while_blocked_on_a_full_sink():
     assert worker.state is WorkerState.STOPPED and sink.ended == ["dog"]
 
 
+@pytest.mark.fault
 def test_missing_file_fails_its_stream_with_a_clear_error(sink, tmp_path):
     worker = run_worker(StreamConfig(id="cam-9", url=str(tmp_path / "absent.mp4")), sink, timeout=5)
     assert worker.state is WorkerState.FAILED and sink.ended == ["cam-9"]
@@ -154,6 +155,7 @@ def test_missing_file_fails_its_stream_with_a_clear_error(sink, tmp_path):
     assert worker.stats()["reconnects"] == 0
 
 
+@pytest.mark.fault
 def test_undecodable_file_fails_its_stream_without_retrying(sink, tmp_path):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
@@ -162,6 +164,7 @@ def test_undecodable_file_fails_its_stream_without_retrying(sink, tmp_path):
     assert sink.frames == [] and sink.ended == ["junk"]
 
 
+@pytest.mark.fault
 def test_a_decoder_crash_fails_a_file_stream_and_join_returns(sink, monkeypatch):
     calls = {"n": 0}
     original = CpuDecoder.decode
@@ -179,6 +182,7 @@ def test_a_decoder_crash_fails_a_file_stream_and_join_returns(sink, monkeypatch)
     assert 0 < len(sink.frames) < 96 and sink.ended == ["dog"]
 
 
+@pytest.mark.fault
 def test_a_source_error_mid_file_fails_the_stream(sink, monkeypatch):
     def broken(self, packet):
         raise SourceError("stream 'dog': corrupt packet (injected)")

@@ -18,6 +18,8 @@ from pipeline.types import frame_to_rgb
 from tests.support.http_server import free_port
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.fault
+
 
 def live_config(url: str, **overrides) -> StreamConfig:
     settings = dict(id="cam-1", url=url, decode="cpu", reconnect_min_s=0.2, reconnect_max_s=1.0,

@@ -194,6 +194,7 @@ def test_sqlite_and_postgres_give_the_same_query_results(tmp_path, postgres_dsn,
     assert started[0] == started[1]  # each recorded its own end
 
 
+@pytest.mark.fault
 def test_postgres_restart_mid_run_loses_no_rows(postgres_server, postgres_dsn, mot17_05, tmp_path):
     sink = postgres_store(postgres_dsn).make(batch_size=200, flush_interval_s=0.05, put_timeout_s=30.0)
     sink.open()
@@ -211,6 +212,7 @@ def test_postgres_restart_mid_run_loses_no_rows(postgres_server, postgres_dsn, m
     assert len(got) == sum(len(r.detections) for r in mot17_05)
 
 
+@pytest.mark.fault
 def test_events_wait_in_the_outbox_while_postgres_is_down_and_are_stored_once_it_is_back(
         postgres_server, postgres_dsn, mot17_05, tmp_path):
     sink = postgres_store(postgres_dsn).make()
@@ -228,6 +230,7 @@ def test_events_wait_in_the_outbox_while_postgres_is_down_and_are_stored_once_it
     assert [e.event_id for e in query.events(postgres_dsn)] == [e.event_id for e in in_order]
 
 
+@pytest.mark.fault
 def test_on_frame_raises_sink_error_once_postgres_is_down_and_the_queue_is_full(postgres_server, postgres_dsn, mot17_05):
     sink = postgres_store(postgres_dsn).make(batch_size=50, flush_interval_s=0.01, queue_size=20, put_timeout_s=0.2)
     sink.open()
@@ -251,6 +254,7 @@ def _wait_until(condition, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.fault
 def test_unreachable_postgres_fails_at_open_without_showing_the_password():
     pytest.importorskip("psycopg")
     store = postgres_store(f"postgresql://sw:s3cret-pw@127.0.0.1:{free_port()}/sw")

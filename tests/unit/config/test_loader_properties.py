@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,8 @@ from pipeline.config.fields import KeyPathError
 from pipeline.config.loader import parse_config
 from pipeline.errors import ConfigError
 from pipeline.runtime import preflight
+
+pytestmark = pytest.mark.fault
 
 GOOD = {
     "plugins": ["pipeline.testing"],

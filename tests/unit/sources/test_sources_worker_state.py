@@ -1,11 +1,15 @@
-"""The worker's state machine, declared as data."""
+"""The worker's state machine, declared as data; its retry schedule for refused streams."""
 from __future__ import annotations
 
 import itertools
+import random
+
+import pytest
 
 import pipeline.testing  # noqa: F401 - fake://
+from pipeline.backoff import Backoff
 from pipeline.config.models import StreamConfig
-from pipeline.sources.worker import TRANSITIONS, StreamWorker, WorkerState
+from pipeline.sources.worker import REFUSED_MAX_S, REFUSED_MIN_S, TRANSITIONS, StreamWorker, WorkerState
 from tests.support.collecting_sink import CollectingSink
 from tests.support.waiting import wait_until
 
@@ -76,3 +80,17 @@ def test_a_live_stream_without_frames_for_read_timeout_s_shows_stalled_then_runn
     observed = [state for i, state in enumerate(seen) if i == 0 or state != seen[i - 1]]
     assert observed[-2:] == ["running", "stalled"]
     assert all(WorkerState(b) in TRANSITIONS[WorkerState(a)] for a, b in itertools.pairwise(observed))
+
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_refused_camera_is_tried_a_few_times_in_its_first_minute_then_once_or_twice_a_minute(seed):
+    now = [0.0]
+    backoff = Backoff(REFUSED_MIN_S, REFUSED_MAX_S, rng=random.Random(seed), clock=lambda: now[0])
+    tries = [0.0]
+    while now[0] < 3600:  # each try is refused at once; the worker waits, then tries again
+        now[0] += backoff.next_delay()
+        tries.append(now[0])
+    assert 4 <= sum(t < 60 for t in tries) <= 7, tries[:10]
+    per_minute = [sum(m * 60 <= t < (m + 1) * 60 for t in tries) for m in range(5, 59)]
+    assert max(per_minute) <= 2 and min(per_minute) >= 1, per_minute
