@@ -152,6 +152,9 @@ def input_size(
         raise ConfigError(f"model '{config.model}' takes {list(shape)}, not images [batch, channels, height, width]; "
                           "set detector.model to a detection model")
     fixed = _fixed_wh(signature)
+    if fixed is not None and min(fixed) <= 0:
+        raise ConfigError(f"model '{config.model}' takes images of {fixed[0]}x{fixed[1]} pixels [batch, channels, height, "
+                          "width]: a broken export; export the model again")
     if config.input_size is not None and fixed is not None and tuple(config.input_size) != fixed:
         raise ConfigError(f"detector.input_size {list(config.input_size)} differs from the fixed input {list(fixed)} "
                           f"of model '{config.model}'; remove detector.input_size (or export the model with a "
