@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from pipeline.config.models import DetectorConfig
-from pipeline.detect import preprocess
 from pipeline.detect.detector import Detector
 from pipeline.detect.engines.torch_engine import TorchEngine
 from tests.gpu.helpers import REPO, gpu_file
+from tests.support.frames import letterboxed
 
 SIZE = 320
 ONNX = {  # file -> head
@@ -42,15 +42,7 @@ def export_file(name: str):
 @pytest.fixture(scope="module")
 def images() -> np.ndarray:
     """Two real frames letterboxed to (2, 3, SIZE, SIZE) float32 RGB / 255."""
-    import av
-
-    with av.open(str(gpu_file("media/person-bicycle-car-detection.mp4"))) as container:
-        decoded = (f.to_ndarray(format="rgb24") for f in container.decode(video=0))
-        frames = [next(decoded), next(decoded)]
-    spec = preprocess.PreprocessSpec(SIZE, SIZE, align="center", color="rgb", scale=1 / 255)
-    batch = preprocess.allocate(2, spec)
-    preprocess.preprocess_into(frames, spec, batch)
-    return batch
+    return letterboxed(gpu_file("media/person-bicycle-car-detection.mp4"), SIZE)
 
 
 def _ort(path, x: np.ndarray) -> np.ndarray:

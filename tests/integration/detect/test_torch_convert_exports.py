@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from pipeline.config.models import DetectorConfig
-from pipeline.detect import preprocess
 from pipeline.detect.detector import Detector
 from pipeline.detect.engines.onnxruntime import read_model_info as read_onnx_info
 from pipeline.detect.engines.torch_convert import load_module, read_model_info
@@ -15,6 +14,7 @@ from pipeline.detect.names import names_from_metadata
 from pipeline.detect.recognize import detect_head, input_size
 from pipeline.errors import ConfigError, EngineError
 from tests.conftest import shared_file
+from tests.support.frames import letterboxed
 from tests.support.ultralytics_exports import (
     CASES, MODELS, SIZE, TORCHSCRIPT_MODELS, needs_ultralytics, torchvision_stand_in,
 )
@@ -33,16 +33,8 @@ def _onnx2torch_importable():
 
 @pytest.fixture(scope="module")
 def images() -> np.ndarray:
-    """Two real frames, letterboxed to (2, 3, SIZE, SIZE) float32 RGB / 255 as the detector feeds them."""
-    import av  # noqa: PLC0415
-
-    with av.open(str(shared_file("media/person-bicycle-car-detection.mp4"))) as container:
-        decoded = (f.to_ndarray(format="rgb24") for f in container.decode(video=0))
-        frames = [next(decoded), next(decoded)]
-    spec = preprocess.PreprocessSpec(SIZE, SIZE, align="center", color="rgb", scale=1 / 255)
-    batch = preprocess.allocate(2, spec)
-    preprocess.preprocess_into(frames, spec, batch)
-    return batch
+    """Two real frames letterboxed to (2, 3, SIZE, SIZE) float32 RGB / 255."""
+    return letterboxed(shared_file("media/person-bicycle-car-detection.mp4"), SIZE)
 
 
 def _run(module, x: np.ndarray) -> np.ndarray:
