@@ -24,7 +24,7 @@ from pathlib import Path
 
 import live_change
 import numpy as np
-from pipeline_bench import add_input_arguments, decode_in_processes, end_to_end, make_1080p_clip
+from pipeline_bench import add_input_arguments, decode_in_processes, end_to_end, make_1080p_clip, run_sections
 from pipeline_bench import markdown as pipeline_markdown
 
 log = logging.getLogger("gpu_bench")
@@ -278,16 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                                                         **live_change.change_settings(args))
                                 for p in args.decode_processes],
     }
-    for name, run in sections.items():
-        if args.only is not None and name not in args.only and not (name == "end_to_end" and "e2e" in args.only):
-            continue
-        log.info("section %s", name)
-        try:
-            results[name] = run()
-        except Exception as exc:  # noqa: BLE001 - one failed section must not lose the others' numbers
-            log.exception("section %s failed", name)
-            results["errors"][name] = f"{type(exc).__name__}: {exc}"
-        (args.out / "gpu_bench.json").write_text(json.dumps(results, indent=2, default=str))
+    run_sections(sections, lambda name: args.only is None or name in args.only
+                 or (name == "end_to_end" and "e2e" in args.only), results, args.out / "gpu_bench.json", log)
     threads = [r["fps"] for r in results.get("decode", []) if r["streams"] == args.e2e_streams]
     if threads:
         results["decode_only_threads"] = threads[0]

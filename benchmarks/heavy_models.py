@@ -18,14 +18,13 @@ Writes OUT_DIR/heavy_models.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 
 from gpu_bench import time_gpu
-from pipeline_bench import REPO, end_to_end, make_1080p_clip
+from pipeline_bench import REPO, end_to_end, make_1080p_clip, run_sections
 
 log = logging.getLogger("heavy_models")
 EXPORTS = REPO / ".device" / "exports"
@@ -139,16 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         "load": lambda: [load(m, clip, detector) for m in args.models],
         "e2e": lambda: [_e2e(m, clip, args, detector, results.get("engine", [])) for m in args.models],
     }
-    for name, run in sections.items():
-        if args.only is not None and name not in args.only:
-            continue
-        log.info("section %s", name)
-        try:
-            results[name] = run()
-        except Exception as exc:  # noqa: BLE001 - one failed section must not lose the others' numbers
-            log.exception("section %s failed", name)
-            results["errors"][name] = f"{type(exc).__name__}: {exc}"
-        (args.out / "heavy_models.json").write_text(json.dumps(results, indent=2, default=str))
+    run_sections(sections, lambda name: args.only is None or name in args.only, results,
+                 args.out / "heavy_models.json", log)
     (args.out / "heavy_models.md").write_text("\n".join(markdown(results)) + "\n")
     print((args.out / "heavy_models.md").read_text())
     return 0

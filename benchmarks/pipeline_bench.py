@@ -184,3 +184,20 @@ def markdown(results: dict) -> list[str]:
                   f"{results.get('decode_only_threads', float('nan')):.0f} fps, processes "
                   f"{results.get('decode_only_processes', float('nan')):.0f} fps."]
     return lines
+
+
+def run_sections(sections: dict, wanted, results: dict, path: Path, log) -> None:
+    """Run each section `wanted` asks for (None: all) into `results[name]`; a section that fails is logged and
+    its error kept in `results["errors"]`, never losing the others' numbers; `path` rewritten after each."""
+    import json
+
+    for name, run in sections.items():
+        if not wanted(name):
+            continue
+        log.info("section %s", name)
+        try:
+            results[name] = run()
+        except Exception as exc:  # noqa: BLE001 - one failed section must not lose the others' numbers
+            log.exception("section %s failed", name)
+            results["errors"][name] = f"{type(exc).__name__}: {exc}"
+        path.write_text(json.dumps(results, indent=2, default=str))

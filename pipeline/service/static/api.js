@@ -1,6 +1,6 @@
 // The server: JSON calls, server-sent event streams, and what every view shares (streams, zones, lines, classes).
 
-export class Unauthorized extends Error {}
+export class LoginNeeded extends Error {}
 
 export async function call(method, path, body) {
   const options = { method, headers: {} };
@@ -9,7 +9,7 @@ export async function call(method, path, body) {
     options.body = JSON.stringify(body);
   }
   const reply = await fetch(path, options);
-  if (reply.status === 401) throw new Unauthorized(path);
+  if (reply.status === 401) throw new LoginNeeded(path);
   if (!reply.ok) {
     let detail = `${reply.status} ${reply.statusText}`;
     try { detail = (await reply.json()).detail || detail; } catch (_) { /* not JSON */ }
