@@ -173,8 +173,21 @@ def GridSampleModule(mode: str, padding_mode: str, align_corners: bool):  # noqa
 
 # -- CUDA-graph friendliness: constants that onnx2torch modules read on the host ------------------------------
 SHAPE_OPERATORS = ("OnnxReshape", "OnnxResize", "OnnxResizeV10", "OnnxSlice", "OnnxExpand", "OnnxTile", "OnnxSplit13",
-                   "_Split", "_IntArgument")
+                   "_Split", "_IntArgument", "OnnxPadDynamic", "OnnxReduceSumDynamicAxes", "OnnxSqueezeDynamicAxes",
+                   "OnnxUnsqueezeDynamicAxes", "OnnxCumSum", "OnnxConstantOfShape", "OnnxRange")
 """onnx2torch modules that read their non-data arguments (shapes, scales, bounds) on the host."""
+
+
+def half_precision(module):
+    """The module in FP16: `module.half()`, and onnx2torch's Casts to float32 (RT-DETR casts its anchor grids
+    and masks) made Casts to float16, else they meet the FP16 weights in a MatMul as float32."""
+    import torch  # noqa: PLC0415
+
+    module = module.half()
+    for cast in module.modules():
+        if type(cast).__name__ == "OnnxCast" and cast.torch_dtype in (torch.float32, torch.float64):
+            cast.torch_dtype = torch.float16
+    return module
 
 
 def keep_shape_constants_on_host(module) -> int:
@@ -191,7 +204,7 @@ def keep_shape_constants_on_host(module) -> int:
     for node in module.graph.nodes:
         if node.op != "call_module" or type(module.get_submodule(node.target)).__name__ not in SHAPE_OPERATORS:
             continue
-        for arg in node.args[1:]:
+        for arg in (*node.args[1:], *node.kwargs.values()):  # Resize gets its scales and sizes by keyword
             moved += _move_constant_to_host(module, arg)
     return moved
 

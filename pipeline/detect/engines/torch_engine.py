@@ -7,9 +7,10 @@ preprocessing, the network, the head decode and NMS queue in order without synch
 
 Speed: each batch size is rounded up to a bucket (powers of two up to max_batch) and, when possible,
 captured once as a CUDA graph and replayed (launch overhead dominates small models like YOLOX-Nano).
-onnx2torch's Slice reads its constant bounds from the device on every call, which a CUDA graph
-cannot capture; `torch_convert` bakes constant bounds in. If capture still fails the engine runs
-eagerly and says why in `graph_status`. A model with a fixed batch dimension k (a static export) runs
+A converted ONNX model reads shapes and constant arguments on the host, which a CUDA graph cannot
+capture: `torch_convert` bakes constant slice bounds in and keeps shape arguments on the host, and each
+bucket runs its own copy of a dynamic export with what follows from its input shape folded into
+constants (`fx_specialize`). If capture still fails the engine runs eagerly and says why in `graph_status`. A model with a fixed batch dimension k (a static export) runs
 every batch at k rows, like ONNX Runtime pads it.
 """
 from __future__ import annotations
@@ -22,8 +23,9 @@ import numpy as np
 
 from pipeline.config.models import DetectorConfig
 from pipeline.config.resolve import DetectorPlan, batch_buckets
-from pipeline.detect.engines import torch_convert
+from pipeline.detect.engines import fx_specialize, torch_convert
 from pipeline.detect.engines.base import bucket_for
+from pipeline.detect.engines.onnx2torch_fixes import half_precision
 from pipeline.detect.recognize import input_size
 from pipeline.errors import ConfigError, EngineError
 
@@ -155,13 +157,15 @@ class _Slot:
             self.inputs[name] = torch.zeros((bucket, *shape), dtype=torch_dtype, device=engine.device)
         # CuPy views made once: each DLPack exchange is a few CUDA calls, each a wait for the interpreter lock
         self.input_views = {name: cupy.from_dlpack(tensor) for name, tensor in self.inputs.items()}
+        with torch.cuda.stream(engine._torch_stream):
+            self.module = fx_specialize.specialize(engine.module, list(self.inputs.values()))
         self.graph = None
         self.output_views: list | None = None  # the graph's static outputs, as CuPy views
 
     def _forward(self) -> list:
         torch = self.engine._torch
         with torch.inference_mode():
-            result = self.engine.module(*self.inputs.values())
+            result = self.module(*self.inputs.values())
         result = list(result) if isinstance(result, (tuple, list)) else [result]
         return [r.float() if r.is_floating_point() else r for r in result]
 
@@ -222,12 +226,12 @@ def _signature(model_path: Path, config: DetectorConfig) -> tuple[list[tuple[str
 
 
 def _load_module(model_path: Path, device, precision: str, channels_last: bool = False, compile: bool = False):  # noqa: A002
-    """The converted module (`torch_convert`) on `device`, FP16 when asked, eval mode; shape constants kept on the
-    host; channels-last weights and torch.compile when asked."""
+    """The converted module (`torch_convert`) on `device`, FP16 when asked (`half_precision`), eval mode; shape
+    constants kept on the host; channels-last weights and torch.compile when asked."""
     import torch  # noqa: PLC0415 - GPU only
 
     module = torch_convert.take_module(model_path, device)
-    module = module.half() if precision == "fp16" else module
+    module = half_precision(module) if precision == "fp16" else module
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     log.info("torch engine: %d shape constants kept on the host", torch_convert.keep_shape_constants_on_host(module))
