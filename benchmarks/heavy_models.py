@@ -10,7 +10,8 @@ rounded to 4 values per tensor so they travel small; speed does not depend on th
 - load: what the detector sees on real 1080p frames at the benchmark's threshold: candidates per frame above
   `conf_threshold` before NMS, and the cap `max_candidates` puts on them;
 - e2e: the real pipeline (`pipeline_bench.end_to_end`: NVDEC, batching, fused preprocess, engine, NMS) on
-  N looped 1080p streams, reported beside the engine alone at the lane's batch size.
+  N looped 1080p streams with 1 and 2 batches in flight (`detector.workers`, --e2e-workers), reported beside
+  the engine alone at the lane's batch size.
 Untrained weights score many anchors alike, which would make NMS the benchmark: the detector runs at
 conf_threshold 0.25 with max_candidates 1000 per frame (--conf, --max-candidates), said in the output.
 Writes OUT_DIR/heavy_models.json and .md.
@@ -95,10 +96,10 @@ def markdown(results: dict) -> list[str]:
               "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['model']} | {r['anchors']} | {r['candidates_mean']:.0f} | {r['candidates_max']} | "
               f"{r['detections_per_frame']:.1f} |" for r in results.get("load", [])]
-    lines += ["", "## End to end vs engine alone at the same batch", "| model | streams | frames/s | mean batch | "
-              "engine alone img/s at max_batch | ratio |", "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['model']} | {r['streams']} | {r['fps']:.0f} | {r['mean_batch']:.1f} | {r['engine_alone']:.0f} | "
-              f"{r['ratio']:.2f} |" for r in results.get("e2e", [])]
+    lines += ["", "## End to end vs engine alone at the same batch", "| model | batches in flight | streams | frames/s | "
+              "mean batch | engine alone img/s at max_batch | ratio |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['model']} | {r['workers']} | {r['streams']} | {r['fps']:.0f} | {r['mean_batch']:.1f} | "
+              f"{r['engine_alone']:.0f} | {r['ratio']:.2f} |" for r in results.get("e2e", [])]
     lines += [f"\n**{name} failed**: {error}" for name, error in results.get("errors", {}).items()]
     return lines
 
@@ -116,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=32, help="the end-to-end lane's batch")
     parser.add_argument("--e2e-streams", type=int, default=32)
     parser.add_argument("--e2e-seconds", type=float, default=20.0)
+    parser.add_argument("--e2e-workers", type=int, nargs="+", default=[1, 2],
+                        help="batches in flight end to end (detector.workers), one run each")
     parser.add_argument("--only", nargs="*", default=None, help="sections: engine load e2e")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -136,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = {
         "engine": lambda: [row for m in args.models for row in engine_rows(m, variants)],
         "load": lambda: [load(m, clip, detector) for m in args.models],
-        "e2e": lambda: [_e2e(m, clip, args, detector, results.get("engine", [])) for m in args.models],
+        "e2e": lambda: [_e2e(m, clip, args, {**detector, "workers": w}, results.get("engine", []))
+                        for m in args.models for w in args.e2e_workers],
     }
     run_sections(sections, lambda name: args.only is None or name in args.only, results,
                  args.out / "heavy_models.json", log)
@@ -153,7 +157,7 @@ def _e2e(model: Path, clip: Path, args, detector: dict, engine: list[dict]) -> d
     row = end_to_end(model, clip, args.e2e_streams, args.e2e_seconds, args.max_batch,
                      detector={**detector, "channels_last": channels_last})
     engine_alone = best["images_per_s"] if best else float("nan")
-    return {"model": model.name, "channels_last": channels_last, "engine_alone": engine_alone,
+    return {"model": model.name, "workers": detector["workers"], "channels_last": channels_last, "engine_alone": engine_alone,
             "ratio": row["fps"] / engine_alone if best else float("nan"), **row}
 
 

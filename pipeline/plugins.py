@@ -66,7 +66,8 @@ class EngineKind:
     None`, why it cannot run on this machine (None: it can). auto_rank: its place in `engine: auto`
     (lower is tried first; None: only when named). gpu: it runs on the GPU. device: its outputs stay on
     the GPU (the detector's GPU post-processing runs on them). concurrent: several batches may run through it at once (host
-    engines). model_info: `(model_path) -> (ModelSignature, metadata)`; None reads the ONNX file. formats: the
+    engines). twins: a device engine that makes twins (`engine.twin()`: the same weights, its own CUDA stream,
+    buffers and graphs), so several batches may be in flight, one per twin. model_info: `(model_path) -> (ModelSignature, metadata)`; None reads the ONNX file. formats: the
     model formats it loads (`model_format`). trial: `(model_path) -> str | None`, why it cannot load this model
     (None: it can), tried on the CPU before `engine: auto` picks it, so a model it cannot take goes to the next.
     """
@@ -78,6 +79,7 @@ class EngineKind:
     gpu: bool = False
     device: bool = False
     concurrent: bool = False
+    twins: bool = False
     model_info: Factory | None = None
     formats: tuple[str, ...] = ("onnx",)
     trial: Factory | None = None
@@ -283,7 +285,7 @@ _LABELS = {"tensorrt": "TensorRT"}
 register_engine(EngineKind("tensorrt", "pipeline.detect.engines.tensorrt_engine:create",
                            _needs("tensorrt", "cupy"), auto_rank=0, gpu=True, device=True))
 register_engine(EngineKind("torch", "pipeline.detect.engines.torch_engine:create",
-                           _needs("torch", "onnx2torch", "cupy"), auto_rank=1, gpu=True, device=True,
+                           _needs("torch", "onnx2torch", "cupy"), auto_rank=1, gpu=True, device=True, twins=True,
                            model_info="pipeline.detect.engines.torch_convert:read_model_info",
                            formats=("onnx", "torchscript", "torch.export"),
                            trial="pipeline.detect.engines.torch_convert:trial"))

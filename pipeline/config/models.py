@@ -144,7 +144,9 @@ class DetectorConfig(Strict):
     workers: int | None = Field(
         None, ge=1, le=64,
         description="batches in flight at once; default: min(cores, 4) on the CPU (each with cores/workers threads, "
-        "which beats one many-threaded run), 1 on a GPU. More raises throughput and latency.",
+        "which beats one many-threaded run); 2 with engine torch (each on its own CUDA stream: one batch's "
+        "preprocessing and hand-off overlap the other's network; weights shared); 1 with TensorRT. More raises "
+        "throughput and latency.",
     )
     engine_cache_dir: FilePath = Field(Path("~/.cache/streamweave/engines"), description="TensorRT engines and timing caches")
     calibration_frames: int = Field(256, ge=1, le=100_000, description="int8 only: frames sampled from the streams for calibration")

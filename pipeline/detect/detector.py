@@ -6,13 +6,17 @@
 
 Host frames are letterboxed on the CPU into a preallocated buffer; device NV12 frames go through
 `detector_gpu.GpuDetectStep` (GPU preprocess, engine, decode and NMS on device). A GPU engine's
-outputs are decoded and NMS'd on the device for host frames too (the same post-engine step).
+outputs are decoded and NMS'd on the device for host frames too (the same post-engine step). With
+`workers` > 1 on a GPU engine each batch in flight takes one of that many steps, each on an engine twin
+(`engine.twin()`: its own CUDA stream and buffers, the weights shared).
 Either way the caller gets host Detections whose boxes are in each frame's own pixels.
 """
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -56,7 +60,9 @@ class Detector:
         self.workers = self.plan.workers
         self._input_names = [i.name for i in signature.inputs]
         self._local = threading.local()  # input buffers per calling thread: several workers may call at once
-        self._gpu_detect = None
+        self._gpu_steps: queue.SimpleQueue | None = None  # GPU engines: a step per batch in flight, when free
+        self._gpu_lock = threading.Lock()
+        self._twins: list = []
         self._warned_unusable: set[str] = set()
         log.info(
             "detector %s: head %s, input %dx%d, %d classes (%s), engine %s, max_batch %d",
@@ -77,7 +83,8 @@ class Detector:
                 "NV12; use decode 'cpu' or a GPU engine"
             )
         if on_device:
-            detections, scale, pad = self._gpu_step()(batch.frames)
+            with self._gpu_step() as step:
+                detections, scale, pad = step(batch.frames)
         else:
             detections, scale, pad = in_chunks([f.image for f in batch.frames], self.max_batch, self._detect_host)
         batch.scale = scale[:, 0].copy()  # x scale; letterbox y differs by under a pixel's rounding
@@ -87,7 +94,10 @@ class Detector:
     def warm_up(self) -> None:
         """Compile the GPU path's kernels now (a no-op for CPU engines), before the sources start."""
         if self._gpu_engine:
-            self._gpu_step().warm_up()
+            steps = [self._gpu_steps_pool().get() for _ in range(self.workers)]
+            for step in steps:
+                step.warm_up()
+                self._gpu_steps.put(step)
 
     def detect_images(self, images: list[np.ndarray]) -> tuple[Detections, np.ndarray, np.ndarray]:
         """(h, w, 3) uint8 RGB images -> (Detections with frame_idx = list index, scale (B, 2), pad (B, 2))."""
@@ -97,9 +107,11 @@ class Detector:
         buffer = self._buffer(len(images))
         scale, pad = preprocess.preprocess_into(images, self.spec, buffer)
         sizes = np.asarray([preprocess.image_size(im) for im in images], np.int64)
-        outputs = self.engine.infer(self._inputs(buffer, sizes))
         if self._gpu_engine:  # device outputs: decode, filter and NMS on the device, like NV12 frames
-            return self._gpu_step().detect_outputs(outputs, sizes, scale, pad), scale, pad
+            with self._gpu_step() as step:
+                outputs = step.engine.infer(self._inputs(buffer, sizes))
+                return step.detect_outputs(outputs, sizes, scale, pad), scale, pad
+        outputs = self.engine.infer(self._inputs(buffer, sizes))
         decoded = heads.decode(self.head, outputs, self.input_size, self.config.conf_threshold)
         found = postprocess(decoded, sizes, scale, pad, self.config, self._class_filter, len(self.class_names),
                             self._report_unusable)
@@ -115,15 +127,28 @@ class Detector:
                     "check detector.head and detector.class_names", self.config.model, count, what, example,
                     self.head, len(self.class_names))
 
+    @contextmanager
     def _gpu_step(self):
-        """The GPU path (pipeline.detect.detector_gpu), built on first use: only GPU engines get here."""
-        if self._gpu_detect is None:
-            from pipeline.detect.detector_gpu import GpuDetectStep  # noqa: PLC0415 - GPU only
+        """A free step of the GPU path (pipeline.detect.detector_gpu) for one batch: only GPU engines get here."""
+        steps = self._gpu_steps_pool()
+        step = steps.get()
+        try:
+            yield step
+        finally:
+            steps.put(step)
 
-            self._gpu_detect = GpuDetectStep(
-                self.spec, self.engine, self.head, self.config, self.input_size, self._class_filter, self._input_names
-            )
-        return self._gpu_detect
+    def _gpu_steps_pool(self) -> queue.SimpleQueue:
+        """`workers` steps, made on first use: the first on the engine, the others on its twins."""
+        with self._gpu_lock:
+            if self._gpu_steps is None:
+                from pipeline.detect.detector_gpu import GpuDetectStep  # noqa: PLC0415 - GPU only
+
+                self._twins = [self.engine.twin() for _ in range(self.workers - 1)]
+                self._gpu_steps = queue.SimpleQueue()
+                for engine in (self.engine, *self._twins):
+                    self._gpu_steps.put(GpuDetectStep(self.spec, engine, self.head, self.config, self.input_size,
+                                                      self._class_filter, self._input_names))
+            return self._gpu_steps
 
     def _buffer(self, n: int) -> np.ndarray:
         """The first n rows of this thread's (max_batch, 3, H, W) input buffer (still C-contiguous)."""
@@ -156,7 +181,8 @@ class Detector:
         return self._inputs(buffer, sizes)
 
     def close(self) -> None:
-        self.engine.close()
+        for engine in (*self._twins, self.engine):
+            engine.close()
 
 
 def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorConfig, class_filter=None,

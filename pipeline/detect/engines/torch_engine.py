@@ -15,6 +15,7 @@ every batch at k rows, like ONNX Runtime pads it.
 """
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,21 @@ class TorchEngine:
                     target[:rows] = cupy.asarray(value).astype(target.dtype, copy=False)
             outputs = slot.run()
         return {name: out[:rows] for name, out in zip(self.output_names, outputs)}
+
+    def twin(self) -> "TorchEngine":
+        """Another engine on the same module (the weights are shared), with its own CUDA stream, input and
+        output buffers and graphs: a second batch can be in flight on it while this one's runs."""
+        import cupy  # noqa: PLC0415 - GPU only
+
+        twin = copy.copy(self)
+        with cupy.cuda.Device(self.device.index):
+            twin.stream = cupy.cuda.Stream(non_blocking=True)
+        twin._torch_stream = self._torch.cuda.ExternalStream(twin.stream.ptr, device=self.device)
+        twin._slots = {}
+        if twin.use_cuda_graphs:
+            twin.graph_status = "not captured yet"
+            twin.warmup()
+        return twin
 
     def warmup(self, rows: list[int] | None = None) -> None:
         """Prepare (and capture) the buckets for these batch sizes now rather than on first use."""

@@ -27,13 +27,20 @@ def test_on_a_cpu_machine_auto_takes_onnxruntime_and_runs_several_single_threade
     assert [s.decoder for s in plan.streams] == ["cpu"] and plan.decode_processes == 0
 
 
-def test_on_a_gpu_machine_auto_takes_torch_one_batch_at_a_time_in_buckets():
-    plan = resolve(config(streams=3, detector={"model": "m.onnx", "workers": 4, "max_batch": 48}), GPU)
+def test_on_a_gpu_machine_auto_takes_torch_with_two_batches_in_flight_in_buckets():
+    plan = resolve(config(streams=3, detector={"model": "m.onnx", "max_batch": 48}), GPU)
     assert plan.detector.engine == "torch" and "TensorRT not installed" in plan.detector.reason
-    assert plan.detector.workers == 1 and plan.detector.buckets == (1, 2, 4, 8, 16, 32, 48)
-    assert plan.switch_interval_s == 0.0005
-    assert any("detector.workers 4 ignored" in w for w in plan.warnings)
+    assert plan.detector.workers == 2 and plan.detector.buckets == (1, 2, 4, 8, 16, 32, 48)
+    assert plan.switch_interval_s == 0.0005 and "2 in flight" in plan.describe()
     assert [s.decoder for s in plan.streams] == ["nvdec"] * 3 and plan.decode_processes == 0  # fewer than 8
+    assert resolve(config(detector={"model": "m.onnx", "workers": 3}), GPU).detector.workers == 3  # one twin each
+
+
+def test_tensorrt_runs_one_batch_at_a_time_and_says_so_when_asked_for_more():
+    machine = Machine(cores=16, gpu=True, modules=GPU.modules | {"tensorrt"})
+    plan = resolve(config(detector={"model": "m.onnx", "workers": 4}), machine)
+    assert plan.detector.engine == "tensorrt" and plan.detector.workers == 1
+    assert any("detector.workers 4 ignored" in w for w in plan.warnings)
 
 
 def test_tensorrt_goes_first_once_it_is_installed():
