@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=32, help="the end-to-end lane's batch")
     parser.add_argument("--e2e-streams", type=int, default=32)
     parser.add_argument("--e2e-seconds", type=float, default=20.0)
+    parser.add_argument("--ring-size", type=int, default=8, help="each stream's ring_size end to end")
     parser.add_argument("--e2e-workers", type=int, nargs="+", default=[1, 2],
                         help="batches in flight end to end (detector.workers), one run each")
     parser.add_argument("--only", nargs="*", default=None, help="sections: engine load e2e")
@@ -154,10 +155,10 @@ def _e2e(model: Path, clip: Path, args, detector: dict, engine: list[dict]) -> d
     alone = [r for r in engine if r["model"] == model.name and r["batch"] == args.max_batch and not r["compile"]]
     best = max(alone, key=lambda r: r["images_per_s"], default=None)
     channels_last = bool(best and best["channels_last"])
-    row = end_to_end(model, clip, args.e2e_streams, args.e2e_seconds, args.max_batch,
+    row = end_to_end(model, clip, args.e2e_streams, args.e2e_seconds, args.max_batch, ring_size=args.ring_size,
                      detector={**detector, "channels_last": channels_last})
     engine_alone = best["images_per_s"] if best else float("nan")
-    return {"model": model.name, "workers": detector["workers"], "channels_last": channels_last, "engine_alone": engine_alone,
+    return {"model": model.name, "workers": detector["workers"], "ring_size": args.ring_size, "channels_last": channels_last, "engine_alone": engine_alone,
             "ratio": row["fps"] / engine_alone if best else float("nan"), **row}
 
 
