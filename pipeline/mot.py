@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import configparser
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,10 @@ def _first_line(exc: Exception) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+"""What ends a line of a text file, as editors number them."""
+
+
 def read_mot(path: Path) -> np.ndarray:
     """Load a MOT text file as an (N, >=7) float64 array (frame, id, x, y, w, h, score, ...).
 
@@ -78,7 +83,7 @@ def read_mot(path: Path) -> np.ndarray:
     except OSError as exc:
         raise SourceError(f"cannot read MOT file {path}: {exc.strerror}; check the --det path") from exc
     rows = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(_LINE_BREAK.split(text), 1):  # not splitlines: \x1c-\x1e, \x85 are no line ends
         if line.strip():
             rows.append(_mot_row(line, f"{path}:{lineno}"))
     if not rows:
