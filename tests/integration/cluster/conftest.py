@@ -48,9 +48,13 @@ class Fleet:
         cameras = tmp_path / "cameras.yaml"
         cameras.write_text(yaml.safe_dump({"plugins": ["pipeline.testing"], "streams": [
             {"id": cam, "url": f"fake://{cam}?fps=10&live=1"} for cam in CAMERAS]}))
-        imported = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "fleet", "import", str(cameras),
-                                   "--dsn", dsn], cwd=REPO, capture_output=True, text=True, timeout=60)
+        imported = self.command("import", str(cameras))
         assert imported.returncode == 0, imported.stderr
+
+    def command(self, *args: str) -> subprocess.CompletedProcess:
+        """`run_pipeline.py fleet ARGS --dsn DSN`."""
+        return subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "fleet", *args, "--dsn", self.dsn],
+                              cwd=REPO, capture_output=True, text=True, timeout=60)
 
     def start(self, name: str, capacity: int = 8, headroom: float = 0.25) -> Instance:
         port = free_port()
