@@ -11,6 +11,9 @@ lease, held by this instance and not expired, or when it was captured before its
 else it is refused, counted and logged. So an instance paused past its lease (SIGSTOP, a long GC, a
 frozen VM) that wakes up stores nothing it captured after it lost the camera, while what it captured
 before stays stored, and events it had put in its outbox keep their ids (downstream de-duplication holds).
+A row this process knows no token for (an event of an earlier process of this instance, delivered from
+its outbox after a restart) is written when the database shows this instance held the camera when the row
+was captured: between a lease's `acquired_at` and its end.
 Capture times are the host's clock and lease ends the database's: hosts keep their clocks in step (NTP).
 """
 from __future__ import annotations
@@ -69,11 +72,16 @@ class Fence:
                   for name, columns in FENCED_COLUMNS.items()}
         wanted = sorted({t for ts in tokens.values() for t in ts if t is not None})
         ends = self._lease_ends(cur, wanted) if wanted else {}
+        unknown = {(row[stream_index], row[wall_index]) for name, (stream_index, wall_index) in FENCED_COLUMNS.items()
+                   for row, token in zip(getattr(rows, name), tokens[name]) if token is None}
+        held = self._held_windows(cur, unknown) if unknown else {}
         kept, refused = {}, {}
         for name, (stream_index, wall_index) in FENCED_COLUMNS.items():
             kept[name] = []
             for row, token in zip(getattr(rows, name), tokens[name]):
-                if token is not None and row[wall_index] < ends.get(token, -1):
+                wall = row[wall_index]
+                if (wall < ends.get(token, -1) if token is not None else
+                        any(start <= wall < end for start, end in held.get(row[stream_index], ()))):
                     kept[name].append(row)
                 else:
                     refused[row[stream_index]] = refused.get(row[stream_index], 0) + 1
@@ -95,6 +103,22 @@ class Fence:
         for token, ended in cur.fetchall():
             ends.setdefault(token, float(ended) * 1e9)
         return ends
+
+    def _held_windows(self, cur, rows: set[tuple[str, int]]) -> dict[str, list[tuple[float, float]]]:
+        """camera -> [(start, end)] capture times (ns) in which this instance held a lease of it, for the
+        cameras of `rows` ((camera, wall_ns)), as far back as the earliest of them."""
+        cameras, since = sorted({camera for camera, _ in rows}), min(wall for _, wall in rows) / 1e9
+        cur.execute("SELECT camera_id, extract(epoch FROM acquired_at), CASE WHEN expires_at > now() THEN NULL ELSE "
+                    "extract(epoch FROM expires_at) END FROM fleet_leases WHERE instance = %s AND camera_id = ANY(%s) "
+                    "ORDER BY camera_id FOR SHARE", (self.instance, cameras))
+        found = cur.fetchall()
+        cur.execute("SELECT camera_id, extract(epoch FROM from_acquired_at), extract(epoch FROM lease_ended_at) "
+                    "FROM fleet_handoffs WHERE from_instance = %s AND camera_id = ANY(%s) "
+                    "AND lease_ended_at > to_timestamp(%s)", (self.instance, cameras, since))
+        windows: dict[str, list[tuple[float, float]]] = {}
+        for camera, start, end in [*found, *cur.fetchall()]:
+            windows.setdefault(camera, []).append((float(start) * 1e9, float("inf") if end is None else float(end) * 1e9))
+        return windows
 
     def _count(self, refused: dict[str, int]) -> None:
         with self._lock:

@@ -4,8 +4,8 @@ database's `now()`, so hosts whose clocks differ agree on when a lease ends.
     fleet_cameras    id, entry (the stream's keys as in YAML), revision (from a sequence), updated_at
     fleet_instances  name, capacity, normal_cap (capacity less headroom), weight, url, started_at, heartbeat_at
     fleet_leases     camera_id, instance, token (from a sequence: the fencing token), acquired_at, expires_at
-    fleet_handoffs   camera_id, from_instance, from_token, to_instance, to_token, reason (takeover, rebalance,
-                     release), lease_ended_at, started_at, gap_s
+    fleet_handoffs   camera_id, from_instance, from_token, from_acquired_at, to_instance, to_token, reason
+                     (takeover, rebalance, release), lease_ended_at, started_at, gap_s
 
 A lease is valid while `expires_at > now()`. A camera changes hands in one transaction that locks its
 `fleet_cameras` row (`FOR UPDATE SKIP LOCKED`: instances claiming at once skip each other's cameras
@@ -41,10 +41,12 @@ CREATE TABLE IF NOT EXISTS fleet_leases (
     token bigint NOT NULL UNIQUE, acquired_at timestamptz NOT NULL, expires_at timestamptz NOT NULL);
 CREATE TABLE IF NOT EXISTS fleet_handoffs (
     id bigserial PRIMARY KEY, camera_id text NOT NULL, from_instance text NOT NULL, from_token bigint NOT NULL,
+    from_acquired_at timestamptz NOT NULL,
     to_instance text, to_token bigint, reason text NOT NULL, lease_ended_at timestamptz NOT NULL,
     started_at timestamptz, gap_s double precision);
 CREATE INDEX IF NOT EXISTS fleet_handoffs_token ON fleet_handoffs (from_token);
 CREATE INDEX IF NOT EXISTS fleet_handoffs_camera ON fleet_handoffs (camera_id, id);
+CREATE INDEX IF NOT EXISTS fleet_handoffs_from ON fleet_handoffs (from_instance, camera_id, lease_ended_at);
 """
 
 
@@ -175,11 +177,11 @@ class FleetStore:
 
         def claim(cur) -> list[Claimed]:
             cur.execute(
-                "SELECT c.id, l.instance, l.token, l.expires_at FROM fleet_cameras c "
+                "SELECT c.id, l.instance, l.token, l.acquired_at, l.expires_at FROM fleet_cameras c "
                 "LEFT JOIN fleet_leases l ON l.camera_id = c.id "
                 f"WHERE c.id = ANY(%s) AND {which} ORDER BY c.id LIMIT %s FOR UPDATE OF c SKIP LOCKED", (cameras, limit))
             out = []
-            for camera, holder, old_token, expired_at in cur.fetchall():
+            for camera, holder, old_token, old_acquired, expired_at in cur.fetchall():
                 cur.execute("SELECT nextval('fleet_lease_token')")
                 token = cur.fetchone()[0]
                 # a claimer that committed between this statement's snapshot and its lock changed the lease, not
@@ -200,10 +202,10 @@ class FleetStore:
                             "AND expires_at <= now()", (name, token, lease_s, camera, old_token))
                 if cur.rowcount == 0:
                     continue
-                cur.execute("INSERT INTO fleet_handoffs (camera_id, from_instance, from_token, to_instance, to_token, "
-                            "reason, lease_ended_at, started_at, gap_s) VALUES (%s, %s, %s, %s, %s, 'takeover', %s, "
-                            "now(), extract(epoch FROM now() - %s))",
-                            (camera, holder, old_token, name, token, expired_at, expired_at))
+                cur.execute("INSERT INTO fleet_handoffs (camera_id, from_instance, from_token, from_acquired_at, "
+                            "to_instance, to_token, reason, lease_ended_at, started_at, gap_s) VALUES (%s, %s, %s, %s, "
+                            "%s, %s, 'takeover', %s, now(), extract(epoch FROM now() - %s))",
+                            (camera, holder, old_token, old_acquired, name, token, expired_at, expired_at))
                 out.append(Claimed(camera, token, "takeover"))
             return out
 
@@ -212,16 +214,7 @@ class FleetStore:
     def release(self, name: str, camera: str, token: int, reason: str) -> bool:
         """End this instance's lease of `camera` now (after it stopped the camera) and record the handoff,
         to be completed by whoever claims it next."""
-        def release(cur) -> bool:
-            cur.execute("DELETE FROM fleet_leases WHERE camera_id = %s AND instance = %s AND token = %s",
-                        (camera, name, token))
-            if cur.rowcount == 0:
-                return False
-            cur.execute("INSERT INTO fleet_handoffs (camera_id, from_instance, from_token, reason, lease_ended_at) "
-                        "VALUES (%s, %s, %s, %s, now())", (camera, name, token, reason))
-            return True
-
-        return self._tx(release)
+        return self._tx(lambda cur: _end_lease(cur, name, camera, token, reason, "now()"))
 
     def move_one(self, name: str, camera: str, token: int, stop: Callable[[], None], lease_s: float) -> bool:
         """Rebalancing: unless another camera is moving right now (the fleet-wide advisory lock, or a camera
@@ -235,11 +228,7 @@ class FleetStore:
             if cur.fetchone()[0]:
                 return False
             stop()
-            cur.execute("DELETE FROM fleet_leases WHERE camera_id = %s AND instance = %s AND token = %s",
-                        (camera, name, token))
-            cur.execute("INSERT INTO fleet_handoffs (camera_id, from_instance, from_token, reason, lease_ended_at) "
-                        "VALUES (%s, %s, %s, 'rebalance', clock_timestamp())", (camera, name, token))
-            return True
+            return _end_lease(cur, name, camera, token, "rebalance", "clock_timestamp()")
 
         return bool(self._tx(move, lock_key=REBALANCE_LOCK_KEY))
 
@@ -270,3 +259,12 @@ class FleetStore:
             return {"instances": instances, "cameras": cameras, "handoffs": moves}
 
         return self._tx(read)
+
+
+def _end_lease(cur, name: str, camera: str, token: int, reason: str, ended: str) -> bool:
+    """Delete this instance's lease and record its end (`ended`: SQL for the moment) as an open handoff."""
+    cur.execute("WITH gone AS (DELETE FROM fleet_leases WHERE camera_id = %s AND instance = %s AND token = %s "
+                "RETURNING acquired_at) INSERT INTO fleet_handoffs (camera_id, from_instance, from_token, "
+                f"from_acquired_at, reason, lease_ended_at) SELECT %s, %s, %s, acquired_at, %s, {ended} FROM gone",
+                (camera, name, token, camera, name, token, reason))
+    return cur.rowcount > 0

@@ -72,3 +72,22 @@ def test_a_released_lease_allows_what_was_captured_before_the_release(fleet, pos
     backend.write(MergedRows(detections=[detection("cam-1", captured), detection("cam-1", time.time_ns() + S)]))
     assert stored(postgres_dsn) == [("cam-1", captured)] and fence.stats.rows_refused == 1
     backend.close()
+
+
+def test_after_a_restart_rows_of_an_earlier_lease_are_checked_against_the_database(fleet, postgres_dsn):
+    [claim] = fleet.claim("x", ["cam-1"], 1, 30.0, expired=False)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # x was killed; its lease ran out; y took over
+        conn.execute("UPDATE fleet_leases SET acquired_at = now() - interval '10 seconds'")
+        acquired = int(conn.execute("SELECT extract(epoch FROM acquired_at)::numeric * 1e9 FROM fleet_leases")
+                       .fetchone()[0])
+        conn.execute("UPDATE fleet_leases SET expires_at = now() - interval '1 second'")
+        ended = int(conn.execute("SELECT extract(epoch FROM expires_at)::numeric * 1e9 FROM fleet_leases")
+                    .fetchone()[0])
+    assert fleet.claim("y", ["cam-1"], 1, 30.0, expired=True)
+    restarted = Fence(LeaseBook(), "x")  # a new process of x: it knows no tokens; its outbox replays events
+    backend = PostgresBackend(postgres_dsn, fence=restarted)
+    backend.connect()
+    backend.write(MergedRows(detections=[detection("cam-1", acquired - S), detection("cam-1", (acquired + ended) // 2),
+                                         detection("cam-1", ended + S // 10)]))
+    assert stored(postgres_dsn) == [("cam-1", (acquired + ended) // 2)] and restarted.stats.rows_refused == 2
+    backend.close()
