@@ -71,6 +71,7 @@ class Coordinator:
         self.held: dict[str, Held] = {}
         self._clock = clock
         self._deadline = float("inf")
+        self._next_beat = float("-inf")
         self._beats = 0
         self._stop = threading.Event()
         self._set_streams: Callable[[list[StreamConfig]], None] | None = None
@@ -105,16 +106,20 @@ class Coordinator:
         while not self._running.wait(0.1):
             if self._stop.is_set():
                 return
-        next_beat = self._clock()
         while not self._stop.is_set():
-            now = self._clock()
-            if self.held and now >= self._deadline:
-                self._deadline_passed()
-            if now >= next_beat:
-                next_beat = now + self.config.heartbeat
-                self._beat_safely()
-            until = min(next_beat, self._deadline if self.held else next_beat)
-            self._stop.wait(max(0.005, until - self._clock()))
+            self._stop.wait(self.tick())
+
+    def tick(self) -> float:
+        """One step of the thread: past the deadline, stop every camera; when due, a heartbeat. Returns the
+        seconds until the next step is due."""
+        now = self._clock()
+        if self.held and now >= self._deadline:
+            self._deadline_passed()
+        if now >= self._next_beat:
+            self._next_beat = now + self.config.heartbeat
+            self._beat_safely()
+        until = min(self._next_beat, self._deadline if self.held else self._next_beat)
+        return max(0.005, until - self._clock())
 
     def _beat_safely(self) -> None:
         try:

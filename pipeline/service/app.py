@@ -203,6 +203,8 @@ def masked_config(runner: PipelineRunner) -> dict:
                 sink[key] = mask_url(sink[key])
         if sink.get("type") == "webhook":  # hook URLs often carry their secret in the path
             sink["url"] = re.sub(r"^([a-z]+://[^/]+)/.+$", r"\1/***", sink["url"])
+    if data["runtime"].get("cluster"):
+        data["runtime"]["cluster"]["dsn"] = mask_url(data["runtime"]["cluster"]["dsn"])
     http = data["runtime"].get("http")
     if http and http.get("token"):
         http["token"] = "***"
