@@ -1,4 +1,4 @@
-"""Command line: run, validate, query, detect, track, build-engine. `python run_pipeline.py --help`.
+"""Command line: run, validate, query, detect, track, build-engine, bench, fleet. `python run_pipeline.py --help`.
 
 A run or service reloads its config file on SIGHUP (see `pipeline.service.control`); SIGINT and SIGTERM stop it,
 draining what is buffered.
@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("track", help="track MOTChallenge detections (see track --help)", add_help=False)
     sub.add_parser("bench", help="cameras this machine runs in real time, with latency and ceilings (see bench --help)",
                    add_help=False)
+    sub.add_parser("fleet", help="the cameras of a fleet sharing them through PostgreSQL: import, list (see fleet "
+                   "--help)", add_help=False)
 
-    if argv[:1] in (["query"], ["detect"], ["track"], ["bench"]):
+    if argv[:1] in (["query"], ["detect"], ["track"], ["bench"], ["fleet"]):
         return _delegate(argv[0], argv[1:])
     args = parser.parse_args(argv)
     logs.configure()  # text; `run` switches to its config's runtime.log_format once the config is read
@@ -87,6 +89,10 @@ def _delegate(command: str, argv: list[str]) -> int:
         from pipeline.bench.cli import bench_command
 
         return bench_command(argv)
+    if command == "fleet":
+        from pipeline.cluster.cli import fleet_command
+
+        return fleet_command(argv)
     from pipeline.stages.tracking.cli import track_command
 
     return track_command(argv)
@@ -145,20 +151,33 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
         config = load_config(path)
         logs.configure(config.runtime.log_level, config.runtime.log_format)
     duration = duration or config.runtime.duration_s
-    if duration is not None and not config.streams:
+    cluster = config.runtime.cluster
+    if duration is not None and not config.streams and cluster is None:
         raise ConfigError(f"{path}: no streams to run for {duration:g} s; add some under `streams:`, or run "
                           "without a duration to start a service that takes cameras through its API")
     http = config.runtime.http or (HttpConfig() if duration is None else None)
     plan = resolve(config)
     _preflight(path, config, plan)
-    runner = PipelineRunner(config, plan=plan)
-    control = Control(runner, path)
+    coordinator = fleet = None
+    if cluster is not None:
+        from pipeline.cluster.cameras import FleetCameras
+        from pipeline.cluster.coordinator import Coordinator
+        from pipeline.cluster.store import FleetStore
+
+        lanes = {lane.name for lane in config.lanes}
+        coordinator = Coordinator(cluster, config.runtime.instance, lanes)
+        fleet = FleetCameras(FleetStore(cluster.dsn), lanes)
+    runner = PipelineRunner(config, plan=plan, fence=coordinator and coordinator.fence)
+    control = Control(runner, path, fleet=fleet)
     if http is not None:
         from pipeline.service import Service  # noqa: PLC0415 - the web stack loads only when served
 
-        job = Service(runner, http, control)
+        job = Service(runner, http, control, cluster=coordinator)
     else:
         job = runner
+    if coordinator is not None:
+        coordinator.attach(control.set_streams, runner.running)
+        coordinator.start()
 
     def on_signal(signum, _frame):
         log.warning("%s received: stopping sources and draining (again to abandon buffered frames)",
@@ -169,7 +188,12 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, lambda _signum, _frame: control.reload_in_background())
     on_progress, interval = progress_reporter(config.runtime)
-    snap = job.run(duration, on_progress=None if quiet else on_progress, progress_interval_s=interval)
+    try:
+        snap = job.run(duration, on_progress=None if quiet else on_progress, progress_interval_s=interval)
+    finally:
+        if coordinator is not None:
+            coordinator.close()
+            fleet.close()
     print(summary(snap))
     code = exit_code(snap)
     if config.runtime.log_format == "json":

@@ -10,6 +10,8 @@ from __future__ import annotations
 import inspect
 import ipaddress
 import logging
+import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from pipeline import plugins
 from pipeline.config import references
 from pipeline.config.analytics import AlertRule, LineConfig, ZoneConfig
+from pipeline.config.cluster import ClusterConfig
 from pipeline.config.fields import DAY_S, HOUR_S, FilePath, Fraction, KeyPathError, Name, Strict
 from pipeline.config.outputs import OutputEntry
 
@@ -288,6 +291,10 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def default_instance() -> str:
+    return os.environ.get("STREAMWEAVE_INSTANCE") or socket.gethostname()
+
+
 class RuntimeConfig(Strict):
     stage_workers: int = Field(
         2, ge=1, le=256, description="threads running the per-stream stages (tracker, analytics, plugins); streams are "
@@ -314,6 +321,12 @@ class RuntimeConfig(Strict):
         "back through CUDA IPC or the pipe); 0 = decode threads in this process; auto = one process per 8 NVDEC "
         "streams when there are at least 8, else 0",
     )
+    instance: str = Field(default_factory=default_instance, min_length=1, max_length=128,
+        description="this instance's name in a fleet: in stored rows, MQTT payloads and the cluster's leases; "
+        "default: $STREAMWEAVE_INSTANCE, else the host name")
+    cluster: ClusterConfig | None = Field(
+        None, description="share the fleet's cameras with other instances through leases in PostgreSQL; the "
+        "cameras then live in the database (`fleet import`), and `streams:` stays empty")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field(
         "text", description="how stderr is written: text lines, or one JSON object per line (ts, level, logger, "
@@ -371,4 +384,7 @@ class PipelineConfig(Strict):
     @model_validator(mode="after")
     def _cross_references(self) -> "PipelineConfig":
         references.check(self)
+        if self.runtime.cluster is not None and self.streams:
+            raise KeyPathError(("streams",), "must be empty with runtime.cluster: the fleet's cameras live in its "
+                               "database; import them with `run_pipeline.py fleet import FILE --dsn DSN`")
         return self

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from pipeline.align.buffer import AlignedBuffer
 from pipeline.config.models import PipelineConfig
@@ -49,6 +49,7 @@ counter in this run, which its trackers share (a stream restarted while running 
     inference: Inference
     telemetry: Telemetry
     track_ids: defaultdict[str, TrackIds]
+    fence: Any = None  # in a fleet: what storage asks before writing a camera's rows (`pipeline.cluster.fencing`)
 
 
 def stage_factory(config: PipelineConfig, class_names: list[str],
@@ -59,19 +60,19 @@ def stage_factory(config: PipelineConfig, class_names: list[str],
 
 def build_pipeline(config: PipelineConfig, plan: Plan, *, detector: Detector | None = None,
                    sinks: list[Sink] = (), on_finished: Callable[[str], None] | None = None,
-                   finish_when: Callable[[], bool] = lambda: True) -> Pipeline:
+                   finish_when: Callable[[], bool] = lambda: True, fence: Any = None) -> Pipeline:
     """Make every stage of `config` as `plan` decided. detector: one already loaded (tests, benchmarks).
     sinks: frame sinks beyond the configured ones (default queue options). on_finished(stream_id): every
     sink has handled a stream's end (called on a sink thread). finish_when(): inference may end once every
     stream has ended and been drained (a runner says: once it was asked to stop). Each build is a new run
-    (`pipeline.runtime.runs`). Raises ConfigError, EngineError or SinkError when a part cannot be made."""
+    (`pipeline.runtime.runs`). fence: in a fleet, handed to the storage sinks (`pipeline.cluster.fencing`). Raises ConfigError, EngineError or SinkError when a part cannot be made."""
     run = new_run(config)
     detector = detector or Detector(config.detector, plan=plan.detector)
     buffer = AlignedBuffer(list(config.lanes))
     sources = Sources(buffer, decode_processes=plan.decode_processes, device=plan.detector.device,
                       plugin_modules=list(plan.plugins))
     frame_sinks, event_outputs = build_outputs(list(config.sinks), OutputContext(
-        detector.class_names, list(config.alerts), run, clips=sources))
+        detector.class_names, list(config.alerts), run, clips=sources, fence=fence))
     outputs = OutputSinks([*frame_sinks, *((sink, FrameSinkOptions()) for sink in sinks)], Failures())
     events = EventPublisher(Outbox(Path(config.runtime.outbox_path), [output for output, _ in event_outputs])
                             if event_outputs else None, entries=[(entry, output.name) for output, entry in event_outputs])
@@ -82,4 +83,4 @@ def build_pipeline(config: PipelineConfig, plan: Plan, *, detector: Detector | N
     telemetry = Telemetry()
     inference = Inference(buffer, detector, stages.submit_batch, stages.end_stream, finish_when, telemetry=telemetry)
     return Pipeline(config, plan, run, detector, buffer, sources, outputs, events, stages, inference, telemetry,
-                    track_ids)
+                    track_ids, fence)

@@ -91,7 +91,7 @@ def _open_outputs(parts: Pipeline, config: PipelineConfig, entries: list) -> tup
     """The outputs of `entries`, made and their frame sinks opened; if one fails, those opened are closed."""
     frame_sinks, event_outputs = build_outputs(entries, OutputContext(parts.detector.class_names,
                                                                       list(config.alerts), parts.run,
-                                                                      clips=parts.sources))
+                                                                      clips=parts.sources, fence=parts.fence))
     opened = []
     try:
         for sink, _ in frame_sinks:

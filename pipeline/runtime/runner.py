@@ -34,11 +34,12 @@ class PipelineRunner:
     `add_stream` and `remove_stream` too, while it runs.
 
     detector: one already loaded (else made from the config). sinks: frame sinks beyond the configured
-    ones. plan: how to run (else `resolve(config)` for this machine).
+    ones. plan: how to run (else `resolve(config)` for this machine). fence: in a fleet, what its storage
+    asks before writing a camera's rows (`pipeline.cluster.fencing`).
     """
 
     def __init__(self, config: PipelineConfig, detector: Detector | None = None, *, sinks: list[Sink] = (),
-                 plan: Plan | None = None):
+                 plan: Plan | None = None, fence=None):
         self.plan = plan or resolve(config)
         for warning in self.plan.warnings:
             log.warning("%s", warning)
@@ -46,7 +47,7 @@ class PipelineRunner:
         self._stop = threading.Event()
         finished: queue.SimpleQueue = queue.SimpleQueue()
         self.parts = build_pipeline(config, self.plan, detector=detector, sinks=sinks,
-                                    on_finished=finished.put, finish_when=self._stop.is_set)
+                                    on_finished=finished.put, finish_when=self._stop.is_set, fence=fence)
         self.table = StreamTable(self.parts, self.plan, finished)
         self.detector = self.parts.detector
         self._abandon = threading.Event()

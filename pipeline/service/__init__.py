@@ -20,9 +20,10 @@ __all__ = ["Control", "Service"]
 class Service:
     """runner: the pipeline. http: where its server listens (bound at once: a port in use is a ConfigError
     here, before any stream starts). control: how changes apply (default: to the running pipeline only,
-    with no config file to write back to or reload)."""
+    with no config file to write back to or reload). cluster: in a fleet, this instance's coordinator
+    (`pipeline.cluster`), for /api/cluster and the cluster's metrics."""
 
-    def __init__(self, runner: PipelineRunner, http: HttpConfig, control: Control | None = None):
+    def __init__(self, runner: PipelineRunner, http: HttpConfig, control: Control | None = None, cluster=None):
         from pipeline.service.app import make_app  # noqa: PLC0415 - FastAPI loads only for a service
         from pipeline.service.gpu import GpuCollector  # noqa: PLC0415
         from pipeline.service.server import HttpServer  # noqa: PLC0415
@@ -30,7 +31,7 @@ class Service:
         self.runner = runner
         self.control = control or Control(runner)
         self._gpu = GpuCollector()
-        app = make_app(self.control, http.token, package_version(), [self._gpu], http.console)
+        app = make_app(self.control, http.token, package_version(), [self._gpu], http.console, cluster)
         self.console = app.state.console
         try:
             self.server = HttpServer(app, http.host, http.port)

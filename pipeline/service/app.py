@@ -7,6 +7,9 @@
     PATCH /api/streams/{id}  change url, lane or fps (that camera alone restarts)
     POST /api/streams/{id}/pause, /resume
     GET  /api/config         the effective config, secrets masked
+    GET  /api/cluster        in a fleet: instances, leases, handoffs (`pipeline.cluster.api`); there the
+                             stream changes go to the fleet's database, and answer 202 for a camera that
+                             does not run on this instance
     zones, lines, alert rules, reload and stored events: `pipeline.service.config_api`
 
     GET  /                   the web console (`pipeline.service.console`); POST /login, /logout its session
@@ -68,9 +71,9 @@ class StreamView(BaseModel):
 
 
 def make_app(control: Control, token: str | None = None, version: str = "",
-             collectors: Sequence[Collector] = (), console: ConsoleConfig | None = None) -> FastAPI:
+             collectors: Sequence[Collector] = (), console: ConsoleConfig | None = None, cluster=None) -> FastAPI:
     """The app of one pipeline (`control.runner`); /metrics has the runner's counters and histograms, this
-    process's CPU and memory, and `collectors` (the GPUs'). console: serve the web console at / (None or not
+    process's CPU and memory, and `collectors` (the GPUs'). cluster: a fleet's `Coordinator` (None: no fleet). console: serve the web console at / (None or not
     enabled: no console); its `Console` is `app.state.console` (to close before the server stops)."""
     runner = control.runner
     app = FastAPI(title="streamweave", version=version,
@@ -126,13 +129,13 @@ def make_app(control: Control, token: str | None = None, version: str = "",
     def add_stream(config: StreamConfig) -> StreamView:
         """Start a camera (and add it to the config file); the others are not paused or reset."""
         apply(control.add_stream, entry_of(config))
-        return _current(runner, config.id)
+        return _current_or_fleet(runner, control, config.id)
 
     @app.patch("/api/streams/{stream_id}", tags=["streams"], dependencies=authorized)
     def change_stream(stream_id: str, changes: StreamChange) -> StreamView:
         """Change a camera's url, lane or fps cap (null: no cap): it alone restarts (new seq, new tracks)."""
         apply(control.change_stream, stream_id, changes.model_dump(exclude_unset=True))
-        return _current(runner, stream_id)
+        return _current_or_fleet(runner, control, stream_id)
 
     @app.post("/api/streams/{stream_id}/pause", tags=["streams"], dependencies=authorized)
     def pause_stream(stream_id: str) -> StreamView:
@@ -157,7 +160,20 @@ def make_app(control: Control, token: str | None = None, version: str = "",
         return masked_config(runner)
 
     app.include_router(config_api.router(control), dependencies=authorized)
+    if cluster is not None:
+        from pipeline.cluster import api as cluster_api  # noqa: PLC0415 - only in a fleet
+
+        registry.register(cluster_api.ClusterCollector(cluster))
+        app.include_router(cluster_api.router(cluster), dependencies=authorized)
     return app
+
+
+def _current_or_fleet(runner: PipelineRunner, control: Control, stream_id: str) -> StreamView | JSONResponse:
+    """The stream as it runs here; in a fleet, where it may run on another instance, 202 when it does not."""
+    if control.fleet is not None and all(config.id != stream_id for config in runner.streams()):
+        return JSONResponse({"id": stream_id, "state": "stored in the fleet; the instance it is assigned to "
+                             "starts it at its next heartbeat"}, status_code=202)
+    return _current(runner, stream_id)
 
 
 def _current(runner: PipelineRunner, stream_id: str) -> StreamView:
@@ -187,6 +203,8 @@ def masked_config(runner: PipelineRunner) -> dict:
                 sink[key] = mask_url(sink[key])
         if sink.get("type") == "webhook":  # hook URLs often carry their secret in the path
             sink["url"] = re.sub(r"^([a-z]+://[^/]+)/.+$", r"\1/***", sink["url"])
+    if data["runtime"].get("cluster"):
+        data["runtime"]["cluster"]["dsn"] = mask_url(data["runtime"]["cluster"]["dsn"])
     http = data["runtime"].get("http")
     if http and http.get("token"):
         http["token"] = "***"

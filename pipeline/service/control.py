@@ -9,6 +9,10 @@ changes nothing; the error names file, line and key path) and applies the differ
 are states of the running pipeline, not of the file. Without a file (a config made in code), changes
 apply to the running pipeline only. `${NAME}` is read from the environment in the file only, never in
 what the API is sent (it would echo the environment back).
+
+In a fleet (`runtime.cluster`) the cameras live in the fleet's database instead: the API's camera changes
+are written there (`pipeline.cluster.cameras.FleetCameras`), and the coordinator starts and stops the
+cameras this instance holds (`set_streams`); zones, lines, rules and reloads keep those cameras running.
 """
 from __future__ import annotations
 
@@ -33,17 +37,21 @@ _LOCATION = re.compile(r"^[^\n]*?:\d+: ", re.MULTILINE)
 
 
 class Control:
-    """runner: the running pipeline. path: its config file (None: no file to edit or reload)."""
+    """runner: the running pipeline. path: its config file (None: no file to edit or reload). fleet: in a
+    fleet, where cameras are added, changed and removed (`pipeline.cluster.cameras.FleetCameras`)."""
 
-    def __init__(self, runner: PipelineRunner, path: str | Path | None = None):
+    def __init__(self, runner: PipelineRunner, path: str | Path | None = None, fleet=None):
         self.runner = runner
         self.path = Path(path) if path is not None else None
+        self.fleet = fleet
         self._lock = threading.Lock()
         self._applied = self.path.read_text() if self.path is not None else ""  # the file as last applied
 
     # -- cameras --------------------------------------------------------------------------------
     def add_stream(self, entry: dict) -> None:
         _no_variables("streams", entry)
+        if self.fleet is not None:
+            return self.fleet.add(entry)
 
         def add(doc: ConfigDocument) -> None:
             if any(item.get("id") == entry["id"] for item in doc.entries("streams")):
@@ -55,6 +63,8 @@ class Control:
     def change_stream(self, stream_id: str, changes: dict) -> None:
         """Change some keys of a stream (a None value takes the key out): that stream alone restarts."""
         _no_variables("streams", changes)
+        if self.fleet is not None:
+            return self.fleet.change(stream_id, changes)
 
         def change(doc: ConfigDocument) -> None:
             entry = {**doc.get("streams", stream_id), **changes}
@@ -63,7 +73,14 @@ class Control:
         self._change(change)
 
     def remove_stream(self, stream_id: str) -> None:
+        if self.fleet is not None:
+            return self.fleet.remove(stream_id)
         self._change(lambda doc: doc.remove("streams", stream_id))
+
+    def set_streams(self, streams: list) -> ConfigDiff:
+        """Run exactly `streams` from now on, the rest of the config as it is (the coordinator of a fleet)."""
+        with self._lock:
+            return self.runner.reconfigure(self.runner.config.model_copy(update={"streams": list(streams)}))
 
     def pause_stream(self, stream_id: str) -> bool:
         with self._lock:
@@ -93,7 +110,7 @@ class Control:
             raise PipelineError("this pipeline was not started from a config file; there is nothing to reload")
         with self._lock:
             text = _read(self.path)
-            change = self.runner.reconfigure(parse_config(text, self.path))
+            change = self.runner.reconfigure(self._with_fleet_streams(parse_config(text, self.path)))
             self._applied = text
         log.info("reloaded %s: %s", self.path, change.summary())
         return change
@@ -110,13 +127,14 @@ class Control:
 
     def _change(self, edit: Callable[[ConfigDocument], T]) -> tuple[T, ConfigDiff]:
         with self._lock:
-            doc = ConfigDocument.read(self.path) if self.path else ConfigDocument.of(self.runner.config)
+            doc = ConfigDocument.read(self.path) if self.path else ConfigDocument.of(
+                self.runner.config if self.fleet is None else self.runner.config.model_copy(update={"streams": []}))
             if self.path is not None and doc.read_text != self._applied:
                 raise FileChanged(f"{self.path} was edited since it was last applied; reload it first "
                                   "(POST /api/reload or SIGHUP), then repeat this change")
             result = edit(doc)
             try:
-                config = doc.validate()
+                config = self._with_fleet_streams(doc.validate())
             except ConfigError as exc:  # the lines are those of the edited text: the key path says more
                 raise ConfigError(_LOCATION.sub("", str(exc))) from None
             staged = doc.stage()
@@ -132,6 +150,10 @@ class Control:
         log.info("config changed through the API%s: %s", f" and written to {self.path}" if self.path else "",
                  change.summary())
         return result, change
+
+    def _with_fleet_streams(self, config):
+        """In a fleet the file has no cameras: those running stay (the coordinator decides which run)."""
+        return config if self.fleet is None else config.model_copy(update={"streams": self.runner.streams()})
 
     def _put_in_place(self, doc: ConfigDocument, staged: Path | None) -> None:
         doc.commit(staged)

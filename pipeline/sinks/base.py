@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from pipeline.config.models import AlertRule
 from pipeline.types import Event, FrameResult, Run
@@ -99,9 +99,12 @@ class ClipRecorder(Protocol):
 
 @dataclass(frozen=True)
 class OutputContext:
-    """What an output factory may need beyond its own config entry. run: the run it serves (storage records it)."""
+    """What an output factory may need beyond its own config entry. run: the run it serves (storage records it).
+    fence: in a fleet, what PostgreSQL storage asks whether a camera's rows may still be written
+    (`pipeline.cluster.fencing.Fence`)."""
 
     class_names: list[str]
     alerts: list[AlertRule]
     run: Run
     clips: ClipRecorder | None = None
+    fence: Any = None

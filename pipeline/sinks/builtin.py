@@ -14,7 +14,7 @@ def sqlite(entry, context: OutputContext):
 def postgres(entry, context: OutputContext):
     from pipeline.sinks.storage.postgres import PostgresSink  # noqa: PLC0415 - psycopg is optional
 
-    return PostgresSink(entry, context.class_names, context.run)
+    return PostgresSink(entry, context.class_names, context.run, fence=context.fence)
 
 
 def jsonl(entry, context: OutputContext):

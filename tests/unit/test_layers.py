@@ -2,7 +2,8 @@
 
 `pipeline/` is layered, bottom to top; a module imports its own group and lower layers, never a higher one:
 
-    4  entry     pipeline/cli.py, pipeline/service/ (HTTP API), pipeline/bench/ (the bench command), pipeline/testing/ (fakes shipped for tests)
+    4  entry     pipeline/cli.py, pipeline/service/ (HTTP API), pipeline/bench/ (the bench command), pipeline/testing/ (fakes shipped for tests),
+                 pipeline/cluster/ (a fleet's coordinator, fleet command and /api/cluster)
     3  runtime   pipeline/runtime/: wires the stages together
     2  stages of the data flow, five groups that never import one another:
        sources, align, detect, stages, sinks (pipeline/<group>/)
@@ -33,6 +34,7 @@ GROUP = {  # a module belongs to the group of its longest listed prefix; pipelin
     "pipeline.sources": "sources", "pipeline.align": "align", "pipeline.detect": "detect",
     "pipeline.stages": "stages", "pipeline.sinks": "sinks", "pipeline.runtime": "runtime",
     "pipeline.cli": "entry", "pipeline.testing": "entry", "pipeline.service": "entry", "pipeline.bench": "entry",
+    "pipeline.cluster": "entry",
 }
 NOT_SHIPPED = ("samples", "tests", "benchmarks")  # development trees the package must not need
 

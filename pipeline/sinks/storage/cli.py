@@ -136,7 +136,7 @@ def write(sections: dict[str, list[dict]], what: str, fmt: str, out: TextIO, cap
             continue
         title = TITLES[name] + (f" ({caption})" if caption and name in ("lines", "events") else "")
         out.write(f"\n{title}\n")
-        out.write(_table([{k: v for k, v in row.items() if not (one_run and k == "run_id")} for row in rows]))
+        out.write(text_table([{k: v for k, v in row.items() if not (one_run and k == "run_id")} for row in rows]))
 
 
 def _csv(rows: list[dict], out: TextIO) -> None:
@@ -146,7 +146,7 @@ def _csv(rows: list[dict], out: TextIO) -> None:
         writer.writerows(rows)
 
 
-def _table(rows: list[dict]) -> str:
+def text_table(rows: list[dict]) -> str:
     """Aligned text columns (numbers to the right), or `(none)`."""
     if not rows:
         return "  (none)\n"

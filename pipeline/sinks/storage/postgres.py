@@ -33,8 +33,9 @@ class PostgresBackend:
 
     dialect = "postgres"
 
-    def __init__(self, dsn: str, connect_timeout_s: float = 5.0):
+    def __init__(self, dsn: str, connect_timeout_s: float = 5.0, fence=None):
         self.dsn = dsn
+        self.fence = fence  # in a fleet: `pipeline.cluster.fencing.Fence`, which drops rows of lost leases
         self.target = mask_url(dsn)
         self.connect_timeout_s = connect_timeout_s
         self.transactions = 0
@@ -75,7 +76,9 @@ class PostgresBackend:
         self._conn = conn
 
     def write(self, rows: MergedRows) -> None:
-        self._run(lambda cur: self._insert(cur, rows), f"{len(rows.detections) + len(rows.track_boxes)} rows")
+        fence = self.fence
+        self._run(lambda cur: self._insert(cur, rows if fence is None else fence.filter(cur, rows)),
+                  f"{len(rows.detections) + len(rows.track_boxes)} rows")
         self.transactions += 1
 
     def delete_older_than(self, cutoff_wall_ns: int) -> int:
@@ -136,8 +139,10 @@ class PostgresSink(StorageSink):
     """Stores a run's detections or track boxes, tracks and events in PostgreSQL (see `StorageSink`).
 
     `open()` raises `SinkError` when the server cannot be reached at start (a wrong DSN fails fast);
-    after that, outages are retried without losing rows.
+    after that, outages are retried without losing rows. fence: in a fleet, what refuses the rows of
+    cameras whose lease this instance lost (`pipeline.cluster.fencing`), in the write's own transaction.
     """
 
-    def __init__(self, config: PostgresStorage, class_names: list[str], run: Run, **options):
-        super().__init__(PostgresBackend(config.dsn), config, class_names, run, PostgresBackend(config.dsn), **options)
+    def __init__(self, config: PostgresStorage, class_names: list[str], run: Run, fence=None, **options):
+        super().__init__(PostgresBackend(config.dsn, fence=fence), config, class_names, run,
+                         PostgresBackend(config.dsn, fence=fence), **options)

@@ -44,7 +44,8 @@ def once(model: type[BaseModel], raw: dict, value: BaseModel, where: str) -> lis
     for name, field in model.model_fields.items():
         key = f"{where}.{name}"
         if name not in raw:
-            problems.append(f"{key} is missing")
+            if field.default_factory is None:  # a default made at start (the host's name) cannot be written down
+                problems.append(f"{key} is missing")
             continue
         inner, is_list = nested(field.annotation)
         if inner is not None and not is_list and isinstance(raw[name], dict):

@@ -1,0 +1,86 @@
+"""The fleet's cameras as the API and the `fleet import` command change them: validated like the YAML's
+`streams:` entries, then written to `fleet_cameras` (each instance notices at its next heartbeat)."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from pipeline import plugins
+from pipeline.cluster.store import FleetStore
+from pipeline.config.fields import key_path
+from pipeline.config.models import StreamConfig
+from pipeline.errors import ConfigError, NoSuchItem, StreamExists
+
+
+def stream_entry(entry: dict, where: str, lanes: set[str] | None = None) -> dict:
+    """`entry` as it would be stored: validated as a `streams:` entry (ConfigError naming `where` and the key
+    otherwise), with only the keys that were given; `lanes`: those a camera may name (None: any)."""
+    try:
+        config = StreamConfig.model_validate(entry)
+    except ValidationError as exc:
+        problems = [f"{where} -> {key_path(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError("\n".join(problems)) from None
+    if lanes is not None and config.lane not in lanes:
+        raise ConfigError(f"{where} -> lane: unknown lane '{config.lane}'; this instance's lanes: {sorted(lanes)}")
+    return config.model_dump(mode="json", exclude_unset=True)
+
+
+class FleetCameras:
+    """Camera changes of one instance's API, written to the fleet's database (thread-safe)."""
+
+    def __init__(self, store: FleetStore, lanes: set[str]):
+        self.store, self.lanes = store, lanes
+        self._lock = threading.Lock()
+
+    def add(self, entry: dict) -> None:
+        entry = stream_entry(entry, f"streams -> {entry.get('id')}", self.lanes)
+        with self._lock:
+            if entry["id"] in self.store.cameras():
+                raise StreamExists(f"stream '{entry['id']}' already exists in the fleet; remove it first or choose "
+                                   "another id")
+            self.store.put_cameras([entry])
+
+    def change(self, stream_id: str, changes: dict) -> None:
+        """Change some keys (a None value takes the key out); the instance running it restarts it."""
+        with self._lock:
+            current = self.store.cameras().get(stream_id)
+            if current is None:
+                raise NoSuchItem(f"no stream '{stream_id}' in the fleet")
+            merged = {key: value for key, value in {**current[1], **changes}.items() if value is not None}
+            self.store.put_cameras([stream_entry(merged, f"streams -> {stream_id}", self.lanes)])
+
+    def remove(self, stream_id: str) -> None:
+        with self._lock:
+            if not self.store.delete_camera(stream_id):
+                raise NoSuchItem(f"no stream '{stream_id}' in the fleet")
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def read_streams(path: str | Path) -> list[dict]:
+    """The `streams:` entries of a YAML file (a whole pipeline config or a file of cameras only), each
+    validated (after the file's `plugins:` are loaded: they may register URL schemes)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("streams"), list) or not data["streams"]:
+        raise ConfigError(f"{path}: no `streams:` list to import; write the cameras under `streams:` as in a config")
+    try:
+        plugins.load(list(data.get("plugins") or []))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: plugins: {exc}") from None
+    entries = [stream_entry(entry if isinstance(entry, dict) else {}, f"{path}: streams -> {i}")
+               for i, entry in enumerate(data["streams"])]
+    ids = [entry["id"] for entry in entries]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise ConfigError(f"{path}: streams: ids {repeated} appear more than once")
+    return entries

@@ -1,0 +1,241 @@
+"""The coordinator of one instance in a fleet: a thread that keeps its share of the fleet's cameras running.
+
+Every heartbeat (`runtime.cluster.heartbeat_s`) it
+1. records that this instance is alive (`fleet_instances.heartbeat_at`),
+2. renews its leases; a lease it no longer has (taken over after it expired, its camera deleted) is
+   stopped here at once,
+3. reads the fleet's cameras and restarts those it runs whose entry changed,
+4. computes the assignment over the live instances (`pipeline.cluster.assignment`) and claims the
+   cameras assigned to it: expired leases (takeovers) up to `capacity`, free cameras up to its normal cap
+   (`capacity` less `headroom`),
+5. hands on at most one camera that is assigned elsewhere (rebalancing; one move at a time in the whole
+   fleet): it stops the camera here first, then ends the lease.
+
+Between heartbeats it watches a deadline: when no renewal has succeeded for `lease_s - heartbeat_s` since
+the last successful one was sent, it stops every camera it runs, before the database lets any other
+instance take them (`assignment.renew_deadline`). Cameras start and stop through the running pipeline's
+live path (`Control.set_streams`), never through a file.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pydantic import ValidationError
+
+from pipeline.cluster.assignment import Member, assign, renew_deadline
+from pipeline.cluster.fencing import Fence, LeaseBook
+from pipeline.cluster.store import FleetStore, FleetUnavailable
+from pipeline.config.cluster import ClusterConfig
+from pipeline.config.models import StreamConfig
+from pipeline.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Held:
+    token: int
+    revision: int
+    config: StreamConfig
+
+
+@dataclass
+class ClusterCounters:
+    takeovers: int = 0
+    claims: int = 0
+    rebalance_moves: int = 0
+    lease_losses: int = 0
+    deadline_stops: int = 0
+    heartbeats: int = 0
+    heartbeat_failures: int = 0
+    invalid_cameras: set = field(default_factory=set)
+
+
+class Coordinator:
+    """config: this instance's `runtime.cluster`. instance: its name. lanes: the lanes its pipeline has (a
+    camera naming another lane is not claimed). `fence` and `book` exist from construction (the pipeline's
+    storage needs the fence when it is built); `attach(set_streams, running)` before `start()`:
+    set_streams(configs) makes the pipeline run exactly those streams; running: set while it accepts them."""
+
+    def __init__(self, config: ClusterConfig, instance: str, lanes: set[str], *, store: FleetStore | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.config, self.instance, self.lanes = config, instance, lanes
+        self.store = store or FleetStore(config.dsn)
+        self.book = LeaseBook()
+        self.fence = Fence(self.book, instance)
+        self.counters = ClusterCounters()
+        self.held: dict[str, Held] = {}
+        self._clock = clock
+        self._deadline = float("inf")
+        self._next_beat = float("-inf")
+        self._beats = 0
+        self._stop = threading.Event()
+        self._set_streams: Callable[[list[StreamConfig]], None] | None = None
+        self._running: threading.Event | None = None
+        self._thread = threading.Thread(target=self._run, name=f"cluster:{instance}", daemon=True)
+
+    def attach(self, set_streams: Callable[[list[StreamConfig]], None], running: threading.Event) -> None:
+        self._set_streams, self._running = set_streams, running
+
+    def start(self) -> None:
+        """Connect (FleetUnavailable when the database cannot be reached: a wrong DSN fails at start) and start
+        the thread, which claims cameras once the pipeline runs."""
+        self.store.connect()
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the thread and release every lease (the pipeline stopped its streams already): the others take
+        the cameras at their next heartbeat instead of after the lease time."""
+        self._stop.set()
+        self._thread.join(30)
+        try:
+            for camera, held in sorted(self.held.items()):
+                self.store.release(self.instance, camera, held.token, "release")
+            self.store.leave(self.instance)
+        except FleetUnavailable as exc:
+            log.warning("cluster: leases not released at stop (they expire in %g s): %s", self.config.lease_s, exc)
+        self.held.clear()
+        self.store.close()
+
+    # -- the thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._running.wait(0.1):
+            if self._stop.is_set():
+                return
+        while not self._stop.is_set():
+            self._stop.wait(self.tick())
+
+    def tick(self) -> float:
+        """One step of the thread: past the deadline, stop every camera; when due, a heartbeat. Returns the
+        seconds until the next step is due."""
+        now = self._clock()
+        if self.held and now >= self._deadline:
+            self._deadline_passed()
+        if now >= self._next_beat:
+            self._next_beat = now + self.config.heartbeat
+            self._beat_safely()
+        until = min(self._next_beat, self._deadline if self.held else self._next_beat)
+        return max(0.005, until - self._clock())
+
+    def _beat_safely(self) -> None:
+        try:
+            self.beat()
+        except FleetUnavailable as exc:
+            self.counters.heartbeat_failures += 1
+            log.warning("cluster: heartbeat failed (cameras here stop %.1f s after the last renewal if it goes on): "
+                        "%s", self.config.lease_s - self.config.heartbeat, exc)
+        except PipelineError as exc:  # the pipeline refused a change (it is stopping): the next beat tries again
+            log.warning("cluster: %s", exc)
+
+    def _deadline_passed(self) -> None:
+        log.error("cluster: leases not renewed for %.1f s: stopping %d cameras before the leases expire (another "
+                  "instance takes them)", self.config.lease_s - self.config.heartbeat, len(self.held))
+        self.counters.deadline_stops += 1
+        self.counters.lease_losses += len(self.held)
+        self.held.clear()
+        self._apply()
+
+    def beat(self) -> None:
+        """One heartbeat (see the module docstring); the thread calls it, tests may too."""
+        cfg, store, me = self.config, self.store, self.instance
+        sent = self._clock()
+        store.heartbeat(me, cfg.capacity, cfg.normal_cap, cfg.share, cfg.url)
+        renewed = store.renew(me, [held.token for held in self.held.values()], cfg.lease_s)
+        self._deadline = renew_deadline(sent, cfg.lease_s, cfg.heartbeat)
+        self.counters.heartbeats += 1
+        self._beats += 1
+        cameras = store.cameras()
+        changed = self._drop_lost(renewed, cameras)
+        changed |= self._follow_entries(cameras)
+        valid = {camera: entry for camera, (_, entry) in cameras.items() if self._runnable(camera, entry)}
+        members = [Member(*row) for row in store.members(cfg.lease_s)]
+        desired = assign(list(valid), members)
+        mine = sorted(camera for camera, name in desired.items() if name == me and camera not in self.held)
+        claimed = []
+        if self._beats > 1 and self._running.is_set():  # the first beat only announces this instance, so that
+            # those starting with it are seen before anything is claimed; a pipeline that stops claims nothing
+            claimed = store.claim(me, mine, cfg.capacity - len(self.held), cfg.lease_s, expired=True)
+            claimed += store.claim(me, [c for c in mine if c not in {x.camera for x in claimed}],
+                                   cfg.normal_cap - len(self.held) - len(claimed), cfg.lease_s, expired=False)
+        for claim in claimed:
+            self.book.took(claim.camera, claim.token, time.time_ns())
+            revision, entry = cameras[claim.camera]
+            self.held[claim.camera] = Held(claim.token, revision, StreamConfig.model_validate(entry))
+            self.counters.claims += 1
+            self.counters.takeovers += claim.reason == "takeover"
+            log.info("cluster: %s %s (lease token %d)", "took over" if claim.reason == "takeover" else "claimed",
+                     claim.camera, claim.token)
+        if changed or claimed:
+            self._apply()
+        else:
+            self._move_one(desired)
+
+    def _drop_lost(self, renewed: set[int], cameras: dict) -> bool:
+        lost = [camera for camera, held in self.held.items() if held.token not in renewed]
+        for camera in lost:
+            del self.held[camera]
+            if camera in cameras:
+                self.counters.lease_losses += 1
+                log.warning("cluster: lost the lease of %s (it expired and another instance took it): stopping it",
+                            camera)
+            else:
+                log.info("cluster: %s was removed from the fleet: stopping it", camera)
+        return bool(lost)
+
+    def _follow_entries(self, cameras: dict) -> bool:
+        changed = False
+        for camera, held in self.held.items():
+            revision, entry = cameras.get(camera, (held.revision, None))
+            if revision != held.revision and self._runnable(camera, entry):
+                held.revision, held.config = revision, StreamConfig.model_validate(entry)
+                changed = True
+        return changed
+
+    def _runnable(self, camera: str, entry: dict) -> bool:
+        """A camera this pipeline can run: a valid entry whose lane exists here (each problem logged once)."""
+        try:
+            config = StreamConfig.model_validate(entry)
+        except ValidationError as exc:
+            problem = f"its entry is not valid: {exc.errors()[0]['msg']}"
+        else:
+            if config.lane in self.lanes:
+                self.counters.invalid_cameras.discard(camera)
+                return True
+            problem = f"lane '{config.lane}' is not one of this instance's lanes {sorted(self.lanes)}"
+        if camera not in self.counters.invalid_cameras:
+            self.counters.invalid_cameras.add(camera)
+            log.error("cluster: camera %s is not run here: %s; fix it with `fleet import` or the API", camera, problem)
+        return False
+
+    def _move_one(self, desired: dict[str, str]) -> None:
+        elsewhere = sorted(camera for camera in self.held if desired.get(camera, self.instance) != self.instance)
+        if not elsewhere:
+            return
+        camera = elsewhere[0]
+        held = self.held[camera]
+
+        def stop_here() -> None:
+            del self.held[camera]
+            self._apply()
+
+        if self.store.move_one(self.instance, camera, held.token, stop_here, self.config.lease_s):
+            self.counters.rebalance_moves += 1
+            log.info("cluster: handed %s on to %s (rebalancing)", camera, desired[camera])
+        elif camera not in self.held:  # stopped here, but the lease could not be ended: it expires instead
+            self.counters.lease_losses += 1
+
+    def _apply(self) -> None:
+        self._set_streams([held.config for _, held in sorted(self.held.items())])
+
+    # -- what it shows -------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Leases held and the counters, for /api/cluster and the metrics."""
+        counters = {key: value for key, value in vars(self.counters).items() if key != "invalid_cameras"}
+        return {"instance": self.instance, "leases_held": len(self.held), **counters,
+                "invalid_cameras": sorted(self.counters.invalid_cameras),
+                "fenced_rows": self.fence.stats.rows_refused, "fenced_writes": self.fence.stats.writes_fenced}
+

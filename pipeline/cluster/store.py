@@ -1,0 +1,270 @@
+"""The fleet's tables in PostgreSQL and every statement on them. All lease and heartbeat times are the
+database's `now()`, so hosts whose clocks differ agree on when a lease ends.
+
+    fleet_cameras    id, entry (the stream's keys as in YAML), revision (from a sequence), updated_at
+    fleet_instances  name, capacity, normal_cap (capacity less headroom), weight, url, started_at, heartbeat_at
+    fleet_leases     camera_id, instance, token (from a sequence: the fencing token), acquired_at, expires_at
+    fleet_handoffs   camera_id, from_instance, from_token, from_acquired_at, to_instance, to_token, reason
+                     (takeover, rebalance, release), lease_ended_at, started_at, gap_s
+
+A lease is valid while `expires_at > now()`. A camera changes hands in one transaction that locks its
+`fleet_cameras` row (`FOR UPDATE SKIP LOCKED`: instances claiming at once skip each other's cameras
+instead of waiting); the lease row keeps the camera's current token, a handoff row the end of every
+earlier one (what fencing compares stored rows with, `pipeline.cluster.fencing`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+from pipeline.errors import PipelineError
+from pipeline.masking import mask_url
+from pipeline.sinks.storage.postgres import _first_line, _psycopg
+
+SCHEMA_LOCK_KEY = 0x5EA7_0022
+"""Serialises creating the tables between instances starting together."""
+REBALANCE_LOCK_KEY = 0x5EA7_0023
+"""Held while one camera moves for rebalancing: the fleet moves one camera at a time."""
+
+SCHEMA = """
+CREATE SEQUENCE IF NOT EXISTS fleet_lease_token;
+CREATE SEQUENCE IF NOT EXISTS fleet_camera_revision;
+CREATE TABLE IF NOT EXISTS fleet_cameras (
+    id text PRIMARY KEY, entry jsonb NOT NULL, revision bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS fleet_instances (
+    name text PRIMARY KEY, capacity integer NOT NULL, normal_cap integer NOT NULL, weight double precision NOT NULL, url text,
+    started_at timestamptz NOT NULL DEFAULT now(), heartbeat_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS fleet_leases (
+    camera_id text PRIMARY KEY REFERENCES fleet_cameras (id) ON DELETE CASCADE, instance text NOT NULL,
+    token bigint NOT NULL UNIQUE, acquired_at timestamptz NOT NULL, expires_at timestamptz NOT NULL);
+CREATE TABLE IF NOT EXISTS fleet_handoffs (
+    id bigserial PRIMARY KEY, camera_id text NOT NULL, from_instance text NOT NULL, from_token bigint NOT NULL,
+    from_acquired_at timestamptz NOT NULL,
+    to_instance text, to_token bigint, reason text NOT NULL, lease_ended_at timestamptz NOT NULL,
+    started_at timestamptz, gap_s double precision);
+CREATE INDEX IF NOT EXISTS fleet_handoffs_token ON fleet_handoffs (from_token);
+CREATE INDEX IF NOT EXISTS fleet_handoffs_camera ON fleet_handoffs (camera_id, id);
+CREATE INDEX IF NOT EXISTS fleet_handoffs_from ON fleet_handoffs (from_instance, camera_id, lease_ended_at);
+"""
+
+
+class FleetUnavailable(PipelineError):
+    """The coordinating database cannot be reached right now (the coordinator retries each heartbeat)."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A lease this instance just took: `reason` 'takeover' when it had expired in another's (or an
+    earlier self's) hands, else 'free'."""
+
+    camera: str
+    token: int
+    reason: str
+
+
+class FleetStore:
+    """One autocommit connection with explicit transactions, reopened after a failure."""
+
+    def __init__(self, dsn: str, connect_timeout_s: float = 5.0):
+        self.dsn, self.target = dsn, mask_url(dsn)
+        self.connect_timeout_s = connect_timeout_s
+        self._pg = _psycopg()
+        self._conn = None
+
+    # -- connection ----------------------------------------------------------------------------
+    def connect(self) -> None:
+        pg = self._pg
+        try:
+            conn = pg.connect(self.dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s)),
+                              options="-c statement_timeout=10000")
+        except pg.OperationalError as exc:
+            raise FleetUnavailable(f"cannot connect to the fleet's PostgreSQL '{self.target}': {_first_line(exc)}; "
+                                   "check runtime.cluster.dsn and that the server is up") from exc
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+                conn.execute(SCHEMA)
+        except pg.Error as exc:
+            conn.close()
+            raise FleetUnavailable(f"fleet PostgreSQL '{self.target}': cannot create the fleet tables: "
+                                   f"{_first_line(exc)}") from exc
+        self._conn = conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _tx(self, work: Callable, *, lock_key: int | None = None):
+        """`work(cursor)` in one transaction (None, without running it, when `lock_key`'s advisory lock is
+        held elsewhere); FleetUnavailable when the database cannot be reached or refuses."""
+        pg = self._pg
+        if self._conn is None or self._conn.closed:
+            self.connect()
+        try:
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                if lock_key is not None:
+                    cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (lock_key,))
+                    if not cur.fetchone()[0]:
+                        return None
+                return work(cur)
+        except (pg.OperationalError, pg.InterfaceError) as exc:
+            self.close()
+            raise FleetUnavailable(f"fleet PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc
+        except pg.Error as exc:
+            raise FleetUnavailable(f"fleet PostgreSQL '{self.target}' refused: {_first_line(exc)}") from exc
+
+    # -- cameras -------------------------------------------------------------------------------
+    def put_cameras(self, entries: list[dict]) -> None:
+        """Insert or replace cameras by id (a new revision for each)."""
+        sql = ("INSERT INTO fleet_cameras (id, entry, revision) VALUES (%s, %s, nextval('fleet_camera_revision')) "
+               "ON CONFLICT (id) DO UPDATE SET entry = excluded.entry, revision = excluded.revision, updated_at = now()")
+        self._tx(lambda cur: cur.executemany(sql, [(e["id"], json.dumps(e)) for e in entries]))
+
+    def delete_camera(self, camera: str) -> bool:
+        """Forget a camera (its lease goes with it: the holder stops it at its next heartbeat)."""
+        def delete(cur) -> bool:
+            cur.execute("DELETE FROM fleet_cameras WHERE id = %s", (camera,))
+            return cur.rowcount > 0
+
+        return self._tx(delete)
+
+    def cameras(self) -> dict[str, tuple[int, dict]]:
+        """camera id -> (revision, entry)."""
+        def read(cur):
+            cur.execute("SELECT id, revision, entry FROM fleet_cameras")
+            return {row[0]: (row[1], row[2]) for row in cur.fetchall()}
+
+        return self._tx(read)
+
+    # -- instances -----------------------------------------------------------------------------
+    def heartbeat(self, name: str, capacity: int, normal_cap: int, weight: float, url: str | None) -> None:
+        self._tx(lambda cur: cur.execute(
+            "INSERT INTO fleet_instances (name, capacity, normal_cap, weight, url) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET capacity = excluded.capacity, normal_cap = excluded.normal_cap, "
+            "weight = excluded.weight, url = excluded.url, heartbeat_at = now()",
+            (name, capacity, normal_cap, weight, url)))
+
+    def members(self, lease_s: float) -> list[tuple[str, float, int, int]]:
+        """(name, weight, normal_cap, capacity) of every instance that heartbeat within `lease_s`."""
+        def read(cur):
+            cur.execute("SELECT name, weight, normal_cap, capacity FROM fleet_instances "
+                        "WHERE heartbeat_at > now() - make_interval(secs => %s) ORDER BY name", (lease_s,))
+            return cur.fetchall()
+
+        return self._tx(read)
+
+    # -- leases --------------------------------------------------------------------------------
+    def renew(self, name: str, tokens: list[int], lease_s: float) -> set[int]:
+        """Extend this instance's still valid leases among `tokens`; the tokens renewed (one missing was
+        lost: expired, taken over, or its camera deleted)."""
+        def renew(cur):
+            cur.execute("UPDATE fleet_leases SET expires_at = now() + make_interval(secs => %s) "
+                        "WHERE instance = %s AND token = ANY(%s) AND expires_at > now() RETURNING token",
+                        (lease_s, name, tokens))
+            return {row[0] for row in cur.fetchall()}
+
+        return self._tx(renew) if tokens else set()
+
+    def claim(self, name: str, cameras: list[str], limit: int, lease_s: float, *, expired: bool) -> list[Claimed]:
+        """Take up to `limit` of `cameras` whose lease expired (`expired`) or that have none, skipping those
+        another instance is taking right now; records each takeover, and completes each release, as a handoff."""
+        if not cameras or limit <= 0:
+            return []
+        which = "l.expires_at <= now()" if expired else "l.camera_id IS NULL"
+
+        def claim(cur) -> list[Claimed]:
+            cur.execute(
+                "SELECT c.id, l.instance, l.token, l.acquired_at, l.expires_at FROM fleet_cameras c "
+                "LEFT JOIN fleet_leases l ON l.camera_id = c.id "
+                f"WHERE c.id = ANY(%s) AND {which} ORDER BY c.id LIMIT %s FOR UPDATE OF c SKIP LOCKED", (cameras, limit))
+            out = []
+            for camera, holder, old_token, old_acquired, expired_at in cur.fetchall():
+                cur.execute("SELECT nextval('fleet_lease_token')")
+                token = cur.fetchone()[0]
+                # a claimer that committed between this statement's snapshot and its lock changed the lease, not
+                # the camera row: the lease's own state decides (no row: someone else has it now)
+                if holder is None:
+                    cur.execute("INSERT INTO fleet_leases VALUES (%s, %s, %s, now(), now() + make_interval(secs => %s)) "
+                                "ON CONFLICT (camera_id) DO NOTHING", (camera, name, token, lease_s))
+                    if cur.rowcount == 0:
+                        continue
+                    cur.execute(  # the release that freed it, if one did: now it has a successor
+                        "UPDATE fleet_handoffs SET to_instance = %s, to_token = %s, started_at = now(), "
+                        "gap_s = extract(epoch FROM now() - lease_ended_at) WHERE id = (SELECT max(id) FROM "
+                        "fleet_handoffs WHERE camera_id = %s) AND to_instance IS NULL", (name, token, camera))
+                    out.append(Claimed(camera, token, "free"))
+                    continue
+                cur.execute("UPDATE fleet_leases SET instance = %s, token = %s, acquired_at = now(), "
+                            "expires_at = now() + make_interval(secs => %s) WHERE camera_id = %s AND token = %s "
+                            "AND expires_at <= now()", (name, token, lease_s, camera, old_token))
+                if cur.rowcount == 0:
+                    continue
+                cur.execute("INSERT INTO fleet_handoffs (camera_id, from_instance, from_token, from_acquired_at, "
+                            "to_instance, to_token, reason, lease_ended_at, started_at, gap_s) VALUES (%s, %s, %s, %s, "
+                            "%s, %s, 'takeover', %s, now(), extract(epoch FROM now() - %s))",
+                            (camera, holder, old_token, old_acquired, name, token, expired_at, expired_at))
+                out.append(Claimed(camera, token, "takeover"))
+            return out
+
+        return self._tx(claim)
+
+    def release(self, name: str, camera: str, token: int, reason: str) -> bool:
+        """End this instance's lease of `camera` now (after it stopped the camera) and record the handoff,
+        to be completed by whoever claims it next."""
+        return self._tx(lambda cur: _end_lease(cur, name, camera, token, reason, "now()"))
+
+    def move_one(self, name: str, camera: str, token: int, stop: Callable[[], None], lease_s: float) -> bool:
+        """Rebalancing: unless another camera is moving right now (the fleet-wide advisory lock, or a camera
+        released for rebalancing within `lease_s` that nobody has claimed yet), `stop()` the camera here,
+        then release its lease; the lease ends when the camera has stopped (`clock_timestamp()`, not the
+        transaction's start). False: not now."""
+        def move(cur) -> bool:
+            cur.execute("SELECT count(*) FROM fleet_handoffs h JOIN fleet_cameras c ON c.id = h.camera_id "
+                        "WHERE h.reason = 'rebalance' AND h.to_instance IS NULL "
+                        "AND h.lease_ended_at > now() - make_interval(secs => %s)", (lease_s,))
+            if cur.fetchone()[0]:
+                return False
+            stop()
+            return _end_lease(cur, name, camera, token, "rebalance", "clock_timestamp()")
+
+        return bool(self._tx(move, lock_key=REBALANCE_LOCK_KEY))
+
+    def leave(self, name: str) -> None:
+        """A clean stop: this instance's row goes (its leases were released one by one before)."""
+        self._tx(lambda cur: cur.execute("DELETE FROM fleet_instances WHERE name = %s", (name,)))
+
+    # -- what the fleet looks like ---------------------------------------------------------------
+    def state(self, handoffs: int = 50) -> dict:
+        """Instances (with seconds since their heartbeat), cameras with their lease (holder, token, seconds
+        to expiry; none: no instance runs it), and the latest handoffs with their gaps, as JSON values."""
+        def read(cur) -> dict:
+            cur.execute("SELECT name, capacity, normal_cap, weight, url, started_at, heartbeat_at, "
+                        "extract(epoch FROM now() - heartbeat_at) FROM fleet_instances ORDER BY name")
+            instances = [dict(name=n, capacity=c, normal_cap=nc, weight=w, url=u, started_at=s.isoformat(),
+                              heartbeat_at=h.isoformat(), heartbeat_age_s=round(float(age), 3))
+                         for n, c, nc, w, u, s, h, age in cur.fetchall()]
+            cur.execute("SELECT c.id, l.instance, l.token, l.acquired_at, extract(epoch FROM l.expires_at - now()) "
+                        "FROM fleet_cameras c LEFT JOIN fleet_leases l ON l.camera_id = c.id ORDER BY c.id")
+            cameras = [dict(id=i, instance=holder, token=token, acquired_at=acquired and acquired.isoformat(),
+                            expires_in_s=None if left is None else round(float(left), 3))
+                       for i, holder, token, acquired, left in cur.fetchall()]
+            cur.execute("SELECT camera_id, from_instance, from_token, to_instance, to_token, reason, lease_ended_at, "
+                        "started_at, gap_s FROM fleet_handoffs ORDER BY id DESC LIMIT %s", (handoffs,))
+            moves = [dict(camera=c, from_instance=fi, from_token=ft, to_instance=ti, to_token=tt, reason=r,
+                          lease_ended_at=e.isoformat(), started_at=s and s.isoformat(), gap_s=g)
+                     for c, fi, ft, ti, tt, r, e, s, g in cur.fetchall()]
+            return {"instances": instances, "cameras": cameras, "handoffs": moves}
+
+        return self._tx(read)
+
+
+def _end_lease(cur, name: str, camera: str, token: int, reason: str, ended: str) -> bool:
+    """Delete this instance's lease and record its end (`ended`: SQL for the moment) as an open handoff."""
+    cur.execute("WITH gone AS (DELETE FROM fleet_leases WHERE camera_id = %s AND instance = %s AND token = %s "
+                "RETURNING acquired_at) INSERT INTO fleet_handoffs (camera_id, from_instance, from_token, "
+                f"from_acquired_at, reason, lease_ended_at) SELECT %s, %s, %s, acquired_at, %s, {ended} FROM gone",
+                (camera, name, token, camera, name, token, reason))
+    return cur.rowcount > 0

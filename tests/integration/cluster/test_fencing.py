@@ -1,0 +1,93 @@
+"""Fencing against a real PostgreSQL: a storage write keeps the rows captured while their lease was valid and
+refuses, counts and logs those captured after it ended."""
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+
+from pipeline.cluster.fencing import Fence, LeaseBook
+from pipeline.cluster.store import FleetStore
+from pipeline.sinks.storage.postgres import PostgresBackend
+from pipeline.sinks.storage.rows import MergedRows
+from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
+
+S = 10**9
+
+
+def detection(camera: str, wall_ns: int) -> tuple:
+    return ("run-x", camera, 0, 0, wall_ns, 0, "person", 0.9, 0.0, 0.0, 8.0, 8.0, -1, 0, 0)
+
+
+def stored(dsn: str) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT stream_id, wall_ns FROM detections ORDER BY wall_ns").fetchall()
+
+
+@pytest.fixture
+def fleet(postgres_dsn):
+    store = FleetStore(postgres_dsn)
+    store.connect()
+    store.put_cameras([{"id": "cam-1", "url": "rtsp://h/1"}, {"id": "cam-2", "url": "rtsp://h/2"}])
+    yield store
+    store.close()
+
+
+def test_rows_captured_after_the_lease_ended_are_refused_and_counted(fleet, postgres_dsn, caplog):
+    book = LeaseBook()
+    fence = Fence(book, "x")
+    backend = PostgresBackend(postgres_dsn, fence=fence)
+    backend.connect()
+    [claim] = fleet.claim("x", ["cam-1"], 1, 30.0, expired=False)
+    taken = time.time_ns() - 5 * S  # as if taken 5 s ago: the lease is made to end before now below
+    book.took("cam-1", claim.token, taken)
+    backend.write(MergedRows(detections=[detection("cam-1", taken + S), detection("cam-2", taken + S)]))
+    assert stored(postgres_dsn) == [("cam-1", taken + S)]  # cam-2: never leased here
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # x pauses; its lease runs out; y takes over
+        conn.execute("UPDATE fleet_leases SET expires_at = now() - interval '1 second'")
+        ended = int(conn.execute("SELECT extract(epoch FROM expires_at)::numeric * 1e9 FROM fleet_leases")
+                    .fetchone()[0])
+    assert [c.reason for c in fleet.claim("y", ["cam-1"], 1, 30.0, expired=True)] == ["takeover"]
+
+    before, after = ended - S // 10, ended + S // 10
+    backend.write(MergedRows(detections=[detection("cam-1", before), detection("cam-1", after)]))
+    assert stored(postgres_dsn) == sorted([("cam-1", taken + S), ("cam-1", before)], key=lambda row: row[1])
+    assert fence.stats.rows_refused == 2 and fence.stats.by_camera == {"cam-1": 1, "cam-2": 1}
+    assert "refused 1 rows of cam-1" in caplog.text
+    backend.close()
+
+
+def test_a_released_lease_allows_what_was_captured_before_the_release(fleet, postgres_dsn):
+    book = LeaseBook()
+    fence = Fence(book, "x")
+    backend = PostgresBackend(postgres_dsn, fence=fence)
+    backend.connect()
+    [claim] = fleet.claim("x", ["cam-1"], 1, 30.0, expired=False)
+    taken = time.time_ns()
+    book.took("cam-1", claim.token, taken)
+    captured = time.time_ns()
+    assert fleet.release("x", "cam-1", claim.token, "release")
+    backend.write(MergedRows(detections=[detection("cam-1", captured), detection("cam-1", time.time_ns() + S)]))
+    assert stored(postgres_dsn) == [("cam-1", captured)] and fence.stats.rows_refused == 1
+    backend.close()
+
+
+def test_after_a_restart_rows_of_an_earlier_lease_are_checked_against_the_database(fleet, postgres_dsn):
+    [claim] = fleet.claim("x", ["cam-1"], 1, 30.0, expired=False)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # x was killed; its lease ran out; y took over
+        conn.execute("UPDATE fleet_leases SET acquired_at = now() - interval '10 seconds'")
+        acquired = int(conn.execute("SELECT extract(epoch FROM acquired_at)::numeric * 1e9 FROM fleet_leases")
+                       .fetchone()[0])
+        conn.execute("UPDATE fleet_leases SET expires_at = now() - interval '1 second'")
+        ended = int(conn.execute("SELECT extract(epoch FROM expires_at)::numeric * 1e9 FROM fleet_leases")
+                    .fetchone()[0])
+    assert fleet.claim("y", ["cam-1"], 1, 30.0, expired=True)
+    restarted = Fence(LeaseBook(), "x")  # a new process of x: it knows no tokens; its outbox replays events
+    backend = PostgresBackend(postgres_dsn, fence=restarted)
+    backend.connect()
+    backend.write(MergedRows(detections=[detection("cam-1", acquired - S), detection("cam-1", (acquired + ended) // 2),
+                                         detection("cam-1", ended + S // 10)]))
+    assert stored(postgres_dsn) == [("cam-1", (acquired + ended) // 2)] and restarted.stats.rows_refused == 2
+    backend.close()

@@ -1,0 +1,61 @@
+"""A fleet's cameras through any instance's API and the `fleet` command: the database, not a file, holds
+them; the instance running a camera follows its changes; /api/cluster and /metrics show the fleet."""
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.cluster.conftest import CAMERAS
+
+pytestmark = pytest.mark.slow
+
+NEW = {"id": "cam-new", "url": "fake://cam-new?fps=10&live=1"}
+
+
+def stream_fps(instance, camera: str):
+    return next((s.get("fps") for s in instance.client.get("/api/config").json()["streams"] if s["id"] == camera),
+                "not running")
+
+
+def test_cameras_added_changed_and_removed_through_the_api_go_to_the_fleet_and_run(fleet):
+    a = fleet.start("a", capacity=20, headroom=0.0)
+    assert a.poll(lambda: fleet.settled({"a"}), timeout=60)
+
+    added = a.client.post("/api/streams", json=NEW)
+    assert added.status_code in (201, 202), added.text
+    assert fleet.sql("SELECT entry->>'url' FROM fleet_cameras WHERE id = 'cam-new'") == [(NEW["url"],)]
+    assert a.poll(lambda: "cam-new" in a.running(), timeout=10)
+    assert a.client.post("/api/streams", json=NEW).status_code == 409
+    unknown_lane = a.client.post("/api/streams", json={**NEW, "id": "cam-x", "lane": "fast"})
+    assert unknown_lane.status_code == 400 and "lane" in unknown_lane.text and "fast" in unknown_lane.text
+
+    assert a.client.patch("/api/streams/cam-new", json={"fps": 5}).status_code in (200, 202)
+    assert a.poll(lambda: stream_fps(a, "cam-new") == 5, timeout=10)  # restarted with the new entry
+    put = a.client.put("/api/zones/dock", json={"polygon": [[0, 0], [20, 0], [20, 48]]})
+    assert put.status_code == 201, put.text
+    assert a.running() == {*CAMERAS, "cam-new"}  # a change of zones keeps the fleet's cameras running
+
+    assert a.client.delete("/api/streams/cam-new").status_code == 204
+    assert fleet.sql("SELECT id FROM fleet_cameras WHERE id = 'cam-new'") == []
+    assert a.poll(lambda: stream_fps(a, "cam-new") == "not running", timeout=10)
+    assert a.client.delete("/api/streams/cam-new").status_code == 404
+
+
+def test_the_fleet_command_lists_holders_and_refuses_a_bad_file_naming_it(fleet, tmp_path):
+    a = fleet.start("a")
+    assert a.poll(lambda: len(fleet.holders()) == 6, timeout=60)  # capacity 8 less a quarter
+    listed = fleet.command("list")
+    assert listed.returncode == 0, listed.stderr
+    held = [line.split() for line in listed.stdout.splitlines() if line.strip().startswith("cam-")]
+    assert len(held) == len(CAMERAS) and sum(row[1] == "a" for row in held) == 6
+
+    cluster = a.cluster()
+    assert cluster["this"]["leases_held"] == 6 and [i["cameras"] for i in cluster["instances"]] == [6]
+    metrics = a.client.get("/metrics").text
+    assert 'streamweave_cluster_leases_held{instance="a"} 6.0' in metrics
+    assert 'streamweave_cluster_takeovers_total{instance="a"} 0.0' in metrics
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("streams:\n  - {id: cam-1, url: 'rtsp://h/x', fps: -1}\n")
+    refused = fleet.command("import", str(bad))
+    assert refused.returncode == 2 and f"{bad}: streams -> 0 -> fps" in refused.stderr
+    assert len(fleet.sql("SELECT id FROM fleet_cameras")) == len(CAMERAS)

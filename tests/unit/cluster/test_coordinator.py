@@ -1,0 +1,112 @@
+"""The coordinator's decisions against an in-memory fleet and a clock the test moves: claims, the stop
+before the leases can expire when renewals fail, and a lease lost to another instance."""
+from __future__ import annotations
+
+import threading
+
+from pipeline.cluster.coordinator import Coordinator
+from pipeline.cluster.store import Claimed, FleetUnavailable
+from pipeline.config.cluster import ClusterConfig
+
+LEASE_S, HEARTBEAT_S = 3.0, 0.5
+
+
+class MemoryFleet:
+    """The statements the coordinator uses, on dicts; `down` makes every call fail as an outage would; the
+    lease expiries are set at the test clock's time of the call, as the database's now() would be."""
+
+    def __init__(self, clock, cameras: list[str]):
+        self.clock, self.down = clock, False
+        self.cameras_ = {camera: (1, {"id": camera, "url": f"rtsp://h/{camera}"}) for camera in cameras}
+        self.leases: dict[str, tuple[str, int, float]] = {}  # camera -> (instance, token, expires)
+        self.tokens = 0
+
+    def __getattribute__(self, name):
+        if name in ("heartbeat", "renew", "cameras", "members", "claim") and object.__getattribute__(self, "down"):
+            raise FleetUnavailable("connection refused")
+        return object.__getattribute__(self, name)
+
+    def connect(self): ...
+    def close(self): ...
+    def leave(self, name): ...
+    def heartbeat(self, *args): ...
+
+    def members(self, lease_s):
+        return [("a", 1.0, 10, 10)]
+
+    def cameras(self):
+        return dict(self.cameras_)
+
+    def renew(self, name, tokens, lease_s):
+        now = self.clock()
+        renewed = {c: (i, t, e) for c, (i, t, e) in self.leases.items() if i == name and t in tokens and e > now}
+        self.leases.update({c: (i, t, now + lease_s) for c, (i, t, _) in renewed.items()})
+        return {t for _, t, _ in renewed.values()}
+
+    def claim(self, name, cameras, limit, lease_s, *, expired):
+        out = []
+        for camera in cameras[:max(0, limit)]:
+            lease = self.leases.get(camera)
+            if (lease is None) != expired and (lease is None or lease[2] <= self.clock()):
+                self.tokens += 1
+                self.leases[camera] = (name, self.tokens, self.clock() + lease_s)
+                out.append(Claimed(camera, self.tokens, "takeover" if expired else "free"))
+        return out
+
+    def move_one(self, *args):
+        return False
+
+
+def coordinator(cameras: list[str]):
+    now = [0.0]
+    clock = lambda: now[0]  # noqa: E731
+    fleet = MemoryFleet(clock, cameras)
+    config = ClusterConfig(dsn="postgresql://h/db", capacity=10, lease_s=LEASE_S, heartbeat_s=HEARTBEAT_S)
+    runs: list[list[str]] = []
+    running = threading.Event()
+    running.set()
+    coord = Coordinator(config, "a", {"default"}, store=fleet, clock=clock)
+    coord.attach(lambda streams: runs.append([s.id for s in streams]), running)
+    return coord, fleet, now, runs
+
+
+def step(coord, now, until: float) -> None:
+    """Tick the coordinator as its thread would, moving the clock to each moment it asks to wake at, up to
+    and including `until`."""
+    wait = coord.tick()
+    while now[0] + wait <= until:
+        now[0] += wait
+        wait = coord.tick()
+
+
+def test_cameras_are_claimed_from_the_second_heartbeat_and_run_through_the_pipeline():
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    step(coord, now, 0.0)
+    assert runs == [] and fleet.leases == {}  # the first beat announces the instance only
+    step(coord, now, HEARTBEAT_S)
+    assert runs == [["cam-1", "cam-2"]] and {i for i, _, _ in fleet.leases.values()} == {"a"}
+
+
+def test_when_renewals_fail_every_camera_stops_before_its_lease_can_expire():
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    step(coord, now, 1.0)  # the last renewal that arrives is sent at 1.0
+    expires = min(e for _, _, e in fleet.leases.values())
+    fleet.down = True
+    while True:
+        wait = coord.tick()
+        if runs[-1] == []:
+            stopped_at = now[0]
+            break
+        now[0] += wait
+    assert expires == 1.0 + LEASE_S
+    assert stopped_at < expires  # nobody else may take the cameras before they stopped here
+    assert stopped_at == 1.0 + LEASE_S - HEARTBEAT_S
+    assert coord.stats()["lease_losses"] == 2 and coord.stats()["deadline_stops"] == 1
+
+
+def test_a_lease_taken_over_elsewhere_is_stopped_here_at_the_next_heartbeat():
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    step(coord, now, 1.0)
+    fleet.leases["cam-2"] = ("b", 99, now[0] + LEASE_S)  # it froze past the lease; b took cam-2 over
+    step(coord, now, 1.0 + HEARTBEAT_S)
+    assert runs[-1] == ["cam-1"] and coord.stats()["lease_losses"] == 1

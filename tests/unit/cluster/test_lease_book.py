@@ -1,0 +1,13 @@
+"""Which lease a row was produced under: the camera's latest token taken before the row's capture time."""
+from pipeline.cluster.fencing import LeaseBook
+
+
+def test_a_row_belongs_to_the_latest_lease_taken_before_it_was_captured():
+    book = LeaseBook()
+    book.took("cam-1", 7, 1_000)
+    book.took("cam-1", 12, 5_000)  # lost in between, taken again later
+    book.took("cam-2", 9, 2_000)
+    assert book.token_for("cam-1", 999) is None  # before this instance ever held it
+    assert [book.token_for("cam-1", t) for t in (1_000, 4_999, 5_000, 9_000)] == [7, 7, 12, 12]
+    assert book.token_for("cam-2", 1_500) is None and book.token_for("cam-2", 2_500) == 9
+    assert book.token_for("cam-3", 9_000) is None
