@@ -11,7 +11,8 @@ from collections import defaultdict
 import pytest
 
 from pipeline.cluster.assignment import Member, assign
-from tests.integration.cluster.conftest import CAMERAS, HEARTBEAT_S, LEASE_S, MARK_EVERY
+from tests.integration.cluster.conftest import CAMERAS, MARK_EVERY
+from tests.support.fleet import HEARTBEAT_S, LEASE_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 
