@@ -146,8 +146,9 @@ class Detector:
                 self._twins = [self.engine.twin() for _ in range(self.workers - 1)]
                 self._gpu_steps = queue.SimpleQueue()
                 for engine in (self.engine, *self._twins):
-                    self._gpu_steps.put(GpuDetectStep(self.spec, engine, self.head, self.config, self.input_size,
-                                                      self._class_filter, self._input_names))
+                    self._gpu_steps.put(GpuDetectStep(
+                        self.spec, engine, self.head, self.config, self.input_size, self._class_filter,
+                        self._input_names, num_classes=len(self.class_names), report=self._report_unusable))
             return self._gpu_steps
 
     def _buffer(self, n: int) -> np.ndarray:
@@ -200,7 +201,7 @@ def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorCo
         decoded.boxes, decoded.scores, decoded.class_ids, config.conf_threshold, class_filter, config.max_candidates
     )
     unusable = np.zeros(len(scores), bool)
-    for what, bad, values in _unusable(boxes, scores, class_ids, num_classes):
+    for what, bad, values in nms.unusable(boxes, scores, class_ids, num_classes):
         if bad.any():
             unusable |= bad
             if report is not None:
@@ -220,15 +221,6 @@ def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorCo
         with np.errstate(over="ignore"):  # a huge box overflows to inf, then is clipped to the frame
             boxes = preprocess.to_source(boxes, scale[rows], pad[rows], sizes[rows])
     return Detections(boxes, scores, class_ids, rows)
-
-
-def _unusable(boxes, scores, class_ids, num_classes: int | None) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(what, mask of the candidates it applies to, the values it is about) for each kind of candidate a
-    broken or mismatched model gives."""
-    limit = np.iinfo(np.int32).max if num_classes is None else num_classes
-    return [("boxes that are not finite", ~np.isfinite(boxes).all(axis=1), boxes),
-            ("scores above 1", ~(scores <= 1), scores),
-            ("class ids without a name", (class_ids < 0) | (class_ids >= limit), class_ids)]
 
 
 _HOST = {("rgb24", True), ("avframe", False)}

@@ -33,12 +33,13 @@ class GpuDetectStep:
 
     engine: a GPU engine with `stream` (CuPy), `input_dtype`, `rows_for(n)` (the batch size it runs n
     rows at), `input_buffer(rows)` and `infer` (TorchEngine, TensorRTEngine). head / input_size / class_filter as the Detector resolved them.
-    antialias: see GpuPreprocessor.
+    antialias: see GpuPreprocessor. num_classes, report: candidates a broken model gives are dropped and
+    reported as `detector.postprocess` does on the host (`nms.unusable`).
     """
 
     def __init__(self, spec: PreprocessSpec, engine: Any, head: str, config: DetectorConfig,
                  input_size: tuple[int, int], class_filter=None, input_names: Sequence[str] = ("images",),
-                 antialias: bool = True):
+                 antialias: bool = True, num_classes: int | None = None, report=None):
         self.spec = spec
         self.engine = engine
         self.head = head
@@ -48,7 +49,8 @@ class GpuDetectStep:
         self.input_names = list(input_names)
         self.preprocess = GpuPreprocessor(spec, antialias=antialias)
         self._staging = Staging()
-        self._select = FusedSelect(head, self.input_size, config, self.class_filter)
+        self.num_classes, self.report = num_classes, report
+        self._select = FusedSelect(head, self.input_size, config, self.class_filter, num_classes, report)
 
     def __call__(self, frames: Sequence[Frame]) -> tuple[Detections, np.ndarray, np.ndarray]:
         """Host Detections (frame_idx = row), scale (B, 2) and pad (B, 2) float32, for every frame."""
@@ -86,7 +88,7 @@ class GpuDetectStep:
         found = self._select(outputs, table_d, n, self.engine.stream)
         if found is None:
             found = select_general(heads.decode(self.head, outputs, self.input_size), table_d, n, self.config,
-                                   self.class_filter)
+                                   self.class_filter, self.num_classes, self.report)
         return found
 
     def warm_up(self) -> None:
@@ -119,12 +121,16 @@ def row_table(rows: int, sizes, scale: np.ndarray, pad: np.ndarray) -> np.ndarra
     return table
 
 
-def select_general(decoded: heads.HeadOutput, table, n: int, config: DetectorConfig, class_filter=None) -> Detections:
+def select_general(decoded: heads.HeadOutput, table, n: int, config: DetectorConfig, class_filter=None,
+                   num_classes: int | None = None, report=None) -> Detections:
     """Confidence filter, NMS (or top-k), the mapping to source pixels, and one copy to the host.
 
     table: (rows, 6) device float32 per row (source w, h, scale x, y, pad x, y); only rows < n are
     frames. Two host syncs besides the final copy: the candidate count and the NMS group layout.
-    Rows the NMS dropped travel in the same copy, flagged, and are dropped on the host.
+    Rows the NMS dropped travel in the same copy, flagged, and are dropped on the host. Candidates a broken
+    model gives (`nms.unusable`, with `num_classes` as in `detector.postprocess`) are ranked last, so they
+    suppress no other box and take no place of one, and dropped with those; their summary travels in the
+    same copy and goes to `report(what, count, example)` as the host path tells it.
     """
     import cupy  # noqa: PLC0415 - GPU only
 
@@ -134,15 +140,24 @@ def select_general(decoded: heads.HeadOutput, table, n: int, config: DetectorCon
     )
     if rows.size == 0:
         return Detections.empty()
+    checks = nms.unusable(boxes, scores, class_ids, num_classes)
+    bad = checks[0][1] | checks[1][1] | checks[2][1]
+    summary = nms.unusable_summary(checks)
     threshold = config.iou_threshold if decoded.needs_nms else None
-    order, kept = nms_gpu.ranked_keep(boxes, scores, class_ids, rows, threshold, config.max_detections)
+    order, kept = nms_gpu.ranked_keep(boxes, cupy.where(bad, -np.inf, scores), class_ids, rows, threshold,
+                                      config.max_detections)
+    kept &= ~bad[order]
     boxes, scores, class_ids, rows = boxes[order], scores[order], class_ids[order], rows[order]
     per_row = table[rows]
     if not decoded.in_source:
         boxes = (boxes - cupy.tile(per_row[:, 4:6], 2)) / cupy.tile(per_row[:, 2:4], 2)
     boxes = cupy.minimum(cupy.maximum(boxes, 0), cupy.tile(per_row[:, 0:2], 2))
     columns = (boxes, scores[:, None], class_ids[:, None], rows[:, None], kept[:, None])
-    packed = cupy.concatenate([c.astype(np.float32, copy=False) for c in columns], axis=1).get()
+    packed = cupy.concatenate([c.astype(np.float32, copy=False) for c in columns], axis=1)
+    packed = cupy.concatenate([packed.ravel(), summary.ravel()]).get()  # the one copy
+    packed, summary = packed[: -nms.SUMMARY_WIDTH].reshape(-1, 8), packed[-nms.SUMMARY_WIDTH :][None]
+    if report is not None:
+        nms.report_unusable(summary, report)
     packed = packed[packed[:, 7] > 0]
     return Detections(np.ascontiguousarray(packed[:, :4]), packed[:, 4], packed[:, 5].astype(np.int32),
                       packed[:, 6].astype(np.int32))

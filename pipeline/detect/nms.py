@@ -6,6 +6,8 @@ rank is score descending, ties broken by lower index first.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from pipeline.types import array_module
@@ -117,3 +119,50 @@ def top_k(scores: np.ndarray, batch_idx: np.ndarray, k: int) -> np.ndarray:
     index = np.arange(scores.shape[0])
     ranked = index[np.lexsort((index, -scores, batch_idx))]
     return _cap_per_image(ranked.astype(np.int64), batch_idx, k)
+
+
+UNUSABLE = ("boxes that are not finite", "scores above 1", "class ids without a name")
+"""The kinds of candidate a broken or mismatched model gives, dropped before NMS on every path, in the
+order of `unusable`'s masks and of a summary's counts."""
+
+
+def unusable(boxes, scores, class_ids, num_classes: int | None = None) -> list[tuple[str, Any, Any]]:
+    """(what, mask (M,) of the candidates it applies to, the values it is about) for each of `UNUSABLE`,
+    over candidates as `candidates` returns them (numpy or cupy). num_classes None: any class id >= 0 has a
+    name. A NaN score is never a candidate (it fails the confidence threshold)."""
+    xp = array_module(scores)
+    limit = np.iinfo(np.int32).max if num_classes is None else num_classes
+    return [(UNUSABLE[0], ~xp.isfinite(boxes).all(axis=1), boxes),
+            (UNUSABLE[1], ~(scores <= 1), scores),
+            (UNUSABLE[2], (class_ids < 0) | (class_ids >= limit), class_ids)]
+
+
+SUMMARY_WIDTH = 9
+"""A summary row of unusable candidates: the count of each kind of `UNUSABLE`, then one example of each:
+the box (4), the score, the class id. float32, so it travels in a result's one copy to the host."""
+
+
+def unusable_summary(checks) -> Any:
+    """`unusable`'s checks -> (1, SUMMARY_WIDTH) float32 summary (same array module), the examples being the
+    first candidate of each kind (0 where there is none). No host sync: it can ride in a later copy."""
+    (_, bad_box, boxes), (_, bad_score, scores), (_, bad_class, class_ids) = checks
+    xp = array_module(scores)
+    counts = xp.stack([m.sum() for m in (bad_box, bad_score, bad_class)]).astype(np.float32)
+    if scores.shape[0] == 0:
+        return xp.concatenate([counts, xp.zeros(SUMMARY_WIDTH - 3, np.float32)])[None]
+    examples = (boxes[bad_box.argmax()], scores[bad_score.argmax()][None], class_ids[bad_class.argmax()][None])
+    return xp.concatenate([counts, *(e.astype(np.float32) for e in examples)])[None]
+
+
+def report_unusable(summary: np.ndarray, report) -> None:
+    """Tell `report(what, count, example)` of each kind in host `summary` (k, SUMMARY_WIDTH) rows (one per
+    image, or one per batch) that has any: the count over all rows, the example of the first row with one."""
+    counts = summary[:, :3]
+    if not counts.any():
+        return
+    for kind, what in enumerate(UNUSABLE):
+        rows = np.flatnonzero(counts[:, kind] > 0)
+        if rows.size:
+            example = summary[rows[0], (slice(3, 7), 7, 8)[kind]]
+            example = example.tolist() if kind == 0 else float(example) if kind == 1 else int(example)
+            report(what, int(counts[:, kind].sum()), example)

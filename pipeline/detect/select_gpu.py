@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config.models import DetectorConfig
-from pipeline.detect import heads
+from pipeline.detect import heads, nms
 from pipeline.types import Detections
 
 CAPACITY = 4096  # candidates per image held in shared memory (8 bytes each)
@@ -51,13 +51,14 @@ __device__ __forceinline__ float unordered(unsigned int o) {
     return __uint_as_float((o & 0x80000000u) ? (o & 0x7fffffffu) : ~o);
 }
 
-// Largest of n values p[0], p[step], ...; the first one on ties (argmax).
+// Largest of n values p[0], p[step], ...; the first one on ties (argmax); the first NaN if any (as numpy's
+// max and argmax: a NaN class score makes the score NaN, which no threshold passes).
 __device__ __forceinline__ void best_of(const float* p, int n, size_t step, float* best, int* index) {
     float m = p[0];
     int k = 0;
-    for (int c = 1; c < n; ++c) {
+    for (int c = 1; c < n && m == m; ++c) {
         const float v = p[c * step];
-        if (v > m) { m = v; k = c; }
+        if (v > m || v != v) { m = v; k = c; }
     }
     *best = m;
     *index = k;
@@ -76,7 +77,7 @@ __device__ void score_of(int head, const float* raw, const int* labels, int b, i
     } else if (head == END2END) {
         const float* p = raw + ((size_t)b * anchors + i) * 6;
         *score = p[4];
-        *cls = (int)p[5];
+        *cls = p[5] >= 0.f && p[5] < 2147483648.f ? (int)p[5] : -1;  // heads.class_ids_of: not a class -> -1
     } else {
         *score = raw[(size_t)b * anchors + i];
         *cls = labels[(size_t)b * anchors + i];
@@ -120,20 +121,27 @@ __device__ __forceinline__ bool overlaps(const float* a, const float* c, float c
 // One block per image row. out: (rows, max_det, 6) x1 y1 x2 y2 score class; counts: (rows,) kept per
 // image, -1 when the image has more than `capacity` candidates or a class outside [0, 4096).
 // table: (rows, 6) source w, h, scale x, y, pad x, y. threshold < 0: no suppression (top-k only).
+// Candidates a broken model gives (a box not finite, a score above 1, a class outside [0, classes)) are
+// dropped before the sort, as `nms.unusable` drops them; summary: (rows, 9) per image the count of each kind
+// and one example of each (the lowest anchor's box, score and class), as `nms.unusable_summary` lays it out.
 extern "C" __global__ void detect_select(
     int head, const float* __restrict__ raw, const float* __restrict__ boxes_in, const int* __restrict__ labels,
     int anchors, int width, const float* __restrict__ grid, const float* __restrict__ stride,
     const float* __restrict__ table, int images, float conf, const int* __restrict__ allowed, int n_allowed,
-    float threshold, int max_det, int capacity, float* __restrict__ out, int* __restrict__ counts)
+    int classes, float threshold, int max_det, int capacity, float* __restrict__ out, int* __restrict__ counts,
+    float* __restrict__ summary)
 {
     extern __shared__ unsigned long long keys[];
-    __shared__ int found, bad;
+    __shared__ int found, dropped, bad, unusable[3], first[3];
     const int b = blockIdx.x;
     if (b >= images) {
         if (threadIdx.x == 0) counts[b] = 0;
         return;
     }
-    if (threadIdx.x == 0) { found = 0; bad = 0; }
+    if (threadIdx.x == 0) {
+        found = 0; dropped = 0; bad = 0;
+        for (int k = 0; k < 3; ++k) { unusable[k] = 0; first[k] = anchors; }
+    }
     __syncthreads();
     for (int i = threadIdx.x; i < anchors; i += blockDim.x) {
         float score;
@@ -143,16 +151,38 @@ extern "C" __global__ void detect_select(
         bool wanted = n_allowed == 0;
         for (int k = 0; k < n_allowed && !wanted; ++k) wanted = allowed[k] == cls;
         if (!wanted) continue;
-        if (cls < 0 || cls >= 4096) { bad = 1; continue; }
+        float box[4];
+        box_of(head, raw, boxes_in, grid, stride, b, i, anchors, width, box);
+        const bool broken[3] = {!(isfinite(box[0]) && isfinite(box[1]) && isfinite(box[2]) && isfinite(box[3])),
+                                !(score <= 1.f), cls < 0 || cls >= classes};
+        if (broken[0] || broken[1] || broken[2]) {
+            atomicAdd(&dropped, 1);
+            for (int k = 0; k < 3; ++k)
+                if (broken[k]) { atomicAdd(&unusable[k], 1); atomicMin(&first[k], i); }
+            continue;
+        }
+        if (cls >= 4096) { bad = 1; continue; }
         const int slot = atomicAdd(&found, 1);
         if (slot < capacity)  // score descending, then anchor index: ascending keys
             keys[slot] = ((unsigned long long)(~ordered(score + 0.f)) << 32) | ((unsigned int)i << 12) | (unsigned int)cls;
     }
     __syncthreads();
     const int total = found;
-    if (total > capacity || bad) {
+    if (total + dropped > capacity || bad) {  // capacity counts every candidate, as the host's max_candidates
         if (threadIdx.x == 0) counts[b] = -1;
         return;
+    }
+    if (threadIdx.x == 0) {  // the summary: counts, then the first anchor's box, score and class of each kind
+        float* s = summary + 9 * (size_t)b;
+        float box[4] = {0.f, 0.f, 0.f, 0.f}, score = 0.f;
+        int cls = 0;
+        if (unusable[0]) box_of(head, raw, boxes_in, grid, stride, b, first[0], anchors, width, box);
+        if (unusable[1]) score_of(head, raw, labels, b, first[1], anchors, width, &score, &cls);
+        s[7] = score;
+        if (unusable[2]) score_of(head, raw, labels, b, first[2], anchors, width, &score, &cls);
+        for (int k = 0; k < 3; ++k) s[k] = (float)unusable[k];
+        for (int k = 0; k < 4; ++k) s[3 + k] = box[k];
+        s[8] = (float)(unusable[2] ? cls : 0);
     }
     int size = 1;
     while (size < total) size <<= 1;
@@ -226,10 +256,14 @@ def _kernel():
 class FusedSelect:
     """The post-engine half of the GPU path for one head; reusable result buffers (device and pinned host).
 
-    head: one of heads.HEADS; input_size: model input (w, h); class_filter: class ids to keep or None.
+    head: one of heads.HEADS; input_size: model input (w, h); class_filter: class ids to keep or None;
+    num_classes: class ids at or above it have no name and are dropped, as on the host (None: none are);
+    report(what, count, example): told of the candidates dropped as a broken model's (`nms.unusable`), per
+    batch that had any, as `detector.postprocess` tells it.
     """
 
-    def __init__(self, head: str, input_size: tuple[int, int], config: DetectorConfig, class_filter=None):
+    def __init__(self, head: str, input_size: tuple[int, int], config: DetectorConfig, class_filter=None,
+                 num_classes: int | None = None, report=None):
         import cupy  # noqa: PLC0415 - GPU only
 
         self.head = head
@@ -238,6 +272,8 @@ class FusedSelect:
         allowed = np.zeros(1, np.int32) if class_filter is None else np.asarray(class_filter, np.int32)
         self._allowed = cupy.asarray(allowed)
         self._n_allowed = 0 if class_filter is None else len(allowed)
+        self._classes = np.iinfo(np.int32).max if num_classes is None else int(num_classes)
+        self.report = report
         self._none = cupy.zeros(1, np.float32)  # stands for the operands a head does not have
         self._device = self._host = None
 
@@ -256,17 +292,18 @@ class FusedSelect:
             return None
         rows = int(raw.shape[0])
         max_det = self.config.max_detections
-        out, counts = self._buffers(rows, max_det)
+        out, counts, summary = self._buffers(rows, max_det)
         grid, stride = self._grid(anchors) if self.head == "yolox" else (self._none, self._none)
         threshold = self.config.iou_threshold if self.head in ("ultralytics", "yolov5", "yolox") else -1.0
         args = (
             np.int32(HEAD_CODES[self.head]), raw, boxes_in, labels, np.int32(anchors), np.int32(width), grid, stride,
             table, np.int32(n), np.float32(self.config.conf_threshold), self._allowed, np.int32(self._n_allowed),
-            np.float32(threshold), np.int32(max_det), np.int32(min(CAPACITY, self.config.max_candidates)), out, counts,
+            np.int32(self._classes), np.float32(threshold), np.int32(max_det),
+            np.int32(min(CAPACITY, self.config.max_candidates)), out, counts, summary,
         )  # fmt: skip
         with stream:
             _kernel()((rows,), (THREADS,), args, shared_mem=CAPACITY * 8)
-            nbytes = rows * (max_det * 6 + 1) * 4
+            nbytes = rows * (max_det * 6 + 1 + nms.SUMMARY_WIDTH) * 4
             self._device.data.copy_to_host_async(self._host.ctypes.data, nbytes, stream)
         stream.synchronize()
         return self._unpack(rows, n, max_det)
@@ -278,7 +315,7 @@ class FusedSelect:
         if self.head == "detr":
             scores = cupy.ascontiguousarray(outputs["scores"], np.float32)
             boxes = cupy.ascontiguousarray(outputs["boxes"], np.float32)
-            labels = cupy.ascontiguousarray(outputs["labels"], np.int32)
+            labels = cupy.ascontiguousarray(heads.class_ids_of(outputs["labels"]))  # int64 beyond int32: -1
             return scores, boxes, labels, int(scores.shape[1]), 1
         raw = cupy.ascontiguousarray(next(iter(outputs.values())), np.float32)
         if self.head == "rtdetr":  # normalised centre and size -> end-to-end's (x1, y1, x2, y2, score, class)
@@ -293,22 +330,27 @@ class FusedSelect:
         return heads.yolox_grid_for(anchors, self.input_size, cupy)
 
     def _buffers(self, rows: int, max_det: int):
-        """Device result (rows, max_det, 6) float32 followed by counts (rows,) int32, in one allocation."""
+        """Device result (rows, max_det, 6) float32 followed by counts (rows,) int32 and the unusable candidates'
+        summary (rows, nms.SUMMARY_WIDTH) float32, in one allocation."""
         import cupy  # noqa: PLC0415 - GPU only
         import cupyx  # noqa: PLC0415 - GPU only
 
-        size = rows * (max_det * 6 + 1)
+        kept_end = rows * (max_det * 6 + 1)
+        size = kept_end + rows * nms.SUMMARY_WIDTH
         if self._device is None or self._device.size < size:
             self._device = cupy.empty(size, np.float32)
             self._host = cupyx.empty_pinned(size, np.float32)
         out = self._device[: rows * max_det * 6].reshape(rows, max_det, 6)
-        counts = self._device[rows * max_det * 6 : size].view(np.int32)
-        return out, counts
+        counts = self._device[rows * max_det * 6 : kept_end].view(np.int32)
+        return out, counts, self._device[kept_end:size].reshape(rows, nms.SUMMARY_WIDTH)
 
     def _unpack(self, rows: int, n: int, max_det: int) -> Detections | None:
-        counts = self._host[rows * max_det * 6 : rows * (max_det * 6 + 1)].view(np.int32)[:n]
+        kept_end = rows * (max_det * 6 + 1)
+        counts = self._host[rows * max_det * 6 : kept_end].view(np.int32)[:n]
         if (counts < 0).any():
             return None
+        if self.report is not None:
+            nms.report_unusable(self._host[kept_end : kept_end + n * nms.SUMMARY_WIDTH].reshape(n, -1), self.report)
         found = self._host[: rows * max_det * 6].reshape(rows, max_det, 6)[:n][np.arange(max_det) < counts[:, None]]
         return Detections(np.ascontiguousarray(found[:, :4]), found[:, 4].copy(), found[:, 5].astype(np.int32),
                           np.repeat(np.arange(n, dtype=np.int32), counts))

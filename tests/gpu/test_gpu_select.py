@@ -136,3 +136,86 @@ def test_a_label_outside_the_kernels_class_range_goes_to_the_general_path(stream
     outputs["scores"][1, 0] = 0.9
     select = select_gpu.FusedSelect("detr", INPUT, _config(), None)
     assert select(outputs, _table(rng, 2), 2, stream) is None
+
+
+FAULTS = ("nan box", "inf box", "score above 1", "inf score", "nan score", "class without a name", "nan class")
+NUM_CLASSES = 6
+
+
+def _plant(head: str, host: dict, b: int, i: int, fault: str) -> None:
+    """Make anchor i of image b (host outputs, in place) a candidate of class 2 at 0.9, then break it: `fault`.
+    Heads whose class is an argmax cannot give a class without a name; they get a finite candidate there."""
+    nan, inf = np.nan, np.inf
+    if head == "ultralytics":  # (B, 4 + nc, N)
+        raw = host["output0"]
+        raw[b, 4:, i], raw[b, 6, i] = 0.1, 0.9
+        at = {"nan box": (0, nan), "inf box": (2, inf), "score above 1": (6, 3.5), "inf score": (6, inf),
+              "nan score": (5, nan)}.get(fault)
+        if at:
+            raw[b, at[0], i] = at[1]
+    elif head in ("yolov5", "yolox"):  # (B, N, 5 + nc); a YOLOX log size of 200 overflows exp to inf
+        raw = host["output"]
+        raw[b, i, 4], raw[b, i, 5:], raw[b, i, 7] = 1.0, 0.1, 0.9
+        at = {"nan box": (0, nan), "inf box": (2, inf if head == "yolov5" else 200.0), "score above 1": (4, 3.5),
+              "inf score": (7, inf), "nan score": (6, nan)}.get(fault)
+        if at:
+            raw[b, i, at[0]] = at[1]
+    elif head in ("end2end", "rtdetr"):  # (B, K, 6): box, score, class
+        raw = host["output0"]
+        raw[b, i, 4:6] = 0.9, 2
+        column, value = {"nan box": (0, nan), "inf box": (2, inf), "score above 1": (4, 3.5), "inf score": (4, inf),
+                         "nan score": (4, nan), "class without a name": (5, 99), "nan class": (5, nan)}[fault]
+        raw[b, i, column] = value
+    else:  # DETR: labels (B, K) int64, boxes (B, K, 4), scores (B, K)
+        host["scores"][b, i], host["labels"][b, i] = 0.9, 2
+        if fault in ("nan box", "inf box"):
+            host["boxes"][b, i, 0 if fault == "nan box" else 2] = nan if fault == "nan box" else inf
+        elif fault in ("score above 1", "inf score", "nan score"):
+            host["scores"][b, i] = {"score above 1": 3.5, "inf score": inf, "nan score": nan}[fault]
+        else:  # a label of no name, and one beyond int32 (not wrapped into a name)
+            host["labels"][b, i] = 99 if fault == "class without a name" else 2**40 + 2
+
+
+@pytest.mark.parametrize("head", heads.HEADS)
+def test_candidates_a_broken_model_gives_are_dropped_and_reported_as_on_the_host(head, stream, report):
+    """NaN and inf boxes, scores above 1 (inf too), NaN scores and classes without a name, planted in three
+    images and in a padding row: the fused kernel and the general path drop them, keep every finite candidate
+    the host path keeps (the same detections), and report the same counts and examples as the host path."""
+    import cupy
+
+    from pipeline.detect.detector import postprocess
+
+    rng = np.random.default_rng(len(head) * 11)
+    rows, n = 8, 6
+    outputs, table = _outputs(head, rng, rows), _table(rng, rows)
+    host = {k: v.get() for k, v in outputs.items()}
+    for b in (0, 2, 5, 7):  # 7 pads the batch: its candidates are neither kept nor reported
+        for k, fault in enumerate(FAULTS):
+            _plant(head, host, b, 40 + 9 * k + b, fault)
+    outputs = {k: cupy.asarray(v) for k, v in host.items()}
+    config = _config(conf_threshold=0.25, iou_threshold=0.45, max_detections=300)
+    told = {"fused": [], "general": [], "host": []}
+    fused = select_gpu.FusedSelect(head, INPUT, config, None, NUM_CLASSES, lambda *r: told["fused"].append(r))
+    got = fused(outputs, table, n, stream)
+    general = select_general(heads.decode(head, outputs, INPUT), table, n, config, None, NUM_CLASSES,
+                             lambda *r: told["general"].append(r))
+    t = table.get()[:n]
+    expected = postprocess(heads.decode(head, {k: v[:n] for k, v in host.items()}, INPUT, config.conf_threshold),
+                           t[:, 0:2], t[:, 2:4], t[:, 4:6], config, None, NUM_CLASSES, lambda *r: told["host"].append(r))
+    report("broken_candidates", head=head, kept=len(expected.score), dropped=[(w, c) for w, c, _ in told["host"]])
+
+    names = head in ("end2end", "rtdetr", "detr")  # heads whose class is the model's, not an argmax
+    assert [(what, count) for what, count, _ in told["host"]] == [
+        ("boxes that are not finite", 6), ("scores above 1", 6)] + [("class ids without a name", 6)] * names
+    assert len(expected.score) > n and np.isfinite(expected.xyxy).all() and (expected.score <= 1).all()
+    _assert_same(got, general)
+    if head == "yolox":  # exp differs by an ulp between numpy and CUDA: boxes equal to float32 rounding
+        np.testing.assert_array_equal(general.class_id, expected.class_id)
+        np.testing.assert_allclose(general.xyxy, expected.xyxy, rtol=1e-5, atol=1e-3)
+    else:
+        _assert_same(general, expected)
+    for path in ("fused", "general"):
+        assert [(w, c) for w, c, _ in told[path]] == [(w, c) for w, c, _ in told["host"]], path
+        for (_, _, example), (_, _, reference) in zip(told[path], told["host"]):
+            np.testing.assert_allclose(np.asarray(example, np.float64), np.asarray(reference, np.float64),
+                                       rtol=1e-5 if head == "yolox" else 0)
