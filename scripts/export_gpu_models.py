@@ -3,12 +3,15 @@ that has no `ultralytics` (AGPL, a test extra here; `pipeline/` never imports it
 
     .venv/bin/python scripts/export_gpu_models.py parity    # -> .device/exports-parity.tar.xz
     .venv/bin/python scripts/export_gpu_models.py bench     # -> .device/exports-bench.tar.xz
+    .venv/bin/python scripts/export_gpu_models.py peers     # -> .device/exports-peers.tar.xz
     # on the GPU machine, from the repository root:
     tar -xJf .device/exports-parity.tar.xz -C .device      # -> .device/exports/*.onnx, *.torchscript
 
 parity (tests/gpu/test_gpu_torch_exports.py): YOLOv8n, YOLO11n, YOLOv10n, YOLO26n and RT-DETR-L at 320,
 dynamic and not simplified (the hardest case for onnx2torch), YOLO11n also static and simplified, and
-YOLO11n as TorchScript. bench (benchmarks/heavy_models.py): YOLO11s and YOLO11m at 640, dynamic ONNX.
+YOLO11n as TorchScript. bench (benchmarks/heavy_models.py): YOLO11s and YOLO11m at 640, dynamic ONNX. peers
+(benchmarks/peers.py and `run_pipeline.py bench`): YOLO11n at 640, dynamic ONNX for the pipeline and TorchScript
+for the peers.
 
 Every model is built from its yaml with random weights (seed 0, nothing downloaded). Random float32 weights
 hardly compress, and the archives must fit the few tens of MB a GPU machine takes along, so each weight
@@ -36,6 +39,8 @@ SETS = {  # name -> [(yaml, imgsz, export arguments, file name)]
         ("yolo11n", 320, {"format": "torchscript"}, "yolo11n-320.torchscript"),
     ],
     "bench": [(m, 640, {"dynamic": True, "simplify": True}, f"{m}-640-dynamic.onnx") for m in ("yolo11s", "yolo11m")],
+    "peers": [("yolo11n", 640, {"dynamic": True, "simplify": True}, "yolo11n-640-dynamic.onnx"),
+              ("yolo11n", 640, {"format": "torchscript"}, "yolo11n-640.torchscript")],
 }
 LEVELS = 4
 
