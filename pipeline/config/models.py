@@ -10,6 +10,8 @@ from __future__ import annotations
 import inspect
 import ipaddress
 import logging
+import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -286,7 +288,14 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def default_instance() -> str:
+    return os.environ.get("STREAMWEAVE_INSTANCE") or socket.gethostname()
+
+
 class RuntimeConfig(Strict):
+    instance: str = Field(default_factory=default_instance, min_length=1, max_length=128,
+        description="this instance's name in a fleet: in stored rows, MQTT payloads and the cluster's leases; "
+        "default: $STREAMWEAVE_INSTANCE, else the host name")
     stage_workers: int = Field(
         2, ge=1, le=256, description="threads running the per-stream stages (tracker, analytics, plugins); streams are "
         "sharded across them, each stream's frames stay in order on one")
