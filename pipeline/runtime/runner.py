@@ -22,6 +22,7 @@ from pipeline.config.resolve import Plan, resolve
 from pipeline.detect.detector import Detector
 from pipeline.runtime import reconfigure
 from pipeline.runtime.build import build_pipeline
+from pipeline.runtime.placement import Placement
 from pipeline.runtime.snapshot import Snapshot, take_snapshot
 from pipeline.runtime.streams import StreamTable
 from pipeline.sinks.base import Sink
@@ -34,11 +35,14 @@ class PipelineRunner:
     `add_stream` and `remove_stream` too, while it runs.
 
     detector: one already loaded (else made from the config). sinks: frame sinks beyond the configured
-    ones. plan: how to run (else `resolve(config)` for this machine).
+    ones. plan: how to run (else `resolve(config)` for this machine). placement: this instance's shard,
+    port and outbox in a fleet, applied to this config and to every later one (`pipeline.runtime.placement`).
     """
 
     def __init__(self, config: PipelineConfig, detector: Detector | None = None, *, sinks: list[Sink] = (),
-                 plan: Plan | None = None):
+                 plan: Plan | None = None, placement: Placement = Placement()):
+        self.placement = placement
+        config = placement.apply(config)
         self.plan = plan or resolve(config)
         for warning in self.plan.warnings:
             log.warning("%s", warning)
@@ -62,11 +66,15 @@ class PipelineRunner:
 
     # -- changes while running -----------------------------------------------------------------
     def reconfigure(self, config: PipelineConfig) -> ConfigDiff:
-        """Run `config` from now on, changing only what differs (see `pipeline.runtime.reconfigure`)."""
-        return reconfigure.apply(self.parts, self.table, config)
+        """Run `config` (as this runner's placement changes it: only its shard's streams) from now on, changing
+        only what differs (see `pipeline.runtime.reconfigure`)."""
+        return reconfigure.apply(self.parts, self.table, self.placement.apply(config))
 
     def add_stream(self, config: StreamConfig) -> None:
-        """Start one more stream; the others are not paused or reset (see `StreamTable.add`)."""
+        """Start one more stream; the others are not paused or reset (see `StreamTable.add`). OtherShard for a
+        stream of another shard."""
+        if self.placement.shard is not None:
+            self.placement.shard.check(config.id)
         self.table.add(config)
 
     def remove_stream(self, stream_id: str, timeout: float = 10.0) -> bool:
