@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="the HTTP server's port instead of runtime.http.port (instances sharing one config)")
     run.add_argument("--outbox", metavar="PATH", default=None,
                      help="the outbox file instead of runtime.outbox_path (instances sharing one config and disk)")
+    run.add_argument("--instance", metavar="NAME", default=None,
+                     help="this instance's name instead of runtime.instance ($STREAMWEAVE_INSTANCE, else the host name)")
     run.add_argument("--gpus", metavar="all|0,1|N", default=None,
                      help="supervise one instance per GPU (all of them, these indices, or the first N), each "
                           "seeing only its GPU, on port + k, with its own outbox; restarted when it dies")
@@ -153,8 +155,10 @@ def _placement(args):
     a bad --shard, before anything loads."""
     from pipeline.runtime.placement import Placement, parse_shard
 
+    if args.instance is not None and not 1 <= len(args.instance) <= 128:
+        raise ConfigError(f"--instance {args.instance!r}: give a name of 1 to 128 characters")
     return Placement(None if args.shard is None else parse_shard(args.shard), args.port,
-                     None if args.outbox is None else Path(args.outbox))
+                     None if args.outbox is None else Path(args.outbox), args.instance)
 
 
 def _run(path: str, duration: float | None, quiet: bool, placement=None) -> int:

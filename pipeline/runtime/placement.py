@@ -89,18 +89,21 @@ def parse_shard(text: str, hostname: str | None = None) -> Shard:
 @dataclass(frozen=True)
 class Placement:
     """What one instance of a fleet changes in the shared config: shard (only its streams; None: all),
-    http_port (`runtime.http.port`, from `run --port`) and outbox_path (`runtime.outbox_path`, `run --outbox`);
-    None leaves the file's value."""
+    http_port (`runtime.http.port`, from `run --port`), outbox_path (`runtime.outbox_path`, `run --outbox`) and
+    instance (`runtime.instance`, `run --instance`); None leaves the file's value."""
 
     shard: Shard | None = None
     http_port: int | None = None
     outbox_path: Path | None = None
+    instance: str | None = None
 
     def apply(self, config: PipelineConfig) -> PipelineConfig:
         """`config` as this instance runs it."""
         if self.shard is not None:
             config = self.shard.select(config)
-        runtime = {}
+        runtime: dict = {}
+        if self.instance is not None:
+            runtime["instance"] = self.instance
         if self.outbox_path is not None:
             runtime["outbox_path"] = self.outbox_path
         if self.http_port is not None:
