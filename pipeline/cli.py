@@ -23,8 +23,8 @@ from pipeline.errors import ConfigError, PipelineError
 log = logging.getLogger("pipeline")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (`query`, `detect`, `track` and `bench` parse their own arguments)."""
     # No fixed prog: usage names what was run, `run_pipeline.py` in a checkout or `streamweave` when installed.
     parser = argparse.ArgumentParser(description="Multi-stream video analytics pipeline.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,10 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("track", help="track MOTChallenge detections (see track --help)", add_help=False)
     sub.add_parser("bench", help="cameras this machine runs in real time, with latency and ceilings (see bench --help)",
                    add_help=False)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["query"], ["detect"], ["track"], ["bench"]):
         return _delegate(argv[0], argv[1:])
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logs.configure()  # text; `run` switches to its config's runtime.log_format once the config is read
     try:
         if args.command == "validate":
