@@ -171,4 +171,7 @@ class PipelineRunner:
 
     def snapshot(self) -> Snapshot:
         with self._snapshot_lock:  # the live view and the metrics server may ask at once
-            return take_snapshot(self.parts, (self._finished_at or time.monotonic()) - self._started)
+            snap = take_snapshot(self.parts, (self._finished_at or time.monotonic()) - self._started)
+        if self.placement.shard is not None:
+            snap.extra["shard"] = str(self.placement.shard)
+        return snap
