@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--outbox", metavar="PATH", default=None,
                      help="the outbox file instead of runtime.outbox_path (instances sharing one config and disk)")
     run.add_argument("--instance", metavar="NAME", default=None,
-                     help="this instance's name instead of runtime.instance ($STREAMWEAVE_INSTANCE, else the host name)")
+                     help="this instance's name instead of runtime.instance "
+                          "($STREAMWEAVE_INSTANCE, else the host name)")
     run.add_argument("--gpus", metavar="all|0,1|N", default=None,
                      help="supervise one instance per GPU (all of them, these indices, or the first N), each "
                           "seeing only its GPU, on port + k, with its own outbox; restarted when it dies")

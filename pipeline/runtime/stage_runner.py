@@ -234,8 +234,8 @@ class StageRunner:
         self.outputs.end_stream(stream_id, then=self._on_finished)
 
     def _named(self, events: list[Event], framed: bool) -> list[Event]:
-        """`events` with their class names, the instance and, for a frame's events (framed), the files the frame sinks will
-        write for them (events that belong to no frame get no snapshot or clip)."""
+        """`events` with their class names, the instance and, for a frame's events (framed), the files the frame
+        sinks will write for them (events that belong to no frame get no snapshot or clip)."""
         named = []
         for event in events:
             files = self.outputs.files_for(event) if framed else {}

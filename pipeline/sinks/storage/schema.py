@@ -228,8 +228,8 @@ def statements(dialect: Dialect) -> Statements:
     return Statements(
         create=[*create, *views],
         upgrade={
-            1: [*from_1, *from_2, *from_3, _FROM_VERSION_4_EVENTS, *create, _RECORD_BEFORE_RUNS.format(before=BEFORE_RUNS).strip(),
-                *views],
+            1: [*from_1, *from_2, *from_3, _FROM_VERSION_4_EVENTS, *create,
+                _RECORD_BEFORE_RUNS.format(before=BEFORE_RUNS).strip(), *views],
             2: [*from_2, *from_3, *from_4, *create, *views],
             3: [*from_3, *from_4, *create, *views],
             4: [*from_4, *create, *views],

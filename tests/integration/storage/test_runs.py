@@ -145,7 +145,8 @@ _WITHOUT_VERSION_5 = [*(f"DROP VIEW IF EXISTS {view}" for view in reversed(VIEWS
 def as_version_2(store) -> None:
     """The store's database as version 2 left it: events without names, no views, detections without their
     frames' places in the source, no track boxes."""
-    statements = [*_WITHOUT_VERSION_5, *(f"ALTER TABLE events DROP COLUMN {column}" for column in ("class_name", "snapshot", "clip")),
+    statements = [*_WITHOUT_VERSION_5,
+                  *(f"ALTER TABLE events DROP COLUMN {column}" for column in ("class_name", "snapshot", "clip")),
                   *_WITHOUT_VERSION_4, "UPDATE streamweave_meta SET value = '2' WHERE key = 'schema_version'"]
     execute(store, statements)
 
