@@ -24,6 +24,7 @@ from typing import Callable, TextIO
 
 import yaml
 
+from pipeline import logs
 from pipeline.backoff import Backoff
 from pipeline.service.children import Child, RestartPolicy, overall_exit, parse_gpus, plan_children
 
@@ -144,6 +145,7 @@ def supervise_command(args) -> int:
     from pipeline.runtime.placement import Placement, parse_shard  # noqa: PLC0415
 
     config = Placement(instance=args.instance).apply(load_config(args.config))
+    logs.configure(config.runtime.log_level, config.runtime.log_format)  # its own lines as its children's
     raw = yaml.safe_load(Path(args.config).read_text())
     gpus = parse_gpus(args.gpus)
     passthrough = [*(["--quiet"] if args.quiet else []), *([f"--duration={args.duration}"] if args.duration else [])]
