@@ -25,7 +25,10 @@ from pipeline.runtime.placement import Shard
 
 EXIT_CONFIG = 2
 """A child that ended with this (a config error) would fail the same way again: it is not restarted."""
-CHILD_MAIN = "import sys; from pipeline.cli import main; sys.exit(main())"
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+CHILD_MAIN = (f"import sys; sys.path.insert(0, {PACKAGE_ROOT!r}); sys.argv[0] = 'streamweave'; "
+              "from pipeline.cli import main; sys.exit(main())")
+"""A child runs this `pipeline` (the supervisor's), whatever its working directory puts first on the path."""
 _LIST = re.compile(r"^\d+(,\d+)*,?$")
 
 

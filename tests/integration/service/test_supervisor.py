@@ -1,6 +1,7 @@
 """`run --gpus 0,1` on the CPU machine (the GPUs named, so none is looked for; fake cameras and engine): two
 children, each with its own GPU in its environment, name, port and shard of the cameras; a SIGKILLed child
-is started again on its port; SIGTERM stops them all and the supervisor."""
+is started again on its port; SIGTERM stops them all and the supervisor. It runs from another directory than
+the checkout: the children run the supervisor's code all the same."""
 from __future__ import annotations
 
 import os
@@ -63,7 +64,7 @@ def test_two_children_with_their_own_gpu_port_and_shard_restarted_when_killed_an
     while free_port() == port + 1:  # the next port must be free too; another draw otherwise
         port = free_port()
     supervisor = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "run", str(path), "--gpus", "0,1",
-                                   "--port", str(port), "--quiet"], cwd=REPO, stdout=subprocess.PIPE,
+                                   "--port", str(port), "--quiet"], cwd=tmp_path, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     try:
         expected = [{cam for cam in CAMS if shard_of(cam, 2) == k} for k in range(2)]
