@@ -4,6 +4,7 @@ another shard's camera is refused naming that shard; what each stores names its 
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import yaml
@@ -53,6 +54,8 @@ def test_two_shards_over_one_config_run_disjoint_sets_that_cover_every_camera(tm
             assert service.poll(lambda: running(service) == cams)
         status = [service.client.get("/status").json()["extra"] for service in shards]
         assert [(s["instance"], s["shard"]) for s in status] == [("node-0", "0/2"), ("node-1", "1/2")]
+        scrape = first.client.get("/metrics").text
+        assert re.search(r'^streamweave_build_info\{.*instance_name="node-0".*shard="0/2".*\} 1\.0$', scrape, re.M)
         # A camera of shard 1 sent to shard 0 is refused there, naming the shard that runs it.
         other = next(f"new-{i}" for i in range(100) if shard_of(f"new-{i}", 2) == 1)
         refused = first.client.post("/api/streams", json={"id": other, "url": f"fake://{other}?fps=10"})
