@@ -15,6 +15,7 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from pipeline import logs
 from pipeline.errors import ConfigError, PipelineError
@@ -22,8 +23,8 @@ from pipeline.errors import ConfigError, PipelineError
 log = logging.getLogger("pipeline")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser (`query`, `detect`, `track` and `bench` parse their own arguments)."""
     # No fixed prog: usage names what was run, `run_pipeline.py` in a checkout or `streamweave` when installed.
     parser = argparse.ArgumentParser(description="Multi-stream video analytics pipeline.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -32,6 +33,19 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     run.add_argument("--quiet", action="store_true",
                      help="no progress (neither the live table nor progress lines), only the summary")
+    run.add_argument("--shard", metavar="I/N", default=None,
+                     help="run only the streams whose id hashes to shard I of N (0 <= I < N), now and after "
+                          "reloads; auto/N takes I from the host name's trailing -<n> (a StatefulSet's pod)")
+    run.add_argument("--port", type=_port, default=None,
+                     help="the HTTP server's port instead of runtime.http.port (instances sharing one config)")
+    run.add_argument("--outbox", metavar="PATH", default=None,
+                     help="the outbox file instead of runtime.outbox_path (instances sharing one config and disk)")
+    run.add_argument("--instance", metavar="NAME", default=None,
+                     help="this instance's name instead of runtime.instance "
+                          "($STREAMWEAVE_INSTANCE, else the host name)")
+    run.add_argument("--gpus", metavar="all|0,1|N", default=None,
+                     help="supervise one instance per GPU (all of them, these indices, or the first N), each "
+                          "seeing only its GPU, on port + k, with its own outbox; restarted when it dies")
     validate = sub.add_parser("validate", help="check a config file without running it")
     validate.add_argument("config")
     validate.add_argument("--plan", action="store_true",
@@ -46,17 +60,25 @@ def main(argv: list[str] | None = None) -> int:
                    add_help=False)
     sub.add_parser("fleet", help="the cameras of a fleet sharing them through PostgreSQL: import, list (see fleet "
                    "--help)", add_help=False)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["query"], ["detect"], ["track"], ["bench"], ["fleet"]):
         return _delegate(argv[0], argv[1:])
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logs.configure()  # text; `run` switches to its config's runtime.log_format once the config is read
     try:
         if args.command == "validate":
             return _validate(args.config, args.plan)
         if args.command == "build-engine":
             return _build_engine(args.config)
-        return _run(args.config, args.duration, args.quiet)
+        if args.gpus is not None:
+            from pipeline.service.supervisor import supervise_command
+
+            return supervise_command(args)
+        return _run(args.config, args.duration, args.quiet, _placement(args))
     except ConfigError as exc:
         _report(f"config error:\n{exc}")
         return 2
@@ -133,9 +155,27 @@ def _build_engine(path: str) -> int:
     return 0
 
 
-def _run(path: str, duration: float | None, quiet: bool) -> int:
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: give 0 (any free port) to 65535")
+    return int(text)
+
+
+def _placement(args):
+    """This instance's shard, port and outbox (`pipeline.runtime.placement`) from `run`'s options; ConfigError for
+    a bad --shard, before anything loads."""
+    from pipeline.runtime.placement import Placement, parse_shard
+
+    if args.instance is not None and not 1 <= len(args.instance) <= 128:
+        raise ConfigError(f"--instance {args.instance!r}: give a name of 1 to 128 characters")
+    return Placement(None if args.shard is None else parse_shard(args.shard), args.port,
+                     None if args.outbox is None else Path(args.outbox), args.instance)
+
+
+def _run(path: str, duration: float | None, quiet: bool, placement=None) -> int:
     """With a duration (--duration or runtime.duration_s): a run that ends then, or when its files end.
-    Without: a service that runs until stopped, with its HTTP server on runtime.http (default port 9108)."""
+    Without: a service that runs until stopped, with its HTTP server on runtime.http (default port 9108).
+    placement: this instance's shard, port and outbox in a fleet (`pipeline.runtime.placement`)."""
     from pipeline.config import load_config
     from pipeline.config.models import HttpConfig
     from pipeline.config.resolve import resolve
@@ -143,8 +183,10 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
     from pipeline.runtime.progress import progress_reporter, summary
     from pipeline.runtime.progress_log import log_summary
     from pipeline.runtime.runner import PipelineRunner
+    from pipeline.runtime.placement import Placement
     from pipeline.service.control import Control
 
+    placement = placement or Placement()
     tune_allocator()  # before the pipeline's threads allocate anything
 
     with logs.held():  # lines logged while reading the config come out in the format it names
@@ -155,6 +197,11 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
     if duration is not None and not config.streams and cluster is None:
         raise ConfigError(f"{path}: no streams to run for {duration:g} s; add some under `streams:`, or run "
                           "without a duration to start a service that takes cameras through its API")
+    everyone = len(config.streams)
+    config = placement.apply(config)  # planned and checked for this instance's own streams only
+    if placement.shard is not None:
+        log.info("instance %s runs shard %s: %d of the config's %d streams", config.runtime.instance,
+                 placement.shard, len(config.streams), everyone)
     http = config.runtime.http or (HttpConfig() if duration is None else None)
     plan = resolve(config)
     _preflight(path, config, plan)
@@ -167,7 +214,7 @@ def _run(path: str, duration: float | None, quiet: bool) -> int:
         lanes = {lane.name for lane in config.lanes}
         coordinator = Coordinator(cluster, config.runtime.instance, lanes)
         fleet = FleetCameras(FleetStore(cluster.dsn), lanes)
-    runner = PipelineRunner(config, plan=plan, fence=coordinator and coordinator.fence)
+    runner = PipelineRunner(config, plan=plan, placement=placement, fence=coordinator and coordinator.fence)
     control = Control(runner, path, fleet=fleet)
     if http is not None:
         from pipeline.service import Service  # noqa: PLC0415 - the web stack loads only when served

@@ -200,12 +200,13 @@ def class_name(class_names: list[str], class_id: int) -> str:
 class Run:
     """One start of the pipeline (`pipeline.runtime.runs.new_run`). run_id: unique across starts and
     instances, sorts by start time. config_hash: which config it ran. version: streamweave's.
-    started_ns: host time (`time.time_ns()`)."""
+    started_ns: host time (`time.time_ns()`). instance: the instance that ran it (`runtime.instance`)."""
 
     run_id: str
     config_hash: str
     version: str
     started_ns: int
+    instance: str = ""
 
 
 def track_uid(run_id: str, track_id: int) -> str:
@@ -231,7 +232,9 @@ class Event:
     clock (pts); `wall_ns`: the host's capture time of the frame it was decided on; `run_id`: the run
     that decided it. The pipeline names the rest before the event leaves its stream's stages:
     `class_name` (the model's name of `class_id`; None when the event is about no class), `snapshot` and
-    `clip` (where a media sink writes them, known before they are written; None when none does).
+    `clip` (where a media sink writes them, known before they are written; None when none does) and
+    `instance` (the instance whose run decided it, `runtime.instance`; None in events stored before it existed).
+    The id does not depend on the instance: the same event has the same id wherever its camera runs.
     """
 
     event_id: str
@@ -247,6 +250,7 @@ class Event:
     class_name: str | None = None
     snapshot: str | None = None
     clip: str | None = None
+    instance: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

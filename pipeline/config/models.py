@@ -292,6 +292,7 @@ def _loopback(host: str) -> bool:
 
 
 def default_instance() -> str:
+    """$STREAMWEAVE_INSTANCE, else the host name: what names this instance in a fleet."""
     return os.environ.get("STREAMWEAVE_INSTANCE") or socket.gethostname()
 
 

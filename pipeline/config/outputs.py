@@ -7,6 +7,7 @@ durable outbox instead. A plugin adds a type the same way, with its own model an
 """
 from __future__ import annotations
 
+import re
 import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -94,8 +95,17 @@ class MqttOutput(Strict):
     host: str = Field("127.0.0.1", min_length=1, max_length=255, pattern=r"^[^\s/]+$", description="the broker")
     port: int = Field(1883, ge=1, le=65535)
     topic_prefix: str = Field("streamweave", min_length=1, max_length=256, pattern=r"^[^#+$\x00/][^#+\x00]*$",
-                              description="no MQTT wildcards (+, #); not starting with / or $")
+                              description="no MQTT wildcards (+, #); not starting with / or $; `{instance}` is "
+                              "replaced by the instance that decided the event (`streamweave/{instance}`)")
     qos: Literal[0, 1, 2] = 1
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _placeholders(cls, prefix: str) -> str:
+        unknown = sorted(set(re.findall(r"\{[^}]*\}", prefix)) - {"{instance}"})
+        if unknown:
+            raise ValueError(f"unknown placeholder {', '.join(unknown)}; only {{instance}} is filled in")
+        return prefix
 
 
 class MediaOutput(FrameSinkOptions):

@@ -79,7 +79,7 @@ def build_pipeline(config: PipelineConfig, plan: Plan, *, detector: Detector | N
     track_ids: defaultdict[str, TrackIds] = defaultdict(TrackIds)
     stages = StageRunner(stage_factory(config, detector.class_names, track_ids), events.publish, outputs,
                          config.runtime.stage_workers, config.runtime.stage_queue_size, on_finished, run_id=run.run_id,
-                         class_names=detector.class_names)
+                         class_names=detector.class_names, instance=run.instance)
     telemetry = Telemetry()
     inference = Inference(buffer, detector, stages.submit_batch, stages.end_stream, finish_when, telemetry=telemetry)
     return Pipeline(config, plan, run, detector, buffer, sources, outputs, events, stages, inference, telemetry,

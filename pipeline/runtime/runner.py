@@ -22,6 +22,7 @@ from pipeline.config.resolve import Plan, resolve
 from pipeline.detect.detector import Detector
 from pipeline.runtime import reconfigure
 from pipeline.runtime.build import build_pipeline
+from pipeline.runtime.placement import Placement
 from pipeline.runtime.snapshot import Snapshot, take_snapshot
 from pipeline.runtime.streams import StreamTable
 from pipeline.sinks.base import Sink
@@ -34,12 +35,16 @@ class PipelineRunner:
     `add_stream` and `remove_stream` too, while it runs.
 
     detector: one already loaded (else made from the config). sinks: frame sinks beyond the configured
-    ones. plan: how to run (else `resolve(config)` for this machine). fence: in a fleet, what its storage
-    asks before writing a camera's rows (`pipeline.cluster.fencing`).
+    ones. plan: how to run (else `resolve(config)` for this machine). placement: this instance's shard,
+    port and outbox in a fleet, applied to this config and to every later one (`pipeline.runtime.placement`).
+    fence: in a PostgreSQL-coordinated fleet, what its storage asks before writing a camera's rows
+    (`pipeline.cluster.fencing`).
     """
 
     def __init__(self, config: PipelineConfig, detector: Detector | None = None, *, sinks: list[Sink] = (),
-                 plan: Plan | None = None, fence=None):
+                 plan: Plan | None = None, placement: Placement = Placement(), fence=None):
+        self.placement = placement
+        config = placement.apply(config)
         self.plan = plan or resolve(config)
         for warning in self.plan.warnings:
             log.warning("%s", warning)
@@ -63,11 +68,15 @@ class PipelineRunner:
 
     # -- changes while running -----------------------------------------------------------------
     def reconfigure(self, config: PipelineConfig) -> ConfigDiff:
-        """Run `config` from now on, changing only what differs (see `pipeline.runtime.reconfigure`)."""
-        return reconfigure.apply(self.parts, self.table, config)
+        """Run `config` (as this runner's placement changes it: only its shard's streams) from now on, changing
+        only what differs (see `pipeline.runtime.reconfigure`)."""
+        return reconfigure.apply(self.parts, self.table, self.placement.apply(config))
 
     def add_stream(self, config: StreamConfig) -> None:
-        """Start one more stream; the others are not paused or reset (see `StreamTable.add`)."""
+        """Start one more stream; the others are not paused or reset (see `StreamTable.add`). OtherShard for a
+        stream of another shard."""
+        if self.placement.shard is not None:
+            self.placement.shard.check(config.id)
         self.table.add(config)
 
     def remove_stream(self, stream_id: str, timeout: float = 10.0) -> bool:
@@ -164,4 +173,7 @@ class PipelineRunner:
 
     def snapshot(self) -> Snapshot:
         with self._snapshot_lock:  # the live view and the metrics server may ask at once
-            return take_snapshot(self.parts, (self._finished_at or time.monotonic()) - self._started)
+            snap = take_snapshot(self.parts, (self._finished_at or time.monotonic()) - self._started)
+        if self.placement.shard is not None:
+            snap.extra["shard"] = str(self.placement.shard)
+        return snap

@@ -15,12 +15,15 @@ from pipeline.types import Run
 
 
 def new_run(config: PipelineConfig) -> Run:
-    """A new run of `config`, starting now."""
+    """A new run of `config` by its `runtime.instance`, starting now."""
     started_ns = time.time_ns()
     seconds, ns = divmod(started_ns, 10**9)
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds)) + f".{ns // 10**6:03d}Z"
-    config_hash = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
-    return Run(f"{stamp}-{secrets.token_hex(4)}", config_hash, package_version(), started_ns)
+    # The instance is left out: every instance of a fleet running one file runs the same config.
+    dumped = config.model_dump_json(exclude={"runtime": {"instance"}})
+    config_hash = hashlib.sha256(dumped.encode()).hexdigest()[:16]
+    return Run(f"{stamp}-{secrets.token_hex(4)}", config_hash, package_version(), started_ns,
+               config.runtime.instance)
 
 
 def package_version() -> str:

@@ -57,7 +57,7 @@ def take_snapshot(parts: Pipeline, elapsed_s: float) -> Snapshot:
         sink_failures=parts.outputs.failures.counts(),
         engine=parts.detector.engine_name,
         infer_s=inference.infer_s,
-        extra={"run_id": parts.run.run_id, "failed_batches": inference.failed_batches,
+        extra={"run_id": parts.run.run_id, "instance": parts.run.instance, "failed_batches": inference.failed_batches,
                "outbox": events.pop("outputs"), "events": events,
                "packet_rings": parts.sources.packet_stats()},
     )

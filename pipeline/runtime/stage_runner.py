@@ -77,7 +77,8 @@ class _Stream:
 
 class StageRunner:
     """make_stages(stream_id) builds a stream's stages; publish(events) takes events to the outbox. run_id: the
-    run every `FrameResult` (and so every event) belongs to; class_names: the model's, which events are named by.
+    run every `FrameResult` (and so every event) belongs to; class_names: the model's, which events are named by;
+    instance: the instance running it, which every event names.
 
     A failing stage is logged, counted in the failures under its name and skipped for that frame; it never
     stops the other stages, the stream or detection.
@@ -85,11 +86,11 @@ class StageRunner:
 
     def __init__(self, make_stages: StageFactory, publish: Callable[[list[Event]], None], outputs: OutputSinks,
                  workers: int = 2, queue_size: int = 256, on_finished: Callable[[str], None] | None = None, *,
-                 run_id: str, class_names: Sequence[str] = ()):
+                 run_id: str, class_names: Sequence[str] = (), instance: str | None = None):
         """queue_size: frames waiting per worker. on_finished(stream_id): every sink has handled the end of
         the stream."""
         self._on_finished = on_finished
-        self.run_id = run_id
+        self.run_id, self.instance = run_id, instance
         self.class_names = list(class_names)
         self._make_stages = make_stages
         self._publish = publish
@@ -233,11 +234,12 @@ class StageRunner:
         self.outputs.end_stream(stream_id, then=self._on_finished)
 
     def _named(self, events: list[Event], framed: bool) -> list[Event]:
-        """`events` with their class names and, for a frame's events (framed), the files the frame sinks will
-        write for them (events that belong to no frame get no snapshot or clip)."""
+        """`events` with their class names, the instance and, for a frame's events (framed), the files the frame
+        sinks will write for them (events that belong to no frame get no snapshot or clip)."""
         named = []
         for event in events:
             files = self.outputs.files_for(event) if framed else {}
             name = None if event.class_id < 0 else class_name(self.class_names, event.class_id)
-            named.append(replace(event, class_name=name, snapshot=files.get("snapshot"), clip=files.get("clip")))
+            named.append(replace(event, class_name=name, snapshot=files.get("snapshot"), clip=files.get("clip"),
+                                 instance=self.instance))
         return named

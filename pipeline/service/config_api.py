@@ -18,6 +18,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Response
 
 from pipeline.errors import (ConfigError, FileChanged, NoSuchItem, PartiallyApplied, PipelineError, RestartRequired,
                              SinkError, StreamExists)
+from pipeline.runtime.placement import OtherShard
 from pipeline.service.control import Control
 
 SECTIONS = {"zones": "zone", "lines": "line", "alerts": "alert rule"}
@@ -65,7 +66,7 @@ def apply(change, *args) -> Any:
         return change(*args)
     except NoSuchItem as exc:
         raise HTTPException(404, str(exc)) from None
-    except (StreamExists, RestartRequired, FileChanged) as exc:
+    except (StreamExists, RestartRequired, FileChanged, OtherShard) as exc:
         raise HTTPException(409, str(exc)) from None
     except ConfigError as exc:
         raise HTTPException(400, str(exc)) from None

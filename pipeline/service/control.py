@@ -49,9 +49,11 @@ class Control:
 
     # -- cameras --------------------------------------------------------------------------------
     def add_stream(self, entry: dict) -> None:
+        """Add a camera; OtherShard when the runner runs a shard and the camera belongs to another one."""
         _no_variables("streams", entry)
         if self.fleet is not None:
             return self.fleet.add(entry)
+        self._of_this_shard(entry.get("id"))
 
         def add(doc: ConfigDocument) -> None:
             if any(item.get("id") == entry["id"] for item in doc.entries("streams")):
@@ -65,6 +67,7 @@ class Control:
         _no_variables("streams", changes)
         if self.fleet is not None:
             return self.fleet.change(stream_id, changes)
+        self._of_this_shard(stream_id)
 
         def change(doc: ConfigDocument) -> None:
             entry = {**doc.get("streams", stream_id), **changes}
@@ -89,6 +92,11 @@ class Control:
     def resume_stream(self, stream_id: str) -> None:
         with self._lock:
             self.runner.table.resume(stream_id)
+
+    def _of_this_shard(self, stream_id: Any) -> None:
+        shard = self.runner.placement.shard
+        if shard is not None and isinstance(stream_id, str):
+            shard.check(stream_id)
 
     # -- zones, lines, alert rules --------------------------------------------------------------
     def put(self, section: str, name: str, entry: dict) -> bool:

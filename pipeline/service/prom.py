@@ -48,8 +48,11 @@ class SnapshotCollector:
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
-        build = InfoMetricFamily(f"{PREFIX}_build", "the version, detector engine and Python of this process")
-        build.add_metric([], {"version": self._version, "engine": snap.engine, "python": platform.python_version()})
+        build = InfoMetricFamily(f"{PREFIX}_build", "the version, detector engine and Python of this process, the "
+                                 "instance's name (Prometheus's `instance` is the scraped address) and its static "
+                                 "shard (empty: none)")
+        build.add_metric([], {"version": self._version, "engine": snap.engine, "python": platform.python_version(),
+                              "instance_name": snap.extra.get("instance", ""), "shard": snap.extra.get("shard", "")})
         yield build
         yield from _totals(snap)
         yield from _streams(snap)

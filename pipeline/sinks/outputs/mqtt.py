@@ -4,6 +4,9 @@ Every event is published, as the same JSON, to:
 - `<prefix>/events` (all events of all streams),
 - `<prefix>/<stream_id>/<kind>` (e.g. `streamweave/cam-1/enter`),
 - and, when the payload names a `zone` or a `line`, also `<prefix>/<stream_id>/<zone-or-line>/<kind>`.
+
+`{instance}` in the prefix becomes the name of the instance that decided the event (`runtime.instance`), so
+`streamweave/{instance}` gives every instance of a fleet a subtree of its own; the JSON names it either way.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ def _level(name: object) -> str:
 
 def event_topics(event: Event, prefix: str) -> list[str]:
     """The topics one event is published to, in publishing order."""
+    prefix = prefix.replace("{instance}", _level(event.instance or "_"))
     stream, kind = _level(event.stream_id), _level(event.kind)
     topics = [f"{prefix}/events", f"{prefix}/{stream}/{kind}"]
     place = event.payload.get("zone") or event.payload.get("line")

@@ -1,6 +1,7 @@
 """Event <-> JSON: the one wire format every event output and the outbox use (`docs/event.schema.json`).
 
 An event is a JSON object with exactly these keys: `event_id` (`pipeline.types.make_event_id`), `run_id`,
+`instance` (the instance that decided it, `runtime.instance`; null in an event an older version stored),
 `stream_id`, `rule`, `kind`, `track_id` (-1: about no single track), `class_id` (-1: no class),
 `class_name` (null with class -1), `ts_ns` (integer nanoseconds on the stream's clock), `wall_ns` (the host's
 capture time of its frame, ns since the Unix epoch), `wall_time` (the same as ISO 8601 UTC, milliseconds:
@@ -19,12 +20,12 @@ import numpy as np
 from pipeline.errors import SinkError
 from pipeline.types import Event
 
-EVENT_FORMAT = 1
+EVENT_FORMAT = 2
 """The version of this format, as `docs/event.schema.json` names it in its `$id`; a change to the keys or their
-meaning makes a new version."""
-EVENT_KEYS = ("event_id", "run_id", "stream_id", "rule", "kind", "track_id", "class_id", "class_name", "ts_ns",
-              "wall_ns", "wall_time", "snapshot", "clip", "payload")
-_OLDER = {"run_id": "", "wall_ns": 0, "class_name": None, "snapshot": None, "clip": None}
+meaning makes a new version (2 added `instance`)."""
+EVENT_KEYS = ("event_id", "run_id", "instance", "stream_id", "rule", "kind", "track_id", "class_id", "class_name",
+              "ts_ns", "wall_ns", "wall_time", "snapshot", "clip", "payload")
+_OLDER = {"run_id": "", "wall_ns": 0, "class_name": None, "snapshot": None, "clip": None, "instance": None}
 """What an event stored by an older version lacks (one still waiting in an outbox after an upgrade)."""
 
 
@@ -54,6 +55,7 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     return {
         "event_id": event.event_id,
         "run_id": event.run_id,
+        "instance": event.instance,
         "stream_id": event.stream_id,
         "rule": event.rule,
         "kind": event.kind,

@@ -31,7 +31,8 @@ class Filters:
     """Which rows an answer counts. run: as in `query` (None the latest run, an id, ids, `ALL_RUNS`).
     streams, classes: stream ids and class names (empty: all); lines, zones: the lines `line_counts` and the
     zones `zone_stats` answer about (empty: all). since_ns, until_ns: host time (ns since the epoch) from,
-    and before; a zone visit counts by when it began."""
+    and before; a zone visit counts by when it began. instances: only runs of these instances of a fleet
+    (empty: all; with `run` None, the latest run of any of them)."""
 
     run: Runs = None
     streams: tuple[str, ...] = ()
@@ -40,12 +41,13 @@ class Filters:
     zones: tuple[str, ...] = ()
     since_ns: int | None = None
     until_ns: int | None = None
+    instances: tuple[str, ...] = ()
 
     def clause(self, time_column: str, *more: tuple[str, tuple[str, ...]]) -> tuple[str, tuple]:
         """` WHERE ...` and its parameters for a view whose host time is `time_column`; more: further
         `(column, values)` to keep (empty values: all)."""
         clause, params = where_runs(self.run, (f"{time_column} >= ?", self.since_ns),
-                                    (f"{time_column} < ?", self.until_ns))
+                                    (f"{time_column} < ?", self.until_ns), instances=self.instances)
         for column, values in (("stream_id", self.streams), ("class_name", self.classes), *more):
             if values:
                 clause += f"{' AND' if clause else ' WHERE'} {column} IN ({', '.join('?' * len(values))})"
@@ -172,13 +174,14 @@ def zone_stats(target: Target, filters: Filters) -> list[dict]:
 
 def run_list(target: Target, filters: Filters, tz: ZoneInfo) -> list[dict]:
     """The runs `filters.run` selects, oldest first: run_id, started and ended (local time in `tz`; ended is
-    None while it runs or after a kill), config_hash, version."""
-    clause, params = where_runs(filters.run)
-    rows = select_rows(target, "SELECT run_id, started_ns, ended_ns, config_hash, version FROM runs"
+    None while it runs or after a kill), instance (which instance of a fleet ran it; None before instances were
+    stored), config_hash, version."""
+    clause, params = where_runs(filters.run, instances=filters.instances)
+    rows = select_rows(target, "SELECT run_id, started_ns, ended_ns, instance, config_hash, version FROM runs"
                                f"{clause} ORDER BY started_ns, run_id", params)
     return [{"run_id": run_id, "started": local_time(started, tz), "ended": local_time(ended, tz),
-             "config_hash": config_hash, "version": version}
-            for run_id, started, ended, config_hash, version in rows]
+             "instance": instance, "config_hash": config_hash, "version": version}
+            for run_id, started, ended, instance, config_hash, version in rows]
 
 
 def summary(target: Target, filters: Filters, buckets: Buckets) -> dict[str, list[dict]]:

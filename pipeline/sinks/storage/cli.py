@@ -2,7 +2,8 @@
 
 WHAT: `summary` (the default: runs, lines, zones, events), `lines`, `zones`, `events` or `runs`. It reads
 the first storage sink of CONFIG (sqlite or postgres), or `--db PATH|DSN`; the latest run unless `--run ID`
-or `--all-runs`. Exit codes: 0 answered, 1 nothing to read (no database, no such run), 2 bad arguments.
+or `--all-runs`; `--instance NAME` keeps the runs of one instance of a fleet (the runs list names each run's).
+Exit codes: 0 answered, 1 nothing to read (no database, no such run), 2 bad arguments.
 """
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs = parser.add_mutually_exclusive_group()
     runs.add_argument("--run", action="append", metavar="ID", help="this run (again for several); default: the latest")
     runs.add_argument("--all-runs", action="store_true", help="every run, each apart")
+    parser.add_argument("--instance", action="append", default=[], metavar="NAME",
+                        help="only runs of this instance of a fleet (runtime.instance; again for more); without "
+                             "--run or --all-runs, its latest run")
     parser.add_argument("--stream", action="append", default=[], metavar="ID", help="only this stream (again for more)")
     parser.add_argument("--line", action="append", default=[], metavar="NAME",
                         help="lines: only this line (again for more)")
@@ -61,7 +65,8 @@ def query_command(argv: list[str], out: TextIO | None = None) -> int:
             run=ALL_RUNS if args.all_runs else (args.run[0] if args.run and len(args.run) == 1 else args.run),
             streams=tuple(args.stream), classes=tuple(args.classes), lines=tuple(args.line), zones=tuple(args.zone),
             since_ns=None if args.since is None else answers.parse_time(args.since, tz),
-            until_ns=None if args.until is None else answers.parse_time(args.until, tz))
+            until_ns=None if args.until is None else answers.parse_time(args.until, tz),
+            instances=tuple(args.instance))
         buckets = Buckets(answers.parse_bucket(args.bucket), tz)
     except ConfigError as exc:
         print(f"query: {exc}", file=sys.stderr)

@@ -87,15 +87,23 @@ def select_rows(target: Target, sql: str, params: tuple = ()) -> list[tuple]:
         return list(conn.execute(sql.replace("?", p), params).fetchall())
 
 
-def where_runs(run: Runs, *conditions: tuple[str, Any]) -> tuple[str, tuple]:
-    """` WHERE ...` for the runs `run` selects and every `(condition, value)` whose value is not None."""
-    where, params = [], []
+def where_runs(run: Runs, *conditions: tuple[str, Any], instances: Sequence[str] = ()) -> tuple[str, tuple]:
+    """` WHERE ...` for the runs `run` selects and every `(condition, value)` whose value is not None.
+    instances: only runs of these instances (`runs.instance`; empty: any), and `run` None then means the latest
+    run of any of them."""
+    where: list[str] = []
+    params: list[Any] = []
+    of_instances = f" WHERE instance IN ({', '.join('?' * len(instances))})" if instances else ""
     if run is None:
-        where.append("run_id = (SELECT run_id FROM runs ORDER BY started_ns DESC, run_id DESC LIMIT 1)")
-    elif isinstance(run, str) and run != ALL_RUNS:
+        where.append(f"run_id = (SELECT run_id FROM runs{of_instances} ORDER BY started_ns DESC, run_id DESC LIMIT 1)")
+        params.extend(instances)
+    elif instances:
+        where.append(f"run_id IN (SELECT run_id FROM runs{of_instances})")
+        params.extend(instances)
+    if isinstance(run, str) and run != ALL_RUNS:
         where.append("run_id = ?")
         params.append(run)
-    elif not isinstance(run, str):
+    elif run is not None and not isinstance(run, str):
         where.append(f"run_id IN ({', '.join('?' * len(run))})" if run else "1 = 0")
         params.extend(run)
     for condition, value in conditions:
@@ -106,10 +114,11 @@ def where_runs(run: Runs, *conditions: tuple[str, Any]) -> tuple[str, tuple]:
 
 
 def runs(target: Target) -> list[dict]:
-    """Every run, newest first: run_id, config_hash, version, started_ns, ended_ns (None: running, or killed)."""
-    rows = select_rows(target, "SELECT run_id, config_hash, version, started_ns, ended_ns FROM runs "
+    """Every run, newest first: run_id, config_hash, version, started_ns, ended_ns (None: running, or killed),
+    instance (None: stored before instances were)."""
+    rows = select_rows(target, "SELECT run_id, config_hash, version, started_ns, ended_ns, instance FROM runs "
                                "ORDER BY started_ns DESC, run_id DESC")
-    keys = ("run_id", "config_hash", "version", "started_ns", "ended_ns")
+    keys = ("run_id", "config_hash", "version", "started_ns", "ended_ns", "instance")
     return [dict(zip(keys, row)) for row in rows]
 
 
@@ -146,7 +155,7 @@ def detections_for_stream(
 
 
 _EVENT_COLUMNS = ("event_id, run_id, stream_id, rule, kind, track_id, class_id, ts_ns, wall_ns, payload, class_name, "
-                  "snapshot, clip")
+                  "snapshot, clip, instance")
 
 
 def _event(row: tuple) -> Event:

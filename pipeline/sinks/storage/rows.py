@@ -76,13 +76,13 @@ def event_row(event: Event) -> tuple:
     return (
         event.event_id, event.run_id, event.stream_id, event.rule, event.kind, int(event.track_id),
         int(event.class_id), int(event.ts_ns), payload, int(event.wall_ns), event.class_name, event.snapshot,
-        event.clip,
+        event.clip, event.instance,
     )
 
 
 def run_row(run: Run, ended_ns: int | None = None) -> tuple:
     """One `runs` row: `ended_ns` None while the run goes on (the upsert keeps a recorded end)."""
-    return (run.run_id, run.config_hash, run.version, run.started_ns, ended_ns)
+    return (run.run_id, run.config_hash, run.version, run.started_ns, ended_ns, run.instance or None)
 
 
 def json_default(value):

@@ -5,7 +5,9 @@ Tables (all times are integer nanoseconds; `*_pts_ns`/`ts_ns` on the stream's cl
 `*_seen_ns` / `*ed_ns` on the host clock from `time.time_ns()`, which retention uses):
 
 - `runs`       run_id PK (one per start of the pipeline), config_hash, version, started_ns, ended_ns
-               (NULL while it runs, or when it was killed)
+               (NULL while it runs, or when it was killed), instance (`runtime.instance`: which instance of a
+               fleet ran it; NULL in runs stored before version 5). Every other row names its run, so its
+               instance too.
 - `streams`    stream_id PK, url (credentials masked), first_seen_ns, last_seen_ns (over every run)
 - `detections` what the detector found (`FrameResult.detections`; a sink with `what: detections`): run_id,
                stream_id, seq, pts_ns, wall_ns, class_id, class_name, score, x1, y1, x2, y2 (source pixels,
@@ -21,13 +23,14 @@ Tables (all times are integer nanoseconds; `*_pts_ns`/`ts_ns` on the stream's cl
 - `events`     event_id PK (`pipeline.types.make_event_id`: at-least-once delivery de-duplicates here),
                run_id, stream_id, rule, kind, track_id, class_id, ts_ns, payload (JSON text in SQLite,
                jsonb in PostgreSQL), wall_ns (capture time of the event's frame), class_name, snapshot,
-               clip (NULL: no class, no such file; see `pipeline.types.Event`)
+               clip (NULL: no class, no such file; see `pipeline.types.Event`), instance (as its run's; NULL
+               before version 5)
 
 The two dialects differ only in column types, the parameter marker and MIN/MAX vs LEAST/GREATEST,
 so a query written against one gives the same rows on the other. An older database is upgraded when a sink
 opens it: version 1 (before runs) gets runs, its rows becoming the run `before-runs`; version 2 gets the
 events' names (NULL in its rows) and the views; version 3 gets the frames' places in their sources and
-`track_boxes`.
+`track_boxes`; version 4 gets the instances of runs and events.
 """
 from __future__ import annotations
 
@@ -39,11 +42,11 @@ from pipeline.sinks.storage.views import view_statements
 
 Dialect = Literal["sqlite", "postgres"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BEFORE_RUNS = "before-runs"
 """The run that holds the rows of a database written before runs existed (schema version 1)."""
 
-RUN_COLUMNS = ("run_id", "config_hash", "version", "started_ns", "ended_ns")
+RUN_COLUMNS = ("run_id", "config_hash", "version", "started_ns", "ended_ns", "instance")
 DETECTION_COLUMNS = (
     "run_id", "stream_id", "seq", "pts_ns", "wall_ns", "class_id", "class_name", "score",
     "x1", "y1", "x2", "y2", "track_id", "frame_index", "epoch",
@@ -54,7 +57,7 @@ TRACK_BOX_COLUMNS = (
 )
 TRACK_COLUMNS = ("run_id", "stream_id", "track_id", "class_id", "first_pts_ns", "last_pts_ns", "frames", "last_wall_ns")
 EVENT_COLUMNS = ("event_id", "run_id", "stream_id", "rule", "kind", "track_id", "class_id", "ts_ns", "payload",
-                 "wall_ns", "class_name", "snapshot", "clip")
+                 "wall_ns", "class_name", "snapshot", "clip", "instance")
 STREAM_COLUMNS = ("stream_id", "url", "first_seen_ns", "last_seen_ns")
 
 _META = "CREATE TABLE IF NOT EXISTS streamweave_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
@@ -78,7 +81,8 @@ CREATE TABLE IF NOT EXISTS runs (
     config_hash TEXT NOT NULL,
     version TEXT NOT NULL,
     started_ns {int} NOT NULL,
-    ended_ns {int}
+    ended_ns {int},
+    instance TEXT
 );
 CREATE TABLE IF NOT EXISTS streams (
     stream_id TEXT PRIMARY KEY,
@@ -129,9 +133,11 @@ CREATE TABLE IF NOT EXISTS events (
     wall_ns {int} NOT NULL,
     class_name TEXT,
     snapshot TEXT,
-    clip TEXT
+    clip TEXT,
+    instance TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_started ON runs (started_ns);
+CREATE INDEX IF NOT EXISTS runs_instance_started ON runs (instance, started_ns);
 CREATE INDEX IF NOT EXISTS detections_run_stream_pts ON detections (run_id, stream_id, pts_ns);
 CREATE INDEX IF NOT EXISTS detections_run_stream_track ON detections (run_id, stream_id, track_id);
 CREATE INDEX IF NOT EXISTS detections_wall ON detections (wall_ns);
@@ -170,6 +176,11 @@ ALTER TABLE detections ADD COLUMN frame_index {int} NOT NULL DEFAULT -1;
 ALTER TABLE detections ADD COLUMN epoch INTEGER NOT NULL DEFAULT -1
 """
 
+# Version 4 did not say which instance of a fleet ran a run or decided an event (version 1 had no runs table:
+# it is created with the column).
+_FROM_VERSION_4_EVENTS = "ALTER TABLE events ADD COLUMN instance TEXT"
+_FROM_VERSION_4 = ["ALTER TABLE runs ADD COLUMN instance TEXT", _FROM_VERSION_4_EVENTS]
+
 _RECORD_BEFORE_RUNS = """
 INSERT INTO runs (run_id, config_hash, version, started_ns, ended_ns)
     SELECT '{before}', '', 'schema 1', COALESCE(MIN(w), 0), MAX(w)
@@ -205,7 +216,8 @@ def statements(dialect: Dialect) -> Statements:
     tracks = _TRACKS.format(table="tracks", **types).strip()
     create = [_META, *_split(_TABLES.format(tracks=tracks, **types))]
     from_1 = _split(_FROM_VERSION_1.format(before=BEFORE_RUNS, tracks_v2=_TRACKS.format(table="tracks_v2", **types)))
-    from_2, from_3, views = _split(_FROM_VERSION_2), _split(_FROM_VERSION_3.format(**types)), view_statements(dialect)
+    from_2, from_3, from_4 = _split(_FROM_VERSION_2), _split(_FROM_VERSION_3.format(**types)), _FROM_VERSION_4
+    views = view_statements(dialect)
 
     def values(columns: tuple[str, ...]) -> str:
         return ", ".join(json_param if c == "payload" else p for c in columns)
@@ -216,9 +228,11 @@ def statements(dialect: Dialect) -> Statements:
     return Statements(
         create=[*create, *views],
         upgrade={
-            1: [*from_1, *from_2, *from_3, *create, _RECORD_BEFORE_RUNS.format(before=BEFORE_RUNS).strip(), *views],
-            2: [*from_2, *from_3, *create, *views],
-            3: [*from_3, *create, *views],
+            1: [*from_1, *from_2, *from_3, _FROM_VERSION_4_EVENTS, *create,
+                _RECORD_BEFORE_RUNS.format(before=BEFORE_RUNS).strip(), *views],
+            2: [*from_2, *from_3, *from_4, *create, *views],
+            3: [*from_3, *from_4, *create, *views],
+            4: [*from_4, *create, *views],
         },
         insert_detection=insert("detections", DETECTION_COLUMNS),
         insert_track_box=insert("track_boxes", TRACK_BOX_COLUMNS),

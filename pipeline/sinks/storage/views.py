@@ -7,7 +7,7 @@ millisecond (`2025-03-14T09:15:02.123Z`, as in the event JSON), which sorts and 
 
 - `events_named`    every event, readable: event_id, run_id, stream_id, kind, rule, track_id, class_id,
                     class_name, ts_ns, wall_ns, wall_time, zone, line, direction, dwell_s, reason (of an
-                    exit), snapshot, clip, payload
+                    exit), snapshot, clip, payload, instance
 - `line_crossings`  one row per crossing: run_id, stream_id, line, direction, track_id, class_id,
                     class_name, ts_ns, wall_ns, wall_time, event_id
 - `line_counts`     crossings per run_id, stream_id, line, direction, class_name, day, hour
@@ -27,7 +27,7 @@ CREATE VIEW events_named AS
 SELECT event_id, run_id, stream_id, kind, rule, track_id, class_id, class_name, ts_ns, wall_ns,
        {wall_time} AS wall_time,
        {zone} AS zone, {line} AS line, {direction} AS direction, {dwell_s} AS dwell_s, {reason} AS reason,
-       snapshot, clip, payload
+       snapshot, clip, payload, instance
 FROM events"""
 
 _LINE_CROSSINGS = """

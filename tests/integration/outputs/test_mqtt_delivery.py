@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
+from pydantic import ValidationError
 
 from pipeline.backoff import Backoff
 from pipeline.config.outputs import MqttOutput as MqttConfig
@@ -58,6 +60,24 @@ def test_event_without_zone_or_line_goes_to_events_and_stream_kind_topics():
     event = make_event(2, kind="cross", payload={"line": "gate/1"})
     assert event_topics(event, "sw") == ["sw/events", "sw/cam-1/cross", "sw/cam-1/gate_1/cross"]
     assert event_topics(make_event(3, payload={}), "sw") == ["sw/events", "sw/cam-1/enter"]
+
+
+def test_the_instance_is_in_the_message_and_fills_its_placeholder_in_the_topics(mosquitto, subscriber):
+    out = MqttOutput(MqttConfig(type="mqtt", port=mosquitto.port, topic_prefix="sw/{instance}"))
+    try:
+        event = replace(make_event(4), instance="edge/2")
+        out.deliver(event)
+        messages = subscriber.wait_for(3)
+    finally:
+        out.close()
+    assert sorted(t for t, _ in messages) == ["sw/edge_2/cam-1/enter", "sw/edge_2/cam-1/front door/enter",
+                                              "sw/edge_2/events"]  # a name cannot span topic levels
+    assert {json.loads(p)["instance"] for _, p in messages} == {"edge/2"}
+
+
+def test_a_topic_placeholder_other_than_instance_is_refused_naming_it():
+    with pytest.raises(ValidationError, match=r"unknown placeholder \{host\}; only \{instance\} is filled in"):
+        MqttConfig(type="mqtt", topic_prefix="sw/{host}/{instance}")
 
 
 @pytest.mark.parametrize("qos", [0, 1, 2])

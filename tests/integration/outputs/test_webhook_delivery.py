@@ -31,15 +31,15 @@ def webhook(server, **kw) -> WebhookOutput:
 
 def test_webhook_posts_the_event_json(http_server):
     out = webhook(http_server)
-    event = replace(make_events(1)[0], class_name="person")
+    event = replace(make_events(1)[0], class_name="person", instance="edge-1")
     out.deliver(event)
     (request,) = http_server.wait_for(1)
     assert request.path == "/hook"
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["Idempotency-Key"] == event.event_id
     assert request.json() == {
-        "event_id": event.event_id, "run_id": "run-1", "stream_id": "cam-1", "rule": "loiter", "kind": "dwell",
-        "track_id": 0, "class_id": 0, "class_name": "person", "ts_ns": 0, "wall_ns": WALL,
+        "event_id": event.event_id, "run_id": "run-1", "instance": "edge-1", "stream_id": "cam-1", "rule": "loiter",
+        "kind": "dwell", "track_id": 0, "class_id": 0, "class_name": "person", "ts_ns": 0, "wall_ns": WALL,
         "wall_time": "2023-11-14T22:13:20.000Z", "snapshot": None, "clip": None, "payload": {"zone": "gate"},
     }
 

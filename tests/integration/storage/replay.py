@@ -22,8 +22,8 @@ MOT_CLASSES = [
 CONFIG_KEYS = {"batch_size", "flush_interval_s", "retention_days", "what"}
 
 
-def make_run(run_id: str, started_ns: int) -> Run:
-    return Run(run_id, "0123456789abcdef", "test", started_ns)
+def make_run(run_id: str, started_ns: int, instance: str = "") -> Run:
+    return Run(run_id, "0123456789abcdef", "test", started_ns, instance)
 
 
 RUN = make_run("20250101T000000.000Z-0000cafe", time.time_ns())

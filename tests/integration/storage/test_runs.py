@@ -3,6 +3,7 @@ second run with its own rows, queries pick the latest run or the ones named, and
 (before runs, before named events) are upgraded."""
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections import Counter
@@ -22,8 +23,8 @@ from tests.integration.storage.replay import MOT_CLASSES, deliver_events, feed, 
 FIRST, SECOND = "20250101T000000.000Z-00000001", "20250101T000100.000Z-00000002"
 
 
-def store_run(store, run_id: str, results, outbox) -> None:
-    sink = store.make(run=make_run(run_id, time.time_ns()), batch_size=500, flush_interval_s=0.05)
+def store_run(store, run_id: str, results, outbox, instance: str = "") -> None:
+    sink = store.make(run=make_run(run_id, time.time_ns(), instance), batch_size=500, flush_interval_s=0.05)
     sink.open()
     feed(sink, results)
     deliver_events(sink, results, outbox)
@@ -59,6 +60,25 @@ def test_a_second_run_of_the_same_file_is_a_second_run_with_its_own_rows(store, 
     for run_id, results in runs.items():
         made = {e.event_id for r in results for e in r.events}
         assert {e.event_id for e in query.events(store.target, run=run_id)} == made
+
+
+def test_query_answers_for_the_runs_of_one_instance(store, shared, tmp_path, capsys):
+    gt = shared("data/mot17/MOT17-05/gt/gt.txt")
+    for run_id, instance in ((FIRST, "edge-1"), (SECOND, "edge-2")):
+        results = mot_results(gt, "cam-05", 14.0, time.time_ns(), run_id)
+        for result in results:
+            result.events[:] = [replace(e, instance=instance) for e in result.events]
+        store_run(store, run_id, results, tmp_path / f"outbox-{instance}.db", instance=instance)
+
+    capsys.readouterr()
+    assert query_command(["--db", str(store.target), "runs", "--instance", "edge-1", "--format", "json"]) == 0
+    assert [(r["run_id"], r["instance"]) for r in json.loads(capsys.readouterr().out)] == [(FIRST, "edge-1")]
+    assert query_command(["--db", str(store.target), "runs", "--all-runs", "--format", "json"]) == 0
+    assert [r["instance"] for r in json.loads(capsys.readouterr().out)] == ["edge-1", "edge-2"]
+    assert query_command(["--db", str(store.target), "events", "--instance", "edge-1", "--format", "json"]) == 0
+    assert {r["run_id"] for r in json.loads(capsys.readouterr().out)} == {FIRST}  # not the latest run: edge-2's
+    assert query_command(["--db", str(store.target), "--instance", "edge-9"]) == 1
+    assert "no such run" in capsys.readouterr().err
 
 
 _VERSION_1 = """
@@ -118,12 +138,14 @@ def test_a_database_from_before_runs_is_upgraded_and_keeps_its_rows_as_one_run(s
 
 _WITHOUT_VERSION_4 = ["DROP TABLE track_boxes", "ALTER TABLE detections DROP COLUMN frame_index",
                       "ALTER TABLE detections DROP COLUMN epoch"]
+_WITHOUT_VERSION_5 = [*(f"DROP VIEW IF EXISTS {view}" for view in reversed(VIEWS)), "DROP INDEX runs_instance_started",
+                      "ALTER TABLE runs DROP COLUMN instance", "ALTER TABLE events DROP COLUMN instance"]
 
 
 def as_version_2(store) -> None:
     """The store's database as version 2 left it: events without names, no views, detections without their
     frames' places in the source, no track boxes."""
-    statements = [*(f"DROP VIEW {view}" for view in reversed(VIEWS)),
+    statements = [*_WITHOUT_VERSION_5,
                   *(f"ALTER TABLE events DROP COLUMN {column}" for column in ("class_name", "snapshot", "clip")),
                   *_WITHOUT_VERSION_4, "UPDATE streamweave_meta SET value = '2' WHERE key = 'schema_version'"]
     execute(store, statements)
@@ -151,7 +173,8 @@ def test_a_database_of_version_2_gets_named_events_and_the_views(store, shared, 
 def test_a_database_of_version_3_gets_the_frames_places_and_track_boxes(store, shared, tmp_path):
     gt = shared("data/mot17/MOT17-05/gt/gt.txt")
     store_run(store, FIRST, mot_results(gt, "cam-05", 14.0, time.time_ns(), FIRST), tmp_path / "outbox.db")
-    execute(store, [*_WITHOUT_VERSION_4, "UPDATE streamweave_meta SET value = '3' WHERE key = 'schema_version'"])
+    execute(store, [*_WITHOUT_VERSION_5, *_WITHOUT_VERSION_4,
+                    "UPDATE streamweave_meta SET value = '3' WHERE key = 'schema_version'"])
     store_run(store, SECOND, mot_results(gt, "cam-05", 14.0, time.time_ns(), SECOND), tmp_path / "outbox.db")
 
     with connect(store.target) as (conn, _):
@@ -160,6 +183,25 @@ def test_a_database_of_version_3_gets_the_frames_places_and_track_boxes(store, s
         assert conn.execute("SELECT value FROM streamweave_meta").fetchone()[0] == str(SCHEMA_VERSION)
     assert places == {FIRST: -1, SECOND: 836}  # unknown in the old rows; MOT17-05's last frame in the new
     assert query_command(["--db", str(store.target), "--all-runs"]) == 0
+
+
+def test_a_database_of_version_4_gets_the_instances_of_runs_and_events(store, shared, tmp_path):
+    gt = shared("data/mot17/MOT17-05/gt/gt.txt")
+    first = mot_results(gt, "cam-05", 14.0, time.time_ns(), FIRST)
+    store_run(store, FIRST, first, tmp_path / "outbox.db")
+    execute(store, [*_WITHOUT_VERSION_5, "UPDATE streamweave_meta SET value = '4' WHERE key = 'schema_version'"])
+    second = mot_results(gt, "cam-05", 14.0, time.time_ns(), SECOND)
+    for result in second:
+        result.events[:] = [replace(e, instance="edge-2") for e in result.events]
+    store_run(store, SECOND, second, tmp_path / "outbox.db", instance="edge-2")
+
+    assert {r["run_id"]: r["instance"] for r in query.runs(store.target)} == {FIRST: None, SECOND: "edge-2"}
+    assert {e.instance for e in query.events(store.target, run=FIRST)} == {None}  # unknown in the old rows
+    assert {e.instance for e in query.events(store.target, run=SECOND)} == {"edge-2"}
+    with connect(store.target) as (conn, _):
+        assert conn.execute("SELECT value FROM streamweave_meta").fetchone()[0] == str(SCHEMA_VERSION)
+        assert conn.execute("SELECT COUNT(*) FROM events_named WHERE instance = 'edge-2'").fetchone()[0] == sum(
+            len(r.events) for r in second)
 
 
 def test_a_database_of_a_newer_version_is_refused_naming_it(tmp_path):

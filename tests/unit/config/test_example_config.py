@@ -39,10 +39,15 @@ def nested(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
 
 
 def once(model: type[BaseModel], raw: dict, value: BaseModel, where: str) -> list[str]:
-    """Problems of a section that occurs once: every key, each with its default (nested sections alike)."""
+    """Problems of a section that occurs once: every key, each with its default (nested sections alike). A key
+    whose default depends on the machine (a default factory: the host name) is stated in a comment instead."""
     problems = []
     for name, field in model.model_fields.items():
         key = f"{where}.{name}"
+        if field.default_factory is not None:
+            if name in raw or not re.search(rf"^\s*# {name}: ", EXAMPLE.read_text(), re.MULTILINE):
+                problems.append(f"{key} depends on the machine: state it as a comment, `# {name}: ...`")
+            continue
         if name not in raw:
             if field.default_factory is None:  # a default made at start (the host's name) cannot be written down
                 problems.append(f"{key} is missing")

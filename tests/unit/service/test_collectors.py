@@ -49,9 +49,13 @@ def test_queues_backlogs_and_the_outbox_are_labelled_by_name_and_a_stream_not_up
     assert metrics.get_sample_value("streamweave_failed_batches_total") == 1
 
 
-def test_build_info_names_the_version_engine_and_python():
-    labels = {"version": "1.2.3", "engine": "onnxruntime", "python": platform.python_version()}
+def test_build_info_names_the_version_engine_python_instance_and_shard():
+    labels = {"version": "1.2.3", "engine": "onnxruntime", "python": platform.python_version(), "instance_name": "",
+              "shard": ""}
     assert scraped(snapshot()).get_sample_value("streamweave_build_info", labels) == 1
+    placed = snapshot(extra={"instance": "edge-1-gpu1", "shard": "3/4"})
+    labels.update(instance_name="edge-1-gpu1", shard="3/4")
+    assert scraped(placed).get_sample_value("streamweave_build_info", labels) == 1
 
 
 def test_without_nvml_no_gpu_series_is_exported_and_it_is_said_once(monkeypatch, caplog):
