@@ -20,7 +20,7 @@ from typing import Callable
 
 from pipeline.errors import PipelineError
 from pipeline.masking import mask_url
-from pipeline.sinks.storage.postgres import _first_line, _psycopg
+from pipeline.sinks.storage.postgres import _first_line, _psycopg, open_connection
 
 SCHEMA_LOCK_KEY = 0x5EA7_0022
 """Serialises creating the tables between instances starting together."""
@@ -77,8 +77,7 @@ class FleetStore:
     def connect(self) -> None:
         pg = self._pg
         try:
-            conn = pg.connect(self.dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s)),
-                              options="-c statement_timeout=10000")
+            conn = open_connection(self.dsn, self.connect_timeout_s, statement_timeout_ms=10000)
         except pg.OperationalError as exc:
             raise FleetUnavailable(f"cannot connect to the fleet's PostgreSQL '{self.target}': {_first_line(exc)}; "
                                    "check runtime.cluster.dsn and that the server is up") from exc

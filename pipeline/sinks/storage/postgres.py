@@ -28,6 +28,14 @@ def _psycopg():
     return psycopg
 
 
+def open_connection(dsn: str, connect_timeout_s: float, statement_timeout_ms: int):
+    """An autocommit psycopg connection with bounded waits: on a half-open connection no statement or socket
+    read blocks forever. psycopg.OperationalError when the server cannot be reached."""
+    return _psycopg().connect(dsn, autocommit=True, connect_timeout=max(1, round(connect_timeout_s)),
+                              options=f"-c statement_timeout={statement_timeout_ms}", keepalives=1, keepalives_idle=10,
+                              keepalives_interval=5, keepalives_count=3, tcp_user_timeout=60000)
+
+
 class PostgresBackend:
     """One autocommit connection with explicit transactions, reopened after a failure."""
 
@@ -48,10 +56,7 @@ class PostgresBackend:
         """Connect and create the schema; `StorageUnavailable` when the server cannot be reached."""
         pg = self._pg
         try:
-            # Bounded waits on a half-open connection: no statement or socket read blocks the writer forever.
-            conn = pg.connect(self.dsn, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s)),
-                              options="-c statement_timeout=60000", keepalives=1, keepalives_idle=10,
-                              keepalives_interval=5, keepalives_count=3, tcp_user_timeout=60000)
+            conn = open_connection(self.dsn, self.connect_timeout_s, statement_timeout_ms=60000)
         except pg.OperationalError as exc:
             raise StorageUnavailable(
                 f"cannot connect to PostgreSQL '{self.target}': {_first_line(exc)}; "

@@ -1,6 +1,8 @@
 """The torch engine's conversion on the CPU (pipeline/detect/engines/torch_convert.py), on every Ultralytics export
-(tests/support/ultralytics_exports.py): the module computes what ONNX Runtime computes, and TorchScript / .pt2
-files are read and recognised without an ONNX file."""
+(tests/support/ultralytics_exports.py): the module computes what ONNX Runtime computes, TorchScript / .pt2
+files are read and recognised without an ONNX file, each batch bucket's copy can be captured as a CUDA graph,
+and FP16 gives every operator FP16."""
+import functools
 import importlib.util
 
 import numpy as np
@@ -8,6 +10,8 @@ import pytest
 
 from pipeline.config.models import DetectorConfig
 from pipeline.detect.detector import Detector
+from pipeline.detect.engines.fx_specialize import specialize
+from pipeline.detect.engines.onnx2torch_fixes import SHAPE_OPERATORS, half_precision
 from pipeline.detect.engines.onnxruntime import read_model_info as read_onnx_info
 from pipeline.detect.engines.torch_convert import load_module, read_model_info
 from pipeline.detect.names import names_from_metadata
@@ -18,6 +22,9 @@ from tests.support.frames import letterboxed
 from tests.support.ultralytics_exports import (
     CASES, MODELS, SIZE, TORCHSCRIPT_MODELS, needs_ultralytics, torchvision_stand_in,
 )
+
+torch = pytest.importorskip("torch")
+TorchDispatchMode = torch.utils._python_dispatch.TorchDispatchMode
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,8 +45,6 @@ def images() -> np.ndarray:
 
 
 def _run(module, x: np.ndarray) -> np.ndarray:
-    import torch  # noqa: PLC0415
-
     with torch.inference_mode():
         out = module(torch.from_numpy(x.copy()))
     return (out[0] if isinstance(out, (tuple, list)) else out).numpy()
@@ -71,8 +76,6 @@ def test_the_converted_module_computes_what_onnx_runtime_computes(exports, model
 @pytest.mark.parametrize("model", TORCHSCRIPT_MODELS)
 def test_a_torchscript_export_is_recognised_from_its_metadata_and_equals_pytorch(exports, model, images):
     """Ultralytics writes its metadata into the archive's config.txt: head, size and names come from there."""
-    import torch  # noqa: PLC0415
-
     export = exports.get(model, "torchscript")
     signature, metadata = read_model_info(export.path)
     config = DetectorConfig(model=export.path)
@@ -106,3 +109,85 @@ def test_onnx_runtime_refuses_torch_files_and_names_the_engine_that_runs_them(ex
         read_onnx_info(path)
     with pytest.raises(ConfigError, match=r"onnxruntime reads ONNX files, not .*: engine torch does"):
         Detector(DetectorConfig(model=path, engine="onnxruntime"), max_batch=1)
+
+
+def _outputs(module, x) -> list:
+    with torch.inference_mode():
+        out = module(x)
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def _host_arguments(module) -> dict:
+    """The constant arguments of the operators that read them on the host (those the engine keeps there)."""
+    kept = {}
+    for node in module.graph.nodes:
+        if node.op != "call_module" or type(module.get_submodule(node.target)).__name__ not in SHAPE_OPERATORS:
+            continue
+        for arg in (*node.args[1:], *node.kwargs.values()):
+            if getattr(arg, "op", None) == "get_attr":
+                kept[arg.target] = functools.reduce(getattr, arg.target.split("."), module)
+            elif getattr(arg, "op", None) == "call_module" and not arg.args:
+                kept[f"{arg.target}.value"] = module.get_submodule(arg.target).value
+    return kept
+
+
+class _HostDeviceMeetings(TorchDispatchMode):
+    """Records every operator that gets a host tensor (other than a 0-d scalar) beside a `meta` one."""
+
+    def __init__(self):
+        super().__init__()
+        self.meetings: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        tensors = [t for t in torch.utils._pytree.tree_leaves((args, kwargs or {})) if isinstance(t, torch.Tensor)]
+        devices = {t.device.type for t in tensors if t.ndim > 0 or t.device.type == "meta"}
+        if {"cpu", "meta"} <= devices:
+            self.meetings.append(f"{func}: {[(tuple(t.shape), t.device.type) for t in tensors]}")
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_a_bucket_copy_reads_no_shape_moves_nothing_between_host_and_device_and_computes_the_same(exports, model,
+                                                                                                  images):
+    """What the torch engine needs to capture a CUDA graph: each bucket's copy (`fx_specialize`) computes what the
+    whole module computes and reads no shape; run on PyTorch's `meta` device (tensors without data) with the shape
+    arguments on the host, as the engine keeps them, any read of a device value on the host fails and any host
+    tensor meeting a device tensor is recorded."""
+    images = torch.from_numpy(images.copy())
+    module = load_module(exports.get(model, "dynamic").path)
+    fixed = specialize(module, [images])
+    assert not [n for n in fixed.graph.nodes if n.op == "call_module"
+                and type(fixed.get_submodule(n.target)).__name__ in ("OnnxShape", "OnnxRange", "OnnxConstantOfShape")]
+    for ours, theirs in zip(_outputs(fixed, images), _outputs(module, images), strict=True):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6, atol=1e-6)
+
+    host = _host_arguments(fixed)
+    on_device = fixed.to("meta")  # the engine's `.to(device)`, then its host arguments put back on the host
+    for name, value in host.items():
+        owner, _, attr = name.rpartition(".")
+        (on_device.get_submodule(owner) if owner else on_device)._buffers[attr] = value
+    watch = _HostDeviceMeetings()
+    with torch.inference_mode(), watch:
+        on_device(torch.zeros(images.shape, device="meta"))  # a read of a device value would raise here
+    assert watch.meetings == []
+
+
+def test_the_original_module_does_read_shapes_so_the_check_above_can_fail(exports, images):
+    images = torch.from_numpy(images.copy())
+    module = load_module(exports.get("yolo11n", "dynamic").path).to("meta")
+    with pytest.raises((RuntimeError, NotImplementedError)), torch.inference_mode():
+        module(torch.zeros(images.shape, device="meta"))
+
+
+def test_in_fp16_the_casts_to_float_follow_the_weights_and_the_numbers_stay_close(exports, images):
+    """RT-DETR-L: `module.half()` alone leaves float32 casts in front of FP16 MatMuls (a dtype error)."""
+    images = torch.from_numpy(images.copy())
+    module = load_module(exports.get("rtdetr-l", "dynamic").path)
+    full = _outputs(module, images)[0]
+    with pytest.raises(RuntimeError, match="dtype"):
+        _outputs(load_module(exports.get("rtdetr-l", "dynamic").path).half(), images.half())
+    half = _outputs(half_precision(module), images.half())[0]
+    assert half.dtype == torch.float16 and half.shape == full.shape
+    scores = (half[..., 4].float().sort().values - full[..., 4].sort().values).abs()  # which box is 300th: noise
+    print(f"\n[fp16 vs fp32] rtdetr-l: sorted scores differ by at most {float(scores.max()):.2e}")
+    assert float(scores.max()) < 1e-2
