@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
@@ -96,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max", type=int, default=256)
     parser.add_argument("--growth", type=float, default=1.5)
     parser.add_argument("--window-s", type=float, default=60.0)
-    parser.add_argument("--warmup-s", type=float, default=15.0, help="model load and connections before the window")
+    parser.add_argument("--warmup-s", type=float, default=60.0,
+                        help="model load, connections and the model's first runs at each batch shape before the window")
     parser.add_argument("--bound-ms", type=float, default=150.0, help="p99 latency bound (the default lane's)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
