@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import AsyncIterator, Callable
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from fastapi import APIRouter, FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
