@@ -1,7 +1,7 @@
 """The web console's side of the server: the page, live previews and events, event media, today's counts.
 
     GET /                       the page (static files in `static/`, no build step)
-    GET /api/console            what the page needs to start: the model's classes, time zone, preview rate
+    GET /api/console            what the page needs to start: the model's classes, time zone, preview rate, fleet or not
     GET /api/previews?streams=a,b&width=320    server-sent events: a preview of each camera, a few per second
     GET /api/events/live        server-sent events: every event as it is published (the event JSON)
     GET /api/media/{stream}/{file}             an event's snapshot (.jpg, _crop.jpg) or clip (.mp4)
@@ -102,10 +102,11 @@ def _router(console: Console) -> APIRouter:
 
     @api.get("/console")
     def start() -> dict:
-        """The model's classes, the console's time zone and preview rate, this run's id."""
+        """The model's classes, the console's time zone and preview rate, this run's id, and whether this instance
+        is one of a PostgreSQL-coordinated fleet (then the grid shows the fleet's other cameras from /api/cluster)."""
         return {"classes": list(runner.detector.class_names), "time_zone": console.config.time_zone,
                 "preview_fps": console.config.preview_fps, "preview_max_width": console.config.preview_max_width,
-                "run_id": runner.parts.run.run_id}
+                "run_id": runner.parts.run.run_id, "fleet": console.control.fleet is not None}
 
     @api.get("/previews")
     async def previews(streams: str = Query(description="stream ids, comma-separated"),

@@ -59,6 +59,7 @@ class ServiceProcess:
     def __init__(self, command: list[str], port: int, *, cwd: Path = REPO, env: dict | None = None):
         self.proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True)
+        self.port = port
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
         self.returncode: int | None = None
         self.out = self.err = ""

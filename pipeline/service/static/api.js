@@ -27,21 +27,25 @@ export function listen(path, kind, onItem) {
   return source;
 }
 
-// What the views share, refreshed by `refresh()`.
-export const state = { classes: [], timeZone: "UTC", streams: [], zones: [], lines: [] };
+// What the views share, refreshed by `refresh()`. fleet: in a PostgreSQL-coordinated fleet, GET /api/cluster
+// (every camera with the instance that runs it, every instance with its address); null for a lone instance.
+export const state = { classes: [], timeZone: "UTC", streams: [], zones: [], lines: [], fleet: null };
 
 export async function start() {
   const info = await get("/api/console");
   state.classes = info.classes;
   state.timeZone = info.time_zone;
+  state.fleet = info.fleet ? {} : null;
   await refresh();
 }
 
 export async function refresh() {
-  const [streams, zones, lines] = await Promise.all([get("/api/streams"), get("/api/zones"), get("/api/lines")]);
+  const [streams, zones, lines, fleet] = await Promise.all([get("/api/streams"), get("/api/zones"),
+    get("/api/lines"), state.fleet && get("/api/cluster")]);
   state.streams = streams;
   state.zones = zones;
   state.lines = lines;
+  if (fleet) state.fleet = fleet;
 }
 
 // The zones and lines that apply to one stream (`streams` null: every stream).

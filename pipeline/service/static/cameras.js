@@ -42,7 +42,11 @@ function render(arg) {
   if (arg) return renderLarge(arg);
   const grid = document.getElementById("grid");
   const ids = state.streams.map((s) => s.id);
-  for (const card of [...grid.children]) if (!ids.includes(card.dataset.stream)) card.remove();
+  const elsewhere = (state.fleet?.cameras || []).filter((camera) => !ids.includes(camera.id));
+  const shown = [...ids, ...elsewhere.map((camera) => camera.id)];
+  for (const card of [...grid.children]) {
+    if (!shown.includes(card.dataset.stream) || (card.dataset.elsewhere === "yes") !== !ids.includes(card.dataset.stream)) card.remove();
+  }
   for (const stream of state.streams) {
     let card = grid.querySelector(`[data-stream="${CSS.escape(stream.id)}"]`);
     if (!card) {
@@ -50,6 +54,15 @@ function render(arg) {
       grid.append(card);
     }
     updateMeta(card, stream);
+  }
+  for (const camera of elsewhere) {
+    let card = grid.querySelector(`[data-stream="${CSS.escape(camera.id)}"]`);
+    if (!card) {
+      card = el("div", { class: "camera elsewhere", "data-stream": camera.id, "data-elsewhere": "yes" },
+        el("div", { class: "meta" }, el("span", { class: "name" }, camera.id), el("span", { class: "where muted" })));
+      grid.append(card);
+    }
+    updateWhere(card.querySelector(".where"), camera);
   }
   const running = state.streams.filter((s) => s.state !== "paused").map((s) => s.id);
   watch(running, GRID_WIDTH, (preview) => {
@@ -79,6 +92,14 @@ function updateMeta(card, stream) {
   card.querySelector(".pause").textContent = stream.state === "paused" ? "Resume" : "Pause";
   card.querySelector(".why").textContent = card.dataset.refused ||
     (stream.last_error && stream.state !== "running" ? stream.last_error : "");
+}
+
+// A camera of the fleet that another instance runs (a link to that instance's console), or that none runs.
+function updateWhere(where, camera) {
+  const instance = (state.fleet.instances || []).find((i) => i.name === camera.instance);
+  where.replaceChildren(!camera.instance ? "not running: no instance has room for it"
+    : instance?.url ? el("a", { href: `${instance.url}/#cameras/${encodeURIComponent(camera.id)}` }, `runs on ${camera.instance}`)
+    : `runs on ${camera.instance}`);
 }
 
 function renderLarge(id) {
