@@ -73,6 +73,7 @@ class Coordinator:
         self._deadline = float("inf")
         self._next_beat = float("-inf")
         self._beats = 0
+        self._unapplied = False  # the pipeline refused the last change of the cameras: each beat tries again
         self._stop = threading.Event()
         self._set_streams: Callable[[list[StreamConfig]], None] | None = None
         self._running: threading.Event | None = None
@@ -137,7 +138,10 @@ class Coordinator:
         self.counters.deadline_stops += 1
         self.counters.lease_losses += len(self.held)
         self.held.clear()
-        self._apply()
+        try:
+            self._apply()
+        except PipelineError as exc:  # fencing keeps what they store out; the next beat stops them again
+            log.error("cluster: the pipeline did not stop every camera: %s", exc)
 
     def beat(self) -> None:
         """One heartbeat (see the module docstring); the thread calls it, tests may too."""
@@ -169,7 +173,7 @@ class Coordinator:
             self.counters.takeovers += claim.reason == "takeover"
             log.info("cluster: %s %s (lease token %d)", "took over" if claim.reason == "takeover" else "claimed",
                      claim.camera, claim.token)
-        if changed or claimed:
+        if changed or claimed or self._unapplied:
             self._apply()
         else:
             self._move_one(desired)
@@ -229,7 +233,9 @@ class Coordinator:
             self.counters.lease_losses += 1
 
     def _apply(self) -> None:
+        self._unapplied = True
         self._set_streams([held.config for _, held in sorted(self.held.items())])
+        self._unapplied = False
 
     # -- what it shows -------------------------------------------------------------------------
     def stats(self) -> dict:

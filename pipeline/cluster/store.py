@@ -5,7 +5,8 @@ database's `now()`, so hosts whose clocks differ agree on when a lease ends.
     fleet_instances  name, capacity, normal_cap (capacity less headroom), weight, url, started_at, heartbeat_at
     fleet_leases     camera_id, instance, token (from a sequence: the fencing token), acquired_at, expires_at
     fleet_handoffs   camera_id, from_instance, from_token, from_acquired_at, to_instance, to_token, reason
-                     (takeover, rebalance, release), lease_ended_at, started_at, gap_s
+                     (takeover, rebalance, release; removed: the camera was deleted, no successor),
+                     lease_ended_at, started_at, gap_s
 
 A lease is valid while `expires_at > now()`. A camera changes hands in one transaction that locks its
 `fleet_cameras` row (`FOR UPDATE SKIP LOCKED`: instances claiming at once skip each other's cameras
@@ -123,10 +124,18 @@ class FleetStore:
         self._tx(lambda cur: cur.executemany(sql, [(e["id"], json.dumps(e)) for e in entries]))
 
     def delete_camera(self, camera: str) -> bool:
-        """Forget a camera (its lease goes with it: the holder stops it at its next heartbeat)."""
+        """Forget a camera (its lease goes with it: the holder stops it at its next heartbeat). The lease's end
+        is recorded as a 'removed' handoff, so the rows its holder captured before are still stored (fencing)."""
         def delete(cur) -> bool:
+            cur.execute("SELECT 1 FROM fleet_cameras WHERE id = %s FOR UPDATE", (camera,))  # no claim meanwhile
+            if cur.fetchone() is None:
+                return False
+            cur.execute("WITH gone AS (DELETE FROM fleet_leases WHERE camera_id = %s RETURNING instance, token, "
+                        "acquired_at, expires_at) INSERT INTO fleet_handoffs (camera_id, from_instance, from_token, "
+                        "from_acquired_at, reason, lease_ended_at) SELECT %s, instance, token, acquired_at, 'removed', "
+                        "least(now(), expires_at) FROM gone", (camera, camera))
             cur.execute("DELETE FROM fleet_cameras WHERE id = %s", (camera,))
-            return cur.rowcount > 0
+            return True
 
         return self._tx(delete)
 
@@ -193,7 +202,8 @@ class FleetStore:
                     cur.execute(  # the release that freed it, if one did: now it has a successor
                         "UPDATE fleet_handoffs SET to_instance = %s, to_token = %s, started_at = now(), "
                         "gap_s = extract(epoch FROM now() - lease_ended_at) WHERE id = (SELECT max(id) FROM "
-                        "fleet_handoffs WHERE camera_id = %s) AND to_instance IS NULL", (name, token, camera))
+                        "fleet_handoffs WHERE camera_id = %s) AND to_instance IS NULL AND reason <> 'removed'",
+                        (name, token, camera))
                     out.append(Claimed(camera, token, "free"))
                     continue
                 cur.execute("UPDATE fleet_leases SET instance = %s, token = %s, acquired_at = now(), "

@@ -98,8 +98,13 @@ class Placement:
     instance: str | None = None
 
     def apply(self, config: PipelineConfig) -> PipelineConfig:
-        """`config` as this instance runs it."""
+        """`config` as this instance runs it. ConfigError for a shard of a fleet's config (`runtime.cluster`):
+        its coordinator hands out the cameras, and a shard would not run some of those it leased."""
         if self.shard is not None:
+            if config.runtime.cluster is not None:
+                raise ConfigError(f"--shard {self.shard}: the config has runtime.cluster, so the fleet's coordinator "
+                                  "assigns the cameras; run without --shard, or take runtime.cluster out of the "
+                                  "file for static shards")
             config = self.shard.select(config)
         runtime: dict = {}
         if self.instance is not None:

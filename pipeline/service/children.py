@@ -120,6 +120,9 @@ def plan_children(config_path: str, config: PipelineConfig, raw: object, gpus: l
     port, outbox: the supervisor's `--port`/`--outbox` (else the file's, else the defaults). shard: the
     supervisor's own `--shard` (this host's share). passthrough: options every child gets (`--quiet`, ...)."""
     environ = dict(os.environ if environ is None else environ)
+    if config.detector.device != 0:
+        raise ConfigError(f"--gpus: detector.device is {config.detector.device}, but each child sees only its own GPU, "
+                          "as device 0; take detector.device out of the file (or set it to 0)")
     base_port = port if port is not None else (config.runtime.http.port if config.runtime.http else DEFAULT_HTTP_PORT)
     if base_port and base_port + len(gpus) - 1 > 65535:
         raise ConfigError(f"--gpus: ports {base_port} to {base_port + len(gpus) - 1} do not all exist; use a lower "

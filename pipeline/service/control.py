@@ -78,6 +78,7 @@ class Control:
     def remove_stream(self, stream_id: str) -> None:
         if self.fleet is not None:
             return self.fleet.remove(stream_id)
+        self._of_this_shard(stream_id)
         self._change(lambda doc: doc.remove("streams", stream_id))
 
     def set_streams(self, streams: list) -> ConfigDiff:

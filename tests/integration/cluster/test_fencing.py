@@ -91,3 +91,22 @@ def test_after_a_restart_rows_of_an_earlier_lease_are_checked_against_the_databa
                                          detection("cam-1", ended + S // 10)]))
     assert stored(postgres_dsn) == [("cam-1", (acquired + ended) // 2)] and restarted.stats.rows_refused == 2
     backend.close()
+
+
+def test_rows_captured_before_their_camera_was_deleted_are_stored_and_those_after_refused(fleet, postgres_dsn):
+    book = LeaseBook()
+    fence = Fence(book, "x")
+    backend = PostgresBackend(postgres_dsn, fence=fence)
+    backend.connect()
+    [claim] = fleet.claim("x", ["cam-1"], 1, 30.0, expired=False)
+    book.took("cam-1", claim.token, time.time_ns())
+    captured = time.time_ns()
+    assert fleet.delete_camera("cam-1")  # x still has rows of cam-1 buffered for storage
+    backend.write(MergedRows(detections=[detection("cam-1", captured), detection("cam-1", time.time_ns() + S)]))
+    assert stored(postgres_dsn) == [("cam-1", captured)] and fence.stats.rows_refused == 1
+    fleet.put_cameras([{"id": "cam-1", "url": "rtsp://h/1"}])  # added again: a new camera, not a handoff's successor
+    assert [c.reason for c in fleet.claim("y", ["cam-1"], 1, 30.0, expired=False)] == ["free"]
+    handoffs = fleet.state()["handoffs"]
+    assert [(h["reason"], h["from_token"], h["to_instance"]) for h in handoffs] == [("removed", claim.token, None)]
+    assert not fleet.delete_camera("cam-9")
+    backend.close()

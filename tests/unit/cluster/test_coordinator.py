@@ -7,6 +7,7 @@ import threading
 from pipeline.cluster.coordinator import Coordinator
 from pipeline.cluster.store import Claimed, FleetUnavailable
 from pipeline.config.cluster import ClusterConfig
+from pipeline.errors import PartiallyApplied
 
 LEASE_S, HEARTBEAT_S = 3.0, 0.5
 
@@ -110,3 +111,43 @@ def test_a_lease_taken_over_elsewhere_is_stopped_here_at_the_next_heartbeat():
     fleet.leases["cam-2"] = ("b", 99, now[0] + LEASE_S)  # it froze past the lease; b took cam-2 over
     step(coord, now, 1.0 + HEARTBEAT_S)
     assert runs[-1] == ["cam-1"] and coord.stats()["lease_losses"] == 1
+
+
+def refusing_once(runs: list[list[str]], error: Exception):
+    """A set_streams that refuses its first call (as the pipeline does when a stream will not stop or start)."""
+    calls = []
+
+    def set_streams(streams):
+        calls.append(None)
+        if len(calls) == 1:
+            raise error
+        runs.append([s.id for s in streams])
+
+    return set_streams
+
+
+def test_a_claim_the_pipeline_refused_to_start_is_started_at_the_next_heartbeat():
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    running = threading.Event()
+    running.set()
+    coord.attach(refusing_once(runs, PartiallyApplied("applied, except: cam-1: stream is still stopping")), running)
+    step(coord, now, HEARTBEAT_S)  # claimed, but the pipeline refused to run them
+    assert runs == [] and len(fleet.leases) == 2
+    step(coord, now, 2 * HEARTBEAT_S)
+    assert runs == [["cam-1", "cam-2"]]
+
+
+def test_a_deadline_stop_the_pipeline_refused_leaves_the_coordinator_running_and_is_tried_again():
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    step(coord, now, 1.0)
+    assert runs == [["cam-1", "cam-2"]]
+    running = threading.Event()
+    running.set()
+    coord.attach(refusing_once(runs, PartiallyApplied("applied, except: cam-1: did not stop within 10 s")), running)
+    fleet.down = True
+    step(coord, now, 1.0 + LEASE_S)  # the deadline passes: the stop is refused, the thread's step goes on
+    assert coord.stats()["deadline_stops"] == 1 and runs == [["cam-1", "cam-2"]]
+    fleet.down = False
+    fleet.cameras_.clear()  # nothing to claim again: the next beat only repeats the refused stop
+    step(coord, now, 1.0 + LEASE_S + HEARTBEAT_S)
+    assert runs[-1] == []

@@ -104,3 +104,11 @@ def test_a_placement_sets_port_and_outbox_and_applying_it_twice_changes_nothing_
     assert placed.runtime.outbox_path == Path("runs/outbox-gpu1.db")
     assert placement.apply(placed) == placed
     assert Placement().apply(config) == config
+
+
+def test_a_shard_of_a_fleet_config_is_refused_because_its_coordinator_hands_out_the_cameras():
+    # A shard would filter the cameras the coordinator leased to it: some would stay leased and renewed, never run.
+    config = site(0, cluster={"dsn": "postgresql://db/fleet", "capacity": 8})
+    with pytest.raises(ConfigError, match=r"--shard 0/2: the config has runtime.cluster.*run without --shard"):
+        Placement(Shard(0, 2)).apply(config)
+    assert Placement(http_port=9109).apply(config).runtime.cluster == config.runtime.cluster

@@ -152,3 +152,11 @@ def test_child_lines_are_prefixed_with_the_instance_and_json_lines_get_a_field()
         '{"level": "info", "message": "up", "instance": "edge-1-gpu1"}\n')
     assert prefixed("g", "{not json\n") == "g | {not json\n"
 
+
+
+def test_a_detector_device_other_than_0_is_refused_because_each_child_sees_its_gpu_as_device_0():
+    config, raw = site()
+    config = config.model_copy(update={"detector": config.detector.model_copy(update={"device": 1})})
+    with pytest.raises(ConfigError, match=r"--gpus: detector.device is 1, but each child sees only its own GPU, as "
+                                          r"device 0; take detector.device out of the file"):
+        plan_children("site.yaml", config, raw, ["0", "1"], environ={})

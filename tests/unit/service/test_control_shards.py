@@ -1,0 +1,31 @@
+"""A sharded instance's camera changes through the API: those naming a camera of another shard are refused
+before the shared config file is touched (the instance that runs the camera changes it)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from pipeline.runtime.placement import OtherShard, Placement, Shard, shard_of
+from pipeline.service.control import Control
+
+FILE = """plugins: [pipeline.testing]
+detector: {model: fake, engine: fake}
+streams:
+{streams}
+"""
+
+
+@pytest.mark.parametrize("change", ["add", "change", "remove"])
+def test_a_change_of_another_shards_camera_is_refused_and_leaves_the_shared_file_as_it_was(tmp_path, change):
+    other = next(f"cam-{i}" for i in range(100) if shard_of(f"cam-{i}", 2) == 1)
+    path = tmp_path / "site.yaml"
+    path.write_text(FILE.replace("{streams}", f"  - {{id: {other}, url: 'fake://{other}?fps=10'}}"))
+    before = path.read_text()
+    control = Control(SimpleNamespace(placement=Placement(Shard(0, 2))), path)
+    calls = {"add": lambda: control.add_stream({"id": other, "url": f"fake://{other}?fps=10"}),
+             "change": lambda: control.change_stream(other, {"url": f"fake://{other}?fps=5"}),
+             "remove": lambda: control.remove_stream(other)}
+    with pytest.raises(OtherShard, match=rf"stream '{other}' belongs to shard 1/2; this instance runs shard 0/2"):
+        calls[change]()
+    assert path.read_text() == before
