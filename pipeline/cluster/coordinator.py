@@ -11,16 +11,20 @@ Every heartbeat (`runtime.cluster.heartbeat_s`) it
 5. hands on at most one camera that is assigned elsewhere (rebalancing; one move at a time in the whole
    fleet): it stops the camera here first, then ends the lease.
 
-Between heartbeats it watches a deadline: when no renewal has succeeded for `lease_s - heartbeat_s` since
-the last successful one was sent, it stops every camera it runs, before the database lets any other
-instance take them (`assignment.renew_deadline`). Cameras start and stop through the running pipeline's
-live path (`Control.set_streams`), never through a file.
+A watchdog thread of its own keeps a deadline: when no renewal has succeeded for `lease_s - heartbeat_s`
+since the last successful one was sent, it stops every camera the instance runs, before the database lets
+any other instance take them (`assignment.renew_deadline`), even while the heartbeat thread still waits on
+the database (a call on a network that went away returns only when TCP gives up, which can be long after
+the leases expired). The two threads share the cameras held under one lock, never held across a database
+call. Cameras start and stop through the running pipeline's live path (`Control.set_streams`), never
+through a file.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -64,6 +68,7 @@ class Coordinator:
     def __init__(self, config: ClusterConfig, instance: str, lanes: set[str], *, store: FleetStore | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.config, self.instance, self.lanes = config, instance, lanes
+        self.process = uuid.uuid4().hex  # this start of the instance, in its heartbeat row
         self.store = store or FleetStore(config.dsn)
         self.book = LeaseBook()
         self.fence = Fence(self.book, instance)
@@ -75,28 +80,36 @@ class Coordinator:
         self._beats = 0
         self._unapplied = False  # the pipeline refused the last change of the cameras: each beat tries again
         self._stop = threading.Event()
+        self._lock = threading.RLock()  # held, the deadline and the pipeline's streams; never across a database call
         self._set_streams: Callable[[list[StreamConfig]], None] | None = None
         self._running: threading.Event | None = None
         self._thread = threading.Thread(target=self._run, name=f"cluster:{instance}", daemon=True)
+        self._watchdog = threading.Thread(target=self._watch, name=f"cluster-deadline:{instance}", daemon=True)
 
     def attach(self, set_streams: Callable[[list[StreamConfig]], None], running: threading.Event) -> None:
         self._set_streams, self._running = set_streams, running
 
     def start(self) -> None:
-        """Connect (FleetUnavailable when the database cannot be reached: a wrong DSN fails at start) and start
-        the thread, which claims cameras once the pipeline runs."""
+        """Connect and announce this instance (FleetUnavailable when the database cannot be reached: a wrong DSN
+        fails at start; InstanceNameTaken when a running instance has its name) and start the threads; the
+        heartbeat thread claims cameras once the pipeline runs."""
         self.store.connect()
+        self._heartbeat()
         self._thread.start()
+        self._watchdog.start()
 
     def close(self) -> None:
         """Stop the thread and release every lease (the pipeline stopped its streams already): the others take
         the cameras at their next heartbeat instead of after the lease time."""
         self._stop.set()
         self._thread.join(30)
+        self._watchdog.join(5)
+        with self._lock:
+            leases = sorted((camera, held.token) for camera, held in self.held.items())
         try:
-            for camera, held in sorted(self.held.items()):
-                self.store.release(self.instance, camera, held.token, "release")
-            self.store.leave(self.instance)
+            for camera, token in leases:
+                self.store.release(self.instance, camera, token, "release")
+            self.store.leave(self.instance, self.process)
         except FleetUnavailable as exc:
             log.warning("cluster: leases not released at stop (they expire in %g s): %s", self.config.lease_s, exc)
         self.held.clear()
@@ -110,12 +123,24 @@ class Coordinator:
         while not self._stop.is_set():
             self._stop.wait(self.tick())
 
+    def _watch(self) -> None:
+        """The watchdog: at the deadline, stop every camera, whatever the heartbeat thread is waiting for."""
+        while not self._stop.is_set():
+            self._stop.wait(self.check_deadline())
+
+    def check_deadline(self) -> float:
+        """Past the deadline with cameras held: stop them all. Returns the seconds until it is worth looking again."""
+        with self._lock:
+            if self.held and self._clock() >= self._deadline:
+                self._deadline_passed()
+            due = self._deadline - self._clock() if self.held else self.config.heartbeat
+        return min(self.config.heartbeat, max(0.005, due))
+
     def tick(self) -> float:
         """One step of the thread: past the deadline, stop every camera; when due, a heartbeat. Returns the
         seconds until the next step is due."""
+        self.check_deadline()
         now = self._clock()
-        if self.held and now >= self._deadline:
-            self._deadline_passed()
         if now >= self._next_beat:
             self._next_beat = now + self.config.heartbeat
             self._beat_safely()
@@ -144,39 +169,49 @@ class Coordinator:
             log.error("cluster: the pipeline did not stop every camera: %s", exc)
 
     def beat(self) -> None:
-        """One heartbeat (see the module docstring); the thread calls it, tests may too."""
+        """One heartbeat (see the module docstring); the thread calls it, tests may too. The database calls run
+        outside the lock, so the watchdog can stop the cameras while one of them waits."""
         cfg, store, me = self.config, self.store, self.instance
         sent = self._clock()
-        store.heartbeat(me, cfg.capacity, cfg.normal_cap, cfg.share, cfg.url)
-        renewed = store.renew(me, [held.token for held in self.held.values()], cfg.lease_s)
-        self._deadline = renew_deadline(sent, cfg.lease_s, cfg.heartbeat)
-        self.counters.heartbeats += 1
-        self._beats += 1
+        self._heartbeat()
+        with self._lock:
+            tokens = [held.token for held in self.held.values()]
+        renewed = store.renew(me, tokens, cfg.lease_s)
         cameras = store.cameras()
-        changed = self._drop_lost(renewed, cameras)
-        changed |= self._follow_entries(cameras)
-        valid = {camera: entry for camera, (_, entry) in cameras.items() if self._runnable(camera, entry)}
         members = [Member(*row) for row in store.members(cfg.lease_s)]
-        desired = assign(list(valid), members)
-        mine = sorted(camera for camera, name in desired.items() if name == me and camera not in self.held)
+        with self._lock:
+            self._deadline = renew_deadline(sent, cfg.lease_s, cfg.heartbeat)
+            self.counters.heartbeats += 1
+            self._beats += 1
+            changed = self._drop_lost(renewed, cameras)
+            changed |= self._follow_entries(cameras)
+            valid = {camera: entry for camera, (_, entry) in cameras.items() if self._runnable(camera, entry)}
+            desired = assign(list(valid), members)
+            mine = sorted(camera for camera, name in desired.items() if name == me and camera not in self.held)
+            rooms = (cfg.capacity - len(self.held), cfg.normal_cap - len(self.held))
         claimed = []
         if self._beats > 1 and self._running.is_set():  # the first beat only announces this instance, so that
             # those starting with it are seen before anything is claimed; a pipeline that stops claims nothing
-            claimed = store.claim(me, mine, cfg.capacity - len(self.held), cfg.lease_s, expired=True)
+            claimed = store.claim(me, mine, rooms[0], cfg.lease_s, expired=True)
             claimed += store.claim(me, [c for c in mine if c not in {x.camera for x in claimed}],
-                                   cfg.normal_cap - len(self.held) - len(claimed), cfg.lease_s, expired=False)
-        for claim in claimed:
-            self.book.took(claim.camera, claim.token, time.time_ns())
-            revision, entry = cameras[claim.camera]
-            self.held[claim.camera] = Held(claim.token, revision, StreamConfig.model_validate(entry))
-            self.counters.claims += 1
-            self.counters.takeovers += claim.reason == "takeover"
-            log.info("cluster: %s %s (lease token %d)", "took over" if claim.reason == "takeover" else "claimed",
-                     claim.camera, claim.token)
-        if changed or claimed or self._unapplied:
-            self._apply()
-        else:
-            self._move_one(desired)
+                                   rooms[1] - len(claimed), cfg.lease_s, expired=False)
+        with self._lock:
+            for claim in claimed:
+                self.book.took(claim.camera, claim.token, time.time_ns())
+                revision, entry = cameras[claim.camera]
+                self.held[claim.camera] = Held(claim.token, revision, StreamConfig.model_validate(entry))
+                self.counters.claims += 1
+                self.counters.takeovers += claim.reason == "takeover"
+                log.info("cluster: %s %s (lease token %d)", "took over" if claim.reason == "takeover" else "claimed",
+                         claim.camera, claim.token)
+            if changed or claimed or self._unapplied:
+                self._apply()
+                return
+        self._move_one(desired)
+
+    def _heartbeat(self) -> None:
+        cfg = self.config
+        self.store.heartbeat(self.instance, self.process, cfg.capacity, cfg.normal_cap, cfg.share, cfg.url, cfg.lease_s)
 
     def _drop_lost(self, renewed: set[int], cameras: dict) -> bool:
         lost = [camera for camera, held in self.held.items() if held.token not in renewed]
@@ -216,23 +251,26 @@ class Coordinator:
         return False
 
     def _move_one(self, desired: dict[str, str]) -> None:
-        elsewhere = sorted(camera for camera in self.held if desired.get(camera, self.instance) != self.instance)
-        if not elsewhere:
-            return
-        camera = elsewhere[0]
-        held = self.held[camera]
+        with self._lock:
+            elsewhere = sorted(camera for camera in self.held if desired.get(camera, self.instance) != self.instance)
+            if not elsewhere:
+                return
+            camera = elsewhere[0]
+            token = self.held[camera].token
 
         def stop_here() -> None:
-            del self.held[camera]
-            self._apply()
+            with self._lock:
+                self.held.pop(camera, None)
+                self._apply()
 
-        if self.store.move_one(self.instance, camera, held.token, stop_here, self.config.lease_s):
+        if self.store.move_one(self.instance, camera, token, stop_here, self.config.lease_s):
             self.counters.rebalance_moves += 1
             log.info("cluster: handed %s on to %s (rebalancing)", camera, desired[camera])
         elif camera not in self.held:  # stopped here, but the lease could not be ended: it expires instead
             self.counters.lease_losses += 1
 
     def _apply(self) -> None:
+        """Make the pipeline run the cameras held (the caller holds the lock)."""
         self._unapplied = True
         self._set_streams([held.config for _, held in sorted(self.held.items())])
         self._unapplied = False

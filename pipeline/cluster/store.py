@@ -2,7 +2,8 @@
 database's `now()`, so hosts whose clocks differ agree on when a lease ends.
 
     fleet_cameras    id, entry (the stream's keys as in YAML), revision (from a sequence), updated_at
-    fleet_instances  name, capacity, normal_cap (capacity less headroom), weight, url, started_at, heartbeat_at
+    fleet_instances  name, capacity, normal_cap (capacity less headroom), weight, url, process (which start of
+                     the instance writes the row), started_at, heartbeat_at
     fleet_leases     camera_id, instance, token (from a sequence: the fencing token), acquired_at, expires_at
     fleet_handoffs   camera_id, from_instance, from_token, from_acquired_at, to_instance, to_token, reason
                      (takeover, rebalance, release; removed: the camera was deleted, no successor),
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS fleet_cameras (
     updated_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE IF NOT EXISTS fleet_instances (
     name text PRIMARY KEY, capacity integer NOT NULL, normal_cap integer NOT NULL, weight double precision NOT NULL, url text,
-    started_at timestamptz NOT NULL DEFAULT now(), heartbeat_at timestamptz NOT NULL DEFAULT now());
+    process text NOT NULL DEFAULT '', started_at timestamptz NOT NULL DEFAULT now(), heartbeat_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE IF NOT EXISTS fleet_leases (
     camera_id text PRIMARY KEY REFERENCES fleet_cameras (id) ON DELETE CASCADE, instance text NOT NULL,
     token bigint NOT NULL UNIQUE, acquired_at timestamptz NOT NULL, expires_at timestamptz NOT NULL);
@@ -53,6 +54,10 @@ CREATE INDEX IF NOT EXISTS fleet_handoffs_from ON fleet_handoffs (from_instance,
 
 class FleetUnavailable(PipelineError):
     """The coordinating database cannot be reached right now (the coordinator retries each heartbeat)."""
+
+
+class InstanceNameTaken(PipelineError):
+    """Another running instance has this instance's name: both would write one heartbeat row and claim one share."""
 
 
 @dataclass(frozen=True)
@@ -148,12 +153,24 @@ class FleetStore:
         return self._tx(read)
 
     # -- instances -----------------------------------------------------------------------------
-    def heartbeat(self, name: str, capacity: int, normal_cap: int, weight: float, url: str | None) -> None:
-        self._tx(lambda cur: cur.execute(
-            "INSERT INTO fleet_instances (name, capacity, normal_cap, weight, url) VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT (name) DO UPDATE SET capacity = excluded.capacity, normal_cap = excluded.normal_cap, "
-            "weight = excluded.weight, url = excluded.url, heartbeat_at = now()",
-            (name, capacity, normal_cap, weight, url)))
+    def heartbeat(self, name: str, process: str, capacity: int, normal_cap: int, weight: float, url: str | None,
+                  lease_s: float) -> None:
+        """This instance is alive. `process`: which start of it this is; InstanceNameTaken when another start,
+        one that heartbeat within `lease_s`, writes the row of this name (two instances given the same name)."""
+        def write(cur) -> bool:
+            cur.execute(
+                "INSERT INTO fleet_instances (name, capacity, normal_cap, weight, url, process) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET capacity = excluded.capacity, "
+                "normal_cap = excluded.normal_cap, weight = excluded.weight, url = excluded.url, "
+                "process = excluded.process, heartbeat_at = now() WHERE fleet_instances.process = excluded.process "
+                "OR fleet_instances.heartbeat_at <= now() - make_interval(secs => %s) RETURNING name",
+                (name, capacity, normal_cap, weight, url, process, lease_s))
+            return cur.fetchone() is not None
+
+        if not self._tx(write):
+            raise InstanceNameTaken(
+                f"another running instance of the fleet at '{self.target}' is named '{name}'; give each instance its "
+                "own name (runtime.instance, run --instance or $STREAMWEAVE_INSTANCE; the default is the host name)")
 
     def members(self, lease_s: float) -> list[tuple[str, float, int, int]]:
         """(name, weight, normal_cap, capacity) of every instance that heartbeat within `lease_s`."""
@@ -241,9 +258,10 @@ class FleetStore:
 
         return bool(self._tx(move, lock_key=REBALANCE_LOCK_KEY))
 
-    def leave(self, name: str) -> None:
-        """A clean stop: this instance's row goes (its leases were released one by one before)."""
-        self._tx(lambda cur: cur.execute("DELETE FROM fleet_instances WHERE name = %s", (name,)))
+    def leave(self, name: str, process: str) -> None:
+        """A clean stop: this instance's row goes (its leases were released one by one before), unless another
+        start of this name wrote it since."""
+        self._tx(lambda cur: cur.execute("DELETE FROM fleet_instances WHERE name = %s AND process = %s", (name, process)))
 
     # -- what the fleet looks like ---------------------------------------------------------------
     def state(self, handoffs: int = 50) -> dict:

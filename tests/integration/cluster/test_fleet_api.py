@@ -2,9 +2,15 @@
 them; the instance running a camera follows its changes; /api/cluster and /metrics show the fleet."""
 from __future__ import annotations
 
-import pytest
+import subprocess
+import sys
 
+import pytest
+import yaml
+
+from tests.conftest import REPO
 from tests.integration.cluster.conftest import CAMERAS
+from tests.support.postgres import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -59,3 +65,19 @@ def test_the_fleet_command_lists_holders_and_refuses_a_bad_file_naming_it(fleet,
     refused = fleet.command("import", str(bad))
     assert refused.returncode == 2 and f"{bad}: streams -> 0 -> fps" in refused.stderr
     assert len(fleet.sql("SELECT id FROM fleet_cameras")) == len(CAMERAS)
+
+
+def test_a_second_instance_with_a_running_instances_name_is_refused_at_start_and_the_first_goes_on(fleet, tmp_path):
+    """Two instances of one name would write one heartbeat row and claim one share between them."""
+    a = fleet.start("a", capacity=20, headroom=0.0)
+    assert a.poll(lambda: fleet.settled({"a"}), timeout=60)
+    twin = yaml.safe_load((tmp_path / "a.yaml").read_text())  # the same name, its own port and outbox
+    twin["runtime"]["http"]["port"] = free_port()
+    twin["runtime"]["outbox_path"] = str(tmp_path / "twin-outbox.db")
+    (tmp_path / "twin.yaml").write_text(yaml.safe_dump(twin))
+    refused = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "run", str(tmp_path / "twin.yaml"),
+                              "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0
+    assert "another running instance of the fleet" in refused.stderr and "is named 'a'" in refused.stderr
+    assert "runtime.instance, run --instance" in refused.stderr
+    assert fleet.settled({"a"}) and fleet.sql("SELECT count(*) FROM fleet_instances") == [(1,)]

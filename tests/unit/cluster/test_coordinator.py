@@ -29,7 +29,7 @@ class MemoryFleet:
 
     def connect(self): ...
     def close(self): ...
-    def leave(self, name): ...
+    def leave(self, name, process): ...
     def heartbeat(self, *args): ...
 
     def members(self, lease_s):
@@ -151,3 +151,32 @@ def test_a_deadline_stop_the_pipeline_refused_leaves_the_coordinator_running_and
     fleet.cameras_.clear()  # nothing to claim again: the next beat only repeats the refused stop
     step(coord, now, 1.0 + LEASE_S + HEARTBEAT_S)
     assert runs[-1] == []
+
+
+def test_the_watchdog_stops_the_cameras_at_the_deadline_while_a_heartbeat_waits_on_the_database():
+    """A renewal that hangs (a network gone away: TCP gives up long after the lease) holds the heartbeat thread;
+    the watchdog, on its own thread, still stops every camera at the deadline, before the leases can expire."""
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    step(coord, now, 1.0)
+    assert runs[-1] == ["cam-1", "cam-2"]
+    deadline = coord._deadline
+    hanging, release = threading.Event(), threading.Event()
+
+    def hang(*args):
+        hanging.set()
+        release.wait(30)
+        raise FleetUnavailable("server closed the connection unexpectedly")
+
+    fleet.renew = hang
+    now[0] = deadline - 0.01
+    heartbeat = threading.Thread(target=coord.tick)
+    heartbeat.start()
+    assert hanging.wait(10)  # the heartbeat thread now waits inside the renewal
+    assert coord.check_deadline() > 0 and runs[-1] == ["cam-1", "cam-2"]  # not yet
+    now[0] = deadline
+    coord.check_deadline()  # what the watchdog thread does when it wakes at the deadline
+    assert runs[-1] == [] and coord.counters.deadline_stops == 1
+    assert all(expires > deadline for _, _, expires in fleet.leases.values())  # stopped before any lease expired
+    release.set()
+    heartbeat.join(10)
+    assert not heartbeat.is_alive() and coord.counters.heartbeat_failures == 1 and coord.held == {}
