@@ -29,7 +29,9 @@ def stream_entry(entry: dict, where: str, lanes: set[str] | None = None) -> dict
 
 
 class FleetCameras:
-    """Camera changes of one instance's API, written to the fleet's database (thread-safe)."""
+    """Camera changes of one instance's API, written to the fleet's database; each is one transaction there,
+    so changes from several instances at once neither overwrite a camera nor lose a change (thread-safe: one
+    connection, one change at a time)."""
 
     def __init__(self, store: FleetStore, lanes: set[str]):
         self.store, self.lanes = store, lanes
@@ -38,19 +40,19 @@ class FleetCameras:
     def add(self, entry: dict) -> None:
         entry = stream_entry(entry, f"streams -> {entry.get('id')}", self.lanes)
         with self._lock:
-            if entry["id"] in self.store.cameras():
+            if not self.store.add_camera(entry):
                 raise StreamExists(f"stream '{entry['id']}' already exists in the fleet; remove it first or choose "
                                    "another id")
-            self.store.put_cameras([entry])
 
     def change(self, stream_id: str, changes: dict) -> None:
         """Change some keys (a None value takes the key out); the instance running it restarts it."""
+        def merged(current: dict) -> dict:
+            entry = {key: value for key, value in {**current, **changes}.items() if value is not None}
+            return stream_entry(entry, f"streams -> {stream_id}", self.lanes)
+
         with self._lock:
-            current = self.store.cameras().get(stream_id)
-            if current is None:
+            if not self.store.change_camera(stream_id, merged):
                 raise NoSuchItem(f"no stream '{stream_id}' in the fleet")
-            merged = {key: value for key, value in {**current[1], **changes}.items() if value is not None}
-            self.store.put_cameras([stream_entry(merged, f"streams -> {stream_id}", self.lanes)])
 
     def remove(self, stream_id: str) -> None:
         with self._lock:

@@ -128,6 +128,30 @@ class FleetStore:
                "ON CONFLICT (id) DO UPDATE SET entry = excluded.entry, revision = excluded.revision, updated_at = now()")
         self._tx(lambda cur: cur.executemany(sql, [(e["id"], json.dumps(e)) for e in entries]))
 
+    def add_camera(self, entry: dict) -> bool:
+        """Insert a camera unless one of its id exists (False then); one statement, so of two instances adding
+        one id at once exactly one does."""
+        def insert(cur) -> bool:
+            cur.execute("INSERT INTO fleet_cameras (id, entry, revision) VALUES (%s, %s, nextval('fleet_camera_revision')) "
+                        "ON CONFLICT (id) DO NOTHING RETURNING id", (entry["id"], json.dumps(entry)))
+            return cur.fetchone() is not None
+
+        return self._tx(insert)
+
+    def change_camera(self, camera: str, change: Callable[[dict], dict]) -> bool:
+        """Replace a camera's entry by `change(entry)` with its row locked, so two changes at once apply one
+        after the other and neither is lost; False when there is no such camera (what `change` raises aborts)."""
+        def update(cur) -> bool:
+            cur.execute("SELECT entry FROM fleet_cameras WHERE id = %s FOR UPDATE", (camera,))
+            row = cur.fetchone()
+            if row is None:
+                return False
+            cur.execute("UPDATE fleet_cameras SET entry = %s, revision = nextval('fleet_camera_revision'), "
+                        "updated_at = now() WHERE id = %s", (json.dumps(change(row[0])), camera))
+            return True
+
+        return self._tx(update)
+
     def delete_camera(self, camera: str) -> bool:
         """Forget a camera (its lease goes with it: the holder stops it at its next heartbeat). The lease's end
         is recorded as a 'removed' handoff, so the rows its holder captured before are still stored (fencing)."""
