@@ -1,7 +1,6 @@
 // The server: JSON calls, server-sent event streams, and what every view shares (streams, zones, lines, classes).
 
-export class LoginNeeded extends Error {}
-
+// A refused call throws an Error whose `status` is the HTTP status (401: the page must show its login).
 export async function call(method, path, body) {
   const options = { method, headers: {} };
   if (body !== undefined) {
@@ -9,11 +8,10 @@ export async function call(method, path, body) {
     options.body = JSON.stringify(body);
   }
   const reply = await fetch(path, options);
-  if (reply.status === 401) throw new LoginNeeded(path);
   if (!reply.ok) {
     let detail = `${reply.status} ${reply.statusText}`;
     try { detail = (await reply.json()).detail || detail; } catch (_) { /* not JSON */ }
-    throw new Error(typeof detail === "string" ? detail : JSON.stringify(detail));
+    throw Object.assign(new Error(typeof detail === "string" ? detail : JSON.stringify(detail)), { status: reply.status });
   }
   return reply.status === 204 ? null : reply.json();
 }

@@ -1,6 +1,6 @@
 // The console: log in when the API asks for it, then show the view the address names (#cameras, #events, ...).
 
-import { LoginNeeded, call, route, start } from "./api.js";
+import { call, route, start } from "./api.js";
 import * as cameras from "./cameras.js";
 import * as counts from "./counts.js";
 import * as editor from "./editor.js";
@@ -33,7 +33,7 @@ async function navigate() {
   try {
     await VIEWS[name].show(arg);
   } catch (exc) {
-    if (exc instanceof LoginNeeded) showLogin();
+    if (exc.status === 401) showLogin();
     else throw exc;
   }
 }
@@ -42,7 +42,7 @@ async function open() {
   try {
     await start();
   } catch (exc) {
-    if (exc instanceof LoginNeeded) return showLogin();
+    if (exc.status === 401) return showLogin();
     throw exc;
   }
   document.getElementById("nav").hidden = false;
@@ -56,7 +56,7 @@ document.getElementById("login-form").addEventListener("submit", async (event) =
   try {
     await call("POST", "/login", { token: document.getElementById("token").value });
   } catch (exc) {
-    return showLogin(exc instanceof LoginNeeded ? "wrong token" : exc.message);
+    return showLogin(exc.status === 401 ? "wrong token" : exc.message);
   }
   document.getElementById("token").value = "";
   await open();
