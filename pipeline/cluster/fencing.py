@@ -31,8 +31,13 @@ log = logging.getLogger(__name__)
 FENCED_COLUMNS = {"detections": (1, 4), "track_boxes": (1, 6), "events": (2, 9), "tracks": (1, 7), "streams": (0, 3)}
 
 
+KEPT_PER_CAMERA = 16
+"""Tokens remembered per camera; a row of an older one is vouched for from the database's lease history."""
+
+
 class LeaseBook:
-    """Thread-safe: the coordinator writes, storage writers read."""
+    """Thread-safe: the coordinator writes, storage writers read. Bounded: a camera's oldest tokens are
+    forgotten past KEPT_PER_CAMERA (rows of those are checked as rows of an earlier process are)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -40,7 +45,9 @@ class LeaseBook:
 
     def took(self, camera: str, token: int, wall_ns: int) -> None:
         with self._lock:
-            self._taken.setdefault(camera, []).append((wall_ns, token))
+            history = self._taken.setdefault(camera, [])
+            history.append((wall_ns, token))
+            del history[:-KEPT_PER_CAMERA]
 
     def token_for(self, camera: str, wall_ns: int) -> int | None:
         """The token `camera`'s frame captured at `wall_ns` was produced under; None when this instance held

@@ -242,15 +242,9 @@ def fold_constant_slices(module) -> int:
             continue
         starts, ends, axes, steps = (*values, None, None)[:4]
         flips, positive, negative = _get_slices(starts, ends, axes, steps)
-        name = f"{node.target}_folded"
-        module.add_submodule(name, ConstantSlice(flips, positive, negative))
-        node.target = name
-        node.args = node.args[:1]
+        _run_instead(module, node, "folded", ConstantSlice(flips, positive, negative), node.args[:1])
         folded += 1
-    if folded:
-        module.graph.eliminate_dead_code()
-        module.recompile()
-    return folded
+    return _recompiled(module, folded)
 
 
 def _layer_norm_shapes(module) -> int:
@@ -285,16 +279,24 @@ def fold_host_arguments(module) -> int:
             replacement = IntArgumentModule("topk", fixed, dim=target.dim, largest=target.largest, sorted=target.sorted)
         else:
             replacement = IntArgumentModule("repeat" if isinstance(target, OnnxTile) else "reshape", fixed)
-        name = f"{node.target}_ints"
-        module.add_submodule(name, replacement)
-        node.target = name
-        if fixed is not None:
-            node.args = node.args[:1]
+        _run_instead(module, node, "ints", replacement, node.args if fixed is None else node.args[:1])
         replaced += 1
-    if replaced:
+    return _recompiled(module, replaced)
+
+
+def _run_instead(module, node, suffix: str, replacement, args: tuple) -> None:
+    """Make the graph node call `replacement` (a new submodule beside the one it called) with `args`."""
+    name = f"{node.target}_{suffix}"
+    module.add_submodule(name, replacement)
+    node.target, node.args = name, tuple(args)
+
+
+def _recompiled(module, changed: int) -> int:
+    """Drop what the changed nodes no longer use and regenerate the module's code; returns `changed`."""
+    if changed:
         module.graph.eliminate_dead_code()
         module.recompile()
-    return replaced
+    return changed
 
 
 @functools.cache

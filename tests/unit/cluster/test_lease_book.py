@@ -1,5 +1,5 @@
 """Which lease a row was produced under: the camera's latest token taken before the row's capture time."""
-from pipeline.cluster.fencing import LeaseBook
+from pipeline.cluster.fencing import KEPT_PER_CAMERA, LeaseBook
 
 
 def test_a_row_belongs_to_the_latest_lease_taken_before_it_was_captured():
@@ -11,3 +11,12 @@ def test_a_row_belongs_to_the_latest_lease_taken_before_it_was_captured():
     assert [book.token_for("cam-1", t) for t in (1_000, 4_999, 5_000, 9_000)] == [7, 7, 12, 12]
     assert book.token_for("cam-2", 1_500) is None and book.token_for("cam-2", 2_500) == 9
     assert book.token_for("cam-3", 9_000) is None
+
+
+def test_a_camera_taken_again_and_again_keeps_only_its_latest_tokens():
+    book = LeaseBook()
+    for token in range(1, 1001):
+        book.took("cam-1", token, token * 100)
+    assert book.token_for("cam-1", 1000 * 100) == 1000 and book.token_for("cam-1", 990 * 100 + 50) == 990
+    assert book.token_for("cam-1", (1000 - KEPT_PER_CAMERA) * 100) is None  # forgotten: the database vouches
+    assert len(book._taken["cam-1"]) == KEPT_PER_CAMERA
