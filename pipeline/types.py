@@ -46,7 +46,8 @@ class Frame:
     image: host `(H, W, 3) uint8` RGB (`pixel_format="rgb24"`), device NV12 `(H*3/2, W) uint8`
     (`pixel_format="nv12"`), or the CPU decoder's own `av.VideoFrame` (`pixel_format="avframe"`),
     converted once, straight to the model's size, by preprocessing; `frame_to_rgb` gives any of
-    them as host RGB. `seq` counts the frames handed on per stream from 0; a gap means frames were dropped.
+    them as host RGB; None in the `on_frame` of a sink that needs no picture (`Sink.needs_picture`).
+    `seq` counts the frames handed on per stream from 0; a gap means frames were dropped.
     `pts_ns` is on the stream's own clock; `wall_ns` is the host's `time.time_ns()` at capture.
     Where the picture is in its source: `index`, its 0-based position in presentation order since the source
     began, counting every decoded picture (those an `fps` cap skips too: a capped stream's frames keep their

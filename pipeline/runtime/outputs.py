@@ -5,7 +5,9 @@ most `queue_size` frames; when it is full, a live camera's frame takes the place
 frame waiting (`overflow: drop_oldest`, counted per stream): that frame's events still reach the sink
 (`on_events`), only its picture and detections are dropped. File frames wait for room (nothing of a
 file is lost), and so do live frames with `overflow: block`. Stream start and end markers and events
-never wait. A failing callback is isolated, counted and logged; the sink keeps getting the next items.
+never wait. A frame goes into the queue of a sink that does not need its picture (`needs_picture`) without
+it, so a backlog there keeps no decoded picture alive. A failing callback is isolated, counted and logged;
+the sink keeps getting the next items.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from dataclasses import replace
 from typing import Any, Callable
 
 from pipeline.config.outputs import FrameSinkOptions
@@ -102,6 +105,8 @@ class SinkQueue:
     def put_frame(self, result: FrameResult, live: bool) -> None:
         """Queue `sink.on_frame(result)`, making room as the module docstring says."""
         droppable = live and not self.block_live
+        if not self.sink.needs_picture(result):
+            result = replace(result, frame=replace(result.frame, image=None))
         with self._cond:
             while self._frames >= self.capacity and not self._closed:
                 if droppable and self._live:

@@ -6,6 +6,9 @@
   at once, but it serves every stream.
   A `Sink` that writes files for events may say where, before it writes them: `files_for(event)`
   (optional) returns their paths by role (`snapshot`, `clip`), and the event names them (the media sink does).
+  `needs_picture(result)` says whether its `on_frame` reads that frame's picture: a frame it does not need is
+  queued without it, so a sink's backlog holds no decoded pictures (a CPU decoder's pool of pictures grows to
+  the most it ever had out at once and keeps them while it lives).
 - `EventOutput`: gets events from the durable outbox, one at a time, in order (webhook, MQTT, event log).
   A `Sink` may offer one as its `event_output` (storage does, for its events table): the outbox feeds it
   as well, so the events it keeps survive a crash the way the outputs' do.
@@ -31,6 +34,8 @@ class Sink(Protocol):
     def on_stream_start(self, stream_id: str, url: str) -> None: ...
 
     def on_frame(self, result: FrameResult) -> None: ...
+
+    def needs_picture(self, result: FrameResult) -> bool: ...
 
     def on_events(self, stream_id: str, events: list[Event]) -> None:
         """Events that belong to no frame (the zone exits a stage closes when its stream ends)."""
@@ -59,6 +64,10 @@ class BaseSink:
 
     def on_frame(self, result: FrameResult) -> None:
         pass
+
+    def needs_picture(self, result: FrameResult) -> bool:
+        """True unless the sink says otherwise: one that never reads pictures returns False."""
+        return True
 
     def on_events(self, stream_id: str, events: list[Event]) -> None:
         pass

@@ -57,6 +57,9 @@ class JsonlSink(BaseSink):
             raise SinkError(f"cannot open JSONL output '{self.path}': {exc.strerror}; check the path is writable") from exc
         self._writer.start()
 
+    def needs_picture(self, result: FrameResult) -> bool:
+        return False
+
     def on_frame(self, result: FrameResult) -> None:
         self._writer.put(self._frame_record(result))
 

@@ -125,6 +125,9 @@ class MediaSink(BaseSink):
         files = {"snapshot": paths.snapshot} if self.config.snapshot and self._wants(event, "snapshot") else {}
         return {**files, "clip": paths.clip} if self._wants(event, "clip") else files
 
+    def needs_picture(self, result: FrameResult) -> bool:
+        return bool(result.events)  # a snapshot is taken of an event's frame only
+
     def on_frame(self, result: FrameResult) -> None:
         for event in result.events:
             files = self.files_for(event)

@@ -65,6 +65,9 @@ class MotExportSink(BaseSink):
     def on_stream_start(self, stream_id: str, url: str) -> None:
         self._writer.put(_Lines(stream_id, start=True))
 
+    def needs_picture(self, result: FrameResult) -> bool:
+        return False
+
     def on_frame(self, result: FrameResult) -> None:
         tracks = result.tracks.to_host()
         if not self.include_coasted:

@@ -62,3 +62,34 @@ def test_a_sink_hung_at_shutdown_does_not_keep_the_others_from_closing(tmp_path)
     thread.join(60)
     assert not thread.is_alive() and healthy.closed and healthy.ended == ["cam"]
     hanging.release()
+
+
+class _NoPictures(RecordingSink):
+    """A sink that never reads pictures, and says so; records whether a frame came with one."""
+
+    def __init__(self):
+        super().__init__("no-pictures")
+        self.with_picture = 0
+
+    def needs_picture(self, result) -> bool:
+        return False
+
+    def on_frame(self, result) -> None:
+        self.with_picture += result.frame.image is not None
+        super().on_frame(result)
+
+
+class _Pictures(_NoPictures):
+    def needs_picture(self, result) -> bool:
+        return True
+
+
+def test_a_sink_that_needs_no_picture_is_queued_frames_without_one_and_the_others_keep_theirs(tmp_path, running):
+    blind, seeing = _NoPictures(), _Pictures()
+    runner = PipelineRunner(fake_config(tmp_path, [{"id": "clip", "url": "fake://clip?frames=60&live=0"}]),
+                            sinks=[blind, seeing])
+    run = running(runner)
+    assert seeing.wait_for(lambda s: "clip" in s.ended, timeout=20) and blind.wait_for(lambda s: "clip" in s.ended, 20)
+    run.stop()
+    assert blind.seqs["clip"] == seeing.seqs["clip"] == list(range(60))  # every frame, in order, to both
+    assert blind.with_picture == 0 and seeing.with_picture == 60

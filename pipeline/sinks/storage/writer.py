@@ -275,6 +275,9 @@ class StorageSink(BaseSink):
     def on_stream_start(self, stream_id: str, url: str) -> None:
         self._urls[stream_id] = mask_url(url)
 
+    def needs_picture(self, result: FrameResult) -> bool:
+        return False
+
     def on_frame(self, result: FrameResult) -> None:
         self._writer.put(frame_rows(result, self.class_names, self.what))
 
