@@ -16,8 +16,11 @@ since the last successful one was sent, it stops every camera the instance runs,
 any other instance take them (`assignment.renew_deadline`), even while the heartbeat thread still waits on
 the database (a call on a network that went away returns only when TCP gives up, which can be long after
 the leases expired). The two threads share the cameras held under one lock, never held across a database
-call. Cameras start and stop through the running pipeline's live path (`Control.set_streams`), never
-through a file.
+call or a change of the pipeline. Cameras start and stop through the running pipeline's live path
+(`Control.set_streams`), never through a file, one change at a time, each with the cameras held when it
+begins. Starting cameras can take longer than a lease (a decode process spawned, decoders opened): while a
+change runs longer than a heartbeat, the watchdog renews the leases itself, on a connection of its own, so
+an instance busy starting the cameras it took over does not lose the ones it had.
 """
 from __future__ import annotations
 
@@ -66,21 +69,25 @@ class Coordinator:
     set_streams(configs) makes the pipeline run exactly those streams; running: set while it accepts them."""
 
     def __init__(self, config: ClusterConfig, instance: str, lanes: set[str], *, store: FleetStore | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 renewals: FleetStore | None = None, clock: Callable[[], float] = time.monotonic):
         self.config, self.instance, self.lanes = config, instance, lanes
         self.process = uuid.uuid4().hex  # this start of the instance, in its heartbeat row
         self.store = store or FleetStore(config.dsn)
+        self.renewals = renewals or FleetStore(config.dsn)  # the watchdog's, while the pipeline changes (connects when used)
         self.book = LeaseBook()
         self.fence = Fence(self.book, instance)
         self.counters = ClusterCounters()
         self.held: dict[str, Held] = {}
         self._clock = clock
         self._deadline = float("inf")
+        self._renewal_sent = float("-inf")  # when the last renewal that succeeded was sent
+        self._changing = False  # the pipeline is being changed (`_apply`)
         self._next_beat = float("-inf")
         self._beats = 0
         self._unapplied = False  # the pipeline refused the last change of the cameras: each beat tries again
         self._stop = threading.Event()
-        self._lock = threading.RLock()  # held, the deadline and the pipeline's streams; never across a database call
+        self._lock = threading.RLock()  # held and the deadline; never across a database call or a pipeline change
+        self._applying = threading.Lock()  # one pipeline change at a time; taken before `_lock`, never inside it
         self._set_streams: Callable[[list[StreamConfig]], None] | None = None
         self._running: threading.Event | None = None
         self._thread = threading.Thread(target=self._run, name=f"cluster:{instance}", daemon=True)
@@ -114,6 +121,7 @@ class Coordinator:
             log.warning("cluster: leases not released at stop (they expire in %g s): %s", self.config.lease_s, exc)
         self.held.clear()
         self.store.close()
+        self.renewals.close()
 
     # -- the thread ----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -124,17 +132,39 @@ class Coordinator:
             self._stop.wait(self.tick())
 
     def _watch(self) -> None:
-        """The watchdog: at the deadline, stop every camera, whatever the heartbeat thread is waiting for."""
+        """The watchdog: renew while the pipeline is being changed; at the deadline, stop every camera, whatever
+        the heartbeat thread is waiting for."""
         while not self._stop.is_set():
+            self.renew_while_changing()
             self._stop.wait(self.check_deadline())
 
     def check_deadline(self) -> float:
         """Past the deadline with cameras held: stop them all. Returns the seconds until it is worth looking again."""
         with self._lock:
-            if self.held and self._clock() >= self._deadline:
+            passed = bool(self.held) and self._clock() >= self._deadline
+            if passed:
                 self._deadline_passed()
             due = self._deadline - self._clock() if self.held else self.config.heartbeat
+        if passed:
+            self._apply_stops()
         return min(self.config.heartbeat, max(0.005, due))
+
+    def renew_while_changing(self) -> None:
+        """While a change of the pipeline has kept the heartbeat thread for a heartbeat or more, renew the leases
+        here; the deadline moves only when every lease held was renewed (a lost one is the heartbeat's to stop)."""
+        with self._lock:
+            sent = self._clock()
+            if not (self._changing and self.held and sent >= self._renewal_sent + self.config.heartbeat):
+                return
+            tokens = [held.token for held in self.held.values()]
+        try:
+            renewed = self.renewals.renew(self.instance, tokens, self.config.lease_s)
+        except FleetUnavailable as exc:
+            log.warning("cluster: renewal while the pipeline changes failed: %s", exc)
+            return
+        with self._lock:
+            if set(tokens) <= renewed:
+                self._renewed(sent)
 
     def tick(self) -> float:
         """One step of the thread: past the deadline, stop every camera; when due, a heartbeat. Returns the
@@ -163,10 +193,16 @@ class Coordinator:
         self.counters.deadline_stops += 1
         self.counters.lease_losses += len(self.held)
         self.held.clear()
+
+    def _apply_stops(self) -> None:
         try:
             self._apply()
         except PipelineError as exc:  # fencing keeps what they store out; the next beat stops them again
             log.error("cluster: the pipeline did not stop every camera: %s", exc)
+
+    def _renewed(self, sent: float) -> None:
+        self._renewal_sent = max(self._renewal_sent, sent)
+        self._deadline = renew_deadline(self._renewal_sent, self.config.lease_s, self.config.heartbeat)
 
     def beat(self) -> None:
         """One heartbeat (see the module docstring); the thread calls it, tests may too. The database calls run
@@ -180,7 +216,7 @@ class Coordinator:
         cameras = store.cameras()
         members = [Member(*row) for row in store.members(cfg.lease_s)]
         with self._lock:
-            self._deadline = renew_deadline(sent, cfg.lease_s, cfg.heartbeat)
+            self._renewed(sent)
             self.counters.heartbeats += 1
             self._beats += 1
             changed = self._drop_lost(renewed, cameras)
@@ -204,10 +240,11 @@ class Coordinator:
                 self.counters.takeovers += claim.reason == "takeover"
                 log.info("cluster: %s %s (lease token %d)", "took over" if claim.reason == "takeover" else "claimed",
                          claim.camera, claim.token)
-            if changed or claimed or self._unapplied:
-                self._apply()
-                return
-        self._move_one(desired)
+            apply = changed or claimed or self._unapplied
+        if apply:
+            self._apply()
+        else:
+            self._move_one(desired)
 
     def _heartbeat(self) -> None:
         cfg = self.config
@@ -261,7 +298,7 @@ class Coordinator:
         def stop_here() -> None:
             with self._lock:
                 self.held.pop(camera, None)
-                self._apply()
+            self._apply()
 
         if self.store.move_one(self.instance, camera, token, stop_here, self.config.lease_s):
             self.counters.rebalance_moves += 1
@@ -270,10 +307,18 @@ class Coordinator:
             self.counters.lease_losses += 1
 
     def _apply(self) -> None:
-        """Make the pipeline run the cameras held (the caller holds the lock)."""
-        self._unapplied = True
-        self._set_streams([held.config for _, held in sorted(self.held.items())])
-        self._unapplied = False
+        """Make the pipeline run the cameras held when the change begins (the caller does not hold `_lock`)."""
+        with self._applying:
+            with self._lock:
+                streams = [held.config for _, held in sorted(self.held.items())]
+                self._unapplied = self._changing = True
+            try:
+                self._set_streams(streams)
+                with self._lock:
+                    self._unapplied = False
+            finally:
+                with self._lock:
+                    self._changing = False
 
     # -- what it shows -------------------------------------------------------------------------
     def stats(self) -> dict:

@@ -17,9 +17,14 @@ START_S = 20.0  # beyond lease + heartbeat: claim, NVDEC decoders and the first 
 
 
 def _frames(instance) -> dict[str, int]:
-    """camera -> frames detected, of the cameras the instance runs now."""
-    return {s["id"]: s["counters"]["frames"] for s in instance.client.get("/api/streams").json()
-            if s["state"] == "running"}
+    """camera -> frames detected, of the cameras the instance has now (whatever their state)."""
+    return {s["id"]: s["counters"]["frames"] for s in instance.client.get("/api/streams").json()}
+
+
+def _why(instance) -> str:
+    """What the instance says of its cameras and leases, for a failure's message."""
+    states = {s["id"]: s["state"] for s in instance.client.get("/api/streams").json()}
+    return f"states {states}; cluster {instance.client.get('/api/cluster').json()}; log {instance.err[-1500:]}"
 
 
 def _rate(instance) -> float:
@@ -51,7 +56,8 @@ def test_two_instances_on_one_gpu_share_the_cameras_and_one_takes_over_when_the_
         moved = lambda: all(_frames(a).get(cam, 0) > 0 for cam in shares["gpu-b"])  # noqa: E731 - frames on a
         assert a.poll(moved, timeout=LEASE_S + HEARTBEAT_S + START_S), (_frames(a), a.err[-2000:])
         failover_s = time.monotonic() - killed
-        assert all(_frames(a)[cam] > counts[cam] for cam in shares["gpu-a"])  # its own cameras never stopped
+        now = _frames(a)
+        assert all(now.get(cam, 0) > counts[cam] for cam in shares["gpu-a"]), _why(a)  # its own never stopped
         alone = _rate(a)
         report("fleet_two_instances_one_gpu", cameras=CAMERAS, lease_s=LEASE_S, heartbeat_s=HEARTBEAT_S,
                fps_per_instance=rates, fps_alone_after_takeover=alone, failover_s=failover_s,

@@ -66,7 +66,7 @@ def coordinator(cameras: list[str]):
     runs: list[list[str]] = []
     running = threading.Event()
     running.set()
-    coord = Coordinator(config, "a", {"default"}, store=fleet, clock=clock)
+    coord = Coordinator(config, "a", {"default"}, store=fleet, renewals=fleet, clock=clock)
     coord.attach(lambda streams: runs.append([s.id for s in streams]), running)
     return coord, fleet, now, runs
 
@@ -180,3 +180,42 @@ def test_the_watchdog_stops_the_cameras_at_the_deadline_while_a_heartbeat_waits_
     release.set()
     heartbeat.join(10)
     assert not heartbeat.is_alive() and coord.counters.heartbeat_failures == 1 and coord.held == {}
+
+
+def test_while_starting_cameras_takes_longer_than_a_lease_the_watchdog_renews_and_nothing_stops():
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    step(coord, now, 1.0)
+    assert runs[-1] == ["cam-1", "cam-2"]
+    fleet.cameras_["cam-3"] = (1, {"id": "cam-3", "url": "rtsp://h/cam-3"})
+    starting, started = threading.Event(), threading.Event()
+
+    def slow_start(streams):  # a decode process spawned, decoders opened: longer than the lease
+        starting.set()
+        started.wait(30)
+        runs.append([s.id for s in streams])
+
+    coord._set_streams = slow_start
+    now[0] = coord._next_beat
+    heartbeat = threading.Thread(target=coord.tick)
+    heartbeat.start()
+    assert starting.wait(10)  # the heartbeat thread claimed cam-3 and is now starting it
+    first_deadline = coord._deadline
+    for _ in range(4 * int(LEASE_S / HEARTBEAT_S)):  # the watchdog's rounds over two leases' time
+        now[0] += HEARTBEAT_S / 2
+        coord.renew_while_changing()
+        coord.check_deadline()
+    assert coord._deadline > first_deadline and coord.counters.deadline_stops == 0
+    assert all(instance == "a" and expires > now[0] for instance, _, expires in fleet.leases.values())
+    started.set()
+    heartbeat.join(10)
+    assert not heartbeat.is_alive() and runs[-1] == ["cam-1", "cam-2", "cam-3"] and len(coord.held) == 3
+
+
+def test_the_watchdog_renews_nothing_while_the_pipeline_is_not_being_changed():
+    coord, fleet, now, runs = coordinator(["cam-1"])
+    step(coord, now, 1.0)
+    calls = []
+    fleet.renew = lambda *args: calls.append(args) or set()
+    now[0] += 2 * HEARTBEAT_S
+    coord.renew_while_changing()
+    assert calls == [] and coord.counters.deadline_stops == 0
