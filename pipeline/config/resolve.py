@@ -35,11 +35,6 @@ queueing behind decode threads (Python's default is 5 ms)."""
 
 CPU_SWITCH_INTERVAL_S = 0.005
 
-DEVICE_WORKERS = 2
-"""Batches in flight on an engine that makes twins (engine torch): while one waits for its network, the other
-is preprocessed or handed on, which one alone leaves the GPU idle for."""
-
-
 @dataclass(frozen=True)
 class DetectorPlan:
     """engine and reason: what runs the model and why. max_batch: the largest batch handed to it.
@@ -136,8 +131,9 @@ def detector_plan(config: DetectorConfig, max_batch: int | None = None, machine:
     limit = config.max_batch or max_batch or 8
     if kind.concurrent:
         workers = config.workers or min(machine.cores, 4)
-    elif kind.twins:
-        workers = config.workers or DEVICE_WORKERS
+    elif kind.twins:  # one batch in flight unless asked: a second on a twin raises a heavy model's throughput a
+        # little but delays the priority lane's batches behind the other's network (docs/GPU.md)
+        workers = config.workers or 1
     else:
         workers = 1
         if config.workers and config.workers > 1:

@@ -27,11 +27,11 @@ def test_on_a_cpu_machine_auto_takes_onnxruntime_and_runs_several_single_threade
     assert [s.decoder for s in plan.streams] == ["cpu"] and plan.decode_processes == 0
 
 
-def test_on_a_gpu_machine_auto_takes_torch_with_two_batches_in_flight_in_buckets():
+def test_on_a_gpu_machine_auto_takes_torch_with_one_batch_in_flight_in_buckets():
     plan = resolve(config(streams=3, detector={"model": "m.onnx", "max_batch": 48}), GPU)
     assert plan.detector.engine == "torch" and "TensorRT not installed" in plan.detector.reason
-    assert plan.detector.workers == 2 and plan.detector.buckets == (1, 2, 4, 8, 16, 32, 48)
-    assert plan.switch_interval_s == 0.0005 and "2 in flight" in plan.describe()
+    assert plan.detector.workers == 1 and plan.detector.buckets == (1, 2, 4, 8, 16, 32, 48)
+    assert plan.switch_interval_s == 0.0005 and "1 in flight" in plan.describe()
     assert [s.decoder for s in plan.streams] == ["nvdec"] * 3 and plan.decode_processes == 0  # fewer than 8
     assert resolve(config(detector={"model": "m.onnx", "workers": 3}), GPU).detector.workers == 3  # one twin each
 
