@@ -6,7 +6,9 @@ they buffered) and no child is started again; SIGHUP is passed on (each child re
 that dies is started again after a backoff (`children.RestartPolicy`). Every line a child writes comes out on
 the supervisor's stream of the same kind, prefixed with the child's instance name (`edge-1-gpu0 | ...`), or,
 when the line is a JSON object (`runtime.log_format: json`), with an `instance` field added. The supervisor
-exits once every child has ended, with `children.overall_exit` of their codes.
+exits once every child has ended, with `children.overall_exit` of their codes. A child that cannot even be
+started (its program gone, no memory or file handles left) counts as one that died with `START_FAILED`, and
+is tried again the same way: the children already running are never left without their supervisor.
 """
 from __future__ import annotations
 
@@ -31,6 +33,9 @@ from pipeline.service.children import Child, RestartPolicy, overall_exit, parse_
 log = logging.getLogger(__name__)
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+START_FAILED = 127
+"""The exit code a child that could not be started counts with (a shell's for a command it cannot run)."""
 
 
 def prefixed(instance: str, line: str) -> str:
@@ -80,9 +85,9 @@ class Supervisor:
 
     def run(self) -> int:
         """Start every child, restart those that die, return once all have ended (see `overall_exit`)."""
-        for child in self.children.values():
-            self._start(child)
         due: dict[int, float] = {}  # index -> when it starts again (monotonic)
+        for index in self.children:
+            self._launch(index, due)
         while self._procs or due:
             if self._stopping.is_set():
                 due.clear()
@@ -90,8 +95,7 @@ class Supervisor:
             for index in [i for i, at in due.items() if at <= now]:
                 del due[index]
                 self.restarts[index] += 1
-                self._start(self.children[index])
-                if self._stopping.is_set():  # the stop came while it was being started
+                if self._launch(index, due) and self._stopping.is_set():  # the stop came while it was being started
                     self._procs[index].send_signal(signal.SIGTERM)
             wait = min(due.values()) - now if due else 1.0  # a bounded wait: signals are handled in between
             try:
@@ -99,16 +103,32 @@ class Supervisor:
             except queue.Empty:
                 continue
             del self._procs[index]
-            self._codes[index] = code
-            delay = self._policies[index].delay(code, time.monotonic() - self._started[index], self._stopping.is_set())
-            child = self.children[index]
-            if delay is None:
-                log.info("instance %s (GPU %s) ended with exit code %d", child.instance, child.gpu, code)
-                continue
-            log.warning("instance %s (GPU %s) died with exit code %d; starting it again in %.1f s", child.instance,
-                        child.gpu, code, delay)
-            due[index] = time.monotonic() + delay
+            self._after(index, code, due)
         return overall_exit(list(self._codes.values()))
+
+    def _launch(self, index: int, due: dict[int, float]) -> bool:
+        """Start child `index`; False when it could not be (then it is handled as a child that died)."""
+        child = self.children[index]
+        try:
+            self._start(child)
+        except OSError as exc:
+            log.error("instance %s (GPU %s) could not be started: %s", child.instance, child.gpu, exc)
+            self._started[index] = time.monotonic()
+            self._after(index, START_FAILED, due)
+            return False
+        return True
+
+    def _after(self, index: int, code: int, due: dict[int, float]) -> None:
+        """Child `index` ended with `code`: keep the code and, as its policy says, start it again later."""
+        self._codes[index] = code
+        delay = self._policies[index].delay(code, time.monotonic() - self._started[index], self._stopping.is_set())
+        child = self.children[index]
+        if delay is None:
+            log.info("instance %s (GPU %s) ended with exit code %d", child.instance, child.gpu, code)
+            return
+        log.warning("instance %s (GPU %s) died with exit code %d; starting it again in %.1f s", child.instance,
+                    child.gpu, code, delay)
+        due[index] = time.monotonic() + delay
 
     def _start(self, child: Child) -> None:
         proc = subprocess.Popen(child.argv, env=child.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

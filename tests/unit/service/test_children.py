@@ -2,6 +2,8 @@
 port, outbox and shard, when a dead child starts again, and the supervisor's exit code."""
 from __future__ import annotations
 
+import io
+import os
 import random
 import sys
 from pathlib import Path
@@ -13,9 +15,9 @@ from pipeline.backoff import Backoff
 from pipeline.config.models import PipelineConfig
 from pipeline.errors import ConfigError
 from pipeline.runtime.placement import Shard, parse_shard
-from pipeline.service.children import (CHILD_MAIN, RestartPolicy, discover_gpus, has_cluster, overall_exit,
+from pipeline.service.children import (CHILD_MAIN, Child, RestartPolicy, discover_gpus, has_cluster, overall_exit,
                                        parse_gpus, plan_children)
-from pipeline.service.supervisor import prefixed
+from pipeline.service.supervisor import START_FAILED, Supervisor, prefixed
 
 FOUR = lambda: ["0", "1", "2", "3"]  # noqa: E731 - a host with four GPUs
 
@@ -160,3 +162,30 @@ def test_a_detector_device_other_than_0_is_refused_because_each_child_sees_its_g
     with pytest.raises(ConfigError, match=r"--gpus: detector.device is 1, but each child sees only its own GPU, as "
                                           r"device 0; take detector.device out of the file"):
         plan_children("site.yaml", config, raw, ["0", "1"], environ={})
+
+
+class _Repaired(RestartPolicy):
+    """Restarts at once; the program of a child that could not be started is put in place when that is seen."""
+
+    def __init__(self, program: Path):
+        super().__init__(Backoff(0.01, 0.01))
+        self.program, self.codes = program, []
+
+    def delay(self, returncode, ran_s, stopping):
+        self.codes.append(returncode)
+        if returncode == START_FAILED:
+            self.program.write_text("#!/bin/sh\necho repaired\n")
+            self.program.chmod(0o755)
+        return super().delay(returncode, ran_s, stopping)
+
+
+def test_a_child_that_cannot_be_started_is_tried_again_and_the_others_keep_their_supervisor(tmp_path):
+    program = tmp_path / "instance"  # absent at first: the start fails as a vanished interpreter would
+    children = [Child(0, "0", "edge-gpu0", 9000, tmp_path / "a", [sys.executable, "-c", "print('up')"], dict(os.environ)),
+                Child(1, "1", "edge-gpu1", 9001, tmp_path / "b", [str(program)], dict(os.environ))]
+    policies = []
+    out = io.StringIO()
+    supervisor = Supervisor(children, lambda: policies.append(_Repaired(program)) or policies[-1], out=out)
+    assert supervisor.run() == 0  # the repaired child ran and ended well, as did the other
+    assert supervisor.restarts == {1: 1} and policies[1].codes == [START_FAILED, 0] and policies[0].codes == [0]
+    assert sorted(out.getvalue().splitlines()) == ["edge-gpu0 | up", "edge-gpu1 | repaired"]
