@@ -96,6 +96,27 @@ def test_a_torchscript_export_runs_on_cuda_like_its_onnx_twin(precision, images,
     assert difference <= TOLERANCE[precision] * scale
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_torch_export_program_made_here_runs_on_cuda_like_on_the_cpu(precision, images, tmp_path_factory, report):
+    """A `.pt2` must be made with the torch that loads it, so it is exported here (ultralytics from the test extra,
+    YOLO11n from its yaml), then the engine's CUDA output is compared with the program itself on the CPU."""
+    pytest.importorskip("ultralytics")
+    import torch
+
+    from tests.support.ultralytics_exports import Exports
+
+    path = Exports(tmp_path_factory.mktemp("pt2")).get("yolo11n", "pt2").path
+    with torch.no_grad():
+        theirs = torch.export.load(str(path)).module()(torch.from_numpy(images))
+    theirs = (theirs[0] if isinstance(theirs, (tuple, list)) else theirs).numpy()
+    ours, graphs = _engine_output(path, precision, images)
+    assert ours.shape == theirs.shape
+    difference = _difference("ultralytics", ours, theirs)
+    scale = max(1.0, float(np.abs(theirs).max()))
+    report(f"pt2_cuda_vs_cpu[{precision}]", max_abs=difference, relative=difference / scale, graph=graphs)
+    assert difference <= TOLERANCE[precision] * scale
+
+
 @pytest.mark.parametrize("name", [*ONNX, "yolo11n-320.torchscript"])
 def test_the_gpu_detector_finds_boxes_in_source_pixels_with_every_layout(name):
     """No head, no input_size in the config; at conf 0 (random weights score near 0) every layout gives boxes,
