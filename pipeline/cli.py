@@ -205,8 +205,9 @@ def _run(path: str, duration: float | None, quiet: bool, placement=None) -> int:
     http = config.runtime.http or (HttpConfig() if duration is None else None)
     plan = resolve(config)
     _preflight(path, config, plan)
-    coordinator = fleet = None
+    coordinator = fleet = fleet_analytics = None
     if cluster is not None:
+        from pipeline.cluster.analytics import FleetAnalytics
         from pipeline.cluster.cameras import FleetCameras
         from pipeline.cluster.coordinator import Coordinator
         from pipeline.cluster.store import FleetStore
@@ -214,8 +215,9 @@ def _run(path: str, duration: float | None, quiet: bool, placement=None) -> int:
         lanes = {lane.name for lane in config.lanes}
         coordinator = Coordinator(cluster, config.runtime.instance, lanes)
         fleet = FleetCameras(FleetStore(cluster.dsn), lanes)
+        fleet_analytics = FleetAnalytics(FleetStore(cluster.dsn))
     runner = PipelineRunner(config, plan=plan, placement=placement, fence=coordinator and coordinator.fence)
-    control = Control(runner, path, fleet=fleet)
+    control = Control(runner, path, fleet=fleet, fleet_analytics=fleet_analytics)
     if http is not None:
         from pipeline.service import Service  # noqa: PLC0415 - the web stack loads only when served
 
@@ -223,7 +225,7 @@ def _run(path: str, duration: float | None, quiet: bool, placement=None) -> int:
     else:
         job = runner
     if coordinator is not None:
-        coordinator.attach(control.set_streams, runner.running)
+        coordinator.attach(control.set_streams, runner.running, control.set_analytics)
         coordinator.start()
 
     def on_signal(signum, _frame):
@@ -241,6 +243,7 @@ def _run(path: str, duration: float | None, quiet: bool, placement=None) -> int:
         if coordinator is not None:
             coordinator.close()
             fleet.close()
+            fleet_analytics.close()
     print(summary(snap))
     code = exit_code(snap)
     if config.runtime.log_format == "json":

@@ -63,9 +63,9 @@ class FleetCameras:
         self.store.close()
 
 
-def read_streams(path: str | Path) -> list[dict]:
-    """The `streams:` entries of a YAML file (a whole pipeline config or a file of cameras only), each
-    validated (after the file's `plugins:` are loaded: they may register URL schemes)."""
+def read_fleet_file(path: str | Path) -> dict:
+    """The YAML mapping of a file to import into a fleet (a whole pipeline config, or its `streams:`, `zones:`,
+    `lines:` and `alerts:` only), its `plugins:` loaded (they may register URL schemes and engines)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
@@ -73,14 +73,22 @@ def read_streams(path: str | Path) -> list[dict]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("streams"), list) or not data["streams"]:
-        raise ConfigError(f"{path}: no `streams:` list to import; write the cameras under `streams:` as in a config")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a mapping; write the cameras under `streams:` as in a config")
     try:
         plugins.load(list(data.get("plugins") or []))
     except ValueError as exc:
         raise ConfigError(f"{path}: plugins: {exc}") from None
+    return data
+
+
+def read_streams(data: dict, path: str | Path) -> list[dict]:
+    """The `streams:` entries of a file's mapping (`read_fleet_file`), each validated (none: an empty list)."""
+    streams = data.get("streams") or []
+    if not isinstance(streams, list):
+        raise ConfigError(f"{path}: streams: must be a list of cameras, as in a config")
     entries = [stream_entry(entry if isinstance(entry, dict) else {}, f"{path}: streams -> {i}")
-               for i, entry in enumerate(data["streams"])]
+               for i, entry in enumerate(streams)]
     ids = [entry["id"] for entry in entries]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:

@@ -4,7 +4,8 @@ Every heartbeat (`runtime.cluster.heartbeat_s`) it
 1. records that this instance is alive (`fleet_instances.heartbeat_at`),
 2. renews its leases; a lease it no longer has (taken over after it expired, its camera deleted) is
    stopped here at once,
-3. reads the fleet's cameras and restarts those it runs whose entry changed,
+3. reads the fleet's cameras and restarts those it runs whose entry changed; when the fleet's zones, lines
+   and alert rules changed (one number, `pipeline.cluster.analytics`), applies them live,
 4. computes the assignment over the live instances (`pipeline.cluster.assignment`) and claims the
    cameras assigned to it: expired leases (takeovers) up to `capacity`, free cameras up to its normal cap
    (`capacity` less `headroom`),
@@ -33,12 +34,13 @@ from typing import Callable
 
 from pydantic import ValidationError
 
+from pipeline.cluster import analytics
 from pipeline.cluster.assignment import Member, assign, renew_deadline
 from pipeline.cluster.fencing import Fence, LeaseBook
 from pipeline.cluster.store import FleetStore, FleetUnavailable
 from pipeline.config.cluster import ClusterConfig
 from pipeline.config.models import StreamConfig
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,9 @@ class ClusterCounters:
 class Coordinator:
     """config: this instance's `runtime.cluster`. instance: its name. lanes: the lanes its pipeline has (a
     camera naming another lane is not claimed). `fence` and `book` exist from construction (the pipeline's
-    storage needs the fence when it is built); `attach(set_streams, running)` before `start()`:
-    set_streams(configs) makes the pipeline run exactly those streams; running: set while it accepts them."""
+    storage needs the fence when it is built); `attach(set_streams, running, set_analytics)` before `start()`:
+    set_streams(configs) makes the pipeline run exactly those streams; running: set while it accepts them;
+    set_analytics(document, camera ids) makes it run the fleet's zones, lines and rules."""
 
     def __init__(self, config: ClusterConfig, instance: str, lanes: set[str], *, store: FleetStore | None = None,
                  renewals: FleetStore | None = None, clock: Callable[[], float] = time.monotonic):
@@ -89,12 +92,15 @@ class Coordinator:
         self._lock = threading.RLock()  # held and the deadline; never across a database call or a pipeline change
         self._applying = threading.Lock()  # one pipeline change at a time; taken before `_lock`, never inside it
         self._set_streams: Callable[[list[StreamConfig]], None] | None = None
+        self._set_analytics: Callable[[analytics.Document, set[str]], object] | None = None
+        self._analytics_version: int | None = None  # of the document applied (or refused) here
         self._running: threading.Event | None = None
         self._thread = threading.Thread(target=self._run, name=f"cluster:{instance}", daemon=True)
         self._watchdog = threading.Thread(target=self._watch, name=f"cluster-deadline:{instance}", daemon=True)
 
-    def attach(self, set_streams: Callable[[list[StreamConfig]], None], running: threading.Event) -> None:
-        self._set_streams, self._running = set_streams, running
+    def attach(self, set_streams: Callable[[list[StreamConfig]], None], running: threading.Event,
+               set_analytics: Callable[[analytics.Document, set[str]], object] | None = None) -> None:
+        self._set_streams, self._running, self._set_analytics = set_streams, running, set_analytics
 
     def start(self) -> None:
         """Connect and announce this instance (FleetUnavailable when the database cannot be reached: a wrong DSN
@@ -215,6 +221,7 @@ class Coordinator:
         renewed = store.renew(me, tokens, cfg.lease_s)
         cameras = store.cameras()
         members = [Member(*row) for row in store.members(cfg.lease_s)]
+        self._follow_analytics(set(cameras))
         with self._lock:
             self._renewed(sent)
             self.counters.heartbeats += 1
@@ -270,6 +277,22 @@ class Coordinator:
                 held.revision, held.config = revision, StreamConfig.model_validate(entry)
                 changed = True
         return changed
+
+    def _follow_analytics(self, cameras: set[str]) -> None:
+        """Apply the fleet's zones, lines and rules when they changed since they were last applied here (live,
+        the cameras keep running); a document this instance cannot run is logged once and left as it is."""
+        if self._set_analytics is None or self.store.tx(analytics.version) == self._analytics_version:
+            return
+        version, doc = self.store.tx(analytics.read)
+        try:
+            change = self._set_analytics(doc, cameras)
+        except ConfigError as exc:
+            log.error("cluster: the fleet's zones, lines and alert rules (version %d) cannot run here, those before "
+                      "stay: %s", version, exc)
+        else:
+            log.info("cluster: the fleet's zones, lines and alert rules (version %d) applied: %s", version,
+                     change.summary())
+        self._analytics_version = version
 
     def _runnable(self, camera: str, entry: dict) -> bool:
         """A camera this pipeline can run: a valid entry whose lane exists here (each problem logged once)."""

@@ -5,6 +5,9 @@ database's `now()`, so hosts whose clocks differ agree on when a lease ends.
     fleet_instances  name, capacity, normal_cap (capacity less headroom), weight, url, process (which start of
                      the instance writes the row), started_at, heartbeat_at
     fleet_leases     camera_id, instance, token (from a sequence: the fencing token), acquired_at, expires_at
+    fleet_analytics  section (zones, lines, alerts), name, entry (its keys as in YAML), position (its place
+                     in the list), updated_at; `fleet_analytics_version` the one number every change raises
+                     (`pipeline.cluster.analytics`)
     fleet_handoffs   camera_id, from_instance, from_token, from_acquired_at, to_instance, to_token, reason
                      (takeover, rebalance, release; removed: the camera was deleted, no successor),
                      lease_ended_at, started_at, gap_s
@@ -20,7 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.masking import mask_url
 from pipeline.sinks.storage.postgres import _first_line, _psycopg, open_connection
 
@@ -49,6 +52,12 @@ CREATE TABLE IF NOT EXISTS fleet_handoffs (
 CREATE INDEX IF NOT EXISTS fleet_handoffs_token ON fleet_handoffs (from_token);
 CREATE INDEX IF NOT EXISTS fleet_handoffs_camera ON fleet_handoffs (camera_id, id);
 CREATE INDEX IF NOT EXISTS fleet_handoffs_from ON fleet_handoffs (from_instance, camera_id, lease_ended_at);
+CREATE TABLE IF NOT EXISTS fleet_analytics (
+    section text NOT NULL, name text NOT NULL, entry jsonb NOT NULL, position bigserial,
+    updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (section, name));
+CREATE TABLE IF NOT EXISTS fleet_analytics_version (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one), version bigint NOT NULL);
+INSERT INTO fleet_analytics_version (version) VALUES (0) ON CONFLICT DO NOTHING;
 """
 
 
@@ -102,7 +111,7 @@ class FleetStore:
             self._conn.close()
             self._conn = None
 
-    def _tx(self, work: Callable, *, lock_key: int | None = None):
+    def tx(self, work: Callable, *, lock_key: int | None = None):
         """`work(cursor)` in one transaction (None, without running it, when `lock_key`'s advisory lock is
         held elsewhere); FleetUnavailable when the database cannot be reached or refuses."""
         pg = self._pg
@@ -122,11 +131,19 @@ class FleetStore:
             raise FleetUnavailable(f"fleet PostgreSQL '{self.target}' refused: {_first_line(exc)}") from exc
 
     # -- cameras -------------------------------------------------------------------------------
-    def put_cameras(self, entries: list[dict]) -> None:
-        """Insert or replace cameras by id (a new revision for each)."""
+    def put_cameras(self, entries: list[dict], then: Callable | None = None) -> None:
+        """Insert or replace cameras by id (a new revision for each); `then(cursor)` in the same transaction
+        (`fleet import` writes the file's zones, lines and rules with its cameras, or neither)."""
         sql = ("INSERT INTO fleet_cameras (id, entry, revision) VALUES (%s, %s, nextval('fleet_camera_revision')) "
                "ON CONFLICT (id) DO UPDATE SET entry = excluded.entry, revision = excluded.revision, updated_at = now()")
-        self._tx(lambda cur: cur.executemany(sql, [(e["id"], json.dumps(e)) for e in entries]))
+
+        def put(cur) -> None:
+            if entries:
+                cur.executemany(sql, [(e["id"], json.dumps(e)) for e in entries])
+            if then is not None:
+                then(cur)
+
+        self.tx(put)
 
     def add_camera(self, entry: dict) -> bool:
         """Insert a camera unless one of its id exists (False then); one statement, so of two instances adding
@@ -136,7 +153,7 @@ class FleetStore:
                         "ON CONFLICT (id) DO NOTHING RETURNING id", (entry["id"], json.dumps(entry)))
             return cur.fetchone() is not None
 
-        return self._tx(insert)
+        return self.tx(insert)
 
     def change_camera(self, camera: str, change: Callable[[dict], dict]) -> bool:
         """Replace a camera's entry by `change(entry)` with its row locked, so two changes at once apply one
@@ -150,15 +167,22 @@ class FleetStore:
                         "updated_at = now() WHERE id = %s", (json.dumps(change(row[0])), camera))
             return True
 
-        return self._tx(update)
+        return self.tx(update)
 
     def delete_camera(self, camera: str) -> bool:
         """Forget a camera (its lease goes with it: the holder stops it at its next heartbeat). The lease's end
-        is recorded as a 'removed' handoff, so the rows its holder captured before are still stored (fencing)."""
+        is recorded as a 'removed' handoff, so the rows its holder captured before are still stored (fencing).
+        ConfigError while a zone or line names it (as a config file's would be refused)."""
         def delete(cur) -> bool:
             cur.execute("SELECT 1 FROM fleet_cameras WHERE id = %s FOR UPDATE", (camera,))  # no claim meanwhile
             if cur.fetchone() is None:
                 return False
+            cur.execute("SELECT section || ' -> ' || name FROM fleet_analytics WHERE entry->'streams' ? %s "
+                        "ORDER BY 1 FOR SHARE", (camera,))
+            naming = [row[0] for row in cur.fetchall()]
+            if naming:
+                raise ConfigError(f"stream '{camera}' is named by {', '.join(naming)} (their `streams`); take it out "
+                                  "of them first, then remove it")
             cur.execute("WITH gone AS (DELETE FROM fleet_leases WHERE camera_id = %s RETURNING instance, token, "
                         "acquired_at, expires_at) INSERT INTO fleet_handoffs (camera_id, from_instance, from_token, "
                         "from_acquired_at, reason, lease_ended_at) SELECT %s, instance, token, acquired_at, 'removed', "
@@ -166,7 +190,7 @@ class FleetStore:
             cur.execute("DELETE FROM fleet_cameras WHERE id = %s", (camera,))
             return True
 
-        return self._tx(delete)
+        return self.tx(delete)
 
     def cameras(self) -> dict[str, tuple[int, dict]]:
         """camera id -> (revision, entry)."""
@@ -174,7 +198,7 @@ class FleetStore:
             cur.execute("SELECT id, revision, entry FROM fleet_cameras")
             return {row[0]: (row[1], row[2]) for row in cur.fetchall()}
 
-        return self._tx(read)
+        return self.tx(read)
 
     # -- instances -----------------------------------------------------------------------------
     def heartbeat(self, name: str, process: str, capacity: int, normal_cap: int, weight: float, url: str | None,
@@ -191,7 +215,7 @@ class FleetStore:
                 (name, capacity, normal_cap, weight, url, process, lease_s))
             return cur.fetchone() is not None
 
-        if not self._tx(write):
+        if not self.tx(write):
             raise InstanceNameTaken(
                 f"another running instance of the fleet at '{self.target}' is named '{name}'; give each instance its "
                 "own name (runtime.instance, run --instance or $STREAMWEAVE_INSTANCE; the default is the host name)")
@@ -203,7 +227,7 @@ class FleetStore:
                         "WHERE heartbeat_at > now() - make_interval(secs => %s) ORDER BY name", (lease_s,))
             return cur.fetchall()
 
-        return self._tx(read)
+        return self.tx(read)
 
     # -- leases --------------------------------------------------------------------------------
     def renew(self, name: str, tokens: list[int], lease_s: float) -> set[int]:
@@ -215,7 +239,7 @@ class FleetStore:
                         (lease_s, name, tokens))
             return {row[0] for row in cur.fetchall()}
 
-        return self._tx(renew) if tokens else set()
+        return self.tx(renew) if tokens else set()
 
     def claim(self, name: str, cameras: list[str], limit: int, lease_s: float, *, expired: bool) -> list[Claimed]:
         """Take up to `limit` of `cameras` whose lease expired (`expired`) or that have none, skipping those
@@ -259,12 +283,12 @@ class FleetStore:
                 out.append(Claimed(camera, token, "takeover"))
             return out
 
-        return self._tx(claim)
+        return self.tx(claim)
 
     def release(self, name: str, camera: str, token: int, reason: str) -> bool:
         """End this instance's lease of `camera` now (after it stopped the camera) and record the handoff,
         to be completed by whoever claims it next."""
-        return self._tx(lambda cur: _end_lease(cur, name, camera, token, reason, "now()"))
+        return self.tx(lambda cur: _end_lease(cur, name, camera, token, reason, "now()"))
 
     def move_one(self, name: str, camera: str, token: int, stop: Callable[[], None], lease_s: float) -> bool:
         """Rebalancing: unless another camera is moving right now (the fleet-wide advisory lock, or a camera
@@ -280,12 +304,12 @@ class FleetStore:
             stop()
             return _end_lease(cur, name, camera, token, "rebalance", "clock_timestamp()")
 
-        return bool(self._tx(move, lock_key=REBALANCE_LOCK_KEY))
+        return bool(self.tx(move, lock_key=REBALANCE_LOCK_KEY))
 
     def leave(self, name: str, process: str) -> None:
         """A clean stop: this instance's row goes (its leases were released one by one before), unless another
         start of this name wrote it since."""
-        self._tx(lambda cur: cur.execute("DELETE FROM fleet_instances WHERE name = %s AND process = %s", (name, process)))
+        self.tx(lambda cur: cur.execute("DELETE FROM fleet_instances WHERE name = %s AND process = %s", (name, process)))
 
     # -- what the fleet looks like ---------------------------------------------------------------
     def state(self, handoffs: int = 50) -> dict:
@@ -309,7 +333,7 @@ class FleetStore:
                      for c, fi, ft, ti, tt, r, e, s, g in cur.fetchall()]
             return {"instances": instances, "cameras": cameras, "handoffs": moves}
 
-        return self._tx(read)
+        return self.tx(read)
 
 
 def _end_lease(cur, name: str, camera: str, token: int, reason: str, ended: str) -> bool:

@@ -59,7 +59,7 @@ def parse_config(text: str, path: str | Path = "<config>") -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        described = (_describe(path, lines, err, data) for err in exc.errors())
+        described = (_line(path, lines, problem.loc, problem.message) for problem in problems_of(exc, data))
         raise ConfigError("\n".join(dict.fromkeys(described))) from None
 
 
@@ -79,14 +79,19 @@ def _line(path: Path, lines: dict[tuple, int], loc: tuple, message: str) -> str:
     return f"{path}:{_nearest_line(lines, loc)}: {key_path(loc)}: {message}"
 
 
-def _describe(path: Path, lines: dict[tuple, int], err: dict, data: Any) -> str:
+def problems_of(exc: ValidationError, data: Any) -> list[KeyPathError]:
+    """The problems pydantic found validating `data`, each at its key path in `data`."""
+    return [_problem(err, data) for err in exc.errors()]
+
+
+def _problem(err: dict, data: Any) -> KeyPathError:
     loc, message = _keys(err["loc"], data), err["msg"]
     original = (err.get("ctx") or {}).get("error")
     if isinstance(original, KeyPathError):  # raised by a model validator: its path is relative to that model
         loc, message = loc + original.loc, original.message
     if err["type"] == "extra_forbidden":
         message = "unknown key; check the spelling against configs/example.yaml"
-    return _line(path, lines, loc, message)
+    return KeyPathError(loc, message)
 
 
 def _keys(loc: tuple, data: Any) -> tuple:

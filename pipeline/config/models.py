@@ -328,7 +328,8 @@ class RuntimeConfig(Strict):
         "default: $STREAMWEAVE_INSTANCE, else the host name")
     cluster: ClusterConfig | None = Field(
         None, description="share the fleet's cameras with other instances through leases in PostgreSQL; the "
-        "cameras then live in the database (`fleet import`), and `streams:` stays empty")
+        "cameras, zones, lines and alert rules then live in the database (`fleet import`), and `streams:`, "
+        "`zones:`, `lines:` and `alerts:` stay empty")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = Field(
         "text", description="how stderr is written: text lines, or one JSON object per line (ts, level, logger, "
@@ -385,8 +386,14 @@ class PipelineConfig(Strict):
 
     @model_validator(mode="after")
     def _cross_references(self) -> "PipelineConfig":
+        if self.runtime.cluster is not None:
+            if self.streams:
+                raise KeyPathError(("streams",), "must be empty with runtime.cluster: the fleet's cameras live in its "
+                                   "database; import them with `run_pipeline.py fleet import FILE --dsn DSN`")
+            for key in ("zones", "lines", "alerts"):
+                if getattr(self, key):
+                    raise KeyPathError((key,), f"must be empty with runtime.cluster: the fleet's {key} live in its "
+                                       "database; import them with `run_pipeline.py fleet import FILE --dsn DSN`, or "
+                                       "set them through any instance's API or console")
         references.check(self)
-        if self.runtime.cluster is not None and self.streams:
-            raise KeyPathError(("streams",), "must be empty with runtime.cluster: the fleet's cameras live in its "
-                               "database; import them with `run_pipeline.py fleet import FILE --dsn DSN`")
         return self

@@ -21,25 +21,35 @@ def check(config: PipelineConfig) -> None:
     """Raise KeyPathError at the first key that refers to nothing, repeats a name or shares an output."""
     _unique("streams", [s.id for s in config.streams], "id")
     _unique("lanes", [lane.name for lane in config.lanes], "name")
-    _unique("zones", [z.name for z in config.zones], "name")
-    _unique("lines", [ln.name for ln in config.lines], "name")
-    _unique("alerts", [rule.name for rule in config.alerts], "name")
     lanes = {lane.name for lane in config.lanes}
     stream_ids = {s.id for s in config.streams}
     for i, s in enumerate(config.streams):
         if s.lane not in lanes:
             raise KeyPathError(("streams", i, "lane"), f"unknown lane '{s.lane}'; defined lanes: {sorted(lanes)}")
-    for key, items in (("zones", config.zones), ("lines", config.lines), ("stages", config.stages)):
-        for i, item in enumerate(items):
-            for sid in item.streams or []:
-                if sid not in stream_ids:
-                    raise KeyPathError((key, i, "streams"), f"unknown stream '{sid}'; defined streams: "
-                                       f"{sorted(stream_ids)}")
-    _rules(config)
+    analytics(config, stream_ids)
+    _stream_references("stages", config.stages, stream_ids)
     _outputs(config)
 
 
-def _rules(config: PipelineConfig) -> None:
+def analytics(config: Any, stream_ids: set[str]) -> None:
+    """The checks of `config.zones`, `.lines` and `.alerts` (names unique, every zone, line and stream named
+    exists, a rule's classes reach it); `stream_ids`: the streams there are (a fleet's are in its database)."""
+    _unique("zones", [z.name for z in config.zones], "name")
+    _unique("lines", [ln.name for ln in config.lines], "name")
+    _unique("alerts", [rule.name for rule in config.alerts], "name")
+    _stream_references("zones", config.zones, stream_ids)
+    _stream_references("lines", config.lines, stream_ids)
+    _rules(config)
+
+
+def _stream_references(key: str, items: list, stream_ids: set[str]) -> None:
+    for i, item in enumerate(items):
+        for sid in item.streams or []:
+            if sid not in stream_ids:
+                raise KeyPathError((key, i, "streams"), f"unknown stream '{sid}'; defined streams: {sorted(stream_ids)}")
+
+
+def _rules(config: Any) -> None:
     zones = {z.name: z for z in config.zones}
     lines = {ln.name: ln for ln in config.lines}
     for i, rule in enumerate(config.alerts):

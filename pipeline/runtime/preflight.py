@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from pipeline import plugins
 from pipeline.config.fields import KeyPathError, key_path
@@ -79,9 +80,19 @@ def model_problems(detector: DetectorConfig, engine: str, problems: list[KeyPath
 def class_problems(config: PipelineConfig, class_names: list[str], source: str) -> list[KeyPathError]:
     """Every class name the detector filter, a zone, a line or an alert rule uses must be one of
     `class_names` (from `source`): an unknown one would never match, and the rule would never fire."""
-    uses = [(("detector", "classes"), config.detector.classes)]
+    return _unknown_classes([(("detector", "classes"), config.detector.classes)], class_names, source) \
+        + analytics_class_problems(config, class_names, source)
+
+
+def analytics_class_problems(config: Any, class_names: list[str], source: str) -> list[KeyPathError]:
+    """`class_problems` of `config.zones`, `.lines` and `.alerts` only (a fleet's live in its database)."""
+    uses = []
     for key, items in (("zones", config.zones), ("lines", config.lines), ("alerts", config.alerts)):
         uses += [((key, i, "classes"), item.classes) for i, item in enumerate(items)]
+    return _unknown_classes(uses, class_names, source)
+
+
+def _unknown_classes(uses: list[tuple[tuple, list[str] | None]], class_names: list[str], source: str) -> list[KeyPathError]:
     known = set(class_names)
     shown = ", ".join(class_names[:20]) + (f", ... ({len(class_names)} in all)" if len(class_names) > 20 else "")
     return [KeyPathError(loc, f"unknown class {unknown}; the detector's classes ({source}) are: {shown}")

@@ -7,7 +7,9 @@
     GET    /api/events           recent stored events, newest first (filters: stream, kind, class, since, until)
 
 Zones, lines and rules change live on every stream without resetting its tracks; each change is validated
-with the whole config, applied, then written back to the config file.
+with the whole config, applied, then written back to the config file. In a fleet (`runtime.cluster`) they
+live in the fleet's database: a change is validated with the fleet's whole document and written there (the
+other instances apply it at their next heartbeat), and GET answers what the database holds.
 """
 from __future__ import annotations
 
@@ -78,7 +80,7 @@ def apply(change, *args) -> Any:
 
 def _section_routes(api: APIRouter, control: Control, section: str, what: str) -> None:
     def listed() -> list[dict]:
-        return [item.model_dump(mode="json") for item in getattr(control.runner.config, section)]
+        return apply(control.entries, section)
 
     def one(name: str) -> dict:
         for item in listed():
@@ -99,7 +101,8 @@ def _section_routes(api: APIRouter, control: Control, section: str, what: str) -
     api.add_api_route(f"/{section}", listed, methods=["GET"], tags=tags, summary=f"every {what}")
     api.add_api_route(f"/{section}/{{name}}", one, methods=["GET"], tags=tags, summary=f"one {what}")
     api.add_api_route(f"/{section}/{{name}}", put, methods=["PUT"], tags=tags,
-                      summary=f"set a {what} (its YAML keys); it applies live and is written to the config file")
+                      summary=f"set a {what} (its YAML keys); it applies live and is written to the config file "
+                      "(in a fleet, to its database)")
     api.add_api_route(f"/{section}/{{name}}", delete, methods=["DELETE"], status_code=204, tags=tags,
                       summary=f"remove a {what}")
 

@@ -10,9 +10,12 @@ are states of the running pipeline, not of the file. Without a file (a config ma
 apply to the running pipeline only. `${NAME}` is read from the environment in the file only, never in
 what the API is sent (it would echo the environment back).
 
-In a fleet (`runtime.cluster`) the cameras live in the fleet's database instead: the API's camera changes
-are written there (`pipeline.cluster.cameras.FleetCameras`), and the coordinator starts and stops the
-cameras this instance holds (`set_streams`); zones, lines, rules and reloads keep those cameras running.
+In a fleet (`runtime.cluster`) the cameras, zones, lines and alert rules live in the fleet's database
+instead, and the file has none. The API's camera changes are written there (`pipeline.cluster.cameras.
+FleetCameras`), and the coordinator starts and stops the cameras this instance holds (`set_streams`). A zone,
+line or rule change is validated with the fleet's whole document and applied here inside the transaction
+that writes it (`pipeline.cluster.analytics`): refused, nothing is written; the other instances apply it at
+their next heartbeat (`set_analytics`). Reloads keep the database's cameras, zones, lines and rules.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from pipeline.cluster import analytics
 from pipeline.config.diff import ConfigDiff
 from pipeline.config.document import ConfigDocument
 from pipeline.config.loader import parse_config
@@ -38,12 +42,13 @@ _LOCATION = re.compile(r"^[^\n]*?:\d+: ", re.MULTILINE)
 
 class Control:
     """runner: the running pipeline. path: its config file (None: no file to edit or reload). fleet: in a
-    fleet, where cameras are added, changed and removed (`pipeline.cluster.cameras.FleetCameras`)."""
+    fleet, where cameras are added, changed and removed (`pipeline.cluster.cameras.FleetCameras`), and
+    fleet_analytics where zones, lines and rules are (`pipeline.cluster.analytics.FleetAnalytics`)."""
 
-    def __init__(self, runner: PipelineRunner, path: str | Path | None = None, fleet=None):
+    def __init__(self, runner: PipelineRunner, path: str | Path | None = None, fleet=None, fleet_analytics=None):
         self.runner = runner
         self.path = Path(path) if path is not None else None
-        self.fleet = fleet
+        self.fleet, self.fleet_analytics = fleet, fleet_analytics
         self._lock = threading.Lock()
         self._applied = self.path.read_text() if self.path is not None else ""  # the file as last applied
 
@@ -106,10 +111,54 @@ class Control:
         _no_variables(section, entry)
         if entry.get(key, name) != name:
             raise ConfigError(f"{section} -> {key}: the body says '{entry[key]}' but the path says '{name}'")
+        if self.fleet_analytics is not None:
+            return self._fleet_change(lambda doc: analytics.put(doc, section, name, entry))
         return self._change(lambda doc: doc.put(section, name, entry))[0]
 
     def delete(self, section: str, name: str) -> None:
+        if self.fleet_analytics is not None:
+            return self._fleet_change(lambda doc: analytics.remove(doc, section, name))
         self._change(lambda doc: doc.remove(section, name))
+
+    def entries(self, section: str) -> list[dict]:
+        """Every zone, line or rule of `section`, defaults included: in a fleet the database's."""
+        if self.fleet_analytics is None:
+            items = getattr(self.runner.config, section)
+        else:
+            items = getattr(analytics.Analytics.model_validate(self.fleet_analytics.document()), section)
+        return [item.model_dump(mode="json") for item in items]
+
+    def set_analytics(self, doc: analytics.Document, cameras: set[str]) -> ConfigDiff:
+        """Run the fleet's zones, lines and rules `doc` from now on (the coordinator, when the database's
+        changed; `cameras`: the fleet's camera ids). ConfigError when this instance cannot run them."""
+        model = analytics.validate(doc, cameras, self._class_names())
+        with self._lock:
+            return self.runner.reconfigure(_with_analytics(self.runner.config, model))
+
+    def _fleet_change(self, edit: Callable[[analytics.Document], T]) -> T:
+        """`edit` the fleet's document in one transaction in which the result is validated whole and applied
+        here before it is written; undone here when it could not be written after all. The lock is held
+        for applying only, never across a database call (the coordinator stops cameras through it)."""
+        applied: list[Any] = []
+
+        def check(doc: analytics.Document, cameras: set[str]) -> analytics.Analytics:
+            model = analytics.validate(doc, cameras, self._class_names())
+            with self._lock:
+                applied.append(self.runner.config)
+                change = self.runner.reconfigure(_with_analytics(self.runner.config, model))
+            log.info("the fleet's %s changed through the API: %s", ", ".join(analytics.SECTIONS), change.summary())
+            return model
+
+        try:
+            return self.fleet_analytics.change(edit, check)
+        except BaseException:
+            if applied:
+                with self._lock:
+                    self.runner.reconfigure(_with_analytics(self.runner.config, applied[0]))
+            raise
+
+    def _class_names(self) -> tuple[list[str], str]:
+        return self.runner.detector.class_names, "the running detector"
 
     # -- the file -------------------------------------------------------------------------------
     def reload(self) -> ConfigDiff:
@@ -136,8 +185,7 @@ class Control:
 
     def _change(self, edit: Callable[[ConfigDocument], T]) -> tuple[T, ConfigDiff]:
         with self._lock:
-            doc = ConfigDocument.read(self.path) if self.path else ConfigDocument.of(
-                self.runner.config if self.fleet is None else self.runner.config.model_copy(update={"streams": []}))
+            doc = ConfigDocument.read(self.path) if self.path else ConfigDocument.of(self.runner.config)
             if self.path is not None and doc.read_text != self._applied:
                 raise FileChanged(f"{self.path} was edited since it was last applied; reload it first "
                                   "(POST /api/reload or SIGHUP), then repeat this change")
@@ -161,12 +209,20 @@ class Control:
         return result, change
 
     def _with_fleet_streams(self, config):
-        """In a fleet the file has no cameras: those running stay (the coordinator decides which run)."""
-        return config if self.fleet is None else config.model_copy(update={"streams": self.runner.streams()})
+        """In a fleet the file has no cameras, zones, lines or rules: those running stay (the coordinator
+        decides which cameras run, and applies the database's zones, lines and rules)."""
+        if self.fleet is None:
+            return config
+        return _with_analytics(config, self.runner.config).model_copy(update={"streams": self.runner.streams()})
 
     def _put_in_place(self, doc: ConfigDocument, staged: Path | None) -> None:
         doc.commit(staged)
         self._applied = doc.text() if self.path is not None else ""
+
+
+def _with_analytics(config, source):
+    """`config` with the zones, lines and rules of `source` (a config, or `analytics.Analytics`)."""
+    return config.model_copy(update={section: getattr(source, section) for section in analytics.SECTIONS})
 
 
 def _no_variables(section: str, entry: dict) -> None:

@@ -80,6 +80,18 @@ def test_a_fleet_member_names_no_cameras_in_its_file():
         parse_config(text, "site.yaml")
 
 
+@pytest.mark.parametrize("section, entry", [
+    ("zones", "{name: door, polygon: [[0, 0], [20, 0], [20, 40]]}"),
+    ("lines", "{name: gate, start: [0, 0], end: [20, 0]}"),
+    ("alerts", "{name: anyone, when: cross, line: gate}"),
+])
+def test_a_fleet_member_names_no_zones_lines_or_alert_rules_in_its_file(section, entry):
+    text = CONFIG + "  cluster: {dsn: 'postgresql://h/db', capacity: 2}\n" + f"{section}:\n  - {entry}\n"
+    with pytest.raises(ConfigError, match=rf"site.yaml:\d+: {section}: must be empty with runtime.cluster: the "
+                       rf"fleet's {section} live in its database; import them with `run_pipeline.py fleet import"):
+        parse_config(text, "site.yaml")
+
+
 def test_the_local_deadline_comes_one_heartbeat_before_the_lease_can_expire():
     sent, lease_s, heartbeat_s = 100.0, 10.0, 3.0
     deadline = renew_deadline(sent, lease_s, heartbeat_s)
