@@ -103,7 +103,8 @@ export async function save(form) {
   points = [];
   await refresh();
   renderExisting(streamId);
-  status(`saved ${section === "lines" ? "line" : "zone"} '${name}' (applied now, and written to the config file)`);
+  const where = state.fleet ? "the fleet's database: every instance applies it" : "the config file";
+  status(`saved ${section === "lines" ? "line" : "zone"} '${name}' (applied now, and written to ${where})`);
   redraw();
 }
 
