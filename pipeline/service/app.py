@@ -17,7 +17,8 @@
 With `runtime.http.token` set, /api and /status need `Authorization: Bearer <token>` or the console's
 session cookie (`pipeline.service.auth`). A bad body gets a
 422 naming the key path; a change that cannot apply gets a 4xx saying why, and nothing changes. Changes
-go through `Control`: validated, applied, then written back to the config file.
+go through `Control`: validated, applied, then written back to the config file (in a fleet, the cameras,
+zones, lines and alert rules to the fleet's database).
 """
 from __future__ import annotations
 
