@@ -58,7 +58,9 @@ class Inference:
             thread.start()
 
     def abandon(self) -> None:
-        """Stop taking batches (frames still buffered are not detected)."""
+        """Stop taking batches (frames still buffered are not detected) and hand on no more detected frames: a
+        batch in flight is dropped, only the streams' ends go on. (Handed on out of turn, a batch's frames could
+        otherwise reach the stages after the end of their stream that a later batch carried.)"""
         self._abandon.set()
 
     def alive(self) -> bool:
@@ -104,7 +106,7 @@ class Inference:
             while self._serving != ticket and not self._abandon.is_set():
                 self._turn.wait(0.1)
             try:
-                if batch is not None:
+                if batch is not None and not self._abandon.is_set():
                     self._hand_on_batch(batch, detections, infer_s)
                 for stream_id in ended:
                     self._on_ended(stream_id)
