@@ -48,11 +48,48 @@ def load_module(path: Path | str, device: Any = "cpu"):
         if fmt == "torchscript":
             return torch.jit.load(str(path), map_location=device).eval()
         if fmt == "torch.export":
-            return torch.export.load(str(path)).module().to(device)
+            return exported_on(torch.export.load(str(path)), device)
     except (RuntimeError, ValueError, OSError) as exc:
         raise EngineError(f"torch cannot load the {fmt} file '{path}' ({first_line(exc)}); re-export it with "
                           "this torch version, or export the model to ONNX") from exc
     return convert_onnx(path).to(device)
+
+
+def exported_on(program: Any, device: Any):
+    """A torch.export program's module on `device`. `.to()` moves its parameters and buffers only: the devices its
+    graph names (the anchors' `arange` on the CPU it was traced on) and the constants the export lifted (plain
+    tensor attributes) are moved here too, except constants only ever read as numbers (`.item()`, e.g.
+    Ultralytics' strides), which stay on the host where reading them needs no device sync. So no call copies
+    from the host or waits for the device, which CUDA graph capture refuses."""
+    import torch  # noqa: PLC0415 - the gpu extra's
+
+    target = torch.device(device)
+    module = program.module().to(target)
+    for node in module.graph.nodes:
+        if node.op == "get_attr" and not _read_as_numbers(node):
+            owner_path, _, name = node.target.rpartition(".")
+            owner = module.get_submodule(owner_path)
+            value = vars(owner).get(name)
+            if isinstance(value, torch.Tensor) and value.device != target:
+                setattr(owner, name, value.to(target))
+    named = [node for node in module.graph.nodes
+             if isinstance(node.kwargs.get("device"), torch.device) and node.kwargs["device"] != target]
+    for node in named:
+        node.kwargs = {**node.kwargs, "device": target}
+    if named:
+        module.recompile()
+    return module  # an exported module is in eval mode already (and refuses `.eval()`)
+
+
+_NUMBER_READS = {"aten.item.default"}
+_VIEWS = {"aten.select.int", "aten.slice.Tensor", "aten.squeeze.default", "aten.squeeze.dim"}
+
+
+def _read_as_numbers(node) -> bool:
+    """Every use of `node` ends, through views, in `.item()`."""
+    uses = list(node.users)
+    return bool(uses) and all(str(use.target) in _NUMBER_READS or (str(use.target) in _VIEWS and _read_as_numbers(use))
+                              for use in uses)
 
 
 _converted: dict[tuple, Any] = {}  # the module a conversion trial made, until the engine takes it

@@ -102,6 +102,21 @@ def test_a_pt2_export_without_metadata_is_recognised_from_its_shapes(exports, im
     np.testing.assert_allclose(_run(load_module(export.path), images), onnx_out, rtol=0, atol=1e-2)
 
 
+def test_a_pt2_loaded_for_another_device_copies_nothing_from_the_host(exports, images):
+    """A device the export did not run on (`meta` stands in for CUDA): the devices its graph names (the anchors'
+    arange) go there too, so a call copies nothing from the host."""
+    path = exports.get("yolo11n", "pt2").path
+    moved = load_module(path, "meta")
+    assert {t.device.type for t in (*moved.parameters(), *moved.buffers())} == {"meta"}
+    assert moved.stride.device.type == "cpu"  # read only as numbers (`.item()`): on the host, no device sync
+    named = {str(n.kwargs["device"]) for n in moved.graph.nodes if isinstance(n.kwargs.get("device"), torch.device)}
+    assert named == {"meta"}  # the arange nodes now name the target
+    with torch.inference_mode(), _HostDeviceMeetings() as seen:
+        out = moved(torch.zeros(2, 3, SIZE, SIZE, device="meta"))
+    assert seen.meetings == []
+    assert out.device.type == "meta" and tuple(out.shape) == (2, 84, _run(load_module(path), images).shape[-1])
+
+
 @pytest.mark.parametrize("variant", ["torchscript", "pt2"])
 def test_onnx_runtime_refuses_torch_files_and_names_the_engine_that_runs_them(exports, variant):
     path = exports.get("yolo11n", variant).path
