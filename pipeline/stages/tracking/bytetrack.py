@@ -18,7 +18,11 @@ Per frame (`update`):
 
 With `follow_shared_motion`, the tracks no detection matched in the first stage are moved by the shift the
 matched tracks share (their median innovation, when it is significant): on a moving camera a lost track
-then stays on the scene instead of drifting away from where its object will reappear.
+then stays on the scene instead of drifting away from where its object will reappear. A clearer shift is
+taken as a change of the camera's speed: every track, matched ones too, is moved by it and goes on moving
+by it on the following frames (a shared velocity that passes into each track's own over a few frames), so
+on a panning camera a track missed for a frame, or just started with no velocity of its own, is predicted
+where its object went.
 
 With `reanchor`, a track found again after a gap is re-anchored on its observations (OC-SORT's idea):
 its velocity becomes the displacement from the last observation to this one over the gap, instead of what
@@ -49,11 +53,12 @@ _NO_PAIRS = np.zeros((0, 2), np.int64)
 _SHARED_MOTION_MIN_PAIRS = 3  # first-stage matches needed to measure a shared shift
 _SHARED_MOTION_SIGNIFICANCE = 1.0  # standard errors a shared shift must exceed (tune split: 2 gave back a third of the gain on a moving camera)
 # Standard errors a shared shift must exceed to be taken as the camera's (every track moves with it, and on):
-# 1.5 cost the demo 0.1 HOTA and 3 gave back most of the gain on a moving camera (tune split).
+# on the tune split 1.5 cost the demo world 0.1 HOTA and IDF1, 2 leaves it unchanged.
 _SHARED_VELOCITY_SIGNIFICANCE = 2.0
 # Per frame, the shared velocity keeps this part; the rest passes into every track's own velocity, so what a
 # newborn track inherits is the camera's recent change of speed, not the street's usual traffic (tune split:
-# without it the demo world lost 6 HOTA, its objects mostly moving one way; 0.5 to 0.9 within 0.6 HOTA).
+# with all of it kept, and every significant shift taken as the camera's, the demo world lost 6 HOTA: its objects
+# mostly move one way, and newborn tracks inherited that; 0.5 to 0.9 were within 0.8 HOTA of 0.7).
 _SHARED_VELOCITY_DECAY = 0.7
 _STATE = ("_mean", "_cov", "_id", "_hits", "_lost", "_class", "_seen")  # per-track arrays, one row per track
 
@@ -162,7 +167,8 @@ class ByteTracker:
 
     def _follow_shared_motion(self, pairs: np.ndarray, xyxy: np.ndarray) -> bool:
         """Move the tracks not matched in the first stage by the shift that the matched ones share, when it
-        is significant; returns whether anything moved.
+        is significant, and every track (on this frame and the next ones) when it is clearly the camera's;
+        returns whether anything moved.
 
         When the camera pans, every detection moves by the same amount the predictions did not expect; the
         median of the matched tracks' innovations measures it without the picture, and lost tracks (whose
