@@ -189,7 +189,8 @@ class TrackerConfig(Strict):
     recovery_iou: float = Field(0.5, gt=0, le=1, description="with `recovery`: minimum IoU of a lost track's last "
                                 "seen box with a high-score detection")
     follow_shared_motion: bool = Field(True, description="tracks no detection matched move by the shift the matched "
-                                       "ones share (a moving camera, measured without the picture); a still camera moves nothing")
+                                       "ones share, and all tracks go on moving with a clear one (a moving camera, "
+                                       "measured without the picture); a still camera moves nothing")
     reanchor: bool = Field(False, description="a track found after a gap takes its velocity from its observations "
                            "either side of the gap instead of the blind prediction (OC-SORT)")
     class_aware: bool = Field(True, description="a detection only matches a track of its class; off for a "

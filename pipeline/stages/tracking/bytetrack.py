@@ -18,7 +18,11 @@ Per frame (`update`):
 
 With `follow_shared_motion`, the tracks no detection matched in the first stage are moved by the shift the
 matched tracks share (their median innovation, when it is significant): on a moving camera a lost track
-then stays on the scene instead of drifting away from where its object will reappear.
+then stays on the scene instead of drifting away from where its object will reappear. A clearer shift is
+taken as a change of the camera's speed: every track, matched ones too, is moved by it and goes on moving
+by it on the following frames (a shared velocity that passes into each track's own over a few frames), so
+on a panning camera a track missed for a frame, or just started with no velocity of its own, is predicted
+where its object went.
 
 With `reanchor`, a track found again after a gap is re-anchored on its observations (OC-SORT's idea):
 its velocity becomes the displacement from the last observation to this one over the gap, instead of what
@@ -48,6 +52,14 @@ _TENTATIVE_MATCH_IOU = 0.3  # a tentative track has no velocity yet, so it needs
 _NO_PAIRS = np.zeros((0, 2), np.int64)
 _SHARED_MOTION_MIN_PAIRS = 3  # first-stage matches needed to measure a shared shift
 _SHARED_MOTION_SIGNIFICANCE = 1.0  # standard errors a shared shift must exceed (tune split: 2 gave back a third of the gain on a moving camera)
+# Standard errors a shared shift must exceed to be taken as the camera's (every track moves with it, and on):
+# on the tune split 1.5 cost the demo world 0.1 HOTA and IDF1, 2 leaves it unchanged.
+_SHARED_VELOCITY_SIGNIFICANCE = 2.0
+# Per frame, the shared velocity keeps this part; the rest passes into every track's own velocity, so what a
+# newborn track inherits is the camera's recent change of speed, not the street's usual traffic (tune split:
+# with all of it kept, and every significant shift taken as the camera's, the demo world lost 6 HOTA: its objects
+# mostly move one way, and newborn tracks inherited that; 0.5 to 0.9 were within 0.8 HOTA of 0.7).
+_SHARED_VELOCITY_DECAY = 0.7
 _STATE = ("_mean", "_cov", "_id", "_hits", "_lost", "_class", "_seen")  # per-track arrays, one row per track
 
 
@@ -71,6 +83,7 @@ class ByteTracker:
         self._lost = np.zeros(0, np.int32)  # frames since the last match; 0 = matched on this frame
         self._class = np.zeros(0, np.int32)
         self._seen = np.zeros((0, 4))  # xyah of the last detection matched to the track
+        self._shared_velocity = np.zeros(2)  # pixels per frame every track moves by on top of its own velocity
         self.frame_count = 0
 
     @property
@@ -133,11 +146,17 @@ class ByteTracker:
         return Detections.concat([out, self._coasting_rows(dets)])
 
     def _predict(self) -> None:
+        carried = (1.0 - _SHARED_VELOCITY_DECAY) * self._shared_velocity
+        self._shared_velocity = self._shared_velocity - carried
         if len(self._mean) == 0:
             return
         # A coasting track keeps moving but stops growing or shrinking.
         self._mean[self._lost > 0, 7] = 0.0
+        # Every track moves by its own velocity plus the shared one; part of the shared one becomes its own.
+        self._mean[:, 4:6] += carried
         self._mean, self._cov = kalman.predict(self._mean, self._cov)
+        self._mean[:, :2] += self._shared_velocity
+        self._seen[:, :2] += self._shared_velocity
         self._lost += 1
 
     def _warp(self, affine: np.ndarray) -> None:
@@ -148,7 +167,8 @@ class ByteTracker:
 
     def _follow_shared_motion(self, pairs: np.ndarray, xyxy: np.ndarray) -> bool:
         """Move the tracks not matched in the first stage by the shift that the matched ones share, when it
-        is significant; returns whether anything moved.
+        is significant, and every track (on this frame and the next ones) when it is clearly the camera's;
+        returns whether anything moved.
 
         When the camera pans, every detection moves by the same amount the predictions did not expect; the
         median of the matched tracks' innovations measures it without the picture, and lost tracks (whose
@@ -171,9 +191,15 @@ class ByteTracker:
         if not shift.any():
             return False
         others = np.ones(len(self._mean), bool)
-        others[pairs[:, 0]] = False
+        others[t] = False
         self._mean[others, :2] += shift
         self._seen[others, :2] += shift
+        # A clearer shift is the camera's: the matched tracks' predictions take it as well, so their own velocities
+        # do not absorb it one by one, and every track goes on moving by it (a newborn track too: its own velocity
+        # starts at zero). Each frame the shift measured is the change of the camera's speed the tracks missed.
+        camera = np.where(np.abs(shift) > _SHARED_VELOCITY_SIGNIFICANCE * stderr, shift, 0.0)
+        self._mean[t, :2] += camera
+        self._shared_velocity = self._shared_velocity + camera
         return True
 
     def _associate(self, tracks, det_rows, boxes, xyxy, class_id, score, min_similarity):

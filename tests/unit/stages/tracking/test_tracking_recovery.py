@@ -109,3 +109,35 @@ def test_a_still_camera_with_jittery_boxes_moves_no_missed_track():
             out = tracker.update(crowd(0, missing=(0,), jitter=rng.normal(0, 2, 5)))
         coasted.append(out.xyxy[out.track_id == 1])
     np.testing.assert_array_equal(coasted[0], coasted[1])
+
+
+def pan_ids(speed, missing_at):
+    """Ids matched to the narrow person while the camera pans `speed` px a frame (after 10 still frames), over
+    40 frames; `missing_at(step)` says on which frames the narrow person is not detected (those are left out)."""
+    tracker = ByteTracker(TrackerConfig())
+    for _ in range(10):
+        tracker.update(crowd(0))
+    ids = []
+    for step in range(1, 41):
+        missing = (0,) if missing_at(step) else ()
+        tracker.update(crowd(speed * step, missing=missing))
+        if not missing:
+            ids.append(int(tracker.matched_ids[0]))
+    return ids
+
+
+def test_a_one_frame_miss_on_a_panning_camera_keeps_the_id():
+    # The narrow person is missed on every fifth frame of a steady 10 px/frame pan: more than half its width.
+    ids = pan_ids(10, missing_at=lambda step: step % 5 == 0)
+    assert ids == [1] * len(ids)
+
+
+def test_a_still_camera_leaves_no_shared_velocity():
+    rng = np.random.default_rng(1)
+    tracker = ByteTracker(TrackerConfig())
+    for _ in range(200):
+        tracker.update(crowd(0, jitter=rng.normal(0, 2, 5)))
+    out = tracker.update(crowd(0, missing=(0,), jitter=rng.normal(0, 2, 5)))
+    # The missed narrow person's prediction stays where it stood (its box is 16 px wide).
+    coasted = out.xyxy[out.track_id == 1][0]
+    assert abs(coasted[0] - 100.0) < 2.0
