@@ -59,14 +59,19 @@ def test_rows_captured_after_the_lease_ended_are_refused_and_counted(fleet, post
     backend.close()
 
 
-def test_a_released_lease_allows_what_was_captured_before_the_release(fleet, postgres_dsn):
+def _holding_cam_1(fleet, postgres_dsn):
+    """x holds cam-1's lease and its storage writes through a fence: (fence, backend, claim)."""
     book = LeaseBook()
     fence = Fence(book, "x")
     backend = PostgresBackend(postgres_dsn, fence=fence)
     backend.connect()
     [claim] = fleet.claim("x", ["cam-1"], 1, 30.0, expired=False)
-    taken = time.time_ns()
-    book.took("cam-1", claim.token, taken)
+    book.took("cam-1", claim.token, time.time_ns())
+    return fence, backend, claim
+
+
+def test_a_released_lease_allows_what_was_captured_before_the_release(fleet, postgres_dsn):
+    fence, backend, claim = _holding_cam_1(fleet, postgres_dsn)
     captured = time.time_ns()
     assert fleet.release("x", "cam-1", claim.token, "release")
     backend.write(MergedRows(detections=[detection("cam-1", captured), detection("cam-1", time.time_ns() + S)]))
@@ -94,12 +99,7 @@ def test_after_a_restart_rows_of_an_earlier_lease_are_checked_against_the_databa
 
 
 def test_rows_captured_before_their_camera_was_deleted_are_stored_and_those_after_refused(fleet, postgres_dsn):
-    book = LeaseBook()
-    fence = Fence(book, "x")
-    backend = PostgresBackend(postgres_dsn, fence=fence)
-    backend.connect()
-    [claim] = fleet.claim("x", ["cam-1"], 1, 30.0, expired=False)
-    book.took("cam-1", claim.token, time.time_ns())
+    fence, backend, claim = _holding_cam_1(fleet, postgres_dsn)
     captured = time.time_ns()
     assert fleet.delete_camera("cam-1")  # x still has rows of cam-1 buffered for storage
     backend.write(MergedRows(detections=[detection("cam-1", captured), detection("cam-1", time.time_ns() + S)]))
