@@ -105,8 +105,6 @@ class SinkQueue:
     def put_frame(self, result: FrameResult, live: bool) -> None:
         """Queue `sink.on_frame(result)`, making room as the module docstring says."""
         droppable = live and not self.block_live
-        if not self.sink.needs_picture(result):
-            result = replace(result, frame=replace(result.frame, image=None))
         with self._cond:
             while self._frames >= self.capacity and not self._closed:
                 if droppable and self._live:
@@ -237,8 +235,12 @@ class OutputSinks:
     def submit(self, result: FrameResult, live: bool) -> None:
         for tap in self._taps:
             guarded(self.failures, "tap", tap, result)
+        blind = None  # the result without its picture, made once for every sink that reads none
         for q in self._queues:
-            guarded(self.failures, q.sink.name, q.put_frame, result, live)
+            needs = guarded(self.failures, q.sink.name, q.sink.needs_picture, result) is not False
+            if not needs:
+                blind = blind or replace(result, frame=replace(result.frame, image=None))
+            guarded(self.failures, q.sink.name, q.put_frame, result if needs else blind, live)
 
     def add_tap(self, tap: Callable[[FrameResult], None]) -> None:
         """Call `tap(result)` on the stage worker with every result, before the sinks get it: for a look that
