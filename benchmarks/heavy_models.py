@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from gpu_bench import time_gpu
+from gpu_profile import WindowProfile
 from pipeline_bench import REPO, end_to_end, make_1080p_clip, run_sections
 
 log = logging.getLogger("heavy_models")
@@ -97,9 +98,11 @@ def markdown(results: dict) -> list[str]:
     lines += [f"| {r['model']} | {r['anchors']} | {r['candidates_mean']:.0f} | {r['candidates_max']} | "
               f"{r['detections_per_frame']:.1f} |" for r in results.get("load", [])]
     lines += ["", "## End to end vs engine alone at the same batch", "| model | batches in flight | streams | frames/s | "
-              "mean batch | engine alone img/s at max_batch | ratio |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['model']} | {r['workers']} | {r['streams']} | {r['fps']:.0f} | {r['mean_batch']:.1f} | "
-              f"{r['engine_alone']:.0f} | {r['ratio']:.2f} |" for r in results.get("e2e", [])]
+              "decode processes | mean batch | engine alone img/s at max_batch | ratio | GPU busy (profiled) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['model']} | {r['workers']} | {r['streams']} | {r['fps']:.0f} | {r['decode_processes']} | "
+              f"{r['mean_batch']:.1f} | {r['engine_alone']:.0f} | {r['ratio']:.2f} | "
+              f"{r.get('profile', {}).get('busy', '')} |" for r in results.get("e2e", [])]
     lines += [f"\n**{name} failed**: {error}" for name, error in results.get("errors", {}).items()]
     return lines
 
@@ -120,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ring-size", type=int, default=8, help="each stream's ring_size end to end")
     parser.add_argument("--e2e-workers", type=int, nargs="+", default=[1, 2],
                         help="batches in flight end to end (detector.workers), one run each")
+    parser.add_argument("--e2e-decode-processes", nargs="+", default=["auto"],
+                        help="runtime.decode_processes end to end (auto, or a count; 0 = threads), one run each")
+    parser.add_argument("--profile-s", type=float, default=0,
+                        help="profile this many seconds of each end-to-end run (PyTorch profiler; its overhead "
+                             "lowers that run's frames/s): where the GPU's time goes, in the JSON")
     parser.add_argument("--only", nargs="*", default=None, help="sections: engine load e2e")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -140,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     sections = {
         "engine": lambda: [row for m in args.models for row in engine_rows(m, variants)],
         "load": lambda: [load(m, clip, detector) for m in args.models],
-        "e2e": lambda: [_e2e(m, clip, args, {**detector, "workers": w}, results.get("engine", []))
-                        for m in args.models for w in args.e2e_workers],
+        "e2e": lambda: [_e2e(m, clip, args, {**detector, "workers": w}, results.get("engine", []), p)
+                        for m in args.models for w in args.e2e_workers
+                        for p in [v if v == "auto" else int(v) for v in args.e2e_decode_processes]],
     }
     run_sections(sections, lambda name: args.only is None or name in args.only, results,
                  args.out / "heavy_models.json", log)
@@ -150,13 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _e2e(model: Path, clip: Path, args, detector: dict, engine: list[dict]) -> dict:
+def _e2e(model: Path, clip: Path, args, detector: dict, engine: list[dict], decode_processes) -> dict:
     """End to end with channels-last as the engine measured it best, beside the engine alone at max_batch."""
     alone = [r for r in engine if r["model"] == model.name and r["batch"] == args.max_batch and not r["compile"]]
     best = max(alone, key=lambda r: r["images_per_s"], default=None)
     channels_last = bool(best and best["channels_last"])
+    profile = WindowProfile(args.e2e_seconds / 2, args.profile_s) if args.profile_s else None
     row = end_to_end(model, clip, args.e2e_streams, args.e2e_seconds, args.max_batch, ring_size=args.ring_size,
-                     detector={**detector, "channels_last": channels_last})
+                     decode_processes=decode_processes, detector={**detector, "channels_last": channels_last},
+                     watch=profile and profile.tick)
+    if profile is not None:
+        row["profile"] = profile.summary()
     engine_alone = best["images_per_s"] if best else float("nan")
     return {"model": model.name, "workers": detector["workers"], "ring_size": args.ring_size, "channels_last": channels_last, "engine_alone": engine_alone,
             "ratio": row["fps"] / engine_alone if best else float("nan"), **row}

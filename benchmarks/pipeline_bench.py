@@ -116,9 +116,10 @@ def pipeline_config(model: Path, streams: list, max_batch: int, engine: str = "t
 
 def end_to_end(model: Path, clip: Path, streams: int, seconds: float, max_batch: int, settle_s: float = 2.0,
                switch_interval_ms: float | None = None, ring_size: int = 8, decode_processes="auto",
-               detector: dict | None = None) -> dict:
+               detector: dict | None = None, watch=None) -> dict:
     """The real pipeline on `streams` looped copies of `clip` (NVDEC, torch FP16, no tracker/sinks),
     decoding in `decode_processes` children (`runtime.decode_processes`; 0 = threads in this process).
+    watch(elapsed_s), when given, is called at every progress sample (gpu_profile.WindowProfile.tick).
 
     fps is the steady state: frames detected from `settle_s` after every stream delivered its first
     frame (kernel compilation, CUDA graph capture, process and decoder start-ups happen before)
@@ -134,9 +135,14 @@ def end_to_end(model: Path, clip: Path, streams: int, seconds: float, max_batch:
     compiles = nvrtc_compile_counter()
     runner = PipelineRunner(config)
     samples = []
-    snap = runner.run(duration_s=seconds, progress_interval_s=0.5,
-                      on_progress=lambda s: samples.append((s.elapsed_s, s.frames_detected, len(compiles), all(
-                          stream.get("state") == "running" for stream in s.streams.values()))))
+
+    def sample(s) -> None:
+        samples.append((s.elapsed_s, s.frames_detected, len(compiles),
+                        all(stream.get("state") == "running" for stream in s.streams.values())))
+        if watch is not None:
+            watch(s.elapsed_s)
+
+    snap = runner.run(duration_s=seconds, progress_interval_s=0.5, on_progress=sample)
     ready_s = next(sample[0] for sample in samples if sample[3])
     window = [sample for sample in samples if ready_s + settle_s <= sample[0] <= seconds]
     (t0, n0, c0, _), (t1, n1, c1, _) = window[0], window[-1]
