@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import OrderedDict
 from pathlib import Path
 
@@ -25,7 +26,10 @@ CAPTURED: OrderedDict[int, tuple[int, int]] = OrderedDict()  # id(frame) -> (cam
 
 
 def timed_update(self, i: int, cap, stream) -> None:
-    """LoadStreams.update (ultralytics 8.4), plus the capture time of each frame kept."""
+    """LoadStreams.update (ultralytics 8.4), plus the capture time of each frame kept. OpenCV reports a
+    frame's position from the stream's start, so the feeder is asked where this connection's stream began."""
+    with urllib.request.urlopen(stream.removesuffix(".ts") + ".start", timeout=5) as reply:
+        start_ns = int(reply.read())
     n, f = 0, self.frames[i]
     while self.running and cap.isOpened() and n < (f - 1):
         if len(self.imgs[i]) < 30:
@@ -37,7 +41,7 @@ def timed_update(self, i: int, cap, stream) -> None:
                     im = np.zeros(self.shape[i], dtype=np.uint8)
                     cap.open(stream)
                 else:
-                    CAPTURED[id(im)] = (i, EPOCH_NS + round(cap.get(cv2.CAP_PROP_POS_MSEC) * 1e6))
+                    CAPTURED[id(im)] = (i, EPOCH_NS + start_ns + round(cap.get(cv2.CAP_PROP_POS_MSEC) * 1e6))
                     while len(CAPTURED) > 64 * len(self.imgs):
                         CAPTURED.popitem(last=False)
                 if self.buffer:

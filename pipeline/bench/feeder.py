@@ -32,15 +32,21 @@ class PacedFeeder:
         self.epoch_ns = time.time_ns()
         self._epoch_mono = time.monotonic_ns()
         self._sent: dict[str, int] = {}
+        self._starts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         feeder = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                name = self.path.strip("/").removesuffix(".ts")
+                name = self.path.strip("/").removesuffix(".ts").removesuffix(".start")
+                if self.path.endswith(".start") and feeder.start_ns(name) is not None:
+                    self.send_response(200)
+                    self.end_headers()
+                    self.wfile.write(str(feeder.start_ns(name)).encode())
+                    return
                 if not self.path.endswith(".ts") or not name:
-                    self.send_error(404, "ask for /<camera>.ts")
+                    self.send_error(404, "ask for /<camera>.ts (or /<camera>.start once it streams)")
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "video/mp2t")
@@ -66,6 +72,13 @@ class PacedFeeder:
         with self._lock:
             return self._sent.get(name, 0)
 
+    def start_ns(self, name: str) -> int | None:
+        """The pts (in ns) of the first frame of the camera's latest connection: its stream's start time, which
+        readers that report positions from the start (OpenCV's CAP_PROP_POS_MSEC) subtract. Served as
+        `/<name>.start`."""
+        with self._lock:
+            return self._starts.get(name)
+
     def capture_ns(self, pts: int, time_base: Fraction) -> int:
         """A frame's capture (send) time on the wall clock, from its pts as a reader sees it."""
         return self.epoch_ns + round(pts * time_base * 1_000_000_000)
@@ -84,7 +97,7 @@ class PacedFeeder:
             log.debug("camera %s: reader gone (%s)", name, exc)
 
     def _loop(self, name: str, out) -> None:
-        stream, next_ns, period_ns = None, time.monotonic_ns(), 33_333_333
+        stream, next_ns, period_ns, first = None, time.monotonic_ns(), 33_333_333, True
         while not self._stop.is_set():
             with av.open(str(self.clip)) as src:
                 video = src.streams.video[0]
@@ -102,14 +115,18 @@ class PacedFeeder:
                     # but a reader more than a frame behind gets its packets stamped when they go
                     moment = next_ns if now - next_ns < period_ns else now
                     next_ns = moment + period_ns
-                    self._mux(out, stream, packet, video.time_base, moment)
+                    pts_ns = self._mux(out, stream, packet, video.time_base, moment)
                     with self._lock:
+                        if first:
+                            self._starts[name], first = pts_ns, False
                         self._sent[name] = self._sent.get(name, 0) + 1
 
-    def _mux(self, out, stream, packet, time_base: Fraction, moment_ns: int) -> None:
-        """Stamp the packet with its send moment (dts; pts keeps the clip's offset from dts) and send it."""
+    def _mux(self, out, stream, packet, time_base: Fraction, moment_ns: int) -> int:
+        """Stamp the packet with its send moment (dts; pts keeps the clip's offset from dts) and send it; its
+        pts in ns."""
         offset = (packet.pts - packet.dts) * time_base if packet.pts is not None else 0
         dts = round(Fraction(moment_ns - self._epoch_mono, 1_000_000_000) / TS_TIME_BASE)
         packet.dts, packet.pts = dts, dts + round(offset / TS_TIME_BASE)
         packet.time_base, packet.stream = TS_TIME_BASE, stream
         out.mux(packet)
+        return round(packet.pts * TS_TIME_BASE * 1_000_000_000)

@@ -59,3 +59,21 @@ def test_a_path_that_is_not_a_camera_is_refused(feeder):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"http://{feeder.host}:{feeder.port}/", timeout=5)
     assert refused.value.code == 404
+
+
+def test_a_camera_says_where_its_stream_began_for_readers_that_count_from_there(feeder):
+    """OpenCV reports positions from the stream's start; `/<name>.start` gives that start, so
+    epoch + start + position is the capture time a reader of absolute timestamps (PyAV) sees."""
+    start_url = feeder.url("cam-s").removesuffix(".ts") + ".start"
+    with pytest.raises(urllib.error.HTTPError):  # not streaming yet
+        urllib.request.urlopen(start_url, timeout=5)
+    with av.open(feeder.url("cam-s")) as container:
+        frames = [frame for _, frame in zip(range(3), container.decode(video=0), strict=False)]
+        with urllib.request.urlopen(start_url, timeout=5) as reply:
+            start_ns = int(reply.read())
+        stream_start_s = container.start_time / 1_000_000  # FFmpeg's start time, which OpenCV subtracts
+    first = frames[0]
+    assert start_ns == round(first.pts * first.time_base * 1_000_000_000)
+    for frame in frames:
+        from_start = (frame.pts * frame.time_base - stream_start_s) * 1_000_000_000
+        assert abs(feeder.epoch_ns + start_ns + from_start - feeder.capture_ns(frame.pts, frame.time_base)) < 20_000
