@@ -46,6 +46,7 @@ def main() -> int:
         camera.start()
     record = Record(len(cameras), tuple(args.window))
     next_camera = 0
+    batches: list[tuple[int, float]] = []  # (frames, seconds in detect)
     while not record.finished():
         taken = []
         deadline = time.monotonic() + 0.01
@@ -60,13 +61,18 @@ def main() -> int:
             if not taken:
                 time.sleep(0.001)
         if taken:
+            started = time.perf_counter()
             detect(model, [image for _, _, image in taken], args.imgsz, args.conf, device, half)
+            batches.append((len(taken), time.perf_counter() - started))
             now = time.time_ns()
             for index, captured, _ in taken:
                 record.done(index, captured, now)
     for camera in cameras:
         camera.stop.set()
-    record.write(args.out, dropped=[camera.dropped for camera in cameras])
+    sizes, seconds = np.array(batches or [(0, 0.0)]).T
+    record.write(args.out, dropped=[camera.dropped for camera in cameras],
+                 batches=len(batches), mean_batch=float(sizes.mean()), detect_ms_mean=float(1000 * seconds.mean()),
+                 detect_ms_p99=float(1000 * np.percentile(seconds, 99)), detect_s_total=float(seconds.sum()))
     return 0
 
 
