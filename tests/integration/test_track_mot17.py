@@ -2,12 +2,15 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from benchmarks.mot_noise import write_sequence
+from benchmarks.track_diag import identity_changes, subsample, truth
 from pipeline import mot
 from pipeline.config.models import TrackerConfig
 from pipeline.stages.tracking.cli import track_table
+from pipeline.types import Detections
 from tests.conftest import shared_file
 
 pytest.importorskip("trackeval")
@@ -48,3 +51,22 @@ def test_tracker_scores_well_on_a_mot17_sequence_with_detector_like_noise(tmp_pa
     assert scores["MOTA"] > 60, scores
     assert scores["IDF1"] > 62, scores
     assert scores["HOTA"] > 47, scores
+
+
+def test_the_fast_motion_diagnostic_keeps_one_frame_in_three_and_counts_a_track_lost_and_begun_again(tmp_path):
+    gt_file = shared_file(f"data/mot17/{SEQ}/gt/gt.txt")
+    subsample(gt_file.parents[2], SEQ, 3, tmp_path)
+    info = mot.read_seqinfo(tmp_path / SEQ / "seqinfo.ini")
+    assert (info.frame_rate, info.length) == (10, 175)
+    kept, full = truth(tmp_path / SEQ / "gt" / "gt.txt"), truth(gt_file)
+    np.testing.assert_allclose(kept[kept[:, 0] == 2, 1:6], full[full[:, 0] == 4, 1:6], atol=0.01)
+
+    # One person seen on every kept frame but 60 to 79, longer than a track outlives its last match: the
+    # diagnostic counts one new track, and the two unreported first sightings of the two tracks.
+    person = kept[kept[:, 1] == kept[0, 1]]
+    person = person[(person[:, 0] < 60) | (person[:, 0] >= 80)]
+    frames = [(int(row[0]), Detections(np.array([[*row[2:4], *(row[2:4] + row[4:6])]], np.float32),
+                                       np.array([0.9], np.float32), np.zeros(1, np.int32))) for row in person]
+    changes, untaken = identity_changes(TrackerConfig(max_lost_frames=10), frames, person)
+    assert dict(changes) == {"new track": 1}
+    assert untaken == {"score < new_track_threshold": 0, "score >= new_track_threshold": 2}
