@@ -66,14 +66,15 @@ NOISE_ARGS = {
 SETS = ("mot17-uniform", "mot17-blink", "mot17-detector", "mot17-moving", "demo")
 
 
-def mot17_set(name: str, mot17: Path, seqs: list[str], work: Path) -> Path:
-    """Write the set's det.txt files under work/name; returns that folder."""
+def mot17_set(name: str, mot17: Path, seqs: list[str], work: Path, shared: Path | None = None) -> Path:
+    """Write the set's det.txt files under work/name for the ground truth in `mot17`; returns that folder.
+    shared: where `tools/make_mot_dets.py` is (default: two levels above `mot17`, as in ../shared)."""
     out = work / name
     if name in ("mot17-detector", "mot17-moving"):
         for seq in seqs:
             mot_noise.write_sequence(mot17, out, seq, seed=0, moving=name == "mot17-moving")
     else:
-        tool = mot17.parents[1] / "tools" / "make_mot_dets.py"
+        tool = (shared or mot17.parents[1]) / "tools" / "make_mot_dets.py"
         subprocess.run([sys.executable, str(tool), str(mot17), str(out), "--seqs", *seqs, *NOISE_ARGS[name]],
                        check=True, capture_output=True)
     return out

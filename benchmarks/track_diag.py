@@ -25,7 +25,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from collections import Counter  # noqa: E402
@@ -45,12 +44,11 @@ from pipeline.stages.tracking.bytetrack import ByteTracker  # noqa: E402
 from pipeline.stages.tracking.matching import iou_matrix, linear_assignment  # noqa: E402
 from pipeline.stages.tracking.mot_eval import evaluate_mot  # noqa: E402
 
-NOISE = {"blink": track_bench.NOISE_ARGS["mot17-blink"], "uniform": track_bench.NOISE_ARGS["mot17-uniform"]}
 
 
 def subsample(mot17: Path, seq: str, every: int, out: Path) -> None:
     """Write out/seq/gt/gt.txt and seqinfo.ini keeping frames 1, 1 + every, ... renumbered 1, 2, ..."""
-    gt = np.loadtxt(mot17 / seq / "gt" / "gt.txt", delimiter=",", ndmin=2)
+    gt = mot.read_mot(mot17 / seq / "gt" / "gt.txt")
     gt = gt[(gt[:, 0] - 1) % every == 0]
     gt[:, 0] = (gt[:, 0] - 1) // every + 1
     info = mot.read_seqinfo(mot17 / seq / "seqinfo.ini")
@@ -63,7 +61,7 @@ def subsample(mot17: Path, seq: str, every: int, out: Path) -> None:
 
 def truth(gt_file: Path) -> np.ndarray:
     """Rows of the objects TrackEval scores (pedestrians marked to count)."""
-    gt = np.loadtxt(gt_file, delimiter=",", ndmin=2)
+    gt = mot.read_mot(gt_file)
     return gt[(gt[:, 6] == 1) & (gt[:, 7] == 1)]
 
 
@@ -107,17 +105,15 @@ def main(argv=None) -> int:
     parser.add_argument("--mot17", type=Path, default=REPO.parent / "shared" / "data" / "mot17")
     parser.add_argument("--seqs", nargs="+", default=track_bench.SPLITS["tune"]["mot17"])
     parser.add_argument("--every", type=int, default=3, help="keep every n-th frame")
-    parser.add_argument("--noise", choices=list(NOISE), default="blink")
+    parser.add_argument("--noise", choices=["blink", "uniform"], default="blink")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="TrackerConfig overrides for ours")
     args = parser.parse_args(argv)
     config = TrackerConfig(**dict(item.split("=", 1) for item in args.set))
     with tempfile.TemporaryDirectory() as tmp:
-        gt_root, det_root = Path(tmp) / "gt", Path(tmp) / "det"
+        gt_root = Path(tmp) / "gt"
         for seq in args.seqs:
             subsample(args.mot17, seq, args.every, gt_root)
-        tool = args.mot17.parents[1] / "tools" / "make_mot_dets.py"
-        subprocess.run([sys.executable, str(tool), str(gt_root), str(det_root), "--seqs", *args.seqs, *NOISE[args.noise]],
-                       check=True, capture_output=True)
+        det_root = track_bench.mot17_set(f"mot17-{args.noise}", gt_root, args.seqs, Path(tmp), args.mot17.parents[1])
         sequences = {}
         for seq in args.seqs:
             info = mot.read_seqinfo(gt_root / seq / "seqinfo.ini")
