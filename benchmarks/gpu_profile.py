@@ -3,7 +3,7 @@ a summary a person can compare between runs.
 
     profile = WindowProfile(start_s=8, seconds=3)   # call profile.tick(elapsed_s) as the run goes on
     ...
-    profile.summary()   # {"busy": 0.71, "gaps": {...}, "kernels": [...], "host": [...]}
+    profile.summary()   # {"busy": 0.71, "idle_ms_by_gap_length": {...}, "kernels": [...], "host_cuda_calls": [...]}
 
 CUPTI records every kernel and copy this process's CUDA context runs, whichever library launched it
 (PyTorch, CuPy, PyNvVideoCodec), so the summary covers preprocessing, the network, post-processing and the
@@ -13,7 +13,6 @@ them shows as gaps here.
 from __future__ import annotations
 
 import json
-import lzma
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -24,8 +23,8 @@ GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
 class WindowProfile:
     """Profiles from `start_s` to `start_s + seconds` of a run's elapsed time (`tick` is called with it)."""
 
-    def __init__(self, start_s: float, seconds: float, keep_trace: Path | None = None):
-        self.start_s, self.seconds, self.keep_trace = start_s, seconds, keep_trace
+    def __init__(self, start_s: float, seconds: float):
+        self.start_s, self.seconds = start_s, seconds
         self._profiler = None
         self._events: list[dict] | None = None
 
@@ -42,8 +41,6 @@ class WindowProfile:
             self._profiler.export_chrome_trace(str(path))
             self._profiler = None
             self._events = json.loads(path.read_text()).get("traceEvents", [])
-            if self.keep_trace is not None:
-                self.keep_trace.write_bytes(lzma.compress(path.read_bytes()))
 
     def summary(self) -> dict:
         return summarize(self._events) if self._events else {"error": "the window was not reached"}

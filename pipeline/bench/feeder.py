@@ -40,10 +40,11 @@ class PacedFeeder:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 name = self.path.strip("/").removesuffix(".ts").removesuffix(".start")
-                if self.path.endswith(".start") and feeder.start_ns(name) is not None:
+                start = feeder.start_ns(name) if self.path.endswith(".start") else None
+                if start is not None:
                     self.send_response(200)
                     self.end_headers()
-                    self.wfile.write(str(feeder.start_ns(name)).encode())
+                    self.wfile.write(str(start).encode())
                     return
                 if not self.path.endswith(".ts") or not name:
                     self.send_error(404, "ask for /<camera>.ts (or /<camera>.start once it streams)")
