@@ -97,10 +97,10 @@ def markdown(results: dict) -> list[str]:
               "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['model']} | {r['anchors']} | {r['candidates_mean']:.0f} | {r['candidates_max']} | "
               f"{r['detections_per_frame']:.1f} |" for r in results.get("load", [])]
-    lines += ["", "## End to end vs engine alone at the same batch", "| model | batches in flight | streams | frames/s | "
-              "decode processes | mean batch | engine alone img/s at max_batch | ratio | GPU busy (profiled) |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['model']} | {r['workers']} | {r['streams']} | {r['fps']:.0f} | {r['decode_processes']} | "
+    lines += ["", "## End to end vs engine alone at the same batch", "| model | workers | next batch queued | streams | "
+              "frames/s | decode processes | mean batch | engine alone img/s at max_batch | ratio | GPU busy (profiled) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['model']} | {r['workers']} | {r['queue_next']} | {r['streams']} | {r['fps']:.0f} | {r['decode_processes']} | "
               f"{r['mean_batch']:.1f} | {r['engine_alone']:.0f} | {r['ratio']:.2f} | "
               f"{r.get('profile', {}).get('busy', '')} |" for r in results.get("e2e", [])]
     lines += [f"\n**{name} failed**: {error}" for name, error in results.get("errors", {}).items()]
@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ring-size", type=int, default=8, help="each stream's ring_size end to end")
     parser.add_argument("--e2e-workers", type=int, nargs="+", default=[1, 2],
                         help="batches in flight end to end (detector.workers), one run each")
+    parser.add_argument("--e2e-queue-next", nargs="+", choices=["on", "off"], default=["on"],
+                        help="detector.queue_next end to end, one run each")
     parser.add_argument("--e2e-decode-processes", nargs="+", default=["auto"],
                         help="runtime.decode_processes end to end (auto, or a count; 0 = threads), one run each")
     parser.add_argument("--profile-s", type=float, default=0,
@@ -148,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = {
         "engine": lambda: [row for m in args.models for row in engine_rows(m, variants)],
         "load": lambda: [load(m, clip, detector) for m in args.models],
-        "e2e": lambda: [_e2e(m, clip, args, {**detector, "workers": w}, results.get("engine", []), p)
-                        for m in args.models for w in args.e2e_workers
+        "e2e": lambda: [_e2e(m, clip, args, {**detector, "workers": w, "queue_next": q == "on"}, results.get("engine", []), p)
+                        for m in args.models for w in args.e2e_workers for q in args.e2e_queue_next
                         for p in [v if v == "auto" else int(v) for v in args.e2e_decode_processes]],
     }
     run_sections(sections, lambda name: args.only is None or name in args.only, results,
@@ -171,7 +173,7 @@ def _e2e(model: Path, clip: Path, args, detector: dict, engine: list[dict], deco
     if profile is not None:
         row["profile"] = profile.summary()
     engine_alone = best["images_per_s"] if best else float("nan")
-    return {"model": model.name, "workers": detector["workers"], "ring_size": args.ring_size, "channels_last": channels_last, "engine_alone": engine_alone,
+    return {"model": model.name, "workers": detector["workers"], "queue_next": detector["queue_next"], "ring_size": args.ring_size, "channels_last": channels_last, "engine_alone": engine_alone,
             "ratio": row["fps"] / engine_alone if best else float("nan"), **row}
 
 

@@ -152,6 +152,10 @@ class DetectorConfig(Strict):
         "throughput for a heavy model, but a priority batch waits behind the other's network. More raises "
         "throughput and latency.",
     )
+    queue_next: bool = Field(
+        True, description="GPU engines with one worker: queue the next ready batch on the engine's CUDA stream before "
+        "the one running is handed on, so the GPU does not wait for the host between batches; a priority batch may "
+        "then wait behind one more batch")
     engine_cache_dir: FilePath = Field(Path("~/.cache/streamweave/engines"), description="TensorRT engines and timing caches")
     calibration_frames: int = Field(256, ge=1, le=100_000, description="int8 only: frames sampled from the streams for calibration")
 

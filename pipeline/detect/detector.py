@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 from contextlib import contextmanager
+from typing import Callable
 
 import numpy as np
 
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 class Detector:
     """One model on one engine. Attributes: class_names, input_size (w, h), engine_name, engine_reason,
     max_batch, head, workers (how many threads may call it at once; host frames are safe to detect
-    concurrently), plan (the `DetectorPlan` it runs).
+    concurrently), queue_next (a caller may `submit` the next batch before taking this one's detections, which
+    keeps a GPU busy), plan (the `DetectorPlan` it runs).
 
     plan: engine, batch limit and workers as `pipeline.config.resolve` decided them; without one it is
     resolved here for this machine, with `max_batch` as the largest batch the caller will pass. A
@@ -58,6 +60,7 @@ class Detector:
         self._gpu_engine = self.plan.on_device  # device outputs (torch, tensorrt): decoded and NMS'd there
         self.max_batch = self.engine.max_batch
         self.workers = self.plan.workers
+        self.queue_next = self._gpu_engine and config.queue_next and self.workers == 1
         self._input_names = [i.name for i in signature.inputs]
         self._local = threading.local()  # input buffers per calling thread: several workers may call at once
         self._gpu_steps: queue.SimpleQueue | None = None  # GPU engines: a step per batch in flight, when free
@@ -76,6 +79,14 @@ class Detector:
         Host RGB frames are preprocessed on the CPU; device NV12 frames (GPU engines only) on the GPU,
         where NMS also runs before the kept boxes are copied to the host.
         """
+        return self.submit(batch)()
+
+    def submit(self, batch: FrameBatch) -> Callable[[], Detections]:
+        """Start detecting `batch`; calling the result waits for its detections (what `__call__` returns).
+
+        Device NV12 frames are queued on the GPU and this returns at once, so a second batch can be queued
+        behind the first before the first's detections are taken; host frames are detected here.
+        """
         on_device = _on_device(batch.frames)
         if on_device and not self._gpu_engine:
             raise EngineError(
@@ -84,12 +95,18 @@ class Detector:
             )
         if on_device:
             with self._gpu_step() as step:
-                detections, scale, pad = step(batch.frames)
+                pending = step.submit(batch.frames)
         else:
-            detections, scale, pad = in_chunks([f.image for f in batch.frames], self.max_batch, self._detect_host)
-        batch.scale = scale[:, 0].copy()  # x scale; letterbox y differs by under a pixel's rounding
-        batch.pad = pad
-        return detections
+            found = in_chunks([f.image for f in batch.frames], self.max_batch, self._detect_host)
+            pending = lambda: found  # noqa: E731 - already done
+
+        def result() -> Detections:
+            detections, scale, pad = pending()
+            batch.scale = scale[:, 0].copy()  # x scale; letterbox y differs by under a pixel's rounding
+            batch.pad = pad
+            return detections
+
+        return result
 
     def warm_up(self) -> None:
         """Compile the GPU path's kernels now (a no-op for CPU engines), before the sources start."""
@@ -109,8 +126,7 @@ class Detector:
         sizes = np.asarray([preprocess.image_size(im) for im in images], np.int64)
         if self._gpu_engine:  # device outputs: decode, filter and NMS on the device, like NV12 frames
             with self._gpu_step() as step:
-                outputs = step.engine.infer(self._inputs(buffer, sizes))
-                return step.detect_outputs(outputs, sizes, scale, pad), scale, pad
+                return step.detect_inputs(self._inputs(buffer, sizes), sizes, scale, pad), scale, pad
         outputs = self.engine.infer(self._inputs(buffer, sizes))
         decoded = heads.decode(self.head, outputs, self.input_size, self.config.conf_threshold)
         found = postprocess(decoded, sizes, scale, pad, self.config, self._class_filter, len(self.class_names),

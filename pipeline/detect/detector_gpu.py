@@ -2,20 +2,26 @@
 
     step = GpuDetectStep(spec, engine, head, config, input_size, class_filter)
     detections, scale, pad = step(batch.frames)      # frames: pixel_format "nv12", CuPy images
+    collect = step.submit(next_batch.frames)         # queued on the GPU; returns at once
+    detections, scale, pad = collect()               # waits for that batch only
 
 Per batch, all on the engine's CUDA stream: the fused NV12 letterbox kernel writes the engine's own
 input buffer, the engine runs, and one more kernel (`select_gpu.FusedSelect`) decodes the head,
 filters, runs NMS and maps the kept boxes to source pixels; its fixed-size result is the only copy
-to the host and the only sync. Each CUDA call costs the inference thread a wait for the interpreter
-lock when many decode threads share it, so the count of calls per batch is kept to a handful.
+to the host and the only sync. `submit` returns before that sync, so the next batch can be queued
+behind (the inference loop keeps the GPU busy while it hands results on). Each CUDA call costs the
+inference thread a wait for the interpreter lock when many decode threads share it, so the count of
+calls per batch is kept to a handful.
 
 When an image has more candidates than the fused kernel holds (a very low confidence threshold),
-the general path runs on the same outputs: head decode and filter on CuPy, then `nms_gpu`, which
-keeps the same boxes as the numpy reference (three host syncs).
+the general path runs instead: head decode and filter on CuPy, then `nms_gpu`, which keeps the same
+boxes as the numpy reference (three host syncs). A queued batch is run again for it, since a later
+batch may have overwritten the engine's outputs by then.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import threading
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -51,12 +57,48 @@ class GpuDetectStep:
         self._staging = Staging()
         self.num_classes, self.report = num_classes, report
         self._select = FusedSelect(head, self.input_size, config, self.class_filter, num_classes, report)
+        self._lock = threading.Lock()  # the step's host state (staging, the last outputs) is one thread's at a time
+        self._outputs: dict[str, Any] = {}
 
     def __call__(self, frames: Sequence[Frame]) -> tuple[Detections, np.ndarray, np.ndarray]:
         """Host Detections (frame_idx = row), scale (B, 2) and pad (B, 2) float32, for every frame."""
         return in_chunks(frames, self.engine.max_batch, self._chunk)
 
-    def _chunk(self, frames: Sequence[Frame]) -> tuple[Detections, np.ndarray, np.ndarray]:
+    def submit(self, frames: Sequence[Frame]) -> Callable[[], tuple[Detections, np.ndarray, np.ndarray]]:
+        """Queue a batch on the engine's stream and return at once; calling the result waits for the batch and
+        gives what `__call__` gives. Batches queued one after another run in order on the one stream, so the
+        GPU starts the next as soon as this one is done, while the caller hands this one's results on.
+
+        The frames must stay alive until the result is taken. A batch larger than the engine takes, or one
+        the fused kernel cannot serve, is detected here and now.
+        """
+        if len(frames) > self.engine.max_batch:
+            found = self(frames)
+            return lambda: found
+        with self._lock:
+            queued, table_d, scale, pad = self._queue(frames)
+            if queued is None:
+                found = self._general(table_d, len(frames))
+                return lambda: (found, scale, pad)
+
+        def collect() -> tuple[Detections, np.ndarray, np.ndarray]:
+            found = self._select.collect(queued)
+            if found is None:  # more candidates than the kernel holds, and the outputs may be a later batch's now
+                found, _, _ = self._chunk(frames, fused=False)
+            return found, scale, pad
+
+        return collect
+
+    def _chunk(self, frames: Sequence[Frame], fused: bool = True) -> tuple[Detections, np.ndarray, np.ndarray]:
+        """One chunk, waited for: the fused kernel, or the general path on the same outputs where it cannot serve."""
+        with self._lock:
+            queued, table_d, scale, pad = self._queue(frames, fused)
+            found = None if queued is None else self._select.collect(queued)
+            return (self._general(table_d, len(frames)) if found is None else found), scale, pad
+
+    def _queue(self, frames: Sequence[Frame], fused: bool = True):
+        """Letterbox, engine and (when `fused`) the fused kernel's launch, queued on the engine's stream, under
+        `_lock`: (the launch or None, the device row table, scale, pad). The outputs are left in `_outputs`."""
         n = len(frames)
         engine = self.engine
         # The engine runs a whole bucket (rows past n are padding, ignored below), so every kernel
@@ -71,25 +113,27 @@ class GpuDetectStep:
             feed = {self.input_names[0]: buffer}
             if self.head == "detr" and len(self.input_names) > 1:
                 feed[self.input_names[1]] = table_d[:, 0:2].astype(np.int64)
-            return self._after_engine(engine.infer(feed), table_d, n), scale, pad
+            self._outputs = engine.infer(feed)
+            queued = self._select.launch(self._outputs, table_d, n, engine.stream) if fused else None
+        return queued, table_d, scale, pad
 
-    def detect_outputs(self, outputs: dict[str, Any], sizes, scale: np.ndarray, pad: np.ndarray) -> Detections:
-        """Host Detections of the engine's `outputs` for frames preprocessed on the host.
+    def detect_inputs(self, inputs: dict[str, Any], sizes, scale: np.ndarray, pad: np.ndarray) -> Detections:
+        """Host Detections of frames preprocessed on the host: the engine's `inputs` (by name) run, then the same
+        post-engine step as NV12 frames. sizes (n, 2) source (w, h); scale, pad (n, 2) float32 as preprocessing
+        reported them."""
+        with self._lock:
+            self._outputs = self.engine.infer(inputs)
+            rows = int(next(iter(self._outputs.values())).shape[0])
+            with self.engine.stream:
+                (table_d,) = self._staging.upload((row_table(rows, sizes, scale, pad),), self.engine.stream)
+            found = self._select(self._outputs, table_d, len(sizes), self.engine.stream)
+            return self._general(table_d, len(sizes)) if found is None else found
 
-        sizes (n, 2) source (w, h); scale, pad (n, 2) float32 as preprocessing reported them.
-        """
-        rows = int(next(iter(outputs.values())).shape[0])
+    def _general(self, table_d, n: int) -> Detections:
+        """The general path on the last outputs `_queue` left (under `_lock`)."""
         with self.engine.stream:
-            (table_d,) = self._staging.upload((row_table(rows, sizes, scale, pad),), self.engine.stream)
-            return self._after_engine(outputs, table_d, len(sizes))
-
-    def _after_engine(self, outputs: dict[str, Any], table_d, n: int) -> Detections:
-        """The fused kernel, or the general path when an image has more candidates than it holds."""
-        found = self._select(outputs, table_d, n, self.engine.stream)
-        if found is None:
-            found = select_general(heads.decode(self.head, outputs, self.input_size), table_d, n, self.config,
-                                   self.class_filter, self.num_classes, self.report)
-        return found
+            return select_general(heads.decode(self.head, self._outputs, self.input_size), table_d, n, self.config,
+                                  self.class_filter, self.num_classes, self.report)
 
     def warm_up(self) -> None:
         """Run every kernel of the path, the general one too, at every batch size the engine runs, on

@@ -20,6 +20,7 @@ the caller runs the general path on the same outputs.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -275,7 +276,7 @@ class FusedSelect:
         self._classes = np.iinfo(np.int32).max if num_classes is None else int(num_classes)
         self.report = report
         self._none = cupy.zeros(1, np.float32)  # stands for the operands a head does not have
-        self._device = self._host = None
+        self._free: list[_Result] = []  # result buffers no batch in flight holds (list.pop/append: thread-safe)
 
     def __call__(self, outputs: dict[str, Any], table, n: int, stream) -> Detections | None:
         """Host Detections (frame_idx = row) of the first n rows of `outputs` (the engine's, by name).
@@ -285,6 +286,13 @@ class FusedSelect:
         kernel holds, the layout does not fit its keys, or the kernel has no code for the head: run the
         general path instead.
         """
+        queued = self.launch(outputs, table, n, stream)
+        return None if queued is None else self.collect(queued)
+
+    def launch(self, outputs: dict[str, Any], table, n: int, stream) -> "_Queued | None":
+        """Queue the kernel and its copy to the host on `stream`, and return at once (`collect` waits for
+        them), so the engine's next batch can be queued behind. The outputs may be overwritten as soon as
+        the stream has run the kernel. None where the kernel cannot serve the layout (see `__call__`)."""
         if self.head not in HEAD_CODES:
             return None
         raw, boxes_in, labels, anchors, width = self._operands(outputs)
@@ -292,7 +300,8 @@ class FusedSelect:
             return None
         rows = int(raw.shape[0])
         max_det = self.config.max_detections
-        out, counts, summary = self._buffers(rows, max_det)
+        result = self._result(rows * (max_det * 6 + 1 + nms.SUMMARY_WIDTH))
+        out, counts, summary = result.split(rows, max_det)
         grid, stride = self._grid(anchors) if self.head == "yolox" else (self._none, self._none)
         threshold = self.config.iou_threshold if self.head in ("ultralytics", "yolov5", "yolox") else -1.0
         args = (
@@ -303,10 +312,26 @@ class FusedSelect:
         )  # fmt: skip
         with stream:
             _kernel()((rows,), (THREADS,), args, shared_mem=CAPACITY * 8)
-            nbytes = rows * (max_det * 6 + 1 + nms.SUMMARY_WIDTH) * 4
-            self._device.data.copy_to_host_async(self._host.ctypes.data, nbytes, stream)
-        stream.synchronize()
-        return self._unpack(rows, n, max_det)
+            result.device.data.copy_to_host_async(result.host.ctypes.data, result.nbytes(rows, max_det), stream)
+            done = stream.record()
+        return _Queued(result, done, rows, n, max_det)
+
+    def collect(self, queued: "_Queued") -> Detections | None:
+        """Wait for a `launch` and unpack its result; None when an image had more candidates than the kernel
+        holds (run the general path on that batch again)."""
+        queued.done.synchronize()
+        try:
+            return self._unpack(queued.result.host, queued.rows, queued.n, queued.max_det)
+        finally:
+            self._free.append(queued.result)
+
+    def _result(self, size: int) -> "_Result":
+        """A free result buffer pair of at least `size` floats: one per batch queued and not yet collected."""
+        while self._free:
+            result = self._free.pop()
+            if result.host.size >= size:
+                return result
+        return _Result(size)
 
     def _operands(self, outputs: dict[str, Any]):
         """(raw, boxes_in, labels, anchors, width) as float32/int32 C-contiguous device arrays for the kernel."""
@@ -329,28 +354,47 @@ class FusedSelect:
 
         return heads.yolox_grid_for(anchors, self.input_size, cupy)
 
-    def _buffers(self, rows: int, max_det: int):
-        """Device result (rows, max_det, 6) float32 followed by counts (rows,) int32 and the unusable candidates'
-        summary (rows, nms.SUMMARY_WIDTH) float32, in one allocation."""
-        import cupy  # noqa: PLC0415 - GPU only
-        import cupyx  # noqa: PLC0415 - GPU only
-
+    def _unpack(self, host, rows: int, n: int, max_det: int) -> Detections | None:
         kept_end = rows * (max_det * 6 + 1)
-        size = kept_end + rows * nms.SUMMARY_WIDTH
-        if self._device is None or self._device.size < size:
-            self._device = cupy.empty(size, np.float32)
-            self._host = cupyx.empty_pinned(size, np.float32)
-        out = self._device[: rows * max_det * 6].reshape(rows, max_det, 6)
-        counts = self._device[rows * max_det * 6 : kept_end].view(np.int32)
-        return out, counts, self._device[kept_end:size].reshape(rows, nms.SUMMARY_WIDTH)
-
-    def _unpack(self, rows: int, n: int, max_det: int) -> Detections | None:
-        kept_end = rows * (max_det * 6 + 1)
-        counts = self._host[rows * max_det * 6 : kept_end].view(np.int32)[:n]
+        counts = host[rows * max_det * 6 : kept_end].view(np.int32)[:n]
         if (counts < 0).any():
             return None
         if self.report is not None:
-            nms.report_unusable(self._host[kept_end : kept_end + n * nms.SUMMARY_WIDTH].reshape(n, -1), self.report)
-        found = self._host[: rows * max_det * 6].reshape(rows, max_det, 6)[:n][np.arange(max_det) < counts[:, None]]
+            nms.report_unusable(host[kept_end : kept_end + n * nms.SUMMARY_WIDTH].reshape(n, -1), self.report)
+        found = host[: rows * max_det * 6].reshape(rows, max_det, 6)[:n][np.arange(max_det) < counts[:, None]]
         return Detections(np.ascontiguousarray(found[:, :4]), found[:, 4].copy(), found[:, 5].astype(np.int32),
                           np.repeat(np.arange(n, dtype=np.int32), counts))
+
+
+class _Result:
+    """One batch's result in one device allocation and its pinned host copy: kept boxes (rows, max_det, 6)
+    float32, counts (rows,) int32 and the unusable candidates' summary (rows, nms.SUMMARY_WIDTH) float32."""
+
+    def __init__(self, size: int):
+        import cupy  # noqa: PLC0415 - GPU only
+        import cupyx  # noqa: PLC0415 - GPU only
+
+        self.device = cupy.empty(size, np.float32)
+        self.host = cupyx.empty_pinned(size, np.float32)
+
+    @staticmethod
+    def nbytes(rows: int, max_det: int) -> int:
+        return rows * (max_det * 6 + 1 + nms.SUMMARY_WIDTH) * 4
+
+    def split(self, rows: int, max_det: int):
+        """(out, counts, summary) device views for a batch of `rows` rows."""
+        kept_end = rows * (max_det * 6 + 1)
+        out = self.device[: rows * max_det * 6].reshape(rows, max_det, 6)
+        counts = self.device[rows * max_det * 6 : kept_end].view(np.int32)
+        return out, counts, self.device[kept_end : kept_end + rows * nms.SUMMARY_WIDTH].reshape(rows, nms.SUMMARY_WIDTH)
+
+
+@dataclass
+class _Queued:
+    """A launched batch: its result buffers, the event after its copy to the host, and its sizes."""
+
+    result: _Result
+    done: Any
+    rows: int
+    n: int
+    max_det: int

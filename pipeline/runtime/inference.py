@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -74,30 +75,55 @@ class Inference:
         return not self.alive()
 
     def _loop(self) -> None:
-        """Until every stream has ended and every frame was taken (or abandoned)."""
+        """Until every stream has ended and every frame was taken (or abandoned).
+
+        With a detector that queues (`detector.queue_next`: a GPU engine), a batch ready when the one before is
+        still on the GPU is queued behind it before that one is handed on: the GPU runs it while this thread
+        hands on and takes the next. One batch in flight is held, at most; with nothing ready it is finished at
+        once, so no batch waits for a later one."""
+        in_flight: _Taken | None = None
         while not self._abandon.is_set():
             with self._take_lock:
-                batch = self.buffer.next_batch(timeout=TAKE_TIMEOUT_S)
+                batch = self.buffer.next_batch(timeout=0 if in_flight else TAKE_TIMEOUT_S)
                 done = batch is None and self._finish_when() and self.buffer.finished
                 ended = self.buffer.take_ended()
-                if batch is None and not ended:
-                    if done:
-                        return
-                    continue
                 ticket = self._next_ticket
-                self._next_ticket += 1
-            if batch is not None:
-                self.telemetry.batch_taken(batch)
-            t0 = time.perf_counter()
-            detections = None
-            try:
-                detections = self.detector(batch) if batch is not None else None
-            except Exception:  # noqa: BLE001 - isolation boundary: one bad batch must not stop detection
-                log.exception("batch of %d frames from lane '%s' failed in the detector; skipped", len(batch), batch.lane)
-            finally:
-                self._hand_on(ticket, batch, detections, ended, time.perf_counter() - t0)
+                if batch is not None or ended:
+                    self._next_ticket += 1
+            if batch is None and not ended:
+                if in_flight is None and done:
+                    return
+                in_flight = self._finish(in_flight)
+                continue
+            taken = self._start(ticket, batch, ended)
+            self._finish(in_flight)
+            in_flight = taken if taken.pending is not None and self.detector.queue_next else self._finish(taken)
             if done:
                 return
+        self._finish(in_flight)  # abandoned: its streams' ends still go on
+
+    def _start(self, ticket: int, batch: FrameBatch | None, ended: list[str]) -> "_Taken":
+        taken = _Taken(ticket, batch, ended, time.perf_counter())
+        if batch is not None:
+            self.telemetry.batch_taken(batch)
+            try:
+                taken.pending = self.detector.submit(batch)
+            except Exception:  # noqa: BLE001 - isolation boundary: one bad batch must not stop detection
+                _log_failed(batch)
+        return taken
+
+    def _finish(self, taken: "_Taken | None") -> None:
+        """Wait for a taken batch's detections and hand them on in its turn (nothing for None). Returns None:
+        what the caller holds in flight afterwards."""
+        if taken is None:
+            return None
+        detections = None
+        try:
+            detections = taken.pending() if taken.pending is not None else None
+        except Exception:  # noqa: BLE001 - isolation boundary: one bad batch must not stop detection
+            _log_failed(taken.batch)
+        finally:
+            self._hand_on(taken.ticket, taken.batch, detections, taken.ended, time.perf_counter() - taken.t0)
 
     def _hand_on(self, ticket: int, batch: FrameBatch | None, detections: Detections | None, ended: list[str],
                  infer_s: float) -> None:
@@ -126,3 +152,19 @@ class Inference:
         by_row = detections[np.argsort(detections.frame_idx, kind="stable")]
         bounds = np.searchsorted(by_row.frame_idx, np.arange(len(batch) + 1))
         self._on_batch(batch.frames, by_row, bounds)
+
+
+@dataclass
+class _Taken:
+    """What one take from the buffer gave: its turn, the batch (None when only streams' ends), the streams that
+    ended, when detection began, and the call that waits for its detections (None: no batch, or it failed)."""
+
+    ticket: int
+    batch: FrameBatch | None
+    ended: list[str]
+    t0: float
+    pending: Callable[[], Detections] | None = None
+
+
+def _log_failed(batch: FrameBatch) -> None:
+    log.exception("batch of %d frames from lane '%s' failed in the detector; skipped", len(batch), batch.lane)

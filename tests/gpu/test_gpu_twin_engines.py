@@ -57,3 +57,28 @@ def test_two_batches_in_flight_find_what_one_at_a_time_finds(report):
     finally:
         one.close()
         two.close()
+
+
+def test_batches_queued_on_one_stream_find_what_one_at_a_time_finds(report):
+    """`submit` queues every batch before any is collected (deeper than the inference loop ever queues); with
+    max_candidates 5 most images hold more candidates than the fused kernel may keep, so those batches are run
+    again on the general path when collected, after later batches overwrote the engine's outputs."""
+    model = gpu_file("models/yolox_nano_416_dynbatch.onnx")
+    decoded = decode_clip(gpu_file("media/person-bicycle-car-detection.mp4"), "nvdec", limit=64)
+    batches = _batches(decoded)
+    for update in ({}, {"conf_threshold": 0.05, "max_candidates": 5}):
+        detector = Detector(DetectorConfig(model=model, engine="torch", **update), max_batch=BATCH)
+        try:
+            detector.warm_up()
+            assert detector.queue_next
+            expected = [_rows(detector(FrameBatch(frames, "default"))) for frames in batches]
+            pending = [detector.submit(FrameBatch(frames, "default")) for frames in batches]
+            found = [_rows(result()) for result in pending]
+        finally:
+            detector.close()
+        report("queued_batches", update=str(update), batches=len(batches),
+               detections=int(sum(len(e) for e in expected)))
+        assert sum(len(e) for e in expected) > 0
+        for rows, want in zip(found, expected):
+            assert rows.shape == want.shape
+            np.testing.assert_array_equal(rows, want)

@@ -1,0 +1,97 @@
+"""With a detector that queues (a GPU engine's `submit` returns before the batch is done), the inference thread
+queues the next ready batch before it takes the one before's detections, hands results on in order, never holds
+a batch waiting for a later one, and still skips a batch whose detection fails."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from pipeline.align import AlignedBuffer
+from pipeline.config.models import LaneConfig, StreamConfig
+from pipeline.runtime.inference import Inference
+from pipeline.types import Detections, Frame
+
+IMAGE = np.zeros((4, 4, 3), np.uint8)
+
+
+class _Telemetry:
+    def batch_taken(self, batch) -> None:
+        pass
+
+    def batch_detected(self, batch, infer_s) -> None:
+        pass
+
+
+class _QueuingDetector:
+    """Logs when each batch is submitted and when its detections are taken; `fail` seqs raise when taken."""
+
+    workers = 1
+
+    def __init__(self, log: list, queue_next: bool = True, fail: int | None = None):
+        self.log, self.queue_next, self.fail = log, queue_next, fail
+
+    def submit(self, batch):
+        seqs = [f.seq for f in batch.frames]
+        self.log.append(("submit", seqs))
+
+        def result() -> Detections:
+            self.log.append(("result", seqs))
+            if self.fail in seqs:
+                raise RuntimeError("the engine failed on this batch")
+            return Detections.empty()
+
+        return result
+
+
+def _run(detector, frames: int, end: bool = True):
+    buffer = AlignedBuffer([LaneConfig(name="default", max_batch=2, max_wait_ms=1000)],
+                           [StreamConfig(id="a", url="/clips/a.mp4", ring_size=16)])
+    for seq in range(frames):
+        buffer.put(Frame("a", seq, seq * 40_000_000, 0, IMAGE, 4, 4), 1.0)
+    if end:
+        buffer.end_stream("a")
+    handed = threading.Event()
+
+    def on_batch(batch_frames, detections, bounds) -> None:
+        detector.log.append(("handed", [f.seq for f in batch_frames]))
+        handed.set()
+
+    inference = Inference(buffer, detector, on_batch, lambda stream_id: detector.log.append(("end", stream_id)),
+                          telemetry=_Telemetry())
+    inference.start()
+    return inference, buffer, handed
+
+
+def test_the_next_ready_batch_is_queued_before_the_one_before_is_handed_on():
+    log: list = []
+    inference, _, _ = _run(_QueuingDetector(log), 6)
+    assert inference.join(10)
+    assert log == [("submit", [0, 1]), ("submit", [2, 3]), ("result", [0, 1]), ("handed", [0, 1]),
+                   ("submit", [4, 5]), ("result", [2, 3]), ("handed", [2, 3]),
+                   ("result", [4, 5]), ("handed", [4, 5]), ("end", "a")]
+
+
+def test_without_queue_next_each_batch_is_done_before_the_next_is_submitted():
+    log: list = []
+    inference, _, _ = _run(_QueuingDetector(log, queue_next=False), 4)
+    assert inference.join(10)
+    assert log == [("submit", [0, 1]), ("result", [0, 1]), ("handed", [0, 1]),
+                   ("submit", [2, 3]), ("result", [2, 3]), ("handed", [2, 3]), ("end", "a")]
+
+
+def test_a_batch_with_nothing_ready_behind_it_is_handed_on_at_once():
+    log: list = []
+    inference, buffer, handed = _run(_QueuingDetector(log), 2, end=False)
+    assert handed.wait(10)  # the stream is still open and no other batch exists
+    assert log == [("submit", [0, 1]), ("result", [0, 1]), ("handed", [0, 1])]
+    buffer.end_stream("a")
+    assert inference.join(10) and log[-1] == ("end", "a")
+
+
+def test_a_batch_whose_detections_fail_is_skipped_and_the_next_still_goes_on():
+    log: list = []
+    inference, _, _ = _run(_QueuingDetector(log, fail=2), 6)
+    assert inference.join(10)
+    assert [entry for entry in log if entry[0] == "handed"] == [("handed", [0, 1]), ("handed", [4, 5])]
+    assert inference.failed_batches == 1 and inference.batches == 2 and log[-1] == ("end", "a")
