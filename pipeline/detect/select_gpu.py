@@ -295,22 +295,22 @@ class FusedSelect:
         the stream has run the kernel. None where the kernel cannot serve the layout (see `__call__`)."""
         if self.head not in HEAD_CODES:
             return None
-        raw, boxes_in, labels, anchors, width = self._operands(outputs)
-        if anchors >= MAX_ANCHORS:
-            return None
-        rows = int(raw.shape[0])
-        max_det = self.config.max_detections
-        result = self._result(rows * (max_det * 6 + 1 + nms.SUMMARY_WIDTH))
-        out, counts, summary = result.split(rows, max_det)
-        grid, stride = self._grid(anchors) if self.head == "yolox" else (self._none, self._none)
-        threshold = self.config.iou_threshold if self.head in ("ultralytics", "yolov5", "yolox") else -1.0
-        args = (
-            np.int32(HEAD_CODES[self.head]), raw, boxes_in, labels, np.int32(anchors), np.int32(width), grid, stride,
-            table, np.int32(n), np.float32(self.config.conf_threshold), self._allowed, np.int32(self._n_allowed),
-            np.int32(self._classes), np.float32(threshold), np.int32(max_det),
-            np.int32(min(CAPACITY, self.config.max_candidates)), out, counts, summary,
-        )  # fmt: skip
-        with stream:
+        with stream:  # the operands and the grid too: made on another stream they might not be ready in time
+            raw, boxes_in, labels, anchors, width = self._operands(outputs)
+            if anchors >= MAX_ANCHORS:
+                return None
+            rows = int(raw.shape[0])
+            max_det = self.config.max_detections
+            result = self._result(rows * (max_det * 6 + 1 + nms.SUMMARY_WIDTH))
+            out, counts, summary = result.split(rows, max_det)
+            grid, stride = self._grid(anchors) if self.head == "yolox" else (self._none, self._none)
+            threshold = self.config.iou_threshold if self.head in ("ultralytics", "yolov5", "yolox") else -1.0
+            args = (
+                np.int32(HEAD_CODES[self.head]), raw, boxes_in, labels, np.int32(anchors), np.int32(width), grid, stride,
+                table, np.int32(n), np.float32(self.config.conf_threshold), self._allowed, np.int32(self._n_allowed),
+                np.int32(self._classes), np.float32(threshold), np.int32(max_det),
+                np.int32(min(CAPACITY, self.config.max_candidates)), out, counts, summary,
+            )  # fmt: skip
             _kernel()((rows,), (THREADS,), args, shared_mem=CAPACITY * 8)
             result.device.data.copy_to_host_async(result.host.ctypes.data, result.nbytes(rows, max_det), stream)
             done = stream.record()
