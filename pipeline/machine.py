@@ -19,7 +19,8 @@ OPTIONAL_MODULES = ("tensorrt", "torch", "onnx2torch", "cupy", "PyNvVideoCodec")
 class Machine:
     """cores: CPU cores this process may use. gpu: the NVIDIA driver reports a GPU. nvdec: NVDEC decode
     works (with `nvdec_reason` saying on what, or why not). modules: which of `OPTIONAL_MODULES` are
-    installed. ort_providers: onnxruntime's execution providers."""
+    installed. ort_providers: onnxruntime's execution providers. mps: NVIDIA's Multi-Process Service runs
+    (`mps_running`), so processes on the GPU share it instead of taking turns."""
 
     cores: int
     gpu: bool = False
@@ -27,9 +28,10 @@ class Machine:
     nvdec_reason: str = "no CUDA GPU found"
     modules: frozenset[str] = frozenset()
     ort_providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    mps: bool = False
 
     def describe(self) -> str:
-        gpu = f"GPU yes, {self.nvdec_reason}" if self.gpu else "no GPU"
+        gpu = f"GPU yes, {self.nvdec_reason}, MPS {'on' if self.mps else 'off'}" if self.gpu else "no GPU"
         return f"{self.cores} cores, {gpu}; installed: {', '.join(sorted(self.modules)) or 'no GPU packages'}"
 
 
@@ -55,7 +57,16 @@ def probe(device: int = 0) -> Machine:
     modules = frozenset(m for m in OPTIONAL_MODULES if importlib.util.find_spec(m) is not None)
     gpu = nvidia_gpu_present()
     nvdec, reason = nvdec_status(device) if gpu else (False, "no CUDA GPU found")
-    return Machine(cpu_cores(), gpu, nvdec, reason, modules, tuple(onnxruntime.get_available_providers()))
+    return Machine(cpu_cores(), gpu, nvdec, reason, modules, tuple(onnxruntime.get_available_providers()),
+                   gpu and mps_running())
+
+
+def mps_running(environ=os.environ) -> bool:
+    """True when an MPS control daemon listens where CUDA programs of this environment look for it (its
+    control pipe in CUDA_MPS_PIPE_DIRECTORY, /tmp/nvidia-mps by default). Started with
+    `nvidia-cuda-mps-control -d`, it lets the decode processes' kernels and copies run beside the
+    network instead of taking turns with it (docs/GPU.md)."""
+    return (Path(environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")) / "control").exists()
 
 
 def nvdec_status(device: int = 0) -> tuple[bool, str]:

@@ -145,17 +145,11 @@ class DetectorConfig(Strict):
     torch_compile: bool = Field(False, description="engine torch: torch.compile the model before capturing CUDA graphs; "
                                 "a faster forward for minutes of compilation at start")
     workers: int | None = Field(
-        None, ge=1, le=64,
-        description="batches in flight at once; default: min(cores, 4) on the CPU (each with cores/workers threads, "
-        "which beats one many-threaded run); 1 on the GPU. With engine torch, 2 runs a twin on its own CUDA "
-        "stream (weights shared): one batch's preprocessing and hand-off overlap the other's network, 3-8% more "
-        "throughput for a heavy model, but a priority batch waits behind the other's network. More raises "
-        "throughput and latency.",
-    )
-    queue_next: bool = Field(
-        True, description="GPU engines with one worker: queue the next ready batch on the engine's CUDA stream before "
-        "the one running is handed on, so the GPU does not wait for the host between batches; a priority batch may "
-        "then wait behind one more batch")
+        None, ge=1, le=64, description="batches in flight at once; default: min(cores, 4) on the CPU (each with "
+        "cores/workers threads, which beats one many-threaded run); 1 on the GPU. With engine torch, 2 runs a twin on "
+        "its own CUDA stream (weights shared), but a priority batch then waits behind the other's network.")
+    queue_next: bool = Field(True, description="GPU engines, one worker: queue the next ready batch on the GPU before the "
+                             "running one is handed on, so the GPU does not wait for the host (docs/GPU.md)")
     engine_cache_dir: FilePath = Field(Path("~/.cache/streamweave/engines"), description="TensorRT engines and timing caches")
     calibration_frames: int = Field(256, ge=1, le=100_000, description="int8 only: frames sampled from the streams for calibration")
 

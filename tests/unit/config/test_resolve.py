@@ -1,12 +1,15 @@
 """The plan: every `auto` decided once, from the config and the machine (here made-up machines)."""
 from __future__ import annotations
 
+import os
+from dataclasses import replace
+
 import pytest
 
 from pipeline.config.models import PipelineConfig
 from pipeline.config.resolve import batch_buckets, plan_stream, resolve
 from pipeline.errors import ConfigError
-from pipeline.machine import Machine
+from pipeline.machine import Machine, mps_running
 
 CPU = Machine(cores=2)
 GPU = Machine(cores=16, gpu=True, nvdec=True, nvdec_reason="nvdec on H200",
@@ -83,6 +86,17 @@ def test_the_plan_says_what_it_decided():
     text = resolve(config(streams=20), GPU).describe()
     assert "engine: torch:" in text and "decode processes: up to 3, for nvdec streams" in text
     assert "stream c0: file, decoder nvdec, in a decode process" in text
+
+
+def test_the_plan_suggests_mps_only_where_decode_processes_share_the_gpu_without_it(tmp_path):
+    without = resolve(config(streams=20), GPU).describe()
+    assert "MPS off" in without and "starting MPS (`nvidia-cuda-mps-control -d`)" in without
+    with_mps = resolve(config(streams=20), replace(GPU, mps=True)).describe()
+    assert "MPS on" in with_mps and "starting MPS" not in with_mps
+    assert "starting MPS" not in resolve(config(streams=2), GPU).describe()  # no decode process
+    assert not mps_running({"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)})
+    os.mkfifo(tmp_path / "control")  # what the MPS control daemon creates
+    assert mps_running({"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path)})
 
 
 def test_http_cameras_are_planned_like_rtsp_ones_live_and_on_nvdec_where_it_runs():
