@@ -2,8 +2,10 @@
 Run by peers.py (ultralytics is AGPL-3.0: a benchmark extra, never imported by `pipeline/`).
 
 To know each processed frame's capture time, `LoadStreams.update` is replaced by a copy of the library's
-own loop that also notes the frame's timestamp (CAP_PROP_POS_MSEC, the feeder's pts) by the frame object;
-how frames are read, kept (only the newest, `buffer=False`) and batched is unchanged.
+own loop that also notes the frame's capture time (CAP_PROP_POS_MSEC, counted from the connection's first
+frame, plus the feeder's start of that connection) by the frame object; how frames are read, decoded
+(OpenCV's default: a thread per CPU, frame threading), kept (only the newest, `buffer=False`) and batched is
+unchanged.
 """
 from __future__ import annotations
 
