@@ -1,5 +1,6 @@
 """What every peer shares: the cameras it reads (the feeder's paced MPEG-TS URLs), each frame's capture time
-(`epoch_ns + pts`, the moment the feeder sent it), and the record it writes for the harness (peers.py)."""
+(`epoch_ns + pts`, the moment the feeder sent it, or `epoch_ns + start + position` for readers that count
+from the stream's first frame), and the record it writes for the harness (peers.py)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,7 @@ import json
 import queue
 import threading
 import time
+import urllib.request
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,6 +32,18 @@ def arguments(description: str) -> argparse.Namespace:
 
 def capture_ns(epoch_ns: int, pts: int | None, time_base: Fraction) -> int:
     return epoch_ns + round((pts or 0) * time_base * 1_000_000_000)
+
+
+def stream_start_ns(url: str) -> int:
+    """The pts (ns) of the first frame the feeder sent on its latest connection to the camera at `url`
+    (`/<camera>.start`): where a reader's stream began, as OpenCV's CAP_PROP_POS_MSEC counts from there."""
+    with urllib.request.urlopen(url.removesuffix(".ts") + ".start", timeout=5) as reply:
+        return int(reply.read())
+
+
+def position_capture_ns(epoch_ns: int, start_ns: int, position_ms: float) -> int:
+    """A frame's capture time from its position in the stream (ms since the stream's first frame)."""
+    return epoch_ns + start_ns + round(position_ms * 1_000_000)
 
 
 class Record:

@@ -2,15 +2,16 @@
 Run by peers.py (ultralytics is AGPL-3.0: a benchmark extra, never imported by `pipeline/`).
 
 To know each processed frame's capture time, `LoadStreams.update` is replaced by a copy of the library's
-own loop that also notes the frame's timestamp (CAP_PROP_POS_MSEC, the feeder's pts) by the frame object;
-how frames are read, kept (only the newest, `buffer=False`) and batched is unchanged.
+own loop that also notes the frame's capture time (CAP_PROP_POS_MSEC, counted from the connection's first
+frame, plus the feeder's start of that connection) by the frame object; how frames are read, decoded
+(OpenCV's default: a thread per CPU, frame threading), kept (only the newest, `buffer=False`) and batched is
+unchanged.
 """
 from __future__ import annotations
 
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import OrderedDict
 from pathlib import Path
 
@@ -20,16 +21,16 @@ from ultralytics import YOLO
 from ultralytics.data import loaders
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Record, arguments  # noqa: E402
+from common import Record, arguments, position_capture_ns, stream_start_ns  # noqa: E402
 
 CAPTURED: OrderedDict[int, tuple[int, int]] = OrderedDict()  # id(frame) -> (camera, capture ns)
 
 
 def timed_update(self, i: int, cap, stream) -> None:
     """LoadStreams.update (ultralytics 8.4), plus the capture time of each frame kept. OpenCV reports a
-    frame's position from the stream's start, so the feeder is asked where this connection's stream began."""
-    with urllib.request.urlopen(stream.removesuffix(".ts") + ".start", timeout=5) as reply:
-        start_ns = int(reply.read())
+    frame's position from the stream's start, so the feeder is asked where this connection's stream began
+    (again after a reconnection: the new connection's stream begins anew)."""
+    start_ns = stream_start_ns(stream)
     n, f = 0, self.frames[i]
     while self.running and cap.isOpened() and n < (f - 1):
         if len(self.imgs[i]) < 30:
@@ -40,8 +41,9 @@ def timed_update(self, i: int, cap, stream) -> None:
                 if not success or im is None:
                     im = np.zeros(self.shape[i], dtype=np.uint8)
                     cap.open(stream)
+                    start_ns = stream_start_ns(stream)
                 else:
-                    CAPTURED[id(im)] = (i, EPOCH_NS + start_ns + round(cap.get(cv2.CAP_PROP_POS_MSEC) * 1e6))
+                    CAPTURED[id(im)] = (i, position_capture_ns(EPOCH_NS, start_ns, cap.get(cv2.CAP_PROP_POS_MSEC)))
                     while len(CAPTURED) > 64 * len(self.imgs):
                         CAPTURED.popitem(last=False)
                 if self.buffer:

@@ -1,14 +1,19 @@
 """The benchmark's paced feeder (pipeline.bench.feeder): cameras as live MPEG-TS over HTTP, each packet sent
-at its moment and stamped with it, read by PyAV and by the pipeline's own HTTP source."""
+at its moment and stamped with it, read by PyAV, by OpenCV (as the Ultralytics peer reads it) and by the
+pipeline's own HTTP source."""
 from __future__ import annotations
 
 import time
 import urllib.error
 import urllib.request
+from fractions import Fraction
 
 import av
+import cv2
+import numpy as np
 import pytest
 
+from benchmarks.peers.common import position_capture_ns, stream_start_ns
 from pipeline.bench.feeder import PacedFeeder
 from pipeline.config.models import StreamConfig
 from pipeline.sources.worker import StreamWorker, WorkerState
@@ -16,6 +21,23 @@ from tests.support.collecting_sink import CollectingSink
 from tests.support.damaged_media import write_clip
 
 FRAME_NS = 40_000_000  # the clip is 25 fps
+NUMBERED = 10  # frames of the numbered clip
+
+
+def numbered_clip(path):
+    """A 25-fps H.264 clip whose frame k is a flat grey of level 20 + 20 k: a reader tells which it decoded."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        for k in range(NUMBERED):
+            grey = np.full((96, 160, 3), 20 + 20 * k, dtype=np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(grey, format="rgb24")))
+        out.mux(stream.encode(None))
+    return path
+
+
+def clip_frame(image) -> int:
+    return round((float(image.mean()) - 20) / 20)
 
 
 @pytest.fixture
@@ -77,3 +99,46 @@ def test_a_camera_says_where_its_stream_began_for_readers_that_count_from_there(
     for frame in frames:
         from_start = (frame.pts * frame.time_base - stream_start_s) * 1_000_000_000
         assert abs(feeder.epoch_ns + start_ns + from_start - feeder.capture_ns(frame.pts, frame.time_base)) < 20_000
+
+
+def read_as_ultralytics_does(url: str, epoch_ns: int, frames: int):
+    """OpenCV as LoadStreams reads a camera (open, one read, then grab and retrieve) with the peer's capture
+    times: the first image, OpenCV's timestamp of it (whole frames), the camera's start, and per frame after
+    it (clip frame, capture ns)."""
+    capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+    try:
+        ok, first = capture.read()
+        assert ok
+        first_pts_frames = capture.get(cv2.CAP_PROP_PTS)
+        start_ns = stream_start_ns(url)
+        seen = []
+        for _ in range(frames):
+            assert capture.grab()
+            ok, image = capture.retrieve()
+            assert ok
+            position_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
+            seen.append((clip_frame(image), position_capture_ns(epoch_ns, start_ns, position_ms)))
+    finally:
+        capture.release()
+    return first, first_pts_frames, start_ns, seen
+
+
+def test_opencv_positions_from_the_camera_start_are_the_feeder_send_times(tmp_path):
+    """The Ultralytics peer's capture time, epoch + `/<camera>.start` + CAP_PROP_POS_MSEC, is the moment the
+    feeder sent the frame, for a reader that connects while the feeder has been streaming the camera a while:
+    the connection gets the clip from its first frame, and OpenCV counts positions from that frame."""
+    feeder = PacedFeeder(numbered_clip(tmp_path / "numbered.mp4")).start()
+    try:
+        url = feeder.url("cam-o")
+        with av.open(url) as earlier:  # an earlier connection to the same camera, gone 8 frames into the clip
+            frames = [frame for _, frame in zip(range(8), earlier.decode(video=0), strict=False)]
+        first, first_pts_frames, start_ns, seen = read_as_ultralytics_does(url, feeder.epoch_ns, 2 * NUMBERED)
+    finally:
+        feeder.close()
+    assert [clip_frame(frame.to_ndarray(format="rgb24")) for frame in frames] == list(range(8))
+    assert clip_frame(first) == 0  # the new connection starts at the clip's start, not where the earlier one was
+    assert abs(start_ns - first_pts_frames * FRAME_NS) <= FRAME_NS / 2  # the start is this connection's
+    assert [index for index, _ in seen] == [k % NUMBERED for k in range(1, 2 * NUMBERED + 1)]  # the clip loops
+    # frame k of the connection is sent k frame periods after its first frame, whose pts is the start
+    sent = [feeder.capture_ns(start_ns + k * FRAME_NS, Fraction(1, 1_000_000_000)) for k in range(1, 2 * NUMBERED + 1)]
+    assert max(abs(computed - moment) for (_, computed), moment in zip(seen, sent, strict=True)) < 1_000_000
