@@ -10,8 +10,8 @@ rounded to 4 values per tensor so they travel small; speed does not depend on th
 - load: what the detector sees on real 1080p frames at the benchmark's threshold: candidates per frame above
   `conf_threshold` before NMS, and the cap `max_candidates` puts on them;
 - e2e: the real pipeline (`pipeline_bench.end_to_end`: NVDEC, batching, fused preprocess, engine, NMS) on
-  N looped 1080p streams with 1 and 2 batches in flight (`detector.workers`, --e2e-workers), reported beside
-  the engine alone at the lane's batch size.
+  N looped 1080p streams with 1 and 2 workers (`detector.workers`, --e2e-workers), the next batch queued or
+  not (`detector.queue_next`, --e2e-queue-next), reported beside the engine alone at the lane's batch size.
 Untrained weights score many anchors alike, which would make NMS the benchmark: the detector runs at
 conf_threshold 0.25 with max_candidates 1000 per frame (--conf, --max-candidates), said in the output.
 Writes OUT_DIR/heavy_models.json and .md.
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e2e-seconds", type=float, default=20.0)
     parser.add_argument("--ring-size", type=int, default=8, help="each stream's ring_size end to end")
     parser.add_argument("--e2e-workers", type=int, nargs="+", default=[1, 2],
-                        help="batches in flight end to end (detector.workers), one run each")
+                        help="detector.workers end to end (2: the engine and a twin), one run each")
     parser.add_argument("--e2e-queue-next", nargs="+", choices=["on", "off"], default=["on"],
                         help="detector.queue_next end to end, one run each")
     parser.add_argument("--e2e-decode-processes", nargs="+", default=["auto"],

@@ -62,8 +62,8 @@ def probe(device: int = 0) -> Machine:
 
 
 def mps_running(environ=os.environ) -> bool:
-    """True when an MPS control daemon listens where CUDA programs of this environment look for it (its
-    control pipe in CUDA_MPS_PIPE_DIRECTORY, /tmp/nvidia-mps by default). Started with
+    """True when an MPS control daemon's pipe is where CUDA programs of this environment look for it
+    (CUDA_MPS_PIPE_DIRECTORY, /tmp/nvidia-mps by default; a daemon killed without `quit` may leave it). Started with
     `nvidia-cuda-mps-control -d`, it lets the decode processes' kernels and copies run beside the
     network instead of taking turns with it (docs/GPU.md)."""
     return (Path(environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps")) / "control").exists()

@@ -82,7 +82,8 @@ class Plan:
         return next(s for s in self.streams if s.id == stream_id)
 
     def _mps_note(self) -> str:
-        if not (self.decode_processes and self.detector.on_gpu) or self.machine.mps:
+        nvdec_in_children = any(s.in_child and s.decoder == "nvdec" for s in self.streams)
+        if not (nvdec_in_children and self.detector.on_gpu) or self.machine.mps:
             return ""
         return ("; they take turns with the detector on the GPU: starting MPS (`nvidia-cuda-mps-control -d`) "
                 "gave 12-21% more frames/s with heavy models (docs/GPU.md)")

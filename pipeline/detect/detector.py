@@ -63,7 +63,7 @@ class Detector:
         self.queue_next = self._gpu_engine and config.queue_next and self.workers == 1
         self._input_names = [i.name for i in signature.inputs]
         self._local = threading.local()  # input buffers per calling thread: several workers may call at once
-        self._gpu_steps: queue.SimpleQueue | None = None  # GPU engines: a step per batch in flight, when free
+        self._gpu_steps: queue.SimpleQueue | None = None  # GPU engines: a step per worker, when free
         self._gpu_lock = threading.Lock()
         self._twins: list = []
         self._warned_unusable: set[str] = set()
@@ -82,10 +82,13 @@ class Detector:
         return self.submit(batch)()
 
     def submit(self, batch: FrameBatch) -> Callable[[], Detections]:
-        """Start detecting `batch`; calling the result waits for its detections (what `__call__` returns).
+        """Start detecting `batch`; calling the result (once) waits for its detections (what `__call__` returns).
 
         Device NV12 frames are queued on the GPU and this returns at once, so a second batch can be queued
-        behind the first before the first's detections are taken; host frames are detected here.
+        behind the first before the first's detections are taken (`queue_next`); host frames, and what the
+        GPU path cannot queue, are detected when the result is asked for, so they never hold up an earlier
+        batch. Twins (`workers` > 1) keep their step until the result is taken, so another batch goes to a
+        free twin rather than behind this one.
         """
         on_device = _on_device(batch.frames)
         if on_device and not self._gpu_engine:
@@ -94,11 +97,19 @@ class Detector:
                 "NV12; use decode 'cpu' or a GPU engine"
             )
         if on_device:
-            with self._gpu_step() as step:
+            steps = self._gpu_steps_pool()
+            step = steps.get()
+            try:
                 pending = step.submit(batch.frames)
+            except BaseException:
+                steps.put(step)
+                raise
+            if self.queue_next:  # one thread, one step: its batches queue on its stream
+                steps.put(step)
+            else:
+                pending = _then(pending, lambda: steps.put(step))
         else:
-            found = in_chunks([f.image for f in batch.frames], self.max_batch, self._detect_host)
-            pending = lambda: found  # noqa: E731 - already done
+            pending = lambda: in_chunks([f.image for f in batch.frames], self.max_batch, self._detect_host)  # noqa: E731
 
         def result() -> Detections:
             detections, scale, pad = pending()
@@ -200,6 +211,21 @@ class Detector:
     def close(self) -> None:
         for engine in (*self._twins, self.engine):
             engine.close()
+
+
+def _then(pending: Callable, after: Callable[[], None]) -> Callable:
+    """`pending`, with `after` run when its result is first taken (or failed)."""
+    ran: list[bool] = []
+
+    def result():
+        try:
+            return pending()
+        finally:
+            if not ran:
+                ran.append(True)
+                after()
+
+    return result
 
 
 def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorConfig, class_filter=None,

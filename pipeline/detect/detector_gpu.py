@@ -59,32 +59,40 @@ class GpuDetectStep:
         self._select = FusedSelect(head, self.input_size, config, self.class_filter, num_classes, report)
         self._lock = threading.Lock()  # the step's host state (staging, the last outputs) is one thread's at a time
         self._outputs: dict[str, Any] = {}
+        self._generation = 0  # counts the engine runs: whether `_outputs` are still a queued batch's
+        self._fused = True  # False once the fused kernel could not serve the model's layout
 
     def __call__(self, frames: Sequence[Frame]) -> tuple[Detections, np.ndarray, np.ndarray]:
         """Host Detections (frame_idx = row), scale (B, 2) and pad (B, 2) float32, for every frame."""
         return in_chunks(frames, self.engine.max_batch, self._chunk)
 
     def submit(self, frames: Sequence[Frame]) -> Callable[[], tuple[Detections, np.ndarray, np.ndarray]]:
-        """Queue a batch on the engine's stream and return at once; calling the result waits for the batch and
-        gives what `__call__` gives. Batches queued one after another run in order on the one stream, so the
-        GPU starts the next as soon as this one is done, while the caller hands this one's results on.
+        """Queue a batch on the engine's stream and return at once; calling the result (once) waits for the batch
+        and gives what `__call__` gives. Batches queued one after another run in order on the one stream, so
+        the GPU starts the next as soon as this one is done, while the caller hands this one's results on.
 
-        The frames must stay alive until the result is taken. A batch larger than the engine takes, or one
-        the fused kernel cannot serve, is detected here and now.
+        The frames must stay alive until the result is taken. What cannot be queued (a batch larger than the
+        engine takes; a model whose layout the fused kernel cannot serve, found on its first batch) is
+        detected when the result is asked for, so it never holds up an earlier batch's results.
         """
-        if len(frames) > self.engine.max_batch:
-            found = self(frames)
-            return lambda: found
+        if len(frames) > self.engine.max_batch or not self._fused:
+            return lambda: self(frames)
         with self._lock:
             queued, table_d, scale, pad = self._queue(frames)
-            if queued is None:
+            if queued is None:  # the kernel cannot serve this layout: this batch now, the next ones when asked
+                self._fused = False
                 found = self._general(table_d, len(frames))
                 return lambda: (found, scale, pad)
+            generation = self._generation
 
         def collect() -> tuple[Detections, np.ndarray, np.ndarray]:
             found = self._select.collect(queued)
-            if found is None:  # more candidates than the kernel holds, and the outputs may be a later batch's now
-                found, _, _ = self._chunk(frames, fused=False)
+            if found is None:  # more candidates than the kernel holds: the general path on this batch's outputs,
+                with self._lock:  # or, when a later batch has overwritten them, on this batch again
+                    if generation == self._generation:
+                        found = self._general(table_d, len(frames))
+                if found is None:
+                    found, _, _ = self._chunk(frames, fused=False)
             return found, scale, pad
 
         return collect
@@ -92,13 +100,14 @@ class GpuDetectStep:
     def _chunk(self, frames: Sequence[Frame], fused: bool = True) -> tuple[Detections, np.ndarray, np.ndarray]:
         """One chunk, waited for: the fused kernel, or the general path on the same outputs where it cannot serve."""
         with self._lock:
-            queued, table_d, scale, pad = self._queue(frames, fused)
+            queued, table_d, scale, pad = self._queue(frames, fused and self._fused)
             found = None if queued is None else self._select.collect(queued)
             return (self._general(table_d, len(frames)) if found is None else found), scale, pad
 
-    def _queue(self, frames: Sequence[Frame], fused: bool = True):
+    def _queue(self, frames: Sequence[Frame], fused: bool = True) -> tuple[Any, Any, np.ndarray, np.ndarray]:
         """Letterbox, engine and (when `fused`) the fused kernel's launch, queued on the engine's stream, under
-        `_lock`: (the launch or None, the device row table, scale, pad). The outputs are left in `_outputs`."""
+        `_lock`: (the launch or None, the device row table, scale, pad). The outputs are left in `_outputs`.
+        Should a call fail after queueing, the stream is waited for: the frames may go once this returns."""
         n = len(frames)
         engine = self.engine
         # The engine runs a whole bucket (rows past n are padding, ignored below), so every kernel
@@ -107,14 +116,19 @@ class GpuDetectStep:
         buffer = engine.input_buffer(rows)
         kernel_tables, scale, pad = self.preprocess.describe(frames)
         table = row_table(rows, [(f.width, f.height) for f in frames], scale, pad)
+        self._generation += 1
         with engine.stream:
-            *kernel_tables, table_d = self._staging.upload((*kernel_tables, table), engine.stream)  # one copy
-            self.preprocess.launch(kernel_tables, buffer, n)
-            feed = {self.input_names[0]: buffer}
-            if self.head == "detr" and len(self.input_names) > 1:
-                feed[self.input_names[1]] = table_d[:, 0:2].astype(np.int64)
-            self._outputs = engine.infer(feed)
-            queued = self._select.launch(self._outputs, table_d, n, engine.stream) if fused else None
+            try:
+                *kernel_tables, table_d = self._staging.upload((*kernel_tables, table), engine.stream)  # one copy
+                self.preprocess.launch(kernel_tables, buffer, n)
+                feed = {self.input_names[0]: buffer}
+                if self.head == "detr" and len(self.input_names) > 1:
+                    feed[self.input_names[1]] = table_d[:, 0:2].astype(np.int64)
+                self._outputs = engine.infer(feed)
+                queued = self._select.launch(self._outputs, table_d, n, engine.stream) if fused else None
+            except BaseException:
+                engine.stream.synchronize()
+                raise
         return queued, table_d, scale, pad
 
     def detect_inputs(self, inputs: dict[str, Any], sizes, scale: np.ndarray, pad: np.ndarray) -> Detections:
@@ -122,6 +136,7 @@ class GpuDetectStep:
         post-engine step as NV12 frames. sizes (n, 2) source (w, h); scale, pad (n, 2) float32 as preprocessing
         reported them."""
         with self._lock:
+            self._generation += 1
             self._outputs = self.engine.infer(inputs)
             rows = int(next(iter(self._outputs.values())).shape[0])
             with self.engine.stream:
@@ -130,7 +145,7 @@ class GpuDetectStep:
             return self._general(table_d, len(sizes)) if found is None else found
 
     def _general(self, table_d, n: int) -> Detections:
-        """The general path on the last outputs `_queue` left (under `_lock`)."""
+        """The general path on the last outputs (`_queue`'s or `detect_inputs`'), under `_lock`."""
         with self.engine.stream:
             return select_general(heads.decode(self.head, self._outputs, self.input_size), table_d, n, self.config,
                                   self.class_filter, self.num_classes, self.report)

@@ -16,7 +16,7 @@ work. This is one launch, one copy and one sync.
 Same result as the general path (`heads.decode` + `nms.candidates` + `nms_gpu.ranked_keep`, itself
 equal to the numpy reference): same float32 arithmetic, IoU without fused multiply-add, ties by
 anchor index. An image with more than `CAPACITY` candidates (a very low threshold) returns None, and
-the caller runs the general path on the same outputs.
+the caller runs the general path instead (`detector_gpu`).
 """
 from __future__ import annotations
 
@@ -276,16 +276,13 @@ class FusedSelect:
         self._classes = np.iinfo(np.int32).max if num_classes is None else int(num_classes)
         self.report = report
         self._none = cupy.zeros(1, np.float32)  # stands for the operands a head does not have
-        self._free: list[_Result] = []  # result buffers no batch in flight holds (list.pop/append: thread-safe)
+        self._free: list[_Result] = []  # result buffers no batch in flight holds (taken under the step's lock)
 
     def __call__(self, outputs: dict[str, Any], table, n: int, stream) -> Detections | None:
-        """Host Detections (frame_idx = row) of the first n rows of `outputs` (the engine's, by name).
-
-        table: (rows, 6) device float32 per row (source w, h, scale x, y, pad x, y). Everything is
-        queued on `stream` and waited for once. None when an image has more candidates than the
-        kernel holds, the layout does not fit its keys, or the kernel has no code for the head: run the
-        general path instead.
-        """
+        """Host Detections (frame_idx = row) of the first n rows of `outputs` (the engine's, by name); table:
+        (rows, 6) device float32 per row (source w, h, scale x, y, pad x, y). None when an image has more
+        candidates than the kernel holds, the layout does not fit its keys, or the kernel has no code for
+        the head: run the general path instead."""
         queued = self.launch(outputs, table, n, stream)
         return None if queued is None else self.collect(queued)
 
@@ -319,11 +316,14 @@ class FusedSelect:
     def collect(self, queued: "_Queued") -> Detections | None:
         """Wait for a `launch` and unpack its result; None when an image had more candidates than the kernel
         holds (run the general path on that batch again)."""
+        result, queued.result = queued.result, None
+        if result is None:
+            raise RuntimeError("a launched batch was collected twice")
         queued.done.synchronize()
         try:
-            return self._unpack(queued.result.host, queued.rows, queued.n, queued.max_det)
+            return self._unpack(result.host, queued.rows, queued.n, queued.max_det)
         finally:
-            self._free.append(queued.result)
+            self._free.append(result)
 
     def _result(self, size: int) -> "_Result":
         """A free result buffer pair of at least `size` floats: one per batch queued and not yet collected."""
@@ -393,7 +393,7 @@ class _Result:
 class _Queued:
     """A launched batch: its result buffers, the event after its copy to the host, and its sizes."""
 
-    result: _Result
+    result: _Result | None  # None once collected
     done: Any
     rows: int
     n: int

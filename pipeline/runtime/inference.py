@@ -1,8 +1,9 @@
 """Inference threads: take batches from the aligned buffer, run the detector, hand each frame's result on.
 
-`detector.workers` threads may detect at once (host engines), but results are handed on in the order
-the batches were taken, so each stream's frames reach the stages in order; a stream's end is handed on
-after its last frame. A batch the detector fails on is logged, counted and skipped: one bad batch
+`detector.workers` threads may detect at once (host engines), and with a GPU engine one thread keeps the
+next batch queued on the GPU while it hands the last one on (`detector.queue_next`); either way results are
+handed on in the order the batches were taken, so each stream's frames reach the stages in order; a
+stream's end is handed on after its last frame. A batch the detector fails on is logged, counted and skipped: one bad batch
 never stops detection.
 """
 from __future__ import annotations
@@ -82,27 +83,35 @@ class Inference:
         hands on and takes the next. One batch in flight is held, at most; with nothing ready it is finished at
         once, so no batch waits for a later one."""
         in_flight: _Taken | None = None
-        while not self._abandon.is_set():
-            with self._take_lock:
-                batch = self.buffer.next_batch(timeout=0 if in_flight else TAKE_TIMEOUT_S)
-                done = batch is None and self._finish_when() and self.buffer.finished
-                ended = self.buffer.take_ended()
-                ticket = self._next_ticket
-                if batch is not None or ended:
-                    self._next_ticket += 1
-            if batch is None and not ended:
-                if in_flight is None and done:
+        try:
+            while not self._abandon.is_set():
+                with self._take_lock:
+                    batch = self.buffer.next_batch(timeout=0 if in_flight is not None else TAKE_TIMEOUT_S)
+                    done = batch is None and self._finish_when() and self.buffer.finished
+                    ended = self.buffer.take_ended()
+                    ticket = self._next_ticket
+                    if batch is not None or ended:
+                        self._next_ticket += 1
+                if batch is None and not ended:
+                    if in_flight is None and done:
+                        return
+                    held, in_flight = in_flight, None
+                    self._finish(held)
+                    continue
+                taken = self._start(ticket, batch, ended)
+                held, in_flight = in_flight, taken
+                if held is not None:
+                    self._finish(held)
+                    taken.t0 = max(taken.t0, held.done_at)  # the GPU starts this one once that one is done
+                if not (self.detector.queue_next and taken.pending is not None):
+                    in_flight = None
+                    self._finish(taken)
+                if done:
                     return
-                in_flight = self._finish(in_flight)
-                continue
-            taken = self._start(ticket, batch, ended)
-            self._finish(in_flight)
-            in_flight = taken if taken.pending is not None and self.detector.queue_next else self._finish(taken)
-            if done:
-                return
-        self._finish(in_flight)  # abandoned: its streams' ends still go on
+        finally:
+            self._finish(in_flight)  # abandoned (or a receiver failed): its streams' ends still go on
 
-    def _start(self, ticket: int, batch: FrameBatch | None, ended: list[str]) -> "_Taken":
+    def _start(self, ticket: int, batch: FrameBatch | None, ended: list[str]) -> _Taken:
         taken = _Taken(ticket, batch, ended, time.perf_counter())
         if batch is not None:
             self.telemetry.batch_taken(batch)
@@ -112,18 +121,18 @@ class Inference:
                 _log_failed(batch)
         return taken
 
-    def _finish(self, taken: "_Taken | None") -> None:
-        """Wait for a taken batch's detections and hand them on in its turn (nothing for None). Returns None:
-        what the caller holds in flight afterwards."""
+    def _finish(self, taken: _Taken | None) -> None:
+        """Wait for a taken batch's detections and hand them on in its turn (nothing for None)."""
         if taken is None:
-            return None
+            return
         detections = None
         try:
             detections = taken.pending() if taken.pending is not None else None
         except Exception:  # noqa: BLE001 - isolation boundary: one bad batch must not stop detection
             _log_failed(taken.batch)
         finally:
-            self._hand_on(taken.ticket, taken.batch, detections, taken.ended, time.perf_counter() - taken.t0)
+            taken.done_at = time.perf_counter()
+            self._hand_on(taken.ticket, taken.batch, detections, taken.ended, taken.done_at - taken.t0)
 
     def _hand_on(self, ticket: int, batch: FrameBatch | None, detections: Detections | None, ended: list[str],
                  infer_s: float) -> None:
@@ -157,13 +166,15 @@ class Inference:
 @dataclass
 class _Taken:
     """What one take from the buffer gave: its turn, the batch (None when only streams' ends), the streams that
-    ended, when detection began, and the call that waits for its detections (None: no batch, or it failed)."""
+    ended, when its detection began (submitted, or the batch queued before it done), the call that waits for
+    its detections (None: no batch, or it failed) and when they came."""
 
     ticket: int
     batch: FrameBatch | None
     ended: list[str]
     t0: float
     pending: Callable[[], Detections] | None = None
+    done_at: float = 0.0
 
 
 def _log_failed(batch: FrameBatch) -> None:

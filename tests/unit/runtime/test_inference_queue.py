@@ -44,7 +44,7 @@ class _QueuingDetector:
         return result
 
 
-def _run(detector, frames: int, end: bool = True):
+def _run(detector, frames: int, end: bool = True, start: bool = True):
     buffer = AlignedBuffer([LaneConfig(name="default", max_batch=2, max_wait_ms=1000)],
                            [StreamConfig(id="a", url="/clips/a.mp4", ring_size=16)])
     for seq in range(frames):
@@ -59,7 +59,8 @@ def _run(detector, frames: int, end: bool = True):
 
     inference = Inference(buffer, detector, on_batch, lambda stream_id: detector.log.append(("end", stream_id)),
                           telemetry=_Telemetry())
-    inference.start()
+    if start:
+        inference.start()
     return inference, buffer, handed
 
 
@@ -95,3 +96,40 @@ def test_a_batch_whose_detections_fail_is_skipped_and_the_next_still_goes_on():
     assert inference.join(10)
     assert [entry for entry in log if entry[0] == "handed"] == [("handed", [0, 1]), ("handed", [4, 5])]
     assert inference.failed_batches == 1 and inference.batches == 2 and log[-1] == ("end", "a")
+
+
+def test_a_batch_that_cannot_be_submitted_is_skipped_while_the_one_in_flight_still_goes_on():
+    log: list = []
+    detector = _QueuingDetector(log)
+    submit = detector.submit
+
+    def failing_submit(batch):
+        if batch.frames[0].seq == 2:
+            raise RuntimeError("the engine refused this batch")
+        return submit(batch)
+
+    detector.submit = failing_submit
+    inference, _, _ = _run(detector, 6)
+    assert inference.join(10)
+    assert [entry for entry in log if entry[0] == "handed"] == [("handed", [0, 1]), ("handed", [4, 5])]
+    assert inference.failed_batches == 1 and log[-1] == ("end", "a")
+
+
+def test_once_abandoned_the_batch_in_flight_is_waited_for_but_not_handed_on():
+    log: list = []
+    detector = _QueuingDetector(log)
+    submit = detector.submit
+    inference = None
+
+    def abandoning_submit(batch):
+        pending = submit(batch)
+        if batch.frames[0].seq == 2:  # a stop while [0, 1] is in flight and [2, 3] was just queued
+            inference.abandon()
+        return pending
+
+    detector.submit = abandoning_submit
+    inference, _, _ = _run(detector, 6, start=False)
+    inference.start()
+    assert inference.join(10)
+    assert ("result", [0, 1]) in log and ("result", [2, 3]) in log  # waited for: their frames may go now
+    assert not [entry for entry in log if entry[0] == "handed"] and ("submit", [4, 5]) not in log
