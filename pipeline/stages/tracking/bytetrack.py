@@ -66,13 +66,14 @@ _SHARED_VELOCITY_SIGNIFICANCE = 2.0
 # with all of it kept, and every significant shift taken as the camera's, the demo world lost 6 HOTA: its objects
 # mostly move one way, and newborn tracks inherited that; 0.5 to 0.9 were within 0.8 HOTA of 0.7).
 _SHARED_VELOCITY_DECAY = 0.7
-# `low_scores: joint` (SORT's association): every detection on plain IoU, in one stage, and SORT's threshold to start a track.
+# `low_scores: joint` (SORT's association): every detection on plain IoU, in one stage, and SORT's threshold to
+# start a track.
 _JOINT_MATCH_IOU = 0.3
 _JOINT_NEW_TRACK_THRESHOLD = 0.25
-# `low_scores: adaptive`: joint once at least this share of the low-score detections lay on a confirmed track's prediction
-# (IoU >= `low_match_iou`, same class), counted over about the last `_LOW_SCORE_MEMORY` low-score detections (older
-# ones fade out) and only after `_LOW_SCORE_MIN_COUNT` of them (tune split: MOT17 with independent noise 0.58 to 0.95 per
-# sequence, the demo world's detector 0.17 to 0.39, the detector-like noise 0.35 to 0.65).
+# `low_scores: adaptive`: joint once at least this share of the low-score detections lay on a confirmed track's
+# prediction (IoU >= `low_match_iou`, same class), counted over about the last `_LOW_SCORE_MEMORY` low-score
+# detections (older ones fade out) and only after `_LOW_SCORE_MIN_COUNT` of them (tune split: MOT17 with independent
+# noise 0.58 to 0.95 per sequence, the demo world's detector 0.17 to 0.39, the detector-like noise 0.35 to 0.65).
 _JOINT_SHARE = 0.5
 _LOW_SCORE_MEMORY = 500
 _LOW_SCORE_MIN_COUNT = 100
@@ -159,7 +160,9 @@ class ByteTracker:
         )
         matched = np.concatenate([first, second, recovered, third])
         self._correct(matched, xyxy)
-        new_track_threshold = min(cfg.new_track_threshold, _JOINT_NEW_TRACK_THRESHOLD) if joint else cfg.new_track_threshold
+        new_track_threshold = cfg.new_track_threshold
+        if joint:
+            new_track_threshold = min(new_track_threshold, _JOINT_NEW_TRACK_THRESHOLD)
         births = high[score[high] >= new_track_threshold]
         self.matched_ids = np.full(len(dets), -1, np.int64)
         out = self._matched_rows(dets, matched)
