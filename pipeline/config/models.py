@@ -178,6 +178,12 @@ class TrackerConfig(Strict):
     low_match_iou: float = Field(
         0.5, ge=0, le=1, description="minimum IoU for low-score detections; higher keeps clutter off tracks"
     )
+    low_scores: Literal["adaptive", "separate", "joint"] = Field(
+        "adaptive", description="separate: low-score detections only continue tracks, in a second stage at "
+        "`low_match_iou` (ByteTrack); joint: every detection is matched in one stage on IoU >= 0.3 and may start a "
+        "track from 0.25 (SORT); adaptive: joint while most low-score detections lie on confirmed tracks (a detector "
+        "whose low scores are real, hidden objects), separate otherwise (one whose low scores are clutter)"
+    )
     max_lost_frames: int = Field(30, ge=0, le=100_000, description="a track unseen this many frames is ended")
     min_hits: int = Field(2, ge=1, le=1000, description="frames before a new track is reported")
     coast_frames: int = Field(

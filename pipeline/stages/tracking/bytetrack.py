@@ -16,6 +16,12 @@ Per frame (`update`):
    `min_hits` matched frames and only then gets an id; a confirmed track unmatched for more than
    `max_lost_frames` frames is ended.
 
+`low_scores` says how the low-score detections are used: `separate` is steps 3 and 6 above (ByteTrack); `joint`
+matches every detection >= `low_threshold` in step 2, on plain IoU >= 0.3, and starts tracks from 0.25 (SORT);
+`adaptive` (the default) is joint while at least half of the recent low-score detections lay on a confirmed track's
+prediction (a detector whose low scores are real, partly hidden objects) and separate otherwise (one whose low scores
+are mostly clutter).
+
 With `follow_shared_motion`, the tracks no detection matched in the first stage are moved by the shift the
 matched tracks share (their median innovation, when it is significant): on a moving camera a lost track
 then stays on the scene instead of drifting away from where its object will reappear. A clearer shift is
@@ -60,6 +66,17 @@ _SHARED_VELOCITY_SIGNIFICANCE = 2.0
 # with all of it kept, and every significant shift taken as the camera's, the demo world lost 6 HOTA: its objects
 # mostly move one way, and newborn tracks inherited that; 0.5 to 0.9 were within 0.8 HOTA of 0.7).
 _SHARED_VELOCITY_DECAY = 0.7
+# `low_scores: joint` (SORT's association): every detection on plain IoU, in one stage, and SORT's threshold to
+# start a track.
+_JOINT_MATCH_IOU = 0.3
+_JOINT_NEW_TRACK_THRESHOLD = 0.25
+# `low_scores: adaptive`: joint once at least this share of the low-score detections lay on a confirmed track's
+# prediction (IoU >= `low_match_iou`, same class), counted over about the last `_LOW_SCORE_MEMORY` low-score
+# detections (older ones fade out) and only after `_LOW_SCORE_MIN_COUNT` of them (tune split: MOT17 with independent
+# noise 0.58 to 0.95 per sequence, the demo world's detector 0.17 to 0.39, the detector-like noise 0.35 to 0.65).
+_JOINT_SHARE = 0.5
+_LOW_SCORE_MEMORY = 500
+_LOW_SCORE_MIN_COUNT = 100
 _STATE = ("_mean", "_cov", "_id", "_hits", "_lost", "_class", "_seen")  # per-track arrays, one row per track
 
 
@@ -84,6 +101,8 @@ class ByteTracker:
         self._class = np.zeros(0, np.int32)
         self._seen = np.zeros((0, 4))  # xyah of the last detection matched to the track
         self._shared_velocity = np.zeros(2)  # pixels per frame every track moves by on top of its own velocity
+        self._low_count = 0.0  # low-score detections seen (fading), and how many of them lay on a confirmed track
+        self._low_on_tracks = 0.0
         self.frame_count = 0
 
     @property
@@ -121,7 +140,13 @@ class ByteTracker:
         confirmed = np.flatnonzero(self._id >= 0)
         tentative = np.flatnonzero(self._id < 0)
 
-        first, high, confirmed = self._associate(confirmed, high, boxes, xyxy, class_id, score, cfg.match_iou)
+        joint = self._joint(confirmed, boxes, xyxy, class_id, low)
+        if joint:
+            high = np.flatnonzero(score >= cfg.low_threshold)
+            low = low[:0]
+            first, high, confirmed = self._associate(confirmed, high, boxes, xyxy, class_id, None, _JOINT_MATCH_IOU)
+        else:
+            first, high, confirmed = self._associate(confirmed, high, boxes, xyxy, class_id, score, cfg.match_iou)
         if cfg.follow_shared_motion and self._follow_shared_motion(first, xyxy):
             boxes = kalman.xyah_to_xyxy(self._mean[:, :4])
         second, _, confirmed = self._associate(confirmed, low, boxes, xyxy, class_id, None, cfg.low_match_iou)
@@ -135,7 +160,10 @@ class ByteTracker:
         )
         matched = np.concatenate([first, second, recovered, third])
         self._correct(matched, xyxy)
-        births = high[score[high] >= cfg.new_track_threshold]
+        new_track_threshold = cfg.new_track_threshold
+        if joint:
+            new_track_threshold = min(new_track_threshold, _JOINT_NEW_TRACK_THRESHOLD)
+        births = high[score[high] >= new_track_threshold]
         self.matched_ids = np.full(len(dets), -1, np.int64)
         out = self._matched_rows(dets, matched)
         self._retire(tentative)
@@ -144,6 +172,30 @@ class ByteTracker:
             self.matched_ids[births] = self._id[-len(births):]
             out = Detections.concat([out, self._with_ids(dets[births], self._id[-len(births):])])
         return Detections.concat([out, self._coasting_rows(dets)])
+
+    def _joint(self, confirmed, boxes, xyxy, class_id, low) -> bool:
+        """Whether this frame's detections are matched in one stage on plain IoU (`low_scores`).
+
+        adaptive: counts the low-score detections that lie on a confirmed track's prediction (IoU >= `low_match_iou`,
+        same class). A detector whose low scores are objects it sees partly hidden (they lie on tracks) is
+        matched as SORT does: a hidden person's low-score detection continues their track at IoU 0.3 and may start
+        one. A detector whose low scores are mostly clutter (beside objects, in the background) keeps ByteTrack's
+        second stage, where clutter can neither start a track nor take one at small overlap.
+        """
+        mode = self.config.low_scores
+        if mode != "adaptive":
+            return mode == "joint"
+        if len(low):
+            on_tracks = 0
+            if len(confirmed):
+                iou = iou_matrix(boxes[confirmed], xyxy[low])
+                if self.config.class_aware:
+                    iou *= self._class[confirmed, None] == class_id[None, low]
+                on_tracks = int((iou.max(axis=0) >= self.config.low_match_iou).sum())
+            fade = (1.0 - 1.0 / _LOW_SCORE_MEMORY) ** len(low)
+            self._low_count = self._low_count * fade + len(low)
+            self._low_on_tracks = self._low_on_tracks * fade + on_tracks
+        return self._low_count >= _LOW_SCORE_MIN_COUNT and self._low_on_tracks >= _JOINT_SHARE * self._low_count
 
     def _predict(self) -> None:
         carried = (1.0 - _SHARED_VELOCITY_DECAY) * self._shared_velocity
