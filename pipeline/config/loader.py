@@ -76,7 +76,10 @@ def located(path: str | Path, problems: Iterable[KeyPathError]) -> ConfigError:
 
 
 def _line(path: Path, lines: dict[tuple, int], loc: tuple, message: str) -> str:
-    return f"{path}:{_nearest_line(lines, loc)}: {key_path(loc)}: {message}"
+    """One line per problem: characters that are not printable (a control character in a value) are escaped,
+    so none breaks the line or hides in it."""
+    text = f"{path}:{_nearest_line(lines, loc)}: {key_path(loc)}: {message}"
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def problems_of(exc: ValidationError, data: Any) -> list[KeyPathError]:

@@ -148,9 +148,8 @@ class DetectorConfig(Strict):
         None, ge=1, le=64, description="batches in flight at once; default: min(cores, 4) on the CPU (each with "
         "cores/workers threads, which beats one many-threaded run); 1 on the GPU. With engine torch, 2 runs a twin on "
         "its own CUDA stream (weights shared), but a priority batch then waits behind the other's network.")
-    queue_next: bool = Field(True, description="GPU engines, one worker: queue the next ready batch on the GPU before the "
-                             "running one is handed on, so the GPU does not wait for the host (12-14% more frames/s); "
-                             "a priority batch may wait behind one more batch (docs/GPU.md)")
+    queue_next: bool = Field(True, description="GPU, one worker: queue the next batch before the last is handed on: 12-14% "
+                             "more frames/s; a priority batch may wait behind one more batch (docs/GPU.md)")
     engine_cache_dir: FilePath = Field(Path("~/.cache/streamweave/engines"), description="TensorRT engines and timing caches")
     calibration_frames: int = Field(256, ge=1, le=100_000, description="int8 only: frames sampled from the streams for calibration")
 
@@ -175,15 +174,11 @@ class TrackerConfig(Strict):
     low_threshold: float = Field(0.1, ge=0, le=1, description="second association stage uses detections above this")
     new_track_threshold: float = Field(0.5, ge=0, le=1, description="unmatched detections above this start a track")
     match_iou: float = Field(0.2, ge=0, le=1, description="minimum IoU x detection score for the first association")
-    low_match_iou: float = Field(
-        0.5, ge=0, le=1, description="minimum IoU for low-score detections; higher keeps clutter off tracks"
-    )
-    low_scores: Literal["adaptive", "separate", "joint"] = Field(
-        "adaptive", description="separate: low-score detections only continue tracks, in a second stage at "
-        "`low_match_iou` (ByteTrack); joint: every detection is matched in one stage on IoU >= 0.3 and may start a "
-        "track from 0.25 (SORT); adaptive: joint while most low-score detections lie on confirmed tracks (a detector "
-        "whose low scores are real, hidden objects), separate otherwise (one whose low scores are clutter)"
-    )
+    low_match_iou: float = Field(0.5, ge=0, le=1, description="minimum IoU for low-score detections; higher keeps clutter "
+                                 "off tracks")
+    low_scores: Literal["adaptive", "separate", "joint"] = Field("adaptive", description="separate: low-score detections "
+        "only continue tracks, at `low_match_iou` (ByteTrack); joint: all matched at IoU >= 0.3, tracks start from 0.25 "
+        "(SORT); adaptive: joint while most low-score detections lie on confirmed tracks, else separate")
     max_lost_frames: int = Field(30, ge=0, le=100_000, description="a track unseen this many frames is ended")
     min_hits: int = Field(2, ge=1, le=1000, description="frames before a new track is reported")
     coast_frames: int = Field(

@@ -75,6 +75,12 @@ def test_unknown_sink_type_is_named(tmp_path):
     assert "sinks -> 1" in error_of(path) and "kafka" in error_of(path)
 
 
+def test_a_control_character_in_a_value_is_escaped_so_the_error_stays_one_line(tmp_path):
+    path = write(tmp_path, GOOD.replace("type: jsonl", 'type: "\\x1e"'))
+    error = error_of(path)
+    assert len(error.splitlines()) == 1 and error.startswith(f"{path}:16: sinks -> 1") and "\\x1e" in error
+
+
 def test_duplicate_stream_ids_are_rejected(tmp_path):
     path = write(tmp_path, GOOD.replace("id: cam-2", "id: cam-1"))
     assert error_of(path).startswith(f"{path}:4: streams -> 1 -> id: duplicate id 'cam-1'")
