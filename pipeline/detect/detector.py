@@ -85,10 +85,9 @@ class Detector:
         """Start detecting `batch`; calling the result (once) waits for its detections (what `__call__` returns).
 
         Device NV12 frames are queued on the GPU and this returns at once, so a second batch can be queued
-        behind the first before the first's detections are taken (`queue_next`); host frames, and what the
-        GPU path cannot queue, are detected when the result is asked for, so they never hold up an earlier
-        batch. Twins (`workers` > 1) keep their step until the result is taken, so another batch goes to a
-        free twin rather than behind this one.
+        behind the first before the first's detections are taken (`queue_next`); host frames, batches for twins
+        (`workers` > 1) and what the GPU path cannot queue are detected when the result is asked for, so they
+        never hold up an earlier batch.
         """
         on_device = _on_device(batch.frames)
         if on_device and not self._gpu_engine:
@@ -96,18 +95,11 @@ class Detector:
                 f"stream '{batch.frames[0].stream_id}': engine {self.engine_name} needs host RGB frames, got device "
                 "NV12; use decode 'cpu' or a GPU engine"
             )
-        if on_device:
-            steps = self._gpu_steps_pool()
-            step = steps.get()
-            try:
+        if on_device and self.queue_next:  # one thread, one step: its batches queue on its stream
+            with self._gpu_step() as step:
                 pending = step.submit(batch.frames)
-            except BaseException:
-                steps.put(step)
-                raise
-            if self.queue_next:  # one thread, one step: its batches queue on its stream
-                steps.put(step)
-            else:
-                pending = _then(pending, lambda: steps.put(step))
+        elif on_device:  # a twin is taken when the result is asked for, so each batch goes to a free one
+            pending = lambda: self._on_a_step(batch.frames)  # noqa: E731
         else:
             pending = lambda: in_chunks([f.image for f in batch.frames], self.max_batch, self._detect_host)  # noqa: E731
 
@@ -153,6 +145,10 @@ class Detector:
                     "are dropped (warned once). The model does not match detector.head '%s' or its %d class names: "
                     "check detector.head and detector.class_names", self.config.model, count, what, example,
                     self.head, len(self.class_names))
+
+    def _on_a_step(self, frames: list[Frame]) -> tuple[Detections, np.ndarray, np.ndarray]:
+        with self._gpu_step() as step:
+            return step(frames)
 
     @contextmanager
     def _gpu_step(self):
@@ -211,21 +207,6 @@ class Detector:
     def close(self) -> None:
         for engine in (*self._twins, self.engine):
             engine.close()
-
-
-def _then(pending: Callable, after: Callable[[], None]) -> Callable:
-    """`pending`, with `after` run when its result is first taken (or failed)."""
-    ran: list[bool] = []
-
-    def result():
-        try:
-            return pending()
-        finally:
-            if not ran:
-                ran.append(True)
-                after()
-
-    return result
 
 
 def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorConfig, class_filter=None,

@@ -87,12 +87,12 @@ class GpuDetectStep:
 
         def collect() -> tuple[Detections, np.ndarray, np.ndarray]:
             found = self._select.collect(queued)
-            if found is None:  # more candidates than the kernel holds: the general path on this batch's outputs,
-                with self._lock:  # or, when a later batch has overwritten them, on this batch again
-                    if generation == self._generation:
-                        found = self._general(table_d, len(frames))
-                if found is None:
-                    found, _, _ = self._chunk(frames, fused=False)
+            if found is None:  # more candidates than the kernel holds: the general path on this batch's outputs
+                with self._lock:
+                    table = table_d
+                    if generation != self._generation:  # a later batch overwrote them: run the engine again
+                        _, table, _, _ = self._queue(frames, fused=False)
+                    found = self._general(table, len(frames))
             return found, scale, pad
 
         return collect

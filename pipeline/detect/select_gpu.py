@@ -298,7 +298,8 @@ class FusedSelect:
                 return None
             rows = int(raw.shape[0])
             max_det = self.config.max_detections
-            result = self._result(rows * (max_det * 6 + 1 + nms.SUMMARY_WIDTH))
+            size = _Result.floats(rows, max_det)
+            result = self._result(size)
             out, counts, summary = result.split(rows, max_det)
             grid, stride = self._grid(anchors) if self.head == "yolox" else (self._none, self._none)
             threshold = self.config.iou_threshold if self.head in ("ultralytics", "yolov5", "yolox") else -1.0
@@ -309,9 +310,9 @@ class FusedSelect:
                 np.int32(min(CAPACITY, self.config.max_candidates)), out, counts, summary,
             )  # fmt: skip
             _kernel()((rows,), (THREADS,), args, shared_mem=CAPACITY * 8)
-            result.device.data.copy_to_host_async(result.host.ctypes.data, result.nbytes(rows, max_det), stream)
+            result.device.data.copy_to_host_async(result.host.ctypes.data, size * 4, stream)
             done = stream.record()
-        return _Queued(result, done, rows, n, max_det)
+        return _Queued(result, done, rows, n)
 
     def collect(self, queued: "_Queued") -> Detections | None:
         """Wait for a `launch` and unpack its result; None when an image had more candidates than the kernel
@@ -321,12 +322,12 @@ class FusedSelect:
             raise RuntimeError("a launched batch was collected twice")
         queued.done.synchronize()
         try:
-            return self._unpack(result.host, queued.rows, queued.n, queued.max_det)
+            return self._unpack(result.host, queued.rows, queued.n, self.config.max_detections)
         finally:
             self._free.append(result)
 
     def _result(self, size: int) -> "_Result":
-        """A free result buffer pair of at least `size` floats: one per batch queued and not yet collected."""
+        """A free result buffer pair of at least `size` floats (one per batch queued and not collected)."""
         while self._free:
             result = self._free.pop()
             if result.host.size >= size:
@@ -378,8 +379,8 @@ class _Result:
         self.host = cupyx.empty_pinned(size, np.float32)
 
     @staticmethod
-    def nbytes(rows: int, max_det: int) -> int:
-        return rows * (max_det * 6 + 1 + nms.SUMMARY_WIDTH) * 4
+    def floats(rows: int, max_det: int) -> int:  # of a batch of `rows` rows
+        return rows * (max_det * 6 + 1 + nms.SUMMARY_WIDTH)
 
     def split(self, rows: int, max_det: int):
         """(out, counts, summary) device views for a batch of `rows` rows."""
@@ -391,10 +392,9 @@ class _Result:
 
 @dataclass
 class _Queued:
-    """A launched batch: its result buffers, the event after its copy to the host, and its sizes."""
+    """A launched batch: its result buffers, the event after its copy to the host, its rows and frames."""
 
     result: _Result | None  # None once collected
     done: Any
     rows: int
     n: int
-    max_det: int
