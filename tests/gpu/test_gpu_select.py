@@ -129,6 +129,25 @@ def test_an_image_with_more_candidates_than_the_kernel_holds_goes_to_the_general
     assert len(select(outputs, _table(rng, 2), 2, stream).score) > 0
 
 
+def test_batches_queued_one_after_another_on_one_select_are_each_its_own(stream):
+    """Three launches queued before any is collected, the middle one overflowing in one image and the last
+    larger than any before: the first and last equal the general path (nothing of one batch's candidates or
+    counts is left for the next), the middle one asks for the general path."""
+    rng = np.random.default_rng(5)
+    config = _config(conf_threshold=0.25, iou_threshold=0.45, max_detections=300, max_candidates=1000)
+    select = select_gpu.FusedSelect("ultralytics", INPUT, config, None)
+    batches = [_outputs("ultralytics", rng, 4), _outputs("ultralytics", rng, 4), _outputs("ultralytics", rng, 8)]
+    batches[1]["output0"][1, 4, :] = 0.9  # all 3,549 anchors of image 1 are candidates: over 1,000
+    tables = [_table(rng, 4), _table(rng, 4), _table(rng, 8)]
+    queued = [select.launch(outputs, table, len(table), stream) for outputs, table in zip(batches, tables)]
+    first, crowded, last = (select.collect(q) for q in queued)
+    assert crowded is None
+    for got, outputs, table in ((first, batches[0], tables[0]), (last, batches[2], tables[2])):
+        expected = select_general(heads.decode("ultralytics", outputs, INPUT), table, len(table), config, None)
+        assert len(expected.score) > len(table)
+        _assert_same(got, expected)
+
+
 def test_a_label_outside_the_kernels_class_range_goes_to_the_general_path(stream):
     rng = np.random.default_rng(4)
     outputs = _outputs("detr", rng, 2)
