@@ -47,6 +47,10 @@ def bench_command(argv: list[str]) -> int:
 
 def _bench(args, argv: list[str]) -> int:
     base = _base_config(args)
+    out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
+    if args.decode_table:  # no cameras and no lanes: the decode stage alone
+        out.mkdir(parents=True, exist_ok=True)
+        return _decode_table(args, base, out)
     cameras = _cameras(args, base)
     sample = cameras(0)
 
@@ -57,10 +61,7 @@ def _bench(args, argv: list[str]) -> int:
     if base.runtime.decode_processes == "auto":
         base = base.model_copy(update={"runtime": base.runtime.model_copy(
             update={"decode_processes": plan.decode_processes})})
-    out = args.out or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    if args.decode_table:
-        return _decode_table(args, base, out)
     report: dict = {"command": "run_pipeline.py bench " + " ".join(argv), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
                     "machine": plan.machine.describe(), "engine": plan.detector.reason, "camera": sample.model_dump(
                         mode="json", exclude_defaults=True), "bounds_ms": {k: v * 1000 for k, v in args.bounds.items()},
@@ -148,7 +149,7 @@ def _base_config(args) -> PipelineConfig:
     if args.config is not None:
         config = load_config(args.config)
         names = [lane.name for lane in config.lanes]
-        if PRIORITY_LANE not in names or len(names) < 2:
+        if not args.decode_table and (PRIORITY_LANE not in names or len(names) < 2):
             raise ConfigError(f"{args.config}: the benchmark puts cameras in lanes '{PRIORITY_LANE}' and "
                               f"'{names[-1]}'; add a lane named '{PRIORITY_LANE}'")
         return config.model_copy(update={"streams": [], "sinks": []})

@@ -34,8 +34,8 @@ def decode_table(base: PipelineConfig, source: Path, folder: Path, size: tuple[i
         width, height = change.get("size", size)
         clip = camera_clip(source, folder, width, height, fps, clip_seconds, gop=change.get("gop"),
                            bframes=change.get("bframes", 0), bitrate_kbps=change.get("bitrate_kbps"))
-        sample = StreamConfig(id="d0", url=str(clip), loop=True)
-        plan = resolve(base.model_copy(update={"streams": [sample]}))
+        copies = [StreamConfig(id=f"d{i}", url=str(clip), loop=True, lane=base.lanes[-1].name) for i in range(streams)]
+        plan = resolve(base.model_copy(update={"streams": copies}))  # decode processes (auto) sized for them all
         result = decode_ceiling(base, plan, str(clip), streams, seconds)
         mbits = clip.stat().st_size * 8 / clip_seconds / 1e6
         rows.append({"variant": name, "size": f"{width}x{height}", "gop": change.get("gop", round(fps)),

@@ -62,17 +62,18 @@ extern "C" __global__ void nv12_letterbox(
         const float cx = (x - px + 0.5f) / sx - 0.5f, cy = (y - py + 0.5f) / sy - 0.5f;
         const float rx = (antialias && sx < 1.f) ? 1.f / sx : 1.f;
         const float ry = (antialias && sy < 1.f) ? 1.f / sy : 1.f;
+        const float irx = 1.f / rx, iry = 1.f / ry;  // the triangle's slopes: no division per tap
         const int x0 = (int)ceilf(cx - rx), x1 = (int)floorf(cx + rx);
         const int y0 = (int)ceilf(cy - ry), y1 = (int)floorf(cy + ry);
         float acc[3] = {0.f, 0.f, 0.f}, total = 0.f;
         for (int ty = y0; ty <= y1; ++ty) {
-            const float wy = 1.f - fabsf(ty - cy) / ry;
+            const float wy = 1.f - fabsf(ty - cy) * iry;
             if (wy <= 0.f) continue;
             const int sy_i = min(max(ty, 0), src_h - 1);
             const unsigned char* lrow = luma + (size_t)sy_i * pitch;
             const unsigned char* crow = chroma + (size_t)(sy_i >> 1) * pitch;
             for (int tx = x0; tx <= x1; ++tx) {
-                const float wx = 1.f - fabsf(tx - cx) / rx;
+                const float wx = 1.f - fabsf(tx - cx) * irx;
                 if (wx <= 0.f) continue;
                 const int sx_i = min(max(tx, 0), src_w - 1);
                 const float l = c[0] * ((float)lrow[sx_i] - 16.f);

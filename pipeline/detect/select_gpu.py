@@ -89,7 +89,8 @@ class FusedSelect:
                 np.int32(min(CAPACITY, self.config.max_candidates)), out, counts, summary,
             )  # fmt: skip
             blocks = max(1, -(-anchors // THREADS))
-            kernel()((blocks, rows), (THREADS,), (*args, *self._scratch_for(rows)), shared_mem=CAPACITY * 8)
+            kernel(raw.dtype == np.float16)((blocks, rows), (THREADS,), (*args, *self._scratch_for(rows)),
+                                            shared_mem=CAPACITY * 8)
             result.device.data.copy_to_host_async(result.host.ctypes.data, size * 4, stream)
             done = stream.record()
         return _Queued(result, done, rows, n)
@@ -123,7 +124,8 @@ class FusedSelect:
         return self._scratch
 
     def _operands(self, outputs: dict[str, Any]):
-        """(raw, boxes_in, labels, anchors, width) as float32/int32 C-contiguous device arrays for the kernel."""
+        """(raw, boxes_in, labels, anchors, width) as C-contiguous device arrays for the kernel: raw float16 as the
+        engine gave it or float32, the others float32/int32."""
         import cupy  # noqa: PLC0415 - GPU only
 
         if self.head == "detr":
@@ -131,7 +133,8 @@ class FusedSelect:
             boxes = cupy.ascontiguousarray(outputs["boxes"], np.float32)
             labels = cupy.ascontiguousarray(heads.class_ids_of(outputs["labels"]))  # int64 beyond int32: -1
             return scores, boxes, labels, int(scores.shape[1]), 1
-        raw = cupy.ascontiguousarray(next(iter(outputs.values())), np.float32)
+        raw = next(iter(outputs.values()))
+        raw = cupy.ascontiguousarray(raw, np.float16 if raw.dtype == np.float16 and self.head != "rtdetr" else np.float32)
         if self.head == "rtdetr":  # normalised centre and size -> end-to-end's (x1, y1, x2, y2, score, class)
             decoded = heads.decode_rtdetr(raw, self.input_size)
             raw = cupy.concatenate([decoded.boxes, raw[..., 4:6]], axis=-1)

@@ -22,6 +22,15 @@ _SOURCE = f"#define TALLY {TALLY}\n" + r"""
 #define END2END 3
 #define DETR 4
 
+#ifdef RAW_HALF  // the engine's FP16 outputs, read as they are: each value widens to float exactly
+#include <cuda_fp16.h>
+typedef __half raw_t;
+__device__ __forceinline__ float value(__half v) { return __half2float(v); }
+#else
+typedef float raw_t;
+__device__ __forceinline__ float value(float v) { return v; }
+#endif
+
 // Floats -> unsigned ints in the same order (negative floats below positive ones).
 __device__ __forceinline__ unsigned int ordered(float s) {
     const unsigned int u = __float_as_uint(s);
@@ -34,11 +43,11 @@ __device__ __forceinline__ float unordered(unsigned int o) {
 
 // Largest of n values p[0], p[step], ...; the first one on ties (argmax); the first NaN if any (as numpy's
 // max and argmax: a NaN class score makes the score NaN, which no threshold passes).
-__device__ __forceinline__ void best_of(const float* p, int n, size_t step, float* best, int* index) {
-    float m = p[0];
+__device__ __forceinline__ void best_of(const raw_t* p, int n, size_t step, float* best, int* index) {
+    float m = value(p[0]);
     int k = 0;
     for (int c = 1; c < n && m == m; ++c) {
-        const float v = p[c * step];
+        const float v = value(p[c * step]);
         if (v > m || v != v) { m = v; k = c; }
     }
     *best = m;
@@ -46,21 +55,22 @@ __device__ __forceinline__ void best_of(const float* p, int n, size_t step, floa
 }
 
 // Score and class of anchor i of image b. scores_in / labels: DETR's own outputs.
-__device__ void score_of(int head, const float* raw, const int* labels, int b, int i, int anchors, int width,
+__device__ void score_of(int head, const raw_t* raw, const int* labels, int b, int i, int anchors, int width,
                          float* score, int* cls) {
     if (head == ULTRALYTICS) {
         best_of(raw + ((size_t)b * width + 4) * anchors + i, width - 4, anchors, score, cls);
     } else if (head == YOLOV5 || head == YOLOX) {
-        const float* p = raw + ((size_t)b * anchors + i) * width;
+        const raw_t* p = raw + ((size_t)b * anchors + i) * width;
         float best;
         best_of(p + 5, width - 5, 1, &best, cls);
-        *score = best * p[4];
+        *score = best * value(p[4]);
     } else if (head == END2END) {
-        const float* p = raw + ((size_t)b * anchors + i) * 6;
-        *score = p[4];
-        *cls = p[5] >= 0.f && p[5] < 2147483648.f ? (int)p[5] : -1;  // heads.class_ids_of: not a class -> -1
+        const raw_t* p = raw + ((size_t)b * anchors + i) * 6;
+        const float c = value(p[5]);
+        *score = value(p[4]);
+        *cls = c >= 0.f && c < 2147483648.f ? (int)c : -1;  // heads.class_ids_of: not a class -> -1
     } else {
-        *score = raw[(size_t)b * anchors + i];
+        *score = value(raw[(size_t)b * anchors + i]);
         *cls = labels[(size_t)b * anchors + i];
     }
 }
@@ -71,20 +81,24 @@ __device__ __forceinline__ void corners(float cx, float cy, float w, float h, fl
 }
 
 // xyxy box of anchor i of image b (model pixels; source pixels for DETR).
-__device__ void box_of(int head, const float* raw, const float* boxes_in, const float* grid, const float* stride,
+__device__ void box_of(int head, const raw_t* raw, const float* boxes_in, const float* grid, const float* stride,
                        int b, int i, int anchors, int width, float* box) {
     if (head == ULTRALYTICS) {
-        const float* p = raw + (size_t)b * width * anchors + i;
-        corners(p[0], p[anchors], p[2 * (size_t)anchors], p[3 * (size_t)anchors], box);
+        const raw_t* p = raw + (size_t)b * width * anchors + i;
+        corners(value(p[0]), value(p[anchors]), value(p[2 * (size_t)anchors]), value(p[3 * (size_t)anchors]), box);
     } else if (head == YOLOV5) {
-        const float* p = raw + ((size_t)b * anchors + i) * width;
-        corners(p[0], p[1], p[2], p[3], box);
+        const raw_t* p = raw + ((size_t)b * anchors + i) * width;
+        corners(value(p[0]), value(p[1]), value(p[2]), value(p[3]), box);
     } else if (head == YOLOX) {
-        const float* p = raw + ((size_t)b * anchors + i) * width;
+        const raw_t* p = raw + ((size_t)b * anchors + i) * width;
         const float s = stride[i];
-        corners((p[0] + grid[2 * i]) * s, (p[1] + grid[2 * i + 1]) * s, expf(p[2]) * s, expf(p[3]) * s, box);
+        corners((value(p[0]) + grid[2 * i]) * s, (value(p[1]) + grid[2 * i + 1]) * s, expf(value(p[2])) * s,
+                expf(value(p[3])) * s, box);
+    } else if (head == END2END) {
+        const raw_t* p = raw + ((size_t)b * anchors + i) * 6;
+        for (int k = 0; k < 4; ++k) box[k] = value(p[k]);
     } else {
-        const float* p = head == END2END ? raw + ((size_t)b * anchors + i) * 6 : boxes_in + ((size_t)b * anchors + i) * 4;
+        const float* p = boxes_in + ((size_t)b * anchors + i) * 4;
         for (int k = 0; k < 4; ++k) box[k] = p[k];
     }
 }
@@ -107,7 +121,7 @@ __device__ __forceinline__ bool overlaps(const float* a, const float* c, float c
 // and one example of each (the lowest anchor's box, score and class), as `nms.unusable_summary` lays it out.
 // found_keys: (rows, capacity) scratch; tally: (rows, TALLY) zeros, and zeros again when the kernel is done.
 extern "C" __global__ void detect_select(
-    int head, const float* __restrict__ raw, const float* __restrict__ boxes_in, const int* __restrict__ labels,
+    int head, const raw_t* __restrict__ raw, const float* __restrict__ boxes_in, const int* __restrict__ labels,
     int anchors, int width, const float* __restrict__ grid, const float* __restrict__ stride,
     const float* __restrict__ table, int images, float conf, const int* __restrict__ allowed, int n_allowed,
     int classes, float threshold, int max_det, int capacity, float* __restrict__ out, int* __restrict__ counts,
@@ -238,15 +252,13 @@ extern "C" __global__ void detect_select(
 }
 """
 
-_KERNEL = None
+_KERNELS: dict[bool, object] = {}
 
 
-def kernel():
-    global _KERNEL  # noqa: PLW0603 - one compiled kernel per process
+def kernel(half: bool):
+    """The compiled kernel for FP16 (`half`) or float32 engine outputs (once per process, cached by CuPy on disk)."""
     import cupy  # noqa: PLC0415 - GPU only
 
-    if _KERNEL is None:
-        _KERNEL = cupy.RawKernel(_SOURCE, "detect_select")
-    return _KERNEL
-
-
+    if half not in _KERNELS:
+        _KERNELS[half] = cupy.RawKernel(_SOURCE, "detect_select", options=("-DRAW_HALF",) if half else ())
+    return _KERNELS[half]

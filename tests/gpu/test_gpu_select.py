@@ -116,6 +116,20 @@ def test_fused_kernel_keeps_what_the_general_path_keeps(head, conf, iou, cap, cl
     _assert_same(got, expected)
 
 
+@pytest.mark.parametrize("head", ["ultralytics", "yolov5", "yolox", "end2end"])
+def test_fp16_outputs_are_read_as_they_are_and_kept_as_their_float32_widening_is(head, stream):
+    """An FP16 engine's outputs go to the kernel without a cast: the detections equal those of the same
+    values widened to float32 first (every half widens exactly)."""
+    rng = np.random.default_rng(len(head) * 13)
+    half = {name: v.astype(np.float16) for name, v in _outputs(head, rng, 6).items()}
+    table = _table(rng, 6)
+    select = select_gpu.FusedSelect(head, INPUT, _config(conf_threshold=0.25), None)
+    got = select(half, table, 6, stream)
+    expected = select({name: v.astype(np.float32) for name, v in half.items()}, table, 6, stream)
+    assert len(expected.score) > 6
+    _assert_same(got, expected)
+
+
 def test_an_image_with_more_candidates_than_the_kernel_holds_goes_to_the_general_path(stream):
     import cupy
 
