@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", type=Path, default=REPO / ".device/shared/media/car-detection.mp4")
     parser.add_argument("--clip-frames", type=int, default=600)
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (minutes per model)")
+    parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES),
+                        help="engine batch sizes timed (the engine captures every bucket up to the largest)")
     parser.add_argument("--conf", type=float, default=0.25)
     parser.add_argument("--max-candidates", type=int, default=1000)
     parser.add_argument("--max-batch", type=int, default=32, help="the end-to-end lane's batch")
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     clip = make_1080p_clip(args.clip, args.clip_frames)
     args.out.mkdir(parents=True, exist_ok=True)
     sections = {
-        "engine": lambda: [row for m in args.models for row in engine_rows(m, variants)],
+        "engine": lambda: [row for m in args.models for row in engine_rows(m, variants, args.batches)],
         "load": lambda: [load(m, clip, detector) for m in args.models],
         "e2e": lambda: [_e2e(m, clip, args, {**detector, "workers": w, "queue_next": q == "on"}, results.get("engine", []), p)
                         for m in args.models for w in args.e2e_workers for q in args.e2e_queue_next
