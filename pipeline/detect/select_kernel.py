@@ -164,7 +164,10 @@ extern "C" __global__ void detect_select(
     }
     __threadfence();  // this block's keys and counts are visible before it counts itself done
     __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(&own[9], 1) == (int)gridDim.x - 1;
+    if (threadIdx.x == 0) {
+        last = atomicAdd(&own[9], 1) == (int)gridDim.x - 1;
+        if (last) __threadfence();  // acquire: the other blocks' writes, published before their count, come first
+    }
     __syncthreads();
     if (!last) return;
     if (threadIdx.x == 0) {  // the image's last block: read the tally past the cache, then zero it

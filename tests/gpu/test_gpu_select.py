@@ -123,9 +123,9 @@ def test_fp16_outputs_are_read_as_they_are_and_kept_as_their_float32_widening_is
     rng = np.random.default_rng(len(head) * 13)
     half = {name: v.astype(np.float16) for name, v in _outputs(head, rng, 6).items()}
     table = _table(rng, 6)
-    select = select_gpu.FusedSelect(head, INPUT, _config(conf_threshold=0.25), None)
-    got = select(half, table, 6, stream)
-    expected = select({name: v.astype(np.float32) for name, v in half.items()}, table, 6, stream)
+    got = select_gpu.FusedSelect(head, INPUT, _config(conf_threshold=0.25), None)(half, table, 6, stream)
+    widened = {name: v.astype(np.float32) for name, v in half.items()}  # a selector of its own: no buffer shared
+    expected = select_gpu.FusedSelect(head, INPUT, _config(conf_threshold=0.25), None)(widened, table, 6, stream)
     assert len(expected.score) > 6
     _assert_same(got, expected)
 
@@ -144,19 +144,21 @@ def test_an_image_with_more_candidates_than_the_kernel_holds_goes_to_the_general
 
 
 def test_batches_queued_one_after_another_on_one_select_are_each_its_own(stream):
-    """Three launches queued before any is collected, the middle one overflowing in one image and the last
-    larger than any before: the first and last equal the general path (nothing of one batch's candidates or
-    counts is left for the next), the middle one asks for the general path."""
+    """Four launches queued before any is collected: the second overflows in one image, the third has as many
+    rows (the same scratch, so each image's tally must have been zeroed after the overflow too), the fourth more
+    rows than any before. Every batch but the overflowing one equals the general path (nothing of one batch's
+    candidates or counts is left for the next); the overflowing one asks for the general path."""
     rng = np.random.default_rng(5)
     config = _config(conf_threshold=0.25, iou_threshold=0.45, max_detections=300, max_candidates=1000)
     select = select_gpu.FusedSelect("ultralytics", INPUT, config, None)
-    batches = [_outputs("ultralytics", rng, 4), _outputs("ultralytics", rng, 4), _outputs("ultralytics", rng, 8)]
+    rows = (4, 4, 4, 8)
+    batches = [_outputs("ultralytics", rng, r) for r in rows]
     batches[1]["output0"][1, 4, :] = 0.9  # all 3,549 anchors of image 1 are candidates: over 1,000
-    tables = [_table(rng, 4), _table(rng, 4), _table(rng, 8)]
+    tables = [_table(rng, r) for r in rows]
     queued = [select.launch(outputs, table, len(table), stream) for outputs, table in zip(batches, tables)]
-    first, crowded, last = (select.collect(q) for q in queued)
-    assert crowded is None
-    for got, outputs, table in ((first, batches[0], tables[0]), (last, batches[2], tables[2])):
+    found = [select.collect(q) for q in queued]
+    assert found[1] is None
+    for got, outputs, table in zip(found[::2] + found[3:], batches[::2] + batches[3:], tables[::2] + tables[3:]):
         expected = select_general(heads.decode("ultralytics", outputs, INPUT), table, len(table), config, None)
         assert len(expected.score) > len(table)
         _assert_same(got, expected)
@@ -169,6 +171,11 @@ def test_a_label_outside_the_kernels_class_range_goes_to_the_general_path(stream
     outputs["scores"][1, 0] = 0.9
     select = select_gpu.FusedSelect("detr", INPUT, _config(), None)
     assert select(outputs, _table(rng, 2), 2, stream) is None
+    # the same selector on the next batch: nothing of the refused one is left in its counts
+    clean, table = _outputs("detr", rng, 2), _table(rng, 2)
+    expected = select_general(heads.decode("detr", clean, INPUT), table, 2, _config(), None)
+    assert len(expected.score) > 2
+    _assert_same(select(clean, table, 2, stream), expected)
 
 
 FAULTS = ("nan box", "inf box", "score above 1", "inf score", "nan score", "class without a name", "nan class")
@@ -222,9 +229,12 @@ def test_candidates_a_broken_model_gives_are_dropped_and_reported_as_on_the_host
     rows, n = 8, 6
     outputs, table = _outputs(head, rng, rows), _table(rng, rows)
     host = {k: v.get() for k, v in outputs.items()}
+    # Heads of thousands of anchors are scored by blocks of 512: each fault then sits in a block of its own, the
+    # later faults in the lower blocks, so the example of a kind (its lowest anchor) comes from the last of them.
+    spread = 520 if head in ("ultralytics", "yolov5", "yolox") else 0
     for b in (0, 2, 5, 7):  # 7 pads the batch: its candidates are neither kept nor reported
         for k, fault in enumerate(FAULTS):
-            _plant(head, host, b, 40 + 9 * k + b, fault)
+            _plant(head, host, b, 40 + 9 * k + b + spread * (len(FAULTS) - 1 - k), fault)
     outputs = {k: cupy.asarray(v) for k, v in host.items()}
     config = _config(conf_threshold=0.25, iou_threshold=0.45, max_detections=300)
     told = {"fused": [], "general": [], "host": []}
