@@ -1,7 +1,8 @@
 """Peers on the same cameras: how many paced cameras each system keeps up with, and at what latency.
 
     python benchmarks/peers.py --peer typical --model yolo11n.torchscript --clip FOOTAGE.mp4 --out DIR
-    python benchmarks/peers.py --peer ultralytics --model yolo11n.pt --clip FOOTAGE.mp4 --out DIR
+    python benchmarks/peers.py --peer ultralytics_stream --model yolo11n.pt --clip FOOTAGE.mp4 --out DIR
+    python benchmarks/peers.py --peer supervision_loop --model yolo11n.pt --clip FOOTAGE.mp4 --out DIR
 
 The clip is re-encoded at --size/--fps (pipeline.bench.clips, as `run_pipeline.py bench` does) and served
 by the paced feeder (pipeline.bench.feeder): every camera is a live MPEG-TS stream over HTTP on loopback
@@ -81,7 +82,7 @@ class PeerRamp:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--peer", choices=["typical", "ultralytics_stream"], required=True)
+    parser.add_argument("--peer", choices=["typical", "ultralytics_stream", "supervision_loop"], required=True)
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--clip", type=Path, required=True)
     parser.add_argument("--size", default="1920x1080")

@@ -20,7 +20,8 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.bench.measure import quantile  # noqa: E402
 
-NAMES = {"typical": "the typical script", "ultralytics_stream": "Ultralytics' stream mode"}
+NAMES = {"typical": "the typical script", "ultralytics_stream": "Ultralytics' stream mode",
+         "supervision_loop": "supervision + ByteTrack loop"}
 
 
 def _shown(steps: list[dict]) -> dict:
