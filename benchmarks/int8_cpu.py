@@ -11,6 +11,7 @@ is written beside the report (`--out`); the pipeline runs it like any ONNX file 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--float-convs", type=int, default=0, help="the first n convolutions stay float")
     parser.add_argument("--out", type=Path, default=Path("runs/int8"))
     args = parser.parse_args(argv)
+    args.out, args.model = args.out.resolve(), args.model.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     calibration, check = [], []
     for clip in args.clips:
@@ -158,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         calibration += frames[: len(frames) // 2]
         check += frames[len(frames) // 2 :]
     fp32 = Detector(DetectorConfig(model=args.model, engine="onnxruntime"))
-    int8_path = quantize(args.model, args.out, fp32, calibration, args.method, tuple(args.ops), args.float_convs)
+    with contextlib.chdir(args.out):  # ONNX Runtime's quantization leaves temporary files where it runs
+        int8_path = quantize(args.model, args.out, fp32, calibration, args.method, tuple(args.ops), args.float_convs)
     int8 = Detector(DetectorConfig(model=int8_path, engine="onnxruntime"))
     truth, fp32_rate = detect_all(fp32, check)
     found, int8_rate = detect_all(int8, check)
