@@ -148,10 +148,6 @@ def _base_config(args) -> PipelineConfig:
     args.bounds = bounds
     if args.config is not None:
         config = load_config(args.config)
-        names = [lane.name for lane in config.lanes]
-        if not args.decode_table and (PRIORITY_LANE not in names or len(names) < 2):
-            raise ConfigError(f"{args.config}: the benchmark puts cameras in lanes '{PRIORITY_LANE}' and "
-                              f"'{names[-1]}'; add a lane named '{PRIORITY_LANE}'")
         return config.model_copy(update={"streams": [], "sinks": []})
     if args.model is None:
         raise ConfigError("bench needs a model: --model FILE.onnx, or a config file")
@@ -174,6 +170,10 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _cameras(args, base: PipelineConfig):
+    names = [lane.name for lane in base.lanes]
+    if PRIORITY_LANE not in names or len(names) < 2:
+        raise ConfigError(f"{args.config}: the benchmark puts cameras in lanes '{PRIORITY_LANE}' and "
+                          f"'{names[-1]}'; add a lane named '{PRIORITY_LANE}'")
     if (args.clip is None) == (args.url is None):
         raise ConfigError("bench needs exactly one of --clip FILE (played paced and looped) or --url URL (live)")
     if args.url is not None:
@@ -185,6 +185,6 @@ def _cameras(args, base: PipelineConfig):
         folder = (args.out or Path("runs")) / "clips"
         url = str(camera_clip(args.clip, folder, width, height, args.fps, args.clip_seconds))
     StreamConfig(id="probe", url=url)  # a URL no source takes is refused here, before anything starts
-    other = next(lane.name for lane in base.lanes if lane.name != PRIORITY_LANE)
+    other = next(name for name in names if name != PRIORITY_LANE)
     every = round(1 / args.priority_share) if args.priority_share > 0 else 0
     return camera_factory(url, (PRIORITY_LANE, other), every)
