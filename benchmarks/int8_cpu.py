@@ -1,6 +1,6 @@
 """INT8 on the CPU: a model quantized with ONNX Runtime's static quantization (QDQ, per-channel weights),
 calibrated on frames of real clips, against the FP32 model on other frames of the same clips: detections
-(mAP@0.5 taking FP32's detections as ground truth) and images/s of each.
+(COCO-style mAP@0.5, the demo detector's metric, taking FP32's detections as ground truth) and images/s of each.
 
     .venv/bin/python benchmarks/int8_cpu.py [--model ../shared/models/yolox_nano_416_dynbatch.onnx]
         [--clips ../shared/media/car-detection.mp4 ...] [--every 10] [--method minmax|percentile|entropy]
@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 from pipeline.config.models import DetectorConfig  # noqa: E402
 from pipeline.detect import preprocess  # noqa: E402
 from pipeline.detect.detector import Detector  # noqa: E402
-from pipeline.stages.tracking.matching import iou_matrix  # noqa: E402
 from pipeline.types import Detections  # noqa: E402
+from samples.world.metrics import ImageEval, mean_average_precision  # noqa: E402
 
 SHARED = REPO.parent / "shared"
 CLIPS = ("car-detection.mp4", "person-bicycle-car-detection.mp4", "dashcam-highway-960x540.mp4",
@@ -40,36 +40,12 @@ def sampled_frames(clip: Path, every: int) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(video=0)) if i % every == 0]
 
 
-def average_precision(found: list[Detections], truth: list[Detections], iou: float = 0.5) -> float:
-    """mAP at `iou` of `found` against `truth`, frame by frame: per class, detections ranked by score are
-    greedily matched to unmatched truth boxes of their class and frame; AP is the area under the
-    interpolated precision-recall curve (all points); the mean is over the classes `truth` has."""
-    classes = sorted({int(c) for t in truth for c in t.class_id})
-    aps = []
-    for cls in classes:
-        total = sum(int((t.class_id == cls).sum()) for t in truth)
-        ranked = []  # (score, frame, row)
-        for frame, f in enumerate(found):
-            ranked += [(float(f.score[r]), frame, r) for r in np.flatnonzero(f.class_id == cls)]
-        ranked.sort(key=lambda x: -x[0])
-        taken = [np.zeros(len(t.score), bool) for t in truth]
-        hits = np.zeros(len(ranked))
-        for k, (_, frame, row) in enumerate(ranked):
-            t = truth[frame]
-            same = t.class_id == cls
-            if not same.any():
-                continue
-            overlap = iou_matrix(found[frame].xyxy[row : row + 1], t.xyxy)[0]
-            overlap[~same | taken[frame]] = -1
-            best = int(np.argmax(overlap))
-            if overlap[best] >= iou:
-                taken[frame][best] = True
-                hits[k] = 1
-        recall = np.concatenate([[0], np.cumsum(hits) / total])
-        precision = np.concatenate([[1], np.cumsum(hits) / np.arange(1, len(ranked) + 1)])
-        precision = np.maximum.accumulate(precision[::-1])[::-1]  # interpolated: best precision at or beyond
-        aps.append(float(np.sum(np.diff(recall) * precision[1:])))
-    return float(np.mean(aps)) if aps else 1.0
+def map50(found: list[Detections], truth: list[Detections]) -> float:
+    """COCO-style mAP@0.5 of `found` against `truth` (the demo's own metric), image by image."""
+    images = [ImageEval(f.xyxy, f.score, f.class_id, t.xyxy, t.class_id, np.zeros(len(t.score), bool))
+              for f, t in zip(found, truth, strict=True)]
+    classes = 1 + max((int(c.max()) for c in (*(f.class_id for f in found), *(t.class_id for t in truth)) if len(c)), default=0)
+    return mean_average_precision(images, classes)["map50"]
 
 
 class _Calibration:
@@ -163,13 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.chdir(args.out):  # ONNX Runtime's quantization leaves temporary files where it runs
         int8_path = quantize(args.model, args.out, fp32, calibration, args.method, tuple(args.ops), args.float_convs)
     int8 = Detector(DetectorConfig(model=int8_path, engine="onnxruntime"))
+    for detector in (fp32, int8):  # both timed warm
+        detect_all(detector, check[:8])
     truth, fp32_rate = detect_all(fp32, check)
     found, int8_rate = detect_all(int8, check)
-    truth, fp32_rate = detect_all(fp32, check)  # again, after the INT8 run: both timed on a warm machine
     report = {"model": args.model.name, "method": args.method, "ops": args.ops, "float_convs": args.float_convs,
               "calibration_frames": len(calibration),
               "check_frames": len(check), "fp32_detections": sum(len(t.score) for t in truth),
-              "int8_detections": sum(len(f.score) for f in found), "map50_vs_fp32": average_precision(found, truth),
+              "int8_detections": sum(len(f.score) for f in found), "map50_vs_fp32": map50(found, truth),
               "fp32_images_per_s": fp32_rate, "int8_images_per_s": int8_rate, "int8_file": str(int8_path)}
     (args.out / f"int8-{args.method}-float{args.float_convs}.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
