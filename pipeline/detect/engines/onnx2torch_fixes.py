@@ -1,6 +1,7 @@
 """What onnx2torch 1.5 gets wrong or lacks, mended before and after `onnx2torch.convert` (used by `torch_convert`).
 
-Before: omitted optional inputs (an empty name) are dropped or made explicit. During: converters for
+Before: omitted optional inputs (an empty name) are dropped or made explicit, and a graph output that is one of
+a node's several outputs gets an Identity of its own. During: converters for
 GridSample and the opset-18 forms of Split, Pad, Resize and the reductions. After: modules that hand torch
 tensors where torch 2.13 wants ints (TopK, Tile, Reshape with 0) get ints, LayerNorm gets its weight's
 shape, and Slice nodes with constant bounds are folded into plain indexing (onnx2torch reads those bounds
@@ -18,6 +19,7 @@ from pipeline.errors import EngineError
 def prepare(model) -> None:
     """Mend an ONNX ModelProto in place before conversion."""
     _fill_omitted_inputs(model)
+    _outputs_of_their_own(model)
 
 
 def mend(module) -> str:
@@ -42,6 +44,26 @@ def _fill_omitted_inputs(model) -> None:
             name = f"{node.output[0]}_min"
             model.graph.initializer.append(numpy_helper.from_array(np.asarray(-np.inf, np.float32), name))
             node.input[1] = name
+
+
+def _outputs_of_their_own(model) -> None:
+    """Route each graph output made by a node with several outputs through an Identity placed right after that
+    node. onnx2torch returns such a node's whole tuple as the graph output (DEIMv2's `scores`, TopK's values,
+    came out as (values, indices)), and its inputs get the one output they name."""
+    from onnx import helper  # noqa: PLC0415
+
+    outputs = {value.name for value in model.graph.output}
+    nodes = []
+    for node in model.graph.node:
+        nodes.append(node)
+        if len(node.output) < 2:
+            continue
+        for index, name in enumerate(node.output):
+            if name in outputs:
+                node.output[index] = f"{name}_of_{node.op_type}"
+                nodes.append(helper.make_node("Identity", [node.output[index]], [name], name=f"{name}_identity"))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
 
 
 def import_onnx2torch():

@@ -57,6 +57,10 @@ CASES = {
     "TopK with a constant k": _model(
         [helper.make_node("Reshape", ["x", "flat"], ["f"]), helper.make_node("TopK", ["f", "k"], ["y", "i"], axis=1)],
         [("y", None), ("i", None)], [_const("flat", [0, -1]), _const("k", [7])]),
+    "TopK's values as one output of several (DEIMv2's scores)": _model(
+        [helper.make_node("Reshape", ["x", "flat"], ["f"]), helper.make_node("TopK", ["f", "k"], ["y", "t"], axis=1),
+         helper.make_node("Cast", ["t"], ["c"], to=TensorProto.FLOAT)],
+        [("c", None), ("y", None)], [_const("flat", [0, -1]), _const("k", [7])]),
     "Reshape keeping a dim (0)": _model(
         [helper.make_node("Reshape", ["x", "shape"], ["y"])], [("y", None)], [_const("shape", [0, 4, 36])]),
     "Tile with constant repeats": _model(
