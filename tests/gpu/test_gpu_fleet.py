@@ -7,7 +7,11 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from tests.gpu.helpers import gpu_file
+
+pytest.importorskip("psycopg", reason="the postgres extra (psycopg) is not installed")
 from tests.support.fleet import HEARTBEAT_S, LEASE_S, Fleet
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 
