@@ -1,5 +1,8 @@
-"""The GPU path (NVDEC -> fused letterbox -> torch FP16 -> GPU NMS) finds what the CPU path finds."""
+"""The GPU path (NVDEC -> fused letterbox -> torch FP16 -> GPU post-processing) finds what the CPU path finds, for
+the shared real models: YOLOX-Nano (grid decode and NMS) and DEIMv2 (a DETR: top-K queries, boxes in source pixels)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ CLIPS = {  # clip: first frame used (where the objects are)
     "media/car-detection.mp4": 100,
     "media/dog-phone-1080p.mp4": 0,
 }
+MODELS = ["models/yolox_nano_416_dynbatch.onnx", "models/deimv2_hgnetv2_femto_coco_416.onnx"]
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -41,9 +45,10 @@ def _match(cpu, gpu) -> tuple[list[float], int, int]:
     return ious, len(cpu) - len(ious), len(gpu) - len(used)
 
 
+@pytest.mark.parametrize("model_file", MODELS)
 @pytest.mark.parametrize("clip", list(CLIPS))
-def test_gpu_detections_match_cpu_detections_on_real_clips(clip, report):
-    model = gpu_file("models/yolox_nano_416_dynbatch.onnx")
+def test_gpu_detections_match_cpu_detections_on_real_clips(model_file, clip, report):
+    model = gpu_file(model_file)
     path = gpu_file(clip)
     config = DetectorConfig(model=model, engine="onnxruntime")
     cpu_detector = Detector(config, max_batch=8)
@@ -64,7 +69,7 @@ def test_gpu_detections_match_cpu_detections_on_real_clips(clip, report):
             extra += found[2]
             total += len(cpu_dets.for_frame(row))
     ious_arr = np.asarray(ious) if ious else np.zeros(1)
-    report(f"detection_parity[{clip}]", cpu_detections=total, matched=len(ious), unmatched_cpu=missed,
+    report(f"detection_parity[{Path(model_file).stem}, {clip}]", cpu_detections=total, matched=len(ious), unmatched_cpu=missed,
            unmatched_gpu=extra, iou_min=float(ious_arr.min()), iou_median=float(np.median(ious_arr)),
            share_iou_ge_098=float((ious_arr >= 0.98).mean()))
     assert total > 0
