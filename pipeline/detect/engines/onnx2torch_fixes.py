@@ -1,11 +1,11 @@
 """What onnx2torch 1.5 gets wrong or lacks, mended before and after `onnx2torch.convert` (used by `torch_convert`).
 
 Before: omitted optional inputs (an empty name) are dropped or made explicit, and a graph output that is one of
-a node's several outputs gets an Identity of its own. During: converters for
-GridSample and the opset-18 forms of Split, Pad, Resize and the reductions. After: modules that hand torch
-tensors where torch 2.13 wants ints (TopK, Tile, Reshape with 0) get ints, LayerNorm gets its weight's
-shape, and Slice nodes with constant bounds are folded into plain indexing (onnx2torch reads those bounds
-back from the device on every call, which a CUDA graph cannot capture).
+a node's several outputs gets an Identity of its own. During: converters for GridSample and the opset-18 forms
+of Split, Pad, Resize and the reductions. After: modules that hand torch tensors where torch 2.13 wants ints
+(TopK, Tile, Reshape with 0) get ints, a Gather of one constant index becomes `select`, LayerNorm gets its
+weight's shape, and Slice nodes with constant bounds are folded into plain indexing (onnx2torch reads those
+bounds back from the device on every call, which a CUDA graph cannot capture).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def prepare(model) -> None:
 def mend(module) -> str:
     """Mend a converted fx.GraphModule in place; a line saying what changed."""
     return (f"{fold_constant_slices(module)} constant Slice nodes folded, {fold_host_arguments(module)} "
-            f"TopK/Tile/Reshape nodes given ints, {_layer_norm_shapes(module)} LayerNorm shapes set")
+            f"TopK/Tile/Reshape/Gather nodes given ints, {_layer_norm_shapes(module)} LayerNorm shapes set")
 
 
 def first_line(exc: BaseException) -> str:
@@ -285,19 +285,26 @@ def _layer_norm_shapes(module) -> int:
 def fold_host_arguments(module) -> int:
     """Replace onnx2torch's TopK, Tile and Reshape, which hand torch tensors where torch 2.13 takes Python
     ints (`k`, `repeats`, a shape with 0 = "keep this dim"), by modules that take ints: baked in when the
-    argument is a constant (RT-DETR's top 300), else read from the tensor on each call. Returns how many."""
-    from onnx2torch.node_converters.reshape import OnnxReshape  # noqa: PLC0415 - the gpu extra's
+    argument is a constant (RT-DETR's top 300), else read from the tensor on each call. A Gather with one
+    constant index (DEIMv2's decoder takes coordinates apart that way) becomes `select`: indexing with a 0-d
+    tensor reads it on the host, a sync per call that a CUDA graph cannot capture. Returns how many."""
+    from onnx2torch.node_converters.gather import OnnxGather  # noqa: PLC0415 - the gpu extra's
+    from onnx2torch.node_converters.reshape import OnnxReshape  # noqa: PLC0415
     from onnx2torch.node_converters.tile import OnnxTile  # noqa: PLC0415
     from onnx2torch.node_converters.topk import OnnxTopK  # noqa: PLC0415
 
     replaced = 0
     for node in list(module.graph.nodes):
         target = module.get_submodule(node.target) if node.op == "call_module" else None
-        if not isinstance(target, (OnnxTopK, OnnxTile, OnnxReshape)) or len(node.args) < 2:
+        if not isinstance(target, (OnnxTopK, OnnxTile, OnnxReshape, OnnxGather)) or len(node.args) < 2:
             continue
         value = _constant_value(module, node.args[1])
         fixed = None if value is _NOT_CONSTANT else [int(v) for v in value.reshape(-1)]
-        if isinstance(target, OnnxTopK):
+        if isinstance(target, OnnxGather):
+            if fixed is None or value.ndim != 0:
+                continue  # tensor indices: indexed on the device
+            replacement = IntArgumentModule("select", fixed, dim=target._axis)  # noqa: SLF001 - onnx2torch's own
+        elif isinstance(target, OnnxTopK):
             replacement = IntArgumentModule("topk", fixed, dim=target.dim, largest=target.largest, sorted=target.sorted)
         else:
             replacement = IntArgumentModule("repeat" if isinstance(target, OnnxTile) else "reshape", fixed)
@@ -326,7 +333,7 @@ def _int_argument_module():
     import torch  # noqa: PLC0415
 
     class _IntArgument(torch.nn.Module):
-        """`torch.topk(x, k)`, `x.repeat(repeats)` or ONNX Reshape (0 keeps that dim of x) with the ints fixed
+        """`torch.topk(x, k)`, `x.repeat(repeats)`, `x.select(dim, index)` or ONNX Reshape (0 keeps that dim of x) with the ints fixed
         at conversion, or read from the tensor argument."""
 
         def __init__(self, op: str, fixed: list[int] | None, **options):
@@ -340,6 +347,8 @@ def _int_argument_module():
                 return values, indices
             if self.op == "repeat":
                 return x.repeat(ints)
+            if self.op == "select":
+                return x.select(self.options["dim"], ints[0])
             return x.reshape([x.shape[i] if d == 0 else d for i, d in enumerate(ints)])
 
     return _IntArgument

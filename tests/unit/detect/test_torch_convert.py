@@ -61,6 +61,8 @@ CASES = {
         [helper.make_node("Reshape", ["x", "flat"], ["f"]), helper.make_node("TopK", ["f", "k"], ["y", "t"], axis=1),
          helper.make_node("Cast", ["t"], ["c"], to=TensorProto.FLOAT)],
         [("c", None), ("y", None)], [_const("flat", [0, -1]), _const("k", [7])]),
+    "Gather of one constant index": _model(
+        [helper.make_node("Gather", ["x", "at"], ["y"], axis=2)], [("y", None)], [_const("at", -2)]),
     "Reshape keeping a dim (0)": _model(
         [helper.make_node("Reshape", ["x", "shape"], ["y"])], [("y", None)], [_const("shape", [0, 4, 36])]),
     "Tile with constant repeats": _model(
@@ -102,7 +104,7 @@ def test_a_trial_says_why_a_file_cannot_be_converted(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["Split-18 with a split input", "TopK with a constant k", "Reshape keeping a dim (0)",
-                                  "Tile with constant repeats"])
+                                  "Tile with constant repeats", "Gather of one constant index"])
 def test_constant_arguments_are_baked_in_so_nothing_is_read_back_from_the_gpu(case, tmp_path):
     """onnx2torch reads these arguments from tensors on every call (`.tolist()`): on the GPU a sync per node,
     which a CUDA graph cannot capture. After conversion they are Python ints in the modules."""
