@@ -27,10 +27,14 @@ from pipeline.config.resolve import DetectorPlan, batch_buckets
 from pipeline.detect.engines import fx_specialize, torch_convert
 from pipeline.detect.engines.base import bucket_for
 from pipeline.detect.engines.onnx2torch_fixes import half_precision
-from pipeline.detect.recognize import input_size
+from pipeline.detect.recognize import detect_head, input_size
 from pipeline.errors import ConfigError, EngineError
 
 log = logging.getLogger(__name__)
+
+FP32_HEADS = {"detr": "in FP16 a DEIM / D-FINE model picks other queries and refines their boxes differently (DEIMv2 "
+                         "femto on a real frame: top score 0.39 instead of 0.55, half the detections changed)"}
+"""Heads whose models the engine runs in FP32 whatever `precision` says, and why."""
 
 _TORCH_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64", "tensor(int32)": "int32"}
 
@@ -62,13 +66,16 @@ class TorchEngine:
             raise EngineError("engine 'torch' needs a CUDA GPU visible to PyTorch; use engine 'onnxruntime'")
         self._torch = torch
         self.device = torch.device("cuda", config.device)
-        self.inputs, self.output_names, fixed_batch = _signature(model_path, config)
+        self.inputs, self.output_names, fixed_batch, head = _signature(model_path, config)
         self.max_batch = fixed_batch or max_batch
         self.buckets = [fixed_batch] if fixed_batch else batch_buckets(max_batch)
         precision = config.precision
         if precision == "int8":
             log.warning("engine 'torch' has no int8 path; running fp16 (int8 needs engine 'tensorrt')")
             precision = "fp16"
+        if precision == "fp16" and head in FP32_HEADS:
+            log.warning("engine 'torch': model '%s' runs in fp32, not fp16: %s", model_path.name, FP32_HEADS[head])
+            precision = "fp32"
         self.precision = precision
         if precision == "fp32":
             # true FP32 (cuDNN and cuBLAS otherwise use TF32 on Ampere and later); process-wide switch
@@ -220,9 +227,10 @@ class _Slot:
         return "cuda graphs"
 
 
-def _signature(model_path: Path, config: DetectorConfig) -> tuple[list[tuple[str, tuple, str]], list[str], int | None]:
-    """Inputs as (name, shape without batch, dtype name), output names, and the fixed batch size (None when
-    dynamic), from the model file; a dynamic image size is the detector's (its input_size, else the metadata's)."""
+def _signature(model_path: Path, config: DetectorConfig) -> tuple[list[tuple[str, tuple, str]], list[str], int | None, str]:
+    """Inputs as (name, shape without batch, dtype name), output names, the fixed batch size (None when dynamic)
+    and the head, from the model file; a dynamic image size is the detector's (its input_size, else the
+    metadata's)."""
     signature, metadata = torch_convert.read_model_info(model_path)
     try:
         width, height = input_size(signature, config, metadata)
@@ -238,7 +246,8 @@ def _signature(model_path: Path, config: DetectorConfig) -> tuple[list[tuple[str
                               "torch engine needs them")
         inputs.append((value.name, shape, _TORCH_DTYPES.get(value.dtype, "float32")))
     batch = signature.inputs[0].shape[0] if signature.inputs else None
-    return inputs, [o.name for o in signature.outputs], batch if isinstance(batch, int) and batch > 0 else None
+    fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
+    return inputs, [o.name for o in signature.outputs], fixed_batch, detect_head(signature, metadata, config.head)
 
 
 def _load_module(model_path: Path, device, precision: str, channels_last: bool = False, compile: bool = False):  # noqa: A002
