@@ -17,6 +17,7 @@ CLIPS = {  # clip: first frame used (where the objects are)
     "media/car-detection.mp4": 100,
     "media/dog-phone-1080p.mp4": 0,
 }
+MARGIN = 0.05
 MODELS = ["models/yolox_nano_416_dynbatch.onnx", "models/deimv2_hgnetv2_femto_coco_416.onnx"]
 
 
@@ -29,9 +30,10 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
 
 
-def _match(cpu, gpu) -> tuple[list[float], int, int]:
-    """Greedy same-class matching by score order: matched IoUs, unmatched CPU, unmatched GPU."""
-    ious, used = [], set()
+def _match(cpu, gpu) -> tuple[list[float], list[float], np.ndarray, np.ndarray]:
+    """Greedy same-class matching by score order: matched IoUs and score differences, and the scores of the
+    unmatched CPU and GPU detections."""
+    ious, shifts, used, matched = [], [], set(), set()
     if len(cpu) and len(gpu):
         table = _iou(cpu.xyxy, gpu.xyxy)
         table[cpu.class_id[:, None] != gpu.class_id[None, :]] = 0
@@ -41,8 +43,11 @@ def _match(cpu, gpu) -> tuple[list[float], int, int]:
             j = int(np.argmax(row))
             if row[j] >= 0.5:
                 used.add(j)
+                matched.add(int(i))
                 ious.append(float(table[i, j]))
-    return ious, len(cpu) - len(ious), len(gpu) - len(used)
+                shifts.append(abs(float(cpu.score[i] - gpu.score[j])))
+    unmatched = lambda dets, taken: np.delete(dets.score, sorted(taken))  # noqa: E731
+    return ious, shifts, unmatched(cpu, matched), unmatched(gpu, used)
 
 
 @pytest.mark.parametrize("model_file", MODELS)
@@ -55,7 +60,7 @@ def test_gpu_detections_match_cpu_detections_on_real_clips(model_file, clip, rep
     gpu_detector = Detector(config.model_copy(update={"engine": "torch"}), max_batch=8)
     cpu_frames = decode_clip(path, "cpu", limit=40, skip=CLIPS[clip])
     gpu_frames = decode_clip(path, "nvdec", limit=40, skip=CLIPS[clip])
-    ious, missed, extra, total = [], 0, 0, 0
+    ious, shifts, missed, extra, total = [], [], [], [], 0
     for start in range(0, len(cpu_frames), 8):
         rows = range(start, min(start + 8, len(cpu_frames)))
         cpu_batch = FrameBatch([_frame(cpu_frames[i], i) for i in rows], "default")
@@ -65,19 +70,27 @@ def test_gpu_detections_match_cpu_detections_on_real_clips(model_file, clip, rep
         for row in range(len(rows)):
             found = _match(cpu_dets.for_frame(row), gpu_dets.for_frame(row))
             ious += found[0]
-            missed += found[1]
-            extra += found[2]
+            shifts += found[1]
+            missed += found[2].tolist()
+            extra += found[3].tolist()
             total += len(cpu_dets.for_frame(row))
     ious_arr = np.asarray(ious) if ious else np.zeros(1)
+    # A detection within MARGIN of conf_threshold on one side may fall under it on the other (NVDEC's and
+    # FFmpeg's pictures differ by a grey level here and there): only those clear of it must find a partner.
+    clear = [score for score in missed + extra if score >= config.conf_threshold + MARGIN]
     report(f"detection_parity[{Path(model_file).stem}, {clip}]", cpu_detections=total, matched=len(ious),
-           unmatched_cpu=missed, unmatched_gpu=extra, iou_min=float(ious_arr.min()), iou_median=float(np.median(ious_arr)),
-           share_iou_ge_098=float((ious_arr >= 0.98).mean()), engine=gpu_detector.engine.graph_status)
+           unmatched_cpu=len(missed), unmatched_gpu=len(extra), unmatched_clear_of_threshold=len(clear),
+           iou_min=float(ious_arr.min()), iou_median=float(np.median(ious_arr)),
+           share_iou_ge_098=float((ious_arr >= 0.98).mean()), score_shift_median=float(np.median(shifts or [0])),
+           score_shift_p95=float(np.percentile(shifts or [0], 95)), engine=gpu_detector.engine.graph_status)
     # a failed capture runs eagerly: DEIMv2's did, and its process crashed in a later test
     assert gpu_detector.engine.graph_status == "cuda graphs"
     assert total > 0
     assert float(np.median(ious_arr)) >= 0.98
     assert (ious_arr >= 0.98).mean() >= 0.85
-    assert missed + extra <= max(3, 0.1 * total)
+    # the matched scores agree: no drift that would carry detections across the threshold
+    assert np.median(shifts) <= 0.01 and np.percentile(shifts, 95) <= 0.05
+    assert len(clear) <= max(3, 0.05 * total), sorted(clear)
     gpu_detector.close()
     cpu_detector.close()
 
