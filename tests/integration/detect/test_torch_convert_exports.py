@@ -161,6 +161,21 @@ class _HostDeviceMeetings(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def _host_device_meetings(fixed, *inputs) -> list[str]:
+    """Run a bucket copy as the engine does, on PyTorch's `meta` device (tensors without data) standing in for the
+    GPU: the engine's `.to(device)`, then its host arguments put back on the host. A read of a device value on
+    the host raises; a host tensor meeting a device tensor is returned."""
+    host = _host_arguments(fixed)
+    on_device = fixed.to("meta")
+    for name, value in host.items():
+        owner, _, attr = name.rpartition(".")
+        (on_device.get_submodule(owner) if owner else on_device)._buffers[attr] = value
+    watch = _HostDeviceMeetings()
+    with torch.inference_mode(), watch:
+        on_device(*(torch.zeros(tuple(x.shape), dtype=torch.as_tensor(x).dtype, device="meta") for x in inputs))
+    return watch.meetings
+
+
 @pytest.mark.parametrize("model", list(MODELS))
 def test_a_bucket_copy_reads_no_shape_moves_nothing_between_host_and_device_and_computes_the_same(exports, model,
                                                                                                   images):
@@ -176,15 +191,7 @@ def test_a_bucket_copy_reads_no_shape_moves_nothing_between_host_and_device_and_
     for ours, theirs in zip(_outputs(fixed, images), _outputs(module, images), strict=True):
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6, atol=1e-6)
 
-    host = _host_arguments(fixed)
-    on_device = fixed.to("meta")  # the engine's `.to(device)`, then its host arguments put back on the host
-    for name, value in host.items():
-        owner, _, attr = name.rpartition(".")
-        (on_device.get_submodule(owner) if owner else on_device)._buffers[attr] = value
-    watch = _HostDeviceMeetings()
-    with torch.inference_mode(), watch:
-        on_device(torch.zeros(images.shape, device="meta"))  # a read of a device value would raise here
-    assert watch.meetings == []
+    assert _host_device_meetings(fixed, images) == []
 
 
 def test_the_original_module_does_read_shapes_so_the_check_above_can_fail(exports, images):
@@ -233,12 +240,4 @@ def test_deimv2_converts_to_what_onnx_runtime_computes_and_its_bucket_copy_reads
     np.testing.assert_array_equal(ours["labels"][found], theirs["labels"][found])
     np.testing.assert_allclose(ours["boxes"][found], theirs["boxes"][found], rtol=0, atol=0.05)
 
-    host = _host_arguments(fixed)
-    on_device = fixed.to("meta")
-    for arg_name, value in host.items():
-        owner, _, attr = arg_name.rpartition(".")
-        (on_device.get_submodule(owner) if owner else on_device)._buffers[attr] = value
-    watch = _HostDeviceMeetings()
-    with torch.inference_mode(), watch:
-        on_device(torch.zeros(x.shape, device="meta"), torch.zeros(sizes.shape, dtype=torch.int64, device="meta"))
-    assert watch.meetings == []
+    assert _host_device_meetings(fixed, x, sizes) == []
