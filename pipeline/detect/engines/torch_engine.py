@@ -48,7 +48,8 @@ def create(model_path: Path, config: DetectorConfig, plan: DetectorPlan) -> "Tor
 class TorchEngine:
     """Model file -> torch engine. Attributes: name, max_batch, input_dtype (numpy), stream (CuPy), graph_status.
 
-    config.precision "fp16" (default) or "fp32"; "int8" runs FP16 (int8 needs TensorRT) with a warning.
+    config.precision "fp16" (default) or "fp32"; "int8" runs FP16 (int8 needs TensorRT) with a warning; models
+    with a head in FP32_HEADS (DEIM, D-FINE) always run FP32, with a warning.
     use_cuda_graphs: capture one graph per bucket on first use; False always runs eagerly.
     channels_last: weights (and so activations) in NHWC memory order, which tensor-core convolutions prefer;
     the input buffer stays NCHW (the first convolution reorders it).
@@ -227,10 +228,11 @@ class _Slot:
         return "cuda graphs"
 
 
-def _signature(model_path: Path, config: DetectorConfig) -> tuple[list[tuple[str, tuple, str]], list[str], int | None, str]:
+def _signature(model_path: Path, config: DetectorConfig) -> tuple[list[tuple[str, tuple, str]], list[str], int | None,
+                                                                  str | None]:
     """Inputs as (name, shape without batch, dtype name), output names, the fixed batch size (None when dynamic)
-    and the head, from the model file; a dynamic image size is the detector's (its input_size, else the
-    metadata's)."""
+    and the head (None when the file does not tell), from the model file; a dynamic image size is the
+    detector's (its input_size, else the metadata's)."""
     signature, metadata = torch_convert.read_model_info(model_path)
     try:
         width, height = input_size(signature, config, metadata)
@@ -247,7 +249,11 @@ def _signature(model_path: Path, config: DetectorConfig) -> tuple[list[tuple[str
         inputs.append((value.name, shape, _TORCH_DTYPES.get(value.dtype, "float32")))
     batch = signature.inputs[0].shape[0] if signature.inputs else None
     fixed_batch = batch if isinstance(batch, int) and batch > 0 else None
-    return inputs, [o.name for o in signature.outputs], fixed_batch, detect_head(signature, metadata, config.head)
+    try:  # the head only decides FP32 here; the detector says what is wrong with one it cannot tell
+        head = detect_head(signature, metadata, config.head)
+    except ConfigError:
+        head = None
+    return inputs, [o.name for o in signature.outputs], fixed_batch, head
 
 
 def _load_module(model_path: Path, device, precision: str, channels_last: bool = False, compile: bool = False):  # noqa: A002
