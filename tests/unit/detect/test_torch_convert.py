@@ -61,6 +61,10 @@ CASES = {
         [helper.make_node("Reshape", ["x", "flat"], ["f"]), helper.make_node("TopK", ["f", "k"], ["y", "t"], axis=1),
          helper.make_node("Cast", ["t"], ["c"], to=TensorProto.FLOAT)],
         [("c", None), ("y", None)], [_const("flat", [0, -1]), _const("k", [7])]),
+    "TopK's values as an output, beside a tensor named as the renamed values would be": _model(
+        [helper.make_node("Relu", ["x"], ["y_of_TopK"]), helper.make_node("Neg", ["y_of_TopK"], ["n"]),
+         helper.make_node("Reshape", ["x", "flat"], ["f"]), helper.make_node("TopK", ["f", "k"], ["y", "t"], axis=1)],
+        [("n", None), ("y", None)], [_const("flat", [0, -1]), _const("k", [7])]),
     "Gather of one constant index": _model(
         [helper.make_node("Gather", ["x", "at"], ["y"], axis=2)], [("y", None)], [_const("at", -2)]),
     "Reshape keeping a dim (0)": _model(
