@@ -123,8 +123,7 @@ class DetectorConfig(Strict):
                             "(.torchscript) and torch.export (.pt2) files")
     engine: str = Field("auto", description="auto, or a registered engine: tensorrt, torch, onnxruntime-cuda, onnxruntime")
     device: int = Field(0, ge=0, le=255, description="CUDA device index")
-    precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="GPU engines only; the CPU runs fp32, and "
-                                                       "engine torch runs DETR-head models (DEIM, D-FINE) in fp32")
+    precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="GPU only; torch runs DETR heads fp32")
     head: Literal["auto", "ultralytics", "yolov5", "yolox", "end2end", "rtdetr", "detr"] = Field(
         "auto", description="output layout; auto reads it from the model file (metadata, output names and shapes)"
     )
