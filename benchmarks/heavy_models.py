@@ -1,12 +1,12 @@
 """Heavy models on the GPU: the torch engine's images/s per batch size, and the pipeline end to end at the same batch.
 
-    python benchmarks/heavy_models.py --out OUT_DIR [--models M.onnx ...] [--compile] [--e2e-streams 32]
+    python benchmarks/heavy_models.py --out OUT_DIR [--models M.onnx ...] [--e2e-streams 32]
 
 Models: `scripts/export_gpu_models.py bench` writes YOLO11s and YOLO11m at 640 (dynamic ONNX, random weights
 rounded to 4 values per tensor so they travel small; speed does not depend on the values) into
 `.device/exports/`. Sections (`--only`):
 - engine: images/s of the torch engine alone per batch size (1..64), FP16 with CUDA graphs, as is and with
-  channels-last weights (`detector.channels_last`), and with `torch.compile` when --compile is given;
+  channels-last weights (`detector.channels_last`);
 - load: what the detector sees on real 1080p frames at the benchmark's threshold: candidates per frame above
   `conf_threshold` before NMS, and the cap `max_candidates` puts on them;
 - e2e: the real pipeline (`pipeline_bench.end_to_end`: NVDEC, batching, fused preprocess, engine, NMS) on
@@ -44,7 +44,7 @@ def engine_rows(model: Path, variants: list[dict], batches=BATCHES) -> list[dict
     for variant in variants:
         started = time.perf_counter()
         engine = TorchEngine(model, DetectorConfig(model=model, precision="fp16"), max_batch=max(batches),
-                             channels_last=variant["channels_last"], compile=variant["compile"])
+                             channels_last=variant["channels_last"])
         ready_s = time.perf_counter() - started
         for batch in batches:
             buffer = engine.input_buffer(batch)
@@ -89,9 +89,9 @@ def markdown(results: dict) -> list[str]:
     lines = [f"# Heavy models ({results['gpu']}, {results['date']})", "",
              f"Detector: conf_threshold {results['detector']['conf_threshold']}, max_candidates "
              f"{results['detector']['max_candidates']} per frame before NMS (untrained weights score many anchors alike).",
-             "", "## Torch engine alone (FP16, images/s)", "| model | channels-last | compile | graphs | batch | ms | img/s |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['model']} | {r['channels_last']} | {r['compile']} | {r['graphs'][:30]} | {r['batch']} | {r['ms']:.2f} | "
+             "", "## Torch engine alone (FP16, images/s)", "| model | channels-last | graphs | batch | ms | img/s |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['model']} | {r['channels_last']} | {r['graphs'][:30]} | {r['batch']} | {r['ms']:.2f} | "
               f"{r['images_per_s']:.0f} |" for r in results.get("engine", [])]
     lines += ["", "## Load on real 1080p frames", "| model | anchors | candidates/frame mean | max | detections/frame |",
               "| --- | --- | --- | --- | --- |"]
@@ -114,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
                         default=[EXPORTS / "yolo11s-640-dynamic.onnx", EXPORTS / "yolo11m-640-dynamic.onnx"])
     parser.add_argument("--clip", type=Path, default=REPO / ".device/shared/media/car-detection.mp4")
     parser.add_argument("--clip-frames", type=int, default=600)
-    parser.add_argument("--compile", action="store_true", help="also measure torch.compile (minutes per model)")
     parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES),
                         help="engine batch sizes timed (the engine captures every bucket up to the largest)")
     parser.add_argument("--conf", type=float, default=0.25)
@@ -145,8 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"missing {missing}: run scripts/export_gpu_models.py bench on a CPU machine and unpack it here")
         return 2
-    variants = [{"channels_last": False, "compile": False}, {"channels_last": True, "compile": False}]
-    variants += [{"channels_last": True, "compile": True}] if args.compile else []
+    variants = [{"channels_last": False}, {"channels_last": True}]
     clip = make_1080p_clip(args.clip, args.clip_frames)
     args.out.mkdir(parents=True, exist_ok=True)
     sections = {
@@ -165,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _e2e(model: Path, clip: Path, args, detector: dict, engine: list[dict], decode_processes) -> dict:
     """End to end with channels-last as the engine measured it best, beside the engine alone at max_batch."""
-    alone = [r for r in engine if r["model"] == model.name and r["batch"] == args.max_batch and not r["compile"]]
+    alone = [r for r in engine if r["model"] == model.name and r["batch"] == args.max_batch]
     best = max(alone, key=lambda r: r["images_per_s"], default=None)
     channels_last = bool(best and best["channels_last"])
     profile = WindowProfile(args.e2e_seconds / 2, args.profile_s) if args.profile_s else None

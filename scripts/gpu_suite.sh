@@ -9,7 +9,7 @@
 # running pipeline, benchmarks/live_change.py); the terminal shows neither INFO lines nor its cameras'
 # expected reconnects at the end of the clip (bench.log keeps both). `--only heavy_models [ARGS...]` runs
 # benchmarks/heavy_models.py instead (YOLO11s/m from `scripts/export_gpu_models.py bench`, unpacked into
-# .device/exports/): engine images/s per batch, FP16 CUDA graphs, channels-last (--compile: torch.compile),
+# .device/exports/): engine images/s per batch, FP16 CUDA graphs, channels-last,
 # and end to end; it writes OUT_DIR/heavy_models.{json,md}.
 #
 # Needs on PYTHONPATH: torch, cupy, PyNvVideoCodec, PyAV, onnx2torch, onnxruntime, pydantic (the

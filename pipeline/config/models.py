@@ -142,8 +142,6 @@ class DetectorConfig(Strict):
     max_batch: int | None = Field(None, ge=1, le=1024, description="engine batch limit; default: the largest lane max_batch")
     channels_last: bool = Field(False, description="engine torch: weights and activations in NHWC order, which tensor-core "
                                 "convolutions prefer; may speed up larger models, measure with benchmarks/heavy_models.py")
-    torch_compile: bool = Field(False, description="engine torch: torch.compile the model before capturing CUDA graphs; "
-                                "a faster forward for minutes of compilation at start")
     workers: int | None = Field(
         None, ge=1, le=64, description="batches in flight at once; default: min(cores, 4) on the CPU (each with "
         "cores/workers threads, which beats one many-threaded run); 1 on the GPU. With engine torch, 2 runs a twin on "

@@ -41,8 +41,7 @@ _TORCH_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tens
 
 def create(model_path: Path, config: DetectorConfig, plan: DetectorPlan) -> "TorchEngine":
     """The registered factory of this engine (`pipeline.plugins`)."""
-    return TorchEngine(model_path, config, plan.max_batch, channels_last=config.channels_last,
-                       compile=config.torch_compile)
+    return TorchEngine(model_path, config, plan.max_batch, channels_last=config.channels_last)
 
 
 class TorchEngine:
@@ -53,13 +52,12 @@ class TorchEngine:
     use_cuda_graphs: capture one graph per bucket on first use; False always runs eagerly.
     channels_last: weights (and so activations) in NHWC memory order, which tensor-core convolutions prefer;
     the input buffer stays NCHW (the first convolution reorders it).
-    compile: `torch.compile` the module first (minutes of compilation on first use, for a faster forward).
     """
 
     name = "torch"
 
     def __init__(self, model_path: Path, config: DetectorConfig, max_batch: int, use_cuda_graphs: bool = True,
-                 channels_last: bool = False, compile: bool = False):  # noqa: A002 - torch's word for it
+                 channels_last: bool = False):
         import cupy  # noqa: PLC0415 - GPU only
         import torch  # noqa: PLC0415 - GPU only
 
@@ -86,7 +84,7 @@ class TorchEngine:
         with cupy.cuda.Device(config.device):
             self.stream = cupy.cuda.Stream(non_blocking=True)
         self._torch_stream = torch.cuda.ExternalStream(self.stream.ptr, device=self.device)
-        self.module = _load_module(model_path, self.device, precision, channels_last, compile)
+        self.module = _load_module(model_path, self.device, precision, channels_last)
         self.use_cuda_graphs = use_cuda_graphs
         self.graph_status = "not captured yet" if use_cuda_graphs else "disabled"
         self._slots: dict[int, _Slot] = {}
@@ -256,9 +254,9 @@ def _signature(model_path: Path, config: DetectorConfig) -> tuple[list[tuple[str
     return inputs, [o.name for o in signature.outputs], fixed_batch, head
 
 
-def _load_module(model_path: Path, device, precision: str, channels_last: bool = False, compile: bool = False):  # noqa: A002
+def _load_module(model_path: Path, device, precision: str, channels_last: bool = False):
     """The converted module (`torch_convert`) on `device`, FP16 when asked (`half_precision`), eval mode; shape
-    constants kept on the host; channels-last weights and torch.compile when asked."""
+    constants kept on the host; channels-last weights when asked."""
     import torch  # noqa: PLC0415 - GPU only
 
     module = torch_convert.take_module(model_path, device)
@@ -266,4 +264,4 @@ def _load_module(model_path: Path, device, precision: str, channels_last: bool =
     if channels_last:
         module = module.to(memory_format=torch.channels_last)
     log.info("torch engine: %d shape constants kept on the host", torch_convert.keep_shape_constants_on_host(module))
-    return torch.compile(module, mode="max-autotune-no-cudagraphs") if compile else module
+    return module
