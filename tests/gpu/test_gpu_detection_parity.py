@@ -5,12 +5,14 @@ source pixels).
 NVDEC's pictures differ from FFmpeg's by a grey level here and there, so a detection just above the threshold on
 one side may fall just under it on the other. Both sides therefore detect down to THRESHOLD - MARGIN, and every
 detection at or above THRESHOLD on either side must find a partner (same class, IoU >= 0.5) at any score on the
-other. The two pictures give each detection a slightly different score (on the H200 on 2026-12-04: a median
-difference of 0.001-0.02, a 95th percentile of 0.002-0.058); what must not happen is a gross error in one (the
-95th percentile is bounded) or a drift of them all one way, which would carry detections across the threshold (the
-mean signed difference is bounded where there are DRIFT_PAIRS pairs or more: the pairs of a clip are few objects
-seen in consecutive frames, and YOLOX-Nano's 6 on car-detection, small far cars, shared a +0.028 offset while its 71
-pairs on person-bicycle-car, the same camera format, averaged -0.001)."""
+other. The two pictures give each detection a slightly different score (on the H200 on 2026-12-04, per clip: a
+median difference of 0.001-0.020, a 95th percentile of 0.002-0.058, the mean signed difference +0.028 on
+YOLOX-Nano's 6 pairs of car-detection, a few far cars seen in consecutive frames, and within +-0.007 elsewhere).
+Per clip the median difference (<= 0.03) and its 95th percentile (<= 0.1) are bounded, so no broad error of the
+scores passes, and over a model's three clips together the mean signed difference (<= 0.01; +0.001 measured
+for each model), so no drift of them all one way carries detections across the threshold. A single pair's
+difference is reported (its largest), not bounded: a detection it would carry across the threshold finds no
+partner, which is bounded."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,7 +32,6 @@ CLIPS = {  # clip: first frame used (where the objects are)
 }
 THRESHOLD = DetectorConfig.model_fields["conf_threshold"].default
 MARGIN = 0.05
-DRIFT_PAIRS = 30
 MODELS = ["models/yolox_nano_416_dynbatch.onnx", "models/deimv2_hgnetv2_femto_coco_416.onnx"]
 
 
@@ -63,15 +64,43 @@ def _match(cpu, gpu) -> tuple[list[tuple[float, float, float]], list[float]]:
 
 
 @pytest.mark.parametrize("model_file", MODELS)
-@pytest.mark.parametrize("clip", list(CLIPS))
-def test_gpu_detections_match_cpu_detections_on_real_clips(model_file, clip, report):
+def test_gpu_detections_match_cpu_detections_on_real_clips(model_file, report):
     model = gpu_file(model_file)
-    path = gpu_file(clip)
     config = DetectorConfig(model=model, engine="onnxruntime", conf_threshold=THRESHOLD - MARGIN)
     cpu_detector = Detector(config, max_batch=8)
     gpu_detector = Detector(config.model_copy(update={"engine": "torch"}), max_batch=8)
-    cpu_frames = decode_clip(path, "cpu", limit=40, skip=CLIPS[clip])
-    gpu_frames = decode_clip(path, "nvdec", limit=40, skip=CLIPS[clip])
+    problems, every_shift = [], []
+    for clip, skip in CLIPS.items():
+        pairs, alone, total = _compare(cpu_detector, gpu_detector, gpu_file(clip), skip)
+        ious = np.asarray([pair[0] for pair in pairs] or [0.0])
+        shifts = np.asarray([pair[2] - pair[1] for pair in pairs] or [1.0])  # GPU score - CPU score
+        every_shift += shifts.tolist()
+        figures = dict(cpu_detections=total, matched=len(pairs), unmatched=len(alone), iou_min=float(ious.min()),
+                       iou_median=float(np.median(ious)), share_iou_ge_098=float((ious >= 0.98).mean()),
+                       score_shift_mean=float(shifts.mean()), score_shift_abs_median=float(np.median(abs(shifts))),
+                       score_shift_abs_p95=float(np.percentile(abs(shifts), 95)),
+                       score_shift_abs_max=float(abs(shifts).max()))
+        report(f"detection_parity[{Path(model_file).stem}, {clip}]", **figures,
+               engine=gpu_detector.engine.graph_status)
+        checks = {"no detection": total > 0, "median IoU < 0.98": figures["iou_median"] >= 0.98,
+                  "under 85% of IoUs >= 0.98": figures["share_iou_ge_098"] >= 0.85,
+                  "median score difference > 0.03": figures["score_shift_abs_median"] <= 0.03,
+                  "95th percentile score difference > 0.1": figures["score_shift_abs_p95"] <= 0.1,
+                  f"{len(alone)} without a partner: {sorted(alone)}": len(alone) <= max(3, 0.05 * total)}
+        problems += [f"{clip}: {what}" for what, ok in checks.items() if not ok]
+    # a failed capture runs eagerly: DEIMv2's did, and its process crashed in a later test
+    assert gpu_detector.engine.graph_status == "cuda graphs"
+    assert not problems, problems
+    assert abs(np.mean(every_shift)) <= 0.01, f"scores drift by {np.mean(every_shift):+.4f} over {len(every_shift)} pairs"
+    gpu_detector.close()
+    cpu_detector.close()
+
+
+def _compare(cpu_detector, gpu_detector, path, skip: int):
+    """40 frames of a clip through both detectors: the pairs at or above THRESHOLD (IoU, CPU score, GPU score),
+    the scores at or above it left without a partner, and the CPU's detections at or above it."""
+    cpu_frames = decode_clip(path, "cpu", limit=40, skip=skip)
+    gpu_frames = decode_clip(path, "nvdec", limit=40, skip=skip)
     pairs, alone, total = [], [], 0
     for start in range(0, len(cpu_frames), 8):
         rows = range(start, min(start + 8, len(cpu_frames)))
@@ -84,23 +113,7 @@ def test_gpu_detections_match_cpu_detections_on_real_clips(model_file, clip, rep
             pairs += [pair for pair in found if max(pair[1:]) >= THRESHOLD]
             alone += [score for score in left if score >= THRESHOLD]
             total += int((cpu_dets.for_frame(row).score >= THRESHOLD).sum())
-    ious = np.asarray([pair[0] for pair in pairs] or [0.0])
-    shifts = np.asarray([pair[2] - pair[1] for pair in pairs] or [1.0])  # GPU score - CPU score
-    report(f"detection_parity[{Path(model_file).stem}, {clip}]", cpu_detections=total, matched=len(pairs),
-           unmatched=len(alone), iou_min=float(ious.min()), iou_median=float(np.median(ious)),
-           share_iou_ge_098=float((ious >= 0.98).mean()), score_shift_mean=float(shifts.mean()),
-           score_shift_abs_median=float(np.median(abs(shifts))), score_shift_abs_p95=float(np.percentile(abs(shifts), 95)),
-           engine=gpu_detector.engine.graph_status)
-    # a failed capture runs eagerly: DEIMv2's did, and its process crashed in a later test
-    assert gpu_detector.engine.graph_status == "cuda graphs"
-    assert total > 0
-    assert float(np.median(ious)) >= 0.98
-    assert (ious >= 0.98).mean() >= 0.85
-    assert np.percentile(abs(shifts), 95) <= 0.1
-    assert len(shifts) < DRIFT_PAIRS or abs(shifts.mean()) <= 0.01
-    assert len(alone) <= max(3, 0.05 * total), sorted(alone)
-    gpu_detector.close()
-    cpu_detector.close()
+    return pairs, alone, total
 
 
 def _frame(decoded, seq: int) -> Frame:
