@@ -148,8 +148,10 @@ class LiveRamp:
 
 def search(ramp: LiveRamp, start: int, limit: int, window_s: float, growth: float = 1.5,
            on_step: Callable[[Step], None] = lambda step: None) -> tuple[int, list[Step]]:
-    """The largest camera count in [1, limit] that holds: grow from `start` by `growth` until a count fails,
-    then bisect between the last that held and the first that failed (to within 2% or one camera).
+    """The largest camera count in [1, limit] that holds: grow from `start` by `growth` until a count fails (or,
+    when `start` fails, shrink by `growth`, then its square, its fourth power..., until one holds: a start just
+    above the answer costs a step or two, not a bisection from zero), then bisect between the last that held and
+    the first that failed (to within 2% or one camera).
     Returns (that count, 0 when even one camera failed; every step in the order run)."""
     steps: list[Step] = []
 
@@ -170,6 +172,13 @@ def search(ramp: LiveRamp, start: int, limit: int, window_s: float, growth: floa
             count = min(limit, max(count + 1, math.ceil(count * growth)))
         else:
             failed = count
+    shrink = growth
+    while not held and failed > 1:
+        count = max(1, min(failed - 1, math.floor(failed / shrink)))
+        if attempt(count):
+            held = count
+        else:
+            failed, shrink = count, shrink * shrink
     while failed is not None and failed - held > max(1, math.ceil(0.02 * held)):
         middle = (held + failed) // 2
         if attempt(middle):

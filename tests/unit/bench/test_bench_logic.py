@@ -80,3 +80,15 @@ def test_the_search_finds_the_largest_count_that_holds(capacity, start):
     assert expected - max(1, math.ceil(0.02 * expected)) <= best <= expected
     assert len(steps) == len(ramp.tried) <= 30
     assert all(count <= 512 for count in ramp.tried)
+
+
+@pytest.mark.parametrize("capacity, start, growth, tried, best", [
+    (40, 42, 1.07, [42, 39, 40, 41], 40),  # a start just above the answer: one step down, then the bisection
+    (41, 43, 1.06, [43, 40, 41, 42], 41),
+    (150, 255, 1.08, [255, 236, 202, 148, 175, 161, 154, 151], 148),  # down by 1.08, 1.08^2, 1.08^4; then to 2%
+    (0, 8, 1.5, [8, 5, 2, 1], 0),  # even one camera fails
+])
+def test_a_start_that_fails_steps_down_by_the_growth_factor_not_from_zero(capacity, start, growth, tried, best):
+    ramp = Capacity(capacity)
+    assert search(ramp, start, limit=512, window_s=0, growth=growth)[0] == best
+    assert ramp.tried == tried
