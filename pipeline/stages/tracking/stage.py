@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pipeline.config.models import TrackerConfig
 from pipeline.stages.tracking.bytetrack import ByteTracker
-from pipeline.stages.tracking.camera_motion import CameraMotion, small_grey
 from pipeline.stages.tracking.ids import TrackIds
 from pipeline.types import Event, FrameResult, Moment
 
@@ -25,7 +24,11 @@ class TrackingStage:
                  ids: TrackIds | None = None):
         self.tracker = ByteTracker(config, ids)
         self.max_bridged_frames = max_bridged_frames
-        self.camera = CameraMotion() if self.tracker.config.camera_motion else None
+        self.camera = None
+        if self.tracker.config.camera_motion:  # OpenCV, an optional dependency (TrackerConfig checks it is there)
+            from pipeline.stages.tracking.camera_motion import CameraMotion, small_grey  # noqa: PLC0415
+
+            self.camera, self._small_grey = CameraMotion(), small_grey
         self._last_seq: int | None = None
         self._last_pts_ns: int | None = None
 
@@ -40,7 +43,7 @@ class TrackingStage:
         detections = result.detections.to_host()
         motion = None
         if self.camera is not None and result.frame.image is not None:
-            motion = self.camera.estimate(*small_grey(result.frame))
+            motion = self.camera.estimate(*self._small_grey(result.frame))
         result.tracks = self.tracker.update(detections, motion)
         detections.track_id = self.tracker.matched_ids
         result.detections = detections
