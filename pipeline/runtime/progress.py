@@ -6,7 +6,7 @@ import sys
 from typing import Callable, TextIO
 
 from pipeline.config.models import RuntimeConfig
-from pipeline.runtime.progress_log import ProgressLog, skipped_by_cap
+from pipeline.runtime.progress_log import ProgressLog, drops, skipped_by_cap
 from pipeline.runtime.snapshot import Snapshot
 
 
@@ -25,14 +25,14 @@ def _fmt(value) -> str:
 
 
 def stream_rows(snap: Snapshot) -> list[list]:
-    """One row per stream, in `STREAM_HEADERS` order: the frames its ring dropped, and apart from them those its
+    """One row per stream, in `STREAM_HEADERS` order: the frames it lost for any reason (`progress_log.drops`: its
+    ring full or too old, refused, skipped late by a live source, dropped by sinks), and apart from them those its
     fps cap skipped on purpose."""
     rows = []
     for sid, s in snap.streams.items():
         fps = s.get("batched", 0) / snap.elapsed_s if snap.elapsed_s > 0 else 0.0
-        drops = s.get("dropped_overflow", 0) + s.get("dropped_age", 0)
         rows.append([sid, s.get("state", "?"), s.get("frames", 0), s.get("batched", 0), fps,
-                     s.get("depth", 0), drops, skipped_by_cap(s), s.get("reconnects", 0)])
+                     s.get("depth", 0), sum(drops(s).values()), skipped_by_cap(s), s.get("reconnects", 0)])
     return rows
 
 

@@ -148,6 +148,8 @@ class StreamWorker:
         self._counters = dict(frames=0, decoded=0, dropped_fps_cap=0, dropped_sink=0, sink_waits=0,
                               skipped_late=0, paced_late=0, pts_repaired=0, tap_errors=0, corrupt_packets=0,
                               reconnects=0, loops=0)
+        self._reader: Reader | None = None  # the pass's, whose counters `stats` adds while it runs
+        self._reader_lock = threading.Lock()  # its counters move into `_counters` once, never seen twice
         self._last_error: str | None = None
         self._first_frame_s: float | None = None
         self._fps_window = (time.monotonic(), 0)
@@ -204,7 +206,11 @@ class StreamWorker:
 
     def stats(self) -> dict:
         """Counters for metrics: frames put, frames decoded, drops, reconnects, decode fps, last error."""
-        return dict(self._counters, state=self.state.value, decode_fps=round(self._current_fps(), 1),
+        with self._reader_lock:
+            counters = dict(self._counters)
+            for key, value in (self._reader.counters() if self._reader is not None else {}).items():
+                counters[key] += value  # a live camera's pass lasts until it disconnects: count as it goes
+        return dict(counters, state=self.state.value, decode_fps=round(self._current_fps(), 1),
                     first_frame_s=self._first_frame_s, last_error=self._last_error)
 
     def _current_fps(self) -> float:
@@ -283,8 +289,8 @@ class StreamWorker:
     def _one_pass(self, started: float) -> int:
         """Reads the stream once; returns the number of frames decoded in this pass."""
         allocate = self._pictures.allocate if self._pictures is not None else None
-        reader = open_reader(self.config, self.decoder, packet_tap=self._packet_tap, allocate=allocate,
-                             shelf=self._shelf)
+        reader = self._reader = open_reader(self.config, self.decoder, packet_tap=self._packet_tap,
+                                            allocate=allocate, shelf=self._shelf)
         produced = 0
         try:
             with closing(reader.frames()) as frames:
@@ -304,8 +310,10 @@ class StreamWorker:
 
     def _add_reader_counters(self, reader: Reader) -> None:
         """Carry what the pass's reader counted into this worker's stats, which outlive the reader."""
-        for key, value in reader.counters().items():
-            self._counters[key] += value
+        with self._reader_lock:
+            for key, value in reader.counters().items():
+                self._counters[key] += value
+            self._reader = None
 
     def _on_connected(self, started: float) -> None:
         self._first_frame_s = round(time.monotonic() - started, 3)

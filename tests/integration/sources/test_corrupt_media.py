@@ -117,3 +117,22 @@ def test_the_annex_b_path_nvdec_takes_skips_the_same_damaged_packets(tmp_path):
     assert len(annexb_frames) == len(cpu_frames) and FRAMES - GOP <= len(cpu_frames) < FRAMES
     assert annexb.counters()["corrupt_packets"] == on_cpu.counters()["corrupt_packets"] >= 1
 
+
+
+def test_the_stats_count_a_pass_s_corrupt_packets_while_it_runs_and_once_when_it_ends(tmp_path):
+    """A live camera's pass lasts until it disconnects: what its reader counts must show as it goes (the worker
+    here is held mid-file by a sink with room for 60 frames, past the damage), and the end of the pass must not
+    count it again."""
+    clip = write_clip(tmp_path / "clip.mp4")
+    overwrite(clip, packet_spans(clip)[30][0], 20_000)  # inside the second GOP
+    sink = CollectingSink(room=60)
+    worker = StreamWorker(StreamConfig(id="clip", url=str(clip), decode="cpu"), sink)
+    worker.start()
+    try:
+        assert sink.wait_for(60, 30)
+        during = worker.stats()
+        assert during["state"] == WorkerState.RUNNING.value and during["corrupt_packets"] >= 1
+    finally:
+        sink.open_room(None)
+    assert worker.join(30), worker.stats()
+    assert worker.stats()["corrupt_packets"] == during["corrupt_packets"]

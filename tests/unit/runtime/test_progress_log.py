@@ -78,3 +78,13 @@ def test_the_summary_says_each_streams_final_state_and_why_the_failed_ones_faile
     assert summary.getMessage() == "summary" and summary.exit_code == 3 and summary.frames == 900
     assert summary.streams["lot"]["state"] == "finished" and summary.streams["gate"]["state"] == "failed"
     assert summary.failed == {"gate": "cannot open: connection refused"}
+
+
+def test_the_summary_table_drops_are_every_reason_the_log_lines_count():
+    """The final table once counted only full and aged rings: a live source that skipped frames it was late for,
+    or sinks that dropped them, showed 0 dropped."""
+    stats = {"state": "running", "batched": 90, "frames": 100, "dropped_overflow": 1, "dropped_age": 2,
+             "dropped_sink": 3, "skipped_late": 4, "dropped_sinks": 5, "dropped_fps_cap": 6}
+    [row] = stream_rows(snapshot(10.0, {"cam": stats}))
+    assert dict(zip(STREAM_HEADERS, row))["dropped"] == 1 + 2 + 3 + 4 + 5
+    assert dict(zip(STREAM_HEADERS, row))["skipped by cap"] == 6
