@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.bench.clips import camera_clip  # noqa: E402
 from pipeline.bench.feeder import PacedFeeder  # noqa: E402
-from pipeline.bench.ramp import search  # noqa: E402
+from pipeline.bench.ramp import growth_factor, search  # noqa: E402
 
 
 @dataclass
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--start", type=int, default=8)
     parser.add_argument("--max", type=int, default=256)
-    parser.add_argument("--growth", type=float, default=1.5)
+    parser.add_argument("--growth", type=growth_factor, default=1.5)
     parser.add_argument("--window-s", type=float, default=60.0)
     parser.add_argument("--warmup-s", type=float, default=60.0,
                         help="model load, connections and the model's first runs at each batch shape before the window")

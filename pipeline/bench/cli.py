@@ -22,7 +22,7 @@ from pipeline.bench.clips import camera_clip
 from pipeline.bench.decode_table import decode_table
 from pipeline.bench.decode_table import markdown as decode_markdown
 from pipeline.bench.measure import GpuSampler
-from pipeline.bench.ramp import PRIORITY_LANE, LiveRamp, camera_factory, search
+from pipeline.bench.ramp import PRIORITY_LANE, LiveRamp, camera_factory, growth_factor, search
 from pipeline.bench.report import write_report
 from pipeline.config.loader import load_config
 from pipeline.config.models import (DetectorConfig, LaneConfig, PipelineConfig, RuntimeConfig, StreamConfig,
@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--clip-seconds", type=float, default=20.0, help="length of the re-encoded clip (it loops)")
     parser.add_argument("--start", type=int, default=8, help="cameras in the first step")
     parser.add_argument("--max", type=int, default=512, help="never more cameras than this")
-    parser.add_argument("--growth", type=float, default=1.5, help="each step's cameras over the last, until one fails")
+    parser.add_argument("--growth", type=growth_factor, default=1.5, help="each step's cameras over the last, until one fails")
     parser.add_argument("--window-s", type=float, default=60.0, help="seconds a count must hold")
     parser.add_argument("--settle-s", type=float, default=3.0, help="seconds after new cameras start before a window")
     parser.add_argument("--priority-share", type=float, default=0.1, help="share of cameras in lane 'priority'")

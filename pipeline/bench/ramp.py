@@ -8,6 +8,7 @@ costs its window plus the time new cameras take to deliver their first frame.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import threading
@@ -146,6 +147,14 @@ class LiveRamp:
                     cpu_cores_per_camera=round(cpu / elapsed / max(cameras, 1), 4), gpu=gpu)
 
 
+def growth_factor(text: str) -> float:
+    """An argparse type for --growth: a finite number above 1 (each step's cameras over the last)."""
+    value = float(text)
+    if not 1 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text}: the growth must be a number above 1, e.g. 1.05 or 1.5")
+    return value
+
+
 def search(ramp: LiveRamp, start: int, limit: int, window_s: float, growth: float = 1.5,
            on_step: Callable[[Step], None] = lambda step: None) -> tuple[int, list[Step]]:
     """The largest camera count in [1, limit] that holds: grow from `start` by `growth` until a count fails (or,
@@ -153,6 +162,8 @@ def search(ramp: LiveRamp, start: int, limit: int, window_s: float, growth: floa
     above the answer costs a step or two, not a bisection from zero), then bisect between the last that held and
     the first that failed (to within 2% or one camera).
     Returns (that count, 0 when even one camera failed; every step in the order run)."""
+    if not 1 < growth < math.inf:
+        raise ValueError(f"growth {growth}: a number above 1")
     steps: list[Step] = []
 
     def attempt(count: int) -> bool:

@@ -25,9 +25,9 @@ def _fmt(value) -> str:
 
 
 def stream_rows(snap: Snapshot) -> list[list]:
-    """One row per stream, in `STREAM_HEADERS` order: the frames it lost for any reason (`progress_log.drops`: its
-    ring full or too old, refused, skipped late by a live source, dropped by sinks), and apart from them those its
-    fps cap skipped on purpose."""
+    """One row per stream, in `STREAM_HEADERS` order: its drops of every reason, summed as the progress lines do
+    (`progress_log.drops`: its ring full or too old, refused, skipped late by a live source, and those sinks
+    dropped, counted per sink and detected nonetheless), and apart from them those its fps cap skipped on purpose."""
     rows = []
     for sid, s in snap.streams.items():
         fps = s.get("batched", 0) / snap.elapsed_s if snap.elapsed_s > 0 else 0.0

@@ -43,7 +43,8 @@ class Reader(Protocol):
     def counters(self) -> dict[str, int]:
         """What the pass counted, any of: `skipped_late` (frames a live source skipped to keep up),
         `pts_repaired` (timestamps made up or nudged), `tap_errors` (packet-tap failures),
-        `corrupt_packets` (packets skipped as undecodable, or decoded into a damaged frame)."""
+        `corrupt_packets` (packets skipped as undecodable, or decoded into a damaged frame). Called from other
+        threads while `frames()` runs (the stream's stats count a pass as it goes): read counts only, never block."""
         ...
 
     def close(self) -> None: ...

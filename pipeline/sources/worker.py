@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 import traceback
+from collections import Counter
 from contextlib import closing
 from typing import Any, Callable, Protocol
 
@@ -92,13 +93,9 @@ class Worker(Protocol):
 
     def start(self) -> None: ...
 
-    def stop(self) -> None:
-        """Ask the stream to stop; returns at once."""
-        ...
+    def stop(self) -> None: ...  # ask the stream to stop; returns at once
 
-    def join(self, timeout: float | None = None) -> bool:
-        """True once the stream has ended (or never started)."""
-        ...
+    def join(self, timeout: float | None = None) -> bool: ...  # True once the stream has ended (or never started)
 
     def stats(self) -> dict: ...
 
@@ -145,7 +142,7 @@ class StreamWorker:
         self._cap = FpsCap(config.fps)
         self._seq = 0
         self._last_wall_ns = 0
-        self._counters = dict(frames=0, decoded=0, dropped_fps_cap=0, dropped_sink=0, sink_waits=0,
+        self._counters = Counter(frames=0, decoded=0, dropped_fps_cap=0, dropped_sink=0, sink_waits=0,
                               skipped_late=0, paced_late=0, pts_repaired=0, tap_errors=0, corrupt_packets=0,
                               reconnects=0, loops=0)
         self._reader: Reader | None = None  # the pass's, whose counters `stats` adds while it runs
@@ -207,9 +204,9 @@ class StreamWorker:
     def stats(self) -> dict:
         """Counters for metrics: frames put, frames decoded, drops, reconnects, decode fps, last error."""
         with self._reader_lock:
-            counters = dict(self._counters)
-            for key, value in (self._reader.counters() if self._reader is not None else {}).items():
-                counters[key] += value  # a live camera's pass lasts until it disconnects: count as it goes
+            counters = Counter(self._counters)
+            if self._reader is not None:  # a live camera's pass lasts until it disconnects: count as it goes
+                counters.update(self._reader.counters())  # adds
         return dict(counters, state=self.state.value, decode_fps=round(self._current_fps(), 1),
                     first_frame_s=self._first_frame_s, last_error=self._last_error)
 
@@ -289,8 +286,10 @@ class StreamWorker:
     def _one_pass(self, started: float) -> int:
         """Reads the stream once; returns the number of frames decoded in this pass."""
         allocate = self._pictures.allocate if self._pictures is not None else None
-        reader = self._reader = open_reader(self.config, self.decoder, packet_tap=self._packet_tap,
-                                            allocate=allocate, shelf=self._shelf)
+        reader = open_reader(self.config, self.decoder, packet_tap=self._packet_tap, allocate=allocate,
+                             shelf=self._shelf)
+        with self._reader_lock:
+            self._reader = reader
         produced = 0
         try:
             with closing(reader.frames()) as frames:
@@ -302,18 +301,19 @@ class StreamWorker:
                     if self._stop.is_set() or not self._deliver(decoded):
                         break
         finally:
-            reader.close()
-            if self._pictures is not None:
-                self._pictures.reclaim()
-            self._add_reader_counters(reader)
+            try:
+                reader.close()
+                if self._pictures is not None:
+                    self._pictures.reclaim()
+            finally:  # even when closing fails: its counts must not vanish from the stats
+                self._add_reader_counters(reader)
         return produced
 
     def _add_reader_counters(self, reader: Reader) -> None:
         """Carry what the pass's reader counted into this worker's stats, which outlive the reader."""
         with self._reader_lock:
-            for key, value in reader.counters().items():
-                self._counters[key] += value
             self._reader = None
+            self._counters.update(reader.counters())  # adds
 
     def _on_connected(self, started: float) -> None:
         self._first_frame_s = round(time.monotonic() - started, 3)

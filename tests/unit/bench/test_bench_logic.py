@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from prometheus_client import Histogram
 
 from pipeline.bench.measure import HistogramWindow, cpu_seconds, quantile, share_within
+from pipeline.bench.cli import _parser
 from pipeline.bench.ramp import search
 
 BOUNDS = (0.01, 0.05, 0.15, 1.0)
@@ -92,3 +93,12 @@ def test_a_start_that_fails_steps_down_by_the_growth_factor_not_from_zero(capaci
     ramp = Capacity(capacity)
     assert search(ramp, start, limit=512, window_s=0, growth=growth)[0] == best
     assert ramp.tried == tried
+
+
+@pytest.mark.parametrize("growth", ["1", "0.9", "0", "-2", "nan", "inf", "fast"])
+def test_a_growth_that_would_not_grow_is_refused_before_anything_runs(growth):
+    """A factor of 1 or less would step one camera a window, or divide by zero once a start fails."""
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--model", "m.onnx", "--growth", growth])
+    with pytest.raises(ValueError, match="above 1"):
+        search(Capacity(10), 100, limit=512, window_s=0, growth=float(growth) if growth != "fast" else 1.0)

@@ -6,10 +6,13 @@ import random
 
 import pytest
 
+import pipeline.sources.worker as worker_module
 import pipeline.testing  # noqa: F401 - fake://
 from pipeline.backoff import Backoff
 from pipeline.config.models import StreamConfig
+from pipeline.errors import SourceError
 from pipeline.sources.worker import REFUSED_MAX_S, REFUSED_MIN_S, TRANSITIONS, StreamWorker, WorkerState
+from pipeline.testing.source import FakeReader
 from tests.support.collecting_sink import CollectingSink
 from tests.support.waiting import wait_until
 
@@ -94,3 +97,25 @@ def test_a_refused_camera_is_tried_a_few_times_in_its_first_minute_then_once_or_
     assert 4 <= sum(t < 60 for t in tries) <= 7, tries[:10]
     per_minute = [sum(m * 60 <= t < (m + 1) * 60 for t in tries) for m in range(5, 59)]
     assert max(per_minute) <= 2 and min(per_minute) >= 1, per_minute
+
+
+class _CountingReader(FakeReader):
+    """A fake camera whose reader counted what a real one might, including a key the worker does not know,
+    and whose close fails."""
+
+    def counters(self) -> dict[str, int]:
+        return {"skipped_late": 5, "bytes_dropped": 7}
+
+    def close(self) -> None:
+        super().close()
+        raise SourceError("the connection broke while closing")
+
+
+def test_a_pass_keeps_its_reader_counts_when_the_reader_fails_to_close_and_counts_an_unknown_key(monkeypatch):
+    url = "fake://cam-1?fps=100&frames=3&live=0"
+    monkeypatch.setattr(worker_module, "open_reader", lambda config, *args, **kwargs: _CountingReader(url))
+    worker = StreamWorker(StreamConfig(id="cam-1", url=url), CollectingSink())
+    worker.start()
+    assert worker.join(10)
+    stats = worker.stats()
+    assert stats["skipped_late"] == 5 and stats["bytes_dropped"] == 7
