@@ -10,7 +10,8 @@ whose timestamps are its send times. For each camera count the peer runs in its 
 (benchmarks/peers/<peer>.py) and records, per camera, the latency of every frame captured in the window
 (capture = the feeder's send time; done = its detections are on the host). A count **holds** when every
 camera had all of its frames in the window processed and the p99 latency is within --bound-ms; counts
-are searched as `bench` does (grow, or shrink from a start that fails, then bisect). Models: benchmarks/peers/make_models.py.
+are searched as `bench` does (grow, or shrink from a start that fails, then bisect). Models:
+benchmarks/peers/make_models.py.
 """
 from __future__ import annotations
 

@@ -148,10 +148,17 @@ class LiveRamp:
 
 
 def growth_factor(text: str) -> float:
-    """An argparse type for --growth: a finite number above 1 (each step's cameras over the last)."""
-    value = float(text)
+    """An argparse type for --growth (`_checked_growth`)."""
+    try:
+        return _checked_growth(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text}: {exc}") from None
+
+
+def _checked_growth(value: float) -> float:
+    """Each step's cameras over the last: a finite number above 1, or a ValueError saying so."""
     if not 1 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"{text}: the growth must be a number above 1, e.g. 1.05 or 1.5")
+        raise ValueError("the growth must be a number above 1, e.g. 1.05 or 1.5")
     return value
 
 
@@ -162,8 +169,7 @@ def search(ramp: LiveRamp, start: int, limit: int, window_s: float, growth: floa
     above the answer costs a step or two, not a bisection from zero), then bisect between the last that held and
     the first that failed (to within 2% or one camera).
     Returns (that count, 0 when even one camera failed; every step in the order run)."""
-    if not 1 < growth < math.inf:
-        raise ValueError(f"growth {growth}: a number above 1")
+    _checked_growth(growth)
     steps: list[Step] = []
 
     def attempt(count: int) -> bool:

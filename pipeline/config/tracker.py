@@ -47,7 +47,8 @@ class TrackerConfig(Strict):
             try:  # imported, not only looked up: an OpenCV wheel without its system libraries fails here too
                 importlib.import_module("cv2")
             except ImportError as exc:
-                raise ValueError(f"needs OpenCV, which cannot be imported here ({exc}): pip install 'streamweave[motion]'") from exc
+                raise ValueError(f"needs OpenCV, which cannot be imported here ({exc}): "
+                                 "pip install 'streamweave[motion]'") from exc
         return value
 
     @model_validator(mode="after")
