@@ -37,7 +37,7 @@ def markdown(report: dict) -> list[str]:
                      "(" + ", ".join(f"{r['batch']}: {r['images_per_s']:,.0f}" for r in engine) + ")")
     lines += ["", "| cameras | holds | frames/s | lost | cameras losing | " + " | ".join(
         f"{lane} p50/p95/p99 ms" for lane in _lanes(report)) + " | CPU cores/camera | GPU | NVDEC |",
-              "|" + " --- |" * (7 + len(_lanes(report)))]
+              "|" + " --- |" * (8 + len(_lanes(report)))]
     steps = list(report.get("ramp", []))
     if "at_90_percent" in report:
         steps.append({**report["at_90_percent"], "label": "90%"})

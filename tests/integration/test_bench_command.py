@@ -31,6 +31,9 @@ def test_bench_ramps_paced_cameras_and_writes_the_report(tmp_path, capsys):
     assert all(row["images_per_s"] > 0 for row in report["engine_alone"]) and report["decode_alone"]["fps"] > 0
     table = (out / "bench.md").read_text()
     assert "# Real-time cameras: 2" in table and "| 2 | yes |" in table
+    header, rule, row = (line for line in table.splitlines() if line.startswith("| cameras") or line.startswith(
+        "| ---") or line.startswith("| 2 |"))
+    assert header.count("|") == rule.count("|") == row.count("|")  # every column has its rule and its cell
     assert (out / "bench.png").stat().st_size > 10_000
     assert "2 cameras in real time" in capsys.readouterr().out
 
