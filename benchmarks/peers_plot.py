@@ -36,7 +36,8 @@ def ours_row(report: dict) -> dict:
     lanes = list(step["latency_cumulative"].values())
     merged = [(bound, sum(lane[i][1] for lane in lanes)) for i, (bound, _) in enumerate(lanes[0])] if lanes else []
     p50, p95, p99 = (None if (v := quantile(merged, q)) is None else round(v * 1000, 1) for q in (0.5, 0.95, 0.99))
-    return {"system": "streamweave", "cameras": report["cameras_in_real_time"], "at": step["cameras"],
+    return {"system": "streamweave", "cameras": report["cameras_in_real_time"],
+            "floor": report.get("only_a_floor", False), "at": step["cameras"],
             "holds": step["holds"], "fps": step["fps"], "p50": p50, "p95": p95, "p99": p99, "why": step["reasons"]}
 
 
@@ -44,18 +45,30 @@ def peer_row(report: dict) -> dict:
     """The row of a `benchmarks/peers.py` report."""
     step = _shown(report["steps"])
     return {"system": NAMES.get(report["peer"], report["peer"]), "cameras": report["cameras_in_real_time"],
-            "at": step["cameras"], "holds": step["holds"], "fps": step["fps"], "p50": step["p50"], "p95": step["p95"],
+            "floor": report.get("only_a_floor", False), "at": step["cameras"], "holds": step["holds"], "fps": step["fps"], "p50": step["p50"], "p95": step["p95"],
             "p99": step["p99"], "why": step["reasons"]}
 
 
+def _count(row: dict) -> str:
+    """A system's real-time count; "≥ N" where no larger count was run and failed (the run's limit)."""
+    return f"≥ {row['cameras']}" if row["floor"] else str(row["cameras"])
+
+
+def _ratio(ours: dict, row: dict) -> str:
+    """Ours over theirs; a floor on our side makes the ratio one too, a floor on theirs a ceiling."""
+    if ours["floor"] and row["floor"]:
+        return "-"
+    bound = "≥ " if ours["floor"] else ("≤ " if row["floor"] else "")
+    return f"{bound}{ours['cameras'] / row['cameras']:.1f}" if row["cameras"] else f"{_count(ours)} : 0"
+
+
 def markdown(rows: list[dict]) -> list[str]:
-    ours = rows[0]["cameras"]
     lines = ["| system | real-time cameras | shown at | frames/s | latency p50/p95/p99 ms | ours ÷ theirs |",
              "| --- | --- | --- | --- | --- | --- |"]
     for row in rows:
-        ratio = "1" if row is rows[0] else (f"{ours / row['cameras']:.1f}" if row["cameras"] else f"{ours} : 0")
+        ratio = "1" if row is rows[0] else _ratio(rows[0], row)
         shown = f"{row['at']}" + ("" if row["holds"] else f" (fails: {'; '.join(row['why'])})")
-        lines.append(f"| {row['system']} | {row['cameras']} | {shown} | {row['fps']:,.0f} | "
+        lines.append(f"| {row['system']} | {_count(row)} | {shown} | {row['fps']:,.0f} | "
                      f"{'/'.join('-' if row[q] is None else f'{row[q]:.0f}' for q in ('p50', 'p95', 'p99'))} | {ratio} |")
     return lines
 
@@ -70,7 +83,7 @@ def plot(rows: list[dict], path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     names = [row["system"] for row in rows]
     bars = left.bar(names, [row["cameras"] for row in rows], color=["tab:blue"] + ["tab:grey"] * (len(rows) - 1))
-    left.bar_label(bars)
+    left.bar_label(bars, labels=[_count(row) for row in rows])
     left.set_ylabel("cameras in real time")
     left.set_title("cameras each system keeps up with")
     for i, row in enumerate(rows):

@@ -205,6 +205,12 @@ def search(ramp: LiveRamp, start: int, limit: int, window_s: float, growth: floa
     return held, steps
 
 
+def only_a_floor(best: int, outcomes: list[tuple[int, bool]]) -> bool:
+    """Whether `best`, what `search` returned, is only a floor: no larger count was run and failed (the search
+    stopped at its limit), so the machine may hold more. outcomes: (cameras, holds) of every step."""
+    return best > 0 and not any(cameras > best and not holds for cameras, holds in outcomes)
+
+
 def _ms(seconds: float | None) -> float | None:
     if seconds is None:
         return None

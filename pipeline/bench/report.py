@@ -23,7 +23,10 @@ def write_report(report: dict, out: Path) -> None:
 
 def markdown(report: dict) -> list[str]:
     camera = report["camera"]
-    lines = [f"# Real-time cameras: {report['cameras_in_real_time']}", "",
+    count = report["cameras_in_real_time"]
+    if report.get("only_a_floor"):
+        count = f"at least {count} (no larger count failed: raise --max to find the limit)"
+    lines = [f"# Real-time cameras: {count}", "",
              f"- command: `{report['command']}`", f"- date: {report['date']}; machine: {report['machine']}",
              f"- engine: {report['engine']}", f"- camera: `{camera.get('url')}` (paced, looped)",
              f"- latency bounds (p99): {', '.join(f'{k} {v:g} ms' for k, v in report['bounds_ms'].items())}", ""]

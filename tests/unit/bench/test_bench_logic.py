@@ -13,7 +13,7 @@ from prometheus_client import Histogram
 
 from pipeline.bench.measure import HistogramWindow, cpu_seconds, quantile, share_within
 from pipeline.bench.cli import _parser
-from pipeline.bench.ramp import search
+from pipeline.bench.ramp import only_a_floor, search
 
 BOUNDS = (0.01, 0.05, 0.15, 1.0)
 
@@ -93,6 +93,15 @@ def test_a_start_that_fails_steps_down_by_the_growth_factor_not_from_zero(capaci
     ramp = Capacity(capacity)
     assert search(ramp, start, limit=512, window_s=0, growth=growth)[0] == best
     assert ramp.tried == tried
+
+
+@pytest.mark.parametrize("capacity, limit, floor", [(600, 92, True), (92, 92, True), (80, 92, False), (0, 92, False)])
+def test_a_count_the_search_stopped_at_by_its_limit_is_only_a_floor(capacity, limit, floor):
+    """A run whose largest count held at --max never saw the machine fail: the report must say "at least"."""
+    ramp = Capacity(capacity)
+    best, _ = search(ramp, 60, limit=limit, window_s=0, growth=1.2)
+    assert only_a_floor(best, [(count, count <= capacity) for count in ramp.tried]) is floor
+    assert best == limit if floor else best < limit
 
 
 @pytest.mark.parametrize("growth", ["1", "0.9", "0", "-2", "nan", "inf", "fast"])

@@ -41,8 +41,8 @@ def test_a_peer_that_held_nothing_is_shown_failing_at_its_smallest_count():
         "Ultralytics' stream mode", 0, 1, False, 587.0)
     typical = peer_row({"peer": "typical", "cameras_in_real_time": 5,
                         "steps": [peer_step(4, True, 90.0), peer_step(6, False, 400.0), peer_step(5, True, 95.0)]})
-    ours = {"system": "streamweave", "cameras": 67, "at": 67, "holds": True, "fps": 2016.0, "p50": 30.0,
-            "p95": 60.0, "p99": 70.0, "why": []}
+    ours = {"system": "streamweave", "cameras": 67, "floor": False, "at": 67, "holds": True, "fps": 2016.0,
+            "p50": 30.0, "p95": 60.0, "p99": 70.0, "why": []}
     lines = markdown([ours, typical, row])
     assert lines[2].endswith("| 1 |")
     assert "| the typical script | 5 | 5 |" in lines[3] and lines[3].endswith("| 13.4 |")
@@ -59,3 +59,18 @@ def test_the_command_writes_the_plot_and_the_table(tmp_path, capsys):
     assert (tmp_path / "peers.png").stat().st_size > 10_000
     assert "| the typical script | 3 | 3 |" in (tmp_path / "peers.md").read_text()
     assert "| streamweave | 30 |" in capsys.readouterr().out
+
+
+def test_a_count_held_at_the_runs_limit_is_shown_as_a_floor_and_so_is_the_ratio():
+    ours = ours_row({"cameras_in_real_time": 92, "only_a_floor": True, "ramp": [
+        ours_step(92, True, [10, 10, 10, 10], [0, 50, 90, 90])]})
+    typical = peer_row({"peer": "typical", "cameras_in_real_time": 2,
+                        "steps": [peer_step(3, False, 93.0), peer_step(2, True, 84.0)]})
+    capped = peer_row({"peer": "supervision_loop", "cameras_in_real_time": 4, "only_a_floor": True,
+                       "steps": [peer_step(4, True, 90.0)]})
+    lines = markdown([ours, typical, capped])
+    assert lines[2].startswith("| streamweave | ≥ 92 | 92 |")
+    assert lines[3].startswith("| the typical script | 2 | 2 |") and lines[3].endswith("| ≥ 46.0 |")
+    assert lines[4].startswith("| supervision + ByteTrack loop | ≥ 4 |") and lines[4].endswith("| - |")
+    exact = dict(ours, floor=False)
+    assert markdown([exact, capped])[3].endswith("| ≤ 23.0 |")  # theirs may be higher: ours over theirs at most 23
