@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.bench.clips import camera_clip  # noqa: E402
 from pipeline.bench.feeder import PacedFeeder  # noqa: E402
-from pipeline.bench.ramp import growth_factor, only_a_floor, search  # noqa: E402
+from pipeline.bench.ramp import count_text, growth_factor, only_a_floor, search  # noqa: E402
 
 
 @dataclass
@@ -110,12 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         best, steps = search(PeerRamp(args, feeder), args.start, args.max, args.window_s, args.growth)
     finally:
         feeder.close()
-    floor = only_a_floor(best, [(s.cameras, s.holds) for s in steps])
+    floor = only_a_floor(best, steps)
     report = {"peer": args.peer, "cameras_in_real_time": best, "only_a_floor": floor,
               "steps": [asdict(s) for s in steps],
               "command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d %H:%M %Z")}
     (args.out / f"{args.peer}.json").write_text(json.dumps(report, indent=1))
-    print(f"{args.peer}: {'at least ' if floor else ''}{best} cameras in real time")
+    print(f"{args.peer}: real-time cameras: {count_text(best, floor)}")
     return 0
 
 

@@ -45,8 +45,8 @@ def peer_row(report: dict) -> dict:
     """The row of a `benchmarks/peers.py` report."""
     step = _shown(report["steps"])
     return {"system": NAMES.get(report["peer"], report["peer"]), "cameras": report["cameras_in_real_time"],
-            "floor": report.get("only_a_floor", False), "at": step["cameras"], "holds": step["holds"], "fps": step["fps"], "p50": step["p50"], "p95": step["p95"],
-            "p99": step["p99"], "why": step["reasons"]}
+            "floor": report.get("only_a_floor", False), "at": step["cameras"], "holds": step["holds"],
+            "fps": step["fps"], "p50": step["p50"], "p95": step["p95"], "p99": step["p99"], "why": step["reasons"]}
 
 
 def _count(row: dict) -> str:
@@ -94,6 +94,7 @@ def plot(rows: list[dict], path: Path) -> None:
     right.set_xticks([50, 95, 99], ["p50", "p95", "p99"])
     right.set_yscale("log")
     right.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    right.yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     right.set_ylabel("capture to detections, ms")
     right.set_title("latency at the count shown")
     right.legend()

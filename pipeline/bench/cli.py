@@ -22,7 +22,8 @@ from pipeline.bench.clips import camera_clip
 from pipeline.bench.decode_table import decode_table
 from pipeline.bench.decode_table import markdown as decode_markdown
 from pipeline.bench.measure import GpuSampler
-from pipeline.bench.ramp import PRIORITY_LANE, LiveRamp, camera_factory, growth_factor, only_a_floor, search
+from pipeline.bench.ramp import (PRIORITY_LANE, LiveRamp, camera_factory, count_text, growth_factor, only_a_floor,
+                                 search)
 from pipeline.bench.report import write_report
 from pipeline.config.loader import load_config
 from pipeline.config.models import (DetectorConfig, LaneConfig, PipelineConfig, RuntimeConfig, StreamConfig,
@@ -79,7 +80,7 @@ def _bench(args, argv: list[str]) -> int:
         best, steps = search(ramp, args.start, args.max, args.window_s, args.growth)
         report["ramp"] = [step.as_dict() for step in steps]
         report["cameras_in_real_time"] = best
-        report["only_a_floor"] = only_a_floor(best, [(step.cameras, step.holds) for step in steps])
+        report["only_a_floor"] = only_a_floor(best, steps)
         if best:
             ramp.set_cameras(max(1, math.floor(0.9 * best)))
             report["at_90_percent"] = ramp.measure(args.window_s).as_dict()
@@ -89,9 +90,8 @@ def _bench(args, argv: list[str]) -> int:
             gpu.close()
     (out / "bench.json").write_text(json.dumps(report, indent=1, default=str))
     write_report(report, out)
-    count = f"at least {best}" if report["only_a_floor"] else f"{best}"
-    floor = " (no larger count failed: raise --max to find the limit)" if report["only_a_floor"] else ""
-    print(f"{count} cameras in real time{floor}; report in {out}/bench.json, bench.md, bench.png")
+    print(f"real-time cameras: {count_text(best, report['only_a_floor'])}; report in {out}/bench.json, bench.md, "
+          "bench.png")
     return 0
 
 

@@ -205,10 +205,15 @@ def search(ramp: LiveRamp, start: int, limit: int, window_s: float, growth: floa
     return held, steps
 
 
-def only_a_floor(best: int, outcomes: list[tuple[int, bool]]) -> bool:
+def only_a_floor(best: int, steps) -> bool:
     """Whether `best`, what `search` returned, is only a floor: no larger count was run and failed (the search
-    stopped at its limit), so the machine may hold more. outcomes: (cameras, holds) of every step."""
-    return best > 0 and not any(cameras > best and not holds for cameras, holds in outcomes)
+    stopped at its limit), so the machine may hold more. steps: what `search` returned (`cameras`, `holds`)."""
+    return best > 0 and not any(step.cameras > best and not step.holds for step in steps)
+
+
+def count_text(best: int, floor: bool) -> str:
+    """How a report states a real-time count: "at least N (...)" when it is only a floor."""
+    return f"at least {best} (no larger count failed: raise --max to find the limit)" if floor else str(best)
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -7,6 +7,8 @@ import logging
 import math
 from pathlib import Path
 
+from pipeline.bench.ramp import count_text
+
 log = logging.getLogger(__name__)
 
 
@@ -23,9 +25,7 @@ def write_report(report: dict, out: Path) -> None:
 
 def markdown(report: dict) -> list[str]:
     camera = report["camera"]
-    count = report["cameras_in_real_time"]
-    if report.get("only_a_floor"):
-        count = f"at least {count} (no larger count failed: raise --max to find the limit)"
+    count = count_text(report["cameras_in_real_time"], report.get("only_a_floor", False))
     lines = [f"# Real-time cameras: {count}", "",
              f"- command: `{report['command']}`", f"- date: {report['date']}; machine: {report['machine']}",
              f"- engine: {report['engine']}", f"- camera: `{camera.get('url')}` (paced, looped)",

@@ -13,7 +13,7 @@ from prometheus_client import Histogram
 
 from pipeline.bench.measure import HistogramWindow, cpu_seconds, quantile, share_within
 from pipeline.bench.cli import _parser
-from pipeline.bench.ramp import only_a_floor, search
+from pipeline.bench.ramp import count_text, only_a_floor, search
 
 BOUNDS = (0.01, 0.05, 0.15, 1.0)
 
@@ -70,7 +70,8 @@ class Capacity:
 
     def measure(self, window_s: float):
         holds = self.count <= self.capacity
-        return type("Step", (), {"holds": holds, "reasons": [] if holds else ["over"], "fps": 0.0})()
+        return type("Step", (), {"cameras": self.count, "holds": holds, "reasons": [] if holds else ["over"],
+                                 "fps": 0.0})()
 
 
 @given(capacity=st.integers(0, 600), start=st.integers(1, 64))
@@ -95,13 +96,23 @@ def test_a_start_that_fails_steps_down_by_the_growth_factor_not_from_zero(capaci
     assert ramp.tried == tried
 
 
-@pytest.mark.parametrize("capacity, limit, floor", [(600, 92, True), (92, 92, True), (80, 92, False), (0, 92, False)])
-def test_a_count_the_search_stopped_at_by_its_limit_is_only_a_floor(capacity, limit, floor):
+@pytest.mark.parametrize("capacity, start, floor", [
+    (600, 60, True), (92, 60, True),  # held at --max 92: the machine never failed
+    (80, 60, False), (50, 60, False),  # failed above the answer (grown into, or the start itself)
+    (0, 60, False),  # even one camera failed: 0 is exact
+])
+def test_a_count_the_search_stopped_at_by_its_limit_is_only_a_floor(capacity, start, floor):
     """A run whose largest count held at --max never saw the machine fail: the report must say "at least"."""
-    ramp = Capacity(capacity)
-    best, _ = search(ramp, 60, limit=limit, window_s=0, growth=1.2)
-    assert only_a_floor(best, [(count, count <= capacity) for count in ramp.tried]) is floor
-    assert best == limit if floor else best < limit
+    best, steps = search(Capacity(capacity), start, limit=92, window_s=0, growth=1.2)
+    assert only_a_floor(best, steps) is floor
+    assert (best == 92) if floor else (best < 92)
+
+
+def test_only_a_count_that_failed_above_the_answer_bounds_it():
+    step = lambda cameras, holds: type("Step", (), {"cameras": cameras, "holds": holds})  # noqa: E731
+    assert not only_a_floor(5, [step(5, True), step(6, False)])
+    assert only_a_floor(5, [step(4, False), step(5, True)])  # a failure below (a noisy window) bounds nothing above
+    assert count_text(5, True).startswith("at least 5 (") and count_text(5, False) == "5"
 
 
 @pytest.mark.parametrize("growth", ["1", "0.9", "0", "-2", "nan", "inf", "fast"])
