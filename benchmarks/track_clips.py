@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import track_refs  # noqa: E402
 from pipeline.config.models import DetectorConfig, TrackerConfig  # noqa: E402
 from pipeline.stages.tracking.bytetrack import ByteTracker  # noqa: E402
-from pipeline.stages.tracking.camera_motion import CameraMotion, small_grey  # noqa: E402
+from pipeline.stages.tracking.camera_motion import CameraMotion  # noqa: E402
 from pipeline.types import Detections, Frame  # noqa: E402
 
 SHARED = REPO.parent / "shared"
@@ -96,7 +96,7 @@ def run_ours_with_camera_motion(clip: Path, dets, render: Path | None) -> tuple[
     seconds, ids, writer = 0.0, [], None
     for (frame, fps), d in zip(frames_of(clip), dets):
         start = time.thread_time()
-        out = tracker.update(d, camera.estimate(*small_grey(frame)))
+        out = tracker.update(d, camera.of_frame(frame))
         seconds += time.thread_time() - start
         seen = np.isin(out.track_id, tracker.matched_ids)
         ids.append(out.track_id[seen])

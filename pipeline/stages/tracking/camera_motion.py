@@ -44,6 +44,10 @@ class CameraMotion:
     def reset(self) -> None:
         self._previous = None
 
+    def of_frame(self, frame: Frame) -> np.ndarray:
+        """`estimate` on the frame's small grey copy (`small_grey`)."""
+        return self.estimate(*small_grey(frame))
+
     def estimate(self, grey: np.ndarray, scale: float = 1.0) -> np.ndarray:
         """(2, 3) float64 affine from the previous frame's pixels to this one's (full-size pixels, `scale`
         = full pixels per pixel of `grey`). The identity for the first frame, after a size change, or when

@@ -26,9 +26,9 @@ class TrackingStage:
         self.max_bridged_frames = max_bridged_frames
         self.camera = None
         if self.tracker.config.camera_motion:  # OpenCV, an optional dependency (TrackerConfig checks it is there)
-            from pipeline.stages.tracking.camera_motion import CameraMotion, small_grey  # noqa: PLC0415
+            from pipeline.stages.tracking.camera_motion import CameraMotion  # noqa: PLC0415
 
-            self.camera, self._small_grey = CameraMotion(), small_grey
+            self.camera = CameraMotion()
         self._last_seq: int | None = None
         self._last_pts_ns: int | None = None
 
@@ -43,7 +43,7 @@ class TrackingStage:
         detections = result.detections.to_host()
         motion = None
         if self.camera is not None and result.frame.image is not None:
-            motion = self.camera.estimate(*self._small_grey(result.frame))
+            motion = self.camera.of_frame(result.frame)
         result.tracks = self.tracker.update(detections, motion)
         detections.track_id = self.tracker.matched_ids
         result.detections = detections
