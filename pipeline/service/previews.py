@@ -4,8 +4,9 @@ Nothing happens for a camera nobody watches: the tap (`OutputSinks.add_tap`, cal
 with every result) looks a stream up in a dict and returns. For a watched camera, at most `fps` times a
 second, it takes a small host copy of the picture (decimated first, so a 4K or device frame is never
 copied whole and no frame is kept) and what the overlay needs (boxes, classes, track ids, in source
-pixels); the `preview:encode` thread scales it to the width asked for and encodes it as JPEG (PyAV's
-mjpeg), then hands it to each watcher's `deliver` callback. `encoded` counts the JPEGs made (/metrics).
+pixels); the `preview:encode` thread scales it to the widest width asked for and encodes it as JPEG (PyAV's
+mjpeg), then hands it to each watcher's `deliver` callback, never narrower than that watcher asked (unless
+the camera's picture is): a watcher who just asked a camera wider gets its first picture from the next take. `encoded` counts the JPEGs made (/metrics).
 
     previews = Previews(class_names, fps=4, max_width=1280)
     outputs.add_tap(previews.tap)
@@ -150,7 +151,9 @@ class Previews:
                     return
                 sid = next(iter(self._taken))
                 taken = self._taken.pop(sid)
-                watches = [w for w in self._watches if sid in w.widths]
+                # a watch that began after the picture was taken, asking it wider, waits for the next one
+                watches = [w for w in self._watches
+                           if sid in w.widths and min(w.widths[sid], taken.width) <= taken.target]
             preview = self._encode(taken)
             for watch in watches:
                 watch.deliver(preview)

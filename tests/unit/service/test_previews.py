@@ -77,3 +77,34 @@ def test_a_watched_camera_is_sampled_at_most_fps_times_a_second():
     finally:
         previews.close()
     assert previews.encoded == 1
+
+
+def test_a_watcher_asking_wider_never_gets_a_picture_taken_narrower_before_it_came():
+    previews = Previews(["person", "bicycle", "car"], fps=1e6)  # every tap is due
+    entered, hold, two, wide = threading.Event(), threading.Event(), threading.Event(), threading.Event()
+    narrow_got, wide_got = [], []
+
+    def narrow(preview):  # the first delivery holds the encode thread while a picture waits and a wide watch comes
+        narrow_got.append(preview)
+        entered.set()
+        if len(narrow_got) == 2:
+            two.set()
+        hold.wait(10)
+
+    try:
+        previews.watch({"cam": 16}, narrow)
+        first, second, third = results(3)
+        previews.tap(first)
+        assert entered.wait(10)
+        previews.tap(second)  # taken 16 wide, waiting to be encoded
+        previews.watch({"cam": 48}, lambda p: (wide_got.append(p), wide.set()))
+        hold.set()
+        assert two.wait(10)  # the waiting picture went to the narrow watch (and, had it been sent, to the wide)
+        while not wide.is_set():  # taken 48 wide now
+            previews.tap(third)
+            wide.wait(0.05)
+        assert [p.width for p in wide_got] == [48] * len(wide_got) and wide_got[0].seq == 2
+        assert [(p.seq, p.width) for p in narrow_got[:2]] == [(0, 16), (1, 16)]
+    finally:
+        hold.set()
+        previews.close()
