@@ -214,8 +214,8 @@ def _run(path: str, duration: float | None, quiet: bool, placement=None) -> int:
 
         lanes = {lane.name for lane in config.lanes}
         coordinator = Coordinator(cluster, config.runtime.instance, lanes)
-        fleet = FleetCameras(FleetStore(cluster.dsn), lanes)
-        fleet_analytics = FleetAnalytics(FleetStore(cluster.dsn))
+        fleet = FleetCameras(FleetStore(cluster.dsn, idle_limit_s=cluster.lease_s), lanes)
+        fleet_analytics = FleetAnalytics(FleetStore(cluster.dsn, idle_limit_s=cluster.lease_s))
     runner = PipelineRunner(config, plan=plan, placement=placement, fence=coordinator and coordinator.fence)
     control = Control(runner, path, fleet=fleet, fleet_analytics=fleet_analytics)
     if http is not None:

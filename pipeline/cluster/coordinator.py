@@ -75,10 +75,11 @@ class Coordinator:
                  renewals: FleetStore | None = None, clock: Callable[[], float] = time.monotonic):
         self.config, self.instance, self.lanes = config, instance, lanes
         self.process = uuid.uuid4().hex  # this start of the instance, in its heartbeat row
-        self.store = store or FleetStore(config.dsn)
-        self.renewals = renewals or FleetStore(config.dsn)  # the watchdog's, while the pipeline changes (connects when used)
+        self.store = store or FleetStore(config.dsn, idle_limit_s=config.lease_s)
+        # the watchdog's, while the pipeline changes (connects when used)
+        self.renewals = renewals or FleetStore(config.dsn, idle_limit_s=config.lease_s)
         self.book = LeaseBook()
-        self.fence = Fence(self.book, instance)
+        self.fence = Fence(self.book, instance, config.lease_s)
         self.counters = ClusterCounters()
         self.held: dict[str, Held] = {}
         self._clock = clock

@@ -5,7 +5,8 @@ taken. A stored row (detection, track box, track, event, stream) names its camer
 time (`wall_ns`); the token it was produced under is the camera's latest token taken before that moment.
 
 `Fence.filter` runs inside the storage transaction, before the rows are written. It locks the lease rows
-of those tokens that are still current (`FOR SHARE`: a takeover waits until the write commits) and reads
+of those tokens that are still current (`FOR SHARE`: a takeover waits until the write commits, or until the
+server ends it when it stays idle longer than a lease: the writer's process was frozen) and reads
 when each earlier one ended (`fleet_handoffs`). A row is written when its token is the camera's current
 lease, held by this instance and not expired, or when it was captured before its token's lease ended;
 else it is refused, counted and logged. So an instance paused past its lease (SIGSTOP, a long GC, a
@@ -66,10 +67,13 @@ class FenceStats:
 
 
 class Fence:
-    """What a PostgreSQL storage backend calls inside its transaction (`filter`) in cluster mode."""
+    """What a PostgreSQL storage backend calls inside its transaction (`filter`) in cluster mode. lease_s:
+    the fleet's lease time, which bounds how long the storage's transaction may stay idle (its lease rows'
+    locks would hold a takeover back while this process is frozen; ended by the server, the write is
+    retried and fenced again)."""
 
-    def __init__(self, book: LeaseBook, instance: str):
-        self.book, self.instance = book, instance
+    def __init__(self, book: LeaseBook, instance: str, lease_s: float):
+        self.book, self.instance, self.lease_s = book, instance, lease_s
         self.stats = FenceStats()
         self._lock = threading.Lock()
 

@@ -80,11 +80,13 @@ class Claimed:
 
 
 class FleetStore:
-    """One autocommit connection with explicit transactions, reopened after a failure."""
+    """One autocommit connection with explicit transactions, reopened after a failure. idle_limit_s: the
+    server ends a transaction of this connection that stays idle longer (an instance's: its lease time, so
+    an instance frozen in the middle of one never holds the fleet's rows locked past its leases)."""
 
-    def __init__(self, dsn: str, connect_timeout_s: float = 5.0):
+    def __init__(self, dsn: str, connect_timeout_s: float = 5.0, idle_limit_s: float = 60.0):
         self.dsn, self.target = dsn, mask_url(dsn)
-        self.connect_timeout_s = connect_timeout_s
+        self.connect_timeout_s, self.idle_limit_s = connect_timeout_s, idle_limit_s
         self._pg = _psycopg()
         self._conn = None
 
@@ -92,7 +94,8 @@ class FleetStore:
     def connect(self) -> None:
         pg = self._pg
         try:
-            conn = open_connection(self.dsn, self.connect_timeout_s, statement_timeout_ms=10000)
+            conn = open_connection(self.dsn, self.connect_timeout_s, statement_timeout_ms=10000,
+                                   idle_limit_ms=round(self.idle_limit_s * 1000))
         except pg.OperationalError as exc:
             raise FleetUnavailable(f"cannot connect to the fleet's PostgreSQL '{self.target}': {_first_line(exc)}; "
                                    "check runtime.cluster.dsn and that the server is up") from exc
@@ -124,10 +127,10 @@ class FleetStore:
                     if not cur.fetchone()[0]:
                         return None
                 return work(cur)
-        except (pg.OperationalError, pg.InterfaceError) as exc:
-            self.close()
-            raise FleetUnavailable(f"fleet PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc
         except pg.Error as exc:
+            if isinstance(exc, (pg.OperationalError, pg.InterfaceError)) or self._conn.broken:
+                self.close()  # the server ended the session (a restart, or this transaction left idle too long)
+                raise FleetUnavailable(f"fleet PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc
             raise FleetUnavailable(f"fleet PostgreSQL '{self.target}' refused: {_first_line(exc)}") from exc
 
     # -- cameras -------------------------------------------------------------------------------
@@ -301,6 +304,8 @@ class FleetStore:
                         "AND h.lease_ended_at > now() - make_interval(secs => %s)", (lease_s,))
             if cur.fetchone()[0]:
                 return False
+            # stopping the camera may outlast a lease; this transaction holds no row another instance waits on
+            cur.execute("SELECT set_config('idle_in_transaction_session_timeout', '0', true)")
             stop()
             return _end_lease(cur, name, camera, token, "rebalance", "clock_timestamp()")
 

@@ -28,11 +28,14 @@ def _psycopg():
     return psycopg
 
 
-def open_connection(dsn: str, connect_timeout_s: float, statement_timeout_ms: int):
+def open_connection(dsn: str, connect_timeout_s: float, statement_timeout_ms: int, idle_limit_ms: int):
     """An autocommit psycopg connection with bounded waits: on a half-open connection no statement or socket
-    read blocks forever. psycopg.OperationalError when the server cannot be reached."""
+    read blocks forever, and a transaction left idle past `idle_limit_ms` (its process frozen: SIGSTOP, a
+    long pause of the VM) is ended by the server, so the locks it holds do not stop the other instances.
+    psycopg.OperationalError when the server cannot be reached."""
+    options = f"-c statement_timeout={statement_timeout_ms} -c idle_in_transaction_session_timeout={idle_limit_ms}"
     return _psycopg().connect(dsn, autocommit=True, connect_timeout=max(1, round(connect_timeout_s)),
-                              options=f"-c statement_timeout={statement_timeout_ms}", keepalives=1, keepalives_idle=10,
+                              options=options, keepalives=1, keepalives_idle=10,
                               keepalives_interval=5, keepalives_count=3, tcp_user_timeout=60000)
 
 
@@ -56,7 +59,8 @@ class PostgresBackend:
         """Connect and create the schema; `StorageUnavailable` when the server cannot be reached."""
         pg = self._pg
         try:
-            conn = open_connection(self.dsn, self.connect_timeout_s, statement_timeout_ms=60000)
+            conn = open_connection(self.dsn, self.connect_timeout_s, statement_timeout_ms=60000,
+                                   idle_limit_ms=60000 if self.fence is None else round(self.fence.lease_s * 1000))
         except pg.OperationalError as exc:
             raise StorageUnavailable(
                 f"cannot connect to PostgreSQL '{self.target}': {_first_line(exc)}; "
@@ -128,10 +132,11 @@ class PostgresBackend:
         try:
             with self._conn.transaction(), self._conn.cursor() as cur:
                 work(cur)
-        except (pg.OperationalError, pg.InterfaceError) as exc:
-            self.close()
-            raise StorageUnavailable(f"PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc
         except pg.Error as exc:
+            if isinstance(exc, (pg.OperationalError, pg.InterfaceError)) or self._conn.broken:
+                # broken: the server ended the session (a restart, or this transaction left idle past its limit)
+                self.close()
+                raise StorageUnavailable(f"PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc
             raise SinkError(f"PostgreSQL '{self.target}' refused {what}: {_first_line(exc)}") from exc
 
 

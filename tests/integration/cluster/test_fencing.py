@@ -1,7 +1,9 @@
 """Fencing against a real PostgreSQL: a storage write keeps the rows captured while their lease was valid and
-refuses, counts and logs those captured after it ended."""
+refuses, counts and logs those captured after it ended; a writer frozen inside its transaction holds no
+takeover back past its lease."""
 from __future__ import annotations
 
+import threading
 import time
 
 import psycopg
@@ -11,6 +13,7 @@ from pipeline.cluster.fencing import Fence, LeaseBook
 from pipeline.cluster.store import FleetStore
 from pipeline.sinks.storage.postgres import PostgresBackend
 from pipeline.sinks.storage.rows import MergedRows
+from pipeline.sinks.storage.writer import StorageUnavailable
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 
 S = 10**9
@@ -36,7 +39,7 @@ def fleet(postgres_dsn):
 
 def test_rows_captured_after_the_lease_ended_are_refused_and_counted(fleet, postgres_dsn, caplog):
     book = LeaseBook()
-    fence = Fence(book, "x")
+    fence = Fence(book, "x", 30.0)
     backend = PostgresBackend(postgres_dsn, fence=fence)
     backend.connect()
     [claim] = fleet.claim("x", ["cam-1"], 1, 30.0, expired=False)
@@ -62,7 +65,7 @@ def test_rows_captured_after_the_lease_ended_are_refused_and_counted(fleet, post
 def _holding_cam_1(fleet, postgres_dsn):
     """x holds cam-1's lease and its storage writes through a fence: (fence, backend, claim)."""
     book = LeaseBook()
-    fence = Fence(book, "x")
+    fence = Fence(book, "x", 30.0)
     backend = PostgresBackend(postgres_dsn, fence=fence)
     backend.connect()
     [claim] = fleet.claim("x", ["cam-1"], 1, 30.0, expired=False)
@@ -89,7 +92,7 @@ def test_after_a_restart_rows_of_an_earlier_lease_are_checked_against_the_databa
         ended = int(conn.execute("SELECT extract(epoch FROM expires_at)::numeric * 1e9 FROM fleet_leases")
                     .fetchone()[0])
     assert fleet.claim("y", ["cam-1"], 1, 30.0, expired=True)
-    restarted = Fence(LeaseBook(), "x")  # a new process of x: it knows no tokens; its outbox replays events
+    restarted = Fence(LeaseBook(), "x", 30.0)  # a new process of x: it knows no tokens; its outbox replays events
     backend = PostgresBackend(postgres_dsn, fence=restarted)
     backend.connect()
     backend.write(MergedRows(detections=[detection("cam-1", acquired - S), detection("cam-1", (acquired + ended) // 2),
@@ -109,4 +112,58 @@ def test_rows_captured_before_their_camera_was_deleted_are_stored_and_those_afte
     handoffs = fleet.state()["handoffs"]
     assert [(h["reason"], h["from_token"], h["to_instance"]) for h in handoffs] == [("removed", claim.token, None)]
     assert not fleet.delete_camera("cam-9")
+    backend.close()
+
+
+class FrozenAfterLocking(Fence):
+    """A writer whose process freezes (SIGSTOP, a paused VM) right after its first write locked its lease rows,
+    until `thaw` is set: to the server, its transaction sits idle holding the locks."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.frozen, self.thaw = threading.Event(), threading.Event()
+
+    def filter(self, cur, rows):
+        kept = super().filter(cur, rows)
+        if not self.frozen.is_set():
+            self.frozen.set()
+            self.thaw.wait(60)
+        return kept
+
+
+def test_a_writer_frozen_inside_its_transaction_holds_a_takeover_back_no_longer_than_its_lease(fleet, postgres_dsn):
+    lease_s = 1.0
+    fence = FrozenAfterLocking(LeaseBook(), "x", lease_s)
+    backend = PostgresBackend(postgres_dsn, fence=fence)
+    backend.connect()
+    [claim] = fleet.claim("x", ["cam-1"], 1, lease_s, expired=False)
+    fence.book.took("cam-1", claim.token, time.time_ns())
+    rows = MergedRows(detections=[detection("cam-1", time.time_ns()), detection("cam-1", time.time_ns() + 30 * S)])
+    outcome = []
+
+    def write() -> None:
+        try:
+            backend.write(rows)
+            outcome.append("written")
+        except StorageUnavailable as exc:
+            outcome.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert fence.frozen.wait(30)
+        deadline = time.monotonic() + 30
+        taken = []
+        while not taken and time.monotonic() < deadline:  # nothing until the lease expires, then x's locks
+            taken = fleet.claim("y", ["cam-1"], 1, 30.0, expired=True)  # would wait for the frozen write
+            time.sleep(0.1)
+        assert [c.reason for c in taken] == ["takeover"]
+    finally:
+        fence.thaw.set()
+        writer.join(30)
+    [failed] = outcome  # the server ended its transaction: nothing of it was written
+    assert isinstance(failed, StorageUnavailable) and stored(postgres_dsn) == []
+
+    backend.write(rows)  # the storage writer's retry: fenced again, after the takeover
+    assert stored(postgres_dsn) == [("cam-1", rows.detections[0][4])] and fence.stats.rows_refused == 1
     backend.close()

@@ -100,7 +100,8 @@ def test_an_instance_paused_past_its_lease_stores_nothing_for_the_cameras_it_los
     c.proc.send_signal(signal.SIGSTOP)
     fleet.paused.add("c")
     try:
-        assert a.poll(lambda: fleet.settled({"a", "b"}), timeout=LEASE_S + HEARTBEAT_S + FEW_S)
+        assert a.poll(lambda: fleet.settled({"a", "b"}), timeout=LEASE_S + HEARTBEAT_S + FEW_S), \
+            (fleet.running(), fleet.holders())
     finally:
         c.proc.send_signal(signal.SIGCONT)
         fleet.paused.discard("c")
