@@ -162,6 +162,9 @@ class FleetAnalytics:
     def __init__(self, store):
         self.store = store
         self._lock = threading.Lock()
+        # how long `check` may wait for the pipeline inside a change's transaction, which locks the fleet's rows
+        # meanwhile: well under the time the database lets a transaction idle (`FleetStore.idle_limit_s`)
+        self.wait_limit_s = store.idle_limit_s / 2
 
     def document(self) -> Document:
         with self._lock:

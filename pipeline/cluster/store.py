@@ -120,15 +120,16 @@ class FleetStore:
         pg = self._pg
         if self._conn is None or self._conn.closed:
             self.connect()
+        conn = self._conn
         try:
-            with self._conn.transaction(), self._conn.cursor() as cur:
+            with conn.transaction(), conn.cursor() as cur:
                 if lock_key is not None:
                     cur.execute("SELECT pg_try_advisory_xact_lock(%s)", (lock_key,))
                     if not cur.fetchone()[0]:
                         return None
                 return work(cur)
         except pg.Error as exc:
-            if isinstance(exc, (pg.OperationalError, pg.InterfaceError)) or self._conn.broken:
+            if isinstance(exc, (pg.OperationalError, pg.InterfaceError)) or conn.broken:
                 self.close()  # the server ended the session (a restart, or this transaction left idle too long)
                 raise FleetUnavailable(f"fleet PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc
             raise FleetUnavailable(f"fleet PostgreSQL '{self.target}' refused: {_first_line(exc)}") from exc
@@ -304,9 +305,12 @@ class FleetStore:
                         "AND h.lease_ended_at > now() - make_interval(secs => %s)", (lease_s,))
             if cur.fetchone()[0]:
                 return False
-            # stopping the camera may outlast a lease; this transaction holds no row another instance waits on
-            cur.execute("SELECT set_config('idle_in_transaction_session_timeout', '0', true)")
+            # stopping the camera may outlast a lease, and until then this transaction holds no row another
+            # instance waits on; ending the lease locks one, so the limit is back for that
+            limit = "SELECT set_config('idle_in_transaction_session_timeout', %s, true)"
+            cur.execute(limit, ("0",))
             stop()
+            cur.execute(limit, (str(round(self.idle_limit_s * 1000)),))
             return _end_lease(cur, name, camera, token, "rebalance", "clock_timestamp()")
 
         return bool(self.tx(move, lock_key=REBALANCE_LOCK_KEY))

@@ -143,9 +143,15 @@ class Control:
 
         def check(doc: analytics.Document, cameras: set[str]) -> analytics.Analytics:
             model = analytics.validate(doc, cameras, self._class_names())
-            with self._lock:
+            # the transaction holds the fleet's rows meanwhile: do not wait long for a camera change to finish
+            if not self._lock.acquire(timeout=self.fleet_analytics.wait_limit_s):
+                raise PipelineError("this instance is starting or stopping cameras; nothing was changed: send the "
+                                    "change again in a few seconds")
+            try:
                 applied.append(self.runner.config)
                 change = self.runner.reconfigure(_with_analytics(self.runner.config, model))
+            finally:
+                self._lock.release()
             log.info("the fleet's %s changed through the API: %s", ", ".join(analytics.SECTIONS), change.summary())
             return model
 

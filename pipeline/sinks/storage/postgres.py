@@ -73,11 +73,11 @@ class PostgresBackend:
         except SinkError:
             conn.close()
             raise
-        except (pg.OperationalError, pg.InterfaceError) as exc:
-            conn.close()
-            raise StorageUnavailable(f"PostgreSQL '{self.target}' lost while creating the schema: {exc}") from exc
         except pg.Error as exc:
+            lost = isinstance(exc, (pg.OperationalError, pg.InterfaceError)) or conn.broken
             conn.close()
+            if lost:
+                raise StorageUnavailable(f"PostgreSQL '{self.target}' lost while creating the schema: {exc}") from exc
             raise SinkError(
                 f"PostgreSQL '{self.target}': cannot create the schema: {_first_line(exc)}; "
                 "the user needs CREATE on the database"
@@ -129,11 +129,12 @@ class PostgresBackend:
         if self._conn is None or self._conn.closed:
             self.reconnects += 1
             self.connect()
+        conn = self._conn
         try:
-            with self._conn.transaction(), self._conn.cursor() as cur:
+            with conn.transaction(), conn.cursor() as cur:
                 work(cur)
         except pg.Error as exc:
-            if isinstance(exc, (pg.OperationalError, pg.InterfaceError)) or self._conn.broken:
+            if isinstance(exc, (pg.OperationalError, pg.InterfaceError)) or conn.broken:
                 # broken: the server ended the session (a restart, or this transaction left idle past its limit)
                 self.close()
                 raise StorageUnavailable(f"PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc

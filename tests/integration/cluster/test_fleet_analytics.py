@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import threading
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -15,7 +16,8 @@ from pipeline.cluster import analytics
 from pipeline.cluster.analytics import FleetAnalytics
 from pipeline.cluster.cli import fleet_command
 from pipeline.cluster.store import FleetStore
-from pipeline.errors import ConfigError, NoSuchItem
+from pipeline.errors import ConfigError, NoSuchItem, PipelineError
+from pipeline.service.control import Control
 from tests.integration.cluster.test_fleet_cameras import waiting_for_a_lock
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 from tests.support.waiting import wait_until
@@ -170,3 +172,30 @@ def test_fleet_import_brings_a_files_zones_lines_and_rules_and_fleet_list_shows_
         assert refused in capsys.readouterr().err
         assert version(postgres_dsn) == 2 and len(rows(postgres_dsn)) == 5
         assert sorted(FleetStore(postgres_dsn).cameras()) == ["cam-1", "cam-2", "cam-3"]
+
+
+def test_a_change_is_refused_in_time_while_the_pipeline_is_busy_changing_its_cameras(postgres_dsn):
+    """A change is applied inside its transaction, which locks the fleet's rows: it must not wait for a long camera
+    start there until the database ends the transaction (`idle_limit_s`), holding other instances' claims back."""
+    store = FleetStore(postgres_dsn, idle_limit_s=1.0)
+    store.connect()
+    starting, started = threading.Event(), threading.Event()
+
+    def reconfigure(config):  # the coordinator starting cameras (decode processes, decoders) with the lock held
+        starting.set()
+        started.wait(30)
+
+    runner = SimpleNamespace(config=SimpleNamespace(model_copy=lambda update: None), reconfigure=reconfigure,
+                             detector=SimpleNamespace(class_names=COCO[0]))
+    control = Control(runner, fleet_analytics=FleetAnalytics(store))
+    coordinator = threading.Thread(target=control.set_streams, args=([],))
+    coordinator.start()
+    try:
+        assert starting.wait(30)
+        with pytest.raises(PipelineError, match="starting or stopping cameras; nothing was changed"):
+            control.put("zones", "door", DOOR)
+    finally:
+        started.set()
+        coordinator.join(30)
+    assert rows(postgres_dsn) == [] and version(postgres_dsn) == 0
+    store.close()

@@ -3,6 +3,7 @@ from a small copy of its picture, whatever form the decoder left the picture in.
 from __future__ import annotations
 
 import threading
+import time
 
 import av
 import numpy as np
@@ -100,7 +101,8 @@ def test_a_watcher_asking_wider_never_gets_a_picture_taken_narrower_before_it_ca
         previews.watch({"cam": 48}, lambda p: (wide_got.append(p), wide.set()))
         hold.set()
         assert two.wait(10)  # the waiting picture went to the narrow watch (and, had it been sent, to the wide)
-        while not wide.is_set():  # taken 48 wide now
+        deadline = time.monotonic() + 10
+        while not wide.is_set() and time.monotonic() < deadline:  # taken 48 wide now
             previews.tap(third)
             wide.wait(0.05)
         assert [p.width for p in wide_got] == [48] * len(wide_got) and wide_got[0].seq == 2
