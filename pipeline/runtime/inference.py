@@ -1,10 +1,12 @@
 """Inference threads: take batches from the aligned buffer, run the detector, hand each frame's result on.
 
 `detector.workers` threads may detect at once (host engines), and with a GPU engine one thread keeps the
-next batch queued on the GPU while it hands the last one on (`detector.queue_next`); either way results are
-handed on in the order the batches were taken, so each stream's frames reach the stages in order; a
-stream's end is handed on after its last frame. A batch the detector fails on is logged, counted and skipped: one bad batch
-never stops detection.
+next batch queued on the GPU while it hands the last one on (`detector.queue_next`). Each stream's frames
+reach the stages in the order they were taken, and a stream's end after its last frame; a batch done before an
+earlier one that carries one of its streams is parked, not waited for: its thread takes the next batch, and the
+thread that hands the earlier one on hands it on too. So a priority camera's batch never waits for a default
+batch still being detected, and no worker sits idle waiting for its turn. A batch the detector fails on is
+logged, counted and skipped: one bad batch never stops detection.
 """
 from __future__ import annotations
 
@@ -31,9 +33,9 @@ class Inference:
     """on_batch(frames, detections, bounds) gets every detected batch (detections sorted by frame,
     frame i's rows from bounds[i] to bounds[i + 1]; splitting them per frame is left to the receiver, off
     this thread), on_ended(stream_id) every stream whose last frame was handed on; both from the
-    inference threads, one call at a time, in buffer order. The threads end once every stream has ended
-    and been drained and `finish_when()` agrees (or when abandoned). telemetry: where each batch's frame ages,
-    detector time and size are observed."""
+    inference threads, one call at a time, each stream's frames in buffer order. The threads end once every
+    stream has ended and been drained and `finish_when()` agrees (or when abandoned). telemetry: where each
+    batch's frame ages, detector time and size are observed."""
 
     def __init__(self, buffer: AlignedBuffer, detector: Detector,
                  on_batch: Callable[[list[Frame], Detections, np.ndarray], None],
@@ -47,9 +49,11 @@ class Inference:
         self._on_ended = on_ended
         self._abandon = threading.Event()
         self._take_lock = threading.Lock()
-        self._turn = threading.Condition()
+        self._state = threading.Condition()  # the two dicts below; held briefly, never across a call out
+        self._hand_lock = threading.Lock()  # one call of on_batch / on_ended at a time
         self._next_ticket = 0
-        self._serving = 0
+        self._unfinished: dict[int, frozenset[str]] = {}  # taken, not handed on yet: ticket -> its streams, in order
+        self._parked: dict[int, tuple] = {}  # detected, waiting for an earlier batch of one of its streams
         self.batches = self.frames = self.detections = self.failed_batches = 0
         self.infer_s = 0.0
         self._threads = [threading.Thread(target=self._loop, name=f"infer:{i}", daemon=True)
@@ -61,8 +65,9 @@ class Inference:
 
     def abandon(self) -> None:
         """Stop taking batches (frames still buffered are not detected) and hand on no more detected frames: a
-        batch in flight is dropped, only the streams' ends go on. (Handed on out of turn, a batch's frames could
-        otherwise reach the stages after the end of their stream that a later batch carried.)"""
+        batch in flight is dropped, only the streams' ends go on (a parked one once the batch it waited for is
+        done). (Handed on out of turn, a batch's frames could otherwise reach the stages after the end of their
+        stream that a later batch carried.)"""
         self._abandon.set()
 
     def alive(self) -> bool:
@@ -85,13 +90,14 @@ class Inference:
         in_flight: _Taken | None = None
         try:
             while not self._abandon.is_set():
+                with self._state:  # parked results are bounded: a stalled batch holds the others back
+                    while len(self._parked) >= len(self._threads) and not self._abandon.is_set():
+                        self._state.wait(TAKE_TIMEOUT_S)
                 with self._take_lock:
                     batch = self.buffer.next_batch(timeout=0 if in_flight is not None else TAKE_TIMEOUT_S)
                     done = batch is None and self._finish_when() and self.buffer.finished
                     ended = self.buffer.take_ended()
-                    ticket = self._next_ticket
-                    if batch is not None or ended:
-                        self._next_ticket += 1
+                    ticket = self._register(batch, ended) if batch is not None or ended else -1
                 if batch is None and not ended:
                     if in_flight is None and done:
                         return
@@ -110,6 +116,7 @@ class Inference:
                     return
         finally:
             self._finish(in_flight)  # abandoned (or a receiver failed): its streams' ends still go on
+            self._hand_on_ready()
 
     def _start(self, ticket: int, batch: FrameBatch | None, ended: list[str]) -> _Taken:
         taken = _Taken(ticket, batch, ended, time.perf_counter())
@@ -134,20 +141,52 @@ class Inference:
             taken.done_at = time.perf_counter()
             self._hand_on(taken.ticket, taken.batch, detections, taken.ended, taken.done_at - taken.t0)
 
+    def _register(self, batch: FrameBatch | None, ended: list[str]) -> int:
+        """A take's turn among those of its streams (the caller holds `_take_lock`: turns follow the takes)."""
+        streams = frozenset(ended).union(f.stream_id for f in batch.frames) if batch is not None else frozenset(ended)
+        with self._state:
+            ticket, self._next_ticket = self._next_ticket, self._next_ticket + 1
+            self._unfinished[ticket] = streams
+        return ticket
+
     def _hand_on(self, ticket: int, batch: FrameBatch | None, detections: Detections | None, ended: list[str],
                  infer_s: float) -> None:
-        """Hand a batch's results on once every earlier batch's have been (keeps frame order)."""
-        with self._turn:
-            while self._serving != ticket and not self._abandon.is_set():
-                self._turn.wait(0.1)
+        """Hand a batch's results on, with every parked one that can go now; park it while an earlier batch of
+        one of its streams has not gone on (keeps each stream's frame order without waiting)."""
+        with self._state:
+            self._parked[ticket] = (batch, detections, ended, infer_s)
+        self._hand_on_ready()
+
+    def _hand_on_ready(self) -> None:
+        """Hand on every parked batch that can go now, in turn; a receiver's error is raised once they all went."""
+        failure: BaseException | None = None
+        while (turn := self._next_to_hand_on()) is not None:
+            batch, detections, ended, infer_s = turn[1]
             try:
-                if batch is not None and not self._abandon.is_set():
-                    self._hand_on_batch(batch, detections, infer_s)
-                for stream_id in ended:
-                    self._on_ended(stream_id)
+                with self._hand_lock:
+                    if batch is not None and not self._abandon.is_set():
+                        self._hand_on_batch(batch, detections, infer_s)
+                    for stream_id in ended:
+                        self._on_ended(stream_id)
+            except BaseException as exc:  # noqa: BLE001 - the batches it unblocked still go on; raised below
+                failure = failure or exc
             finally:
-                self._serving += 1
-                self._turn.notify_all()
+                with self._state:
+                    del self._unfinished[turn[0]]
+        if failure is not None:
+            raise failure
+
+    def _next_to_hand_on(self) -> tuple[int, tuple] | None:
+        """The first parked batch that no earlier unfinished one (being handed on included) shares a stream with
+        (any parked one once abandoned), taken out of `_parked`; it stays unfinished until it has gone on."""
+        with self._state:
+            blocked: set[str] = set()
+            for turn, streams in self._unfinished.items():
+                if turn in self._parked and not (blocked & streams and not self._abandon.is_set()):
+                    self._state.notify_all()  # a thread waiting for room to park may take again
+                    return turn, self._parked.pop(turn)
+                blocked |= streams
+        return None
 
     def _hand_on_batch(self, batch: FrameBatch, detections: Detections | None, infer_s: float) -> None:
         self.infer_s += infer_s

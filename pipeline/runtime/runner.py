@@ -2,7 +2,7 @@
 runs, and stops it the same way every time.
 
 Threads: one decode worker per stream (in child processes when the plan says so), `detector.workers`
-inference threads (results handed on in batch order), `runtime.stage_workers` stage threads, one thread
+inference threads (each stream's results handed on in order), `runtime.stage_workers` stage threads, one thread
 per frame sink, one storing events into the outbox and one delivery thread per event output.
 Stopping (duration reached, SIGINT/SIGTERM, every file finished) always goes the same way: sources
 stop, the buffer drains through the detector and the stages, the sinks flush, the outbox keeps the rest.

@@ -29,7 +29,7 @@ class Telemetry:
     """The histograms of one pipeline, each labelled by `lane`:
 
     - `streamweave_capture_to_detection_seconds`: a frame's capture (`Frame.wall_ns`) until its detections
-      are handed to the stages, in batch order (what a camera's results lag behind the scene);
+      are handed to the stages, each stream's in order (what a camera's results lag behind the scene);
     - `streamweave_frame_age_at_batch_seconds`: capture until its batch was taken from the aligned buffer
       (decoding and waiting in the ring; the rest of the latency is the detector and the hand-off);
     - `streamweave_engine_batch_seconds`: the detector's time per detected batch;

@@ -1,6 +1,7 @@
 """With a detector that queues (a GPU engine's `submit` returns before the batch is done), the inference thread
 queues the next ready batch before it takes the one before's detections, hands results on in order, never holds
-a batch waiting for a later one, and still skips a batch whose detection fails."""
+a batch waiting for a later one, and still skips a batch whose detection fails. With two workers, a priority
+batch is not held back behind a default batch still being detected."""
 from __future__ import annotations
 
 import threading
@@ -133,3 +134,45 @@ def test_once_abandoned_the_batch_in_flight_is_waited_for_but_not_handed_on():
     assert inference.join(10)
     assert ("result", [0, 1]) in log and ("result", [2, 3]) in log  # waited for: their frames may go now
     assert not [entry for entry in log if entry[0] == "handed"] and ("submit", [4, 5]) not in log
+
+
+def test_with_two_workers_a_priority_batch_goes_on_while_a_default_batch_is_still_detected():
+    log: list = []
+    submitted, release = threading.Event(), threading.Event()
+
+    class _TwoWorkers:
+        workers, queue_next = 2, False
+
+        def submit(self, batch):
+            if batch.lane == "default":
+                submitted.set()
+                return lambda: (release.wait(10), Detections.empty())[1]  # a long default batch
+            return Detections.empty
+
+    buffer = AlignedBuffer([LaneConfig(name="priority", priority=10, max_batch=1, max_wait_ms=0),
+                            LaneConfig(name="default", max_batch=2, max_wait_ms=0)],
+                           [StreamConfig(id="a", url="/clips/a.mp4", ring_size=16),
+                            StreamConfig(id="door", url="/clips/door.mp4", lane="priority", ring_size=16)])
+    done = threading.Event()
+
+    def on_batch(frames, detections, bounds) -> None:
+        log.append(("handed", [f.stream_id for f in frames]))
+        if frames[0].stream_id == "door":
+            done.set()
+
+    inference = Inference(buffer, _TwoWorkers(), on_batch, lambda stream_id: log.append(("end", stream_id)),
+                          telemetry=_Telemetry())
+    inference.start()
+    try:
+        for seq in range(2):
+            buffer.put(Frame("a", seq, seq * 40_000_000, 0, IMAGE, 4, 4), 1.0)
+        assert submitted.wait(10)  # the default batch is being detected on one worker
+        buffer.put(Frame("door", 0, 0, 0, IMAGE, 4, 4), 1.0)
+        assert done.wait(10) and log == [("handed", ["door"])]  # not held back behind it
+    finally:
+        release.set()
+        buffer.end_stream("a")
+        buffer.end_stream("door")
+    assert inference.join(10)
+    assert log[:2] == [("handed", ["door"]), ("handed", ["a", "a"])]
+    assert sorted(log[2:]) == [("end", "a"), ("end", "door")]
