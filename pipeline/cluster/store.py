@@ -25,7 +25,7 @@ from typing import Callable
 
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.masking import mask_url
-from pipeline.sinks.storage.postgres import _first_line, _psycopg, open_connection
+from pipeline.sinks.storage.postgres import _first_line, _psycopg, connection_lost, open_connection
 
 SCHEMA_LOCK_KEY = 0x5EA7_0022
 """Serialises creating the tables between instances starting together."""
@@ -129,8 +129,8 @@ class FleetStore:
                         return None
                 return work(cur)
         except pg.Error as exc:
-            if isinstance(exc, (pg.OperationalError, pg.InterfaceError)) or conn.broken:
-                self.close()  # the server ended the session (a restart, or this transaction left idle too long)
+            if connection_lost(exc, conn):
+                self.close()
                 raise FleetUnavailable(f"fleet PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc
             raise FleetUnavailable(f"fleet PostgreSQL '{self.target}' refused: {_first_line(exc)}") from exc
 

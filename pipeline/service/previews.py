@@ -6,7 +6,8 @@ second, it takes a small host copy of the picture (decimated first, so a 4K or d
 copied whole and no frame is kept) and what the overlay needs (boxes, classes, track ids, in source
 pixels); the `preview:encode` thread scales it to the widest width asked for and encodes it as JPEG (PyAV's
 mjpeg), then hands it to each watcher's `deliver` callback, never narrower than that watcher asked (unless
-the camera's picture is): a watcher who just asked a camera wider gets its first picture from the next take. `encoded` counts the JPEGs made (/metrics).
+the camera's picture is): a watcher who just asked a camera wider gets its first picture from the next take.
+`encoded` counts the JPEGs made (/metrics).
 
     previews = Previews(class_names, fps=4, max_width=1280)
     outputs.add_tap(previews.tap)

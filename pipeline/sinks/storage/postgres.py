@@ -28,6 +28,13 @@ def _psycopg():
     return psycopg
 
 
+def connection_lost(exc: Exception, conn) -> bool:
+    """Whether `exc` (a psycopg error on `conn`) means the session is gone: the server unreachable or restarting,
+    or the server ended it (a transaction left idle past `idle_limit_ms` comes back as an InternalError)."""
+    pg = _psycopg()
+    return isinstance(exc, (pg.OperationalError, pg.InterfaceError)) or conn.broken
+
+
 def open_connection(dsn: str, connect_timeout_s: float, statement_timeout_ms: int, idle_limit_ms: int):
     """An autocommit psycopg connection with bounded waits: on a half-open connection no statement or socket
     read blocks forever, and a transaction left idle past `idle_limit_ms` (its process frozen: SIGSTOP, a
@@ -74,7 +81,7 @@ class PostgresBackend:
             conn.close()
             raise
         except pg.Error as exc:
-            lost = isinstance(exc, (pg.OperationalError, pg.InterfaceError)) or conn.broken
+            lost = connection_lost(exc, conn)
             conn.close()
             if lost:
                 raise StorageUnavailable(f"PostgreSQL '{self.target}' lost while creating the schema: {exc}") from exc
@@ -134,8 +141,7 @@ class PostgresBackend:
             with conn.transaction(), conn.cursor() as cur:
                 work(cur)
         except pg.Error as exc:
-            if isinstance(exc, (pg.OperationalError, pg.InterfaceError)) or conn.broken:
-                # broken: the server ended the session (a restart, or this transaction left idle past its limit)
+            if connection_lost(exc, conn):
                 self.close()
                 raise StorageUnavailable(f"PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc
             raise SinkError(f"PostgreSQL '{self.target}' refused {what}: {_first_line(exc)}") from exc
