@@ -1,10 +1,12 @@
 """Where the tracker loses identities on fast motion: the tune sequences at a fraction of their frame rate.
 
     .venv/bin/python benchmarks/track_diag.py [--every 3] [--noise blink] [--seqs MOT17-02 MOT17-04 MOT17-09]
-        [--set key=value ...]
+        [--pan 0.004] [--zoom 0.008] [--set key=value ...]
 
 Keeps every `--every`-th frame of each MOT17 tune sequence's ground truth (objects move that many times further
-per frame, as on the report split's faster, moving-camera sequences), makes detections with
+per frame, as on the report split's faster, moving-camera sequences), with `--pan` / `--zoom` films it with the
+simulated moving camera of `mot_noise.py` (standard deviations of its pan speed, a fraction of the image width a
+frame, and of its zoom speed; a camera that walks or drives forward sees a zoom), makes detections with
 `../shared/tools/make_mot_dets.py` (`--noise`: the benchmark's `blink` one-frame misses or `uniform` noise), and
 prints per sequence and combined the scores of ours (with `--set` overrides of `TrackerConfig`) and of Roboflow
 `trackers` SORT, then ours' identity changes and the detections no track took.
@@ -27,6 +29,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import zlib  # noqa: E402
 from collections import Counter  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -36,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import mot_noise  # noqa: E402
 import track_bench  # noqa: E402
 import track_refs  # noqa: E402
 from pipeline import mot  # noqa: E402
@@ -57,6 +61,16 @@ def subsample(mot17: Path, seq: str, every: int, out: Path) -> None:
     (out / seq / "seqinfo.ini").write_text(
         f"[Sequence]\nname={seq}\nimDir=img1\nframeRate={info.frame_rate / every:g}\n"
         f"seqLength={(info.length + every - 1) // every}\nimWidth={info.width}\nimHeight={info.height}\nimExt=.jpg\n")
+
+
+def film(gt_root: Path, seq: str, pan: float, zoom: float) -> None:
+    """Rewrite gt_root/seq/gt/gt.txt as the moving camera of `mot_noise.camera_path` sees it (seeded per sequence)."""
+    info = mot.read_seqinfo(gt_root / seq / "seqinfo.ini")
+    gt_file = gt_root / seq / "gt" / "gt.txt"
+    rng = np.random.default_rng([0, zlib.crc32(seq.encode())])
+    path = mot_noise.camera_path(info.length, info.width, rng, pan=pan, zoom=zoom)
+    gt = mot_noise.move_boxes(mot.read_mot(gt_file), path, info.width, info.height)
+    np.savetxt(gt_file, gt, delimiter=",", fmt="%d,%d,%.2f,%.2f,%.2f,%.2f,%d,%d,%.5f")
 
 
 def truth(gt_file: Path) -> np.ndarray:
@@ -106,6 +120,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seqs", nargs="+", default=track_bench.SPLITS["tune"]["mot17"])
     parser.add_argument("--every", type=int, default=3, help="keep every n-th frame")
     parser.add_argument("--noise", choices=["blink", "uniform"], default="blink")
+    parser.add_argument("--pan", type=float, default=0.0, help="moving camera: pan speed's standard deviation (of the width)")
+    parser.add_argument("--zoom", type=float, default=0.0, help="moving camera: zoom speed's standard deviation (log scale)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="TrackerConfig overrides for ours")
     args = parser.parse_args(argv)
     config = TrackerConfig(**dict(item.split("=", 1) for item in args.set))
@@ -113,12 +129,15 @@ def main(argv=None) -> int:
         gt_root = Path(tmp) / "gt"
         for seq in args.seqs:
             subsample(args.mot17, seq, args.every, gt_root)
+            if args.pan or args.zoom:
+                film(gt_root, seq, args.pan, args.zoom)
         det_root = track_bench.mot17_set(f"mot17-{args.noise}", gt_root, args.seqs, Path(tmp), args.mot17.parents[1])
         sequences = {}
         for seq in args.seqs:
             info = mot.read_seqinfo(gt_root / seq / "seqinfo.ini")
             sequences[seq] = (info, list(mot.frames_of(mot.read_mot(det_root / seq / "det" / "det.txt"), info.length)))
-        print(f"1 frame in {args.every}, {args.noise} noise; ours with {config.model_dump(exclude_defaults=True)}")
+        camera = f", camera pan {args.pan} zoom {args.zoom}" if args.pan or args.zoom else ""
+        print(f"1 frame in {args.every}, {args.noise} noise{camera}; ours with {config.model_dump(exclude_defaults=True)}")
         print("| tracker | sequence | HOTA | IDF1 | MOTA | IDSW | FN |\n| --- | --- | --- | --- | --- | --- | --- |")
         for key, make in (("ours", lambda fps: track_refs.streamweave(fps, config)), ("sort", track_refs.TRACKERS["sort"][1])):
             results, _ = track_bench.run_tracker(make, sequences, Path(tmp) / key)

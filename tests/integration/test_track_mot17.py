@@ -5,8 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from benchmarks.mot_noise import write_sequence
-from benchmarks.track_diag import identity_changes, subsample, truth
+from benchmarks.mot_noise import camera_path, write_sequence
+from benchmarks.track_diag import film, identity_changes, subsample, truth
 from pipeline import mot
 from pipeline.config.models import TrackerConfig
 from pipeline.stages.tracking.cli import track_table
@@ -70,3 +70,22 @@ def test_the_fast_motion_diagnostic_keeps_one_frame_in_three_and_counts_a_track_
     changes, untaken = identity_changes(TrackerConfig(max_lost_frames=10), frames, person)
     assert dict(changes) == {"new track": 1}
     assert untaken == {"score < new_track_threshold": 0, "score >= new_track_threshold": 2}
+
+
+def test_the_diagnostic_films_the_kept_frames_with_a_zooming_camera(tmp_path):
+    gt_file = shared_file(f"data/mot17/{SEQ}/gt/gt.txt")
+    subsample(gt_file.parents[2], SEQ, 3, tmp_path)
+    still = truth(tmp_path / SEQ / "gt" / "gt.txt")
+    film(tmp_path, SEQ, pan=0.0, zoom=0.008)
+    moved = truth(tmp_path / SEQ / "gt" / "gt.txt")
+    # Same objects on the same frames; every box scaled by the camera's zoom on its frame, about the image
+    # centre (no pan: the centre stays put), so a box's centre keeps its direction from the image centre.
+    np.testing.assert_array_equal(moved[:, :2], still[:, :2])
+    info = mot.read_seqinfo(tmp_path / SEQ / "seqinfo.ini")
+    scale = moved[:, 5] / still[:, 5]
+    assert scale.max() / scale.min() > 1.05  # the zoom changed over the sequence
+    np.testing.assert_allclose(moved[:, 4] / still[:, 4], scale, rtol=1e-3)
+    centre = np.array([info.width, info.height]) / 2
+    from_centre = lambda rows: rows[:, 2:4] + rows[:, 4:6] / 2 - centre  # noqa: E731
+    np.testing.assert_allclose(from_centre(moved), from_centre(still) * scale[:, None], atol=0.05)
+    assert camera_path(5, info.width, np.random.default_rng(0), pan=0.0, zoom=0.0)[:, 2].tolist() == [1.0] * 5
