@@ -120,8 +120,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seqs", nargs="+", default=track_bench.SPLITS["tune"]["mot17"])
     parser.add_argument("--every", type=int, default=3, help="keep every n-th frame")
     parser.add_argument("--noise", choices=["blink", "uniform"], default="blink")
-    parser.add_argument("--pan", type=float, default=0.0, help="moving camera: pan speed's standard deviation (of the width)")
-    parser.add_argument("--zoom", type=float, default=0.0, help="moving camera: zoom speed's standard deviation (log scale)")
+    parser.add_argument("--pan", type=float, default=0.0,
+                        help="moving camera: standard deviation of its pan speed (a fraction of the width a frame)")
+    parser.add_argument("--zoom", type=float, default=0.0,
+                        help="moving camera: standard deviation of its zoom speed (log scale a frame)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="TrackerConfig overrides for ours")
     args = parser.parse_args(argv)
     config = TrackerConfig(**dict(item.split("=", 1) for item in args.set))
