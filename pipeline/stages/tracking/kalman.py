@@ -17,9 +17,10 @@ STD_VELOCITY = 1.0 / 160  # initial velocity uncertainty as a fraction of box he
 STD_VELOCITY_CHANGE = 1.0 / 320  # process noise of the velocity, fraction of box height per frame
 STD_MEASUREMENT = 1.5 / 20  # detection box noise as a fraction of box height
 # A box's shape changes as its object turns or passes by, the faster the more it moves against its own size: the
-# aspect's process noise grows by this fraction of the aspect per box height a frame of speed. Chosen on the tune
-# split (docs/TRACKING.md): the demo world's vehicles, which turn at 10 frames/s, +3.0 HOTA; MOT17's still cameras
-# unchanged (people walk slowly against their height, and the aspect of a box that stands still keeps ByteTrack's noise).
+# aspect's process variance gains (this x the aspect x the speed in box heights a frame)^2, so a box that stands
+# still keeps ByteTrack's nearly fixed aspect. Chosen on the tune split (docs/TRACKING.md): the demo world's
+# vehicles, turning at 10 frames/s, +3.0 HOTA / +3.3 IDF1; MOT17's still cameras within 0.3; a moving camera,
+# whose pan is speed in the picture too, -0.4 / -0.7.
 ASPECT_CHANGE_PER_SPEED = 2.0
 
 _F = np.eye(8)
@@ -78,7 +79,7 @@ def predict(mean: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     new_mean = mean @ _F.T
     new_cov = _F @ cov @ _F.T
     noise = _variance(mean[:, 3], _MOTION_STD)
-    speed = np.hypot(mean[:, 4], mean[:, 5]) / np.maximum(mean[:, 3], 1e-6)  # box heights a frame
+    speed = np.hypot(mean[:, 4], mean[:, 5]) / np.maximum(mean[:, 3], 1.0)  # box heights a frame
     noise[:, 2] += (ASPECT_CHANGE_PER_SPEED * mean[:, 2] * speed) ** 2
     new_cov[:, _DIAG8, _DIAG8] += noise
     return new_mean, new_cov

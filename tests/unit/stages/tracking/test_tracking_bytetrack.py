@@ -171,19 +171,28 @@ def turning_car(frame, h=60.0):
 
 
 def test_a_car_that_turns_keeps_its_track(monkeypatch):
-    def car_ids():
+    def follow_the_car():
+        """Ids matched to the car from frame 1 on, and its track's aspect (width / height) on frame 12, mid-turn."""
         tracker = ByteTracker()
         ids = []
         for frame in range(25):
-            tracker.update(dets([turning_car(frame)]))
+            out = tracker.update(dets([turning_car(frame)]))
             ids.append(int(tracker.matched_ids[0]))
-        return ids[1:]
+            if frame == 12:
+                x1, y1, x2, y2 = out.xyxy[0]
+                aspect = (x2 - x1) / (y2 - y1)
+        return ids[1:], aspect
 
-    assert car_ids() == [1] * 24
-    # With ByteTrack's nearly fixed aspect the prediction keeps the car's old shape, the narrowed box no longer
-    # overlaps it enough, and a new track takes the car.
+    x1, y1, x2, y2, _ = turning_car(12)
+    seen = (x2 - x1) / (y2 - y1)  # 1.08, from 2.2
+    ids, aspect = follow_the_car()
+    assert ids == [1] * 24
+    assert abs(aspect - seen) < 0.1  # the track's shape follows the turn
+    # With ByteTrack's nearly fixed aspect the track keeps the car's old shape, so its prediction overlaps the
+    # narrowed box less (here a new track took the car on frame 13).
     monkeypatch.setattr(kalman, "ASPECT_CHANGE_PER_SPEED", 0.0)
-    assert car_ids() != [1] * 24
+    _, aspect = follow_the_car()
+    assert aspect > seen + 0.5
 
 
 def test_a_standing_box_keeps_bytetracks_aspect_smoothing(monkeypatch):
