@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -115,30 +116,63 @@ def test_rows_captured_before_their_camera_was_deleted_are_stored_and_those_afte
     backend.close()
 
 
-class FrozenAfterLocking(Fence):
-    """A writer whose process freezes (SIGSTOP, a paused VM) right after its first write locked its lease rows,
-    until `thaw` is set: to the server, its transaction sits idle holding the locks."""
+class FrozenWriter(Fence):
+    """A writer whose process freezes (SIGSTOP, a paused VM) in its first write, after it locked its lease rows,
+    until `thaw` is set: `after_locking`, between statements (to the server, its transaction sits idle holding the
+    locks); otherwise in the middle of its COPY (to the server, a statement still running)."""
 
-    def __init__(self, *args):
+    def __init__(self, *args, after_locking: bool):
         super().__init__(*args)
+        self.after_locking = after_locking
         self.frozen, self.thaw = threading.Event(), threading.Event()
 
     def filter(self, cur, rows):
         kept = super().filter(cur, rows)
-        if not self.frozen.is_set():
-            self.frozen.set()
-            self.thaw.wait(60)
-        return kept
+        if self.frozen.is_set():
+            return kept
+        if self.after_locking:
+            self._freeze()
+            return kept
+        return replace(kept, detections=_FreezingRows(kept.detections, self._freeze))
+
+    def _freeze(self):
+        self.frozen.set()
+        self.thaw.wait(60)
 
 
-def test_a_writer_frozen_inside_its_transaction_holds_a_takeover_back_no_longer_than_its_lease(fleet, postgres_dsn):
+class _FreezingRows(list):
+    """Rows whose iteration (the COPY writing them) stops after the first, in `freeze()`."""
+
+    def __init__(self, rows, freeze):
+        super().__init__(rows)
+        self.freeze = freeze
+
+    def __iter__(self):
+        for i, row in enumerate(list.__iter__(self)):
+            if i == 1:
+                self.freeze()
+            yield row
+
+
+IN_COPY_HOLDS_ON = pytest.mark.xfail(strict=True, reason=(
+    "known bug: a writer frozen in the middle of its COPY is a running statement to the server, not an idle "
+    "transaction, and PostgreSQL cancels no statement (statement_timeout) while it waits for the client's COPY "
+    "data, so its FOR SHARE locks hold the takeover back until the process resumes; what ends it is terminating "
+    "that backend (pg_terminate_backend), which the takeover does not do yet"))
+
+
+@pytest.mark.parametrize("after_locking", [True, pytest.param(False, marks=IN_COPY_HOLDS_ON)],
+                         ids=["between statements", "in its COPY"])
+def test_a_writer_frozen_inside_its_transaction_holds_a_takeover_back_no_longer_than_its_lease(fleet, postgres_dsn,
+                                                                                                after_locking):
     lease_s = 1.0
-    fence = FrozenAfterLocking(LeaseBook(), "x", lease_s)
+    fence = FrozenWriter(LeaseBook(), "x", lease_s, after_locking=after_locking)
     backend = PostgresBackend(postgres_dsn, fence=fence)
     backend.connect()
     [claim] = fleet.claim("x", ["cam-1"], 1, lease_s, expired=False)
     fence.book.took("cam-1", claim.token, time.time_ns())
-    rows = MergedRows(detections=[detection("cam-1", time.time_ns()), detection("cam-1", time.time_ns() + 30 * S)])
+    now = time.time_ns()
+    rows = MergedRows(detections=[detection("cam-1", now), detection("cam-1", now + 1), detection("cam-1", now + 30 * S)])
     outcome = []
 
     def write() -> None:
@@ -158,6 +192,7 @@ def test_a_writer_frozen_inside_its_transaction_holds_a_takeover_back_no_longer_
             taken = fleet.claim("y", ["cam-1"], 1, 30.0, expired=True)  # would wait for the frozen write
             time.sleep(0.1)
         assert [c.reason for c in taken] == ["takeover"]
+        assert time.monotonic() < deadline - 25  # within a few leases, not a statement timeout
     finally:
         fence.thaw.set()
         writer.join(30)
@@ -165,5 +200,5 @@ def test_a_writer_frozen_inside_its_transaction_holds_a_takeover_back_no_longer_
     assert isinstance(failed, StorageUnavailable) and stored(postgres_dsn) == []
 
     backend.write(rows)  # the storage writer's retry: fenced again, after the takeover
-    assert stored(postgres_dsn) == [("cam-1", rows.detections[0][4])] and fence.stats.rows_refused == 1
+    assert stored(postgres_dsn) == [("cam-1", now), ("cam-1", now + 1)] and fence.stats.rows_refused == 1
     backend.close()
