@@ -25,7 +25,7 @@ from typing import Callable
 
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.masking import mask_url
-from pipeline.sinks.storage.postgres import _first_line, _psycopg, connection_lost, open_connection
+from pipeline.sinks.storage.postgres import _first_line, _psycopg, connection_lost, open_connection, storage_session
 
 SCHEMA_LOCK_KEY = 0x5EA7_0022
 """Serialises creating the tables between instances starting together."""
@@ -275,6 +275,7 @@ class FleetStore:
                         (name, token, camera))
                     out.append(Claimed(camera, token, "free"))
                     continue
+                _end_frozen_copies(cur, holder)
                 cur.execute("UPDATE fleet_leases SET instance = %s, token = %s, acquired_at = now(), "
                             "expires_at = now() + make_interval(secs => %s) WHERE camera_id = %s AND token = %s "
                             "AND expires_at <= now()", (name, token, lease_s, camera, old_token))
@@ -352,3 +353,18 @@ def _end_lease(cur, name: str, camera: str, token: int, reason: str, ended: str)
                 f"from_acquired_at, reason, lease_ended_at) SELECT %s, %s, %s, acquired_at, %s, {ended} FROM gone",
                 (camera, name, token, camera, name, token, reason))
     return cur.rowcount > 0
+
+
+def _end_frozen_copies(cur, holder: str) -> None:
+    """End the storage sessions of `holder` (whose lease expired) that wait in the middle of a statement for
+    their client: a process frozen in its COPY, whose lease rows' locks would hold this takeover back until it
+    resumes. PostgreSQL cancels no statement while it waits for the client's COPY data, and the idle limit
+    only ends idle transactions; terminating the session ends it. The write is retried, fenced, when the
+    process resumes. Not permitted (another database role): the takeover waits, as before."""
+    try:
+        with cur.connection.transaction():
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s "
+                        "AND state = 'active' AND wait_event = 'ClientRead' AND pid <> pg_backend_pid()",
+                        (storage_session(holder),))
+    except _psycopg().errors.InsufficientPrivilege:
+        return

@@ -35,15 +35,21 @@ def connection_lost(exc: Exception, conn) -> bool:
     return isinstance(exc, (pg.OperationalError, pg.InterfaceError)) or conn.broken
 
 
-def open_connection(dsn: str, connect_timeout_s: float, statement_timeout_ms: int, idle_limit_ms: int):
+def open_connection(dsn: str, connect_timeout_s: float, statement_timeout_ms: int, idle_limit_ms: int,
+                    application_name: str = "streamweave"):
     """An autocommit psycopg connection with bounded waits: on a half-open connection no statement or socket
     read blocks forever, and a transaction left idle past `idle_limit_ms` (its process frozen: SIGSTOP, a
     long pause of the VM) is ended by the server, so the locks it holds do not stop the other instances.
     psycopg.OperationalError when the server cannot be reached."""
     options = f"-c statement_timeout={statement_timeout_ms} -c idle_in_transaction_session_timeout={idle_limit_ms}"
     return _psycopg().connect(dsn, autocommit=True, connect_timeout=max(1, round(connect_timeout_s)),
-                              options=options, keepalives=1, keepalives_idle=10,
+                              options=options, application_name=application_name, keepalives=1, keepalives_idle=10,
                               keepalives_interval=5, keepalives_count=3, tcp_user_timeout=60000)
+
+
+def storage_session(instance: str) -> str:
+    """The `application_name` of a fleet instance's storage connection (a takeover looks for it)."""
+    return f"streamweave storage {instance}"[:63]
 
 
 class PostgresBackend:
@@ -66,8 +72,11 @@ class PostgresBackend:
         """Connect and create the schema; `StorageUnavailable` when the server cannot be reached."""
         pg = self._pg
         try:
+            fence = self.fence
             conn = open_connection(self.dsn, self.connect_timeout_s, statement_timeout_ms=60000,
-                                   idle_limit_ms=60000 if self.fence is None else round(self.fence.lease_s * 1000))
+                                   idle_limit_ms=60000 if fence is None else round(fence.lease_s * 1000),
+                                   application_name="streamweave storage" if fence is None else
+                                   storage_session(fence.instance))
         except pg.OperationalError as exc:
             raise StorageUnavailable(
                 f"cannot connect to PostgreSQL '{self.target}': {_first_line(exc)}; "

@@ -154,15 +154,7 @@ class _FreezingRows(list):
             yield row
 
 
-IN_COPY_HOLDS_ON = pytest.mark.xfail(strict=True, reason=(
-    "known bug: a writer frozen in the middle of its COPY is a running statement to the server, not an idle "
-    "transaction, and PostgreSQL cancels no statement (statement_timeout) while it waits for the client's COPY "
-    "data, so its FOR SHARE locks hold the takeover back until the process resumes; what ends it is terminating "
-    "that backend (pg_terminate_backend), which the takeover does not do yet"))
-
-
-@pytest.mark.parametrize("after_locking", [True, pytest.param(False, marks=IN_COPY_HOLDS_ON)],
-                         ids=["between statements", "in its COPY"])
+@pytest.mark.parametrize("after_locking", [True, False], ids=["between statements", "in its COPY"])
 def test_a_writer_frozen_inside_its_transaction_holds_a_takeover_back_no_longer_than_its_lease(fleet, postgres_dsn,
                                                                                                 after_locking):
     lease_s = 1.0
