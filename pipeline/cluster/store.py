@@ -257,8 +257,10 @@ class FleetStore:
                 "SELECT c.id, l.instance, l.token, l.acquired_at, l.expires_at FROM fleet_cameras c "
                 "LEFT JOIN fleet_leases l ON l.camera_id = c.id "
                 f"WHERE c.id = ANY(%s) AND {which} ORDER BY c.id LIMIT %s FOR UPDATE OF c SKIP LOCKED", (cameras, limit))
+            found = cur.fetchall()
+            _end_frozen_copies(cur, {holder for _, holder, *_ in found if holder is not None})
             out = []
-            for camera, holder, old_token, old_acquired, expired_at in cur.fetchall():
+            for camera, holder, old_token, old_acquired, expired_at in found:
                 cur.execute("SELECT nextval('fleet_lease_token')")
                 token = cur.fetchone()[0]
                 # a claimer that committed between this statement's snapshot and its lock changed the lease, not
@@ -275,7 +277,6 @@ class FleetStore:
                         (name, token, camera))
                     out.append(Claimed(camera, token, "free"))
                     continue
-                _end_frozen_copies(cur, holder)
                 cur.execute("UPDATE fleet_leases SET instance = %s, token = %s, acquired_at = now(), "
                             "expires_at = now() + make_interval(secs => %s) WHERE camera_id = %s AND token = %s "
                             "AND expires_at <= now()", (name, token, lease_s, camera, old_token))
@@ -355,16 +356,20 @@ def _end_lease(cur, name: str, camera: str, token: int, reason: str, ended: str)
     return cur.rowcount > 0
 
 
-def _end_frozen_copies(cur, holder: str) -> None:
-    """End the storage sessions of `holder` (whose lease expired) that wait in the middle of a statement for
+def _end_frozen_copies(cur, holders: set[str]) -> None:
+    """End the storage sessions of `holders` (whose leases expired) that wait in the middle of a statement for
     their client: a process frozen in its COPY, whose lease rows' locks would hold this takeover back until it
-    resumes. PostgreSQL cancels no statement while it waits for the client's COPY data, and the idle limit
-    only ends idle transactions; terminating the session ends it. The write is retried, fenced, when the
-    process resumes. Not permitted (another database role): the takeover waits, as before."""
+    resumes. PostgreSQL cancels no statement while it waits for the client's data, and the idle limit only ends
+    idle transactions; terminating the session ends it. The write is retried, fenced, when the process resumes
+    (a write of an instance still running whose lease expired may be ended too, and is retried the same way).
+    Not permitted, or the sessions not visible (another database role without `pg_signal_backend` and
+    `pg_read_all_stats`): nothing is ended, and the claim waits for the locks as before."""
+    if not holders:
+        return
     try:
         with cur.connection.transaction():
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s "
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = ANY(%s) "
                         "AND state = 'active' AND wait_event = 'ClientRead' AND pid <> pg_backend_pid()",
-                        (storage_session(holder),))
+                        ([storage_session(holder) for holder in sorted(holders)],))
     except _psycopg().errors.InsufficientPrivilege:
         return

@@ -6,6 +6,8 @@ in PGPASSWORD or ~/.pgpass; the DSN is masked wherever it is shown.
 """
 from __future__ import annotations
 
+import hashlib
+
 from pipeline.config.outputs import PostgresStorage
 from pipeline.errors import SinkError
 from pipeline.sinks.storage.rows import MergedRows
@@ -48,8 +50,9 @@ def open_connection(dsn: str, connect_timeout_s: float, statement_timeout_ms: in
 
 
 def storage_session(instance: str) -> str:
-    """The `application_name` of a fleet instance's storage connection (a takeover looks for it)."""
-    return f"streamweave storage {instance}"[:63]
+    """The `application_name` of a fleet instance's storage connection (a takeover looks for it): a digest of the
+    name, as the server keeps 63 bytes of printable ASCII and names may be longer or not ASCII."""
+    return f"streamweave storage {hashlib.sha256(instance.encode()).hexdigest()[:32]}"
 
 
 class PostgresBackend:

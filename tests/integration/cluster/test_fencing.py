@@ -190,6 +190,8 @@ def test_a_writer_frozen_inside_its_transaction_holds_a_takeover_back_no_longer_
         writer.join(30)
     [failed] = outcome  # the server ended its transaction: nothing of it was written
     assert isinstance(failed, StorageUnavailable) and stored(postgres_dsn) == []
+    if not after_locking:  # ended by the takeover, not by a timeout
+        assert "terminating connection due to administrator command" in str(failed.__cause__), failed.__cause__
 
     backend.write(rows)  # the storage writer's retry: fenced again, after the takeover
     assert stored(postgres_dsn) == [("cam-1", now), ("cam-1", now + 1)] and fence.stats.rows_refused == 1
