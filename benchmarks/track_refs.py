@@ -76,6 +76,25 @@ def roboflow(kind):
     return make
 
 
+def boxmot(kind):
+    """boxmot's motion-only trackers, with their defaults and no image (neither uses one without ReID or CMC)."""
+    def make(fps):
+        import logging  # noqa: PLC0415
+
+        import boxmot as bm  # noqa: PLC0415
+
+        logging.getLogger("boxmot").disabled = True  # an INFO panel per tracker made (it resets its level)
+        tracker = bm.ByteTrack(frame_rate=round(fps)) if kind == "ByteTrack" else getattr(bm, kind)()
+        no_image = np.zeros((1, 1, 3), np.uint8)
+
+        def step(dets):
+            rows = np.column_stack([dets.xyxy, dets.score, dets.class_id]).astype(np.float32).reshape(-1, 6)
+            out = tracker.update(rows, no_image)  # (K, 8): x1, y1, x2, y2, id, score, class, detection row
+            return out[:, :4], out[:, 4].astype(np.int64), out[:, 5]
+        return step
+    return make
+
+
 def supervision_bytetrack(fps):
     import supervision as sv  # noqa: PLC0415
 
@@ -91,12 +110,14 @@ TRACKERS = {
     "bytetrack": ("Roboflow `trackers` ByteTrack", roboflow("ByteTrackTracker")),
     "ocsort": ("Roboflow `trackers` OC-SORT", roboflow("OCSORTTracker")),
     "supervision": ("supervision ByteTrack", supervision_bytetrack),
+    "boxmot-ocsort": ("boxmot OC-SORT", boxmot("OcSort")),
+    "boxmot-bytetrack": ("boxmot ByteTrack", boxmot("ByteTrack")),
 }
 
 
 def versions() -> str:
     found = []
-    for name in ("norfair", "motpy", "trackers", "supervision", "trackeval"):
+    for name in ("norfair", "motpy", "trackers", "supervision", "boxmot", "trackeval"):
         try:
             found.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
