@@ -90,8 +90,11 @@ class Inference:
         in_flight: _Taken | None = None
         try:
             while not self._abandon.is_set():
+                if in_flight is not None and self._parked_full():  # the parked may wait for the batch held
+                    held, in_flight = in_flight, None
+                    self._finish(held)
                 with self._state:  # parked results are bounded: a stalled batch holds the others back
-                    while len(self._parked) >= len(self._threads) and not self._abandon.is_set():
+                    while self._parked_full() and not self._abandon.is_set():
                         self._state.wait(TAKE_TIMEOUT_S)
                 with self._take_lock:
                     batch = self.buffer.next_batch(timeout=0 if in_flight is not None else TAKE_TIMEOUT_S)
@@ -118,11 +121,14 @@ class Inference:
             self._finish(in_flight)  # abandoned (or a receiver failed): its streams' ends still go on
             self._hand_on_ready()
 
+    def _parked_full(self) -> bool:
+        return len(self._parked) >= len(self._threads)
+
     def _start(self, ticket: int, batch: FrameBatch | None, ended: list[str]) -> _Taken:
         taken = _Taken(ticket, batch, ended, time.perf_counter())
         if batch is not None:
-            self.telemetry.batch_taken(batch)
-            try:
+            try:  # whatever fails here, the ticket is still finished (the batches of its streams wait for it)
+                self.telemetry.batch_taken(batch)
                 taken.pending = self.detector.submit(batch)
             except Exception:  # noqa: BLE001 - isolation boundary: one bad batch must not stop detection
                 _log_failed(batch)

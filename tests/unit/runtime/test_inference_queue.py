@@ -5,6 +5,7 @@ batch is not held back behind a default batch still being detected."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -176,3 +177,60 @@ def test_with_two_workers_a_priority_batch_goes_on_while_a_default_batch_is_stil
     assert inference.join(10)
     assert log[:2] == [("handed", ["door"]), ("handed", ["a", "a"])]
     assert sorted(log[2:]) == [("end", "a"), ("end", "door")]
+
+
+class _TwoQueuingWorkers:
+    """Two workers that queue (a set-up the detector itself never builds, `Inference` must still survive it): the
+    first batch's `submit` returns only once the other worker has parked as many finished batches as there are
+    workers behind it, so its thread comes back holding the batch they wait for."""
+
+    workers, queue_next = 2, True
+
+    def __init__(self):
+        self.inference: Inference | None = None
+
+    def submit(self, batch):
+        if batch.frames[0].seq == 0:
+            deadline = time.monotonic() + 10
+            while len(self.inference._parked) < self.workers:  # nothing signals a park: look every millisecond
+                assert time.monotonic() < deadline, "the other worker never parked its batches"
+                threading.Event().wait(0.001)
+        return Detections.empty
+
+
+def test_a_worker_holding_the_batch_the_parked_ones_wait_for_hands_it_on_instead_of_waiting_for_room():
+    log: list = []
+    detector = _TwoQueuingWorkers()
+    buffer = AlignedBuffer([LaneConfig(name="default", max_batch=1, max_wait_ms=0)],
+                           [StreamConfig(id="a", url="/clips/a.mp4", ring_size=16)])
+    for seq in range(8):
+        buffer.put(Frame("a", seq, seq * 40_000_000, 0, IMAGE, 4, 4), 1.0)
+    buffer.end_stream("a")
+    detector.inference = Inference(buffer, detector, lambda frames, detections, bounds: log.extend(f.seq for f in frames),
+                                   lambda stream_id: log.append("end"), telemetry=_Telemetry())
+    detector.inference.start()
+    assert detector.inference.join(20)
+    assert log == [0, 1, 2, 3, 4, 5, 6, 7, "end"]
+
+
+def test_a_batch_whose_telemetry_fails_is_skipped_and_the_stream_goes_on():
+    log: list = []
+
+    class _FailingTelemetry(_Telemetry):
+        def batch_taken(self, batch) -> None:
+            if batch.frames[0].seq == 0:
+                raise ValueError("a histogram rejected the batch")
+
+    detector = _QueuingDetector(log, queue_next=False)
+    detector.workers = 2
+    buffer = AlignedBuffer([LaneConfig(name="default", max_batch=1, max_wait_ms=0)],
+                           [StreamConfig(id="a", url="/clips/a.mp4", ring_size=16)])
+    for seq in range(6):
+        buffer.put(Frame("a", seq, seq * 40_000_000, 0, IMAGE, 4, 4), 1.0)
+    buffer.end_stream("a")
+    inference = Inference(buffer, detector, lambda frames, detections, bounds: log.append(("handed", frames[0].seq)),
+                          lambda stream_id: log.append(("end", stream_id)), telemetry=_FailingTelemetry())
+    inference.start()
+    assert inference.join(20)
+    assert [entry for entry in log if entry[0] in ("handed", "end")] == [("handed", s) for s in range(1, 6)] + [("end", "a")]
+    assert inference.failed_batches == 1
