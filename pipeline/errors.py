@@ -30,6 +30,12 @@ class SinkError(PipelineError):
     """A sink (tracker, storage, output) failed on a frame or an event."""
 
 
+class EventRefused(SinkError):
+    """An output refused one event for good (its content is at fault, not the output's state: a webhook's 413 or
+    422, a value the database cannot hold): retrying cannot help, so the outbox sets it aside in its dead letters
+    at once and goes on with the next."""
+
+
 class StreamExists(ConfigError):
     """A stream with that id is already running."""
 

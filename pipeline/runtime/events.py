@@ -39,6 +39,7 @@ class EventPublisher:
         self._listeners: tuple[Callable[[list[Event]], None], ...] = ()  # replaced, never changed
         self._delivery: dict[str, dict] = {}  # per event output, kept from the last look before close
         self._cond = threading.Condition()
+        self._stats_lock = threading.Lock()  # close() sets _closing under it before it closes the outbox
         self._closing = False
         self._abandon = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox:store", daemon=True)
@@ -90,9 +91,10 @@ class EventPublisher:
 
     def stats(self) -> dict:
         """published/stored/waiting/retries, and per event output its delivered/failed/dead/pending."""
-        with self._cond:  # close() sets _closing under it before it closes the outbox
+        with self._stats_lock:  # not the publishers' lock: reading the outbox waits while it stores (a slow disk)
             if self.outbox is not None and not self._closing:
                 self._delivery = self.outbox.stats()
+        with self._cond:
             return {"published": self.published, "stored": self.stored, "waiting": len(self._pending),
                     "retries": self.retries, "outputs": self._delivery}
 
@@ -102,7 +104,7 @@ class EventPublisher:
         if self.outbox is None or self._thread.ident is None:  # no event outputs, or never started
             return
         self._delivery = self.outbox.stats()
-        with self._cond:
+        with self._stats_lock, self._cond:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(store_timeout)
@@ -119,7 +121,7 @@ class EventPublisher:
         self.outbox.close()
 
     def _run(self) -> None:
-        while True:
+        while not self._abandon.is_set():  # abandoned: what could not be stored stays counted as waiting
             with self._cond:
                 while not self._pending and not self._closing:
                     self._cond.wait(1.0)

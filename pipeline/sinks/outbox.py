@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pipeline.backoff import Backoff
-from pipeline.errors import ConfigError, SinkError
+from pipeline.errors import ConfigError, EventRefused, SinkError
 from pipeline.sinks.base import EventOutput
 from pipeline.sinks.outputs.payload import event_from_json, event_to_json
 from pipeline.types import Event
@@ -56,6 +56,24 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     return conn
+
+
+def _close_output(output: EventOutput) -> None:
+    try:
+        output.close()
+    except Exception as exc:  # noqa: BLE001 - one output failing to close must not leave the others open
+        log.warning("closing output '%s' failed: %s", output.name, exc)
+
+
+def _row(event: Event) -> tuple:
+    """The outbox row of one event; ValueError for what SQLite cannot hold (a time beyond 64 bits, text that is
+    not Unicode)."""
+    ts_ns = int(event.ts_ns)
+    if not -(2**63) <= ts_ns < 2**63:
+        raise ValueError(f"its time {ts_ns} ns does not fit in 64 bits")
+    for text in (event.event_id, event.stream_id):
+        str(text).encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate
+    return event.event_id, event.stream_id, ts_ns, time.time_ns(), event_to_json(event)
 
 
 class _Courier:
@@ -105,6 +123,10 @@ class _Courier:
         while not self.stopping.is_set():
             try:
                 self.output.deliver(event_from_json(body))
+            except EventRefused as exc:  # refused for good: kept as a dead letter, the next one goes on
+                self.failed += 1
+                self._bury(conn, seq, event_id, str(exc), self._backoff.attempt + 1)
+                return True
             except SinkError as exc:
                 error = str(exc)
             except Exception as exc:  # a bug in an output must not kill its courier: count, log, retry
@@ -133,9 +155,9 @@ class _Courier:
         self.cursor = seq
 
     def _bury(self, conn: sqlite3.Connection, seq: int, event_id: str, error: str, attempts: int) -> None:
-        """Give up on one event after `max_retries` (only when the output asks for a limit)."""
+        """Give up on one event: refused for good, or failed `max_retries` times (when the output asks for a limit)."""
         log.error(
-            "output '%s': giving up on event %s after %d attempts: %s; it is kept in the outbox's "
+            "output '%s': giving up on event %s after %d attempt(s): %s; it is kept in the outbox's "
             "dead_letters table", self.output.name, event_id, attempts, error,
         )
         conn.execute("BEGIN IMMEDIATE")
@@ -239,10 +261,7 @@ class Outbox:
         courier.wake.set()
         if courier.thread.ident is not None:
             courier.thread.join(timeout)
-        try:
-            courier.output.close()
-        except SinkError as exc:
-            log.warning("closing output '%s' failed: %s", name, exc)
+        _close_output(courier.output)
 
     def close(self, timeout: float = 5.0) -> bool:
         """Stop the couriers (undelivered events stay on disk), close the outputs and the database.
@@ -259,10 +278,7 @@ class Outbox:
                 courier.thread.join(max(0.0, deadline - time.monotonic()))
         joined = not any(c.thread.is_alive() for c in self._couriers)
         for courier in self._couriers:
-            try:
-                courier.output.close()
-            except SinkError as exc:
-                log.warning("closing output '%s' failed: %s", courier.output.name, exc)
+            _close_output(courier.output)
         with self._lock:
             self._conn.close()
         return joined
@@ -283,11 +299,10 @@ class Outbox:
         rows = []
         for e in events:
             try:
-                rows.append((e.event_id, e.stream_id, int(e.ts_ns), time.time_ns(), event_to_json(e)))
-            except (SinkError, TypeError, ValueError) as exc:  # one bad payload must not take the others along
+                rows.append(_row(e))
+            except (SinkError, TypeError, ValueError) as exc:  # one bad event must not take the others along
                 self.unencodable += 1
-                log.error("event %s of stream '%s' cannot be encoded as JSON and is not stored: %s",
-                          e.event_id, e.stream_id, exc)
+                log.error("event %r of stream %r cannot be stored (not kept): %s", e.event_id, e.stream_id, exc)
         if not rows:
             return 0
         with self._lock:
@@ -300,11 +315,14 @@ class Outbox:
                 )
                 self._conn.execute("COMMIT")
                 added = self._conn.total_changes - before
-            except sqlite3.Error as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the transaction must not stay open
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise SinkError(f"cannot store {len(rows)} events in the outbox {self.path}: {exc}") from exc
-            self._maybe_prune()
+            try:
+                self._maybe_prune()
+            except sqlite3.Error as exc:  # the events are stored; pruning is tried again later
+                log.warning("outbox %s: dropping delivered events failed: %s", self.path, exc)
         for courier in self._couriers:
             courier.wake.set()
         return added

@@ -46,7 +46,7 @@ class EventLogOutput:
     def _open(self):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "a+b")
+            handle = open(self.path, "a+b", buffering=0)  # unbuffered: a failed write leaves nothing to repeat
             handle.seek(0, os.SEEK_END)
             if handle.tell() > 0:
                 handle.seek(-1, os.SEEK_END)
@@ -79,18 +79,31 @@ class EventLogOutput:
                 raise SinkError(f"event log {self.path} is closed; event {event.event_id} stays in the outbox")
             if event.event_id in self._seen:  # delivered again after a crash: it is in the log already
                 return
+            end = self._file.seek(0, os.SEEK_END)
             try:
-                self._file.write(line)
-                self._file.flush()
+                written = 0
+                while written < len(line):  # a raw write may take part of the line
+                    written += self._file.write(line[written:])
                 if self.fsync:
                     os.fsync(self._file.fileno())
             except OSError as exc:
+                self._cut_back(end)
                 raise SinkError(f"cannot append event {event.event_id} to {self.path}: {exc}") from exc
             if len(self._recent) == RECENT_IDS:
                 self._seen.discard(self._recent[0])
             self._recent.append(event.event_id)
             self._seen.add(event.event_id)
 
+    def _cut_back(self, end: int) -> None:
+        """Remove what a failed append left (part of a line, on a full disk): the retry writes the whole line."""
+        try:
+            self._file.truncate(end)
+        except OSError:  # the next open ends a cut line, and reading back the log's last ids skips it
+            pass
+
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            try:
+                self._file.close()
+            except OSError as exc:
+                raise SinkError(f"cannot close the event log {self.path}: {exc}") from exc

@@ -8,7 +8,7 @@ import urllib.parse
 import urllib.request
 
 from pipeline.config import outputs as cfg
-from pipeline.errors import SinkError
+from pipeline.errors import EventRefused, SinkError
 from pipeline.sinks.outputs.payload import event_to_json
 from pipeline.types import Event
 
@@ -36,12 +36,15 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
 
 
 _NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
+_REFUSES_THE_EVENT = (413, 422)  # the event's content is refused: sending it again cannot help
 
 
 class WebhookOutput:
     """POSTs each event as `application/json` to `config.url` and waits at most `config.timeout_s`.
 
-    A 2xx answer counts as delivered; any other status, a refused connection or a timeout raises
+    A 2xx answer counts as delivered. 413 (too large) and 422 (unprocessable) say the receiver will never take
+    this event: `EventRefused`, and the outbox keeps it as a dead letter and goes on. Any other status (a wrong
+    URL or credentials included, which the operator can fix), a refused connection or a timeout raises
     `SinkError` and the outbox retries. The `Idempotency-Key` header carries the event id so that a
     receiver can drop the repeats at-least-once delivery may cause. Basic-auth credentials in the
     URL are sent as an Authorization header and never appear in names or messages.
@@ -80,7 +83,8 @@ class WebhookOutput:
             with _NO_REDIRECTS.open(request, timeout=self.config.timeout_s) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
-            raise SinkError(f"webhook {self._safe_url} answered {exc.code} {exc.reason} to event {event.event_id}") from None
+            refused = EventRefused if exc.code in _REFUSES_THE_EVENT else SinkError
+            raise refused(f"webhook {self._safe_url} answered {exc.code} {exc.reason} to event {event.event_id}") from None
         except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise SinkError(

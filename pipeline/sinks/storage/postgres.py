@@ -13,7 +13,7 @@ from pipeline.errors import SinkError
 from pipeline.sinks.storage.rows import MergedRows
 from pipeline.masking import mask_url
 from pipeline.sinks.storage.schema import DETECTION_COLUMNS, TRACK_BOX_COLUMNS, create_or_upgrade, statements
-from pipeline.sinks.storage.writer import StorageSink, StorageUnavailable
+from pipeline.sinks.storage.writer import RowsRefused, StorageSink, StorageUnavailable
 from pipeline.types import Run
 
 # Serialises creating or upgrading the schema between pipelines starting together (it races otherwise).
@@ -156,7 +156,8 @@ class PostgresBackend:
             if connection_lost(exc, conn):
                 self.close()
                 raise StorageUnavailable(f"PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc
-            raise SinkError(f"PostgreSQL '{self.target}' refused {what}: {_first_line(exc)}") from exc
+            refused = RowsRefused if isinstance(exc, pg.DataError) else SinkError
+            raise refused(f"PostgreSQL '{self.target}' refused {what}: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:

@@ -72,12 +72,23 @@ def _columns(det: Detections, class_names: list[str]) -> list[tuple]:
 
 def event_row(event: Event) -> tuple:
     """One `events` row; its `wall_ns` is the event's (capture time of its frame, which retention uses)."""
-    payload = json.dumps(event.payload, default=json_default, sort_keys=True)
-    return (
+    payload = json.dumps(_without_nul(event.payload), default=json_default, sort_keys=True)
+    return tuple(_without_nul(value) for value in (
         event.event_id, event.run_id, event.stream_id, event.rule, event.kind, int(event.track_id),
         int(event.class_id), int(event.ts_ns), payload, int(event.wall_ns), event.class_name, event.snapshot,
         event.clip, event.instance,
-    )
+    ))
+
+
+def _without_nul(value):
+    """`value` with U+0000 in its strings (keys too) replaced by U+FFFD: PostgreSQL's text and jsonb cannot hold it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def run_row(run: Run, ended_ns: int | None = None) -> tuple:

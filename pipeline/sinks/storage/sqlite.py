@@ -8,7 +8,7 @@ from pipeline.config.outputs import SqliteStorage
 from pipeline.errors import SinkError
 from pipeline.sinks.storage.rows import MergedRows
 from pipeline.sinks.storage.schema import create_or_upgrade, statements
-from pipeline.sinks.storage.writer import StorageSink, StorageUnavailable
+from pipeline.sinks.storage.writer import RowsRefused, StorageSink, StorageUnavailable
 from pipeline.types import Run
 
 # "database is locked" / "disk I/O error" pass; a constraint or type error will not.
@@ -67,7 +67,8 @@ class SqliteBackend:
             raise StorageUnavailable(f"SQLite '{self.path}' busy or unavailable: {exc}") from exc
         except sqlite3.Error as exc:
             count = len(rows.detections) + len(rows.track_boxes)
-            raise SinkError(f"SQLite '{self.path}' refused {count} rows: {exc}") from exc
+            refused = RowsRefused if isinstance(exc, sqlite3.DataError) else SinkError
+            raise refused(f"SQLite '{self.path}' refused {count} rows: {exc}") from exc
         self.transactions += 1
 
     def delete_older_than(self, cutoff_wall_ns: int) -> int:

@@ -23,7 +23,7 @@ import time
 from typing import Callable, Protocol
 
 from pipeline.backoff import Backoff
-from pipeline.errors import SinkError
+from pipeline.errors import EventRefused, SinkError
 from pipeline.sinks.base import BaseSink
 from pipeline.sinks.storage.rows import MergedRows, event_row, frame_rows, merge, run_row
 from pipeline.masking import mask_url
@@ -32,6 +32,10 @@ from pipeline.types import Event, FrameResult, Run
 log = logging.getLogger(__name__)
 
 NS_PER_DAY = 86_400 * 10**9
+
+
+class RowsRefused(SinkError):
+    """The database refused the rows' values (one it cannot hold), not the connection: writing them again fails."""
 
 
 class StorageUnavailable(SinkError):
@@ -212,7 +216,10 @@ class StoredEvents:
         if not self._connected:
             self.backend.connect()
             self._connected = True
-        self.backend.write(MergedRows(events=[event_row(event)]))
+        try:
+            self.backend.write(MergedRows(events=[event_row(event)]))
+        except RowsRefused as exc:
+            raise EventRefused(f"event {event.event_id}: {exc}") from exc
 
     def close(self) -> None:
         self.backend.close()

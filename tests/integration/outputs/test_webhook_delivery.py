@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.backoff import Backoff
 from pipeline.config.outputs import WebhookOutput as WebhookConfig
-from pipeline.errors import SinkError
+from pipeline.errors import EventRefused, SinkError
 from pipeline.sinks.outbox import Outbox
 from pipeline.sinks.outputs.webhook import WebhookOutput, redact_url
 from pipeline.types import Event, Moment
@@ -48,6 +48,21 @@ def test_webhook_answering_500_raises_sink_error(http_server):
     http_server.status = 500
     with pytest.raises(SinkError, match="answered 500"):
         webhook(http_server).deliver(make_events(1)[0])
+
+
+@pytest.mark.parametrize("status", [413, 422])
+def test_a_webhook_refusing_the_event_itself_refuses_it_for_good(http_server, status):
+    http_server.status = status
+    with pytest.raises(EventRefused, match=f"answered {status}"):
+        webhook(http_server).deliver(make_events(1)[0])
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 429])
+def test_a_webhook_refusing_for_a_reason_that_can_be_fixed_is_retried(http_server, status):
+    http_server.status = status  # a wrong URL or token, a rate limit: the backlog waits for the fix
+    with pytest.raises(SinkError, match=f"answered {status}") as raised:
+        webhook(http_server).deliver(make_events(1)[0])
+    assert not isinstance(raised.value, EventRefused)
 
 
 @pytest.mark.fault

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -127,6 +128,19 @@ def test_duplicate_events_are_stored_once(store, mot17_05, tmp_path):
     stored = query.events(store.target)
     assert len(stored) == sum(len(r.events) for r in with_events)
     assert len({e.event_id for e in stored}) == len(stored)
+
+
+def test_an_event_with_a_nul_character_is_stored_with_it_replaced_and_the_next_events_too(store, mot17_05, tmp_path):
+    with_events = [r for r in mot17_05 if r.events][:5]
+    first = with_events[0].events[0]
+    with_events[0].events[0] = replace(first, payload={**first.payload, "plate": "AB\x00C"})  # PostgreSQL holds no NUL
+    sink = store.make(flush_interval_s=0.05)
+    sink.open()
+    deliver_events(sink, with_events, tmp_path / "outbox.db")
+    sink.close()
+    stored = {event.event_id: event for event in query.events(store.target)}
+    assert len(stored) == sum(len(r.events) for r in with_events)
+    assert stored[first.event_id].payload["plate"] == "AB\ufffdC"
 
 
 def test_close_flushes_rows_still_queued(store, mot17_05):

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,3 +120,31 @@ def test_the_event_log_remembers_a_bounded_number_of_ids(tmp_path):
     out.close()
     ids = [json.loads(line)["event_id"] for line in path.read_text().splitlines()]
     assert ids.count("id-0") == 2 and len(ids) == RECENT_IDS + 2
+
+
+def test_an_append_that_fails_on_a_full_disk_leaves_nothing_that_the_retry_would_repeat(tmp_path):
+    """Run in a process of its own: the full disk is the file size limit (RLIMIT_FSIZE), set below the next line."""
+    path = tmp_path / "events.jsonl"
+    script = f"""
+import os, resource, signal
+from pipeline.config.outputs import JsonlOutput
+from pipeline.errors import SinkError
+from pipeline.sinks.outputs.event_log import EventLogOutput
+from tests.unit.sinks.outputs.test_event_log import event
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+out = EventLogOutput(JsonlOutput(type="jsonl", what="events", path={str(path)!r}))
+out.deliver(event(0))
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize({str(path)!r}) + 50, hard))
+try:
+    out.deliver(event(1))
+    raise SystemExit("the append past the limit did not fail")
+except SinkError:
+    pass
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again: the outbox's retry, then the next event
+out.deliver(event(1))
+out.deliver(event(2))
+out.close()
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=Path(__file__).resolve().parents[4], timeout=60)
+    assert [json.loads(line)["event_id"] for line in path.read_text().splitlines()] == ["id-0", "id-1", "id-2"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from pipeline.backoff import Backoff
-from pipeline.errors import ConfigError, SinkError
+from pipeline.errors import ConfigError, EventRefused, SinkError
 from pipeline.sinks.outbox import Outbox
 from pipeline.types import Event, Moment
 from tests.support.waiting import wait_until
@@ -214,3 +215,68 @@ def test_an_event_that_cannot_be_encoded_does_not_take_the_others_along(tmp_path
         assert outbox.unencodable == 1
     stored = sqlite3.connect(tmp_path / "outbox.db").execute("SELECT event_id FROM events").fetchall()
     assert stored == [(good.event_id,)]
+
+
+@pytest.mark.parametrize("field, value", [("ts_ns", 2**63), ("stream_id", "cam-\udc80")])
+def test_an_event_sqlite_cannot_hold_is_set_aside_and_the_outbox_goes_on(tmp_path, field, value):
+    good = make_events(2)
+    bad = replace(make_events(1, start=9)[0], **{field: value})
+    out = RecordingOutput()
+    with Outbox(tmp_path / "outbox.db", [out], backoff=FAST) as outbox:
+        assert outbox.put([good[0], bad]) == 1
+        assert outbox.unencodable == 1
+        assert outbox.put([good[1]]) == 1  # no transaction was left open
+        assert outbox.wait_delivered(5)
+    assert out.delivered == good
+
+
+class RefusingOutput(RecordingOutput):
+    """Refuses for good the events whose track id is in `refuse` (a receiver's 422)."""
+
+    def __init__(self, refuse: set[int]):
+        super().__init__()
+        self.refuse = refuse
+
+    def deliver(self, event: Event) -> None:
+        if event.track_id in self.refuse:
+            self.attempts += 1
+            raise EventRefused(f"receiver answered 422 to event {event.event_id}")
+        super().deliver(event)
+
+
+def test_an_event_refused_for_good_becomes_a_dead_letter_at_once_and_the_next_goes_on(tmp_path):
+    out = RefusingOutput({1})  # retries until delivered otherwise
+    events = make_events(3)
+    with Outbox(tmp_path / "outbox.db", [out], backoff=FAST) as outbox:
+        outbox.put(events)
+        assert outbox.wait_delivered(5)
+        assert outbox.stats()["rec"] == {"delivered": 2, "failed": 1, "dead": 1, "pending": 0}
+    assert out.attempts == 3 and [e.track_id for e in out.delivered] == [0, 2]
+    dead = sqlite3.connect(tmp_path / "outbox.db").execute("SELECT event_id, error FROM dead_letters").fetchall()
+    assert dead == [(events[1].event_id, f"receiver answered 422 to event {events[1].event_id}")]
+
+
+def test_a_failing_prune_leaves_the_stored_events_and_later_ones_going(tmp_path):
+    path = tmp_path / "outbox.db"
+    out = RecordingOutput()
+    with Outbox(path, [out], backoff=FAST, keep_delivered_s=0.0) as outbox:
+        outbox.put(make_events(2))
+        assert outbox.wait_delivered(5)
+        with sqlite3.connect(path) as db:  # every DELETE now fails inside SQLite
+            db.execute("CREATE TRIGGER no_prune BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'disk I/O'); END")
+        assert outbox.put(make_events(2, start=2)) == 2  # stored though its prune failed
+        assert outbox.put(make_events(1, start=4)) == 1
+        assert outbox.wait_delivered(5)
+    assert [e.track_id for e in out.delivered] == [0, 1, 2, 3, 4]
+
+
+def test_closing_goes_on_when_an_output_fails_to_close(tmp_path):
+    class BrokenClose(RecordingOutput):
+        def close(self) -> None:
+            raise OSError(28, "No space left on device")
+
+    broken, other = BrokenClose("broken"), RecordingOutput("other")
+    outbox = Outbox(tmp_path / "outbox.db", [broken, other], backoff=FAST)
+    outbox.open()
+    assert outbox.close()
+    assert other.closed
