@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from pathlib import Path
 
@@ -36,6 +37,10 @@ EXTRA_SLOTS = 4
 def child_main(conn, device: int, log_setup: tuple[int, LogFormat], plugin_modules: list[str]) -> None:
     """Entry point of a decode process (started with `spawn`, so it never inherits a CUDA context); `log_setup`:
     the level and format of the main process's log, which this one writes to the same stderr."""
+    # Ctrl-C and a service manager's stop reach the whole process group: the main process stops the streams and
+    # then says Exit (or its pipe closes), so that a stop drains them instead of failing them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logs.configure(*log_setup)
     plugins.load(plugin_modules)
     child = _Child(conn, device)

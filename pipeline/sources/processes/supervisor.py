@@ -49,7 +49,8 @@ class _Child:
         child_conn.close()
         self.workers: dict[int, RemoteWorker] = {}
         self.indices = itertools.count()
-        self.dead = False
+        self.dead = False  # its pipe closed
+        self.exited = False  # and it exited: its process handle is closed
 
     def load(self) -> int:
         return sum(not w.ended.is_set() for w in self.workers.values())
@@ -119,7 +120,8 @@ class DecodeProcesses:
         return True
 
     def _stop(self, worker: RemoteWorker) -> None:
-        self._outbox.put(("stop", worker.child, worker.index))
+        with self._lock:  # where it runs now: a restart places it under the lock, after looking at stop_requested
+            self._outbox.put(("stop", worker.child, worker.index))
 
     def _place(self, worker: RemoteWorker, resume: tuple | None) -> None:
         """Give `worker` to the least loaded child, or a new one while there are fewer than the maximum
@@ -186,21 +188,28 @@ class DecodeProcesses:
                 conns = {c.conn: c for c in self._children if not c.dead}
                 if self._closing and not conns:
                     break
-            ready = multiprocessing.connection.wait(list(conns), 0.2) if conns else time.sleep(0.2)
-            received, closed = [], []
-            for conn in ready or []:
-                child = conns[conn]
-                try:
-                    received.append((child, conn.recv()))
-                    while conn.poll():
-                        received.append((child, conn.recv()))
-                except (EOFError, OSError):
-                    closed.append(child)
-            self._deliver(received)
-            for child in closed:
-                self._child_ended(child)
-            self._restart_due()
+            try:
+                self._receive_once(conns)
+            except Exception:  # noqa: BLE001 - every camera's frames come through here: log, go on with the next pass
+                log.exception("decode processes: receiving failed; going on")
+                time.sleep(0.2)
         self._outbox.put(None)
+
+    def _receive_once(self, conns: dict) -> None:
+        ready = multiprocessing.connection.wait(list(conns), 0.2) if conns else time.sleep(0.2)
+        received, closed = [], []
+        for conn in ready or []:
+            child = conns[conn]
+            try:
+                received.append((child, conn.recv()))
+                while conn.poll():
+                    received.append((child, conn.recv()))
+            except (EOFError, OSError):
+                closed.append(child)
+        self._deliver(received)
+        for child in closed:
+            self._child_ended(child)
+        self._restart_due()
 
     def _deliver(self, received: list) -> None:
         frames = self._frames(received)
@@ -273,11 +282,17 @@ class DecodeProcesses:
                 del self._clips[request]
         for _, path, on_done in lost:
             on_done(path, f"its decode process {child.name} ended before the clip was written")
-        running = [w for w in child.workers.values() if not w.ended.is_set()]
-        if not running or _exiting.is_set():
-            return
+        child.conn.close()
         child.process.join(0.5)
         code = child.process.exitcode
+        with self._lock:  # exited: its handle's descriptors go too (close() joins the children it finds alive)
+            if code is not None and not self._closing:
+                child.process.close()
+                child.exited = True
+        running = [w for w in child.workers.values() if not w.ended.is_set()]
+        child.workers = {}  # the ended ones were forgotten or will be; the running ones move or fail below
+        if not running or _exiting.is_set():
+            return
         how = (f"was killed by signal {-code}" if code is not None and code < 0 else
                f"exited with code {code}" if code is not None else "closed its pipe")
         for worker in running:
@@ -301,12 +316,19 @@ class DecodeProcesses:
             if now < due and not (worker.stop_requested or self._closing):
                 continue
             self._restarts.remove(entry)
-            if worker.stop_requested or self._closing:
+            with self._lock:
+                stopped = worker.stop_requested or self._closing
+                if not stopped:
+                    try:
+                        self._place(worker, resume)
+                    except Exception as exc:  # noqa: BLE001 - e.g. no process could be started (EMFILE, ENOMEM)
+                        delay = worker.backoff.next_delay()
+                        log.error("stream '%s': cannot start a decode process (%s); trying again in %.1f s",
+                                  worker.config.id, exc, delay)
+                        self._restarts.append((now + delay, worker, resume))
+            if stopped:
                 worker.update({**worker.stats(), "state": "stopped"})
                 self._end(worker)
-                continue
-            with self._lock:
-                self._place(worker, resume)
 
     # -- shutdown ---------------------------------------------------------------------------------
     def close(self, timeout: float = 5.0) -> None:
@@ -318,13 +340,13 @@ class DecodeProcesses:
         """
         with self._lock:
             self._closing = True
-            children = list(self._children)
+            children = [c for c in self._children if not c.exited]
             for child in children:
                 self._outbox.put(("msg", child.number, msg.Exit()))
         deadline = time.monotonic() + timeout
         for child in children:
             child.process.join(max(deadline - time.monotonic(), 0))
             if child.process.is_alive() and not all(w.ended.is_set() for w in child.workers.values()):
-                log.warning("%s did not stop within %.0f s; terminating it", child.name, timeout)
-                child.process.terminate()
+                log.warning("%s did not stop within %.0f s; killing it", child.name, timeout)
+                child.process.kill()  # it ignores SIGTERM (its streams stop when this process says so)
         self._receiver.join(max(deadline - time.monotonic(), 1.0))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pipeline.sinks.storage.query import (
 from pipeline.types import Frame, FrameBatch
 from tests.conftest import REPO, shared_file
 from tests.support.http_server import free_port
+from tests.support.waiting import wait_until
 from tests.support.rtsp_server import RtspServer, concat_clip, gst_rtsp_available
 
 MODEL = "models/yolox_nano_416_dynbatch.onnx"
@@ -136,6 +138,27 @@ def test_a_failing_sink_is_counted_and_never_stops_detection(tmp_path):
     assert snap.frames_detected == 96 and exploding.calls == 96
     assert snap.sink_failures == {"exploding": 96}
     assert counts_by_stream_and_class(tmp_path / "out.db")["dog"]
+
+
+def test_ctrl_c_to_the_process_group_stops_streams_in_decode_processes_as_a_stop_not_a_failure(tmp_path):
+    """Ctrl-C in a terminal (and a service manager's stop) reaches every process of the group: the decode
+    processes must leave the stop to the main process, which drains their streams."""
+    clip = shared_file("media/car-detection.mp4")
+    cfg = config_for(tmp_path, [{"id": "lot", "url": str(clip), "loop": True, "fps": 10}]).model_dump(mode="json")
+    cfg["sinks"].append({"type": "jsonl", "path": str(tmp_path / "frames.jsonl")})
+    cfg["runtime"].update(http={"port": 0}, decode_processes=1)
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "run", str(path), "--quiet"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    frames_file = tmp_path / "frames.jsonl"
+    assert wait_until(lambda: frames_file.exists() and frames_file.read_text().count("\n") >= 10, timeout=60)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "KeyboardInterrupt" not in err and "exited with code" not in err and "Ran " in out
+    frames = int(out.split(" frames (")[0].rsplit(" ", 1)[1])
+    assert frames >= 10 and len(frames_file.read_text().splitlines()) == frames
 
 
 def test_sigint_stops_sources_drains_and_flushes_storage(tmp_path):

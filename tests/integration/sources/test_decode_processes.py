@@ -5,6 +5,7 @@ the same detections as with decode threads. Runs on the CPU with the synthetic w
 travel through the pipe; the CUDA IPC path is tests/gpu/test_gpu_processes.py)."""
 from __future__ import annotations
 
+import gc
 import os
 import signal
 
@@ -195,3 +196,24 @@ def test_streams_are_added_to_and_removed_from_running_decode_processes(tmp_path
         seqs = sink.seqs[stream_id]
         assert seqs == list(range(len(seqs))), stream_id
     assert runner.parts.sources.children.count == 0  # every child exited at the end
+
+
+@pytest.mark.fault
+def test_a_camera_whose_decode_process_keeps_dying_leaves_no_descriptor_behind():
+    camera = StreamConfig(id="cam", url="synthetic://street?seed=3&fps=20&size=160x96", ring_size=4,
+                          reconnect_min_s=0.1, reconnect_max_s=0.2)
+    buffer = AlignedBuffer([LaneConfig(name="default", max_batch=4, max_wait_ms=5)], [camera])
+    processes = make_processes([camera], 1, buffer)
+    taker = Taker(buffer)
+    worker = processes.workers[0]
+    assert taker.until(lambda: len(taker.frames["cam"]) >= 5, timeout=30)
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))  # this process's pipes and process handles of the one live child
+    for kill in range(1, 5):
+        os.kill(worker.pid, signal.SIGKILL)
+        assert taker.until(lambda: worker.child == kill, timeout=30)  # a new child took the camera
+        seen = len(taker.frames["cam"])
+        assert taker.until(lambda: len(taker.frames["cam"]) >= seen + 5, timeout=30)
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= before
+    stop_and_drain(processes, buffer)
