@@ -66,8 +66,9 @@ class EventPublisher:
             self.outbox.remove_output(name)
 
     def add_listener(self, listener: Callable[[list[Event]], None]) -> None:
-        """Call `listener(events)` with every published list, on the publishing thread (a live view: it must
-        return at once and not raise). Not durable: a listener added later does not get earlier events."""
+        """Call `listener(events)` with every published list, on the publishing thread, once they are on their way
+        to the outbox (a live view: it must return at once; what it raises is logged). Not durable: a listener
+        added later does not get earlier events."""
         with self._cond:
             self._listeners = (*self._listeners, listener)
 
@@ -76,8 +77,15 @@ class EventPublisher:
             self._listeners = tuple(known for known in self._listeners if known is not listener)
 
     def publish(self, events: list[Event]) -> None:
-        for listener in self._listeners:
-            listener(events)
+        self._append(events)
+        for listener in self._listeners:  # after the durable path: a failing live view loses nothing
+            try:
+                listener(events)
+            except Exception:  # noqa: BLE001 - a live view must not stop the stages
+                log.exception("event listener %r failed on %d events; the events are stored all the same",
+                              listener, len(events))
+
+    def _append(self, events: list[Event]) -> None:
         with self._cond:
             self.published += len(events)
             if self.outbox is None:

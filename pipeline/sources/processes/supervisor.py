@@ -111,9 +111,12 @@ class DecodeProcesses:
 
     def record_clip(self, worker: RemoteWorker, ts_ns: int, before_s: float, after_s: float, path: Path,
                     on_done: ClipDoneCallback | None) -> bool:
-        """Ask the stream's child for a clip; `on_done` comes when it is written (or could not be)."""
+        """Ask the stream's child for a clip; `on_done` comes when it is written (or could not be). False while the
+        stream moves to a new child (none of its packets is kept anywhere then)."""
         request = next(self._requests)
         with self._lock:
+            if self._children[worker.child].dead:  # moving to a new child: its packets died with the old one
+                return False  # the caller counts a missed clip
             self._clips[request] = (worker.child, Path(path), on_done or (lambda path, error: None))
             self._outbox.put(("msg", worker.child, msg.RecordClip(worker.index, request, ts_ns, before_s, after_s,
                                                               str(path))))

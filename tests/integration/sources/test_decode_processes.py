@@ -217,3 +217,19 @@ def test_a_camera_whose_decode_process_keeps_dying_leaves_no_descriptor_behind()
     gc.collect()
     assert len(os.listdir("/proc/self/fd")) <= before
     stop_and_drain(processes, buffer)
+
+
+@pytest.mark.fault
+def test_a_clip_asked_for_while_the_camera_moves_to_a_new_process_is_missed_not_left_waiting(tmp_path):
+    camera = StreamConfig(id="cam", url="synthetic://street?seed=4&fps=20&size=160x96", ring_size=4,
+                          reconnect_min_s=30.0, reconnect_max_s=30.0)  # stays between processes for the test
+    buffer = AlignedBuffer([LaneConfig(name="default", max_batch=4, max_wait_ms=5)], [camera])
+    processes = make_processes([camera], 1, buffer)
+    taker = Taker(buffer)
+    worker = processes.workers[0]
+    assert taker.until(lambda: len(taker.frames["cam"]) >= 5, timeout=30)
+    os.kill(worker.pid, signal.SIGKILL)
+    assert taker.until(lambda: worker.state.value == "reconnecting", timeout=30)
+    assert not processes.record_clip(worker, 0, 1.0, 1.0, tmp_path / "clip.mp4", None)
+    assert not processes._clips  # nothing waits for an answer that cannot come
+    stop_and_drain(processes, buffer)
