@@ -35,7 +35,7 @@ OUTBOX = {  # per event output: key -> (metric kind, help)
     "pending": ("gauge", "events stored in the outbox and not yet delivered to the output"),
     "delivered": ("counter", "events delivered to the output"),
     "failed": ("counter", "delivery attempts that failed (retried)"),
-    "dead": ("counter", "events given up on after the retries (kept as dead letters)"),
+    "dead": ("counter", "events given up on: refused for good or out of retries (kept as dead letters)"),
 }
 
 
