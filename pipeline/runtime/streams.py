@@ -31,13 +31,18 @@ class StreamTable:
         self._finished = finished
         self.accepting = False
 
-    def add(self, config: StreamConfig) -> None:
+    def add(self, config: StreamConfig, timeout: float = 10.0) -> None:
         """Start one more stream. ConfigError when its id is taken, its lane unknown or a stage cannot be made
-        for it; PipelineError while the pipeline is not running. Nothing is left behind when it fails."""
+        for it; PipelineError while the pipeline is not running. Nothing is left behind when it fails. A stream
+        of that id still being removed is waited for, up to `timeout` s (PipelineError after that)."""
         with self._admin:
             with self._lock:
                 if config.id in self._paused:
                     raise StreamExists(f"stream '{config.id}' exists and is paused; resume it or remove it first")
+                leaving = self._removing.get(config.id)
+            if leaving is not None and not leaving.wait(timeout):
+                raise PipelineError(f"stream '{config.id}' is still stopping (its last frames are going through the "
+                                    "sinks); add it again in a moment")
             self._add(config)
 
     def remove(self, stream_id: str, timeout: float = 10.0) -> bool:
@@ -90,9 +95,10 @@ class StreamTable:
                 del self._paused[stream_id]
 
     def configs(self) -> list[StreamConfig]:
-        """Every stream, running or paused, in the order they were added."""
+        """Every stream, running or paused, in the order they were added (one being removed is not listed)."""
         with self._lock:
-            return [*self._streams.values(), *(c for s, c in self._paused.items() if s not in self._streams)]
+            running = {sid: c for sid, c in self._streams.items() if sid not in self._removing}
+            return [*running.values(), *(c for s, c in self._paused.items() if s not in running)]
 
     def paused(self) -> set[str]:
         with self._lock:

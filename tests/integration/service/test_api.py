@@ -48,6 +48,32 @@ def test_a_camera_added_and_removed_over_http_leaves_the_others_untouched(tmp_pa
     assert sink.seqs["cam-2"] == list(range(len(sink.seqs["cam-2"])))
 
 
+def test_a_camera_added_again_while_its_removal_is_still_finishing_runs_once_it_has_gone(tmp_path, serve):
+    gate = threading.Event()
+
+    class SlowEnd(RecordingSink):
+        def on_stream_end(self, stream_id: str) -> None:
+            if stream_id == "cam":
+                gate.wait(60)  # its last frames take longer than the API waits for a removal (10 s)
+            super().on_stream_end(stream_id)
+
+    sink = SlowEnd()
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=20"}]), sinks=[sink])
+    camera = {"id": "cam", "url": "fake://cam?fps=20"}
+    assert served.client.post("/api/streams", json=camera).status_code == 201
+    assert sink.wait_for(lambda s: len(s.seqs["cam"]) >= 5, timeout=20)
+    assert served.client.delete("/api/streams/cam").status_code == 204  # after 10 s, still finishing
+    assert served.client.get("/api/streams/cam").status_code == 404
+    added: list = []
+    again = threading.Thread(target=lambda: added.append(served.client.post("/api/streams", json=camera)))
+    again.start()
+    gate.set()
+    again.join(30)
+    assert added and added[0].status_code == 201, added and added[0].text
+    assert sink.wait_for(lambda s: s.started.count("cam") == 2 and len(s.seqs["cam"]) >= 5 + 5, timeout=20)
+    assert [s["id"] for s in served.client.get("/api/streams").json()] == ["a", "cam"]
+
+
 def test_bad_requests_get_a_4xx_that_says_why_and_change_nothing(tmp_path, serve):
     served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=20"}]))
     client = served.client
