@@ -40,7 +40,7 @@ from pipeline.cluster.fencing import Fence, LeaseBook
 from pipeline.cluster.store import FleetStore, FleetUnavailable
 from pipeline.config.cluster import ClusterConfig
 from pipeline.config.models import StreamConfig
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,9 @@ class Coordinator:
                         "%s", self.config.lease_s - self.config.heartbeat, exc)
         except PipelineError as exc:  # the pipeline refused a change (it is stopping): the next beat tries again
             log.warning("cluster: %s", exc)
+        except Exception:  # noqa: BLE001 - this thread renews every lease: an unforeseen error must not end it
+            self.counters.heartbeat_failures += 1
+            log.exception("cluster: heartbeat failed; the next one tries again")
 
     def _deadline_passed(self) -> None:
         log.error("cluster: leases not renewed for %.1f s: stopping %d cameras before the leases expire (another "
@@ -204,7 +207,7 @@ class Coordinator:
     def _apply_stops(self) -> None:
         try:
             self._apply()
-        except PipelineError as exc:  # fencing keeps what they store out; the next beat stops them again
+        except Exception as exc:  # noqa: BLE001 - fencing keeps what they store out; the next beat stops them again
             log.error("cluster: the pipeline did not stop every camera: %s", exc)
 
     def _renewed(self, sent: float) -> None:
@@ -287,7 +290,7 @@ class Coordinator:
         version, doc = self.store.tx(analytics.read)
         try:
             change = self._set_analytics(doc, cameras)
-        except ConfigError as exc:
+        except PipelineError as exc:  # invalid here, or it needs a restart (a clip longer than the packets kept)
             log.error("cluster: the fleet's zones, lines and alert rules (version %d) cannot run here, those before "
                       "stay: %s", version, exc)
         else:

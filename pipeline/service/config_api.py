@@ -116,15 +116,19 @@ def _storage(control: Control) -> str:
     return target
 
 
+_LATEST_S = 9e9  # Unix seconds (year 2255): beyond it a time in nanoseconds leaves 64 bits
+
+
 def _time_ns(key: str, value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        return int(float(value) * 1e9)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise HTTPException(400, f"{key}: '{value}' is neither an ISO 8601 time nor Unix seconds") from None
-    return int(moment.timestamp() * 1e9)
+        try:
+            seconds = datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            raise HTTPException(400, f"{key}: '{value}' is neither an ISO 8601 time nor Unix seconds") from None
+    if not abs(seconds) < _LATEST_S:  # NaN and infinities too
+        raise HTTPException(400, f"{key}: '{value}' is out of range; give Unix seconds under {_LATEST_S:.0e}")
+    return int(seconds * 1e9)

@@ -132,7 +132,7 @@ class Supervisor:
 
     def _start(self, child: Child) -> None:
         proc = subprocess.Popen(child.argv, env=child.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, bufsize=1, start_new_session=True)
+                                text=True, errors="replace", bufsize=1, start_new_session=True)
         self._procs[child.index], self._started[child.index] = proc, time.monotonic()
         log.info("instance %s: GPU %s, port %d, outbox %s, pid %d", child.instance, child.gpu, child.port,
                  child.outbox, proc.pid)

@@ -32,6 +32,9 @@ def test_recent_events_come_from_storage_filtered_and_newest_first(tmp_path, ser
     unknown = client.get("/api/events", params={"class": "dragon"})
     assert unknown.status_code == 400 and "unknown class 'dragon'" in unknown.json()["detail"]
     assert client.get("/api/events", params={"since": "yesterday"}).status_code == 400
+    for beyond in ("inf", "nan", "1e300", "99999999999999999999"):  # no time in 64 bits of nanoseconds
+        reply = client.get("/api/events", params={"since": beyond})
+        assert reply.status_code == 400 and "out of range" in reply.json()["detail"], (beyond, reply.text)
 
 
 def test_without_storage_the_events_api_says_what_to_add(tmp_path, serve):

@@ -137,6 +137,17 @@ def test_a_claim_the_pipeline_refused_to_start_is_started_at_the_next_heartbeat(
     assert runs == [["cam-1", "cam-2"]]
 
 
+def test_an_unforeseen_error_starting_the_cameras_leaves_the_coordinator_running_and_is_tried_again():
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    running = threading.Event()
+    running.set()
+    coord.attach(refusing_once(runs, OSError(24, "Too many open files")), running)  # no decode process could start
+    step(coord, now, HEARTBEAT_S)  # the error is logged, the thread's step goes on
+    assert runs == [] and len(fleet.leases) == 2 and coord.stats()["heartbeat_failures"] == 1
+    step(coord, now, 2 * HEARTBEAT_S)
+    assert runs == [["cam-1", "cam-2"]]
+
+
 def test_a_deadline_stop_the_pipeline_refused_leaves_the_coordinator_running_and_is_tried_again():
     coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
     step(coord, now, 1.0)
