@@ -206,12 +206,13 @@ class OutputSinks:
             q.start()
 
     def add(self, sink: Sink, options: FrameSinkOptions) -> None:
-        """A sink added while running (already opened): told of every stream running, then fed from the next
-        frame on."""
+        """A sink added while running (already opened): told of every stream running (`on_stream_joined` where it
+        has one, else `on_stream_start`), then fed from the next frame on."""
         q = SinkQueue(sink, options, self.failures)
+        joined = "on_stream_joined" if hasattr(sink, "on_stream_joined") else "on_stream_start"
         with self._lock:
             for stream_id, url in self._streams.items():
-                q.put("on_stream_start", stream_id, url)
+                q.put(joined, stream_id, url)
             q.start()
             self._queues = [*self._queues, q]
 

@@ -10,7 +10,8 @@ A source's first reading goes to `<directory>/<stream_id>.txt`; each later one (
 a live stream after a reconnect: its `epoch`, where frame numbers start again) to
 `<directory>/epoch-<N>/<stream_id>.txt`, so every file is one sequence and every folder one TrackEval
 tracker folder. A file is written anew when the stream starts (a run, or a stream restarted while running)
-and appended to after that; lines are written from a writer thread so `on_frame` stays cheap.
+and appended to after that (by a sink added while the stream runs, a changed config, too); lines are written
+from a writer thread so `on_frame` stays cheap.
 """
 from __future__ import annotations
 
@@ -26,12 +27,14 @@ from pipeline.types import FrameResult
 
 
 class _Lines:
-    """What the writer thread gets: one frame's `lines` for `path`, or a stream's `start` or end (lines None)."""
+    """What the writer thread gets: one frame's `lines` for `path`, or a stream's `start` (`joined`: this sink was
+    added while it ran) or end (lines None)."""
 
-    __slots__ = ("stream_id", "path", "lines", "start", "size")
+    __slots__ = ("stream_id", "path", "lines", "start", "joined", "size")
 
-    def __init__(self, stream_id: str, path: Path | None = None, lines: list[str] | None = None, start: bool = False):
-        self.stream_id, self.path, self.lines, self.start = stream_id, path, lines, start
+    def __init__(self, stream_id: str, path: Path | None = None, lines: list[str] | None = None, start: bool = False,
+                 joined: bool = False):
+        self.stream_id, self.path, self.lines, self.start, self.joined = stream_id, path, lines, start, joined
         self.size = max(1, len(lines or ()))
 
 
@@ -45,6 +48,7 @@ class MotExportSink(BaseSink):
         self.rows_written = 0
         self._files: dict[Path, TextIO] = {}
         self._started: dict[str, set[Path]] = {}  # per stream, the files written since it (re)started
+        self._joined: set[str] = set()  # streams running when this sink was added: their next file is appended to
         self._writer = BatchWriter(
             self.name, self._write, batch_size=1024, flush_interval_s=flush_interval_s,
             queue_size=queue_size, put_timeout_s=put_timeout_s,
@@ -64,6 +68,10 @@ class MotExportSink(BaseSink):
 
     def on_stream_start(self, stream_id: str, url: str) -> None:
         self._writer.put(_Lines(stream_id, start=True))
+
+    def on_stream_joined(self, stream_id: str, url: str) -> None:
+        """Added while `stream_id` runs (a changed config): its reading in progress is appended to, not begun anew."""
+        self._writer.put(_Lines(stream_id, start=True, joined=True))
 
     def needs_picture(self, result: FrameResult) -> bool:
         return False
@@ -104,6 +112,8 @@ class MotExportSink(BaseSink):
                         f.close()
                 if item.start:
                     self._started[item.stream_id] = set()
+                if item.joined:
+                    self._joined.add(item.stream_id)
             for f in self._files.values():
                 f.flush()
         except OSError as exc:
@@ -113,7 +123,8 @@ class MotExportSink(BaseSink):
         f = self._files.get(path)
         if f is None:
             started = self._started.setdefault(stream_id, set())
-            mode = "a" if path in started else "w"
+            mode = "a" if path in started or stream_id in self._joined else "w"
+            self._joined.discard(stream_id)  # the reading in progress; a later one begins its own file
             path.parent.mkdir(parents=True, exist_ok=True)
             f = self._files[path] = path.open(mode, encoding="utf-8")
             started.add(path)

@@ -92,7 +92,8 @@ def _without_nul(value):
 
 
 def run_row(run: Run, ended_ns: int | None = None) -> tuple:
-    """One `runs` row: `ended_ns` None while the run goes on (the upsert keeps a recorded end)."""
+    """One `runs` row: `ended_ns` None while the run goes on (written with every batch of rows, it clears the end
+    that a sink replaced while the run went on recorded at its close)."""
     return (run.run_id, run.config_hash, run.version, run.started_ns, ended_ns, run.instance or None)
 
 

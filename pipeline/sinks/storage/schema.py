@@ -253,7 +253,7 @@ def statements(dialect: Dialect) -> Statements:
         ),
         upsert_run=(
             f"{insert('runs', RUN_COLUMNS)} "
-            "ON CONFLICT (run_id) DO UPDATE SET ended_ns = COALESCE(excluded.ended_ns, runs.ended_ns)"
+            "ON CONFLICT (run_id) DO UPDATE SET ended_ns = excluded.ended_ns"
         ),
         set_version=(
             f"INSERT INTO streamweave_meta (key, value) VALUES ('schema_version', {p}) "

@@ -314,7 +314,9 @@ class StorageSink(BaseSink):
             log.warning("%s: the end of run %s is not recorded: %s", self.name, self.run.run_id, exc)
 
     def _write(self, frames: list) -> None:
-        self.backend.write(merge(frames, self._urls))
+        rows = merge(frames, self._urls)
+        rows.runs.append(run_row(self.run))  # the run goes on: clears the end a sink replaced meanwhile recorded
+        self.backend.write(rows)
 
     def _apply_retention(self) -> None:
         cutoff = time.time_ns() - int(self.retention_days * NS_PER_DAY)

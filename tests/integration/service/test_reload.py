@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import sys
 
 import pytest
@@ -15,6 +16,7 @@ from pipeline.testing import RecordingSink
 from tests.conftest import REPO
 from tests.support.http_server import free_port
 from tests.support.service import DROPS, ServiceProcess, config_data
+from tests.support.waiting import wait_until
 
 # The fake camera's square (8 px) moves one pixel per frame to the right across 64 px, then starts again:
 # one track per pass of 56 frames (7 s at 8 fps).
@@ -70,6 +72,29 @@ def test_a_moved_zone_applies_on_reload_without_resetting_tracks(tmp_path, serve
     for stream in ("a", "b"):  # neither camera restarted or lost a frame
         assert sink.started.count(stream) == 1 and sink.seqs[stream] == list(range(len(sink.seqs[stream])))
         assert all(snap.streams[stream][key] == 0 for key in DROPS)
+
+
+def test_a_sink_changed_on_reload_keeps_what_it_wrote_and_the_run_stays_open(tmp_path, serve):
+    path, mot, db = site(tmp_path), tmp_path / "mot", tmp_path / "site.db"
+    sinks = f"sinks:\n  - {{type: mot, directory: {mot}}}\n  - {{type: sqlite, path: {db}, flush_interval_s: 0.1}}\n"
+    path.write_text(path.read_text().replace("runtime:", sinks + "runtime:"))
+    served = serve(load_config(path), path=path)
+    rows = lambda: (mot / "a.txt").read_text().splitlines() if (mot / "a.txt").exists() else []  # noqa: E731
+    assert wait_until(lambda: len(rows()) >= 10, timeout=30)
+    first = rows()[0]
+    path.write_text(path.read_text().replace(f"{{type: mot, directory: {mot}}}",
+                                             f"{{type: mot, directory: {mot}, include_coasted: true}}")
+                                    .replace("flush_interval_s: 0.1}", "flush_interval_s: 0.1, batch_size: 100}"))
+    reply = served.client.post("/api/reload")
+    assert reply.status_code == 200 and len(reply.json()["applied"]["sinks_added"]) == 2, reply.text
+    written = len(rows())
+    assert wait_until(lambda: len(rows()) >= written + 10, timeout=30)
+    assert rows()[0] == first  # appended to, not begun anew
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT ended_ns FROM runs").fetchall() == [(None,)]  # the run goes on
+    served.stop()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT ended_ns FROM runs").fetchone()[0] is not None
 
 
 @pytest.mark.fault
