@@ -235,13 +235,13 @@ class Coordinator:
             valid = {camera: entry for camera, (_, entry) in cameras.items() if self._runnable(camera, entry)}
             desired = assign(list(valid), members)
             mine = sorted(camera for camera, name in desired.items() if name == me and camera not in self.held)
-            rooms = (cfg.capacity - len(self.held), cfg.normal_cap - len(self.held))
+            room = cfg.capacity - len(self.held)  # the assignment goes past the normal cap only when all are at theirs
         claimed = []
         if self._beats > 1 and self._running.is_set():  # the first beat only announces this instance, so that
             # those starting with it are seen before anything is claimed; a pipeline that stops claims nothing
-            claimed = store.claim(me, mine, rooms[0], cfg.lease_s, expired=True)
+            claimed = store.claim(me, mine, room, cfg.lease_s, expired=True)
             claimed += store.claim(me, [c for c in mine if c not in {x.camera for x in claimed}],
-                                   rooms[1] - len(claimed), cfg.lease_s, expired=False)
+                                   room - len(claimed), cfg.lease_s, expired=False)
         with self._lock:
             for claim in claimed:
                 self.book.took(claim.camera, claim.token, time.time_ns())

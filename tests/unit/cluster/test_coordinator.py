@@ -18,6 +18,7 @@ class MemoryFleet:
 
     def __init__(self, clock, cameras: list[str]):
         self.clock, self.down = clock, False
+        self.member = ("a", 1.0, 10, 10)  # name, weight, normal cap, capacity
         self.cameras_ = {camera: (1, {"id": camera, "url": f"rtsp://h/{camera}"}) for camera in cameras}
         self.leases: dict[str, tuple[str, int, float]] = {}  # camera -> (instance, token, expires)
         self.tokens = 0
@@ -33,7 +34,7 @@ class MemoryFleet:
     def heartbeat(self, *args): ...
 
     def members(self, lease_s):
-        return [("a", 1.0, 10, 10)]
+        return [self.member]
 
     def cameras(self):
         return dict(self.cameras_)
@@ -124,6 +125,14 @@ def refusing_once(runs: list[list[str]], error: Exception):
         runs.append([s.id for s in streams])
 
     return set_streams
+
+
+def test_cameras_beyond_the_normal_cap_are_claimed_when_no_other_instance_has_room():
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2", "cam-3"])
+    coord.config = coord.config.model_copy(update={"capacity": 4, "headroom": 0.5})  # normal cap 2
+    fleet.member = ("a", 1.0, 2, 4)  # alone: the cameras another instance released by stopping are all free
+    step(coord, now, HEARTBEAT_S)
+    assert runs == [["cam-1", "cam-2", "cam-3"]] and len(fleet.leases) == 3
 
 
 def test_a_claim_the_pipeline_refused_to_start_is_started_at_the_next_heartbeat():
