@@ -87,7 +87,10 @@ class Supervisor:
         """Start every child, restart those that die, return once all have ended (see `overall_exit`)."""
         due: dict[int, float] = {}  # index -> when it starts again (monotonic)
         for index in self.children:
-            self._launch(index, due)
+            if self._stopping.is_set():  # stopped while starting: the rest are not started
+                break
+            if self._launch(index, due) and self._stopping.is_set():  # the stop came while it was being started
+                self._procs[index].send_signal(signal.SIGTERM)
         while self._procs or due:
             if self._stopping.is_set():
                 due.clear()

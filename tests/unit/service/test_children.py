@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import os
 import random
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -189,3 +191,25 @@ def test_a_child_that_cannot_be_started_is_tried_again_and_the_others_keep_their
     assert supervisor.run() == 0  # the repaired child ran and ended well, as did the other
     assert supervisor.restarts == {1: 1} and policies[1].codes == [START_FAILED, 0] and policies[0].codes == [0]
     assert sorted(out.getvalue().splitlines()) == ["edge-gpu0 | up", "edge-gpu1 | repaired"]
+
+
+def test_a_stop_that_comes_while_the_children_are_started_stops_those_already_started_and_starts_no_more(tmp_path):
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    children = [Child(k, str(k), f"edge-gpu{k}", 9000 + k, tmp_path / str(k), sleeper, dict(os.environ)) for k in range(3)]
+    supervisor = Supervisor(children, out=io.StringIO())
+    start = supervisor._start
+
+    def start_then_stop(child) -> None:  # systemd's stop arrives as the first child is being started
+        start(child)
+        if child.index == 0:
+            supervisor.signal(signal.SIGTERM)
+
+    supervisor._start = start_then_stop
+    ended: list = []
+    run = threading.Thread(target=lambda: ended.append(supervisor.run()))
+    run.start()
+    run.join(30)  # the first child ends on its SIGTERM at once; one started after the stop would sleep 60 s
+    stuck = supervisor.pids()
+    for pid in stuck.values():
+        os.kill(pid, signal.SIGKILL)
+    assert not stuck and ended and sorted(supervisor._codes) == [0]
