@@ -222,8 +222,23 @@ class Control:
         return _with_analytics(config, self.runner.config).model_copy(update={"streams": self.runner.streams()})
 
     def _put_in_place(self, doc: ConfigDocument, staged: Path | None) -> None:
+        """Write the changed file over the one read, unless it was edited by hand while the change was applied
+        (FileChanged: that edit is kept, and the next change through the API waits for a reload)."""
+        if self.path is not None and _text_of(self.path) != doc.read_text:
+            doc.discard(staged)
+            raise FileChanged(f"the change was applied to the running pipeline, but {self.path} was edited while it "
+                              "was being applied, so it was not written there: the file and the pipeline differ now. "
+                              "Reload the file (POST /api/reload or SIGHUP) to run what it says, then repeat the "
+                              "change if it is still wanted")
         doc.commit(staged)
         self._applied = doc.text() if self.path is not None else ""
+
+
+def _text_of(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:  # gone or unreadable now: not the file the change was made to
+        return None
 
 
 def _with_analytics(config, source):

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from pipeline.errors import FileChanged
 from pipeline.runtime.placement import OtherShard, Placement, Shard, shard_of
 from pipeline.service.control import Control
 
@@ -29,3 +30,23 @@ def test_a_change_of_another_shards_camera_is_refused_and_leaves_the_shared_file
     with pytest.raises(OtherShard, match=rf"stream '{other}' belongs to shard 1/2; this instance runs shard 0/2"):
         calls[change]()
     assert path.read_text() == before
+
+
+def test_a_hand_edit_made_while_an_api_change_is_applied_is_kept_and_the_api_says_so(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text(FILE.replace("{streams}", "  - {id: a, url: 'fake://a?fps=10'}"))
+    edited = path.read_text() + "# a zone added by hand while the change was being applied\n"
+
+    class Runner:  # the change takes a while (a camera restarting); the operator edits the file meanwhile
+        placement = SimpleNamespace(shard=None)
+
+        def reconfigure(self, config):
+            path.write_text(edited)
+            return SimpleNamespace(summary=lambda: "a restarted")
+
+    control = Control(Runner(), path)
+    with pytest.raises(FileChanged, match="was edited while it was being applied, so it was not written there"):
+        control.change_stream("a", {"url": "fake://a?fps=5"})
+    assert path.read_text() == edited and not list(tmp_path.glob(".site.yaml.*"))  # nothing staged is left
+    with pytest.raises(FileChanged, match="reload it first"):  # the next change through the API waits for a reload
+        control.change_stream("a", {"url": "fake://a?fps=2"})
