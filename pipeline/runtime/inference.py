@@ -90,12 +90,14 @@ class Inference:
         in_flight: _Taken | None = None
         try:
             while not self._abandon.is_set():
-                if in_flight is not None and self._parked_full():  # the parked may wait for the batch held
+                with self._state:  # parked results are bounded: a stalled batch holds the others back
+                    while in_flight is None and self._parked_full() and not self._abandon.is_set():
+                        self._state.wait(TAKE_TIMEOUT_S)
+                    full = self._parked_full()
+                if in_flight is not None and full:  # never wait holding a batch: the parked may wait for it
                     held, in_flight = in_flight, None
                     self._finish(held)
-                with self._state:  # parked results are bounded: a stalled batch holds the others back
-                    while self._parked_full() and not self._abandon.is_set():
-                        self._state.wait(TAKE_TIMEOUT_S)
+                    continue
                 with self._take_lock:
                     batch = self.buffer.next_batch(timeout=0 if in_flight is not None else TAKE_TIMEOUT_S)
                     done = batch is None and self._finish_when() and self.buffer.finished

@@ -35,14 +35,17 @@ class StreamTable:
         """Start one more stream. ConfigError when its id is taken, its lane unknown or a stage cannot be made
         for it; PipelineError while the pipeline is not running. Nothing is left behind when it fails. A stream
         of that id still being removed is waited for, up to `timeout` s (PipelineError after that)."""
+        with self._lock:
+            leaving = self._removing.get(config.id)
+        if leaving is not None:  # waited for without the admin lock: a stop must not wait behind it
+            leaving.wait(timeout)
         with self._admin:
             with self._lock:
                 if config.id in self._paused:
                     raise StreamExists(f"stream '{config.id}' exists and is paused; resume it or remove it first")
-                leaving = self._removing.get(config.id)
-            if leaving is not None and not leaving.wait(timeout):
-                raise PipelineError(f"stream '{config.id}' is still stopping (its last frames are going through the "
-                                    "sinks); add it again in a moment")
+                if config.id in self._removing:
+                    raise PipelineError(f"stream '{config.id}' is still stopping (its last frames are going through "
+                                        "the sinks); add it again in a moment")
             self._add(config)
 
     def remove(self, stream_id: str, timeout: float = 10.0) -> bool:

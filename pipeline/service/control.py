@@ -203,8 +203,11 @@ class Control:
             staged = doc.stage()
             try:
                 change = self.runner.reconfigure(config)
-            except PartiallyApplied:
-                self._put_in_place(doc, staged)  # the file says what is wanted; a reload retries the rest
+            except PartiallyApplied as partly:
+                try:
+                    self._put_in_place(doc, staged)  # the file says what is wanted; a reload retries the rest
+                except PartiallyApplied as unwritten:
+                    raise PartiallyApplied(f"{partly}; {unwritten}") from None
                 raise
             except BaseException:
                 doc.discard(staged)
@@ -223,13 +226,13 @@ class Control:
 
     def _put_in_place(self, doc: ConfigDocument, staged: Path | None) -> None:
         """Write the changed file over the one read, unless it was edited by hand while the change was applied
-        (FileChanged: that edit is kept, and the next change through the API waits for a reload)."""
+        (PartiallyApplied: that edit is kept, and the next change through the API waits for a reload)."""
         if self.path is not None and _text_of(self.path) != doc.read_text:
             doc.discard(staged)
-            raise FileChanged(f"the change was applied to the running pipeline, but {self.path} was edited while it "
-                              "was being applied, so it was not written there: the file and the pipeline differ now. "
-                              "Reload the file (POST /api/reload or SIGHUP) to run what it says, then repeat the "
-                              "change if it is still wanted")
+            raise PartiallyApplied(f"applied to the running pipeline, except writing it to {self.path}: the file was "
+                                   "edited while the change was being applied, and that edit is kept, so the file and "
+                                   "the pipeline differ now. Reload the file (POST /api/reload or SIGHUP) to run what "
+                                   "it says, then repeat the change if it is still wanted")
         doc.commit(staged)
         self._applied = doc.text() if self.path is not None else ""
 

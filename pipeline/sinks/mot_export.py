@@ -114,6 +114,8 @@ class MotExportSink(BaseSink):
                     self._started[item.stream_id] = set()
                 if item.joined:
                     self._joined.add(item.stream_id)
+                else:  # an end, or a start of its own: its next file is a new reading
+                    self._joined.discard(item.stream_id)
             for f in self._files.values():
                 f.flush()
         except OSError as exc:

@@ -124,7 +124,6 @@ class _Courier:
             try:
                 self.output.deliver(event_from_json(body))
             except EventRefused as exc:  # refused for good: kept as a dead letter, the next one goes on
-                self.failed += 1
                 self._bury(conn, seq, event_id, str(exc), self._backoff.attempt + 1)
                 return True
             except SinkError as exc:

@@ -39,6 +39,7 @@ class EventLogOutput:
         self.name = name or f"event_log:{self.path}"
         self.fsync = fsync
         self._lock = threading.Lock()
+        self._cut_short = False  # a failed append left part of a line at the end
         self._file = self._open()
         self._recent: deque[str] = deque(self._ids_at_the_end(), maxlen=RECENT_IDS)
         self._seen = set(self._recent)
@@ -80,6 +81,8 @@ class EventLogOutput:
             if event.event_id in self._seen:  # delivered again after a crash: it is in the log already
                 return
             end = self._file.seek(0, os.SEEK_END)
+            if self._cut_short:  # a failed append left part of a line that could not be cut back: end it
+                line = b"\n" + line
             try:
                 written = 0
                 while written < len(line):  # a raw write may take part of the line
@@ -89,6 +92,7 @@ class EventLogOutput:
             except OSError as exc:
                 self._cut_back(end)
                 raise SinkError(f"cannot append event {event.event_id} to {self.path}: {exc}") from exc
+            self._cut_short = False
             if len(self._recent) == RECENT_IDS:
                 self._seen.discard(self._recent[0])
             self._recent.append(event.event_id)
@@ -98,8 +102,8 @@ class EventLogOutput:
         """Remove what a failed append left (part of a line, on a full disk): the retry writes the whole line."""
         try:
             self._file.truncate(end)
-        except OSError:  # the next open ends a cut line, and reading back the log's last ids skips it
-            pass
+        except OSError:  # the next append ends it first (reading back the log's last ids skips it)
+            self._cut_short = True
 
     def close(self) -> None:
         with self._lock:

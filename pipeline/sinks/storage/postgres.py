@@ -152,6 +152,8 @@ class PostgresBackend:
         try:
             with conn.transaction(), conn.cursor() as cur:
                 work(cur)
+        except (OverflowError, UnicodeError) as exc:  # a value the client cannot send (rolled back)
+            raise RowsRefused(f"PostgreSQL '{self.target}' refused {what}: {exc}") from exc
         except pg.Error as exc:
             if connection_lost(exc, conn):
                 self.close()

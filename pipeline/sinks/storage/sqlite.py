@@ -65,9 +65,9 @@ class SqliteBackend:
                 conn.executemany(self._sql.upsert_run, rows.runs)
         except _TRANSIENT as exc:
             raise StorageUnavailable(f"SQLite '{self.path}' busy or unavailable: {exc}") from exc
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError, UnicodeError) as exc:  # the last two: a value SQLite cannot hold
             count = len(rows.detections) + len(rows.track_boxes)
-            refused = RowsRefused if isinstance(exc, sqlite3.DataError) else SinkError
+            refused = SinkError if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.DataError) else RowsRefused
             raise refused(f"SQLite '{self.path}' refused {count} rows: {exc}") from exc
         self.transactions += 1
 

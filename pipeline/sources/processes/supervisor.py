@@ -16,6 +16,7 @@ import multiprocessing.connection
 import queue
 import threading
 import time
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +33,19 @@ from pipeline.types import Frame
 log = logging.getLogger(__name__)
 
 _exiting = threading.Event()
-atexit.register(_exiting.set)  # runs before multiprocessing's own exit hook ends the children (LIFO)
+_running: weakref.WeakSet = weakref.WeakSet()  # every DecodeProcesses not closed
+
+
+def _at_exit() -> None:
+    """Before multiprocessing's own exit hook (atexit runs LIFO), which would SIGTERM the children and wait for
+    them: they ignore SIGTERM (a stop is the main process's to make), so children left by an exit that skipped
+    `close` (an error on the way out) are killed here instead of keeping this process from ever exiting."""
+    _exiting.set()
+    for processes in list(_running):
+        processes.kill_children()
+
+
+atexit.register(_at_exit)
 
 ClipDoneCallback = Callable[[Path, str | None], None]
 
@@ -80,6 +93,7 @@ class DecodeProcesses:
         self._sender = threading.Thread(target=self._send_loop, name="decode-procs:out", daemon=True)
         self._receiver.start()
         self._sender.start()
+        _running.add(self)
 
     @property
     def count(self) -> int:
@@ -180,7 +194,7 @@ class DecodeProcesses:
             message = msg.Control(dict(message.credits), message.freed, message.stops)
         try:
             self._children[number].conn.send(message)
-        except (OSError, ValueError):
+        except (OSError, ValueError, TypeError):  # TypeError: the receiver closed its pipe during the send
             pass  # that child is gone; the receiver reports it
 
     # -- the receiving thread ------------------------------------------------------------------
@@ -334,6 +348,14 @@ class DecodeProcesses:
                 self._end(worker)
 
     # -- shutdown ---------------------------------------------------------------------------------
+    def kill_children(self) -> None:
+        """Kill every child still running (at exit, when `close` was skipped)."""
+        with self._lock:
+            children = [c for c in self._children if not c.exited]
+        for child in children:
+            if child.process.is_alive():
+                child.process.kill()
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop every stream and every child; wait up to `timeout` s for them to exit.
 
@@ -353,3 +375,4 @@ class DecodeProcesses:
                 log.warning("%s did not stop within %.0f s; killing it", child.name, timeout)
                 child.process.kill()  # it ignores SIGTERM (its streams stop when this process says so)
         self._receiver.join(max(deadline - time.monotonic(), 1.0))
+        _running.discard(self)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -233,3 +235,25 @@ def test_a_clip_asked_for_while_the_camera_moves_to_a_new_process_is_missed_not_
     assert not processes.record_clip(worker, 0, 1.0, 1.0, tmp_path / "clip.mp4", None)
     assert not processes._clips  # nothing waits for an answer that cannot come
     stop_and_drain(processes, buffer)
+
+
+@pytest.mark.fault
+def test_a_process_that_fails_on_its_way_out_without_closing_its_decode_processes_still_exits():
+    """The children ignore SIGTERM (a stop is the main process's to make), and multiprocessing's exit hook would
+    wait for the SIGTERM it sends them: they must be killed at exit instead, or the failed process never exits."""
+    script = """
+import sys, time
+import samples.world.source  # synthetic:// cameras
+from pipeline.align.buffer import AlignedBuffer
+from pipeline.config.models import LaneConfig, StreamConfig
+from tests.support.batches import decode_in_children
+camera = StreamConfig(id="cam", url="synthetic://street?seed=1&fps=20&size=160x96", ring_size=4)
+buffer = AlignedBuffer([LaneConfig(name="default", max_batch=4, max_wait_ms=5)], [camera])
+processes = decode_in_children([camera], 1, buffer, "source", ["samples.world.source"])
+deadline = time.monotonic() + 30
+while buffer.next_batch(timeout=0.1) is None:
+    assert time.monotonic() < deadline, "no frame came"
+sys.exit("an error on the way out: the decode processes were never closed")
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "never closed" in done.stderr
