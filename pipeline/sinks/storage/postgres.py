@@ -13,7 +13,7 @@ from pipeline.errors import SinkError
 from pipeline.sinks.storage.rows import MergedRows
 from pipeline.masking import mask_url
 from pipeline.sinks.storage.schema import DETECTION_COLUMNS, TRACK_BOX_COLUMNS, create_or_upgrade, statements
-from pipeline.sinks.storage.writer import RowsRefused, StorageSink, StorageUnavailable
+from pipeline.sinks.storage.writer import UNSENDABLE, RowsRefused, StorageSink, StorageUnavailable
 from pipeline.types import Run
 
 # Serialises creating or upgrading the schema between pipelines starting together (it races otherwise).
@@ -152,13 +152,11 @@ class PostgresBackend:
         try:
             with conn.transaction(), conn.cursor() as cur:
                 work(cur)
-        except (OverflowError, UnicodeError) as exc:  # a value the client cannot send (rolled back)
-            raise RowsRefused(f"PostgreSQL '{self.target}' refused {what}: {exc}") from exc
-        except pg.Error as exc:
-            if connection_lost(exc, conn):
+        except (pg.Error, *UNSENDABLE) as exc:
+            if isinstance(exc, pg.Error) and connection_lost(exc, conn):
                 self.close()
                 raise StorageUnavailable(f"PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc
-            refused = RowsRefused if isinstance(exc, pg.DataError) else SinkError
+            refused = RowsRefused if isinstance(exc, (pg.DataError, *UNSENDABLE)) else SinkError
             raise refused(f"PostgreSQL '{self.target}' refused {what}: {_first_line(exc)}") from exc
 
 

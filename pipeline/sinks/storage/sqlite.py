@@ -8,7 +8,7 @@ from pipeline.config.outputs import SqliteStorage
 from pipeline.errors import SinkError
 from pipeline.sinks.storage.rows import MergedRows
 from pipeline.sinks.storage.schema import create_or_upgrade, statements
-from pipeline.sinks.storage.writer import RowsRefused, StorageSink, StorageUnavailable
+from pipeline.sinks.storage.writer import UNSENDABLE, RowsRefused, StorageSink, StorageUnavailable
 from pipeline.types import Run
 
 # "database is locked" / "disk I/O error" pass; a constraint or type error will not.
@@ -65,9 +65,9 @@ class SqliteBackend:
                 conn.executemany(self._sql.upsert_run, rows.runs)
         except _TRANSIENT as exc:
             raise StorageUnavailable(f"SQLite '{self.path}' busy or unavailable: {exc}") from exc
-        except (sqlite3.Error, OverflowError, UnicodeError) as exc:  # the last two: a value SQLite cannot hold
+        except (sqlite3.Error, *UNSENDABLE) as exc:
             count = len(rows.detections) + len(rows.track_boxes)
-            refused = SinkError if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.DataError) else RowsRefused
+            refused = RowsRefused if isinstance(exc, (sqlite3.DataError, *UNSENDABLE)) else SinkError
             raise refused(f"SQLite '{self.path}' refused {count} rows: {exc}") from exc
         self.transactions += 1
 

@@ -38,6 +38,10 @@ class RowsRefused(SinkError):
     """The database refused the rows' values (one it cannot hold), not the connection: writing them again fails."""
 
 
+UNSENDABLE = (OverflowError, UnicodeError)
+"""What a database driver raises for a value it cannot send (an integer beyond 64 bits, a lone surrogate)."""
+
+
 class StorageUnavailable(SinkError):
     """The database cannot be reached right now; the writer keeps the rows and retries."""
 
