@@ -85,12 +85,13 @@ class StreamTable:
         return done.wait(timeout)
 
     def resume(self, stream_id: str) -> None:
-        """Start a paused stream again (as a new stream: seq from 0, new tracks)."""
+        """Start a paused stream again (as a new stream: seq from 0, new tracks); a running one runs on."""
         with self._admin:
+            self._get(stream_id)
             with self._lock:
                 config = self._paused.get(stream_id)
             if config is None:
-                raise NoSuchStream(f"no paused stream '{stream_id}'; paused: {sorted(self._paused)}")
+                return
             if stream_id in self._removing:
                 raise PipelineError(f"stream '{stream_id}' is still stopping; resume it in a moment")
             self._add(config)

@@ -140,12 +140,15 @@ def make_app(control: Control, token: str | None = None, version: str = "",
 
     @app.post("/api/streams/{stream_id}/pause", tags=["streams"], dependencies=authorized)
     def pause_stream(stream_id: str) -> StreamView:
-        """Stop a camera but keep it listed until it is resumed."""
-        apply(control.pause_stream, stream_id)
-        return _current(runner, stream_id)
+        """Stop a camera but keep it listed until it is resumed; 202 while its last frames still go through."""
+        if apply(control.pause_stream, stream_id):
+            return _current(runner, stream_id)
+        return JSONResponse({"id": stream_id, "state": "pausing: it stops once its last frames have gone "
+                             "through"}, status_code=202)
 
     @app.post("/api/streams/{stream_id}/resume", tags=["streams"], dependencies=authorized)
     def resume_stream(stream_id: str) -> StreamView:
+        """Start a paused camera again (new seq, new tracks); a camera that runs goes on unchanged."""
         apply(control.resume_stream, stream_id)
         return _current(runner, stream_id)
 

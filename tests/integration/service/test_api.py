@@ -191,6 +191,8 @@ def test_patching_one_camera_restarts_it_alone_and_pause_resume_keep_it_listed(t
     assert len(sink.seqs["b"]) == paused_at and [s["id"] for s in client.get("/api/streams").json()] == ["a", "b"]
     assert client.post("/api/streams/b/resume").status_code == 200
     assert sink.wait_for(lambda s: s.started.count("b") == 3 and len(s.seqs["b"]) > paused_at, timeout=20)
+    assert client.post("/api/streams/a/resume").json()["state"] != "paused"  # running: it runs on, not restarted
+    assert client.post("/api/streams/nope/resume").status_code == 404
     snap = served.stop()
     seqs = sink.seqs["a"]
     assert seqs == list(range(len(seqs))) and all(snap.streams["a"][key] == 0 for key in DROPS)
