@@ -23,6 +23,8 @@ COUNTERS = {  # Coordinator.stats key -> (metric, help)
     "lease_losses": ("cluster_lease_losses", "leases this instance lost (not renewed in time, or taken over)"),
     "fenced_rows": ("cluster_fenced_rows", "stored rows refused because their camera's lease had ended"),
     "heartbeat_failures": ("cluster_heartbeat_failures", "heartbeats that could not reach the fleet's database"),
+    "detector_giveups": ("cluster_detector_giveups", "times this instance handed every camera on because its "
+                         "detector had failed every batch for a lease"),
 }
 
 

@@ -12,6 +12,9 @@ Every heartbeat (`runtime.cluster.heartbeat_s`) it
 5. hands on at most one camera that is assigned elsewhere (rebalancing; one move at a time in the whole
    fleet): it stops the camera here first, then ends the lease.
 
+An instance whose detector has failed every batch for a lease hands every camera on (stops them, ends the
+leases) and announces no capacity for a cool-down: a lease, doubled while it still fails (docs/SCALING.md).
+
 A watchdog thread of its own keeps a deadline: when no renewal has succeeded for `lease_s - heartbeat_s`
 since the last successful one was sent, it stops every camera the instance runs, before the database lets
 any other instance take them (`assignment.renew_deadline`), even while the heartbeat thread still waits on
@@ -44,6 +47,9 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
+MAX_COOL_DOWN_S = 600.0
+"""The longest an instance whose detector fails takes no cameras before it tries again."""
+
 
 @dataclass
 class Held:
@@ -61,15 +67,17 @@ class ClusterCounters:
     deadline_stops: int = 0
     heartbeats: int = 0
     heartbeat_failures: int = 0
+    detector_giveups: int = 0
     invalid_cameras: set = field(default_factory=set)
 
 
 class Coordinator:
     """config: this instance's `runtime.cluster`. instance: its name. lanes: the lanes its pipeline has (a
     camera naming another lane is not claimed). `fence` and `book` exist from construction (the pipeline's
-    storage needs the fence when it is built); `attach(set_streams, running, set_analytics)` before `start()`:
-    set_streams(configs) makes the pipeline run exactly those streams; running: set while it accepts them;
-    set_analytics(document, camera ids) makes it run the fleet's zones, lines and rules."""
+    storage needs the fence when it is built); `attach(set_streams, running, set_analytics, detector)` before
+    `start()`: set_streams(configs) makes the pipeline run exactly those streams; running: set while it
+    accepts them; set_analytics(document, camera ids) makes it run the fleet's zones, lines and rules;
+    detector() gives (batches failed, when its current run of failures began on `clock`, None: it works)."""
 
     def __init__(self, config: ClusterConfig, instance: str, lanes: set[str], *, store: FleetStore | None = None,
                  renewals: FleetStore | None = None, clock: Callable[[], float] = time.monotonic):
@@ -96,12 +104,18 @@ class Coordinator:
         self._set_analytics: Callable[[analytics.Document, set[str]], object] | None = None
         self._analytics_version: int | None = None  # of the document applied (or refused) here
         self._running: threading.Event | None = None
+        self._detector: Callable[[], tuple[int, float | None]] | None = None
+        self._failed_seen = 0  # the detector's failed batches at the last heartbeat
+        self._cool_until = float("-inf")  # no cameras until then: the detector failed
+        self._cool_down_s = config.lease_s
         self._thread = threading.Thread(target=self._run, name=f"cluster:{instance}", daemon=True)
         self._watchdog = threading.Thread(target=self._watch, name=f"cluster-deadline:{instance}", daemon=True)
 
     def attach(self, set_streams: Callable[[list[StreamConfig]], None], running: threading.Event,
-               set_analytics: Callable[[analytics.Document, set[str]], object] | None = None) -> None:
+               set_analytics: Callable[[analytics.Document, set[str]], object] | None = None,
+               detector: Callable[[], tuple[int, float | None]] | None = None) -> None:
         self._set_streams, self._running, self._set_analytics = set_streams, running, set_analytics
+        self._detector = detector
 
     def start(self) -> None:
         """Connect and announce this instance (FleetUnavailable when the database cannot be reached: a wrong DSN
@@ -218,8 +232,11 @@ class Coordinator:
         """One heartbeat (see the module docstring); the thread calls it, tests may too. The database calls run
         outside the lock, so the watchdog can stop the cameras while one of them waits."""
         cfg, store, me = self.config, self.store, self.instance
+        if self._detector_failed():
+            self._give_up()
         sent = self._clock()
-        self._heartbeat()
+        cooling = sent < self._cool_until
+        self._heartbeat(cooling)
         with self._lock:
             tokens = [held.token for held in self.held.values()]
         renewed = store.renew(me, tokens, cfg.lease_s)
@@ -235,7 +252,8 @@ class Coordinator:
             valid = {camera: entry for camera, (_, entry) in cameras.items() if self._runnable(camera, entry)}
             desired = assign(list(valid), members)
             mine = sorted(camera for camera, name in desired.items() if name == me and camera not in self.held)
-            room = cfg.capacity - len(self.held)  # the assignment goes past the normal cap only when all are at theirs
+            # the assignment goes past the normal cap only when all are at theirs
+            room = 0 if cooling else cfg.capacity - len(self.held)
         claimed = []
         if self._beats > 1 and self._running.is_set():  # the first beat only announces this instance, so that
             # those starting with it are seen before anything is claimed; a pipeline that stops claims nothing
@@ -257,9 +275,36 @@ class Coordinator:
         else:
             self._move_one(desired)
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, cooling: bool = False) -> None:
+        """Alive; while cooling down after its detector failed, with no capacity, so no camera is assigned here."""
         cfg = self.config
-        self.store.heartbeat(self.instance, self.process, cfg.capacity, cfg.normal_cap, cfg.share, cfg.url, cfg.lease_s)
+        capacity, normal_cap = (0, 0) if cooling else (cfg.capacity, cfg.normal_cap)
+        self.store.heartbeat(self.instance, self.process, capacity, normal_cap, cfg.share, cfg.url, cfg.lease_s)
+
+    def _detector_failed(self) -> bool:
+        """Cameras held, and the detector failed a batch since the last heartbeat and none went through for a lease."""
+        if self._detector is None:
+            return False
+        failed, since = self._detector()
+        fresh, self._failed_seen = failed > self._failed_seen, failed
+        if since is None:  # it works: a later failure cools down for a lease again, not for longer
+            self._cool_down_s = self.config.lease_s
+            return False
+        return fresh and bool(self.held) and self._clock() - since >= self.config.lease_s
+
+    def _give_up(self) -> None:
+        """Stop every camera here, then end their leases, so the other instances take them at their next heartbeat."""
+        with self._lock:
+            leases = sorted((camera, held.token) for camera, held in self.held.items())
+            self.held.clear()
+            self._cool_until = self._clock() + self._cool_down_s
+            cool_down, self._cool_down_s = self._cool_down_s, min(2 * self._cool_down_s, MAX_COOL_DOWN_S)
+            self.counters.detector_giveups += 1
+        log.error("cluster: the detector has failed every batch for %g s: handing on %d cameras and taking none "
+                  "for %g s", self.config.lease_s, len(leases), cool_down)
+        self._apply()
+        for camera, token in leases:
+            self.store.release(self.instance, camera, token, "release")
 
     def _drop_lost(self, renewed: set[int], cameras: dict) -> bool:
         lost = [camera for camera, held in self.held.items() if held.token not in renewed]

@@ -6,11 +6,13 @@ reach the stages in the order they were taken, and a stream's end after its last
 earlier one that carries one of its streams is parked, not waited for: its thread takes the next batch, and the
 thread that hands the earlier one on hands it on too. So a priority camera's batch never waits for a default
 batch still being detected, and no worker sits idle waiting for its turn. A batch the detector fails on is
-logged, counted and skipped: one bad batch never stops detection.
+logged, counted and skipped: one bad batch never stops detection. A detector that fails every batch is logged
+once with its error, then once every `FAILURE_LOG_S` with a count, and once more when it works again.
 """
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -56,6 +58,7 @@ class Inference:
         self._parked: dict[int, tuple] = {}  # detected, waiting for an earlier batch of one of its streams
         self.batches = self.frames = self.detections = self.failed_batches = 0
         self.infer_s = 0.0
+        self.failures = DetectorFailures()
         self._threads = [threading.Thread(target=self._loop, name=f"infer:{i}", daemon=True)
                          for i in range(detector.workers)]
 
@@ -133,7 +136,7 @@ class Inference:
                 self.telemetry.batch_taken(batch)
                 taken.pending = self.detector.submit(batch)
             except Exception:  # noqa: BLE001 - isolation boundary: one bad batch must not stop detection
-                _log_failed(batch)
+                self.failures.failed(batch)
         return taken
 
     def _finish(self, taken: _Taken | None) -> None:
@@ -144,7 +147,7 @@ class Inference:
         try:
             detections = taken.pending() if taken.pending is not None else None
         except Exception:  # noqa: BLE001 - isolation boundary: one bad batch must not stop detection
-            _log_failed(taken.batch)
+            self.failures.failed(taken.batch)
         finally:
             taken.done_at = time.perf_counter()
             self._hand_on(taken.ticket, taken.batch, detections, taken.ended, taken.done_at - taken.t0)
@@ -201,6 +204,7 @@ class Inference:
         if detections is None:
             self.failed_batches += 1
             return
+        self.failures.succeeded()
         self.batches += 1
         self.frames += len(batch)
         self.detections += len(detections)
@@ -224,5 +228,40 @@ class _Taken:
     done_at: float = 0.0
 
 
-def _log_failed(batch: FrameBatch) -> None:
-    log.exception("batch of %d frames from lane '%s' failed in the detector; skipped", len(batch), batch.lane)
+FAILURE_LOG_S = 10.0
+"""While the detector fails every batch, a line in the log this often, not one per batch."""
+
+
+class DetectorFailures:
+    """The detector's current run of failed batches: `since`, the monotonic time it began (None while batches go
+    through), and the log of it: the first failure with its traceback, then a count every `FAILURE_LOG_S`, and
+    a line when a batch goes through again. `failed` is called inside the handler of the batch's exception."""
+
+    def __init__(self):
+        self.since: float | None = None
+        self._lock = threading.Lock()
+        self._run = self._unlogged = 0
+        self._logged_at = float("-inf")
+
+    def failed(self, batch: FrameBatch) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self.since = now if self.since is None else self.since
+            self._run += 1
+            self._unlogged += 1
+            if self._run > 1 and now - self._logged_at < FAILURE_LOG_S:
+                return
+            count, run, started, self._unlogged, self._logged_at = self._unlogged, self._run, self.since, 0, now
+        if run == 1:
+            log.exception("batch of %d frames from lane '%s' failed in the detector; skipped", len(batch), batch.lane)
+        else:
+            log.error("the detector failed %d more batches (%d in a row, for %.0f s); skipped: %s", count, run,
+                      now - started, sys.exc_info()[1])
+
+    def succeeded(self) -> None:
+        if self.since is None:
+            return
+        with self._lock:
+            run, self._run, self._unlogged, self.since = self._run, 0, 0, None
+            self._logged_at = float("-inf")
+        log.warning("the detector works again after %d failed batches", run)

@@ -87,6 +87,12 @@ class PipelineRunner:
         """Every stream, running or paused."""
         return self.table.configs()
 
+    def detector_health(self) -> tuple[int, float | None]:
+        """(batches the detector failed on, the monotonic time its current run of failures began: None while
+        the last batch went through)."""
+        inference = self.parts.inference
+        return inference.failed_batches, inference.failures.since
+
     # -- running -------------------------------------------------------------------------------
     def request_stop(self) -> None:
         """First call: stop the sources and drain. Second call: also abandon frames still buffered."""

@@ -101,10 +101,12 @@ def make_app(control: Control, token: str | None = None, version: str = "",
 
     @app.get("/readyz", tags=["health"])
     def readyz() -> JSONResponse:
-        """200 once the engine is warm and a stream delivers frames (or none is configured), else 503."""
+        """200 once the engine is warm and a stream delivers frames (or none is configured), else 503; 503 as
+        well while the detector fails every batch (`detector_failing`)."""
         states = [stats.get("state") for stats in runner.snapshot().streams.values()]
-        ready = runner.running.is_set() and (not runner.config.streams or "running" in states)
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+        failing = runner.detector_health()[1] is not None
+        ready = runner.running.is_set() and (not runner.config.streams or "running" in states) and not failing
+        return JSONResponse({"ready": ready, "detector_failing": failing}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["observe"])
     def metrics() -> Response:

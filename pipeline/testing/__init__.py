@@ -9,7 +9,8 @@ trying a deployment without cameras or a model:
   square that moves one step per frame; frame i has pts i / fps. Registered on import. `stall_at=N&stall_s=S`:
   it hangs for S seconds before frame N (a stalled camera), then goes on.
 - engine `fake`: finds that square (one box per frame, class 0) on the CPU; several batches may run at
-  once, each taking a few milliseconds that vary with its content, so hand-off order is exercised.
+  once, each taking a few milliseconds that vary with its content, so hand-off order is exercised. While
+  the file named by `$STREAMWEAVE_FAKE_ENGINE_FAILS_WHILE` exists, it fails every batch (a detector that broke).
 - `RecordingSink`, `HangingSink`: frame sinks that record what they get, or hang until released.
 - `MarkEveryNth`: a `stages:` plugin that marks every n-th frame of its stream with an event.
 """

@@ -1,6 +1,7 @@
 """Engine `fake`: finds the bright square of `fake://` frames, so the pipeline runs without a model."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,9 @@ INPUT = 64
 
 SLOTS = 4
 """Boxes per frame in its end-to-end output `[B, SLOTS, 6]` (x1, y1, x2, y2, score, class)."""
+
+FAILS_WHILE = "STREAMWEAVE_FAKE_ENGINE_FAILS_WHILE"
+"""The environment variable naming a file: while it exists, every batch fails."""
 
 
 def model_info(model_path) -> tuple[ModelSignature, dict[str, str]]:
@@ -35,6 +39,7 @@ class FakeEngine:
         self.most_at_once = 0
         self._inside = 0
         self._lock = threading.Lock()
+        self._fails_while = Path(os.environ[FAILS_WHILE]) if os.environ.get(FAILS_WHILE) else None
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._lock:
@@ -47,6 +52,8 @@ class FakeEngine:
                 self._inside -= 1
 
     def _infer(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        if self._fails_while is not None and self._fails_while.exists():
+            raise RuntimeError(f"fake engine: failing while {self._fails_while} exists")
         out = np.zeros((len(images), SLOTS, 6), np.float32)
         bright = images.mean(axis=1) > 0.5  # (B, H, W); inputs are RGB scaled to 0..1
         for row, mask in enumerate(bright):

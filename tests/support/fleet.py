@@ -54,7 +54,7 @@ class Fleet:
         return subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "fleet", *args, "--dsn", self.dsn],
                               cwd=REPO, capture_output=True, text=True, timeout=60)
 
-    def start(self, name: str, capacity: int = 8, headroom: float = 0.25) -> Instance:
+    def start(self, name: str, capacity: int = 8, headroom: float = 0.25, env: dict | None = None) -> Instance:
         port = free_port()
         config = self.tmp_path / f"{name}.yaml"
         config.write_text(yaml.safe_dump({
@@ -66,7 +66,7 @@ class Fleet:
                                     "heartbeat_s": HEARTBEAT_S, "url": f"http://127.0.0.1:{port}"}},
         }))
         command = [sys.executable, str(REPO / "run_pipeline.py"), "run", str(config), "--quiet"]
-        instance = Instance(name, command, port, {**os.environ, "PYTHONUNBUFFERED": "1"})
+        instance = Instance(name, command, port, {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         self.instances[name] = instance
         if not instance.poll(lambda: instance.status("/healthz") == 200):
             instance.stop(timeout=30)

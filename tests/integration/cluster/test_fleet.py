@@ -11,6 +11,7 @@ from collections import defaultdict
 import pytest
 
 from pipeline.cluster.assignment import Member, assign
+from pipeline.testing.engine import FAILS_WHILE
 from tests.integration.cluster.conftest import CAMERAS, MARK_EVERY
 from tests.support.fleet import HEARTBEAT_S, LEASE_S
 
@@ -86,6 +87,27 @@ def test_a_killed_instances_cameras_run_again_on_the_others_and_every_event_is_s
             walls, frames_of = marked.get((runs[name], camera), []), stored.get((runs[name], camera), [])
             assert set(walls) <= {wall for wall, _ in frames_of}, (name, camera)
             assert len(walls) == marks_expected(frames_of), (name, camera)
+    assert_no_camera_ran_on_two_instances_at_once(fleet)
+
+
+def test_an_instance_whose_detector_fails_hands_its_cameras_on_and_takes_a_share_back_once_it_works(fleet, tmp_path):
+    broken = tmp_path / "c-detector-broken"
+    for name in "ab":
+        fleet.start(name)
+    c = fleet.start("c", env={FAILS_WHILE: str(broken)})
+    a = fleet.instances["a"]
+    assert a.poll(lambda: fleet.settled({"a", "b", "c"}), timeout=60), (fleet.running(), fleet.holders())
+    assert c.status("/readyz") == 200
+
+    broken.touch()  # every batch fails from now on (a GPU that fell off the bus)
+    assert a.poll(lambda: fleet.settled({"a", "b"}), timeout=LEASE_S + 2 * HEARTBEAT_S + FEW_S), fleet.running()
+    assert c.status("/readyz") == 503 and c.cluster()["this"]["detector_giveups"] == 1
+    from_c = [h for h in a.cluster()["handoffs"] if h["from_instance"] == "c"]
+    assert from_c and {h["reason"] for h in from_c} == {"release"}  # ended when it stopped them, none expired
+
+    broken.unlink()  # it works again: after its cool-down it takes its share back, one camera at a time
+    assert a.poll(lambda: fleet.settled({"a", "b", "c"}) and "c" in fleet.holders().values(), timeout=60)
+    assert c.poll(lambda: c.status("/readyz") == 200)
     assert_no_camera_ran_on_two_instances_at_once(fleet)
 
 

@@ -97,7 +97,7 @@ def test_health_readiness_metrics_docs_and_the_masked_config_are_served(tmp_path
     client = served.client
     assert client.get("/healthz").json() == {"status": "alive"}
     assert sink.wait_for(lambda s: s.seqs["a"], timeout=20)  # a camera delivers: ready
-    assert client.get("/readyz").json() == {"ready": True}
+    assert client.get("/readyz").json() == {"ready": True, "detector_failing": False}
     assert "streamweave_stream_frames_decoded_total" in client.get("/metrics").text
     assert client.get("/openapi.json").json()["info"]["title"] == "streamweave" and client.get("/docs").status_code == 200
     effective = client.get("/api/config").json()
@@ -110,7 +110,7 @@ def test_a_service_whose_cameras_deliver_nothing_is_alive_but_not_ready(tmp_path
     served = serve(config(tmp_path, [gone]))
     assert served.client.get("/healthz").status_code == 200
     reply = served.client.get("/readyz")
-    assert reply.status_code == 503 and reply.json() == {"ready": False}
+    assert reply.status_code == 503 and reply.json() == {"ready": False, "detector_failing": False}
     assert served.client.get("/api/streams/gone").json()["state"] != "running"
 
 

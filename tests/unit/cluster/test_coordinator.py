@@ -31,7 +31,12 @@ class MemoryFleet:
     def connect(self): ...
     def close(self): ...
     def leave(self, name, process): ...
-    def heartbeat(self, *args): ...
+    def heartbeat(self, name, process, capacity, *args):
+        self.announced = capacity
+
+    def release(self, name, camera, token, reason):
+        if self.leases.get(camera, ())[:2] == (name, token):
+            del self.leases[camera]
 
     def members(self, lease_s):
         return [self.member]
@@ -239,3 +244,37 @@ def test_the_watchdog_renews_nothing_while_the_pipeline_is_not_being_changed():
     now[0] += 2 * HEARTBEAT_S
     coord.renew_while_changing()
     assert calls == [] and coord.counters.deadline_stops == 0
+
+
+def test_a_detector_that_fails_every_batch_for_a_lease_hands_every_camera_on_and_takes_none_while_it_cools_down():
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    failed, failing_since = [0], [None]
+
+    def detector():  # while it fails, every batch fails: the count grows at each look
+        failed[0] += failing_since[0] is not None
+        return failed[0], failing_since[0]
+
+    running = threading.Event()
+    running.set()
+    coord.attach(lambda streams: runs.append([s.id for s in streams]), running, detector=detector)
+    step(coord, now, 1.0)
+    assert runs[-1] == ["cam-1", "cam-2"]
+    failing_since[0] = 1.0
+    step(coord, now, 1.0 + LEASE_S - 0.01)  # not yet a lease
+    assert runs[-1] == ["cam-1", "cam-2"] and coord.stats()["detector_giveups"] == 0
+    gave_up = 1.0 + LEASE_S  # at the heartbeat a lease after the failures began
+    step(coord, now, gave_up)
+    assert runs[-1] == [] and fleet.leases == {} and fleet.announced == 0  # stopped here, leases ended, no room
+    assert coord.stats()["detector_giveups"] == 1
+    step(coord, now, gave_up + LEASE_S - 0.01)  # the first cool-down lasts a lease: nothing claimed
+    assert runs[-1] == [] and fleet.leases == {}
+    step(coord, now, gave_up + LEASE_S)
+    assert runs[-1] == ["cam-1", "cam-2"]  # claimed again after it
+    gave_up += LEASE_S + HEARTBEAT_S
+    step(coord, now, gave_up)  # still failing: handed on at the next heartbeat
+    assert runs[-1] == [] and coord.stats()["detector_giveups"] == 2
+    failing_since[0] = None  # it works again (the cool-down, now two leases, still runs out)
+    step(coord, now, gave_up + 2 * LEASE_S - 0.01)
+    assert runs[-1] == [] and fleet.announced == 0
+    step(coord, now, gave_up + 2 * LEASE_S + HEARTBEAT_S)
+    assert runs[-1] == ["cam-1", "cam-2"] and fleet.announced == 10 and coord.stats()["detector_giveups"] == 2

@@ -4,6 +4,7 @@ a batch waiting for a later one, and still skips a batch whose detection fails. 
 batch is not held back behind a default batch still being detected."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -30,7 +31,7 @@ class _QueuingDetector:
 
     workers = 1
 
-    def __init__(self, log: list, queue_next: bool = True, fail: int | None = None):
+    def __init__(self, log: list, queue_next: bool = True, fail: range = range(0)):
         self.log, self.queue_next, self.fail = log, queue_next, fail
 
     def submit(self, batch):
@@ -39,7 +40,7 @@ class _QueuingDetector:
 
         def result() -> Detections:
             self.log.append(("result", seqs))
-            if self.fail in seqs:
+            if set(self.fail) & set(seqs):
                 raise RuntimeError("the engine failed on this batch")
             return Detections.empty()
 
@@ -94,10 +95,20 @@ def test_a_batch_with_nothing_ready_behind_it_is_handed_on_at_once():
 
 def test_a_batch_whose_detections_fail_is_skipped_and_the_next_still_goes_on():
     log: list = []
-    inference, _, _ = _run(_QueuingDetector(log, fail=2), 6)
+    inference, _, _ = _run(_QueuingDetector(log, fail=range(2, 3)), 6)
     assert inference.join(10)
     assert [entry for entry in log if entry[0] == "handed"] == [("handed", [0, 1]), ("handed", [4, 5])]
     assert inference.failed_batches == 1 and inference.batches == 2 and log[-1] == ("end", "a")
+
+
+def test_a_detector_failing_batch_after_batch_is_logged_once_with_its_error_and_once_when_it_works_again(caplog):
+    log: list = []
+    inference, _, _ = _run(_QueuingDetector(log, fail=range(2, 14)), 16)  # six batches fail, then one goes through
+    with caplog.at_level(logging.WARNING, logger="pipeline.runtime.inference"):
+        assert inference.join(10)
+    assert inference.failed_batches == 6 and inference.batches == 2 and inference.failures.since is None
+    assert [(r.levelname, r.exc_info is not None) for r in caplog.records] == [("ERROR", True), ("WARNING", False)]
+    assert "works again after 6 failed batches" in caplog.records[1].getMessage()
 
 
 def test_a_batch_that_cannot_be_submitted_is_skipped_while_the_one_in_flight_still_goes_on():
