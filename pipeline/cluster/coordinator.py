@@ -96,6 +96,7 @@ class Coordinator:
         self._changing = False  # the pipeline is being changed (`_apply`)
         self._next_beat = float("-inf")
         self._beats = 0
+        self._unreachable_since: float | None = None  # the first of the heartbeats that failed in a row
         self._unapplied = False  # the pipeline refused the last change of the cameras: each beat tries again
         self._stop = threading.Event()
         self._lock = threading.RLock()  # held and the deadline; never across a database call or a pipeline change
@@ -203,6 +204,8 @@ class Coordinator:
             self.beat()
         except FleetUnavailable as exc:
             self.counters.heartbeat_failures += 1
+            if self._unreachable_since is None:
+                self._unreachable_since = self._clock()
             log.warning("cluster: heartbeat failed (cameras here stop %.1f s after the last renewal if it goes on): "
                         "%s", self.config.lease_s - self.config.heartbeat, exc)
         except PipelineError as exc:  # the pipeline refused a change (it is stopping): the next beat tries again
@@ -247,6 +250,10 @@ class Coordinator:
             self._renewed(sent)
             self.counters.heartbeats += 1
             self._beats += 1
+            if self._unreachable_since is not None and sent - self._unreachable_since >= cfg.lease_s:
+                self._beats = 1  # back after an outage the others' heartbeats may have gone stale in too: as at a
+                # start, this beat only announces this instance, so it does not take every camera by itself
+            self._unreachable_since = None
             changed = self._drop_lost(renewed, cameras)
             changed |= self._follow_entries(cameras)
             valid = {camera: entry for camera, (_, entry) in cameras.items() if self._runnable(camera, entry)}

@@ -111,6 +111,31 @@ def test_when_renewals_fail_every_camera_stops_before_its_lease_can_expire():
     assert coord.stats()["lease_losses"] == 2 and coord.stats()["deadline_stops"] == 1
 
 
+def test_back_after_an_outage_longer_than_a_lease_the_first_heartbeat_only_announces_as_at_a_start():
+    """The others' heartbeats went stale in the outage too: claiming at once would take every camera here."""
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    step(coord, now, 1.0)
+    fleet.down = True
+    step(coord, now, 1.0 + 2 * LEASE_S)
+    assert runs[-1] == [] and coord.stats()["deadline_stops"] == 1
+    fleet.down = False
+    fleet.leases.clear()  # expired; the others come back at their own next heartbeat
+    step(coord, now, 1.0 + 2 * LEASE_S + HEARTBEAT_S)
+    assert runs[-1] == [] and fleet.leases == {}
+    step(coord, now, 1.0 + 2 * LEASE_S + 2 * HEARTBEAT_S)
+    assert runs[-1] == ["cam-1", "cam-2"]
+
+
+def test_one_failed_heartbeat_does_not_delay_claims():
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    step(coord, now, HEARTBEAT_S / 2)  # announced
+    fleet.down = True
+    step(coord, now, HEARTBEAT_S * 1.5)
+    fleet.down = False
+    step(coord, now, HEARTBEAT_S * 2.5)
+    assert runs == [["cam-1", "cam-2"]]
+
+
 def test_a_lease_taken_over_elsewhere_is_stopped_here_at_the_next_heartbeat():
     coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
     step(coord, now, 1.0)
