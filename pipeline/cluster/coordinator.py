@@ -17,14 +17,14 @@ leases) and announces no capacity for a cool-down: a lease, doubled while it sti
 
 A watchdog thread of its own keeps a deadline: when no renewal has succeeded for `lease_s - heartbeat_s`
 since the last successful one was sent, it stops every camera the instance runs, before the database lets
-any other instance take them (`assignment.renew_deadline`), even while the heartbeat thread still waits on
+any other instance take them (`assignment.renew_deadline`), even while the other threads still wait on
 the database (a call on a network that went away returns only when TCP gives up, which can be long after
-the leases expired). The two threads share the cameras held under one lock, never held across a database
+the leases expired); it never calls the database itself. The two threads share the cameras held under one lock, never held across a database
 call or a change of the pipeline. Cameras start and stop through the running pipeline's live path
 (`Control.set_streams`), never through a file, one change at a time, each with the cameras held when it
 begins. Starting cameras can take longer than a lease (a decode process spawned, decoders opened): while a
-change runs longer than a heartbeat, the watchdog renews the leases itself, on a connection of its own, so
-an instance busy starting the cameras it took over does not lose the ones it had.
+change runs longer than a heartbeat, a renewal thread renews the leases, on a connection of its own, so an
+instance busy starting the cameras it took over does not lose the ones it had.
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ class Coordinator:
         self.config, self.instance, self.lanes = config, instance, lanes
         self.process = uuid.uuid4().hex  # this start of the instance, in its heartbeat row
         self.store = store or FleetStore(config.dsn, idle_limit_s=config.lease_s)
-        # the watchdog's, while the pipeline changes (connects when used)
+        # the renewal thread's, while the pipeline changes (connects when used)
         self.renewals = renewals or FleetStore(config.dsn, idle_limit_s=config.lease_s)
         self.book = LeaseBook()
         self.fence = Fence(self.book, instance, config.lease_s)
@@ -111,6 +111,7 @@ class Coordinator:
         self._cool_down_s = config.lease_s
         self._thread = threading.Thread(target=self._run, name=f"cluster:{instance}", daemon=True)
         self._watchdog = threading.Thread(target=self._watch, name=f"cluster-deadline:{instance}", daemon=True)
+        self._renewer = threading.Thread(target=self._renew, name=f"cluster-renew:{instance}", daemon=True)
 
     def attach(self, set_streams: Callable[[list[StreamConfig]], None], running: threading.Event,
                set_analytics: Callable[[analytics.Document, set[str]], object] | None = None,
@@ -126,6 +127,7 @@ class Coordinator:
         self._heartbeat()
         self._thread.start()
         self._watchdog.start()
+        self._renewer.start()
 
     def close(self) -> None:
         """Stop the thread and release every lease (the pipeline stopped its streams already): the others take
@@ -133,6 +135,7 @@ class Coordinator:
         self._stop.set()
         self._thread.join(30)
         self._watchdog.join(5)
+        self._renewer.join(5)
         with self._lock:
             leases = sorted((camera, held.token) for camera, held in self.held.items())
         try:
@@ -154,11 +157,14 @@ class Coordinator:
             self._stop.wait(self.tick())
 
     def _watch(self) -> None:
-        """The watchdog: renew while the pipeline is being changed; at the deadline, stop every camera, whatever
-        the heartbeat thread is waiting for."""
+        """The watchdog: at the deadline, stop every camera, whatever the other threads are waiting for."""
         while not self._stop.is_set():
-            self.renew_while_changing()
             self._stop.wait(self.check_deadline())
+
+    def _renew(self) -> None:
+        """Renew while the pipeline is being changed (not on the watchdog's thread: a renewal may hang)."""
+        while not self._stop.wait(self.config.heartbeat / 10):
+            self.renew_while_changing()
 
     def check_deadline(self) -> float:
         """Past the deadline with cameras held: stop them all. Returns the seconds until it is worth looking again."""

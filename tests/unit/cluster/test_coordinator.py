@@ -3,6 +3,7 @@ before the leases can expire when renewals fail, and a lease lost to another ins
 from __future__ import annotations
 
 import threading
+import time
 
 from pipeline.cluster.coordinator import Coordinator
 from pipeline.cluster.store import Claimed, FleetUnavailable
@@ -259,6 +260,51 @@ def test_while_starting_cameras_takes_longer_than_a_lease_the_watchdog_renews_an
     started.set()
     heartbeat.join(10)
     assert not heartbeat.is_alive() and runs[-1] == ["cam-1", "cam-2", "cam-3"] and len(coord.held) == 3
+
+
+def test_a_renewal_that_hangs_during_a_change_does_not_keep_the_watchdog_from_the_deadline():
+    """The network goes away while cameras start: the renewal made for the change hangs (TCP gives up only much
+    later), and so does the heartbeat's after the change; the watchdog, on its own thread, still stops every
+    camera before the leases can expire. Real threads and the real clock, a short lease."""
+    lease_s, heartbeat_s = 1.2, 0.3
+    fleet = MemoryFleet(time.monotonic, ["cam-1", "cam-2"])
+    config = ClusterConfig(dsn="postgresql://h/db", capacity=10, lease_s=lease_s, heartbeat_s=heartbeat_s)
+    coord = Coordinator(config, "a", {"default"}, store=fleet, renewals=fleet)
+    runs: list[list[str]] = []
+    running, changed, renewal_hangs, release = (threading.Event() for _ in range(4))
+
+    def set_streams(streams):
+        runs.append([s.id for s in streams])
+        if len(runs) == 2:  # the change that starts cam-3 lasts until a renewal hangs
+            renewal_hangs.wait(10)
+        changed.set()
+
+    renew = fleet.renew
+
+    def hanging_renew(*args):
+        if len(runs) < 2:
+            return renew(*args)
+        renewal_hangs.set()
+        release.wait(30)
+        raise FleetUnavailable("server closed the connection unexpectedly")
+
+    fleet.renew = hanging_renew
+    coord.attach(set_streams, running)
+    running.set()
+    coord.start()
+    try:
+        assert changed.wait(10) and runs == [["cam-1", "cam-2"]]
+        changed.clear()
+        fleet.cameras_["cam-3"] = (1, {"id": "cam-3", "url": "rtsp://h/cam-3"})
+        assert changed.wait(10) and runs[-1] == ["cam-1", "cam-2", "cam-3"]
+        changed.clear()
+        assert changed.wait(3 * lease_s), "the cameras were not stopped"
+        stopped = time.monotonic()
+        assert runs[-1] == [] and coord.counters.deadline_stops == 1
+        assert all(expires > stopped for _, _, expires in fleet.leases.values())  # before any lease expired
+    finally:
+        release.set()
+        coord.close()
 
 
 def test_the_watchdog_renews_nothing_while_the_pipeline_is_not_being_changed():
