@@ -87,21 +87,19 @@ class Detector:
         Device NV12 frames are queued on the GPU and this returns at once, so a second batch can be queued
         behind the first before the first's detections are taken (`queue_next`); host frames, batches for twins
         (`workers` > 1) and what the GPU path cannot queue are detected when the result is asked for, so they
-        never hold up an earlier batch.
+        never hold up an earlier batch. A batch of both (a camera decoded on the CPU, MJPEG say, in a lane of
+        NVDEC cameras) is detected in two parts, each its own way, its rows put back in the batch's order.
         """
         on_device = _on_device(batch.frames)
-        if on_device and not self._gpu_engine:
+        if on_device.any() and not self._gpu_engine:
             raise EngineError(
-                f"stream '{batch.frames[0].stream_id}': engine {self.engine_name} needs host RGB frames, got device "
-                "NV12; use decode 'cpu' or a GPU engine"
+                f"stream '{batch.frames[int(on_device.argmax())].stream_id}': engine {self.engine_name} needs host "
+                "RGB frames, got device NV12; use decode 'cpu' or a GPU engine"
             )
-        if on_device and self.queue_next:  # one thread, one step: its batches queue on its stream
-            with self._gpu_step() as step:
-                pending = step.submit(batch.frames)
-        elif on_device:  # a twin is taken when the result is asked for, so each batch goes to a free one
-            pending = lambda: self._on_a_step(batch.frames)  # noqa: E731
+        if on_device.all() or not on_device.any():
+            pending = self._start(batch.frames, bool(on_device.all()) and len(batch.frames) > 0)
         else:
-            pending = lambda: in_chunks([f.image for f in batch.frames], self.max_batch, self._detect_host)  # noqa: E731
+            pending = self._start_parts(batch.frames, on_device)
 
         def result() -> Detections:
             detections, scale, pad = pending()
@@ -110,6 +108,28 @@ class Detector:
             return detections
 
         return result
+
+    def _start(self, frames: list[Frame], on_device: bool) -> Callable[[], tuple[Detections, np.ndarray, np.ndarray]]:
+        if on_device and self.queue_next:  # one thread, one step: its batches queue on its stream
+            with self._gpu_step() as step:
+                return step.submit(frames)
+        if on_device:  # a twin is taken when the result is asked for, so each batch goes to a free one
+            return lambda: self._on_a_step(frames)
+        return lambda: in_chunks([f.image for f in frames], self.max_batch, self._detect_host)
+
+    def _start_parts(self, frames: list[Frame], on_device: np.ndarray):
+        parts = [(rows, self._start([frames[i] for i in rows], device))
+                 for rows, device in ((np.flatnonzero(on_device), True), (np.flatnonzero(~on_device), False))]
+
+        def pending() -> tuple[Detections, np.ndarray, np.ndarray]:
+            found, scale, pad = [], np.zeros((len(frames), 2), np.float32), np.zeros((len(frames), 2), np.float32)
+            for rows, part in parts:
+                detections, scale[rows], pad[rows] = part()
+                detections.frame_idx = rows[detections.frame_idx].astype(np.int32)
+                found.append(detections)
+            return Detections.concat(found), scale, pad
+
+        return pending
 
     def warm_up(self) -> None:
         """Compile the GPU path's kernels now (a no-op for CPU engines), before the sources start."""
@@ -249,18 +269,14 @@ def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorCo
 _HOST = {("rgb24", True), ("avframe", False)}
 
 
-def _on_device(frames: list[Frame]) -> bool:
-    """True for a batch of device NV12 frames, False for host frames; EngineError for a mix."""
-    kinds = {(f.pixel_format, isinstance(f.image, np.ndarray)) for f in frames}
-    if kinds <= _HOST:
-        return False
-    if kinds == {("nv12", False)}:
-        return True
-    stream = next(f.stream_id for f in frames if (f.pixel_format, isinstance(f.image, np.ndarray)) not in _HOST)
-    raise EngineError(
-        f"stream '{stream}': a batch must be all host RGB frames or all device NV12 frames, got {sorted(kinds)}; "
-        "use one decode back-end per lane"
-    )
+def _on_device(frames: list[Frame]) -> np.ndarray:
+    """(B,) bool: which frames are device NV12 (the others host RGB); EngineError for a frame that is neither."""
+    kinds = [(f.pixel_format, isinstance(f.image, np.ndarray)) for f in frames]
+    for frame, kind in zip(frames, kinds):
+        if kind not in _HOST and kind != ("nv12", False):
+            raise EngineError(f"stream '{frame.stream_id}': frames must be host RGB or device NV12, got {kind[0]} "
+                              f"{'in host memory' if kind[1] else 'on the device'}")
+    return np.array([kind == ("nv12", False) for kind in kinds], bool)
 
 
 def _preprocess_spec(head: str, input_size: tuple[int, int], config: DetectorConfig) -> preprocess.PreprocessSpec:

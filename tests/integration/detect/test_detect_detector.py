@@ -12,7 +12,7 @@ from pipeline.detect.detector import Detector
 from pipeline.detect.engines import build_engine
 from pipeline.errors import ConfigError, EngineError
 from pipeline.machine import nvidia_gpu_present
-from pipeline.types import Frame, FrameBatch
+from pipeline.types import Detections, Frame, FrameBatch
 from tests.conftest import shared_file
 
 
@@ -97,11 +97,35 @@ def test_device_frames_are_refused_by_the_cpu_engine(yolox_config):
         Detector(yolox_config)(FrameBatch([frame], lane="default"))
 
 
-def test_a_batch_mixing_host_and_device_frames_is_refused(yolox_config):
+def test_a_batch_mixing_host_and_device_frames_is_refused_by_the_cpu_engine(yolox_config):
     host = _frame("cam-1", np.zeros((32, 64, 3), np.uint8))
     device = Frame("cam-2", 0, 0, 0, _DeviceArray(), 64, 32, "nv12")
-    with pytest.raises(EngineError, match="cam-2.*one decode back-end per lane"):
+    with pytest.raises(EngineError, match="cam-2.*needs host RGB frames"):
         Detector(yolox_config)(FrameBatch([host, device], lane="default"))
+
+
+def test_a_gpu_engine_detects_a_mixed_batch_in_two_parts_and_puts_each_row_back_in_its_place(yolox_config):
+    """The device part and the host part are each detected their own way (tests/gpu/test_gpu_mixed_batch.py runs
+    both on a GPU); here each part's detector gives every frame one box scored by its seq, to see the rows."""
+    detector = Detector(yolox_config)
+    detector._gpu_engine = True
+
+    def part(frames, kind):
+        detections = Detections(np.zeros((len(frames), 4), np.float32), np.array([f.seq for f in frames], np.float32),
+                                np.full(len(frames), kind, np.int32), np.arange(len(frames), dtype=np.int32))
+        scale = np.array([[f.seq, f.seq] for f in frames], np.float32)
+        return detections, scale, -scale
+
+    detector._on_a_step = lambda frames: part(frames, 1)
+    detector._detect_host = lambda images: part([next(f for f in frames if f.image is image) for image in images], 0)
+    frames = [Frame(f"cam-{seq}", seq, 0, 0, _DeviceArray(), 64, 32, "nv12") if seq % 2 else
+              Frame(f"cam-{seq}", seq, 0, 0, np.zeros((32, 64, 3), np.uint8), 64, 32, "rgb24") for seq in range(5)]
+    batch = FrameBatch(frames, lane="default")
+    found = detector(batch)
+    order = np.argsort(found.frame_idx)
+    assert found.frame_idx[order].tolist() == [0, 1, 2, 3, 4] and found.score[order].tolist() == [0, 1, 2, 3, 4]
+    assert found.class_id[order].tolist() == [0, 1, 0, 1, 0]  # host, device, host, ...
+    assert batch.scale.tolist() == [0, 1, 2, 3, 4] and batch.pad[:, 0].tolist() == [0, -1, -2, -3, -4]
 
 
 @pytest.mark.skipif(nvidia_gpu_present(), reason="this machine has a GPU, auto picks a GPU engine")
