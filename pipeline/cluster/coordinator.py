@@ -40,15 +40,13 @@ from pydantic import ValidationError
 from pipeline.cluster import analytics
 from pipeline.cluster.assignment import Member, assign, renew_deadline
 from pipeline.cluster.fencing import Fence, LeaseBook
+from pipeline.cluster.health import DetectorWatch
 from pipeline.cluster.store import FleetStore, FleetUnavailable
 from pipeline.config.cluster import ClusterConfig
 from pipeline.config.models import StreamConfig
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
-
-MAX_COOL_DOWN_S = 600.0
-"""The longest an instance whose detector fails takes no cameras before it tries again."""
 
 
 @dataclass
@@ -77,7 +75,7 @@ class Coordinator:
     storage needs the fence when it is built); `attach(set_streams, running, set_analytics, detector)` before
     `start()`: set_streams(configs) makes the pipeline run exactly those streams; running: set while it
     accepts them; set_analytics(document, camera ids) makes it run the fleet's zones, lines and rules;
-    detector() gives (batches failed, when its current run of failures began on `clock`, None: it works)."""
+    detector() gives (batches failed so far, whether it is failing: a batch failed lately, none went through)."""
 
     def __init__(self, config: ClusterConfig, instance: str, lanes: set[str], *, store: FleetStore | None = None,
                  renewals: FleetStore | None = None, clock: Callable[[], float] = time.monotonic):
@@ -105,19 +103,16 @@ class Coordinator:
         self._set_analytics: Callable[[analytics.Document, set[str]], object] | None = None
         self._analytics_version: int | None = None  # of the document applied (or refused) here
         self._running: threading.Event | None = None
-        self._detector: Callable[[], tuple[int, float | None]] | None = None
-        self._failed_seen = 0  # the detector's failed batches at the last heartbeat
-        self._cool_until = float("-inf")  # no cameras until then: the detector failed
-        self._cool_down_s = config.lease_s
+        self._detector: DetectorWatch | None = None
         self._thread = threading.Thread(target=self._run, name=f"cluster:{instance}", daemon=True)
         self._watchdog = threading.Thread(target=self._watch, name=f"cluster-deadline:{instance}", daemon=True)
         self._renewer = threading.Thread(target=self._renew, name=f"cluster-renew:{instance}", daemon=True)
 
     def attach(self, set_streams: Callable[[list[StreamConfig]], None], running: threading.Event,
                set_analytics: Callable[[analytics.Document, set[str]], object] | None = None,
-               detector: Callable[[], tuple[int, float | None]] | None = None) -> None:
+               detector: Callable[[], tuple[int, bool]] | None = None) -> None:
         self._set_streams, self._running, self._set_analytics = set_streams, running, set_analytics
-        self._detector = detector
+        self._detector = detector and DetectorWatch(detector, self.config.lease_s)
 
     def start(self) -> None:
         """Connect and announce this instance (FleetUnavailable when the database cannot be reached: a wrong DSN
@@ -241,10 +236,10 @@ class Coordinator:
         """One heartbeat (see the module docstring); the thread calls it, tests may too. The database calls run
         outside the lock, so the watchdog can stop the cameras while one of them waits."""
         cfg, store, me = self.config, self.store, self.instance
-        if self._detector_failed():
+        if self._detector is not None and self._detector.failed(self._clock(), bool(self.held)):
             self._give_up()
         sent = self._clock()
-        cooling = sent < self._cool_until
+        cooling = self._detector is not None and self._detector.cooling(sent)
         self._heartbeat(cooling)
         with self._lock:
             tokens = [held.token for held in self.held.values()]
@@ -294,30 +289,28 @@ class Coordinator:
         capacity, normal_cap = (0, 0) if cooling else (cfg.capacity, cfg.normal_cap)
         self.store.heartbeat(self.instance, self.process, capacity, normal_cap, cfg.share, cfg.url, cfg.lease_s)
 
-    def _detector_failed(self) -> bool:
-        """Cameras held, and the detector failed a batch since the last heartbeat and none went through for a lease."""
-        if self._detector is None:
-            return False
-        failed, since = self._detector()
-        fresh, self._failed_seen = failed > self._failed_seen, failed
-        if since is None:  # it works: a later failure cools down for a lease again, not for longer
-            self._cool_down_s = self.config.lease_s
-            return False
-        return fresh and bool(self.held) and self._clock() - since >= self.config.lease_s
-
     def _give_up(self) -> None:
-        """Stop every camera here, then end their leases, so the other instances take them at their next heartbeat."""
+        """Stop every camera here, then end their leases, so the other instances take them at their next heartbeat.
+        A pipeline that refuses the stop keeps them held (renewed, stopped at the deadline), to be tried again."""
         with self._lock:
-            leases = sorted((camera, held.token) for camera, held in self.held.items())
+            given = dict(self.held)
             self.held.clear()
-            self._cool_until = self._clock() + self._cool_down_s
-            cool_down, self._cool_down_s = self._cool_down_s, min(2 * self._cool_down_s, MAX_COOL_DOWN_S)
-            self.counters.detector_giveups += 1
         log.error("cluster: the detector has failed every batch for %g s: handing on %d cameras and taking none "
-                  "for %g s", self.config.lease_s, len(leases), cool_down)
-        self._apply()
-        for camera, token in leases:
-            self.store.release(self.instance, camera, token, "release")
+                  "for %g s", self.config.lease_s, len(given), self._detector.cool_down_s)
+        try:
+            self._apply()
+        except Exception:
+            with self._lock:
+                self.held = {**given, **self.held}
+            raise
+        self._detector.gave_up(self._clock())
+        self.counters.detector_giveups += 1
+        for camera, held in sorted(given.items()):
+            try:
+                self.store.release(self.instance, camera, held.token, "release")
+            except FleetUnavailable as exc:
+                log.warning("cluster: the lease of %s was not ended (it expires in %g s): %s", camera,
+                            self.config.lease_s, exc)
 
     def _drop_lost(self, renewed: set[int], cameras: dict) -> bool:
         lost = [camera for camera, held in self.held.items() if held.token not in renewed]

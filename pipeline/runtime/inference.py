@@ -229,39 +229,45 @@ class _Taken:
 
 
 FAILURE_LOG_S = 10.0
-"""While the detector fails every batch, a line in the log this often, not one per batch."""
+"""While the detector fails, a line in the log at most this often, not one per batch; a detector that failed a
+batch this recently, with none through since, counts as failing (`DetectorFailures.failing`)."""
 
 
 class DetectorFailures:
-    """The detector's current run of failed batches: `since`, the monotonic time it began (None while batches go
-    through), and the log of it: the first failure with its traceback, then a count every `FAILURE_LOG_S`, and
-    a line when a batch goes through again. `failed` is called inside the handler of the batch's exception."""
+    """The detector's failed batches: whether it is `failing`, and the log of them: a failure's traceback, then at
+    most one line every `FAILURE_LOG_S` with the count since the last line, and a line when a batch goes through
+    after it failed for that long (a detector that fails now and then logs no more than that). `failed` is
+    called inside the handler of the batch's exception."""
 
     def __init__(self):
-        self.since: float | None = None
+        self.since: float | None = None  # monotonic: the first of the failures since a batch last went through
+        self._last = float("-inf")
         self._lock = threading.Lock()
-        self._run = self._unlogged = 0
+        self._unlogged = 0
         self._logged_at = float("-inf")
+
+    def failing(self) -> bool:
+        """A batch failed within `FAILURE_LOG_S` and none went through since."""
+        return self.since is not None and time.monotonic() - self._last < FAILURE_LOG_S
 
     def failed(self, batch: FrameBatch) -> None:
         with self._lock:
-            now = time.monotonic()
+            now = self._last = time.monotonic()
             self.since = now if self.since is None else self.since
-            self._run += 1
             self._unlogged += 1
-            if self._run > 1 and now - self._logged_at < FAILURE_LOG_S:
+            if now - self._logged_at < FAILURE_LOG_S:
                 return
-            count, run, started, self._unlogged, self._logged_at = self._unlogged, self._run, self.since, 0, now
-        if run == 1:
+            count, started, self._unlogged, self._logged_at = self._unlogged, self.since, 0, now
+        if count == 1:
             log.exception("batch of %d frames from lane '%s' failed in the detector; skipped", len(batch), batch.lane)
         else:
-            log.error("the detector failed %d more batches (%d in a row, for %.0f s); skipped: %s", count, run,
-                      now - started, sys.exc_info()[1])
+            log.error("the detector failed %d batches since the last report (failing for %.0f s); skipped: %s",
+                      count, now - started, sys.exc_info()[1])
 
     def succeeded(self) -> None:
         if self.since is None:
             return
         with self._lock:
-            run, self._run, self._unlogged, self.since = self._run, 0, 0, None
-            self._logged_at = float("-inf")
-        log.warning("the detector works again after %d failed batches", run)
+            started, self.since = self.since, None
+        if started is not None and time.monotonic() - started >= FAILURE_LOG_S:
+            log.warning("the detector works again after failing for %.0f s", time.monotonic() - started)

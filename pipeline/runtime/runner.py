@@ -87,11 +87,11 @@ class PipelineRunner:
         """Every stream, running or paused."""
         return self.table.configs()
 
-    def detector_health(self) -> tuple[int, float | None]:
-        """(batches the detector failed on, the monotonic time its current run of failures began: None while
-        the last batch went through)."""
+    def detector_health(self) -> tuple[int, bool]:
+        """(batches the detector failed on, whether it is failing: a batch failed lately and none went through
+        since; `pipeline.runtime.inference.DetectorFailures`)."""
         inference = self.parts.inference
-        return inference.failed_batches, inference.failures.since
+        return inference.failed_batches, inference.failures.failing()
 
     # -- running -------------------------------------------------------------------------------
     def request_stop(self) -> None:

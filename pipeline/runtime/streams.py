@@ -77,12 +77,14 @@ class StreamTable:
         """Stop a stream but keep it listed (state `paused`) until `resume`; True once it has stopped."""
         with self._admin:
             config = self._get(stream_id)
-            if stream_id in self._paused:
-                return True
-            done = self._remove(stream_id)
-            with self._lock:
-                self._paused[stream_id] = config
-        return done.wait(timeout)
+            if stream_id in self._paused:  # paused before: done once it has stopped (it may still be stopping)
+                with self._lock:
+                    done = self._removing.get(stream_id)
+            else:
+                done = self._remove(stream_id)
+                with self._lock:
+                    self._paused[stream_id] = config
+        return done is None or done.wait(timeout)
 
     def resume(self, stream_id: str) -> None:
         """Start a paused stream again (as a new stream: seq from 0, new tracks); a running one runs on."""

@@ -317,23 +317,32 @@ def test_the_watchdog_renews_nothing_while_the_pipeline_is_not_being_changed():
     assert calls == [] and coord.counters.deadline_stops == 0
 
 
-def test_a_detector_that_fails_every_batch_for_a_lease_hands_every_camera_on_and_takes_none_while_it_cools_down():
-    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
-    failed, failing_since = [0], [None]
+def failing_detector(coord, runs):
+    """Attach a detector the test switches: while `state["failing"]`, each look finds more batches failed, unless
+    `state["batches"]` is False (no batches at all: cameras reconnecting)."""
+    state = {"failed": 0, "failing": False, "batches": True}
 
-    def detector():  # while it fails, every batch fails: the count grows at each look
-        failed[0] += failing_since[0] is not None
-        return failed[0], failing_since[0]
+    def detector():
+        state["failed"] += state["failing"] and state["batches"]
+        return state["failed"], state["failing"]
 
     running = threading.Event()
     running.set()
     coord.attach(lambda streams: runs.append([s.id for s in streams]), running, detector=detector)
+    state["detector"] = detector
+    return state
+
+
+def test_a_detector_that_fails_every_batch_for_a_lease_hands_every_camera_on_and_takes_none_while_it_cools_down():
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    state = failing_detector(coord, runs)
     step(coord, now, 1.0)
     assert runs[-1] == ["cam-1", "cam-2"]
-    failing_since[0] = 1.0
-    step(coord, now, 1.0 + LEASE_S - 0.01)  # not yet a lease
+    state["failing"] = True
+    seen = 1.5  # the first heartbeat that sees it fail
+    step(coord, now, seen + LEASE_S - 0.01)
     assert runs[-1] == ["cam-1", "cam-2"] and coord.stats()["detector_giveups"] == 0
-    gave_up = 1.0 + LEASE_S  # at the heartbeat a lease after the failures began
+    gave_up = seen + LEASE_S
     step(coord, now, gave_up)
     assert runs[-1] == [] and fleet.leases == {} and fleet.announced == 0  # stopped here, leases ended, no room
     assert coord.stats()["detector_giveups"] == 1
@@ -341,11 +350,40 @@ def test_a_detector_that_fails_every_batch_for_a_lease_hands_every_camera_on_and
     assert runs[-1] == [] and fleet.leases == {}
     step(coord, now, gave_up + LEASE_S)
     assert runs[-1] == ["cam-1", "cam-2"]  # claimed again after it
-    gave_up += LEASE_S + HEARTBEAT_S
-    step(coord, now, gave_up)  # still failing: handed on at the next heartbeat
+    seen = gave_up + LEASE_S + HEARTBEAT_S
+    step(coord, now, seen + LEASE_S)  # still failing: a lease of failures again, then handed on
     assert runs[-1] == [] and coord.stats()["detector_giveups"] == 2
-    failing_since[0] = None  # it works again (the cool-down, now two leases, still runs out)
+    gave_up = seen + LEASE_S
+    state["failing"] = False  # it works again (the cool-down, now two leases, still runs out)
     step(coord, now, gave_up + 2 * LEASE_S - 0.01)
     assert runs[-1] == [] and fleet.announced == 0
     step(coord, now, gave_up + 2 * LEASE_S + HEARTBEAT_S)
     assert runs[-1] == ["cam-1", "cam-2"] and fleet.announced == 10 and coord.stats()["detector_giveups"] == 2
+
+
+def test_failures_long_ago_do_not_count_toward_a_lease_of_failures():
+    """The detector failed once, then no batch ran for three leases (its cameras reconnecting): one more failure
+    starts a new count, it does not hand the cameras on at once."""
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    state = failing_detector(coord, runs)
+    step(coord, now, 1.0)
+    state["failing"] = True
+    step(coord, now, 1.5)
+    state["batches"] = False
+    step(coord, now, 1.5 + 3 * LEASE_S)
+    state["batches"] = True
+    step(coord, now, 2.0 + 3 * LEASE_S)
+    assert runs[-1] == ["cam-1", "cam-2"] and coord.stats()["detector_giveups"] == 0
+
+
+def test_a_give_up_the_pipeline_refuses_keeps_the_cameras_held_and_is_tried_again():
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    state = failing_detector(coord, runs)
+    step(coord, now, 1.0)
+    state["failing"] = True
+    coord.attach(refusing_once(runs, PartiallyApplied("applied, except: cam-1: did not stop within 10 s")),
+                 coord._running, detector=state["detector"])
+    step(coord, now, 1.5 + LEASE_S)  # the stop is refused: the cameras stay held, their leases renewed
+    assert coord.stats()["detector_giveups"] == 0 and len(coord.held) == 2 and len(fleet.leases) == 2
+    step(coord, now, 1.5 + LEASE_S + HEARTBEAT_S)  # still failing: the next heartbeat tries again, and it stops
+    assert runs[-1] == [] and fleet.leases == {} and coord.stats()["detector_giveups"] == 1
