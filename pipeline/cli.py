@@ -225,7 +225,7 @@ def _run(path: str, duration: float | None, quiet: bool, placement=None) -> int:
     else:
         job = runner
     if coordinator is not None:
-        coordinator.attach(control.set_streams, runner.running, control.set_analytics, runner.detector_health)
+        coordinator.attach(control.set_streams, runner.running, control.set_analytics, runner.detector_batches)
         coordinator.start()
 
     def on_signal(signum, _frame):

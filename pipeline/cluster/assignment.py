@@ -13,16 +13,21 @@ import hashlib
 import math
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
+from pipeline.config.models import StreamConfig
+
 
 @dataclass(frozen=True)
 class Member:
-    """A live instance as the assignment sees it: its name, weight, and the cameras it takes in normal
-    assignment (`normal_cap`) and at most (`capacity`, takeovers)."""
+    """A live instance as the assignment sees it: its name, weight, the cameras it takes in normal
+    assignment (`normal_cap`) and at most (`capacity`, takeovers), and the lanes its pipeline has (None: any)."""
 
     name: str
     weight: float
     normal_cap: int
     capacity: int
+    lanes: frozenset[str] | None = None
 
 
 def score(camera: str, instance: str, weight: float) -> float:
@@ -37,15 +42,17 @@ def ranking(camera: str, members: list[Member]) -> list[Member]:
     return sorted(members, key=lambda m: (-score(camera, m.name, m.weight), m.name))
 
 
-def assign(cameras: list[str], members: list[Member]) -> dict[str, str]:
+def assign(cameras: list[str], members: list[Member], lanes: dict[str, str] | None = None) -> dict[str, str]:
     """camera -> instance for every camera that fits: each goes to its best-ranked member below its
     normal cap; once all of those are full, to its best-ranked member below its capacity; else nowhere.
-    Cameras are placed in a fixed order (sorted ids), so every instance computes the same answer from
-    the same fleet."""
+    `lanes`: each camera's lane; a camera goes only to a member that has it (instances whose configs
+    differ, as while a new lane is rolled out). Cameras are placed in a fixed order (sorted ids), so every
+    instance computes the same answer from the same fleet."""
     held = {m.name: 0 for m in members}
     out: dict[str, str] = {}
     for camera in sorted(cameras):
-        order = ranking(camera, members)
+        lane = (lanes or {}).get(camera)
+        order = ranking(camera, [m for m in members if lane is None or m.lanes is None or lane in m.lanes])
         for limit in ("normal_cap", "capacity"):
             chosen = next((m for m in order if held[m.name] < getattr(m, limit)), None)
             if chosen is not None:
@@ -53,6 +60,23 @@ def assign(cameras: list[str], members: list[Member]) -> dict[str, str]:
                 out[camera] = chosen.name
                 break
     return out
+
+
+def placeable(cameras: dict[str, tuple[int, dict]], members: list[Member]) -> tuple[dict[str, str], dict[str, str]]:
+    """From the fleet's cameras (id -> (revision, entry)): the lane of each camera some live member can run, and
+    why each other cannot (an entry that is not valid, a lane no member has)."""
+    lanes, problems = {}, {}
+    for camera, (_, entry) in cameras.items():
+        try:
+            lane = StreamConfig.model_validate(entry).lane
+        except ValidationError as exc:
+            problems[camera] = f"its entry is not valid: {exc.errors()[0]['msg']}"
+            continue
+        if any(member.lanes is None or lane in member.lanes for member in members):
+            lanes[camera] = lane
+        else:
+            problems[camera] = f"no live instance has lane '{lane}'"
+    return lanes, problems
 
 
 def renew_deadline(renew_sent: float, lease_s: float, heartbeat_s: float) -> float:

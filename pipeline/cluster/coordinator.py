@@ -6,25 +6,18 @@ Every heartbeat (`runtime.cluster.heartbeat_s`) it
    stopped here at once,
 3. reads the fleet's cameras and restarts those it runs whose entry changed; when the fleet's zones, lines
    and alert rules changed (one number, `pipeline.cluster.analytics`), applies them live,
-4. computes the assignment over the live instances (`pipeline.cluster.assignment`) and claims the
-   cameras assigned to it: expired leases (takeovers) up to `capacity`, free cameras up to its normal cap
-   (`capacity` less `headroom`),
+4. computes the assignment over the live instances and the lanes they have (`pipeline.cluster.assignment`)
+   and claims the cameras assigned to it: expired leases (takeovers) up to `capacity`, free cameras up to its
+   normal cap (`capacity` less `headroom`),
 5. hands on at most one camera that is assigned elsewhere (rebalancing; one move at a time in the whole
    fleet): it stops the camera here first, then ends the lease.
 
-An instance whose detector has failed every batch for a lease hands every camera on (stops them, ends the
-leases) and announces no capacity for a cool-down: a lease, doubled while it still fails (docs/SCALING.md).
-
-A watchdog thread of its own keeps a deadline: when no renewal has succeeded for `lease_s - heartbeat_s`
-since the last successful one was sent, it stops every camera the instance runs, before the database lets
-any other instance take them (`assignment.renew_deadline`), even while the other threads still wait on
-the database (a call on a network that went away returns only when TCP gives up, which can be long after
-the leases expired); it never calls the database itself. The two threads share the cameras held under one lock, never held across a database
-call or a change of the pipeline. Cameras start and stop through the running pipeline's live path
-(`Control.set_streams`), never through a file, one change at a time, each with the cameras held when it
-begins. Starting cameras can take longer than a lease (a decode process spawned, decoders opened): while a
-change runs longer than a heartbeat, a renewal thread renews the leases, on a connection of its own, so an
-instance busy starting the cameras it took over does not lose the ones it had.
+A watchdog thread that never calls the database stops every camera once no renewal has succeeded for
+`lease_s - heartbeat_s` (`assignment.renew_deadline`), before any other instance may take them, whatever the
+other threads wait for; while a change of the pipeline (`Control.set_streams`, one at a time, never under the
+lock of the cameras held) outlasts a heartbeat, a renewal thread renews the leases on a connection of its own.
+A detector that fails every batch for a lease makes the instance hand every camera on (`health`). The why of
+each: docs/SCALING.md, "How it works".
 """
 from __future__ import annotations
 
@@ -35,10 +28,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pydantic import ValidationError
-
 from pipeline.cluster import analytics
-from pipeline.cluster.assignment import Member, assign, renew_deadline
+from pipeline.cluster.assignment import Member, assign, placeable, renew_deadline
 from pipeline.cluster.fencing import Fence, LeaseBook
 from pipeline.cluster.health import DetectorWatch
 from pipeline.cluster.store import FleetStore, FleetUnavailable
@@ -75,7 +66,7 @@ class Coordinator:
     storage needs the fence when it is built); `attach(set_streams, running, set_analytics, detector)` before
     `start()`: set_streams(configs) makes the pipeline run exactly those streams; running: set while it
     accepts them; set_analytics(document, camera ids) makes it run the fleet's zones, lines and rules;
-    detector() gives (batches failed so far, whether it is failing: a batch failed lately, none went through)."""
+    detector() gives (batches failed, batches through) so far (`health.DetectorWatch`)."""
 
     def __init__(self, config: ClusterConfig, instance: str, lanes: set[str], *, store: FleetStore | None = None,
                  renewals: FleetStore | None = None, clock: Callable[[], float] = time.monotonic):
@@ -94,7 +85,7 @@ class Coordinator:
         self._changing = False  # the pipeline is being changed (`_apply`)
         self._next_beat = float("-inf")
         self._beats = 0
-        self._unreachable_since: float | None = None  # the first of the heartbeats that failed in a row
+        self._beat_sent = float("-inf")  # when the last heartbeat that went through began
         self._unapplied = False  # the pipeline refused the last change of the cameras: each beat tries again
         self._stop = threading.Event()
         self._lock = threading.RLock()  # held and the deadline; never across a database call or a pipeline change
@@ -110,7 +101,7 @@ class Coordinator:
 
     def attach(self, set_streams: Callable[[list[StreamConfig]], None], running: threading.Event,
                set_analytics: Callable[[analytics.Document, set[str]], object] | None = None,
-               detector: Callable[[], tuple[int, bool]] | None = None) -> None:
+               detector: Callable[[], tuple[int, int]] | None = None) -> None:
         self._set_streams, self._running, self._set_analytics = set_streams, running, set_analytics
         self._detector = detector and DetectorWatch(detector, self.config.lease_s)
 
@@ -205,8 +196,6 @@ class Coordinator:
             self.beat()
         except FleetUnavailable as exc:
             self.counters.heartbeat_failures += 1
-            if self._unreachable_since is None:
-                self._unreachable_since = self._clock()
             log.warning("cluster: heartbeat failed (cameras here stop %.1f s after the last renewal if it goes on): "
                         "%s", self.config.lease_s - self.config.heartbeat, exc)
         except PipelineError as exc:  # the pipeline refused a change (it is stopping): the next beat tries again
@@ -237,7 +226,10 @@ class Coordinator:
         outside the lock, so the watchdog can stop the cameras while one of them waits."""
         cfg, store, me = self.config, self.store, self.instance
         if self._detector is not None and self._detector.failed(self._clock(), bool(self.held)):
-            self._give_up()
+            try:
+                self._give_up()
+            except Exception as exc:  # noqa: BLE001 - the cameras stay held and renewed; the next beat tries again
+                log.error("cluster: the cameras could not be stopped to hand them on: %s", exc)
         sent = self._clock()
         cooling = self._detector is not None and self._detector.cooling(sent)
         self._heartbeat(cooling)
@@ -251,15 +243,17 @@ class Coordinator:
             self._renewed(sent)
             self.counters.heartbeats += 1
             self._beats += 1
-            if self._unreachable_since is not None and sent - self._unreachable_since >= cfg.lease_s:
+            if sent - self._beat_sent >= cfg.lease_s:
                 self._beats = 1  # back after an outage the others' heartbeats may have gone stale in too: as at a
                 # start, this beat only announces this instance, so it does not take every camera by itself
-            self._unreachable_since = None
+            self._beat_sent = sent
+            lanes, problems = placeable(cameras, members)
+            self._report(problems)
             changed = self._drop_lost(renewed, cameras)
-            changed |= self._follow_entries(cameras)
-            valid = {camera: entry for camera, (_, entry) in cameras.items() if self._runnable(camera, entry)}
-            desired = assign(list(valid), members)
-            mine = sorted(camera for camera, name in desired.items() if name == me and camera not in self.held)
+            changed |= self._follow_entries(cameras, lanes)
+            desired = assign(list(lanes), members, lanes)
+            mine = sorted(camera for camera, name in desired.items()
+                          if name == me and camera not in self.held and lanes[camera] in self.lanes)
             # the assignment goes past the normal cap only when all are at theirs
             room = 0 if cooling else cfg.capacity - len(self.held)
         claimed = []
@@ -287,11 +281,12 @@ class Coordinator:
         """Alive; while cooling down after its detector failed, with no capacity, so no camera is assigned here."""
         cfg = self.config
         capacity, normal_cap = (0, 0) if cooling else (cfg.capacity, cfg.normal_cap)
-        self.store.heartbeat(self.instance, self.process, capacity, normal_cap, cfg.share, cfg.url, cfg.lease_s)
+        self.store.heartbeat(self.instance, self.process, capacity, normal_cap, cfg.share, cfg.url, cfg.lease_s,
+                             sorted(self.lanes))
 
     def _give_up(self) -> None:
         """Stop every camera here, then end their leases, so the other instances take them at their next heartbeat.
-        A pipeline that refuses the stop keeps them held (renewed, stopped at the deadline), to be tried again."""
+        A pipeline that refuses the stop keeps them held (and renewed), to be tried again."""
         with self._lock:
             given = dict(self.held)
             self.held.clear()
@@ -324,11 +319,11 @@ class Coordinator:
                 log.info("cluster: %s was removed from the fleet: stopping it", camera)
         return bool(lost)
 
-    def _follow_entries(self, cameras: dict) -> bool:
+    def _follow_entries(self, cameras: dict, lanes: dict[str, str]) -> bool:
         changed = False
         for camera, held in self.held.items():
             revision, entry = cameras.get(camera, (held.revision, None))
-            if revision != held.revision and self._runnable(camera, entry):
+            if revision != held.revision and lanes.get(camera) in self.lanes:
                 held.revision, held.config = revision, StreamConfig.model_validate(entry)
                 changed = True
         return changed
@@ -349,21 +344,11 @@ class Coordinator:
                      change.summary())
         self._analytics_version = version
 
-    def _runnable(self, camera: str, entry: dict) -> bool:
-        """A camera this pipeline can run: a valid entry whose lane exists here (each problem logged once)."""
-        try:
-            config = StreamConfig.model_validate(entry)
-        except ValidationError as exc:
-            problem = f"its entry is not valid: {exc.errors()[0]['msg']}"
-        else:
-            if config.lane in self.lanes:
-                self.counters.invalid_cameras.discard(camera)
-                return True
-            problem = f"lane '{config.lane}' is not one of this instance's lanes {sorted(self.lanes)}"
-        if camera not in self.counters.invalid_cameras:
-            self.counters.invalid_cameras.add(camera)
-            log.error("cluster: camera %s is not run here: %s; fix it with `fleet import` or the API", camera, problem)
-        return False
+    def _report(self, problems: dict[str, str]) -> None:
+        """Log each camera that cannot run once, until it can."""
+        for camera in sorted(problems.keys() - self.counters.invalid_cameras):
+            log.error("cluster: camera %s is not run: %s; fix it with `fleet import` or the API", camera, problems[camera])
+        self.counters.invalid_cameras = set(problems)
 
     def _move_one(self, desired: dict[str, str]) -> None:
         with self._lock:

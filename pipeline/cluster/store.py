@@ -3,7 +3,7 @@ database's `now()`, so hosts whose clocks differ agree on when a lease ends.
 
     fleet_cameras    id, entry (the stream's keys as in YAML), revision (from a sequence), updated_at
     fleet_instances  name, capacity, normal_cap (capacity less headroom), weight, url, process (which start of
-                     the instance writes the row), started_at, heartbeat_at
+                     the instance writes the row), started_at, heartbeat_at, lanes (its pipeline's)
     fleet_leases     camera_id, instance, token (from a sequence: the fencing token), acquired_at, expires_at
     fleet_analytics  section (zones, lines, alerts), name, entry (its keys as in YAML), position (its place
                      in the list), updated_at; `fleet_analytics_version` the one number every change raises
@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS fleet_cameras (
 CREATE TABLE IF NOT EXISTS fleet_instances (
     name text PRIMARY KEY, capacity integer NOT NULL, normal_cap integer NOT NULL, weight double precision NOT NULL, url text,
     process text NOT NULL DEFAULT '', started_at timestamptz NOT NULL DEFAULT now(), heartbeat_at timestamptz NOT NULL DEFAULT now());
+ALTER TABLE fleet_instances ADD COLUMN IF NOT EXISTS lanes text[];
 CREATE TABLE IF NOT EXISTS fleet_leases (
     camera_id text PRIMARY KEY REFERENCES fleet_cameras (id) ON DELETE CASCADE, instance text NOT NULL,
     token bigint NOT NULL UNIQUE, acquired_at timestamptz NOT NULL, expires_at timestamptz NOT NULL);
@@ -206,17 +207,18 @@ class FleetStore:
 
     # -- instances -----------------------------------------------------------------------------
     def heartbeat(self, name: str, process: str, capacity: int, normal_cap: int, weight: float, url: str | None,
-                  lease_s: float) -> None:
+                  lease_s: float, lanes: list[str] | None = None) -> None:
         """This instance is alive. `process`: which start of it this is; InstanceNameTaken when another start,
         one that heartbeat within `lease_s`, writes the row of this name (two instances given the same name)."""
         def write(cur) -> bool:
             cur.execute(
-                "INSERT INTO fleet_instances (name, capacity, normal_cap, weight, url, process) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET capacity = excluded.capacity, "
+                "INSERT INTO fleet_instances (name, capacity, normal_cap, weight, url, process, lanes) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET capacity = excluded.capacity, "
                 "normal_cap = excluded.normal_cap, weight = excluded.weight, url = excluded.url, "
-                "process = excluded.process, heartbeat_at = now() WHERE fleet_instances.process = excluded.process "
+                "process = excluded.process, lanes = excluded.lanes, heartbeat_at = now() "
+                "WHERE fleet_instances.process = excluded.process "
                 "OR fleet_instances.heartbeat_at <= now() - make_interval(secs => %s) RETURNING name",
-                (name, capacity, normal_cap, weight, url, process, lease_s))
+                (name, capacity, normal_cap, weight, url, process, lanes, lease_s))
             return cur.fetchone() is not None
 
         if not self.tx(write):
@@ -224,12 +226,12 @@ class FleetStore:
                 f"another running instance of the fleet at '{self.target}' is named '{name}'; give each instance its "
                 "own name (runtime.instance, run --instance or $STREAMWEAVE_INSTANCE; the default is the host name)")
 
-    def members(self, lease_s: float) -> list[tuple[str, float, int, int]]:
-        """(name, weight, normal_cap, capacity) of every instance that heartbeat within `lease_s`."""
+    def members(self, lease_s: float) -> list[tuple[str, float, int, int, frozenset[str] | None]]:
+        """(name, weight, normal_cap, capacity, lanes or None) of every instance that heartbeat within `lease_s`."""
         def read(cur):
-            cur.execute("SELECT name, weight, normal_cap, capacity FROM fleet_instances "
+            cur.execute("SELECT name, weight, normal_cap, capacity, lanes FROM fleet_instances "
                         "WHERE heartbeat_at > now() - make_interval(secs => %s) ORDER BY name", (lease_s,))
-            return cur.fetchall()
+            return [(*row[:4], None if row[4] is None else frozenset(row[4])) for row in cur.fetchall()]
 
         return self.tx(read)
 

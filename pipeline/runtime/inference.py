@@ -235,9 +235,9 @@ batch this recently, with none through since, counts as failing (`DetectorFailur
 
 class DetectorFailures:
     """The detector's failed batches: whether it is `failing`, and the log of them: a failure's traceback, then at
-    most one line every `FAILURE_LOG_S` with the count since the last line, and a line when a batch goes through
-    after it failed for that long (a detector that fails now and then logs no more than that). `failed` is
-    called inside the handler of the batch's exception."""
+    most one line every `FAILURE_LOG_S` with the count since the last line (a batch through ends a run of
+    failures with such a line when one is due, or when the run lasted that long). `failed` is called inside the
+    handler of the batch's exception."""
 
     def __init__(self):
         self.since: float | None = None  # monotonic: the first of the failures since a batch last went through
@@ -268,6 +268,9 @@ class DetectorFailures:
         if self.since is None:
             return
         with self._lock:
-            started, self.since = self.since, None
-        if started is not None and time.monotonic() - started >= FAILURE_LOG_S:
-            log.warning("the detector works again after failing for %.0f s", time.monotonic() - started)
+            now, started, self.since = time.monotonic(), self.since, None
+            if started is None or (now - started < FAILURE_LOG_S and now - self._logged_at < FAILURE_LOG_S):
+                return  # failing now and then: counted into the next line
+            count, self._unlogged, self._logged_at = self._unlogged, 0, now
+        log.warning("the detector works again after failing for %.1f s (%d failed batches since the last report)",
+                    now - started, count)

@@ -87,11 +87,13 @@ class PipelineRunner:
         """Every stream, running or paused."""
         return self.table.configs()
 
-    def detector_health(self) -> tuple[int, bool]:
-        """(batches the detector failed on, whether it is failing: a batch failed lately and none went through
-        since; `pipeline.runtime.inference.DetectorFailures`)."""
-        inference = self.parts.inference
-        return inference.failed_batches, inference.failures.failing()
+    def detector_batches(self) -> tuple[int, int]:
+        """(batches the detector failed on, batches it detected) so far."""
+        return self.parts.inference.failed_batches, self.parts.inference.batches
+
+    def detector_failing(self) -> bool:
+        """A batch failed lately and none went through since (`pipeline.runtime.inference.DetectorFailures`)."""
+        return self.parts.inference.failures.failing()
 
     # -- running -------------------------------------------------------------------------------
     def request_stop(self) -> None:

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 import pipeline.testing  # noqa: F401 - fake:// streams
-from pipeline.cluster.assignment import Member, assign, renew_deadline
+from pipeline.cluster.assignment import Member, assign, placeable, renew_deadline
 from pipeline.config.cluster import ClusterConfig
 from pipeline.config.loader import parse_config
 from pipeline.errors import ConfigError
@@ -17,6 +17,27 @@ CAMERAS = [f"cam-{i}" for i in range(600)]
 
 def members(*names: str, weight: float = 1.0, cap: int = 10_000) -> list[Member]:
     return [Member(name, weight, cap, cap) for name in names]
+
+
+def test_a_camera_goes_only_to_an_instance_that_has_its_lane():
+    """Configs that differ, as while a new lane is rolled out: b has lane fast, a not yet, c says nothing (any)."""
+    fleet = [Member("a", 1.0, 10_000, 10_000, frozenset({"default"})),
+             Member("b", 1.0, 10_000, 10_000, frozenset({"default", "fast"})), Member("c", 1.0, 10_000, 10_000)]
+    lanes = {camera: "fast" if i % 2 else "default" for i, camera in enumerate(CAMERAS)}
+    placed = assign(CAMERAS, fleet, lanes)
+    assert len(placed) == len(CAMERAS)
+    assert {placed[c] for c in CAMERAS if lanes[c] == "fast"} == {"b", "c"}
+    assert {placed[c] for c in CAMERAS if lanes[c] == "default"} == {"a", "b", "c"}
+    assert "a" in {assign(CAMERAS, fleet)[c] for c in CAMERAS if lanes[c] == "fast"}  # lanes ignored: a gets some
+
+
+def test_a_camera_no_live_instance_can_run_is_left_out_and_says_why():
+    fleet = [Member("a", 1.0, 10, 10, frozenset({"default"}))]
+    cameras = {"ok": (1, {"id": "ok", "url": "rtsp://h/ok"}), "fast": (1, {"id": "fast", "url": "rtsp://h/f", "lane": "fast"}),
+               "bad": (1, {"id": "bad"})}
+    lanes, problems = placeable(cameras, fleet)
+    assert lanes == {"ok": "default"}
+    assert problems["fast"] == "no live instance has lane 'fast'" and "not valid" in problems["bad"]
 
 
 def test_every_camera_goes_to_exactly_one_instance_and_the_shares_are_even():

@@ -20,6 +20,7 @@ class MemoryFleet:
     def __init__(self, clock, cameras: list[str]):
         self.clock, self.down = clock, False
         self.member = ("a", 1.0, 10, 10)  # name, weight, normal cap, capacity
+        self.others: list[tuple] = []  # other live instances, with their lanes
         self.cameras_ = {camera: (1, {"id": camera, "url": f"rtsp://h/{camera}"}) for camera in cameras}
         self.leases: dict[str, tuple[str, int, float]] = {}  # camera -> (instance, token, expires)
         self.tokens = 0
@@ -40,7 +41,7 @@ class MemoryFleet:
             del self.leases[camera]
 
     def members(self, lease_s):
-        return [self.member]
+        return [self.member, *self.others]
 
     def cameras(self):
         return dict(self.cameras_)
@@ -127,6 +128,27 @@ def test_back_after_an_outage_longer_than_a_lease_the_first_heartbeat_only_annou
     assert runs[-1] == ["cam-1", "cam-2"]
 
 
+def test_back_after_a_heartbeat_that_hung_past_a_lease_the_first_heartbeat_only_announces():
+    """A call on a network gone away hangs until TCP gives up: the outage is counted from when it began."""
+    coord, fleet, now, runs = coordinator([])
+    step(coord, now, 1.0)
+    heartbeat = fleet.heartbeat
+
+    def hangs_then_fails(*args):
+        fleet.heartbeat = heartbeat
+        now[0] += 2 * LEASE_S
+        raise FleetUnavailable("server closed the connection unexpectedly")
+
+    fleet.heartbeat = hangs_then_fails
+    fleet.cameras_.update({c: (1, {"id": c, "url": f"rtsp://h/{c}"}) for c in ("cam-1", "cam-2")})
+    step(coord, now, 1.5)  # the heartbeat at 1.5 hangs for two leases
+    back = now[0]
+    step(coord, now, back)  # the first heartbeat back
+    assert runs == [] and fleet.leases == {}
+    step(coord, now, back + HEARTBEAT_S)
+    assert runs == [["cam-1", "cam-2"]]
+
+
 def test_one_failed_heartbeat_does_not_delay_claims():
     coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
     step(coord, now, HEARTBEAT_S / 2)  # announced
@@ -135,6 +157,18 @@ def test_one_failed_heartbeat_does_not_delay_claims():
     fleet.down = False
     step(coord, now, HEARTBEAT_S * 2.5)
     assert runs == [["cam-1", "cam-2"]]
+
+
+def test_a_camera_in_a_lane_only_another_instance_has_is_left_to_it_and_one_no_instance_has_is_reported():
+    coord, fleet, now, runs = coordinator(["cam-1"])
+    fleet.cameras_["cam-f"] = (1, {"id": "cam-f", "url": "rtsp://h/cam-f", "lane": "fast"})
+    fleet.member = ("a", 1.0, 10, 10, frozenset({"default"}))  # the lanes its heartbeat announces
+    fleet.others = [("b", 1.0, 10, 10, frozenset({"default", "fast"}))]
+    step(coord, now, 1.0)
+    assert "cam-f" not in fleet.leases and coord.stats()["invalid_cameras"] == []
+    fleet.others = []  # b is gone: no live instance has lane fast
+    step(coord, now, 1.0 + HEARTBEAT_S)
+    assert "cam-f" not in fleet.leases and coord.stats()["invalid_cameras"] == ["cam-f"]
 
 
 def test_a_lease_taken_over_elsewhere_is_stopped_here_at_the_next_heartbeat():
@@ -318,13 +352,14 @@ def test_the_watchdog_renews_nothing_while_the_pipeline_is_not_being_changed():
 
 
 def failing_detector(coord, runs):
-    """Attach a detector the test switches: while `state["failing"]`, each look finds more batches failed, unless
-    `state["batches"]` is False (no batches at all: cameras reconnecting)."""
-    state = {"failed": 0, "failing": False, "batches": True}
+    """Attach a detector the test switches: each look finds more batches failed while `state["failing"]`, more
+    through while not, none either way while `state["batches"]` is False (cameras reconnecting, or none)."""
+    state = {"failed": 0, "through": 0, "failing": False, "batches": True}
 
     def detector():
-        state["failed"] += state["failing"] and state["batches"]
-        return state["failed"], state["failing"]
+        key = "failed" if state["failing"] else "through"
+        state[key] += state["batches"] and bool(coord.held)  # no camera here, no batch
+        return state["failed"], state["through"]
 
     running = threading.Event()
     running.set()
@@ -376,14 +411,22 @@ def test_failures_long_ago_do_not_count_toward_a_lease_of_failures():
     assert runs[-1] == ["cam-1", "cam-2"] and coord.stats()["detector_giveups"] == 0
 
 
-def test_a_give_up_the_pipeline_refuses_keeps_the_cameras_held_and_is_tried_again():
+def test_a_give_up_the_pipeline_refuses_keeps_the_cameras_held_and_renewed_and_is_tried_again():
     coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
     state = failing_detector(coord, runs)
+    refused = []
+
+    def set_streams(streams):
+        if not streams and not refused:
+            refused.append(now[0])
+            raise PartiallyApplied("applied, except: cam-1: did not stop within 10 s")
+        runs.append([s.id for s in streams])
+
+    coord._set_streams = set_streams
     step(coord, now, 1.0)
     state["failing"] = True
-    coord.attach(refusing_once(runs, PartiallyApplied("applied, except: cam-1: did not stop within 10 s")),
-                 coord._running, detector=state["detector"])
     step(coord, now, 1.5 + LEASE_S)  # the stop is refused: the cameras stay held, their leases renewed
-    assert coord.stats()["detector_giveups"] == 0 and len(coord.held) == 2 and len(fleet.leases) == 2
+    assert refused == [1.5 + LEASE_S] and coord.stats()["detector_giveups"] == 0 and len(coord.held) == 2
+    assert all(expires == 1.5 + 2 * LEASE_S for _, _, expires in fleet.leases.values())
     step(coord, now, 1.5 + LEASE_S + HEARTBEAT_S)  # still failing: the next heartbeat tries again, and it stops
     assert runs[-1] == [] and fleet.leases == {} and coord.stats()["detector_giveups"] == 1
