@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
 from pipeline import plugins
-from pipeline.config.fields import HOUR_S, FilePath, Strict
+from pipeline.config.fields import HOUR_S, FilePath, Name, Strict
 
 Retention = Annotated[float, Field(gt=0, le=36_500)]
 
@@ -75,9 +75,14 @@ class JsonlOutput(FrameSinkOptions):
                             "(the event log, fed by the outbox)")
 
 
+_OUTPUT_NAME = ("the output's name in the outbox, which keeps its place there (default: from its {what}): keep "
+                "the name when the {what} changes, and the events not yet delivered go to the new one")
+
+
 class WebhookOutput(Strict):
     type: Literal["webhook"]
     url: str = Field(max_length=4096)
+    name: Name | None = Field(None, description=_OUTPUT_NAME.format(what="URL"))
     timeout_s: float = Field(5.0, gt=0, le=300, description="wait this long for an answer, then retry later")
     max_retries: int | None = Field(None, ge=0, le=1_000_000, description="None = retry forever (the outbox keeps the event)")
 
@@ -98,6 +103,7 @@ class MqttOutput(Strict):
                               description="no MQTT wildcards (+, #); not starting with / or $; `{instance}` is "
                               "replaced by the instance that decided the event (`streamweave/{instance}`)")
     qos: Literal[0, 1, 2] = 1
+    name: Name | None = Field(None, description=_OUTPUT_NAME.format(what="broker and prefix"))
 
     @field_validator("topic_prefix")
     @classmethod

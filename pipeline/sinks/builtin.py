@@ -30,13 +30,13 @@ def jsonl(entry, context: OutputContext):
 def webhook(entry, context: OutputContext):
     from pipeline.sinks.outputs.webhook import WebhookOutput  # noqa: PLC0415
 
-    return WebhookOutput(entry)
+    return WebhookOutput(entry, entry.name)
 
 
 def mqtt(entry, context: OutputContext):
     from pipeline.sinks.outputs.mqtt import MqttOutput  # noqa: PLC0415 - paho is loaded only when used
 
-    return MqttOutput(entry)
+    return MqttOutput(entry, entry.name)
 
 
 def media(entry, context: OutputContext):

@@ -174,7 +174,8 @@ class Outbox:
     """SQLite outbox in front of a set of event outputs.
 
     path: database file (created with its folder; WAL journal). outputs: each needs a unique,
-    stable `name` (the cursor is keyed by it, so renaming an output starts it afresh).
+    stable `name` (the cursor is keyed by it, so renaming an output starts it afresh; `name:` in a webhook or
+    MQTT entry keeps it when the URL or broker changes).
     backoff: retry delays for a failing output. batch_size: events read per query.
     keep_delivered_s: delivered events stay this long so that a repeated `event_id` is still
     recognised and ignored; larger remembers more, costs disk. poll_s: how often an idle courier
@@ -197,7 +198,7 @@ class Outbox:
         names = [o.name for o in outputs]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ConfigError(f"event outputs need unique names; {duplicates} appear twice: give each its own name")
+            raise ConfigError(f"event outputs need unique names; {duplicates} appear twice: give each its own `name:`")
         self.path = Path(path)
         self.backoff = backoff or Backoff(0.5, 30.0)
         self.batch_size = batch_size

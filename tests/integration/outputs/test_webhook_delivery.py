@@ -10,9 +10,11 @@ import pytest
 from pipeline.backoff import Backoff
 from pipeline.config.outputs import WebhookOutput as WebhookConfig
 from pipeline.errors import EventRefused, SinkError
+from pipeline.sinks.builtin import webhook as make  # the factory `sinks:` entries go through
 from pipeline.sinks.outbox import Outbox
 from pipeline.sinks.outputs.webhook import WebhookOutput, redact_url
 from pipeline.types import Event, Moment
+from tests.support.http_server import free_port
 
 FAST = Backoff(min_s=0.05, max_s=0.2)
 
@@ -91,6 +93,17 @@ def test_down_webhook_loses_nothing_and_gets_the_backlog_in_order_when_back(http
     received = [r.json()["event_id"] for r in http_server.wait_for(12)]
     assert received == [e.event_id for e in events]
     assert stats["failed"] >= 2 and stats["pending"] == 0
+
+
+def test_a_named_webhook_whose_url_changes_sends_what_the_old_url_never_got_to_the_new_one(http_server, tmp_path):
+    gone = WebhookConfig(type="webhook", url=f"http://127.0.0.1:{free_port()}/hook", name="alarms", timeout_s=1.0)
+    with Outbox(tmp_path / "outbox.db", [make(gone, None)], backoff=FAST) as outbox:
+        outbox.put(make_events(5))
+        assert not outbox.wait_delivered(0.3)  # the old endpoint is gone
+        outbox.remove_output("alarms")  # what a reload with the new URL does: the old one out, the new one in
+        outbox.add_output(make(gone.model_copy(update={"url": http_server.url("/hook")}), None))
+        assert outbox.wait_delivered(10)
+    assert [r.json()["track_id"] for r in http_server.wait_for(5)] == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.fault
