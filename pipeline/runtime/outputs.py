@@ -289,6 +289,12 @@ class OutputSinks:
         deadline = time.monotonic() + timeout
         return all([q.finish(deadline) for q in self._queues])
 
+    def forget(self, stream_id: str) -> None:
+        """A stream removed for good: its drop counts go, as its other per-stream figures do."""
+        for q in self._queues:
+            with q._cond:
+                q.dropped.pop(stream_id, None)
+
     def stats(self) -> dict[str, dict]:
         """Per sink: its own counters, queue depth, and the live frames dropped per stream."""
         return {q.sink.name: {**(guarded(self.failures, q.sink.name, q.sink.stats) or {}), "queued": q.depth(),

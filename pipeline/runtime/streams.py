@@ -173,6 +173,10 @@ class StreamTable:
         self._parts.telemetry.forget(stream_id)
         self._parts.stages.forget(stream_id)
         with self._lock:
+            paused = stream_id in self._paused
+        if not paused:  # a paused camera's drop counts stay: they are counters of the camera, not of one run of it
+            self._parts.outputs.forget(stream_id)
+        with self._lock:
             self._streams.pop(stream_id, None)
             self._done.discard(stream_id)
             done = self._removing.pop(stream_id)

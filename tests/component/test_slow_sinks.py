@@ -35,6 +35,19 @@ def test_a_hanging_sink_drops_live_frames_for_itself_only_while_the_stages_go_on
     assert hanging.events == snap.events == len(healthy.events["cam-0"]) > 0
 
 
+def test_a_removed_cameras_drop_counts_go_with_it_and_the_others_stay(tmp_path, running):
+    hanging, healthy = HangingSink(), RecordingSink()
+    cameras = [{"id": f"cam-{i}", "url": f"fake://cam-{i}?fps=50", "ring_size": 16} for i in range(2)]
+    runner = PipelineRunner(fake_config(tmp_path, cameras), sinks=[hanging, healthy])
+    run = running(runner)
+    assert healthy.wait_for(lambda s: min(len(s.seqs["cam-0"]), len(s.seqs["cam-1"])) >= 256 + 100, timeout=60)
+    assert set(runner.snapshot().sinks["hanging"]["dropped"]) == {"cam-0", "cam-1"}
+    hanging.release()
+    assert runner.remove_stream("cam-1")
+    assert set(runner.snapshot().sinks["hanging"]["dropped"]) == {"cam-0"}  # what /metrics serves per stream
+    run.stop()
+
+
 def test_a_file_waits_for_a_slow_sink_and_loses_no_frame(tmp_path, running):
     hanging, healthy = HangingSink(), RecordingSink()
     runner = PipelineRunner(fake_config(tmp_path, [{"id": "clip", "url": "fake://clip?frames=400&live=0"}]),
