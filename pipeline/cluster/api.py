@@ -1,8 +1,8 @@
 """A fleet over HTTP and in Prometheus, from any of its instances.
 
-    GET /api/cluster   this instance (leases held, counters), every instance with its last heartbeat, every
-                       camera with its holder, token and lease expiry, cameras per instance, the latest
-                       handoffs with their gaps
+    GET /api/cluster   this instance (leases held, counters), every instance with its last heartbeat and
+                       lanes, every camera with its holder, token and lease expiry, cameras per instance,
+                       the latest handoffs with their gaps
 """
 from __future__ import annotations
 

@@ -329,11 +329,11 @@ class FleetStore:
         """Instances (with seconds since their heartbeat), cameras with their lease (holder, token, seconds
         to expiry; none: no instance runs it), and the latest handoffs with their gaps, as JSON values."""
         def read(cur) -> dict:
-            cur.execute("SELECT name, capacity, normal_cap, weight, url, started_at, heartbeat_at, "
+            cur.execute("SELECT name, capacity, normal_cap, weight, url, lanes, started_at, heartbeat_at, "
                         "extract(epoch FROM now() - heartbeat_at) FROM fleet_instances ORDER BY name")
-            instances = [dict(name=n, capacity=c, normal_cap=nc, weight=w, url=u, started_at=s.isoformat(),
+            instances = [dict(name=n, capacity=c, normal_cap=nc, weight=w, url=u, lanes=lanes, started_at=s.isoformat(),
                               heartbeat_at=h.isoformat(), heartbeat_age_s=round(float(age), 3))
-                         for n, c, nc, w, u, s, h, age in cur.fetchall()]
+                         for n, c, nc, w, u, lanes, s, h, age in cur.fetchall()]
             cur.execute("SELECT c.id, l.instance, l.token, l.acquired_at, extract(epoch FROM l.expires_at - now()) "
                         "FROM fleet_cameras c LEFT JOIN fleet_leases l ON l.camera_id = c.id ORDER BY c.id")
             cameras = [dict(id=i, instance=holder, token=token, acquired_at=acquired and acquired.isoformat(),

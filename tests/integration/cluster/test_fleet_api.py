@@ -56,6 +56,7 @@ def test_the_fleet_command_lists_holders_and_refuses_a_bad_file_naming_it(fleet,
 
     cluster = a.cluster()
     assert cluster["this"]["leases_held"] == 8 and [i["cameras"] for i in cluster["instances"]] == [8]
+    assert cluster["instances"][0]["lanes"] == ["default"]  # what its heartbeat announces, for the assignment
     metrics = a.client.get("/metrics").text
     assert 'streamweave_cluster_leases_held{instance="a"} 8.0' in metrics
     assert 'streamweave_cluster_takeovers_total{instance="a"} 0.0' in metrics
