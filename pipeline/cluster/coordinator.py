@@ -85,7 +85,6 @@ class Coordinator:
         self._changing = False  # the pipeline is being changed (`_apply`)
         self._next_beat = float("-inf")
         self._beats = 0
-        self._beat_sent = float("-inf")  # when the last heartbeat that went through began
         self._unapplied = False  # the pipeline refused the last change of the cameras: each beat tries again
         self._stop = threading.Event()
         self._lock = threading.RLock()  # held and the deadline; never across a database call or a pipeline change
@@ -225,6 +224,7 @@ class Coordinator:
         """One heartbeat (see the module docstring); the thread calls it, tests may too. The database calls run
         outside the lock, so the watchdog can stop the cameras while one of them waits."""
         cfg, store, me = self.config, self.store, self.instance
+        last_contact = self._renewal_sent  # either thread's last renewal that went through
         if self._detector is not None and self._detector.failed(self._clock(), bool(self.held)):
             try:
                 self._give_up()
@@ -243,10 +243,9 @@ class Coordinator:
             self._renewed(sent)
             self.counters.heartbeats += 1
             self._beats += 1
-            if sent - self._beat_sent >= cfg.lease_s:
+            if self._clock() - last_contact >= cfg.lease_s:
                 self._beats = 1  # back after an outage the others' heartbeats may have gone stale in too: as at a
                 # start, this beat only announces this instance, so it does not take every camera by itself
-            self._beat_sent = sent
             lanes, problems = placeable(cameras, members)
             self._report(problems)
             changed = self._drop_lost(renewed, cameras)

@@ -41,7 +41,12 @@ CREATE TABLE IF NOT EXISTS fleet_cameras (
 CREATE TABLE IF NOT EXISTS fleet_instances (
     name text PRIMARY KEY, capacity integer NOT NULL, normal_cap integer NOT NULL, weight double precision NOT NULL, url text,
     process text NOT NULL DEFAULT '', started_at timestamptz NOT NULL DEFAULT now(), heartbeat_at timestamptz NOT NULL DEFAULT now());
-ALTER TABLE fleet_instances ADD COLUMN IF NOT EXISTS lanes text[];
+DO $$ BEGIN  -- only when missing: ALTER TABLE locks the table even when the column is there
+    IF NOT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'fleet_instances' AND column_name = 'lanes') THEN
+        ALTER TABLE fleet_instances ADD COLUMN lanes text[];
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS fleet_leases (
     camera_id text PRIMARY KEY REFERENCES fleet_cameras (id) ON DELETE CASCADE, instance text NOT NULL,
     token bigint NOT NULL UNIQUE, acquired_at timestamptz NOT NULL, expires_at timestamptz NOT NULL);

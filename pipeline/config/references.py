@@ -81,6 +81,8 @@ def _outputs(config: PipelineConfig) -> None:
         if writes is not None:
             value = getattr(entry, writes[0])
             claim(same_place(value), ("sinks", i, writes[0]), f"'{value}'")
+        if getattr(entry, "name", None) is not None:
+            claim(("output name", entry.name), ("sinks", i, "name"), f"output name '{entry.name}'")
         if entry.type == "webhook":
             claim(("webhook", entry.url), ("sinks", i, "url"), "this url")
         if entry.type == "mqtt":

@@ -53,9 +53,12 @@ class StreamTable:
         sinks. True when that finished within `timeout` s (else it finishes later)."""
         with self._admin:
             with self._lock:
-                if self._paused.pop(stream_id, None) is not None:
-                    return True
-            done = self._remove(stream_id)
+                paused = self._paused.pop(stream_id, None) is not None
+                stopping = self._removing.get(stream_id) if paused else None
+            if paused and stopping is None:  # stopped before: only its drop counts are left
+                self._parts.outputs.forget(stream_id)
+                return True
+            done = stopping or self._remove(stream_id)  # one still stopping from its pause is forgotten once stopped
         return done.wait(timeout)
 
     def replace(self, config: StreamConfig, timeout: float = 10.0) -> None:
@@ -81,9 +84,9 @@ class StreamTable:
                 with self._lock:
                     done = self._removing.get(stream_id)
             else:
-                done = self._remove(stream_id)
-                with self._lock:
+                with self._lock:  # paused before it is stopped: a stream that had ended is forgotten at once
                     self._paused[stream_id] = config
+                done = self._remove(stream_id)
         return done is None or done.wait(timeout)
 
     def resume(self, stream_id: str) -> None:

@@ -150,7 +150,7 @@ class _Courier:
         return False
 
     def _advance(self, conn: sqlite3.Connection, seq: int) -> None:
-        conn.execute("UPDATE cursors SET delivered_seq = ? WHERE output = ?", (seq, self.output.name))
+        conn.execute("UPDATE cursors SET delivered_seq = max(delivered_seq, ?) WHERE output = ?", (seq, self.output.name))
         self.cursor = seq
 
     def _bury(self, conn: sqlite3.Connection, seq: int, event_id: str, error: str, attempts: int) -> None:
@@ -165,7 +165,7 @@ class _Courier:
                 "INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, ?, ?)",
                 (self.output.name, seq, event_id, error[:2000], time.time_ns()),
             )
-            conn.execute("UPDATE cursors SET delivered_seq = ? WHERE output = ?", (seq, self.output.name))
+            conn.execute("UPDATE cursors SET delivered_seq = max(delivered_seq, ?) WHERE output = ?", (seq, self.output.name))
         self.cursor = seq
         self.dead += 1
 

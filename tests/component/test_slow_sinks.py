@@ -45,6 +45,10 @@ def test_a_removed_cameras_drop_counts_go_with_it_and_the_others_stay(tmp_path, 
     hanging.release()
     assert runner.remove_stream("cam-1")
     assert set(runner.snapshot().sinks["hanging"]["dropped"]) == {"cam-0"}  # what /metrics serves per stream
+    assert runner.table.pause("cam-0")
+    assert set(runner.snapshot().sinks["hanging"]["dropped"]) == {"cam-0"}  # paused: still the camera's counts
+    assert runner.remove_stream("cam-0")
+    assert runner.snapshot().sinks["hanging"]["dropped"] == {}  # then removed: gone
     run.stop()
 
 

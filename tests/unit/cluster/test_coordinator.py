@@ -149,6 +149,44 @@ def test_back_after_a_heartbeat_that_hung_past_a_lease_the_first_heartbeat_only_
     assert runs == [["cam-1", "cam-2"]]
 
 
+def test_back_after_a_heartbeat_that_hung_past_a_lease_and_then_went_through_it_only_announces():
+    coord, fleet, now, runs = coordinator([])
+    step(coord, now, 1.0)
+    heartbeat = fleet.heartbeat
+
+    def hangs(*args):
+        fleet.heartbeat = heartbeat
+        now[0] += 2 * LEASE_S  # then the database answers
+        heartbeat(*args)
+
+    fleet.heartbeat = hangs
+    fleet.cameras_.update({c: (1, {"id": c, "url": f"rtsp://h/{c}"}) for c in ("cam-1", "cam-2")})
+    step(coord, now, 1.5)
+    assert runs == [] and fleet.leases == {}
+    step(coord, now, now[0] + HEARTBEAT_S)
+    assert runs == [["cam-1", "cam-2"]]
+
+
+def test_after_a_change_longer_than_a_lease_while_the_leases_were_renewed_claims_go_on():
+    coord, fleet, now, runs = coordinator(["cam-1"])
+    step(coord, now, 1.0)
+    fleet.cameras_["cam-2"] = (1, {"id": "cam-2", "url": "rtsp://h/cam-2"})
+    set_streams = coord._set_streams
+
+    def slow(streams):  # the change takes two leases; the renewal thread renews meanwhile
+        for _ in range(4 * int(LEASE_S / HEARTBEAT_S)):
+            now[0] += HEARTBEAT_S / 2
+            coord.renew_while_changing()
+        set_streams(streams)
+
+    coord._set_streams = slow
+    step(coord, now, 1.5)  # claims cam-2, and starting it takes two leases
+    coord._set_streams = set_streams
+    fleet.cameras_["cam-3"] = (1, {"id": "cam-3", "url": "rtsp://h/cam-3"})
+    step(coord, now, now[0])  # the next heartbeat, due since the change began
+    assert runs[-1] == ["cam-1", "cam-2", "cam-3"]
+
+
 def test_one_failed_heartbeat_does_not_delay_claims():
     coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
     step(coord, now, HEARTBEAT_S / 2)  # announced
