@@ -168,6 +168,10 @@ class SinkQueue:
         guarded(self._failures, self.sink.name, self.sink.close)
         return True
 
+    def forget(self, stream_id: str) -> None:
+        with self._cond:
+            self.dropped.pop(stream_id, None)
+
     def depth(self) -> int:
         return len(self._items)
 
@@ -292,8 +296,7 @@ class OutputSinks:
     def forget(self, stream_id: str) -> None:
         """A stream removed for good: its drop counts go, as its other per-stream figures do."""
         for q in self._queues:
-            with q._cond:
-                q.dropped.pop(stream_id, None)
+            q.forget(stream_id)
 
     def stats(self) -> dict[str, dict]:
         """Per sink: its own counters, queue depth, and the live frames dropped per stream."""

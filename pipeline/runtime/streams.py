@@ -175,9 +175,7 @@ class StreamTable:
         self._parts.sources.forget(stream_id)
         self._parts.telemetry.forget(stream_id)
         self._parts.stages.forget(stream_id)
-        with self._lock:
-            paused = stream_id in self._paused
-        if not paused:  # a paused camera's drop counts stay: they are counters of the camera, not of one run of it
+        if stream_id not in self._paused:  # a paused camera's drop counts stay: they are the camera's, not one run's
             self._parts.outputs.forget(stream_id)
         with self._lock:
             self._streams.pop(stream_id, None)
