@@ -38,6 +38,7 @@ from pipeline.config.models import StreamConfig
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
+PRUNE_EVERY_S = 3600.0  # how often an instance deletes the fleet's history past `store.HISTORY_DAYS`
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Coordinator:
         self._deadline = float("inf")
         self._renewal_sent = float("-inf")  # when the last renewal that succeeded was sent
         self._changing = False  # the pipeline is being changed (`_apply`)
-        self._next_beat = float("-inf")
+        self._next_beat = self._next_prune = float("-inf")
         self._beats = 0
         self._unapplied = False  # the pipeline refused the last change of the cameras: each beat tries again
         self._stop = threading.Event()
@@ -275,6 +276,9 @@ class Coordinator:
             self._apply()
         else:
             self._move_one(desired)
+        if self._clock() >= self._next_prune:
+            self._next_prune = self._clock() + PRUNE_EVERY_S
+            store.prune()
 
     def _heartbeat(self, cooling: bool = False) -> None:
         """Alive; while cooling down after its detector failed, with no capacity, so no camera is assigned here."""

@@ -31,6 +31,10 @@ SCHEMA_LOCK_KEY = 0x5EA7_0022
 """Serialises creating the tables between instances starting together."""
 REBALANCE_LOCK_KEY = 0x5EA7_0023
 """Held while one camera moves for rebalancing: the fleet moves one camera at a time."""
+HISTORY_DAYS = 30
+"""Handoffs whose lease ended longer ago, and instances silent that long, are deleted (`prune`). Fencing vouches
+for a row no lease of this process covers (an event delivered from an outbox after a restart) with the handoffs,
+so such a row captured longer ago than this is refused."""
 
 SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS fleet_lease_token;
@@ -41,12 +45,6 @@ CREATE TABLE IF NOT EXISTS fleet_cameras (
 CREATE TABLE IF NOT EXISTS fleet_instances (
     name text PRIMARY KEY, capacity integer NOT NULL, normal_cap integer NOT NULL, weight double precision NOT NULL, url text,
     process text NOT NULL DEFAULT '', started_at timestamptz NOT NULL DEFAULT now(), heartbeat_at timestamptz NOT NULL DEFAULT now());
-DO $$ BEGIN  -- only when missing: ALTER TABLE locks the table even when the column is there
-    IF NOT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = current_schema()
-                   AND table_name = 'fleet_instances' AND column_name = 'lanes') THEN
-        ALTER TABLE fleet_instances ADD COLUMN lanes text[];
-    END IF;
-END $$;
 CREATE TABLE IF NOT EXISTS fleet_leases (
     camera_id text PRIMARY KEY REFERENCES fleet_cameras (id) ON DELETE CASCADE, instance text NOT NULL,
     token bigint NOT NULL UNIQUE, acquired_at timestamptz NOT NULL, expires_at timestamptz NOT NULL);
@@ -55,15 +53,35 @@ CREATE TABLE IF NOT EXISTS fleet_handoffs (
     from_acquired_at timestamptz NOT NULL,
     to_instance text, to_token bigint, reason text NOT NULL, lease_ended_at timestamptz NOT NULL,
     started_at timestamptz, gap_s double precision);
-CREATE INDEX IF NOT EXISTS fleet_handoffs_token ON fleet_handoffs (from_token);
-CREATE INDEX IF NOT EXISTS fleet_handoffs_camera ON fleet_handoffs (camera_id, id);
-CREATE INDEX IF NOT EXISTS fleet_handoffs_from ON fleet_handoffs (from_instance, camera_id, lease_ended_at);
 CREATE TABLE IF NOT EXISTS fleet_analytics (
     section text NOT NULL, name text NOT NULL, entry jsonb NOT NULL, position bigserial,
     updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (section, name));
 CREATE TABLE IF NOT EXISTS fleet_analytics_version (
     one boolean PRIMARY KEY DEFAULT true CHECK (one), version bigint NOT NULL);
-INSERT INTO fleet_analytics_version (version) VALUES (0) ON CONFLICT DO NOTHING;
+-- Only what is missing: ALTER TABLE and CREATE INDEX lock their table even when the column or index is there, and
+-- an insert that conflicts waits for a transaction changing that row, so one instance frozen in the middle of a
+-- heartbeat, claim or zone edit would hold every other instance's start back.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'fleet_instances' AND column_name = 'lanes') THEN
+        ALTER TABLE fleet_instances ADD COLUMN lanes text[];
+    END IF;
+    IF to_regclass('fleet_handoffs_token') IS NULL THEN
+        CREATE INDEX fleet_handoffs_token ON fleet_handoffs (from_token);
+    END IF;
+    IF to_regclass('fleet_handoffs_camera') IS NULL THEN
+        CREATE INDEX fleet_handoffs_camera ON fleet_handoffs (camera_id, id);
+    END IF;
+    IF to_regclass('fleet_handoffs_from') IS NULL THEN
+        CREATE INDEX fleet_handoffs_from ON fleet_handoffs (from_instance, camera_id, lease_ended_at);
+    END IF;
+    IF to_regclass('fleet_handoffs_ended') IS NULL THEN
+        CREATE INDEX fleet_handoffs_ended ON fleet_handoffs (lease_ended_at);
+    END IF;
+    IF NOT EXISTS (SELECT FROM fleet_analytics_version) THEN
+        INSERT INTO fleet_analytics_version (version) VALUES (0);
+    END IF;
+END $$;
 """
 
 
@@ -323,6 +341,19 @@ class FleetStore:
             return _end_lease(cur, name, camera, token, "rebalance", "clock_timestamp()")
 
         return bool(self.tx(move, lock_key=REBALANCE_LOCK_KEY))
+
+    def prune(self, batch: int = 10000) -> int:
+        """Delete up to `batch` handoffs and instances older than HISTORY_DAYS; how many went. Rows another
+        transaction holds are skipped (left for a later prune), so this never waits on one."""
+        def delete(cur) -> int:
+            gone = 0
+            for table, key, old in (("fleet_handoffs", "id", "lease_ended_at"), ("fleet_instances", "name", "heartbeat_at")):
+                cur.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {old} < now() - "
+                            f"make_interval(days => %s) LIMIT %s FOR UPDATE SKIP LOCKED)", (HISTORY_DAYS, batch))
+                gone += cur.rowcount
+            return gone
+
+        return self.tx(delete)
 
     def leave(self, name: str, process: str) -> None:
         """A clean stop: this instance's row goes (its leases were released one by one before), unless another

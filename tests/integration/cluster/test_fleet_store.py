@@ -1,21 +1,31 @@
 """The fleet's tables under concurrent use: connecting, which creates or upgrades them, never waits on a
-transaction another instance holds open (one frozen in the middle of its heartbeat, up to its idle limit)."""
+transaction another instance holds open (one frozen in the middle of a heartbeat, a claim or a zone edit, up to
+its idle limit); and their history is kept for `HISTORY_DAYS`, not for ever."""
 from __future__ import annotations
 
 import psycopg
+import pytest
 
-from pipeline.cluster.store import FleetStore
+from pipeline.cluster.store import HISTORY_DAYS, FleetStore
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 
+FROZEN_IN = {
+    "heartbeat": "UPDATE fleet_instances SET heartbeat_at = now() WHERE name = 'a'",
+    "claim": "INSERT INTO fleet_handoffs (camera_id, from_instance, from_token, from_acquired_at, reason, "
+             "lease_ended_at) VALUES ('cam', 'a', 1, now(), 'release', now())",
+    "zone edit": "UPDATE fleet_analytics_version SET version = version + 1",
+}
 
-def test_an_instance_connects_and_heartbeats_while_another_is_frozen_in_its_heartbeat(postgres_dsn):
+
+@pytest.mark.parametrize("frozen_in", FROZEN_IN)
+def test_an_instance_connects_and_heartbeats_while_another_is_frozen_in_a_transaction(postgres_dsn, frozen_in):
     first = FleetStore(postgres_dsn, idle_limit_s=30)
     first.connect()
     first.heartbeat("a", "start-a", 10, 8, 10.0, None, 30, ["default"])
     frozen = psycopg.connect(postgres_dsn)
     later = FleetStore(postgres_dsn, idle_limit_s=30)
     try:
-        frozen.execute("UPDATE fleet_instances SET heartbeat_at = now() WHERE name = 'a'")  # not committed
+        frozen.execute(FROZEN_IN[frozen_in])  # not committed
         later.connect()  # an upgrade that locked the table would wait here until its statement timeout, and fail
         later.heartbeat("b", "start-b", 10, 8, 10.0, None, 30, ["default", "fast"])
         assert ("b", 10.0, 8, 10, frozenset({"default", "fast"})) in later.members(30)
@@ -24,3 +34,30 @@ def test_an_instance_connects_and_heartbeats_while_another_is_frozen_in_its_hear
         frozen.close()
         later.close()
         first.close()
+
+
+def test_handoffs_and_silent_instances_older_than_the_history_are_deleted(postgres_dsn):
+    store = FleetStore(postgres_dsn, idle_limit_s=30)
+    store.connect()
+    try:
+        store.put_cameras([{"id": "cam", "url": "fake://cam"}])
+        store.heartbeat("a", "start-a", 10, 8, 10.0, None, 30, ["default"])
+        store.heartbeat("gone", "start-g", 10, 8, 10.0, None, 30, ["default"])
+        [claimed] = store.claim("a", ["cam"], 1, 30, expired=False)
+        assert store.release("a", "cam", claimed.token, "release")
+
+        def age(cur):  # the release, and the instance that stopped heart-beating, a day past the history
+            cur.execute("INSERT INTO fleet_handoffs (camera_id, from_instance, from_token, from_acquired_at, reason, "
+                        "lease_ended_at) SELECT camera_id, from_instance, from_token + 1, from_acquired_at, reason, "
+                        "lease_ended_at - make_interval(days => %s) FROM fleet_handoffs", (HISTORY_DAYS + 1,))
+            cur.execute("UPDATE fleet_instances SET heartbeat_at = now() - make_interval(days => %s) "
+                        "WHERE name = 'gone'", (HISTORY_DAYS + 1,))
+
+        store.tx(age)
+        assert store.prune() == 2
+        state = store.state()
+        assert [(h["from_token"], h["reason"]) for h in state["handoffs"]] == [(claimed.token, "release")]
+        assert [i["name"] for i in state["instances"]] == ["a"]
+        assert store.prune() == 0
+    finally:
+        store.close()

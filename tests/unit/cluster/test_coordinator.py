@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipeline.cluster.coordinator import Coordinator
+from pipeline.cluster.coordinator import PRUNE_EVERY_S, Coordinator
 from pipeline.cluster.store import Claimed, FleetUnavailable
 from pipeline.config.cluster import ClusterConfig
 from pipeline.errors import PartiallyApplied
@@ -26,6 +26,7 @@ class MemoryFleet:
         self.cameras_ = {camera: (1, {"id": camera, "url": f"rtsp://h/{camera}"}) for camera in cameras}
         self.leases: dict[str, tuple[str, int, float]] = {}  # camera -> (instance, token, expires)
         self.tokens = 0
+        self.prunes: list[float] = []  # when the history was pruned
 
     def __getattribute__(self, name):
         if name in ("heartbeat", "renew", "cameras", "members", "claim") and object.__getattribute__(self, "down"):
@@ -67,6 +68,10 @@ class MemoryFleet:
     def move_one(self, *args):
         return False
 
+    def prune(self):
+        self.prunes.append(self.clock())
+        return 0
+
 
 def coordinator(cameras: list[str]):
     now = [0.0]
@@ -96,6 +101,12 @@ def test_cameras_are_claimed_from_the_second_heartbeat_and_run_through_the_pipel
     assert runs == [] and fleet.leases == {}  # the first beat announces the instance only
     step(coord, now, HEARTBEAT_S)
     assert runs == [["cam-1", "cam-2"]] and {i for i, _, _ in fleet.leases.values()} == {"a"}
+
+
+def test_the_fleet_history_is_pruned_at_the_first_heartbeat_and_then_hourly():
+    coord, fleet, now, _ = coordinator(["cam-1"])
+    step(coord, now, 2 * PRUNE_EVERY_S + HEARTBEAT_S)
+    assert fleet.prunes == [0.0, PRUNE_EVERY_S, 2 * PRUNE_EVERY_S]
 
 
 def test_when_renewals_fail_every_camera_stops_before_its_lease_can_expire():
