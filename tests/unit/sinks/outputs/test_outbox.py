@@ -280,3 +280,39 @@ def test_closing_goes_on_when_an_output_fails_to_close(tmp_path):
     outbox.open()
     assert outbox.close()
     assert other.closed
+
+
+def test_an_output_swapped_while_its_old_courier_is_stuck_keeps_the_newer_cursor(tmp_path):
+    """A reload replaces an output whose delivery hangs: the new courier of the name delivers on; when the old one's
+    delivery returns at last, the cursor it writes is older and must not move the stored one back (a restart would
+    deliver again what the new output already has)."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Hanging(RecordingOutput):
+        def deliver(self, event: Event) -> None:
+            entered.set()
+            release.wait(30)
+            super().deliver(event)
+
+    path = tmp_path / "outbox.db"
+    old = Hanging("hook")
+    outbox = Outbox(path, [old], backoff=FAST)
+    outbox.open()
+    outbox.put(make_events(1))
+    assert entered.wait(5)
+    [old_courier] = [t for t in threading.enumerate() if t.name == "outbox:hook"]
+    outbox.remove_output("hook", timeout=0)  # its thread is still inside the delivery
+    new = RecordingOutput("hook")
+    outbox.add_output(new)
+    outbox.put(make_events(4, start=1))
+    assert wait_until(lambda: len(new.delivered) == 5)  # the first event too: the old one never finished it
+    release.set()
+    old_courier.join(5)  # its delivery returned, and it wrote the cursor of that event
+    assert not old_courier.is_alive() and len(old.delivered) == 1
+    assert outbox.close(timeout=5)
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT delivered_seq FROM cursors WHERE output = 'hook'").fetchone() == (5,)
+    again = RecordingOutput("hook")
+    with Outbox(path, [again], backoff=FAST) as reopened:
+        assert reopened.stats()["hook"]["pending"] == 0
+    assert again.delivered == []
