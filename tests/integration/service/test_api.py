@@ -76,6 +76,32 @@ def test_a_camera_added_again_while_its_removal_is_still_finishing_runs_once_it_
     assert [s["id"] for s in served.client.get("/api/streams").json()] == ["a", "cam"]
 
 
+def test_a_pause_still_finishing_answers_202_refuses_a_resume_meanwhile_and_then_answers_paused(tmp_path, serve):
+    gate = threading.Event()
+
+    class SlowEnd(RecordingSink):
+        def on_stream_end(self, stream_id: str) -> None:
+            if stream_id == "cam":
+                gate.wait(60)  # its last frames take longer than the API waits for a pause (10 s)
+            super().on_stream_end(stream_id)
+
+    sink = SlowEnd()
+    served = serve(config(tmp_path, [{"id": "cam", "url": "fake://cam?fps=20"}]), sinks=[sink])
+    assert sink.wait_for(lambda s: len(s.seqs["cam"]) >= 5, timeout=20)
+    first = served.client.post("/api/streams/cam/pause")
+    assert first.status_code == 202 and first.json()["state"].startswith("pausing"), first.text
+    resumed = served.client.post("/api/streams/cam/resume")
+    assert resumed.status_code == 503 and "still stopping" in resumed.text  # not half-restarted meanwhile
+    again: list = []
+    waiting = threading.Thread(target=lambda: again.append(served.client.post("/api/streams/cam/pause")))
+    waiting.start()
+    gate.set()
+    waiting.join(30)
+    assert again and again[0].status_code == 200 and again[0].json()["state"] == "paused", again and again[0].text
+    assert served.client.post("/api/streams/cam/resume").status_code == 200
+    assert sink.wait_for(lambda s: s.started.count("cam") == 2 and len(s.seqs["cam"]) >= 5 + 5, timeout=20)
+
+
 def test_bad_requests_get_a_4xx_that_says_why_and_change_nothing(tmp_path, serve):
     served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=20"}]))
     client = served.client
