@@ -7,18 +7,22 @@ Streams can be added and removed while it runs (`add_stream`, `remove_stream`) w
 within a lane are taken round-robin; live frames older than `max_age_ms` are dropped and counted.
 Live rings drop their oldest frame when full; file rings make the reader wait, so files lose nothing.
 
-Producers share no lock: a frame goes into an inbox (`queue.SimpleQueue`, no Python lock) with
-its arrival time, after the producer took one of its ring's permits (a per-stream semaphore: a file
-reader waits on it, a live producer whose ring is full drains the inbox itself and drops its
-oldest frame). Consumers move the inbox into the rings under the buffer's lock. One lock shared by
-64 decode threads and the consumer formed convoys under the interpreter lock: the thread holding
-it was often waiting for the interpreter lock, and every other thread queued behind it.
+Producers share no lock: a frame goes into an inbox (a `deque`, whose append needs no Python lock)
+with its arrival time, after the producer took one of its ring's permits (a per-stream semaphore: a
+file reader waits on it, a live producer whose ring is full drains the inbox itself and drops its
+oldest frame), and a wake-up token goes into a `queue.SimpleQueue` that waiting consumers sleep on.
+Only a thread holding the buffer's lock takes frames out of the inbox, all it holds, in order: a
+consumer that took a frame while another thread drained the ones after it put them in the ring out of
+order (and a stream's last frame accepted after its end marker reopened the stream for good). One lock
+shared by 64 decode threads and the consumer formed convoys under the interpreter lock: the thread
+holding it was often waiting for the interpreter lock, and every other thread queued behind it.
 """
 from __future__ import annotations
 
 import queue
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 from pipeline.align.lanes import Lane, StreamRing
@@ -27,8 +31,10 @@ from pipeline.errors import ConfigError
 from pipeline.types import Frame, FrameBatch
 
 _NS_PER_S = 1_000_000_000
-_WAKE = (None, 0, None)
-"""An inbox item that only makes a waiting consumer look again (close, work left for another consumer)."""
+_WAKE = "wake"
+"""A token that makes a waiting consumer look again (close, work left for another consumer)."""
+_ARRIVED = "arrived"
+"""A token for an item put in the inbox: a waiting consumer drains it."""
 
 
 class AlignedBuffer:
@@ -52,7 +58,8 @@ class AlignedBuffer:
             raise ConfigError(f"lane names must be unique, got {[lane.name for lane in lanes]}")
         self._clock = clock_ns
         self._lock = threading.Lock()  # rings and lanes: consumers, and producers of overflowing live rings
-        self._inbox: queue.SimpleQueue = queue.SimpleQueue()  # (ring, arrival_ns, frame | None = end of stream)
+        self._inbox: deque = deque()  # (ring, arrival_ns, frame | None = end of stream), taken under the lock
+        self._tokens: queue.SimpleQueue = queue.SimpleQueue()  # _ARRIVED per inbox item, or _WAKE
         self._closed = False
         self._rings: dict[str, StreamRing] = {}
         self._lanes = [Lane(cfg, []) for cfg in sorted(lanes, key=lambda c: -c.priority)]
@@ -76,7 +83,7 @@ class AlignedBuffer:
                     self._lane_of[name] = Lane(cfg, [])
             self._lane_of = {name: self._lane_of[name] for name in wanted}
             self._lanes = sorted(self._lane_of.values(), key=lambda lane: -lane.config.priority)
-        self._inbox.put(_WAKE)  # a waiting consumer recomputes its deadlines
+        self._tokens.put(_WAKE)  # a waiting consumer recomputes its deadlines
 
     def add_stream(self, cfg: StreamConfig) -> None:
         """A new stream (before its producer starts): a ring of `ring_size` in its lane; live streams drop
@@ -118,7 +125,8 @@ class AlignedBuffer:
                 return self._put_overflowing(ring, frame)
         elif not ring.permits.acquire(timeout=timeout):
             return False
-        self._inbox.put((ring, self._clock(), frame))
+        self._inbox.append((ring, self._clock(), frame))
+        self._tokens.put(_ARRIVED)
         return True
 
     def _put_overflowing(self, ring: StreamRing, frame: Frame) -> bool:
@@ -132,24 +140,25 @@ class AlignedBuffer:
                 self._lane_of[ring.lane].drop_oldest(ring)
                 ring.permits.acquire(blocking=False)
             self._accept_locked(ring, self._clock(), frame)
-        self._inbox.put(_WAKE)
+        self._tokens.put(_WAKE)
         return True
 
     def discard_stream(self, stream_id: str) -> None:
         """Forget a stream whose producer never started (an add that failed half-way)."""
         with self._lock:
-            self._drain_locked()
+            self._drain_aside_locked()
             self._forget_locked(self._ring(stream_id))
 
     def end_stream(self, stream_id: str) -> None:
         """The stream will send no more frames: its lane may flush the tail without waiting for it."""
-        self._inbox.put((self._ring(stream_id), 0, None))
+        self._inbox.append((self._ring(stream_id), 0, None))
+        self._tokens.put(_ARRIVED)
 
     def take_ended(self) -> list[str]:
         """The streams that have ended and whose every frame has been taken, each reported once (the
         consumer's cue to end that stream downstream, after the batches taken before this call)."""
         with self._lock:
-            self._drain_locked()
+            self._drain_aside_locked()
             ended = [ring for ring in self._rings.values() if ring.ended and not ring.entries and not ring.end_reported]
             for ring in ended:
                 ring.end_reported = True
@@ -175,11 +184,9 @@ class AlignedBuffer:
         earliest lane deadline expires, whichever comes first (no polling).
         """
         end = time.monotonic() + timeout
-        item, look, deadline_ns = None, True, None
+        look, deadline_ns = True, None
         while True:
             with self._lock:
-                if item is not None:
-                    look |= self._accept_locked(*item)
                 look |= self._drain_locked()
                 now = self._clock()
                 if look or (deadline_ns is not None and now >= deadline_ns):
@@ -187,7 +194,7 @@ class AlignedBuffer:
                     if lane is not None:
                         return self._form_batch(lane)
                     if self._closed or self._finished_locked():
-                        self._inbox.put(_WAKE)  # other waiting consumers see it too
+                        self._tokens.put(_WAKE)  # other waiting consumers see it too
                         return None
                     look = False
             remaining = end - time.monotonic()
@@ -196,28 +203,28 @@ class AlignedBuffer:
             if deadline_ns is not None:
                 remaining = min(remaining, max(deadline_ns - now, 0) / _NS_PER_S)
             try:
-                item = self._inbox.get(timeout=remaining)
+                look |= self._tokens.get(timeout=remaining) is _WAKE
             except queue.Empty:
-                item = None
+                pass
 
     def close(self) -> None:
         """Wake every waiting consumer; later puts are refused and `next_batch` returns None."""
         with self._lock:
             self._closed = True
-        self._inbox.put(_WAKE)
+        self._tokens.put(_WAKE)
 
     @property
     def finished(self) -> bool:
         """True when every stream has ended and every ring is empty."""
         with self._lock:
-            self._drain_locked()
+            self._drain_aside_locked()
             return self._finished_locked()
 
     def stats(self) -> dict:
         """Counters: `streams[id]` and `lanes[name]` with received, batched, dropped_overflow,
         dropped_age, depth; lanes also have batches, frames and mean_batch_size."""
         with self._lock:
-            self._drain_locked()
+            self._drain_aside_locked()
             return {
                 "streams": {sid: ring.counters() for sid, ring in self._rings.items()},
                 "lanes": {lane.name: lane.counters() for lane in self._lanes},
@@ -235,18 +242,25 @@ class AlignedBuffer:
         self._lane_of[ring.lane].remove(ring)
 
     def _drain_locked(self) -> bool:
-        """Move everything in the inbox into the rings; True when a consumer should look again."""
+        """Move everything in the inbox into the rings, in order; True when a consumer should look again.
+        The tokens are taken first: each stands for an item already in the inbox, so none is left waiting."""
         look = False
         while True:
             try:
-                item = self._inbox.get_nowait()
+                look |= self._tokens.get_nowait() is _WAKE
             except queue.Empty:
-                return look
-            look |= self._accept_locked(*item)
+                break
+        while self._inbox:
+            look |= self._accept_locked(*self._inbox.popleft())
+        return look
 
-    def _accept_locked(self, ring: StreamRing | None, arrival_ns: int, frame: Frame | None) -> bool:
-        if ring is None:  # _WAKE
-            return True
+    def _drain_aside_locked(self) -> None:
+        """Drain outside `next_batch` (counters, ends): what would have made a waiting consumer look again, and the
+        tokens taken here that it sleeps on, are handed on to it as a wake-up."""
+        if self._drain_locked():
+            self._tokens.put(_WAKE)
+
+    def _accept_locked(self, ring: StreamRing, arrival_ns: int, frame: Frame | None) -> bool:
         if self._rings.get(ring.stream_id) is not ring:  # removed while this was on its way
             return False
         if frame is None:  # end of stream
@@ -277,7 +291,7 @@ class AlignedBuffer:
     def _form_batch(self, lane: Lane) -> FrameBatch:
         frames = lane.take()
         if any(other.depth for other in self._lanes):
-            self._inbox.put(_WAKE)  # another consumer may serve the rest
+            self._tokens.put(_WAKE)  # another consumer may serve the rest
         return FrameBatch(frames=frames, lane=lane.name, formed_ns=self._clock())
 
 

@@ -392,3 +392,42 @@ def test_on_room_reports_every_frame_that_leaves_a_ring_batched_or_dropped():
     assert buf.next_batch(0) is None
     assert room == {"f": 2, "l": 4}
     assert buf.put(frame("f", 2), 0.1)  # the room reported is real
+
+
+@pytest.mark.parametrize("reader", ["stats", "finished"])
+def test_frames_stay_in_order_and_the_end_is_reported_while_another_thread_reads_the_counters(reader):
+    """The service's counters (`stats`) and the runner's `finished` drain the producers' frames into the rings
+    from their own threads while the consumer waits for them: a consumer that had taken a frame before such a
+    drain put it in the ring after the frames that followed it, and a stream's last frame accepted after its
+    end marker reopened the stream, so its end was never reported. Repeated, as the interleaving is the
+    scheduler's (the code before this failed in about 1 to 20 of 100 runs)."""
+    for _ in range(150):
+        buffer = AlignedBuffer([LaneConfig(name="default", max_batch=1, max_wait_ms=0)], [file("f", ring=4)])
+        stop = threading.Event()
+
+        def produce():
+            for seq in range(30):
+                while not buffer.put(frame("f", seq), timeout=0.1):
+                    pass
+            buffer.end_stream("f")
+
+        def read():
+            while not stop.is_set():
+                getattr(buffer, reader) if reader == "finished" else buffer.stats()
+
+        threads = [threading.Thread(target=produce), threading.Thread(target=read)]
+        for thread in threads:
+            thread.start()
+        taken, ended = [], []
+        try:
+            while not ended:
+                batch = buffer.next_batch(timeout=5)
+                taken += [f.seq for f in batch.frames] if batch else []
+                ended = buffer.take_ended()
+                assert batch or ended, f"nothing for 5 s after frames {taken}: the end was lost"
+        finally:
+            stop.set()
+            buffer.close()
+            for thread in threads:
+                thread.join(10)
+        assert taken == list(range(30)) and ended == ["f"]
