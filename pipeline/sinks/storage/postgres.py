@@ -1,12 +1,17 @@
 """PostgreSQL storage for fleets: the same schema as SQLite, written through psycopg 3.
 
 A lost connection (server restart, network) raises `StorageUnavailable`; the writer keeps the batch
-and retries, reconnecting here on the next attempt, so a restart loses no rows. The password belongs
+and retries, reconnecting here on the next attempt, so a restart loses no rows. Nor does it double any: when
+the connection drops after COMMIT reached the server, the batch is stored but the writer cannot know it; each
+batch's id goes into `stored_batches` in the batch's own transaction, and a retry that finds it there writes
+nothing (ids are kept a day, `schema.STORED_BATCHES_KEPT_S`). The password belongs
 in PGPASSWORD or ~/.pgpass; the DSN is masked wherever it is shown.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 
 from pipeline.config.outputs import PostgresStorage
 from pipeline.errors import SinkError
@@ -15,6 +20,11 @@ from pipeline.masking import mask_url
 from pipeline.sinks.storage.schema import DETECTION_COLUMNS, TRACK_BOX_COLUMNS, create_or_upgrade, statements
 from pipeline.sinks.storage.writer import UNSENDABLE, RowsRefused, StorageSink, StorageUnavailable
 from pipeline.types import Run
+
+log = logging.getLogger(__name__)
+
+PRUNE_INTERVAL_S = 3600.0
+"""How often a backend deletes the ids of batches stored more than a day ago (in a batch's transaction)."""
 
 # Serialises creating or upgrading the schema between pipelines starting together (it races otherwise).
 _SCHEMA_LOCK_KEY = 0x5EA7_0001
@@ -67,6 +77,8 @@ class PostgresBackend:
         self.connect_timeout_s = connect_timeout_s
         self.transactions = 0
         self.reconnects = 0
+        self.batches_found_stored = 0  # retries of a batch whose earlier COMMIT went through (its answer lost)
+        self._next_prune = 0.0  # time.monotonic() of the next delete of old batch ids
         self._sql = statements("postgres")
         self._pg = _psycopg()
         self._conn = None
@@ -105,9 +117,29 @@ class PostgresBackend:
 
     def write(self, rows: MergedRows) -> None:
         fence = self.fence
-        self._run(lambda cur: self._insert(cur, rows if fence is None else fence.filter(cur, rows)),
-                  f"{len(rows.detections) + len(rows.track_boxes)} rows")
-        self.transactions += 1
+        prune = rows.batch is not None and time.monotonic() >= self._next_prune
+        found: list[bool] = []
+
+        def work(cur) -> None:
+            found.clear()
+            if rows.batch is not None:
+                if prune:
+                    cur.execute(self._sql.prune_batches)
+                # Waits for a transaction still holding the id (an earlier attempt the server has not ended yet).
+                cur.execute(self._sql.claim_batch, (rows.batch,))
+                if cur.rowcount == 0:  # an earlier attempt committed it; its answer was lost with the connection
+                    found.append(True)
+                    return
+            self._insert(cur, rows if fence is None else fence.filter(cur, rows))
+
+        self._run(work, f"{len(rows.detections) + len(rows.track_boxes)} rows")
+        if prune:
+            self._next_prune = time.monotonic() + PRUNE_INTERVAL_S
+        self.transactions += 1  # found: the earlier attempt's commit, which went uncounted
+        if found:
+            self.batches_found_stored += 1
+            log.warning("PostgreSQL '%s': batch %s was stored by an earlier attempt whose answer was lost; "
+                        "not written again", self.target, rows.batch)
 
     def delete_older_than(self, cutoff_wall_ns: int) -> int:
         counts: list[int] = []

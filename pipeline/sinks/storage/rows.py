@@ -37,6 +37,7 @@ class MergedRows:
     streams: list[tuple] = field(default_factory=list)
     runs: list[tuple] = field(default_factory=list)
     frames: int = 0
+    batch: str | None = None  # the writer's batch these frames' rows are (`writer.Batch.id`): the same on a retry
 
 
 def frame_rows(result: FrameResult, class_names: list[str], what: str) -> FrameRows:

@@ -26,6 +26,12 @@ Tables (all times are integer nanoseconds; `*_pts_ns`/`ts_ns` on the stream's cl
                clip (NULL: no class, no such file; see `pipeline.types.Event`), instance (as its run's; NULL
                before version 5)
 
+PostgreSQL only: `stored_batches` (id PK, stored_at) holds the id of each batch of frames' rows written in the last
+day (`STORED_BATCHES_KEPT_S`), inserted in the batch's own transaction: a batch retried after the connection
+dropped around its COMMIT (committed, but the answer lost) is found there and not stored twice. A SQLite commit's
+outcome is always known (a local call), so SQLite needs no such table. It is created when missing, whatever the
+schema version (it changes no other table, so a database that has it is still version 5 to older streamweaves).
+
 The two dialects differ only in column types, the parameter marker and MIN/MAX vs LEAST/GREATEST,
 so a query written against one gives the same rows on the other. An older database is upgraded when a sink
 opens it: version 1 (before runs) gets runs, its rows becoming the run `before-runs`; version 2 gets the
@@ -181,6 +187,16 @@ ALTER TABLE detections ADD COLUMN epoch INTEGER NOT NULL DEFAULT -1
 _FROM_VERSION_4_EVENTS = "ALTER TABLE events ADD COLUMN instance TEXT"
 _FROM_VERSION_4 = ["ALTER TABLE runs ADD COLUMN instance TEXT", _FROM_VERSION_4_EVENTS]
 
+STORED_BATCHES_KEPT_S = 86_400
+"""How long a stored batch's id is kept: a batch retried later than this after its commit would be stored again."""
+
+# PostgreSQL only (see the module docstring); made when `stored_batches` is missing, so its index never locks a
+# table that is already there.
+_STORED_BATCHES = [
+    "CREATE TABLE IF NOT EXISTS stored_batches (id TEXT PRIMARY KEY, stored_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    "CREATE INDEX IF NOT EXISTS stored_batches_stored_at ON stored_batches (stored_at)",
+]
+
 _RECORD_BEFORE_RUNS = """
 INSERT INTO runs (run_id, config_hash, version, started_ns, ended_ns)
     SELECT '{before}', '', 'schema 1', COALESCE(MIN(w), 0), MAX(w)
@@ -202,6 +218,11 @@ class Statements:
     upsert_run: str
     set_version: str
     retention: list[str]
+    # PostgreSQL only (None in SQLite): a batch's id, stored with it; see the module docstring
+    has_stored_batches: str | None = None  # one row, true when the table exists
+    create_stored_batches: tuple[str, ...] = ()
+    claim_batch: str | None = None  # inserts the id; no row inserted (rowcount 0): the batch is stored already
+    prune_batches: str | None = None
 
 
 def statements(dialect: Dialect) -> Statements:
@@ -224,6 +245,15 @@ def statements(dialect: Dialect) -> Statements:
 
     def insert(table: str, columns: tuple[str, ...]) -> str:
         return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values(columns)})"
+
+    batches = {} if dialect == "sqlite" else dict(
+        has_stored_batches="SELECT to_regclass('stored_batches') IS NOT NULL",
+        create_stored_batches=tuple(_STORED_BATCHES),
+        claim_batch="INSERT INTO stored_batches (id) VALUES (%s) ON CONFLICT (id) DO NOTHING",
+        # SKIP LOCKED: instances pruning at once neither wait for nor deadlock with each other
+        prune_batches=("DELETE FROM stored_batches WHERE id IN (SELECT id FROM stored_batches WHERE stored_at < "
+                       f"now() - interval '{STORED_BATCHES_KEPT_S} seconds' FOR UPDATE SKIP LOCKED)"),
+    )
 
     return Statements(
         create=[*create, *views],
@@ -265,24 +295,28 @@ def statements(dialect: Dialect) -> Statements:
             f"DELETE FROM events WHERE wall_ns < {p}",
             f"DELETE FROM tracks WHERE last_wall_ns < {p}",
         ],
+        **batches,
     )
 
 
 def create_or_upgrade(conn: Any, sql: Statements, where: str) -> None:
     """Create the schema in `conn` (sqlite3 or psycopg, inside a transaction), or bring an older version's
     up to this one. SinkError, naming `where`, for a database a newer streamweave wrote. A database of this
-    version is left as it is (its views too: one's own views may read them)."""
+    version is left as it is (its views too: one's own views may read them), but for `stored_batches` (PostgreSQL),
+    made when missing."""
     conn.execute(_META)
     row = conn.execute("SELECT value FROM streamweave_meta WHERE key = 'schema_version'").fetchone()
     found = int(row[0]) if row else None
-    if found == SCHEMA_VERSION:
-        return
     if found is not None and found > SCHEMA_VERSION:
         raise SinkError(f"{where} has schema version {found}, written by a newer streamweave; this one writes "
                         f"version {SCHEMA_VERSION}: upgrade streamweave or choose another database")
-    for ddl in sql.create if found is None else sql.upgrade[found]:
-        conn.execute(ddl)
-    conn.execute(sql.set_version, (str(SCHEMA_VERSION),))
+    if found != SCHEMA_VERSION:
+        for ddl in sql.create if found is None else sql.upgrade[found]:
+            conn.execute(ddl)
+        conn.execute(sql.set_version, (str(SCHEMA_VERSION),))
+    if sql.has_stored_batches is not None and not conn.execute(sql.has_stored_batches).fetchone()[0]:
+        for ddl in sql.create_stored_batches:
+            conn.execute(ddl)
 
 
 def _split(script: str) -> list[str]:

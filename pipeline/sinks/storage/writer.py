@@ -3,11 +3,12 @@
 `BatchWriter` takes items (one per frame) from a bounded queue on its own thread and hands them to
 `write(items)` once `batch_size` rows are waiting or the oldest has waited `flush_interval_s`.
 When `write` raises `StorageUnavailable` (the database is down or restarting) the writer keeps the
-batch and retries it with exponential backoff, taking nothing new meanwhile; memory stays bounded
-because the queue is: once it is full, `put` blocks up to `put_timeout_s` (a slow database) and
-then raises `SinkError` (the sink router counts it as that sink's failure for that frame). While
-the database is known to be down and the queue is full, `put` raises at once: detection never
-waits on a database outage (the events themselves are kept by the outbox either way). A `SinkError` from
+batch and retries it with exponential backoff, taking nothing new meanwhile (the same `Batch`, its `id`
+included: PostgreSQL, which cannot tell whether a lost connection's last COMMIT went through, finds the
+batch by it and does not store it twice); memory stays bounded because the queue is: once it is full,
+`put` blocks up to `put_timeout_s` (a slow database) and then raises `SinkError` (the sink router counts
+it as that sink's failure for that frame). While the database is known to be down and the queue is full,
+`put` raises at once: detection never waits on a database outage (the events themselves are kept by the outbox either way). A `SinkError` from
 `write` means the rows themselves are bad: they are logged, counted as rejected and dropped.
 
 `StorageSink` is the `Sink` shared by SQLite and PostgreSQL; a `Backend` supplies the SQL side. Its
@@ -20,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from typing import Callable, Protocol
 
 from pipeline.backoff import Backoff
@@ -44,6 +46,18 @@ UNSENDABLE = (OverflowError, UnicodeError)
 
 class StorageUnavailable(SinkError):
     """The database cannot be reached right now; the writer keeps the rows and retries."""
+
+
+class Batch(list):
+    """The items of one `write` call. `id` (unique, made when the batch is formed) stays the same across the
+    batch's retries: PostgreSQL stores it with the rows, so a retry of a batch whose COMMIT went through just as
+    the connection was lost is recognised and not stored again."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, items=()):
+        super().__init__(items)
+        self.id = uuid.uuid4().hex
 
 
 class BatchWriter:
@@ -123,7 +137,7 @@ class BatchWriter:
         return {**self.counters, "backlog": self._queue.qsize(), "alive": self._thread.is_alive()}
 
     def _run(self) -> None:
-        batch: list = []
+        batch = Batch()
         size, started = 0, 0.0
         next_maintenance = time.monotonic()
         try:
@@ -134,7 +148,7 @@ class BatchWriter:
                     next_maintenance = now + self._maintenance_interval_s
                 if batch and (size >= self.batch_size or now - started >= self.flush_interval_s):
                     self._flush(batch, size)
-                    batch, size = [], 0
+                    batch, size = Batch(), 0
                     continue
                 wait = self.flush_interval_s - (now - started) if batch else 0.1
                 try:
@@ -193,7 +207,8 @@ class Backend(Protocol):
     def connect(self) -> None: ...
 
     def write(self, rows: MergedRows) -> None:
-        """All of `rows` in one transaction, or nothing."""
+        """All of `rows` in one transaction, or nothing; nothing either when batch `rows.batch` (not None) is
+        stored already (a retry after a lost connection whose COMMIT went through)."""
         ...
 
     def delete_older_than(self, cutoff_wall_ns: int) -> int:
@@ -319,6 +334,7 @@ class StorageSink(BaseSink):
 
     def _write(self, frames: list) -> None:
         rows = merge(frames, self._urls)
+        rows.batch = getattr(frames, "id", None)  # the same on every retry of this batch
         rows.runs.append(run_row(self.run))  # the run goes on: clears the end a sink replaced meanwhile recorded
         self.backend.write(rows)
 
