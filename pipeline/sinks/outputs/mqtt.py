@@ -7,18 +7,25 @@ Every event is published, as the same JSON, to:
 
 `{instance}` in the prefix becomes the name of the instance that decided the event (`runtime.instance`), so
 `streamweave/{instance}` gives every instance of a fleet a subtree of its own; the JSON names it either way.
+
+The client speaks MQTT 5 (mosquitto 1.6 and later, EMQX, HiveMQ, ...): in MQTT 3.1.1 a broker has no way to
+say it refused a publish, and mosquitto acknowledges one its ACL forbids and drops it, so the event would be
+counted delivered and lost. MQTT 5 acknowledgements carry a reason code, and a refusal is not a delivery.
 """
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 import uuid
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from pipeline.config import outputs as cfg
-from pipeline.errors import SinkError
+from pipeline.errors import EventRefused, SinkError
 from pipeline.sinks.outputs.payload import event_to_json
 from pipeline.types import Event
 
@@ -29,6 +36,34 @@ def _level(name: object) -> str:
     """One topic level: MQTT wildcards and separators are replaced so a name cannot span levels."""
     text = str(name).strip() or "_"
     return text.replace("/", "_").replace("+", "_").replace("#", "_")
+
+
+# Refusals that sending the same message again cannot change: the outbox keeps the event as a dead letter.
+_REFUSED_FOR_GOOD = {
+    0x87: "not authorized",  # the broker's ACL does not let this client publish to the topic
+    0x90: "topic name invalid",
+    0x99: "payload format invalid",
+}
+
+
+class _Client(mqtt.Client):
+    """paho's client, but a refused PUBREC (QoS 2) is reported: paho (2.2 at least) ignores its reason code,
+    sends PUBREL anyway and reports the PUBCOMP's code, which mosquitto answers with success."""
+
+    on_pubrec_refused = None  # (mid, reason code value) -> None
+
+    def _handle_pubrec(self):
+        packet = self._in_packet["packet"]  # the packet id (2 bytes), then in MQTT 5 the reason code, if any
+        if self._protocol == mqtt.MQTTv5 and len(packet) > 2 and packet[2] >= 0x80 and self.on_pubrec_refused:
+            self.on_pubrec_refused(struct.unpack("!H", bytes(packet[:2]))[0], packet[2])
+        return super()._handle_pubrec()
+
+
+def _reason_name(code: int) -> str:
+    try:
+        return ReasonCode(PacketTypes.PUBACK, identifier=code).getName()
+    except ValueError:  # not a PUBACK code (a PUBREC may carry the same ones only)
+        return "refused"
 
 
 def event_topics(event: Event, prefix: str) -> list[str]:
@@ -46,7 +81,11 @@ class MqttOutput:
     """Publishes events to an MQTT broker and returns only once the broker acknowledged them.
 
     With `qos` 1 or 2, `deliver` waits for the PUBACK/PUBCOMP of every topic (at most
-    `publish_timeout_s`), so the outbox moves on only after the broker has the event. The client
+    `publish_timeout_s`), so the outbox moves on only after the broker has the event. An acknowledgement whose
+    MQTT 5 reason code is a failure is no delivery: "not authorized" (the broker's ACL), "topic name invalid"
+    and "payload format invalid" can never succeed and raise `EventRefused` (the outbox keeps the event as a
+    dead letter and goes on); any other (quota exceeded, unspecified, ...) raises `SinkError` and the outbox
+    retries. QoS 0 has no acknowledgement, so a refusal there goes unnoticed. The client
     connects in the background and reconnects by itself (1 s doubling to `reconnect_max_s`);
     while it is disconnected `deliver` waits up to `connect_wait_s`, then raises `SinkError`, and
     the outbox retries later. QoS 0 only waits until the message was written to the socket.
@@ -70,13 +109,19 @@ class MqttOutput:
         self.connect_wait_s = connect_wait_s
         self._connected = threading.Event()
         self._last_error = "not connected yet"
-        self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamweave-{uuid.uuid4().hex[:12]}", protocol=mqtt.MQTTv311
+        self._acks_lock = threading.Lock()
+        self._acks: dict[int, int] = {}  # mid -> the reason code of its PUBACK/PUBCOMP (or refused PUBREC)
+        self._pubrec_refused: dict[int, int] = {}  # mid -> a failed PUBREC's reason code (QoS 2)
+        self._client = _Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamweave-{uuid.uuid4().hex[:12]}", protocol=mqtt.MQTTv5
         )
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.on_pubrec_refused = self._on_pubrec_refused
         self._client.reconnect_delay_set(min_delay=1, max_delay=reconnect_max_s)
-        self._client.connect_async(config.host, config.port, keepalive=keepalive_s)
+        # A clean start on every (re)connect and no session expiry: what MQTT 3.1.1's clean session was.
+        self._client.connect_async(config.host, config.port, keepalive=keepalive_s, clean_start=True)
         self._client.loop_start()
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -91,22 +136,51 @@ class MqttOutput:
         self._connected.clear()
         self._last_error = f"disconnected: {reason_code}"
 
+    def _on_pubrec_refused(self, mid: int, code: int) -> None:
+        with self._acks_lock:
+            self._pubrec_refused[mid] = code
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        # Called before paho marks the message published, so `deliver` finds the code once it sees that.
+        with self._acks_lock:
+            refused = self._pubrec_refused.pop(mid, None)
+            self._acks[mid] = refused if refused is not None else reason_code.value
+
     def deliver(self, event: Event) -> None:
         where = f"mqtt broker {self.config.host}:{self.config.port}"
         if not self._connected.wait(self.connect_wait_s):
             raise SinkError(f"{where} is not reachable ({self._last_error}); event {event.event_id} waits in the outbox")
         body = event_to_json(event)
-        infos = [self._client.publish(t, body, qos=self.config.qos) for t in event_topics(event, self.config.topic_prefix)]
+        topics = event_topics(event, self.config.topic_prefix)
+        infos = [self._client.publish(t, body, qos=self.config.qos) for t in topics]
         deadline = time.monotonic() + self.publish_timeout_s
-        for info in infos:
+        refused: list[tuple[str, int]] = []
+        for topic, info in zip(topics, infos):
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
                 raise SinkError(f"{where} did not take event {event.event_id}: {mqtt.error_string(info.rc)}")
-            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (ValueError, RuntimeError) as exc:  # not queued, or failed (e.g. the connection went)
+                raise SinkError(f"{where} did not take event {event.event_id}: {exc}") from None
             if not info.is_published():
                 raise SinkError(
                     f"{where} did not acknowledge event {event.event_id} (qos {self.config.qos}) "
                     f"within {self.publish_timeout_s} s; retrying"
                 )
+            with self._acks_lock:
+                code = self._acks.pop(info.mid, None)
+            if self.config.qos > 0 and code is not None and code >= 0x80:  # 0x80 and above: a failure
+                refused.append((topic, code))
+        if refused:
+            self._refused(where, event, refused, len(topics))
+
+    def _refused(self, where: str, event: Event, refused: list[tuple[str, int]], n_topics: int) -> None:
+        said = ", ".join(f"'{topic}': {_reason_name(code)} (0x{code:02x})" for topic, code in refused)
+        message = f"{where} refused event {event.event_id} on {len(refused)} of its {n_topics} topics: {said}"
+        if any(code in _REFUSED_FOR_GOOD for _, code in refused):
+            hint = "; check the broker's ACL for this client" if any(code == 0x87 for _, code in refused) else ""
+            raise EventRefused(message + hint)
+        raise SinkError(message + "; retrying")
 
     def close(self) -> None:
         self._client.disconnect()

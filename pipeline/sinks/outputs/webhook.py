@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import socket
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,12 +38,100 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects)
+class _Deadline:
+    """One delivery attempt's overall deadline. A socket timeout only bounds each read, so a receiver that
+    trickles its answer a byte at a time would hold the delivery for ever: at the deadline a timer shuts the
+    connection's socket down, which ends whatever read or write is blocked on it (headers, body, TLS)."""
+
+    def __init__(self, seconds: float):
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._done = False
+        self._sock: socket.socket | None = None
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def watch(self, sock: socket.socket) -> None:
+        """Called once the connection is open: from now on the deadline closes this socket."""
+        with self._lock:
+            self._sock = sock
+            expired = self.expired
+        if expired:
+            raise TimeoutError("the delivery's deadline passed while connecting")
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            sock = self._sock
+        if sock is not None:
+            try:  # the base method: on an SSL socket it leaves the TLS state alone for the blocked reader
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+
+    def finish(self) -> bool:
+        """Stop the timer; True when the deadline had passed (what was read may then be cut short)."""
+        self._timer.cancel()
+        with self._lock:
+            self._done = True
+            return self.expired
+
+
+_WATCHED: dict[type, type] = {}
+
+
+def _watched(http_class: type, req: urllib.request.Request):
+    """`http_class` whose connection, once open, is handed to the request's `_Deadline`."""
+    deadline: _Deadline | None = getattr(req, "deadline", None)
+    if deadline is None:
+        return http_class
+    if http_class not in _WATCHED:
+
+        class Watched(http_class):
+            deadline: _Deadline
+
+            def connect(self):
+                self.timeout = max(self.deadline.remaining(), 0.001)  # connecting (and TLS) within what is left
+                super().connect()
+                self.deadline.watch(self.sock)
+
+        _WATCHED[http_class] = Watched
+
+    def connection(*args, **kwargs):
+        conn = _WATCHED[http_class](*args, **kwargs)
+        conn.deadline = deadline
+        return conn
+
+    return connection
+
+
+class _DeadlineMixin:
+    def do_open(self, http_class, req, **http_conn_args):
+        return super().do_open(_watched(http_class, req), req, **http_conn_args)
+
+
+class _HTTPHandler(_DeadlineMixin, urllib.request.HTTPHandler):
+    pass
+
+
+class _HTTPSHandler(_DeadlineMixin, urllib.request.HTTPSHandler):
+    pass
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects, _HTTPHandler, _HTTPSHandler)
 _REFUSES_THE_EVENT = (413, 422)  # the event's content is refused: sending it again cannot help
 
 
 class WebhookOutput:
-    """POSTs each event as `application/json` to `config.url` and waits at most `config.timeout_s`.
+    """POSTs each event as `application/json` to `config.url` and waits at most `config.timeout_s` in all
+    (connecting, sending and the whole answer: a receiver that trickles its answer is cut off at the deadline).
 
     A 2xx answer counts as delivered. 413 (too large) and 422 (unprocessable) say the receiver will never take
     this event: `EventRefused`, and the outbox keeps it as a dead letter and goes on. Any other status (a wrong
@@ -79,18 +170,35 @@ class WebhookOutput:
         request.add_header("Idempotency-Key", event.event_id)
         if self._auth:
             request.add_header("Authorization", self._auth)
+        # One deadline for the whole attempt: connecting, sending and the whole answer (the socket's own
+        # timeout bounds only each read; a receiver trickling its answer never trips it).
+        request.deadline = deadline = _Deadline(self.config.timeout_s)
         try:
             with _NO_REDIRECTS.open(request, timeout=self.config.timeout_s) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
+            deadline.finish()  # the status came in time: it is the answer, even if its body would not have
+            exc.close()
             refused = EventRefused if exc.code in _REFUSES_THE_EVENT else SinkError
             raise refused(f"webhook {self._safe_url} answered {exc.code} {exc.reason} to event {event.event_id}") from None
-        except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            if deadline.finish():
+                raise self._too_slow(event) from None
+            reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
             raise SinkError(
                 f"webhook {self._safe_url} unreachable for event {event.event_id}: {reason}; "
                 f"is the receiver up? (timeout {self.config.timeout_s} s)"
             ) from None
+        finally:
+            deadline.finish()  # whatever else is raised: the timer must not outlive the attempt
+        if deadline.expired:  # the answer was cut short at the deadline (e.g. a body without a length)
+            raise self._too_slow(event)
+
+    def _too_slow(self, event: Event) -> SinkError:
+        return SinkError(
+            f"webhook {self._safe_url} did not answer event {event.event_id} within timeout_s "
+            f"{self.config.timeout_s} s (connecting, sending and the whole answer); retrying"
+        )
 
     def close(self) -> None:
         """Nothing is held open between requests."""

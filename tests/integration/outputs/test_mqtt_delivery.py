@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 from dataclasses import replace
 
 import pytest
@@ -13,7 +15,7 @@ from pipeline.errors import SinkError
 from pipeline.sinks.outbox import Outbox
 from pipeline.sinks.outputs.mqtt import MqttOutput, event_topics
 from pipeline.types import Event, Moment
-from tests.support.mosquitto import Subscriber
+from tests.support.mosquitto import MOSQUITTO, MosquittoBroker, Subscriber
 
 FAST = Backoff(min_s=0.05, max_s=0.5)
 
@@ -122,3 +124,46 @@ def test_broker_restart_delivers_the_backlog_in_order(mosquitto_persistent, tmp_
     finally:
         sub.close()
     assert unique_ids(messages, "sw/events") == [e.event_id for e in events]
+
+
+@pytest.fixture
+def mosquitto_acl(tmp_path):
+    """A broker whose ACL lets anonymous clients read everything but write only `allowed/#`."""
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (scripts/setup.sh --test installs it)")
+    broker = MosquittoBroker(tmp_path)
+    acl = tmp_path / "acl"
+    acl.write_text("topic read #\ntopic readwrite allowed/#\n")
+    # As root mosquitto drops to its own user, which cannot read pytest's private tmp_path: stay root.
+    user = "user root\n" if os.geteuid() == 0 else ""
+    broker.config_path.write_text(broker.config_path.read_text() + f"acl_file {acl}\n{user}")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("qos", [1, 2])
+def test_a_publish_the_broker_acl_denies_is_a_dead_letter_not_a_delivery(mosquitto_acl, tmp_path, qos):
+    sub = Subscriber(mosquitto_acl.port, "#")
+    events = [make_event(i, payload={}) for i in range(3)]
+    allowed, denied = (MqttOutput(MqttConfig(type="mqtt", port=mosquitto_acl.port, topic_prefix=prefix, qos=qos))
+                       for prefix in ("allowed", "denied"))
+    try:
+        with Outbox(tmp_path / "outbox.db", [allowed, denied], backoff=FAST) as outbox:
+            outbox.put(events)
+            assert outbox.wait_delivered(10)
+            stats = outbox.stats()
+        messages = sub.wait_for(6)  # 2 topics per event on the allowed prefix
+    finally:
+        sub.close()
+        allowed.close()
+        denied.close()
+    assert stats[allowed.name] == {"delivered": 3, "failed": 0, "dead": 0, "pending": 0}
+    assert stats[denied.name] == {"delivered": 0, "failed": 0, "dead": 3, "pending": 0}  # refused at once, kept
+    with sqlite3.connect(tmp_path / "outbox.db") as db:
+        dead = db.execute("SELECT output, event_id, error FROM dead_letters ORDER BY seq").fetchall()
+    assert [(o, e) for o, e, _ in dead] == [(denied.name, e.event_id) for e in events]
+    assert all("Not authorized (0x87)" in error and "denied/events" in error for _, _, error in dead)
+    assert unique_ids(messages, "allowed/events") == [e.event_id for e in events]
+    assert not [t for t, _ in messages if not t.startswith("allowed/")]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -157,3 +158,106 @@ def test_a_redirecting_webhook_is_a_failed_delivery_not_a_silent_get(tmp_path):
             output.deliver(make_events(1)[0])
     finally:
         server.shutdown()
+
+
+class TricklingReceiver:
+    """A real HTTP receiver that, while `trickle` is set, answers 200 one byte at a time (every `gap_s`):
+    in its headers, in a body with a Content-Length, or in a body that ends only when the connection does."""
+
+    def __init__(self, part: str, gap_s: float = 0.1, size: int = 60):
+        self.part, self.gap_s, self.size = part, gap_s, size  # 60 bytes at 0.1 s: 6 s for the whole answer
+        self.trickle = True
+        self.attempts = 0
+        self.received: list[str] = []
+        self._cond = threading.Condition()
+        self._stopping = threading.Event()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with owner._cond:
+                    owner.attempts += 1
+                    owner._cond.notify_all()
+                    trickle = owner.trickle
+                    if not trickle:
+                        owner.received.append(self.headers["Idempotency-Key"])
+                if not trickle:
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.close_connection = True
+                if owner.part == "headers":
+                    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + b"X-Slow: " + b"x" * owner.size + b"\r\n\r\n"
+                else:
+                    self.send_response(200)
+                    if owner.part == "body":
+                        self.send_header("Content-Length", str(owner.size))
+                    self.end_headers()
+                    self.wfile.flush()
+                    answer = b"x" * owner.size
+                try:
+                    for i in range(len(answer)):  # the behaviour under test: each byte well inside timeout_s
+                        if owner._stopping.wait(owner.gap_s):
+                            return
+                        self.wfile.write(answer[i:i + 1])
+                        self.wfile.flush()
+                except OSError:
+                    pass  # the webhook gave up and closed the connection
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+
+    def wait_attempts(self, count: int, timeout: float) -> int:
+        with self._cond:
+            self._cond.wait_for(lambda: self.attempts >= count, timeout)
+            return self.attempts
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture(params=["headers", "body", "body-until-close"])
+def trickling_receiver(request):
+    receiver = TricklingReceiver(request.param)
+    yield receiver
+    receiver.stop()
+
+
+@pytest.mark.fault
+def test_a_receiver_trickling_its_answer_is_cut_off_at_timeout_s(trickling_receiver):
+    """timeout_s bounds the whole attempt, not each read: the answer takes 6 s, a byte every 0.1 s."""
+    output = WebhookOutput(WebhookConfig(type="webhook", url=trickling_receiver.url, timeout_s=0.5))
+    started = time.monotonic()
+    with pytest.raises(SinkError, match=r"did not answer event .* within timeout_s 0.5 s") as raised:
+        output.deliver(make_events(1)[0])
+    assert time.monotonic() - started < 2.5  # the trickle alone would take 6 s
+    assert not isinstance(raised.value, EventRefused)  # retried: a slow receiver may recover
+    assert "/hook" not in str(raised.value)  # the URL is masked
+
+
+@pytest.mark.fault
+def test_a_trickling_receiver_does_not_hold_the_backlog_and_loses_nothing(tmp_path):
+    receiver = TricklingReceiver("body")
+    events = make_events(3)
+    output = WebhookOutput(WebhookConfig(type="webhook", url=receiver.url, timeout_s=0.5))
+    try:
+        with Outbox(tmp_path / "outbox.db", [output], backoff=FAST) as outbox:
+            outbox.put(events)
+            started = time.monotonic()
+            assert receiver.wait_attempts(3, timeout=5) >= 3  # given up and retried, again and again
+            assert time.monotonic() - started < 4  # three attempts in less than one trickle's 6 s
+            stats = outbox.stats()[output.name]
+            assert stats["delivered"] == 0 and stats["pending"] == 3 and stats["dead"] == 0
+            receiver.trickle = False  # the receiver recovers: the kept events go through, in order
+            assert outbox.wait_delivered(10)
+    finally:
+        receiver.stop()
+    assert receiver.received == [e.event_id for e in events]

@@ -1,0 +1,152 @@
+"""MQTT output: the reason code of a broker's acknowledgement decides delivered, refused for good, or retried.
+
+A minimal MQTT 5 broker on a local socket answers every PUBLISH with the reason code the test sets for its
+topic, in a PUBACK (QoS 1) or a PUBREC (QoS 2, followed by a successful PUBCOMP, as mosquitto does)."""
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+
+import pytest
+
+from pipeline.config.outputs import MqttOutput as MqttConfig
+from pipeline.errors import EventRefused, SinkError
+from pipeline.sinks.outputs.mqtt import MqttOutput
+from pipeline.types import Event, Moment
+
+
+class ScriptedBroker:
+    """Speaks just enough MQTT 5 for one publishing client: CONNACK, PUBACK/PUBREC/PUBCOMP, PINGRESP."""
+
+    def __init__(self):
+        self.codes: dict[str, int] = {}  # topic -> reason code of its acknowledgement (default 0, success)
+        self.protocol_levels: list[int] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _read(conn: socket.socket, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
+    def _packet(self, conn: socket.socket) -> tuple[int, bytes]:
+        first = self._read(conn, 1)[0]
+        length, shift = 0, 0
+        while True:
+            byte = self._read(conn, 1)[0]
+            length += (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return first, self._read(conn, length)
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            while True:
+                first, body = self._packet(conn)
+                kind = first >> 4
+                if kind == 1:  # CONNECT: protocol name, then its level (5 for MQTT 5)
+                    name_len = struct.unpack("!H", body[:2])[0]
+                    self.protocol_levels.append(body[2 + name_len])
+                    conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK: no session, success, no properties
+                elif kind == 3:  # PUBLISH
+                    qos = (first >> 1) & 3
+                    topic_len = struct.unpack("!H", body[:2])[0]
+                    topic = body[2:2 + topic_len].decode()
+                    mid = body[2 + topic_len:4 + topic_len]
+                    code = self.codes.get(topic, 0)
+                    if qos == 1:
+                        conn.sendall(b"\x40\x04" + mid + bytes([code, 0]))  # PUBACK
+                    elif qos == 2:
+                        conn.sendall(b"\x50\x04" + mid + bytes([code, 0]))  # PUBREC
+                elif kind == 6:  # PUBREL: mosquitto answers success even after a refused PUBREC
+                    conn.sendall(b"\x70\x02" + body[:2])
+                elif kind == 12:  # PINGREQ
+                    conn.sendall(b"\xd0\x00")
+                elif kind == 14:  # DISCONNECT
+                    return
+        except OSError:
+            return
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._server.close()
+        for conn in self._conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def broker():
+    b = ScriptedBroker()
+    yield b
+    b.close()
+
+
+EVENT: Event = Moment("run-1", "cam-1", 0, 1_700_000_000 * 10**9).event("door", "enter", 1, 0, {"zone": "gate"})
+TOPICS = ["sw/events", "sw/cam-1/enter", "sw/cam-1/gate/enter"]
+
+
+def deliver(broker: ScriptedBroker, qos: int) -> None:
+    out = MqttOutput(MqttConfig(type="mqtt", port=broker.port, topic_prefix="sw", qos=qos), publish_timeout_s=3)
+    try:
+        out.deliver(EVENT)
+    finally:
+        out.close()
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+@pytest.mark.parametrize("code", [0x00, 0x10])  # success; "no matching subscribers" is a success too
+def test_an_acknowledgement_with_a_success_code_is_a_delivery(broker, qos, code):
+    broker.codes = {t: code for t in TOPICS}
+    deliver(broker, qos)
+    assert broker.protocol_levels == [5]  # MQTT 5: 3.1.1 acknowledgements cannot say "refused"
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+@pytest.mark.parametrize("code, name", [(0x87, "Not authorized"), (0x90, "Topic name invalid"),
+                                        (0x99, "Payload format invalid")])
+def test_a_refusal_that_cannot_change_refuses_the_event_for_good(broker, qos, code, name):
+    broker.codes = {"sw/cam-1/enter": code}  # one topic of three refused: the event cannot be delivered whole
+    with pytest.raises(EventRefused, match=rf"refused event {EVENT.event_id} on 1 of its 3 topics: "
+                                           rf"'sw/cam-1/enter': {name} \(0x{code:02x}\)"):
+        deliver(broker, qos)
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+@pytest.mark.parametrize("code", [0x80, 0x83, 0x97])  # unspecified, implementation specific, quota exceeded
+def test_a_refusal_that_may_pass_later_is_retried(broker, qos, code):
+    broker.codes = {t: code for t in TOPICS}
+    with pytest.raises(SinkError, match=rf"on 3 of its 3 topics: .*0x{code:02x}.*; retrying") as raised:
+        deliver(broker, qos)
+    assert not isinstance(raised.value, EventRefused)
+
+
+def test_a_refusal_for_good_wins_over_one_that_may_pass(broker):
+    broker.codes = {"sw/events": 0x97, "sw/cam-1/enter": 0x87}  # retrying would never get the 0x87 topic through
+    with pytest.raises(EventRefused, match="check the broker's ACL"):
+        deliver(broker, 1)
+
+
+def test_qos_0_has_no_acknowledgement_to_refuse_with(broker):
+    broker.codes = {t: 0x87 for t in TOPICS}
+    deliver(broker, 0)  # documented: a refusal at QoS 0 goes unnoticed
