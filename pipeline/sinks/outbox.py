@@ -93,17 +93,19 @@ class _Courier:
         self.thread = threading.Thread(target=self._run, name=f"outbox:{output.name}", daemon=True)
 
     def _run(self) -> None:
-        conn = _connect(self._outbox.path, "NORMAL")
+        conn = None  # opened here, inside the retries: a courier that could not open it once would be gone for good
         try:
             while not self.stopping.is_set():
                 try:
+                    conn = conn or _connect(self._outbox.path, "NORMAL")
                     if not self._deliver_next(conn):
                         return
-                except sqlite3.Error as exc:  # e.g. locked for longer than the busy timeout: try again
+                except sqlite3.Error as exc:  # locked past the busy timeout, no file descriptor left: try again
                     log.warning("outbox %s (output '%s'): %s; retrying", self._outbox.path, self.output.name, exc)
                     self.stopping.wait(self._outbox.backoff.max_s / 10)
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def _deliver_next(self, conn: sqlite3.Connection) -> bool:
         """Deliver the next stored events (or wait for some); False when the outbox is stopping."""
@@ -217,6 +219,12 @@ class Outbox:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = _connect(self.path, "FULL")
             conn.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # cannot open, read-only, locked: not the file's content
+                raise SinkError(f"cannot open the outbox database {self.path}: {exc}; check runtime.outbox_path is "
+                                "a writable file") from exc
+            raise SinkError(f"the outbox database {self.path} is damaged ({exc}): move it aside and start again (a "
+                            "new one is made; the events it held that were not delivered cannot be read back)") from exc
         except (OSError, sqlite3.Error) as exc:
             raise SinkError(
                 f"cannot open the outbox database {self.path}: {exc}; check runtime.outbox_path is a writable file"

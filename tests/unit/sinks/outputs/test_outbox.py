@@ -316,3 +316,31 @@ def test_an_output_swapped_while_its_old_courier_is_stuck_keeps_the_newer_cursor
     with Outbox(path, [again], backoff=FAST) as reopened:
         assert reopened.stats()["hook"]["pending"] == 0
     assert again.delivered == []
+
+
+def test_a_courier_that_cannot_open_the_database_once_tries_again(tmp_path, monkeypatch):
+    """E.g. no file descriptor left for a moment while a reload adds an output: the courier was gone for good."""
+    import pipeline.sinks.outbox as outbox_module
+
+    real_connect, failed = outbox_module._connect, []
+
+    def connect(path, synchronous):
+        if synchronous == "NORMAL" and not failed:  # the courier's own connection, the first time
+            failed.append(True)
+            raise sqlite3.OperationalError("unable to open database file")
+        return real_connect(path, synchronous)
+
+    monkeypatch.setattr(outbox_module, "_connect", connect)
+    out = RecordingOutput()
+    events = make_events(3)
+    with Outbox(tmp_path / "outbox.db", [out], backoff=FAST) as outbox:
+        outbox.put(events)
+        assert outbox.wait_delivered(5)
+    assert failed and out.delivered == events
+
+
+def test_a_damaged_outbox_file_is_named_with_what_to_do(tmp_path):
+    path = tmp_path / "outbox.db"
+    path.write_bytes(b"not a database, written over by something else" * 100)
+    with pytest.raises(SinkError, match=r"outbox\.db is damaged .*move it aside and start again"):
+        Outbox(path, [RecordingOutput()])
