@@ -3,7 +3,8 @@
 Configured as `{type: jsonl, what: events, path: ...}` (detections go to pipeline/sinks/jsonl.py).
 Each event appears once: after a crash the outbox delivers again what it had not recorded as delivered
 (at least once), and an event whose `event_id` is among the log's last `RECENT_IDS` lines (read back
-when the log opens) is not appended again.
+when the log opens) is not appended again. A log deleted or moved away (rotated) while running is opened
+again at its path before the next event: the rotation's new file, or a new one.
 """
 from __future__ import annotations
 
@@ -80,6 +81,7 @@ class EventLogOutput:
                 raise SinkError(f"event log {self.path} is closed; event {event.event_id} stays in the outbox")
             if event.event_id in self._seen:  # delivered again after a crash: it is in the log already
                 return
+            self._follow_the_path()
             end = self._file.seek(0, os.SEEK_END)
             if self._cut_short:  # a failed append left part of a line that could not be cut back: end it
                 line = b"\n" + line
@@ -97,6 +99,21 @@ class EventLogOutput:
                 self._seen.discard(self._recent[0])
             self._recent.append(event.event_id)
             self._seen.add(event.event_id)
+
+    def _follow_the_path(self) -> None:
+        """Reopen when the path no longer names the open file: deleted, or moved away by a log rotation (the
+        events would go on into a file nobody can see, counted delivered). The file there, or a new one, is used."""
+        try:
+            there = os.stat(self.path)
+            here = os.fstat(self._file.fileno())
+            if (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino):
+                return
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise SinkError(f"cannot check the event log {self.path}: {exc}") from exc
+        self._file.close()
+        self._file = self._open()
 
     def _cut_back(self, end: int) -> None:
         """Remove what a failed append left (part of a line, on a full disk): the retry writes the whole line."""

@@ -67,6 +67,24 @@ def test_event_log_appends_one_json_line_per_event(tmp_path):
     assert [json.loads(line)["event_id"] for line in lines] == ["id-0", "id-1", "id-2"]
 
 
+@pytest.mark.parametrize("how", ["rotated", "deleted"])
+def test_an_event_log_moved_away_or_deleted_while_running_is_written_again_at_its_path(tmp_path, how):
+    path = tmp_path / "events.jsonl"
+    out = EventLogOutput(JsonlOutput(type="jsonl", path=path, what="events"))
+    out.deliver(event(0))
+    if how == "rotated":  # as logrotate does: moved away, a new empty file made in its place
+        path.rename(tmp_path / "events.jsonl.1")
+        path.touch()
+    else:
+        path.unlink()
+    out.deliver(event(1))
+    out.deliver(event(0))  # delivered again after a crash: still recognised
+    out.close()
+    assert [json.loads(line)["event_id"] for line in path.read_text().splitlines()] == ["id-1"]
+    if how == "rotated":
+        assert [json.loads(line)["event_id"] for line in (tmp_path / "events.jsonl.1").read_text().splitlines()] == ["id-0"]
+
+
 def test_event_log_ends_a_line_cut_short_by_a_crash(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text(event_to_json(event(0)) + "\n" + '{"event_id": "id-1", "stre')
