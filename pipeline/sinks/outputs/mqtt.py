@@ -39,8 +39,9 @@ def _level(name: object) -> str:
 
 
 # Refusals that sending the same message again cannot change: the outbox keeps the event as a dead letter.
+# "Not authorized" (0x87: the broker's ACL) is not among them: like a webhook's wrong token, it is retried until the
+# ACL is fixed, and nothing is lost meanwhile.
 _REFUSED_FOR_GOOD = {
-    0x87: "not authorized",  # the broker's ACL does not let this client publish to the topic
     0x90: "topic name invalid",
     0x99: "payload format invalid",
 }
@@ -82,10 +83,10 @@ class MqttOutput:
 
     With `qos` 1 or 2, `deliver` waits for the PUBACK/PUBCOMP of every topic (at most
     `publish_timeout_s`), so the outbox moves on only after the broker has the event. An acknowledgement whose
-    MQTT 5 reason code is a failure is no delivery: "not authorized" (the broker's ACL), "topic name invalid"
-    and "payload format invalid" can never succeed and raise `EventRefused` (the outbox keeps the event as a
-    dead letter and goes on); any other (quota exceeded, unspecified, ...) raises `SinkError` and the outbox
-    retries. QoS 0 has no acknowledgement, so a refusal there goes unnoticed. The client
+    MQTT 5 reason code is a failure is no delivery: "topic name invalid" and "payload format invalid" can never
+    succeed and raise `EventRefused` (the outbox keeps the event as a dead letter and goes on); any other ("not
+    authorized" by the broker's ACL, quota exceeded, unspecified, ...) raises `SinkError` and the outbox
+    retries, the ACL's until it is fixed. QoS 0 has no acknowledgement, so a refusal there goes unnoticed. The client
     connects in the background and reconnects by itself (1 s doubling to `reconnect_max_s`);
     while it is disconnected `deliver` waits up to `connect_wait_s`, then raises `SinkError`, and
     the outbox retries later. QoS 0 only waits until the message was written to the socket.
@@ -178,9 +179,9 @@ class MqttOutput:
         said = ", ".join(f"'{topic}': {_reason_name(code)} (0x{code:02x})" for topic, code in refused)
         message = f"{where} refused event {event.event_id} on {len(refused)} of its {n_topics} topics: {said}"
         if any(code in _REFUSED_FOR_GOOD for _, code in refused):
-            hint = "; check the broker's ACL for this client" if any(code == 0x87 for _, code in refused) else ""
-            raise EventRefused(message + hint)
-        raise SinkError(message + "; retrying")
+            raise EventRefused(message)
+        hint = "; let this client publish there in the broker's ACL" if any(code == 0x87 for _, code in refused) else ""
+        raise SinkError(message + hint + "; retrying")
 
     def close(self) -> None:
         self._client.disconnect()

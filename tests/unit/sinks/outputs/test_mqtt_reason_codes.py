@@ -123,8 +123,7 @@ def test_an_acknowledgement_with_a_success_code_is_a_delivery(broker, qos, code)
 
 
 @pytest.mark.parametrize("qos", [1, 2])
-@pytest.mark.parametrize("code, name", [(0x87, "Not authorized"), (0x90, "Topic name invalid"),
-                                        (0x99, "Payload format invalid")])
+@pytest.mark.parametrize("code, name", [(0x90, "Topic name invalid"), (0x99, "Payload format invalid")])
 def test_a_refusal_that_cannot_change_refuses_the_event_for_good(broker, qos, code, name):
     broker.codes = {"sw/cam-1/enter": code}  # one topic of three refused: the event cannot be delivered whole
     with pytest.raises(EventRefused, match=rf"refused event {EVENT.event_id} on 1 of its 3 topics: "
@@ -133,7 +132,8 @@ def test_a_refusal_that_cannot_change_refuses_the_event_for_good(broker, qos, co
 
 
 @pytest.mark.parametrize("qos", [1, 2])
-@pytest.mark.parametrize("code", [0x80, 0x83, 0x97])  # unspecified, implementation specific, quota exceeded
+@pytest.mark.parametrize("code", [0x80, 0x83, 0x87, 0x97])  # unspecified, implementation specific, not authorized
+# (the ACL: retried until it is fixed, as a webhook's wrong token), quota exceeded
 def test_a_refusal_that_may_pass_later_is_retried(broker, qos, code):
     broker.codes = {t: code for t in TOPICS}
     with pytest.raises(SinkError, match=rf"on 3 of its 3 topics: .*0x{code:02x}.*; retrying") as raised:
@@ -142,9 +142,17 @@ def test_a_refusal_that_may_pass_later_is_retried(broker, qos, code):
 
 
 def test_a_refusal_for_good_wins_over_one_that_may_pass(broker):
-    broker.codes = {"sw/events": 0x97, "sw/cam-1/enter": 0x87}  # retrying would never get the 0x87 topic through
-    with pytest.raises(EventRefused, match="check the broker's ACL"):
+    broker.codes = {"sw/events": 0x97, "sw/cam-1/enter": 0x90}  # retrying would never get the 0x90 topic through
+    with pytest.raises(EventRefused, match="Topic name invalid"):
         deliver(broker, 1)
+
+
+def test_a_topic_the_acl_denies_is_retried_with_what_to_fix(broker):
+    broker.codes = {"sw/cam-1/enter": 0x87}
+    with pytest.raises(SinkError, match=r"'sw/cam-1/enter': Not authorized \(0x87\); let this client publish there in "
+                                        r"the broker's ACL; retrying") as raised:
+        deliver(broker, 1)
+    assert not isinstance(raised.value, EventRefused)
 
 
 def test_qos_0_has_no_acknowledgement_to_refuse_with(broker):
