@@ -50,15 +50,21 @@ def test_a_camera_added_and_removed_over_http_leaves_the_others_untouched(tmp_pa
     assert sink.seqs["cam-2"] == list(range(len(sink.seqs["cam-2"])))
 
 
+class SlowEnd(RecordingSink):
+    """Ends stream "cam" only once `gate` is set: its last frames take longer than the API waits for a removal
+    or a pause (10 s)."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Event()
+
+    def on_stream_end(self, stream_id: str) -> None:
+        if stream_id == "cam":
+            self.gate.wait(60)
+        super().on_stream_end(stream_id)
+
+
 def test_a_camera_added_again_while_its_removal_is_still_finishing_runs_once_it_has_gone(tmp_path, serve):
-    gate = threading.Event()
-
-    class SlowEnd(RecordingSink):
-        def on_stream_end(self, stream_id: str) -> None:
-            if stream_id == "cam":
-                gate.wait(60)  # its last frames take longer than the API waits for a removal (10 s)
-            super().on_stream_end(stream_id)
-
     sink = SlowEnd()
     served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=20"}]), sinks=[sink])
     camera = {"id": "cam", "url": "fake://cam?fps=20"}
@@ -69,7 +75,7 @@ def test_a_camera_added_again_while_its_removal_is_still_finishing_runs_once_it_
     added: list = []
     again = threading.Thread(target=lambda: added.append(served.client.post("/api/streams", json=camera)))
     again.start()
-    gate.set()
+    sink.gate.set()
     again.join(30)
     assert added and added[0].status_code == 201, added and added[0].text
     assert sink.wait_for(lambda s: s.started.count("cam") == 2 and len(s.seqs["cam"]) >= 5 + 5, timeout=20)
@@ -77,14 +83,6 @@ def test_a_camera_added_again_while_its_removal_is_still_finishing_runs_once_it_
 
 
 def test_a_pause_still_finishing_answers_202_refuses_a_resume_meanwhile_and_then_answers_paused(tmp_path, serve):
-    gate = threading.Event()
-
-    class SlowEnd(RecordingSink):
-        def on_stream_end(self, stream_id: str) -> None:
-            if stream_id == "cam":
-                gate.wait(60)  # its last frames take longer than the API waits for a pause (10 s)
-            super().on_stream_end(stream_id)
-
     sink = SlowEnd()
     served = serve(config(tmp_path, [{"id": "cam", "url": "fake://cam?fps=20"}]), sinks=[sink])
     assert sink.wait_for(lambda s: len(s.seqs["cam"]) >= 5, timeout=20)
@@ -95,7 +93,7 @@ def test_a_pause_still_finishing_answers_202_refuses_a_resume_meanwhile_and_then
     again: list = []
     waiting = threading.Thread(target=lambda: again.append(served.client.post("/api/streams/cam/pause")))
     waiting.start()
-    gate.set()
+    sink.gate.set()
     waiting.join(30)
     assert again and again[0].status_code == 200 and again[0].json()["state"] == "paused", again and again[0].text
     assert served.client.post("/api/streams/cam/resume").status_code == 200
