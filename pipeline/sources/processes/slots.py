@@ -9,7 +9,9 @@ left behind (they are handed out in display order and sent in that order, so wha
 when a pass ends will never be sent).
 
 Main side, `DeviceFrames`: opens each stream's pool once and copies slots into frame-owned arrays, so
-a frame owns its memory exactly as in-process; one synchronisation covers a drained group of messages.
+a frame owns its memory exactly as in-process; one synchronisation covers a drained group of messages. The
+pool before the newest stays mapped until the next one comes: after a resolution change, a picture that
+found no slot is copied into the new pool when it is sent, between pictures still in the old one.
 """
 from __future__ import annotations
 
@@ -145,7 +147,9 @@ class DeviceFrames:
         self._device = cupy.cuda.Device(device)
         with self._device:
             self._stream = cupy.cuda.Stream(non_blocking=True)
-        self._pools: dict[Any, tuple[int, int]] = {}  # stream key -> (generation, base pointer)
+        # stream key -> {generation: base pointer}: the newest pool and the one before it, whose last pictures may
+        # still come after the newest's first (a picture that found no slot is copied into the newest when sent)
+        self._pools: dict[Any, dict[int, int]] = {}
         self._closing: list[int] = []
         self._freed: list[tuple[Any, int, int]] = []
 
@@ -168,22 +172,23 @@ class DeviceFrames:
 
     def _base(self, key: Any, ref: SlotRef, runtime) -> int:
         """Where stream `key`'s pool of `ref` is mapped here (mapping it when `ref` brings its handle)."""
+        pools = self._pools.setdefault(key, {})
         if ref.handle is not None:
-            old = self._pools.get(key)
-            if old is not None:
-                self._closing.append(old[1])  # after this group's copies have finished
-            self._pools[key] = (ref.generation, runtime.ipcOpenMemHandle(ref.handle, runtime.cudaIpcMemLazyEnablePeerAccess))
-        generation, base = self._pools[key]
-        if generation != ref.generation:  # a child sends each stream's pools in order, each with its handle
-            raise RuntimeError(f"frame of slot pool {ref.generation} after pool {generation} of stream {key}")
+            pools[ref.generation] = runtime.ipcOpenMemHandle(ref.handle, runtime.cudaIpcMemLazyEnablePeerAccess)
+            for generation in [g for g in pools if g < ref.generation - 1]:
+                self._closing.append(pools.pop(generation))  # after this group's copies have finished
+        base = pools.get(ref.generation)
+        if base is None:  # a child sends each pool's handle with its first frame, and its pools in order
+            raise RuntimeError(f"frame of slot pool {ref.generation} of stream {key}, which is not mapped here "
+                               f"(mapped: {sorted(pools)})")
         return base
 
     def close(self, key: Any) -> None:
         """Unmap stream `key`'s slots (call after `finish`: no copy from them is pending)."""
-        pool = self._pools.pop(key, None)
-        if pool is not None:
-            with self._device:
-                self._cupy.cuda.runtime.ipcCloseMemHandle(pool[1])
+        pools = self._pools.pop(key, {})
+        with self._device:
+            for base in pools.values():
+                self._cupy.cuda.runtime.ipcCloseMemHandle(base)
 
     def finish(self) -> list[tuple[Any, int, int]]:
         """Wait for the copies; the (stream key, generation, slot) the children may reuse."""
