@@ -112,8 +112,9 @@ class EventLogOutput:
             pass
         except OSError as exc:
             raise SinkError(f"cannot check the event log {self.path}: {exc}") from exc
+        reopened = self._open()  # before the old one is closed: a failed reopen leaves it open for the next try
         self._file.close()
-        self._file = self._open()
+        self._file = reopened
 
     def _cut_back(self, end: int) -> None:
         """Remove what a failed append left (part of a line, on a full disk): the retry writes the whole line."""

@@ -113,6 +113,7 @@ class MqttOutput:
         self._acks_lock = threading.Lock()
         self._acks: dict[int, int] = {}  # mid -> the reason code of its PUBACK/PUBCOMP (or refused PUBREC)
         self._pubrec_refused: dict[int, int] = {}  # mid -> a failed PUBREC's reason code (QoS 2)
+        self._abandoned: set[int] = set()  # mids an attempt gave up waiting for: their late codes are not kept
         self._client = _Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamweave-{uuid.uuid4().hex[:12]}", protocol=mqtt.MQTTv5
         )
@@ -139,13 +140,30 @@ class MqttOutput:
 
     def _on_pubrec_refused(self, mid: int, code: int) -> None:
         with self._acks_lock:
-            self._pubrec_refused[mid] = code
+            if mid not in self._abandoned:
+                self._pubrec_refused[mid] = code
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         # Called before paho marks the message published, so `deliver` finds the code once it sees that.
         with self._acks_lock:
             refused = self._pubrec_refused.pop(mid, None)
+            if mid in self._abandoned:
+                self._abandoned.discard(mid)
+                return
             self._acks[mid] = refused if refused is not None else reason_code.value
+
+    def _codes(self, mids: list[int]) -> dict[int, int]:
+        """The reason codes of one attempt's publishes, taken out; the acknowledgements that have not come yet
+        are let go of when they come (the attempt gave up: its event is published again on the next)."""
+        with self._acks_lock:
+            codes = {}
+            for mid in mids:
+                self._pubrec_refused.pop(mid, None)
+                if mid in self._acks:
+                    codes[mid] = self._acks.pop(mid)
+                else:
+                    self._abandoned.add(mid)
+            return codes
 
     def deliver(self, event: Event) -> None:
         where = f"mqtt broker {self.config.host}:{self.config.port}"
@@ -155,23 +173,23 @@ class MqttOutput:
         topics = event_topics(event, self.config.topic_prefix)
         infos = [self._client.publish(t, body, qos=self.config.qos) for t in topics]
         deadline = time.monotonic() + self.publish_timeout_s
-        refused: list[tuple[str, int]] = []
-        for topic, info in zip(topics, infos):
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
-                raise SinkError(f"{where} did not take event {event.event_id}: {mqtt.error_string(info.rc)}")
-            try:
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            except (ValueError, RuntimeError) as exc:  # not queued, or failed (e.g. the connection went)
-                raise SinkError(f"{where} did not take event {event.event_id}: {exc}") from None
-            if not info.is_published():
-                raise SinkError(
-                    f"{where} did not acknowledge event {event.event_id} (qos {self.config.qos}) "
-                    f"within {self.publish_timeout_s} s; retrying"
-                )
-            with self._acks_lock:
-                code = self._acks.pop(info.mid, None)
-            if self.config.qos > 0 and code is not None and code >= 0x80:  # 0x80 and above: a failure
-                refused.append((topic, code))
+        try:
+            for info in infos:
+                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_AGAIN):
+                    raise SinkError(f"{where} did not take event {event.event_id}: {mqtt.error_string(info.rc)}")
+                try:
+                    info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+                except (ValueError, RuntimeError) as exc:  # not queued, or failed (e.g. the connection went)
+                    raise SinkError(f"{where} did not take event {event.event_id}: {exc}") from None
+                if not info.is_published():
+                    raise SinkError(
+                        f"{where} did not acknowledge event {event.event_id} (qos {self.config.qos}) "
+                        f"within {self.publish_timeout_s} s; retrying"
+                    )
+        finally:
+            codes = self._codes([info.mid for info in infos])
+        refused = [(topic, codes[info.mid]) for topic, info in zip(topics, infos)  # 0x80 and above: a failure
+                   if self.config.qos > 0 and codes.get(info.mid, 0) >= 0x80]
         if refused:
             self._refused(where, event, refused, len(topics))
 

@@ -85,6 +85,20 @@ def test_an_event_log_moved_away_or_deleted_while_running_is_written_again_at_it
         assert [json.loads(line)["event_id"] for line in (tmp_path / "events.jsonl.1").read_text().splitlines()] == ["id-0"]
 
 
+def test_an_event_log_that_cannot_be_opened_again_at_once_is_opened_at_the_next_delivery(tmp_path):
+    path = tmp_path / "events.jsonl"
+    out = EventLogOutput(JsonlOutput(type="jsonl", path=path, what="events"))
+    out.deliver(event(0))
+    path.rename(tmp_path / "events.jsonl.1")
+    path.mkdir()  # for a moment the path cannot be opened
+    with pytest.raises(SinkError, match="cannot open the event log"):
+        out.deliver(event(1))
+    path.rmdir()
+    out.deliver(event(1))  # the outbox's retry
+    out.close()
+    assert [json.loads(line)["event_id"] for line in path.read_text().splitlines()] == ["id-1"]
+
+
 def test_event_log_ends_a_line_cut_short_by_a_crash(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text(event_to_json(event(0)) + "\n" + '{"event_id": "id-1", "stre')

@@ -14,6 +14,7 @@ from pipeline.config.outputs import MqttOutput as MqttConfig
 from pipeline.errors import EventRefused, SinkError
 from pipeline.sinks.outputs.mqtt import MqttOutput
 from pipeline.types import Event, Moment
+from tests.support.waiting import wait_until
 
 
 class ScriptedBroker:
@@ -22,6 +23,8 @@ class ScriptedBroker:
     def __init__(self):
         self.codes: dict[str, int] = {}  # topic -> reason code of its acknowledgement (default 0, success)
         self.protocol_levels: list[int] = []
+        self.held: list | None = None  # a list: acknowledgements wait in it until `let_go`
+        self._held_lock = threading.Lock()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
         self._conns: list[socket.socket] = []
@@ -72,9 +75,9 @@ class ScriptedBroker:
                     mid = body[2 + topic_len:4 + topic_len]
                     code = self.codes.get(topic, 0)
                     if qos == 1:
-                        conn.sendall(b"\x40\x04" + mid + bytes([code, 0]))  # PUBACK
+                        self._acknowledge(conn, b"\x40\x04" + mid + bytes([code, 0]))  # PUBACK
                     elif qos == 2:
-                        conn.sendall(b"\x50\x04" + mid + bytes([code, 0]))  # PUBREC
+                        self._acknowledge(conn, b"\x50\x04" + mid + bytes([code, 0]))  # PUBREC
                 elif kind == 6:  # PUBREL: mosquitto answers success even after a refused PUBREC
                     conn.sendall(b"\x70\x02" + body[:2])
                 elif kind == 12:  # PINGREQ
@@ -85,6 +88,21 @@ class ScriptedBroker:
             return
         finally:
             conn.close()
+
+    def _acknowledge(self, conn: socket.socket, packet: bytes) -> None:
+        with self._held_lock:
+            if self.held is not None:
+                self.held.append((conn, packet))
+                return
+        conn.sendall(packet)
+
+    def let_go(self) -> int:
+        """Send the acknowledgements held back, and no longer hold any; how many there were."""
+        with self._held_lock:
+            held, self.held = self.held or [], None
+        for conn, packet in held:
+            conn.sendall(packet)
+        return len(held)
 
     def close(self) -> None:
         self._server.close()
@@ -158,3 +176,21 @@ def test_a_topic_the_acl_denies_is_retried_with_what_to_fix(broker):
 def test_qos_0_has_no_acknowledgement_to_refuse_with(broker):
     broker.codes = {t: 0x87 for t in TOPICS}
     deliver(broker, 0)  # documented: a refusal at QoS 0 goes unnoticed
+
+
+def test_acknowledgements_that_come_after_the_attempt_gave_up_are_not_kept(broker):
+    """A slow broker: each retry publishes again under new message ids; the late codes of the attempts given up
+    on were kept for ever."""
+    broker.held = []
+    out = MqttOutput(MqttConfig(type="mqtt", port=broker.port, topic_prefix="sw", qos=1), publish_timeout_s=0.2)
+    try:
+        for _ in range(3):
+            with pytest.raises(SinkError, match="did not acknowledge"):
+                out.deliver(EVENT)
+        assert wait_until(lambda: len(broker.held) == 3 * len(TOPICS))
+        assert broker.let_go() == 9
+        assert wait_until(lambda: not out._abandoned)  # every late acknowledgement came, and was let go of
+        assert out._acks == {} and out._pubrec_refused == {}
+        out.deliver(EVENT)  # a broker that answers in time again
+    finally:
+        out.close()
