@@ -202,8 +202,8 @@ class StageRunner:
         stream.last = result.moment
         for stage in stream.stages:
             guarded(self.failures, stage.name, stage.process, result)
-        if result.events:
-            result.events[:] = self._named(result.events, framed=True)
+        if result.events:  # naming is guarded too: one malformed event must not stop this worker's streams
+            result.events[:] = guarded(self.failures, "events", self._named, result.events, framed=True) or []
             guarded(self.failures, "outbox", self._publish, list(result.events))
         stream.frames += 1
         self._frames[stream_id] = stream.frames
@@ -215,7 +215,7 @@ class StageRunner:
             if changed is None:
                 continue
             stream.stages, events = changed
-            events = self._named(events, framed=False)
+            events = guarded(self.failures, "events", self._named, events, framed=False) or []
             if events:
                 guarded(self.failures, "outbox", self._publish, events)
                 self.outputs.events(stream_id, events)
@@ -227,7 +227,7 @@ class StageRunner:
         events: list[Event] = []
         for stage in stream.stages:
             events.extend(guarded(self.failures, stage.name, stage.end, stream.last) or [])
-        events = self._named(events, framed=False)
+        events = guarded(self.failures, "events", self._named, events, framed=False) or []
         if events:
             guarded(self.failures, "outbox", self._publish, events)
             self.outputs.events(stream_id, events)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from pipeline import plugins
 from pipeline.config.models import StageConfig
 from pipeline.errors import ConfigError
@@ -40,9 +42,25 @@ class PythonStage:
     def process(self, result: FrameResult) -> None:
         events = self.target(result) or []
         for event in events:
-            if not isinstance(event, Event):
-                raise TypeError(f"stage '{self.name}' returned {type(event).__name__}, not an Event")
+            self._check(event)
         result.events.extend(events)
+
+    def _check(self, event: Any) -> None:
+        """TypeError naming this stage for what is not an Event as `Moment.event` makes it: what the pipeline
+        does with events after the stages (naming their class, storing them) must not fail on one."""
+        if not isinstance(event, Event):
+            raise TypeError(f"stage '{self.name}' returned {type(event).__name__}, not an Event")
+        for key in ("track_id", "class_id", "ts_ns", "wall_ns"):
+            if not isinstance(getattr(event, key), (int, np.integer)) or isinstance(getattr(event, key), bool):
+                raise TypeError(f"stage '{self.name}' returned an event whose {key} is {getattr(event, key)!r}, not an "
+                                "int; make events with result.moment.event(rule, kind, track_id, class_id, payload)")
+        for key in ("event_id", "run_id", "stream_id", "rule", "kind"):
+            if not isinstance(getattr(event, key), str):
+                raise TypeError(f"stage '{self.name}' returned an event whose {key} is {getattr(event, key)!r}, not "
+                                "a string; make events with result.moment.event(rule, kind, track_id, class_id, payload)")
+        if not isinstance(event.payload, dict):
+            raise TypeError(f"stage '{self.name}' returned an event whose payload is {type(event.payload).__name__}, "
+                            "not a dict")
 
     def end(self, at: Moment) -> list[Event]:
         close = getattr(self.target, "close", None)  # optional in the user's class, as documented

@@ -57,6 +57,21 @@ def test_a_python_stage_named_in_yaml_adds_events_that_reach_the_outputs(tmp_pat
     assert sink.seqs["cam-0"] == sink.seqs["cam-1"] == list(range(60))
 
 
+def test_a_python_stage_returning_a_malformed_event_fails_alone_and_the_other_streams_go_on(tmp_path):
+    """Its event passed the stage and then stopped the stage worker, and every stream on it, when the pipeline
+    named its class."""
+    config = load_config(write_config(tmp_path, [
+        {"python": "pipeline.testing:MarkEveryNth", "options": {"every": 20}},
+        {"python": "tests.support.stages:NoClassId", "streams": ["cam-1"]},
+    ]))
+    sink = RecordingSink()
+    snap = PipelineRunner(config, sinks=[sink]).run()
+    assert snap.sink_failures == {"tests.support.stages:NoClassId": 6}  # frames 9, 19, ... 59 of cam-1
+    assert sink.seqs["cam-0"] == sink.seqs["cam-1"] == list(range(60))
+    assert {s: [e.payload["seq"] for e in sink.events[s]] for s in ("cam-0", "cam-1")} == {
+        "cam-0": [19, 39, 59], "cam-1": [19, 39, 59]}
+
+
 def test_a_python_stage_that_cannot_be_made_stops_the_config_before_any_stream_starts(tmp_path):
     with pytest.raises(ConfigError, match=r"site.yaml:\d+: stages -> 0 -> python: .*cannot import 'nowhere'"):
         load_config(write_config(tmp_path, [{"python": "nowhere:Stage"}]))
