@@ -27,6 +27,10 @@ def check(config: PipelineConfig) -> None:
         if s.lane not in lanes:
             raise KeyPathError(("streams", i, "lane"), f"unknown lane '{s.lane}'; defined lanes: {sorted(lanes)}")
     analytics(config, stream_ids)
+    if not config.tracker.enabled and (config.zones or config.lines):
+        key = "zones" if config.zones else "lines"
+        raise KeyPathError(("tracker", "enabled"), f"the {key} follow tracks, and the tracker is off: they would never "
+                           "fire; turn the tracker on or take the zones and lines out")
     _stream_references("stages", config.stages, stream_ids)
     _outputs(config)
 

@@ -24,6 +24,7 @@ from pipeline.stages.analytics.zones import NS, ZoneMonitor
 from pipeline.types import Event, Moment
 
 _ZONE_TIMED = ("enter", "dwell")
+_NOT_LEFT = ("end_of_stream", "restarted")  # exits where the stream stopped seeing, not the object leaving
 MAX_COOLDOWNS = 4096
 """Tracks per rule whose cooldown is remembered: bounds memory when cooldown_s is long and tracks are many."""
 
@@ -106,7 +107,7 @@ class RuleEngine:
         return out
 
     def _is_exit(self, rule: AlertRule, event: Event) -> bool:
-        return (event.kind == "zone_exit" and event.rule == rule.zone and event.payload["reason"] != "end_of_stream"
+        return (event.kind == "zone_exit" and event.rule == rule.zone and event.payload["reason"] not in _NOT_LEFT
                 and event.payload["dwell_s"] >= rule.debounce_s and self._class_ok(rule, event.class_id))
 
     def _is_cross(self, rule: AlertRule, event: Event) -> bool:

@@ -19,7 +19,9 @@ class LineCounter:
     positive; "out" = it became negative. A track's side only changes once its anchor is more than
     a band of `hysteresis` x box height (at least `min_band_px`) past the line, so a box jittering on
     the line is not counted again and again; a wider band ignores more jitter but needs a clearer
-    crossing. A crossing counts only if it happens within the segment's extent.
+    crossing. A crossing counts only if the anchor's way from where it was last clear of the band to where it
+    is now meets the segment itself, not the line beyond its ends. A coasting track's predicted box (score 0)
+    keeps its side but never changes it: a prediction that overshoots crosses nothing.
     """
 
     def __init__(self, config: LineConfig, class_names: list[str], hysteresis: float = 0.1,
@@ -30,7 +32,8 @@ class LineCounter:
         self.hysteresis = hysteresis
         self.min_band_px = min_band_px
         self.max_missing_ns = int(max_missing_s * NS)
-        self._side: dict[int, tuple[int, int]] = {}  # track id -> (side +1/-1, last seen ns)
+        # track id -> (side +1/-1, last seen ns, the anchor x, y where it was last clear of the band)
+        self._side: dict[int, tuple[int, int, float, float]] = {}
         self.counts = {"in": 0, "out": 0}
 
     def update(self, at: Moment, track_id: np.ndarray, class_id: np.ndarray, score: np.ndarray,
@@ -39,26 +42,38 @@ class LineCounter:
         ts_ns = at.pts_ns
         keep = row_filter(class_id, score, self.allowed, self.config.min_score) & (track_id >= 0)
         boxes = np.asarray(xyxy, np.float64)[keep]
-        dist, along = signed_distance(anchor_points(boxes, self.config.anchor), self.config.start, self.config.end)
+        anchors = anchor_points(boxes, self.config.anchor)
+        dist, _ = signed_distance(anchors, self.config.start, self.config.end)
         band = np.maximum(self.hysteresis * (boxes[:, 3] - boxes[:, 1]), self.min_band_px)
         side = np.where(dist > band, 1, np.where(dist < -band, -1, 0))
+        side[np.asarray(score)[keep] <= 0] = 0  # a coasting prediction: as inside the band
         events = []
-        for tid, cid, s, t in zip(track_id[keep].tolist(), class_id[keep].tolist(), side.tolist(), along.tolist()):
+        for tid, cid, s, (x, y) in zip(track_id[keep].tolist(), class_id[keep].tolist(), side.tolist(), anchors.tolist()):
             previous = self._side.get(tid)
             if s == 0:  # inside the band: keep the old side, only refresh the time
                 if previous is not None:
-                    self._side[tid] = (previous[0], ts_ns)
+                    self._side[tid] = (previous[0], ts_ns, previous[2], previous[3])
                 continue
-            if previous is not None and previous[0] != s and 0.0 <= t <= 1.0:
+            if previous is not None and previous[0] != s and self._on_segment(previous[2:], (x, y)):
                 direction = "in" if s > 0 else "out"
                 self.counts[direction] += 1
                 payload = {"line": self.name, "direction": direction}
                 events.append(at.event(self.name, "line_cross", tid, cid, payload))
-            self._side[tid] = (s, ts_ns)
+            self._side[tid] = (s, ts_ns, x, y)
         self._forget(ts_ns)
         return events
 
+    def _on_segment(self, before, now) -> bool:
+        """Whether the way from point `before` to point `now` (on opposite sides of the line) meets the segment."""
+        dist, along = signed_distance(np.array([before, now]), self.config.start, self.config.end)
+        share = dist[0] / (dist[0] - dist[1])  # where along the way it meets the line
+        return 0.0 <= along[0] + share * (along[1] - along[0]) <= 1.0
+
+    def forget_tracks(self) -> None:
+        """The stream restarted: no track is on either side (its counts stay)."""
+        self._side.clear()
+
     def _forget(self, ts_ns: int) -> None:
-        stale = [tid for tid, (_, seen) in self._side.items() if ts_ns - seen > self.max_missing_ns]
+        stale = [tid for tid, (_, seen, _, _) in self._side.items() if ts_ns - seen > self.max_missing_ns]
         for tid in stale:
             del self._side[tid]

@@ -27,7 +27,9 @@ class AnalyticsStage:
     does not end a visit; rows without a track id are ignored). Zones and lines whose `streams`
     list excludes this stream are skipped; rules on those zones/lines then never fire for it.
     Events are made at the frame's `moment` (time: its `pts_ns`). Per frame: zone_enter/zone_exit, line_cross,
-    then alerts.
+    then alerts. A new `frame.epoch` (a file that loops, a camera that reconnected) is a restart: open visits
+    close (zone_exit, reason "restarted", at the last frame before it) and lines forget which side each track
+    was on, as the tracker starts with no tracks; a loop's seam or an outage is no dwell and no crossing.
     """
 
     name = "analytics"
@@ -39,12 +41,19 @@ class AnalyticsStage:
         self.lines = {ln.name: LineCounter(ln, class_names, max_missing_s=max_missing_s)
                       for ln in lines if _applies(ln, stream_id)}
         self.rules = RuleEngine(rules, class_names)
+        self._epoch: int | None = None
+        self._last: Moment | None = None  # the moment of the last frame processed
 
     def process(self, result: FrameResult) -> None:
         dets = result.tracks.to_host()
         at = result.moment
         columns = (np.asarray(dets.track_id), np.asarray(dets.class_id), np.asarray(dets.score), np.asarray(dets.xyxy))
         events: list[Event] = []
+        if self._last is not None and result.frame.epoch != self._epoch:
+            events += self.end(self._last, reason="restarted")
+            for line in self.lines.values():
+                line.forget_tracks()
+        self._epoch, self._last = result.frame.epoch, at
         for zone in self.zones.values():
             events += zone.update(at, *columns)
         for line in self.lines.values():
@@ -71,9 +80,9 @@ class AnalyticsStage:
         self.zones, self.lines, self.rules = new.zones, new.lines, self.rules.reconfigured(rules)
         return events
 
-    def end(self, at: Moment) -> list[Event]:
-        """Close open zone visits (zone_exit, reason end_of_stream); rules see them but exits do not fire."""
-        events = [e for zone in self.zones.values() for e in zone.close(at)]
+    def end(self, at: Moment, reason: str = "end_of_stream") -> list[Event]:
+        """Close open zone visits (zone_exit, `reason`); rules see them but exits do not fire."""
+        events = [e for zone in self.zones.values() for e in zone.close(at, reason)]
         return events + self.rules.process(at, self.zones, events)
 
     def stats(self) -> dict:

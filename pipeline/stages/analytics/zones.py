@@ -35,10 +35,11 @@ class ZoneMonitor:
 
     A track is inside when its anchor point is inside the polygon and it passes the zone's class and
     `min_score` filters. The state changes only when the anchor is more than a band of `hysteresis` x
-    box height (at least `min_band_px`) inside or outside the edge, so a box jittering on the edge
+    box height (at least `min_band_px`, at most half the zone's mean half-width) inside or outside the edge, so a box jittering on the edge
     does not enter and leave over and over (a larger band delays enter/exit a little). A track that stops being reported (or is filtered out, e.g. a coasting row with
     score 0 under `min_score > 0`) is not "outside": its visit ends with reason "lost" only after
-    `max_missing_s` seconds unseen; larger values ride out longer occlusions but report exits later.
+    `max_missing_s` seconds unseen; larger values ride out longer occlusions but report exits later. A coasting
+    track's predicted box (score 0) keeps its visit going but never enters or leaves: a prediction drifts.
     """
 
     def __init__(self, config: ZoneConfig, class_names: list[str], max_missing_s: float = 2.0,
@@ -46,6 +47,11 @@ class ZoneMonitor:
         self.config = config
         self.name = config.name
         self.polygon = np.asarray(config.polygon, np.float64)
+        # A band never wider than half the zone's mean half-width (area / perimeter): in a narrow zone, a
+        # doorway or a strip along a kerb, a band of a tall box's height would leave no point clear of both edges.
+        x, y = self.polygon[:, 0], self.polygon[:, 1]
+        area = abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))) / 2
+        self.max_band_px = 0.5 * area / float(np.hypot(*(np.roll(self.polygon, -1, axis=0) - self.polygon).T).sum())
         self.allowed = class_ids_for(config.classes, class_names, f"zone '{config.name}'")
         self.max_missing_ns = int(max_missing_s * NS)
         self.hysteresis = hysteresis
@@ -65,8 +71,9 @@ class ZoneMonitor:
         ids, classes, boxes = track_id[keep], class_id[keep], np.asarray(xyxy, np.float64)[keep]
         anchors = anchor_points(boxes, self.config.anchor)
         inside = points_in_polygon(anchors, self.polygon)
-        band = np.maximum(self.hysteresis * (boxes[:, 3] - boxes[:, 1]), self.min_band_px)
+        band = np.minimum(np.maximum(self.hysteresis * (boxes[:, 3] - boxes[:, 1]), self.min_band_px), self.max_band_px)
         clear = distance_to_boundary(anchors, self.polygon) > band  # far enough from the edge to decide
+        clear &= np.asarray(score)[keep] > 0  # a coasting prediction (score 0) keeps a visit, never starts or ends one
         events = []
         for tid, cid, is_in, decided in zip(ids.tolist(), classes.tolist(), inside.tolist(), clear.tolist()):
             visit = self.inside.get(tid)

@@ -12,7 +12,7 @@ class TrackingStage:
     the `track_id` of each detection matched to one of them; the detections keep their boxes and scores.
 
     One instance per stream (it holds that stream's tracks; `ids` its id counter, which may outlive it; a file
-    that loops or a camera that reconnects starts with no tracks, and its ids go on). A gap in `frame.seq`
+    that loops or a camera that reconnects, a new `frame.epoch`, starts with no tracks, and its ids go on). A gap in `frame.seq`
     (frames dropped upstream) is bridged by predicting the tracks through the missing frames, so motion
     stays consistent with the stream's frame rate. With `camera_motion` in the config, each frame's picture
     (a small grey copy, see `camera_motion.small_grey`) gives the camera's motion, and the tracks move with it.
@@ -31,15 +31,16 @@ class TrackingStage:
             self.camera = CameraMotion()
         self._last_seq: int | None = None
         self._last_pts_ns: int | None = None
+        self._last_epoch: int | None = None
 
     def process(self, result: FrameResult) -> None:
-        seq, pts_ns = result.frame.seq, result.frame.pts_ns
+        seq, pts_ns, epoch = result.frame.seq, result.frame.pts_ns, result.frame.epoch
         if self._last_seq is not None:
-            if seq <= self._last_seq or pts_ns < self._last_pts_ns:
+            if epoch != self._last_epoch or seq <= self._last_seq or pts_ns < self._last_pts_ns:
                 self._reset()  # the stream restarted (file loop or reconnect): old tracks are void
             elif seq > self._last_seq + 1:
                 self.tracker.skip(min(seq - self._last_seq - 1, self.max_bridged_frames))
-        self._last_seq, self._last_pts_ns = seq, pts_ns
+        self._last_seq, self._last_pts_ns, self._last_epoch = seq, pts_ns, epoch
         detections = result.detections.to_host()
         motion = None
         if self.camera is not None and result.frame.image is not None:

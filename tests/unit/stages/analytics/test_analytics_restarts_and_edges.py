@@ -1,0 +1,98 @@
+"""Zones and lines at a stream's restart (a new epoch), with coasting predictions, at a segment's ends and in a
+narrow zone; and a config whose zones could never fire."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.config.loader import parse_config
+from pipeline.config.models import AlertRule, LineConfig, TrackerConfig, ZoneConfig
+from pipeline.errors import ConfigError
+from pipeline.stages.analytics.stage import AnalyticsStage
+from pipeline.stages.tracking.stage import TrackingStage
+from pipeline.types import Detections, Frame, FrameResult
+from tests.conftest import REPO
+from tests.support.tracks import CLASS_NAMES, NS_PER_FRAME, feet_box, run, tracked_frame
+
+
+def detected(seq: int, pts_ns: int, epoch: int, feet: list[tuple[float, float]]) -> FrameResult:
+    """A frame whose detections (score 0.9, class 0) stand with their feet at `feet`; no tracks yet."""
+    boxes = np.array([feet_box(x, y, w=30) for x, y in feet], np.float32).reshape(-1, 4)
+    frame = Frame("cam-1", seq, pts_ns, pts_ns, None, 640, 480, epoch=epoch)
+    return FrameResult(frame, Detections(boxes, np.full(len(boxes), 0.9, np.float32), np.zeros(len(boxes), np.int32)),
+                       run_id="run")
+
+
+def test_a_file_loop_or_a_reconnect_is_a_restart_for_tracks_zones_and_dwell_rules():
+    """The sources number a file's passes and a camera's reconnects with `epoch` (seq and pts go on): one person
+    standing in a zone through three 4-s passes of a clip, then a 60-s outage, is three visits and one more, not
+    one long stay, and a 10-s dwell rule never fires."""
+    zone = ZoneConfig(name="bench", polygon=[(100, 100), (300, 100), (300, 300), (100, 300)])
+    rule = AlertRule(name="loiter", when="dwell", zone="bench", min_seconds=10)
+    tracker, analytics = TrackingStage(TrackerConfig()), AnalyticsStage("cam-1", [zone], [], [rule], CLASS_NAMES)
+    passes = [(epoch, epoch * 40 * NS_PER_FRAME) for epoch in range(3)] + [(3, (120 + 600) * NS_PER_FRAME)]
+    events, seq, ids = [], 0, []
+    for epoch, start_ns in passes:
+        for i in range(40):  # 4 s at 10 frames/s
+            result = detected(seq, start_ns + i * NS_PER_FRAME, epoch, [(200, 200)])
+            tracker.process(result)
+            analytics.process(result)
+            events += result.events
+            ids += result.tracks.track_id.tolist()
+            seq += 1
+    assert sorted(set(ids)) == [1, 2, 3, 4] and ids == sorted(ids)  # new tracks at each restart, ids go on
+    assert [(e.kind, e.payload.get("reason")) for e in events] == [("zone_enter", None), ("zone_exit", "restarted")] * 3 + [
+        ("zone_enter", None)]
+    assert all(e.payload["dwell_s"] < 4 for e in events if e.kind == "zone_exit")
+
+
+def test_a_coasting_prediction_that_overshoots_a_line_counts_no_crossing():
+    """Someone walks up to the line, stops short of it while missed for three frames (the prediction goes on
+    past it), and walks back."""
+    line = LineConfig(name="gate", start=(200, 400), end=(200, 0))
+    tracker, analytics = TrackingStage(TrackerConfig()), AnalyticsStage("cam-1", [], [line], [], CLASS_NAMES)
+    xs = [*range(66, 187, 12), None, None, None, *[186] * 6, *range(180, 90, -12)]
+    coasted_past = False
+    for seq, x in enumerate(xs):
+        result = detected(seq, seq * NS_PER_FRAME, 0, [] if x is None else [(x, 250)])
+        tracker.process(result)
+        analytics.process(result)
+        coasted_past |= bool(((result.tracks.xyxy[:, 0] + result.tracks.xyxy[:, 2]) / 2 > 206).any())  # band: 6 px
+        assert not result.events, seq
+    assert coasted_past  # the prediction did cross: the case this is about
+    assert analytics.stats()["lines"]["gate"] == {"in": 0, "out": 0}
+
+
+@pytest.mark.parametrize("path, counted", [
+    ([(150 + 10 * i, 244 + 10 * i) for i in range(11)], 1),  # crosses the segment near its end (t = 0.97)
+    ([(180, 320), (192, 310), (208, 295), (220, 285)], 0),  # goes round its end: meets the line at t = 1.01
+])
+def test_a_crossing_counts_where_the_way_meets_the_line_within_the_segment(path, counted):
+    stage = AnalyticsStage("cam-1", [], [LineConfig(name="door", start=(200, 100), end=(200, 300))], [], CLASS_NAMES)
+    events = run(stage, [[(1, x, y)] for x, y in path])
+    assert [e.payload["direction"] for e in events] == ["out"] * counted
+
+
+def test_a_zone_narrower_than_the_band_of_a_tall_box_still_sees_it_enter_and_leave():
+    """A 40-px deep doorway, people 220 px tall (a band of 22 px would leave no point clear of both edges)."""
+    door = ZoneConfig(name="door", polygon=[(200, 280), (440, 280), (440, 320), (200, 320)])
+    stage = AnalyticsStage("cam-1", [door], [], [], CLASS_NAMES)
+    events = []
+    for i, y in enumerate(range(240, 370, 10)):  # feet walk down through the doorway
+        result = tracked_frame(i, [(7, 320, y)])
+        result.tracks.xyxy[:, 1] = y - 220
+        result.detections = result.tracks
+        stage.process(result)
+        events += result.events
+    assert [e.kind for e in events] == ["zone_enter", "zone_exit"]
+
+
+def test_zones_with_the_tracker_off_are_refused_at_load():
+    doc = yaml.safe_load((REPO / "configs" / "example.yaml").read_text())
+    doc["tracker"] = {"enabled": False}
+    doc["zones"] = [{"name": "z", "polygon": [[0, 0], [640, 0], [640, 480], [0, 480]]}]
+    doc["lines"], doc["alerts"] = [], []
+    with pytest.raises(ConfigError, match=r"tracker -> enabled: the zones follow tracks, and the tracker is off"):
+        parse_config(yaml.safe_dump(doc))
+
