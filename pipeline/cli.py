@@ -176,7 +176,7 @@ def _run(path: str, duration: float | None, quiet: bool, placement=None) -> int:
     """With a duration (--duration or runtime.duration_s): a run that ends then, or when its files end.
     Without: a service that runs until stopped, with its HTTP server on runtime.http (default port 9108).
     placement: this instance's shard, port and outbox in a fleet (`pipeline.runtime.placement`)."""
-    from pipeline.config import load_config
+    from pipeline.config.loader import config_text, parse_config
     from pipeline.config.models import HttpConfig
     from pipeline.config.resolve import resolve
     from pipeline.runtime.memory import tune_allocator
@@ -190,7 +190,8 @@ def _run(path: str, duration: float | None, quiet: bool, placement=None) -> int:
     tune_allocator()  # before the pipeline's threads allocate anything
 
     with logs.held():  # lines logged while reading the config come out in the format it names
-        config = load_config(path)
+        applied = config_text(path)  # what runs: an edit while it starts is found at the first API change
+        config = parse_config(applied, path)
         logs.configure(config.runtime.log_level, config.runtime.log_format)
     duration = duration or config.runtime.duration_s
     cluster = config.runtime.cluster
@@ -217,7 +218,7 @@ def _run(path: str, duration: float | None, quiet: bool, placement=None) -> int:
         fleet = FleetCameras(FleetStore(cluster.dsn, idle_limit_s=cluster.lease_s), lanes)
         fleet_analytics = FleetAnalytics(FleetStore(cluster.dsn, idle_limit_s=cluster.lease_s))
     runner = PipelineRunner(config, plan=plan, placement=placement, fence=coordinator and coordinator.fence)
-    control = Control(runner, path, fleet=fleet, fleet_analytics=fleet_analytics)
+    control = Control(runner, path, fleet=fleet, fleet_analytics=fleet_analytics, applied=applied)
     if http is not None:
         from pipeline.service import Service  # noqa: PLC0415 - the web stack loads only when served
 

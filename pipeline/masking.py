@@ -4,6 +4,8 @@
     'rtsp://***@10.0.0.5:554/live'
     >>> mask_url("opening http://10.0.0.7/mjpg?user=cam&pwd=s3cret failed")
     'opening http://10.0.0.7/mjpg?user=cam&pwd=*** failed'
+    >>> mask_url("rtsp://10.0.0.5/live?access_token=abc&channel=1")
+    'rtsp://10.0.0.5/live?access_token=***&channel=1'
     >>> mask_url("host=db password='p w' dbname=site")
     'host=db password=*** dbname=site'
 """
@@ -15,7 +17,8 @@ import re
 # a path that contains "@" is the safe side.
 _USER_INFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)\S*@(?=[^\s@/]*(?:[/:?#\s]|$))")
 _SECRET_KEYS = "password|passwd|pass|pwd|token|key|secret|sslpassword|api_key|apikey|auth|signature|sig"
-_QUERY_SECRET = re.compile(rf"(?P<key>[?&;](?:{_SECRET_KEYS})=)[^&#\s]*", re.IGNORECASE)
+# a secret word alone or as the end of the key (`access_token`, `x-api-key`, `client_secret`)
+_QUERY_SECRET = re.compile(rf"(?P<key>[?&;](?:[\w.-]*[_.-])?(?:{_SECRET_KEYS})=)[^&#\s]*", re.IGNORECASE)
 _DSN_PASSWORD = re.compile(r"(?P<key>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 

@@ -26,12 +26,15 @@ def load_config(path: str | Path) -> PipelineConfig:
 
     Raises ConfigError with one line per problem: `configs/site.yaml:23: streams -> 2 -> lane: ...`.
     """
-    path = Path(path)
+    return parse_config(config_text(path), path)
+
+
+def config_text(path: str | Path) -> str:
+    """The text of config file `path`; ConfigError naming it when it cannot be read."""
     try:
-        text = path.read_text()
+        return Path(path).read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
-    return parse_config(text, path)
 
 
 def parse_config(text: str, path: str | Path = "<config>") -> PipelineConfig:

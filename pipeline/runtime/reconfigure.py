@@ -17,7 +17,7 @@ import logging
 from pipeline.config.diff import ConfigDiff, diff
 from pipeline.config.models import LaneConfig, PipelineConfig
 from pipeline.config.outputs import is_event_output
-from pipeline.config.resolve import packet_ring_s
+from pipeline.config.resolve import packet_ring_s, plan_stream
 from pipeline.errors import ConfigError, PartiallyApplied, PipelineError, RestartRequired
 from pipeline.runtime import preflight
 from pipeline.runtime.build import Pipeline, stage_factory
@@ -49,6 +49,8 @@ def check(parts: Pipeline, table: StreamTable, new: PipelineConfig) -> ConfigDif
         raise RestartRequired("restart required: event clips now need each stream's last "
                               f"{packet_ring_s(new):g} s of packets, and streams keep {parts.plan.packet_ring_s:g} s "
                               "(set at start); nothing was applied")
+    for stream in (*change.added, *change.changed):  # a decoder this machine lacks: refused, not half-applied
+        plan_stream(stream, parts.plan)
     touched = [s.id for s in new.streams] if change.analytics else [s.id for s in (*change.added, *change.changed)]
     for stream_id in touched:  # made and dropped: what fails here fails before anything changes
         build_stages(new, stream_id, parts.detector.class_names)

@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from typing import Sequence
 
 from fastapi import Depends, FastAPI, HTTPException, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.registry import Collector
@@ -42,7 +42,10 @@ from pipeline.service.config_api import apply
 from pipeline.service.control import Control, entry_of
 from pipeline.service.prom import SnapshotCollector
 from pipeline.masking import mask_url
+from pipeline.sinks.outputs.webhook import redact_url
 
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""The largest request body read (413 beyond): bodies are read before the token is checked."""
 STREAM_COUNTERS = ("decoded", "frames", "batched", "staged", "dropped_overflow", "dropped_age", "dropped_fps_cap",
                    "dropped_sink", "dropped_sinks", "skipped_late", "paced_late", "reconnects", "corrupt_packets")
 
@@ -77,7 +80,7 @@ def make_app(control: Control, token: str | None = None, version: str = "",
     process's CPU and memory, and `collectors` (the GPUs'). cluster: a fleet's `Coordinator` (None: no fleet). console: serve the web console at / (None or not
     enabled: no console); its `Console` is `app.state.console` (to close before the server stops)."""
     runner = control.runner
-    app = FastAPI(title="streamweave", version=version,
+    app = FastAPI(title="streamweave", version=version, max_body_size=MAX_BODY_BYTES,
                   description="Control and observe a running streamweave pipeline.")
     registry = CollectorRegistry()
     registry.register(SnapshotCollector(runner.snapshot, version))
@@ -85,6 +88,7 @@ def make_app(control: Control, token: str | None = None, version: str = "",
     ProcessCollector(registry=registry)
     for collector in collectors:
         registry.register(collector)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     sessions = Sessions(token)
     authorized = [Depends(sessions.check)] if token else []
     app.state.console = None
@@ -198,6 +202,14 @@ def _view(config: StreamConfig, stats: dict, paused: bool, latency: dict[str, fl
                       counters={key: int(stats.get(key, 0) or 0) for key in STREAM_COUNTERS})
 
 
+async def _invalid_request(request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each key and what is wrong, without the values sent (FastAPI's own answer repeats them: a
+    camera's URL with its password)."""
+    errors = [{"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": mask_url(str(e.get("msg", "")))}
+              for e in exc.errors()]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
 def masked_config(runner: PipelineRunner) -> dict:
     data = runner.config.model_dump(mode="json")
     data["streams"] = [config.model_dump(mode="json") for config in runner.streams()]
@@ -207,8 +219,8 @@ def masked_config(runner: PipelineRunner) -> dict:
         for key in ("url", "dsn"):
             if key in sink:
                 sink[key] = mask_url(sink[key])
-        if sink.get("type") == "webhook":  # hook URLs often carry their secret in the path
-            sink["url"] = re.sub(r"^([a-z]+://[^/]+)/.+$", r"\1/***", sink["url"])
+        if sink.get("type") == "webhook":  # hook URLs often carry their secret in the path, or its query
+            sink["url"] = redact_url(sink["url"])
     if data["runtime"].get("cluster"):
         data["runtime"]["cluster"]["dsn"] = mask_url(data["runtime"]["cluster"]["dsn"])
     http = data["runtime"].get("http")

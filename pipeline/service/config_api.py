@@ -76,6 +76,8 @@ def apply(change, *args) -> Any:
         raise HTTPException(500, str(exc)) from None
     except PipelineError as exc:
         raise HTTPException(503, str(exc)) from None
+    except RecursionError:  # a body nested hundreds deep, which no zone, line or rule has
+        raise HTTPException(400, "the body is nested too deeply; send the keys of one entry as in the YAML") from None
 
 
 def _section_routes(api: APIRouter, control: Control, section: str, what: str) -> None:

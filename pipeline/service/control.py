@@ -43,14 +43,19 @@ _LOCATION = re.compile(r"^[^\n]*?:\d+: ", re.MULTILINE)
 class Control:
     """runner: the running pipeline. path: its config file (None: no file to edit or reload). fleet: in a
     fleet, where cameras are added, changed and removed (`pipeline.cluster.cameras.FleetCameras`), and
-    fleet_analytics where zones, lines and rules are (`pipeline.cluster.analytics.FleetAnalytics`)."""
+    fleet_analytics where zones, lines and rules are (`pipeline.cluster.analytics.FleetAnalytics`). applied: the
+    file's text the running config was read from (default: the file now), so an edit made while the pipeline
+    started is not taken as applied."""
 
-    def __init__(self, runner: PipelineRunner, path: str | Path | None = None, fleet=None, fleet_analytics=None):
+    def __init__(self, runner: PipelineRunner, path: str | Path | None = None, fleet=None, fleet_analytics=None,
+                 applied: str | None = None):
         self.runner = runner
         self.path = Path(path) if path is not None else None
         self.fleet, self.fleet_analytics = fleet, fleet_analytics
         self._lock = threading.Lock()
-        self._applied = self.path.read_text() if self.path is not None else ""  # the file as last applied
+        if applied is None:
+            applied = self.path.read_text() if self.path is not None else ""
+        self._applied = applied  # the file as last applied
 
     # -- cameras --------------------------------------------------------------------------------
     def add_stream(self, entry: dict) -> None:
@@ -108,7 +113,7 @@ class Control:
     def put(self, section: str, name: str, entry: dict) -> bool:
         """Set a zone, line or alert rule (`section` zones, lines or alerts); True when it is new."""
         key = "name"
-        _no_variables(section, entry)
+        _no_variables(section, {**entry, "name": name})  # the name in the path is written to the file too
         if entry.get(key, name) != name:
             raise ConfigError(f"{section} -> {key}: the body says '{entry[key]}' but the path says '{name}'")
         if self.fleet_analytics is not None:

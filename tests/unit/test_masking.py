@@ -14,6 +14,10 @@ def test_credentials_are_masked_in_urls_query_strings_dsns_and_messages():
     assert mask_url("cannot open rtsp://u:pw@cam/1 (timeout); retrying") == "cannot open rtsp://***@cam/1 (timeout); retrying"
     assert mask_url("/videos/a.mp4") == "/videos/a.mp4" and mask_url("http://cam/?keyframe=1") == "http://cam/?keyframe=1"
     assert mask_url(None) is None
+    # a key that ends in a secret word, as cloud cameras and hooks name them
+    assert mask_url("rtsp://cam/live?access_token=abc&channel=1") == "rtsp://cam/live?access_token=***&channel=1"
+    assert mask_url("https://h/x?client_secret=s&X-Api-Key=k") == "https://h/x?client_secret=***&X-Api-Key=***"
+    assert mask_url("http://cam/?monkey=1&turnkey=2") == "http://cam/?monkey=1&turnkey=2"
 
 
 def test_the_examples_in_the_module_hold():

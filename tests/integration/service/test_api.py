@@ -113,12 +113,14 @@ def test_bad_requests_get_a_4xx_that_says_why_and_change_nothing(tmp_path, serve
     lane = client.post("/api/streams", json={"id": "b", "url": "fake://b", "lane": "fast"})
     assert lane.status_code == 400 and "unknown lane 'fast'" in lane.json()["detail"]
     assert client.delete("/api/streams/zz").status_code == 404
+    huge = client.post("/api/streams", content=b"[" * (5 * 1024 * 1024), headers={"content-type": "application/json"})
+    assert huge.status_code == 413  # bodies are read before the token is checked: not without a bound
     assert [s["id"] for s in client.get("/api/streams").json()] == ["a"]
 
 
 def test_health_readiness_metrics_docs_and_the_masked_config_are_served(tmp_path, serve):
     sink = RecordingSink()
-    hook = {"type": "webhook", "url": "http://127.0.0.1:9/services/T0/B0/hooksecret"}
+    hook = {"type": "webhook", "url": "HTTP://127.0.0.1:9/services/T0/B0/hooksecret?sig=abc"}
     served = serve(config(tmp_path, [{"id": "a", "url": "fake://admin:s3cret@a?fps=20"}], sinks=[hook]), sinks=[sink])
     client = served.client
     assert client.get("/healthz").json() == {"status": "alive"}
@@ -128,7 +130,7 @@ def test_health_readiness_metrics_docs_and_the_masked_config_are_served(tmp_path
     assert client.get("/openapi.json").json()["info"]["title"] == "streamweave" and client.get("/docs").status_code == 200
     effective = client.get("/api/config").json()
     assert effective["streams"][0]["url"] == "fake://***@a?fps=20" and "s3cret" not in client.get("/status").text
-    assert effective["sinks"][0]["url"] == "http://127.0.0.1:9/***" and "hooksecret" not in client.get("/status").text
+    assert effective["sinks"][0]["url"] == "http://127.0.0.1:9/***?sig=***" and "hooksecret" not in client.get("/status").text
 
 
 def test_a_service_whose_cameras_deliver_nothing_is_alive_but_not_ready(tmp_path, serve):

@@ -174,6 +174,46 @@ def test_a_change_that_cannot_be_made_is_refused_before_anything_changes(tmp_pat
     assert sink.wait_for(lambda s: len(s.seqs["c"]) >= 5, timeout=20)
 
 
+def test_a_camera_this_machine_cannot_decode_is_refused_and_neither_written_nor_started(tmp_path, serve):
+    """Before, it was written to the file and then failed to start (500): the file then failed at the next start."""
+    path = site(tmp_path)
+    served = serve(load_config(path), path=path)
+    if served.runner.parts.plan.machine.nvdec:
+        pytest.skip("this machine has NVDEC")
+    before = path.read_text()
+    nvdec = served.client.post("/api/streams", json={"id": "c", "url": "rtsp://127.0.0.1:9/live", "decode": "nvdec"})
+    assert nvdec.status_code == 400 and "decode 'nvdec' cannot run here" in nvdec.json()["detail"], nvdec.text
+    assert path.read_text() == before and [s["id"] for s in served.client.get("/api/streams").json()] == ["a", "b"]
+
+
+def test_what_a_request_sends_is_never_read_from_the_environment_nor_echoed(tmp_path, serve, monkeypatch):
+    path = site(tmp_path)
+    served = serve(load_config(path), path=path)
+    client, before = served.client, path.read_text()
+    monkeypatch.setenv("SITE_SECRET", "hunter2-very-secret")
+    named = client.put("/api/zones/${SITE_SECRET}", json={"polygon": [[0, 0], [9, 0], [9, 9]]})
+    assert named.status_code == 400 and "hunter2" not in client.get("/api/zones").text
+    deep: dict = {}
+    for _ in range(400):
+        deep = {"x": deep}
+    nested = client.put("/api/zones/yard", json={"polygon": [[0, 0], [9, 0], [9, 9]], "extra": deep})
+    assert nested.status_code == 400 and "nested too deeply" in nested.json()["detail"]
+    invalid = client.post("/api/streams", json={"id": "c", "url": "rtsp://admin:hunter2@10.0.0.5/live", "loop": True})
+    assert invalid.status_code == 422 and "hunter2" not in invalid.text and "only a file can loop" in invalid.text
+    assert path.read_text() == before
+
+
+def test_a_file_edited_while_the_pipeline_started_is_not_taken_as_applied(tmp_path, serve):
+    path = site(tmp_path)
+    text = path.read_text()
+    config = load_config(path)
+    path.write_text(text.replace("id: b", "id: b2"))  # while the engine loads, say
+    served = serve(config, path=path, applied=text)
+    refused = served.client.put("/api/lines/gate", json={"start": [0, 0], "end": [9, 9]})
+    assert refused.status_code == 409 and "reload it first" in refused.json()["detail"]
+    assert [s["id"] for s in served.client.get("/api/streams").json()] == ["a", "b"]
+
+
 def test_a_file_edited_by_hand_is_reloaded_before_the_api_changes_it(tmp_path, serve):
     path = site(tmp_path)
     served = serve(load_config(path), path=path)
