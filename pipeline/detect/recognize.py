@@ -1,7 +1,7 @@
 """What a detection model file is: its head and its input size, read from the file alone.
 
 Ultralytics exports say what they are in their metadata (`task`, `imgsz` [h, w], `stride`, `end2end`,
-`head`, `names`); other files are told apart by their output names and shapes, which may be
+`head`, `names`, and the export's `args`, where `nms: True` says NMS is inside); other files are told apart by their output names and shapes, which may be
 symbolic ('batch', 'anchors'). A `detector.head` or `detector.input_size` in the config wins.
 """
 from __future__ import annotations
@@ -20,7 +20,8 @@ DETECTION_ONLY = "streamweave runs detection models only; export the detection v
 @dataclass(frozen=True, slots=True)
 class ExportInfo:
     """What a file's metadata says. task: Ultralytics task ('detect', 'segment', 'pose', 'obb', ...) or None;
-    input_wh: (w, h) the model was exported at, or None; end2end: NMS-free outputs; head_module: the
+    input_wh: (w, h) the model was exported at, or None; end2end: final boxes out, NMS-free or exported with NMS
+    inside (`nms=True`: [B, 300, 6] corners, score, class, as the end-to-end heads); head_module: the
     Ultralytics head class ('Detect', 'v10Detect', 'RTDETRDecoder', ...); classes: how many names."""
 
     task: str | None = None
@@ -36,10 +37,19 @@ def export_info(metadata: dict[str, str]) -> ExportInfo:
     return ExportInfo(
         task=metadata.get("task") or None,
         input_wh=_imgsz_wh(metadata.get("imgsz")),
-        end2end=metadata.get("end2end", "").strip().lower() == "true",
+        end2end=metadata.get("end2end", "").strip().lower() == "true" or _export_args(metadata).get("nms") is True,
         head_module=metadata.get("head") or None,
         classes=len(names) if names else None,
     )
+
+
+def _export_args(metadata: dict[str, str]) -> dict:
+    """Ultralytics' export arguments (`args`, a Python dict's text); {} when absent or unreadable."""
+    try:
+        value = ast.literal_eval(metadata.get("args") or "{}")
+    except (ValueError, SyntaxError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _imgsz_wh(text: str | None) -> tuple[int, int] | None:
@@ -151,6 +161,14 @@ def input_size(
     if len(shape) != 4:
         raise ConfigError(f"model '{config.model}' takes {list(shape)}, not images [batch, channels, height, width]; "
                           "set detector.model to a detection model")
+    image = signature.inputs[0]
+    if isinstance(shape[1], int) and shape[1] != 3:
+        layout = "channels last [batch, height, width, channels]" if shape[3] == 3 else f"{shape[1]} channels"
+        raise ConfigError(f"model '{config.model}' takes {list(shape)}, {layout}; streamweave feeds RGB images "
+                          "[batch, 3, height, width]: export the model with its input channels first")
+    if image.dtype != "tensor(float)":
+        raise ConfigError(f"model '{config.model}' takes {image.dtype} input; streamweave feeds float32 images: "
+                          "export the model with a float32 input (Ultralytics: half=False)")
     fixed = _fixed_wh(signature)
     if fixed is not None and min(fixed) <= 0:
         raise ConfigError(f"model '{config.model}' takes images of {fixed[0]}x{fixed[1]} pixels [batch, channels, height, "

@@ -92,7 +92,8 @@ class OnnxRuntimeEngine:
             inputs = {k: _pad_rows(v, self.fixed_batch) for k, v in inputs.items()}
         try:
             outputs = self.session.run(self._output_names, inputs)
-        except (RuntimeError, ValueError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
+        except (RuntimeError, ValueError, ort.capi.onnxruntime_pybind11_state.Fail,
+                ort.capi.onnxruntime_pybind11_state.InvalidArgument) as exc:
             raise EngineError(f"{self.name} failed on a batch of {rows}: {exc}") from exc
         return {name: out[:rows] for name, out in zip(self._output_names, outputs)}
 

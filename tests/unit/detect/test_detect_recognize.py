@@ -35,6 +35,8 @@ def _meta(task="detect", head="Detect", end2end="False", imgsz="[320, 320]", nam
         (_meta(head="v10Detect", end2end="True"), "end2end"),  # YOLOv10n, nms=False
         (_meta(end2end="True"), "end2end"),  # YOLO26n, nms=False
         (_meta(head="RTDETRDecoder"), "rtdetr"),
+        # YOLOv8n / YOLO11n exported with nms=True: [B, 300, 6] final boxes, said only in the export's args
+        (_meta(args="{'batch': 1, 'nms': True, 'dynamic': True}"), "end2end"),
     ],
 )
 def test_a_dynamic_ultralytics_export_is_recognised_from_its_metadata(metadata, head):
@@ -91,6 +93,22 @@ def test_a_dynamic_input_takes_its_size_from_the_config_then_the_metadata(tmp_pa
     assert input_size(signature, _config(tmp_path, input_size=(320, 320)), metadata) == (320, 320)
     with pytest.raises(ConfigError, match="no `imgsz` in its metadata; set detector.input_size"):
         input_size(signature, _config(tmp_path), {})
+
+
+def test_a_static_export_with_nms_inside_is_recognised_not_refused_for_its_channels():
+    metadata = _meta(args="{'batch': 1, 'nms': True, 'dynamic': False}")
+    assert detect_head(_sig((1, 3, 320, 320), ("output0", (1, 300, 6))), metadata) == "end2end"
+
+
+@pytest.mark.parametrize("images, said", [
+    (TensorInfo("images", (1, 256, 416, 3)), r"takes \[1, 256, 416, 3\], channels last"),
+    (TensorInfo("images", (1, 3, 256, 416), "tensor(float16)"), r"takes tensor\(float16\) input; .* float32 input"),
+])
+def test_an_input_streamweave_cannot_feed_is_refused_at_load_naming_the_file(tmp_path, images, said):
+    """Accepted before, they failed every batch."""
+    signature = ModelSignature((images,), (TensorInfo("output0", (1, 84, 2184)),))
+    with pytest.raises(ConfigError, match=rf"model '.*m\.onnx' {said}"):
+        input_size(signature, _config(tmp_path), _meta())
 
 
 def test_rtdetr_boxes_are_fractions_of_the_input_and_need_no_nms():
