@@ -10,14 +10,17 @@ and a later reload never undoes a change.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from pipeline.config.loader import parse_config
 from pipeline.config.models import PipelineConfig
@@ -70,14 +73,48 @@ class ConfigDocument:
             if isinstance(item, dict) and item.get(key) == name:
                 for old in [k for k in item if k not in value]:
                     del item[old]
-                item.update(value)  # in place: the entry's comments stay
+                for k, v in value.items():  # in place: the entry's comments stay
+                    if k not in item or not _same(item[k], v):
+                        item[k] = v  # a value that did not change keeps how the file writes it
                 return False
         items.append(value)
         return True
 
     def remove(self, section: str, name: str) -> None:
+        """Take the entry `name` out of `section`, with the comment lines directly above it and those at the
+        end of its lines; the comments above the next entry stay with that entry."""
         i, _ = self._find(section, name)
-        del self.data[section][i]
+        items = self.data[section]
+        if not isinstance(items, CommentedSeq) or items.fa.flow_style():
+            del items[i]
+            return
+        # ruamel keeps a comment between two entries at the end of the first one (and the one above the first
+        # entry on the section's key), so `del items[i]` would take the next entry's comment with it and leave
+        # the removed one's: the entry's lines are taken out of the text instead, and the text read again.
+        text = self.text()
+        data = _yaml().load(text)
+        items = data[section]
+        lines = text.splitlines(keepends=True)
+        keys = list(data)
+        after = keys[keys.index(section) + 1:]
+        start = items.lc.item(i)[0]
+        if i + 1 < len(items):
+            end = items.lc.item(i + 1)[0]
+        else:
+            end = data.lc.key(after[0])[0] if after else len(lines)
+        while end > start + 1 and _between(lines[end - 1]):  # the comments above what follows stay
+            end -= 1
+        while start > 0 and lines[start - 1].strip() == "-":
+            start -= 1  # an entry written on the line after its "-"
+        while start > 0 and lines[start - 1].lstrip().startswith("#"):
+            start -= 1  # the comment lines directly above the entry are its own
+        if (i == 0 and len(items) > 1) or (start > 0 and not lines[start - 1].strip()):
+            while end < len(lines) and not lines[end].strip():
+                end += 1  # one blank line between entries, not two (nor one under the section's key)
+        data = _yaml().load("".join(lines[:start] + lines[end:]))
+        if data.get(section) is None:
+            data[section] = CommentedSeq()  # the last entry taken out: an empty list, not null
+        self.data = data
 
     def text(self) -> str:
         return _dump(self.data)
@@ -92,6 +129,7 @@ class ConfigDocument:
         if self.path is None:
             return None
         target = self.path.resolve()  # a link to the config stays a link
+        tmp = None
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
             with os.fdopen(fd, "w") as out:
@@ -99,7 +137,12 @@ class ConfigDocument:
                 out.flush()
                 os.fsync(out.fileno())
             os.chmod(tmp, target.stat().st_mode & 0o7777)
-        except OSError as exc:
+        except BaseException as exc:
+            if tmp is not None:  # a full disk or a failed write leaves no partial file behind
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            if not isinstance(exc, OSError):
+                raise
             raise PipelineError(f"{self.path}: changes are written back to the config file, but it cannot be "
                                 f"written here ({exc.strerror}); nothing was changed. Make the file and its "
                                 "directory writable by the service's user") from None
@@ -145,18 +188,41 @@ def _dump(data: Any) -> str:
 
 def _node(value: Any) -> Any:
     """Plain data as YAML nodes: mappings in block style, lists of scalars and lists of points in flow style
-    (`[car, truck]`, `[[0, 0], [120, 40]]`) as people write them."""
+    (`[car, truck]`, `[[0, 0], [120, 40]]`) as people write them; a string that the loader would not read
+    back as that string when written plain (`no`, `on`, `1:30`, `0x1F`, `null`, `~`: ruamel writes YAML 1.2,
+    the loader reads YAML 1.1) in double quotes."""
     if isinstance(value, dict):
         node = CommentedMap()
         for key, item in value.items():
-            node[key] = _node(item)
+            node[_node(key)] = _node(item)
         return node
     if isinstance(value, (list, tuple)):
         node = CommentedSeq(_node(item) for item in value)
         if all(_scalar(item) or (isinstance(item, (list, tuple)) and all(map(_scalar, item))) for item in value):
             node.fa.set_flow_style()
         return node
+    if type(value) is str and _PYYAML.resolve(yaml.ScalarNode, value, (True, False)) != _STR:
+        return DoubleQuotedScalarString(value)
     return value
+
+
+_PYYAML = yaml.SafeLoader("")  # resolves plain scalars as the loader (`yaml.safe_load`) does
+_STR = "tag:yaml.org,2002:str"
+
+
+def _same(old: Any, new: Any) -> bool:
+    """Whether `new` is the value `old` already is (then the file keeps writing it as it does)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return list(old) == list(new) and all(_same(old[key], new[key]) for key in old)
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(map(_same, old, new))
+    kinds = (bool, int, float, str, type(None))
+    return old == new and [isinstance(old, t) for t in kinds] == [isinstance(new, t) for t in kinds]
+
+
+def _between(line: str) -> bool:
+    """A blank or comment line: between two entries, it belongs to what follows."""
+    return not line.strip() or line.lstrip().startswith("#")
 
 
 def _scalar(value: Any) -> bool:
