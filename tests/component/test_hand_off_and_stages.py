@@ -7,7 +7,9 @@ import json
 import pytest
 import yaml
 
+from pipeline import plugins
 from pipeline.config import load_config
+from pipeline.config.models import StreamConfig
 from pipeline.errors import ConfigError
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.testing import RecordingSink
@@ -70,6 +72,19 @@ def test_a_python_stage_returning_a_malformed_event_fails_alone_and_the_other_st
     assert sink.seqs["cam-0"] == sink.seqs["cam-1"] == list(range(60))
     assert {s: [e.payload["seq"] for e in sink.events[s]] for s in ("cam-0", "cam-1")} == {
         "cam-0": [19, 39, 59], "cam-1": [19, 39, 59]}
+
+
+def test_a_plugin_source_giving_frames_of_another_shape_stops_alone_and_the_others_are_all_detected(tmp_path, monkeypatch):
+    """Its frames failed every detector batch they were in, the other cameras' frames with them."""
+    monkeypatch.setitem(plugins._sources, "rgba", plugins.SourceKind("rgba", "tests.support.stages:RgbaReader"))
+    config = load_config(write_config(tmp_path, []))
+    config = config.model_copy(update={"streams": [*config.streams, StreamConfig(id="odd", url="rgba://x")]})
+    sink = RecordingSink()
+    runner = PipelineRunner(config, sinks=[sink])
+    snap = runner.run()
+    assert sink.seqs["cam-0"] == sink.seqs["cam-1"] == list(range(60)) and snap.frames_detected == 120
+    assert snap.streams["odd"]["state"] == "failed" and "gave a ndarray (48, 64, 4) uint8 frame; a source gives (height, " \
+        "width, 3) uint8 RGB" in snap.streams["odd"]["last_error"]
 
 
 def test_a_python_stage_that_cannot_be_made_stops_the_config_before_any_stream_starts(tmp_path):

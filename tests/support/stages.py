@@ -1,4 +1,4 @@
-"""`stages:` plugins for tests: one that fails on every frame, one that returns a malformed event."""
+"""Plugins for tests: `stages:` that fail on every frame or return a malformed event; a source of wrong frames."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -22,3 +22,26 @@ class NoClassId:
         if result.frame.seq % 10 == 9:
             return [replace(result.moment.event("odd", "mark", -1, 0, {}), class_id=None)]
         return []
+
+
+class RgbaReader:
+    """A source (`rgba://`) that gives 4-channel frames, as a plugin source might by mistake."""
+
+    live = False
+
+    def __init__(self, config, packet_tap=None):
+        self.config = config
+
+    def frames(self):
+        import numpy as np  # noqa: PLC0415
+
+        from pipeline.sources.reader import DecodedFrame  # noqa: PLC0415
+
+        for i in range(10):
+            yield DecodedFrame(np.zeros((48, 64, 4), np.uint8), i * 100_000_000, 64, 48)
+
+    def counters(self):
+        return {}
+
+    def close(self):
+        pass
