@@ -193,8 +193,10 @@ class AlignedBuffer:
                     lane, deadline_ns = self._pick_lane(now)
                     if lane is not None:
                         return self._form_batch(lane)
-                    if self._closed or self._finished_locked():
+                    if self._closed:
                         self._tokens.put(_WAKE)  # other waiting consumers see it too
+                        return None
+                    if self._finished_locked():  # not woken again: they see it within their timeout (`wait`)
                         return None
                     look = False
             remaining = end - time.monotonic()
@@ -206,6 +208,15 @@ class AlignedBuffer:
                 look |= self._tokens.get(timeout=remaining) is _WAKE
             except queue.Empty:
                 pass
+
+    def wait(self, timeout: float) -> None:
+        """Block until a producer hands something over, the lanes change or the buffer closes (at most `timeout`
+        seconds): what a consumer does when `next_batch` answered None at once because the buffer was finished
+        (every stream ended, or none was added yet), instead of asking again in a busy loop."""
+        try:
+            self._tokens.get(timeout=timeout)  # taken: the next `next_batch` drains and looks at everything anyway
+        except queue.Empty:
+            pass
 
     def close(self) -> None:
         """Wake every waiting consumer; later puts are refused and `next_batch` returns None."""

@@ -103,7 +103,8 @@ class Inference:
                     continue
                 with self._take_lock:
                     batch = self.buffer.next_batch(timeout=0 if in_flight is not None else TAKE_TIMEOUT_S)
-                    done = batch is None and self._finish_when() and self.buffer.finished
+                    finished = batch is None and self.buffer.finished
+                    done = finished and self._finish_when()
                     ended = self.buffer.take_ended()
                     ticket = self._register(batch, ended) if batch is not None or ended else -1
                 if batch is None and not ended:
@@ -111,6 +112,8 @@ class Inference:
                         return
                     held, in_flight = in_flight, None
                     self._finish(held)
+                    if held is None and finished:  # every stream has ended (or there is none yet): a finished
+                        self.buffer.wait(TAKE_TIMEOUT_S)  # buffer answers at once, so wait for a camera to come
                     continue
                 taken = self._start(ticket, batch, ended)
                 held, in_flight = in_flight, taken

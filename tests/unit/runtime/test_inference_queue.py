@@ -245,3 +245,20 @@ def test_a_batch_whose_telemetry_fails_is_skipped_and_the_stream_goes_on():
     assert inference.join(20)
     assert [entry for entry in log if entry[0] in ("handed", "end")] == [("handed", s) for s in range(1, 6)] + [("end", "a")]
     assert inference.failed_batches == 1
+
+
+def test_with_every_stream_ended_the_inference_thread_waits_instead_of_asking_again_at_once():
+    """A service with no camera yet, or whose files have all ended: the buffer is finished, `next_batch` answers at
+    once, and the thread asked again in a busy loop (a whole core, idle)."""
+    buffer = AlignedBuffer([LaneConfig(name="default")], [])
+    asked = []
+    next_batch = buffer.next_batch
+    buffer.next_batch = lambda timeout: asked.append(timeout) or next_batch(timeout)
+    stop = threading.Event()
+    inference = Inference(buffer, _QueuingDetector([]), lambda *args: None, lambda stream_id: None,
+                          finish_when=stop.is_set, telemetry=_Telemetry())
+    inference.start()
+    time.sleep(0.5)  # the window over which it is counted: a thread waiting 50 ms a time asks about 10 times
+    stop.set()
+    assert inference.join(10)
+    assert 0 < len(asked) < 50, len(asked)
