@@ -252,12 +252,15 @@ def _run(path: str, duration: float | None, quiet: bool, placement=None) -> int:
     return code
 
 
-EXIT_SOME_FAILED, EXIT_ALL_FAILED = 3, 4
+EXIT_SOME_FAILED, EXIT_ALL_FAILED, EXIT_DETECTOR_FAILED = 3, 4, 5
 
 
 def exit_code(snap) -> int:
-    """0 every stream ended as expected (or was stopped), 3 some failed, 4 every one failed."""
+    """0 every stream ended as expected (or was stopped), 3 some failed, 4 every one failed, 5 the streams did
+    but the detector failed every batch it was given (nothing was detected)."""
     failed = [s for s in snap.streams.values() if s.get("state") == "failed"]
     if failed and len(failed) == len(snap.streams):
         return EXIT_ALL_FAILED
-    return EXIT_SOME_FAILED if failed else 0
+    if failed:
+        return EXIT_SOME_FAILED
+    return EXIT_DETECTOR_FAILED if snap.extra.get("failed_batches") and not snap.batches else 0

@@ -88,6 +88,8 @@ def summary(snap: Snapshot) -> str:
     head = (f"Ran {snap.elapsed_s:.1f} s on {len(snap.streams)} streams with {snap.engine}: "
             f"{snap.frames_detected} frames ({fps:.1f} frames/s), mean batch {mean_batch:.1f}, "
             f"{snap.detections} detections, {snap.events} events.")
+    if snap.extra.get("failed_batches"):
+        head += f" The detector failed {snap.extra['failed_batches']} batches: nothing was detected in them (see the log)."
     shutdown = snap.extra.get("shutdown_s")
     if shutdown is not None:
         head += f" Stopping (drain, flush, event delivery) took {shutdown:.1f} s."

@@ -1,4 +1,6 @@
 """The command line as a user meets it: clear errors, no tracebacks."""
+import os
+import re
 import subprocess
 import sys
 
@@ -7,8 +9,9 @@ import pytest
 from tests.conftest import REPO
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), *args], capture_output=True, text=True, cwd=REPO)
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), *args], capture_output=True, text=True, cwd=REPO,
+                          env=env)
 
 
 def test_build_engine_without_tensorrt_says_what_is_missing():
@@ -63,6 +66,22 @@ def test_run_exit_codes_say_how_the_streams_ended(tmp_path, streams, code):
     failed = [line for line in proc.stdout.splitlines() if line.startswith("  s")]
     assert len(failed) == sum("broken" in url for url in streams)
     assert all("cannot open" in line for line in failed)
+
+
+def test_a_run_whose_detector_failed_every_batch_exits_5_and_says_so(tmp_path):
+    """It exited 0 (the streams had ended as expected) with 0 detections and nothing saying why."""
+    import yaml
+
+    broken = tmp_path / "engine-broken"
+    broken.touch()  # the fake engine fails every batch while this file exists
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump({
+        "plugins": ["pipeline.testing"], "streams": [{"id": "a", "url": "fake://a?frames=20&live=0"}],
+        "detector": {"model": "fake", "engine": "fake"},
+        "runtime": {"outbox_path": str(tmp_path / "outbox.db"), "duration_s": 30}}))
+    proc = cli("run", str(config), "--quiet", env={**os.environ, "STREAMWEAVE_FAKE_ENGINE_FAILS_WHILE": str(broken)})
+    assert proc.returncode == 5, proc.stderr
+    assert re.search(r"The detector failed \d+ batches: nothing was detected in them", proc.stdout), proc.stdout
 
 
 def test_a_config_error_exits_2_before_anything_starts(tmp_path):
