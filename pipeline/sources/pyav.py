@@ -68,8 +68,11 @@ class FrameClock:
     frame period. "index" (raw streams, AVI): frame i is at `i / rate` seconds. "arrival" (live MJPEG,
     whose container has no timestamps): a frame is at the time it is stamped, on the host's monotonic
     clock from the pass's first frame, so the camera's own (often uneven) pace shows rather than a
-    guessed rate. Any pts that does not increase is nudged 1 ns past the previous one; a missing pts
-    made up and a nudged one are counted in `repaired`. now: the host clock for "arrival", in nanoseconds.
+    guessed rate. A pts that goes back by more than a frame period is a discontinuity (an encoder that
+    restarted, an HLS `#EXT-X-DISCONTINUITY`): the pass's later pts are moved so that frame comes one period
+    after the one before, as a file's next loop is joined. Any other pts that does not increase is nudged 1 ns
+    past the previous one. A missing pts made up, a nudged one and a discontinuity are counted in `repaired`.
+    now: the host clock for "arrival", in nanoseconds.
     """
 
     def __init__(self, rate: Fraction, timing: Timing = "pts", now: Callable[[], int] = time.monotonic_ns):
@@ -81,6 +84,7 @@ class FrameClock:
         self.repaired = 0
         self._last: int | None = None
         self._first_arrival_ns: int | None = None
+        self._offset = 0  # added to the decoder's pts since the last discontinuity
 
     def _at(self, index: int) -> int:
         return pts_to_ns(index, 1 / self.rate)
@@ -97,6 +101,12 @@ class FrameClock:
         elif pts == PTS_UNKNOWN:
             pts = 0 if self._last is None else self._last + self.frame_ns
             self.repaired += self._last is not None
+        else:
+            pts += self._offset
+            if self._last is not None and pts < self._last - self.frame_ns:  # a discontinuity: joined, not nudged
+                self._offset += self._last + self.frame_ns - pts
+                pts = self._last + self.frame_ns
+                self.repaired += 1
         if self._last is not None and pts <= self._last:
             pts = self._last + 1
             self.repaired += 1

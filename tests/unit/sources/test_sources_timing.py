@@ -40,6 +40,16 @@ def test_frame_clock_repairs_missing_and_backward_pts_and_counts_them():
     assert clock.repaired == 2
 
 
+def test_a_pts_that_jumps_back_is_joined_one_frame_after_the_last_and_the_clock_goes_on_from_there():
+    """An encoder restart or an HLS discontinuity: every later frame was nudged 1 ns past the one before (days of
+    frames 1 ns apart for a camera up for days), and an fps cap dropped them all."""
+    clock = FrameClock(Fraction(25), timing="pts")
+    day = 86_400 * 10**9
+    out = [clock.stamp(frame(p)).pts_ns for p in (day, day + 40_000_000, 0, 40_000_000, 80_000_000, 60_000_000)]
+    assert out == [day, day + 40_000_000, day + 80_000_000, day + 120_000_000, day + 160_000_000, day + 160_000_001]
+    assert clock.repaired == 2  # the discontinuity, and a frame 20 ms back (less than a period: nudged)
+
+
 def test_arrival_clock_times_untimed_live_frames_by_when_they_arrive_from_the_first():
     # MJPEG over HTTP: FFmpeg numbers the frames at a guessed 25 fps; this camera sends ~10 fps, unevenly
     arrivals = iter([5_000_000_000, 5_100_000_000, 5_230_000_000, 5_230_000_000, 5_300_000_000])
