@@ -193,9 +193,8 @@ class StreamWorker:
     def join(self, timeout: float | None = None) -> bool:
         """Wait up to `timeout` seconds for the thread to exit; True when it has (or never started).
 
-        A stop waits at most for the current network read, bounded by `read_timeout_s` (HLS: the wait
-        for the playlist's next segment, which is up to a segment long).
-        """
+        A stop waits for the current network read, bounded by `read_timeout_s` (HLS: the next segment's wait and
+        download, unbounded), or while opening for the open, bounded by `open_timeout_s`."""
         if self._thread.ident is None:
             return True
         self._thread.join(timeout)
