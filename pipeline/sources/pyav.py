@@ -70,7 +70,8 @@ class FrameClock:
     clock from the pass's first frame, so the camera's own (often uneven) pace shows rather than a
     guessed rate. A pts that goes back by more than a frame period is a discontinuity (an encoder that
     restarted, an HLS `#EXT-X-DISCONTINUITY`): the pass's later pts are moved so that frame comes one period
-    after the one before, as a file's next loop is joined. Any other pts that does not increase is nudged 1 ns
+    after the one before, as a file's next loop is joined, and so is one that then leaps ahead by more than a
+    second (the first line back: an ad break ended, a single bad pts). Any other pts that does not increase is nudged 1 ns
     past the previous one. A missing pts made up, a nudged one and a discontinuity are counted in `repaired`.
     now: the host clock for "arrival", in nanoseconds.
     """
@@ -103,7 +104,10 @@ class FrameClock:
             self.repaired += self._last is not None
         else:
             pts += self._offset
-            if self._last is not None and pts < self._last - self.frame_ns:  # a discontinuity: joined, not nudged
+            back = self._last is not None and pts < self._last - self.frame_ns
+            # once moved, a leap forward is the source's first line coming back (an ad break ended, one bad pts)
+            ahead = self._offset and self._last is not None and pts > self._last + max(25 * self.frame_ns, 10**9)
+            if back or ahead:  # a discontinuity: joined one period after the last frame, not nudged
                 self._offset += self._last + self.frame_ns - pts
                 pts = self._last + self.frame_ns
                 self.repaired += 1

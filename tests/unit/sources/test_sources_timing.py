@@ -50,6 +50,14 @@ def test_a_pts_that_jumps_back_is_joined_one_frame_after_the_last_and_the_clock_
     assert clock.repaired == 2  # the discontinuity, and a frame 20 ms back (less than a period: nudged)
 
 
+def test_a_single_bad_pts_or_an_inserted_break_is_joined_both_ways_without_a_leap():
+    clock = FrameClock(Fraction(25), timing="pts")
+    hour = 3600 * 10**9
+    raw = [hour, hour + 40_000_000, 7_000_000, hour + 120_000_000, hour + 160_000_000]  # one frame of pts 7 ms
+    out = [clock.stamp(frame(p)).pts_ns for p in raw]
+    assert out == [hour + i * 40_000_000 for i in range(5)] and clock.repaired == 2
+
+
 def test_arrival_clock_times_untimed_live_frames_by_when_they_arrive_from_the_first():
     # MJPEG over HTTP: FFmpeg numbers the frames at a guessed 25 fps; this camera sends ~10 fps, unevenly
     arrivals = iter([5_000_000_000, 5_100_000_000, 5_230_000_000, 5_230_000_000, 5_300_000_000])
