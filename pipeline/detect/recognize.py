@@ -166,9 +166,9 @@ def input_size(
         layout = "channels last [batch, height, width, channels]" if shape[3] == 3 else f"{shape[1]} channels"
         raise ConfigError(f"model '{config.model}' takes {list(shape)}, {layout}; streamweave feeds RGB images "
                           "[batch, 3, height, width]: export the model with its input channels first")
-    if image.dtype != "tensor(float)":
-        raise ConfigError(f"model '{config.model}' takes {image.dtype} input; streamweave feeds float32 images: "
-                          "export the model with a float32 input (Ultralytics: half=False)")
+    if image.dtype not in ("tensor(float)", "tensor(float16)"):
+        raise ConfigError(f"model '{config.model}' takes {image.dtype} input; streamweave feeds float images "
+                          "scaled as the head wants: export the model with a float32 (or float16) input")
     fixed = _fixed_wh(signature)
     if fixed is not None and min(fixed) <= 0:
         raise ConfigError(f"model '{config.model}' takes images of {fixed[0]}x{fixed[1]} pixels [batch, channels, height, "

@@ -82,6 +82,8 @@ class OnnxRuntimeEngine:
         self.fixed_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         self.max_batch = self.fixed_batch or max_batch
         self._output_names = [o.name for o in self.signature.outputs]
+        # a half-precision input (Ultralytics half=True) gets the float32 images cast; its outputs go on as float32
+        self._half = {i.name for i in self.signature.inputs if i.dtype == "tensor(float16)"}
 
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one batch of B <= max_batch rows; returns every output by name, B rows each."""
@@ -90,12 +92,15 @@ class OnnxRuntimeEngine:
             raise EngineError(f"{self.name}: batch of {rows} exceeds the engine's max_batch {self.max_batch}")
         if self.fixed_batch and rows < self.fixed_batch:
             inputs = {k: _pad_rows(v, self.fixed_batch) for k, v in inputs.items()}
+        if self._half:
+            inputs = {k: v.astype(np.float16) if k in self._half else v for k, v in inputs.items()}
         try:
             outputs = self.session.run(self._output_names, inputs)
         except (RuntimeError, ValueError, ort.capi.onnxruntime_pybind11_state.Fail,
                 ort.capi.onnxruntime_pybind11_state.InvalidArgument) as exc:
             raise EngineError(f"{self.name} failed on a batch of {rows}: {exc}") from exc
-        return {name: out[:rows] for name, out in zip(self._output_names, outputs)}
+        return {name: (out[:rows].astype(np.float32) if out.dtype == np.float16 else out[:rows])
+                for name, out in zip(self._output_names, outputs)}
 
     def close(self) -> None:
         self.session = None

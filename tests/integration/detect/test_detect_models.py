@@ -172,3 +172,26 @@ def test_max_candidates_sends_only_the_highest_scores_to_nms(car_frames, yolox):
         kept = found.for_frame(row)
         assert 0 < len(kept) <= 50 and kept.score.min() >= fiftieth
     assert len(postprocess(decoded, sizes, scale, pad, capped.model_copy(update={"max_candidates": 30_000}))) > len(found)
+
+
+def test_a_model_with_a_half_precision_input_finds_what_its_float32_self_finds(car_frames, yolox, tmp_path):
+    """Its input was refused by ONNX Runtime on every batch (it was given float32); the images are cast now."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(shared_file("models/yolox_nano_416_dynbatch.onnx")))
+    graph = model.graph
+    image = graph.input[0]
+    graph.node.insert(0, onnx.helper.make_node("Cast", ["images_half"], [image.name], to=onnx.TensorProto.FLOAT))
+    half = onnx.helper.make_tensor_value_info("images_half", onnx.TensorProto.FLOAT16,
+                                              [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim])
+    graph.input.remove(image)
+    graph.input.insert(0, half)
+    path = tmp_path / "yolox_half_input.onnx"
+    onnx.save(model, str(path))
+    detector = Detector(DetectorConfig(model=path, engine="onnxruntime", head="yolox"), max_batch=8)
+    try:
+        found, _, _ = detector.detect_images(car_frames)
+    finally:
+        detector.close()
+    expected, _, _ = yolox.detect_images(car_frames)
+    assert found.class_id.tolist() == expected.class_id.tolist() and len(found) > 0
+    np.testing.assert_allclose(found.xyxy, expected.xyxy, atol=1.0)  # the input rounded to half precision
