@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from pipeline.config.loader import parse_config
@@ -111,7 +112,11 @@ class ConfigDocument:
         if (i == 0 and len(items) > 1) or (start > 0 and not lines[start - 1].strip()):
             while end < len(lines) and not lines[end].strip():
                 end += 1  # one blank line between entries, not two (nor one under the section's key)
-        data = _yaml().load("".join(lines[:start] + lines[end:]))
+        try:
+            data = _yaml().load("".join(lines[:start] + lines[end:]))
+        except YAMLError:  # e.g. the entry held an anchor another entry refers to: ruamel moves it on its own
+            del self.data[section][i]
+            return
         if data.get(section) is None:
             data[section] = CommentedSeq()  # the last entry taken out: an empty list, not null
         self.data = data

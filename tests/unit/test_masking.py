@@ -18,6 +18,8 @@ def test_credentials_are_masked_in_urls_query_strings_dsns_and_messages():
     assert mask_url("rtsp://cam/live?access_token=abc&channel=1") == "rtsp://cam/live?access_token=***&channel=1"
     assert mask_url("https://h/x?client_secret=s&X-Api-Key=k") == "https://h/x?client_secret=***&X-Api-Key=***"
     assert mask_url("http://cam/?monkey=1&turnkey=2") == "http://cam/?monkey=1&turnkey=2"
+    assert mask_url("http://h/s.m3u8?accessToken=a&sessionKey=b&keyframe=1") == \
+        "http://h/s.m3u8?accessToken=***&sessionKey=***&keyframe=1"
 
 
 def test_the_examples_in_the_module_hold():

@@ -254,6 +254,14 @@ def test_a_flow_style_list_loses_just_the_entry(tmp_path):
     assert yaml.safe_load(doc.text())["streams"] == [{"id": "b", "url": "y"}] and "# both" in doc.text()
 
 
+def test_an_entry_whose_anchor_another_entry_refers_to_is_removed_and_the_other_keeps_its_values(tmp_path):
+    text = HEAD + ("zones:\n  - &base\n    name: base\n    polygon: [[0, 0], [100, 0], [100, 80]]\n"
+                   "  - <<: *base\n    name: other\n")
+    doc = ConfigDocument.read(write(tmp_path, text))
+    doc.remove("zones", "base")
+    assert yaml.safe_load(doc.text())["zones"] == [{"name": "other", "polygon": [[0, 0], [100, 0], [100, 80]]}]
+
+
 # -- a write that fails ------------------------------------------------------------------------------------------
 def _full_disk(*args, **kwargs):
     raise OSError(28, "No space left on device")
