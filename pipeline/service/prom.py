@@ -18,7 +18,6 @@ STREAM_COUNTERS = {  # stats key -> (metric, help)
     "decoded": ("stream_frames_decoded", "frames decoded"),
     "frames": ("stream_frames_buffered", "frames handed to the aligned buffer"),
     "skipped_late": ("stream_frames_skipped_late", "frames a live source skipped because it fell behind"),
-    "replayed": ("stream_frames_replayed", "frames an HLS reconnect read again and that were skipped"),
     "paced_late": ("stream_frames_paced_late", "frames of a paced file decoded later than their moment (decoding "
                    "does not keep up with the file's rate)"),
     "dropped_sink": ("stream_frames_refused", "live frames the buffer refused"),

@@ -1,10 +1,6 @@
 """Per-stream timestamp bookkeeping in the worker: joining passes and numbering frames in their source."""
 from __future__ import annotations
 
-REPLAY_WINDOW_NS = 60 * 10**9
-"""How far back of the last frame a reconnect's first frames may be and be taken as a replay (an HLS playlist's
-last three segments are well within it)."""
-
 
 class Timeline:
     """Joins the passes over one stream (file loops, live reconnects) into one increasing pts line, and says
@@ -16,10 +12,6 @@ class Timeline:
     After each `map`, `index` is that frame's 0-based position in its pass (every frame mapped counts, those
     an fps cap then skips too) and `epoch` the pass's number: 0, then one more for each pass that gives a
     frame (a reconnect attempt that gives none is no new epoch).
-
-    A pass started with `skip_replayed` (an HLS reconnect: FFmpeg starts again three segments from the playlist's
-    end) skips the frames whose source pts is at or before the last one mapped (`map` gives None for them), up
-    to `REPLAY_WINDOW_NS` back: further back is a source whose clock started again, not a replay.
     """
 
     def __init__(self) -> None:
@@ -30,23 +22,14 @@ class Timeline:
         self._offset = 0
         self._gap_ns: int | None = None
         self._first_of_pass = True
-        self._last_source_ns: int | None = None  # the source pts of the last frame mapped
-        self._replayed_to: int | None = None  # skip source pts up to this one (an HLS reconnect's replay)
 
-    def start_pass(self, gap_ns: int | None = None, skip_replayed: bool = False) -> None:
+    def start_pass(self, gap_ns: int | None = None) -> None:
         """The next `map` call begins a new pass; None = one frame period after the last frame."""
         self._gap_ns = gap_ns
         self._first_of_pass = True
-        self._replayed_to = self._last_source_ns if skip_replayed else None
 
-    def map(self, pts_ns: int) -> int | None:
-        """`pts_ns` of the current pass on the joined line, strictly greater than the previous result; None for a
-        frame replayed after a reconnect (see the class)."""
-        if self._replayed_to is not None:
-            if self._replayed_to - REPLAY_WINDOW_NS <= pts_ns <= self._replayed_to:
-                return None
-            self._replayed_to = None
-        self._last_source_ns = pts_ns
+    def map(self, pts_ns: int) -> int:
+        """`pts_ns` of the current pass on the joined line; strictly greater than the previous result."""
         if self._first_of_pass:
             self._first_of_pass = False
             self.index = 0

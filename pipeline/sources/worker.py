@@ -144,7 +144,7 @@ class StreamWorker:
         self._last_wall_ns = 0
         self._counters = Counter(frames=0, decoded=0, dropped_fps_cap=0, dropped_sink=0, sink_waits=0,
                               skipped_late=0, paced_late=0, pts_repaired=0, tap_errors=0, corrupt_packets=0,
-                              reconnects=0, loops=0, replayed=0)
+                              reconnects=0, loops=0)
         self._reader: Reader | None = None  # the pass's, whose counters `stats` adds while it runs
         self._reader_lock = threading.Lock()  # its counters move into `_counters` once, never seen twice
         self._last_error: str | None = None
@@ -333,7 +333,7 @@ class StreamWorker:
         log.warning("%s", self._last_error)
         self._stop.wait(delay)
         outage_ns = time.time_ns() - self._last_wall_ns if self._last_wall_ns else None
-        self._timeline.start_pass(outage_ns, skip_replayed=self._segment_wait_s is not None)  # HLS replays
+        self._timeline.start_pass(outage_ns)
 
     def _count_decoded(self) -> None:
         self._counters["decoded"] += 1
@@ -351,8 +351,8 @@ class StreamWorker:
     def _deliver(self, decoded: DecodedFrame) -> bool:
         """Puts one frame unless the fps cap drops it; False when stopped while waiting for room."""
         pts_ns = self._timeline.map(decoded.pts_ns)
-        if pts_ns is None or not self._cap.keep(pts_ns):  # delivered before a reconnect, or over the cap
-            self._counters["replayed" if pts_ns is None else "dropped_fps_cap"] += 1
+        if not self._cap.keep(pts_ns):
+            self._counters["dropped_fps_cap"] += 1
             if self._pictures is not None:
                 self._pictures.discard(decoded.image)
             return True
