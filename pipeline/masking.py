@@ -20,8 +20,8 @@ _SECRET_KEYS = "password|passwd|pass|pwd|token|key|secret|sslpassword|api_key|ap
 # a secret word alone or as the end of the key (`access_token`, `x-api-key`, `client_secret`, `accessToken`: in
 # camel case only where a capital starts the word, so `monkey` and `turnkey` stay as they are)
 _CAMEL_END = r"(?-i:(?=(?:Token|Key|Secret|Password|Passwd|Pass|Pwd|Auth|Signature|Sig)=))"
-_QUERY_SECRET = re.compile(rf"(?P<key>[?&;](?:[\w.-]*[_.-]|[A-Za-z0-9]*[a-z]{_CAMEL_END})?(?:{_SECRET_KEYS})=)[^&#\s]*",
-                           re.IGNORECASE)
+_QUERY_SECRET = re.compile(rf"(?P<key>[?&;](?:[\w.-]*[_.-])?(?:[A-Za-z0-9]*[a-z]{_CAMEL_END})?(?:{_SECRET_KEYS})=)"
+                           r"[^&#\s]*", re.IGNORECASE)
 _DSN_PASSWORD = re.compile(r"(?P<key>\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 

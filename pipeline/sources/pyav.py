@@ -61,6 +61,10 @@ class FrameWatch:
         self._packets = 0
 
 
+RETURN_SLACK_NS = 10 * 10**9
+"""How much further than the time since a discontinuity the source's pts may be and still be the line it left."""
+
+
 class FrameClock:
     """Makes a pass's timestamps strictly increasing integer nanoseconds.
 
@@ -70,8 +74,9 @@ class FrameClock:
     clock from the pass's first frame, so the camera's own (often uneven) pace shows rather than a
     guessed rate. A pts that goes back by more than a frame period is a discontinuity (an encoder that
     restarted, an HLS `#EXT-X-DISCONTINUITY`): the pass's later pts are moved so that frame comes one period
-    after the one before, as a file's next loop is joined, and so is one that then leaps ahead by more than a
-    second (the first line back: an ad break ended, a single bad pts). Any other pts that does not increase is nudged 1 ns
+    after the one before, as a file's next loop is joined; and when the line left comes back about where it
+    would be by now (an ad break ended, a single bad pts), it is joined again. Any other leap ahead is time that
+    passed (a stall) and is kept. Any other pts that does not increase is nudged 1 ns
     past the previous one. A missing pts made up, a nudged one and a discontinuity are counted in `repaired`.
     now: the host clock for "arrival", in nanoseconds.
     """
@@ -86,6 +91,7 @@ class FrameClock:
         self._last: int | None = None
         self._first_arrival_ns: int | None = None
         self._offset = 0  # added to the decoder's pts since the last discontinuity
+        self._left: tuple[int, int] | None = None  # the source's pts, and ours, where the last discontinuity left it
 
     def _at(self, index: int) -> int:
         return pts_to_ns(index, 1 / self.rate)
@@ -103,13 +109,17 @@ class FrameClock:
             pts = 0 if self._last is None else self._last + self.frame_ns
             self.repaired += self._last is not None
         else:
-            pts += self._offset
+            source, pts = pts, pts + self._offset
             back = self._last is not None and pts < self._last - self.frame_ns
-            # once moved, a leap forward is the source's first line coming back (an ad break ended, one bad pts)
-            ahead = self._offset and self._last is not None and pts > self._last + max(25 * self.frame_ns, 10**9)
-            if back or ahead:  # a discontinuity: joined one period after the last frame, not nudged
+            if back:  # where the source's line was left: (its pts there, ours)
+                self._left = (self._last - self._offset, self._last)
+            # the line left coming back (an ad break ended, one bad pts), about where it would be by now
+            returned = (self._left is not None and pts > self._last + self.frame_ns
+                        and 0 <= source - self._left[0] <= self._last - self._left[1] + RETURN_SLACK_NS)
+            if back or returned:  # a discontinuity: joined one period after the last frame, not nudged
                 self._offset += self._last + self.frame_ns - pts
                 pts = self._last + self.frame_ns
+                self._left = self._left if back else None
                 self.repaired += 1
         if self._last is not None and pts <= self._last:
             pts = self._last + 1

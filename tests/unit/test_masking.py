@@ -20,6 +20,7 @@ def test_credentials_are_masked_in_urls_query_strings_dsns_and_messages():
     assert mask_url("http://cam/?monkey=1&turnkey=2") == "http://cam/?monkey=1&turnkey=2"
     assert mask_url("http://h/s.m3u8?accessToken=a&sessionKey=b&keyframe=1") == \
         "http://h/s.m3u8?accessToken=***&sessionKey=***&keyframe=1"
+    assert mask_url("http://h/?x-accessToken=a&oauth.clientSecret=b") == "http://h/?x-accessToken=***&oauth.clientSecret=***"
 
 
 def test_the_examples_in_the_module_hold():

@@ -58,6 +58,13 @@ def test_a_single_bad_pts_or_an_inserted_break_is_joined_both_ways_without_a_lea
     assert out == [hour + i * 40_000_000 for i in range(5)] and clock.repaired == 2
 
 
+def test_a_stall_after_a_discontinuity_keeps_its_gap():
+    clock = FrameClock(Fraction(25), timing="pts")
+    raw = [100 * 10**9, 100 * 10**9 + 40_000_000, 0, 40_000_000, 5_040_000_000, 5_080_000_000]  # restart, then 5 s
+    out = [clock.stamp(frame(p)).pts_ns for p in raw]
+    assert [b - a for a, b in zip(out, out[1:])] == [40_000_000, 40_000_000, 40_000_000, 5_000_000_000, 40_000_000]
+
+
 def test_arrival_clock_times_untimed_live_frames_by_when_they_arrive_from_the_first():
     # MJPEG over HTTP: FFmpeg numbers the frames at a guessed 25 fps; this camera sends ~10 fps, unevenly
     arrivals = iter([5_000_000_000, 5_100_000_000, 5_230_000_000, 5_230_000_000, 5_300_000_000])
