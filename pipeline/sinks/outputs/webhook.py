@@ -84,29 +84,23 @@ class _Deadline:
             return self.expired
 
 
-_WATCHED: dict[type, type] = {}
-
-
 def _watched(http_class: type, req: urllib.request.Request):
-    """`http_class` whose connection, once open, is handed to the request's `_Deadline`."""
+    """`http_class`'s connections, each connecting within what is left of the request's `_Deadline` and handing
+    its socket to it once open."""
     deadline: _Deadline | None = getattr(req, "deadline", None)
     if deadline is None:
         return http_class
-    if http_class not in _WATCHED:
-
-        class Watched(http_class):
-            deadline: _Deadline
-
-            def connect(self):
-                self.timeout = max(self.deadline.remaining(), 0.001)  # connecting (and TLS) within what is left
-                super().connect()
-                self.deadline.watch(self.sock)
-
-        _WATCHED[http_class] = Watched
 
     def connection(*args, **kwargs):
-        conn = _WATCHED[http_class](*args, **kwargs)
-        conn.deadline = deadline
+        conn = http_class(*args, **kwargs)
+        connect = conn.connect
+
+        def connect_watched():
+            conn.timeout = max(deadline.remaining(), 0.001)  # connecting (and TLS) within what is left
+            connect()
+            deadline.watch(conn.sock)
+
+        conn.connect = connect_watched
         return conn
 
     return connection
