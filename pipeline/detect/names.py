@@ -28,15 +28,18 @@ COCO80_TO_91 = [
 ]  # fmt: skip
 
 
-def names_from_metadata(metadata: dict[str, str]) -> list[str] | None:
-    """Names from an Ultralytics-style metadata entry `names` ("{0: 'person', 1: 'bicycle'}"), or None."""
-    text = metadata.get("names")
-    if not text:
-        return None
+def metadata_value(metadata: dict[str, str], key: str):
+    """The Python literal Ultralytics wrote as text under `key` ("{0: 'person'}", "[640, 640]"), or None when it
+    is absent or unreadable."""
     try:
-        value = ast.literal_eval(text)
+        return ast.literal_eval(metadata[key]) if metadata.get(key) else None
     except (ValueError, SyntaxError):
         return None
+
+
+def names_from_metadata(metadata: dict[str, str]) -> list[str] | None:
+    """Names from an Ultralytics-style metadata entry `names` ("{0: 'person', 1: 'bicycle'}"), or None."""
+    value = metadata_value(metadata, "names")
     if isinstance(value, dict) and all(isinstance(k, int) for k in value):
         size = max(value) + 1 if value else 0
         return [str(value.get(i, f"class{i}")) for i in range(size)]

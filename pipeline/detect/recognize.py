@@ -6,12 +6,11 @@ symbolic ('batch', 'anchors'). A `detector.head` or `detector.input_size` in the
 """
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 
 from pipeline.config.models import DetectorConfig
 from pipeline.detect.heads import HEADS, ModelSignature, grid_points
-from pipeline.detect.names import names_from_metadata
+from pipeline.detect.names import metadata_value, names_from_metadata
 from pipeline.errors import ConfigError
 
 DETECTION_ONLY = "streamweave runs detection models only; export the detection variant (task 'detect')"
@@ -36,28 +35,20 @@ def export_info(metadata: dict[str, str]) -> ExportInfo:
     names = names_from_metadata(metadata)
     return ExportInfo(
         task=metadata.get("task") or None,
-        input_wh=_imgsz_wh(metadata.get("imgsz")),
-        end2end=metadata.get("end2end", "").strip().lower() == "true" or _export_args(metadata).get("nms") is True,
+        input_wh=_imgsz_wh(metadata_value(metadata, "imgsz")),
+        end2end=metadata.get("end2end", "").strip().lower() == "true" or _nms_inside(metadata_value(metadata, "args")),
         head_module=metadata.get("head") or None,
         classes=len(names) if names else None,
     )
 
 
-def _export_args(metadata: dict[str, str]) -> dict:
-    """Ultralytics' export arguments (`args`, a Python dict's text); {} when absent or unreadable."""
-    try:
-        value = ast.literal_eval(metadata.get("args") or "{}")
-    except (ValueError, SyntaxError):
-        return {}
-    return value if isinstance(value, dict) else {}
+def _nms_inside(args) -> bool:
+    """Whether Ultralytics' export arguments (`args`) say NMS was exported with the model."""
+    return isinstance(args, dict) and args.get("nms") is True
 
 
-def _imgsz_wh(text: str | None) -> tuple[int, int] | None:
-    """Ultralytics `imgsz` ("[640, 640]" as [h, w], or "640") -> (w, h)."""
-    try:
-        value = ast.literal_eval(text) if text else None
-    except (ValueError, SyntaxError):
-        return None
+def _imgsz_wh(value) -> tuple[int, int] | None:
+    """Ultralytics `imgsz` ([640, 640] as [h, w], or 640) -> (w, h)."""
     if isinstance(value, int) and value > 0:
         return value, value
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) and v > 0 for v in value):
