@@ -27,6 +27,10 @@ from pipeline.errors import ConfigError
 from pipeline.types import Event, FrameResult, Moment
 
 
+_EVENT_FIELDS = {**dict.fromkeys(("track_id", "class_id", "ts_ns", "wall_ns"), (int, np.integer)),
+                 **dict.fromkeys(("event_id", "run_id", "stream_id", "rule", "kind"), str), "payload": dict}
+
+
 class PythonStage:
     """Adapts one user object to the `StreamStage` protocol; `name` is the configured `python` value."""
 
@@ -50,17 +54,11 @@ class PythonStage:
         does with events after the stages (naming their class, storing them) must not fail on one."""
         if not isinstance(event, Event):
             raise TypeError(f"stage '{self.name}' returned {type(event).__name__}, not an Event")
-        for key in ("track_id", "class_id", "ts_ns", "wall_ns"):
-            if not isinstance(getattr(event, key), (int, np.integer)) or isinstance(getattr(event, key), bool):
-                raise TypeError(f"stage '{self.name}' returned an event whose {key} is {getattr(event, key)!r}, not an "
-                                "int; make events with result.moment.event(rule, kind, track_id, class_id, payload)")
-        for key in ("event_id", "run_id", "stream_id", "rule", "kind"):
-            if not isinstance(getattr(event, key), str):
-                raise TypeError(f"stage '{self.name}' returned an event whose {key} is {getattr(event, key)!r}, not "
-                                "a string; make events with result.moment.event(rule, kind, track_id, class_id, payload)")
-        if not isinstance(event.payload, dict):
-            raise TypeError(f"stage '{self.name}' returned an event whose payload is {type(event.payload).__name__}, "
-                            "not a dict")
+        for key, kinds in _EVENT_FIELDS.items():
+            value = getattr(event, key)
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                raise TypeError(f"stage '{self.name}' returned an event whose {key} is {value!r}; make events with "
+                                "result.moment.event(rule, kind, track_id, class_id, payload)")
 
     def end(self, at: Moment) -> list[Event]:
         close = getattr(self.target, "close", None)  # optional in the user's class, as documented
