@@ -41,10 +41,7 @@ def _level(name: object) -> str:
 # Refusals that sending the same message again cannot change: the outbox keeps the event as a dead letter.
 # "Not authorized" (0x87: the broker's ACL) is not among them: like a webhook's wrong token, it is retried until the
 # ACL is fixed, and nothing is lost meanwhile.
-_REFUSED_FOR_GOOD = {
-    0x90: "topic name invalid",
-    0x99: "payload format invalid",
-}
+_REFUSED_FOR_GOOD = frozenset({0x90, 0x99})  # topic name invalid, payload format invalid
 
 
 class _Client(mqtt.Client):
