@@ -23,7 +23,7 @@ from pipeline.runtime.runner import PipelineRunner
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("dropped_sink", "dropped_overflow", "dropped_age", "dropped_sinks")
+LOSSES = ("dropped_sink", "dropped_overflow", "dropped_age", "dropped_sinks", "dropped_copy")
 """Per-stream counters of frames a camera sent that were never detected."""
 
 PRIORITY_LANE = "priority"

@@ -17,6 +17,7 @@ DROP_REASONS = {  # stream stats key -> reason in `dropped`
     "dropped_sink": "refused",  # the buffer refused a live frame
     "skipped_late": "late",  # a live source skipped frames to keep up
     "dropped_sinks": "sinks",  # frame sinks dropped them to keep up
+    "dropped_copy": "copy",  # decoded in a decode process, lost copying it into the main process
 }
 
 

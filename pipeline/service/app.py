@@ -47,7 +47,8 @@ from pipeline.sinks.outputs.webhook import redact_url
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """The largest request body read (413 beyond): bodies are read before the token is checked."""
 STREAM_COUNTERS = ("decoded", "frames", "batched", "staged", "dropped_overflow", "dropped_age", "dropped_fps_cap",
-                   "dropped_sink", "dropped_sinks", "skipped_late", "paced_late", "reconnects", "corrupt_packets")
+                   "dropped_sink", "dropped_sinks", "dropped_copy", "skipped_late", "paced_late", "reconnects",
+                   "corrupt_packets")
 
 
 class StreamChange(BaseModel):

@@ -35,6 +35,8 @@ class RemoteWorker:
         self._restart_error: str | None = None
         self._last: tuple[int, int, int, int] | None = None  # seq, pts_ns, wall_ns, epoch of the newest frame
         self._period_ns = 0
+        self._copy_failures = 0  # frames decoded there and lost copying them here (counted here, not there)
+        self._copy_error: str | None = None
 
     @property
     def state(self) -> WorkerState:
@@ -52,7 +54,7 @@ class RemoteWorker:
         return self.ended.wait(timeout)
 
     def stats(self) -> dict:
-        return dict(self._stats)
+        return {**self._stats, "dropped_copy": self._copy_failures}
 
     def update(self, stats: dict) -> None:
         self._stats = {**stats, **{key: stats.get(key, 0) + n for key, n in self._carried.items()}}
@@ -62,6 +64,15 @@ class RemoteWorker:
     def fail(self, message: str) -> None:
         log.error("%s", message)
         self._stats = {**self._stats, "state": WorkerState.FAILED.value, "last_error": message}
+
+    def copy_failed(self, error: Exception) -> None:
+        """A frame of this stream was decoded but could not be copied into this process: it is lost (logged
+        when the reason is new, not for every frame)."""
+        self._copy_failures += 1
+        message = f"{self.config.id}: a decoded frame could not be copied from its decode process: {error}"
+        if message != self._copy_error:
+            log.warning("%s (frames lost, counted in dropped_copy)", message)
+            self._copy_error = message
 
     def saw(self, frame: Frame) -> None:
         """A frame of this stream arrived (where a restarted child goes on from)."""

@@ -154,19 +154,24 @@ class DeviceFrames:
         self._freed: list[tuple[Any, int, int]] = []
 
     def copy_all(self, refs: list[tuple[Any, SlotRef]]) -> list[Any]:
-        """Frame-owned copies of the slots `refs` [(stream key, ref)], valid once `finish` returned. One
-        device and stream context for the whole group: each CUDA call makes this thread wait for the
-        interpreter lock again, behind the inference thread."""
+        """Frame-owned copies of the slots `refs` [(stream key, ref)], valid once `finish` returned; a copy
+        that failed (its pool could not be mapped, no device memory for the copy) is its exception in its
+        place, and its slot is freed all the same: one frame is lost, not the group's. One device and stream
+        context for the whole group: each CUDA call makes this thread wait for the interpreter lock again,
+        behind the inference thread."""
         cupy = self._cupy
         runtime = cupy.cuda.runtime
-        images = []
+        images: list[Any] = []
         with self._device, self._stream:
             for key, ref in refs:
-                base = self._base(key, ref, runtime)
-                image = cupy.empty(ref.shape, cupy.uint8)
-                runtime.memcpyAsync(image.data.ptr, base + ref.slot * ref.slot_bytes, image.nbytes,
-                                    runtime.memcpyDeviceToDevice, self._stream.ptr)
                 self._freed.append((key, ref.generation, ref.slot))
+                try:
+                    base = self._base(key, ref, runtime)
+                    image = cupy.empty(ref.shape, cupy.uint8)
+                    runtime.memcpyAsync(image.data.ptr, base + ref.slot * ref.slot_bytes, image.nbytes,
+                                        runtime.memcpyDeviceToDevice, self._stream.ptr)
+                except Exception as exc:  # noqa: BLE001 - one stream's pool or one allocation: that frame alone
+                    image = exc
                 images.append(image)
         return images
 

@@ -258,7 +258,9 @@ class DecodeProcesses:
                 continue
             image = next(copies) if isinstance(message.payload, SlotRef) else message.payload
             worker = child.workers.get(message.index)
-            if worker is None:  # forgotten meanwhile: nobody wants the frame
+            if worker is None or isinstance(image, Exception):  # forgotten meanwhile, or its copy failed
+                if worker is not None:
+                    worker.copy_failed(image)
                 frames.append(None)
                 continue
             frames.append(Frame(worker.config.id, message.seq, message.pts_ns, message.wall_ns, image,

@@ -32,7 +32,7 @@ def test_each_stream_gets_a_line_with_fps_over_the_interval_and_drops_by_reason(
                                      "dropped_sinks": 2, "reconnects": 1, "last_error": "read timeout"}}))
     line = next(r for r in progress.records if getattr(r, "stream", None) == "cam-1")
     assert line.fps == 10.0 and line.frames == 350 and line.decoded == 372 and line.state == "running"
-    assert line.dropped == {"overflow": 7, "age": 0, "refused": 0, "late": 0, "sinks": 2}
+    assert line.dropped == {"overflow": 7, "age": 0, "refused": 0, "late": 0, "sinks": 2, "copy": 0}
     assert line.reconnects == 1 and line.last_error == "read timeout"
     assert line.getMessage() == ("cam-1 running: 10.0 fps, 350 frames, 9 dropped (overflow 7, sinks 2), "
                                  "1 reconnects; last error: read timeout")

@@ -1,5 +1,6 @@
-"""Device slots across a resolution change, on a host-memory stand-in for cupy (the slot logic, not CUDA): the
-pictures of one decode call may be sent as pools 0, 1, 0, 1, and the main process copies them all."""
+"""Device slots on a host-memory stand-in for cupy (the slot logic, not CUDA): across a resolution change the
+pictures of one decode call may be sent as pools 0, 1, 0, 1, and the main process copies them all; a copy that
+fails loses its own frame only."""
 from __future__ import annotations
 
 import itertools
@@ -8,7 +9,11 @@ import types
 
 import pytest
 
+from pipeline.config.models import StreamConfig
+from pipeline.sources.processes import messages as msg
+from pipeline.sources.processes.remote import RemoteWorker
 from pipeline.sources.processes.slots import DeviceFrames, SlotPool
+from pipeline.sources.processes.supervisor import DecodeProcesses
 
 
 class _Memory:
@@ -86,3 +91,29 @@ def test_pictures_of_the_pool_before_a_resolution_change_still_arrive_after_its_
     assert cupy.cuda.runtime.closed == [cupy.cuda.runtime.opened[0]]
     main.close(key)
     assert sorted(cupy.cuda.runtime.closed) == sorted(cupy.cuda.runtime.opened)
+
+
+def test_a_frame_whose_copy_fails_is_lost_alone_and_its_slot_comes_back(cupy):
+    """One stream's picture from a pool never mapped here (its handle lost) shares a drained group with another
+    stream's: the other is copied, the failed one is counted on its stream, and both slots go back."""
+    good, bad = SlotPool(count=2, device=0), SlotPool(count=2, device=0)
+    good_ref = good.ref(good.allocate(348, 424), 0.0)
+    bad_ref = bad.ref(bad.allocate(348, 424), 0.0)
+    bad_ref.handle = None  # as if the frame that carried the pool's handle never arrived
+    processes = DecodeProcesses(types.SimpleNamespace(), max_children=1)
+    try:
+        processes._copies = DeviceFrames(0)
+        child = types.SimpleNamespace(number=0, workers={
+            index: RemoteWorker(StreamConfig(id=name, url="cam.mp4"), "nvdec", 0.0, lambda w: None)
+            for index, name in enumerate(("good", "bad"))})
+        received = [(child, msg.FrameMsg(index, 1, 0, 0, 424, 232, "nv12", ref, 0, 0))
+                    for index, ref in enumerate((good_ref, bad_ref))]
+        frames = processes._frames(received)
+        freed = processes._copies.finish()
+    finally:
+        processes.close()
+    assert [f.stream_id if f else None for f in frames] == ["good", None]
+    assert sorted((key[1], g, s) for key, g, s in freed) == [(0, good_ref.generation, good_ref.slot),
+                                                             (1, bad_ref.generation, bad_ref.slot)]
+    assert child.workers[0].stats()["dropped_copy"] == 0
+    assert child.workers[1].stats()["dropped_copy"] == 1
