@@ -73,12 +73,18 @@ def _bench(args, argv: list[str]) -> int:
         report["decode_alone"] = decode_ceiling(base, plan_for(args.decode_streams), sample.url, args.decode_streams,
                                                 args.ceiling_seconds)
         log.info("decode alone, %d streams: %.0f frames/s", args.decode_streams, report["decode_alone"]["fps"])
+    report["ramp"], report["complete"] = [], False
+    _save(report, out)
+
+    def keep(step) -> None:  # each window as it ends: a run stopped early (Ctrl-C, a time limit) keeps them
+        report["ramp"].append(step.as_dict())
+        _save(report, out)
+
     gpu = GpuSampler(plan.detector.device).start() if plan.machine.gpu else None
     ramp = LiveRamp(base, cameras, args.bounds, settle_s=args.settle_s, gpu=gpu, detector=detector)
     try:
         ramp.start()
-        best, steps = search(ramp, args.start, args.max, args.window_s, args.growth)
-        report["ramp"] = [step.as_dict() for step in steps]
+        best, steps = search(ramp, args.start, args.max, args.window_s, args.growth, on_step=keep)
         report["cameras_in_real_time"] = best
         report["only_a_floor"] = only_a_floor(best, steps)
         if best:
@@ -88,11 +94,17 @@ def _bench(args, argv: list[str]) -> int:
         ramp.close()
         if gpu is not None:
             gpu.close()
-    (out / "bench.json").write_text(json.dumps(report, indent=1, default=str))
+    report["complete"] = True
+    _save(report, out)
     write_report(report, out)
     print(f"real-time cameras: {count_text(best, report['only_a_floor'])}; report in {out}/bench.json, bench.md, "
           "bench.png")
     return 0
+
+
+def _save(report: dict, out: Path) -> None:
+    """bench.json as measured so far (`complete` once the run has ended)."""
+    (out / "bench.json").write_text(json.dumps(report, indent=1, default=str))
 
 
 def _decode_table(args, base: PipelineConfig, out: Path) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 
 import av
+import pytest
 
+from pipeline.bench.ramp import LiveRamp
 from pipeline.cli import main
 from tests.conftest import shared_file
 
@@ -20,7 +22,7 @@ def test_bench_ramps_paced_cameras_and_writes_the_report(tmp_path, capsys):
                    "--batches", "1", "4", "--ceiling-seconds", "1", "--max-batch", "4", "--out", str(out)])
     assert status == 0
     report = json.loads((out / "bench.json").read_text())
-    assert report["cameras_in_real_time"] == 2  # 2 cameras of 5 frames/s with a 1 s bound hold anywhere
+    assert report["complete"] and report["cameras_in_real_time"] == 2  # 2 cameras of 5 frames/s with a 1 s bound hold anywhere
     first, second = report["ramp"]
     assert (first["cameras"], second["cameras"]) == (1, 2) and first["holds"] and second["holds"]
     assert second["lost"] == dict.fromkeys(second["lost"], 0) and second["frames_detected"] > 0
@@ -39,6 +41,27 @@ def test_bench_ramps_paced_cameras_and_writes_the_report(tmp_path, capsys):
     assert header.count("|") == rule.count("|") == row.count("|")  # every column has its rule and its cell
     assert (out / "bench.png").stat().st_size > 10_000
     assert "real-time cameras: at least 2 (no larger count failed" in capsys.readouterr().out
+
+
+def test_a_bench_stopped_during_its_ramp_keeps_the_windows_it_measured(tmp_path, monkeypatch):
+    measure, windows = LiveRamp.measure, []
+
+    def stopped_at_the_second(self, window_s):  # Ctrl-C (or a time limit's SIGINT) during the second window
+        if windows:
+            raise KeyboardInterrupt
+        windows.append(measure(self, window_s))
+        return windows[-1]
+
+    monkeypatch.setattr(LiveRamp, "measure", stopped_at_the_second)
+    out = tmp_path / "bench"
+    with pytest.raises(KeyboardInterrupt):
+        main(["bench", "--model", MODEL, "--clip", str(shared_file("media/dog-848x464.mp4")), "--size", "320x180",
+              "--fps", "5", "--clip-seconds", "2", "--start", "1", "--max", "2", "--window-s", "1", "--settle-s", "0.2",
+              "--decode-streams", "0", "--batches", "1", "--ceiling-seconds", "0.5", "--max-batch", "4",
+              "--out", str(out)])
+    report = json.loads((out / "bench.json").read_text())
+    assert not report["complete"] and [row["batch"] for row in report["engine_alone"]] == [1]
+    assert [step["cameras"] for step in report["ramp"]] == [1] and report["ramp"][0]["frames_detected"] > 0
 
 
 def test_bench_refuses_a_missing_clip_naming_it(tmp_path, capsys):
