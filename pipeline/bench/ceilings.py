@@ -22,11 +22,12 @@ def decode_ceiling(config: PipelineConfig, plan: Plan, url: str, streams: int, s
     (NVDEC in decode processes on a GPU machine, threads on the CPU), from `settle_s` after each stream's
     first frame for `seconds`."""
     buffer = AlignedBuffer(list(config.lanes))
-    sources = Sources(buffer, decode_processes=plan.decode_processes, device=plan.detector.device)
+    sources = Sources(buffer, decode_processes=plan.decode_processes, per_child=plan.per_child,
+                      device=plan.detector.device)
     configs = [StreamConfig(id=f"d{i}", url=url, loop=True, lane=config.lanes[-1].name) for i in range(streams)]
     for stream in configs:
         buffer.add_stream(stream)
-        sources.add(stream, plan_stream(stream, plan))
+        sources.add(stream, plan_stream(stream, plan, nvdec_streams=streams))
     frames, begin, start, end = 0, time.monotonic(), None, None
     ready_at = None
     try:
@@ -43,6 +44,7 @@ def decode_ceiling(config: PipelineConfig, plan: Plan, url: str, streams: int, s
             elif now >= start[0] + seconds:
                 end = (now, frames)
     finally:
+        children = sources.children.count if sources.children is not None else 0
         for stream in configs:
             sources.stop(stream.id)
         while not all(sources.worker(s.id).join(0) for s in configs):
@@ -50,7 +52,7 @@ def decode_ceiling(config: PipelineConfig, plan: Plan, url: str, streams: int, s
         sources.close()
     (t0, n0), (t1, n1) = start, end
     return {"streams": streams, "fps": round((n1 - n0) / (t1 - t0), 1), "ready_s": round(ready_at - begin, 2),
-            "decode_processes": plan.decode_processes}
+            "decode_processes": children}
 
 
 def engine_ceiling(detector: Detector, batches: list[int], seconds: float) -> list[dict]:

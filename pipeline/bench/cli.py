@@ -55,13 +55,14 @@ def _bench(args, argv: list[str]) -> int:
     cameras = _cameras(args, base)
     sample = cameras(0)
 
-    def plan_for(count: int):  # decode processes (auto) follow the stream count: plan as for `count` cameras
+    def plan_for(count: int):  # the plan as for `count` cameras
         return resolve(base.model_copy(update={"streams": [cameras(i) for i in range(count)]}))
 
     plan = plan_for(args.max)
-    if base.runtime.decode_processes == "auto":
-        base = base.model_copy(update={"runtime": base.runtime.model_copy(
-            update={"decode_processes": plan.decode_processes})})
+    if base.runtime.decode_processes == "auto" and plan.per_child:  # the ramp adds its cameras one at a time:
+        # every one in a decode process from the first, as a config that starts with them all has them
+        children = math.ceil(sum(s.in_child for s in plan.streams) / plan.per_child)
+        base = base.model_copy(update={"runtime": base.runtime.model_copy(update={"decode_processes": children})})
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"command": "run_pipeline.py bench " + " ".join(argv), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
                     "machine": plan.machine.describe(), "engine": plan.detector.reason, "camera": sample.model_dump(

@@ -283,7 +283,7 @@ class RuntimeConfig(Strict):
         "auto",
         description="child processes that decode the streams (each with its own interpreter lock; frames come "
         "back through CUDA IPC or the pipe); 0 = decode threads in this process; auto = one process per 8 NVDEC "
-        "streams when there are at least 8, else 0",
+        "streams once there are 8 (cameras added while running count too), the first 7 in threads",
     )
     instance: str = Field(default_factory=default_instance, min_length=1, max_length=128,
         description="this instance's name in a fleet: in stored rows, MQTT payloads and the cluster's leases; "

@@ -12,7 +12,6 @@ from `plan_stream` under the same rules.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -73,6 +72,8 @@ class Plan:
     streams: tuple[StreamPlan, ...]
     decode_processes: int  # children at most, started as streams need them (0: every stream in a thread here)
     children_take: str  # which streams go to children: "nvdec", "all" or "none"
+    per_child: int  # `auto`: a new child once each has this many streams, and NVDEC streams go to children only
+    # once there are this many; 0 (a count set in the config): every stream to a child, spread over all of them
     packet_ring_s: float
     switch_interval_s: float
     plugins: tuple[str, ...]
@@ -88,14 +89,21 @@ class Plan:
         return ("; they take turns with the detector on the GPU: starting MPS (`nvidia-cuda-mps-control -d`) "
                 "gave 12-21% more frames/s with heavy models (docs/GPU.md)")
 
+    def _children_text(self) -> str:
+        if not self.decode_processes:
+            return "none"
+        if self.per_child:
+            return (f"one per {self.per_child} NVDEC streams once there are {self.per_child}, streams added later "
+                    f"included (at most {self.decode_processes})")
+        return f"up to {self.decode_processes}, for {self.children_take} streams"
+
     def describe(self) -> str:
         d = self.detector
         lines = [f"machine: {self.machine.describe()}",
                  f"engine: {d.reason}",
                  f"batches: up to {d.max_batch}" + (f", run at sizes {list(d.buckets)}" if d.buckets else "")
                  + f"; {d.workers} in flight" + (f", {d.threads} thread{'s' if d.threads > 1 else ''} each" if not d.on_device else ""),
-                 "decode processes: " + (f"up to {self.decode_processes}, for {self.children_take} streams"
-                                           if self.decode_processes else "none") + self._mps_note(),
+                 "decode processes: " + self._children_text() + self._mps_note(),
                  f"thread switch interval: {self.switch_interval_s * 1000:g} ms"]
         if self.plugins:
             lines.append(f"plugins: {', '.join(self.plugins)}")
@@ -113,18 +121,20 @@ def resolve(config: PipelineConfig, machine: Machine | None = None) -> Plan:
     largest_lane = max(lane.max_batch for lane in config.lanes)
     detector = detector_plan(config.detector, largest_lane, machine, warnings)
     decoders = {s.id: stream_decoder(s, machine, detector.on_device) for s in config.streams}
-    count, take = _decode_processes(config, decoders, machine)
-    plan = Plan(machine, detector, (), count, take, packet_ring_s(config),
+    count, take, per_child = _decode_processes(config, machine)
+    plan = Plan(machine, detector, (), count, take, per_child, packet_ring_s(config),
                 _switch_interval(config, detector), tuple(config.plugins), tuple(warnings))
-    return replace(plan, streams=tuple(plan_stream(s, plan, decoders[s.id]) for s in config.streams))
+    nvdec = sum(decoder == "nvdec" for decoder in decoders.values())
+    return replace(plan, streams=tuple(plan_stream(s, plan, decoders[s.id], nvdec) for s in config.streams))
 
 
-def plan_stream(stream: StreamConfig, plan: Plan, decoder: str | None = None) -> StreamPlan:
+def plan_stream(stream: StreamConfig, plan: Plan, decoder: str | None = None, nvdec_streams: int = 0) -> StreamPlan:
     """How `stream` is read under `plan` (also for a stream added while the pipeline runs); ConfigError
-    when it asks for a decoder the plan's machine does not have."""
+    when it asks for a decoder the plan's machine does not have. nvdec_streams: the NVDEC streams the pipeline
+    will have with this one (`auto` puts them in children once there are `per_child`)."""
     decoder = decoder or stream_decoder(stream, plan.machine, plan.detector.on_device)
-    in_child = plan.decode_processes > 0 and (plan.children_take == "all"
-                                              or (plan.children_take == "nvdec" and decoder == "nvdec"))
+    takes = plan.children_take == "all" or (plan.children_take == "nvdec" and decoder == "nvdec")
+    in_child = plan.decode_processes > 0 and takes and nvdec_streams >= plan.per_child
     return StreamPlan(stream.id, decoder, in_child, stream.is_live, plan.packet_ring_s)
 
 
@@ -229,17 +239,17 @@ def stream_decoder(stream: StreamConfig, machine: Machine, device_frames: bool =
     return "nvdec" if wanted and machine.nvdec else "cpu"
 
 
-def _decode_processes(config: PipelineConfig, decoders: dict[str, str], machine: Machine) -> tuple[int, str]:
-    """(children at most, which streams they take). An integer puts every stream in up to that many
-    children (started as streams need them, so streams added later may use them too); auto puts the NVDEC
-    streams there, one child per `STREAMS_PER_PROCESS`, once the config has that many."""
+def _decode_processes(config: PipelineConfig, machine: Machine) -> tuple[int, str, int]:
+    """(children at most, which streams they take, streams per child). An integer puts every stream in up to
+    that many children (started as streams need them, so streams added later may use them too); auto puts the
+    NVDEC streams there, one child per `STREAMS_PER_PROCESS`, once the pipeline has that many: in the config
+    or added while it runs (a service started without cameras, an instance of a fleet)."""
     setting = config.runtime.decode_processes
     if setting != "auto":
-        return setting, "all" if setting else "none"
-    nvdec = sum(decoder == "nvdec" for decoder in decoders.values())
-    if nvdec < STREAMS_PER_PROCESS:
-        return 0, "none"
-    return min(math.ceil(nvdec / STREAMS_PER_PROCESS), machine.cores), "nvdec"
+        return setting, "all" if setting else "none", 0
+    if not machine.nvdec:
+        return 0, "none", 0
+    return machine.cores, "nvdec", STREAMS_PER_PROCESS
 
 
 def packet_ring_s(config: PipelineConfig) -> float:

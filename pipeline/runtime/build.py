@@ -69,8 +69,8 @@ def build_pipeline(config: PipelineConfig, plan: Plan, *, detector: Detector | N
     run = new_run(config)
     detector = detector or Detector(config.detector, plan=plan.detector)
     buffer = AlignedBuffer(list(config.lanes))
-    sources = Sources(buffer, decode_processes=plan.decode_processes, device=plan.detector.device,
-                      plugin_modules=list(plan.plugins))
+    sources = Sources(buffer, decode_processes=plan.decode_processes, per_child=plan.per_child,
+                      device=plan.detector.device, plugin_modules=list(plan.plugins))
     frame_sinks, event_outputs = build_outputs(list(config.sinks), OutputContext(
         detector.class_names, list(config.alerts), run, clips=sources, fence=fence))
     outputs = OutputSinks([*frame_sinks, *((sink, FrameSinkOptions()) for sink in sinks)], Failures())

@@ -28,6 +28,7 @@ class StreamTable:
         self._paused: dict[str, StreamConfig] = {}
         self._removing: dict[str, threading.Event] = {}
         self._done: set[str] = set()  # streams whose end every sink has handled
+        self._nvdec: set[str] = set()  # the streams decoded by NVDEC (`auto` puts them in children once there are 8)
         self._finished = finished
         self.accepting = False
 
@@ -147,7 +148,9 @@ class StreamTable:
         with self._lock:
             if config.id in self._streams:
                 raise StreamExists(f"stream '{config.id}' already exists; remove it first or choose another id")
-        plan = plan_stream(config, self._plan)
+        with self._lock:  # as many as the config started with, or as run now with this one
+            nvdec = max(sum(s.decoder == "nvdec" for s in self._plan.streams), len(self._nvdec - {config.id}) + 1)
+        plan = plan_stream(config, self._plan, nvdec_streams=nvdec)
         self._parts.buffer.add_stream(config)
         try:
             self._parts.stages.add_stream(config.id, config.url, plan.live)
@@ -157,6 +160,8 @@ class StreamTable:
         with self._lock:
             self._streams[config.id] = config
             self._done.discard(config.id)
+            if plan.decoder == "nvdec":
+                self._nvdec.add(config.id)
         self._parts.sources.add(config, plan)  # from here on its end comes through the buffer
 
     def _remove(self, stream_id: str) -> threading.Event:
@@ -180,6 +185,7 @@ class StreamTable:
         with self._lock:
             self._streams.pop(stream_id, None)
             self._done.discard(stream_id)
+            self._nvdec.discard(stream_id)
             done = self._removing.pop(stream_id)
         release_free_memory()  # its decoder, encoder and world are gone: their freed pages go back now
         done.set()

@@ -18,12 +18,13 @@ log = logging.getLogger(__name__)
 
 class Sources:
     """sink: where frames go (the `AlignedBuffer`). decode_processes: how many children may decode
-    (0: every stream in a thread here). plugin_modules: imported in each child."""
+    (0: every stream in a thread here); per_child: see `DecodeProcesses`. plugin_modules: imported in each child."""
 
-    def __init__(self, sink: FrameSink, *, decode_processes: int = 0, device: int = 0,
+    def __init__(self, sink: FrameSink, *, decode_processes: int = 0, per_child: int = 0, device: int = 0,
                  plugin_modules: list[str] = ()):
         self._sink = sink
         self._max_children = decode_processes
+        self._per_child = per_child
         self._device = device
         self._plugins = list(plugin_modules)
         self._workers: dict[str, Worker] = {}
@@ -43,7 +44,8 @@ class Sources:
                 raise ValueError(f"stream '{config.id}' is already being read")
             if plan.in_child and self._max_children:
                 if self._children is None:
-                    self._children = DecodeProcesses(self._sink, self._max_children, self._device, self._plugins)
+                    self._children = DecodeProcesses(self._sink, self._max_children, self._device, self._plugins,
+                                                     per_child=self._per_child)
                 worker: Worker = self._children.add(config, plan.decoder, plan.packet_ring_s)
             else:
                 tap = self._packet_rings(plan.packet_ring_s).tap if plan.packet_ring_s else None

@@ -71,12 +71,16 @@ class _Child:
 
 class DecodeProcesses:
     """buffer: where frames go (the `AlignedBuffer`: `put`, `end_stream`, `on_room`). max_children: how
-    many decode processes at most. plugin_modules: imported in each child (sources that plugins register)."""
+    many decode processes at most. per_child: a new child only once each has this many streams (0: a new
+    child for every stream until there are `max_children`, then the least loaded). plugin_modules: imported
+    in each child (sources that plugins register)."""
 
-    def __init__(self, buffer: Any, max_children: int, device: int = 0, plugin_modules: list[str] = ()):
+    def __init__(self, buffer: Any, max_children: int, device: int = 0, plugin_modules: list[str] = (),
+                 per_child: int = 0):
         self._context = multiprocessing.get_context("spawn")
         self._buffer = buffer
         self._max = max(1, max_children)
+        self._per_child = per_child
         self._device = device
         self._log = (logging.getLogger().getEffectiveLevel(), logs.current_format())  # the children log alike
         self._plugins = list(plugin_modules)
@@ -141,11 +145,11 @@ class DecodeProcesses:
             self._outbox.put(("stop", worker.child, worker.index))
 
     def _place(self, worker: RemoteWorker, resume: tuple | None) -> None:
-        """Give `worker` to the least loaded child, or a new one while there are fewer than the maximum
-        (lock held)."""
+        """Give `worker` to the least loaded child, or a new one while there are fewer than the maximum and
+        the least loaded has `per_child` streams (any, when 0) (lock held)."""
         alive = [c for c in self._children if not c.dead]
         child = min(alive, key=_Child.load, default=None)
-        if child is None or (child.load() > 0 and len(alive) < self._max):
+        if child is None or (child.load() >= max(1, self._per_child) and len(alive) < self._max):
             child = _Child(len(self._children), self._context, self._device, self._log, self._plugins)
             self._children.append(child)
         worker.child, worker.index, worker.pid = child.number, next(child.indices), child.process.pid

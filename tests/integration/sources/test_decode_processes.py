@@ -63,6 +63,21 @@ def test_frames_from_child_processes_arrive_whole_and_in_order_with_back_pressur
     assert all(s["sink_waits"] > 0 for s in stats.values()), stats  # credits held each child's reader back
 
 
+def test_with_streams_per_child_a_new_decode_process_starts_only_once_each_has_that_many():
+    from pipeline.sources.processes import DecodeProcesses
+
+    streams = [StreamConfig(id=f"s{i}", url=world(i, 6)) for i in range(5)]
+    buffer = AlignedBuffer([LaneConfig(name="default", max_batch=4, max_wait_ms=5)], streams)
+    processes = DecodeProcesses(buffer, 8, plugin_modules=PLUGINS, per_child=2)  # `auto` (8 per child), smaller
+    for config in streams:
+        processes.add(config, "source")
+    taker = Taker(buffer)
+    assert taker.until(lambda: buffer.finished, timeout=60)
+    processes.close()
+    assert [w.child for w in processes.workers] == [0, 0, 1, 1, 2]
+    assert all(len(taker.frames[config.id]) == 6 for config in streams)
+
+
 @pytest.mark.fault
 def test_a_killed_decode_process_fails_its_streams_and_the_others_go_on():
     streams = [StreamConfig(id=f"s{i}", url=world(i, 100_000), ring_size=4) for i in range(4)]
@@ -164,7 +179,7 @@ def test_plan_auto_keeps_cpu_streams_in_threads_and_clips_no_longer_keep_streams
                     modules=frozenset({"torch", "onnx2torch", "cupy"}))  # a GPU engine: frames stay on the GPU
     plan = resolve(config("auto").model_copy(update={"streams": [
         StreamConfig(id=f"c{i}", url=f"/clips/{i}.mp4") for i in range(20)]}), nvdec)
-    assert plan.decode_processes == 3 and all(s.decoder == "nvdec" and s.in_child for s in plan.streams)
+    assert plan.per_child == 8 and all(s.decoder == "nvdec" and s.in_child for s in plan.streams)
 
 
 def test_streams_are_added_to_and_removed_from_running_decode_processes(tmp_path):

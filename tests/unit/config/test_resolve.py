@@ -35,7 +35,7 @@ def test_on_a_gpu_machine_auto_takes_torch_with_one_batch_in_flight_in_buckets()
     assert plan.detector.engine == "torch" and "TensorRT not installed" in plan.detector.reason
     assert plan.detector.workers == 1 and plan.detector.buckets == (1, 2, 4, 8, 16, 32, 48)
     assert plan.switch_interval_s == 0.0005 and "1 in flight" in plan.describe()
-    assert [s.decoder for s in plan.streams] == ["nvdec"] * 3 and plan.decode_processes == 0  # fewer than 8
+    assert [s.decoder for s in plan.streams] == ["nvdec"] * 3 and not any(s.in_child for s in plan.streams)  # < 8
     assert resolve(config(detector={"model": "m.onnx", "workers": 3}), GPU).detector.workers == 3  # one twin each
 
 
@@ -59,11 +59,16 @@ def test_an_engine_or_decoder_that_cannot_run_here_is_refused_before_anything_st
         resolve(nvdec, CPU)
 
 
-def test_decode_processes_auto_starts_one_child_per_eight_nvdec_streams():
+def test_decode_processes_auto_starts_one_child_per_eight_nvdec_streams_in_the_config_or_added_later():
     plan = resolve(config(streams=20), GPU)
-    assert plan.decode_processes == 3 and plan.children_take == "nvdec" and all(s.in_child for s in plan.streams)
-    added = plan_stream(config(streams=21).streams[20], plan)  # a camera added while running, same rules
+    assert (plan.children_take, plan.per_child) == ("nvdec", 8) and all(s.in_child for s in plan.streams)
+    added = plan_stream(config(streams=21).streams[20], plan, nvdec_streams=21)  # added while running, same rules
     assert added.in_child and added.decoder == "nvdec"
+    empty = resolve(config(streams=0), GPU)  # a service started without cameras, or an instance of a fleet
+    camera = config(streams=8).streams[7]
+    assert not plan_stream(camera, empty, nvdec_streams=7).in_child  # a few cameras decode in threads here
+    assert plan_stream(camera, empty, nvdec_streams=8).in_child  # the eighth goes to a decode process
+    assert resolve(config(streams=20), CPU).decode_processes == 0  # no NVDEC: CPU decoding stays in threads
 
 
 def test_packets_are_kept_for_clips_only_when_a_media_sink_will_ask_for_them():
@@ -84,7 +89,7 @@ def test_batch_buckets_are_powers_of_two_then_the_limit():
 
 def test_the_plan_says_what_it_decided():
     text = resolve(config(streams=20), GPU).describe()
-    assert "engine: torch:" in text and "decode processes: up to 3, for nvdec streams" in text
+    assert "engine: torch:" in text and "decode processes: one per 8 NVDEC streams once there are 8" in text
     assert "stream c0: file, decoder nvdec, in a decode process" in text
 
 
