@@ -95,16 +95,24 @@ def polygon_area(points: list[Point]) -> float:
 
 
 def crossing_edges(points: list[Point]) -> tuple[int, int] | None:
-    """(i, j): edge i (from vertex i to the next) properly crosses edge j; None for a simple polygon."""
+    """(i, j): edge i (from vertex i to the next) crosses or touches edge j, which it does not follow or precede
+    (a figure eight, through a vertex too); None for a simple polygon."""
     edges = list(zip(points, points[1:] + points[:1]))
     for i, (a, b) in enumerate(edges):
         for j in range(i + 2, len(edges)):
             if i == 0 and j == len(edges) - 1:
                 continue  # the first and last edges share vertex 0
             c, d = edges[j]
-            if _side(a, b, c) * _side(a, b, d) < 0 and _side(c, d, a) * _side(c, d, b) < 0:
+            if _segments_meet(a, b, c, d):
                 return i, j
     return None
+
+
+def _segments_meet(a: Point, b: Point, c: Point, d: Point) -> bool:
+    """Whether segments ab and cd cross or one ends on the other (all four points on one line: not here, the
+    zone's area check refuses that)."""
+    sides = _side(a, b, c), _side(a, b, d), _side(c, d, a), _side(c, d, b)
+    return sides[0] * sides[1] <= 0 and sides[2] * sides[3] <= 0 and any(sides)
 
 
 def _side(a: Point, b: Point, p: Point) -> float:

@@ -111,7 +111,7 @@ class MediaSink(BaseSink):
     def _wants(self, event: Event, what: str) -> bool:
         if what in event.payload:  # alert events carry their rule's wish (rules change while running)
             return bool(event.payload[what])
-        rule = self._rules.get(event.rule)
+        rule = self._rules.get(event.rule) if event.kind == "alert" else None  # a zone may share a rule's name
         return bool(getattr(rule, what) if rule is not None else event.payload.get(what, False))
 
     # -- Sink protocol ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,8 @@ def _plain(value: Any) -> Any:
         return value.tolist()
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
+    if isinstance(value, PurePath):
+        return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 

@@ -6,12 +6,15 @@ alerts at the same stream times (their event ids are new: each run's are, see `p
 Semantics per `AlertRule.when` (times in seconds of stream time):
 - "enter": a track has been inside `zone` for `debounce_s` (0 = on the entering frame); once per visit.
 - "dwell": a track has been inside `zone` for max(`min_seconds`, `debounce_s`); once per visit.
+  Both fire on a frame the track is seen on: a track no longer reported, whose visit the zone keeps for
+  `max_missing_s` in case it comes back, fires when it does (or never, if its visit ends "lost").
 - "exit": a track left `zone` (walked out, or lost for the zone's `max_missing_s`) after a visit of at
   least `debounce_s`; visits closed by the end of the stream do not fire.
 - "cross": a track crossed `line` in `direction` ("in", "out" or "any"); debounce does not apply.
 - "occupancy": at least `min_count` tracks inside `zone` for `debounce_s`; fires once when the condition
   becomes true and re-arms when it stops being true.
-`cooldown_s`: the rule does not fire again for the same track (occupancy: the same zone) within this time.
+`cooldown_s`: the rule does not fire again for the same track (occupancy: the same zone) within this time; a
+  condition that becomes true while the cooldown runs fires when it has run out, if it still holds.
   Each rule remembers the last `MAX_COOLDOWNS` tracks it fired for whose cooldown still runs: on a scene
   busier than that within one cooldown, the track that fired longest ago may fire again early.
 `classes` narrows the zone's or line's own class filter.
@@ -42,10 +45,13 @@ class RuleEngine:
         self._occupancy_armed: dict[str, bool] = {r.name: True for r in self.rules}
 
     def reconfigured(self, rules: list[AlertRule]) -> "RuleEngine":
-        """An engine for `rules` that keeps what the unchanged ones remember (cooldowns, fired visits,
-        occupancy); a new or changed rule starts afresh."""
+        """An engine for `rules` that keeps what the rules whose condition did not change remember (cooldowns,
+        fired visits, occupancy), so what fired does not fire again; a rule that is new, or whose condition
+        changed, starts afresh. A change of what an alert brings (`snapshot`, `clip`) or of `cooldown_s` is no
+        change of the condition."""
         fresh = RuleEngine(rules, self.class_names)
-        kept = {rule.name for rule in rules if rule in self.rules}
+        before = {rule.name: _condition(rule) for rule in self.rules}
+        kept = {rule.name for rule in rules if before.get(rule.name) == _condition(rule)}
         fresh._fired_visits = {key for key in self._fired_visits if key[0] in kept}
         for name in kept:
             fresh._last_fired[name] = self._last_fired[name]
@@ -72,11 +78,13 @@ class RuleEngine:
         out = []
         for visit in zone.inside.values():
             key = (rule.name, visit.track_id, visit.entered_ns)
-            if key in self._fired_visits or not self._class_ok(rule, visit.class_id):
+            if key in self._fired_visits or visit.last_seen_ns != ts_ns or not self._class_ok(rule, visit.class_id):
                 continue
             if visit.dwell_s(ts_ns) >= hold_s:
-                self._fired_visits.add(key)
-                out += self._fire(rule, visit.track_id, visit.class_id, at, {"dwell_s": round(visit.dwell_s(ts_ns), 3)})
+                fired = self._fire(rule, visit.track_id, visit.class_id, at, {"dwell_s": round(visit.dwell_s(ts_ns), 3)})
+                if fired:  # not while the track's cooldown runs: then it fires once that has run out
+                    self._fired_visits.add(key)
+                out += fired
         return out
 
     def _occupancy(self, rule: AlertRule, at: Moment, zone: ZoneMonitor) -> list[Event]:
@@ -148,3 +156,8 @@ class RuleEngine:
             return
         live = {(v.track_id, v.entered_ns) for z in zones.values() for v in z.inside.values()}
         self._fired_visits = {k for k in self._fired_visits if (k[1], k[2]) in live}
+
+
+def _condition(rule: AlertRule) -> dict:
+    """What decides when `rule` fires (all of it but what an alert brings along and its cooldown)."""
+    return rule.model_dump(exclude={"snapshot", "clip", "cooldown_s"})

@@ -18,9 +18,10 @@ def rule(name="door", snapshot=True, clip=False) -> AlertRule:
     return AlertRule(name=name, when="enter", zone="z", snapshot=snapshot, clip=clip)
 
 
-def event_at(ts_ns: int, rule_name="door", track_id=7, stream="cam-1") -> Event:
+def event_at(ts_ns: int, rule_name="door", track_id=7, stream="cam-1", kind="alert") -> Event:
+    """An alert of rule `rule_name` that does not say what it brings (the sink asks the rule)."""
     at = Moment("run-1", stream, ts_ns, 1_700_000_000 * 10**9 + ts_ns)
-    return at.event(rule_name, "enter", track_id, 0, {"zone": "z"})
+    return at.event(rule_name, kind, track_id, 0, {"zone": "z"})
 
 
 def result_for(image: np.ndarray, events, pts_ns=0, tracks=None, fmt="rgb24", size=None) -> FrameResult:
@@ -82,6 +83,7 @@ def test_an_event_names_the_files_the_sink_writes_for_it_as_absolute_paths(tmp_p
     assert files == {"snapshot": tmp_path / "media" / "cam-1" / f"{loud.event_id}.jpg",
                      "clip": tmp_path / "media" / "cam-1" / f"{loud.event_id}.mp4"}
     assert sink.files_for(quiet) == {}
+    assert sink.files_for(event_at(3, kind="zone_enter")) == {}  # a zone named like the rule: no files of the rule's
     sink.on_frame(result_for(np.zeros((32, 32, 3), np.uint8), [loud, quiet]))
     sink.close()
     assert sorted(tmp_path.rglob("*.jpg")) == [files["snapshot"]]  # the clip: counted as missed, no recorder

@@ -15,6 +15,7 @@ def test_a_concave_zone_and_one_listed_clockwise_are_accepted():
 
 @pytest.mark.parametrize("polygon, message", [
     ([(0, 0), (40, 40), (40, 0), (0, 40)], "edges 0 and 2 cross"),  # a bow tie
+    ([(0, 0), (50, 50), (200, 200), (200, 0), (-25, 75)], "edges 0 and 3 cross"),  # one crossing through a vertex
     ([(0, 0), (5, 5), (10, 10), (20, 20)], "encloses 0 square pixels"),
     ([(0, 0), (0.5, 0), (0.5, 0.5)], "encloses 0.125 square pixels"),
 ])

@@ -25,7 +25,8 @@ def event(i: int, payload=None) -> Event:
 
 
 def test_event_json_has_the_agreed_keys_and_plain_numbers():
-    payload = {"zone": "door", "xyxy": np.array([1.5, 2, 3, 4], np.float32), "count": np.int64(3)}
+    payload = {"zone": "door", "xyxy": np.array([1.5, 2, 3, 4], np.float32), "count": np.int64(3),
+               "crop": Path("/media/cam-1/crop-7.jpg")}  # a plugin's path
     named = replace(event(7, payload), class_name="car", snapshot="/media/cam-1/id-7.jpg")
     text = event_to_json(named)
     data = json.loads(text)
@@ -33,7 +34,7 @@ def test_event_json_has_the_agreed_keys_and_plain_numbers():
     assert data["ts_ns"] == 1_700_000_000_000_000_007  # integer nanoseconds, not a float
     assert data["wall_time"] == "2023-11-14T22:13:20.000Z"  # the same instant, readable, in UTC
     assert (data["class_name"], data["snapshot"], data["clip"]) == ("car", "/media/cam-1/id-7.jpg", None)
-    assert data["payload"] == {"zone": "door", "xyxy": [1.5, 2.0, 3.0, 4.0], "count": 3}
+    assert data["payload"] == {"zone": "door", "xyxy": [1.5, 2.0, 3.0, 4.0], "count": 3, "crop": "/media/cam-1/crop-7.jpg"}
     loaded = event_from_json(text)
     assert loaded.payload["count"] == 3 and (loaded.class_name, loaded.snapshot) == ("car", "/media/cam-1/id-7.jpg")
 

@@ -4,7 +4,7 @@ from pipeline.config.models import AlertRule, LineConfig, ZoneConfig
 from pipeline.errors import ConfigError
 from pipeline.stages.analytics.stage import AnalyticsStage
 from pipeline.types import make_event_id, track_uid
-from tests.support.tracks import CLASS_NAMES, RUN, WALL_START_NS, moment, run
+from tests.support.tracks import CLASS_NAMES, RUN, WALL_START_NS, moment, run, tracked_frame
 
 SQUARE = ZoneConfig(name="square", polygon=[(100, 100), (300, 100), (300, 300), (100, 300)])
 DOOR = LineConfig(name="door", start=(200, 0), end=(200, 400))
@@ -91,3 +91,44 @@ def test_a_replay_in_the_same_run_gives_the_same_ids_and_another_run_new_ones():
 def test_rule_with_unknown_class_is_a_config_error():
     with pytest.raises(ConfigError, match="alert rule 'x'"):
         stage(AlertRule(name="x", when="dwell", zone="square", classes=["dragon"]))
+
+
+def test_a_track_no_longer_seen_fires_neither_enter_nor_dwell_for_time_it_was_not_there():
+    entry = AlertRule(name="entry", when="enter", zone="square", debounce_s=0.5)
+    loiter = AlertRule(name="loiter", when="dwell", zone="square", min_seconds=1.5)
+    events = run(stage(entry, loiter), [[(1, *INSIDE)]] * 2 + [[]] * 30)  # seen 0.1 s, then gone out of the picture
+    assert alerts(events) == []
+    assert [(e.kind, e.payload["reason"]) for e in events if e.kind == "zone_exit"] == [("zone_exit", "lost")]
+
+
+def test_a_track_hidden_past_the_dwell_time_fires_when_it_is_seen_again_with_its_whole_stay():
+    loiter = AlertRule(name="loiter", when="dwell", zone="square", min_seconds=1.5)
+    fired = alerts(run(stage(loiter), [[(1, *INSIDE)]] * 10 + [[]] * 10 + [[(1, *INSIDE)]] * 5))  # hidden 1.0-2.0 s
+    assert [(e.ts_ns, e.payload["dwell_s"]) for e in fired] == [(2_000_000_000, 2.0)]
+
+
+def test_a_visit_that_reaches_its_dwell_during_the_cooldown_fires_once_the_cooldown_has_run_out():
+    rule = AlertRule(name="loiter", when="dwell", zone="square", min_seconds=1.0, cooldown_s=10.0)
+    first, away, long_stay = [[(1, *INSIDE)]] * 15, [[(1, *OUTSIDE)]] * 5, [[(1, *INSIDE)]] * 150
+    fired = alerts(run(stage(rule), first + away + long_stay))  # the second visit from 2.0 s, 15 s long
+    assert [(e.ts_ns, e.payload["dwell_s"]) for e in fired] == [(1_000_000_000, 1.0), (11_000_000_000, 9.0)]
+
+
+def test_a_rule_changed_only_in_what_it_brings_does_not_fire_again_for_what_it_fired_for():
+    loiter = AlertRule(name="loiter", when="dwell", zone="square", min_seconds=1.0, cooldown_s=0)
+    crowd = AlertRule(name="crowd", when="occupancy", zone="square", min_count=2, cooldown_s=0)
+    analytics = stage(loiter, crowd)
+    two_inside = [[(1, *INSIDE), (2, 150, 150)]]
+    events = run(analytics, two_inside * 20)
+    assert sorted((e.rule, e.track_id) for e in alerts(events)) == [("crowd", -1), ("loiter", 1), ("loiter", 2)]
+    changed = [rule.model_copy(update={"clip": True, "cooldown_s": 5.0}) for rule in (loiter, crowd)]
+    analytics.reconfigure([SQUARE], [DOOR], changed, moment(19))
+    later = [tracked_frame(i, [(1, *INSIDE), (2, 150, 150)]) for i in range(20, 40)]
+    for result in later:
+        analytics.process(result)
+    assert alerts([e for result in later for e in result.events]) == []
+    stricter = [loiter.model_copy(update={"min_seconds": 0.5})]  # its condition changed: it starts afresh
+    analytics.reconfigure([SQUARE], [DOOR], stricter, moment(39))
+    again = tracked_frame(40, [(1, *INSIDE), (2, 150, 150)])
+    analytics.process(again)
+    assert sorted(e.track_id for e in alerts(again.events)) == [1, 2]

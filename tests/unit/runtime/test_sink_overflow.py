@@ -1,0 +1,58 @@
+"""A frame sink's queue when the sink falls behind a live camera (`overflow: drop_oldest`), and a sink or stage
+whose call raises what `Exception` does not cover."""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+
+from pipeline.config.outputs import FrameSinkOptions
+from pipeline.runtime.outputs import Failures, OutputSinks, guarded
+from pipeline.testing import RecordingSink
+from pipeline.types import Detections, Frame, FrameResult
+
+
+class HeldSink(RecordingSink):
+    """Holds its first frame until `release` is set; `busy` says it took it."""
+
+    def __init__(self):
+        super().__init__("held")
+        self.busy, self.release = threading.Event(), threading.Event()
+
+    def on_frame(self, result: FrameResult) -> None:
+        if result.frame.seq == 0:
+            self.busy.set()
+            self.release.wait(10)
+        super().on_frame(result)
+
+
+def frame(seq: int, alert: bool = False) -> FrameResult:
+    image = np.zeros((48, 64, 3), np.uint8)
+    result = FrameResult(Frame("cam-1", seq, seq * 10**8, seq * 10**8, image, 64, 48), Detections.empty(), run_id="run")
+    if alert:  # its event names the snapshot the media sink will make of this very frame
+        result.events.append(result.moment.event("loiter", "alert", 5, 0, {"snapshot": True}))
+    return result
+
+
+def test_a_full_queue_drops_the_oldest_live_frame_without_events_never_one_with_events():
+    sink = HeldSink()
+    outputs = OutputSinks([(sink, FrameSinkOptions(queue_size=2))], Failures())
+    outputs.open()
+    outputs.submit(frame(0), live=True)
+    assert sink.busy.wait(10)  # the sink holds frame 0; frames 1 and 2 fill its queue
+    for result in (frame(1, alert=True), frame(2), frame(3)):
+        outputs.submit(result, live=True)
+    sink.release.set()
+    assert outputs.finish(10)
+    assert sink.seqs["cam-1"] == [0, 1, 3]  # 2 made room for 3; 1 carries an event and keeps its picture
+    assert outputs.stats()["held"]["dropped"] == {"cam-1": 1}
+
+
+def test_a_cancelled_error_from_a_plugin_is_counted_like_any_failure():
+    failures = Failures()
+
+    def cancelled():
+        raise asyncio.CancelledError  # a BaseException: a plugin's cancelled asyncio call lets it out
+
+    assert guarded(failures, "plugin", cancelled) is None and failures.counts() == {"plugin": 1}
