@@ -35,7 +35,8 @@ class FrameSinkOptions(Strict):
         "drop_oldest",
         description="when the queue is full: drop_oldest drops a live camera's oldest waiting frame (counted per "
         "stream), so a slow sink never holds back detection; block makes live frames wait too. File streams "
-        "always wait. Frames that carry events are never dropped",
+        "always wait. Frames that carry events go last, and then only their picture and detections: their "
+        "events still reach the sink (clips still cut, snapshots counted as missed)",
     )
 
 

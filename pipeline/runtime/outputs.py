@@ -2,10 +2,11 @@
 
 A slow or hung sink (a database that stalls, a full disk) holds back only itself. Its queue holds at
 most `queue_size` frames; when it is full, a live camera's frame takes the place of the oldest live
-frame waiting that carries no event (`overflow: drop_oldest`, counted per stream): a frame with events is
-never dropped, since its events already name the snapshot and clip made of it. File frames wait for room
-(nothing of a file is lost), and so do live frames with `overflow: block` or when every waiting live frame
-carries events. Stream start and end markers and events
+frame waiting that carries no event (`overflow: drop_oldest`, counted per stream). Only when every waiting
+live frame carries events does the oldest of them lose its picture and detections; its events still reach
+the sink (`on_events`: the media sink still cuts their clips and counts their snapshots as missed). File
+frames wait for room (nothing of a file is lost), and so do live frames with `overflow: block`. Stream
+start and end markers and events
 never wait. A frame goes into the queue of a sink that does not need its picture (`needs_picture`) without
 it, so a backlog there keeps no decoded picture alive. A failing callback is isolated, counted and logged;
 the sink keeps getting the next items.
@@ -110,7 +111,8 @@ class SinkQueue:
         droppable = live and not self.block_live
         with self._cond:
             while self._frames >= self.capacity and not self._closed:
-                if droppable and self._drop_oldest_live_locked():
+                if droppable and self._live:
+                    self._drop_oldest_live_locked()
                     break
                 if not self._cond.wait(PUT_WAIT_S) and not self._thread.is_alive():
                     raise SinkError(f"sink '{self.sink.name}': its thread is gone; see the log for the cause")
@@ -130,17 +132,19 @@ class SinkQueue:
         if after is not None:
             after.done()
 
-    def _drop_oldest_live_locked(self) -> bool:
-        """Drop the oldest waiting live frame that carries no event (its events' snapshots and clips are
-        announced already); False when there is none (the caller waits, as for a file's frame)."""
-        for i, item in enumerate(self._items):
-            if item.frame_of is not None and not item.args[0].events:
-                self.dropped[item.frame_of] += 1
-                self._frames -= 1
-                self._live -= 1
-                del self._items[i]
-                return True
-        return False
+    def _drop_oldest_live_locked(self) -> None:
+        """Drop the oldest waiting live frame that carries no event; when every one does (their events name
+        the snapshots and clips made of them), the oldest gives up its picture and detections, not its events."""
+        live = [i for i, item in enumerate(self._items) if item.frame_of is not None]
+        i = next((i for i in live if not self._items[i].args[0].events), live[0])
+        item = self._items[i]
+        self.dropped[item.frame_of] += 1
+        self._frames -= 1
+        self._live -= 1
+        if item.args[0].events:
+            self._items[i] = _Item("on_events", (item.frame_of, list(item.args[0].events)))
+        else:
+            del self._items[i]
 
     def retire(self) -> None:
         """Taken out while running: what is queued is still delivered (see `finish`), what is put from now

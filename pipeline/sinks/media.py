@@ -12,6 +12,7 @@ recorder reports back.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -25,7 +26,6 @@ import numpy as np
 
 from pipeline.config.models import AlertRule
 from pipeline.config.outputs import MediaOutput
-from pipeline.errors import SinkError
 from pipeline.sinks.base import BaseSink, ClipRecorder
 from pipeline.types import Event, FrameResult, frame_to_rgb
 
@@ -77,8 +77,13 @@ def crop_box(xyxy: Sequence[float], width: int, height: int, margin: float = 0.1
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            partial.unlink()  # a full disk keeps no half file
+        raise
 
 
 class MediaSink(BaseSink):
@@ -102,7 +107,7 @@ class MediaSink(BaseSink):
         self._rules = {rule.name: rule for rule in alerts}
         self._unrecorded: set[str] = set()  # streams already warned about: clips asked for, no recorder
         self._counts_lock = threading.Lock()  # on_done runs on the recorder's writer thread
-        self.counts = {"snapshots": 0, "crops": 0, "clips": 0, "clips_missed": 0, "errors": 0}
+        self.counts = {"snapshots": 0, "crops": 0, "snapshots_missed": 0, "clips": 0, "clips_missed": 0, "errors": 0}
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._counts_lock:
@@ -133,6 +138,18 @@ class MediaSink(BaseSink):
             files = self.files_for(event)
             if "snapshot" in files:
                 self._snapshot(result, event, media_paths(self.directory, event.stream_id, event.event_id))
+            if "clip" in files:
+                self._request_clip(event, files["clip"])
+
+    def on_events(self, stream_id: str, events: list[Event]) -> None:
+        """Events without their frame (its picture was dropped to keep up with a live camera): their clips are
+        cut all the same (from the stream's packets), their snapshots are counted as missed."""
+        for event in events:
+            files = self.files_for(event)
+            if "snapshot" in files:
+                self._count("snapshots_missed")
+                log.warning("media: no snapshot of event %s: its frame was dropped (the media sink fell behind "
+                            "camera '%s'; see its queue_size)", event.event_id, stream_id)
             if "clip" in files:
                 self._request_clip(event, files["clip"])
 
@@ -180,9 +197,9 @@ class MediaSink(BaseSink):
                 x0, y0, x1, y1 = box
                 _write_atomic(paths.crop, encode_jpeg(np.ascontiguousarray(rgb[y0:y1, x0:x1]), self.jpeg_qscale))
                 self._count("crops")
-        except (OSError, av.error.FFmpegError, ValueError) as exc:
-            self._count("errors")
-            raise SinkError(f"cannot write the snapshot of event {event.event_id} to {paths.snapshot}: {exc}") from exc
+        except (OSError, av.error.FFmpegError, ValueError) as exc:  # this snapshot only: its clip and the frame's
+            self._count("errors")  # other events go on
+            log.error("media: cannot write the snapshot of event %s to %s: %s", event.event_id, paths.snapshot, exc)
 
     @staticmethod
     def _object_box(result: FrameResult, event: Event) -> tuple[int, int, int, int] | None:

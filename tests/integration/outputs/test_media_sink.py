@@ -146,3 +146,26 @@ def test_clip_without_a_recorder_is_counted_as_missed_with_one_warning_per_strea
     assert sink.stats()["clips_missed"] == 3 and not any(tmp_path.rglob("*.mp4"))
     warned = [record.getMessage() for record in caplog.records if "clip recorder" in record.getMessage()]
     assert len(warned) == 2 and "'cam-1'" in warned[0] and "'cam-2'" in warned[1]
+
+
+def test_events_whose_frame_was_dropped_still_get_their_clips_and_count_their_snapshots_missed(tmp_path):
+    recorder = RecorderDouble()
+    sink = MediaSink(MediaOutput(type="media", directory=tmp_path), [rule(clip=True)], clips=recorder)
+    sink.open()
+    event = event_at(1_000)
+    sink.on_events("cam-1", [event])  # what the sink's queue hands on of a live frame it had to drop
+    assert [request[4] for request in recorder.requests] == [media_paths(tmp_path, "cam-1", event.event_id).clip]
+    assert sink.stats()["snapshots_missed"] == 1 and not any(tmp_path.rglob("*.jpg"))
+
+
+def test_a_snapshot_that_cannot_be_written_costs_neither_its_clip_nor_the_frames_other_events(tmp_path):
+    recorder = RecorderDouble()
+    sink = MediaSink(MediaOutput(type="media", directory=tmp_path), [rule(clip=True)], clips=recorder)
+    sink.open()
+    first, second = event_at(1, track_id=1), event_at(2, track_id=2)
+    blocked = media_paths(tmp_path, "cam-1", first.event_id).snapshot
+    blocked.parent.mkdir(parents=True)
+    blocked.with_name(blocked.name + ".part").mkdir()  # the snapshot's file cannot be written
+    sink.on_frame(result_for(np.zeros((32, 32, 3), np.uint8), [first, second]))
+    assert len(recorder.requests) == 2 and media_paths(tmp_path, "cam-1", second.event_id).snapshot.exists()
+    assert (sink.stats()["errors"], sink.stats()["snapshots"]) == (1, 1)

@@ -35,7 +35,7 @@ def frame(seq: int, alert: bool = False) -> FrameResult:
     return result
 
 
-def test_a_full_queue_drops_the_oldest_live_frame_without_events_never_one_with_events():
+def test_a_full_queue_drops_the_oldest_live_frame_without_events_before_any_with_events():
     sink = HeldSink()
     outputs = OutputSinks([(sink, FrameSinkOptions(queue_size=2))], Failures())
     outputs.open()
@@ -46,6 +46,21 @@ def test_a_full_queue_drops_the_oldest_live_frame_without_events_never_one_with_
     sink.release.set()
     assert outputs.finish(10)
     assert sink.seqs["cam-1"] == [0, 1, 3]  # 2 made room for 3; 1 carries an event and keeps its picture
+    assert outputs.stats()["held"]["dropped"] == {"cam-1": 1}
+
+
+def test_when_every_waiting_frame_has_events_the_oldest_gives_up_its_picture_but_not_its_events():
+    sink = HeldSink()  # a slow sink must not hold the cameras back, even on a scene with events on every frame
+    outputs = OutputSinks([(sink, FrameSinkOptions(queue_size=2))], Failures())
+    outputs.open()
+    outputs.submit(frame(0), live=True)
+    assert sink.busy.wait(10)
+    for seq in (1, 2, 3):
+        outputs.submit(frame(seq, alert=True), live=True)
+    sink.release.set()
+    assert outputs.finish(10)
+    assert sink.seqs["cam-1"] == [0, 2, 3]
+    assert [event.ts_ns for event in sink.events["cam-1"]] == [10**8, 2 * 10**8, 3 * 10**8]  # 1's event too
     assert outputs.stats()["held"]["dropped"] == {"cam-1": 1}
 
 
