@@ -125,6 +125,8 @@ class MediaOutput(FrameSinkOptions):
         None, description="keep each stream's recent packets for event clips; null = when an alert rule asks for "
         "clips, true = always (for events of `stages:` plugins that ask for clips in their payload)",
     )
+    retention_days: Retention | None = Field(
+        None, description="delete snapshots, crops and clips older than this (checked hourly); null = keep them")
 
 
 class MotExport(FrameSinkOptions):

@@ -27,6 +27,7 @@ import numpy as np
 from pipeline.config.models import AlertRule
 from pipeline.config.outputs import MediaOutput
 from pipeline.sinks.base import BaseSink, ClipRecorder
+from pipeline.sinks.media_retention import MediaRetention
 from pipeline.types import Event, FrameResult, frame_to_rgb
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ class MediaSink(BaseSink):
         self.config = config
         self.directory = Path(config.directory).absolute()  # events name their files by these paths
         self.clips = clips
+        self.retention = MediaRetention(self.directory, config.retention_days)
         self.jpeg_qscale = jpeg_qscale
         self._rules = {rule.name: rule for rule in alerts}
         self._unrecorded: set[str] = set()  # streams already warned about: clips asked for, no recorder
@@ -122,6 +124,7 @@ class MediaSink(BaseSink):
     # -- Sink protocol ----------------------------------------------------------------------------
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.retention.start()
 
     def files_for(self, event: Event) -> dict[str, Path]:
         """The files this sink writes for `event`, one of a frame's, by role (`snapshot`, `clip`); the event
@@ -160,6 +163,7 @@ class MediaSink(BaseSink):
 
     def close(self) -> None:
         """Nothing to flush; clips still being cut are reported when the recorder closes."""
+        self.retention.close()
 
     # -- clips ------------------------------------------------------------------------------------
     def _request_clip(self, event: Event, path: Path) -> None:
@@ -216,4 +220,4 @@ class MediaSink(BaseSink):
 
     def stats(self) -> dict[str, int]:
         with self._counts_lock:
-            return dict(self.counts)
+            return {**self.counts, "deleted": self.retention.deleted}

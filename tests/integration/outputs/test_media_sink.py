@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from pathlib import Path
 
 import av
@@ -169,3 +171,23 @@ def test_a_snapshot_that_cannot_be_written_costs_neither_its_clip_nor_the_frames
     sink.on_frame(result_for(np.zeros((32, 32, 3), np.uint8), [first, second]))
     assert len(recorder.requests) == 2 and media_paths(tmp_path, "cam-1", second.event_id).snapshot.exists()
     assert (sink.stats()["errors"], sink.stats()["snapshots"]) == (1, 1)
+
+
+def test_media_past_retention_and_half_written_files_are_deleted_and_the_rest_kept(tmp_path):
+    old_day, hours_ago = time.time() - 3 * 86_400, time.time() - 2 * 3600
+    folder = tmp_path / "cam-1"
+    folder.mkdir()
+    files = {name: folder / name for name in ("old.jpg", "old_crop.jpg", "old.mp4", "new.jpg", "new.mp4",
+                                              "stale.mp4.part", "writing.jpg.part", "notes.txt")}
+    for name, path in files.items():
+        path.write_bytes(b"x")
+        if name.startswith(("old", "notes")):
+            os.utime(path, (old_day, old_day))
+        elif name.startswith("stale"):
+            os.utime(path, (hours_ago, hours_ago))
+    sink = MediaSink(MediaOutput(type="media", directory=tmp_path, retention_days=2))
+    sink.open()  # swept at once, then hourly
+    assert sink.retention.swept.wait(10)
+    sink.close()
+    assert sorted(p.name for p in folder.iterdir()) == ["new.jpg", "new.mp4", "notes.txt", "writing.jpg.part"]
+    assert sink.stats()["deleted"] == 4
