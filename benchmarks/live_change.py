@@ -158,13 +158,15 @@ def add_streams(model: Path, clip: Path, streams: int, *, add: int = 16, warm_s:
         after = watch.poll(changed, timeout_s)
         c1 = len(compiles)
         end = watch.poll(lambda: False, window_s)
+        children = runner.parts.sources.children
+        processes = children.count if children is not None else 0
     finally:
         runner.request_stop()
         pipeline.join(120)
     if failure:
         raise failure[0]
     return {"streams": streams, "added": add, "decode": decode, "engine": engine,
-            "decode_processes": runner.plan.decode_processes, "poll_ms": poll_ms, "ready_s": ready_s,
+            "decode_processes": processes, "poll_ms": poll_ms, "ready_s": ready_s,
             "fair_share": streams / (streams + add), "kernel_compiles_during": c1 - c0,
             **summarize(watch.samples, old, calls, (before, change, after, end))}
 

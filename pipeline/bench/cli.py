@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -61,7 +62,7 @@ def _bench(args, argv: list[str]) -> int:
     plan = plan_for(args.max)
     if base.runtime.decode_processes == "auto" and plan.per_child:  # the ramp adds its cameras one at a time:
         # every one in a decode process from the first, as a config that starts with them all has them
-        children = math.ceil(sum(s.in_child for s in plan.streams) / plan.per_child)
+        children = min(math.ceil(sum(s.in_child for s in plan.streams) / plan.per_child), plan.decode_processes)
         base = base.model_copy(update={"runtime": base.runtime.model_copy(update={"decode_processes": children})})
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"command": "run_pipeline.py bench " + " ".join(argv), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
@@ -104,8 +105,11 @@ def _bench(args, argv: list[str]) -> int:
 
 
 def _save(report: dict, out: Path) -> None:
-    """bench.json as measured so far (`complete` once the run has ended)."""
-    (out / "bench.json").write_text(json.dumps(report, indent=1, default=str))
+    """bench.json as measured so far (`complete` once the run has ended), replaced whole: a run killed while
+    writing keeps the previous one."""
+    partial = out / "bench.json.part"
+    partial.write_text(json.dumps(report, indent=1, default=str))
+    os.replace(partial, out / "bench.json")
 
 
 def _decode_table(args, base: PipelineConfig, out: Path) -> int:

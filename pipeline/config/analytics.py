@@ -27,7 +27,7 @@ class ZoneConfig(Strict):
 
     @model_validator(mode="after")
     def _encloses_an_area(self) -> "ZoneConfig":
-        crossing = crossing_edges(self.polygon)
+        crossing = crossing_edges(_distinct(self.polygon))
         if crossing is not None:
             raise KeyPathError(("polygon",), f"edges {crossing[0]} and {crossing[1]} cross each other; list the "
                                "vertices in order around the zone")
@@ -108,9 +108,16 @@ def crossing_edges(points: list[Point]) -> tuple[int, int] | None:
     return None
 
 
+def _distinct(points: list[Point]) -> list[Point]:
+    """`points` without a vertex listed twice in a row, or again at the end (a closed ring, as drawing tools
+    export it): the same polygon."""
+    out = [p for i, p in enumerate(points) if i == 0 or p != points[i - 1]]
+    return out[:-1] if len(out) > 1 and out[-1] == out[0] else out
+
+
 def _segments_meet(a: Point, b: Point, c: Point, d: Point) -> bool:
-    """Whether segments ab and cd cross or one ends on the other (all four points on one line: not here, the
-    zone's area check refuses that)."""
+    """Whether segments ab and cd cross or one ends on the other (not when all four points lie on one line:
+    a zone whose vertices all do is refused by its area)."""
     sides = _side(a, b, c), _side(a, b, d), _side(c, d, a), _side(c, d, b)
     return sides[0] * sides[1] <= 0 and sides[2] * sides[3] <= 0 and any(sides)
 

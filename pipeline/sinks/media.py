@@ -146,8 +146,11 @@ class MediaSink(BaseSink):
 
     def on_events(self, stream_id: str, events: list[Event]) -> None:
         """Events without their frame (its picture was dropped to keep up with a live camera): their clips are
-        cut all the same (from the stream's packets), their snapshots are counted as missed."""
+        cut all the same (from the stream's packets), their snapshots are counted as missed. Events that belong
+        to no frame (a stream's end) name no files and get none."""
         for event in events:
+            if event.snapshot is None and event.clip is None:
+                continue
             files = self.files_for(event)
             if "snapshot" in files:
                 self._count("snapshots_missed")

@@ -265,6 +265,8 @@ class DecodeProcesses:
             if worker is None or isinstance(image, Exception):  # forgotten meanwhile, or its copy failed
                 if worker is not None:
                     worker.copy_failed(image)
+                    if not worker.config.realtime:  # the frame took a credit that no ring will give back
+                        self._outbox.put(("credit", child.number, message.index, 1))
                 frames.append(None)
                 continue
             frames.append(Frame(worker.config.id, message.seq, message.pts_ns, message.wall_ns, image,

@@ -6,8 +6,9 @@ alerts at the same stream times (their event ids are new: each run's are, see `p
 Semantics per `AlertRule.when` (times in seconds of stream time):
 - "enter": a track has been inside `zone` for `debounce_s` (0 = on the entering frame); once per visit.
 - "dwell": a track has been inside `zone` for max(`min_seconds`, `debounce_s`); once per visit.
-  Both fire on a frame the track is seen on: a track no longer reported, whose visit the zone keeps for
-  `max_missing_s` in case it comes back, fires when it does (or never, if its visit ends "lost").
+  Both fire on a frame the track is detected on: a track no longer detected (lost, or only predicted while
+  its tracker coasts), whose visit the zone keeps for `max_missing_s` in case it comes back, fires when it
+  does (or never, if its visit ends "lost").
 - "exit": a track left `zone` (walked out, or lost for the zone's `max_missing_s`) after a visit of at
   least `debounce_s`; visits closed by the end of the stream do not fire.
 - "cross": a track crossed `line` in `direction` ("in", "out" or "any"); debounce does not apply.
@@ -78,7 +79,7 @@ class RuleEngine:
         out = []
         for visit in zone.inside.values():
             key = (rule.name, visit.track_id, visit.entered_ns)
-            if key in self._fired_visits or visit.last_seen_ns != ts_ns or not self._class_ok(rule, visit.class_id):
+            if key in self._fired_visits or visit.detected_ns != ts_ns or not self._class_ok(rule, visit.class_id):
                 continue
             if visit.dwell_s(ts_ns) >= hold_s:
                 fired = self._fire(rule, visit.track_id, visit.class_id, at, {"dwell_s": round(visit.dwell_s(ts_ns), 3)})

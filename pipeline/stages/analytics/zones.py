@@ -24,7 +24,8 @@ class Visit:
     track_id: int
     class_id: int
     entered_ns: int
-    last_seen_ns: int
+    last_seen_ns: int  # reported on a frame: detected, or a coasting prediction
+    detected_ns: int  # detected on a frame (score above 0)
 
     def dwell_s(self, now_ns: int) -> float:
         return (now_ns - self.entered_ns) / NS
@@ -73,16 +74,20 @@ class ZoneMonitor:
         inside = points_in_polygon(anchors, self.polygon)
         band = np.minimum(np.maximum(self.hysteresis * (boxes[:, 3] - boxes[:, 1]), self.min_band_px), self.max_band_px)
         clear = distance_to_boundary(anchors, self.polygon) > band  # far enough from the edge to decide
-        clear &= np.asarray(score)[keep] > 0  # a coasting prediction (score 0) keeps a visit, never starts or ends one
+        detected = np.asarray(score)[keep] > 0
+        clear &= detected  # a coasting prediction (score 0) keeps a visit, never starts or ends one
         events = []
-        for tid, cid, is_in, decided in zip(ids.tolist(), classes.tolist(), inside.tolist(), clear.tolist()):
+        for tid, cid, is_in, decided, seen in zip(ids.tolist(), classes.tolist(), inside.tolist(), clear.tolist(),
+                                                  detected.tolist()):
             visit = self.inside.get(tid)
+            if visit is not None and seen:
+                visit.detected_ns = ts_ns
             if not decided:
                 if visit is not None:
                     visit.last_seen_ns = ts_ns
                 continue
             if is_in and visit is None:
-                self.inside[tid] = Visit(tid, cid, ts_ns, ts_ns)
+                self.inside[tid] = Visit(tid, cid, ts_ns, ts_ns, ts_ns)
                 self.entered_total += 1
                 events.append(at.event(self.name, "zone_enter", tid, cid, {"zone": self.name}))
             elif is_in:

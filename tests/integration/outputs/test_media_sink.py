@@ -5,6 +5,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -155,9 +156,12 @@ def test_events_whose_frame_was_dropped_still_get_their_clips_and_count_their_sn
     sink = MediaSink(MediaOutput(type="media", directory=tmp_path), [rule(clip=True)], clips=recorder)
     sink.open()
     event = event_at(1_000)
-    sink.on_events("cam-1", [event])  # what the sink's queue hands on of a live frame it had to drop
+    named = replace(event, **{role: str(path) for role, path in sink.files_for(event).items()})  # as published
+    sink.on_events("cam-1", [named])  # what the sink's queue hands on of a live frame it had to drop
     assert [request[4] for request in recorder.requests] == [media_paths(tmp_path, "cam-1", event.event_id).clip]
     assert sink.stats()["snapshots_missed"] == 1 and not any(tmp_path.rglob("*.jpg"))
+    sink.on_events("cam-1", [event_at(2_000)])  # an event of no frame (a stream's end) names no files: none made
+    assert len(recorder.requests) == 1 and sink.stats()["snapshots_missed"] == 1
 
 
 def test_a_snapshot_that_cannot_be_written_costs_neither_its_clip_nor_the_frames_other_events(tmp_path):

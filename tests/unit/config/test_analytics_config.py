@@ -28,6 +28,12 @@ def test_crossing_edges_ignores_neighbours_that_share_a_vertex():
     assert crossing_edges([(0, 0), (10, 0), (10, 10), (0, 10)]) is None
 
 
+def test_a_zone_drawn_as_a_closed_ring_or_with_a_vertex_twice_in_a_row_is_the_same_zone():
+    square = [(0, 0), (40, 0), (40, 40), (0, 40)]
+    for polygon in ([*square, (0, 0)], [(0, 0), (40, 0), (40, 0), (40, 40), (0, 40)]):
+        assert ZoneConfig(name="z", polygon=polygon).polygon == polygon
+
+
 def test_a_line_needs_two_distinct_endpoints():
     assert LineConfig(name="gate", start=(0, 0), end=(1, 0))
     with pytest.raises(ValidationError, match="within a pixel of start"):

@@ -4,6 +4,7 @@ fails loses its own frame only."""
 from __future__ import annotations
 
 import itertools
+import queue
 import sys
 import types
 
@@ -101,18 +102,20 @@ def test_a_frame_whose_copy_fails_is_lost_alone_and_its_slot_comes_back(cupy):
     bad_ref = bad.ref(bad.allocate(348, 424), 0.0)
     bad_ref.handle = None  # as if the frame that carried the pool's handle never arrived
     processes = DecodeProcesses(types.SimpleNamespace(), max_children=1)
-    try:
-        processes._copies = DeviceFrames(0)
-        child = types.SimpleNamespace(number=0, workers={
-            index: RemoteWorker(StreamConfig(id=name, url="cam.mp4"), "nvdec", 0.0, lambda w: None)
-            for index, name in enumerate(("good", "bad"))})
-        received = [(child, msg.FrameMsg(index, 1, 0, 0, 424, 232, "nv12", ref, 0, 0))
-                    for index, ref in enumerate((good_ref, bad_ref))]
-        frames = processes._frames(received)
-        freed = processes._copies.finish()
-    finally:
-        processes.close()
+    processes.close()  # its threads end: what the receiver would send the children stays in `sent`
+    processes._outbox = sent = queue.SimpleQueue()
+    processes._copies = DeviceFrames(0)
+    child = types.SimpleNamespace(number=0, workers={
+        index: RemoteWorker(StreamConfig(id=name, url="cam.mp4"), "nvdec", 0.0, lambda w: None)
+        for index, name in enumerate(("good", "bad"))})
+    received = [(child, msg.FrameMsg(index, 1, 0, 0, 424, 232, "nv12", ref, 0, 0))
+                for index, ref in enumerate((good_ref, bad_ref))]
+    frames = processes._frames(received)
+    freed = processes._copies.finish()
     assert [f.stream_id if f else None for f in frames] == ["good", None]
+    # a file's frame is sent against a credit its ring gives back once the frame leaves it: this one never
+    # enters the ring, so its credit goes back at once (else a few failures stall the file for good)
+    assert sent.get_nowait() == ("credit", 0, 1, 1) and sent.empty()
     assert sorted((key[1], g, s) for key, g, s in freed) == [(0, good_ref.generation, good_ref.slot),
                                                              (1, bad_ref.generation, bad_ref.slot)]
     assert child.workers[0].stats()["dropped_copy"] == 0

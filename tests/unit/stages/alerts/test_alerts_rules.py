@@ -132,3 +132,10 @@ def test_a_rule_changed_only_in_what_it_brings_does_not_fire_again_for_what_it_f
     again = tracked_frame(40, [(1, *INSIDE), (2, 150, 150)])
     analytics.process(again)
     assert sorted(e.track_id for e in alerts(again.events)) == [1, 2]
+
+
+def test_a_coasting_prediction_is_not_a_detection_a_dwell_alert_fires_on():
+    loiter = AlertRule(name="loiter", when="dwell", zone="square", min_seconds=1.5)
+    detected, coasting = [(1, *INSIDE)], [(1, *INSIDE, 0, 0.0)]  # score 0: the tracker's predicted box
+    fired = alerts(run(stage(loiter), [detected] * 14 + [coasting] * 3 + [detected] * 3))
+    assert [e.ts_ns for e in fired] == [1_700_000_000]  # not at 1.5 s on a prediction: at the next detection
