@@ -117,22 +117,28 @@ def local_time(ns: int | None, tz: ZoneInfo) -> str | None:
 
 def require_current_schema(target: Target) -> None:
     """SinkError unless `target` has this version's schema (and so its views): an older one is upgraded by
-    opening it with a storage sink, which reading here does not do."""
+    opening it with a storage sink, which reading here does not do; a newer one needs a newer streamweave."""
     rows = select_rows(target, "SELECT value FROM streamweave_meta WHERE key = 'schema_version'")
     found = int(rows[0][0]) if rows else None
+    if found is not None and found > SCHEMA_VERSION:
+        raise SinkError(f"{mask_url(str(target))} has schema version {found}, written by a newer streamweave; this "
+                        f"one reads version {SCHEMA_VERSION}: upgrade streamweave to read it")
     if found != SCHEMA_VERSION:
         raise SinkError(f"{mask_url(str(target))} has schema version {found}, this streamweave reads version "
                         f"{SCHEMA_VERSION}: run the pipeline on it once (its storage sink upgrades it), then ask again")
 
 
 def _bucketed(rows: list[tuple], buckets: Buckets, names: tuple[str, ...]) -> list[dict]:
-    """Rows `(*key, minute, count)` added up per key and bucket, ordered by key, then time."""
+    """Rows `(*key, minute, count)` added up per key and bucket, ordered by key, then time. Buckets are keyed by
+    their start in UTC: local starts that differ only in `fold` (the hour repeated when clocks go back) compare
+    equal, and would merge two hours into one."""
     totals: dict[tuple, int] = {}
     for *key, minute, count in rows:
-        group = (*key, buckets.start(int(minute)))
+        group = (*key, buckets.start(int(minute)).astimezone(timezone.utc))
         totals[group] = totals.get(group, 0) + int(count)
-    ordered = sorted(totals.items(), key=lambda item: ([str(v) for v in item[0][:-1]], item[0][-1].timestamp()))
-    return [dict(zip(names, (*key[:-1], buckets.label(key[-1]), count))) for key, count in ordered]
+    ordered = sorted(totals.items(), key=lambda item: ([str(v) for v in item[0][:-1]], item[0][-1]))
+    return [dict(zip(names, (*key[:-1], buckets.label(key[-1].astimezone(buckets.tz)), count)))
+            for key, count in ordered]
 
 
 def line_counts(target: Target, filters: Filters, buckets: Buckets) -> list[dict]:

@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("words", nargs="*", metavar="CONFIG WHAT",
                         help=f"the config whose storage sink to read, then what to answer: {', '.join(WHATS)} "
                              "(default summary)")
-    parser.add_argument("--db", metavar="PATH|DSN", help="read this SQLite file or postgresql:// DSN instead")
+    parser.add_argument("--db", metavar="PATH|DSN", help="read this SQLite file or PostgreSQL DSN (postgresql://... "
+                                                        "or \"host=... dbname=...\") instead")
     runs = parser.add_mutually_exclusive_group()
     runs.add_argument("--run", action="append", metavar="ID", help="this run (again for several); default: the latest")
     runs.add_argument("--all-runs", action="store_true", help="every run, each apart")

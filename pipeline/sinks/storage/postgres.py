@@ -1,10 +1,12 @@
 """PostgreSQL storage for fleets: the same schema as SQLite, written through psycopg 3.
 
-A lost connection (server restart, network) raises `StorageUnavailable`; the writer keeps the batch
-and retries, reconnecting here on the next attempt, so a restart loses no rows. Nor does it double any: when
+A lost connection (server restart, network), or a server that does not take writes for now (read-only, shutting
+down, a privilege revoked), raises `StorageUnavailable`; the writer keeps the batch and retries, reconnecting here
+on the next attempt, so a restart loses no rows. Nor does it double any: when
 the connection drops after COMMIT reached the server, the batch is stored but the writer cannot know it; each
 batch's id goes into `stored_batches` in the batch's own transaction, and a retry that finds it there writes
-nothing (ids are kept a day, `schema.STORED_BATCHES_KEPT_S`). The password belongs
+nothing (ids are kept a day, `schema.STORED_BATCHES_KEPT_S`). Only rows the server refuses for their values
+(`rows_at_fault`) are dropped. The password belongs
 in PGPASSWORD or ~/.pgpass; the DSN is masked wherever it is shown.
 """
 from __future__ import annotations
@@ -47,6 +49,15 @@ def connection_lost(exc: Exception, conn) -> bool:
     return isinstance(exc, (pg.OperationalError, pg.InterfaceError)) or conn.broken
 
 
+def rows_at_fault(exc: Exception) -> bool:
+    """Whether `exc` (a psycopg error, or one raised sending a value) refuses the rows' values, so that writing them
+    again fails too: a value the column cannot hold, a constraint the rows break. Any other error is the server's
+    state, not the rows': read-only (a standby after a failover, a full disk), shutting down, a privilege revoked,
+    out of resources; the rows are kept and written again."""
+    pg = _psycopg()
+    return isinstance(exc, (pg.DataError, pg.IntegrityError, *UNSENDABLE))
+
+
 def open_connection(dsn: str, connect_timeout_s: float, statement_timeout_ms: int, idle_limit_ms: int,
                     application_name: str = "streamweave"):
     """An autocommit psycopg connection with bounded waits: on a half-open connection no statement or socket
@@ -84,7 +95,8 @@ class PostgresBackend:
         self._conn = None
 
     def connect(self) -> None:
-        """Connect and create the schema; `StorageUnavailable` when the server cannot be reached."""
+        """Connect and create the schema; `StorageUnavailable` when the server cannot be reached or does not take
+        writes now, `SinkError` for a DSN libpq cannot parse or a database that is not streamweave's."""
         pg = self._pg
         try:
             fence = self.fence
@@ -97,6 +109,9 @@ class PostgresBackend:
                 f"cannot connect to PostgreSQL '{self.target}': {_first_line(exc)}; "
                 "check the server is up and the DSN (password in PGPASSWORD)"
             ) from exc
+        except pg.ProgrammingError as exc:  # libpq cannot parse the DSN: an unknown option, a bad value
+            raise SinkError(f"PostgreSQL DSN '{self.target}' is not valid: {_first_line(exc)}; "
+                            "write postgresql://user@host/db or libpq's key=value form") from exc
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
@@ -104,14 +119,13 @@ class PostgresBackend:
         except SinkError:
             conn.close()
             raise
-        except pg.Error as exc:
+        except pg.Error as exc:  # the server's state (no rows are written here): retried, as for rows
             lost = connection_lost(exc, conn)
             conn.close()
-            if lost:
-                raise StorageUnavailable(f"PostgreSQL '{self.target}' lost while creating the schema: {exc}") from exc
-            raise SinkError(
-                f"PostgreSQL '{self.target}': cannot create the schema: {_first_line(exc)}; "
-                "the user needs CREATE on the database"
+            raise StorageUnavailable(
+                f"PostgreSQL '{self.target}' lost while creating the schema: {_first_line(exc)}" if lost else
+                f"PostgreSQL '{self.target}': cannot create or check the schema: {_first_line(exc)}; "
+                "the server must accept writes and the user needs CREATE on the database"
             ) from exc
         self._conn = conn
 
@@ -141,13 +155,14 @@ class PostgresBackend:
             log.warning("PostgreSQL '%s': batch %s was stored by an earlier attempt whose answer was lost; "
                         "not written again", self.target, rows.batch)
 
-    def delete_older_than(self, cutoff_wall_ns: int) -> int:
+    def delete_older_than(self, cutoff_wall_ns: int, limit: int) -> int:
         counts: list[int] = []
 
         def delete(cur) -> None:
             for sql in self._sql.retention:
-                cur.execute(sql, (cutoff_wall_ns,))
-                counts.append(cur.rowcount)
+                if sum(counts) < limit:
+                    cur.execute(sql, (cutoff_wall_ns, limit - sum(counts)))
+                    counts.append(cur.rowcount)
 
         self._run(delete, "retention")
         return sum(counts)
@@ -188,7 +203,7 @@ class PostgresBackend:
             if isinstance(exc, pg.Error) and connection_lost(exc, conn):
                 self.close()
                 raise StorageUnavailable(f"PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc
-            refused = RowsRefused if isinstance(exc, (pg.DataError, *UNSENDABLE)) else SinkError
+            refused = RowsRefused if rows_at_fault(exc) else StorageUnavailable  # kept and retried
             raise refused(f"PostgreSQL '{self.target}' refused {what}: {_first_line(exc)}") from exc
 
 

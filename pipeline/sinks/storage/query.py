@@ -1,12 +1,14 @@
 """Reading stored results back (CLI summary, tests, notebooks); works on SQLite and PostgreSQL alike.
 
-`target` is a SQLite file path, a `postgresql://` DSN, or an open sqlite3 / psycopg connection. `run`
+`target` is a SQLite file path (`~` is the home folder), a PostgreSQL DSN (`postgresql://...` or libpq's
+`host=... dbname=...`), or an open sqlite3 / psycopg connection. `run`
 says which runs to read: None (the default) the latest one (by start time), a run id that one, a list
 of run ids those, `ALL_RUNS` every run (`runs(target)` lists them).
 """
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,11 +20,19 @@ import numpy as np
 from pipeline.errors import SinkError
 from pipeline.masking import mask_url
 from pipeline.sinks.outputs.payload import event_to_dict
+from pipeline.sinks.storage.postgres import _first_line, _psycopg, open_connection
+from pipeline.sinks.storage.schema import statements
 from pipeline.types import Event
 
 Target = Any  # str | Path | sqlite3.Connection | psycopg.Connection
 Runs = Union[str, Sequence[str], None]  # see the module docstring
 ALL_RUNS = "*"
+
+READ_CONNECT_TIMEOUT_S = 5.0
+READ_STATEMENT_TIMEOUT_MS = 30_000
+"""A PostgreSQL read gives up after these (a server that accepts connections and never answers, a query
+too slow for an answer), so `query`, the events API and the console answer with an error, not never."""
+_KEY_VALUE_DSN = re.compile(r"\s*[A-Za-z_]+\s*=")  # libpq's `host=db dbname=site`
 
 
 @dataclass(slots=True)
@@ -52,34 +62,78 @@ def storage_target(sinks) -> str | None:
     return str(storage.path if storage.type == "sqlite" else storage.dsn)
 
 
+def is_postgres(target: str | Path) -> bool:
+    """Whether `target` names a PostgreSQL database: a postgresql:// URL, or libpq's key=value DSN that is not
+    the name of an existing file."""
+    if isinstance(target, Path):
+        return False
+    if target.startswith(("postgresql://", "postgres://")):
+        return True
+    return bool(_KEY_VALUE_DSN.match(target)) and not Path(target).expanduser().exists()
+
+
 @contextmanager
 def connect(target: Target) -> Iterator[tuple[Any, str]]:
-    """Yield `(connection, parameter marker)`; connections opened here are closed afterwards."""
+    """Yield `(connection, parameter marker)`; connections opened here are closed afterwards, and their errors
+    raise `SinkError` naming `target` (one that is not a streamweave database says so)."""
     if isinstance(target, sqlite3.Connection):
         yield target, "?"
-        return
-    if isinstance(target, (str, Path)) and str(target).startswith(("postgresql://", "postgres://")):
-        import psycopg  # noqa: PLC0415 - optional dependency
-
-        try:
-            conn = psycopg.connect(str(target), autocommit=True)
-        except psycopg.OperationalError as exc:
-            raise SinkError(f"cannot read PostgreSQL '{mask_url(str(target))}': {str(exc).strip().splitlines()[0]}; "
-                            "check the server is up and the DSN (password in PGPASSWORD)") from exc
-        with conn:
+    elif isinstance(target, (str, Path)) and is_postgres(target):
+        with _postgres(str(target)) as conn:
             yield conn, "%s"
-        return
-    if isinstance(target, (str, Path)):
-        path = Path(target)
-        if not path.exists():
-            raise SinkError(f"no stored results at '{path}'; run the pipeline with a sqlite sink first")
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
+    elif isinstance(target, (str, Path)):
+        with _sqlite(Path(target).expanduser()) as conn:
             yield conn, "?"
-        finally:
-            conn.close()
-        return
-    yield target, "%s"  # an open psycopg connection
+    else:
+        yield target, "%s"  # an open psycopg connection
+
+
+@contextmanager
+def _sqlite(path: Path) -> Iterator[sqlite3.Connection]:
+    if not path.exists():
+        raise SinkError(f"no stored results at '{path}'; run the pipeline with a sqlite sink first")
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)  # as_uri quotes '#', '?' and '%'
+    try:
+        yield conn
+    except sqlite3.Error as exc:
+        not_sqlite = getattr(exc, "sqlite_errorname", None) == "SQLITE_NOTADB"
+        raise _read_error(conn, "sqlite", f"'{path}'", exc,
+                          not_sqlite or str(exc).startswith("no such table")) from exc
+    finally:
+        conn.close()
+
+
+@contextmanager
+def _postgres(dsn: str) -> Iterator[Any]:
+    pg = _psycopg()
+    shown = f"PostgreSQL '{mask_url(dsn)}'"
+    try:
+        conn = open_connection(dsn, READ_CONNECT_TIMEOUT_S, READ_STATEMENT_TIMEOUT_MS, READ_STATEMENT_TIMEOUT_MS,
+                               application_name="streamweave query")
+    except pg.Error as exc:
+        raise SinkError(f"cannot read {shown}: {_first_line(exc)}; check the server is up and the DSN (password "
+                        "in PGPASSWORD)") from exc
+    with conn:
+        try:
+            yield conn
+        except pg.Error as exc:
+            raise _read_error(conn, "postgres", shown, exc, exc.sqlstate == "42P01") from exc  # 42P01: no such table
+
+
+def _read_error(conn, dialect: str, shown: str, exc: Exception, table_missing: bool) -> SinkError:
+    """`exc`, raised reading `shown`, as a SinkError; when a table is missing (or the file is no database at all)
+    and `conn` has no `streamweave_meta`, one that says it is not a streamweave database."""
+    if table_missing and not _is_streamweave(conn, dialect):
+        return SinkError(f"{shown} is not a streamweave database ({_first_line(exc)}); give the file of a sqlite "
+                         "sink or the DSN of a postgres sink")
+    return SinkError(f"cannot read {shown}: {_first_line(exc)}")
+
+
+def _is_streamweave(conn, dialect: str) -> bool:
+    try:
+        return bool(conn.execute(statements(dialect).table_exists, ("streamweave_meta",)).fetchone()[0])
+    except sqlite3.DatabaseError:  # not a SQLite file
+        return False
 
 
 def select_rows(target: Target, sql: str, params: tuple = ()) -> list[tuple]:

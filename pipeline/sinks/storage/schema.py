@@ -65,6 +65,7 @@ TRACK_COLUMNS = ("run_id", "stream_id", "track_id", "class_id", "first_pts_ns", 
 EVENT_COLUMNS = ("event_id", "run_id", "stream_id", "rule", "kind", "track_id", "class_id", "ts_ns", "payload",
                  "wall_ns", "class_name", "snapshot", "clip", "instance")
 STREAM_COLUMNS = ("stream_id", "url", "first_seen_ns", "last_seen_ns")
+_TABLE_NAMES = ("runs", "streams", "detections", "track_boxes", "tracks", "events")
 
 _META = "CREATE TABLE IF NOT EXISTS streamweave_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 
@@ -217,7 +218,8 @@ class Statements:
     upsert_stream: str
     upsert_run: str
     set_version: str
-    retention: list[str]
+    table_exists: str  # one row, true when the table named (parameter) exists
+    retention: list[str]  # per table, delete at most (second parameter) rows older than (first parameter)
     # PostgreSQL only (None in SQLite): a batch's id, stored with it; see the module docstring
     has_stored_batches: str | None = None  # one row, true when the table exists
     create_stored_batches: tuple[str, ...] = ()
@@ -289,11 +291,14 @@ def statements(dialect: Dialect) -> Statements:
             f"INSERT INTO streamweave_meta (key, value) VALUES ('schema_version', {p}) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
         ),
+        table_exists=("SELECT COUNT(*) FROM sqlite_master WHERE name = ?" if dialect == "sqlite" else
+                      "SELECT to_regclass(%s) IS NOT NULL"),
         retention=[
-            f"DELETE FROM detections WHERE wall_ns < {p}",
-            f"DELETE FROM track_boxes WHERE wall_ns < {p}",
-            f"DELETE FROM events WHERE wall_ns < {p}",
-            f"DELETE FROM tracks WHERE last_wall_ns < {p}",
+            f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ? LIMIT ?)"
+            if dialect == "sqlite" else  # ctid = ANY(ARRAY(...)): a TID scan of the rows found, no join
+            f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {column} < %s LIMIT %s))"
+            for table, column in (("detections", "wall_ns"), ("track_boxes", "wall_ns"), ("events", "wall_ns"),
+                                  ("tracks", "last_wall_ns"))
         ],
         **batches,
     )
@@ -301,7 +306,8 @@ def statements(dialect: Dialect) -> Statements:
 
 def create_or_upgrade(conn: Any, sql: Statements, where: str) -> None:
     """Create the schema in `conn` (sqlite3 or psycopg, inside a transaction), or bring an older version's
-    up to this one. SinkError, naming `where`, for a database a newer streamweave wrote. A database of this
+    up to this one. SinkError, naming `where`, for a database a newer streamweave wrote, and for one without
+    streamweave's schema that has tables of its names (another application's). A database of this
     version is left as it is (its views too: one's own views may read them), but for `stored_batches` (PostgreSQL),
     made when missing."""
     conn.execute(_META)
@@ -310,6 +316,11 @@ def create_or_upgrade(conn: Any, sql: Statements, where: str) -> None:
     if found is not None and found > SCHEMA_VERSION:
         raise SinkError(f"{where} has schema version {found}, written by a newer streamweave; this one writes "
                         f"version {SCHEMA_VERSION}: upgrade streamweave or choose another database")
+    if found is None:
+        taken = [table for table in _TABLE_NAMES if conn.execute(sql.table_exists, (table,)).fetchone()[0]]
+        if taken:
+            raise SinkError(f"{where} holds tables streamweave did not make ({', '.join(taken)}): it is another "
+                            "application's database; give streamweave a file or database of its own")
     if found != SCHEMA_VERSION:
         for ddl in sql.create if found is None else sql.upgrade[found]:
             conn.execute(ddl)

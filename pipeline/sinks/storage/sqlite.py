@@ -13,6 +13,8 @@ from pipeline.types import Run
 
 # "database is locked" / "disk I/O error" pass; a constraint or type error will not.
 _TRANSIENT = (sqlite3.OperationalError,)
+# The rows' values at fault (NULL or NaN where a value is required, an integer beyond 64 bits): a retry fails too.
+_ROWS_AT_FAULT = (sqlite3.DataError, sqlite3.IntegrityError, *UNSENDABLE)
 
 
 class SqliteBackend:
@@ -33,6 +35,7 @@ class SqliteBackend:
         self._conn: sqlite3.Connection | None = None
 
     def connect(self) -> None:
+        conn = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(
@@ -46,6 +49,11 @@ class SqliteBackend:
             conn.close()
             raise
         except (sqlite3.Error, OSError) as exc:
+            if conn is not None:
+                conn.close()
+            if getattr(exc, "sqlite_errorname", None) == "SQLITE_NOTADB":
+                raise SinkError(f"SQLite storage '{self.path}': the file there is not a SQLite database; "
+                                "choose another path") from exc
             raise SinkError(
                 f"cannot open SQLite storage '{self.path}': {exc}; check the directory exists and is writable"
             ) from exc
@@ -67,17 +75,18 @@ class SqliteBackend:
             raise StorageUnavailable(f"SQLite '{self.path}' busy or unavailable: {exc}") from exc
         except (sqlite3.Error, *UNSENDABLE) as exc:
             count = len(rows.detections) + len(rows.track_boxes)
-            refused = RowsRefused if isinstance(exc, (sqlite3.DataError, *UNSENDABLE)) else SinkError
+            refused = RowsRefused if isinstance(exc, _ROWS_AT_FAULT) else SinkError
             raise refused(f"SQLite '{self.path}' refused {count} rows: {exc}") from exc
         self.transactions += 1
 
-    def delete_older_than(self, cutoff_wall_ns: int) -> int:
+    def delete_older_than(self, cutoff_wall_ns: int, limit: int) -> int:
         conn = self._require()
         deleted = 0
         try:
             with _transaction(conn):
                 for sql in self._sql.retention:
-                    deleted += conn.execute(sql, (cutoff_wall_ns,)).rowcount
+                    if deleted < limit:
+                        deleted += conn.execute(sql, (cutoff_wall_ns, limit - deleted)).rowcount
         except _TRANSIENT as exc:
             raise StorageUnavailable(f"SQLite '{self.path}' busy during retention: {exc}") from exc
         return deleted

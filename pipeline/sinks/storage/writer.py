@@ -9,7 +9,9 @@ batch by it and does not store it twice); memory stays bounded because the queue
 `put` blocks up to `put_timeout_s` (a slow database) and then raises `SinkError` (the sink router counts
 it as that sink's failure for that frame). While the database is known to be down and the queue is full,
 `put` raises at once: detection never waits on a database outage (the events themselves are kept by the outbox either way). A `SinkError` from
-`write` means the rows themselves are bad: they are logged, counted as rejected and dropped.
+`write` means the rows themselves are bad: they are logged, counted as rejected and dropped. When a batch of several
+frames is refused for its values (`RowsRefused`), its frames are written again one by one, so only the frames the
+database refuses alone are dropped, not the other frames and cameras that shared their batch.
 
 `StorageSink` is the `Sink` shared by SQLite and PostgreSQL; a `Backend` supplies the SQL side. Its
 `events` table is filled from the durable outbox (`StoredEvents`, an event output of its own), not from the
@@ -65,8 +67,10 @@ class BatchWriter:
 
     batch_size: rows per `write` call (items count `item.size` rows, default 1); larger batches
     write faster but hold more rows in memory. flush_interval_s: the longest an item waits.
-    queue_size: items buffered before `put` blocks. maintenance: called on the writer thread every
-    `maintenance_interval_s` (and once at start), between batches (retention runs there).
+    queue_size: items buffered before `put` blocks. maintenance: one step of a task (retention) run on the writer
+    thread between batches, at start and every `maintenance_interval_s`; it returns True while the task has more
+    to do, and its next step then runs after the next batch (at once when no frame is waiting), so a long task
+    holds back the writes for one step at a time, never for all of it.
     """
 
     def __init__(
@@ -80,7 +84,7 @@ class BatchWriter:
         put_timeout_s: float = 5.0,
         backoff_min_s: float = 0.05,
         backoff_max_s: float = 5.0,
-        maintenance: Callable[[], None] | None = None,
+        maintenance: Callable[[], bool] | None = None,
         maintenance_interval_s: float = 3600.0,
     ):
         self.name = name
@@ -140,17 +144,19 @@ class BatchWriter:
         batch = Batch()
         size, started = 0, 0.0
         next_maintenance = time.monotonic()
+        more = False  # the maintenance task is part done
         try:
             while True:
                 now = time.monotonic()
-                if self._maintenance is not None and now >= next_maintenance:
-                    self._maintenance()
-                    next_maintenance = now + self._maintenance_interval_s
+                if self._maintenance is not None and not batch and (more or now >= next_maintenance):
+                    more = self._maintenance()
+                    if not more:
+                        next_maintenance = now + self._maintenance_interval_s
                 if batch and (size >= self.batch_size or now - started >= self.flush_interval_s):
                     self._flush(batch, size)
                     batch, size = Batch(), 0
                     continue
-                wait = self.flush_interval_s - (now - started) if batch else 0.1
+                wait = self.flush_interval_s - (now - started) if batch else 0.0 if more else 0.1
                 try:
                     item = self._queue.get(timeout=max(0.001, min(wait, 0.1)))
                 except queue.Empty:
@@ -168,7 +174,26 @@ class BatchWriter:
             log.exception("%s: writer thread stopped; %d queued frames are not stored", self.name, self._queue.qsize())
             self.counters["rows_lost"] += size
 
-    def _flush(self, batch: list, size: int) -> None:
+    def _flush(self, batch: Batch, size: int) -> None:
+        try:
+            self._write_until_answered(batch, size)
+        except RowsRefused as exc:
+            if len(batch) == 1:
+                self._reject(size, exc)
+                return
+            log.warning("%s: %d rows refused (%s); writing their %d frames one by one", self.name, size, exc,
+                        len(batch))
+            for item in batch:
+                try:
+                    self._write_until_answered(Batch([item]), getattr(item, "size", 1))
+                except SinkError as refused:
+                    self._reject(getattr(item, "size", 1), refused)
+        except SinkError as exc:
+            self._reject(size, exc)
+
+    def _write_until_answered(self, batch: Batch, size: int) -> None:
+        """`write(batch)`, retried while the database is unavailable (until written, or abandoned at close: the
+        rows are counted lost); the `SinkError` of a database that refuses the rows."""
         self._backoff.reset()
         while True:
             try:
@@ -185,15 +210,18 @@ class BatchWriter:
                     log.error("%s: gave up at close: %d rows not stored (%s)", self.name, size, exc)
                     return
                 continue
-            except SinkError as exc:
-                self.counters["rows_rejected"] += size
-                log.error("%s: %d rows rejected and dropped: %s", self.name, size, exc)
-                return
+            except SinkError:
+                self._unavailable.clear()
+                raise
             self._unavailable.clear()
             self.counters["batches"] += 1
             self.counters["items_written"] += len(batch)
             self.counters["rows_written"] += size
             return
+
+    def _reject(self, size: int, exc: SinkError) -> None:
+        self.counters["rows_rejected"] += size
+        log.error("%s: %d rows rejected and dropped: %s", self.name, size, exc)
 
 
 class Backend(Protocol):
@@ -211,8 +239,9 @@ class Backend(Protocol):
         stored already (a retry after a lost connection whose COMMIT went through)."""
         ...
 
-    def delete_older_than(self, cutoff_wall_ns: int) -> int:
-        """Delete detections, track boxes, events and tracks last seen before `cutoff_wall_ns`; rows deleted."""
+    def delete_older_than(self, cutoff_wall_ns: int, limit: int) -> int:
+        """Delete at most `limit` of the detections, track boxes, events and tracks last seen before
+        `cutoff_wall_ns`, in one transaction; rows deleted (fewer than `limit`: none of them are left)."""
         ...
 
     def close(self) -> None: ...
@@ -254,7 +283,9 @@ class StorageSink(BaseSink):
     records the run's end (when this database stopped getting its rows) and raises `SinkError` if the
     database stayed unreachable for `close_timeout_s`. config: a SqliteStorage or PostgresStorage
     (batch_size, flush_interval_s, retention_days: rows whose host time (`wall_ns`) is older are
-    deleted at start and every `retention_interval_s`).
+    deleted at start and every `retention_interval_s`, `retention_chunk_rows` at a time between batches: a
+    large backlog takes longer to delete, but frames keep being written meanwhile; a pass left part done at
+    `close()` goes on at the next start).
     """
 
     def __init__(
@@ -268,6 +299,7 @@ class StorageSink(BaseSink):
         queue_size: int = 4096,
         put_timeout_s: float = 5.0,
         retention_interval_s: float = 3600.0,
+        retention_chunk_rows: int = 10_000,
         close_timeout_s: float = 30.0,
     ):
         self.name = f"{backend.dialect}:{backend.target}"
@@ -279,7 +311,11 @@ class StorageSink(BaseSink):
         self.retention_days = config.retention_days
         self.close_timeout_s = close_timeout_s
         self._urls: dict[str, str] = {}  # stream id -> masked url, as each stream starts
+        self.retention_chunk_rows = retention_chunk_rows
         self.rows_deleted = 0
+        self.retention_passes = 0  # retention passes finished
+        self._retention_cutoff: int | None = None  # host time (ns) the pass in progress deletes before
+        self._pass_deleted = 0  # rows the pass in progress deleted
         self._writer = BatchWriter(
             self.name,
             self._write,
@@ -322,9 +358,10 @@ class StorageSink(BaseSink):
             )
 
     def stats(self) -> dict:
-        """Writer counters (`backlog`: frames waiting for the database) plus `transactions` (committed) and
-        `rows_deleted` (retention)."""
-        return {**self._writer.stats(), "transactions": self.backend.transactions, "rows_deleted": self.rows_deleted}
+        """Writer counters (`backlog`: frames waiting for the database) plus `transactions` (committed),
+        `rows_deleted` (retention) and `retention_passes` (retention passes finished)."""
+        return {**self._writer.stats(), "transactions": self.backend.transactions, "rows_deleted": self.rows_deleted,
+                "retention_passes": self.retention_passes}
 
     def _record_end(self) -> None:
         try:
@@ -338,13 +375,23 @@ class StorageSink(BaseSink):
         rows.runs.append(run_row(self.run))  # the run goes on: clears the end a sink replaced meanwhile recorded
         self.backend.write(rows)
 
-    def _apply_retention(self) -> None:
-        cutoff = time.time_ns() - int(self.retention_days * NS_PER_DAY)
+    def _apply_retention(self) -> bool:
+        """One step of a retention pass: at most `retention_chunk_rows` rows deleted; True while the pass has more."""
+        if self._retention_cutoff is None:
+            self._retention_cutoff = time.time_ns() - int(self.retention_days * NS_PER_DAY)
         try:
-            deleted = self.backend.delete_older_than(cutoff)
-        except SinkError as exc:  # unavailable or refused: rows stay until the next run
+            deleted = self.backend.delete_older_than(self._retention_cutoff, self.retention_chunk_rows)
+        except SinkError as exc:  # unavailable or refused: the rows stay until the next pass
             log.warning("%s: retention skipped this time: %s", self.name, exc)
-            return
+            self._retention_cutoff, self._pass_deleted = None, 0
+            return False
         self.rows_deleted += deleted
-        if deleted:
-            log.info("%s: retention deleted %d rows older than %g days", self.name, deleted, self.retention_days)
+        self._pass_deleted += deleted
+        if deleted >= self.retention_chunk_rows:
+            return True
+        if self._pass_deleted:
+            log.info("%s: retention deleted %d rows older than %g days", self.name, self._pass_deleted,
+                     self.retention_days)
+        self._retention_cutoff, self._pass_deleted = None, 0
+        self.retention_passes += 1
+        return False

@@ -9,15 +9,19 @@ import time
 from collections import Counter
 from contextlib import closing
 from dataclasses import replace
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from pipeline.errors import SinkError
 from pipeline.sinks.storage import query
+from pipeline.sinks.storage.answers import Buckets, Filters, event_counts
 from pipeline.sinks.storage.query import ALL_RUNS, connect
 from pipeline.sinks.storage.cli import query_command
 from pipeline.sinks.storage.schema import BEFORE_RUNS, SCHEMA_VERSION
 from pipeline.sinks.storage.views import VIEWS
+from pipeline.types import Event
 from tests.integration.storage.replay import MOT_CLASSES, deliver_events, feed, make_run, mot_results, sqlite_store
 
 FIRST, SECOND = "20250101T000000.000Z-00000001", "20250101T000100.000Z-00000002"
@@ -79,6 +83,26 @@ def test_query_answers_for_the_runs_of_one_instance(store, shared, tmp_path, cap
     assert {r["run_id"] for r in json.loads(capsys.readouterr().out)} == {FIRST}  # not the latest run: edge-2's
     assert query_command(["--db", str(store.target), "--instance", "edge-9"]) == 1
     assert "no such run" in capsys.readouterr().err
+
+
+def test_the_hour_repeated_when_clocks_go_back_is_two_buckets(store):
+    def ns(utc: str) -> int:
+        return int(datetime.fromisoformat(utc).timestamp()) * 10**9
+
+    # 2025-10-26 in Paris: 02:00-03:00 summer time (00:00-01:00 UTC), then 02:00-03:00 again in winter time
+    sink = store.make(run=make_run(FIRST, ns("2025-10-26T00:00:00+00:00")))
+    sink.open()
+    for i, utc in enumerate(("2025-10-26T00:30:00+00:00", "2025-10-26T00:40:00+00:00", "2025-10-26T01:30:00+00:00")):
+        sink.event_output.deliver(Event(f"event-{i}", FIRST, "cam-05", "gate", "line_cross", i, 2, i * 10**9, ns(utc),
+                                        {"line": "gate", "direction": "in"}, "car"))
+    sink.event_output.close()
+    sink.close()
+
+    paris, utc = Buckets(60, ZoneInfo("Europe/Paris")), Buckets(60, ZoneInfo("UTC"))
+    assert [(row["bucket"], row["events"]) for row in event_counts(store.target, Filters(), paris)] == [
+        ("2025-10-26T02:00+02:00", 2), ("2025-10-26T02:00+01:00", 1)]
+    assert [(row["bucket"], row["events"]) for row in event_counts(store.target, Filters(), utc)] == [
+        ("2025-10-26T00:00+00:00", 2), ("2025-10-26T01:00+00:00", 1)]
 
 
 _VERSION_1 = """

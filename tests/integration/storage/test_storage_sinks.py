@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from collections import Counter
+from contextlib import closing
 from dataclasses import replace
 
 import numpy as np
@@ -14,7 +16,7 @@ from pipeline.backoff import Backoff
 from pipeline.errors import SinkError
 from pipeline.sinks.outbox import Outbox
 from pipeline.sinks.storage import query
-from pipeline.sinks.storage.query import ALL_RUNS
+from pipeline.sinks.storage.query import ALL_RUNS, connect
 from tests.integration.storage.replay import (
     RUN,
     deliver_events,
@@ -166,16 +168,39 @@ def test_retention_deletes_rows_older_than_retention_days(store, shared, tmp_pat
     feed(sink, results)
     deliver_events(sink, results, tmp_path / "outbox.db")
     sink.close()
-    sink = store.make(retention_days=1.0)
-    sink.open()  # retention runs at start, then every retention_interval_s
+    sink = store.make(retention_days=1.0, retention_chunk_rows=1000)
+    sink.open()  # retention runs at start, a chunk at a time, then every retention_interval_s
+    _wait_until(lambda: sink.stats()["retention_passes"] == 1)
     sink.close()
 
-    assert sink.stats()["rows_deleted"] > 0
+    assert sink.stats()["rows_deleted"] > 1000
     got = query.detections_for_stream(store.target, "cam-05")
     assert len(got) == sum(len(r.detections) for r in new)
     assert got.pts_ns.min() == min(r.frame.pts_ns for r in new if len(r.detections))
     kept_events = {e.event_id for e in query.events(store.target)}
     assert kept_events == {e.event_id for r in new for e in r.events}
+
+
+def test_a_retention_step_deletes_at_most_a_chunk_and_the_steps_delete_the_whole_backlog(store, shared):
+    gt = shared("data/mot17/MOT17-05/gt/gt.txt")
+    old = mot_results(gt, "cam-old", 14.0, time.time_ns() - 10 * DAY_NS, RUN.run_id)
+    new = mot_results(gt, "cam-05", 14.0, time.time_ns(), RUN.run_id)[:100]
+    sink = store.make(batch_size=1000)
+    sink.open()
+    feed(sink, old + new)
+    sink.close()
+    expired = sum(len(r.detections) for r in old) + len(query.tracks(store.target, "cam-old"))
+    backend = type(sink.backend)(store.target)
+    backend.connect()
+    cutoff = time.time_ns() - DAY_NS
+    steps = [backend.delete_older_than(cutoff, 1000)]
+    while steps[-1] == 1000:
+        steps.append(backend.delete_older_than(cutoff, 1000))
+    backend.close()
+
+    assert len(steps) == expired // 1000 + 1 and sum(steps) == expired  # each a transaction of <= 1000 rows
+    assert query.counts_by_stream_and_class(store.target).keys() == {"cam-05"}
+    assert len(query.detections_for_stream(store.target, "cam-05")) == sum(len(r.detections) for r in new)
 
 
 def test_sqlite_database_is_in_wal_mode(tmp_path, mot17_05):
@@ -261,6 +286,70 @@ def test_on_frame_raises_sink_error_once_postgres_is_down_and_the_queue_is_full(
     assert len(query.detections_for_stream(postgres_dsn, "cam-05")) == sum(len(r.detections) for r in mot17_05[:accepted])
 
 
+_WRITER_SESSIONS = ("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND application_name = 'streamweave storage'")
+
+
+@pytest.mark.fault
+def test_rows_are_kept_while_postgres_is_read_only_and_stored_once_it_takes_writes_again(postgres_dsn, mot17_05):
+    frames = mot17_05[:100]
+    sink = postgres_store(postgres_dsn).make(flush_interval_s=0.01, put_timeout_s=30.0)
+    sink.open()
+    with connect(postgres_dsn) as (admin, _):
+        database = admin.info.dbname
+        # As after a failover to a standby, or on a server read-only for maintenance: the writer reconnects to it.
+        admin.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+        admin.execute(_WRITER_SESSIONS.replace("COUNT(*)", "pg_terminate_backend(pid)"))
+        _wait_until(lambda: admin.execute(_WRITER_SESSIONS).fetchone()[0] == 0)
+        feed(sink, frames)
+        _wait_until(lambda: sink.stats()["retries"] >= 3 or sink.stats()["rows_rejected"] > 0)
+        admin.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+    sink.close()
+
+    assert sink.stats()["rows_rejected"] == 0 and sink.stats()["rows_lost"] == 0
+    assert len(query.detections_for_stream(postgres_dsn, "cam-05")) == sum(len(r.detections) for r in frames)
+
+
+@pytest.mark.fault
+def test_rows_are_kept_while_postgres_refuses_the_writer_its_privilege_and_stored_once_it_is_granted(
+        postgres_dsn, mot17_05):
+    frames = mot17_05[:100]
+    role = f"writer_{uuid.uuid4().hex[:12]}"
+    with connect(postgres_dsn) as (admin, _):
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        try:
+            admin.execute(f"GRANT ALL ON SCHEMA public TO {role}")
+            sink = postgres_store(postgres_dsn.replace("postgres@", f"{role}@", 1)).make(flush_interval_s=0.01,
+                                                                                     put_timeout_s=30.0)
+            sink.open()
+            admin.execute(f"REVOKE INSERT ON detections FROM {role}")
+            feed(sink, frames)
+            _wait_until(lambda: sink.stats()["retries"] >= 2 or sink.stats()["rows_rejected"] > 0)
+            admin.execute(f"GRANT INSERT ON detections TO {role}")
+            sink.close()
+            assert sink.stats()["rows_rejected"] == 0 and sink.stats()["rows_lost"] == 0
+            assert len(query.detections_for_stream(postgres_dsn, "cam-05")) == sum(len(r.detections) for r in frames)
+        finally:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")
+
+
+def test_a_frame_the_database_refuses_is_dropped_alone_not_with_the_other_frames_of_its_batch(tmp_path, mot17_05):
+    frames = mot17_05[:100]
+    bad = frames[50]
+    bad.detections.xyxy[0, 0] = np.nan  # NaN is stored as NULL by SQLite: a NOT NULL column refuses it
+    sink = sqlite_store(tmp_path / "nan.db").make(batch_size=100_000, flush_interval_s=60.0)  # one batch, at close
+    sink.open()
+    feed(sink, frames)
+    sink.close()
+
+    stats = sink.stats()
+    assert stats["rows_rejected"] == len(bad.detections)
+    stored = query.detections_for_stream(tmp_path / "nan.db", "cam-05")
+    assert len(stored) == stats["rows_written"] == sum(len(r.detections) for r in frames if r is not bad)
+    assert bad.frame.seq not in stored.seq
+
+
 def _wait_until(condition, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -283,3 +372,26 @@ def test_sqlite_path_that_cannot_be_created_fails_at_open_naming_the_path(tmp_pa
     sink = sqlite_store(tmp_path / "a-file" / "det.db").make()
     with pytest.raises(SinkError, match="cannot open SQLite storage '.*a-file/det.db'.*writable"):
         sink.open()
+
+
+def test_a_sqlite_sink_on_a_file_that_is_not_its_database_says_so_and_leaves_it_as_it_was(tmp_path):
+    text, other = tmp_path / "notes.txt", tmp_path / "other-app.db"
+    text.write_text("not a database\n" * 100)
+    with closing(sqlite3.connect(other)) as conn, conn:
+        conn.execute("CREATE TABLE detections (id INTEGER PRIMARY KEY, label TEXT)")
+    with pytest.raises(SinkError, match="notes.txt': the file there is not a SQLite database; choose another path"):
+        sqlite_store(text).make().open()
+    with pytest.raises(SinkError, match=r"other-app.db' holds tables streamweave did not make \(detections\): it is "
+                                        "another application's database"):
+        sqlite_store(other).make().open()
+    with closing(sqlite3.connect(other)) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("detections",)]
+
+
+def test_a_postgres_dsn_with_an_unknown_option_fails_at_open_as_a_sink_error_naming_it():
+    pytest.importorskip("psycopg")
+    sink = postgres_store(f"host=127.0.0.1 port={free_port()} password=s3cret-pw bogus_option=1").make()
+    with pytest.raises(SinkError, match=r"PostgreSQL DSN 'host=127.0.0.1 .*' is not valid: invalid connection option "
+                                        "\"bogus_option\"") as info:
+        sink.open()
+    assert "s3cret-pw" not in str(info.value)

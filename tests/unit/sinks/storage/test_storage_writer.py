@@ -138,3 +138,23 @@ def test_unexpected_write_error_stops_writer_and_surfaces_in_put():
     with pytest.raises(SinkError, match="writer stopped"):
         writer.put(Item(1))
     assert writer.close(timeout=1) is False
+
+
+
+def test_a_long_maintenance_task_runs_one_step_between_batches_so_queued_rows_keep_being_written():
+    order: list[str] = []
+
+    def write(items):
+        order.append(f"batch {items[0].value}-{items[-1].value}")
+
+    def retention_step() -> bool:  # a backlog of five steps
+        order.append("step")
+        return order.count("step") < 5
+
+    writer = BatchWriter("test", write, batch_size=10, flush_interval_s=10.0, queue_size=100,
+                         maintenance=retention_step, maintenance_interval_s=3600.0)
+    for i in range(40):  # queued before the thread starts: rows wait to be written all along the task
+        writer.put(Item(i))
+    writer.start()
+    assert writer.close(timeout=5)
+    assert order == ["step", "batch 0-9", "step", "batch 10-19", "step", "batch 20-29", "step", "batch 30-39", "step"]

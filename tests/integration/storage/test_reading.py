@@ -1,0 +1,103 @@
+"""Reading stored results back (`query`, the events API, the console) on a real SQLite file and a real PostgreSQL
+server: from the database the sink wrote, named as the config names it; with bounded waits; and with a clear
+error for what is not a streamweave database."""
+from __future__ import annotations
+
+import re
+import socket
+import sqlite3
+import threading
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import SinkError
+from pipeline.sinks.storage import query
+from pipeline.sinks.storage.cli import query_command
+from pipeline.sinks.storage.schema import SCHEMA_VERSION
+from tests.integration.storage.replay import RUN, feed, postgres_store, sqlite_store
+
+
+@pytest.mark.parametrize("name", ["~/store/detections.db", "site#1.db", "cams?night.db", "100%25.db"])
+def test_the_reader_opens_the_file_the_sink_wrote_whatever_its_name(name, tmp_path, monkeypatch, mot17_05, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    sink = sqlite_store(Path(name)).make()
+    sink.open()
+    feed(sink, mot17_05[:20])
+    sink.close()
+
+    assert [r["run_id"] for r in query.runs(name)] == [RUN.run_id]
+    assert query_command(["--db", name, "runs"]) == 0
+    assert RUN.run_id in capsys.readouterr().out
+    written = Path(name).expanduser().absolute()
+    assert {p.name[:len(written.name)] for p in written.parent.iterdir()} == {written.name}  # no other file opened
+
+
+def test_a_key_value_dsn_reads_the_database_the_sink_wrote_with_it(postgres_server, postgres_dsn, mot17_05, capsys):
+    dsn = f"host=127.0.0.1 port={postgres_server.port} user=postgres dbname={postgres_dsn.rsplit('/', 1)[1]}"
+    sink = postgres_store(dsn).make()
+    sink.open()
+    feed(sink, mot17_05[:20])
+    sink.close()
+
+    assert [r["run_id"] for r in query.runs(dsn)] == [RUN.run_id]
+    assert query.counts_by_stream_and_class(dsn) == query.counts_by_stream_and_class(postgres_dsn) != {}
+    assert query_command(["--db", dsn, "runs"]) == 0
+    assert RUN.run_id in capsys.readouterr().out
+
+
+@pytest.mark.fault
+def test_reading_a_postgres_server_that_never_answers_ends_with_a_sink_error():
+    pytest.importorskip("psycopg")
+    outcome: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            query.runs(dsn)
+        except SinkError as exc:
+            outcome.append(exc)
+
+    with socket.socket() as mute:  # takes connections into its backlog and never says a word
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        dsn = f"postgresql://postgres@127.0.0.1:{mute.getsockname()[1]}/postgres"
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        reader.join(120)  # the test's own bound: without a connect timeout the read never ends
+        assert not reader.is_alive(), "the read still waits on a server that never answers"
+    (error,) = outcome
+    assert str(error).startswith(f"cannot read PostgreSQL 'postgresql://***@127.0.0.1:{dsn.rsplit(':', 1)[1]}': "
+                                 "connection timeout expired")
+
+
+@pytest.mark.fault
+def test_a_postgres_read_slower_than_the_statement_timeout_is_cancelled_with_a_sink_error(postgres_dsn, monkeypatch):
+    monkeypatch.setattr(query, "READ_STATEMENT_TIMEOUT_MS", 200)
+    with pytest.raises(SinkError, match=r"cannot read PostgreSQL 'postgresql://.*': canceling statement due to "
+                                        "statement timeout"):
+        query.select_rows(postgres_dsn, "SELECT pg_sleep(10)")
+
+
+def test_reading_what_is_not_a_streamweave_database_says_so_naming_it(tmp_path, postgres_dsn, capsys):
+    text, other = tmp_path / "notes.txt", tmp_path / "other-app.db"
+    text.write_text("not a database\n" * 100)
+    with closing(sqlite3.connect(other)) as conn, conn:
+        conn.execute("CREATE TABLE detections (id INTEGER PRIMARY KEY, label TEXT)")
+    for target, shown in ((text, "notes.txt'"), (other, "other-app.db'"),  # an empty PostgreSQL database:
+                          (postgres_dsn, f"PostgreSQL 'postgresql://***@127.0.0.1:{postgres_dsn.rsplit(':', 1)[1]}'")):
+        with pytest.raises(SinkError, match=re.escape(f"{shown} is not a streamweave database")):
+            query.runs(target)
+        assert query_command(["--db", str(target)]) == 1
+        assert f"{shown} is not a streamweave database" in capsys.readouterr().err
+
+
+def test_query_on_a_database_a_newer_streamweave_wrote_says_to_upgrade(tmp_path, capsys):
+    newer = tmp_path / "newer.db"
+    with closing(sqlite3.connect(newer)) as conn, conn:
+        conn.execute("CREATE TABLE streamweave_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("INSERT INTO streamweave_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION + 1),))
+    assert query_command(["--db", str(newer)]) == 1
+    assert (f"newer.db has schema version {SCHEMA_VERSION + 1}, written by a newer streamweave; this one reads version "
+            f"{SCHEMA_VERSION}: upgrade streamweave to read it") in capsys.readouterr().err
