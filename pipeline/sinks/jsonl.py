@@ -8,14 +8,19 @@ instead, `coasted` true for a predicted box (score 0) of a track no detection ma
 Boxes are in source pixels rounded to 0.01, scores to 1e-4; `...`: the attributes `stages:` plugins added
 to those rows, by name; `frame_index` and `epoch` say where the frame is in its source (`pipeline.types.Frame`).
 A `jsonl` sink with `what: events` is the event log behind the outbox (`pipeline.sinks.outputs.event_log`),
-not this class. The file is appended to (a rerun adds to it); lines are written and flushed from a writer
-thread every `flush_interval_s`, and everything is written by `close()`.
+not this class. The file is appended to (a rerun adds to it); lines are written from a writer thread every
+`flush_interval_s`, and everything is written by `close()`. A write that fails part way (a full disk) takes its
+half record back off the file, and a file found ending inside a record (a crash mid-write) is cut back to its last
+whole line when opened, with a warning, so every line stays one JSON object; `records_written` counts whole lines.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO
 
 from pipeline.config.outputs import JsonlOutput
 from pipeline.errors import SinkError
@@ -23,6 +28,8 @@ from pipeline.sinks.base import BaseSink
 from pipeline.sinks.storage.rows import json_default
 from pipeline.sinks.storage.writer import BatchWriter
 from pipeline.types import Detections, FrameResult, class_name
+
+log = logging.getLogger(__name__)
 
 
 class JsonlSink(BaseSink):
@@ -43,7 +50,7 @@ class JsonlSink(BaseSink):
         self.class_names = list(class_names)
         self.name = f"jsonl:{self.path}"
         self.records_written = 0
-        self._file: TextIO | None = None
+        self._file: BinaryIO | None = None
         self._writer = BatchWriter(
             self.name, self._write, batch_size=256, flush_interval_s=flush_interval_s,
             queue_size=queue_size, put_timeout_s=put_timeout_s,
@@ -52,7 +59,8 @@ class JsonlSink(BaseSink):
     def open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8")
+            self._file = self.path.open("a+b", buffering=0)  # unbuffered: a failed write leaves what it says
+            self._cut_half_record()
         except OSError as exc:
             raise SinkError(f"cannot open JSONL output '{self.path}': {exc.strerror}; check the path is writable") from exc
         self._writer.start()
@@ -101,13 +109,41 @@ class JsonlSink(BaseSink):
             for i, (c, s, b, t) in enumerate(zip(ids, det.score.tolist(), boxes, det.track_id.tolist()))
         ]
 
+    def _cut_half_record(self) -> None:
+        """Cut a file that ends inside a record (an earlier run's write stopped by a crash) back to its last whole
+        line, so that the records appended next start lines of their own."""
+        if not self._file.seekable():  # a pipe or a terminal: nothing to cut
+            return
+        size = end = self._file.seek(0, os.SEEK_END)
+        while end > 0:
+            start = max(0, end - 65536)
+            self._file.seek(start)
+            newline = self._file.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end < size:
+            self._file.truncate(end)
+            log.warning("jsonl: '%s' ended inside a record (an earlier run stopped mid-write); cut its last %d bytes "
+                        "so that new records start on a line of their own", self.path, size - end)
+
     def _write(self, records: list[dict]) -> None:
         try:
-            text = "".join(json.dumps(r, default=json_default) + "\n" for r in records)
-            self._file.write(text)
-            self._file.flush()
-        except (OSError, TypeError, ValueError) as exc:
+            data = "".join(json.dumps(r, default=json_default) + "\n" for r in records).encode()
+        except (TypeError, ValueError) as exc:
             raise SinkError(f"cannot write {len(records)} records to '{self.path}': {exc}") from exc
+        written = 0
+        try:
+            while written < len(data):
+                written += self._file.write(data[written:])
+        except OSError as exc:
+            whole = data.rfind(b"\n", 0, written) + 1
+            done = data.count(b"\n", 0, whole)
+            self.records_written += done
+            with contextlib.suppress(OSError):  # if this fails too, the next open cuts the half record
+                self._file.truncate(self._file.seek(0, os.SEEK_END) - (written - whole))
+            raise SinkError(f"wrote {done} of {len(records)} records to '{self.path}', then: {exc.strerror}") from exc
         self.records_written += len(records)
 
 

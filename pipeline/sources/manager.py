@@ -48,8 +48,8 @@ class Sources:
                                                      per_child=self._per_child)
                 worker: Worker = self._children.add(config, plan.decoder, plan.packet_ring_s)
             else:
-                tap = self._packet_rings(plan.packet_ring_s).tap if plan.packet_ring_s else None
-                worker = StreamWorker(config, self._sink, packet_tap=tap, decoder=plan.decoder)
+                rings = self._packet_rings(plan.packet_ring_s) if plan.packet_ring_s else None
+                worker = StreamWorker(config, self._sink, packets=rings, decoder=plan.decoder)
             self._workers[config.id] = worker
         worker.start()
         return worker

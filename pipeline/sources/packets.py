@@ -4,12 +4,16 @@ The decode side owns the packets, so it owns the clips too: a reader calls `Pack
 packet)` with every demuxed packet (before any bitstream filter; the packet's `stream` carries the
 codec parameters), and whoever wants a clip (the media sink) calls `record_clip`. A clip runs from
 a keyframe at or before `before_s` ahead of the event until `after_s` after it and is remuxed to
-MP4 without re-encoding. Clip times use the packets' own clock; the event's `ts_ns` is used when it
-lies inside the buffered window (frames carry the packet pts), otherwise the newest packet marks the
-event.
+MP4 without re-encoding.
+
+Events are on the stream's joined timeline (`pipeline.sources.timeline`), packets on their own clock,
+which starts again with every loop or reconnect: the stream's worker says where each pass lies
+(`align`, `end_pass`). A clip is cut only while the event's own frame is buffered; an event
+that comes after its packets left the ring, or from an earlier pass, gets none, never another moment's.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -30,6 +34,10 @@ log = logging.getLogger(__name__)
 
 ClipDone = Callable[[Path, str | None], None]
 """`on_done(path, error)`: error is None when the clip was written, else what went wrong."""
+
+CLOCK_SLACK_NS = 1_000_000_000
+"""How far past the newest packet an event may lie and still be on the packets' clock: a frame's timestamp can be
+nudged past its packet's (repeated or missing timestamps). Anything later is another clock and gets no clip."""
 
 
 @dataclass(slots=True)
@@ -69,26 +77,33 @@ class _Clip:
 
 def remux_clip(path: Path, template: Any, packets: Sequence[_Packet]) -> None:
     """Write packets (decode order, starting at a keyframe) to an MP4 without re-encoding; the
-    clip's timestamps start at 0. Written to `<path>.part` first, then renamed."""
+    clip's timestamps start at 0. Written to `<path>.part` first, then renamed (removed if writing fails)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".part")
     base = min(p.dts if p.dts is not None else p.pts for p in packets)
-    with av.open(str(partial), "w", format="mp4") as out:
-        stream = out.add_stream_from_template(template)
-        for p in packets:
-            packet = av.Packet(p.data)
-            packet.stream = stream
-            packet.time_base = p.time_base
-            packet.pts = None if p.pts is None else p.pts - base
-            packet.dts = None if p.dts is None else p.dts - base
-            packet.duration = p.duration
-            packet.is_keyframe = p.key
-            out.mux(packet)
-    os.replace(partial, path)
+    try:
+        with av.open(str(partial), "w", format="mp4") as out:
+            stream = out.add_stream_from_template(template)
+            for p in packets:
+                packet = av.Packet(p.data)
+                packet.stream = stream
+                packet.time_base = p.time_base
+                packet.pts = None if p.pts is None else p.pts - base
+                packet.dts = None if p.dts is None else p.dts - base
+                packet.duration = p.duration
+                packet.is_keyframe = p.key
+                out.mux(packet)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)  # a full disk keeps no half clip
+        raise
 
 
 class _StreamClips:
-    """One stream's packet ring (whole GOPs covering `keep_ns`) and its clips still collecting."""
+    """One stream's packet ring (whole GOPs covering `keep_ns`, of one pass) and its clips still collecting.
+    offset_ns: event time minus packet time in this pass; None until `align` says (with its first frame), and
+    after the packets' clock jumps back within the pass."""
 
     def __init__(self, stream_id: str, keep_ns: int):
         self.stream_id = stream_id
@@ -99,6 +114,8 @@ class _StreamClips:
         self.source: Any = None  # the demuxer's av stream the ring was filled from
         self.holder: Any = None  # our own container holding a copy of its codec parameters
         self.template: Any = None
+        self.offset_ns: int | None = None
+        self.ended = False  # the pass ended: no packet will complete a clip; the next one begins a new pass
 
     def adopt(self, source: Any) -> list[Any]:
         """A new input stream (first packet, reconnect): copy its parameters, restart the ring.
@@ -116,38 +133,67 @@ class _StreamClips:
         self.source = self.holder = self.template = None
         return finished
 
-    def add(self, packet: _Packet) -> list[_Clip]:
-        """Buffer one packet; returns the clips it completed."""
-        if self.gops and packet.t_ns < self.gops[-1][-1].t_ns - 1_000_000_000:  # clock went back: file loop
-            done, self.pending, self.gops = self.pending, [], deque()
-            return done + self.add(packet)
-        if packet.key:
-            self.gops.append([packet])
-        elif self.gops:
-            self.gops[-1].append(packet)
-        else:
-            return []  # a ring always starts at a keyframe
-        while len(self.gops) > 1 and self.gops[1][0].t_ns <= packet.t_ns - self.keep_ns:
-            self.gops.popleft()
-        done = [clip for clip in self.pending if not clip.take(packet)]
-        self.pending = [c for c in self.pending if c not in done]
+    def end_pass(self) -> list[_Clip]:
+        """The pass ended: returns its pending clips, complete with what they have."""
+        done, self.pending, self.ended = self.pending, [], True
         return done
 
-    def start(self, path: Path, ts_ns: int, before_ns: int, after_ns: int, on_done: ClipDone | None) -> _Clip | None:
-        """Begin a clip for an event at `ts_ns`, pending until a packet passes its end (or it is
-        complete already when the packets ran ahead); None when no packet of this stream was seen."""
-        if not self.gops or self.template is None:
-            return None
+    def add(self, packet: av.Packet, time_base: Fraction) -> list[_Clip]:
+        """Buffer one packet; returns the clips it completed."""
+        done: list[_Clip] = []
+        if self.ended:  # a new pass, placed on the timeline once its first frame is (`align`)
+            self.gops, self.ended, self.offset_ns = deque(), False, None
+        record = self._record(packet, time_base)
+        if self.gops and record.t_ns < self.gops[-1][-1].t_ns - 1_000_000_000:  # the clock went back: its events'
+            # place on the stream's timeline is the reader's guess, so no event is clipped here until the next pass
+            done, self.pending, self.gops, self.offset_ns = done + self.pending, [], deque(), None
+        if record.key:
+            self.gops.append([record])
+        elif self.gops:
+            self.gops[-1].append(record)
+        else:
+            return done  # a ring always starts at a keyframe
+        while len(self.gops) > 1 and self.gops[1][0].t_ns <= record.t_ns - self.keep_ns:
+            self.gops.popleft()
+        completed = [clip for clip in self.pending if not clip.take(record)]
+        self.pending = [c for c in self.pending if c not in completed]
+        return done + completed
+
+    def _record(self, packet: av.Packet, time_base: Fraction) -> _Packet:
+        """The ring's copy of `packet`. One without any timestamp (FFmpeg gives an RTSP connection's first
+        packet none) is placed after the packet before it, or at 0 at the start of a pass, where the reader
+        puts a frame without one."""
+        pts, dts = packet.pts, packet.dts
+        if pts is None and dts is None:
+            last = self.gops[-1][-1] if self.gops else None
+            pts = dts = 0 if last is None else (last.pts if last.dts is None else last.dts) + max(last.duration, 1)
+        ticks = dts if dts is not None else pts
+        shown = pts if pts is not None else ticks
+        return _Packet(bytes(packet), pts, dts, packet.duration or 0, time_base, packet.is_keyframe,
+                       pts_to_ns(ticks, time_base), pts_to_ns(shown, time_base))
+
+    def start(self, path: Path, ts_ns: int, before_ns: int, after_ns: int, on_done: ClipDone | None) -> _Clip | str:
+        """Begin a clip for an event at `ts_ns` (the stream's timeline), pending until a packet passes its end (or
+        complete already when the packets ran ahead, or the pass ended); when the event's frame is not buffered,
+        why there is no clip. A clip whose `before_ns` reaches past the ring starts at its oldest keyframe."""
+        if self.offset_ns is None:
+            return "the event is from before the packets restarted (a loop, a reconnect, their clock jumping back)"
+        moment = ts_ns - self.offset_ns
         oldest = self.gops[0][0].pts_ns
         newest = max(p.pts_ns for p in self.gops[-1])
-        trigger = ts_ns if oldest <= ts_ns <= newest else newest
+        if moment < oldest:
+            return (f"its packets are gone (the ring keeps {self.keep_ns / 1e9:g} s of the current pass): the event at "
+                    f"{ts_ns / 1e9:.2f} s came after the ring moved on to {(oldest + self.offset_ns) / 1e9:.2f} s")
+        if moment > newest + CLOCK_SLACK_NS:
+            return (f"the event at {ts_ns / 1e9:.2f} s is not on the stream's clock (its newest packet is at "
+                    f"{(newest + self.offset_ns) / 1e9:.2f} s)")
         start = 0
         for i, gop in enumerate(self.gops):
-            if gop[0].pts_ns <= trigger - before_ns:
+            if gop[0].pts_ns <= moment - before_ns:
                 start = i
-        clip = _Clip(path, self.template, trigger + after_ns, on_done=on_done)
-        complete = not all(clip.take(p) for gop in list(self.gops)[start:] for p in gop)
-        if not complete:
+        clip = _Clip(path, self.template, moment + after_ns, on_done=on_done)
+        wants_more = all(clip.take(p) for gop in list(self.gops)[start:] for p in gop)
+        if wants_more and not self.ended:
             self.pending.append(clip)
         return clip
 
@@ -185,48 +231,64 @@ class PacketRings:
 
     def tap(self, stream_id: str, packet: av.Packet) -> None:
         """Buffer one demuxed packet of `stream_id` (called from its decode thread); never blocks.
-        Non-video packets, empty packets and packets without timestamps are ignored."""
+        Non-video packets and empty packets are ignored."""
         if self._closed.is_set() or packet.size == 0 or packet.stream is None or packet.stream.type != "video":
             return
-        ticks = packet.dts if packet.dts is not None else packet.pts
-        if ticks is None:
-            return  # raw elementary streams without timestamps cannot be clipped
-        with self._lock:
-            ring = self._streams.get(stream_id)
-            if ring is None:
-                ring = self._streams[stream_id] = _StreamClips(stream_id, self._keep_ns)
+        ring = self._ring(stream_id)
         time_base = packet.time_base or packet.stream.time_base
-        shown = packet.pts if packet.pts is not None else ticks
-        record = _Packet(bytes(packet), packet.pts, packet.dts, packet.duration or 0, time_base,
-                         packet.is_keyframe, pts_to_ns(ticks, time_base), pts_to_ns(shown, time_base))
         with ring.lock:
             finished = ring.adopt(packet.stream) if packet.stream is not ring.source else []
-            finished += ring.add(record)
+            finished += ring.add(packet, time_base)
             dropped = self._submit(finished)
+        self._report_dropped(dropped)
+
+    def align(self, stream_id: str, offset_ns: int) -> None:
+        """The current pass's frames are at their packets' time plus `offset_ns` on the stream's timeline (its
+        `Timeline` says so with each pass's first frame). No clip is cut before a pass is aligned: until then an
+        event may be of an earlier pass, whose packets are gone."""
+        ring = self._ring(stream_id)
+        with ring.lock:
+            ring.offset_ns = offset_ns
+
+    def end_pass(self, stream_id: str) -> None:
+        """The stream's pass ended (a file's end, a camera gone): write its pending clips with what they have, and
+        clips asked for later at once, instead of waiting for packets that may never come. Its packets stay for
+        late events until the next pass's first packet, which begins a new ring."""
+        ring = self._ring(stream_id, create=False)
+        if ring is None:
+            return
+        with ring.lock:
+            dropped = self._submit(ring.end_pass())
         self._report_dropped(dropped)
 
     def record_clip(self, stream_id: str, ts_ns: int, before_s: float, after_s: float, path: Path,
                     on_done: ClipDone | None = None) -> bool:
-        """Ask for a clip of `stream_id` around `ts_ns` (ns, the packets' clock) from a keyframe at or
-        before `before_s` ahead of it until `after_s` after it, written to `path` (MP4).
+        """Ask for a clip of `stream_id` around `ts_ns` (ns, the stream's timeline: the event's frame's
+        `pts_ns`) from a keyframe at or before `before_s` ahead of it until `after_s` after it, written to
+        `path` (MP4).
 
-        False when no packet of that stream is buffered (the caller counts a missed clip). Otherwise
-        the clip is written now, when packets past its end arrive, or at `end_stream`/`close`, and
-        `on_done(path, error_or_None)` is called once: from the writer thread, or from the thread
-        that queued the clip when the writer's queue was full (error says so). A `before_s` longer
-        than `keep_s` starts at the oldest buffered keyframe.
+        False when the event's frame is not among the stream's buffered packets (none yet, gone from the
+        ring, or of an earlier pass; logged): the caller counts a missed clip. Otherwise the clip is written
+        now, when packets past its end arrive, or when the pass ends (`end_pass`, `end_stream`, `close`),
+        and `on_done(path, error_or_None)` is called once: from the writer thread, or from the thread that
+        queued the clip when the writer's queue was full (error says so). A `before_s` reaching past the
+        ring starts at the oldest buffered keyframe.
         """
         if self._closed.is_set():
             return False
-        with self._lock:
-            ring = self._streams.get(stream_id)
+        ring = self._ring(stream_id, create=False)
         if ring is None:
             return False
         with ring.lock:
+            if not ring.gops or ring.template is None:
+                return False
             clip = ring.start(Path(path), ts_ns, int(before_s * 1e9), int(after_s * 1e9), on_done)
-            dropped = self._submit([clip]) if clip is not None and clip not in ring.pending else []
+            missed = isinstance(clip, str)
+            dropped = self._submit([clip]) if not missed and clip not in ring.pending else []
         self._report_dropped(dropped)
-        return clip is not None
+        if missed:
+            log.warning("clips: no clip %s of stream '%s': %s", path, stream_id, clip)
+        return not missed
 
     def end_stream(self, stream_id: str) -> None:
         """Write `stream_id`'s unfinished clips with the packets they have and forget the stream;
@@ -257,6 +319,12 @@ class PacketRings:
         for holder in self._retired:
             holder.close()
         self._retired.clear()
+
+    def _ring(self, stream_id: str, create: bool = True) -> _StreamClips | None:
+        with self._lock:
+            if create and stream_id not in self._streams:
+                self._streams[stream_id] = _StreamClips(stream_id, self._keep_ns)
+            return self._streams.get(stream_id)
 
     def stats(self) -> dict[str, int]:
         """clips_written, clips_dropped (the writer's queue was full), errors (clips that failed to write)."""

@@ -1,6 +1,11 @@
 """Per-stream timestamp bookkeeping in the worker: joining passes and numbering frames in their source."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.sources.packets import PacketRings
+
 
 class Timeline:
     """Joins the passes over one stream (file loops, live reconnects) into one increasing pts line, and says
@@ -12,9 +17,12 @@ class Timeline:
     After each `map`, `index` is that frame's 0-based position in its pass (every frame mapped counts, those
     an fps cap then skips too) and `epoch` the pass's number: 0, then one more for each pass that gives a
     frame (a reconnect attempt that gives none is no new epoch).
+    packets: the stream's `PacketRings`, told where each pass lies on the line (`align`, with its first frame)
+    and when it ends (`end_pass`), so that clips are cut at their events' moments in every pass (an event's
+    time is on the line, the packets' on their own clock).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stream_id: str = "", packets: PacketRings | None = None) -> None:
         self.last_ns: int | None = None
         self.period_ns = 0  # the last positive step between frames, a stand-in for the frame period
         self.epoch = 0
@@ -22,11 +30,18 @@ class Timeline:
         self._offset = 0
         self._gap_ns: int | None = None
         self._first_of_pass = True
+        self._stream_id = stream_id
+        self._rings = packets
 
     def start_pass(self, gap_ns: int | None = None) -> None:
         """The next `map` call begins a new pass; None = one frame period after the last frame."""
         self._gap_ns = gap_ns
         self._first_of_pass = True
+
+    def end_pass(self) -> None:
+        """The current pass has ended (its file's end, its camera gone): the rings write its clips still waiting."""
+        if self._rings is not None:
+            self._rings.end_pass(self._stream_id)
 
     def map(self, pts_ns: int) -> int:
         """`pts_ns` of the current pass on the joined line; strictly greater than the previous result."""
@@ -37,6 +52,8 @@ class Timeline:
                 self.epoch += 1
                 gap = self._gap_ns if self._gap_ns is not None else self.period_ns
                 self._offset = self.last_ns + max(gap, self.period_ns, 1) - pts_ns
+            if self._rings is not None:
+                self._rings.align(self._stream_id, self._offset)
         else:
             self.index += 1
         out = pts_ns + self._offset

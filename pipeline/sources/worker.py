@@ -8,9 +8,7 @@ import time
 import traceback
 from collections import Counter
 from contextlib import closing
-from typing import Any, Callable, Protocol
-
-import av
+from typing import Any, Protocol
 
 from pipeline.backoff import Backoff
 from pipeline.config.models import StreamConfig
@@ -20,6 +18,7 @@ from pipeline.fps_cap import FpsCap
 from pipeline.machine import probe
 from pipeline.sources import open_reader
 from pipeline.sources.demux import is_hls
+from pipeline.sources.packets import PacketRings
 from pipeline.sources.pyav import DecoderShelf
 from pipeline.masking import mask_url
 from pipeline.sources.reader import DecodedFrame, Reader
@@ -108,7 +107,8 @@ class StreamWorker:
     have been down (`pipeline.backoff`, at most `reconnect_max_s`), whether they errored or "ended" (a
     killed RTSP server looks like a normal end), and show as STALLED while no frame comes.
     `sink.end_stream(id)` is always called when the thread exits.
-    packet_tap: `(stream_id, av.Packet)` for every demuxed packet (clip recording).
+    packets: the `PacketRings` clips are cut from: they get every demuxed packet (`tap`) and where each pass lies
+    on the stream's joined timeline (`Timeline`).
     decoder: "nvdec", "cpu" or "source", as the plan chose (`pipeline.config.resolve`); None resolves it
     for this machine when the thread starts (a stream that asks for NVDEC where it cannot run fails).
     pictures: where NVDEC pictures go (decode processes pass their shared slots); the worker gives back
@@ -118,7 +118,7 @@ class StreamWorker:
     """
 
     def __init__(self, config: StreamConfig, sink: FrameSink,
-                 packet_tap: Callable[[str, av.Packet], None] | None = None,
+                 packets: PacketRings | None = None,
                  pictures: Pictures | None = None,
                  resume: tuple[int, int, int, int, int] | None = None, decoder: str | None = None):
         self.config = config
@@ -130,7 +130,7 @@ class StreamWorker:
         self._pace_origin: tuple[int, int, int] | None = None  # (monotonic, wall, pts) ns of the first paced frame
         self._shelf = DecoderShelf() if config.loop and not self._live else None
         self.label = f"stream '{config.id}' ({mask_url(config.url)})"
-        self._packet_tap = packet_tap
+        self._packet_tap = packets.tap if packets is not None else None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._state = WorkerState.NEW
@@ -138,7 +138,7 @@ class StreamWorker:
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self._refused_backoff = Backoff(max(config.reconnect_min_s, REFUSED_MIN_S),
                                         max(config.reconnect_max_s, REFUSED_MAX_S))
-        self._timeline = Timeline()
+        self._timeline = Timeline(config.id, packets)
         self._cap = FpsCap(config.fps)
         self._seq = 0
         self._last_wall_ns = 0
@@ -306,6 +306,7 @@ class StreamWorker:
                     self._pictures.reclaim()
             finally:  # even when closing fails: its counts must not vanish from the stats
                 self._add_reader_counters(reader)
+                self._timeline.end_pass()
         return produced
 
     def _add_reader_counters(self, reader: Reader) -> None:

@@ -58,8 +58,8 @@ class _Stream:
         self.child, self.index, self.live = child, index, config.realtime
         self.credits = threading.Semaphore(config.ring_size)
         self.slots = SlotPool(config.ring_size + EXTRA_SLOTS, child.device) if message.decoder == "nvdec" else None
-        tap = child.rings(message.packet_ring_s).tap if message.packet_ring_s else None
-        self.worker = StreamWorker(config, self, packet_tap=tap, pictures=self.slots, resume=message.resume,
+        rings = child.rings(message.packet_ring_s) if message.packet_ring_s else None
+        self.worker = StreamWorker(config, self, packets=rings, pictures=self.slots, resume=message.resume,
                                    decoder=message.decoder)
 
     def put(self, frame: Frame, timeout: float) -> bool:
@@ -167,7 +167,7 @@ class _Child:
         recorded = stream is not None and self._rings is not None and self._rings.record_clip(
             stream.worker.config.id, message.ts_ns, message.before_s, message.after_s, Path(message.path), done)
         if not recorded:
-            done(Path(message.path), "no packets of this stream to cut a clip from")
+            done(Path(message.path), "no buffered packets of this stream hold the event's frame")
 
     def _all(self) -> list[_Stream]:
         with self._lock:

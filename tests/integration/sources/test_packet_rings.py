@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -47,6 +49,12 @@ def make_h264(path: Path, frames: int = 80, gop: int = 10, size=(320, 240)) -> P
     return path
 
 
+def on_packet_clock(rings: PacketRings) -> PacketRings:
+    """Rings fed here, without a worker: the events are on the packets' own clock (a first pass)."""
+    rings.align("cam-1", 0)
+    return rings
+
+
 def decode_all(path: Path) -> list[av.VideoFrame]:
     with av.open(str(path)) as container:
         return list(container.decode(video=0))
@@ -88,7 +96,7 @@ def feed_clip_scenario(rings: PacketRings, source: Path, clip: Path, event_frame
 def test_clip_starts_on_a_keyframe_and_spans_before_and_after_the_event(tmp_path):
     source = make_h264(tmp_path / "src.mp4", frames=80, gop=10)
     clip, reports = tmp_path / "media" / "cam-1" / "event.mp4", Reports()
-    rings = PacketRings(keep_s=2.0 + 5.0)
+    rings = on_packet_clock(PacketRings(keep_s=2.0 + 5.0))
     feed_clip_scenario(rings, source, clip, event_frame=45, lead=8, before_s=2.0, after_s=2.0, on_done=reports)
     rings.close()
     assert reports.done == [(clip, None)]
@@ -107,7 +115,7 @@ def test_clip_starts_on_a_keyframe_and_spans_before_and_after_the_event(tmp_path
 def test_clip_of_real_footage_starts_at_its_sparse_keyframe(tmp_path, shared):
     source = shared("media/car-detection.mp4")  # 12.5 fps, keyframes every 4.8 s
     clip = tmp_path / "cam-1" / "event.mp4"
-    rings = PacketRings(keep_s=2.0 + 5.0)
+    rings = on_packet_clock(PacketRings(keep_s=2.0 + 5.0))
     feed_clip_scenario(rings, source, clip, event_frame=150, lead=20, before_s=2.0, after_s=3.0)  # event at 12.0 s
     rings.close()
     frames = decode_all(clip)
@@ -131,7 +139,7 @@ def test_clip_of_a_stream_without_tapped_packets_is_refused(tmp_path):
 def test_event_reaching_the_rings_after_the_clip_end_is_written_at_once(tmp_path):
     source = make_h264(tmp_path / "src.mp4", frames=80, gop=10)
     clip, reports = tmp_path / "media" / "cam-1" / "event.mp4", Reports()
-    rings = PacketRings(keep_s=1.0 + 5.0)
+    rings = on_packet_clock(PacketRings(keep_s=1.0 + 5.0))
     with av.open(str(source)) as container:  # the tap ran 3 s ahead of the sinks (a file read fast)
         stream = container.streams.video[0]
         for packet in container.demux(stream):
@@ -149,7 +157,7 @@ def test_event_reaching_the_rings_after_the_clip_end_is_written_at_once(tmp_path
 def test_reconnect_finishes_the_pending_clip_and_the_next_connection_records_anew(tmp_path):
     first = make_h264(tmp_path / "a.mp4", frames=40, gop=10)
     second = make_h264(tmp_path / "b.mp4", frames=40, gop=10)
-    rings = PacketRings(keep_s=1.0 + 5.0)
+    rings = on_packet_clock(PacketRings(keep_s=1.0 + 5.0))
     clips = []
     for n, path in enumerate((first, second)):  # two connections: a new demuxer stream each time
         with av.open(str(path)) as container:
@@ -165,26 +173,76 @@ def test_reconnect_finishes_the_pending_clip_and_the_next_connection_records_ane
     assert rings.stats()["clips_written"] == 2
 
 
-def test_event_on_another_clock_is_clipped_around_the_newest_packet(tmp_path):
+def test_event_on_another_clock_gets_no_clip_of_another_moment(tmp_path, caplog):
     source = make_h264(tmp_path / "src.mp4", frames=60, gop=10)
-    clip = tmp_path / "media" / "cam-1" / "event.mp4"
-    rings = PacketRings(keep_s=1.0 + 5.0)
+    clip, reports = tmp_path / "media" / "cam-1" / "event.mp4", Reports()
+    rings = on_packet_clock(PacketRings(keep_s=1.0 + 5.0))
     with av.open(str(source)) as container:
         for packet in container.demux(container.streams.video[0]):
             if packet.size:
                 rings.tap("cam-1", packet)
                 if packet.pts == 30 * 1024:  # newest packet shows frame 30
                     # a wall-clock time, far outside the packets' clock
-                    assert rings.record_clip("cam-1", 10**18, 1.0, 1.0, clip)
+                    assert not rings.record_clip("cam-1", 10**18, 1.0, 1.0, clip, reports)
     rings.close()
-    indices = [frame_index(f) for f in decode_all(clip)]
-    assert indices[0] == 20 and indices[-1] in (40, 41)
+    assert not clip.exists() and reports.done == []
+    assert "is not on the stream's clock" in caplog.text
+
+
+def test_event_whose_packets_left_the_ring_gets_no_clip_and_one_still_buffered_is_cut_short(tmp_path, shared, caplog):
+    """Events that reach the rings late (a slow media sink): the ring keeps 7 s, the reader is at 24 s."""
+    source = shared("media/car-detection.mp4")  # 12.5 fps, keyframes every 4.8 s (frames 0, 60, 120, 180, ...)
+    gone, kept = tmp_path / "cam-1" / "gone.mp4", tmp_path / "cam-1" / "kept.mp4"
+    reports = Reports()
+    rings = on_packet_clock(PacketRings(keep_s=2.0 + 5.0))
+    with av.open(str(source)) as container:
+        for packet in container.demux(container.streams.video[0]):
+            rings.tap("cam-1", packet)
+            if packet.pts == 300 * 2000:  # 24.0 s: the ring holds from the keyframe at 14.4 s (frame 180) on
+                assert not rings.record_clip("cam-1", 170 * 80_000_000, 2.0, 3.0, gone, reports)  # frame 170
+                assert rings.record_clip("cam-1", 190 * 80_000_000, 2.0, 3.0, kept, reports)  # frame 190
+    rings.close()
+    assert not gone.exists() and reports.done == [(kept, None)]
+    assert "its packets are gone" in caplog.text
+    with av.open(str(source)) as original:
+        wanted = [f.to_ndarray(format="rgb24") for f in itertools.islice(original.decode(video=0), 180, 229)]
+    got = [f.to_ndarray(format="rgb24") for f in decode_all(kept)]
+    # from the oldest keyframe kept (1.2 s before the event instead of 2 s) to the first frame at or after 18.2 s
+    assert len(got) == len(wanted) and all(np.array_equal(a, b) for a, b in zip(got, wanted))
+
+
+def test_a_clip_that_cannot_be_written_leaves_no_partial_file(tmp_path, shared):
+    """Run in a process of its own: the full disk is its file size limit (RLIMIT_FSIZE), below the clip's size."""
+    source, clip = shared("media/car-detection.mp4"), tmp_path / "cam-1" / "event.mp4"
+    script = f"""
+import resource, signal
+from pathlib import Path
+import av
+from pipeline.sources.packets import PacketRings
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+rings = PacketRings(keep_s=30.0)
+rings.align("cam-1", 0)
+with av.open({str(source)!r}) as container:
+    for packet in container.demux(container.streams.video[0]):
+        rings.tap("cam-1", packet)
+resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+reports = []
+assert rings.record_clip("cam-1", 12 * 10**9, 2.0, 3.0, Path({str(clip)!r}), lambda path, error: reports.append(error))
+rings.close()
+print(reports[0])
+print(rings.stats())
+"""
+    done = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[3])
+    error, stats = done.stdout.splitlines()
+    assert "File too large" in error and stats == str({"clips_written": 0, "clips_dropped": 0, "errors": 1})
+    assert list(clip.parent.iterdir()) == []  # neither the clip nor its `.part`
 
 
 def test_end_stream_writes_the_unfinished_clip_and_forgets_the_stream(tmp_path):
     source = make_h264(tmp_path / "src.mp4", frames=40, gop=10)
     clip, reports = tmp_path / "cam-1" / "event.mp4", Reports()
-    rings = PacketRings(keep_s=1.0 + 5.0)
+    rings = on_packet_clock(PacketRings(keep_s=1.0 + 5.0))
     with av.open(str(source)) as container:
         for packet in container.demux(container.streams.video[0]):
             if packet.size:
@@ -199,7 +257,7 @@ def test_end_stream_writes_the_unfinished_clip_and_forgets_the_stream(tmp_path):
 
 def test_full_writer_queue_drops_the_clip_and_reports_it(tmp_path):
     source = make_h264(tmp_path / "src.mp4", frames=40, gop=10)
-    rings = PacketRings(keep_s=6.0, queue_size=1)
+    rings = on_packet_clock(PacketRings(keep_s=6.0, queue_size=1))
     writing, release = threading.Event(), threading.Event()
     reports = Reports()
 
@@ -230,7 +288,7 @@ def test_clip_through_the_real_reader_tap_matches_the_decoded_frame_clock(tmp_pa
     """The whole path: the reader taps the rings, the media sink asks them for the event's clip."""
     source = shared("media/car-detection.mp4")
     config = MediaOutput(type="media", directory=tmp_path, clip_before_s=2.0, clip_after_s=3.0)
-    rings = PacketRings(keep_s=config.clip_before_s + 5.0)
+    rings = on_packet_clock(PacketRings(keep_s=config.clip_before_s + 5.0))
     rule = AlertRule(name="door", when="enter", zone="z", snapshot=True, clip=True)
     sink = MediaSink(config, [rule], clips=rings)
     sink.open()
@@ -241,7 +299,7 @@ def test_clip_through_the_real_reader_tap_matches_the_decoded_frame_clock(tmp_pa
                 image = decoded.image.to_ndarray(format="rgb24")
                 frame = Frame("cam-1", 0, decoded.pts_ns, 0, image, image.shape[1], image.shape[0], "rgb24")
                 result = FrameResult(frame, Detections.empty(), run_id="run-1")
-                event = result.moment.event("door", "enter", 7, 0, {"zone": "z"})
+                event = result.moment.event("door", "alert", 7, 0, {"zone": "z"})
                 result.events.append(event)
                 sink.on_frame(result)
     finally:

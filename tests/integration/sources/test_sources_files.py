@@ -195,13 +195,20 @@ def test_a_source_error_mid_file_fails_the_stream(sink, monkeypatch):
 def test_packet_tap_sees_every_demuxed_packet_and_a_failing_tap_does_not_stop_decoding(sink):
     seen = []
 
-    def tap(stream_id, packet):
-        seen.append((stream_id, packet.size))
-        if len(seen) % 7 == 0:
-            raise OSError("disk full (injected)")
+    class FailingRings:  # the worker's `packets`: every seventh packet cannot be kept
+        def tap(self, stream_id, packet):
+            seen.append((stream_id, packet.size))
+            if len(seen) % 7 == 0:
+                raise OSError("disk full (injected)")
+
+        def align(self, stream_id, offset_ns):
+            pass
+
+        def end_pass(self, stream_id):
+            pass
 
     config = StreamConfig(id="dog", url=str(shared_file("media/dog-848x464.mp4")))
-    worker = StreamWorker(config, sink, packet_tap=tap)
+    worker = StreamWorker(config, sink, packets=FailingRings())
     worker.start()
     assert worker.join(30) and worker.state is WorkerState.FINISHED
     assert len(sink.frames) == 96 and len(seen) == 96 and {s for s, _ in seen} == {"dog"}

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -68,6 +72,55 @@ def test_jsonl_lines_appear_while_running_not_only_at_close(tmp_path, mot17_05):
         time.sleep(0.02)
     assert len(path.read_text().splitlines()) == 10
     sink.close()
+
+
+def test_jsonl_opened_on_a_file_ending_inside_a_record_cuts_it_and_appends_whole_lines(tmp_path, mot17_05, caplog):
+    path = tmp_path / "det.jsonl"
+    earlier = JsonlSink(JsonlOutput(type="jsonl", path=path), MOT_CLASSES)
+    earlier.open()
+    feed(earlier, mot17_05[:3])
+    earlier.close()
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"stream_id": "cam-05", "seq": 3, "fr')  # an earlier run stopped mid-write
+    sink = JsonlSink(JsonlOutput(type="jsonl", path=path), MOT_CLASSES)
+    with caplog.at_level(logging.WARNING, logger="pipeline.sinks.jsonl"):
+        sink.open()
+    feed(sink, mot17_05[3:6])
+    sink.close()
+    assert path.read_bytes().startswith(whole)
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [0, 1, 2, 3, 4, 5]
+    assert "ended inside a record" in caplog.text and sink.stats()["records_written"] == 3
+
+
+def test_jsonl_write_that_fills_the_disk_counts_what_it_wrote_and_leaves_whole_lines(tmp_path, shared):
+    """Run in a process of its own: the full disk is the file size limit (RLIMIT_FSIZE), set below the first batch."""
+    path, gt = tmp_path / "det.jsonl", shared("data/mot17/MOT17-05/gt/gt.txt")
+    script = f"""
+import resource, signal, time
+from pathlib import Path
+from pipeline.config.outputs import JsonlOutput
+from pipeline.sinks.jsonl import JsonlSink
+from tests.integration.storage.replay import MOT_CLASSES, RUN, feed, mot_results
+results = mot_results(Path({str(gt)!r}), "cam-05", 14.0, time.time_ns(), RUN.run_id)[:200]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
+full = JsonlSink(JsonlOutput(type="jsonl", path={str(path)!r}), MOT_CLASSES)
+full.open()
+feed(full, results)
+full.close()
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again: the next run appends
+again = JsonlSink(JsonlOutput(type="jsonl", path={str(path)!r}), MOT_CLASSES)
+again.open()
+feed(again, results[:10])
+again.close()
+print(full.stats()["records_written"], again.stats()["records_written"])
+"""
+    done = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[3])
+    written, appended = map(int, done.stdout.split())
+    assert 0 < written < 200 and appended == 10
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == list(range(written)) + list(range(10))
 
 
 def test_mot_export_writes_the_tracks_matched_to_a_detection_at_their_source_frame_numbers(tmp_path, mot17_05):
