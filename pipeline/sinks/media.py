@@ -181,9 +181,10 @@ class MediaSink(BaseSink):
                                        self.config.clip_after_s, path, on_done=self._clip_done)
         if not asked:
             self._count("clips_missed")
-            log.warning("media: no packets of stream '%s' to cut the clip of event %s from: they are kept when an "
-                        "alert rule asks for clips or the media sink has `clips: true` (streams without timestamps "
-                        "cannot be clipped)", event.stream_id, event.event_id)
+            log.warning("media: no clip of event %s: the packets of stream '%s' do not hold its frame (gone before "
+                        "the event came, or none kept: they are kept when an alert rule asks for clips or the media "
+                        "sink has `clips: true`; streams without timestamps cannot be clipped)", event.event_id,
+                        event.stream_id)
 
     def _clip_done(self, path: Path, error: str | None) -> None:
         """The recorder's report on one clip (called from its writer thread)."""
