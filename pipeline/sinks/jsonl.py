@@ -25,7 +25,7 @@ from typing import BinaryIO
 from pipeline.config.outputs import JsonlOutput
 from pipeline.errors import SinkError
 from pipeline.sinks.base import BaseSink
-from pipeline.sinks.storage.rows import json_default
+from pipeline.sinks.outputs.payload import json_default
 from pipeline.sinks.storage.writer import BatchWriter
 from pipeline.types import Detections, FrameResult, class_name
 

@@ -37,8 +37,8 @@ def wall_time(wall_ns: int) -> str:
     return f"{seconds}.{wall_ns // 1_000_000 % 1000:03d}Z"
 
 
-def _plain(value: Any) -> Any:
-    """json.dumps hook for numpy values and paths."""
+def json_default(value: Any) -> Any:
+    """json.dumps hook for what stages put in payloads and rows: numpy values, sets, tuples and paths."""
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
@@ -77,7 +77,7 @@ def event_to_dict(event: Event) -> dict[str, Any]:
 def event_to_json(event: Event) -> str:
     """One line of compact JSON (no newline); raises SinkError when the payload cannot be encoded."""
     try:
-        return json.dumps(event_to_dict(event), default=_plain, separators=(",", ":"), allow_nan=False)
+        return json.dumps(event_to_dict(event), default=json_default, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise SinkError(
             f"event {event.event_id} (stream '{event.stream_id}', rule '{event.rule}') has a payload "

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.sinks.outputs.payload import json_default
 from pipeline.types import Detections, Event, FrameResult, Run, class_name
 
 
@@ -96,14 +97,6 @@ def run_row(run: Run, ended_ns: int | None = None) -> tuple:
     """One `runs` row: `ended_ns` None while the run goes on (written with every batch of rows, it clears the end
     that a sink replaced while the run went on recorded at its close)."""
     return (run.run_id, run.config_hash, run.version, run.started_ns, ended_ns, run.instance or None)
-
-
-def json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"event payload value of type {type(value).__name__} is not JSON serialisable")
 
 
 def merge(frames: list[FrameRows], urls: dict[str, str | None]) -> MergedRows:

@@ -1,6 +1,7 @@
 """Rows from FrameResults and events, folding tracks per transaction, the two dialects."""
 import json
 import re
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -73,12 +74,12 @@ def test_the_same_track_id_in_two_runs_is_two_tracks():
 
 def test_event_rows_carry_the_events_run_and_capture_time_and_a_json_payload():
     event = Moment("run-1", "cam-1", 5, 1_700_000_000 * 10**9).event(
-        "dwell-door", "dwell", 4, 0, {"seconds": np.float32(2.5), "box": np.zeros(2)})
+        "dwell-door", "dwell", 4, 0, {"seconds": np.float32(2.5), "box": np.zeros(2), "crop": Path("/m/c.jpg")})
     row = dict(zip(EVENT_COLUMNS, event_row(replace(event, class_name="person", clip="/media/cam-1/x.mp4"))))
     assert (row["event_id"], row["run_id"], row["ts_ns"], row["wall_ns"]) == (
         event.event_id, "run-1", 5, 1_700_000_000 * 10**9)
     assert (row["class_name"], row["snapshot"], row["clip"]) == ("person", None, "/media/cam-1/x.mp4")
-    assert json.loads(row["payload"]) == {"box": [0.0, 0.0], "seconds": 2.5}
+    assert json.loads(row["payload"]) == {"box": [0.0, 0.0], "crop": "/m/c.jpg", "seconds": 2.5}  # as the outbox
 
 
 def created(statement: str) -> str:
