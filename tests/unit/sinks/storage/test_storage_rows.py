@@ -1,8 +1,8 @@
 """Rows from FrameResults and events, folding tracks per transaction, the two dialects."""
 import json
 import re
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
