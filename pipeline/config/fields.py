@@ -43,6 +43,18 @@ def _key(part: Any) -> str:
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]
 """A name that other keys refer to (a lane, zone, line or alert rule): not empty, no surrounding spaces."""
 
+
+def _has_letter_or_digit(stream_id: str) -> str:
+    if not any(c.isascii() and c.isalnum() for c in stream_id):
+        raise KeyPathError((), f"{stream_id!r} has no letter or digit; a stream id names a folder (the media sink's) "
+                               "and a part of the API's paths, where '.' and '..' mean this folder and the one above: "
+                               "put a letter or digit in it")
+    return stream_id
+
+
+StreamId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$"), AfterValidator(_has_letter_or_digit)]
+"""A stream id: 1 to 64 letters, digits, `_`, `.`, `:` or `-`, at least one a letter or digit."""
+
 Fraction = Annotated[float, Field(ge=0, le=1)]
 """A score or threshold between 0 and 1."""
 

@@ -21,7 +21,7 @@ from pipeline import plugins
 from pipeline.config import references
 from pipeline.config.analytics import AlertRule, LineConfig, ZoneConfig
 from pipeline.config.cluster import ClusterConfig
-from pipeline.config.fields import DAY_S, HOUR_S, FilePath, Fraction, KeyPathError, Name, Strict
+from pipeline.config.fields import DAY_S, HOUR_S, FilePath, Fraction, KeyPathError, Name, Strict, StreamId
 from pipeline.config.outputs import OutputEntry
 from pipeline.config.tracker import TrackerConfig
 
@@ -41,7 +41,7 @@ class LaneConfig(Strict):
 
 
 class StreamConfig(Strict):
-    id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="unique stream name used in storage and events")
+    id: StreamId = Field(description="unique stream name used in storage and events")
     url: str = Field(min_length=1, max_length=4096, description="file path, rtsp://..., http(s):// (HLS .m3u8, MJPEG, MPEG-TS), or a scheme a "
                      "plugin registers")
     lane: str = Field("default", description="name of the lane this stream joins")

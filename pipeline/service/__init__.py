@@ -31,7 +31,7 @@ class Service:
         self.runner = runner
         self.control = control or Control(runner)
         self._gpu = GpuCollector()
-        app = make_app(self.control, http.token, package_version(), [self._gpu], http.console, cluster)
+        app = make_app(self.control, http.token, package_version(), [self._gpu], http.console, cluster, http.host)
         self.console = app.state.console
         try:
             self.server = HttpServer(app, http.host, http.port)

@@ -15,7 +15,8 @@
     GET  /                   the web console (`pipeline.service.console`); POST /login, /logout its session
 
 With `runtime.http.token` set, /api and /status need `Authorization: Bearer <token>` or the console's
-session cookie (`pipeline.service.auth`). A bad body gets a
+session cookie (`pipeline.service.auth`); without one, every request must name a loopback host and a change
+must not come from another site's page (403 otherwise). A bad body gets a
 422 naming the key path; a change that cannot apply gets a 4xx saying why, and nothing changes. Changes
 go through `Control`: validated, applied, then written back to the config file (in a fleet, the cameras,
 zones, lines and alert rules to the fleet's database).
@@ -76,10 +77,12 @@ class StreamView(BaseModel):
 
 
 def make_app(control: Control, token: str | None = None, version: str = "",
-             collectors: Sequence[Collector] = (), console: ConsoleConfig | None = None, cluster=None) -> FastAPI:
+             collectors: Sequence[Collector] = (), console: ConsoleConfig | None = None, cluster=None,
+             host: str = "127.0.0.1") -> FastAPI:
     """The app of one pipeline (`control.runner`); /metrics has the runner's counters and histograms, this
     process's CPU and memory, and `collectors` (the GPUs'). cluster: a fleet's `Coordinator` (None: no fleet). console: serve the web console at / (None or not
-    enabled: no console); its `Console` is `app.state.console` (to close before the server stops)."""
+    enabled: no console); its `Console` is `app.state.console` (to close before the server stops). host: the
+    address it listens on (without a token, requests must name it or another loopback host: `auth.LocalOnly`)."""
     runner = control.runner
     app = FastAPI(title="streamweave", version=version, max_body_size=MAX_BODY_BYTES,
                   description="Control and observe a running streamweave pipeline.")
@@ -92,6 +95,8 @@ def make_app(control: Control, token: str | None = None, version: str = "",
     app.add_exception_handler(RequestValidationError, _invalid_request)
     sessions = Sessions(token)
     authorized = [Depends(sessions.check)] if token else []
+    if not token:
+        app.add_middleware(auth.LocalOnly, host=host)
     app.state.console = None
     if console is not None and console.enabled:
         app.state.console = Console(control, console)

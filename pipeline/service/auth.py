@@ -3,22 +3,77 @@ the session cookie a browser got by logging in with that token.
 
 A browser cannot put a bearer token on `EventSource` or `<img>` requests, so the console posts the token
 once to `POST /login` and gets an HttpOnly, SameSite=Strict cookie holding a random session id (kept in
-memory: a restart logs everyone out); `POST /logout` ends it. Without a token (loopback only) every
-request is let through and `/login` is not needed.
+memory: a restart logs everyone out); `POST /logout` ends it.
+
+Without a token the server listens on loopback only and `/login` is not needed, but a browser on this
+machine reaches it from any page it opens: `LocalOnly` then answers 403 to a request whose `Host` is not a
+loopback name (a page whose own name was made to point at 127.0.0.1, DNS rebinding) and to a request that
+changes something (any method but GET, HEAD and OPTIONS) sent by a page of another origin (a cross-site
+form or `fetch` needs no preflight). Serving other hosts needs a token.
 """
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 import threading
 from collections import OrderedDict
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.datastructures import Headers
+
+from pipeline.config.models import LOOPBACK_HOSTS
 
 COOKIE = "streamweave_session"
+"""The session cookie's name, followed by `_<port>` (`cookie_name`)."""
 MAX_SESSIONS = 1000
 """Sessions kept at once; logging in again beyond that ends the oldest."""
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+"""The methods that change nothing, which a page of another site may send without a token too."""
+
+
+class LocalOnly:
+    """ASGI middleware of a server without a token listening on `host` (a loopback address or name): 403 for a
+    request whose Host header names neither a loopback name nor `host`, and for one that changes something
+    whose Origin header is another origin than the server's own (`http://<its Host header>`)."""
+
+    def __init__(self, app, host: str):
+        self.app = app
+        self.hosts = {_normal(name) for name in (*LOOPBACK_HOSTS, host)}
+
+    async def __call__(self, scope, receive, send) -> None:
+        refused = self.refused(scope["method"], Headers(scope=scope)) if scope["type"] == "http" else None
+        if refused is None:
+            await self.app(scope, receive, send)
+            return
+        await JSONResponse({"detail": f"{refused}: without runtime.http.token this server answers only requests to a "
+                            "loopback address from its own pages; set runtime.http.token to serve other hosts"},
+                           status_code=403)(scope, receive, send)
+
+    def refused(self, method: str, headers: Headers) -> str | None:
+        """Why a request is refused, or None."""
+        host = headers.get("host", "")
+        try:
+            name = urlsplit(f"//{host}").hostname
+        except ValueError:
+            name = None
+        if name is None or _normal(name) not in self.hosts:
+            return f"Host {host!r} is not a loopback address"
+        origin = headers.get("origin")
+        if method not in SAFE_METHODS and origin is not None and origin.lower() != f"http://{host}".lower():
+            return f"{method} from a page of {origin!r}, another site"
+        return None
+
+
+def _normal(name: str) -> str:
+    """A host name as compared: an address in its short form (`::1`), a name in lower case."""
+    try:
+        return str(ipaddress.ip_address(name.strip("[]")))
+    except ValueError:
+        return name.lower()
 
 
 class Login(BaseModel):
@@ -57,7 +112,7 @@ class Sessions:
         given = request.headers.get("authorization", "").encode()
         if hmac.compare_digest(given, f"Bearer {self.token}".encode()):
             return True
-        session = request.cookies.get(COOKIE)
+        session = request.cookies.get(cookie_name(request))
         with self._lock:
             return session is not None and session in self._ids
 
@@ -68,11 +123,17 @@ class Sessions:
                                      "logging in at / with that token)", headers={"WWW-Authenticate": "Bearer"})
 
 
+def cookie_name(request: Request) -> str:
+    """`streamweave_session_<the port this server listens on>`: a browser keeps one cookie of a name per host,
+    whatever its port, and the instances of one host (`run --gpus`) each have their own sessions."""
+    return f"{COOKIE}_{request.scope['server'][1]}"
+
+
 def router(sessions: Sessions) -> APIRouter:
     api = APIRouter(tags=["console"])
 
     @api.post("/login", status_code=204)
-    def login(body: Login, response: Response) -> Response:
+    def login(body: Login, request: Request) -> Response:
         """Exchange the API token for a session cookie (HttpOnly, SameSite=Strict) the API accepts too."""
         if sessions.token is None:
             return Response(status_code=204)
@@ -80,16 +141,16 @@ def router(sessions: Sessions) -> APIRouter:
         if session is None:
             raise HTTPException(401, "wrong token: give the value of runtime.http.token")
         reply = Response(status_code=204)
-        reply.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/")
+        reply.set_cookie(cookie_name(request), session, httponly=True, samesite="strict", path="/")
         return reply
 
     @api.post("/logout", status_code=204)
     def logout(request: Request) -> Response:
-        session = request.cookies.get(COOKIE)
+        session = request.cookies.get(cookie_name(request))
         if session is not None:
             sessions.logout(session)
         reply = Response(status_code=204)
-        reply.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        reply.delete_cookie(cookie_name(request), path="/", httponly=True, samesite="strict")
         return reply
 
     return api

@@ -6,13 +6,16 @@ k of the base instance `edge-1` is the instance `edge-1-gpu<k>` (`STREAMWEAVE_IN
 wins over a name in the file), serves HTTP on the base port + k (0 stays 0: any free port) and keeps its outbox
 in `<outbox stem>-gpu<k><suffix>`. Without `runtime.cluster` in the file the children split the cameras with
 `--shard k/N` (`--shard i/M` of the supervisor too: host i of M with N GPUs runs shards i*N+k of M*N); with it,
-each joins the coordinator and claims cameras itself. Pure logic, no processes: `supervisor.py` runs them.
+each joins the coordinator and claims cameras itself. Pure logic, no processes: `supervisor.py` runs them
+(`tie_to_supervisor` is what a child runs first).
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -27,8 +30,14 @@ EXIT_CONFIG = 2
 """A child that ended with this (a config error) would fail the same way again: it is not restarted."""
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 CHILD_MAIN = (f"import sys; sys.path.insert(0, {PACKAGE_ROOT!r}); sys.argv[0] = 'streamweave'; "
+              "from pipeline.service.children import tie_to_supervisor; tie_to_supervisor(); "
               "from pipeline.cli import main; sys.exit(main())")
-"""A child runs this `pipeline` (the supervisor's), whatever its working directory puts first on the path."""
+"""A child runs this `pipeline` (the supervisor's), whatever its working directory puts first on the path, tied
+to its supervisor before it takes a port or a GPU."""
+SUPERVISOR_PID = "STREAMWEAVE_SUPERVISOR_PID"
+"""The environment variable with the process id of the supervisor that started a child."""
+PR_SET_PDEATHSIG = 1
+"""prctl(2): the signal this process gets when its parent ends."""
 _LIST = re.compile(r"^\d+(,\d+)*,?$")
 
 
@@ -43,6 +52,20 @@ class Child:
     outbox: Path
     argv: list[str] = field(hash=False)
     env: dict[str, str] = field(hash=False, repr=False)
+
+
+def tie_to_supervisor() -> None:
+    """In a child, before anything else: get SIGTERM (a stop, as the supervisor's own) when the supervisor ends,
+    SIGKILLed included, so that no child goes on holding its port and GPU without it (Linux only: prctl
+    PR_SET_PDEATHSIG). SystemExit when the supervisor (`$STREAMWEAVE_SUPERVISOR_PID`) has already ended, on
+    every system: the signal would never come."""
+    supervisor = int(os.environ[SUPERVISOR_PID])
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != supervisor:
+        raise SystemExit(f"the supervisor (pid {supervisor}) has ended; this instance does not start without it")
 
 
 def parse_gpus(text: str, discover=None) -> list[str]:

@@ -2,7 +2,7 @@
 
     GET    /api/zones            every zone             GET /api/zones/{name}
     PUT    /api/zones/{name}     set one (body: its YAML keys, `streams` included); 201 when new
-    DELETE /api/zones/{name}     (the same for /api/lines and /api/alerts)
+    DELETE /api/zones/{name}     (the same for /api/lines and /api/alerts; a name may hold "/", as is or %2F)
     POST   /api/reload           re-read the config file, apply what changed
     GET    /api/events           recent stored events, newest first (filters: stream, kind, class, since, until)
 
@@ -101,11 +101,11 @@ def _section_routes(api: APIRouter, control: Control, section: str, what: str) -
 
     tags = [section]
     api.add_api_route(f"/{section}", listed, methods=["GET"], tags=tags, summary=f"every {what}")
-    api.add_api_route(f"/{section}/{{name}}", one, methods=["GET"], tags=tags, summary=f"one {what}")
-    api.add_api_route(f"/{section}/{{name}}", put, methods=["PUT"], tags=tags,
+    api.add_api_route(f"/{section}/{{name:path}}", one, methods=["GET"], tags=tags, summary=f"one {what}")
+    api.add_api_route(f"/{section}/{{name:path}}", put, methods=["PUT"], tags=tags,
                       summary=f"set a {what} (its YAML keys); it applies live and is written to the config file "
                       "(in a fleet, to its database)")
-    api.add_api_route(f"/{section}/{{name}}", delete, methods=["DELETE"], status_code=204, tags=tags,
+    api.add_api_route(f"/{section}/{{name:path}}", delete, methods=["DELETE"], status_code=204, tags=tags,
                       summary=f"remove a {what}")
 
 

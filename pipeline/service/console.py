@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import re
+from collections import OrderedDict
 from datetime import datetime
 from pathlib import Path
 from typing import AsyncIterator, Callable
@@ -30,7 +32,7 @@ from pipeline.config.models import ConsoleConfig
 from pipeline.errors import SinkError
 from pipeline.service.control import Control
 from pipeline.service.previews import Previews
-from pipeline.sinks.outputs.payload import event_to_dict
+from pipeline.sinks.outputs.payload import event_to_json
 
 STATIC = Path(__file__).parent / "static"
 KEEPALIVE_S = 1.0
@@ -52,17 +54,23 @@ class Console:
         runner.parts.outputs.add_tap(self.previews.tap)
         runner.parts.events.add_listener(self._publish)
 
-    def listen(self, offer: Callable[[dict], None]) -> Callable[[dict], None]:
-        """Call `offer(event JSON)` for each event published from now on (on the publishing thread)."""
+    def listen(self, offer: Callable[[tuple[str, str]], None]) -> Callable[[tuple[str, str]], None]:
+        """Call `offer((event id, event JSON))` for each event published from now on (on the publishing thread);
+        the JSON is what the outputs send (`event_to_json`)."""
         self._events.append(offer)
         return offer
 
-    def unlisten(self, offer: Callable[[dict], None]) -> None:
+    def unlisten(self, offer: Callable[[tuple[str, str]], None]) -> None:
         self._events.remove(offer)
 
     def _publish(self, events) -> None:
         if self._events:
-            items = [event_to_dict(event) for event in events]
+            items = []
+            for event in events:
+                try:
+                    items.append((event.event_id, event_to_json(event)))
+                except SinkError:  # a payload that is not JSON: the outbox leaves it out too, and logs why
+                    continue
             for offer in list(self._events):
                 for item in items:
                     offer(item)
@@ -112,7 +120,8 @@ def _router(console: Console) -> APIRouter:
     async def previews(streams: str = Query(description="stream ids, comma-separated"),
                        width: int = Query(320, ge=16, le=7680, description="preview width in pixels")):
         """Server-sent events `preview`: JSON with the frame's size, boxes (source pixels) and the JPEG in
-        base64, for each listed camera at most `console.preview_fps` a second, while this request is open."""
+        base64, for each listed camera at most `console.preview_fps` a second, while this request is open. A
+        viewer that reads slower is sent the newest picture of each camera, never a backlog."""
         wanted = {sid: width for sid in streams.split(",") if sid}
         if not wanted:
             raise HTTPException(400, "streams: name at least one stream id, e.g. ?streams=cam-1,cam-2")
@@ -121,14 +130,15 @@ def _router(console: Console) -> APIRouter:
             data = {**preview.meta(), "jpeg": base64.b64encode(preview.jpeg).decode()}
             return f"event: preview\ndata: {json.dumps(data)}\n\n"
 
-        return _sse(console, lambda offer: console.previews.watch(wanted, offer), console.previews.unwatch, encode)
+        return _sse(console, lambda offer: console.previews.watch(wanted, offer), console.previews.unwatch, encode,
+                    newest_of=lambda preview: preview.stream_id)
 
     @api.get("/events/live")
     async def live_events():
         """Server-sent events `event`: each event as the webhook has it, as it is published (not stored first;
         its snapshot may take a moment to be written)."""
         return _sse(console, console.listen, console.unlisten,
-                    lambda item: f"event: event\nid: {item['event_id']}\ndata: {json.dumps(item)}\n\n")
+                    lambda item: f"event: event\nid: {item[0]}\ndata: {item[1]}\n\n")
 
     @api.get("/media/{stream_id}/{name}")
     def media(stream_id: str, name: str) -> FileResponse:
@@ -151,16 +161,23 @@ def _router(console: Console) -> APIRouter:
     return api
 
 
-def _sse(console: Console, subscribe, unsubscribe, encode) -> StreamingResponse:
+def _sse(console: Console, subscribe, unsubscribe, encode, newest_of=None) -> StreamingResponse:
     """A server-sent event stream of what `subscribe(offer)` offers from other threads, until the client
-    goes or the console closes; `encode(item)` is its text. A client that falls behind loses the oldest."""
+    goes or the console closes; `encode(item)` is its text. A client that falls behind loses the oldest of
+    the QUEUE_ITEMS items it is owed; with `newest_of(item)` (a key: a preview's camera) it is owed only the
+    newest item of each key, which replaces the one it has not been sent yet."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue(QUEUE_ITEMS)
+    owed: OrderedDict = OrderedDict()  # key -> item, oldest first
+    arrived = asyncio.Event()
+    numbers = itertools.count()
 
     def put(item) -> None:
-        if queue.full():
-            queue.get_nowait()
-        queue.put_nowait(item)
+        key = next(numbers) if newest_of is None else newest_of(item)
+        owed.pop(key, None)
+        owed[key] = item
+        if len(owed) > QUEUE_ITEMS:
+            owed.popitem(last=False)
+        arrived.set()
 
     def offer(item) -> None:
         try:
@@ -173,12 +190,14 @@ def _sse(console: Console, subscribe, unsubscribe, encode) -> StreamingResponse:
         try:
             yield "retry: 2000\n\n"
             while not console.closed:
-                try:
-                    item = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
-                except asyncio.TimeoutError:
-                    yield ": alive\n\n"
+                if not owed:
+                    arrived.clear()
+                    try:
+                        await asyncio.wait_for(arrived.wait(), KEEPALIVE_S)
+                    except asyncio.TimeoutError:
+                        yield ": alive\n\n"
                     continue
-                yield encode(item)
+                yield encode(owed.popitem(last=False)[1])
         finally:
             unsubscribe(handle)
 
@@ -209,16 +228,22 @@ def _counts(console: Console, runner) -> dict:
     except SinkError as exc:
         raise HTTPException(503, str(exc)) from None
     cameras: dict[str, dict] = {config.id: {"lines": [], "zones": []} for config in runner.streams()}
-    for row in lines:
-        cameras.setdefault(row["stream_id"], {"lines": [], "zones": []})["lines"].append(
-            {key: row[key] for key in ("line", "direction", "class_name", "crossings")})
+    for (sid, line, direction, name), count in _summed(lines, ("stream_id", "line", "direction", "class_name"),
+                                                       "crossings"):
+        cameras.setdefault(sid, {"lines": [], "zones": []})["lines"].append(
+            {"line": line, "direction": direction, "class_name": name, "crossings": count})
     now_inside = {(row["stream_id"], row["zone"], row["class_name"]): row["inside"] for row in inside}
-    totals: dict[tuple, int] = {}
-    for row in visits:
-        key = (row["stream_id"], row["zone"], row["class_name"])
-        totals[key] = totals.get(key, 0) + row["visits"]
-    for (sid, zone, name), count in sorted(totals.items(), key=lambda item: [str(v) for v in item[0]]):
+    for (sid, zone, name), count in _summed(visits, ("stream_id", "zone", "class_name"), "visits"):
         cameras.setdefault(sid, {"lines": [], "zones": []})["zones"].append(
             {"zone": zone, "class_name": name, "visits": count, "inside": now_inside.get((sid, zone, name), 0)})
     return {"day": datetime.fromtimestamp(since / 1e9, tz).date().isoformat(), "time_zone": console.config.time_zone,
             "cameras": cameras}
+
+
+def _summed(rows: list[dict], keys: tuple[str, ...], count: str) -> list[tuple[tuple, int]]:
+    """The `count` of `rows` (one row per run) added up per value of `keys`, in the order of those values."""
+    totals: dict[tuple, int] = {}
+    for row in rows:
+        key = tuple(row[name] for name in keys)
+        totals[key] = totals.get(key, 0) + row[count]
+    return sorted(totals.items(), key=lambda item: [str(v) for v in item[0]])

@@ -185,8 +185,10 @@ class Control:
         return change
 
     def reload_in_background(self) -> None:
-        """A reload for a signal handler (SIGHUP): on a thread of its own, its outcome logged."""
+        """A reload for a signal handler (SIGHUP): on a thread of its own, once the pipeline runs (one asked for
+        while it starts applies then), its outcome logged."""
         def run() -> None:
+            self.runner.running.wait()  # a daemon thread: one asked for while the pipeline stops ends with it
             try:
                 self.reload()
             except PipelineError as exc:

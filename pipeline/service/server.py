@@ -1,13 +1,22 @@
 """The HTTP server on a thread of its own: uvicorn serving the service's app on a socket bound first, so
-that a port in use is a config error before any stream starts, not a log line after."""
+that a port in use is a config error before any stream starts, not a log line after.
+
+A connection that sends nothing for uvicorn's `timeout_keep_alive` (5 s) is closed, before its first request
+as after a response (uvicorn's own timer starts only after one): connections opened and left idle would
+otherwise hold a file descriptor each until none is left for the API, the probes or the cameras. The
+service also takes the hard limit of open files as its soft limit (often 1024 where the hard one is far
+higher).
+"""
 from __future__ import annotations
 
 import logging
+import resource
 import socket
 import threading
 import time
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from pipeline.errors import ConfigError
 
@@ -16,10 +25,28 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 10.0
 
 
+class _IdleClosingH11(H11Protocol):
+    """uvicorn's h11 protocol, with the keep-alive timer started as the connection opens too (the first byte
+    received stops it, as it stops the timer after a response)."""
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+
+def raise_open_files_limit() -> None:
+    """The soft limit of open files (RLIMIT_NOFILE) up to the hard one: each connection, camera and file
+    takes one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard and hard != resource.RLIM_INFINITY:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 class HttpServer:
     """Serves `app` on host:port from thread `http:<port>` between `start()` and `stop()`."""
 
     def __init__(self, app, host: str, port: int):
+        raise_open_files_limit()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -32,7 +59,8 @@ class HttpServer:
         self.host, self.port = host, self._socket.getsockname()[1]
         # log_config=None: uvicorn leaves logging alone, so its loggers reach the root handler (`pipeline.logs`)
         # and a JSON log stays JSON; no access log: scrapes of /metrics would fill it
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", log_config=None)
+        config = uvicorn.Config(app, http=_IdleClosingH11, log_level="warning", access_log=False, lifespan="off",
+                                log_config=None)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._socket]},
                                         name=f"http:{self.port}", daemon=True)

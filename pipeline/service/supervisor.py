@@ -2,10 +2,14 @@
 
 The supervisor starts every child in a session of its own (a terminal's Ctrl-C reaches the supervisor only, and
 it decides what the children get): SIGINT and SIGTERM are passed on to every child (again: they abandon what
-they buffered) and no child is started again; SIGHUP is passed on (each child reloads the file). A child
+they buffered) and no child is started again; SIGHUP is passed on (each child reloads the file). A child starts
+with SIGHUP blocked and takes it once its reload handler is in place, so a reload asked for while it starts is
+applied then instead of killing it. On Linux a child gets SIGTERM when the supervisor ends, however it ends
+(`children.tie_to_supervisor`): no child keeps its port and GPU after a SIGKILLed supervisor. A child
 that dies is started again after a backoff (`children.RestartPolicy`). Every line a child writes comes out on
 the supervisor's stream of the same kind, prefixed with the child's instance name (`edge-1-gpu0 | ...`), or,
-when the line is a JSON object (`runtime.log_format: json`), with an `instance` field added. The supervisor
+when the line is a JSON object (`runtime.log_format: json`), with an `instance` field added; when nothing reads
+that stream any more, the lines are dropped, and the children's pipes are still read to their end. The supervisor
 exits once every child has ended, with `children.overall_exit` of their codes. A child that cannot even be
 started (its program gone, no memory or file handles left) counts as one that died with `START_FAILED`, and
 is tried again the same way: the children already running are never left without their supervisor.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import signal
 import subprocess
@@ -28,7 +33,8 @@ import yaml
 
 from pipeline import logs
 from pipeline.backoff import Backoff
-from pipeline.service.children import Child, RestartPolicy, overall_exit, parse_gpus, plan_children
+from pipeline.service.children import (SUPERVISOR_PID, Child, RestartPolicy, overall_exit, parse_gpus,
+                                       plan_children)
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +140,15 @@ class Supervisor:
         due[index] = time.monotonic() + delay
 
     def _start(self, child: Child) -> None:
-        proc = subprocess.Popen(child.argv, env=child.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, errors="replace", bufsize=1, start_new_session=True)
+        """Start `child`. Its death signal (`children.tie_to_supervisor`) comes when the thread that started it
+        ends: every child is started from the thread of `run`, which ends with the supervisor."""
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})  # the child inherits the blocked signal
+        try:
+            proc = subprocess.Popen(child.argv, env={**child.env, SUPERVISOR_PID: str(os.getpid())},
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                                    bufsize=1, start_new_session=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         self._procs[child.index], self._started[child.index] = proc, time.monotonic()
         log.info("instance %s: GPU %s, port %d, outbox %s, pid %d", child.instance, child.gpu, child.port,
                  child.outbox, proc.pid)
@@ -149,10 +162,13 @@ class Supervisor:
 
     def _pump(self, instance: str, pipe: TextIO, name: str) -> None:
         stream = self._streams[name]
-        for line in pipe:
+        for line in pipe:  # to its end, whatever happens to `stream`: a child whose pipe fills up blocks
             with self._write_lock:
-                stream.write(prefixed(instance, line))
-                stream.flush()
+                try:
+                    stream.write(prefixed(instance, line))
+                    stream.flush()
+                except OSError:  # its reader went away (a closed terminal, a killed `| tee`): the line is dropped
+                    continue
 
     def _wait(self, index: int, proc: subprocess.Popen, pumps: list[threading.Thread]) -> None:
         code = proc.wait()

@@ -1,4 +1,5 @@
-"""Plugins for tests: `stages:` that fail on every frame or return a malformed event; a source of wrong frames."""
+"""Plugins for tests: `stages:` that fail on every frame, return a malformed event or numpy numbers in a payload; a
+source of wrong frames."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -21,6 +22,21 @@ class NoClassId:
     def __call__(self, result):
         if result.frame.seq % 10 == 9:
             return [replace(result.moment.event("odd", "mark", -1, 0, {}), class_id=None)]
+        return []
+
+
+class NumpyScore:
+    """Every 5th frame an event whose payload holds numpy numbers, as a stage that computes with numpy makes."""
+
+    def __init__(self, stream_id: str):
+        self.stream_id = stream_id
+
+    def __call__(self, result):
+        import numpy as np  # noqa: PLC0415
+
+        if result.frame.seq % 5 == 4:
+            return [result.moment.event("score", "mark", -1, -1, {"seq": np.int64(result.frame.seq),
+                                                                   "score": np.float32(0.5)})]
         return []
 
 

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import gc
 import os
+import resource
+import shlex
+import socket
 import sys
 import threading
 
 import httpx
+import psutil
 import pytest
 import yaml
 
@@ -173,6 +177,42 @@ def test_with_a_token_the_api_needs_it_and_probes_do_not(tmp_path, serve):
     anonymous.close()
 
 
+def test_without_a_token_only_loopback_hosts_and_changes_from_its_own_pages_are_served(tmp_path, serve):
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=10"}]))
+    client, port = served.client, served.service.port
+    rebound = {"Host": f"evil.example:{port}"}  # a page whose name was made to point at 127.0.0.1 (DNS rebinding)
+    refused = client.get("/api/config", headers=rebound)
+    assert refused.status_code == 403
+    assert refused.json()["detail"].startswith(f"Host 'evil.example:{port}' is not a loopback address")
+    assert "set runtime.http.token to serve other hosts" in refused.json()["detail"]
+    assert client.delete("/api/streams/a", headers=rebound).status_code == 403
+    for origin in ("http://evil.example", "null", f"http://localhost:{port}"):  # a cross-site form post or fetch
+        assert client.post("/api/streams/a/pause", headers={"Origin": origin}).status_code == 403
+        assert client.post("/api/reload", headers={"Origin": origin}).status_code == 403
+    assert [s["id"] for s in client.get("/api/streams").json()] == ["a"]
+    assert client.get("/api/streams/a").json()["state"] != "paused"
+
+    for host in (f"localhost:{port}", f"[::1]:{port}", f"LOCALHOST:{port}", "127.0.0.1"):
+        assert client.get("/healthz", headers={"Host": host}).status_code == 200
+    own = client.post("/api/streams/a/pause", headers={"Origin": f"http://127.0.0.1:{port}"})  # the console's own
+    assert own.status_code in (200, 202), own.text
+    zone = {"polygon": [[0, 0], [60, 0], [60, 40]]}
+    assert client.put("/api/zones/door", json=zone).status_code == 201  # no Origin: a script, not a page
+    with_token = serve(config(tmp_path, []), token=TOKEN)  # a token serves any host name, and pages that have it
+    assert with_token.client.get("/api/config", headers={"Host": f"edge-1.example:{port}"}).status_code == 200
+
+
+def test_a_stream_id_without_a_letter_or_digit_is_refused_in_the_file_and_over_http(tmp_path, serve):
+    with pytest.raises(ValueError, match=r"'\.\.' has no letter or digit; a stream id names a folder"):
+        config(tmp_path, [{"id": "..", "url": "fake://x"}])
+    client = serve(config(tmp_path, [])).client
+    for bad in (".", "..", "_-"):
+        refused = client.post("/api/streams", json={"id": bad, "url": "fake://x?fps=10"})
+        assert refused.status_code == 422 and "has no letter or digit" in refused.text, refused.text
+    assert client.post("/api/streams", json={"id": "cam.1", "url": "fake://x?fps=10"}).status_code == 201
+    assert [s["id"] for s in client.get("/api/streams").json()] == ["cam.1"]
+
+
 def test_listening_beyond_loopback_without_a_token_is_refused():
     with pytest.raises(ValueError, match="reachable from other machines: set a token"):
         HttpConfig(host="0.0.0.0")
@@ -197,6 +237,30 @@ def test_run_without_a_duration_is_a_service_that_starts_empty_and_takes_cameras
         assert service.poll(lambda: service.client.get("/api/streams/cam").json()["counters"]["staged"] >= 20)
     assert service.returncode == 0, service.err
     assert "SIGTERM received" in service.err and "on 1 streams" in service.out
+
+
+def test_connections_that_send_nothing_are_closed_and_the_server_answers_on(tmp_path, serve):
+    served = serve(config(tmp_path, []))
+    idle = [socket.create_connection(("127.0.0.1", served.service.port), timeout=60) for _ in range(20)]
+    try:
+        assert [sock.recv(1) for sock in idle] == [b""] * 20  # each closed by the server, not by a timeout here
+    finally:
+        for sock in idle:
+            sock.close()
+    assert served.client.get("/healthz").status_code == 200
+
+
+def test_a_service_raises_its_soft_limit_of_open_files_to_the_hard_one(tmp_path):
+    port = free_port()
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(config_data(tmp_path, [], runtime={
+        "http": {"port": port}, "outbox_path": str(tmp_path / "outbox.db")})))
+    usual = min(1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1])  # a shell's or systemd's soft limit
+    run = shlex.join([sys.executable, str(REPO / "run_pipeline.py"), "run", str(path), "--quiet"])
+    with ServiceProcess(["bash", "-c", f"ulimit -Sn {usual} && exec {run}"], port) as service:
+        assert service.poll(lambda: service.status("/healthz") == 200)
+        soft, hard = psutil.Process(service.proc.pid).rlimit(psutil.RLIMIT_NOFILE)
+    assert soft == hard, f"soft limit {soft}, hard {hard}"
 
 
 def test_patching_one_camera_restarts_it_alone_and_pause_resume_keep_it_listed(tmp_path, serve):

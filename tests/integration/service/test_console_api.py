@@ -1,13 +1,18 @@
-"""The console's routes over real HTTP: previews only while watched, the session cookie, live events, media."""
+"""The console's routes over real HTTP: previews only while watched and never a backlog, the session cookie
+(one per instance of a host), live events, media, today's counts over every run."""
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import json
+import socket
+import threading
 import time
 
 import av
 import httpx
+import pytest
 
 from tests.support.service import TOKEN, config
 
@@ -80,6 +85,33 @@ def test_a_preview_is_never_wider_than_asked_for_or_than_its_source(tmp_path, se
     assert served.client.get("/api/previews?streams=").status_code == 400
 
 
+@pytest.mark.slow  # 300 previews of 1280x720 pictures: until the socket's buffers are full, and beyond
+def test_a_viewer_that_stops_reading_is_owed_only_the_newest_preview_of_each_camera(tmp_path):
+    from pipeline.config.models import HttpConfig
+    from pipeline.runtime.runner import PipelineRunner
+    from pipeline.service import Control, Service
+    from pipeline.service.previews import Preview
+
+    runner = PipelineRunner(config(tmp_path, [{"id": "a", "url": "fake://a?fps=60&size=1280x720"}]))
+    service = Service(runner, HttpConfig(port=0, console={"preview_fps": 30}), Control(runner))
+    served = threading.Thread(target=service.run)
+    served.start()
+    try:
+        assert runner.running.wait(20)
+        viewer = socket.create_connection(("127.0.0.1", service.port))
+        viewer.sendall(b"GET /api/previews?streams=a&width=1280 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        previews = service.console.previews
+        made = previews.encoded
+        # it reads nothing (a throttled tab, a stalled link): what the socket's buffers hold, the server keeps
+        wait_for(lambda: previews.encoded >= made + 300)
+        held = [o for o in gc.get_objects() if isinstance(o, Preview)]
+        assert len(held) <= 2, f"{len(held)} previews held for a viewer of one camera"
+        viewer.close()
+    finally:
+        service.request_stop()
+        served.join(30)
+
+
 def test_the_token_buys_a_session_cookie_that_the_api_accepts_until_logout(tmp_path, serve):
     served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=40"}]), token=TOKEN)
     base = served.client.base_url
@@ -99,8 +131,25 @@ def test_the_token_buys_a_session_cookie_that_the_api_accepts_until_logout(tmp_p
         assert browser.post("/logout").status_code == 204
         assert browser.get("/api/streams").status_code == 401
     assert served.client.get("/api/streams").status_code == 200  # the bearer token as before
-    with httpx.Client(base_url=base, cookies={"streamweave_session": "made-up"}) as forger:
+    with httpx.Client(base_url=base, cookies={f"streamweave_session_{served.service.port}": "made-up"}) as forger:
         assert forger.get("/api/streams").status_code == 401
+
+
+def test_logging_in_to_another_instance_of_the_host_keeps_the_first_session(tmp_path, serve):
+    instances = []
+    for cam in ("a", "b"):  # as `run --gpus` makes them: one host, a port each
+        (tmp_path / cam).mkdir()
+        cameras = [{"id": cam, "url": f"fake://{cam}?fps=10"}]
+        instances.append((cam, serve(config(tmp_path / cam, cameras), token=TOKEN)))
+    with httpx.Client(timeout=10) as browser:  # one cookie jar for every port of the host, as a browser has
+        for _, served in instances:
+            assert browser.post(f"{served.client.base_url}/login", json={"token": TOKEN}).status_code == 204
+        for cam, served in instances:
+            listed = browser.get(f"{served.client.base_url}/api/streams")
+            assert listed.status_code == 200, f"logged out of instance {cam}: {listed.text}"
+            assert [s["id"] for s in listed.json()] == [cam]
+        assert sorted(cookie.name for cookie in browser.cookies.jar) == sorted(
+            f"streamweave_session_{served.service.port}" for _, served in instances)
 
 
 def test_live_events_and_their_snapshots(tmp_path, serve):
@@ -119,6 +168,14 @@ def test_live_events_and_their_snapshots(tmp_path, serve):
     for bad in ("../../etc/passwd", "..%2F..%2Fsite.yaml", f"{'0' * 24}.png"):
         assert client.get(f"/api/media/a/{bad}").status_code == 404
     assert client.get(f"/api/media/../{marks[0]['event_id']}.jpg").status_code == 404
+
+
+def test_live_events_whose_payloads_hold_numpy_numbers_arrive_as_the_outputs_send_them(tmp_path, serve):
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=40"}],
+                          stages=[{"python": "tests.support.stages:NumpyScore"}]))
+    scores = sse(served.client, "/api/events/live", 3)
+    assert [s["payload"]["score"] for s in scores] == [0.5, 0.5, 0.5]
+    assert [s["payload"]["seq"] % 5 for s in scores] == [4, 4, 4]
 
 
 def test_a_console_can_be_turned_off(tmp_path):
@@ -157,3 +214,36 @@ def test_todays_counts_per_camera(tmp_path, serve):
     assert zone == {"zone": "all", "class_name": "person", "visits": 1, "inside": 1}  # the square never leaves
     (line, *_) = answer["cameras"]["a"]["lines"]
     assert line["line"] == "middle" and line["class_name"] == "person" and line["crossings"] >= 1
+
+
+def test_todays_line_counts_add_up_every_run_of_the_day(tmp_path, serve):
+    from zoneinfo import ZoneInfo
+
+    from pipeline.sinks.storage.answers import Buckets, Filters, line_counts
+    from pipeline.sinks.storage.query import ALL_RUNS
+
+    db = tmp_path / "site.db"
+
+    def site(streams):
+        return config(tmp_path, streams, sinks=[{"type": "sqlite", "path": str(db), "flush_interval_s": 0.1}],
+                      lines=[{"name": "middle", "start": [32, 0], "end": [32, 48]}])
+
+    def crossings(served) -> int:
+        return sum(row["crossings"] for row in served.client.get("/api/counts").json()["cameras"]["a"]["lines"])
+
+    before = 0
+    for _ in range(2):  # a restart the same day
+        run = serve(site([{"id": "a", "url": "fake://a?fps=40"}]))
+        wait_for(lambda: crossings(run) > before)  # this run counted crossings too
+        run.stop()
+        stored = line_counts(str(db), Filters(run=ALL_RUNS), Buckets(1440, ZoneInfo("UTC")))
+        before = sum(row["crossings"] for row in stored)
+    expected: dict[tuple, int] = {}
+    for row in stored:
+        key = (row["line"], row["direction"], row["class_name"])
+        expected[key] = expected.get(key, 0) + row["crossings"]
+    assert len({row["run_id"] for row in stored}) == 2 and len(stored) > len(expected)  # stored per run
+
+    lines = serve(site([])).client.get("/api/counts").json()["cameras"]["a"]["lines"]  # no camera runs now
+    assert len(lines) == len(expected)
+    assert {(row["line"], row["direction"], row["class_name"]): row["crossings"] for row in lines} == expected

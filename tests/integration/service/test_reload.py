@@ -140,6 +140,21 @@ def test_api_changes_are_written_to_the_file_with_its_comments(tmp_path, serve):
     assert client.get("/api/alerts").json() == [] and load_config(path).alerts == []
 
 
+def test_names_with_a_slash_are_set_read_and_removed_as_the_console_sends_them(tmp_path, serve):
+    path = site(tmp_path)
+    served = serve(load_config(path), path=path)
+    client = served.client
+    zone = {"polygon": [[0, 0], [60, 0], [60, 40]], "streams": ["a"]}
+    assert client.put("/api/zones/gate%2Fnorth", json=zone).status_code == 201  # encodeURIComponent("gate/north")
+    assert client.get("/api/zones/gate%2Fnorth").json()["name"] == "gate/north"
+    assert client.put("/api/lines/in/out", json={"start": [32, 0], "end": [32, 48]}).status_code == 201
+    assert [z.name for z in load_config(path).zones] == ["dock", "gate/north"]
+    assert [ln.name for ln in load_config(path).lines] == ["in/out"]
+    assert client.delete("/api/zones/gate%2Fnorth").status_code == 204
+    assert client.delete("/api/lines/in%2Fout").status_code == 204
+    assert [z["name"] for z in client.get("/api/zones").json()] == ["dock"] and client.get("/api/lines").json() == []
+
+
 def test_bad_changes_get_a_4xx_naming_the_key_and_leave_file_and_pipeline_alone(tmp_path, serve):
     path = site(tmp_path)
     served = serve(load_config(path), path=path)

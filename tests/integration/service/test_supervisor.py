@@ -1,13 +1,15 @@
 """`run --gpus 0,1` on the CPU machine (the GPUs named, so none is looked for; fake cameras and engine): two
 children, each with its own GPU in its environment, name, port and shard of the cameras; a SIGKILLed child
-is started again on its port; SIGTERM stops them all and the supervisor. It runs from another directory than
-the checkout: the children run the supervisor's code all the same."""
+is started again on its port; SIGTERM stops them all and the supervisor; a SIGKILLed supervisor takes its
+children with it; a reload asked for while the children start is applied once they are up. It runs from
+another directory than the checkout: the children run the supervisor's code all the same."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -55,7 +57,15 @@ def children(supervisor: subprocess.Popen) -> dict[str, int]:
     return found
 
 
-def test_two_children_with_their_own_gpu_port_and_shard_restarted_when_killed_and_stopped_together(tmp_path):
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def supervise(tmp_path) -> tuple[subprocess.Popen, int]:
+    """`run site.yaml --gpus 0,1` of the cameras CAMS, started from `tmp_path`, and its base port."""
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(config_data(
         tmp_path, [{"id": cam, "url": f"fake://{cam}?fps=10&live=1"} for cam in CAMS],
@@ -66,6 +76,11 @@ def test_two_children_with_their_own_gpu_port_and_shard_restarted_when_killed_an
     supervisor = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "run", str(path), "--gpus", "0,1",
                                    "--port", str(port), "--quiet"], cwd=tmp_path, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    return supervisor, port
+
+
+def test_two_children_with_their_own_gpu_port_and_shard_restarted_when_killed_and_stopped_together(tmp_path):
+    supervisor, port = supervise(tmp_path)
     try:
         expected = [{cam for cam in CAMS if shard_of(cam, 2) == k} for k in range(2)]
         for k in range(2):
@@ -87,10 +102,53 @@ def test_two_children_with_their_own_gpu_port_and_shard_restarted_when_killed_an
         supervisor.send_signal(signal.SIGTERM)
         out, err = supervisor.communicate(timeout=90)
     assert supervisor.returncode == 0, err[-3000:]
-    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-                   for pid in last.values())
+    assert not any(alive(pid) for pid in last.values())
     assert "instance node-gpu1 (GPU 1) died with exit code -9; starting it again in" in err
     assert "SIGTERM received: stopping 2 instance(s)" in err
     for k in range(2):
         assert f"node-gpu{k} | " in err and f"node-gpu{k} | " in out  # logs, and each one's summary
         assert f"instance node-gpu{k} (GPU {k}) ended with exit code 0" in err
+
+
+def test_the_children_stop_when_the_supervisor_is_killed_and_free_their_ports(tmp_path):
+    supervisor, port = supervise(tmp_path)
+    try:
+        for k in range(2):
+            assert poll(lambda: streams(port + k) is not None), f"instance {k} on port {port + k}"
+        orphans = children(supervisor)
+    finally:
+        supervisor.kill()  # as the OOM killer or a service manager's stop timeout does: nothing is passed on
+        supervisor.communicate(timeout=30)
+    try:
+        assert poll(lambda: not any(alive(pid) for pid in orphans.values())), "children outlived their supervisor"
+        assert streams(port) is None and streams(port + 1) is None
+    finally:
+        for pid in orphans.values():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_reload_sent_while_the_children_start_is_applied_once_they_are_up(tmp_path):
+    supervisor, port = supervise(tmp_path)
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in supervisor.stderr:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert poll(lambda: sum(": GPU" in line and ", pid " in line for line in list(lines)) == 2), \
+            "the supervisor did not start both children"
+        supervisor.send_signal(signal.SIGHUP)  # `systemctl reload` right after a start: both are still loading
+        for k in range(2):
+            assert poll(lambda: streams(port + k) is not None), f"instance {k} on port {port + k}"
+            assert poll(lambda: any(line.startswith(f"node-gpu{k} | ") and "reloaded" in line
+                                    for line in list(lines))), f"instance {k} did not reload:\n{''.join(lines)[-3000:]}"
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        supervisor.wait(timeout=90)  # its stdout (the two summaries) fits in the pipe
+        reader.join(10)
+    assert supervisor.returncode == 0
+    assert "died with exit code" not in "".join(lines)

@@ -213,3 +213,22 @@ def test_a_stop_that_comes_while_the_children_are_started_stops_those_already_st
     for pid in stuck.values():
         os.kill(pid, signal.SIGKILL)
     assert not stuck and ended and sorted(supervisor._codes) == [0]
+
+
+def test_a_child_whose_lines_nobody_reads_any_more_is_still_drained_and_ends(tmp_path):
+    read, write = os.pipe()
+    os.close(read)  # whatever read the supervisor's output went away (a closed terminal, a killed `| tee`)
+    gone = io.TextIOWrapper(io.FileIO(write, "w"), write_through=True)  # unbuffered: each line fails as it is written
+    talker = [sys.executable, "-c", "import sys\nfor i in range(20000): print(i, 'x' * 60, file=sys.stderr)"]
+    children = [Child(0, "0", "edge-gpu0", 9000, tmp_path / "a", talker, dict(os.environ))]  # 1.4 MB: 20 pipes full
+    supervisor = Supervisor(children, out=gone, err=gone)
+    ended: list = []
+    run = threading.Thread(target=lambda: ended.append(supervisor.run()))
+    run.start()
+    run.join(60)
+    stuck = supervisor.pids()
+    for pid in stuck.values():
+        os.kill(pid, signal.SIGKILL)
+    run.join(30)
+    gone.close()
+    assert not stuck and ended == [0]
