@@ -31,6 +31,9 @@ from pipeline.types import Detections, FrameResult, class_name
 
 log = logging.getLogger(__name__)
 
+MAX_LINE_BYTES = 1024 * 1024
+"""The longest last line a JSONL output is opened on (a frame's record is a few kB; more is another kind of file)."""
+
 
 class JsonlSink(BaseSink):
     """A `Sink` writing JSON Lines to `config.path`: `config.what` is "detections" or "tracks" (see the module
@@ -60,7 +63,11 @@ class JsonlSink(BaseSink):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a+b", buffering=0)  # unbuffered: a failed write leaves what it says
-            self._cut_half_record()
+            try:
+                self._cut_half_record()
+            except SinkError:
+                self._file.close()
+                raise
         except OSError as exc:
             raise SinkError(f"cannot open JSONL output '{self.path}': {exc.strerror}; check the path is writable") from exc
         self._writer.start()
@@ -110,23 +117,34 @@ class JsonlSink(BaseSink):
         ]
 
     def _cut_half_record(self) -> None:
-        """Cut a file that ends inside a record (an earlier run's write stopped by a crash) back to its last whole
-        line, so that the records appended next start lines of their own."""
+        """Make the file end with a whole line before records are appended: a last line that is a whole record
+        (written by hand or by another tool, without its newline) gets its newline; one cut short by a crash
+        mid-write (not JSON) is cut off. A file whose last line is neither, or longer than `MAX_LINE_BYTES`, is
+        refused: it is not a JSON Lines file, and nothing of it is changed."""
         if not self._file.seekable():  # a pipe or a terminal: nothing to cut
             return
-        size = end = self._file.seek(0, os.SEEK_END)
-        while end > 0:
-            start = max(0, end - 65536)
-            self._file.seek(start)
-            newline = self._file.read(end - start).rfind(b"\n")
-            if newline >= 0:
-                end = start + newline + 1
-                break
-            end = start
-        if end < size:
-            self._file.truncate(end)
+        size = self._file.seek(0, os.SEEK_END)
+        start = max(0, size - MAX_LINE_BYTES)
+        self._file.seek(start)
+        tail = self._file.read(size - start)
+        if not tail or tail.endswith(b"\n"):
+            return
+        newline = tail.rfind(b"\n")
+        if newline < 0 and start > 0:
+            raise SinkError(f"JSONL output '{self.path}' ends with a line of over {MAX_LINE_BYTES} bytes: it is not a "
+                            "JSON Lines file; choose another path")
+        last = tail[newline + 1:]
+        try:
+            json.loads(last)
+        except ValueError:
+            if not last.lstrip().startswith(b"{"):
+                raise SinkError(f"JSONL output '{self.path}' does not end with a JSON record: it is not a JSON Lines "
+                                "file; choose another path") from None
+            self._file.truncate(size - len(last))
             log.warning("jsonl: '%s' ended inside a record (an earlier run stopped mid-write); cut its last %d bytes "
-                        "so that new records start on a line of their own", self.path, size - end)
+                        "so that new records start on a line of their own", self.path, len(last))
+            return
+        self._file.write(b"\n")  # a whole record without its newline
 
     def _write(self, records: list[dict]) -> None:
         try:

@@ -49,13 +49,20 @@ def connection_lost(exc: Exception, conn) -> bool:
     return isinstance(exc, (pg.OperationalError, pg.InterfaceError)) or conn.broken
 
 
+SERVER_STATE_CLASSES = ("08", "25", "40", "53", "55", "57", "58")
+"""SQLSTATE classes of errors that are the server's state for now, not the rows' fault: connection, read-only
+transaction (a standby after a failover, a full managed disk), rollback (deadlock), insufficient resources, lock
+not available, operator intervention (shutting down, a statement timeout) and system (I/O) errors."""
+INSUFFICIENT_PRIVILEGE = "42501"  # a privilege revoked for now
+
+
 def rows_at_fault(exc: Exception) -> bool:
-    """Whether `exc` (a psycopg error, or one raised sending a value) refuses the rows' values, so that writing them
-    again fails too: a value the column cannot hold, a constraint the rows break. Any other error is the server's
-    state, not the rows': read-only (a standby after a failover, a full disk), shutting down, a privilege revoked,
-    out of resources; the rows are kept and written again."""
-    pg = _psycopg()
-    return isinstance(exc, (pg.DataError, pg.IntegrityError, *UNSENDABLE))
+    """Whether `exc` (a psycopg error, or one raised sending a value) refuses the rows, so that writing them again
+    fails too: a value the column cannot hold, a constraint they break, a column or table that is not there (a
+    schema another version changed). The server's state for now (`SERVER_STATE_CLASSES`, a privilege) is not:
+    the rows are kept and written again."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return not (state[:2] in SERVER_STATE_CLASSES or state == INSUFFICIENT_PRIVILEGE)
 
 
 def open_connection(dsn: str, connect_timeout_s: float, statement_timeout_ms: int, idle_limit_ms: int,
@@ -122,6 +129,9 @@ class PostgresBackend:
         except pg.Error as exc:  # the server's state (no rows are written here): retried, as for rows
             lost = connection_lost(exc, conn)
             conn.close()
+            if not lost and rows_at_fault(exc):
+                raise SinkError(f"PostgreSQL '{self.target}': cannot create or check the schema: "
+                                f"{_first_line(exc)}") from exc
             raise StorageUnavailable(
                 f"PostgreSQL '{self.target}' lost while creating the schema: {_first_line(exc)}" if lost else
                 f"PostgreSQL '{self.target}': cannot create or check the schema: {_first_line(exc)}; "
@@ -203,7 +213,7 @@ class PostgresBackend:
             if isinstance(exc, pg.Error) and connection_lost(exc, conn):
                 self.close()
                 raise StorageUnavailable(f"PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc
-            refused = RowsRefused if rows_at_fault(exc) else StorageUnavailable  # kept and retried
+            refused = RowsRefused if rows_at_fault(exc) else StorageUnavailable  # the latter kept and retried
             raise refused(f"PostgreSQL '{self.target}' refused {what}: {_first_line(exc)}") from exc
 
 

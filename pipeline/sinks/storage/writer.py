@@ -282,10 +282,10 @@ class StorageSink(BaseSink):
     blocks only when the queue is full, see the module docstring). `close()` flushes every queued row,
     records the run's end (when this database stopped getting its rows) and raises `SinkError` if the
     database stayed unreachable for `close_timeout_s`. config: a SqliteStorage or PostgresStorage
-    (batch_size, flush_interval_s, retention_days: rows whose host time (`wall_ns`) is older are
-    deleted at start and every `retention_interval_s`, `retention_chunk_rows` at a time between batches: a
-    large backlog takes longer to delete, but frames keep being written meanwhile; a pass left part done at
-    `close()` goes on at the next start).
+    (batch_size, flush_interval_s, retention_days: rows whose host time (`wall_ns`) is older are deleted at
+    start and every `retention_interval_s`, `retention_chunk_rows` (at least two batches) at a time between
+    batches: a large backlog takes longer to delete, but frames keep being written meanwhile; a pass left part
+    done at `close()` goes on at the next start).
     """
 
     def __init__(
@@ -311,7 +311,7 @@ class StorageSink(BaseSink):
         self.retention_days = config.retention_days
         self.close_timeout_s = close_timeout_s
         self._urls: dict[str, str] = {}  # stream id -> masked url, as each stream starts
-        self.retention_chunk_rows = retention_chunk_rows
+        self.retention_chunk_rows = max(retention_chunk_rows, 2 * config.batch_size)  # one step a batch outpaces them
         self.rows_deleted = 0
         self.retention_passes = 0  # retention passes finished
         self._retention_cutoff: int | None = None  # host time (ns) the pass in progress deletes before

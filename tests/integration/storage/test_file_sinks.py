@@ -10,8 +10,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline.config.outputs import JsonlOutput, MotExport
+from pipeline.errors import SinkError
 from pipeline.mot import read_mot
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.mot_export import MotExportSink
@@ -90,6 +92,22 @@ def test_jsonl_opened_on_a_file_ending_inside_a_record_cuts_it_and_appends_whole
     assert path.read_bytes().startswith(whole)
     assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [0, 1, 2, 3, 4, 5]
     assert "ended inside a record" in caplog.text and sink.stats()["records_written"] == 3
+
+
+def test_jsonl_opened_on_a_whole_last_record_without_its_newline_keeps_it_and_on_another_kind_of_file_refuses(
+        tmp_path, mot17_05):
+    path = tmp_path / "det.jsonl"
+    path.write_bytes(b'{"stream_id": "by-hand", "seq": 0}')  # a whole record, no newline after it
+    sink = JsonlSink(JsonlOutput(type="jsonl", path=path), MOT_CLASSES)
+    sink.open()
+    feed(sink, mot17_05[:2])
+    sink.close()
+    assert [json.loads(line)["stream_id"] for line in path.read_text().splitlines()] == ["by-hand", "cam-05", "cam-05"]
+    other = tmp_path / "notes.txt"
+    other.write_bytes(b"first line\nsomething else entirely")
+    with pytest.raises(SinkError, match="not a JSON Lines file"):
+        JsonlSink(JsonlOutput(type="jsonl", path=other), MOT_CLASSES).open()
+    assert other.read_bytes() == b"first line\nsomething else entirely"
 
 
 def test_jsonl_write_that_fills_the_disk_counts_what_it_wrote_and_leaves_whole_lines(tmp_path, shared):

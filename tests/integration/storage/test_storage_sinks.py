@@ -203,6 +203,11 @@ def test_a_retention_step_deletes_at_most_a_chunk_and_the_steps_delete_the_whole
     assert len(query.detections_for_stream(store.target, "cam-05")) == sum(len(r.detections) for r in new)
 
 
+def test_a_retention_chunk_is_at_least_two_batches_so_deleting_outpaces_writing_under_load(tmp_path):
+    sink = sqlite_store(tmp_path / "load.db").make(batch_size=5000, retention_chunk_rows=1000)
+    assert sink.retention_chunk_rows == 10_000  # one step between two batches deletes twice what a batch writes
+
+
 def test_sqlite_database_is_in_wal_mode(tmp_path, mot17_05):
     store = sqlite_store(tmp_path / "wal.db")
     sink = store.make()
@@ -332,6 +337,19 @@ def test_rows_are_kept_while_postgres_refuses_the_writer_its_privilege_and_store
         finally:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+def test_rows_a_postgres_schema_cannot_take_are_refused_at_once_not_retried_for_ever(postgres_dsn, mot17_05):
+    frames = mot17_05[:20]
+    sink = postgres_store(postgres_dsn).make(flush_interval_s=0.01, put_timeout_s=30.0)
+    sink.open()
+    with connect(postgres_dsn) as (admin, _):
+        admin.execute("ALTER TABLE detections RENAME COLUMN epoch TO epoch_of_another_version")
+    feed(sink, frames)
+    sink.close()  # nothing left waiting: each refused frame was dropped and counted
+    stats = sink.stats()
+    assert stats["rows_rejected"] == sum(len(r.detections) for r in frames) and stats["rows_lost"] == 0
+    assert stats["retries"] == 0
 
 
 def test_a_frame_the_database_refuses_is_dropped_alone_not_with_the_other_frames_of_its_batch(tmp_path, mot17_05):
