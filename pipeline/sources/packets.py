@@ -36,8 +36,9 @@ ClipDone = Callable[[Path, str | None], None]
 """`on_done(path, error)`: error is None when the clip was written, else what went wrong."""
 
 CLOCK_SLACK_NS = 1_000_000_000
-"""How far past the newest packet an event may lie and still be on the packets' clock: a frame's timestamp can be
-nudged past its packet's (repeated or missing timestamps). Anything later is another clock and gets no clip."""
+"""How far past the newest packet an event may lie and still be on the packets' clock (a frame's timestamp can be
+nudged past its packet's: repeated or missing timestamps), and how far back a packet's clock may step before it
+counts as restarted. Beyond it is another clock: no clip."""
 
 
 @dataclass(slots=True)
@@ -144,7 +145,7 @@ class _StreamClips:
         if self.ended:  # a new pass, placed on the timeline once its first frame is (`align`)
             self.gops, self.ended, self.offset_ns = deque(), False, None
         record = self._record(packet, time_base)
-        if self.gops and record.t_ns < self.gops[-1][-1].t_ns - 1_000_000_000:  # the clock went back: its events'
+        if self.gops and record.t_ns < self.gops[-1][-1].t_ns - CLOCK_SLACK_NS:  # the clock went back: its events'
             # place on the stream's timeline is the reader's guess, so no event is clipped here until the next pass
             done, self.pending, self.gops, self.offset_ns = done + self.pending, [], deque(), None
         if record.key:

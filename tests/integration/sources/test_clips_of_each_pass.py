@@ -3,6 +3,7 @@ camera's first GOP and its last moments before it goes down (a real gst-rtsp-ser
 after a recording's clock jumps back."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import av
@@ -39,6 +40,20 @@ def same_pictures(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
+@contextlib.contextmanager
+def reading(config: StreamConfig, sink, rings: PacketRings):
+    """A worker reading `config` into `sink`, its packets into `rings`; stopped, and the rings closed (their clips
+    written), on leaving."""
+    worker = StreamWorker(config, sink, packets=rings)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        assert worker.join(5)
+        rings.close()
+
+
 def camera_config(url: str) -> StreamConfig:
     return StreamConfig(id="cam-1", url=url, decode="cpu", reconnect_min_s=0.2, reconnect_max_s=1.0,
                         open_timeout_s=3.0, read_timeout_s=3.0)
@@ -49,18 +64,11 @@ def test_clip_of_an_event_in_a_looped_files_second_pass_shows_that_event(tmp_pat
     clip, reports = tmp_path / "cam-1" / "event.mp4", Reports()
     rings = PacketRings(keep_s=2.0 + 5.0)
     sink = CollectingSink(room=80 + 75)  # the worker then waits in the second pass, after its frame 74
-    worker = StreamWorker(StreamConfig(id="cam-1", url=str(source), loop=True, decode="cpu"), sink,
-                          packets=rings)
-    worker.start()
-    try:
+    with reading(StreamConfig(id="cam-1", url=str(source), loop=True, decode="cpu"), sink, rings):
         assert sink.wait_for(80 + 75, timeout=20)
         event = sink.frames[80 + 45]  # at 12.5 s on the stream's timeline; its packet at 4.5 s of the file
         assert (event.epoch, event.index) == (1, 45)
         assert rings.record_clip("cam-1", event.pts_ns, 2.0, 2.0, clip, reports)
-    finally:
-        worker.stop()
-        assert worker.join(5)
-    rings.close()
     assert reports.done == [(clip, None)]
     # the same clip as the first pass gives (test_packet_rings): the keyframe at 2.0 s to 6.5 s
     assert [frame_index(f) for f in decode_all(clip)] == list(range(20, 67))
@@ -71,17 +79,11 @@ def test_clip_of_an_event_in_a_cameras_first_gop_starts_at_the_connections_first
     server, source = car_camera
     clip, reports = tmp_path / "cam-1" / "event.mp4", Reports()
     rings, sink = PacketRings(keep_s=1.0 + 5.0), CollectingSink()
-    worker = StreamWorker(camera_config(server.url), sink, packets=rings)
-    worker.start()
-    try:
+    with reading(camera_config(server.url), sink, rings):
         assert sink.wait_for(20, timeout=20)
         event = sink.frames[5]  # 0.4 s, long before the second keyframe (4.8 s)
         assert rings.record_clip("cam-1", event.pts_ns, 1.0, 0.5, clip, reports)
         assert reports.wait_for(1)
-    finally:
-        worker.stop()
-        assert worker.join(5)
-    rings.close()
     assert reports.done == [(clip, None)]
     # from the IDR (frame 0) to the first frame at or after 0.9 s (frame 12, 0.96 s), as the file has them
     assert same_pictures(pictures(clip), pictures(source, 0, 13))
@@ -91,18 +93,12 @@ def test_clip_of_an_event_just_before_a_camera_goes_down_is_written_while_it_sta
     server, source = car_camera
     clip, reports = tmp_path / "cam-1" / "event.mp4", Reports()
     rings, sink = PacketRings(keep_s=1.0 + 5.0), CollectingSink()
-    worker = StreamWorker(camera_config(server.url), sink, packets=rings)
-    worker.start()
-    try:
+    with reading(camera_config(server.url), sink, rings):
         assert sink.wait_for(70, timeout=20)  # past the second keyframe (frame 60, 4.8 s)
         event = sink.frames[65]
         assert rings.record_clip("cam-1", event.pts_ns, 0.1, 30.0, clip, reports)  # ends long after the outage
         server.kill()
         assert reports.wait_for(1, timeout=15)  # the camera is still down, the worker still running
-    finally:
-        worker.stop()
-        assert worker.join(5)
-    rings.close()
     assert reports.done == [(clip, None)]
     got = pictures(clip)  # from the keyframe at 4.8 s to the last frame the camera sent
     assert len(got) > 65 - 60 and same_pictures(got, pictures(source, 60, 60 + len(got)))
@@ -116,15 +112,9 @@ def test_event_after_the_streams_clock_jumped_back_within_a_pass_gets_no_clip_of
     source.write_bytes(first.read_bytes() + second.read_bytes())
     clip, reports = tmp_path / "cam-1" / "event.mp4", Reports()
     rings, sink = PacketRings(keep_s=2.0 + 5.0), CollectingSink(room=75)
-    worker = StreamWorker(StreamConfig(id="cam-1", url=str(source), decode="cpu"), sink, packets=rings)
-    worker.start()
-    try:
+    with reading(StreamConfig(id="cam-1", url=str(source), decode="cpu"), sink, rings):
         assert sink.wait_for(75, timeout=20)
         event = sink.frames[60]  # the second recording's frame 20
         assert not rings.record_clip("cam-1", event.pts_ns, 1.0, 1.0, clip, reports)
-    finally:
-        worker.stop()
-        assert worker.join(5)
-    rings.close()
     assert not clip.exists() and reports.done == []
     assert "their clock jumping back" in caplog.text
