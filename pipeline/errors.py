@@ -1,6 +1,12 @@
 """The exception tree. Every message names the input it is about and what to do next."""
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """What another library's exception says, for a message of ours: its first line, at most `limit` characters
+    (the exception's type when it says nothing)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
 class PipelineError(Exception):
     """Base of every error the pipeline raises on purpose."""
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pipeline.cluster.schema import SCHEMA
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, PipelineError, first_line
 from pipeline.masking import mask_url
-from pipeline.sinks.storage.postgres import _first_line, _psycopg, connection_lost, open_connection, storage_session
+from pipeline.sinks.storage.postgres import _psycopg, connection_lost, open_connection, storage_session
 
 SCHEMA_LOCK_KEY = 0x5EA7_0022
 """Serialises creating the tables between instances starting together."""
@@ -74,7 +74,7 @@ class FleetStore:
             conn = open_connection(self.dsn, self.connect_timeout_s, statement_timeout_ms=10000,
                                    idle_limit_ms=round(self.idle_limit_s * 1000))
         except pg.OperationalError as exc:
-            raise FleetUnavailable(f"cannot connect to the fleet's PostgreSQL '{self.target}': {_first_line(exc)}; "
+            raise FleetUnavailable(f"cannot connect to the fleet's PostgreSQL '{self.target}': {first_line(exc)}; "
                                    "check runtime.cluster.dsn and that the server is up") from exc
         try:
             with conn.transaction():
@@ -83,7 +83,7 @@ class FleetStore:
         except pg.Error as exc:
             conn.close()
             raise FleetUnavailable(f"fleet PostgreSQL '{self.target}': cannot create the fleet tables: "
-                                   f"{_first_line(exc)}") from exc
+                                   f"{first_line(exc)}") from exc
         self._conn = conn
 
     def close(self) -> None:
@@ -108,8 +108,8 @@ class FleetStore:
         except pg.Error as exc:
             if connection_lost(exc, conn):
                 self.close()
-                raise FleetUnavailable(f"fleet PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc
-            raise FleetUnavailable(f"fleet PostgreSQL '{self.target}' refused: {_first_line(exc)}") from exc
+                raise FleetUnavailable(f"fleet PostgreSQL '{self.target}' unavailable: {first_line(exc)}") from exc
+            raise FleetUnavailable(f"fleet PostgreSQL '{self.target}' refused: {first_line(exc)}") from exc
 
     # -- cameras -------------------------------------------------------------------------------
     def put_cameras(self, entries: list[dict], then: Callable | None = None) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import functools
 
-from pipeline.detect.engines.onnx2torch_fixes import first_line
-from pipeline.errors import EngineError
+from pipeline.errors import EngineError, first_line
 
 
 def import_onnx2torch():

@@ -26,10 +26,6 @@ def mend(module) -> str:
             f"TopK/Tile/Reshape/Gather nodes given ints, {_layer_norm_shapes(module)} LayerNorm shapes set")
 
 
-def first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-
-
 def _fill_omitted_inputs(model) -> None:
     """Drop the trailing empty names of omitted optional inputs, and give a Clip with no `min` an explicit
     -inf one: onnx2torch looks the empty name up as a tensor (RT-DETR's exports omit Clip's min)."""

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.detect.engines.onnx2torch_converters import import_onnx2torch
-from pipeline.detect.engines.onnx2torch_fixes import first_line, keep_shape_constants_on_host, mend, prepare
+from pipeline.detect.engines.onnx2torch_fixes import keep_shape_constants_on_host, mend, prepare
 from pipeline.detect.heads import ModelSignature, TensorInfo
-from pipeline.errors import EngineError
+from pipeline.errors import EngineError, first_line
 from pipeline.plugins import model_format
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import logging
 import time
 
 from pipeline.config.outputs import PostgresStorage
-from pipeline.errors import SinkError
+from pipeline.errors import SinkError, first_line
 from pipeline.sinks.storage.rows import MergedRows
 from pipeline.masking import mask_url
 from pipeline.sinks.storage.schema import DETECTION_COLUMNS, TRACK_BOX_COLUMNS, create_or_upgrade, statements
@@ -113,11 +113,11 @@ class PostgresBackend:
                                    storage_session(fence.instance))
         except pg.OperationalError as exc:
             raise StorageUnavailable(
-                f"cannot connect to PostgreSQL '{self.target}': {_first_line(exc)}; "
+                f"cannot connect to PostgreSQL '{self.target}': {first_line(exc)}; "
                 "check the server is up and the DSN (password in PGPASSWORD)"
             ) from exc
         except pg.ProgrammingError as exc:  # libpq cannot parse the DSN: an unknown option, a bad value
-            raise SinkError(f"PostgreSQL DSN '{self.target}' is not valid: {_first_line(exc)}; "
+            raise SinkError(f"PostgreSQL DSN '{self.target}' is not valid: {first_line(exc)}; "
                             "write postgresql://user@host/db or libpq's key=value form") from exc
         try:
             with conn.transaction():
@@ -131,10 +131,10 @@ class PostgresBackend:
             conn.close()
             if not lost and rows_at_fault(exc):
                 raise SinkError(f"PostgreSQL '{self.target}': cannot create or check the schema: "
-                                f"{_first_line(exc)}") from exc
+                                f"{first_line(exc)}") from exc
             raise StorageUnavailable(
-                f"PostgreSQL '{self.target}' lost while creating the schema: {_first_line(exc)}" if lost else
-                f"PostgreSQL '{self.target}': cannot create or check the schema: {_first_line(exc)}; "
+                f"PostgreSQL '{self.target}' lost while creating the schema: {first_line(exc)}" if lost else
+                f"PostgreSQL '{self.target}': cannot create or check the schema: {first_line(exc)}; "
                 "the server must accept writes and the user needs CREATE on the database"
             ) from exc
         self._conn = conn
@@ -212,14 +212,9 @@ class PostgresBackend:
         except (pg.Error, *UNSENDABLE) as exc:
             if isinstance(exc, pg.Error) and connection_lost(exc, conn):
                 self.close()
-                raise StorageUnavailable(f"PostgreSQL '{self.target}' unavailable: {_first_line(exc)}") from exc
+                raise StorageUnavailable(f"PostgreSQL '{self.target}' unavailable: {first_line(exc)}") from exc
             refused = RowsRefused if rows_at_fault(exc) else StorageUnavailable  # the latter kept and retried
-            raise refused(f"PostgreSQL '{self.target}' refused {what}: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+            raise refused(f"PostgreSQL '{self.target}' refused {what}: {first_line(exc)}") from exc
 
 
 class PostgresSink(StorageSink):

@@ -17,10 +17,10 @@ from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
 
-from pipeline.errors import SinkError
+from pipeline.errors import SinkError, first_line
 from pipeline.masking import mask_url
 from pipeline.sinks.outputs.payload import event_to_dict
-from pipeline.sinks.storage.postgres import _first_line, _psycopg, open_connection
+from pipeline.sinks.storage.postgres import _psycopg, open_connection
 from pipeline.sinks.storage.schema import statements
 from pipeline.types import Event
 
@@ -111,7 +111,7 @@ def _postgres(dsn: str) -> Iterator[Any]:
         conn = open_connection(dsn, READ_CONNECT_TIMEOUT_S, READ_STATEMENT_TIMEOUT_MS, READ_STATEMENT_TIMEOUT_MS,
                                application_name="streamweave query")
     except pg.Error as exc:
-        raise SinkError(f"cannot read {shown}: {_first_line(exc)}; check the server is up and the DSN (password "
+        raise SinkError(f"cannot read {shown}: {first_line(exc)}; check the server is up and the DSN (password "
                         "in PGPASSWORD)") from exc
     with conn:
         try:
@@ -124,9 +124,9 @@ def _read_error(conn, dialect: str, shown: str, exc: Exception, table_missing: b
     """`exc`, raised reading `shown`, as a SinkError; when a table is missing (or the file is no database at all)
     and `conn` has no `streamweave_meta`, one that says it is not a streamweave database."""
     if table_missing and not _is_streamweave(conn, dialect):
-        return SinkError(f"{shown} is not a streamweave database ({_first_line(exc)}); give the file of a sqlite "
+        return SinkError(f"{shown} is not a streamweave database ({first_line(exc)}); give the file of a sqlite "
                          "sink or the DSN of a postgres sink")
-    return SinkError(f"cannot read {shown}: {_first_line(exc)}")
+    return SinkError(f"cannot read {shown}: {first_line(exc)}")
 
 
 def _is_streamweave(conn, dialect: str) -> bool:
