@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from pipeline.errors import (ConfigError, FileChanged, NoSuchItem, PartiallyApplied, PipelineError, RestartRequired,
                              SinkError, StreamExists)
@@ -24,6 +25,14 @@ from pipeline.runtime.placement import OtherShard
 from pipeline.service.control import Control
 
 SECTIONS = {"zones": "zone", "lines": "line", "alerts": "alert rule"}
+
+
+class _Name(PathConvertor):
+    """A name that may hold "/", but not an empty one: `/api/zones/` is the list (redirected), not a zone ''."""
+    regex = ".+"
+
+
+register_url_convertor("name", _Name())
 
 
 def router(control: Control) -> APIRouter:
@@ -101,11 +110,11 @@ def _section_routes(api: APIRouter, control: Control, section: str, what: str) -
 
     tags = [section]
     api.add_api_route(f"/{section}", listed, methods=["GET"], tags=tags, summary=f"every {what}")
-    api.add_api_route(f"/{section}/{{name:path}}", one, methods=["GET"], tags=tags, summary=f"one {what}")
-    api.add_api_route(f"/{section}/{{name:path}}", put, methods=["PUT"], tags=tags,
+    api.add_api_route(f"/{section}/{{name:name}}", one, methods=["GET"], tags=tags, summary=f"one {what}")
+    api.add_api_route(f"/{section}/{{name:name}}", put, methods=["PUT"], tags=tags,
                       summary=f"set a {what} (its YAML keys); it applies live and is written to the config file "
                       "(in a fleet, to its database)")
-    api.add_api_route(f"/{section}/{{name:path}}", delete, methods=["DELETE"], status_code=204, tags=tags,
+    api.add_api_route(f"/{section}/{{name:name}}", delete, methods=["DELETE"], status_code=204, tags=tags,
                       summary=f"remove a {what}")
 
 

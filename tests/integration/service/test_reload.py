@@ -153,6 +153,10 @@ def test_names_with_a_slash_are_set_read_and_removed_as_the_console_sends_them(t
     assert client.delete("/api/zones/gate%2Fnorth").status_code == 204
     assert client.delete("/api/lines/in%2Fout").status_code == 204
     assert [z["name"] for z in client.get("/api/zones").json()] == ["dock"] and client.get("/api/lines").json() == []
+    listed = client.get("/api/zones/", follow_redirects=True)  # a trailing slash is the list, not a zone ''
+    assert listed.history[0].status_code == 307 and listed.json() == client.get("/api/zones").json()
+    unnamed = client.put("/api/zones/", json=zone, follow_redirects=True)
+    assert unnamed.status_code == 405 and [z.name for z in load_config(path).zones] == ["dock"]
 
 
 def test_bad_changes_get_a_4xx_naming_the_key_and_leave_file_and_pipeline_alone(tmp_path, serve):
