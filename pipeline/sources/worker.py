@@ -28,11 +28,10 @@ from pipeline.types import Frame
 log = logging.getLogger(__name__)
 
 REFUSED_MIN_S, REFUSED_MAX_S = 5.0, 60.0
-"""Retry delays after the server refused the stream (401, 403, 404; `SourceRefused`): at least
-`reconnect_min_s` and REFUSED_MIN_S, growing with the time refused up to REFUSED_MAX_S (or
-`reconnect_max_s`, if larger): about six tries in the first minute, then one or two a minute. Quick
-retries cannot fix a password or a path, and cameras lock accounts out after repeated failed logins.
-A corrected url is applied by changing the stream (the API or a reload), which starts it at once."""
+"""Retry delays after the server refused the stream (401, 403, 404; `SourceRefused`): at least `reconnect_min_s`
+and REFUSED_MIN_S, growing with the time refused up to REFUSED_MAX_S (or `reconnect_max_s`, if larger): about
+six tries in the first minute, then one or two a minute. Quick retries cannot fix a password or a path, and
+cameras lock accounts out after repeated failed logins. A corrected url applies when the stream is changed."""
 
 FILE_PUT_TIMEOUT_S = 0.1
 """How long one `put` of a file frame waits for room before the worker checks its stop event again."""
@@ -257,7 +256,7 @@ class StreamWorker:
             self.decoder = stream_decoder(self.config, probe())
         live = self._live
         while not self._stop.is_set():
-            if self._state is not WorkerState.CONNECTING:
+            if self._state not in (WorkerState.CONNECTING, WorkerState.RUNNING):  # a file's next pass runs on
                 self._set_state(WorkerState.CONNECTING)
             started = time.monotonic()
             try:
@@ -322,8 +321,9 @@ class StreamWorker:
         self._last_frame_at = time.monotonic()
         if self._segment_wait_s is not None:
             self._segment_wait_s = 0.0
-        self._set_state(WorkerState.RUNNING)
-        log.info("%s: first frame after %.2f s", self.label, self._first_frame_s)
+        if self._state is not WorkerState.RUNNING:
+            self._set_state(WorkerState.RUNNING)
+            log.info("%s: first frame after %.2f s", self.label, self._first_frame_s)
 
     def _reconnect_after(self, reason: str, backoff: Backoff | None = None) -> None:
         """Wait before the next attempt: by `backoff` (the refusal schedule), else the stream's own."""

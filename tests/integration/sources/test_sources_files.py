@@ -98,13 +98,19 @@ def test_file_worker_delivers_every_frame_in_order_then_finishes_and_ends_the_st
     assert worker.stats()["frames"] == 96
 
 
-def test_looping_file_keeps_pts_increasing_across_loops_and_numbers_each_pass(sink):
+def test_looping_file_keeps_pts_increasing_across_loops_and_numbers_each_pass(sink, caplog, monkeypatch):
     config = StreamConfig(id="dog", url=str(shared_file("media/dog-848x464.mp4")), loop=True)
     worker = StreamWorker(config, sink)
-    worker.start()
-    assert sink.wait_for(96 * 2 + 10, timeout=30)
-    worker.stop()
-    assert worker.join(5) and worker.state is WorkerState.STOPPED
+    states = []
+    set_state = StreamWorker._set_state
+    monkeypatch.setattr(StreamWorker, "_set_state", lambda self, new: (states.append(new), set_state(self, new)))
+    with caplog.at_level("INFO", logger="pipeline.sources.worker"):
+        worker.start()
+        assert sink.wait_for(96 * 2 + 10, timeout=30)
+        worker.stop()
+        assert worker.join(5) and worker.state is WorkerState.STOPPED
+    assert states == [WorkerState.RUNNING, WorkerState.STOPPED]  # running on through every pass's seam
+    assert sum("first frame after" in r.message for r in caplog.records) == 1  # not one line per pass
     pts = [f.pts_ns for f in sink.frames]
     assert_strictly_increasing_int(pts)
     step = np.diff(pts)
