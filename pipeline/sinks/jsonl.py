@@ -9,13 +9,13 @@ Boxes are in source pixels rounded to 0.01, scores to 1e-4; `...`: the attribute
 to those rows, by name; `frame_index` and `epoch` say where the frame is in its source (`pipeline.types.Frame`).
 A `jsonl` sink with `what: events` is the event log behind the outbox (`pipeline.sinks.outputs.event_log`),
 not this class. The file is appended to (a rerun adds to it); lines are written from a writer thread every
-`flush_interval_s`, and everything is written by `close()`. A write that fails part way (a full disk) takes its
-half record back off the file, and a file found ending inside a record (a crash mid-write) is cut back to its last
-whole line when opened, with a warning, so every line stays one JSON object; `records_written` counts whole lines.
+`flush_interval_s`, and everything is written by `close()`. A write that fails (a full disk) takes back what it
+wrote of its batch and keeps the batch, retried with backoff until it is written (records still unwritten at
+`close()` are counted lost), as a database that is down; a file found ending inside a record (a crash mid-write)
+is cut back to its last whole line when opened, with a warning, so every line stays one JSON object.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -26,7 +26,7 @@ from pipeline.config.outputs import JsonlOutput
 from pipeline.errors import SinkError
 from pipeline.sinks.base import BaseSink
 from pipeline.sinks.outputs.payload import json_default
-from pipeline.sinks.storage.writer import BatchWriter
+from pipeline.sinks.storage.writer import BatchWriter, StorageUnavailable
 from pipeline.types import Detections, FrameResult, class_name
 
 log = logging.getLogger(__name__)
@@ -151,19 +151,19 @@ class JsonlSink(BaseSink):
             data = "".join(json.dumps(r, default=json_default) + "\n" for r in records).encode()
         except (TypeError, ValueError) as exc:
             raise SinkError(f"cannot write {len(records)} records to '{self.path}': {exc}") from exc
-        written = 0
+        start = self._file.seek(0, os.SEEK_END) if self._file.seekable() else None
         try:
+            written = 0
             while written < len(data):
                 written += self._file.write(data[written:])
         except OSError as exc:
-            whole = data.rfind(b"\n", 0, written) + 1
-            done = data.count(b"\n", 0, whole)
-            self.records_written += done
-            with contextlib.suppress(OSError):  # if this fails too, the next open cuts the half record
-                self._file.truncate(self._file.seek(0, os.SEEK_END) - (written - whole))
-            raise SinkError(f"wrote {done} of {len(records)} records to '{self.path}', then: {exc.strerror}") from exc
+            try:
+                self._file.truncate(start)  # a pipe cannot be (OSError): what it took is gone
+            except OSError:
+                raise SinkError(f"cannot write {len(records)} records to '{self.path}' ({exc.strerror}), nor take back "
+                                "the part written; the next run cuts a half record off") from exc
+            raise StorageUnavailable(f"cannot write to '{self.path}' ({exc.strerror})") from exc
         self.records_written += len(records)
-
 
 def _plain(value):
     """An attribute value JSON can hold: bytes as text, anything else unknown by its str()."""

@@ -120,7 +120,7 @@ class BatchWriter:
             except queue.Full:
                 self.counters["put_timeouts"] += 1
                 raise SinkError(
-                    f"{self.name}: {self._queue.maxsize} frames waiting (database "
+                    f"{self.name}: {self._queue.maxsize} frames waiting (its output "
                     f"{'down' if self._unavailable.is_set() else 'slow'}); this frame's rows are not stored"
                 ) from None
 

@@ -110,7 +110,7 @@ def test_jsonl_opened_on_a_whole_last_record_without_its_newline_keeps_it_and_on
     assert other.read_bytes() == b"first line\nsomething else entirely"
 
 
-def test_jsonl_write_that_fills_the_disk_counts_what_it_wrote_and_leaves_whole_lines(tmp_path, shared):
+def test_jsonl_on_a_full_disk_keeps_its_records_and_writes_each_once_when_room_comes_back(tmp_path, shared):
     """Run in a process of its own: the full disk is the file size limit (RLIMIT_FSIZE), set below the first batch."""
     path, gt = tmp_path / "det.jsonl", shared("data/mot17/MOT17-05/gt/gt.txt")
     script = f"""
@@ -123,22 +123,23 @@ results = mot_results(Path({str(gt)!r}), "cam-05", 14.0, time.time_ns(), RUN.run
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
 soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
-full = JsonlSink(JsonlOutput(type="jsonl", path={str(path)!r}), MOT_CLASSES)
-full.open()
-feed(full, results)
-full.close()
-resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again: the next run appends
-again = JsonlSink(JsonlOutput(type="jsonl", path={str(path)!r}), MOT_CLASSES)
-again.open()
-feed(again, results[:10])
-again.close()
-print(full.stats()["records_written"], again.stats()["records_written"])
+sink = JsonlSink(JsonlOutput(type="jsonl", path={str(path)!r}), MOT_CLASSES, flush_interval_s=0.05)
+sink.open()
+feed(sink, results)
+deadline = time.monotonic() + 60
+while sink.stats()["retries"] < 2 and time.monotonic() < deadline:  # it met the full disk and tried again
+    time.sleep(0.01)
+full = dict(sink.stats())
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again
+sink.close()
+print(full["retries"], full["records_written"], sink.stats()["records_written"], sink.stats()["rows_lost"],
+      sink.stats()["rows_rejected"])
 """
     done = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[3])
-    written, appended = map(int, done.stdout.split())
-    assert 0 < written < 200 and appended == 10
-    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == list(range(written)) + list(range(10))
+    retries, while_full, written, lost, rejected = map(int, done.stdout.split())
+    assert retries >= 2 and while_full < 200 and (written, lost, rejected) == (200, 0, 0)
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == list(range(200))  # each once
 
 
 def test_mot_export_writes_the_tracks_matched_to_a_detection_at_their_source_frame_numbers(tmp_path, mot17_05):

@@ -280,7 +280,7 @@ def test_on_frame_raises_sink_error_once_postgres_is_down_and_the_queue_is_full(
     sink.open()
     postgres_server.stop("fast")
     accepted = 0
-    with pytest.raises(SinkError, match=r"frames waiting \(database down\); this frame.s rows are not stored"):
+    with pytest.raises(SinkError, match=r"frames waiting \(its output down\); this frame.s rows are not stored"):
         for result in mot17_05:
             sink.on_frame(result)
             accepted += 1
