@@ -2,19 +2,22 @@
 that a port in use is a config error before any stream starts, not a log line after.
 
 A connection that sends nothing for uvicorn's `timeout_keep_alive` (5 s) is closed, before its first request
-as after a response (uvicorn's own timer starts only after one): connections opened and left idle would
-otherwise hold a file descriptor each until none is left for the API, the probes or the cameras. The
-service also takes the hard limit of open files as its soft limit (often 1024 where the hard one is far
-higher).
+as after a response (uvicorn's own timer starts only after one), and so is one whose request has not arrived
+whole (headers and body) `REQUEST_READ_S` after its first byte: connections opened and left idle, or trickling
+a request a byte at a time, would otherwise hold a file descriptor each until none is left for the API, the
+probes or the cameras. The service also takes the hard limit of open files as its soft limit (often 1024 where
+the hard one is far higher).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import resource
 import socket
 import threading
 import time
 
+import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -23,15 +26,41 @@ from pipeline.errors import ConfigError
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 10.0
+REQUEST_READ_S = 10.0
+"""The longest a request may take to arrive, from its first byte to the end of its body."""
 
 
 class _IdleClosingH11(H11Protocol):
     """uvicorn's h11 protocol, with the keep-alive timer started as the connection opens too (the first byte
-    received stops it, as it stops the timer after a response)."""
+    received stops it, as it stops the timer after a response), and a request's first byte starting a timer
+    that closes the connection unless the whole request has arrived by then."""
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        self._reading: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._reading is None and self.conn.their_state is h11.IDLE:  # a request begins
+            self._reading = self.loop.call_later(REQUEST_READ_S, self._request_too_slow)
+        super().data_received(data)
+        if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):  # it has all arrived (or the connection ends)
+            self._stop_reading_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_reading_timer()
+        super().connection_lost(exc)
+
+    def _stop_reading_timer(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
+            self._reading = None
+
+    def _request_too_slow(self) -> None:
+        self._reading = None
+        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+            log.warning("HTTP: closed a connection whose request had not arrived whole after %g s", REQUEST_READ_S)
+            self.transport.close()
 
 
 def raise_open_files_limit() -> None:

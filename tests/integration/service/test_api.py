@@ -8,6 +8,7 @@ import shlex
 import socket
 import sys
 import threading
+import time
 
 import httpx
 import psutil
@@ -17,7 +18,7 @@ import yaml
 from pipeline.config.models import HttpConfig
 from pipeline.errors import ConfigError
 from pipeline.runtime.runner import PipelineRunner
-from pipeline.service import Service
+from pipeline.service import Service, server
 from pipeline.testing import RecordingSink
 from tests.conftest import REPO
 from tests.support.http_server import free_port
@@ -247,6 +248,25 @@ def test_connections_that_send_nothing_are_closed_and_the_server_answers_on(tmp_
     finally:
         for sock in idle:
             sock.close()
+    assert served.client.get("/healthz").status_code == 200
+
+
+def test_connections_trickling_a_request_are_closed_once_it_has_not_arrived_whole_in_time(tmp_path, serve,
+                                                                                             monkeypatch):
+    monkeypatch.setattr(server, "REQUEST_READ_S", 1.0)
+    served = serve(config(tmp_path, []))
+    stalled = socket.create_connection(("127.0.0.1", served.service.port), timeout=30)
+    trickling = socket.create_connection(("127.0.0.1", served.service.port), timeout=30)
+    try:
+        stalled.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
+        assert stalled.recv(1) == b""  # closed by the server, not by the timeout here
+        with pytest.raises(OSError):  # the server closed it: a send fails (broken pipe or reset)
+            for byte in b"PUT /api/zones/door HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 150:
+                trickling.sendall(bytes([byte]))  # a byte every 0.1 s (the client's pace): each would stop the
+                time.sleep(0.1)  # keep-alive timer, and all of it takes 19 s
+    finally:
+        stalled.close()
+        trickling.close()
     assert served.client.get("/healthz").status_code == 200
 
 
