@@ -61,6 +61,9 @@ class FrameWatch:
         self._packets = 0
 
 
+ARRIVAL_TIME_BASE = Fraction(1, 1_000_000)
+"""The time base of the packets of a stream timed by arrival, as the packet rings see them."""
+
 RETURN_SLACK_NS = 10 * 10**9
 """How much further than the time since a discontinuity the source's pts may be and still be the line it left."""
 
@@ -96,15 +99,20 @@ class FrameClock:
     def _at(self, index: int) -> int:
         return pts_to_ns(index, 1 / self.rate)
 
+    def arrived(self) -> int:
+        """Timing "arrival": now on the pass's clock (ns from its first packet or frame), the same for packets
+        (their clips) and frames."""
+        now = self._now()
+        if self._first_arrival_ns is None:
+            self._first_arrival_ns = now
+        return now - self._first_arrival_ns
+
     def stamp(self, frame: DecodedFrame) -> DecodedFrame:
         pts = frame.pts_ns
         if self.timing == "index":
             pts = self._at(self.count)
         elif self.timing == "arrival":
-            now = self._now()
-            if self._first_arrival_ns is None:
-                self._first_arrival_ns = now
-            pts = now - self._first_arrival_ns
+            pts = self.arrived()
         elif pts == PTS_UNKNOWN:
             pts = 0 if self._last is None else self._last + self.frame_ns
             self.repaired += self._last is not None
@@ -266,6 +274,19 @@ class PyAvReader:
     def _tap(self, packet: av.Packet) -> None:
         if self._packet_tap is None:
             return
+        if self.clock.timing != "arrival":
+            self._tap_as(packet)
+            return
+        kept = packet.pts, packet.dts, packet.duration, packet.time_base
+        # its frames are timed by arrival: its clips' packets too, not by the demuxer's guessed rate
+        packet.time_base, packet.pts = ARRIVAL_TIME_BASE, self.clock.arrived() // 1000
+        packet.dts, packet.duration = packet.pts, int(kept[2] * kept[3] / ARRIVAL_TIME_BASE) if kept[3] else 0
+        try:
+            self._tap_as(packet)
+        finally:  # the decoder gets the packet as demuxed
+            packet.pts, packet.dts, packet.duration, packet.time_base = kept
+
+    def _tap_as(self, packet: av.Packet) -> None:
         try:
             self._packet_tap(self.config.id, packet)
         except Exception:  # noqa: BLE001 - a broken recorder must not stop detection

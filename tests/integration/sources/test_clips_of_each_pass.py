@@ -1,10 +1,11 @@
 """Event clips cut by a real worker's packet rings in every pass of a stream: a looped file's later passes, a
-camera's first GOP and its last moments before it goes down (a real gst-rtsp-server), and none of another moment
-after a recording's clock jumps back."""
+camera's first GOP and its last moments before it goes down (a real gst-rtsp-server), an MJPEG camera timed by
+arrival, and none of another moment after a recording's clock jumps back."""
 from __future__ import annotations
 
 import contextlib
 import itertools
+from dataclasses import replace
 
 import av
 import numpy as np
@@ -13,8 +14,10 @@ import pytest
 from pipeline.config.models import StreamConfig
 from pipeline.sources.packets import PacketRings
 from pipeline.sources.worker import StreamWorker
+from pipeline.types import frame_to_rgb
 from tests.integration.sources.test_packet_rings import Reports, decode_all, frame_index, make_h264
 from tests.support.collecting_sink import CollectingSink
+from tests.support.http_camera import HttpCamera, make_media
 from tests.support.http_server import free_port
 from tests.support.rtsp_server import RtspServer, gst_rtsp_available
 
@@ -118,3 +121,26 @@ def test_event_after_the_streams_clock_jumped_back_within_a_pass_gets_no_clip_of
         assert not rings.record_clip("cam-1", event.pts_ns, 1.0, 1.0, clip, reports)
     assert not clip.exists() and reports.done == []
     assert "their clock jumping back" in caplog.text
+
+
+def test_clip_of_an_mjpeg_camera_timed_by_arrival_is_of_its_events_moment(tmp_path):
+    """An MJPEG camera sending 10 JPEGs a second, which FFmpeg stamps at a guessed 25: the frames are timed by
+    their arrival, and so must the clip's packets be, or the clip is of another stretch (or none)."""
+    camera = HttpCamera(replace(make_media(tmp_path / "media", seconds=1), fps=10)).start()
+    clip, reports = tmp_path / "cam-1" / "event.mp4", Reports()
+    rings = PacketRings(keep_s=1.0 + 5.0)
+    sink = CollectingSink(room=40)
+    try:
+        with reading(camera_config(camera.url("video.mjpg")), sink, rings):
+            assert sink.wait_for(40, timeout=20)
+            event = sink.frames[25]  # 2.5 s in
+            assert rings.record_clip("cam-1", event.pts_ns, 1.0, 1.0, clip, reports)
+    finally:
+        camera.stop()
+    assert reports.done == [(clip, None)]
+    shown = [frame_to_rgb(f) for f in sink.frames]
+    written = decode_all(clip)
+    first = next(i for i, picture in enumerate(shown) if np.array_equal(picture, written[0].to_ndarray(format="rgb24")))
+    assert 13 <= first <= 16 and 19 <= len(written) <= 23  # 1 s either side of the event, at 10 frames a second
+    assert same_pictures([f.to_ndarray(format="rgb24") for f in written], shown[first:first + len(written)])
+    assert (written[-1].time - written[0].time) == pytest.approx((len(written) - 1) / 10, abs=0.15)  # its own pace
