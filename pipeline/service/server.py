@@ -32,35 +32,54 @@ REQUEST_READ_S = 10.0
 
 class _IdleClosingH11(H11Protocol):
     """uvicorn's h11 protocol, with the keep-alive timer started as the connection opens too (the first byte
-    received stops it, as it stops the timer after a response), and a request's first byte starting a timer
-    that closes the connection unless the whole request has arrived by then."""
+    received stops it, as it stops the timer after a response), and a timer running while a request is part read
+    (its headers or its body; a pipelined one too) that closes the connection `REQUEST_READ_S` after it started."""
+
+    warned_at = float("-inf")  # the last warning of a connection closed so (at most one a minute)
 
     def connection_made(self, transport) -> None:
+        self._reading: asyncio.TimerHandle | None = None
         super().connection_made(transport)
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
-        self._reading: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
-        if self._reading is None and self.conn.their_state is h11.IDLE:  # a request begins
-            self._reading = self.loop.call_later(REQUEST_READ_S, self._request_too_slow)
         super().data_received(data)
-        if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):  # it has all arrived (or the connection ends)
-            self._stop_reading_timer()
+        self._time_the_request()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._time_the_request()  # the next, pipelined request may be part read already
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_reading_timer()
+        self._stop_timer()
         super().connection_lost(exc)
 
-    def _stop_reading_timer(self) -> None:
+    def _part_read(self) -> bool:
+        if self.transport.get_protocol() is not self:  # upgraded: the connection is the websocket's now
+            return False
+        state = self.conn.their_state
+        return state is h11.SEND_BODY or (state is h11.IDLE and bool(self.conn.trailing_data[0]))
+
+    def _time_the_request(self) -> None:
+        if not self._part_read():
+            self._stop_timer()
+        elif self._reading is None:
+            self._reading = self.loop.call_later(REQUEST_READ_S, self._request_too_slow)
+
+    def _stop_timer(self) -> None:
         if self._reading is not None:
             self._reading.cancel()
             self._reading = None
 
     def _request_too_slow(self) -> None:
         self._reading = None
-        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
-            log.warning("HTTP: closed a connection whose request had not arrived whole after %g s", REQUEST_READ_S)
-            self.transport.close()
+        if not self._part_read() or self.transport.is_closing():
+            return
+        if time.monotonic() - _IdleClosingH11.warned_at >= 60:
+            _IdleClosingH11.warned_at = time.monotonic()
+            log.warning("HTTP: closed a connection whose request had not arrived whole after %g s (further ones "
+                        "within a minute are not logged)", REQUEST_READ_S)
+        self.transport.close()
 
 
 def raise_open_files_limit() -> None:

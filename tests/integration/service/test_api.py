@@ -255,18 +255,22 @@ def test_connections_trickling_a_request_are_closed_once_it_has_not_arrived_whol
                                                                                              monkeypatch):
     monkeypatch.setattr(server, "REQUEST_READ_S", 1.0)
     served = serve(config(tmp_path, []))
-    stalled = socket.create_connection(("127.0.0.1", served.service.port), timeout=30)
-    trickling = socket.create_connection(("127.0.0.1", served.service.port), timeout=30)
+    stalled, trickling, pipelined = (socket.create_connection(("127.0.0.1", served.service.port), timeout=30)
+                                     for _ in range(3))
     try:
         stalled.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
         assert stalled.recv(1) == b""  # closed by the server, not by the timeout here
+        pipelined.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"  # a whole request, then half one
+                          b"PUT /api/zones/door HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 90\r\n\r\n{")
+        answered = b"".join(iter(lambda: pipelined.recv(4096), b""))  # until the server closes it
+        assert answered.startswith(b"HTTP/1.1 200") and answered.count(b"HTTP/1.1") == 1
         with pytest.raises(OSError):  # the server closed it: a send fails (broken pipe or reset)
             for byte in b"PUT /api/zones/door HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 150:
                 trickling.sendall(bytes([byte]))  # a byte every 0.1 s (the client's pace): each would stop the
                 time.sleep(0.1)  # keep-alive timer, and all of it takes 19 s
     finally:
-        stalled.close()
-        trickling.close()
+        for sock in (stalled, trickling, pipelined):
+            sock.close()
     assert served.client.get("/healthz").status_code == 200
 
 
