@@ -278,13 +278,14 @@ class PyAvReader:
             self._tap_as(packet)
             return
         kept = packet.pts, packet.dts, packet.duration, packet.time_base
-        # its frames are timed by arrival: its clips' packets too, not by the demuxer's guessed rate
-        packet.time_base, packet.pts = ARRIVAL_TIME_BASE, self.clock.arrived() // 1000
-        packet.dts, packet.duration = packet.pts, int(kept[2] * kept[3] / ARRIVAL_TIME_BASE) if kept[3] else 0
-        try:
+        try:  # its frames are timed by arrival: its clips' packets too, not by the demuxer's guessed rate (nor its
+            packet.time_base, packet.pts = ARRIVAL_TIME_BASE, self.clock.arrived() // 1000  # guessed duration)
+            packet.dts, packet.duration = packet.pts, None
             self._tap_as(packet)
         finally:  # the decoder gets the packet as demuxed
-            packet.pts, packet.dts, packet.duration, packet.time_base = kept
+            packet.pts, packet.dts, packet.duration = kept[:3]
+            if kept[3] is not None:
+                packet.time_base = kept[3]
 
     def _tap_as(self, packet: av.Packet) -> None:
         try:
