@@ -11,8 +11,9 @@ A `jsonl` sink with `what: events` is the event log behind the outbox (`pipeline
 not this class. The file is appended to (a rerun adds to it); lines are written from a writer thread every
 `flush_interval_s`, and everything is written by `close()`. A write that fails (a full disk) takes back what it
 wrote of its batch and keeps the batch, retried with backoff until it is written (records still unwritten at
-`close()` are counted lost), as a database that is down; a file found ending inside a record (a crash mid-write)
-is cut back to its last whole line when opened, with a warning, so every line stays one JSON object.
+`close()` are counted lost), as a database that is down (a file that cannot be cut, append-only, keeps the part as
+a broken line of its own, and the batch is counted rejected); a file found ending inside a record (a crash
+mid-write) is cut back to its last whole line when opened, with a warning, so every other line is one JSON object.
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class JsonlSink(BaseSink):
         self.name = f"jsonl:{self.path}"
         self.records_written = 0
         self._file: BinaryIO | None = None
+        self._torn = False  # a failed write left half a record on the file
         self._writer = BatchWriter(
             self.name, self._write, batch_size=256, flush_interval_s=flush_interval_s,
             queue_size=queue_size, put_timeout_s=put_timeout_s,
@@ -151,6 +153,8 @@ class JsonlSink(BaseSink):
             data = "".join(json.dumps(r, default=json_default) + "\n" for r in records).encode()
         except (TypeError, ValueError) as exc:
             raise SinkError(f"cannot write {len(records)} records to '{self.path}': {exc}") from exc
+        if self._torn:  # the last batch left half a record that could not be taken back: it stays a line of its own
+            data = b"\n" + data
         start = self._file.seek(0, os.SEEK_END) if self._file.seekable() else None
         try:
             written = 0
@@ -160,10 +164,13 @@ class JsonlSink(BaseSink):
             try:
                 self._file.truncate(start)  # a pipe cannot be (OSError): what it took is gone
             except OSError:
+                self._torn = not data[:written].endswith(b"\n") if written else self._torn
                 raise SinkError(f"cannot write {len(records)} records to '{self.path}' ({exc.strerror}), nor take back "
-                                "the part written; the next run cuts a half record off") from exc
+                                "the part written: it stays on the file, a broken last line among them") from exc
             raise StorageUnavailable(f"cannot write to '{self.path}' ({exc.strerror})") from exc
+        self._torn = False
         self.records_written += len(records)
+
 
 def _plain(value):
     """An attribute value JSON can hold: bytes as text, anything else unknown by its str()."""

@@ -1,6 +1,7 @@
 """JSONL and MOTChallenge export sinks writing real files from MOT17-05 replayed as tracked detections."""
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import subprocess
@@ -140,6 +141,41 @@ print(full["retries"], full["records_written"], sink.stats()["records_written"],
     retries, while_full, written, lost, rejected = map(int, done.stdout.split())
     assert retries >= 2 and while_full < 200 and (written, lost, rejected) == (200, 0, 0)
     assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == list(range(200))  # each once
+
+
+class _AppendOnly:
+    """A JSONL output's file that fills after `room` bytes and cannot be truncated (an append-only file)."""
+
+    def __init__(self, file, room: int):
+        self.file, self.room = file, room
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def write(self, data: bytes) -> int:
+        if not self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written = self.file.write(data[:self.room])
+        self.room -= written
+        return written
+
+    def truncate(self, size=None):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+
+def test_jsonl_write_that_cannot_be_taken_back_leaves_its_half_record_a_line_of_its_own(tmp_path):
+    path = tmp_path / "det.jsonl"
+    sink = JsonlSink(JsonlOutput(type="jsonl", path=str(path)), MOT_CLASSES)
+    sink.open()
+    real = sink._file
+    sink._file = _AppendOnly(real, room=40)  # one record (30 bytes) and part of the next
+    with pytest.raises(SinkError, match="nor take back the part written"):
+        sink._write([{"seq": i, "pad": "x" * 8} for i in range(3)])
+    sink._file = real  # room again
+    sink._write([{"seq": 10}])
+    sink.close()
+    lines = path.read_text().splitlines()
+    assert [json.loads(line)["seq"] for line in (lines[0], lines[-1])] == [0, 10] and len(lines) == 3
 
 
 def test_mot_export_writes_the_tracks_matched_to_a_detection_at_their_source_frame_numbers(tmp_path, mot17_05):
