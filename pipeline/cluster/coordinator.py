@@ -4,8 +4,8 @@ Every heartbeat (`runtime.cluster.heartbeat_s`) it
 1. records that this instance is alive (`fleet_instances.heartbeat_at`),
 2. renews its leases; a lease it no longer has (taken over after it expired, its camera deleted) is
    stopped here at once,
-3. reads the fleet's cameras and restarts those it runs whose entry changed; when the fleet's zones, lines
-   and alert rules changed (one number, `pipeline.cluster.analytics`), applies them live,
+3. reads the fleet's cameras and restarts those it runs whose entry changed (one it cannot run is let go:
+   `pipeline.cluster.following`); when the fleet's zones, lines and alert rules changed (one number, `pipeline.cluster.analytics`), applies them live,
 4. computes the assignment over the live instances and the lanes they have (`pipeline.cluster.assignment`)
    and claims the cameras assigned to it: expired leases (takeovers) up to `capacity`, free cameras up to its
    normal cap (`capacity` less `headroom`),
@@ -25,12 +25,12 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Callable
 
 from pipeline.cluster import analytics
 from pipeline.cluster.assignment import Member, assign, placeable, renew_deadline
 from pipeline.cluster.fencing import Fence, LeaseBook
+from pipeline.cluster.following import ClusterCounters, Following, Held
 from pipeline.cluster.health import DetectorWatch
 from pipeline.cluster.store import FleetStore, FleetUnavailable
 from pipeline.config.cluster import ClusterConfig
@@ -41,27 +41,7 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 3600.0  # how often an instance deletes the fleet's history past `store.HISTORY_DAYS`
 
 
-@dataclass
-class Held:
-    token: int
-    revision: int
-    config: StreamConfig
-
-
-@dataclass
-class ClusterCounters:
-    takeovers: int = 0
-    claims: int = 0
-    rebalance_moves: int = 0
-    lease_losses: int = 0
-    deadline_stops: int = 0
-    heartbeats: int = 0
-    heartbeat_failures: int = 0
-    detector_giveups: int = 0
-    invalid_cameras: set = field(default_factory=set)
-
-
-class Coordinator:
+class Coordinator(Following):
     """config: this instance's `runtime.cluster`. instance: its name. lanes: the lanes its pipeline has (a
     camera naming another lane is not claimed). `fence` and `book` exist from construction (the pipeline's
     storage needs the fence when it is built); `attach(set_streams, running, set_analytics, detector)` before
@@ -87,6 +67,8 @@ class Coordinator:
         self._next_beat = self._next_prune = float("-inf")
         self._beats = 0
         self._unapplied = False  # the pipeline refused the last change of the cameras: each beat tries again
+        self._refused: dict[str, tuple[int, str]] = {}  # camera -> the revision of its entry not run here, and why
+        self._letting_go: list[tuple[str, int]] = []  # (camera, token) stopped here, whose lease is to be ended
         self._stop = threading.Event()
         self._lock = threading.RLock()  # held and the deadline; never across a database call or a pipeline change
         self._applying = threading.Lock()  # one pipeline change at a time; taken before `_lock`, never inside it
@@ -165,20 +147,23 @@ class Coordinator:
 
     def renew_while_changing(self) -> None:
         """While a change of the pipeline has kept the heartbeat thread for a heartbeat or more, renew the leases
-        here; the deadline moves only when every lease held was renewed (a lost one is the heartbeat's to stop)."""
+        here; the deadline moves only when every lease held was renewed, or its camera deleted from the fleet
+        meanwhile (a lease lost to another instance is the heartbeat's to stop: until then, none moves it)."""
         with self._lock:
             sent = self._clock()
             if not (self._changing and self.held and sent >= self._renewal_sent + self.config.heartbeat):
                 return
-            tokens = [held.token for held in self.held.values()]
+            tokens = [(camera, held.token) for camera, held in self.held.items()]
         try:
-            renewed = self.renewals.renew(self.instance, tokens, self.config.lease_s)
+            lost = {camera for camera, token in tokens if token not in
+                    self.renewals.renew(self.instance, [token for _, token in tokens], self.config.lease_s)}
+            if lost and lost & set(self.renewals.cameras()):  # one still in the fleet, taken or expired: it must stop
+                return
         except FleetUnavailable as exc:
             log.warning("cluster: renewal while the pipeline changes failed: %s", exc)
             return
         with self._lock:
-            if set(tokens) <= renewed:
-                self._renewed(sent)
+            self._renewed(sent)
 
     def tick(self) -> float:
         """One step of the thread: past the deadline, stop every camera; when due, a heartbeat. Returns the
@@ -248,20 +233,22 @@ class Coordinator:
                 self._beats = 1  # back after an outage the others' heartbeats may have gone stale in too: as at a
                 # start, this beat only announces this instance, so it does not take every camera by itself
             lanes, problems = placeable(cameras, members)
-            self._report(problems)
+            self._refused = {c: refused for c, refused in self._refused.items() if refused[0] == cameras.get(c, (0,))[0]}
+            self._report({**problems, **{camera: why for camera, (_, why) in self._refused.items()}})
             changed = self._drop_lost(renewed, cameras)
             changed |= self._follow_entries(cameras, lanes)
             desired = assign(list(lanes), members, lanes)
-            mine = sorted(camera for camera, name in desired.items()
-                          if name == me and camera not in self.held and lanes[camera] in self.lanes)
+            mine = sorted(camera for camera, name in desired.items() if name == me and camera not in self.held
+                          and lanes[camera] in self.lanes and camera not in self._refused)
             # the assignment goes past the normal cap only when all are at theirs
             room = 0 if cooling else cfg.capacity - len(self.held)
         claimed = []
         if self._beats > 1 and self._running.is_set():  # the first beat only announces this instance, so that
             # those starting with it are seen before anything is claimed; a pipeline that stops claims nothing
-            claimed = store.claim(me, mine, room, cfg.lease_s, expired=True)
+            wait = cfg.heartbeat / 2  # a lease row locked longer is skipped: the next beat must renew in time
+            claimed = store.claim(me, mine, room, cfg.lease_s, expired=True, lock_wait_s=wait)
             claimed += store.claim(me, [c for c in mine if c not in {x.camera for x in claimed}],
-                                   room - len(claimed), cfg.lease_s, expired=False)
+                                   room - len(claimed), cfg.lease_s, expired=False, lock_wait_s=wait)
         with self._lock:
             for claim in claimed:
                 self.book.took(claim.camera, claim.token, time.time_ns())
@@ -276,6 +263,7 @@ class Coordinator:
             self._apply()
         else:
             self._move_one(desired)
+        self._end_let_go()
         if self._clock() >= self._next_prune:
             self._next_prune = self._clock() + PRUNE_EVERY_S
             store.prune()
@@ -310,49 +298,6 @@ class Coordinator:
                 log.warning("cluster: the lease of %s was not ended (it expires in %g s): %s", camera,
                             self.config.lease_s, exc)
 
-    def _drop_lost(self, renewed: set[int], cameras: dict) -> bool:
-        lost = [camera for camera, held in self.held.items() if held.token not in renewed]
-        for camera in lost:
-            del self.held[camera]
-            if camera in cameras:
-                self.counters.lease_losses += 1
-                log.warning("cluster: lost the lease of %s (it expired and another instance took it): stopping it",
-                            camera)
-            else:
-                log.info("cluster: %s was removed from the fleet: stopping it", camera)
-        return bool(lost)
-
-    def _follow_entries(self, cameras: dict, lanes: dict[str, str]) -> bool:
-        changed = False
-        for camera, held in self.held.items():
-            revision, entry = cameras.get(camera, (held.revision, None))
-            if revision != held.revision and lanes.get(camera) in self.lanes:
-                held.revision, held.config = revision, StreamConfig.model_validate(entry)
-                changed = True
-        return changed
-
-    def _follow_analytics(self, cameras: set[str]) -> None:
-        """Apply the fleet's zones, lines and rules when they changed since they were last applied here (live,
-        the cameras keep running); a document this instance cannot run is logged once and left as it is."""
-        if self._set_analytics is None or self.store.tx(analytics.version) == self._analytics_version:
-            return
-        version, doc = self.store.tx(analytics.read)
-        try:
-            change = self._set_analytics(doc, cameras)
-        except PipelineError as exc:  # invalid here, or it needs a restart (a clip longer than the packets kept)
-            log.error("cluster: the fleet's zones, lines and alert rules (version %d) cannot run here, those before "
-                      "stay: %s", version, exc)
-        else:
-            log.info("cluster: the fleet's zones, lines and alert rules (version %d) applied: %s", version,
-                     change.summary())
-        self._analytics_version = version
-
-    def _report(self, problems: dict[str, str]) -> None:
-        """Log each camera that cannot run once, until it can."""
-        for camera in sorted(problems.keys() - self.counters.invalid_cameras):
-            log.error("cluster: camera %s is not run: %s; fix it with `fleet import` or the API", camera, problems[camera])
-        self.counters.invalid_cameras = set(problems)
-
     def _move_one(self, desired: dict[str, str]) -> None:
         with self._lock:
             elsewhere = sorted(camera for camera in self.held if desired.get(camera, self.instance) != self.instance)
@@ -379,9 +324,13 @@ class Coordinator:
                 streams = [held.config for _, held in sorted(self.held.items())]
                 self._unapplied = self._changing = True
             try:
-                self._set_streams(streams)
+                refused = self._set_streams(streams) or {}
                 with self._lock:
                     self._unapplied = False
+                    for camera, why in refused.items():  # not started: let go, reported until its entry changes
+                        held = self.held.get(camera)
+                        if held is not None:
+                            self._let_go(camera, held.revision, f"this instance cannot run it: {why}")
             finally:
                 with self._lock:
                     self._changing = False

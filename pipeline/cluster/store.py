@@ -223,14 +223,18 @@ class FleetStore:
 
         return self.tx(renew) if tokens else set()
 
-    def claim(self, name: str, cameras: list[str], limit: int, lease_s: float, *, expired: bool) -> list[Claimed]:
+    def claim(self, name: str, cameras: list[str], limit: int, lease_s: float, *, expired: bool,
+              lock_wait_s: float = 1.0) -> list[Claimed]:
         """Take up to `limit` of `cameras` whose lease expired (`expired`) or that have none, skipping those
-        another instance is taking right now; records each takeover, and completes each release, as a handoff."""
+        another instance is taking right now, and those whose lease row stays locked for `lock_wait_s` (a frozen
+        holder's write: the claim must not hold the heartbeat back); records each takeover, and completes each
+        release, as a handoff."""
         if not cameras or limit <= 0:
             return []
         which = "l.expires_at <= now()" if expired else "l.camera_id IS NULL"
 
         def claim(cur) -> list[Claimed]:
+            cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{max(1, round(lock_wait_s * 1000))}ms",))
             cur.execute(
                 "SELECT c.id, l.instance, l.token, l.acquired_at, l.expires_at FROM fleet_cameras c "
                 "LEFT JOIN fleet_leases l ON l.camera_id = c.id "
@@ -238,33 +242,14 @@ class FleetStore:
             found = cur.fetchall()
             _end_frozen_copies(cur, {holder for _, holder, *_ in found if holder is not None})
             out = []
-            for camera, holder, old_token, old_acquired, expired_at in found:
-                cur.execute("SELECT nextval('fleet_lease_token')")
-                token = cur.fetchone()[0]
-                # a claimer that committed between this statement's snapshot and its lock changed the lease, not
-                # the camera row: the lease's own state decides (no row: someone else has it now)
-                if holder is None:
-                    cur.execute("INSERT INTO fleet_leases VALUES (%s, %s, %s, now(), now() + make_interval(secs => %s)) "
-                                "ON CONFLICT (camera_id) DO NOTHING", (camera, name, token, lease_s))
-                    if cur.rowcount == 0:
-                        continue
-                    cur.execute(  # the release that freed it, if one did: now it has a successor
-                        "UPDATE fleet_handoffs SET to_instance = %s, to_token = %s, started_at = now(), "
-                        "gap_s = extract(epoch FROM now() - lease_ended_at) WHERE id = (SELECT max(id) FROM "
-                        "fleet_handoffs WHERE camera_id = %s) AND to_instance IS NULL AND reason <> 'removed'",
-                        (name, token, camera))
-                    out.append(Claimed(camera, token, "free"))
+            for row in found:
+                try:
+                    with cur.connection.transaction():  # a savepoint: a lease row locked elsewhere skips its camera
+                        taken = _take(cur, name, lease_s, *row)
+                except _psycopg().errors.LockNotAvailable:
                     continue
-                cur.execute("UPDATE fleet_leases SET instance = %s, token = %s, acquired_at = now(), "
-                            "expires_at = now() + make_interval(secs => %s) WHERE camera_id = %s AND token = %s "
-                            "AND expires_at <= now()", (name, token, lease_s, camera, old_token))
-                if cur.rowcount == 0:
-                    continue
-                cur.execute("INSERT INTO fleet_handoffs (camera_id, from_instance, from_token, from_acquired_at, "
-                            "to_instance, to_token, reason, lease_ended_at, started_at, gap_s) VALUES (%s, %s, %s, %s, "
-                            "%s, %s, 'takeover', %s, now(), extract(epoch FROM now() - %s))",
-                            (camera, holder, old_token, old_acquired, name, token, expired_at, expired_at))
-                out.append(Claimed(camera, token, "takeover"))
+                if taken is not None:
+                    out.append(taken)
             return out
 
         return self.tx(claim)
@@ -345,6 +330,35 @@ def _end_lease(cur, name: str, camera: str, token: int, reason: str, ended: str)
                 f"from_acquired_at, reason, lease_ended_at) SELECT %s, %s, %s, acquired_at, %s, {ended} FROM gone",
                 (camera, name, token, camera, name, token, reason))
     return cur.rowcount > 0
+
+
+def _take(cur, name: str, lease_s: float, camera: str, holder, old_token, old_acquired, expired_at) -> Claimed | None:
+    """Take one camera found free (`holder` None) or with an expired lease; None when another instance took it
+    first: a claimer that committed between the finding statement's snapshot and its lock changed the lease, not
+    the camera row, so the lease's own state decides."""
+    cur.execute("SELECT nextval('fleet_lease_token')")
+    token = cur.fetchone()[0]
+    if holder is None:
+        cur.execute("INSERT INTO fleet_leases VALUES (%s, %s, %s, now(), now() + make_interval(secs => %s)) "
+                    "ON CONFLICT (camera_id) DO NOTHING", (camera, name, token, lease_s))
+        if cur.rowcount == 0:
+            return None
+        cur.execute(  # the release that freed it, if one did: now it has a successor
+            "UPDATE fleet_handoffs SET to_instance = %s, to_token = %s, started_at = now(), "
+            "gap_s = extract(epoch FROM now() - lease_ended_at) WHERE id = (SELECT max(id) FROM "
+            "fleet_handoffs WHERE camera_id = %s) AND to_instance IS NULL AND reason <> 'removed'",
+            (name, token, camera))
+        return Claimed(camera, token, "free")
+    cur.execute("UPDATE fleet_leases SET instance = %s, token = %s, acquired_at = now(), "
+                "expires_at = now() + make_interval(secs => %s) WHERE camera_id = %s AND token = %s "
+                "AND expires_at <= now()", (name, token, lease_s, camera, old_token))
+    if cur.rowcount == 0:
+        return None
+    cur.execute("INSERT INTO fleet_handoffs (camera_id, from_instance, from_token, from_acquired_at, "
+                "to_instance, to_token, reason, lease_ended_at, started_at, gap_s) VALUES (%s, %s, %s, %s, "
+                "%s, %s, 'takeover', %s, now(), extract(epoch FROM now() - %s))",
+                (camera, holder, old_token, old_acquired, name, token, expired_at, expired_at))
+    return Claimed(camera, token, "takeover")
 
 
 def _end_frozen_copies(cur, holders: set[str]) -> None:

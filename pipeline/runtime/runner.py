@@ -72,6 +72,10 @@ class PipelineRunner:
         only what differs (see `pipeline.runtime.reconfigure`)."""
         return reconfigure.apply(self.parts, self.table, self.placement.apply(config))
 
+    def check(self, config: PipelineConfig) -> ConfigDiff:
+        """What `reconfigure(config)` would change, changing nothing; its errors as `reconfigure` would raise."""
+        return reconfigure.check(self.parts, self.table, self.placement.apply(config))
+
     def add_stream(self, config: StreamConfig) -> None:
         """Start one more stream; the others are not paused or reset (see `StreamTable.add`). OtherShard for a
         stream of another shard."""

@@ -91,10 +91,27 @@ class Control:
         self._of_this_shard(stream_id)
         self._change(lambda doc: doc.remove("streams", stream_id))
 
-    def set_streams(self, streams: list) -> ConfigDiff:
-        """Run exactly `streams` from now on, the rest of the config as it is (the coordinator of a fleet)."""
+    def set_streams(self, streams: list) -> dict[str, str]:
+        """Run exactly `streams` from now on, the rest of the config as it is (the coordinator of a fleet), but
+        for those this instance cannot run (a file it does not have, a decoder it lacks): each is left out, not
+        the whole change refused; returns them, each with why."""
         with self._lock:
-            return self.runner.reconfigure(self.runner.config.model_copy(update={"streams": list(streams)}))
+            config = self.runner.config
+            try:
+                self.runner.reconfigure(config.model_copy(update={"streams": list(streams)}))
+                return {}
+            except ConfigError:
+                running = self.runner.table.configs()
+                refused = {}
+                for stream in (s for s in streams if s not in running):
+                    try:
+                        self.runner.check(config.model_copy(update={"streams": [stream]}))
+                    except ConfigError as exc:
+                        refused[stream.id] = str(exc)
+                if not refused:
+                    raise
+            self.runner.reconfigure(config.model_copy(update={"streams": [s for s in streams if s.id not in refused]}))
+            return refused
 
     def pause_stream(self, stream_id: str) -> bool:
         with self._lock:

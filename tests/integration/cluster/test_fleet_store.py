@@ -1,6 +1,7 @@
 """The fleet's tables under concurrent use: connecting, which creates or upgrades them, never waits on a
 transaction another instance holds open (one frozen in the middle of a heartbeat, a claim or a zone edit, up to
-its idle limit); and their history is kept for `HISTORY_DAYS`, not for ever."""
+its idle limit); a claim skips a camera whose lease row another session keeps locked instead of waiting for it;
+and their history is kept for `HISTORY_DAYS`, not for ever."""
 from __future__ import annotations
 
 import psycopg
@@ -61,3 +62,21 @@ def test_handoffs_and_silent_instances_older_than_the_history_are_deleted(postgr
         assert store.prune() == 0
     finally:
         store.close()
+
+
+def test_a_claim_skips_a_camera_whose_lease_row_is_locked_elsewhere_and_takes_the_others(postgres_dsn):
+    """A frozen instance's storage write holds its lease rows (FOR SHARE) for as long as it is frozen."""
+    store = FleetStore(postgres_dsn, idle_limit_s=30)
+    store.connect()
+    store.put_cameras([{"id": "cam-1", "url": "rtsp://h/1"}, {"id": "cam-2", "url": "rtsp://h/2"}])
+    old = {claim.camera for claim in store.claim("b", ["cam-1", "cam-2"], 2, 0, expired=False)}  # expired at once
+    frozen = psycopg.connect(postgres_dsn)
+    try:
+        frozen.execute("SELECT * FROM fleet_leases WHERE camera_id = 'cam-1' FOR SHARE")  # not committed
+        taken = store.claim("a", ["cam-1", "cam-2"], 2, 30, expired=True, lock_wait_s=0.2)
+        assert old == {"cam-1", "cam-2"} and [claim.camera for claim in taken] == ["cam-2"]
+    finally:
+        frozen.rollback()
+        frozen.close()
+    assert [claim.camera for claim in store.claim("a", ["cam-1"], 1, 30, expired=True)] == ["cam-1"]  # once free
+    store.close()

@@ -49,13 +49,18 @@ class MemoryFleet:
     def cameras(self):
         return dict(self.cameras_)
 
+    def delete(self, camera):
+        """As the API's delete: the camera and its lease go."""
+        del self.cameras_[camera]
+        self.leases.pop(camera, None)
+
     def renew(self, name, tokens, lease_s):
         now = self.clock()
         renewed = {c: (i, t, e) for c, (i, t, e) in self.leases.items() if i == name and t in tokens and e > now}
         self.leases.update({c: (i, t, now + lease_s) for c, (i, t, _) in renewed.items()})
         return {t for _, t, _ in renewed.values()}
 
-    def claim(self, name, cameras, limit, lease_s, *, expired):
+    def claim(self, name, cameras, limit, lease_s, *, expired, lock_wait_s=1.0):
         out = []
         for camera in cameras[:max(0, limit)]:
             lease = self.leases.get(camera)
@@ -465,3 +470,59 @@ def test_a_give_up_the_pipeline_refuses_keeps_the_cameras_held_and_renewed_and_i
     assert all(expires == 1.5 + 2 * LEASE_S for _, _, expires in fleet.leases.values())
     step(coord, now, 1.5 + LEASE_S + HEARTBEAT_S)  # still failing: the next heartbeat tries again, and it stops
     assert runs[-1] == [] and fleet.leases == {} and coord.stats()["detector_giveups"] == 1
+
+
+def test_a_camera_this_instance_cannot_run_is_let_go_and_reported_and_the_others_run_on():
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    fleet.cameras_["cam-x"] = (1, {"id": "cam-x", "url": "/nonexistent/clip.mp4"})
+
+    def set_streams(streams):  # as Control.set_streams: what cannot run here is left out and named
+        runs.append([s.id for s in streams if s.id != "cam-x"])
+        return {"cam-x": "streams -> 0 -> url: no such file"} if any(s.id == "cam-x" for s in streams) else {}
+
+    coord._set_streams = set_streams
+    step(coord, now, 1.0)
+    assert runs[-1] == ["cam-1", "cam-2"] and sorted(coord.held) == ["cam-1", "cam-2"]
+    assert "cam-x" not in fleet.leases and coord.stats()["invalid_cameras"] == ["cam-x"]  # its lease ended
+    fleet.delete("cam-1")  # later changes still apply: not held back by the camera left out
+    step(coord, now, 2.0)
+    assert runs[-1] == ["cam-2"] and "cam-x" not in fleet.leases  # and it was not claimed again meanwhile
+    fleet.cameras_["cam-x"] = (2, {"id": "cam-x", "url": "rtsp://h/cam-x"})  # fixed: a new revision is tried
+    coord._set_streams = lambda streams: runs.append([s.id for s in streams])
+    step(coord, now, 3.0)
+    assert runs[-1] == ["cam-2", "cam-x"] and coord.stats()["invalid_cameras"] == []
+
+
+def test_a_camera_deleted_while_cameras_start_for_longer_than_a_lease_does_not_stop_the_others():
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    step(coord, now, 1.0)
+    fleet.cameras_["cam-3"] = (1, {"id": "cam-3", "url": "rtsp://h/cam-3"})
+    set_streams = coord._set_streams
+
+    def slow(streams):  # starting cam-3 takes two leases; cam-1 is deleted meanwhile
+        fleet.delete("cam-1")
+        for _ in range(4 * int(LEASE_S / HEARTBEAT_S)):
+            now[0] += HEARTBEAT_S / 2
+            coord.renew_while_changing()
+            coord.check_deadline()
+        set_streams(streams)
+
+    coord._set_streams = slow
+    step(coord, now, 1.5)
+    assert coord.counters.deadline_stops == 0 and fleet.leases["cam-2"][2] > now[0]
+    coord._set_streams = set_streams
+    step(coord, now, now[0])  # the next heartbeat stops the deleted camera alone
+    assert runs[-1] == ["cam-2", "cam-3"]
+
+
+def test_a_camera_whose_entry_moves_to_a_lane_this_instance_lacks_is_stopped_and_its_lease_ended():
+    coord, fleet, now, runs = coordinator([f"cam-{i}" for i in range(8)])
+    fleet.member = ("a", 1.0, 10, 10, frozenset({"default"}))
+    fleet.others = [("b", 1.0, 10, 10, frozenset({"default", "night"}))]
+    step(coord, now, 1.0)
+    mine = sorted(coord.held)
+    assert mine and runs[-1] == mine
+    moved = mine[0]
+    fleet.cameras_[moved] = (2, {"id": moved, "url": f"rtsp://h/{moved}", "lane": "night"})
+    step(coord, now, 1.0 + HEARTBEAT_S)
+    assert moved not in runs[-1] and moved not in fleet.leases  # b, which has the lane, can take it
