@@ -20,6 +20,7 @@ from pipeline.config.diff import ConfigDiff
 from pipeline.config.models import PipelineConfig, StreamConfig
 from pipeline.config.resolve import Plan, resolve
 from pipeline.detect.detector import Detector
+from pipeline.errors import PipelineError
 from pipeline.runtime import reconfigure
 from pipeline.runtime.build import build_pipeline
 from pipeline.runtime.placement import Placement
@@ -69,7 +70,11 @@ class PipelineRunner:
     # -- changes while running -----------------------------------------------------------------
     def reconfigure(self, config: PipelineConfig) -> ConfigDiff:
         """Run `config` (as this runner's placement changes it: only its shard's streams) from now on, changing
-        only what differs (see `pipeline.runtime.reconfigure`)."""
+        only what differs (see `pipeline.runtime.reconfigure`); refused (PipelineError) until the pipeline runs:
+        while it starts its configured streams, any of them would look added."""
+        if not self.running.is_set():
+            raise PipelineError("the pipeline is still starting its cameras; the change was not applied (try again "
+                                "once it runs: /readyz)")
         return reconfigure.apply(self.parts, self.table, self.placement.apply(config))
 
     def check(self, config: PipelineConfig) -> ConfigDiff:

@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from pipeline.config.models import HttpConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.service import Service, server
+from pipeline.service.control import Control
 from pipeline.testing import RecordingSink
 from tests.conftest import REPO
 from tests.support.http_server import free_port
@@ -312,3 +313,34 @@ def test_patching_one_camera_restarts_it_alone_and_pause_resume_keep_it_listed(t
     snap = served.stop()
     seqs = sink.seqs["a"]
     assert seqs == list(range(len(seqs))) and all(snap.streams["a"][key] == 0 for key in DROPS)
+
+
+def test_a_change_while_the_configured_cameras_start_is_refused_and_the_start_goes_on(tmp_path, monkeypatch):
+    runner = PipelineRunner(config(tmp_path, [{"id": "a", "url": "fake://a?fps=10&live=1"},
+                                              {"id": "b", "url": "fake://b?fps=10&live=1"}]))
+    control = Control(runner)
+    starting_b, go_on = threading.Event(), threading.Event()
+    add = runner.table.add
+
+    def slow_add(stream):  # the configured cameras start one at a time: b's start takes a while
+        if stream.id == "b":
+            starting_b.set()
+            go_on.wait(10)
+        add(stream)
+
+    monkeypatch.setattr(runner.table, "add", slow_add)
+    thread = threading.Thread(target=runner.run, kwargs={"until_stopped": True})
+    thread.start()
+    try:
+        assert starting_b.wait(10)
+        with pytest.raises(PipelineError, match="still starting its cameras"):  # b would look added, twice
+            control.add_stream({"id": "x", "url": "fake://x?fps=10&live=1"})
+        go_on.set()
+        assert runner.running.wait(10)
+        control.add_stream({"id": "x", "url": "fake://x?fps=10&live=1"})
+        assert sorted(runner.snapshot().streams) == ["a", "b", "x"]
+    finally:
+        go_on.set()
+        runner.request_stop()
+        thread.join(30)
+    assert not thread.is_alive() and runner.snapshot().streams["b"]["frames"] > 0
