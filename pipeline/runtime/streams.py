@@ -87,7 +87,12 @@ class StreamTable:
             else:
                 with self._lock:  # paused before it is stopped: a stream that had ended is forgotten at once
                     self._paused[stream_id] = config
-                done = self._remove(stream_id)
+                try:
+                    done = self._remove(stream_id)
+                except BaseException:
+                    with self._lock:
+                        self._paused.pop(stream_id, None)
+                    raise
         return done is None or done.wait(timeout)
 
     def resume(self, stream_id: str) -> None:
@@ -191,8 +196,9 @@ class StreamTable:
         done.set()
 
     def _get(self, stream_id: str) -> StreamConfig:
+        """A running or paused stream's config; one being removed (not paused) is gone already."""
         with self._lock:
-            config = self._streams.get(stream_id) or self._paused.get(stream_id)
+            config = self._paused.get(stream_id) or (None if stream_id in self._removing else self._streams.get(stream_id))
         if config is None:
             raise NoSuchStream(f"no stream '{stream_id}'; streams: {sorted(self._streams)}")
         return config

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from pipeline.config.models import HttpConfig
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, NoSuchStream, PipelineError
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.service import Service, server
 from pipeline.service.control import Control
@@ -344,3 +344,39 @@ def test_a_change_while_the_configured_cameras_start_is_refused_and_the_start_go
         runner.request_stop()
         thread.join(30)
     assert not thread.is_alive() and runner.snapshot().streams["b"]["frames"] > 0
+
+
+class _HeldSink(RecordingSink):
+    """Holds every frame of stream `a` until `release` is set: `a`'s removal cannot finish before."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+
+    def on_frame(self, result) -> None:
+        if result.frame.stream_id == "a":
+            self.release.wait(30)
+        super().on_frame(result)
+
+
+def test_a_camera_still_stopping_after_its_removal_cannot_be_paused_or_resumed_back(tmp_path):
+    sink = _HeldSink()
+    runner = PipelineRunner(config(tmp_path, [{"id": "a", "url": "fake://a?fps=10&live=1"},
+                                              {"id": "b", "url": "fake://b?fps=10&live=1"}]), sinks=[sink])
+    thread = threading.Thread(target=runner.run, kwargs={"until_stopped": True})
+    thread.start()
+    try:
+        assert runner.running.wait(20)
+        assert runner.table.remove("a", timeout=0) is False  # its frames wait in the held sink: still stopping
+        with pytest.raises(NoSuchStream):
+            runner.table.pause("a")
+        with pytest.raises(NoSuchStream):
+            runner.table.resume("a")
+        assert runner.table.paused() == set() and [c.id for c in runner.table.configs()] == ["b"]
+        sink.release.set()
+        assert wait_until(lambda: "a" not in runner.snapshot().streams, timeout=20)
+        assert runner.table.paused() == set() and [c.id for c in runner.table.configs()] == ["b"]
+    finally:
+        sink.release.set()
+        runner.request_stop()
+        thread.join(30)
