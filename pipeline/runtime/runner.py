@@ -70,9 +70,9 @@ class PipelineRunner:
     # -- changes while running -----------------------------------------------------------------
     def reconfigure(self, config: PipelineConfig) -> ConfigDiff:
         """Run `config` (as this runner's placement changes it: only its shard's streams) from now on, changing
-        only what differs (see `pipeline.runtime.reconfigure`); refused (PipelineError) until the pipeline runs:
+        only what differs (see `pipeline.runtime.reconfigure`); refused (PipelineError) unless the pipeline runs:
         while it starts its configured streams, any of them would look added."""
-        if not self.running.is_set():
+        if self.table.accepting and not self.running.is_set():
             raise PipelineError("the pipeline is still starting its cameras; the change was not applied (try again "
                                 "once it runs: /readyz)")
         return reconfigure.apply(self.parts, self.table, self.placement.apply(config))
