@@ -160,17 +160,17 @@ class SinkQueue:
             self._cond.notify_all()
 
     def finish(self, deadline: float) -> bool:
-        """Deliver what is queued and close the sink; False when its thread did not finish in time (at least
-        `CLOSE_WAIT_S`, else until `deadline`, monotonic seconds): then the sink is left as it is."""
+        """Deliver what is queued and close the sink (its thread does, once it has delivered everything); False
+        when that did not finish in time (at least `CLOSE_WAIT_S`, else until `deadline`, monotonic seconds): the
+        thread goes on and closes the sink when done (a sink taken out while running), unless the process ends."""
         self.close()
         if self._thread.ident is None:  # never opened
             return True
         self._thread.join(max(CLOSE_WAIT_S, deadline - time.monotonic()))
         if self._thread.is_alive():
-            log.warning("sink '%s' still busy at shutdown with %d items queued; not closed", self.sink.name,
-                        len(self._items))
+            log.warning("sink '%s' still busy with %d items queued; it closes when they are delivered",
+                        self.sink.name, len(self._items))
             return False
-        guarded(self._failures, self.sink.name, self.sink.close)
         return True
 
     def forget(self, stream_id: str) -> None:
@@ -180,13 +180,16 @@ class SinkQueue:
     def depth(self) -> int:
         return len(self._items)
 
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 while not self._items and not self._closed:
                     self._cond.wait(PUT_WAIT_S)
                 if not self._items:
-                    return
+                    break
                 item = self._items.popleft()
                 if item.method == "on_frame":
                     self._frames -= 1
@@ -195,6 +198,9 @@ class SinkQueue:
             guarded(self._failures, self.sink.name, getattr(self.sink, item.method), *item.args)
             if item.after is not None:
                 guarded(self._failures, self.sink.name, item.after.done)
+        guarded(self._failures, self.sink.name, self.sink.close)  # closed and drained: at shutdown, or taken out
+        if self.retired:
+            log.info("sink '%s' (taken out) delivered what it had queued and is closed", self.sink.name)
 
 
 class OutputSinks:
@@ -203,6 +209,7 @@ class OutputSinks:
     def __init__(self, sinks: list[tuple[Sink, FrameSinkOptions]], failures: Failures):
         self.failures = failures
         self._queues = [SinkQueue(sink, options, failures) for sink, options in sinks]  # replaced, never changed
+        self._retiring: list[SinkQueue] = []  # taken out, still delivering what they had queued
         self._streams: dict[str, str] = {}  # started and not ended: id -> url
         self._lock = threading.Lock()  # the two above, between the stage workers and a sink added or taken out
         self._taps: tuple[Callable[[FrameResult], None], ...] = ()  # replaced, never changed
@@ -234,7 +241,18 @@ class OutputSinks:
                 return True
             self._queues = [other for other in self._queues if other is not q]
             q.retire()
-        return q.finish(time.monotonic() + timeout)
+        if q.finish(time.monotonic() + timeout):
+            return True
+        with self._lock:
+            self._retiring.append(q)
+        return False
+
+    def draining(self, options: FrameSinkOptions) -> bool:
+        """The sink of `options` was taken out and still delivers what it had queued (opening it again now would
+        make two writers of one output)."""
+        with self._lock:
+            self._retiring = [q for q in self._retiring if q.alive()]
+            return any(q.options == options for q in self._retiring)
 
     def start_stream(self, stream_id: str, url: str) -> None:
         with self._lock:

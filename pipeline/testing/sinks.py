@@ -46,7 +46,9 @@ class RecordingSink(BaseSink):
             self._cond.notify_all()
 
     def close(self) -> None:
-        self.closed = True
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
 
     def wait_for(self, condition: Callable[[RecordingSink], bool], timeout: float) -> bool:
         """True once `condition(self)` holds (checked whenever something arrives), False after `timeout` s."""

@@ -71,3 +71,17 @@ def test_a_cancelled_error_from_a_plugin_is_counted_like_any_failure():
         raise asyncio.CancelledError  # a BaseException: a plugin's cancelled asyncio call lets it out
 
     assert guarded(failures, "plugin", cancelled) is None and failures.counts() == {"plugin": 1}
+
+
+def test_a_sink_taken_out_that_drains_slowly_is_closed_once_drained_and_not_opened_twice_meanwhile():
+    sink, options = HeldSink(), FrameSinkOptions(queue_size=8)
+    outputs = OutputSinks([(sink, options)], Failures())
+    outputs.open()
+    for seq in range(3):
+        outputs.submit(frame(seq), live=False)
+    assert sink.busy.wait(10)
+    assert outputs.remove(options, timeout=0) is False  # still delivering frames 0 to 2
+    assert outputs.draining(options) and not sink.closed  # a reload adding it again now is refused
+    sink.release.set()
+    assert sink.wait_for(lambda s: s.closed, 10) and sink.seqs["cam-1"] == [0, 1, 2]  # delivered, then closed by its own thread
+    assert not outputs.draining(options)
