@@ -155,8 +155,8 @@ class Coordinator(Following):
                 return
             tokens = [(camera, held.token) for camera, held in self.held.items()]
         try:
-            lost = {camera for camera, token in tokens if token not in
-                    self.renewals.renew(self.instance, [token for _, token in tokens], self.config.lease_s)}
+            renewed = self.renewals.renew(self.instance, [token for _, token in tokens], self.config.lease_s)
+            lost = {camera for camera, token in tokens if token not in renewed}
             if lost and lost & set(self.renewals.cameras()):  # one still in the fleet, taken or expired: it must stop
                 return
         except FleetUnavailable as exc:
@@ -245,7 +245,7 @@ class Coordinator(Following):
         claimed = []
         if self._beats > 1 and self._running.is_set():  # the first beat only announces this instance, so that
             # those starting with it are seen before anything is claimed; a pipeline that stops claims nothing
-            wait = cfg.heartbeat / 2  # a lease row locked longer is skipped: the next beat must renew in time
+            wait = cfg.heartbeat / 4  # each claim's budget for lease rows locked elsewhere: the next beat renews
             claimed = store.claim(me, mine, room, cfg.lease_s, expired=True, lock_wait_s=wait)
             claimed += store.claim(me, [c for c in mine if c not in {x.camera for x in claimed}],
                                    room - len(claimed), cfg.lease_s, expired=False, lock_wait_s=wait)

@@ -74,7 +74,8 @@ class Following:
             self._letting_go.append((camera, held.token))
 
     def _end_let_go(self) -> None:
-        """End the leases of the cameras let go, now stopped (their entries can run elsewhere, or are reported)."""
+        """End the leases of the cameras let go, now stopped (reported here; another lane's instance may take one
+        that moved lanes, while the assignment gives one this instance cannot run to none but this one)."""
         with self._lock:
             letting_go, self._letting_go = self._letting_go, []
         for camera, token in letting_go:

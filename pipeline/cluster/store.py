@@ -20,6 +20,7 @@ earlier one (what fencing compares stored rows with, `pipeline.cluster.fencing`)
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -226,25 +227,26 @@ class FleetStore:
     def claim(self, name: str, cameras: list[str], limit: int, lease_s: float, *, expired: bool,
               lock_wait_s: float = 1.0) -> list[Claimed]:
         """Take up to `limit` of `cameras` whose lease expired (`expired`) or that have none, skipping those
-        another instance is taking right now, and those whose lease row stays locked for `lock_wait_s` (a frozen
-        holder's write: the claim must not hold the heartbeat back); records each takeover, and completes each
-        release, as a handoff."""
+        another instance is taking right now, and those whose lease row is locked elsewhere (a frozen holder's
+        write) for longer than what is left of `lock_wait_s`, spent over all of them: the claim must not hold the
+        heartbeat back; records each takeover, and completes each release, as a handoff."""
         if not cameras or limit <= 0:
             return []
         which = "l.expires_at <= now()" if expired else "l.camera_id IS NULL"
 
         def claim(cur) -> list[Claimed]:
-            cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{max(1, round(lock_wait_s * 1000))}ms",))
             cur.execute(
                 "SELECT c.id, l.instance, l.token, l.acquired_at, l.expires_at FROM fleet_cameras c "
                 "LEFT JOIN fleet_leases l ON l.camera_id = c.id "
                 f"WHERE c.id = ANY(%s) AND {which} ORDER BY c.id LIMIT %s FOR UPDATE OF c SKIP LOCKED", (cameras, limit))
             found = cur.fetchall()
             _end_frozen_copies(cur, {holder for _, holder, *_ in found if holder is not None})
-            out = []
+            out, deadline = [], time.monotonic() + lock_wait_s
             for row in found:
+                left_ms = max(1, round((deadline - time.monotonic()) * 1000))  # once spent, rows free now only
                 try:
                     with cur.connection.transaction():  # a savepoint: a lease row locked elsewhere skips its camera
+                        cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{left_ms}ms",))
                         taken = _take(cur, name, lease_s, *row)
                 except _psycopg().errors.LockNotAvailable:
                     continue

@@ -4,6 +4,8 @@ its idle limit); a claim skips a camera whose lease row another session keeps lo
 and their history is kept for `HISTORY_DAYS`, not for ever."""
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 
@@ -64,17 +66,22 @@ def test_handoffs_and_silent_instances_older_than_the_history_are_deleted(postgr
         store.close()
 
 
-def test_a_claim_skips_a_camera_whose_lease_row_is_locked_elsewhere_and_takes_the_others(postgres_dsn):
+def test_a_claim_skips_cameras_whose_lease_rows_are_locked_elsewhere_within_one_wait_and_takes_the_others(
+        postgres_dsn):
     """A frozen instance's storage write holds its lease rows (FOR SHARE) for as long as it is frozen."""
+    cameras = [f"cam-{i}" for i in range(6)]
     store = FleetStore(postgres_dsn, idle_limit_s=30)
     store.connect()
-    store.put_cameras([{"id": "cam-1", "url": "rtsp://h/1"}, {"id": "cam-2", "url": "rtsp://h/2"}])
-    old = {claim.camera for claim in store.claim("b", ["cam-1", "cam-2"], 2, 0, expired=False)}  # expired at once
+    store.put_cameras([{"id": camera, "url": f"rtsp://h/{camera}"} for camera in cameras])
+    old = {claim.camera for claim in store.claim("b", cameras, 6, 0, expired=False)}  # expired at once
     frozen = psycopg.connect(postgres_dsn)
     try:
-        frozen.execute("SELECT * FROM fleet_leases WHERE camera_id = 'cam-1' FOR SHARE")  # not committed
-        taken = store.claim("a", ["cam-1", "cam-2"], 2, 30, expired=True, lock_wait_s=0.2)
-        assert old == {"cam-1", "cam-2"} and [claim.camera for claim in taken] == ["cam-2"]
+        frozen.execute("SELECT * FROM fleet_leases WHERE camera_id <> 'cam-5' FOR SHARE")  # not committed
+        started = time.monotonic()
+        taken = store.claim("a", cameras, 6, 30, expired=True, lock_wait_s=1.0)
+        waited = time.monotonic() - started
+        assert old == set(cameras) and [claim.camera for claim in taken] == ["cam-5"]
+        assert waited < 3.0  # one wait for all five locked rows (1 s), not one each (5 s): the heartbeat goes on
     finally:
         frozen.rollback()
         frozen.close()

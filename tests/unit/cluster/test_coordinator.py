@@ -526,3 +526,14 @@ def test_a_camera_whose_entry_moves_to_a_lane_this_instance_lacks_is_stopped_and
     fleet.cameras_[moved] = (2, {"id": moved, "url": f"rtsp://h/{moved}", "lane": "night"})
     step(coord, now, 1.0 + HEARTBEAT_S)
     assert moved not in runs[-1] and moved not in fleet.leases  # b, which has the lane, can take it
+
+
+def test_a_renewal_while_the_pipeline_changes_renews_every_lease_in_one_call():
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2", "cam-3"])
+    step(coord, now, 1.0)
+    calls, renew = [], fleet.renew
+    fleet.renew = lambda *args: (calls.append(args), renew(*args))[1]
+    coord._changing = True  # as while `_apply` runs
+    now[0] += HEARTBEAT_S
+    coord.renew_while_changing()
+    assert len(calls) == 1 and sorted(calls[0][1]) == sorted(held.token for held in coord.held.values())
