@@ -101,9 +101,9 @@ class Control:
                 self.runner.reconfigure(config.model_copy(update={"streams": list(streams)}))
                 return {}
             except ConfigError:
-                running = self.runner.table.configs()
+                self.runner.check(config.model_copy(update={"streams": []}))  # a problem besides the streams: raised
                 refused = {}
-                for stream in (s for s in streams if s not in running):
+                for stream in streams:  # running ones too: a file that went away since
                     try:
                         self.runner.check(config.model_copy(update={"streams": [stream]}))
                     except ConfigError as exc:

@@ -380,3 +380,26 @@ def test_a_camera_still_stopping_after_its_removal_cannot_be_paused_or_resumed_b
         sink.release.set()
         runner.request_stop()
         thread.join(30)
+
+
+def test_streams_set_by_a_fleet_leave_out_those_this_instance_cannot_run_and_run_the_others(tmp_path, shared):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(shared("media/dog-848x464.mp4").read_bytes())
+    looped = {"id": "f", "url": str(clip), "loop": True}
+    runner = PipelineRunner(config(tmp_path, [looped, {"id": "a", "url": "fake://a?fps=10&live=1"}]))
+    control = Control(runner)
+    thread = threading.Thread(target=runner.run, kwargs={"until_stopped": True})
+    thread.start()
+    try:
+        assert runner.running.wait(20)
+        streams = [runner.config.streams[0], runner.config.streams[1],
+                   runner.config.streams[1].model_copy(update={"id": "gone", "url": str(tmp_path / "none.mp4")})]
+        refused = control.set_streams(streams)
+        assert list(refused) == ["gone"] and "none.mp4" in refused["gone"]
+        assert sorted(c.id for c in runner.table.configs()) == ["a", "f"]
+        clip.unlink()  # the running file's file goes away: it is left out of the next change, which applies
+        refused = control.set_streams([*streams[:2], streams[1].model_copy(update={"id": "b", "url": "fake://b?fps=10"})])
+        assert list(refused) == ["f"] and sorted(c.id for c in runner.table.configs()) == ["a", "b"]
+    finally:
+        runner.request_stop()
+        thread.join(30)
