@@ -20,8 +20,9 @@ from collections import Counter, deque
 from dataclasses import replace
 from typing import Any, Callable
 
+from pipeline import plugins
 from pipeline.config.outputs import FrameSinkOptions
-from pipeline.errors import SinkError
+from pipeline.errors import PipelineError, SinkError
 from pipeline.sinks.base import Sink
 from pipeline.types import Event, FrameResult
 
@@ -224,6 +225,10 @@ class OutputSinks:
     def add(self, sink: Sink, options: FrameSinkOptions) -> None:
         """A sink added while running (already opened): told of every stream running (`on_stream_joined` where it
         has one, else `on_stream_start`), then fed from the next frame on."""
+        if self.draining(options):  # taken out in the same change, and still writing there
+            guarded(self.failures, sink.name, sink.close)
+            raise PipelineError(f"sink {sink.name} not added: the one it replaces still delivers what it had "
+                                "queued; apply the change again once it is done")
         q = SinkQueue(sink, options, self.failures)
         joined = "on_stream_joined" if hasattr(sink, "on_stream_joined") else "on_stream_start"
         with self._lock:
@@ -248,11 +253,11 @@ class OutputSinks:
         return False
 
     def draining(self, options: FrameSinkOptions) -> bool:
-        """The sink of `options` was taken out and still delivers what it had queued (opening it again now would
-        make two writers of one output)."""
+        """A sink of the output `options` writes to was taken out and still delivers what it had queued (opening
+        one there now would make two writers of one output)."""
         with self._lock:
             self._retiring = [q for q in self._retiring if q.alive()]
-            return any(q.options == options for q in self._retiring)
+            return any(_output_of(q.options) == _output_of(options) for q in self._retiring)
 
     def start_stream(self, stream_id: str, url: str) -> None:
         with self._lock:
@@ -329,3 +334,10 @@ class OutputSinks:
     def _each(self, method: str, *args) -> None:
         for q in self._queues:
             q.put(method, *args)
+
+
+def _output_of(options: FrameSinkOptions) -> tuple:
+    """What a sink writes to: its type and its file or folder (a database's DSN), whatever its other options."""
+    kind = getattr(options, "type", None)  # None: options made in code, not a `sinks:` entry
+    writes = plugins.output(kind).writes if kind is not None else None
+    return kind, getattr(options, writes[0]) if writes else getattr(options, "dsn", options)

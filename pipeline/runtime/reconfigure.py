@@ -51,8 +51,9 @@ def check(parts: Pipeline, table: StreamTable, new: PipelineConfig) -> ConfigDif
                               "(set at start); nothing was applied")
     for entry in change.sinks_added:
         if not is_event_output(entry) and parts.outputs.draining(entry):
-            raise PipelineError(f"sink {entry.type} was taken out and still delivers what it had queued; nothing was "
-                                "applied: add it again once it is done (its log says when it closes)")
+            raise PipelineError(f"a sink {entry.type} writing there was taken out and still delivers what it had "
+                                "queued; nothing was applied: apply the change once it is done (its log says when it "
+                                "closes)")
     for stream in (*change.added, *change.changed):  # a decoder this machine lacks: refused, not half-applied
         plan_stream(stream, parts.plan)
     touched = [s.id for s in new.streams] if change.analytics else [s.id for s in (*change.added, *change.changed)]

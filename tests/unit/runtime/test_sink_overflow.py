@@ -6,8 +6,10 @@ import asyncio
 import threading
 
 import numpy as np
+import pytest
 
-from pipeline.config.outputs import FrameSinkOptions
+from pipeline.config.outputs import FrameSinkOptions, JsonlOutput
+from pipeline.errors import PipelineError
 from pipeline.runtime.outputs import Failures, OutputSinks, guarded
 from pipeline.testing import RecordingSink
 from pipeline.types import Detections, Frame, FrameResult
@@ -85,3 +87,21 @@ def test_a_sink_taken_out_that_drains_slowly_is_closed_once_drained_and_not_open
     sink.release.set()
     assert sink.wait_for(lambda s: s.closed, 10) and sink.seqs["cam-1"] == [0, 1, 2]  # delivered, then closed by its own thread
     assert not outputs.draining(options)
+
+
+def test_a_sink_added_where_one_taken_out_still_writes_is_refused_and_closed_whatever_its_other_options():
+    held, path = HeldSink(), "/tmp/never-written.jsonl"
+    first = JsonlOutput(type="jsonl", path=path, queue_size=8)
+    outputs = OutputSinks([(held, first)], Failures())
+    outputs.open()
+    outputs.submit(frame(0), live=False)
+    assert held.busy.wait(10)
+    assert outputs.remove(first, timeout=0) is False
+    again = RecordingSink("again")
+    with pytest.raises(PipelineError, match="still delivers"):
+        outputs.add(again, JsonlOutput(type="jsonl", path=path, queue_size=64))  # the same file, another queue size
+    assert again.closed
+    held.release.set()
+    assert held.wait_for(lambda s: s.closed, 10)
+    outputs.add(again, JsonlOutput(type="jsonl", path=path, queue_size=64))  # once it is done
+    assert outputs.finish(10)
