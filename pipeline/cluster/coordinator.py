@@ -233,8 +233,7 @@ class Coordinator(Following):
                 self._beats = 1  # back after an outage the others' heartbeats may have gone stale in too: as at a
                 # start, this beat only announces this instance, so it does not take every camera by itself
             lanes, problems = placeable(cameras, members)
-            self._refused = {c: refused for c, refused in self._refused.items() if refused[0] == cameras.get(c, (0,))[0]}
-            self._report({**problems, **{camera: why for camera, (_, why) in self._refused.items()}})
+            self._report({**problems, **self._still_refused(cameras)})
             changed = self._drop_lost(renewed, cameras)
             changed |= self._follow_entries(cameras, lanes)
             desired = assign(list(lanes), members, lanes)

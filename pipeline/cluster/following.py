@@ -73,6 +73,13 @@ class Following:
         if held is not None:
             self._letting_go.append((camera, held.token))
 
+    def _still_refused(self, cameras: dict) -> dict[str, str]:
+        """Forget the cameras let go whose entry changed or that left the fleet; the others, each with why
+        (lock held)."""
+        self._refused = {camera: (revision, why) for camera, (revision, why) in self._refused.items()
+                         if cameras.get(camera, (None,))[0] == revision}
+        return {camera: why for camera, (_, why) in self._refused.items()}
+
     def _end_let_go(self) -> None:
         """End the leases of the cameras let go, now stopped (reported here; another lane's instance may take one
         that moved lanes, while the assignment gives one this instance cannot run to none but this one)."""

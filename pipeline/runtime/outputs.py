@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from pipeline import plugins
+from pipeline.config.fields import same_place
 from pipeline.config.outputs import FrameSinkOptions
 from pipeline.errors import PipelineError, SinkError
 from pipeline.sinks.base import Sink
@@ -337,7 +338,8 @@ class OutputSinks:
 
 
 def _output_of(options: FrameSinkOptions) -> tuple:
-    """What a sink writes to: its type and its file or folder (a database's DSN), whatever its other options."""
+    """What a sink writes to: its type and its file or folder as the config's own check compares them (a database's
+    DSN), whatever its other options."""
     kind = getattr(options, "type", None)  # None: options made in code, not a `sinks:` entry
     writes = plugins.output(kind).writes if kind is not None else None
-    return kind, getattr(options, writes[0]) if writes else getattr(options, "dsn", options)
+    return kind, same_place(getattr(options, writes[0])) if writes else getattr(options, "dsn", options)

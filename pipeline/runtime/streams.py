@@ -198,7 +198,9 @@ class StreamTable:
     def _get(self, stream_id: str) -> StreamConfig:
         """A running or paused stream's config; one being removed (not paused) is gone already."""
         with self._lock:
-            config = self._paused.get(stream_id) or (None if stream_id in self._removing else self._streams.get(stream_id))
+            config = self._paused.get(stream_id)
+            if config is None and stream_id not in self._removing:
+                config = self._streams.get(stream_id)
         if config is None:
             raise NoSuchStream(f"no stream '{stream_id}'; streams: {sorted(self._streams)}")
         return config

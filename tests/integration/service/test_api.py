@@ -398,7 +398,8 @@ def test_streams_set_by_a_fleet_leave_out_those_this_instance_cannot_run_and_run
         assert list(refused) == ["gone"] and "none.mp4" in refused["gone"]
         assert sorted(c.id for c in runner.table.configs()) == ["a", "f"]
         clip.unlink()  # the running file's file goes away: it is left out of the next change, which applies
-        refused = control.set_streams([*streams[:2], streams[1].model_copy(update={"id": "b", "url": "fake://b?fps=10"})])
+        b = streams[1].model_copy(update={"id": "b", "url": "fake://b?fps=10"})
+        refused = control.set_streams([*streams[:2], b])
         assert list(refused) == ["f"] and sorted(c.id for c in runner.table.configs()) == ["a", "b"]
     finally:
         runner.request_stop()

@@ -85,7 +85,8 @@ def test_a_sink_taken_out_that_drains_slowly_is_closed_once_drained_and_not_open
     assert outputs.remove(options, timeout=0) is False  # still delivering frames 0 to 2
     assert outputs.draining(options) and not sink.closed  # a reload adding it again now is refused
     sink.release.set()
-    assert sink.wait_for(lambda s: s.closed, 10) and sink.seqs["cam-1"] == [0, 1, 2]  # delivered, then closed by its own thread
+    assert sink.wait_for(lambda s: s.closed, 10) and sink.seqs["cam-1"] == [0, 1, 2]  # delivered, then closed by
+    # its own thread
     assert not outputs.draining(options)
 
 
@@ -99,7 +100,8 @@ def test_a_sink_added_where_one_taken_out_still_writes_is_refused_and_closed_wha
     assert outputs.remove(first, timeout=0) is False
     again = RecordingSink("again")
     with pytest.raises(PipelineError, match="still delivers"):
-        outputs.add(again, JsonlOutput(type="jsonl", path=path, queue_size=64))  # the same file, another queue size
+        same_file = JsonlOutput(type="jsonl", path="/tmp/../tmp/never-written.jsonl", queue_size=64)  # written so
+        outputs.add(again, same_file)
     assert again.closed
     held.release.set()
     assert held.wait_for(lambda s: s.closed, 10)
