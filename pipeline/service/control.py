@@ -196,7 +196,11 @@ class Control:
             raise PipelineError("this pipeline was not started from a config file; there is nothing to reload")
         with self._lock:
             text = _read(self.path)
-            change = self.runner.reconfigure(self._with_fleet_streams(parse_config(text, self.path)))
+            try:
+                change = self.runner.reconfigure(self._with_fleet_streams(parse_config(text, self.path)))
+            except PartiallyApplied:  # the file runs, but for what is named: the next change retries that
+                self._applied = text
+                raise
             self._applied = text
         log.info("reloaded %s: %s", self.path, change.summary())
         return change

@@ -50,3 +50,25 @@ def test_a_hand_edit_made_while_an_api_change_is_applied_is_kept_and_the_api_say
     assert path.read_text() == edited and not list(tmp_path.glob(".site.yaml.*"))  # nothing staged is left
     with pytest.raises(FileChanged, match="reload it first"):  # the next change through the API waits for a reload
         control.change_stream("a", {"url": "fake://a?fps=2"})
+
+
+def test_a_reload_that_applied_all_but_one_camera_lets_the_next_api_change_through(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text(FILE.replace("{streams}", "  - {id: a, url: 'fake://a?fps=10'}"))
+    configs = []
+
+    class Runner:  # camera b cannot be opened on this host: the reload applies the rest and says so
+        placement = SimpleNamespace(shard=None)
+
+        def reconfigure(self, config):
+            configs.append(config)
+            if len(configs) == 1:
+                raise PartiallyApplied("applied, except: b: its device is busy")
+            return SimpleNamespace(summary=lambda: "a changed")
+
+    control = Control(Runner(), path)
+    path.write_text(path.read_text() + "  - {id: b, url: 'fake://b?fps=10'}\n")
+    with pytest.raises(PartiallyApplied, match="b: its device is busy"):
+        control.reload()
+    control.change_stream("a", {"url": "fake://a?fps=5"})  # the file was applied: no "reload it first"
+    assert [s.id for s in configs[-1].streams] == ["a", "b"] and "fps=5" in path.read_text()
