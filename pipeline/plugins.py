@@ -104,6 +104,20 @@ class OutputKind:
     events: bool | Callable[[Any], bool] = False
     writes: tuple[str, Literal["file", "folder"]] | None = None
 
+    def __post_init__(self) -> None:
+        if self.writes is None:
+            return
+        fields = getattr(self.config, "model_fields", {})
+        if not (isinstance(self.writes, tuple) and len(self.writes) == 2):
+            why = "writes names its config's key and whether it is a file or a folder, e.g. writes=('path', 'file')"
+        elif self.writes[0] not in fields:
+            why = f"writes={self.writes!r}, but its config ({self.config.__name__}) has no field '{self.writes[0]}'"
+        elif self.writes[1] not in ("file", "folder"):
+            why = f"writes={self.writes!r}: its second item is 'file' or 'folder'"
+        else:
+            return
+        raise ValueError(f"sink type '{self.type}': {why}")
+
 
 _sources: dict[str, SourceKind] = {}
 _engines: dict[str, EngineKind] = {}

@@ -96,3 +96,17 @@ def test_a_plugin_may_read_a_scheme_the_built_in_sources_refuse(monkeypatch):
 def test_a_plugin_that_is_not_a_module_name_is_refused_naming_it(name):
     with pytest.raises(ValueError, match="is not a module name"):
         plugins.load([name])
+
+
+@pytest.mark.parametrize("writes, why", [("path", r"writes=\('path', 'file'\)"),
+                                         (("file", "file"), "has no field 'file'"),
+                                         (("path", "dir"), "'file' or 'folder'")])
+def test_a_sink_type_that_says_badly_what_it_writes_is_refused_when_registered(writes, why):
+    from pydantic import BaseModel
+
+    class Config(BaseModel):
+        type: str = "kafka-dump"
+        path: str
+
+    with pytest.raises(ValueError, match=f"sink type 'kafka-dump': .*{why}"):
+        plugins.OutputKind("kafka-dump", Config, lambda config, context: None, writes=writes)
