@@ -167,13 +167,23 @@ class StreamTable:
             self._done.discard(config.id)
             if plan.decoder == "nvdec":
                 self._nvdec.add(config.id)
-        self._parts.sources.add(config, plan)  # from here on its end comes through the buffer
+        try:
+            self._parts.sources.add(config, plan)  # from here on its end comes through the buffer
+        except Exception as exc:  # its stages and sinks know it: it ends there, and is forgotten, as a removed one
+            with self._lock:
+                self._removing[config.id] = threading.Event()
+            self._parts.buffer.discard_stream(config.id)
+            self._parts.stages.end_stream(config.id)
+            raise PipelineError(f"stream '{config.id}' could not be started ({exc}); it was not added: add it again "
+                                "once the cause is fixed") from exc
 
     def _remove(self, stream_id: str) -> threading.Event:
         with self._lock:
             if stream_id not in self._streams:
                 raise NoSuchStream(f"no stream '{stream_id}'; streams: {sorted(self._streams)}")
-            done = self._removing.setdefault(stream_id, threading.Event())
+            if stream_id in self._removing:  # on its way out already (its source may be gone)
+                return self._removing[stream_id]
+            done = self._removing[stream_id] = threading.Event()
             ended = stream_id in self._done
         self._parts.buffer.remove_stream(stream_id)
         self._parts.sources.stop(stream_id)

@@ -51,7 +51,12 @@ class Sources:
                 rings = self._packet_rings(plan.packet_ring_s) if plan.packet_ring_s else None
                 worker = StreamWorker(config, self._sink, packets=rings, decoder=plan.decoder)
             self._workers[config.id] = worker
-        worker.start()
+        try:
+            worker.start()
+        except BaseException:
+            with self._lock:
+                self._workers.pop(config.id, None)
+            raise
         return worker
 
     def _packet_rings(self, keep_s: float) -> PacketRings:
