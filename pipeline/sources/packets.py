@@ -205,8 +205,9 @@ class PacketRings:
     keep_s: seconds of packets kept per stream (whole GOPs, so up to one GOP more); it should be
     the longest `before_s` asked for plus slack for events that reach `record_clip` later than
     their packets reach `tap`. Larger tolerates slower consumers, costs memory (about bitrate x
-    seconds per stream). queue_size: clips waiting for the writer; when full a clip is dropped and
-    counted rather than blocking the decoder.
+    seconds per stream). queue_size: clips waiting for the writer; a clip completed by a packet or asked
+    for while that many wait is dropped and counted rather than blocking the decoder. The clips a pass's
+    or a stream's end completes are all queued: their packets are held already, and no decoder waits.
     """
 
     def __init__(self, keep_s: float, *, queue_size: int = 16):
@@ -216,7 +217,8 @@ class PacketRings:
         self._streams: dict[str, _StreamClips] = {}
         self._lock = threading.Lock()  # guards `_streams`, `_retired` and starting the writer
         self._retired: list[Any] = []  # holders that did not fit the queue; closed in close()
-        self._jobs: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._jobs: queue.Queue = queue.Queue()
+        self._queue_size = queue_size
         self._stop = threading.Event()
         self._closed = threading.Event()
         self._writer = threading.Thread(target=self._write_clips, name="clips", daemon=True)
@@ -259,8 +261,7 @@ class PacketRings:
         if ring is None:
             return
         with ring.lock:
-            dropped = self._submit(ring.end_pass())
-        self._report_dropped(dropped)
+            self._submit(ring.end_pass(), bounded=False)
 
     def record_clip(self, stream_id: str, ts_ns: int, before_s: float, after_s: float, path: Path,
                     on_done: ClipDone | None = None) -> bool:
@@ -299,8 +300,7 @@ class PacketRings:
         if ring is None:
             return
         with ring.lock:
-            dropped = self._submit(ring.retire())
-        self._report_dropped(dropped)
+            self._submit(ring.retire(), bounded=False)
 
     def close(self, timeout: float = 10.0) -> None:
         """Write every unfinished clip, stop the writer thread (waiting up to `timeout` s), close the
@@ -336,23 +336,22 @@ class PacketRings:
         with self._counts_lock:
             self._counts[key] += 1
 
-    def _submit(self, items: list[Any]) -> list[_Clip]:
+    def _submit(self, items: list[Any], bounded: bool = True) -> list[_Clip]:
         """Queue clips (and retired templates, closed after the clips that use them) for the writer;
         called with the stream's lock held so that this order holds across threads. Never blocks;
-        returns the clips that did not fit."""
+        returns the clips that did not fit (`bounded`: at most `queue_size` wait)."""
         if not items:
             return []
         self.start()
         dropped = []
         for item in items:
-            try:
-                self._jobs.put_nowait(item)
-            except queue.Full:
-                if isinstance(item, _Clip):
-                    dropped.append(item)
-                else:
-                    with self._lock:
-                        self._retired.append(item)
+            if not bounded or self._jobs.qsize() < self._queue_size:
+                self._jobs.put(item)
+            elif isinstance(item, _Clip):
+                dropped.append(item)
+            else:
+                with self._lock:
+                    self._retired.append(item)
         return dropped
 
     def _report_dropped(self, clips: list[_Clip]) -> None:

@@ -284,6 +284,24 @@ def test_full_writer_queue_drops_the_clip_and_reports_it(tmp_path):
     assert not (tmp_path / "c.mp4").exists()
 
 
+def test_every_clip_pending_when_a_pass_ends_is_written_however_many_wait(tmp_path):
+    source = make_h264(tmp_path / "src.mp4", frames=40, gop=10)
+    rings = on_packet_clock(PacketRings(keep_s=6.0, queue_size=1))
+    reports = Reports()
+    with av.open(str(source)) as container:
+        for packet in container.demux(container.streams.video[0]):
+            if packet.size:
+                rings.tap("cam-1", packet)
+    names = [f"{i}.mp4" for i in range(5)]  # a busy camera: five events in its last seconds, each clip waiting
+    for i, name in enumerate(names):        # for packets after the camera's end
+        assert rings.record_clip("cam-1", (2 + i // 2) * 10**9, 0.5, 30.0, tmp_path / name, reports)
+    assert reports.done == []
+    rings.end_pass("cam-1")  # the camera went away: every pending clip is written with what it has
+    rings.close()
+    assert sorted(reports.done) == sorted((tmp_path / name, None) for name in names)
+    assert rings.stats() == {"clips_written": 5, "clips_dropped": 0, "errors": 0}
+
+
 def test_clip_through_the_real_reader_tap_matches_the_decoded_frame_clock(tmp_path, shared):
     """The whole path: the reader taps the rings, the media sink asks them for the event's clip."""
     source = shared("media/car-detection.mp4")
