@@ -44,6 +44,8 @@ class Step:
     latency_ms: dict[str, dict]  # per lane: p50, p95, p99, share within its bound
     latency_cumulative: dict[str, list[tuple[float, float]]]  # per lane: (bound s, cumulative frames)
     batch_sizes: dict[str, list[tuple[float, float]]]  # per lane: (bound, frames-per-batch cumulative count)
+    waited_ms: dict[str, dict]  # per lane: p50, p95, p99 of capture until its batch left the buffer
+    engine_ms: dict[str, dict]  # per lane: p50, p95, p99 of the detector's time per batch
     cpu_cores: float
     cpu_cores_per_camera: float
     gpu: dict = field(default_factory=dict)
@@ -105,16 +107,17 @@ class LiveRamp:
 
     def measure(self, window_s: float) -> Step:
         """Counters, histograms and CPU time over the next `window_s` seconds, and the verdict."""
-        telemetry = self.runner.parts.telemetry
-        before, latency0, sizes0 = self._counters(), HistogramWindow(telemetry.latency), HistogramWindow(
-            telemetry.batch_size)
+        t = self.runner.parts.telemetry
+        histograms = (t.latency, t.batch_size, t.frame_age, t.engine)
+        before, start = self._counters(), [HistogramWindow(h) for h in histograms]
         cpu0, t0, mark = cpu_seconds(), time.monotonic(), self._gpu.mark() if self._gpu else 0
         time.sleep(window_s)
-        after, latency1, sizes1 = self._counters(), HistogramWindow(telemetry.latency), HistogramWindow(
-            telemetry.batch_size)
+        after, end = self._counters(), [HistogramWindow(h) for h in histograms]
         elapsed, cpu = time.monotonic() - t0, cpu_seconds() - cpu0
-        return self._verdict(before, after, latency1.since(latency0), sizes1.since(sizes0), elapsed, cpu,
-                             self._gpu.summary(mark) if self._gpu else {})
+        latency, sizes, waited, engine = (e.since(s) for s, e in zip(start, end))
+        step = self._verdict(before, after, latency, sizes, elapsed, cpu, self._gpu.summary(mark) if self._gpu else {})
+        step.waited_ms, step.engine_ms = _percentiles(waited), _percentiles(engine)
+        return step
 
     def _counters(self) -> dict[str, dict[str, int]]:
         snap = self.runner.snapshot()
@@ -131,20 +134,25 @@ class LiveRamp:
             for key in LOSSES:
                 lost[key] += delta[key]
         reasons = [f"{losing} cameras lost frames ({', '.join(f'{k} {v}' for k, v in lost.items() if v)})"] if losing else []
-        figures = {}
+        figures = _percentiles(latency)
         for lane, cumulative in latency.items():
-            bound = self._bounds.get(lane)
-            p = {f"p{int(q * 100)}": _ms(quantile(cumulative, q)) for q in (0.5, 0.95, 0.99)}
+            bound, p = self._bounds.get(lane), figures[lane]
             if bound is not None:
                 p["bound_ms"], p["within_bound"] = bound * 1000, share_within(cumulative, bound)
                 if p["p99"] is not None and p["p99"] > bound * 1000:
                     reasons.append(f"lane {lane}: p99 {p['p99']:.0f} ms > {bound * 1000:.0f} ms")
-            figures[lane] = p
         cameras = len(after)
         return Step(cameras=cameras, holds=not reasons, reasons=reasons, window_s=round(elapsed, 2),
                     frames_detected=detected, fps=round(detected / elapsed, 1), lost=lost, cameras_losing=losing,
-                    latency_ms=figures, latency_cumulative=latency, batch_sizes=sizes, cpu_cores=round(cpu / elapsed, 3),
+                    latency_ms=figures, latency_cumulative=latency, batch_sizes=sizes, waited_ms={}, engine_ms={},
+                    cpu_cores=round(cpu / elapsed, 3),
                     cpu_cores_per_camera=round(cpu / elapsed / max(cameras, 1), 4), gpu=gpu)
+
+
+def _percentiles(window: dict[str, list[tuple[float, float]]]) -> dict[str, dict]:
+    """Per lane: p50, p95 and p99 in ms of a histogram window (seconds)."""
+    return {lane: {f"p{int(q * 100)}": _ms(quantile(cumulative, q)) for q in (0.5, 0.95, 0.99)}
+            for lane, cumulative in window.items()}
 
 
 def growth_factor(text: str) -> float:

@@ -28,6 +28,9 @@ def test_bench_ramps_paced_cameras_and_writes_the_report(tmp_path, capsys):
     assert second["lost"] == dict.fromkeys(second["lost"], 0) and second["frames_detected"] > 0
     assert set(second["latency_ms"]) == {"priority", "default"}  # camera 0 in the priority lane, camera 1 not
     assert 0 < second["latency_ms"]["priority"]["p50"] <= 1000 and second["latency_ms"]["priority"]["within_bound"] == 1
+    for lane in ("priority", "default"):  # the latency split: waiting for a batch, then the detector's share
+        waited, engine, latency = second["waited_ms"][lane], second["engine_ms"][lane], second["latency_ms"][lane]
+        assert 0 < waited["p50"] <= latency["p50"] and 0 < engine["p50"] <= latency["p99"]
     assert report["at_90_percent"]["cameras"] == 1
     assert [row["batch"] for row in report["engine_alone"]] == [1, 4]
     assert all(row["images_per_s"] > 0 for row in report["engine_alone"]) and report["decode_alone"]["fps"] > 0
