@@ -120,13 +120,18 @@ class _Courier:
         return all(self._deliver(conn, seq, event_id, body) for seq, event_id, body in rows)
 
     def _deliver(self, conn: sqlite3.Connection, seq: int, event_id: str, body: str) -> bool:
-        """Deliver one stored event, retrying until it lands; False when the outbox is stopping."""
-        self._backoff.reset()
+        """Deliver one stored event, retrying until it lands; False when the outbox is stopping.
+
+        The backoff is reset only by an answer: an outage goes on across the events given up after max_retries.
+        """
+        attempt = 0
         while not self.stopping.is_set():
+            attempt += 1
             try:
                 self.output.deliver(event_from_json(body))
             except EventRefused as exc:  # refused for good: kept as a dead letter, the next one goes on
-                self._bury(conn, seq, event_id, str(exc), self._backoff.attempt + 1)
+                self._backoff.reset()
+                self._bury(conn, seq, event_id, str(exc), attempt)
                 return True
             except SinkError as exc:
                 error = str(exc)
@@ -134,12 +139,12 @@ class _Courier:
                 log.exception("output '%s' raised %s on event %s", self.output.name, type(exc).__name__, event_id)
                 error = f"{type(exc).__name__}: {exc}"
             else:
+                self._backoff.reset()
                 self._advance(conn, seq)
                 self.delivered += 1
                 return True
             self.failed += 1
             delay = self._backoff.next_delay()
-            attempt = self._backoff.attempt
             if self._max_retries is not None and attempt > self._max_retries:
                 self._bury(conn, seq, event_id, error, attempt)
                 return True

@@ -344,3 +344,35 @@ def test_a_damaged_outbox_file_is_named_with_what_to_do(tmp_path):
     path.write_bytes(b"not a database, written over by something else" * 100)
     with pytest.raises(SinkError, match=r"outbox\.db is damaged .*move it aside and start again"):
         Outbox(path, [RecordingOutput()])
+
+
+class RecordingBackoff(Backoff):
+    """Records how long the outage had lasted at each failed attempt (`outages`, shared with its fresh copies)."""
+
+    def __init__(self, *args, outages: list[float] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.outages = [] if outages is None else outages
+
+    def next_delay(self) -> float:
+        delay = super().next_delay()
+        self.outages.append(self.down_s())
+        return delay
+
+    def fresh(self) -> "RecordingBackoff":
+        return RecordingBackoff(self.min_s, self.max_s, clock=self._clock, outages=self.outages)
+
+
+def test_an_outage_goes_on_across_events_given_up_so_the_retry_wait_keeps_growing(tmp_path):
+    """max_retries gives up on one event, not on the outage: the next event's retries wait as long as the outage
+    has lasted, rather than starting again at min_s (a down receiver was knocked on every 0.5 s for ever)."""
+    ticks = iter(range(10**6))
+    backoff = RecordingBackoff(min_s=0.01, max_s=0.05, clock=lambda: float(next(ticks)))
+    out = RecordingOutput()
+    out.max_retries = 1
+    out.failing.set()
+    with Outbox(tmp_path / "outbox.db", [out], backoff=backoff) as outbox:
+        outbox.put(make_events(3))
+        assert outbox.wait_delivered(5)
+        assert outbox.stats()["rec"]["dead"] == 3
+    assert len(backoff.outages) == 6  # two failed attempts per event
+    assert all(b > a for a, b in zip(backoff.outages, backoff.outages[1:]))  # one outage, never started again
