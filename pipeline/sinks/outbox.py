@@ -6,7 +6,7 @@ output's cursor after each success. A failing delivery is retried with exponenti
 jitter; the courier never skips ahead, so a down webhook sees its backlog in order when it comes
 back. The cursor lives in the same database, so events stored but not yet delivered when the
 process stops are delivered after the next start. Delivery is at least once (a crash between a
-delivery and its cursor update repeats that one event); consumers de-duplicate by `event_id`, and
+delivery and its cursor update, or a stop while the database cannot be written, repeats that one event); consumers de-duplicate by `event_id`, and
 the outbox itself ignores an event whose `event_id` it already holds.
 """
 from __future__ import annotations
@@ -140,7 +140,7 @@ class _Courier:
                 error = f"{type(exc).__name__}: {exc}"
             else:
                 self._backoff.reset()
-                self._advance(conn, seq)
+                self._advance(conn, seq, event_id)
                 self.delivered += 1
                 return True
             self.failed += 1
@@ -156,9 +156,21 @@ class _Courier:
             self.stopping.wait(delay)
         return False
 
-    def _advance(self, conn: sqlite3.Connection, seq: int) -> None:
-        conn.execute("UPDATE cursors SET delivered_seq = max(delivered_seq, ?) WHERE output = ?", (seq, self.output.name))
+    def _advance(self, conn: sqlite3.Connection, seq: int, event_id: str) -> None:
+        """Move the cursor past a delivered event. While the database cannot be written (locked past the busy wait),
+        the write is retried, never the delivery; an outbox stopping meanwhile delivers this event again after the
+        next start."""
         self.cursor = seq
+        while True:
+            try:
+                conn.execute("UPDATE cursors SET delivered_seq = max(delivered_seq, ?) WHERE output = ?",
+                             (seq, self.output.name))
+                return
+            except sqlite3.Error as exc:
+                log.warning("outbox %s (output '%s'): cannot record the delivery of event %s: %s; retrying the record, "
+                            "not the delivery", self._outbox.path, self.output.name, event_id, exc)
+            if self.stopping.wait(self._outbox.backoff.max_s / 10):
+                return
 
     def _bury(self, conn: sqlite3.Connection, seq: int, event_id: str, error: str, attempts: int) -> None:
         """Give up on one event: refused for good, or failed `max_retries` times (when the output asks for a limit)."""

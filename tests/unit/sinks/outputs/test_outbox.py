@@ -376,3 +376,37 @@ def test_an_outage_goes_on_across_events_given_up_so_the_retry_wait_keeps_growin
         assert outbox.stats()["rec"]["dead"] == 3
     assert len(backoff.outages) == 6  # two failed attempts per event
     assert all(b > a for a, b in zip(backoff.outages, backoff.outages[1:]))  # one outage, never started again
+
+
+def test_a_delivery_the_outbox_cannot_record_while_locked_is_not_delivered_again(tmp_path, monkeypatch, caplog):
+    """Another writer holds the database past the busy wait just after a delivery: the courier retries writing its
+    cursor, not the delivery (the receiver got the same event every few seconds for as long as the lock lasted)."""
+    import pipeline.sinks.outbox as outbox_module
+
+    real_connect = outbox_module._connect
+
+    def connect(path, synchronous):  # the couriers' connections give up on a lock at once, not after 10 s
+        conn = real_connect(path, synchronous)
+        if synchronous == "NORMAL":
+            conn.execute("PRAGMA busy_timeout = 10")
+        return conn
+
+    monkeypatch.setattr(outbox_module, "_connect", connect)
+    path = tmp_path / "outbox.db"
+    out = RecordingOutput("hook")
+    out.failing.set()
+    events = make_events(1)
+    with Outbox(path, [out], backoff=FAST) as outbox:
+        outbox.put(events)
+        locker = sqlite3.connect(path, isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")
+        out.failing.clear()
+        assert wait_until(lambda: caplog.text.count("database is locked") >= 3)
+        locker.execute("ROLLBACK")
+        locker.close()
+        assert outbox.wait_delivered(5)
+        outbox.put(make_events(1, start=1))
+        assert outbox.wait_delivered(5)
+    assert [e.track_id for e in out.delivered] == [0, 1]
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT delivered_seq FROM cursors WHERE output = 'hook'").fetchone() == (2,)
