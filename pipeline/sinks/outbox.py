@@ -176,7 +176,7 @@ class _Courier:
         """Give up on one event: refused for good, or failed `max_retries` times (when the output asks for a limit)."""
         log.error(
             "output '%s': giving up on event %s after %d attempt(s): %s; it is kept in the outbox's "
-            "dead_letters table", self.output.name, event_id, attempts, error,
+            "dead_letters table (its JSON in events, joined by seq)", self.output.name, event_id, attempts, error,
         )
         conn.execute("BEGIN IMMEDIATE")
         with conn:  # commits, or rolls back when a statement fails
@@ -197,7 +197,7 @@ class Outbox:
     MQTT entry keeps it when the URL or broker changes).
     backoff: retry delays for a failing output. batch_size: events read per query.
     keep_delivered_s: delivered events stay this long so that a repeated `event_id` is still
-    recognised and ignored; larger remembers more, costs disk. poll_s: how often an idle courier
+    recognised and ignored; larger remembers more, costs disk (a dead letter's event is never dropped). poll_s: how often an idle courier
     looks for events another process may have stored (events `put` here wake it at once).
     A new output starts at the newest stored event: it receives events stored from then on.
     """
@@ -354,18 +354,19 @@ class Outbox:
 
     def _maybe_prune(self) -> None:
         """Drop events every output has delivered and that are older than keep_delivered_s; with no output,
-        every event older than that (lock held)."""
+        every event older than that (lock held). A dead letter's event is kept: `dead_letters` joins it by seq."""
         if time.monotonic() - self._last_prune < min(60.0, self.keep_delivered_s):
             return
         self._last_prune = time.monotonic()
         names = [c.output.name for c in self._couriers]
         oldest = time.time_ns() - int(self.keep_delivered_s * 1e9)
+        prunable = "stored_ns < ? AND seq NOT IN (SELECT seq FROM dead_letters)"
         if not names:  # every output was taken out: what waits for one is kept keep_delivered_s
-            self._conn.execute("DELETE FROM events WHERE stored_ns < ?", (oldest,))
+            self._conn.execute(f"DELETE FROM events WHERE {prunable}", (oldest,))
             return
         marks = ",".join("?" * len(names))
         self._conn.execute(
-            f"DELETE FROM events WHERE stored_ns < ? AND seq <= "
+            f"DELETE FROM events WHERE {prunable} AND seq <= "
             f"(SELECT MIN(delivered_seq) FROM cursors WHERE output IN ({marks}))",
             (oldest, *names),
         )

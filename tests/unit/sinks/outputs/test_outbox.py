@@ -11,6 +11,7 @@ import pytest
 from pipeline.backoff import Backoff
 from pipeline.errors import ConfigError, EventRefused, SinkError
 from pipeline.sinks.outbox import Outbox
+from pipeline.sinks.outputs.payload import event_from_json
 from pipeline.types import Event, Moment
 from tests.support.waiting import wait_until
 
@@ -410,3 +411,25 @@ def test_a_delivery_the_outbox_cannot_record_while_locked_is_not_delivered_again
     assert [e.track_id for e in out.delivered] == [0, 1]
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT delivered_seq FROM cursors WHERE output = 'hook'").fetchone() == (2,)
+
+
+def test_a_dead_letter_keeps_its_event_when_delivered_ones_are_pruned(tmp_path):
+    """The docs promise a dead letter is kept in the outbox: its event's JSON must outlive keep_delivered_s."""
+    path = tmp_path / "outbox.db"
+    refusing, given_up = RefusingOutput({1}), RecordingOutput("limited")
+    given_up.max_retries = 0
+    events = make_events(3)
+    with Outbox(path, [refusing, given_up], backoff=FAST, keep_delivered_s=0.0) as outbox:
+        outbox.put(events[:2])
+        assert wait_until(lambda: outbox.stats()["rec"]["pending"] == 0 and len(given_up.delivered) == 2)
+        given_up.failing.set()
+        outbox.put(events[2:])
+        assert outbox.wait_delivered(5)
+        given_up.failing.clear()
+        outbox.put(make_events(1, start=3))  # prunes what every output is past, older than 0 s
+        assert outbox.wait_delivered(5)
+    with sqlite3.connect(path) as db:
+        dead = db.execute("SELECT d.output, e.body FROM dead_letters d JOIN events e USING (seq) ORDER BY seq").fetchall()
+        stored = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    assert [(output, event_from_json(body)) for output, body in dead] == [("rec", events[1]), ("limited", events[2])]
+    assert stored == 3  # the two dead letters' events and the newest; the delivered ones were pruned
