@@ -7,6 +7,7 @@ durable outbox instead. A plugin adds a type the same way, with its own model an
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import urllib.parse
 from pathlib import Path
@@ -87,6 +88,14 @@ class WebhookOutput(Strict):
     timeout_s: float = Field(5.0, gt=0, le=300, description="wait this long for an answer, then retry later")
     max_retries: int | None = Field(None, ge=0, le=1_000_000, description="None = retry forever (the outbox keeps the event)")
 
+    @property
+    def outbox_name(self) -> str:
+        """The name its cursor is kept under in the outbox: `name`, or host, port and a digest of the whole URL (no
+        secret the URL carries)."""
+        parts = urllib.parse.urlsplit(self.url)
+        digest = hashlib.sha1(self.url.encode()).hexdigest()[:8]
+        return self.name or f"webhook:{parts.hostname}{':' + str(parts.port) if parts.port else ''}#{digest}"
+
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
@@ -105,6 +114,11 @@ class MqttOutput(Strict):
                               "replaced by the instance that decided the event (`streamweave/{instance}`)")
     qos: Literal[0, 1, 2] = 1
     name: Name | None = Field(None, description=_OUTPUT_NAME.format(what="broker and prefix"))
+
+    @property
+    def outbox_name(self) -> str:
+        """The name its cursor is kept under in the outbox: `name`, or from the broker and prefix."""
+        return self.name or f"mqtt:{self.host}:{self.port}/{self.topic_prefix}"
 
     @field_validator("topic_prefix")
     @classmethod

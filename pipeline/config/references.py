@@ -78,6 +78,7 @@ def _outputs(config: PipelineConfig) -> None:
             raise KeyPathError(loc, f"{what} is already written by {key_path(places[place])}; give each its own")
         places[place] = loc
 
+    names: dict[str, tuple] = {}
     events = False
     for i, entry in enumerate(config.sinks):
         events = events or is_event_output(entry)
@@ -85,16 +86,27 @@ def _outputs(config: PipelineConfig) -> None:
         if writes is not None:
             value = getattr(entry, writes[0])
             claim(same_place(value), ("sinks", i, writes[0]), f"'{value}'")
-        if getattr(entry, "name", None) is not None:
-            claim(("output name", entry.name), ("sinks", i, "name"), f"output name '{entry.name}'")
         if entry.type == "webhook":
             claim(("webhook", entry.url), ("sinks", i, "url"), "this url")
         if entry.type == "mqtt":
             claim(("mqtt", entry.host, entry.port, entry.topic_prefix), ("sinks", i, "topic_prefix"),
                   f"topic prefix '{entry.topic_prefix}' on {entry.host}:{entry.port}")
+        if getattr(entry, "outbox_name", None) is not None:  # after the url and prefix: those say more
+            _claim_name(names, entry, i)
     if events:
         claim(same_place(config.runtime.outbox_path), ("runtime", "outbox_path"),
               f"'{config.runtime.outbox_path}' (the outbox)")
+
+
+def _claim_name(names: dict[str, tuple], entry: Any, i: int) -> None:
+    """An event output's name, given or its default, is its own: the outbox keeps each cursor under it."""
+    here = ("sinks", i, "name") if entry.name else ("sinks", i)
+    if entry.outbox_name in names:
+        other = names[entry.outbox_name]
+        taken_by = key_path(other) if len(other) == 3 else f"{key_path(other)} (its default name)"
+        raise KeyPathError(here, f"output name '{entry.outbox_name}' is already taken by {taken_by}; give one of "
+                           "them another `name:`")
+    names[entry.outbox_name] = here
 
 
 def _unique(key: str, names: list[str], field: str) -> None:

@@ -122,7 +122,16 @@ def _swap_outputs(parts: Pipeline, config: PipelineConfig, removed: list, made: 
     for sink, options in frame_sinks:
         _try(failed, f"sink {options.type}", parts.outputs.add, sink, options)
     for output, entry in event_outputs:
-        _try(failed, f"sink {entry.type}", parts.events.add_output, output, entry, config.runtime.outbox_path)
+        _try(failed, f"sink {entry.type}", _add_event_output, parts, output, entry, config.runtime.outbox_path)
+
+
+def _add_event_output(parts: Pipeline, output, entry, outbox_path) -> None:
+    """Hand a made output to the outbox; one it refuses is closed (an MQTT client would stay connected)."""
+    try:
+        parts.events.add_output(output, entry, outbox_path)
+    except BaseException:
+        output.close()
+        raise
 
 
 def _try(failed: dict[str, str], key: str, fn, *args) -> None:

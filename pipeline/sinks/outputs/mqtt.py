@@ -102,7 +102,7 @@ class MqttOutput:
         keepalive_s: int = 30,
     ):
         self.config = config
-        self.name = name or f"mqtt:{config.host}:{config.port}/{config.topic_prefix}"
+        self.name = name or config.outbox_name
         self.publish_timeout_s = publish_timeout_s
         self.connect_wait_s = connect_wait_s
         self._connected = threading.Event()

@@ -1,7 +1,6 @@
 """Webhook output: one HTTP POST of the event's JSON per event."""
 from __future__ import annotations
 
-import hashlib
 import http.client
 import socket
 import threading
@@ -139,9 +138,7 @@ class WebhookOutput:
         parts = urllib.parse.urlsplit(config.url)  # http(s) with a host: checked by the config model
         self.config = config
         self.max_retries = config.max_retries
-        # The name keys the outbox cursor: stable per URL, but without any secret the URL carries.
-        digest = hashlib.sha1(config.url.encode()).hexdigest()[:8]
-        self.name = name or f"webhook:{parts.hostname}{':' + str(parts.port) if parts.port else ''}#{digest}"
+        self.name = name or config.outbox_name
         self._safe_url = redact_url(config.url)
         self._url, self._auth = self._split_credentials(parts)
 

@@ -312,3 +312,22 @@ def test_sinks_added_and_removed_on_reload_open_and_close_while_the_cameras_run(
     snap = served.stop()
     assert all(recording.started.count(stream) == 1 for stream in ("a", "b"))
     assert all(snap.streams[stream][key] == 0 for stream in ("a", "b") for key in DROPS)
+
+
+def test_a_reload_naming_an_output_as_another_is_named_by_default_is_refused_before_anything_changes(tmp_path, serve):
+    """The outbox keys each output's cursor by its name: a `name:` equal to another output's default name (from its
+    broker) was let through and refused half-way, after the MQTT output had connected (and it stayed connected)."""
+    path = site(tmp_path)
+    served = serve(load_config(path), path=path)
+    good = path.read_text()
+    outputs = ("sinks:\n  - {type: mqtt, port: 9}\n"
+               "  - {type: webhook, url: 'http://127.0.0.1:9/a', name: 'mqtt:127.0.0.1:9/streamweave'}\n")
+    path.write_text(good.replace("id: b", "id: c") + outputs)
+    reply = served.client.post("/api/reload")
+    assert reply.status_code == 400, reply.text
+    assert ("sinks -> 1 -> name: output name 'mqtt:127.0.0.1:9/streamweave' is already taken by sinks -> 0 (its "
+            "default name); give one of them another `name:`") in reply.json()["detail"]
+    assert [s["id"] for s in served.client.get("/api/streams").json()] == ["a", "b"]
+    path.write_text(good.replace("id: b", "id: c") + outputs.replace("name: 'mqtt:127.0.0.1:9/streamweave'", "name: a"))
+    reply = served.client.post("/api/reload")
+    assert reply.status_code == 200 and reply.json()["applied"]["sinks_added"] == ["mqtt", "webhook"], reply.text
