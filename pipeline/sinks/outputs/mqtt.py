@@ -41,20 +41,38 @@ def _level(name: object) -> str:
 # Refusals that sending the same message again cannot change: the outbox keeps the event as a dead letter.
 # "Not authorized" (0x87: the broker's ACL) is not among them: like a webhook's wrong token, it is retried until the
 # ACL is fixed, and nothing is lost meanwhile.
-_REFUSED_FOR_GOOD = frozenset({0x90, 0x99})  # topic name invalid, payload format invalid
+_REFUSED_FOR_GOOD = frozenset({0x90, 0x95, 0x99})  # topic name invalid, packet too large, payload format invalid
 
 
 class _Client(mqtt.Client):
-    """paho's client, but a refused PUBREC (QoS 2) is reported: paho (2.2 at least) ignores its reason code,
-    sends PUBREL anyway and reports the PUBCOMP's code, which mosquitto answers with success."""
+    """paho's client, but refusals are reported by their own reason code: paho (2.2 at least) ignores a refused
+    PUBREC's (QoS 2), sends PUBREL anyway and reports the PUBCOMP's, which mosquitto answers with success; and it
+    cannot parse a PUBACK's "packet too large" (0x95), and drops the connection."""
 
-    on_pubrec_refused = None  # (mid, reason code value) -> None
+    on_refused = None  # (mid, reason code value) -> None
+
+    def _refusal(self) -> bool:
+        packet = self._in_packet["packet"]  # the packet id (2 bytes), then in MQTT 5 the reason code, if any
+        if self._protocol == mqtt.MQTTv5 and len(packet) > 2 and packet[2] >= 0x80 and self.on_refused:
+            self.on_refused(struct.unpack("!H", bytes(packet[:2]))[0], packet[2])
+            return True
+        return False
 
     def _handle_pubrec(self):
-        packet = self._in_packet["packet"]  # the packet id (2 bytes), then in MQTT 5 the reason code, if any
-        if self._protocol == mqtt.MQTTv5 and len(packet) > 2 and packet[2] >= 0x80 and self.on_pubrec_refused:
-            self.on_pubrec_refused(struct.unpack("!H", bytes(packet[:2]))[0], packet[2])
+        self._refusal()
         return super()._handle_pubrec()
+
+    def _handle_pubackcomp(self, cmd):
+        if self._refusal():  # its own code is kept; paho is given one it can parse ("unspecified error")
+            packet = self._in_packet["packet"]
+            self._in_packet["packet"] = bytes(packet[:2]) + b"\x80" + bytes(packet[3:])
+        return super()._handle_pubackcomp(cmd)
+
+
+def _publish_size(topic: str, body: str) -> int:
+    """Bytes of an MQTT 5 PUBLISH (QoS 1 or 2, no properties) of `body` to `topic`."""
+    remaining = 2 + len(topic.encode()) + 2 + 1 + len(body.encode())
+    return 1 + (1 if remaining < 2**7 else 2 if remaining < 2**14 else 3 if remaining < 2**21 else 4) + remaining
 
 
 def _reason_name(code: int) -> str:
@@ -109,7 +127,8 @@ class MqttOutput:
         self._last_error = "not connected yet"
         self._acks_lock = threading.Lock()
         self._acks: dict[int, int] = {}  # mid -> the reason code of its PUBACK/PUBCOMP (or refused PUBREC)
-        self._pubrec_refused: dict[int, int] = {}  # mid -> a failed PUBREC's reason code (QoS 2)
+        self._refused_codes: dict[int, int] = {}  # mid -> the reason code of a refusal, as the broker sent it
+        self._max_packet = None  # bytes, when the broker says (CONNACK's Maximum Packet Size)
         self._abandoned: set[int] = set()  # mids an attempt gave up waiting for: their late codes are not kept
         self._client = _Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=f"streamweave-{uuid.uuid4().hex[:12]}", protocol=mqtt.MQTTv5
@@ -117,7 +136,7 @@ class MqttOutput:
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
-        self._client.on_pubrec_refused = self._on_pubrec_refused
+        self._client.on_refused = self._on_refused
         self._client.reconnect_delay_set(min_delay=1, max_delay=reconnect_max_s)
         # A clean start on every (re)connect and no session expiry: what MQTT 3.1.1's clean session was.
         self._client.connect_async(config.host, config.port, keepalive=keepalive_s, clean_start=True)
@@ -128,6 +147,7 @@ class MqttOutput:
             self._last_error = f"broker refused the connection: {reason_code}"
             log.warning("mqtt %s:%d: %s", self.config.host, self.config.port, self._last_error)
             return
+        self._max_packet = getattr(properties, "MaximumPacketSize", None)
         log.info("mqtt connected to %s:%d", self.config.host, self.config.port)
         self._connected.set()
 
@@ -135,15 +155,15 @@ class MqttOutput:
         self._connected.clear()
         self._last_error = f"disconnected: {reason_code}"
 
-    def _on_pubrec_refused(self, mid: int, code: int) -> None:
+    def _on_refused(self, mid: int, code: int) -> None:
         with self._acks_lock:
             if mid not in self._abandoned:
-                self._pubrec_refused[mid] = code
+                self._refused_codes[mid] = code
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         # Called before paho marks the message published, so `deliver` finds the code once it sees that.
         with self._acks_lock:
-            refused = self._pubrec_refused.pop(mid, None)
+            refused = self._refused_codes.pop(mid, None)
             if mid in self._abandoned:
                 self._abandoned.discard(mid)
                 return
@@ -155,7 +175,7 @@ class MqttOutput:
         with self._acks_lock:
             codes = {}
             for mid in mids:
-                self._pubrec_refused.pop(mid, None)
+                self._refused_codes.pop(mid, None)
                 if mid in self._acks:
                     codes[mid] = self._acks.pop(mid)
                 else:
@@ -168,6 +188,7 @@ class MqttOutput:
             raise SinkError(f"{where} is not reachable ({self._last_error}); event {event.event_id} waits in the outbox")
         body = event_to_json(event)
         topics = event_topics(event, self.config.topic_prefix)
+        self._check_size(where, event, body, topics)
         infos = [self._client.publish(t, body, qos=self.config.qos) for t in topics]
         deadline = time.monotonic() + self.publish_timeout_s
         try:
@@ -190,9 +211,21 @@ class MqttOutput:
         if refused:
             self._refused(where, event, refused, len(topics))
 
+    def _check_size(self, where: str, event: Event, body: str, topics: list[str]) -> None:
+        """EventRefused when a PUBLISH of the event is larger than the broker's Maximum Packet Size (it would
+        disconnect rather than answer)."""
+        limit = self._max_packet
+        size = max(_publish_size(topic, body) for topic in topics)
+        if limit is not None and size > limit:
+            raise EventRefused(f"{where} takes packets of at most {limit} bytes (its max_packet_size), and event "
+                               f"{event.event_id} needs {size}: raise the broker's limit or make the event smaller")
+
     def _refused(self, where: str, event: Event, refused: list[tuple[str, int]], n_topics: int) -> None:
         said = ", ".join(f"'{topic}': {_reason_name(code)} (0x{code:02x})" for topic, code in refused)
         message = f"{where} refused event {event.event_id} on {len(refused)} of its {n_topics} topics: {said}"
+        if any(code == 0x95 for _, code in refused):
+            message += (f"; it is {len(event_to_json(event).encode())} bytes, more than the broker's limit (its "
+                        "message_size_limit): raise it or make the event smaller")
         if any(code in _REFUSED_FOR_GOOD for _, code in refused):
             raise EventRefused(message)
         hint = "; let this client publish there in the broker's ACL" if any(code == 0x87 for _, code in refused) else ""

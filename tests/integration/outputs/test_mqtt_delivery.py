@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from dataclasses import replace
 
 import pytest
@@ -170,3 +171,32 @@ def test_a_publish_the_broker_acl_denies_is_not_a_delivery_and_goes_through_once
     assert after["delivered"] == 3 and after["dead"] == 0
     assert unique_ids(messages, "allowed/events") == [e.event_id for e in events]
     assert not [t for t, _ in messages if not t.startswith("allowed/")]  # the broker dropped what it refused
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("limit", ["message_size_limit", "max_packet_size"])
+def test_an_event_too_large_for_the_broker_becomes_a_dead_letter_and_the_next_goes_on(tmp_path, limit):
+    """Like a webhook's 413: sending it again cannot help, so it is kept as a dead letter naming its size and the
+    limit, rather than holding back every later event (the broker's answer was unreadable, or it disconnected)."""
+    if MOSQUITTO is None:
+        pytest.skip("mosquitto is not installed (scripts/setup.sh --test installs it)")
+    broker = MosquittoBroker(tmp_path)
+    broker.config_path.write_text(broker.config_path.read_text() + f"{limit} 2000\n")
+    broker.start()
+    sub = Subscriber(broker.port, "sw/events")
+    events = [make_event(i, payload={}) for i in range(3)]
+    events[1] = replace(events[1], payload={"polygon": [[i, i] for i in range(300)]})  # about 3 KB of JSON
+    out = output(broker)
+    try:
+        with Outbox(tmp_path / "outbox.db", [out], backoff=FAST) as outbox:
+            outbox.put(events)
+            assert outbox.wait_delivered(20)
+            stats = outbox.stats()[out.name]
+        messages = sub.wait_for(2)
+    finally:
+        sub.close()
+        broker.stop()
+    assert stats["delivered"] == 2 and stats["dead"] == 1
+    assert unique_ids(messages, "sw/events") == [events[0].event_id, events[2].event_id]
+    [(error,)] = sqlite3.connect(tmp_path / "outbox.db").execute("SELECT error FROM dead_letters").fetchall()
+    assert events[1].event_id in error and "bytes" in error and ("2000" in error or limit in error)

@@ -190,7 +190,7 @@ def test_acknowledgements_that_come_after_the_attempt_gave_up_are_not_kept(broke
         assert wait_until(lambda: len(broker.held) == 3 * len(TOPICS))
         assert broker.let_go() == 9
         assert wait_until(lambda: not out._abandoned)  # every late acknowledgement came, and was let go of
-        assert out._acks == {} and out._pubrec_refused == {}
+        assert out._acks == {} and out._refused_codes == {}
         out.deliver(EVENT)  # a broker that answers in time again
     finally:
         out.close()
