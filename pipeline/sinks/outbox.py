@@ -287,6 +287,12 @@ class Outbox:
         if courier.thread.ident is not None:
             courier.thread.join(timeout)
         _close_output(courier.output)
+        with self._lock:
+            pending = self._conn.execute("SELECT COUNT(*) FROM events WHERE seq > ?", (courier.cursor,)).fetchone()[0]
+        if pending:  # a changed url or broker makes a new default name, which starts at the newest event
+            log.warning("output '%s' was taken out with %d events it had not delivered; they wait in %s for %.0f s for "
+                        "an output of that name: give the entry that replaces it `name: %s` to deliver them there",
+                        name, pending, self.path, self.keep_delivered_s, name)
 
     def close(self, timeout: float = 5.0) -> bool:
         """Stop the couriers (undelivered events stay on disk), close the outputs and the database.

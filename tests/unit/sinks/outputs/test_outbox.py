@@ -433,3 +433,17 @@ def test_a_dead_letter_keeps_its_event_when_delivered_ones_are_pruned(tmp_path):
         stored = db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
     assert [(output, event_from_json(body)) for output, body in dead] == [("rec", events[1]), ("limited", events[2])]
     assert stored == 3  # the two dead letters' events and the newest; the delivered ones were pruned
+
+
+def test_an_output_taken_out_with_events_it_had_not_taken_says_how_many_and_how_to_deliver_them(tmp_path, caplog):
+    down = RecordingOutput("webhook:hooks.example#1a2b3c4d")  # the default name of a URL with a wrong token
+    down.failing.set()
+    outbox = Outbox(tmp_path / "outbox.db", [down], backoff=FAST)
+    outbox.open()
+    outbox.put(make_events(3))
+    assert wait_until(lambda: down.attempts >= 2)
+    outbox.remove_output(down.name)  # a reload with the token fixed: a new URL, so a new default name
+    assert outbox.close(timeout=5)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "taken out" in r.getMessage()]
+    assert "'webhook:hooks.example#1a2b3c4d'" in warning and "3 events it had not delivered" in warning
+    assert "name: webhook:hooks.example#1a2b3c4d" in warning  # what brings them to the entry that replaced it
