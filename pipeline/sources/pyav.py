@@ -65,7 +65,8 @@ ARRIVAL_TIME_BASE = Fraction(1, 1_000_000)
 """The time base of the packets of a stream timed by arrival, as the packet rings see them."""
 
 RETURN_SLACK_NS = 10 * 10**9
-"""How much further than the time since a discontinuity the source's pts may be and still be the line it left."""
+"""How far the source's pts may be from where the line a discontinuity left would be by now (its pts there plus
+the time since) and still be that line coming back: either way, as a restarted camera's pts pass the old line's."""
 
 
 class FrameClock:
@@ -123,7 +124,7 @@ class FrameClock:
                 self._left = (self._last - self._offset, self._last)
             # the line left coming back (an ad break ended, one bad pts), about where it would be by now
             returned = (self._left is not None and pts > self._last + self.frame_ns
-                        and 0 <= source - self._left[0] <= self._last - self._left[1] + RETURN_SLACK_NS)
+                        and abs(source - self._left[0] - (self._last - self._left[1])) <= RETURN_SLACK_NS)
             if back or returned:  # a discontinuity: joined one period after the last frame, not nudged
                 self._offset += self._last + self.frame_ns - pts
                 pts = self._last + self.frame_ns

@@ -65,6 +65,17 @@ def test_a_stall_after_a_discontinuity_keeps_its_gap():
     assert [b - a for a, b in zip(out, out[1:])] == [40_000_000, 40_000_000, 40_000_000, 5_000_000_000, 40_000_000]
 
 
+def test_a_stall_long_after_a_restart_keeps_its_gap_once_the_pts_pass_where_the_old_line_was_left():
+    """The camera restarted (pts back to 0) at 100 s and stalled 4 s, 150 s later: its pts were then past where the
+    old line was left, and the stall was taken for the old line coming back and shrunk to one period."""
+    clock = FrameClock(Fraction(25), timing="pts")
+    period = 40_000_000
+    raw = [i * period for i in range(2500)] + [i * period for i in range(3750)]  # 100 s, a restart, 150 s
+    raw += [raw[-1] + 4 * 10**9 + i * period for i in range(3)]
+    out = [clock.stamp(frame(p)).pts_ns for p in raw]
+    assert [b - a for a, b in zip(out[-5:], out[-4:])] == [period, 4 * 10**9, period, period]
+
+
 def test_arrival_clock_times_untimed_live_frames_by_when_they_arrive_from_the_first():
     # MJPEG over HTTP: FFmpeg numbers the frames at a guessed 25 fps; this camera sends ~10 fps, unevenly
     arrivals = iter([5_000_000_000, 5_100_000_000, 5_230_000_000, 5_230_000_000, 5_300_000_000])
