@@ -11,11 +11,11 @@ import av
 
 from pipeline.config.models import StreamConfig
 from pipeline.errors import CorruptPacket, SourceError
+from pipeline.sources.clock import FrameClock
 from pipeline.sources.decode import CpuDecoder
-from pipeline.sources.demux import Demuxer, Timing
+from pipeline.sources.demux import Demuxer
 from pipeline.masking import mask_url
 from pipeline.sources.reader import DecodedFrame, Decoder
-from pipeline.types import PTS_UNKNOWN, pts_to_ns
 
 log = logging.getLogger(__name__)
 
@@ -63,81 +63,6 @@ class FrameWatch:
 
 ARRIVAL_TIME_BASE = Fraction(1, 1_000_000)
 """The time base of the packets of a stream timed by arrival, as the packet rings see them."""
-
-RETURN_SLACK_NS = 10 * 10**9
-"""How far the source's pts may be from where the line a discontinuity left would be by now (its pts there plus
-the time since) and still be that line coming back: either way, as a restarted camera's pts pass the old line's."""
-
-
-class FrameClock:
-    """Makes a pass's timestamps strictly increasing integer nanoseconds.
-
-    timing "pts": the decoder's pts is kept; a missing pts continues from the previous frame by one
-    frame period. "index" (raw streams, AVI): frame i is at `i / rate` seconds. "arrival" (live MJPEG,
-    whose container has no timestamps): a frame is at the time it is stamped, on the host's monotonic
-    clock from the pass's first frame, so the camera's own (often uneven) pace shows rather than a
-    guessed rate. A pts that goes back by more than a frame period is a discontinuity (an encoder that
-    restarted, an HLS `#EXT-X-DISCONTINUITY`): the pass's later pts are moved so that frame comes one period
-    after the one before, as a file's next loop is joined; and when the line left comes back about where it
-    would be by now (an ad break ended, a single bad pts), it is joined again. Any other leap ahead is time that
-    passed (a stall) and is kept. Any other pts that does not increase is nudged 1 ns
-    past the previous one. A missing pts made up, a nudged one and a discontinuity are counted in `repaired`.
-    now: the host clock for "arrival", in nanoseconds.
-    """
-
-    def __init__(self, rate: Fraction, timing: Timing = "pts", now: Callable[[], int] = time.monotonic_ns):
-        self.rate = rate
-        self.timing = timing
-        self._now = now
-        self.frame_ns = self._at(1)
-        self.count = 0
-        self.repaired = 0
-        self._last: int | None = None
-        self._first_arrival_ns: int | None = None
-        self._offset = 0  # added to the decoder's pts since the last discontinuity
-        self._left: tuple[int, int] | None = None  # the source's pts, and ours, where the last discontinuity left it
-
-    def _at(self, index: int) -> int:
-        return pts_to_ns(index, 1 / self.rate)
-
-    def arrived(self) -> int:
-        """Timing "arrival": now on the pass's clock (ns from its first packet or frame), the same for packets
-        (their clips) and frames."""
-        now = self._now()
-        if self._first_arrival_ns is None:
-            self._first_arrival_ns = now
-        return now - self._first_arrival_ns
-
-    def stamp(self, frame: DecodedFrame) -> DecodedFrame:
-        pts = frame.pts_ns
-        if self.timing == "index":
-            pts = self._at(self.count)
-        elif self.timing == "arrival":
-            pts = self.arrived()
-        elif pts == PTS_UNKNOWN:
-            pts = 0 if self._last is None else self._last + self.frame_ns
-            self.repaired += self._last is not None
-        else:
-            source, pts = pts, pts + self._offset
-            back = self._last is not None and pts < self._last - self.frame_ns
-            if back:  # where the source's line was left: (its pts there, ours)
-                self._left = (self._last - self._offset, self._last)
-            # the line left coming back (an ad break ended, one bad pts), about where it would be by now
-            returned = (self._left is not None and pts > self._last + self.frame_ns
-                        and abs(source - self._left[0] - (self._last - self._left[1])) <= RETURN_SLACK_NS)
-            if back or returned:  # a discontinuity: joined one period after the last frame, not nudged
-                self._offset += self._last + self.frame_ns - pts
-                pts = self._last + self.frame_ns
-                self._left = self._left if back else None
-                self.repaired += 1
-        if self._last is not None and pts <= self._last:
-            pts = self._last + 1
-            self.repaired += 1
-        frame.pts_ns = pts
-        self._last = pts
-        self.count += 1
-        return frame
-
 
 def cpu_decoder(stream: av.video.stream.VideoStream, label: str) -> Decoder:
     return CpuDecoder(stream, label, threads=1)
@@ -227,7 +152,8 @@ class PyAvReader:
                     watch.video_packet(self.corrupt_packets)
                 for frame in self._decode(demuxed, annexb):
                     watch.frame()
-                    yield self.clock.stamp(frame)
+                    yield from self.clock.stamp(frame)
+            yield from self.clock.flush()
             if not self.live:
                 self._warn_if_cut_short()
             self._flushed = True

@@ -2,6 +2,7 @@
 the means to damage them: overwrite a stretch with random bytes, find each packet's place in the file."""
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -21,6 +22,20 @@ def write_clip(path: Path, frames: int = FRAMES, size: tuple[int, int] = (320, 2
         for i in range(frames):
             out.mux(stream.encode(av.VideoFrame.from_ndarray(np.roll(base, 4 * i, axis=1), format="rgb24")))
         out.mux(stream.encode(None))
+    return path
+
+
+def write_leaping_ts(path: Path, frames: int, leap_at: int, leap_s: int) -> Path:
+    """MPEG-TS, H.264 at 25 fps without B-frames, where frame `leap_at` alone has a pts `leap_s` seconds ahead (its dts
+    stays in line), as a camera's RTP timestamp glitch records."""
+    with av.open(str(path), "w", format="mpegts") as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast", "bframes": "0"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        pictures = [av.VideoFrame.from_ndarray(np.full((48, 64, 3), i, np.uint8), format="rgb24") for i in range(frames)]
+        for packet in [p for picture in pictures + [None] for p in stream.encode(picture)]:
+            if packet.pts * packet.time_base == Fraction(leap_at, 25):
+                packet.pts += int(leap_s / packet.time_base)
+            out.mux(packet)
     return path
 
 

@@ -7,7 +7,7 @@ import time
 from pipeline.config.models import StreamConfig
 from pipeline.sources.worker import StreamWorker, WorkerState
 from tests.support.collecting_sink import CollectingSink
-from tests.support.damaged_media import write_clip
+from tests.support.damaged_media import write_clip, write_leaping_ts
 
 FRAMES = 20  # at 25 fps: 0.76 s from the first frame to the last
 CLOCK_SLACK_NS = 2_000_000  # the wall clock against the monotonic one the pacing waits on
@@ -71,3 +71,15 @@ def test_a_paced_looping_file_keeps_its_pace_across_the_loop(tmp_path):
         assert frame.wall_ns - first.wall_ns == frame.pts_ns - first.pts_ns > 0
         assert sink.delivered[frame.seq] >= frame.wall_ns - CLOCK_SLACK_NS
     assert worker.stats()["loops"] >= 2
+
+
+def test_one_frame_an_hour_ahead_neither_moves_the_frames_after_it_nor_makes_a_paced_file_wait_the_hour(tmp_path):
+    """It moved every later frame an hour on, and a paced file waited the hour before its next frame."""
+    clip = write_leaping_ts(tmp_path / "leap.ts", frames=FRAMES, leap_at=8, leap_s=3600)
+    for pace in (False, True):
+        sink = CollectingSink()
+        worker = _run(StreamConfig(id="cam", url=str(clip), pace=pace, decode="cpu"), sink)
+        pts = [f.pts_ns for f in sink.frames]
+        assert worker.state is WorkerState.FINISHED and len(pts) == FRAMES
+        assert [b - a for a, b in zip(pts, pts[1:])] == [40_000_000] * (FRAMES - 1)
+        assert worker.stats()["pts_repaired"] == 1

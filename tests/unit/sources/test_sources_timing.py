@@ -6,7 +6,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from pipeline.sources.pyav import FrameClock
+from pipeline.sources.clock import FrameClock
 from pipeline.masking import mask_url
 from pipeline.sources.reader import DecodedFrame
 from pipeline.fps_cap import FpsCap
@@ -16,6 +16,12 @@ from pipeline.types import PTS_UNKNOWN, pts_to_ns
 
 def frame(pts_ns: int) -> DecodedFrame:
     return DecodedFrame(np.zeros((2, 2, 3), np.uint8), pts_ns, 2, 2)
+
+
+def stamped(clock: FrameClock, pts: list[int]) -> list[int]:
+    """The pass's timestamps, as its frames come out of `clock` (those it holds for a leap, at the end)."""
+    out = [f.pts_ns for p in pts for f in clock.stamp(frame(p))]
+    return out + [f.pts_ns for f in clock.flush()]
 
 
 def test_pts_to_ns_is_exact_integer_arithmetic_for_large_timestamps():
@@ -29,13 +35,13 @@ def test_pts_to_ns_is_exact_integer_arithmetic_for_large_timestamps():
 
 def test_index_clock_times_frames_by_rate_ignoring_decoder_pts():
     clock = FrameClock(Fraction(30000, 1001), timing="index")
-    out = [clock.stamp(frame(p)).pts_ns for p in (5, 1, PTS_UNKNOWN, 3)]
+    out = stamped(clock, (5, 1, PTS_UNKNOWN, 3))
     assert out == [0, 33_366_667, 66_733_333, 100_100_000]
 
 
 def test_frame_clock_repairs_missing_and_backward_pts_and_counts_them():
     clock = FrameClock(Fraction(25), timing="pts")
-    out = [clock.stamp(frame(p)).pts_ns for p in (PTS_UNKNOWN, 40_000_000, PTS_UNKNOWN, 40_000_000, 200_000_000)]
+    out = stamped(clock, (PTS_UNKNOWN, 40_000_000, PTS_UNKNOWN, 40_000_000, 200_000_000))
     assert out == [0, 40_000_000, 80_000_000, 80_000_001, 200_000_000]
     assert clock.repaired == 2
 
@@ -45,7 +51,7 @@ def test_a_pts_that_jumps_back_is_joined_one_frame_after_the_last_and_the_clock_
     frames 1 ns apart for a camera up for days), and an fps cap dropped them all."""
     clock = FrameClock(Fraction(25), timing="pts")
     day = 86_400 * 10**9
-    out = [clock.stamp(frame(p)).pts_ns for p in (day, day + 40_000_000, 0, 40_000_000, 80_000_000, 60_000_000)]
+    out = stamped(clock, (day, day + 40_000_000, 0, 40_000_000, 80_000_000, 60_000_000))
     assert out == [day, day + 40_000_000, day + 80_000_000, day + 120_000_000, day + 160_000_000, day + 160_000_001]
     assert clock.repaired == 2  # the discontinuity, and a frame 20 ms back (less than a period: nudged)
 
@@ -54,14 +60,32 @@ def test_a_single_bad_pts_or_an_inserted_break_is_joined_both_ways_without_a_lea
     clock = FrameClock(Fraction(25), timing="pts")
     hour = 3600 * 10**9
     raw = [hour, hour + 40_000_000, 7_000_000, hour + 120_000_000, hour + 160_000_000]  # one frame of pts 7 ms
-    out = [clock.stamp(frame(p)).pts_ns for p in raw]
+    out = stamped(clock, raw)
     assert out == [hour + i * 40_000_000 for i in range(5)] and clock.repaired == 2
+
+
+def test_a_single_pts_far_ahead_is_held_and_put_back_between_its_neighbours():
+    """An RTP timestamp glitch: one frame an hour ahead moved every later frame an hour on (and a paced file waited
+    the hour), as the return to the old line was taken for a discontinuity after it."""
+    clock = FrameClock(Fraction(25), timing="pts")
+    period, hour = 40_000_000, 3600 * 10**9
+    assert stamped(clock, [0, period]) == [0, period]
+    assert clock.stamp(frame(2 * period + hour)) == []  # held until the next frame says which line goes on
+    assert stamped(clock, [3 * period, 4 * period]) == [2 * period, 3 * period, 4 * period]
+    assert clock.repaired == 1
+
+
+def test_a_leap_the_next_frame_goes_on_from_is_kept_and_so_is_one_that_ends_the_pass():
+    clock = FrameClock(Fraction(25), timing="pts")
+    period, hour = 40_000_000, 3600 * 10**9
+    raw = [0, period, hour, hour + period, 2 * hour]
+    assert stamped(clock, raw) == raw and clock.repaired == 0
 
 
 def test_a_stall_after_a_discontinuity_keeps_its_gap():
     clock = FrameClock(Fraction(25), timing="pts")
     raw = [100 * 10**9, 100 * 10**9 + 40_000_000, 0, 40_000_000, 5_040_000_000, 5_080_000_000]  # restart, then 5 s
-    out = [clock.stamp(frame(p)).pts_ns for p in raw]
+    out = stamped(clock, raw)
     assert [b - a for a, b in zip(out, out[1:])] == [40_000_000, 40_000_000, 40_000_000, 5_000_000_000, 40_000_000]
 
 
@@ -72,7 +96,7 @@ def test_a_stall_long_after_a_restart_keeps_its_gap_once_the_pts_pass_where_the_
     period = 40_000_000
     raw = [i * period for i in range(2500)] + [i * period for i in range(3750)]  # 100 s, a restart, 150 s
     raw += [raw[-1] + 4 * 10**9 + i * period for i in range(3)]
-    out = [clock.stamp(frame(p)).pts_ns for p in raw]
+    out = stamped(clock, raw)
     assert [b - a for a, b in zip(out[-5:], out[-4:])] == [period, 4 * 10**9, period, period]
 
 
@@ -80,7 +104,7 @@ def test_arrival_clock_times_untimed_live_frames_by_when_they_arrive_from_the_fi
     # MJPEG over HTTP: FFmpeg numbers the frames at a guessed 25 fps; this camera sends ~10 fps, unevenly
     arrivals = iter([5_000_000_000, 5_100_000_000, 5_230_000_000, 5_230_000_000, 5_300_000_000])
     clock = FrameClock(Fraction(25), timing="arrival", now=arrivals.__next__)
-    out = [clock.stamp(frame(p)).pts_ns for p in (0, 1, 2, 3, 4)]
+    out = stamped(clock, (0, 1, 2, 3, 4))
     assert out == [0, 100_000_000, 230_000_000, 230_000_001, 300_000_000]
     assert clock.repaired == 1
 
