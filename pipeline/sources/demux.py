@@ -2,6 +2,7 @@
 video packets."""
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator, Literal
@@ -104,13 +105,15 @@ class Demuxer:
             fmt = RAW_FORMATS.get(Path(self.url).suffix.lower())
             if fmt:
                 kwargs["format"] = fmt
+        started = time.monotonic()
         try:
             self._container = av.open(self.url, **kwargs)
-        except av.error.ExitError as exc:
-            raise SourceError(f"{self.label}: cannot open: no answer within {self._timeout[0]:g} s") from exc
         except av.error.HTTPClientError as exc:
             raise SourceRefused(f"{self.label}: cannot open: {refusal(exc, self.url)}") from exc
         except (av.error.FFmpegError, OSError) as exc:
+            # an open cut off by the timeout may say anything: FFmpeg's RTSP demuxer says "Invalid data"
+            if isinstance(exc, av.error.ExitError) or time.monotonic() - started >= self._timeout[0]:
+                raise SourceError(f"{self.label}: cannot open: no answer within {self._timeout[0]:g} s") from exc
             raise SourceError(f"{self.label}: cannot open: {describe_error(exc, self.url)}") from exc
         if not self._container.streams.video:
             self.close()

@@ -13,6 +13,7 @@ import pytest
 from pipeline.config.models import StreamConfig
 from pipeline.errors import SourceError
 from pipeline.sources.decode import CpuDecoder
+from pipeline.sources.demux import Demuxer
 from pipeline.sources.worker import StreamWorker, WorkerState
 from pipeline.types import frame_to_rgb
 from tests.support.http_server import free_port
@@ -136,6 +137,17 @@ def test_a_server_that_accepts_but_never_answers_is_timed_out_and_retried(sink):
     for conn, _ in accepted:
         conn.close()
     assert len(accepted) >= 1 and sink.frames == []
+
+
+def test_an_rtsp_server_that_never_answers_the_open_is_reported_as_no_answer_not_as_invalid_data():
+    """FFmpeg's RTSP demuxer reports its interrupted read of the answer as "Invalid data found when processing input"."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # the kernel accepts the connection; nothing ever answers
+        url = f"rtsp://127.0.0.1:{listener.getsockname()[1]}/hung"
+        demuxer = Demuxer(url, "stream 'cam-1'", open_timeout_s=0.5, read_timeout_s=0.5)
+        with pytest.raises(SourceError, match=r"^stream 'cam-1': cannot open: no answer within 0.5 s$"):
+            demuxer.open()
 
 
 def test_a_hung_server_is_given_up_on_after_read_timeout_s_and_frames_resume_when_it_answers(rtsp_server, sink):
