@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from fractions import Fraction
 from typing import Callable
 
@@ -22,7 +23,8 @@ class FrameClock:
     """Makes a pass's timestamps strictly increasing integer nanoseconds.
 
     timing "pts": the decoder's pts is kept; a missing pts continues from the previous frame by one
-    frame period. "index" (raw streams, AVI): frame i is at `i / rate` seconds. "arrival" (live MJPEG,
+    frame period. "index" (raw streams): frame i is at `i / rate` seconds. "dts" (AVI): frame i is at the dts of
+    the i-th packet given to `demuxed`, which counts the frames a recorder dropped. "arrival" (live MJPEG,
     whose container has no timestamps): a frame is at the time it is stamped, on the host's monotonic
     clock from the pass's first frame, so the camera's own (often uneven) pace shows rather than a
     guessed rate. A pts that goes back by more than a frame period is a discontinuity (an encoder that
@@ -50,6 +52,7 @@ class FrameClock:
         self._offset = 0  # added to the decoder's pts since the last discontinuity
         self._left: tuple[int, int] | None = None  # the source's pts, and ours, where the last discontinuity left it
         self._held: DecodedFrame | None = None  # a leap ahead (its pts ours), until the next frame
+        self._dts: deque[int] = deque()  # timing "dts": the packets' dts, ns, for the frames still to come
 
     def _at(self, index: int) -> int:
         return pts_to_ns(index, 1 / self.rate)
@@ -62,6 +65,10 @@ class FrameClock:
             self._first_arrival_ns = now
         return now - self._first_arrival_ns
 
+    def demuxed(self, dts_ns: int) -> None:
+        """Timing "dts": the dts of the next packet, in decode order, where the frames come out in the same order."""
+        self._dts.append(dts_ns)
+
     def stamp(self, frame: DecodedFrame) -> list[DecodedFrame]:
         """The frames `frame` settles, timed, in order: a frame held for a leap, when there is one, then `frame`
         itself, unless it leaps ahead and waits for the next one."""
@@ -69,6 +76,8 @@ class FrameClock:
             return [self._settle(frame, self._at(self.count))]
         if self.timing == "arrival":
             return [self._settle(frame, self.arrived())]
+        if self.timing == "dts":  # a frame its packets did not time (none should come) goes on by one period
+            return [self._settle(frame, self._dts.popleft() if self._dts else (self._last or 0) + self.frame_ns)]
         held, self._held = self._held, None
         settled = []
         if held is not None:

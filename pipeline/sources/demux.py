@@ -17,9 +17,12 @@ from pipeline.masking import mask_url
 RAW_FORMATS = {".h264": "h264", ".264": "h264", ".h265": "hevc", ".265": "hevc", ".hevc": "hevc"}
 """Elementary streams have no container, so PyAV needs the format named."""
 
-INDEX_CLOCK_FORMATS = frozenset({"h264", "hevc", "avi"})
-"""Containers whose frame timestamps are absent (raw streams) or scrambled by packed B-frames (AVI):
-their frames are timed by index and frame rate instead."""
+INDEX_CLOCK_FORMATS = frozenset({"h264", "hevc"})
+"""Containers without frame timestamps (raw streams): their frames are timed by index and frame rate instead."""
+
+DTS_CLOCK_FORMATS = frozenset({"avi"})
+"""Containers whose pts are scrambled by packed B-frames but whose dts number the frames, dropped ones counted (AVI
+keeps them as empty chunks, which FFmpeg does not return as packets): their frames are timed by their packets' dts."""
 
 UNTIMED_FORMATS = frozenset({"mpjpeg"})
 """Containers that carry no timestamps at all (MJPEG over HTTP, multipart/x-mixed-replace): FFmpeg numbers
@@ -32,7 +35,7 @@ HLS_STALLED_RELOADS = 6
 """Reloads of a live HLS playlist that brings no new segment before the pass ends (and a live stream
 reconnects). FFmpeg reloads an unchanged playlist every half target duration: about 3 segments' time."""
 
-Timing = Literal["pts", "index", "arrival"]
+Timing = Literal["pts", "index", "dts", "arrival"]
 
 
 def is_hls(url: str) -> bool:
@@ -84,7 +87,9 @@ class Demuxer:
         self._bsf: BitStreamFilterContext | bool | None = None  # None: not asked yet; False: none needed
         self.stream: av.video.stream.VideoStream | None = None
         self.packets_read = 0
-        """Video packets demuxed so far (empty ones too: an AVI's dropped frames are in its frame count)."""
+        """Video packets demuxed so far (empty ones too)."""
+        self.last_dts: int | None = None
+        """The dts of the last video packet demuxed, in the stream's time base."""
 
     @property
     def is_network(self) -> bool:
@@ -139,17 +144,26 @@ class Demuxer:
         return is_hls(self.url)
 
     def timing(self, live: bool) -> Timing:
-        """How frames are timed (`pyav.FrameClock`): "index" (by index and frame rate) for containers
-        without usable timestamps, "arrival" for a live stream without any, else "pts"."""
+        """How frames are timed (`clock.FrameClock`): "index" (by index and frame rate) for containers
+        without timestamps, "dts" for those whose dts are their only usable ones, "arrival" for a live stream
+        without any, else "pts"."""
         if self.format_name in INDEX_CLOCK_FORMATS:
             return "index"
+        if self.format_name in DTS_CLOCK_FORMATS:
+            return "dts"
         return "arrival" if live and self.format_name in UNTIMED_FORMATS else "pts"
 
     @property
     def frames_missing(self) -> int:
         """Frames the container's index lists beyond the packets read (0 without an index, like raw or
-        MPEG-TS): after the end, more than 0 means the file was cut short."""
-        return max(0, self.stream.frames - self.packets_read) if self.stream is not None else 0
+        MPEG-TS): after the end, more than 0 means the file was cut short. Where the dts number the frames, the
+        last one read says how far the file went (the frames dropped on the way are no packets)."""
+        if self.stream is None:
+            return 0
+        read = self.packets_read
+        if self.format_name in DTS_CLOCK_FORMATS and self.last_dts is not None:
+            read = self.last_dts + 1
+        return max(0, self.stream.frames - read)
 
     def packets(self, each: Callable[[], None] | None = None) -> Iterator[av.Packet]:
         """The non-empty video packets in decode order, as the container holds them (what a recorder
@@ -163,6 +177,7 @@ class Demuxer:
                 if packet.stream is not self.stream or (not packet.size and packet.dts is None):
                     continue  # another stream, or PyAV's end-of-stream marker
                 self.packets_read += 1
+                self.last_dts = packet.dts
                 if packet.size:
                     yield packet
         except av.error.ExitError as exc:

@@ -16,6 +16,7 @@ from pipeline.sources.decode import CpuDecoder
 from pipeline.sources.demux import Demuxer
 from pipeline.masking import mask_url
 from pipeline.sources.reader import DecodedFrame, Decoder
+from pipeline.types import pts_to_ns
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,8 @@ class PyAvReader:
             for demuxed in itertools.chain(self._demuxer.packets(watch.check), [None]):  # None: the end, flush
                 if demuxed is not None:
                     self._tap(demuxed)  # before the Annex-B filter, which takes the packet's data
+                    if self.clock.timing == "dts":
+                        self.clock.demuxed(pts_to_ns(demuxed.dts, demuxed.time_base))
                     watch.video_packet(self.corrupt_packets)
                 for frame in self._decode(demuxed, annexb):
                     watch.frame()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -87,6 +88,31 @@ def test_mpeg4_avi_with_packed_b_frames_gets_evenly_spaced_pts():
     assert len(frames) == pyav_count > 700
     assert [f.pts_ns for f in frames[:4]] == [0, 40_000_000, 80_000_000, 120_000_000]
     assert_strictly_increasing_int([f.pts_ns for f in frames])
+
+
+def write_avi_with_dropped_frames(path, kept: list[int]) -> None:
+    """MPEG-4 in AVI at 25 fps holding only the frames numbered in `kept`: a recorder's dropped frames, which AVI
+    keeps as empty chunks."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in kept:
+            picture = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i, np.uint8), format="rgb24")
+            picture.pts, picture.time_base = i, Fraction(1, 25)
+            out.mux(stream.encode(picture))
+        out.mux(stream.encode(None))
+
+
+def test_an_avi_with_dropped_frames_keeps_their_time_and_is_not_taken_for_truncated(sink, tmp_path, caplog):
+    """Frames were timed by their count, so those after a 2 s hole came 2 s early, and the empty chunks were
+    counted as missing from the file's end."""
+    path = tmp_path / "hole.avi"
+    kept = list(range(50)) + list(range(100, 150))
+    write_avi_with_dropped_frames(path, kept)
+    worker = run_worker(StreamConfig(id="avi", url=str(path), decode="cpu"), sink)
+    assert worker.state is WorkerState.FINISHED
+    assert [f.pts_ns for f in sink.frames] == [i * 40_000_000 for i in kept]
+    assert "truncated" not in caplog.text
 
 
 def test_file_worker_delivers_every_frame_in_order_then_finishes_and_ends_the_stream(sink):
