@@ -199,15 +199,19 @@ class _StreamClips:
         return clip
 
 
+WRITER_FULL = "the clip writer's queue was full"
+
+
 class PacketRings:
     """Per-stream packet rings of one process and the thread `clips` that writes clips from them.
 
     keep_s: seconds of packets kept per stream (whole GOPs, so up to one GOP more); it should be
     the longest `before_s` asked for plus slack for events that reach `record_clip` later than
     their packets reach `tap`. Larger tolerates slower consumers, costs memory (about bitrate x
-    seconds per stream). queue_size: clips waiting for the writer; a clip completed by a packet or asked
-    for while that many wait is dropped and counted rather than blocking the decoder. The clips a pass's
-    or a stream's end completes are all queued: their packets are held already, and no decoder waits.
+    seconds per stream). queue_size: clips waiting for the writer, and clips of one stream waiting for their
+    packets; a clip beyond either is dropped and counted rather than blocking the decoder or holding packets
+    without bound. The clips a pass's or a stream's end completes are all queued (at most queue_size a
+    stream): their packets are held already, and no decoder waits.
     """
 
     def __init__(self, keep_s: float, *, queue_size: int = 16):
@@ -215,8 +219,7 @@ class PacketRings:
             raise ValueError(f"PacketRings: keep_s must be >= 0 seconds, got {keep_s}")
         self._keep_ns = int(keep_s * 1e9)
         self._streams: dict[str, _StreamClips] = {}
-        self._lock = threading.Lock()  # guards `_streams`, `_retired` and starting the writer
-        self._retired: list[Any] = []  # holders that did not fit the queue; closed in close()
+        self._lock = threading.Lock()  # guards `_streams` and starting the writer
         self._jobs: queue.Queue = queue.Queue()
         self._queue_size = queue_size
         self._stop = threading.Event()
@@ -273,8 +276,8 @@ class PacketRings:
         ring, or of an earlier pass; logged): the caller counts a missed clip. Otherwise the clip is written
         now, when packets past its end arrive, or when the pass ends (`end_pass`, `end_stream`, `close`),
         and `on_done(path, error_or_None)` is called once: from the writer thread, or from the thread that
-        queued the clip when the writer's queue was full (error says so). A `before_s` reaching past the
-        ring starts at the oldest buffered keyframe.
+        dropped the clip (`queue_size`; error says so). A `before_s` reaching past the ring starts at the oldest
+        buffered keyframe.
         """
         if self._closed.is_set():
             return False
@@ -286,8 +289,12 @@ class PacketRings:
                 return False
             clip = ring.start(Path(path), ts_ns, int(before_s * 1e9), int(after_s * 1e9), on_done)
             missed = isinstance(clip, str)
-            dropped = self._submit([clip]) if not missed and clip not in ring.pending else []
-        self._report_dropped(dropped)
+            why, dropped = WRITER_FULL, []
+            if clip in ring.pending and len(ring.pending) > self._queue_size:  # at most queue_size wait for packets
+                why, dropped = f"stream '{stream_id}' has {self._queue_size} clips waiting already", [ring.pending.pop()]
+            elif not missed and clip not in ring.pending:
+                dropped = self._submit([clip])
+        self._report_dropped(dropped, why)
         if missed:
             log.warning("clips: no clip %s of stream '%s': %s", path, stream_id, clip)
         return not missed
@@ -313,13 +320,11 @@ class PacketRings:
         if self._writer.is_alive():
             self._writer.join(timeout)
         if self._writer.is_alive():
-            log.warning("clips: writer still busy after %.0f s; %d clips may be unfinished", timeout, self._jobs.qsize())
+            log.warning("clips: writer still busy after %.0f s; %d clips are not written", timeout, self._jobs.qsize())
+            self._give_up_queued()
             return
         while not self._jobs.empty():  # queued by a tap that raced close() after the writer stopped
             self._finish(self._jobs.get_nowait())
-        for holder in self._retired:
-            holder.close()
-        self._retired.clear()
 
     def _ring(self, stream_id: str, create: bool = True) -> _StreamClips | None:
         with self._lock:
@@ -344,21 +349,29 @@ class PacketRings:
             return []
         self.start()
         dropped = []
-        for item in items:
-            if not bounded or self._jobs.qsize() < self._queue_size:
+        for item in items:  # a template (closed after its clips) is small: always queued
+            if not bounded or not isinstance(item, _Clip) or self._jobs.qsize() < self._queue_size:
                 self._jobs.put(item)
-            elif isinstance(item, _Clip):
-                dropped.append(item)
             else:
-                with self._lock:
-                    self._retired.append(item)
+                dropped.append(item)
         return dropped
 
-    def _report_dropped(self, clips: list[_Clip]) -> None:
+    def _give_up_queued(self) -> None:
+        """At a close that timed out: the clips still queued are reported as not written (the process may end)."""
+        while True:
+            try:
+                item = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Clip):
+                self._count("errors")
+                self._done(item, f"not written: the clip writer was still busy at shutdown ({item.path})")
+
+    def _report_dropped(self, clips: list[_Clip], why: str = WRITER_FULL) -> None:
         for clip in clips:  # outside the stream's lock: on_done may take its own locks
             self._count("clips_dropped")
-            log.warning("clips: writer queue full, dropping the clip %s", clip.path)
-            self._done(clip, "dropped: the clip writer's queue was full")
+            log.warning("clips: %s, dropping the clip %s", why, clip.path)
+            self._done(clip, f"dropped: {why}")
 
     def _write_clips(self) -> None:
         while not (self._stop.is_set() and self._jobs.empty()):

@@ -284,22 +284,49 @@ def test_full_writer_queue_drops_the_clip_and_reports_it(tmp_path):
     assert not (tmp_path / "c.mp4").exists()
 
 
-def test_every_clip_pending_when_a_pass_ends_is_written_however_many_wait(tmp_path):
+def held_writer_rings(tmp_path, queue_size: int):
+    """Rings of a 4-s clip whose writer is busy with clip 'a' until `release` is set."""
     source = make_h264(tmp_path / "src.mp4", frames=40, gop=10)
-    rings = on_packet_clock(PacketRings(keep_s=6.0, queue_size=1))
-    reports = Reports()
+    rings = on_packet_clock(PacketRings(keep_s=6.0, queue_size=queue_size))
+    writing, release, reports = threading.Event(), threading.Event(), Reports()
+
+    def hold_the_writer(path, error):
+        writing.set()
+        release.wait(10.0)
+        reports(path, error)
+
     with av.open(str(source)) as container:
         for packet in container.demux(container.streams.video[0]):
             if packet.size:
                 rings.tap("cam-1", packet)
-    names = [f"{i}.mp4" for i in range(5)]  # a busy camera: five events in its last seconds, each clip waiting
-    for i, name in enumerate(names):        # for packets after the camera's end
-        assert rings.record_clip("cam-1", (2 + i // 2) * 10**9, 0.5, 30.0, tmp_path / name, reports)
-    assert reports.done == []
-    rings.end_pass("cam-1")  # the camera went away: every pending clip is written with what it has
+    assert rings.record_clip("cam-1", 10**9, 0.5, 0.5, tmp_path / "a.mp4", hold_the_writer)
+    assert writing.wait(5.0)
+    return rings, release, reports
+
+
+def test_the_clips_a_pass_end_completes_are_written_when_the_writers_queue_is_full(tmp_path):
+    rings, release, reports = held_writer_rings(tmp_path, queue_size=2)
+    for name in ("b", "c"):  # complete at once: they fill the writer's queue
+        assert rings.record_clip("cam-1", 2 * 10**9, 0.5, 0.5, tmp_path / f"{name}.mp4", reports)
+    for name in ("d", "e", "f"):  # each waits for packets after the camera's end: two of a stream may
+        assert rings.record_clip("cam-1", 3 * 10**9, 0.5, 30.0, tmp_path / f"{name}.mp4", reports)
+    assert reports.done == [(tmp_path / "f.mp4", "dropped: stream 'cam-1' has 2 clips waiting already")]
+    rings.end_pass("cam-1")  # the camera went away: its waiting clips are written with what they have
+    release.set()
     rings.close()
-    assert sorted(reports.done) == sorted((tmp_path / name, None) for name in names)
-    assert rings.stats() == {"clips_written": 5, "clips_dropped": 0, "errors": 0}
+    assert sorted(reports.done) == sorted([(tmp_path / f"{name}.mp4", None) for name in "abcde"]
+                                          + [(tmp_path / "f.mp4", "dropped: stream 'cam-1' has 2 clips waiting already")])
+    assert rings.stats() == {"clips_written": 5, "clips_dropped": 1, "errors": 0}
+
+
+def test_clips_a_close_cannot_wait_for_are_reported_as_not_written(tmp_path):
+    rings, release, reports = held_writer_rings(tmp_path, queue_size=4)
+    assert rings.record_clip("cam-1", 2 * 10**9, 0.5, 30.0, tmp_path / "b.mp4", reports)  # waits for packets
+    rings.close(timeout=0.1)  # the writer is still busy with a: b, queued by the close, is given up
+    assert reports.done == [(tmp_path / "b.mp4", f"not written: the clip writer was still busy at shutdown "
+                                                 f"({tmp_path / 'b.mp4'})")]
+    release.set()
+    assert rings.stats()["errors"] == 1
 
 
 def test_clip_through_the_real_reader_tap_matches_the_decoded_frame_clock(tmp_path, shared):
