@@ -78,7 +78,9 @@ def apply(parts: Pipeline, table: StreamTable, new: PipelineConfig, timeout: flo
     for stream_id in change.removed:
         _try(failed, stream_id, table.remove, stream_id, timeout)
     parts.config = new
-    _swap_outputs(parts, new, change.sinks_removed, made, failed)
+    not_added = _swap_outputs(parts, new, change.sinks_removed, made, failed)
+    if not_added:  # left out of what runs, so that the next change adds them again
+        parts.config = new = new.model_copy(update={"sinks": [e for e in new.sinks if e not in not_added]})
     if change.analytics:
         names = parts.detector.class_names
         parts.stages.reconfigure(stage_factory(new, names, parts.track_ids),
@@ -112,17 +114,18 @@ def _open_outputs(parts: Pipeline, config: PipelineConfig, entries: list) -> tup
 
 
 def _swap_outputs(parts: Pipeline, config: PipelineConfig, removed: list, made: tuple[list, list],
-                  failed: dict[str, str]) -> None:
+                  failed: dict[str, str]) -> list:
+    """Take out the `removed` entries' outputs, put in those `made`; returns the entries that could not be added."""
     for entry in removed:
         if any(known == entry for known, _ in parts.events.entries):  # an event output, or storage's events
             parts.events.remove_output(entry)
         if not is_event_output(entry) and not parts.outputs.remove(entry):
             log.warning("sink %s took long to drain after it was taken out; it closes when done", entry.type)
     frame_sinks, event_outputs = made
-    for sink, options in frame_sinks:
-        _try(failed, f"sink {options.type}", parts.outputs.add, sink, options)
-    for output, entry in event_outputs:
-        _try(failed, f"sink {entry.type}", _add_event_output, parts, output, entry, config.runtime.outbox_path)
+    added = [_try(failed, f"sink {entry.type}", parts.outputs.add, sink, entry) for sink, entry in frame_sinks]
+    added += [_try(failed, f"sink {entry.type}", _add_event_output, parts, output, entry, config.runtime.outbox_path)
+              for output, entry in event_outputs]
+    return [entry for (_, entry), ok in zip([*frame_sinks, *event_outputs], added) if not ok]
 
 
 def _add_event_output(parts: Pipeline, output, entry, outbox_path) -> None:
@@ -134,12 +137,15 @@ def _add_event_output(parts: Pipeline, output, entry, outbox_path) -> None:
         raise
 
 
-def _try(failed: dict[str, str], key: str, fn, *args) -> None:
+def _try(failed: dict[str, str], key: str, fn, *args) -> bool:
+    """fn(*args); False when it raised PipelineError, recorded in `failed` under `key`."""
     try:
         fn(*args)
     except PipelineError as exc:
         failed[key] = str(exc)
         log.error("config change of %s failed: %s", key, exc)
+        return False
+    return True
 
 
 def _names(lanes: list[LaneConfig]) -> set[str]:

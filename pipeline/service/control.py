@@ -191,7 +191,8 @@ class Control:
     # -- the file -------------------------------------------------------------------------------
     def reload(self) -> ConfigDiff:
         """Re-read the config file and apply what changed. ConfigError (with file:line) for a bad file,
-        RestartRequired for a change that cannot apply while running: nothing changes then."""
+        RestartRequired for a change that cannot apply while running: nothing changes then. PartiallyApplied
+        naming what could not be applied (a camera, a sink): the rest runs, and the next change tries it again."""
         if self.path is None:
             raise PipelineError("this pipeline was not started from a config file; there is nothing to reload")
         with self._lock:
@@ -212,6 +213,8 @@ class Control:
             self.runner.running.wait()  # a daemon thread: one asked for while the pipeline stops ends with it
             try:
                 self.reload()
+            except PartiallyApplied as exc:
+                log.error("reload of %s applied in part:\n%s", self.path, exc)
             except PipelineError as exc:
                 log.error("reload of %s refused, nothing changed:\n%s", self.path, exc)
 

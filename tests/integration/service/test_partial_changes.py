@@ -1,0 +1,65 @@
+"""Changes the running pipeline could apply only in part: what failed is left out, said, and applied by the next
+change once its cause is gone; nothing is left half made."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pipeline.config.loader import parse_config
+from pipeline.config.models import StreamConfig
+from pipeline.errors import PartiallyApplied, PipelineError
+from pipeline.runtime.runner import PipelineRunner
+from pipeline.testing import RecordingSink
+from tests.support.service import config
+from tests.support.waiting import wait_until
+
+
+def test_a_camera_whose_start_fails_is_not_left_half_added_and_the_pipeline_still_stops(tmp_path, monkeypatch):
+    sink = RecordingSink()
+    runner = PipelineRunner(config(tmp_path, [{"id": "a", "url": "fake://a?fps=25&live=1"}]), sinks=[sink])
+    start = runner.parts.sources.add
+
+    def out_of_descriptors(stream, plan):  # the host is out of file descriptors as b's reader starts
+        if stream.id == "b":
+            raise OSError(24, "Too many open files")
+        return start(stream, plan)
+
+    monkeypatch.setattr(runner.parts.sources, "add", out_of_descriptors)
+    thread = threading.Thread(target=runner.run, kwargs={"until_stopped": True})
+    thread.start()
+    try:
+        assert runner.running.wait(10)
+        with pytest.raises(PipelineError, match=r"stream 'b' could not be started \(.*Too many open files\)"):
+            runner.add_stream(StreamConfig(id="b", url="fake://b?fps=25&live=1"))
+        assert [s.id for s in runner.streams()] == ["a"]
+        monkeypatch.setattr(runner.parts.sources, "add", start)
+        runner.add_stream(StreamConfig(id="b", url="fake://b?fps=25&live=1"))  # once the first try has ended
+        assert sink.wait_for(lambda s: len(s.seqs["b"]) > 5, timeout=20)
+    finally:
+        runner.request_stop()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
+def test_a_sink_a_reload_could_not_add_is_added_by_the_next_reload(tmp_path, serve):
+    path = tmp_path / "site.yaml"
+    base = (f"plugins: [pipeline.testing]\ndetector: {{model: fake, engine: fake}}\n"
+            f"runtime: {{outbox_path: {tmp_path / 'outbox.db'}}}\nstreams:\n  - {{id: a, url: 'fake://a?fps=10&live=1'}}\n")
+    path.write_text(base)
+    served = serve(parse_config(base, path), path=path)
+    outputs = served.runner.parts.outputs
+    add = outputs.add
+
+    def still_draining(sink, options):  # what OutputSinks.add says while the sink it replaces still drains
+        sink.close()
+        raise PipelineError("not added: the one it replaces still delivers what it had queued; apply the change again")
+
+    outputs.add = still_draining
+    path.write_text(base + f"sinks:\n  - {{type: jsonl, path: {tmp_path / 'out.jsonl'}}}\n")
+    with pytest.raises(PartiallyApplied, match="sink jsonl: not added"):
+        served.service.control.reload()
+    assert served.runner.config.sinks == []  # the running config says what runs
+    outputs.add = add  # its cause is gone: the next reload adds it
+    assert [s.type for s in served.service.control.reload().sinks_added] == ["jsonl"]
+    assert wait_until(lambda: (tmp_path / "out.jsonl").exists() and (tmp_path / "out.jsonl").stat().st_size > 0)
