@@ -34,7 +34,8 @@ class StreamTable:
 
     def add(self, config: StreamConfig, timeout: float = 10.0) -> None:
         """Start one more stream. ConfigError when its id is taken, its lane unknown or a stage cannot be made
-        for it; PipelineError while the pipeline is not running. Nothing is left behind when it fails. A stream
+        for it; PipelineError while the pipeline is not running, or when its reader cannot be started (its end
+        then goes through the stages and sinks, as a removed stream's, and the id is free once it has). A stream
         of that id still being removed is waited for, up to `timeout` s (PipelineError after that)."""
         with self._lock:
             leaving = self._removing.get(config.id)
@@ -174,8 +175,9 @@ class StreamTable:
                 self._removing[config.id] = threading.Event()
             self._parts.buffer.discard_stream(config.id)
             self._parts.stages.end_stream(config.id)
-            raise PipelineError(f"stream '{config.id}' could not be started ({exc}); it was not added: add it again "
-                                "once the cause is fixed") from exc
+            again = "it is still paused: resume it" if config.id in self._paused else "it was not added: add it again"
+            raise PipelineError(f"stream '{config.id}' could not be started ({exc}); {again} once the cause is "
+                                "fixed") from exc
 
     def _remove(self, stream_id: str) -> threading.Event:
         with self._lock:

@@ -113,7 +113,11 @@ class DecodeProcesses:
             self._buffer.on_room(config.id, lambda n, w=worker: self._outbox.put(("credit", w.child, w.index, n)))
         with self._lock:
             self.workers.append(worker)
-            self._place(worker, None)
+            try:
+                self._place(worker, None)
+            except BaseException:  # no child could be started for it (out of file descriptors, for one)
+                self.workers.remove(worker)
+                raise
         return worker
 
     def forget_packets(self, worker: RemoteWorker) -> None:

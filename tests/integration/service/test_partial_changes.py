@@ -36,6 +36,11 @@ def test_a_camera_whose_start_fails_is_not_left_half_added_and_the_pipeline_stil
         monkeypatch.setattr(runner.parts.sources, "add", start)
         runner.add_stream(StreamConfig(id="b", url="fake://b?fps=25&live=1"))  # once the first try has ended
         assert sink.wait_for(lambda s: len(s.seqs["b"]) > 5, timeout=20)
+        assert runner.table.pause("b", timeout=10)
+        monkeypatch.setattr(runner.parts.sources, "add", out_of_descriptors)
+        with pytest.raises(PipelineError, match="could not be started .*; it is still paused: resume it once"):
+            runner.table.resume("b")
+        assert runner.table.paused() == {"b"}
     finally:
         runner.request_stop()
         thread.join(30)
