@@ -108,6 +108,8 @@ class OutputKind:
         if self.writes is None:
             return
         fields = getattr(self.config, "model_fields", {})
+        if isinstance(self.writes, list) and len(self.writes) == 2:  # a pair all the same
+            object.__setattr__(self, "writes", tuple(self.writes))
         if not (isinstance(self.writes, tuple) and len(self.writes) == 2):
             why = "writes names its config's key and whether it is a file or a folder, e.g. writes=('path', 'file')"
         elif self.writes[0] not in fields:

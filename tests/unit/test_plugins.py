@@ -110,3 +110,14 @@ def test_a_sink_type_that_says_badly_what_it_writes_is_refused_when_registered(w
 
     with pytest.raises(ValueError, match=f"sink type 'kafka-dump': .*{why}"):
         plugins.OutputKind("kafka-dump", Config, lambda config, context: None, writes=writes)
+
+
+def test_a_sink_type_may_say_what_it_writes_as_a_list():
+    from pydantic import BaseModel
+
+    class Config(BaseModel):
+        type: str = "kafka-dump"
+        path: str
+
+    kind = plugins.OutputKind("kafka-dump", Config, lambda config, context: None, writes=["path", "file"])
+    assert kind.writes == ("path", "file")
