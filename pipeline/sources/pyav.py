@@ -146,22 +146,30 @@ class PyAvReader:
             self.clock = FrameClock(self._demuxer.frame_rate, self._demuxer.timing(self.live))
             timed = self.live and not self._demuxer.is_hls
             watch = FrameWatch(self.label, self.config.read_timeout_s if timed else None)
-            annexb = self._decoder.wants_annexb
-            for demuxed in itertools.chain(self._demuxer.packets(watch.check), [None]):  # None: the end, flush
-                if demuxed is not None:
-                    self._tap(demuxed)  # before the Annex-B filter, which takes the packet's data
-                    if self.clock.timing == "dts":
-                        self.clock.demuxed(pts_to_ns(demuxed.dts, demuxed.time_base))
-                    watch.video_packet(self.corrupt_packets)
-                for frame in self._decode(demuxed, annexb):
-                    watch.frame()
-                    yield from self.clock.stamp(frame)
+            try:
+                yield from self._stamped(watch)
+            except SourceError:  # a live camera gone: a frame held for a leap is still the pass's last
+                yield from self.clock.flush()
+                raise
             yield from self.clock.flush()
             if not self.live:
                 self._warn_if_cut_short()
             self._flushed = True
         finally:
             self.close()
+
+    def _stamped(self, watch: FrameWatch) -> Iterator[DecodedFrame]:
+        """The pass's frames, timed, as its packets come."""
+        annexb = self._decoder.wants_annexb
+        for demuxed in itertools.chain(self._demuxer.packets(watch.check), [None]):  # None: the end, flush
+            if demuxed is not None:
+                self._tap(demuxed)  # before the Annex-B filter, which takes the packet's data
+                if self.clock.timing == "dts":
+                    self.clock.demuxed(pts_to_ns(demuxed.dts, demuxed.time_base))
+                watch.video_packet(self.corrupt_packets)
+            for frame in self._decode(demuxed, annexb):
+                watch.frame()
+                yield from self.clock.stamp(frame)
 
     def _decode(self, demuxed: av.Packet | None, annexb: bool) -> list[DecodedFrame]:
         """The frames one demuxed packet completed (None: what the filter and the decoder still hold at the

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from pipeline.config.models import StreamConfig
+from pipeline.errors import SourceError
+from pipeline.sources.pyav import PyAvReader
 from pipeline.sources.worker import StreamWorker, WorkerState
 from tests.support.collecting_sink import CollectingSink
 from tests.support.damaged_media import write_clip, write_leaping_ts
@@ -83,3 +87,24 @@ def test_one_frame_an_hour_ahead_neither_moves_the_frames_after_it_nor_makes_a_p
         assert worker.state is WorkerState.FINISHED and len(pts) == FRAMES
         assert [b - a for a, b in zip(pts, pts[1:])] == [40_000_000] * (FRAMES - 1)
         assert worker.stats()["pts_repaired"] == 1
+
+
+def test_a_frame_held_for_its_leap_still_comes_out_when_the_camera_goes_away_right_after_it(tmp_path, monkeypatch):
+    """A camera that sends one frame after a stall and then stalls for good: its pass ends in an error, not at the
+    end of its packets, and that frame, held to see whether its leap was one bad pts, must not die with it."""
+    clip = write_leaping_ts(tmp_path / "leap.ts", frames=20, leap_at=8, leap_s=5)
+    reader = PyAvReader(StreamConfig(id="cam", url=str(clip), decode="cpu"))
+    packets = reader._demuxer.packets
+
+    def gone_after_the_leap(each=None):
+        for i, packet in enumerate(packets(each)):
+            if i == 9:
+                raise SourceError("stream 'cam': read failed: no frame for 5 s")
+            yield packet
+
+    monkeypatch.setattr(reader._demuxer, "packets", gone_after_the_leap)
+    got = []
+    with pytest.raises(SourceError, match="no frame for 5 s"):
+        for decoded in reader.frames():
+            got.append(decoded.pts_ns)
+    assert len(got) == 9 and got[-1] - got[-2] > 4 * 10**9  # the frame after the stall, its leap kept

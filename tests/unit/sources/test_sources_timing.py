@@ -165,3 +165,15 @@ def test_timeline_numbers_frames_within_their_pass_and_counts_the_passes_that_ga
         line.map(pts)
         places.append((line.epoch, line.index))
     assert places == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+
+
+def test_a_camera_whose_rate_falls_is_held_for_one_frame_only_not_for_every_frame_after():
+    """Night mode: 25 frames/s, then one a second. Each one-second step is a leap against the 40-ms steps before;
+    once the first is kept, the next ones step as far as it did and come out at once."""
+    clock = FrameClock(Fraction(25), timing="pts")
+    period, second = 40_000_000, 10**9
+    assert stamped(clock, [0, period])[-1] == period
+    slow = [period + i * second for i in range(1, 6)]
+    came_out = [[f.pts_ns for f in clock.stamp(frame(p))] for p in slow]
+    assert came_out == [[], [slow[0], slow[1]], [slow[2]], [slow[3]], [slow[4]]]
+    assert clock.repaired == 0
