@@ -116,8 +116,10 @@ class Demuxer:
         except av.error.HTTPClientError as exc:
             raise SourceRefused(f"{self.label}: cannot open: {refusal(exc, self.url)}") from exc
         except (av.error.FFmpegError, OSError) as exc:
-            # an open cut off by the timeout may say anything: FFmpeg's RTSP demuxer says "Invalid data"
-            if isinstance(exc, av.error.ExitError) or time.monotonic() - started >= self._timeout[0]:
+            # an RTSP open cut off by the timeout says "Invalid data"; a slow failure of another kind says its own
+            cut_off = (isinstance(exc, av.error.InvalidDataError) and self.url.startswith(("rtsp://", "rtsps://"))
+                       and time.monotonic() - started >= self._timeout[0])
+            if isinstance(exc, av.error.ExitError) or cut_off:
                 raise SourceError(f"{self.label}: cannot open: no answer within {self._timeout[0]:g} s") from exc
             raise SourceError(f"{self.label}: cannot open: {describe_error(exc, self.url)}") from exc
         if not self._container.streams.video:
