@@ -13,92 +13,26 @@ that comes after its packets left the ring, or from an earlier pass, gets none, 
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
-import os
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
 
+from pipeline.sources.clip import Clip, ClipDone, Packet, remux_clip
 from pipeline.types import pts_to_ns
 
 log = logging.getLogger(__name__)
-
-ClipDone = Callable[[Path, str | None], None]
-"""`on_done(path, error)`: error is None when the clip was written, else what went wrong."""
 
 CLOCK_SLACK_NS = 1_000_000_000
 """How far past the newest packet an event may lie and still be on the packets' clock (a frame's timestamp can be
 nudged past its packet's: repeated or missing timestamps), and how far back a packet's clock may step before it
 counts as restarted. Beyond it is another clock: no clip."""
-
-
-@dataclass(slots=True)
-class _Packet:
-    data: bytes
-    pts: int | None
-    dts: int | None
-    duration: int
-    time_base: Fraction
-    key: bool
-    t_ns: int  # decode-order time (dts, else pts) in ns: rises packet by packet
-    pts_ns: int  # display time (pts, else dts) in ns
-
-
-@dataclass(slots=True)
-class _Clip:
-    path: Path
-    template: Any  # av stream owned by the stream's template container
-    end_ns: int
-    packets: list[_Packet] = field(default_factory=list)
-    shown_ns: int = -(2**63)  # latest display time among `packets`
-    on_done: ClipDone | None = None
-
-    def take(self, packet: _Packet) -> bool:
-        """Add the next packet (decode order); False when the clip is complete without it.
-
-        The clip ends before the first packet that opens a new display run (its pts is later than
-        every pts so far) once the run so far reaches `end_ns`: cutting there leaves no frame
-        missing and none that refers to a dropped frame, even with B-frames.
-        """
-        if packet.pts_ns > self.shown_ns and self.shown_ns >= self.end_ns:
-            return False
-        self.packets.append(packet)
-        self.shown_ns = max(self.shown_ns, packet.pts_ns)
-        return True
-
-
-def remux_clip(path: Path, template: Any, packets: Sequence[_Packet]) -> None:
-    """Write packets (decode order, starting at a keyframe) to an MP4 without re-encoding; the
-    clip's timestamps start at 0. Written to `<path>.part` first, then renamed (removed if writing fails)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    base = min(p.dts if p.dts is not None else p.pts for p in packets)
-    try:
-        with av.open(str(partial), "w", format="mp4") as out:
-            stream = out.add_stream_from_template(template)
-            for p in packets:
-                packet = av.Packet(p.data)
-                packet.stream = stream
-                packet.time_base = p.time_base
-                packet.pts = None if p.pts is None else p.pts - base
-                packet.dts = None if p.dts is None else p.dts - base
-                packet.duration = p.duration
-                packet.is_keyframe = p.key
-                out.mux(packet)
-        os.replace(partial, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)  # a full disk keeps no half clip
-        raise
 
 
 class _StreamClips:
@@ -110,8 +44,8 @@ class _StreamClips:
         self.stream_id = stream_id
         self.keep_ns = keep_ns
         self.lock = threading.Lock()
-        self.gops: deque[list[_Packet]] = deque()
-        self.pending: list[_Clip] = []
+        self.gops: deque[list[Packet]] = deque()
+        self.pending: list[Clip] = []
         self.source: Any = None  # the demuxer's av stream the ring was filled from
         self.holder: Any = None  # our own container holding a copy of its codec parameters
         self.template: Any = None
@@ -134,14 +68,14 @@ class _StreamClips:
         self.source = self.holder = self.template = None
         return finished
 
-    def end_pass(self) -> list[_Clip]:
+    def end_pass(self) -> list[Clip]:
         """The pass ended: returns its pending clips, complete with what they have."""
         done, self.pending, self.ended = self.pending, [], True
         return done
 
-    def add(self, packet: av.Packet, time_base: Fraction) -> list[_Clip]:
+    def add(self, packet: av.Packet, time_base: Fraction) -> list[Clip]:
         """Buffer one packet; returns the clips it completed."""
-        done: list[_Clip] = []
+        done: list[Clip] = []
         if self.ended:  # a new pass, placed on the timeline once its first frame is (`align`)
             self.gops, self.ended, self.offset_ns = deque(), False, None
         record = self._record(packet, time_base)
@@ -160,7 +94,7 @@ class _StreamClips:
         self.pending = [c for c in self.pending if c not in completed]
         return done + completed
 
-    def _record(self, packet: av.Packet, time_base: Fraction) -> _Packet:
+    def _record(self, packet: av.Packet, time_base: Fraction) -> Packet:
         """The ring's copy of `packet`. One without any timestamp (FFmpeg gives an RTSP connection's first
         packet none) is placed after the packet before it, or at 0 at the start of a pass, where the reader
         puts a frame without one."""
@@ -170,10 +104,10 @@ class _StreamClips:
             pts = dts = 0 if last is None else (last.pts if last.dts is None else last.dts) + max(last.duration, 1)
         ticks = dts if dts is not None else pts
         shown = pts if pts is not None else ticks
-        return _Packet(bytes(packet), pts, dts, packet.duration or 0, time_base, packet.is_keyframe,
+        return Packet(bytes(packet), pts, dts, packet.duration or 0, time_base, packet.is_keyframe,
                        pts_to_ns(ticks, time_base), pts_to_ns(shown, time_base))
 
-    def start(self, path: Path, ts_ns: int, before_ns: int, after_ns: int, on_done: ClipDone | None) -> _Clip | str:
+    def start(self, path: Path, ts_ns: int, before_ns: int, after_ns: int, on_done: ClipDone | None) -> Clip | str:
         """Begin a clip for an event at `ts_ns` (the stream's timeline), pending until a packet passes its end (or
         complete already when the packets ran ahead, or the pass ended); when the event's frame is not buffered,
         why there is no clip. A clip whose `before_ns` reaches past the ring starts at its oldest keyframe."""
@@ -192,7 +126,7 @@ class _StreamClips:
         for i, gop in enumerate(self.gops):
             if gop[0].pts_ns <= moment - before_ns:
                 start = i
-        clip = _Clip(path, self.template, moment + after_ns, on_done=on_done)
+        clip = Clip(path, self.template, moment + after_ns, on_done=on_done)
         wants_more = all(clip.take(p) for gop in list(self.gops)[start:] for p in gop)
         if wants_more and not self.ended:
             self.pending.append(clip)
@@ -341,7 +275,7 @@ class PacketRings:
         with self._counts_lock:
             self._counts[key] += 1
 
-    def _submit(self, items: list[Any], bounded: bool = True) -> list[_Clip]:
+    def _submit(self, items: list[Any], bounded: bool = True) -> list[Clip]:
         """Queue clips (and retired templates, closed after the clips that use them) for the writer;
         called with the stream's lock held so that this order holds across threads. Never blocks;
         returns the clips that did not fit (`bounded`: at most `queue_size` wait)."""
@@ -350,7 +284,7 @@ class PacketRings:
         self.start()
         dropped = []
         for item in items:  # a template (closed after its clips) is small: always queued
-            if not bounded or not isinstance(item, _Clip) or self._jobs.qsize() < self._queue_size:
+            if not bounded or not isinstance(item, Clip) or self._jobs.qsize() < self._queue_size:
                 self._jobs.put(item)
             else:
                 dropped.append(item)
@@ -363,11 +297,11 @@ class PacketRings:
                 item = self._jobs.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Clip):
+            if isinstance(item, Clip):
                 self._count("errors")
                 self._done(item, f"not written: the clip writer was still busy at shutdown ({item.path})")
 
-    def _report_dropped(self, clips: list[_Clip], why: str = WRITER_FULL) -> None:
+    def _report_dropped(self, clips: list[Clip], why: str = WRITER_FULL) -> None:
         for clip in clips:  # outside the stream's lock: on_done may take its own locks
             self._count("clips_dropped")
             log.warning("clips: %s, dropping the clip %s", why, clip.path)
@@ -382,7 +316,7 @@ class PacketRings:
             self._finish(item)
 
     def _finish(self, item: Any) -> None:
-        if not isinstance(item, _Clip):
+        if not isinstance(item, Clip):
             item.close()  # the template container of a stream that was replaced or ended
             return
         try:
@@ -396,7 +330,7 @@ class PacketRings:
         self._done(item, None)
 
     @staticmethod
-    def _done(clip: _Clip, error: str | None) -> None:
+    def _done(clip: Clip, error: str | None) -> None:
         if clip.on_done is None:
             return
         try:
