@@ -49,7 +49,7 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 """The largest request body read (413 beyond): bodies are read before the token is checked."""
 STREAM_COUNTERS = ("decoded", "frames", "batched", "staged", "dropped_overflow", "dropped_age", "dropped_fps_cap",
                    "dropped_sink", "dropped_sinks", "dropped_copy", "skipped_late", "paced_late", "reconnects",
-                   "corrupt_packets")
+                   "corrupt_packets", "replayed")
 
 
 class StreamChange(BaseModel):

@@ -26,6 +26,8 @@ STREAM_COUNTERS = {  # stats key -> (metric, help)
     "dropped_overflow": ("stream_frames_dropped_overflow", "frames dropped because the stream's ring was full"),
     "dropped_age": ("stream_frames_dropped_age", "frames dropped as older than the lane's max_age_ms"),
     "dropped_fps_cap": ("stream_frames_skipped_fps_cap", "frames skipped by the stream's fps cap"),
+    "replayed": ("stream_frames_replayed", "frames an HLS camera's reconnect read again (a playlist that stopped "
+                 "growing), skipped"),
     "dropped_copy": ("stream_frames_lost_copy", "frames decoded in a decode process and lost copying them into the "
                      "main process"),
     "reconnects": ("stream_reconnects", "reconnects of a live stream"),

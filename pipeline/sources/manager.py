@@ -11,7 +11,8 @@ from pipeline.config.models import StreamConfig
 from pipeline.config.resolve import StreamPlan
 from pipeline.sources.packets import PacketRings
 from pipeline.sources.processes import DecodeProcesses, RemoteWorker
-from pipeline.sources.worker import FrameSink, StreamWorker, Worker
+from pipeline.sources.reader import FrameSink
+from pipeline.sources.worker import StreamWorker, Worker
 
 log = logging.getLogger(__name__)
 

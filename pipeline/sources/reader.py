@@ -1,4 +1,4 @@
-"""What a source yields (`DecodedFrame`) and the two protocols a source is built from.
+"""What a source yields (`DecodedFrame`), the two protocols a source is built from, and where its frames go.
 
 A `Reader` is one pass over one stream: it opens on the first `next()` of `frames()`, yields decoded
 pictures in display order and returns when the stream ends. Looping, fps caps and reconnects belong
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
+
+from pipeline.types import Frame
 
 
 @dataclass(slots=True)
@@ -68,3 +70,21 @@ class Decoder(Protocol):
     def flush(self) -> list[DecodedFrame]: ...
 
     def close(self) -> None: ...
+
+
+class FrameSink(Protocol):
+    """Where a stream's worker puts its frames (`pipeline.align.buffer.AlignedBuffer`)."""
+
+    def put(self, frame: Frame, timeout: float) -> bool: ...
+
+    def end_stream(self, stream_id: str) -> None: ...
+
+
+class Pictures(Protocol):
+    """Where NVDEC pictures go, and how the ones never sent come back (`processes.slots.SlotPool`)."""
+
+    def allocate(self, rows: int, width: int) -> Any: ...
+
+    def discard(self, image: Any) -> None: ...
+
+    def reclaim(self) -> None: ...

@@ -8,7 +8,7 @@ import time
 import traceback
 from collections import Counter
 from contextlib import closing
-from typing import Any, Protocol
+from typing import Protocol
 
 from pipeline.backoff import Backoff
 from pipeline.config.models import StreamConfig
@@ -21,7 +21,7 @@ from pipeline.sources.demux import is_hls
 from pipeline.sources.packets import PacketRings
 from pipeline.sources.pyav import DecoderShelf
 from pipeline.masking import mask_url
-from pipeline.sources.reader import DecodedFrame, Reader
+from pipeline.sources.reader import DecodedFrame, FrameSink, Pictures, Reader
 from pipeline.sources.timeline import Timeline
 from pipeline.types import Frame
 
@@ -35,22 +35,6 @@ cameras lock accounts out after repeated failed logins. A corrected url applies 
 
 FILE_PUT_TIMEOUT_S = 0.1
 """How long one `put` of a file frame waits for room before the worker checks its stop event again."""
-
-
-class FrameSink(Protocol):
-    def put(self, frame: Frame, timeout: float) -> bool: ...
-
-    def end_stream(self, stream_id: str) -> None: ...
-
-
-class Pictures(Protocol):
-    """Where NVDEC pictures go, and how the ones never sent come back (`processes.slots.SlotPool`)."""
-
-    def allocate(self, rows: int, width: int) -> Any: ...
-
-    def discard(self, image: Any) -> None: ...
-
-    def reclaim(self) -> None: ...
 
 
 class WorkerState(enum.Enum):
@@ -101,17 +85,17 @@ class Worker(Protocol):
 class StreamWorker:
     """Reads one stream on thread `decode:<id>` and `put`s `Frame`s into `sink` until done or stopped.
 
-    Files finish at their end (or loop, with pts continuing across loops); a file that cannot be
-    opened or decoded fails its stream. Live streams reconnect forever, waiting longer the longer they
-    have been down (`pipeline.backoff`, at most `reconnect_max_s`), whether they errored or "ended" (a
-    killed RTSP server looks like a normal end), and show as STALLED while no frame comes.
-    `sink.end_stream(id)` is always called when the thread exits.
+    Files finish at their end (or loop, with pts continuing across loops); a file that cannot be opened or decoded
+    fails its stream. Live streams reconnect forever, waiting longer the longer they have been down
+    (`pipeline.backoff`, at most `reconnect_max_s`), whether they errored or "ended" (a killed RTSP server looks
+    like a normal end), and show as STALLED while no frame comes; an HLS camera's frames a reconnect reads again
+    are dropped (`replayed`). `sink.end_stream(id)` is always called when the thread exits.
     packets: the `PacketRings` clips are cut from: they get every demuxed packet (`tap`) and where each pass lies
     on the stream's joined timeline (`Timeline`).
-    decoder: "nvdec", "cpu" or "source", as the plan chose (`pipeline.config.resolve`); None resolves it
-    for this machine when the thread starts (a stream that asks for NVDEC where it cannot run fails).
-    pictures: where NVDEC pictures go (decode processes pass their shared slots); the worker gives back
-    the ones it drops (an fps cap) and, at the end of every pass, any it never got to send.
+    decoder: "nvdec", "cpu" or "source", as the plan chose (`pipeline.config.resolve`); None resolves it for this
+    machine when the thread starts (a stream that asks for NVDEC where it cannot run fails).
+    pictures: where NVDEC pictures go (decode processes pass their shared slots); the worker gives back the ones it
+    drops (an fps cap, a replay) and, at the end of every pass, any it never got to send.
     resume: `(next seq, last pts_ns, frame period ns, last wall_ns, last epoch)` of the same stream's earlier
     worker (in a decode process that died): seq, pts and epoch go on from there, like after a reconnect.
     """
@@ -137,13 +121,13 @@ class StreamWorker:
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self._refused_backoff = Backoff(max(config.reconnect_min_s, REFUSED_MIN_S),
                                         max(config.reconnect_max_s, REFUSED_MAX_S))
-        self._timeline = Timeline(config.id, packets)
+        self._timeline = Timeline(config.id, packets, replays=is_hls(config.url))
         self._cap = FpsCap(config.fps)
         self._seq = 0
         self._last_wall_ns = 0
-        self._counters = Counter(frames=0, decoded=0, dropped_fps_cap=0, dropped_sink=0, sink_waits=0,
-                              skipped_late=0, paced_late=0, pts_repaired=0, tap_errors=0, corrupt_packets=0,
-                              reconnects=0, loops=0)
+        self._counters = Counter(frames=0, decoded=0, dropped_fps_cap=0, dropped_sink=0, sink_waits=0, skipped_late=0,
+                                 paced_late=0, pts_repaired=0, tap_errors=0, corrupt_packets=0, reconnects=0, loops=0,
+                                 replayed=0)
         self._reader: Reader | None = None  # the pass's, whose counters `stats` adds while it runs
         self._reader_lock = threading.Lock()  # its counters move into `_counters` once, never seen twice
         self._last_error: str | None = None
@@ -292,6 +276,9 @@ class StreamWorker:
         try:
             with closing(reader.frames()) as frames:
                 for decoded in frames:
+                    if self._timeline.replayed(decoded.pts_ns):  # an HLS playlist read again: not news
+                        self._drop(decoded, "replayed")
+                        continue
                     if produced == 0:
                         self._on_connected(started)
                     produced += 1
@@ -353,9 +340,7 @@ class StreamWorker:
         """Puts one frame unless the fps cap drops it; False when stopped while waiting for room."""
         pts_ns = self._timeline.map(decoded.pts_ns)
         if not self._cap.keep(pts_ns):
-            self._counters["dropped_fps_cap"] += 1
-            if self._pictures is not None:
-                self._pictures.discard(decoded.image)
+            self._drop(decoded, "dropped_fps_cap")
             return True
         if self.config.pace:
             moment_ns = self._pace(pts_ns)
@@ -380,6 +365,11 @@ class StreamWorker:
         self._seq += 1
         self._counters["frames"] += 1
         return True
+
+    def _drop(self, decoded: DecodedFrame, counter: str) -> None:
+        self._counters[counter] += 1
+        if self._pictures is not None:
+            self._pictures.discard(decoded.image)
 
     def _pace(self, pts_ns: int) -> int | None:
         """Waits for the frame's moment (`pace`: the first frame's clock plus its pts offset) and returns that

@@ -95,6 +95,24 @@ def test_a_hung_camera_is_timed_out_and_reconnected(kind, cameras, pipelines):
     assert increasing(run.sink.seqs["cam"]) and increasing(run.sink.pts["cam"])
 
 
+def test_an_hls_playlist_that_stops_growing_is_not_detected_again_at_each_reconnect(cameras, pipelines):
+    """A hung encoder behind a web server that still answers: FFmpeg reopens the frozen playlist three segments
+    before its end at each reconnect, and those seconds came through again as new frames (counts, alerts)."""
+    camera = cameras()
+    run = pipelines([{"id": "cam", "url": camera.url("live.m3u8"), "reconnect_min_s": 0.1, "reconnect_max_s": 0.5}])
+    assert run.wait_frames("cam", 20), run.stats("cam")
+    camera.freeze()
+    assert wait_until(lambda: run.stats("cam")["reconnects"] >= 2, timeout=30), run.stats("cam")
+    frames = run.count("cam")  # the segments listed before the freeze have been read: nothing after is news
+    assert wait_until(lambda: run.stats("cam")["reconnects"] >= 4, timeout=30), run.stats("cam")
+    stats = run.stats("cam")
+    assert run.count("cam") == frames and stats["replayed"] > 0 and stats["state"] != "running", stats
+    camera.thaw()
+    assert run.wait_frames("cam", frames + 20), run.stats("cam")  # new segments come through
+    run.stop()
+    assert increasing(run.sink.seqs["cam"]) and increasing(run.sink.pts["cam"])
+
+
 def test_an_http_file_marked_live_false_is_read_once_to_its_end(cameras, pipelines, media):
     camera = cameras()
     run = pipelines([{"id": "clip", "url": camera.url("clip.ts"), "live": False}])
