@@ -255,35 +255,6 @@ def test_end_stream_writes_the_unfinished_clip_and_forgets_the_stream(tmp_path):
     rings.close()
 
 
-def test_full_writer_queue_drops_the_clip_and_reports_it(tmp_path):
-    source = make_h264(tmp_path / "src.mp4", frames=40, gop=10)
-    rings = on_packet_clock(PacketRings(keep_s=6.0, queue_size=1))
-    writing, release = threading.Event(), threading.Event()
-    reports = Reports()
-
-    def hold_the_writer(path, error):
-        writing.set()
-        release.wait(5.0)
-        reports(path, error)
-
-    with av.open(str(source)) as container:
-        for packet in container.demux(container.streams.video[0]):
-            if packet.size:
-                rings.tap("cam-1", packet)
-    # every clip ends inside the ring, so each is queued as soon as it is asked for
-    assert rings.record_clip("cam-1", 10**9, 0.5, 0.5, tmp_path / "a.mp4", hold_the_writer)
-    assert writing.wait(5.0)  # the writer is busy with clip a; the queue is empty
-    assert rings.record_clip("cam-1", 2 * 10**9, 0.5, 0.5, tmp_path / "b.mp4", reports)  # queued
-    assert rings.record_clip("cam-1", 3 * 10**9, 0.5, 0.5, tmp_path / "c.mp4", reports)  # no room
-    assert reports.done == [(tmp_path / "c.mp4", "dropped: the clip writer's queue was full")]
-    release.set()
-    rings.close()
-    assert sorted(reports.done) == sorted([(tmp_path / name, None) for name in ("a.mp4", "b.mp4")]
-                                          + [(tmp_path / "c.mp4", "dropped: the clip writer's queue was full")])
-    assert rings.stats() == {"clips_written": 2, "clips_dropped": 1, "errors": 0}
-    assert not (tmp_path / "c.mp4").exists()
-
-
 def held_writer_rings(tmp_path, queue_size: int):
     """Rings of a 4-s clip whose writer is busy with clip 'a' until `release` is set."""
     source = make_h264(tmp_path / "src.mp4", frames=40, gop=10)
@@ -302,6 +273,20 @@ def held_writer_rings(tmp_path, queue_size: int):
     assert rings.record_clip("cam-1", 10**9, 0.5, 0.5, tmp_path / "a.mp4", hold_the_writer)
     assert writing.wait(5.0)
     return rings, release, reports
+
+
+def test_full_writer_queue_drops_the_clip_and_reports_it(tmp_path):
+    rings, release, reports = held_writer_rings(tmp_path, queue_size=1)  # the writer is busy with clip a
+    # every clip ends inside the ring, so each is queued as soon as it is asked for
+    assert rings.record_clip("cam-1", 2 * 10**9, 0.5, 0.5, tmp_path / "b.mp4", reports)  # queued
+    assert rings.record_clip("cam-1", 3 * 10**9, 0.5, 0.5, tmp_path / "c.mp4", reports)  # no room
+    assert reports.done == [(tmp_path / "c.mp4", "dropped: the clip writer's queue was full")]
+    release.set()
+    rings.close()
+    assert sorted(reports.done) == sorted([(tmp_path / name, None) for name in ("a.mp4", "b.mp4")]
+                                          + [(tmp_path / "c.mp4", "dropped: the clip writer's queue was full")])
+    assert rings.stats() == {"clips_written": 2, "clips_dropped": 1, "errors": 0}
+    assert not (tmp_path / "c.mp4").exists()
 
 
 def test_the_clips_a_pass_end_completes_are_written_when_the_writers_queue_is_full(tmp_path):
