@@ -44,42 +44,61 @@ def _level(name: object) -> str:
 _REFUSED_FOR_GOOD = frozenset({0x90, 0x95, 0x99})  # topic name invalid, packet too large, payload format invalid
 
 
+def _parses(packet_type: int, code: int) -> bool:
+    """Whether paho can read `code` in a packet of that type (it knows only the codes the spec lists there)."""
+    try:
+        ReasonCode(packet_type, identifier=code)
+    except (ValueError, KeyError):  # a code of another packet type; one no packet type has
+        return False
+    return True
+
+
+def _readable(packet_type: int, code: int) -> int:
+    """`code`, or, where paho cannot parse it in that packet type (a PUBACK's or PUBREC's "packet too large"; a
+    PUBCOMP has only "packet identifier not found"), that type's first failure code, so paho reads the packet
+    rather than dropping the connection."""
+    if _parses(packet_type, code):
+        return code
+    return next(failure for failure in range(0x80, 0x100) if _parses(packet_type, failure))
+
+
 class _Client(mqtt.Client):
     """paho's client, but refusals are reported by their own reason code: paho (2.2 at least) ignores a refused
-    PUBREC's (QoS 2), sends PUBREL anyway and reports the PUBCOMP's, which mosquitto answers with success; and it
-    cannot parse a PUBACK's "packet too large" (0x95), and drops the connection."""
+    PUBREC's (QoS 2), sends PUBREL anyway and reports the PUBCOMP's (success, or "packet identifier not found"
+    from a broker that ended the exchange at the PUBREC); and it cannot parse a code the spec does not list for
+    that packet type (mosquitto's "packet too large" in a PUBACK or PUBREC), and drops the connection."""
 
     on_refused = None  # (mid, reason code value) -> None
 
-    def _refusal(self) -> bool:
+    def _refusal(self, packet_type: int) -> None:
         packet = self._in_packet["packet"]  # the packet id (2 bytes), then in MQTT 5 the reason code, if any
-        if self._protocol == mqtt.MQTTv5 and len(packet) > 2 and packet[2] >= 0x80 and self.on_refused:
-            self.on_refused(struct.unpack("!H", bytes(packet[:2]))[0], packet[2])
-            return True
-        return False
+        if self._protocol == mqtt.MQTTv5 and len(packet) > 2 and packet[2] >= 0x80:
+            if self.on_refused:
+                self.on_refused(struct.unpack("!H", bytes(packet[:2]))[0], packet[2])
+            readable = _readable(packet_type, packet[2])  # its own code is kept above
+            if readable != packet[2]:
+                self._in_packet["packet"] = bytes(packet[:2]) + bytes([readable]) + bytes(packet[3:])
 
     def _handle_pubrec(self):
-        self._refusal()
+        self._refusal(PacketTypes.PUBREC)
         return super()._handle_pubrec()
 
     def _handle_pubackcomp(self, cmd):
-        if self._refusal():  # its own code is kept; paho is given one it can parse ("unspecified error")
-            packet = self._in_packet["packet"]
-            self._in_packet["packet"] = bytes(packet[:2]) + b"\x80" + bytes(packet[3:])
+        self._refusal(PacketTypes.PUBACK if cmd == "PUBACK" else PacketTypes.PUBCOMP)
         return super()._handle_pubackcomp(cmd)
 
 
-def _publish_size(topic: str, body: str) -> int:
-    """Bytes of an MQTT 5 PUBLISH (QoS 1 or 2, no properties) of `body` to `topic`."""
-    remaining = 2 + len(topic.encode()) + 2 + 1 + len(body.encode())
+def _publish_size(topic: str, body: str, qos: int) -> int:
+    """Bytes of an MQTT 5 PUBLISH (no properties) of `body` to `topic`; QoS 0 has no packet id."""
+    remaining = 2 + len(topic.encode()) + (2 if qos > 0 else 0) + 1 + len(body.encode())
     return 1 + (1 if remaining < 2**7 else 2 if remaining < 2**14 else 3 if remaining < 2**21 else 4) + remaining
 
 
 def _reason_name(code: int) -> str:
-    try:
-        return ReasonCode(PacketTypes.PUBACK, identifier=code).getName()
-    except ValueError:  # not a PUBACK code (a PUBREC may carry the same ones only)
-        return "refused"
+    for packet_type in (PacketTypes.PUBACK, PacketTypes.PUBCOMP, PacketTypes.DISCONNECT):  # 0x95 is named there
+        if _parses(packet_type, code):
+            return ReasonCode(packet_type, identifier=code).getName()
+    return "refused"
 
 
 def event_topics(event: Event, prefix: str) -> list[str]:
@@ -98,11 +117,11 @@ class MqttOutput:
 
     With `qos` 1 or 2, `deliver` waits for the PUBACK/PUBCOMP of every topic (at most
     `publish_timeout_s`), so the outbox moves on only after the broker has the event. An acknowledgement whose
-    MQTT 5 reason code is a failure is no delivery: "topic name invalid" and "payload format invalid" can never
-    succeed and raise `EventRefused` (the outbox keeps the event as a dead letter and goes on); any other ("not
-    authorized" by the broker's ACL, quota exceeded, unspecified, ...) raises `SinkError` and the outbox
-    retries, the ACL's until it is fixed. QoS 0 has no acknowledgement, so a refusal there goes unnoticed. The client
-    connects in the background and reconnects by itself (1 s doubling to `reconnect_max_s`);
+    MQTT 5 reason code is a failure is no delivery: "topic name invalid", "packet too large" and "payload format
+    invalid" can never succeed and raise `EventRefused` (the outbox keeps the event as a dead letter and goes
+    on); any other ("not authorized" by the broker's ACL, quota exceeded, unspecified, ...) raises `SinkError`
+    and the outbox retries, the ACL's until it is fixed. QoS 0 has no acknowledgement, so a refusal there goes
+    unnoticed. The client connects in the background and reconnects by itself (1 s doubling to `reconnect_max_s`);
     while it is disconnected `deliver` waits up to `connect_wait_s`, then raises `SinkError`, and
     the outbox retries later. QoS 0 only waits until the message was written to the socket.
     """
@@ -157,8 +176,8 @@ class MqttOutput:
 
     def _on_refused(self, mid: int, code: int) -> None:
         with self._acks_lock:
-            if mid not in self._abandoned:
-                self._refused_codes[mid] = code
+            if mid not in self._abandoned:  # a PUBREC's refusal is the answer, not the PUBCOMP that may follow it
+                self._refused_codes.setdefault(mid, code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         # Called before paho marks the message published, so `deliver` finds the code once it sees that.
@@ -215,7 +234,7 @@ class MqttOutput:
         """EventRefused when a PUBLISH of the event is larger than the broker's Maximum Packet Size (it would
         disconnect rather than answer)."""
         limit = self._max_packet
-        size = max(_publish_size(topic, body) for topic in topics)
+        size = max(_publish_size(topic, body, self.config.qos) for topic in topics)
         if limit is not None and size > limit:
             raise EventRefused(f"{where} takes packets of at most {limit} bytes (its max_packet_size), and event "
                                f"{event.event_id} needs {size}: raise the broker's limit or make the event smaller")

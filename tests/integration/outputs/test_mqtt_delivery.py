@@ -174,8 +174,9 @@ def test_a_publish_the_broker_acl_denies_is_not_a_delivery_and_goes_through_once
 
 
 @pytest.mark.fault
+@pytest.mark.parametrize("qos", [1, 2])
 @pytest.mark.parametrize("limit", ["message_size_limit", "max_packet_size"])
-def test_an_event_too_large_for_the_broker_becomes_a_dead_letter_and_the_next_goes_on(tmp_path, limit):
+def test_an_event_too_large_for_the_broker_becomes_a_dead_letter_and_the_next_goes_on(tmp_path, limit, qos):
     """Like a webhook's 413: sending it again cannot help, so it is kept as a dead letter naming its size and the
     limit, rather than holding back every later event (the broker's answer was unreadable, or it disconnected)."""
     if MOSQUITTO is None:
@@ -186,7 +187,7 @@ def test_an_event_too_large_for_the_broker_becomes_a_dead_letter_and_the_next_go
     sub = Subscriber(broker.port, "sw/events")
     events = [make_event(i, payload={}) for i in range(3)]
     events[1] = replace(events[1], payload={"polygon": [[i, i] for i in range(300)]})  # about 3 KB of JSON
-    out = output(broker)
+    out = output(broker, qos=qos)
     try:
         with Outbox(tmp_path / "outbox.db", [out], backoff=FAST) as outbox:
             outbox.put(events)

@@ -1,7 +1,8 @@
 """MQTT output: the reason code of a broker's acknowledgement decides delivered, refused for good, or retried.
 
 A minimal MQTT 5 broker on a local socket answers every PUBLISH with the reason code the test sets for its
-topic, in a PUBACK (QoS 1) or a PUBREC (QoS 2, followed by a successful PUBCOMP, as mosquitto does)."""
+topic, in a PUBACK (QoS 1) or a PUBREC (QoS 2, followed by a PUBCOMP: successful, as mosquitto's after a
+refusal, unless the test sets another for the topic)."""
 from __future__ import annotations
 
 import socket
@@ -12,7 +13,8 @@ import pytest
 
 from pipeline.config.outputs import MqttOutput as MqttConfig
 from pipeline.errors import EventRefused, SinkError
-from pipeline.sinks.outputs.mqtt import MqttOutput
+from pipeline.sinks.outputs.mqtt import MqttOutput, _publish_size
+from pipeline.sinks.outputs.payload import event_to_json
 from pipeline.types import Event, Moment
 from tests.support.waiting import wait_until
 
@@ -22,6 +24,9 @@ class ScriptedBroker:
 
     def __init__(self):
         self.codes: dict[str, int] = {}  # topic -> reason code of its acknowledgement (default 0, success)
+        self.pubcomp_codes: dict[str, int] = {}  # topic -> reason code of its PUBCOMP (QoS 2; default 0)
+        self.publishes: list[tuple[str, int]] = []  # (topic, bytes of the whole PUBLISH packet), as received
+        self._topics: dict[bytes, str] = {}  # packet id -> topic of a QoS 2 PUBLISH, until its PUBREL
         self.protocol_levels: list[int] = []
         self.held: list | None = None  # a list: acknowledgements wait in it until `let_go`
         self._held_lock = threading.Lock()
@@ -49,7 +54,8 @@ class ScriptedBroker:
             data += chunk
         return data
 
-    def _packet(self, conn: socket.socket) -> tuple[int, bytes]:
+    def _packet(self, conn: socket.socket) -> tuple[int, bytes, int]:
+        """(first byte, the rest after the length, the whole packet's size in bytes)"""
         first = self._read(conn, 1)[0]
         length, shift = 0, 0
         while True:
@@ -57,12 +63,12 @@ class ScriptedBroker:
             length += (byte & 0x7F) << shift
             shift += 7
             if not byte & 0x80:
-                return first, self._read(conn, length)
+                return first, self._read(conn, length), 1 + shift // 7 + length
 
     def _serve(self, conn: socket.socket) -> None:
         try:
             while True:
-                first, body = self._packet(conn)
+                first, body, size = self._packet(conn)
                 kind = first >> 4
                 if kind == 1:  # CONNECT: protocol name, then its level (5 for MQTT 5)
                     name_len = struct.unpack("!H", body[:2])[0]
@@ -72,14 +78,17 @@ class ScriptedBroker:
                     qos = (first >> 1) & 3
                     topic_len = struct.unpack("!H", body[:2])[0]
                     topic = body[2:2 + topic_len].decode()
+                    self.publishes.append((topic, size))
                     mid = body[2 + topic_len:4 + topic_len]
                     code = self.codes.get(topic, 0)
                     if qos == 1:
                         self._acknowledge(conn, b"\x40\x04" + mid + bytes([code, 0]))  # PUBACK
                     elif qos == 2:
+                        self._topics[mid] = topic
                         self._acknowledge(conn, b"\x50\x04" + mid + bytes([code, 0]))  # PUBREC
                 elif kind == 6:  # PUBREL: mosquitto answers success even after a refused PUBREC
-                    conn.sendall(b"\x70\x02" + body[:2])
+                    code = self.pubcomp_codes.get(self._topics.pop(body[:2], ""), 0)
+                    conn.sendall(b"\x70\x04" + body[:2] + bytes([code, 0]))
                 elif kind == 12:  # PINGREQ
                     conn.sendall(b"\xd0\x00")
                 elif kind == 14:  # DISCONNECT
@@ -157,6 +166,42 @@ def test_a_refusal_that_may_pass_later_is_retried(broker, qos, code):
     with pytest.raises(SinkError, match=rf"on 3 of its 3 topics: .*0x{code:02x}.*; retrying") as raised:
         deliver(broker, qos)
     assert not isinstance(raised.value, EventRefused)
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_an_event_too_large_for_the_broker_is_refused_for_good_at_either_qos(broker, qos):
+    """mosquitto's message_size_limit answers "packet too large", a code paho cannot parse in a PUBACK or a PUBREC:
+    it dropped the connection, and the event held back every later one."""
+    broker.codes = {"sw/cam-1/enter": 0x95}
+    with pytest.raises(EventRefused, match=r"'sw/cam-1/enter': Packet too large \(0x95\); it is \d+ bytes"):
+        deliver(broker, qos)
+    assert broker.protocol_levels == [5]  # one connection: the answer was read, not a reason to reconnect
+
+
+def test_a_pubcomp_saying_the_packet_id_is_unknown_is_retried_on_the_same_connection(broker):
+    broker.pubcomp_codes = {"sw/cam-1/enter": 0x92}
+    with pytest.raises(SinkError, match=r"on 1 of its 3 topics: 'sw/cam-1/enter': Packet identifier not found "
+                                        r"\(0x92\); retrying") as raised:
+        deliver(broker, 2)
+    assert not isinstance(raised.value, EventRefused)
+    assert broker.protocol_levels == [5]
+
+
+def test_a_refused_pubrec_keeps_its_own_code_whatever_the_pubcomp_after_it_says(broker):
+    broker.codes = {"sw/cam-1/enter": 0x87}
+    broker.pubcomp_codes = {"sw/cam-1/enter": 0x92}  # a broker that ended the exchange at its PUBREC
+    with pytest.raises(SinkError, match=r"on 1 of its 3 topics: 'sw/cam-1/enter': Not authorized \(0x87\); let this "
+                                        r"client publish there in the broker's ACL; retrying"):
+        deliver(broker, 2)
+
+
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_the_size_checked_against_the_brokers_limit_is_what_the_client_sends(broker, qos):
+    """A PUBLISH at QoS 0 has no packet id: counting one refused an event 2 bytes under the broker's limit."""
+    deliver(broker, qos)
+    assert wait_until(lambda: len(broker.publishes) == len(TOPICS))
+    body = event_to_json(EVENT)
+    assert broker.publishes == [(topic, _publish_size(topic, body, qos)) for topic in TOPICS]
 
 
 def test_a_refusal_for_good_wins_over_one_that_may_pass(broker):
