@@ -122,7 +122,8 @@ class _Courier:
     def _deliver(self, conn: sqlite3.Connection, seq: int, event_id: str, body: str) -> bool:
         """Deliver one stored event, retrying until it lands; False when the outbox is stopping.
 
-        The backoff is reset only by an answer: an outage goes on across the events given up after max_retries.
+        The backoff is reset only by an answer: an outage goes on across the events given up after max_retries,
+        and the event after one given up waits as its next retry would have.
         """
         attempt = 0
         while not self.stopping.is_set():
@@ -147,6 +148,7 @@ class _Courier:
             delay = self._backoff.next_delay()
             if self._max_retries is not None and attempt > self._max_retries:
                 self._bury(conn, seq, event_id, error, attempt)
+                self.stopping.wait(delay)  # the outage goes on: the next event waits as a retry would
                 return True
             if attempt == 1 or attempt % 10 == 0:
                 log.warning(

@@ -379,6 +379,20 @@ def test_an_outage_goes_on_across_events_given_up_so_the_retry_wait_keeps_growin
     assert all(b > a for a, b in zip(backoff.outages, backoff.outages[1:]))  # one outage, never started again
 
 
+def test_an_event_given_up_on_leaves_the_next_one_the_outages_wait(tmp_path):
+    """Giving up on an event does not end the wait before the next attempt: with max_retries 0 a receiver that
+    stays down was tried once per event, back to back (200 attempts in 0.03 s), whatever the backoff said."""
+    out = RecordingOutput()
+    out.max_retries = 0
+    out.failing.set()
+    outbox = Outbox(tmp_path / "outbox.db", [out], backoff=Backoff(min_s=30, max_s=60))
+    outbox.open()
+    outbox.put(make_events(3))
+    assert wait_until(lambda: outbox.stats()["rec"]["dead"] >= 1)
+    assert outbox.close(timeout=2)  # the courier was waiting, and the close cut the wait short
+    assert out.attempts == 1  # the next event waits its turn 30 s or more after the one given up
+
+
 def test_a_delivery_the_outbox_cannot_record_while_locked_is_not_delivered_again(tmp_path, monkeypatch, caplog):
     """Another writer holds the database past the busy wait just after a delivery: the courier retries writing its
     cursor, not the delivery (the receiver got the same event every few seconds for as long as the lock lasted)."""
