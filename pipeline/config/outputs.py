@@ -76,6 +76,11 @@ class JsonlOutput(FrameSinkOptions):
     what: FrameRows = Field("detections", description=f"{_ROWS}, one line per frame | events: one line per event "
                             "(the event log, fed by the outbox)")
 
+    @property
+    def outbox_name(self) -> str | None:
+        """With `what: events`, the name the event log's cursor is kept under in the outbox; None otherwise."""
+        return f"event_log:{self.path}" if self.what == "events" else None
+
 
 _OUTPUT_NAME = ("the output's name in the outbox, which keeps its place there (default: from its {what}): keep "
                 "the name when the {what} changes, and the events not yet delivered go to the new one")

@@ -91,22 +91,24 @@ def _outputs(config: PipelineConfig) -> None:
         if entry.type == "mqtt":
             claim(("mqtt", entry.host, entry.port, entry.topic_prefix), ("sinks", i, "topic_prefix"),
                   f"topic prefix '{entry.topic_prefix}' on {entry.host}:{entry.port}")
-        if getattr(entry, "outbox_name", None) is not None:  # after the url and prefix: those say more
-            _claim_name(names, entry, i)
+        name = getattr(entry, "outbox_name", None) or getattr(entry, "name", None)  # a plugin's: its `name:`
+        if name is not None:  # after the url and prefix: those say more
+            _claim_name(names, name, bool(getattr(entry, "name", None)), i)
     if events:
         claim(same_place(config.runtime.outbox_path), ("runtime", "outbox_path"),
               f"'{config.runtime.outbox_path}' (the outbox)")
 
 
-def _claim_name(names: dict[str, tuple], entry: Any, i: int) -> None:
-    """An event output's name, given or its default, is its own: the outbox keeps each cursor under it."""
-    here = ("sinks", i, "name") if entry.name else ("sinks", i)
-    if entry.outbox_name in names:
-        other = names[entry.outbox_name]
+def _claim_name(names: dict[str, tuple], name: str, given: bool, i: int) -> None:
+    """An output's name, given or its default (a webhook's, an MQTT output's, the event log's), is its own: the
+    outbox keeps each cursor under it."""
+    here = ("sinks", i, "name") if given else ("sinks", i)
+    if name in names:
+        other = names[name]
         taken_by = key_path(other) if len(other) == 3 else f"{key_path(other)} (its default name)"
-        raise KeyPathError(here, f"output name '{entry.outbox_name}' is already taken by {taken_by}; give one of "
-                           "them another `name:`")
-    names[entry.outbox_name] = here
+        raise KeyPathError(here, f"output name '{name}' is already taken by {taken_by}; give one of them another "
+                           "`name:`")
+    names[name] = here
 
 
 def _unique(key: str, names: list[str], field: str) -> None:

@@ -37,7 +37,7 @@ class EventLogOutput:
                 "use pipeline.sinks.jsonl for detections"
             )
         self.path = Path(config.path)
-        self.name = name or f"event_log:{self.path}"
+        self.name = name or config.outbox_name
         self.fsync = fsync
         self._lock = threading.Lock()
         self._cut_short = False  # a failed append left part of a line at the end

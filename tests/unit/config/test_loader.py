@@ -3,9 +3,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Literal
 
 import pytest
+from pydantic import BaseModel
 
+from pipeline import plugins
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 
@@ -189,3 +192,19 @@ def test_a_value_of_the_wrong_kind_names_the_key_not_pydantics_union_members(tmp
 def test_a_key_with_unprintable_characters_is_quoted(tmp_path):
     path = write(tmp_path, GOOD + 'tracker: {"max\\tlost": 3}\n')
     assert error_of(path) == f"{path}:18: tracker -> 'max\\tlost': unknown key; check the spelling against configs/example.yaml"
+
+
+def test_two_plugin_event_outputs_of_one_name_are_refused_naming_the_second(tmp_path, monkeypatch):
+    """The outbox keeps each output's cursor under its name: two of one name were let through and the second was
+    refused half-way through a start or a reload."""
+    class KafkaConfig(BaseModel):
+        type: Literal["kafka"]
+        topic: str
+        name: str
+
+    monkeypatch.setitem(plugins._outputs, "kafka", plugins.OutputKind("kafka", KafkaConfig, lambda e, c: None,
+                                                                       events=True))
+    twins = "  - {type: kafka, topic: a, name: alarms}\n  - {type: kafka, topic: b, name: alarms}\n"
+    path = write(tmp_path, GOOD + twins)
+    assert error_of(path).startswith(f"{path}:19: sinks -> 3 -> name: output name 'alarms' is already taken by "
+                                     "sinks -> 2 -> name; give one of them another `name:`")
