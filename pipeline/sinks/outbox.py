@@ -1,13 +1,14 @@
 """Durable outbox: events are written to SQLite before anything tries to deliver them.
 
-Every event output (webhook, MQTT, event log) has a courier thread, `outbox:<output name>`, that
-delivers the stored events to it one at a time, in the order they were stored, and moves that
-output's cursor after each success. A failing delivery is retried with exponential backoff and
-jitter; the courier never skips ahead, so a down webhook sees its backlog in order when it comes
-back. The cursor lives in the same database, so events stored but not yet delivered when the
-process stops are delivered after the next start. Delivery is at least once (a crash between a
-delivery and its cursor update, or a stop while the database cannot be written, repeats that one event); consumers de-duplicate by `event_id`, and
-the outbox itself ignores an event whose `event_id` it already holds.
+Every event output (webhook, MQTT, event log) has a courier thread, `outbox:<output name>`
+(`pipeline.sinks.courier`), that delivers the stored events to it one at a time, in the order they
+were stored, and moves that output's cursor after each success. A failing delivery is retried with
+exponential backoff and jitter; the courier never skips ahead, so a down webhook sees its backlog in
+order when it comes back. The cursor lives in the same database, so events stored but not yet
+delivered when the process stops are delivered after the next start. Delivery is at least once (a
+crash between a delivery and its cursor update, or a stop while the database cannot be written,
+repeats that one event); consumers de-duplicate by `event_id`, and the outbox itself ignores an event
+whose `event_id` it already holds.
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pipeline.backoff import Backoff
-from pipeline.errors import ConfigError, EventRefused, SinkError
+from pipeline.errors import ConfigError, SinkError
 from pipeline.sinks.base import EventOutput
-from pipeline.sinks.outputs.payload import event_from_json, event_to_json
+from pipeline.sinks.courier import Courier, connect
+from pipeline.sinks.outputs.payload import event_to_json
 from pipeline.types import Event
 
 log = logging.getLogger(__name__)
@@ -50,14 +52,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 """
 
 
-def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit), WAL journal, 10 s busy wait."""
-    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    return conn
-
-
 def _close_output(output: EventOutput) -> None:
     try:
         output.close()
@@ -74,121 +68,6 @@ def _row(event: Event) -> tuple:
     for text in (event.event_id, event.stream_id):
         str(text).encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate
     return event.event_id, event.stream_id, ts_ns, time.time_ns(), event_to_json(event)
-
-
-class _Courier:
-    """Delivers one output's backlog in order on its own thread; owns its own SQLite connection."""
-
-    def __init__(self, outbox: "Outbox", output: EventOutput, cursor: int):
-        self.output = output
-        self.cursor = cursor
-        self.delivered = 0
-        self.failed = 0
-        self.dead = 0
-        self.wake = threading.Event()
-        self.stopping = threading.Event()  # the outbox closes, or this output was taken out
-        self._outbox = outbox
-        self._max_retries = output.max_retries
-        self._backoff = outbox.backoff.fresh()
-        self.thread = threading.Thread(target=self._run, name=f"outbox:{output.name}", daemon=True)
-
-    def _run(self) -> None:
-        conn = None  # opened here, inside the retries: a courier that could not open it once would be gone for good
-        try:
-            while not self.stopping.is_set():
-                try:
-                    conn = conn or _connect(self._outbox.path, "NORMAL")
-                    if not self._deliver_next(conn):
-                        return
-                except sqlite3.Error as exc:  # locked past the busy timeout, no file descriptor left: try again
-                    log.warning("outbox %s (output '%s'): %s; retrying", self._outbox.path, self.output.name, exc)
-                    self.stopping.wait(self._outbox.backoff.max_s / 10)
-        finally:
-            if conn is not None:
-                conn.close()
-
-    def _deliver_next(self, conn: sqlite3.Connection) -> bool:
-        """Deliver the next stored events (or wait for some); False when the outbox is stopping."""
-        rows = conn.execute(
-            "SELECT seq, event_id, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-            (self.cursor, self._outbox.batch_size),
-        ).fetchall()
-        if not rows:
-            self.wake.wait(self._outbox.poll_s)
-            self.wake.clear()
-            return True
-        return all(self._deliver(conn, seq, event_id, body) for seq, event_id, body in rows)
-
-    def _deliver(self, conn: sqlite3.Connection, seq: int, event_id: str, body: str) -> bool:
-        """Deliver one stored event, retrying until it lands; False when the outbox is stopping.
-
-        The backoff is reset only by an answer: an outage goes on across the events given up after max_retries,
-        and the event after one given up waits as its next retry would have.
-        """
-        attempt = 0
-        while not self.stopping.is_set():
-            attempt += 1
-            try:
-                self.output.deliver(event_from_json(body))
-            except EventRefused as exc:  # refused for good: kept as a dead letter, the next one goes on
-                self._backoff.reset()
-                self._bury(conn, seq, event_id, str(exc), attempt)
-                return True
-            except SinkError as exc:
-                error = str(exc)
-            except Exception as exc:  # a bug in an output must not kill its courier: count, log, retry
-                log.exception("output '%s' raised %s on event %s", self.output.name, type(exc).__name__, event_id)
-                error = f"{type(exc).__name__}: {exc}"
-            else:
-                self._backoff.reset()
-                self._advance(conn, seq, event_id)
-                self.delivered += 1
-                return True
-            self.failed += 1
-            delay = self._backoff.next_delay()
-            if self._max_retries is not None and attempt > self._max_retries:
-                self._bury(conn, seq, event_id, error, attempt)
-                self.stopping.wait(delay)  # the outage goes on: the next event waits as a retry would
-                return True
-            if attempt == 1 or attempt % 10 == 0:
-                log.warning(
-                    "output '%s': delivering event %s failed (attempt %d): %s; retrying in %.1f s",
-                    self.output.name, event_id, attempt, error, delay,
-                )
-            self.stopping.wait(delay)
-        return False
-
-    def _advance(self, conn: sqlite3.Connection, seq: int, event_id: str) -> None:
-        """Move the cursor past a delivered event. While the database cannot be written (locked past the busy wait),
-        the write is retried, never the delivery; an outbox stopping meanwhile delivers this event again after the
-        next start."""
-        self.cursor = seq
-        while True:
-            try:
-                conn.execute("UPDATE cursors SET delivered_seq = max(delivered_seq, ?) WHERE output = ?",
-                             (seq, self.output.name))
-                return
-            except sqlite3.Error as exc:
-                log.warning("outbox %s (output '%s'): cannot record the delivery of event %s: %s; retrying the record, "
-                            "not the delivery", self._outbox.path, self.output.name, event_id, exc)
-            if self.stopping.wait(self._outbox.backoff.max_s / 10):
-                return
-
-    def _bury(self, conn: sqlite3.Connection, seq: int, event_id: str, error: str, attempts: int) -> None:
-        """Give up on one event: refused for good, or failed `max_retries` times (when the output asks for a limit)."""
-        log.error(
-            "output '%s': giving up on event %s after %d attempt(s): %s; it is kept in the outbox's "
-            "dead_letters table (its JSON in events, joined by seq)", self.output.name, event_id, attempts, error,
-        )
-        conn.execute("BEGIN IMMEDIATE")
-        with conn:  # commits, or rolls back when a statement fails
-            conn.execute(
-                "INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, ?, ?)",
-                (self.output.name, seq, event_id, error[:2000], time.time_ns()),
-            )
-            conn.execute("UPDATE cursors SET delivered_seq = max(delivered_seq, ?) WHERE output = ?", (seq, self.output.name))
-        self.cursor = seq
-        self.dead += 1
 
 
 class Outbox:
@@ -229,14 +108,14 @@ class Outbox:
         self._lock = threading.Lock()
         self._last_prune = time.monotonic()
         self._conn = self._open_database()
-        self._couriers = [_Courier(self, o, self._cursor_for(o.name)) for o in outputs]
+        self._couriers = [Courier(self, o, self._cursor_for(o.name)) for o in outputs]
         self._started = False
         self.unencodable = 0
 
     def _open_database(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = _connect(self.path, "FULL")
+            conn = connect(self.path, "FULL")
             conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError):  # cannot open, read-only, locked: not the file's content
@@ -271,7 +150,7 @@ class Outbox:
         with self._lock:
             if any(c.output.name == output.name for c in self._couriers):
                 raise ConfigError(f"event outputs need unique names; '{output.name}' is taken")
-            courier = _Courier(self, output, self._cursor_for(output.name))
+            courier = Courier(self, output, self._cursor_for(output.name))
             self._couriers = [*self._couriers, courier]
         if self._started:
             courier.thread.start()

@@ -321,9 +321,9 @@ def test_an_output_swapped_while_its_old_courier_is_stuck_keeps_the_newer_cursor
 
 def test_a_courier_that_cannot_open_the_database_once_tries_again(tmp_path, monkeypatch):
     """E.g. no file descriptor left for a moment while a reload adds an output: the courier was gone for good."""
-    import pipeline.sinks.outbox as outbox_module
+    import pipeline.sinks.courier as courier_module
 
-    real_connect, failed = outbox_module._connect, []
+    real_connect, failed = courier_module.connect, []
 
     def connect(path, synchronous):
         if synchronous == "NORMAL" and not failed:  # the courier's own connection, the first time
@@ -331,7 +331,7 @@ def test_a_courier_that_cannot_open_the_database_once_tries_again(tmp_path, monk
             raise sqlite3.OperationalError("unable to open database file")
         return real_connect(path, synchronous)
 
-    monkeypatch.setattr(outbox_module, "_connect", connect)
+    monkeypatch.setattr(courier_module, "connect", connect)
     out = RecordingOutput()
     events = make_events(3)
     with Outbox(tmp_path / "outbox.db", [out], backoff=FAST) as outbox:
@@ -396,9 +396,9 @@ def test_an_event_given_up_on_leaves_the_next_one_the_outages_wait(tmp_path):
 def test_a_delivery_the_outbox_cannot_record_while_locked_is_not_delivered_again(tmp_path, monkeypatch, caplog):
     """Another writer holds the database past the busy wait just after a delivery: the courier retries writing its
     cursor, not the delivery (the receiver got the same event every few seconds for as long as the lock lasted)."""
-    import pipeline.sinks.outbox as outbox_module
+    import pipeline.sinks.courier as courier_module
 
-    real_connect = outbox_module._connect
+    real_connect = courier_module.connect
 
     def connect(path, synchronous):  # the couriers' connections give up on a lock at once, not after 10 s
         conn = real_connect(path, synchronous)
@@ -406,7 +406,7 @@ def test_a_delivery_the_outbox_cannot_record_while_locked_is_not_delivered_again
             conn.execute("PRAGMA busy_timeout = 10")
         return conn
 
-    monkeypatch.setattr(outbox_module, "_connect", connect)
+    monkeypatch.setattr(courier_module, "connect", connect)
     path = tmp_path / "outbox.db"
     out = RecordingOutput("hook")
     out.failing.set()
