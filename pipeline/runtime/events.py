@@ -58,12 +58,15 @@ class EventPublisher:
             self.outbox.add_output(output)
         self.entries.append((entry, output.name))
 
-    def remove_output(self, entry: Any) -> None:
-        """Stop delivering to the output of `entry`; what it had not taken stays in the outbox."""
+    def remove_output(self, entry: Any) -> str | None:
+        """Stop delivering to the output of `entry`; what it had not taken stays in the outbox. Its name, or None
+        when it never started."""
         i = next((i for i, (known, _) in enumerate(self.entries) if known == entry), None)
-        if i is not None:  # else it never started
-            _, name = self.entries.pop(i)
-            self.outbox.remove_output(name)
+        if i is None:
+            return None
+        _, name = self.entries.pop(i)
+        self.outbox.remove_output(name)
+        return name
 
     def add_listener(self, listener: Callable[[list[Event]], None]) -> None:
         """Call `listener(events)` with every published list, on the publishing thread, once they are on their way

@@ -4,8 +4,9 @@ Streams added, removed or changed start, stop or restart one at a time (the othe
 trackers); zones, lines, alert rules and `stages:` change on each stream's stage worker between two of
 its frames, keeping the tracks; lane settings change in the buffer; `sinks:` entries removed are drained
 and closed, new ones opened (a new frame sink is told of every running stream; a new event output
-starts at the newest stored event, or where an output of its name left off). A change to what cannot
-change while running (the detector, the tracker, `runtime:`, `plugins:`, a lane's max_batch beyond the
+starts at the newest stored event, or where an output of its name left off; one taken out with events it
+had not delivered, and none of its name put back, is named in a warning with their count). A change to what
+cannot change while running (the detector, the tracker, `runtime:`, `plugins:`, a lane's max_batch beyond the
 engine's batch limit, event clips where no packets are kept) is refused before anything changes:
 RestartRequired; so is a config that could not start (`pipeline.runtime.preflight`: a class the detector
 does not have, a file stream that does not exist, an output that cannot be written): ConfigError.
@@ -116,16 +117,31 @@ def _open_outputs(parts: Pipeline, config: PipelineConfig, entries: list) -> tup
 def _swap_outputs(parts: Pipeline, config: PipelineConfig, removed: list, made: tuple[list, list],
                   failed: dict[str, str]) -> list:
     """Take out the `removed` entries' outputs, put in those `made`; returns the entries that could not be added."""
+    taken_out = []
     for entry in removed:
         if any(known == entry for known, _ in parts.events.entries):  # an event output, or storage's events
-            parts.events.remove_output(entry)
+            taken_out.append(parts.events.remove_output(entry))
         if not is_event_output(entry) and not parts.outputs.remove(entry):
             log.warning("sink %s took long to drain after it was taken out; it closes when done", entry.type)
     frame_sinks, event_outputs = made
     added = [_try(failed, f"sink {entry.type}", parts.outputs.add, sink, entry) for sink, entry in frame_sinks]
     added += [_try(failed, f"sink {entry.type}", _add_event_output, parts, output, entry, config.runtime.outbox_path)
               for output, entry in event_outputs]
+    _say_what_was_left(parts, taken_out)
     return [entry for (_, entry), ok in zip([*frame_sinks, *event_outputs], added) if not ok]
+
+
+def _say_what_was_left(parts: Pipeline, names: list) -> None:
+    """Warn of each event output taken out with events it had not delivered and none of its name put back: an
+    entry replaced under its name (a changed timeout, a named webhook's new URL) delivers them itself."""
+    running = {name for _, name in parts.events.entries}
+    outbox = parts.events.outbox
+    for name in names:
+        left = outbox.undelivered(name) if name is not None and name not in running else 0
+        if left:  # a changed url or broker makes a new default name, which starts at the newest event
+            log.warning("output '%s' was taken out with %d events it had not delivered; they stay in %s, each at least "
+                        "%.0f s after it was stored, for an output of that name: give the entry that replaces it "
+                        "`name: %s` to deliver them there", name, left, outbox.path, outbox.keep_delivered_s, name)
 
 
 def _add_event_output(parts: Pipeline, output, entry, outbox_path) -> None:

@@ -157,7 +157,7 @@ class Outbox:
 
     def remove_output(self, name: str, timeout: float = 5.0) -> None:
         """Stop delivering to one output and close it; its cursor stays, so what it had not taken waits on
-        disk (up to keep_delivered_s) for an output of that name."""
+        disk for an output of that name (`undelivered` counts it)."""
         with self._lock:
             courier = next((c for c in self._couriers if c.output.name == name), None)
             if courier is None:
@@ -168,12 +168,14 @@ class Outbox:
         if courier.thread.ident is not None:
             courier.thread.join(timeout)
         _close_output(courier.output)
+
+    def undelivered(self, name: str) -> int:
+        """Events stored after the cursor kept under `name`, whether an output of that name runs or was taken out:
+        what one of that name would deliver first. 0 for a name the outbox never had. Those of an output taken out
+        are dropped once older than keep_delivered_s and delivered by every output that runs."""
         with self._lock:
-            pending = self._conn.execute("SELECT COUNT(*) FROM events WHERE seq > ?", (courier.cursor,)).fetchone()[0]
-        if pending:  # a changed url or broker makes a new default name, which starts at the newest event
-            log.warning("output '%s' was taken out with %d events it had not delivered; they wait in %s for %.0f s for "
-                        "an output of that name: give the entry that replaces it `name: %s` to deliver them there",
-                        name, pending, self.path, self.keep_delivered_s, name)
+            return self._conn.execute("SELECT COUNT(*) FROM events, cursors WHERE output = ? AND seq > delivered_seq",
+                                      (name,)).fetchone()[0]
 
     def close(self, timeout: float = 5.0) -> bool:
         """Stop the couriers (undelivered events stay on disk), close the outputs and the database.

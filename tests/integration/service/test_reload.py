@@ -3,6 +3,7 @@ SIGHUP; every change written back to the config file with its comments kept."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sqlite3
 import sys
@@ -11,10 +12,11 @@ import pytest
 import yaml
 
 from pipeline.config import load_config
+from pipeline.config.outputs import WebhookOutput as WebhookConfig
 from pipeline.errors import PipelineError
 from pipeline.testing import RecordingSink
 from tests.conftest import REPO
-from tests.support.http_server import free_port
+from tests.support.http_server import RecordingHttpServer, free_port
 from tests.support.service import DROPS, ServiceProcess, config_data
 from tests.support.waiting import wait_until
 
@@ -331,3 +333,56 @@ def test_a_reload_naming_an_output_as_another_is_named_by_default_is_refused_bef
     path.write_text(good.replace("id: b", "id: c") + outputs.replace("name: 'mqtt:127.0.0.1:9/streamweave'", "name: a"))
     reply = served.client.post("/api/reload")
     assert reply.status_code == 200 and reply.json()["applied"]["sinks_added"] == ["mqtt", "webhook"], reply.text
+
+
+MARKS = "stages:\n  - {python: 'pipeline.testing:MarkEveryNth', options: {every: 5}}\n"
+
+
+def stored_ids(outbox) -> list[str]:
+    """The event ids the outbox holds, in the order it stores them."""
+    with sqlite3.connect(outbox) as db:
+        return [event_id for (event_id,) in db.execute("SELECT event_id FROM events ORDER BY seq")]
+
+
+def left_behind(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "was taken out with" in r.getMessage()]
+
+
+def test_a_webhook_whose_url_changes_under_its_name_takes_its_backlog_and_none_is_said_left_behind(
+        tmp_path, serve, caplog):
+    """A reload replaces a changed entry by taking it out and adding it again: one that keeps its `name:` delivers
+    what the old one had not, and the log said it was left behind, telling to give it the name it already had."""
+    path, outbox, receiver = site(tmp_path), tmp_path / "outbox.db", RecordingHttpServer().start()
+    down = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
+    path.write_text(path.read_text() + MARKS + f"sinks:\n  - {{type: webhook, url: '{down}', name: alarms}}\n")
+    served = serve(load_config(path), path=path)
+    try:
+        assert wait_until(lambda: len(stored_ids(outbox)) >= 3, timeout=20)
+        backlog = stored_ids(outbox)[:3]
+        path.write_text(path.read_text().replace(down, receiver.url()))
+        reply = served.client.post("/api/reload")
+        assert reply.status_code == 200 and reply.json()["applied"]["sinks_added"] == ["webhook"], reply.text
+        received = receiver.wait_for(3, timeout=20)
+    finally:
+        receiver.stop()
+    assert [r.json()["event_id"] for r in received[:3]] == backlog
+    assert left_behind(caplog) == []
+
+
+def test_a_webhook_replaced_under_another_name_says_what_it_left_and_the_name_that_delivers_it(
+        tmp_path, serve, caplog):
+    path, outbox, receiver = site(tmp_path), tmp_path / "outbox.db", RecordingHttpServer().start()
+    down = f"http://127.0.0.1:{free_port()}/hook"
+    path.write_text(path.read_text() + MARKS + f"sinks:\n  - {{type: webhook, url: '{down}'}}\n")
+    served = serve(load_config(path), path=path)
+    try:
+        assert wait_until(lambda: len(stored_ids(outbox)) >= 3, timeout=20)
+        path.write_text(path.read_text().replace(down, receiver.url()))  # a new url, so a new default name
+        reply = served.client.post("/api/reload")
+        assert reply.status_code == 200, reply.text
+    finally:
+        receiver.stop()
+    old = WebhookConfig(type="webhook", url=down).outbox_name
+    [warning] = left_behind(caplog)
+    assert warning.startswith(f"output '{old}' was taken out with ") and f"`name: {old}`" in warning
+    assert int(re.search(r"with (\d+) events it had not delivered", warning)[1]) >= 3
