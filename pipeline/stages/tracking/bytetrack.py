@@ -51,7 +51,7 @@ import numpy as np
 from pipeline.config.models import TrackerConfig
 from pipeline.stages.tracking import kalman
 from pipeline.stages.tracking.ids import TrackIds
-from pipeline.stages.tracking.matching import iou_matrix, linear_assignment
+from pipeline.stages.tracking.matching import index_pairs, iou_matrix, linear_assignment
 from pipeline.types import Detections
 
 _TENTATIVE_MATCH_IOU = 0.3  # a tentative track has no velocity yet, so it needs a larger overlap
@@ -132,34 +132,34 @@ class ByteTracker:
         if camera_motion is not None and len(self._mean):
             self._warp(camera_motion)
         xyxy = np.asarray(dets.xyxy, np.float64)
+        xyah = kalman.xyxy_to_xyah(xyxy)
         score = np.asarray(dets.score, np.float64)
         class_id = np.asarray(dets.class_id, np.int32)
-        high = np.flatnonzero(score >= cfg.high_threshold)
-        low = np.flatnonzero((score >= cfg.low_threshold) & (score < cfg.high_threshold))
-        boxes = kalman.xyah_to_xyxy(self._mean[:, :4])
-        confirmed = np.flatnonzero(self._id >= 0)
-        tentative = np.flatnonzero(self._id < 0)
+        high = (score >= cfg.high_threshold).nonzero()[0]
+        low = ((score >= cfg.low_threshold) & (score < cfg.high_threshold)).nonzero()[0]
+        # Every stage matches on a part of one matrix (each element is the same IoU whichever part it is in).
+        iou = self._iou(self._mean[:, :4], xyxy, class_id)
+        confirmed = (self._id >= 0).nonzero()[0]
+        tentative = (self._id < 0).nonzero()[0]
 
-        joint = self._joint(confirmed, boxes, xyxy, class_id, low)
+        joint = self._joint(iou, confirmed, low)
         if joint:
-            high = np.flatnonzero(score >= cfg.low_threshold)
+            high = (score >= cfg.low_threshold).nonzero()[0]
             low = low[:0]
-            first, high, confirmed = self._associate(confirmed, high, boxes, xyxy, class_id, None, _JOINT_MATCH_IOU)
+            first, high, confirmed = self._associate(iou, confirmed, high, None, _JOINT_MATCH_IOU)
         else:
-            first, high, confirmed = self._associate(confirmed, high, boxes, xyxy, class_id, score, cfg.match_iou)
-        if cfg.follow_shared_motion and self._follow_shared_motion(first, xyxy):
-            boxes = kalman.xyah_to_xyxy(self._mean[:, :4])
-        second, _, confirmed = self._associate(confirmed, low, boxes, xyxy, class_id, None, cfg.low_match_iou)
+            first, high, confirmed = self._associate(iou, confirmed, high, score, cfg.match_iou)
+        if cfg.follow_shared_motion and self._follow_shared_motion(first, xyah):
+            iou = self._iou(self._mean[:, :4], xyxy, class_id)
+        second, _, confirmed = self._associate(iou, confirmed, low, None, cfg.low_match_iou)
         recovered = _NO_PAIRS
         if cfg.recovery:
             lost = confirmed[self._lost[confirmed] > 1]
-            seen = kalman.xyah_to_xyxy(self._seen)
-            recovered, high, _ = self._associate(lost, high, seen, xyxy, class_id, None, cfg.recovery_iou)
-        third, high, tentative = self._associate(
-            tentative, high, boxes, xyxy, class_id, score, _TENTATIVE_MATCH_IOU
-        )
+            seen = self._iou(self._seen, xyxy, class_id)
+            recovered, high, _ = self._associate(seen, lost, high, None, cfg.recovery_iou)
+        third, high, tentative = self._associate(iou, tentative, high, score, _TENTATIVE_MATCH_IOU)
         matched = np.concatenate([first, second, recovered, third])
-        self._correct(matched, xyxy)
+        self._correct(matched, xyah)
         new_track_threshold = cfg.new_track_threshold
         if joint:
             new_track_threshold = min(new_track_threshold, _JOINT_NEW_TRACK_THRESHOLD)
@@ -167,13 +167,21 @@ class ByteTracker:
         self.matched_ids = np.full(len(dets), -1, np.int64)
         out = self._matched_rows(dets, matched)
         self._retire(tentative)
-        self._start(births, xyxy, class_id)
+        self._start(births, xyah, class_id)
         if cfg.min_hits <= 1 and len(births):
             self.matched_ids[births] = self._id[-len(births):]
             out = Detections.concat([out, self._with_ids(dets[births], self._id[-len(births):])])
         return Detections.concat([out, self._coasting_rows(dets)])
 
-    def _joint(self, confirmed, boxes, xyxy, class_id, low) -> bool:
+    def _iou(self, xyah: np.ndarray, xyxy: np.ndarray, class_id: np.ndarray) -> np.ndarray:
+        """(T, N) IoU of every track's box (`xyah`, (T, 4)) with every detection, 0 across classes when
+        `class_aware`."""
+        iou = iou_matrix(kalman.xyah_to_xyxy(xyah), xyxy)
+        if self.config.class_aware:
+            iou *= self._class[:, None] == class_id[None, :]
+        return iou
+
+    def _joint(self, iou, confirmed, low) -> bool:
         """Whether this frame's detections are matched in one stage on plain IoU (`low_scores`).
 
         adaptive: counts the low-score detections that lie on a confirmed track's prediction (IoU >= `low_match_iou`,
@@ -188,10 +196,7 @@ class ByteTracker:
         if len(low):
             on_tracks = 0
             if len(confirmed):
-                iou = iou_matrix(boxes[confirmed], xyxy[low])
-                if self.config.class_aware:
-                    iou *= self._class[confirmed, None] == class_id[None, low]
-                on_tracks = int((iou.max(axis=0) >= self.config.low_match_iou).sum())
+                on_tracks = int((iou[confirmed][:, low].max(axis=0) >= self.config.low_match_iou).sum())
             fade = (1.0 - 1.0 / _LOW_SCORE_MEMORY) ** len(low)
             self._low_count = self._low_count * fade + len(low)
             self._low_on_tracks = self._low_on_tracks * fade + on_tracks
@@ -217,7 +222,7 @@ class ByteTracker:
         seen[:, :4] = self._seen
         self._seen = kalman.warp(seen, np.zeros((0, 8, 8)), affine)[0][:, :4]
 
-    def _follow_shared_motion(self, pairs: np.ndarray, xyxy: np.ndarray) -> bool:
+    def _follow_shared_motion(self, pairs: np.ndarray, xyah: np.ndarray) -> bool:
         """Move the tracks not matched in the first stage by the shift that the matched ones share, when it
         is significant, and every track (on this frame and the next ones) when it is clearly the camera's;
         returns whether anything moved.
@@ -231,12 +236,13 @@ class ByteTracker:
         if len(pairs) < _SHARED_MOTION_MIN_PAIRS:
             return False
         t = pairs[:, 0]
-        innovation = kalman.xyxy_to_xyah(xyxy[pairs[:, 1]])[:, :2] - self._mean[t, :2]
-        shift = _column_medians(innovation)
+        innovation = xyah[pairs[:, 1], :2] - self._mean[t, :2]
         # The spread of the innovations, but never less than the filter expects of one (few tracks can agree
         # by chance): its predicted position variance plus the measurement's.
-        var_x, var_y, height = _column_medians(np.column_stack([self._cov[t, 0, 0], self._cov[t, 1, 1], self._mean[t, 3]]))
-        expected = np.sqrt(np.array([var_x, var_y]) + (kalman.STD_MEASUREMENT * height) ** 2)
+        medians = _column_medians(
+            np.column_stack([innovation, self._cov[t, 0, 0], self._cov[t, 1, 1], self._mean[t, 3]]))
+        shift, variance, height = medians[:2], medians[2:4], medians[4]
+        expected = np.sqrt(variance + (kalman.STD_MEASUREMENT * height) ** 2)
         spread = np.maximum(1.4826 * _column_medians(np.abs(innovation - shift)), expected)
         stderr = spread / np.sqrt(len(pairs))
         shift[np.abs(shift) <= _SHARED_MOTION_SIGNIFICANCE * stderr] = 0.0
@@ -254,32 +260,30 @@ class ByteTracker:
         self._shared_velocity = self._shared_velocity + camera
         return True
 
-    def _associate(self, tracks, det_rows, boxes, xyxy, class_id, score, min_similarity):
-        """Match track indices to detection rows on IoU (x score when given).
+    def _associate(self, iou, tracks, det_rows, score, min_similarity):
+        """Match track indices to detection rows on `iou` ((T, N), `_iou`; x score when given).
 
         Returns ((K, 2) int64 track/row pairs, rows left, tracks left).
         """
         if len(tracks) == 0 or len(det_rows) == 0:
             return _NO_PAIRS, det_rows, tracks
-        similarity = iou_matrix(boxes[tracks], xyxy[det_rows])
-        if self.config.class_aware:
-            similarity *= self._class[tracks, None] == class_id[None, det_rows]
+        similarity = iou[tracks][:, det_rows]
         if score is not None:
             similarity *= score[None, det_rows]
         local = linear_assignment(1.0 - similarity, 1.0 - min_similarity)
-        pairs = np.column_stack([tracks[local[:, 0]], det_rows[local[:, 1]]])
+        pairs = index_pairs(tracks[local[:, 0]], det_rows[local[:, 1]])
         rows_left = np.ones(len(det_rows), bool)
         rows_left[local[:, 1]] = False
         tracks_left = np.ones(len(tracks), bool)
         tracks_left[local[:, 0]] = False
         return pairs, det_rows[rows_left], tracks[tracks_left]
 
-    def _correct(self, pairs: np.ndarray, xyxy: np.ndarray) -> None:
+    def _correct(self, pairs: np.ndarray, xyah: np.ndarray) -> None:
         """Kalman-update matched tracks, count the hit and confirm those with `min_hits` hits."""
         if len(pairs) == 0:
             return
         t, d = pairs[:, 0], pairs[:, 1]
-        seen = kalman.xyxy_to_xyah(xyxy[d])
+        seen = xyah[d]
         self._mean[t], self._cov[t] = kalman.update(self._mean[t], self._cov[t], seen)
         if self.config.reanchor:
             self._reanchor(t, seen)
@@ -301,7 +305,8 @@ class ByteTracker:
         self._mean[t, 7] = velocity[:, 3]
 
     def _confirm(self, tracks: np.ndarray) -> None:
-        self._id[tracks] = self._ids.take(len(tracks))
+        if len(tracks):
+            self._id[tracks] = self._ids.take(len(tracks))
 
     def _retire(self, tentative_left: np.ndarray) -> None:
         dead = self._lost > self.config.max_lost_frames
@@ -311,10 +316,10 @@ class ByteTracker:
             for name in _STATE:
                 setattr(self, name, getattr(self, name)[keep])
 
-    def _start(self, births: np.ndarray, xyxy: np.ndarray, class_id: np.ndarray) -> None:
+    def _start(self, births: np.ndarray, xyah: np.ndarray, class_id: np.ndarray) -> None:
         if len(births) == 0:
             return
-        seen = kalman.xyxy_to_xyah(xyxy[births])
+        seen = xyah[births]
         mean, cov = kalman.initiate(seen)
         n = len(births)
         first = len(self._mean)
