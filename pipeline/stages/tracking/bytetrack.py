@@ -164,14 +164,16 @@ class ByteTracker:
         if joint:
             new_track_threshold = min(new_track_threshold, _JOINT_NEW_TRACK_THRESHOLD)
         births = high[score[high] >= new_track_threshold]
-        self.matched_ids = np.full(len(dets), -1, np.int64)
-        out = self._matched_rows(dets, matched)
+        rows, boxes, ids = self._reported(matched)
         self._retire(tentative)
         self._start(births, xyah, class_id)
-        if cfg.min_hits <= 1 and len(births):
-            self.matched_ids[births] = self._id[-len(births):]
-            out = Detections.concat([out, self._with_ids(dets[births], self._id[-len(births):])])
-        return Detections.concat([out, self._coasting_rows(dets)])
+        if cfg.min_hits <= 1 and len(births):  # reported at once, with the detection's own box
+            rows = np.concatenate([rows, births])
+            boxes = np.concatenate([boxes, dets.xyxy[births]])
+            ids = np.concatenate([ids, self._id[-len(births):]])
+        self.matched_ids = np.full(len(dets), -1, np.int64)
+        self.matched_ids[rows] = ids
+        return self._output(dets, rows, boxes, ids)
 
     def _iou(self, xyah: np.ndarray, xyxy: np.ndarray, class_id: np.ndarray) -> np.ndarray:
         """(T, N) IoU of every track's box (`xyah`, (T, 4)) with every detection, 0 across classes when
@@ -333,31 +335,26 @@ class ByteTracker:
         if self.config.min_hits <= 1:
             self._confirm(np.arange(first, first + n))
 
-    def _matched_rows(self, dets: Detections, pairs: np.ndarray) -> Detections:
-        """Input rows matched to confirmed tracks, in input order, with the tracks' corrected boxes."""
+    def _reported(self, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Of the matched (track, row) pairs, those of confirmed tracks in input order: their rows (K,), the
+        tracks' corrected boxes (K, 4) float32 xyxy and the tracks' ids (K,)."""
         pairs = pairs[self._id[pairs[:, 0]] >= 0]
         pairs = pairs[np.argsort(pairs[:, 1], kind="stable")]
-        self.matched_ids[pairs[:, 1]] = self._id[pairs[:, 0]]
-        out = dets[pairs[:, 1]]
-        out.xyxy = kalman.xyah_to_xyxy(self._mean[pairs[:, 0], :4]).astype(np.float32)
-        return self._with_ids(out, self._id[pairs[:, 0]])
+        t = pairs[:, 0]
+        return pairs[:, 1], kalman.xyah_to_xyxy(self._mean[t, :4]).astype(np.float32), self._id[t]
 
-    def _coasting_rows(self, dets: Detections) -> Detections:
-        """Predicted boxes (score 0) of confirmed tracks lost for 1..`coast_frames` frames."""
-        t = np.flatnonzero((self._id >= 0) & (self._lost > 0) & (self._lost <= self.config.coast_frames))
+    def _output(self, dets: Detections, rows: np.ndarray, boxes: np.ndarray, ids: np.ndarray) -> Detections:
+        """The rows `rows` of `dets` with `boxes` and `ids`, then the predicted boxes (score 0) of confirmed
+        tracks lost for 1..`coast_frames` frames."""
+        t = ((self._id >= 0) & (self._lost > 0) & (self._lost <= self.config.coast_frames)).nonzero()[0]
         frame_idx = int(dets.frame_idx[0]) if len(dets) else 0
         return Detections(
-            kalman.xyah_to_xyxy(self._mean[t, :4]).astype(np.float32),
-            np.zeros(len(t), np.float32),
-            self._class[t],
-            np.full(len(t), frame_idx, np.int32),
-            self._id[t],
+            np.concatenate([boxes, kalman.xyah_to_xyxy(self._mean[t, :4]).astype(np.float32)]),
+            np.concatenate([dets.score[rows], np.zeros(len(t), np.float32)]),
+            np.concatenate([dets.class_id[rows], self._class[t]]),
+            np.concatenate([dets.frame_idx[rows], np.full(len(t), frame_idx, np.int32)]),
+            np.concatenate([ids, self._id[t]]),
         )
-
-    @staticmethod
-    def _with_ids(dets: Detections, ids: np.ndarray) -> Detections:
-        dets.track_id = np.asarray(ids, np.int64)
-        return dets
 
 
 def _column_medians(a: np.ndarray) -> np.ndarray:
