@@ -124,11 +124,21 @@ def _swap_outputs(parts: Pipeline, config: PipelineConfig, removed: list, made: 
         if not is_event_output(entry) and not parts.outputs.remove(entry):
             log.warning("sink %s took long to drain after it was taken out; it closes when done", entry.type)
     frame_sinks, event_outputs = made
-    added = [_try(failed, f"sink {entry.type}", parts.outputs.add, sink, entry) for sink, entry in frame_sinks]
-    added += [_try(failed, f"sink {entry.type}", _add_event_output, parts, output, entry, config.runtime.outbox_path)
-              for output, entry in event_outputs]
-    _say_what_was_left(parts, taken_out)
-    return [entry for (_, entry), ok in zip([*frame_sinks, *event_outputs], added) if not ok]
+    not_added = [entry for sink, entry in frame_sinks if not _try(failed, f"sink {entry.type}", parts.outputs.add,
+                                                                  sink, entry)]
+    retried = []  # names of event outputs not added: the next change adds them, with what they had left
+    for output, entry in event_outputs:  # a storage entry is added whole: its frame sink and its events, or neither
+        if entry in not_added:
+            output.close()
+        elif not _try(failed, f"sink {entry.type}", _add_event_output, parts, output, entry, config.runtime.outbox_path):
+            not_added.append(entry)
+            if any(entry == other for _, other in frame_sinks):
+                parts.outputs.remove(entry)
+        else:
+            continue
+        retried.append(output.name)
+    _say_what_was_left(parts, [name for name in taken_out if name not in retried])
+    return not_added
 
 
 def _say_what_was_left(parts: Pipeline, names: list) -> None:

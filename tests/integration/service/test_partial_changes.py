@@ -68,3 +68,28 @@ def test_a_sink_a_reload_could_not_add_is_added_by_the_next_reload(tmp_path, ser
     outputs.add = add  # its cause is gone: the next reload adds it
     assert [s.type for s in served.service.control.reload().sinks_added] == ["jsonl"]
     assert wait_until(lambda: (tmp_path / "out.jsonl").exists() and (tmp_path / "out.jsonl").stat().st_size > 0)
+
+
+def test_a_storage_sink_is_added_whole_or_not_at_all_and_the_next_reload_adds_it_once(tmp_path, serve):
+    path = tmp_path / "site.yaml"
+    base = (f"plugins: [pipeline.testing]\ndetector: {{model: fake, engine: fake}}\n"
+            f"runtime: {{outbox_path: {tmp_path / 'outbox.db'}}}\nstreams:\n  - {{id: a, url: 'fake://a?fps=10&live=1'}}\n")
+    path.write_text(base)
+    served = serve(parse_config(base, path), path=path)
+    parts = served.runner.parts
+    add = parts.outputs.add
+
+    def still_draining(sink, options):
+        sink.close()
+        raise PipelineError("not added: the one it replaces still delivers what it had queued; apply the change again")
+
+    parts.outputs.add = still_draining
+    path.write_text(base + f"sinks:\n  - {{type: sqlite, path: {tmp_path / 'd.db'}}}\n")
+    with pytest.raises(PartiallyApplied, match="sink sqlite: not added"):
+        served.service.control.reload()
+    assert parts.events.entries == [] and served.runner.config.sinks == []  # its events half is not left running
+    parts.outputs.add = add
+    served.service.control.reload()  # applies whole: no "event outputs need unique names"
+    served.service.control.reload()  # and nothing more
+    assert [entry.type for entry, _ in parts.events.entries] == ["sqlite"]
+    assert [q.options.type for q in parts.outputs._queues] == ["sqlite"]
