@@ -121,7 +121,7 @@ class StreamWorker:
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self._refused_backoff = Backoff(max(config.reconnect_min_s, REFUSED_MIN_S),
                                         max(config.reconnect_max_s, REFUSED_MAX_S))
-        self._timeline = Timeline(config.id, packets, replays=is_hls(config.url))
+        self._timeline = Timeline(config.id, packets, replays=self._live and is_hls(config.url))  # a VOD loops
         self._cap = FpsCap(config.fps)
         self._seq = 0
         self._last_wall_ns = 0

@@ -2,12 +2,20 @@
 PyAV-made clip at its own pace: frames flow, outages and hangs are reconnected, the other streams go on."""
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import subprocess
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
+import av
+import numpy as np
 import pytest
 
+from pipeline.config.models import StreamConfig
+from pipeline.sources.worker import StreamWorker
+from tests.support.collecting_sink import CollectingSink
 from tests.support.http_camera import HttpCamera, make_media
 from tests.support.waiting import wait_until
 
@@ -111,6 +119,33 @@ def test_an_hls_playlist_that_stops_growing_is_not_detected_again_at_each_reconn
     assert run.wait_frames("cam", frames + 20), run.stats("cam")  # new segments come through
     run.stop()
     assert increasing(run.sink.seqs["cam"]) and increasing(run.sink.pts["cam"])
+
+
+def test_a_looped_hls_recording_is_read_again_in_full_at_every_loop(tmp_path):
+    """Only a live playlist re-read at a reconnect repeats frames already delivered; a recording that loops is
+    meant to play again."""
+    with av.open(str(tmp_path / "vod.m3u8"), "w", format="hls", options={"hls_playlist_type": "vod"}) as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in [*range(25), None]:
+            picture = None if i is None else av.VideoFrame.from_ndarray(np.full((48, 64, 3), i, np.uint8), "rgb24")
+            for packet in stream.encode(picture):
+                out.mux(packet)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sink = CollectingSink()
+    url = f"http://127.0.0.1:{server.server_address[1]}/vod.m3u8"
+    worker = StreamWorker(StreamConfig(id="vod", url=url, live=False, loop=True), sink, decoder="cpu")
+    worker.start()
+    try:
+        assert wait_until(lambda: len(sink.frames) >= 75, timeout=30), worker.stats()
+        stats = worker.stats()
+        assert stats["replayed"] == 0 and stats["loops"] >= 2, stats
+    finally:
+        worker.stop()
+        worker.join(10)
+        server.shutdown()
 
 
 def test_an_http_file_marked_live_false_is_read_once_to_its_end(cameras, pipelines, media):
