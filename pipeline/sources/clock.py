@@ -86,8 +86,8 @@ class FrameClock:
                 # the line before the leap goes on: the leap was one bad pts
                 held.pts_ns = self._last + min(self._step, (after - self._last) // 2)
                 self.repaired += 1
-            else:  # a leap kept: its step is the stream's until a shorter one (a rate fell)
-                self._step = max(self.frame_ns, held.pts_ns - self._last)
+            elif frame.pts_ns != PTS_UNKNOWN and (leap := held.pts_ns - self._last) // 2 <= after - held.pts_ns <= 2 * leap:
+                self._step = leap  # kept, and the next frame steps about as far: the rate fell (night mode)
             settled.append(self._settle(held, held.pts_ns))
         if frame.pts_ns == PTS_UNKNOWN:
             self.repaired += self._last is not None

@@ -177,3 +177,13 @@ def test_a_camera_whose_rate_falls_is_held_for_one_frame_only_not_for_every_fram
     came_out = [[f.pts_ns for f in clock.stamp(frame(p))] for p in slow]
     assert came_out == [[], [slow[0], slow[1]], [slow[2]], [slow[3]], [slow[4]]]
     assert clock.repaired == 0
+
+
+def test_one_bad_pts_right_after_a_stall_is_still_held_and_put_back():
+    clock = FrameClock(Fraction(25), timing="pts")
+    period, stall = 40_000_000, 2 * 10**9
+    raw = [0, period, 2 * period, 3 * period + stall, 3 * period + stall + 6 * 10**9, 4 * period + stall,
+           5 * period + stall]
+    out = stamped(clock, raw)
+    assert [b - a for a, b in zip(out, out[1:])] == [period, period, period + stall, period // 2, period // 2, period]
+    assert clock.repaired == 1
