@@ -86,7 +86,7 @@ class FrameClock:
                 # the line before the leap goes on: the leap was one bad pts
                 held.pts_ns = self._last + min(self._step, (after - self._last) // 2)
                 self.repaired += 1
-            elif frame.pts_ns != PTS_UNKNOWN and (leap := held.pts_ns - self._last) // 2 <= after - held.pts_ns <= 2 * leap:
+            elif frame.pts_ns != PTS_UNKNOWN and _about(after - held.pts_ns, leap := held.pts_ns - self._last):
                 self._step = leap  # kept, and the next frame steps about as far: the rate fell (night mode)
             settled.append(self._settle(held, held.pts_ns))
         if frame.pts_ns == PTS_UNKNOWN:
@@ -129,3 +129,8 @@ class FrameClock:
         self._last = pts
         self.count += 1
         return frame
+
+
+def _about(step: int, leap: int) -> bool:
+    """A step after a leap about as long as the leap: from half to twice it."""
+    return leap // 2 <= step <= 2 * leap
