@@ -17,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
 from pipeline import plugins
 from pipeline.config.fields import HOUR_S, FilePath, Name, Strict
+from pipeline.masking import mask_url
 
 Retention = Annotated[float, Field(gt=0, le=36_500)]
 
@@ -50,6 +51,11 @@ class SqliteStorage(FrameSinkOptions):
     flush_interval_s: float = Field(0.5, gt=0, le=HOUR_S)
     retention_days: Retention | None = None
 
+    @property
+    def outbox_name(self) -> str:
+        """The name its events' cursor is kept under in the outbox."""
+        return f"sqlite:{Path(self.path).expanduser()}"
+
 
 class PostgresStorage(FrameSinkOptions):
     type: Literal["postgres"]
@@ -59,6 +65,11 @@ class PostgresStorage(FrameSinkOptions):
     batch_size: int = Field(500, ge=1, le=100_000)
     flush_interval_s: float = Field(0.5, gt=0, le=HOUR_S)
     retention_days: Retention | None = None
+
+    @property
+    def outbox_name(self) -> str:
+        """The name its events' cursor is kept under in the outbox (no password the DSN carries)."""
+        return f"postgres:{mask_url(self.dsn)}"
 
     @field_validator("dsn")
     @classmethod

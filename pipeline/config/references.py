@@ -91,7 +91,7 @@ def _outputs(config: PipelineConfig) -> None:
         if entry.type == "mqtt":
             claim(("mqtt", entry.host, entry.port, entry.topic_prefix), ("sinks", i, "topic_prefix"),
                   f"topic prefix '{entry.topic_prefix}' on {entry.host}:{entry.port}")
-        name = getattr(entry, "outbox_name", None) or getattr(entry, "name", None)  # a plugin's: its `name:`
+        name = getattr(entry, "outbox_name", None) or (getattr(entry, "name", None) if is_event_output(entry) else None)
         if name is not None:  # after the url and prefix: those say more
             _claim_name(names, name, bool(getattr(entry, "name", None)), i)
     if events:

@@ -302,7 +302,7 @@ class StorageSink(BaseSink):
         retention_chunk_rows: int = 10_000,
         close_timeout_s: float = 30.0,
     ):
-        self.name = f"{backend.dialect}:{backend.target}"
+        self.name = config.outbox_name
         self.backend = backend
         self.event_output = StoredEvents(events_backend, self.name)
         self.class_names = list(class_names)
