@@ -56,9 +56,7 @@ def parse_config(text: str, path: str | Path = "<config>") -> PipelineConfig:
     try:
         data = _expand(data, ())
     except _Unset as unset:
-        message = (f"environment variable {unset.name} is not set; set it (e.g. in the service's environment file) "
-                   f"or give a default: ${{{unset.name}:-value}}")
-        raise ConfigError(_line(path, lines, unset.loc, message)) from None
+        raise ConfigError(_line(path, lines, unset.loc, unset.message)) from None
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
@@ -146,12 +144,13 @@ _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class _Unset(Exception):
-    def __init__(self, loc: tuple, name: str):
-        self.loc, self.name = loc, name
+    def __init__(self, loc: tuple, message: str):
+        self.loc, self.message = loc, message
 
 
 def _expand(value: Any, loc: tuple) -> Any:
-    """`${NAME}` and `${NAME:-default}` in every string of the parsed file, from the environment."""
+    """`${NAME}` and `${NAME:-default}` (the default also when NAME is empty) in every string of the parsed file, from
+    the environment; any other `${` is refused (`_Unset`), not taken literally."""
     if isinstance(value, dict):
         return {key: _expand(item, loc + (key,)) for key, item in value.items()}
     if isinstance(value, list):
@@ -161,9 +160,15 @@ def _expand(value: Any, loc: tuple) -> Any:
 
     def variable(match: re.Match) -> str:
         name, default = match.group(1), match.group(2)
-        found = os.environ.get(name, default)
+        found = os.environ.get(name)
+        if default is not None and not found:  # unset or empty, as a shell reads `:-`
+            return default
         if found is None:
-            raise _Unset(loc, name)
+            raise _Unset(loc, f"environment variable {name} is not set; set it (e.g. in the service's environment "
+                              f"file) or give a default: ${{{name}:-value}}")
         return found
 
+    if "${" in _VARIABLE.sub("", value):  # taken literally, a token or a password would be this text
+        raise _Unset(loc, f"'{value}' holds a '${{' that is no variable this file reads: write ${{NAME}} or "
+                          "${NAME:-default} (NAME: letters, digits and _)")
     return _VARIABLE.sub(variable, value)

@@ -208,3 +208,19 @@ def test_two_plugin_event_outputs_of_one_name_are_refused_naming_the_second(tmp_
     path = write(tmp_path, GOOD + twins)
     assert error_of(path).startswith(f"{path}:19: sinks -> 3 -> name: output name 'alarms' is already taken by "
                                      "sinks -> 2 -> name; give one of them another `name:`")
+
+
+@pytest.mark.parametrize("written", ["${API_TOKEN:please-change-me-0000}", "${API-TOKEN}", "prefix-${API_TOKEN"])
+def test_a_variable_written_wrong_is_refused_not_taken_literally(tmp_path, monkeypatch, written):
+    monkeypatch.setenv("API_TOKEN", "from-the-environment-file")
+    path = tmp_path / "site.yaml"
+    path.write_text(f"streams: []\ndetector: {{model: m.onnx}}\nruntime: {{http: {{token: '{written}'}}}}\n")
+    with pytest.raises(ConfigError, match=r"site.yaml:3: runtime -> http -> token: .* no variable this file reads"):
+        load_config(path)
+
+
+def test_a_default_applies_to_a_variable_that_is_set_but_empty(tmp_path, monkeypatch):
+    monkeypatch.setenv("SW_PORT", "")
+    path = tmp_path / "site.yaml"
+    path.write_text("streams: []\ndetector: {model: m.onnx}\nruntime: {http: {port: '${SW_PORT:-9300}'}}\n")
+    assert load_config(path).runtime.http.port == 9300
