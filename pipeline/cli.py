@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a pipeline config until its files end, --duration passes, or Ctrl-C")
     run.add_argument("config")
-    run.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    run.add_argument("--duration", type=_seconds, default=None, help="stop after this many seconds")
     run.add_argument("--quiet", action="store_true",
                      help="no progress (neither the live table nor progress lines), only the summary")
     run.add_argument("--shard", metavar="I/N", default=None,
@@ -127,6 +128,7 @@ def _validate(path: str, show_plan: bool) -> int:
     from pipeline.config.resolve import resolve
 
     config = load_config(path)
+    _streams_for(path, config, config.runtime.duration_s)
     plan = resolve(config)
     _preflight(path, config, plan)
     print(f"{path}: OK ({len(config.streams)} streams, {len(config.lanes)} lanes, "
@@ -134,6 +136,13 @@ def _validate(path: str, show_plan: bool) -> int:
     if show_plan:
         print(plan.describe())
     return 0
+
+
+def _streams_for(path: str, config, duration: float | None) -> None:
+    """ConfigError for a run of `duration` s with no streams (outside a fleet): it would end at once."""
+    if duration is not None and not config.streams and config.runtime.cluster is None:
+        raise ConfigError(f"{path}: no streams to run for {duration:g} s; add some under `streams:`, or run "
+                          "without a duration to start a service that takes cameras through its API")
 
 
 def _preflight(path: str, config, plan) -> None:
@@ -153,6 +162,18 @@ def _build_engine(path: str) -> int:
     config = load_config(path)
     print(build_engine_for_config(config))
     return 0
+
+
+def _seconds(text: str) -> float:
+    """--duration: a finite number of seconds above 0 and within runtime.duration_s's bound."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 366 * 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is no duration: give seconds above 0 (a year at most), or leave "
+                                         "--duration out to run until stopped")
+    return value
 
 
 def _port(text: str) -> int:
@@ -193,11 +214,9 @@ def _run(path: str, duration: float | None, quiet: bool, placement=None) -> int:
         applied = config_text(path)  # what runs: an edit while it starts is found at the first API change
         config = parse_config(applied, path)
         logs.configure(config.runtime.log_level, config.runtime.log_format)
-    duration = duration or config.runtime.duration_s
+    duration = duration if duration is not None else config.runtime.duration_s
+    _streams_for(path, config, duration)
     cluster = config.runtime.cluster
-    if duration is not None and not config.streams and cluster is None:
-        raise ConfigError(f"{path}: no streams to run for {duration:g} s; add some under `streams:`, or run "
-                          "without a duration to start a service that takes cameras through its API")
     everyone = len(config.streams)
     config = placement.apply(config)  # planned and checked for this instance's own streams only
     if placement.shard is not None:

@@ -89,3 +89,19 @@ def test_a_config_error_exits_2_before_anything_starts(tmp_path):
     config.write_text("streams: [{id: a, url: x.mp4, lane: fast}]\ndetector: {model: m.onnx}\n")
     proc = cli("run", str(config), "--duration", "5")
     assert proc.returncode == 2 and "unknown lane 'fast'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("duration", ["0", "-5", "nan", "inf", "ten"])
+def test_a_duration_that_is_no_length_of_time_is_refused_before_anything_starts(tmp_path, duration):
+    config = tmp_path / "site.yaml"
+    config.write_text("streams: [{id: a, url: 'fake://a?fps=5'}]\nplugins: [pipeline.testing]\n"
+                      "detector: {model: fake, engine: fake}\n")
+    proc = cli("run", str(config), f"--duration={duration}")
+    assert proc.returncode == 2 and f"'{duration}' is no duration" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_validate_refuses_a_timed_run_with_no_streams_as_run_does(tmp_path):
+    config = tmp_path / "site.yaml"
+    config.write_text("streams: []\ndetector: {model: m.onnx}\nruntime: {duration_s: 10}\n")
+    proc = cli("validate", str(config))
+    assert proc.returncode == 2 and "no streams to run for 10 s" in proc.stderr and "Traceback" not in proc.stderr
