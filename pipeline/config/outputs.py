@@ -188,6 +188,11 @@ def is_event_output(entry: Any) -> bool:
     return events(entry) if callable(events) else events
 
 
+def uses_outbox(entry: Any) -> bool:
+    """True for entries whose events come through the outbox: event outputs, and storage (its events table)."""
+    return is_event_output(entry) or getattr(entry, "outbox_name", None) is not None
+
+
 _FILE, _FOLDER = ("path", "file"), ("directory", "folder")
 for _model, _events, _writes in (
         (SqliteStorage, False, _FILE), (PostgresStorage, False, None), (JsonlOutput, lambda e: e.what == "events", _FILE),

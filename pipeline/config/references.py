@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline import plugins
 from pipeline.config.fields import KeyPathError, key_path, same_place
-from pipeline.config.outputs import is_event_output
+from pipeline.config.outputs import is_event_output, uses_outbox
 
 if TYPE_CHECKING:
     from pipeline.config.models import PipelineConfig
@@ -81,7 +81,7 @@ def _outputs(config: PipelineConfig) -> None:
     names: dict[str, tuple] = {}
     events = False
     for i, entry in enumerate(config.sinks):
-        events = events or is_event_output(entry)
+        events = events or uses_outbox(entry)
         writes = plugins.output(entry.type).writes
         if writes is not None:
             value = getattr(entry, writes[0])

@@ -20,7 +20,7 @@ from typing import Any
 from pipeline import plugins
 from pipeline.config.fields import KeyPathError, key_path
 from pipeline.config.models import DetectorConfig, PipelineConfig, StreamConfig
-from pipeline.config.outputs import is_event_output
+from pipeline.config.outputs import uses_outbox
 from pipeline.detect.engines import read_model
 from pipeline.detect.names import names_from_config, resolve_names
 from pipeline.detect.recognize import detect_head, input_size
@@ -107,7 +107,7 @@ def file_problems(config: PipelineConfig) -> list[KeyPathError]:
         writes = plugins.output(entry.type).writes
         if writes is not None and (why := writable(getattr(entry, writes[0]), folder=writes[1] == "folder")):
             problems.append(KeyPathError(("sinks", i, writes[0]), why))
-    if any(is_event_output(entry) for entry in config.sinks):
+    if any(uses_outbox(entry) for entry in config.sinks):
         if why := writable(config.runtime.outbox_path, folder=False):
             problems.append(KeyPathError(("runtime", "outbox_path"), why))
     return problems
