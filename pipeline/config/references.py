@@ -88,6 +88,8 @@ def _outputs(config: PipelineConfig) -> None:
             claim(same_place(value), ("sinks", i, writes[0]), f"'{value}'")
         if entry.type == "webhook":
             claim(("webhook", entry.url), ("sinks", i, "url"), "this url")
+        if entry.type == "postgres":  # one storage sink per database, however its DSN is written
+            claim(("postgres", *_database(entry.dsn)), ("sinks", i, "dsn"), "this database")
         if entry.type == "mqtt":
             claim(("mqtt", entry.host, entry.port, entry.topic_prefix), ("sinks", i, "topic_prefix"),
                   f"topic prefix '{entry.topic_prefix}' on {entry.host}:{entry.port}")
@@ -97,6 +99,17 @@ def _outputs(config: PipelineConfig) -> None:
     if events:
         claim(same_place(config.runtime.outbox_path), ("runtime", "outbox_path"),
               f"'{config.runtime.outbox_path}' (the outbox)")
+
+
+def _database(dsn: str) -> tuple:
+    """Host, port and database a PostgreSQL DSN names (URL or key=value), as far as the DSN itself says."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - the postgres extra, which the sink needs
+
+        parts = conninfo_to_dict(dsn)
+    except Exception:  # noqa: BLE001 - psycopg missing or a DSN it cannot read: the sink says so when it starts
+        return (dsn,)
+    return parts.get("host", ""), str(parts.get("port", "5432")), parts.get("dbname", parts.get("user", ""))
 
 
 def _claim_name(names: dict[str, tuple], name: str, given: bool, i: int) -> None:
