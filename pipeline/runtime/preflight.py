@@ -89,7 +89,14 @@ def analytics_class_problems(config: Any, class_names: list[str], source: str) -
     uses = []
     for key, items in (("zones", config.zones), ("lines", config.lines), ("alerts", config.alerts)):
         uses += [((key, i, "classes"), item.classes) for i, item in enumerate(items)]
-    return _unknown_classes(uses, class_names, source)
+    problems = _unknown_classes(uses, class_names, source)
+    kept = getattr(getattr(config, "detector", None), "classes", None)  # a fleet's analytics have no detector
+    if kept:
+        found = {loc for loc, _ in problems}
+        problems += [KeyPathError(loc, f"class {dropped} is filtered out by detector.classes ({', '.join(kept)}): it "
+                                  "never reaches this; add it there or leave it out here")
+                     for loc, names in uses if loc not in found and (dropped := [n for n in names or [] if n not in kept])]
+    return problems
 
 
 def _unknown_classes(uses: list[tuple[tuple, list[str] | None]], class_names: list[str], source: str) -> list[KeyPathError]:
