@@ -310,10 +310,15 @@ class RuntimeConfig(Strict):
         if not isinstance(data, dict) or not ({"metrics_port", "metrics_host"} & set(data)):
             return data
         data = dict(data)
-        port, host = data.pop("metrics_port", None), data.pop("metrics_host", "127.0.0.1")
-        if port is not None and data.get("http") is None:
-            log.warning("runtime.metrics_port and metrics_host are deprecated: use runtime.http: {host, port}")
-            data["http"] = {"host": host, "port": port}
+        port, host = data.pop("metrics_port", None), data.pop("metrics_host", None)
+        if data.get("http") is not None:
+            raise ValueError("metrics_port and metrics_host are the old keys of http: give http: {host, port} alone")
+        if port is None:
+            raise ValueError("metrics_host without metrics_port serves nothing: give http: {host, port} instead")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"metrics_port {port!r} is no port: give http: {{port: 0 to 65535}} instead")
+        log.warning("runtime.metrics_port and metrics_host are deprecated: use runtime.http: {host, port}")
+        data["http"] = {"host": host or "127.0.0.1", "port": port}
         return data
 
 
