@@ -126,6 +126,11 @@ class PostgresBackend:
         except SinkError:
             conn.close()
             raise
+        except pg.errors.DependentObjectsStillExist as exc:  # upgrading views that views of the user's own read
+            conn.close()
+            raise SinkError(f"PostgreSQL '{self.target}': cannot upgrade its views to this version: {first_line(exc)}"
+                            f" ({exc.diag.message_detail or 'views of your own read them'}); drop those views, start "
+                            "once to upgrade the database, then create them again") from exc
         except pg.Error as exc:  # the server's state (no rows are written here): retried, as for rows
             lost = connection_lost(exc, conn)
             conn.close()

@@ -20,7 +20,7 @@ from pipeline.sinks.storage.answers import Buckets, Filters, event_counts
 from pipeline.sinks.storage.query import ALL_RUNS, connect
 from pipeline.sinks.storage.cli import query_command
 from pipeline.sinks.storage.schema import BEFORE_RUNS, SCHEMA_VERSION
-from pipeline.sinks.storage.views import VIEWS
+from pipeline.sinks.storage.views import VIEWS, view_statements
 from pipeline.types import Event
 from tests.integration.storage.replay import MOT_CLASSES, deliver_events, feed, make_run, mot_results, sqlite_store
 
@@ -236,3 +236,23 @@ def test_a_database_of_a_newer_version_is_refused_naming_it(tmp_path):
     sink = sqlite_store(path).make()
     with pytest.raises(SinkError, match=r"newer.db' has schema version 99, written by a newer streamweave"):
         sink.open()
+
+
+def test_a_database_whose_owner_reads_its_views_in_views_of_their_own_is_upgraded_or_says_what_to_do(store, shared,
+                                                                                                   tmp_path):
+    gt = shared("data/mot17/MOT17-05/gt/gt.txt")
+    store_run(store, FIRST, mot_results(gt, "cam-05", 14.0, time.time_ns(), FIRST), tmp_path / "outbox.db")
+    version_4_views = [sql.replace(", instance\nFROM events", "\nFROM events") for sql in view_statements(store.kind)]
+    execute(store, [*_WITHOUT_VERSION_5, *version_4_views,
+                    "UPDATE streamweave_meta SET value = '4' WHERE key = 'schema_version'",
+                    "CREATE VIEW my_daily AS SELECT day, SUM(crossings) AS n FROM line_counts GROUP BY day"])
+    sink = store.make(run=make_run(SECOND, time.time_ns()))
+    if store.kind == "postgres":  # PostgreSQL keeps a view from being dropped under another
+        with pytest.raises(SinkError, match=r"cannot upgrade its views .*my_daily.*; drop those views, start once"):
+            sink.open()
+        return
+    sink.open()  # SQLite lets the views be made again under the owner's
+    sink.close()
+    with connect(store.target) as (conn, _):
+        assert conn.execute("SELECT value FROM streamweave_meta").fetchone()[0] == str(SCHEMA_VERSION)
+        conn.execute("SELECT * FROM my_daily").fetchall()
