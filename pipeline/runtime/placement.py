@@ -21,6 +21,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.config import references
+from pipeline.config.fields import KeyPathError
 from pipeline.config.models import HttpConfig, PipelineConfig
 from pipeline.errors import ConfigError, PipelineError
 
@@ -116,4 +118,9 @@ class Placement:
             runtime["http"] = http.model_copy(update={"port": self.http_port})
         if runtime:
             config = config.model_copy(update={"runtime": config.runtime.model_copy(update=runtime)})
+        if self.outbox_path is not None:  # a copy is not validated again: the outbox's place is checked here
+            try:
+                references.check(config)
+            except KeyPathError as exc:
+                raise ConfigError(f"--outbox {self.outbox_path}: {exc.message}") from None
         return config

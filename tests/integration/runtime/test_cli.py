@@ -105,3 +105,15 @@ def test_validate_refuses_a_timed_run_with_no_streams_as_run_does(tmp_path):
     config.write_text("streams: []\ndetector: {model: m.onnx}\nruntime: {duration_s: 10}\n")
     proc = cli("validate", str(config))
     assert proc.returncode == 2 and "no streams to run for 10 s" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_outbox_given_on_the_command_line_may_not_be_a_sinks_file(tmp_path):
+    config = tmp_path / "site.yaml"
+    out = tmp_path / "detections.jsonl"
+    config.write_text("streams: [{id: a, url: 'fake://a?fps=5'}]\nplugins: [pipeline.testing]\n"
+                      "detector: {model: fake, engine: fake}\n"
+                      f"sinks: [{{type: jsonl, path: {out}}}, {{type: webhook, url: 'http://127.0.0.1:9/hook'}}]\n")
+    proc = cli("run", str(config), "--outbox", str(out), "--duration", "1")
+    assert proc.returncode == 2 and f"--outbox {out}: '{out}' (the outbox) is already written by sinks -> 0 -> path" \
+        in proc.stderr, proc.stderr
+    assert not out.exists() and "Traceback" not in proc.stderr
