@@ -95,6 +95,8 @@ def _problem(err: dict, data: Any) -> KeyPathError:
         loc, message = loc + original.loc, original.message
     if err["type"] == "extra_forbidden":
         message = "unknown key; check the spelling against configs/example.yaml"
+    if err["type"] == "string_type" and isinstance(err.get("input"), (bool, int, float)):  # `id: yes`, `id: 0123`
+        message += f" (YAML read the value as {err['input']!r}): put it in quotes as you wrote it"
     return KeyPathError(loc, message)
 
 

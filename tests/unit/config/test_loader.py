@@ -224,3 +224,11 @@ def test_a_default_applies_to_a_variable_that_is_set_but_empty(tmp_path, monkeyp
     path = tmp_path / "site.yaml"
     path.write_text("streams: []\ndetector: {model: m.onnx}\nruntime: {http: {port: '${SW_PORT:-9300}'}}\n")
     assert load_config(path).runtime.http.port == 9300
+
+
+@pytest.mark.parametrize("written, read", [("yes", "True"), ("0123", "83"), ("12", "12")])
+def test_an_id_yaml_reads_as_no_string_is_refused_with_the_value_it_read_and_to_quote_it(tmp_path, written, read):
+    path = tmp_path / "site.yaml"
+    path.write_text(f"streams: [{{id: {written}, url: 'rtsp://192.0.2.1/live'}}]\ndetector: {{model: m.onnx}}\n")
+    with pytest.raises(ConfigError, match=rf"streams -> 0 -> id: .*YAML read the value as {read}\): put it in quotes"):
+        load_config(path)
