@@ -47,20 +47,24 @@ def test_a_camera_whose_start_fails_is_not_left_half_added_and_the_pipeline_stil
     assert not thread.is_alive()
 
 
-def test_a_sink_a_reload_could_not_add_is_added_by_the_next_reload(tmp_path, serve):
+def served_site(tmp_path, serve):
+    """A served pipeline of one fake camera from a file (returned with its text, to which sinks are added)."""
     path = tmp_path / "site.yaml"
     base = (f"plugins: [pipeline.testing]\ndetector: {{model: fake, engine: fake}}\n"
             f"runtime: {{outbox_path: {tmp_path / 'outbox.db'}}}\nstreams:\n  - {{id: a, url: 'fake://a?fps=10&live=1'}}\n")
     path.write_text(base)
-    served = serve(parse_config(base, path), path=path)
+    return serve(parse_config(base, path), path=path), path, base
+
+
+def still_draining(sink, options):  # what OutputSinks.add says while the sink it replaces still drains
+    sink.close()
+    raise PipelineError("not added: the one it replaces still delivers what it had queued; apply the change again")
+
+
+def test_a_sink_a_reload_could_not_add_is_added_by_the_next_reload(tmp_path, serve):
+    served, path, base = served_site(tmp_path, serve)
     outputs = served.runner.parts.outputs
-    add = outputs.add
-
-    def still_draining(sink, options):  # what OutputSinks.add says while the sink it replaces still drains
-        sink.close()
-        raise PipelineError("not added: the one it replaces still delivers what it had queued; apply the change again")
-
-    outputs.add = still_draining
+    add, outputs.add = outputs.add, still_draining
     path.write_text(base + f"sinks:\n  - {{type: jsonl, path: {tmp_path / 'out.jsonl'}}}\n")
     with pytest.raises(PartiallyApplied, match="sink jsonl: not added"):
         served.service.control.reload()
@@ -71,19 +75,9 @@ def test_a_sink_a_reload_could_not_add_is_added_by_the_next_reload(tmp_path, ser
 
 
 def test_a_storage_sink_is_added_whole_or_not_at_all_and_the_next_reload_adds_it_once(tmp_path, serve):
-    path = tmp_path / "site.yaml"
-    base = (f"plugins: [pipeline.testing]\ndetector: {{model: fake, engine: fake}}\n"
-            f"runtime: {{outbox_path: {tmp_path / 'outbox.db'}}}\nstreams:\n  - {{id: a, url: 'fake://a?fps=10&live=1'}}\n")
-    path.write_text(base)
-    served = serve(parse_config(base, path), path=path)
+    served, path, base = served_site(tmp_path, serve)
     parts = served.runner.parts
-    add = parts.outputs.add
-
-    def still_draining(sink, options):
-        sink.close()
-        raise PipelineError("not added: the one it replaces still delivers what it had queued; apply the change again")
-
-    parts.outputs.add = still_draining
+    add, parts.outputs.add = parts.outputs.add, still_draining
     path.write_text(base + f"sinks:\n  - {{type: sqlite, path: {tmp_path / 'd.db'}}}\n")
     with pytest.raises(PartiallyApplied, match="sink sqlite: not added"):
         served.service.control.reload()
