@@ -152,7 +152,7 @@ class _Unset(Exception):
 
 def _expand(value: Any, loc: tuple) -> Any:
     """`${NAME}` and `${NAME:-default}` (the default also when NAME is empty) in every string of the parsed file, from
-    the environment; any other `${` is refused (`_Unset`), not taken literally."""
+    the environment; `$${` is a `${` as written, and any other `${` is refused (`_Unset`), not taken literally."""
     if isinstance(value, dict):
         return {key: _expand(item, loc + (key,)) for key, item in value.items()}
     if isinstance(value, list):
@@ -170,7 +170,8 @@ def _expand(value: Any, loc: tuple) -> Any:
                               f"file) or give a default: ${{{name}:-value}}")
         return found
 
-    if "${" in _VARIABLE.sub("", value):  # taken literally, a token or a password would be this text
+    pieces = value.split("$${")  # `$${` is a `${` as written
+    if any("${" in _VARIABLE.sub("\0", piece) for piece in pieces):  # taken literally, a token would be this text
         raise _Unset(loc, f"'{value}' holds a '${{' that is no variable this file reads: write ${{NAME}} or "
-                          "${NAME:-default} (NAME: letters, digits and _)")
-    return _VARIABLE.sub(variable, value)
+                          "${NAME:-default} (NAME: letters, digits and _), or $${ for a '${' as it is")
+    return "${".join(_VARIABLE.sub(variable, piece) for piece in pieces)

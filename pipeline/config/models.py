@@ -311,13 +311,15 @@ class RuntimeConfig(Strict):
             return data
         data = dict(data)
         port, host = data.pop("metrics_port", None), data.pop("metrics_host", None)
+        log.warning("runtime.metrics_port and metrics_host are deprecated: use runtime.http: {host, port}")
+        if port is None:  # the old example's `metrics_port: null`: no server, as before
+            return data
         if data.get("http") is not None:
             raise ValueError("metrics_port and metrics_host are the old keys of http: give http: {host, port} alone")
-        if port is None:
-            raise ValueError("metrics_host without metrics_port serves nothing: give http: {host, port} instead")
+        if isinstance(port, str) and port.strip().isdigit():  # from ${VAR}, or quoted
+            port = int(port)
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError(f"metrics_port {port!r} is no port: give http: {{port: 0 to 65535}} instead")
-        log.warning("runtime.metrics_port and metrics_host are deprecated: use runtime.http: {host, port}")
         data["http"] = {"host": host or "127.0.0.1", "port": port}
         return data
 

@@ -32,7 +32,7 @@ def check(config: PipelineConfig) -> None:
         raise KeyPathError(("tracker", "enabled"), f"the {key} follow tracks, and the tracker is off: they would never "
                            "fire; turn the tracker on or take the zones and lines out")
     _stream_references("stages", config.stages, stream_ids)
-    _outputs(config)
+    outputs(config)
 
 
 def analytics(config: Any, stream_ids: set[str]) -> None:
@@ -69,7 +69,7 @@ def _rules(config: Any) -> None:
                                f"'{target.name}' counts only {target.classes}; add them there or remove them here")
 
 
-def _outputs(config: PipelineConfig) -> None:
+def outputs(config: PipelineConfig) -> None:
     """No two sinks write one file or folder, or deliver to one destination under one name."""
     places: dict[Any, tuple] = {}
 
@@ -109,7 +109,9 @@ def _database(dsn: str) -> tuple:
         parts = conninfo_to_dict(dsn)
     except Exception:  # noqa: BLE001 - psycopg missing or a DSN it cannot read: the sink says so when it starts
         return (dsn,)
-    return parts.get("host", ""), str(parts.get("port", "5432")), parts.get("dbname", parts.get("user", ""))
+    if not {"host", "hostaddr", "service"} & set(parts):  # the server comes from elsewhere (the environment)
+        return (dsn,)
+    return tuple(str(parts.get(key, "")) for key in ("service", "host", "hostaddr", "port", "dbname", "user"))
 
 
 def _claim_name(names: dict[str, tuple], name: str, given: bool, i: int) -> None:
@@ -119,8 +121,9 @@ def _claim_name(names: dict[str, tuple], name: str, given: bool, i: int) -> None
     if name in names:
         other = names[name]
         taken_by = key_path(other) if len(other) == 3 else f"{key_path(other)} (its default name)"
-        raise KeyPathError(here, f"output name '{name}' is already taken by {taken_by}; give one of them another "
-                           "`name:`")
+        fix = "give one of them another `name:`" if not name.startswith(("sqlite:", "postgres:")) else \
+            "one storage sink per database"
+        raise KeyPathError(here, f"output name '{name}' is already taken by {taken_by}; {fix}")
     names[name] = here
 
 

@@ -120,7 +120,7 @@ class Placement:
             config = config.model_copy(update={"runtime": config.runtime.model_copy(update=runtime)})
         if self.outbox_path is not None:  # a copy is not validated again: the outbox's place is checked here
             try:
-                references.check(config)
+                references.outputs(config)
             except KeyPathError as exc:
                 raise ConfigError(f"--outbox {self.outbox_path}: {exc.message}") from None
         return config

@@ -283,7 +283,8 @@ def _with_analytics(config, source):
 def _no_variables(section: str, entry: dict) -> None:
     if "${" in json.dumps(entry):
         raise ConfigError(f"{section}: '${{...}}' is read from the environment in the config file only, not in "
-                          "API requests; send the value itself, or put the reference in the file and reload")
+                          "API requests; send the value itself, or put it in the file (a '${' as it is written $${) "
+                          "and reload")
 
 
 def _read(path: Path) -> str:

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from pipeline.runtime.placement import shard_of
 from tests.conftest import REPO
 
 
@@ -117,3 +118,13 @@ def test_an_outbox_given_on_the_command_line_may_not_be_a_sinks_file(tmp_path):
     assert proc.returncode == 2 and f"--outbox {out}: '{out}' (the outbox) is already written by sinks -> 0 -> path" \
         in proc.stderr, proc.stderr
     assert not out.exists() and "Traceback" not in proc.stderr
+
+
+def test_an_outbox_given_to_a_shard_is_checked_without_the_other_shards_cameras(tmp_path):
+    mine, other = (next(f"cam-{i}" for i in range(100) if shard_of(f"cam-{i}", 2) == shard) for shard in (0, 1))
+    config = tmp_path / "site.yaml"
+    config.write_text(f"streams: [{{id: {mine}, url: 'fake://a?fps=5'}}, {{id: {other}, url: 'fake://b?fps=5'}}]\n"
+                      "plugins: [pipeline.testing]\ndetector: {model: fake, engine: fake}\n"
+                      f"zones: [{{name: dock, streams: [{other}], polygon: [[0, 0], [9, 0], [9, 9]]}}]\n")
+    proc = cli("run", str(config), "--shard", "0/2", "--outbox", str(tmp_path / "outbox.db"), "--duration", "0.5")
+    assert proc.returncode == 0, proc.stderr  # what --gpus gives each of its instances
