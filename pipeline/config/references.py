@@ -111,7 +111,8 @@ def _database(dsn: str) -> tuple:
         return (dsn,)
     if not {"host", "hostaddr", "service"} & set(parts):  # the server comes from elsewhere (the environment)
         return (dsn,)
-    return tuple(str(parts.get(key, "")) for key in ("service", "host", "hostaddr", "port", "dbname", "user"))
+    server = tuple(str(parts.get(key, "")) for key in ("service", "host", "hostaddr"))
+    return (*server, str(parts.get("port", "5432")), parts.get("dbname") or parts.get("user", ""))
 
 
 def _claim_name(names: dict[str, tuple], name: str, given: bool, i: int) -> None:
