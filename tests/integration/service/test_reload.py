@@ -364,6 +364,7 @@ def test_a_webhook_whose_url_changes_under_its_name_takes_its_backlog_and_none_i
         assert reply.status_code == 200 and reply.json()["applied"]["sinks_added"] == ["webhook"], reply.text
         received = receiver.wait_for(3, timeout=20)
     finally:
+        served.stop()  # before the receiver: a stop waits for what the outputs can still take
         receiver.stop()
     assert [r.json()["event_id"] for r in received[:3]] == backlog
     assert left_behind(caplog) == []
@@ -381,6 +382,7 @@ def test_a_webhook_replaced_under_another_name_says_what_it_left_and_the_name_th
         reply = served.client.post("/api/reload")
         assert reply.status_code == 200, reply.text
     finally:
+        served.stop()  # before the receiver: a stop waits for what the outputs can still take
         receiver.stop()
     old = WebhookConfig(type="webhook", url=down).outbox_name
     [warning] = left_behind(caplog)
