@@ -228,22 +228,24 @@ class MqttOutput:
         refused = [(topic, codes[info.mid]) for topic, info in zip(topics, infos)  # 0x80 and above: a failure
                    if self.config.qos > 0 and codes.get(info.mid, 0) >= 0x80]
         if refused:
-            self._refused(where, event, refused, len(topics))
+            self._refused(where, event, body, refused, len(topics))
 
     def _check_size(self, where: str, event: Event, body: str, topics: list[str]) -> None:
         """EventRefused when a PUBLISH of the event is larger than the broker's Maximum Packet Size (it would
         disconnect rather than answer)."""
         limit = self._max_packet
+        if limit is None:  # the broker set none: nothing to measure
+            return
         size = max(_publish_size(topic, body, self.config.qos) for topic in topics)
-        if limit is not None and size > limit:
+        if size > limit:
             raise EventRefused(f"{where} takes packets of at most {limit} bytes (its max_packet_size), and event "
                                f"{event.event_id} needs {size}: raise the broker's limit or make the event smaller")
 
-    def _refused(self, where: str, event: Event, refused: list[tuple[str, int]], n_topics: int) -> None:
+    def _refused(self, where: str, event: Event, body: str, refused: list[tuple[str, int]], n_topics: int) -> None:
         said = ", ".join(f"'{topic}': {_reason_name(code)} (0x{code:02x})" for topic, code in refused)
         message = f"{where} refused event {event.event_id} on {len(refused)} of its {n_topics} topics: {said}"
         if any(code == 0x95 for _, code in refused):
-            message += (f"; it is {len(event_to_json(event).encode())} bytes, more than the broker's limit (its "
+            message += (f"; it is {len(body.encode())} bytes, more than the broker's limit (its "
                         "message_size_limit): raise it or make the event smaller")
         if any(code in _REFUSED_FOR_GOOD for _, code in refused):
             raise EventRefused(message)
