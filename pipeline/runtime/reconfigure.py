@@ -130,13 +130,12 @@ def _swap_outputs(parts: Pipeline, config: PipelineConfig, removed: list, made: 
     for output, entry in event_outputs:  # a storage entry is added whole: its frame sink and its events, or neither
         if entry in not_added:
             output.close()
+            retried.append(output.name)
         elif not _try(failed, f"sink {entry.type}", _add_event_output, parts, output, entry, config.runtime.outbox_path):
             not_added.append(entry)
-            if any(entry == other for _, other in frame_sinks):
+            retried.append(output.name)
+            if entry in (other for _, other in frame_sinks):
                 parts.outputs.remove(entry)
-        else:
-            continue
-        retried.append(output.name)
     _say_what_was_left(parts, [name for name in taken_out if name not in retried])
     return not_added
 
