@@ -213,31 +213,27 @@ def test_two_plugin_event_outputs_of_one_name_are_refused_naming_the_second(tmp_
 @pytest.mark.parametrize("written", ["${API_TOKEN:please-change-me-0000}", "${API-TOKEN}", "prefix-${API_TOKEN"])
 def test_a_variable_written_wrong_is_refused_not_taken_literally(tmp_path, monkeypatch, written):
     monkeypatch.setenv("API_TOKEN", "from-the-environment-file")
-    path = tmp_path / "site.yaml"
-    path.write_text(f"streams: []\ndetector: {{model: m.onnx}}\nruntime: {{http: {{token: '{written}'}}}}\n")
+    path = write(tmp_path, f"streams: []\ndetector: {{model: m.onnx}}\nruntime: {{http: {{token: '{written}'}}}}\n")
     with pytest.raises(ConfigError, match=r"site.yaml:3: runtime -> http -> token: .* no variable this file reads"):
         load_config(path)
 
 
 def test_a_default_applies_to_a_variable_that_is_set_but_empty(tmp_path, monkeypatch):
     monkeypatch.setenv("SW_PORT", "")
-    path = tmp_path / "site.yaml"
-    path.write_text("streams: []\ndetector: {model: m.onnx}\nruntime: {http: {port: '${SW_PORT:-9300}'}}\n")
+    path = write(tmp_path, "streams: []\ndetector: {model: m.onnx}\nruntime: {http: {port: '${SW_PORT:-9300}'}}\n")
     assert load_config(path).runtime.http.port == 9300
 
 
 @pytest.mark.parametrize("written, read", [("yes", "True"), ("0123", "83"), ("12", "12")])
 def test_an_id_yaml_reads_as_no_string_is_refused_with_the_value_it_read_and_to_quote_it(tmp_path, written, read):
-    path = tmp_path / "site.yaml"
-    path.write_text(f"streams: [{{id: {written}, url: 'rtsp://192.0.2.1/live'}}]\ndetector: {{model: m.onnx}}\n")
+    path = write(tmp_path, f"streams: [{{id: {written}, url: 'rtsp://192.0.2.1/live'}}]\ndetector: {{model: m.onnx}}\n")
     with pytest.raises(ConfigError, match=rf"streams -> 0 -> id: .*YAML read the value as {read}\): put it in quotes"):
         load_config(path)
 
 
 def test_a_dollar_brace_as_it_is_is_written_doubled_and_text_around_a_variable_stays_as_written(tmp_path, monkeypatch):
     monkeypatch.setenv("CAM_PASS", "s3cret")
-    path = tmp_path / "site.yaml"
-    path.write_text("streams:\n  - {id: a, url: 'rtsp://u:pa$${w0rd@192.0.2.1/live'}\n"
+    path = write(tmp_path, "streams:\n  - {id: a, url: 'rtsp://u:pa$${w0rd@192.0.2.1/live'}\n"
                     "  - {id: b, url: 'rtsp://u:ab$${CAM_PASS}{x@192.0.2.2/live'}\n"
                     "  - {id: c, url: 'rtsp://u:ab$${CAM_PASS}@192.0.2.3/live'}\ndetector: {model: m.onnx}\n")
     assert [s.url for s in load_config(path).streams] == ["rtsp://u:pa${w0rd@192.0.2.1/live",
@@ -248,8 +244,7 @@ def test_a_dollar_brace_as_it_is_is_written_doubled_and_text_around_a_variable_s
 @pytest.mark.parametrize("runtime, http", [("{metrics_port: '${METRICS_PORT:-9300}'}", ("127.0.0.1", 9300)),
                                            ("{metrics_port: null, metrics_host: 127.0.0.1}", None)])
 def test_the_old_metrics_keys_still_read_as_they_were_written(tmp_path, runtime, http):
-    path = tmp_path / "site.yaml"
-    path.write_text(f"streams: []\ndetector: {{model: m.onnx}}\nruntime: {runtime}\n")
+    path = write(tmp_path, f"streams: []\ndetector: {{model: m.onnx}}\nruntime: {runtime}\n")
     served = load_config(path).runtime.http
     assert (served.host, served.port) == http if http else served is None
 
@@ -258,7 +253,6 @@ def test_the_old_metrics_keys_still_read_as_they_were_written(tmp_path, runtime,
                                            ("hostaddr=10.0.0.1 dbname=metrics", "hostaddr=10.0.0.2 dbname=metrics"),
                                            ("postgresql://app@db.example/one", "postgresql://app@db.example/two")])
 def test_postgres_sinks_on_different_databases_are_two_sinks(tmp_path, first, second):
-    path = tmp_path / "site.yaml"
-    path.write_text("streams: []\ndetector: {model: m.onnx}\n"
+    path = write(tmp_path, "streams: []\ndetector: {model: m.onnx}\n"
                     f"sinks: [{{type: postgres, dsn: '{first}'}}, {{type: postgres, dsn: '{second}', what: tracks}}]\n")
     assert [s.dsn for s in load_config(path).sinks] == [first, second]
