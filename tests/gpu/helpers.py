@@ -5,6 +5,7 @@ into `.device/shared/`; `gpu_file()` looks there (or in $STREAMWEAVE_SHARED) bef
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -27,12 +28,13 @@ def gpu_file(relative: str) -> Path:
     pytest.skip(f"{relative} is absent from {[str(r) for r in roots]}")
 
 
-def decode_clip(path: Path, backend: str, limit: int | None = None, skip: int = 0) -> list:
-    """DecodedFrames of one pass over `path` with backend "cpu" or "nvdec": `limit` after the first `skip`."""
+def decode_clip(path: Path, backend: str, limit: int | None = None, skip: int = 0, low_latency: bool = False) -> list:
+    """DecodedFrames of one pass over `path` with backend "cpu" or "nvdec" (`low_latency`: as a camera's stream
+    is decoded): `limit` after the first `skip`."""
     from pipeline.sources.nvdec import NvdecDecoder  # noqa: PLC0415
 
     config = StreamConfig(id="clip", url=str(path), decode=backend)
-    factory = cpu_decoder if backend == "cpu" else NvdecDecoder
+    factory = cpu_decoder if backend == "cpu" else functools.partial(NvdecDecoder, low_latency=low_latency)
     reader = PyAvReader(config, make_decoder=factory)
     frames = []
     for index, frame in enumerate(reader.frames()):

@@ -7,10 +7,13 @@ import av
 import numpy as np
 import pytest
 
+from pipeline.config.models import StreamConfig
 from pipeline.detect.preprocess_gpu import matrix_for, nv12_to_rgb_reference
 from pipeline.errors import SourceError
 from pipeline.machine import nvdec_status
+from pipeline.sources import open_reader
 from pipeline.sources.nvdec import NvdecDecoder
+from pipeline.types import pts_to_ns
 from tests.gpu.helpers import decode_clip, gpu_file
 
 
@@ -26,13 +29,15 @@ def _rgb(decoded) -> np.ndarray:
     return image.to_ndarray(format="rgb24") if hasattr(image, "to_ndarray") else np.asarray(image)
 
 
+@pytest.mark.parametrize("low_latency", [False, True], ids=["throughput", "low-latency"])
 @pytest.mark.parametrize("clip", ["media/car-detection.mp4", "media/dog-phone-1080p.mp4", "media/dog-848x464.mp4",
                                   "media/person-bicycle-car-detection.mp4"])
-def test_nvdec_decodes_every_frame_with_the_same_timestamps_as_pyav(clip):
-    # person-bicycle's MP4 edit list hides 8 pre-roll frames (negative pts): both must drop them
+def test_nvdec_decodes_every_frame_with_the_same_timestamps_as_pyav(clip, low_latency):
+    # person-bicycle's MP4 edit list hides 8 pre-roll frames (negative pts): both must drop them; dog-848x464 has
+    # B-frames, which the low-latency decoder must still hand on in display order
     path = gpu_file(clip)
     cpu = decode_clip(path, "cpu")
-    gpu = decode_clip(path, "nvdec")
+    gpu = decode_clip(path, "nvdec", low_latency=low_latency)
     assert len(gpu) == len(cpu) > 0
     assert [f.pts_ns for f in gpu] == [f.pts_ns for f in cpu]
     assert {(f.width, f.height) for f in gpu} == {(f.width, f.height) for f in cpu}
@@ -41,10 +46,11 @@ def test_nvdec_decodes_every_frame_with_the_same_timestamps_as_pyav(clip):
     assert first.image.shape == (first.height * 3 // 2, first.width)
 
 
-def test_nvdec_follows_a_mid_stream_resolution_change():
+@pytest.mark.parametrize("low_latency", [False, True], ids=["throughput", "low-latency"])
+def test_nvdec_follows_a_mid_stream_resolution_change(low_latency):
     path = gpu_file("media/resolution-change.h264")
     cpu = decode_clip(path, "cpu")
-    gpu = decode_clip(path, "nvdec")
+    gpu = decode_clip(path, "nvdec", low_latency=low_latency)
     sizes = [(f.width, f.height) for f in gpu]
     assert len(gpu) == len(cpu)
     assert sizes == [(f.width, f.height) for f in cpu]
@@ -53,6 +59,26 @@ def test_nvdec_follows_a_mid_stream_resolution_change():
     last = gpu[-1]
     rgb = nv12_to_rgb_reference(last.image.get(), last.width, last.height, "bt601")
     assert np.abs(rgb.astype(np.int16) - _rgb(cpu[-1]).astype(np.int16)).mean() < 2.0
+
+
+@pytest.mark.parametrize("clip", ["media/car-detection.mp4", "media/dog-phone-1080p.mp4"])
+def test_a_camera_picture_leaves_nvdec_sooner_than_a_file_read_for_throughput(clip):
+    """A live or paced stream's decoder holds each picture for fewer later packets than a file read as fast as
+    it decodes (NVDEC's low-latency display mode against its default). Both clips have no B-frames, as cameras
+    send: then the low-latency decoder hands a picture on when the next packet arrives."""
+    path = gpu_file(clip)
+    held = {}
+    for pace in (True, False):
+        demuxed: list[int] = []  # each packet's pts in ns, in decode order
+        config = StreamConfig(id="cam", url=str(path), decode="nvdec", pace=pace)
+        reader = open_reader(config, "nvdec",
+                             packet_tap=lambda _stream, packet: demuxed.append(pts_to_ns(packet.pts, packet.time_base)))
+        # for each frame: how many packets were read after its own when it came out
+        after = [len(demuxed) - 1 - demuxed.index(frame.pts_ns) for frame in reader.frames() if frame.pts_ns in demuxed]
+        reader.close()
+        held[pace] = sorted(after)[len(after) // 2]
+    assert held[True] == 1, held
+    assert held[False] > held[True], held
 
 
 @pytest.mark.parametrize("clip", ["media/car-detection.mp4", "media/dog-phone-1080p.mp4"])

@@ -313,3 +313,32 @@ def test_the_packet_tap_sees_every_packet_as_demuxed_also_when_the_decoder_takes
     assert tapped == demuxed  # as the container holds them (length-prefixed), not emptied by the filter
     fed = decoders[0].packets
     assert len(fed) == len(demuxed) and all(p.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01")) for p in fed)
+
+
+@pytest.mark.parametrize(("keys", "low_latency"), [({"pace": True}, True), ({}, False)], ids=["paced", "as-fast"])
+def test_nvdec_decodes_a_paced_stream_in_its_low_latency_mode_and_a_file_for_throughput(monkeypatch, keys, low_latency):
+    """A stream whose frames come at their own pace (a camera, a paced file) must not have its pictures held back by
+    NVDEC for throughput; a file read as fast as it decodes may. The choice is made where the decoder is made."""
+    from pipeline.sources import nvdec  # noqa: PLC0415 - imports without the GPU stack
+
+    made = []
+
+    class Recorder:  # stands in for the GPU decoder, which this machine cannot create
+        wants_annexb, reusable = True, False
+
+        def __init__(self, stream, label, allocate=None, low_latency=False):
+            made.append(low_latency)
+
+        def decode(self, packet):
+            return []
+
+        def flush(self):
+            return []
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(nvdec, "NvdecDecoder", Recorder)
+    url = str(shared_file("media/car-detection.mp4"))
+    assert list(open_reader(StreamConfig(id="cam", url=url, decode="nvdec", **keys), "nvdec").frames()) == []
+    assert made == [low_latency]
