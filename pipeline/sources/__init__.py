@@ -36,7 +36,8 @@ def open_reader(config: StreamConfig, decoder: str = "cpu", packet_tap: Callable
     if decoder == "nvdec":
         from pipeline.sources.nvdec import NvdecDecoder  # noqa: PLC0415 - needs the GPU stack
 
-        # a frame that must come at its moment (a camera's, a paced file's) is not held back in the decoder
+        # a camera's pictures are not held back in the decoder; a paced file, which stands in for a camera, is read
+        # ahead of its pace and gains nothing, but is decoded alike so that it costs what a camera's decoder costs
         make_decoder = functools.partial(NvdecDecoder, allocate=allocate, low_latency=config.realtime)
     else:
         from pipeline.sources.decode import CpuDecoder  # noqa: PLC0415 - keeps `import pipeline.sources` light

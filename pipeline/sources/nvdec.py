@@ -65,11 +65,11 @@ class NvdecDecoder:
     and other errors raise SourceError naming the stream and stay with it.
     allocate: `(rows, width) -> CuPy uint8 array or None`, where pictures go (a decode process gives
     memory it shares with the main process); None, or a None from it, allocates from CuPy's pool.
-    low_latency: NVDEC's low-latency display mode, for a camera or a paced file: a picture of a stream without
-    B-frames leaves the decoder when the next packet arrives, where the default mode holds it for two (one
-    frame period less: 33 ms at 30 fps, 100 ms at 10 fps), still in display order and with the same frames
-    and timestamps. Throughput: the same once several decode processes share NVDEC; one process alone
-    decodes about a fifth less (NVIDIA H100, 1080p30).
+    low_latency: NVDEC's low-latency display mode, for a camera (and a paced file, which stands in for one): a
+    picture of a stream without B-frames leaves the decoder when the next packet arrives, where the default mode
+    holds it for two (one frame period less: 33 ms at 30 fps, 100 ms at 10 fps), still in display order and with
+    the same frames and timestamps. One process alone decodes about a fifth less in it (NVIDIA H100, 1080p30);
+    with several decode processes sharing NVDEC the cost is not measured yet.
     """
 
     wants_annexb = True

@@ -315,7 +315,8 @@ def test_the_packet_tap_sees_every_packet_as_demuxed_also_when_the_decoder_takes
     assert len(fed) == len(demuxed) and all(p.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01")) for p in fed)
 
 
-@pytest.mark.parametrize(("keys", "low_latency"), [({"pace": True}, True), ({}, False)], ids=["paced", "as-fast"])
+@pytest.mark.parametrize(("keys", "low_latency"), [({"live": True}, True), ({"pace": True}, True), ({}, False)],
+                         ids=["live", "paced", "as-fast"])
 def test_nvdec_decodes_a_paced_stream_in_its_low_latency_mode_and_a_file_for_throughput(monkeypatch, keys, low_latency):
     """A stream whose frames come at their own pace (a camera, a paced file) must not have its pictures held back by
     NVDEC for throughput; a file read as fast as it decodes may. The choice is made where the decoder is made."""
@@ -339,6 +340,6 @@ def test_nvdec_decodes_a_paced_stream_in_its_low_latency_mode_and_a_file_for_thr
             pass
 
     monkeypatch.setattr(nvdec, "NvdecDecoder", Recorder)
-    url = str(shared_file("media/car-detection.mp4"))
+    url = str(shared_file("media/car-detection.mp4"))  # read as a camera when live: its end is the camera's
     assert list(open_reader(StreamConfig(id="cam", url=url, decode="nvdec", **keys), "nvdec").frames()) == []
     assert made == [low_latency]
