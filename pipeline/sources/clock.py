@@ -134,3 +134,34 @@ class FrameClock:
 def _about(step: int, leap: int) -> bool:
     """A step after a leap about as long as the leap: from half to twice it."""
     return leap // 2 <= step <= 2 * leap
+
+
+class Arrivals:
+    """When each packet of a live stream was read, so that a frame is timed from its own packet's arrival rather
+    than from when the decoder let it go: NVDEC holds a picture until the next packet is in (and a stream with
+    B-frames longer, in any decoder), which belongs in the frame's latency."""
+
+    KEPT = 128
+    """Packets remembered at most: far more than any decoder holds."""
+
+    def __init__(self, now: Callable[[], int] = time.time_ns):
+        self._now = now
+        self._by_pts: dict[int, int] = {}
+        self._last: int | None = None
+
+    def read(self, pts_ns: int | None) -> None:
+        """A packet was read now; `pts_ns` its pts, None when it has none."""
+        self._last = self._now()
+        if pts_ns is not None:
+            self._by_pts[pts_ns] = self._last
+            while len(self._by_pts) > self.KEPT:
+                del self._by_pts[next(iter(self._by_pts))]
+
+    def of(self, pts_ns: int) -> int | None:
+        """When the packet of the frame with pts `pts_ns` (the decoder's) was read; that of the last packet read when
+        no packet had that pts. Frames come in display order, so packets before it are forgotten."""
+        arrived = self._by_pts.pop(pts_ns, None)
+        for earlier in [pts for pts in self._by_pts if pts < pts_ns]:
+            del self._by_pts[earlier]
+        return self._last if arrived is None else arrived
+

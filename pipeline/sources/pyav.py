@@ -11,7 +11,7 @@ import av
 
 from pipeline.config.models import StreamConfig
 from pipeline.errors import CorruptPacket, SourceError
-from pipeline.sources.clock import FrameClock
+from pipeline.sources.clock import Arrivals, FrameClock
 from pipeline.sources.decode import CpuDecoder
 from pipeline.sources.demux import Demuxer
 from pipeline.masking import mask_url
@@ -159,16 +159,21 @@ class PyAvReader:
             self.close()
 
     def _stamped(self, watch: FrameWatch) -> Iterator[DecodedFrame]:
-        """The pass's frames, timed, as its packets come."""
+        """The pass's frames, timed, as its packets come; a live stream's with the arrival of their packets."""
         annexb = self._decoder.wants_annexb
+        arrivals = Arrivals() if self.live else None
         for demuxed in itertools.chain(self._demuxer.packets(watch.check), [None]):  # None: the end, flush
             if demuxed is not None:
+                if arrivals is not None:
+                    arrivals.read(None if demuxed.pts is None else pts_to_ns(demuxed.pts, demuxed.time_base))
                 self._tap(demuxed)  # before the Annex-B filter, which takes the packet's data
                 if self.clock.timing == "dts":
                     self.clock.demuxed(pts_to_ns(demuxed.dts, demuxed.time_base))
                 watch.video_packet(self.corrupt_packets)
             for frame in self._decode(demuxed, annexb):
                 watch.frame()
+                if arrivals is not None:
+                    frame.arrived_ns = arrivals.of(frame.pts_ns)
                 yield from self.clock.stamp(frame)
 
     def _decode(self, demuxed: av.Packet | None, annexb: bool) -> list[DecodedFrame]:

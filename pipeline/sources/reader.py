@@ -25,6 +25,8 @@ class DecodedFrame:
     pts_ns: integer nanoseconds on the stream's clock (`PTS_UNKNOWN` only between decoder and reader).
     damaged: the decoder concealed damage in it (its packet, or one it refers to, was corrupt); FFmpeg's CPU
     decoders say so, NVDEC does not.
+    arrived_ns: a live stream's: when its packet was read (host `time.time_ns()`), its capture time as far as this
+    host can know it; None for a file.
     """
 
     image: Any
@@ -33,6 +35,7 @@ class DecodedFrame:
     height: int
     pixel_format: str = "rgb24"
     damaged: bool = False
+    arrived_ns: int | None = None
 
 
 class Reader(Protocol):

@@ -347,8 +347,10 @@ class StreamWorker:
             if moment_ns is None:
                 return False
             self._last_wall_ns = moment_ns
-        else:
+        elif decoded.arrived_ns is None:
             self._last_wall_ns = time.time_ns()
+        else:  # a live frame is captured when its packet came; a B-frame's came after the frame shown before it
+            self._last_wall_ns = max(decoded.arrived_ns, self._last_wall_ns + 1)
         frame = Frame(self.config.id, self._seq, pts_ns, self._last_wall_ns, decoded.image, decoded.width,
                       decoded.height, decoded.pixel_format, index=self._timeline.index, epoch=self._timeline.epoch)
         if self._realtime:

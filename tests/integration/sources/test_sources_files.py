@@ -12,8 +12,9 @@ from pipeline.config.models import StreamConfig
 from pipeline.errors import SourceError
 from pipeline.sources import open_reader
 from pipeline.sources.decode import CpuDecoder
+from pipeline.sources.pyav import PyAvReader
 from pipeline.sources.worker import StreamWorker, WorkerState
-from pipeline.types import frame_to_rgb
+from pipeline.types import frame_to_rgb, pts_to_ns
 from tests.conftest import shared_file
 from tests.support.collecting_sink import CollectingSink
 
@@ -343,3 +344,55 @@ def test_nvdec_decodes_a_paced_stream_in_its_low_latency_mode_and_a_file_for_thr
     url = str(shared_file("media/car-detection.mp4"))  # read as a camera when live: its end is the camera's
     assert list(open_reader(StreamConfig(id="cam", url=url, decode="nvdec", **keys), "nvdec").frames()) == []
     assert made == [low_latency]
+
+
+class _Holding:
+    """The CPU decoder holding each frame until `hold` more packets are in, as NVDEC does."""
+
+    wants_annexb, reusable = False, False
+
+    def __init__(self, stream, label, hold: int = 2):
+        self._decoder, self._hold, self._waiting = CpuDecoder(stream, label), hold, []
+
+    def decode(self, packet):
+        self._waiting += self._decoder.decode(packet)
+        ready, self._waiting = self._waiting[:-self._hold], self._waiting[-self._hold:]
+        return ready
+
+    def flush(self):
+        ready, self._waiting = self._waiting + self._decoder.flush(), []
+        return ready
+
+    def close(self):
+        self._decoder.close()
+
+
+def test_a_live_frame_held_by_its_decoder_is_timed_from_its_own_packets_arrival():
+    """The latency of a live frame starts when its packet came, not when the decoder let it go."""
+    read_at: dict[int, int] = {}  # packet pts (ns) -> when the reader handed it to the tap, just after reading it
+    config = StreamConfig(id="cam", url=str(shared_file("media/car-detection.mp4")), live=True)
+    reader = PyAvReader(config, make_decoder=_Holding,
+                        packet_tap=lambda _stream, packet: read_at.setdefault(pts_to_ns(packet.pts, packet.time_base),
+                                                                             time.time_ns()))
+    frames = list(reader.frames())
+    order = sorted(read_at)  # no B-frames: display order is read order
+    assert len(frames) == len(order) > 10
+    for frame, pts in zip(frames, order):
+        before = order.index(pts) - 1
+        assert frame.arrived_ns <= read_at[pts]  # read before its tap, two packets before the decoder gave it
+        assert before < 0 or frame.arrived_ns >= read_at[order[before]]
+
+
+def test_live_frames_have_increasing_capture_times_with_b_frames(sink):
+    """A B-frame's packet comes after the frame shown before it; its capture time still does not go back."""
+    config = StreamConfig(id="cam", url=str(shared_file("media/dog-848x464.mp4")), live=True)
+    worker = StreamWorker(config, sink)
+    worker.start()
+    try:
+        assert sink.wait_for(96, timeout=30)
+    finally:
+        worker.stop()
+        worker.join(10)
+    walls = [f.wall_ns for f in sink.frames[:96]]
+    assert all(b > a for a, b in zip(walls, walls[1:]))
+

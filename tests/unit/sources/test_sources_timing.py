@@ -6,7 +6,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from pipeline.sources.clock import FrameClock
+from pipeline.sources.clock import Arrivals, FrameClock
 from pipeline.masking import mask_url
 from pipeline.sources.reader import DecodedFrame
 from pipeline.fps_cap import FpsCap
@@ -187,3 +187,23 @@ def test_one_bad_pts_right_after_a_stall_is_still_held_and_put_back():
     out = stamped(clock, raw)
     assert [b - a for a, b in zip(out, out[1:])] == [period, period, period + stall, period // 2, period // 2, period]
     assert clock.repaired == 1
+
+
+def test_a_frame_is_timed_from_its_own_packets_arrival_in_display_order():
+    clock = iter([10, 20, 30, 40, 50])
+    arrivals = Arrivals(now=lambda: next(clock))
+    for pts in (0, 3, 1, 2):  # I0 P3 B1 B2: decode order, as they are read
+        arrivals.read(pts)
+    assert [arrivals.of(pts) for pts in (0, 1, 2, 3)] == [10, 30, 40, 20]
+    arrivals.read(None)  # a packet without a pts: its frame is timed by the last packet read
+    assert arrivals.of(4) == 50
+
+
+def test_arrivals_keep_a_bounded_number_of_packets_and_forget_those_before_a_frame_shown():
+    arrivals = Arrivals(now=iter(range(1000)).__next__)
+    for pts in range(Arrivals.KEPT + 50):  # read at "times" 0, 1, 2, ...: packet pts p at time p
+        arrivals.read(pts)
+    last = Arrivals.KEPT + 49
+    assert arrivals.of(10) == last  # beyond KEPT: timed by the last packet read
+    assert arrivals.of(60) == 60
+    assert arrivals.of(55) == last  # before a frame already shown
