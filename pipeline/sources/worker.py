@@ -349,8 +349,9 @@ class StreamWorker:
             self._last_wall_ns = moment_ns
         elif decoded.arrived_ns is None:
             self._last_wall_ns = time.time_ns()
-        else:  # a live frame is captured when its packet came; a B-frame's came after the frame shown before it
-            self._last_wall_ns = max(decoded.arrived_ns, self._last_wall_ns + 1)
+        else:  # a live frame is captured when its packet came; a B-frame's came after the frame shown before it, and
+            # a clock stepped back must not hold capture times ahead of it
+            self._last_wall_ns = min(max(decoded.arrived_ns, self._last_wall_ns + 1), time.time_ns())
         frame = Frame(self.config.id, self._seq, pts_ns, self._last_wall_ns, decoded.image, decoded.width,
                       decoded.height, decoded.pixel_format, index=self._timeline.index, epoch=self._timeline.epoch)
         if self._realtime:

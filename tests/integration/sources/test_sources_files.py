@@ -13,6 +13,7 @@ from pipeline.errors import SourceError
 from pipeline.sources import open_reader
 from pipeline.sources.decode import CpuDecoder
 from pipeline.sources.pyav import PyAvReader
+from pipeline.sources.reader import DecodedFrame
 from pipeline.sources.worker import StreamWorker, WorkerState
 from pipeline.types import frame_to_rgb, pts_to_ns
 from tests.conftest import shared_file
@@ -286,7 +287,6 @@ def test_raw_h265_elementary_stream_decodes_with_synthesized_pts(tmp_path):
 
 def test_the_packet_tap_sees_every_packet_as_demuxed_also_when_the_decoder_takes_annex_b(shared):
     """Event clips are cut from tapped packets; the Annex-B filter NVDEC needs must not empty them first."""
-    from pipeline.sources.pyav import PyAvReader
 
     class AnnexBDecoder:  # takes Annex-B like NVDEC, decodes nothing
         wants_annexb = True
@@ -395,4 +395,58 @@ def test_live_frames_have_increasing_capture_times_with_b_frames(sink):
         worker.join(10)
     walls = [f.wall_ns for f in sink.frames[:96]]
     assert all(b > a for a, b in zip(walls, walls[1:]))
+
+
+def test_the_worker_gives_a_held_live_frame_its_packets_time(sink, monkeypatch):
+    """The frame the pipeline gets carries its packet's arrival, not the time its decoder handed it on."""
+    read_at: dict[int, int] = {}
+
+    def reader(config, decoder, packet_tap=None, allocate=None, shelf=None):
+        return PyAvReader(config, make_decoder=_Holding, packet_tap=lambda _stream, packet: read_at.setdefault(
+            pts_to_ns(packet.pts, packet.time_base), time.time_ns()))
+
+    monkeypatch.setattr("pipeline.sources.worker.open_reader", reader)
+    worker = StreamWorker(StreamConfig(id="cam", url=str(shared_file("media/car-detection.mp4")), live=True), sink)
+    worker.start()
+    try:
+        assert sink.wait_for(100, timeout=30)
+    finally:
+        worker.stop()
+        worker.join(10)
+    first_pass = [f for f in sink.frames if f.epoch == sink.frames[0].epoch]  # a reconnect's frames are moved on
+    assert len(first_pass) >= 100
+    assert all(f.wall_ns <= read_at[f.pts_ns] for f in first_pass), "timed when the decoder let it go"
+
+
+class _SteppedBack:
+    """A live reader whose first frames' packets were read before the host clock stepped back a minute."""
+
+    live = True
+
+    def __init__(self, *_args, **_kwargs):
+        pass
+
+    def frames(self):
+        step, now = 60 * 10**9, time.time_ns()
+        for index in range(40):
+            arrived = now + index * 1_000_000 + (step if index < 20 else 0)
+            yield DecodedFrame(np.zeros((2, 2, 3), np.uint8), index * 33_333_333, 2, 2, arrived_ns=arrived)
+
+    def counters(self):
+        return {}
+
+    def close(self):
+        pass
+
+
+def test_a_clock_stepped_back_does_not_hold_live_capture_times_ahead_of_it(sink, monkeypatch):
+    monkeypatch.setattr("pipeline.sources.worker.open_reader", _SteppedBack)
+    worker = StreamWorker(StreamConfig(id="cam", url="rtsp://camera.invalid/stream", live=True), sink)
+    worker.start()
+    try:
+        assert sink.wait_for(40, timeout=30)
+    finally:
+        worker.stop()
+        worker.join(10)
+    assert max(f.wall_ns for f in sink.frames) <= time.time_ns()
 
