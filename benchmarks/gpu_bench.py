@@ -1,4 +1,4 @@
-"""GPU benchmark: NVDEC decode, fused preprocess, GPU NMS, the post-engine kernel, torch engine, end to end.
+"""GPU benchmark: NVDEC decode and the frames it holds, fused preprocess, GPU NMS, the post-engine kernel, torch engine, end to end.
 
     python benchmarks/gpu_bench.py --out OUT_DIR [--model M] [--clip C] [--quick]
 
@@ -14,10 +14,12 @@ count: bare NVDEC threads in one process, or the pipeline's decode processes wit
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -30,12 +32,15 @@ from pipeline_bench import markdown as pipeline_markdown
 log = logging.getLogger("gpu_bench")
 
 
-def decode_throughput(clip: Path, streams: int, seconds: float, warmup_s: float = 2.0) -> dict:
-    """`streams` threads, each looping NVDEC decode of `clip`; total frames per second over `seconds`
-    after `warmup_s` (decoder start-up), the steady state like end to end's `fps`."""
+def decode_throughput(clip: Path, streams: int, seconds: float, warmup_s: float = 2.0, low_latency: bool = False) -> dict:
+    """`streams` threads, each looping NVDEC decode of `clip` (in its low-latency display mode when `low_latency`);
+    total frames per second over `seconds` after `warmup_s` (decoder start-up), the steady state like end to end's
+    `fps`."""
     from pipeline.config.models import StreamConfig
     from pipeline.sources.nvdec import NvdecDecoder
     from pipeline.sources.pyav import PyAvReader
+
+    make_decoder = functools.partial(NvdecDecoder, low_latency=low_latency)
 
     counts = [0] * streams
     stop = threading.Event()
@@ -43,7 +48,7 @@ def decode_throughput(clip: Path, streams: int, seconds: float, warmup_s: float 
     def work(i: int) -> None:
         config = StreamConfig(id=f"d{i}", url=str(clip), decode="nvdec")
         while not stop.is_set():
-            reader = PyAvReader(config, make_decoder=NvdecDecoder)
+            reader = PyAvReader(config, make_decoder=make_decoder)
             for _ in reader.frames():
                 counts[i] += 1
                 if stop.is_set():
@@ -61,7 +66,41 @@ def decode_throughput(clip: Path, streams: int, seconds: float, warmup_s: float 
     stop.set()
     for t in threads:
         t.join(30)
-    return {"streams": streams, "fps": total / elapsed, "frames": total, "seconds": elapsed}
+    return {"streams": streams, "fps": total / elapsed, "frames": total, "seconds": elapsed, "low_latency": low_latency}
+
+
+def decoder_hold(source: Path) -> list[dict]:
+    """How many packets NVDEC reads beyond a picture's own before it hands the picture on, per display mode: a
+    camera's 1080p30 stream (re-encoded from `source`, without and with B-frames) fed one packet at a time. A live
+    camera's picture waits that many frame periods in the decoder."""
+    from pipeline.bench.clips import camera_clip
+    from pipeline.sources.demux import Demuxer
+    from pipeline.sources.nvdec import NvdecDecoder
+    from pipeline.types import pts_to_ns
+
+    rows = []
+    for bframes in (0, 2):
+        clip = camera_clip(source, Path(tempfile.gettempdir()), 1920, 1080, 30, seconds=4, bframes=bframes)
+        for low_latency in (False, True):
+            demuxer = Demuxer(str(clip), clip.name)
+            decoder = NvdecDecoder(demuxer.open(), clip.name, low_latency=low_latency)
+            read: list[int] = []  # the packets' pts, ns, in the order read
+            held: list[int] = []
+
+            def take(frames: list) -> None:
+                held.extend(len(read) - 1 - read.index(f.pts_ns) for f in frames if f.pts_ns in read)
+
+            for demuxed in demuxer.packets():
+                read.append(pts_to_ns(demuxed.pts, demuxed.time_base))
+                for packet in demuxer.for_decoder(demuxed, annexb=True):
+                    take(decoder.decode(packet))
+            take(decoder.flush())
+            decoder.close()
+            demuxer.close()
+            held.sort()
+            rows.append({"bframes": bframes, "low_latency": low_latency, "packets": len(read), "frames": len(held),
+                         "held_median": held[len(held) // 2], "held_max": held[-1]})
+    return rows
 
 
 
@@ -212,6 +251,13 @@ def write_markdown(results: dict, path: Path) -> None:
     lines = [f"# GPU benchmark ({results['gpu']}, {results['date']})", ""]
     lines += ["## NVDEC decode, 1080p H.264 (frames/s, all streams)", "| streams | fps |", "| --- | --- |"]
     lines += [f"| {r['streams']} | {r['fps']:.0f} |" for r in results.get("decode", [])]
+    if results.get("decode"):
+        mode = "low-latency" if results["decode"][0]["low_latency"] else "default"
+        lines += ["", f"(NVDEC's {mode} display mode)"]
+    lines += ["", "## Packets NVDEC holds a picture for, 1080p30 camera stream", "| B-frames | mode | median | max |",
+              "| --- | --- | --- | --- |"]
+    lines += [f"| {r['bframes']} | {'low-latency' if r['low_latency'] else 'default'} | {r['held_median']} | {r['held_max']} |"
+              for r in results.get("hold", [])]
     lines += ["", "## Fused NV12 -> 416x416 FP16 letterbox", "| batch | antialias | ms | frames/s |", "| --- | --- | --- | --- |"]
     lines += [f"| {r['batch']} | {r['antialias']} | {r['ms']:.3f} | {r['frames_per_s']:.0f} |" for r in results.get("preprocess", [])]
     lines += ["", "## NMS (64 images, 80 classes)", "| boxes | ours ms | torchvision ms |", "| --- | --- | --- |"]
@@ -246,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ring-size", type=int, default=8, help="streams' ring_size for end to end (the config default)")
     parser.add_argument("--decode-processes", nargs="+", default=["auto"],
                         help="runtime.decode_processes values for end to end (one run each), e.g. 0 auto")
+    parser.add_argument("--low-latency", action="store_true",
+                        help="decode section: NVDEC's low-latency display mode, as cameras are decoded")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="sections: decode decode_processes preprocess nms select engine e2e add_streams")
+                        help="sections: decode hold decode_processes preprocess nms select engine e2e add_streams")
     live_change.add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -261,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     process_counts = [-(-args.e2e_streams // 8) if p == "auto" else int(p) for p in args.decode_processes]
     results["clip"] = {"source": args.clip.name, "frames": args.clip_frames, "size": "1920x1080"}
     sections = {
-        "decode": lambda: [decode_throughput(clip, n, args.decode_seconds) for n in args.streams],
+        "decode": lambda: [decode_throughput(clip, n, args.decode_seconds, low_latency=args.low_latency)
+                           for n in args.streams],
+        "hold": lambda: decoder_hold(args.clip),
         "decode_processes": lambda: [decode_in_processes(clip, args.e2e_streams, args.decode_seconds, processes=n,
                                                          ring_size=args.ring_size) for n in process_counts if n],
         "preprocess": lambda: preprocess_times(clip, args.max_batch),
