@@ -28,7 +28,11 @@ then stays on the scene instead of drifting away from where its object will reap
 taken as a change of the camera's speed: every track, matched ones too, is moved by it and goes on moving
 by it on the following frames (a shared velocity that passes into each track's own over a few frames), so
 on a panning camera a track missed for a frame, or just started with no velocity of its own, is predicted
-where its object went.
+where its object went. Each lost track counts how far that shared motion carried it while unseen (box heights);
+with `drift_scale`, its first-stage similarity above the gate is weighted by exp(-(drift / drift_scale)^2): on a
+moving camera a track unseen while the picture moved is mostly a stale duplicate of an object a recent track
+follows, and loses a contested detection to it, while on a still camera, where nothing is shared, a hidden
+object coming back keeps its full weight.
 
 With `reanchor`, a track found again after a gap is re-anchored on its observations (OC-SORT's idea):
 its velocity becomes the displacement from the last observation to this one over the gap, instead of what
@@ -45,6 +49,8 @@ outlives the tracker); an id is spent only when a track is confirmed, so clutter
 no ids. Association is class-aware (`class_aware`): a detection only matches a track of its class.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -77,7 +83,7 @@ _JOINT_NEW_TRACK_THRESHOLD = 0.25
 _JOINT_SHARE = 0.5
 _LOW_SCORE_MEMORY = 500
 _LOW_SCORE_MIN_COUNT = 100
-_STATE = ("_mean", "_cov", "_id", "_hits", "_lost", "_class", "_seen")  # per-track arrays, one row per track
+_STATE = ("_mean", "_cov", "_id", "_hits", "_lost", "_class", "_seen", "_drift")  # per-track arrays, one row per track
 
 
 class ByteTracker:
@@ -100,6 +106,7 @@ class ByteTracker:
         self._lost = np.zeros(0, np.int32)  # frames since the last match; 0 = matched on this frame
         self._class = np.zeros(0, np.int32)
         self._seen = np.zeros((0, 4))  # xyah of the last detection matched to the track
+        self._drift = np.zeros(0)  # box heights the shared motion moved the track by since its last match
         self._shared_velocity = np.zeros(2)  # pixels per frame every track moves by on top of its own velocity
         self._low_count = 0.0  # low-score detections seen (fading), and how many of them lay on a confirmed track
         self._low_on_tracks = 0.0
@@ -143,12 +150,13 @@ class ByteTracker:
         tentative = (self._id < 0).nonzero()[0]
 
         joint = self._joint(iou, confirmed, low)
+        weight = self._drift_weight()
         if joint:
             high = (score >= cfg.low_threshold).nonzero()[0]
             low = low[:0]
-            first, high, confirmed = self._associate(iou, confirmed, high, None, _JOINT_MATCH_IOU)
+            first, high, confirmed = self._associate(iou, confirmed, high, None, _JOINT_MATCH_IOU, weight)
         else:
-            first, high, confirmed = self._associate(iou, confirmed, high, score, cfg.match_iou)
+            first, high, confirmed = self._associate(iou, confirmed, high, score, cfg.match_iou, weight)
         if cfg.follow_shared_motion and self._follow_shared_motion(first, xyah):
             iou = self._iou(self._mean[:, :4], xyxy, class_id)
         second, _, confirmed = self._associate(iou, confirmed, low, None, cfg.low_match_iou)
@@ -216,6 +224,8 @@ class ByteTracker:
         self._mean, self._cov = kalman.predict(self._mean, self._cov)
         self._mean[:, :2] += self._shared_velocity
         self._seen[:, :2] += self._shared_velocity
+        if self._shared_velocity.any():
+            self._drift += math.hypot(*self._shared_velocity) / np.maximum(self._mean[:, 3], 1.0)
         self._lost += 1
 
     def _warp(self, affine: np.ndarray) -> None:
@@ -254,6 +264,7 @@ class ByteTracker:
         others[t] = False
         self._mean[others, :2] += shift
         self._seen[others, :2] += shift
+        self._drift[others] += math.hypot(*shift) / np.maximum(self._mean[others, 3], 1.0)
         # A clearer shift is the camera's: the matched tracks' predictions take it as well, so their own velocities
         # do not absorb it one by one, and every track goes on moving by it (a newborn track too: its own velocity
         # starts at zero). Each frame the shift measured is the change of the camera's speed the tracks missed.
@@ -262,9 +273,26 @@ class ByteTracker:
         self._shared_velocity = self._shared_velocity + camera
         return True
 
-    def _associate(self, iou, tracks, det_rows, score, min_similarity):
+    def _drift_weight(self) -> np.ndarray | None:
+        """(T,) weight of each track's similarity margin above the gate, exp(-(drift / `drift_scale`)^2) for a track
+        unseen on the previous frame too; None when every weight is 1 (a still camera, or `drift_scale` 0).
+
+        A constant decay per frame unseen cannot tell a hidden person coming back from a stale duplicate (tune
+        split: x 0.97 a frame cost the still cameras' detector-like noise 1.0 IDF1); the camera's motion while the
+        track was unseen can: on a still camera it is zero.
+        """
+        scale = self.config.drift_scale
+        if scale <= 0:
+            return None
+        drift = self._drift * (self._lost > 1)
+        if not drift.any():
+            return None
+        return np.exp(-np.square(drift * (1.0 / scale)))
+
+    def _associate(self, iou, tracks, det_rows, score, min_similarity, weight=None):
         """Match track indices to detection rows on `iou` ((T, N), `_iou`; x score when given).
 
+        weight: optional (T,) factor of each track's similarity above `min_similarity` (the gate stays).
         Returns ((K, 2) int64 track/row pairs, rows left, tracks left).
         """
         if len(tracks) == 0 or len(det_rows) == 0:
@@ -272,7 +300,11 @@ class ByteTracker:
         similarity = iou[tracks][:, det_rows]
         if score is not None:
             similarity *= score[None, det_rows]
-        local = linear_assignment(1.0 - similarity, 1.0 - min_similarity)
+        cost = 1.0 - similarity
+        gate = 1.0 - min_similarity
+        if weight is not None:
+            cost = np.where(cost <= gate, gate - (gate - cost) * weight[tracks][:, None], cost)
+        local = linear_assignment(cost, gate)
         pairs = index_pairs(tracks[local[:, 0]], det_rows[local[:, 1]])
         rows_left = np.ones(len(det_rows), bool)
         rows_left[local[:, 1]] = False
@@ -290,6 +322,7 @@ class ByteTracker:
         if self.config.reanchor:
             self._reanchor(t, seen)
         self._seen[t] = seen
+        self._drift[t] = 0.0
         self._hits[t] += 1
         self._lost[t] = 0
         self._confirm(t[(self._id[t] < 0) & (self._hits[t] >= self.config.min_hits)])
@@ -332,6 +365,7 @@ class ByteTracker:
         self._lost = np.concatenate([self._lost, np.zeros(n, np.int32)])
         self._class = np.concatenate([self._class, class_id[births]])
         self._seen = np.concatenate([self._seen, seen])
+        self._drift = np.concatenate([self._drift, np.zeros(n)])
         if self.config.min_hits <= 1:
             self._confirm(np.arange(first, first + n))
 

@@ -141,3 +141,35 @@ def test_a_still_camera_leaves_no_shared_velocity():
     # The missed narrow person's prediction stays where it stood (its box is 16 px wide).
     coasted = out.xyxy[out.track_id == 1][0]
     assert abs(coasted[0] - 100.0) < 2.0
+
+
+def beside(shift, hidden=False, lurch=0.0):
+    """Four wide standing people (y 100-200) and two narrow ones side by side below them: the near one at x 100
+    (`lurch` px off), the other at x 120 unless `hidden`; the picture shifted by `shift` px."""
+    rows = [(300.0 + 200 * i + shift, 100.0, 80.0) for i in range(4)] + [(100.0 + shift + lurch, 300.0, 40.0)]
+    if not hidden:
+        rows.append((120.0 + shift, 300.0, 40.0))
+    xyxy = np.array([[x, y, x + w, y + 100.0] for x, y, w in rows], np.float32)
+    return Detections(xyxy, np.full(len(rows), 0.9, np.float32), np.zeros(len(rows), np.int32))
+
+
+def contested_detection_goes_to(speed, config):
+    """The two narrow people are tracked, the one at x 120 is hidden for 12 frames while the camera pans `speed` px a
+    frame, then one narrow detection lies between the two tracks, nearer the hidden one's: 'recent' or 'unseen'."""
+    tracker = ByteTracker(config)
+    for _ in range(10):
+        tracker.update(beside(0))
+    recent, unseen = tracker.matched_ids[4:6].tolist()
+    for step in range(1, 13):
+        tracker.update(beside(speed * step, hidden=True))
+    tracker.update(beside(speed * 13, hidden=True, lurch=12.0))
+    return {recent: "recent", unseen: "unseen"}[int(tracker.matched_ids[4])]
+
+
+def test_a_track_unseen_while_the_camera_panned_does_not_take_a_detection_from_a_recent_track():
+    # On a pan the track left unseen has drifted with the picture for 72 px (0.72 box heights): a stale duplicate.
+    assert contested_detection_goes_to(6, TrackerConfig()) == "recent"
+    assert contested_detection_goes_to(6, TrackerConfig(drift_scale=0)) == "unseen"  # by overlap alone
+    # On a still camera nothing moved the unseen track: a hidden person coming back gets their track, however long
+    # they were hidden (a decay per frame unseen would hand the detection to the recent track here too).
+    assert contested_detection_goes_to(0, TrackerConfig()) == "unseen"
