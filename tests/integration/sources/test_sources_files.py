@@ -31,6 +31,18 @@ def run_worker(config: StreamConfig, sink, timeout: float = 30.0) -> StreamWorke
     return worker
 
 
+def first_frames(config: StreamConfig, sink, count: int) -> list:
+    """The frames a worker of `config` hands `sink`, once it has handed at least `count` (it is stopped then)."""
+    worker = StreamWorker(config, sink)
+    worker.start()
+    try:
+        assert sink.wait_for(count, timeout=30), f"{len(sink.frames)} of {count} frames within 30 s"
+    finally:
+        worker.stop()
+        worker.join(10)
+    return sink.frames
+
+
 def assert_strictly_increasing_int(pts: list) -> None:
     assert all(type(p) is int for p in pts)
     assert all(b > a for a, b in zip(pts, pts[1:]))
@@ -385,15 +397,8 @@ def test_a_live_frame_held_by_its_decoder_is_timed_from_its_own_packets_arrival(
 
 def test_live_frames_have_increasing_capture_times_with_b_frames(sink):
     """A B-frame's packet comes after the frame shown before it; its capture time still does not go back."""
-    config = StreamConfig(id="cam", url=str(shared_file("media/dog-848x464.mp4")), live=True)
-    worker = StreamWorker(config, sink)
-    worker.start()
-    try:
-        assert sink.wait_for(96, timeout=30)
-    finally:
-        worker.stop()
-        worker.join(10)
-    walls = [f.wall_ns for f in sink.frames[:96]]
+    frames = first_frames(StreamConfig(id="cam", url=str(shared_file("media/dog-848x464.mp4")), live=True), sink, 96)
+    walls = [f.wall_ns for f in frames[:96]]
     assert all(b > a for a, b in zip(walls, walls[1:]))
 
 
@@ -406,14 +411,8 @@ def test_the_worker_gives_a_held_live_frame_its_packets_time(sink, monkeypatch):
             pts_to_ns(packet.pts, packet.time_base), time.time_ns()))
 
     monkeypatch.setattr("pipeline.sources.worker.open_reader", reader)
-    worker = StreamWorker(StreamConfig(id="cam", url=str(shared_file("media/car-detection.mp4")), live=True), sink)
-    worker.start()
-    try:
-        assert sink.wait_for(100, timeout=30)
-    finally:
-        worker.stop()
-        worker.join(10)
-    first_pass = [f for f in sink.frames if f.epoch == sink.frames[0].epoch]  # a reconnect's frames are moved on
+    frames = first_frames(StreamConfig(id="cam", url=str(shared_file("media/car-detection.mp4")), live=True), sink, 100)
+    first_pass = [f for f in frames if f.epoch == frames[0].epoch]  # a reconnect's frames are moved on
     assert len(first_pass) >= 100
     assert all(f.wall_ns <= read_at[f.pts_ns] for f in first_pass), "timed when the decoder let it go"
 
@@ -441,12 +440,6 @@ class _SteppedBack:
 
 def test_a_clock_stepped_back_does_not_hold_live_capture_times_ahead_of_it(sink, monkeypatch):
     monkeypatch.setattr("pipeline.sources.worker.open_reader", _SteppedBack)
-    worker = StreamWorker(StreamConfig(id="cam", url="rtsp://camera.invalid/stream", live=True), sink)
-    worker.start()
-    try:
-        assert sink.wait_for(40, timeout=30)
-    finally:
-        worker.stop()
-        worker.join(10)
-    assert max(f.wall_ns for f in sink.frames) <= time.time_ns()
+    frames = first_frames(StreamConfig(id="cam", url="rtsp://camera.invalid/stream", live=True), sink, 40)
+    assert max(f.wall_ns for f in frames) <= time.time_ns()
 
