@@ -32,11 +32,11 @@ class TrackerConfig(Strict):
     follow_shared_motion: bool = Field(True, description="tracks no detection matched move by the shift the matched "
                                        "ones share, and all tracks go on moving with a clear one (a moving camera, "
                                        "measured without the picture); a still camera moves nothing")
-    drift_scale: float = Field(1.0, ge=0, le=100, description="a lost track moved this far (box heights) by the "
-                               "camera's shared motion while unseen keeps its gate but only e^-1 of its first-stage "
-                               "margin above it, so a stale duplicate left behind by a moving camera loses a "
-                               "contested detection to a recent track; smaller favours recent tracks sooner; "
-                               "a still camera moves nothing; 0 = off")
+    drift_scale: float = Field(1.0, ge=0, le=100, description="a lost track that the camera's changes of speed "
+                               "moved this far (box heights) while it was unseen keeps only e^-1 of its first-stage "
+                               "similarity above the match threshold, so a stale duplicate left behind by an unevenly "
+                               "moving camera loses a contested detection to a recent track; smaller favours recent "
+                               "tracks sooner; a still camera moves nothing; no effect with camera_motion; 0 = off")
     reanchor: bool = Field(False, description="a track found after a gap takes its velocity from its observations "
                            "either side of the gap instead of the blind prediction (OC-SORT)")
     class_aware: bool = Field(True, description="a detection only matches a track of its class; off for a "

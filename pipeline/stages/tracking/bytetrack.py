@@ -28,11 +28,13 @@ then stays on the scene instead of drifting away from where its object will reap
 taken as a change of the camera's speed: every track, matched ones too, is moved by it and goes on moving
 by it on the following frames (a shared velocity that passes into each track's own over a few frames), so
 on a panning camera a track missed for a frame, or just started with no velocity of its own, is predicted
-where its object went. Each lost track counts how far that shared motion carried it while unseen (box heights);
-with `drift_scale`, its first-stage similarity above the gate is weighted by exp(-(drift / drift_scale)^2): on a
-moving camera a track unseen while the picture moved is mostly a stale duplicate of an object a recent track
-follows, and loses a contested detection to it, while on a still camera, where nothing is shared, a hidden
-object coming back keeps its full weight.
+where its object went. Each lost track counts, in box heights, the shared motion it was moved by while unseen
+that the tracks' own velocities had not taken in yet (the shifts measured, and what is left of the shared
+velocity each frame): a change of the camera's speed, not the distance a steady pan covers. With `drift_scale`, its
+first-stage similarity above the gate is weighted by exp(-(drift / drift_scale)^2): on a camera that moved unevenly
+while it was unseen, a lost track is mostly a stale duplicate of an object a recent track follows, and loses a
+contested detection to it, while on a still camera, where nothing is shared, a hidden object coming back keeps its
+full weight. With `camera_motion` given to `update`, the warp moves the tracks instead and the count stays 0.
 
 With `reanchor`, a track found again after a gap is re-anchored on its observations (OC-SORT's idea):
 its velocity becomes the displacement from the last observation to this one over the gap, instead of what
@@ -83,6 +85,7 @@ _JOINT_NEW_TRACK_THRESHOLD = 0.25
 _JOINT_SHARE = 0.5
 _LOW_SCORE_MEMORY = 500
 _LOW_SCORE_MIN_COUNT = 100
+_MIN_DRIFT_WEIGHT = 1e-6  # a feasible pair stays below the gate: at the gate the solver may leave it unmatched
 _STATE = ("_mean", "_cov", "_id", "_hits", "_lost", "_class", "_seen", "_drift")  # per-track arrays, one row per track
 
 
@@ -287,7 +290,7 @@ class ByteTracker:
         drift = self._drift * (self._lost > 1)
         if not drift.any():
             return None
-        return np.exp(-np.square(drift * (1.0 / scale)))
+        return np.maximum(np.exp(-np.square(drift * (1.0 / scale))), _MIN_DRIFT_WEIGHT)
 
     def _associate(self, iou, tracks, det_rows, score, min_similarity, weight=None):
         """Match track indices to detection rows on `iou` ((T, N), `_iou`; x score when given).

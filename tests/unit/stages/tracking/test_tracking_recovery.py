@@ -167,7 +167,8 @@ def contested_detection_goes_to(speed, config):
 
 
 def test_a_track_unseen_while_the_camera_panned_does_not_take_a_detection_from_a_recent_track():
-    # On a pan the track left unseen has drifted with the picture for 72 px (0.72 box heights): a stale duplicate.
+    # A pan that starts while one track is unseen moves it with motion no track's velocity has taken in yet (0.84
+    # box heights by the contested frame): a stale duplicate.
     assert contested_detection_goes_to(6, TrackerConfig()) == "recent"
     assert contested_detection_goes_to(6, TrackerConfig(drift_scale=0)) == "unseen"  # by overlap alone
     # On a still camera nothing moved the unseen track: a hidden person coming back gets their track, however long
