@@ -28,13 +28,11 @@ then stays on the scene instead of drifting away from where its object will reap
 taken as a change of the camera's speed: every track, matched ones too, is moved by it and goes on moving
 by it on the following frames (a shared velocity that passes into each track's own over a few frames), so
 on a panning camera a track missed for a frame, or just started with no velocity of its own, is predicted
-where its object went. Each lost track counts, in box heights, the shared motion it was moved by while unseen
-that the tracks' own velocities had not taken in yet (the shifts measured, and what is left of the shared
-velocity each frame): a change of the camera's speed, not the distance a steady pan covers. With `drift_scale`, its
-first-stage similarity above the gate is weighted by exp(-(drift / drift_scale)^2): on a camera that moved unevenly
-while it was unseen, a lost track is mostly a stale duplicate of an object a recent track follows, and loses a
-contested detection to it, while on a still camera, where nothing is shared, a hidden object coming back keeps its
-full weight. With `camera_motion` given to `update`, the warp moves the tracks instead and the count stays 0.
+where its object went. A lost track counts (box heights) the shared motion it was moved by while unseen that no
+velocity had taken in yet: the camera's changes of speed, not a steady pan's distance. With `drift_scale`, its
+first-stage similarity above the gate is weighted by exp(-(drift / drift_scale)^2): such a track is mostly a stale
+duplicate of an object a recent track follows, and loses a contested detection to it, while on a still camera a
+hidden object coming back keeps its full weight. With `camera_motion`, the warp moves the tracks and the count stays 0.
 
 With `reanchor`, a track found again after a gap is re-anchored on its observations (OC-SORT's idea):
 its velocity becomes the displacement from the last observation to this one over the gap, instead of what
