@@ -13,7 +13,7 @@ from prometheus_client import Histogram
 
 from pipeline.bench.measure import HistogramWindow, cpu_seconds, quantile, share_within
 from pipeline.bench.cli import _parser
-from pipeline.bench.ramp import count_text, only_a_floor, search
+from pipeline.bench.ramp import count_text, only_a_floor, search, within_bounds
 
 BOUNDS = (0.01, 0.05, 0.15, 1.0)
 
@@ -45,6 +45,20 @@ def test_quantiles_interpolate_inside_a_bucket_like_prometheus():
     assert quantile([(0.01, 0), (math.inf, 0)], 0.5) is None
     with pytest.raises(ValueError, match="not a bucket bound"):
         share_within(cumulative, 0.06)
+
+
+def test_cameras_have_caught_up_when_each_lane_is_within_its_bound_again():
+    histogram = _histogram()
+    start = HistogramWindow(histogram)
+    for value in (0.02,) * 97 + (0.12,) * 3:
+        histogram.labels("priority").observe(value)
+    histogram.labels("default").observe(0.9)
+    window = HistogramWindow(histogram).since(start)
+    assert within_bounds(window, {"priority": 0.15, "default": 1.0})
+    assert not within_bounds(window, {"priority": 0.05, "default": 1.0})  # a backlog's p99 above the bound
+    assert not within_bounds(window, {"priority": 0.15, "default": 0.15})
+    assert within_bounds(window, {})  # no bound, nothing to wait for
+    assert within_bounds(HistogramWindow(histogram).since(HistogramWindow(histogram)), {"priority": 0.01})
 
 
 def test_cpu_time_of_the_process_tree_counts_a_child_while_it_runs():
