@@ -61,6 +61,15 @@ a timestamp going back within its first few (H.264 reorders at most 16 pictures)
 later is a leap of the camera's clock, not reordering."""
 
 
+def out_of_band_parameter_sets(stream: Any) -> bytes:
+    """The parameter sets an H.264/HEVC stream keeps outside its packets in Annex-B form (a camera's SDP
+    `sprop-parameter-sets`, which FFmpeg puts in the extradata), or b"". NVDEC learns them only from the
+    bitstream, so they go before a first packet without them. (MP4's avcC/hvcC extradata is put in-band by
+    the demuxer's Annex-B filter.)"""
+    data = bytes(stream.codec_context.extradata or b"")
+    return data if stream.codec_context.name in ("h264", "hevc") and data.startswith((b"\0\0\1", b"\0\0\0\1")) else b""
+
+
 class NvdecDecoder:
     """Decodes one PyAV video stream with NVDEC into `(H*3/2, W) uint8` NV12 CuPy arrays.
 
@@ -105,6 +114,7 @@ class NvdecDecoder:
         self._trial: list[tuple[bytes, int, bool]] | None = None  # packets since the SPS, until the order is known
         self._shown_pts: int | None = None  # the last frame's pts handed on while declaring, ns
         self._whole = False  # each packet is marked as a whole picture
+        self._preamble = out_of_band_parameter_sets(stream)  # until the first packet
         with self._device:
             self.cuda_stream = cupy.cuda.Stream(non_blocking=True)
         self._decoder = self._create()
@@ -140,6 +150,11 @@ class NvdecDecoder:
         time_base = packet.time_base or self._time_base
         drained = []
         sps = sequence_parameter_set(bytes(data[:SPS_SCAN_BYTES]), self._codec)
+        if self._preamble:
+            if sps is None:
+                data = memoryview(self._preamble + bytes(data))
+                sps = sequence_parameter_set(bytes(data[:SPS_SCAN_BYTES]), self._codec)
+            self._preamble = b""
         if sps is not None and sps != self._sps:
             if self._sps is not None:
                 log.info("%s: new sequence parameters mid-stream; restarting the NVDEC decoder", self._label)

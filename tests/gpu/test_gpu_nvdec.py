@@ -116,6 +116,38 @@ def test_a_stream_that_reorders_after_all_is_decoded_in_display_order():
     assert len(file) - len(shown) <= 2 and shown[-40:] == file[-40:]
 
 
+def _nal_units(unit: bytes) -> list[bytes]:
+    """An Annex-B access unit's NAL units, each with its start code."""
+    starts = [i for i in range(len(unit) - 2) if unit[i:i + 3] == b"\x00\x00\x01"]
+    bounds = [i - 1 if i and unit[i - 1] == 0 else i for i in starts] + [len(unit)]
+    return [unit[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def test_a_camera_that_sends_its_parameter_sets_only_in_its_sdp_decodes_from_the_first_packet():
+    path = gpu_file("media/car-detection.mp4")
+    file = [f.pts_ns for f in decode_clip(path, "nvdec")]
+    demuxer = Demuxer(str(path), path.name)
+    stream = demuxer.open()
+    units = [(bytes(p), p.pts, p.time_base) for d in demuxer.packets() for p in demuxer.for_decoder(d, annexb=True)]
+    demuxer.close()
+    sets = [n for n in _nal_units(units[0][0]) if n.lstrip(b"\x00")[1] & 0x1F in (7, 8)]
+    assert len(sets) == 2  # SPS and PPS, which the camera keeps out of its packets
+    sdp_only = SimpleNamespace(time_base=stream.time_base, codec_context=SimpleNamespace(
+        name="h264", has_b_frames=False, extradata=b"".join(sets)))
+    decoder = NvdecDecoder(sdp_only, path.name, low_latency=True)
+    shown, held = [], []
+    for index, (unit, pts, time_base) in enumerate(units):
+        packet = av.Packet(b"".join(n for n in _nal_units(unit) if n not in sets))
+        packet.pts, packet.time_base = pts, time_base
+        frames = decoder.decode(packet)
+        shown += [f.pts_ns for f in frames]
+        held += [index - [pts_to_ns(p, b) for _, p, b in units].index(f.pts_ns) for f in frames]
+    shown += [f.pts_ns for f in decoder.flush()]
+    decoder.close()
+    assert shown == file
+    assert max(held) == 0  # and its SPS, from the SDP, declared free of reordering
+
+
 @pytest.mark.parametrize("clip", ["media/car-detection.mp4", "media/dog-phone-1080p.mp4"])
 def test_nvdec_pixels_match_pyav_after_colour_conversion(clip, report):
     path = gpu_file(clip)
