@@ -50,6 +50,7 @@ class Step:
     cpu_cores_per_camera: float
     gpu: dict = field(default_factory=dict)
     catch_up_s: float = 0.0  # before the window: until the frames a larger count left queued were detected
+    caught_up: bool = True  # False: `catch_up_s` ran out first
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,7 +61,8 @@ class LiveRamp:
     `camera(i)` streams are added and removed (`detector`: one already loaded, e.g. for the ceilings). `bounds_s`: per lane the p99 latency bound (seconds, a
     bucket bound of the latency histogram). `settle_s`: after the last camera added delivers its first
     frame, the wait before a window opens (start-up transients); after cameras were removed, also up to
-    `catch_up_s` until a second's latency is within every lane's bound again: the cameras kept are behind (their
+    `catch_up_s` until a second holds as a count holds (frames detected, none lost, latency within every lane's
+    bound): the cameras kept are behind (their
     frames queued, or read late by decoders that could not keep up), and that must not count against them."""
 
     def __init__(self, base: PipelineConfig, camera: Callable[[int], StreamConfig], bounds_s: dict[str, float],
@@ -68,7 +70,7 @@ class LiveRamp:
                  catch_up_s: float = 120.0):
         self.runner = PipelineRunner(base.model_copy(update={"streams": []}), detector=detector)
         self._camera, self._bounds, self._settle, self._catch_up = camera, bounds_s, settle_s, catch_up_s
-        self._caught_up_in = 0.0
+        self._caught_up = (0.0, True)
         self._gpu = gpu
         self._ids: list[str] = []
         self._thread = threading.Thread(target=self.runner.run, kwargs={"until_stopped": True}, name="bench:run",
@@ -105,20 +107,27 @@ class LiveRamp:
                 raise RuntimeError(f"{count} cameras did not all start within {timeout_s:.0f} s")
             time.sleep(0.2)
         time.sleep(self._settle)
-        self._caught_up_in = self._wait_caught_up() if removed else 0.0
+        self._caught_up = self._wait_caught_up() if removed else (0.0, True)
 
-    def _wait_caught_up(self, probe_s: float = 1.0) -> float:
-        """Seconds until a `probe_s` window of latency was within every lane's bound (at most `catch_up_s`)."""
+    def _wait_caught_up(self, probe_s: float = 1.0) -> tuple[float, bool]:
+        """(seconds, whether they did) until a `probe_s` window held as a count holds: frames detected, none lost,
+        each lane's p99 within its bound; at most `catch_up_s`."""
         latency, start = self.runner.parts.telemetry.latency, time.monotonic()
         while time.monotonic() - start < self._catch_up:
-            opened = HistogramWindow(latency)
+            opened, before = HistogramWindow(latency), self._counters()
             time.sleep(probe_s)
-            if within_bounds(HistogramWindow(latency).since(opened), self._bounds):
-                break
-        waited = time.monotonic() - start - probe_s
-        if waited > 0:
-            log.info("the cameras caught up with their backlog in %.0f s", waited)
-        return max(0.0, round(waited, 1))
+            window, after = HistogramWindow(latency).since(opened), self._counters()
+            lost = any(counts[key] - before.get(stream, {}).get(key, 0) for stream, counts in after.items()
+                       for key in LOSSES)
+            detected = sum(counts["batched"] - before.get(stream, {}).get("batched", 0) for stream, counts in after.items())
+            if detected and not lost and within_bounds(window, self._bounds):
+                waited = round(max(0.0, time.monotonic() - start - probe_s), 1)
+                if waited:
+                    log.info("the cameras caught up with their backlog in %.0f s", waited)
+                return waited, True
+        log.warning("the cameras had not caught up with their backlog after %.0f s; the window opens all the same",
+                    self._catch_up)
+        return round(time.monotonic() - start, 1), False
 
     def _all_running(self) -> bool:
         streams = self.runner.snapshot().streams
@@ -136,7 +145,7 @@ class LiveRamp:
         latency, sizes, waited, engine = (e.since(s) for s, e in zip(start, end))
         step = self._verdict(before, after, latency, sizes, elapsed, cpu, self._gpu.summary(mark) if self._gpu else {})
         step.waited_ms, step.engine_ms = _percentiles(waited), _percentiles(engine)
-        step.catch_up_s = self._caught_up_in
+        step.catch_up_s, step.caught_up = self._caught_up
         return step
 
     def _counters(self) -> dict[str, dict[str, int]]:

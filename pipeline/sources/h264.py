@@ -80,24 +80,28 @@ def parse(nal: bytes) -> SequenceParameters:
 def declaring_no_reorder(nal: bytes) -> bytes | None:
     """`nal` rewritten to say that its pictures come in display order (max_num_reorder_frames = 0), or None
     when that would change nothing or cannot be said safely: its order count is already the decode order
-    (type 2), it states its reordering itself, it codes fields (interlaced), or it cannot be read."""
+    (type 2), it states its reordering itself, it codes fields (interlaced), or it cannot be read (what follows the
+    last field read is not the RBSP's trailing bits: an extension or a profile this reader does not know)."""
     try:
         sps = parse(nal)
     except ValueError:
         return None
     if sps.pic_order_cnt_type == 2 or sps.max_num_reorder_frames is not None or not sps.frame_mbs_only:
         return None
-    rbsp = _unescape(nal)
-    kept = "".join(f"{byte:08b}" for byte in rbsp)[: sps.vui_at if sps.restriction_at is None else sps.restriction_at]
+    bits = "".join(f"{byte:08b}" for byte in _unescape(nal))
+    at = sps.vui_at if sps.restriction_at is None else sps.restriction_at
+    if bits[at + 1 :].rstrip("0") != "1":  # after the absent flag, only rbsp_trailing_bits: else it was misread
+        return None
+    kept = bits[:at]
     if sps.restriction_at is None:
         # vui_parameters_present_flag, then aspect ratio, overscan, video signal, chroma location, timing,
         # NAL HRD, VCL HRD and picture structure all absent
         kept += "1" + "0" * 8
     kept += "1"  # bitstream_restriction_flag
     kept += "1"  # motion_vectors_over_pic_boundaries_flag (the value a decoder infers when absent)
-    # max_bytes_per_pic_denom 2 and max_bits_per_mb_denom 1 (the inferred values), log2 of the largest motion
-    # vector 16 (no limit), no reordering, and a buffer of the reference frames only
-    for value in (2, 1, 16, 16, 0, max(sps.max_num_ref_frames, 1)):
+    # max_bytes_per_pic_denom 2, max_bits_per_mb_denom 1 and log2 of the largest motion vector 15 (the values
+    # inferred when absent), no reordering, and a buffer of the reference frames only
+    for value in (2, 1, 15, 15, 0, max(sps.max_num_ref_frames, 1)):
         kept += _ue(value)
     kept += "1"  # rbsp_stop_one_bit
     kept += "0" * (-len(kept) % 8)

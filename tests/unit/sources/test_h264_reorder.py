@@ -106,6 +106,17 @@ def test_an_sps_without_vui_gets_one_that_only_declares_the_order(shared):
     assert len(plain) == len(units)
 
 
+def test_an_sps_with_more_after_its_last_field_than_trailing_bits_is_never_declared(shared):
+    # an SPS extension, or a profile read wrongly: rewriting from a misread position would corrupt the stream
+    sps = _first_sps(_annexb_units(shared("media/car-detection.mp4")))
+    at = parse(sps).restriction_at
+    bits = "".join(f"{b:08b}" for b in _unescape(sps))[: at + 1] + "0110" + "1"
+    bits += "0" * (-len(bits) % 8)
+    longer = _escape(int(bits, 2).to_bytes(len(bits) // 8, "big"))
+    assert parse(longer).restriction_at == at
+    assert declaring_no_reorder(longer) is None
+
+
 def test_nothing_is_declared_where_the_order_is_the_decode_order_already(shared):
     sps = _first_sps(_annexb_units(shared("media/dog-phone-1080p.mp4")))
     assert parse(sps).pic_order_cnt_type == 2  # output order is decode order: NVDEC holds nothing back

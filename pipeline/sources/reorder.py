@@ -1,0 +1,114 @@
+"""Whether a camera's H.264 decoder may be told that its stream never reorders pictures, decided from the packets'
+timestamps as they come.
+
+NVDEC hands a picture on only once it knows that no earlier one can follow. An SPS that does not say how far the
+stream reorders makes it keep a whole decoded picture buffer back (docs/BENCHMARKS.md, "What a live camera adds").
+`ReorderWatch` lets the decoder declare such an SPS free of reordering (`h264.declaring_no_reorder`) and plans what
+to decode when the timestamps say otherwise:
+
+- within `TRIAL_PACKETS` of a declared SPS, a timestamp going back (or a packet without one, which cannot tell)
+  means the stream reorders: decode again from that SPS as the stream says (the packets since are kept), without
+  handing on again the pictures up to the last one handed on (those behind it are dropped: a few, once);
+- later, a timestamp going back by less than `REORDER_SPAN` of the stream's forward steps means the same (an encoder
+  that starts B-frames late): the SPS is no longer declared, and the decoder starts again at the next one; a larger
+  step back is the camera's clock, not reordering.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pipeline.sources.h264 import declaring_no_reorder
+from pipeline.types import pts_to_ns
+
+log = logging.getLogger(__name__)
+
+TRIAL_PACKETS = 32
+"""Packets after a declared SPS kept for decoding again: a stream with B-frames shows a timestamp going back within
+its first few (H.264 reorders at most 16 pictures)."""
+
+REORDER_SPAN = 16
+"""A step back of at most this many of the stream's largest forward steps is reordering, not a clock's leap."""
+
+
+@dataclass
+class Plan:
+    """What the decoder does with one packet."""
+
+    feed: list[tuple[bytes | memoryview, int | None, bool]]
+    """Access units to decode in order: (data, pts in the stream's time base, discard)."""
+    restart: str = ""
+    """"" none; "drain": hand on what the decoder holds, then a fresh one; "drop": a fresh one, what it held
+    comes again from `feed`."""
+    repeats: frozenset[int] = field(default_factory=frozenset)
+    """pts (time base) of pictures in `feed` not to hand on: handed on already, or belonging before those."""
+
+
+class ReorderWatch:
+    """One H.264 stream's packets, as a camera's decoder reads them; `eligible`: its container does not announce
+    B-frames (and it is a camera's). Tell it each picture handed on (`shown`) and each end of a pass (`end`)."""
+
+    def __init__(self, label: str, eligible: bool):
+        self.label = label
+        self.declaring = eligible
+        self._declared: dict[bytes, bytes | None] = {}  # an SPS as read -> as declared (None: nothing to declare)
+        self._sps: bytes | None = None
+        self._trial: list[tuple[bytes, int | None, bool]] | None = None
+        self._last_ns: int | None = None
+        self._step_ns = 0
+        self._shown_ns: int | None = None
+        self._restart_at_sps = False
+
+    def read(self, unit: memoryview, sps: bytes | None, pts: int | None, time_base, discard: bool) -> Plan:
+        """The plan for `unit`, an Annex-B access unit whose SPS (if it carries one) is `sps`."""
+        restart = ""
+        if sps is not None and (sps != self._sps or self._restart_at_sps):
+            restart, self._restart_at_sps = ("drain" if self._restart_at_sps else ""), False
+            self._sps, self._last_ns = sps, None  # a new sequence may start its timestamps again
+            self._trial = [] if self.declaring and self._declaration(sps) is not None else None
+        at = None if pts is None else pts_to_ns(pts, time_base)
+        if self._trial is not None and (at is None or (self._last_ns is not None and at < self._last_ns)):
+            return self._again(bytes(unit), pts, discard, time_base)
+        if at is not None:
+            if self._last_ns is not None and at < self._last_ns:
+                if self.declaring and self._last_ns - at <= REORDER_SPAN * self._step_ns:
+                    log.info("%s: the stream reorders its pictures after all; its SPS is taken as it is from the "
+                             "next one on", self.label)
+                    self.declaring, self._restart_at_sps = False, True
+            elif self._last_ns is not None:
+                self._step_ns = max(self._step_ns, at - self._last_ns)
+            self._last_ns = at
+        if self._trial is not None:
+            self._trial.append((bytes(unit), pts, discard))
+            if len(self._trial) > TRIAL_PACKETS:
+                self._trial = None
+        if self.declaring and sps is not None and (declared := self._declaration(sps)) is not None:
+            return Plan(feed=[(bytes(unit).replace(sps, declared, 1), pts, discard)], restart=restart)
+        return Plan(feed=[(unit, pts, discard)], restart=restart)
+
+    def shown(self, pts_ns: int) -> None:
+        """A picture was handed on (while declaring, the last one matters)."""
+        if self.declaring:
+            self._shown_ns = pts_ns
+
+    def end(self) -> None:
+        """The stream's pass ended (the decoder drained): the next starts its timestamps and its trial afresh."""
+        self._sps = self._trial = self._last_ns = self._shown_ns = None
+        self._step_ns, self._restart_at_sps = 0, False
+
+    def _declaration(self, sps: bytes) -> bytes | None:
+        if sps not in self._declared:
+            self._declared[sps] = declaring_no_reorder(sps)
+        return self._declared[sps]
+
+    def _again(self, unit: bytes, pts: int | None, discard: bool, time_base) -> Plan:
+        log.info("%s: the stream reorders its pictures (B-frames%s); decoding again from its SPS as it says",
+                 self.label, "" if pts is not None else ", or no timestamps to tell")
+        self.declaring = False
+        replay, self._trial = [*(self._trial or []), (unit, pts, discard)], None
+        shown = self._shown_ns
+        repeats = frozenset(p for _, p, _ in replay
+                            if p is not None and shown is not None and pts_to_ns(p, time_base) <= shown)
+        if pts is not None:
+            self._last_ns = pts_to_ns(pts, time_base)
+        return Plan(feed=replay, restart="drop", repeats=repeats)
