@@ -117,7 +117,7 @@ class LiveRamp:
             opened, before = HistogramWindow(latency), self._counters()
             time.sleep(probe_s)
             window, after = HistogramWindow(latency).since(opened), self._counters()
-            lost = any(counts[key] - before.get(stream, {}).get(key, 0) for stream, counts in after.items()
+            lost = any(counts[key] - before.get(stream, {}).get(key, 0) > 0 for stream, counts in after.items()
                        for key in LOSSES)
             detected = sum(counts["batched"] - before.get(stream, {}).get("batched", 0) for stream, counts in after.items())
             if detected and not lost and within_bounds(window, self._bounds):

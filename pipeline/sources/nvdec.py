@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from pipeline.errors import CorruptPacket, SourceError
 from pipeline.sources.h264 import progressive
-from pipeline.sources.reorder import ReorderWatch
+from pipeline.sources.reorder import REORDER_SPAN, TRIAL_PACKETS, ReorderWatch
 from pipeline.sources.reader import DecodedFrame
 from pipeline.types import PTS_UNKNOWN, pts_to_ns
 
@@ -105,7 +105,7 @@ class NvdecDecoder:
         self._codec = codec_name
         self._low_latency = low_latency
         self._order = ReorderWatch(label, low_latency and codec_name == "h264" and not stream.codec_context.has_b_frames)
-        self._repeats: set[int] = set()  # pts of pictures decoded again after a restart, not to hand on twice
+        self._floor: tuple[int, int] | None = None  # after decoding again: (pts ns, pictures left) not to hand on
         self._whole = False  # each packet is marked as a whole picture
         self._preamble = out_of_band_parameter_sets(stream)  # until the first packet
         with self._device:
@@ -162,15 +162,15 @@ class NvdecDecoder:
             drained += self._drain() if plan.restart == "drain" else []
             self.close()
             self._decoder = self._create()
-            self._repeats = set(plan.repeats)
+            self._floor = None if plan.floor_ns is None else (plan.floor_ns, TRIAL_PACKETS + REORDER_SPAN)
         frames = drained
         for unit, at, discard in plan.feed:
             try:
                 frames += self._feed(memoryview(unit), at, discard, time_base)
             except CorruptPacket as exc:
-                if len(plan.feed) == 1:
+                if len(plan.feed) == 1 and not frames:
                     raise
-                log.warning("%s (decoding again from the SPS)", exc)
+                log.warning("%s", exc)  # the pictures before it are kept (copied already)
         if frames:
             self._order.shown(frames[-1].pts_ns)
         return frames
@@ -194,7 +194,7 @@ class NvdecDecoder:
         """The frames NVDEC still holds at the end of the stream (an empty packet drains it)."""
         frames = self._drain()
         self._order.end()
-        self._repeats.clear()
+        self._floor = None
         return frames
 
     def _drain(self) -> list[DecodedFrame]:
@@ -214,19 +214,25 @@ class NvdecDecoder:
                 raise CorruptPacket(f"{self._label}: NVDEC failed to decode a packet ({reason}); set decode: cpu "
                                     "for this stream if it keeps failing") from exc
             shown = [s for s in surfaces if not (has_pts and self._discarded(int(s.getPTS())))]
-            if self._repeats:  # before the copy: a picture not handed on takes no frame memory
-                shown = [s for s in shown if not self._repeated(int(s.getPTS()))]
+            if self._floor is not None and has_pts:  # before the copy: a picture not handed on takes no memory
+                shown = [s for s in shown if not self._below_floor(pts_to_ns(int(s.getPTS()), time_base))]
             frames = [self._own(s, has_pts, time_base) for s in shown]
             # The next Decode may reuse these surfaces, and PyNvVideoCodec's own copies into them are
             # not ordered with this stream, so the frame copies must have finished before it runs.
             self.cuda_stream.synchronize()
             return frames
 
-    def _repeated(self, pts: int) -> bool:
-        if pts in self._repeats:
-            self._repeats.discard(pts)
-            return True
-        return False
+    def _below_floor(self, pts_ns: int) -> bool:
+        """Whether a picture decoded again is one handed on already, or belongs before it; the first above the
+        floor (or the last the floor may drop) ends it."""
+        if self._floor is None:
+            return False
+        floor, left = self._floor
+        if pts_ns > floor or left <= 0:
+            self._floor = None
+            return False
+        self._floor = (floor, left - 1)
+        return True
 
     def _discarded(self, pts: int) -> bool:
         if pts in self._discard:

@@ -9,14 +9,14 @@ to decode when the timestamps say otherwise:
 - within `TRIAL_PACKETS` of a declared SPS, a timestamp going back (or a packet without one, which cannot tell)
   means the stream reorders: decode again from that SPS as the stream says (the packets since are kept), without
   handing on again the pictures up to the last one handed on (those behind it are dropped: a few, once);
-- later, a timestamp going back by less than `REORDER_SPAN` of the stream's forward steps means the same (an encoder
-  that starts B-frames late): the SPS is no longer declared, and the decoder starts again at the next one; a larger
-  step back is the camera's clock, not reordering.
+- later, two timestamps going back within `REORDER_SPAN` packets, each by less than `REORDER_SPAN` steps forward,
+  mean the same (an encoder that starts B-frames late): the SPS is no longer declared, and the decoder starts again
+  at the next one; a single step back, or a larger one, is the camera's clock, not reordering.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pipeline.sources.h264 import declaring_no_reorder
 from pipeline.types import pts_to_ns
@@ -40,8 +40,9 @@ class Plan:
     restart: str = ""
     """"" none; "drain": hand on what the decoder holds, then a fresh one; "drop": a fresh one, what it held
     comes again from `feed`."""
-    repeats: frozenset[int] = field(default_factory=frozenset)
-    """pts (time base) of pictures in `feed` not to hand on: handed on already, or belonging before those."""
+    floor_ns: int | None = None
+    """After decoding again: pictures up to this pts (ns) were handed on already or belong before those; the
+    decoder drops such pictures (at most `TRIAL_PACKETS + REORDER_SPAN`) until one above it comes."""
 
 
 class ReorderWatch:
@@ -58,25 +59,31 @@ class ReorderWatch:
         self._step_ns = 0
         self._shown_ns: int | None = None
         self._restart_at_sps = False
+        self._rewritten = False  # the current SPS was declared free of reordering
+        self._backs: list[int] = []  # the packet counts of recent steps back, after the trial
+        self._count = 0
 
     def read(self, unit: memoryview, sps: bytes | None, pts: int | None, time_base, discard: bool) -> Plan:
         """The plan for `unit`, an Annex-B access unit whose SPS (if it carries one) is `sps`."""
         restart = ""
         if sps is not None and (sps != self._sps or self._restart_at_sps):
             restart, self._restart_at_sps = ("drain" if self._restart_at_sps else ""), False
-            self._sps, self._last_ns = sps, None  # a new sequence may start its timestamps again
-            self._trial = [] if self.declaring and self._declaration(sps) is not None else None
+            self._sps, self._last_ns, self._backs = sps, None, []  # a new sequence may start its timestamps again
+            self._rewritten = self.declaring and self._declaration(sps) is not None
+            self._trial = [] if self._rewritten else None
         at = None if pts is None else pts_to_ns(pts, time_base)
+        self._count += 1
         if self._trial is not None and (at is None or (self._last_ns is not None and at < self._last_ns)):
             return self._again(bytes(unit), pts, discard, time_base)
         if at is not None:
             if self._last_ns is not None and at < self._last_ns:
-                if self.declaring and self._last_ns - at <= REORDER_SPAN * self._step_ns:
+                if self._rewritten and self.declaring and self._reorders_late(self._last_ns - at):
                     log.info("%s: the stream reorders its pictures after all; its SPS is taken as it is from the "
                              "next one on", self.label)
-                    self.declaring, self._restart_at_sps = False, True
+                    self.declaring, self._restart_at_sps = False, sps is None
+                    restart = restart or ("drain" if sps is not None else "")  # this packet starts a sequence
             elif self._last_ns is not None:
-                self._step_ns = max(self._step_ns, at - self._last_ns)
+                self._step_ns = at - self._last_ns
             self._last_ns = at
         if self._trial is not None:
             self._trial.append((bytes(unit), pts, discard))
@@ -86,6 +93,14 @@ class ReorderWatch:
             return Plan(feed=[(bytes(unit).replace(sps, declared, 1), pts, discard)], restart=restart)
         return Plan(feed=[(unit, pts, discard)], restart=restart)
 
+    def _reorders_late(self, back_ns: int) -> bool:
+        """A step back after the trial: reordering when it is the second within `REORDER_SPAN` packets, each at
+        most `REORDER_SPAN` of the step forward before it (B-frames step back every few packets; a clock once)."""
+        if back_ns > REORDER_SPAN * self._step_ns:
+            return False
+        self._backs = [n for n in self._backs if self._count - n < REORDER_SPAN] + [self._count]
+        return len(self._backs) >= 2
+
     def shown(self, pts_ns: int) -> None:
         """A picture was handed on (while declaring, the last one matters)."""
         if self.declaring:
@@ -94,7 +109,7 @@ class ReorderWatch:
     def end(self) -> None:
         """The stream's pass ended (the decoder drained): the next starts its timestamps and its trial afresh."""
         self._sps = self._trial = self._last_ns = self._shown_ns = None
-        self._step_ns, self._restart_at_sps = 0, False
+        self._step_ns, self._restart_at_sps, self._rewritten, self._backs = 0, False, False, []
 
     def _declaration(self, sps: bytes) -> bytes | None:
         if sps not in self._declared:
@@ -106,9 +121,6 @@ class ReorderWatch:
                  self.label, "" if pts is not None else ", or no timestamps to tell")
         self.declaring = False
         replay, self._trial = [*(self._trial or []), (unit, pts, discard)], None
-        shown = self._shown_ns
-        repeats = frozenset(p for _, p, _ in replay
-                            if p is not None and shown is not None and pts_to_ns(p, time_base) <= shown)
         if pts is not None:
             self._last_ns = pts_to_ns(pts, time_base)
-        return Plan(feed=replay, restart="drop", repeats=repeats)
+        return Plan(feed=replay, restart="drop", floor_ns=self._shown_ns)

@@ -28,20 +28,27 @@ def units() -> list[bytes]:
 
 class Decoder:
     """Plays the decoder's part: follows each plan and hands on every picture at once (what NVDEC does with a
-    declared SPS), then reports it shown; records what it fed."""
+    declared SPS), dropping after a restart the pictures up to the plan's floor as NvdecDecoder does, and reports
+    each one shown; records what it fed and each restart."""
 
     def __init__(self, watch: ReorderWatch):
         self.watch, self.fed, self.shown, self.restarts = watch, [], [], []
+        self.floor = None
 
     def read(self, unit: bytes, pts: int | None) -> None:
         plan = self.watch.read(memoryview(unit), sequence_parameter_set(unit, "h264"), pts, MS, False)
         if plan.restart:
             self.restarts.append((len(self.fed), plan.restart))
+            self.floor = plan.floor_ns
         for data, at, _ in plan.feed:
             self.fed.append((bytes(data), at))
-            if at is not None and at not in plan.repeats:
-                self.shown.append(at)
-                self.watch.shown(at * 1_000_000)
+            if at is None:
+                continue
+            if self.floor is not None and at * 1_000_000 <= self.floor:
+                continue
+            self.floor = None
+            self.shown.append(at)
+            self.watch.shown(at * 1_000_000)
 
 
 def _declared(data: bytes) -> bool | None:
@@ -78,6 +85,7 @@ def test_b_frames_within_the_trial_decode_again_from_the_sps_without_repeating_a
     assert [at for _, at in replayed] == [0, 120, 40]  # from the SPS again, as read
     assert replayed[0][0] == units[0]  # with the stream's own SPS
     assert decoder.shown[:2] == [0, 120] and 40 not in decoder.shown  # B1 dropped: it belongs before P3, shown
+    assert 80 not in decoder.shown  # and B2, decoded after the restart: below the floor too
     assert len(decoder.shown) == len(set(decoder.shown))
     assert not decoder.watch.declaring
     assert all(not _declared(data) for data, _ in decoder.fed[2:] if _declared(data) is not None)
@@ -114,11 +122,43 @@ def test_a_clock_leap_back_after_the_trial_is_not_taken_for_reordering(units):
 def test_b_frames_that_start_late_end_the_declaration_at_the_next_sps(units):
     decoder = Decoder(ReorderWatch("cam", eligible=True))
     start = TRIAL_PACKETS + 5
-    times = [40 * i for i in range(start)] + [40 * (start + 1), 40 * start]  # a B-frame after its P
-    stream = units[: start + 2] + [units[0]]  # then the SPS again (the next IDR)
-    for unit, at in zip(stream, times + [40 * (start + 2)]):
+    # then P B P B in decode order: two steps back within a few packets
+    times = [40 * i for i in range(start)] + [40 * (start + 1), 40 * start, 40 * (start + 3), 40 * (start + 2)]
+    stream = units[: start + 4] + [units[0]]  # then the SPS again (the next IDR)
+    for unit, at in zip(stream, times + [40 * (start + 4)]):
         decoder.read(unit, at)
-    assert 40 * (start + 1) - 40 * start <= REORDER_SPAN * 40
     assert not decoder.watch.declaring
-    assert decoder.restarts == [(start + 2, "drain")]
+    assert decoder.restarts == [(start + 4, "drain")]
     assert not _declared(decoder.fed[-1][0])  # the stream's own SPS from there on
+
+
+def test_one_small_step_back_after_the_trial_is_jitter_not_reordering(units):
+    decoder = Decoder(ReorderWatch("cam", eligible=True))
+    times = [40 * i for i in range(TRIAL_PACKETS + 5)] + [40 * (TRIAL_PACKETS + 5) - 50]
+    times += [times[-1] + 40 * (i + 1) for i in range(REORDER_SPAN + 2)] + [times[-1] + 40 * (REORDER_SPAN + 2) - 10]
+    for unit, at in zip(units, times):
+        decoder.read(unit, at)
+    assert decoder.restarts == [] and decoder.watch.declaring  # two steps back, but not within REORDER_SPAN packets
+
+
+def test_reordering_seen_at_a_packet_with_the_sps_restarts_there(units):
+    sps_at = next(i for i, u in enumerate(units) if i > TRIAL_PACKETS + 2 and sequence_parameter_set(u, "h264"))
+    times = [40 * i for i in range(sps_at + 1)]
+    for first in (sps_at - 3, sps_at - 1):  # two B-frames after their P; the second step back lands on the SPS
+        times[first], times[first + 1] = times[first + 1], times[first]
+    decoder = Decoder(ReorderWatch("cam", eligible=True))
+    for unit, at in zip(units, times):
+        decoder.read(unit, at)
+    assert decoder.restarts == [(sps_at, "drain")]
+    assert not _declared(decoder.fed[sps_at][0])
+
+
+def test_a_stream_whose_sps_needs_no_declaration_is_never_restarted(shared):
+    demuxer = Demuxer(str(shared("media/dog-phone-1080p.mp4")), "phone")  # order count type 2: nothing to declare
+    demuxer.open()
+    phone = [bytes(p) for d in demuxer.packets() for p in demuxer.for_decoder(d, annexb=True) if p.size]
+    demuxer.close()
+    decoder = Decoder(ReorderWatch("phone", eligible=True))
+    for index, unit in enumerate(phone):
+        decoder.read(unit, 40 * index - (15 if index % 3 == 2 else 0))  # steps back every third packet
+    assert decoder.restarts == [] and [data for data, _ in decoder.fed] == phone
