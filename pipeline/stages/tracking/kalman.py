@@ -25,14 +25,18 @@ ASPECT_CHANGE_PER_SPEED = 2.0
 
 _F = np.eye(8)
 _F[:4, 4:] = np.eye(4)
-_DIAG8 = np.arange(8)
-_DIAG4 = np.arange(4)
 # Standard deviations as (per-pixel-of-height factor, constant); the aspect ratio gets a constant.
 _INIT_STD = (np.array([2, 2, 0, 2, 10, 10, 0, 10]) * np.repeat([STD_POSITION, STD_VELOCITY], 4),
              np.array([0, 0, 1e-2, 0, 0, 0, 1e-5, 0]))
 _MOTION_STD = (np.repeat([STD_POSITION, STD_VELOCITY_CHANGE], 4) * np.array([1, 1, 0, 1, 1, 1, 0, 1]),
                np.array([0, 0, 1e-2, 0, 0, 0, 1e-5, 0]))
 _MEASURE_STD = (STD_MEASUREMENT * np.array([1, 1, 0, 1]), np.array([0, 0, 1e-1, 0]))
+
+
+def _diagonal(stack: np.ndarray) -> np.ndarray:
+    """Writable (T, K) view of the diagonals of a C-contiguous (T, K, K) stack (fancy indexing copies twice)."""
+    k = stack.shape[-1]
+    return stack.reshape(len(stack), k * k)[:, :: k + 1]
 
 
 def _variance(height: np.ndarray, std: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -44,20 +48,19 @@ def xyxy_to_xyah(xyxy: np.ndarray) -> np.ndarray:
     """(N, 4) x1, y1, x2, y2 pixels -> (N, 4) float64 centre x, centre y, aspect w/h, height."""
     xyxy = np.asarray(xyxy, np.float64)
     out = np.empty((len(xyxy), 4))
-    w = xyxy[:, 2] - xyxy[:, 0]
-    h = np.maximum(xyxy[:, 3] - xyxy[:, 1], 1e-6)
-    out[:, 0] = xyxy[:, 0] + w / 2
-    out[:, 1] = xyxy[:, 1] + h / 2
-    out[:, 2] = w / h
-    out[:, 3] = h
+    size = xyxy[:, 2:] - xyxy[:, :2]
+    np.maximum(size[:, 1], 1e-6, out=size[:, 1])
+    np.multiply(size, 0.5, out=out[:, :2])
+    out[:, :2] += xyxy[:, :2]
+    np.divide(size[:, 0], size[:, 1], out=out[:, 2])
+    out[:, 3] = size[:, 1]
     return out
 
 
 def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
     """(N, 4) centre x, centre y, aspect, height -> (N, 4) float64 x1, y1, x2, y2."""
-    half = np.empty((len(xyah), 2))
-    half[:, 0] = xyah[:, 2] * xyah[:, 3] / 2
-    half[:, 1] = xyah[:, 3] / 2
+    half = xyah[:, 2:4] * 0.5
+    half[:, 0] *= xyah[:, 3]
     return np.concatenate([xyah[:, :2] - half, xyah[:, :2] + half], axis=1)
 
 
@@ -70,7 +73,7 @@ def initiate(measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = np.zeros((n, 8))
     mean[:, :4] = measurement
     cov = np.zeros((n, 8, 8))
-    cov[:, _DIAG8, _DIAG8] = _variance(measurement[:, 3], _INIT_STD)
+    _diagonal(cov)[:] = _variance(measurement[:, 3], _INIT_STD)
     return mean, cov
 
 
@@ -81,14 +84,16 @@ def predict(mean: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     noise = _variance(mean[:, 3], _MOTION_STD)
     speed = np.hypot(mean[:, 4], mean[:, 5]) / np.maximum(mean[:, 3], 1.0)  # box heights a frame
     noise[:, 2] += (ASPECT_CHANGE_PER_SPEED * mean[:, 2] * speed) ** 2
-    new_cov[:, _DIAG8, _DIAG8] += noise
+    diagonal = _diagonal(new_cov)
+    diagonal += noise
     return new_mean, new_cov
 
 
 def update(mean: np.ndarray, cov: np.ndarray, measurement: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Correct (T, 8) means / (T, 8, 8) covariances with (T, 4) xyah measurements; returns new arrays."""
     innovation_cov = cov[:, :4, :4].copy()
-    innovation_cov[:, _DIAG4, _DIAG4] += _variance(mean[:, 3], _MEASURE_STD)
+    diagonal = _diagonal(innovation_cov)
+    diagonal += _variance(mean[:, 3], _MEASURE_STD)
     cross = cov[:, :, :4]  # P H^T, (T, 8, 4)
     # K = P H^T S^-1, solved as S K^T = H P (S is symmetric) instead of inverting S.
     gain = np.linalg.solve(innovation_cov, np.swapaxes(cross, 1, 2)).swapaxes(1, 2)
