@@ -58,15 +58,11 @@ from pipeline.config.models import TrackerConfig
 from pipeline.stages.tracking import kalman
 from pipeline.stages.tracking.ids import TrackIds
 from pipeline.stages.tracking.matching import index_pairs, iou_matrix, linear_assignment
+from pipeline.stages.tracking.shared_motion import MIN_PAIRS, drift_weight, shared_shift
 from pipeline.types import Detections
 
 _TENTATIVE_MATCH_IOU = 0.3  # a tentative track has no velocity yet, so it needs a larger overlap
 _NO_PAIRS = np.zeros((0, 2), np.int64)
-_SHARED_MOTION_MIN_PAIRS = 3  # first-stage matches needed to measure a shared shift
-_SHARED_MOTION_SIGNIFICANCE = 1.0  # standard errors a shared shift must exceed (tune split: 2 gave back a third of the gain on a moving camera)
-# Standard errors a shared shift must exceed to be taken as the camera's (every track moves with it, and on):
-# on the tune split 1.5 cost the demo world 0.1 HOTA and IDF1, 2 leaves it unchanged.
-_SHARED_VELOCITY_SIGNIFICANCE = 2.0
 # Per frame, the shared velocity keeps this part; the rest passes into every track's own velocity, so what a
 # newborn track inherits is the camera's recent change of speed, not the street's usual traffic (tune split:
 # with all of it kept, and every significant shift taken as the camera's, the demo world lost 6 HOTA: its objects
@@ -83,7 +79,6 @@ _JOINT_NEW_TRACK_THRESHOLD = 0.25
 _JOINT_SHARE = 0.5
 _LOW_SCORE_MEMORY = 500
 _LOW_SCORE_MIN_COUNT = 100
-_MIN_DRIFT_WEIGHT = 1e-6  # a feasible pair stays below the gate: at the gate the solver may leave it unmatched
 _STATE = ("_mean", "_cov", "_id", "_hits", "_lost", "_class", "_seen", "_drift")  # per-track arrays, one row per track
 
 
@@ -108,7 +103,7 @@ class ByteTracker:
         self._class = np.zeros(0, np.int32)
         self._seen = np.zeros((0, 4))  # xyah of the last detection matched to the track
         self._drift = np.zeros(0)  # box heights the shared motion moved the track by since its last match
-        self._shared_velocity = np.zeros(2)  # pixels per frame every track moves by on top of its own velocity
+        self._shared_velocity = (0.0, 0.0)  # pixels per frame every track moves by on top of its own velocity
         self._low_count = 0.0  # low-score detections seen (fading), and how many of them lay on a confirmed track
         self._low_on_tracks = 0.0
         self.frame_count = 0
@@ -151,7 +146,7 @@ class ByteTracker:
         tentative = (self._id < 0).nonzero()[0]
 
         joint = self._joint(iou, confirmed, low)
-        weight = self._drift_weight()
+        weight = drift_weight(self._drift, self._lost, cfg.drift_scale)
         if joint:
             high = (score >= cfg.low_threshold).nonzero()[0]
             low = low[:0]
@@ -214,19 +209,21 @@ class ByteTracker:
         return self._low_count >= _LOW_SCORE_MIN_COUNT and self._low_on_tracks >= _JOINT_SHARE * self._low_count
 
     def _predict(self) -> None:
-        carried = (1.0 - _SHARED_VELOCITY_DECAY) * self._shared_velocity
-        self._shared_velocity = self._shared_velocity - carried
+        vx, vy = self._shared_velocity
+        carried = ((1.0 - _SHARED_VELOCITY_DECAY) * vx, (1.0 - _SHARED_VELOCITY_DECAY) * vy)
+        self._shared_velocity = velocity = (vx - carried[0], vy - carried[1])
         if len(self._mean) == 0:
             return
         # A coasting track keeps moving but stops growing or shrinking.
         self._mean[self._lost > 0, 7] = 0.0
         # Every track moves by its own velocity plus the shared one; part of the shared one becomes its own.
-        self._mean[:, 4:6] += carried
+        if carried != (0.0, 0.0):  # a still camera's is zero (adding it would change nothing)
+            self._mean[:, 4:6] += carried
         self._mean, self._cov = kalman.predict(self._mean, self._cov)
-        self._mean[:, :2] += self._shared_velocity
-        self._seen[:, :2] += self._shared_velocity
-        if self._shared_velocity.any():
-            self._drift += math.hypot(*self._shared_velocity) / np.maximum(self._mean[:, 3], 1.0)
+        if velocity != (0.0, 0.0):
+            self._mean[:, :2] += velocity
+            self._seen[:, :2] += velocity
+            self._drift += math.hypot(*velocity) / np.maximum(self._mean[:, 3], 1.0)
         self._lost += 1
 
     def _warp(self, affine: np.ndarray) -> None:
@@ -241,26 +238,21 @@ class ByteTracker:
         returns whether anything moved.
 
         When the camera pans, every detection moves by the same amount the predictions did not expect; the
-        median of the matched tracks' innovations measures it without the picture, and lost tracks (whose
-        prediction no detection corrects) follow it instead of drifting off the scene. A shift within
-        `_SHARED_MOTION_SIGNIFICANCE` standard errors (the larger of the innovations' spread and what the
-        filter expects of one, over the square root of their number) is noise: a still camera moves nothing.
+        median of the matched tracks' innovations measures it without the picture (`shared_shift`), and lost
+        tracks (whose prediction no detection corrects) follow it instead of drifting off the scene. A still
+        camera moves nothing.
         """
-        if len(pairs) < _SHARED_MOTION_MIN_PAIRS:
+        if len(pairs) < MIN_PAIRS:
             return False
         t = pairs[:, 0]
-        innovation = xyah[pairs[:, 1], :2] - self._mean[t, :2]
-        # The spread of the innovations, but never less than the filter expects of one (few tracks can agree
-        # by chance): its predicted position variance plus the measurement's.
-        medians = _column_medians(
-            np.column_stack([innovation, self._cov[t, 0, 0], self._cov[t, 1, 1], self._mean[t, 3]]))
-        shift, variance, height = medians[:2], medians[2:4], medians[4]
-        expected = np.sqrt(variance + (kalman.STD_MEASUREMENT * height) ** 2)
-        spread = np.maximum(1.4826 * _column_medians(np.abs(innovation - shift)), expected)
-        stderr = spread / np.sqrt(len(pairs))
-        shift[np.abs(shift) <= _SHARED_MOTION_SIGNIFICANCE * stderr] = 0.0
-        if not shift.any():
+        stack = np.empty((len(t), 5))
+        np.subtract(xyah[pairs[:, 1], :2], self._mean[t, :2], out=stack[:, :2])  # innovations
+        stack[:, 2:4] = self._cov[t, :2, :2].reshape(-1, 4)[:, ::3]  # predicted position variances
+        stack[:, 4] = self._mean[t, 3]
+        found = shared_shift(stack)
+        if found is None:
             return False
+        shift, camera = found
         others = np.ones(len(self._mean), bool)
         others[t] = False
         self._mean[others, :2] += shift
@@ -269,26 +261,10 @@ class ByteTracker:
         # A clearer shift is the camera's: the matched tracks' predictions take it as well, so their own velocities
         # do not absorb it one by one, and every track goes on moving by it (a newborn track too: its own velocity
         # starts at zero). Each frame the shift measured is the change of the camera's speed the tracks missed.
-        camera = np.where(np.abs(shift) > _SHARED_VELOCITY_SIGNIFICANCE * stderr, shift, 0.0)
-        self._mean[t, :2] += camera
-        self._shared_velocity = self._shared_velocity + camera
+        if camera != (0.0, 0.0):
+            self._mean[t, :2] += camera
+            self._shared_velocity = (self._shared_velocity[0] + camera[0], self._shared_velocity[1] + camera[1])
         return True
-
-    def _drift_weight(self) -> np.ndarray | None:
-        """(T,) weight of each track's similarity margin above the gate, exp(-(drift / `drift_scale`)^2) for a track
-        unseen on the previous frame too; None when every weight is 1 (a still camera, or `drift_scale` 0).
-
-        A constant decay per frame unseen cannot tell a hidden person coming back from a stale duplicate (tune
-        split: x 0.97 a frame cost the still cameras' detector-like noise 1.0 IDF1); the camera's motion while the
-        track was unseen can: on a still camera it is zero.
-        """
-        scale = self.config.drift_scale
-        if scale <= 0:
-            return None
-        drift = self._drift * (self._lost > 1)
-        if not drift.any():
-            return None
-        return np.maximum(np.exp(-np.square(drift * (1.0 / scale))), _MIN_DRIFT_WEIGHT)
 
     def _associate(self, iou, tracks, det_rows, score, min_similarity, weight=None):
         """Match track indices to detection rows on `iou` ((T, N), `_iou`; x score when given).
@@ -391,9 +367,3 @@ class ByteTracker:
             np.concatenate([ids, self._id[t]]),
         )
 
-
-def _column_medians(a: np.ndarray) -> np.ndarray:
-    """Median of each column of (N, K) `a`, N >= 1 (one sort: np.median's overhead is most of a frame's budget)."""
-    ordered = np.sort(a, axis=0)
-    n = len(ordered)
-    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
