@@ -164,6 +164,9 @@ class ByteTracker:
         third, high, tentative = self._associate(iou, tentative, high, score, _TENTATIVE_MATCH_IOU)
         matched = np.concatenate([first, second, recovered, third])
         self._correct(matched, xyah)
+        if len(third):  # only the last stage holds tentative tracks
+            hit = third[:, 0]
+            self._confirm(hit[self._hits.take(hit) >= cfg.min_hits])
         new_track_threshold = cfg.new_track_threshold
         if joint:
             new_track_threshold = min(new_track_threshold, _JOINT_NEW_TRACK_THRESHOLD)
@@ -202,7 +205,8 @@ class ByteTracker:
         if len(low):
             on_tracks = 0
             if len(confirmed):
-                on_tracks = int((iou[confirmed][:, low].max(axis=0) >= self.config.low_match_iou).sum())
+                nearest = iou.take(confirmed, 0).take(low, 1).max(axis=0)
+                on_tracks = np.count_nonzero(nearest >= self.config.low_match_iou)
             fade = (1.0 - 1.0 / _LOW_SCORE_MEMORY) ** len(low)
             self._low_count = self._low_count * fade + len(low)
             self._low_on_tracks = self._low_on_tracks * fade + on_tracks
@@ -274,23 +278,23 @@ class ByteTracker:
         """
         if len(tracks) == 0 or len(det_rows) == 0:
             return _NO_PAIRS, det_rows, tracks
-        similarity = iou[tracks][:, det_rows]
+        similarity = iou.take(tracks, 0).take(det_rows, 1)  # take: a third of fancy indexing's cost
         if score is not None:
-            similarity *= score[None, det_rows]
+            similarity *= score.take(det_rows)
         cost = 1.0 - similarity
         gate = 1.0 - min_similarity
         if weight is not None:
-            cost = np.where(cost <= gate, gate - (gate - cost) * weight[tracks][:, None], cost)
+            cost = np.where(cost <= gate, gate - (gate - cost) * weight.take(tracks)[:, None], cost)
         local = linear_assignment(cost, gate)
-        pairs = index_pairs(tracks[local[:, 0]], det_rows[local[:, 1]])
-        rows_left = np.ones(len(det_rows), bool)
-        rows_left[local[:, 1]] = False
-        tracks_left = np.ones(len(tracks), bool)
-        tracks_left[local[:, 0]] = False
-        return pairs, det_rows[rows_left], tracks[tracks_left]
+        pairs = index_pairs(tracks.take(local[:, 0]), det_rows.take(local[:, 1]))
+        taken_rows = np.zeros(len(det_rows), bool)
+        taken_rows[local[:, 1]] = True
+        taken_tracks = np.zeros(len(tracks), bool)
+        taken_tracks[local[:, 0]] = True
+        return pairs, det_rows[~taken_rows], tracks[~taken_tracks]
 
     def _correct(self, pairs: np.ndarray, xyah: np.ndarray) -> None:
-        """Kalman-update matched tracks, count the hit and confirm those with `min_hits` hits."""
+        """Kalman-update matched tracks and count the hit."""
         if len(pairs) == 0:
             return
         t, d = pairs[:, 0], pairs[:, 1]
@@ -302,7 +306,6 @@ class ByteTracker:
         self._drift[t] = 0.0
         self._hits[t] += 1
         self._lost[t] = 0
-        self._confirm(t[(self._id[t] < 0) & (self._hits[t] >= self.config.min_hits)])
 
     def _reanchor(self, tracks: np.ndarray, seen: np.ndarray) -> None:
         """Tracks back after a gap take their velocity from the observations either side of it."""

@@ -41,18 +41,19 @@ def linear_assignment(cost: np.ndarray, max_cost: float) -> np.ndarray:
     row_options = feasible.sum(axis=1)
     col_options = feasible.sum(axis=0)
     col_of_row = feasible.argmax(axis=1)
-    lone = (row_options == 1) & (col_options[col_of_row] == 1)
-    lone_rows = lone.nonzero()[0]
-    pairs = index_pairs(lone_rows, col_of_row[lone_rows])
-    rows = ((row_options > 0) & ~lone).nonzero()[0]
+    lone = (row_options == 1) & (col_options.take(col_of_row) == 1)
+    rows = (row_options > lone).nonzero()[0]  # feasible rows that are not lone (a lone row has one option)
     if len(rows) == 0:
-        return pairs
+        lone_rows = lone.nonzero()[0]
+        return index_pairs(lone_rows, col_of_row.take(lone_rows))
     open_cols = col_options > 0
-    open_cols[col_of_row[lone_rows]] = False
+    open_cols[col_of_row[lone]] = False
     cols = open_cols.nonzero()[0]
-    sub = _solve(cost[rows][:, cols], max_cost)
-    out = np.concatenate([pairs, index_pairs(rows[sub[:, 0]], cols[sub[:, 1]])])
-    return out[np.argsort(out[:, 0], kind="stable")]
+    sub = _solve(cost.take(rows, 0).take(cols, 1), max_cost)
+    col_of_row[~lone] = -1
+    col_of_row[rows.take(sub[:, 0])] = cols.take(sub[:, 1])
+    matched = (col_of_row >= 0).nonzero()[0]
+    return index_pairs(matched, col_of_row.take(matched))
 
 
 def index_pairs(first: np.ndarray, second: np.ndarray) -> np.ndarray:

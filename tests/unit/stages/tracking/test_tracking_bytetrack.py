@@ -34,6 +34,17 @@ def test_iou_matrix_and_assignment_respect_threshold():
     assert linear_assignment(1 - iou, max_cost=0.4).tolist() == [[1, 0]]
 
 
+def test_assignment_takes_lone_pairs_directly_and_solves_the_contested_rest_in_row_order():
+    cost = np.array([
+        [0.2, 0.3, 1.0, 1.0],  # rows 0 and 1 contest columns 0 and 1
+        [0.1, 0.6, 1.0, 1.0],
+        [1.0, 1.0, 1.0, 0.4],  # each other's only option
+        [1.0, 1.0, 1.0, 1.0],  # no option
+        [1.0, 0.9, 1.0, 1.0],  # above the limit
+    ])
+    assert linear_assignment(cost, max_cost=0.8).tolist() == [[0, 1], [1, 0], [2, 3]]
+
+
 def test_new_track_is_reported_from_its_second_hit_with_id_one():
     tracker = ByteTracker(TrackerConfig(min_hits=2))
     assert len(tracker.update(dets([walker(0)]))) == 0
