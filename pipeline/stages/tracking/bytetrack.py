@@ -171,16 +171,21 @@ class ByteTracker:
         if joint:
             new_track_threshold = min(new_track_threshold, _JOINT_NEW_TRACK_THRESHOLD)
         births = high[score[high] >= new_track_threshold]
-        rows, boxes, ids = self._reported(matched)
+        rows, shown = self._shown(matched)
+        boxes = kalman.xyah_to_xyxy(self._mean[shown, :4]).astype(np.float32)
+        ids = self._id[shown]
+        coasting_class = self._class[shown[len(rows):]]
         self._retire(tentative)
         self._start(births, xyah, class_id)
         if cfg.min_hits <= 1 and len(births):  # reported at once, with the detection's own box
+            k = len(rows)
             rows = np.concatenate([rows, births])
-            boxes = np.concatenate([boxes, dets.xyxy[births]])
-            ids = np.concatenate([ids, self._id[-len(births):]])
-        self.matched_ids = np.full(len(dets), -1, np.int64)
-        self.matched_ids[rows] = ids
-        return self._output(dets, rows, boxes, ids)
+            boxes = np.concatenate([boxes[:k], dets.xyxy[births], boxes[k:]])
+            ids = np.concatenate([ids[:k], self._id[-len(births):], ids[k:]])
+        self.matched_ids = np.empty(len(dets), np.int64)
+        self.matched_ids.fill(-1)
+        self.matched_ids[rows] = ids[:len(rows)]
+        return self._output(dets, rows, boxes, ids, coasting_class)
 
     def _iou(self, xyah: np.ndarray, xyxy: np.ndarray, class_id: np.ndarray) -> np.ndarray:
         """(T, N) IoU of every track's box (`xyah`, (T, 4)) with every detection, 0 across classes when
@@ -349,24 +354,24 @@ class ByteTracker:
         if self.config.min_hits <= 1:
             self._confirm(np.arange(first, first + n))
 
-    def _reported(self, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Of the matched (track, row) pairs, those of confirmed tracks in input order: their rows (K,), the
-        tracks' corrected boxes (K, 4) float32 xyxy and the tracks' ids (K,)."""
+    def _shown(self, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The tracks output on this frame: of the matched (track, row) pairs, those of confirmed tracks in input
+        order, and then the confirmed tracks lost for 1..`coast_frames` frames that `_retire` will keep.
+        Returns their rows (K,) and every shown track (K + C,)."""
         pairs = pairs[self._id[pairs[:, 0]] >= 0]
-        pairs = pairs[np.argsort(pairs[:, 1], kind="stable")]
-        t = pairs[:, 0]
-        return pairs[:, 1], kalman.xyah_to_xyxy(self._mean[t, :4]).astype(np.float32), self._id[t]
+        pairs = pairs[pairs[:, 1].argsort(kind="stable")]
+        coast = min(self.config.coast_frames, self.config.max_lost_frames)
+        coasting = ((self._id >= 0) & (self._lost > 0) & (self._lost <= coast)).nonzero()[0]
+        return pairs[:, 1], np.concatenate([pairs[:, 0], coasting])
 
-    def _output(self, dets: Detections, rows: np.ndarray, boxes: np.ndarray, ids: np.ndarray) -> Detections:
-        """The rows `rows` of `dets` with `boxes` and `ids`, then the predicted boxes (score 0) of confirmed
-        tracks lost for 1..`coast_frames` frames."""
-        t = ((self._id >= 0) & (self._lost > 0) & (self._lost <= self.config.coast_frames)).nonzero()[0]
-        frame_idx = int(dets.frame_idx[0]) if len(dets) else 0
-        return Detections(
-            np.concatenate([boxes, kalman.xyah_to_xyxy(self._mean[t, :4]).astype(np.float32)]),
-            np.concatenate([dets.score[rows], np.zeros(len(t), np.float32)]),
-            np.concatenate([dets.class_id[rows], self._class[t]]),
-            np.concatenate([dets.frame_idx[rows], np.full(len(t), frame_idx, np.int32)]),
-            np.concatenate([ids, self._id[t]]),
-        )
-
+    def _output(self, dets: Detections, rows: np.ndarray, boxes: np.ndarray, ids: np.ndarray,
+                coasting_class: np.ndarray) -> Detections:
+        """The rows `rows` of `dets` with `boxes` and `ids`, then the predicted boxes (score 0) of the coasting
+        tracks (the rest of `boxes` and `ids`)."""
+        k, n = len(rows), len(ids)
+        score = np.zeros(n, np.float32)
+        score[:k] = dets.score.take(rows)
+        frame_idx = np.empty(n, np.int32)
+        frame_idx.fill(int(dets.frame_idx[0]) if len(dets) else 0)
+        frame_idx[:k] = dets.frame_idx.take(rows)
+        return Detections(boxes, score, np.concatenate([dets.class_id.take(rows), coasting_class]), frame_idx, ids)

@@ -125,6 +125,26 @@ def test_lost_track_coasts_with_score_zero_for_coast_frames():
     assert len(third) == 0
 
 
+def test_a_track_ended_before_its_coast_frames_are_over_is_not_reported():
+    tracker = ByteTracker(TrackerConfig(max_lost_frames=1, coast_frames=5))
+    for step in range(10):
+        tracker.update(dets([walker(step)]))
+    assert tracker.update(dets([])).track_id.tolist() == [1]
+    assert len(tracker.update(dets([]))) == 0
+    assert len(tracker.active_track_ids) == 0
+
+
+def test_with_min_hits_one_a_new_track_is_reported_at_once_between_the_matched_and_the_coasted_rows():
+    tracker = ByteTracker(TrackerConfig(min_hits=1, coast_frames=3))
+    for step in range(5):
+        tracker.update(dets([walker(step), walker(step, y0=400.0)]))
+    out = tracker.update(dets([walker(5, y0=400.0), walker(0, x0=700.0, vx=0.0)]))
+    assert out.track_id.tolist() == [2, 3, 1]
+    assert out.score.tolist() == pytest.approx([0.9, 0.9, 0.0])
+    assert out.xyxy[1].tolist() == [700.0, 100.0, 740.0, 200.0]  # the new track's own detection box
+    assert tracker.matched_ids.tolist() == [2, 3]
+
+
 def test_association_is_class_aware():
     tracker = ByteTracker(TrackerConfig(coast_frames=0))
     for step in range(3):
