@@ -21,8 +21,8 @@ def streamweave(fps, config: TrackerConfig | None = None):
 
     def step(dets):
         out = tracker.update(dets)
-        seen = np.isin(out.track_id, tracker.matched_ids)
-        return out.xyxy[seen], out.track_id[seen], out.score[seen]
+        matched = np.count_nonzero(tracker.matched_ids >= 0)  # their rows come first, the coasted ones after
+        return out.xyxy[:matched], out.track_id[:matched], out.score[:matched]
     return step
 
 
