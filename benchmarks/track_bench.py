@@ -21,7 +21,8 @@ tuned on. A reduced run: fewer `--sets`, `--trackers` or `--split tune`.
 
 Output rows are what each tracker reports for a frame. Ours follows the MOT export rule: tracks matched to
 a detection on the frame only (coasted predictions are not boxes anyone saw). frames/s counts only the
-update calls, in CPU time of the one thread that runs them (BLAS pinned to 1 thread): per CPU core.
+update calls and each tracker's adapter (`track_refs.py`), in CPU time of the one thread that runs them (BLAS pinned
+to 1 thread): per CPU core.
 """
 from __future__ import annotations
 
