@@ -40,8 +40,8 @@ the filter drifted to while it predicted blind. With `camera_motion` given to `u
 first moved by the camera's motion (`kalman.warp`), as BoT-SORT does for moving cameras.
 
 Output rows (the tracks): every confirmed track matched on this frame, with its Kalman-corrected box
-(smoother than the raw detection) and the detection's score and class, in the order of the input rows;
-then every confirmed track lost for at most `coast_frames` frames, with its predicted box and score 0.0 (so
+(smoother than the raw detection) and the detection's score and class, in the order of the input rows; with
+`min_hits` 1, then the tracks born on this frame with their detection's box; then every confirmed track lost for at most `coast_frames` frames, with its predicted box and score 0.0 (so
 a consumer can tell a prediction from a detection). Tentative tracks are never output. `matched_ids` says
 which input row went to which reported track, so the detections themselves can carry its id.
 Ids are 1, 2, 3, ... from the tracker's `TrackIds` (its own, or the stream's for a whole run, which
@@ -256,7 +256,8 @@ class ByteTracker:
         t = pairs[:, 0]
         stack = np.empty((len(t), 5))
         np.subtract(xyah[pairs[:, 1], :2], self._mean[t, :2], out=stack[:, :2])  # innovations
-        stack[:, 2:4] = self._cov[t, :2, :2].reshape(-1, 4)[:, ::3]  # predicted position variances
+        stack[:, 2] = self._cov[t, 0, 0]  # predicted position variances
+        stack[:, 3] = self._cov[t, 1, 1]
         stack[:, 4] = self._mean[t, 3]
         found = shared_shift(stack)
         if found is None:
@@ -360,7 +361,7 @@ class ByteTracker:
         Returns their rows (K,) and every shown track (K + C,)."""
         pairs = pairs[self._id[pairs[:, 0]] >= 0]
         pairs = pairs[pairs[:, 1].argsort(kind="stable")]
-        coast = min(self.config.coast_frames, self.config.max_lost_frames)
+        coast = min(self.config.coast_frames, self.config.max_lost_frames)  # those `_retire` keeps: in step with it
         coasting = ((self._id >= 0) & (self._lost > 0) & (self._lost <= coast)).nonzero()[0]
         return pairs[:, 1], np.concatenate([pairs[:, 0], coasting])
 

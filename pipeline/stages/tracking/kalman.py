@@ -34,9 +34,12 @@ _MEASURE_STD = (STD_MEASUREMENT * np.array([1, 1, 0, 1]), np.array([0, 0, 1e-1, 
 
 
 def _diagonal(stack: np.ndarray) -> np.ndarray:
-    """Writable (T, K) view of the diagonals of a C-contiguous (T, K, K) stack (fancy indexing copies twice)."""
+    """Writable (T, K) view of the diagonals of a C-contiguous (T, K, K) stack (fancy indexing copies twice).
+    A stack that is not C-contiguous raises rather than giving a copy that writes would be lost in."""
     k = stack.shape[-1]
-    return stack.reshape(len(stack), k * k)[:, :: k + 1]
+    flat = stack.view()
+    flat.shape = (len(stack), k * k)  # assigning the shape never copies: it raises instead
+    return flat[:, :: k + 1]
 
 
 def _variance(height: np.ndarray, std: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -59,6 +62,7 @@ def xyxy_to_xyah(xyxy: np.ndarray) -> np.ndarray:
 
 def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
     """(N, 4) centre x, centre y, aspect, height -> (N, 4) float64 x1, y1, x2, y2."""
+    xyah = np.asarray(xyah, np.float64)
     half = xyah[:, 2:4] * 0.5
     half[:, 0] *= xyah[:, 3]
     return np.concatenate([xyah[:, :2] - half, xyah[:, :2] + half], axis=1)

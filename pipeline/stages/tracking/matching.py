@@ -42,7 +42,7 @@ def linear_assignment(cost: np.ndarray, max_cost: float) -> np.ndarray:
     col_options = feasible.sum(axis=0)
     col_of_row = feasible.argmax(axis=1)
     lone = (row_options == 1) & (col_options.take(col_of_row) == 1)
-    rows = (row_options > lone).nonzero()[0]  # feasible rows that are not lone (a lone row has one option)
+    rows = ((row_options > 0) & ~lone).nonzero()[0]  # feasible rows that are not lone
     if len(rows) == 0:
         lone_rows = lone.nonzero()[0]
         return index_pairs(lone_rows, col_of_row.take(lone_rows))
