@@ -32,6 +32,9 @@ def test_bench_ramps_paced_cameras_and_writes_the_report(tmp_path, capsys):
         waited, engine, latency = second["waited_ms"][lane], second["engine_ms"][lane], second["latency_ms"][lane]
         assert 0 < waited["p50"] <= latency["p50"] and 0 < engine["p50"] <= latency["p99"]
     assert report["at_90_percent"]["cameras"] == 1
+    # one camera removed before that window: it opened once a second held again (waited only after a removal)
+    assert report["at_90_percent"]["caught_up"] and 0 <= report["at_90_percent"]["catch_up_s"] < 120
+    assert (first["catch_up_s"], second["catch_up_s"]) == (0.0, 0.0) and first["caught_up"] and second["caught_up"]
     assert [row["batch"] for row in report["engine_alone"]] == [1, 4]
     assert all(row["images_per_s"] > 0 for row in report["engine_alone"]) and report["decode_alone"]["fps"] > 0
     table = (out / "bench.md").read_text()
