@@ -116,11 +116,8 @@ class LiveRamp:
         while time.monotonic() - start < self._catch_up:
             opened, before = HistogramWindow(latency), self._counters()
             time.sleep(probe_s)
-            window, after = HistogramWindow(latency).since(opened), self._counters()
-            lost = any(counts[key] - before.get(stream, {}).get(key, 0) > 0 for stream, counts in after.items()
-                       for key in LOSSES)
-            detected = sum(counts["batched"] - before.get(stream, {}).get("batched", 0) for stream, counts in after.items())
-            if detected and not lost and within_bounds(window, self._bounds):
+            probe = verdict(before, self._counters(), HistogramWindow(latency).since(opened), self._bounds, probe_s)
+            if probe.holds and probe.frames_detected:
                 waited = round(max(0.0, time.monotonic() - start - probe_s), 1)
                 if waited:
                     log.info("the cameras caught up with their backlog in %.0f s", waited)
@@ -143,7 +140,7 @@ class LiveRamp:
         after, end = self._counters(), [HistogramWindow(h) for h in histograms]
         elapsed, cpu = time.monotonic() - t0, cpu_seconds() - cpu0
         latency, sizes, waited, engine = (e.since(s) for s, e in zip(start, end))
-        step = self._verdict(before, after, latency, sizes, elapsed, cpu, self._gpu.summary(mark) if self._gpu else {})
+        step = verdict(before, after, latency, self._bounds, elapsed, sizes, cpu, self._gpu.summary(mark) if self._gpu else {})
         step.waited_ms, step.engine_ms = _percentiles(waited), _percentiles(engine)
         step.catch_up_s, step.caught_up = self._caught_up
         return step
@@ -152,39 +149,34 @@ class LiveRamp:
         snap = self.runner.snapshot()
         return {i: {key: snap.streams.get(i, {}).get(key, 0) for key in (*LOSSES, "batched")} for i in self._ids}
 
-    def _verdict(self, before, after, latency, sizes, elapsed, cpu, gpu) -> Step:
-        lost = dict.fromkeys(LOSSES, 0)
-        losing, detected = 0, 0
-        for stream, counts in after.items():
-            start = before.get(stream, {})
-            delta = {key: counts[key] - start.get(key, 0) for key in counts}
-            detected += delta["batched"]
-            losing += any(delta[key] for key in LOSSES)
-            for key in LOSSES:
-                lost[key] += delta[key]
-        reasons = [f"{losing} cameras lost frames ({', '.join(f'{k} {v}' for k, v in lost.items() if v)})"] if losing else []
-        figures = _percentiles(latency)
-        for lane, cumulative in latency.items():
-            bound, p = self._bounds.get(lane), figures[lane]
-            if bound is not None:
-                p["bound_ms"], p["within_bound"] = bound * 1000, share_within(cumulative, bound)
-                if p["p99"] is not None and p["p99"] > bound * 1000:
-                    reasons.append(f"lane {lane}: p99 {p['p99']:.0f} ms > {bound * 1000:.0f} ms")
-        cameras = len(after)
-        return Step(cameras=cameras, holds=not reasons, reasons=reasons, window_s=round(elapsed, 2),
-                    frames_detected=detected, fps=round(detected / elapsed, 1), lost=lost, cameras_losing=losing,
-                    latency_ms=figures, latency_cumulative=latency, batch_sizes=sizes, waited_ms={}, engine_ms={},
-                    cpu_cores=round(cpu / elapsed, 3),
-                    cpu_cores_per_camera=round(cpu / elapsed / max(cameras, 1), 4), gpu=gpu)
 
-
-def within_bounds(latency: dict[str, list[tuple[float, float]]], bounds_s: dict[str, float]) -> bool:
-    """Whether each lane's p99 in a latency window is within its bound (a lane without frames or bound is)."""
+def verdict(before: dict, after: dict, latency: dict, bounds_s: dict[str, float], elapsed: float, sizes: dict | None = None,
+            cpu: float = 0.0, gpu: dict | None = None) -> Step:
+    """A window's Step from the per-camera counters at its start and end (`LiveRamp._counters`) and its latency
+    histogram window: it holds when no camera lost a frame and each lane's p99 is within its bound."""
+    lost = dict.fromkeys(LOSSES, 0)
+    losing, detected = 0, 0
+    for stream, counts in after.items():
+        start = before.get(stream, {})
+        delta = {key: counts[key] - start.get(key, 0) for key in counts}
+        detected += delta["batched"]
+        losing += any(delta[key] for key in LOSSES)
+        for key in LOSSES:
+            lost[key] += delta[key]
+    reasons = [f"{losing} cameras lost frames ({', '.join(f'{k} {v}' for k, v in lost.items() if v)})"] if losing else []
+    figures = _percentiles(latency)
     for lane, cumulative in latency.items():
-        p99 = quantile(cumulative, 0.99)
-        if p99 is not None and lane in bounds_s and p99 > bounds_s[lane]:
-            return False
-    return True
+        bound, p = bounds_s.get(lane), figures[lane]
+        if bound is not None:
+            p["bound_ms"], p["within_bound"] = bound * 1000, share_within(cumulative, bound)
+            if p["p99"] is not None and p["p99"] > bound * 1000:
+                reasons.append(f"lane {lane}: p99 {p['p99']:.0f} ms > {bound * 1000:.0f} ms")
+    cameras = len(after)
+    return Step(cameras=cameras, holds=not reasons, reasons=reasons, window_s=round(elapsed, 2),
+                frames_detected=detected, fps=round(detected / elapsed, 1), lost=lost, cameras_losing=losing,
+                latency_ms=figures, latency_cumulative=latency, batch_sizes=sizes or {}, waited_ms={}, engine_ms={},
+                cpu_cores=round(cpu / elapsed, 3),
+                cpu_cores_per_camera=round(cpu / elapsed / max(cameras, 1), 4), gpu=gpu or {})
 
 
 def _percentiles(window: dict[str, list[tuple[float, float]]]) -> dict[str, dict]:

@@ -13,7 +13,7 @@ from prometheus_client import Histogram
 
 from pipeline.bench.measure import HistogramWindow, cpu_seconds, quantile, share_within
 from pipeline.bench.cli import _parser
-from pipeline.bench.ramp import count_text, only_a_floor, search, within_bounds
+from pipeline.bench.ramp import LOSSES, count_text, only_a_floor, search, verdict
 
 BOUNDS = (0.01, 0.05, 0.15, 1.0)
 
@@ -47,18 +47,31 @@ def test_quantiles_interpolate_inside_a_bucket_like_prometheus():
         share_within(cumulative, 0.06)
 
 
-def test_cameras_have_caught_up_when_each_lane_is_within_its_bound_again():
+def test_a_window_holds_when_no_camera_lost_a_frame_and_each_lane_is_within_its_bound():
+    # the verdict of a count's window, and of each second the ramp waits for after removing cameras
     histogram = _histogram()
     start = HistogramWindow(histogram)
     for value in (0.02,) * 97 + (0.12,) * 3:
         histogram.labels("priority").observe(value)
     histogram.labels("default").observe(0.9)
     window = HistogramWindow(histogram).since(start)
-    assert within_bounds(window, {"priority": 0.15, "default": 1.0})
-    assert not within_bounds(window, {"priority": 0.05, "default": 1.0})  # a backlog's p99 above the bound
-    assert not within_bounds(window, {"priority": 0.15, "default": 0.15})
-    assert within_bounds(window, {})  # no bound, nothing to wait for
-    assert within_bounds(HistogramWindow(histogram).since(HistogramWindow(histogram)), {"priority": 0.01})
+    counted = {"cam-0": {"dropped_overflow": 0, "batched": 60}, "cam-1": {"dropped_overflow": 0, "batched": 40}}
+    fine = {"cam-0": {"dropped_overflow": 0, "batched": 120}, "cam-1": {"dropped_overflow": 0, "batched": 81}}
+
+    def holds(bounds: dict, after: dict = fine, latency: dict = window) -> bool:
+        return verdict({k: dict(v, **dict.fromkeys(LOSSES, 0)) for k, v in counted.items()},
+                       {k: dict(dict.fromkeys(LOSSES, 0), **v) for k, v in after.items()}, latency, bounds, 1.0).holds
+
+    assert holds({"priority": 0.15, "default": 1.0})
+    assert not holds({"priority": 0.05, "default": 1.0})  # a backlog's p99 above the bound
+    assert not holds({"priority": 0.15, "default": 0.15})
+    assert holds({})  # no bound, nothing to wait for
+    assert holds({"priority": 0.01}, latency=HistogramWindow(histogram).since(HistogramWindow(histogram)))
+    lost = dict(fine, **{"cam-1": {"dropped_overflow": 2, "batched": 81}})
+    assert not holds({"priority": 0.15, "default": 1.0}, after=lost)  # a camera lost frames: within bounds or not
+    step = verdict({k: dict(v, **dict.fromkeys(LOSSES, 0)) for k, v in counted.items()},
+                   {k: dict(dict.fromkeys(LOSSES, 0), **v) for k, v in fine.items()}, window, {"priority": 0.15}, 2.0)
+    assert (step.frames_detected, step.fps, step.cameras) == (101, 50.5, 2)
 
 
 def test_cpu_time_of_the_process_tree_counts_a_child_while_it_runs():
