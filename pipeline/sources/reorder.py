@@ -28,7 +28,8 @@ TRIAL_PACKETS = 32
 its first few (H.264 reorders at most 16 pictures)."""
 
 REORDER_SPAN = 16
-"""A step back of at most this many of the stream's largest forward steps is reordering, not a clock's leap."""
+"""After the trial, two steps back within this many packets, each at most this many times the step forward before it,
+are reordering; anything else is a clock's leap."""
 
 
 @dataclass
@@ -65,6 +66,8 @@ class ReorderWatch:
 
     def read(self, unit: memoryview, sps: bytes | None, pts: int | None, time_base, discard: bool) -> Plan:
         """The plan for `unit`, an Annex-B access unit whose SPS (if it carries one) is `sps`."""
+        if not self.declaring and not self._restart_at_sps:  # a file read for throughput, HEVC, or a stream that reorders
+            return Plan(feed=[(unit, pts, discard)])
         restart = ""
         if sps is not None and (sps != self._sps or self._restart_at_sps):
             restart, self._restart_at_sps = ("drain" if self._restart_at_sps else ""), False
