@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from pipeline.errors import CorruptPacket, SourceError
 from pipeline.sources.h264 import progressive
+from pipeline.sources.nal import headers
 from pipeline.sources.reorder import REORDER_SPAN, TRIAL_PACKETS, ReorderWatch
 from pipeline.sources.reader import DecodedFrame
 from pipeline.types import PTS_UNKNOWN, pts_to_ns
@@ -26,34 +27,6 @@ log = logging.getLogger(__name__)
 
 CODECS = {"h264": "H264", "hevc": "HEVC", "av1": "AV1", "vp9": "VP9", "mpeg2video": "MPEG2", "mpeg4": "MPEG4"}
 """PyAV codec name -> PyNvVideoCodec `cudaVideoCodec` member (what NVDEC can decode)."""
-
-
-SPS_SCAN_BYTES = 4096
-"""How far into a packet to look for a sequence parameter set (it precedes the first slice, after
-at most an access unit delimiter and a few SEI messages)."""
-
-
-def sequence_parameter_set(data: bytes, codec: str) -> bytes | None:
-    """The first sequence parameter set NAL unit (H.264 type 7, HEVC type 33) of an Annex-B access unit,
-    or None when the unit has none before its first slice (or the codec is neither)."""
-    if codec not in ("h264", "hevc"):
-        return None
-    pos = 0
-    while (start := data.find(b"\x00\x00\x01", pos)) >= 0 and start + 3 < len(data):
-        header = start + 3
-        if codec == "h264":
-            kind = data[header] & 0x1F
-            is_sps, is_slice = kind == 7, 1 <= kind <= 5
-        else:
-            kind = (data[header] >> 1) & 0x3F
-            is_sps, is_slice = kind == 33, kind < 32
-        if is_slice:
-            return None
-        if is_sps:
-            end = data.find(b"\x00\x00\x01", header)
-            return data[header : end if end >= 0 else len(data)].rstrip(b"\x00")  # a 4-byte start code's zero
-        pos = header
-    return None
 
 
 def out_of_band_parameter_sets(stream: Any) -> bytes:
@@ -142,12 +115,13 @@ class NvdecDecoder:
         pts = None if packet.pts is None else int(packet.pts)
         time_base = packet.time_base or self._time_base
         drained = []
-        sps = sequence_parameter_set(bytes(data[:SPS_SCAN_BYTES]), self._codec)
+        head = headers(data, self._codec)
         if self._preamble:
-            if sps is None:
+            if head.sps is None:
                 data = memoryview(self._preamble + bytes(data))
-                sps = sequence_parameter_set(bytes(data[:SPS_SCAN_BYTES]), self._codec)
+                head = headers(data, self._codec)
             self._preamble = b""
+        sps = head.sps
         if sps is not None and sps != self._sps:
             if self._sps is not None:
                 log.info("%s: new sequence parameters mid-stream; restarting the NVDEC decoder", self._label)
@@ -157,7 +131,7 @@ class NvdecDecoder:
             self._sps = sps
             # a packet is a whole picture for HEVC (a field is a picture) and progressive H.264
             self._whole = self._low_latency and (self._codec == "hevc" or progressive(sps))
-        plan = self._order.read(data, sps, pts, time_base, packet.is_discard)
+        plan = self._order.read(data, head, pts, time_base, packet.is_discard)
         if plan.restart:
             drained += self._drain() if plan.restart == "drain" else []
             self.close()

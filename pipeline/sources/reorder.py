@@ -6,12 +6,15 @@ stream reorders makes it keep a whole decoded picture buffer back (docs/BENCHMAR
 `ReorderWatch` lets the decoder declare such an SPS free of reordering (`h264.declaring_no_reorder`) and plans what
 to decode when the timestamps say otherwise:
 
-- within `TRIAL_PACKETS` of a declared SPS, a timestamp going back (or a packet without one, which cannot tell)
-  means the stream reorders: decode again from that SPS as the stream says (the packets since are kept), without
-  handing on again the pictures up to the last one handed on (those behind it are dropped: a few, once);
-- later, two timestamps going back within `REORDER_SPAN` packets, each by less than `REORDER_SPAN` steps forward,
-  mean the same (an encoder that starts B-frames late): the SPS is no longer declared, and the decoder starts again
-  at the next one; a single step back, or a larger one, is the camera's clock, not reordering.
+- within `TRIAL_PACKETS` of a declared SPS, a timestamp going back by at most `REORDER_SPAN` steps forward (or a
+  packet without one, which cannot tell) means the stream reorders: decode again from that SPS as the stream says
+  (the packets since are kept), without handing on again the pictures up to the last one handed on (those behind it
+  are dropped: a few, once);
+- later, two timestamps going back within `REORDER_SPAN` packets, each by as little, mean the same (an encoder that
+  starts B-frames late): the SPS is no longer declared, and the decoder starts again at the next IDR picture, with
+  the stream's parameter sets in front when that picture comes without them (a camera that sends them only in its
+  SDP, or only now and then);
+- a step back by more, or a single one after the trial, is the camera's clock, not reordering.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import logging
 from dataclasses import dataclass
 
 from pipeline.sources.h264 import declaring_no_reorder
+from pipeline.sources.nal import Headers
 from pipeline.types import pts_to_ns
 
 log = logging.getLogger(__name__)
@@ -28,8 +32,8 @@ TRIAL_PACKETS = 32
 its first few (H.264 reorders at most 16 pictures)."""
 
 REORDER_SPAN = 16
-"""After the trial, two steps back within this many packets, each at most this many times the step forward before it,
-are reordering; anything else is a clock's leap."""
+"""A step back by more than this many times the step forward before it is a clock's leap, never reordering; after
+the trial, reordering is two steps back within this many packets."""
 
 
 @dataclass
@@ -59,32 +63,42 @@ class ReorderWatch:
         self._last_ns: int | None = None
         self._step_ns = 0
         self._shown_ns: int | None = None
-        self._restart_at_sps = False
+        self._restart_at_idr = False  # the declaration ended: a fresh decoder at the next IDR picture
+        self._parameter_sets = b""  # the stream's latest, as it sent them
         self._rewritten = False  # the current SPS was declared free of reordering
         self._backs: list[int] = []  # the packet counts of recent steps back, after the trial
         self._count = 0
 
-    def read(self, unit: memoryview, sps: bytes | None, pts: int | None, time_base, discard: bool) -> Plan:
-        """The plan for `unit`, an Annex-B access unit whose SPS (if it carries one) is `sps`."""
-        if not self.declaring and not self._restart_at_sps:  # a file read for throughput, HEVC, or a stream that reorders
+    def read(self, unit: memoryview, head: Headers, pts: int | None, time_base, discard: bool) -> Plan:
+        """The plan for `unit`, an Annex-B access unit with the headers `head`."""
+        if not self.declaring and not self._restart_at_idr:  # a file read for throughput, HEVC, or a stream that reorders
             return Plan(feed=[(unit, pts, discard)])
-        restart = ""
-        if sps is not None and (sps != self._sps or self._restart_at_sps):
-            restart, self._restart_at_sps = ("drain" if self._restart_at_sps else ""), False
+        if head.parameter_sets:
+            self._parameter_sets = head.parameter_sets
+        if self._restart_at_idr:
+            if not head.idr:
+                return Plan(feed=[(unit, pts, discard)])
+            self._restart_at_idr = False
+            return Plan(feed=[(self._starting(unit, head), pts, discard)], restart="drain")
+        sps = head.sps
+        if sps is not None and sps != self._sps:
             self._sps, self._last_ns, self._backs = sps, None, []  # a new sequence may start its timestamps again
-            self._rewritten = self.declaring and self._declaration(sps) is not None
+            self._rewritten = self._declaration(sps) is not None
             self._trial = [] if self._rewritten else None
         at = None if pts is None else pts_to_ns(pts, time_base)
         self._count += 1
-        if self._trial is not None and (at is None or (self._last_ns is not None and at < self._last_ns)):
+        back = 0 if at is None or self._last_ns is None or at >= self._last_ns else self._last_ns - at
+        reordering = back and (not self._step_ns or back <= REORDER_SPAN * self._step_ns)  # else the clock's leap
+        if self._trial is not None and (at is None or reordering):
             return self._again(bytes(unit), pts, discard, time_base)
+        restart = ""
         if at is not None:
-            if self._last_ns is not None and at < self._last_ns:
-                if self._rewritten and self.declaring and self._reorders_late(self._last_ns - at):
+            if back:
+                if reordering and self._rewritten and self._reorders_late():
                     log.info("%s: the stream reorders its pictures after all; its SPS is taken as it is from the "
-                             "next one on", self.label)
-                    self.declaring, self._restart_at_sps = False, sps is None
-                    restart = restart or ("drain" if sps is not None else "")  # this packet starts a sequence
+                             "next IDR picture on", self.label)
+                    self.declaring, self._restart_at_idr = False, not head.idr
+                    restart = "drain" if head.idr else ""  # a fresh decoder can start at this packet
             elif self._last_ns is not None:
                 self._step_ns = at - self._last_ns
             self._last_ns = at
@@ -92,15 +106,20 @@ class ReorderWatch:
             self._trial.append((bytes(unit), pts, discard))
             if len(self._trial) > TRIAL_PACKETS:
                 self._trial = None
+        if restart:
+            return Plan(feed=[(self._starting(unit, head), pts, discard)], restart=restart)
         if self.declaring and sps is not None and (declared := self._declaration(sps)) is not None:
-            return Plan(feed=[(bytes(unit).replace(sps, declared, 1), pts, discard)], restart=restart)
-        return Plan(feed=[(unit, pts, discard)], restart=restart)
+            return Plan(feed=[(bytes(unit).replace(sps, declared, 1), pts, discard)])
+        return Plan(feed=[(unit, pts, discard)])
 
-    def _reorders_late(self, back_ns: int) -> bool:
-        """A step back after the trial: reordering when it is the second within `REORDER_SPAN` packets, each at
-        most `REORDER_SPAN` of the step forward before it (B-frames step back every few packets; a clock once)."""
-        if back_ns > REORDER_SPAN * self._step_ns:
-            return False
+    def _starting(self, unit: memoryview, head: Headers) -> bytes | memoryview:
+        """`unit`, an IDR picture's, with the stream's parameter sets in front when it has none of its own: a fresh
+        decoder starts from it."""
+        return unit if head.sps is not None else self._parameter_sets + bytes(unit)
+
+    def _reorders_late(self) -> bool:
+        """A step back small enough to be reordering, after the trial: it is, when it is the second within
+        `REORDER_SPAN` packets (B-frames step back every few packets; a clock once)."""
         self._backs = [n for n in self._backs if self._count - n < REORDER_SPAN] + [self._count]
         return len(self._backs) >= 2
 
@@ -110,9 +129,11 @@ class ReorderWatch:
             self._shown_ns = pts_ns
 
     def end(self) -> None:
-        """The stream's pass ended (the decoder drained): the next starts its timestamps and its trial afresh."""
+        """The stream's pass ended (the decoder drained): the next starts its timestamps and its trial afresh. A fresh
+        decoder still due (the declaration ended) comes at the next pass's first IDR picture: the decoder kept for it
+        saw the declared SPS."""
         self._sps = self._trial = self._last_ns = self._shown_ns = None
-        self._step_ns, self._restart_at_sps, self._rewritten, self._backs = 0, False, False, []
+        self._step_ns, self._rewritten, self._backs = 0, False, []
 
     def _declaration(self, sps: bytes) -> bytes | None:
         if sps not in self._declared:

@@ -150,6 +150,35 @@ def test_a_camera_that_sends_its_parameter_sets_only_in_its_sdp_decodes_from_the
     assert max(held) == 0  # and its SPS, from the SDP, declared free of reordering
 
 
+def test_an_sdp_only_camera_whose_timestamps_start_reordering_restarts_at_the_next_idr_with_its_parameter_sets():
+    """The declaration ends where a fresh decoder can start: at the next IDR picture, which from such a camera comes
+    without the parameter sets; the decoder puts the SDP's in front, so every picture from there on comes out."""
+    path = gpu_file("media/car-detection.mp4")  # an IDR picture every 60 packets
+    demuxer = Demuxer(str(path), path.name)
+    stream = demuxer.open()
+    units = [(bytes(p), p.pts, p.time_base) for d in demuxer.packets() for p in demuxer.for_decoder(d, annexb=True)]
+    demuxer.close()
+    sets = [n for n in _nal_units(units[0][0]) if n.lstrip(b"\x00")[1] & 0x1F in (7, 8)]
+    sdp_only = SimpleNamespace(time_base=stream.time_base, codec_context=SimpleNamespace(
+        name="h264", has_b_frames=False, extradata=b"".join(sets)))
+    order = list(range(40)) + [k + (1 if (k - 40) % 2 == 0 else -1) for k in range(40, 120)]  # then P B P B ...
+    packet_of = {pts_to_ns(units[k][1], units[k][2]): index for index, k in enumerate(order)}
+    decoder = NvdecDecoder(sdp_only, path.name, low_latency=True)
+    shown, held = [], {}
+    for index, k in enumerate(order):
+        unit, _, time_base = units[index]
+        packet = av.Packet(b"".join(n for n in _nal_units(unit) if n not in sets))
+        packet.pts, packet.time_base = units[k][1], time_base
+        frames = decoder.decode(packet)
+        shown += [f.pts_ns for f in frames]
+        held.update({packet_of[f.pts_ns]: index - packet_of[f.pts_ns] for f in frames})
+    shown += [f.pts_ns for f in decoder.flush()]
+    decoder.close()
+    assert len(shown) == len(set(shown))
+    assert set(packet_of) == set(shown)  # every picture, those from the IDR at 60 on decoded by a fresh decoder
+    assert max(held[i] for i in range(60)) == 0 and max(held[i] for i in range(60, 100)) > 0  # its own SPS from 60
+
+
 @pytest.mark.parametrize("clip", ["media/car-detection.mp4", "media/dog-phone-1080p.mp4"])
 def test_nvdec_pixels_match_pyav_after_colour_conversion(clip, report):
     path = gpu_file(clip)

@@ -201,7 +201,8 @@ def test_a_bug_in_the_live_decode_path_fails_the_stream_and_join_returns(rtsp_se
 def test_a_cameras_sdp_parameter_sets_are_there_for_a_decoder_that_reads_them_only_in_band(rtsp_server, shared):
     # NVDEC learns the SPS and PPS only from the bitstream: a camera that sends them only in its SDP would give it
     # nothing to start from, so NvdecDecoder puts FFmpeg's copy of them before the first packet
-    from pipeline.sources.nvdec import out_of_band_parameter_sets, sequence_parameter_set  # noqa: PLC0415
+    from pipeline.sources.nal import headers  # noqa: PLC0415
+    from pipeline.sources.nvdec import out_of_band_parameter_sets  # noqa: PLC0415
 
     demuxer = Demuxer(rtsp_server.url, "cam")
     stream = demuxer.open()
@@ -210,7 +211,7 @@ def test_a_cameras_sdp_parameter_sets_are_there_for_a_decoder_that_reads_them_on
     finally:
         demuxer.close()
     sets = out_of_band_parameter_sets(stream)
-    assert sequence_parameter_set(sets, "h264") == sequence_parameter_set(first, "h264") is not None
+    assert headers(sets, "h264").sps == headers(first, "h264").sps is not None
     assert b"\x00\x00\x01\x68" in sets or b"\x00\x00\x00\x01\x68" in sets  # the PPS too
     file = Demuxer(str(shared("media/car-detection.mp4")), "file")
     try:

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.sources.demux import Demuxer
 from pipeline.sources.h264 import _escape, _unescape, declaring_no_reorder, parse, progressive
-from pipeline.sources.nvdec import sequence_parameter_set
+from pipeline.sources.nal import headers
 
 
 def _annexb_units(path: Path) -> list[bytes]:
@@ -24,7 +24,7 @@ def _annexb_units(path: Path) -> list[bytes]:
 
 
 def _first_sps(units: list[bytes]) -> bytes:
-    return next(sps for unit in units if (sps := sequence_parameter_set(unit, "h264")) is not None)
+    return next(sps for unit in units if (sps := headers(unit, "h264").sps) is not None)
 
 
 def _pictures(units: list[bytes]) -> list[np.ndarray]:

@@ -1,4 +1,5 @@
-"""Finding sequence parameter sets in Annex-B packets: how NVDEC notices a mid-stream resolution change."""
+"""Reading the headers of Annex-B packets: how NVDEC notices a mid-stream resolution change (a new sequence
+parameter set), and what a fresh decoder needs to start at an IDR picture (the parameter sets)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.sources.demux import Demuxer
-from pipeline.sources.nvdec import sequence_parameter_set
+from pipeline.sources.nal import Headers, headers
 
 
 def _parameter_set_runs(path: Path) -> list[bytes]:
@@ -19,7 +20,7 @@ def _parameter_set_runs(path: Path) -> list[bytes]:
     try:
         for demuxed in demuxer.packets():
             for packet in demuxer.for_decoder(demuxed, annexb=True):
-                sps = sequence_parameter_set(bytes(packet), stream.codec_context.name)
+                sps = headers(bytes(packet), stream.codec_context.name).sps
                 if sps is not None and (not runs or runs[-1] != sps):
                     runs.append(sps)
     finally:
@@ -65,8 +66,26 @@ def test_hevc_streams_joined_at_two_sizes_have_two_parameter_sets(tmp_path):
 def test_the_search_stops_at_the_first_slice_and_trims_a_four_byte_start_code():
     aud, sps, pps = b"\x09\xf0", b"\x67\x64\x00\x1f\xac", b"\x68\xee\x3c\x80"
     unit = b"\x00\x00\x00\x01" + aud + b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps + b"\x00\x00\x01\x65\x88"
-    assert sequence_parameter_set(unit, "h264") == sps
+    head = headers(unit, "h264")
+    assert head.sps == sps and head.idr
+    assert head.parameter_sets == b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps  # not the delimiter
     slice_first = b"\x00\x00\x01\x65\x88\x00\x00\x01" + sps
-    assert sequence_parameter_set(slice_first, "h264") is None  # a later SPS belongs to the next access unit
-    assert sequence_parameter_set(unit, "av1") is None
-    assert sequence_parameter_set(b"", "h264") is None
+    assert headers(slice_first, "h264") == headers(b"\x00\x00\x01\x65\x88", "h264")  # a later SPS is the next unit's
+    assert headers(slice_first, "h264").sps is None and headers(slice_first, "h264").idr
+    assert not headers(b"\x00\x00\x00\x01" + sps + b"\x00\x00\x01\x41\x9a", "h264").idr  # a P slice after an SPS
+    assert headers(unit, "av1") == headers(b"", "h264") == Headers()
+
+
+def test_every_idr_of_an_mp4_carries_its_parameter_sets_and_no_other_picture_does(shared):
+    demuxer = Demuxer(str(shared("media/car-detection.mp4")), "clip")
+    stream = demuxer.open()
+    try:
+        units = [headers(bytes(p), "h264") for d in demuxer.packets() for p in demuxer.for_decoder(d, annexb=True)]
+    finally:
+        demuxer.close()
+    keyframes = [head for head in units if head.idr]
+    assert len(keyframes) > 1 and all(head.sps is not None and head.parameter_sets for head in keyframes)
+    assert all(head.sps is None and not head.parameter_sets for head in units if not head.idr)
+    pps = keyframes[0].parameter_sets.split(b"\x00\x00\x00\x01")[2]
+    assert keyframes[0].parameter_sets == b"\x00\x00\x00\x01" + keyframes[0].sps + b"\x00\x00\x00\x01" + pps
+    assert pps[0] & 0x1F == 8 and stream.codec_context.name == "h264"

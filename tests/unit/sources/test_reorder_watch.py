@@ -1,15 +1,17 @@
 """What a camera's H.264 decoder does with each packet while it declares the stream free of reordering
-(`ReorderWatch`): the plans for streams with and without B-frames, looped passes, clock leaps and packets without
-timestamps. The packets are real: car-detection.mp4's, whose SPS does not state its order."""
+(`ReorderWatch`): the plans for streams with and without B-frames, looped passes, clock leaps, packets without
+timestamps, and cameras that repeat their parameter sets before every picture or send them only in their SDP. The
+packets are real: car-detection.mp4's, whose SPS does not state its order (an IDR picture every 60 packets)."""
 from __future__ import annotations
 
 from fractions import Fraction
 
+import av
 import pytest
 
 from pipeline.sources.demux import Demuxer
 from pipeline.sources.h264 import parse
-from pipeline.sources.nvdec import sequence_parameter_set
+from pipeline.sources.nal import headers
 from pipeline.sources.reorder import REORDER_SPAN, TRIAL_PACKETS, ReorderWatch
 from tests.conftest import shared_file
 
@@ -36,7 +38,7 @@ class Decoder:
         self.floor = None
 
     def read(self, unit: bytes, pts: int | None) -> None:
-        plan = self.watch.read(memoryview(unit), sequence_parameter_set(unit, "h264"), pts, MS, False)
+        plan = self.watch.read(memoryview(unit), headers(unit, "h264"), pts, MS, False)
         if plan.restart:
             self.restarts.append((len(self.fed), plan.restart))
             self.floor = plan.floor_ns
@@ -52,7 +54,7 @@ class Decoder:
 
 
 def _declared(data: bytes) -> bool | None:
-    sps = sequence_parameter_set(data, "h264")
+    sps = headers(data, "h264").sps
     return None if sps is None else parse(sps).max_num_reorder_frames == 0
 
 
@@ -63,7 +65,7 @@ def test_a_stream_without_b_frames_is_declared_at_every_sps_and_never_decoded_ag
     assert decoder.restarts == []
     assert [at for _, at in decoder.fed] == [40 * i for i in range(len(units))]
     carrying = [_declared(data) for data, _ in decoder.fed if _declared(data) is not None]
-    assert len(carrying) == sum(sequence_parameter_set(u, "h264") is not None for u in units) > 1 and all(carrying)
+    assert len(carrying) == sum(headers(u, "h264").sps is not None for u in units) > 1 and all(carrying)
     assert decoder.watch.declaring
 
 
@@ -119,7 +121,7 @@ def test_a_clock_leap_back_after_the_trial_is_not_taken_for_reordering(units):
     assert decoder.shown == times
 
 
-def test_b_frames_that_start_late_end_the_declaration_at_the_next_sps(units):
+def test_b_frames_that_start_late_end_the_declaration_at_the_next_idr_picture(units):
     decoder = Decoder(ReorderWatch("cam", eligible=True))
     start = TRIAL_PACKETS + 5
     # then P B P B in decode order: two steps back within a few packets
@@ -141,8 +143,8 @@ def test_one_small_step_back_after_the_trial_is_jitter_not_reordering(units):
     assert decoder.restarts == [] and decoder.watch.declaring  # two steps back, but not within REORDER_SPAN packets
 
 
-def test_reordering_seen_at_a_packet_with_the_sps_restarts_there(units):
-    sps_at = next(i for i, u in enumerate(units) if i > TRIAL_PACKETS + 2 and sequence_parameter_set(u, "h264"))
+def test_reordering_seen_at_an_idr_picture_restarts_there(units):
+    sps_at = next(i for i, u in enumerate(units) if i > TRIAL_PACKETS + 2 and headers(u, "h264").idr)
     times = [40 * i for i in range(sps_at + 1)]
     for first in (sps_at - 3, sps_at - 1):  # two B-frames after their P; the second step back lands on the SPS
         times[first], times[first + 1] = times[first + 1], times[first]
@@ -162,3 +164,80 @@ def test_a_stream_whose_sps_needs_no_declaration_is_never_restarted(shared):
     for index, unit in enumerate(phone):
         decoder.read(unit, 40 * index - (15 if index % 3 == 2 else 0))  # steps back every third packet
     assert decoder.restarts == [] and [data for data, _ in decoder.fed] == phone
+
+
+def _without_parameter_sets(unit: bytes) -> bytes:
+    """`unit` with its SPS and PPS NAL units taken out (what a camera that sends them only in its SDP sends)."""
+    starts = [i for i in range(len(unit) - 3) if unit[i : i + 3] == b"\x00\x00\x01"]
+    kept = b""
+    for k, start in enumerate(starts):
+        end = starts[k + 1] if k + 1 < len(starts) else len(unit)
+        if unit[start + 3] & 0x1F not in (7, 8):
+            kept += b"\x00" + unit[start:end] if not unit[start:end].startswith(b"\x00") else unit[start:end]
+    return kept
+
+
+def _late_b_frames(count: int, start: int) -> list[int]:
+    """Timestamps in decode order: in order up to `start`, then P B pairs (a step back every other packet)."""
+    times = [40 * i for i in range(start)]
+    for k in range(start, count - 1, 2):
+        times += [40 * (k + 1), 40 * k]
+    return (times + [40 * (count - 1)])[:count]
+
+
+def _decodable(units: list[bytes]) -> int:
+    """How many pictures FFmpeg's decoder, started afresh at `units[0]`, gives for them (a packet it refuses gives
+    none)."""
+    decoder, pictures = av.CodecContext.create("h264", "r"), 0
+    for unit in [*units, None]:
+        try:
+            pictures += len(decoder.decode(av.Packet(unit) if unit is not None else None))
+        except av.error.InvalidDataError:
+            continue
+    return pictures
+
+
+def test_a_clock_leap_back_within_the_trial_is_not_taken_for_reordering(units):
+    decoder = Decoder(ReorderWatch("cam", eligible=True))
+    times = [40 * i for i in range(10)] + [40 * i - 10_000 for i in range(10)]  # 250 frames back, at the tenth packet
+    for unit, at in zip(units, times):
+        decoder.read(unit, at)
+    assert decoder.restarts == [] and decoder.watch.declaring
+    assert decoder.shown == times  # every picture after the leap handed on: the source's clock takes the leap
+
+
+def test_late_b_frames_restart_at_the_next_idr_not_at_parameter_sets_repeated_before_a_p_frame(units):
+    sets = headers(units[0], "h264").parameter_sets
+    stream = [u if headers(u, "h264").idr else sets + u for u in units[:130]]  # a camera that repeats them always
+    decoder = Decoder(ReorderWatch("cam", eligible=True))
+    for unit, at in zip(stream, _late_b_frames(len(stream), TRIAL_PACKETS + 5)):
+        decoder.read(unit, at)
+    assert decoder.restarts == [(60, "drain")]  # the next IDR picture, not the next packet carrying an SPS
+    assert decoder.fed[60][0] == units[60] and _decodable([data for data, _ in decoder.fed[60:]]) == 70
+
+
+def test_a_camera_that_sends_its_parameter_sets_only_in_its_sdp_restarts_at_the_next_idr_with_them(units):
+    sdp = headers(units[0], "h264").parameter_sets
+    stream = [_without_parameter_sets(u) for u in units[:130]]
+    stream[0] = sdp + stream[0]  # as NvdecDecoder puts the SDP's before the first packet
+    assert all(headers(u, "h264").sps is None for u in stream[1:]) and headers(stream[60], "h264").idr
+    decoder = Decoder(ReorderWatch("cam", eligible=True))
+    for unit, at in zip(stream, _late_b_frames(len(stream), TRIAL_PACKETS + 5)):
+        decoder.read(unit, at)
+    assert decoder.restarts == [(60, "drain")]
+    restarted = [data for data, _ in decoder.fed[60:]]
+    assert restarted[0] == sdp + stream[60] and _decodable(restarted) == 70
+    assert _decodable(stream[60:]) == 0  # without them a fresh decoder has nothing to start from
+
+
+def test_a_restart_due_when_a_pass_ends_comes_at_the_next_pass_first_idr(units):
+    watch = ReorderWatch("cam", eligible=True)
+    decoder = Decoder(watch)
+    clip = units[:50]
+    for unit, at in zip(clip, _late_b_frames(len(clip), TRIAL_PACKETS + 5)):
+        decoder.read(unit, at)
+    watch.end()  # the pass ends before its next IDR picture
+    for index, unit in enumerate(clip):
+        decoder.read(unit, 40 * index)
+    assert decoder.restarts == [(50, "drain")]  # the decoder kept for the next pass saw the declared SPS
+    assert not _declared(decoder.fed[50][0]) and not watch.declaring

@@ -1,0 +1,54 @@
+"""The headers of an Annex-B access unit (H.264 or HEVC): what NVDEC's callers must know before they decode it.
+
+NVDEC learns a stream's parameter sets only from the bitstream, and a decoder created afresh can start only at an IDR
+picture with them in front, so a camera's decoder reads, per packet, its sequence parameter set (a new one restarts
+the decoder), its parameter sets (kept to put before an IDR that comes without them) and whether it is an IDR.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCAN_BYTES = 4096
+"""How far into a packet to look (the parameter sets precede the first slice, after at most an access unit
+delimiter and a few SEI messages)."""
+
+_START = b"\x00\x00\x00\x01"
+
+
+@dataclass(frozen=True)
+class Headers:
+    """An access unit's headers, up to its first slice."""
+
+    sps: bytes | None = None
+    """The first sequence parameter set NAL unit (H.264 type 7, HEVC type 33), without its start code."""
+    parameter_sets: bytes = b""
+    """Every parameter set NAL unit (H.264 SPS and PPS; HEVC VPS, SPS and PPS), each after a 4-byte start code."""
+    idr: bool = False
+    """The first slice is an IDR picture's (H.264 type 5, HEVC types 19 and 20): a fresh decoder can start there."""
+
+
+def headers(data: bytes, codec: str) -> Headers:
+    """The headers of the Annex-B access unit `data` (its first `SCAN_BYTES` are read); empty for another codec."""
+    if codec not in ("h264", "hevc"):
+        return Headers()
+    data = bytes(data[:SCAN_BYTES])
+    sps, sets = None, []
+    pos = 0
+    while (start := data.find(b"\x00\x00\x01", pos)) >= 0 and start + 3 < len(data):
+        header = start + 3
+        if codec == "h264":
+            kind = data[header] & 0x1F
+            is_sps, is_set, is_slice, idr = kind == 7, kind in (7, 8), 1 <= kind <= 5, kind == 5
+        else:
+            kind = (data[header] >> 1) & 0x3F
+            is_sps, is_set, is_slice, idr = kind == 33, kind in (32, 33, 34), kind < 32, kind in (19, 20)
+        if is_slice:
+            return Headers(sps, b"".join(sets), idr)
+        end = data.find(b"\x00\x00\x01", header)
+        unit = data[header : end if end >= 0 else len(data)].rstrip(b"\x00")  # a 4-byte start code's zero
+        if is_sps and sps is None:
+            sps = unit
+        if is_set:
+            sets.append(_START + unit)
+        pos = header
+    return Headers(sps, b"".join(sets))
