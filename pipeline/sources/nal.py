@@ -21,8 +21,8 @@ class Headers:
 
     sps: bytes | None = None
     """The first sequence parameter set NAL unit (H.264 type 7, HEVC type 33), without its start code."""
-    parameter_sets: bytes = b""
-    """Every parameter set NAL unit (H.264 SPS and PPS; HEVC VPS, SPS and PPS), each after a 4-byte start code."""
+    parameter_sets: tuple[bytes, ...] = ()
+    """Its parameter set NAL units (H.264 SPS and PPS; HEVC VPS, SPS and PPS), each after a 4-byte start code."""
     idr: bool = False
     """The first slice is an IDR picture's (H.264 type 5, HEVC types 19 and 20): a fresh decoder can start there."""
 
@@ -43,7 +43,7 @@ def headers(data: bytes, codec: str) -> Headers:
             kind = (data[header] >> 1) & 0x3F
             is_sps, is_set, is_slice, idr = kind == 33, kind in (32, 33, 34), kind < 32, kind in (19, 20)
         if is_slice:
-            return Headers(sps, b"".join(sets), idr)
+            return Headers(sps, tuple(sets), idr)
         end = data.find(b"\x00\x00\x01", header)
         unit = data[header : end if end >= 0 else len(data)].rstrip(b"\x00")  # a 4-byte start code's zero
         if is_sps and sps is None:
@@ -51,4 +51,4 @@ def headers(data: bytes, codec: str) -> Headers:
         if is_set:
             sets.append(_START + unit)
         pos = header
-    return Headers(sps, b"".join(sets))
+    return Headers(sps, tuple(sets))

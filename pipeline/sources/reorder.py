@@ -61,10 +61,10 @@ class ReorderWatch:
         self._sps: bytes | None = None
         self._trial: list[tuple[bytes, int | None, bool]] | None = None
         self._last_ns: int | None = None
-        self._step_ns = 0
+        self._steps: list[int] = []  # the last two steps forward (ns)
         self._shown_ns: int | None = None
         self._restart_at_idr = False  # the declaration ended: a fresh decoder at the next IDR picture
-        self._parameter_sets = b""  # the stream's latest, as it sent them
+        self._parameter_sets: dict[int, bytes] = {}  # NAL type -> the stream's latest, as it sent it
         self._rewritten = False  # the current SPS was declared free of reordering
         self._backs: list[int] = []  # the packet counts of recent steps back, after the trial
         self._count = 0
@@ -73,14 +73,11 @@ class ReorderWatch:
         """The plan for `unit`, an Annex-B access unit with the headers `head`."""
         if not self.declaring and not self._restart_at_idr:  # a file read for throughput, HEVC, or a stream that reorders
             return Plan(feed=[(unit, pts, discard)])
-        if head.parameter_sets:
-            self._parameter_sets = head.parameter_sets
-        if self._restart_at_idr:
-            if not head.idr:
-                return Plan(feed=[(unit, pts, discard)])
-            self._restart_at_idr = False
-            return Plan(feed=[(self._starting(unit, head), pts, discard)], restart="drain")
+        for nal in head.parameter_sets:
+            self._parameter_sets[nal[4] & 0x1F] = nal
         sps = head.sps
+        if self._restart_at_idr:
+            return self._restarting(unit, head, pts, discard)
         if sps is not None and sps != self._sps:
             self._sps, self._last_ns, self._backs = sps, None, []  # a new sequence may start its timestamps again
             self._rewritten = self._declaration(sps) is not None
@@ -88,7 +85,9 @@ class ReorderWatch:
         at = None if pts is None else pts_to_ns(pts, time_base)
         self._count += 1
         back = 0 if at is None or self._last_ns is None or at >= self._last_ns else self._last_ns - at
-        reordering = back and (not self._step_ns or back <= REORDER_SPAN * self._step_ns)  # else the clock's leap
+        # a step back by more than REORDER_SPAN steps forward is the clock's leap (the smaller of the last two: one
+        # timestamp stamped far ahead must not make the next one's return look small)
+        reordering = back and (not self._steps or back <= REORDER_SPAN * min(self._steps))
         if self._trial is not None and (at is None or reordering):
             return self._again(bytes(unit), pts, discard, time_base)
         restart = ""
@@ -99,8 +98,8 @@ class ReorderWatch:
                              "next IDR picture on", self.label)
                     self.declaring, self._restart_at_idr = False, not head.idr
                     restart = "drain" if head.idr else ""  # a fresh decoder can start at this packet
-            elif self._last_ns is not None:
-                self._step_ns = at - self._last_ns
+            elif self._last_ns is not None and at > self._last_ns:
+                self._steps = [*self._steps[-1:], at - self._last_ns]
             self._last_ns = at
         if self._trial is not None:
             self._trial.append((bytes(unit), pts, discard))
@@ -108,14 +107,33 @@ class ReorderWatch:
                 self._trial = None
         if restart:
             return Plan(feed=[(self._starting(unit, head), pts, discard)], restart=restart)
-        if self.declaring and sps is not None and (declared := self._declaration(sps)) is not None:
-            return Plan(feed=[(bytes(unit).replace(sps, declared, 1), pts, discard)])
+        if self.declaring:
+            return Plan(feed=[(self._as_declared(unit, sps), pts, discard)])
         return Plan(feed=[(unit, pts, discard)])
 
+    def _restarting(self, unit: memoryview, head: Headers, pts: int | None, discard: bool) -> Plan:
+        """The declaration ended: the decoder, which still runs on the declared SPS, keeps it until the next IDR
+        picture, where a fresh one starts (a new SPS restarts the decoder anyway, as a resolution change does)."""
+        if head.sps is not None and head.sps != self._sps:
+            self._restart_at_idr, self._sps = False, head.sps
+            return Plan(feed=[(unit, pts, discard)])
+        if not head.idr:
+            return Plan(feed=[(self._as_declared(unit, head.sps), pts, discard)])
+        self._restart_at_idr = False
+        return Plan(feed=[(self._starting(unit, head), pts, discard)], restart="drain")
+
+    def _as_declared(self, unit: memoryview, sps: bytes | None) -> bytes | memoryview:
+        """`unit` with its SPS, if it carries one, declared free of reordering (when there is something to declare)."""
+        if sps is None or (declared := self._declaration(sps)) is None:
+            return unit
+        return bytes(unit).replace(sps, declared, 1)
+
     def _starting(self, unit: memoryview, head: Headers) -> bytes | memoryview:
-        """`unit`, an IDR picture's, with the stream's parameter sets in front when it has none of its own: a fresh
-        decoder starts from it."""
-        return unit if head.sps is not None else self._parameter_sets + bytes(unit)
+        """`unit`, an IDR picture's, with the stream's latest parameter sets in front when it has none of its own: a
+        fresh decoder starts from it."""
+        if head.sps is not None:
+            return unit
+        return b"".join(self._parameter_sets[kind] for kind in sorted(self._parameter_sets)) + bytes(unit)
 
     def _reorders_late(self) -> bool:
         """A step back small enough to be reordering, after the trial: it is, when it is the second within
@@ -131,9 +149,11 @@ class ReorderWatch:
     def end(self) -> None:
         """The stream's pass ended (the decoder drained): the next starts its timestamps and its trial afresh. A fresh
         decoder still due (the declaration ended) comes at the next pass's first IDR picture: the decoder kept for it
-        saw the declared SPS."""
-        self._sps = self._trial = self._last_ns = self._shown_ns = None
-        self._step_ns, self._rewritten, self._backs = 0, False, []
+        runs on the declared SPS."""
+        self._trial = self._last_ns = self._shown_ns = None
+        if not self._restart_at_idr:
+            self._sps = None
+        self._steps, self._rewritten, self._backs = [], False, []
 
     def _declaration(self, sps: bytes) -> bytes | None:
         if sps not in self._declared:

@@ -68,7 +68,7 @@ def test_the_search_stops_at_the_first_slice_and_trims_a_four_byte_start_code():
     unit = b"\x00\x00\x00\x01" + aud + b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps + b"\x00\x00\x01\x65\x88"
     head = headers(unit, "h264")
     assert head.sps == sps and head.idr
-    assert head.parameter_sets == b"\x00\x00\x00\x01" + sps + b"\x00\x00\x00\x01" + pps  # not the delimiter
+    assert head.parameter_sets == (b"\x00\x00\x00\x01" + sps, b"\x00\x00\x00\x01" + pps)  # not the delimiter
     slice_first = b"\x00\x00\x01\x65\x88\x00\x00\x01" + sps
     assert headers(slice_first, "h264") == headers(b"\x00\x00\x01\x65\x88", "h264")  # a later SPS is the next unit's
     assert headers(slice_first, "h264").sps is None and headers(slice_first, "h264").idr
@@ -86,6 +86,23 @@ def test_every_idr_of_an_mp4_carries_its_parameter_sets_and_no_other_picture_doe
     keyframes = [head for head in units if head.idr]
     assert len(keyframes) > 1 and all(head.sps is not None and head.parameter_sets for head in keyframes)
     assert all(head.sps is None and not head.parameter_sets for head in units if not head.idr)
-    pps = keyframes[0].parameter_sets.split(b"\x00\x00\x00\x01")[2]
-    assert keyframes[0].parameter_sets == b"\x00\x00\x00\x01" + keyframes[0].sps + b"\x00\x00\x00\x01" + pps
-    assert pps[0] & 0x1F == 8 and stream.codec_context.name == "h264"
+    sps, pps = keyframes[0].parameter_sets
+    assert sps == b"\x00\x00\x00\x01" + keyframes[0].sps and pps[4] & 0x1F == 8
+    assert stream.codec_context.name == "h264"
+
+
+def test_hevc_headers_give_its_three_parameter_sets_and_its_idr_pictures(tmp_path):
+    if "libx265" not in av.codecs_available:
+        pytest.skip("this PyAV build has no libx265 encoder")
+    path = tmp_path / "a.h265"
+    path.write_bytes(_encode_raw_hevc(tmp_path / "a.h265", (160, 96), 6))
+    demuxer = Demuxer(str(path), path.name)
+    demuxer.open()
+    try:
+        units = [headers(bytes(p), "hevc") for d in demuxer.packets() for p in demuxer.for_decoder(d, annexb=True)]
+    finally:
+        demuxer.close()
+    first = units[0]
+    assert first.idr and [(nal[4] >> 1) & 0x3F for nal in first.parameter_sets] == [32, 33, 34]  # VPS, SPS, PPS
+    assert first.sps is not None and first.parameter_sets[1] == b"\x00\x00\x00\x01" + first.sps
+    assert not any(head.idr or head.parameter_sets for head in units[1:])

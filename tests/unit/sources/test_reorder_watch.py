@@ -207,7 +207,7 @@ def test_a_clock_leap_back_within_the_trial_is_not_taken_for_reordering(units):
 
 
 def test_late_b_frames_restart_at_the_next_idr_not_at_parameter_sets_repeated_before_a_p_frame(units):
-    sets = headers(units[0], "h264").parameter_sets
+    sets = b"".join(headers(units[0], "h264").parameter_sets)
     stream = [u if headers(u, "h264").idr else sets + u for u in units[:130]]  # a camera that repeats them always
     decoder = Decoder(ReorderWatch("cam", eligible=True))
     for unit, at in zip(stream, _late_b_frames(len(stream), TRIAL_PACKETS + 5)):
@@ -217,7 +217,7 @@ def test_late_b_frames_restart_at_the_next_idr_not_at_parameter_sets_repeated_be
 
 
 def test_a_camera_that_sends_its_parameter_sets_only_in_its_sdp_restarts_at_the_next_idr_with_them(units):
-    sdp = headers(units[0], "h264").parameter_sets
+    sdp = b"".join(headers(units[0], "h264").parameter_sets)
     stream = [_without_parameter_sets(u) for u in units[:130]]
     stream[0] = sdp + stream[0]  # as NvdecDecoder puts the SDP's before the first packet
     assert all(headers(u, "h264").sps is None for u in stream[1:]) and headers(stream[60], "h264").idr
@@ -241,3 +241,48 @@ def test_a_restart_due_when_a_pass_ends_comes_at_the_next_pass_first_idr(units):
         decoder.read(unit, 40 * index)
     assert decoder.restarts == [(50, "drain")]  # the decoder kept for the next pass saw the declared SPS
     assert not _declared(decoder.fed[50][0]) and not watch.declaring
+
+
+def test_a_repeated_timestamp_does_not_make_a_clock_leap_in_the_trial_look_like_reordering(units):
+    decoder = Decoder(ReorderWatch("cam", eligible=True))
+    times = [40 * i for i in range(9)] + [320] + [40 * i - 10_000 for i in range(10)]  # a repeat, then the leap
+    for unit, at in zip(units, times):
+        decoder.read(unit, at)
+    assert decoder.restarts == [] and decoder.watch.declaring and decoder.shown == times
+
+
+def test_one_timestamp_stamped_far_ahead_does_not_make_the_next_ones_return_look_like_reordering(units):
+    decoder = Decoder(ReorderWatch("cam", eligible=True))
+    times = [40 * i for i in range(20)]
+    times[8] = 20_000  # one packet stamped 20 s ahead, in the trial
+    for unit, at in zip(units, times):
+        decoder.read(unit, at)
+    assert decoder.restarts == [] and decoder.watch.declaring and decoder.shown == times
+
+
+def test_a_new_sps_while_a_restart_is_due_restarts_the_decoder_once(units, shared):
+    demuxer = Demuxer(str(shared("media/dog-phone-1080p.mp4")), "phone")  # another size, another SPS
+    demuxer.open()
+    phone = [bytes(p) for d in demuxer.packets() for p in demuxer.for_decoder(d, annexb=True) if p.size][:5]
+    demuxer.close()
+    decoder = Decoder(ReorderWatch("cam", eligible=True))
+    stream = units[:50] + phone  # late B-frames, then the camera changes its resolution before its next IDR
+    for unit, at in zip(stream, _late_b_frames(50, TRIAL_PACKETS + 5) + [40 * (50 + i) for i in range(5)]):
+        decoder.read(unit, at)
+    assert decoder.restarts == []  # NvdecDecoder starts a fresh decoder for the new SPS by itself; no second one
+    assert [data for data, _ in decoder.fed[50:]] == phone and not decoder.watch.declaring
+
+
+def test_the_decoder_keeps_the_declared_sps_until_the_restart_and_a_lone_pps_does_not_drop_the_sps(units):
+    sps, pps = headers(units[0], "h264").parameter_sets
+    stream = [_without_parameter_sets(u) for u in units[:130]]
+    stream[0] = sps + pps + stream[0]
+    stream[45] = sps + pps + stream[45]  # the camera repeats them before a P-frame while the restart is due
+    stream[50] = pps + stream[50]  # and later its PPS alone
+    decoder = Decoder(ReorderWatch("cam", eligible=True))
+    for unit, at in zip(stream, _late_b_frames(len(stream), TRIAL_PACKETS + 5)):
+        decoder.read(unit, at)
+    assert decoder.restarts == [(60, "drain")]
+    assert _declared(decoder.fed[45][0])  # the decoder started on the declared SPS keeps it until it is replaced
+    restarted = [data for data, _ in decoder.fed[60:]]
+    assert restarted[0] == sps + pps + stream[60] and _decodable(restarted) == 70
