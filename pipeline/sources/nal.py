@@ -1,8 +1,9 @@
 """The headers of an Annex-B access unit (H.264 or HEVC): what NVDEC's callers must know before they decode it.
 
 NVDEC learns a stream's parameter sets only from the bitstream, and a decoder created afresh can start only at an IDR
-picture with them in front, so a camera's decoder reads, per packet, its sequence parameter set (a new one restarts
-the decoder), its parameter sets (kept to put before an IDR that comes without them) and whether it is an IDR.
+picture with them in front, so the decoder reads, per packet, its sequence parameter set (a new one restarts the
+decoder), its parameter sets (`ParameterSets` keeps them for a fresh decoder's first packet that comes without them)
+and whether it is an IDR.
 """
 from __future__ import annotations
 
@@ -36,11 +37,10 @@ def headers(data: bytes, codec: str) -> Headers:
     pos = 0
     while (start := data.find(b"\x00\x00\x01", pos)) >= 0 and start + 3 < len(data):
         header = start + 3
+        kind = _kind(data[header], codec)
         if codec == "h264":
-            kind = data[header] & 0x1F
             is_sps, is_set, is_slice, idr = kind == 7, kind in (7, 8), 1 <= kind <= 5, kind == 5
         else:
-            kind = (data[header] >> 1) & 0x3F
             is_sps, is_set, is_slice, idr = kind == 33, kind in (32, 33, 34), kind < 32, kind in (19, 20)
         if is_slice:
             return Headers(sps, tuple(sets), idr)
@@ -52,3 +52,30 @@ def headers(data: bytes, codec: str) -> Headers:
             sets.append(_START + unit)
         pos = header
     return Headers(sps, tuple(sets))
+
+
+class ParameterSets:
+    """A stream's latest parameter sets, one of each kind, as it sent them (or its SDP, `out_of_band`): what a fresh
+    decoder needs before its first packet when that packet has none (a camera that sends them only in its SDP, or
+    only now and then)."""
+
+    def __init__(self, codec: str, out_of_band: bytes = b""):
+        self._codec = codec
+        self._latest: dict[int, bytes] = {}
+        self.note(headers(out_of_band, codec))
+
+    def note(self, head: Headers) -> None:
+        """Keep the parameter sets a packet carries (a PPS alone replaces only the PPS)."""
+        for unit in head.parameter_sets:
+            self._latest[_kind(unit[len(_START)], self._codec)] = unit
+
+    def before(self, data: bytes | memoryview) -> bytes | memoryview:
+        """`data`, an access unit, with the parameter sets in front when it has no SPS of its own."""
+        if not self._latest or headers(data, self._codec).sps is not None:
+            return data
+        return b"".join(self._latest[kind] for kind in sorted(self._latest)) + bytes(data)
+
+
+def _kind(header: int, codec: str) -> int:
+    """A NAL unit's type from its first header byte."""
+    return header & 0x1F if codec == "h264" else (header >> 1) & 0x3F

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from pipeline.errors import CorruptPacket, SourceError
 from pipeline.sources.h264 import progressive
-from pipeline.sources.nal import headers
+from pipeline.sources.nal import ParameterSets, headers
 from pipeline.sources.reorder import REORDER_SPAN, TRIAL_PACKETS, ReorderWatch
 from pipeline.sources.reader import DecodedFrame
 from pipeline.types import PTS_UNKNOWN, pts_to_ns
@@ -80,7 +80,7 @@ class NvdecDecoder:
         self._order = ReorderWatch(label, low_latency and codec_name == "h264" and not stream.codec_context.has_b_frames)
         self._floor: tuple[int, int] | None = None  # after decoding again: (pts ns, pictures left) not to hand on
         self._whole = False  # each packet is marked as a whole picture
-        self._preamble = out_of_band_parameter_sets(stream)  # until the first packet
+        self._parameter_sets = ParameterSets(codec_name, out_of_band_parameter_sets(stream))
         with self._device:
             self.cuda_stream = cupy.cuda.Stream(non_blocking=True)
         self._decoder = self._create()
@@ -93,6 +93,7 @@ class NvdecDecoder:
 
         nvc = self._nvc
         latency = nvc.DisplayDecodeLatencyType.LOW if self._low_latency else nvc.DisplayDecodeLatencyType.NATIVE
+        self._fresh = True  # the decoder has had no packet yet: the parameter sets go in front of its first
         with self._device:
             try:
                 return nvc.CreateDecoder(
@@ -115,12 +116,10 @@ class NvdecDecoder:
         pts = None if packet.pts is None else int(packet.pts)
         time_base = packet.time_base or self._time_base
         drained = []
+        if self._fresh:  # before the reorder watch reads it: it may declare the SPS put in front
+            data = memoryview(self._parameter_sets.before(data))
         head = headers(data, self._codec)
-        if self._preamble:
-            if head.sps is None:
-                data = memoryview(self._preamble + bytes(data))
-                head = headers(data, self._codec)
-            self._preamble = b""
+        self._parameter_sets.note(head)
         sps = head.sps
         if sps is not None and sps != self._sps:
             if self._sps is not None:
@@ -139,6 +138,8 @@ class NvdecDecoder:
             self._floor = None if plan.floor_ns is None else (plan.floor_ns, TRIAL_PACKETS + REORDER_SPAN)
         frames = drained
         for unit, at, discard in plan.feed:
+            if self._fresh:  # restarted at an IDR picture, which may come without them
+                unit, self._fresh = self._parameter_sets.before(unit), False
             try:
                 frames += self._feed(memoryview(unit), at, discard, time_base)
             except CorruptPacket as exc:

@@ -11,9 +11,8 @@ to decode when the timestamps say otherwise:
   (the packets since are kept), without handing on again the pictures up to the last one handed on (those behind it
   are dropped: a few, once);
 - later, two timestamps going back within `REORDER_SPAN` packets, each by as little, mean the same (an encoder that
-  starts B-frames late): the SPS is no longer declared, and the decoder starts again at the next IDR picture, with
-  the stream's parameter sets in front when that picture comes without them (a camera that sends them only in its
-  SDP, or only now and then);
+  starts B-frames late): the SPS is no longer declared, and the decoder starts again at the next IDR picture (the
+  decoder puts the stream's parameter sets in front when that picture comes without them);
 - a step back by more, or a single one after the trial, is the camera's clock, not reordering.
 """
 from __future__ import annotations
@@ -64,7 +63,6 @@ class ReorderWatch:
         self._steps: list[int] = []  # the last two steps forward (ns)
         self._shown_ns: int | None = None
         self._restart_at_idr = False  # the declaration ended: a fresh decoder at the next IDR picture
-        self._parameter_sets: dict[int, bytes] = {}  # NAL type -> the stream's latest, as it sent it
         self._rewritten = False  # the current SPS was declared free of reordering
         self._backs: list[int] = []  # the packet counts of recent steps back, after the trial
         self._count = 0
@@ -73,8 +71,6 @@ class ReorderWatch:
         """The plan for `unit`, an Annex-B access unit with the headers `head`."""
         if not self.declaring and not self._restart_at_idr:  # a file read for throughput, HEVC, or a stream that reorders
             return Plan(feed=[(unit, pts, discard)])
-        for nal in head.parameter_sets:
-            self._parameter_sets[nal[4] & 0x1F] = nal
         sps = head.sps
         if self._restart_at_idr:
             return self._restarting(unit, head, pts, discard)
@@ -106,7 +102,7 @@ class ReorderWatch:
             if len(self._trial) > TRIAL_PACKETS:
                 self._trial = None
         if restart:
-            return Plan(feed=[(self._starting(unit, head), pts, discard)], restart=restart)
+            return Plan(feed=[(unit, pts, discard)], restart=restart)
         if self.declaring:
             return Plan(feed=[(self._as_declared(unit, sps), pts, discard)])
         return Plan(feed=[(unit, pts, discard)])
@@ -120,20 +116,13 @@ class ReorderWatch:
         if not head.idr:
             return Plan(feed=[(self._as_declared(unit, head.sps), pts, discard)])
         self._restart_at_idr = False
-        return Plan(feed=[(self._starting(unit, head), pts, discard)], restart="drain")
+        return Plan(feed=[(unit, pts, discard)], restart="drain")
 
     def _as_declared(self, unit: memoryview, sps: bytes | None) -> bytes | memoryview:
         """`unit` with its SPS, if it carries one, declared free of reordering (when there is something to declare)."""
         if sps is None or (declared := self._declaration(sps)) is None:
             return unit
         return bytes(unit).replace(sps, declared, 1)
-
-    def _starting(self, unit: memoryview, head: Headers) -> bytes | memoryview:
-        """`unit`, an IDR picture's, with the stream's latest parameter sets in front when it has none of its own: a
-        fresh decoder starts from it."""
-        if head.sps is not None:
-            return unit
-        return b"".join(self._parameter_sets[kind] for kind in sorted(self._parameter_sets)) + bytes(unit)
 
     def _reorders_late(self) -> bool:
         """A step back small enough to be reordering, after the trial: it is, when it is the second within

@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.sources.demux import Demuxer
 from pipeline.sources.h264 import parse
-from pipeline.sources.nal import headers
+from pipeline.sources.nal import ParameterSets, headers
 from pipeline.sources.reorder import REORDER_SPAN, TRIAL_PACKETS, ReorderWatch
 from tests.conftest import shared_file
 
@@ -30,19 +30,24 @@ def units() -> list[bytes]:
 
 class Decoder:
     """Plays the decoder's part: follows each plan and hands on every picture at once (what NVDEC does with a
-    declared SPS), dropping after a restart the pictures up to the plan's floor as NvdecDecoder does, and reports
-    each one shown; records what it fed and each restart."""
+    declared SPS), dropping after a restart the pictures up to the plan's floor and putting the stream's parameter
+    sets before a fresh decoder's first unit as NvdecDecoder does, and reports each one shown; records what it fed
+    and each restart."""
 
     def __init__(self, watch: ReorderWatch):
         self.watch, self.fed, self.shown, self.restarts = watch, [], [], []
-        self.floor = None
+        self.floor, self.sets, self.fresh = None, ParameterSets("h264"), False
 
     def read(self, unit: bytes, pts: int | None) -> None:
-        plan = self.watch.read(memoryview(unit), headers(unit, "h264"), pts, MS, False)
+        head = headers(unit, "h264")
+        self.sets.note(head)
+        plan = self.watch.read(memoryview(unit), head, pts, MS, False)
         if plan.restart:
             self.restarts.append((len(self.fed), plan.restart))
-            self.floor = plan.floor_ns
+            self.floor, self.fresh = plan.floor_ns, True
         for data, at, _ in plan.feed:
+            if self.fresh:
+                data, self.fresh = self.sets.before(data), False
             self.fed.append((bytes(data), at))
             if at is None:
                 continue
