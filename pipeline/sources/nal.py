@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 SCAN_BYTES = 4096
-"""How far into a packet to look (the parameter sets precede the first slice, after at most an access unit
-delimiter and a few SEI messages)."""
+"""How far into a packet to look first: the parameter sets precede the first slice, mostly after at most an access
+unit delimiter and a few SEI messages; a packet whose first slice lies further is read whole."""
 
 _START = b"\x00\x00\x00\x01"
 
@@ -28,11 +28,18 @@ class Headers:
     """The first slice is an IDR picture's (H.264 type 5, HEVC types 19 and 20): a fresh decoder can start there."""
 
 
-def headers(data: bytes, codec: str) -> Headers:
-    """The headers of the Annex-B access unit `data` (its first `SCAN_BYTES` are read); empty for another codec."""
+def headers(data: bytes | memoryview, codec: str) -> Headers:
+    """The headers of the Annex-B access unit `data`, up to its first slice; empty for another codec."""
     if codec not in ("h264", "hevc"):
         return Headers()
-    data = bytes(data[:SCAN_BYTES])
+    head, complete = _scan(bytes(data[:SCAN_BYTES]), codec)
+    if not complete and len(data) > SCAN_BYTES:  # large SEI first: a cut-off unit must not pass for a whole one
+        head, _ = _scan(bytes(data), codec)
+    return head
+
+
+def _scan(data: bytes, codec: str) -> tuple[Headers, bool]:
+    """The headers found in `data`, and whether its first slice was reached (everything before it read whole)."""
     sps, sets = None, []
     pos = 0
     while (start := data.find(b"\x00\x00\x01", pos)) >= 0 and start + 3 < len(data):
@@ -43,7 +50,7 @@ def headers(data: bytes, codec: str) -> Headers:
         else:
             is_sps, is_set, is_slice, idr = kind == 33, kind in (32, 33, 34), kind < 32, kind in (19, 20)
         if is_slice:
-            return Headers(sps, tuple(sets), idr)
+            return Headers(sps, tuple(sets), idr), True
         end = data.find(b"\x00\x00\x01", header)
         unit = data[header : end if end >= 0 else len(data)].rstrip(b"\x00")  # a 4-byte start code's zero
         if is_sps and sps is None:
@@ -51,7 +58,7 @@ def headers(data: bytes, codec: str) -> Headers:
         if is_set:
             sets.append(_START + unit)
         pos = header
-    return Headers(sps, tuple(sets))
+    return Headers(sps, tuple(sets)), False
 
 
 class ParameterSets:

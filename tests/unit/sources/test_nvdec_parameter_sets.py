@@ -106,3 +106,20 @@ def test_hevc_headers_give_its_three_parameter_sets_and_its_idr_pictures(tmp_pat
     assert first.idr and [(nal[4] >> 1) & 0x3F for nal in first.parameter_sets] == [32, 33, 34]  # VPS, SPS, PPS
     assert first.sps is not None and first.parameter_sets[1] == b"\x00\x00\x00\x01" + first.sps
     assert not any(head.idr or head.parameter_sets for head in units[1:])
+
+
+@pytest.mark.parametrize("sei_bytes", [6000, 4060])  # the parameter sets wholly past the first read; the SPS cut by it
+def test_parameter_sets_behind_a_large_sei_message_are_read_whole(shared, sei_bytes):
+    demuxer = Demuxer(str(shared("media/car-detection.mp4")), "clip")
+    demuxer.open()
+    try:
+        idr = next(bytes(p) for d in demuxer.packets() for p in demuxer.for_decoder(d, annexb=True))
+    finally:
+        demuxer.close()
+    plain = headers(idr, "h264")
+    assert plain.idr and plain.sps is not None
+    # user data unregistered (payload type 5), its size coded in 255s; no zero byte, so no start code inside
+    payload = (bytes(range(1, 256)) * (sei_bytes // 255 + 1))[:sei_bytes]
+    size = b"\xff" * (sei_bytes // 255) + bytes([sei_bytes % 255])
+    sei = b"\x00\x00\x00\x01\x06\x05" + size + payload + b"\x80"  # the SPS follows at byte 6,031 / 4,083
+    assert headers(sei + idr, "h264") == plain
