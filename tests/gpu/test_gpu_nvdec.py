@@ -131,10 +131,11 @@ def test_a_camera_that_sends_its_parameter_sets_only_in_its_sdp_decodes_from_the
     demuxer = Demuxer(str(path), path.name)
     stream = demuxer.open()
     units = [(bytes(p), p.pts, p.time_base) for d in demuxer.packets() for p in demuxer.for_decoder(d, annexb=True)]
+    time_base = stream.time_base
     demuxer.close()
     sets = [n for n in _nal_units(units[0][0]) if n.lstrip(b"\x00")[1] & 0x1F in (7, 8)]
     assert len(sets) == 2  # SPS and PPS, which the camera keeps out of its packets
-    sdp_only = SimpleNamespace(time_base=stream.time_base, codec_context=SimpleNamespace(
+    sdp_only = SimpleNamespace(time_base=time_base, codec_context=SimpleNamespace(
         name="h264", has_b_frames=False, extradata=b"".join(sets)))
     decoder = NvdecDecoder(sdp_only, path.name, low_latency=True)
     shown, held = [], []
@@ -157,9 +158,10 @@ def test_an_sdp_only_camera_whose_timestamps_start_reordering_restarts_at_the_ne
     demuxer = Demuxer(str(path), path.name)
     stream = demuxer.open()
     units = [(bytes(p), p.pts, p.time_base) for d in demuxer.packets() for p in demuxer.for_decoder(d, annexb=True)]
+    time_base = stream.time_base
     demuxer.close()
     sets = [n for n in _nal_units(units[0][0]) if n.lstrip(b"\x00")[1] & 0x1F in (7, 8)]
-    sdp_only = SimpleNamespace(time_base=stream.time_base, codec_context=SimpleNamespace(
+    sdp_only = SimpleNamespace(time_base=time_base, codec_context=SimpleNamespace(
         name="h264", has_b_frames=False, extradata=b"".join(sets)))
     order = list(range(40)) + [k + (1 if (k - 40) % 2 == 0 else -1) for k in range(40, 120)]  # then P B P B ...
     packet_of = {pts_to_ns(units[k][1], units[k][2]): index for index, k in enumerate(order)}
