@@ -125,26 +125,34 @@ def _nal_units(unit: bytes) -> list[bytes]:
     return [unit[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
-def test_a_camera_that_sends_its_parameter_sets_only_in_its_sdp_decodes_from_the_first_packet():
-    path = gpu_file("media/car-detection.mp4")
-    file = [f.pts_ns for f in decode_clip(path, "nvdec")]
+def _as_sdp_only_camera(path) -> tuple[list[tuple[bytes, int, object]], list[bytes], SimpleNamespace]:
+    """A clip's access units (data, pts, time base), its parameter set NAL units, and a stream that has them only in
+    its extradata, as an RTSP camera that sends them only in its SDP."""
     demuxer = Demuxer(str(path), path.name)
     stream = demuxer.open()
     units = [(bytes(p), p.pts, p.time_base) for d in demuxer.packets() for p in demuxer.for_decoder(d, annexb=True)]
     time_base = stream.time_base
     demuxer.close()
     sets = [n for n in _nal_units(units[0][0]) if n.lstrip(b"\x00")[1] & 0x1F in (7, 8)]
-    assert len(sets) == 2  # SPS and PPS, which the camera keeps out of its packets
     sdp_only = SimpleNamespace(time_base=time_base, codec_context=SimpleNamespace(
         name="h264", has_b_frames=False, extradata=b"".join(sets)))
+    return units, sets, sdp_only
+
+
+def test_a_camera_that_sends_its_parameter_sets_only_in_its_sdp_decodes_from_the_first_packet():
+    path = gpu_file("media/car-detection.mp4")
+    file = [f.pts_ns for f in decode_clip(path, "nvdec")]
+    units, sets, sdp_only = _as_sdp_only_camera(path)
+    assert len(sets) == 2  # SPS and PPS, which the camera keeps out of its packets
     decoder = NvdecDecoder(sdp_only, path.name, low_latency=True)
+    at = [pts_to_ns(pts, time_base) for _, pts, time_base in units]
     shown, held = [], []
     for index, (unit, pts, time_base) in enumerate(units):
         packet = av.Packet(b"".join(n for n in _nal_units(unit) if n not in sets))
         packet.pts, packet.time_base = pts, time_base
         frames = decoder.decode(packet)
         shown += [f.pts_ns for f in frames]
-        held += [index - [pts_to_ns(p, b) for _, p, b in units].index(f.pts_ns) for f in frames]
+        held += [index - at.index(f.pts_ns) for f in frames]
     shown += [f.pts_ns for f in decoder.flush()]
     decoder.close()
     assert shown == file
@@ -155,14 +163,7 @@ def test_an_sdp_only_camera_whose_timestamps_start_reordering_restarts_at_the_ne
     """The declaration ends where a fresh decoder can start: at the next IDR picture, which from such a camera comes
     without the parameter sets; the decoder puts the SDP's in front, so every picture from there on comes out."""
     path = gpu_file("media/car-detection.mp4")  # an IDR picture every 60 packets
-    demuxer = Demuxer(str(path), path.name)
-    stream = demuxer.open()
-    units = [(bytes(p), p.pts, p.time_base) for d in demuxer.packets() for p in demuxer.for_decoder(d, annexb=True)]
-    time_base = stream.time_base
-    demuxer.close()
-    sets = [n for n in _nal_units(units[0][0]) if n.lstrip(b"\x00")[1] & 0x1F in (7, 8)]
-    sdp_only = SimpleNamespace(time_base=time_base, codec_context=SimpleNamespace(
-        name="h264", has_b_frames=False, extradata=b"".join(sets)))
+    units, sets, sdp_only = _as_sdp_only_camera(path)
     order = list(range(40)) + [k + (1 if (k - 40) % 2 == 0 else -1) for k in range(40, 120)]  # then P B P B ...
     packet_of = {pts_to_ns(units[k][1], units[k][2]): index for index, k in enumerate(order)}
     decoder = NvdecDecoder(sdp_only, path.name, low_latency=True)
