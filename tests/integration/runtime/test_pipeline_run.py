@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import av
@@ -170,7 +169,8 @@ def test_sigint_stops_sources_drains_and_flushes_storage(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     proc = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "run", str(path), "--quiet"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(6)
+    jsonl = tmp_path / "frames.jsonl"
+    assert wait_until(lambda: jsonl.exists() and jsonl.read_text().count("\n") > 10, timeout=120), "no frames written"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err

@@ -18,6 +18,7 @@ from pipeline.sources.worker import StreamWorker, WorkerState
 from pipeline.types import frame_to_rgb, pts_to_ns
 from tests.conftest import shared_file
 from tests.support.collecting_sink import CollectingSink
+from tests.support.waiting import wait_until
 
 
 def read_all(url: str):
@@ -173,7 +174,7 @@ def test_a_full_sink_blocks_a_file_without_losing_frames():
     sink = CollectingSink(room=5)
     worker = StreamWorker(StreamConfig(id="dog", url=str(shared_file("media/dog-848x464.mp4"))), sink)
     worker.start()
-    time.sleep(0.5)
+    assert wait_until(lambda: worker.stats()["sink_waits"] >= 1, timeout=30)  # blocked on the full sink
     assert len(sink.frames) == 5 and worker.state is WorkerState.RUNNING
     sink.open_room(None)
     assert worker.join(30)

@@ -1,11 +1,11 @@
 """BatchWriter: batching, interval flushes, retry without loss, bounded queue, close."""
 import threading
-import time
 
 import pytest
 
 from pipeline.errors import SinkError
 from pipeline.sinks.storage.writer import BatchWriter, StorageUnavailable
+from tests.support.waiting import wait_until
 
 
 class Item:
@@ -60,9 +60,7 @@ def test_a_partial_batch_is_written_after_flush_interval():
     writer = make_writer(db, flush_interval_s=0.05)
     writer.start()
     writer.put(Item(1))
-    deadline = time.monotonic() + 2
-    while not db.batches and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: db.batches, timeout=2)
     assert db.batches == [[1]]
     assert writer.close(timeout=5)
 
@@ -74,8 +72,8 @@ def test_batch_is_kept_and_retried_while_database_is_down():
     writer.start()
     for i in range(25):
         writer.put(Item(i))
-    time.sleep(0.3)
-    assert db.batches == [] and db.attempts >= 2
+    assert wait_until(lambda: db.attempts >= 2)
+    assert db.batches == []
     db.down.clear()
     assert writer.close(timeout=5)
     assert sum(db.batches, []) == list(range(25))
@@ -132,9 +130,7 @@ def test_unexpected_write_error_stops_writer_and_surfaces_in_put():
     writer = BatchWriter("test", write, batch_size=1, flush_interval_s=0.01, queue_size=10)
     writer.start()
     writer.put(Item(0))
-    deadline = time.monotonic() + 2
-    while writer.stats()["alive"] and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: not writer.stats()["alive"], timeout=2)
     with pytest.raises(SinkError, match="writer stopped"):
         writer.put(Item(1))
     assert writer.close(timeout=1) is False
