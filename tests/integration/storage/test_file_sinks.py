@@ -19,6 +19,7 @@ from pipeline.mot import read_mot
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.mot_export import MotExportSink
 from tests.integration.storage.replay import MOT_CLASSES, as_tracked, feed
+from tests.support.waiting import wait_until
 
 
 def test_jsonl_writes_one_object_per_frame_with_its_detections(tmp_path, mot17_05):
@@ -70,9 +71,7 @@ def test_jsonl_lines_appear_while_running_not_only_at_close(tmp_path, mot17_05):
     sink = JsonlSink(JsonlOutput(type="jsonl", path=path), MOT_CLASSES, flush_interval_s=0.05)
     sink.open()
     feed(sink, mot17_05[:10])
-    deadline = time.monotonic() + 5
-    while len(path.read_text().splitlines()) < 10 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert wait_until(lambda: len(path.read_text().splitlines()) >= 10)
     assert len(path.read_text().splitlines()) == 10
     sink.close()
 

@@ -14,6 +14,7 @@ from pipeline.sinks.storage.rows import MergedRows
 from pipeline.types import Detections, Frame, FrameResult
 from tests.integration.storage.replay import RUN, feed, postgres_store
 from tests.support.commit_cut_proxy import CommitCutProxy
+from tests.support.waiting import wait_until
 
 FRAMES = 10
 TRACKS = (1, 2)
@@ -36,13 +37,6 @@ def _through(proxy: CommitCutProxy, dsn: str) -> str:
     return f"postgresql://postgres@127.0.0.1:{proxy.port}/{dsn.rsplit('/', 1)[1]}"
 
 
-def _wait_until(condition, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 @pytest.mark.fault
 @pytest.mark.parametrize("committed", [True, False], ids=["cut-after-commit", "cut-before-commit"])
 def test_a_batch_whose_commit_answer_is_lost_is_stored_exactly_once(postgres_server, postgres_dsn, committed):
@@ -53,7 +47,7 @@ def test_a_batch_whose_commit_answer_is_lost_is_stored_exactly_once(postgres_ser
         feed(sink, frames(time.time_ns()))  # one batch: FRAMES * len(TRACKS) detections
         assert proxy.cut.wait(10)
         assert proxy.committed.is_set() == committed
-        _wait_until(lambda: sink.stats()["items_written"] == FRAMES)
+        assert wait_until(lambda: sink.stats()["items_written"] == FRAMES, timeout=15)
         sink.close()
 
     stats = sink.stats()

@@ -28,6 +28,7 @@ from tests.integration.storage.replay import (
     sqlite_store,
 )
 from tests.support.postgres import free_port
+from tests.support.waiting import wait_until
 
 DAY_NS = 86_400 * 10**9
 OTHER = "20250101T000100.000Z-00000002"
@@ -170,7 +171,7 @@ def test_retention_deletes_rows_older_than_retention_days(store, shared, tmp_pat
     sink.close()
     sink = store.make(retention_days=1.0, retention_chunk_rows=1000)
     sink.open()  # retention runs at start, a chunk at a time, then every retention_interval_s
-    _wait_until(lambda: sink.stats()["retention_passes"] == 1)
+    assert wait_until(lambda: sink.stats()["retention_passes"] == 1, timeout=10)
     sink.close()
 
     assert sink.stats()["rows_deleted"] > 1000
@@ -244,10 +245,10 @@ def test_postgres_restart_mid_run_loses_no_rows(postgres_server, postgres_dsn, m
     sink.open()
     half = len(mot17_05) // 2
     feed(sink, mot17_05[:half])
-    _wait_until(lambda: sink.stats()["items_written"] == half)
+    assert wait_until(lambda: sink.stats()["items_written"] == half, timeout=10)
     postgres_server.stop("fast")
     feed(sink, mot17_05[half:])
-    _wait_until(lambda: sink.stats()["retries"] >= 2)
+    assert wait_until(lambda: sink.stats()["retries"] >= 2, timeout=10)
     postgres_server.start()
     sink.close()
 
@@ -265,7 +266,7 @@ def test_events_wait_in_the_outbox_while_postgres_is_down_and_are_stored_once_it
     postgres_server.stop("fast")
     with Outbox(tmp_path / "outbox.db", [sink.event_output], backoff=Backoff(0.05, 0.2)) as outbox:
         outbox.put(events)
-        _wait_until(lambda: outbox.stats()[sink.name]["failed"] >= 2)
+        assert wait_until(lambda: outbox.stats()[sink.name]["failed"] >= 2, timeout=10)
         assert outbox.stats()[sink.name]["pending"] == len(events)
         postgres_server.start()
         assert outbox.wait_delivered(60)
@@ -305,9 +306,9 @@ def test_rows_are_kept_while_postgres_is_read_only_and_stored_once_it_takes_writ
         # As after a failover to a standby, or on a server read-only for maintenance: the writer reconnects to it.
         admin.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
         admin.execute(_WRITER_SESSIONS.replace("COUNT(*)", "pg_terminate_backend(pid)"))
-        _wait_until(lambda: admin.execute(_WRITER_SESSIONS).fetchone()[0] == 0)
+        assert wait_until(lambda: admin.execute(_WRITER_SESSIONS).fetchone()[0] == 0, timeout=10)
         feed(sink, frames)
-        _wait_until(lambda: sink.stats()["retries"] >= 3 or sink.stats()["rows_rejected"] > 0)
+        assert wait_until(lambda: sink.stats()["retries"] >= 3 or sink.stats()["rows_rejected"] > 0, timeout=10)
         admin.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
     sink.close()
 
@@ -329,7 +330,7 @@ def test_rows_are_kept_while_postgres_refuses_the_writer_its_privilege_and_store
             sink.open()
             admin.execute(f"REVOKE INSERT ON detections FROM {role}")
             feed(sink, frames)
-            _wait_until(lambda: sink.stats()["retries"] >= 2 or sink.stats()["rows_rejected"] > 0)
+            assert wait_until(lambda: sink.stats()["retries"] >= 2 or sink.stats()["rows_rejected"] > 0, timeout=10)
             admin.execute(f"GRANT INSERT ON detections TO {role}")
             sink.close()
             assert sink.stats()["rows_rejected"] == 0 and sink.stats()["rows_lost"] == 0
@@ -366,13 +367,6 @@ def test_a_frame_the_database_refuses_is_dropped_alone_not_with_the_other_frames
     stored = query.detections_for_stream(tmp_path / "nan.db", "cam-05")
     assert len(stored) == stats["rows_written"] == sum(len(r.detections) for r in frames if r is not bad)
     assert bad.frame.seq not in stored.seq
-
-
-def _wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 @pytest.mark.fault
