@@ -73,9 +73,13 @@ class StreamTable:
                     self._paused[config.id] = config
                 return
             self._check_lane(config)
-            if not self._remove(config.id).wait(timeout):
-                raise PipelineError(f"stream '{config.id}' did not stop within {timeout:g} s; it is "
-                                    "stopping: apply the change again in a moment")
+            stopped = self._remove(config.id)
+        # Waited for without the admin lock: the runner's loop forgets the old stream (`handle_finished`), and a
+        # stop asked for meanwhile takes that lock in the same loop. The new stream is then refused (not running).
+        if not stopped.wait(timeout):
+            raise PipelineError(f"stream '{config.id}' did not stop within {timeout:g} s; it is "
+                                "stopping: apply the change again in a moment")
+        with self._admin:
             self._add(config)
 
     def pause(self, stream_id: str, timeout: float = 10.0) -> bool:

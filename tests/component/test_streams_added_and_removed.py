@@ -6,10 +6,11 @@ import threading
 import pytest
 
 from pipeline.config.models import StreamConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.testing import RecordingSink
 from tests.component.conftest import fake_config
+from tests.support.waiting import wait_until
 
 DROPS = ("dropped_overflow", "dropped_age", "dropped_fps_cap", "dropped_sink", "dropped_sinks")
 
@@ -125,3 +126,44 @@ def test_a_stream_whose_stage_cannot_be_made_is_not_added_and_leaves_nothing_beh
     assert sink.wait_for(lambda s: len(s.seqs["good"]) >= 5, timeout=20)
     snap = run.stop()
     assert set(snap.streams) == {"a", "good"} and "bad-1" not in sink.started
+
+
+class _EndHeldSink(RecordingSink):
+    """Holds each stream's end until `release` is set (a sink closing a stream's file), saying when it began."""
+
+    def __init__(self):
+        super().__init__()
+        self.ending, self.release = threading.Event(), threading.Event()
+
+    def on_stream_end(self, stream_id: str) -> None:
+        self.ending.set()
+        assert self.release.wait(30)
+        super().on_stream_end(stream_id)
+
+
+def test_a_stop_asked_for_while_a_stream_change_waits_for_the_old_stream_is_not_held_up_by_it(tmp_path, running):
+    """The change waits for the old stream's end to go through the sinks, which the runner's loop finishes; a stop
+    takes the same loop. It once waited for the change's whole timeout, and the change failed after it."""
+    sink = _EndHeldSink()
+    runner = PipelineRunner(fake_config(tmp_path, [camera("a")]), sinks=[sink])
+    run = running(runner)
+    assert sink.wait_for(lambda s: len(s.seqs["a"]) >= 10, timeout=20)
+    outcome = []
+
+    def change():
+        try:
+            runner.table.replace(StreamConfig(**camera("a", fps=20)), timeout=120)
+            outcome.append("replaced")
+        except Exception as exc:  # noqa: BLE001 - what it raised is the outcome
+            outcome.append(exc)
+
+    changing = threading.Thread(target=change)
+    changing.start()
+    assert sink.ending.wait(20)  # the change has stopped the old stream and waits for its end
+    runner.request_stop()
+    assert wait_until(lambda: not runner.table.accepting)  # the runner's loop is stopping the streams
+    sink.release.set()
+    run.stop(timeout=30)  # well within the change's 120 s
+    changing.join(30)
+    assert not changing.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], PipelineError) and "not running" in str(outcome[0])
