@@ -282,8 +282,11 @@ class DecodeProcesses:
     def _handle(self, child: _Child, message) -> None:
         if isinstance(message, msg.Stats):
             for index, stats in message.by_index.items():
-                if index in child.workers:
-                    child.workers[index].update(stats)
+                worker = child.workers.get(index)
+                # The child reads its counters before sending them, so a stream can end in between: its final
+                # state (finished, failed, and why) came with `Ended` and is not overwritten by an older one.
+                if worker is not None and not worker.ended.is_set():
+                    worker.update(stats)
         elif isinstance(message, msg.Ended):
             worker = child.workers[message.index]
             worker.update(message.stats)
