@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -112,8 +113,9 @@ class Sources:
             worker.stop()
 
     def join_all(self, timeout: float) -> bool:
-        """Wait for every stream to end; False when one was still running after `timeout` s (logged)."""
-        stuck = [sid for sid, worker in self.workers().items() if not worker.join(timeout)]
+        """Wait up to `timeout` s in all for every stream to end; False when one was still running (logged)."""
+        deadline = time.monotonic() + timeout
+        stuck = [sid for sid, worker in self.workers().items() if not worker.join(max(deadline - time.monotonic(), 0))]
         for stream_id in stuck:
             log.warning("decode worker %s did not stop within %.0f s", stream_id, timeout)
         return not stuck
