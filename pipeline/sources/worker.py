@@ -155,16 +155,15 @@ class StreamWorker:
 
     def start(self) -> None:
         """Start the thread; a worker starts once. One stopped before it started only reports its end."""
-        with self._lock:
+        with self._lock:  # held until the thread exists: a `join` meanwhile must not take it for never started
             stopped = self._state is WorkerState.STOPPED
             if not stopped:
                 if WorkerState.CONNECTING not in TRANSITIONS[self._state]:
                     raise RuntimeError(f"{self.label}: started twice")
                 self._state = WorkerState.CONNECTING
+                self._thread.start()
         if stopped:
             self._end_stream()
-            return
-        self._thread.start()
 
     def stop(self) -> None:
         """Ask the thread to stop; returns at once (use `join` to wait). Frames in flight are dropped."""
@@ -178,7 +177,9 @@ class StreamWorker:
 
         A stop waits for the current network read, bounded by `read_timeout_s` (HLS: the next segment's wait and
         download, unbounded), or while opening for the open, bounded by `open_timeout_s`."""
-        if self._thread.ident is None:
+        with self._lock:
+            never_started = self._thread.ident is None
+        if never_started:
             return True
         self._thread.join(timeout)
         return not self._thread.is_alive()

@@ -141,7 +141,7 @@ class _EndHeldSink(RecordingSink):
         super().on_stream_end(stream_id)
 
 
-def test_a_stop_asked_for_while_a_stream_change_waits_for_the_old_stream_is_not_held_up_by_it(tmp_path, running):
+def test_a_stop_asked_for_during_a_stream_change_is_not_held_up_by_the_change(tmp_path, running):
     """The change waits for the old stream's end to go through the sinks, which the runner's loop finishes; a stop
     takes the same loop. It once waited for the change's whole timeout, and the change failed after it."""
     sink = _EndHeldSink()

@@ -33,6 +33,9 @@ STATS_INTERVAL_S = 0.5
 EXTRA_SLOTS = 4
 """Device slots per stream beyond its ring size: frames on their way while the ring is full."""
 
+FORGET_JOIN_S = 2.0
+"""How long a stream's end waits for its worker's thread to exit before its slots are freed."""
+
 
 def child_main(conn, device: int, log_setup: tuple[int, LogFormat], plugin_modules: list[str]) -> None:
     """Entry point of a decode process (started with `spawn`, so it never inherits a CUDA context); `log_setup`:
@@ -139,7 +142,9 @@ class _Child:
             return
         if self._rings is not None:
             self._rings.end_stream(stream.worker.config.id)
-        if stream.worker.join(0):
+        # Its worker sent `Ended` as its thread's last act, so the thread is all but gone; not waiting for it left
+        # the stream and its device slots here for good when this message came first.
+        if stream.worker.join(FORGET_JOIN_S):
             with self._lock:
                 del self.streams[index]
             if stream.slots is not None:
