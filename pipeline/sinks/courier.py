@@ -91,7 +91,10 @@ class Courier:
                 return True
             except SinkError as exc:
                 error = str(exc)
-            except Exception as exc:  # a bug in an output must not kill its courier: count, log, retry
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a bug in an output (a plugin's CancelledError too) must not
+                # kill its courier: count, log, retry
                 log.exception("output '%s' raised %s on event %s", self.output.name, type(exc).__name__, event_id)
                 error = f"{type(exc).__name__}: {exc}"
             else:

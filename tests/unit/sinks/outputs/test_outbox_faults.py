@@ -2,6 +2,7 @@
 fail to close or get stuck, a prune or a database that fails, outages across events given up on, dead letters."""
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -277,3 +278,25 @@ def test_what_an_output_taken_out_left_is_counted_under_its_name_until_an_output
     assert [e.track_id for e in back.delivered] == [0, 1, 2, 3, 4]
     assert outbox.undelivered("never-added") == 0
     assert outbox.close(timeout=5)
+
+
+class _CancelledOnce(RecordingOutput):
+    """Lets a CancelledError out once (an asyncio-based plugin output whose call was cancelled by a timeout)."""
+
+    def deliver(self, event: Event) -> None:
+        if self.attempts == 0:
+            self.attempts += 1
+            raise asyncio.CancelledError()
+        super().deliver(event)
+
+
+def test_an_output_raising_a_base_exception_is_retried_and_its_courier_goes_on(tmp_path):
+    """CancelledError is not an Exception: it once ended the courier's thread, and the output got no event again."""
+    out = _CancelledOnce()
+    with Outbox(tmp_path / "outbox.db", [out], backoff=FAST) as outbox:
+        outbox.put(make_events(3))
+        assert outbox.wait_delivered(5)
+        outbox.put(make_events(2, start=3))
+        assert outbox.wait_delivered(5)
+        assert outbox.stats()["rec"]["failed"] == 1
+    assert [e.track_id for e in out.delivered] == [0, 1, 2, 3, 4]
