@@ -222,7 +222,9 @@ class Control:
 
     def _change(self, edit: Callable[[ConfigDocument], T]) -> tuple[T, ConfigDiff]:
         with self._lock:
-            doc = ConfigDocument.read(self.path) if self.path else ConfigDocument.of(self.runner.config)
+            # Without a file, the cameras are those running (some may have been added or removed in code since).
+            doc = ConfigDocument.read(self.path) if self.path else ConfigDocument.of(
+                self.runner.config.model_copy(update={"streams": self.runner.streams()}))
             if self.path is not None and doc.read_text != self._applied:
                 raise FileChanged(f"{self.path} was edited since it was last applied; reload it first "
                                   "(POST /api/reload or SIGHUP), then repeat this change")
