@@ -1,6 +1,7 @@
 """Outputs: frame sinks (storage, JSONL, media, MOT export) and event outputs (webhook, MQTT, event log)."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pipeline import plugins
@@ -9,6 +10,8 @@ from pipeline.errors import ConfigError
 from pipeline.sinks.base import EventOutput, OutputContext, Sink
 
 __all__ = ["build_outputs"]
+
+log = logging.getLogger(__name__)
 
 
 def build_outputs(entries: list[Any], context: OutputContext) -> tuple[list[tuple[Sink, FrameSinkOptions]],
@@ -19,21 +22,38 @@ def build_outputs(entries: list[Any], context: OutputContext) -> tuple[list[tupl
     ConfigError when a plugin's frame sink has no queue options."""
     frame_sinks: list[tuple[Sink, FrameSinkOptions]] = []
     event_outputs: list[tuple[EventOutput, Any]] = []
-    for entry in entries:
-        made = plugins.resolve(plugins.output(entry.type).factory)(entry, context)
-        if is_event_output(entry):
-            _check_contract(entry.type, made, ("name", "max_retries", "deliver", "close"), "EventOutput")
-            event_outputs.append((made, entry))
-        elif isinstance(entry, FrameSinkOptions):
-            _check_contract(entry.type, made, ("name", "open", "on_stream_start", "on_frame", "on_events",
-                                               "on_stream_end", "close", "stats"), "Sink (derive from BaseSink)")
-            frame_sinks.append((made, entry))
-            if getattr(made, "event_output", None) is not None:
-                event_outputs.append((made.event_output, entry))
-        else:
-            raise ConfigError(f"sink type '{entry.type}': a frame sink's config model must derive from "
-                              "pipeline.config.outputs.FrameSinkOptions (its queue_size and overflow)")
+    try:
+        for entry in entries:
+            _build(entry, context, frame_sinks, event_outputs)
+    except BaseException:  # what was made may run already (an MQTT client's network thread, an open file)
+        for output, entry in event_outputs:
+            if is_event_output(entry):
+                _close_quietly(output)
+        raise
     return frame_sinks, event_outputs
+
+
+def _build(entry: Any, context: OutputContext, frame_sinks: list, event_outputs: list) -> None:
+    made = plugins.resolve(plugins.output(entry.type).factory)(entry, context)
+    if is_event_output(entry):
+        event_outputs.append((made, entry))
+        _check_contract(entry.type, made, ("name", "max_retries", "deliver", "close"), "EventOutput")
+    elif isinstance(entry, FrameSinkOptions):
+        _check_contract(entry.type, made, ("name", "open", "on_stream_start", "on_frame", "on_events",
+                                           "on_stream_end", "close", "stats"), "Sink (derive from BaseSink)")
+        frame_sinks.append((made, entry))
+        if getattr(made, "event_output", None) is not None:
+            event_outputs.append((made.event_output, entry))
+    else:
+        raise ConfigError(f"sink type '{entry.type}': a frame sink's config model must derive from "
+                          "pipeline.config.outputs.FrameSinkOptions (its queue_size and overflow)")
+
+
+def _close_quietly(output: Any) -> None:
+    try:
+        output.close()
+    except Exception:  # noqa: BLE001 - the error that stopped the build is the one to raise
+        log.exception("closing output '%s' after a failed build", getattr(output, "name", output))
 
 
 def _check_contract(type_: str, made: Any, names: tuple[str, ...], protocol: str) -> None:

@@ -2,6 +2,7 @@
 change once its cause is gone; nothing is left half made."""
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -87,3 +88,22 @@ def test_a_storage_sink_is_added_whole_or_not_at_all_and_the_next_reload_adds_it
     served.service.control.reload()  # and nothing more
     assert [entry.type for entry, _ in parts.events.entries] == ["sqlite"]
     assert [q.options.type for q in parts.outputs._queues] == ["sqlite"]
+
+
+
+def _mqtt_clients() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.name.startswith("paho-mqtt-client")}
+
+
+def test_outputs_made_by_a_reload_whose_later_output_cannot_be_made_are_closed(tmp_path, serve):
+    served, path, base = served_site(tmp_path, serve)
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)  # passes the check of the config, and no event log can be written there
+    path.write_text(base + "sinks:\n  - {type: mqtt, host: 127.0.0.1, port: 1}\n"  # its client starts at once
+                           f"  - {{type: jsonl, what: events, path: {fifo}}}\n")
+    before = _mqtt_clients()
+    for _ in range(2):
+        with pytest.raises(PipelineError):
+            served.service.control.reload()
+        assert _mqtt_clients() == before  # the MQTT client made before the event log failed was closed, its thread gone
+    assert served.runner.config.sinks == []
