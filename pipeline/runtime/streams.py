@@ -3,7 +3,9 @@ time while the others go on (no pause, no drop, no reset of theirs).
 
 Changes are serialised and never wait on the pipeline's own threads: when a stream has ended
 everywhere (every sink has handled its end), a sink thread only queues its id, and the runner's loop
-calls `handle_finished`, which drops its packets and, for a removed stream, forgets it.
+calls `handle_finished`, which drops its packets and, for a removed stream, forgets it. A change that waits
+for a stream to stop (`replace`, `add` of an id still leaving) waits outside the lock, so a stop is never held
+up by it; a stream being replaced refuses other changes meanwhile, except a removal, which wins.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class StreamTable:
         self._streams: dict[str, StreamConfig] = {}
         self._paused: dict[str, StreamConfig] = {}
         self._removing: dict[str, threading.Event] = {}
+        self._replacing: dict[str, StreamConfig] = {}  # streams `replace` stopped and will start anew
         self._done: set[str] = set()  # streams whose end every sink has handled
         self._nvdec: set[str] = set()  # the streams decoded by NVDEC (`auto` puts them in children once there are 8)
         self._finished = finished
@@ -57,6 +60,10 @@ class StreamTable:
             with self._lock:
                 paused = self._paused.pop(stream_id, None) is not None
                 stopping = self._removing.get(stream_id) if paused else None
+                if self._replacing.pop(stream_id, None) is not None:  # being replaced: it is not started again
+                    stopping = self._removing.get(stream_id)
+                    if stopping is None:  # its old reader has gone already
+                        return True
             if paused and stopping is None:  # stopped before: only its drop counts are left
                 self._parts.outputs.forget(stream_id)
                 return True
@@ -74,12 +81,25 @@ class StreamTable:
                 return
             self._check_lane(config)
             stopped = self._remove(config.id)
+            with self._lock:
+                self._replacing[config.id] = config
         # Waited for without the admin lock: the runner's loop forgets the old stream (`handle_finished`), and a
-        # stop asked for meanwhile takes that lock in the same loop. The new stream is then refused (not running).
-        if not stopped.wait(timeout):
-            raise PipelineError(f"stream '{config.id}' did not stop within {timeout:g} s; it is "
-                                "stopping: apply the change again in a moment")
+        # stop asked for meanwhile takes that lock in the same loop (the new stream is then refused: not running).
+        # A removal meanwhile takes the marker, and the new stream is not started.
+        stopped.wait(timeout)
         with self._admin:
+            with self._lock:
+                ours = self._replacing.get(config.id) is config
+                if ours and stopped.is_set():
+                    del self._replacing[config.id]
+            if not ours:
+                raise PipelineError(f"stream '{config.id}' was removed while its change was applied; "
+                                    "it was not started again")
+            if not stopped.is_set():
+                with self._lock:
+                    del self._replacing[config.id]
+                raise PipelineError(f"stream '{config.id}' did not stop within {timeout:g} s; it is "
+                                    "stopping: apply the change again in a moment")
             self._add(config)
 
     def pause(self, stream_id: str, timeout: float = 10.0) -> bool:
@@ -214,6 +234,9 @@ class StreamTable:
     def _get(self, stream_id: str) -> StreamConfig:
         """A running or paused stream's config; one being removed (not paused) is gone already."""
         with self._lock:
+            if stream_id in self._replacing:
+                raise PipelineError(f"stream '{stream_id}' is being changed (its old reader is stopping); "
+                                    "try again in a moment")
             config = self._paused.get(stream_id)
             if config is None and stream_id not in self._removing:
                 config = self._streams.get(stream_id)

@@ -167,3 +167,30 @@ def test_a_stop_asked_for_during_a_stream_change_is_not_held_up_by_the_change(tm
     changing.join(30)
     assert not changing.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], PipelineError) and "not running" in str(outcome[0])
+
+
+def test_a_stream_removed_while_a_change_restarts_it_stays_removed(tmp_path, running):
+    sink = _EndHeldSink()
+    runner = PipelineRunner(fake_config(tmp_path, [camera("a"), camera("b")]), sinks=[sink])
+    run = running(runner)
+    assert sink.wait_for(lambda s: len(s.seqs["a"]) >= 10, timeout=20)
+    outcome = []
+
+    def change():
+        try:
+            runner.table.replace(StreamConfig(**camera("a", fps=20)), timeout=30)
+            outcome.append("replaced")
+        except PipelineError as exc:
+            outcome.append(exc)
+
+    changing = threading.Thread(target=change)
+    changing.start()
+    assert sink.ending.wait(20)  # the change waits for the old stream's end
+    with pytest.raises(PipelineError, match="being changed"):
+        runner.table.pause("a")
+    assert runner.remove_stream("a", timeout=0) is False  # asked for now, done once the old stream has gone
+    sink.release.set()
+    changing.join(30)
+    assert len(outcome) == 1 and "was removed while its change was applied" in str(outcome[0])
+    assert [s.id for s in runner.streams()] == ["b"] and [s.id for s in runner.config.streams] == ["b"]
+    run.stop()
