@@ -60,6 +60,7 @@ class PipelineRunner:
         self._started = 0.0
         self._finished_at: float | None = None
         self._snapshot_lock = threading.Lock()
+        self._config_lock = threading.Lock()  # `add_stream` and `remove_stream` edit the config's streams
         self.running = threading.Event()  # set once the engine is warm and the configured streams started
 
     @property
@@ -75,7 +76,8 @@ class PipelineRunner:
         if self.table.accepting and not self.running.is_set():
             raise PipelineError("the pipeline is still starting its cameras; the change was not applied (try again "
                                 "once it runs: /readyz)")
-        return reconfigure.apply(self.parts, self.table, self.placement.apply(config))
+        with self._config_lock:
+            return reconfigure.apply(self.parts, self.table, self.placement.apply(config))
 
     def check(self, config: PipelineConfig) -> ConfigDiff:
         """What `reconfigure(config)` would change, changing nothing; its errors as `reconfigure` would raise."""
@@ -83,14 +85,26 @@ class PipelineRunner:
 
     def add_stream(self, config: StreamConfig) -> None:
         """Start one more stream; the others are not paused or reset (see `StreamTable.add`). OtherShard for a
-        stream of another shard."""
+        stream of another shard. The config it runs (`config`) lists it from now on, so a change made later to
+        that config (the control API's, without a file) keeps it."""
+        self._start_stream(config)
+        self._edit_streams(lambda streams: [*streams, config])
+
+    def remove_stream(self, stream_id: str, timeout: float = 10.0) -> bool:
+        """Stop one stream and forget it once its last frame went through (see `StreamTable.remove`); the config
+        it runs no longer lists it."""
+        done = self.table.remove(stream_id, timeout)
+        self._edit_streams(lambda streams: [s for s in streams if s.id != stream_id])
+        return done
+
+    def _start_stream(self, config: StreamConfig) -> None:
         if self.placement.shard is not None:
             self.placement.shard.check(config.id)
         self.table.add(config)
 
-    def remove_stream(self, stream_id: str, timeout: float = 10.0) -> bool:
-        """Stop one stream and forget it once its last frame went through (see `StreamTable.remove`)."""
-        return self.table.remove(stream_id, timeout)
+    def _edit_streams(self, edit: Callable[[list[StreamConfig]], list[StreamConfig]]) -> None:
+        with self._config_lock:
+            self.parts.config = self.parts.config.model_copy(update={"streams": edit(self.parts.config.streams)})
 
     def streams(self) -> list[StreamConfig]:
         """Every stream, running or paused."""
@@ -134,7 +148,7 @@ class PipelineRunner:
             parts.stages.start()
             self.table.accepting = True
             for stream in self.config.streams:
-                self.add_stream(stream)
+                self._start_stream(stream)
             parts.inference.start()
             self.running.set()
             self._wait(duration_s, on_progress, progress_interval_s)

@@ -222,9 +222,7 @@ class Control:
 
     def _change(self, edit: Callable[[ConfigDocument], T]) -> tuple[T, ConfigDiff]:
         with self._lock:
-            # Without a file, the cameras are those running (some may have been added or removed in code since).
-            doc = ConfigDocument.read(self.path) if self.path else ConfigDocument.of(
-                self.runner.config.model_copy(update={"streams": self.runner.streams()}))
+            doc = ConfigDocument.read(self.path) if self.path else ConfigDocument.of(self.runner.config)
             if self.path is not None and doc.read_text != self._applied:
                 raise FileChanged(f"{self.path} was edited since it was last applied; reload it first "
                                   "(POST /api/reload or SIGHUP), then repeat this change")
