@@ -50,6 +50,8 @@ def _build(entry: Any, context: OutputContext, frame_sinks: list, event_outputs:
 
 
 def _close_quietly(output: Any) -> None:
+    if not hasattr(output, "close"):  # a plugin's output refused for lacking it
+        return
     try:
         output.close()
     except Exception:  # noqa: BLE001 - the error that stopped the build is the one to raise

@@ -34,7 +34,8 @@ EXTRA_SLOTS = 4
 """Device slots per stream beyond its ring size: frames on their way while the ring is full."""
 
 FORGET_JOIN_S = 2.0
-"""How long a stream's end waits for its worker's thread to exit before its slots are freed."""
+"""How long a stream's end waits for its worker's thread to exit; its slots are freed once it has (one still running
+after that keeps them until this process exits)."""
 
 
 def child_main(conn, device: int, log_setup: tuple[int, LogFormat], plugin_modules: list[str]) -> None:

@@ -151,7 +151,9 @@ def test_ctrl_c_to_the_process_group_stops_streams_in_decode_processes_as_a_stop
     proc = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "run", str(path), "--quiet"], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     frames_file = tmp_path / "frames.jsonl"
-    assert wait_until(lambda: frames_file.exists() and frames_file.read_text().count("\n") >= 10, timeout=60)
+    assert wait_until(lambda: proc.poll() is not None or frames_file.exists()
+                      and frames_file.read_text().count("\n") >= 10, timeout=60)
+    assert proc.poll() is None, proc.communicate()[1]  # it runs, and has written frames
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -170,7 +172,9 @@ def test_sigint_stops_sources_drains_and_flushes_storage(tmp_path):
     proc = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "run", str(path), "--quiet"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     jsonl = tmp_path / "frames.jsonl"
-    assert wait_until(lambda: jsonl.exists() and jsonl.read_text().count("\n") > 10, timeout=120), "no frames written"
+    assert wait_until(lambda: proc.poll() is not None or jsonl.exists() and jsonl.read_text().count("\n") > 10,
+                      timeout=120), "no frames written"
+    assert proc.poll() is None, proc.communicate()[1]  # it runs, and has written frames
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
