@@ -141,6 +141,22 @@ class _EndHeldSink(RecordingSink):
         super().on_stream_end(stream_id)
 
 
+def _change_in_background(runner: PipelineRunner, config: StreamConfig, timeout: float):
+    """`replace(config)` on a thread of its own: (the thread, a list that gets "replaced" or what it raised)."""
+    outcome: list = []
+
+    def change():
+        try:
+            runner.table.replace(config, timeout=timeout)
+            outcome.append("replaced")
+        except Exception as exc:  # noqa: BLE001 - what it raised is the outcome
+            outcome.append(exc)
+
+    changing = threading.Thread(target=change)
+    changing.start()
+    return changing, outcome
+
+
 def test_a_stop_asked_for_during_a_stream_change_is_not_held_up_by_the_change(tmp_path, running):
     """The change waits for the old stream's end to go through the sinks, which the runner's loop finishes; a stop
     takes the same loop. It once waited for the change's whole timeout, and the change failed after it."""
@@ -148,17 +164,7 @@ def test_a_stop_asked_for_during_a_stream_change_is_not_held_up_by_the_change(tm
     runner = PipelineRunner(fake_config(tmp_path, [camera("a")]), sinks=[sink])
     run = running(runner)
     assert sink.wait_for(lambda s: len(s.seqs["a"]) >= 10, timeout=20)
-    outcome = []
-
-    def change():
-        try:
-            runner.table.replace(StreamConfig(**camera("a", fps=20)), timeout=120)
-            outcome.append("replaced")
-        except Exception as exc:  # noqa: BLE001 - what it raised is the outcome
-            outcome.append(exc)
-
-    changing = threading.Thread(target=change)
-    changing.start()
+    changing, outcome = _change_in_background(runner, StreamConfig(**camera("a", fps=20)), timeout=120)
     assert sink.ending.wait(20)  # the change has stopped the old stream and waits for its end
     runner.request_stop()
     assert wait_until(lambda: not runner.table.accepting)  # the runner's loop is stopping the streams
@@ -174,17 +180,7 @@ def test_a_stream_removed_while_a_change_restarts_it_stays_removed(tmp_path, run
     runner = PipelineRunner(fake_config(tmp_path, [camera("a"), camera("b")]), sinks=[sink])
     run = running(runner)
     assert sink.wait_for(lambda s: len(s.seqs["a"]) >= 10, timeout=20)
-    outcome = []
-
-    def change():
-        try:
-            runner.table.replace(StreamConfig(**camera("a", fps=20)), timeout=30)
-            outcome.append("replaced")
-        except PipelineError as exc:
-            outcome.append(exc)
-
-    changing = threading.Thread(target=change)
-    changing.start()
+    changing, outcome = _change_in_background(runner, StreamConfig(**camera("a", fps=20)), timeout=30)
     assert sink.ending.wait(20)  # the change waits for the old stream's end
     with pytest.raises(PipelineError, match="being changed"):
         runner.table.pause("a")
