@@ -13,6 +13,7 @@ from pipeline.errors import PipelineError
 from pipeline.runtime.outputs import Failures, OutputSinks, guarded
 from pipeline.testing import RecordingSink
 from pipeline.types import Detections, Frame, FrameResult
+from tests.support.waiting import wait_until
 
 
 class HeldSink(RecordingSink):
@@ -105,5 +106,6 @@ def test_a_sink_added_where_one_taken_out_still_writes_is_refused_and_closed_wha
     assert again.closed
     held.release.set()
     assert held.wait_for(lambda s: s.closed, 10)
+    assert wait_until(lambda: not outputs.draining(first), timeout=10)  # its thread ends just after the close
     outputs.add(again, JsonlOutput(type="jsonl", path=path, queue_size=64))  # once it is done
     assert outputs.finish(10)
