@@ -90,14 +90,12 @@ class StreamTable:
         with self._admin:
             with self._lock:
                 ours = self._replacing.get(config.id) is config
-                if ours and stopped.is_set():
+                if ours:
                     del self._replacing[config.id]
             if not ours:
                 raise PipelineError(f"stream '{config.id}' was removed while its change was applied; "
                                     "it was not started again")
             if not stopped.is_set():
-                with self._lock:
-                    del self._replacing[config.id]
                 raise PipelineError(f"stream '{config.id}' did not stop within {timeout:g} s; it is "
                                     "stopping: apply the change again in a moment")
             self._add(config)
