@@ -224,7 +224,7 @@ class Coordinator(Following):
         renewed = store.renew(me, tokens, cfg.lease_s)
         cameras = store.cameras()
         members = [Member(*row) for row in store.members(cfg.lease_s)]
-        self._follow_analytics(set(cameras))
+        self._follow_analytics()
         with self._lock:
             self._renewed(sent)
             self.counters.heartbeats += 1
