@@ -242,3 +242,11 @@ def test_a_zone_naming_a_camera_added_just_before_it_is_applied_by_a_coordinator
     finally:
         coordinator.close()
         api_cameras.close()
+
+
+def test_fleet_import_of_entries_without_a_name_says_which_and_that_they_need_one(tmp_path, capsys):
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"zones": [{"polygon": DOOR["polygon"]}, {"polygon": DOOR["polygon"]}]}))
+    assert fleet("postgresql://streamweave@127.0.0.1:1/fleet", "import", str(site))[0] == 2  # refused before connecting
+    assert capsys.readouterr().err == (f"fleet import: {site}: zones -> 0 -> name: missing; the fleet keeps its zones, "
+                                       "lines and alert rules by name\n")
