@@ -98,6 +98,8 @@ class Following:
         if self._set_analytics is None or self.store.tx(analytics.version) == self._analytics_version:
             return
         version, doc, cameras = self.store.tx(_document_and_cameras)
+        with self._lock:
+            self._changing = True  # it may wait for the pipeline (a reload holds it): the renewal thread renews
         try:
             change = self._set_analytics(doc, cameras)
         except PipelineError as exc:  # invalid here, or it needs a restart (a clip longer than the packets kept)
@@ -106,6 +108,9 @@ class Following:
         else:
             log.info("cluster: the fleet's zones, lines and alert rules (version %d) applied: %s", version,
                      change.summary())
+        finally:
+            with self._lock:
+                self._changing = False
         self._analytics_version = version
 
     def _report(self, problems: dict[str, str]) -> None:
