@@ -52,6 +52,9 @@ class Import:
             if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
                 raise ConfigError(f"{self.path}: {section}: must be a list of entries with their keys, as in a config")
             names = [item.get("name") for item in items]
+            if None in names:
+                raise ConfigError(f"{self.path}: {section} -> {names.index(None)} -> name: missing; the fleet keeps "
+                                  "its zones, lines and alert rules by name")
             repeated = sorted({str(n) for n in names if names.count(n) > 1})
             if repeated:
                 raise ConfigError(f"{self.path}: {section}: names {repeated} appear more than once")

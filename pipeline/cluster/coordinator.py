@@ -15,7 +15,8 @@ Every heartbeat (`runtime.cluster.heartbeat_s`) it
 A watchdog thread that never calls the database stops every camera once no renewal has succeeded for
 `lease_s - heartbeat_s` (`assignment.renew_deadline`), before any other instance may take them, whatever the
 other threads wait for; while a change of the pipeline (`Control.set_streams`, one at a time, never under the
-lock of the cameras held) outlasts a heartbeat, a renewal thread renews the leases on a connection of its own.
+lock of the cameras held; or of its zones) outlasts a heartbeat, a renewal thread renews the leases on a
+connection of its own.
 A detector that fails every batch for a lease makes the instance hand every camera on (`health`). The why of
 each: docs/SCALING.md, "How it works".
 """
@@ -63,7 +64,7 @@ class Coordinator(Following):
         self._clock = clock
         self._deadline = float("inf")
         self._renewal_sent = float("-inf")  # when the last renewal that succeeded was sent
-        self._changing = False  # the pipeline is being changed (`_apply`)
+        self._changing = False  # the pipeline is being changed (`_apply`, or its zones: `_follow_analytics`)
         self._next_beat = self._next_prune = float("-inf")
         self._beats = 0
         self._unapplied = False  # the pipeline refused the last change of the cameras: each beat tries again
@@ -224,7 +225,7 @@ class Coordinator(Following):
         renewed = store.renew(me, tokens, cfg.lease_s)
         cameras = store.cameras()
         members = [Member(*row) for row in store.members(cfg.lease_s)]
-        self._follow_analytics(set(cameras))
+        self._follow_analytics()
         with self._lock:
             self._renewed(sent)
             self.counters.heartbeats += 1

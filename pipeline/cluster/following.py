@@ -92,12 +92,14 @@ class Following:
                 log.warning("cluster: the lease of %s was not ended (it expires in %g s): %s", camera,
                             self.config.lease_s, exc)
 
-    def _follow_analytics(self, cameras: set[str]) -> None:
+    def _follow_analytics(self) -> None:
         """Apply the fleet's zones, lines and rules when they changed since they were last applied here (live,
         the cameras keep running); a document this instance cannot run is logged once and left as it is."""
         if self._set_analytics is None or self.store.tx(analytics.version) == self._analytics_version:
             return
-        version, doc = self.store.tx(analytics.read)
+        version, doc, cameras = self.store.tx(_document_and_cameras)
+        with self._lock:
+            self._changing = True  # it may wait for the pipeline (a reload holds it): the renewal thread renews
         try:
             change = self._set_analytics(doc, cameras)
         except PipelineError as exc:  # invalid here, or it needs a restart (a clip longer than the packets kept)
@@ -106,6 +108,9 @@ class Following:
         else:
             log.info("cluster: the fleet's zones, lines and alert rules (version %d) applied: %s", version,
                      change.summary())
+        finally:
+            with self._lock:
+                self._changing = False
         self._analytics_version = version
 
     def _report(self, problems: dict[str, str]) -> None:
@@ -114,3 +119,10 @@ class Following:
             log.error("cluster: camera %s is not run: %s; fix it with `fleet import` or the API", camera, problems[camera])
         self.counters.invalid_cameras = set(problems)
 
+
+def _document_and_cameras(cur) -> tuple[int, analytics.Document, set[str]]:
+    """The fleet's document, then its camera ids: read after it, they hold every camera it names (a camera is
+    removed only once no zone or line names it; one added after the heartbeat read the cameras may be named)."""
+    version, doc = analytics.read(cur)
+    cur.execute("SELECT id FROM fleet_cameras")
+    return version, doc, {row[0] for row in cur.fetchall()}

@@ -215,11 +215,13 @@ class FleetStore:
     # -- leases --------------------------------------------------------------------------------
     def renew(self, name: str, tokens: list[int], lease_s: float) -> set[int]:
         """Extend this instance's still valid leases among `tokens`; the tokens renewed (one missing was
-        lost: expired, taken over, or its camera deleted)."""
+        lost: expired, taken over, or its camera deleted). The rows are locked in camera order, as a storage
+        write's fencing locks them: in the table's order the two deadlocked."""
         def renew(cur):
-            cur.execute("UPDATE fleet_leases SET expires_at = now() + make_interval(secs => %s) "
-                        "WHERE instance = %s AND token = ANY(%s) AND expires_at > now() RETURNING token",
-                        (lease_s, name, tokens))
+            cur.execute("WITH mine AS (SELECT camera_id FROM fleet_leases WHERE instance = %s AND token = ANY(%s) "
+                        "AND expires_at > now() ORDER BY camera_id FOR NO KEY UPDATE) UPDATE fleet_leases l "
+                        "SET expires_at = now() + make_interval(secs => %s) FROM mine "
+                        "WHERE l.camera_id = mine.camera_id RETURNING l.token", (name, tokens, lease_s))
             return {row[0] for row in cur.fetchall()}
 
         return self.tx(renew) if tokens else set()

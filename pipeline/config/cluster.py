@@ -21,7 +21,7 @@ class ClusterConfig(Strict):
     lease_s: float = Field(10.0, ge=1, le=HOUR_S, description="a camera's lease lasts this long unless renewed: "
                            "shorter fails over sooner, longer rides out longer database hiccups")
     heartbeat_s: float | None = Field(None, gt=0, le=HOUR_S, description="how often leases are renewed and the "
-                                      "fleet looked at (default: lease_s / 3); must be below lease_s / 2")
+                                      "fleet looked at (default: lease_s / 4); must be below lease_s / 3")
     headroom: float = Field(0.2, ge=0, le=0.9, description="share of capacity left free in normal assignment so "
                             "that the cameras of an instance that dies fit on the others")
     url: str | None = Field(None, min_length=1, max_length=1024, description="this instance's API as others "
@@ -29,15 +29,17 @@ class ClusterConfig(Strict):
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> "ClusterConfig":
-        if self.heartbeat_s is not None and self.heartbeat_s >= self.lease_s / 2:
-            raise KeyPathError(("heartbeat_s",), f"{self.heartbeat_s:g} s must be below lease_s / 2 "
-                               f"({self.lease_s / 2:g} s): a lease must survive one missed heartbeat")
+        # the renewal after a missed one is sent two heartbeats after the last: before the local stop at
+        # lease_s - heartbeat_s (`assignment.renew_deadline`)
+        if self.heartbeat_s is not None and self.heartbeat_s >= self.lease_s / 3:
+            raise KeyPathError(("heartbeat_s",), f"{self.heartbeat_s:g} s must be below lease_s / 3 "
+                               f"({self.lease_s / 3:g} s): a lease must survive one missed heartbeat")
         return self
 
     @property
     def heartbeat(self) -> float:
-        """Seconds between heartbeats: `heartbeat_s`, else a third of the lease."""
-        return self.heartbeat_s if self.heartbeat_s is not None else self.lease_s / 3
+        """Seconds between heartbeats: `heartbeat_s`, else a quarter of the lease."""
+        return self.heartbeat_s if self.heartbeat_s is not None else self.lease_s / 4
 
     @property
     def share(self) -> float:

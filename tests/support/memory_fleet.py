@@ -22,6 +22,11 @@ class MemoryFleet:
         self.leases: dict[str, tuple[str, int, float]] = {}  # camera -> (instance, token, expires)
         self.tokens = 0
         self.prunes: list[float] = []  # when the history was pruned
+        self.analytics_version = 0  # the zones, lines and rules: none, at this version
+
+    def tx(self, work):
+        """`work(cursor)` for the statements on the zones, lines and rules (`pipeline.cluster.analytics`)."""
+        return work(_Cursor(self))
 
     def __getattribute__(self, name):
         if name in ("heartbeat", "renew", "cameras", "members", "claim") and object.__getattribute__(self, "down"):
@@ -71,6 +76,20 @@ class MemoryFleet:
     def prune(self):
         self.prunes.append(self.clock())
         return 0
+
+
+class _Cursor:
+    def __init__(self, fleet: MemoryFleet):
+        self.fleet, self.sql = fleet, ""
+
+    def execute(self, sql, params=None):
+        self.sql = sql
+
+    def fetchone(self):
+        return (self.fleet.analytics_version,)
+
+    def fetchall(self):
+        return [(camera,) for camera in self.fleet.cameras_] if "fleet_cameras" in self.sql else []
 
 
 def coordinator(cameras: list[str]):

@@ -16,6 +16,7 @@ from pipeline.sinks.storage.postgres import PostgresBackend
 from pipeline.sinks.storage.rows import MergedRows
 from pipeline.sinks.storage.writer import StorageUnavailable
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
+from tests.support.waiting import wait_until
 
 S = 10**9
 
@@ -196,3 +197,49 @@ def test_a_writer_frozen_inside_its_transaction_holds_a_takeover_back_no_longer_
     backend.write(rows)  # the storage writer's retry: fenced again, after the takeover
     assert stored(postgres_dsn) == [("cam-1", now), ("cam-1", now + 1)] and fence.stats.rows_refused == 1
     backend.close()
+
+
+def lock_waits(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]
+
+
+def test_a_renewal_and_a_storage_write_of_one_instance_at_once_do_not_deadlock(fleet, postgres_dsn):
+    """The write locks its lease rows in camera order; a renewal that locked them in another order (the table's)
+    deadlocked with it, and the database aborted one: the heartbeat failed, or the write did."""
+    book = LeaseBook()
+    backend = PostgresBackend(postgres_dsn, fence=Fence(book, "x", 30.0))
+    backend.connect()
+    # cam-2 taken first: its lease row comes first in the table (as leases released and taken over time lie)
+    claims = [claim for camera in ("cam-2", "cam-1") for claim in fleet.claim("x", [camera], 1, 30.0, expired=False)]
+    for claim in claims:
+        book.took(claim.camera, claim.token, time.time_ns() - S)
+    tokens = {claim.token for claim in claims}
+    renewals = FleetStore(postgres_dsn)
+    outcomes: dict[str, object] = {}
+
+    def attempt(name, call):
+        try:
+            outcomes[name] = call()
+        except Exception as exc:  # noqa: BLE001 - what the test reports
+            outcomes[name] = exc
+
+    other = psycopg.connect(postgres_dsn)  # a third session briefly holds cam-1's row, so the two meet mid-way
+    try:
+        other.execute("SELECT 1 FROM fleet_leases WHERE camera_id = 'cam-1' FOR SHARE")
+        renewal = threading.Thread(target=attempt, args=("renew", lambda: renewals.renew("x", sorted(tokens), 30.0)))
+        renewal.start()
+        assert wait_until(lambda: lock_waits(postgres_dsn) == 1, timeout=10)
+        rows = MergedRows(detections=[detection("cam-1", time.time_ns()), detection("cam-2", time.time_ns())])
+        write = threading.Thread(target=attempt, args=("write", lambda: backend.write(rows)))
+        write.start()
+        assert wait_until(lambda: lock_waits(postgres_dsn) == 2 or "write" in outcomes, timeout=10)
+    finally:
+        other.rollback()
+        other.close()
+    renewal.join(30)
+    write.join(30)
+    backend.close()
+    renewals.close()
+    assert outcomes == {"renew": tokens, "write": None}
+    assert [camera for camera, _ in stored(postgres_dsn)] == ["cam-1", "cam-2"]

@@ -14,8 +14,11 @@ import yaml
 
 from pipeline.cluster import analytics
 from pipeline.cluster.analytics import FleetAnalytics
+from pipeline.cluster.cameras import FleetCameras
 from pipeline.cluster.cli import fleet_command
+from pipeline.cluster.coordinator import Coordinator
 from pipeline.cluster.store import FleetStore
+from pipeline.config.cluster import ClusterConfig
 from pipeline.errors import ConfigError, NoSuchItem, PipelineError
 from pipeline.service.control import Control
 from tests.integration.cluster.test_fleet_cameras import waiting_for_a_lock
@@ -199,3 +202,51 @@ def test_a_change_is_refused_in_time_while_the_pipeline_is_busy_changing_its_cam
         coordinator.join(30)
     assert rows(postgres_dsn) == [] and version(postgres_dsn) == 0
     store.close()
+
+
+def test_a_zone_naming_a_camera_added_just_before_it_is_applied_by_a_coordinator_that_read_the_cameras_between(
+        two, postgres_dsn):
+    """A script adds a camera, then a zone naming it, while an instance's heartbeat reads the fleet: a heartbeat that
+    read the cameras before the add and the zones after must not take the zone for invalid and keep it out for good."""
+    api_cameras, api_zones = FleetCameras(FleetStore(postgres_dsn), {"default"}), two[1]
+    api_cameras.store.connect()
+    api_cameras.add({"id": "cam-1", "url": "rtsp://cam-1.local/stream"})
+    config = ClusterConfig(dsn=postgres_dsn, capacity=10, lease_s=3.0, heartbeat_s=0.5)
+    coordinator = Coordinator(config, "a", {"default"}, store=FleetStore(postgres_dsn),
+                              renewals=FleetStore(postgres_dsn))
+    applied: list[list[str]] = []
+
+    def set_analytics(doc, cameras):
+        check(doc, cameras)  # as the pipeline does: a zone naming a camera the fleet lacks is refused
+        applied.append([zone["name"] for zone in doc["zones"]])
+        return SimpleNamespace(summary=lambda: "applied")
+
+    running = threading.Event()
+    coordinator.attach(lambda streams: {}, running, set_analytics)
+    coordinator.start()
+    members = coordinator.store.members
+
+    def meanwhile(lease_s):  # between this heartbeat's read of the cameras and its read of the zones
+        coordinator.store.members = members
+        api_cameras.add({"id": "cam-2", "url": "rtsp://cam-2.local/stream"})
+        put(api_zones, "zones", "door", {**DOOR, "streams": ["cam-2"]})
+        return members(lease_s)
+
+    try:
+        coordinator.beat()
+        assert applied == [[]]
+        coordinator.store.members = meanwhile
+        coordinator.beat()
+        coordinator.beat()
+        assert applied[-1] == ["door"], applied
+    finally:
+        coordinator.close()
+        api_cameras.close()
+
+
+def test_fleet_import_of_entries_without_a_name_says_which_and_that_they_need_one(tmp_path, capsys):
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"zones": [{"polygon": DOOR["polygon"]}, {"polygon": DOOR["polygon"]}]}))
+    assert fleet("postgresql://streamweave@127.0.0.1:1/fleet", "import", str(site))[0] == 2  # refused before connecting
+    assert capsys.readouterr().err == (f"fleet import: {site}: zones -> 0 -> name: missing; the fleet keeps its zones, "
+                                       "lines and alert rules by name\n")

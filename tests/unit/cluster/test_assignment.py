@@ -86,11 +86,13 @@ def test_normal_cap_is_capacity_less_headroom_rounded_down_but_at_least_one(capa
     assert ClusterConfig(dsn="postgresql://h/db", capacity=capacity, headroom=headroom).normal_cap == cap
 
 
-def test_heartbeat_defaults_to_a_third_of_the_lease_and_must_stay_below_half_of_it():
-    assert ClusterConfig(dsn="postgresql://h/db", capacity=2, lease_s=9).heartbeat == 3
-    text = CONFIG + "  cluster: {dsn: 'postgresql://h/db', capacity: 2, lease_s: 4, heartbeat_s: 2}\n"
-    with pytest.raises(ConfigError, match=r"site.yaml:5: runtime -> cluster -> heartbeat_s: 2 s must be below "
-                       r"lease_s / 2 \(2 s\)"):
+@pytest.mark.parametrize("heartbeat_s", [3, 4])
+def test_heartbeat_defaults_to_a_quarter_of_the_lease_and_must_stay_below_a_third_of_it(heartbeat_s):
+    """A third or more: the renewal after one missed heartbeat would come at or after the local stop."""
+    assert ClusterConfig(dsn="postgresql://h/db", capacity=2, lease_s=9).heartbeat == 2.25
+    text = CONFIG + f"  cluster: {{dsn: 'postgresql://h/db', capacity: 2, lease_s: 9, heartbeat_s: {heartbeat_s}}}\n"
+    with pytest.raises(ConfigError, match=rf"site.yaml:5: runtime -> cluster -> heartbeat_s: {heartbeat_s} s must be "
+                       r"below lease_s / 3 \(3 s\): a lease must survive one missed heartbeat"):
         parse_config(text, "site.yaml")
 
 

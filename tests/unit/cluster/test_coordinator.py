@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.cluster.coordinator import PRUNE_EVERY_S
 from pipeline.cluster.store import FleetUnavailable
+from pipeline.config.cluster import ClusterConfig
 from pipeline.errors import PartiallyApplied
 from tests.support.memory_fleet import HEARTBEAT_S, LEASE_S, coordinator, step
 
@@ -189,3 +190,18 @@ def test_a_deadline_stop_the_pipeline_refused_leaves_the_coordinator_running_and
     fleet.cameras_.clear()  # nothing to claim again: the next beat only repeats the refused stop
     step(coord, now, 1.0 + LEASE_S + HEARTBEAT_S)
     assert runs[-1] == []
+
+
+def test_with_the_default_heartbeat_one_failed_heartbeat_stops_no_camera():
+    """The renewal after one missed heartbeat is sent two heartbeats after the last: it must come before the local
+    deadline, one heartbeat before the lease ends (with a third of the lease, both fell on the same moment)."""
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    coord.config = ClusterConfig(dsn="postgresql://h/db", capacity=10, lease_s=LEASE_S)
+    step(coord, now, 2 * coord.config.heartbeat)
+    assert runs == [["cam-1", "cam-2"]]
+    fleet.down = True
+    step(coord, now, 3 * coord.config.heartbeat)  # this one fails
+    fleet.down = False
+    step(coord, now, 2 * LEASE_S)
+    assert runs == [["cam-1", "cam-2"]] and coord.stats()["deadline_stops"] == 0
+

@@ -272,3 +272,33 @@ def test_a_renewal_while_the_pipeline_changes_renews_every_lease_in_one_call():
     now[0] += HEARTBEAT_S
     coord.renew_while_changing()
     assert len(calls) == 1 and sorted(calls[0][1]) == sorted(held.token for held in coord.held.values())
+
+
+def test_while_applying_the_fleets_zones_takes_longer_than_a_lease_the_leases_are_renewed_and_nothing_stops():
+    """Applying the zones waits for the pipeline (a reload or a camera pause holds it): the heartbeat thread waits
+    there as it does starting cameras, and the leases are renewed meanwhile as they are then."""
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    applying, applied = threading.Event(), threading.Event()
+
+    def slow_zones(doc, cameras):
+        applying.set()
+        applied.wait(30)
+        return type("Change", (), {"summary": lambda self: "zones"})()
+
+    coord.attach(coord._set_streams, coord._running, slow_zones)
+    coord._analytics_version = 0
+    step(coord, now, 1.0)
+    assert runs[-1] == ["cam-1", "cam-2"]
+    fleet.analytics_version = 1  # a zone changed through another instance's API
+    now[0] = coord._next_beat
+    heartbeat = threading.Thread(target=coord.tick)
+    heartbeat.start()
+    assert applying.wait(10)
+    for _ in range(4 * int(LEASE_S / HEARTBEAT_S)):  # the watchdog's and the renewal thread's rounds over two leases
+        now[0] += HEARTBEAT_S / 2
+        coord.renew_while_changing()
+        coord.check_deadline()
+    stops = coord.counters.deadline_stops
+    applied.set()
+    heartbeat.join(10)
+    assert not heartbeat.is_alive() and stops == 0 and runs[-1] == ["cam-1", "cam-2"] and len(coord.held) == 2
