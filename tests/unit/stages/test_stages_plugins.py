@@ -1,0 +1,56 @@
+"""`stages:` plugins as a stream runs them: the events they give, what each stream's instance is made with, and a
+running stream's stages changed while a plugin misbehaves."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline import plugins
+from pipeline.config.models import PipelineConfig, StageConfig
+from pipeline.stages import build_stages, restage
+from pipeline.stages.python import PythonStage
+from tests.support.tracks import CLASS_NAMES, moment, tracked_frame
+
+
+class Yielding:
+    """A plugin written as a generator: one mark per frame."""
+
+    def __init__(self, stream_id: str):
+        self.stream_id = stream_id
+
+    def __call__(self, result):
+        yield result.moment.event("mark", "mark", -1, -1, {"seq": result.frame.seq})
+
+
+class Remembering:
+    """Appends every frame's seq to the list it was given as an option."""
+
+    def __init__(self, stream_id: str, seen: list):
+        self.seen = seen
+
+    def __call__(self, result):
+        self.seen.append(result.frame.seq)
+        return []
+
+
+class FailingClose:
+    def __init__(self, stream_id: str):
+        self.stream_id = stream_id
+
+    def __call__(self, result):
+        return []
+
+    def close(self):
+        raise OSError("cannot flush the report")
+
+
+@pytest.fixture(autouse=True)
+def registered(monkeypatch):
+    for name, factory in (("yielding", Yielding), ("remembering", Remembering), ("failing-close", FailingClose)):
+        monkeypatch.setitem(plugins._stages, name, factory)
+
+
+def test_the_events_of_a_plugin_that_yields_them_reach_the_frame():
+    stage = PythonStage(StageConfig(python="yielding"), "cam-1")
+    result = tracked_frame(3, [])
+    stage.process(result)
+    assert [(e.kind, e.payload["seq"]) for e in result.events] == [("mark", 3)]
