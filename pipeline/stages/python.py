@@ -17,6 +17,7 @@ goes on.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -37,8 +38,9 @@ class PythonStage:
     def __init__(self, config: StageConfig, stream_id: str):
         self.name, self.config = config.python, config
         factory = plugins.stage_factory(config.python)
+        options = copy.deepcopy(config.options)  # a list or dict in them is each stream's own
         try:
-            self.target: Any = factory(stream_id, **config.options)
+            self.target: Any = factory(stream_id, **options)
         except TypeError as exc:
             raise ConfigError(f"stage '{config.python}' for stream '{stream_id}': cannot be made with options "
                               f"{sorted(config.options)} ({exc}); fix stages -> options") from None

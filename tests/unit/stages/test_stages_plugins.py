@@ -54,3 +54,11 @@ def test_the_events_of_a_plugin_that_yields_them_reach_the_frame():
     result = tracked_frame(3, [])
     stage.process(result)
     assert [(e.kind, e.payload["seq"]) for e in result.events] == [("mark", 3)]
+
+
+def test_each_stream_makes_its_plugin_with_options_of_its_own():
+    config = StageConfig(python="remembering", options={"seen": []})
+    cam1, cam2 = PythonStage(config, "cam-1"), PythonStage(config, "cam-2")
+    cam1.process(tracked_frame(7, [], stream_id="cam-1"))
+    assert cam1.target.seen == [7] and cam2.target.seen == []
+    assert config.options == {"seen": []}  # the config as written, for the next stream and the next change
