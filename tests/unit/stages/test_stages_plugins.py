@@ -62,3 +62,24 @@ def test_each_stream_makes_its_plugin_with_options_of_its_own():
     cam1.process(tracked_frame(7, [], stream_id="cam-1"))
     assert cam1.target.seen == [7] and cam2.target.seen == []
     assert config.options == {"seen": []}  # the config as written, for the next stream and the next change
+
+
+def site(stages: list[dict], zone_right: int) -> PipelineConfig:
+    return PipelineConfig.model_validate({
+        "plugins": ["pipeline.testing"],
+        "streams": [{"id": "cam-1", "url": "fake://cam-1?frames=10&live=0"}],
+        "detector": {"model": "fake", "engine": "fake"},
+        "stages": stages,
+        "zones": [{"name": "door", "polygon": [[100, 100], [zone_right, 100], [zone_right, 300], [100, 300]]}],
+    })
+
+
+def test_a_plugin_whose_close_fails_is_still_taken_out_and_the_zone_changes_of_the_same_change_are_reported():
+    stages = build_stages(site([{"python": "failing-close"}], 300), "cam-1", CLASS_NAMES)
+    for i in range(3):
+        result = tracked_frame(i, [(1, 200, 200)])
+        for stage in stages:
+            stage.process(result)
+    stages, events = restage(site([], 400), "cam-1", CLASS_NAMES, stages, moment(2))
+    assert [stage.name for stage in stages] == ["tracker", "analytics"]
+    assert [(e.kind, e.payload["reason"]) for e in events] == [("zone_exit", "reconfigured")]
