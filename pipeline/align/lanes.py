@@ -76,6 +76,7 @@ class Lane:
         self.config = config
         self._max_wait_ns = round(config.max_wait_ms * _NS_PER_MS)
         self._max_age_ns = round(config.max_age_ms * _NS_PER_MS)
+        self._live_wait_ns = min(self._max_wait_ns, self._max_age_ns)  # sent before it is too old, not dropped
 
     @property
     def name(self) -> str:
@@ -117,14 +118,16 @@ class Lane:
     def due(self, now_ns: int) -> tuple[bool, int | None]:
         """(ready now, deadline in ns when not ready yet). An empty lane is (False, None).
 
-        Ready when `max_batch` frames wait, when the oldest waited `max_wait_ms`, or when no
-        stream of the lane can add a frame (each has ended or has a full ring: flush the tail).
-        A lane never waits for one particular stream, so a stalled camera delays no one.
+        Ready when `max_batch` frames wait, when the oldest waited `max_wait_ms` (a live frame: or
+        `max_age_ms`, if that is less), or when no stream of the lane can add a frame (each has ended
+        or has a full ring: flush the tail). A lane never waits for one particular stream, so a stalled
+        camera delays no one.
         """
-        oldest = self.oldest_arrival()
-        if oldest is None:
+        fronts = [ring.entries[0][0] + (self._live_wait_ns if ring.live else self._max_wait_ns)
+                  for ring in self.rings if ring.entries]
+        if not fronts:
             return False, None
-        deadline = oldest + self._max_wait_ns
+        deadline = min(fronts)
         if self.depth >= self.config.max_batch or now_ns >= deadline:
             return True, None
         if all(ring.ended or ring.full for ring in self.rings):
