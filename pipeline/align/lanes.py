@@ -14,6 +14,7 @@ from pipeline.config.models import LaneConfig
 from pipeline.types import Frame
 
 _NS_PER_MS = 1_000_000
+_TOTALS = ("received", "batched", "dropped_overflow", "dropped_age")
 
 
 @dataclass(eq=False)
@@ -68,6 +69,7 @@ class Lane:
         self.depth = 0
         self.batches = 0
         self.frames = 0
+        self._removed = dict.fromkeys(_TOTALS, 0)  # the totals of the streams that left the lane
         self._cursor = 0
         self.configure(config)
 
@@ -141,6 +143,8 @@ class Lane:
         """Forget an empty ring; the round-robin goes on with the stream that would have come next."""
         i = self.rings.index(ring)
         self.rings.pop(i)
+        for key in _TOTALS:
+            self._removed[key] += getattr(ring, key)
         if i < self._cursor:
             self._cursor -= 1
         self._cursor = self._cursor % len(self.rings) if self.rings else 0
@@ -168,7 +172,7 @@ class Lane:
 
     def counters(self) -> dict:
         rings = [ring.counters() for ring in self.rings]
-        total = {key: sum(r[key] for r in rings) for key in ("received", "batched", "dropped_overflow", "dropped_age")}
+        total = {key: self._removed[key] + sum(r[key] for r in rings) for key in _TOTALS}
         return {
             "priority": self.config.priority,
             "streams": [ring.stream_id for ring in self.rings],

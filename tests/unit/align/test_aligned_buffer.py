@@ -356,6 +356,23 @@ def test_stats_report_counters_per_stream_and_per_lane():
     assert stats["lanes"]["bulk"]["mean_batch_size"] == 2.0
 
 
+def test_a_lane_keeps_counting_the_frames_of_a_stream_removed_from_it():
+    """Its received, batched and dropped totals went down when a camera was removed or changed."""
+    clock = FakeClock()
+    buf = AlignedBuffer([lane(max_batch=8, max_wait_ms=0)], [live("gone", ring=2), live("stays")], clock)
+    for seq in range(3):
+        buf.put(frame("gone", seq), 0.1)
+    buf.put(frame("stays", 0), 0.1)
+    assert len(buf.next_batch(0)) == 3
+    before = {key: buf.stats()["lanes"]["default"][key] for key in ("received", "batched", "dropped_overflow")}
+    assert before == {"received": 4, "batched": 3, "dropped_overflow": 1}
+    buf.end_stream("gone")
+    assert buf.take_ended() == ["gone"]
+    buf.remove_stream("gone")
+    after = buf.stats()["lanes"]["default"]
+    assert after["streams"] == ["stays"] and {key: after[key] for key in before} == before
+
+
 def test_stream_in_an_unknown_lane_is_a_config_error_naming_both():
     with pytest.raises(ConfigError, match="'cam-9'.*'fast'"):
         AlignedBuffer([lane()], [live("cam-9", lane="fast")])
