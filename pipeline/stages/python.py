@@ -41,7 +41,7 @@ class PythonStage:
         options = copy.deepcopy(config.options)  # a list or dict in them is each stream's own
         try:
             self.target: Any = factory(stream_id, **options)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # an option it does not take, or a value it refuses
             raise ConfigError(f"stage '{config.python}' for stream '{stream_id}': cannot be made with options "
                               f"{sorted(config.options)} ({exc}); fix stages -> options") from None
 

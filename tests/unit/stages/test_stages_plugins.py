@@ -6,6 +6,7 @@ import pytest
 
 from pipeline import plugins
 from pipeline.config.models import PipelineConfig, StageConfig
+from pipeline.errors import ConfigError
 from pipeline.stages import build_stages, restage
 from pipeline.stages.python import PythonStage
 from tests.support.tracks import CLASS_NAMES, moment, tracked_frame
@@ -32,6 +33,17 @@ class Remembering:
         return []
 
 
+class Strict:
+    """Refuses an option value, as Python code does: ValueError."""
+
+    def __init__(self, stream_id: str, limit_kmh: float = 50):
+        if limit_kmh <= 0:
+            raise ValueError(f"limit_kmh must be positive, got {limit_kmh}")
+
+    def __call__(self, result):
+        return []
+
+
 class FailingClose:
     def __init__(self, stream_id: str):
         self.stream_id = stream_id
@@ -45,7 +57,8 @@ class FailingClose:
 
 @pytest.fixture(autouse=True)
 def registered(monkeypatch):
-    for name, factory in (("yielding", Yielding), ("remembering", Remembering), ("failing-close", FailingClose)):
+    for name, factory in (("yielding", Yielding), ("remembering", Remembering), ("failing-close", FailingClose),
+                          ("strict", Strict)):
         monkeypatch.setitem(plugins._stages, name, factory)
 
 
@@ -83,3 +96,9 @@ def test_a_plugin_whose_close_fails_is_still_taken_out_and_the_zone_changes_of_t
     stages, events = restage(site([], 400), "cam-1", CLASS_NAMES, stages, moment(2))
     assert [stage.name for stage in stages] == ["tracker", "analytics"]
     assert [(e.kind, e.payload["reason"]) for e in events] == [("zone_exit", "reconfigured")]
+
+
+def test_a_plugin_that_refuses_an_option_value_is_a_config_error_naming_it_the_stream_and_why():
+    with pytest.raises(ConfigError, match=r"stage 'strict' for stream 'cam-1'.*limit_kmh must be positive, got -5.*"
+                                          r"stages -> options"):
+        PythonStage(StageConfig(python="strict", options={"limit_kmh": -5}), "cam-1")
