@@ -14,6 +14,7 @@ from pipeline.config.models import LaneConfig
 from pipeline.types import Frame
 
 _NS_PER_MS = 1_000_000
+_TOTALS = ("received", "batched", "dropped_overflow", "dropped_age")
 
 
 @dataclass(eq=False)
@@ -68,6 +69,7 @@ class Lane:
         self.depth = 0
         self.batches = 0
         self.frames = 0
+        self._removed = dict.fromkeys(_TOTALS, 0)  # the totals of the streams that left the lane
         self._cursor = 0
         self.configure(config)
 
@@ -76,6 +78,7 @@ class Lane:
         self.config = config
         self._max_wait_ns = round(config.max_wait_ms * _NS_PER_MS)
         self._max_age_ns = round(config.max_age_ms * _NS_PER_MS)
+        self._live_wait_ns = min(self._max_wait_ns, self._max_age_ns)  # sent before it is too old, not dropped
 
     @property
     def name(self) -> str:
@@ -117,14 +120,16 @@ class Lane:
     def due(self, now_ns: int) -> tuple[bool, int | None]:
         """(ready now, deadline in ns when not ready yet). An empty lane is (False, None).
 
-        Ready when `max_batch` frames wait, when the oldest waited `max_wait_ms`, or when no
-        stream of the lane can add a frame (each has ended or has a full ring: flush the tail).
-        A lane never waits for one particular stream, so a stalled camera delays no one.
+        Ready when `max_batch` frames wait, when the oldest waited `max_wait_ms` (a live frame: or
+        `max_age_ms`, if that is less), or when no stream of the lane can add a frame (each has ended
+        or has a full ring: flush the tail). A lane never waits for one particular stream, so a stalled
+        camera delays no one.
         """
-        oldest = self.oldest_arrival()
-        if oldest is None:
+        fronts = [ring.entries[0][0] + (self._live_wait_ns if ring.live else self._max_wait_ns)
+                  for ring in self.rings if ring.entries]
+        if not fronts:
             return False, None
-        deadline = oldest + self._max_wait_ns
+        deadline = min(fronts)
         if self.depth >= self.config.max_batch or now_ns >= deadline:
             return True, None
         if all(ring.ended or ring.full for ring in self.rings):
@@ -138,6 +143,8 @@ class Lane:
         """Forget an empty ring; the round-robin goes on with the stream that would have come next."""
         i = self.rings.index(ring)
         self.rings.pop(i)
+        for key in _TOTALS:
+            self._removed[key] += getattr(ring, key)
         if i < self._cursor:
             self._cursor -= 1
         self._cursor = self._cursor % len(self.rings) if self.rings else 0
@@ -165,7 +172,7 @@ class Lane:
 
     def counters(self) -> dict:
         rings = [ring.counters() for ring in self.rings]
-        total = {key: sum(r[key] for r in rings) for key in ("received", "batched", "dropped_overflow", "dropped_age")}
+        total = {key: self._removed[key] + sum(r[key] for r in rings) for key in _TOTALS}
         return {
             "priority": self.config.priority,
             "streams": [ring.stream_id for ring in self.rings],

@@ -13,6 +13,9 @@ Point = tuple[Coordinate, Coordinate]
 MIN_AREA_PX = 1.0
 """A zone enclosing less than this (square source pixels) encloses nothing: its vertices are collinear."""
 
+IN_FRACTIONS = ("every coordinate lies within 0..1, as if in fractions of the frame; zones and lines are drawn in "
+                "source pixels: multiply x by the frame's width and y by its height")
+
 Anchor = Literal["bottom_center", "center", "top_center"]
 
 
@@ -32,6 +35,8 @@ class ZoneConfig(Strict):
             raise KeyPathError(("polygon",), f"edges {crossing[0]} and {crossing[1]} cross each other; list the "
                                "vertices in order around the zone")
         area = abs(polygon_area(self.polygon))
+        if _in_fractions(self.polygon):
+            raise KeyPathError(("polygon",), f"encloses {area:g} square pixels: {IN_FRACTIONS}")
         if area < MIN_AREA_PX:
             raise KeyPathError(("polygon",), f"encloses {area:g} square pixels: its vertices are (nearly) collinear "
                                "or repeated; give at least three corners around the zone")
@@ -49,9 +54,11 @@ class LineConfig(Strict):
 
     @model_validator(mode="after")
     def _has_a_length(self) -> "LineConfig":
-        if _distance(self.start, self.end) < 1.0:
-            raise KeyPathError(("end",), f"is {list(self.end)}, within a pixel of start {list(self.start)}: a line "
-                               "needs two distinct endpoints to be crossed")
+        near, fractions = _distance(self.start, self.end) < 1.0, _in_fractions([self.start, self.end])
+        if near or fractions:
+            where = f", within a pixel of start {list(self.start)}" if near else f", start {list(self.start)}"
+            why = IN_FRACTIONS if fractions else "a line needs two distinct endpoints to be crossed"
+            raise KeyPathError(("end",), f"is {list(self.end)}{where}: {why}")
         return self
 
 
@@ -106,6 +113,11 @@ def crossing_edges(points: list[Point]) -> tuple[int, int] | None:
             if _segments_meet(a, b, c, d):
                 return i, j
     return None
+
+
+def _in_fractions(points: list[Point]) -> bool:
+    """Whether every coordinate lies within 0..1: drawn in fractions of the frame, which in pixels is one pixel."""
+    return all(0 <= c <= 1 for point in points for c in point)
 
 
 def _distinct(points: list[Point]) -> list[Point]:

@@ -1,12 +1,16 @@
 """Per-stream stages, in order: the tracker, zone/line analytics with alert rules, `stages:` plugins."""
 from __future__ import annotations
 
+import logging
+
 from pipeline.config.models import PipelineConfig
 from pipeline.stages.base import StreamStage
 from pipeline.stages.tracking.ids import TrackIds
 from pipeline.types import Event, Moment
 
 __all__ = ["StreamStage", "TrackIds", "build_stages", "restage"]
+
+log = logging.getLogger(__name__)
 
 
 def build_stages(config: PipelineConfig, stream_id: str, class_names: list[str],
@@ -52,9 +56,19 @@ def restage(config: PipelineConfig, stream_id: str, class_names: list[str], stag
             plugins.remove(same)
             wanted.append(same)
     for gone in plugins:
-        events += gone.end(at)
+        events += _ended(gone, stream_id, at)
     tracker = [stage for stage in stages if stage.name == "tracker"]
     return [*tracker, *(analytics if zones or lines else []), *wanted], events
+
+
+def _ended(stage: StreamStage, stream_id: str, at: Moment) -> list[Event]:
+    """A removed plugin's final events. One whose `close` fails is logged and taken out all the same: the stream's
+    zones and lines have changed already, and failing the change would keep it running and lose their events."""
+    try:
+        return stage.end(at)
+    except Exception:  # noqa: BLE001 - the user's code; the change goes on
+        log.exception("stage '%s' of stream '%s' failed to close; it is taken out all the same", stage.name, stream_id)
+        return []
 
 
 def _mine(items: list, stream_id: str) -> list:

@@ -7,7 +7,7 @@
 
 `SpeedLimit(stream_id, **options)` is made once per stream. It is called with each `FrameResult` of its
 stream, in frame order, after the tracker and the zone/line analytics (so it sees track ids and the
-frame's zone and line events), and returns a list of `Event`s (or None), each made with
+frame's zone and line events), and returns `Event`s (a list, a generator's, or None), each made with
 `result.moment.event(rule, kind, track_id, class_id, payload)` so that its id is unique across runs
 (`pipeline.types.make_event_id`); it may add named columns per detection or per track with
 `result.detections.add_attribute(name, values)` or `result.tracks.add_attribute(...)` (the JSONL sink writes
@@ -17,6 +17,7 @@ goes on.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -37,14 +38,15 @@ class PythonStage:
     def __init__(self, config: StageConfig, stream_id: str):
         self.name, self.config = config.python, config
         factory = plugins.stage_factory(config.python)
+        options = copy.deepcopy(config.options)  # a list or dict in them is each stream's own
         try:
-            self.target: Any = factory(stream_id, **config.options)
-        except TypeError as exc:
+            self.target: Any = factory(stream_id, **options)
+        except (TypeError, ValueError) as exc:  # an option it does not take, or a value it refuses
             raise ConfigError(f"stage '{config.python}' for stream '{stream_id}': cannot be made with options "
                               f"{sorted(config.options)} ({exc}); fix stages -> options") from None
 
     def process(self, result: FrameResult) -> None:
-        events = self.target(result) or []
+        events = list(self.target(result) or [])  # a generator's would be spent by the checks
         for event in events:
             self._check(event)
         result.events.extend(events)

@@ -74,6 +74,23 @@ def test_partial_batch_flushes_when_oldest_frame_waited_max_wait():
     assert ids(buf.next_batch(0)) == [("a", 0), ("a", 1)]
 
 
+def test_a_partial_batch_goes_before_its_live_frames_are_too_old_when_max_age_is_below_max_wait():
+    """Such a lane dropped every frame of a camera too slow to fill a batch: each aged out while the lane waited."""
+    clock = FakeClock()
+    buf = AlignedBuffer([lane(max_batch=8, max_wait_ms=500, max_age_ms=100)], [live("cam"), file("clip")], clock)
+    buf.put(frame("cam", 0), 0.1)
+    clock.advance_ms(99.9)
+    assert buf.next_batch(0) is None
+    clock.advance_ms(0.1)
+    assert ids(buf.next_batch(0)) == [("cam", 0)]
+    assert buf.stats()["streams"]["cam"]["dropped_age"] == 0
+    buf.put(frame("clip", 0), 0.1)  # files are never too old: they wait max_wait_ms
+    clock.advance_ms(499.9)
+    assert buf.next_batch(0) is None
+    clock.advance_ms(0.1)
+    assert ids(buf.next_batch(0)) == [("clip", 0)]
+
+
 def test_waiting_consumer_wakes_when_the_deadline_expires():
     buf = AlignedBuffer([lane(max_batch=8, max_wait_ms=80)], [live("a")])
     buf.put(frame("a", 0), 0.1)
@@ -337,6 +354,23 @@ def test_stats_report_counters_per_stream_and_per_lane():
     assert (urgent["received"], urgent["batched"], urgent["depth"], urgent["batches"]) == (4, 3, 1, 1)
     assert urgent["mean_batch_size"] == 3.0 and urgent["streams"] == ["b", "c"]
     assert stats["lanes"]["bulk"]["mean_batch_size"] == 2.0
+
+
+def test_a_lane_keeps_counting_the_frames_of_a_stream_removed_from_it():
+    """Its received, batched and dropped totals went down when a camera was removed or changed."""
+    clock = FakeClock()
+    buf = AlignedBuffer([lane(max_batch=8, max_wait_ms=0)], [live("gone", ring=2), live("stays")], clock)
+    for seq in range(3):
+        buf.put(frame("gone", seq), 0.1)
+    buf.put(frame("stays", 0), 0.1)
+    assert len(buf.next_batch(0)) == 3
+    before = {key: buf.stats()["lanes"]["default"][key] for key in ("received", "batched", "dropped_overflow")}
+    assert before == {"received": 4, "batched": 3, "dropped_overflow": 1}
+    buf.end_stream("gone")
+    assert buf.take_ended() == ["gone"]
+    buf.remove_stream("gone")
+    after = buf.stats()["lanes"]["default"]
+    assert after["streams"] == ["stays"] and {key: after[key] for key in before} == before
 
 
 def test_stream_in_an_unknown_lane_is_a_config_error_naming_both():

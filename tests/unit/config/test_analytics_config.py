@@ -35,9 +35,23 @@ def test_a_zone_drawn_as_a_closed_ring_or_with_a_vertex_twice_in_a_row_is_the_sa
 
 
 def test_a_line_needs_two_distinct_endpoints():
-    assert LineConfig(name="gate", start=(0, 0), end=(1, 0))
+    assert LineConfig(name="gate", start=(5, 0), end=(6, 0))
     with pytest.raises(ValidationError, match="within a pixel of start"):
         LineConfig(name="gate", start=(10, 20), end=(10.5, 20))
+
+
+@pytest.mark.parametrize("key, value", [
+    ("polygon", [(0, 0), (1, 0), (1, 1), (0, 1)]),  # the whole frame, as 0..1: one square pixel
+    ("polygon", [(0.1, 0.2), (0.9, 0.2), (0.9, 0.8), (0.1, 0.8)]),
+    ("line", ((0, 0.5), (1, 0.5))),  # across the middle of the frame: one pixel long
+    ("line", ((0.5, 0.1), (0.5, 0.9))),
+])
+def test_a_zone_or_line_in_fractions_of_the_frame_is_refused_saying_it_wants_pixels(key, value):
+    with pytest.raises(ValidationError, match=r"within 0\.\.1, as if in fractions of the frame; .* source pixels"):
+        if key == "polygon":
+            ZoneConfig(name="z", polygon=value)
+        else:
+            LineConfig(name="gate", start=value[0], end=value[1])
 
 
 def test_a_rule_key_of_another_kind_is_refused_unless_it_is_left_at_its_default():

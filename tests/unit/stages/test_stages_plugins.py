@@ -1,0 +1,104 @@
+"""`stages:` plugins as a stream runs them: the events they give, what each stream's instance is made with, and a
+running stream's stages changed while a plugin misbehaves."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline import plugins
+from pipeline.config.models import PipelineConfig, StageConfig
+from pipeline.errors import ConfigError
+from pipeline.stages import build_stages, restage
+from pipeline.stages.python import PythonStage
+from tests.support.tracks import CLASS_NAMES, moment, tracked_frame
+
+
+class Yielding:
+    """A plugin written as a generator: one mark per frame."""
+
+    def __init__(self, stream_id: str):
+        self.stream_id = stream_id
+
+    def __call__(self, result):
+        yield result.moment.event("mark", "mark", -1, -1, {"seq": result.frame.seq})
+
+
+class Remembering:
+    """Appends every frame's seq to the list it was given as an option."""
+
+    def __init__(self, stream_id: str, seen: list):
+        self.seen = seen
+
+    def __call__(self, result):
+        self.seen.append(result.frame.seq)
+        return []
+
+
+class Strict:
+    """Refuses an option value, as Python code does: ValueError."""
+
+    def __init__(self, stream_id: str, limit_kmh: float = 50):
+        if limit_kmh <= 0:
+            raise ValueError(f"limit_kmh must be positive, got {limit_kmh}")
+
+    def __call__(self, result):
+        return []
+
+
+class FailingClose:
+    def __init__(self, stream_id: str):
+        self.stream_id = stream_id
+
+    def __call__(self, result):
+        return []
+
+    def close(self):
+        raise OSError("cannot flush the report")
+
+
+@pytest.fixture(autouse=True)
+def registered(monkeypatch):
+    for name, factory in (("yielding", Yielding), ("remembering", Remembering), ("failing-close", FailingClose),
+                          ("strict", Strict)):
+        monkeypatch.setitem(plugins._stages, name, factory)
+
+
+def test_the_events_of_a_plugin_that_yields_them_reach_the_frame():
+    stage = PythonStage(StageConfig(python="yielding"), "cam-1")
+    result = tracked_frame(3, [])
+    stage.process(result)
+    assert [(e.kind, e.payload["seq"]) for e in result.events] == [("mark", 3)]
+
+
+def test_each_stream_makes_its_plugin_with_options_of_its_own():
+    config = StageConfig(python="remembering", options={"seen": []})
+    cam1, cam2 = PythonStage(config, "cam-1"), PythonStage(config, "cam-2")
+    cam1.process(tracked_frame(7, [], stream_id="cam-1"))
+    assert cam1.target.seen == [7] and cam2.target.seen == []
+    assert config.options == {"seen": []}  # the config as written, for the next stream and the next change
+
+
+def site(stages: list[dict], zone_right: int) -> PipelineConfig:
+    return PipelineConfig.model_validate({
+        "plugins": ["pipeline.testing"],
+        "streams": [{"id": "cam-1", "url": "fake://cam-1?frames=10&live=0"}],
+        "detector": {"model": "fake", "engine": "fake"},
+        "stages": stages,
+        "zones": [{"name": "door", "polygon": [[100, 100], [zone_right, 100], [zone_right, 300], [100, 300]]}],
+    })
+
+
+def test_a_plugin_whose_close_fails_is_still_taken_out_and_the_zone_changes_of_the_same_change_are_reported():
+    stages = build_stages(site([{"python": "failing-close"}], 300), "cam-1", CLASS_NAMES)
+    for i in range(3):
+        result = tracked_frame(i, [(1, 200, 200)])
+        for stage in stages:
+            stage.process(result)
+    stages, events = restage(site([], 400), "cam-1", CLASS_NAMES, stages, moment(2))
+    assert [stage.name for stage in stages] == ["tracker", "analytics"]
+    assert [(e.kind, e.payload["reason"]) for e in events] == [("zone_exit", "reconfigured")]
+
+
+def test_a_plugin_that_refuses_an_option_value_is_a_config_error_naming_it_the_stream_and_why():
+    with pytest.raises(ConfigError, match=r"stage 'strict' for stream 'cam-1'.*limit_kmh must be positive, got -5.*"
+                                          r"stages -> options"):
+        PythonStage(StageConfig(python="strict", options={"limit_kmh": -5}), "cam-1")
