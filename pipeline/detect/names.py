@@ -55,7 +55,7 @@ def names_from_config(class_names: list[str] | Path | None) -> list[str] | None:
     if isinstance(class_names, Path):
         path = class_names.expanduser()
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a leading byte order mark is no name
         except OSError as exc:
             raise ConfigError(f"detector.class_names file '{path}' cannot be read ({exc}); give a list or a text file") from exc
         return [line.strip() for line in lines if line.strip()]

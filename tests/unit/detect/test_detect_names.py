@@ -46,3 +46,10 @@ def test_unknown_class_name_is_a_config_error_naming_it():
 def test_coco91_ids_cover_the_80_classes_in_order():
     assert len(COCO80_TO_91) == 80 == len(set(COCO80_TO_91))
     assert COCO80_TO_91[COCO80.index("car")] == 3 and COCO80_TO_91[COCO80.index("toothbrush")] == 90
+
+
+def test_a_names_file_saved_with_a_byte_order_mark_names_its_first_class_as_written(tmp_path: Path):
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("person\r\ncar\r\n", encoding="utf-8-sig")  # as Windows Notepad and PowerShell save it
+    assert resolve_names({}, names_file)[0] == ["person", "car"]
+    assert class_filter(["person"], resolve_names({}, names_file)[0]).tolist() == [0]
