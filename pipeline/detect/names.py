@@ -58,8 +58,19 @@ def names_from_config(class_names: list[str] | Path | None) -> list[str] | None:
             lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a leading byte order mark is no name
         except OSError as exc:
             raise ConfigError(f"detector.class_names file '{path}' cannot be read ({exc}); give a list or a text file") from exc
-        return [line.strip() for line in lines if line.strip()]
+        return _unique_names(path, lines)
     return list(class_names)
+
+
+def _unique_names(path: Path, lines: list[str]) -> list[str]:
+    """The names of a file's lines (blank ones skipped); ConfigError for a name given twice, as a list's is."""
+    first: dict[str, int] = {}
+    for number, name in ((number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()):
+        if name in first:
+            raise ConfigError(f"detector.class_names file '{path}' names class '{name}' twice (lines {first[name]} "
+                              f"and {number}); a class filter or zone naming it would take only one of the two ids")
+        first[name] = number
+    return list(first)
 
 
 def resolve_names(metadata: dict[str, str], class_names: list[str] | Path | None) -> tuple[list[str], str]:

@@ -53,3 +53,10 @@ def test_a_names_file_saved_with_a_byte_order_mark_names_its_first_class_as_writ
     names_file.write_text("person\r\ncar\r\n", encoding="utf-8-sig")  # as Windows Notepad and PowerShell save it
     assert resolve_names({}, names_file)[0] == ["person", "car"]
     assert class_filter(["person"], resolve_names({}, names_file)[0]).tolist() == [0]
+
+
+def test_a_names_file_naming_a_class_twice_is_refused_like_a_list_that_does(tmp_path: Path):
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("car\ntruck\ncar\n")  # `classes: [car]` would keep class 2 and drop every class 0 box
+    with pytest.raises(ConfigError, match=r"names.txt.*'car'.*lines 1 and 3"):
+        resolve_names({}, names_file)
