@@ -135,6 +135,16 @@ def _head_from_shape(signature: ModelSignature, info: ExportInfo) -> str | None:
     return None
 
 
+def class_count(signature: ModelSignature, head: str) -> int | None:
+    """How many classes the output of a `head` model has by its shape: Ultralytics [B, 4+nc, N], YOLOv5 and
+    YOLOX [B, N, 5+nc]; None where the shape does not say (a symbolic dim, a head that gives class ids)."""
+    shape = signature.outputs[0].shape if len(signature.outputs) == 1 else ()
+    if len(shape) != 3:
+        return None
+    channels, box = {"ultralytics": (shape[1], 4), "yolov5": (shape[2], 5), "yolox": (shape[2], 5)}.get(head, (None, 0))
+    return channels - box if isinstance(channels, int) and channels > box else None
+
+
 def _fixed_wh(signature: ModelSignature) -> tuple[int, int] | None:
     shape = signature.inputs[0].shape if signature.inputs else ()
     if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):
