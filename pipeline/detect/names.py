@@ -63,13 +63,16 @@ def names_from_config(class_names: list[str] | Path | None) -> list[str] | None:
 
 
 def _unique_names(path: Path, lines: list[str]) -> list[str]:
-    """The names of a file's lines (blank ones skipped); ConfigError for a name given twice, as a list's is."""
+    """The names of a file's lines (blank ones skipped); ConfigError for a name given twice, or none, as a list's."""
     first: dict[str, int] = {}
     for number, name in ((number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()):
         if name in first:
             raise ConfigError(f"detector.class_names file '{path}' names class '{name}' twice (lines {first[name]} "
                               f"and {number}); a class filter or zone naming it would take only one of the two ids")
         first[name] = number
+    if not first:
+        raise ConfigError(f"detector.class_names file '{path}' names no class; write one name per line, in class id "
+                          "order, or leave detector.class_names out to take the model's names")
     return list(first)
 
 

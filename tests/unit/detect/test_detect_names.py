@@ -60,3 +60,10 @@ def test_a_names_file_naming_a_class_twice_is_refused_like_a_list_that_does(tmp_
     names_file.write_text("car\ntruck\ncar\n")  # `classes: [car]` would keep class 2 and drop every class 0 box
     with pytest.raises(ConfigError, match=r"names.txt.*'car'.*lines 1 and 3"):
         resolve_names({}, names_file)
+
+
+def test_a_names_file_with_no_name_in_it_is_refused_not_replaced_by_coco(tmp_path: Path):
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("\n  \n")  # as `class_names: []` is refused when the file is read
+    with pytest.raises(ConfigError, match="names.txt.* names no class"):
+        resolve_names({}, names_file)
