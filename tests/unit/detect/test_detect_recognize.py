@@ -149,3 +149,12 @@ def test_names_that_are_not_one_per_class_of_the_model_are_refused_at_load(tmp_p
     assert [p.loc for p in problems] == [("detector", "class_names")] and named_by in problems[0].message
     named = detector.model_copy(update={"class_names": ["forklift", "pallet", "person"]})
     assert Detector(named).class_names[2] == "person" and preflight.check(PipelineConfig(detector=named)) == []
+
+
+def test_a_dynamic_input_size_the_model_strides_do_not_divide_is_refused(tmp_path):
+    signature = _sig(DYNAMIC_IN, ("output0", DYNAMIC_OUT))
+    with pytest.raises(ConfigError, match=r"input_size \[640, 360\].*multiples of 32.*\[640, 384\]"):
+        input_size(signature, _config(tmp_path, input_size=(640, 360)), _meta())
+    with pytest.raises(ConfigError, match=r"multiples of 64.*\[704, 384\]"):
+        input_size(signature, _config(tmp_path, input_size=(641, 384)), _meta(stride="64"))
+    assert input_size(signature, _config(tmp_path, input_size=(640, 384)), {}) == (640, 384)
