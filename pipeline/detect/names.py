@@ -55,22 +55,45 @@ def names_from_config(class_names: list[str] | Path | None) -> list[str] | None:
     if isinstance(class_names, Path):
         path = class_names.expanduser()
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a leading byte order mark is no name
         except OSError as exc:
             raise ConfigError(f"detector.class_names file '{path}' cannot be read ({exc}); give a list or a text file") from exc
-        return [line.strip() for line in lines if line.strip()]
+        return _unique_names(path, lines)
     return list(class_names)
 
 
-def resolve_names(metadata: dict[str, str], class_names: list[str] | Path | None) -> tuple[list[str], str]:
-    """Class names and where they came from: model metadata first, then config, then COCO-80."""
-    from_model = names_from_metadata(metadata)
-    if from_model:
-        return from_model, "model metadata"
-    from_config = names_from_config(class_names)
-    if from_config:
-        return from_config, "detector.class_names"
-    return list(COCO80), "COCO-80 default"
+def _unique_names(path: Path, lines: list[str]) -> list[str]:
+    """The names of a file's lines (blank ones skipped); ConfigError for a name given twice, or none, as a list's."""
+    first: dict[str, int] = {}
+    for number, name in ((number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()):
+        if name in first:
+            raise ConfigError(f"detector.class_names file '{path}' names class '{name}' twice (lines {first[name]} "
+                              f"and {number}); a class filter or zone naming it would take only one of the two ids")
+        first[name] = number
+    if not first:
+        raise ConfigError(f"detector.class_names file '{path}' names no class; write one name per line, in class id "
+                          "order, or leave detector.class_names out to take the model's names")
+    return list(first)
+
+
+def resolve_names(metadata: dict[str, str], class_names: list[str] | Path | None,
+                  classes: int | None = None) -> tuple[list[str], str]:
+    """Class names and where they came from: model metadata first, then config, then COCO-80.
+
+    classes: how many the model's output has (`recognize.class_count`), when its shape says; ConfigError when
+    the names are not one per class (boxes of a class without a name would be dropped, the others misnamed).
+    """
+    names, source = names_from_metadata(metadata), "model metadata"
+    if not names:
+        names, source = names_from_config(class_names), "detector.class_names"
+    if not names:
+        names, source = list(COCO80), "COCO-80 default"
+    if classes is not None and len(names) != classes:
+        fix = "check detector.head" if source == "model metadata" else \
+            f"set detector.class_names to the model's {classes} class names, in class id order"
+        raise ConfigError(f"the model's output has {classes} class{'es' if classes != 1 else ''}, and {source} "
+                          f"names {len(names)} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); {fix}")
+    return names, source
 
 
 def class_filter(classes: list[str] | None, names: list[str]) -> np.ndarray | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from pydantic import ValidationError
 
 from pipeline.config.models import DetectorConfig
 from pipeline.detect.detector import Detector
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="auto", choices=["auto", "tensorrt", "torch", "onnxruntime-cuda", "onnxruntime"])
     p.add_argument("--head", default="auto", choices=["auto", *HEADS])
     p.add_argument("--batch", type=int, default=8, help="images per inference batch")
-    p.add_argument("--fps", type=float, help="take at most this many frames per second of each video, as a stream's "
+    p.add_argument("--fps", type=_rate, help="take at most this many frames per second of each video, as a stream's "
                    "fps cap does (fewer to detect; image ids stay the source's frame numbers)")
     p.add_argument("--classes", help="comma-separated class names to keep, e.g. person,car")
     p.add_argument("--coco-annotations", type=Path, help="COCO instances JSON: take image and category ids from it")
@@ -61,11 +63,42 @@ def detect_command(argv: list[str]) -> int:
         return 2
 
 
+def _rate(text: str) -> float:
+    """--fps: frames per second above 0, as a stream's `fps` takes them."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r} is no frame rate: give frames per second above 0 (1000 at most), "
+                                         "or leave --fps out to detect every frame")
+    return value
+
+
+_OPTIONS = {"model": "--model", "engine": "--engine", "head": "--head", "conf_threshold": "--conf",
+            "iou_threshold": "--iou", "max_detections": "--max-det", "classes": "--classes", "max_batch": "--batch"}
+
+
+def _detector_config(args: argparse.Namespace) -> DetectorConfig:
+    """The detector's settings from the options; ConfigError naming each option whose value is refused."""
+    try:
+        return DetectorConfig(
+            model=args.model, engine=args.engine, head=args.head, conf_threshold=args.conf, iou_threshold=args.iou,
+            max_detections=args.max_det, classes=args.classes.split(",") if args.classes else None,
+            max_batch=args.batch,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_refused(error, args) for error in exc.errors())) from None
+
+
+def _refused(error: dict, args: argparse.Namespace) -> str:
+    """`--batch 0: Input should be greater than or equal to 1`: the option, the value given, what is wrong."""
+    option = _OPTIONS.get(error["loc"][0], str(error["loc"][0]))
+    return f"{option} {getattr(args, option.lstrip('-').replace('-', '_'), '')}: {error['msg']}"
+
+
 def _run(args: argparse.Namespace) -> int:
-    config = DetectorConfig(
-        model=args.model, engine=args.engine, head=args.head, conf_threshold=args.conf, iou_threshold=args.iou,
-        max_detections=args.max_det, classes=args.classes.split(",") if args.classes else None, max_batch=args.batch,
-    )  # fmt: skip
+    config = _detector_config(args)
     detector = Detector(config, max_batch=args.batch)
     ids = CocoIds(args.coco_annotations, detector.class_names) if args.coco_annotations else None
     results: list[dict] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.config.models import DetectorConfig
-from pipeline.detect.heads import HEADS, ModelSignature, grid_points
+from pipeline.detect.heads import HEADS, STRIDES, ModelSignature, grid_points
 from pipeline.detect.names import metadata_value, names_from_metadata
 from pipeline.errors import ConfigError
 
@@ -135,6 +135,16 @@ def _head_from_shape(signature: ModelSignature, info: ExportInfo) -> str | None:
     return None
 
 
+def class_count(signature: ModelSignature, head: str) -> int | None:
+    """How many classes the output of a `head` model has by its shape: Ultralytics [B, 4+nc, N], YOLOv5 and
+    YOLOX [B, N, 5+nc]; None where the shape does not say (a symbolic dim, a head that gives class ids)."""
+    shape = signature.outputs[0].shape if len(signature.outputs) == 1 else ()
+    if len(shape) != 3:
+        return None
+    channels, box = {"ultralytics": (shape[1], 4), "yolov5": (shape[2], 5), "yolox": (shape[2], 5)}.get(head, (None, 0))
+    return channels - box if isinstance(channels, int) and channels > box else None
+
+
 def _fixed_wh(signature: ModelSignature) -> tuple[int, int] | None:
     shape = signature.inputs[0].shape if signature.inputs else ()
     if len(shape) == 4 and isinstance(shape[2], int) and isinstance(shape[3], int):
@@ -168,6 +178,8 @@ def input_size(
         raise ConfigError(f"detector.input_size {list(config.input_size)} differs from the fixed input {list(fixed)} "
                           f"of model '{config.model}'; remove detector.input_size (or export the model with a "
                           "dynamic input size)")
+    if config.input_size is not None and fixed is None:
+        _divisible(config, _stride(signature, metadata or {}))
     exported = export_info(metadata or {}).input_wh
     size = fixed or (tuple(config.input_size) if config.input_size is not None else None) or exported
     if size is None:
@@ -176,3 +188,22 @@ def input_size(
             "detector.input_size: [width, height]"
         )
     return size
+
+
+def _stride(signature: ModelSignature, metadata: dict[str, str]) -> int | None:
+    """The largest stride of a model's feature maps: its metadata's `stride`, else 32 for a one-output layout (a
+    YOLO or RT-DETR); None for DETR-style outputs, whose backbones differ."""
+    stride = metadata_value(metadata, "stride")
+    if isinstance(stride, int) and stride > 0:
+        return stride
+    return max(STRIDES) if len(signature.outputs) == 1 else None
+
+
+def _divisible(config: DetectorConfig, stride: int | None) -> None:
+    """ConfigError when `detector.input_size` has a side `stride` does not divide: the network's strided and
+    upsampled feature maps would then differ by a row, and every batch would fail in the engine."""
+    if stride is None or not any(side % stride for side in config.input_size):
+        return
+    up = [-(-side // stride) * stride for side in config.input_size]
+    raise ConfigError(f"detector.input_size {list(config.input_size)}: model '{config.model}' takes sides that are "
+                      f"multiples of {stride} (its largest stride); use {up}, say")

@@ -93,3 +93,17 @@ def _detect(model: Path, images: list[Path], out: Path) -> list[dict]:
     argv = ["--model", str(model), "--engine", "onnxruntime", "--conf", "0", "--out", str(out), *map(str, images)]
     assert detect_command(argv) == 0
     return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("model", ["yolo11n", "yolo26n", "rtdetr-l"])
+def test_a_dynamic_export_is_refused_at_load_an_input_size_its_strides_do_not_divide(exports, model, frames):
+    """16:9 at 640 wide is 640x360, which the network's upsampled and strided feature maps (23 vs 24 rows) cannot
+    join: every batch failed in the engine once the pipeline ran."""
+    path = exports.get(model, "dynamic-simplified").path
+    with pytest.raises(ConfigError, match=r"detector.input_size \[640, 360\].*multiples of 32.*\[640, 384\]"):
+        Detector(DetectorConfig(model=path, engine="onnxruntime", input_size=(640, 360)))
+    detector = Detector(DetectorConfig(model=path, engine="onnxruntime", input_size=(640, 384)))
+    try:
+        detector.detect_images(frames[:1])
+    finally:
+        detector.close()

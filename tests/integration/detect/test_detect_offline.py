@@ -4,6 +4,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 from pipeline.detect.names import COCO80, COCO80_TO_91
 from pipeline.detect.offline import detect_command
@@ -91,3 +92,19 @@ def test_image_missing_from_the_annotations_is_reported(tmp_path, capsys):
 def test_missing_input_is_reported_not_raised(tmp_path, capsys):
     assert detect_command([*_base(), "--out", str(tmp_path / "r.json"), str(tmp_path / "nope.mp4")]) == 2
     assert "nope.mp4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value", [("--batch", "0"), ("--conf", "1.5"), ("--iou", "-0.1"),
+                                           ("--max-det", "0"), ("--classes", "person,,car")])
+def test_an_option_out_of_range_is_reported_naming_it_not_raised(tmp_path, capsys, option, value):
+    argv = ["--model", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "r.json"), option, value, "a.jpg"]
+    assert detect_command(argv) == 2
+    assert f"detect: {option} " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan"])
+def test_an_fps_cap_that_is_no_rate_is_refused_not_ignored(tmp_path, capsys, value):
+    argv = ["--model", str(tmp_path / "m.onnx"), "--out", str(tmp_path / "r.json"), "--fps", value, "a.mp4"]
+    with pytest.raises(SystemExit) as exit_:
+        detect_command(argv)
+    assert exit_.value.code == 2 and "--fps" in capsys.readouterr().err

@@ -46,3 +46,24 @@ def test_unknown_class_name_is_a_config_error_naming_it():
 def test_coco91_ids_cover_the_80_classes_in_order():
     assert len(COCO80_TO_91) == 80 == len(set(COCO80_TO_91))
     assert COCO80_TO_91[COCO80.index("car")] == 3 and COCO80_TO_91[COCO80.index("toothbrush")] == 90
+
+
+def test_a_names_file_saved_with_a_byte_order_mark_names_its_first_class_as_written(tmp_path: Path):
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("person\r\ncar\r\n", encoding="utf-8-sig")  # as Windows Notepad and PowerShell save it
+    assert resolve_names({}, names_file)[0] == ["person", "car"]
+    assert class_filter(["person"], resolve_names({}, names_file)[0]).tolist() == [0]
+
+
+def test_a_names_file_naming_a_class_twice_is_refused_like_a_list_that_does(tmp_path: Path):
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("car\ntruck\ncar\n")  # `classes: [car]` would keep class 2 and drop every class 0 box
+    with pytest.raises(ConfigError, match=r"names.txt.*'car'.*lines 1 and 3"):
+        resolve_names({}, names_file)
+
+
+def test_a_names_file_with_no_name_in_it_is_refused_not_replaced_by_coco(tmp_path: Path):
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("\n  \n")  # as `class_names: []` is refused when the file is read
+    with pytest.raises(ConfigError, match="names.txt.* names no class"):
+        resolve_names({}, names_file)

@@ -118,3 +118,43 @@ def test_rtdetr_boxes_are_fractions_of_the_input_and_need_no_nms():
     assert decoded.class_ids[0].tolist() == [1, 0]
     np.testing.assert_allclose(decoded.scores[0], [0.9, 0.3])
     assert not decoded.needs_nms and not decoded.in_source
+
+
+def _yolox_file(path: Path, classes: int) -> Path:
+    """A 32x32 YOLOX-layout model, [1, 21, 5 + classes], without metadata (as Megvii's exports come)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    zeros = numpy_helper.from_array(np.zeros((1, 21, 5 + classes), np.float32), "zeros")
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["output0"], value=zeros)], "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 21, 5 + classes])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("class_names, named_by", [(["forklift", "pallet"], "detector.class_names names 2"),
+                                                   (None, "COCO-80 default names 80")])
+def test_names_that_are_not_one_per_class_of_the_model_are_refused_at_load(tmp_path, class_names, named_by):
+    """A 3-class model named by 2 names would drop every box of class 2; named by COCO-80 its classes would be
+    called person, bicycle and car."""
+    from pipeline.config.models import PipelineConfig
+    from pipeline.detect.detector import Detector
+    from pipeline.runtime import preflight
+
+    detector = DetectorConfig(model=_yolox_file(tmp_path / "m.onnx", 3), engine="onnxruntime", class_names=class_names)
+    with pytest.raises(ConfigError, match=f"output has 3 classes, and {named_by}"):
+        Detector(detector)
+    problems = preflight.check(PipelineConfig(detector=detector))
+    assert [p.loc for p in problems] == [("detector", "class_names")] and named_by in problems[0].message
+    named = detector.model_copy(update={"class_names": ["forklift", "pallet", "person"]})
+    assert Detector(named).class_names[2] == "person" and preflight.check(PipelineConfig(detector=named)) == []
+
+
+def test_a_dynamic_input_size_the_model_strides_do_not_divide_is_refused(tmp_path):
+    signature = _sig(DYNAMIC_IN, ("output0", DYNAMIC_OUT))
+    with pytest.raises(ConfigError, match=r"input_size \[640, 360\].*multiples of 32.*\[640, 384\]"):
+        input_size(signature, _config(tmp_path, input_size=(640, 360)), _meta())
+    with pytest.raises(ConfigError, match=r"multiples of 64.*\[704, 384\]"):
+        input_size(signature, _config(tmp_path, input_size=(641, 384)), _meta(stride="64"))
+    assert input_size(signature, _config(tmp_path, input_size=(640, 384)), {}) == (640, 384)
