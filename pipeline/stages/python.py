@@ -63,7 +63,11 @@ class PythonStage:
                                 "result.moment.event(rule, kind, track_id, class_id, payload)")
 
     def end(self, at: Moment) -> list[Event]:
-        close = getattr(self.target, "close", None)  # optional in the user's class, as documented
+        self.close()
+        return []
+
+    def close(self) -> None:
+        """Close the user's object: its optional `close`, as documented."""
+        close = getattr(self.target, "close", None)
         if close is not None:
             close()
-        return []

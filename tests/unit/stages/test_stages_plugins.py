@@ -55,10 +55,34 @@ class FailingClose:
         raise OSError("cannot flush the report")
 
 
+class Reporting:
+    """Opens its report file when made and closes it in `close`, as a plugin that writes somewhere does."""
+
+    made: list[Reporting] = []
+
+    def __init__(self, stream_id: str, path: str):
+        self.file = open(path, "a")  # noqa: SIM115 - closed in close(), as the stream's plugin
+        Reporting.made.append(self)
+
+    def __call__(self, result):
+        return []
+
+    def close(self):
+        self.file.close()
+
+
+class Unreachable:
+    """Connects to the service it reports to when made; the service is down."""
+
+    def __init__(self, stream_id: str):
+        raise ConnectionRefusedError("report service at 127.0.0.1:9 refused the connection")
+
+
 @pytest.fixture(autouse=True)
 def registered(monkeypatch):
+    monkeypatch.setattr(Reporting, "made", [])
     for name, factory in (("yielding", Yielding), ("remembering", Remembering), ("failing-close", FailingClose),
-                          ("strict", Strict)):
+                          ("strict", Strict), ("reporting", Reporting), ("unreachable", Unreachable)):
         monkeypatch.setitem(plugins._stages, name, factory)
 
 
@@ -96,6 +120,23 @@ def test_a_plugin_whose_close_fails_is_still_taken_out_and_the_zone_changes_of_t
     stages, events = restage(site([], 400), "cam-1", CLASS_NAMES, stages, moment(2))
     assert [stage.name for stage in stages] == ["tracker", "analytics"]
     assert [(e.kind, e.payload["reason"]) for e in events] == [("zone_exit", "reconfigured")]
+
+
+def test_a_plugin_that_cannot_be_made_during_a_change_leaves_the_stream_as_it_was_and_no_zone_exit_is_lost(tmp_path):
+    """The zones changed first: the visit open in the old zone was closed, its zone_exit thrown away with the
+    failed change, and the stream went on with the new zone and the old plugins."""
+    stages = build_stages(site([], 300), "cam-1", CLASS_NAMES)
+    for i in range(3):
+        result = tracked_frame(i, [(1, 200, 200)])
+        for stage in stages:
+            stage.process(result)
+    report = str(tmp_path / "report.txt")
+    with pytest.raises(ConnectionRefusedError):
+        restage(site([{"python": "reporting", "options": {"path": report}}, {"python": "unreachable"}], 400),
+                "cam-1", CLASS_NAMES, stages, moment(2))
+    assert [made.file.closed for made in Reporting.made] == [True]  # made for the change, which did not happen
+    events = [event for stage in stages for event in stage.end(moment(3))]
+    assert [(e.kind, e.payload["reason"]) for e in events] == [("zone_exit", "end_of_stream")]
 
 
 def test_a_plugin_that_refuses_an_option_value_is_a_config_error_naming_it_the_stream_and_why():
