@@ -25,7 +25,7 @@ from pipeline.runtime.build import Pipeline, stage_factory
 from pipeline.runtime.streams import StreamTable
 from pipeline.sinks import build_outputs
 from pipeline.sinks.base import OutputContext
-from pipeline.stages import build_stages, restage
+from pipeline.stages import build_stages, discard, restage
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def check(parts: Pipeline, table: StreamTable, new: PipelineConfig) -> ConfigDif
     for stream in (*change.added, *change.changed):  # a decoder this machine lacks: refused, not half-applied
         plan_stream(stream, parts.plan)
     touched = [s.id for s in new.streams] if change.analytics else [s.id for s in (*change.added, *change.changed)]
-    for stream_id in touched:  # made and dropped: what fails here fails before anything changes
-        build_stages(new, stream_id, parts.detector.class_names)
+    for stream_id in touched:  # made and closed: what fails here fails before anything changes
+        discard(build_stages(new, stream_id, parts.detector.class_names), stream_id)
     return change
 
 

@@ -8,7 +8,7 @@ from pipeline.stages.base import StreamStage
 from pipeline.stages.tracking.ids import TrackIds
 from pipeline.types import Event, Moment
 
-__all__ = ["StreamStage", "TrackIds", "build_stages", "restage"]
+__all__ = ["StreamStage", "TrackIds", "build_stages", "discard", "restage"]
 
 log = logging.getLogger(__name__)
 
@@ -17,17 +17,16 @@ def build_stages(config: PipelineConfig, stream_id: str, class_names: list[str],
                  track_ids: TrackIds | None = None) -> list[StreamStage]:
     """The stages of one stream, made fresh (they hold that stream's state). track_ids: the stream's track id
     counter for the run (a restarted stream's new tracker goes on from it). Raises ConfigError when a
-    `stages:` plugin cannot be made with its options."""
+    `stages:` plugin cannot be made with its options (the plugins made before it closed); stages that will not run
+    go to `discard`."""
     from pipeline.stages.analytics.stage import AnalyticsStage  # noqa: PLC0415 - numpy-heavy, loaded when used
-    from pipeline.stages.python import PythonStage  # noqa: PLC0415
     from pipeline.stages.tracking.stage import TrackingStage  # noqa: PLC0415
 
     stages: list[StreamStage] = [TrackingStage(config.tracker, ids=track_ids)] if config.tracker.enabled else []
     zones, lines = _mine(config.zones, stream_id), _mine(config.lines, stream_id)
     if zones or lines:
         stages.append(AnalyticsStage(stream_id, zones, lines, list(config.alerts), class_names))
-    stages += [PythonStage(s, stream_id) for s in _mine(config.stages, stream_id)]
-    return stages
+    return stages + _plugins(config, stream_id, [])
 
 
 def restage(config: PipelineConfig, stream_id: str, class_names: list[str], stages: list[StreamStage],

@@ -3,17 +3,19 @@ stages add events, and a failing one is isolated."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import yaml
 
 from pipeline import plugins
 from pipeline.config import load_config
-from pipeline.config.models import StreamConfig
+from pipeline.config.models import StageConfig, StreamConfig
 from pipeline.errors import ConfigError
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.testing import RecordingSink
 from tests.component.conftest import fake_config
+from tests.support.waiting import wait_until
 
 
 def test_frames_keep_their_order_per_stream_when_batches_finish_out_of_order(tmp_path):
@@ -92,3 +94,62 @@ def test_a_python_stage_that_cannot_be_made_stops_the_config_before_any_stream_s
         load_config(write_config(tmp_path, [{"python": "nowhere:Stage"}]))
     with pytest.raises(ConfigError, match=r"site.yaml:\d+: stages -> 0 -> options: .*unexpected keyword argument 'evry'"):
         load_config(write_config(tmp_path, [{"python": "pipeline.testing:MarkEveryNth", "options": {"evry": 3}}]))
+
+
+class Heartbeat:
+    """Beats from a thread of its own until closed, as a plugin that reports elsewhere does; marks every frame."""
+
+    def __init__(self, stream_id: str, every_s: float = 0.05):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(every_s,), name=f"heartbeat:{stream_id}", daemon=True)
+        self._thread.start()
+
+    def _beat(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            pass
+
+    def __call__(self, result):
+        return [result.moment.event("beat", "mark", -1, -1, {})]
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(5)
+
+
+class Picky:
+    def __init__(self, stream_id: str, mode: str = "fast"):
+        if mode != "fast":
+            raise ValueError(f"mode must be 'fast', got {mode!r}")
+
+    def __call__(self, result):
+        return []
+
+
+def heartbeats() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("heartbeat:")]
+
+
+def test_a_live_change_checked_or_applied_leaves_open_only_what_the_running_plugins_opened(tmp_path, running,
+                                                                                          monkeypatch):
+    """The check before a change made every stream's plugins and dropped them unclosed: a thread (a socket, a
+    file) left behind by each change, and by each refused one."""
+    monkeypatch.setitem(plugins._stages, "heartbeat", Heartbeat)
+    monkeypatch.setitem(plugins._stages, "picky", Picky)
+    config = fake_config(tmp_path, [{"id": "a", "url": "fake://a?fps=40"}])
+    sink = RecordingSink()
+    runner = PipelineRunner(config, sinks=[sink])
+    run = running(runner)
+    assert sink.wait_for(lambda s: len(s.seqs["a"]) >= 5, timeout=20)
+    beating = config.model_copy(update={"stages": [StageConfig(python="heartbeat")]})
+    runner.check(beating)
+    assert heartbeats() == []
+    refused = config.model_copy(update={"stages": [StageConfig(python="heartbeat"),
+                                                   StageConfig(python="picky", options={"mode": "slow"})]})
+    with pytest.raises(ConfigError, match="mode must be 'fast'"):
+        runner.reconfigure(refused)
+    assert heartbeats() == []
+    runner.reconfigure(beating)
+    assert sink.wait_for(lambda s: any(e.rule == "beat" for e in s.events["a"]), timeout=20)
+    assert heartbeats() == ["heartbeat:a"]  # the running stream's own
+    run.stop()
+    assert wait_until(lambda: heartbeats() == [])
