@@ -41,9 +41,10 @@ class PythonStage:
         options = copy.deepcopy(config.options)  # a list or dict in them is each stream's own
         try:
             self.target: Any = factory(stream_id, **options)
-        except (TypeError, ValueError) as exc:  # an option it does not take, or a value it refuses
+        except Exception as exc:  # noqa: BLE001 - the user's code: an option it refuses, a file or service it lacks
             raise ConfigError(f"stage '{config.python}' for stream '{stream_id}': cannot be made with options "
-                              f"{sorted(config.options)} ({exc}); fix stages -> options") from None
+                              f"{sorted(config.options)} ({type(exc).__name__}: {exc}); fix stages -> options or "
+                              "what the stage needs when made") from None
 
     def process(self, result: FrameResult) -> None:
         events = list(self.target(result) or [])  # a generator's would be spent by the checks

@@ -71,6 +71,17 @@ class Reporting:
         self.file.close()
 
 
+class Calibrated:
+    """Reads its calibration file when made."""
+
+    def __init__(self, stream_id: str, path: str):
+        with open(path) as file:
+            self.calibration = file.read()
+
+    def __call__(self, result):
+        return []
+
+
 class Unreachable:
     """Connects to the service it reports to when made; the service is down."""
 
@@ -82,7 +93,8 @@ class Unreachable:
 def registered(monkeypatch):
     monkeypatch.setattr(Reporting, "made", [])
     for name, factory in (("yielding", Yielding), ("remembering", Remembering), ("failing-close", FailingClose),
-                          ("strict", Strict), ("reporting", Reporting), ("unreachable", Unreachable)):
+                          ("strict", Strict), ("reporting", Reporting), ("unreachable", Unreachable),
+                          ("calibrated", Calibrated)):
         monkeypatch.setitem(plugins._stages, name, factory)
 
 
@@ -131,7 +143,7 @@ def test_a_plugin_that_cannot_be_made_during_a_change_leaves_the_stream_as_it_wa
         for stage in stages:
             stage.process(result)
     report = str(tmp_path / "report.txt")
-    with pytest.raises(ConnectionRefusedError):
+    with pytest.raises(ConfigError, match="refused the connection"):
         restage(site([{"python": "reporting", "options": {"path": report}}, {"python": "unreachable"}], 400),
                 "cam-1", CLASS_NAMES, stages, moment(2))
     assert [made.file.closed for made in Reporting.made] == [True]  # made for the change, which did not happen
@@ -143,3 +155,11 @@ def test_a_plugin_that_refuses_an_option_value_is_a_config_error_naming_it_the_s
     with pytest.raises(ConfigError, match=r"stage 'strict' for stream 'cam-1'.*limit_kmh must be positive, got -5.*"
                                           r"stages -> options"):
         PythonStage(StageConfig(python="strict", options={"limit_kmh": -5}), "cam-1")
+
+
+def test_a_plugin_that_fails_to_open_what_it_reads_when_made_is_a_config_error_naming_it_the_stream_and_why(tmp_path):
+    """Only TypeError and ValueError were: a missing file came out as a bare FileNotFoundError, which the control
+    API answered with a 500 and no word of which stage or stream, and a reload on SIGHUP with a traceback."""
+    missing = tmp_path / "cam-1.json"
+    with pytest.raises(ConfigError, match=r"stage 'calibrated' for stream 'cam-1'.*FileNotFoundError.*cam-1.json"):
+        PythonStage(StageConfig(python="calibrated", options={"path": str(missing)}), "cam-1")
