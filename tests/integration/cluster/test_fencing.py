@@ -243,3 +243,43 @@ def test_a_renewal_and_a_storage_write_of_one_instance_at_once_do_not_deadlock(f
     renewals.close()
     assert outcomes == {"renew": tokens, "write": None}
     assert [camera for camera, _ in stored(postgres_dsn)] == ["cam-1", "cam-2"]
+
+
+def test_a_renewal_and_a_write_with_rows_of_no_known_token_at_once_do_not_deadlock(fleet, postgres_dsn):
+    """A row this process knows no token for (an event of its earlier process, replayed from its outbox) is vouched
+    for by this instance's leases of its camera: those rows must be locked in camera order together with the
+    rows of the known tokens, or the write meets the renewal (camera order) mid-way and the database aborts one."""
+    book = LeaseBook()
+    backend = PostgresBackend(postgres_dsn, fence=Fence(book, "x", 30.0))
+    backend.connect()
+    claims = [claim for camera in ("cam-1", "cam-2") for claim in fleet.claim("x", [camera], 1, 30.0, expired=False)]
+    book.took("cam-2", claims[1].token, time.time_ns() - S)  # cam-1's token is not in this process's book
+    tokens = {claim.token for claim in claims}
+    renewals = FleetStore(postgres_dsn)
+    outcomes: dict[str, object] = {}
+
+    def attempt(name, call):
+        try:
+            outcomes[name] = call()
+        except Exception as exc:  # noqa: BLE001 - what the test reports
+            outcomes[name] = exc
+
+    other = psycopg.connect(postgres_dsn)  # holds cam-2's row: the renewal waits there, holding cam-1's
+    try:
+        other.execute("SELECT 1 FROM fleet_leases WHERE camera_id = 'cam-2' FOR SHARE")
+        renewal = threading.Thread(target=attempt, args=("renew", lambda: renewals.renew("x", sorted(tokens), 30.0)))
+        renewal.start()
+        assert wait_until(lambda: lock_waits(postgres_dsn) == 1, timeout=10)
+        rows = MergedRows(detections=[detection("cam-1", time.time_ns()), detection("cam-2", time.time_ns())])
+        write = threading.Thread(target=attempt, args=("write", lambda: backend.write(rows)))
+        write.start()
+        assert wait_until(lambda: lock_waits(postgres_dsn) == 2 or "write" in outcomes, timeout=10)
+    finally:
+        other.rollback()
+        other.close()
+    renewal.join(30)
+    write.join(30)
+    backend.close()
+    renewals.close()
+    assert outcomes == {"renew": tokens, "write": None}
+    assert [camera for camera, _ in stored(postgres_dsn)] == ["cam-1", "cam-2"]
