@@ -20,7 +20,6 @@ Capture times are the host's clock and lease ends the database's: hosts keep the
 """
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
 from dataclasses import dataclass, field, replace
@@ -43,7 +42,7 @@ class LeaseBook:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._taken: dict[str, list[tuple[int, int]]] = {}  # camera -> [(taken at wall_ns, token)], in order
+        self._taken: dict[str, list[tuple[int, int]]] = {}  # camera -> [(taken at wall_ns, token)], as taken
 
     def took(self, camera: str, token: int, wall_ns: int) -> None:
         with self._lock:
@@ -53,11 +52,11 @@ class LeaseBook:
 
     def token_for(self, camera: str, wall_ns: int) -> int | None:
         """The token `camera`'s frame captured at `wall_ns` was produced under; None when this instance held
-        no lease of it then (as far as this process knows)."""
+        no lease of it then (as far as this process knows). The latest taken at or before `wall_ns`, searched
+        in the order taken: after the clock stepped back the times are out of order, and frames captured since a
+        take are that lease's."""
         with self._lock:
-            history = self._taken.get(camera, [])
-            i = bisect.bisect_right(history, (wall_ns, float("inf")))
-            return history[i - 1][1] if i else None
+            return next((token for taken, token in reversed(self._taken.get(camera, [])) if taken <= wall_ns), None)
 
 
 @dataclass
