@@ -28,7 +28,8 @@ from pipeline.sinks.storage.rows import MergedRows
 
 log = logging.getLogger(__name__)
 
-# MergedRows list -> (index of stream_id, index of the capture time) in its tuples; `runs` are not a camera's
+# MergedRows list -> (index of stream_id, index of the capture time) in its tuples; `runs` are not a camera's.
+# `tracks` and `streams` come a row per frame (`rows.merge`), folded after fencing: a frame's part is kept or not
 FENCED_COLUMNS = {"detections": (1, 4), "track_boxes": (1, 6), "events": (2, 9), "tracks": (1, 7), "streams": (0, 3)}
 
 

@@ -13,7 +13,7 @@ import pytest
 from pipeline.cluster.fencing import Fence, LeaseBook
 from pipeline.cluster.store import FleetStore
 from pipeline.sinks.storage.postgres import PostgresBackend
-from pipeline.sinks.storage.rows import MergedRows
+from pipeline.sinks.storage.rows import FrameRows, MergedRows, merge
 from pipeline.sinks.storage.writer import StorageUnavailable
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 from tests.support.waiting import wait_until
@@ -114,6 +114,25 @@ def test_rows_captured_before_their_camera_was_deleted_are_stored_and_those_afte
     handoffs = fleet.state()["handoffs"]
     assert [(h["reason"], h["from_token"], h["to_instance"]) for h in handoffs] == [("removed", claim.token, None)]
     assert not fleet.delete_camera("cam-9")
+    backend.close()
+
+
+def test_a_track_seen_before_and_after_its_camera_was_deleted_keeps_what_it_had_before(fleet, postgres_dsn):
+    """The holder runs a deleted camera until its next heartbeat, so a storage batch spans the deletion: what its
+    frames before it add to their tracks and to the stream is stored with their detections, the rest refused."""
+    fence, backend, _ = _holding_cam_1(fleet, postgres_dsn)
+    before = time.time_ns()
+    assert fleet.delete_camera("cam-1")
+    after = time.time_ns() + S
+    frames = [FrameRows("run-x", "cam-1", wall, [detection("cam-1", wall)], [], {7: [0, pts, pts, 1, wall]})
+              for pts, wall in ((10, before), (20, after))]
+    backend.write(merge(frames, {}))
+    assert stored(postgres_dsn) == [("cam-1", before)]
+    with psycopg.connect(postgres_dsn) as conn:
+        assert conn.execute("SELECT track_id, frames, last_pts_ns, last_wall_ns FROM tracks").fetchall() == [
+            (7, 1, 10, before)]
+        assert conn.execute("SELECT stream_id, first_seen_ns, last_seen_ns FROM streams").fetchall() == [
+            ("cam-1", before, before)]
     backend.close()
 
 
