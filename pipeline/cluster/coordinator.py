@@ -299,11 +299,17 @@ class Coordinator(Following):
                             self.config.lease_s, exc)
 
     def _move_one(self, desired: dict[str, str]) -> None:
+        """Hand on the first camera assigned elsewhere whose instance has room to claim it: one at its capacity
+        would leave it dark, and no other camera could move meanwhile (it frees room by its own moves)."""
         with self._lock:
             elsewhere = sorted(camera for camera in self.held if desired.get(camera, self.instance) != self.instance)
-            if not elsewhere:
+        if not elsewhere:
+            return
+        rooms = self.store.rooms(sorted({desired[camera] for camera in elsewhere}))
+        with self._lock:
+            camera = next((c for c in elsewhere if c in self.held and rooms.get(desired[c], 0) > 0), None)
+            if camera is None:
                 return
-            camera = elsewhere[0]
             token = self.held[camera].token
 
         def stop_here() -> None:

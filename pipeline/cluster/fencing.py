@@ -5,8 +5,9 @@ taken. A stored row (detection, track box, track, event, stream) names its camer
 time (`wall_ns`); the token it was produced under is the camera's latest token taken before that moment.
 
 `Fence.filter` runs inside the storage transaction, before the rows are written. It locks the lease rows
-of those tokens that are still current (`FOR SHARE`: a takeover waits until the write commits, or until the
-server ends it when it stays idle longer than a lease: the writer's process was frozen) and reads
+of those tokens that are still current, and this instance's of the cameras of rows with no token known (below),
+in one statement in camera order as a renewal does (`FOR SHARE`: a takeover waits until the write commits, or
+until the server ends it when it stays idle longer than a lease: the writer's process was frozen) and reads
 when each earlier one ended (`fleet_handoffs`). A row is written when its token is the camera's current
 lease, held by this instance and not expired, or when it was captured before its token's lease ended;
 else it is refused, counted and logged. So an instance paused past its lease (SIGSTOP, a long GC, a
@@ -19,7 +20,6 @@ Capture times are the host's clock and lease ends the database's: hosts keep the
 """
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
 from dataclasses import dataclass, field, replace
@@ -28,7 +28,8 @@ from pipeline.sinks.storage.rows import MergedRows
 
 log = logging.getLogger(__name__)
 
-# MergedRows list -> (index of stream_id, index of the capture time) in its tuples; `runs` are not a camera's
+# MergedRows list -> (index of stream_id, index of the capture time) in its tuples; `runs` are not a camera's.
+# `tracks` and `streams` come a row per frame (`rows.merge`), folded after fencing: a frame's part is kept or not
 FENCED_COLUMNS = {"detections": (1, 4), "track_boxes": (1, 6), "events": (2, 9), "tracks": (1, 7), "streams": (0, 3)}
 
 
@@ -42,7 +43,7 @@ class LeaseBook:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._taken: dict[str, list[tuple[int, int]]] = {}  # camera -> [(taken at wall_ns, token)], in order
+        self._taken: dict[str, list[tuple[int, int]]] = {}  # camera -> [(taken at wall_ns, token)], as taken
 
     def took(self, camera: str, token: int, wall_ns: int) -> None:
         with self._lock:
@@ -52,11 +53,11 @@ class LeaseBook:
 
     def token_for(self, camera: str, wall_ns: int) -> int | None:
         """The token `camera`'s frame captured at `wall_ns` was produced under; None when this instance held
-        no lease of it then (as far as this process knows)."""
+        no lease of it then (as far as this process knows). The latest taken at or before `wall_ns`, searched
+        in the order taken: after the clock stepped back the times are out of order, and frames captured since a
+        take are that lease's."""
         with self._lock:
-            history = self._taken.get(camera, [])
-            i = bisect.bisect_right(history, (wall_ns, float("inf")))
-            return history[i - 1][1] if i else None
+            return next((token for taken, token in reversed(self._taken.get(camera, [])) if taken <= wall_ns), None)
 
 
 @dataclass
@@ -82,10 +83,11 @@ class Fence:
         tokens = {name: [self._token(row, columns) for row in getattr(rows, name)]
                   for name, columns in FENCED_COLUMNS.items()}
         wanted = sorted({t for ts in tokens.values() for t in ts if t is not None})
-        ends = self._lease_ends(cur, wanted) if wanted else {}
         unknown = {(row[stream_index], row[wall_index]) for name, (stream_index, wall_index) in FENCED_COLUMNS.items()
                    for row, token in zip(getattr(rows, name), tokens[name]) if token is None}
-        held = self._held_windows(cur, unknown) if unknown else {}
+        leases = self._lock_leases(cur, wanted, sorted({camera for camera, _ in unknown})) if wanted or unknown else []
+        ends = self._lease_ends(cur, wanted, leases) if wanted else {}
+        held = self._held_windows(cur, unknown, leases) if unknown else {}
         kept, refused = {}, {}
         for name, (stream_index, wall_index) in FENCED_COLUMNS.items():
             kept[name] = []
@@ -103,31 +105,40 @@ class Fence:
     def _token(self, row: tuple, columns: tuple[int, int]) -> int | None:
         return self.book.token_for(row[columns[0]], row[columns[1]])
 
-    def _lease_ends(self, cur, tokens: list[int]) -> dict[int, float]:
+    def _lock_leases(self, cur, tokens: list[int], cameras: list[str]) -> list[tuple]:
+        """The lease rows of `tokens` and this instance's of `cameras`, locked in one statement in camera order,
+        as a renewal locks them (in two statements, a write met a renewal mid-way and one was aborted):
+        [(camera, token, holder, still valid, acquired_at and expires_at in s)]."""
+        cur.execute("SELECT camera_id, token, instance, expires_at > now(), extract(epoch FROM acquired_at), "
+                    "extract(epoch FROM expires_at) FROM fleet_leases WHERE token = ANY(%s) "
+                    "OR (instance = %s AND camera_id = ANY(%s)) ORDER BY camera_id FOR SHARE",
+                    (tokens, self.instance, cameras))
+        return cur.fetchall()
+
+    def _lease_ends(self, cur, tokens: list[int], leases: list[tuple]) -> dict[int, float]:
         """token -> capture times (ns) before this are allowed: infinity while the lease is this instance's
         and valid, else when it expired or was released."""
-        cur.execute("SELECT token, instance = %s AND expires_at > now(), extract(epoch FROM expires_at) "
-                    "FROM fleet_leases WHERE token = ANY(%s) ORDER BY camera_id FOR SHARE", (self.instance, tokens))
-        ends = {token: float("inf") if valid else float(expires) * 1e9 for token, valid, expires in cur.fetchall()}
+        wanted = set(tokens)
+        ends = {token: float("inf") if holder == self.instance and valid else float(expires) * 1e9
+                for _, token, holder, valid, _, expires in leases if token in wanted}
         cur.execute("SELECT from_token, extract(epoch FROM lease_ended_at) FROM fleet_handoffs "
                     "WHERE from_token = ANY(%s)", (tokens,))
         for token, ended in cur.fetchall():
             ends.setdefault(token, float(ended) * 1e9)
         return ends
 
-    def _held_windows(self, cur, rows: set[tuple[str, int]]) -> dict[str, list[tuple[float, float]]]:
+    def _held_windows(self, cur, rows: set[tuple[str, int]], leases: list) -> dict[str, list[tuple[float, float]]]:
         """camera -> [(start, end)] capture times (ns) in which this instance held a lease of it, for the
         cameras of `rows` ((camera, wall_ns)), as far back as the earliest of them."""
         cameras, since = sorted({camera for camera, _ in rows}), min(wall for _, wall in rows) / 1e9
-        cur.execute("SELECT camera_id, extract(epoch FROM acquired_at), CASE WHEN expires_at > now() THEN NULL ELSE "
-                    "extract(epoch FROM expires_at) END FROM fleet_leases WHERE instance = %s AND camera_id = ANY(%s) "
-                    "ORDER BY camera_id FOR SHARE", (self.instance, cameras))
-        found = cur.fetchall()
         cur.execute("SELECT camera_id, extract(epoch FROM from_acquired_at), extract(epoch FROM lease_ended_at) "
                     "FROM fleet_handoffs WHERE from_instance = %s AND camera_id = ANY(%s) "
                     "AND lease_ended_at > to_timestamp(%s)", (self.instance, cameras, since))
+        ended = cur.fetchall()
+        mine = [(camera, acquired, None if valid else expires) for camera, _, holder, valid, acquired, expires in leases
+                if holder == self.instance and camera in cameras]
         windows: dict[str, list[tuple[float, float]]] = {}
-        for camera, start, end in [*found, *cur.fetchall()]:
+        for camera, start, end in [*mine, *ended]:
             windows.setdefault(camera, []).append((float(start) * 1e9, float("inf") if end is None else float(end) * 1e9))
         return windows
 

@@ -284,6 +284,16 @@ class FleetStore:
 
         return bool(self.tx(move, lock_key=REBALANCE_LOCK_KEY))
 
+    def rooms(self, names: list[str]) -> dict[str, int]:
+        """name -> how many more cameras each of these instances may claim: its capacity less its valid leases."""
+        def read(cur) -> dict[str, int]:
+            cur.execute("SELECT i.name, i.capacity - count(l.camera_id) FROM fleet_instances i "
+                        "LEFT JOIN fleet_leases l ON l.instance = i.name AND l.expires_at > now() "
+                        "WHERE i.name = ANY(%s) GROUP BY i.name", (names,))
+            return dict(cur.fetchall())
+
+        return self.tx(read)
+
     def prune(self, batch: int = 10000) -> int:
         """Delete up to `batch` handoffs and instances older than HISTORY_DAYS; how many went. Rows another
         transaction holds are skipped (left for a later prune), so this never waits on one."""

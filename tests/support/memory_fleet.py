@@ -70,6 +70,11 @@ class MemoryFleet:
                 out.append(Claimed(camera, self.tokens, "takeover" if expired else "free"))
         return out
 
+    def rooms(self, names):
+        capacities = {member[0]: member[3] for member in [self.member, *self.others]}
+        return {name: capacities[name] - sum(holder == name for holder, _, _ in self.leases.values())
+                for name in names if name in capacities}
+
     def move_one(self, *args):
         return False
 

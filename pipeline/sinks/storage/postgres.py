@@ -17,7 +17,7 @@ import time
 
 from pipeline.config.outputs import PostgresStorage
 from pipeline.errors import SinkError, first_line
-from pipeline.sinks.storage.rows import MergedRows
+from pipeline.sinks.storage.rows import MergedRows, fold
 from pipeline.masking import mask_url
 from pipeline.sinks.storage.schema import DETECTION_COLUMNS, TRACK_BOX_COLUMNS, create_or_upgrade, statements
 from pipeline.sinks.storage.writer import UNSENDABLE, RowsRefused, StorageSink, StorageUnavailable
@@ -159,7 +159,7 @@ class PostgresBackend:
                 if cur.rowcount == 0:  # an earlier attempt committed it; its answer was lost with the connection
                     found.append(True)
                     return
-            self._insert(cur, rows if fence is None else fence.filter(cur, rows))
+            self._insert(cur, fold(rows if fence is None else fence.filter(cur, rows)))
 
         self._run(work, f"{len(rows.detections) + len(rows.track_boxes)} rows")
         if prune:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -100,30 +100,36 @@ def run_row(run: Run, ended_ns: int | None = None) -> tuple:
 
 
 def merge(frames: list[FrameRows], urls: dict[str, str | None]) -> MergedRows:
-    """Concatenate detections; fold tracks per (run, stream, track) and streams per stream.
-
-    Folding first keeps one upsert per track per transaction, so `frames` adds up correctly.
-    `urls` maps stream ids to their already masked url (None when unknown).
-    """
+    """Concatenate the frames' rows, with each frame's part of its tracks and of its stream as rows of their own:
+    fencing judges each by its frame's capture time (a batch may span the end of a camera's lease), and `fold`
+    then makes them one upsert per track and per stream. `urls` maps stream ids to their already masked url
+    (None when unknown)."""
     out = MergedRows(frames=len(frames))
-    tracks: dict[tuple[str, str, int], list[int]] = {}
-    seen: dict[str, list[int]] = {}
     for rows in frames:
         out.detections.extend(rows.detections)
         out.track_boxes.extend(rows.track_boxes)
-        span = seen.setdefault(rows.stream_id, [rows.wall_ns, rows.wall_ns])
-        span[0], span[1] = min(span[0], rows.wall_ns), max(span[1], rows.wall_ns)
-        for track_id, (cls, first, last, count, wall) in rows.tracks.items():
-            key = (rows.run_id, rows.stream_id, track_id)
-            acc = tracks.get(key)
-            if acc is None:
-                tracks[key] = [cls, first, last, count, wall]
-                continue
-            if last >= acc[2]:
-                acc[0] = cls
-            acc[1], acc[2] = min(acc[1], first), max(acc[2], last)
-            acc[3] += count
-            acc[4] = max(acc[4], wall)
-    out.tracks = [(*key, *acc) for key, acc in tracks.items()]
-    out.streams = [(sid, urls.get(sid), first, last) for sid, (first, last) in seen.items()]
+        out.streams.append((rows.stream_id, urls.get(rows.stream_id), rows.wall_ns, rows.wall_ns))
+        out.tracks.extend((rows.run_id, rows.stream_id, track_id, *acc) for track_id, acc in rows.tracks.items())
     return out
+
+
+def fold(rows: MergedRows) -> MergedRows:
+    """`rows` with its tracks folded per (run, stream, track) and its streams per stream: one upsert each per
+    transaction, so `frames` adds up correctly. Folding folded rows changes nothing."""
+    tracks: dict[tuple[str, str, int], list[int]] = {}
+    for run_id, stream_id, track_id, cls, first, last, count, wall in rows.tracks:
+        acc = tracks.get((run_id, stream_id, track_id))
+        if acc is None:
+            tracks[(run_id, stream_id, track_id)] = [cls, first, last, count, wall]
+            continue
+        if last >= acc[2]:
+            acc[0] = cls
+        acc[1], acc[2] = min(acc[1], first), max(acc[2], last)
+        acc[3] += count
+        acc[4] = max(acc[4], wall)
+    seen: dict[str, list] = {}
+    for stream_id, url, first, last in rows.streams:
+        span = seen.setdefault(stream_id, [url, first, last])
+        span[1], span[2] = min(span[1], first), max(span[2], last)
+    return replace(rows, tracks=[(*key, *acc) for key, acc in tracks.items()],
+                   streams=[(stream_id, *span) for stream_id, span in seen.items()])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pipeline.config.outputs import SqliteStorage
 from pipeline.errors import SinkError
-from pipeline.sinks.storage.rows import MergedRows
+from pipeline.sinks.storage.rows import MergedRows, fold
 from pipeline.sinks.storage.schema import create_or_upgrade, statements
 from pipeline.sinks.storage.writer import UNSENDABLE, RowsRefused, StorageSink, StorageUnavailable
 from pipeline.types import Run
@@ -62,7 +62,7 @@ class SqliteBackend:
         self._conn = conn
 
     def write(self, rows: MergedRows) -> None:
-        conn = self._require()
+        conn, rows = self._require(), fold(rows)
         try:
             with _transaction(conn):
                 conn.executemany(self._sql.insert_detection, rows.detections)

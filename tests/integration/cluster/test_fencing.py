@@ -13,7 +13,7 @@ import pytest
 from pipeline.cluster.fencing import Fence, LeaseBook
 from pipeline.cluster.store import FleetStore
 from pipeline.sinks.storage.postgres import PostgresBackend
-from pipeline.sinks.storage.rows import MergedRows
+from pipeline.sinks.storage.rows import FrameRows, MergedRows, merge
 from pipeline.sinks.storage.writer import StorageUnavailable
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 from tests.support.waiting import wait_until
@@ -114,6 +114,25 @@ def test_rows_captured_before_their_camera_was_deleted_are_stored_and_those_afte
     handoffs = fleet.state()["handoffs"]
     assert [(h["reason"], h["from_token"], h["to_instance"]) for h in handoffs] == [("removed", claim.token, None)]
     assert not fleet.delete_camera("cam-9")
+    backend.close()
+
+
+def test_a_track_seen_before_and_after_its_camera_was_deleted_keeps_what_it_had_before(fleet, postgres_dsn):
+    """The holder runs a deleted camera until its next heartbeat, so a storage batch spans the deletion: what its
+    frames before it add to their tracks and to the stream is stored with their detections, the rest refused."""
+    fence, backend, _ = _holding_cam_1(fleet, postgres_dsn)
+    before = time.time_ns()
+    assert fleet.delete_camera("cam-1")
+    after = time.time_ns() + S
+    frames = [FrameRows("run-x", "cam-1", wall, [detection("cam-1", wall)], [], {7: [0, pts, pts, 1, wall]})
+              for pts, wall in ((10, before), (20, after))]
+    backend.write(merge(frames, {}))
+    assert stored(postgres_dsn) == [("cam-1", before)]
+    with psycopg.connect(postgres_dsn) as conn:
+        assert conn.execute("SELECT track_id, frames, last_pts_ns, last_wall_ns FROM tracks").fetchall() == [
+            (7, 1, 10, before)]
+        assert conn.execute("SELECT stream_id, first_seen_ns, last_seen_ns FROM streams").fetchall() == [
+            ("cam-1", before, before)]
     backend.close()
 
 
@@ -227,6 +246,46 @@ def test_a_renewal_and_a_storage_write_of_one_instance_at_once_do_not_deadlock(f
     other = psycopg.connect(postgres_dsn)  # a third session briefly holds cam-1's row, so the two meet mid-way
     try:
         other.execute("SELECT 1 FROM fleet_leases WHERE camera_id = 'cam-1' FOR SHARE")
+        renewal = threading.Thread(target=attempt, args=("renew", lambda: renewals.renew("x", sorted(tokens), 30.0)))
+        renewal.start()
+        assert wait_until(lambda: lock_waits(postgres_dsn) == 1, timeout=10)
+        rows = MergedRows(detections=[detection("cam-1", time.time_ns()), detection("cam-2", time.time_ns())])
+        write = threading.Thread(target=attempt, args=("write", lambda: backend.write(rows)))
+        write.start()
+        assert wait_until(lambda: lock_waits(postgres_dsn) == 2 or "write" in outcomes, timeout=10)
+    finally:
+        other.rollback()
+        other.close()
+    renewal.join(30)
+    write.join(30)
+    backend.close()
+    renewals.close()
+    assert outcomes == {"renew": tokens, "write": None}
+    assert [camera for camera, _ in stored(postgres_dsn)] == ["cam-1", "cam-2"]
+
+
+def test_a_renewal_and_a_write_with_rows_of_no_known_token_at_once_do_not_deadlock(fleet, postgres_dsn):
+    """A row this process knows no token for (an event of its earlier process, replayed from its outbox) is vouched
+    for by this instance's leases of its camera: those rows must be locked in camera order together with the
+    rows of the known tokens, or the write meets the renewal (camera order) mid-way and the database aborts one."""
+    book = LeaseBook()
+    backend = PostgresBackend(postgres_dsn, fence=Fence(book, "x", 30.0))
+    backend.connect()
+    claims = [claim for camera in ("cam-1", "cam-2") for claim in fleet.claim("x", [camera], 1, 30.0, expired=False)]
+    book.took("cam-2", claims[1].token, time.time_ns() - S)  # cam-1's token is not in this process's book
+    tokens = {claim.token for claim in claims}
+    renewals = FleetStore(postgres_dsn)
+    outcomes: dict[str, object] = {}
+
+    def attempt(name, call):
+        try:
+            outcomes[name] = call()
+        except Exception as exc:  # noqa: BLE001 - what the test reports
+            outcomes[name] = exc
+
+    other = psycopg.connect(postgres_dsn)  # holds cam-2's row: the renewal waits there, holding cam-1's
+    try:
+        other.execute("SELECT 1 FROM fleet_leases WHERE camera_id = 'cam-2' FOR SHARE")
         renewal = threading.Thread(target=attempt, args=("renew", lambda: renewals.renew("x", sorted(tokens), 30.0)))
         renewal.start()
         assert wait_until(lambda: lock_waits(postgres_dsn) == 1, timeout=10)

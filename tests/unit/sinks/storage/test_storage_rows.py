@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.sinks.storage.rows import event_row, frame_rows, merge
+from pipeline.sinks.storage.rows import event_row, fold, frame_rows, merge
 from pipeline.sinks.storage.schema import DETECTION_COLUMNS, EVENT_COLUMNS, TRACK_BOX_COLUMNS, statements
 from pipeline.sinks.storage.views import VIEWS
 from pipeline.types import Detections, Frame, FrameResult, Moment
@@ -55,12 +55,12 @@ def test_track_box_rows_are_the_trackers_boxes_with_the_coasting_ones_marked():
 def test_an_events_only_sink_stores_no_rows_per_frame_but_still_sees_the_stream():
     rows = frame_rows(result(3, [7], [0], coasting=[9]), ["person"], "events")
     assert (rows.detections, rows.track_boxes, rows.tracks) == ([], [], {})
-    assert merge([rows], {}).streams == [("cam-1", None, 1_003, 1_003)]
+    assert fold(merge([rows], {})).streams == [("cam-1", None, 1_003, 1_003)]
 
 
 def test_merge_folds_one_track_across_frames_into_one_upsert():
     frames = [frame_rows(result(s, [4], [0 if s < 2 else 2]), ["a", "b", "c"], "detections") for s in range(3)]
-    merged = merge(frames, {"cam-1": "rtsp://***@cam"})
+    merged = fold(merge(frames, {"cam-1": "rtsp://***@cam"}))
     assert merged.tracks == [("run-1", "cam-1", 4, 2, 0, 80_000_000, 3, 1_002)]
     assert merged.streams == [("cam-1", "rtsp://***@cam", 1_000, 1_002)]
     assert len(merged.detections) == 3 and merged.frames == 3
@@ -69,7 +69,7 @@ def test_merge_folds_one_track_across_frames_into_one_upsert():
 def test_the_same_track_id_in_two_runs_is_two_tracks():
     frames = [frame_rows(result(s, [4], [0], run_id=run), ["a"], "detections") for run in ("run-1", "run-2")
               for s in range(2)]
-    assert [t[:3] + t[6:7] for t in merge(frames, {}).tracks] == [("run-1", "cam-1", 4, 2), ("run-2", "cam-1", 4, 2)]
+    assert [t[:3] + t[6:7] for t in fold(merge(frames, {})).tracks] == [("run-1", "cam-1", 4, 2), ("run-2", "cam-1", 4, 2)]
 
 
 def test_event_rows_carry_the_events_run_and_capture_time_and_a_json_payload():
