@@ -99,6 +99,7 @@ def _refused(error: dict, args: argparse.Namespace) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     config = _detector_config(args)
+    _writable(args.out)
     detector = Detector(config, max_batch=args.batch)
     ids = CocoIds(args.coco_annotations, detector.class_names) if args.coco_annotations else None
     results: list[dict] = []
@@ -113,13 +114,25 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         detector.close()
     elapsed = time.perf_counter() - started
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results))
+    try:
+        args.out.write_text(json.dumps(results))
+    except OSError as exc:
+        raise ConfigError(f"--out {args.out}: cannot be written ({exc.strerror}); give a writable path") from exc
     print(
         f"detect: {images} images, {len(results)} detections, {images / max(elapsed, 1e-9):.1f} img/s "
         f"({detector.engine_reason}) -> {args.out}"
     )
     return 0
+
+
+def _writable(out: Path) -> None:
+    """ConfigError naming --out when results cannot be written there: found before detecting, not after."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give the path of the JSON file to write")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: its folder cannot be made ({exc.strerror}); give a writable path") from exc
 
 
 class CocoIds:

@@ -108,3 +108,14 @@ def test_an_fps_cap_that_is_no_rate_is_refused_not_ignored(tmp_path, capsys, val
     with pytest.raises(SystemExit) as exit_:
         detect_command(argv)
     assert exit_.value.code == 2 and "--fps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["folder", "file/r.json"])
+def test_an_out_path_that_cannot_be_written_is_refused_before_detecting(tmp_path, capsys, out):
+    """Before, the whole input was detected and then a traceback lost every result."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("")
+    image = _write_png(tmp_path / "a.png", np.zeros((48, 64, 3), np.uint8))
+    assert detect_command([*_base(), "--out", str(tmp_path / out), str(image)]) == 2
+    assert f"detect: --out {tmp_path / out}" in capsys.readouterr().err
+
