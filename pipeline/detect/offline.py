@@ -194,11 +194,14 @@ def _frames(inputs: list[Path], fps: float | None = None) -> Iterator[tuple[str,
     number = 0
     for path in inputs:
         if not path.is_file():
-            raise SourceError(f"input '{path}' does not exist; give image or video files")
+            missing = "is a folder" if path.is_dir() else "does not exist"
+            raise SourceError(f"input '{path}' {missing}; give image or video files")
         image = path.suffix.lower() in IMAGE_SUFFIXES
         cap = FpsCap(None if image else fps)
         try:
             with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise SourceError(f"input '{path}' has no video; give jpg/png images or video files")
                 stream = container.streams.video[0]
                 for index, frame in enumerate(container.decode(stream)):
                     if cap.keep(_pts_ns(frame, index, stream.average_rate)):
