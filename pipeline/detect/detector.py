@@ -26,8 +26,8 @@ from pipeline.config.resolve import DetectorPlan, detector_plan
 from pipeline.detect import heads, nms, preprocess
 from pipeline.detect.chunks import in_chunks
 from pipeline.detect.engines import build_engine, read_model
-from pipeline.detect.names import class_filter, resolve_names
-from pipeline.detect.recognize import class_count, detect_head, input_size
+from pipeline.detect.names import class_filter
+from pipeline.detect.recognize import class_names, detect_head, input_size
 from pipeline.errors import EngineError
 from pipeline.types import Detections, Frame, FrameBatch
 
@@ -52,7 +52,7 @@ class Detector:
         self.signature = signature
         self.head = detect_head(signature, metadata, config.head)
         self.input_size = input_size(signature, config, metadata)
-        self.class_names, names_source = resolve_names(metadata, config.class_names, class_count(signature, self.head))
+        self.class_names, names_source = class_names(signature, self.head, metadata, config.class_names)
         self._class_filter = class_filter(config.classes, self.class_names)
         self.spec = _preprocess_spec(self.head, self.input_size, config)
         self.engine = build_engine(config, self.plan)

@@ -99,6 +99,7 @@ def _refused(error: dict, args: argparse.Namespace) -> str:
 
 def _run(args: argparse.Namespace) -> int:
     config = _detector_config(args)
+    _writable(args.out)
     detector = Detector(config, max_batch=args.batch)
     ids = CocoIds(args.coco_annotations, detector.class_names) if args.coco_annotations else None
     results: list[dict] = []
@@ -113,13 +114,25 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         detector.close()
     elapsed = time.perf_counter() - started
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results))
+    try:
+        args.out.write_text(json.dumps(results))
+    except OSError as exc:
+        raise ConfigError(f"--out {args.out}: cannot be written ({exc.strerror}); give a writable path") from exc
     print(
         f"detect: {images} images, {len(results)} detections, {images / max(elapsed, 1e-9):.1f} img/s "
         f"({detector.engine_reason}) -> {args.out}"
     )
     return 0
+
+
+def _writable(out: Path) -> None:
+    """ConfigError naming --out when results cannot be written there: found before detecting, not after."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give the path of the JSON file to write")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: its folder cannot be made ({exc.strerror}); give a writable path") from exc
 
 
 class CocoIds:
@@ -181,11 +194,14 @@ def _frames(inputs: list[Path], fps: float | None = None) -> Iterator[tuple[str,
     number = 0
     for path in inputs:
         if not path.is_file():
-            raise SourceError(f"input '{path}' does not exist; give image or video files")
+            missing = "is a folder" if path.is_dir() else "does not exist"
+            raise SourceError(f"input '{path}' {missing}; give image or video files")
         image = path.suffix.lower() in IMAGE_SUFFIXES
         cap = FpsCap(None if image else fps)
         try:
             with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise SourceError(f"input '{path}' has no video; give jpg/png images or video files")
                 stream = container.streams.video[0]
                 for index, frame in enumerate(container.decode(stream)):
                     if cap.keep(_pts_ns(frame, index, stream.average_rate)):

@@ -7,13 +7,17 @@ symbolic ('batch', 'anchors'). A `detector.head` or `detector.input_size` in the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from pipeline.config.models import DetectorConfig
 from pipeline.detect.heads import HEADS, STRIDES, ModelSignature, grid_points
-from pipeline.detect.names import metadata_value, names_from_metadata
+from pipeline.detect.names import metadata_value, names_from_metadata, resolve_names
 from pipeline.errors import ConfigError
 
 DETECTION_ONLY = "streamweave runs detection models only; export the detection variant (task 'detect')"
+TRANSPOSED = ("an Ultralytics output transposed to [batch, anchors, 4 + classes], with no objectness column; "
+              "streamweave reads Ultralytics' own layout [batch, 4 + classes, anchors]: export the model without the "
+              "transpose")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +101,9 @@ def _ultralytics_head(signature: ModelSignature, info: ExportInfo) -> str:
     shape = signature.outputs[0].shape
     channels = 4 + info.classes if info.classes else None
     if len(shape) == 3 and channels and isinstance(shape[1], int) and shape[1] != channels:
+        if shape[2] == channels:
+            raise ConfigError(f"the output {signature.outputs[0].name}{list(shape)} has 4 + {info.classes} columns: "
+                              f"{TRANSPOSED}")
         raise ConfigError(
             f"the output {signature.outputs[0].name}{list(shape)} has {shape[1]} channels, not 4 + {info.classes} "
             f"classes (a pose or OBB export, or an RT-DETR from an Ultralytics version before 8.4?); {DETECTION_ONLY}"
@@ -143,6 +150,23 @@ def class_count(signature: ModelSignature, head: str) -> int | None:
         return None
     channels, box = {"ultralytics": (shape[1], 4), "yolov5": (shape[2], 5), "yolox": (shape[2], 5)}.get(head, (None, 0))
     return channels - box if isinstance(channels, int) and channels > box else None
+
+
+def class_names(signature: ModelSignature, head: str, metadata: dict[str, str],
+                configured: list[str] | Path | None) -> tuple[list[str], str]:
+    """`names.resolve_names`, one name per class of the output. A YOLOX-shaped output [B, N, C] (one row per anchor
+    point) whose C is 4 + the names, not 5 + them, is refused as a transposed Ultralytics output: the shape alone
+    cannot tell the two apart, and read as YOLOX its first class would be taken for objectness."""
+    classes = class_count(signature, head)
+    if head == "yolox" and classes is not None:
+        names, source = resolve_names(metadata, configured)
+        if len(names) == classes + 1:
+            output = signature.outputs[0]
+            raise ConfigError(f"the output {output.name}{list(output.shape)} has one row per anchor point, as YOLOX's "
+                              f"[batch, anchors, 5 + classes], but its {classes + 5} columns are 4 + one per class "
+                              f"({source}: {len(names)} names): {TRANSPOSED} (a YOLOX of {classes} classes: "
+                              f"set detector.class_names to its {classes} names)")
+    return resolve_names(metadata, configured, classes)
 
 
 def _fixed_wh(signature: ModelSignature) -> tuple[int, int] | None:

@@ -22,8 +22,8 @@ from pipeline.config.fields import KeyPathError, key_path
 from pipeline.config.models import DetectorConfig, PipelineConfig, StreamConfig
 from pipeline.config.outputs import uses_outbox
 from pipeline.detect.engines import read_model
-from pipeline.detect.names import names_from_config, resolve_names
-from pipeline.detect.recognize import class_count, detect_head, input_size
+from pipeline.detect.names import names_from_config
+from pipeline.detect.recognize import class_names, detect_head, input_size
 from pipeline.errors import ConfigError, EngineError
 
 
@@ -65,7 +65,7 @@ def model_problems(detector: DetectorConfig, engine: str, problems: list[KeyPath
     except ConfigError as exc:
         problems.append(KeyPathError(("detector", "input_size"), str(exc)))
     try:
-        names, source = resolve_names(metadata, detector.class_names, class_count(signature, head))
+        names, source = class_names(signature, head, metadata, detector.class_names)
         configured = names_from_config(detector.class_names)  # a file given is read even when the model names its classes
     except ConfigError as exc:
         problems.append(KeyPathError(("detector", "class_names"), str(exc)))

@@ -56,7 +56,6 @@ class TensorRTEngine:
         import tensorrt as trt  # noqa: PLC0415 - optional, see module docstring
 
         self._trt = trt
-        self.max_batch = max_batch
         self.model_path = Path(model_path).expanduser()
         if not self.model_path.is_file():
             raise EngineError(f"model file '{self.model_path}' does not exist; set detector.model to an ONNX file")
@@ -66,6 +65,7 @@ class TensorRTEngine:
             props = cupy.cuda.runtime.getDeviceProperties(config.device)
         gpu_name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
         self.bindings = _bindings(self.model_path, config, max_batch, opt_batch)
+        self.max_batch = self.bindings.fixed_batch or max_batch  # a static export runs every batch at its own
         input_name, chw = self.bindings.image_input, self.bindings.profiles[0].opt[1:]
         if config.precision == "int8" and len(self.bindings.profiles) > 1:
             raise EngineError(f"int8 calibration feeds the image input only, and '{self.model_path}' has "
@@ -92,10 +92,10 @@ class TensorRTEngine:
         self._buffers: dict[str, Any] = {}
         # Buffers hold a full max_batch: their shapes as TensorRT infers them with every input at max_batch
         # (the engine reports -1 for dynamic dimensions, spatial ones included when the ONNX has them).
-        self._set_input_shapes(max_batch)
+        self._set_input_shapes(self.max_batch)
         self._buffer_shapes = {name: tuple(self.context.get_tensor_shape(name)) for name in self._io}
         try:
-            trt_bindings.check_outputs(self.bindings, self._buffer_shapes, max_batch)
+            trt_bindings.check_outputs(self.bindings, self._buffer_shapes, self.max_batch)
         except ValueError as exc:
             raise EngineError(f"'{self.model_path}': {exc}") from exc
         log.info("tensorrt engine %s (%s, %s)", self.paths.engine, "built" if self.built else "cached", self.key.describe())
@@ -144,8 +144,9 @@ class TensorRTEngine:
 
     def rows_for(self, rows: int) -> int:
         """The batch size a batch of `rows` rows runs at: rounded up to a power of two (or max_batch), so
-        post-processing sees few shapes; the rows above `rows` are padding."""
-        return bucket_for(rows, batch_buckets(self.max_batch))
+        post-processing sees few shapes, or a static export's batch; the rows above `rows` are padding."""
+        fixed = self.bindings.fixed_batch
+        return bucket_for(rows, [fixed] if fixed else batch_buckets(self.max_batch))
 
     def input_buffer(self, rows: int, name: str | None = None):
         """A (rows, C, H, W) CuPy view of the engine's own input, to write into in place."""
@@ -174,7 +175,7 @@ class TensorRTEngine:
             raise EngineError(f"tensorrt: batch of {rows} exceeds the engine's max_batch {self.max_batch}")
         trt = self._trt
         outputs = {}
-        self._set_input_shapes(rows)
+        self._set_input_shapes(self.bindings.fixed_batch or rows)
         with self.stream:
             for name, (_, dtype) in self._io.items():
                 target = self._buffer(name, rows)

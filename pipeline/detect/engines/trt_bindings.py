@@ -24,18 +24,21 @@ Shape = tuple[int | None, ...]
 @dataclass(frozen=True)
 class Bindings:
     """image_input: the name of the image input. profiles: one per input, image first. outputs: name -> shape,
-    None for the batch and for dims the head leaves free (K of a top-K head whose file does not fix it)."""
+    None for the batch and for dims the head leaves free (K of a top-K head whose file does not fix it).
+    fixed_batch: the batch of a static export (every batch runs at it), None for a dynamic one."""
 
     image_input: str
     profiles: tuple[Profile, ...]
     outputs: dict[str, Shape]
+    fixed_batch: int | None = None
 
 
 def plan_bindings(signature: ModelSignature, head: str, input_wh: tuple[int, int], classes: int | None,
                   max_batch: int, opt_batch: int | None = None) -> Bindings:
     """Profiles for every input and the expected output shapes. input_wh: the model input (w, h) the detector
     resolved (a dynamic file's comes from the config or its `imgsz`); classes: how many, when known.
-    ValueError names the tensor whose dims cannot be planned or contradict the head."""
+    ValueError names the tensor whose dims cannot be planned or contradict the head. A static batch k is the
+    profile's min, opt and max: TensorRT refuses a profile that differs from a static dim."""
     if not signature.inputs:
         raise ValueError("the model has no inputs")
     width, height = input_wh
@@ -43,17 +46,24 @@ def plan_bindings(signature: ModelSignature, head: str, input_wh: tuple[int, int
     if image is None:
         raise ValueError(f"no image input [batch, channels, height, width] among {_describe(signature.inputs)}")
     channels = image.shape[1] if _fixed(image.shape[1]) else 3
-    profiles = [profile_for(image.name, (channels, height, width), max_batch, opt_batch)]
+    fixed_batch = image.shape[0] if _fixed(image.shape[0]) else None
+    profiles = [_profile(image.name, (channels, height, width), max_batch, opt_batch, fixed_batch)]
     for extra in signature.inputs:
         if extra is image:
             continue
         if not all(_fixed(d) for d in extra.shape[1:]):
             raise ValueError(f"input '{extra.name}' {list(extra.shape)} has dynamic dims besides the batch; "
                              "export it with fixed ones")
-        profiles.append(profile_for(extra.name, tuple(extra.shape[1:]), max_batch, opt_batch))
+        profiles.append(_profile(extra.name, tuple(extra.shape[1:]), max_batch, opt_batch, fixed_batch))
     implied = _implied_outputs(signature, head, (width, height), classes)
     outputs = {o.name: _merge(o.name, o.shape, implied.get(o.name)) for o in signature.outputs}
-    return Bindings(image.name, tuple(profiles), outputs)
+    return Bindings(image.name, tuple(profiles), outputs, fixed_batch)
+
+
+def _profile(name: str, dims: tuple, max_batch: int, opt_batch: int | None, fixed_batch: int | None) -> Profile:
+    if fixed_batch:
+        return Profile(name, (fixed_batch, *dims), (fixed_batch, *dims), (fixed_batch, *dims))
+    return profile_for(name, dims, max_batch, opt_batch)
 
 
 def _implied_outputs(signature: ModelSignature, head: str, input_wh: tuple[int, int], classes: int | None) -> dict:

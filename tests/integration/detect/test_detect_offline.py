@@ -108,3 +108,27 @@ def test_an_fps_cap_that_is_no_rate_is_refused_not_ignored(tmp_path, capsys, val
     with pytest.raises(SystemExit) as exit_:
         detect_command(argv)
     assert exit_.value.code == 2 and "--fps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("out", ["folder", "file/r.json"])
+def test_an_out_path_that_cannot_be_written_is_refused_before_detecting(tmp_path, capsys, out):
+    """Before, the whole input was detected and then a traceback lost every result."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("")
+    image = _write_png(tmp_path / "a.png", np.zeros((48, 64, 3), np.uint8))
+    assert detect_command([*_base(), "--out", str(tmp_path / out), str(image)]) == 2
+    assert f"detect: --out {tmp_path / out}" in capsys.readouterr().err
+
+
+def test_an_input_that_is_no_picture_is_reported_naming_it_not_raised(tmp_path, capsys):
+    sound = tmp_path / "sound.wav"
+    with av.open(str(sound), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    assert detect_command([*_base(), "--out", str(tmp_path / "r.json"), str(sound)]) == 2
+    assert f"input '{sound}' has no video" in capsys.readouterr().err
+    assert detect_command([*_base(), "--out", str(tmp_path / "r.json"), str(tmp_path)]) == 2
+    assert f"input '{tmp_path}' is a folder" in capsys.readouterr().err

@@ -158,3 +158,24 @@ def test_a_dynamic_input_size_the_model_strides_do_not_divide_is_refused(tmp_pat
     with pytest.raises(ConfigError, match=r"multiples of 64.*\[704, 384\]"):
         input_size(signature, _config(tmp_path, input_size=(641, 384)), _meta(stride="64"))
     assert input_size(signature, _config(tmp_path, input_size=(640, 384)), {}) == (640, 384)
+
+
+@pytest.mark.parametrize("class_names", [None, [f"c{i}" for i in range(80)]])
+def test_an_ultralytics_output_transposed_to_anchors_first_is_named_not_read_as_a_yolox(tmp_path, class_names):
+    """[1, 21, 84] at 32x32 (as [1, 8400, 84] at 640): one row per anchor point like YOLOX, but 4 + 80 columns.
+    Before, the error said to name 79 classes, and a user who did got boxes decoded with a class read as objectness."""
+    from pipeline.config.models import PipelineConfig
+    from pipeline.detect.detector import Detector
+    from pipeline.runtime import preflight
+
+    detector = DetectorConfig(model=_yolox_file(tmp_path / "m.onnx", 79), engine="onnxruntime", class_names=class_names)
+    said = r"output0\[1, 21, 84\] .* 4 \+ one per class \(.*: 80 names\): .* transposed .* \[batch, 4 \+ classes, anc"
+    with pytest.raises(ConfigError, match=said):
+        Detector(detector)
+    problems = preflight.check(PipelineConfig(detector=detector))
+    assert len(problems) == 1 and "transposed" in problems[0].message
+
+
+def test_a_transposed_ultralytics_export_with_its_metadata_is_named_not_called_a_pose_export():
+    with pytest.raises(ConfigError, match=r"output0\[1, 21, 84\] .* transposed"):
+        detect_head(_sig((1, 3, 32, 32), ("output0", (1, 21, 84))), _meta(imgsz="[32, 32]"))

@@ -47,8 +47,8 @@ def test_symbolic_dims_are_filled_from_what_the_head_implies(case):
     assert bindings.image_input == sig.inputs[0].name
     assert bindings.outputs == expected
     image = bindings.profiles[0]
-    assert (image.min, image.opt, image.max) == ((1, 3, size[1], size[0]), (32, 3, size[1], size[0]),
-                                                 (64, 3, size[1], size[0]))
+    batches = (1, 32, 64) if bindings.fixed_batch is None else (1, 1, 1)  # a static export's batch is its own
+    assert (image.min, image.opt, image.max) == tuple((b, 3, size[1], size[0]) for b in batches)
 
 
 def test_deims_second_input_gets_its_own_profile():
@@ -66,6 +66,16 @@ def test_a_fixed_dim_that_contradicts_the_head_is_refused_naming_the_output(head
     sig = CASES["ultralytics static"][0]
     with pytest.raises(ValueError, match=f"output 'output0' .*{match}"):
         plan_bindings(sig, head, size, classes, max_batch=8)
+
+
+def test_a_static_batch_export_gets_a_profile_of_its_own_batch_only():
+    """TensorRT refuses a profile whose batch differs from a static one ("kOPT dimensions in profile 0 are
+    [8,3,320,320] but input has static dimensions [1,3,320,320]"): Ultralytics' default export failed to build."""
+    sig = signature([("images", (4, 3, 320, 320)), ("orig_target_sizes", (4, 2))], [("output0", (4, 84, 2100))])
+    bindings = plan_bindings(sig, "ultralytics", (320, 320), 80, max_batch=8, opt_batch=2)
+    assert bindings.fixed_batch == 4
+    assert [(p.min[0], p.opt[0], p.max[0]) for p in bindings.profiles] == [(4, 4, 4), (4, 4, 4)]
+    assert plan_bindings(*CASES["ultralytics dynamic, not simplified"][0:4], max_batch=8).fixed_batch is None
 
 
 def test_an_extra_input_with_dynamic_dims_cannot_be_planned():
