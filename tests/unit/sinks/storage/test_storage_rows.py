@@ -69,7 +69,8 @@ def test_merge_folds_one_track_across_frames_into_one_upsert():
 def test_the_same_track_id_in_two_runs_is_two_tracks():
     frames = [frame_rows(result(s, [4], [0], run_id=run), ["a"], "detections") for run in ("run-1", "run-2")
               for s in range(2)]
-    assert [t[:3] + t[6:7] for t in fold(merge(frames, {})).tracks] == [("run-1", "cam-1", 4, 2), ("run-2", "cam-1", 4, 2)]
+    folded = fold(merge(frames, {})).tracks
+    assert [t[:3] + t[6:7] for t in folded] == [("run-1", "cam-1", 4, 2), ("run-2", "cam-1", 4, 2)]
 
 
 def test_event_rows_carry_the_events_run_and_capture_time_and_a_json_payload():
