@@ -12,9 +12,7 @@ recorder reports back.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from fractions import Fraction
@@ -26,6 +24,7 @@ import numpy as np
 
 from pipeline.config.models import AlertRule
 from pipeline.config.outputs import MediaOutput
+from pipeline.files import write_atomic
 from pipeline.sinks.base import BaseSink, ClipRecorder
 from pipeline.sinks.media_retention import MediaRetention
 from pipeline.types import Event, FrameResult, frame_to_rgb
@@ -73,18 +72,6 @@ def crop_box(xyxy: Sequence[float], width: int, height: int, margin: float = 0.1
     if right - left < 2 or bottom - top < 2:
         return None
     return left, top, right, bottom
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
-    try:
-        partial.write_bytes(data)
-        os.replace(partial, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            partial.unlink()  # a full disk keeps no half file
-        raise
 
 
 class MediaSink(BaseSink):
@@ -198,12 +185,12 @@ class MediaSink(BaseSink):
     def _snapshot(self, result: FrameResult, event: Event, paths: MediaPaths) -> None:
         try:
             rgb = frame_to_rgb(result.frame)
-            _write_atomic(paths.snapshot, encode_jpeg(rgb, self.jpeg_qscale))
+            write_atomic(paths.snapshot, encode_jpeg(rgb, self.jpeg_qscale))
             self._count("snapshots")
             box = self._object_box(result, event)
             if box is not None:
                 x0, y0, x1, y1 = box
-                _write_atomic(paths.crop, encode_jpeg(np.ascontiguousarray(rgb[y0:y1, x0:x1]), self.jpeg_qscale))
+                write_atomic(paths.crop, encode_jpeg(np.ascontiguousarray(rgb[y0:y1, x0:x1]), self.jpeg_qscale))
                 self._count("crops")
         except (OSError, av.error.FFmpegError, ValueError) as exc:  # this snapshot only: its clip and the frame's
             self._count("errors")  # other events go on

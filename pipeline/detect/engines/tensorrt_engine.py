@@ -30,6 +30,7 @@ from pipeline.detect.engines.onnxruntime import read_model_info
 from pipeline.detect.names import names_from_config, names_from_metadata
 from pipeline.detect.recognize import detect_head, input_size
 from pipeline.errors import ConfigError, EngineError
+from pipeline.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +128,10 @@ class TensorRTEngine:
         serialized = builder.build_serialized_network(network, build)
         if serialized is None:
             raise EngineError(f"TensorRT failed to build '{self.model_path}' ({self.key.describe()}); see the log above")
-        self.paths.engine.write_bytes(bytes(serialized))
-        self.paths.timing.write_bytes(bytes(timing.serialize()))
-        self.paths.meta.write_text(json.dumps({"key": self.key.digest(), "describe": self.key.describe()}))
+        # Whole files: instances sharing the cache folder (`run --gpus` on alike GPUs) build at once and read them.
+        write_atomic(self.paths.engine, bytes(serialized))
+        write_atomic(self.paths.timing, bytes(timing.serialize()))
+        write_atomic(self.paths.meta, json.dumps({"key": self.key.digest(), "describe": self.key.describe()}).encode())
 
     def _calibrator(self, images):
         cache = self.paths.calibration
@@ -222,7 +224,7 @@ def make_calibrator(trt, batches, batch_size: int, cache_path: Path):
             return cache_path.read_bytes() if cache_path.is_file() else None
 
         def write_calibration_cache(self, cache) -> None:
-            cache_path.write_bytes(bytes(cache))
+            write_atomic(cache_path, bytes(cache))
 
     return EntropyCalibrator()
 

@@ -171,7 +171,7 @@ def test_a_snapshot_that_cannot_be_written_costs_neither_its_clip_nor_the_frames
     first, second = event_at(1, track_id=1), event_at(2, track_id=2)
     blocked = media_paths(tmp_path, "cam-1", first.event_id).snapshot
     blocked.parent.mkdir(parents=True)
-    blocked.with_name(blocked.name + ".part").mkdir()  # the snapshot's file cannot be written
+    blocked.mkdir()  # the snapshot's file cannot be written: a folder holds its name
     sink.on_frame(result_for(np.zeros((32, 32, 3), np.uint8), [first, second]))
     assert len(recorder.requests) == 2 and media_paths(tmp_path, "cam-1", second.event_id).snapshot.exists()
     assert (sink.stats()["errors"], sink.stats()["snapshots"]) == (1, 1)
