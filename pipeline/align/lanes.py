@@ -78,7 +78,9 @@ class Lane:
         self.config = config
         self._max_wait_ns = round(config.max_wait_ms * _NS_PER_MS)
         self._max_age_ns = round(config.max_age_ms * _NS_PER_MS)
-        self._live_wait_ns = min(self._max_wait_ns, self._max_age_ns)  # sent before it is too old, not dropped
+        # A live frame's batch goes a quarter of max_age_ms before the frame would be too old: a consumer wakes a little
+        # after its deadline, and at the age itself `drop_aged` would take the frame first.
+        self._live_wait_ns = min(self._max_wait_ns, self._max_age_ns * 3 // 4)
 
     @property
     def name(self) -> str:
@@ -121,7 +123,7 @@ class Lane:
         """(ready now, deadline in ns when not ready yet). An empty lane is (False, None).
 
         Ready when `max_batch` frames wait, when the oldest waited `max_wait_ms` (a live frame: or
-        `max_age_ms`, if that is less), or when no stream of the lane can add a frame (each has ended
+        three quarters of `max_age_ms`, if that is less), or when no stream of the lane can add a frame (each has ended
         or has a full ring: flush the tail). A lane never waits for one particular stream, so a stalled
         camera delays no one.
         """
