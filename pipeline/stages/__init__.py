@@ -67,7 +67,7 @@ def _plugins(config: PipelineConfig, stream_id: str, running: list) -> list:
                 made.append(PythonStage(stage_config, stream_id))
             else:
                 running.remove(same)
-            wanted.append(same or made[-1])
+            wanted.append(same if same is not None else made[-1])
     except BaseException:
         discard(made, stream_id)
         raise

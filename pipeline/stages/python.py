@@ -17,7 +17,6 @@ goes on.
 """
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -38,7 +37,7 @@ class PythonStage:
     def __init__(self, config: StageConfig, stream_id: str):
         self.name, self.config = config.python, config
         factory = plugins.stage_factory(config.python)
-        options = copy.deepcopy(config.options)  # a list or dict in them is each stream's own
+        options = _own(config.options)
         try:
             self.target: Any = factory(stream_id, **options)
         except Exception as exc:  # noqa: BLE001 - the user's code: an option it refuses, a file or service it lacks
@@ -72,3 +71,14 @@ class PythonStage:
         close = getattr(self.target, "close", None)
         if close is not None:
             close()
+
+
+def _own(value: Any) -> Any:
+    """`value` with each dict, list, tuple and set in it copied: a collection in the options is each stream's own (one
+    that a stream's plugin appends to is not seen by the others), while any other object given in code (a queue, a
+    lock, a connection pool) is passed as it is, shared."""
+    if isinstance(value, dict):
+        return {key: _own(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return type(value)(_own(item) for item in value)
+    return value

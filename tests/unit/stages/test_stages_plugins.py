@@ -2,6 +2,8 @@
 running stream's stages changed while a plugin misbehaves."""
 from __future__ import annotations
 
+import queue
+
 import pytest
 
 from pipeline import plugins
@@ -23,13 +25,15 @@ class Yielding:
 
 
 class Remembering:
-    """Appends every frame's seq to the list it was given as an option."""
+    """Appends every frame's seq to the list it was given as an option, and (given one) to a queue made in code."""
 
-    def __init__(self, stream_id: str, seen: list):
-        self.seen = seen
+    def __init__(self, stream_id: str, seen: list, out: queue.Queue | None = None):
+        self.seen, self.out = seen, out
 
     def __call__(self, result):
         self.seen.append(result.frame.seq)
+        if self.out is not None:
+            self.out.put(result.frame.seq)
         return []
 
 
@@ -111,6 +115,16 @@ def test_each_stream_makes_its_plugin_with_options_of_its_own():
     cam1.process(tracked_frame(7, [], stream_id="cam-1"))
     assert cam1.target.seen == [7] and cam2.target.seen == []
     assert config.options == {"seen": []}  # the config as written, for the next stream and the next change
+
+
+def test_an_object_given_in_the_options_in_code_is_shared_by_every_streams_plugin_as_it_is():
+    out = queue.Queue()  # holds a lock: it cannot be copied, and is meant to collect from every stream
+    config = StageConfig(python="remembering", options={"seen": [], "out": out})
+    cam1, cam2 = PythonStage(config, "cam-1"), PythonStage(config, "cam-2")
+    cam1.process(tracked_frame(7, [], stream_id="cam-1"))
+    cam2.process(tracked_frame(8, [], stream_id="cam-2"))
+    assert cam1.target.out is out and cam2.target.out is out
+    assert [out.get_nowait(), out.get_nowait()] == [7, 8]
 
 
 def site(stages: list[dict], zone_right: int) -> PipelineConfig:
