@@ -64,7 +64,9 @@ class Coordinator(Following):
         self._clock = clock
         self._deadline = float("inf")
         self._renewal_sent = float("-inf")  # when the last renewal that succeeded was sent
-        self._changing = False  # the pipeline is being changed (`_apply`, or its zones: `_follow_analytics`)
+        # pipeline changes under way: `_apply` (the heartbeat's or the watchdog's) and the zones' `_follow_analytics`
+        # may overlap, so the first to end must not end the renewals the other still needs
+        self._changing = 0
         self._next_beat = self._next_prune = float("-inf")
         self._beats = 0
         self._unapplied = False  # the pipeline refused the last change of the cameras: each beat tries again
@@ -152,7 +154,7 @@ class Coordinator(Following):
         meanwhile (a lease lost to another instance is the heartbeat's to stop: until then, none moves it)."""
         with self._lock:
             sent = self._clock()
-            if not (self._changing and self.held and sent >= self._renewal_sent + self.config.heartbeat):
+            if not (self._changing > 0 and self.held and sent >= self._renewal_sent + self.config.heartbeat):
                 return
             tokens = [(camera, held.token) for camera, held in self.held.items()]
         try:
@@ -328,7 +330,8 @@ class Coordinator(Following):
         with self._applying:
             with self._lock:
                 streams = [held.config for _, held in sorted(self.held.items())]
-                self._unapplied = self._changing = True
+                self._unapplied = True
+                self._changing += 1
             try:
                 refused = self._set_streams(streams) or {}
                 with self._lock:
@@ -339,7 +342,7 @@ class Coordinator(Following):
                             self._let_go(camera, held.revision, f"this instance cannot run it: {why}")
             finally:
                 with self._lock:
-                    self._changing = False
+                    self._changing -= 1
 
     # -- what it shows -------------------------------------------------------------------------
     def stats(self) -> dict:

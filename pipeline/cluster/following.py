@@ -99,7 +99,7 @@ class Following:
             return
         version, doc, cameras = self.store.tx(_document_and_cameras)
         with self._lock:
-            self._changing = True  # it may wait for the pipeline (a reload holds it): the renewal thread renews
+            self._changing += 1  # it may wait for the pipeline (a reload holds it): the renewal thread renews
         try:
             change = self._set_analytics(doc, cameras)
         except PipelineError as exc:  # invalid here, or it needs a restart (a clip longer than the packets kept)
@@ -110,7 +110,7 @@ class Following:
                      change.summary())
         finally:
             with self._lock:
-                self._changing = False
+                self._changing -= 1
         self._analytics_version = version
 
     def _report(self, problems: dict[str, str]) -> None:

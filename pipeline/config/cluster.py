@@ -21,7 +21,8 @@ class ClusterConfig(Strict):
     lease_s: float = Field(10.0, ge=1, le=HOUR_S, description="a camera's lease lasts this long unless renewed: "
                            "shorter fails over sooner, longer rides out longer database hiccups")
     heartbeat_s: float | None = Field(None, gt=0, le=HOUR_S, description="how often leases are renewed and the "
-                                      "fleet looked at (default: lease_s / 4); must be below lease_s / 3")
+                                      "fleet looked at (default: lease_s / 4, the safe choice); must be below "
+                                      "lease_s / 3")
     headroom: float = Field(0.2, ge=0, le=0.9, description="share of capacity left free in normal assignment so "
                             "that the cameras of an instance that dies fit on the others")
     url: str | None = Field(None, min_length=1, max_length=1024, description="this instance's API as others "
@@ -29,11 +30,13 @@ class ClusterConfig(Strict):
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> "ClusterConfig":
-        # the renewal after a missed one is sent two heartbeats after the last: before the local stop at
-        # lease_s - heartbeat_s (`assignment.renew_deadline`)
+        # the renewal after a missed one is sent two heartbeats after the last and must be back before the local
+        # stop at lease_s - heartbeat_s (`assignment.renew_deadline`): a quarter leaves it a heartbeat
         if self.heartbeat_s is not None and self.heartbeat_s >= self.lease_s / 3:
             raise KeyPathError(("heartbeat_s",), f"{self.heartbeat_s:g} s must be below lease_s / 3 "
-                               f"({self.lease_s / 3:g} s): a lease must survive one missed heartbeat")
+                               f"({self.lease_s / 3:g} s): a lease must survive one missed heartbeat (just below a "
+                               "third, the renewal after it has almost no time for its database round trip); lower "
+                               "heartbeat_s or raise lease_s; the default is a quarter of the lease")
         return self
 
     @property

@@ -8,6 +8,7 @@ from pipeline.cluster.store import Claimed, FleetUnavailable
 from pipeline.config.cluster import ClusterConfig
 
 LEASE_S, HEARTBEAT_S = 3.0, 0.5
+CALLS_DOWN = ("heartbeat", "renew", "cameras", "members", "claim", "rooms")  # those that fail while `down`
 
 
 class MemoryFleet:
@@ -29,7 +30,7 @@ class MemoryFleet:
         return work(_Cursor(self))
 
     def __getattribute__(self, name):
-        if name in ("heartbeat", "renew", "cameras", "members", "claim") and object.__getattribute__(self, "down"):
+        if name in CALLS_DOWN and object.__getattribute__(self, "down"):
             raise FleetUnavailable("connection refused")
         return object.__getattribute__(self, name)
 
@@ -71,9 +72,10 @@ class MemoryFleet:
         return out
 
     def rooms(self, names):
-        capacities = {member[0]: member[3] for member in [self.member, *self.others]}
-        return {name: capacities[name] - sum(holder == name for holder, _, _ in self.leases.values())
-                for name in names if name in capacities}
+        """As the store's: capacity less the leases still valid (an expired one is anyone's to take over)."""
+        now, capacities = self.clock(), {member[0]: member[3] for member in [self.member, *self.others]}
+        valid = [holder for holder, _, expires in self.leases.values() if expires > now]
+        return {name: capacities[name] - valid.count(name) for name in names if name in capacities}
 
     def move_one(self, *args):
         return False

@@ -92,7 +92,8 @@ def test_heartbeat_defaults_to_a_quarter_of_the_lease_and_must_stay_below_a_thir
     assert ClusterConfig(dsn="postgresql://h/db", capacity=2, lease_s=9).heartbeat == 2.25
     text = CONFIG + f"  cluster: {{dsn: 'postgresql://h/db', capacity: 2, lease_s: 9, heartbeat_s: {heartbeat_s}}}\n"
     with pytest.raises(ConfigError, match=rf"site.yaml:5: runtime -> cluster -> heartbeat_s: {heartbeat_s} s must be "
-                       r"below lease_s / 3 \(3 s\): a lease must survive one missed heartbeat"):
+                       r"below lease_s / 3 \(3 s\): a lease must survive one missed heartbeat \(.*\); "
+                       r"lower heartbeat_s or raise lease_s; the default is a quarter of the lease"):
         parse_config(text, "site.yaml")
 
 

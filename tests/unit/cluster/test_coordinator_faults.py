@@ -268,16 +268,15 @@ def test_a_renewal_while_the_pipeline_changes_renews_every_lease_in_one_call():
     step(coord, now, 1.0)
     calls, renew = [], fleet.renew
     fleet.renew = lambda *args: (calls.append(args), renew(*args))[1]
-    coord._changing = True  # as while `_apply` runs
+    coord._changing = 1  # as while `_apply` runs
     now[0] += HEARTBEAT_S
     coord.renew_while_changing()
     assert len(calls) == 1 and sorted(calls[0][1]) == sorted(held.token for held in coord.held.values())
 
 
-def test_while_applying_the_fleets_zones_takes_longer_than_a_lease_the_leases_are_renewed_and_nothing_stops():
-    """Applying the zones waits for the pipeline (a reload or a camera pause holds it): the heartbeat thread waits
-    there as it does starting cameras, and the leases are renewed meanwhile as they are then."""
-    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+def zones_applied_slowly(coord, fleet, now) -> tuple[threading.Thread, threading.Event]:
+    """The heartbeat thread, applying a zone changed through another instance's API, waits for the pipeline until
+    the event is set."""
     applying, applied = threading.Event(), threading.Event()
 
     def slow_zones(doc, cameras):
@@ -288,17 +287,42 @@ def test_while_applying_the_fleets_zones_takes_longer_than_a_lease_the_leases_ar
     coord.attach(coord._set_streams, coord._running, slow_zones)
     coord._analytics_version = 0
     step(coord, now, 1.0)
-    assert runs[-1] == ["cam-1", "cam-2"]
-    fleet.analytics_version = 1  # a zone changed through another instance's API
+    fleet.analytics_version = 1
     now[0] = coord._next_beat
     heartbeat = threading.Thread(target=coord.tick)
     heartbeat.start()
     assert applying.wait(10)
-    for _ in range(4 * int(LEASE_S / HEARTBEAT_S)):  # the watchdog's and the renewal thread's rounds over two leases
+    return heartbeat, applied
+
+
+def two_leases_of_watching(coord, now) -> int:
+    """The watchdog's and the renewal thread's rounds over two leases; the deadline stops they made."""
+    for _ in range(4 * int(LEASE_S / HEARTBEAT_S)):
         now[0] += HEARTBEAT_S / 2
         coord.renew_while_changing()
         coord.check_deadline()
-    stops = coord.counters.deadline_stops
+    return coord.counters.deadline_stops
+
+
+def test_while_applying_the_fleets_zones_takes_longer_than_a_lease_the_leases_are_renewed_and_nothing_stops():
+    """Applying the zones waits for the pipeline (a reload or a camera pause holds it): the heartbeat thread waits
+    there as it does starting cameras, and the leases are renewed meanwhile as they are then."""
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    heartbeat, applied = zones_applied_slowly(coord, fleet, now)
+    assert runs[-1] == ["cam-1", "cam-2"]
+    stops = two_leases_of_watching(coord, now)
     applied.set()
     heartbeat.join(10)
     assert not heartbeat.is_alive() and stops == 0 and runs[-1] == ["cam-1", "cam-2"] and len(coord.held) == 2
+
+
+def test_a_change_of_the_cameras_ending_while_the_zones_are_applied_leaves_the_leases_renewed():
+    """The two changes may overlap (the cameras' on another thread): the first to end must not end the renewals
+    that the other, still waiting for the pipeline, needs."""
+    coord, fleet, now, runs = coordinator(["cam-1", "cam-2"])
+    heartbeat, applied = zones_applied_slowly(coord, fleet, now)
+    coord._apply()  # begins and ends while the zones are still being applied
+    stops = two_leases_of_watching(coord, now)
+    applied.set()
+    heartbeat.join(10)
+    assert not heartbeat.is_alive() and stops == 0 and runs[-1] == ["cam-1", "cam-2"] and coord._changing == 0
