@@ -84,12 +84,17 @@ def resolve_names(metadata: dict[str, str], class_names: list[str] | Path | None
         names, source = names_from_config(class_names), "detector.class_names"
     if not names:
         names, source = list(COCO80), "COCO-80 default"
+    check_one_per_class(names, source, classes)
+    return names, source
+
+
+def check_one_per_class(names: list[str], source: str, classes: int | None) -> None:
+    """ConfigError when `classes` (None: the output's shape does not say) is not the number of `names`."""
     if classes is not None and len(names) != classes:
         fix = "check detector.head" if source == "model metadata" else \
             f"set detector.class_names to the model's {classes} class names, in class id order"
         raise ConfigError(f"the model's output has {classes} class{'es' if classes != 1 else ''}, and {source} "
                           f"names {len(names)} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); {fix}")
-    return names, source
 
 
 def class_filter(classes: list[str] | None, names: list[str]) -> np.ndarray | None:
