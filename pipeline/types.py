@@ -197,6 +197,15 @@ def class_name(class_names: list[str], class_id: int) -> str:
     return class_names[class_id] if 0 <= class_id < len(class_names) else str(class_id)
 
 
+def ids_by_name(class_names: list[str]) -> dict[str, list[int]]:
+    """Each class name's ids, in id order. A name several ids share (a DETR's 91 COCO names repeat "N/A" at
+    every gap id) has them all, so a filter, zone or rule naming it keeps the boxes of each."""
+    ids: dict[str, list[int]] = {}
+    for class_id, name in enumerate(class_names):
+        ids.setdefault(name, []).append(class_id)
+    return ids
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     """One start of the pipeline (`pipeline.runtime.runs.new_run`). run_id: unique across starts and

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError
+from pipeline.types import ids_by_name
 
 COCO80 = [
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -58,22 +59,17 @@ def names_from_config(class_names: list[str] | Path | None) -> list[str] | None:
             lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a leading byte order mark is no name
         except OSError as exc:
             raise ConfigError(f"detector.class_names file '{path}' cannot be read ({exc}); give a list or a text file") from exc
-        return _unique_names(path, lines)
+        return _file_names(path, lines)
     return list(class_names)
 
 
-def _unique_names(path: Path, lines: list[str]) -> list[str]:
-    """The names of a file's lines (blank ones skipped); ConfigError for a name given twice, or none, as a list's."""
-    first: dict[str, int] = {}
-    for number, name in ((number, line.strip()) for number, line in enumerate(lines, 1) if line.strip()):
-        if name in first:
-            raise ConfigError(f"detector.class_names file '{path}' names class '{name}' twice (lines {first[name]} "
-                              f"and {number}); a class filter or zone naming it would take only one of the two ids")
-        first[name] = number
-    if not first:
+def _file_names(path: Path, lines: list[str]) -> list[str]:
+    """The names of a file's lines (blank ones skipped); ConfigError for a file that names none."""
+    names = [line.strip() for line in lines if line.strip()]
+    if not names:
         raise ConfigError(f"detector.class_names file '{path}' names no class; write one name per line, in class id "
                           "order, or leave detector.class_names out to take the model's names")
-    return list(first)
+    return names
 
 
 def resolve_names(metadata: dict[str, str], class_names: list[str] | Path | None,
@@ -88,26 +84,31 @@ def resolve_names(metadata: dict[str, str], class_names: list[str] | Path | None
         names, source = names_from_config(class_names), "detector.class_names"
     if not names:
         names, source = list(COCO80), "COCO-80 default"
+    check_one_per_class(names, source, classes)
+    return names, source
+
+
+def check_one_per_class(names: list[str], source: str, classes: int | None) -> None:
+    """ConfigError when `classes` (None: the output's shape does not say) is not the number of `names`."""
     if classes is not None and len(names) != classes:
         fix = "check detector.head" if source == "model metadata" else \
             f"set detector.class_names to the model's {classes} class names, in class id order"
         raise ConfigError(f"the model's output has {classes} class{'es' if classes != 1 else ''}, and {source} "
                           f"names {len(names)} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''}); {fix}")
-    return names, source
 
 
 def class_filter(classes: list[str] | None, names: list[str]) -> np.ndarray | None:
-    """Class ids (K,) int32 for the names in `classes`, or None to keep all.
+    """Class ids (K,) int32 for the names in `classes` (every id of a name several share), or None to keep all.
 
     Raises ConfigError naming an unknown class and a few known ones.
     """
     if classes is None:
         return None
-    index = {name: i for i, name in enumerate(names)}
+    index = ids_by_name(names)
     unknown = [c for c in classes if c not in index]
     if unknown:
         raise ConfigError(
             f"detector.classes: unknown class {unknown[0]!r}; the model's classes include "
             f"{names[:8]}{' ...' if len(names) > 8 else ''} ({len(names)} in all)"
         )
-    return np.asarray([index[c] for c in classes], np.int32)
+    return np.asarray([i for c in classes for i in index[c]], np.int32)

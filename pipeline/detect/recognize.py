@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline.config.models import DetectorConfig
 from pipeline.detect.heads import HEADS, STRIDES, ModelSignature, grid_points
-from pipeline.detect.names import metadata_value, names_from_metadata, resolve_names
+from pipeline.detect.names import check_one_per_class, metadata_value, names_from_metadata, resolve_names
 from pipeline.errors import ConfigError
 
 DETECTION_ONLY = "streamweave runs detection models only; export the detection variant (task 'detect')"
@@ -158,15 +158,15 @@ def class_names(signature: ModelSignature, head: str, metadata: dict[str, str],
     point) whose C is 4 + the names, not 5 + them, is refused as a transposed Ultralytics output: the shape alone
     cannot tell the two apart, and read as YOLOX its first class would be taken for objectness."""
     classes = class_count(signature, head)
-    if head == "yolox" and classes is not None:
-        names, source = resolve_names(metadata, configured)
-        if len(names) == classes + 1:
-            output = signature.outputs[0]
-            raise ConfigError(f"the output {output.name}{list(output.shape)} has one row per anchor point, as YOLOX's "
-                              f"[batch, anchors, 5 + classes], but its {classes + 5} columns are 4 + one per class "
-                              f"({source}: {len(names)} names): {TRANSPOSED} (a YOLOX of {classes} classes: "
-                              f"set detector.class_names to its {classes} names)")
-    return resolve_names(metadata, configured, classes)
+    names, source = resolve_names(metadata, configured)
+    if head == "yolox" and classes is not None and len(names) == classes + 1:
+        output = signature.outputs[0]
+        raise ConfigError(f"the output {output.name}{list(output.shape)} has one row per anchor point, as YOLOX's "
+                          f"[batch, anchors, 5 + classes], but its {classes + 5} columns are 4 + one per class "
+                          f"({source}: {len(names)} names): {TRANSPOSED} (a YOLOX of {classes} classes: "
+                          f"set detector.class_names to its {classes} names)")
+    check_one_per_class(names, source, classes)
+    return names, source
 
 
 def _fixed_wh(signature: ModelSignature) -> tuple[int, int] | None:

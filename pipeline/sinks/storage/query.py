@@ -225,12 +225,15 @@ def events(target: Target, stream_id: str | None = None, kind: str | None = None
 
 
 def recent_events(target: Target, *, stream_id: str | None = None, kind: str | None = None,
-                  class_id: int | None = None, since_wall_ns: int | None = None, until_wall_ns: int | None = None,
-                  limit: int = 100, run: Runs = None) -> list[dict]:
-    """The newest stored events first (by the capture time of their frames), filtered; each a dict as the
-    event JSON has it (`pipeline.sinks.outputs.payload`, docs/event.schema.json)."""
-    clause, params = where_runs(run, ("stream_id = ?", stream_id), ("kind = ?", kind), ("class_id = ?", class_id),
+                  class_ids: Sequence[int] | None = None, since_wall_ns: int | None = None,
+                  until_wall_ns: int | None = None, limit: int = 100, run: Runs = None) -> list[dict]:
+    """The newest stored events first (by the capture time of their frames), filtered (class_ids: of any of these
+    classes); each a dict as the event JSON has it (`pipeline.sinks.outputs.payload`, docs/event.schema.json)."""
+    clause, params = where_runs(run, ("stream_id = ?", stream_id), ("kind = ?", kind),
                                 ("wall_ns >= ?", since_wall_ns), ("wall_ns < ?", until_wall_ns))
+    if class_ids is not None:
+        of_classes = f"class_id IN ({', '.join('?' * len(class_ids))})" if class_ids else "1 = 0"
+        clause, params = f"{clause} AND {of_classes}" if clause else f" WHERE {of_classes}", (*params, *class_ids)
     rows = select_rows(target, f"SELECT {_EVENT_COLUMNS} FROM events{clause} ORDER BY wall_ns DESC, event_id "
                                "LIMIT ?", (*params, limit))
     return [event_to_dict(event) for event in map(_event, rows)]

@@ -4,21 +4,23 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.errors import ConfigError
+from pipeline.types import ids_by_name
 
 
 def class_ids_for(names: list[str] | None, class_names: list[str], where: str) -> np.ndarray | None:
-    """Class ids (K,) int32 for the class `names` of a zone/line/rule, or None when it takes every class.
+    """Class ids (K,) int32 for the class `names` of a zone/line/rule (every id of a name several share), or None
+    when it takes every class.
 
     Raises ConfigError naming `where` (e.g. "zone 'door'") and the known names when a name is unknown.
     """
     if names is None:
         return None
-    index = {name: i for i, name in enumerate(class_names)}
+    index = ids_by_name(class_names)
     unknown = [n for n in names if n not in index]
     if unknown:
         known = ", ".join(class_names[:20]) + (", ..." if len(class_names) > 20 else "")
         raise ConfigError(f"{where}: unknown class {unknown}; the detector's classes are: {known}")
-    return np.array([index[n] for n in names], np.int32)
+    return np.array([i for n in names for i in index[n]], np.int32)
 
 
 def row_filter(class_id: np.ndarray, score: np.ndarray, allowed: np.ndarray | None, min_score: float) -> np.ndarray:

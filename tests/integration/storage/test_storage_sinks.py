@@ -53,6 +53,10 @@ def test_every_detection_track_and_event_lands_in_storage(store, mot17_05, tmp_p
         assert (summary["first_pts_ns"], summary["last_pts_ns"]) == (min(times), max(times))
     events = query.events(store.target, stream_id="cam-05", kind="enter")
     assert events == sorted((e for r in mot17_05 for e in r.events), key=lambda e: (e.ts_ns, e.event_id))
+    (kept,) = {e.class_id for e in events}
+    assert query.recent_events(store.target, class_ids=[kept + 1]) == []
+    both = query.recent_events(store.target, class_ids=[kept + 1, kept], limit=len(events))  # a name two ids share
+    assert len(both) == len(events)
     (stream,) = query.streams(store.target)
     assert stream["url"] == "rtsp://***@10.0.0.5/live"
     assert stream["first_seen_ns"] == mot17_05[0].frame.wall_ns and stream["last_seen_ns"] == mot17_05[-1].frame.wall_ns

@@ -55,11 +55,23 @@ def test_a_names_file_saved_with_a_byte_order_mark_names_its_first_class_as_writ
     assert class_filter(["person"], resolve_names({}, names_file)[0]).tolist() == [0]
 
 
-def test_a_names_file_naming_a_class_twice_is_refused_like_a_list_that_does(tmp_path: Path):
+def test_a_class_named_twice_in_a_names_file_is_kept_whole_by_a_classes_filter(tmp_path: Path):
     names_file = tmp_path / "names.txt"
-    names_file.write_text("car\ntruck\ncar\n")  # `classes: [car]` would keep class 2 and drop every class 0 box
-    with pytest.raises(ConfigError, match=r"names.txt.*'car'.*lines 1 and 3"):
-        resolve_names({}, names_file)
+    names_file.write_text("car\ntruck\ncar\n")
+    assert resolve_names({}, names_file)[0] == ["car", "truck", "car"]
+    assert class_filter(["car"], resolve_names({}, names_file)[0]).tolist() == [0, 2]  # not the later id alone
+    assert class_filter(["truck", "car"], ["car", "truck", "car"]).tolist() == [1, 0, 2]
+
+
+def test_a_detr_names_file_of_91_coco_ids_with_n_a_at_each_gap_loads(tmp_path: Path):
+    names = ["N/A"] * 91  # as Hugging Face's id2label of DETR has them: every id COCO left unused is "N/A"
+    for name, coco_id in zip(COCO80, COCO80_TO_91):
+        names[coco_id] = name
+    names_file = tmp_path / "coco91.txt"
+    names_file.write_text("\n".join(names) + "\n")
+    assert resolve_names({}, names_file, classes=91) == (names, "detector.class_names")
+    assert class_filter(["car", "person"], names).tolist() == [3, 1]
+    assert class_filter(["N/A"], names).tolist() == [0, 12, 26, 29, 30, 45, 66, 68, 69, 71, 83]
 
 
 def test_a_names_file_with_no_name_in_it_is_refused_not_replaced_by_coco(tmp_path: Path):

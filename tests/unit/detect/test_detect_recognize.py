@@ -11,7 +11,8 @@ import pytest
 from pipeline.config.models import DetectorConfig
 from pipeline.detect import heads
 from pipeline.detect.heads import ModelSignature, TensorInfo
-from pipeline.detect.recognize import detect_head, export_info, input_size
+from pipeline.detect import names
+from pipeline.detect.recognize import class_names, detect_head, export_info, input_size
 from pipeline.errors import ConfigError
 
 DYNAMIC_IN = ("batch", 3, "height", "width")
@@ -174,6 +175,18 @@ def test_an_ultralytics_output_transposed_to_anchors_first_is_named_not_read_as_
         Detector(detector)
     problems = preflight.check(PipelineConfig(detector=detector))
     assert len(problems) == 1 and "transposed" in problems[0].message
+
+
+def test_a_yolox_names_file_is_read_once_and_still_checked_against_the_class_count(tmp_path, monkeypatch):
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("forklift\npallet\n")
+    reads, read = [], names.names_from_config
+    monkeypatch.setattr(names, "names_from_config", lambda configured: reads.append(configured) or read(configured))
+    yolox = _sig((1, 3, 32, 32), ("output", (1, 21, 5 + 2)))
+    assert class_names(yolox, "yolox", {}, names_file) == (["forklift", "pallet"], "detector.class_names")
+    assert reads == [names_file]
+    with pytest.raises(ConfigError, match="output has 3 classes, and detector.class_names names 2"):
+        class_names(_sig((1, 3, 32, 32), ("output", (1, 21, 5 + 3))), "yolox", {}, names_file)
 
 
 def test_a_transposed_ultralytics_export_with_its_metadata_is_named_not_called_a_pose_export():

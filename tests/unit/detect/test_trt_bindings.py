@@ -17,42 +17,42 @@ def signature(inputs, outputs) -> ModelSignature:
 
 
 IMAGES_DYNAMIC = ("images", ("batch", 3, "height", "width"))
-CASES = {  # name -> (signature, head, input (w, h), classes, expected outputs)
+DYNAMIC, STATIC = (1, 32, 64), (1, 1, 1)  # image profile (min, opt, max) batch at max 64, opt 32; static: its own 1
+CASES = {  # name -> (signature, head, input (w, h), classes, expected outputs, expected profile batches)
     "ultralytics dynamic, not simplified": (
         signature([IMAGES_DYNAMIC], [("output0", ("batch", "Concatoutput0_dim_1", "anchors"))]),
-        "ultralytics", (640, 640), 80, {"output0": (None, 84, 8400)}),
+        "ultralytics", (640, 640), 80, {"output0": (None, 84, 8400)}, DYNAMIC),
     "ultralytics static": (
         signature([("images", (1, 3, 320, 320))], [("output0", (1, 84, 2100))]),
-        "ultralytics", (320, 320), 80, {"output0": (None, 84, 2100)}),
+        "ultralytics", (320, 320), 80, {"output0": (None, 84, 2100)}, STATIC),
     "yolov10 end to end, dynamic": (
         signature([IMAGES_DYNAMIC], [("output0", ("batch", "Concatoutput0_dim_1", 6))]),
-        "end2end", (320, 320), 80, {"output0": (None, None, 6)}),
+        "end2end", (320, 320), 80, {"output0": (None, None, 6)}, DYNAMIC),
     "rtdetr static": (
         signature([("images", (1, 3, 320, 320))], [("output0", (1, 300, 6))]),
-        "rtdetr", (320, 320), 80, {"output0": (None, 300, 6)}),
+        "rtdetr", (320, 320), 80, {"output0": (None, 300, 6)}, STATIC),
     "deim": (
         signature([("images", ("N", 3, 320, 320)), ("orig_target_sizes", ("N", 2))],
                   [("labels", ("N", 300)), ("boxes", ("N", 300, 4)), ("scores", ("N", 300))]),
-        "detr", (320, 320), None, {"labels": (None, 300), "boxes": (None, 300, 4), "scores": (None, 300)}),
+        "detr", (320, 320), None, {"labels": (None, 300), "boxes": (None, 300, 4), "scores": (None, 300)}, DYNAMIC),
     "yolox": (
         signature([("images", (1, 3, 416, 416))], [("output", (1, 3549, 85))]),
-        "yolox", (416, 416), 80, {"output": (None, 3549, 85)}),
+        "yolox", (416, 416), 80, {"output": (None, 3549, 85)}, STATIC),
 }
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_symbolic_dims_are_filled_from_what_the_head_implies(case):
-    sig, head, size, classes, expected = CASES[case]
+    sig, head, size, classes, expected, batches = CASES[case]
     bindings = plan_bindings(sig, head, size, classes, max_batch=64, opt_batch=32)
     assert bindings.image_input == sig.inputs[0].name
     assert bindings.outputs == expected
     image = bindings.profiles[0]
-    batches = (1, 32, 64) if bindings.fixed_batch is None else (1, 1, 1)  # a static export's batch is its own
     assert (image.min, image.opt, image.max) == tuple((b, 3, size[1], size[0]) for b in batches)
 
 
 def test_deims_second_input_gets_its_own_profile():
-    sig, head, size, classes, _ = CASES["deim"]
+    sig, head, size, classes, *_ = CASES["deim"]
     sizes = plan_bindings(sig, head, size, classes, max_batch=16).profiles[1]
     assert (sizes.name, sizes.min, sizes.opt, sizes.max) == ("orig_target_sizes", (1, 2), (16, 2), (16, 2))
 

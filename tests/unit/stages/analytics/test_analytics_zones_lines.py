@@ -61,6 +61,13 @@ def test_zone_class_and_score_filters():
     assert [e.track_id for e in events] == [3]
 
 
+def test_a_zone_naming_a_class_that_two_ids_share_takes_the_boxes_of_both():
+    zone = ZoneConfig(name="square", polygon=SQUARE, classes=["car"])
+    s = AnalyticsStage("cam-1", [zone], [], [], ["car", "person", "car"])
+    events = run(s, [[(1, 150, 200, 0), (2, 160, 200, 1), (3, 170, 200, 2)]])
+    assert sorted(e.track_id for e in events) == [1, 3]
+
+
 def test_unknown_class_name_is_a_config_error_naming_the_zone():
     with pytest.raises(ConfigError, match="zone 'square'.*truck"):
         stage(zones=[ZoneConfig(name="square", polygon=SQUARE, classes=["truck"])])
