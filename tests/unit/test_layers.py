@@ -9,7 +9,7 @@
        sources, align, detect, stages, sinks (pipeline/<group>/)
     1  config    pipeline/config/
     0  base      pipeline/__init__.py, types.py, errors.py, backoff.py, plugins.py, machine.py, mot.py, logs.py, masking.py,
-                 fps_cap.py
+                 fps_cap.py, files.py
 
 Why: each stage can then be read, tested and replaced alone, only runtime knows how they fit, and an
 import cycle cannot leave a module half-initialised. The checks parse whatever modules exist (the package
@@ -29,7 +29,7 @@ LAYER = {"base": 0, "config": 1, "sources": 2, "align": 2, "detect": 2, "stages"
 GROUP = {  # a module belongs to the group of its longest listed prefix; pipeline/__init__.py is base
     "pipeline.types": "base", "pipeline.errors": "base", "pipeline.backoff": "base",
     "pipeline.plugins": "base", "pipeline.machine": "base", "pipeline.mot": "base", "pipeline.logs": "base", "pipeline.masking": "base",
-    "pipeline.fps_cap": "base",
+    "pipeline.fps_cap": "base", "pipeline.files": "base",
     "pipeline.config": "config",
     "pipeline.sources": "sources", "pipeline.align": "align", "pipeline.detect": "detect",
     "pipeline.stages": "stages", "pipeline.sinks": "sinks", "pipeline.runtime": "runtime",
