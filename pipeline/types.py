@@ -197,13 +197,15 @@ def class_name(class_names: list[str], class_id: int) -> str:
     return class_names[class_id] if 0 <= class_id < len(class_names) else str(class_id)
 
 
-def ids_by_name(class_names: list[str]) -> dict[str, list[int]]:
-    """Each class name's ids, in id order. A name several ids share (a DETR's 91 COCO names repeat "N/A" at
-    every gap id) has them all, so a filter, zone or rule naming it keeps the boxes of each."""
+def class_ids(wanted: list[str], class_names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(K,) int32 ids of the class names `wanted`, in their order, and those of `wanted` that name no class. A name
+    several ids share (a DETR's 91 COCO names repeat "N/A" at every gap id) gives them all, so a filter, zone or
+    rule naming it keeps the boxes of each."""
     ids: dict[str, list[int]] = {}
     for class_id, name in enumerate(class_names):
         ids.setdefault(name, []).append(class_id)
-    return ids
+    return (np.array([i for name in wanted for i in ids.get(name, ())], np.int32),
+            [name for name in wanted if name not in ids])
 
 
 @dataclass(frozen=True, slots=True)

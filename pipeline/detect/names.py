@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.types import ids_by_name
+from pipeline.types import class_ids
 
 COCO80 = [
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -72,24 +72,20 @@ def _file_names(path: Path, lines: list[str]) -> list[str]:
     return names
 
 
-def resolve_names(metadata: dict[str, str], class_names: list[str] | Path | None,
-                  classes: int | None = None) -> tuple[list[str], str]:
-    """Class names and where they came from: model metadata first, then config, then COCO-80.
-
-    classes: how many the model's output has (`recognize.class_count`), when its shape says; ConfigError when
-    the names are not one per class (boxes of a class without a name would be dropped, the others misnamed).
-    """
+def resolve_names(metadata: dict[str, str], class_names: list[str] | Path | None) -> tuple[list[str], str]:
+    """Class names and where they came from: model metadata first, then config, then COCO-80 (checked against the
+    model's output by `recognize.class_names`)."""
     names, source = names_from_metadata(metadata), "model metadata"
     if not names:
         names, source = names_from_config(class_names), "detector.class_names"
     if not names:
         names, source = list(COCO80), "COCO-80 default"
-    check_one_per_class(names, source, classes)
     return names, source
 
 
 def check_one_per_class(names: list[str], source: str, classes: int | None) -> None:
-    """ConfigError when `classes` (None: the output's shape does not say) is not the number of `names`."""
+    """ConfigError when `classes` (how many the model's output has, `recognize.class_count`; None: its shape does
+    not say) is not the number of `names`: boxes of a class without a name would be dropped, the others misnamed."""
     if classes is not None and len(names) != classes:
         fix = "check detector.head" if source == "model metadata" else \
             f"set detector.class_names to the model's {classes} class names, in class id order"
@@ -104,11 +100,10 @@ def class_filter(classes: list[str] | None, names: list[str]) -> np.ndarray | No
     """
     if classes is None:
         return None
-    index = ids_by_name(names)
-    unknown = [c for c in classes if c not in index]
+    ids, unknown = class_ids(classes, names)
     if unknown:
         raise ConfigError(
             f"detector.classes: unknown class {unknown[0]!r}; the model's classes include "
             f"{names[:8]}{' ...' if len(names) > 8 else ''} ({len(names)} in all)"
         )
-    return np.asarray([i for c in classes for i in index[c]], np.int32)
+    return ids

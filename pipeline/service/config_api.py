@@ -23,7 +23,7 @@ from pipeline.errors import (ConfigError, FileChanged, NoSuchItem, PartiallyAppl
                              SinkError, StreamExists)
 from pipeline.runtime.placement import OtherShard
 from pipeline.service.control import Control
-from pipeline.types import ids_by_name
+from pipeline.types import class_ids
 
 SECTIONS = {"zones": "zone", "lines": "line", "alerts": "alert rule"}
 
@@ -56,14 +56,15 @@ def router(control: Control) -> APIRouter:
         """Recent events from storage (the first sqlite or postgres sink), newest first, of every run."""
         from pipeline.sinks.storage.query import ALL_RUNS, recent_events  # noqa: PLC0415
 
-        class_ids = None
+        of_classes = None
         if class_ is not None:
             names = control.runner.detector.class_names
-            if class_ not in names:
+            ids, unknown = class_ids([class_], names)
+            if unknown:
                 raise HTTPException(400, f"class: unknown class '{class_}'; the model's classes: {names}")
-            class_ids = ids_by_name(names)[class_]
+            of_classes = ids.tolist()
         try:
-            return recent_events(_storage(control), stream_id=stream, kind=kind, class_ids=class_ids,
+            return recent_events(_storage(control), stream_id=stream, kind=kind, class_ids=of_classes,
                                  since_wall_ns=_time_ns("since", since), until_wall_ns=_time_ns("until", until),
                                  limit=limit, run=ALL_RUNS)
         except SinkError as exc:

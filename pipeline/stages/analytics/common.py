@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.types import ids_by_name
+from pipeline.types import class_ids
 
 
 def class_ids_for(names: list[str] | None, class_names: list[str], where: str) -> np.ndarray | None:
@@ -15,12 +15,11 @@ def class_ids_for(names: list[str] | None, class_names: list[str], where: str) -
     """
     if names is None:
         return None
-    index = ids_by_name(class_names)
-    unknown = [n for n in names if n not in index]
+    ids, unknown = class_ids(names, class_names)
     if unknown:
         known = ", ".join(class_names[:20]) + (", ..." if len(class_names) > 20 else "")
         raise ConfigError(f"{where}: unknown class {unknown}; the detector's classes are: {known}")
-    return np.array([i for n in names for i in index[n]], np.int32)
+    return ids
 
 
 def row_filter(class_id: np.ndarray, score: np.ndarray, allowed: np.ndarray | None, min_score: float) -> np.ndarray:

@@ -6,6 +6,7 @@ import pytest
 from pipeline.detect.names import (
     COCO80,
     COCO80_TO_91,
+    check_one_per_class,
     class_filter,
     names_from_metadata,
     resolve_names,
@@ -69,7 +70,8 @@ def test_a_detr_names_file_of_91_coco_ids_with_n_a_at_each_gap_loads(tmp_path: P
         names[coco_id] = name
     names_file = tmp_path / "coco91.txt"
     names_file.write_text("\n".join(names) + "\n")
-    assert resolve_names({}, names_file, classes=91) == (names, "detector.class_names")
+    assert resolve_names({}, names_file) == (names, "detector.class_names")
+    check_one_per_class(names, "detector.class_names", 91)  # one name per class of a 91-class output
     assert class_filter(["car", "person"], names).tolist() == [3, 1]
     assert class_filter(["N/A"], names).tolist() == [0, 12, 26, 29, 30, 45, 66, 68, 69, 71, 83]
 
