@@ -142,7 +142,8 @@ def select_rows(target: Target, sql: str, params: tuple = ()) -> list[tuple]:
 
 
 def where_runs(run: Runs, *conditions: tuple[str, Any], instances: Sequence[str] = ()) -> tuple[str, tuple]:
-    """` WHERE ...` for the runs `run` selects and every `(condition, value)` whose value is not None.
+    """` WHERE ...` for the runs `run` selects and every `(condition, value)` whose value is not None (a list: any of
+    its values, `column IN (?)`).
     instances: only runs of these instances (`runs.instance`; empty: any), and `run` None then means the latest
     run of any of them."""
     where: list[str] = []
@@ -161,7 +162,10 @@ def where_runs(run: Runs, *conditions: tuple[str, Any], instances: Sequence[str]
         where.append(f"run_id IN ({', '.join('?' * len(run))})" if run else "1 = 0")
         params.extend(run)
     for condition, value in conditions:
-        if value is not None:
+        if isinstance(value, (list, tuple)):  # `column IN (?)`: one placeholder per value
+            where.append(condition.replace("?", ", ".join("?" * len(value))) if value else "1 = 0")
+            params.extend(value)
+        elif value is not None:
             where.append(condition)
             params.append(value)
     return (f" WHERE {' AND '.join(where)}" if where else ""), tuple(params)
@@ -230,10 +234,8 @@ def recent_events(target: Target, *, stream_id: str | None = None, kind: str | N
     """The newest stored events first (by the capture time of their frames), filtered (class_ids: of any of these
     classes); each a dict as the event JSON has it (`pipeline.sinks.outputs.payload`, docs/event.schema.json)."""
     clause, params = where_runs(run, ("stream_id = ?", stream_id), ("kind = ?", kind),
+                                ("class_id IN (?)", None if class_ids is None else list(class_ids)),
                                 ("wall_ns >= ?", since_wall_ns), ("wall_ns < ?", until_wall_ns))
-    if class_ids is not None:
-        of_classes = f"class_id IN ({', '.join('?' * len(class_ids))})" if class_ids else "1 = 0"
-        clause, params = f"{clause} AND {of_classes}" if clause else f" WHERE {of_classes}", (*params, *class_ids)
     rows = select_rows(target, f"SELECT {_EVENT_COLUMNS} FROM events{clause} ORDER BY wall_ns DESC, event_id "
                                "LIMIT ?", (*params, limit))
     return [event_to_dict(event) for event in map(_event, rows)]
