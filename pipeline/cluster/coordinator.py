@@ -331,18 +331,14 @@ class Coordinator(Following):
             with self._lock:
                 streams = [held.config for _, held in sorted(self.held.items())]
                 self._unapplied = True
-                self._changing += 1
-            try:
+            with self._pipeline_change():
                 refused = self._set_streams(streams) or {}
-                with self._lock:
-                    self._unapplied = False
-                    for camera, why in refused.items():  # not started: let go, reported until its entry changes
-                        held = self.held.get(camera)
-                        if held is not None:
-                            self._let_go(camera, held.revision, f"this instance cannot run it: {why}")
-            finally:
-                with self._lock:
-                    self._changing -= 1
+            with self._lock:
+                self._unapplied = False
+                for camera, why in refused.items():  # not started: let go, reported until its entry changes
+                    held = self.held.get(camera)
+                    if held is not None:
+                        self._let_go(camera, held.revision, f"this instance cannot run it: {why}")
 
     # -- what it shows -------------------------------------------------------------------------
     def stats(self) -> dict:

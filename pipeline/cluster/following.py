@@ -4,7 +4,9 @@ reported, not claimed again until their entry changes), apply the fleet's zones,
 (`pipeline.cluster.coordinator`)."""
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pipeline.cluster import analytics
@@ -98,20 +100,28 @@ class Following:
         if self._set_analytics is None or self.store.tx(analytics.version) == self._analytics_version:
             return
         version, doc, cameras = self.store.tx(_document_and_cameras)
-        with self._lock:
-            self._changing += 1  # it may wait for the pipeline (a reload holds it): the renewal thread renews
         try:
-            change = self._set_analytics(doc, cameras)
+            with self._pipeline_change():  # it may wait for the pipeline (a reload holds it): the renewals go on
+                change = self._set_analytics(doc, cameras)
         except PipelineError as exc:  # invalid here, or it needs a restart (a clip longer than the packets kept)
             log.error("cluster: the fleet's zones, lines and alert rules (version %d) cannot run here, those before "
                       "stay: %s", version, exc)
         else:
             log.info("cluster: the fleet's zones, lines and alert rules (version %d) applied: %s", version,
                      change.summary())
+        self._analytics_version = version
+
+    @contextlib.contextmanager
+    def _pipeline_change(self) -> Iterator[None]:
+        """While the pipeline is being changed, which may wait for it longer than a heartbeat, the renewal thread
+        renews the leases (`_changing` counts the changes under way: they may overlap)."""
+        with self._lock:
+            self._changing += 1
+        try:
+            yield
         finally:
             with self._lock:
                 self._changing -= 1
-        self._analytics_version = version
 
     def _report(self, problems: dict[str, str]) -> None:
         """Log each camera that cannot run once, until it can."""
