@@ -27,7 +27,7 @@ from pipeline.detect import heads, nms, preprocess
 from pipeline.detect.chunks import in_chunks
 from pipeline.detect.engines import build_engine, read_model
 from pipeline.detect.names import class_filter
-from pipeline.detect.recognize import class_names, detect_head, input_size
+from pipeline.detect.recognize import check_raw_yolox, class_names, detect_head, input_size
 from pipeline.errors import EngineError
 from pipeline.types import Detections, Frame, FrameBatch
 
@@ -67,6 +67,8 @@ class Detector:
         self._gpu_lock = threading.Lock()
         self._twins: list = []
         self._warned_unusable: set[str] = set()
+        if self.head == "yolox":
+            check_raw_yolox(self._probe(), self.input_size, config.model)
         log.info(
             "detector %s: head %s, input %dx%d, %d classes (%s), engine %s, max_batch %d",
             config.model, self.head, *self.input_size, len(self.class_names), names_source,
@@ -223,6 +225,14 @@ class Detector:
         buffer = self._buffer(rows)
         buffer.fill(0.5)
         return self._inputs(buffer, sizes)
+
+    def _probe(self) -> np.ndarray:
+        """The first output of one mid-grey image, on the host."""
+        output = next(iter(self.engine.infer(self.sample_inputs(1)).values()))
+        if not self._gpu_engine:
+            return np.asarray(output)
+        with self.engine.stream:
+            return output.get()
 
     def close(self) -> None:
         for engine in (*self._twins, self.engine):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.config.models import DetectorConfig
 from pipeline.detect.heads import HEADS, STRIDES, ModelSignature, grid_points
 from pipeline.detect.names import check_one_per_class, metadata_value, names_from_metadata, resolve_names
@@ -167,6 +169,21 @@ def class_names(signature: ModelSignature, head: str, metadata: dict[str, str],
                           f"set detector.class_names to its {classes} names)")
     check_one_per_class(names, source, classes)
     return names, source
+
+
+def check_raw_yolox(output, input_wh: tuple[int, int], model) -> None:
+    """ConfigError when a YOLOX-shaped output (host, [B, N, 5 + classes]) of a mid-grey image is already decoded
+    to pixels (YOLOv6, YOLOX exported with --decode_in_inference): read as raw it would be decoded a second time.
+    Raw YOLOX gives box centres as offsets of a few grid cells; decoded ones reach across the image."""
+    reach = float(np.nanmax(output[..., 0], initial=0.0))
+    if reach <= max(8.0, input_wh[0] / 4):
+        return
+    raise ConfigError(
+        f"model '{model}': its output {list(output.shape[1:])} per image has one row per anchor point as YOLOX's raw "
+        f"output, but its boxes are already in pixels (centres up to x = {reach:.0f} on a grey image, where raw "
+        "YOLOX gives offsets of a few grid cells): a YOLOv6 export, or a YOLOX exported with --decode_in_inference. "
+        "Set detector.head to 'yolov5', which reads decoded [batch, anchors, 5 + classes] boxes; for a YOLOX also "
+        "set detector.preprocess color 'bgr' and scale 1 (or export it again without --decode_in_inference)")
 
 
 def _fixed_wh(signature: ModelSignature) -> tuple[int, int] | None:
