@@ -40,7 +40,15 @@ Timing = Literal["pts", "index", "dts", "arrival"]
 
 def is_hls(url: str) -> bool:
     """An HLS playlist over http(s) (a `.m3u8` path): it arrives a segment at a time."""
-    return url.startswith(("http://", "https://")) and urlsplit(url).path.lower().endswith(".m3u8")
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and parts.path.lower().endswith(".m3u8")
+
+
+def lower_scheme(url: str) -> str:
+    """`url` with its scheme in lower case: schemes are case-insensitive (RFC 3986), and the config takes
+    `RTSP://` as rtsp, but FFmpeg knows its protocols in lower case only ("Protocol not found")."""
+    scheme = urlsplit(url).scheme  # lower case already
+    return scheme + url[len(scheme):] if len(scheme) > 1 else url
 
 
 def describe_error(exc: BaseException, url: str) -> str:
@@ -79,7 +87,7 @@ class Demuxer:
 
     def __init__(self, url: str, label: str, *, transport: str = "tcp", open_timeout_s: float = 5.0,
                  read_timeout_s: float = 5.0):
-        self.url = url
+        self.url = lower_scheme(url)
         self.label = label
         self._transport = transport
         self._timeout = (open_timeout_s, read_timeout_s)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from pipeline.config.models import StreamConfig
-from pipeline.sources.worker import StreamWorker
+from pipeline.sources.demux import is_hls
+from pipeline.sources.worker import StreamWorker, WorkerState
 from tests.support.collecting_sink import CollectingSink
 from tests.support.http_camera import HttpCamera, make_media
 from tests.support.waiting import wait_until
@@ -158,6 +159,19 @@ def test_an_http_file_marked_live_false_is_read_once_to_its_end(cameras, pipelin
     assert run.snap.streams["clip"]["state"] == "finished" and run.snap.streams["clip"]["reconnects"] == 0
     assert run.sink.seqs["clip"] == list(range(frames))  # a file loses nothing
     assert increasing(run.sink.pts["clip"])
+
+
+def test_a_url_whose_scheme_is_in_capitals_is_read_like_a_lower_case_one(cameras, media):
+    """The config takes `HTTP://` (schemes are case-insensitive); FFmpeg's protocols are lower case."""
+    camera = cameras(credentials=("viewer", "s3cret"))
+    url = camera.url("clip.ts").replace("http://", "HTTP://", 1)
+    sink = CollectingSink()
+    worker = StreamWorker(StreamConfig(id="clip", url=url, live=False), sink, decoder="cpu")
+    worker.start()
+    assert worker.join(30), worker.stats()
+    assert worker.state is WorkerState.FINISHED, worker.stats()["last_error"]
+    assert len(sink.frames) == len(media.segments) * media.fps
+    assert is_hls(url.replace("clip.ts", "live.m3u8"))  # a live playlist's segment waits are no stall
 
 
 def test_an_https_camera_with_a_self_signed_certificate_is_read(cameras, pipelines, tmp_path):
