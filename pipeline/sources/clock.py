@@ -69,6 +69,12 @@ class FrameClock:
         """Timing "dts": the dts of the next packet, in decode order, where the frames come out in the same order."""
         self._dts.append(dts_ns)
 
+    def refused(self) -> None:
+        """Timing "dts": the packet last given to `demuxed` gives no frame (its decoder refused it), so its dts
+        times none: the next frame is the next packet's."""
+        if self._dts:
+            self._dts.pop()
+
     def stamp(self, frame: DecodedFrame) -> list[DecodedFrame]:
         """The frames `frame` settles, timed, in order: a frame held for a leap, when there is one, then `frame`
         itself, unless it leaps ahead and waits for the next one."""

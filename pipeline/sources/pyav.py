@@ -179,9 +179,11 @@ class PyAvReader:
     def _decode(self, demuxed: av.Packet | None, annexb: bool) -> list[DecodedFrame]:
         """The frames one demuxed packet completed (None: what the filter and the decoder still hold at the
         end); what is refused as corrupt is counted and skipped."""
-        frames = []
+        frames, refused = [], self.corrupt_packets
         for packet in self._skipping_corrupt(self._demuxer.for_decoder, demuxed, annexb):
             frames += self._skipping_corrupt(self._decoder.decode, packet)
+        if demuxed is not None and self.corrupt_packets > refused:
+            self.clock.refused()
         if demuxed is None:
             frames += self._skipping_corrupt(self._decoder.flush)
         for frame in frames:

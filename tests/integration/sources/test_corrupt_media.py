@@ -3,6 +3,7 @@ or cut short. A damaged stretch costs its own frames, never the rest of the file
 from __future__ import annotations
 
 import logging
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -68,6 +69,28 @@ def test_a_file_cut_inside_a_frame_ends_with_a_warning_not_silently(suffix, tmp_
     assert "the file looks truncated" in caplog.text and "clip" in caplog.text
     if suffix == "mp4":
         assert "ends 35 frames before the end its index lists" in caplog.text
+
+
+def test_a_packet_the_decoder_refuses_in_an_avi_leaves_the_later_frames_at_their_own_time(tmp_path, caplog):
+    """An AVI's frames are timed by their packets' dts in order; the refused packet's dts went to the next frame,
+    and every later frame came one frame period early."""
+    path = tmp_path / "cctv.avi"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(40):
+            picture = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 5 * i, np.uint8), format="rgb24")
+            picture.pts, picture.time_base = i, Fraction(1, 25)
+            out.mux(stream.encode(picture))
+        out.mux(stream.encode(None))
+    with av.open(str(path)) as container:
+        offset, size = [(p.pos, p.size) for p in container.demux(video=0) if p.size][5]
+    data = bytearray(path.read_bytes())
+    data[offset + 8 : offset + size] = b"\xff" * (size - 8)  # the chunk's header kept: only its frame is damaged
+    path.write_bytes(bytes(data))
+    worker, sink = run_file(path, caplog)
+    assert worker.state is WorkerState.FINISHED and worker.stats()["corrupt_packets"] == 1
+    assert [f.pts_ns for f in sink.frames] == [i * 40_000_000 for i in range(40) if i != 5]
 
 
 def test_a_file_with_no_decodable_frame_for_a_long_stretch_fails_after_the_bound(tmp_path, caplog):
