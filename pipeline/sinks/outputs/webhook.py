@@ -119,6 +119,7 @@ class _HTTPSHandler(_DeadlineMixin, urllib.request.HTTPSHandler):
 
 
 _NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects, _HTTPHandler, _HTTPSHandler)
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"  # what a URL's path and query keep as written (`%` too: quoted already)
 _REFUSES_THE_EVENT = (413, 422)  # the event's content is refused: sending it again cannot help
 
 
@@ -144,6 +145,10 @@ class WebhookOutput:
 
     @staticmethod
     def _split_credentials(parts: urllib.parse.SplitResult) -> tuple[str, str | None]:
+        # http.client sends the request line as ASCII and refuses spaces: percent-encode the rest, as browsers and
+        # requests do, rather than fail every delivery
+        parts = parts._replace(path=urllib.parse.quote(parts.path, safe=_URL_SAFE),
+                               query=urllib.parse.quote(parts.query, safe=_URL_SAFE))
         if parts.username is None:
             return urllib.parse.urlunsplit(parts), None
         import base64  # noqa: PLC0415 - only for URLs with credentials

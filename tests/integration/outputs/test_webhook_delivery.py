@@ -121,6 +121,18 @@ def test_webhook_backlog_survives_a_process_restart(http_server, tmp_path):
     assert [r.json()["track_id"] for r in http_server.wait_for(5)] == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("path, sent", [
+    ("/événements", "/%C3%A9v%C3%A9nements"),
+    ("/hook?site=Zürich&x=a b", "/hook?site=Z%C3%BCrich&x=a%20b"),
+    ("/already%20quoted?q=%C3%A9", "/already%20quoted?q=%C3%A9"),
+])
+def test_a_webhook_url_with_characters_http_cannot_carry_is_sent_percent_encoded(http_server, path, sent):
+    webhook_output = WebhookOutput(WebhookConfig(type="webhook", url=http_server.url(path), timeout_s=1.0))
+    webhook_output.deliver(make_events(1)[0])
+    (request,) = http_server.wait_for(1)
+    assert request.path == sent
+
+
 def test_credentials_in_the_webhook_url_never_reach_messages(http_server):
     url = http_server.url("/hook").replace("http://", "http://alice:s3cret@") + "?token=abc123"
     http_server.stop()
