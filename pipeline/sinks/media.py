@@ -89,7 +89,7 @@ class MediaSink(BaseSink):
     def __init__(self, config: MediaOutput, alerts: Sequence[AlertRule] = (), clips: ClipRecorder | None = None,
                  *, jpeg_qscale: int = 3):
         self.config = config
-        self.directory = Path(config.directory).absolute()  # events name their files by these paths
+        self.directory = Path(config.directory).expanduser().absolute()  # events name their files by these paths
         self.clips = clips
         self.retention = MediaRetention(self.directory, config.retention_days)
         self.jpeg_qscale = jpeg_qscale

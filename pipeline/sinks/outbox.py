@@ -99,7 +99,7 @@ class Outbox:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ConfigError(f"event outputs need unique names; {duplicates} appear twice: give each its own `name:`")
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
         self.backoff = backoff or Backoff(0.5, 30.0)
         self.batch_size = batch_size
         self.keep_delivered_s = keep_delivered_s

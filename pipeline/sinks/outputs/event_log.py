@@ -36,7 +36,7 @@ class EventLogOutput:
                 f"EventLogOutput writes events, but {config.path} is configured with what={config.what!r}; "
                 "use pipeline.sinks.jsonl for detections"
             )
-        self.path = Path(config.path)
+        self.path = Path(config.path).expanduser()
         self.name = name or config.outbox_name
         self.fsync = fsync
         self._lock = threading.Lock()

@@ -60,6 +60,20 @@ def test_snapshot_jpeg_decodes_to_the_frame_size_with_a_crop_of_the_object(tmp_p
     assert sink.stats()["snapshots"] == 1 and sink.stats()["crops"] == 1
 
 
+def test_a_media_directory_in_the_home_folder_gets_the_snapshots(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    sink = MediaSink(MediaOutput(type="media", directory="~/media"), [rule()])
+    sink.open()
+    event = event_at(123)
+    named = sink.files_for(event)["snapshot"]
+    sink.on_frame(result_for(np.zeros((48, 64, 3), np.uint8), [event]))
+    sink.close()
+    assert named == media_paths(tmp_path / "home" / "media", "cam-1", event.event_id).snapshot
+    assert len(decode_all(named)) == 1
+    assert not (tmp_path / "~").exists()
+
+
 def test_snapshot_of_an_nv12_frame_decodes_to_the_frame_size(tmp_path):
     rgb = np.full((240, 320, 3), (30, 200, 90), np.uint8)
     nv12 = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="nv12").to_ndarray()

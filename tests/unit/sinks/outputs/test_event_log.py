@@ -68,6 +68,16 @@ def test_event_log_appends_one_json_line_per_event(tmp_path):
     assert [json.loads(line)["event_id"] for line in lines] == ["id-0", "id-1", "id-2"]
 
 
+def test_an_event_log_path_in_the_home_folder_is_written_there(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    log = EventLogOutput(JsonlOutput(type="jsonl", path="~/logs/events.jsonl", what="events"))
+    log.deliver(event(1))
+    log.close()
+    assert json.loads((tmp_path / "home" / "logs" / "events.jsonl").read_text())["event_id"] == "id-1"
+    assert not (tmp_path / "~").exists()
+
+
 @pytest.mark.parametrize("how", ["rotated", "deleted"])
 def test_an_event_log_moved_away_or_deleted_while_running_is_written_again_at_its_path(tmp_path, how):
     path = tmp_path / "events.jsonl"

@@ -28,6 +28,15 @@ def test_events_are_delivered_to_every_output_in_order(tmp_path):
     assert a.closed and b.closed
 
 
+def test_an_outbox_path_in_the_home_folder_is_kept_there(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    with Outbox("~/state/outbox.db", [RecordingOutput("a")], backoff=FAST) as outbox:
+        outbox.put(make_events(1))
+    assert (tmp_path / "home" / "state" / "outbox.db").is_file()
+    assert not (tmp_path / "~").exists()
+
+
 def test_failing_output_keeps_order_and_receives_backlog_when_it_recovers(tmp_path):
     healthy, flaky = RecordingOutput("healthy"), RecordingOutput("flaky")
     flaky.failing.set()
