@@ -116,6 +116,8 @@ class MotExportSink(BaseSink):
                     self._joined.add(item.stream_id)
                 else:  # an end, or a start of its own: its next file is a new reading
                     self._joined.discard(item.stream_id)
+                    if item.start:  # begun anew now: a reading that tracks nothing leaves no rows of an earlier one
+                        self._file(item.stream_id, self.path_for(item.stream_id))
             for f in self._files.values():
                 f.flush()
         except OSError as exc:

@@ -18,6 +18,7 @@ from pipeline.errors import SinkError
 from pipeline.mot import read_mot
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.mot_export import MotExportSink
+from pipeline.types import Detections
 from tests.integration.storage.replay import MOT_CLASSES, as_tracked, feed
 from tests.support.waiting import wait_until
 
@@ -234,3 +235,16 @@ def test_mot_export_writes_each_reading_of_a_source_apart_and_starts_again_with_
     feed(sink, reading(mot17_05[:10], 0))
     sink.close()
     assert read_mot(tmp_path / "cam-05.txt")[:, 0].max() == 10
+
+
+def test_mot_export_of_a_stream_that_tracks_nothing_is_an_empty_file_not_the_rows_of_the_run_before(tmp_path, mot17_05):
+    config = MotExport(type="mot", directory=tmp_path)
+    nothing = [replace(r, tracks=Detections.empty()) for r in mot17_05[:20]]
+    for results in (mot17_05[:20], nothing):  # the same stream id, run again on a scene where nothing is tracked
+        sink = MotExportSink(config)
+        sink.open()
+        sink.on_stream_start("cam-05", "mot17-05.mp4")
+        feed(sink, results)
+        sink.on_stream_end("cam-05")
+        sink.close()
+    assert (tmp_path / "cam-05.txt").read_text() == ""
