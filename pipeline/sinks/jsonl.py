@@ -9,7 +9,8 @@ Boxes are in source pixels rounded to 0.01, scores to 1e-4; `...`: the attribute
 to those rows, by name; `frame_index` and `epoch` say where the frame is in its source (`pipeline.types.Frame`).
 A `jsonl` sink with `what: events` is the event log behind the outbox (`pipeline.sinks.outputs.event_log`),
 not this class. The file is appended to (a rerun adds to it); lines are written from a writer thread every
-`flush_interval_s`, and everything is written by `close()`. A write that fails (a full disk) takes back what it
+`flush_interval_s`, and everything is written by `close()`; a file moved away (a log rotation) or deleted while
+running is opened again at its path before the next lines. A write that fails (a full disk) takes back what it
 wrote of its batch and keeps the batch, retried with backoff until it is written (records still unwritten at
 `close()` are counted lost), as a database that is down (a file that cannot be cut, append-only, keeps the part as
 a broken line of its own, and the batch is counted rejected); a file found ending inside a record (a crash
@@ -63,16 +64,38 @@ class JsonlSink(BaseSink):
 
     def open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a+b", buffering=0)  # unbuffered: a failed write leaves what it says
-            try:
-                self._cut_half_record()
-            except SinkError:
-                self._file.close()
-                raise
+            self._file = self._open_file()
         except OSError as exc:
             raise SinkError(f"cannot open JSONL output '{self.path}': {exc.strerror}; check the path is writable") from exc
         self._writer.start()
+
+    def _open_file(self) -> BinaryIO:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+b", buffering=0)  # unbuffered: a failed write leaves what it says
+        try:
+            self._cut_half_record(handle)
+        except (SinkError, OSError):
+            handle.close()
+            raise
+        return handle
+
+    def _follow_the_path(self) -> None:
+        """Open the file at the path again when it no longer names the open one: moved away by a log rotation, or
+        deleted (the records would go on into a file nobody reads, or that is gone)."""
+        try:
+            there = os.stat(self.path)
+            if os.path.samestat(there, os.fstat(self._file.fileno())):
+                return
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot check '{self.path}' ({exc.strerror})") from exc
+        try:
+            reopened = self._open_file()
+        except OSError as exc:
+            raise StorageUnavailable(f"cannot open '{self.path}' again ({exc.strerror})") from exc
+        self._file.close()
+        self._file, self._torn = reopened, False
 
     def needs_picture(self, result: FrameResult) -> bool:
         return False
@@ -118,17 +141,17 @@ class JsonlSink(BaseSink):
             for i, (c, s, b, t) in enumerate(zip(ids, det.score.tolist(), boxes, det.track_id.tolist()))
         ]
 
-    def _cut_half_record(self) -> None:
+    def _cut_half_record(self, handle: BinaryIO) -> None:
         """Make the file end with a whole line before records are appended: a last line that is a whole record
         (written by hand or by another tool, without its newline) gets its newline; one cut short by a crash
         mid-write (not JSON) is cut off. A file whose last line is neither, or longer than `MAX_LINE_BYTES`, is
         refused: it is not a JSON Lines file, and nothing of it is changed."""
-        if not self._file.seekable():  # a pipe or a terminal: nothing to cut
+        if not handle.seekable():  # a pipe or a terminal: nothing to cut
             return
-        size = self._file.seek(0, os.SEEK_END)
+        size = handle.seek(0, os.SEEK_END)
         start = max(0, size - MAX_LINE_BYTES)
-        self._file.seek(start)
-        tail = self._file.read(size - start)
+        handle.seek(start)
+        tail = handle.read(size - start)
         if not tail or tail.endswith(b"\n"):
             return
         newline = tail.rfind(b"\n")
@@ -142,17 +165,19 @@ class JsonlSink(BaseSink):
             if not last.lstrip().startswith(b"{"):
                 raise SinkError(f"JSONL output '{self.path}' does not end with a JSON record: it is not a JSON Lines "
                                 "file; choose another path") from None
-            self._file.truncate(size - len(last))
+            handle.truncate(size - len(last))
             log.warning("jsonl: '%s' ended inside a record (an earlier run stopped mid-write); cut its last %d bytes "
                         "so that new records start on a line of their own", self.path, len(last))
             return
-        self._file.write(b"\n")  # a whole record without its newline
+        handle.write(b"\n")  # a whole record without its newline
 
     def _write(self, records: list[dict]) -> None:
         try:
             data = "".join(json.dumps(r, default=json_default) + "\n" for r in records).encode()
         except (TypeError, ValueError) as exc:
             raise SinkError(f"cannot write {len(records)} records to '{self.path}': {exc}") from exc
+        if self._file.seekable():  # a pipe or a terminal is never rotated
+            self._follow_the_path()
         if self._torn:  # the last batch left half a record that could not be taken back: it stays a line of its own
             data = b"\n" + data
         start = self._file.seek(0, os.SEEK_END) if self._file.seekable() else None

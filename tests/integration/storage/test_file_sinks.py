@@ -77,6 +77,24 @@ def test_jsonl_lines_appear_while_running_not_only_at_close(tmp_path, mot17_05):
     sink.close()
 
 
+@pytest.mark.parametrize("how", ["moved", "deleted"])
+def test_jsonl_moved_away_by_a_log_rotation_or_deleted_is_written_again_at_its_path(tmp_path, mot17_05, how):
+    path = tmp_path / "live.jsonl"
+    sink = JsonlSink(JsonlOutput(type="jsonl", path=path), MOT_CLASSES, flush_interval_s=0.05)
+    sink.open()
+    feed(sink, mot17_05[:10])
+    assert wait_until(lambda: sink.stats()["records_written"] == 10)
+    if how == "moved":
+        path.rename(tmp_path / "live.jsonl.1")
+    else:
+        path.unlink()
+    feed(sink, mot17_05[10:15])
+    sink.close()
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [10, 11, 12, 13, 14]
+    if how == "moved":
+        assert len((tmp_path / "live.jsonl.1").read_text().splitlines()) == 10
+
+
 def test_jsonl_opened_on_a_file_ending_inside_a_record_cuts_it_and_appends_whole_lines(tmp_path, mot17_05, caplog):
     path = tmp_path / "det.jsonl"
     earlier = JsonlSink(JsonlOutput(type="jsonl", path=path), MOT_CLASSES)
