@@ -20,7 +20,8 @@ class Machine:
     """cores: CPU cores this process may use. gpu: the NVIDIA driver reports a GPU. nvdec: NVDEC decode
     works (with `nvdec_reason` saying on what, or why not). modules: which of `OPTIONAL_MODULES` are
     installed. ort_providers: onnxruntime's execution providers. mps: NVIDIA's Multi-Process Service runs
-    (`mps_running`), so processes on the GPU share it instead of taking turns."""
+    (`mps_running`), so processes on the GPU share it instead of taking turns. cuda_devices: how many CUDA devices
+    this process sees (after CUDA_VISIBLE_DEVICES), None where they were not counted (no GPU, or no cupy)."""
 
     cores: int
     gpu: bool = False
@@ -29,6 +30,7 @@ class Machine:
     modules: frozenset[str] = frozenset()
     ort_providers: tuple[str, ...] = ("CPUExecutionProvider",)
     mps: bool = False
+    cuda_devices: int | None = None
 
     def describe(self) -> str:
         gpu = f"GPU yes, {self.nvdec_reason}, MPS {'on' if self.mps else 'off'}" if self.gpu else "no GPU"
@@ -58,7 +60,17 @@ def probe(device: int = 0) -> Machine:
     gpu = nvidia_gpu_present()
     nvdec, reason = nvdec_status(device) if gpu else (False, "no CUDA GPU found")
     return Machine(cpu_cores(), gpu, nvdec, reason, modules, tuple(onnxruntime.get_available_providers()),
-                   gpu and mps_running())
+                   gpu and mps_running(), cuda_device_count() if gpu else None)
+
+
+def cuda_device_count() -> int | None:
+    """The CUDA devices this process sees, or None where cupy is absent or CUDA cannot count them."""
+    try:
+        import cupy  # noqa: PLC0415 - GPU stack
+
+        return cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # noqa: BLE001 - ImportError, or cupy's CUDARuntimeError and driver errors
+        return None
 
 
 def mps_running(environ=os.environ) -> bool:

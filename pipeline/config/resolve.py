@@ -145,6 +145,10 @@ def detector_plan(config: DetectorConfig, max_batch: int | None = None, machine:
     machine = machine or probe(config.device)
     name, reason = _engine(config, machine)
     kind = plugins.engine(name)
+    if kind.gpu and machine.cuda_devices is not None and config.device >= machine.cuda_devices:
+        raise ConfigError(f"detector.device {config.device} does not exist: engine {name} runs on a CUDA device and "
+                          f"this machine has {machine.cuda_devices} (numbered from 0, as CUDA_VISIBLE_DEVICES leaves "
+                          "them); set detector.device to one of them")
     limit = config.max_batch or max_batch or 8
     if kind.concurrent:
         workers = config.workers or min(machine.cores, 4)

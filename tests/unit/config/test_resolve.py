@@ -54,6 +54,10 @@ def test_tensorrt_goes_first_once_it_is_installed():
 def test_an_engine_or_decoder_that_cannot_run_here_is_refused_before_anything_starts():
     with pytest.raises(ConfigError, match="detector.engine 'torch' cannot run here .*no CUDA GPU found"):
         resolve(config(detector={"model": "m.onnx", "engine": "torch"}), CPU)
+    one_gpu = replace(GPU, cuda_devices=1)
+    with pytest.raises(ConfigError, match="detector.device 1 does not exist: engine torch .* has 1 .*set detector.dev"):
+        resolve(config(detector={"model": "m.onnx", "device": 1}), one_gpu)
+    assert resolve(config(detector={"model": "m.onnx", "device": 1}), replace(one_gpu, cuda_devices=2))
     nvdec = config().model_copy(update={"streams": [config().streams[0].model_copy(update={"decode": "nvdec"})]})
     with pytest.raises(ConfigError, match="stream 'c0': decode 'nvdec' cannot run here"):
         resolve(nvdec, CPU)
