@@ -74,3 +74,23 @@ def test_batches_round_up_to_power_of_two_buckets():
     assert batch_buckets(64) == [1, 2, 4, 8, 16, 32, 64]
     assert batch_buckets(48) == [1, 2, 4, 8, 16, 32, 48]
     assert bucket_for(33, batch_buckets(48)) == 48
+
+
+def test_a_yolox_that_decodes_its_own_boxes_is_refused_on_the_gpu_and_runs_as_the_error_says(tmp_path):
+    """The load-time check reads the engine's device output; set as the error says, the model finds on the GPU what
+    the raw export finds."""
+    from pipeline.detect.detector import Detector
+    from pipeline.errors import ConfigError
+    from tests.support.models import decoding_yolox, square_frame
+
+    raw_model = gpu_file("models/yolox_nano_416_dynbatch.onnx")
+    decoding = decoding_yolox(raw_model, tmp_path / "decoding.onnx", (416, 416))
+    with pytest.raises(ConfigError, match="already in pixels"):
+        Detector(DetectorConfig(model=decoding, engine="torch", precision="fp32"))
+    square = square_frame(gpu_file("media/person-bicycle-car-detection.mp4"))
+    told = DetectorConfig(model=decoding, engine="torch", precision="fp32", head="yolov5",
+                          preprocess={"color": "bgr", "scale": 1})
+    found = Detector(told).detect_images([square])[0]
+    expected = Detector(DetectorConfig(model=raw_model, engine="torch", precision="fp32")).detect_images([square])[0]
+    assert len(expected) > 0 and found.class_id.tolist() == expected.class_id.tolist()
+    np.testing.assert_allclose(found.xyxy, expected.xyxy, atol=0.1)

@@ -5,7 +5,6 @@ dynamic=True)` (the exports themselves are made and run in tests/integration/det
 """
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
@@ -195,45 +194,19 @@ def test_a_transposed_ultralytics_export_with_its_metadata_is_named_not_called_a
         detect_head(_sig((1, 3, 32, 32), ("output0", (1, 21, 84))), _meta(imgsz="[32, 32]"))
 
 
-def _decoding_yolox(raw_model: Path, path: Path, input_wh: tuple[int, int]) -> Path:
-    """`raw_model`, a raw YOLOX, with YOLOX's own decode appended, as `--decode_in_inference` exports it."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.load(raw_model)
-    graph, out = model.graph, model.graph.output[0].name
-    next(n for n in graph.node if out in n.output).output[:] = ["raw"]
-    grid, stride = heads.yolox_grid(*input_wh)
-    starts = {"s0": 0, "s2": 2, "s4": 4, "end": 1 << 30, "ax": 2}
-    indices = {name: np.asarray([i], np.int64) for name, i in starts.items()}
-    for name, value in {"grid": grid[None], "stride": stride[None], **indices}.items():
-        graph.initializer.append(numpy_helper.from_array(value, name))
-    graph.node.extend([
-        helper.make_node("Slice", ["raw", "s0", "s2", "ax"], ["xy"]),
-        helper.make_node("Slice", ["raw", "s2", "s4", "ax"], ["wh"]),
-        helper.make_node("Slice", ["raw", "s4", "end", "ax"], ["rest"]),
-        helper.make_node("Add", ["xy", "grid"], ["cells"]), helper.make_node("Mul", ["cells", "stride"], ["centres"]),
-        helper.make_node("Exp", ["wh"], ["sizes"]), helper.make_node("Mul", ["sizes", "stride"], ["pixels"]),
-        helper.make_node("Concat", ["centres", "pixels", "rest"], [out], axis=2)])
-    onnx.save(model, path)
-    return path
-
-
 def test_a_yolox_that_decodes_its_own_boxes_is_refused_and_runs_as_the_error_says(tmp_path, shared):
     """A YOLOX exported with --decode_in_inference (or a YOLOv6) has raw YOLOX's [B, 3549, 85] at 416: read as raw,
     its pixel boxes were decoded again (exp of pixels) and every candidate was dropped, with a warning at the first
     frame. Set as the error says, it finds what the raw export finds."""
     from pipeline.detect.detector import Detector
+    from tests.support.models import decoding_yolox, square_frame
 
     raw_model = shared("models/yolox_nano_416_dynbatch.onnx")
-    decoding = _decoding_yolox(raw_model, tmp_path / "decoding.onnx", (416, 416))
+    decoding = decoding_yolox(raw_model, tmp_path / "decoding.onnx", (416, 416))
     said = r"decoding\.onnx'.* already in pixels .*--decode_in_inference.* 'yolov5'.* color 'bgr' and scale 1"
     with pytest.raises(ConfigError, match=said):
         Detector(DetectorConfig(model=decoding, engine="onnxruntime"))
-    with av.open(str(shared("media/person-bicycle-car-detection.mp4"))) as container:
-        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
-    side = min(frame.shape[:2])
-    square = np.ascontiguousarray(frame[:side, :side])  # no letterbox padding, which the two heads place apart
+    square = square_frame(shared("media/person-bicycle-car-detection.mp4"))
     told = DetectorConfig(model=decoding, engine="onnxruntime", head="yolov5", preprocess={"color": "bgr", "scale": 1})
     found = Detector(told).detect_images([square])[0]
     expected = Detector(DetectorConfig(model=raw_model, engine="onnxruntime")).detect_images([square])[0]
