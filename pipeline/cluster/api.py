@@ -28,9 +28,10 @@ COUNTERS = {  # Coordinator.stats key -> (metric, help)
 }
 
 
-def router(coordinator: Coordinator) -> APIRouter:
+def router(coordinator: Coordinator, reader: FleetStore) -> APIRouter:
+    """reader: the fleet's database as /api/cluster reads it, a store of its own (the coordinator's connection is
+    its thread's); whoever made it closes it once the server has stopped."""
     api = APIRouter(prefix="/api")
-    reader = FleetStore(coordinator.config.dsn)  # its own connection: the coordinator's is its thread's
     lock = threading.Lock()
 
     @api.get("/cluster", tags=["cluster"])

@@ -33,11 +33,13 @@ class Service:
         self._gpu = GpuCollector()
         app = make_app(self.control, http.token, package_version(), [self._gpu], http.console, cluster, http.host)
         self.console = app.state.console
+        self._resources = [*app.state.resources, self._gpu]
         try:
             self.server = HttpServer(app, http.host, http.port)
         except BaseException:
             if self.console is not None:
                 self.console.close()
+            self._close_resources()
             raise
 
     @property
@@ -55,8 +57,12 @@ class Service:
             if self.console is not None:
                 self.console.close()
             self.server.stop()
-            self._gpu.close()
+            self._close_resources()
 
     def request_stop(self) -> None:
         self.runner.request_stop()
+
+    def _close_resources(self) -> None:
+        for resource in self._resources:
+            resource.close()
 

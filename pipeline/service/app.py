@@ -80,9 +80,11 @@ def make_app(control: Control, token: str | None = None, version: str = "",
              collectors: Sequence[Collector] = (), console: ConsoleConfig | None = None, cluster=None,
              host: str = "127.0.0.1") -> FastAPI:
     """The app of one pipeline (`control.runner`); /metrics has the runner's counters and histograms, this
-    process's CPU and memory, and `collectors` (the GPUs'). cluster: a fleet's `Coordinator` (None: no fleet). console: serve the web console at / (None or not
-    enabled: no console); its `Console` is `app.state.console` (to close before the server stops). host: the
-    address it listens on (without a token, requests must name it or another loopback host: `auth.LocalOnly`)."""
+    process's CPU and memory, and `collectors` (the GPUs'). cluster: a fleet's `Coordinator` (None: no fleet).
+    console: serve the web console at / (None or not enabled: no console); its `Console` is `app.state.console`
+    (to close before the server stops); `app.state.resources` are to close once it has stopped (the fleet's
+    reader). host: the address it listens on (without a token, requests must name it or another loopback host:
+    `auth.LocalOnly`)."""
     runner = control.runner
     app = FastAPI(title="streamweave", version=version, max_body_size=MAX_BODY_BYTES,
                   description="Control and observe a running streamweave pipeline.")
@@ -98,6 +100,7 @@ def make_app(control: Control, token: str | None = None, version: str = "",
     if not token:
         app.add_middleware(auth.LocalOnly, host=host)
     app.state.console = None
+    app.state.resources = []
     if console is not None and console.enabled:
         app.state.console = Console(control, console)
         registry.register(app.state.console)
@@ -178,9 +181,12 @@ def make_app(control: Control, token: str | None = None, version: str = "",
     app.include_router(config_api.router(control), dependencies=authorized)
     if cluster is not None:
         from pipeline.cluster import api as cluster_api  # noqa: PLC0415 - only in a fleet
+        from pipeline.cluster.store import FleetStore  # noqa: PLC0415
 
+        reader = FleetStore(cluster.config.dsn)
+        app.state.resources.append(reader)
         registry.register(cluster_api.ClusterCollector(cluster))
-        app.include_router(cluster_api.router(cluster), dependencies=authorized)
+        app.include_router(cluster_api.router(cluster, reader), dependencies=authorized)
     return app
 
 

@@ -30,12 +30,14 @@ def config(tmp_path, streams: list[dict], **sections) -> PipelineConfig:
 
 class Served:
     """A Service on a free loopback port, running on a thread; `client` talks to it. path: the config
-    file it was loaded from (changes are written back to it, reload reads it); applied: the text it was read from."""
+    file it was loaded from (changes are written back to it, reload reads it); applied: the text it was read from.
+    cluster: a fleet's coordinator (`pipeline.cluster`) for /api/cluster."""
 
     def __init__(self, cfg: PipelineConfig, token: str | None = None, sinks=(), path: Path | None = None,
-                 applied: str | None = None):
+                 applied: str | None = None, cluster=None):
         self.runner = PipelineRunner(cfg, sinks=list(sinks))
-        self.service = Service(self.runner, HttpConfig(port=0, token=token), Control(self.runner, path, applied=applied))
+        control = Control(self.runner, path, applied=applied)
+        self.service = Service(self.runner, HttpConfig(port=0, token=token), control, cluster=cluster)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.service.port}", headers=headers, timeout=30)
         self.snap = None

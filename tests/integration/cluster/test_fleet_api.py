@@ -5,12 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import psycopg
 import pytest
 import yaml
 
+from pipeline.cluster.coordinator import Coordinator
+from pipeline.config.cluster import ClusterConfig
 from tests.conftest import REPO
 from tests.integration.cluster.conftest import CAMERAS
 from tests.support.postgres import free_port
+from tests.support.service import Served, config
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +49,20 @@ def test_cameras_added_changed_and_removed_through_the_api_go_to_the_fleet_and_r
     assert fleet.sql("SELECT id FROM fleet_cameras WHERE id = 'cam-new'") == []
     assert a.poll(lambda: stream_fps(a, "cam-new") == "not running", timeout=10)
     assert a.client.delete("/api/streams/cam-new").status_code == 404
+
+
+def test_the_connection_api_cluster_reads_the_fleet_with_is_closed_when_the_service_stops(postgres_dsn, tmp_path):
+    """An instance started and stopped in one process (a test, an embedding) would otherwise leave one open
+    server session behind each time, until the database refuses connections."""
+    coordinator = Coordinator(ClusterConfig(dsn=postgres_dsn, capacity=4), "a", {"default"})  # not started: no session
+    served = Served(config(tmp_path, []), cluster=coordinator)
+    sessions = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = 'streamweave'")
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        assert served.client.get("/api/cluster").status_code == 200
+        assert conn.execute(sessions).fetchone() == (1,)
+        served.stop()
+        assert wait_until(lambda: conn.execute(sessions).fetchone() == (0,), timeout=10)
 
 
 def test_the_fleet_command_lists_holders_and_refuses_a_bad_file_naming_it(fleet, tmp_path):
