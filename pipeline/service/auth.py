@@ -3,7 +3,8 @@ the session cookie a browser got by logging in with that token.
 
 A browser cannot put a bearer token on `EventSource` or `<img>` requests, so the console posts the token
 once to `POST /login` and gets an HttpOnly, SameSite=Strict cookie holding a random session id (kept in
-memory: a restart logs everyone out); `POST /logout` ends it.
+memory: a restart logs everyone out); `POST /logout` ends it. A change the cookie alone authorizes must come
+from the server's own pages: SameSite keeps it from other sites only, not from another port or subdomain.
 
 Without a token the server listens on loopback only and `/login` is not needed, but a browser on this
 machine reaches it from any page it opens: `LocalOnly` then answers 403 to a request whose `Host` is not a
@@ -105,22 +106,42 @@ class Sessions:
         with self._lock:
             self._ids.pop(session, None)
 
-    def allows(self, request: Request) -> bool:
-        """The request carries the bearer token or a live session's cookie (or no token is set)."""
-        if self.token is None:
-            return True
+    def check(self, request: Request) -> None:
+        """The FastAPI dependency of every protected route: 401 unless the request carries the bearer token or a
+        live session's cookie; 403 for a change that only the cookie authorizes, sent by a page of another origin
+        (`from_another_origin`)."""
+        if self.token is None or self._bearer(request):
+            return
+        if not self._session(request):
+            raise HTTPException(401, "this API needs `Authorization: Bearer <runtime.http.token>` (or, in a browser, "
+                                     "logging in at / with that token)", headers={"WWW-Authenticate": "Bearer"})
+        refused = from_another_origin(request.method, request.headers)
+        if refused is not None:
+            raise HTTPException(403, f"{refused}: the console's session changes something only from this server's "
+                                     "own pages; other clients send `Authorization: Bearer <runtime.http.token>`")
+
+    def _bearer(self, request: Request) -> bool:
         given = request.headers.get("authorization", "").encode()
-        if hmac.compare_digest(given, f"Bearer {self.token}".encode()):
-            return True
+        return hmac.compare_digest(given, f"Bearer {self.token}".encode())
+
+    def _session(self, request: Request) -> bool:
         session = request.cookies.get(cookie_name(request))
         with self._lock:
             return session is not None and session in self._ids
 
-    def check(self, request: Request) -> None:
-        """The FastAPI dependency of every protected route: 401 unless `allows`."""
-        if not self.allows(request):
-            raise HTTPException(401, "this API needs `Authorization: Bearer <runtime.http.token>` (or, in a browser, "
-                                     "logging in at / with that token)", headers={"WWW-Authenticate": "Bearer"})
+
+def from_another_origin(method: str, headers: Headers) -> str | None:
+    """Why a change (any method but the SAFE_METHODS) comes from a page of another origin, or None. SameSite
+    keeps a cookie from other sites only: a page of another port or subdomain of this site still sends it."""
+    if method in SAFE_METHODS:
+        return None
+    origin, fetched_from = headers.get("origin"), headers.get("sec-fetch-site")
+    if fetched_from in ("same-site", "cross-site"):
+        return f"{method} from a page of {origin or 'another site'!r}"
+    host = headers.get("host", "").lower()
+    if fetched_from is None and origin is not None and urlsplit(origin).netloc.lower() != host:
+        return f"{method} from a page of {origin!r}, another origin"
+    return None
 
 
 def cookie_name(request: Request) -> str:

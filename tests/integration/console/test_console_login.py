@@ -31,6 +31,8 @@ def test_with_a_token_the_page_shows_nothing_before_login(browser, tmp_path):
         assert browser.execute_script("return document.cookie") == ""  # HttpOnly: no script can read the session
         (cookie,) = browser.get_cookies()
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        pause = "return fetch('/api/streams/secret-cam/pause', {method: 'POST'}).then(r => r.status)"
+        assert browser.execute_script(pause) in (200, 202)  # a change from its own page, by the cookie alone
 
         browser.find_element(By.ID, "logout").click()
         wait(browser, lambda d: d.find_element(By.ID, "login-form").is_displayed(), 30)

@@ -135,6 +135,22 @@ def test_the_token_buys_a_session_cookie_that_the_api_accepts_until_logout(tmp_p
         assert forger.get("/api/streams").status_code == 401
 
 
+def test_the_session_cookie_changes_nothing_for_a_page_of_another_origin_of_the_same_site(tmp_path, serve):
+    """SameSite=Strict keeps the cookie from other sites only: a page another service of the host serves on its own
+    port (or another subdomain) still sends it, and a form or a simple fetch there needs no preflight."""
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=20"}]), token=TOKEN)
+    neighbour = {"Origin": "http://127.0.0.1:3000", "Sec-Fetch-Site": "same-site"}
+    with httpx.Client(base_url=served.client.base_url, timeout=10) as browser:
+        assert browser.post("/login", json={"token": TOKEN}).status_code == 204
+        refused = browser.post("/api/streams/a/pause", headers=neighbour)
+        assert refused.status_code == 403 and "http://127.0.0.1:3000" in refused.json()["detail"]
+        assert browser.post("/api/streams/a/pause", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+        assert browser.get("/api/streams/a").json()["state"] != "paused"
+        own = {"Origin": str(served.client.base_url).rstrip("/"), "Sec-Fetch-Site": "same-origin"}
+        assert browser.post("/api/streams/a/pause", headers=own).status_code in (200, 202)
+        assert browser.post("/api/streams/a/resume").status_code == 200  # no Origin: not sent by a page
+    assert served.client.post("/api/streams/a/pause", headers=neighbour).status_code in (200, 202)  # the token
+
 def test_logging_in_to_another_instance_of_the_host_keeps_the_first_session(tmp_path, serve):
     instances = []
     for cam in ("a", "b"):  # as `run --gpus` makes them: one host, a port each
