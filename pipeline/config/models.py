@@ -11,6 +11,7 @@ import inspect
 import ipaddress
 import logging
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -236,6 +237,15 @@ class HttpConfig(Strict):
         None, min_length=16, description="API calls must carry `Authorization: Bearer <token>`; required when host "
         "is not loopback (16 characters or more; put it in an environment file, not in a shared config)")
     console: ConsoleConfig = ConsoleConfig()
+
+    @field_validator("token")
+    @classmethod
+    def _sendable(cls, token: str | None) -> str | None:
+        # HTTP strips the spaces around a header's value and reads its bytes as Latin-1: no client could match it
+        if token is not None and not re.fullmatch(r"[!-~]+", token):
+            raise ValueError("use ASCII letters, digits and punctuation only (no spaces, line ends or accented "
+                             "letters): clients send it in the Authorization header")
+        return token
 
     @model_validator(mode="after")
     def _exposed_needs_token(self) -> "HttpConfig":

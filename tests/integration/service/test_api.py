@@ -222,6 +222,14 @@ def test_listening_beyond_loopback_without_a_token_is_refused():
     assert HttpConfig(host="::1").token is None
 
 
+@pytest.mark.parametrize("token", ["a-token-of-sixteen-chars\r", " a-token-of-sixteen-chars", "mot-de-passe-sécurisé"])
+def test_a_token_no_client_can_send_in_its_header_is_refused_naming_the_key(token):
+    """HTTP strips the spaces around a header's value and reads its bytes as Latin-1: a token with a stray
+    carriage return (an environment file written on Windows) or an accented letter would answer 401 to every
+    request that sends it."""
+    with pytest.raises(ValueError, match=r"token\n.*ASCII letters, digits and punctuation"):
+        HttpConfig(token=token)
+
 def test_a_port_in_use_is_a_config_error_before_anything_starts(tmp_path, serve):
     served = serve(config(tmp_path, []))
     with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{served.service.port}"):
