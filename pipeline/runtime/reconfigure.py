@@ -29,6 +29,8 @@ from pipeline.stages import build_stages, discard, restage
 
 log = logging.getLogger(__name__)
 
+_ANALYTICS = ("zones", "lines", "alerts", "stages")  # what the stage workers change
+
 
 def check(parts: Pipeline, table: StreamTable, new: PipelineConfig) -> ConfigDiff:
     """What applying `new` would change (the streams compared with those that run); RestartRequired when it
@@ -66,13 +68,15 @@ def check(parts: Pipeline, table: StreamTable, new: PipelineConfig) -> ConfigDif
 def apply(parts: Pipeline, table: StreamTable, new: PipelineConfig, timeout: float = 10.0) -> ConfigDiff:
     """Make the running pipeline run `new`. RestartRequired or ConfigError (nothing changed) as `check`
     says; PartiallyApplied naming what could not be changed after the rest was applied (the streams that
-    run are compared again at the next change, so a reload tries them again)."""
+    run are compared again at the next change, so a reload tries them again; a stream whose worker could not
+    change its stages keeps them, and the zones, lines, rules and stages that run stay the old ones, so it too)."""
     change = check(parts, table, new)
     if not table.accepting:
         raise PipelineError("the pipeline is not running (it is starting or stopping); the change was not applied")
     if change.empty:
         return change
     made = _open_outputs(parts, new, change.sinks_added)  # a sink that cannot be opened changes nothing
+    old = parts.config
     old_lanes = {lane.name: lane for lane in parts.config.lanes}
     parts.buffer.set_lanes([*new.lanes, *(lane for name, lane in old_lanes.items() if name not in _names(new.lanes))])
     failed: dict[str, str] = {}
@@ -82,10 +86,9 @@ def apply(parts: Pipeline, table: StreamTable, new: PipelineConfig, timeout: flo
     not_added = _swap_outputs(parts, new, change.sinks_removed, made, failed)
     if not_added:  # left out of what runs, so that the next change adds them again
         parts.config = new = new.model_copy(update={"sinks": [e for e in new.sinks if e not in not_added]})
-    if change.analytics:
-        names = parts.detector.class_names
-        parts.stages.reconfigure(stage_factory(new, names, parts.track_ids),
-                                 lambda stream_id, stages, last: restage(new, stream_id, names, stages, last))
+    if change.analytics and not _try(failed, "stages", _restage, parts, new, timeout):
+        # what runs keeps the old ones, so that the next change tries again (a stream changed already is unchanged)
+        parts.config = parts.config.model_copy(update={key: getattr(old, key) for key in _ANALYTICS})
     for config in change.changed:
         _try(failed, config.id, table.replace, config, timeout)
     for config in change.added:
@@ -95,6 +98,12 @@ def apply(parts: Pipeline, table: StreamTable, new: PipelineConfig, timeout: flo
     if failed:
         raise PartiallyApplied("applied, except: " + "; ".join(f"{key}: {why}" for key, why in failed.items()))
     return change
+
+
+def _restage(parts: Pipeline, new: PipelineConfig, timeout: float) -> None:
+    names = parts.detector.class_names
+    parts.stages.reconfigure(stage_factory(new, names, parts.track_ids),
+                             lambda stream_id, stages, last: restage(new, stream_id, names, stages, last), timeout)
 
 
 def _open_outputs(parts: Pipeline, config: PipelineConfig, entries: list) -> tuple[list, list]:

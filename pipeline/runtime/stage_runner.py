@@ -18,7 +18,7 @@ import zlib
 from dataclasses import replace
 from typing import Callable, Sequence
 
-from pipeline.errors import SinkError
+from pipeline.errors import PipelineError, SinkError
 from pipeline.runtime.outputs import OutputSinks, guarded
 from pipeline.runtime.queues import BoundedQueue, Overflow, QueueClosed, QueueEmpty
 from pipeline.stages import StreamStage
@@ -53,10 +53,22 @@ class _Batch:
 
 
 class _Restage:
-    __slots__ = ("change",)
+    """A change of the running streams' stages, and what each worker answers: the streams it could not change."""
 
-    def __init__(self, change: Restage):
-        self.change = change
+    __slots__ = ("change", "failed", "_left", "_cond")
+
+    def __init__(self, change: Restage, workers: int):
+        self.change, self.failed, self._left, self._cond = change, {}, workers, threading.Condition()
+
+    def answer(self, failed: dict[str, str]) -> None:
+        with self._cond:
+            self.failed.update(failed)
+            self._left -= 1
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._left == 0, timeout)
 
 
 class _End:
@@ -122,14 +134,22 @@ class StageRunner:
         for shard, mine in pieces.items():
             self._put_to(shard, _Batch(mine, detections, bounds), weight=len(mine))
 
-    def reconfigure(self, make_stages: StageFactory, change: Restage) -> None:
+    def reconfigure(self, make_stages: StageFactory, change: Restage, timeout: float = 10.0) -> None:
         """Streams added from now on get their stages from `make_stages`; each running stream's stages
         become `change(stream_id, stages, last)` -> (stages, events), `last` the moment of its last frame, on
-        its worker between two of its
-        frames (its order and state kept), and the events go out as its frames' events do."""
+        its worker between two of its frames (its order and state kept), and the events go out as its frames'
+        events do. Waits up to `timeout` s for the workers; PipelineError naming the streams whose `change` raised
+        (they keep their stages), or when a worker had not taken the change by then."""
         self._make_stages = make_stages
+        item = _Restage(change, len(self._queues))
         for shard in range(len(self._queues)):
-            self._put_to(shard, _Restage(change))
+            self._put_to(shard, item)
+        if not item.wait(timeout):
+            raise PipelineError(f"the stage workers did not take the change within {timeout:g} s (a stage or a sink "
+                                "holds them up); it applies once they do: apply the change again to see that it has")
+        if item.failed:
+            raise PipelineError("; ".join(f"stream '{stream_id}' keeps its stages: {why}"
+                                          for stream_id, why in item.failed.items()))
 
     def end_stream(self, stream_id: str) -> None:
         """The stream's last frame has been submitted: end its stages (their final events go out), tell
@@ -183,7 +203,7 @@ class StageRunner:
             elif isinstance(item, _Start):
                 streams[item.stream_id] = _Stream(item.stages, item.live, self._start(item.stream_id))
             elif isinstance(item, _Restage):
-                self._restage(streams, item.change)
+                item.answer(self._restage(streams, item.change))
             else:
                 self._finish(streams, item.stream_id)
         for stream_id in list(streams):
@@ -209,16 +229,25 @@ class StageRunner:
         self._frames[stream_id] = stream.frames
         self.outputs.submit(result, stream.live)
 
-    def _restage(self, streams: dict[str, _Stream], change: Restage) -> None:
+    def _restage(self, streams: dict[str, _Stream], change: Restage) -> dict[str, str]:
+        """The streams whose stages `change` could not change, with why."""
+        failed: dict[str, str] = {}
         for stream_id, stream in streams.items():
-            changed = guarded(self.failures, "reconfigure", change, stream_id, stream.stages, stream.last)
-            if changed is None:
+            try:
+                changed = change(stream_id, stream.stages, stream.last)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - the user's plugin: the stream goes on with its stages
+                self.failures.add("reconfigure")
+                log.exception("the stages of stream '%s' could not be changed; it keeps them", stream_id)
+                failed[stream_id] = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
                 continue
             stream.stages, events = changed
             events = guarded(self.failures, "events", self._named, events, framed=False) or []
             if events:
                 guarded(self.failures, "outbox", self._publish, events)
                 self.outputs.events(stream_id, events)
+        return failed
 
     def _finish(self, streams: dict[str, _Stream], stream_id: str) -> None:
         stream = streams.pop(stream_id, None)

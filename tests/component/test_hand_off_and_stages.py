@@ -11,7 +11,7 @@ import yaml
 from pipeline import plugins
 from pipeline.config import load_config
 from pipeline.config.models import StageConfig, StreamConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PartiallyApplied
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.testing import RecordingSink
 from tests.component.conftest import fake_config
@@ -153,3 +153,44 @@ def test_a_live_change_checked_or_applied_leaves_open_only_what_the_running_plug
     assert heartbeats() == ["heartbeat:a"]  # the running stream's own
     run.stop()
     assert wait_until(lambda: heartbeats() == [])
+
+
+class Service:
+    """What a plugin connects to when made: up for the first `connections`, then refusing."""
+
+    def __init__(self, connections: int):
+        self.left = connections
+
+    def connect(self) -> None:
+        if self.left <= 0:
+            raise ConnectionRefusedError("the counting service is down")
+        self.left -= 1
+
+
+class Connected:
+    def __init__(self, stream_id: str, service: Service):
+        service.connect()
+
+    def __call__(self, result):
+        return [result.moment.event("counted", "mark", -1, -1, {})]
+
+
+def test_a_stage_change_that_fails_on_the_running_stream_is_reported_and_the_next_change_tries_it_again(
+        tmp_path, running, monkeypatch):
+    """The check made the plugin, the stream's worker could not: the change was counted as a failure and said
+    applied, and the next one saw nothing to change, so the plugin never ran."""
+    monkeypatch.setitem(plugins._stages, "connected", Connected)
+    config = fake_config(tmp_path, [{"id": "a", "url": "fake://a?fps=40"}])
+    sink = RecordingSink()
+    runner = PipelineRunner(config, sinks=[sink])
+    running(runner)
+    assert sink.wait_for(lambda s: len(s.seqs["a"]) >= 5, timeout=20)
+    service = Service(connections=1)  # the check's connection, then it goes down
+    counting = config.model_copy(update={"stages": [StageConfig(python="connected", options={"service": service})]})
+    refused = r"applied, except: stages: stream 'a' keeps its stages: .*the counting service is down"
+    with pytest.raises(PartiallyApplied, match=refused):
+        runner.reconfigure(counting)
+    assert runner.config.stages == []  # what runs
+    service.left = 2  # back up: the check's and the stream's
+    assert runner.reconfigure(counting).analytics
+    assert sink.wait_for(lambda s: any(e.rule == "counted" for e in s.events["a"]), timeout=20)
