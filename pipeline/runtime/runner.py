@@ -179,6 +179,7 @@ class PipelineRunner:
                 self.table.stop_all()
             if self._abandon.is_set():
                 inference.abandon()
+                self.parts.stages.abandon()  # inference may be waiting for a stage worker that hangs
             if on_progress is not None and now >= next_progress:
                 on_progress(self.snapshot())
                 next_progress = now + progress_interval_s
@@ -192,6 +193,7 @@ class PipelineRunner:
         parts.sources.join_all(5.0)
         if self._abandon.is_set() or not parts.inference.join(5.0):
             parts.inference.abandon()
+            parts.stages.abandon()
         if not parts.stages.close(timeout=5.0 if self._abandon.is_set() else 60.0):
             log.warning("stage workers did not drain in time (a sink may be hung); closing the sinks anyway")
             parts.outputs.close()  # a worker waiting for room in a sink's queue goes on

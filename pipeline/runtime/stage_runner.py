@@ -113,6 +113,7 @@ class StageRunner:
         self._frames: dict[str, int] = {}
         self._threads = [threading.Thread(target=self._loop, args=(i,), name=f"stages:{i}", daemon=True)
                          for i in range(workers)]
+        self._abandoned = threading.Event()
 
     def start(self) -> None:
         for thread in self._threads:
@@ -166,6 +167,11 @@ class StageRunner:
                 t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
 
+    def abandon(self) -> None:
+        """Stop waiting for room in the workers' queues: what would wait is dropped (a second stop, which
+        abandons buffered frames, must not wait for a stage that hangs)."""
+        self._abandoned.set()
+
     def depths(self) -> list[int]:
         return [len(q) for q in self._queues]
 
@@ -185,6 +191,8 @@ class StageRunner:
 
     def _put_to(self, shard: int, item, weight: int = 1) -> None:
         while not self._queues[shard].put(item, timeout=1.0, weight=weight):
+            if self._abandoned.is_set():
+                return
             if not self._threads[shard].is_alive():
                 raise SinkError("stage workers are gone; results cannot be delivered (see the log for the cause)")
 

@@ -3,7 +3,9 @@ stages add events, and a failing one is isolated."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
+import traceback
 
 import pytest
 import yaml
@@ -194,3 +196,45 @@ def test_a_stage_change_that_fails_on_the_running_stream_is_reported_and_the_nex
     service.left = 2  # back up: the check's and the stream's
     assert runner.reconfigure(counting).analytics
     assert sink.wait_for(lambda s: any(e.rule == "counted" for e in s.events["a"]), timeout=20)
+
+
+class Stuck:
+    """Hangs on its stream's 10th frame until released (a call to a service that stopped answering)."""
+
+    def __init__(self, stream_id: str, released: threading.Event):
+        self.released = released
+
+    def __call__(self, result):
+        if result.frame.seq >= 10:
+            self.released.wait()
+        return []
+
+
+def inference_waits_for(function) -> bool:
+    """Whether an inference thread is inside `function` now."""
+    inference = {t.ident for t in threading.enumerate() if t.name.startswith("infer:")}
+    return any(ident in inference and any(f.f_code is function.__code__ for f, _ in traceback.walk_stack(frame))
+               for ident, frame in sys._current_frames().items())
+
+
+@pytest.mark.fault
+def test_a_stage_hung_on_a_frame_does_not_keep_a_second_stop_from_ending_the_run(tmp_path, monkeypatch):
+    """Inference waited for room in the hung stage worker's queue, whatever was asked: the run never ended."""
+    released = threading.Event()
+    monkeypatch.setitem(plugins._stages, "stuck", lambda stream_id: Stuck(stream_id, released))
+    config = fake_config(tmp_path, [{"id": "cam", "url": "fake://cam?fps=200"}], stages=[{"python": "stuck"}])
+    config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"stage_queue_size": 2})})
+    sink = RecordingSink()
+    runner = PipelineRunner(config, sinks=[sink])
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        assert sink.wait_for(lambda s: len(s.seqs["cam"]) >= 10, timeout=20)  # the 11th hangs in the stage
+        assert wait_until(lambda: inference_waits_for(runner.parts.stages._put_to), timeout=20)
+        runner.request_stop()
+        runner.request_stop()  # again: abandon what is buffered
+        thread.join(30)
+        assert not thread.is_alive()
+    finally:
+        released.set()
+        thread.join(30)
