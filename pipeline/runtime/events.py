@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.backoff import Backoff
-from pipeline.errors import SinkError
+from pipeline.errors import PipelineError, SinkError
 from pipeline.sinks.base import EventOutput
 from pipeline.sinks.outbox import Outbox
 from pipeline.types import Event
@@ -41,6 +41,7 @@ class EventPublisher:
         self._cond = threading.Condition()
         self._stats_lock = threading.Lock()  # close() sets _closing under it before it closes the outbox
         self._closing = False
+        self._closed = False  # `close` began: an output added now would never be closed
         self._abandon = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox:store", daemon=True)
 
@@ -50,13 +51,17 @@ class EventPublisher:
             self._thread.start()
 
     def add_output(self, output: EventOutput, entry: Any, outbox_path: Path) -> None:
-        """An event output added while running; the first one opens the outbox at `outbox_path`."""
-        if self.outbox is None:
-            self.outbox = Outbox(outbox_path, [output])
-            self.start()
-        else:
-            self.outbox.add_output(output)
-        self.entries.append((entry, output.name))
+        """An event output added while running; the first one opens the outbox at `outbox_path`. PipelineError
+        once the pipeline is stopping."""
+        with self._cond:  # `close` waits for it, or it sees that `close` began
+            if self._closed:
+                raise PipelineError(f"output {output.name} not added: the pipeline is stopping")
+            if self.outbox is None:
+                self.outbox = Outbox(outbox_path, [output])
+                self.start()
+            else:
+                self.outbox.add_output(output)
+            self.entries.append((entry, output.name))
 
     def remove_output(self, entry: Any) -> str | None:
         """Stop delivering to the output of `entry`; what it had not taken stays in the outbox. Its name, or None
@@ -112,6 +117,8 @@ class EventPublisher:
     def close(self, store_timeout: float = 10.0, deliver_timeout: float = 5.0) -> None:
         """Store what is waiting (retrying up to `store_timeout` s), give the outputs `deliver_timeout` s to
         take the backlog, close the outbox; undelivered events stay on disk for the next start."""
+        with self._cond:
+            self._closed = True
         if self.outbox is None or self._thread.ident is None:  # no event outputs, or never started
             return
         self._delivery = self.outbox.stats()

@@ -215,6 +215,7 @@ class OutputSinks:
         self._streams: dict[str, str] = {}  # started and not ended: id -> url
         self._lock = threading.Lock()  # the two above, between the stage workers and a sink added or taken out
         self._taps: tuple[Callable[[FrameResult], None], ...] = ()  # replaced, never changed
+        self._finished = False  # `finish` began: a sink added now would never be closed
 
     def open(self) -> None:
         """Open every sink and start its thread; SinkError when one cannot start (the ones before it
@@ -233,6 +234,9 @@ class OutputSinks:
         q = SinkQueue(sink, options, self.failures)
         joined = "on_stream_joined" if hasattr(sink, "on_stream_joined") else "on_stream_start"
         with self._lock:
+            if self._finished:
+                guarded(self.failures, sink.name, sink.close)
+                raise PipelineError(f"sink {sink.name} not added: the pipeline is stopping")
             for stream_id, url in self._streams.items():
                 q.put(joined, stream_id, url)
             q.start()
@@ -318,6 +322,8 @@ class OutputSinks:
 
     def finish(self, timeout: float = 30.0) -> bool:
         """Deliver what every sink has queued and close them; True when all finished in time."""
+        with self._lock:
+            self._finished = True
         self.close()
         deadline = time.monotonic() + timeout
         return all([q.finish(deadline) for q in self._queues])

@@ -6,7 +6,9 @@ import threading
 import pytest
 
 from pipeline.config.models import StreamConfig
+from pipeline.config.outputs import JsonlOutput
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.runtime import reconfigure
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.testing import RecordingSink
 from tests.component.conftest import fake_config
@@ -190,3 +192,26 @@ def test_a_stream_removed_while_a_change_restarts_it_stays_removed(tmp_path, run
     assert len(outcome) == 1 and "was removed while its change was applied" in str(outcome[0])
     assert [s.id for s in runner.streams()] == ["b"] and [s.id for s in runner.config.streams] == ["b"]
     run.stop()
+
+
+def test_sinks_a_change_adds_as_the_pipeline_stops_are_refused_and_closed(tmp_path, running, monkeypatch):
+    """They were added once the pipeline had closed its sinks and outbox: the change said it was applied, the
+    frame sink's thread and file stayed open, and the event output met a closed outbox."""
+    sink = RecordingSink()
+    config = fake_config(tmp_path, [camera("a")])
+    runner = PipelineRunner(config, sinks=[sink])
+    run = running(runner)
+    assert sink.wait_for(lambda s: len(s.seqs["a"]) >= 5, timeout=20)
+    opened = reconfigure._open_outputs
+
+    def open_then_stop(parts, new, entries):
+        made = opened(parts, new, entries)
+        run.stop()  # the service is stopped while the change opens its sinks
+        return made
+
+    monkeypatch.setattr(reconfigure, "_open_outputs", open_then_stop)
+    more = [JsonlOutput(type="jsonl", path=tmp_path / "detections.jsonl"),
+            JsonlOutput(type="jsonl", path=tmp_path / "events.jsonl", what="events")]
+    with pytest.raises(PipelineError, match=r"sink jsonl: .*not added: the pipeline is stopping"):
+        runner.reconfigure(config.model_copy(update={"sinks": more}))
+    assert wait_until(lambda: not [t.name for t in threading.enumerate() if "jsonl" in t.name])
