@@ -18,6 +18,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from pipeline import mot
+from pipeline.config.fields import key_path
+from pipeline.config.loader import problems_of
 from pipeline.config.models import TrackerConfig
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.stages.tracking.bytetrack import ByteTracker
@@ -58,7 +60,9 @@ def parse_overrides(pairs: list[str]) -> TrackerConfig:
     try:
         return TrackerConfig(**values)
     except ValidationError as exc:
-        raise ConfigError(f"--set: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}; keys: {sorted(TrackerConfig.model_fields)}") from exc
+        problem = problems_of(exc, values)[0]  # a check across settings names the key it blames, as in the YAML
+        raise ConfigError(f"--set: {key_path(problem.loc)}: {problem.message}; "
+                          f"keys: {sorted(TrackerConfig.model_fields)}") from exc
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -115,3 +115,11 @@ def test_track_command_writes_coasting_predictions_only_when_asked(tmp_path):
     table = mot.read_mot(out)
     assert table[:, 0].tolist() == list(range(2, 13)) + list(range(18, 31))  # 3 predicted frames in the gap
     assert table[np.isin(table[:, 0], [10, 11, 12]), 6].tolist() == [0, 0, 0]  # predictions carry score 0
+
+
+def test_track_command_names_settings_that_disagree_with_each_other(tmp_path, capsys):
+    """low_threshold above the default high_threshold: a check across settings, not of one value."""
+    det = tmp_path / "det.txt"
+    det.write_text("1,-1,1,2,3,4,0.9\n")
+    assert track_command(["--det", str(det), "--out", str(tmp_path / "o.txt"), "--set", "low_threshold=0.6"]) == 2
+    assert "--set: low_threshold: 0.6 is above high_threshold (0.4)" in capsys.readouterr().err
