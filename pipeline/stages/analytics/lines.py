@@ -8,7 +8,9 @@ from pipeline.stages.analytics.common import class_ids_for, row_filter
 from pipeline.stages.analytics.geometry import anchor_points, signed_distance
 from pipeline.types import Event, Moment
 
-NS = 1_000_000_000
+MAX_TRACKS = 4096
+"""Tracks per line whose side is remembered: bounds memory over weeks of tracks, far more than a scene holds at once
+(the tracker's lost tracks included)."""
 
 
 class LineCounter:
@@ -21,25 +23,24 @@ class LineCounter:
     the line is not counted again and again; a wider band ignores more jitter but needs a clearer
     crossing. A crossing counts only if the anchor's way from where it was last clear of the band to where it
     is now meets the segment itself, not the line beyond its ends. A coasting track's predicted box (score 0)
-    keeps its side but never changes it: a prediction that overshoots crosses nothing.
+    keeps its side but never changes it: a prediction that overshoots crosses nothing. A track's side is kept for
+    as long as the tracker may find the track again (a track id names one object), the last `MAX_TRACKS` seen.
     """
 
     def __init__(self, config: LineConfig, class_names: list[str], hysteresis: float = 0.1,
-                 min_band_px: float = 2.0, max_missing_s: float = 2.0):
+                 min_band_px: float = 2.0):
         self.config = config
         self.name = config.name
         self.allowed = class_ids_for(config.classes, class_names, f"line '{config.name}'")
         self.hysteresis = hysteresis
         self.min_band_px = min_band_px
-        self.max_missing_ns = int(max_missing_s * NS)
-        # track id -> (side +1/-1, last seen ns, the anchor x, y where it was last clear of the band)
-        self._side: dict[int, tuple[int, int, float, float]] = {}
+        # track id -> (side +1/-1, the anchor x, y where it was last clear of the band), least recently seen first
+        self._side: dict[int, tuple[int, float, float]] = {}
         self.counts = {"in": 0, "out": 0}
 
     def update(self, at: Moment, track_id: np.ndarray, class_id: np.ndarray, score: np.ndarray,
                xyxy: np.ndarray) -> list[Event]:
         """One frame of tracked rows (N,) / (N, 4) pixels captured `at`; returns line_cross events."""
-        ts_ns = at.pts_ns
         keep = row_filter(class_id, score, self.allowed, self.config.min_score) & (track_id >= 0)
         boxes = np.asarray(xyxy, np.float64)[keep]
         anchors = anchor_points(boxes, self.config.anchor)
@@ -49,18 +50,19 @@ class LineCounter:
         side[np.asarray(score)[keep] <= 0] = 0  # a coasting prediction: as inside the band
         events = []
         for tid, cid, s, (x, y) in zip(track_id[keep].tolist(), class_id[keep].tolist(), side.tolist(), anchors.tolist()):
-            previous = self._side.get(tid)
-            if s == 0:  # inside the band: keep the old side, only refresh the time
+            previous = self._side.pop(tid, None)  # back in at the end: seen now
+            if s == 0:  # inside the band: keep the old side
                 if previous is not None:
-                    self._side[tid] = (previous[0], ts_ns, previous[2], previous[3])
+                    self._side[tid] = previous
                 continue
-            if previous is not None and previous[0] != s and self._on_segment(previous[2:], (x, y)):
+            if previous is not None and previous[0] != s and self._on_segment(previous[1:], (x, y)):
                 direction = "in" if s > 0 else "out"
                 self.counts[direction] += 1
                 payload = {"line": self.name, "direction": direction}
                 events.append(at.event(self.name, "line_cross", tid, cid, payload))
-            self._side[tid] = (s, ts_ns, x, y)
-        self._forget(ts_ns)
+            self._side[tid] = (s, x, y)
+        while len(self._side) > MAX_TRACKS:
+            del self._side[next(iter(self._side))]
         return events
 
     def _on_segment(self, before, now) -> bool:
@@ -72,8 +74,3 @@ class LineCounter:
     def forget_tracks(self) -> None:
         """The stream restarted: no track is on either side (its counts stay)."""
         self._side.clear()
-
-    def _forget(self, ts_ns: int) -> None:
-        stale = [tid for tid, (_, seen, _, _) in self._side.items() if ts_ns - seen > self.max_missing_ns]
-        for tid in stale:
-            del self._side[tid]

@@ -38,8 +38,7 @@ class AnalyticsStage:
                  class_names: list[str], max_missing_s: float = 2.0):
         self.stream_id, self.class_names, self.max_missing_s = stream_id, class_names, max_missing_s
         self.zones = {z.name: ZoneMonitor(z, class_names, max_missing_s) for z in zones if _applies(z, stream_id)}
-        self.lines = {ln.name: LineCounter(ln, class_names, max_missing_s=max_missing_s)
-                      for ln in lines if _applies(ln, stream_id)}
+        self.lines = {ln.name: LineCounter(ln, class_names) for ln in lines if _applies(ln, stream_id)}
         self.rules = RuleEngine(rules, class_names)
         self._epoch: int | None = None
         self._last: Moment | None = None  # the moment of the last frame processed

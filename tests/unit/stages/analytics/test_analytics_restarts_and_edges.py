@@ -96,3 +96,20 @@ def test_zones_with_the_tracker_off_are_refused_at_load():
     with pytest.raises(ConfigError, match=r"tracker -> enabled: the zones follow tracks, and the tracker is off"):
         parse_config(yaml.safe_dump(doc))
 
+
+
+def test_a_crossing_hidden_for_longer_than_two_seconds_counts_when_the_tracker_keeps_the_track():
+    """At 10 frames/s the tracker keeps a hidden track for its 30 lost frames: someone who walks behind a van parked
+    across the line and comes out on the other side 2.5 s later is the same track, and crossed once."""
+    line = LineConfig(name="gate", start=(300, 0), end=(300, 480))
+    tracker, analytics = TrackingStage(TrackerConfig()), AnalyticsStage("cam-1", [], [line], [], CLASS_NAMES)
+    events, ids = [], set()
+    for seq in range(80):
+        hidden = 30 <= seq < 55
+        result = detected(seq, seq * NS_PER_FRAME, 0, [] if hidden else [(100 + 5 * seq, 300)])
+        tracker.process(result)
+        analytics.process(result)
+        events += result.events
+        ids |= set(result.tracks.track_id.tolist())
+    assert ids == {1}  # the case this is about: the tracker found the same track after the gap
+    assert [(e.kind, e.track_id, e.payload["direction"]) for e in events] == [("line_cross", 1, "out")]
