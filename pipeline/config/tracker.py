@@ -14,9 +14,10 @@ class TrackerConfig(Strict):
     high_threshold: float = Field(0.4, ge=0, le=1, description="detections above this start and first-match tracks")
     low_threshold: float = Field(0.1, ge=0, le=1, description="second association stage uses detections above this")
     new_track_threshold: float = Field(0.5, ge=0, le=1, description="unmatched detections above this start a track")
-    match_iou: float = Field(0.2, ge=0, le=1, description="minimum IoU x detection score for the first association")
-    low_match_iou: float = Field(0.5, ge=0, le=1, description="minimum IoU for low-score detections; higher keeps clutter "
-                                 "off tracks")
+    # Above 0: boxes that do not touch (or of other classes) have similarity 0, which a minimum of 0 would match.
+    match_iou: float = Field(0.2, gt=0, le=1, description="minimum IoU x detection score for the first association")
+    low_match_iou: float = Field(0.5, gt=0, le=1, description="minimum IoU for low-score detections; higher keeps "
+                                 "clutter off tracks")
     low_scores: Literal["adaptive", "separate", "joint"] = Field("adaptive", description="separate: low-score detections "
         "only continue tracks, at `low_match_iou` (ByteTrack); joint: all matched at IoU >= 0.3, tracks start from 0.25 "
         "(SORT); adaptive: joint while most low-score detections lie on confirmed tracks, else separate")

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from pipeline.config.models import TrackerConfig
 from pipeline.stages.tracking import kalman
@@ -153,6 +154,15 @@ def test_association_is_class_aware():
         out = tracker.update(dets([walker(step, cls=2)]))
     assert out.track_id.tolist() == [2] and out.class_id.tolist() == [2]
 
+
+
+@pytest.mark.parametrize("key", ["match_iou", "low_match_iou"])
+def test_a_minimum_overlap_of_zero_is_refused_as_it_would_match_boxes_that_do_not_touch(key):
+    """At 0 a person's track would take a car's detection across the frame (no overlap, and no overlap across
+    classes either, is similarity 0, which reaches a minimum of 0)."""
+    with pytest.raises(ValidationError, match=key):
+        TrackerConfig(**{key: 0})
+    assert TrackerConfig(**{key: 0.01})
 
 def test_unconfirmed_clutter_burns_no_ids():
     tracker = ByteTracker()
