@@ -107,7 +107,7 @@ class Detector:
             detections, scale, pad = pending()
             batch.scale = scale[:, 0].copy()  # x scale; letterbox y differs by under a pixel's rounding
             batch.pad = pad
-            return detections
+            return in_frame(detections)
 
         return result
 
@@ -143,7 +143,8 @@ class Detector:
 
     def detect_images(self, images: list[np.ndarray]) -> tuple[Detections, np.ndarray, np.ndarray]:
         """(h, w, 3) uint8 RGB images -> (Detections with frame_idx = list index, scale (B, 2), pad (B, 2))."""
-        return in_chunks(images, self.max_batch, self._detect_host)
+        detections, scale, pad = in_chunks(images, self.max_batch, self._detect_host)
+        return in_frame(detections), scale, pad
 
     def _detect_host(self, images: list[np.ndarray]) -> tuple[Detections, np.ndarray, np.ndarray]:
         buffer = self._buffer(len(images))
@@ -274,6 +275,15 @@ def postprocess(decoded: heads.HeadOutput, sizes, scale, pad, config: DetectorCo
         with np.errstate(over="ignore"):  # a huge box overflows to inf, then is clipped to the frame
             boxes = preprocess.to_source(boxes, scale[rows], pad[rows], sizes[rows])
     return Detections(boxes, scores, class_ids, rows)
+
+
+def in_frame(detections: Detections) -> Detections:
+    """The detections whose boxes, clipped to their frame, keep an area: a box the model put wholly in the
+    letterbox padding is clipped to a line, which overlaps nothing, so a tracker would start a track on it at
+    every frame."""
+    xyxy = detections.xyxy
+    has_area = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+    return detections if has_area.all() else detections[has_area]
 
 
 _HOST = {("rgb24", True), ("avframe", False)}

@@ -111,7 +111,8 @@ def test_a_gpu_engine_detects_a_mixed_batch_in_two_parts_and_puts_each_row_back_
     detector._gpu_engine = True
 
     def part(frames, kind):
-        detections = Detections(np.zeros((len(frames), 4), np.float32), np.array([f.seq for f in frames], np.float32),
+        boxes = np.tile(np.float32([0, 0, 8, 8]), (len(frames), 1))
+        detections = Detections(boxes, np.array([f.seq for f in frames], np.float32),
                                 np.full(len(frames), kind, np.int32), np.arange(len(frames), dtype=np.int32))
         scale = np.array([[f.seq, f.seq] for f in frames], np.float32)
         return detections, scale, -scale

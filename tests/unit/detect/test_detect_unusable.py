@@ -94,3 +94,23 @@ def test_broken_candidates_ranked_last_change_nothing_for_the_usable_ones():
             keep = nms.batched_nms(boxes, np.where(bad, -np.inf, scores), classes, images, 0.5, cap)
         assert keep[~bad[keep]].tolist() == expected.tolist()
         assert len(expected) >= least
+
+
+def test_a_box_wholly_in_the_letterbox_padding_is_no_detection(tmp_path):
+    """Clipped to the frame it is a line of no area, which overlaps nothing: a tracker started a new track on it
+    at every frame (each confirmed at once with `min_hits: 1`), and sinks stored it as a detection."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    from pipeline.detect.detector import Detector
+
+    rows = np.array([[[8, 24, 40, 40, 0.9, 0], [8, 2, 40, 12, 0.8, 1]]], np.float32)  # in the frame; in the top pad
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["output0"], value=numpy_helper.from_array(rows, "rows"))], "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 2, 6])])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
+    detector = Detector(DetectorConfig(model=tmp_path / "m.onnx", engine="onnxruntime", class_names=["a", "b"]))
+    wide = np.zeros((32, 64, 3), np.uint8)  # letterboxed with 16 rows of padding above and below
+    found, _, pad = detector.detect_images([wide])
+    assert pad.tolist() == [[0, 16]]
+    assert found.class_id.tolist() == [0] and found.xyxy.tolist() == [[8, 8, 40, 24]]
