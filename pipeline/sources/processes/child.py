@@ -19,10 +19,11 @@ import numpy as np
 
 from pipeline import logs, plugins
 from pipeline.logs import LogFormat
+from pipeline.masking import mask_url
 from pipeline.sources.packets import PacketRings
 from pipeline.sources.processes import messages as msg
 from pipeline.sources.processes.slots import SlotPool
-from pipeline.sources.worker import StreamWorker
+from pipeline.sources.worker import StreamWorker, WorkerState
 from pipeline.types import Frame, frame_to_rgb
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,11 @@ class _Child:
     def control_loop(self) -> None:
         try:
             while not self.exiting.is_set():
-                self._handle(self.conn.recv())
+                message = self.conn.recv()
+                try:
+                    self._handle(message)
+                except Exception:  # noqa: BLE001 - a bug in one message must not leave every stream unstoppable
+                    log.exception("decode process: handling %s failed; going on", type(message).__name__)
         except (EOFError, OSError):  # the main process is gone: nobody wants these frames any more
             self.exiting.set()
         for stream in self._all():
@@ -124,16 +129,28 @@ class _Child:
         if isinstance(message, msg.Control):
             self._control(message)
         elif isinstance(message, msg.AddStream):
-            stream = _Stream(self, message.index, message)
-            with self._lock:
-                self.streams[message.index] = stream
-            stream.worker.start()
+            self._add(message)
         elif isinstance(message, msg.RecordClip):
             self._record_clip(message)
         elif isinstance(message, msg.ForgetStream):
             self._forget(message.index)
         elif isinstance(message, msg.Exit):
             self.exiting.set()
+
+    def _add(self, message: msg.AddStream) -> None:
+        """Start a stream; one that cannot start (its source's plugin not loaded here, say) fails alone."""
+        try:
+            stream = _Stream(self, message.index, message)
+            stream.worker.start()
+        except Exception as exc:  # noqa: BLE001 - that stream fails; the others go on
+            config = message.config
+            error = (f"stream '{config.id}' ({mask_url(config.url)}): cannot start in decode process {os.getpid()} "
+                     f"({type(exc).__name__}: {exc}); the stream has stopped")
+            log.error("%s", error)
+            self.send(msg.Ended(message.index, {"state": WorkerState.FAILED.value, "last_error": error}))
+            return
+        with self._lock:
+            self.streams[message.index] = stream
 
     def _forget(self, index: int) -> None:
         """The stream has ended everywhere: write its pending clips, drop its packets, its worker and its

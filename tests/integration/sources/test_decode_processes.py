@@ -272,3 +272,27 @@ sys.exit("an error on the way out: the decode processes were never closed")
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "never closed" in done.stderr
+
+
+@pytest.mark.fault
+def test_a_stream_that_cannot_start_in_its_decode_process_fails_alone_and_the_process_still_obeys():
+    """The child imports only the plugins it is given: a scheme registered here alone (in code, not under
+    `plugins:`) is unknown there, and starting that stream fails in the child."""
+    import pipeline.testing  # noqa: F401 - fake:// cameras, here and (as a plugin module) in the child
+    from pipeline.sources.processes import DecodeProcesses
+
+    odd = StreamConfig(id="odd", url=world(1, 12))  # synthetic://: registered in this process only
+    camera = StreamConfig(id="cam", url="fake://cam?fps=40", ring_size=4)
+    buffer = AlignedBuffer([LaneConfig(name="default", max_batch=4, max_wait_ms=5)], [odd, camera])
+    processes = DecodeProcesses(buffer, 1, plugin_modules=["pipeline.testing"])
+    failed, running = processes.add(odd, "source"), processes.add(camera, "source")
+    taker = Taker(buffer)
+    assert taker.until(failed.ended.is_set, timeout=20), "the stream that could not start never ended"
+    stats = failed.stats()
+    assert stats["state"] == "failed" and "'odd'" in stats["last_error"] and "synthetic" in stats["last_error"], stats
+    assert taker.until(lambda: len(taker.frames["cam"]) >= 10, timeout=20)  # the same child's other stream runs
+    running.stop()
+    assert taker.until(running.ended.is_set, timeout=10), "a stop after the failure did not reach the child"
+    child = processes._children[0].process
+    processes.close()
+    assert child.exitcode == 0  # it exited when told, not killed
