@@ -50,6 +50,13 @@ atexit.register(_at_exit)
 ClipDoneCallback = Callable[[Path, str | None], None]
 
 
+def _clip_done(on_done: ClipDoneCallback, path: Path, error: str | None) -> None:
+    try:
+        on_done(path, error)
+    except Exception:  # noqa: BLE001 - as with clips cut in this process: the frames and ends received with it go on
+        log.exception("decode processes: on_done for clip %s failed", path)
+
+
 class _Child:
     def __init__(self, number: int, context, device: int, log_setup: tuple[int, LogFormat],
                  plugin_modules: list[str]):
@@ -294,7 +301,7 @@ class DecodeProcesses:
         elif isinstance(message, msg.ClipDone):
             with self._lock:
                 _, _, on_done = self._clips.pop(message.request)
-            on_done(Path(message.path), message.error)
+            _clip_done(on_done, Path(message.path), message.error)
 
     def _end(self, worker: RemoteWorker) -> None:
         """The stream has ended: unmap its slots (a child does not exit while another process maps its
@@ -313,7 +320,7 @@ class DecodeProcesses:
             for request, _, _ in lost:
                 del self._clips[request]
         for _, path, on_done in lost:
-            on_done(path, f"its decode process {child.name} ended before the clip was written")
+            _clip_done(on_done, path, f"its decode process {child.name} ended before the clip was written")
         child.conn.close()
         child.process.join(0.5)
         code = child.process.exitcode
