@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 from pipeline.backoff import Backoff
@@ -11,6 +12,10 @@ from pipeline.sources.worker import WorkerState
 from pipeline.types import Frame
 
 log = logging.getLogger(__name__)
+
+SILENT_MIN_S = 2.0
+"""A decode process reports its running streams every 0.5 s: a live stream with no report for its `read_timeout_s`,
+and at least this long, is stalled (its process hangs, a decoder call that never returns, say)."""
 
 
 class RemoteWorker:
@@ -31,6 +36,8 @@ class RemoteWorker:
         self.backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self._stop_stream = stop_stream
         self._stats: dict = {"state": WorkerState.NEW.value}
+        self._live = config.is_live
+        self._reported = time.monotonic()
         self._carried: dict[str, int] = {}
         self._restart_error: str | None = None
         self._last: tuple[int, int, int, int] | None = None  # seq, pts_ns, wall_ns, epoch of the newest frame
@@ -40,7 +47,7 @@ class RemoteWorker:
 
     @property
     def state(self) -> WorkerState:
-        return WorkerState(self._stats["state"])
+        return WorkerState(self.stats()["state"])
 
     def start(self) -> None:
         """Nothing to do: the stream started when it was added to its child."""
@@ -54,9 +61,14 @@ class RemoteWorker:
         return self.ended.wait(timeout)
 
     def stats(self) -> dict:
-        return {**self._stats, "dropped_copy": self._copy_failures}
+        stats = {**self._stats, "dropped_copy": self._copy_failures}
+        silent = time.monotonic() - self._reported > max(self.config.read_timeout_s, SILENT_MIN_S)
+        if self._live and silent and stats["state"] == WorkerState.RUNNING.value:
+            stats["state"] = WorkerState.STALLED.value
+        return stats
 
     def update(self, stats: dict) -> None:
+        self._reported = time.monotonic()
         self._stats = {**stats, **{key: stats.get(key, 0) + n for key, n in self._carried.items()}}
         if self._stats.get("last_error") is None and self._carried:
             self._stats["last_error"] = self._restart_error  # like a worker's, it stays after the reconnect

@@ -296,3 +296,22 @@ def test_a_stream_that_cannot_start_in_its_decode_process_fails_alone_and_the_pr
     child = processes._children[0].process
     processes.close()
     assert child.exitcode == 0  # it exited when told, not killed
+
+
+@pytest.mark.fault
+def test_cameras_of_a_decode_process_that_hangs_show_as_stalled_not_running():
+    camera = StreamConfig(id="cam", url="synthetic://street?seed=6&fps=20&size=160x96", ring_size=4,
+                          read_timeout_s=2.0)
+    buffer = AlignedBuffer([LaneConfig(name="default", max_batch=4, max_wait_ms=5)], [camera])
+    processes = make_processes([camera], 1, buffer)
+    taker = Taker(buffer)
+    worker = processes.workers[0]
+    assert taker.until(lambda: worker.state.value == "running", timeout=30)
+    os.kill(worker.pid, signal.SIGSTOP)  # hung: a decoder call that never returns holds its interpreter lock
+    try:
+        assert taker.until(lambda: worker.stats()["state"] == "stalled", timeout=10), worker.stats()
+        assert worker.state.value == "stalled"
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+    assert taker.until(lambda: worker.stats()["state"] == "running", timeout=10), worker.stats()
+    stop_and_drain(processes, buffer)
