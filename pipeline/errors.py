@@ -62,5 +62,9 @@ class FileChanged(PipelineError):
     """The config file was edited since it was last applied: reload it before changing it through the API."""
 
 
+class NoConfigFile(PipelineError):
+    """The pipeline was not started from a config file (a config made in code): there is no file to reload."""
+
+
 class PartiallyApplied(PipelineError):
     """A change was applied except for some parts, which the message names (a reload tries them again)."""

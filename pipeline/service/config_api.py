@@ -19,8 +19,8 @@ from typing import Any
 from fastapi import APIRouter, Body, HTTPException, Query, Response
 from starlette.convertors import PathConvertor, register_url_convertor
 
-from pipeline.errors import (ConfigError, FileChanged, NoSuchItem, PartiallyApplied, PipelineError, RestartRequired,
-                             SinkError, StreamExists)
+from pipeline.errors import (ConfigError, FileChanged, NoConfigFile, NoSuchItem, PartiallyApplied, PipelineError,
+                             RestartRequired, SinkError, StreamExists)
 from pipeline.runtime.placement import OtherShard
 from pipeline.service.control import Control
 from pipeline.types import class_ids
@@ -44,7 +44,8 @@ def router(control: Control) -> APIRouter:
     @api.post("/reload", tags=["config"])
     def reload() -> dict:
         """Re-read the config file, validate all of it, apply only the difference. A bad file (400, with
-        file:line) or a change that needs a restart (409) changes nothing."""
+        file:line) or a change that needs a restart (409) changes nothing; 409 as well for a pipeline started without
+        a config file (nothing to reload)."""
         return {"applied": apply(control.reload).summary()}
 
     @api.get("/events", tags=["events"])
@@ -79,7 +80,7 @@ def apply(change, *args) -> Any:
         return change(*args)
     except NoSuchItem as exc:
         raise HTTPException(404, str(exc)) from None
-    except (StreamExists, RestartRequired, FileChanged, OtherShard) as exc:
+    except (StreamExists, RestartRequired, FileChanged, NoConfigFile, OtherShard) as exc:
         raise HTTPException(409, str(exc)) from None
     except ConfigError as exc:
         raise HTTPException(400, str(exc)) from None

@@ -30,7 +30,8 @@ from pipeline.cluster import analytics
 from pipeline.config.diff import ConfigDiff
 from pipeline.config.document import ConfigDocument
 from pipeline.config.loader import parse_config
-from pipeline.errors import ConfigError, FileChanged, PartiallyApplied, PipelineError, StreamExists
+from pipeline.errors import (ConfigError, FileChanged, NoConfigFile, PartiallyApplied, PipelineError,
+                             StreamExists)
 from pipeline.runtime.runner import PipelineRunner
 
 log = logging.getLogger(__name__)
@@ -192,9 +193,12 @@ class Control:
     def reload(self) -> ConfigDiff:
         """Re-read the config file and apply what changed. ConfigError (with file:line) for a bad file,
         RestartRequired for a change that cannot apply while running: nothing changes then. PartiallyApplied
-        naming what could not be applied (a camera, a sink): the rest runs, and the next change tries it again."""
+        naming what could not be applied (a camera, a sink): the rest runs, and the next change tries it again.
+        NoConfigFile when the pipeline was not started from a file."""
         if self.path is None:
-            raise PipelineError("this pipeline was not started from a config file; there is nothing to reload")
+            raise NoConfigFile("this pipeline was not started from a config file, so there is nothing to reload; "
+                               "change it through the API (/api/streams, /api/zones, /api/lines, /api/alerts), or "
+                               "start it from a config file to reload one")
         with self._lock:
             text = _read(self.path)
             try:
