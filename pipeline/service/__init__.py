@@ -49,9 +49,11 @@ class Service:
     def run(self, duration_s: float | None = None, on_progress: Callable[[Snapshot], None] | None = None,
             progress_interval_s: float = 1.0) -> Snapshot:
         """Serve while the pipeline runs: until stopped, or for `duration_s` (then the run ends as a run of
-        files would); the server answers from before the engine is warm until the pipeline has stopped."""
-        self.server.start()
+        files would); the server answers from before the engine is warm until the pipeline has stopped.
+        ConfigError, with the console and resources closed, when the server cannot start (another process listens
+        on the port since it was bound)."""
         try:
+            self.server.start()
             return self.runner.run(duration_s, on_progress, progress_interval_s, until_stopped=duration_s is None)
         finally:
             if self.console is not None:

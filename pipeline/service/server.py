@@ -102,8 +102,7 @@ class HttpServer:
             self._socket.bind((host, port))
         except OSError as exc:
             self._socket.close()
-            raise ConfigError(f"runtime.http: cannot listen on {host}:{port} ({exc.strerror}); choose a free port "
-                              "(runtime.http.port) or stop what uses it") from None
+            raise _cannot_listen(host, port, exc) from None
         self.host, self.port = host, self._socket.getsockname()[1]
         # log_config=None: uvicorn leaves logging alone, so its loggers reach the root handler (`pipeline.logs`)
         # and a JSON log stays JSON; no access log: scrapes of /metrics would fill it
@@ -114,6 +113,13 @@ class HttpServer:
                                         name=f"http:{self.port}", daemon=True)
 
     def start(self) -> HttpServer:
+        """Listen, then serve. ConfigError when another process listens on the port since it was bound (two
+        instances started at once: SO_REUSEADDR lets both bind it) or the server does not start; `stop()` then
+        closes the socket."""
+        try:
+            self._socket.listen(self._server.config.backlog)
+        except OSError as exc:
+            raise _cannot_listen(self.host, self.port, exc) from None
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
@@ -125,5 +131,11 @@ class HttpServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._server.should_exit = True
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
         self._socket.close()
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+    return ConfigError(f"runtime.http: cannot listen on {host}:{port} ({exc.strerror}); choose a free port "
+                       "(runtime.http.port) or stop what uses it")
