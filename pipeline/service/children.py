@@ -39,6 +39,8 @@ SUPERVISOR_PID = "STREAMWEAVE_SUPERVISOR_PID"
 PR_SET_PDEATHSIG = 1
 """prctl(2): the signal this process gets when its parent ends."""
 _LIST = re.compile(r"^\d+(,\d+)*,?$")
+_DEVICE = re.compile(r"^(\d+|(GPU|MIG)-\S+)$")
+"""An entry of CUDA_VISIBLE_DEVICES that names a GPU: its index or UUID (`GPU-...`, `MIG-...`)."""
 
 
 @dataclass(frozen=True)
@@ -91,11 +93,13 @@ def parse_gpus(text: str, discover=None) -> list[str]:
 
 
 def discover_gpus() -> list[str]:
-    """Indices of this host's GPUs as CUDA_VISIBLE_DEVICES entries: those CUDA_VISIBLE_DEVICES already lists
-    (a container given some GPUs), else NVML's (nvidia-ml-py), else `nvidia-smi -L`'s. ConfigError when none."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-    if visible:
-        return [g.strip() for g in visible.split(",") if g.strip()]
+    """Indices of this host's GPUs as CUDA_VISIBLE_DEVICES entries: where CUDA_VISIBLE_DEVICES is set (a container
+    given some GPUs), the GPUs CUDA sees through it (its entries up to the first that names no GPU), else NVML's
+    (nvidia-ml-py), else `nvidia-smi -L`'s. ConfigError when none: also when CUDA_VISIBLE_DEVICES hides them all
+    (empty, `-1`)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return _visible(visible)
     why = []
     try:
         import pynvml  # noqa: PLC0415 - optional (the gpu extra)
@@ -123,6 +127,20 @@ def discover_gpus() -> list[str]:
         why.append(f"nvidia-smi -L lists none ({(done.stderr or done.stdout).strip()[:200] or 'no output'})")
     raise ConfigError(f"--gpus: no GPU found ({'; '.join(why)}); run without --gpus on a machine without GPUs, "
                       "or name them: --gpus 0,1")
+
+
+def _visible(value: str) -> list[str]:
+    """The GPUs CUDA sees with CUDA_VISIBLE_DEVICES=`value`: the entries before the first that names no GPU."""
+    gpus = []
+    for entry in value.split(","):
+        if not _DEVICE.match(entry.strip()):
+            break
+        gpus.append(entry.strip())
+    if not gpus:
+        raise ConfigError(f"--gpus: CUDA_VISIBLE_DEVICES={value!r} hides every GPU (CUDA reads it up to the first "
+                          "entry that is not a GPU index or UUID); unset it to use this host's GPUs, list them in it "
+                          "(CUDA_VISIBLE_DEVICES=0,1), or run without --gpus on the CPU")
+    return gpus
 
 
 def has_cluster(raw: object) -> bool:

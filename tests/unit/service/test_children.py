@@ -73,6 +73,22 @@ def test_gpus_given_to_the_container_are_the_ones_all_means(monkeypatch):
     assert parse_gpus("all") == ["2", "3"]
 
 
+@pytest.mark.parametrize("visible", ["-1", ",", "", " ", "-1,0", "none"])
+def test_cuda_visible_devices_that_hides_every_gpu_is_a_clear_error_naming_it(monkeypatch, visible):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    with pytest.raises(ConfigError, match=rf"--gpus: CUDA_VISIBLE_DEVICES={visible!r} hides every GPU .*unset it"):
+        parse_gpus("all")
+
+
+@pytest.mark.parametrize("visible, expected", [
+    ("0,-1,1", ["0"]), ("1, 2,", ["1", "2"]), ("GPU-5f3a9c1e-0000-1111-2222-333344445555,3",
+                                              ["GPU-5f3a9c1e-0000-1111-2222-333344445555", "3"]),
+])
+def test_the_gpus_all_means_are_those_cuda_sees_through_cuda_visible_devices(monkeypatch, visible, expected):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert parse_gpus("all") == expected
+
+
 def test_each_child_sees_only_its_gpu_with_its_own_name_port_outbox_and_shard():
     config, raw = site(instance="edge-1", http={"port": 9200}, outbox_path="runs/site/outbox.db")
     children = plan_children("site.yaml", config, raw, ["0", "3"], passthrough=["--quiet"], environ={"KEEP": "x"})
