@@ -42,7 +42,7 @@ from pipeline.service.console import Console, mount
 from pipeline.service.config_api import apply
 from pipeline.service.control import Control, entry_of
 from pipeline.service.prom import SnapshotCollector
-from pipeline.masking import mask_url
+from pipeline.masking import mask_secrets, mask_url
 from pipeline.sinks.outputs.webhook import redact_url
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -223,19 +223,12 @@ async def _invalid_request(request, exc: RequestValidationError) -> JSONResponse
 
 
 def masked_config(runner: PipelineRunner) -> dict:
+    """The running config with the streams running now, its credentials masked wherever they are (`mask_secrets`:
+    URLs, DSNs, and the values of secret-looking keys, a plugin's options included)."""
     data = runner.config.model_dump(mode="json")
     data["streams"] = [config.model_dump(mode="json") for config in runner.streams()]
-    for stream in data["streams"]:
-        stream["url"] = mask_url(stream["url"])
+    data = mask_secrets(data)
     for sink in data["sinks"]:
-        for key in ("url", "dsn"):
-            if key in sink:
-                sink[key] = mask_url(sink[key])
         if sink.get("type") == "webhook":  # hook URLs often carry their secret in the path, or its query
             sink["url"] = redact_url(sink["url"])
-    if data["runtime"].get("cluster"):
-        data["runtime"]["cluster"]["dsn"] = mask_url(data["runtime"]["cluster"]["dsn"])
-    http = data["runtime"].get("http")
-    if http and http.get("token"):
-        http["token"] = "***"
     return data

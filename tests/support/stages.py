@@ -1,5 +1,5 @@
-"""Plugins for tests: `stages:` that fail on every frame, return a malformed event or numpy numbers in a payload; a
-source of wrong frames."""
+"""Plugins for tests: `stages:` that fail on every frame, return a malformed event or numpy numbers in a payload, or
+take credentials as options; a source of wrong frames."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -37,6 +37,16 @@ class NumpyScore:
         if result.frame.seq % 5 == 4:
             return [result.moment.event("score", "mark", -1, -1, {"seq": np.int64(result.frame.seq),
                                                                    "score": np.float32(0.5)})]
+        return []
+
+
+class Notifier:
+    """A stage with credentials among its options, as one that calls a cloud API has; it sends nothing."""
+
+    def __init__(self, stream_id: str, api_key: str, client: dict, every: int = 1):
+        self.stream_id, self.every = stream_id, every
+
+    def __call__(self, result):
         return []
 
 

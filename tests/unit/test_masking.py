@@ -2,7 +2,7 @@
 import doctest
 
 import pipeline.masking
-from pipeline.masking import mask_url
+from pipeline.masking import mask_secrets, mask_url
 
 
 def test_credentials_are_masked_in_urls_query_strings_dsns_and_messages():
@@ -21,6 +21,17 @@ def test_credentials_are_masked_in_urls_query_strings_dsns_and_messages():
     assert mask_url("http://h/s.m3u8?accessToken=a&sessionKey=b&keyframe=1") == \
         "http://h/s.m3u8?accessToken=***&sessionKey=***&keyframe=1"
     assert mask_url("http://h/?x-accessToken=a&oauth.clientSecret=b") == "http://h/?x-accessToken=***&oauth.clientSecret=***"
+
+
+def test_secret_looking_keys_are_masked_at_any_depth_and_other_keys_kept():
+    sink = {"type": "kafka", "password": "p", "sasl": {"clientSecret": "s", "mechanism": "PLAIN"}, "keyframes": 2,
+            "brokers": ["kafka://u:pw@b1:9092"], "x-api-key": 7, "tls": {"verify_signature": True}, "token": None}
+    assert mask_secrets({"sinks": [sink], "monkey": "m"}) == {"sinks": [
+        {"type": "kafka", "password": "***", "sasl": {"clientSecret": "***", "mechanism": "PLAIN"}, "keyframes": 2,
+         "brokers": ["kafka://***@b1:9092"], "x-api-key": "***", "tls": {"verify_signature": True}, "token": None}],
+        "monkey": "m"}
+    under_a_secret = {"auth": {"user": "ops", "tokens": ["a", "b"]}}
+    assert mask_secrets(under_a_secret) == {"auth": {"user": "***", "tokens": ["***", "***"]}}
 
 
 def test_the_examples_in_the_module_hold():
