@@ -121,8 +121,10 @@ class Sessions:
                                      "own pages; other clients send `Authorization: Bearer <runtime.http.token>`")
 
     def _bearer(self, request: Request) -> bool:
-        given = request.headers.get("authorization", "").encode()
-        return hmac.compare_digest(given, f"Bearer {self.token}".encode())
+        """Whether the request sends the token: the scheme in any case (RFC 7235), the token compared in constant
+        time."""
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(given.lstrip(" ").encode(), self.token.encode())
 
     def _session(self, request: Request) -> bool:
         session = request.cookies.get(cookie_name(request))

@@ -179,6 +179,16 @@ def test_with_a_token_the_api_needs_it_and_probes_do_not(tmp_path, serve):
     anonymous.close()
 
 
+def test_the_bearer_scheme_is_read_in_any_case_and_the_token_itself_exactly(tmp_path, serve):
+    """HTTP auth schemes are case-insensitive (RFC 7235): clients and proxies send `bearer` or `BEARER` too."""
+    served = serve(config(tmp_path, []), token=TOKEN)
+    with httpx.Client(base_url=str(served.client.base_url), timeout=10) as client:
+        for scheme in ("bearer", "BEARER", "BeArEr"):
+            assert client.get("/api/streams", headers={"Authorization": f"{scheme} {TOKEN}"}).status_code == 200
+        for wrong in (f"Bearer {TOKEN.upper()}", f"Basic {TOKEN}", f"Bearer{TOKEN}", TOKEN, f"Bearer {TOKEN}x"):
+            assert client.get("/api/streams", headers={"Authorization": wrong}).status_code == 401, wrong
+
+
 def test_without_a_token_only_loopback_hosts_and_changes_from_its_own_pages_are_served(tmp_path, serve):
     served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=10"}]))
     client, port = served.client, served.service.port
