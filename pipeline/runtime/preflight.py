@@ -7,17 +7,18 @@ and every file or folder the pipeline writes (storage, JSONL, media, MOT, the ou
 
 `run_pipeline.py validate` and `run` both check, so a config that cannot start exits 2 before any stream
 starts rather than failing (or running broken) later. A running pipeline checks a new config with
-`live_problems` against the classes of the detector it already has. Config validation stays pure: this is
-the step that opens files.
+`live_problems` against the classes of the detector it already has, and the files of what the change starts.
+Config validation stays pure: this is the step that opens files.
 """
 from __future__ import annotations
 
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from pipeline import plugins
+from pipeline.config.diff import ConfigDiff
 from pipeline.config.fields import KeyPathError, key_path
 from pipeline.config.models import DetectorConfig, PipelineConfig, StreamConfig
 from pipeline.config.outputs import uses_outbox
@@ -37,9 +38,15 @@ def check(config: PipelineConfig, engine: str | None = None) -> list[KeyPathErro
     return problems + file_problems(config)
 
 
-def live_problems(config: PipelineConfig, class_names: list[str]) -> list[KeyPathError]:
-    """The problems of a config a running pipeline would change to (its detector stays as it is)."""
-    return class_problems(config, class_names, "the running detector") + file_problems(config)
+def live_problems(config: PipelineConfig, class_names: list[str], change: ConfigDiff,
+                  outbox_open: bool) -> list[KeyPathError]:
+    """The problems of a config a running pipeline would change to (its detector stays as it is). Files are looked
+    at only for what `change` starts: the streams it adds or restarts, the sinks it adds, and the outbox unless it is
+    open (`outbox_open`). A stream that runs, or finished, keeps its file open or needs it no more: a file deleted
+    since must not refuse a zone edit."""
+    streams = {stream.id for stream in (*change.added, *change.changed)}
+    return class_problems(config, class_names, "the running detector") \
+        + file_problems(config, streams, change.sinks_added, outbox=not outbox_open)
 
 
 def describe(problems: list[KeyPathError]) -> str:
@@ -106,15 +113,19 @@ def _unknown_classes(uses: list[tuple[tuple, list[str] | None]], class_names: li
             for loc, names in uses if (unknown := [n for n in names or [] if n not in known])]
 
 
-def file_problems(config: PipelineConfig) -> list[KeyPathError]:
-    """File streams that do not exist, and files and folders the pipeline would write but cannot."""
+def file_problems(config: PipelineConfig, streams: Collection[str] | None = None, sinks: list | None = None,
+                  outbox: bool = True) -> list[KeyPathError]:
+    """File streams that do not exist, and files and folders the pipeline would write but cannot. streams: the ids
+    of the streams to look at, sinks: the `sinks:` entries (default: all of either); outbox: whether the outbox is
+    looked at (when one of those entries uses it)."""
     problems = [KeyPathError(("streams", i, "url"), why) for i, stream in enumerate(config.streams)
-                if (why := stream_problem(stream))]
-    for i, entry in enumerate(config.sinks):
+                if (streams is None or stream.id in streams) and (why := stream_problem(stream))]
+    entries = [(i, entry) for i, entry in enumerate(config.sinks) if sinks is None or entry in sinks]
+    for i, entry in entries:
         writes = plugins.output(entry.type).writes
         if writes is not None and (why := writable(getattr(entry, writes[0]), folder=writes[1] == "folder")):
             problems.append(KeyPathError(("sinks", i, writes[0]), why))
-    if any(uses_outbox(entry) for entry in config.sinks):
+    if outbox and any(uses_outbox(entry) for _, entry in entries):
         if why := writable(config.runtime.outbox_path, folder=False):
             problems.append(KeyPathError(("runtime", "outbox_path"), why))
     return problems

@@ -9,7 +9,8 @@ had not delivered, and none of its name put back, is named in a warning with the
 cannot change while running (the detector, the tracker, `runtime:`, `plugins:`, a lane's max_batch beyond the
 engine's batch limit, event clips where no packets are kept) is refused before anything changes:
 RestartRequired; so is a config that could not start (`pipeline.runtime.preflight`: a class the detector
-does not have, a file stream that does not exist, an output that cannot be written): ConfigError.
+does not have, a file stream it adds or restarts that does not exist, an output it adds that cannot be written):
+ConfigError.
 """
 from __future__ import annotations
 
@@ -36,10 +37,10 @@ def check(parts: Pipeline, table: StreamTable, new: PipelineConfig) -> ConfigDif
     """What applying `new` would change (the streams compared with those that run); RestartRequired when it
     cannot be applied while running, ConfigError when it could not start or a stream's stages cannot be made
     with it (a class name the model does not have, a plugin's options)."""
-    problems = preflight.live_problems(new, parts.detector.class_names)
+    change = diff(parts.config.model_copy(update={"streams": table.configs()}), new)
+    problems = preflight.live_problems(new, parts.detector.class_names, change, parts.events.outbox is not None)
     if problems:
         raise ConfigError(preflight.describe(problems))
-    change = diff(parts.config.model_copy(update={"streams": table.configs()}), new)
     if change.restart_required:
         raise RestartRequired(f"restart required: {', '.join(change.restart_required)} changed, which a running "
                               "pipeline cannot change; nothing was applied (restart the service to apply the file)")

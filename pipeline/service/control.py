@@ -104,7 +104,7 @@ class Control:
             except ConfigError:
                 self.runner.check(config.model_copy(update={"streams": []}))  # a problem besides the streams: raised
                 refused = {}
-                for stream in streams:  # running ones too: a file that went away since
+                for stream in streams:  # each alone: one running unchanged passes, its file may be gone
                     try:
                         self.runner.check(config.model_copy(update={"streams": [stream]}))
                     except ConfigError as exc:

@@ -16,6 +16,7 @@ from pipeline.config.outputs import WebhookOutput as WebhookConfig
 from pipeline.errors import PipelineError
 from pipeline.testing import RecordingSink
 from tests.conftest import REPO
+from tests.support.damaged_media import write_clip
 from tests.support.http_server import RecordingHttpServer, free_port
 from tests.support.service import DROPS, ServiceProcess, config_data
 from tests.support.waiting import wait_until
@@ -258,6 +259,22 @@ def test_giving_a_zone_to_one_more_camera_leaves_the_visits_on_the_others_open(t
     served.stop()
     assert "reconfigured" not in [e.payload["reason"] for e in events(sink, "a", "zone_exit")]
     assert len(events(sink, "a", "zone_enter")) == 1
+
+
+def test_a_file_stream_whose_file_is_gone_once_it_finished_leaves_later_changes_alone(tmp_path, serve):
+    """Before, every later change was refused ("no such file"): each stream's file was looked for, not only those of
+    the streams a change adds or restarts."""
+    path, clip = site(tmp_path), write_clip(tmp_path / "clip.mp4", frames=10, size=(64, 48))
+    path.write_text(path.read_text().replace("  - id: b\n", f"  - id: clip\n    url: {clip}\n  - id: b\n"))
+    sink = RecordingSink()
+    served = serve(load_config(path), sinks=[sink], path=path)
+    assert sink.wait_for(lambda s: "clip" in s.ended, timeout=20)
+    clip.unlink()
+    moved = served.client.put("/api/zones/dock", json={"polygon": [[40, 0], [60, 0], [60, 48], [40, 48]]})
+    assert moved.status_code == 200, moved.text
+    assert served.client.post("/api/streams", json={"id": "c", "url": "fake://c?fps=20"}).status_code == 201
+    again = served.client.post("/api/streams", json={"id": "d", "url": str(clip)})  # a stream added is looked for
+    assert again.status_code == 400 and "streams -> 4 -> url: no such file" in again.json()["detail"]
 
 
 def test_changes_are_refused_once_the_pipeline_has_stopped(tmp_path, serve):
