@@ -6,6 +6,8 @@ inference threads (each stream's results handed on in order), `runtime.stage_wor
 per frame sink, one storing events into the outbox and one delivery thread per event output.
 Stopping (duration reached, SIGINT/SIGTERM, every file finished) always goes the same way: sources
 stop, the buffer drains through the detector and the stages, the sinks flush, the outbox keeps the rest.
+A stage or sink that hangs holds a stop up for `drain_s` at most: a stage worker hung in one call that long is
+left (logged, naming its stream and stage) and the other streams drain; a hung sink is closed anyway.
 """
 from __future__ import annotations
 
@@ -41,6 +43,9 @@ class PipelineRunner:
     fence: in a PostgreSQL-coordinated fleet, what its storage asks before writing a camera's rows
     (`pipeline.cluster.fencing`).
     """
+
+    drain_s: float = 60.0
+    """How long a stop waits for a stage hung in one call, and for the stage workers to drain (a sink may hang)."""
 
     def __init__(self, config: PipelineConfig, detector: Detector | None = None, *, sinks: list[Sink] = (),
                  plan: Plan | None = None, placement: Placement = Placement(), fence=None):
@@ -166,6 +171,7 @@ class PipelineRunner:
         asked, when the duration is reached, or when every stream has ended by itself."""
         inference = self.parts.inference
         next_progress = self._started + progress_interval_s
+        stopped_at = None
         while not inference.join(0.1):
             self.table.handle_finished()
             now = time.monotonic()
@@ -177,6 +183,9 @@ class PipelineRunner:
                     self._stop.set()
             if self._stop.is_set():
                 self.table.stop_all()
+                stopped_at = now if stopped_at is None else stopped_at
+                if now - stopped_at >= self.drain_s:  # inference may be waiting for a stage worker that hangs
+                    self.parts.stages.give_up_hung(self.drain_s)
             if self._abandon.is_set():
                 inference.abandon()
                 self.parts.stages.abandon()  # inference may be waiting for a stage worker that hangs
@@ -194,7 +203,7 @@ class PipelineRunner:
         if self._abandon.is_set() or not parts.inference.join(5.0):
             parts.inference.abandon()
             parts.stages.abandon()
-        if not parts.stages.close(timeout=5.0 if self._abandon.is_set() else 60.0):
+        if not parts.stages.close(timeout=5.0 if self._abandon.is_set() else self.drain_s):
             log.warning("stage workers did not drain in time (a sink may be hung); closing the sinks anyway")
             parts.outputs.close()  # a worker waiting for room in a sink's queue goes on
             parts.stages.close(timeout=5.0)

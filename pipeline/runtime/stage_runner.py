@@ -114,6 +114,8 @@ class StageRunner:
         self._threads = [threading.Thread(target=self._loop, args=(i,), name=f"stages:{i}", daemon=True)
                          for i in range(workers)]
         self._abandoned = threading.Event()
+        self._calls: list[tuple[str, str, float] | None] = [None] * workers  # per worker: stream, stage, since
+        self._given_up: set[int] = set()  # workers hung in a stage's call, no longer waited for
 
     def start(self) -> None:
         for thread in self._threads:
@@ -162,15 +164,29 @@ class StageRunner:
         for q in self._queues:
             q.close()  # workers finish what is queued, then see QueueClosed
         deadline = time.monotonic() + timeout
-        for t in self._threads:
-            if t.ident is not None:  # started
-                t.join(max(0.0, deadline - time.monotonic()))
-        return not any(t.is_alive() for t in self._threads)
+        waited = [t for i, t in enumerate(self._threads) if i not in self._given_up and t.ident is not None]  # started
+        for t in waited:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in waited)
 
     def abandon(self) -> None:
         """Stop waiting for room in the workers' queues: what would wait is dropped (a second stop, which
         abandons buffered frames, must not wait for a stage that hangs)."""
         self._abandoned.set()
+
+    def give_up_hung(self, after_s: float) -> None:
+        """Stop waiting for each worker that has been in one call of a stage for `after_s` s or more (a plugin
+        that hangs): what would wait for room in its queue is dropped, and `close` does not wait for it. Logs
+        each one, naming its stream and stage. A stop calls this once it has waited `after_s` s."""
+        now = time.monotonic()
+        for shard, call in enumerate(self._calls):
+            if call is None or shard in self._given_up or now - call[2] < after_s:
+                continue
+            self._given_up.add(shard)
+            stream_id, stage, since = call
+            log.error("stage '%s' of stream '%s' has not returned for %.0f s; the stop goes on without its worker "
+                      "stages:%d: the results still to be staged for its streams (%s) are dropped, and their ends not "
+                      "delivered", stage, stream_id, now - since, shard, ", ".join(sorted(list(self._streams[shard]))))
 
     def depths(self) -> list[int]:
         return [len(q) for q in self._queues]
@@ -190,7 +206,7 @@ class StageRunner:
         self._put_to(self._shard(item.stream_id), item)
 
     def _put_to(self, shard: int, item, weight: int = 1) -> None:
-        while not self._queues[shard].put(item, timeout=1.0, weight=weight):
+        while shard not in self._given_up and not self._queues[shard].put(item, timeout=1.0, weight=weight):
             if self._abandoned.is_set():
                 return
             if not self._threads[shard].is_alive():
@@ -207,21 +223,21 @@ class StageRunner:
                 break
             if isinstance(item, _Batch):
                 for result in item.results(self.run_id):
-                    self._handle(streams, result)
+                    self._handle(shard, streams, result)
             elif isinstance(item, _Start):
                 streams[item.stream_id] = _Stream(item.stages, item.live, self._start(item.stream_id))
             elif isinstance(item, _Restage):
                 item.answer(self._restage(streams, item.change))
             else:
-                self._finish(streams, item.stream_id)
+                self._finish(shard, streams, item.stream_id)
         for stream_id in list(streams):
-            self._finish(streams, stream_id)
+            self._finish(shard, streams, stream_id)
 
     def _start(self, stream_id: str) -> Moment:
         """The moment a stream's stages start from, before its first frame (nothing happens at it)."""
         return Moment(self.run_id, stream_id, 0, time.time_ns())
 
-    def _handle(self, streams: dict[str, _Stream], result: FrameResult) -> None:
+    def _handle(self, shard: int, streams: dict[str, _Stream], result: FrameResult) -> None:
         stream_id = result.frame.stream_id
         stream = streams.get(stream_id)
         if stream is None:  # frames again after the stream ended (a restarted source): start afresh
@@ -229,13 +245,21 @@ class StageRunner:
             stream = streams[stream_id] = _Stream(stages, True, self._start(stream_id))
         stream.last = result.moment
         for stage in stream.stages:
-            guarded(self.failures, stage.name, stage.process, result)
+            self._call(shard, stream_id, stage, stage.process, result)
         if result.events:  # naming is guarded too: one malformed event must not stop this worker's streams
             result.events[:] = guarded(self.failures, "events", self._named, result.events, framed=True) or []
             guarded(self.failures, "outbox", self._publish, list(result.events))
         stream.frames += 1
         self._frames[stream_id] = stream.frames
         self.outputs.submit(result, stream.live)
+
+    def _call(self, shard: int, stream_id: str, stage: StreamStage, method, *args):
+        """`guarded` method(*args) of `stage`, noted as the call worker `shard` is in (`give_up_hung`)."""
+        self._calls[shard] = (stream_id, stage.name, time.monotonic())
+        try:
+            return guarded(self.failures, stage.name, method, *args)
+        finally:
+            self._calls[shard] = None
 
     def _restage(self, streams: dict[str, _Stream], change: Restage) -> dict[str, str]:
         """The streams whose stages `change` could not change, with why."""
@@ -257,13 +281,13 @@ class StageRunner:
                 self.outputs.events(stream_id, events)
         return failed
 
-    def _finish(self, streams: dict[str, _Stream], stream_id: str) -> None:
+    def _finish(self, shard: int, streams: dict[str, _Stream], stream_id: str) -> None:
         stream = streams.pop(stream_id, None)
         if stream is None:
             return
         events: list[Event] = []
         for stage in stream.stages:
-            events.extend(guarded(self.failures, stage.name, stage.end, stream.last) or [])
+            events.extend(self._call(shard, stream_id, stage, stage.end, stream.last) or [])
         events = guarded(self.failures, "events", self._named, events, framed=False) or []
         if events:
             guarded(self.failures, "outbox", self._publish, events)

@@ -238,3 +238,36 @@ def test_a_stage_hung_on_a_frame_does_not_keep_a_second_stop_from_ending_the_run
     finally:
         released.set()
         thread.join(30)
+
+
+@pytest.mark.fault
+def test_a_stage_hung_on_a_frame_holds_up_a_first_stop_only_so_long_and_the_other_streams_drain(
+        tmp_path, monkeypatch, caplog):
+    """One stop waited for the hung stage forever (an orchestrator's SIGTERM ended in SIGKILL), and what the other
+    streams had buffered was lost with it."""
+    released = threading.Event()
+    monkeypatch.setitem(plugins._stages, "stuck",
+                        lambda stream_id: Stuck(stream_id, released) if stream_id == "cam" else (lambda result: []))
+    streams = [{"id": "cam", "url": "fake://cam?fps=200"}, {"id": "clip", "url": "fake://clip?frames=100000&live=0"}]
+    config = fake_config(tmp_path, streams, stages=[{"python": "stuck"}])
+    config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"stage_queue_size": 2})})
+    sink = RecordingSink()
+    runner = PipelineRunner(config, sinks=[sink])
+    runner.drain_s = 1.0  # how long a stop waits for a hung stage or sink; 60 s by default
+    assert runner.parts.stages._shard("cam") != runner.parts.stages._shard("clip")  # on another worker
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        assert sink.wait_for(lambda s: len(s.seqs["cam"]) >= 10, timeout=20)  # the 11th hangs in the stage
+        assert wait_until(lambda: inference_waits_for(runner.parts.stages._put_to), timeout=20)
+        assert wait_until(lambda: runner.snapshot().streams["clip"]["depth"] > 0, timeout=20)
+        staged, buffered = len(sink.seqs["clip"]), runner.snapshot().streams["clip"]["depth"]
+        runner.request_stop()  # once, as an orchestrator does
+        thread.join(20)
+        assert not thread.is_alive()
+        seqs = sink.seqs["clip"]
+        assert seqs == list(range(len(seqs))) and len(seqs) >= staged + buffered and sink.ended == ["clip"]
+        assert "stage 'stuck' of stream 'cam'" in caplog.text
+    finally:
+        released.set()
+        thread.join(30)
