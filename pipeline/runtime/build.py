@@ -21,7 +21,7 @@ from pipeline.runtime.outputs import Failures, OutputSinks
 from pipeline.runtime.runs import new_run
 from pipeline.runtime.stage_runner import StageRunner
 from pipeline.runtime.telemetry import Telemetry
-from pipeline.sinks import build_outputs
+from pipeline.sinks import build_outputs, close_event_outputs
 from pipeline.sinks.base import OutputContext, Sink
 from pipeline.sinks.outbox import Outbox
 from pipeline.sources.manager import Sources
@@ -73,9 +73,14 @@ def build_pipeline(config: PipelineConfig, plan: Plan, *, detector: Detector | N
                       device=plan.detector.device, plugin_modules=list(plan.plugins))
     frame_sinks, event_outputs = build_outputs(list(config.sinks), OutputContext(
         detector.class_names, list(config.alerts), run, clips=sources, fence=fence))
+    try:
+        outbox = Outbox(Path(config.runtime.outbox_path), [output for output, _ in event_outputs]) \
+            if event_outputs else None
+    except BaseException:  # the outputs run already (an MQTT client's network thread): the start fails without them
+        close_event_outputs(event_outputs)
+        raise
     outputs = OutputSinks([*frame_sinks, *((sink, FrameSinkOptions()) for sink in sinks)], Failures())
-    events = EventPublisher(Outbox(Path(config.runtime.outbox_path), [output for output, _ in event_outputs])
-                            if event_outputs else None, entries=[(entry, output.name) for output, entry in event_outputs])
+    events = EventPublisher(outbox, entries=[(entry, output.name) for output, entry in event_outputs])
     track_ids: defaultdict[str, TrackIds] = defaultdict(TrackIds)
     stages = StageRunner(stage_factory(config, detector.class_names, track_ids), events.publish, outputs,
                          config.runtime.stage_workers, config.runtime.stage_queue_size, on_finished, run_id=run.run_id,

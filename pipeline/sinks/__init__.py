@@ -9,7 +9,7 @@ from pipeline.config.outputs import FrameSinkOptions, is_event_output
 from pipeline.errors import ConfigError
 from pipeline.sinks.base import EventOutput, OutputContext, Sink
 
-__all__ = ["build_outputs"]
+__all__ = ["build_outputs", "close_event_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +26,17 @@ def build_outputs(entries: list[Any], context: OutputContext) -> tuple[list[tupl
         for entry in entries:
             _build(entry, context, frame_sinks, event_outputs)
     except BaseException:  # what was made may run already (an MQTT client's network thread, an open file)
-        for output, entry in event_outputs:
-            if is_event_output(entry):
-                _close_quietly(output)
+        close_event_outputs(event_outputs)
         raise
     return frame_sinks, event_outputs
+
+
+def close_event_outputs(event_outputs: list[tuple[EventOutput, Any]]) -> None:
+    """Close the event outputs `build_outputs` made, after a start that failed before the outbox took them (a frame
+    sink's own, storage's events table, connects only once the outbox delivers to it); what fails is logged."""
+    for output, entry in event_outputs:
+        if is_event_output(entry):
+            _close_quietly(output)
 
 
 def _build(entry: Any, context: OutputContext, frame_sinks: list, event_outputs: list) -> None:

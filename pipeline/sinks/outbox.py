@@ -108,26 +108,35 @@ class Outbox:
         self._lock = threading.Lock()
         self._last_prune = time.monotonic()
         self._conn = self._open_database()
-        self._couriers = [Courier(self, o, self._cursor_for(o.name)) for o in outputs]
+        try:  # the first reads of the events: where the file is damaged beyond its header, this says so
+            cursors = [self._cursor_for(o.name) for o in outputs]
+        except (OSError, sqlite3.Error) as exc:
+            self._conn.close()
+            raise self._unusable(exc) from exc
+        self._couriers = [Courier(self, o, cursor) for o, cursor in zip(outputs, cursors)]
         self._started = False
         self.unencodable = 0
 
     def _open_database(self) -> sqlite3.Connection:
+        conn = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = connect(self.path, "FULL")
             conn.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError):  # cannot open, read-only, locked: not the file's content
-                raise SinkError(f"cannot open the outbox database {self.path}: {exc}; check runtime.outbox_path is "
-                                "a writable file") from exc
-            raise SinkError(f"the outbox database {self.path} is damaged ({exc}): move it aside and start again (a "
-                            "new one is made; the events it held that were not delivered cannot be read back)") from exc
         except (OSError, sqlite3.Error) as exc:
-            raise SinkError(
-                f"cannot open the outbox database {self.path}: {exc}; check runtime.outbox_path is a writable file"
-            ) from exc
+            if conn is not None:
+                conn.close()
+            raise self._unusable(exc) from exc
         return conn
+
+    def _unusable(self, exc: OSError | sqlite3.Error) -> SinkError:
+        """What to do about the database that raised `exc` as it was opened or first read."""
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            return SinkError(f"the outbox database {self.path} is damaged ({exc}): move it aside and start again (a "
+                             "new one is made; the events it held that were not delivered cannot be read back)")
+        # cannot open, read-only, locked: not the file's content
+        return SinkError(f"cannot open the outbox database {self.path}: {exc}; check runtime.outbox_path is a "
+                         "writable file")
 
     def _cursor_for(self, output: str) -> int:
         newest = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
