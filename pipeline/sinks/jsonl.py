@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 from pipeline.config.outputs import JsonlOutput
 from pipeline.errors import SinkError
+from pipeline.sinks.appending import PartKept, append_all
 from pipeline.sinks.base import BaseSink
 from pipeline.sinks.outputs.payload import json_default
 from pipeline.sinks.storage.writer import BatchWriter, StorageUnavailable
@@ -180,19 +181,11 @@ class JsonlSink(BaseSink):
             self._follow_the_path()
         if self._torn:  # the last batch left half a record that could not be taken back: it stays a line of its own
             data = b"\n" + data
-        start = self._file.seek(0, os.SEEK_END) if self._file.seekable() else None
         try:
-            written = 0
-            while written < len(data):
-                written += self._file.write(data[written:])
-        except OSError as exc:
-            try:
-                self._file.truncate(start)  # a pipe cannot be (OSError): what it took is gone
-            except OSError:
-                self._torn = not data[:written].endswith(b"\n") if written else self._torn
-                raise SinkError(f"cannot write {len(records)} records to '{self.path}' ({exc.strerror}), nor take back "
-                                "the part written: it stays on the file, a broken last line among them") from exc
-            raise StorageUnavailable(f"cannot write to '{self.path}' ({exc.strerror})") from exc
+            append_all(self._file, data, f"{len(records)} records to '{self.path}'")
+        except PartKept as exc:
+            self._torn = not exc.part.endswith(b"\n") if exc.part else self._torn
+            raise
         self._torn = False
         self.records_written += len(records)
 

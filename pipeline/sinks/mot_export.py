@@ -11,18 +11,21 @@ a live stream after a reconnect: its `epoch`, where frame numbers start again) t
 `<directory>/epoch-<N>/<stream_id>.txt`, so every file is one sequence and every folder one TrackEval
 tracker folder. A file is written anew when the stream starts (a run, or a stream restarted while running)
 and appended to after that (by a sink added while the stream runs, a changed config, too); lines are written
-from a writer thread so `on_frame` stays cheap.
+from a writer thread so `on_frame` stays cheap. A write that fails (a full disk) takes back what it wrote of its
+frame's rows and keeps the batch, retried with backoff from that frame on until it is written, stream starts and
+ends included, as the JSONL sink does (`pipeline.sinks.appending`).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO
 
 from pipeline.config.outputs import MotExport
 from pipeline.errors import SinkError
 from pipeline.mot import format_rows
+from pipeline.sinks.appending import append_all
 from pipeline.sinks.base import BaseSink
-from pipeline.sinks.storage.writer import BatchWriter
+from pipeline.sinks.storage.writer import Batch, BatchWriter, StorageUnavailable
 from pipeline.types import FrameResult
 
 
@@ -46,7 +49,8 @@ class MotExportSink(BaseSink):
         self.include_coasted = config.include_coasted
         self.name = f"mot:{self.directory}"
         self.rows_written = 0
-        self._files: dict[Path, TextIO] = {}
+        self._files: dict[Path, BinaryIO] = {}
+        self._written: tuple[str, int] = ("", 0)  # (batch id, its items written): a retry of it goes on from there
         self._started: dict[str, set[Path]] = {}  # per stream, the files written since it (re)started
         self._joined: set[str] = set()  # streams running when this sink was added: their next file is appended to
         self._writer = BatchWriter(
@@ -99,37 +103,43 @@ class MotExportSink(BaseSink):
     def stats(self) -> dict:
         return {**self._writer.stats(), "rows_written": self.rows_written}
 
-    def _write(self, items: list[_Lines]) -> None:
-        try:
-            for item in items:
-                if item.lines is not None:
-                    self._file(item.stream_id, item.path).write("".join(line + "\n" for line in item.lines))
-                    self.rows_written += len(item.lines)
-                    continue
-                for path in self._started.get(item.stream_id, ()):
-                    f = self._files.pop(path, None)
-                    if f is not None:
-                        f.close()
-                if item.start:
-                    self._started[item.stream_id] = set()
-                if item.joined:
-                    self._joined.add(item.stream_id)
-                else:  # an end, or a start of its own: its next file is a new reading
-                    self._joined.discard(item.stream_id)
-                    if item.start:  # begun anew now: a reading that tracks nothing leaves no rows of an earlier one
-                        self._file(item.stream_id, self.path_for(item.stream_id))
-            for f in self._files.values():
-                f.flush()
-        except OSError as exc:
-            raise SinkError(f"cannot write MOT rows under '{self.directory}': {exc.strerror}") from exc
+    def _write(self, items: Batch) -> None:
+        """Each item in turn; one that fails (a full disk) leaves nothing of itself written and StorageUnavailable
+        raised, and the writer's retry of the batch goes on from it."""
+        batch_id, done = self._written
+        for i in range(done if batch_id == items.id else 0, len(items)):
+            try:
+                self._write_item(items[i])
+            except OSError as exc:  # a file or folder that cannot be made: nothing of the item is written either
+                raise StorageUnavailable(f"cannot write MOT rows under '{self.directory}' ({exc.strerror})") from exc
+            self._written = (items.id, i + 1)
 
-    def _file(self, stream_id: str, path: Path) -> TextIO:
+    def _write_item(self, item: _Lines) -> None:
+        if item.lines is not None:
+            data = "".join(line + "\n" for line in item.lines).encode()
+            append_all(self._file(item.stream_id, item.path), data, f"{len(item.lines)} MOT rows to '{item.path}'")
+            self.rows_written += len(item.lines)
+            return
+        for path in self._started.get(item.stream_id, ()):
+            f = self._files.pop(path, None)
+            if f is not None:
+                f.close()
+        if item.start:
+            self._started[item.stream_id] = set()
+        if item.joined:
+            self._joined.add(item.stream_id)
+        else:  # an end, or a start of its own: its next file is a new reading
+            self._joined.discard(item.stream_id)
+            if item.start:  # begun anew now: a reading that tracks nothing leaves no rows of an earlier one
+                self._file(item.stream_id, self.path_for(item.stream_id))
+
+    def _file(self, stream_id: str, path: Path) -> BinaryIO:
         f = self._files.get(path)
         if f is None:
             started = self._started.setdefault(stream_id, set())
-            mode = "a" if path in started or stream_id in self._joined else "w"
-            self._joined.discard(stream_id)  # the reading in progress; a later one begins its own file
+            mode = "ab" if path in started or stream_id in self._joined else "wb"
             path.parent.mkdir(parents=True, exist_ok=True)
-            f = self._files[path] = path.open(mode, encoding="utf-8")
+            f = self._files[path] = path.open(mode, buffering=0)  # unbuffered: a failed write leaves what it says
+            self._joined.discard(stream_id)  # the reading in progress; a later one begins its own file
             started.add(path)
         return f

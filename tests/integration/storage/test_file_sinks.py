@@ -161,6 +161,46 @@ print(full["retries"], full["records_written"], sink.stats()["records_written"],
     assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == list(range(200))  # each once
 
 
+def test_mot_export_on_a_full_disk_keeps_its_rows_and_markers_and_writes_each_once_when_room_comes_back(
+        tmp_path, shared):
+    """Run in a process of its own: the full disk is the file size limit (RLIMIT_FSIZE), set below the rows. Before,
+    the batch that met it was dropped (counted rejected), its stream start and end with it, and its rows were
+    partly written."""
+    gt, full, reference = shared("data/mot17/MOT17-05/gt/gt.txt"), tmp_path / "full", tmp_path / "reference"
+    script = f"""
+import resource, signal, time
+from pathlib import Path
+from pipeline.config.outputs import MotExport
+from pipeline.sinks.mot_export import MotExportSink
+from tests.integration.storage.replay import RUN, feed, mot_results
+results = mot_results(Path({str(gt)!r}), "cam-05", 14.0, time.time_ns(), RUN.run_id)[:300]
+def export(directory):
+    sink = MotExportSink(MotExport(type="mot", directory=directory), flush_interval_s=0.05)
+    sink.open()
+    sink.on_stream_start("cam-05", "mot17-05.mp4")
+    feed(sink, results)
+    sink.on_stream_end("cam-05")
+    return sink
+export({str(reference)!r}).close()
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (Path({str(reference)!r}, "cam-05.txt").stat().st_size // 2, hard))
+sink = export({str(full)!r})
+deadline = time.monotonic() + 20
+while sink.stats()["retries"] < 2 and time.monotonic() < deadline:  # it met the full disk and tried again
+    time.sleep(0.01)
+full = dict(sink.stats())
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # room again
+sink.close()
+print(full["retries"], full["rows_rejected"], sink.stats()["rows_lost"], sink.stats()["rows_rejected"])
+"""
+    done = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[3])
+    retries, rejected_while_full, lost, rejected = map(int, done.stdout.split())
+    assert retries >= 2 and (rejected_while_full, lost, rejected) == (0, 0, 0)
+    assert (full / "cam-05.txt").read_bytes() == (reference / "cam-05.txt").read_bytes()  # each row once, in order
+
+
 class _AppendOnly:
     """A JSONL output's file that fills after `room` bytes and cannot be truncated (an append-only file)."""
 

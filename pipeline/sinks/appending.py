@@ -1,0 +1,36 @@
+"""Appending a batch to a file all or nothing, as the file sinks (JSONL, MOT export) do: a write that fails (a
+full disk) takes back the part it wrote and raises `StorageUnavailable`, so their writer keeps the batch and
+retries it with backoff (`pipeline.sinks.storage.writer`); the file never holds a batch twice, nor part of one."""
+from __future__ import annotations
+
+import os
+from typing import BinaryIO
+
+from pipeline.errors import SinkError
+from pipeline.sinks.storage.writer import StorageUnavailable
+
+
+class PartKept(SinkError):
+    """A write failed and the file could not be cut back (a pipe, an append-only file): `part` stays on it."""
+
+    def __init__(self, message: str, part: bytes):
+        super().__init__(message)
+        self.part = part
+
+
+def append_all(handle: BinaryIO, data: bytes, what: str) -> None:
+    """Write all of `data` at the end of `handle` (opened unbuffered, so that a failed write leaves what it says),
+    or none of it: StorageUnavailable after the part written was cut off again, PartKept when it could not be.
+    what: what `data` is and where it goes, for the messages (`3 records to 'det.jsonl'`)."""
+    start = handle.seek(0, os.SEEK_END) if handle.seekable() else None
+    written = 0
+    try:
+        while written < len(data):
+            written += handle.write(data[written:])
+    except OSError as exc:
+        try:
+            handle.truncate(start)  # a pipe cannot be (OSError): what it took is gone
+        except OSError:
+            raise PartKept(f"cannot write {what} ({exc.strerror}), nor take back the part written: it stays on the "
+                           "file, a broken last line among them", data[:written]) from exc
+        raise StorageUnavailable(f"cannot write {what} ({exc.strerror})") from exc
