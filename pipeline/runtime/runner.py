@@ -45,7 +45,8 @@ class PipelineRunner:
     """
 
     drain_s: float = 60.0
-    """How long a stop waits for a stage hung in one call, and for the stage workers to drain (a sink may hang)."""
+    """How long a stop waits for a stage hung in one call or a sink that takes no frames, and for the stage workers
+    to drain; the sinks then get at most 30 s of it to write what they hold."""
 
     def __init__(self, config: PipelineConfig, detector: Detector | None = None, *, sinks: list[Sink] = (),
                  plan: Plan | None = None, placement: Placement = Placement(), fence=None):
@@ -207,7 +208,7 @@ class PipelineRunner:
             log.warning("stage workers did not drain in time (a sink may be hung); closing the sinks anyway")
             parts.outputs.close()  # a worker waiting for room in a sink's queue goes on
             parts.stages.close(timeout=5.0)
-        parts.outputs.finish(timeout=5.0 if self._abandon.is_set() else 30.0)
+        parts.outputs.finish(timeout=5.0 if self._abandon.is_set() else min(30.0, self.drain_s))
         self.table.handle_finished()
         parts.events.close()
         parts.sources.close()

@@ -26,6 +26,9 @@ from pipeline.types import Detections, Event, Frame, FrameResult, Moment, class_
 
 log = logging.getLogger(__name__)
 
+SINKS = "sinks"
+"""What a worker is in while it hands a result to the sinks (`give_up_hung`)."""
+
 StageFactory = Callable[[str], list[StreamStage]]
 Restage = Callable[[str, list[StreamStage], Moment], tuple[list[StreamStage], list[Event]]]
 
@@ -176,17 +179,18 @@ class StageRunner:
 
     def give_up_hung(self, after_s: float) -> None:
         """Stop waiting for each worker that has been in one call of a stage for `after_s` s or more (a plugin
-        that hangs): what would wait for room in its queue is dropped, and `close` does not wait for it. Logs
+        that hangs), or waiting that long for room in a sink's queue (a sink that hangs, with a file's frames): what would wait for room in its queue is dropped, and `close` does not wait for it. Logs
         each one, naming its stream and stage. A stop calls this once it has waited `after_s` s."""
         now = time.monotonic()
         for shard, call in enumerate(self._calls):
             if call is None or shard in self._given_up or now - call[2] < after_s:
                 continue
             self._given_up.add(shard)
-            stream_id, stage, since = call
-            log.error("stage '%s' of stream '%s' has not returned for %.0f s; the stop goes on without its worker "
+            stream_id, name, since = call
+            what = "the sinks (one takes no more frames)" if name == SINKS else f"stage '{name}'"
+            log.error("%s of stream '%s' has not returned for %.0f s; the stop goes on without its worker "
                       "stages:%d: the results still to be staged for its streams (%s) are dropped, and their ends not "
-                      "delivered", stage, stream_id, now - since, shard, ", ".join(sorted(list(self._streams[shard]))))
+                      "delivered", what, stream_id, now - since, shard, ", ".join(sorted(list(self._streams[shard]))))
 
     def depths(self) -> list[int]:
         return [len(q) for q in self._queues]
@@ -245,19 +249,20 @@ class StageRunner:
             stream = streams[stream_id] = _Stream(stages, True, self._start(stream_id))
         stream.last = result.moment
         for stage in stream.stages:
-            self._call(shard, stream_id, stage, stage.process, result)
+            self._call(shard, stream_id, stage.name, stage.process, result)
         if result.events:  # naming is guarded too: one malformed event must not stop this worker's streams
             result.events[:] = guarded(self.failures, "events", self._named, result.events, framed=True) or []
             guarded(self.failures, "outbox", self._publish, list(result.events))
         stream.frames += 1
         self._frames[stream_id] = stream.frames
-        self.outputs.submit(result, stream.live)
+        self._call(shard, stream_id, SINKS, self.outputs.submit, result, stream.live)  # a file's waits for room
 
-    def _call(self, shard: int, stream_id: str, stage: StreamStage, method, *args):
-        """`guarded` method(*args) of `stage`, noted as the call worker `shard` is in (`give_up_hung`)."""
-        self._calls[shard] = (stream_id, stage.name, time.monotonic())
+    def _call(self, shard: int, stream_id: str, name: str, method, *args):
+        """`guarded` method(*args) of the stage `name` (or `SINKS`), noted as the call worker `shard` is in
+        (`give_up_hung`)."""
+        self._calls[shard] = (stream_id, name, time.monotonic())
         try:
-            return guarded(self.failures, stage.name, method, *args)
+            return guarded(self.failures, name, method, *args)
         finally:
             self._calls[shard] = None
 
@@ -287,7 +292,7 @@ class StageRunner:
             return
         events: list[Event] = []
         for stage in stream.stages:
-            events.extend(self._call(shard, stream_id, stage, stage.end, stream.last) or [])
+            events.extend(self._call(shard, stream_id, stage.name, stage.end, stream.last) or [])
         events = guarded(self.failures, "events", self._named, events, framed=False) or []
         if events:
             guarded(self.failures, "outbox", self._publish, events)

@@ -3,9 +3,7 @@ stages add events, and a failing one is isolated."""
 from __future__ import annotations
 
 import json
-import sys
 import threading
-import traceback
 
 import pytest
 import yaml
@@ -17,7 +15,7 @@ from pipeline.errors import ConfigError, PartiallyApplied
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.testing import RecordingSink
 from tests.component.conftest import fake_config
-from tests.support.waiting import wait_until
+from tests.support.waiting import inference_waits_for, wait_until
 
 
 def test_frames_keep_their_order_per_stream_when_batches_finish_out_of_order(tmp_path):
@@ -208,13 +206,6 @@ class Stuck:
         if result.frame.seq >= 10:
             self.released.wait()
         return []
-
-
-def inference_waits_for(function) -> bool:
-    """Whether an inference thread is inside `function` now."""
-    inference = {t.ident for t in threading.enumerate() if t.name.startswith("infer:")}
-    return any(ident in inference and any(f.f_code is function.__code__ for f, _ in traceback.walk_stack(frame))
-               for ident, frame in sys._current_frames().items())
 
 
 @pytest.mark.fault

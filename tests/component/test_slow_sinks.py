@@ -9,6 +9,7 @@ import pytest
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.testing import HangingSink, RecordingSink
 from tests.component.conftest import fake_config
+from tests.support.waiting import inference_waits_for, wait_until
 
 
 def test_a_hanging_sink_drops_live_frames_for_itself_only_while_the_stages_go_on(tmp_path, running):
@@ -110,3 +111,26 @@ def test_a_sink_that_needs_no_picture_is_queued_frames_without_one_and_the_other
     run.stop()
     assert blind.seqs["clip"] == seeing.seqs["clip"] == list(range(60))  # every frame, in order, to both
     assert blind.with_picture == 0 and seeing.with_picture == 60
+
+
+@pytest.mark.fault
+def test_a_sink_hung_while_a_file_waits_for_it_holds_up_a_first_stop_only_so_long(tmp_path, caplog):
+    """A file's frames wait for room in every sink's queue: with one sink hung, its stage worker waited for good,
+    inference waited for the worker, and one stop (an orchestrator's SIGTERM) never ended the run."""
+    hanging, healthy = HangingSink(), RecordingSink()
+    runner = PipelineRunner(fake_config(tmp_path, [{"id": "clip", "url": "fake://clip?frames=100000&live=0"}]),
+                            sinks=[hanging, healthy])
+    runner.drain_s = 1.0  # how long a stop waits for a hung stage or sink; 60 s by default
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        assert healthy.wait_for(lambda s: len(s.seqs["clip"]) >= 256, timeout=20)  # the hung sink's queue is full
+        assert wait_until(lambda: inference_waits_for(runner.parts.stages._put_to), timeout=20)  # all held up
+        runner.request_stop()  # once
+        thread.join(20)
+        assert not thread.is_alive() and healthy.closed
+        assert healthy.seqs["clip"] == list(range(len(healthy.seqs["clip"])))
+        assert "the sinks (one takes no more frames) of stream 'clip' has not returned" in caplog.text
+    finally:
+        hanging.release()
+        thread.join(30)
