@@ -294,6 +294,9 @@ class FrameResult:
     Kalman-corrected box and its detection's score and class, then each track lost for at most
     `tracker.coast_frames` frames with its predicted box and score 0 (`coasted()` tells them apart).
     Empty without a tracker.
+    ended_tracks: the ids (K,) int64 of the tracks the tracker gave up on this frame (unseen for more than
+    `tracker.max_lost_frames` frames, or all of them when the stream restarted): an id not in it may still be found
+    again, one in it never will. None without a tracker.
     """
 
     frame: Frame
@@ -301,6 +304,7 @@ class FrameResult:
     events: list[Event] = field(default_factory=list)
     run_id: str = field(kw_only=True)
     tracks: Detections = field(default_factory=Detections.empty, kw_only=True)
+    ended_tracks: np.ndarray | None = field(default=None, kw_only=True)
 
     @property
     def moment(self) -> Moment:

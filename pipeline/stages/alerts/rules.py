@@ -7,13 +7,14 @@ Semantics per `AlertRule.when` (times in seconds of stream time):
 - "enter": a track has been inside `zone` for `debounce_s` (0 = on the entering frame); once per visit.
 - "dwell": a track has been inside `zone` for max(`min_seconds`, `debounce_s`); once per visit.
   Both fire on a frame the track is detected on: a track no longer detected (lost, or only predicted while
-  its tracker coasts), whose visit the zone keeps for `max_missing_s` in case it comes back, fires when it
+  its tracker coasts), whose visit the zone keeps while the tracker may find the track again, fires when it
   does (or never, if its visit ends "lost").
-- "exit": a track left `zone` (walked out, or lost for the zone's `max_missing_s`) after a visit of at
+- "exit": a track left `zone` (walked out, or lost: the tracker gave the track up) after a visit of at
   least `debounce_s`; visits closed by the end of the stream do not fire.
 - "cross": a track crossed `line` in `direction` ("in", "out" or "any"); debounce does not apply.
-- "occupancy": at least `min_count` tracks inside `zone` for `debounce_s`; fires once when the condition
-  becomes true and re-arms when it stops being true.
+- "occupancy": at least `min_count` tracks inside `zone` for `debounce_s` (the zone's open visits, a hidden
+  track's included until the tracker gives it up); fires once when the condition becomes true and re-arms when it
+  stops being true.
 `cooldown_s`: the rule does not fire again for the same track (occupancy: the same zone) within this time; a
   condition that becomes true while the cooldown runs fires when it has run out, if it still holds.
   Each rule remembers the last `MAX_COOLDOWNS` tracks it fired for whose cooldown still runs: on a scene

@@ -24,7 +24,10 @@ class AnalyticsStage:
     """Per stream: updates zones and lines from the tracks and appends their events and alerts.
 
     Runs after TrackingStage and reads `result.tracks` (coasting tracks included, so a missed detection
-    does not end a visit; rows without a track id are ignored). Zones and lines whose `streams`
+    does not end a visit; rows without a track id are ignored) and `result.ended_tracks`: a zone visit whose track
+    is unseen lasts until the tracker gives the track up, as it may find it again (a passing truck hides someone for
+    a few seconds). Tracks from elsewhere, with no `ended_tracks`, are lost after `max_missing_s` unseen instead
+    (longer rides out longer occlusions but reports exits later). Zones and lines whose `streams`
     list excludes this stream are skipped; rules on those zones/lines then never fire for it.
     Events are made at the frame's `moment` (time: its `pts_ns`). Per frame: zone_enter/zone_exit, line_cross,
     then alerts. A new `frame.epoch` (a file that loops, a camera that reconnected) is a restart: open visits
@@ -55,6 +58,7 @@ class AnalyticsStage:
         self._epoch, self._last = result.frame.epoch, at
         for zone in self.zones.values():
             events += zone.update(at, *columns)
+            events += zone.lose(at, result.ended_tracks)
         for line in self.lines.values():
             events += line.update(at, *columns)
         events += self.rules.process(at, self.zones, events)

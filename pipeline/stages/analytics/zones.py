@@ -25,7 +25,7 @@ class Visit:
     class_id: int
     entered_ns: int
     last_seen_ns: int  # reported on a frame: detected, or a coasting prediction
-    detected_ns: int  # detected on a frame (score above 0)
+    detected_ns: int  # detected on a frame (score above 0): the end of a visit whose track went missing
 
     def dwell_s(self, now_ns: int) -> float:
         return (now_ns - self.entered_ns) / NS
@@ -38,9 +38,11 @@ class ZoneMonitor:
     `min_score` filters. The state changes only when the anchor is more than a band of `hysteresis` x
     box height (at least `min_band_px`, at most half the zone's mean half-width) inside or outside the edge, so a box jittering on the edge
     does not enter and leave over and over (a larger band delays enter/exit a little). A track that stops being reported (or is filtered out, e.g. a coasting row with
-    score 0 under `min_score > 0`) is not "outside": its visit ends with reason "lost" only after
-    `max_missing_s` seconds unseen; larger values ride out longer occlusions but report exits later. A coasting
-    track's predicted box (score 0) keeps its visit going but never enters or leaves: a prediction drifts.
+    score 0 under `min_score > 0`) is not "outside": its visit goes on while the tracker may find the track again,
+    and ends with reason "lost" when the tracker gives it up (`lose`), or "left" if it is found again outside; either
+    way at the time it was last detected, as it may have left at any time it was missing (a dwell never counts it).
+    A coasting track's predicted box (score 0) keeps its visit going but never enters or leaves: a prediction drifts.
+    max_missing_s: for tracks that come with no tracker's word on when they end: a visit unreported this long is lost.
     """
 
     def __init__(self, config: ZoneConfig, class_names: list[str], max_missing_s: float = 2.0,
@@ -59,6 +61,7 @@ class ZoneMonitor:
         self.min_band_px = min_band_px
         self.inside: dict[int, Visit] = {}
         self.entered_total = 0
+        self._previous_ns: int | None = None  # the pts of the frame before
 
     @property
     def occupancy(self) -> int:
@@ -67,7 +70,7 @@ class ZoneMonitor:
     def update(self, at: Moment, track_id: np.ndarray, class_id: np.ndarray, score: np.ndarray,
                xyxy: np.ndarray) -> list[Event]:
         """One frame of tracked rows (N,) / (N, 4) pixels captured `at`; returns zone_enter / zone_exit events."""
-        ts_ns = at.pts_ns
+        ts_ns, previous_ns, self._previous_ns = at.pts_ns, self._previous_ns, at.pts_ns
         keep = row_filter(class_id, score, self.allowed, self.config.min_score) & (track_id >= 0)
         ids, classes, boxes = track_id[keep], class_id[keep], np.asarray(xyxy, np.float64)[keep]
         anchors = anchor_points(boxes, self.config.anchor)
@@ -80,6 +83,7 @@ class ZoneMonitor:
         for tid, cid, is_in, decided, seen in zip(ids.tolist(), classes.tolist(), inside.tolist(), clear.tolist(),
                                                   detected.tolist()):
             visit = self.inside.get(tid)
+            last_detected_ns = None if visit is None else visit.detected_ns
             if visit is not None and seen:
                 visit.detected_ns = ts_ns
             if not decided:
@@ -92,11 +96,20 @@ class ZoneMonitor:
                 events.append(at.event(self.name, "zone_enter", tid, cid, {"zone": self.name}))
             elif is_in:
                 visit.last_seen_ns = ts_ns
-            elif visit is not None:
-                events.append(self._exit(at, tid, ts_ns, "left"))
-        for tid in [t for t, v in self.inside.items() if ts_ns - v.last_seen_ns > self.max_missing_ns]:
-            events.append(self._exit(at, tid, self.inside[tid].last_seen_ns, "lost"))  # dwell ends when last seen
+            elif visit is not None:  # missed on the frames before: it left unseen; its dwell ends when last detected
+                exit_ns = ts_ns if last_detected_ns == previous_ns else last_detected_ns
+                events.append(self._exit(at, tid, exit_ns, "left"))
         return events
+
+    def lose(self, at: Moment, ended_tracks: np.ndarray | None) -> list[Event]:
+        """End the visits of the tracks the tracker gave up on the frame captured `at` (`ended_tracks`, (K,) ids),
+        or, with no tracker to say (None), of those unreported for more than `max_missing_s`. Each exits as "lost" at
+        the time its track was last detected, so its dwell has none of the time it was missing in."""
+        if ended_tracks is None:
+            gone = [t for t, v in self.inside.items() if at.pts_ns - v.last_seen_ns > self.max_missing_ns]
+        else:
+            gone = [t for t in np.asarray(ended_tracks).tolist() if t in self.inside]
+        return [self._exit(at, tid, self.inside[tid].detected_ns, "lost") for tid in gone]
 
     def close(self, at: Moment, reason: str = "end_of_stream") -> list[Event]:
         """End every open visit (the stream ended after the frame captured `at`); returns their zone_exit events."""

@@ -1,6 +1,8 @@
 """TrackingStage: the per-stream StreamStage that finds the tracks and gives detections their track ids."""
 from __future__ import annotations
 
+import numpy as np
+
 from pipeline.config.models import TrackerConfig
 from pipeline.stages.tracking.bytetrack import ByteTracker
 from pipeline.stages.tracking.ids import TrackIds
@@ -8,8 +10,9 @@ from pipeline.types import Event, FrameResult, Moment
 
 
 class TrackingStage:
-    """Sets `result.tracks` to the tracks reported on the frame (see ByteTracker for which rows those are) and
-    the `track_id` of each detection matched to one of them; the detections keep their boxes and scores.
+    """Sets `result.tracks` to the tracks reported on the frame (see ByteTracker for which rows those are), the
+    `track_id` of each detection matched to one of them (the detections keep their boxes and scores), and
+    `result.ended_tracks` to the ids of the tracks it gave up on the frame.
 
     One instance per stream (it holds that stream's tracks; `ids` its id counter, which may outlive it; a file
     that loops or a camera that reconnects, a new `frame.epoch`, starts with no tracks, and its ids go on). A gap in `frame.seq`
@@ -35,6 +38,7 @@ class TrackingStage:
 
     def process(self, result: FrameResult) -> None:
         seq, pts_ns, epoch = result.frame.seq, result.frame.pts_ns, result.frame.epoch
+        alive = self.tracker.active_track_ids
         if self._last_seq is not None:
             if epoch != self._last_epoch or seq <= self._last_seq or pts_ns < self._last_pts_ns:
                 self._reset()  # the stream restarted (file loop or reconnect): old tracks are void
@@ -47,6 +51,7 @@ class TrackingStage:
             motion = self.camera.of_frame(result.frame)
         result.tracks = self.tracker.update(detections, motion)
         detections.track_id = self.tracker.matched_ids
+        result.ended_tracks = np.setdiff1d(alive, self.tracker.active_track_ids, assume_unique=True)
         result.detections = detections
 
     def end(self, at: Moment) -> list[Event]:

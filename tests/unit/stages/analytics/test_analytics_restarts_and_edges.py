@@ -1,5 +1,5 @@
-"""Zones and lines at a stream's restart (a new epoch), with coasting predictions, at a segment's ends and in a
-narrow zone; and a config whose zones could never fire."""
+"""Zones and lines at a stream's restart (a new epoch), with coasting predictions, with tracks hidden for a while, at
+a segment's ends and in a narrow zone; and a config whose zones could never fire."""
 from __future__ import annotations
 
 import numpy as np
@@ -113,3 +113,50 @@ def test_a_crossing_hidden_for_longer_than_two_seconds_counts_when_the_tracker_k
         ids |= set(result.tracks.track_id.tolist())
     assert ids == {1}  # the case this is about: the tracker found the same track after the gap
     assert [(e.kind, e.track_id, e.payload["direction"]) for e in events] == [("line_cross", 1, "out")]
+
+def test_someone_hidden_in_a_zone_for_longer_than_two_seconds_stays_one_visit_while_the_tracker_keeps_the_track():
+    """At 10 frames/s the tracker keeps a hidden track for its 30 lost frames: someone standing on a bench while a
+    truck passes in front for 2.5 s is one visit (one entry, occupancy 1 throughout, no exit alert), and once they are
+    gone for good their visit ends when the tracker gives the track up, at the time they were last seen."""
+    zone = ZoneConfig(name="bench", polygon=[(100, 100), (300, 100), (300, 300), (100, 300)])
+    rule = AlertRule(name="left-bench", when="exit", zone="bench")
+    tracker, analytics = TrackingStage(TrackerConfig()), AnalyticsStage("cam-1", [zone], [], [rule], CLASS_NAMES)
+    events, ids, occupancy, given_up = [], set(), [], None
+    for seq in range(100):
+        seen = seq < 20 or 45 <= seq < 60  # hidden on frames 20-44, gone from frame 60
+        result = detected(seq, seq * NS_PER_FRAME, 0, [(200, 200)] if seen else [])
+        tracker.process(result)
+        analytics.process(result)
+        events += result.events
+        ids |= set(result.tracks.track_id.tolist())
+        occupancy.append(analytics.stats()["zones"]["bench"]["occupancy"])
+        if given_up is None and seq > 60 and 1 not in tracker.tracker.active_track_ids:
+            given_up = seq
+    assert ids == {1}  # the case this is about: the tracker found the same track after the gap
+    assert [(e.kind, e.rule, e.payload.get("reason")) for e in events] == [
+        ("zone_enter", "bench", None), ("zone_exit", "bench", "lost"), ("alert", "left-bench", None)]
+    enter, exit_ = events[0], events[1]
+    assert set(occupancy[enter.ts_ns // NS_PER_FRAME:given_up]) == {1}
+    assert exit_.wall_ns == given_up * NS_PER_FRAME  # ends when the tracker gives the track up ...
+    assert exit_.ts_ns == 59 * NS_PER_FRAME  # ... at the last frame it was seen on, so the dwell has no lost time
+    assert exit_.payload["dwell_s"] == (59 * NS_PER_FRAME - enter.ts_ns) / 1e9
+
+
+def test_someone_who_leaves_a_zone_while_hidden_exits_at_the_time_they_were_last_seen_in_it():
+    """Someone walks out of a zone behind a truck and the tracker finds the same track again 2.5 s later outside:
+    they left (not lost), once, and their dwell ends where they were last seen, not when they were found again."""
+    zone = ZoneConfig(name="yard", polygon=[(0, 0), (300, 0), (300, 480), (0, 480)])
+    tracker, analytics = TrackingStage(TrackerConfig()), AnalyticsStage("cam-1", [zone], [], [], CLASS_NAMES)
+    events, ids = [], set()
+    for seq in range(70):
+        hidden = 30 <= seq < 55  # last seen inside at x = 245, found again outside at x = 375
+        result = detected(seq, seq * NS_PER_FRAME, 0, [] if hidden else [(100 + 5 * seq, 300)])
+        tracker.process(result)
+        analytics.process(result)
+        events += result.events
+        ids |= set(result.tracks.track_id.tolist())
+    assert ids == {1}  # the case this is about: the tracker found the same track after the gap
+    assert [(e.kind, e.payload.get("reason")) for e in events] == [("zone_enter", None), ("zone_exit", "left")]
+    enter, exit_ = events
+    assert exit_.wall_ns == 55 * NS_PER_FRAME and exit_.ts_ns == 29 * NS_PER_FRAME
+    assert exit_.payload["dwell_s"] == (29 * NS_PER_FRAME - enter.ts_ns) / 1e9

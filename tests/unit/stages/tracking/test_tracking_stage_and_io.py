@@ -44,6 +44,16 @@ def test_tracking_stage_bridges_dropped_frames_and_forgets_tracks_when_the_strea
         stage.process(r)
     assert restarted[1].detections.track_id.tolist() == [2]  # a new track; ids go on within the run
     assert stage.tracker.frame_count == 2
+    assert restarted[0].ended_tracks.tolist() == [1]  # the restart ended the old track
+
+
+def test_tracking_stage_says_which_tracks_it_gave_up_on_the_frame_it_gave_them_up():
+    stage = TrackingStage(TrackerConfig(max_lost_frames=5))
+    results = [_result(seq, 100 + 5 * seq) for seq in range(4)] + [_result(seq, None) for seq in range(4, 12)]
+    for r in results:
+        stage.process(r)
+    assert [r.ended_tracks.tolist() for r in results] == [[]] * 9 + [[1]] + [[]] * 2  # last seen on frame 3
+    assert FrameResult(results[0].frame, results[0].detections, run_id="run-1").ended_tracks is None  # no tracker
 
 
 def test_mot_rows_round_trip_through_text(tmp_path):
