@@ -149,3 +149,14 @@ def test_a_growth_that_would_not_grow_is_refused_before_anything_runs(growth):
         _parser().parse_args(["--model", "m.onnx", "--growth", growth])
     with pytest.raises(ValueError, match="above 1"):
         search(Capacity(10), 100, limit=512, window_s=0, growth=float(growth) if growth != "fast" else 1.0)
+
+
+def test_a_p99_a_hair_above_its_bound_fails_though_it_reads_as_the_bound_in_ms():
+    """99,000 of 100,000 frames must be within the bound; 98,999 is one frame short, and the p99 lies 0.05 ms above
+    the 150-ms bucket bound: rounded to 0.1 ms it would read 150.0 and pass."""
+    cumulative = [(0.1, 0), (0.15, 98_999), (0.2, 100_000), (math.inf, 100_000)]
+    step = verdict({"cam-0": dict.fromkeys((*LOSSES, "batched"), 0)},
+                   {"cam-0": dict(dict.fromkeys(LOSSES, 0), batched=100_000)}, {"default": cumulative},
+                   {"default": 0.15}, 60.0)
+    assert step.latency_ms["default"]["within_bound"] < 0.99
+    assert not step.holds and step.reasons == ["lane default: p99 150.05 ms > 150 ms"]
