@@ -2,7 +2,7 @@
 bound breaks; the largest count that holds, and the figures at 90% of it.
 
 A count **holds** when, over a whole window, no camera lost a frame (refused by its ring, dropped as too
-old, or dropped by a sink) and each lane's capture-to-detection latency has its p99 within the lane's
+old, dropped by a sink, or skipped by a live source that fell behind) and each lane's capture-to-detection latency has its p99 within the lane's
 bound. Cameras come and go through the live add/remove path, so the pipeline is never restarted: a step
 costs its window plus the time new cameras take to deliver their first frame.
 """
@@ -23,7 +23,7 @@ from pipeline.runtime.runner import PipelineRunner
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("dropped_sink", "dropped_overflow", "dropped_age", "dropped_sinks", "dropped_copy")
+LOSSES = ("dropped_sink", "dropped_overflow", "dropped_age", "dropped_sinks", "dropped_copy", "skipped_late")
 """Per-stream counters of frames a camera sent that were never detected."""
 
 PRIORITY_LANE = "priority"

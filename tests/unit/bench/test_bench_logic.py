@@ -160,3 +160,12 @@ def test_a_p99_a_hair_above_its_bound_fails_though_it_reads_as_the_bound_in_ms()
                    {"default": 0.15}, 60.0)
     assert step.latency_ms["default"]["within_bound"] < 0.99
     assert not step.holds and step.reasons == ["lane default: p99 150.05 ms > 150 ms"]
+
+
+def test_frames_a_live_camera_skipped_to_keep_up_are_lost_frames():
+    """A live source (--url) that fell behind skips frames (`skipped_late`): those frames were never detected."""
+    start = {"cam-0": {"skipped_late": 0, "dropped_overflow": 0, "batched": 0}}
+    end = {"cam-0": {"skipped_late": 12, "dropped_overflow": 0, "batched": 288}}
+    step = verdict({k: dict(dict.fromkeys(LOSSES, 0), **v) for k, v in start.items()},
+                   {k: dict(dict.fromkeys(LOSSES, 0), **v) for k, v in end.items()}, {}, {}, 10.0)
+    assert not step.holds and step.cameras_losing == 1 and sum(step.lost.values()) == 12
