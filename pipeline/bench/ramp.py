@@ -1,9 +1,9 @@
 """The real-time ramp: cameras added to one running pipeline until one drops a frame or a lane's latency
 bound breaks; the largest count that holds, and the figures at 90% of it.
 
-A count **holds** when, over a whole window, no camera lost a frame (refused by its ring, dropped as too
-old, dropped by a sink, or skipped by a live source that fell behind) and each lane's capture-to-detection latency has its p99 within the lane's
-bound. Cameras come and go through the live add/remove path, so the pipeline is never restarted: a step
+A count **holds** when, over a whole window, every camera delivered frames and still runs at its end, no camera
+lost a frame (refused by its ring, dropped as too old, dropped by a sink, or skipped by a live source that fell
+behind) and each lane's capture-to-detection latency has its p99 within the lane's bound. Cameras come and go through the live add/remove path, so the pipeline is never restarted: a step
 costs its window plus the time new cameras take to deliver their first frame.
 """
 from __future__ import annotations
@@ -145,25 +145,36 @@ class LiveRamp:
         step.catch_up_s, step.caught_up = self._caught_up
         return step
 
-    def _counters(self) -> dict[str, dict[str, int]]:
-        snap = self.runner.snapshot()
-        return {i: {key: snap.streams.get(i, {}).get(key, 0) for key in (*LOSSES, "batched")} for i in self._ids}
+    def _counters(self) -> dict[str, dict]:
+        """Per camera: its LOSSES and `batched` counters, and its `state`."""
+        streams = self.runner.snapshot().streams
+        return {i: {**{key: streams.get(i, {}).get(key, 0) for key in (*LOSSES, "batched")},
+                    "state": streams.get(i, {}).get("state", "gone")} for i in self._ids}
 
 
 def verdict(before: dict, after: dict, latency: dict, bounds_s: dict[str, float], elapsed: float, sizes: dict | None = None,
             cpu: float = 0.0, gpu: dict | None = None) -> Step:
     """A window's Step from the per-camera counters at its start and end (`LiveRamp._counters`) and its latency
-    histogram window: it holds when no camera lost a frame and each lane's p99 is within its bound."""
+    histogram window: it holds when every camera delivered frames and still runs at its end (a camera that fails,
+    stalls or reconnects loses frames no counter sees), no camera lost a frame and each lane's p99 is within its
+    bound. A camera's `state`, when its counters carry it, is the one at the window's end."""
     lost = dict.fromkeys(LOSSES, 0)
-    losing, detected = 0, 0
+    losing, detected, silent, stopped = 0, 0, 0, []
     for stream, counts in after.items():
         start = before.get(stream, {})
-        delta = {key: counts[key] - start.get(key, 0) for key in counts}
+        delta = {key: counts[key] - start.get(key, 0) for key in (*LOSSES, "batched")}
         detected += delta["batched"]
+        silent += not delta["batched"]
+        if counts.get("state", "running") != "running":
+            stopped.append(f"{stream} {counts['state']}")
         losing += any(delta[key] for key in LOSSES)
         for key in LOSSES:
             lost[key] += delta[key]
     reasons = [f"{losing} cameras lost frames ({', '.join(f'{k} {v}' for k, v in lost.items() if v)})"] if losing else []
+    if silent:
+        reasons.append(f"{silent} cameras delivered no frame in the window")
+    if stopped:
+        reasons.append(f"{len(stopped)} cameras were not running at the window's end ({', '.join(stopped[:5])})")
     figures = _percentiles(latency)
     for lane, cumulative in latency.items():
         bound, p = bounds_s.get(lane), figures[lane]

@@ -169,3 +169,20 @@ def test_frames_a_live_camera_skipped_to_keep_up_are_lost_frames():
     step = verdict({k: dict(dict.fromkeys(LOSSES, 0), **v) for k, v in start.items()},
                    {k: dict(dict.fromkeys(LOSSES, 0), **v) for k, v in end.items()}, {}, {}, 10.0)
     assert not step.holds and step.cameras_losing == 1 and sum(step.lost.values()) == 12
+
+
+def test_a_camera_that_stopped_delivering_during_the_window_does_not_hold():
+    """A camera that failed, stalls or reconnects loses its frames without a drop counter seeing them."""
+    zeros = dict.fromkeys((*LOSSES, "batched"), 0)
+    start = {"cam-0": dict(zeros, batched=100), "cam-1": dict(zeros, batched=100)}
+
+    def step(cam1: dict):  # a camera's state at the window's end, when known, beside its counters
+        end = {"cam-0": dict(zeros, batched=400), "cam-1": dict(zeros, **cam1)}
+        return verdict(start, end, {}, {}, 10.0)
+
+    assert step({"batched": 400}).holds
+    silent = step({"batched": 100})  # not one frame of cam-1 was detected in the window
+    assert not silent.holds and silent.reasons == ["1 cameras delivered no frame in the window"]
+    assert step({"batched": 400, "state": "running"}).holds
+    failed = step({"batched": 250, "state": "failed"})  # frames until it failed, none after
+    assert not failed.holds and failed.reasons == ["1 cameras were not running at the window's end (cam-1 failed)"]
