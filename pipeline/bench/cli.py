@@ -144,8 +144,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--settle-s", type=float, default=3.0, help="seconds after new cameras start before a window")
     parser.add_argument("--priority-share", type=float, default=0.1, help="share of cameras in lane 'priority'")
     parser.add_argument("--bound", action="append", default=[], metavar="LANE=MS",
-                        help="a lane's p99 latency bound in ms (default priority=50, default=150; a histogram "
-                        "bucket bound: 5, 10, 25, 50, 75, 100, 150, 200, 300, 500, 750, 1000 ...)")
+                        help="a lane's p99 latency bound in ms (default 50 for lane priority, 150 for the other; "
+                        "a histogram bucket bound: 5, 10, 25, 50, 75, 100, 150, 200, 300, 500, 750, 1000 ...)")
     parser.add_argument("--decode-streams", type=int, default=32, help="streams for the decode ceiling (0: skip)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128],
                         help="batch sizes for the engine ceiling (those within max_batch)")
@@ -158,14 +158,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _base_config(args) -> PipelineConfig:
-    bounds = {PRIORITY_LANE: 0.05, "default": 0.15}
-    for item in args.bound:
-        lane, _, ms = item.partition("=")
-        try:
-            bounds[lane] = float(ms) / 1000
-        except ValueError:
-            raise ConfigError(f"--bound {item!r}: write LANE=MS, e.g. --bound priority=50") from None
-    args.bounds = bounds
     if args.config is not None:
         config = load_config(args.config)
         return config.model_copy(update={"streams": [], "sinks": []})
@@ -189,11 +181,26 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def _bounds(args, lanes: tuple[str, str]) -> dict[str, float]:
+    """Per lane the cameras are in (`priority`, the other): its p99 bound in seconds, --bound LANE=MS, else 50 ms
+    for the priority lane and 150 ms for the other, whatever its name."""
+    bounds = {lanes[0]: 0.05, lanes[1]: 0.15}
+    for item in args.bound:
+        lane, _, ms = item.partition("=")
+        try:
+            bounds[lane] = float(ms) / 1000
+        except ValueError:
+            raise ConfigError(f"--bound {item!r}: write LANE=MS, e.g. --bound priority=50") from None
+    return bounds
+
+
 def _cameras(args, base: PipelineConfig):
     names = [lane.name for lane in base.lanes]
     if PRIORITY_LANE not in names or len(names) < 2:
         raise ConfigError(f"{args.config}: the benchmark puts cameras in lanes '{PRIORITY_LANE}' and "
                           f"'{names[-1]}'; add a lane named '{PRIORITY_LANE}'")
+    other = next(name for name in names if name != PRIORITY_LANE)
+    args.bounds = _bounds(args, (PRIORITY_LANE, other))
     if (args.clip is None) == (args.url is None):
         raise ConfigError("bench needs exactly one of --clip FILE (played paced and looped) or --url URL (live)")
     if args.url is not None:
@@ -205,6 +212,5 @@ def _cameras(args, base: PipelineConfig):
         folder = (args.out or Path("runs")) / "clips"
         url = str(camera_clip(args.clip, folder, width, height, args.fps, args.clip_seconds))
     StreamConfig(id="probe", url=url)  # a URL no source takes is refused here, before anything starts
-    other = next(name for name in names if name != PRIORITY_LANE)
     every = round(1 / args.priority_share) if args.priority_share > 0 else 0
     return camera_factory(url, (PRIORITY_LANE, other), every)

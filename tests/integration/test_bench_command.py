@@ -95,3 +95,20 @@ def test_the_decode_table_re_encodes_the_footage_one_setting_at_a_time(tmp_path,
         pts = [p.pts for p in container.demux(video=0) if p.pts is not None]
     assert pts != sorted(pts)
     assert "| 3840x2160 | 3840x2160 |" in capsys.readouterr().out
+
+
+def test_the_lane_most_cameras_are_in_has_a_latency_bound_whatever_its_name(tmp_path):
+    """A config's lanes `priority` and `bulk`: the bulk lane's p99 is held to the 150-ms bound (else its
+    latency could grow without bound and the count still hold)."""
+    config = tmp_path / "lanes.yaml"
+    config.write_text(f"streams: []\ndetector: {{model: {MODEL}}}\nlanes:\n  - {{name: priority, priority: 10}}\n"
+                      "  - {name: bulk, max_batch: 4}\n")
+    out = tmp_path / "bench"
+    status = main(["bench", str(config), "--clip", str(shared_file("media/dog-848x464.mp4")), "--size", "320x180",
+                   "--fps", "5", "--clip-seconds", "2", "--start", "2", "--max", "2", "--window-s", "1",
+                   "--settle-s", "0.2", "--decode-streams", "0", "--batches", "1", "--ceiling-seconds", "0.2",
+                   "--out", str(out)])
+    assert status == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["bounds_ms"] == {"priority": 50, "bulk": 150}
+    assert report["ramp"][0]["latency_ms"]["bulk"]["bound_ms"] == 150
