@@ -32,6 +32,7 @@ from pipeline.config.models import (DetectorConfig, LaneConfig, PipelineConfig, 
 from pipeline.config.resolve import resolve
 from pipeline.detect.detector import Detector
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.runtime.telemetry import LATENCY_BUCKETS_S
 
 log = logging.getLogger("pipeline.bench")
 
@@ -183,14 +184,23 @@ def _size(text: str) -> tuple[int, int]:
 
 def _bounds(args, lanes: tuple[str, str]) -> dict[str, float]:
     """Per lane the cameras are in (`priority`, the other): its p99 bound in seconds, --bound LANE=MS, else 50 ms
-    for the priority lane and 150 ms for the other, whatever its name."""
+    for the priority lane and 150 ms for the other, whatever its name. A bound is a bucket bound of the latency
+    histogram, so that "p99 within it" is read exactly."""
     bounds = {lanes[0]: 0.05, lanes[1]: 0.15}
     for item in args.bound:
         lane, _, ms = item.partition("=")
         try:
-            bounds[lane] = float(ms) / 1000
+            seconds = float(ms) / 1000
         except ValueError:
             raise ConfigError(f"--bound {item!r}: write LANE=MS, e.g. --bound priority=50") from None
+        if lane not in bounds:
+            raise ConfigError(f"--bound {item!r}: no camera is in lane '{lane}' (they are in '{lanes[0]}' and "
+                              f"'{lanes[1]}')")
+        bucket = next((b for b in LATENCY_BUCKETS_S if math.isclose(b, seconds, rel_tol=1e-9)), None)
+        if bucket is None:
+            raise ConfigError(f"--bound {item!r}: {ms} ms is not a bucket bound of the latency histogram; use one of "
+                              + ", ".join(f"{b * 1000:g}" for b in LATENCY_BUCKETS_S))
+        bounds[lane] = bucket
     return bounds
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from prometheus_client import Histogram
 
 from pipeline.bench.measure import HistogramWindow, cpu_seconds, quantile, share_within
-from pipeline.bench.cli import _parser
+from pipeline.bench.cli import _parser, bench_command
 from pipeline.bench.ramp import LOSSES, count_text, only_a_floor, search, verdict
 
 BOUNDS = (0.01, 0.05, 0.15, 1.0)
@@ -186,3 +186,16 @@ def test_a_camera_that_stopped_delivering_during_the_window_does_not_hold():
     assert step({"batched": 400, "state": "running"}).holds
     failed = step({"batched": 250, "state": "failed"})  # frames until it failed, none after
     assert not failed.holds and failed.reasons == ["1 cameras were not running at the window's end (cam-1 failed)"]
+
+
+@pytest.mark.parametrize("bound, says", [
+    ("default=120", "120 ms is not a bucket bound"),  # p99 within it could not be read exactly: refused at once
+    ("prority=50", "no camera is in lane 'prority'"),  # a typo would leave the lane meant at its default
+    ("default=-5", "is not a bucket bound"),
+])
+def test_a_latency_bound_the_ramp_cannot_check_is_refused_before_anything_runs(bound, says, capsys, tmp_path):
+    status = bench_command(["--model", "samples/models/world_detector.onnx", "--clip", str(tmp_path / "absent.mp4"),
+                            "--bound", bound])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert f"--bound '{bound}'" in err and says in err
