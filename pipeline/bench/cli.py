@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import logs
@@ -39,7 +40,10 @@ log = logging.getLogger("pipeline.bench")
 
 def bench_command(argv: list[str]) -> int:
     """Entry point of the `bench` subcommand; returns the process exit status (2: bad arguments or config)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.start > args.max:
+        parser.error(f"--start {args.start} is above --max {args.max}")
     logs.configure()
     try:
         return _bench(args, argv)
@@ -116,7 +120,7 @@ def _save(report: dict, out: Path) -> None:
 def _decode_table(args, base: PipelineConfig, out: Path) -> int:
     if args.clip is None:
         raise ConfigError("--decode-table re-encodes a clip: give --clip FILE")
-    rows = decode_table(base, args.clip, out / "clips", _size(args.size), args.fps, args.decode_streams,
+    rows = decode_table(base, args.clip, out / "clips", args.size, args.fps, args.decode_streams,
                         args.ceiling_seconds, args.clip_seconds)
     (out / "decode_table.json").write_text(json.dumps(rows, indent=1))
     text = "\n".join(decode_markdown(rows, args.decode_streams, args.fps))
@@ -132,25 +136,25 @@ def _parser() -> argparse.ArgumentParser:
                         "runtime are used, its streams are not")
     parser.add_argument("--model", type=Path, help="the model (without a config)")
     parser.add_argument("--engine", default="auto", help="the detector's engine (without a config)")
-    parser.add_argument("--max-batch", type=int, default=32, help="each lane's max_batch (without a config)")
+    parser.add_argument("--max-batch", type=_COUNT, default=32, help="each lane's max_batch (without a config)")
     parser.add_argument("--clip", type=Path, help="the footage every camera plays (re-encoded at --size and --fps)")
     parser.add_argument("--url", help="a live source every camera reads instead of a clip")
-    parser.add_argument("--size", default="1920x1080", help="camera resolution WxH")
-    parser.add_argument("--fps", type=float, default=30.0, help="camera frame rate")
-    parser.add_argument("--clip-seconds", type=float, default=20.0, help="length of the re-encoded clip (it loops)")
-    parser.add_argument("--start", type=int, default=8, help="cameras in the first step")
-    parser.add_argument("--max", type=int, default=512, help="never more cameras than this")
+    parser.add_argument("--size", type=_size, default="1920x1080", help="camera resolution WxH (even numbers)")
+    parser.add_argument("--fps", type=_POSITIVE, default=30.0, help="camera frame rate")
+    parser.add_argument("--clip-seconds", type=_POSITIVE, default=20.0, help="length of the re-encoded clip (it loops)")
+    parser.add_argument("--start", type=_COUNT, default=8, help="cameras in the first step")
+    parser.add_argument("--max", type=_COUNT, default=512, help="never more cameras than this")
     parser.add_argument("--growth", type=growth_factor, default=1.5, help="each step's cameras over the last, until one fails")
-    parser.add_argument("--window-s", type=float, default=60.0, help="seconds a count must hold")
-    parser.add_argument("--settle-s", type=float, default=3.0, help="seconds after new cameras start before a window")
-    parser.add_argument("--priority-share", type=float, default=0.1, help="share of cameras in lane 'priority'")
+    parser.add_argument("--window-s", type=_POSITIVE, default=60.0, help="seconds a count must hold")
+    parser.add_argument("--settle-s", type=_NON_NEGATIVE, default=3.0, help="seconds after new cameras start before a window")
+    parser.add_argument("--priority-share", type=_SHARE, default=0.1, help="share of cameras in lane 'priority'")
     parser.add_argument("--bound", action="append", default=[], metavar="LANE=MS",
                         help="a lane's p99 latency bound in ms (default 50 for lane priority, 150 for the other; "
                         "a histogram bucket bound: 5, 10, 25, 50, 75, 100, 150, 200, 300, 500, 750, 1000 ...)")
-    parser.add_argument("--decode-streams", type=int, default=32, help="streams for the decode ceiling (0: skip)")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128],
+    parser.add_argument("--decode-streams", type=_STREAMS, default=32, help="streams for the decode ceiling (0: skip)")
+    parser.add_argument("--batches", type=_COUNT, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128],
                         help="batch sizes for the engine ceiling (those within max_batch)")
-    parser.add_argument("--ceiling-seconds", type=float, default=10.0, help="seconds per ceiling measurement")
+    parser.add_argument("--ceiling-seconds", type=_POSITIVE, default=10.0, help="seconds per ceiling measurement")
     parser.add_argument("--decode-table", action="store_true",
                         help="instead of the ramp: the decode ceiling for the clip re-encoded at other resolutions, "
                         "GOP lengths, B-frames and bitrates")
@@ -174,11 +178,36 @@ def _base_config(args) -> PipelineConfig:
     )
 
 
+def _checked(convert: Callable[[str], float], test: Callable[[float], bool], says: str) -> Callable[[str], float]:
+    """An argparse type: `convert(text)`, finite and passing `test`, else an error saying `says` (exit 2, naming
+    the option)."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text}: not a number") from None
+        if not (math.isfinite(value) and test(value)):
+            raise argparse.ArgumentTypeError(f"{text}: {says}")
+        return value
+
+    return parse
+
+
+_COUNT = _checked(int, lambda v: v >= 1, "a whole number of at least 1")
+_STREAMS = _checked(int, lambda v: v >= 0, "a whole number, 0 or more")
+_POSITIVE = _checked(float, lambda v: v > 0, "a number above 0")
+_NON_NEGATIVE = _checked(float, lambda v: v >= 0, "a number, 0 or more")
+_SHARE = _checked(float, lambda v: 0 <= v <= 1, "a share from 0 to 1")
+
+
 def _size(text: str) -> tuple[int, int]:
+    """An argparse type for --size: WIDTHxHEIGHT, even numbers above 0 (H.264 in 4:2:0 takes no other)."""
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ConfigError(f"--size {text!r}: write WIDTHxHEIGHT, e.g. 1920x1080") from None
+        raise argparse.ArgumentTypeError(f"{text}: write WIDTHxHEIGHT, e.g. 1920x1080") from None
+    if min(width, height) <= 0 or width % 2 or height % 2:
+        raise argparse.ArgumentTypeError(f"{text}: width and height must be even numbers above 0")
     return width, height
 
 
@@ -218,7 +247,7 @@ def _cameras(args, base: PipelineConfig):
     else:
         if not args.clip.is_file():
             raise ConfigError(f"--clip {args.clip}: no such file")
-        width, height = _size(args.size)
+        width, height = args.size
         folder = (args.out or Path("runs")) / "clips"
         url = str(camera_clip(args.clip, folder, width, height, args.fps, args.clip_seconds))
     StreamConfig(id="probe", url=url)  # a URL no source takes is refused here, before anything starts

@@ -199,3 +199,24 @@ def test_a_latency_bound_the_ramp_cannot_check_is_refused_before_anything_runs(b
     assert status == 2
     err = capsys.readouterr().err
     assert f"--bound '{bound}'" in err and says in err
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--fps", "0"), ("--fps", "nan"), ("--fps", "-30"), ("--size", "1920x"), ("--size", "0x0"),
+    ("--size", "321x181"),  # H.264 in 4:2:0 takes even sizes only: the clip could not be encoded
+    ("--start", "0"), ("--max", "0"), ("--max", "-4"), ("--window-s", "0"), ("--window-s", "-1"),
+    ("--settle-s", "-1"), ("--clip-seconds", "0"), ("--ceiling-seconds", "0"), ("--decode-streams", "-1"),
+    ("--batches", "0"), ("--max-batch", "0"), ("--priority-share", "1.5"), ("--priority-share", "-0.1"),
+])
+def test_a_setting_the_bench_cannot_run_exits_2_naming_it_before_anything_runs(option, value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as refused:
+        bench_command(["--model", "samples/models/world_detector.onnx", "--clip", str(tmp_path / "absent.mp4"),
+                       option, value])
+    assert refused.value.code == 2 and f"argument {option}" in capsys.readouterr().err
+
+
+def test_a_start_above_the_max_exits_2_naming_both(tmp_path, capsys):
+    with pytest.raises(SystemExit) as refused:
+        bench_command(["--model", "samples/models/world_detector.onnx", "--clip", str(tmp_path / "absent.mp4"),
+                       "--start", "600", "--max", "512"])
+    assert refused.value.code == 2 and "--start 600 is above --max 512" in capsys.readouterr().err
