@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from pipeline import logs
 from pipeline.bench.ceilings import decode_ceiling, engine_ceiling
 from pipeline.bench.clips import camera_clip
@@ -33,6 +35,7 @@ from pipeline.config.models import (DetectorConfig, LaneConfig, PipelineConfig, 
 from pipeline.config.resolve import resolve
 from pipeline.detect.detector import Detector
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.masking import mask_url
 from pipeline.runtime.telemetry import LATENCY_BUCKETS_S
 
 log = logging.getLogger("pipeline.bench")
@@ -250,6 +253,10 @@ def _cameras(args, base: PipelineConfig):
         width, height = args.size
         folder = (args.out or Path("runs")) / "clips"
         url = str(camera_clip(args.clip, folder, width, height, args.fps, args.clip_seconds))
-    StreamConfig(id="probe", url=url)  # a URL no source takes is refused here, before anything starts
+    try:  # a URL no source takes is refused here, before anything starts
+        StreamConfig(id="probe", url=url)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise ConfigError(f"--url {mask_url(url)}: {problem.get('ctx', {}).get('error') or problem['msg']}") from None
     every = round(1 / args.priority_share) if args.priority_share > 0 else 0
     return camera_factory(url, (PRIORITY_LANE, other), every)

@@ -220,3 +220,10 @@ def test_a_start_above_the_max_exits_2_naming_both(tmp_path, capsys):
         bench_command(["--model", "samples/models/world_detector.onnx", "--clip", str(tmp_path / "absent.mp4"),
                        "--start", "600", "--max", "512"])
     assert refused.value.code == 2 and "--start 600 is above --max 512" in capsys.readouterr().err
+
+
+def test_a_url_no_source_reads_exits_2_naming_it(capsys):
+    status = bench_command(["--model", "samples/models/world_detector.onnx", "--url", "nosuch://cam"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "--url nosuch://cam" in err and "no source reads 'nosuch://' URLs" in err
