@@ -2,6 +2,7 @@
 stream shape (H.264, GOP, B-frames, bitrate), so every run and every peer reads the same bitstream."""
 from __future__ import annotations
 
+import hashlib
 from fractions import Fraction
 from pathlib import Path
 
@@ -12,10 +13,14 @@ def camera_clip(source: Path, folder: Path, width: int, height: int, fps: float,
                 gop: int | None = None, bframes: int = 0, bitrate_kbps: int | None = None) -> Path:
     """`seconds` of `source` (looped as needed) as H.264 `width`x`height` at `fps`, a keyframe every `gop`
     frames (one second by default), `bframes` B-frames (cameras send none), constant quality (crf 23) or
-    `bitrate_kbps`. Cached in `folder` by those settings."""
+    `bitrate_kbps`. Cached in `folder` by those settings and the source file (its path, size and modification
+    time: another file of the same name, or the same file re-exported, is encoded anew)."""
     gop = gop or round(fps)
     rate = Fraction(fps).limit_denominator(1001)
-    name = f"{source.stem}-{width}x{height}-{fps:g}fps-g{gop}-b{bframes}-{bitrate_kbps or 'crf23'}-{seconds:g}s.mp4"
+    stat = source.stat()
+    origin = hashlib.sha1(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:8]
+    name = (f"{source.stem}-{origin}-{width}x{height}-{fps:g}fps-g{gop}-b{bframes}-{bitrate_kbps or 'crf23'}-"
+            f"{seconds:g}s.mp4")
     target = folder / name
     if target.exists():
         return target

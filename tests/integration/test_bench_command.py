@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 
 import av
+import numpy as np
 import pytest
 
+from pipeline.bench.clips import camera_clip
 from pipeline.bench.ramp import LiveRamp
 from pipeline.cli import main
 from tests.conftest import shared_file
@@ -112,3 +114,32 @@ def test_the_lane_most_cameras_are_in_has_a_latency_bound_whatever_its_name(tmp_
     report = json.loads((out / "bench.json").read_text())
     assert report["bounds_ms"] == {"priority": 50, "bulk": 150}
     assert report["ramp"][0]["latency_ms"]["bulk"]["bound_ms"] == 150
+
+
+def _flat_clip(path, level: int):
+    """A 10-fps H.264 clip of 10 frames, every one a flat grey of `level`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(10):
+            grey = np.full((48, 64, 3), level, dtype=np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(grey, format="rgb24")))
+        out.mux(stream.encode(None))
+    return path
+
+
+def _mean_level(path) -> float:
+    with av.open(str(path)) as container:
+        return float(next(container.decode(video=0)).to_ndarray(format="rgb24").mean())
+
+
+def test_footage_of_the_same_name_from_another_folder_is_re_encoded_not_taken_from_the_cache(tmp_path):
+    """runs/clips is shared by every run without --out: site-a/entrance.mp4 then site-b/entrance.mp4 must not
+    bench the first site's footage again."""
+    dark = _flat_clip(tmp_path / "site-a" / "entrance.mp4", 40)
+    bright = _flat_clip(tmp_path / "site-b" / "entrance.mp4", 200)
+    first = camera_clip(dark, tmp_path / "clips", 64, 48, 10, seconds=1)
+    second = camera_clip(bright, tmp_path / "clips", 64, 48, 10, seconds=1)
+    assert abs(_mean_level(first) - 40) < 10 and abs(_mean_level(second) - 200) < 10
+    assert camera_clip(bright, tmp_path / "clips", 64, 48, 10, seconds=1) == second  # cached once made
