@@ -3,8 +3,9 @@ bound breaks; the largest count that holds, and the figures at 90% of it.
 
 A count **holds** when, over a whole window, every camera delivered frames and still runs at its end, no camera
 lost a frame (refused by its ring, dropped as too old, dropped by a sink, or skipped by a live source that fell
-behind) and each lane's capture-to-detection latency has its p99 within the lane's bound. Cameras come and go through the live add/remove path, so the pipeline is never restarted: a step
-costs its window plus the time new cameras take to deliver their first frame.
+behind) and each lane's capture-to-detection latency has its p99 within the lane's bound. Cameras come and go
+through the live add/remove path, so the pipeline is never restarted: a step costs its window plus the time new
+cameras take to deliver their first frame.
 """
 from __future__ import annotations
 
@@ -73,13 +74,25 @@ class LiveRamp:
         self._caught_up = (0.0, True)
         self._gpu = gpu
         self._ids: list[str] = []
-        self._thread = threading.Thread(target=self.runner.run, kwargs={"until_stopped": True}, name="bench:run",
-                                        daemon=True)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="bench:run", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.runner.run(until_stopped=True)
+        except BaseException as exc:  # noqa: BLE001 - handed to `start`, which raises it while starting
+            log.error("the pipeline ended: %s", exc, exc_info=exc)
+            self._failure = exc
 
     def start(self, timeout_s: float = 600.0) -> None:
+        """Returns once the pipeline runs; raises what ended it if it ended while starting."""
         self._thread.start()
-        if not self.runner.running.wait(timeout_s):
-            raise RuntimeError(f"the pipeline did not start within {timeout_s:.0f} s")
+        deadline = time.monotonic() + timeout_s
+        while not self.runner.running.wait(0.1):
+            if not self._thread.is_alive():
+                raise self._failure or RuntimeError("the pipeline ended while starting")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the pipeline did not start within {timeout_s:.0f} s")
 
     def close(self) -> None:
         self.runner.request_stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import threading
 
 import pytest
 from hypothesis import given
@@ -13,7 +14,8 @@ from prometheus_client import Histogram
 
 from pipeline.bench.measure import HistogramWindow, cpu_seconds, quantile, share_within
 from pipeline.bench.cli import _parser, bench_command
-from pipeline.bench.ramp import LOSSES, count_text, only_a_floor, search, verdict
+from pipeline.bench.ramp import LOSSES, LiveRamp, count_text, only_a_floor, search, verdict
+from pipeline.errors import EngineError
 
 BOUNDS = (0.01, 0.05, 0.15, 1.0)
 
@@ -227,3 +229,25 @@ def test_a_url_no_source_reads_exits_2_naming_it(capsys):
     assert status == 2
     err = capsys.readouterr().err
     assert "--url nosuch://cam" in err and "no source reads 'nosuch://' URLs" in err
+
+
+class FailsToStart:
+    """A pipeline whose run ends before it runs, as when its detector cannot warm up or an output cannot open."""
+
+    def __init__(self, config, detector=None):
+        self.running = threading.Event()
+
+    def run(self, until_stopped: bool = False):
+        raise EngineError("the engine could not run its warm-up batch")
+
+    def request_stop(self) -> None:
+        pass
+
+
+def test_a_pipeline_that_fails_while_starting_fails_the_ramp_with_its_error_at_once(monkeypatch):
+    monkeypatch.setattr("pipeline.bench.ramp.PipelineRunner", FailsToStart)
+    base = type("Base", (), {"model_copy": lambda self, update: self})()
+    ramp = LiveRamp(base, camera=lambda i: None, bounds_s={})
+    with pytest.raises(EngineError, match="warm-up batch"):  # not "did not start" after waiting 600 s by default
+        ramp.start(timeout_s=30)
+    ramp.close()
