@@ -31,13 +31,14 @@ def config(tmp_path, streams: list[dict], **sections) -> PipelineConfig:
 class Served:
     """A Service on a free loopback port, running on a thread; `client` talks to it. path: the config
     file it was loaded from (changes are written back to it, reload reads it); applied: the text it was read from.
-    cluster: a fleet's coordinator (`pipeline.cluster`) for /api/cluster."""
+    cluster: a fleet's coordinator (`pipeline.cluster`) for /api/cluster. port: where it listens (0: a free port;
+    another's after it stopped: the same server restarted)."""
 
     def __init__(self, cfg: PipelineConfig, token: str | None = None, sinks=(), path: Path | None = None,
-                 applied: str | None = None, cluster=None):
+                 applied: str | None = None, cluster=None, port: int = 0):
         self.runner = PipelineRunner(cfg, sinks=list(sinks))
         control = Control(self.runner, path, applied=applied)
-        self.service = Service(self.runner, HttpConfig(port=0, token=token), control, cluster=cluster)
+        self.service = Service(self.runner, HttpConfig(port=port, token=token), control, cluster=cluster)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.service.port}", headers=headers, timeout=30)
         self.snap = None

@@ -1,5 +1,11 @@
 // The server: JSON calls, server-sent event streams, and what every view shares (streams, zones, lines, classes).
 
+// What a 401 calls (the page shows its login): a session ends with a logout or a restart of the server.
+let unauthorized = () => {};
+export function onUnauthorized(handler) {
+  unauthorized = handler;
+}
+
 // A refused call throws an Error whose `status` is the HTTP status (401: the page must show its login).
 export async function call(method, path, body) {
   const options = { method, headers: {} };
@@ -11,6 +17,7 @@ export async function call(method, path, body) {
   if (!reply.ok) {
     let detail = `${reply.status} ${reply.statusText}`;
     try { detail = (await reply.json()).detail || detail; } catch (_) { /* not JSON */ }
+    if (reply.status === 401) unauthorized();
     throw Object.assign(new Error(typeof detail === "string" ? detail : JSON.stringify(detail)), { status: reply.status });
   }
   return reply.status === 204 ? null : reply.json();
@@ -18,11 +25,23 @@ export async function call(method, path, body) {
 
 export const get = (path) => call("GET", path);
 
-// An EventSource of `kind` messages (JSON) to `onItem`; `close()` ends it.
+// An EventSource of `kind` messages (JSON) to `onItem`; `close()` ends it. The browser reconnects by itself after
+// a network error, never after a refusal (a 401 once a restart ended the session): then a call finds out which
+// (a 401 shows the login) and, unless it was, the stream opens again.
 export function listen(path, kind, onItem) {
-  const source = new EventSource(path);
-  source.addEventListener(kind, (message) => onItem(JSON.parse(message.data)));
-  return source;
+  let source = null;
+  let timer = null;
+  let closed = false;
+  const open = () => {
+    source = new EventSource(path);
+    source.addEventListener(kind, (message) => onItem(JSON.parse(message.data)));
+    source.addEventListener("error", () => {
+      if (closed || source.readyState !== EventSource.CLOSED) return;
+      get("/api/console").catch(() => {}).finally(() => { if (!closed) timer = setTimeout(open, 2000); });
+    });
+  };
+  open();
+  return { close() { closed = true; clearTimeout(timer); source.close(); } };
 }
 
 // What the views share, refreshed by `refresh()`. fleet: in a PostgreSQL-coordinated fleet, GET /api/cluster

@@ -1,6 +1,6 @@
 // The console: log in when the API asks for it, then show the view the address names (#cameras, #events, ...).
 
-import { call, route, start } from "./api.js";
+import { call, onUnauthorized, route, start } from "./api.js";
 import * as cameras from "./cameras.js";
 import * as counts from "./counts.js";
 import * as editor from "./editor.js";
@@ -22,6 +22,13 @@ function showLogin(message) {
   showOnly("login");
   document.getElementById("token").focus();
 }
+
+// A session that ends while a view is open (a logout in another tab, a restart of the server): log in again.
+onUnauthorized(() => {
+  if (document.body.dataset.ready !== "1") return;
+  delete document.body.dataset.ready;
+  showLogin("the session ended: log in again");
+});
 
 async function navigate() {
   const { view, arg } = route();
