@@ -1,0 +1,61 @@
+"""The zone and line editor on fake cameras: what an operator draws and names is what the config gets."""
+from __future__ import annotations
+
+import pytest
+import yaml
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+
+from pipeline.config import load_config
+from tests.integration.console.conftest import wait
+from tests.support.service import Served, config_data
+
+
+@pytest.fixture
+def site(tmp_path):
+    """Two fake 320x180 cameras and a zone both share, served from a config file (`site.path`)."""
+    data = config_data(tmp_path, [{"id": cam, "url": f"fake://{cam}?fps=5&size=320x180"} for cam in ("cam-1", "cam-2")],
+                       zones=[{"name": "shared", "streams": ["cam-1", "cam-2"], "anchor": "center",
+                               "polygon": [[10, 10], [100, 10], [100, 100]]}])
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    served = Served(load_config(path), path=path)
+    served.path = path
+    yield served
+    served.stop()
+
+
+def open_editor(browser, site, stream_id: str):
+    browser.get(f"{site.client.base_url}/#editor/{stream_id}")
+    canvas = browser.find_element(By.ID, "editor-canvas")
+    wait(browser, lambda d: canvas.get_attribute("data-seq"), 60, "the editor shows no picture")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+    return canvas
+
+
+def click_at(browser, canvas, fractions) -> None:
+    """Click the picture at each (x, y) given as fractions of its width and height."""
+    shown = browser.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]", canvas)
+    for x, y in fractions:  # Selenium's offsets are from the element's centre
+        ActionChains(browser).move_to_element_with_offset(canvas, (x - 0.5) * shown[0], (y - 0.5) * shown[1]) \
+            .click().perform()
+
+
+def save_as(browser, name: str) -> None:
+    form = browser.find_element(By.ID, "editor-form")
+    form.find_element(By.NAME, "name").send_keys(name)
+    form.find_element(By.CSS_SELECTOR, 'button[type="submit"]').click()
+
+
+def status(driver) -> str:
+    return driver.find_element(By.ID, "editor-status").text
+
+
+def test_a_zone_may_be_named_in_any_language_with_spaces(browser, site):
+    canvas = open_editor(browser, site, "cam-1")
+    click_at(browser, canvas, [(0.1, 0.1), (0.5, 0.1), (0.5, 0.9)])
+    save_as(browser, "Entrée nord 北")
+    wait(browser, lambda d: "saved zone 'Entrée nord 北'" in status(d), 30, "the zone was not saved")
+    (zone,) = [z for z in yaml.safe_load(site.path.read_text())["zones"] if z["name"] == "Entrée nord 北"]
+    assert zone["streams"] == ["cam-1"]
+    assert "zone Entrée nord 北" in browser.find_element(By.ID, "editor-existing").text
