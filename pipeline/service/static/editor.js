@@ -95,6 +95,15 @@ export async function save(form) {
     body = { name, streams: [streamId], polygon: points };
   }
   if (classes.length) body.classes = classes;
+  // redrawn: it keeps its other settings and the other cameras it applies to (after asking: it moves there too)
+  const known = state[section].find((entry) => entry.name === name);
+  if (known) {
+    const others = known.streams === null ? ["every camera"] : known.streams.filter((id) => id !== streamId);
+    if (others.length && !confirm(`${section === "lines" ? "Line" : "Zone"} ${name} applies to ${others.join(", ")} ` +
+      "too: the new one replaces it there as well. Save?")) return;
+    const { classes: _, ...kept } = known;
+    body = { ...kept, ...body, streams: known.streams && [...new Set([...known.streams, streamId])] };
+  }
   try {
     await call("PUT", `/api/${section}/${encodeURIComponent(name)}`, body);
   } catch (exc) {

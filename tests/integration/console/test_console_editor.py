@@ -5,6 +5,7 @@ import pytest
 import yaml
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 
 from pipeline.config import load_config
 from tests.integration.console.conftest import wait
@@ -59,3 +60,17 @@ def test_a_zone_may_be_named_in_any_language_with_spaces(browser, site):
     (zone,) = [z for z in yaml.safe_load(site.path.read_text())["zones"] if z["name"] == "Entrée nord 北"]
     assert zone["streams"] == ["cam-1"]
     assert "zone Entrée nord 北" in browser.find_element(By.ID, "editor-existing").text
+
+
+def test_redrawing_a_zone_other_cameras_share_keeps_it_on_them_and_keeps_its_settings(browser, site):
+    canvas = open_editor(browser, site, "cam-1")
+    assert "zone shared" in browser.find_element(By.ID, "editor-existing").text
+    click_at(browser, canvas, [(0.1, 0.1), (0.5, 0.1), (0.5, 0.9)])
+    save_as(browser, "shared")
+    alert = wait(browser, expected_conditions.alert_is_present(), 10, "no question that the zone changes on cam-2 too")
+    assert "cam-2" in alert.text
+    alert.accept()
+    wait(browser, lambda d: "saved zone 'shared'" in status(d), 30, "the zone was not saved")
+    (zone,) = [z for z in yaml.safe_load(site.path.read_text())["zones"] if z["name"] == "shared"]
+    assert zone["streams"] == ["cam-1", "cam-2"] and zone["anchor"] == "center", zone
+    assert zone["polygon"] != [[10, 10], [100, 10], [100, 100]]
