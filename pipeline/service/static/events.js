@@ -5,6 +5,7 @@ import { el, get, listen, mediaUrl, route, state } from "./api.js";
 const LIMIT = 200;
 let live = null;
 let shown = new Map();  // event_id -> event
+let shows = 0;          // which show() is the latest: an earlier one's list (other filters) comes too late
 
 export async function show() {
   const { params } = route();
@@ -20,9 +21,13 @@ export async function show() {
   live = listen("/api/events/live", "event", (event) => {
     if (matches(event, route().params)) add(event, true);
   });
+  const mine = ++shows;
   try {
-    for (const event of await get(`/api/events?${query}`)) add(event, false);
+    const stored = await get(`/api/events?${query}`);
+    if (mine !== shows) return;
+    for (const event of stored) add(event, false);
   } catch (exc) {
+    if (mine !== shows) return;
     list.append(el("li", { class: "error" }, exc.message));
   }
   const open = params.get("event");
