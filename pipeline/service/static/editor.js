@@ -7,8 +7,12 @@ const WIDTH = 960;
 let points = [];   // source pixels
 let previews = null;
 let last = null;   // the last preview drawn
+let shows = 0;     // which show() is the latest (hide() ends it)
 
-export function show() {
+export async function show() {
+  const mine = ++shows;
+  await refresh();  // the cameras as they are now: one may have been added or removed since the page opened
+  if (mine !== shows) return;  // hidden meanwhile
   const select = document.getElementById("editor-stream");
   const wanted = route().arg;
   select.replaceChildren(...state.streams.map((s) => el("option", { value: s.id }, s.id)));
@@ -21,12 +25,17 @@ export function show() {
 }
 
 export function hide() {
+  shows++;
+  stop();
+}
+
+function stop() {
   if (previews) previews.close();
   previews = null;
 }
 
 function start(streamId) {
-  hide();
+  stop();
   last = null;
   points = [];
   renderExisting(streamId);

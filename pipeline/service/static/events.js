@@ -1,13 +1,16 @@
 // Events: the stored ones, then each new one live; filters and the open event live in the address (#events?...).
 
-import { el, get, listen, mediaUrl, route, state } from "./api.js";
+import { el, get, listen, mediaUrl, refresh, route, state } from "./api.js";
 
 const LIMIT = 200;
 let live = null;
 let shown = new Map();  // event_id -> event
-let shows = 0;          // which show() is the latest: an earlier one's list (other filters) comes too late
+let shows = 0;          // which show() is the latest (hide() ends it): an earlier one's answers come too late
 
 export async function show() {
+  const mine = ++shows;
+  await refresh();  // the cameras as they are now, for the filter
+  if (mine !== shows) return;
   const { params } = route();
   const form = document.getElementById("event-filters");
   fillOptions(form.elements.stream, state.streams.map((s) => s.id), "every camera");
@@ -21,7 +24,6 @@ export async function show() {
   live = listen("/api/events/live", "event", (event) => {
     if (matches(event, route().params)) add(event, true);
   });
-  const mine = ++shows;
   try {
     const stored = await get(`/api/events?${query}`);
     if (mine !== shows) return;
@@ -35,6 +37,7 @@ export async function show() {
 }
 
 export function hide() {
+  shows++;
   if (live) live.close();
   live = null;
 }

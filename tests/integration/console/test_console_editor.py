@@ -74,3 +74,13 @@ def test_redrawing_a_zone_other_cameras_share_keeps_it_on_them_and_keeps_its_set
     (zone,) = [z for z in yaml.safe_load(site.path.read_text())["zones"] if z["name"] == "shared"]
     assert zone["streams"] == ["cam-1", "cam-2"] and zone["anchor"] == "center", zone
     assert zone["polygon"] != [[10, 10], [100, 10], [100, 100]]
+
+
+def test_a_camera_added_while_the_console_is_open_can_be_drawn_on(browser, site):
+    browser.get(f"{site.client.base_url}/#events")
+    wait(browser, lambda d: d.execute_script("return document.body.dataset.ready === '1'"), 30, "the page did not start")
+    added = site.client.post("/api/streams", json={"id": "cam-3", "url": "fake://cam-3?fps=5&size=320x180"})
+    assert added.status_code == 201, added.text
+    browser.execute_script("location.hash = '#editor/cam-3'")
+    wait(browser, lambda d: d.find_element(By.ID, "editor-stream").get_attribute("value") == "cam-3", 30,
+         "the editor does not offer the camera added since the page opened")
