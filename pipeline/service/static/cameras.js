@@ -14,11 +14,14 @@ export function show(arg) {
   document.getElementById("add-camera").hidden = Boolean(arg);
   document.getElementById("large").hidden = !arg;
   render(arg);
-  timer = setInterval(() => refresh().then(() => render(arg)).catch(() => {}), 2000);
+  // a refresh answered after hide() (or another show()) draws nothing and opens no previews
+  const mine = setInterval(() => refresh().then(() => timer === mine && render(arg)).catch(() => {}), 2000);
+  timer = mine;
 }
 
 export function hide() {
   clearInterval(timer);
+  timer = null;
   stopPreviews();
 }
 
