@@ -92,7 +92,12 @@ def connect(target: Target) -> Iterator[tuple[Any, str]]:
 def _sqlite(path: Path) -> Iterator[sqlite3.Connection]:
     if not path.exists():
         raise SinkError(f"no stored results at '{path}'; run the pipeline with a sqlite sink first")
-    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)  # as_uri quotes '#', '?' and '%'
+    if path.is_dir():
+        raise SinkError(f"'{path}' is a folder, not a database file; give the file of a sqlite sink (its `path`)")
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)  # as_uri quotes '#', '?' and '%'
+    except sqlite3.Error as exc:
+        raise SinkError(f"cannot read '{path}': {exc}") from exc
     try:
         yield conn
     except sqlite3.Error as exc:

@@ -101,3 +101,10 @@ def test_query_on_a_database_a_newer_streamweave_wrote_says_to_upgrade(tmp_path,
     assert query_command(["--db", str(newer)]) == 1
     assert (f"newer.db has schema version {SCHEMA_VERSION + 1}, written by a newer streamweave; this one reads version "
             f"{SCHEMA_VERSION}: upgrade streamweave to read it") in capsys.readouterr().err
+
+
+def test_query_given_a_folder_instead_of_the_database_file_says_so_naming_it(tmp_path, capsys):
+    assert query_command(["--db", str(tmp_path)]) == 1
+    assert f"'{tmp_path}' is a folder, not a database file" in capsys.readouterr().err
+    with pytest.raises(SinkError, match=re.escape(f"'{tmp_path}' is a folder")):
+        query.runs(tmp_path)
