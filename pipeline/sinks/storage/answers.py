@@ -24,6 +24,7 @@ NS_PER_S = 1_000_000_000
 NS_PER_MINUTE = 60 * NS_PER_S
 MINUTES_PER_DAY = 1440
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_NS_RANGE = (-2**63, 2**63 - 1)  # what a 64-bit column holds: stored times are all inside it
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def parse_zone(name: str) -> ZoneInfo:
 def parse_time(text: str, tz: ZoneInfo, today: date | None = None) -> int:
     """ISO 8601 (`2025-03-14`, `2025-03-14T08:00`, `2025-03-14T08:00:00Z`) or `today` -> ns since the epoch.
     A time without an offset (and a date: its midnight) is local time in `tz`. today: the date `today`
-    names (default: today in `tz`)."""
+    names (default: today in `tz`). Times before 1678 or after 2261 (beyond 64 bits of nanoseconds) are clamped
+    to the 64-bit range, which holds every stored time, so they still mean "from the start" and "to the end"."""
     if text == "today":
         moment = datetime.combine(today or datetime.now(tz).date(), time(), tz)
     else:
@@ -107,7 +109,7 @@ def parse_time(text: str, tz: ZoneInfo, today: date | None = None) -> int:
                               "2025-03-14T08:00:00Z), nor `today`") from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=tz)
-    return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
+    return min(max((moment - _EPOCH) // timedelta(microseconds=1) * 1000, _NS_RANGE[0]), _NS_RANGE[1])
 
 
 def local_time(ns: int | None, tz: ZoneInfo) -> str | None:

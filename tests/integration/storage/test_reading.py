@@ -3,6 +3,7 @@ server: from the database the sink wrote, named as the config names it; with bou
 error for what is not a streamweave database."""
 from __future__ import annotations
 
+import json
 import re
 import socket
 import sqlite3
@@ -16,7 +17,7 @@ from pipeline.errors import SinkError
 from pipeline.sinks.storage import query
 from pipeline.sinks.storage.cli import query_command
 from pipeline.sinks.storage.schema import SCHEMA_VERSION
-from tests.integration.storage.replay import RUN, feed, postgres_store, sqlite_store
+from tests.integration.storage.replay import RUN, deliver_events, feed, postgres_store, sqlite_store
 
 
 @pytest.mark.parametrize("name", ["~/store/detections.db", "site#1.db", "cams?night.db", "100%25.db"])
@@ -108,3 +109,18 @@ def test_query_given_a_folder_instead_of_the_database_file_says_so_naming_it(tmp
     assert f"'{tmp_path}' is a folder, not a database file" in capsys.readouterr().err
     with pytest.raises(SinkError, match=re.escape(f"'{tmp_path}' is a folder")):
         query.runs(tmp_path)
+
+
+def test_query_from_or_until_a_time_beyond_64_bits_of_nanoseconds_answers_every_stored_event(store, mot17_05,
+                                                                                            tmp_path, capsys):
+    sink = store.make(batch_size=500, flush_interval_s=0.05)
+    sink.open()
+    feed(sink, mot17_05[:50])
+    deliver_events(sink, mot17_05[:50], tmp_path / "outbox.db")
+    sink.close()
+    stored = sum(len(r.events) for r in mot17_05[:50])
+
+    for since, until in (("0001-01-01", "2300-01-01"), ("1969-12-31", "9999-12-31T23:59:59Z")):
+        assert query_command(["--db", str(store.target), "events", "--since", since, "--until", until,
+                              "--format", "json"]) == 0, capsys.readouterr().err
+        assert sum(row["events"] for row in json.loads(capsys.readouterr().out)) == stored
