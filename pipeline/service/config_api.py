@@ -13,7 +13,9 @@ other instances apply it at their next heartbeat), and GET answers what the data
 """
 from __future__ import annotations
 
+import calendar
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response
@@ -137,12 +139,15 @@ def _time_ns(key: str, value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        seconds = float(value)
-    except ValueError:
+        seconds = Decimal(value)  # exact: a float of Unix seconds is off by up to a few hundred nanoseconds
+    except InvalidOperation:
         try:
-            seconds = datetime.fromisoformat(value).timestamp()
+            moment = datetime.fromisoformat(value)
         except ValueError:
             raise HTTPException(400, f"{key}: '{value}' is neither an ISO 8601 time nor Unix seconds") from None
-    if not abs(seconds) < _LATEST_S:  # NaN and infinities too
+        # without an offset: UTC, as every time the API gives (`wall_time`), not the server's own time zone
+        seconds = Decimal(calendar.timegm(moment.utctimetuple()) if moment.tzinfo else
+                          calendar.timegm(moment.timetuple())) + Decimal(moment.microsecond) / 10**6
+    if not seconds.is_finite() or abs(seconds) >= _LATEST_S:
         raise HTTPException(400, f"{key}: '{value}' is out of range; give Unix seconds under {_LATEST_S:.0e}")
-    return int(seconds * 1e9)
+    return int(seconds * 10**9)
