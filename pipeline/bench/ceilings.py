@@ -8,6 +8,7 @@ import threading
 import time
 
 from pipeline.align.buffer import AlignedBuffer
+from pipeline.bench.ramp import bulk_lane
 from pipeline.config.models import PipelineConfig, StreamConfig
 from pipeline.config.resolve import Plan, plan_stream
 from pipeline.detect.detector import Detector
@@ -24,7 +25,8 @@ def decode_ceiling(config: PipelineConfig, plan: Plan, url: str, streams: int, s
     buffer = AlignedBuffer(list(config.lanes))
     sources = Sources(buffer, decode_processes=plan.decode_processes, per_child=plan.per_child,
                       device=plan.detector.device)
-    configs = [StreamConfig(id=f"d{i}", url=url, loop=True, lane=config.lanes[-1].name) for i in range(streams)]
+    lane = bulk_lane([lane.name for lane in config.lanes])  # where the ramp's cameras are batched
+    configs = [StreamConfig(id=f"d{i}", url=url, loop=True, lane=lane) for i in range(streams)]
     for stream in configs:
         buffer.add_stream(stream)
         sources.add(stream, plan_stream(stream, plan, nvdec_streams=streams))

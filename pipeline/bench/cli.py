@@ -26,8 +26,8 @@ from pipeline.bench.clips import camera_clip
 from pipeline.bench.decode_table import decode_table
 from pipeline.bench.decode_table import markdown as decode_markdown
 from pipeline.bench.measure import GpuSampler
-from pipeline.bench.ramp import (PRIORITY_LANE, LiveRamp, camera_factory, count_text, growth_factor, only_a_floor,
-                                 search)
+from pipeline.bench.ramp import (PRIORITY_LANE, LiveRamp, bulk_lane, camera_factory, count_text, growth_factor,
+                                 only_a_floor, search)
 from pipeline.bench.report import write_report
 from pipeline.config.loader import load_config
 from pipeline.config.models import (DetectorConfig, LaneConfig, PipelineConfig, RuntimeConfig, StreamConfig,
@@ -241,7 +241,7 @@ def _cameras(args, base: PipelineConfig):
     if PRIORITY_LANE not in names or len(names) < 2:
         raise ConfigError(f"{args.config}: the benchmark puts cameras in lanes '{PRIORITY_LANE}' and "
                           f"'{names[-1]}'; add a lane named '{PRIORITY_LANE}'")
-    other = next(name for name in names if name != PRIORITY_LANE)
+    other = bulk_lane(names)
     args.bounds = _bounds(args, (PRIORITY_LANE, other))
     if (args.clip is None) == (args.url is None):
         raise ConfigError("bench needs exactly one of --clip FILE (played paced and looped) or --url URL (live)")

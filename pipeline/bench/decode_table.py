@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pipeline.bench.ceilings import decode_ceiling
 from pipeline.bench.clips import camera_clip
+from pipeline.bench.ramp import bulk_lane
 from pipeline.config.models import PipelineConfig, StreamConfig
 from pipeline.config.resolve import resolve
 
@@ -34,7 +35,8 @@ def decode_table(base: PipelineConfig, source: Path, folder: Path, size: tuple[i
         width, height = change.get("size", size)
         clip = camera_clip(source, folder, width, height, fps, clip_seconds, gop=change.get("gop"),
                            bframes=change.get("bframes", 0), bitrate_kbps=change.get("bitrate_kbps"))
-        copies = [StreamConfig(id=f"d{i}", url=str(clip), loop=True, lane=base.lanes[-1].name) for i in range(streams)]
+        lane = bulk_lane([lane.name for lane in base.lanes])
+        copies = [StreamConfig(id=f"d{i}", url=str(clip), loop=True, lane=lane) for i in range(streams)]
         plan = resolve(base.model_copy(update={"streams": copies}))  # decode processes (auto) sized for them all
         result = decode_ceiling(base, plan, str(clip), streams, seconds)
         mbits = clip.stat().st_size * 8 / clip_seconds / 1e6

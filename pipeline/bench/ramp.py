@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from pipeline.bench.measure import GpuSampler, HistogramWindow, cpu_seconds, quantile, share_within
@@ -28,6 +28,12 @@ LOSSES = ("dropped_sink", "dropped_overflow", "dropped_age", "dropped_sinks", "d
 """Per-stream counters of frames a camera sent that were never detected."""
 
 PRIORITY_LANE = "priority"
+
+
+def bulk_lane(names: Sequence[str]) -> str:
+    """The lane of the benchmark's cameras that are not in lane `priority`, and of the decode ceiling's streams,
+    from a config's lane names in order: the first that is not `priority` (the only lane when that one is)."""
+    return next((name for name in names if name != PRIORITY_LANE), names[0])
 
 
 @dataclass

@@ -7,9 +7,13 @@ import av
 import numpy as np
 import pytest
 
+from pipeline.align.buffer import AlignedBuffer
+from pipeline.bench.ceilings import decode_ceiling
 from pipeline.bench.clips import camera_clip
 from pipeline.bench.ramp import LiveRamp
 from pipeline.cli import main
+from pipeline.config.models import DetectorConfig, LaneConfig, PipelineConfig, StreamConfig
+from pipeline.config.resolve import resolve
 from tests.conftest import shared_file
 
 MODEL = "samples/models/world_detector.onnx"
@@ -143,3 +147,25 @@ def test_footage_of_the_same_name_from_another_folder_is_re_encoded_not_taken_fr
     second = camera_clip(bright, tmp_path / "clips", 64, 48, 10, seconds=1)
     assert abs(_mean_level(first) - 40) < 10 and abs(_mean_level(second) - 200) < 10
     assert camera_clip(bright, tmp_path / "clips", 64, 48, 10, seconds=1) == second  # cached once made
+
+
+def test_the_decode_ceiling_batches_its_streams_in_the_lane_the_cameras_are_in(monkeypatch):
+    """A config listing `default` before `priority`: the ramp's cameras (those not in `priority`) go to `default`,
+    and so must the decode ceiling's streams, or they are batched with the priority lane's max_batch and wait."""
+    lanes = []
+
+    class Recording(AlignedBuffer):
+        def next_batch(self, timeout):
+            batch = super().next_batch(timeout)
+            if batch is not None:
+                lanes.append(batch.lane)
+            return batch
+
+    monkeypatch.setattr("pipeline.bench.ceilings.AlignedBuffer", Recording)
+    clip = str(shared_file("media/dog-848x464.mp4"))
+    config = PipelineConfig(streams=[], lanes=[LaneConfig(name="default", max_batch=4),
+                                               LaneConfig(name="priority", priority=10, max_batch=2)],
+                            detector=DetectorConfig(model=MODEL))
+    plan = resolve(config.model_copy(update={"streams": [StreamConfig(id="d0", url=clip, loop=True)]}))
+    result = decode_ceiling(config, plan, clip, 1, seconds=0.3, settle_s=0)
+    assert result["fps"] > 0 and lanes and set(lanes) == {"default"}
