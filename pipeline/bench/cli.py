@@ -238,10 +238,13 @@ def _bounds(args, lanes: tuple[str, str]) -> dict[str, float]:
 
 def _cameras(args, base: PipelineConfig):
     names = [lane.name for lane in base.lanes]
-    if PRIORITY_LANE not in names or len(names) < 2:
-        raise ConfigError(f"{args.config}: the benchmark puts cameras in lanes '{PRIORITY_LANE}' and "
-                          f"'{names[-1]}'; add a lane named '{PRIORITY_LANE}'")
     other = bulk_lane(names)
+    if PRIORITY_LANE not in names:
+        raise ConfigError(f"{args.config}: the benchmark puts every camera but those in lane '{PRIORITY_LANE}' in "
+                          f"'{other}' (the first lane not named '{PRIORITY_LANE}'); add a lane named '{PRIORITY_LANE}'")
+    if other == PRIORITY_LANE:
+        raise ConfigError(f"{args.config}: the benchmark puts every camera but those in lane '{PRIORITY_LANE}' in the "
+                          f"first lane not named '{PRIORITY_LANE}'; add one")
     args.bounds = _bounds(args, (PRIORITY_LANE, other))
     if (args.clip is None) == (args.url is None):
         raise ConfigError("bench needs exactly one of --clip FILE (played paced and looped) or --url URL (live)")

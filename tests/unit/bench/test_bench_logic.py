@@ -224,6 +224,20 @@ def test_a_start_above_the_max_exits_2_naming_both(tmp_path, capsys):
     assert refused.value.code == 2 and "--start 600 is above --max 512" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("lanes, says", [
+    (["fast", "bulk"], "but those in lane 'priority' in 'fast' (the first lane not named 'priority'); add a lane "
+                       "named 'priority'"),
+    (["priority"], "in the first lane not named 'priority'; add one"),
+])
+def test_a_config_without_the_lanes_the_cameras_go_to_names_the_lane_they_would_be_in(lanes, says, tmp_path,
+                                                                                        capsys):
+    config = tmp_path / "lanes.yaml"
+    config.write_text("streams: []\ndetector: {model: samples/models/world_detector.onnx}\nlanes:\n"
+                      + "".join(f"  - {{name: {lane}}}\n" for lane in lanes))
+    status = bench_command([str(config), "--clip", str(tmp_path / "absent.mp4")])
+    assert status == 2 and says in capsys.readouterr().err
+
+
 def test_a_url_no_source_reads_exits_2_naming_it(capsys):
     status = bench_command(["--model", "samples/models/world_detector.onnx", "--url", "nosuch://cam"])
     assert status == 2
