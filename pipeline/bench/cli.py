@@ -82,7 +82,8 @@ def _bench(args, argv: list[str]) -> int:
     if args.decode_streams and not sample.is_live:
         report["decode_alone"] = decode_ceiling(base, plan_for(args.decode_streams), sample.url, args.decode_streams,
                                                 args.ceiling_seconds)
-        log.info("decode alone, %d streams: %.0f frames/s", args.decode_streams, report["decode_alone"]["fps"])
+        log.info("decode alone, %d streams: %.0f frames/s", report["decode_alone"]["streams"],
+                 report["decode_alone"]["fps"])
     report["ramp"], report["complete"] = [], False
     _save(report, out)
 

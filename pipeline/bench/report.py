@@ -33,7 +33,10 @@ def markdown(report: dict) -> list[str]:
     decode = report.get("decode_alone")
     engine = report.get("engine_alone", [])
     if decode:
-        lines.append(f"Decode alone, {decode['streams']} streams: **{decode['fps']:,.0f} frames/s**")
+        left_out = decode.get("asked", decode["streams"]) - decode["streams"]
+        lines.append(f"Decode alone, {decode['streams']} streams: **{decode['fps']:,.0f} frames/s**"
+                     + (f" ({left_out} more could not start: {'; '.join(decode['not_running'].values())})"
+                        if left_out else ""))
     if engine:
         best = max(engine, key=lambda row: row["images_per_s"])
         lines.append(f"Engine alone: **{best['images_per_s']:,.0f} images/s** at batch {best['batch']} "

@@ -1,7 +1,11 @@
 """`run_pipeline.py bench` on the CPU with the demo model: ceilings, a ramp of paced cameras and the report."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
+import threading
+import types
 
 import av
 import numpy as np
@@ -13,7 +17,8 @@ from pipeline.bench.clips import camera_clip
 from pipeline.bench.ramp import LiveRamp
 from pipeline.cli import main
 from pipeline.config.models import DetectorConfig, LaneConfig, PipelineConfig, StreamConfig
-from pipeline.config.resolve import resolve
+from pipeline.config.resolve import plan_stream, resolve
+from pipeline.errors import SourceError
 from tests.conftest import shared_file
 
 MODEL = "samples/models/world_detector.onnx"
@@ -169,3 +174,52 @@ def test_the_decode_ceiling_batches_its_streams_in_the_lane_the_cameras_are_in(m
     plan = resolve(config.model_copy(update={"streams": [StreamConfig(id="d0", url=clip, loop=True)]}))
     result = decode_ceiling(config, plan, clip, 1, seconds=0.3, settle_s=0)
     assert result["fps"] > 0 and lanes and set(lanes) == {"default"}
+
+
+
+class _NoDecoderLeft:
+    """NVDEC as on a GPU whose decode sessions are all taken: creating one more decoder fails."""
+
+    def __init__(self, *args, **kwargs):
+        raise SourceError("cannot create a decoder: no NVDEC session left")
+
+
+def _decode_ceiling_with_nvdec_for(monkeypatch, ids: set[str], streams: int) -> dict | SourceError:
+    """decode_ceiling over `streams` copies of a clip, those in `ids` decoded by an NVDEC with no session left and
+    the rest on the CPU; what it returned or raised, or a failed test when it has not ended within 60 s."""
+    def planned(stream, plan, **kwargs):
+        decoder = "nvdec" if stream.id in ids else "cpu"
+        return dataclasses.replace(plan_stream(stream, plan, **kwargs), decoder=decoder, in_child=False)
+
+    monkeypatch.setitem(sys.modules, "pipeline.sources.nvdec", types.SimpleNamespace(NvdecDecoder=_NoDecoderLeft))
+    monkeypatch.setattr("pipeline.bench.ceilings.plan_stream", planned)
+    clip = str(shared_file("media/dog-848x464.mp4"))
+    config = PipelineConfig(streams=[], detector=DetectorConfig(model=MODEL))
+    plan = resolve(config.model_copy(update={"streams": [StreamConfig(id="d0", url=clip, loop=True)]}))
+    outcome = []
+
+    def measure():
+        try:
+            outcome.append(decode_ceiling(config, plan, clip, streams, 0.3, settle_s=0))
+        except SourceError as exc:
+            outcome.append(exc)
+
+    measuring = threading.Thread(target=measure, daemon=True)
+    measuring.start()
+    measuring.join(60)  # a bound, not a timing: it measures for 0.3 s once the streams that run have started
+    assert not measuring.is_alive(), "the decode ceiling still waits for a stream that failed"
+    return outcome[0]
+
+
+def test_the_decode_ceiling_leaves_out_a_stream_whose_decoder_could_not_be_created(monkeypatch):
+    """The GPU could not create a decoder for one more stream: that stream fails while the others run. The ceiling
+    is measured over those that run and says which did not (it waited for them all to run, for ever)."""
+    result = _decode_ceiling_with_nvdec_for(monkeypatch, {"d1"}, streams=2)
+    assert (result["streams"], result["asked"]) == (1, 2) and result["fps"] > 0
+    assert list(result["not_running"]) == ["d1"] and "no NVDEC session left" in result["not_running"]["d1"]
+
+
+def test_a_decode_ceiling_where_no_stream_runs_is_refused_saying_why(monkeypatch):
+    failure = _decode_ceiling_with_nvdec_for(monkeypatch, {"d0", "d1"}, streams=2)
+    assert isinstance(failure, SourceError)
+    assert "no stream of" in str(failure) and "no NVDEC session left" in str(failure)
