@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.bench.measure import quantile  # noqa: E402
+from pipeline.bench.report import load_report  # noqa: E402
 
 NAMES = {"typical": "the typical script", "ultralytics_stream": "Ultralytics' stream mode",
          "supervision_loop": "supervision + ByteTrack loop"}
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", type=Path, nargs="+", required=True, help="reports of benchmarks/peers.py")
     parser.add_argument("--out", type=Path, required=True, help="the PNG; the table goes beside it (.md)")
     args = parser.parse_args(argv)
-    rows = [ours_row(json.loads(args.ours.read_text()))] + [peer_row(json.loads(p.read_text())) for p in args.peers]
+    rows = [ours_row(load_report(args.ours))] + [peer_row(json.loads(p.read_text())) for p in args.peers]
     plot(rows, args.out)
     table = "\n".join(markdown(rows)) + "\n"
     args.out.with_suffix(".md").write_text(table)

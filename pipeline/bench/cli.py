@@ -28,7 +28,7 @@ from pipeline.bench.decode_table import markdown as decode_markdown
 from pipeline.bench.measure import GpuSampler
 from pipeline.bench.ramp import (PRIORITY_LANE, LiveRamp, bulk_lane, camera_factory, count_text, growth_factor,
                                  only_a_floor, search)
-from pipeline.bench.report import write_report
+from pipeline.bench.report import to_json, write_report
 from pipeline.config.loader import load_config
 from pipeline.config.models import (DetectorConfig, LaneConfig, PipelineConfig, RuntimeConfig, StreamConfig,
                                     TrackerConfig)
@@ -117,7 +117,7 @@ def _save(report: dict, out: Path) -> None:
     """bench.json as measured so far (`complete` once the run has ended), replaced whole: a run killed while
     writing keeps the previous one."""
     partial = out / "bench.json.part"
-    partial.write_text(json.dumps(report, indent=1, default=str))
+    partial.write_text(to_json(report))
     os.replace(partial, out / "bench.json")
 
 

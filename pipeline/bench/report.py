@@ -1,8 +1,9 @@
 """The benchmark's report for people: bench.md (tables) and bench.png (throughput against cameras with both
 ceilings drawn; latency CDF per lane at 90% of the real-time count). The plot needs matplotlib (the bench
-extra); without it only the tables are written."""
+extra); without it only the tables are written. bench.json is strict JSON (`to_json`, `load_report`)."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -10,6 +11,44 @@ from pathlib import Path
 from pipeline.bench.ramp import count_text
 
 log = logging.getLogger(__name__)
+
+
+UNBOUNDED = "+Inf"
+"""How bench.json writes an unbounded value: the latency histogram's last bucket bound (Prometheus' `le="+Inf"`)
+and a percentile above its last finite bound. JSON has no infinity, and jq, JSON.parse and Go refuse `Infinity`."""
+
+
+def to_json(report: dict) -> str:
+    """The report as strict JSON: infinities as UNBOUNDED, NaN as null."""
+    return json.dumps(_finite(report), indent=1, default=str, allow_nan=False)
+
+
+def load_report(path: Path) -> dict:
+    """A bench.json, with UNBOUNDED read back as float infinity (what `markdown` and the plot take)."""
+    return _infinite(json.loads(Path(path).read_text()))
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else (UNBOUNDED if value > 0 else "-Inf")
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+_INFINITIES = {UNBOUNDED: math.inf, "-Inf": -math.inf}
+
+
+def _infinite(value):
+    if isinstance(value, str):
+        return _INFINITIES.get(value, value)
+    if isinstance(value, dict):
+        return {key: _infinite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_infinite(item) for item in value]
+    return value
 
 
 def write_report(report: dict, out: Path) -> None:

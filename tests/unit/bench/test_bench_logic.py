@@ -2,6 +2,7 @@
 tree, and the ramp's search for the largest camera count that holds."""
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -13,7 +14,8 @@ from hypothesis import strategies as st
 from prometheus_client import Histogram
 
 from pipeline.bench.measure import HistogramWindow, cpu_seconds, quantile, share_within
-from pipeline.bench.cli import _parser, bench_command
+from pipeline.bench.cli import _parser, _save, bench_command
+from pipeline.bench.report import load_report, markdown, write_report
 from pipeline.bench.ramp import LOSSES, LiveRamp, count_text, only_a_floor, search, verdict
 from pipeline.errors import EngineError
 
@@ -265,3 +267,31 @@ def test_a_pipeline_that_fails_while_starting_fails_the_ramp_with_its_error_at_o
     with pytest.raises(EngineError, match="warm-up batch"):  # not "did not start" after waiting 600 s by default
         ramp.start(timeout_s=30)
     ramp.close()
+
+
+def _strict(constant: str):
+    raise ValueError(f"{constant} is not JSON")
+
+
+def test_bench_json_is_strict_json_even_with_a_p99_beyond_the_last_bucket(tmp_path):
+    """jq, JavaScript's JSON.parse and Go refuse `Infinity`; the unbounded bucket and a p99 beyond the last finite
+    bound are written "+Inf", and read back as infinity for the Markdown and the plot."""
+    histogram = _histogram()
+    start = HistogramWindow(histogram)
+    for value in (0.02,) * 90 + (5.0,) * 10:  # a tenth of the frames beyond the last finite bound
+        histogram.labels("default").observe(value)
+    zeros = dict.fromkeys(LOSSES, 0)
+    step = verdict({"cam-0": dict(zeros, batched=0)}, {"cam-0": dict(zeros, batched=100)},
+                   HistogramWindow(histogram).since(start), {"default": 0.15}, 10.0)
+    report = {"command": "bench", "date": "today", "machine": "m", "engine": "e", "camera": {"url": "x.mp4"},
+              "bounds_ms": {"default": 150.0}, "camera_fps": 10.0, "engine_alone": [], "cameras_in_real_time": 0,
+              "ramp": [step.as_dict()], "at_90_percent": step.as_dict(), "complete": True}
+    _save(report, tmp_path)
+    strict = json.loads((tmp_path / "bench.json").read_text(), parse_constant=_strict)
+    assert strict["ramp"][0]["latency_cumulative"]["default"][-1] == ["+Inf", 100]
+    assert strict["ramp"][0]["latency_ms"]["default"]["p99"] == "+Inf"
+    again = load_report(tmp_path / "bench.json")
+    assert again["ramp"][0]["latency_cumulative"]["default"][-1] == [math.inf, 100]
+    assert "| 32/inf/inf |" in "\n".join(markdown(again))
+    write_report(again, tmp_path)
+    assert (tmp_path / "bench.png").stat().st_size > 0
