@@ -67,7 +67,8 @@ def markdown(report: dict) -> list[str]:
     count = count_text(report["cameras_in_real_time"], report.get("only_a_floor", False))
     lines = [f"# Real-time cameras: {count}", "",
              f"- command: `{report['command']}`", f"- date: {report['date']}; machine: {report['machine']}",
-             f"- engine: {report['engine']}", f"- camera: `{camera.get('url')}` (paced, looped)",
+             f"- engine: {report['engine']}",
+             f"- camera: `{camera.get('url')}` ({'paced, looped' if camera.get('pace') else 'live, read as it is'})",
              f"- latency bounds (p99): {', '.join(f'{k} {v:g} ms' for k, v in report['bounds_ms'].items())}", ""]
     decode = report.get("decode_alone")
     engine = report.get("engine_alone", [])

@@ -295,3 +295,14 @@ def test_bench_json_is_strict_json_even_with_a_p99_beyond_the_last_bucket(tmp_pa
     assert "| 32/inf/inf |" in "\n".join(markdown(again))
     write_report(again, tmp_path)
     assert (tmp_path / "bench.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("camera, says", [
+    ({"id": "cam-0", "url": "runs/clips/footage.mp4", "pace": True, "loop": True}, "(paced, looped)"),
+    ({"id": "cam-0", "url": "rtsp://10.0.0.5/live"}, "(live, read as it is)"),  # --url: neither paced nor looped
+])
+def test_the_report_says_how_the_cameras_were_played(camera, says):
+    report = {"command": "bench", "date": "today", "machine": "m", "engine": "e", "camera": camera,
+              "bounds_ms": {"default": 150.0}, "cameras_in_real_time": 1, "ramp": []}
+    line = next(line for line in markdown(report) if line.startswith("- camera:"))
+    assert line == f"- camera: `{camera['url']}` {says}"
