@@ -18,6 +18,8 @@ from pathlib import Path
 
 import av
 
+from pipeline.errors import SourceError
+
 log = logging.getLogger(__name__)
 
 TS_TIME_BASE = Fraction(1, 90_000)
@@ -29,6 +31,7 @@ class PacedFeeder:
 
     def __init__(self, clip: Path, host: str = "127.0.0.1", port: int = 0):
         self.clip = Path(clip)
+        self._period_ns = frame_period_ns(self.clip)
         self.epoch_ns = time.time_ns()
         self._epoch_mono = time.monotonic_ns()
         self._sent: dict[str, int] = {}
@@ -98,7 +101,7 @@ class PacedFeeder:
             log.debug("camera %s: reader gone (%s)", name, exc)
 
     def _loop(self, name: str, out) -> None:
-        stream, next_ns, period_ns, first = None, time.monotonic_ns(), 33_333_333, True
+        stream, next_ns, first = None, time.monotonic_ns(), True
         while not self._stop.is_set():
             with av.open(str(self.clip)) as src:
                 video = src.streams.video[0]
@@ -108,7 +111,7 @@ class PacedFeeder:
                 for packet in src.demux(video):
                     if packet.dts is None or not packet.size:
                         continue
-                    period_ns = round((packet.duration or 0) * video.time_base * 1_000_000_000) or period_ns
+                    period_ns = round((packet.duration or 0) * video.time_base * 1_000_000_000) or self._period_ns
                     now = time.monotonic_ns()
                     if next_ns > now and self._stop.wait((next_ns - now) / 1e9):
                         return
@@ -131,3 +134,18 @@ class PacedFeeder:
         packet.time_base, packet.stream = TS_TIME_BASE, stream
         out.mux(packet)
         return round(packet.pts * TS_TIME_BASE * 1_000_000_000)
+
+
+def frame_period_ns(clip: Path) -> int:
+    """How long after a packet that carries no duration (MPEG-TS, FLV) the next one is sent: one frame period at the
+    clip's average frame rate, else its first packet's duration. SourceError naming the clip when neither is known
+    (pacing at a guessed rate would play it faster or slower than it was recorded)."""
+    with av.open(str(clip)) as src:
+        video = src.streams.video[0]
+        if video.average_rate:
+            return round(Fraction(1_000_000_000) / video.average_rate)
+        first = next((p for p in src.demux(video) if p.dts is not None and p.size), None)
+        if first is not None and first.duration:
+            return round(first.duration * video.time_base * 1_000_000_000)
+    raise SourceError(f"{clip}: cannot pace it: its video states no frame rate and its packets carry no duration; "
+                      "re-encode it at a constant rate (e.g. ffmpeg -i IN -r 30 -c:v libx264 OUT.mp4)")

@@ -16,6 +16,7 @@ import pytest
 from benchmarks.peers.common import position_capture_ns, stream_start_ns
 from pipeline.bench.feeder import PacedFeeder
 from pipeline.config.models import StreamConfig
+from pipeline.errors import SourceError
 from pipeline.sources.worker import StreamWorker, WorkerState
 from tests.support.collecting_sink import CollectingSink
 from tests.support.damaged_media import write_clip
@@ -142,3 +143,41 @@ def test_opencv_positions_from_the_camera_start_are_the_feeder_send_times(tmp_pa
     # frame k of the connection is sent k frame periods after its first frame, whose pts is the start
     sent = [feeder.capture_ns(start_ns + k * FRAME_NS, Fraction(1, 1_000_000_000)) for k in range(1, 2 * NUMBERED + 1)]
     assert max(abs(computed - moment) for (_, computed), moment in zip(seen, sent, strict=True)) < 1_000_000
+
+
+def ts_clip(path, periods_ms: list[int]):
+    """An MPEG-TS H.264 clip of frames `periods_ms` apart: its packets carry no duration, and its video states an
+    average frame rate only when the periods are all equal."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        pts = 0
+        for k, period in enumerate(periods_ms):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20 * k, dtype=np.uint8), format="rgb24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            pts += period
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_a_clip_whose_packets_carry_no_duration_is_sent_at_its_own_rate(tmp_path):
+    """MPEG-TS packets carry no duration: a 10-fps clip is sent 100 ms apart, not at a built-in 30 fps."""
+    clip = ts_clip(tmp_path / "ten-fps.ts", [100] * 12)
+    with av.open(str(clip)) as container:
+        assert not any(packet.duration for packet in container.demux(video=0))
+    feeder = PacedFeeder(clip).start()
+    try:
+        with av.open(feeder.url("cam-t")) as container:
+            frames = [frame for _, frame in zip(range(6), container.decode(video=0), strict=False)]
+    finally:
+        feeder.close()
+    captures = [feeder.capture_ns(frame.pts, frame.time_base) for frame in frames]
+    assert [b - a for a, b in zip(captures, captures[1:], strict=False)] == [100_000_000] * 5
+
+
+def test_a_clip_with_no_rate_to_pace_it_by_is_refused_naming_it(tmp_path):
+    clip = ts_clip(tmp_path / "uneven.ts", [150, 100] * 6)  # no average rate stated, no packet durations
+    with pytest.raises(SourceError, match="uneven.ts: cannot pace it"):
+        PacedFeeder(clip)
