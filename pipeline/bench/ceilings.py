@@ -110,10 +110,10 @@ def _images_per_s(detector: Detector, batch: int, seconds: float) -> float:
     if device:
         engine.stream.synchronize()
     counts = [0] * workers
-    deadline = time.perf_counter() + seconds
+    deadline, stop = time.perf_counter() + seconds, threading.Event()
 
     def loop(i: int) -> None:
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and not stop.is_set():
             engine.infer(feeds[i])
             if device:
                 engine.stream.synchronize()
@@ -121,8 +121,14 @@ def _images_per_s(detector: Detector, batch: int, seconds: float) -> float:
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=loop, args=(i,), name=f"bench:engine{i}") for i in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:  # Ctrl-C: no batch runs on once the engine may be closed
+        stop.set()
+        for thread in threads:
+            if thread.is_alive():
+                thread.join()
     return sum(counts) / (time.perf_counter() - t0)

@@ -77,22 +77,28 @@ def _bench(args, argv: list[str]) -> int:
                     "machine": plan.machine.describe(), "engine": plan.detector.reason, "camera": sample.model_dump(
                         mode="json", exclude_defaults=True), "bounds_ms": {k: v * 1000 for k, v in args.bounds.items()},
                     "camera_fps": None if args.url else args.fps}
-    detector = Detector(base.detector, plan=plan.detector)
-    report["engine_alone"] = engine_ceiling(detector, args.batches, args.ceiling_seconds)
-    if args.decode_streams and not sample.is_live:
-        report["decode_alone"] = decode_ceiling(base, plan_for(args.decode_streams), sample.url, args.decode_streams,
-                                                args.ceiling_seconds)
-        log.info("decode alone, %d streams: %.0f frames/s", report["decode_alone"]["streams"],
-                 report["decode_alone"]["fps"])
-    report["ramp"], report["complete"] = [], False
-    _save(report, out)
+    detector, gpu = Detector(base.detector, plan=plan.detector), None
+    try:  # until the ramp's pipeline has the detector: it closes it when it ends
+        report["engine_alone"] = engine_ceiling(detector, args.batches, args.ceiling_seconds)
+        if args.decode_streams and not sample.is_live:
+            report["decode_alone"] = decode_ceiling(base, plan_for(args.decode_streams), sample.url,
+                                                    args.decode_streams, args.ceiling_seconds)
+            log.info("decode alone, %d streams: %.0f frames/s", report["decode_alone"]["streams"],
+                     report["decode_alone"]["fps"])
+        report["ramp"], report["complete"] = [], False
+        _save(report, out)
+        gpu = GpuSampler(plan.detector.device).start() if plan.machine.gpu else None
+        ramp = LiveRamp(base, cameras, args.bounds, settle_s=args.settle_s, gpu=gpu, detector=detector)
+    except BaseException:  # a ceiling that failed, Ctrl-C: the engine's memory and threads go now
+        detector.close()
+        if gpu is not None:
+            gpu.close()
+        raise
 
     def keep(step) -> None:  # each window as it ends: a run stopped early (Ctrl-C, a time limit) keeps them
         report["ramp"].append(step.as_dict())
         _save(report, out)
 
-    gpu = GpuSampler(plan.detector.device).start() if plan.machine.gpu else None
-    ramp = LiveRamp(base, cameras, args.bounds, settle_s=args.settle_s, gpu=gpu, detector=detector)
     try:
         ramp.start()
         best, steps = search(ramp, args.start, args.max, args.window_s, args.growth, on_step=keep)

@@ -18,6 +18,7 @@ from pipeline.bench.ramp import LiveRamp
 from pipeline.cli import main
 from pipeline.config.models import DetectorConfig, LaneConfig, PipelineConfig, StreamConfig
 from pipeline.config.resolve import plan_stream, resolve
+from pipeline.detect.detector import Detector
 from pipeline.errors import SourceError
 from tests.conftest import shared_file
 
@@ -223,3 +224,35 @@ def test_a_decode_ceiling_where_no_stream_runs_is_refused_saying_why(monkeypatch
     failure = _decode_ceiling_with_nvdec_for(monkeypatch, {"d0", "d1"}, streams=2)
     assert isinstance(failure, SourceError)
     assert "no stream of" in str(failure) and "no NVDEC session left" in str(failure)
+
+
+def _fails(error: BaseException):
+    def ceiling(*args, **kwargs):
+        raise error
+
+    return ceiling
+
+
+@pytest.mark.parametrize("ceiling, error", [
+    ("engine_ceiling", KeyboardInterrupt()),  # Ctrl-C while the engine runs alone
+    ("decode_ceiling", SourceError("decode ceiling: no stream of x.mp4 ran")),
+])
+def test_a_bench_whose_ceilings_fail_or_are_interrupted_closes_its_detector(ceiling, error, tmp_path, monkeypatch):
+    closed = []
+
+    class Recorded(Detector):
+        def close(self) -> None:
+            closed.append(self)
+            super().close()
+
+    monkeypatch.setattr("pipeline.bench.cli.Detector", Recorded)
+    monkeypatch.setattr(f"pipeline.bench.cli.{ceiling}", _fails(error))
+    argv = ["bench", "--model", MODEL, "--clip", str(shared_file("media/dog-848x464.mp4")), "--size", "64x48",
+            "--fps", "5", "--clip-seconds", "1", "--start", "1", "--max", "1", "--decode-streams", "1",
+            "--batches", "1", "--ceiling-seconds", "0.2", "--out", str(tmp_path / "bench")]
+    if isinstance(error, KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):
+            main(argv)
+    else:
+        assert main(argv) == 2
+    assert len(closed) == 1
