@@ -3,9 +3,11 @@ bound breaks; the largest count that holds, and the figures at 90% of it.
 
 A count **holds** when, over a whole window, every camera delivered frames and still runs at its end, no camera
 lost a frame (refused by its ring, dropped as too old, dropped by a sink, or skipped by a live source that fell
-behind) and each lane's capture-to-detection latency has its p99 within the lane's bound. Cameras come and go
-through the live add/remove path, so the pipeline is never restarted: a step costs its window plus the time new
-cameras take to deliver their first frame.
+behind) and each lane's capture-to-detection latency has its p99 within the lane's bound. A window closes only
+once the frames its cameras sent in it have been detected or lost, so a stall in its last seconds is its own, not
+hidden (it fails when they have not been within `drain_s`). Cameras come and go through the live add/remove path,
+so the pipeline is never restarted: a step costs its window plus the time new cameras take to deliver their first
+frame.
 """
 from __future__ import annotations
 
@@ -23,6 +25,9 @@ from pipeline.detect.detector import Detector
 from pipeline.runtime.runner import PipelineRunner
 
 log = logging.getLogger(__name__)
+
+_LEFT = ("batched", "dropped_overflow", "dropped_age")
+"""Per-stream counters of frames that left a camera's ring."""
 
 LOSSES = ("dropped_sink", "dropped_overflow", "dropped_age", "dropped_sinks", "dropped_copy", "skipped_late")
 """Per-stream counters of frames a camera sent that were never detected."""
@@ -67,16 +72,18 @@ class LiveRamp:
     """One pipeline running `base` (its detector, lanes and runtime; no streams of its own), to which
     `camera(i)` streams are added and removed (`detector`: one already loaded, e.g. for the ceilings). `bounds_s`: per lane the p99 latency bound (seconds, a
     bucket bound of the latency histogram). `settle_s`: after the last camera added delivers its first
-    frame, the wait before a window opens (start-up transients); after cameras were removed, also up to
+    frame, the wait before a window opens (start-up transients); `drain_s`: how long after its `window_s` a window
+    waits for the frames received in it to be detected (see `measure`); after cameras were removed, also up to
     `catch_up_s` until a second holds as a count holds (frames detected, none lost, latency within every lane's
     bound): the cameras kept are behind (their
     frames queued, or read late by decoders that could not keep up), and that must not count against them."""
 
     def __init__(self, base: PipelineConfig, camera: Callable[[int], StreamConfig], bounds_s: dict[str, float],
                  settle_s: float = 3.0, gpu: GpuSampler | None = None, detector: Detector | None = None,
-                 catch_up_s: float = 120.0):
+                 catch_up_s: float = 120.0, drain_s: float = 10.0):
         self.runner = PipelineRunner(base.model_copy(update={"streams": []}), detector=detector)
         self._camera, self._bounds, self._settle, self._catch_up = camera, bounds_s, settle_s, catch_up_s
+        self._drain_s = drain_s
         self._caught_up = (0.0, True)
         self._gpu = gpu
         self._ids: list[str] = []
@@ -150,19 +157,44 @@ class LiveRamp:
         return all(streams.get(i, {}).get("state") == "running" and streams[i].get("frames", 0) for i in self._ids)
 
     def measure(self, window_s: float) -> Step:
-        """Counters, histograms and CPU time over the next `window_s` seconds, and the verdict."""
+        """Counters, histograms and CPU time over the next `window_s` seconds, and the verdict. The window closes
+        once the frames its cameras received in it have been detected or lost (at most `drain_s` later), so that
+        a stall in its last seconds counts in it: their latency and losses are the window's."""
         t = self.runner.parts.telemetry
         histograms = (t.latency, t.batch_size, t.frame_age, t.engine)
         before, start = self._counters(), [HistogramWindow(h) for h in histograms]
         cpu0, t0, mark = cpu_seconds(), time.monotonic(), self._gpu.mark() if self._gpu else 0
         time.sleep(window_s)
+        behind = self._drain()
         after, end = self._counters(), [HistogramWindow(h) for h in histograms]
         elapsed, cpu = time.monotonic() - t0, cpu_seconds() - cpu0
         latency, sizes, waited, engine = (e.since(s) for s, e in zip(start, end))
         step = verdict(before, after, latency, self._bounds, elapsed, sizes, cpu, self._gpu.summary(mark) if self._gpu else {})
+        if behind:
+            step.holds, step.reasons = False, [*step.reasons, behind]
         step.waited_ms, step.engine_ms = _percentiles(waited), _percentiles(engine)
         step.catch_up_s, step.caught_up = self._caught_up
         return step
+
+    def _drain(self, poll_s: float = 0.02) -> str | None:
+        """Wait until every frame the cameras' rings received until now has left them (batched or dropped) and
+        the detector has handed on every batch taken by then, at most `drain_s`; what was still waiting then."""
+        received = {i: counts.get("received", 0) for i, counts in self.runner.snapshot().streams.items()
+                    if i in self._ids}
+        deadline, taken = time.monotonic() + self._drain_s, None
+        while True:
+            snap = self.runner.snapshot()
+            queued = sum(max(0, n - sum(snap.streams.get(i, {}).get(key, 0) for key in _LEFT))
+                         for i, n in received.items())
+            if not queued and taken is None:
+                taken = sum(lane.get("batches", 0) for lane in snap.lanes.values())
+            finished = snap.batches + snap.extra.get("failed_batches", 0)
+            if taken is not None and finished >= taken:
+                return None
+            if time.monotonic() > deadline:
+                what = f"{queued} frames received" if queued else f"{taken - finished} batches taken"
+                return f"{what} in the window were not detected {self._drain_s:g} s after it closed"
+            time.sleep(poll_s)
 
     def _counters(self) -> dict[str, dict]:
         """Per camera: its LOSSES and `batched` counters, and its `state`."""

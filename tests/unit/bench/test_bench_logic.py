@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import threading
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -17,7 +18,9 @@ from pipeline.bench.measure import HistogramWindow, cpu_seconds, quantile, share
 from pipeline.bench.cli import _parser, _save, bench_command
 from pipeline.bench.report import load_report, markdown, write_report
 from pipeline.bench.ramp import LOSSES, LiveRamp, count_text, only_a_floor, search, verdict
+from pipeline.config.models import StreamConfig
 from pipeline.errors import EngineError
+from pipeline.runtime.telemetry import Telemetry
 
 BOUNDS = (0.01, 0.05, 0.15, 1.0)
 
@@ -306,3 +309,63 @@ def test_the_report_says_how_the_cameras_were_played(camera, says):
               "bounds_ms": {"default": 150.0}, "cameras_in_real_time": 1, "ramp": []}
     line = next(line for line in markdown(report) if line.startswith("- camera:"))
     assert line == f"- camera: `{camera['url']}` {says}"
+
+
+class StallsAtTheWindowsEnd:
+    """A pipeline with one camera whose frames stop being detected in a window's last moments: once `stall` is
+    called, its next state (the window opening) has 10 frames received and detected; the one after (the window's
+    end) 10 more received, only 5 of them detected in time (20 ms); in every later one the other 5 have been
+    detected, 3 s after their capture."""
+
+    def __init__(self, config, detector=None):
+        self.running = threading.Event()
+        self.parts = SimpleNamespace(telemetry=Telemetry())
+        self._states, self._state = None, (1, 1, 1, ())
+
+    def add_stream(self, config) -> None:
+        pass
+
+    def stall(self) -> None:
+        self._states = iter([(10, 10, 10, ()), (20, 15, 15, (0.02,) * 5), (20, 20, 16, (3.0,) * 5)])
+
+    def snapshot(self):
+        if self._states is not None:
+            self._state = next(self._states, self._state[:3] + ((),))
+        received, batched, batches, detected = self._state
+        for latency in detected:
+            self.parts.telemetry.latency.labels("default").observe(latency)
+        camera = dict(dict.fromkeys(LOSSES, 0), state="running", frames=received, received=received, batched=batched,
+                      dropped_age=0)
+        return SimpleNamespace(streams={"cam-0": camera}, lanes={"default": {"batches": batches}}, batches=batches,
+                               extra={"failed_batches": 0})
+
+
+def test_a_stall_in_a_windows_last_moments_counts_in_that_window(monkeypatch):
+    """Frames sent in a window and still queued when it ends are neither lost nor detected yet: the window waits
+    for them, and their 3-s latency is its own (it held on the frames detected before it ended)."""
+    monkeypatch.setattr("pipeline.bench.ramp.PipelineRunner", StallsAtTheWindowsEnd)
+    base = SimpleNamespace(model_copy=lambda update: None)
+    ramp = LiveRamp(base, camera=lambda i: StreamConfig(id=f"cam-{i}", url="x.mp4"), bounds_s={"default": 0.15},
+                    settle_s=0)
+    ramp.set_cameras(1)
+    ramp.runner.stall()
+    step = ramp.measure(0)
+    assert not step.holds and len(step.reasons) == 1 and step.reasons[0].startswith("lane default: p99")
+    assert step.frames_detected == 10 and step.latency_ms["default"]["p99"] > 150
+
+
+class NeverCatchesUp(StallsAtTheWindowsEnd):
+    def stall(self) -> None:
+        self._states = iter([(10, 10, 10, ()), (20, 15, 15, (0.02,) * 5)])
+
+
+def test_a_window_whose_frames_are_not_detected_within_its_drain_bound_fails_saying_so(monkeypatch):
+    monkeypatch.setattr("pipeline.bench.ramp.PipelineRunner", NeverCatchesUp)
+    base = SimpleNamespace(model_copy=lambda update: None)
+    ramp = LiveRamp(base, camera=lambda i: StreamConfig(id=f"cam-{i}", url="x.mp4"), bounds_s={"default": 0.15},
+                    settle_s=0, drain_s=0.1)
+    ramp.set_cameras(1)
+    ramp.runner.stall()
+    step = ramp.measure(0)
+    assert not step.holds
+    assert step.reasons == ["5 frames received in the window were not detected 0.1 s after it closed"]
