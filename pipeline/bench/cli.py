@@ -73,9 +73,12 @@ def _bench(args, argv: list[str]) -> int:
         children = min(math.ceil(sum(s.in_child for s in plan.streams) / plan.per_child), plan.decode_processes)
         base = base.model_copy(update={"runtime": base.runtime.model_copy(update={"decode_processes": children})})
     out.mkdir(parents=True, exist_ok=True)
-    report: dict = {"command": "run_pipeline.py bench " + " ".join(argv), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-                    "machine": plan.machine.describe(), "engine": plan.detector.reason, "camera": sample.model_dump(
-                        mode="json", exclude_defaults=True), "bounds_ms": {k: v * 1000 for k, v in args.bounds.items()},
+    camera = sample.model_dump(mode="json", exclude_defaults=True)  # the report is shared: no camera's password
+    camera["url"] = mask_url(camera["url"])
+    report: dict = {"command": mask_url("run_pipeline.py bench " + " ".join(argv)),
+                    "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": plan.machine.describe(),
+                    "engine": plan.detector.reason, "camera": camera,
+                    "bounds_ms": {k: v * 1000 for k, v in args.bounds.items()},
                     "camera_fps": None if args.url else args.fps}
     detector, gpu = Detector(base.detector, plan=plan.detector), None
     try:  # until the ramp's pipeline has the detector: it closes it when it ends

@@ -256,3 +256,21 @@ def test_a_bench_whose_ceilings_fail_or_are_interrupted_closes_its_detector(ceil
     else:
         assert main(argv) == 2
     assert len(closed) == 1
+
+
+def test_a_camera_urls_credentials_are_masked_in_the_report(tmp_path):
+    """bench.json and bench.md are shared (attached to issues, published): a camera's password is not in them."""
+    from tests.support.http_camera import HttpCamera, make_media
+
+    camera = HttpCamera(make_media(tmp_path / "media", seconds=4), credentials=("ops", "s3cret-pw")).start()
+    try:
+        out = tmp_path / "bench"
+        status = main(["bench", "--model", MODEL, "--url", camera.url("video.mjpg"), "--start", "1", "--max", "1",
+                       "--window-s", "1", "--settle-s", "0.2", "--decode-streams", "0", "--batches", "1",
+                       "--ceiling-seconds", "0.2", "--out", str(out)])
+    finally:
+        camera.stop()
+    assert status == 0
+    written = (out / "bench.json").read_text() + (out / "bench.md").read_text()
+    assert "s3cret-pw" not in written and "ops:" not in written
+    assert json.loads((out / "bench.json").read_text())["camera"]["url"].startswith("http://***@127.0.0.1:")
