@@ -1,10 +1,12 @@
 // Events: the stored ones, then each new one live; filters and the open event live in the address (#events?...).
+// While the pointer is on the list, new events wait above it (rows never move under a click); leaving shows them.
 
 import { el, get, listen, mediaUrl, refresh, route, state } from "./api.js";
 
 const LIMIT = 200;
 let live = null;
 let shown = new Map();  // event_id -> event
+let held = [];          // rows of new events that came while the pointer was on the list, oldest first
 let shows = 0;          // which show() is the latest (hide() ends it): an earlier one's answers come too late
 
 export async function show() {
@@ -19,6 +21,8 @@ export async function show() {
   const list = document.getElementById("event-list");
   list.replaceChildren();
   shown = new Map();
+  held = [];
+  showHeldCount();
   const query = new URLSearchParams({ limit: LIMIT });
   for (const key of ["stream", "kind", "class"]) if (params.get(key)) query.set(key, params.get(key));
   live = listen("/api/events/live", "event", (event) => {
@@ -75,7 +79,29 @@ function add(event, newest) {
     el("div", {}, el("div", {}, describe(event)),
       el("div", { class: "muted" }, `${event.stream_id} · ${event.class_name || "-"}` +
         `${event.track_id >= 0 ? ` #${event.track_id}` : ""} · ${time}`)));
+  if (newest && list.matches(":hover")) {
+    held.push(item);
+    return showHeldCount();
+  }
   if (newest) list.prepend(item); else list.append(item);
+  trim(list);
+}
+
+// The new events held while the pointer was on the list (called when it leaves).
+export function showHeld() {
+  const list = document.getElementById("event-list");
+  for (const item of held) list.prepend(item);
+  held = [];
+  showHeldCount();
+  trim(list);
+}
+
+function showHeldCount() {
+  document.getElementById("event-held").textContent =
+    held.length ? `${held.length} new event${held.length > 1 ? "s" : ""} (shown when the pointer leaves the list)` : "";
+}
+
+function trim(list) {
   while (list.children.length > LIMIT) shown.delete(list.lastElementChild.dataset.event), list.lastElementChild.remove();
 }
 

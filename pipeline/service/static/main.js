@@ -78,6 +78,7 @@ document.getElementById("add-form").addEventListener("submit", (event) => {
   cameras.addCamera(event.currentTarget);
 });
 document.getElementById("event-filters").addEventListener("change", (event) => events.filtersChanged(event.currentTarget));
+document.getElementById("event-list").addEventListener("mouseleave", events.showHeld);
 const editorForm = document.getElementById("editor-form");
 editorForm.addEventListener("submit", (event) => {
   event.preventDefault();

@@ -1,6 +1,7 @@
 """The events view on a fake camera: what the list shows while filters change and the tab stays open."""
 from __future__ import annotations
 
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
 from tests.integration.console.conftest import wait
@@ -36,5 +37,51 @@ def test_a_list_asked_for_before_the_filter_changed_does_not_land_in_the_filtere
         browser.execute_script("window.releaseStale()")
         wait(browser, lambda d: d.execute_script("return window.staleDone === true"), 30, "the held list never came")
         assert listed(browser) == [], "events of every kind are listed under the filter kind=alert"
+    finally:
+        served.stop()
+
+
+COUNT_LIVE = """
+    // window.arrived: the live events the page has had (counted once the page has handled each)
+    window.arrived = 0;
+    const Source = window.EventSource;
+    window.EventSource = function (url) {
+      const source = new Source(url);
+      source.addEventListener('event', () => setTimeout(() => window.arrived++, 0));
+      return source;
+    };
+    window.EventSource.CLOSED = Source.CLOSED;"""
+
+
+def row_under_pointer(driver, x: float, y: float) -> str | None:
+    return driver.execute_script("const li = document.elementFromPoint(arguments[0], arguments[1])?.closest('li');"
+                                 "return li ? li.dataset.event : null", x, y)
+
+
+def test_a_new_event_does_not_move_the_rows_under_the_pointer_and_a_click_opens_the_row_pointed_at(browser, tmp_path):
+    served = Served(marked(tmp_path))  # an event a second
+    try:
+        browser.get(f"{served.client.base_url}/#cameras")
+        wait(browser, lambda d: d.execute_script("return document.body.dataset.ready === '1'"), 30)
+        browser.execute_script(COUNT_LIVE)
+        browser.execute_script("location.hash = '#events'")
+        wait(browser, lambda d: len(listed(d)) >= 2, 30, "no events listed")
+        row = browser.find_elements(By.CSS_SELECTOR, "#event-list li")[1]
+        pointed = row.get_attribute("data-event")
+        ActionChains(browser).move_to_element(row).perform()
+        x, y = browser.execute_script("const r = arguments[0].getBoundingClientRect();"
+                                      "return [r.left + r.width / 2, r.top + r.height / 2]", row)
+        assert row_under_pointer(browser, x, y) == pointed
+        seen = browser.execute_script("return window.arrived")
+        wait(browser, lambda d: d.execute_script("return window.arrived") > seen, 30, "no new event arrived")
+        assert row_under_pointer(browser, x, y) == pointed, "a new event moved the rows under the pointer"
+        assert "new event" in browser.find_element(By.ID, "event-held").text
+        ActionChains(browser).click().perform()
+        assert f"event={pointed}" in browser.current_url, "the click opened another event than the one pointed at"
+
+        newest = served.client.get("/api/events", params={"limit": 1}).json()[0]["event_id"]
+        ActionChains(browser).move_to_element(browser.find_element(By.ID, "event-detail")).perform()
+        wait(browser, lambda d: newest in listed(d), 30, "the new events are not shown once the pointer left the list")
+        assert browser.find_element(By.ID, "event-held").text == ""
     finally:
         served.stop()

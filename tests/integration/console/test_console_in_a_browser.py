@@ -74,6 +74,10 @@ def test_a_new_event_appears_with_its_snapshot_and_its_link_survives_a_reload(br
             return null;""", list(listed))
 
     event_id = wait(browser, new_with_snapshot, message="no new event with a loaded snapshot reached the list")
+    # as an operator does: point at the list (its rows then hold still as events come), then click the event
+    ActionChains(browser).move_to_element(browser.find_element(By.ID, "event-list")).perform()
+    wait(browser, lambda d: d.execute_script("return document.getElementById('event-list').matches(':hover')"), 10,
+         "the pointer is not on the list")
     browser.find_element(By.CSS_SELECTOR, f'#event-list li[data-event="{event_id}"]').click()
     assert f"event={event_id}" in browser.current_url
     snapshot = browser.find_element(By.CSS_SELECTOR, "#event-detail img")
