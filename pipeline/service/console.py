@@ -3,7 +3,8 @@
     GET /                       the page (static files in `static/`, no build step)
     GET /api/console            what the page needs to start: the model's classes, time zone, preview rate, fleet or not
     GET /api/previews?streams=a,b&width=320    server-sent events: a preview of each camera, a few per second
-    GET /api/events/live        server-sent events: every event as it is published (the event JSON)
+    GET /api/events/live        server-sent events: every event as it is published (the event JSON); a stream
+                                that reconnects (Last-Event-ID, or ?after=ID) first gets those it missed
     GET /api/media/{stream}/{file}             an event's snapshot (.jpg, _crop.jpg) or clip (.mp4)
     GET /api/counts             today's line crossings and zone visits per camera (the console's time zone)
 
@@ -17,13 +18,14 @@ import base64
 import itertools
 import json
 import re
-from collections import OrderedDict
+import threading
+from collections import OrderedDict, deque
 from datetime import datetime
 from pathlib import Path
 from typing import AsyncIterator, Callable
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, FastAPI, HTTPException, Query
+from fastapi import APIRouter, FastAPI, Header, HTTPException, Query
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -38,6 +40,8 @@ STATIC = Path(__file__).parent / "static"
 KEEPALIVE_S = 1.0
 """How often an idle server-sent event stream says it is alive (and notices the server stopping)."""
 QUEUE_ITEMS = 256
+RECENT_EVENTS = QUEUE_ITEMS
+"""Events kept to replay to a live stream that reconnects after a gap (a network blip, a laptop asleep)."""
 MEDIA_FILE = re.compile(r"^[0-9a-f]{24}(_crop)?\.(jpg|mp4)$")
 MEDIA_TYPES = {"jpg": "image/jpeg", "mp4": "video/mp4"}
 
@@ -50,30 +54,43 @@ class Console:
         runner = control.runner
         self.previews = Previews(runner.detector.class_names, config.preview_fps, config.preview_max_width)
         self._events: list[Callable] = []
+        self._recent: deque[tuple[str, str]] = deque(maxlen=RECENT_EVENTS)  # (event id, JSON), oldest first
+        self._lock = threading.Lock()
         self.closed = False
         runner.parts.outputs.add_tap(self.previews.tap)
         runner.parts.events.add_listener(self._publish)
 
-    def listen(self, offer: Callable[[tuple[str, str]], None]) -> Callable[[tuple[str, str]], None]:
+    def listen(self, offer: Callable[[tuple[str, str]], None], after: str | None = None
+               ) -> Callable[[tuple[str, str]], None]:
         """Call `offer((event id, event JSON))` for each event published from now on (on the publishing thread);
-        the JSON is what the outputs send (`event_to_json`)."""
-        self._events.append(offer)
+        the JSON is what the outputs send (`event_to_json`). after: the last event id a reconnecting stream had:
+        first offer the recent events published since (all those kept when the id is not among them: delivery
+        is at least once, the page drops those it has)."""
+        with self._lock:
+            if after is not None:
+                ids = [event_id for event_id, _ in self._recent]
+                for item in list(self._recent)[ids.index(after) + 1 if after in ids else 0:]:
+                    offer(item)
+            self._events.append(offer)
         return offer
 
     def unlisten(self, offer: Callable[[tuple[str, str]], None]) -> None:
         self._events.remove(offer)
 
     def _publish(self, events) -> None:
-        if self._events:
-            items = []
-            for event in events:
-                try:
-                    items.append((event.event_id, event_to_json(event)))
-                except SinkError:  # a payload that is not JSON: the outbox leaves it out too, and logs why
-                    continue
-            for offer in list(self._events):
-                for item in items:
-                    offer(item)
+        # kept even while no page listens: the one whose stream just dropped asks for them when it reconnects
+        items = []
+        for event in events:
+            try:
+                items.append((event.event_id, event_to_json(event)))
+            except SinkError:  # a payload that is not JSON: the outbox leaves it out too, and logs why
+                continue
+        with self._lock:
+            self._recent.extend(items)
+            offers = list(self._events)
+        for offer in offers:
+            for item in items:
+                offer(item)
 
     def close(self) -> None:
         """Stop previews and end the open event streams (the server can then stop)."""
@@ -134,10 +151,13 @@ def _router(console: Console) -> APIRouter:
                     newest_of=lambda preview: preview.stream_id)
 
     @api.get("/events/live")
-    async def live_events():
+    async def live_events(last_event_id: str | None = Header(None),
+                          after: str | None = Query(None, description="the last event id had (as Last-Event-ID)")):
         """Server-sent events `event`: each event as the webhook has it, as it is published (not stored first;
-        its snapshot may take a moment to be written)."""
-        return _sse(console, console.listen, console.unlisten,
+        its snapshot may take a moment to be written). A stream that reconnects (the browser sends Last-Event-ID)
+        first gets the events published since that one, of the last RECENT_EVENTS."""
+        since = last_event_id or after
+        return _sse(console, lambda offer: console.listen(offer, since), console.unlisten,
                     lambda item: f"event: event\nid: {item[0]}\ndata: {item[1]}\n\n")
 
     @api.get("/media/{stream_id}/{name}")

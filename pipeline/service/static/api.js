@@ -27,14 +27,19 @@ export const get = (path) => call("GET", path);
 
 // An EventSource of `kind` messages (JSON) to `onItem`; `close()` ends it. The browser reconnects by itself after
 // a network error, never after a refusal (a 401 once a restart ended the session): then a call finds out which
-// (a 401 shows the login) and, unless it was, the stream opens again.
+// (a 401 shows the login) and, unless it was, the stream opens again. Either way a stream whose messages have ids
+// says which it had last (Last-Event-ID; `after=` when opened again), and the server sends those it missed.
 export function listen(path, kind, onItem) {
   let source = null;
   let timer = null;
   let closed = false;
+  let last = "";
   const open = () => {
-    source = new EventSource(path);
-    source.addEventListener(kind, (message) => onItem(JSON.parse(message.data)));
+    source = new EventSource(last ? `${path}${path.includes("?") ? "&" : "?"}after=${encodeURIComponent(last)}` : path);
+    source.addEventListener(kind, (message) => {
+      last = message.lastEventId || last;
+      onItem(JSON.parse(message.data));
+    });
     source.addEventListener("error", () => {
       if (closed || source.readyState !== EventSource.CLOSED) return;
       get("/api/console").catch(() => {}).finally(() => { if (!closed) timer = setTimeout(open, 2000); });

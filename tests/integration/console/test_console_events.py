@@ -1,6 +1,10 @@
 """The events view on a fake camera: what the list shows while filters change and the tab stays open."""
 from __future__ import annotations
 
+import socket
+import threading
+import time
+
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 
@@ -84,4 +88,74 @@ def test_a_new_event_does_not_move_the_rows_under_the_pointer_and_a_click_opens_
         wait(browser, lambda d: newest in listed(d), 30, "the new events are not shown once the pointer left the list")
         assert browser.find_element(By.ID, "event-held").text == ""
     finally:
+        served.stop()
+
+
+
+class Link:
+    """A TCP proxy between the browser and the server whose connections can be cut (the server keeps running):
+    `cut()` drops the open ones and turns new ones away until `restore()`. `url`: the server through it."""
+
+    def __init__(self, port: int):
+        self.port, self.up, self.open = port, True, []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            server = socket.create_connection(("127.0.0.1", self.port))
+            self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source, sink) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            end.close()
+
+    def cut(self) -> None:
+        self.up = False
+        for end in self.open:
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.open = []
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_events_published_while_the_live_stream_was_cut_reach_the_open_list_when_it_reconnects(browser, tmp_path):
+    served = Served(marked(tmp_path))  # an event a second
+    link = Link(served.service.port)
+    try:
+        browser.get(f"{link.url}/#events")
+        wait(browser, lambda d: listed(d), 30, "no events listed")
+        link.cut()
+        cut_ns = time.time_ns()
+        missed = wait(browser, lambda d: [e["event_id"] for e in served.client.get("/api/events").json()
+                                          if e["wall_ns"] > cut_ns][:2] or None, 30, "no event meanwhile")
+        assert not set(missed) & set(listed(browser)), "the live stream was not cut"
+        link.restore()
+        wait(browser, lambda d: set(missed) <= set(listed(d)), 30, "the events of the gap never reached the list")
+    finally:
+        link.close()
         served.stop()
