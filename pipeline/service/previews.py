@@ -115,6 +115,8 @@ class Previews:
         self._wanted = wanted
         for sid in [sid for sid in self._taken if sid not in wanted]:
             del self._taken[sid]
+        for sid in [sid for sid in list(self._due) if sid not in wanted]:  # taps add to it from other threads
+            self._due.pop(sid, None)
 
     # -- the tap (stage workers) ----------------------------------------------------------------
     def tap(self, result: FrameResult) -> None:

@@ -110,3 +110,20 @@ def test_a_watcher_asking_wider_never_gets_a_picture_taken_narrower_before_it_ca
     finally:
         hold.set()
         previews.close()
+
+
+def test_a_camera_nobody_watches_any_more_leaves_nothing_behind_and_a_new_watch_gets_a_picture_at_once():
+    previews = Previews(["person", "bicycle", "car"], fps=0.001)  # one preview, then none for 1000 s
+    got = []
+    delivered = threading.Semaphore(0)
+    try:
+        for _ in range(2):  # a camera removed, then one of the same id added: watched again
+            watch = previews.watch({"cam": 32}, lambda p: (got.append(p), delivered.release()))
+            for result in results(3):
+                previews.tap(result)
+            assert delivered.acquire(timeout=10)
+            previews.unwatch(watch)
+            assert previews._due == {}, "the camera's preview timing is kept after nobody watches it"
+        assert len(got) == 2
+    finally:
+        previews.close()
