@@ -79,6 +79,13 @@ export function streamChanged(select) {
   start(select.value);
 }
 
+// A name of an existing zone or line ticks its classes: redrawn, it keeps them unless the operator changes them.
+export function nameChanged(form) {
+  const known = state[shape() === "line" ? "lines" : "zones"].find((entry) => entry.name === form.elements.name.value);
+  if (!known) return;
+  for (const box of form.querySelectorAll('input[name="classes"]')) box.checked = (known.classes || []).includes(box.value);
+}
+
 export function undo() {
   points.pop();
   redraw();

@@ -84,6 +84,9 @@ editorForm.addEventListener("submit", (event) => {
   event.preventDefault();
   editor.save(event.currentTarget);
 });
+editorForm.addEventListener("input", (event) => {
+  if (event.target.name === "name" || event.target.name === "shape") editor.nameChanged(editorForm);
+});
 document.getElementById("editor-stream").addEventListener("change", (event) => editor.streamChanged(event.currentTarget));
 document.getElementById("editor-canvas").addEventListener("click", editor.clicked);
 document.getElementById("editor-undo").addEventListener("click", editor.undo);

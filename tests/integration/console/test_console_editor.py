@@ -14,9 +14,9 @@ from tests.support.service import Served, config_data
 
 @pytest.fixture
 def site(tmp_path):
-    """Two fake 320x180 cameras and a zone both share, served from a config file (`site.path`)."""
+    """Two fake 320x180 cameras and a zone both share (counting cars), served from a config file (`site.path`)."""
     data = config_data(tmp_path, [{"id": cam, "url": f"fake://{cam}?fps=5&size=320x180"} for cam in ("cam-1", "cam-2")],
-                       zones=[{"name": "shared", "streams": ["cam-1", "cam-2"], "anchor": "center",
+                       zones=[{"name": "shared", "streams": ["cam-1", "cam-2"], "anchor": "center", "classes": ["car"],
                                "polygon": [[10, 10], [100, 10], [100, 100]]}])
     path = tmp_path / "site.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -73,6 +73,7 @@ def test_redrawing_a_zone_other_cameras_share_keeps_it_on_them_and_keeps_its_set
     wait(browser, lambda d: "saved zone 'shared'" in status(d), 30, "the zone was not saved")
     (zone,) = [z for z in yaml.safe_load(site.path.read_text())["zones"] if z["name"] == "shared"]
     assert zone["streams"] == ["cam-1", "cam-2"] and zone["anchor"] == "center", zone
+    assert zone.get("classes") == ["car"], "redrawn without touching its classes, the zone lost its class filter"
     assert zone["polygon"] != [[10, 10], [100, 10], [100, 100]]
 
 
