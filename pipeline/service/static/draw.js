@@ -9,9 +9,11 @@ export function colorOf(text) {
 }
 
 // Draw `preview` (a /api/previews message) on `canvas` with `geometry` ({zones, lines}); `extra(ctx, scale)` after.
+// A canvas cleared for one camera (`clearPicture`) draws none of another's.
 export function drawPreview(canvas, preview, geometry, extra) {
   const image = new Image();
   image.onload = () => {
+    if (canvas.dataset.stream && canvas.dataset.stream !== preview.stream_id) return;
     canvas.width = preview.width;
     canvas.height = preview.height;
     canvas.dataset.sourceWidth = preview.source_width;
@@ -25,6 +27,13 @@ export function drawPreview(canvas, preview, geometry, extra) {
     if (extra) extra(ctx, scale);
   };
   image.src = `data:image/jpeg;base64,${preview.jpeg}`;
+}
+
+// Show nothing on `canvas` (and no source size to convert clicks with) until a preview of `streamId` is drawn.
+export function clearPicture(canvas, streamId) {
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  for (const key of ["seq", "sourceWidth", "sourceHeight"]) delete canvas.dataset[key];
+  canvas.dataset.stream = streamId;
 }
 
 export function drawGeometry(ctx, scale, { zones, lines }) {

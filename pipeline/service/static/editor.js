@@ -1,7 +1,7 @@
 // Zones and lines: drawn with the mouse on a camera's live preview, stored in source pixels, saved through the API.
 
 import { call, el, geometryOf, listen, refresh, route, state } from "./api.js";
-import { arrow, drawPreview, polygon } from "./draw.js";
+import { arrow, clearPicture, drawPreview, polygon } from "./draw.js";
 
 const WIDTH = 960;
 let points = [];   // source pixels
@@ -38,6 +38,7 @@ function start(streamId) {
   stop();
   last = null;
   points = [];
+  clearPicture(document.getElementById("editor-canvas"), streamId);  // clicks wait for this camera's picture
   renderExisting(streamId);
   if (!streamId) return;
   previews = listen(`/api/previews?streams=${encodeURIComponent(streamId)}&width=${WIDTH}`, "preview", (preview) => {

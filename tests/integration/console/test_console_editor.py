@@ -6,6 +6,7 @@ import yaml
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import Select
 
 from pipeline.config import load_config
 from tests.integration.console.conftest import wait
@@ -85,3 +86,33 @@ def test_a_camera_added_while_the_console_is_open_can_be_drawn_on(browser, site)
     browser.execute_script("location.hash = '#editor/cam-3'")
     wait(browser, lambda d: d.find_element(By.ID, "editor-stream").get_attribute("value") == "cam-3", 30,
          "the editor does not offer the camera added since the page opened")
+
+
+HOLD_PREVIEWS = """
+    // previews of cam-big come only once window.letThrough is set
+    const Source = window.EventSource;
+    window.EventSource = function (url) {
+      if (!String(url).includes('cam-big') || window.letThrough) return new Source(url);
+      return Object.assign(new EventTarget(), { close() {}, readyState: 0 });
+    };
+    window.EventSource.CLOSED = Source.CLOSED;"""
+
+
+def test_after_switching_to_a_camera_of_another_size_clicks_wait_for_its_picture(browser, site):
+    added = site.client.post("/api/streams", json={"id": "cam-big", "url": "fake://cam-big?fps=5&size=640x360"})
+    assert added.status_code == 201, added.text
+    canvas = open_editor(browser, site, "cam-1")  # 320x180
+    browser.execute_script(HOLD_PREVIEWS)
+    Select(browser.find_element(By.ID, "editor-stream")).select_by_value("cam-big")
+    assert canvas.get_attribute("data-seq") is None, "cam-1's picture is still shown for cam-big"
+    click_at(browser, canvas, [(0.5, 0.5)])
+    assert "point" not in status(browser), "a click was placed with cam-1's size before cam-big's picture came"
+
+    browser.execute_script("window.letThrough = true")
+    Select(browser.find_element(By.ID, "editor-stream")).select_by_value("cam-1")
+    Select(browser.find_element(By.ID, "editor-stream")).select_by_value("cam-big")
+    wait(browser, lambda d: canvas.get_attribute("data-seq"), 60, "cam-big shows no picture")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+    click_at(browser, canvas, [(0.5, 0.5)])
+    x, y = (float(v) for v in status(browser).split("(")[1].rstrip(")").split(", "))
+    assert abs(x - 320) <= 3 and abs(y - 180) <= 3, status(browser)
