@@ -1,7 +1,7 @@
 // Cameras: a grid of live previews with state, fps and latency; a large view of one; add, pause, resume, remove.
 
 import { call, el, geometryOf, listen, refresh, state } from "./api.js";
-import { drawPreview } from "./draw.js";
+import { clearPicture, drawPreview } from "./draw.js";
 
 const GRID_WIDTH = 320;
 const LARGE_WIDTH = 1280;
@@ -109,6 +109,8 @@ function renderLarge(id) {
   const stream = state.streams.find((s) => s.id === id);
   document.getElementById("large-title").textContent = id;
   const badge = document.getElementById("large-state");
+  const canvas = document.getElementById("large-canvas");
+  if (!stream || canvas.dataset.stream !== id) clearPicture(canvas, id);  // not the last camera's picture
   if (!stream) {
     badge.textContent = "no such camera";
     return stopPreviews();
@@ -117,7 +119,6 @@ function renderLarge(id) {
   const latency = stream.latency_s === null ? "" : `, ${Math.round(stream.latency_s * 1000)} ms`;
   badge.textContent = `${stream.state}${stream.state === "running" ? `, ${stream.fps.toFixed(1)} fps${latency}` : ""}` +
     (stream.last_error && stream.state !== "running" ? `: ${stream.last_error}` : "");
-  const canvas = document.getElementById("large-canvas");
   watch([id], LARGE_WIDTH, (preview) => drawPreview(canvas, preview, geometryOf(id)));
 }
 
