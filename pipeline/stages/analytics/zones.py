@@ -34,11 +34,12 @@ class Visit:
 class ZoneMonitor:
     """Enter/exit/dwell/occupancy of one polygon zone for one stream (its frames, in order).
 
-    A track is inside when its anchor point is inside the polygon and it passes the zone's class and
-    `min_score` filters. The state changes only when the anchor is more than a band of `hysteresis` x
-    box height (at least `min_band_px`, at most half the zone's mean half-width) inside or outside the edge, so a box jittering on the edge
-    does not enter and leave over and over (a larger band delays enter/exit a little). A track that stops being reported (or is filtered out, e.g. a coasting row with
-    score 0 under `min_score > 0`) is not "outside": its visit goes on while the tracker may find the track again,
+    A track is inside when its anchor point is inside the polygon and it passes the zone's class filter; it enters
+    only at a score of `min_score` or more, and once inside it is where its box is at any score (seen at a lower one
+    outside, it has left). The state changes only when the anchor is more than a band of `hysteresis` x box height
+    (at least `min_band_px`, at most half the zone's mean half-width) inside or outside the edge, so a box jittering
+    on the edge does not enter and leave over and over (a larger band delays enter/exit a little). A track that stops
+    being reported is not "outside": its visit goes on while the tracker may find the track again,
     and ends with reason "lost" when the tracker gives it up (`lose`), or "left" if it is found again outside; either
     way at the time it was last detected, as it may have left at any time it was missing (a dwell never counts it).
     A coasting track's predicted box (score 0) keeps its visit going but never enters or leaves: a prediction drifts.
@@ -71,8 +72,9 @@ class ZoneMonitor:
                xyxy: np.ndarray) -> list[Event]:
         """One frame of tracked rows (N,) / (N, 4) pixels captured `at`; returns zone_enter / zone_exit events."""
         ts_ns, previous_ns, self._previous_ns = at.pts_ns, self._previous_ns, at.pts_ns
-        keep = row_filter(class_id, score, self.allowed, self.config.min_score) & (track_id >= 0)
+        keep = row_filter(class_id, score, self.allowed, 0.0) & (track_id >= 0)
         ids, classes, boxes = track_id[keep], class_id[keep], np.asarray(xyxy, np.float64)[keep]
+        may_enter = np.asarray(score)[keep] >= self.config.min_score  # under it: seen where it is, never entering
         anchors = anchor_points(boxes, self.config.anchor)
         inside = points_in_polygon(anchors, self.polygon)
         band = np.minimum(np.maximum(self.hysteresis * (boxes[:, 3] - boxes[:, 1]), self.min_band_px), self.max_band_px)
@@ -80,9 +82,11 @@ class ZoneMonitor:
         detected = np.asarray(score)[keep] > 0
         clear &= detected  # a coasting prediction (score 0) keeps a visit, never starts or ends one
         events = []
-        for tid, cid, is_in, decided, seen in zip(ids.tolist(), classes.tolist(), inside.tolist(), clear.tolist(),
-                                                  detected.tolist()):
+        for tid, cid, is_in, decided, seen, enters in zip(ids.tolist(), classes.tolist(), inside.tolist(),
+                                                          clear.tolist(), detected.tolist(), may_enter.tolist()):
             visit = self.inside.get(tid)
+            if visit is None and not enters:
+                continue
             last_detected_ns = None if visit is None else visit.detected_ns
             if visit is not None and seen:
                 visit.detected_ns = ts_ns

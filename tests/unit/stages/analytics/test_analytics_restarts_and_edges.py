@@ -16,11 +16,11 @@ from tests.conftest import REPO
 from tests.support.tracks import CLASS_NAMES, NS_PER_FRAME, feet_box, run, tracked_frame
 
 
-def detected(seq: int, pts_ns: int, epoch: int, feet: list[tuple[float, float]]) -> FrameResult:
-    """A frame whose detections (score 0.9, class 0) stand with their feet at `feet`; no tracks yet."""
+def detected(seq: int, pts_ns: int, epoch: int, feet: list[tuple[float, float]], score: float = 0.9) -> FrameResult:
+    """A frame whose detections (`score`, class 0) stand with their feet at `feet`; no tracks yet."""
     boxes = np.array([feet_box(x, y, w=30) for x, y in feet], np.float32).reshape(-1, 4)
     frame = Frame("cam-1", seq, pts_ns, pts_ns, None, 640, 480, epoch=epoch)
-    return FrameResult(frame, Detections(boxes, np.full(len(boxes), 0.9, np.float32), np.zeros(len(boxes), np.int32)),
+    return FrameResult(frame, Detections(boxes, np.full(len(boxes), score, np.float32), np.zeros(len(boxes), np.int32)),
                        run_id="run")
 
 
@@ -160,3 +160,22 @@ def test_someone_who_leaves_a_zone_while_hidden_exits_at_the_time_they_were_last
     enter, exit_ = events
     assert exit_.wall_ns == 55 * NS_PER_FRAME and exit_.ts_ns == 29 * NS_PER_FRAME
     assert exit_.payload["dwell_s"] == (29 * NS_PER_FRAME - enter.ts_ns) / 1e9
+
+
+def test_someone_who_walks_out_of_a_zone_scoring_under_its_min_score_leaves_it_there():
+    """A zone's `min_score` decides who may enter; once inside, a track still seen (and kept by the tracker) at a lower
+    score is where its box is: walking out (turned away from the camera, partly hidden) is leaving, not a visit that
+    lasts as long as the track."""
+    zone = ZoneConfig(name="yard", polygon=[(0, 0), (300, 0), (300, 480), (0, 480)], min_score=0.6)
+    tracker, analytics = TrackingStage(TrackerConfig()), AnalyticsStage("cam-1", [zone], [], [], CLASS_NAMES)
+    events, ids = [], set()
+    for seq in range(90):  # from x = 100 inside to 545 outside, at 0.5 from frame 20 (x = 200) on
+        result = detected(seq, seq * NS_PER_FRAME, 0, [(100 + 5 * seq, 300)], score=0.9 if seq < 20 else 0.5)
+        tracker.process(result)
+        analytics.process(result)
+        events += result.events
+        ids |= set(result.tracks.track_id.tolist())
+    assert ids == {1}
+    assert [(e.kind, e.payload.get("reason")) for e in events] == [("zone_enter", None), ("zone_exit", "left")]
+    assert 40 * NS_PER_FRAME <= events[1].ts_ns <= 45 * NS_PER_FRAME  # clear of the edge at x = 300
+
