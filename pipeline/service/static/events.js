@@ -80,7 +80,8 @@ function add(event, newest) {
       el("div", { class: "muted" }, `${event.stream_id} · ${event.class_name || "-"}` +
         `${event.track_id >= 0 ? ` #${event.track_id}` : ""} · ${time}`)));
   if (newest && list.matches(":hover")) {
-    held.push(item);
+    held.push(item);  // the list shows LIMIT rows at most: older ones held would only be trimmed (a pointer left there)
+    if (held.length > LIMIT) shown.delete(held.shift().dataset.event);
     return showHeldCount();
   }
   if (newest) list.prepend(item); else list.append(item);

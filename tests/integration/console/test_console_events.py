@@ -159,3 +159,43 @@ def test_events_published_while_the_live_stream_was_cut_reach_the_open_list_when
     finally:
         link.close()
         served.stop()
+
+
+FAKE_LIVE = """
+    // live streams the test feeds: window.feed(n) sends n new events on each open one
+    const sources = [];
+    const Source = window.EventSource;
+    window.EventSource = function (url) {
+      const source = new Source(url);
+      sources.push(source);
+      return source;
+    };
+    window.EventSource.CLOSED = Source.CLOSED;
+    window.feed = (n) => {
+      for (let i = 0; i < n; i++) {
+        const event = {event_id: `fed-${i}`, stream_id: 'cam-1', kind: 'mark', rule: 'fed', track_id: -1,
+                       class_name: null, wall_time: new Date().toISOString(), payload: {}, snapshot: null};
+        for (const source of sources) {
+          source.dispatchEvent(new MessageEvent('event', {data: JSON.stringify(event), lastEventId: event.event_id}));
+        }
+      }
+    };"""
+
+
+def test_new_events_held_under_a_pointer_left_on_the_list_are_bounded_as_the_list_is(browser, tmp_path):
+    """A pointer left on the list held every new event (a row, its snapshot) for as long as it stayed there."""
+    served = Served(marked(tmp_path))
+    try:
+        browser.get(f"{served.client.base_url}/#cameras")
+        wait(browser, lambda d: d.execute_script("return document.body.dataset.ready === '1'"), 30)
+        browser.execute_script(FAKE_LIVE)
+        browser.execute_script("location.hash = '#events'")
+        wait(browser, lambda d: len(listed(d)) >= 1, 30, "no events listed")
+        ActionChains(browser).move_to_element(browser.find_element(By.CSS_SELECTOR, "#event-list li")).perform()
+        browser.execute_script("window.feed(300)")
+        assert browser.find_element(By.ID, "event-held").text.startswith("200 new events")
+        ActionChains(browser).move_to_element(browser.find_element(By.ID, "event-detail")).perform()
+        wait(browser, lambda d: "fed-299" in listed(d), 30, "the held events are not shown once the pointer left")
+        assert len(listed(browser)) == 200 and "fed-99" not in listed(browser)
+    finally:
+        served.stop()
