@@ -1,9 +1,11 @@
 """Appending a batch to a file all or nothing, as the file sinks (JSONL, MOT export) do: a write that fails (a
 full disk) takes back the part it wrote and raises `StorageUnavailable`, so their writer keeps the batch and
-retries it with backoff (`pipeline.sinks.storage.writer`); the file never holds a batch twice, nor part of one."""
+retries it with backoff (`pipeline.sinks.storage.writer`); the file never holds a batch twice, nor part of one.
+`moved_away` tells an appended file that a log rotation moved away (or that was deleted) from the one at its path."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import BinaryIO
 
 from pipeline.errors import SinkError
@@ -34,3 +36,13 @@ def append_all(handle: BinaryIO, data: bytes, what: str) -> None:
             raise PartKept(f"cannot write {what} ({exc.strerror}), nor take back the part written: it stays on the "
                            "file, a broken last line among them", data[:written]) from exc
         raise StorageUnavailable(f"cannot write {what} ({exc.strerror})") from exc
+
+
+def moved_away(path: Path, handle: BinaryIO) -> bool:
+    """Whether `path` no longer names the open file `handle`: moved away by a log rotation, or deleted (what is
+    appended would go on into a file nobody reads, or that is gone). OSError when `path` cannot be looked at."""
+    try:
+        there = os.stat(path)
+    except FileNotFoundError:
+        return True
+    return not os.path.samestat(there, os.fstat(handle.fileno()))

@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 from pipeline.config.outputs import JsonlOutput
 from pipeline.errors import SinkError
-from pipeline.sinks.appending import PartKept, append_all
+from pipeline.sinks.appending import PartKept, append_all, moved_away
 from pipeline.sinks.base import BaseSink
 from pipeline.sinks.outputs.payload import json_default
 from pipeline.sinks.storage.writer import BatchWriter, StorageUnavailable
@@ -84,11 +84,8 @@ class JsonlSink(BaseSink):
         """Open the file at the path again when it no longer names the open one: moved away by a log rotation, or
         deleted (the records would go on into a file nobody reads, or that is gone)."""
         try:
-            there = os.stat(self.path)
-            if os.path.samestat(there, os.fstat(self._file.fileno())):
+            if not moved_away(self.path, self._file):
                 return
-        except FileNotFoundError:
-            pass
         except OSError as exc:
             raise StorageUnavailable(f"cannot check '{self.path}' ({exc.strerror})") from exc
         try:

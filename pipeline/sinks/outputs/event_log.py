@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline.config import outputs as cfg
 from pipeline.errors import ConfigError, SinkError
+from pipeline.sinks.appending import moved_away
 from pipeline.sinks.outputs.payload import event_to_json
 from pipeline.types import Event
 
@@ -104,12 +105,8 @@ class EventLogOutput:
         """Reopen when the path no longer names the open file: deleted, or moved away by a log rotation (the
         events would go on into a file nobody can see, counted delivered). The file there, or a new one, is used."""
         try:
-            there = os.stat(self.path)
-            here = os.fstat(self._file.fileno())
-            if (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino):
+            if not moved_away(self.path, self._file):
                 return
-        except FileNotFoundError:
-            pass
         except OSError as exc:
             raise SinkError(f"cannot check the event log {self.path}: {exc}") from exc
         reopened = self._open()  # before the old one is closed: a failed reopen leaves it open for the next try
