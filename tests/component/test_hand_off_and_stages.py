@@ -244,7 +244,7 @@ def test_a_stage_hung_on_a_frame_holds_up_a_first_stop_only_so_long_and_the_othe
     config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"stage_queue_size": 2})})
     sink = RecordingSink()
     runner = PipelineRunner(config, sinks=[sink])
-    runner.drain_s = 1.0  # how long a stop waits for a hung stage or sink; 60 s by default
+    runner.drain_s = 3.0  # how long a stop waits for a hung stage or sink (and the others to drain); 60 s by default
     assert runner.parts.stages._shard("cam") != runner.parts.stages._shard("clip")  # on another worker
     thread = threading.Thread(target=runner.run)
     thread.start()

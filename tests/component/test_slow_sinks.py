@@ -120,7 +120,7 @@ def test_a_sink_hung_while_a_file_waits_for_it_holds_up_a_first_stop_only_so_lon
     hanging, healthy = HangingSink(), RecordingSink()
     runner = PipelineRunner(fake_config(tmp_path, [{"id": "clip", "url": "fake://clip?frames=100000&live=0"}]),
                             sinks=[hanging, healthy])
-    runner.drain_s = 1.0  # how long a stop waits for a hung stage or sink; 60 s by default
+    runner.drain_s = 3.0  # how long a stop waits for a hung stage or sink (and the others to drain); 60 s by default
     thread = threading.Thread(target=runner.run)
     thread.start()
     try:
