@@ -36,6 +36,7 @@ class ConfigDocument:
 
     def __init__(self, data: CommentedMap, path: Path | None = None, text: str = ""):
         self.data, self.path, self.read_text = data, path, text  # read_text: the file as it was read
+        self.indent = _indent(data, text) if text else _INDENT  # written as the file indents, not anew
 
     @classmethod
     def read(cls, path: str | Path) -> "ConfigDocument":
@@ -93,7 +94,7 @@ class ConfigDocument:
         # entry on the section's key), so `del items[i]` would take the next entry's comment with it and leave
         # the removed one's: the entry's lines are taken out of the text instead, and the text read again.
         text = self.text()
-        data = _yaml().load(text)
+        data = _yaml(self.indent).load(text)
         items = data[section]
         lines = text.splitlines(keepends=True)
         keys = list(data)
@@ -113,7 +114,7 @@ class ConfigDocument:
             while end < len(lines) and not lines[end].strip():
                 end += 1  # one blank line between entries, not two (nor one under the section's key)
         try:
-            data = _yaml().load("".join(lines[:start] + lines[end:]))
+            data = _yaml(self.indent).load("".join(lines[:start] + lines[end:]))
         except YAMLError:  # e.g. the entry held an anchor another entry refers to: ruamel moves it on its own
             del self.data[section][i]
             return
@@ -122,7 +123,7 @@ class ConfigDocument:
         self.data = data
 
     def text(self) -> str:
-        return _dump(self.data)
+        return _dump(self.data, self.indent)
 
     def validate(self) -> PipelineConfig:
         """The document as `load_config` would read it; ConfigError naming the file, line and key path."""
@@ -178,17 +179,45 @@ class ConfigDocument:
         raise NoSuchItem(f"{section}: no entry with {key} '{name}'; there are: {names}")
 
 
-def _yaml() -> YAML:
+_INDENT = (2, 4, 2)
+"""How a file with no block mapping or list below its top level is indented: `mapping`, `sequence` and `offset`
+as `YAML.indent` takes them (`  - id: a` / `    url: ...`)."""
+
+
+def _yaml(indent: tuple[int, int, int] = _INDENT) -> YAML:
     yaml = YAML()  # round-trip
     yaml.preserve_quotes = True
-    yaml.indent(mapping=2, sequence=4, offset=2)
+    mapping, sequence, offset = indent
+    yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
     return yaml
 
 
-def _dump(data: Any) -> str:
+def _dump(data: Any, indent: tuple[int, int, int] = _INDENT) -> str:
     out = io.StringIO()
-    _yaml().dump(data, out)
+    _yaml(indent).dump(data, out)
     return out.getvalue()
+
+
+def _indent(data: CommentedMap, text: str) -> tuple[int, int, int]:
+    """How `text` indents, from its first block mapping and its first block list under a top-level key (ruamel
+    writes every one alike: a file is written in the style it has rather than indented anew)."""
+    lines = text.splitlines()
+    mapping, sequence, offset = _INDENT
+    found = set()
+    for key, value in data.items():
+        if not isinstance(value, (CommentedMap, CommentedSeq)) or not value or value.fa.flow_style():
+            continue
+        column = data.lc.key(key)[1]
+        if isinstance(value, CommentedMap) and "map" not in found:
+            mapping = value.lc.key(next(iter(value)))[1] - column
+            found.add("map")
+        elif isinstance(value, CommentedSeq) and "seq" not in found:
+            line, item = value.lc.item(0)
+            dash = lines[line] if line < len(lines) else ""
+            if dash.lstrip().startswith("- "):  # not an entry written on the line after its "-"
+                offset, sequence = len(dash) - len(dash.lstrip()) - column, item - column
+                found.add("seq")
+    return mapping, sequence, offset
 
 
 def _node(value: Any) -> Any:

@@ -82,6 +82,24 @@ def test_a_change_keeps_how_the_file_writes_the_values_it_does_not_change(tmp_pa
     assert doc.validate().streams[0].loop is True
 
 
+# -- how the file indents --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, added", [
+    ("detector:\n  model: m.onnx\nstreams:\n- id: a\n  url: clips/a.mp4\n  fps: 5\n",
+     "- id: b\n  url: clips/b.mp4\n"),
+    ("detector:\n    model: m.onnx\nstreams:\n-   id: a\n    url: clips/a.mp4\n    fps: 5\n",
+     "-   id: b\n    url: clips/b.mp4\n"),
+    ("detector:\n    model: m.onnx\nstreams:\n    - id: a\n      url: clips/a.mp4\n      fps: 5\n",
+     "    - id: b\n      url: clips/b.mp4\n"),
+], ids=["dash-at-the-key", "four-spaces", "four-spaces-dash-indented"])
+def test_a_change_keeps_how_the_file_indents_its_lists_and_sections(tmp_path, text, added):
+    """Before, the whole file was indented anew in one style (2, then "  - ") by its first change."""
+    doc = ConfigDocument.read(write(tmp_path, text))
+    doc.put("streams", "b", {"url": "clips/b.mp4"})
+    assert doc.text() == text + added
+    doc.remove("streams", "b")
+    assert doc.text() == text
+
+
 # -- a removed entry's comments ----------------------------------------------------------------------------------
 CAMERAS = """\
 # site config
