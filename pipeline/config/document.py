@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,15 @@ class ConfigDocument:
 
     def __init__(self, data: CommentedMap, path: Path | None = None, text: str = ""):
         self.data, self.path, self.read_text = data, path, text  # read_text: the file as it was read
-        self.indent = _indent(data, text) if text else _INDENT  # written as the file indents, not anew
+        self.head, body = _head(text)  # ruamel drops what is above a `---`: written back as it was
+        self.indent = _indent(data, body) if body else _INDENT  # written as the file indents, not anew
 
     @classmethod
     def read(cls, path: str | Path) -> "ConfigDocument":
         path = Path(path)
         try:
             text = path.read_text()
-            data = _yaml().load(text)
+            data = _yaml().load(_head(text)[1])
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
         except Exception as exc:  # noqa: BLE001 - ruamel's parser errors share no base class worth naming
@@ -93,7 +95,7 @@ class ConfigDocument:
         # ruamel keeps a comment between two entries at the end of the first one (and the one above the first
         # entry on the section's key), so `del items[i]` would take the next entry's comment with it and leave
         # the removed one's: the entry's lines are taken out of the text instead, and the text read again.
-        text = self.text()
+        text = _dump(self.data, self.indent)
         data = _yaml(self.indent).load(text)
         items = data[section]
         lines = text.splitlines(keepends=True)
@@ -123,7 +125,7 @@ class ConfigDocument:
         self.data = data
 
     def text(self) -> str:
-        return _dump(self.data, self.indent)
+        return self.head + _dump(self.data, self.indent)
 
     def validate(self) -> PipelineConfig:
         """The document as `load_config` would read it; ConfigError naming the file, line and key path."""
@@ -196,6 +198,23 @@ def _dump(data: Any, indent: tuple[int, int, int] = _INDENT) -> str:
     out = io.StringIO()
     _yaml(indent).dump(data, out)
     return out.getvalue()
+
+
+_START = re.compile(r"---[ \t]*(#.*)?\r?\n")
+
+
+def _head(text: str) -> tuple[str, str]:
+    """`text` as what is above its document start `---` (comments, directives and the `---` line; '' without
+    one) and the rest."""
+    start = 0
+    for line in text.splitlines(keepends=True):
+        bare = line.lstrip("\ufeff")  # a byte order mark
+        if _START.fullmatch(bare):
+            return text[:start + len(line)], text[start + len(line):]
+        if bare.strip() and not bare.lstrip().startswith(("#", "%")):
+            break
+        start += len(line)
+    return "", text
 
 
 def _indent(data: CommentedMap, text: str) -> tuple[int, int, int]:

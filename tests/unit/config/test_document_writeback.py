@@ -100,6 +100,18 @@ def test_a_change_keeps_how_the_file_indents_its_lists_and_sections(tmp_path, te
     assert doc.text() == text
 
 
+def test_the_lines_above_the_document_start_are_kept(tmp_path):
+    """Before, the comments above `---` (an editor's schema line, say) and the `---` itself were dropped."""
+    text = ("# yaml-language-server: $schema=./streamweave.schema.json\n# site config, north\n---\n"
+            "detector:\n  model: m.onnx\nstreams:\n  - id: a\n    url: clips/a.mp4\n")
+    doc = ConfigDocument.read(write(tmp_path, text))
+    doc.put("streams", "b", {"url": "clips/b.mp4"})
+    assert doc.text() == text + "  - id: b\n    url: clips/b.mp4\n"
+    doc.remove("streams", "b")
+    assert doc.text() == text
+    assert [stream.id for stream in doc.validate().streams] == ["a"]
+
+
 # -- a removed entry's comments ----------------------------------------------------------------------------------
 CAMERAS = """\
 # site config
