@@ -35,8 +35,9 @@ KEYS = {"streams": "id", "zones": "name", "lines": "name", "alerts": "name"}
 class ConfigDocument:
     """path: the file (None: a document of a config made in code, never saved)."""
 
-    def __init__(self, data: CommentedMap, path: Path | None = None, text: str = ""):
+    def __init__(self, data: CommentedMap, path: Path | None = None, text: str = "", newline: str = "\n"):
         self.data, self.path, self.read_text = data, path, text  # read_text: the file as it was read
+        self.newline = newline  # how the file ends its lines ("\r\n": written so again)
         self.head, body = _head(text)  # ruamel drops what is above a `---`: written back as it was
         self.indent = _indent(data, body) if body else _INDENT  # written as the file indents, not anew
 
@@ -44,7 +45,9 @@ class ConfigDocument:
     def read(cls, path: str | Path) -> "ConfigDocument":
         path = Path(path)
         try:
-            text = path.read_text()
+            with path.open(newline="") as file:  # as it is: its line ends are kept
+                raw = file.read()
+            text = raw.replace("\r\n", "\n").replace("\r", "\n")  # as `path.read_text()` reads it
             data = _yaml().load(_head(text)[1])
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
@@ -52,7 +55,7 @@ class ConfigDocument:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(data, CommentedMap):
             raise ConfigError(f"{path}:1: the file must be a mapping with at least 'streams' and 'detector'")
-        return cls(data, path, text)
+        return cls(data, path, text, "\r\n" if raw.partition("\n")[0].endswith("\r") else "\n")
 
     @classmethod
     def of(cls, config: PipelineConfig) -> "ConfigDocument":
@@ -140,7 +143,7 @@ class ConfigDocument:
         tmp = None
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-            with os.fdopen(fd, "w") as out:
+            with os.fdopen(fd, "w", newline=self.newline) as out:
                 out.write(self.text())
                 out.flush()
                 os.fsync(out.fileno())

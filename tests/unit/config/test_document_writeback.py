@@ -112,6 +112,18 @@ def test_the_lines_above_the_document_start_are_kept(tmp_path):
     assert [stream.id for stream in doc.validate().streams] == ["a"]
 
 
+def test_a_file_with_windows_line_ends_keeps_them(tmp_path):
+    """Before, the first change through the API wrote every line of the file anew with a Unix line end."""
+    path = tmp_path / "site.yaml"
+    path.write_bytes(b"# site config\r\ndetector:\r\n  model: m.onnx\r\n"
+                     b"streams:\r\n  - id: a\r\n    url: clips/a.mp4\r\n")
+    before = path.read_bytes()
+    doc = ConfigDocument.read(path)
+    doc.put("streams", "b", {"url": "clips/b.mp4"})
+    doc.commit(doc.stage())
+    assert path.read_bytes() == before + b"  - id: b\r\n    url: clips/b.mp4\r\n"
+
+
 # -- a removed entry's comments ----------------------------------------------------------------------------------
 CAMERAS = """\
 # site config
