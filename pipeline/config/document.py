@@ -192,6 +192,7 @@ as `YAML.indent` takes them (`  - id: a` / `    url: ...`)."""
 def _yaml(indent: tuple[int, int, int] = _INDENT) -> YAML:
     yaml = YAML()  # round-trip
     yaml.preserve_quotes = True
+    yaml.width = 4096  # a line as long as it is: a zone's polygon is not wrapped mid-point at 80 columns
     mapping, sequence, offset = indent
     yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
     return yaml

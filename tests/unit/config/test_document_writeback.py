@@ -124,6 +124,16 @@ def test_a_file_with_windows_line_ends_keeps_them(tmp_path):
     assert path.read_bytes() == before + b"  - id: b\r\n    url: clips/b.mp4\r\n"
 
 
+def test_a_long_polygon_stays_on_its_line(tmp_path):
+    """Before, every flow list past 80 columns (a zone drawn with a few points on a 1080p camera) was wrapped,
+    the ones the change did not touch included, mid-point."""
+    polygon = [[412, 630], [980, 612], [1204, 880], [860, 1040], [300, 1010], [250, 800], [330, 700]]
+    text = HEAD + f"zones:\n  - name: dock\n    polygon: {polygon}\n"
+    doc = ConfigDocument.read(write(tmp_path, text))
+    doc.put("zones", "yard", {"polygon": polygon})
+    assert doc.text() == text + f"  - name: yard\n    polygon: {polygon}\n"
+
+
 # -- a removed entry's comments ----------------------------------------------------------------------------------
 CAMERAS = """\
 # site config
