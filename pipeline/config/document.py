@@ -147,7 +147,10 @@ class ConfigDocument:
                 out.write(self.text())
                 out.flush()
                 os.fsync(out.fileno())
-            os.chmod(tmp, target.stat().st_mode & 0o7777)
+            owner = target.stat()
+            with contextlib.suppress(PermissionError):  # only root gives a file to another user
+                os.chown(tmp, owner.st_uid, owner.st_gid)  # the file stays its owner's to edit
+            os.chmod(tmp, owner.st_mode & 0o7777)  # after chown, which clears set-id bits
         except BaseException as exc:
             if tmp is not None:  # a full disk or a failed write leaves no partial file behind
                 with contextlib.suppress(OSError):

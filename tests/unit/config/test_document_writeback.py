@@ -357,6 +357,20 @@ def test_a_write_that_cannot_finish_the_text_leaves_nothing_beside_the_file(tmp_
     assert path.read_text() == CAMERAS
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_written_change_keeps_the_file_s_owner_and_mode(tmp_path):
+    """Before, a service running as root (in a container, say) took the file it wrote from its owner, who could then
+    no longer edit it."""
+    path = write(tmp_path, CAMERAS)
+    os.chown(path, 12345, 23456)
+    path.chmod(0o640)
+    doc = ConfigDocument.read(path)
+    doc.remove("streams", "back")
+    doc.commit(doc.stage())
+    assert "back" not in path.read_text()
+    assert (path.stat().st_uid, path.stat().st_gid, path.stat().st_mode & 0o7777) == (12345, 23456, 0o640)
+
+
 def test_a_written_change_leaves_nothing_beside_the_file(tmp_path):
     path = write(tmp_path, CAMERAS)
     doc = ConfigDocument.read(path)
