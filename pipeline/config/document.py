@@ -24,7 +24,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
-from pipeline.config.loader import parse_config
+from pipeline.config.loader import config_text, parse_config
 from pipeline.config.models import PipelineConfig
 from pipeline.errors import ConfigError, NoSuchItem, PipelineError
 
@@ -44,13 +44,10 @@ class ConfigDocument:
     @classmethod
     def read(cls, path: str | Path) -> "ConfigDocument":
         path = Path(path)
+        raw = config_text(path, newline="")  # as it is: its line ends are kept
+        text = raw.replace("\r\n", "\n").replace("\r", "\n")  # as `config_text(path)` reads it
         try:
-            with path.open(newline="") as file:  # as it is: its line ends are kept
-                raw = file.read()
-            text = raw.replace("\r\n", "\n").replace("\r", "\n")  # as `path.read_text()` reads it
             data = _yaml().load(_head(text)[1])
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
         except Exception as exc:  # noqa: BLE001 - ruamel's parser errors share no base class worth naming
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(data, CommentedMap):
@@ -143,7 +140,7 @@ class ConfigDocument:
         tmp = None
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-            with os.fdopen(fd, "w", newline=self.newline) as out:
+            with os.fdopen(fd, "w", encoding="utf-8", newline=self.newline) as out:
                 out.write(self.text())
                 out.flush()
                 os.fsync(out.fileno())

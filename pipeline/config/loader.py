@@ -29,12 +29,18 @@ def load_config(path: str | Path) -> PipelineConfig:
     return parse_config(config_text(path), path)
 
 
-def config_text(path: str | Path) -> str:
-    """The text of config file `path`; ConfigError naming it when it cannot be read."""
+def config_text(path: str | Path, newline: str | None = None) -> str:
+    """The text of config file `path` (UTF-8, as YAML is; line ends read as `open`'s `newline` says: by default
+    each is a "\n"); ConfigError naming it when it cannot be read or is not UTF-8."""
     try:
-        return Path(path).read_text()
+        with Path(path).open(encoding="utf-8", newline=newline) as file:
+            return file.read()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = Path(path).read_bytes()[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: the config file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}, "
+                          "written in another encoding such as Windows-1252?); save it as UTF-8") from None
 
 
 def parse_config(text: str, path: str | Path = "<config>") -> PipelineConfig:
@@ -70,8 +76,8 @@ def located(path: str | Path, problems: Iterable[KeyPathError]) -> ConfigError:
     lines)."""
     path = Path(path)
     try:
-        lines = _key_lines(yaml.compose(path.read_text()))
-    except (OSError, yaml.YAMLError):
+        lines = _key_lines(yaml.compose(config_text(path)))
+    except (ConfigError, yaml.YAMLError):  # gone, or changed, since it was read
         lines = {}
     return ConfigError("\n".join(_line(path, lines, problem.loc, problem.message) for problem in problems))
 

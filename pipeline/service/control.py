@@ -55,7 +55,7 @@ class Control:
         self.fleet, self.fleet_analytics = fleet, fleet_analytics
         self._lock = threading.Lock()
         if applied is None:
-            applied = self.path.read_text() if self.path is not None else ""
+            applied = self.path.read_text(encoding="utf-8") if self.path is not None else ""
         self._applied = applied  # the file as last applied
 
     # -- cameras --------------------------------------------------------------------------------
@@ -274,8 +274,8 @@ class Control:
 
 def _text_of(path: Path) -> str | None:
     try:
-        return path.read_text()
-    except OSError:  # gone or unreadable now: not the file the change was made to
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):  # gone or unreadable now: not the file the change was made to
         return None
 
 

@@ -109,6 +109,24 @@ def test_missing_file_is_a_config_error(tmp_path):
     assert "cannot read the config file" in error_of(tmp_path / "nope.yaml")
 
 
+def test_a_file_not_in_utf_8_names_its_line_and_says_to_save_it_as_utf_8(tmp_path):
+    """Windows' Notepad saves 'ANSI' (Windows-1252) unless told otherwise: an accented zone name made `validate` and
+    `run` fail with an internal error and a traceback."""
+    path = tmp_path / "site.yaml"
+    path.write_bytes((GOOD + "zones:\n  - name: entrée\n    polygon: [[0, 0], [9, 0], [9, 9]]\n").encode("cp1252"))
+    said = error_of(path)
+    assert said == (f"{path}:19: the config file is not UTF-8 text (byte 0xe9, written in another encoding such as "
+                    "Windows-1252?); save it as UTF-8")
+    from pipeline.config.document import ConfigDocument
+
+    with pytest.raises(ConfigError) as edited:
+        ConfigDocument.read(path)  # the API's changes read it too
+    assert str(edited.value) == said
+    proc = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "validate", str(path)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "not UTF-8" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_validate_command_exits_2_without_a_traceback(tmp_path):
     path = write(tmp_path, GOOD.replace("lane: fast", "lane: fsat"))
     proc = subprocess.run([sys.executable, str(REPO / "run_pipeline.py"), "validate", str(path)],
