@@ -126,6 +126,8 @@ class MotExportSink(BaseSink):
                 f.close()
         if item.start:
             self._started[item.stream_id] = set()
+        else:  # ended: a camera removed for good leaves nothing here
+            self._started.pop(item.stream_id, None)
         if item.joined:
             self._joined.add(item.stream_id)
         else:  # an end, or a start of its own: its next file is a new reading

@@ -306,3 +306,15 @@ def test_mot_export_of_a_stream_that_tracks_nothing_is_an_empty_file_not_the_row
         sink.on_stream_end("cam-05")
         sink.close()
     assert (tmp_path / "cam-05.txt").read_text() == ""
+
+
+def test_mot_export_keeps_nothing_of_a_camera_once_it_has_ended(tmp_path, mot17_05):
+    sink = MotExportSink(MotExport(type="mot", directory=tmp_path))
+    sink.open()
+    for i in range(20):  # cameras added and removed over the API, each under an id of its own
+        sink.on_stream_start(f"cam-{i}", "mot17-05.mp4")
+        feed(sink, [replace(r, frame=replace(r.frame, stream_id=f"cam-{i}")) for r in mot17_05[:3]])
+        sink.on_stream_end(f"cam-{i}")
+    sink.close()
+    assert len(read_mot(tmp_path / "cam-19.txt")) == sum(len(r.tracks) for r in mot17_05[:3])
+    assert sink._started == {} and sink._files == {}  # per camera ever run, a set of its files: grew for good
