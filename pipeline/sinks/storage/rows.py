@@ -20,6 +20,7 @@ class FrameRows:
     detections: list[tuple]
     track_boxes: list[tuple]
     tracks: dict[int, list[int]]  # track_id -> [class_id, first_pts, last_pts, frames, last_wall]
+    url: str | None = None  # the stream's, masked, as it was when the frame came (None: see `merge`'s urls)
 
     @property
     def size(self) -> int:
@@ -103,12 +104,13 @@ def merge(frames: list[FrameRows], urls: dict[str, str | None]) -> MergedRows:
     """Concatenate the frames' rows, with each frame's part of its tracks and of its stream as rows of their own:
     fencing judges each by its frame's capture time (a batch may span the end of a camera's lease), and `fold`
     then makes them one upsert per track and per stream. `urls` maps stream ids to their already masked url
-    (None when unknown)."""
+    for frames that do not carry it (None when unknown)."""
     out = MergedRows(frames=len(frames))
     for rows in frames:
         out.detections.extend(rows.detections)
         out.track_boxes.extend(rows.track_boxes)
-        out.streams.append((rows.stream_id, urls.get(rows.stream_id), rows.wall_ns, rows.wall_ns))
+        url = rows.url if rows.url is not None else urls.get(rows.stream_id)
+        out.streams.append((rows.stream_id, url, rows.wall_ns, rows.wall_ns))
         out.tracks.extend((rows.run_id, rows.stream_id, track_id, *acc) for track_id, acc in rows.tracks.items())
     return out
 

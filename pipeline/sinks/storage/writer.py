@@ -310,7 +310,7 @@ class StorageSink(BaseSink):
         self.run = run
         self.retention_days = config.retention_days
         self.close_timeout_s = close_timeout_s
-        self._urls: dict[str, str] = {}  # stream id -> masked url, as each stream starts
+        self._urls: dict[str, str] = {}  # stream id -> masked url, from its start to its end
         self.retention_chunk_rows = max(retention_chunk_rows, 2 * config.batch_size)  # one step a batch outpaces them
         self.rows_deleted = 0
         self.retention_passes = 0  # retention passes finished
@@ -341,10 +341,13 @@ class StorageSink(BaseSink):
         return False
 
     def on_frame(self, result: FrameResult) -> None:
-        self._writer.put(frame_rows(result, self.class_names, self.what))
+        rows = frame_rows(result, self.class_names, self.what)
+        rows.url = self._urls.get(rows.stream_id)
+        self._writer.put(rows)
 
     def on_stream_end(self, stream_id: str) -> None:
-        """Nothing to do: rows are flushed on the writer's interval and at close."""
+        """Its frames carry its url: a camera removed for good leaves nothing here (rows are flushed later)."""
+        self._urls.pop(stream_id, None)
 
     def close(self) -> None:
         drained = self._writer.close(self.close_timeout_s)
@@ -370,7 +373,7 @@ class StorageSink(BaseSink):
             log.warning("%s: the end of run %s is not recorded: %s", self.name, self.run.run_id, exc)
 
     def _write(self, frames: list) -> None:
-        rows = merge(frames, self._urls)
+        rows = merge(frames, {})
         rows.batch = getattr(frames, "id", None)  # the same on every retry of this batch
         rows.runs.append(run_row(self.run))  # the run goes on: clears the end a sink replaced meanwhile recorded
         self.backend.write(rows)

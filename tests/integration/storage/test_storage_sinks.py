@@ -411,3 +411,18 @@ def test_a_postgres_dsn_with_an_unknown_option_fails_at_open_as_a_sink_error_nam
                                         "\"bogus_option\"") as info:
         sink.open()
     assert "s3cret-pw" not in str(info.value)
+
+
+def test_a_storage_sink_keeps_nothing_of_a_camera_once_it_has_ended_and_still_stores_its_url(tmp_path, mot17_05):
+    store = sqlite_store(tmp_path / "detections.db")
+    sink = store.make(flush_interval_s=60.0)  # every row is written at close, after its camera has ended
+    sink.open()
+    for i in range(20):  # cameras added and removed over the API, each under an id of its own
+        sink.on_stream_start(f"cam-{i}", f"rtsp://admin:hunter2@10.0.0.{i}/live")
+        feed(sink, [replace(r, frame=replace(r.frame, stream_id=f"cam-{i}")) for r in mot17_05[:2]])
+        sink.on_stream_end(f"cam-{i}")
+    sink.close()
+    with closing(sqlite3.connect(store.target)) as db:
+        urls = dict(db.execute("SELECT stream_id, url FROM streams"))
+    assert urls == {f"cam-{i}": f"rtsp://***@10.0.0.{i}/live" for i in range(20)}
+    assert list(sink._urls) == ["cam-05"]  # the camera still running; each ended one stayed for good
