@@ -24,6 +24,17 @@ def detected(seq: int, pts_ns: int, epoch: int, feet: list[tuple[float, float]],
                        run_id="run")
 
 
+def tracked(analytics: AnalyticsStage, results) -> tuple[list, set[int]]:
+    """`results`, in order, through a tracker and then `analytics`: the events and the track ids reported."""
+    tracker, events, ids = TrackingStage(TrackerConfig()), [], set()
+    for result in results:
+        tracker.process(result)
+        analytics.process(result)
+        events += result.events
+        ids |= set(result.tracks.track_id.tolist())
+    return events, ids
+
+
 def test_a_file_loop_or_a_reconnect_is_a_restart_for_tracks_zones_and_dwell_rules():
     """The sources number a file's passes and a camera's reconnects with `epoch` (seq and pts go on): one person
     standing in a zone through three 4-s passes of a clip, then a 60-s outage, is three visits and one more, not
@@ -102,15 +113,9 @@ def test_a_crossing_hidden_for_longer_than_two_seconds_counts_when_the_tracker_k
     """At 10 frames/s the tracker keeps a hidden track for its 30 lost frames: someone who walks behind a van parked
     across the line and comes out on the other side 2.5 s later is the same track, and crossed once."""
     line = LineConfig(name="gate", start=(300, 0), end=(300, 480))
-    tracker, analytics = TrackingStage(TrackerConfig()), AnalyticsStage("cam-1", [], [line], [], CLASS_NAMES)
-    events, ids = [], set()
-    for seq in range(80):
-        hidden = 30 <= seq < 55
-        result = detected(seq, seq * NS_PER_FRAME, 0, [] if hidden else [(100 + 5 * seq, 300)])
-        tracker.process(result)
-        analytics.process(result)
-        events += result.events
-        ids |= set(result.tracks.track_id.tolist())
+    analytics = AnalyticsStage("cam-1", [], [line], [], CLASS_NAMES)
+    events, ids = tracked(analytics, (detected(seq, seq * NS_PER_FRAME, 0, [] if 30 <= seq < 55 else
+                                               [(100 + 5 * seq, 300)]) for seq in range(80)))
     assert ids == {1}  # the case this is about: the tracker found the same track after the gap
     assert [(e.kind, e.track_id, e.payload["direction"]) for e in events] == [("line_cross", 1, "out")]
 
@@ -146,15 +151,10 @@ def test_someone_who_leaves_a_zone_while_hidden_exits_at_the_time_they_were_last
     """Someone walks out of a zone behind a truck and the tracker finds the same track again 2.5 s later outside:
     they left (not lost), once, and their dwell ends where they were last seen, not when they were found again."""
     zone = ZoneConfig(name="yard", polygon=[(0, 0), (300, 0), (300, 480), (0, 480)])
-    tracker, analytics = TrackingStage(TrackerConfig()), AnalyticsStage("cam-1", [zone], [], [], CLASS_NAMES)
-    events, ids = [], set()
-    for seq in range(70):
-        hidden = 30 <= seq < 55  # last seen inside at x = 245, found again outside at x = 375
-        result = detected(seq, seq * NS_PER_FRAME, 0, [] if hidden else [(100 + 5 * seq, 300)])
-        tracker.process(result)
-        analytics.process(result)
-        events += result.events
-        ids |= set(result.tracks.track_id.tolist())
+    analytics = AnalyticsStage("cam-1", [zone], [], [], CLASS_NAMES)
+    # hidden on frames 30-54: last seen inside at x = 245, found again outside at x = 375
+    events, ids = tracked(analytics, (detected(seq, seq * NS_PER_FRAME, 0, [] if 30 <= seq < 55 else
+                                               [(100 + 5 * seq, 300)]) for seq in range(70)))
     assert ids == {1}  # the case this is about: the tracker found the same track after the gap
     assert [(e.kind, e.payload.get("reason")) for e in events] == [("zone_enter", None), ("zone_exit", "left")]
     enter, exit_ = events
@@ -167,14 +167,10 @@ def test_someone_who_walks_out_of_a_zone_scoring_under_its_min_score_leaves_it_t
     score is where its box is: walking out (turned away from the camera, partly hidden) is leaving, not a visit that
     lasts as long as the track."""
     zone = ZoneConfig(name="yard", polygon=[(0, 0), (300, 0), (300, 480), (0, 480)], min_score=0.6)
-    tracker, analytics = TrackingStage(TrackerConfig()), AnalyticsStage("cam-1", [zone], [], [], CLASS_NAMES)
-    events, ids = [], set()
-    for seq in range(90):  # from x = 100 inside to 545 outside, at 0.5 from frame 20 (x = 200) on
-        result = detected(seq, seq * NS_PER_FRAME, 0, [(100 + 5 * seq, 300)], score=0.9 if seq < 20 else 0.5)
-        tracker.process(result)
-        analytics.process(result)
-        events += result.events
-        ids |= set(result.tracks.track_id.tolist())
+    analytics = AnalyticsStage("cam-1", [zone], [], [], CLASS_NAMES)
+    # from x = 100 inside to 545 outside, at 0.5 from frame 20 (x = 200) on
+    events, ids = tracked(analytics, (detected(seq, seq * NS_PER_FRAME, 0, [(100 + 5 * seq, 300)],
+                                               score=0.9 if seq < 20 else 0.5) for seq in range(90)))
     assert ids == {1}
     assert [(e.kind, e.payload.get("reason")) for e in events] == [("zone_enter", None), ("zone_exit", "left")]
     assert 40 * NS_PER_FRAME <= events[1].ts_ns <= 45 * NS_PER_FRAME  # clear of the edge at x = 300
