@@ -147,12 +147,14 @@ class StageRunner:
         events do. Waits up to `timeout` s for the workers; PipelineError naming the streams whose `change` raised
         (they keep their stages), or when a worker had not taken the change by then."""
         self._make_stages = make_stages
+        deadline = time.monotonic() + timeout
         item = _Restage(change, len(self._queues))
-        for shard in range(len(self._queues)):
-            self._put_to(shard, item)
-        if not item.wait(timeout):
+        missed = [shard for shard in range(len(self._queues)) if not self._put_to(shard, item, deadline=deadline)]
+        for _ in missed:  # a worker whose queue stayed full (a stage or sink hangs) never got it: none to wait for
+            item.answer({})
+        if missed or not item.wait(max(0.0, deadline - time.monotonic())):
             raise PipelineError(f"the stage workers did not take the change within {timeout:g} s (a stage or a sink "
-                                "holds them up); it applies once they do: apply the change again to see that it has")
+                                "holds them up); apply the change again once they do")
         if item.failed:
             raise PipelineError("; ".join(f"stream '{stream_id}' keeps its stages: {why}"
                                           for stream_id, why in item.failed.items()))
@@ -209,12 +211,18 @@ class StageRunner:
     def _put(self, item: _Start | _End) -> None:
         self._put_to(self._shard(item.stream_id), item)
 
-    def _put_to(self, shard: int, item, weight: int = 1) -> None:
-        while shard not in self._given_up and not self._queues[shard].put(item, timeout=1.0, weight=weight):
-            if self._abandoned.is_set():
-                return
+    def _put_to(self, shard: int, item, weight: int = 1, deadline: float | None = None) -> bool:
+        """Queue `item` for worker `shard`, waiting for room; False when it was not queued: the worker is given up
+        or abandoned, or its queue stayed full until `deadline` (monotonic seconds; None: no bound)."""
+        while shard not in self._given_up:
+            wait = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
+            if self._queues[shard].put(item, timeout=wait, weight=weight):
+                return True
+            if self._abandoned.is_set() or (deadline is not None and time.monotonic() >= deadline):
+                return False
             if not self._threads[shard].is_alive():
                 raise SinkError("stage workers are gone; results cannot be delivered (see the log for the cause)")
+        return False
 
     def _loop(self, shard: int) -> None:
         streams = self._streams[shard]

@@ -10,7 +10,7 @@ import yaml
 
 from pipeline import plugins
 from pipeline.config import load_config
-from pipeline.config.models import StageConfig, StreamConfig
+from pipeline.config.models import StageConfig, StreamConfig, ZoneConfig
 from pipeline.errors import ConfigError, PartiallyApplied
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.testing import RecordingSink
@@ -229,6 +229,44 @@ def test_a_stage_hung_on_a_frame_does_not_keep_a_second_stop_from_ending_the_run
     finally:
         released.set()
         thread.join(30)
+
+
+@pytest.mark.fault
+def test_a_zone_change_while_a_stage_hangs_is_refused_in_time_and_the_next_one_applies(tmp_path, monkeypatch):
+    """The change waited for room in the hung worker's full queue for good, holding the lock every change and reload
+    takes: the API hung with it."""
+    released = threading.Event()
+    monkeypatch.setitem(plugins._stages, "stuck", lambda stream_id: Stuck(stream_id, released))
+    config = fake_config(tmp_path, [{"id": "cam", "url": "fake://cam?fps=200"}], stages=[{"python": "stuck"}])
+    config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"stage_queue_size": 2})})
+    sink = RecordingSink()
+    runner = PipelineRunner(config, sinks=[sink])
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    zoned = config.model_copy(update={"zones": [ZoneConfig(name="door", polygon=[(0, 0), (20, 0), (20, 20)])]})
+    try:
+        assert wait_until(lambda: inference_waits_for(runner.parts.stages._put_to), timeout=20)  # its queue is full
+        answer: list = []
+        change = threading.Thread(target=lambda: answer.append(_raised(runner.reconfigure, zoned)))
+        change.start()
+        change.join(30)  # the change's own bound is 10 s
+        assert not change.is_alive() and isinstance(answer[0], PartiallyApplied)
+        assert "did not take the change within 10 s" in str(answer[0]) and runner.config.zones == []
+        released.set()
+        assert runner.reconfigure(zoned).analytics  # the next try finds the change still to make
+        assert [zone.name for zone in runner.config.zones] == ["door"]
+    finally:
+        released.set()
+        runner.request_stop()
+        thread.join(30)
+
+
+def _raised(function, *args):
+    try:
+        function(*args)
+    except Exception as exc:  # noqa: BLE001 - the test looks at what was raised
+        return exc
+    return None
 
 
 @pytest.mark.fault
