@@ -208,10 +208,9 @@ class Stuck:
         return []
 
 
-@pytest.mark.fault
-def test_a_stage_hung_on_a_frame_does_not_keep_a_second_stop_from_ending_the_run(tmp_path, monkeypatch):
-    """Inference waited for room in the hung stage worker's queue, whatever was asked: the run never ended."""
-    released = threading.Event()
+def _running_stuck(tmp_path, monkeypatch, released: threading.Event):
+    """One camera whose `Stuck` stage hangs until `released`, with room for two results in its worker's queue: its
+    config, a recording sink, and the runner, running in the thread returned."""
     monkeypatch.setitem(plugins._stages, "stuck", lambda stream_id: Stuck(stream_id, released))
     config = fake_config(tmp_path, [{"id": "cam", "url": "fake://cam?fps=200"}], stages=[{"python": "stuck"}])
     config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"stage_queue_size": 2})})
@@ -219,6 +218,14 @@ def test_a_stage_hung_on_a_frame_does_not_keep_a_second_stop_from_ending_the_run
     runner = PipelineRunner(config, sinks=[sink])
     thread = threading.Thread(target=runner.run)
     thread.start()
+    return config, sink, runner, thread
+
+
+@pytest.mark.fault
+def test_a_stage_hung_on_a_frame_does_not_keep_a_second_stop_from_ending_the_run(tmp_path, monkeypatch):
+    """Inference waited for room in the hung stage worker's queue, whatever was asked: the run never ended."""
+    released = threading.Event()
+    _, sink, runner, thread = _running_stuck(tmp_path, monkeypatch, released)
     try:
         assert sink.wait_for(lambda s: len(s.seqs["cam"]) >= 10, timeout=20)  # the 11th hangs in the stage
         assert wait_until(lambda: inference_waits_for(runner.parts.stages._put_to), timeout=20)
@@ -236,13 +243,7 @@ def test_a_zone_change_while_a_stage_hangs_is_refused_in_time_and_the_next_one_a
     """The change waited for room in the hung worker's full queue for good, holding the lock every change and reload
     takes: the API hung with it."""
     released = threading.Event()
-    monkeypatch.setitem(plugins._stages, "stuck", lambda stream_id: Stuck(stream_id, released))
-    config = fake_config(tmp_path, [{"id": "cam", "url": "fake://cam?fps=200"}], stages=[{"python": "stuck"}])
-    config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"stage_queue_size": 2})})
-    sink = RecordingSink()
-    runner = PipelineRunner(config, sinks=[sink])
-    thread = threading.Thread(target=runner.run)
-    thread.start()
+    config, sink, runner, thread = _running_stuck(tmp_path, monkeypatch, released)
     zoned = config.model_copy(update={"zones": [ZoneConfig(name="door", polygon=[(0, 0), (20, 0), (20, 20)])]})
     try:
         assert wait_until(lambda: inference_waits_for(runner.parts.stages._put_to), timeout=20)  # its queue is full
