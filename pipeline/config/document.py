@@ -22,6 +22,7 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.representer import RoundTripRepresenter
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from pipeline.config.loader import config_text, parse_config
@@ -189,8 +190,23 @@ _INDENT = (2, 4, 2)
 as `YAML.indent` takes them (`  - id: a` / `    url: ...`)."""
 
 
+class _Representer(RoundTripRepresenter):
+    """Writes a new float so the YAML 1.1 loader reads it back as one: with a point in its mantissa (`1.0e-07`;
+    Python writes `1e-07`, which YAML 1.1 reads as a string). Floats read from the file keep their own form."""
+
+    def represent_float(self, data: float) -> Any:
+        mantissa, exp, exponent = repr(data).partition("e")
+        if not exp or "." in mantissa:
+            return super().represent_float(data)
+        return self.represent_scalar("tag:yaml.org,2002:float", f"{mantissa}.0e{exponent}")
+
+
+_Representer.add_representer(float, _Representer.represent_float)
+
+
 def _yaml(indent: tuple[int, int, int] = _INDENT) -> YAML:
     yaml = YAML()  # round-trip
+    yaml.Representer = _Representer
     yaml.preserve_quotes = True
     yaml.width = 4096  # a line as long as it is: a zone's polygon is not wrapped mid-point at 80 columns
     mapping, sequence, offset = indent

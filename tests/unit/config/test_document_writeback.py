@@ -44,6 +44,16 @@ def test_a_new_entry_reads_back_as_the_strings_written(tmp_path, value):
     assert "%YAML" not in doc.text()
 
 
+@pytest.mark.parametrize("value", [1e-07, -2e-05, 1e+20, 1.5e-07, 0.1, 3.0, 1e16, float("inf"), -float("inf")])
+def test_a_new_number_reads_back_as_the_number_written(tmp_path, value):
+    # Python writes 1e-07 and 1e+20 without a point, which YAML 1.1 (the loader) reads as a string
+    doc = ConfigDocument.read(write(tmp_path, HEAD + "streams:\n  - id: a\n    url: clips/a.mp4\n"))
+    doc.put("zones", "dock", {"polygon": [[0, 0], [100, 0], [100, 80]], "min_score": value, "points": [value]})
+    data = yaml.safe_load(doc.text())
+    assert data["zones"][0]["min_score"] == value and type(data["zones"][0]["min_score"]) is float
+    assert data["zones"][0]["points"] == [value]
+
+
 @pytest.mark.parametrize("name", ["no", "on", "yes", "off", "1:30", "0x1F", "1e3", "1_000", ".inf", "null", "NO"])
 def test_a_camera_and_a_zone_named_like_a_yaml_1_1_value_validate(tmp_path, name):
     doc = ConfigDocument.read(write(tmp_path, HEAD + "streams:\n  - id: a\n    url: clips/a.mp4\n"))
