@@ -12,8 +12,8 @@ not this class. The file is appended to (a rerun adds to it); lines are written 
 `flush_interval_s`, and everything is written by `close()`; a file moved away (a log rotation) or deleted while
 running is opened again at its path before the next lines. A write that fails (a full disk) takes back what it
 wrote of its batch and keeps the batch, retried with backoff until it is written (records still unwritten at
-`close()` are counted lost), as a database that is down (a file that cannot be cut, append-only, keeps the part as
-a broken line of its own, and the batch is counted rejected); a file found ending inside a record (a crash
+`close()` are counted lost), as a database that is down (where the part written cannot be taken back, a pipe or an
+append-only file, the retry writes what follows it: each record once, whole); a file found ending inside a record (a crash
 mid-write) is cut back to its last whole line when opened, with a warning, so every other line is one JSON object.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 from pipeline.config.outputs import JsonlOutput
 from pipeline.errors import SinkError
-from pipeline.sinks.appending import PartKept, append_all, moved_away
+from pipeline.sinks.appending import Appender, moved_away
 from pipeline.sinks.base import BaseSink
 from pipeline.sinks.outputs.payload import json_default
 from pipeline.sinks.storage.writer import BatchWriter, StorageUnavailable
@@ -56,8 +56,7 @@ class JsonlSink(BaseSink):
         self.class_names = list(class_names)
         self.name = f"jsonl:{self.path}"
         self.records_written = 0
-        self._file: BinaryIO | None = None
-        self._torn = False  # a failed write left half a record on the file
+        self._file: Appender | None = None
         self._writer = BatchWriter(
             self.name, self._write, batch_size=256, flush_interval_s=flush_interval_s,
             queue_size=queue_size, put_timeout_s=put_timeout_s,
@@ -65,7 +64,7 @@ class JsonlSink(BaseSink):
 
     def open(self) -> None:
         try:
-            self._file = self._open_file()
+            self._file = Appender(self._open_file())
         except OSError as exc:
             raise SinkError(f"cannot open JSONL output '{self.path}': {exc.strerror}; check the path is writable") from exc
         self._writer.start()
@@ -84,7 +83,7 @@ class JsonlSink(BaseSink):
         """Open the file at the path again when it no longer names the open one: moved away by a log rotation, or
         deleted (the records would go on into a file nobody reads, or that is gone)."""
         try:
-            if not moved_away(self.path, self._file):
+            if not moved_away(self.path, self._file.handle):
                 return
         except OSError as exc:
             raise StorageUnavailable(f"cannot check '{self.path}' ({exc.strerror})") from exc
@@ -93,7 +92,7 @@ class JsonlSink(BaseSink):
         except OSError as exc:
             raise StorageUnavailable(f"cannot open '{self.path}' again ({exc.strerror})") from exc
         self._file.close()
-        self._file, self._torn = reopened, False
+        self._file = Appender(reopened)
 
     def needs_picture(self, result: FrameResult) -> bool:
         return False
@@ -174,16 +173,9 @@ class JsonlSink(BaseSink):
             data = "".join(json.dumps(r, default=json_default) + "\n" for r in records).encode()
         except (TypeError, ValueError) as exc:
             raise SinkError(f"cannot write {len(records)} records to '{self.path}': {exc}") from exc
-        if self._file.seekable():  # a pipe or a terminal is never rotated
+        if self._file.handle.seekable():  # a pipe or a terminal is never rotated
             self._follow_the_path()
-        if self._torn:  # the last batch left half a record that could not be taken back: it stays a line of its own
-            data = b"\n" + data
-        try:
-            append_all(self._file, data, f"{len(records)} records to '{self.path}'")
-        except PartKept as exc:
-            self._torn = not exc.part.endswith(b"\n") if exc.part else self._torn
-            raise
-        self._torn = False
+        self._file.append(data, f"{len(records)} records to '{self.path}'")
         self.records_written += len(records)
 
 

@@ -13,17 +13,16 @@ tracker folder. A file is written anew when the stream starts (a run, or a strea
 and appended to after that (by a sink added while the stream runs, a changed config, too); lines are written
 from a writer thread so `on_frame` stays cheap. A write that fails (a full disk) takes back what it wrote of its
 frame's rows and keeps the batch, retried with backoff from that frame on until it is written, stream starts and
-ends included, as the JSONL sink does (`pipeline.sinks.appending`).
+ends included, as the JSONL sink does (`pipeline.sinks.appending`; where the part written cannot be taken back,
+the retry writes what follows it: each row once, whole).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import BinaryIO
-
 from pipeline.config.outputs import MotExport
 from pipeline.errors import SinkError
 from pipeline.mot import format_rows
-from pipeline.sinks.appending import append_all
+from pipeline.sinks.appending import Appender
 from pipeline.sinks.base import BaseSink
 from pipeline.sinks.storage.writer import Batch, BatchWriter, StorageUnavailable
 from pipeline.types import FrameResult
@@ -49,7 +48,7 @@ class MotExportSink(BaseSink):
         self.include_coasted = config.include_coasted
         self.name = f"mot:{self.directory}"
         self.rows_written = 0
-        self._files: dict[Path, BinaryIO] = {}
+        self._files: dict[Path, Appender] = {}
         self._written: tuple[str, int] = ("", 0)  # (batch id, its items written): a retry of it goes on from there
         self._started: dict[str, set[Path]] = {}  # per stream, the files written since it (re)started
         self._joined: set[str] = set()  # streams running when this sink was added: their next file is appended to
@@ -117,7 +116,7 @@ class MotExportSink(BaseSink):
     def _write_item(self, item: _Lines) -> None:
         if item.lines is not None:
             data = "".join(line + "\n" for line in item.lines).encode()
-            append_all(self._file(item.stream_id, item.path), data, f"{len(item.lines)} MOT rows to '{item.path}'")
+            self._file(item.stream_id, item.path).append(data, f"{len(item.lines)} MOT rows to '{item.path}'")
             self.rows_written += len(item.lines)
             return
         for path in self._started.get(item.stream_id, ()):
@@ -135,13 +134,14 @@ class MotExportSink(BaseSink):
             if item.start:  # begun anew now: a reading that tracks nothing leaves no rows of an earlier one
                 self._file(item.stream_id, self.path_for(item.stream_id))
 
-    def _file(self, stream_id: str, path: Path) -> BinaryIO:
+    def _file(self, stream_id: str, path: Path) -> Appender:
         f = self._files.get(path)
         if f is None:
             started = self._started.setdefault(stream_id, set())
             mode = "ab" if path in started or stream_id in self._joined else "wb"
             path.parent.mkdir(parents=True, exist_ok=True)
-            f = self._files[path] = path.open(mode, buffering=0)  # unbuffered: a failed write leaves what it says
+            handle = path.open(mode, buffering=0)  # unbuffered: a failed write leaves what it says
+            f = self._files[path] = Appender(handle)
             self._joined.discard(stream_id)  # the reading in progress; a later one begins its own file
             started.add(path)
         return f

@@ -16,8 +16,11 @@ import pytest
 from pipeline.config.outputs import JsonlOutput, MotExport
 from pipeline.errors import SinkError
 from pipeline.mot import read_mot
+from pipeline.sinks import mot_export
+from pipeline.sinks.appending import Appender, PartKept
 from pipeline.sinks.jsonl import JsonlSink
 from pipeline.sinks.mot_export import MotExportSink
+from pipeline.sinks.storage.writer import StorageUnavailable
 from pipeline.types import Detections
 from tests.integration.storage.replay import MOT_CLASSES, as_tracked, feed
 from tests.support.waiting import wait_until
@@ -136,6 +139,8 @@ def test_jsonl_on_a_full_disk_keeps_its_records_and_writes_each_once_when_room_c
 import resource, signal, time
 from pathlib import Path
 from pipeline.config.outputs import JsonlOutput
+from pipeline.sinks import mot_export
+from pipeline.sinks.appending import Appender, PartKept
 from pipeline.sinks.jsonl import JsonlSink
 from tests.integration.storage.replay import MOT_CLASSES, RUN, feed, mot_results
 results = mot_results(Path({str(gt)!r}), "cam-05", 14.0, time.time_ns(), RUN.run_id)[:200]
@@ -221,19 +226,57 @@ class _AppendOnly:
         raise OSError(errno.EPERM, "Operation not permitted")
 
 
-def test_jsonl_write_that_cannot_be_taken_back_leaves_its_half_record_a_line_of_its_own(tmp_path):
+def test_jsonl_write_that_cannot_be_taken_back_is_continued_by_its_retry(tmp_path):
+    """Before, the batch was dropped (counted rejected) and its half record left a broken line on the file."""
     path = tmp_path / "det.jsonl"
     sink = JsonlSink(JsonlOutput(type="jsonl", path=str(path)), MOT_CLASSES)
     sink.open()
-    real = sink._file
-    sink._file = _AppendOnly(real, room=40)  # one record (30 bytes) and part of the next
-    with pytest.raises(SinkError, match="nor take back the part written"):
-        sink._write([{"seq": i, "pad": "x" * 8} for i in range(3)])
-    sink._file = real  # room again
+    real = sink._file.handle
+    sink._file.handle = _AppendOnly(real, room=40)  # one record (30 bytes) and part of the next
+    batch = [{"seq": i, "pad": "x" * 8} for i in range(3)]
+    with pytest.raises(StorageUnavailable, match="nor take back the part written"):  # the writer keeps the batch
+        sink._write(batch)
+    sink._file.handle = real  # room again: the writer's retry
+    sink._write(batch)
     sink._write([{"seq": 10}])
     sink.close()
-    lines = path.read_text().splitlines()
-    assert [json.loads(line)["seq"] for line in (lines[0], lines[-1])] == [0, 10] and len(lines) == 3
+    assert [json.loads(line)["seq"] for line in path.read_text().splitlines()] == [0, 1, 2, 10]
+
+
+def test_a_batch_given_up_after_its_start_stayed_on_the_file_leaves_a_line_of_its_own(tmp_path):
+    path = tmp_path / "det.jsonl"
+    with path.open("wb", buffering=0) as handle:
+        appender = Appender(_AppendOnly(handle, room=12))
+        with pytest.raises(PartKept):
+            appender.append(b'{"seq": 0, "pad": 1}\n', "a record")
+        appender.handle.room = 1000
+        appender.append(b'{"seq": 10}\n', "another record")  # not the batch cut short: it was given up at close
+    assert path.read_text().splitlines() == ['{"seq": 0, "', '{"seq": 10}']
+
+
+def test_mot_rows_cut_short_on_a_file_that_cannot_be_cut_back_are_written_once_whole(tmp_path, mot17_05, monkeypatch):
+    def export(directory):
+        sink = MotExportSink(MotExport(type="mot", directory=directory), flush_interval_s=0.05)
+        sink.open()
+        sink.on_stream_start("cam-05", "mot17-05.mp4")
+        feed(sink, mot17_05[:60])
+        sink.on_stream_end("cam-05")
+        return sink
+
+    export(tmp_path / "reference").close()
+    files = []
+
+    def append_only(handle):  # every file the sink opens fills after 1,500 bytes and cannot be truncated
+        files.append(_AppendOnly(handle, room=1500))
+        return Appender(files[-1])
+
+    monkeypatch.setattr(mot_export, "Appender", append_only)
+    sink = export(tmp_path / "cut")
+    assert wait_until(lambda: sink.stats()["retries"] >= 2, timeout=20)
+    files[-1].room = 10**9  # room again
+    sink.close()
+    assert (sink.stats()["rows_lost"], sink.stats()["rows_rejected"]) == (0, 0)
+    assert (tmp_path / "cut" / "cam-05.txt").read_bytes() == (tmp_path / "reference" / "cam-05.txt").read_bytes()
 
 
 def test_mot_export_writes_the_tracks_matched_to_a_detection_at_their_source_frame_numbers(tmp_path, mot17_05):
