@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pipeline.errors import SinkError
-from pipeline.sinks.storage.views import view_statements
+from pipeline.sinks.storage.views import VIEWS_VERSION, view_statements
 
 Dialect = Literal["sqlite", "postgres"]
 
@@ -211,13 +211,14 @@ class Statements:
 
     create: list[str]
     upgrade: dict[int, list[str]]  # from each older version to the current one, views included
+    replace_views: list[str]  # this version's views over those of an older VIEWS_VERSION
     insert_detection: str
     insert_track_box: str
     upsert_track: str
     insert_event: str
     upsert_stream: str
     upsert_run: str
-    set_version: str
+    set_meta: str  # key, value into streamweave_meta
     table_exists: str  # one row, true when the table named (parameter) exists
     retention: list[str]  # per table, delete at most (second parameter) rows older than (first parameter)
     # PostgreSQL only (None in SQLite): a batch's id, stored with it; see the module docstring
@@ -266,6 +267,7 @@ def statements(dialect: Dialect) -> Statements:
             3: [*from_3, *from_4, *create, *views],
             4: [*from_4, *create, *views],
         },
+        replace_views=view_statements(dialect, replace=True),
         insert_detection=insert("detections", DETECTION_COLUMNS),
         insert_track_box=insert("track_boxes", TRACK_BOX_COLUMNS),
         upsert_track=(
@@ -287,8 +289,8 @@ def statements(dialect: Dialect) -> Statements:
             f"{insert('runs', RUN_COLUMNS)} "
             "ON CONFLICT (run_id) DO UPDATE SET ended_ns = excluded.ended_ns"
         ),
-        set_version=(
-            f"INSERT INTO streamweave_meta (key, value) VALUES ('schema_version', {p}) "
+        set_meta=(
+            f"INSERT INTO streamweave_meta (key, value) VALUES ({p}, {p}) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
         ),
         table_exists=("SELECT COUNT(*) FROM sqlite_master WHERE name = ?" if dialect == "sqlite" else
@@ -308,8 +310,8 @@ def create_or_upgrade(conn: Any, sql: Statements, where: str) -> None:
     """Create the schema in `conn` (sqlite3 or psycopg, inside a transaction), or bring an older version's
     up to this one. SinkError, naming `where`, for a database a newer streamweave wrote, and for one without
     streamweave's schema that has tables of its names (another application's). A database of this
-    version is left as it is (its views too: one's own views may read them), but for `stored_batches` (PostgreSQL),
-    made when missing."""
+    version is left as it is, but for `stored_batches` (PostgreSQL), made when missing, and views of an older
+    `VIEWS_VERSION`, replaced (on PostgreSQL in place, so one's own views may read them)."""
     conn.execute(_META)
     row = conn.execute("SELECT value FROM streamweave_meta WHERE key = 'schema_version'").fetchone()
     found = int(row[0]) if row else None
@@ -324,7 +326,12 @@ def create_or_upgrade(conn: Any, sql: Statements, where: str) -> None:
     if found != SCHEMA_VERSION:
         for ddl in sql.create if found is None else sql.upgrade[found]:
             conn.execute(ddl)
-        conn.execute(sql.set_version, (str(SCHEMA_VERSION),))
+        conn.execute(sql.set_meta, ("schema_version", str(SCHEMA_VERSION)))
+    row = conn.execute("SELECT value FROM streamweave_meta WHERE key = 'views_version'").fetchone()
+    if row is None or int(row[0]) < VIEWS_VERSION:  # a newer streamweave's views are kept as they are
+        for ddl in sql.replace_views:
+            conn.execute(ddl)
+        conn.execute(sql.set_meta, ("views_version", str(VIEWS_VERSION)))
     if sql.has_stored_batches is not None and not conn.execute(sql.has_stored_batches).fetchone()[0]:
         for ddl in sql.create_stored_batches:
             conn.execute(ddl)

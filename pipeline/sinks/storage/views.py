@@ -1,7 +1,7 @@
 """The SQL views over the stored events, for `run_pipeline.py query` and for anyone's own tools.
 
-They are part of the schema (created and upgraded with it, `schema.SCHEMA_VERSION`) and give the same rows
-on SQLite and PostgreSQL. Times: `*_ns` as in the tables; `*_time` the host time as ISO 8601 UTC text to the
+They are part of the schema (created and upgraded with it, `schema.SCHEMA_VERSION`), with a version of their own
+(`VIEWS_VERSION`), and give the same rows on SQLite and PostgreSQL. Times: `*_ns` as in the tables; `*_time` the host time as ISO 8601 UTC text to the
 millisecond (`2025-03-14T09:15:02.123Z`, as in the event JSON), which sorts and compares as text;
 `day` (`2025-03-14`) and `hour` (`2025-03-14T09:00:00Z`) are UTC.
 
@@ -19,6 +19,12 @@ millisecond (`2025-03-14T09:15:02.123Z`, as in the event JSON), which sorts and 
 - `event_counts`    events per run_id, stream_id, kind, rule, class_name, day, hour
 """
 from __future__ import annotations
+
+VIEWS_VERSION = 2
+"""The views' own version, kept as `views_version` in `streamweave_meta` (none: 1). A database whose views are older
+gets these when a sink opens it, whatever its schema version: views change no table, so a streamweave of the same
+schema version still opens the database. 2: a payload field of another JSON type than the view's column (an event
+of a plugin with `dwell_s: "long"`) reads NULL; PostgreSQL's cast failed every query on the view."""
 
 VIEWS = ("events_named", "line_crossings", "line_counts", "zone_visits", "zone_dwell", "event_counts")
 
@@ -68,11 +74,22 @@ FROM events_named GROUP BY 1, 2, 3, 4, 5, 6, 7"""
 
 def _field(dialect: str, key: str, sql_type: str | None = None, table: str = "") -> str:
     """The payload's `key`: SQLite's json_extract gives JSON numbers as numbers; PostgreSQL's ->> gives text,
-    cast to `sql_type` (a number's type)."""
+    cast to `sql_type` (a number's type: "DOUBLE PRECISION", or "BIGINT" for integers). A field of `sql_type`
+    that is not such a JSON number (text, an object, 1.5 or 1e30 for BIGINT) is NULL in both."""
+    integer = sql_type == "BIGINT"
     if dialect == "sqlite":
-        return f"json_extract({table}payload, '$.{key}')"
+        value = f"json_extract({table}payload, '$.{key}')"
+        if not sql_type:
+            return value
+        kinds = "'integer'" if integer else "'integer', 'real'"
+        return f"CASE WHEN json_type({table}payload, '$.{key}') IN ({kinds}) THEN {value} END"
     value = f"({table}payload ->> '{key}')"
-    return f"CAST({value} AS {sql_type})" if sql_type else value
+    if not sql_type:
+        return value
+    number = f"jsonb_typeof({table}payload -> '{key}') = 'number'"
+    if integer:  # digits that fit in a BIGINT (jsonb writes 1e5 as 100000)
+        number += f" AND {value} ~ '^-?[0-9]{{1,18}}$'"
+    return f"CASE WHEN {number} THEN CAST({value} AS {sql_type}) END"
 
 
 def _wall_time(dialect: str) -> str:
@@ -86,13 +103,16 @@ def _wall_time(dialect: str) -> str:
     return f"{seconds} || '.' || {millis} || 'Z'"
 
 
-def view_statements(dialect: str) -> list[str]:
-    """DROP and CREATE of every view for `dialect`, in dependency order."""
+def view_statements(dialect: str, replace: bool = False) -> list[str]:
+    """DROP and CREATE of every view for `dialect`, in dependency order; `replace`: on PostgreSQL, CREATE OR REPLACE
+    instead (the same columns, new definitions), so views of the owner's own that read them stay."""
     named = _EVENTS_NAMED.format(
         wall_time=_wall_time(dialect), zone=_field(dialect, "zone"), line=_field(dialect, "line"),
         direction=_field(dialect, "direction"), dwell_s=_field(dialect, "dwell_s", "DOUBLE PRECISION"),
         reason=_field(dialect, "reason"))
     visits = _ZONE_VISITS.format(x_entered_ns=_field(dialect, "entered_ns", "BIGINT", "x."))
     creates = [named, _LINE_CROSSINGS, _LINE_COUNTS, visits, _ZONE_DWELL, _EVENT_COUNTS]
+    if replace and dialect == "postgres":
+        return [sql.strip().replace("CREATE VIEW", "CREATE OR REPLACE VIEW", 1) for sql in creates]
     drops = [f"DROP VIEW IF EXISTS {view}" for view in reversed(VIEWS)]
     return [*drops, *(sql.strip() for sql in creates)]
