@@ -18,6 +18,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -223,7 +224,7 @@ def resolve(factory: Factory) -> Callable[..., Any]:
         return factory
     module_name, _, attribute = factory.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        module = _import(module_name)
     except ImportError as exc:
         raise ValueError(f"cannot import '{module_name}' ({exc}); is it installed or on PYTHONPATH?") from None
     try:
@@ -254,11 +255,30 @@ def load(modules: list[str] | tuple[str, ...] = ()) -> None:
             raise ValueError(f"plugin {name!r} is not a module name; give its dotted import path, e.g. samples.world")
         if name not in _loaded:
             try:
-                importlib.import_module(name)
-            except (ImportError, TypeError) as exc:  # TypeError: a relative name (".pkg.mod")
+                _import(name)
+            except ImportError as exc:
                 raise ValueError(f"plugin module '{name}' cannot be imported ({exc}); "
                                  "check the name and that its folder is on PYTHONPATH") from None
+            except ValueError as exc:
+                raise ValueError(f"plugin {exc}") from None
             _loaded.add(name)
+
+
+def _import(name: str) -> Any:
+    """The module `name`; ImportError when it is not found, ValueError naming
+    what it raised and the line where when its own code fails (a syntax error, a raise at import time)."""
+    if not all(part.isidentifier() for part in name.split(".")):  # importlib reads ".x" as relative to nothing
+        raise ImportError(f"{name!r} is not a dotted module name")
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise
+    except SyntaxError as exc:
+        failure = f"SyntaxError at {exc.filename}:{exc.lineno}: {exc.msg}"
+    except Exception as exc:  # noqa: BLE001 - a module's own code may raise anything while it is imported
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        failure = f"{type(exc).__name__} at {frame.filename}:{frame.lineno}: {exc}"
+    raise ValueError(f"module '{name}' failed while imported: {failure}; fix it there")
 
 
 def loaded() -> list[str]:

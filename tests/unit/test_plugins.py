@@ -121,3 +121,32 @@ def test_a_sink_type_may_say_what_it_writes_as_a_list():
 
     kind = plugins.OutputKind("kafka-dump", Config, lambda config, context: None, writes=["path", "file"])
     assert kind.writes == ("path", "file")
+
+
+@pytest.mark.parametrize("source, raised", [("raise RuntimeError('licence server unreachable')\n",
+                                              r"RuntimeError at .*acme_failing\.py:1: licence server unreachable"),
+                                             ("def open(:\n    pass\n", r"SyntaxError at .*acme_failing\.py:1")])
+def test_a_plugin_whose_code_fails_when_imported_is_a_config_error_at_its_key(tmp_path, monkeypatch, source, raised):
+    (tmp_path / "acme_failing.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "site.yaml"
+    path.write_text("streams: [{id: a, url: x.mp4}]\nplugins: [acme_failing]\ndetector: {model: m.onnx}\n")
+    from pipeline.config import load_config
+
+    with pytest.raises(ConfigError, match=f"site.yaml:2: plugins -> 0: plugin module 'acme_failing' failed while "
+                                          f"imported: {raised}"):
+        load_config(path)
+    assert "acme_failing" not in plugins.loaded()
+
+
+def test_a_stage_whose_module_fails_when_imported_is_a_config_error_at_its_key(tmp_path, monkeypatch):
+    (tmp_path / "acme_stage.py").write_text("LIMIT = 1 / 0\n\nclass Counter:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "site.yaml"
+    path.write_text("streams: [{id: a, url: x.mp4}]\ndetector: {model: m.onnx}\n"
+                    "stages:\n  - python: acme_stage:Counter\n")
+    from pipeline.config import load_config
+
+    with pytest.raises(ConfigError, match=r"site.yaml:4: stages -> 0 -> python: .*'acme_stage' failed while imported: "
+                                          r"ZeroDivisionError at .*acme_stage\.py:1: division by zero"):
+        load_config(path)
