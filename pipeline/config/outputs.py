@@ -118,6 +118,12 @@ class WebhookOutput(Strict):
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be http:// or https:// with a host, e.g. http://127.0.0.1:8080/events")
+        try:
+            port = parts.port
+        except ValueError:  # not a number, or above 65535
+            port = 0
+        if port == 0:
+            raise ValueError("its port must be a number from 1 to 65535, e.g. http://127.0.0.1:8080/events")
         return url
 
 

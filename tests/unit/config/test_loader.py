@@ -274,3 +274,11 @@ def test_postgres_sinks_on_different_databases_are_two_sinks(tmp_path, first, se
     path = write(tmp_path, "streams: []\ndetector: {model: m.onnx}\n"
                     f"sinks: [{{type: postgres, dsn: '{first}'}}, {{type: postgres, dsn: '{second}', what: tracks}}]\n")
     assert [s.dsn for s in load_config(path).sinks] == [first, second]
+
+
+@pytest.mark.parametrize("port", ["99999", "80a", "0"])
+def test_a_webhook_url_with_a_bad_port_is_refused_at_its_url(tmp_path, port):
+    path = write(tmp_path, f"streams: []\ndetector: {{model: m.onnx}}\nsinks:\n  - type: webhook\n"
+                           f"    url: http://alerts.example:{port}/events\n")
+    assert error_of(path).startswith(f"{path}:5: sinks -> 0 -> url: Value error, its port must be a number from 1 to "
+                                     "65535")
