@@ -103,7 +103,15 @@ def _problem(err: dict, data: Any) -> KeyPathError:
         message = "unknown key; check the spelling against configs/example.yaml"
     if err["type"] == "string_type" and isinstance(err.get("input"), (bool, int, float)):  # `id: yes`, `id: 0123`
         message += f" (YAML read the value as {err['input']!r}): put it in quotes as you wrote it"
+    if "input" in err and err["input"] is None and err["type"] != "invalid_key":  # `url:` left blank, `streams:`
+        needs = _EMPTY.get(err["type"], "it a value")  # with every entry commented out
+        message = f"is empty (YAML reads a key with nothing after it as null): give {needs}, or remove the key for " \
+                  "its default"
     return KeyPathError(loc, message)
+
+
+_EMPTY = {"list_type": "its entries under it", "model_type": "its keys under it", "dict_type": "its keys under it"}
+"""What a key left empty needs, by what pydantic wanted there (else: a value)."""
 
 
 def _keys(loc: tuple, data: Any) -> tuple:

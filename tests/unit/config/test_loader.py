@@ -282,3 +282,16 @@ def test_a_webhook_url_with_a_bad_port_is_refused_at_its_url(tmp_path, port):
                            f"    url: http://alerts.example:{port}/events\n")
     assert error_of(path).startswith(f"{path}:5: sinks -> 0 -> url: Value error, its port must be a number from 1 to "
                                      "65535")
+
+
+@pytest.mark.parametrize("text, line, where, what", [
+    ("streams:\n  # - {id: a, url: a.mp4}\ndetector: {model: m.onnx}\n", 1, "streams", "its entries under it"),
+    ("streams: []\ndetector: {model: m.onnx}\nruntime:\n  # log_level: debug\n", 3, "runtime", "its keys under it"),
+    ("streams: []\ndetector: {model: m.onnx}\nsinks:\n  - type: media\n    directory:\n", 5, "sinks -> 0 -> directory",
+     "it a value"),
+    ("streams:\n  - id: a\n    url:\ndetector: {model: m.onnx}\n", 3, "streams -> 0 -> url", "it a value"),
+])
+def test_a_key_with_nothing_after_it_says_it_is_empty_and_what_to_write(tmp_path, text, line, where, what):
+    path = write(tmp_path, text)
+    assert error_of(path) == (f"{path}:{line}: {where}: is empty (YAML reads a key with nothing after it as null): "
+                              f"give {what}, or remove the key for its default")
