@@ -54,7 +54,7 @@ def validate(doc: Document, stream_ids: Iterable[str], class_names: tuple[list[s
         model = Analytics.model_validate(doc)
         references.analytics(model, set(stream_ids))
     except ValidationError as exc:
-        problems = problems_of(exc, doc)
+        problems = problems_of(exc, doc, Analytics)
     except KeyPathError as exc:
         problems = [exc]
     else:

@@ -8,14 +8,18 @@ secrets (an API token, a camera's password) can live in the service's environmen
 """
 from __future__ import annotations
 
+import contextlib
+import difflib
 import os
 import re
+import types
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Annotated, Any, Iterable, Union, get_args, get_origin
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from pipeline import plugins
 from pipeline.config.fields import KeyPathError, key_path
 from pipeline.config.models import PipelineConfig
 from pipeline.errors import ConfigError
@@ -89,18 +93,20 @@ def _line(path: Path, lines: dict[tuple, int], loc: tuple, message: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
-def problems_of(exc: ValidationError, data: Any) -> list[KeyPathError]:
-    """The problems pydantic found validating `data`, each at its key path in `data`."""
-    return [_problem(err, data) for err in exc.errors()]
+def problems_of(exc: ValidationError, data: Any, root: type[BaseModel] = PipelineConfig) -> list[KeyPathError]:
+    """The problems pydantic found validating `data` as a `root`, each at its key path in `data`."""
+    return [_problem(err, data, root) for err in exc.errors()]
 
 
-def _problem(err: dict, data: Any) -> KeyPathError:
+def _problem(err: dict, data: Any, root: type[BaseModel]) -> KeyPathError:
     loc, message = _keys(err["loc"], data), err["msg"]
     original = (err.get("ctx") or {}).get("error")
     if isinstance(original, KeyPathError):  # raised by a model validator: its path is relative to that model
         loc, message = loc + original.loc, original.message
     if err["type"] == "extra_forbidden":
-        message = "unknown key; check the spelling against configs/example.yaml"
+        meant = difflib.get_close_matches(str(loc[-1]), _known_keys(root, loc[:-1], data), n=1)
+        message = f"unknown key; did you mean '{meant[0]}'? (every key: configs/example.yaml)" if meant else \
+            "unknown key; check the spelling against configs/example.yaml"
     if err["type"] == "string_type" and isinstance(err.get("input"), (bool, int, float)):  # `id: yes`, `id: 0123`
         message += f" (YAML read the value as {err['input']!r}): put it in quotes as you wrote it"
     if "input" in err and err["input"] is None and err["type"] != "invalid_key":  # `url:` left blank, `streams:`
@@ -112,6 +118,43 @@ def _problem(err: dict, data: Any) -> KeyPathError:
 
 _EMPTY = {"list_type": "its entries under it", "model_type": "its keys under it", "dict_type": "its keys under it"}
 """What a key left empty needs, by what pydantic wanted there (else: a value)."""
+
+
+def _known_keys(root: type[BaseModel], loc: tuple, data: Any) -> list[str]:
+    """The keys the mapping at key path `loc` of `data`, a `root`, may hold as the models declare them ([] where
+    they cannot tell)."""
+    kind: Any = root
+    for part in loc:
+        kind = _model_or_list(kind, data)
+        if _is_model(kind) and part in kind.model_fields:
+            kind = kind.model_fields[part].annotation
+        elif isinstance(part, int) and get_origin(kind) is list:
+            kind = get_args(kind)[0]
+        else:
+            return []
+        held = isinstance(data, dict) and part in data or isinstance(data, list) and part < len(data)
+        data = data[part] if held else None
+    kind = _model_or_list(kind, data)
+    return list(kind.model_fields) if _is_model(kind) else []
+
+
+def _is_model(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, BaseModel)
+
+
+def _model_or_list(kind: Any, data: Any) -> Any:
+    """`kind` without `Annotated` and `| None` (of a union, the member that is a model or a list); for a `sinks:`
+    entry, the model its `type` registers."""
+    while get_origin(kind) in (Annotated, Union, types.UnionType):
+        members = [m for m in get_args(kind) if m is not type(None)]
+        if get_origin(kind) is Annotated or len(members) == 1:
+            kind = members[0]
+        else:
+            kind = next((m for m in members if get_origin(m) in (list, Annotated) or _is_model(m)), members[0])
+    if kind is Any and isinstance(data, dict) and isinstance(data.get("type"), str):
+        with contextlib.suppress(ValueError):  # an unknown type: its own error says so
+            return plugins.output(data["type"]).config
+    return kind
 
 
 def _keys(loc: tuple, data: Any) -> tuple:

@@ -58,7 +58,8 @@ def test_good_config_loads_with_defaults(tmp_path):
 
 def test_unknown_key_names_file_line_and_path(tmp_path):
     path = write(tmp_path, GOOD.replace("  model: models/m.onnx", "  model: models/m.onnx\n  conf_treshold: 0.3"))
-    assert error_of(path) == f"{path}:14: detector -> conf_treshold: unknown key; check the spelling against configs/example.yaml"
+    assert error_of(path) == (f"{path}:14: detector -> conf_treshold: unknown key; did you mean 'conf_threshold'? "
+                              "(every key: configs/example.yaml)")
 
 
 def test_unknown_lane_is_reported_at_the_stream_that_uses_it(tmp_path):
@@ -209,7 +210,8 @@ def test_a_value_of_the_wrong_kind_names_the_key_not_pydantics_union_members(tmp
 
 def test_a_key_with_unprintable_characters_is_quoted(tmp_path):
     path = write(tmp_path, GOOD + 'tracker: {"max\\tlost": 3}\n')
-    assert error_of(path) == f"{path}:18: tracker -> 'max\\tlost': unknown key; check the spelling against configs/example.yaml"
+    assert error_of(path) == (f"{path}:18: tracker -> 'max\\tlost': unknown key; did you mean 'max_lost_frames'? "
+                              "(every key: configs/example.yaml)")
 
 
 def test_two_plugin_event_outputs_of_one_name_are_refused_naming_the_second(tmp_path, monkeypatch):
@@ -295,3 +297,26 @@ def test_a_key_with_nothing_after_it_says_it_is_empty_and_what_to_write(tmp_path
     path = write(tmp_path, text)
     assert error_of(path) == (f"{path}:{line}: {where}: is empty (YAML reads a key with nothing after it as null): "
                               f"give {what}, or remove the key for its default")
+
+
+@pytest.mark.parametrize("typo, where, meant", [
+    ("detector:\n  model: m.onnx\n  conf_treshold: 0.3\n", "3: detector -> conf_treshold", "conf_threshold"),
+    ("detector: {model: m.onnx}\nruntime:\n  http: {port: 9000, tokn: abcdefghijklmnopqrstu}\n",
+     "3: runtime -> http -> tokn", "token"),
+    ("detector: {model: m.onnx}\nsinks:\n  - type: sqlite\n  - type: webhook\n    url: http://127.0.0.1/e\n"
+     "    timeout: 3\n", "6: sinks -> 1 -> timeout", "timeout_s"),
+    ("detector: {model: m.onnx}\nzones:\n  - name: dock\n    polgon: [[0, 0], [10, 0], [0, 10]]\n",
+     "4: zones -> 0 -> polgon", "polygon"),
+    ("detector: {model: m.onnx}\nstreams:\n  - {id: a, url: a.mp4, lanes: default}\n", "3: streams -> 0 -> lanes",
+     "lane"),
+    ("detector: {model: m.onnx}\nsink:\n  - type: sqlite\n", "2: sink", "sinks"),
+])
+def test_an_unknown_key_close_to_a_known_one_is_named_with_the_key_meant(tmp_path, typo, where, meant):
+    path = write(tmp_path, typo)
+    assert f"{path}:{where}: unknown key; did you mean '{meant}'? (every key: configs/example.yaml)" in \
+        error_of(path).splitlines()
+
+
+def test_an_unknown_key_like_no_known_one_points_at_the_example(tmp_path):
+    path = write(tmp_path, "detector: {model: m.onnx}\ntracker:\n  kalman: true\n")
+    assert error_of(path) == f"{path}:3: tracker -> kalman: unknown key; check the spelling against configs/example.yaml"

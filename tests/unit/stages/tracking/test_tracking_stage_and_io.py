@@ -102,6 +102,13 @@ def test_track_command_rejects_unknown_setting(tmp_path, capsys):
     assert "speed" in capsys.readouterr().err
 
 
+def test_track_command_names_the_setting_a_misspelt_one_meant(tmp_path, capsys):
+    det = tmp_path / "det.txt"
+    det.write_text("1,-1,1,2,3,4,0.9\n")
+    assert track_command(["--det", str(det), "--out", str(tmp_path / "o.txt"), "--set", "hig_threshold=0.5"]) == 2
+    assert "--set: hig_threshold: unknown key; did you mean 'high_threshold'?" in capsys.readouterr().err
+
+
 def test_track_command_interpolates_a_missed_stretch_offline(tmp_path):
     det = tmp_path / "det.txt"
     frames = [f for f in range(1, 31) if not 10 <= f <= 17]  # the detector missed 8 frames
