@@ -181,14 +181,24 @@ def _base_config(args) -> PipelineConfig:
         return config.model_copy(update={"streams": [], "sinks": []})
     if args.model is None:
         raise ConfigError("bench needs a model: --model FILE.onnx, or a config file")
-    return PipelineConfig(
-        streams=[],
-        lanes=[LaneConfig(name=PRIORITY_LANE, priority=10, max_batch=args.max_batch, max_wait_ms=5),
-               LaneConfig(name="default", max_batch=args.max_batch, max_wait_ms=20, max_age_ms=2000)],
-        detector=DetectorConfig(model=args.model, engine=args.engine),
-        tracker=TrackerConfig(enabled=False),
-        runtime=RuntimeConfig(),
-    )
+    try:
+        return PipelineConfig(
+            streams=[],
+            lanes=[LaneConfig(name=PRIORITY_LANE, priority=10, max_batch=args.max_batch, max_wait_ms=5),
+                   LaneConfig(name="default", max_batch=args.max_batch, max_wait_ms=20, max_age_ms=2000)],
+            detector=DetectorConfig(model=args.model, engine=args.engine),
+            tracker=TrackerConfig(enabled=False),
+            runtime=RuntimeConfig(),
+        )
+    except ValidationError as exc:  # --model, --engine or --max-batch: the only values taken from the command line
+        field = exc.errors()[0]["loc"][0]
+        raise ConfigError(f"--{field.replace('_', '-')} {str(getattr(args, field))!r}: {_said(exc)}") from None
+
+
+def _said(exc: ValidationError) -> str:
+    """What the first problem pydantic found says: a validator's own message as it wrote it."""
+    problem = exc.errors()[0]
+    return str(problem.get("ctx", {}).get("error") or problem["msg"])
 
 
 def _checked(convert: Callable[[str], float], test: Callable[[float], bool], says: str) -> Callable[[str], float]:
@@ -269,7 +279,6 @@ def _cameras(args, base: PipelineConfig):
     try:  # a URL no source takes is refused here, before anything starts
         StreamConfig(id="probe", url=url)
     except ValidationError as exc:
-        problem = exc.errors()[0]
-        raise ConfigError(f"--url {mask_url(url)}: {problem.get('ctx', {}).get('error') or problem['msg']}") from None
+        raise ConfigError(f"--url {mask_url(url)}: {_said(exc)}") from None
     every = round(1 / args.priority_share) if args.priority_share > 0 else 0
     return camera_factory(url, (PRIORITY_LANE, other), every)

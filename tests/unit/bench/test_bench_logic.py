@@ -369,3 +369,13 @@ def test_a_window_whose_frames_are_not_detected_within_its_drain_bound_fails_say
     step = ramp.measure(0)
     assert not step.holds
     assert step.reasons == ["5 frames received in the window were not detected 0.1 s after it closed"]
+
+
+@pytest.mark.parametrize("option, value, says", [("--engine", "tensorflow", "unknown engine 'tensorflow'"),
+                                                 ("--max-batch", "2000", "less than or equal to 1024")])
+def test_a_model_engine_or_batch_the_detector_cannot_take_exits_2_naming_the_option(option, value, says, capsys):
+    status = bench_command(["--model", "samples/models/world_detector.onnx", "--url", "rtsp://192.0.2.1/live",
+                            option, value])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert f"bench: {option} {value!r}: " in err and says in err and "Traceback" not in err
