@@ -9,6 +9,7 @@ secrets (an API token, a camera's password) can live in the service's environmen
 from __future__ import annotations
 
 import contextlib
+import datetime
 import difflib
 import os
 import re
@@ -107,13 +108,21 @@ def _problem(err: dict, data: Any, root: type[BaseModel]) -> KeyPathError:
         meant = difflib.get_close_matches(str(loc[-1]), _known_keys(root, loc[:-1], data), n=1)
         message = f"unknown key; did you mean '{meant[0]}'? (every key: configs/example.yaml)" if meant else \
             "unknown key; check the spelling against configs/example.yaml"
-    if err["type"] == "string_type" and isinstance(err.get("input"), (bool, int, float)):  # `id: yes`, `id: 0123`
-        message += f" (YAML read the value as {err['input']!r}): put it in quotes as you wrote it"
+    # `id: yes`, `id: 0123`, `id: 2024-03-14`
+    if err["type"] == "string_type" and isinstance(err.get("input"), (bool, int, float, datetime.date)):
+        message += f" (YAML read the value as {_read_as(err['input'])}): put it in quotes as you wrote it"
     if "input" in err and err["input"] is None and err["type"] != "invalid_key":  # `url:` left blank, `streams:`
         needs = _EMPTY.get(err["type"], "it a value")  # with every entry commented out
         message = f"is empty (YAML reads a key with nothing after it as null): give {needs}, or remove the key for " \
                   "its default"
     return KeyPathError(loc, message)
+
+
+def _read_as(value: Any) -> str:
+    """A value YAML read from a plain scalar, as a user would recognise it."""
+    if isinstance(value, datetime.datetime):
+        return f"the time {value.isoformat()}"
+    return f"the date {value.isoformat()}" if isinstance(value, datetime.date) else repr(value)
 
 
 _EMPTY = {"list_type": "its entries under it", "model_type": "its keys under it", "dict_type": "its keys under it"}

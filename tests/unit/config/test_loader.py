@@ -244,7 +244,9 @@ def test_a_default_applies_to_a_variable_that_is_set_but_empty(tmp_path, monkeyp
     assert load_config(path).runtime.http.port == 9300
 
 
-@pytest.mark.parametrize("written, read", [("yes", "True"), ("0123", "83"), ("12", "12")])
+@pytest.mark.parametrize("written, read", [("yes", "True"), ("0123", "83"), ("12", "12"),
+                                           ("2024-03-14", "the date 2024-03-14"),
+                                           ("2024-03-14 08:00:00", "the time 2024-03-14T08:00:00")])
 def test_an_id_yaml_reads_as_no_string_is_refused_with_the_value_it_read_and_to_quote_it(tmp_path, written, read):
     path = write(tmp_path, f"streams: [{{id: {written}, url: 'rtsp://192.0.2.1/live'}}]\ndetector: {{model: m.onnx}}\n")
     with pytest.raises(ConfigError, match=rf"streams -> 0 -> id: .*YAML read the value as {read}\): put it in quotes"):
