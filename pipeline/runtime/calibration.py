@@ -14,7 +14,7 @@ from pipeline.detect import preprocess
 from pipeline.detect.detector import _preprocess_spec
 from pipeline.detect.engines.onnxruntime import read_model_info
 from pipeline.detect.recognize import detect_head, input_size
-from pipeline.errors import EngineError, PipelineError
+from pipeline.errors import ConfigError, EngineError, PipelineError
 from pipeline.sources import open_reader
 from pipeline.types import Frame, frame_to_rgb
 
@@ -25,8 +25,12 @@ def sample_calibration_inputs(config: PipelineConfig, every: int = 5, per_stream
     """Up to `detector.calibration_frames` (C, H, W) float32 model inputs, spread over the streams.
 
     Every `every`-th frame is taken (neighbouring frames teach the calibrator little); a stream
-    gives at most `per_stream_s` seconds of reading, and one that cannot be read is skipped.
+    gives at most `per_stream_s` seconds of reading, and one that cannot be read is skipped. ConfigError
+    without streams, EngineError when none of them gave a frame: an engine calibrated on nothing is useless.
     """
+    if not config.streams:
+        raise ConfigError("streams: int8 calibrates on frames of the configured streams, and there are none; add "
+                          "the cameras the engine will see, or use precision fp16")
     detector = config.detector
     signature, metadata = read_model_info(detector.model)
     head = detect_head(signature, metadata, detector.head)
@@ -40,6 +44,10 @@ def sample_calibration_inputs(config: PipelineConfig, every: int = 5, per_stream
             batch = preprocess.allocate(len(chunk), spec)
             preprocess.preprocess_into(chunk, spec, batch)
             inputs.extend(batch)
+    if not inputs:
+        names = ", ".join(f"'{stream.id}'" for stream in config.streams)
+        raise EngineError(f"int8 calibration read no frames from streams {names} (see the warnings above); make "
+                          "them readable from this machine, or use precision fp16")
     log.info("calibration: %d frames from %d streams", len(inputs), len(config.streams))
     return inputs[: detector.calibration_frames]
 

@@ -1,7 +1,9 @@
 """INT8 calibration frames come from the configured streams, preprocessed exactly like live frames."""
 import numpy as np
+import pytest
 
 from pipeline.config.models import PipelineConfig
+from pipeline.errors import ConfigError, EngineError
 from pipeline.runtime.calibration import sample_calibration_inputs
 from tests.conftest import shared_file
 
@@ -19,3 +21,21 @@ def test_calibration_frames_are_spread_over_streams_and_preprocessed_for_the_mod
     assert all(0 <= x.min() and x.max() <= 255 for x in inputs)  # YOLOX takes 0..255
     assert np.all(inputs[0][:, -1, :] == 114)  # YOLOX letterbox pads bottom/right with 114
     assert len({float(x.mean()) for x in inputs}) == 20  # different frames, not one repeated
+
+
+def _config(streams: list[dict]) -> PipelineConfig:
+    return PipelineConfig.model_validate({
+        "streams": streams,
+        "detector": {"model": str(shared_file("models/yolox_nano_416_dynbatch.onnx")), "calibration_frames": 8},
+    })
+
+
+def test_calibration_without_streams_says_where_its_frames_come_from():
+    with pytest.raises(ConfigError, match="streams.*precision fp16"):
+        sample_calibration_inputs(_config([]))
+
+
+def test_calibration_from_streams_none_of_which_can_be_read_is_an_error_naming_them(tmp_path):
+    streams = [{"id": "gone", "url": str(tmp_path / "missing.mp4")}, {"id": "lost", "url": str(tmp_path / "lost.mp4")}]
+    with pytest.raises(EngineError, match=r"no frames.*'gone', 'lost'.*precision fp16"):
+        sample_calibration_inputs(_config(streams))
