@@ -2,6 +2,8 @@
 runner Snapshots."""
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from typing import Callable, TextIO
 
@@ -59,19 +61,41 @@ def render(snap: Snapshot) -> list[str]:
 
 
 class LiveView:
-    """Redraws the progress block in place on a terminal."""
+    """Redraws the progress block in place on a terminal, cut to the terminal's size: the cursor can go back
+    only over the rows on screen, so a block taller than the screen (or with lines that wrap) would be drawn
+    anew below the last one every time."""
 
     def __init__(self, out: TextIO = sys.stderr):
         self.out = out
         self._drawn = 0
 
     def __call__(self, snap: Snapshot) -> None:
-        lines = render(snap)
+        lines = _fit(render(snap), _terminal_size(self.out))
         if self._drawn:
             self.out.write(f"\x1b[{self._drawn}F\x1b[J")
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()
         self._drawn = len(lines)
+
+
+def _terminal_size(out: TextIO) -> os.terminal_size:
+    """The size of the terminal `out` writes to; else (no file descriptor, or a terminal that reports 0x0) what
+    `shutil` finds: $COLUMNS and $LINES, the standard output's terminal, else 80x24."""
+    try:
+        size = os.get_terminal_size(out.fileno())
+    except (AttributeError, OSError, ValueError):
+        size = None
+    return size if size and size.columns and size.lines else shutil.get_terminal_size()
+
+
+def _fit(lines: list[str], size: os.terminal_size) -> list[str]:
+    """`lines` cut to the terminal's width, and to its height less the cursor's row, the last row saying what
+    was left out."""
+    lines = [line[: size.columns] for line in lines]
+    if len(lines) < size.lines:
+        return lines
+    kept = max(size.lines - 2, 0)
+    return lines[:kept] + [f"... {len(lines) - kept} more lines (the summary at the end has them all)"[: size.columns]]
 
 
 def progress_reporter(runtime: RuntimeConfig, out: TextIO = sys.stderr) -> tuple[Callable[[Snapshot], None], float]:

@@ -1,10 +1,12 @@
 """Progress in the log: a line per stream with its fps over the interval and drops by reason, a totals line,
-and the summary with why each failed stream failed."""
+and the summary with why each failed stream failed; on a terminal, the live table kept within the screen."""
+import io
 import logging
+import re
 
 import pytest
 
-from pipeline.runtime.progress import STREAM_HEADERS, stream_rows
+from pipeline.runtime.progress import STREAM_HEADERS, LiveView, stream_rows
 from pipeline.runtime.progress_log import ProgressLog, log_summary
 from pipeline.runtime.snapshot import Snapshot
 
@@ -88,3 +90,19 @@ def test_the_summary_table_drops_are_every_reason_the_log_lines_count():
     [row] = stream_rows(snapshot(10.0, {"cam": stats}))
     assert dict(zip(STREAM_HEADERS, row))["dropped"] == 1 + 2 + 3 + 4 + 5
     assert dict(zip(STREAM_HEADERS, row))["skipped by cap"] == 6
+
+
+def test_the_live_view_of_more_streams_than_the_terminal_has_rows_redraws_in_place_within_it(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "60")
+    monkeypatch.setenv("LINES", "12")
+    out = io.StringIO()
+    view = LiveView(out)
+    snap = snapshot(10.0, {f"parking-lot-entrance-camera-{i:03d}": {"state": "running", "batched": 250}
+                           for i in range(40)})
+    view(snap)
+    drawn = out.getvalue().splitlines()
+    view(snap)
+    up = re.match(r"\x1b\[(\d+)F\x1b\[J", out.getvalue()[len("\n".join(drawn)) + 1:])
+    assert len(drawn) <= 11 and int(up.group(1)) == len(drawn)  # the cursor goes back to the block's first line
+    assert all(len(line) <= 60 for line in drawn)  # a longer line wraps: one more row the cursor does not go back
+    assert "more" in drawn[-1] and "summary" in drawn[-1]
