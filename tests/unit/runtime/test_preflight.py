@@ -1,0 +1,18 @@
+"""Preflight looks at the files as the pipeline will open them: a stream's file as the reader opens its url."""
+from pipeline.config.models import StreamConfig
+from pipeline.runtime.preflight import stream_problem
+
+
+def test_a_stream_url_starting_with_the_home_folder_sign_is_refused_with_the_full_path_to_write(tmp_path,
+                                                                                                 monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "lobby.mp4").write_bytes(b"\x00")
+    why = stream_problem(StreamConfig(id="lobby", url="~/lobby.mp4"))  # FFmpeg opens './~/lobby.mp4'
+    assert why is not None and "'~'" in why and f"'{tmp_path / 'lobby.mp4'}'" in why
+
+
+def test_a_stream_file_that_exists_is_fine_and_a_missing_one_is_named(tmp_path):
+    (tmp_path / "gate.mp4").write_bytes(b"\x00")
+    assert stream_problem(StreamConfig(id="gate", url=str(tmp_path / "gate.mp4"))) is None
+    why = stream_problem(StreamConfig(id="yard", url=str(tmp_path / "yard.mp4")))
+    assert why.startswith(f"no such file '{tmp_path / 'yard.mp4'}'")
