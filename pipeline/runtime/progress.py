@@ -33,7 +33,7 @@ def stream_rows(snap: Snapshot) -> list[list]:
     rows = []
     for sid, s in snap.streams.items():
         fps = s.get("batched", 0) / snap.elapsed_s if snap.elapsed_s > 0 else 0.0
-        rows.append([sid, s.get("state", "?"), s.get("frames", 0), s.get("batched", 0), fps,
+        rows.append([sid, s.get("state", "?"), s.get("decoded", 0), s.get("batched", 0), fps,
                      s.get("depth", 0), sum(drops(s).values()), skipped_by_cap(s), s.get("reconnects", 0)])
     return rows
 

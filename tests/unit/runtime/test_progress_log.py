@@ -51,6 +51,13 @@ def test_frames_skipped_by_the_fps_cap_are_reported_apart_from_drops(progress):
     assert dict(zip(STREAM_HEADERS, row))["dropped"] == 3 and dict(zip(STREAM_HEADERS, row))["skipped by cap"] == 150
 
 
+def test_the_table_says_how_many_frames_were_decoded_not_how_many_reached_the_buffer():
+    capped = {"state": "running", "decoded": 250, "frames": 97, "batched": 97, "dropped_fps_cap": 150,
+              "dropped_sink": 3}  # 250 decoded: 150 skipped by the cap, 3 refused, 97 put and detected
+    row = dict(zip(STREAM_HEADERS, stream_rows(snapshot(10.0, {"cam": capped}))[0]))
+    assert (row["decoded"], row["detected"], row["skipped by cap"], row["dropped"]) == (250, 97, 150, 3)
+
+
 def test_the_totals_line_has_engine_fps_batches_events_and_the_outbox_backlog(progress):
     report = ProgressLog()
     report(snapshot(4.0, {"a": {"state": "running", "batched": 100}, "b": {"state": "running", "batched": 60}},
