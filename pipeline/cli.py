@@ -259,9 +259,9 @@ def _run(path: str, duration: float | None, quiet: bool, placement=None) -> int:
     # a child of `run --gpus` starts with SIGHUP blocked (`pipeline.service.supervisor`): one sent while it
     # started is delivered now, and reloads once the pipeline runs
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
-    on_progress, interval = progress_reporter(config.runtime)
     try:
-        snap = job.run(duration, on_progress=None if quiet else on_progress, progress_interval_s=interval)
+        with progress_reporter(config.runtime) as (on_progress, interval):
+            snap = job.run(duration, on_progress=None if quiet else on_progress, progress_interval_s=interval)
     finally:
         if coordinator is not None:
             coordinator.close()

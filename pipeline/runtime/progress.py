@@ -2,10 +2,13 @@
 runner Snapshots."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
-from typing import Callable, TextIO
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator, TextIO
 
 from pipeline.config.models import RuntimeConfig
 from pipeline.runtime.progress_log import ProgressLog, drops, skipped_by_cap
@@ -63,19 +66,38 @@ def render(snap: Snapshot) -> list[str]:
 class LiveView:
     """Redraws the progress block in place on a terminal, cut to the terminal's size: the cursor can go back
     only over the rows on screen, so a block taller than the screen (or with lines that wrap) would be drawn
-    anew below the last one every time."""
+    anew below the last one every time. Log lines for the same terminal are written through `write` (see
+    `progress_reporter`): above the block, which is drawn again below them (else the next redraw, going back
+    over as many rows as the block had, would erase them)."""
 
     def __init__(self, out: TextIO = sys.stderr):
         self.out = out
-        self._drawn = 0
+        self._lines: list[str] = []  # the block on screen
+        self._lock = threading.Lock()  # a redraw, and log lines from any thread
 
     def __call__(self, snap: Snapshot) -> None:
         lines = _fit(render(snap), _terminal_size(self.out))
-        if self._drawn:
-            self.out.write(f"\x1b[{self._drawn}F\x1b[J")
-        self.out.write("\n".join(lines) + "\n")
+        with self._lock:
+            self._draw(lines)
+
+    def write(self, text: str) -> None:
+        """Write `text` (log lines) where the block is, and the block again below it."""
+        with self._lock:
+            lines = self._lines
+            self._draw([])
+            self.out.write(text)
+            self._draw(lines)
+
+    def flush(self) -> None:
         self.out.flush()
-        self._drawn = len(lines)
+
+    def _draw(self, lines: list[str]) -> None:
+        if self._lines:
+            self.out.write(f"\x1b[{len(self._lines)}F\x1b[J")
+        if lines:
+            self.out.write("\n".join(lines) + "\n")
+        self.out.flush()
+        self._lines = lines
 
 
 def _terminal_size(out: TextIO) -> os.terminal_size:
@@ -98,12 +120,24 @@ def _fit(lines: list[str], size: os.terminal_size) -> list[str]:
     return lines[:kept] + [f"... {len(lines) - kept} more lines (the summary at the end has them all)"[: size.columns]]
 
 
-def progress_reporter(runtime: RuntimeConfig, out: TextIO = sys.stderr) -> tuple[Callable[[Snapshot], None], float]:
-    """The `on_progress` callback and its interval: the live table every `progress_interval_s` when `out` is a
-    terminal and the log is text; else progress logged every `log_interval_s` (`ProgressLog`)."""
-    if runtime.log_format == "text" and out.isatty():
-        return LiveView(out), runtime.progress_interval_s
-    return ProgressLog(), runtime.log_interval_s
+@contextmanager
+def progress_reporter(runtime: RuntimeConfig, out: TextIO = sys.stderr) -> Iterator[tuple[Callable[[Snapshot], None],
+                                                                                         float]]:
+    """The `on_progress` callback and its interval, for the run inside: the live table every `progress_interval_s`
+    when `out` is a terminal and the log is text, the root logger's lines for `out` written above it meanwhile;
+    else progress logged every `log_interval_s` (`ProgressLog`)."""
+    if runtime.log_format != "text" or not out.isatty():
+        yield ProgressLog(), runtime.log_interval_s
+        return
+    view = LiveView(out)
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, logging.StreamHandler) and h.stream is out]
+    for handler in handlers:
+        handler.setStream(view)
+    try:
+        yield view, runtime.progress_interval_s
+    finally:
+        for handler in handlers:
+            handler.setStream(out)
 
 
 def summary(snap: Snapshot) -> str:

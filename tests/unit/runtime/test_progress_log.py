@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from pipeline.runtime.progress import STREAM_HEADERS, LiveView, stream_rows
+from pipeline.config.models import RuntimeConfig
+from pipeline.runtime.progress import STREAM_HEADERS, LiveView, progress_reporter, stream_rows
 from pipeline.runtime.progress_log import ProgressLog, log_summary
 from pipeline.runtime.snapshot import Snapshot
 
@@ -113,3 +114,46 @@ def test_the_live_view_of_more_streams_than_the_terminal_has_rows_redraws_in_pla
     assert len(drawn) <= 11 and int(up.group(1)) == len(drawn)  # the cursor goes back to the block's first line
     assert all(len(line) <= 60 for line in drawn)  # a longer line wraps: one more row the cursor does not go back
     assert "more" in drawn[-1] and "summary" in drawn[-1]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _screen(text: str) -> list[str]:
+    """The rows a terminal shows after `text`, which moves the cursor only as the live view does: up n rows to
+    their start (ESC [ n F), then clears from there down (ESC [ J)."""
+    rows, row = [""], 0
+    for part in re.split(r"(\x1b\[\d+F|\x1b\[J|\n)", text):
+        if part == "\n":
+            row += 1
+            rows += [""] * (row + 1 - len(rows))
+        elif part.startswith("\x1b[") and part.endswith("F"):
+            row -= int(part[2:-1])
+        elif part == "\x1b[J":
+            rows[row:] = [""]
+        else:
+            rows[row] += part
+    return rows
+
+
+def test_a_line_logged_while_the_live_view_is_up_stays_on_screen_above_it(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("LINES", "50")
+    out = _Terminal()
+    handler = logging.StreamHandler(out)
+    logging.getLogger().addHandler(handler)
+    snap = snapshot(10.0, {"lobby": {"state": "running", "batched": 250}, "gate": {"state": "running"}})
+    try:
+        with progress_reporter(RuntimeConfig(), out) as (view, _):
+            view(snap)
+            logging.getLogger("pipeline.sources").warning("stream 'gate': connection refused; retrying in 4 s")
+            view(snap)
+        assert handler.stream is out  # log lines go straight to the terminal again once the view is down
+    finally:
+        logging.getLogger().removeHandler(handler)
+    shown = _screen(out.getvalue())
+    [warning] = [i for i, row in enumerate(shown) if "connection refused" in row]
+    [table] = [i for i, row in enumerate(shown) if "engine fake" in row]
+    assert warning < table
