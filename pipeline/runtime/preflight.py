@@ -136,10 +136,7 @@ def stream_problem(stream: StreamConfig) -> str | None:
     path = plugins.local_path(stream.url)
     if path is None:
         return None
-    kind = _kind(path)  # as the reader opens it: FFmpeg does not expand '~'
-    if kind is None and _kind(path.expanduser()) is not None:
-        return f"'~' is not expanded in a stream's url ('{path}' is looked for in a folder named '~'); write the " \
-               f"full path '{path.expanduser()}'"
+    kind = _kind(path)  # as the reader opens it ('~' was expanded with the config)
     if kind is None:
         where = "" if path.is_absolute() else f" (relative to {os.getcwd()}, where the pipeline runs)"
         return f"no such file '{path}'{where}; check the path, or use rtsp:// or http(s):// for a camera"
