@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import codecs
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,24 @@ def names_from_config(class_names: list[str] | Path | None) -> list[str] | None:
     if isinstance(class_names, Path):
         path = class_names.expanduser()
         try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a leading byte order mark is no name
+            data = path.read_bytes()
         except OSError as exc:
             raise ConfigError(f"detector.class_names file '{path}' cannot be read ({exc}); give a list or a text file") from exc
-        return _file_names(path, lines)
+        return _file_names(path, _text(path, data).splitlines())
     return list(class_names)
+
+
+def _text(path: Path, data: bytes) -> str:
+    """A names file's text: UTF-8 (a leading byte order mark is no name), or UTF-16 where its byte order mark says
+    so (Windows PowerShell 5 writes `>` redirects that way); ConfigError naming the line that is neither."""
+    utf16 = data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+    encoding = "utf-16" if utf16 else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].decode(encoding).count("\n") + 1  # what precedes the error decodes
+        raise ConfigError(f"detector.class_names file '{path}' line {line} is not {'UTF-16' if utf16 else 'UTF-8'} "
+                          f"text ({exc.reason}); save the file as UTF-8") from None
 
 
 def _file_names(path: Path, lines: list[str]) -> list[str]:

@@ -81,3 +81,16 @@ def test_a_names_file_with_no_name_in_it_is_refused_not_replaced_by_coco(tmp_pat
     names_file.write_text("\n  \n")  # as `class_names: []` is refused when the file is read
     with pytest.raises(ConfigError, match="names.txt.* names no class"):
         resolve_names({}, names_file)
+
+
+def test_a_names_file_saved_as_utf16_by_windows_powershell_is_read(tmp_path: Path):
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("person\r\ncafé\r\n", encoding="utf-16")  # `> names.txt` in Windows PowerShell 5 writes this
+    assert resolve_names({}, names_file)[0] == ["person", "café"]
+
+
+def test_a_names_file_that_is_not_utf8_text_is_refused_naming_the_file_and_line(tmp_path: Path):
+    names_file = tmp_path / "names.txt"
+    names_file.write_bytes("person\ncafé\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"names.txt' line 2 is not UTF-8 text.*save the file as UTF-8"):
+        resolve_names({}, names_file)
