@@ -27,13 +27,15 @@ class ExportInfo:
     """What a file's metadata says. task: Ultralytics task ('detect', 'segment', 'pose', 'obb', ...) or None;
     input_wh: (w, h) the model was exported at, or None; end2end: final boxes out, NMS-free or exported with NMS
     inside (`nms=True`: [B, 300, 6] corners, score, class, as the end-to-end heads); head_module: the
-    Ultralytics head class ('Detect', 'v10Detect', 'RTDETRDecoder', ...); classes: how many names."""
+    Ultralytics head class ('Detect', 'v10Detect', 'RTDETRDecoder', ...); classes: how many names; rtdetr: an RT-DETR
+    (its head, or, in files from before Ultralytics wrote the head, its description: 'Ultralytics rtdetr-l model')."""
 
     task: str | None = None
     input_wh: tuple[int, int] | None = None
     end2end: bool = False
     head_module: str | None = None
     classes: int | None = None
+    rtdetr: bool = False
 
 
 def export_info(metadata: dict[str, str]) -> ExportInfo:
@@ -45,6 +47,7 @@ def export_info(metadata: dict[str, str]) -> ExportInfo:
         end2end=metadata.get("end2end", "").strip().lower() == "true" or _nms_inside(metadata_value(metadata, "args")),
         head_module=metadata.get("head") or None,
         classes=len(names) if names else None,
+        rtdetr=metadata.get("head") == "RTDETRDecoder" or "rtdetr" in metadata.get("description", "").lower(),
     )
 
 
@@ -96,11 +99,15 @@ def detect_head(signature: ModelSignature, metadata: dict[str, str] | None = Non
 def _ultralytics_head(signature: ModelSignature, info: ExportInfo) -> str:
     """An Ultralytics detection export: RT-DETR [B, K, 6], end-to-end (YOLOv10/YOLO26) or [B, 4+nc, N]
     (v5u/v8/11/26)."""
+    shape = signature.outputs[0].shape
+    if info.rtdetr and _rtdetr_before_8_4(shape):
+        raise ConfigError(f"the output {signature.outputs[0].name}{list(shape)} is that of an RT-DETR exported by "
+                          "Ultralytics before 8.4 ([batch, 300, 4 + classes]); streamweave reads the [batch, 300, 6] "
+                          "(box, score, class) of 8.4 and later: export it again with ultralytics 8.4 or later")
     if info.head_module == "RTDETRDecoder":
         return "rtdetr"
     if info.end2end:
         return "end2end"
-    shape = signature.outputs[0].shape
     channels = 4 + info.classes if info.classes else None
     if len(shape) == 3 and channels and isinstance(shape[1], int) and shape[1] != channels:
         if shape[2] == channels:
@@ -111,6 +118,15 @@ def _ultralytics_head(signature: ModelSignature, info: ExportInfo) -> str:
             f"classes (a pose or OBB export, or an RT-DETR from an Ultralytics version before 8.4?); {DETECTION_ONLY}"
         )
     return "ultralytics"
+
+
+def _rtdetr_before_8_4(shape: tuple) -> bool:
+    """Whether an RT-DETR's output has Ultralytics' layout before 8.4, [B, 300, 4 + classes]: a fixed last dim other
+    than 6, or fixed queries beside a symbolic last dim (those dynamic exports called the columns 'anchors'); 8.4's
+    [B, 300, 6] is all symbolic in a dynamic export."""
+    if len(shape) != 3:
+        return False
+    return shape[2] != 6 if isinstance(shape[2], int) else isinstance(shape[1], int)
 
 
 def _head_from_shape(signature: ModelSignature, info: ExportInfo) -> str | None:

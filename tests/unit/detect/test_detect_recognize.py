@@ -213,3 +213,18 @@ def test_a_yolox_that_decodes_its_own_boxes_is_refused_and_runs_as_the_error_say
     assert len(expected) > 0 and found.class_id.tolist() == expected.class_id.tolist()
     np.testing.assert_allclose(found.xyxy, expected.xyxy, atol=0.05)
     np.testing.assert_allclose(found.score, expected.score, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", [None, "RTDETRDecoder"])
+@pytest.mark.parametrize("shape", [(1, 300, 84), ("batch", 300, "anchors")])  # static; dynamic, as exported then
+def test_an_rtdetr_export_of_ultralytics_before_8_4_is_named_as_such_not_read_or_called_transposed(head, shape):
+    """Before 8.4 Ultralytics' RT-DETR gave [B, 300, 4 + classes] (box, then every class's score) where 8.4 gives
+    [B, 300, 6]: the error said to export it without a transpose, and read as 'rtdetr' its second class's score
+    would be taken for the class id."""
+    metadata = _meta(head=head, imgsz="[640, 640]", description="Ultralytics rtdetr-l model trained on coco.yaml")
+    if head is None:
+        del metadata["head"]
+    said = rf"output0\[{str(list(shape))[1:-1]}\] .* RT-DETR .* before 8\.4 .* export it again"
+    with pytest.raises(ConfigError, match=said):
+        detect_head(_sig(DYNAMIC_IN, ("output0", shape)), metadata)
+    assert detect_head(_sig(DYNAMIC_IN, ("output0", (1, 300, 6))), {**metadata, "head": "RTDETRDecoder"}) == "rtdetr"
