@@ -221,6 +221,9 @@ def input_size(
                           "set detector.model to a detection model")
     image = signature.inputs[0]
     if isinstance(shape[1], int) and shape[1] != 3:
+        if 1 in (shape[1], shape[3]):
+            raise ConfigError(f"model '{config.model}' takes {list(shape)}, one channel (grayscale); streamweave feeds "
+                              "RGB images [batch, 3, height, width]: use a model trained on 3-channel (RGB) images")
         layout = "channels last [batch, height, width, channels]" if shape[3] == 3 else f"{shape[1]} channels"
         raise ConfigError(f"model '{config.model}' takes {list(shape)}, {layout}; streamweave feeds RGB images "
                           "[batch, 3, height, width]: export the model with its input channels first")

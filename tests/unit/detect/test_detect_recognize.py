@@ -103,6 +103,9 @@ def test_a_static_export_with_nms_inside_is_recognised_not_refused_for_its_chann
 
 @pytest.mark.parametrize("images, said", [
     (TensorInfo("images", (1, 256, 416, 3)), r"takes \[1, 256, 416, 3\], channels last"),
+    # a grayscale model (Ultralytics trains them with `channels: 1`): not told to put its channels first
+    (TensorInfo("images", (1, 1, 256, 416)), r"takes \[1, 1, 256, 416\], one channel \(grayscale\).* 3-channel"),
+    (TensorInfo("images", (1, 256, 416, 1)), r"takes \[1, 256, 416, 1\], one channel \(grayscale\).* 3-channel"),
     (TensorInfo("images", (1, 3, 256, 416), "tensor(uint8)"), r"takes tensor\(uint8\) input; .* float32 \(or float16\)"),
 ])
 def test_an_input_streamweave_cannot_feed_is_refused_at_load_naming_the_file(tmp_path, images, said):
