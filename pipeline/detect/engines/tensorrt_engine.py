@@ -71,10 +71,12 @@ class TensorRTEngine:
         if config.precision == "int8" and len(self.bindings.profiles) > 1:
             raise EngineError(f"int8 calibration feeds the image input only, and '{self.model_path}' has "
                               f"{len(self.bindings.profiles)} inputs; use precision fp16")
+        preprocess = config.preprocess.model_dump(mode="json", exclude_defaults=True)
         self.key = trt_keys.EngineKey(
             onnx_sha256=trt_keys.file_sha256(self.model_path), tensorrt_version=trt.__version__,
             gpu_name=gpu_name, compute_capability=f"{props['major']}.{props['minor']}",
             precision=config.precision, profiles=self.bindings.profiles,
+            calibration=trt_keys.calibration_of(config.head, preprocess) if config.precision == "int8" else "",
         )  # fmt: skip
         cache_dir = Path(config.engine_cache_dir).expanduser()
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """TensorRT engine bookkeeping that needs no TensorRT: cache keys, file names, profiles, calibration batches.
 
 An engine file is only valid for the exact ONNX bytes, TensorRT version, GPU model and compute
-capability, precision and optimisation profile it was built with, so all of them go into its key:
-change any one and the engine is rebuilt instead of loaded.
+capability, precision and optimisation profile it was built with, and an INT8 one for the preprocessing its
+calibration frames went through, so all of them go into its key: change any one and the engine is rebuilt
+instead of loaded.
 """
 from __future__ import annotations
 
@@ -69,10 +70,13 @@ class EngineKey:
     compute_capability: str
     precision: str
     profiles: tuple[Profile, ...]
+    calibration: str = ""  # INT8: `calibration_of` the config; "" for default preprocessing and other precisions
 
     def digest(self) -> str:
-        """16 hex chars, stable across processes and Python versions."""
-        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        """16 hex chars, stable across processes and Python versions. An empty `calibration` is left out, so the
+        engines built before it was keyed keep their files."""
+        fields = {k: v for k, v in asdict(self).items() if k != "calibration" or v}
+        blob = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def describe(self) -> str:
@@ -80,6 +84,15 @@ class EngineKey:
         shapes = ", ".join(f"{p.name} {p.min[0]}/{p.opt[0]}/{p.max[0]}" for p in self.profiles)
         return (f"TensorRT {self.tensorrt_version}, {self.gpu_name} (sm {self.compute_capability}), "
                 f"{self.precision}, batch min/opt/max {shapes}")
+
+
+def calibration_of(head: str, preprocess: dict) -> str:
+    """What the frames an INT8 engine is calibrated on depend on besides the model and input size, whose value
+    ranges the engine keeps: `detector.head` (its preprocessing conventions) and the `detector.preprocess` keys
+    that are not their defaults. "" when both are defaults."""
+    if head == "auto" and not preprocess:
+        return ""
+    return json.dumps({"head": head, "preprocess": preprocess}, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -100,7 +113,8 @@ def cache_paths(cache_dir: Path, model_path: Path, key: EngineKey, calibration_i
     """
     stem = Path(model_path).stem
     gpu = "".join(c if c.isalnum() else "-" for c in key.gpu_name).strip("-").lower()
-    calib = hashlib.sha256(f"{key.onnx_sha256}|{calibration_images}".encode()).hexdigest()[:16]
+    frames = f"{key.onnx_sha256}|{calibration_images}" + (f"|{key.calibration}" if key.calibration else "")
+    calib = hashlib.sha256(frames.encode()).hexdigest()[:16]
     root = Path(cache_dir).expanduser()
     return CachePaths(
         engine=root / f"{stem}-{key.digest()}.engine",

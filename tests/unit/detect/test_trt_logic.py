@@ -94,3 +94,17 @@ def test_input_shapes_fill_the_batch_and_dynamic_image_dimensions_from_the_profi
     assert trt_keys.input_shape((-1, 2), 5) == (5, 2)  # a second input (DETR target sizes)
     with pytest.raises(ValueError, match="dynamic dimensions besides the batch"):
         trt_keys.input_shape((-1, -1), 5)
+
+
+def test_int8_engines_calibrated_through_other_preprocessing_are_rebuilt_and_recalibrated(tmp_path):
+    """An INT8 engine holds the value ranges of the frames it was calibrated on, as preprocessing made them: after a
+    change of detector.preprocess (scale 1 to 1/255, say) or detector.head, the engine and the calibration cache of
+    before were loaded again, and every activation was quantised to ranges 255 times off, silently."""
+    model = tmp_path / "yolo.onnx"
+    default = trt_keys.calibration_of("auto", {})
+    scaled = trt_keys.calibration_of("auto", {"scale": 1.0})
+    assert default == "" and len({scaled, trt_keys.calibration_of("yolox", {}), default}) == 3
+    keys = [_key(precision="int8", calibration=c) for c in (default, scaled)]
+    paths = [trt_keys.cache_paths(tmp_path, model, key, 256) for key in keys]
+    assert keys[0].digest() != keys[1].digest() and paths[0].engine != paths[1].engine
+    assert paths[0].calibration != paths[1].calibration
