@@ -18,9 +18,14 @@ __all__ = ["DeviceEngine", "Engine", "build_engine", "read_model"]
 
 def read_model(engine: str, model_path: Path) -> tuple[ModelSignature, dict[str, str]]:
     """The signature and metadata of `model_path` as engine `engine` sees them: its own `model_info`, else
-    the ONNX file (every built-in engine loads the ONNX file; `auto` is one of them). EngineError when the
-    file cannot be read as a model."""
-    kind = plugins.engine(engine) if engine != "auto" else None
+    the ONNX file (every built-in engine loads the ONNX file). `auto` reads a model of another format (TorchScript,
+    torch.export) as the best engine that loads that format would. EngineError when the file cannot be read as a
+    model."""
+    fmt = plugins.model_format(model_path)
+    if engine == "auto" and fmt != "onnx":
+        kind = next((k for k in plugins.engines_by_rank() if fmt in k.formats and k.model_info), None)
+    else:
+        kind = plugins.engine(engine) if engine != "auto" else None
     return (plugins.resolve(kind.model_info) if kind and kind.model_info else read_model_info)(model_path)
 
 

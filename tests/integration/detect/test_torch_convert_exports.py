@@ -17,6 +17,7 @@ from pipeline.detect.engines.torch_convert import load_module, read_model_info
 from pipeline.detect.names import names_from_metadata
 from pipeline.detect.recognize import detect_head, input_size
 from pipeline.errors import ConfigError, EngineError
+from pipeline.runtime.preflight import model_problems
 from tests.conftest import shared_file
 from tests.support.frames import letterboxed
 from tests.support.ultralytics_exports import (
@@ -124,6 +125,16 @@ def test_onnx_runtime_refuses_torch_files_and_names_the_engine_that_runs_them(ex
         read_onnx_info(path)
     with pytest.raises(ConfigError, match=r"onnxruntime reads ONNX files, not .*: engine torch does"):
         Detector(DetectorConfig(model=path, engine="onnxruntime"), max_batch=1)
+
+
+@pytest.mark.parametrize("variant", ["torchscript", "pt2"])
+def test_engine_auto_reads_a_torch_file_as_the_torch_engine_does(exports, variant):
+    # what `fleet import` checks a file's detector with (its engine as written, `auto` by default)
+    path = exports.get("yolo11n", variant).path
+    problems = []
+    names = model_problems(DetectorConfig(model=path), "auto", problems)
+    assert problems == [] and names == model_problems(DetectorConfig(model=path, engine="torch"), "torch", [])
+    assert len(names[0]) == 80
 
 
 def _outputs(module, x) -> list:
