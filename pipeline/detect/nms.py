@@ -36,14 +36,16 @@ def batched_nms(
     starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
     ends = np.r_[starts[1:], m]
     threshold = np.float32(iou_threshold)
-    keep = np.concatenate([order[a:b] if b - a == 1 else _greedy(boxes, order[a:b], threshold)
+    keep = np.concatenate([order[a:b] if b - a == 1 else _greedy(boxes, order[a:b], threshold, max_per_image)
                            for a, b in zip(starts, ends)])
     ranked = keep[np.lexsort((keep, -scores[keep], batch_idx[keep]))]
     return _cap_per_image(ranked, batch_idx, max_per_image)
 
 
-def _greedy(boxes: np.ndarray, order: np.ndarray, iou_threshold: np.float32) -> np.ndarray:
-    """Greedy suppression over `order`, the ranked boxes of one (image, class) group. Returns kept (K,) int64.
+def _greedy(boxes: np.ndarray, order: np.ndarray, iou_threshold: np.float32, limit: int) -> np.ndarray:
+    """Greedy suppression over `order`, the ranked boxes of one (image, class) group. Returns kept (K,) int64,
+    at most `limit`: a box kept after the group's first `limit` is ranked below `limit` boxes of its image, so the
+    cap per image would drop it (a broken model's thousands of apart boxes stop here, not after all of them).
 
     IoU is computed in float32 as inter / (area_i + area_j - inter), area = (x2 - x1) * (y2 - y1).
     """
@@ -51,7 +53,7 @@ def _greedy(boxes: np.ndarray, order: np.ndarray, iou_threshold: np.float32) -> 
     areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
     alive = np.arange(order.size)
     keep = []
-    while alive.size:
+    while alive.size and len(keep) < limit:
         i, rest = alive[0], alive[1:]
         keep.append(i)
         w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)

@@ -40,6 +40,21 @@ def test_max_per_image_keeps_the_best_of_each_image():
     assert _nms(boxes, scores, images=[0, 0, 0, 1, 1, 1], cap=2) == [1, 2, 3, 4]
 
 
+def test_the_cap_per_image_keeps_what_uncapped_nms_ranks_first_in_each_image():
+    # each (image, class) group stops once it kept `cap` boxes: the result must be that of NMS over every box
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        n = int(rng.integers(1, 400))
+        xy = rng.uniform(0, 200, (n, 2)).astype(np.float32)
+        boxes = np.hstack([xy, xy + rng.uniform(1, 40, (n, 2)).astype(np.float32)])
+        scores = np.round(rng.uniform(0, 1, n), 1).astype(np.float32)  # ties, broken by index
+        classes, images = rng.integers(0, 3, n).astype(np.int32), rng.integers(0, 2, n).astype(np.int32)
+        cap = int(rng.integers(1, 30))
+        every = batched_nms(boxes, scores, classes, images, 0.5, n)
+        expected = np.concatenate([every[images[every] == i][:cap] for i in (0, 1)])
+        assert batched_nms(boxes, scores, classes, images, 0.5, cap).tolist() == expected.tolist(), trial
+
+
 def test_equal_scores_keep_the_lower_index_first():
     boxes = [[0, 0, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60], [70, 70, 80, 80]]
     assert _nms(boxes, [0.5, 0.5, 0.5, 0.5]) == [0, 2, 3]
