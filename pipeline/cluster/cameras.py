@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from pipeline import plugins
 from pipeline.cluster.store import FleetStore
 from pipeline.config.fields import key_path
+from pipeline.config.loader import config_text
 from pipeline.config.models import StreamConfig
 from pipeline.errors import ConfigError, NoSuchItem, StreamExists
 
@@ -68,9 +69,7 @@ def read_fleet_file(path: str | Path) -> dict:
     `lines:` and `alerts:` only), its `plugins:` loaded (they may register URL schemes and engines)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        data = yaml.safe_load(config_text(path))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

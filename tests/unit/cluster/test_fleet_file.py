@@ -1,0 +1,24 @@
+"""`fleet import` reads its file as the config loader reads a config: a file it cannot take is refused before
+anything is written, naming the file, the line and what to do."""
+from __future__ import annotations
+
+import io
+
+from pipeline.cluster.cli import fleet_command
+
+NOWHERE = "postgresql://streamweave@127.0.0.1:1/fleet"  # every file here is refused before connecting
+
+
+def refused(path, capsys) -> str:
+    """What `fleet import` says about `path`, asserting it refused the file as bad input (exit 2)."""
+    assert fleet_command(["import", str(path), "--dsn", NOWHERE], io.StringIO()) == 2
+    return capsys.readouterr().err
+
+
+def test_a_file_saved_in_another_encoding_is_refused_naming_the_line(tmp_path, capsys):
+    site = tmp_path / "site.yaml"
+    site.write_bytes("streams:\n  - {id: lobby, url: rtsp://h/lobby}\n  - {id: caf\u00e9, url: rtsp://h/cafe}\n"
+                     .encode("cp1252"))
+    said = refused(site, capsys)
+    assert said.startswith(f"fleet import: {site}:3: the config file is not UTF-8 text (byte 0xe9"), said
+    assert "save it as UTF-8" in said
