@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from pipeline import plugins
 from pipeline.cluster.store import FleetStore
 from pipeline.config.fields import key_path
-from pipeline.config.loader import config_text
+from pipeline.config.loader import config_text, key_lines
 from pipeline.config.models import StreamConfig
 from pipeline.errors import ConfigError, NoSuchItem, StreamExists
 
@@ -68,12 +68,14 @@ def read_fleet_file(path: str | Path) -> dict:
     """The YAML mapping of a file to import into a fleet (a whole pipeline config, or its `streams:`, `zones:`,
     `lines:` and `alerts:` only), its `plugins:` loaded (they may register URL schemes and engines)."""
     path = Path(path)
+    text = config_text(path)
     try:
-        data = yaml.safe_load(config_text(path))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: not a mapping; write the cameras under `streams:` as in a config")
+    key_lines(text, path)  # a key given twice: YAML keeps the last, so half of a section would be lost
     try:
         plugins.load(list(data.get("plugins") or []))
     except ValueError as exc:

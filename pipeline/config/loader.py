@@ -52,7 +52,6 @@ def parse_config(text: str, path: str | Path = "<config>") -> PipelineConfig:
     """Validate the YAML `text` of a config; errors name `path` and the line in `text`."""
     path = Path(path)
     try:
-        root = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -60,10 +59,7 @@ def parse_config(text: str, path: str | Path = "<config>") -> PipelineConfig:
         raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the file must be a mapping with at least 'streams' and 'detector'")
-    repeated: list[str] = []
-    lines = _key_lines(root, repeated=repeated)
-    if repeated:
-        raise ConfigError("\n".join(f"{path}:{problem}" for problem in repeated))
+    lines = key_lines(text, path)
     try:
         data = _expand(data, ())
     except _Unset as unset:
@@ -85,6 +81,16 @@ def located(path: str | Path, problems: Iterable[KeyPathError]) -> ConfigError:
     except (ConfigError, yaml.YAMLError):  # gone, or changed, since it was read
         lines = {}
     return ConfigError("\n".join(_line(path, lines, problem.loc, problem.message) for problem in problems))
+
+
+def key_lines(text: str, path: str | Path) -> dict[tuple, int]:
+    """The line of every key path of YAML `text` (valid: it parsed); ConfigError naming `path` and the line of each
+    key given twice in one mapping."""
+    repeated: list[str] = []
+    lines = _key_lines(yaml.compose(text), repeated=repeated)
+    if repeated:
+        raise ConfigError("\n".join(f"{path}:{problem}" for problem in repeated))
+    return lines
 
 
 def _line(path: Path, lines: dict[tuple, int], loc: tuple, message: str) -> str:

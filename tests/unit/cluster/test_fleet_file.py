@@ -22,3 +22,15 @@ def test_a_file_saved_in_another_encoding_is_refused_naming_the_line(tmp_path, c
     said = refused(site, capsys)
     assert said.startswith(f"fleet import: {site}:3: the config file is not UTF-8 text (byte 0xe9"), said
     assert "save it as UTF-8" in said
+
+
+def test_a_section_or_key_given_twice_is_refused_rather_than_half_of_it_imported(tmp_path, capsys):
+    """YAML keeps the last of two equal keys: the first site's cameras, or a camera's first url, would be lost."""
+    site = tmp_path / "site.yaml"
+    site.write_text("streams:\n  - {id: north-1, url: rtsp://north/1}\n"
+                    "streams:\n  - {id: south-1, url: rtsp://south/1, url: rtsp://south/2}\n")
+    assert refused(site, capsys).splitlines() == [
+        f"fleet import: {site}:3: streams: duplicate key (first at line 1); YAML would keep only this one: merge the "
+        "two into one",
+        f"{site}:4: streams -> 0 -> url: duplicate key (first at line 4); YAML would keep only this one: merge the two "
+        "into one"]
