@@ -11,9 +11,12 @@ from pydantic import ValidationError
 from pipeline import plugins
 from pipeline.cluster.store import FleetStore
 from pipeline.config.fields import key_path
-from pipeline.config.loader import config_text, key_lines
+from pipeline.config.loader import config_text, expanded, key_lines
 from pipeline.config.models import StreamConfig
 from pipeline.errors import ConfigError, NoSuchItem, StreamExists
+
+IMPORTED = ("plugins", "detector", "streams", "zones", "lines", "alerts")
+"""The keys of a file that `fleet import` reads; ${NAME}s in the others (a whole config's `runtime:`) are not read."""
 
 
 def stream_entry(entry: dict, where: str, lanes: set[str] | None = None) -> dict:
@@ -65,8 +68,9 @@ class FleetCameras:
 
 
 def read_fleet_file(path: str | Path) -> dict:
-    """The YAML mapping of a file to import into a fleet (a whole pipeline config, or its `streams:`, `zones:`,
-    `lines:` and `alerts:` only), its `plugins:` loaded (they may register URL schemes and engines)."""
+    """The keys a fleet imports (IMPORTED) of a file (a whole pipeline config, or its `streams:`, `zones:`, `lines:`
+    and `alerts:` only), read as a config is (`${NAME}` from the environment), its `plugins:` loaded (they may
+    register URL schemes and engines)."""
     path = Path(path)
     text = config_text(path)
     try:
@@ -75,7 +79,8 @@ def read_fleet_file(path: str | Path) -> dict:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: not a mapping; write the cameras under `streams:` as in a config")
-    key_lines(text, path)  # a key given twice: YAML keeps the last, so half of a section would be lost
+    lines = key_lines(text, path)  # a key given twice is refused: YAML keeps the last, half a section would be lost
+    data = expanded({key: value for key, value in data.items() if key in IMPORTED}, path, lines)
     try:
         plugins.load(list(data.get("plugins") or []))
     except ValueError as exc:

@@ -60,10 +60,7 @@ def parse_config(text: str, path: str | Path = "<config>") -> PipelineConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: the file must be a mapping with at least 'streams' and 'detector'")
     lines = key_lines(text, path)
-    try:
-        data = _expand(data, ())
-    except _Unset as unset:
-        raise ConfigError(_line(path, lines, unset.loc, unset.message)) from None
+    data = expanded(data, path, lines)
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
@@ -91,6 +88,15 @@ def key_lines(text: str, path: str | Path) -> dict[tuple, int]:
     if repeated:
         raise ConfigError("\n".join(f"{path}:{problem}" for problem in repeated))
     return lines
+
+
+def expanded(data: dict, path: str | Path, lines: dict[tuple, int]) -> dict:
+    """`data` with each `${NAME}` read from the environment (`_expand`); ConfigError naming `path`, the line (`lines`,
+    from `key_lines`) and the key of one that is not set."""
+    try:
+        return _expand(data, ())
+    except _Unset as unset:
+        raise ConfigError(_line(Path(path), lines, unset.loc, unset.message)) from None
 
 
 def _line(path: Path, lines: dict[tuple, int], loc: tuple, message: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from pipeline.cluster.cli import fleet_command
+from pipeline.cluster.cli import Import, fleet_command
 
 NOWHERE = "postgresql://streamweave@127.0.0.1:1/fleet"  # every file here is refused before connecting
 
@@ -34,3 +34,20 @@ def test_a_section_or_key_given_twice_is_refused_rather_than_half_of_it_imported
         "two into one",
         f"{site}:4: streams -> 0 -> url: duplicate key (first at line 4); YAML would keep only this one: merge the two "
         "into one"]
+
+
+def test_a_variable_is_read_from_the_environment_as_in_a_config_and_one_unset_is_refused(tmp_path, capsys,
+                                                                                      monkeypatch):
+    """Left as text, the camera would run with '${CAM_PASSWORD}' as its password, and fail to log in."""
+    site = tmp_path / "site.yaml"
+    site.write_text("runtime:\n  http: {token: '${TOKEN_OF_ANOTHER_HOST}'}\n"  # not imported: not read
+                    "streams:\n  - {id: gate, url: 'rtsp://viewer:${CAM_PASSWORD}@gate.local/live'}\n"
+                    "  - {id: dock, url: 'rtsp://dock.local/${DOCK_PATH:-main}'}\n")
+    monkeypatch.setenv("CAM_PASSWORD", "s3cret")
+    monkeypatch.delenv("DOCK_PATH", raising=False)
+    assert Import(site).streams == [{"id": "gate", "url": "rtsp://viewer:s3cret@gate.local/live"},
+                                    {"id": "dock", "url": "rtsp://dock.local/main"}]
+    monkeypatch.delenv("CAM_PASSWORD")
+    assert refused(site, capsys) == (f"fleet import: {site}:4: streams -> 0 -> url: environment variable CAM_PASSWORD "
+                                     "is not set; set it (e.g. in the service's environment file) or give a default: "
+                                     "${CAM_PASSWORD:-value}\n")
