@@ -14,6 +14,7 @@ from pipeline.config.fields import key_path
 from pipeline.config.loader import config_text, expanded, key_lines
 from pipeline.config.models import StreamConfig
 from pipeline.errors import ConfigError, NoSuchItem, StreamExists
+from pipeline.masking import mask_url
 
 IMPORTED = ("plugins", "detector", "streams", "zones", "lines", "alerts")
 """The keys of a file that `fleet import` reads; ${NAME}s in the others (a whole config's `runtime:`) are not read."""
@@ -93,8 +94,11 @@ def read_streams(data: dict, path: str | Path) -> list[dict]:
     streams = data.get("streams") or []
     if not isinstance(streams, list):
         raise ConfigError(f"{path}: streams: must be a list of cameras, as in a config")
-    entries = [stream_entry(entry if isinstance(entry, dict) else {}, f"{path}: streams -> {i}")
-               for i, entry in enumerate(streams)]
+    for i, entry in enumerate(streams):
+        if not isinstance(entry, dict):  # validated as {}, it would be told its id and url are missing
+            raise ConfigError(f"{path}: streams -> {i}: {mask_url(repr(entry))} is not a camera's entry; write its "
+                              "keys, as in a config: - {id: dock, url: rtsp://...}")
+    entries = [stream_entry(entry, f"{path}: streams -> {i}") for i, entry in enumerate(streams)]
     ids = [entry["id"] for entry in entries]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:

@@ -51,3 +51,11 @@ def test_a_variable_is_read_from_the_environment_as_in_a_config_and_one_unset_is
     assert refused(site, capsys) == (f"fleet import: {site}:4: streams -> 0 -> url: environment variable CAM_PASSWORD "
                                      "is not set; set it (e.g. in the service's environment file) or give a default: "
                                      "${CAM_PASSWORD:-value}\n")
+
+
+def test_a_camera_written_as_its_url_alone_is_refused_saying_an_entry_needs_its_keys(tmp_path, capsys):
+    """'id: Field required' and 'url: Field required' would say the url is missing, which it is not."""
+    site = tmp_path / "site.yaml"
+    site.write_text("streams:\n  - {id: lobby, url: rtsp://h/lobby}\n  - rtsp://viewer:s3cret@h/dock\n")
+    assert refused(site, capsys) == (f"fleet import: {site}: streams -> 1: 'rtsp://***@h/dock' is not a camera's "
+                                     "entry; write its keys, as in a config: - {id: dock, url: rtsp://...}\n")
