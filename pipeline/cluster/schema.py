@@ -32,6 +32,10 @@ DO $$ BEGIN
                    AND table_name = 'fleet_instances' AND column_name = 'lanes') THEN
         ALTER TABLE fleet_instances ADD COLUMN lanes text[];
     END IF;
+    IF NOT EXISTS (SELECT FROM information_schema.columns WHERE table_schema = current_schema()
+                   AND table_name = 'fleet_instances' AND column_name = 'lease_s') THEN
+        ALTER TABLE fleet_instances ADD COLUMN lease_s double precision;
+    END IF;
     IF to_regclass('fleet_handoffs_token') IS NULL THEN
         CREATE INDEX fleet_handoffs_token ON fleet_handoffs (from_token);
     END IF;

@@ -3,7 +3,8 @@ database's `now()`, so hosts whose clocks differ agree on when a lease ends.
 
     fleet_cameras    id, entry (the stream's keys as in YAML), revision (from a sequence), updated_at
     fleet_instances  name, capacity, normal_cap (capacity less headroom), weight, url, process (which start of
-                     the instance writes the row), started_at, heartbeat_at, lanes (its pipeline's)
+                     the instance writes the row), started_at, heartbeat_at, lanes (its pipeline's), lease_s (its
+                     own: it is alive while its heartbeat is that recent, whatever lease the one asking has)
     fleet_leases     camera_id, instance, token (from a sequence: the fencing token), acquired_at, expires_at
     fleet_analytics  section (zones, lines, alerts), name, entry (its keys as in YAML), position (its place
                      in the list), updated_at; `fleet_analytics_version` the one number every change raises
@@ -185,16 +186,17 @@ class FleetStore:
     # -- instances -----------------------------------------------------------------------------
     def heartbeat(self, name: str, process: str, capacity: int, normal_cap: int, weight: float, url: str | None,
                   lease_s: float, lanes: list[str] | None = None) -> None:
-        """This instance is alive. `process`: which start of it this is; InstanceNameTaken when another start,
-        one that heartbeat within `lease_s`, writes the row of this name (two instances given the same name)."""
+        """This instance is alive for `lease_s`. `process`: which start of it this is; InstanceNameTaken when another
+        start, one that heartbeat within its lease, writes the row of this name (two instances given the same name)."""
         def write(cur) -> bool:
             cur.execute(
-                "INSERT INTO fleet_instances (name, capacity, normal_cap, weight, url, process, lanes) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET capacity = excluded.capacity, "
-                "normal_cap = excluded.normal_cap, weight = excluded.weight, url = excluded.url, "
-                "process = excluded.process, lanes = excluded.lanes, heartbeat_at = now() "
-                "WHERE fleet_instances.process = excluded.process "
-                "OR fleet_instances.heartbeat_at <= now() - make_interval(secs => %s) RETURNING name",
+                "INSERT INTO fleet_instances (name, capacity, normal_cap, weight, url, process, lanes, lease_s) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                "capacity = excluded.capacity, normal_cap = excluded.normal_cap, weight = excluded.weight, "
+                "url = excluded.url, process = excluded.process, lanes = excluded.lanes, lease_s = excluded.lease_s, "
+                "heartbeat_at = now() "
+                "WHERE fleet_instances.process = excluded.process OR fleet_instances.heartbeat_at <= "
+                "now() - make_interval(secs => coalesce(fleet_instances.lease_s, excluded.lease_s)) RETURNING name",
                 (name, capacity, normal_cap, weight, url, process, lanes, lease_s))
             return cur.fetchone() is not None
 
@@ -204,10 +206,12 @@ class FleetStore:
                 "own name (runtime.instance, run --instance or $STREAMWEAVE_INSTANCE; the default is the host name)")
 
     def members(self, lease_s: float) -> list[tuple[str, float, int, int, frozenset[str] | None]]:
-        """(name, weight, normal_cap, capacity, lanes or None) of every instance that heartbeat within `lease_s`."""
+        """(name, weight, normal_cap, capacity, lanes or None) of every instance that heartbeat within its own lease
+        (`lease_s` for one of a version that did not write it), so every instance sees the same ones alive."""
         def read(cur):
             cur.execute("SELECT name, weight, normal_cap, capacity, lanes FROM fleet_instances "
-                        "WHERE heartbeat_at > now() - make_interval(secs => %s) ORDER BY name", (lease_s,))
+                        "WHERE heartbeat_at > now() - make_interval(secs => coalesce(lease_s, %s)) ORDER BY name",
+                        (lease_s,))
             return [(*row[:4], None if row[4] is None else frozenset(row[4])) for row in cur.fetchall()]
 
         return self.tx(read)

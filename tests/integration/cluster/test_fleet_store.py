@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from pipeline.cluster.store import HISTORY_DAYS, FleetStore
+from pipeline.cluster.store import HISTORY_DAYS, FleetStore, InstanceNameTaken
 from tests.support.postgres import postgres_dsn, postgres_server  # noqa: F401 - fixtures
 
 FROZEN_IN = {
@@ -87,3 +87,21 @@ def test_a_claim_skips_cameras_whose_lease_rows_are_locked_elsewhere_within_one_
         frozen.close()
     assert [claim.camera for claim in store.claim("a", ["cam-1"], 1, 30, expired=True)] == ["cam-1"]  # once free
     store.close()
+
+
+def test_each_instance_is_alive_for_its_own_lease_whatever_lease_the_one_asking_has(postgres_dsn):
+    """While a fleet rolls to a longer lease, or one host has a longer one: judged by the asker's lease, an instance
+    heart-beating every 15 s (a 60-s lease) was dead to one with a 10-s lease two thirds of the time, so the two
+    computed different assignments and handed cameras back and forth."""
+    store = FleetStore(postgres_dsn, idle_limit_s=30)
+    store.connect()
+    try:
+        store.heartbeat("short", "start-s", 10, 8, 10.0, None, 10, ["default"])
+        store.heartbeat("long", "start-l", 10, 8, 10.0, None, 60, ["default"])
+        store.tx(lambda cur: cur.execute("UPDATE fleet_instances SET heartbeat_at = now() - interval '20 s'"))
+        assert [m[0] for m in store.members(10)] == [m[0] for m in store.members(60)] == ["long"]
+        with pytest.raises(InstanceNameTaken):  # its own lease has not run out: it may still be running
+            store.heartbeat("long", "another-start", 10, 8, 10.0, None, 10, ["default"])
+        store.heartbeat("short", "a-later-start", 10, 8, 10.0, None, 60, ["default"])  # its own lease has
+    finally:
+        store.close()
