@@ -194,7 +194,8 @@ class FleetStore:
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
                 "capacity = excluded.capacity, normal_cap = excluded.normal_cap, weight = excluded.weight, "
                 "url = excluded.url, process = excluded.process, lanes = excluded.lanes, lease_s = excluded.lease_s, "
-                "heartbeat_at = now() "
+                "heartbeat_at = now(), started_at = CASE WHEN fleet_instances.process = excluded.process "
+                "THEN fleet_instances.started_at ELSE now() END "
                 "WHERE fleet_instances.process = excluded.process OR fleet_instances.heartbeat_at <= "
                 "now() - make_interval(secs => coalesce(fleet_instances.lease_s, excluded.lease_s)) RETURNING name",
                 (name, capacity, normal_cap, weight, url, process, lanes, lease_s))

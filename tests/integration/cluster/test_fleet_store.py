@@ -105,3 +105,20 @@ def test_each_instance_is_alive_for_its_own_lease_whatever_lease_the_one_asking_
         store.heartbeat("short", "a-later-start", 10, 8, 10.0, None, 60, ["default"])  # its own lease has
     finally:
         store.close()
+
+
+def test_an_instance_started_again_under_its_name_shows_when_this_start_began(postgres_dsn):
+    store = FleetStore(postgres_dsn, idle_limit_s=30)
+    store.connect()
+    try:
+        store.heartbeat("a", "first-start", 10, 8, 10.0, None, 10, ["default"])
+        store.tx(lambda cur: cur.execute("UPDATE fleet_instances SET started_at = now() - interval '2 days', "
+                                         "heartbeat_at = now() - interval '1 day'"))  # crashed a day ago
+        started = []
+        for _ in range(2):
+            store.heartbeat("a", "second-start", 10, 8, 10.0, None, 10, ["default"])
+            started.append(store.tx(lambda cur: cur.execute(
+                "SELECT started_at, started_at > now() - interval '1 hour' FROM fleet_instances").fetchone()))
+        assert started[0][1] and started[1] == started[0]  # this start's, kept by its later heartbeats
+    finally:
+        store.close()
