@@ -238,6 +238,7 @@ class Coordinator(Following):
             lanes, problems = placeable(cameras, members)
             self._report({**problems, **self._still_refused(cameras)})
             changed = self._drop_lost(renewed, cameras)
+            self.book.keep(cameras)
             changed |= self._follow_entries(cameras, lanes)
             desired = assign(list(lanes), members, lanes)
             mine = sorted(camera for camera, name in desired.items() if name == me and camera not in self.held

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from pipeline.sinks.storage.rows import MergedRows
@@ -39,7 +40,8 @@ KEPT_PER_CAMERA = 16
 
 class LeaseBook:
     """Thread-safe: the coordinator writes, storage writers read. Bounded: a camera's oldest tokens are
-    forgotten past KEPT_PER_CAMERA (rows of those are checked as rows of an earlier process are)."""
+    forgotten past KEPT_PER_CAMERA, and cameras deleted from the fleet (`keep`) as a whole (rows of those are
+    checked as rows of an earlier process are)."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -50,6 +52,13 @@ class LeaseBook:
             history = self._taken.setdefault(camera, [])
             history.append((wall_ns, token))
             del history[:-KEPT_PER_CAMERA]
+
+    def keep(self, cameras: Iterable[str]) -> None:
+        """Forget every camera but `cameras` (the fleet's): rows of one deleted that are still on their way are
+        vouched for from the database's lease history, as rows of an earlier process are."""
+        with self._lock:
+            for camera in self._taken.keys() - set(cameras):
+                del self._taken[camera]
 
     def token_for(self, camera: str, wall_ns: int) -> int | None:
         """The token `camera`'s frame captured at `wall_ns` was produced under; None when this instance held

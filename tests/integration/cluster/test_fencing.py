@@ -103,10 +103,15 @@ def test_after_a_restart_rows_of_an_earlier_lease_are_checked_against_the_databa
     backend.close()
 
 
-def test_rows_captured_before_their_camera_was_deleted_are_stored_and_those_after_refused(fleet, postgres_dsn):
+@pytest.mark.parametrize("forgotten", [False, True])
+def test_rows_captured_before_their_camera_was_deleted_are_stored_and_those_after_refused(fleet, postgres_dsn,
+                                                                                         forgotten):
+    """forgotten: x's heartbeat has seen the deletion, and its lease book forgot the camera, before the rows came."""
     fence, backend, claim = _holding_cam_1(fleet, postgres_dsn)
     captured = time.time_ns()
     assert fleet.delete_camera("cam-1")  # x still has rows of cam-1 buffered for storage
+    if forgotten:
+        fence.book.keep(fleet.cameras())
     backend.write(MergedRows(detections=[detection("cam-1", captured), detection("cam-1", time.time_ns() + S)]))
     assert stored(postgres_dsn) == [("cam-1", captured)] and fence.stats.rows_refused == 1
     fleet.put_cameras([{"id": "cam-1", "url": "rtsp://h/1"}])  # added again: a new camera, not a handoff's successor

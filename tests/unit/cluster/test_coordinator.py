@@ -133,6 +133,19 @@ def test_a_lease_taken_over_elsewhere_is_stopped_here_at_the_next_heartbeat():
     assert runs[-1] == ["cam-1"] and coord.stats()["lease_losses"] == 1
 
 
+
+def test_the_lease_book_forgets_the_cameras_deleted_from_the_fleet():
+    """Cameras added and deleted through the API under new ids: the book grew by one entry each for as long as the
+    instance ran. Rows of a deleted camera still on their way are vouched for from the database's lease history."""
+    coord, fleet, now, runs = coordinator([f"cam-{i}" for i in range(3)])
+    step(coord, now, 1.0)
+    for i in range(3, 13):  # each replaced by a camera of a new id, one a heartbeat
+        fleet.delete(f"cam-{i - 3}")
+        fleet.cameras_[f"cam-{i}"] = (1, {"id": f"cam-{i}", "url": f"rtsp://h/cam-{i}"})
+        step(coord, now, now[0] + HEARTBEAT_S)
+    assert runs[-1] == ["cam-10", "cam-11", "cam-12"]
+    assert sorted(coord.book._taken) == ["cam-10", "cam-11", "cam-12"]
+
 def refusing_once(runs: list[list[str]], error: Exception):
     """A set_streams that refuses its first call (as the pipeline does when a stream will not stop or start)."""
     calls = []
