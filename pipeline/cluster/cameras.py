@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from pipeline import plugins
 from pipeline.cluster.store import FleetStore
-from pipeline.config.fields import key_path
-from pipeline.config.loader import config_text, expanded, key_lines
+from pipeline.config.fields import KeyPathError, key_path
+from pipeline.config.loader import config_text, expanded, key_lines, located, problems_of
 from pipeline.config.models import StreamConfig
 from pipeline.errors import ConfigError, NoSuchItem, StreamExists
 from pipeline.masking import mask_url
@@ -90,15 +90,23 @@ def read_fleet_file(path: str | Path) -> dict:
 
 
 def read_streams(data: dict, path: str | Path) -> list[dict]:
-    """The `streams:` entries of a file's mapping (`read_fleet_file`), each validated (none: an empty list)."""
+    """The `streams:` entries of a file's mapping (`read_fleet_file`), each validated (none: an empty list); every
+    problem of every entry at once, each at its line, as the config loader words it."""
     streams = data.get("streams") or []
     if not isinstance(streams, list):
         raise ConfigError(f"{path}: streams: must be a list of cameras, as in a config")
+    entries, problems = [], []
     for i, entry in enumerate(streams):
         if not isinstance(entry, dict):  # validated as {}, it would be told its id and url are missing
-            raise ConfigError(f"{path}: streams -> {i}: {mask_url(repr(entry))} is not a camera's entry; write its "
-                              "keys, as in a config: - {id: dock, url: rtsp://...}")
-    entries = [stream_entry(entry, f"{path}: streams -> {i}") for i, entry in enumerate(streams)]
+            problems.append(KeyPathError(("streams", i), f"{mask_url(repr(entry))} is not a camera's entry; write its "
+                                         "keys, as in a config: - {id: dock, url: rtsp://...}"))
+            continue
+        try:
+            entries.append(StreamConfig.model_validate(entry).model_dump(mode="json", exclude_unset=True))
+        except ValidationError as exc:
+            problems += [KeyPathError(("streams", i, *p.loc), p.message) for p in problems_of(exc, entry)]
+    if problems:
+        raise located(path, problems)
     ids = [entry["id"] for entry in entries]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:

@@ -83,7 +83,7 @@ def test_the_fleet_command_lists_holders_and_refuses_a_bad_file_naming_it(fleet,
     bad = tmp_path / "bad.yaml"
     bad.write_text("streams:\n  - {id: cam-1, url: 'rtsp://h/x', fps: -1}\n")
     refused = fleet.command("import", str(bad))
-    assert refused.returncode == 2 and f"{bad}: streams -> 0 -> fps" in refused.stderr
+    assert refused.returncode == 2 and f"{bad}:2: streams -> 0 -> fps" in refused.stderr
     assert len(fleet.sql("SELECT id FROM fleet_cameras")) == len(CAMERAS)
 
 

@@ -57,5 +57,18 @@ def test_a_camera_written_as_its_url_alone_is_refused_saying_an_entry_needs_its_
     """'id: Field required' and 'url: Field required' would say the url is missing, which it is not."""
     site = tmp_path / "site.yaml"
     site.write_text("streams:\n  - {id: lobby, url: rtsp://h/lobby}\n  - rtsp://viewer:s3cret@h/dock\n")
-    assert refused(site, capsys) == (f"fleet import: {site}: streams -> 1: 'rtsp://***@h/dock' is not a camera's "
+    assert refused(site, capsys) == (f"fleet import: {site}:3: streams -> 1: 'rtsp://***@h/dock' is not a camera's "
                                      "entry; write its keys, as in a config: - {id: dock, url: rtsp://...}\n")
+
+
+def test_every_bad_camera_of_a_long_list_is_named_at_once_by_its_line_in_the_configs_words(tmp_path, capsys):
+    cameras = [f"  - {{id: cam-{i:03d}, url: 'rtsp://h/{i}'}}" for i in range(300)]
+    cameras[117] = "  - {id: cam-117, uri: 'rtsp://h/117'}"
+    cameras[254] = "  - {id: 0254, url: 'rtsp://h/254'}"
+    site = tmp_path / "site.yaml"
+    site.write_text("streams:\n" + "\n".join(cameras) + "\n")
+    assert refused(site, capsys).splitlines() == [
+        f"fleet import: {site}:119: streams -> 117 -> url: Field required",
+        f"{site}:119: streams -> 117 -> uri: unknown key; check the spelling against configs/example.yaml",
+        f"{site}:256: streams -> 254 -> id: Input should be a valid string (YAML read the value as 172): put it in "
+        "quotes as you wrote it"]  # 0254 is octal to YAML
