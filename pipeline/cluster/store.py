@@ -3,8 +3,7 @@ database's `now()`, so hosts whose clocks differ agree on when a lease ends.
 
     fleet_cameras    id, entry (the stream's keys as in YAML), revision (from a sequence), updated_at
     fleet_instances  name, capacity, normal_cap (capacity less headroom), weight, url, process (which start of
-                     the instance writes the row), started_at, heartbeat_at, lanes (its pipeline's), lease_s (its
-                     own: it is alive while its heartbeat is that recent, whatever lease the one asking has)
+                     the instance writes the row), started_at, heartbeat_at, lanes (its pipeline's), lease_s (its own)
     fleet_leases     camera_id, instance, token (from a sequence: the fencing token), acquired_at, expires_at
     fleet_analytics  section (zones, lines, alerts), name, entry (its keys as in YAML), position (its place
                      in the list), updated_at; `fleet_analytics_version` the one number every change raises
@@ -78,6 +77,9 @@ class FleetStore:
         except pg.OperationalError as exc:
             raise FleetUnavailable(f"cannot connect to the fleet's PostgreSQL '{self.target}': {first_line(exc)}; "
                                    "check runtime.cluster.dsn and that the server is up") from exc
+        except pg.ProgrammingError as exc:  # it did not parse: its text may quote the DSN, password included
+            raise ConfigError(f"the fleet's DSN '{self.target}' is no PostgreSQL address ({mask_url(first_line(exc))});"
+                              " write it as postgresql://user@host:port/db (runtime.cluster.dsn or --dsn)") from None
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
@@ -313,8 +315,7 @@ class FleetStore:
         return self.tx(delete)
 
     def leave(self, name: str, process: str) -> None:
-        """A clean stop: this instance's row goes (its leases were released one by one before), unless another
-        start of this name wrote it since."""
+        """A clean stop: this instance's row goes (its leases were released before), unless another start took it."""
         self.tx(lambda cur: cur.execute("DELETE FROM fleet_instances WHERE name = %s AND process = %s", (name, process)))
 
     # -- what the fleet looks like ---------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from pipeline.cluster.cli import Import, fleet_command
 
 NOWHERE = "postgresql://streamweave@127.0.0.1:1/fleet"  # every file here is refused before connecting
@@ -72,3 +74,13 @@ def test_every_bad_camera_of_a_long_list_is_named_at_once_by_its_line_in_the_con
         f"{site}:119: streams -> 117 -> uri: unknown key; check the spelling against configs/example.yaml",
         f"{site}:256: streams -> 254 -> id: Input should be a valid string (YAML read the value as 172): put it in "
         "quotes as you wrote it"]  # 0254 is octal to YAML
+
+
+@pytest.mark.parametrize("dsn", ["postgresql://ops:s3cret@[::1/fleet", "postgresql://ops:s3cret@db/f?sslmod=require",
+                                 "host=db password=s3cret dbname"])
+def test_a_dsn_that_is_no_postgresql_address_is_a_config_error_naming_it_without_its_password(dsn, capsys):
+    """It was an internal error with a traceback (an instance restarted for ever), some quoting the password."""
+    assert fleet_command(["list", "--dsn", dsn], io.StringIO()) == 2
+    said = capsys.readouterr().err
+    assert said.startswith("fleet list: the fleet's DSN '") and "' is no PostgreSQL address (" in said, said
+    assert "); write it as postgresql://user@host:port/db" in said and "s3cret" not in said and said.count("\n") == 1
