@@ -114,9 +114,10 @@ class ByteTracker:
         return self._id[self._id >= 0].copy()
 
     def skip(self, frames: int) -> None:
-        """Advance `frames` frames that were never seen (dropped upstream): tracks coast, tentative ones end."""
-        for _ in range(frames):
-            self.frame_count += 1
+        """Advance `frames` frames that were never seen (dropped upstream): tracks coast, tentative ones end, and
+        a track unseen for more than `max_lost_frames` ends however long the gap (later frames predict nothing)."""
+        self.frame_count += frames
+        for _ in range(min(frames, self.config.max_lost_frames + 1)):
             self._predict()
         self._retire(np.flatnonzero(self._id < 0))
 

@@ -17,16 +17,15 @@ class TrackingStage:
     One instance per stream (it holds that stream's tracks; `ids` its id counter, which may outlive it; a file
     that loops or a camera that reconnects, a new `frame.epoch`, starts with no tracks, and its ids go on). A gap in `frame.seq`
     (frames dropped upstream) is bridged by predicting the tracks through the missing frames, so motion
-    stays consistent with the stream's frame rate. With `camera_motion` in the config, each frame's picture
-    (a small grey copy, see `camera_motion.small_grey`) gives the camera's motion, and the tracks move with it.
+    stays consistent with the stream's frame rate, and a track unseen for longer than `max_lost_frames` ends.
+    With `camera_motion` in the config, each frame's picture (a small grey copy, see `camera_motion.small_grey`)
+    gives the camera's motion, and the tracks move with it.
     """
 
     name = "tracker"
 
-    def __init__(self, config: TrackerConfig | None = None, max_bridged_frames: int = 30,
-                 ids: TrackIds | None = None):
+    def __init__(self, config: TrackerConfig | None = None, ids: TrackIds | None = None):
         self.tracker = ByteTracker(config, ids)
-        self.max_bridged_frames = max_bridged_frames
         self.camera = None
         if self.tracker.config.camera_motion:  # OpenCV, an optional dependency (TrackerConfig checks it is there)
             from pipeline.stages.tracking.camera_motion import CameraMotion  # noqa: PLC0415
@@ -43,7 +42,7 @@ class TrackingStage:
             if epoch != self._last_epoch or seq <= self._last_seq or pts_ns < self._last_pts_ns:
                 self._reset()  # the stream restarted (file loop or reconnect): old tracks are void
             elif seq > self._last_seq + 1:
-                self.tracker.skip(min(seq - self._last_seq - 1, self.max_bridged_frames))
+                self.tracker.skip(seq - self._last_seq - 1)
         self._last_seq, self._last_pts_ns, self._last_epoch = seq, pts_ns, epoch
         detections = result.detections.to_host()
         motion = None

@@ -140,3 +140,22 @@ def test_track_command_names_settings_that_disagree_with_each_other(tmp_path, ca
     det.write_text("1,-1,1,2,3,4,0.9\n")
     assert track_command(["--det", str(det), "--out", str(tmp_path / "o.txt"), "--set", "low_threshold=0.6"]) == 2
     assert "--set: low_threshold: 0.6 is above high_threshold (0.4)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dropped", [30, 31, 45, 1000])
+def test_dropped_frames_end_tracks_as_frames_with_nothing_detected_would_however_long_the_gap(dropped):
+    """A track unseen for more than max_lost_frames ends: a stall that drops 1,000 frames upstream is no exception."""
+    dropping, seeing = TrackingStage(TrackerConfig()), TrackingStage(TrackerConfig())
+    for seq in range(5):
+        dropping.process(_result(seq, 100))
+        seeing.process(_result(seq, 100))
+    for seq in range(5, 5 + dropped):
+        seeing.process(_result(seq, None))
+    after_gap, after_empty = _result(5 + dropped, 100), _result(5 + dropped, 100)
+    dropping.process(after_gap)
+    seeing.process(after_empty)
+    assert after_gap.detections.track_id.tolist() == after_empty.detections.track_id.tolist()
+    assert dropping.tracker.active_track_ids.tolist() == seeing.tracker.active_track_ids.tolist()
+    assert dropping.tracker.frame_count == seeing.tracker.frame_count == 6 + dropped
+    if dropped > TrackerConfig().max_lost_frames:
+        assert after_gap.ended_tracks.tolist() == [1]  # the object's old track ended on the frame after the gap
