@@ -164,7 +164,7 @@ class ByteTracker:
             recovered, high, _ = self._associate(seen, lost, high, None, cfg.recovery_iou)
         third, high, tentative = self._associate(iou, tentative, high, score, _TENTATIVE_MATCH_IOU)
         matched = np.concatenate([first, second, recovered, third])
-        self._correct(matched, xyah)
+        self._correct(matched, xyah, class_id)
         if len(third):  # only the last stage holds tentative tracks
             hit = third[:, 0]
             self._confirm(hit[self._hits.take(hit) >= cfg.min_hits])
@@ -300,8 +300,9 @@ class ByteTracker:
         taken_tracks[local[:, 0]] = True
         return pairs, det_rows[~taken_rows], tracks[~taken_tracks]
 
-    def _correct(self, pairs: np.ndarray, xyah: np.ndarray) -> None:
-        """Kalman-update matched tracks and count the hit."""
+    def _correct(self, pairs: np.ndarray, xyah: np.ndarray, class_id: np.ndarray) -> None:
+        """Kalman-update matched tracks, count the hit, and take the detection's class (without `class_aware`, the
+        class a coasting track is reported with is the one it was last detected as)."""
         if len(pairs) == 0:
             return
         t, d = pairs[:, 0], pairs[:, 1]
@@ -310,6 +311,7 @@ class ByteTracker:
         if self.config.reanchor:
             self._reanchor(t, seen)
         self._seen[t] = seen
+        self._class[t] = class_id[d]
         self._drift[t] = 0.0
         self._hits[t] += 1
         self._lost[t] = 0

@@ -59,6 +59,17 @@ def test_matching_is_class_aware_unless_switched_off():
     assert ids(False) == [1]
 
 
+def test_without_class_aware_matching_a_coasting_track_keeps_the_class_it_was_last_detected_as():
+    tracker = ByteTracker(TrackerConfig(class_aware=False))
+    classes = [7, 7] + [2] * 10  # first taken for a truck, then seen as the car it is
+    for f, cls in enumerate(classes):
+        tracked = tracker.update(box(100 + 5 * f, cls=cls))
+    assert tracked.track_id.tolist() == [1] and tracked.class_id.tolist() == [2]
+    coasting = tracker.update(Detections.empty())
+    assert coasting.track_id.tolist() == [1] and coasting.score.tolist() == [0.0]
+    assert coasting.class_id.tolist() == [2]  # the car's prediction, not a truck's
+
+
 def test_camera_motion_moves_the_tracks_so_a_pan_keeps_the_ids():
     pan = np.array([[1.0, 0.0, 60.0], [0.0, 1.0, 0.0]])  # the picture moves 60 px right: more than a box width
 
