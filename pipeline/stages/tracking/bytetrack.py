@@ -63,6 +63,7 @@ from pipeline.types import Detections
 
 _TENTATIVE_MATCH_IOU = 0.3  # a tentative track has no velocity yet, so it needs a larger overlap
 _NO_PAIRS = np.zeros((0, 2), np.int64)
+_NO_ROWS = np.zeros(0, np.int64)
 # Per frame, the shared velocity keeps this part; the rest passes into every track's own velocity, so what a
 # newborn track inherits is the camera's recent change of speed, not the street's usual traffic (tune split:
 # with all of it kept, and every significant shift taken as the camera's, the demo world lost 6 HOTA: its objects
@@ -114,12 +115,13 @@ class ByteTracker:
         return self._id[self._id >= 0].copy()
 
     def skip(self, frames: int) -> None:
-        """Advance `frames` frames that were never seen (dropped upstream): tracks coast, tentative ones end, and
-        a track unseen for more than `max_lost_frames` ends however long the gap (later frames predict nothing)."""
+        """Advance `frames` frames that were never seen (dropped upstream): tracks coast, tentative ones too (a frame
+        nobody looked at is no miss: on a stream that drops every other frame a new object must still be confirmed),
+        and a track unseen for more than `max_lost_frames` ends however long the gap (later frames predict nothing)."""
         self.frame_count += frames
         for _ in range(min(frames, self.config.max_lost_frames + 1)):
             self._predict()
-        self._retire(np.flatnonzero(self._id < 0))
+        self._retire(_NO_ROWS)
 
     def update(self, dets: Detections, camera_motion: np.ndarray | None = None) -> Detections:
         """Associate one frame's host detections; returns the tracks reported on it, with `track_id` set.

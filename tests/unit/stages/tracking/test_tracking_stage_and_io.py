@@ -159,3 +159,12 @@ def test_dropped_frames_end_tracks_as_frames_with_nothing_detected_would_however
     assert dropping.tracker.frame_count == seeing.tracker.frame_count == 6 + dropped
     if dropped > TrackerConfig().max_lost_frames:
         assert after_gap.ended_tracks.tolist() == [1]  # the object's old track ended on the frame after the gap
+
+
+def test_an_object_first_seen_on_a_stream_that_drops_every_other_frame_is_tracked():
+    """An overloaded pipeline drops frames of live cameras all the time: a new object must still become a track."""
+    stage = TrackingStage(TrackerConfig())
+    results = [_result(seq, 100 + 2 * seq) for seq in range(0, 20, 2)]  # walking 2 px a frame, 4 px between frames
+    for r in results:
+        stage.process(r)
+    assert [r.detections.track_id.tolist() for r in results] == [[-1]] + [[1]] * 9  # confirmed on its second hit
