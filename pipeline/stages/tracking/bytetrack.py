@@ -108,6 +108,7 @@ class ByteTracker:
         self._low_count = 0.0  # low-score detections seen (fading), and how many of them lay on a confirmed track
         self._low_on_tracks = 0.0
         self.frame_count = 0
+        self._updated_at = 0  # frame_count at the last `update`: the frames between two are dropped ones
 
     @property
     def active_track_ids(self) -> np.ndarray:
@@ -134,6 +135,7 @@ class ByteTracker:
         """
         cfg = self.config
         self.frame_count += 1
+        elapsed, self._updated_at = self.frame_count - self._updated_at, self.frame_count
         self._predict()
         if camera_motion is not None and len(self._mean):
             self._warp(camera_motion)
@@ -156,7 +158,7 @@ class ByteTracker:
             first, high, confirmed = self._associate(iou, confirmed, high, None, _JOINT_MATCH_IOU, weight)
         else:
             first, high, confirmed = self._associate(iou, confirmed, high, score, cfg.match_iou, weight)
-        if cfg.follow_shared_motion and self._follow_shared_motion(first, xyah):
+        if cfg.follow_shared_motion and self._follow_shared_motion(first, xyah, elapsed):
             iou = self._iou(self._mean[:, :4], xyxy, class_id)
         second, _, confirmed = self._associate(iou, confirmed, low, None, cfg.low_match_iou)
         recovered = _NO_PAIRS
@@ -244,10 +246,10 @@ class ByteTracker:
         seen[:, :4] = self._seen
         self._seen = kalman.warp(seen, np.zeros((0, 8, 8)), affine)[0][:, :4]
 
-    def _follow_shared_motion(self, pairs: np.ndarray, xyah: np.ndarray) -> bool:
+    def _follow_shared_motion(self, pairs: np.ndarray, xyah: np.ndarray, elapsed: int) -> bool:
         """Move the tracks not matched in the first stage by the shift that the matched ones share, when it
         is significant, and every track (on this frame and the next ones) when it is clearly the camera's;
-        returns whether anything moved.
+        returns whether anything moved. elapsed: frames since the last update (more than 1 after dropped frames).
 
         When the camera pans, every detection moves by the same amount the predictions did not expect; the
         median of the matched tracks' innovations measures it without the picture (`shared_shift`), and lost
@@ -273,10 +275,12 @@ class ByteTracker:
         self._drift[others] += math.hypot(*shift) / np.maximum(self._mean[others, 3], 1.0)
         # A clearer shift is the camera's: the matched tracks' predictions take it as well, so their own velocities
         # do not absorb it one by one, and every track goes on moving by it (a newborn track too: its own velocity
-        # starts at zero). Each frame the shift measured is the change of the camera's speed the tracks missed.
+        # starts at zero). The shift measured is the change of the camera's speed the tracks missed, over the frames
+        # since the last update: after dropped frames, a speed per frame is that shift shared out among them.
         if camera != (0.0, 0.0):
             self._mean[t, :2] += camera
-            self._shared_velocity = (self._shared_velocity[0] + camera[0], self._shared_velocity[1] + camera[1])
+            vx, vy = self._shared_velocity
+            self._shared_velocity = (vx + camera[0] / elapsed, vy + camera[1] / elapsed)
         return True
 
     def _associate(self, iou, tracks, det_rows, score, min_similarity, weight=None):

@@ -185,3 +185,18 @@ def test_a_track_unseen_while_the_camera_panned_does_not_take_a_detection_from_a
     # On a still camera nothing moved the unseen track: a hidden person coming back gets their track, however long
     # they were hidden (a decay per frame unseen would hand the detection to the recent track here too).
     assert contested_detection_goes_to(0, TrackerConfig()) == "unseen"
+
+
+def test_a_panning_camera_whose_frames_are_dropped_keeps_every_id():
+    """Two frames in three dropped upstream (`skip`) while the camera starts to pan: the shift the tracks see after a
+    gap is three frames of the camera's new speed, not one."""
+    tracker = ByteTracker(TrackerConfig())
+    for _ in range(10):
+        tracker.update(crowd(0))
+    ids = []
+    for frame in range(3, 90, 3):  # 8 px a frame from frame 1 on
+        tracker.skip(2)
+        tracker.update(crowd(8 * frame))
+        ids.append(tracker.matched_ids.tolist())
+    # The narrow person's box jumps by more than its width on the first frame shown, and is found again on the next.
+    assert ids == [[-1, 2, 3, 4, 5]] + [[1, 2, 3, 4, 5]] * (len(ids) - 1)
