@@ -38,7 +38,7 @@ def read_seqinfo(path: Path) -> SeqInfo:
     it cannot be read, is not an INI file, or lacks a key or a sane value."""
     parser = configparser.ConfigParser(interpolation=None)
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        with open(path, encoding="utf-8-sig", errors="surrogateescape") as f:  # -sig: a Windows tool's BOM
             parser.read_file(f)
     except FileNotFoundError as exc:
         raise SourceError(f"cannot read {path}: no such file; pass --seqinfo with the sequence's seqinfo.ini") from exc
@@ -79,7 +79,7 @@ def read_mot(path: Path) -> np.ndarray:
     number in 1..MAX_FRAMES, or a negative width or height. Rows longer than the shortest are cut to it.
     """
     try:
-        text = Path(path).read_bytes().decode("utf-8", errors="surrogateescape")
+        text = Path(path).read_bytes().decode("utf-8-sig", errors="surrogateescape")  # -sig: a Windows tool's BOM
     except OSError as exc:
         raise SourceError(f"cannot read MOT file {path}: {exc.strerror}; check the --det path") from exc
     rows = []

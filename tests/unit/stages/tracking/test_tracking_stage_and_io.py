@@ -75,6 +75,16 @@ def test_bad_mot_file_names_file_and_line(tmp_path):
         mot.read_mot(path)
 
 
+def test_mot_files_saved_with_a_byte_order_mark_read_as_without_one(tmp_path):
+    """Windows tools (PowerShell 5's `Out-File -Encoding utf8`, Notepad before 2019) start UTF-8 files with one."""
+    det, seqinfo = tmp_path / "det.txt", tmp_path / "seqinfo.ini"
+    det.write_text("1,-1,1,2,3,4,0.9\n2,-1,5,6,7,8,0.8\n", encoding="utf-8-sig")
+    seqinfo.write_text("[Sequence]\nname=cam\nframeRate=30\nseqLength=2\nimWidth=64\nimHeight=48\n",
+                       encoding="utf-8-sig")
+    assert mot.read_mot(det)[:, :7].tolist() == [[1, -1, 1, 2, 3, 4, 0.9], [2, -1, 5, 6, 7, 8, 0.8]]
+    assert mot.read_seqinfo(seqinfo) == mot.SeqInfo("cam", 30.0, 2, 64, 48)
+
+
 def test_interpolation_fills_short_gaps_only():
     table = np.array([[1, 1, 0, 0, 10, 10, 0.9], [4, 1, 30, 0, 10, 10, 0.8], [20, 1, 30, 0, 10, 10, 0.8]], float)
     filled = mot.interpolate_gaps(table, max_gap=5)
