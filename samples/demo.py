@@ -63,9 +63,9 @@ def main(argv: list[str]) -> int:
         job = Service(runner, http, Control(runner))  # no file: the console's changes are not saved
         print(f"console: http://{http.host}:{job.port}/ (Ctrl-C stops)")
     signal.signal(signal.SIGINT, lambda *_: job.request_stop())
-    on_progress, interval = progress_reporter(config.runtime)
     try:
-        snap = job.run(config.runtime.duration_s, on_progress=on_progress, progress_interval_s=interval)
+        with progress_reporter(config.runtime) as (on_progress, interval):
+            snap = job.run(config.runtime.duration_s, on_progress=on_progress, progress_interval_s=interval)
     finally:
         for stop in (listener and listener.close, receiver and receiver.stop, broker and broker.stop):
             if stop:
