@@ -233,7 +233,7 @@ def _media_directory(sinks) -> Path:
 
 
 def _counts(console: Console, runner) -> dict:
-    from pipeline.sinks.storage.answers import Buckets, Filters, line_counts, parse_time, zone_stats  # noqa: PLC0415
+    from pipeline.sinks.storage.answers import Buckets, Filters, line_counts, parse_time, zone_counts  # noqa: PLC0415
     from pipeline.sinks.storage.query import ALL_RUNS, storage_target  # noqa: PLC0415
 
     target = storage_target(runner.config.sinks)
@@ -243,8 +243,8 @@ def _counts(console: Console, runner) -> dict:
     since = parse_time("today", tz)
     try:
         lines = line_counts(target, Filters(run=ALL_RUNS, since_ns=since), Buckets(1440, tz))
-        visits = zone_stats(target, Filters(run=ALL_RUNS, since_ns=since))
-        inside = zone_stats(target, Filters(run=runner.parts.run.run_id))
+        visits = zone_counts(target, Filters(run=ALL_RUNS, since_ns=since))
+        inside = zone_counts(target, Filters(run=runner.parts.run.run_id))  # visits begun before today too
     except SinkError as exc:
         raise HTTPException(503, str(exc)) from None
     cameras: dict[str, dict] = {config.id: {"lines": [], "zones": []} for config in runner.streams()}

@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from pipeline.sinks.storage.answers import Filters, zone_counts
 from pipeline.sinks.storage.cli import query_command
-from pipeline.sinks.storage.query import connect
+from pipeline.sinks.storage.query import ALL_RUNS, connect
 
 
 def ask(*argv: str) -> str:
@@ -75,6 +76,16 @@ def test_zone_visits_and_dwell_come_from_the_zone_events(db, demo_runs):
         ended = dwells[(row["stream_id"], row["zone"], row["class_name"])]
         assert row["inside"] == 0  # every visit closed when its stream ended
         assert (row["median_dwell_s"], row["max_dwell_s"]) == (round(statistics.median(ended), 3), max(ended))
+
+
+def test_the_consoles_zone_counts_are_every_run_s_visits_added_up(db, demo_runs):
+    events = demo_runs.logged()
+    entered = Counter((e["stream_id"], e["rule"], e["class_name"]) for e in events if e["kind"] == "zone_enter")
+    rows = zone_counts(db, Filters(run=ALL_RUNS))
+    assert {(r["stream_id"], r["zone"], r["class_name"]): r["visits"] for r in rows} == dict(entered)
+    assert all(r["inside"] == 0 for r in rows)  # every visit closed when its stream ended
+    latest = zone_counts(db, Filters(run=demo_runs.run_ids[-1], streams=("cam-2",)))
+    assert sum(r["visits"] for r in latest) == sum(n for (sid, *_), n in entered.items() if sid == "cam-2") // 2
 
 
 def test_events_are_counted_by_kind_and_rule(db, demo_runs):
