@@ -104,7 +104,7 @@ def read_streams(data: dict, path: str | Path) -> list[dict]:
         try:
             entries.append(StreamConfig.model_validate(entry).model_dump(mode="json", exclude_unset=True))
         except ValidationError as exc:
-            problems += [KeyPathError(("streams", i, *p.loc), p.message) for p in problems_of(exc, entry)]
+            problems += [KeyPathError(("streams", i, *p.loc), p.message) for p in problems_of(exc, entry, StreamConfig)]
     if problems:
         raise located(path, problems)
     ids = [entry["id"] for entry in entries]

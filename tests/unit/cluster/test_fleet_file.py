@@ -71,9 +71,20 @@ def test_every_bad_camera_of_a_long_list_is_named_at_once_by_its_line_in_the_con
     site.write_text("streams:\n" + "\n".join(cameras) + "\n")
     assert refused(site, capsys).splitlines() == [
         f"fleet import: {site}:119: streams -> 117 -> url: Field required",
-        f"{site}:119: streams -> 117 -> uri: unknown key; check the spelling against configs/example.yaml",
+        f"{site}:119: streams -> 117 -> uri: unknown key; did you mean 'url'? (every key: configs/example.yaml)",
         f"{site}:256: streams -> 254 -> id: Input should be a valid string (YAML read the value as 172): put it in "
         "quotes as you wrote it"]  # 0254 is octal to YAML
+
+
+def test_a_misspelt_key_of_a_camera_is_named_with_the_camera_key_meant(tmp_path, capsys):
+    """Looked up among a whole config's keys, 'lanes' was told it meant 'lanes', and 'sink' 'sinks'."""
+    site = tmp_path / "site.yaml"
+    site.write_text("streams:\n  - {id: a, url: 'rtsp://h/1', lanes: default}\n"
+                    "  - {id: b, url: 'rtsp://h/2', fsp: 5}\n")
+    assert refused(site, capsys).splitlines() == [
+        f"fleet import: {site}:2: streams -> 0 -> lanes: unknown key; did you mean 'lane'? (every key: "
+        "configs/example.yaml)",
+        f"{site}:3: streams -> 1 -> fsp: unknown key; did you mean 'fps'? (every key: configs/example.yaml)"]
 
 
 @pytest.mark.parametrize("dsn", ["postgresql://ops:s3cret@[::1/fleet", "postgresql://ops:s3cret@db/f?sslmod=require",
