@@ -125,8 +125,11 @@ def _problem(err: dict, data: Any, root: type[BaseModel]) -> KeyPathError:
         message += f" (YAML read the value as {_read_as(err['input'])}): put it in quotes as you wrote it"
     if "input" in err and err["input"] is None and err["type"] != "invalid_key":  # `url:` left blank, `streams:`
         needs = _EMPTY.get(err["type"], "it a value")  # with every entry commented out
-        message = f"is empty (YAML reads a key with nothing after it as null): give {needs}, or remove the key for " \
-                  "its default"
+        message = f"is empty (YAML reads a key with nothing after it as null): give {needs}"
+        model = _model_at(root, loc[:-1], data) if loc else None
+        field = model.model_fields.get(loc[-1]) if model else None
+        if field is not None and not field.is_required():  # a required one would then be missing
+            message += ", or remove the key for its default"
     return KeyPathError(loc, message)
 
 
@@ -144,6 +147,13 @@ _EMPTY = {"list_type": "its entries under it", "model_type": "its keys under it"
 def _known_keys(root: type[BaseModel], loc: tuple, data: Any) -> list[str]:
     """The keys the mapping at key path `loc` of `data`, a `root`, may hold as the models declare them ([] where
     they cannot tell)."""
+    model = _model_at(root, loc, data)
+    return list(model.model_fields) if model else []
+
+
+def _model_at(root: type[BaseModel], loc: tuple, data: Any) -> type[BaseModel] | None:
+    """The model of the mapping at key path `loc` of `data`, a `root`, as the models declare it (None where they
+    cannot tell)."""
     kind: Any = root
     for part in loc:
         kind = _model_or_list(kind, data)
@@ -152,11 +162,11 @@ def _known_keys(root: type[BaseModel], loc: tuple, data: Any) -> list[str]:
         elif isinstance(part, int) and get_origin(kind) is list:
             kind = get_args(kind)[0]
         else:
-            return []
+            return None
         held = isinstance(data, dict) and part in data or isinstance(data, list) and part < len(data)
         data = data[part] if held else None
     kind = _model_or_list(kind, data)
-    return list(kind.model_fields) if _is_model(kind) else []
+    return kind if _is_model(kind) else None
 
 
 def _is_model(kind: Any) -> bool:

@@ -293,12 +293,23 @@ def test_a_webhook_url_with_a_bad_port_is_refused_at_its_url(tmp_path, port):
     ("streams: []\ndetector: {model: m.onnx}\nruntime:\n  # log_level: debug\n", 3, "runtime", "its keys under it"),
     ("streams: []\ndetector: {model: m.onnx}\nsinks:\n  - type: media\n    directory:\n", 5, "sinks -> 0 -> directory",
      "it a value"),
-    ("streams:\n  - id: a\n    url:\ndetector: {model: m.onnx}\n", 3, "streams -> 0 -> url", "it a value"),
+    ("streams:\n  - id: a\n    url: a.mp4\n    lane:\ndetector: {model: m.onnx}\n", 4, "streams -> 0 -> lane",
+     "it a value"),
 ])
 def test_a_key_with_nothing_after_it_says_it_is_empty_and_what_to_write(tmp_path, text, line, where, what):
     path = write(tmp_path, text)
     assert error_of(path) == (f"{path}:{line}: {where}: is empty (YAML reads a key with nothing after it as null): "
                               f"give {what}, or remove the key for its default")
+
+
+@pytest.mark.parametrize("text, line, where", [
+    ("streams:\n  - id: a\n    url:\ndetector: {model: m.onnx}\n", 3, "streams -> 0 -> url"),
+    ("streams: []\ndetector:\n  model:\n", 3, "detector -> model"),
+])
+def test_a_required_key_with_nothing_after_it_is_not_told_to_go_for_a_default_it_has_not(tmp_path, text, line, where):
+    path = write(tmp_path, text)  # removed, it would be missing
+    assert error_of(path) == f"{path}:{line}: {where}: is empty (YAML reads a key with nothing after it as null): " \
+                             "give it a value"
 
 
 @pytest.mark.parametrize("typo, where, meant", [
