@@ -139,8 +139,6 @@ def test_jsonl_on_a_full_disk_keeps_its_records_and_writes_each_once_when_room_c
 import resource, signal, time
 from pathlib import Path
 from pipeline.config.outputs import JsonlOutput
-from pipeline.sinks import mot_export
-from pipeline.sinks.appending import Appender, PartKept
 from pipeline.sinks.jsonl import JsonlSink
 from tests.integration.storage.replay import MOT_CLASSES, RUN, feed, mot_results
 results = mot_results(Path({str(gt)!r}), "cam-05", 14.0, time.time_ns(), RUN.run_id)[:200]
