@@ -13,8 +13,8 @@ not this class. The file is appended to (a rerun adds to it); lines are written 
 running is opened again at its path before the next lines. A write that fails (a full disk) takes back what it
 wrote of its batch and keeps the batch, retried with backoff until it is written (records still unwritten at
 `close()` are counted lost), as a database that is down (where the part written cannot be taken back, a pipe or an
-append-only file, the retry writes what follows it: each record once, whole); a file found ending inside a record (a crash
-mid-write) is cut back to its last whole line when opened, with a warning, so every other line is one JSON object.
+append-only file, the retry writes what follows it: each record once, whole); a file found ending inside a record
+(a crash mid-write) is cut back to its last whole line when opened, with a warning, so every other line is one JSON object.
 """
 from __future__ import annotations
 

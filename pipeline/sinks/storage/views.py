@@ -1,9 +1,9 @@
 """The SQL views over the stored events, for `run_pipeline.py query` and for anyone's own tools.
 
 They are part of the schema (created and upgraded with it, `schema.SCHEMA_VERSION`), with a version of their own
-(`VIEWS_VERSION`), and give the same rows on SQLite and PostgreSQL. Times: `*_ns` as in the tables; `*_time` the host time as ISO 8601 UTC text to the
-millisecond (`2025-03-14T09:15:02.123Z`, as in the event JSON), which sorts and compares as text;
-`day` (`2025-03-14`) and `hour` (`2025-03-14T09:00:00Z`) are UTC.
+(`VIEWS_VERSION`), and give the same rows on SQLite and PostgreSQL. Times: `*_ns` as in the tables; `*_time` the
+host time as ISO 8601 UTC text to the millisecond (`2025-03-14T09:15:02.123Z`, as in the event JSON), which sorts
+and compares as text; `day` (`2025-03-14`) and `hour` (`2025-03-14T09:00:00Z`) are UTC.
 
 - `events_named`    every event, readable: event_id, run_id, stream_id, kind, rule, track_id, class_id,
                     class_name, ts_ns, wall_ns, wall_time, zone, line, direction, dwell_s, reason (of an

@@ -60,7 +60,8 @@ def parse_overrides(pairs: list[str]) -> TrackerConfig:
     try:
         return TrackerConfig(**values)
     except ValidationError as exc:
-        problem = problems_of(exc, values, TrackerConfig)[0]  # a check across settings names the key it blames, as in the YAML
+        # a check across settings names the key it blames, as in the YAML
+        problem = problems_of(exc, values, TrackerConfig)[0]
         raise ConfigError(f"--set: {key_path(problem.loc)}: {problem.message}; "
                           f"keys: {sorted(TrackerConfig.model_fields)}") from exc
 

@@ -157,7 +157,8 @@ def test_a_database_from_before_runs_is_upgraded_and_keeps_its_rows_as_one_run(s
     assert {t["track_id"]: t["frames"] for t in query.tracks(store.target, "cam-05")}[1] == sum(
         r.detections.track_id.tolist().count(1) for r in results)  # track 1 of the new run: not added to the old
     with connect(store.target) as (conn, _):
-        assert conn.execute("SELECT value FROM streamweave_meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+        assert conn.execute("SELECT value FROM streamweave_meta WHERE key = 'schema_version'").fetchone()[0] == str(
+            SCHEMA_VERSION)
 
 
 _WITHOUT_VERSION_4 = ["DROP TABLE track_boxes", "ALTER TABLE detections DROP COLUMN frame_index",
@@ -188,7 +189,8 @@ def test_a_database_of_version_2_gets_named_events_and_the_views(store, shared, 
     with connect(store.target) as (conn, p):
         names = dict(conn.execute("SELECT run_id, COUNT(DISTINCT class_name) FROM events_named GROUP BY run_id")
                      .fetchall())
-        assert conn.execute("SELECT value FROM streamweave_meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+        assert conn.execute("SELECT value FROM streamweave_meta WHERE key = 'schema_version'").fetchone()[0] == str(
+            SCHEMA_VERSION)
     assert names == {FIRST: 0, SECOND: 1}  # the old rows have no names (NULL); the new ones have theirs
     assert {e.class_name for e in query.events(store.target, run=SECOND)} == {"pedestrian"}
     assert query_command(["--db", str(store.target), "--all-runs"]) == 0
@@ -204,7 +206,8 @@ def test_a_database_of_version_3_gets_the_frames_places_and_track_boxes(store, s
     with connect(store.target) as (conn, _):
         places = dict(conn.execute("SELECT run_id, MAX(frame_index) FROM detections GROUP BY run_id").fetchall())
         assert conn.execute("SELECT COUNT(*) FROM track_boxes").fetchone()[0] == 0
-        assert conn.execute("SELECT value FROM streamweave_meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+        assert conn.execute("SELECT value FROM streamweave_meta WHERE key = 'schema_version'").fetchone()[0] == str(
+            SCHEMA_VERSION)
     assert places == {FIRST: -1, SECOND: 836}  # unknown in the old rows; MOT17-05's last frame in the new
     assert query_command(["--db", str(store.target), "--all-runs"]) == 0
 
@@ -223,7 +226,8 @@ def test_a_database_of_version_4_gets_the_instances_of_runs_and_events(store, sh
     assert {e.instance for e in query.events(store.target, run=FIRST)} == {None}  # unknown in the old rows
     assert {e.instance for e in query.events(store.target, run=SECOND)} == {"edge-2"}
     with connect(store.target) as (conn, _):
-        assert conn.execute("SELECT value FROM streamweave_meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+        assert conn.execute("SELECT value FROM streamweave_meta WHERE key = 'schema_version'").fetchone()[0] == str(
+            SCHEMA_VERSION)
         assert conn.execute("SELECT COUNT(*) FROM events_named WHERE instance = 'edge-2'").fetchone()[0] == sum(
             len(r.events) for r in second)
 
@@ -254,5 +258,6 @@ def test_a_database_whose_owner_reads_its_views_in_views_of_their_own_is_upgrade
     sink.open()  # SQLite lets the views be made again under the owner's
     sink.close()
     with connect(store.target) as (conn, _):
-        assert conn.execute("SELECT value FROM streamweave_meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+        assert conn.execute("SELECT value FROM streamweave_meta WHERE key = 'schema_version'").fetchone()[0] == str(
+            SCHEMA_VERSION)
         conn.execute("SELECT * FROM my_daily").fetchall()

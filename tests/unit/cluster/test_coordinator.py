@@ -133,7 +133,6 @@ def test_a_lease_taken_over_elsewhere_is_stopped_here_at_the_next_heartbeat():
     assert runs[-1] == ["cam-1"] and coord.stats()["lease_losses"] == 1
 
 
-
 def test_the_lease_book_forgets_the_cameras_deleted_from_the_fleet():
     """Cameras added and deleted through the API under new ids: the book grew by one entry each for as long as the
     instance ran. Rows of a deleted camera still on their way are vouched for from the database's lease history."""
@@ -145,6 +144,7 @@ def test_the_lease_book_forgets_the_cameras_deleted_from_the_fleet():
         step(coord, now, now[0] + HEARTBEAT_S)
     assert runs[-1] == ["cam-10", "cam-11", "cam-12"]
     assert sorted(coord.book._taken) == ["cam-10", "cam-11", "cam-12"]
+
 
 def refusing_once(runs: list[list[str]], error: Exception):
     """A set_streams that refuses its first call (as the pipeline does when a stream will not stop or start)."""

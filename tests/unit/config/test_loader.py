@@ -332,4 +332,5 @@ def test_an_unknown_key_close_to_a_known_one_is_named_with_the_key_meant(tmp_pat
 
 def test_an_unknown_key_like_no_known_one_points_at_the_example(tmp_path):
     path = write(tmp_path, "detector: {model: m.onnx}\ntracker:\n  kalman: true\n")
-    assert error_of(path) == f"{path}:3: tracker -> kalman: unknown key; check the spelling against configs/example.yaml"
+    assert error_of(path) == (f"{path}:3: tracker -> kalman: unknown key; check the spelling against "
+                              "configs/example.yaml")
