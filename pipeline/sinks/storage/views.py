@@ -75,7 +75,7 @@ FROM events_named GROUP BY 1, 2, 3, 4, 5, 6, 7"""
 def _field(dialect: str, key: str, sql_type: str | None = None, table: str = "") -> str:
     """The payload's `key`: SQLite's json_extract gives JSON numbers as numbers; PostgreSQL's ->> gives text,
     cast to `sql_type` (a number's type: "DOUBLE PRECISION", or "BIGINT" for integers). A field of `sql_type`
-    that is not such a JSON number (text, an object, 1.5 or 1e30 for BIGINT) is NULL in both."""
+    that is not such a JSON number (text, an object, 1.5 or 1e19 for BIGINT) is NULL in both."""
     integer = sql_type == "BIGINT"
     if dialect == "sqlite":
         value = f"json_extract({table}payload, '$.{key}')"
@@ -87,9 +87,13 @@ def _field(dialect: str, key: str, sql_type: str | None = None, table: str = "")
     if not sql_type:
         return value
     number = f"jsonb_typeof({table}payload -> '{key}') = 'number'"
-    if integer:  # digits that fit in a BIGINT (jsonb writes 1e5 as 100000)
-        number += f" AND {value} ~ '^-?[0-9]{{1,18}}$'"
-    return f"CASE WHEN {number} THEN CAST({value} AS {sql_type}) END"
+    if not integer:
+        return f"CASE WHEN {number} THEN CAST({value} AS {sql_type}) END"
+    # digits (jsonb writes 1e5 as 100000) that fit in a BIGINT: 19 of them for a time in ns since 1970; the inner
+    # CASE casts only what the outer one found to be digits (the operands of an AND may be evaluated in any order)
+    fits = f"CAST({value} AS NUMERIC) BETWEEN {-2**63} AND {2**63 - 1}"
+    digits = f"{value} ~ '^-?[0-9]{{1,19}}$'"
+    return f"CASE WHEN {number} AND {digits} THEN CASE WHEN {fits} THEN CAST({value} AS BIGINT) END END"
 
 
 def _wall_time(dialect: str) -> str:
