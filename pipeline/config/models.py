@@ -76,8 +76,6 @@ class StreamConfig(Strict):
     def _readable(cls, url: str) -> str:
         if any(ord(c) < 32 or ord(c) == 127 for c in url):
             raise ValueError("contains a control character (a stray newline or tab?); write the URL on one line")
-        if url.startswith("~") and plugins.local_path(url) is not None:  # a file in a home folder, as other paths
-            url = os.path.expanduser(url)  # FFmpeg would look for a folder named '~'
         kind = plugins.source_for(url)
         if kind.check is not None:
             kind.check(url)

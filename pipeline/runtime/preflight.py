@@ -136,7 +136,8 @@ def stream_problem(stream: StreamConfig) -> str | None:
     path = plugins.local_path(stream.url)
     if path is None:
         return None
-    kind = _kind(path)  # as the reader opens it ('~' was expanded with the config)
+    path = path.expanduser()  # as the reader opens it (`Demuxer`)
+    kind = _kind(path)
     if kind is None:
         where = "" if path.is_absolute() else f" (relative to {os.getcwd()}, where the pipeline runs)"
         return f"no such file '{path}'{where}; check the path, or use rtsp:// or http(s):// for a camera"

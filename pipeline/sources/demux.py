@@ -2,6 +2,7 @@
 video packets."""
 from __future__ import annotations
 
+import os
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -13,6 +14,7 @@ from av.bitstream import BitStreamFilterContext
 
 from pipeline.errors import CorruptPacket, SourceError, SourceRefused
 from pipeline.masking import mask_url
+from pipeline.plugins import local_path
 
 RAW_FORMATS = {".h264": "h264", ".264": "h264", ".h265": "hevc", ".265": "hevc", ".hevc": "hevc"}
 """Elementary streams have no container, so PyAV needs the format named."""
@@ -88,6 +90,8 @@ class Demuxer:
     def __init__(self, url: str, label: str, *, transport: str = "tcp", open_timeout_s: float = 5.0,
                  read_timeout_s: float = 5.0):
         self.url = lower_scheme(url)
+        if url.startswith("~") and local_path(url) is not None:  # a file in a home folder, as every path in a config
+            self.url = os.path.expanduser(url)  # (FFmpeg would look for a folder named '~')
         self.label = label
         self._transport = transport
         self._timeout = (open_timeout_s, read_timeout_s)
