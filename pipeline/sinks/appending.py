@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
+from pipeline.errors import SinkError
 from pipeline.sinks.storage.writer import StorageUnavailable
 
 
@@ -23,13 +24,16 @@ class PartKept(StorageUnavailable):
 
 def append_all(handle: BinaryIO, data: bytes, what: str) -> None:
     """Write all of `data` at the end of `handle` (opened unbuffered, so that a failed write leaves what it says),
-    or none of it: StorageUnavailable after the part written was cut off again, PartKept when it could not be.
+    or none of it: StorageUnavailable after the part written was cut off again, PartKept when it could not be;
+    SinkError for a pipe whose reader is gone (no retry can write there again).
     what: what `data` is and where it goes, for the messages (`3 records to 'det.jsonl'`)."""
     start = handle.seek(0, os.SEEK_END) if handle.seekable() else None
     written = 0
     try:
         while written < len(data):
             written += handle.write(data[written:])
+    except BrokenPipeError as exc:
+        raise SinkError(f"cannot write {what}: the program reading the pipe has ended") from exc
     except OSError as exc:
         try:
             handle.truncate(start)  # a pipe cannot be (OSError): what it took is gone

@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -250,6 +251,15 @@ def test_a_batch_given_up_after_its_start_stayed_on_the_file_leaves_a_line_of_it
         appender.handle.room = 1000
         appender.append(b'{"seq": 10}\n', "another record")  # not the batch cut short: it was given up at close
     assert path.read_text().splitlines() == ['{"seq": 0, "', '{"seq": 10}']
+
+
+def test_a_pipe_whose_reader_has_ended_is_an_error_no_retry_can_mend():
+    read, write = os.pipe()
+    os.close(read)
+    with open(write, "wb", buffering=0) as handle:
+        with pytest.raises(SinkError, match="the program reading the pipe has ended") as raised:
+            Appender(handle).append(b'{"seq": 0}\n', "a record to stdout")
+    assert not isinstance(raised.value, StorageUnavailable)  # the writer drops the batch instead of keeping it
 
 
 def test_mot_rows_cut_short_on_a_file_that_cannot_be_cut_back_are_written_once_whole(tmp_path, mot17_05, monkeypatch):
