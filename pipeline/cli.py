@@ -100,25 +100,26 @@ def _report(message: str) -> None:
 
 
 def _delegate(command: str, argv: list[str]) -> int:
+    prog = f"{build_parser().prog} {command}"  # its usage names the command as run, as the others' do
     if command == "query":
         from pipeline.sinks.storage.cli import query_command
 
-        return query_command(argv)
+        return query_command(argv, prog=prog)
     if command == "detect":
         from pipeline.detect.offline import detect_command
 
-        return detect_command(argv)
+        return detect_command(argv, prog)
     if command == "bench":
         from pipeline.bench.cli import bench_command
 
-        return bench_command(argv)
+        return bench_command(argv, prog)
     if command == "fleet":
         from pipeline.cluster.cli import fleet_command
 
-        return fleet_command(argv)
+        return fleet_command(argv, prog=prog)
     from pipeline.stages.tracking.cli import track_command
 
-    return track_command(argv)
+    return track_command(argv, prog)
 
 
 def _validate(path: str, show_plan: bool) -> int:

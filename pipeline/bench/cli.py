@@ -41,9 +41,10 @@ from pipeline.runtime.telemetry import LATENCY_BUCKETS_S
 log = logging.getLogger("pipeline.bench")
 
 
-def bench_command(argv: list[str]) -> int:
-    """Entry point of the `bench` subcommand; returns the process exit status (2: bad arguments or config)."""
-    parser = _parser()
+def bench_command(argv: list[str], prog: str = "run_pipeline.py bench") -> int:
+    """Entry point of the `bench` subcommand (`prog`: the command as run); returns the process exit status (2: bad
+    arguments or config)."""
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     if args.start > args.max:
         parser.error(f"--start {args.start} is above --max {args.max}")
@@ -142,8 +143,8 @@ def _decode_table(args, base: PipelineConfig, out: Path) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run_pipeline.py bench", description=__doc__,
+def _parser(prog: str = "run_pipeline.py bench") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", type=Path, help="a pipeline config: its detector, lanes, tracker and "
                         "runtime are used, its streams are not")

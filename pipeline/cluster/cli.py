@@ -24,8 +24,8 @@ from pipeline.masking import mask_url
 from pipeline.sinks.storage.cli import text_table
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleet", description="The cameras, zones, lines and alert rules of a fleet "
+def build_parser(prog: str = "run_pipeline.py fleet") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="The cameras, zones, lines and alert rules of a fleet "
                                      "of instances that share them through PostgreSQL (runtime.cluster).")
     sub = parser.add_subparsers(dest="action", required=True)
     imports = sub.add_parser("import", help="insert or replace the cameras (`streams:`), zones, lines and alert "
@@ -93,9 +93,10 @@ def _detector_classes(path: Path, entry: object) -> tuple[list[str], str]:
     return names[0], f"the model {detector.model}"
 
 
-def fleet_command(argv: list[str], out: TextIO | None = None) -> int:
+def fleet_command(argv: list[str], out: TextIO | None = None, prog: str = "run_pipeline.py fleet") -> int:
+    """Entry point of the `fleet` subcommand (`prog`: the command as run); returns the process exit status."""
     out = out or sys.stdout
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     store = FleetStore(args.dsn)
     try:
         if args.action == "import":

@@ -35,8 +35,8 @@ from pipeline.types import PTS_UNKNOWN, pts_to_ns
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run_pipeline.py detect", description="Detect objects in images and videos; write COCO results JSON.")
+def build_parser(prog: str = "run_pipeline.py detect") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="Detect objects in images and videos; write COCO results JSON.")
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files (jpg/png) and/or video files")
     p.add_argument("--model", required=True, type=Path, help="ONNX model file")
     p.add_argument("--out", required=True, type=Path, help="COCO results JSON to write")
@@ -53,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def detect_command(argv: list[str]) -> int:
-    """Entry point of the `detect` subcommand; returns the process exit status."""
-    args = build_parser().parse_args(argv)
+def detect_command(argv: list[str], prog: str = "run_pipeline.py detect") -> int:
+    """Entry point of the `detect` subcommand (`prog`: the command as run); returns the process exit status."""
+    args = build_parser(prog).parse_args(argv)
     try:
         return _run(args)
     except PipelineError as exc:

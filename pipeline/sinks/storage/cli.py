@@ -23,9 +23,9 @@ WHATS = ("summary", "lines", "zones", "events", "runs")
 TITLES = {"runs": "Runs", "lines": "Line crossings", "zones": "Zone visits (dwell in seconds)", "events": "Events"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "run_pipeline.py query") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="query", usage="%(prog)s [CONFIG] [{" + ",".join(WHATS) + "}] [options]",
+        prog=prog, usage="%(prog)s [CONFIG] [{" + ",".join(WHATS) + "}] [options]",
         description="Answers from a pipeline's stored results: crossings per line, direction, class and time "
                     "bucket; zone visits and dwell; events by kind; per stream and run.")
     parser.add_argument("words", nargs="*", metavar="CONFIG WHAT",
@@ -55,10 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def query_command(argv: list[str], out: TextIO | None = None) -> int:
-    """Entry point of the `query` subcommand; writes the answer to `out` (stdout) and returns the exit code."""
+def query_command(argv: list[str], out: TextIO | None = None, prog: str = "run_pipeline.py query") -> int:
+    """Entry point of the `query` subcommand; writes the answer to `out` (stdout) and returns the exit code.
+    prog: the command as run, for its usage line."""
     out = out or sys.stdout
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         what, target = _what_and_target(args.words, args.db)
         tz = answers.parse_zone(args.tz)

@@ -66,8 +66,8 @@ def parse_overrides(pairs: list[str]) -> TrackerConfig:
                           f"keys: {sorted(TrackerConfig.model_fields)}") from exc
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="run_pipeline.py track", description=__doc__.splitlines()[0])
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--det", type=Path, required=True, help="MOTChallenge det.txt (frame,-1,x,y,w,h,score,...)")
     parser.add_argument("--out", type=Path, required=True, help="result file to write (MOTChallenge format)")
     parser.add_argument("--seqinfo", type=Path, help="seqinfo.ini; gives the sequence length (default: last frame with a detection)")
@@ -80,9 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def track_command(argv: list[str]) -> int:
-    """Entry point of the `track` subcommand; returns the process exit code (0 ok, 2 bad input)."""
-    args = _parser().parse_args(argv)
+def track_command(argv: list[str], prog: str = "run_pipeline.py track") -> int:
+    """Entry point of the `track` subcommand (`prog`: the command as run); returns the process exit code (0 ok,
+    2 bad input)."""
+    args = _parser(prog).parse_args(argv)
     try:
         config = parse_overrides(args.overrides)
         length = mot.read_seqinfo(args.seqinfo).length if args.seqinfo else None
