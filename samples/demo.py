@@ -12,6 +12,7 @@ cameras changed from the console apply live but are not written to the demo's co
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import shutil
@@ -38,10 +39,9 @@ from samples.world.demo_report import demo_report
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("pipeline.progress").setLevel(logging.INFO)  # progress lines when not on a terminal
-    serve = "--serve" in argv
-    argv = [arg for arg in argv if arg != "--serve"]
-    config = load_config(argv[0] if argv else "configs/demo.yaml")
-    if serve:
+    args = _parser().parse_args(argv)
+    config = load_config(args.config)
+    if args.serve:
         config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"duration_s": None})})
     out_dir = Path(config.runtime.outbox_path).parent
     shutil.rmtree(out_dir / "mosquitto", ignore_errors=True)  # the broker's own state; stored results stay:
@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
         print("note: Mosquitto is not installed, so MQTT events wait in the outbox (bash scripts/setup.sh installs it)")
     runner = PipelineRunner(config)
     job = runner
-    if serve:
+    if args.serve:
         http = config.runtime.http or HttpConfig()
         job = Service(runner, http, Control(runner))  # no file: the console's changes are not saved
         print(f"console: http://{http.host}:{job.port}/ (Ctrl-C stops)")
@@ -79,6 +79,16 @@ def main(argv: list[str]) -> int:
         print()
         print(demo_report(config, db))
     return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m samples.demo", description=__doc__.split("\n\n")[2],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", nargs="?", default="configs/demo.yaml",
+                        help="the config to run (default configs/demo.yaml)")
+    parser.add_argument("--serve", action="store_true", help="run until Ctrl-C with the API and web console "
+                                                             "(runtime.http, default http://127.0.0.1:9108/)")
+    return parser
 
 
 def _deliveries(receiver, listener, outbox: dict) -> str:
