@@ -7,6 +7,7 @@ import sys
 
 import yaml
 
+from samples.demo import main
 from tests.conftest import REPO
 from tests.support.postgres import free_port
 
@@ -31,3 +32,17 @@ def test_the_demo_command_runs_its_cameras_and_prints_what_was_delivered_and_how
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Ran " in done.stdout and "on 3 streams" in done.stdout
     assert "webhook received" in done.stdout and "Accuracy against the synthetic world's ground truth:" in done.stdout
+
+
+def test_the_demo_runs_a_config_and_prints_its_summary_and_report(tmp_path, capsys):
+    config = tmp_path / "demo.yaml"
+    config.write_text(yaml.safe_dump({
+        "plugins": ["samples.world.source"],
+        "streams": [{"id": "cam-1", "url": "synthetic://plaza?seed=1001&fps=10&size=640x360&frames=20&realtime=0"}],
+        "detector": {"model": str(REPO / "samples/models/world_detector.onnx")},
+        "sinks": [{"type": "sqlite", "path": str(tmp_path / "detections.db")}],
+        "runtime": {"outbox_path": str(tmp_path / "outbox.db")},
+    }))
+    assert main([str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "20 frames" in out and "cam-1   finished" in out  # the summary: every frame of the camera detected
