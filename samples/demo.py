@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
     print(summary(snap))
     print()
     print(_deliveries(receiver, listener, snap.extra.get("outbox", {})))
-    print(_outputs(config, out_dir))
+    print(_outputs(config, args.config))
     db = next((s.path for s in config.sinks if s.type == "sqlite"), None)
     if db is not None:
         print()
@@ -104,15 +104,21 @@ def _deliveries(receiver, listener, outbox: dict) -> str:
     return "\n".join(lines)
 
 
-def _outputs(config, out_dir: Path) -> str:
-    media = out_dir / "media"
-    snapshots = len([p for p in media.rglob("*.jpg") if not p.name.endswith("_crop.jpg")]) if media.exists() else 0
-    clips = len(list(media.rglob("*.mp4"))) if media.exists() else 0
-    mot = len(list((out_dir / "mot").glob("*.txt"))) if (out_dir / "mot").exists() else 0
-    return (f"Written under {out_dir}/: detections.db (SQLite: detections, tracks, events), detections.jsonl, "
-            f"events.jsonl, {mot} MOTChallenge track files, {snapshots} snapshots and {clips} event clips in media/\n"
-            "Ask the stored results: python run_pipeline.py query configs/demo.yaml [lines|zones|events|runs] "
-            "(see query --help)")
+def _outputs(config, config_path: str) -> str:
+    """What the config's file sinks wrote, and how to ask the stored results."""
+    written = []
+    for sink in config.sinks:
+        if sink.type in ("sqlite", "jsonl"):
+            written.append(f"  {sink.path} ({sink.type}: {sink.what})")
+        elif sink.type == "mot":
+            tracks = len(list(Path(sink.directory).rglob("*.txt")))
+            written.append(f"  {sink.directory}/: {tracks} MOTChallenge track files")
+        elif sink.type == "media":
+            media = Path(sink.directory)
+            snapshots = len([p for p in media.rglob("*.jpg") if not p.name.endswith("_crop.jpg")])
+            written.append(f"  {media}/: {snapshots} snapshots and {len(list(media.rglob('*.mp4')))} event clips")
+    return "\n".join(["Written:", *written, f"Ask the stored results: python run_pipeline.py query {config_path} "
+                       "[lines|zones|events|runs] (see query --help)"])
 
 
 def _count(items) -> str:

@@ -46,3 +46,6 @@ def test_the_demo_runs_a_config_and_prints_its_summary_and_report(tmp_path, caps
     assert main([str(config)]) == 0
     out = capsys.readouterr().out
     assert "20 frames" in out and "cam-1   finished" in out  # the summary: every frame of the camera detected
+    written = f"Written:\n  {tmp_path / 'detections.db'} (sqlite: detections)\nAsk the stored results"
+    assert written in out  # the files of this config's sinks, not of configs/demo.yaml
+    assert f"python run_pipeline.py query {config} [lines|zones|events|runs]" in out  # what to run next: this config
