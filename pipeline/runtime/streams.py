@@ -238,8 +238,9 @@ class StreamTable:
             config = self._paused.get(stream_id)
             if config is None and stream_id not in self._removing:
                 config = self._streams.get(stream_id)
+            listed = sorted(self._streams.keys() | self._paused)  # a paused camera is one too
         if config is None:
-            raise NoSuchStream(f"no stream '{stream_id}'; streams: {sorted(self._streams)}")
+            raise NoSuchStream(f"no stream '{stream_id}'; streams: {listed}")
         return config
 
     def _check_lane(self, config: StreamConfig) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.config.models import StreamConfig
 from pipeline.config.outputs import JsonlOutput
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, NoSuchStream, PipelineError
 from pipeline.runtime import reconfigure
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.testing import RecordingSink
@@ -215,3 +215,14 @@ def test_sinks_a_change_adds_as_the_pipeline_stops_are_refused_and_closed(tmp_pa
     with pytest.raises(PipelineError, match=r"sink jsonl: .*not added: the pipeline is stopping"):
         runner.reconfigure(config.model_copy(update={"sinks": more}))
     assert wait_until(lambda: not [t.name for t in threading.enumerate() if "jsonl" in t.name])
+
+
+def test_a_stream_that_does_not_exist_is_refused_listing_the_paused_ones_too(tmp_path, running):
+    sink = RecordingSink()
+    runner = PipelineRunner(fake_config(tmp_path, [camera("a"), camera("b")]), sinks=[sink])
+    run = running(runner)
+    assert sink.wait_for(lambda s: len(s.seqs["a"]) >= 5, timeout=20)
+    assert runner.table.pause("a", timeout=20)
+    with pytest.raises(NoSuchStream, match=r"no stream 'zz'; streams: \['a', 'b'\]"):
+        runner.table.pause("zz")  # a typo: the listing names every camera there is, the paused one included
+    run.stop()
