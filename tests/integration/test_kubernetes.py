@@ -83,3 +83,11 @@ def test_ports_probes_gpu_and_state_agree_with_the_config(shipped_config):
     assert [t["metadata"]["name"] for t in SET["spec"]["volumeClaimTemplates"]] == ["state"]
     for kept in (shipped_config.runtime.outbox_path, shipped_config.detector.engine_cache_dir):
         assert Path(state["mountPath"]) in Path(kept).parents, f"{kept} is not on the pod's own volume"
+
+
+def test_the_image_it_asks_for_installs_the_extras_its_config_needs(shipped_config):
+    """A pod whose image lacks psycopg cannot open the config's postgres sink: the image's `pip install` names
+    every extra the shipped config uses."""
+    (extras,) = re.findall(r"pip install streamweave\[([\w,]+)\]", MANIFEST.read_text())
+    needed = {"gpu"} | {"postgres" for sink in shipped_config.sinks if sink.type == "postgres"}
+    assert needed <= set(extras.split(","))
