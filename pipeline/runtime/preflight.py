@@ -1,6 +1,7 @@
 """What only the machine that runs a config can tell, checked before anything starts: the model file is a
 model whose head is recognised, every class name a key uses is one of the detector's, file streams exist,
-and every file or folder the pipeline writes (storage, JSONL, media, MOT, the outbox) can be written.
+every file or folder the pipeline writes (storage, JSONL, media, MOT, the outbox) can be written, and
+the optional libraries it needs (psycopg for PostgreSQL) are installed.
 
     problems = check(config)                 # [] when it can start here
     raise located("site.yaml", problems)     # site.yaml:12: detector -> model: ... (pipeline.config.loader)
@@ -35,7 +36,23 @@ def check(config: PipelineConfig, engine: str | None = None) -> list[KeyPathErro
     names = model_problems(config.detector, engine or config.detector.engine, problems)
     if names is not None:
         problems += class_problems(config, *names)
-    return problems + file_problems(config)
+    return problems + file_problems(config) + library_problems(config)
+
+
+def library_problems(config: PipelineConfig) -> list[KeyPathError]:
+    """PostgreSQL (a `postgres` sink, a fleet's database) needs psycopg, an optional extra: without it the run would
+    fail once started."""
+    uses = [("sinks", i, "type") for i, entry in enumerate(config.sinks) if entry.type == "postgres"]
+    if config.runtime.cluster is not None:
+        uses.append(("runtime", "cluster", "dsn"))
+    if not uses:
+        return []
+    try:
+        import psycopg  # noqa: F401, PLC0415 - optional: looked for only when the config needs it
+    except ImportError:
+        why = "PostgreSQL needs psycopg 3, which is not installed here: pip install 'streamweave[postgres]'"
+        return [KeyPathError(loc, why) for loc in uses]
+    return []
 
 
 def live_problems(config: PipelineConfig, class_names: list[str], change: ConfigDiff,
