@@ -130,6 +130,15 @@ def require_current_schema(target: Target) -> None:
                         f"{SCHEMA_VERSION}: run the pipeline on it once (its storage sink upgrades it), then ask again")
 
 
+COLUMNS = {  # of each answer's rows, in order; a CSV answer with no rows still has them as its header
+    "runs": ("run_id", "started", "ended", "instance", "config_hash", "version"),
+    "lines": ("run_id", "stream_id", "line", "direction", "class_name", "bucket", "crossings"),
+    "zones": ("run_id", "stream_id", "zone", "class_name", "visits", "inside", "mean_dwell_s", "median_dwell_s",
+              "max_dwell_s"),
+    "events": ("run_id", "stream_id", "kind", "rule", "bucket", "events"),
+}
+
+
 def _bucketed(rows: list[tuple], buckets: Buckets, names: tuple[str, ...]) -> list[dict]:
     """Rows `(*key, minute, count)` added up per key and bucket, ordered by key, then time. Buckets are keyed by
     their start in UTC: local starts that differ only in `fold` (the hour repeated when clocks go back) compare
@@ -149,7 +158,7 @@ def line_counts(target: Target, filters: Filters, buckets: Buckets) -> list[dict
     rows = select_rows(target, "SELECT run_id, stream_id, line, direction, class_name, "
                                f"wall_ns / {NS_PER_MINUTE}, COUNT(*) FROM line_crossings{clause} "
                                "GROUP BY 1, 2, 3, 4, 5, 6", params)
-    return _bucketed(rows, buckets, ("run_id", "stream_id", "line", "direction", "class_name", "bucket", "crossings"))
+    return _bucketed(rows, buckets, COLUMNS["lines"])
 
 
 def event_counts(target: Target, filters: Filters, buckets: Buckets) -> list[dict]:
@@ -157,7 +166,7 @@ def event_counts(target: Target, filters: Filters, buckets: Buckets) -> list[dic
     clause, params = filters.clause("wall_ns")
     rows = select_rows(target, f"SELECT run_id, stream_id, kind, rule, wall_ns / {NS_PER_MINUTE}, COUNT(*) "
                                f"FROM events_named{clause} GROUP BY 1, 2, 3, 4, 5", params)
-    return _bucketed(rows, buckets, ("run_id", "stream_id", "kind", "rule", "bucket", "events"))
+    return _bucketed(rows, buckets, COLUMNS["events"])
 
 
 def zone_stats(target: Target, filters: Filters) -> list[dict]:
@@ -175,8 +184,7 @@ def zone_stats(target: Target, filters: Filters) -> list[dict]:
         ended = [float(dwell) for exited, dwell in visits if exited is not None and dwell is not None]
         stats = (round(statistics.fmean(ended), 3), round(statistics.median(ended), 3), max(ended)) if ended else (
             None, None, None)
-        answers.append(dict(zip(("run_id", "stream_id", "zone", "class_name", "visits", "inside", "mean_dwell_s",
-                                 "median_dwell_s", "max_dwell_s"), (*key, len(visits), inside, *stats))))
+        answers.append(dict(zip(COLUMNS["zones"], (*key, len(visits), inside, *stats))))
     return answers
 
 
@@ -196,9 +204,8 @@ def run_list(target: Target, filters: Filters, tz: ZoneInfo) -> list[dict]:
     clause, params = where_runs(filters.run, instances=filters.instances)
     rows = select_rows(target, "SELECT run_id, started_ns, ended_ns, instance, config_hash, version FROM runs"
                                f"{clause} ORDER BY started_ns, run_id", params)
-    return [{"run_id": run_id, "started": local_time(started, tz), "ended": local_time(ended, tz),
-             "instance": instance, "config_hash": config_hash, "version": version}
-            for run_id, started, ended, instance, config_hash, version in rows]
+    return [dict(zip(COLUMNS["runs"], (run_id, local_time(started, tz), local_time(ended, tz), *rest)))
+            for run_id, started, ended, *rest in rows]
 
 
 def summary(target: Target, filters: Filters, buckets: Buckets) -> dict[str, list[dict]]:

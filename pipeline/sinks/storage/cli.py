@@ -132,7 +132,7 @@ def write(sections: dict[str, list[dict]], what: str, fmt: str, out: TextIO, cap
         for i, (name, rows) in enumerate(shown.items()):
             if what == "summary":
                 out.write(("\n" if i else "") + f"# {name}\n")
-            _csv(rows, out)
+            _csv(rows, answers.COLUMNS[name], out)
         return
     one_run = len(sections["runs"]) == 1 and what != "runs"
     if one_run:
@@ -146,11 +146,10 @@ def write(sections: dict[str, list[dict]], what: str, fmt: str, out: TextIO, cap
         out.write(text_table([{k: v for k, v in row.items() if not (one_run and k == "run_id")} for row in rows]))
 
 
-def _csv(rows: list[dict], out: TextIO) -> None:
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+def _csv(rows: list[dict], columns: tuple[str, ...], out: TextIO) -> None:
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
 
 
 def text_table(rows: list[dict]) -> str:

@@ -124,3 +124,22 @@ def test_query_from_or_until_a_time_beyond_64_bits_of_nanoseconds_answers_every_
         assert query_command(["--db", str(store.target), "events", "--since", since, "--until", until,
                               "--format", "json"]) == 0, capsys.readouterr().err
         assert sum(row["events"] for row in json.loads(capsys.readouterr().out)) == stored
+
+
+@pytest.mark.parametrize("what", ["lines", "zones", "events", "summary"])
+def test_a_csv_answer_with_no_rows_still_has_its_header(what, tmp_path, mot17_05, capsys):
+    """A nightly `query lines --format csv > counts.csv` on a quiet day gave an empty file, which a CSV reader
+    refuses (pandas: 'No columns to parse from file') instead of reading no rows."""
+    sink = sqlite_store(tmp_path / "detections.db").make()
+    sink.open()
+    feed(sink, mot17_05[:20])  # a run, with no crossings, visits or events
+    sink.close()
+    assert query_command(["--db", str(tmp_path / "detections.db"), what, "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    headers = {"lines": "run_id,stream_id,line,direction,class_name,bucket,crossings",
+               "zones": "run_id,stream_id,zone,class_name,visits,inside,mean_dwell_s,median_dwell_s,max_dwell_s",
+               "events": "run_id,stream_id,kind,rule,bucket,events"}
+    if what != "summary":
+        assert out == headers[what] + "\n"
+    else:
+        assert [f"# {name}\n{header}\n" in out for name, header in headers.items()] == [True, True, True]
