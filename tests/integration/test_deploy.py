@@ -140,3 +140,42 @@ def _metadata(wheel: Path) -> str:
     with zipfile.ZipFile(wheel) as archive:
         (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         return archive.read(name).decode()
+
+
+def _stand_in_wheel(where: Path, marker: str) -> Path:
+    """A wheel named streamweave 0.1.0 whose module `install_marker` holds `marker`: what install.sh is given."""
+    (where / "install_marker").mkdir(parents=True)
+    (where / "install_marker" / "__init__.py").write_text(f"MARKER = {marker!r}\n")
+    (where / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools"]\n'
+                                          'build-backend = "setuptools.build_meta"\n'
+                                          '[project]\nname = "streamweave"\nversion = "0.1.0"\n')
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(where / "dist"), str(where)], check=True, capture_output=True, timeout=300)
+    (wheel,) = (where / "dist").glob("streamweave-0.1.0-*.whl")
+    return wheel
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="runs install.sh as root in a mount namespace of its own (unshare)")
+def test_install_sh_run_again_with_a_rebuilt_wheel_of_the_same_version_installs_the_new_code(tmp_path):
+    """The README upgrades by running install.sh again with a wheel built from newer code, whose version is the
+    same until a release: pip kept the old code, saying nothing. /etc, /opt and /run are the namespace's own
+    (an overlay and empty folders), so the machine's users, services and files stay as they are."""
+    old, new = _stand_in_wheel(tmp_path / "old", "old"), _stand_in_wheel(tmp_path / "new", "new")
+    (tmp_path / "upper").mkdir()
+    (tmp_path / "work").mkdir()
+    venv_python = "/opt/streamweave/venv/bin/python"
+    script = f"""set -e
+        mount -t overlay overlay -o lowerdir=/etc,upperdir={tmp_path / 'upper'},workdir={tmp_path / 'work'} /etc
+        mount -t tmpfs none /opt && mount -t tmpfs none /run
+        bash {REPO / 'deploy' / 'install.sh'} {old} >/dev/null
+        {venv_python} -c 'import install_marker; print(install_marker.MARKER)'
+        bash {REPO / 'deploy' / 'install.sh'} {new} >/dev/null
+        {venv_python} -c 'import install_marker; print(install_marker.MARKER)'
+        """
+    env = {**os.environ, "PIP_NO_INDEX": "1"}  # nothing from the network: the stand-in has no dependencies
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-c", script], check=False,
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["old", "new"]
