@@ -27,7 +27,8 @@ from typing import Callable
 from pipeline.cluster.schema import SCHEMA
 from pipeline.errors import ConfigError, PipelineError, first_line
 from pipeline.masking import mask_url
-from pipeline.sinks.storage.postgres import _psycopg, connection_lost, open_connection, storage_session
+from pipeline.sinks.storage.postgres import (_psycopg, connection_lost, dsn_problem, open_connection,
+                                             storage_session)
 
 SCHEMA_LOCK_KEY = 0x5EA7_0022
 """Serialises creating the tables between instances starting together."""
@@ -70,7 +71,11 @@ class FleetStore:
 
     # -- connection ----------------------------------------------------------------------------
     def connect(self) -> None:
+        """Connect and create the fleet's tables; ConfigError for a DSN libpq cannot read, FleetUnavailable when
+        the server cannot be reached or refuses."""
         pg = self._pg
+        if why := dsn_problem(self.dsn):
+            raise ConfigError(f"the fleet's PostgreSQL DSN: {why}")
         try:
             conn = open_connection(self.dsn, self.connect_timeout_s, statement_timeout_ms=10000,
                                    idle_limit_ms=round(self.idle_limit_s * 1000))

@@ -65,6 +65,18 @@ def rows_at_fault(exc: Exception) -> bool:
     return not (state[:2] in SERVER_STATE_CLASSES or state == INSUFFICIENT_PRIVILEGE)
 
 
+def dsn_problem(dsn: str) -> str | None:
+    """Why libpq cannot read `dsn` (no scheme, an unknown option), or None. Said without the DSN, which libpq's own
+    message repeats, password included, where masking cannot find it (`user:password@host` with no scheme)."""
+    pg = _psycopg()
+    try:
+        pg.conninfo.conninfo_to_dict(dsn)
+    except pg.ProgrammingError as exc:
+        return (f"not a DSN libpq can read ({first_line(exc).replace(dsn, '...')}); write "
+                "postgresql://user@host/db or libpq's key=value form (host=... dbname=...)")
+    return None
+
+
 def open_connection(dsn: str, connect_timeout_s: float, statement_timeout_ms: int, idle_limit_ms: int,
                     application_name: str = "streamweave"):
     """An autocommit psycopg connection with bounded waits: on a half-open connection no statement or socket
