@@ -1,7 +1,7 @@
 """What only the machine that runs a config can tell, checked before anything starts: the model file is a
 model whose head is recognised, every class name a key uses is one of the detector's, file streams exist,
 every file or folder the pipeline writes (storage, JSONL, media, MOT, the outbox) can be written, and
-the optional libraries it needs (psycopg for PostgreSQL) are installed.
+PostgreSQL's DSNs can be read and psycopg, the optional library it needs, is installed.
 
     problems = check(config)                 # [] when it can start here
     raise located("site.yaml", problems)     # site.yaml:12: detector -> model: ... (pipeline.config.loader)
@@ -27,6 +27,7 @@ from pipeline.detect.engines import read_model
 from pipeline.detect.names import names_from_config
 from pipeline.detect.recognize import class_names, detect_head, input_size
 from pipeline.errors import ConfigError, EngineError
+from pipeline.sinks.storage.postgres import dsn_problem
 
 
 def check(config: PipelineConfig, engine: str | None = None) -> list[KeyPathError]:
@@ -36,23 +37,24 @@ def check(config: PipelineConfig, engine: str | None = None) -> list[KeyPathErro
     names = model_problems(config.detector, engine or config.detector.engine, problems)
     if names is not None:
         problems += class_problems(config, *names)
-    return problems + file_problems(config) + library_problems(config)
+    return problems + file_problems(config) + postgres_problems(config)
 
 
-def library_problems(config: PipelineConfig) -> list[KeyPathError]:
-    """PostgreSQL (a `postgres` sink, a fleet's database) needs psycopg, an optional extra: without it the run would
-    fail once started."""
-    uses = [("sinks", i, "type") for i, entry in enumerate(config.sinks) if entry.type == "postgres"]
-    if config.runtime.cluster is not None:
-        uses.append(("runtime", "cluster", "dsn"))
+def postgres_problems(config: PipelineConfig) -> list[KeyPathError]:
+    """PostgreSQL (a `postgres` sink, a fleet's database) needs psycopg, an optional extra, and DSNs libpq can read:
+    otherwise the run would fail once started."""
+    uses = [(("sinks", i, "type"), ("sinks", i, "dsn"), entry.dsn) for i, entry in enumerate(config.sinks)
+            if entry.type == "postgres"]  # (where psycopg is needed, where the DSN is, the DSN)
+    if (cluster := config.runtime.cluster) is not None:
+        uses.append((("runtime", "cluster", "dsn"), ("runtime", "cluster", "dsn"), cluster.dsn))
     if not uses:
         return []
     try:
         import psycopg  # noqa: F401, PLC0415 - optional: looked for only when the config needs it
     except ImportError:
         why = "PostgreSQL needs psycopg 3, which is not installed here: pip install 'streamweave[postgres]'"
-        return [KeyPathError(loc, why) for loc in uses]
-    return []
+        return [KeyPathError(loc, why) for loc, _, _ in uses]
+    return [KeyPathError(loc, why) for _, loc, dsn in uses if (why := dsn_problem(dsn))]
 
 
 def live_problems(config: PipelineConfig, class_names: list[str], change: ConfigDiff,

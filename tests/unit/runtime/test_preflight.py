@@ -48,3 +48,17 @@ def test_postgresql_without_psycopg_is_refused_before_the_run_naming_the_extra(t
     problems = {key_path(problem.loc): problem.message for problem in check(storage) + check(fleet)}
     assert list(problems) == ["sinks -> 1 -> type", "runtime -> cluster -> dsn"]
     assert all("pip install 'streamweave[postgres]'" in message for message in problems.values())
+
+
+def test_a_postgresql_dsn_libpq_cannot_read_is_refused_before_the_run_without_its_password(tmp_path):
+    """Found only when the sink or the fleet's store connected: exit 1 and a restart loop for a typo, or (for the
+    fleet) a traceback."""
+    config = parse_config(yaml.safe_dump({
+        "streams": [], "detector": {"model": str(REPO / "samples/models/world_detector.onnx")},
+        "sinks": [{"type": "postgres", "dsn": "sw:s3cret@db/analytics"}],  # the scheme left out
+        "runtime": {"outbox_path": str(tmp_path / "o.db"), "cluster": {"dsn": "host=db bogus=1", "capacity": 8}},
+    }), "site.yaml")
+    problems = {key_path(problem.loc): problem.message for problem in check(config)}
+    assert list(problems) == ["sinks -> 0 -> dsn", "runtime -> cluster -> dsn"]
+    assert problems["runtime -> cluster -> dsn"].startswith("not a DSN libpq can read (invalid connection option")
+    assert "s3cret" not in problems["sinks -> 0 -> dsn"]
