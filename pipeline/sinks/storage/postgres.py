@@ -117,6 +117,8 @@ class PostgresBackend:
         """Connect and create the schema; `StorageUnavailable` when the server cannot be reached or does not take
         writes now, `SinkError` for a DSN libpq cannot parse or a database that is not streamweave's."""
         pg = self._pg
+        if why := dsn_problem(self.dsn):
+            raise SinkError(f"PostgreSQL DSN: {why}")
         try:
             fence = self.fence
             conn = open_connection(self.dsn, self.connect_timeout_s, statement_timeout_ms=60000,
@@ -128,9 +130,6 @@ class PostgresBackend:
                 f"cannot connect to PostgreSQL '{self.target}': {first_line(exc)}; "
                 "check the server is up and the DSN (password in PGPASSWORD)"
             ) from exc
-        except pg.ProgrammingError as exc:  # libpq cannot parse the DSN: an unknown option, a bad value
-            raise SinkError(f"PostgreSQL DSN '{self.target}' is not valid: {first_line(exc)}; "
-                            "write postgresql://user@host/db or libpq's key=value form") from exc
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK_KEY,))
