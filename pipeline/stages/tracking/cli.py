@@ -49,8 +49,16 @@ def track_table(table: np.ndarray, config: TrackerConfig, length: int | None = N
     return (np.concatenate(parts) if parts else np.zeros((0, 7))), spent
 
 
+NOT_HERE = {  # settings `track` cannot apply: refused, not ignored
+    "camera_motion": "`track` has detections, not pictures, to estimate the camera's motion from "
+                     "(follow_shared_motion, on by default, moves lost tracks with the shift the matched ones share)",
+    "enabled": "`track` always tracks",
+}
+
+
 def parse_overrides(pairs: list[str]) -> TrackerConfig:
-    """TrackerConfig from `key=value` strings; raises ConfigError naming the bad key."""
+    """TrackerConfig from `key=value` strings; raises ConfigError naming the bad key, or one `track` cannot apply
+    (`NOT_HERE`) set to anything but its default."""
     values = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -58,12 +66,16 @@ def parse_overrides(pairs: list[str]) -> TrackerConfig:
             raise ConfigError(f"--set {pair!r}: expected key=value, e.g. --set high_threshold=0.5")
         values[key.strip()] = value.strip()
     try:
-        return TrackerConfig(**values)
+        config = TrackerConfig(**values)
     except ValidationError as exc:
         # a check across settings names the key it blames, as in the YAML
         problem = problems_of(exc, values, TrackerConfig)[0]
         raise ConfigError(f"--set: {key_path(problem.loc)}: {problem.message}; "
                           f"keys: {sorted(TrackerConfig.model_fields)}") from exc
+    for key, why in NOT_HERE.items():
+        if getattr(config, key) != TrackerConfig.model_fields[key].default:
+            raise ConfigError(f"--set {key}: {why}")
+    return config
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:

@@ -119,6 +119,20 @@ def test_track_command_names_the_setting_a_misspelt_one_meant(tmp_path, capsys):
     assert "--set: hig_threshold: unknown key; did you mean 'high_threshold'?" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("setting, why", [
+    ("camera_motion=true", "--set camera_motion: `track` has detections, not pictures, to estimate the camera's"),
+    ("enabled=false", "--set enabled: `track` always tracks"),
+])
+def test_track_command_refuses_a_setting_it_cannot_apply_instead_of_ignoring_it(setting, why, tmp_path, capsys):
+    """camera_motion needs each frame's picture, which a det.txt does not have: the results were those without it,
+    so a comparison with and without it showed no difference and said nothing."""
+    pytest.importorskip("cv2")  # without OpenCV, camera_motion is refused for that already
+    det = tmp_path / "det.txt"
+    det.write_text("1,-1,1,2,3,4,0.9\n")
+    assert track_command(["--det", str(det), "--out", str(tmp_path / "o.txt"), "--set", setting]) == 2
+    assert capsys.readouterr().err.startswith(f"track: {why}")
+
+
 def test_track_command_interpolates_a_missed_stretch_offline(tmp_path):
     det = tmp_path / "det.txt"
     frames = [f for f in range(1, 31) if not 10 <= f <= 17]  # the detector missed 8 frames
