@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -59,7 +60,7 @@ def detect_command(argv: list[str], prog: str = "run_pipeline.py detect") -> int
     try:
         return _run(args)
     except PipelineError as exc:
-        print(f"detect: {exc}", file=sys.stderr)
+        print(f"detect: {_as_options(str(exc))}", file=sys.stderr)
         return 2
 
 
@@ -77,6 +78,13 @@ def _rate(text: str) -> float:
 
 _OPTIONS = {"model": "--model", "engine": "--engine", "head": "--head", "conf_threshold": "--conf",
             "iou_threshold": "--iou", "max_detections": "--max-det", "classes": "--classes", "max_batch": "--batch"}
+
+
+def _as_options(message: str) -> str:
+    """A detector's error as this command names its settings: `--model`, where a config says `detector.model`."""
+    for key, option in _OPTIONS.items():
+        message = re.sub(rf"\bdetector\.{key}\b", option, message)
+    return message
 
 
 def _detector_config(args: argparse.Namespace) -> DetectorConfig:

@@ -132,3 +132,16 @@ def test_an_input_that_is_no_picture_is_reported_naming_it_not_raised(tmp_path, 
     assert f"input '{sound}' has no video" in capsys.readouterr().err
     assert detect_command([*_base(), "--out", str(tmp_path / "r.json"), str(tmp_path)]) == 2
     assert f"input '{tmp_path}' is a folder" in capsys.readouterr().err
+
+
+def test_a_model_or_class_the_detector_refuses_is_named_by_its_option_not_a_config_key(tmp_path, capsys):
+    """`detect` has no config file: 'set detector.model' or 'detector.classes: unknown class' named keys the user
+    never wrote."""
+    image = _write_png(tmp_path / "a.png", np.zeros((48, 64, 3), np.uint8))
+    out = ["--out", str(tmp_path / "r.json"), str(image)]
+    assert detect_command([*_base(), "--classes", "persn", *out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("detect: --classes: unknown class 'persn'") and "detector." not in err
+    assert detect_command(["--model", str(image), *out]) == 2  # a picture given as the model
+    err = capsys.readouterr().err
+    assert "set --model to an ONNX model file" in err and "detector." not in err
