@@ -8,6 +8,8 @@ from pathlib import Path
 
 import av
 
+from pipeline.errors import ConfigError
+
 
 def camera_clip(source: Path, folder: Path, width: int, height: int, fps: float, seconds: float = 20.0,
                 gop: int | None = None, bframes: int = 0, bitrate_kbps: int | None = None) -> Path:
@@ -24,6 +26,7 @@ def camera_clip(source: Path, folder: Path, width: int, height: int, fps: float,
     target = folder / name
     if target.exists():
         return target
+    _check_video(source)
     folder.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial.mp4")
     frames = round(seconds * fps)
@@ -49,10 +52,23 @@ def camera_clip(source: Path, folder: Path, width: int, height: int, fps: float,
                     out.mux(stream.encode(image))
                     written += 1
             if written == 0:
-                raise ValueError(f"{source}: no frame could be decoded")
+                raise ConfigError(f"{source}: no picture in it could be decoded; give a video file")
         out.mux(stream.encode(None))
     partial.rename(target)
     return target
+
+
+def _check_video(source: Path) -> None:
+    """ConfigError naming `source` unless FFmpeg reads a picture from it."""
+    try:
+        with av.open(str(source)) as src:
+            if not src.streams.video:
+                raise ConfigError(f"{source}: has no video stream (sound or data only); give a video file")
+            next(src.decode(video=0))
+    except av.error.FFmpegError as exc:
+        raise ConfigError(f"{source}: not a video FFmpeg can read ({exc.strerror}); give a video file") from None
+    except StopIteration:
+        raise ConfigError(f"{source}: no picture in it could be decoded; give a video file") from None
 
 
 def _every_nth(container, fps: float):

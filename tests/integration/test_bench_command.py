@@ -274,3 +274,22 @@ def test_a_camera_urls_credentials_are_masked_in_the_report(tmp_path):
     written = (out / "bench.json").read_text() + (out / "bench.md").read_text()
     assert "s3cret-pw" not in written and "ops:" not in written
     assert json.loads((out / "bench.json").read_text())["camera"]["url"].startswith("http://***@127.0.0.1:")
+
+
+@pytest.mark.parametrize("kind", ["garbage", "sound"])
+def test_bench_refuses_a_clip_that_is_no_video_naming_it(kind, tmp_path, capsys):
+    """Before, FFmpeg's error (or an IndexError for a file without a video stream) ended bench with a traceback."""
+    clip = tmp_path / f"{kind}.mp4"
+    if kind == "garbage":
+        clip.write_bytes(bytes(range(256)) * 64)
+    else:
+        with av.open(str(clip), "w") as container:
+            stream = container.add_stream("aac", rate=8000)
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 8000
+            container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+    status = main(["bench", "--model", MODEL, "--clip", str(clip), "--out", str(tmp_path / "out")])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert f"bench: {clip}: " in err and "give a video file" in err
