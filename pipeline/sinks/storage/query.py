@@ -8,6 +8,7 @@ of run ids those, `ALL_RUNS` every run (`runs(target)` lists them).
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from contextlib import contextmanager
@@ -91,7 +92,9 @@ def connect(target: Target) -> Iterator[tuple[Any, str]]:
 @contextmanager
 def _sqlite(path: Path) -> Iterator[sqlite3.Connection]:
     if not path.exists():
-        raise SinkError(f"no stored results at '{path}'; run the pipeline with a sqlite sink first")
+        where = "" if path.is_absolute() else (f" (relative to {os.getcwd()}: run from the folder the pipeline "
+                                               "runs in, or give --db with the file's full path)")
+        raise SinkError(f"no stored results at '{path}'{where}; run the pipeline with a sqlite sink first")
     if path.is_dir():
         raise SinkError(f"'{path}' is a folder, not a database file; give the file of a sqlite sink (its `path`)")
     try:

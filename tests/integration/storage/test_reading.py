@@ -143,3 +143,13 @@ def test_a_csv_answer_with_no_rows_still_has_its_header(what, tmp_path, mot17_05
         assert out == headers[what] + "\n"
     else:
         assert [f"# {name}\n{header}\n" in out for name, header in headers.items()] == [True, True, True]
+
+
+def test_query_of_a_relative_database_that_is_not_here_says_where_it_looked(tmp_path, monkeypatch, capsys):
+    """A config's relative paths are relative to the folder the pipeline runs in (a systemd service's is
+    /var/lib/streamweave): `query site.yaml` from another folder looked for 'detections.db' there and said only
+    that there were no stored results."""
+    monkeypatch.chdir(tmp_path)
+    assert query_command(["--db", "runs/detections.db", "lines"]) == 1
+    err = capsys.readouterr().err
+    assert f"no stored results at 'runs/detections.db' (relative to {tmp_path}" in err and "--db" in err
