@@ -50,8 +50,7 @@ class InstanceNameTaken(PipelineError):
 
 @dataclass(frozen=True)
 class Claimed:
-    """A lease this instance just took: `reason` 'takeover' when it had expired in another's (or an
-    earlier self's) hands, else 'free'."""
+    """A lease this instance just took: `reason` 'takeover' when it had expired in another's hands, else 'free'."""
 
     camera: str
     token: int
@@ -71,8 +70,7 @@ class FleetStore:
 
     # -- connection ----------------------------------------------------------------------------
     def connect(self) -> None:
-        """Connect and create the fleet's tables; ConfigError for a DSN libpq cannot read, FleetUnavailable when
-        the server cannot be reached or refuses."""
+        """Connect and create the fleet's tables; ConfigError for a DSN libpq cannot read, else FleetUnavailable."""
         pg = self._pg
         if why := dsn_problem(self.dsn):
             raise ConfigError(f"the fleet's PostgreSQL DSN: {why}")
@@ -82,9 +80,6 @@ class FleetStore:
         except pg.OperationalError as exc:
             raise FleetUnavailable(f"cannot connect to the fleet's PostgreSQL '{self.target}': {first_line(exc)}; "
                                    "check runtime.cluster.dsn and that the server is up") from exc
-        except pg.ProgrammingError as exc:  # it did not parse: its text may quote the DSN, password included
-            raise ConfigError(f"the fleet's DSN '{self.target}' is no PostgreSQL address ({mask_url(first_line(exc))});"
-                              " write it as postgresql://user@host:port/db (runtime.cluster.dsn or --dsn)") from None
         try:
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))

@@ -93,5 +93,5 @@ def test_a_dsn_that_is_no_postgresql_address_is_a_config_error_naming_it_without
     """It was an internal error with a traceback (an instance restarted for ever), some quoting the password."""
     assert fleet_command(["list", "--dsn", dsn], io.StringIO()) == 2
     said = capsys.readouterr().err
-    assert said.startswith("fleet list: the fleet's DSN '") and "' is no PostgreSQL address (" in said, said
-    assert "); write it as postgresql://user@host:port/db" in said and "s3cret" not in said and said.count("\n") == 1
+    assert said.startswith("fleet list: the fleet's PostgreSQL DSN: not a DSN libpq can read ("), said
+    assert "write postgresql://user@host/db" in said and "s3cret" not in said and said.count("\n") == 1
