@@ -44,6 +44,9 @@ RECENT_EVENTS = QUEUE_ITEMS
 """Events kept to replay to a live stream that reconnects after a gap (a network blip, a laptop asleep)."""
 MEDIA_FILE = re.compile(r"^[0-9a-f]{24}(_crop)?\.(jpg|mp4)$")
 MEDIA_TYPES = {"jpg": "image/jpeg", "mp4": "video/mp4"}
+PAGE_HEADERS = {"Cache-Control": "no-cache", "X-Frame-Options": "DENY",
+                "Content-Security-Policy": "frame-ancestors 'none'"}
+"""The page is never shown in another site's frame, where a click on its buttons could be lured (clickjacking)."""
 
 
 class Console:
@@ -116,7 +119,7 @@ def mount(app: FastAPI, console: Console, authorized: list) -> None:
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
     app.include_router(_router(console), dependencies=authorized)
 

@@ -151,6 +151,16 @@ def test_the_session_cookie_changes_nothing_for_a_page_of_another_origin_of_the_
         assert browser.post("/api/streams/a/resume").status_code == 200  # no Origin: not sent by a page
     assert served.client.post("/api/streams/a/pause", headers=neighbour).status_code in (200, 202)  # the token
 
+def test_no_page_of_another_site_can_show_the_console_in_a_frame(tmp_path, serve):
+    """Without a token a page of any site could frame the console on 127.0.0.1 (its requests are the console's own)
+    and lure a click onto Pause or Remove laid under something else (clickjacking): browsers must refuse to frame it."""
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=10"}]))
+    page = served.client.get("/")
+    assert page.status_code == 200
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
 def test_logging_in_to_another_instance_of_the_host_keeps_the_first_session(tmp_path, serve):
     instances = []
     for cam in ("a", "b"):  # as `run --gpus` makes them: one host, a port each
