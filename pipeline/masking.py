@@ -20,15 +20,17 @@ from typing import Any
 # a path that contains "@" is the safe side.
 _USER_INFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)\S*@(?=[^\s@/]*(?:[/:?#\s]|$))")
 _SECRET_KEYS = ("password|passwd|passphrase|pass|pwd|token|key|secret|sslpassword|api_key|apikey|auth|credentials|"
-                "signature|sig")
-_CAMEL_WORDS = "Token|Key|Secret|Password|Passwd|Passphrase|Pass|Pwd|Auth|Credentials|Signature|Sig"
+                "signature|sig|authorization|cookie|bearer")
+_CAMEL_WORDS = ("Token|Key|Secret|Password|Passwd|Passphrase|Pass|Pwd|Auth|Credentials|Signature|Sig|Authorization|"
+                "Cookie|Bearer")
 
 
 def _secret_name(end: str) -> str:
-    """A secret word alone or as the end of a key (`access_token`, `x-api-key`, `client_secret`, `accessToken`: in
-    camel case only where a capital starts the word, so `monkey` and `turnkey` stay as they are), then `end`."""
-    return (rf"(?:[\w.-]*[_.-])?(?:[A-Za-z0-9]*[a-z](?-i:(?=(?:{_CAMEL_WORDS}){end})))?"
-            rf"(?:{_SECRET_KEYS}){end}")
+    """A secret word alone or as the end of a key (`access_token`, `x-api-key`, `client_secret`, `accessToken`,
+    `Proxy-Authorization`: in camel case only where a capital starts the word, so `monkey` and `turnkey` stay as
+    they are), in the plural too (`api_keys`, `tokens`: several kept for a rotation), then `end`."""
+    return (rf"(?:[\w.-]*[_.-])?(?:[A-Za-z0-9]*[a-z](?-i:(?=(?:{_CAMEL_WORDS})s?{end})))?"
+            rf"(?:{_SECRET_KEYS})s?{end}")
 
 
 _QUERY_SECRET = re.compile(rf"(?P<key>[?&;]{_secret_name('=')})[^&#\s]*", re.IGNORECASE)
