@@ -2,9 +2,10 @@
 the session cookie a browser got by logging in with that token.
 
 A browser cannot put a bearer token on `EventSource` or `<img>` requests, so the console posts the token
-once to `POST /login` and gets an HttpOnly, SameSite=Strict cookie holding a random session id (kept in
-memory: a restart logs everyone out); `POST /logout` ends it. A change the cookie alone authorizes must come
-from the server's own pages: SameSite keeps it from other sites only, not from another port or subdomain.
+once to `POST /login` and gets an HttpOnly, SameSite=Strict cookie (Secure over HTTPS) holding a random
+session id (kept in memory: a restart logs everyone out); `POST /logout` ends it. A change the cookie alone
+authorizes must come from the server's own pages: SameSite keeps it from other sites only, not from another
+port or subdomain.
 
 Without a token the server listens on loopback only and `/login` is not needed, but a browser on this
 machine reaches it from any page it opens: `LocalOnly` then answers 403 to a request whose `Host` is not a
@@ -164,7 +165,8 @@ def router(sessions: Sessions) -> APIRouter:
         if session is None:
             raise HTTPException(401, "wrong token: give the value of runtime.http.token")
         reply = Response(status_code=204)
-        reply.set_cookie(cookie_name(request), session, httponly=True, samesite="strict", path="/")
+        reply.set_cookie(cookie_name(request), session, httponly=True, samesite="strict", path="/",
+                         secure=_over_https(request))
         return reply
 
     @api.post("/logout", status_code=204)
@@ -173,7 +175,14 @@ def router(sessions: Sessions) -> APIRouter:
         if session is not None:
             sessions.logout(session)
         reply = Response(status_code=204)
-        reply.delete_cookie(cookie_name(request), path="/", httponly=True, samesite="strict")
+        reply.delete_cookie(cookie_name(request), path="/", httponly=True, samesite="strict",
+                            secure=_over_https(request))
         return reply
 
     return api
+
+
+def _over_https(request: Request) -> bool:
+    """Whether the browser reached the console over HTTPS (directly, or through a TLS proxy whose
+    X-Forwarded-Proto uvicorn trusts): then the cookie is Secure, never sent over plain HTTP."""
+    return request.url.scheme == "https"

@@ -135,6 +135,20 @@ def test_the_token_buys_a_session_cookie_that_the_api_accepts_until_logout(tmp_p
         assert forger.get("/api/streams").status_code == 401
 
 
+def test_a_console_served_over_https_gets_a_cookie_browsers_never_send_over_plain_http(tmp_path, serve):
+    """Behind a TLS proxy on the host (its X-Forwarded-Proto is trusted from loopback) the session cookie is Secure,
+    so a plain http:// request to the same host name (a link, a downgrade) never carries it in clear; over plain
+    HTTP it cannot be Secure, or the browser would never send it back."""
+    served = serve(config(tmp_path, []), token=TOKEN)
+    with httpx.Client(base_url=served.client.base_url, timeout=10) as browser:
+        proxied = browser.post("/login", json={"token": TOKEN}, headers={"X-Forwarded-Proto": "https"})
+        assert proxied.status_code == 204 and "; secure" in proxied.headers["set-cookie"].lower()
+        logout = browser.post("/logout", headers={"X-Forwarded-Proto": "https"})
+        assert "; secure" in logout.headers["set-cookie"].lower()
+        plain = browser.post("/login", json={"token": TOKEN})
+        assert plain.status_code == 204 and "secure" not in plain.headers["set-cookie"].lower()
+
+
 def test_the_session_cookie_changes_nothing_for_a_page_of_another_origin_of_the_same_site(tmp_path, serve):
     """SameSite=Strict keeps the cookie from other sites only: a page another service of the host serves on its own
     port (or another subdomain) still sends it, and a form or a simple fetch there needs no preflight."""
