@@ -25,6 +25,7 @@ from pipeline.config.cluster import ClusterConfig
 from pipeline.config.fields import DAY_S, HOUR_S, FilePath, Fraction, KeyPathError, Name, Strict, StreamId
 from pipeline.config.outputs import OutputEntry
 from pipeline.config.tracker import TrackerConfig
+from pipeline.masking import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,10 @@ class StreamConfig(Strict):
             raise ValueError("contains a control character (a stray newline or tab?); write the URL on one line")
         kind = plugins.source_for(url)
         if kind.check is not None:
-            kind.check(url)
+            try:
+                kind.check(url)
+            except ValueError as exc:  # a source's own message may quote the URL, password and all
+                raise ValueError(mask_url(str(exc))) from None
         return url
 
     @model_validator(mode="after")

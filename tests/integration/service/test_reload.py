@@ -225,6 +225,18 @@ def test_what_a_request_sends_is_never_read_from_the_environment_nor_echoed(tmp_
     assert path.read_text() == before
 
 
+def test_a_camera_url_its_source_refuses_is_named_without_its_password(tmp_path, serve, monkeypatch):
+    """A source's own check (a plugin's) may quote the URL it refuses: the answer, which any API client reads, and
+    the log name it with its credentials masked."""
+    path = site(tmp_path)
+    served = serve(load_config(path), path=path)
+    monkeypatch.setenv("CAM_PASSWORD", "hunter2-very-secret")
+    path.write_text(path.read_text().replace("url: fake://b?fps=8", "url: fake://viewer:${CAM_PASSWORD}@b?fps=0"))
+    refused = served.client.post("/api/reload")
+    assert refused.status_code == 400
+    assert "hunter2" not in refused.text and "fake://***@b?fps=0: fps must be > 0" in refused.json()["detail"]
+
+
 def test_a_file_edited_while_the_pipeline_started_is_not_taken_as_applied(tmp_path, serve):
     path = site(tmp_path)
     text = path.read_text()
