@@ -24,6 +24,7 @@ import numpy as np
 from pipeline import plugins
 from pipeline.config.models import StageConfig
 from pipeline.errors import ConfigError
+from pipeline.masking import mask_url
 from pipeline.types import Event, FrameResult, Moment
 
 
@@ -42,8 +43,8 @@ class PythonStage:
             self.target: Any = factory(stream_id, **options)
         except Exception as exc:  # noqa: BLE001 - the user's code: an option it refuses, a file or service it lacks
             raise ConfigError(f"stage '{config.python}' for stream '{stream_id}': cannot be made with options "
-                              f"{sorted(config.options)} ({type(exc).__name__}: {exc}); fix stages -> options or "
-                              "what the stage needs when made") from None
+                              f"{sorted(config.options)} ({type(exc).__name__}: {mask_url(str(exc))}); fix stages -> "
+                              "options or what the stage needs when made") from None
 
     def process(self, result: FrameResult) -> None:
         events = list(self.target(result) or [])  # a generator's would be spent by the checks

@@ -93,12 +93,19 @@ class Unreachable:
         raise ConnectionRefusedError("report service at 127.0.0.1:9 refused the connection")
 
 
+class Uploading:
+    """Logs in to the service it uploads to when made, and says where it failed, as HTTP clients do: the URL."""
+
+    def __init__(self, stream_id: str, endpoint: str):
+        raise ConnectionError(f"cannot log in at {endpoint}: 503 Service Unavailable")
+
+
 @pytest.fixture(autouse=True)
 def registered(monkeypatch):
     monkeypatch.setattr(Reporting, "made", [])
     for name, factory in (("yielding", Yielding), ("remembering", Remembering), ("failing-close", FailingClose),
                           ("strict", Strict), ("reporting", Reporting), ("unreachable", Unreachable),
-                          ("calibrated", Calibrated)):
+                          ("calibrated", Calibrated), ("uploading", Uploading)):
         monkeypatch.setitem(plugins._stages, name, factory)
 
 
@@ -169,6 +176,17 @@ def test_a_plugin_that_refuses_an_option_value_is_a_config_error_naming_it_the_s
     with pytest.raises(ConfigError, match=r"stage 'strict' for stream 'cam-1'.*limit_kmh must be positive, got -5.*"
                                           r"stages -> options"):
         PythonStage(StageConfig(python="strict", options={"limit_kmh": -5}), "cam-1")
+
+
+def test_a_plugin_that_fails_when_made_is_named_without_the_credentials_its_message_quotes():
+    """The message goes to the log and to the API's answer: a plugin quoting the URL it was given must not put its
+    password or token there."""
+    endpoint = "https://ops:hunter2@api.example/v1?access_token=t0k3n&region=eu"
+    with pytest.raises(ConfigError) as refused:
+        PythonStage(StageConfig(python="uploading", options={"endpoint": endpoint}), "cam-1")
+    message = str(refused.value)
+    assert "hunter2" not in message and "t0k3n" not in message
+    assert "cannot log in at https://***@api.example/v1?access_token=***&region=eu: 503" in message
 
 
 def test_a_plugin_that_fails_to_open_what_it_reads_when_made_is_a_config_error_naming_it_the_stream_and_why(tmp_path):
