@@ -10,10 +10,12 @@ import logging
 import sqlite3
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.errors import EventRefused, SinkError
+from pipeline.masking import mask_url
 from pipeline.sinks.base import EventOutput
 from pipeline.sinks.outputs.payload import event_from_json
 
@@ -87,16 +89,17 @@ class Courier:
                 self.output.deliver(event_from_json(body))
             except EventRefused as exc:  # refused for good: kept as a dead letter, the next one goes on
                 self._backoff.reset()
-                self._bury(conn, seq, event_id, str(exc), attempt)
+                self._bury(conn, seq, event_id, mask_url(str(exc)), attempt)
                 return True
-            except SinkError as exc:
-                error = str(exc)
+            except SinkError as exc:  # an output's message may quote its URL, credentials and all (a plugin's)
+                error = mask_url(str(exc))
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # noqa: BLE001 - a bug in an output (a plugin's CancelledError too) must not
                 # kill its courier: count, log, retry
-                log.exception("output '%s' raised %s on event %s", self.output.name, type(exc).__name__, event_id)
-                error = f"{type(exc).__name__}: {exc}"
+                log.error("output '%s' raised %s on event %s\n%s", self.output.name, type(exc).__name__, event_id,
+                          mask_url(traceback.format_exc()))
+                error = f"{type(exc).__name__}: {mask_url(str(exc))}"
             else:
                 self._backoff.reset()
                 self._advance(conn, seq, event_id)

@@ -300,3 +300,34 @@ def test_an_output_raising_a_base_exception_is_retried_and_its_courier_goes_on(t
         assert outbox.wait_delivered(5)
         assert outbox.stats()["rec"]["failed"] == 1
     assert [e.track_id for e in out.delivered] == [0, 1, 2, 3, 4]
+
+
+class QuotingOutput(RecordingOutput):
+    """An output plugin whose failures quote the URL it posts to, as HTTP clients' errors do; gives up at once."""
+
+    max_retries = 0
+
+    def __init__(self, name: str, failure: BaseException):
+        super().__init__(name)
+        self.failure = failure
+
+    def deliver(self, event: Event) -> None:
+        raise self.failure
+
+
+def test_an_output_s_failures_are_logged_and_kept_as_dead_letters_with_the_credentials_they_quote_masked(
+        tmp_path, caplog):
+    url = "https://ops:hunter2@hooks.example/v1/events?token=t0k3n"
+    outputs = [QuotingOutput("a-refused", EventRefused(f"{url} answered 422")),
+               QuotingOutput("b-down", SinkError(f"{url} unreachable")),
+               QuotingOutput("c-bug", ConnectionError(f"Max retries exceeded with url: {url}"))]
+    with Outbox(tmp_path / "outbox.db", outputs, backoff=FAST) as outbox:
+        outbox.put(make_events(1))
+        assert outbox.wait_delivered(5)
+    with sqlite3.connect(tmp_path / "outbox.db") as db:
+        errors = [error for (error,) in db.execute("SELECT error FROM dead_letters ORDER BY output")]
+    assert len(errors) == 3
+    assert [s for s in ("hunter2", "t0k3n") if s in "\n".join([*errors, caplog.text])] == []
+    masked = "https://***@hooks.example/v1/events?token=***"
+    assert errors == [f"{masked} answered 422", f"{masked} unreachable",
+                      f"ConnectionError: Max retries exceeded with url: {masked}"]
