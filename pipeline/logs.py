@@ -18,6 +18,8 @@ from typing import Literal, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
+from pipeline.masking import mask_url
+
 LogFormat = Literal["text", "json"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -34,11 +36,28 @@ def json_formatter() -> logging.Formatter:
                                         "threadName": "thread", "exc_info": "exception"})
 
 
+class MaskCredentials(logging.Filter):
+    """Masks credentials (`mask_url`) in each record's message and traceback before it is written: whatever
+    raised (a plugin, the HTTP client it uses, any library) may name a URL with its password or token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - arguments that do not fit the message: the handler reports it
+            return True
+        record.msg, record.args = mask_url(message), None
+        if record.exc_info:
+            record.exc_text = mask_url(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None  # both formatters write exc_text instead
+        return True
+
+
 def configure(level: str | int = "info", log_format: LogFormat = "text", stream: TextIO | None = None) -> None:
-    """Make one handler on `stream` (stderr) in `log_format` the root logger's only one, at `level`; records
-    `held` so far are written by it first."""
+    """Make one handler on `stream` (stderr) in `log_format` the root logger's only one, at `level`, its
+    records' credentials masked; records `held` so far are written by it first."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(json_formatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(MaskCredentials())
     waiting = [h for h in logging.getLogger().handlers if isinstance(h, MemoryHandler)]
     _set_root_handler(handler)
     for memory in waiting:

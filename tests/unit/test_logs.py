@@ -77,3 +77,23 @@ def test_held_records_go_to_the_previous_handler_when_nothing_was_configured():
                 raise ValueError("bad config")
         assert logs.current_format() == "text" and len(logging.getLogger().handlers) == 1
     assert out.getvalue().endswith(" WARNING test.logs.held: read so far\n")
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_credentials_a_plugin_s_failure_quotes_never_reach_the_log(log_format):
+    """Every stage and sink runs behind `guarded`, which logs what a plugin raised with its traceback; a plugin,
+    like the HTTP clients it uses, names the URL it failed on, and a message may be given one by any library."""
+    from pipeline.runtime.outputs import Failures, guarded  # noqa: PLC0415
+
+    url = "https://ops:hunter2@uploads.example/v1/clips?token=t0k3n"
+
+    def upload(result):
+        raise ConnectionError(f"Max retries exceeded with url: {url}")
+
+    with configured_log(log_format) as out:
+        guarded(Failures(), "sink 'uploader'", upload, None)
+        logging.getLogger("test.logs.secret").warning("connecting to %s", url)
+    text = out.getvalue()
+    assert "hunter2" not in text and "t0k3n" not in text
+    assert text.count("https://***@uploads.example/v1/clips?token=***") == 2
+    assert "ConnectionError: Max retries exceeded with url: https://***@" in text
