@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 
 from pipeline.config.outputs import PostgresStorage
@@ -65,6 +66,9 @@ def rows_at_fault(exc: Exception) -> bool:
     return not (state[:2] in SERVER_STATE_CLASSES or state == INSUFFICIENT_PRIVILEGE)
 
 
+_UNPAIRED_WORD = re.compile(r'missing "=" after "[^"]*"')
+
+
 def dsn_problem(dsn: str) -> str | None:
     """Why libpq cannot read `dsn` (no scheme, an unknown option), or None. Said without the DSN, which libpq's own
     message repeats, password included, where masking cannot find it (`user:password@host` with no scheme)."""
@@ -72,8 +76,11 @@ def dsn_problem(dsn: str) -> str | None:
     try:
         pg.conninfo.conninfo_to_dict(dsn)
     except pg.ProgrammingError as exc:
-        return (f"not a DSN libpq can read ({first_line(exc).replace(dsn, '...')}); write "
-                "postgresql://user@host/db or libpq's key=value form (host=... dbname=...)")
+        # the word libpq quotes after a space may be the rest of a password: not named
+        why = _UNPAIRED_WORD.sub("missing \"=\" after a word (a value holding spaces must be quoted: "
+                                 "password='a b c')", first_line(exc).replace(dsn, "..."))
+        return (f"not a DSN libpq can read ({why}); write postgresql://user@host/db or libpq's key=value form "
+                "(host=... dbname=...)")
     return None
 
 

@@ -422,6 +422,16 @@ def test_a_postgres_dsn_without_its_scheme_fails_at_open_without_showing_the_pas
     assert "s3cret-pw" not in str(info.value)
 
 
+def test_a_postgres_dsn_whose_password_holds_an_unquoted_space_fails_without_showing_a_word_of_it():
+    """libpq quotes the word after the space, which is the password's rest: masking cannot tell it from a key."""
+    pytest.importorskip("psycopg")
+    sink = postgres_store("host=127.0.0.1 dbname=analytics password=correct horse-battery-staple").make()
+    with pytest.raises(SinkError, match=r"PostgreSQL DSN: not a DSN libpq can read \(missing \"=\" after a word "
+                                        r"\(a value holding spaces must be quoted: password='a b c'\)") as info:
+        sink.open()
+    assert "horse" not in str(info.value)
+
+
 def test_a_storage_sink_keeps_nothing_of_a_camera_once_it_has_ended_and_still_stores_its_url(tmp_path, mot17_05):
     store = sqlite_store(tmp_path / "detections.db")
     sink = store.make(flush_interval_s=60.0)  # every row is written at close, after its camera has ended
