@@ -36,28 +36,24 @@ def json_formatter() -> logging.Formatter:
                                         "threadName": "thread", "exc_info": "exception"})
 
 
-class MaskCredentials(logging.Filter):
-    """Masks credentials (`mask_url`) in each record's message and traceback before it is written: whatever
-    raised (a plugin, the HTTP client it uses, any library) may name a URL with its password or token."""
+class MaskedFormatter(logging.Formatter):
+    """What `inner` writes, with credentials masked (`mask_url`): whatever raised (a plugin, the HTTP client it uses,
+    any library) may name a URL with its password or token, in the message or the traceback. The record is left as
+    it is for any other handler (it is shared)."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - arguments that do not fit the message: the handler reports it
-            return True
-        record.msg, record.args = mask_url(message), None
-        if record.exc_info:
-            record.exc_text = mask_url(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None  # both formatters write exc_text instead
-        return True
+    def __init__(self, inner: logging.Formatter):
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_url(self.inner.format(record))
 
 
 def configure(level: str | int = "info", log_format: LogFormat = "text", stream: TextIO | None = None) -> None:
     """Make one handler on `stream` (stderr) in `log_format` the root logger's only one, at `level`, its
     records' credentials masked; records `held` so far are written by it first."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(json_formatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
-    handler.addFilter(MaskCredentials())
+    handler.setFormatter(MaskedFormatter(json_formatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)))
     waiting = [h for h in logging.getLogger().handlers if isinstance(h, MemoryHandler)]
     _set_root_handler(handler)
     for memory in waiting:
@@ -69,7 +65,8 @@ def configure(level: str | int = "info", log_format: LogFormat = "text", stream:
 
 def current_format() -> LogFormat:
     """The format the root handler writes ("text" when none was configured)."""
-    json_handlers = [h for h in logging.getLogger().handlers if isinstance(h.formatter, JsonFormatter)]
+    json_handlers = [h for h in logging.getLogger().handlers
+                     if isinstance(getattr(h.formatter, "inner", h.formatter), JsonFormatter)]
     return "json" if json_handlers else "text"
 
 

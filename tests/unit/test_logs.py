@@ -97,3 +97,21 @@ def test_credentials_a_plugin_s_failure_quotes_never_reach_the_log(log_format):
     assert "hunter2" not in text and "t0k3n" not in text
     assert text.count("https://***@uploads.example/v1/clips?token=***") == 2
     assert "ConnectionError: Max retries exceeded with url: https://***@" in text
+
+
+def test_masking_leaves_the_record_as_every_other_handler_gets_it():
+    """The record is shared by every handler (a test's, an operator's own): the masking is in what this one writes."""
+    seen: list[logging.LogRecord] = []
+    other = logging.Handler()
+    other.emit = seen.append
+    with configured_log("text") as out:
+        logging.getLogger().addHandler(other)
+        try:
+            raise ConnectionError("refused by https://ops:hunter2@uploads.example/v1")
+        except ConnectionError:
+            logging.getLogger("test.logs.shared").exception("upload to %s failed", "rtsp://u:pw@cam/live")
+        finally:
+            logging.getLogger().removeHandler(other)
+    assert "hunter2" not in out.getvalue() and "u:pw@" not in out.getvalue()
+    (record,) = [r for r in seen if r.name == "test.logs.shared"]
+    assert record.exc_info is not None and record.args == ("rtsp://u:pw@cam/live",)
