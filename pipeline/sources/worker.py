@@ -194,7 +194,10 @@ class StreamWorker:
                     first_frame_s=self._first_frame_s, last_error=self._last_error)
 
     def _current_fps(self) -> float:
-        """Frames decoded per second over the last full second (the partial one before the first)."""
+        """Frames decoded per second over the last full second (the partial one before the first); 0 while no
+        frames come (connecting, reconnecting, stalled, ended), not the rate from before."""
+        if self.state is not WorkerState.RUNNING:
+            return 0.0
         if self._decode_fps:
             return self._decode_fps
         t0, n = self._fps_window
@@ -304,6 +307,7 @@ class StreamWorker:
 
     def _on_connected(self, started: float) -> None:
         self._first_frame_s = round(time.monotonic() - started, 3)
+        self._fps_window, self._decode_fps = (time.monotonic(), 0), 0.0  # a rate of this connection, not the outage
         self._backoff.reset()
         self._refused_backoff.reset()
         self._last_frame_at = time.monotonic()

@@ -75,6 +75,22 @@ def test_live_stream_reconnects_after_server_restart_and_seq_continues_in_a_new_
     assert places == [(0, i) for i in range(before)] + [(1, i) for i in range(len(places) - before)]
 
 
+def test_a_stream_that_went_down_reports_no_decode_rate_until_frames_come_again(rtsp_server, sink):
+    """Before, the API showed a camera reconnecting for minutes at the rate it had before it went down."""
+    worker = StreamWorker(live_config(rtsp_server.url), sink)
+    worker.start()
+    assert sink.wait_for(40, timeout=10), worker.stats()
+    assert worker.stats()["decode_fps"] > 0
+    rtsp_server.kill()
+    assert wait_until(lambda: worker.state is WorkerState.RECONNECTING, timeout=10), worker.stats()
+    assert worker.stats()["decode_fps"] == 0
+    before = len(sink.frames)
+    rtsp_server.start()
+    assert sink.wait_for(before + 20, timeout=20), worker.stats()
+    assert worker.stats()["decode_fps"] > 0
+    stop_promptly(worker)
+
+
 def test_frames_resume_after_an_outage_of_refused_connections_with_the_default_schedule(rtsp_server, sink, caplog):
     defaults = StreamConfig(id="cam-1", url=rtsp_server.url)
     worker = StreamWorker(live_config(rtsp_server.url, reconnect_min_s=defaults.reconnect_min_s,
