@@ -44,13 +44,16 @@ class ProgressLog:
     def __init__(self):
         self._elapsed_s = 0.0
         self._frames: dict[str, int] = {}  # frames detected per stream at the previous call
+        self._reconnects: dict[str, int] = {}  # and reconnects
         self._total = 0
 
     def __call__(self, snap: Snapshot) -> None:
         span = snap.elapsed_s - self._elapsed_s
         for stream_id, stats in snap.streams.items():
             frames = stats.get("batched", 0)
-            self._log_stream(stream_id, stats, _rate(frames - self._frames.get(stream_id, 0), span))
+            # a stream that runs again says why it went down once, not on every line for the rest of the run
+            news = stats.get("state") != "running" or stats.get("reconnects", 0) > self._reconnects.get(stream_id, 0)
+            self._log_stream(stream_id, stats, _rate(frames - self._frames.get(stream_id, 0), span), news)
         fps = _rate(snap.frames_detected - self._total, span)
         backlog = outbox_backlog(snap)
         log.info("%.1f s, %d streams, engine %s: %.1f fps, %d frames in %d batches, %d events, outbox backlog %d",
@@ -61,16 +64,18 @@ class ProgressLog:
                         "outbox_backlog": backlog})
         self._elapsed_s, self._total = snap.elapsed_s, snap.frames_detected
         self._frames = {stream_id: stats.get("batched", 0) for stream_id, stats in snap.streams.items()}
+        self._reconnects = {stream_id: stats.get("reconnects", 0) for stream_id, stats in snap.streams.items()}
 
     @staticmethod
-    def _log_stream(stream_id: str, stats: dict, fps: float) -> None:
+    def _log_stream(stream_id: str, stats: dict, fps: float, error_news: bool) -> None:
+        """error_news: the stream's last error is said in the message (it is a field of every line)."""
         dropped, skipped = drops(stats), skipped_by_cap(stats)
         error = stats.get("last_error")
         reasons = ", ".join(f"{reason} {n}" for reason, n in dropped.items() if n)
         log.info("%s %s: %.1f fps, %d frames, %d dropped%s, %s%d reconnects%s", stream_id, stats.get("state", "?"),
                  fps, stats.get("batched", 0), sum(dropped.values()), f" ({reasons})" if reasons else "",
                  f"{skipped} skipped by cap, " if skipped else "", stats.get("reconnects", 0),
-                 f"; last error: {error}" if error else "",
+                 f"; last error: {error}" if error and error_news else "",
                  extra={"stream": stream_id, "state": stats.get("state"), "fps": fps,
                         "frames": stats.get("batched", 0), "decoded": stats.get("decoded", 0), "dropped": dropped,
                         "skipped_by_cap": skipped, "reconnects": stats.get("reconnects", 0), "last_error": error})

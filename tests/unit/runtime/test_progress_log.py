@@ -41,6 +41,19 @@ def test_each_stream_gets_a_line_with_fps_over_the_interval_and_drops_by_reason(
                                  "1 reconnects; last error: read timeout")
 
 
+def test_a_stream_running_again_says_its_last_error_once_not_on_every_line(progress):
+    report = ProgressLog()
+    down = {"state": "reconnecting", "batched": 100, "reconnects": 1, "last_error": "connection refused"}
+    report(snapshot(10.0, {"cam-1": down}))
+    report(snapshot(20.0, {"cam-1": {**down, "state": "reconnecting"}}))  # still down: said again
+    report(snapshot(30.0, {"cam-1": {**down, "state": "running", "batched": 200, "reconnects": 2}}))  # back: once
+    report(snapshot(40.0, {"cam-1": {**down, "state": "running", "batched": 300, "reconnects": 2}}))
+    lines = [r for r in progress.records if getattr(r, "stream", None) == "cam-1"]
+    said = ["last error: connection refused" in r.getMessage() for r in lines]
+    assert said == [True, True, True, False]
+    assert all(r.last_error == "connection refused" for r in lines)  # the field is the stream's, on every line
+
+
 def test_frames_skipped_by_the_fps_cap_are_reported_apart_from_drops(progress):
     capped = {"state": "running", "batched": 100, "decoded": 250, "dropped_fps_cap": 150, "dropped_overflow": 3}
     snap = snapshot(10.0, {"cam": capped})
