@@ -116,11 +116,17 @@ class Control:
 
     def pause_stream(self, stream_id: str) -> bool:
         with self._lock:
-            return self.runner.table.pause(stream_id)
+            done = self.runner.table.pause(stream_id)
+        log.info("stream '%s' paused through the API%s", stream_id,
+                 "" if done else " (its last frames still go through)")
+        return done
 
     def resume_stream(self, stream_id: str) -> None:
         with self._lock:
+            paused = stream_id in self.runner.table.paused()
             self.runner.table.resume(stream_id)
+        if paused:
+            log.info("stream '%s' resumed through the API", stream_id)
 
     def _of_this_shard(self, stream_id: Any) -> None:
         shard = self.runner.placement.shard

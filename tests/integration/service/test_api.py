@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import resource
 import shlex
@@ -103,6 +104,19 @@ def test_a_pause_still_finishing_answers_202_refuses_a_resume_meanwhile_and_then
     assert again and again[0].status_code == 200 and again[0].json()["state"] == "paused", again and again[0].text
     assert served.client.post("/api/streams/cam/resume").status_code == 200
     assert sink.wait_for(lambda s: s.started.count("cam") == 2 and len(s.seqs["cam"]) >= 5 + 5, timeout=20)
+
+
+def test_a_pause_and_a_resume_are_logged_naming_the_camera(tmp_path, serve, caplog):
+    """Before, a camera paused through the API stopped without a word in the log."""
+    sink = RecordingSink()
+    served = serve(config(tmp_path, [{"id": "gate-2", "url": "fake://gate-2?fps=20"}]), sinks=[sink])
+    assert sink.wait_for(lambda s: len(s.seqs["gate-2"]) >= 5, timeout=20)
+    with caplog.at_level(logging.INFO, logger="pipeline.service.control"):
+        assert served.client.post("/api/streams/gate-2/pause").status_code == 200
+        assert served.client.post("/api/streams/gate-2/resume").status_code == 200
+        assert served.client.post("/api/streams/gate-2/resume").status_code == 200  # running: nothing to say
+    assert [r.getMessage() for r in caplog.records if r.name == "pipeline.service.control"] == [
+        "stream 'gate-2' paused through the API", "stream 'gate-2' resumed through the API"]
 
 
 def test_bad_requests_get_a_4xx_that_says_why_and_change_nothing(tmp_path, serve):
