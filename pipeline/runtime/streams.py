@@ -133,10 +133,13 @@ class StreamTable:
                 del self._paused[stream_id]
 
     def configs(self) -> list[StreamConfig]:
-        """Every stream, running or paused, in the order they were added (one being removed is not listed)."""
+        """Every stream, running or paused, in the config's order, then those it lacks in the order they were added
+        (one being removed is not listed): a camera paused, resumed or changed keeps its place."""
         with self._lock:
             running = {sid: c for sid, c in self._streams.items() if sid not in self._removing}
-            return [*running.values(), *(c for s, c in self._paused.items() if s not in running)]
+            listed = [*running.values(), *(c for s, c in self._paused.items() if s not in running)]
+        order = {config.id: i for i, config in enumerate(self._parts.config.streams)}
+        return sorted(listed, key=lambda config: order.get(config.id, len(order)))
 
     def paused(self) -> set[str]:
         with self._lock:

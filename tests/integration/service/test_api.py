@@ -119,6 +119,19 @@ def test_a_pause_and_a_resume_are_logged_naming_the_camera(tmp_path, serve, capl
         "stream 'gate-2' paused through the API", "stream 'gate-2' resumed through the API"]
 
 
+def test_cameras_stay_listed_in_the_config_order_after_a_pause_a_resume_and_a_change(tmp_path, serve):
+    """Before, a camera resumed or changed moved to the end of /api/streams (and of the console's cameras)."""
+    cams = [{"id": cam, "url": f"fake://{cam}?fps=20"} for cam in ("a", "b", "c")]
+    served = serve(config(tmp_path, cams))
+    client = served.client
+    assert client.post("/api/streams/b/pause").status_code == 200
+    assert [s["id"] for s in client.get("/api/streams").json()] == ["a", "b", "c"]
+    assert client.post("/api/streams/b/resume").status_code == 200
+    assert client.patch("/api/streams/a", json={"fps": 10}).status_code == 200
+    assert [s["id"] for s in client.get("/api/streams").json()] == ["a", "b", "c"]
+    assert [s["id"] for s in client.get("/api/config").json()["streams"]] == ["a", "b", "c"]
+
+
 def test_bad_requests_get_a_4xx_that_says_why_and_change_nothing(tmp_path, serve):
     served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=20"}]))
     client = served.client
