@@ -67,6 +67,21 @@ def guarded(failures: Failures, name: str, fn, *args, **kwargs) -> Any:
         return None
 
 
+def close_guarded(failures: Failures, sink: Sink) -> None:
+    """Close `sink` (the pipeline stops, or it was taken out); a failure is counted and logged, never raised. A
+    typed error says what was lost and why itself: no traceback for it."""
+    try:
+        sink.close()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except PipelineError as exc:
+        failures.add(sink.name)
+        log.error("sink '%s' did not close cleanly: %s", sink.name, exc)
+    except BaseException:  # noqa: BLE001 - a bug in one sink's close must not keep the others from closing
+        failures.add(sink.name)
+        log.exception("sink '%s' did not close cleanly", sink.name)
+
+
 class _Countdown:
     """Runs `then()` once `count` sinks have each called `done()`."""
 
@@ -200,7 +215,7 @@ class SinkQueue:
             guarded(self._failures, self.sink.name, getattr(self.sink, item.method), *item.args)
             if item.after is not None:
                 guarded(self._failures, self.sink.name, item.after.done)
-        guarded(self._failures, self.sink.name, self.sink.close)  # closed and drained: at shutdown, or taken out
+        close_guarded(self._failures, self.sink)  # closed and drained: at shutdown, or taken out
         if self.retired:
             log.info("sink '%s' (taken out) delivered what it had queued and is closed", self.sink.name)
 
@@ -228,14 +243,14 @@ class OutputSinks:
         """A sink added while running (already opened): told of every stream running (`on_stream_joined` where it
         has one, else `on_stream_start`), then fed from the next frame on."""
         if self.draining(options):  # taken out in the same change, and still writing there
-            guarded(self.failures, sink.name, sink.close)
+            close_guarded(self.failures, sink)
             raise PipelineError(f"sink {sink.name} not added: the one it replaces still delivers what it had "
                                 "queued; apply the change again once it is done")
         q = SinkQueue(sink, options, self.failures)
         joined = "on_stream_joined" if hasattr(sink, "on_stream_joined") else "on_stream_start"
         with self._lock:
             if self._finished:
-                guarded(self.failures, sink.name, sink.close)
+                close_guarded(self.failures, sink)
                 raise PipelineError(f"sink {sink.name} not added: the pipeline is stopping")
             for stream_id, url in self._streams.items():
                 q.put(joined, stream_id, url)

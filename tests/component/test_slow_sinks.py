@@ -2,10 +2,12 @@
 keep reaching the tracker and the other sinks; files wait for it and lose nothing."""
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
 
+from pipeline.errors import SinkError
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.testing import HangingSink, RecordingSink
 from tests.component.conftest import fake_config
@@ -80,6 +82,27 @@ def test_a_sink_hung_at_shutdown_does_not_keep_the_others_from_closing(tmp_path)
     thread.join(60)
     assert not thread.is_alive() and healthy.closed and healthy.ended == ["cam"]
     hanging.release()
+
+
+class _LosesRowsAtClose(RecordingSink):
+    def close(self) -> None:
+        super().close()
+        raise SinkError("store: 62 rows could not be stored before close (database unreachable for 30 s)")
+
+
+def test_a_sink_that_fails_to_close_at_shutdown_is_logged_as_such_not_as_one_that_keeps_running(tmp_path, caplog):
+    """Before, the shutdown logged "'store' failed (1 failures so far); it keeps running" with a traceback."""
+    sink = _LosesRowsAtClose("store")
+    runner = PipelineRunner(fake_config(tmp_path, [{"id": "cam", "url": "fake://cam?fps=50"}]), sinks=[sink])
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    assert sink.wait_for(lambda s: len(s.seqs["cam"]) >= 5, timeout=20)
+    runner.request_stop()
+    thread.join(60)
+    [record] = [r for r in caplog.records if "store" in r.getMessage() and r.levelno >= logging.ERROR]
+    assert record.getMessage() == ("sink 'store' did not close cleanly: store: 62 rows could not be stored before "
+                                   "close (database unreachable for 30 s)")
+    assert record.exc_info is None and sink.closed
 
 
 class _NoPictures(RecordingSink):
