@@ -185,8 +185,13 @@ class SinkQueue:
             return True
         self._thread.join(max(CLOSE_WAIT_S, deadline - time.monotonic()))
         if self._thread.is_alive():
-            log.warning("sink '%s' still busy with %d items queued; it closes when they are delivered",
-                        self.sink.name, len(self._items))
+            queued = len(self._items)
+            if queued:
+                log.warning("sink '%s' still busy with %d items queued; it closes when they are delivered",
+                            self.sink.name, queued)
+            else:  # nothing left here: the sink itself still works on what it took (a storage writer's backlog)
+                log.warning("sink '%s' is still closing (nothing is queued for it here: what it holds itself is "
+                            "delivered or given up as its own log says); it finishes by itself", self.sink.name)
             return False
         return True
 

@@ -7,7 +7,9 @@ import threading
 
 import pytest
 
+from pipeline.config.outputs import FrameSinkOptions
 from pipeline.errors import SinkError
+from pipeline.runtime import outputs
 from pipeline.runtime.runner import PipelineRunner
 from pipeline.testing import HangingSink, RecordingSink
 from tests.component.conftest import fake_config
@@ -103,6 +105,29 @@ def test_a_sink_that_fails_to_close_at_shutdown_is_logged_as_such_not_as_one_tha
     assert record.getMessage() == ("sink 'store' did not close cleanly: store: 62 rows could not be stored before "
                                    "close (database unreachable for 30 s)")
     assert record.exc_info is None and sink.closed
+
+
+class _SlowToClose(RecordingSink):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.gate = threading.Event()
+
+    def close(self) -> None:
+        self.gate.wait(30)
+        super().close()
+
+
+def test_a_sink_still_closing_with_nothing_queued_is_not_said_to_have_items_to_deliver(monkeypatch, caplog):
+    """Before: "sink 'store' still busy with 0 items queued; it closes when they are delivered"."""
+    monkeypatch.setattr(outputs, "CLOSE_WAIT_S", 0.1)
+    sink = _SlowToClose("store")
+    queue = outputs.SinkQueue(sink, FrameSinkOptions(), outputs.Failures())
+    queue.start()
+    assert not queue.finish(deadline=0.0)
+    sink.gate.set()
+    [record] = [r for r in caplog.records if r.name == "pipeline.runtime.outputs"]
+    assert record.getMessage().startswith("sink 'store' is still closing (nothing is queued for it here")
+    assert wait_until(lambda: sink.closed, timeout=10)
 
 
 class _NoPictures(RecordingSink):
