@@ -67,11 +67,12 @@ def guarded(failures: Failures, name: str, fn, *args, **kwargs) -> Any:
         return None
 
 
-def close_guarded(failures: Failures, sink: Sink) -> None:
-    """Close `sink` (the pipeline stops, or it was taken out); a failure is counted and logged, never raised. A
-    typed error says what was lost and why itself: no traceback for it."""
+def close_guarded(failures: Failures, sink: Sink) -> bool:
+    """Close `sink` (the pipeline stops, or it was taken out); True when it closed cleanly. A failure is counted
+    and logged, never raised; a typed error says what was lost and why itself: no traceback for it."""
     try:
         sink.close()
+        return True
     except (KeyboardInterrupt, SystemExit):
         raise
     except PipelineError as exc:
@@ -80,6 +81,7 @@ def close_guarded(failures: Failures, sink: Sink) -> None:
     except BaseException:  # noqa: BLE001 - a bug in one sink's close must not keep the others from closing
         failures.add(sink.name)
         log.exception("sink '%s' did not close cleanly", sink.name)
+    return False
 
 
 class _Countdown:
@@ -220,8 +222,8 @@ class SinkQueue:
             guarded(self._failures, self.sink.name, getattr(self.sink, item.method), *item.args)
             if item.after is not None:
                 guarded(self._failures, self.sink.name, item.after.done)
-        close_guarded(self._failures, self.sink)  # closed and drained: at shutdown, or taken out
-        if self.retired:
+        closed = close_guarded(self._failures, self.sink)  # drained: at shutdown, or taken out
+        if self.retired and closed:
             log.info("sink '%s' (taken out) delivered what it had queued and is closed", self.sink.name)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
 
@@ -105,6 +106,20 @@ def test_a_sink_that_fails_to_close_at_shutdown_is_logged_as_such_not_as_one_tha
     assert record.getMessage() == ("sink 'store' did not close cleanly: store: 62 rows could not be stored before "
                                    "close (database unreachable for 30 s)")
     assert record.exc_info is None and sink.closed
+
+
+def test_a_sink_taken_out_that_fails_to_close_is_not_said_to_have_delivered_what_it_had(caplog):
+    """Before, "did not close cleanly: 62 rows could not be stored" was followed by "(taken out) delivered what
+    it had queued and is closed"."""
+    caplog.set_level(logging.INFO, logger="pipeline.runtime.outputs")
+    sink = _LosesRowsAtClose("store")
+    queue = outputs.SinkQueue(sink, FrameSinkOptions(), outputs.Failures())
+    queue.start()
+    queue.retire()
+    assert queue.finish(deadline=time.monotonic() + 10)
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.runtime.outputs"]
+    assert said == ["sink 'store' did not close cleanly: store: 62 rows could not be stored before close "
+                    "(database unreachable for 30 s)"]
 
 
 class _SlowToClose(RecordingSink):
