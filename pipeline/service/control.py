@@ -29,7 +29,7 @@ from typing import Any, Callable, TypeVar
 from pipeline.cluster import analytics
 from pipeline.config.diff import ConfigDiff
 from pipeline.config.document import ConfigDocument
-from pipeline.config.loader import parse_config
+from pipeline.config.loader import config_text, parse_config
 from pipeline.errors import (ConfigError, FileChanged, NoConfigFile, PartiallyApplied, PipelineError,
                              StreamExists)
 from pipeline.runtime.runner import PipelineRunner
@@ -206,7 +206,7 @@ class Control:
                                "change it through the API (/api/streams, /api/zones, /api/lines, /api/alerts), or "
                                "start it from a config file to reload one")
         with self._lock:
-            text = _read(self.path)
+            text = config_text(self.path)
             try:
                 change = self.runner.reconfigure(self._with_fleet_streams(parse_config(text, self.path)))
             except PartiallyApplied:  # the file runs, but for what is named: the next change retries that
@@ -295,13 +295,6 @@ def _no_variables(section: str, entry: dict) -> None:
         raise ConfigError(f"{section}: '${{...}}' is read from the environment in the config file only, not in "
                           "API requests; send the value itself, or put it in the file (a '${' as it is written $${) "
                           "and reload")
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
 
 
 def entry_of(model: Any) -> dict:

@@ -117,6 +117,17 @@ def test_a_broken_file_or_a_new_detector_changes_nothing(tmp_path, serve):
     assert [s["id"] for s in served.client.get("/api/streams").json()] == ["a", "c"]
 
 
+def test_a_file_saved_in_another_encoding_is_refused_on_reload_naming_its_line(tmp_path, serve):
+    """Before, a reload of a file saved as Windows-1252 answered 500 (and a SIGHUP's reload thread died)."""
+    path = site(tmp_path)
+    served = serve(load_config(path), path=path)
+    path.write_bytes(path.read_bytes().replace(b"# where trucks wait", "# où attendent les camions".encode("cp1252")))
+    reply = served.client.post("/api/reload")
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["detail"].startswith(f"{path}:12: the config file is not UTF-8 text (byte 0xf9")
+    assert [s["id"] for s in served.client.get("/api/streams").json()] == ["a", "b"]
+
+
 def test_api_changes_are_written_to_the_file_with_its_comments(tmp_path, serve):
     path = site(tmp_path)
     served = serve(load_config(path), path=path)
