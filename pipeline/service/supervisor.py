@@ -181,11 +181,12 @@ def supervise_command(args) -> int:
     """`run CONFIG --gpus ...` (the other `run` options apply to every child); ConfigError before any child
     starts for a bad config, --gpus or --shard."""
     from pipeline.config import load_config  # noqa: PLC0415 - loaded only when supervising
+    from pipeline.config.loader import config_text  # noqa: PLC0415
     from pipeline.runtime.placement import Placement, parse_shard  # noqa: PLC0415
 
     config = Placement(instance=args.instance).apply(load_config(args.config))
     logs.configure(config.runtime.log_level, config.runtime.log_format)  # its own lines as its children's
-    raw = yaml.safe_load(Path(args.config).read_text())
+    raw = yaml.safe_load(config_text(args.config))
     gpus = parse_gpus(args.gpus)
     passthrough = [*(["--quiet"] if args.quiet else []), *([f"--duration={args.duration}"] if args.duration else [])]
     children = plan_children(args.config, config, raw, gpus, port=args.port,

@@ -64,18 +64,20 @@ def alive(pid: int) -> bool:
         return False
 
 
-def supervise(tmp_path) -> tuple[subprocess.Popen, int]:
-    """`run site.yaml --gpus 0,1` of the cameras CAMS, started from `tmp_path`, and its base port."""
+def supervise(tmp_path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+    """`run site.yaml --gpus 0,1` of the cameras CAMS, started from `tmp_path`, and its base port. The file starts
+    with a comment that is not ASCII; env: what to add to the supervisor's environment."""
     path = tmp_path / "site.yaml"
-    path.write_text(yaml.safe_dump(config_data(
+    path.write_text("# caméras du quai\n" + yaml.safe_dump(config_data(
         tmp_path, [{"id": cam, "url": f"fake://{cam}?fps=10&live=1"} for cam in CAMS],
-        runtime={"instance": "node", "outbox_path": str(tmp_path / "outbox.db")})))
+        runtime={"instance": "node", "outbox_path": str(tmp_path / "outbox.db")})), encoding="utf-8")
     port = free_port()
     while free_port() == port + 1:  # the next port must be free too; another draw otherwise
         port = free_port()
     supervisor = subprocess.Popen([sys.executable, str(REPO / "run_pipeline.py"), "run", str(path), "--gpus", "0,1",
                                    "--port", str(port), "--quiet"], cwd=tmp_path, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+                                  stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "CUDA_VISIBLE_DEVICES": "", **(env or {})})
     return supervisor, port
 
 
@@ -108,6 +110,20 @@ def test_two_children_with_their_own_gpu_port_and_shard_restarted_when_killed_an
     for k in range(2):
         assert f"node-gpu{k} | " in err and f"node-gpu{k} | " in out  # logs, and each one's summary
         assert f"instance node-gpu{k} (GPU {k}) ended with exit code 0" in err
+
+
+def test_a_config_in_utf8_is_supervised_where_the_locale_is_not_utf8(tmp_path):
+    """Before, the supervisor read the file again in the locale's encoding: ASCII here, a UnicodeDecodeError."""
+    ascii_locale = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    supervisor, port = supervise(tmp_path, env=ascii_locale)
+    try:
+        for k in range(2):
+            assert poll(lambda: supervisor.poll() is not None or bool(streams(port + k)))
+            assert supervisor.poll() is None, f"the supervisor exited with {supervisor.returncode}"
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        _, err = supervisor.communicate(timeout=90)
+    assert supervisor.returncode == 0, err[-3000:]
 
 
 def test_the_children_stop_when_the_supervisor_is_killed_and_free_their_ports(tmp_path):
