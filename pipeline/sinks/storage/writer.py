@@ -100,9 +100,8 @@ class BatchWriter:
         self._failure: BaseException | None = None
         self._unavailable = threading.Event()  # set while a batch is being retried
         self._thread = threading.Thread(target=self._run, name=f"storage:{name}", daemon=True)
-        self.counters = dict(
-            items_written=0, rows_written=0, batches=0, retries=0, rows_rejected=0, rows_lost=0, put_timeouts=0
-        )
+        self.counters = dict(items_written=0, rows_written=0, batches=0, retries=0, rows_rejected=0, rows_lost=0,
+                             put_timeouts=0)
 
     def start(self) -> None:
         self._thread.start()
@@ -192,8 +191,8 @@ class BatchWriter:
             self._reject(size, exc)
 
     def _write_until_answered(self, batch: Batch, size: int) -> None:
-        """`write(batch)`, retried while the database is unavailable (until written, or abandoned at close: the
-        rows are counted lost); the `SinkError` of a database that refuses the rows."""
+        """`write(batch)`, retried while the database is unavailable, each outage logged as it starts and ends (until
+        written, or abandoned at close: the rows are counted lost); the `SinkError` of a database refusing the rows."""
         self._backoff.reset()
         while True:
             try:
@@ -201,9 +200,8 @@ class BatchWriter:
             except StorageUnavailable as exc:
                 self._unavailable.set()
                 self.counters["retries"] += 1
-                at_ceiling = self._backoff.ceiling() >= self._backoff.max_s
                 delay = self._backoff.next_delay()
-                if self.counters["retries"] == 1 or at_ceiling:
+                if self._backoff.attempt == 1 or self._backoff.ceiling() >= self._backoff.max_s:
                     log.warning("%s: %s; keeping %d rows, retrying in %.2f s", self.name, exc, size, delay)
                 if self._abandon.wait(delay):
                     self.counters["rows_lost"] += size
@@ -214,6 +212,8 @@ class BatchWriter:
                 self._unavailable.clear()
                 raise
             self._unavailable.clear()
+            if self._backoff.attempt:
+                log.info("%s: writing again after %.1f s down (%d rows kept)", self.name, self._backoff.down_s(), size)
             self.counters["batches"] += 1
             self.counters["items_written"] += len(batch)
             self.counters["rows_written"] += size

@@ -1,4 +1,5 @@
 """BatchWriter: batching, interval flushes, retry without loss, bounded queue, close."""
+import logging
 import threading
 
 import pytest
@@ -32,6 +33,26 @@ def make_writer(db, **kw):
     options = dict(batch_size=10, flush_interval_s=0.05, queue_size=100, put_timeout_s=0.2, backoff_max_s=0.05)
     options.update(kw)
     return BatchWriter("test", db.write, **options)
+
+
+def test_each_outage_is_logged_when_it_starts_and_when_it_ends(caplog):
+    """Before, only the run's first outage was said at once (a later one once its retries reached the ceiling),
+    and none was said to be over."""
+    caplog.set_level(logging.INFO, logger="pipeline.sinks.storage.writer")
+    db = FlakyDatabase()
+    writer = make_writer(db, batch_size=1, backoff_max_s=5.0)
+    writer.start()
+    for outage in range(2):
+        failed_before = db.attempts - len(db.batches)
+        db.down.set()
+        writer.put(Item(outage))
+        assert wait_until(lambda: db.attempts - len(db.batches) >= failed_before + 2)  # retried at least once
+        db.down.clear()
+        assert wait_until(lambda: len(db.batches) == outage + 1)
+    assert writer.close(timeout=5)
+    said = [("down" if "database restarting; keeping 1 rows" in r.getMessage() else
+             "back" if "writing again after" in r.getMessage() else r.getMessage()) for r in caplog.records]
+    assert [kind for i, kind in enumerate(said) if i == 0 or said[i - 1] != kind] == ["down", "back", "down", "back"]
 
 
 def test_rows_are_written_in_batches_of_batch_size():
