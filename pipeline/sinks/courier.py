@@ -101,6 +101,9 @@ class Courier:
                           mask_url(traceback.format_exc()))
                 error = f"{type(exc).__name__}: {mask_url(str(exc))}"
             else:
+                if self._backoff.attempt:  # the end of an outage is said, as its start was
+                    log.info("output '%s': delivering again: event %s went through after %.1f s of failures",
+                             self.output.name, event_id, self._backoff.down_s())
                 self._backoff.reset()
                 self._advance(conn, seq, event_id)
                 self.delivered += 1

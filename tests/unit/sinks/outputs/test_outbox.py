@@ -2,6 +2,7 @@
 and outputs that fail is in test_outbox_faults.py."""
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 
@@ -51,6 +52,20 @@ def test_failing_output_keeps_order_and_receives_backlog_when_it_recovers(tmp_pa
         flaky.failing.clear()
         assert outbox.wait_delivered(5)
     assert flaky.delivered == events
+
+
+def test_an_output_that_recovers_says_so_once(tmp_path, caplog):
+    """Before, its failures were logged and then nothing: a recovered output looked like a courier gone quiet."""
+    caplog.set_level(logging.INFO, logger="pipeline.sinks.courier")
+    healthy, flaky = RecordingOutput("healthy"), RecordingOutput("flaky")
+    flaky.failing.set()
+    with Outbox(tmp_path / "outbox.db", [healthy, flaky], backoff=FAST) as outbox:
+        outbox.put(make_events(4))
+        assert wait_until(lambda: flaky.attempts >= 3)
+        flaky.failing.clear()
+        assert outbox.wait_delivered(5)
+    said = [r.getMessage() for r in caplog.records if r.name == "pipeline.sinks.courier" and r.levelno == logging.INFO]
+    assert len(said) == 1 and said[0].startswith("output 'flaky': delivering again: event "), said
 
 
 def test_duplicate_event_ids_are_stored_and_delivered_once(tmp_path):
