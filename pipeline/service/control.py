@@ -90,7 +90,17 @@ class Control:
         if self.fleet is not None:
             return self.fleet.remove(stream_id)
         self._of_this_shard(stream_id)
-        self._change(lambda doc: doc.remove("streams", stream_id))
+
+        def remove(doc: ConfigDocument) -> None:
+            doc.remove("streams", stream_id)  # first: an unknown id is a 404 whatever names it
+            users = [f"{section[:-1]} '{item.get('name', item.get('python'))}'"
+                     for section in ("zones", "lines", "stages")
+                     for item in doc.entries(section) if stream_id in (item.get("streams") or [])]
+            if users:
+                raise ConfigError(f"stream '{stream_id}' is in the streams of {', '.join(users)}: take it out "
+                                  "there (or remove them) first, then remove the camera; nothing was changed")
+
+        self._change(remove)
 
     def set_streams(self, streams: list) -> dict[str, str]:
         """Run exactly `streams` from now on, the rest of the config as it is (the coordinator of a fleet), but

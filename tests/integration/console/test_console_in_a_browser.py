@@ -182,7 +182,8 @@ def test_cameras_are_added_paused_and_removed_from_the_page(browser, demo):
 
     press(browser, "cam-8", "remove")  # its zone and lines name it
     browser.switch_to.alert.accept()
-    wait(browser, lambda d: "unknown stream 'cam-8'" in d.find_element(By.CSS_SELECTOR, '[data-stream="cam-8"] .why').text,
+    wait(browser, lambda d: "stream 'cam-8' is in the streams of zone" in
+         d.find_element(By.CSS_SELECTOR, '[data-stream="cam-8"] .why').text,
          30, "the refusal to remove a camera that zones name is not shown")
     assert states(browser)["cam-8"] == "running"
 

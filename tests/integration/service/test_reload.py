@@ -117,6 +117,19 @@ def test_a_broken_file_or_a_new_detector_changes_nothing(tmp_path, serve):
     assert [s["id"] for s in served.client.get("/api/streams").json()] == ["a", "c"]
 
 
+def test_removing_a_camera_a_zone_names_is_refused_saying_which_zone(tmp_path, serve):
+    """Before: 400 "zones -> 0 -> streams: unknown stream 'a'", of the very camera being removed."""
+    path = site(tmp_path)
+    served = serve(load_config(path), path=path)
+    assert served.client.put("/api/lines/gate", json={"start": [0, 0], "end": [9, 9], "streams": ["a"]}).is_success
+    refused = served.client.delete("/api/streams/a")
+    assert refused.status_code == 400
+    assert refused.json()["detail"] == ("stream 'a' is in the streams of zone 'dock', line 'gate': take it out "
+                                        "there (or remove them) first, then remove the camera; nothing was changed")
+    assert [s["id"] for s in served.client.get("/api/streams").json()] == ["a", "b"]
+    assert [s.id for s in load_config(path).streams] == ["a", "b"]
+
+
 def test_a_file_saved_in_another_encoding_is_refused_on_reload_naming_its_line(tmp_path, serve):
     """Before, a reload of a file saved as Windows-1252 answered 500 (and a SIGHUP's reload thread died)."""
     path = site(tmp_path)
