@@ -114,11 +114,13 @@ def make_app(control: Control, token: str | None = None, version: str = "",
 
     @app.get("/readyz", tags=["health"])
     def readyz() -> JSONResponse:
-        """200 once the engine is warm and a stream delivers frames (or none is configured), else 503; 503 as
-        well while the detector fails (`detector_failing`: a batch failed in the last 10 s, none went through since)."""
+        """200 once the engine is warm and a stream delivers frames (or none is configured, or every one is paused:
+        an operator's choice, not a fault), else 503; 503 as well while the detector fails (`detector_failing`: a
+        batch failed in the last 10 s, none went through since)."""
         states = [stats.get("state") for stats in runner.snapshot().streams.values()]
         failing = runner.detector_failing()
-        ready = runner.running.is_set() and (not runner.config.streams or "running" in states) and not failing
+        active = {config.id for config in runner.streams()} - runner.table.paused()
+        ready = runner.running.is_set() and (not active or "running" in states) and not failing
         return JSONResponse({"ready": ready, "detector_failing": failing}, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["observe"])

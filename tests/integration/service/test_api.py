@@ -174,6 +174,19 @@ def test_a_service_whose_cameras_deliver_nothing_is_alive_but_not_ready(tmp_path
     assert served.client.get("/api/streams/gone").json()["state"] != "running"
 
 
+def test_a_service_whose_cameras_are_all_paused_stays_ready(tmp_path, serve):
+    """Before, pausing every camera (maintenance) made /readyz answer 503: the pod was taken out of its Service."""
+    sink = RecordingSink()
+    served = serve(config(tmp_path, [{"id": "a", "url": "fake://a?fps=20"}, {"id": "b", "url": "fake://b?fps=20"}]),
+                   sinks=[sink])
+    client = served.client
+    assert sink.wait_for(lambda s: s.seqs["a"] and s.seqs["b"], timeout=20)
+    assert client.post("/api/streams/a/pause").status_code == 200
+    assert client.get("/readyz").status_code == 200  # b delivers
+    assert client.post("/api/streams/b/pause").status_code == 200
+    assert client.get("/readyz").json() == {"ready": True, "detector_failing": False}
+
+
 @pytest.mark.fault
 def test_a_stalled_camera_shows_stalled_not_ready_and_not_up_until_its_frames_come_again(tmp_path, serve):
     sink = RecordingSink()
