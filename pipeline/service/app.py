@@ -71,7 +71,8 @@ class StreamView(BaseModel):
     live: bool
     state: str
     fps: float
-    latency_s: float | None = Field(description="its last frame's capture to detections, seconds")
+    latency_s: float | None = Field(description="its last frame's capture to detections, seconds; None while it "
+                                    "delivers no frames (not the latency from before)")
     last_error: str | None
     counters: dict[str, int]
 
@@ -210,9 +211,11 @@ def _current(runner: PipelineRunner, stream_id: str) -> StreamView:
 
 
 def _view(config: StreamConfig, stats: dict, paused: bool, latency: dict[str, float]) -> StreamView:
+    state = "paused" if paused else stats.get("state", "new")
     return StreamView(id=config.id, url=mask_url(config.url), lane=config.lane, live=config.is_live,
-                      state="paused" if paused else stats.get("state", "new"), fps=stats.get("decode_fps", 0.0),
-                      latency_s=None if paused else latency.get(config.id), last_error=stats.get("last_error"),
+                      state=state, fps=stats.get("decode_fps", 0.0),
+                      latency_s=latency.get(config.id) if state == "running" else None,
+                      last_error=stats.get("last_error"),
                       counters={key: int(stats.get(key, 0) or 0) for key in STREAM_COUNTERS})
 
 

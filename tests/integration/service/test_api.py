@@ -198,12 +198,14 @@ def test_a_stalled_camera_shows_stalled_not_ready_and_not_up_until_its_frames_co
         return client.get("/status").json()["streams"]["cam"]["state"]
 
     assert wait_until(lambda: state() == "stalled", timeout=20)
-    assert client.get("/api/streams/cam").json()["state"] == "stalled"
+    stalled = client.get("/api/streams/cam").json()
+    assert stalled["state"] == "stalled" and stalled["latency_s"] is None and stalled["fps"] == 0  # not from before
     assert client.get("/readyz").status_code == 503
     assert 'streamweave_stream_up{stream="cam"} 0.0' in client.get("/metrics").text
     assert len(sink.seqs["cam"]) <= 20
     assert wait_until(lambda: state() == "running", timeout=20)
     assert client.get("/readyz").status_code == 200
+    assert wait_until(lambda: client.get("/api/streams/cam").json()["latency_s"] is not None, timeout=20)
     assert sink.wait_for(lambda s: len(s.seqs["cam"]) > 20, timeout=20)
 
 
