@@ -178,14 +178,19 @@ class SinkQueue:
             self._closed = True
             self._cond.notify_all()
 
-    def finish(self, deadline: float) -> bool:
+    def finish(self, deadline: float, abandon: threading.Event | None = None) -> bool:
         """Deliver what is queued and close the sink (its thread does, once it has delivered everything); False
-        when that did not finish in time (at least `CLOSE_WAIT_S`, else until `deadline`, monotonic seconds): the
-        thread goes on and closes the sink when done (a sink taken out while running), unless the process ends."""
+        when that did not finish in time (at least `CLOSE_WAIT_S`, else until `deadline`, monotonic seconds; once
+        `abandon` is set, `CLOSE_WAIT_S` more at most): the thread goes on and closes the sink when done (a sink
+        taken out while running), unless the process ends."""
         self.close()
         if self._thread.ident is None:  # never opened
             return True
-        self._thread.join(max(CLOSE_WAIT_S, deadline - time.monotonic()))
+        end = max(time.monotonic() + CLOSE_WAIT_S, deadline)
+        while self._thread.is_alive() and (now := time.monotonic()) < end:
+            if abandon is not None and abandon.is_set():  # asked again to stop: a last few seconds, not the deadline
+                end = min(end, now + CLOSE_WAIT_S)
+            self._thread.join(min(0.1, end - now) if abandon is not None else end - now)
         if self._thread.is_alive():
             queued = len(self._items)
             if queued:
@@ -342,13 +347,14 @@ class OutputSinks:
         for q in self._queues:
             q.close()
 
-    def finish(self, timeout: float = 30.0) -> bool:
-        """Deliver what every sink has queued and close them; True when all finished in time."""
+    def finish(self, timeout: float = 30.0, abandon: threading.Event | None = None) -> bool:
+        """Deliver what every sink has queued and close them; True when all finished in time. Once `abandon` is
+        set (a second stop), each sink still closing is waited for `CLOSE_WAIT_S` at most."""
         with self._lock:
             self._finished = True
         self.close()
         deadline = time.monotonic() + timeout
-        return all([q.finish(deadline) for q in self._queues])
+        return all([q.finish(deadline, abandon) for q in self._queues])
 
     def forget(self, stream_id: str) -> None:
         """A stream removed for good: its drop counts go, as its other per-stream figures do."""

@@ -126,7 +126,8 @@ class PipelineRunner:
 
     # -- running -------------------------------------------------------------------------------
     def request_stop(self) -> None:
-        """First call: stop the sources and drain. Second call: also abandon frames still buffered."""
+        """First call: stop the sources and drain. Second call: also abandon frames still buffered, and give a sink
+        still closing (its database down) a few seconds more, not the rest of the drain."""
         if self._stop.is_set():
             self._abandon.set()
         self._stop.set()
@@ -208,7 +209,7 @@ class PipelineRunner:
             log.warning("stage workers did not drain in time (a sink may be hung); closing the sinks anyway")
             parts.outputs.close()  # a worker waiting for room in a sink's queue goes on
             parts.stages.close(timeout=5.0)
-        parts.outputs.finish(timeout=5.0 if self._abandon.is_set() else min(30.0, self.drain_s))
+        parts.outputs.finish(timeout=5.0 if self._abandon.is_set() else min(30.0, self.drain_s), abandon=self._abandon)
         self.table.handle_finished()
         parts.events.close()
         parts.sources.close()

@@ -145,6 +145,41 @@ def test_a_sink_still_closing_with_nothing_queued_is_not_said_to_have_items_to_d
     assert wait_until(lambda: sink.closed, timeout=10)
 
 
+class _ClosingUntilReleased(RecordingSink):
+    """A sink whose close waits for a database that stays down (until `release`)."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.closing, self._released = threading.Event(), threading.Event()
+
+    def close(self) -> None:
+        self.closing.set()
+        self._released.wait(120)
+        super().close()
+
+    def release(self) -> None:
+        self._released.set()
+
+
+def test_a_second_stop_does_not_wait_the_whole_drain_for_a_sink_still_closing(tmp_path, monkeypatch):
+    """Before, a second SIGTERM while a PostgreSQL sink waited for its database still waited the 30 s."""
+    monkeypatch.setattr(outputs, "CLOSE_WAIT_S", 0.2)
+    sink = _ClosingUntilReleased("store")
+    runner = PipelineRunner(fake_config(tmp_path, [{"id": "cam", "url": "fake://cam?fps=50"}]), sinks=[sink])
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        assert sink.wait_for(lambda s: len(s.seqs["cam"]) >= 5, timeout=20)
+        runner.request_stop()
+        assert sink.closing.wait(20)
+        runner.request_stop()  # again: stop now
+        thread.join(15)
+        assert not thread.is_alive() and not sink.closed  # it returned with the sink still closing
+    finally:
+        sink.release()
+        thread.join(60)
+
+
 class _NoPictures(RecordingSink):
     """A sink that never reads pictures, and says so; records whether a frame came with one."""
 
