@@ -9,6 +9,7 @@ config is switched off), Python warnings, and the decode processes (configured t
 """
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from collections.abc import Iterator
@@ -38,15 +39,21 @@ def json_formatter() -> logging.Formatter:
 
 class MaskedFormatter(logging.Formatter):
     """What `inner` writes, with credentials masked (`mask_url`): whatever raised (a plugin, the HTTP client it uses,
-    any library) may name a URL with its password or token, in the message or the traceback. The record is left as
-    it is for any other handler (it is shared)."""
+    any library) may name a URL with its password or token, in the message or the traceback. Those are masked on a
+    copy before `inner` writes it, not in its output, where a secret's mask would run over JSON's closing quote; the
+    record is left as it is for any other handler (it is shared)."""
 
     def __init__(self, inner: logging.Formatter):
         super().__init__()
         self.inner = inner
 
     def format(self, record: logging.LogRecord) -> str:
-        return mask_url(self.inner.format(record))
+        masked = copy.copy(record)
+        masked.msg, masked.args = mask_url(record.getMessage()), None
+        if record.exc_info:
+            masked.exc_text, masked.exc_info = self.inner.formatException(record.exc_info), None
+        masked.exc_text, masked.stack_info = mask_url(masked.exc_text), mask_url(record.stack_info)
+        return self.inner.format(masked)
 
 
 def configure(level: str | int = "info", log_format: LogFormat = "text", stream: TextIO | None = None) -> None:

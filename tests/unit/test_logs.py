@@ -115,3 +115,19 @@ def test_masking_leaves_the_record_as_every_other_handler_gets_it():
     assert "hunter2" not in out.getvalue() and "u:pw@" not in out.getvalue()
     (record,) = [r for r in seen if r.name == "test.logs.shared"]
     assert record.exc_info is not None and record.args == ("rtsp://u:pw@cam/live",)
+
+
+def test_a_json_line_whose_message_ends_in_a_masked_secret_is_still_json():
+    """The masking of a query value or a DSN password runs to the next space: on the JSON line it must not swallow
+    the quote and comma that close the field."""
+    with configured_log("json") as out:
+        logging.getLogger("test.logs.json").warning("opening rtsp://cam/live?token=t0k3n")
+        logging.getLogger("test.logs.json").warning("connecting to host=db password=hunter2")
+        try:
+            raise ConnectionError("refused by http://cam/mjpg?pwd=s3cret")
+        except ConnectionError:
+            logging.getLogger("test.logs.json").exception("upload failed")
+    lines = json_lines(out)
+    assert [line["message"] for line in lines] == [
+        "opening rtsp://cam/live?token=***", "connecting to host=db password=***", "upload failed"]
+    assert lines[2]["exception"].endswith("ConnectionError: refused by http://cam/mjpg?pwd=***")
