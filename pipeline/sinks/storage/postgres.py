@@ -67,6 +67,7 @@ def rows_at_fault(exc: Exception) -> bool:
 
 
 _UNPAIRED_WORD = re.compile(r'missing "=" after "[^"]*"')
+_UNDECODED = re.compile(r'(?:invalid percent-encoded token|forbidden value %00 in percent-encoded value): "[^"]*"')
 
 
 def dsn_problem(dsn: str) -> str | None:
@@ -79,6 +80,8 @@ def dsn_problem(dsn: str) -> str | None:
         # the word libpq quotes after a space may be the rest of a password: not named
         why = _UNPAIRED_WORD.sub("missing \"=\" after a word (a value holding spaces must be quoted: "
                                  "password='a b c')", first_line(exc).replace(dsn, "..."))
+        # and the part of a URL it could not percent-decode may be the password itself
+        why = _UNDECODED.sub('a part of the URL is not percent-encoded (write "%" as %25)', why)
         return (f"not a DSN libpq can read ({why}); write postgresql://user@host/db or libpq's key=value form "
                 "(host=... dbname=...)")
     return None

@@ -432,6 +432,18 @@ def test_a_postgres_dsn_whose_password_holds_an_unquoted_space_fails_without_sho
     assert "horse" not in str(info.value)
 
 
+@pytest.mark.parametrize("dsn", ["postgresql://ops:50%off@127.0.0.1/analytics",
+                                 "postgresql://ops@127.0.0.1/analytics?password=50%off",
+                                 "postgresql://ops:50%00off@127.0.0.1/analytics"])
+def test_a_postgres_dsn_whose_password_holds_a_bare_percent_fails_without_showing_it(dsn):
+    """libpq quotes the part of the URL it could not percent-decode, here the password, with no `://` to mask by."""
+    pytest.importorskip("psycopg")
+    sink = postgres_store(dsn).make()
+    with pytest.raises(SinkError, match=r"PostgreSQL DSN: not a DSN libpq can read \(.*percent-encoded.*%25") as info:
+        sink.open()
+    assert "off" not in str(info.value)
+
+
 def test_a_storage_sink_keeps_nothing_of_a_camera_once_it_has_ended_and_still_stores_its_url(tmp_path, mot17_05):
     store = sqlite_store(tmp_path / "detections.db")
     sink = store.make(flush_interval_s=60.0)  # every row is written at close, after its camera has ended
