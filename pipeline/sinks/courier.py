@@ -10,7 +10,6 @@ import logging
 import sqlite3
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -97,8 +96,7 @@ class Courier:
                 raise
             except BaseException as exc:  # noqa: BLE001 - a bug in an output (a plugin's CancelledError too) must not
                 # kill its courier: count, log, retry
-                log.error("output '%s' raised %s on event %s\n%s", self.output.name, type(exc).__name__, event_id,
-                          mask_url(traceback.format_exc()))
+                log.exception("output '%s' raised %s on event %s", self.output.name, type(exc).__name__, event_id)
                 error = f"{type(exc).__name__}: {mask_url(str(exc))}"
             else:
                 if self._backoff.attempt:  # the end of an outage is said, as its start was

@@ -3,6 +3,7 @@ fail to close or get stuck, a prune or a database that fails, outages across eve
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import time
@@ -15,6 +16,7 @@ from pipeline.errors import EventRefused, SinkError
 from pipeline.sinks.outbox import Outbox
 from pipeline.sinks.outputs.payload import event_from_json
 from pipeline.types import Event, Moment
+from tests.support.logs import configured_log
 from tests.support.outbox import FAST, RecordingOutput, make_events
 from tests.support.waiting import wait_until
 
@@ -315,19 +317,25 @@ class QuotingOutput(RecordingOutput):
         raise self.failure
 
 
-def test_an_output_s_failures_are_logged_and_kept_as_dead_letters_with_the_credentials_they_quote_masked(
-        tmp_path, caplog):
+def test_an_output_s_failures_are_logged_and_kept_as_dead_letters_with_the_credentials_they_quote_masked(tmp_path):
     url = "https://ops:hunter2@hooks.example/v1/events?token=t0k3n"
     outputs = [QuotingOutput("a-refused", EventRefused(f"{url} answered 422")),
                QuotingOutput("b-down", SinkError(f"{url} unreachable")),
                QuotingOutput("c-bug", ConnectionError(f"Max retries exceeded with url: {url}"))]
-    with Outbox(tmp_path / "outbox.db", outputs, backoff=FAST) as outbox:
-        outbox.put(make_events(1))
-        assert outbox.wait_delivered(5)
+    with configured_log("json") as out:
+        with Outbox(tmp_path / "outbox.db", outputs, backoff=FAST) as outbox:
+            outbox.put(make_events(1))
+            assert outbox.wait_delivered(5)
     with sqlite3.connect(tmp_path / "outbox.db") as db:
         errors = [error for (error,) in db.execute("SELECT error FROM dead_letters ORDER BY output")]
     assert len(errors) == 3
-    assert [s for s in ("hunter2", "t0k3n") if s in "\n".join([*errors, caplog.text])] == []
+    assert [s for s in ("hunter2", "t0k3n") if s in "\n".join([*errors, out.getvalue()])] == []
+    # the traceback of an unexpected exception is in the JSON line's `exception`, as every other one's is
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    [bug] = [line for line in lines if "raised ConnectionError" in line["message"]]
+    assert bug["message"].startswith("output 'c-bug' raised ConnectionError on event ")
+    assert bug["exception"].endswith("ConnectionError: Max retries exceeded with url: https://***@hooks.example/v1/"
+                                     "events?token=***")
     masked = "https://***@hooks.example/v1/events?token=***"
     assert errors == [f"{masked} answered 422", f"{masked} unreachable",
                       f"ConnectionError: Max retries exceeded with url: {masked}"]
