@@ -20,12 +20,11 @@ and compares as text; `day` (`2025-03-14`) and `hour` (`2025-03-14T09:00:00Z`) a
 """
 from __future__ import annotations
 
-VIEWS_VERSION = 3
+VIEWS_VERSION = 2
 """The views' own version, kept as `views_version` in `streamweave_meta` (none: 1). A database whose views are older
 gets these when a sink opens it, whatever its schema version: views change no table, so a streamweave of the same
 schema version still opens the database. 2: a payload field of another JSON type than the view's column (an event
-of a plugin with `dwell_s: "long"`) reads NULL; PostgreSQL's cast failed every query on the view. 3: on PostgreSQL
-an integer of 19 digits (a time in ns since 1970) reads as itself, not NULL."""
+of a plugin with `dwell_s: "long"`) reads NULL; PostgreSQL's cast failed every query on the view."""
 
 VIEWS = ("events_named", "line_crossings", "line_counts", "zone_visits", "zone_dwell", "event_counts")
 

@@ -65,36 +65,3 @@ def test_a_visit_on_a_stream_clock_of_19_digit_nanoseconds_ends(store, shared, t
     store_run(store, FIRST, results, tmp_path / "outbox.db")
     [visit] = zone_stats(store.target, Filters(run=ALL_RUNS))
     assert (visit["zone"], visit["visits"], visit["inside"], visit["max_dwell_s"]) == ("dock", 1, 0, 2.5)
-
-
-def _field_of_version_2(dialect: str, key: str, sql_type: str | None = None, table: str = "") -> str:
-    if dialect == "sqlite":
-        return f"json_extract({table}payload, '$.{key}')"
-    value = f"({table}payload ->> '{key}')"
-    if not sql_type:
-        return value
-    number = f"jsonb_typeof({table}payload -> '{key}') = 'number'"
-    if sql_type == "BIGINT":
-        number += f" AND {value} ~ '^-?[0-9]{{1,18}}$'"
-    return f"CASE WHEN {number} THEN CAST({value} AS {sql_type}) END"
-
-
-def test_views_that_read_19_digit_nanoseconds_as_null_are_replaced(store, shared, tmp_path, monkeypatch):
-    """A database whose views are version 2 as first released (an integer of 19 digits read NULL) gets the views
-    that read it when a sink opens it: without a new version it kept them, and its visits never ended."""
-    enter_ns = 1_733_500_000_123_456_789
-    results = mot_results(shared("data/mot17/MOT17-05/gt/gt.txt"), "cam-05", 14.0, time.time_ns(), FIRST)[:3]
-    results[-1].events.extend([
-        _event("enter", "zone_enter", enter_ns, {"zone": "dock"}),
-        _event("exit", "zone_exit", enter_ns + 25 * 10**8, {"zone": "dock", "entered_ns": enter_ns, "dwell_s": 2.5})])
-    store_run(store, FIRST, results, tmp_path / "outbox.db")
-    monkeypatch.setattr(views, "_field", _field_of_version_2)
-    older = view_statements(store.kind)
-    monkeypatch.undo()
-    execute(store, [*older, "UPDATE streamweave_meta SET value = '2' WHERE key = 'views_version'"])
-
-    sink = store.make(run=make_run(SECOND, time.time_ns()))
-    sink.open()
-    sink.close()
-    [visit] = zone_stats(store.target, Filters(run=FIRST))
-    assert (visit["zone"], visit["visits"], visit["inside"], visit["max_dwell_s"]) == ("dock", 1, 0, 2.5)
