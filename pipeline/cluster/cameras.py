@@ -25,8 +25,8 @@ def stream_entry(entry: dict, where: str, lanes: set[str] | None = None) -> dict
     otherwise), with only the keys that were given; `lanes`: those a camera may name (None: any)."""
     try:
         config = StreamConfig.model_validate(entry)
-    except ValidationError as exc:
-        problems = [f"{where} -> {key_path(err['loc'])}: {err['msg']}" for err in exc.errors()]
+    except ValidationError as exc:  # in the config loader's words
+        problems = [f"{where} -> {key_path(p.loc)}: {p.message}" for p in problems_of(exc, entry, StreamConfig)]
         raise ConfigError("\n".join(problems)) from None
     if lanes is not None and config.lane not in lanes:
         raise ConfigError(f"{where} -> lane: unknown lane '{config.lane}'; this instance's lanes: {sorted(lanes)}")

@@ -95,3 +95,13 @@ def test_a_dsn_that_is_no_postgresql_address_is_a_config_error_naming_it_without
     said = capsys.readouterr().err
     assert said.startswith("fleet list: the fleet's PostgreSQL DSN: not a DSN libpq can read ("), said
     assert "write postgresql://user@host/db" in said and "s3cret" not in said and said.count("\n") == 1
+
+
+def test_a_camera_sent_to_the_fleet_api_is_told_its_mistake_in_the_words_of_fleet_import():
+    from pipeline.cluster.cameras import stream_entry  # noqa: PLC0415
+    from pipeline.errors import ConfigError  # noqa: PLC0415
+
+    with pytest.raises(ConfigError) as refused:
+        stream_entry({"id": "a", "url": "rtsp://h/1", "lanes": "default"}, "streams -> a")
+    assert str(refused.value) == ("streams -> a -> lanes: unknown key; did you mean 'lane'? "
+                                  "(every key: configs/example.yaml)")
